@@ -1,0 +1,325 @@
+//! Contacts (one flat JSON object with reserved keys) and what a contact did: activity
+//! events, engagement with sends, and the sends themselves, as the engine sees them.
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// A contact: `id` plus reserved keys (email, phone, timezone, birthday, groups, tags,
+/// personas, subscriptions, push, web_push) and any other attribute.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct Contact {
+    fields: Map<String, Value>,
+    #[serde(skip)]
+    id: String,
+}
+
+/// Why a JSON object is not a contact.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContactError {
+    /// Not a JSON object.
+    #[error("a contact must be a JSON object")]
+    NotAnObject,
+    /// No usable id.
+    #[error("a contact needs an \"id\" (a non-empty string or a number)")]
+    MissingId,
+    /// A reserved key with the wrong shape.
+    #[error("\"{key}\" {why}")]
+    Reserved { key: &'static str, why: &'static str },
+}
+
+impl<'de> Deserialize<'de> for Contact {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Contact::from_json(Value::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Contact {
+    /// Builds a contact from a JSON object, checking the id and the reserved keys' shapes.
+    pub fn from_json(value: Value) -> Result<Contact, ContactError> {
+        let Value::Object(mut fields) = value else { return Err(ContactError::NotAnObject) };
+        let id = match fields.get("id") {
+            Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => return Err(ContactError::MissingId),
+        };
+        fields.insert("id".into(), Value::String(id.clone()));
+        for key in ["groups", "tags", "personas"] {
+            match fields.get(key) {
+                None | Some(Value::Null | Value::Array(_)) => {}
+                Some(Value::String(s)) => {
+                    // CSV imports write lists as "a;b" or "a,b".
+                    let list = s.split([';', ',']).map(str::trim).filter(|p| !p.is_empty());
+                    let list = list.map(|p| Value::String(p.to_string())).collect();
+                    fields.insert(key.to_string(), Value::Array(list));
+                }
+                Some(_) => {
+                    return Err(ContactError::Reserved {
+                        key: match key {
+                            "groups" => "groups",
+                            "tags" => "tags",
+                            _ => "personas",
+                        },
+                        why: "must be a list of names",
+                    });
+                }
+            }
+        }
+        for key in ["subscriptions", "push"] {
+            if !matches!(fields.get(key), None | Some(Value::Null | Value::Object(_))) {
+                let key = if key == "push" { "push" } else { "subscriptions" };
+                return Err(ContactError::Reserved { key, why: "must be an object" });
+            }
+        }
+        Ok(Contact { fields, id })
+    }
+
+    /// A contact with only an id.
+    pub fn bare(id: &str) -> Contact {
+        let mut fields = Map::new();
+        fields.insert("id".into(), Value::String(id.to_string()));
+        Contact { fields, id: id.to_string() }
+    }
+
+    /// The contact's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// All fields, `id` included.
+    pub fn fields(&self) -> &Map<String, Value> {
+        &self.fields
+    }
+
+    /// A field by name; dots reach into nested objects (`address.city`).
+    pub fn field(&self, path: &str) -> Option<&Value> {
+        if let Some(v) = self.fields.get(path) {
+            return Some(v);
+        }
+        let mut parts = path.split('.');
+        let mut cur = self.fields.get(parts.next()?)?;
+        for p in parts {
+            cur = cur.as_object()?.get(p)?;
+        }
+        Some(cur)
+    }
+
+    /// Sets a field (dots create nested objects); `id` cannot be changed.
+    pub fn set_field(&mut self, path: &str, value: Value) {
+        if path == "id" {
+            return;
+        }
+        let mut parts: Vec<&str> = path.split('.').collect();
+        let last = parts.pop().unwrap_or(path);
+        let mut cur = &mut self.fields;
+        for p in parts {
+            let entry = cur.entry(p.to_string()).or_insert_with(|| Value::Object(Map::new()));
+            if !entry.is_object() {
+                *entry = Value::Object(Map::new());
+            }
+            let Value::Object(next) = entry else { return };
+            cur = next;
+        }
+        cur.insert(last.to_string(), value);
+    }
+
+    /// Merges the top-level keys of `changes` into the contact (a profile update).
+    pub fn merge(&mut self, changes: &Map<String, Value>) {
+        for (k, v) in changes {
+            if k != "id" {
+                self.fields.insert(k.clone(), v.clone());
+            }
+        }
+    }
+
+    fn text(&self, key: &str) -> Option<&str> {
+        self.fields.get(key).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty())
+    }
+
+    /// The email address, if any.
+    pub fn email(&self) -> Option<&str> {
+        self.text("email")
+    }
+
+    /// The phone number, if any.
+    pub fn phone(&self) -> Option<&str> {
+        self.text("phone")
+    }
+
+    /// The contact's own time zone, when it names a valid one.
+    pub fn timezone(&self) -> Option<Tz> {
+        self.text("timezone").and_then(|s| s.parse().ok())
+    }
+
+    /// Names in a list field (groups, tags, personas).
+    pub fn names<'a>(&'a self, key: &str) -> impl Iterator<Item = &'a str> + 'a {
+        self.fields.get(key).and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str)
+    }
+
+    /// The push endpoints: (platform, endpoint) for android and apple.
+    pub fn push_endpoints(&self) -> Vec<(&str, &str)> {
+        let Some(push) = self.fields.get("push").and_then(Value::as_object) else { return Vec::new() };
+        ["android", "apple"]
+            .into_iter()
+            .filter_map(|p| push.get(p).and_then(Value::as_str).filter(|s| !s.is_empty()).map(|e| (p, e)))
+            .collect()
+    }
+
+    /// The web push subscriptions stored on the contact (`web_push`: one object or a list).
+    pub fn web_push_subscriptions(&self) -> Vec<&Value> {
+        match self.fields.get("web_push") {
+            Some(Value::Array(list)) => list.iter().filter(|v| v.is_object()).collect(),
+            Some(v @ Value::Object(_)) => vec![v],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The recorded consent for a communication type: `Some(true)` subscribed,
+    /// `Some(false)` unsubscribed, `None` no record.
+    pub fn subscription(&self, kind: &str) -> Option<bool> {
+        let v = self.fields.get("subscriptions")?.as_object()?.get(kind)?;
+        match v {
+            Value::Bool(b) => Some(*b),
+            Value::String(s) => match s.to_ascii_lowercase().as_str() {
+                "subscribed" | "true" | "yes" | "opt_in" | "opted_in" => Some(true),
+                "unsubscribed" | "false" | "no" | "opt_out" | "opted_out" => Some(false),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+/// An activity or contact event (`purchase`, `page.visited`, `contact.updated`, ...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActivityEvent {
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// Its name.
+    pub name: String,
+    /// Its other properties (`url` for page.visited, ...).
+    #[serde(default)]
+    pub properties: Map<String, Value>,
+}
+
+/// What a contact did with a send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngagementKind {
+    /// The channel accepted delivery.
+    Delivered,
+    /// The message was opened.
+    Opened,
+    /// A link was clicked.
+    Clicked,
+    /// The message bounced.
+    Bounced,
+    /// The contact marked it as spam.
+    Complained,
+    /// The contact unsubscribed from it.
+    Unsubscribed,
+}
+
+impl EngagementKind {
+    /// All kinds, in the order events files name them.
+    pub const ALL: [EngagementKind; 6] = [
+        EngagementKind::Delivered,
+        EngagementKind::Opened,
+        EngagementKind::Clicked,
+        EngagementKind::Bounced,
+        EngagementKind::Complained,
+        EngagementKind::Unsubscribed,
+    ];
+
+    /// The key used in files and conditions.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngagementKind::Delivered => "delivered",
+            EngagementKind::Opened => "opened",
+            EngagementKind::Clicked => "clicked",
+            EngagementKind::Bounced => "bounced",
+            EngagementKind::Complained => "complained",
+            EngagementKind::Unsubscribed => "unsubscribed",
+        }
+    }
+}
+
+/// One engagement record, keyed by the step whose send it concerns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Engagement {
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// The send step.
+    pub step: String,
+    /// What happened.
+    pub kind: EngagementKind,
+    /// For clicks: the URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// For clicks: the link's tags (`link_attribute` in conditions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub link_tags: Vec<String>,
+}
+
+/// A send already made to the contact by this scenario (for frequency caps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendMark {
+    /// When it was sent.
+    pub at: DateTime<Utc>,
+}
+
+/// What the engine knows of a contact's past, oldest first: activity events, engagement with
+/// this scenario's sends and the scenario's earlier sends.
+///
+/// # Contract
+/// The caller appends an input's own event or engagement before handing it to the engine,
+/// and appends a [`SendMark`] for every send effect it applies.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct History {
+    /// Activity and contact events.
+    pub events: Vec<ActivityEvent>,
+    /// Engagement records.
+    pub engagement: Vec<Engagement>,
+    /// Sends of this scenario to the contact.
+    pub sends: Vec<SendMark>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn ids_are_required_and_numbers_become_strings() {
+        assert_eq!(Contact::from_json(json!({"email": "x"})), Err(ContactError::MissingId));
+        assert_eq!(Contact::from_json(json!([])), Err(ContactError::NotAnObject));
+        assert_eq!(Contact::from_json(json!({"id": 42})).map(|c| c.id().to_string()), Ok("42".to_string()));
+    }
+
+    #[test]
+    fn dotted_fields_reach_nested_objects() {
+        let mut c = Contact::from_json(json!({"id": "a", "address": {"city": "Lyon"}, "a.b": 1})).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.field("address.city"), Some(&json!("Lyon")));
+        assert_eq!(c.field("a.b"), Some(&json!(1)));
+        assert_eq!(c.field("address.zip"), None);
+        c.set_field("address.zip", json!("69001"));
+        assert_eq!(c.field("address.zip"), Some(&json!("69001")));
+        c.set_field("id", json!("other"));
+        assert_eq!(c.id(), "a");
+    }
+
+    #[test]
+    fn csv_lists_and_reserved_shapes() {
+        let c = Contact::from_json(json!({"id": "a", "groups": "vip; beta"})).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.names("groups").collect::<Vec<_>>(), vec!["vip", "beta"]);
+        assert!(Contact::from_json(json!({"id": "a", "push": "x"})).is_err());
+        let c = Contact::from_json(json!({"id": "a", "subscriptions": {"newsletter": "unsubscribed", "offers": true}, "push": {"apple": "arn"}}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.subscription("newsletter"), Some(false));
+        assert_eq!(c.subscription("offers"), Some(true));
+        assert_eq!(c.subscription("other"), None);
+        assert_eq!(c.push_endpoints(), vec![("apple", "arn")]);
+    }
+}

@@ -1,0 +1,35 @@
+//! The pure engine of Relance: scenario files, their validation, conditions, calendar
+//! arithmetic and the transition function that moves one enrollment through a scenario.
+//! No clock, no I/O, no AWS types: every mode (simulate, embedded, AWS) runs this crate.
+//!
+//! # Layout
+//! - [`duration`]: ISO-8601 durations.
+//! - [`schedule`]: local times across DST, recurring launches, delays, quiet hours.
+//! - [`contact`]: contacts, activity events, engagement, history.
+//! - [`condition`]: conditions and their evaluation.
+//! - [`scenario`]: the v1 scenario file and its loader.
+//! - [`validate`]: every problem of a scenario, located.
+//! - [`render`]: message templates.
+//! - [`engine`]: enrollments, inputs, effects and the transition function.
+//! - [`journal`]: journal records and counters.
+//! - [`simulation`]: the virtual-clock player behind `relance simulate`.
+
+pub mod condition;
+pub mod contact;
+pub mod duration;
+pub mod engine;
+pub mod journal;
+pub mod problem;
+pub mod render;
+pub mod scenario;
+pub mod schedule;
+pub mod simulation;
+pub mod validate;
+
+pub use condition::Condition;
+pub use contact::{ActivityEvent, Contact, Engagement, EngagementKind, History};
+pub use duration::IsoDuration;
+
+
+pub use problem::{Problem, Severity};
+pub use scenario::{Format, Scenario};
