@@ -1,1 +1,181 @@
-fn main() {}
+//! The `relance` command: a thin layer over `relance-core` that reads files, calls the
+//! engine and prints. Exit status: 0 fine, 1 the scenario has errors, 2 bad usage or input.
+
+use std::fs;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, SubsecRound, Utc};
+use clap::{Parser, Subcommand};
+use relance_core::engine::Engine;
+use relance_core::journal::{JournalCounts, Record};
+use relance_core::simulation::{self, Simulation};
+use relance_core::validate::{self, Report};
+use relance_core::{Contact, Format, IsoDuration};
+
+/// Relance: marketing-automation scenarios as code.
+#[derive(Debug, Parser)]
+#[command(name = "relance", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List every problem of a scenario file, located; exit 1 when there is an error.
+    Validate {
+        /// The scenario file (YAML or JSON).
+        file: PathBuf,
+        /// Print the problems as a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Play a scenario on a virtual clock and print what happens, one JSON object per line.
+    Simulate {
+        /// The scenario file (YAML or JSON).
+        file: PathBuf,
+        /// Contacts: JSON lines (one object per line) or a JSON array.
+        #[arg(long)]
+        contacts: PathBuf,
+        /// Events: JSON lines of engagement and activity (`{"at", "contact", "opened": step}`, `{"at", "contact", "event": name}`).
+        #[arg(long)]
+        events: Option<PathBuf>,
+        /// Start of the virtual clock (RFC 3339); default now.
+        #[arg(long)]
+        start: Option<String>,
+        /// How long to play (ISO-8601 duration).
+        #[arg(long, default_value = "P30D")]
+        until: String,
+        /// Print the counts per step and per end as a last line (`"kind": "journal"`).
+        #[arg(long)]
+        journal: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate { file, json } => validate_cmd(&file, json),
+        Command::Simulate { file, contacts, events, start, until, journal } => {
+            simulate_cmd(&file, &contacts, events.as_deref(), start.as_deref(), &until, journal)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<String> {
+    fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn check(path: &Path) -> Result<Report> {
+    let text = read(path)?;
+    Ok(validate::check_text(&text, Format::from_path(&path.to_string_lossy())))
+}
+
+fn print_problems(path: &Path, report: &Report, out: &mut dyn Write) -> Result<()> {
+    for p in &report.problems {
+        writeln!(out, "{}: {p}", path.display())?;
+    }
+    let (errors, warnings) = validate::summary(&report.problems);
+    match (errors, warnings) {
+        (0, 0) => writeln!(out, "{}: no problem found", path.display())?,
+        (0, w) => writeln!(out, "{}: no problem found ({w} warning{} above)", path.display(), plural(w))?,
+        (e, w) => writeln!(out, "{}: {e} error{}, {w} warning{}", path.display(), plural(e), plural(w))?,
+    }
+    Ok(())
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn validate_cmd(path: &Path, json: bool) -> Result<ExitCode> {
+    let report = check(path)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &report.problems)?;
+        writeln!(out)?;
+    } else {
+        print_problems(path, &report, &mut out)?;
+    }
+    Ok(if report.errors() > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+fn load_contacts(path: &Path) -> Result<Vec<Contact>> {
+    let text = read(path)?;
+    if text.trim_start().starts_with('[') {
+        let values: Vec<serde_json::Value> = serde_json::from_str(&text).with_context(|| format!("{}: not a JSON array", path.display()))?;
+        let mut errors = Vec::new();
+        let contacts: Vec<Contact> = values
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, v)| Contact::from_json(v).map_err(|e| errors.push(format!("[{i}]: {e}"))).ok())
+            .collect();
+        if !errors.is_empty() {
+            bail!("{}:\n  {}", path.display(), errors.join("\n  "));
+        }
+        return Ok(contacts);
+    }
+    simulation::contacts_from_json_lines(&text).map_err(|errors| anyhow::anyhow!("{}:\n  {}", path.display(), errors.join("\n  ")))
+}
+
+fn simulate_cmd(path: &Path, contacts: &Path, events: Option<&Path>, start: Option<&str>, until: &str, journal: bool) -> Result<ExitCode> {
+    let report = check(path)?;
+    let Some(scenario) = report.scenario else {
+        print_problems(path, &report, &mut std::io::stderr())?;
+        return Ok(ExitCode::from(1));
+    };
+    let start: DateTime<Utc> = match start {
+        Some(s) => DateTime::parse_from_rfc3339(s)
+            .with_context(|| format!("--start: \"{s}\" is not an RFC 3339 time such as 2026-12-01T09:00:00Z"))?
+            .with_timezone(&Utc),
+        None => Utc::now().trunc_subsecs(0),
+    };
+    let until: IsoDuration = until.parse().context("--until")?;
+    let contacts = load_contacts(contacts)?;
+    let events = match events {
+        Some(p) => simulation::events_from_json_lines(&read(p)?).map_err(|errors| anyhow::anyhow!("{}:\n  {}", p.display(), errors.join("\n  ")))?,
+        None => Vec::new(),
+    };
+    let engine = Engine::new(scenario);
+    let mut sim = Simulation::new(&engine, contacts, events);
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let mut counts = JournalCounts::default();
+    let mut failure: Option<std::io::Error> = None;
+    let end = sim.run(start, &until, &mut |r: &Record| {
+        if journal {
+            counts.add(r);
+        }
+        if failure.is_none() {
+            let mut shown = r.clone();
+            shown.arrival = false;
+            shown.enrollment = None;
+            if let Err(e) = serde_json::to_writer(&mut out, &shown).map_err(std::io::Error::from).and_then(|()| out.write_all(b"\n")) {
+                failure = Some(e);
+            }
+        }
+    });
+    if let Some(e) = failure {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return Ok(ExitCode::SUCCESS);
+        }
+        return Err(e.into());
+    }
+    if journal {
+        let line = serde_json::json!({"at": end, "contact": null, "kind": "journal", "scenario": engine.scenario().id, "counts": counts});
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,2 +1,172 @@
 //! Journal records (what happened to whom, when) and the counters per step and per end
 //! that `relance journal` and `simulate --journal` print.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::scenario::Channel;
+
+/// What a record tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordKind {
+    /// The contact entered the scenario.
+    Entered,
+    /// An entry or a send was skipped (see `reason`).
+    Skipped,
+    /// A message was sent.
+    Sent,
+    /// A send or an action failed (see `reason`); the enrollment goes on.
+    Failed,
+    /// The enrollment waits: a delay, a wait_for or quiet hours (until `until`).
+    Waiting,
+    /// A wait ended (`reason`: delay, quiet_hours, event or timeout).
+    Resumed,
+    /// A condition chose a path (`branch`, `next`).
+    Branched,
+    /// An action ran.
+    Action,
+    /// The contact left through exit_when.
+    Exited,
+    /// The enrollment reached an end (`end`).
+    Ended,
+}
+
+/// One journal record: one line of `relance simulate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// When (UTC).
+    pub at: DateTime<Utc>,
+    /// The contact id.
+    pub contact: String,
+    /// What happened.
+    pub kind: RecordKind,
+    /// The step concerned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// For sends: the channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<Channel>,
+    /// For sends: the message id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Why (skips, failures, resumes, exits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// For ends: the end (success, failure, abandon, neutral, a goal id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+    /// For branches: which branch (then, else, 0, 1, ..., otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// For branches: the step chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    /// For waits: until when at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<Utc>>,
+    /// For actions: which one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// The enrollment (absent from simulate's output, where contact and time tell it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrollment: Option<String>,
+    /// True on the first record of a step's visit (its "entered" count).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub arrival: bool,
+}
+
+impl Record {
+    /// A record of `kind` for `contact` at `at`.
+    pub fn new(at: DateTime<Utc>, contact: &str, kind: RecordKind) -> Record {
+        Record {
+            at,
+            contact: contact.to_string(),
+            kind,
+            step: None,
+            channel: None,
+            message: None,
+            reason: None,
+            end: None,
+            branch: None,
+            next: None,
+            until: None,
+            action: None,
+            enrollment: None,
+            arrival: false,
+        }
+    }
+
+    /// With the step.
+    pub fn step(mut self, step: &str) -> Self {
+        self.step = Some(step.to_string());
+        self
+    }
+
+    /// With a reason.
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+}
+
+/// Counts for one step.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepCounts {
+    /// Visits of the step.
+    pub entered: u64,
+    /// Messages sent.
+    pub sent: u64,
+    /// Sends skipped, by reason.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub skipped: BTreeMap<String, u64>,
+    /// Sends or actions that failed.
+    pub failed: u64,
+}
+
+/// Counts per scenario: entries, skips, and per step and per end.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalCounts {
+    /// Enrollments started.
+    pub entered: u64,
+    /// Entries refused, by reason (already_running, once_per, audience, exit_when).
+    pub not_entered: BTreeMap<String, u64>,
+    /// Per step id.
+    pub steps: BTreeMap<String, StepCounts>,
+    /// Per end (success, failure, abandon, neutral, each goal, and exited).
+    pub ends: BTreeMap<String, u64>,
+}
+
+impl JournalCounts {
+    /// Counts one record.
+    pub fn add(&mut self, r: &Record) {
+        let step = r.step.as_deref().map(|s| self.steps.entry(s.to_string()).or_default());
+        match (r.kind, step) {
+            (RecordKind::Entered, _) => self.entered += 1,
+            (RecordKind::Skipped, None) => *self.not_entered.entry(r.reason.clone().unwrap_or_default()).or_default() += 1,
+            (RecordKind::Skipped, Some(s)) => {
+                *s.skipped.entry(r.reason.clone().unwrap_or_default()).or_default() += 1;
+                s.entered += u64::from(r.arrival);
+            }
+            (RecordKind::Sent, Some(s)) => {
+                s.sent += 1;
+                s.entered += u64::from(r.arrival);
+            }
+            (RecordKind::Failed, Some(s)) => {
+                s.failed += 1;
+                s.entered += u64::from(r.arrival);
+            }
+            (RecordKind::Exited, _) => *self.ends.entry("exited".into()).or_default() += 1,
+            (RecordKind::Ended, s) => {
+                if let Some(s) = s {
+                    s.entered += u64::from(r.arrival);
+                }
+                *self.ends.entry(r.end.clone().unwrap_or_default()).or_default() += 1;
+            }
+            (_, Some(s)) => s.entered += u64::from(r.arrival),
+            _ => {}
+        }
+    }
+}
