@@ -59,9 +59,21 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate { file, json } => validate_cmd(&file, json),
-        Command::Simulate { file, contacts, events, start, until, journal } => {
-            simulate_cmd(&file, &contacts, events.as_deref(), start.as_deref(), &until, journal)
-        }
+        Command::Simulate {
+            file,
+            contacts,
+            events,
+            start,
+            until,
+            journal,
+        } => simulate_cmd(
+            &file,
+            &contacts,
+            events.as_deref(),
+            start.as_deref(),
+            &until,
+            journal,
+        ),
     };
     match result {
         Ok(code) => code,
@@ -78,7 +90,10 @@ fn read(path: &Path) -> Result<String> {
 
 fn check(path: &Path) -> Result<Report> {
     let text = read(path)?;
-    Ok(validate::check_text(&text, Format::from_path(&path.to_string_lossy())))
+    Ok(validate::check_text(
+        &text,
+        Format::from_path(&path.to_string_lossy()),
+    ))
 }
 
 fn print_problems(path: &Path, report: &Report, out: &mut dyn Write) -> Result<()> {
@@ -88,8 +103,19 @@ fn print_problems(path: &Path, report: &Report, out: &mut dyn Write) -> Result<(
     let (errors, warnings) = validate::summary(&report.problems);
     match (errors, warnings) {
         (0, 0) => writeln!(out, "{}: no problem found", path.display())?,
-        (0, w) => writeln!(out, "{}: no problem found ({w} warning{} above)", path.display(), plural(w))?,
-        (e, w) => writeln!(out, "{}: {e} error{}, {w} warning{}", path.display(), plural(e), plural(w))?,
+        (0, w) => writeln!(
+            out,
+            "{}: no problem found ({w} warning{} above)",
+            path.display(),
+            plural(w)
+        )?,
+        (e, w) => writeln!(
+            out,
+            "{}: {e} error{}, {w} warning{}",
+            path.display(),
+            plural(e),
+            plural(w)
+        )?,
     }
     Ok(())
 }
@@ -108,28 +134,45 @@ fn validate_cmd(path: &Path, json: bool) -> Result<ExitCode> {
     } else {
         print_problems(path, &report, &mut out)?;
     }
-    Ok(if report.errors() > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if report.errors() > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn load_contacts(path: &Path) -> Result<Vec<Contact>> {
     let text = read(path)?;
     if text.trim_start().starts_with('[') {
-        let values: Vec<serde_json::Value> = serde_json::from_str(&text).with_context(|| format!("{}: not a JSON array", path.display()))?;
+        let values: Vec<serde_json::Value> = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a JSON array", path.display()))?;
         let mut errors = Vec::new();
         let contacts: Vec<Contact> = values
             .into_iter()
             .enumerate()
-            .filter_map(|(i, v)| Contact::from_json(v).map_err(|e| errors.push(format!("[{i}]: {e}"))).ok())
+            .filter_map(|(i, v)| {
+                Contact::from_json(v)
+                    .map_err(|e| errors.push(format!("[{i}]: {e}")))
+                    .ok()
+            })
             .collect();
         if !errors.is_empty() {
             bail!("{}:\n  {}", path.display(), errors.join("\n  "));
         }
         return Ok(contacts);
     }
-    simulation::contacts_from_json_lines(&text).map_err(|errors| anyhow::anyhow!("{}:\n  {}", path.display(), errors.join("\n  ")))
+    simulation::contacts_from_json_lines(&text)
+        .map_err(|errors| anyhow::anyhow!("{}:\n  {}", path.display(), errors.join("\n  ")))
 }
 
-fn simulate_cmd(path: &Path, contacts: &Path, events: Option<&Path>, start: Option<&str>, until: &str, journal: bool) -> Result<ExitCode> {
+fn simulate_cmd(
+    path: &Path,
+    contacts: &Path,
+    events: Option<&Path>,
+    start: Option<&str>,
+    until: &str,
+    journal: bool,
+) -> Result<ExitCode> {
     let report = check(path)?;
     let Some(scenario) = report.scenario else {
         print_problems(path, &report, &mut std::io::stderr())?;
@@ -137,14 +180,17 @@ fn simulate_cmd(path: &Path, contacts: &Path, events: Option<&Path>, start: Opti
     };
     let start: DateTime<Utc> = match start {
         Some(s) => DateTime::parse_from_rfc3339(s)
-            .with_context(|| format!("--start: \"{s}\" is not an RFC 3339 time such as 2026-12-01T09:00:00Z"))?
+            .with_context(|| {
+                format!("--start: \"{s}\" is not an RFC 3339 time such as 2026-12-01T09:00:00Z")
+            })?
             .with_timezone(&Utc),
         None => Utc::now().trunc_subsecs(0),
     };
     let until: IsoDuration = until.parse().context("--until")?;
     let contacts = load_contacts(contacts)?;
     let events = match events {
-        Some(p) => simulation::events_from_json_lines(&read(p)?).map_err(|errors| anyhow::anyhow!("{}:\n  {}", p.display(), errors.join("\n  ")))?,
+        Some(p) => simulation::events_from_json_lines(&read(p)?)
+            .map_err(|errors| anyhow::anyhow!("{}:\n  {}", p.display(), errors.join("\n  ")))?,
         None => Vec::new(),
     };
     let engine = Engine::new(scenario);
@@ -161,7 +207,10 @@ fn simulate_cmd(path: &Path, contacts: &Path, events: Option<&Path>, start: Opti
             let mut shown = r.clone();
             shown.arrival = false;
             shown.enrollment = None;
-            if let Err(e) = serde_json::to_writer(&mut out, &shown).map_err(std::io::Error::from).and_then(|()| out.write_all(b"\n")) {
+            if let Err(e) = serde_json::to_writer(&mut out, &shown)
+                .map_err(std::io::Error::from)
+                .and_then(|()| out.write_all(b"\n"))
+            {
                 failure = Some(e);
             }
         }

@@ -34,7 +34,10 @@ pub enum Condition {
     /// Engagement with a send step of this enrollment.
     Engagement(EngagementClause),
     /// The contact did this event (within a window, if given).
-    Event { name: String, within: Option<IsoDuration> },
+    Event {
+        name: String,
+        within: Option<IsoDuration>,
+    },
 }
 
 /// Profile operators.
@@ -173,10 +176,13 @@ impl RawCondition {
             return Err(format!("a condition needs one of {KEYS}"));
         }
         if heads > 1 {
-            return Err(format!("a condition has exactly one of {KEYS}; combine several with all or any"));
+            return Err(format!(
+                "a condition has exactly one of {KEYS}; combine several with all or any"
+            ));
         }
         let is_click = r.clicked.is_some();
-        if !is_click && (r.link.is_some() || r.link_attribute.is_some() || r.ignore_query.is_some()) {
+        if !is_click && (r.link.is_some() || r.link_attribute.is_some() || r.ignore_query.is_some())
+        {
             return Err("link, link_attribute and ignore_query go with clicked only".into());
         }
         if r.event.is_none() && r.within.is_some() {
@@ -218,7 +224,10 @@ impl RawCondition {
             if name.trim().is_empty() {
                 return Err("event needs a name".into());
             }
-            return Ok(Condition::Event { name, within: r.within });
+            return Ok(Condition::Event {
+                name,
+                within: r.within,
+            });
         }
         for (kind, step) in engagement {
             if let Some(step) = step {
@@ -241,30 +250,56 @@ impl ProfileClause {
         if field.trim().is_empty() {
             return Err("field must not be empty".into());
         }
-        let mut clause = ProfileClause { field, op, value: Value::Null, date: None, window: None };
+        let mut clause = ProfileClause {
+            field,
+            op,
+            value: Value::Null,
+            date: None,
+            window: None,
+        };
         match (op, value) {
             (Op::Exists, None) => clause.value = Value::Bool(true),
             (Op::Exists, Some(Value::Bool(b))) => clause.value = Value::Bool(b),
             (Op::Exists, Some(_)) => return Err("exists takes no value (or true / false)".into()),
             (Op::Anniversary, None) => {}
-            (Op::Anniversary, Some(_)) => return Err("anniversary takes no value: it compares the field's month and day with today".into()),
+            (Op::Anniversary, Some(_)) => {
+                return Err(
+                    "anniversary takes no value: it compares the field's month and day with today"
+                        .into(),
+                );
+            }
             (_, None) => return Err(format!("op {} needs a value", op_name(op))),
             (Op::In, Some(v @ Value::Array(_))) => clause.value = v,
-            (Op::In, Some(_)) => return Err("op in needs a list value, such as [Atlanta, Seattle]".into()),
+            (Op::In, Some(_)) => {
+                return Err("op in needs a list value, such as [Atlanta, Seattle]".into());
+            }
             (Op::Before | Op::After, Some(Value::String(s))) => {
                 clause.date = Some(s.parse().map_err(|e| format!("{e}"))?);
                 clause.value = Value::String(s);
             }
-            (Op::Before | Op::After, Some(_)) => return Err(format!("op {} needs a date such as \"2026-01-01\"", op_name(op))),
+            (Op::Before | Op::After, Some(_)) => {
+                return Err(format!(
+                    "op {} needs a date such as \"2026-01-01\"",
+                    op_name(op)
+                ));
+            }
             (Op::WithinLast, Some(Value::String(s))) => {
                 clause.window = Some(s.parse().map_err(|e| format!("{e}"))?);
                 clause.value = Value::String(s);
             }
-            (Op::WithinLast, Some(_)) => return Err("op within_last needs a duration such as P30D".into()),
+            (Op::WithinLast, Some(_)) => {
+                return Err("op within_last needs a duration such as P30D".into());
+            }
             (Op::StartsWith, Some(v @ Value::String(_))) => clause.value = v,
             (Op::StartsWith, Some(_)) => return Err("op starts_with needs a text value".into()),
-            (Op::Lt | Op::Le | Op::Gt | Op::Ge, Some(Value::Array(_) | Value::Object(_) | Value::Null | Value::Bool(_))) => {
-                return Err(format!("op {} needs a number, a date or a text value", op_name(op)));
+            (
+                Op::Lt | Op::Le | Op::Gt | Op::Ge,
+                Some(Value::Array(_) | Value::Object(_) | Value::Null | Value::Bool(_)),
+            ) => {
+                return Err(format!(
+                    "op {} needs a number, a date or a text value",
+                    op_name(op)
+                ));
             }
             (_, Some(v)) => clause.value = v,
         }
@@ -316,8 +351,14 @@ impl Condition {
             Condition::Any(list) => list.iter().any(|c| c.holds(cx)),
             Condition::Not(inner) => !inner.holds(cx),
             Condition::Profile(clause) => clause.holds(cx),
-            Condition::InGroups(groups) => cx.contact.names("groups").any(|g| groups.iter().any(|x| x == g)),
-            Condition::Persona(personas) => cx.contact.names("personas").any(|p| personas.iter().any(|x| x == p)),
+            Condition::InGroups(groups) => cx
+                .contact
+                .names("groups")
+                .any(|g| groups.iter().any(|x| x == g)),
+            Condition::Persona(personas) => cx
+                .contact
+                .names("personas")
+                .any(|p| personas.iter().any(|x| x == p)),
             Condition::Tag(tag) => cx.contact.names("tags").any(|t| t == tag),
             Condition::Engagement(e) => e.holds(cx),
             Condition::Event { name, within } => {
@@ -346,7 +387,9 @@ impl Condition {
     /// `wait_for` on it can be resumed by one).
     pub fn mentions_events(&self) -> bool {
         let mut found = false;
-        self.walk(&mut |c| found |= matches!(c, Condition::Engagement(_) | Condition::Event { .. }));
+        self.walk(&mut |c| {
+            found |= matches!(c, Condition::Engagement(_) | Condition::Event { .. })
+        });
         found
     }
 }
@@ -357,7 +400,9 @@ fn strip_query(url: &str) -> &str {
 
 impl EngagementClause {
     fn holds(&self, cx: &EvalContext<'_>) -> bool {
-        let Some(sent_at) = cx.sent.get(&self.step) else { return false };
+        let Some(sent_at) = cx.sent.get(&self.step) else {
+            return false;
+        };
         cx.history.engagement.iter().any(|e| {
             e.kind == self.kind
                 && e.step == self.step
@@ -366,9 +411,16 @@ impl EngagementClause {
                 && cx.since.is_none_or(|s| e.at >= s)
                 && self.link.as_ref().is_none_or(|want| {
                     let got = e.url.as_deref().unwrap_or("");
-                    if self.ignore_query { strip_query(got) == strip_query(want) } else { got == want }
+                    if self.ignore_query {
+                        strip_query(got) == strip_query(want)
+                    } else {
+                        got == want
+                    }
                 })
-                && self.link_attribute.as_ref().is_none_or(|tag| e.link_tags.iter().any(|t| t == tag))
+                && self
+                    .link_attribute
+                    .as_ref()
+                    .is_none_or(|tag| e.link_tags.iter().any(|t| t == tag))
         })
     }
 }
@@ -382,7 +434,9 @@ fn as_number(v: &Value) -> Option<f64> {
 }
 
 fn as_instant(v: &Value, tz: Tz) -> Option<DateTime<Utc>> {
-    v.as_str().and_then(|s| s.trim().parse::<DateTimeSpec>().ok()).map(|d| d.resolve(tz))
+    v.as_str()
+        .and_then(|s| s.trim().parse::<DateTimeSpec>().ok())
+        .map(|d| d.resolve(tz))
 }
 
 fn as_date(v: &Value) -> Option<NaiveDate> {
@@ -398,7 +452,9 @@ fn loose_eq(a: &Value, b: &Value) -> bool {
             (Some(x), Some(y)) => x == y,
             _ => false,
         },
-        (Value::Bool(x), Value::String(s)) | (Value::String(s), Value::Bool(x)) => s.eq_ignore_ascii_case(if *x { "true" } else { "false" }),
+        (Value::Bool(x), Value::String(s)) | (Value::String(s), Value::Bool(x)) => {
+            s.eq_ignore_ascii_case(if *x { "true" } else { "false" })
+        }
         _ => a == b,
     }
 }
@@ -434,13 +490,23 @@ impl ProfileClause {
                 _ => !loose_eq(field, want),
             },
             Op::Lt => loose_cmp(field, want, cx.tz) == Some(Ordering::Less),
-            Op::Le => matches!(loose_cmp(field, want, cx.tz), Some(Ordering::Less | Ordering::Equal)),
+            Op::Le => matches!(
+                loose_cmp(field, want, cx.tz),
+                Some(Ordering::Less | Ordering::Equal)
+            ),
             Op::Gt => loose_cmp(field, want, cx.tz) == Some(Ordering::Greater),
-            Op::Ge => matches!(loose_cmp(field, want, cx.tz), Some(Ordering::Greater | Ordering::Equal)),
+            Op::Ge => matches!(
+                loose_cmp(field, want, cx.tz),
+                Some(Ordering::Greater | Ordering::Equal)
+            ),
             Op::In => {
-                let Value::Array(options) = want else { return false };
+                let Value::Array(options) = want else {
+                    return false;
+                };
                 match field {
-                    Value::Array(items) => items.iter().any(|i| options.iter().any(|o| loose_eq(i, o))),
+                    Value::Array(items) => {
+                        items.iter().any(|i| options.iter().any(|o| loose_eq(i, o)))
+                    }
                     _ => options.iter().any(|o| loose_eq(field, o)),
                 }
             }
@@ -454,16 +520,26 @@ impl ProfileClause {
                 _ => false,
             },
             Op::Before | Op::After => {
-                let (Some(at), Some(spec)) = (as_instant(field, cx.tz), &self.date) else { return false };
+                let (Some(at), Some(spec)) = (as_instant(field, cx.tz), &self.date) else {
+                    return false;
+                };
                 let limit = spec.resolve(cx.tz);
-                if self.op == Op::Before { at < limit } else { at > limit }
+                if self.op == Op::Before {
+                    at < limit
+                } else {
+                    at > limit
+                }
             }
             Op::WithinLast => {
-                let (Some(at), Some(window)) = (as_instant(field, cx.tz), &self.window) else { return false };
+                let (Some(at), Some(window)) = (as_instant(field, cx.tz), &self.window) else {
+                    return false;
+                };
                 at <= cx.now && at >= window.sub_from(cx.now, cx.tz)
             }
             Op::Anniversary => {
-                let Some(date) = as_date(field) else { return false };
+                let Some(date) = as_date(field) else {
+                    return false;
+                };
                 let today = cx.now.with_timezone(&cx.tz).date_naive();
                 let (month, day) = (date.month(), date.day());
                 if (month, day) == (today.month(), today.day()) {
@@ -499,7 +575,9 @@ mod tests {
         }
     }
     fn at(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap_or_else(|e| panic!("{e}")).with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(s)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with_timezone(&Utc)
     }
     fn contact(v: Value) -> Contact {
         Contact::from_json(v).unwrap_or_else(|e| panic!("{e}"))
@@ -515,18 +593,33 @@ mod tests {
 
     impl World {
         fn new(c: Value) -> Self {
-            World { contact: contact(c), history: History::default(), sent: BTreeMap::new(), now: at("2026-12-01T12:00:00Z"), since: None }
+            World {
+                contact: contact(c),
+                history: History::default(),
+                sent: BTreeMap::new(),
+                now: at("2026-12-01T12:00:00Z"),
+                since: None,
+            }
         }
         fn check(&self, yaml: &str) -> bool {
-            let cx = EvalContext { contact: &self.contact, history: &self.history, sent: &self.sent, now: self.now, since: self.since, tz: chrono_tz::Europe::Paris };
+            let cx = EvalContext {
+                contact: &self.contact,
+                history: &self.history,
+                sent: &self.sent,
+                now: self.now,
+                since: self.since,
+                tz: chrono_tz::Europe::Paris,
+            };
             cond(yaml).holds(&cx)
         }
     }
 
     #[test]
     fn every_profile_operator() {
-        let w = World::new(json!({"id": "a", "city": "Seattle", "age": 41, "score": "12", "email": "ana@example.com",
-            "tags": ["vip"], "signup": "2026-11-20T10:00:00Z", "birthday": "1985-12-01", "vip": true}));
+        let w = World::new(
+            json!({"id": "a", "city": "Seattle", "age": 41, "score": "12", "email": "ana@example.com",
+            "tags": ["vip"], "signup": "2026-11-20T10:00:00Z", "birthday": "1985-12-01", "vip": true}),
+        );
         let cases = [
             ("{field: city, op: eq, value: Seattle}", true),
             ("{field: city, op: eq, value: seattle}", false),
@@ -561,8 +654,20 @@ mod tests {
     #[test]
     fn a_missing_field_makes_every_clause_false_but_exists() {
         let w = World::new(json!({"id": "a"}));
-        for op in ["eq", "ne", "lt", "le", "gt", "ge", "contains", "starts_with"] {
-            assert!(!w.check(&format!("{{field: nope, op: {op}, value: x}}")), "{op}");
+        for op in [
+            "eq",
+            "ne",
+            "lt",
+            "le",
+            "gt",
+            "ge",
+            "contains",
+            "starts_with",
+        ] {
+            assert!(
+                !w.check(&format!("{{field: nope, op: {op}, value: x}}")),
+                "{op}"
+            );
         }
         assert!(!w.check("{field: nope, op: in, value: [x]}"));
         assert!(!w.check("{field: nope, op: anniversary}"));
@@ -583,7 +688,9 @@ mod tests {
 
     #[test]
     fn groups_personas_tags_and_combinators() {
-        let w = World::new(json!({"id": "a", "groups": ["beta"], "personas": ["buyer"], "tags": ["vip"]}));
+        let w = World::new(
+            json!({"id": "a", "groups": ["beta"], "personas": ["buyer"], "tags": ["vip"]}),
+        );
         assert!(w.check("{in_groups: [alpha, beta]}"));
         assert!(!w.check("{in_groups: [alpha]}"));
         assert!(w.check("{persona: buyer}"));
@@ -599,10 +706,17 @@ mod tests {
     fn engagement_counts_only_after_this_enrollment_sent_the_step() {
         let mut w = World::new(json!({"id": "a"}));
         let click = |t: &str, url: &str, tags: &[&str]| Engagement {
-            at: at(t), step: "first".into(), kind: EngagementKind::Clicked, url: Some(url.into()),
+            at: at(t),
+            step: "first".into(),
+            kind: EngagementKind::Clicked,
+            url: Some(url.into()),
             link_tags: tags.iter().map(|s| s.to_string()).collect(),
         };
-        w.history.engagement.push(click("2026-12-01T09:00:00Z", "https://x.io/pricing?utm=1", &["cta"]));
+        w.history.engagement.push(click(
+            "2026-12-01T09:00:00Z",
+            "https://x.io/pricing?utm=1",
+            &["cta"],
+        ));
         assert!(!w.check("{clicked: first}"), "not sent in this enrollment");
         w.sent.insert("first".into(), at("2026-12-01T08:00:00Z"));
         assert!(w.check("{clicked: first}"));
@@ -613,16 +727,26 @@ mod tests {
         assert!(!w.check("{clicked: first, link_attribute: footer}"));
         assert!(!w.check("{opened: first}"));
         w.since = Some(at("2026-12-01T10:00:00Z"));
-        assert!(!w.check("{clicked: first}"), "a wait counts only what came after it began");
+        assert!(
+            !w.check("{clicked: first}"),
+            "a wait counts only what came after it began"
+        );
         w.sent.insert("first".into(), at("2026-12-01T09:30:00Z"));
         w.since = None;
-        assert!(!w.check("{clicked: first}"), "a click before the send is from an earlier enrollment");
+        assert!(
+            !w.check("{clicked: first}"),
+            "a click before the send is from an earlier enrollment"
+        );
     }
 
     #[test]
     fn behaviour_within_a_window() {
         let mut w = World::new(json!({"id": "a"}));
-        w.history.events.push(ActivityEvent { at: at("2026-11-28T12:00:00Z"), name: "purchase".into(), properties: Default::default() });
+        w.history.events.push(ActivityEvent {
+            at: at("2026-11-28T12:00:00Z"),
+            name: "purchase".into(),
+            properties: Default::default(),
+        });
         assert!(w.check("{event: purchase}"));
         assert!(w.check("{event: purchase, within: P7D}"));
         assert!(!w.check("{event: purchase, within: P2D}"));

@@ -27,7 +27,10 @@ pub enum ContactError {
     MissingId,
     /// A reserved key with the wrong shape.
     #[error("\"{key}\" {why}")]
-    Reserved { key: &'static str, why: &'static str },
+    Reserved {
+        key: &'static str,
+        why: &'static str,
+    },
 }
 
 impl<'de> Deserialize<'de> for Contact {
@@ -39,7 +42,9 @@ impl<'de> Deserialize<'de> for Contact {
 impl Contact {
     /// Builds a contact from a JSON object, checking the id and the reserved keys' shapes.
     pub fn from_json(value: Value) -> Result<Contact, ContactError> {
-        let Value::Object(mut fields) = value else { return Err(ContactError::NotAnObject) };
+        let Value::Object(mut fields) = value else {
+            return Err(ContactError::NotAnObject);
+        };
         let id = match fields.get("id") {
             Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
@@ -69,8 +74,15 @@ impl Contact {
         }
         for key in ["subscriptions", "push"] {
             if !matches!(fields.get(key), None | Some(Value::Null | Value::Object(_))) {
-                let key = if key == "push" { "push" } else { "subscriptions" };
-                return Err(ContactError::Reserved { key, why: "must be an object" });
+                let key = if key == "push" {
+                    "push"
+                } else {
+                    "subscriptions"
+                };
+                return Err(ContactError::Reserved {
+                    key,
+                    why: "must be an object",
+                });
             }
         }
         Ok(Contact { fields, id })
@@ -80,7 +92,10 @@ impl Contact {
     pub fn bare(id: &str) -> Contact {
         let mut fields = Map::new();
         fields.insert("id".into(), Value::String(id.to_string()));
-        Contact { fields, id: id.to_string() }
+        Contact {
+            fields,
+            id: id.to_string(),
+        }
     }
 
     /// The contact's id.
@@ -115,7 +130,9 @@ impl Contact {
         let last = parts.pop().unwrap_or(path);
         let mut cur = &mut self.fields;
         for p in parts {
-            let entry = cur.entry(p.to_string()).or_insert_with(|| Value::Object(Map::new()));
+            let entry = cur
+                .entry(p.to_string())
+                .or_insert_with(|| Value::Object(Map::new()));
             if !entry.is_object() {
                 *entry = Value::Object(Map::new());
             }
@@ -135,7 +152,11 @@ impl Contact {
     }
 
     fn text(&self, key: &str) -> Option<&str> {
-        self.fields.get(key).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty())
+        self.fields
+            .get(key)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
     }
 
     /// The email address, if any.
@@ -155,15 +176,27 @@ impl Contact {
 
     /// Names in a list field (groups, tags, personas).
     pub fn names<'a>(&'a self, key: &str) -> impl Iterator<Item = &'a str> + 'a {
-        self.fields.get(key).and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str)
+        self.fields
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
     }
 
     /// The push endpoints: (platform, endpoint) for android and apple.
     pub fn push_endpoints(&self) -> Vec<(&str, &str)> {
-        let Some(push) = self.fields.get("push").and_then(Value::as_object) else { return Vec::new() };
+        let Some(push) = self.fields.get("push").and_then(Value::as_object) else {
+            return Vec::new();
+        };
         ["android", "apple"]
             .into_iter()
-            .filter_map(|p| push.get(p).and_then(Value::as_str).filter(|s| !s.is_empty()).map(|e| (p, e)))
+            .filter_map(|p| {
+                push.get(p)
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .map(|e| (p, e))
+            })
             .collect()
     }
 
@@ -293,14 +326,24 @@ mod tests {
 
     #[test]
     fn ids_are_required_and_numbers_become_strings() {
-        assert_eq!(Contact::from_json(json!({"email": "x"})), Err(ContactError::MissingId));
-        assert_eq!(Contact::from_json(json!([])), Err(ContactError::NotAnObject));
-        assert_eq!(Contact::from_json(json!({"id": 42})).map(|c| c.id().to_string()), Ok("42".to_string()));
+        assert_eq!(
+            Contact::from_json(json!({"email": "x"})),
+            Err(ContactError::MissingId)
+        );
+        assert_eq!(
+            Contact::from_json(json!([])),
+            Err(ContactError::NotAnObject)
+        );
+        assert_eq!(
+            Contact::from_json(json!({"id": 42})).map(|c| c.id().to_string()),
+            Ok("42".to_string())
+        );
     }
 
     #[test]
     fn dotted_fields_reach_nested_objects() {
-        let mut c = Contact::from_json(json!({"id": "a", "address": {"city": "Lyon"}, "a.b": 1})).unwrap_or_else(|e| panic!("{e}"));
+        let mut c = Contact::from_json(json!({"id": "a", "address": {"city": "Lyon"}, "a.b": 1}))
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.field("address.city"), Some(&json!("Lyon")));
         assert_eq!(c.field("a.b"), Some(&json!(1)));
         assert_eq!(c.field("address.zip"), None);
@@ -312,7 +355,8 @@ mod tests {
 
     #[test]
     fn csv_lists_and_reserved_shapes() {
-        let c = Contact::from_json(json!({"id": "a", "groups": "vip; beta"})).unwrap_or_else(|e| panic!("{e}"));
+        let c = Contact::from_json(json!({"id": "a", "groups": "vip; beta"}))
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.names("groups").collect::<Vec<_>>(), vec!["vip", "beta"]);
         assert!(Contact::from_json(json!({"id": "a", "push": "x"})).is_err());
         let c = Contact::from_json(json!({"id": "a", "subscriptions": {"newsletter": "unsubscribed", "offers": true}, "push": {"apple": "arn"}}))

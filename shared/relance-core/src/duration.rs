@@ -73,7 +73,8 @@ impl IsoDuration {
                 out = resolve_local(tz, moved);
             }
         }
-        out.checked_add_signed(self.exact()).unwrap_or(DateTime::<Utc>::MAX_UTC)
+        out.checked_add_signed(self.exact())
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
     /// `t - self`, the mirror of [`IsoDuration::add_to`], for "within the last" windows.
@@ -85,12 +86,18 @@ impl IsoDuration {
                 out = resolve_local(tz, moved);
             }
         }
-        out.checked_sub_signed(self.exact()).unwrap_or(DateTime::<Utc>::MIN_UTC)
+        out.checked_sub_signed(self.exact())
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
     }
 
     /// A duration of whole seconds, for code that builds durations (tests, shortened waits).
     pub fn from_seconds(seconds: u64) -> Self {
-        IsoDuration { months: 0, days: 0, seconds, text: format!("PT{seconds}S") }
+        IsoDuration {
+            months: 0,
+            days: 0,
+            seconds,
+            text: format!("PT{seconds}S"),
+        }
     }
 }
 
@@ -98,58 +105,79 @@ impl FromStr for IsoDuration {
     type Err = DurationError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let err = |why| DurationError { text: text.to_string(), why };
-        let rest = text.strip_prefix('P').ok_or_else(|| err("it must start with P"))?;
+        let err = |why| DurationError {
+            text: text.to_string(),
+            why,
+        };
+        let rest = text
+            .strip_prefix('P')
+            .ok_or_else(|| err("it must start with P"))?;
         if rest.is_empty() {
             return Err(err("nothing follows P"));
         }
         let (date_part, time_part) = match rest.split_once('T') {
-            Some((_, t)) if t.is_empty() => return Err(err("nothing follows T")),
+            Some((_, "")) => return Err(err("nothing follows T")),
             Some((d, t)) => (d, Some(t)),
             None => (rest, None),
         };
         let (mut months, mut days, mut seconds) = (0u64, 0u64, 0u64);
-        let mut parse_part = |part: &str, units: &[(char, u64, bool)]| -> Result<(), DurationError> {
-            let mut number = String::new();
-            let mut last_unit = 0usize;
-            for c in part.chars() {
-                if c.is_ascii_digit() {
-                    number.push(c);
-                    continue;
+        let mut parse_part =
+            |part: &str, units: &[(char, u64, bool)]| -> Result<(), DurationError> {
+                let mut number = String::new();
+                let mut last_unit = 0usize;
+                for c in part.chars() {
+                    if c.is_ascii_digit() {
+                        number.push(c);
+                        continue;
+                    }
+                    let pos = units
+                        .iter()
+                        .position(|(u, _, _)| *u == c)
+                        .ok_or_else(|| err("unknown unit letter"))?;
+                    if pos < last_unit || number.is_empty() {
+                        return Err(err("units out of order or without a number"));
+                    }
+                    last_unit = pos + 1;
+                    let n: u64 = number.parse().map_err(|_| err("number too large"))?;
+                    number.clear();
+                    let (_, factor, is_month) = units[pos];
+                    let add = n
+                        .checked_mul(factor)
+                        .ok_or_else(|| err("number too large"))?;
+                    if is_month {
+                        months += add;
+                    } else if factor >= 86_400 && units.len() == 4 {
+                        days += add / 86_400;
+                    } else {
+                        seconds += add;
+                    }
                 }
-                let pos = units
-                    .iter()
-                    .position(|(u, _, _)| *u == c)
-                    .ok_or_else(|| err("unknown unit letter"))?;
-                if pos < last_unit || number.is_empty() {
-                    return Err(err("units out of order or without a number"));
+                if !number.is_empty() {
+                    return Err(err("a number without a unit"));
                 }
-                last_unit = pos + 1;
-                let n: u64 = number.parse().map_err(|_| err("number too large"))?;
-                number.clear();
-                let (_, factor, is_month) = units[pos];
-                let add = n.checked_mul(factor).ok_or_else(|| err("number too large"))?;
-                if is_month {
-                    months += add;
-                } else if factor >= 86_400 && units.len() == 4 {
-                    days += add / 86_400;
-                } else {
-                    seconds += add;
-                }
-            }
-            if !number.is_empty() {
-                return Err(err("a number without a unit"));
-            }
-            Ok(())
-        };
-        parse_part(date_part, &[('Y', 12, true), ('M', 1, true), ('W', 7 * 86_400, false), ('D', 86_400, false)])?;
+                Ok(())
+            };
+        parse_part(
+            date_part,
+            &[
+                ('Y', 12, true),
+                ('M', 1, true),
+                ('W', 7 * 86_400, false),
+                ('D', 86_400, false),
+            ],
+        )?;
         if let Some(t) = time_part {
             parse_part(t, &[('H', 3600, false), ('M', 60, false), ('S', 1, false)])?;
         }
         if months > u64::from(u32::MAX) || days > 1_000_000 || seconds > 1_000_000 * 86_400 {
             return Err(err("too long"));
         }
-        Ok(IsoDuration { months: months as u32, days, seconds, text: text.to_string() })
+        Ok(IsoDuration {
+            months: months as u32,
+            days,
+            seconds,
+            text: text.to_string(),
+        })
     }
 }
 
@@ -188,28 +216,47 @@ mod tests {
         assert_eq!(d("PT2H").seconds(), 7200);
         assert_eq!(d("PT90M").seconds(), 5400);
         let full = d("P1Y2M3W4DT5H6M7S");
-        assert_eq!((full.months(), full.days(), full.seconds()), (14, 25, 5 * 3600 + 6 * 60 + 7));
+        assert_eq!(
+            (full.months(), full.days(), full.seconds()),
+            (14, 25, 5 * 3600 + 6 * 60 + 7)
+        );
         assert_eq!(d("P1D").to_string(), "P1D");
     }
 
     #[test]
     fn rejects_what_is_not_a_duration() {
-        for bad in ["", "P", "2D", "P2", "PT", "P2X", "PD", "P1D2Y", "-P1D", "P1.5D", "PT1D"] {
-            assert!(bad.parse::<IsoDuration>().is_err(), "{bad} should not parse");
+        for bad in [
+            "", "P", "2D", "P2", "PT", "P2X", "PD", "P1D2Y", "-P1D", "P1.5D", "PT1D",
+        ] {
+            assert!(
+                bad.parse::<IsoDuration>().is_err(),
+                "{bad} should not parse"
+            );
         }
     }
 
     #[test]
     fn months_are_calendar_months_clamped_to_month_end() {
         let t = Utc.with_ymd_and_hms(2027, 1, 31, 8, 0, 0).unwrap();
-        assert_eq!(d("P1M").add_to(t, chrono_tz::UTC), Utc.with_ymd_and_hms(2027, 2, 28, 8, 0, 0).unwrap());
-        assert_eq!(d("P1M").sub_from(Utc.with_ymd_and_hms(2027, 3, 31, 8, 0, 0).unwrap(), chrono_tz::UTC),
-            Utc.with_ymd_and_hms(2027, 2, 28, 8, 0, 0).unwrap());
+        assert_eq!(
+            d("P1M").add_to(t, chrono_tz::UTC),
+            Utc.with_ymd_and_hms(2027, 2, 28, 8, 0, 0).unwrap()
+        );
+        assert_eq!(
+            d("P1M").sub_from(
+                Utc.with_ymd_and_hms(2027, 3, 31, 8, 0, 0).unwrap(),
+                chrono_tz::UTC
+            ),
+            Utc.with_ymd_and_hms(2027, 2, 28, 8, 0, 0).unwrap()
+        );
     }
 
     #[test]
     fn days_are_exact_24_hours() {
         let t = Utc.with_ymd_and_hms(2026, 3, 28, 12, 0, 0).unwrap();
-        assert_eq!(d("P1D").add_to(t, chrono_tz::Europe::Paris), Utc.with_ymd_and_hms(2026, 3, 29, 12, 0, 0).unwrap());
+        assert_eq!(
+            d("P1D").add_to(t, chrono_tz::Europe::Paris),
+            Utc.with_ymd_and_hms(2026, 3, 29, 12, 0, 0).unwrap()
+        );
     }
 }

@@ -55,9 +55,17 @@ pub struct Enrollment {
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum EnrollmentState {
     /// The step runs at `at` (a delay, or a send held by quiet hours).
-    Due { step: String, at: DateTime<Utc>, hold: Hold },
+    Due {
+        step: String,
+        at: DateTime<Utc>,
+        hold: Hold,
+    },
     /// A wait_for: resumes on its condition, or at `until`.
-    Waiting { step: String, since: DateTime<Utc>, until: DateTime<Utc> },
+    Waiting {
+        step: String,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    },
     /// Finished.
     Ended { outcome: Outcome, at: DateTime<Utc> },
 }
@@ -183,11 +191,25 @@ pub enum Effect {
     /// Disarm a timer (a stale timer is ignored anyway; this saves the work).
     CancelWake(Wake),
     /// Set a contact field (dots reach into objects).
-    SetField { contact: String, field: String, value: Value },
+    SetField {
+        contact: String,
+        field: String,
+        value: Value,
+    },
     /// An action for the outside world (export, task, lead, event).
-    Action { enrollment: String, contact: String, step: String, action: Action },
+    Action {
+        enrollment: String,
+        contact: String,
+        step: String,
+        action: Action,
+    },
     /// The enrollment finished.
-    Ended { enrollment: String, contact: String, outcome: Outcome, at: DateTime<Utc> },
+    Ended {
+        enrollment: String,
+        contact: String,
+        outcome: Outcome,
+        at: DateTime<Utc>,
+    },
 }
 
 /// The result of a transition.
@@ -209,7 +231,13 @@ impl Transition {
 
     /// The journal records among the effects.
     pub fn records(&self) -> impl Iterator<Item = &Record> {
-        self.effects.iter().filter_map(|e| if let Effect::Record(r) = e { Some(r) } else { None })
+        self.effects.iter().filter_map(|e| {
+            if let Effect::Record(r) = e {
+                Some(r)
+            } else {
+                None
+            }
+        })
     }
 }
 
@@ -276,9 +304,18 @@ pub struct Engine {
 impl Engine {
     /// Prepares a scenario that validated without error.
     pub fn new(scenario: Scenario) -> Engine {
-        let index = scenario.steps.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();
+        let index = scenario
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.clone(), i))
+            .collect();
         let (templates, _) = Templates::compile(&scenario.messages);
-        Engine { scenario, index, templates }
+        Engine {
+            scenario,
+            index,
+            templates,
+        }
     }
 
     /// The scenario.
@@ -298,18 +335,35 @@ impl Engine {
     /// True when the contact belongs to the audience now.
     pub fn in_audience(&self, contact: &Contact, history: &History, now: DateTime<Utc>) -> bool {
         let a = &self.scenario.audience;
-        let in_groups = a.groups.as_ref().is_none_or(|gs| contact.names("groups").any(|g| gs.iter().any(|x| x == g)));
+        let in_groups = a
+            .groups
+            .as_ref()
+            .is_none_or(|gs| contact.names("groups").any(|g| gs.iter().any(|x| x == g)));
         in_groups
             && a.criteria.as_ref().is_none_or(|c| {
                 let sent = BTreeMap::new();
-                c.holds(&EvalContext { contact, history, sent: &sent, now, since: None, tz: self.zone_for(contact, None) })
+                c.holds(&EvalContext {
+                    contact,
+                    history,
+                    sent: &sent,
+                    now,
+                    since: None,
+                    tz: self.zone_for(contact, None),
+                })
             })
     }
 
     /// Tries to enroll a contact: already running, once_per, audience and exit_when, in that
     /// order, each skip with its reason; otherwise runs from the first step.
     pub fn enter(&self, req: EntryRequest<'_>) -> Entry {
-        let EntryRequest { contact, history, running, last_entered_at, enrollment_id, now } = req;
+        let EntryRequest {
+            contact,
+            history,
+            running,
+            last_entered_at,
+            enrollment_id,
+            now,
+        } = req;
         let skip = |reason: SkipReason| Entry::Skipped {
             reason,
             record: Record::new(now, contact.id(), RecordKind::Skipped).reason(reason.as_str()),
@@ -317,10 +371,10 @@ impl Engine {
         if running {
             return skip(SkipReason::AlreadyRunning);
         }
-        if let (Some(window), Some(last)) = (&self.scenario.once_per, last_entered_at) {
-            if now < window.add_to(last, self.zone_for(contact, None)) {
-                return skip(SkipReason::OncePer);
-            }
+        if let (Some(window), Some(last)) = (&self.scenario.once_per, last_entered_at)
+            && now < window.add_to(last, self.zone_for(contact, None))
+        {
+            return skip(SkipReason::OncePer);
         }
         if !self.in_audience(contact, history, now) {
             return skip(SkipReason::Audience);
@@ -331,7 +385,11 @@ impl Engine {
             contact: contact.id().to_string(),
             version: 0,
             entered_at: now,
-            state: EnrollmentState::Due { step: String::new(), at: now, hold: Hold::Delay },
+            state: EnrollmentState::Due {
+                step: String::new(),
+                at: now,
+                hold: Hold::Delay,
+            },
             sent: BTreeMap::new(),
         };
         let mut run = Run::new(self, enrollment, contact, history, now);
@@ -344,21 +402,51 @@ impl Engine {
     }
 
     /// Applies one input to a running enrollment.
-    pub fn handle(&self, enrollment: &Enrollment, contact: &Contact, history: &History, input: Input<'_>, now: DateTime<Utc>) -> Transition {
-        let unchanged = || Transition { enrollment: enrollment.clone(), contact: None, effects: Vec::new() };
+    pub fn handle(
+        &self,
+        enrollment: &Enrollment,
+        contact: &Contact,
+        history: &History,
+        input: Input<'_>,
+        now: DateTime<Utc>,
+    ) -> Transition {
+        let unchanged = || Transition {
+            enrollment: enrollment.clone(),
+            contact: None,
+            effects: Vec::new(),
+        };
         if !enrollment.is_running() {
             return unchanged();
         }
         let mut run = Run::new(self, enrollment.clone(), contact, history, now);
         match (input, &enrollment.state) {
-            (Input::Wake { step, at }, EnrollmentState::Due { step: due_step, at: due, hold }) if step == due_step && at == *due => {
-                let Some(&i) = self.index.get(step) else { return unchanged() };
+            (
+                Input::Wake { step, at },
+                EnrollmentState::Due {
+                    step: due_step,
+                    at: due,
+                    hold,
+                },
+            ) if step == due_step && at == *due => {
+                let Some(&i) = self.index.get(step) else {
+                    return unchanged();
+                };
                 run.base = at;
                 run.record(RecordKind::Resumed, Some(step)).reason = Some(hold.as_str().into());
                 run.go(i, true);
             }
-            (Input::Wake { step, at }, EnrollmentState::Waiting { step: wait_step, until, .. }) if step == wait_step && at == *until => {
-                let Some(StepKind::WaitFor { on_timeout, .. }) = self.step(step).map(|s| &s.kind) else { return unchanged() };
+            (
+                Input::Wake { step, at },
+                EnrollmentState::Waiting {
+                    step: wait_step,
+                    until,
+                    ..
+                },
+            ) if step == wait_step && at == *until => {
+                let Some(StepKind::WaitFor { on_timeout, .. }) = self.step(step).map(|s| &s.kind)
+                else {
+                    return unchanged();
+                };
                 run.base = at;
                 run.record(RecordKind::Resumed, Some(step)).reason = Some("timeout".into());
                 run.go_to(on_timeout);
@@ -368,7 +456,18 @@ impl Engine {
                 if run.exit_holds() {
                     run.exit();
                 } else if let EnrollmentState::Waiting { step, since, until } = state {
-                    let Some(Step { kind: StepKind::WaitFor { condition, on_event, .. }, .. }) = self.step(step) else { return unchanged() };
+                    let Some(Step {
+                        kind:
+                            StepKind::WaitFor {
+                                condition,
+                                on_event,
+                                ..
+                            },
+                        ..
+                    }) = self.step(step)
+                    else {
+                        return unchanged();
+                    };
                     if run.holds(condition, Some(*since)) {
                         run.effects.push(Effect::CancelWake(run.wake(step, *until)));
                         run.record(RecordKind::Resumed, Some(step)).reason = Some("event".into());
@@ -382,13 +481,29 @@ impl Engine {
 
     /// Contact changes that engagement implies: an unsubscribe or a complaint about a send
     /// unsubscribes the contact from that message's communication type.
-    pub fn consent_changes(&self, contact: &Contact, engagement: &Engagement) -> Option<(String, Value)> {
-        if !matches!(engagement.kind, EngagementKind::Unsubscribed | EngagementKind::Complained) {
+    pub fn consent_changes(
+        &self,
+        contact: &Contact,
+        engagement: &Engagement,
+    ) -> Option<(String, Value)> {
+        if !matches!(
+            engagement.kind,
+            EngagementKind::Unsubscribed | EngagementKind::Complained
+        ) {
             return None;
         }
-        let Some(StepKind::Send { message, .. }) = self.step(&engagement.step).map(|s| &s.kind) else { return None };
-        let kind = self.scenario.messages.get(message)?.communication_type().to_string();
-        (contact.subscription(&kind) != Some(false)).then(|| (format!("subscriptions.{kind}"), Value::Bool(false)))
+        let Some(StepKind::Send { message, .. }) = self.step(&engagement.step).map(|s| &s.kind)
+        else {
+            return None;
+        };
+        let kind = self
+            .scenario
+            .messages
+            .get(message)?
+            .communication_type()
+            .to_string();
+        (contact.subscription(&kind) != Some(false))
+            .then(|| (format!("subscriptions.{kind}"), Value::Bool(false)))
     }
 
     fn step(&self, id: &str) -> Option<&Step> {
@@ -415,8 +530,23 @@ enum Flow {
 }
 
 impl<'a> Run<'a> {
-    fn new(engine: &'a Engine, en: Enrollment, contact: &'a Contact, history: &'a History, now: DateTime<Utc>) -> Self {
-        Run { engine, en, contact: Cow::Borrowed(contact), history, now, base: now, effects: Vec::new(), sends_now: 0 }
+    fn new(
+        engine: &'a Engine,
+        en: Enrollment,
+        contact: &'a Contact,
+        history: &'a History,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Run {
+            engine,
+            en,
+            contact: Cow::Borrowed(contact),
+            history,
+            now,
+            base: now,
+            effects: Vec::new(),
+            sends_now: 0,
+        }
     }
 
     fn finish(mut self) -> Transition {
@@ -427,7 +557,11 @@ impl<'a> Run<'a> {
             Cow::Owned(c) => Some(c),
             Cow::Borrowed(_) => None,
         };
-        Transition { enrollment: self.en, contact, effects: self.effects }
+        Transition {
+            enrollment: self.en,
+            contact,
+            effects: self.effects,
+        }
     }
 
     fn record(&mut self, kind: RecordKind, step: Option<&str>) -> &mut Record {
@@ -442,7 +576,12 @@ impl<'a> Run<'a> {
     }
 
     fn wake(&self, step: &str, at: DateTime<Utc>) -> Wake {
-        Wake { enrollment: self.en.id.clone(), contact: self.en.contact.clone(), step: step.to_string(), at }
+        Wake {
+            enrollment: self.en.id.clone(),
+            contact: self.en.contact.clone(),
+            step: step.to_string(),
+            at,
+        }
     }
 
     fn tz(&self, local_time: Option<bool>) -> Tz {
@@ -450,16 +589,30 @@ impl<'a> Run<'a> {
     }
 
     fn holds(&self, c: &Condition, since: Option<DateTime<Utc>>) -> bool {
-        let cx = EvalContext { contact: &self.contact, history: self.history, sent: &self.en.sent, now: self.now, since, tz: self.tz(None) };
+        let cx = EvalContext {
+            contact: &self.contact,
+            history: self.history,
+            sent: &self.en.sent,
+            now: self.now,
+            since,
+            tz: self.tz(None),
+        };
         c.holds(&cx)
     }
 
     fn exit_holds(&self) -> bool {
-        self.engine.scenario.exit_when.iter().any(|c| self.holds(c, None))
+        self.engine
+            .scenario
+            .exit_when
+            .iter()
+            .any(|c| self.holds(c, None))
     }
 
     fn current_step(&self) -> Option<String> {
-        self.en.pending_wake().map(|(s, _)| s.to_string()).filter(|s| !s.is_empty())
+        self.en
+            .pending_wake()
+            .map(|(s, _)| s.to_string())
+            .filter(|s| !s.is_empty())
     }
 
     fn exit(&mut self) {
@@ -472,8 +625,16 @@ impl<'a> Run<'a> {
     }
 
     fn end_with(&mut self, outcome: Outcome) {
-        self.en.state = EnrollmentState::Ended { outcome: outcome.clone(), at: self.now };
-        self.effects.push(Effect::Ended { enrollment: self.en.id.clone(), contact: self.en.contact.clone(), outcome, at: self.now });
+        self.en.state = EnrollmentState::Ended {
+            outcome: outcome.clone(),
+            at: self.now,
+        };
+        self.effects.push(Effect::Ended {
+            enrollment: self.en.id.clone(),
+            contact: self.en.contact.clone(),
+            outcome,
+            at: self.now,
+        });
     }
 
     fn go_to(&mut self, target: &str) {
@@ -497,18 +658,20 @@ impl<'a> Run<'a> {
         for _ in 0..MAX_STEPS_PER_TRANSITION {
             let step = &engine.scenario.steps[i];
             if self.exit_holds() {
-                self.en.state = EnrollmentState::Due { step: step.id.clone(), at: self.now, hold: Hold::Delay };
+                self.en.state = EnrollmentState::Due {
+                    step: step.id.clone(),
+                    at: self.now,
+                    hold: Hold::Delay,
+                };
                 self.record(RecordKind::Exited, Some(&step.id)).reason = Some("exit_when".into());
                 self.end_with(Outcome::Exited);
                 return;
             }
-            if !delay_done {
-                if let Some(delay) = &step.delay {
-                    let due = delay.due(self.base, self.tz(delay.local_time));
-                    if due > self.now {
-                        self.hold(step, due, Hold::Delay, true);
-                        return;
-                    }
+            if !delay_done && let Some(delay) = &step.delay {
+                let due = delay.due(self.base, self.tz(delay.local_time));
+                if due > self.now {
+                    self.hold(step, due, Hold::Delay, true);
+                    return;
                 }
             }
             let arrival = !delay_done;
@@ -520,15 +683,24 @@ impl<'a> Run<'a> {
                 },
                 StepKind::WaitFor { timeout, .. } => {
                     let until = timeout.add_to(self.now, self.tz(None));
-                    self.en.state = EnrollmentState::Waiting { step: step.id.clone(), since: self.now, until };
-                    self.effects.push(Effect::ScheduleWake(self.wake(&step.id, until)));
+                    self.en.state = EnrollmentState::Waiting {
+                        step: step.id.clone(),
+                        since: self.now,
+                        until,
+                    };
+                    self.effects
+                        .push(Effect::ScheduleWake(self.wake(&step.id, until)));
                     let r = self.record(RecordKind::Waiting, Some(&step.id));
                     r.until = Some(until);
                     r.reason = Some("wait_for".into());
                     r.arrival = arrival;
                     return;
                 }
-                StepKind::If { condition, then, otherwise } => {
+                StepKind::If {
+                    condition,
+                    then,
+                    otherwise,
+                } => {
                     let yes = self.holds(condition, None);
                     let next = if yes { then } else { otherwise };
                     let r = self.record(RecordKind::Branched, Some(&step.id));
@@ -537,11 +709,15 @@ impl<'a> Run<'a> {
                     r.arrival = arrival;
                     next
                 }
-                StepKind::Branches { branches, otherwise } => {
+                StepKind::Branches {
+                    branches,
+                    otherwise,
+                } => {
                     let chosen = branches.iter().position(|b| self.holds(&b.when, None));
                     let next = chosen.map_or(otherwise, |k| &branches[k].next);
                     let r = self.record(RecordKind::Branched, Some(&step.id));
-                    r.branch = Some(chosen.map_or_else(|| "otherwise".to_string(), |k| k.to_string()));
+                    r.branch =
+                        Some(chosen.map_or_else(|| "otherwise".to_string(), |k| k.to_string()));
                     r.next = Some(next.clone());
                     r.arrival = arrival;
                     next
@@ -569,8 +745,13 @@ impl<'a> Run<'a> {
     }
 
     fn hold(&mut self, step: &Step, at: DateTime<Utc>, hold: Hold, arrival: bool) {
-        self.en.state = EnrollmentState::Due { step: step.id.clone(), at, hold };
-        self.effects.push(Effect::ScheduleWake(self.wake(&step.id, at)));
+        self.en.state = EnrollmentState::Due {
+            step: step.id.clone(),
+            at,
+            hold,
+        };
+        self.effects
+            .push(Effect::ScheduleWake(self.wake(&step.id, at)));
         let r = self.record(RecordKind::Waiting, Some(&step.id));
         r.until = Some(at);
         r.reason = Some(hold.as_str().into());
@@ -606,17 +787,35 @@ impl<'a> Run<'a> {
         }
         if let Some(cap) = &scenario.frequency_cap {
             let from = cap.per.sub_from(self.now, scenario.timezone);
-            let before = self.history.sends.iter().filter(|s| s.at > from && s.at <= self.now).count();
+            let before = self
+                .history
+                .sends
+                .iter()
+                .filter(|s| s.at > from && s.at <= self.now)
+                .count();
             if before + self.sends_now >= cap.max as usize {
                 return self.skip_send(step, "frequency_cap", arrival);
             }
         }
         let to = match message.channel {
-            Channel::Email => self.contact.email().map(|e| Recipient::Email(e.to_string())),
-            Channel::Sms => self.contact.phone().map(|p| Recipient::Phone(p.to_string())),
+            Channel::Email => self
+                .contact
+                .email()
+                .map(|e| Recipient::Email(e.to_string())),
+            Channel::Sms => self
+                .contact
+                .phone()
+                .map(|p| Recipient::Phone(p.to_string())),
             Channel::Push => {
                 let endpoints = self.contact.push_endpoints();
-                (!endpoints.is_empty()).then(|| Recipient::Push(endpoints.into_iter().map(|(p, e)| (p.to_string(), e.to_string())).collect()))
+                (!endpoints.is_empty()).then(|| {
+                    Recipient::Push(
+                        endpoints
+                            .into_iter()
+                            .map(|(p, e)| (p.to_string(), e.to_string()))
+                            .collect(),
+                    )
+                })
             }
             Channel::WebPush => {
                 let subs = self.contact.web_push_subscriptions();
@@ -638,15 +837,19 @@ impl<'a> Run<'a> {
             (None, Consent::Explicit) => return self.skip_send(step, "no_opt_in", arrival),
             _ => {}
         }
-        let content = match engine.templates.render(message_id, message, &self.contact, &scenario.id) {
-            Ok(c) => c,
-            Err(e) => {
-                let r = self.record(RecordKind::Failed, Some(&step.id));
-                r.reason = Some(format!("render: {e}"));
-                r.arrival = arrival;
-                return Flow::Next;
-            }
-        };
+        let content =
+            match engine
+                .templates
+                .render(message_id, message, &self.contact, &scenario.id)
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    let r = self.record(RecordKind::Failed, Some(&step.id));
+                    r.reason = Some(format!("render: {e}"));
+                    r.arrival = arrival;
+                    return Flow::Next;
+                }
+            };
         self.effects.push(Effect::Send(Send {
             enrollment: self.en.id.clone(),
             contact: self.en.contact.clone(),
@@ -669,7 +872,11 @@ impl<'a> Run<'a> {
 
     fn set_field(&mut self, field: &str, value: Value) {
         self.contact.to_mut().set_field(field, value.clone());
-        self.effects.push(Effect::SetField { contact: self.en.contact.clone(), field: field.to_string(), value });
+        self.effects.push(Effect::SetField {
+            contact: self.en.contact.clone(),
+            field: field.to_string(),
+            value,
+        });
     }
 
     fn change_list(&mut self, key: &str, change: &ListChange) {
@@ -680,7 +887,10 @@ impl<'a> Run<'a> {
                 names.push(add.clone());
             }
         }
-        self.set_field(key, Value::Array(names.into_iter().map(Value::String).collect()));
+        self.set_field(
+            key,
+            Value::Array(names.into_iter().map(Value::String).collect()),
+        );
     }
 
     fn action(&mut self, step: &Step, action: &Action, arrival: bool) {
@@ -696,7 +906,9 @@ impl<'a> Run<'a> {
             Action::UpdateProfile(u) => {
                 let value = match (&u.value, &u.expression) {
                     (Some(v), _) => Ok(v.clone()),
-                    (None, Some(expr)) => self.engine.templates.eval_expression(expr, &self.contact),
+                    (None, Some(expr)) => {
+                        self.engine.templates.eval_expression(expr, &self.contact)
+                    }
                     (None, None) => Err("no value".to_string()),
                 };
                 match value {
@@ -717,7 +929,14 @@ impl<'a> Run<'a> {
                 None
             }
         };
-        let r = self.record(if failed.is_some() { RecordKind::Failed } else { RecordKind::Action }, Some(&step.id));
+        let r = self.record(
+            if failed.is_some() {
+                RecordKind::Failed
+            } else {
+                RecordKind::Action
+            },
+            Some(&step.id),
+        );
         r.action = Some(action.name().into());
         r.reason = failed;
         r.arrival = arrival;
@@ -726,5 +945,7 @@ impl<'a> Run<'a> {
 
 /// Merges profile changes into a JSON object (a `contact.updated` event's fields).
 pub fn profile_changes(properties: &Map<String, Value>) -> Option<&Map<String, Value>> {
-    ["profile", "changes", "fields"].iter().find_map(|k| properties.get(*k).and_then(Value::as_object))
+    ["profile", "changes", "fields"]
+        .iter()
+        .find_map(|k| properties.get(*k).and_then(Value::as_object))
 }

@@ -142,12 +142,22 @@ pub struct JournalCounts {
 impl JournalCounts {
     /// Counts one record.
     pub fn add(&mut self, r: &Record) {
-        let step = r.step.as_deref().map(|s| self.steps.entry(s.to_string()).or_default());
+        let step = r
+            .step
+            .as_deref()
+            .map(|s| self.steps.entry(s.to_string()).or_default());
         match (r.kind, step) {
             (RecordKind::Entered, _) => self.entered += 1,
-            (RecordKind::Skipped, None) => *self.not_entered.entry(r.reason.clone().unwrap_or_default()).or_default() += 1,
+            (RecordKind::Skipped, None) => {
+                *self
+                    .not_entered
+                    .entry(r.reason.clone().unwrap_or_default())
+                    .or_default() += 1
+            }
             (RecordKind::Skipped, Some(s)) => {
-                *s.skipped.entry(r.reason.clone().unwrap_or_default()).or_default() += 1;
+                *s.skipped
+                    .entry(r.reason.clone().unwrap_or_default())
+                    .or_default() += 1;
                 s.entered += u64::from(r.arrival);
             }
             (RecordKind::Sent, Some(s)) => {
@@ -163,7 +173,10 @@ impl JournalCounts {
                 if let Some(s) = s {
                     s.entered += u64::from(r.arrival);
                 }
-                *self.ends.entry(r.end.clone().unwrap_or_default()).or_default() += 1;
+                *self
+                    .ends
+                    .entry(r.end.clone().unwrap_or_default())
+                    .or_default() += 1;
             }
             (_, Some(s)) => s.entered += u64::from(r.arrival),
             _ => {}

@@ -30,6 +30,5 @@ pub use condition::Condition;
 pub use contact::{ActivityEvent, Contact, Engagement, EngagementKind, History};
 pub use duration::IsoDuration;
 
-
 pub use problem::{Problem, Severity};
 pub use scenario::{Format, Scenario};

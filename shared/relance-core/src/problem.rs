@@ -38,12 +38,22 @@ pub struct Problem {
 impl Problem {
     /// An error at `path`.
     pub fn error(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Problem { severity: Severity::Error, path: path.into(), step: None, line: None, column: None, message: message.into() }
+        Problem {
+            severity: Severity::Error,
+            path: path.into(),
+            step: None,
+            line: None,
+            column: None,
+            message: message.into(),
+        }
     }
 
     /// A warning at `path`.
     pub fn warning(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Problem { severity: Severity::Warning, ..Problem::error(path, message) }
+        Problem {
+            severity: Severity::Warning,
+            ..Problem::error(path, message)
+        }
     }
 
     /// The same problem, naming the step it concerns.

@@ -78,8 +78,13 @@ impl Templates {
             for name in PARTS {
                 if let Some(source) = part(m, name) {
                     // The `.html` suffix turns on HTML auto-escaping for that part only.
-                    if let Err(e) = env.add_template_owned(format!("{id}.{name}"), source.to_string()) {
-                        problems.push(Problem::error(format!("messages.{id}.{name}"), format!("template: {}", e.detail().unwrap_or("syntax error"))));
+                    if let Err(e) =
+                        env.add_template_owned(format!("{id}.{name}"), source.to_string())
+                    {
+                        problems.push(Problem::error(
+                            format!("messages.{id}.{name}"),
+                            format!("template: {}", e.detail().unwrap_or("syntax error")),
+                        ));
                     }
                 }
             }
@@ -88,7 +93,13 @@ impl Templates {
     }
 
     /// Renders every part of message `id` for `contact`.
-    pub fn render(&self, id: &str, message: &Message, contact: &Contact, scenario: &str) -> Result<Rendered, RenderError> {
+    pub fn render(
+        &self,
+        id: &str,
+        message: &Message,
+        contact: &Contact,
+        scenario: &str,
+    ) -> Result<Rendered, RenderError> {
         let ctx = minijinja::context! {
             contact => TemplateValue::from_serialize(contact.fields()),
             scenario => scenario,
@@ -103,7 +114,11 @@ impl Templates {
                 .env
                 .get_template(&key)
                 .and_then(|t| t.render(&ctx))
-                .map_err(|e| RenderError { message: id.to_string(), part: name, reason: reason(&e) })?;
+                .map_err(|e| RenderError {
+                    message: id.to_string(),
+                    part: name,
+                    reason: reason(&e),
+                })?;
             let slot = match name {
                 "subject" => &mut out.subject,
                 "html" => &mut out.html,
@@ -117,24 +132,43 @@ impl Templates {
     }
 
     /// Evaluates an expression (`contact.visits + 1`) for `update_profile`.
-    pub fn eval_expression(&self, expression: &str, contact: &Contact) -> Result<serde_json::Value, String> {
-        let expr = self.env.compile_expression(expression).map_err(|e| reason(&e))?;
-        let value = expr.eval(minijinja::context! { contact => TemplateValue::from_serialize(contact.fields()) }).map_err(|e| reason(&e))?;
+    pub fn eval_expression(
+        &self,
+        expression: &str,
+        contact: &Contact,
+    ) -> Result<serde_json::Value, String> {
+        let expr = self
+            .env
+            .compile_expression(expression)
+            .map_err(|e| reason(&e))?;
+        let value = expr
+            .eval(
+                minijinja::context! { contact => TemplateValue::from_serialize(contact.fields()) },
+            )
+            .map_err(|e| reason(&e))?;
         serde_json::to_value(&value).map_err(|e| e.to_string())
     }
 
     /// Checks that an expression compiles.
     pub fn check_expression(&self, expression: &str) -> Result<(), String> {
-        self.env.compile_expression(expression).map(|_| ()).map_err(|e| reason(&e))
+        self.env
+            .compile_expression(expression)
+            .map(|_| ())
+            .map_err(|e| reason(&e))
     }
 }
 
 fn reason(e: &minijinja::Error) -> String {
     match e.kind() {
         minijinja::ErrorKind::UndefinedError => {
-            format!("a placeholder names a field the contact does not have{}", e.detail().map(|d| format!(" ({d})")).unwrap_or_default())
+            format!(
+                "a placeholder names a field the contact does not have{}",
+                e.detail().map(|d| format!(" ({d})")).unwrap_or_default()
+            )
         }
-        _ => e.detail().map_or_else(|| e.kind().to_string(), str::to_string),
+        _ => e
+            .detail()
+            .map_or_else(|| e.kind().to_string(), str::to_string),
     }
 }
 
@@ -145,17 +179,27 @@ mod tests {
     use serde_json::json;
 
     fn msg(subject: &str, html: Option<&str>) -> Message {
-        serde_json::from_value(json!({"channel": "email", "subject": subject, "html": html})).unwrap_or_else(|e| panic!("{e}"))
+        serde_json::from_value(json!({"channel": "email", "subject": subject, "html": html}))
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]
     fn renders_placeholders_and_escapes_html_only() {
         let mut m = BTreeMap::new();
-        m.insert("w".to_string(), msg("Hi {{ contact.first_name }}", Some("<p>{{ contact.first_name }}</p>")));
+        m.insert(
+            "w".to_string(),
+            msg(
+                "Hi {{ contact.first_name }}",
+                Some("<p>{{ contact.first_name }}</p>"),
+            ),
+        );
         let (t, problems) = Templates::compile(&m);
         assert!(problems.is_empty());
-        let c = Contact::from_json(json!({"id": "a", "first_name": "<Ana>"})).unwrap_or_else(|e| panic!("{e}"));
-        let r = t.render("w", &m["w"], &c, "s").unwrap_or_else(|e| panic!("{e}"));
+        let c = Contact::from_json(json!({"id": "a", "first_name": "<Ana>"}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let r = t
+            .render("w", &m["w"], &c, "s")
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(r.subject.as_deref(), Some("Hi <Ana>"));
         assert_eq!(r.html.as_deref(), Some("<p>&lt;Ana&gt;</p>"));
     }
@@ -164,13 +208,22 @@ mod tests {
     fn a_missing_field_fails_unless_defaulted() {
         let mut m = BTreeMap::new();
         m.insert("a".to_string(), msg("Hi {{ contact.first_name }}", None));
-        m.insert("b".to_string(), msg("Hi {{ contact.first_name | default('there') }}", None));
+        m.insert(
+            "b".to_string(),
+            msg("Hi {{ contact.first_name | default('there') }}", None),
+        );
         let (t, _) = Templates::compile(&m);
         let c = Contact::bare("x");
-        let e = t.render("a", &m["a"], &c, "s").err().unwrap_or_else(|| panic!("should fail"));
+        let e = t
+            .render("a", &m["a"], &c, "s")
+            .err()
+            .unwrap_or_else(|| panic!("should fail"));
         assert_eq!(e.part, "subject");
         assert!(e.reason.contains("does not have"), "{}", e.reason);
-        assert_eq!(t.render("b", &m["b"], &c, "s").ok().and_then(|r| r.subject), Some("Hi there".into()));
+        assert_eq!(
+            t.render("b", &m["b"], &c, "s").ok().and_then(|r| r.subject),
+            Some("Hi there".into())
+        );
     }
 
     #[test]
@@ -186,7 +239,8 @@ mod tests {
     #[test]
     fn expressions_compute_profile_values() {
         let (t, _) = Templates::compile(&BTreeMap::new());
-        let c = Contact::from_json(json!({"id": "a", "visits": 2})).unwrap_or_else(|e| panic!("{e}"));
+        let c =
+            Contact::from_json(json!({"id": "a", "visits": 2})).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(t.eval_expression("contact.visits + 1", &c), Ok(json!(3)));
         assert!(t.check_expression("contact.visits +").is_err());
     }

@@ -12,7 +12,9 @@ use serde_json::{Map, Value};
 use crate::condition::{Condition, RawCondition};
 use crate::duration::IsoDuration;
 use crate::problem::Problem;
-use crate::schedule::{DateTimeSpec, Delay, LocalTime, QuietHours, Recurrence, RecurringSchedule, parse_zone};
+use crate::schedule::{
+    DateTimeSpec, Delay, LocalTime, QuietHours, Recurrence, RecurringSchedule, parse_zone,
+};
 
 /// A scenario: how contacts enter, who may, and the steps they go through.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,16 +105,23 @@ impl Trigger {
         if self.event != "page.visited" || self.pages.is_empty() {
             return true;
         }
-        let url = ["url", "page", "path"].iter().find_map(|k| properties.get(*k).and_then(Value::as_str)).unwrap_or("");
+        let url = ["url", "page", "path"]
+            .iter()
+            .find_map(|k| properties.get(*k).and_then(Value::as_str))
+            .unwrap_or("");
         self.pages.iter().any(|p| page_matches(p, url))
     }
 }
 
 /// True when a page pattern (`/pricing*`) matches a URL, compared whole or by its path.
 pub fn page_matches(pattern: &str, url: &str) -> bool {
-    let path = url.split_once("://").map_or(url, |(_, rest)| rest.find('/').map_or("/", |i| &rest[i..]));
+    let path = url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest.find('/').map_or("/", |i| &rest[i..]));
     let path_only = path.split(['?', '#']).next().unwrap_or(path);
-    [url, path, path_only].iter().any(|candidate| glob(pattern.as_bytes(), candidate.as_bytes()))
+    [url, path, path_only]
+        .iter()
+        .any(|candidate| glob(pattern.as_bytes(), candidate.as_bytes()))
 }
 
 fn glob(p: &[u8], s: &[u8]) -> bool {
@@ -440,11 +449,23 @@ pub enum StepKind {
     /// Send a message, then go on.
     Send { message: String, next: String },
     /// Wait for a reaction, or time out.
-    WaitFor { condition: Condition, timeout: IsoDuration, on_event: String, on_timeout: String },
+    WaitFor {
+        condition: Condition,
+        timeout: IsoDuration,
+        on_event: String,
+        on_timeout: String,
+    },
     /// Two-way condition.
-    If { condition: Condition, then: String, otherwise: String },
+    If {
+        condition: Condition,
+        then: String,
+        otherwise: String,
+    },
     /// Multi-way condition: the first true branch wins.
-    Branches { branches: Vec<Branch>, otherwise: String },
+    Branches {
+        branches: Vec<Branch>,
+        otherwise: String,
+    },
     /// Do something to or about the contact, then go on.
     Action { action: Action, next: String },
     /// End the enrollment.
@@ -457,10 +478,24 @@ impl StepKind {
     /// The outgoing edges: (field path under the step, target id).
     pub fn targets(&self) -> Vec<(String, &str)> {
         match self {
-            StepKind::Send { next, .. } | StepKind::Action { next, .. } | StepKind::Pass { next } => vec![("next".into(), next)],
-            StepKind::WaitFor { on_event, on_timeout, .. } => vec![("on_event".into(), on_event), ("on_timeout".into(), on_timeout)],
-            StepKind::If { then, otherwise, .. } => vec![("then".into(), then), ("else".into(), otherwise)],
-            StepKind::Branches { branches, otherwise } => branches
+            StepKind::Send { next, .. }
+            | StepKind::Action { next, .. }
+            | StepKind::Pass { next } => vec![("next".into(), next)],
+            StepKind::WaitFor {
+                on_event,
+                on_timeout,
+                ..
+            } => vec![
+                ("on_event".into(), on_event),
+                ("on_timeout".into(), on_timeout),
+            ],
+            StepKind::If {
+                then, otherwise, ..
+            } => vec![("then".into(), then), ("else".into(), otherwise)],
+            StepKind::Branches {
+                branches,
+                otherwise,
+            } => branches
                 .iter()
                 .enumerate()
                 .map(|(i, b)| (format!("branches[{i}].next"), b.next.as_str()))
@@ -475,9 +510,11 @@ impl StepKind {
         match self {
             StepKind::WaitFor { condition, .. } => vec![("wait_for".into(), condition)],
             StepKind::If { condition, .. } => vec![("if".into(), condition)],
-            StepKind::Branches { branches, .. } => {
-                branches.iter().enumerate().map(|(i, b)| (format!("branches[{i}].when"), &b.when)).collect()
-            }
+            StepKind::Branches { branches, .. } => branches
+                .iter()
+                .enumerate()
+                .map(|(i, b)| (format!("branches[{i}].when"), &b.when))
+                .collect(),
             _ => vec![],
         }
     }
@@ -495,7 +532,11 @@ pub enum Format {
 impl Format {
     /// JSON for `.json` files, YAML otherwise.
     pub fn from_path(path: &str) -> Format {
-        if path.to_ascii_lowercase().ends_with(".json") { Format::Json } else { Format::Yaml }
+        if path.to_ascii_lowercase().ends_with(".json") {
+            Format::Json
+        } else {
+            Format::Yaml
+        }
     }
 }
 
@@ -503,10 +544,17 @@ impl Format {
 pub fn parse_document(text: &str, format: Format) -> Result<Value, Problem> {
     match format {
         Format::Json => serde_json::from_str::<Value>(text).map_err(|e| {
-            Problem::error("", format!("JSON syntax: {}", strip_position(&e.to_string()))).at(e.line(), e.column())
+            Problem::error(
+                "",
+                format!("JSON syntax: {}", strip_position(&e.to_string())),
+            )
+            .at(e.line(), e.column())
         }),
         Format::Yaml => serde_yaml::from_str::<Value>(text).map_err(|e| {
-            let p = Problem::error("", format!("YAML syntax: {}", strip_position(&e.to_string())));
+            let p = Problem::error(
+                "",
+                format!("YAML syntax: {}", strip_position(&e.to_string())),
+            );
             match e.location() {
                 Some(loc) => p.at(loc.line(), loc.column()),
                 None => p,
@@ -544,12 +592,33 @@ fn typed<T: DeserializeOwned>(base: &str, value: &Value, problems: &mut Vec<Prob
 
 /// serde's wording, made a little plainer for people writing YAML.
 fn plain(message: &str) -> String {
-    message.replace("invalid type: map", "expected something else than a mapping").replace(" `", " \"").replace('`', "\"")
+    message
+        .replace(
+            "invalid type: map",
+            "expected something else than a mapping",
+        )
+        .replace(" `", " \"")
+        .replace('`', "\"")
 }
 
 const TOP_KEYS: [&str; 17] = [
-    "id", "name", "description", "version", "timezone", "local_time", "launch", "audience", "once_per", "exit_when",
-    "messages", "quiet_hours", "frequency_cap", "consent", "steps", "goals", "labels",
+    "id",
+    "name",
+    "description",
+    "version",
+    "timezone",
+    "local_time",
+    "launch",
+    "audience",
+    "once_per",
+    "exit_when",
+    "messages",
+    "quiet_hours",
+    "frequency_cap",
+    "consent",
+    "steps",
+    "goals",
+    "labels",
 ];
 
 /// A scenario as far as it could be read, with the shape problems found on the way.
@@ -568,17 +637,26 @@ pub struct Loaded {
 pub fn from_value(doc: &Value) -> Result<Loaded, Problem> {
     let mut problems = Vec::new();
     let Some(top) = doc.as_object() else {
-        return Err(Problem::error("", "a scenario file must be a mapping with id, launch and steps"));
+        return Err(Problem::error(
+            "",
+            "a scenario file must be a mapping with id, launch and steps",
+        ));
     };
     for key in top.keys() {
         if !TOP_KEYS.contains(&key.as_str()) {
-            problems.push(Problem::error(key.clone(), format!("unknown key; a scenario has {}", TOP_KEYS.join(", "))));
+            problems.push(Problem::error(
+                key.clone(),
+                format!("unknown key; a scenario has {}", TOP_KEYS.join(", ")),
+            ));
         }
     }
     let mut required = |key: &str| {
         let v = top.get(key);
         if v.is_none() {
-            problems.push(Problem::error(key, format!("missing: a scenario needs \"{key}\"")));
+            problems.push(Problem::error(
+                key,
+                format!("missing: a scenario needs \"{key}\""),
+            ));
         }
         v
     };
@@ -586,30 +664,62 @@ pub fn from_value(doc: &Value) -> Result<Loaded, Problem> {
     let launch_value = required("launch");
     let steps_value = required("steps");
 
-    let id = id_value.and_then(|v| typed::<String>("id", v, &mut problems)).unwrap_or_default();
-    if id_value.is_some() && (id.is_empty() || !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')) {
-        problems.push(Problem::error("id", format!("\"{id}\" is not a valid id: use lowercase letters, digits and dashes")));
+    let id = id_value
+        .and_then(|v| typed::<String>("id", v, &mut problems))
+        .unwrap_or_default();
+    if id_value.is_some()
+        && (id.is_empty()
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+    {
+        problems.push(Problem::error(
+            "id",
+            format!("\"{id}\" is not a valid id: use lowercase letters, digits and dashes"),
+        ));
     }
-    let name = top.get("name").and_then(|v| typed::<String>("name", v, &mut problems)).unwrap_or_else(|| id.clone());
-    if let Some(v) = top.get("version") {
-        if v.as_u64() != Some(1) {
-            problems.push(Problem::error("version", "only version 1 of the scenario format exists"));
-        }
+    let name = top
+        .get("name")
+        .and_then(|v| typed::<String>("name", v, &mut problems))
+        .unwrap_or_else(|| id.clone());
+    if let Some(v) = top.get("version")
+        && v.as_u64() != Some(1)
+    {
+        problems.push(Problem::error(
+            "version",
+            "only version 1 of the scenario format exists",
+        ));
     }
     let timezone = match top.get("timezone") {
         None => chrono_tz::UTC,
         Some(v) => typed::<String>("timezone", v, &mut problems)
-            .and_then(|s| parse_zone(&s).map_err(|e| problems.push(Problem::error("timezone", e.to_string()))).ok())
+            .and_then(|s| {
+                parse_zone(&s)
+                    .map_err(|e| problems.push(Problem::error("timezone", e.to_string())))
+                    .ok()
+            })
             .unwrap_or(chrono_tz::UTC),
     };
-    let local_time = top.get("local_time").and_then(|v| typed::<bool>("local_time", v, &mut problems)).unwrap_or(false);
-    let launch = launch_value.and_then(|v| parse_launch(v, &mut problems)).unwrap_or(Launch::Manual);
-    let audience = top.get("audience").and_then(|v| parse_audience(v, &mut problems)).unwrap_or_default();
-    let once_per = top.get("once_per").and_then(|v| typed::<IsoDuration>("once_per", v, &mut problems));
+    let local_time = top
+        .get("local_time")
+        .and_then(|v| typed::<bool>("local_time", v, &mut problems))
+        .unwrap_or(false);
+    let launch = launch_value
+        .and_then(|v| parse_launch(v, &mut problems))
+        .unwrap_or(Launch::Manual);
+    let audience = top
+        .get("audience")
+        .and_then(|v| parse_audience(v, &mut problems))
+        .unwrap_or_default();
+    let once_per = top
+        .get("once_per")
+        .and_then(|v| typed::<IsoDuration>("once_per", v, &mut problems));
     let exit_when = match top.get("exit_when") {
         None => Vec::new(),
         // One condition is accepted as a list of one.
-        Some(v @ Value::Object(_)) => typed::<Condition>("exit_when", v, &mut problems).into_iter().collect(),
+        Some(v @ Value::Object(_)) => typed::<Condition>("exit_when", v, &mut problems)
+            .into_iter()
+            .collect(),
         Some(v) => typed::<Vec<Condition>>("exit_when", v, &mut problems).unwrap_or_default(),
     };
     let mut messages = BTreeMap::new();
@@ -617,13 +727,18 @@ pub fn from_value(doc: &Value) -> Result<Loaded, Problem> {
         match v.as_object() {
             Some(map) => {
                 for (mid, m) in map {
-                    if let Some(msg) = typed::<Message>(&format!("messages.{mid}"), m, &mut problems) {
+                    if let Some(msg) =
+                        typed::<Message>(&format!("messages.{mid}"), m, &mut problems)
+                    {
                         messages.insert(mid.clone(), msg);
                     }
                 }
             }
             None if v.is_null() => {}
-            None => problems.push(Problem::error("messages", "must be a mapping from message id to message")),
+            None => problems.push(Problem::error(
+                "messages",
+                "must be a mapping from message id to message",
+            )),
         }
     }
     let quiet_hours = top.get("quiet_hours").and_then(|v| {
@@ -633,11 +748,22 @@ pub fn from_value(doc: &Value) -> Result<Loaded, Problem> {
             from: LocalTime,
             to: LocalTime,
         }
-        typed::<Raw>("quiet_hours", v, &mut problems).map(|r| QuietHours { from: r.from, to: r.to })
+        typed::<Raw>("quiet_hours", v, &mut problems).map(|r| QuietHours {
+            from: r.from,
+            to: r.to,
+        })
     });
-    let frequency_cap = top.get("frequency_cap").and_then(|v| typed::<FrequencyCap>("frequency_cap", v, &mut problems));
-    let consent = top.get("consent").and_then(|v| typed::<Consent>("consent", v, &mut problems)).unwrap_or_default();
-    let goals = top.get("goals").and_then(|v| typed::<Vec<Goal>>("goals", v, &mut problems)).unwrap_or_default();
+    let frequency_cap = top
+        .get("frequency_cap")
+        .and_then(|v| typed::<FrequencyCap>("frequency_cap", v, &mut problems));
+    let consent = top
+        .get("consent")
+        .and_then(|v| typed::<Consent>("consent", v, &mut problems))
+        .unwrap_or_default();
+    let goals = top
+        .get("goals")
+        .and_then(|v| typed::<Vec<Goal>>("goals", v, &mut problems))
+        .unwrap_or_default();
     let mut broken_steps = false;
     let steps = match steps_value {
         Some(Value::Array(list)) => list
@@ -771,10 +897,16 @@ fn parse_launch(v: &Value, problems: &mut Vec<Problem>) -> Option<Launch> {
     // (`{type: recurring, recurring: {frequency: daily, ...}}`); both read the same.
     let raw: RawLaunch = typed("launch", v, problems)?;
     let before = problems.len();
-    let err = |problems: &mut Vec<Problem>, path: &str, msg: String| problems.push(Problem::error(format!("launch.{path}"), msg));
+    let err = |problems: &mut Vec<Problem>, path: &str, msg: String| {
+        problems.push(Problem::error(format!("launch.{path}"), msg))
+    };
     let not_for = |problems: &mut Vec<Problem>, present: bool, key: &str, kind: &str| {
         if present {
-            err(problems, key, format!("\"{key}\" does not apply to a {kind} launch"));
+            err(
+                problems,
+                key,
+                format!("\"{key}\" does not apply to a {kind} launch"),
+            );
         }
     };
     let kind_name = match raw.kind {
@@ -785,13 +917,47 @@ fn parse_launch(v: &Value, problems: &mut Vec<Problem>) -> Option<Launch> {
         LaunchType::Trigger => "trigger",
     };
     let is = |k: &str| k == kind_name;
-    not_for(problems, raw.event.is_some() && !is("trigger"), "event", kind_name);
-    not_for(problems, raw.pages.is_some() && !is("trigger"), "pages", kind_name);
-    not_for(problems, raw.inactivity_minutes.is_some() && !is("trigger"), "inactivity_minutes", kind_name);
-    let flat_recurring = raw.frequency.is_some() || raw.times.is_some() || raw.time.is_some() || raw.days.is_some() || raw.last_day.is_some();
-    not_for(problems, (flat_recurring || raw.recurring.is_some()) && !is("recurring"), "frequency", kind_name);
-    not_for(problems, (raw.dates.is_some() || raw.fixed_dates.is_some()) && !is("fixed_dates"), "dates", kind_name);
-    not_for(problems, (raw.contacts.is_some() || raw.after_import.is_some()) && !is("after_import"), "contacts", kind_name);
+    not_for(
+        problems,
+        raw.event.is_some() && !is("trigger"),
+        "event",
+        kind_name,
+    );
+    not_for(
+        problems,
+        raw.pages.is_some() && !is("trigger"),
+        "pages",
+        kind_name,
+    );
+    not_for(
+        problems,
+        raw.inactivity_minutes.is_some() && !is("trigger"),
+        "inactivity_minutes",
+        kind_name,
+    );
+    let flat_recurring = raw.frequency.is_some()
+        || raw.times.is_some()
+        || raw.time.is_some()
+        || raw.days.is_some()
+        || raw.last_day.is_some();
+    not_for(
+        problems,
+        (flat_recurring || raw.recurring.is_some()) && !is("recurring"),
+        "frequency",
+        kind_name,
+    );
+    not_for(
+        problems,
+        (raw.dates.is_some() || raw.fixed_dates.is_some()) && !is("fixed_dates"),
+        "dates",
+        kind_name,
+    );
+    not_for(
+        problems,
+        (raw.contacts.is_some() || raw.after_import.is_some()) && !is("after_import"),
+        "contacts",
+        kind_name,
+    );
     let launch = match raw.kind {
         LaunchType::Manual => Launch::Manual,
         LaunchType::Recurring => {
@@ -803,7 +969,13 @@ fn parse_launch(v: &Value, problems: &mut Vec<Problem>) -> Option<Launch> {
                     (nested, "recurring.")
                 }
                 None => (
-                    RawRecurring { frequency: raw.frequency, times: raw.times, time: raw.time, days: raw.days, last_day: raw.last_day },
+                    RawRecurring {
+                        frequency: raw.frequency,
+                        times: raw.times,
+                        time: raw.time,
+                        days: raw.days,
+                        last_day: raw.last_day,
+                    },
                     "",
                 ),
             };
@@ -812,20 +984,39 @@ fn parse_launch(v: &Value, problems: &mut Vec<Problem>) -> Option<Launch> {
             times.sort();
             times.dedup();
             if times.is_empty() {
-                err(problems, &format!("{base}time"), "a recurring launch needs a time (\"09:00\") or times".into());
+                err(
+                    problems,
+                    &format!("{base}time"),
+                    "a recurring launch needs a time (\"09:00\") or times".into(),
+                );
             }
             let days = r.days.unwrap_or_default();
             let recurrence = match r.frequency {
                 None => {
-                    err(problems, &format!("{base}frequency"), "a recurring launch needs a frequency: daily, weekly or monthly".into());
+                    err(
+                        problems,
+                        &format!("{base}frequency"),
+                        "a recurring launch needs a frequency: daily, weekly or monthly".into(),
+                    );
                     Recurrence::Daily
                 }
                 Some(Frequency::Daily) => {
                     if times.len() > MAX_DAILY_TIMES {
-                        err(problems, &format!("{base}times"), format!("at most {MAX_DAILY_TIMES} times a day, found {}", times.len()));
+                        err(
+                            problems,
+                            &format!("{base}times"),
+                            format!(
+                                "at most {MAX_DAILY_TIMES} times a day, found {}",
+                                times.len()
+                            ),
+                        );
                     }
                     if !days.is_empty() {
-                        err(problems, &format!("{base}days"), "a daily launch runs every day: remove days".into());
+                        err(
+                            problems,
+                            &format!("{base}days"),
+                            "a daily launch runs every day: remove days".into(),
+                        );
                     }
                     Recurrence::Daily
                 }
@@ -833,12 +1024,22 @@ fn parse_launch(v: &Value, problems: &mut Vec<Problem>) -> Option<Launch> {
                     let mut list = Vec::new();
                     for (i, d) in days.iter().enumerate() {
                         match d {
-                            DayRef::Name(n) if weekday(n).is_some() && n.len() >= 3 => list.extend(weekday(n)),
-                            _ => err(problems, &format!("{base}days[{i}]"), "not a weekday: use mon, tue, wed, thu, fri, sat or sun".into()),
+                            DayRef::Name(n) if weekday(n).is_some() && n.len() >= 3 => {
+                                list.extend(weekday(n))
+                            }
+                            _ => err(
+                                problems,
+                                &format!("{base}days[{i}]"),
+                                "not a weekday: use mon, tue, wed, thu, fri, sat or sun".into(),
+                            ),
                         }
                     }
                     if days.is_empty() {
-                        err(problems, &format!("{base}days"), "a weekly launch needs days, such as [mon, thu]".into());
+                        err(
+                            problems,
+                            &format!("{base}days"),
+                            "a weekly launch needs days, such as [mon, thu]".into(),
+                        );
                     }
                     Recurrence::Weekly(list)
                 }
@@ -847,18 +1048,33 @@ fn parse_launch(v: &Value, problems: &mut Vec<Problem>) -> Option<Launch> {
                     for (i, d) in days.iter().enumerate() {
                         match d {
                             DayRef::Number(n) if (1..=31).contains(n) => list.push(*n as u32),
-                            _ => err(problems, &format!("{base}days[{i}]"), "not a day of the month: use 1 to 31".into()),
+                            _ => err(
+                                problems,
+                                &format!("{base}days[{i}]"),
+                                "not a day of the month: use 1 to 31".into(),
+                            ),
                         }
                     }
                     let last_day = r.last_day.unwrap_or(false);
                     if days.is_empty() && !last_day {
-                        err(problems, &format!("{base}days"), "a monthly launch needs days (1 to 31) or last_day: true".into());
+                        err(
+                            problems,
+                            &format!("{base}days"),
+                            "a monthly launch needs days (1 to 31) or last_day: true".into(),
+                        );
                     }
-                    Recurrence::Monthly { days: list, last_day }
+                    Recurrence::Monthly {
+                        days: list,
+                        last_day,
+                    }
                 }
             };
             if r.last_day.is_some() && !matches!(recurrence, Recurrence::Monthly { .. }) {
-                err(problems, &format!("{base}last_day"), "last_day applies to monthly launches only".into());
+                err(
+                    problems,
+                    &format!("{base}last_day"),
+                    "last_day applies to monthly launches only".into(),
+                );
             }
             Launch::Recurring(RecurringSchedule { recurrence, times })
         }
@@ -867,7 +1083,12 @@ fn parse_launch(v: &Value, problems: &mut Vec<Problem>) -> Option<Launch> {
                 (Some(d), None) => (d, "dates"),
                 (None, Some(n)) => (n.dates, "fixed_dates.dates"),
                 (Some(d), Some(_)) => {
-                    err(problems, "fixed_dates", "write the dates either inside \"fixed_dates\" or flat in launch, not both".into());
+                    err(
+                        problems,
+                        "fixed_dates",
+                        "write the dates either inside \"fixed_dates\" or flat in launch, not both"
+                            .into(),
+                    );
                     (d, "dates")
                 }
                 (None, None) => {
@@ -876,15 +1097,26 @@ fn parse_launch(v: &Value, problems: &mut Vec<Problem>) -> Option<Launch> {
                 }
             };
             if dates.len() > MAX_FIXED_DATES {
-                err(problems, path, format!("at most {MAX_FIXED_DATES} dates, found {}", dates.len()));
+                err(
+                    problems,
+                    path,
+                    format!("at most {MAX_FIXED_DATES} dates, found {}", dates.len()),
+                );
             }
             if dates.is_empty() && path != "dates" {
-                err(problems, path, "a fixed_dates launch needs at least one date".into());
+                err(
+                    problems,
+                    path,
+                    "a fixed_dates launch needs at least one date".into(),
+                );
             }
             Launch::FixedDates(dates)
         }
         LaunchType::AfterImport => {
-            let subset = raw.contacts.or(raw.after_import.map(|a| a.contacts)).unwrap_or(ImportSubset::All);
+            let subset = raw
+                .contacts
+                .or(raw.after_import.map(|a| a.contacts))
+                .unwrap_or(ImportSubset::All);
             Launch::AfterImport(subset)
         }
         LaunchType::Trigger => {
@@ -892,21 +1124,44 @@ fn parse_launch(v: &Value, problems: &mut Vec<Problem>) -> Option<Launch> {
             if event.trim().is_empty() {
                 err(problems, "event", "a trigger launch needs an event (contact.created, page.visited, purchase, ...)".into());
             }
-            let trigger = Trigger { event, pages: raw.pages.unwrap_or_default(), inactivity_minutes: None };
+            let trigger = Trigger {
+                event,
+                pages: raw.pages.unwrap_or_default(),
+                inactivity_minutes: None,
+            };
             let inactive = trigger.inactivity_source().is_some();
             if trigger.event == "page.visited" && trigger.pages.is_empty() {
-                err(problems, "pages", "a page.visited trigger needs pages, such as [\"/pricing*\"]".into());
+                err(
+                    problems,
+                    "pages",
+                    "a page.visited trigger needs pages, such as [\"/pricing*\"]".into(),
+                );
             }
             if trigger.event != "page.visited" && !trigger.pages.is_empty() {
-                err(problems, "pages", "pages applies to page.visited triggers only".into());
+                err(
+                    problems,
+                    "pages",
+                    "pages applies to page.visited triggers only".into(),
+                );
             }
             let minutes = match (inactive, raw.inactivity_minutes) {
                 (true, None) => {
-                    err(problems, "inactivity_minutes", format!("a {} trigger needs inactivity_minutes (10 to 720)", trigger.event));
+                    err(
+                        problems,
+                        "inactivity_minutes",
+                        format!(
+                            "a {} trigger needs inactivity_minutes (10 to 720)",
+                            trigger.event
+                        ),
+                    );
                     None
                 }
                 (true, Some(m)) if !INACTIVITY_MINUTES.contains(&m) => {
-                    err(problems, "inactivity_minutes", format!("inactivity_minutes must be between 10 and 720, found {m}"));
+                    err(
+                        problems,
+                        "inactivity_minutes",
+                        format!("inactivity_minutes must be between 10 and 720, found {m}"),
+                    );
                     None
                 }
                 (true, Some(m)) => Some(m as u32),
@@ -916,7 +1171,10 @@ fn parse_launch(v: &Value, problems: &mut Vec<Problem>) -> Option<Launch> {
                 }
                 (false, None) => None,
             };
-            Launch::Trigger(Trigger { inactivity_minutes: minutes, ..trigger })
+            Launch::Trigger(Trigger {
+                inactivity_minutes: minutes,
+                ..trigger
+            })
         }
     };
     (problems.len() == before).then_some(launch)
@@ -933,22 +1191,34 @@ fn parse_audience(v: &Value, problems: &mut Vec<Problem>) -> Option<Audience> {
     let raw: Raw = typed("audience", v, problems)?;
     match (raw.all, &raw.groups, &raw.criteria) {
         (None, None, None) => {
-            problems.push(Problem::error("audience", "an audience needs all: true, groups or criteria"));
+            problems.push(Problem::error(
+                "audience",
+                "an audience needs all: true, groups or criteria",
+            ));
             None
         }
         (Some(false), None, None) => {
-            problems.push(Problem::error("audience.all", "all: false selects nobody; use groups or criteria"));
+            problems.push(Problem::error(
+                "audience.all",
+                "all: false selects nobody; use groups or criteria",
+            ));
             None
         }
         (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
-            problems.push(Problem::error("audience.all", "all: true cannot be combined with groups or criteria"));
+            problems.push(Problem::error(
+                "audience.all",
+                "all: true cannot be combined with groups or criteria",
+            ));
             None
         }
         _ => {
             if raw.groups.as_ref().is_some_and(Vec::is_empty) {
                 problems.push(Problem::error("audience.groups", "name at least one group"));
             }
-            Some(Audience { groups: raw.groups, criteria: raw.criteria })
+            Some(Audience {
+                groups: raw.groups,
+                criteria: raw.criteria,
+            })
         }
     }
 }
@@ -998,7 +1268,11 @@ struct RawStep {
 
 fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (Step, bool) {
     let base = format!("steps[{i}]");
-    let id_hint = v.get("id").and_then(Value::as_str).unwrap_or("").to_string();
+    let id_hint = v
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let before = problems.len();
     let Some(raw) = typed::<RawStep>(&base, v, problems) else {
         for p in &mut problems[before..] {
@@ -1006,22 +1280,50 @@ fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (Step, bool) 
                 p.step = Some(id_hint.clone());
             }
         }
-        return (Step { id: id_hint, delay: None, kind: StepKind::Pass { next: String::new() } }, false);
+        return (
+            Step {
+                id: id_hint,
+                delay: None,
+                kind: StepKind::Pass {
+                    next: String::new(),
+                },
+            },
+            false,
+        );
     };
     let id = raw.id.clone();
     let mut errs: Vec<(String, String)> = Vec::new();
-    let err = |errs: &mut Vec<(String, String)>, field: &str, msg: String| errs.push((field.to_string(), msg));
+    let err = |errs: &mut Vec<(String, String)>, field: &str, msg: String| {
+        errs.push((field.to_string(), msg))
+    };
     if id.trim().is_empty() || id.chars().any(char::is_whitespace) {
-        err(&mut errs, "id", format!("\"{id}\" is not a valid step id: use letters, digits, dashes or underscores"));
+        err(
+            &mut errs,
+            "id",
+            format!("\"{id}\" is not a valid step id: use letters, digits, dashes or underscores"),
+        );
     }
     let delay = raw.delay.map(|d| {
         if d.until.is_some() && (d.after.is_some() || d.at.is_some()) {
-            err(&mut errs, "delay.until", "until cannot be combined with after or at".into());
+            err(
+                &mut errs,
+                "delay.until",
+                "until cannot be combined with after or at".into(),
+            );
         }
         if d.after.is_none() && d.at.is_none() && d.until.is_none() {
-            err(&mut errs, "delay", "a delay needs after, at or until".into());
+            err(
+                &mut errs,
+                "delay",
+                "a delay needs after, at or until".into(),
+            );
         }
-        Delay { after: d.after, at: d.at, until: d.until, local_time: d.local_time }
+        Delay {
+            after: d.after,
+            at: d.at,
+            until: d.until,
+            local_time: d.local_time,
+        }
     });
     let kinds: Vec<&str> = [
         ("send", raw.send.is_some()),
@@ -1035,19 +1337,54 @@ fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (Step, bool) 
     .filter_map(|(k, present)| present.then_some(k))
     .collect();
     if kinds.len() > 1 {
-        err(&mut errs, "", format!("a step does one thing, but this one has {}", kinds.join(" and ")));
+        err(
+            &mut errs,
+            "",
+            format!(
+                "a step does one thing, but this one has {}",
+                kinds.join(" and ")
+            ),
+        );
     }
     let kind = kinds.first().copied().unwrap_or("pass");
     let stray = |errs: &mut Vec<(String, String)>, present: bool, key: &str, belongs: &str| {
         if present {
-            err(errs, key, format!("\"{key}\" belongs to {belongs}, not to a {kind} step"));
+            err(
+                errs,
+                key,
+                format!("\"{key}\" belongs to {belongs}, not to a {kind} step"),
+            );
         }
     };
-    stray(&mut errs, raw.next.is_some() && !matches!(kind, "send" | "action" | "pass"), "next", "send, action and delay-only steps");
-    stray(&mut errs, (raw.on_event.is_some() || raw.on_timeout.is_some()) && kind != "wait_for", "on_event", "wait_for steps");
-    stray(&mut errs, (raw.then.is_some() || raw.else_.is_some()) && kind != "if", "then", "if steps");
-    stray(&mut errs, raw.otherwise.is_some() && kind != "branches", "otherwise", "branches steps");
-    let need = |errs: &mut Vec<(String, String)>, value: Option<String>, key: &str, what: &str| -> String {
+    stray(
+        &mut errs,
+        raw.next.is_some() && !matches!(kind, "send" | "action" | "pass"),
+        "next",
+        "send, action and delay-only steps",
+    );
+    stray(
+        &mut errs,
+        (raw.on_event.is_some() || raw.on_timeout.is_some()) && kind != "wait_for",
+        "on_event",
+        "wait_for steps",
+    );
+    stray(
+        &mut errs,
+        (raw.then.is_some() || raw.else_.is_some()) && kind != "if",
+        "then",
+        "if steps",
+    );
+    stray(
+        &mut errs,
+        raw.otherwise.is_some() && kind != "branches",
+        "otherwise",
+        "branches steps",
+    );
+    let need = |errs: &mut Vec<(String, String)>,
+                value: Option<String>,
+                key: &str,
+                what: &str|
+     -> String {
         value.unwrap_or_else(|| {
             err(errs, key, format!("missing: {what}"));
             String::new()
@@ -1069,14 +1406,28 @@ fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (Step, bool) 
                 }
             };
             let timeout = timeout.unwrap_or_else(|| {
-                err(&mut errs, "wait_for.timeout", "missing: a wait_for needs a timeout, such as P1D".into());
+                err(
+                    &mut errs,
+                    "wait_for.timeout",
+                    "missing: a wait_for needs a timeout, such as P1D".into(),
+                );
                 IsoDuration::from_seconds(0)
             });
             StepKind::WaitFor {
                 condition,
                 timeout,
-                on_event: need(&mut errs, raw.on_event, "on_event", "a wait_for step needs \"on_event\""),
-                on_timeout: need(&mut errs, raw.on_timeout, "on_timeout", "a wait_for step needs \"on_timeout\""),
+                on_event: need(
+                    &mut errs,
+                    raw.on_event,
+                    "on_event",
+                    "a wait_for step needs \"on_event\"",
+                ),
+                on_timeout: need(
+                    &mut errs,
+                    raw.on_timeout,
+                    "on_timeout",
+                    "a wait_for step needs \"on_timeout\"",
+                ),
             }
         }
         "if" => StepKind::If {
@@ -1085,30 +1436,77 @@ fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (Step, bool) 
             otherwise: need(&mut errs, raw.else_, "else", "an if step needs \"else\""),
         },
         "branches" => {
-            let branches: Vec<Branch> =
-                raw.branches.unwrap_or_default().into_iter().map(|b| Branch { when: b.when, next: b.next }).collect();
+            let branches: Vec<Branch> = raw
+                .branches
+                .unwrap_or_default()
+                .into_iter()
+                .map(|b| Branch {
+                    when: b.when,
+                    next: b.next,
+                })
+                .collect();
             if branches.is_empty() {
-                err(&mut errs, "branches", "branches needs at least one {when, next}".into());
+                err(
+                    &mut errs,
+                    "branches",
+                    "branches needs at least one {when, next}".into(),
+                );
             }
-            StepKind::Branches { branches, otherwise: need(&mut errs, raw.otherwise, "otherwise", "a branches step needs \"otherwise\"") }
+            StepKind::Branches {
+                branches,
+                otherwise: need(
+                    &mut errs,
+                    raw.otherwise,
+                    "otherwise",
+                    "a branches step needs \"otherwise\"",
+                ),
+            }
         }
         "action" => {
             let action = raw.action.unwrap_or(Action::Tag(ListChange::default()));
-            StepKind::Action { action, next: need(&mut errs, raw.next, "next", "an action step needs \"next\"") }
+            StepKind::Action {
+                action,
+                next: need(&mut errs, raw.next, "next", "an action step needs \"next\""),
+            }
         }
-        "end" => StepKind::End { end: EndKind::parse(raw.end.as_deref().unwrap_or("neutral")) },
+        "end" => StepKind::End {
+            end: EndKind::parse(raw.end.as_deref().unwrap_or("neutral")),
+        },
         _ => {
             if delay.is_none() && raw.next.is_some() {
-                err(&mut errs, "", "a step needs send, wait_for, if, branches, action, end or at least a delay".into());
+                err(
+                    &mut errs,
+                    "",
+                    "a step needs send, wait_for, if, branches, action, end or at least a delay"
+                        .into(),
+                );
             }
-            StepKind::Pass { next: need(&mut errs, raw.next, "next", "a step needs send, wait_for, if, branches, action or end") }
+            StepKind::Pass {
+                next: need(
+                    &mut errs,
+                    raw.next,
+                    "next",
+                    "a step needs send, wait_for, if, branches, action or end",
+                ),
+            }
         }
     };
     for (field, msg) in errs {
-        let path = if field.is_empty() { base.clone() } else { format!("{base}.{field}") };
+        let path = if field.is_empty() {
+            base.clone()
+        } else {
+            format!("{base}.{field}")
+        };
         problems.push(Problem::error(path, msg).in_step(&id));
     }
-    (Step { id, delay, kind: step_kind }, true)
+    (
+        Step {
+            id,
+            delay,
+            kind: step_kind,
+        },
+        true,
+    )
 }
 
 #[cfg(test)]
@@ -1127,11 +1525,17 @@ mod tests {
 
     #[test]
     fn serde_paths_look_like_the_file() {
-        let doc: Value = serde_yaml::from_str("steps:\n  - {id: a, delay: {after: P2X}, next: b}\n").unwrap_or_default();
+        let doc: Value =
+            serde_yaml::from_str("steps:\n  - {id: a, delay: {after: P2X}, next: b}\n")
+                .unwrap_or_default();
         let mut problems = Vec::new();
         let _ = parse_step(0, &doc["steps"][0], &mut problems);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert_eq!(problems[0].path, "steps[0].delay.after");
-        assert!(problems[0].message.contains("P2X"), "{}", problems[0].message);
+        assert!(
+            problems[0].message.contains("P2X"),
+            "{}",
+            problems[0].message
+        );
     }
 }

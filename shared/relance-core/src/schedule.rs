@@ -6,8 +6,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{
-    DateTime, Datelike, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, TimeZone,
-    Utc, Weekday,
+    DateTime, Datelike, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta,
+    TimeZone, Utc, Weekday,
 };
 use chrono_tz::Tz;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -49,7 +49,9 @@ pub enum TimeError {
     #[error("\"{0}\" is not a time of day such as \"09:00\"")]
     Time(String),
     /// Not a date or date-time.
-    #[error("\"{0}\" is not a date-time such as \"2026-12-01T09:00\" (an offset such as Z or +01:00 is optional)")]
+    #[error(
+        "\"{0}\" is not a date-time such as \"2026-12-01T09:00\" (an offset such as Z or +01:00 is optional)"
+    )]
     DateTime(String),
     /// Not an IANA zone.
     #[error("\"{0}\" is not an IANA time zone such as \"Europe/Paris\"")]
@@ -80,7 +82,9 @@ impl fmt::Display for LocalTime {
 
 impl<'de> Deserialize<'de> for LocalTime {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -144,7 +148,12 @@ impl FromStr for DateTimeSpec {
         if let Ok(t) = DateTime::parse_from_rfc3339(s) {
             return Ok(DateTimeSpec::Instant(t));
         }
-        for f in ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"] {
+        for f in [
+            "%Y-%m-%dT%H:%M:%S",
+            "%Y-%m-%dT%H:%M",
+            "%Y-%m-%d %H:%M:%S",
+            "%Y-%m-%d %H:%M",
+        ] {
             if let Ok(l) = NaiveDateTime::parse_from_str(s, f) {
                 return Ok(DateTimeSpec::Local(l));
             }
@@ -158,7 +167,9 @@ impl FromStr for DateTimeSpec {
 
 impl<'de> Deserialize<'de> for DateTimeSpec {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -194,8 +205,14 @@ pub struct RecurringSchedule {
 
 fn last_day_of_month(date: NaiveDate) -> u32 {
     let (y, m) = (date.year(), date.month());
-    let first_next = if m == 12 { NaiveDate::from_ymd_opt(y + 1, 1, 1) } else { NaiveDate::from_ymd_opt(y, m + 1, 1) };
-    first_next.and_then(|d| d.pred_opt()).map_or(28, |d| d.day())
+    let first_next = if m == 12 {
+        NaiveDate::from_ymd_opt(y + 1, 1, 1)
+    } else {
+        NaiveDate::from_ymd_opt(y, m + 1, 1)
+    };
+    first_next
+        .and_then(|d| d.pred_opt())
+        .map_or(28, |d| d.day())
 }
 
 impl RecurringSchedule {
@@ -211,9 +228,17 @@ impl RecurringSchedule {
     }
 
     /// Every occurrence in `[from, to]`, in order, each once.
-    pub fn occurrences(&self, tz: Tz, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+    pub fn occurrences(
+        &self,
+        tz: Tz,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Vec<DateTime<Utc>> {
         let mut out = Vec::new();
-        let (Some(mut date), Some(last)) = (local_date(tz, from).pred_opt(), local_date(tz, to).succ_opt()) else {
+        let (Some(mut date), Some(last)) = (
+            local_date(tz, from).pred_opt(),
+            local_date(tz, to).succ_opt(),
+        ) else {
             return out;
         };
         while date <= last {
@@ -238,8 +263,12 @@ impl RecurringSchedule {
         let mut date = local_date(tz, after).pred_opt()?;
         for _ in 0..430 {
             if self.runs_on(date) {
-                let mut candidates: Vec<_> =
-                    self.times.iter().map(|t| resolve_local(tz, date.and_time(t.0))).filter(|t| *t > after).collect();
+                let mut candidates: Vec<_> = self
+                    .times
+                    .iter()
+                    .map(|t| resolve_local(tz, date.and_time(t.0)))
+                    .filter(|t| *t > after)
+                    .collect();
                 candidates.sort();
                 if let Some(first) = candidates.first() {
                     return Some(*first);
@@ -283,7 +312,9 @@ pub struct Delay {
 impl Delay {
     /// True when the delay can hold a contact at all (validation's "loop without a delay").
     pub fn holds(&self) -> bool {
-        self.at.is_some() || self.until.is_some() || self.after.as_ref().is_some_and(|a| !a.is_zero())
+        self.at.is_some()
+            || self.until.is_some()
+            || self.after.as_ref().is_some_and(|a| !a.is_zero())
     }
 
     /// When the step is due, given the moment the previous step ran.
@@ -305,11 +336,17 @@ impl Delay {
             (None, Some(at)) => next_local_time(tz, base, at),
             (Some(after), Some(at)) if !after.has_time_part() => {
                 let local = base.with_timezone(&tz).naive_local();
-                let moved = local.checked_add_months(chrono::Months::new(after.months())).unwrap_or(local);
+                let moved = local
+                    .checked_add_months(chrono::Months::new(after.months()))
+                    .unwrap_or(local);
                 let days = i64::try_from(after.days()).unwrap_or(0);
                 let date = moved.date() + TimeDelta::days(days);
                 let t = resolve_local(tz, date.and_time(at.0));
-                if t > base { t } else { next_local_time(tz, base + TimeDelta::seconds(1), at) }
+                if t > base {
+                    t
+                } else {
+                    next_local_time(tz, base + TimeDelta::seconds(1), at)
+                }
             }
             (Some(after), Some(at)) => next_local_time(tz, after.add_to(base, tz), at),
         }
@@ -331,7 +368,11 @@ impl QuietHours {
     pub fn ends_after(&self, now: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
         let local = now.with_timezone(&tz).time();
         let (from, to) = (self.from.0, self.to.0);
-        let inside = if from <= to { local >= from && local < to } else { local >= from || local < to };
+        let inside = if from <= to {
+            local >= from && local < to
+        } else {
+            local >= from || local < to
+        };
         if !inside || from == to {
             return None;
         }
@@ -351,7 +392,9 @@ mod tests {
     use chrono_tz::{America, Asia, Australia, Europe};
 
     fn utc(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap_or_else(|e| panic!("{s}: {e}")).with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(s)
+            .unwrap_or_else(|e| panic!("{s}: {e}"))
+            .with_timezone(&Utc)
     }
     fn time(s: &str) -> LocalTime {
         s.parse().unwrap_or_else(|e| panic!("{e}"))
@@ -360,7 +403,11 @@ mod tests {
         s.parse().unwrap_or_else(|e| panic!("{e}"))
     }
     fn delay(after: Option<&str>, at: Option<&str>) -> Delay {
-        Delay { after: after.map(dur), at: at.map(time), ..Delay::default() }
+        Delay {
+            after: after.map(dur),
+            at: at.map(time),
+            ..Delay::default()
+        }
     }
 
     #[test]
@@ -372,32 +419,50 @@ mod tests {
     #[test]
     fn at_times_across_fall_back_in_new_york() {
         // 2026-11-01: EDT (-4) ends, EST (-5) begins.
-        let due = delay(Some("P1D"), Some("09:00")).due(utc("2026-10-31T14:00:00Z"), America::New_York);
+        let due =
+            delay(Some("P1D"), Some("09:00")).due(utc("2026-10-31T14:00:00Z"), America::New_York);
         assert_eq!(due, utc("2026-11-01T14:00:00Z"));
-        let before = delay(Some("P1D"), Some("09:00")).due(utc("2026-10-30T14:00:00Z"), America::New_York);
+        let before =
+            delay(Some("P1D"), Some("09:00")).due(utc("2026-10-30T14:00:00Z"), America::New_York);
         assert_eq!(before, utc("2026-10-31T13:00:00Z"));
     }
 
     #[test]
     fn southern_hemisphere_sydney_dst_starts_in_october() {
         // 2026-10-04 02:00 AEST -> 03:00 AEDT.
-        let due = delay(Some("P1D"), Some("10:00")).due(utc("2026-10-03T00:00:00Z"), Australia::Sydney);
+        let due =
+            delay(Some("P1D"), Some("10:00")).due(utc("2026-10-03T00:00:00Z"), Australia::Sydney);
         assert_eq!(due, utc("2026-10-03T23:00:00Z"));
     }
 
     #[test]
     fn half_hour_dst_on_lord_howe() {
         // 2026-10-04 02:00 +10:30 -> 02:30 +11:00; 02:10 does not exist and becomes 02:40.
-        let t = resolve_local(Australia::Lord_Howe, NaiveDate::from_ymd_opt(2026, 10, 4).and_then(|d| d.and_hms_opt(2, 10, 0)).unwrap_or_default());
+        let t = resolve_local(
+            Australia::Lord_Howe,
+            NaiveDate::from_ymd_opt(2026, 10, 4)
+                .and_then(|d| d.and_hms_opt(2, 10, 0))
+                .unwrap_or_default(),
+        );
         assert_eq!(t, utc("2026-10-03T15:40:00Z"));
     }
 
     #[test]
     fn nonexistent_and_repeated_local_times() {
-        let gap = NaiveDate::from_ymd_opt(2026, 3, 29).and_then(|d| d.and_hms_opt(2, 30, 0)).unwrap_or_default();
-        assert_eq!(resolve_local(Europe::Paris, gap), utc("2026-03-29T01:30:00Z"));
-        let twice = NaiveDate::from_ymd_opt(2026, 10, 25).and_then(|d| d.and_hms_opt(2, 30, 0)).unwrap_or_default();
-        assert_eq!(resolve_local(Europe::Paris, twice), utc("2026-10-25T00:30:00Z"));
+        let gap = NaiveDate::from_ymd_opt(2026, 3, 29)
+            .and_then(|d| d.and_hms_opt(2, 30, 0))
+            .unwrap_or_default();
+        assert_eq!(
+            resolve_local(Europe::Paris, gap),
+            utc("2026-03-29T01:30:00Z")
+        );
+        let twice = NaiveDate::from_ymd_opt(2026, 10, 25)
+            .and_then(|d| d.and_hms_opt(2, 30, 0))
+            .unwrap_or_default();
+        assert_eq!(
+            resolve_local(Europe::Paris, twice),
+            utc("2026-10-25T00:30:00Z")
+        );
     }
 
     #[test]
@@ -409,67 +474,169 @@ mod tests {
     #[test]
     fn at_alone_is_today_if_still_ahead_else_tomorrow() {
         let d = delay(None, Some("09:00"));
-        assert_eq!(d.due(utc("2026-12-01T08:00:00Z"), chrono_tz::UTC), utc("2026-12-01T09:00:00Z"));
-        assert_eq!(d.due(utc("2026-12-01T09:00:00Z"), chrono_tz::UTC), utc("2026-12-01T09:00:00Z"));
-        assert_eq!(d.due(utc("2026-12-01T10:00:00Z"), chrono_tz::UTC), utc("2026-12-02T09:00:00Z"));
+        assert_eq!(
+            d.due(utc("2026-12-01T08:00:00Z"), chrono_tz::UTC),
+            utc("2026-12-01T09:00:00Z")
+        );
+        assert_eq!(
+            d.due(utc("2026-12-01T09:00:00Z"), chrono_tz::UTC),
+            utc("2026-12-01T09:00:00Z")
+        );
+        assert_eq!(
+            d.due(utc("2026-12-01T10:00:00Z"), chrono_tz::UTC),
+            utc("2026-12-02T09:00:00Z")
+        );
     }
 
     #[test]
     fn after_with_hours_and_at_takes_the_next_at() {
         let d = delay(Some("PT6H"), Some("09:00"));
-        assert_eq!(d.due(utc("2026-12-01T08:00:00Z"), chrono_tz::UTC), utc("2026-12-02T09:00:00Z"));
+        assert_eq!(
+            d.due(utc("2026-12-01T08:00:00Z"), chrono_tz::UTC),
+            utc("2026-12-02T09:00:00Z")
+        );
     }
 
     #[test]
     fn until_in_the_past_is_now() {
-        let d = Delay { until: Some("2026-12-24T10:00".parse().unwrap_or_else(|e| panic!("{e}"))), ..Delay::default() };
-        assert_eq!(d.due(utc("2026-12-01T00:00:00Z"), Europe::Paris), utc("2026-12-24T09:00:00Z"));
-        assert_eq!(d.due(utc("2026-12-25T00:00:00Z"), Europe::Paris), utc("2026-12-25T00:00:00Z"));
+        let d = Delay {
+            until: Some("2026-12-24T10:00".parse().unwrap_or_else(|e| panic!("{e}"))),
+            ..Delay::default()
+        };
+        assert_eq!(
+            d.due(utc("2026-12-01T00:00:00Z"), Europe::Paris),
+            utc("2026-12-24T09:00:00Z")
+        );
+        assert_eq!(
+            d.due(utc("2026-12-25T00:00:00Z"), Europe::Paris),
+            utc("2026-12-25T00:00:00Z")
+        );
     }
 
     #[test]
     fn monthly_on_31_and_last_day_runs_once_per_month() {
-        let s = RecurringSchedule { recurrence: Recurrence::Monthly { days: vec![31], last_day: true }, times: vec![time("08:00")] };
-        let got = s.occurrences(chrono_tz::UTC, utc("2027-01-15T00:00:00Z"), utc("2027-04-15T00:00:00Z"));
-        assert_eq!(got, vec![utc("2027-01-31T08:00:00Z"), utc("2027-02-28T08:00:00Z"), utc("2027-03-31T08:00:00Z")]);
+        let s = RecurringSchedule {
+            recurrence: Recurrence::Monthly {
+                days: vec![31],
+                last_day: true,
+            },
+            times: vec![time("08:00")],
+        };
+        let got = s.occurrences(
+            chrono_tz::UTC,
+            utc("2027-01-15T00:00:00Z"),
+            utc("2027-04-15T00:00:00Z"),
+        );
+        assert_eq!(
+            got,
+            vec![
+                utc("2027-01-31T08:00:00Z"),
+                utc("2027-02-28T08:00:00Z"),
+                utc("2027-03-31T08:00:00Z")
+            ]
+        );
     }
 
     #[test]
     fn monthly_day_31_without_last_day_skips_short_months_and_leap_february() {
-        let s = RecurringSchedule { recurrence: Recurrence::Monthly { days: vec![29, 31], last_day: false }, times: vec![time("08:00")] };
-        let got = s.occurrences(chrono_tz::UTC, utc("2028-02-01T00:00:00Z"), utc("2028-05-01T00:00:00Z"));
-        assert_eq!(got, vec![utc("2028-02-29T08:00:00Z"), utc("2028-03-29T08:00:00Z"), utc("2028-03-31T08:00:00Z"), utc("2028-04-29T08:00:00Z")]);
+        let s = RecurringSchedule {
+            recurrence: Recurrence::Monthly {
+                days: vec![29, 31],
+                last_day: false,
+            },
+            times: vec![time("08:00")],
+        };
+        let got = s.occurrences(
+            chrono_tz::UTC,
+            utc("2028-02-01T00:00:00Z"),
+            utc("2028-05-01T00:00:00Z"),
+        );
+        assert_eq!(
+            got,
+            vec![
+                utc("2028-02-29T08:00:00Z"),
+                utc("2028-03-29T08:00:00Z"),
+                utc("2028-03-31T08:00:00Z"),
+                utc("2028-04-29T08:00:00Z")
+            ]
+        );
     }
 
     #[test]
     fn daily_times_follow_local_time_across_dst() {
-        let s = RecurringSchedule { recurrence: Recurrence::Daily, times: vec![time("09:00"), time("18:00")] };
-        let got = s.occurrences(Europe::Paris, utc("2026-03-28T00:00:00Z"), utc("2026-03-29T23:59:00Z"));
-        assert_eq!(got, vec![utc("2026-03-28T08:00:00Z"), utc("2026-03-28T17:00:00Z"), utc("2026-03-29T07:00:00Z"), utc("2026-03-29T16:00:00Z")]);
+        let s = RecurringSchedule {
+            recurrence: Recurrence::Daily,
+            times: vec![time("09:00"), time("18:00")],
+        };
+        let got = s.occurrences(
+            Europe::Paris,
+            utc("2026-03-28T00:00:00Z"),
+            utc("2026-03-29T23:59:00Z"),
+        );
+        assert_eq!(
+            got,
+            vec![
+                utc("2026-03-28T08:00:00Z"),
+                utc("2026-03-28T17:00:00Z"),
+                utc("2026-03-29T07:00:00Z"),
+                utc("2026-03-29T16:00:00Z")
+            ]
+        );
     }
 
     #[test]
     fn weekly_and_next_after() {
-        let s = RecurringSchedule { recurrence: Recurrence::Weekly(vec![Weekday::Mon, Weekday::Thu]), times: vec![time("09:00")] };
+        let s = RecurringSchedule {
+            recurrence: Recurrence::Weekly(vec![Weekday::Mon, Weekday::Thu]),
+            times: vec![time("09:00")],
+        };
         // 2026-12-01 is a Tuesday.
-        assert_eq!(s.next_after(America::New_York, utc("2026-12-01T00:00:00Z")), Some(utc("2026-12-03T14:00:00Z")));
-        assert_eq!(s.next_after(America::New_York, utc("2026-12-03T14:00:00Z")), Some(utc("2026-12-07T14:00:00Z")));
+        assert_eq!(
+            s.next_after(America::New_York, utc("2026-12-01T00:00:00Z")),
+            Some(utc("2026-12-03T14:00:00Z"))
+        );
+        assert_eq!(
+            s.next_after(America::New_York, utc("2026-12-03T14:00:00Z")),
+            Some(utc("2026-12-07T14:00:00Z"))
+        );
     }
 
     #[test]
     fn recurring_at_a_nonexistent_time_runs_after_the_gap() {
-        let s = RecurringSchedule { recurrence: Recurrence::Daily, times: vec![time("02:30")] };
-        let got = s.occurrences(America::New_York, utc("2026-03-08T00:00:00Z"), utc("2026-03-08T23:00:00Z"));
+        let s = RecurringSchedule {
+            recurrence: Recurrence::Daily,
+            times: vec![time("02:30")],
+        };
+        let got = s.occurrences(
+            America::New_York,
+            utc("2026-03-08T00:00:00Z"),
+            utc("2026-03-08T23:00:00Z"),
+        );
         assert_eq!(got, vec![utc("2026-03-08T07:30:00Z")]); // 03:30 EDT
     }
 
     #[test]
     fn quiet_hours_across_midnight() {
-        let q = QuietHours { from: time("21:00"), to: time("08:00") };
-        assert_eq!(q.ends_after(utc("2026-12-01T22:00:00Z"), chrono_tz::UTC), Some(utc("2026-12-02T08:00:00Z")));
-        assert_eq!(q.ends_after(utc("2026-12-01T07:00:00Z"), chrono_tz::UTC), Some(utc("2026-12-01T08:00:00Z")));
-        assert_eq!(q.ends_after(utc("2026-12-01T08:00:00Z"), chrono_tz::UTC), None);
-        assert_eq!(q.ends_after(utc("2026-12-01T12:00:00Z"), Europe::Paris), None);
+        let q = QuietHours {
+            from: time("21:00"),
+            to: time("08:00"),
+        };
+        assert_eq!(
+            q.ends_after(utc("2026-12-01T22:00:00Z"), chrono_tz::UTC),
+            Some(utc("2026-12-02T08:00:00Z"))
+        );
+        assert_eq!(
+            q.ends_after(utc("2026-12-01T07:00:00Z"), chrono_tz::UTC),
+            Some(utc("2026-12-01T08:00:00Z"))
+        );
+        assert_eq!(
+            q.ends_after(utc("2026-12-01T08:00:00Z"), chrono_tz::UTC),
+            None
+        );
+        assert_eq!(
+            q.ends_after(utc("2026-12-01T12:00:00Z"), Europe::Paris),
+            None
+        );
     }
 
     #[test]
@@ -478,12 +645,21 @@ mod tests {
         assert!("24:00".parse::<LocalTime>().is_err());
         assert!("09:60".parse::<LocalTime>().is_err());
         assert!("2026-13-01T09:00".parse::<DateTimeSpec>().is_err());
-        assert_eq!("2026-12-01".parse::<DateTimeSpec>().map(|d| d.resolve(chrono_tz::UTC)).ok(), Some(utc("2026-12-01T00:00:00Z")));
+        assert_eq!(
+            "2026-12-01"
+                .parse::<DateTimeSpec>()
+                .map(|d| d.resolve(chrono_tz::UTC))
+                .ok(),
+            Some(utc("2026-12-01T00:00:00Z"))
+        );
         assert!(parse_zone("Europe/Atlantis").is_err());
     }
 
     #[test]
     fn inactivity_is_minutes_after_the_last_event() {
-        assert_eq!(inactivity_deadline(utc("2026-12-01T10:00:00Z"), 30), utc("2026-12-01T10:30:00Z"));
+        assert_eq!(
+            inactivity_deadline(utc("2026-12-01T10:00:00Z"), 30),
+            utc("2026-12-01T10:30:00Z")
+        );
     }
 }

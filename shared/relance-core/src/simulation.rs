@@ -12,7 +12,9 @@ use serde_json::Value;
 
 use crate::contact::{ActivityEvent, Contact, Engagement, EngagementKind, History, SendMark};
 use crate::duration::IsoDuration;
-use crate::engine::{Effect, Engine, Enrollment, Entry, EntryRequest, Input, Transition, profile_changes};
+use crate::engine::{
+    Effect, Engine, Enrollment, Entry, EntryRequest, Input, Transition, profile_changes,
+};
 use crate::journal::Record;
 use crate::scenario::{ImportSubset, Launch};
 use crate::schedule::inactivity_deadline;
@@ -47,11 +49,15 @@ impl ScriptedEvent {
     /// Reads one events-file object: `at` (RFC 3339), `contact`, and either `event` (other
     /// keys become its properties) or one engagement key naming a send step.
     pub fn from_json(v: Value) -> Result<ScriptedEvent, String> {
-        let Value::Object(mut map) = v else { return Err("an event must be a JSON object".into()) };
+        let Value::Object(mut map) = v else {
+            return Err("an event must be a JSON object".into());
+        };
         let at = match map.remove("at") {
             Some(Value::String(s)) => DateTime::parse_from_rfc3339(&s)
                 .map(|t| t.with_timezone(&Utc))
-                .map_err(|_| format!("\"at\": \"{s}\" is not an RFC 3339 time such as 2026-12-01T09:00:00Z"))?,
+                .map_err(|_| {
+                    format!("\"at\": \"{s}\" is not an RFC 3339 time such as 2026-12-01T09:00:00Z")
+                })?,
             Some(_) => return Err("\"at\" must be an RFC 3339 string".into()),
             None => return Err("missing \"at\"".into()),
         };
@@ -60,7 +66,10 @@ impl ScriptedEvent {
             Some(Value::Number(n)) => n.to_string(),
             _ => return Err("missing \"contact\" (the contact id)".into()),
         };
-        let kinds: Vec<EngagementKind> = EngagementKind::ALL.into_iter().filter(|k| map.contains_key(k.as_str())).collect();
+        let kinds: Vec<EngagementKind> = EngagementKind::ALL
+            .into_iter()
+            .filter(|k| map.contains_key(k.as_str()))
+            .collect();
         match (map.remove("event"), kinds.as_slice()) {
             (Some(Value::String(name)), []) if !name.is_empty() => {
                 Ok(ScriptedEvent { contact, what: Happening::Activity(ActivityEvent { at, name, properties: map }) })
@@ -89,9 +98,18 @@ impl ScriptedEvent {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Task {
     Event(usize),
-    Launch { zone: Option<usize> },
-    Inactivity { contact: usize, stamp: DateTime<Utc> },
-    Wake { contact: usize, enrollment: usize, step: String },
+    Launch {
+        zone: Option<usize>,
+    },
+    Inactivity {
+        contact: usize,
+        stamp: DateTime<Utc>,
+    },
+    Wake {
+        contact: usize,
+        enrollment: usize,
+        step: String,
+    },
 }
 
 impl Task {
@@ -105,6 +123,9 @@ impl Task {
     }
 }
 
+/// A queued task: (due, class, sequence, task); the class orders tasks of one instant.
+type Queued = (DateTime<Utc>, u8, u64, Task);
+
 /// A scenario played on a virtual clock.
 #[derive(Debug)]
 pub struct Simulation<'e> {
@@ -117,7 +138,7 @@ pub struct Simulation<'e> {
     last_entered: Vec<Option<DateTime<Utc>>>,
     enrollments: Vec<Enrollment>,
     events: Vec<ScriptedEvent>,
-    queue: BinaryHeap<Reverse<(DateTime<Utc>, u8, u64, Task)>>,
+    queue: BinaryHeap<Reverse<Queued>>,
     seq: u64,
     zones: Vec<Tz>,
 }
@@ -180,7 +201,12 @@ impl<'e> Simulation<'e> {
 
     /// Plays from `start` for `until`, reporting every record to `sink` in time order.
     /// Returns the instant the clock stopped at.
-    pub fn run(&mut self, start: DateTime<Utc>, until: &IsoDuration, sink: &mut dyn FnMut(&Record)) -> DateTime<Utc> {
+    pub fn run(
+        &mut self,
+        start: DateTime<Utc>,
+        until: &IsoDuration,
+        sink: &mut dyn FnMut(&Record),
+    ) -> DateTime<Utc> {
         let scenario = self.engine.scenario();
         let end = until.add_to(start, scenario.timezone);
         // What happened before the start is history: it triggers nothing.
@@ -206,8 +232,16 @@ impl<'e> Simulation<'e> {
     fn schedule_launches(&mut self, start: DateTime<Utc>, end: DateTime<Utc>) {
         let scenario = self.engine.scenario();
         // With local_time, each zone among the contacts has its own occurrences.
-        let zones: Vec<Option<usize>> = if scenario.local_time && matches!(scenario.launch, Launch::Recurring(_) | Launch::FixedDates(_)) {
-            let mut zones: Vec<Tz> = self.contacts.iter().map(|c| self.engine.zone_for(c, None)).collect();
+        let zones: Vec<Option<usize>> = if scenario.local_time
+            && matches!(
+                scenario.launch,
+                Launch::Recurring(_) | Launch::FixedDates(_)
+            ) {
+            let mut zones: Vec<Tz> = self
+                .contacts
+                .iter()
+                .map(|c| self.engine.zone_for(c, None))
+                .collect();
             zones.sort_by_key(|z| z.name());
             zones.dedup();
             self.zones = zones;
@@ -221,7 +255,11 @@ impl<'e> Simulation<'e> {
                 Launch::Manual | Launch::AfterImport(_) => vec![start],
                 Launch::Recurring(schedule) => schedule.occurrences(tz, start, end),
                 Launch::FixedDates(dates) => {
-                    let mut list: Vec<_> = dates.iter().map(|d| d.resolve(tz)).filter(|t| *t >= start && *t <= end).collect();
+                    let mut list: Vec<_> = dates
+                        .iter()
+                        .map(|d| d.resolve(tz))
+                        .filter(|t| *t >= start && *t <= end)
+                        .collect();
                     list.sort();
                     list.dedup();
                     list
@@ -265,7 +303,13 @@ impl<'e> Simulation<'e> {
         }
     }
 
-    fn process(&mut self, now: DateTime<Utc>, task: Task, end: DateTime<Utc>, sink: &mut dyn FnMut(&Record)) {
+    fn process(
+        &mut self,
+        now: DateTime<Utc>,
+        task: Task,
+        end: DateTime<Utc>,
+        sink: &mut dyn FnMut(&Record),
+    ) {
         let engine = self.engine;
         match task {
             Task::Event(i) => {
@@ -276,29 +320,47 @@ impl<'e> Simulation<'e> {
                         Happening::Activity(a) => Input::Event(a),
                         Happening::Engagement(g) => Input::Engagement(g),
                     };
-                    let t = engine.handle(&self.enrollments[e], &self.contacts[c], &self.histories[c], input, now);
+                    let t = engine.handle(
+                        &self.enrollments[e],
+                        &self.contacts[c],
+                        &self.histories[c],
+                        input,
+                        now,
+                    );
                     self.apply(c, e, t, now, end, sink);
                 }
-                if let (Launch::Trigger(trigger), Happening::Activity(a)) = (&engine.scenario().launch, &self.events[i].what) {
+                if let (Launch::Trigger(trigger), Happening::Activity(a)) =
+                    (&engine.scenario().launch, &self.events[i].what)
+                {
                     if trigger.fires_on(&a.name, &a.properties) {
                         self.try_enter(c, now, end, sink);
-                    } else if let (Some(source), Some(minutes)) = (trigger.inactivity_source(), trigger.inactivity_minutes) {
-                        if a.name == source {
-                            self.push(inactivity_deadline(a.at, minutes), Task::Inactivity { contact: c, stamp: a.at });
-                        }
+                    } else if let (Some(source), Some(minutes)) =
+                        (trigger.inactivity_source(), trigger.inactivity_minutes)
+                        && a.name == source
+                    {
+                        self.push(
+                            inactivity_deadline(a.at, minutes),
+                            Task::Inactivity {
+                                contact: c,
+                                stamp: a.at,
+                            },
+                        );
                     }
                 }
             }
             Task::Launch { zone } => {
                 // In a simulation the contacts file is the import: every contact is new.
-                if matches!(engine.scenario().launch, Launch::AfterImport(ImportSubset::Modified)) {
+                if matches!(
+                    engine.scenario().launch,
+                    Launch::AfterImport(ImportSubset::Modified)
+                ) {
                     return;
                 }
                 for c in 0..self.contacts.len() {
-                    if let Some(z) = zone {
-                        if engine.zone_for(&self.contacts[c], None) != self.zones[z] {
-                            continue;
-                        }
+                    if let Some(z) = zone
+                        && engine.zone_for(&self.contacts[c], None) != self.zones[z]
+                    {
+                        continue;
                     }
                     self.try_enter(c, now, end, sink);
                 }
@@ -309,18 +371,42 @@ impl<'e> Simulation<'e> {
                     self.try_enter(contact, now, end, sink);
                 }
             }
-            Task::Wake { contact, enrollment, step } => {
+            Task::Wake {
+                contact,
+                enrollment,
+                step,
+            } => {
                 if self.current[contact] == Some(enrollment) {
-                    let t = engine.handle(&self.enrollments[enrollment], &self.contacts[contact], &self.histories[contact], Input::Wake { step: &step, at: now }, now);
+                    let t = engine.handle(
+                        &self.enrollments[enrollment],
+                        &self.contacts[contact],
+                        &self.histories[contact],
+                        Input::Wake {
+                            step: &step,
+                            at: now,
+                        },
+                        now,
+                    );
                     self.apply(contact, enrollment, t, now, end, sink);
                 }
             }
         }
     }
 
-    fn try_enter(&mut self, c: usize, now: DateTime<Utc>, end: DateTime<Utc>, sink: &mut dyn FnMut(&Record)) {
+    fn try_enter(
+        &mut self,
+        c: usize,
+        now: DateTime<Utc>,
+        end: DateTime<Utc>,
+        sink: &mut dyn FnMut(&Record),
+    ) {
         let running = self.current[c].is_some_and(|e| self.enrollments[e].is_running());
-        let id = format!("{}:{}:{}", self.engine.scenario().id, self.contacts[c].id(), self.enrollments.len() + 1);
+        let id = format!(
+            "{}:{}:{}",
+            self.engine.scenario().id,
+            self.contacts[c].id(),
+            self.enrollments.len() + 1
+        );
         let request = EntryRequest {
             contact: &self.contacts[c],
             history: &self.histories[c],
@@ -341,17 +427,35 @@ impl<'e> Simulation<'e> {
         }
     }
 
-    fn apply(&mut self, c: usize, e: usize, t: Transition, now: DateTime<Utc>, end: DateTime<Utc>, sink: &mut dyn FnMut(&Record)) {
+    fn apply(
+        &mut self,
+        c: usize,
+        e: usize,
+        t: Transition,
+        now: DateTime<Utc>,
+        end: DateTime<Utc>,
+        sink: &mut dyn FnMut(&Record),
+    ) {
         for effect in &t.effects {
             match effect {
                 Effect::Record(r) => sink(r),
                 Effect::Send(_) => self.histories[c].sends.push(SendMark { at: now }),
                 Effect::ScheduleWake(w) => {
                     if w.at <= end {
-                        self.push(w.at, Task::Wake { contact: c, enrollment: e, step: w.step.clone() });
+                        self.push(
+                            w.at,
+                            Task::Wake {
+                                contact: c,
+                                enrollment: e,
+                                step: w.step.clone(),
+                            },
+                        );
                     }
                 }
-                Effect::CancelWake(_) | Effect::SetField { .. } | Effect::Action { .. } | Effect::Ended { .. } => {}
+                Effect::CancelWake(_)
+                | Effect::SetField { .. }
+                | Effect::Action { .. }
+                | Effect::Ended { .. } => {}
             }
         }
         if let Some(contact) = t.contact {
@@ -377,7 +481,11 @@ pub fn contacts_from_json_lines(text: &str) -> Result<Vec<Contact>, Vec<String>>
             Err(e) => errors.push(format!("line {}: not JSON: {e}", n + 1)),
         }
     }
-    if errors.is_empty() { Ok(out) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
 }
 
 /// Reads an events file's lines (JSON lines), collecting every bad line with its number.
@@ -388,10 +496,17 @@ pub fn events_from_json_lines(text: &str) -> Result<Vec<ScriptedEvent>, Vec<Stri
         if line.trim().is_empty() {
             continue;
         }
-        match serde_json::from_str::<Value>(line).map_err(|e| format!("not JSON: {e}")).and_then(ScriptedEvent::from_json) {
+        match serde_json::from_str::<Value>(line)
+            .map_err(|e| format!("not JSON: {e}"))
+            .and_then(ScriptedEvent::from_json)
+        {
             Ok(e) => out.push(e),
             Err(e) => errors.push(format!("line {}: {e}", n + 1)),
         }
     }
-    if errors.is_empty() { Ok(out) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
 }
