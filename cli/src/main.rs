@@ -33,6 +33,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Draw a scenario's steps as a Mermaid flowchart.
+    Graph {
+        /// The scenario file (YAML or JSON).
+        file: PathBuf,
+    },
     /// Play a scenario on a virtual clock and print what happens, one JSON object per line.
     Simulate {
         /// The scenario file (YAML or JSON).
@@ -59,6 +64,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate { file, json } => validate_cmd(&file, json),
+        Command::Graph { file } => graph_cmd(&file),
         Command::Simulate {
             file,
             contacts,
@@ -139,6 +145,16 @@ fn validate_cmd(path: &Path, json: bool) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn graph_cmd(path: &Path) -> Result<ExitCode> {
+    let report = check(path)?;
+    let Some(scenario) = report.scenario else {
+        print_problems(path, &report, &mut std::io::stderr())?;
+        return Ok(ExitCode::from(1));
+    };
+    print!("{}", relance_core::graph::mermaid(&scenario));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load_contacts(path: &Path) -> Result<Vec<Contact>> {

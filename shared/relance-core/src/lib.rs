@@ -12,12 +12,14 @@
 //! - [`render`]: message templates.
 //! - [`engine`]: enrollments, inputs, effects and the transition function.
 //! - [`journal`]: journal records and counters.
+//! - [`graph`]: a scenario drawn as a Mermaid flowchart.
 //! - [`simulation`]: the virtual-clock player behind `relance simulate`.
 
 pub mod condition;
 pub mod contact;
 pub mod duration;
 pub mod engine;
+pub mod graph;
 pub mod journal;
 pub mod problem;
 pub mod render;
@@ -29,6 +31,8 @@ pub mod validate;
 pub use condition::Condition;
 pub use contact::{ActivityEvent, Contact, Engagement, EngagementKind, History};
 pub use duration::IsoDuration;
+pub use engine::{Effect, Engine, Enrollment, Input, Transition};
+pub use journal::{Record, RecordKind};
 
 pub use problem::{Problem, Severity};
 pub use scenario::{Format, Scenario};

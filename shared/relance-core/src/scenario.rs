@@ -1,7 +1,7 @@
 //! The scenario file, v1 (DESIGN §3): its typed model and the loader that reads YAML or JSON
 //! and reports every shape problem with its path, instead of stopping at the first one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::Weekday;
 use chrono_tz::Tz;
@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::condition::{Condition, RawCondition};
+use crate::condition::Condition;
 use crate::duration::IsoDuration;
 use crate::problem::Problem;
 use crate::schedule::{
@@ -601,6 +601,86 @@ fn plain(message: &str) -> String {
         .replace('`', "\"")
 }
 
+/// Reports each key of the mapping `value` that is not one of `known` (at `base.key`), and
+/// returns the mapping without them, so that the rest can still be read and checked.
+fn known_keys(
+    base: &str,
+    value: &Value,
+    known: &[&str],
+    what: &str,
+    problems: &mut Vec<Problem>,
+) -> Value {
+    let Some(map) = value.as_object() else {
+        return value.clone();
+    };
+    let mut kept = Map::new();
+    for (k, v) in map {
+        if known.contains(&k.as_str()) {
+            kept.insert(k.clone(), v.clone());
+        } else {
+            problems.push(Problem::error(
+                format!("{base}.{k}"),
+                unknown_key(k, known, what),
+            ));
+        }
+    }
+    Value::Object(kept)
+}
+
+fn unknown_key(key: &str, known: &[&str], what: &str) -> String {
+    let hint = suggest(key, known.iter().copied())
+        .map(|s| format!(" (did you mean \"{s}\"?)"))
+        .unwrap_or_default();
+    format!(
+        "unknown key \"{key}\"{hint}; {what} has {}",
+        known.join(", ")
+    )
+}
+
+/// The candidate closest to a misspelt `word`, when one is close enough to be meant.
+pub(crate) fn suggest<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let limit = match word.chars().count() {
+        0..=2 => 0,
+        3..=5 => 1,
+        _ => 2,
+    };
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Edits (insert, delete, replace, swap two neighbours) that turn `a` into `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    // d[i][j]: distance between the first i chars of a and the first j chars of b.
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
 const TOP_KEYS: [&str; 17] = [
     "id",
     "name",
@@ -621,6 +701,28 @@ const TOP_KEYS: [&str; 17] = [
     "labels",
 ];
 
+const MESSAGE_KEYS: [&str; 13] = [
+    "channel", "type", "subject", "html", "text", "title", "body", "data", "url", "from",
+    "reply_to", "template", "sms_type",
+];
+
+const LAUNCH_KEYS: [&str; 14] = [
+    "type",
+    "event",
+    "pages",
+    "inactivity_minutes",
+    "frequency",
+    "times",
+    "time",
+    "days",
+    "last_day",
+    "dates",
+    "contacts",
+    "recurring",
+    "fixed_dates",
+    "after_import",
+];
+
 /// A scenario as far as it could be read, with the shape problems found on the way.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -630,6 +732,9 @@ pub struct Loaded {
     pub problems: Vec<Problem>,
     /// True when some step did not read at all (graph checks are then skipped).
     pub broken_steps: bool,
+    /// Ids of messages that are declared but did not read (already reported), so that the
+    /// steps sending them are not reported as naming an unknown message.
+    pub unread_messages: BTreeSet<String>,
 }
 
 /// Reads a scenario from its JSON value, collecting every shape problem instead of stopping
@@ -642,13 +747,11 @@ pub fn from_value(doc: &Value) -> Result<Loaded, Problem> {
             "a scenario file must be a mapping with id, launch and steps",
         ));
     };
-    for key in top.keys() {
-        if !TOP_KEYS.contains(&key.as_str()) {
-            problems.push(Problem::error(
-                key.clone(),
-                format!("unknown key; a scenario has {}", TOP_KEYS.join(", ")),
-            ));
-        }
+    for key in top.keys().filter(|k| !TOP_KEYS.contains(&k.as_str())) {
+        problems.push(Problem::error(
+            key.clone(),
+            unknown_key(key, &TOP_KEYS, "a scenario"),
+        ));
     }
     let mut required = |key: &str| {
         let v = top.get(key);
@@ -723,14 +826,20 @@ pub fn from_value(doc: &Value) -> Result<Loaded, Problem> {
         Some(v) => typed::<Vec<Condition>>("exit_when", v, &mut problems).unwrap_or_default(),
     };
     let mut messages = BTreeMap::new();
+    let mut unread_messages = BTreeSet::new();
     if let Some(v) = top.get("messages") {
         match v.as_object() {
             Some(map) => {
                 for (mid, m) in map {
-                    if let Some(msg) =
-                        typed::<Message>(&format!("messages.{mid}"), m, &mut problems)
-                    {
-                        messages.insert(mid.clone(), msg);
+                    let path = format!("messages.{mid}");
+                    let m = known_keys(&path, m, &MESSAGE_KEYS, "a message", &mut problems);
+                    match typed::<Message>(&path, &m, &mut problems) {
+                        Some(msg) => {
+                            messages.insert(mid.clone(), msg);
+                        }
+                        None => {
+                            unread_messages.insert(mid.clone());
+                        }
                     }
                 }
             }
@@ -762,7 +871,7 @@ pub fn from_value(doc: &Value) -> Result<Loaded, Problem> {
         .unwrap_or_default();
     let goals = top
         .get("goals")
-        .and_then(|v| typed::<Vec<Goal>>("goals", v, &mut problems))
+        .map(|v| parse_goals(v, &mut problems))
         .unwrap_or_default();
     let mut broken_steps = false;
     let steps = match steps_value {
@@ -800,7 +909,38 @@ pub fn from_value(doc: &Value) -> Result<Loaded, Problem> {
         },
         problems,
         broken_steps,
+        unread_messages,
     })
+}
+
+/// The goals one by one: a goal that does not read still counts as declared (its problem
+/// is reported), so the ends that name it are not reported as unknown too.
+fn parse_goals(v: &Value, problems: &mut Vec<Problem>) -> Vec<Goal> {
+    let Some(list) = v.as_array() else {
+        problems.push(Problem::error(
+            "goals",
+            "goals is a list such as [{id: signed-up, kind: success, label: Signed up}]",
+        ));
+        return Vec::new();
+    };
+    let mut goals = Vec::new();
+    for (i, g) in list.iter().enumerate() {
+        let path = format!("goals[{i}]");
+        let g = known_keys(&path, g, &["id", "kind", "label"], "a goal", problems);
+        match typed::<Goal>(&path, &g, problems) {
+            Some(goal) => goals.push(goal),
+            None => {
+                if let Some(id) = g.get("id").and_then(Value::as_str) {
+                    goals.push(Goal {
+                        id: id.to_string(),
+                        kind: EndKind::Success,
+                        label: None,
+                    });
+                }
+            }
+        }
+    }
+    goals
 }
 
 #[derive(Debug, Deserialize)]
@@ -895,7 +1035,18 @@ pub const MAX_GOALS: usize = 100;
 fn parse_launch(v: &Value, problems: &mut Vec<Problem>) -> Option<Launch> {
     // Schedules may be written flat (`{type: recurring, frequency: daily, ...}`) or nested
     // (`{type: recurring, recurring: {frequency: daily, ...}}`); both read the same.
-    let raw: RawLaunch = typed("launch", v, problems)?;
+    let mut v = known_keys("launch", v, &LAUNCH_KEYS, "a launch", problems);
+    if let Some(nested) = v.get("recurring").filter(|n| n.is_object()).cloned() {
+        let nested = known_keys(
+            "launch.recurring",
+            &nested,
+            &["frequency", "times", "time", "days", "last_day"],
+            "a recurring schedule",
+            problems,
+        );
+        v["recurring"] = nested;
+    }
+    let raw: RawLaunch = typed("launch", &v, problems)?;
     let before = problems.len();
     let err = |problems: &mut Vec<Problem>, path: &str, msg: String| {
         problems.push(Problem::error(format!("launch.{path}"), msg))
@@ -1006,7 +1157,7 @@ fn parse_launch(v: &Value, problems: &mut Vec<Problem>) -> Option<Launch> {
                             problems,
                             &format!("{base}times"),
                             format!(
-                                "at most {MAX_DAILY_TIMES} times a day, found {}",
+                                "a daily launch runs at most {MAX_DAILY_TIMES} times a day, found {}",
                                 times.len()
                             ),
                         );
@@ -1100,7 +1251,10 @@ fn parse_launch(v: &Value, problems: &mut Vec<Problem>) -> Option<Launch> {
                 err(
                     problems,
                     path,
-                    format!("at most {MAX_FIXED_DATES} dates, found {}", dates.len()),
+                    format!(
+                        "a fixed_dates launch has at most {MAX_FIXED_DATES} dates, found {}",
+                        dates.len()
+                    ),
                 );
             }
             if dates.is_empty() && path != "dates" {
@@ -1223,49 +1377,199 @@ fn parse_audience(v: &Value, problems: &mut Vec<Problem>) -> Option<Audience> {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDelay {
-    after: Option<IsoDuration>,
-    at: Option<LocalTime>,
-    until: Option<DateTimeSpec>,
-    local_time: Option<bool>,
-}
+/// The keys a step may have.
+const STEP_KEYS: [&str; 16] = [
+    "id",
+    "name",
+    "description",
+    "delay",
+    "send",
+    "wait_for",
+    "on_event",
+    "on_timeout",
+    "if",
+    "then",
+    "else",
+    "branches",
+    "otherwise",
+    "action",
+    "end",
+    "next",
+];
 
+/// A step's plain fields; its delay, conditions, branches and action are read one by one
+/// afterwards, so that a problem in one of them does not hide the others (or the graph).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBranch {
-    when: Condition,
-    next: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawStep {
-    id: String,
+    id: Option<String>,
     #[serde(default)]
     #[allow(dead_code)]
     name: Option<String>,
     #[serde(default)]
     #[allow(dead_code)]
     description: Option<String>,
-    delay: Option<RawDelay>,
+    delay: Option<Value>,
     send: Option<String>,
-    wait_for: Option<RawCondition>,
+    wait_for: Option<Value>,
     on_event: Option<String>,
     on_timeout: Option<String>,
     #[serde(rename = "if")]
-    if_: Option<Condition>,
+    if_: Option<Value>,
     then: Option<String>,
     #[serde(rename = "else")]
     else_: Option<String>,
-    branches: Option<Vec<RawBranch>>,
+    branches: Option<Value>,
     otherwise: Option<String>,
-    action: Option<Action>,
+    action: Option<Value>,
     end: Option<String>,
     next: Option<String>,
 }
 
+/// Stands in for a part that did not read (already reported), so that the checks that
+/// follow neither stop nor add a second, misleading problem about it.
+fn placeholder_wait() -> IsoDuration {
+    IsoDuration::from_seconds(60)
+}
+
+fn parse_delay(base: &str, v: &Value, problems: &mut Vec<Problem>) -> Delay {
+    let v = known_keys(
+        base,
+        v,
+        &["after", "at", "until", "local_time"],
+        "a delay",
+        problems,
+    );
+    let Some(map) = v.as_object() else {
+        problems.push(Problem::error(
+            base,
+            "a delay is a mapping such as {after: P2D, at: \"09:00\"} or {until: \"2026-12-24T10:00\"}",
+        ));
+        return Delay {
+            after: Some(placeholder_wait()),
+            ..Delay::default()
+        };
+    };
+    let before = problems.len();
+    let field = |k: &str| (format!("{base}.{k}"), map.get(k));
+    let (p, v) = field("after");
+    let after = v.and_then(|v| typed::<IsoDuration>(&p, v, problems));
+    let (p, v) = field("at");
+    let at = v.and_then(|v| typed::<LocalTime>(&p, v, problems));
+    let (p, v) = field("until");
+    let until = v.and_then(|v| typed::<DateTimeSpec>(&p, v, problems));
+    let (p, v) = field("local_time");
+    let local_time = v.and_then(|v| typed::<bool>(&p, v, problems));
+    let failed = problems.len() > before;
+    if map.contains_key("until") && (map.contains_key("after") || map.contains_key("at")) {
+        problems.push(Problem::error(
+            format!("{base}.until"),
+            "until cannot be combined with after or at",
+        ));
+    }
+    if !failed && after.is_none() && at.is_none() && until.is_none() {
+        problems.push(Problem::error(
+            base,
+            "a delay needs after, at or until, such as {after: P2D}",
+        ));
+    }
+    let mut delay = Delay {
+        after,
+        at,
+        until,
+        local_time,
+    };
+    if failed && !delay.holds() {
+        delay.after = Some(placeholder_wait());
+    }
+    delay
+}
+
+/// A `wait_for`: a condition plus its `timeout`, each read on its own.
+fn parse_wait(base: &str, v: &Value, problems: &mut Vec<Problem>) -> (Condition, IsoDuration) {
+    let placeholder = || Condition::Event {
+        name: String::new(),
+        within: None,
+    };
+    let Some(map) = v.as_object() else {
+        problems.push(Problem::error(
+            base,
+            "a wait_for is a condition with a timeout, such as {opened: first, timeout: P1D}",
+        ));
+        return (placeholder(), placeholder_wait());
+    };
+    let mut rest = map.clone();
+    let timeout = match rest.remove("timeout") {
+        None => {
+            problems.push(Problem::error(
+                format!("{base}.timeout"),
+                "missing: a wait_for needs a timeout, such as P1D",
+            ));
+            placeholder_wait()
+        }
+        Some(t) => typed::<IsoDuration>(&format!("{base}.timeout"), &t, problems)
+            .unwrap_or_else(placeholder_wait),
+    };
+    let condition = if rest.is_empty() {
+        problems.push(Problem::error(
+            base,
+            "a wait_for needs a condition besides its timeout, such as {opened: first} or {event: purchase}",
+        ));
+        placeholder()
+    } else {
+        typed::<Condition>(base, &Value::Object(rest), problems).unwrap_or_else(placeholder)
+    };
+    (condition, timeout)
+}
+
+fn parse_branches(base: &str, v: &Value, problems: &mut Vec<Problem>) -> Vec<Branch> {
+    let Some(list) = v.as_array() else {
+        problems.push(Problem::error(
+            base,
+            "branches is a list of {when: <condition>, next: <step>}",
+        ));
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, b) in list.iter().enumerate() {
+        let path = format!("{base}[{i}]");
+        let b = known_keys(&path, b, &["when", "next"], "a branch", problems);
+        let Some(map) = b.as_object() else {
+            problems.push(Problem::error(
+                path,
+                "a branch is {when: <condition>, next: <step>}",
+            ));
+            continue;
+        };
+        let when = match map.get("when") {
+            Some(w) => typed::<Condition>(&format!("{path}.when"), w, problems),
+            None => {
+                problems.push(Problem::error(
+                    format!("{path}.when"),
+                    "missing: a branch needs \"when\"",
+                ));
+                None
+            }
+        };
+        let next = match map.get("next") {
+            Some(n) => typed::<String>(&format!("{path}.next"), n, problems),
+            None => {
+                problems.push(Problem::error(
+                    format!("{path}.next"),
+                    "missing: a branch needs \"next\"",
+                ));
+                None
+            }
+        };
+        out.push(Branch {
+            when: when.unwrap_or(Condition::All(Vec::new())),
+            next: next.unwrap_or_default(),
+        });
+    }
+    out
+}
+
+/// Reads step `i`. The flag is false when the step could not be read at all (no id, not a
+/// mapping, a target that is not text): the graph checks are then skipped.
 fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (Step, bool) {
     let base = format!("steps[{i}]");
     let id_hint = v
@@ -1274,24 +1578,39 @@ fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (Step, bool) 
         .unwrap_or("")
         .to_string();
     let before = problems.len();
-    let Some(raw) = typed::<RawStep>(&base, v, problems) else {
+    let name_step = |problems: &mut Vec<Problem>, id: &str| {
         for p in &mut problems[before..] {
-            if !id_hint.is_empty() {
-                p.step = Some(id_hint.clone());
+            if p.step.is_none() && !id.is_empty() {
+                p.step = Some(id.to_string());
             }
         }
-        return (
-            Step {
-                id: id_hint,
-                delay: None,
-                kind: StepKind::Pass {
-                    next: String::new(),
-                },
-            },
-            false,
-        );
     };
-    let id = raw.id.clone();
+    let broken = |id: String| Step {
+        id,
+        delay: None,
+        kind: StepKind::Pass {
+            next: String::new(),
+        },
+    };
+    if !v.is_object() {
+        problems.push(Problem::error(
+            &base,
+            "a step is a mapping with an id and what it does (send, wait_for, if, branches, action or end)",
+        ));
+        return (broken(id_hint), false);
+    }
+    let v = known_keys(&base, v, &STEP_KEYS, "a step", problems);
+    let Some(raw) = typed::<RawStep>(&base, &v, problems) else {
+        name_step(problems, &id_hint);
+        return (broken(id_hint), false);
+    };
+    let Some(id) = raw.id.clone() else {
+        problems.push(Problem::error(
+            format!("{base}.id"),
+            "missing: every step needs an id",
+        ));
+        return (broken(String::new()), false);
+    };
     let mut errs: Vec<(String, String)> = Vec::new();
     let err = |errs: &mut Vec<(String, String)>, field: &str, msg: String| {
         errs.push((field.to_string(), msg))
@@ -1303,28 +1622,10 @@ fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (Step, bool) 
             format!("\"{id}\" is not a valid step id: use letters, digits, dashes or underscores"),
         );
     }
-    let delay = raw.delay.map(|d| {
-        if d.until.is_some() && (d.after.is_some() || d.at.is_some()) {
-            err(
-                &mut errs,
-                "delay.until",
-                "until cannot be combined with after or at".into(),
-            );
-        }
-        if d.after.is_none() && d.at.is_none() && d.until.is_none() {
-            err(
-                &mut errs,
-                "delay",
-                "a delay needs after, at or until".into(),
-            );
-        }
-        Delay {
-            after: d.after,
-            at: d.at,
-            until: d.until,
-            local_time: d.local_time,
-        }
-    });
+    let delay = raw
+        .delay
+        .as_ref()
+        .map(|d| parse_delay(&format!("{base}.delay"), d, problems));
     let kinds: Vec<&str> = [
         ("send", raw.send.is_some()),
         ("wait_for", raw.wait_for.is_some()),
@@ -1341,7 +1642,7 @@ fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (Step, bool) 
             &mut errs,
             "",
             format!(
-                "a step does one thing, but this one has {}",
+                "a step does one thing, but this one has {}; split it into several steps",
                 kinds.join(" and ")
             ),
         );
@@ -1364,14 +1665,26 @@ fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (Step, bool) 
     );
     stray(
         &mut errs,
-        (raw.on_event.is_some() || raw.on_timeout.is_some()) && kind != "wait_for",
+        raw.on_event.is_some() && kind != "wait_for",
         "on_event",
         "wait_for steps",
     );
     stray(
         &mut errs,
-        (raw.then.is_some() || raw.else_.is_some()) && kind != "if",
+        raw.on_timeout.is_some() && kind != "wait_for",
+        "on_timeout",
+        "wait_for steps",
+    );
+    stray(
+        &mut errs,
+        raw.then.is_some() && kind != "if",
         "then",
+        "if steps",
+    );
+    stray(
+        &mut errs,
+        raw.else_.is_some() && kind != "if",
+        "else",
         "if steps",
     );
     stray(
@@ -1396,23 +1709,11 @@ fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (Step, bool) 
             next: need(&mut errs, raw.next, "next", "a send step needs \"next\""),
         },
         "wait_for" => {
-            let mut cond = raw.wait_for.unwrap_or_default();
-            let timeout = cond.timeout.take();
-            let condition = match cond.into_condition() {
-                Ok(c) => c,
-                Err(m) => {
-                    err(&mut errs, "wait_for", m);
-                    Condition::Any(Vec::new())
-                }
-            };
-            let timeout = timeout.unwrap_or_else(|| {
-                err(
-                    &mut errs,
-                    "wait_for.timeout",
-                    "missing: a wait_for needs a timeout, such as P1D".into(),
-                );
-                IsoDuration::from_seconds(0)
-            });
+            let (condition, timeout) = parse_wait(
+                &format!("{base}.wait_for"),
+                raw.wait_for.as_ref().unwrap_or(&Value::Null),
+                problems,
+            );
             StepKind::WaitFor {
                 condition,
                 timeout,
@@ -1420,32 +1721,29 @@ fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (Step, bool) 
                     &mut errs,
                     raw.on_event,
                     "on_event",
-                    "a wait_for step needs \"on_event\"",
+                    "a wait_for step needs \"on_event\" (where to go when it happens)",
                 ),
                 on_timeout: need(
                     &mut errs,
                     raw.on_timeout,
                     "on_timeout",
-                    "a wait_for step needs \"on_timeout\"",
+                    "a wait_for step needs \"on_timeout\" (where to go when the timeout passes)",
                 ),
             }
         }
         "if" => StepKind::If {
-            condition: raw.if_.unwrap_or(Condition::All(Vec::new())),
+            condition: raw
+                .if_
+                .as_ref()
+                .and_then(|c| typed::<Condition>(&format!("{base}.if"), c, problems))
+                .unwrap_or(Condition::All(Vec::new())),
             then: need(&mut errs, raw.then, "then", "an if step needs \"then\""),
             otherwise: need(&mut errs, raw.else_, "else", "an if step needs \"else\""),
         },
         "branches" => {
-            let branches: Vec<Branch> = raw
-                .branches
-                .unwrap_or_default()
-                .into_iter()
-                .map(|b| Branch {
-                    when: b.when,
-                    next: b.next,
-                })
-                .collect();
-            if branches.is_empty() {
+            let list = raw.branches.as_ref().unwrap_or(&Value::Null);
+            let branches = parse_branches(&format!("{base}.branches"), list, problems);
+            if branches.is_empty() && list.as_array().is_some() {
                 err(
                     &mut errs,
                     "branches",
@@ -1458,12 +1756,17 @@ fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (Step, bool) 
                     &mut errs,
                     raw.otherwise,
                     "otherwise",
-                    "a branches step needs \"otherwise\"",
+                    "a branches step needs \"otherwise\" (where to go when no branch holds)",
                 ),
             }
         }
         "action" => {
-            let action = raw.action.unwrap_or(Action::Tag(ListChange::default()));
+            // An action that did not read stands in as one that has nothing to check.
+            let action = raw
+                .action
+                .as_ref()
+                .and_then(|a| typed::<Action>(&format!("{base}.action"), a, problems))
+                .unwrap_or_else(|| Action::CreateLead(Map::new()));
             StepKind::Action {
                 action,
                 next: need(&mut errs, raw.next, "next", "an action step needs \"next\""),
@@ -1472,24 +1775,38 @@ fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (Step, bool) 
         "end" => StepKind::End {
             end: EndKind::parse(raw.end.as_deref().unwrap_or("neutral")),
         },
-        _ => {
-            if delay.is_none() && raw.next.is_some() {
+        _ => match (&delay, &raw.next) {
+            (None, None) => {
+                err(
+                    &mut errs,
+                    "",
+                    "a step needs one of send, wait_for, if, branches, action or end (or a delay and next)"
+                        .into(),
+                );
+                StepKind::Pass {
+                    next: String::new(),
+                }
+            }
+            (None, Some(_)) => {
                 err(
                     &mut errs,
                     "",
                     "a step needs send, wait_for, if, branches, action, end or at least a delay"
                         .into(),
                 );
+                StepKind::Pass {
+                    next: raw.next.unwrap_or_default(),
+                }
             }
-            StepKind::Pass {
+            (Some(_), _) => StepKind::Pass {
                 next: need(
                     &mut errs,
                     raw.next,
                     "next",
-                    "a step needs send, wait_for, if, branches, action or end",
+                    "a delay-only step needs \"next\"",
                 ),
-            }
-        }
+            },
+        },
     };
     for (field, msg) in errs {
         let path = if field.is_empty() {
@@ -1497,8 +1814,9 @@ fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (Step, bool) 
         } else {
             format!("{base}.{field}")
         };
-        problems.push(Problem::error(path, msg).in_step(&id));
+        problems.push(Problem::error(path, msg));
     }
+    name_step(problems, &id);
     (
         Step {
             id,

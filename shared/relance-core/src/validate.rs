@@ -1,7 +1,7 @@
 //! Validation: every problem of a scenario in one pass, each located by path, step id and
 //! (best effort) line, in a plain sentence. A scenario is activated only when no error is left.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::condition::{Condition, EngagementClause};
 use crate::problem::{Problem, Severity};
@@ -47,7 +47,11 @@ pub fn check_text(text: &str, format: Format) -> Report {
         }
     };
     let mut problems = loaded.problems;
-    problems.extend(check_meaning(&loaded.scenario, !loaded.broken_steps));
+    problems.extend(meaning(
+        &loaded.scenario,
+        !loaded.broken_steps,
+        &loaded.unread_messages,
+    ));
     locate_lines(text, &loaded.scenario, &mut problems);
     problems.sort_by_key(|p| p.severity);
     let clean = !problems.iter().any(Problem::is_error);
@@ -77,6 +81,11 @@ fn step_path(i: usize, field: &str) -> String {
 /// The meaning checks on a scenario that read: references, graph, conditions, limits.
 /// `graph` is false when some step did not read, so reachability would be guesswork.
 pub fn check_meaning(s: &Scenario, graph: bool) -> Vec<Problem> {
+    meaning(s, graph, &BTreeSet::new())
+}
+
+/// [`check_meaning`], knowing which declared messages did not read (already reported).
+fn meaning(s: &Scenario, graph: bool, unread_messages: &BTreeSet<String>) -> Vec<Problem> {
     let mut out = Vec::new();
     if s.steps.is_empty() {
         out.push(Problem::error(
@@ -94,7 +103,10 @@ pub fn check_meaning(s: &Scenario, graph: bool) -> Vec<Problem> {
             out.push(
                 Problem::error(
                     step_path(i, "id"),
-                    format!("duplicate step id, already used by steps[{first}]"),
+                    format!(
+                        "duplicate step id \"{}\": steps[{first}] already has it; step ids must be unique",
+                        step.id
+                    ),
                 )
                 .in_step(&step.id),
             );
@@ -116,15 +128,21 @@ pub fn check_meaning(s: &Scenario, graph: bool) -> Vec<Problem> {
             match index.get(target) {
                 Some(&j) => edges[i].push(j),
                 None => out.push(
-                    Problem::error(step_path(i, &field), format!("unknown step \"{target}\""))
-                        .in_step(&step.id),
+                    Problem::error(
+                        step_path(i, &field),
+                        format!(
+                            "unknown step \"{target}\": no step has this id{}",
+                            did_you_mean(target, index.keys().copied())
+                        ),
+                    )
+                    .in_step(&step.id),
                 ),
             }
         }
         match &step.kind {
             StepKind::Send { message, .. } => {
                 used_messages.insert(message.as_str());
-                if !s.messages.contains_key(message) {
+                if !s.messages.contains_key(message) && !unread_messages.contains(message) {
                     let known = if s.messages.is_empty() {
                         "the scenario has no messages".to_string()
                     } else {
@@ -136,7 +154,10 @@ pub fn check_meaning(s: &Scenario, graph: bool) -> Vec<Problem> {
                     out.push(
                         Problem::error(
                             step_path(i, "send"),
-                            format!("unknown message \"{message}\" ({known})"),
+                            format!(
+                                "unknown message \"{message}\" ({known}){}",
+                                did_you_mean(message, s.messages.keys().map(String::as_str))
+                            ),
                         )
                         .in_step(&step.id),
                     );
@@ -145,9 +166,21 @@ pub fn check_meaning(s: &Scenario, graph: bool) -> Vec<Problem> {
             StepKind::End {
                 end: EndKind::Goal(g),
             } if !goal_ids.contains(g.as_str()) => {
+                let declared = if s.goals.is_empty() {
+                    "the scenario declares no goals".to_string()
+                } else {
+                    let ids: Vec<&str> = s.goals.iter().map(|g| g.id.as_str()).collect();
+                    format!("declared goals: {}", ids.join(", "))
+                };
                 out.push(
-                    Problem::error(step_path(i, "end"), format!("unknown end \"{g}\": use success, failure, abandon, neutral or a goal id"))
-                        .in_step(&step.id),
+                    Problem::error(
+                        step_path(i, "end"),
+                        format!(
+                            "unknown end \"{g}\": use success, failure, abandon, neutral or the id of a goal ({declared}){}",
+                            did_you_mean(g, goal_ids.iter().copied())
+                        ),
+                    )
+                    .in_step(&step.id),
                 );
             }
             StepKind::WaitFor {
@@ -184,7 +217,7 @@ pub fn check_meaning(s: &Scenario, graph: bool) -> Vec<Problem> {
             );
         }
     }
-    check_messages(s, &used_messages, &mut out);
+    check_messages(s, &used_messages, graph, &mut out);
     check_launch(s, &mut out);
     if let Some(once) = &s.once_per
         && once.is_zero()
@@ -222,9 +255,8 @@ pub fn check_meaning(s: &Scenario, graph: bool) -> Vec<Problem> {
                 out.push(Problem::error(
                     "audience.criteria",
                     format!(
-                        "{}: {} is a post-send condition; an audience is chosen before any send",
-                        e.kind.as_str(),
-                        e.step
+                        "{} is a post-send condition, but an audience is chosen before any send",
+                        clause_label(e)
                     ),
                 ));
             }
@@ -238,13 +270,14 @@ pub fn check_meaning(s: &Scenario, graph: bool) -> Vec<Problem> {
                     Some(StepKind::Send { .. })
                 )
             {
+                let what = if index.contains_key(e.step.as_str()) {
+                    format!("\"{}\" is not a send step", e.step)
+                } else {
+                    format!("it names an unknown step \"{}\"", e.step)
+                };
                 out.push(Problem::error(
                     format!("exit_when[{k}]"),
-                    format!(
-                        "{}: \"{}\" does not name a send step",
-                        e.kind.as_str(),
-                        e.step
-                    ),
+                    format!("{} is a post-send condition, but {what}", clause_label(e)),
                 ));
             }
         });
@@ -259,7 +292,10 @@ fn check_goals(s: &Scenario, out: &mut Vec<Problem>) {
     if s.goals.len() > MAX_GOALS {
         out.push(Problem::error(
             "goals",
-            format!("at most {MAX_GOALS} goals, found {}", s.goals.len()),
+            format!(
+                "a scenario has at most {MAX_GOALS} goals, found {}",
+                s.goals.len()
+            ),
         ));
     }
     let mut seen = HashSet::new();
@@ -337,7 +373,13 @@ fn check_action(action: &Action, path: &str, step: &str, out: &mut Vec<Problem>)
     }
 }
 
-fn check_messages(s: &Scenario, used: &HashSet<&str>, out: &mut Vec<Problem>) {
+/// `all_steps_read` is false when some step did not read: a message may then be sent by it.
+fn check_messages(
+    s: &Scenario,
+    used: &HashSet<&str>,
+    all_steps_read: bool,
+    out: &mut Vec<Problem>,
+) {
     let (_, template_problems) = Templates::compile(&s.messages);
     out.extend(template_problems);
     for (id, m) in &s.messages {
@@ -405,7 +447,7 @@ fn check_messages(s: &Scenario, used: &HashSet<&str>, out: &mut Vec<Problem>) {
                 "sms_type is transactional or promotional",
             ));
         }
-        if !used.contains(id.as_str()) {
+        if all_steps_read && !used.contains(id.as_str()) {
             out.push(Problem::warning(path, "no step sends this message"));
         }
     }
@@ -434,7 +476,9 @@ fn check_graph(
     let n = s.steps.len();
     let reachable = reach_from(0, edges, None);
     for (i, step) in s.steps.iter().enumerate() {
-        if !reachable[i] {
+        // A second step with the same id cannot be named (already reported as a duplicate).
+        let duplicate = index.get(step.id.as_str()).is_some_and(|&first| first != i);
+        if !reachable[i] && !duplicate {
             out.push(
                 Problem::error(
                     step_path(i, ""),
@@ -451,9 +495,18 @@ fn check_graph(
             reverse[j].push(i);
         }
     }
+    // A step with a missing or unknown target is already reported; count it as reaching an
+    // end so that the steps before it are not reported a second time.
+    let dangling = |i: usize| {
+        s.steps[i]
+            .kind
+            .targets()
+            .iter()
+            .any(|(_, t)| t.is_empty() || !index.contains_key(t))
+    };
     let mut ends_reachable = vec![false; n];
     let mut stack: Vec<usize> = (0..n)
-        .filter(|&i| matches!(s.steps[i].kind, StepKind::End { .. }))
+        .filter(|&i| matches!(s.steps[i].kind, StepKind::End { .. }) || dangling(i))
         .collect();
     for &i in &stack {
         ends_reachable[i] = true;
@@ -466,16 +519,28 @@ fn check_graph(
             }
         }
     }
+    // Report where contacts get in a region with no way out: the first step, or a step
+    // entered from a step that can still reach an end.
+    let stuck = |i: usize| reachable[i] && !ends_reachable[i];
     for (i, step) in s.steps.iter().enumerate() {
-        let dangling = step
-            .kind
-            .targets()
-            .iter()
-            .any(|(_, t)| t.is_empty() || !index.contains_key(t));
-        if reachable[i] && !ends_reachable[i] && !dangling {
+        let entry = i == 0 || reverse[i].iter().any(|&p| reachable[p] && !stuck(p));
+        if stuck(i) && entry {
+            let region = reach_from(i, edges, None);
+            let onward: Vec<String> = (0..n)
+                .filter(|&j| region[j] && j != i)
+                .map(|j| format!("\"{}\"", s.steps[j].id))
+                .collect();
+            let via = if onward.is_empty() {
+                String::new()
+            } else {
+                format!(" (it can only go on to {})", onward.join(", "))
+            };
             out.push(
-                Problem::error(step_path(i, ""), "no path from this step reaches an end")
-                    .in_step(&step.id),
+                Problem::error(
+                    step_path(i, ""),
+                    format!("never reaches an end: no path from this step leads to an end step{via}; add an end step or a way out (a branch without end keeps contacts forever)"),
+                )
+                .in_step(&step.id),
             );
         }
     }
@@ -484,13 +549,18 @@ fn check_graph(
         let st = &s.steps[i];
         matches!(st.kind, StepKind::WaitFor { .. }) || st.delay.as_ref().is_some_and(|d| d.holds())
     };
-    for cycle in cycles_without(edges, &holds) {
+    for component in cycles_without(edges, &holds) {
+        let cycle = cycle_in(&component, edges);
         let names: Vec<&str> = cycle.iter().map(|&i| s.steps[i].id.as_str()).collect();
         let first = cycle[0];
         out.push(
             Problem::error(
                 step_path(first, ""),
-                format!("loop without a delay or a wait: {} → {}; add a delay or a wait_for to one of these steps", names.join(" → "), names[0]),
+                format!(
+                    "loop (cycle) without a delay or a wait: {} → {} would repeat at once, forever (a loop without a delay never lets time pass); add a delay or a wait_for to one of these steps",
+                    names.join(" → "),
+                    names[0]
+                ),
             )
             .in_step(&s.steps[first].id),
         );
@@ -517,12 +587,16 @@ fn check_post_send(
     out: &mut Vec<Problem>,
 ) {
     let here = &s.steps[at].id;
-    let label = format!("{}: {}", e.kind.as_str(), e.step);
+    let label = clause_label(e);
     let Some(&sender) = index.get(e.step.as_str()) else {
         out.push(
             Problem::error(
                 step_path(at, field),
-                format!("{label}: unknown step \"{}\"", e.step),
+                format!(
+                    "{label} is a post-send condition on an unknown step \"{}\"{}",
+                    e.step,
+                    did_you_mean(&e.step, index.keys().copied())
+                ),
             )
             .in_step(here),
         );
@@ -532,7 +606,10 @@ fn check_post_send(
         out.push(
             Problem::error(
                 step_path(at, field),
-                format!("{label}: \"{}\" is not a send step", e.step),
+                format!(
+                    "{label} is a post-send condition, but \"{}\" is not a send step; name the step that sends the message",
+                    e.step
+                ),
             )
             .in_step(here),
         );
@@ -548,7 +625,7 @@ fn check_post_send(
             Problem::error(
                 step_path(at, field),
                 format!(
-                    "{label}: this step does not follow a send of step \"{}\"",
+                    "{label} is a post-send condition not after a send: this step does not follow the send step \"{}\" on any path",
                     e.step
                 ),
             )
@@ -561,11 +638,55 @@ fn check_post_send(
         out.push(
             Problem::warning(
                 step_path(at, field),
-                format!("{label}: some paths reach this step without sending \"{}\"; the condition is false on them", e.step),
+                format!(
+                    "{label} is a post-send condition, but some paths reach this step without going through the send step \"{}\"; on them it is false",
+                    e.step
+                ),
             )
             .in_step(here),
         );
     }
+}
+
+/// `{opened: first}`, as the file writes it.
+fn clause_label(e: &EngagementClause) -> String {
+    format!("{{{}: {}}}", e.kind.as_str(), e.step)
+}
+
+/// `; did you mean "x"?` when a candidate is close to `word`, else nothing.
+fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    scenario::suggest(word, candidates)
+        .map(|s| format!("; did you mean \"{s}\"?"))
+        .unwrap_or_default()
+}
+
+/// One cycle through the first step of a strongly connected component, in edge order.
+fn cycle_in(component: &[usize], edges: &[Vec<usize>]) -> Vec<usize> {
+    let start = component[0];
+    let inside: HashSet<usize> = component.iter().copied().collect();
+    // Breadth-first from `start` inside the component, until an edge leads back to it.
+    let mut parent: HashMap<usize, usize> = HashMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    let mut seen: HashSet<usize> = HashSet::from([start]);
+    while let Some(v) = queue.pop_front() {
+        for &w in &edges[v] {
+            if w == start {
+                let mut path = vec![v];
+                let mut at = v;
+                while let Some(&p) = parent.get(&at) {
+                    path.push(p);
+                    at = p;
+                }
+                path.reverse();
+                return path;
+            }
+            if inside.contains(&w) && seen.insert(w) {
+                parent.insert(w, v);
+                queue.push_back(w);
+            }
+        }
+    }
+    component.to_vec()
 }
 
 fn reach_from(start: usize, edges: &[Vec<usize>], without: Option<usize>) -> Vec<bool> {
@@ -655,12 +776,15 @@ fn cycles_without(edges: &[Vec<usize>], holds: &dyn Fn(usize) -> bool) -> Vec<Ve
     t.out
 }
 
-/// Best effort: the line where each step's `id` is written, so problems point into the file.
+/// Best effort: the line of the key each problem is about, searched inside its step (from the
+/// line where the step's `id` is written) or under its top-level key, so problems point into
+/// the file. Falls back to the step's `id` line.
 fn locate_lines(text: &str, s: &Scenario, problems: &mut [Problem]) {
     let lines: Vec<&str> = text.lines().collect();
     let mut from = 0;
-    let mut found: HashMap<&str, usize> = HashMap::new();
-    for step in &s.steps {
+    // The line of each step's `id`, by step index (ids may be duplicated).
+    let mut step_lines: Vec<Option<usize>> = vec![None; s.steps.len()];
+    for (i, step) in s.steps.iter().enumerate() {
         if step.id.is_empty() {
             continue;
         }
@@ -681,17 +805,84 @@ fn locate_lines(text: &str, s: &Scenario, problems: &mut [Problem]) {
             })
         });
         if let Some(l) = hit {
-            found.insert(&step.id, l + 1);
+            step_lines[i] = Some(l);
             from = l + 1;
         }
     }
+    let starts: Vec<usize> = step_lines.iter().flatten().copied().collect();
+    let step_index = |p: &Problem| -> Option<usize> {
+        p.path
+            .strip_prefix("steps[")
+            .and_then(|rest| rest.split(']').next())
+            .and_then(|i| i.parse().ok())
+            .or_else(|| {
+                let id = p.step.as_deref()?;
+                s.steps.iter().position(|st| st.id == id)
+            })
+    };
+    let indent = |l: usize| lines[l].len() - lines[l].trim_start().len();
     for p in problems.iter_mut() {
-        if p.line.is_none()
-            && let Some(line) = p.step.as_deref().and_then(|s| found.get(s))
+        if p.line.is_some() {
+            continue;
+        }
+        let keys: Vec<&str> = p
+            .path
+            .split('.')
+            .map(|seg| seg.split('[').next().unwrap_or(seg))
+            .filter(|k| !k.is_empty())
+            .collect();
+        if let Some(start) = step_index(p).and_then(|i| step_lines.get(i).copied().flatten()) {
+            let end = starts
+                .iter()
+                .copied()
+                .find(|&l| l > start)
+                .unwrap_or(lines.len());
+            // `steps[2].delay.after`: the key after the step's index.
+            let key = keys
+                .get(1..)
+                .and_then(|rest| rest.last())
+                .filter(|_| !p.path.ends_with(']'));
+            let line = key
+                .and_then(|k| (start..end).find(|&l| has_key(lines[l], k)))
+                .unwrap_or(start);
+            p.line = Some(line + 1);
+        } else if let Some(first) = keys.first()
+            && p.step.is_none()
         {
-            p.line = Some(*line);
+            let Some(top) = (0..lines.len())
+                .filter(|&l| has_key(lines[l], first))
+                .min_by_key(|&l| (indent(l), l))
+            else {
+                continue;
+            };
+            let block_end = (top + 1..lines.len())
+                .find(|&l| !lines[l].trim().is_empty() && indent(l) <= indent(top))
+                .unwrap_or(lines.len());
+            let line = keys
+                .last()
+                .filter(|_| keys.len() > 1)
+                .and_then(|k| (top..block_end).find(|&l| has_key(lines[l], k)))
+                .unwrap_or(top);
+            p.line = Some(line + 1);
         }
     }
+}
+
+/// True when `line` writes the mapping key `key` (`key:` or `"key":`), not part of a longer word.
+fn has_key(line: &str, key: &str) -> bool {
+    let code = line.split(" #").next().unwrap_or(line);
+    code.match_indices(key).any(|(pos, _)| {
+        let before = code[..pos].chars().next_back();
+        let rest = &code[pos + key.len()..];
+        let word_start = !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '-');
+        let quoted = matches!(before, Some('"' | '\''));
+        let closes = if quoted {
+            rest.strip_prefix(['"', '\'']).unwrap_or("x")
+        } else {
+            rest
+        };
+        word_start && closes.trim_start().starts_with(':')
+    })
 }
 
 /// The counts of a report, for a summary line.

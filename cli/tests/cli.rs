@@ -1,0 +1,215 @@
+//! The `relance` binary end to end: exit statuses, located errors, simulate's JSON lines.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("relance-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
+    d
+}
+
+fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap_or_else(|e| panic!("{e}"));
+    p.to_string_lossy().into_owned()
+}
+
+fn relance(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_relance"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+const GOOD: &str = "id: hello\nlaunch: {type: manual}\nmessages:\n  m: {channel: email, subject: \"Hi {{ contact.name }}\", text: x}\nsteps:\n  - {id: a, send: m, next: b}\n  - id: b\n    delay: {after: P1D}\n    if: {opened: a}\n    then: yes\n    else: no\n  - {id: yes, end: success}\n  - {id: no, end: neutral}\n";
+
+#[test]
+fn validate_says_no_problem_found_and_exits_0() {
+    let d = dir("good");
+    let f = write(&d, "s.yaml", GOOD);
+    let o = relance(&["validate", &f]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("no problem found"));
+}
+
+#[test]
+fn validate_lists_every_error_located_and_exits_1() {
+    let d = dir("bad");
+    let broken = GOOD
+        .replace("then: yes", "then: ghost")
+        .replace("after: P1D", "after: P1X")
+        .replace("send: m", "send: nope");
+    let f = write(&d, "s.yaml", &broken);
+    let o = relance(&["validate", &f]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("steps[1].delay.after"), "{out}");
+    assert!(out.contains("P1X"), "{out}");
+    assert!(
+        out.contains("steps[0].send (step \"a\")") && out.contains("unknown message \"nope\""),
+        "{out}"
+    );
+    let o = relance(&["validate", "--json", &f]);
+    let problems: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        problems.as_array().is_some_and(|a| a.len() >= 2),
+        "{problems}"
+    );
+}
+
+#[test]
+fn syntax_errors_give_line_and_column() {
+    let d = dir("syntax");
+    let f = write(&d, "s.yaml", "id: x\nsteps: [\n  {id: a\n");
+    let out = text(&relance(&["validate", &f]));
+    assert!(
+        out.contains("YAML syntax") && out.contains("line "),
+        "{out}"
+    );
+    let f = write(&d, "s.json", "{\"id\": \"x\",\n \"steps\": [}\n");
+    let out = text(&relance(&["validate", &f]));
+    assert!(
+        out.contains("JSON syntax") && out.contains("line 2"),
+        "{out}"
+    );
+}
+
+#[test]
+fn simulate_prints_time_ordered_json_lines_and_a_journal() {
+    let d = dir("sim");
+    let f = write(&d, "s.yaml", GOOD);
+    let c = write(
+        &d,
+        "c.jsonl",
+        "{\"id\": \"x\", \"email\": \"x@example.com\", \"name\": \"X\"}\n{\"id\": \"y\", \"email\": \"y@example.com\", \"name\": \"Y\"}\n",
+    );
+    let e = write(
+        &d,
+        "e.jsonl",
+        "{\"at\": \"2026-12-01T10:00:00Z\", \"contact\": \"x\", \"opened\": \"a\"}\n",
+    );
+    let o = relance(&[
+        "simulate",
+        &f,
+        "--contacts",
+        &c,
+        "--events",
+        &e,
+        "--start",
+        "2026-12-01T09:00:00Z",
+        "--until",
+        "P3D",
+        "--journal",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let (journal, records) = lines.split_last().unwrap_or_else(|| panic!("no output"));
+    assert_eq!(journal["kind"], "journal");
+    assert_eq!(journal["counts"]["ends"]["success"], 1);
+    assert_eq!(journal["counts"]["ends"]["neutral"], 1);
+    assert!(
+        records
+            .windows(2)
+            .all(|w| w[0]["at"].as_str() <= w[1]["at"].as_str())
+    );
+    for r in records {
+        assert!(
+            r.get("at").is_some() && r.get("contact").is_some() && r.get("kind").is_some(),
+            "{r}"
+        );
+    }
+    let sent: Vec<_> = records.iter().filter(|r| r["kind"] == "sent").collect();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0]["channel"], "email");
+    assert_eq!(sent[0]["message"], "m");
+    let ends: Vec<_> = records
+        .iter()
+        .filter(|r| r["kind"] == "ended")
+        .map(|r| (r["contact"].clone(), r["end"].clone(), r["at"].clone()))
+        .collect();
+    assert!(
+        ends.contains(&("x".into(), "success".into(), "2026-12-02T09:00:00Z".into())),
+        "{ends:?}"
+    );
+}
+
+#[test]
+fn bad_input_files_are_named_with_their_line() {
+    let d = dir("input");
+    let f = write(&d, "s.yaml", GOOD);
+    let c = write(
+        &d,
+        "c.jsonl",
+        "{\"id\": \"x\"}\n{\"email\": \"no-id@example.com\"}\nnot json\n",
+    );
+    let o = relance(&[
+        "simulate",
+        &f,
+        "--contacts",
+        &c,
+        "--start",
+        "2026-12-01T09:00:00Z",
+    ]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains("line 2") && out.contains("\"id\"") && out.contains("line 3"),
+        "{out}"
+    );
+    let c = write(&d, "c2.jsonl", "{\"id\": \"x\"}\n");
+    let e = write(
+        &d,
+        "e.jsonl",
+        "{\"at\": \"yesterday\", \"contact\": \"x\", \"event\": \"purchase\"}\n",
+    );
+    let out = text(&relance(&[
+        "simulate",
+        &f,
+        "--contacts",
+        &c,
+        "--events",
+        &e,
+        "--start",
+        "2026-12-01T09:00:00Z",
+    ]));
+    assert!(out.contains("line 1") && out.contains("RFC 3339"), "{out}");
+    let out = text(&relance(&[
+        "simulate",
+        &f,
+        "--contacts",
+        &c,
+        "--start",
+        "tomorrow",
+    ]));
+    assert!(out.contains("--start"), "{out}");
+}
+
+#[test]
+fn simulate_refuses_an_invalid_scenario_with_its_errors() {
+    let d = dir("invalid");
+    let f = write(&d, "s.yaml", &GOOD.replace("then: yes", "then: ghost"));
+    let c = write(&d, "c.jsonl", "{\"id\": \"x\"}\n");
+    let o = relance(&[
+        "simulate",
+        &f,
+        "--contacts",
+        &c,
+        "--start",
+        "2026-12-01T09:00:00Z",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("unknown step \"ghost\""));
+}

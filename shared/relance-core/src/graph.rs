@@ -1,0 +1,157 @@
+//! A scenario as a picture: a Mermaid flowchart of its steps (`relance graph`), which
+//! GitHub and most Markdown viewers draw.
+
+use std::fmt::Write as _;
+
+use crate::condition::Condition;
+use crate::scenario::{Launch, Scenario, StepKind};
+
+fn node_id(step: &str) -> String {
+    let cleaned: String = step
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("s_{cleaned}")
+}
+
+fn label(text: &str) -> String {
+    text.replace('"', "'")
+}
+
+fn describe(c: &Condition) -> String {
+    match c {
+        Condition::All(list) => list.iter().map(describe).collect::<Vec<_>>().join(" and "),
+        Condition::Any(list) => list.iter().map(describe).collect::<Vec<_>>().join(" or "),
+        Condition::Not(inner) => format!("not {}", describe(inner)),
+        Condition::Profile(p) => format!("{} {:?} {}", p.field, p.op, p.value).to_lowercase(),
+        Condition::InGroups(g) => format!("in {}", g.join(", ")),
+        Condition::Persona(p) => format!("persona {}", p.join(", ")),
+        Condition::Tag(t) => format!("tag {t}"),
+        Condition::Engagement(e) => format!("{} {}", e.kind.as_str(), e.step),
+        Condition::Event { name, within } => match within {
+            Some(w) => format!("{name} within {w}"),
+            None => name.clone(),
+        },
+    }
+}
+
+/// The Mermaid flowchart of a scenario.
+pub fn mermaid(s: &Scenario) -> String {
+    let mut out = String::from("flowchart TD\n");
+    let launch = match &s.launch {
+        Launch::Manual => "manual launch".to_string(),
+        Launch::Recurring(_) => "recurring launch".to_string(),
+        Launch::FixedDates(d) => format!("{} fixed dates", d.len()),
+        Launch::AfterImport(_) => "after import".to_string(),
+        Launch::Trigger(t) => format!("on {}", t.event),
+    };
+    let _ = writeln!(out, "  start([\"{}\"])", label(&launch));
+    if let Some(first) = s.steps.first() {
+        let _ = writeln!(out, "  start --> {}", node_id(&first.id));
+    }
+    for step in &s.steps {
+        let id = node_id(&step.id);
+        let delay = step.delay.as_ref().map(|d| {
+            let mut parts = Vec::new();
+            if let Some(a) = &d.after {
+                parts.push(format!("after {a}"));
+            }
+            if let Some(at) = &d.at {
+                parts.push(format!("at {at}"));
+            }
+            if d.until.is_some() {
+                parts.push("until a date".into());
+            }
+            format!("⏱ {}<br/>", parts.join(" "))
+        });
+        let delay = delay.unwrap_or_default();
+        let shape = match &step.kind {
+            StepKind::Send { message, .. } => {
+                format!("[\"{delay}{}: send {}\"]", step.id, label(message))
+            }
+            StepKind::WaitFor {
+                condition, timeout, ..
+            } => {
+                format!(
+                    "{{{{\"{delay}{}: wait for {} (up to {timeout})\"}}}}",
+                    step.id,
+                    label(&describe(condition))
+                )
+            }
+            StepKind::If { condition, .. } => format!(
+                "{{\"{delay}{}: {}?\"}}",
+                step.id,
+                label(&describe(condition))
+            ),
+            StepKind::Branches { .. } => format!("{{\"{delay}{}: branches\"}}", step.id),
+            StepKind::Action { action, .. } => {
+                format!("[/\"{delay}{}: {}\"/]", step.id, action.name())
+            }
+            StepKind::End { end } => format!("([\"{delay}end: {}\"])", end.as_str()),
+            StepKind::Pass { .. } => format!("[\"{delay}{}\"]", step.id),
+        };
+        let _ = writeln!(out, "  {id}{shape}");
+        let edges: Vec<(String, &str)> = match &step.kind {
+            StepKind::WaitFor {
+                on_event,
+                on_timeout,
+                ..
+            } => vec![
+                ("event".into(), on_event.as_str()),
+                ("timeout".into(), on_timeout.as_str()),
+            ],
+            StepKind::If {
+                then, otherwise, ..
+            } => vec![
+                ("yes".into(), then.as_str()),
+                ("no".into(), otherwise.as_str()),
+            ],
+            StepKind::Branches {
+                branches,
+                otherwise,
+            } => branches
+                .iter()
+                .map(|b| (label(&describe(&b.when)), b.next.as_str()))
+                .chain([("otherwise".to_string(), otherwise.as_str())])
+                .collect(),
+            other => other
+                .targets()
+                .into_iter()
+                .map(|(_, t)| (String::new(), t))
+                .collect(),
+        };
+        for (text, target) in edges {
+            if target.is_empty() {
+                continue;
+            }
+            if text.is_empty() {
+                let _ = writeln!(out, "  {id} --> {}", node_id(target));
+            } else {
+                let _ = writeln!(out, "  {id} -->|\"{text}\"| {}", node_id(target));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Format;
+
+    #[test]
+    fn draws_every_step_and_edge() {
+        let yaml = "id: g\nlaunch: {type: trigger, event: purchase}\nmessages: {m: {channel: sms, text: hi}}\nsteps:\n  - {id: a, send: m, next: w}\n  - {id: w, wait_for: {opened: a, timeout: P1D}, on_event: done, on_timeout: done}\n  - {id: done, end: success}\n";
+        let (s, _) = crate::validate::parse(yaml, Format::Yaml).unwrap_or_else(|p| panic!("{p:?}"));
+        let m = mermaid(&s);
+        assert!(
+            m.starts_with("flowchart TD\n  start([\"on purchase\"])\n  start --> s_a\n"),
+            "{m}"
+        );
+        assert!(
+            m.contains("s_w -->|\"event\"| s_done") && m.contains("s_w -->|\"timeout\"| s_done"),
+            "{m}"
+        );
+        assert!(m.contains("s_done([\"end: success\"])"), "{m}");
+    }
+}

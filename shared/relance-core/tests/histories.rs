@@ -1,0 +1,1210 @@
+//! Scenario tests as scripted histories: a scenario file, a contacts list and an events
+//! script are played on the virtual clock through the public API, and each test states the
+//! sends, skips, branches and ends it expects.
+//!
+//! The helpers turn journal records into short lines, so that an expectation reads like the
+//! journal itself: `"a first 2026-03-27T15:00:00Z"` is contact `a` sent by step `first`.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use relance_core::engine::{
+    Effect, Engine, Enrollment, EnrollmentState, Entry, EntryRequest, Input, Outcome,
+};
+use relance_core::journal::{Record, RecordKind};
+use relance_core::simulation::{ScriptedEvent, Simulation};
+use relance_core::{ActivityEvent, Contact, Engagement, EngagementKind, Format, History};
+use serde_json::{Value, json};
+
+// ---------------------------------------------------------------------------------------------
+// The harness
+// ---------------------------------------------------------------------------------------------
+
+/// What a played history left behind.
+struct Played {
+    records: Vec<Record>,
+    enrollments: Vec<Enrollment>,
+    contacts: Vec<Contact>,
+}
+
+impl Played {
+    /// A contact as it is at the end of the run.
+    fn contact(&self, id: &str) -> &Contact {
+        self.contacts
+            .iter()
+            .find(|c| c.id() == id)
+            .unwrap_or_else(|| panic!("no contact {id}"))
+    }
+
+    /// The records of one contact.
+    fn of(&self, id: &str) -> Vec<&Record> {
+        self.records.iter().filter(|r| r.contact == id).collect()
+    }
+}
+
+fn utc(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .unwrap_or_else(|e| panic!("{s}: {e}"))
+        .with_timezone(&Utc)
+}
+
+fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn engine(yaml: &str) -> Engine {
+    match relance_core::validate::parse(yaml, Format::Yaml) {
+        Ok((scenario, _warnings)) => Engine::new(scenario),
+        Err(problems) => panic!("the scenario does not validate: {problems:#?}"),
+    }
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
+fn contact(v: Value) -> Contact {
+    Contact::from_json(v).unwrap_or_else(|e| panic!("bad contact: {e}"))
+}
+
+/// Plays `yaml` over the contacts and events (JSON lines) from `start` for `until`.
+fn play(yaml: &str, contacts: &str, events: &str, start: &str, until: &str) -> Played {
+    let engine = engine(yaml);
+    let contacts = json_lines(contacts).into_iter().map(contact).collect();
+    let events = json_lines(events)
+        .into_iter()
+        .map(|v| ScriptedEvent::from_json(v).unwrap_or_else(|e| panic!("bad event: {e}")))
+        .collect();
+    let until = until
+        .parse()
+        .unwrap_or_else(|e| panic!("until {until}: {e}"));
+    let mut records = Vec::new();
+    let mut sim = Simulation::new(&engine, contacts, events);
+    sim.run(utc(start), &until, &mut |r| records.push(r.clone()));
+    Played {
+        records,
+        enrollments: sim.enrollments().to_vec(),
+        contacts: sim.contacts().to_vec(),
+    }
+}
+
+fn kind(r: &Record) -> String {
+    format!("{:?}", r.kind).to_lowercase()
+}
+
+fn step(r: &Record) -> &str {
+    r.step.as_deref().unwrap_or("(entry)")
+}
+
+/// `contact step at` for every send.
+fn sends(records: &[Record]) -> Vec<String> {
+    records
+        .iter()
+        .filter(|r| r.kind == RecordKind::Sent)
+        .map(|r| format!("{} {} {}", r.contact, step(r), stamp(r.at)))
+        .collect()
+}
+
+/// `contact step reason at` for every skip; an entry skip has the step `(entry)`.
+fn skips(records: &[Record]) -> Vec<String> {
+    records
+        .iter()
+        .filter(|r| r.kind == RecordKind::Skipped)
+        .map(|r| {
+            let reason = r.reason.as_deref().unwrap_or("?");
+            format!("{} {} {reason} {}", r.contact, step(r), stamp(r.at))
+        })
+        .collect()
+}
+
+/// `contact end at` for every end, `contact exited step at` for every exit.
+fn ends(records: &[Record]) -> Vec<String> {
+    records
+        .iter()
+        .filter_map(|r| match r.kind {
+            RecordKind::Ended => Some(format!(
+                "{} {} {}",
+                r.contact,
+                r.end.as_deref().unwrap_or("?"),
+                stamp(r.at)
+            )),
+            RecordKind::Exited => Some(format!("{} exited {} {}", r.contact, step(r), stamp(r.at))),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `contact step branch next` for every condition step.
+fn branches(records: &[Record]) -> Vec<String> {
+    records
+        .iter()
+        .filter(|r| r.kind == RecordKind::Branched)
+        .map(|r| {
+            format!(
+                "{} {} {} {}",
+                r.contact,
+                step(r),
+                r.branch.as_deref().unwrap_or("?"),
+                r.next.as_deref().unwrap_or("?")
+            )
+        })
+        .collect()
+}
+
+/// `contact at` for every entry.
+fn entries(records: &[Record]) -> Vec<String> {
+    records
+        .iter()
+        .filter(|r| r.kind == RecordKind::Entered)
+        .map(|r| format!("{} {}", r.contact, stamp(r.at)))
+        .collect()
+}
+
+/// `kind step reason at` for every record of kinds waiting and resumed (the holds).
+fn holds(records: &[&Record]) -> Vec<String> {
+    records
+        .iter()
+        .filter(|r| matches!(r.kind, RecordKind::Waiting | RecordKind::Resumed))
+        .map(|r| {
+            format!(
+                "{} {} {} {}",
+                kind(r),
+                step(r),
+                r.reason.as_deref().unwrap_or("?"),
+                stamp(r.at)
+            )
+        })
+        .collect()
+}
+
+/// One email message and a send → end scenario head, for the trigger and launch tests.
+const ONE_SEND: &str = r#"
+messages:
+  m: {channel: email, subject: "Hello", text: "Hello"}
+steps:
+  - {id: hello, send: m, next: done}
+  - {id: done, end: success}
+"#;
+
+// ---------------------------------------------------------------------------------------------
+// 1. Delays at local times, across DST
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn after_two_days_at_nine_in_paris_lands_on_the_spring_forward_sunday() {
+    let yaml = r#"
+id: dst-paris
+timezone: Europe/Paris
+launch: {type: manual}
+audience: {all: true}
+messages:
+  m: {channel: email, subject: "Hi", text: "Hello"}
+steps:
+  - {id: first, send: m, next: second}
+  - {id: second, delay: {after: P2D, at: "09:00"}, send: m, next: done}
+  - {id: done, end: success}
+"#;
+    let p = play(
+        yaml,
+        r#"{"id": "a", "email": "a@example.com"}"#,
+        "",
+        "2026-03-27T15:00:00Z",
+        "P5D",
+    );
+    assert_eq!(
+        sends(&p.records),
+        [
+            "a first 2026-03-27T15:00:00Z",
+            "a second 2026-03-29T07:00:00Z" // 09:00 CEST, the first day of summer time
+        ]
+    );
+    assert_eq!(ends(&p.records), ["a success 2026-03-29T07:00:00Z"]);
+}
+
+#[test]
+fn after_one_day_at_nine_in_new_york_across_the_fall_back_is_25_hours() {
+    let yaml = r#"
+id: dst-new-york
+timezone: America/New_York
+launch: {type: manual}
+audience: {all: true}
+messages:
+  m: {channel: email, subject: "Hi", text: "Hello"}
+steps:
+  - {id: first, send: m, next: second}
+  - {id: second, delay: {after: P1D, at: "09:00"}, send: m, next: third}
+  - {id: third, delay: {after: P1D, at: "09:00"}, send: m, next: done}
+  - {id: done, end: success}
+"#;
+    // 2026-10-31 09:00 EDT; on 2026-11-01 at 02:00 EDT clocks go back to 01:00 EST.
+    let p = play(
+        yaml,
+        r#"{"id": "a", "email": "a@example.com"}"#,
+        "",
+        "2026-10-31T13:00:00Z",
+        "P5D",
+    );
+    assert_eq!(
+        sends(&p.records),
+        [
+            "a first 2026-10-31T13:00:00Z",
+            "a second 2026-11-01T14:00:00Z", // 09:00 EST
+            "a third 2026-11-02T14:00:00Z"
+        ]
+    );
+}
+
+#[test]
+fn local_time_reads_at_in_each_contacts_own_zone_unless_the_delay_says_otherwise() {
+    let yaml = r#"
+id: local-time
+timezone: Europe/Paris
+local_time: true
+launch: {type: manual}
+audience: {all: true}
+messages:
+  m: {channel: email, subject: "Hi", text: "Hello"}
+steps:
+  - {id: first, send: m, next: morning}
+  - {id: morning, delay: {after: P1D, at: "09:00"}, send: m, next: paris}
+  - {id: paris, delay: {after: P1D, at: "09:00", local_time: false}, send: m, next: done}
+  - {id: done, end: success}
+"#;
+    let contacts = r#"
+{"id": "ny", "email": "ny@example.com", "timezone": "America/New_York"}
+{"id": "tokyo", "email": "tokyo@example.com", "timezone": "Asia/Tokyo"}
+{"id": "nozone", "email": "nozone@example.com"}
+"#;
+    let p = play(yaml, contacts, "", "2026-12-01T12:00:00Z", "P5D");
+    let mut got = sends(&p.records);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "nozone first 2026-12-01T12:00:00Z",
+            "nozone morning 2026-12-02T08:00:00Z", // no zone of its own: Paris
+            "nozone paris 2026-12-03T08:00:00Z",
+            "ny first 2026-12-01T12:00:00Z",
+            "ny morning 2026-12-02T14:00:00Z", // 09:00 EST
+            "ny paris 2026-12-03T08:00:00Z",   // 09:00 in Paris, the scenario's zone
+            "tokyo first 2026-12-01T12:00:00Z",
+            "tokyo morning 2026-12-02T00:00:00Z", // 21:00 JST + 1 day, at 09:00 JST
+            "tokyo paris 2026-12-03T08:00:00Z",
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2–3. Entry rules: once_per, already running
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn once_per_skips_a_purchase_inside_the_window_and_enters_after_it() {
+    let yaml = format!(
+        "id: thanks\nlaunch: {{type: trigger, event: purchase}}\naudience: {{all: true}}\nonce_per: P7D\n{ONE_SEND}"
+    );
+    let events = r#"
+{"at": "2026-12-01T10:00:00Z", "contact": "a", "event": "purchase"}
+{"at": "2026-12-03T10:00:00Z", "contact": "a", "event": "purchase"}
+{"at": "2026-12-08T12:00:00Z", "contact": "a", "event": "purchase"}
+"#;
+    let p = play(
+        &yaml,
+        r#"{"id": "a", "email": "a@example.com"}"#,
+        events,
+        "2026-12-01T00:00:00Z",
+        "P10D",
+    );
+    assert_eq!(
+        sends(&p.records),
+        [
+            "a hello 2026-12-01T10:00:00Z",
+            "a hello 2026-12-08T12:00:00Z"
+        ]
+    );
+    assert_eq!(
+        skips(&p.records),
+        ["a (entry) once_per 2026-12-03T10:00:00Z"]
+    );
+    assert_eq!(p.enrollments.len(), 2);
+}
+
+#[test]
+fn a_second_trigger_while_the_first_enrollment_waits_is_skipped_as_already_running() {
+    let yaml = r#"
+id: thanks-later
+launch: {type: trigger, event: purchase}
+audience: {all: true}
+messages:
+  m: {channel: email, subject: "Thanks", text: "Thanks"}
+steps:
+  - {id: thank, send: m, next: later}
+  - {id: later, delay: {after: P3D}, send: m, next: done}
+  - {id: done, end: success}
+"#;
+    let events = r#"
+{"at": "2026-12-01T10:00:00Z", "contact": "a", "event": "purchase"}
+{"at": "2026-12-02T10:00:00Z", "contact": "a", "event": "purchase"}
+{"at": "2026-12-05T10:00:00Z", "contact": "a", "event": "purchase"}
+"#;
+    let p = play(
+        yaml,
+        r#"{"id": "a", "email": "a@example.com"}"#,
+        events,
+        "2026-12-01T00:00:00Z",
+        "P5D",
+    );
+    assert_eq!(
+        skips(&p.records),
+        ["a (entry) already_running 2026-12-02T10:00:00Z"]
+    );
+    // Once the first enrollment ended (12-04), a purchase enters again.
+    assert_eq!(
+        sends(&p.records),
+        [
+            "a thank 2026-12-01T10:00:00Z",
+            "a later 2026-12-04T10:00:00Z",
+            "a thank 2026-12-05T10:00:00Z"
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Same-instant ordering: events before timers
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn an_open_at_the_timeout_instant_wins_over_the_timeout() {
+    let yaml = r#"
+id: race
+launch: {type: manual}
+audience: {all: true}
+messages:
+  m: {channel: email, subject: "Hi", text: "Hello"}
+steps:
+  - {id: first, send: m, next: wait}
+  - id: wait
+    wait_for: {opened: first, timeout: P1D}
+    on_event: thanks
+    on_timeout: reminder
+  - {id: thanks, send: m, next: done}
+  - {id: reminder, send: m, next: done}
+  - {id: done, end: success}
+"#;
+    let contacts = r#"
+{"id": "a", "email": "a@example.com"}
+{"id": "b", "email": "b@example.com"}
+"#;
+    let events = r#"{"at": "2026-12-02T09:00:00Z", "contact": "a", "opened": "first"}"#;
+    let p = play(yaml, contacts, events, "2026-12-01T09:00:00Z", "P3D");
+    assert_eq!(
+        holds(&p.of("a")),
+        [
+            "waiting wait wait_for 2026-12-01T09:00:00Z",
+            "resumed wait event 2026-12-02T09:00:00Z"
+        ]
+    );
+    assert_eq!(
+        holds(&p.of("b")),
+        [
+            "waiting wait wait_for 2026-12-01T09:00:00Z",
+            "resumed wait timeout 2026-12-02T09:00:00Z"
+        ]
+    );
+    assert_eq!(
+        sends(&p.records),
+        [
+            "a first 2026-12-01T09:00:00Z",
+            "b first 2026-12-01T09:00:00Z",
+            "a thanks 2026-12-02T09:00:00Z",
+            "b reminder 2026-12-02T09:00:00Z"
+        ]
+    );
+}
+
+#[test]
+fn an_open_at_the_instant_of_a_delayed_check_counts() {
+    let yaml = r#"
+id: openers
+launch: {type: manual}
+audience: {all: true}
+messages:
+  hello: {channel: email, subject: "Hi", text: "Hello"}
+  nudge: {channel: sms, text: "Thanks for reading"}
+steps:
+  - {id: first, send: hello, next: second}
+  - id: second
+    delay: {after: P2D}
+    if: {opened: first}
+    then: sms
+    else: done
+  - {id: sms, send: nudge, next: done}
+  - {id: done, end: success}
+"#;
+    let contacts = r#"
+{"id": "a", "email": "a@example.com", "phone": "+33600000001"}
+{"id": "b", "email": "b@example.com", "phone": "+33600000002"}
+"#;
+    let events = r#"
+{"at": "2026-12-03T09:00:00Z", "contact": "a", "opened": "first"}
+{"at": "2026-12-03T09:00:01Z", "contact": "b", "opened": "first"}
+"#;
+    let p = play(yaml, contacts, events, "2026-12-01T09:00:00Z", "P7D");
+    assert_eq!(
+        branches(&p.records),
+        ["a second then sms", "b second else done"]
+    );
+    assert_eq!(
+        sends(&p.records),
+        [
+            "a first 2026-12-01T09:00:00Z",
+            "b first 2026-12-01T09:00:00Z",
+            "a sms 2026-12-03T09:00:00Z"
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. exit_when
+// ---------------------------------------------------------------------------------------------
+
+const EXIT_ON_PURCHASE: &str = r#"
+id: until-they-buy
+launch: {type: manual}
+audience: {all: true}
+exit_when:
+  - event: purchase
+messages:
+  m: {channel: email, subject: "Hi", text: "Hello"}
+steps:
+  - {id: first, send: m, next: later}
+  - {id: later, delay: {after: P2D}, send: m, next: wait}
+  - id: wait
+    wait_for: {opened: later, timeout: P2D}
+    on_event: done
+    on_timeout: done
+  - {id: done, end: success}
+"#;
+
+#[test]
+fn a_purchase_during_a_delay_exits_and_nothing_is_sent_after() {
+    let contacts = r#"
+{"id": "a", "email": "a@example.com"}
+{"id": "b", "email": "b@example.com"}
+"#;
+    let events = r#"{"at": "2026-12-02T09:00:00Z", "contact": "a", "event": "purchase"}"#;
+    let p = play(
+        EXIT_ON_PURCHASE,
+        contacts,
+        events,
+        "2026-12-01T09:00:00Z",
+        "P7D",
+    );
+    assert_eq!(
+        sends(&p.records),
+        [
+            "a first 2026-12-01T09:00:00Z",
+            "b first 2026-12-01T09:00:00Z",
+            "b later 2026-12-03T09:00:00Z"
+        ]
+    );
+    assert_eq!(
+        ends(&p.records),
+        [
+            "a exited later 2026-12-02T09:00:00Z",
+            "b success 2026-12-05T09:00:00Z"
+        ]
+    );
+    let exited = p
+        .records
+        .iter()
+        .find(|r| r.kind == RecordKind::Exited)
+        .map(|r| r.reason.clone());
+    assert_eq!(exited, Some(Some("exit_when".to_string())));
+    assert!(matches!(
+        p.enrollments[0].state,
+        EnrollmentState::Ended {
+            outcome: Outcome::Exited,
+            ..
+        }
+    ));
+    assert!(
+        p.of("a")
+            .iter()
+            .all(|r| r.at <= utc("2026-12-02T09:00:00Z"))
+    );
+}
+
+#[test]
+fn a_purchase_during_a_wait_for_exits() {
+    let events = r#"{"at": "2026-12-04T09:00:00Z", "contact": "a", "event": "purchase"}"#;
+    let p = play(
+        EXIT_ON_PURCHASE,
+        r#"{"id": "a", "email": "a@example.com"}"#,
+        events,
+        "2026-12-01T09:00:00Z",
+        "P7D",
+    );
+    assert_eq!(ends(&p.records), ["a exited wait 2026-12-04T09:00:00Z"]);
+}
+
+#[test]
+fn a_purchase_at_the_instant_a_delayed_send_is_due_exits_before_the_send() {
+    let events = r#"{"at": "2026-12-03T09:00:00Z", "contact": "a", "event": "purchase"}"#;
+    let p = play(
+        EXIT_ON_PURCHASE,
+        r#"{"id": "a", "email": "a@example.com"}"#,
+        events,
+        "2026-12-01T09:00:00Z",
+        "P7D",
+    );
+    assert_eq!(sends(&p.records), ["a first 2026-12-01T09:00:00Z"]);
+    assert_eq!(ends(&p.records), ["a exited later 2026-12-03T09:00:00Z"]);
+}
+
+#[test]
+fn a_contact_who_bought_before_the_start_is_skipped_at_entry() {
+    let contacts = r#"
+{"id": "a", "email": "a@example.com"}
+{"id": "b", "email": "b@example.com"}
+"#;
+    let events = r#"{"at": "2026-11-20T09:00:00Z", "contact": "a", "event": "purchase"}"#;
+    let p = play(
+        EXIT_ON_PURCHASE,
+        contacts,
+        events,
+        "2026-12-01T09:00:00Z",
+        "P1D",
+    );
+    assert_eq!(
+        skips(&p.records),
+        ["a (entry) exit_when 2026-12-01T09:00:00Z"]
+    );
+    assert_eq!(entries(&p.records), ["b 2026-12-01T09:00:00Z"]);
+    assert_eq!(sends(&p.records), ["b first 2026-12-01T09:00:00Z"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6–7. Actions seen by later conditions; branches
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn update_profile_and_tag_are_seen_by_later_conditions_in_the_same_run() {
+    let yaml = r#"
+id: profile
+launch: {type: manual}
+audience: {all: true}
+steps:
+  - {id: gold, action: {update_profile: {field: plan, value: gold}}, next: count}
+  - {id: count, action: {update_profile: {field: visits, expression: "contact.visits + 1"}}, next: check}
+  - id: check
+    if: {all: [{field: plan, op: eq, value: gold}, {field: visits, op: eq, value: 3}]}
+    then: tag
+    else: missed
+  - {id: tag, action: {tag: {add: [vip]}}, next: vip}
+  - id: vip
+    if: {tag: vip}
+    then: won
+    else: missed
+  - {id: won, end: success}
+  - {id: missed, end: failure}
+"#;
+    let p = play(
+        yaml,
+        r#"{"id": "a", "visits": 2}"#,
+        "",
+        "2026-12-01T09:00:00Z",
+        "P1D",
+    );
+    assert_eq!(branches(&p.records), ["a check then tag", "a vip then won"]);
+    assert_eq!(ends(&p.records), ["a success 2026-12-01T09:00:00Z"]);
+    let a = p.contact("a");
+    assert_eq!(a.field("plan"), Some(&json!("gold")));
+    assert_eq!(a.field("visits"), Some(&json!(3)));
+    assert_eq!(a.field("tags"), Some(&json!(["vip"])));
+}
+
+#[test]
+fn an_expression_on_a_missing_field_fails_the_action_and_the_enrollment_goes_on() {
+    let yaml = r#"
+id: count
+launch: {type: manual}
+audience: {all: true}
+steps:
+  - {id: count, action: {update_profile: {field: visits, expression: "contact.visits + 1"}}, next: check}
+  - id: check
+    if: {field: visits, op: exists}
+    then: counted
+    else: not-counted
+  - {id: counted, end: success}
+  - {id: not-counted, end: neutral}
+"#;
+    let p = play(yaml, r#"{"id": "a"}"#, "", "2026-12-01T09:00:00Z", "P1D");
+    let failed: Vec<_> = p
+        .records
+        .iter()
+        .filter(|r| r.kind == RecordKind::Failed)
+        .map(|r| (step(r).to_string(), r.reason.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, "count");
+    assert!(failed[0].1.contains("visits"), "{}", failed[0].1);
+    assert_eq!(ends(&p.records), ["a neutral 2026-12-01T09:00:00Z"]);
+}
+
+#[test]
+fn branches_take_the_first_true_branch_else_otherwise() {
+    let yaml = r#"
+id: split
+launch: {type: manual}
+audience: {all: true}
+steps:
+  - id: split
+    branches:
+      - {when: {field: city, op: eq, value: Paris}, next: paris}
+      - {when: {tag: vip}, next: vip}
+    otherwise: rest
+  - {id: paris, end: success}
+  - {id: vip, end: neutral}
+  - {id: rest, end: abandon}
+"#;
+    let contacts = r#"
+{"id": "a", "city": "Paris", "tags": ["vip"]}
+{"id": "b", "city": "Lyon", "tags": ["vip"]}
+{"id": "c", "city": "Lyon"}
+{"id": "d"}
+"#;
+    let p = play(yaml, contacts, "", "2026-12-01T09:00:00Z", "P1D");
+    assert_eq!(
+        branches(&p.records),
+        [
+            "a split 0 paris",
+            "b split 1 vip",
+            "c split otherwise rest",
+            "d split otherwise rest"
+        ]
+    );
+    assert_eq!(
+        ends(&p.records),
+        [
+            "a success 2026-12-01T09:00:00Z",
+            "b neutral 2026-12-01T09:00:00Z",
+            "c abandon 2026-12-01T09:00:00Z",
+            "d abandon 2026-12-01T09:00:00Z"
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8–9. Activity triggers: inactivity, pages
+// ---------------------------------------------------------------------------------------------
+
+const SHOPPERS: &str = r#"
+{"id": "a", "email": "a@example.com"}
+{"id": "b", "email": "b@example.com"}
+{"id": "c", "email": "c@example.com"}
+{"id": "d", "email": "d@example.com"}
+"#;
+
+#[test]
+fn cart_abandoned_fires_30_minutes_after_the_last_cart_update_unless_anything_happens() {
+    let yaml = format!(
+        "id: cart\nlaunch: {{type: trigger, event: cart.abandoned, inactivity_minutes: 30}}\naudience: {{all: true}}\n{ONE_SEND}"
+    );
+    let events = r#"
+{"at": "2026-12-01T10:00:00Z", "contact": "a", "event": "cart.updated"}
+{"at": "2026-12-01T10:10:00Z", "contact": "a", "event": "cart.updated"}
+{"at": "2026-12-01T10:00:00Z", "contact": "b", "event": "cart.updated"}
+{"at": "2026-12-01T10:20:00Z", "contact": "b", "event": "purchase"}
+{"at": "2026-12-01T10:00:00Z", "contact": "c", "event": "cart.updated"}
+{"at": "2026-12-01T10:29:00Z", "contact": "c", "event": "page.visited", "url": "https://x.io/faq"}
+{"at": "2026-12-01T10:00:00Z", "contact": "d", "event": "cart.updated"}
+"#;
+    let p = play(&yaml, SHOPPERS, events, "2026-12-01T00:00:00Z", "P1D");
+    assert_eq!(
+        entries(&p.records),
+        ["d 2026-12-01T10:30:00Z", "a 2026-12-01T10:40:00Z"]
+    );
+    assert_eq!(
+        sends(&p.records),
+        [
+            "d hello 2026-12-01T10:30:00Z",
+            "a hello 2026-12-01T10:40:00Z"
+        ]
+    );
+    assert!(p.of("b").is_empty() && p.of("c").is_empty());
+}
+
+#[test]
+fn product_viewed_fires_once_after_the_last_view_and_is_cancelled_by_other_activity() {
+    let yaml = format!(
+        "id: viewed\nlaunch: {{type: trigger, event: product.viewed, inactivity_minutes: 10}}\naudience: {{all: true}}\n{ONE_SEND}"
+    );
+    let events = r#"
+{"at": "2026-12-01T10:00:00Z", "contact": "a", "event": "product.viewed", "product": "p1"}
+{"at": "2026-12-01T10:00:00Z", "contact": "b", "event": "product.viewed", "product": "p1"}
+{"at": "2026-12-01T10:05:00Z", "contact": "b", "event": "product.viewed", "product": "p2"}
+{"at": "2026-12-01T10:00:00Z", "contact": "c", "event": "product.viewed", "product": "p1"}
+{"at": "2026-12-01T10:05:00Z", "contact": "c", "event": "cart.updated"}
+{"at": "2026-12-01T10:00:00Z", "contact": "d", "event": "product.viewed", "product": "p1"}
+{"at": "2026-12-01T10:09:00Z", "contact": "d", "event": "purchase"}
+"#;
+    let p = play(&yaml, SHOPPERS, events, "2026-12-01T00:00:00Z", "P1D");
+    assert_eq!(
+        sends(&p.records),
+        [
+            "a hello 2026-12-01T10:10:00Z",
+            "b hello 2026-12-01T10:15:00Z"
+        ]
+    );
+    assert!(p.of("c").is_empty() && p.of("d").is_empty());
+}
+
+#[test]
+fn page_visited_matches_the_pattern_on_the_urls_path() {
+    let yaml = format!(
+        "id: pricing\nlaunch: {{type: trigger, event: page.visited, pages: [\"/pricing*\"]}}\naudience: {{all: true}}\n{ONE_SEND}"
+    );
+    let events = r#"
+{"at": "2026-12-01T10:00:00Z", "contact": "a", "event": "page.visited", "url": "https://x.io/pricing?p=1"}
+{"at": "2026-12-01T10:00:00Z", "contact": "b", "event": "page.visited", "url": "https://x.io/about"}
+{"at": "2026-12-01T11:00:00Z", "contact": "c", "event": "page.visited", "url": "https://x.io/pricing/teams"}
+"#;
+    let p = play(&yaml, SHOPPERS, events, "2026-12-01T00:00:00Z", "P1D");
+    assert_eq!(
+        entries(&p.records),
+        ["a 2026-12-01T10:00:00Z", "c 2026-12-01T11:00:00Z"]
+    );
+    assert!(p.of("b").is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 10. Scheduled launches
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn weekly_launch_runs_on_its_days_at_local_time_with_the_audience_of_each_occurrence() {
+    let yaml = format!(
+        r#"
+id: weekly
+timezone: Europe/Paris
+launch: {{type: recurring, frequency: weekly, days: [mon, thu], time: "09:00"}}
+audience:
+  criteria: {{field: plan, op: eq, value: pro}}
+{ONE_SEND}"#
+    );
+    let contacts = r#"
+{"id": "a", "email": "a@example.com", "plan": "pro"}
+{"id": "b", "email": "b@example.com", "plan": "free"}
+"#;
+    // b upgrades on Saturday.
+    let events = r#"{"at": "2026-12-05T12:00:00Z", "contact": "b", "event": "contact.updated", "profile": {"plan": "pro"}}"#;
+    // 2026-12-01 is a Tuesday.
+    let p = play(&yaml, contacts, events, "2026-12-01T00:00:00Z", "P7D");
+    assert_eq!(
+        sends(&p.records),
+        [
+            "a hello 2026-12-03T08:00:00Z",
+            "a hello 2026-12-07T08:00:00Z",
+            "b hello 2026-12-07T08:00:00Z"
+        ]
+    );
+    assert_eq!(
+        skips(&p.records),
+        ["b (entry) audience 2026-12-03T08:00:00Z"]
+    );
+}
+
+#[test]
+fn daily_launch_at_two_times_follows_local_time_across_dst() {
+    let yaml = format!(
+        r#"
+id: daily
+timezone: Europe/Paris
+launch: {{type: recurring, frequency: daily, times: ["09:00", "18:00"]}}
+audience: {{all: true}}
+{ONE_SEND}"#
+    );
+    let p = play(
+        &yaml,
+        r#"{"id": "a", "email": "a@example.com"}"#,
+        "",
+        "2026-03-28T00:00:00Z",
+        "P2D",
+    );
+    assert_eq!(
+        sends(&p.records),
+        [
+            "a hello 2026-03-28T08:00:00Z",
+            "a hello 2026-03-28T17:00:00Z",
+            "a hello 2026-03-29T07:00:00Z",
+            "a hello 2026-03-29T16:00:00Z"
+        ]
+    );
+}
+
+#[test]
+fn fixed_dates_are_local_times_in_the_scenario_zone_and_reevaluate_the_audience() {
+    let yaml = format!(
+        r#"
+id: fixed
+timezone: America/New_York
+launch: {{type: fixed_dates, dates: ["2026-12-01T09:00", "2026-12-10T09:00:00Z", "2026-12-24T18:30"]}}
+audience:
+  criteria: {{not: {{field: churned, op: exists}}}}
+{ONE_SEND}"#
+    );
+    let contacts = r#"
+{"id": "a", "email": "a@example.com"}
+{"id": "b", "email": "b@example.com"}
+"#;
+    let events = r#"{"at": "2026-12-15T12:00:00Z", "contact": "b", "event": "contact.updated", "profile": {"churned": true}}"#;
+    let p = play(&yaml, contacts, events, "2026-11-30T00:00:00Z", "P30D");
+    assert_eq!(
+        sends(&p.records),
+        [
+            "a hello 2026-12-01T14:00:00Z", // 09:00 EST
+            "b hello 2026-12-01T14:00:00Z",
+            "a hello 2026-12-10T09:00:00Z", // written with an offset: as is
+            "b hello 2026-12-10T09:00:00Z",
+            "a hello 2026-12-24T23:30:00Z" // 18:30 EST
+        ]
+    );
+    assert_eq!(
+        skips(&p.records),
+        ["b (entry) audience 2026-12-24T23:30:00Z"]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 11. Clicks
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn clicked_with_link_ignore_query_and_link_attribute_inside_if_steps() {
+    let yaml = r#"
+id: clicks
+launch: {type: manual}
+audience: {all: true}
+messages:
+  m: {channel: email, subject: "Offer", html: "<a href='https://x.io/offer'>Go</a>"}
+steps:
+  - {id: first, send: m, next: by-link}
+  - id: by-link
+    delay: {after: P1D}
+    if: {clicked: first, link: "https://x.io/offer", ignore_query: true}
+    then: exact-link
+    else: exact-link
+  - id: exact-link
+    if: {clicked: first, link: "https://x.io/offer"}
+    then: by-attribute
+    else: by-attribute
+  - id: by-attribute
+    if: {clicked: first, link_attribute: cta}
+    then: done
+    else: done
+  - {id: done, end: success}
+"#;
+    let contacts = r#"
+{"id": "a", "email": "a@example.com"}
+{"id": "b", "email": "b@example.com"}
+{"id": "c", "email": "c@example.com"}
+"#;
+    let events = r#"
+{"at": "2026-12-01T10:00:00Z", "contact": "a", "clicked": "first", "link": "https://x.io/offer?utm_source=mail", "link_attribute": "cta"}
+{"at": "2026-12-01T10:00:00Z", "contact": "b", "clicked": "first", "link": "https://x.io/offer", "link_tags": ["footer"]}
+{"at": "2026-12-01T10:00:00Z", "contact": "c", "clicked": "first", "link": "https://x.io/other", "link_attribute": "cta"}
+"#;
+    let p = play(yaml, contacts, events, "2026-12-01T09:00:00Z", "P2D");
+    assert_eq!(
+        branches(&p.records),
+        [
+            "a by-link then exact-link",
+            "a exact-link else by-attribute",
+            "a by-attribute then done",
+            "b by-link then exact-link",
+            "b exact-link then by-attribute",
+            "b by-attribute else done",
+            "c by-link else exact-link",
+            "c exact-link else by-attribute",
+            "c by-attribute then done",
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 12–14. Sends: consent, addresses, quiet hours, caps, templates
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn sends_are_skipped_without_an_address_or_consent_and_after_an_unsubscribe() {
+    let yaml = r#"
+id: news
+launch: {type: manual}
+audience: {all: true}
+messages:
+  issue-1: {channel: email, type: newsletter, subject: "Issue 1", text: "..."}
+  issue-2: {channel: email, type: newsletter, subject: "Issue 2", text: "..."}
+steps:
+  - {id: first, send: issue-1, next: second}
+  - {id: second, delay: {after: P1D}, send: issue-2, next: done}
+  - {id: done, end: success}
+"#;
+    let contacts = r#"
+{"id": "a", "email": "a@example.com"}
+{"id": "b", "phone": "+33600000002"}
+{"id": "c", "email": "c@example.com", "subscriptions": {"newsletter": false}}
+"#;
+    let events = r#"{"at": "2026-12-01T11:00:00Z", "contact": "a", "unsubscribed": "first"}"#;
+    let p = play(yaml, contacts, events, "2026-12-01T09:00:00Z", "P3D");
+    assert_eq!(sends(&p.records), ["a first 2026-12-01T09:00:00Z"]);
+    assert_eq!(
+        skips(&p.records),
+        [
+            "b first no_email 2026-12-01T09:00:00Z",
+            "c first unsubscribed 2026-12-01T09:00:00Z",
+            "a second unsubscribed 2026-12-02T09:00:00Z",
+            "b second no_email 2026-12-02T09:00:00Z",
+            "c second unsubscribed 2026-12-02T09:00:00Z"
+        ]
+    );
+    assert_eq!(
+        p.contact("a").subscription("newsletter"),
+        Some(false),
+        "the unsubscribe is recorded on the contact"
+    );
+    // A skipped send does not stop the journey.
+    assert_eq!(ends(&p.records).len(), 3);
+}
+
+#[test]
+fn quiet_hours_hold_a_send_due_at_22_until_08() {
+    let yaml = r#"
+id: quiet
+launch: {type: manual}
+audience: {all: true}
+quiet_hours: {from: "21:00", to: "08:00"}
+messages:
+  m: {channel: email, subject: "Hi", text: "Hello"}
+steps:
+  - {id: first, send: m, next: evening}
+  - {id: evening, delay: {after: PT10H}, send: m, next: done}
+  - {id: done, end: success}
+"#;
+    let p = play(
+        yaml,
+        r#"{"id": "a", "email": "a@example.com"}"#,
+        "",
+        "2026-12-01T12:00:00Z",
+        "P2D",
+    );
+    assert_eq!(
+        holds(&p.of("a")),
+        [
+            "waiting evening delay 2026-12-01T12:00:00Z",
+            "resumed evening delay 2026-12-01T22:00:00Z",
+            "waiting evening quiet_hours 2026-12-01T22:00:00Z",
+            "resumed evening quiet_hours 2026-12-02T08:00:00Z"
+        ]
+    );
+    let held = p
+        .records
+        .iter()
+        .find(|r| r.reason.as_deref() == Some("quiet_hours"))
+        .and_then(|r| r.until);
+    assert_eq!(held, Some(utc("2026-12-02T08:00:00Z")));
+    assert_eq!(
+        sends(&p.records),
+        [
+            "a first 2026-12-01T12:00:00Z",
+            "a evening 2026-12-02T08:00:00Z"
+        ]
+    );
+}
+
+#[test]
+fn frequency_cap_skips_a_second_send_inside_the_window_only() {
+    let yaml = r#"
+id: capped
+launch: {type: manual}
+audience: {all: true}
+frequency_cap: {max: 1, per: P1D}
+messages:
+  m: {channel: email, subject: "Hi", text: "Hello"}
+steps:
+  - {id: one, send: m, next: two}
+  - {id: two, send: m, next: three}
+  - {id: three, delay: {after: P1D}, send: m, next: done}
+  - {id: done, end: success}
+"#;
+    let p = play(
+        yaml,
+        r#"{"id": "a", "email": "a@example.com"}"#,
+        "",
+        "2026-12-01T09:00:00Z",
+        "P3D",
+    );
+    assert_eq!(
+        sends(&p.records),
+        ["a one 2026-12-01T09:00:00Z", "a three 2026-12-02T09:00:00Z"]
+    );
+    assert_eq!(
+        skips(&p.records),
+        ["a two frequency_cap 2026-12-01T09:00:00Z"]
+    );
+}
+
+#[test]
+fn a_template_with_a_missing_field_fails_the_send_and_the_enrollment_goes_on() {
+    let yaml = r#"
+id: greet
+launch: {type: manual}
+audience: {all: true}
+messages:
+  m: {channel: email, subject: "Hi {{ contact.first_name }}", text: "Hello"}
+steps:
+  - {id: hello, send: m, next: done}
+  - {id: done, end: success}
+"#;
+    let contacts = r#"
+{"id": "a", "email": "a@example.com", "first_name": "Ana"}
+{"id": "b", "email": "b@example.com"}
+"#;
+    let p = play(yaml, contacts, "", "2026-12-01T09:00:00Z", "P1D");
+    assert_eq!(sends(&p.records), ["a hello 2026-12-01T09:00:00Z"]);
+    let failed: Vec<_> = p
+        .records
+        .iter()
+        .filter(|r| r.kind == RecordKind::Failed)
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(
+        (failed[0].contact.as_str(), step(failed[0])),
+        ("b", "hello")
+    );
+    let reason = failed[0].reason.as_deref().unwrap_or("");
+    assert!(reason.contains("render"), "{reason}");
+    assert_eq!(
+        ends(&p.records),
+        [
+            "a success 2026-12-01T09:00:00Z",
+            "b success 2026-12-01T09:00:00Z"
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 15. The transition function on stale, duplicated and late inputs
+// ---------------------------------------------------------------------------------------------
+
+const THREE_DAYS: &str = r#"
+id: three-days
+launch: {type: manual}
+audience: {all: true}
+messages:
+  m: {channel: email, subject: "Hi", text: "Hello"}
+steps:
+  - {id: first, send: m, next: second}
+  - {id: second, delay: {after: P1D}, send: m, next: third}
+  - {id: third, delay: {after: P1D}, send: m, next: done}
+  - {id: done, end: success}
+"#;
+
+fn send_count(effects: &[Effect]) -> usize {
+    effects
+        .iter()
+        .filter(|e| matches!(e, Effect::Send(_)))
+        .count()
+}
+
+#[test]
+fn stale_and_duplicated_wakes_change_nothing_and_an_ended_enrollment_ignores_everything() {
+    let engine = engine(THREE_DAYS);
+    let a = contact(json!({"id": "a", "email": "a@example.com"}));
+    let history = History::default();
+    let start = utc("2026-12-01T09:00:00Z");
+    let entry = engine.enter(EntryRequest {
+        contact: &a,
+        history: &history,
+        running: false,
+        last_entered_at: None,
+        enrollment_id: "e1",
+        now: start,
+    });
+    let Entry::Entered(t) = entry else {
+        panic!("a did not enter: {entry:?}")
+    };
+    assert_eq!(send_count(&t.effects), 1);
+    let day2 = utc("2026-12-02T09:00:00Z");
+    let en = t.enrollment;
+    assert_eq!(en.pending_wake(), Some(("second", day2)));
+
+    // A wake for another instant or another step is stale: nothing happens.
+    for (step, at) in [
+        ("second", utc("2026-12-02T08:59:00Z")),
+        ("third", day2),
+        ("first", start),
+    ] {
+        let t = engine.handle(&en, &a, &history, Input::Wake { step, at }, at);
+        assert!(t.is_noop(), "wake ({step}, {at}) acted: {:?}", t.effects);
+        assert_eq!(t.enrollment, en);
+    }
+
+    // The matching wake sends once; the same wake again, on the advanced enrollment, does not.
+    let wake = Input::Wake {
+        step: "second",
+        at: day2,
+    };
+    let t = engine.handle(&en, &a, &history, wake, day2);
+    assert_eq!(send_count(&t.effects), 1);
+    assert!(t.enrollment.version > en.version);
+    let advanced = t.enrollment;
+    let again = engine.handle(&advanced, &a, &history, wake, day2);
+    assert!(again.is_noop(), "{:?}", again.effects);
+    assert_eq!(send_count(&again.effects), 0);
+    assert_eq!(again.enrollment, advanced);
+
+    // The last wake ends the enrollment; after that, every input is ignored.
+    let day3 = utc("2026-12-03T09:00:00Z");
+    let t = engine.handle(
+        &advanced,
+        &a,
+        &history,
+        Input::Wake {
+            step: "third",
+            at: day3,
+        },
+        day3,
+    );
+    assert_eq!(send_count(&t.effects), 1);
+    let ended = t.enrollment;
+    assert!(!ended.is_running());
+    let later = utc("2026-12-04T09:00:00Z");
+    let purchase = ActivityEvent {
+        at: later,
+        name: "purchase".into(),
+        properties: serde_json::Map::new(),
+    };
+    let opened = Engagement {
+        at: later,
+        step: "third".into(),
+        kind: EngagementKind::Opened,
+        url: None,
+        link_tags: Vec::new(),
+    };
+    for input in [
+        Input::Wake {
+            step: "third",
+            at: day3,
+        },
+        Input::Event(&purchase),
+        Input::Engagement(&opened),
+        Input::ContactChanged,
+    ] {
+        let t = engine.handle(&ended, &a, &history, input, later);
+        assert!(t.is_noop(), "{input:?} acted on an ended enrollment");
+        assert_eq!(t.enrollment, ended);
+    }
+}

@@ -1,0 +1,793 @@
+//! Validation messages: one test per rule of DESIGN §3, each asserting where the problem is
+//! (path, step id, line) and what the message says, plus the example scenarios shipped in
+//! `examples/` (all valid) and `examples/broken/` (all rejected, every problem located).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use relance_core::validate::{Report, check_text};
+use relance_core::{Format, Problem, Severity};
+
+fn yaml(text: &str) -> Report {
+    check_text(text, Format::Yaml)
+}
+
+/// Every problem, one per line, for assertion messages.
+fn listing(r: &Report) -> String {
+    r.problems
+        .iter()
+        .map(|p| format!("  {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn errors(r: &Report) -> Vec<&Problem> {
+    r.problems.iter().filter(|p| p.is_error()).collect()
+}
+
+fn warnings(r: &Report) -> Vec<&Problem> {
+    r.problems
+        .iter()
+        .filter(|p| p.severity == Severity::Warning)
+        .collect()
+}
+
+/// The only error whose message contains `needle`.
+fn error_with<'a>(r: &'a Report, needle: &str) -> &'a Problem {
+    let found: Vec<&Problem> = errors(r)
+        .into_iter()
+        .filter(|p| p.message.contains(needle))
+        .collect();
+    match found.as_slice() {
+        [one] => one,
+        _ => panic!(
+            "expected exactly one error mentioning {needle:?}, found {}:\n{}",
+            found.len(),
+            listing(r)
+        ),
+    }
+}
+
+fn assert_clean(r: &Report) {
+    assert_eq!(r.errors(), 0, "expected no error:\n{}", listing(r));
+    assert!(r.scenario.is_some(), "a clean report carries the scenario");
+}
+
+/// A valid header (manual launch, two messages) followed by `steps`.
+fn with_steps(steps: &str) -> String {
+    format!(
+        "id: test\nname: Test\ntimezone: Europe/Paris\nlaunch: {{type: manual}}\naudience: {{all: true}}\nmessages:\n  hello: {{channel: email, subject: Hello, text: Hello}}\n  ping: {{channel: sms, text: Ping}}\nsteps:\n{steps}"
+    )
+}
+
+/// A valid scenario with the given `launch` and one send and one end.
+fn with_launch(launch: &str) -> String {
+    format!(
+        "id: test\ntimezone: Europe/Paris\nlaunch: {launch}\naudience: {{all: true}}\nmessages:\n  hello: {{channel: email, subject: Hello, text: Hello}}\nsteps:\n  - {{id: first, send: hello, next: done}}\n  - {{id: done, end: success}}\n"
+    )
+}
+
+const VALID: &str = "  - {id: first, send: hello, next: check}
+  - id: check
+    delay: {after: P2D, at: \"09:00\"}
+    if: {opened: first}
+    then: sms
+    else: done
+  - {id: sms, send: ping, next: done}
+  - {id: done, end: success}
+";
+
+#[test]
+fn a_valid_scenario_has_no_problem_at_all() {
+    let r = yaml(&with_steps(VALID));
+    assert_clean(&r);
+    assert!(r.problems.is_empty(), "{}", listing(&r));
+}
+
+// ---- references -------------------------------------------------------------------------
+
+#[test]
+fn unknown_step_reference_names_the_id_the_path_and_the_step() {
+    let r = yaml(&with_steps(&VALID.replace("else: done", "else: nowhere")));
+    let p = error_with(&r, "unknown step \"nowhere\"");
+    assert_eq!(p.path, "steps[1].else");
+    assert_eq!(p.step.as_deref(), Some("check"));
+    assert_eq!(p.line, Some(15), "the line of `else:`");
+}
+
+#[test]
+fn unknown_step_reference_in_then_of_the_third_step() {
+    let steps = "  - {id: first, send: hello, next: wait}
+  - id: wait
+    delay: {after: P1D}
+    next: check
+  - id: check
+    if: {opened: first}
+    then: sms-step
+    else: done
+  - {id: sms, send: ping, next: done}
+  - {id: done, end: success}
+";
+    let r = yaml(&with_steps(steps));
+    let p = error_with(&r, "unknown step \"sms-step\"");
+    assert_eq!(p.path, "steps[2].then");
+    assert_eq!(p.step.as_deref(), Some("check"));
+}
+
+#[test]
+fn unknown_message_names_the_message_and_lists_the_known_ones() {
+    let r = yaml(&with_steps(&VALID.replace("send: ping", "send: pong")));
+    let p = error_with(&r, "unknown message \"pong\"");
+    assert_eq!(p.path, "steps[2].send");
+    assert_eq!(p.step.as_deref(), Some("sms"));
+    assert!(p.message.contains("hello, ping"), "{}", p.message);
+}
+
+#[test]
+fn a_message_that_does_not_read_is_not_also_reported_unknown() {
+    let text = with_steps(VALID).replace(
+        "ping: {channel: sms, text: Ping}",
+        "ping: {channel: fax, text: Ping}",
+    );
+    let r = yaml(&text);
+    let p = error_with(&r, "fax");
+    assert_eq!(p.path, "messages.ping.channel");
+    assert_eq!(r.errors(), 1, "{}", listing(&r));
+}
+
+#[test]
+fn duplicate_step_id_points_at_the_second_one() {
+    let r = yaml(&with_steps(&VALID.replace("id: sms,", "id: first,")));
+    let p = error_with(&r, "duplicate step id \"first\"");
+    assert_eq!(p.path, "steps[2].id");
+    assert_eq!(p.step.as_deref(), Some("first"));
+    assert!(p.message.contains("steps[0]"), "{}", p.message);
+}
+
+// ---- graph ------------------------------------------------------------------------------
+
+#[test]
+fn unreachable_step_is_reported_once() {
+    let steps = format!("{VALID}  - {{id: orphan, send: ping, next: done}}\n");
+    let r = yaml(&with_steps(&steps));
+    let p = error_with(&r, "unreachable");
+    assert_eq!(p.path, "steps[4]");
+    assert_eq!(p.step.as_deref(), Some("orphan"));
+    assert_eq!(r.errors(), 1, "{}", listing(&r));
+}
+
+#[test]
+fn a_path_that_never_reaches_an_end_is_reported_where_it_starts() {
+    // `else` leads to a step that waits a day and comes back to itself, forever.
+    let steps = "  - {id: first, send: hello, next: check}
+  - id: check
+    delay: {after: P2D}
+    if: {opened: first}
+    then: done
+    else: again
+  - id: again
+    delay: {after: P1D}
+    next: again
+  - {id: done, end: success}
+";
+    let r = yaml(&with_steps(steps));
+    let p = error_with(&r, "never reaches an end");
+    assert_eq!(p.path, "steps[2]");
+    assert_eq!(p.step.as_deref(), Some("again"));
+    // A delay holds: this is not a loop without a delay.
+    assert!(
+        !r.problems.iter().any(|p| p.message.contains("loop")),
+        "{}",
+        listing(&r)
+    );
+    assert_eq!(r.errors(), 1, "{}", listing(&r));
+}
+
+#[test]
+fn a_whole_scenario_without_end_is_reported_at_its_first_step_only() {
+    let steps = "  - {id: first, send: hello, next: pause}
+  - id: pause
+    delay: {after: P1D}
+    next: first
+";
+    let r = yaml(&with_steps(steps));
+    let p = error_with(&r, "never reaches an end");
+    assert_eq!(p.path, "steps[0]");
+    assert!(p.message.contains("\"pause\""), "{}", p.message);
+}
+
+#[test]
+fn steps_before_an_unknown_target_are_not_also_said_to_never_end() {
+    let r = yaml(&with_steps(&VALID.replace("next: done}", "next: dnoe}")));
+    assert!(
+        !r.problems
+            .iter()
+            .any(|p| p.message.contains("never reaches an end")),
+        "{}",
+        listing(&r)
+    );
+    error_with(&r, "unknown step \"dnoe\"");
+}
+
+#[test]
+fn loop_without_a_delay_is_a_cycle_error_in_edge_order() {
+    let steps = "  - {id: first, send: hello, next: check}
+  - id: check
+    if: {clicked: first}
+    then: done
+    else: nudge
+  - {id: nudge, send: ping, next: check}
+  - {id: done, end: success}
+";
+    let r = yaml(&with_steps(steps));
+    let p = error_with(&r, "loop");
+    assert!(p.message.contains("cycle"), "{}", p.message);
+    assert!(p.message.contains("check → nudge → check"), "{}", p.message);
+    assert_eq!(p.path, "steps[1]");
+    assert_eq!(p.step.as_deref(), Some("check"));
+}
+
+#[test]
+fn a_step_looping_on_itself_without_delay_is_a_loop() {
+    let steps = "  - {id: first, send: hello, next: spin}
+  - id: spin
+    if: {opened: first}
+    then: done
+    else: spin
+  - {id: done, end: success}
+";
+    let r = yaml(&with_steps(steps));
+    let p = error_with(&r, "loop (cycle)");
+    assert!(p.message.contains("spin → spin"), "{}", p.message);
+}
+
+#[test]
+fn a_loop_holding_a_delay_or_a_wait_is_fine() {
+    let with_delay = "  - {id: first, send: hello, next: check}
+  - id: check
+    if: {clicked: first}
+    then: done
+    else: nudge
+  - id: nudge
+    delay: {after: P1D}
+    send: ping
+    next: check
+  - {id: done, end: success}
+";
+    assert_clean(&yaml(&with_steps(with_delay)));
+    let with_at = with_delay.replace("{after: P1D}", "{at: \"09:00\"}");
+    assert_clean(&yaml(&with_steps(&with_at)));
+    let with_wait = "  - {id: first, send: hello, next: wait}
+  - id: wait
+    wait_for: {clicked: first, timeout: P1D}
+    on_event: done
+    on_timeout: nudge
+  - {id: nudge, send: ping, next: wait}
+  - {id: done, end: success}
+";
+    assert_clean(&yaml(&with_steps(with_wait)));
+}
+
+#[test]
+fn a_zero_delay_does_not_break_a_loop() {
+    let steps = "  - {id: first, send: hello, next: check}
+  - id: check
+    if: {clicked: first}
+    then: done
+    else: nudge
+  - id: nudge
+    delay: {after: PT0S}
+    send: ping
+    next: check
+  - {id: done, end: success}
+";
+    let r = yaml(&with_steps(steps));
+    error_with(&r, "loop (cycle) without a delay or a wait");
+}
+
+// ---- post-send conditions ----------------------------------------------------------------
+
+#[test]
+fn post_send_condition_on_a_step_that_is_not_a_send() {
+    let r = yaml(&with_steps(
+        &VALID.replace("if: {opened: first}", "if: {opened: check}"),
+    ));
+    let p = error_with(&r, "post-send condition");
+    assert_eq!(p.path, "steps[1].if");
+    assert_eq!(p.step.as_deref(), Some("check"));
+    assert!(
+        p.message.contains("\"check\" is not a send step"),
+        "{}",
+        p.message
+    );
+}
+
+#[test]
+fn post_send_condition_naming_an_unknown_step() {
+    let r = yaml(&with_steps(
+        &VALID.replace("if: {opened: first}", "if: {opened: frist}"),
+    ));
+    let p = error_with(&r, "post-send condition");
+    assert!(
+        p.message.contains("unknown step \"frist\""),
+        "{}",
+        p.message
+    );
+    assert!(
+        p.message.contains("did you mean \"first\""),
+        "{}",
+        p.message
+    );
+}
+
+#[test]
+fn post_send_condition_not_after_its_send_is_an_error() {
+    let steps = "  - id: check
+    if: {opened: mail}
+    then: mail
+    else: done
+  - {id: mail, send: hello, next: done}
+  - {id: done, end: success}
+";
+    let r = yaml(&with_steps(steps));
+    let p = error_with(&r, "post-send condition");
+    assert_eq!(p.path, "steps[0].if");
+    assert_eq!(p.step.as_deref(), Some("check"));
+    assert!(p.message.contains("{opened: mail}"), "{}", p.message);
+    assert!(p.message.contains("does not follow"), "{}", p.message);
+}
+
+#[test]
+fn post_send_condition_in_a_wait_for_and_in_branches_is_checked_too() {
+    let steps = "  - id: split
+    branches:
+      - {when: {clicked: mail}, next: mail}
+    otherwise: wait
+  - id: wait
+    wait_for: {opened: mail, timeout: P1D}
+    on_event: mail
+    on_timeout: mail
+  - {id: mail, send: hello, next: done}
+  - {id: done, end: success}
+";
+    let r = yaml(&with_steps(steps));
+    let paths: Vec<&str> = errors(&r)
+        .iter()
+        .filter(|p| p.message.contains("post-send condition"))
+        .map(|p| p.path.as_str())
+        .collect();
+    assert_eq!(
+        paths,
+        ["steps[0].branches[0].when", "steps[1].wait_for"],
+        "{}",
+        listing(&r)
+    );
+}
+
+#[test]
+fn post_send_condition_on_only_some_paths_is_a_warning() {
+    let steps = "  - id: split
+    branches:
+      - {when: {field: vip, op: eq, value: true}, next: mail}
+    otherwise: check
+  - {id: mail, send: hello, next: check}
+  - id: check
+    delay: {after: P1D}
+    if: {opened: mail}
+    then: done
+    else: done
+  - {id: done, end: success}
+";
+    let r = yaml(&with_steps(steps));
+    assert_clean(&r);
+    let w = warnings(&r);
+    let p = w
+        .iter()
+        .find(|p| p.message.contains("post-send condition"))
+        .unwrap_or_else(|| panic!("no post-send warning:\n{}", listing(&r)));
+    assert_eq!(p.path, "steps[2].if");
+    assert!(p.message.contains("some paths"), "{}", p.message);
+}
+
+#[test]
+fn post_send_conditions_in_audience_and_exit_when() {
+    let text = with_steps(VALID).replace(
+        "audience: {all: true}",
+        "audience: {criteria: {opened: first}}\nexit_when: [{clicked: check}]",
+    );
+    let r = yaml(&text);
+    let a = errors(&r)
+        .into_iter()
+        .find(|p| p.path == "audience.criteria")
+        .unwrap_or_else(|| panic!("{}", listing(&r)));
+    assert!(a.message.contains("post-send condition"), "{}", a.message);
+    let e = errors(&r)
+        .into_iter()
+        .find(|p| p.path == "exit_when[0]")
+        .unwrap_or_else(|| panic!("{}", listing(&r)));
+    assert!(e.message.contains("post-send condition"), "{}", e.message);
+    assert!(e.message.contains("not a send step"), "{}", e.message);
+}
+
+// ---- launch limits -----------------------------------------------------------------------
+
+#[test]
+fn inactivity_minutes_must_be_between_10_and_720() {
+    for bad in [0, 5, 9, 721, 1440] {
+        let r = yaml(&with_launch(&format!(
+            "{{type: trigger, event: cart.abandoned, inactivity_minutes: {bad}}}"
+        )));
+        let p = error_with(&r, "inactivity_minutes must be between 10 and 720");
+        assert_eq!(p.path, "launch.inactivity_minutes");
+        assert!(p.message.contains(&bad.to_string()), "{}", p.message);
+    }
+    for good in [10, 60, 720] {
+        assert_clean(&yaml(&with_launch(&format!(
+            "{{type: trigger, event: product.viewed, inactivity_minutes: {good}}}"
+        ))));
+    }
+    let r = yaml(&with_launch("{type: trigger, event: cart.abandoned}"));
+    assert_eq!(
+        error_with(&r, "needs inactivity_minutes").path,
+        "launch.inactivity_minutes"
+    );
+    let r = yaml(&with_launch(
+        "{type: trigger, event: purchase, inactivity_minutes: 30}",
+    ));
+    error_with(&r, "applies to product.viewed and cart.abandoned");
+}
+
+#[test]
+fn at_most_5_daily_times() {
+    let six = "{type: recurring, frequency: daily, times: [\"08:00\", \"10:00\", \"12:00\", \"14:00\", \"16:00\", \"18:00\"]}";
+    let r = yaml(&with_launch(six));
+    let p = error_with(&r, "at most 5 times");
+    assert_eq!(p.path, "launch.times");
+    assert!(p.message.contains("found 6"), "{}", p.message);
+    let five = six.replace(", \"18:00\"", "");
+    assert_clean(&yaml(&with_launch(&five)));
+    let nested = "{type: recurring, recurring: {frequency: daily, times: [\"01:00\", \"02:00\", \"03:00\", \"04:00\", \"05:00\", \"06:00\"]}}";
+    assert_eq!(
+        error_with(&yaml(&with_launch(nested)), "at most 5 times").path,
+        "launch.recurring.times"
+    );
+}
+
+#[test]
+fn at_most_10_fixed_dates() {
+    let dates = |n: u32| {
+        (1..=n)
+            .map(|m| format!("\"2026-{m:02}-01T09:00\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let r = yaml(&with_launch(&format!(
+        "{{type: fixed_dates, dates: [{}]}}",
+        dates(11)
+    )));
+    let p = error_with(&r, "at most 10 dates");
+    assert_eq!(p.path, "launch.dates");
+    assert!(p.message.contains("found 11"), "{}", p.message);
+    assert_clean(&yaml(&with_launch(&format!(
+        "{{type: fixed_dates, dates: [{}]}}",
+        dates(10)
+    ))));
+}
+
+#[test]
+fn at_most_100_goals() {
+    let goals = |n: usize| {
+        (0..n)
+            .map(|i| format!("  - {{id: goal-{i}, kind: success}}\n"))
+            .collect::<String>()
+    };
+    let r = yaml(&format!("{}goals:\n{}", with_steps(VALID), goals(101)));
+    let p = error_with(&r, "at most 100 goals");
+    assert_eq!(p.path, "goals");
+    assert!(p.message.contains("found 101"), "{}", p.message);
+    assert_clean(&yaml(&format!(
+        "{}goals:\n{}",
+        with_steps(VALID),
+        goals(100)
+    )));
+}
+
+#[test]
+fn unknown_custom_end() {
+    let r = yaml(&with_steps(
+        &VALID.replace("end: success", "end: signed-up"),
+    ));
+    let p = error_with(&r, "unknown end \"signed-up\"");
+    assert_eq!(p.path, "steps[3].end");
+    assert_eq!(p.step.as_deref(), Some("done"));
+    assert!(p.message.contains("no goals"), "{}", p.message);
+    let declared = format!(
+        "{}goals: [{{id: signed-up, kind: success, label: Signed up}}]\n",
+        with_steps(&VALID.replace("end: success", "end: signed-up"))
+    );
+    assert_clean(&yaml(&declared));
+}
+
+// ---- values ------------------------------------------------------------------------------
+
+#[test]
+fn bad_duration_is_located_at_the_delay_field() {
+    let r = yaml(&with_steps(&format!(
+        "  - id: first\n    delay: {{after: P2X}}\n    send: hello\n    next: done\n{}",
+        "  - {id: done, end: success}\n"
+    )));
+    let p = error_with(&r, "\"P2X\"");
+    assert_eq!(p.path, "steps[0].delay.after");
+    assert_eq!(p.step.as_deref(), Some("first"));
+    assert!(p.message.contains("ISO-8601 duration"), "{}", p.message);
+    assert_eq!(p.line, Some(11), "the line of `delay:`");
+    assert_eq!(r.errors(), 1, "{}", listing(&r));
+}
+
+#[test]
+fn bad_durations_elsewhere() {
+    let r = yaml(&with_steps(VALID).replace("audience:", "once_per: 30 days\naudience:"));
+    assert_eq!(error_with(&r, "\"30 days\"").path, "once_per");
+    let r = yaml(&with_steps(
+        "  - {id: first, send: hello, next: wait}\n  - id: wait\n    wait_for: {opened: first, timeout: 1D}\n    on_event: done\n    on_timeout: done\n  - {id: done, end: success}\n",
+    ));
+    assert_eq!(error_with(&r, "\"1D\"").path, "steps[1].wait_for.timeout");
+    assert_eq!(r.errors(), 1, "{}", listing(&r));
+}
+
+#[test]
+fn bad_time_of_day() {
+    let r = yaml(&with_launch(
+        "{type: recurring, frequency: weekly, days: [mon], time: \"9h\"}",
+    ));
+    let p = error_with(&r, "\"9h\"");
+    assert_eq!(p.path, "launch.time");
+    assert!(p.message.contains("time of day"), "{}", p.message);
+    let r = yaml(&with_steps(
+        &VALID.replace("at: \"09:00\"", "at: \"25:00\""),
+    ));
+    assert_eq!(error_with(&r, "\"25:00\"").path, "steps[1].delay.at");
+    let r = yaml(&with_steps(VALID).replace(
+        "audience:",
+        "quiet_hours: {from: \"9pm\", to: \"08:00\"}\naudience:",
+    ));
+    assert_eq!(error_with(&r, "\"9pm\"").path, "quiet_hours.from");
+}
+
+#[test]
+fn bad_timezone() {
+    let r = yaml(&with_steps(VALID).replace("Europe/Paris", "Europe/Pariss"));
+    let p = error_with(&r, "\"Europe/Pariss\"");
+    assert_eq!(p.path, "timezone");
+    assert!(p.message.contains("IANA time zone"), "{}", p.message);
+    assert_eq!(p.line, Some(3));
+}
+
+#[test]
+fn bad_fixed_date() {
+    let r = yaml(&with_launch(
+        "{type: fixed_dates, dates: [\"2026-13-01T09:00\"]}",
+    ));
+    let p = error_with(&r, "\"2026-13-01T09:00\"");
+    assert_eq!(p.path, "launch.dates[0]");
+}
+
+// ---- keys --------------------------------------------------------------------------------
+
+#[test]
+fn unknown_top_level_key() {
+    let r = yaml(&with_steps(VALID).replace("name: Test", "name: Test\ncolour: blue"));
+    let p = error_with(&r, "unknown key \"colour\"");
+    assert_eq!(p.path, "colour");
+    assert_eq!(p.line, Some(3));
+    assert!(p.message.contains("a scenario has id"), "{}", p.message);
+    assert_eq!(r.errors(), 1, "{}", listing(&r));
+}
+
+#[test]
+fn unknown_key_in_a_step_does_not_hide_the_rest() {
+    let text = with_steps(
+        &VALID
+            .replace("    then: sms\n", "    then: sms\n    thne: done\n")
+            .replace("else: done", "else: nowhere"),
+    );
+    let r = yaml(&text);
+    let p = error_with(&r, "unknown key \"thne\"");
+    assert_eq!(p.path, "steps[1].thne");
+    assert_eq!(p.step.as_deref(), Some("check"));
+    assert!(p.message.contains("did you mean \"then\""), "{}", p.message);
+    // The step still reads: its references and the graph are still checked.
+    error_with(&r, "unknown step \"nowhere\"");
+}
+
+#[test]
+fn unknown_keys_in_launch_messages_and_goals() {
+    let r = yaml(&with_launch("{type: manual, evnet: purchase}"));
+    let p = error_with(&r, "unknown key \"evnet\"");
+    assert_eq!(p.path, "launch.evnet");
+    assert!(
+        p.message.contains("did you mean \"event\""),
+        "{}",
+        p.message
+    );
+    let r = yaml(&with_steps(VALID).replace("subject: Hello", "subjet: Hello"));
+    let p = error_with(&r, "unknown key \"subjet\"");
+    assert_eq!(p.path, "messages.hello.subjet");
+    let r = yaml(&format!(
+        "{}goals: [{{id: won, knd: success}}]\n",
+        with_steps(&VALID.replace("end: success", "end: won"))
+    ));
+    assert_eq!(error_with(&r, "unknown key \"knd\"").path, "goals[0].knd");
+    assert_eq!(r.errors(), 1, "{}", listing(&r));
+}
+
+// ---- syntax ------------------------------------------------------------------------------
+
+#[test]
+fn json_syntax_error_has_line_and_column() {
+    let text = "{\"id\": \"x\",\n  \"launch\": {\"type\": \"manual\"},\n  \"steps\": [ {\"id\": \"a\" \"end\": \"success\"} ]\n}\n";
+    let r = check_text(text, Format::Json);
+    assert_eq!(r.problems.len(), 1, "{}", listing(&r));
+    let p = &r.problems[0];
+    assert!(p.is_error());
+    assert!(p.message.starts_with("JSON syntax"), "{}", p.message);
+    assert_eq!((p.line, p.column), (Some(3), Some(25)));
+}
+
+#[test]
+fn yaml_syntax_error_has_line_and_column() {
+    let text = "id: x\nlaunch: {type: manual\nsteps:\n  - id: a\n    end: success\n";
+    let r = yaml(text);
+    assert_eq!(r.problems.len(), 1, "{}", listing(&r));
+    let p = &r.problems[0];
+    assert!(p.message.starts_with("YAML syntax"), "{}", p.message);
+    assert_eq!((p.line, p.column), (Some(3), Some(6)));
+    let tab = yaml("id: x\nlaunch: {type: manual}\nsteps:\n  - id: a\n\tend: success\n");
+    assert!(tab.problems[0].message.contains("tab"), "{}", listing(&tab));
+    assert_eq!(tab.problems[0].line, Some(5));
+}
+
+#[test]
+fn json_scenarios_are_checked_like_yaml_ones() {
+    let text = r#"{
+  "id": "json-test",
+  "launch": {"type": "manual"},
+  "messages": {"hello": {"channel": "email", "subject": "Hi", "text": "Hi"}},
+  "steps": [
+    {"id": "first", "send": "hello", "next": "gone"},
+    {"id": "done", "end": "success"}
+  ]
+}"#;
+    let r = check_text(text, Format::Json);
+    let p = error_with(&r, "unknown step \"gone\"");
+    assert_eq!(p.path, "steps[0].next");
+    assert_eq!(p.line, Some(6));
+}
+
+// ---- everything at once -------------------------------------------------------------------
+
+#[test]
+fn several_errors_are_reported_in_one_run() {
+    let text = "id: several
+timezone: Mars/Olympus
+launch: {type: trigger, event: cart.abandoned, inactivity_minutes: 3}
+audience: {all: true}
+colour: red
+messages:
+  hello: {channel: email, subject: Hello, text: Hello}
+steps:
+  - id: first
+    send: helo
+    next: wait
+  - id: wait
+    delay: {after: P1Q}
+    next: check
+  - id: check
+    if: {opened: later}
+    then: first
+    else: ghost
+  - id: later
+    send: hello
+    next: done
+  - id: done
+    end: vip
+  - id: done
+    end: success
+";
+    let r = yaml(text);
+    let expected = [
+        ("timezone", "\"Mars/Olympus\""),
+        ("launch.inactivity_minutes", "between 10 and 720"),
+        ("colour", "unknown key \"colour\""),
+        ("steps[0].send", "unknown message \"helo\""),
+        ("steps[1].delay.after", "\"P1Q\""),
+        ("steps[2].else", "unknown step \"ghost\""),
+        ("steps[2].if", "post-send condition"),
+        ("steps[3]", "unreachable"),
+        ("steps[4].end", "unknown end \"vip\""),
+        ("steps[5].id", "duplicate step id \"done\""),
+    ];
+    for (path, needle) in expected {
+        assert!(
+            errors(&r)
+                .iter()
+                .any(|p| p.path == path && p.message.contains(needle)),
+            "no error at {path} mentioning {needle}:\n{}",
+            listing(&r)
+        );
+    }
+    assert!(r.scenario.is_none());
+    let line_of = |path: &str| {
+        errors(&r)
+            .iter()
+            .find(|p| p.path == path)
+            .and_then(|p| p.line)
+    };
+    assert_eq!(line_of("steps[4].end"), Some(23), "{}", listing(&r));
+    assert_eq!(line_of("steps[5].id"), Some(24), "{}", listing(&r));
+    assert_eq!(line_of("colour"), Some(5), "{}", listing(&r));
+    assert!(
+        errors(&r)
+            .iter()
+            .all(|p| !p.path.is_empty() && p.line.is_some()),
+        "every error is located:\n{}",
+        listing(&r)
+    );
+}
+
+// ---- the shipped examples ---------------------------------------------------------------
+
+fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+fn files_in(dir: &Path, keep: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && keep(p))
+        .collect();
+    files.sort();
+    files
+}
+
+fn check_file(path: &Path) -> Report {
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    check_text(&text, Format::from_path(&path.to_string_lossy()))
+}
+
+#[test]
+fn every_example_validates_without_errors() {
+    let files = files_in(&examples_dir(), |p| {
+        p.extension()
+            .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+    });
+    assert!(files.len() >= 8, "examples found: {files:?}");
+    for f in files {
+        let r = check_file(&f);
+        assert_eq!(r.errors(), 0, "{}:\n{}", f.display(), listing(&r));
+    }
+}
+
+#[test]
+fn every_broken_example_is_rejected_with_located_errors() {
+    let files = files_in(&examples_dir().join("broken"), |_| true);
+    assert!(files.len() >= 4, "broken examples found: {files:?}");
+    for f in files {
+        let text = fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        assert!(
+            text.starts_with("# Expected errors:"),
+            "{}: the first line names the expected errors",
+            f.display()
+        );
+        let r = check_file(&f);
+        assert!(r.errors() >= 1, "{}: no error", f.display());
+        for p in errors(&r) {
+            assert!(
+                !p.path.is_empty() || p.line.is_some(),
+                "{}: unlocated error {p}",
+                f.display()
+            );
+        }
+    }
+}
