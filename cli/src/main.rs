@@ -1,8 +1,12 @@
 //! The `relance` command: a thin layer over `relance-core` that reads files, calls the
 //! engine and prints. Exit status: 0 fine, 1 the scenario has errors, 2 bad usage or input.
 
+mod embedded;
+mod templates;
+
 use std::fs;
 use std::io::{BufWriter, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -30,6 +34,118 @@ enum Command {
         /// The scenario file (YAML or JSON).
         file: PathBuf,
         /// Print the problems as a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the embedded engine on the real clock, with the HTTP API.
+    Run {
+        /// The SQLite database (created if missing).
+        #[arg(long, default_value = "relance.db")]
+        db: PathBuf,
+        /// Where the HTTP API listens.
+        #[arg(long, default_value = "127.0.0.1:8787")]
+        listen: SocketAddr,
+        /// The outbox: sent messages, one JSON object per line.
+        #[arg(long, default_value = "outbox.jsonl")]
+        outbox: PathBuf,
+        /// Scenario files to put and activate at start (repeatable).
+        #[arg(long = "scenario")]
+        scenarios: Vec<PathBuf>,
+        /// A contacts file to import at start (CSV or JSON lines).
+        #[arg(long)]
+        contacts: Option<PathBuf>,
+    },
+    /// Manage stored scenarios: put FILE, activate ID, pause ID, archive ID, list.
+    Scenario {
+        /// put, activate, pause, archive or list.
+        action: String,
+        /// The file (put) or the scenario id.
+        target: Option<PathBuf>,
+        /// The SQLite database.
+        #[arg(long, default_value = "relance.db")]
+        db: PathBuf,
+    },
+    /// Launch an active scenario for some contacts, or for its audience.
+    Launch {
+        /// The scenario id.
+        scenario: String,
+        /// Only these contacts (repeatable); default its whole audience.
+        #[arg(long = "contact")]
+        contacts: Vec<String>,
+        /// The SQLite database.
+        #[arg(long, default_value = "relance.db")]
+        db: PathBuf,
+    },
+    /// Contacts: `relance contacts import FILE` (CSV with a header row, or JSON lines).
+    Contacts {
+        /// import.
+        action: String,
+        /// The file.
+        file: PathBuf,
+        /// The SQLite database.
+        #[arg(long, default_value = "relance.db")]
+        db: PathBuf,
+    },
+    /// Counts per step and per end of a scenario, or one contact's path.
+    Journal {
+        /// The scenario id.
+        scenario: String,
+        /// Print this contact's path instead.
+        #[arg(long)]
+        contact: Option<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        /// The SQLite database.
+        #[arg(long, default_value = "relance.db")]
+        db: PathBuf,
+    },
+    /// Write a new scenario file from a built-in template (without --template: list them).
+    New {
+        /// The template.
+        #[arg(long)]
+        template: Option<String>,
+        /// The new scenario's id.
+        #[arg(long)]
+        id: Option<String>,
+        /// Its display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Where to write it (default ID.yaml; - for standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Copy a stored scenario under a new id (as a draft).
+    Clone {
+        /// The scenario to copy.
+        from: String,
+        /// The new id.
+        to: String,
+        /// The SQLite database.
+        #[arg(long, default_value = "relance.db")]
+        db: PathBuf,
+    },
+    /// Run a scenario for 1 to 100 test profiles on a fast clock, in a throwaway store, and
+    /// print each profile's path.
+    Test {
+        /// The scenario file.
+        file: PathBuf,
+        /// The test profiles (JSON lines or CSV).
+        #[arg(long)]
+        contacts: PathBuf,
+        /// Events to play (JSON lines, as for simulate).
+        #[arg(long)]
+        events: Option<PathBuf>,
+        /// How many times faster than real time waits pass (86400: a day per second).
+        #[arg(long, default_value_t = 86_400.0)]
+        speed: f64,
+        /// How long to play at most (ISO-8601 duration of scenario time).
+        #[arg(long, default_value = "P30D")]
+        until: String,
+        /// Scenario time at the start (RFC 3339); default now.
+        #[arg(long)]
+        start: Option<String>,
+        /// JSON output.
         #[arg(long)]
         json: bool,
     },
@@ -62,7 +178,73 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RELANCE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     let result = match cli.command {
+        Command::Run {
+            db,
+            listen,
+            outbox,
+            scenarios,
+            contacts,
+        } => embedded::run(&db, listen, &outbox, &scenarios, contacts.as_deref()),
+        Command::Scenario { action, target, db } => {
+            embedded::scenario(&db, &action, target.as_deref())
+        }
+        Command::Launch {
+            scenario,
+            contacts,
+            db,
+        } => embedded::launch(&db, &scenario, contacts),
+        Command::Contacts { action, file, db } if action == "import" => {
+            embedded::contacts_import(&db, &file)
+        }
+        Command::Contacts { action, .. } => Err(anyhow::anyhow!(
+            "unknown contacts action \"{action}\": use import"
+        )),
+        Command::Journal {
+            scenario,
+            contact,
+            json,
+            db,
+        } => embedded::journal(&db, &scenario, contact.as_deref(), json),
+        Command::New {
+            template,
+            id,
+            name,
+            out,
+        } => new_cmd(
+            template.as_deref(),
+            id.as_deref(),
+            name.as_deref(),
+            out.as_deref(),
+        ),
+        Command::Clone { from, to, db } => embedded::clone(&db, &from, &to),
+        Command::Test {
+            file,
+            contacts,
+            events,
+            speed,
+            until,
+            start,
+            json,
+        } => parse_start(start.as_deref()).and_then(|start| {
+            embedded::test(
+                &file,
+                &contacts,
+                events.as_deref(),
+                speed,
+                &until,
+                start,
+                json,
+            )
+        }),
         Command::Validate { file, json } => validate_cmd(&file, json),
         Command::Graph { file } => graph_cmd(&file),
         Command::Simulate {
@@ -145,6 +327,58 @@ fn validate_cmd(path: &Path, json: bool) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn parse_start(start: Option<&str>) -> Result<Option<DateTime<Utc>>> {
+    start
+        .map(|s| {
+            DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&Utc))
+                .with_context(|| {
+                    format!("--start: \"{s}\" is not an RFC 3339 time such as 2026-12-01T09:00:00Z")
+                })
+        })
+        .transpose()
+}
+
+fn new_cmd(
+    template: Option<&str>,
+    id: Option<&str>,
+    name: Option<&str>,
+    out: Option<&Path>,
+) -> Result<ExitCode> {
+    let Some(template) = template else {
+        println!("templates (relance new --template NAME --id ID):");
+        for (name, what, _) in templates::TEMPLATES {
+            println!("  {name:<24} {what}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    let Some((_, _, text)) = templates::TEMPLATES.iter().find(|(n, _, _)| *n == template) else {
+        let names: Vec<&str> = templates::TEMPLATES.iter().map(|(n, _, _)| *n).collect();
+        bail!("no template \"{template}\"; there are {}", names.join(", "));
+    };
+    let id = id.unwrap_or(template);
+    if id.is_empty()
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        bail!("--id: \"{id}\" is not a valid id: use lowercase letters, digits and dashes");
+    }
+    let text = templates::instantiate(text, id, name);
+    let default_out = PathBuf::from(format!("{id}.yaml"));
+    let out = out.unwrap_or(&default_out);
+    if out == Path::new("-") {
+        print!("{text}");
+    } else {
+        if out.exists() {
+            bail!("{} exists: choose another --out or --id", out.display());
+        }
+        fs::write(out, text).with_context(|| format!("cannot write {}", out.display()))?;
+        println!("wrote {} from template {template}", out.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn graph_cmd(path: &Path) -> Result<ExitCode> {

@@ -12,8 +12,10 @@
 //! - [`render`]: message templates.
 //! - [`engine`]: enrollments, inputs, effects and the transition function.
 //! - [`journal`]: journal records and counters.
+//! - [`ports`]: the storage traits runtimes implement (SQLite embedded, DynamoDB on AWS).
 //! - [`graph`]: a scenario drawn as a Mermaid flowchart.
 //! - [`simulation`]: the virtual-clock player behind `relance simulate`.
+//! - [`wire`]: the JSON applications send (HTTP API bodies, EventBridge details).
 
 pub mod condition;
 pub mod contact;
@@ -21,12 +23,14 @@ pub mod duration;
 pub mod engine;
 pub mod graph;
 pub mod journal;
+pub mod ports;
 pub mod problem;
 pub mod render;
 pub mod scenario;
 pub mod schedule;
 pub mod simulation;
 pub mod validate;
+pub mod wire;
 
 pub use condition::Condition;
 pub use contact::{ActivityEvent, Contact, Engagement, EngagementKind, History};

@@ -1,0 +1,497 @@
+//! The embedded-mode commands: `run`, `scenario`, `launch`, `contacts import`, `journal`,
+//! `clone` and `test`. Each opens the SQLite database and calls the runtime.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
+use relance_core::IsoDuration;
+use relance_core::journal::{JournalCounts, Record, RecordKind};
+use relance_core::ports::{ScenarioStore, SourceFormat, Status};
+use relance_core::simulation::{self, Happening};
+use relance_core::wire::{ActivityDetail, EngagementDetail, LaunchDetail};
+use relance_embedded::clock::{Clock, ScaledClock, SystemClock};
+use relance_embedded::import::{self, ContactsFormat};
+use relance_embedded::runtime::Runtime;
+use relance_embedded::store::SqliteStore;
+
+fn open(db: &Path) -> Result<Runtime<SqliteStore>> {
+    let store =
+        SqliteStore::open(db).with_context(|| format!("cannot open database {}", db.display()))?;
+    Ok(Runtime::new(store))
+}
+
+fn source_format(path: &Path) -> SourceFormat {
+    if path
+        .to_string_lossy()
+        .to_ascii_lowercase()
+        .ends_with(".json")
+    {
+        SourceFormat::Json
+    } else {
+        SourceFormat::Yaml
+    }
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// `relance run`.
+pub fn run(
+    db: &Path,
+    listen: SocketAddr,
+    outbox: &Path,
+    scenarios: &[PathBuf],
+    contacts: Option<&Path>,
+) -> Result<ExitCode> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    {
+        let mut rt = open(db)?;
+        for file in scenarios {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let put = rt
+                .put_scenario(&text, source_format(file), clock.now())
+                .with_context(|| file.display().to_string())?;
+            let entry = rt
+                .set_status(&put.id, Status::Active, clock.now())
+                .with_context(|| file.display().to_string())?;
+            tracing::info!(scenario = %put.id, version = entry.active_version.unwrap_or(put.version), "active");
+        }
+        if let Some(path) = contacts {
+            import_into(&mut rt, path, clock.now())?;
+        }
+    }
+    let (handle, runner) =
+        relance_embedded::server::start(db, outbox, clock).context("cannot start the runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, db = %db.display(), outbox = %outbox.display(), "relance is running; Ctrl-C stops it");
+        println!("relance listening on http://{addr} (database {}, outbox {})", db.display(), outbox.display());
+        axum::serve(listener, relance_embedded::api::router(handle))
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+        anyhow::Ok(())
+    })?;
+    let _ = runner.join();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `relance scenario put|activate|pause|archive|list`.
+pub fn scenario(db: &Path, action: &str, arg: Option<&Path>) -> Result<ExitCode> {
+    let mut rt = open(db)?;
+    let now = Utc::now();
+    match (action, arg) {
+        ("list", _) => {
+            for s in rt.scenarios()? {
+                println!(
+                    "{:<30} {:<9} latest v{} active {}",
+                    s.id,
+                    s.status.as_str(),
+                    s.latest_version,
+                    s.active_version.map_or("-".into(), |v| format!("v{v}"))
+                );
+            }
+        }
+        ("put", Some(file)) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let put = rt.put_scenario(&text, source_format(file), now)?;
+            for p in &put.problems {
+                eprintln!("{}: {p}", file.display());
+            }
+            println!(
+                "{} v{}{} ({})",
+                put.id,
+                put.version,
+                if put.changed { "" } else { " (unchanged)" },
+                put.status.as_str()
+            );
+        }
+        (status @ ("activate" | "pause" | "archive"), Some(id)) => {
+            let to = match status {
+                "activate" => Status::Active,
+                "pause" => Status::Paused,
+                _ => Status::Archived,
+            };
+            let entry = rt.set_status(&id.to_string_lossy(), to, now)?;
+            println!(
+                "{} {} (active version {})",
+                entry.id,
+                entry.status.as_str(),
+                entry.active_version.map_or("-".into(), |v| format!("v{v}"))
+            );
+        }
+        _ => bail!("usage: relance scenario put FILE | activate ID | pause ID | archive ID | list"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `relance launch`.
+pub fn launch(db: &Path, scenario: &str, contacts: Vec<String>) -> Result<ExitCode> {
+    let mut rt = open(db)?;
+    let detail = LaunchDetail {
+        scenario: scenario.to_string(),
+        contacts: (!contacts.is_empty()).then_some(contacts),
+    };
+    let report = rt.launch(detail, Utc::now())?;
+    print_json(&report)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn import_into(
+    rt: &mut Runtime<SqliteStore>,
+    path: &Path,
+    now: DateTime<Utc>,
+) -> Result<serde_json::Value> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let (rows, rejected) =
+        import::parse_contacts(&text, ContactsFormat::from_path(&path.to_string_lossy()));
+    let contacts: Vec<_> = rows.into_iter().map(|(_, c)| c).collect();
+    let bar = (contacts.len() > 5000).then(|| {
+        let bar = indicatif::ProgressBar::new(contacts.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} contacts {per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let results = rt.import(&contacts, now, &mut |done| {
+        if let Some(b) = &bar {
+            b.set_position(done as u64);
+        }
+    })?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    Ok(import::report(&results, &rejected))
+}
+
+/// `relance contacts import`.
+pub fn contacts_import(db: &Path, file: &Path) -> Result<ExitCode> {
+    let mut rt = open(db)?;
+    let report = import_into(&mut rt, file, Utc::now())?;
+    println!(
+        "{}: {} added, {} modified, {} unchanged, {} rejected",
+        file.display(),
+        report["added"],
+        report["modified"],
+        report["unchanged"],
+        report["rejected"].as_array().map_or(0, Vec::len)
+    );
+    for r in report["rejected"].as_array().into_iter().flatten() {
+        println!(
+            "  line {}: {}",
+            r["line"],
+            r["reason"].as_str().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `relance journal`.
+pub fn journal(db: &Path, scenario: &str, contact: Option<&str>, json: bool) -> Result<ExitCode> {
+    let mut rt = open(db)?;
+    if let Some(c) = contact {
+        let path = rt.path(scenario, c)?;
+        if json {
+            print_json(&path)?;
+        } else {
+            print_path(c, &path);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let counts = rt.journal(scenario)?;
+    if json {
+        print_json(&counts)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let entry = rt
+        .store()
+        .scenario(scenario)?
+        .context("scenario not found")?;
+    let version = entry.active_version.unwrap_or(entry.latest_version);
+    let order: Vec<String> = rt
+        .engine(scenario, version)
+        .map(|e| e.scenario().steps.iter().map(|s| s.id.clone()).collect())
+        .unwrap_or_default();
+    print_counts(scenario, &counts, &order);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_counts(scenario: &str, counts: &JournalCounts, order: &[String]) {
+    println!("{scenario}: {} entered", counts.entered);
+    for (reason, n) in &counts.not_entered {
+        println!("  not entered ({reason}): {n}");
+    }
+    println!(
+        "  {:<24} {:>8} {:>8} {:>8} {:>8}",
+        "step", "entered", "sent", "skipped", "failed"
+    );
+    let mut steps: Vec<&String> = order
+        .iter()
+        .filter(|s| counts.steps.contains_key(*s))
+        .collect();
+    steps.extend(counts.steps.keys().filter(|k| !order.contains(k)));
+    for id in steps {
+        let c = &counts.steps[id];
+        let skipped: u64 = c.skipped.values().sum();
+        let reasons = if c.skipped.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "  ({})",
+                c.skipped
+                    .iter()
+                    .map(|(r, n)| format!("{r}: {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        println!(
+            "  {id:<24} {:>8} {:>8} {skipped:>8} {:>8}{reasons}",
+            c.entered, c.sent, c.failed
+        );
+    }
+    let ends: Vec<String> = counts
+        .ends
+        .iter()
+        .map(|(e, n)| format!("{e}: {n}"))
+        .collect();
+    println!(
+        "  ends: {}",
+        if ends.is_empty() {
+            "none yet".into()
+        } else {
+            ends.join(", ")
+        }
+    );
+}
+
+fn describe(r: &Record) -> String {
+    let step = r
+        .step
+        .as_deref()
+        .map(|s| format!(" {s}"))
+        .unwrap_or_default();
+    let extra = match r.kind {
+        RecordKind::Sent => format!(
+            " ({} {})",
+            r.channel.map_or("", |c| c.as_str()),
+            r.message.as_deref().unwrap_or("")
+        ),
+        RecordKind::Ended => format!(": {}", r.end.as_deref().unwrap_or("")),
+        RecordKind::Branched => format!(" → {}", r.next.as_deref().unwrap_or("")),
+        RecordKind::Waiting => r
+            .until
+            .map(|u| format!(" until {}", u.to_rfc3339()))
+            .unwrap_or_default(),
+        RecordKind::Action => format!(" ({})", r.action.as_deref().unwrap_or("")),
+        _ => String::new(),
+    };
+    let reason = r
+        .reason
+        .as_deref()
+        .map(|x| format!(" [{x}]"))
+        .unwrap_or_default();
+    format!("{:?}{step}{extra}{reason}", r.kind).to_lowercase()
+}
+
+fn print_path(contact: &str, path: &[Record]) {
+    println!("{contact}:");
+    if path.is_empty() {
+        println!("  (nothing recorded)");
+    }
+    for r in path {
+        println!("  {}  {}", r.at.to_rfc3339(), describe(r));
+    }
+}
+
+/// `relance clone`.
+pub fn clone(db: &Path, from: &str, to: &str) -> Result<ExitCode> {
+    let mut rt = open(db)?;
+    let entry = rt
+        .store()
+        .scenario(from)?
+        .with_context(|| format!("scenario \"{from}\" not found"))?;
+    let source = rt
+        .store()
+        .scenario_source(from, entry.latest_version)?
+        .context("scenario version missing")?;
+    let mut doc = relance_core::scenario::parse_document(&source.text, source.format.into())
+        .map_err(|p| anyhow::anyhow!("{p}"))?;
+    doc["id"] = serde_json::Value::String(to.to_string());
+    let text = match source.format {
+        SourceFormat::Json => serde_json::to_string_pretty(&doc)?,
+        SourceFormat::Yaml => crate::templates::instantiate(&source.text, to, None),
+    };
+    if rt.store().scenario(to)?.is_some() {
+        bail!("scenario \"{to}\" already exists");
+    }
+    let put = rt.put_scenario(&text, source.format, Utc::now())?;
+    println!(
+        "{} v{} ({}), copied from {from} v{}",
+        put.id,
+        put.version,
+        put.status.as_str(),
+        entry.latest_version
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `relance test`: the scenario on a fast clock in a throwaway in-memory store.
+pub fn test(
+    file: &Path,
+    contacts: &Path,
+    events: Option<&Path>,
+    speed: f64,
+    until: &str,
+    start: Option<DateTime<Utc>>,
+    json: bool,
+) -> Result<ExitCode> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let until: IsoDuration = until.parse().context("--until")?;
+    let start = start.unwrap_or_else(Utc::now);
+    let clock = ScaledClock::new(start, speed);
+    let mut rt = Runtime::new(SqliteStore::in_memory()?);
+    let put = rt.put_scenario(&text, source_format(file), start)?;
+    let active = rt.set_status(&put.id, Status::Active, start)?;
+    let profiles = std::fs::read_to_string(contacts)
+        .with_context(|| format!("cannot read {}", contacts.display()))?;
+    let (rows, rejected) = import::parse_contacts(
+        &profiles,
+        ContactsFormat::from_path(&contacts.to_string_lossy()),
+    );
+    if let Some(r) = rejected.first() {
+        bail!("{}: line {}: {}", contacts.display(), r.line, r.reason);
+    }
+    if rows.is_empty() || rows.len() > 100 {
+        bail!(
+            "{}: test mode takes 1 to 100 test profiles, found {}",
+            contacts.display(),
+            rows.len()
+        );
+    }
+    let ids: Vec<String> = rows.iter().map(|(_, c)| c.id().to_string()).collect();
+    let profiles: Vec<_> = rows.into_iter().map(|(_, c)| c).collect();
+    rt.import(&profiles, start, &mut |_| {})?;
+    let mut script = match events {
+        Some(p) => simulation::events_from_json_lines(&std::fs::read_to_string(p)?)
+            .map_err(|e| anyhow::anyhow!("{}:\n  {}", p.display(), e.join("\n  ")))?,
+        None => Vec::new(),
+    };
+    script.sort_by_key(|e| std::cmp::Reverse(e.at()));
+    let engine = rt.engine(&put.id, active.active_version.unwrap_or(put.version))?;
+    if matches!(
+        engine.scenario().launch,
+        relance_core::scenario::Launch::Manual
+    ) {
+        rt.launch(
+            LaunchDetail {
+                scenario: put.id.clone(),
+                contacts: Some(ids.clone()),
+            },
+            start,
+        )?;
+    }
+    let end = until.add_to(start, engine.scenario().timezone);
+    eprintln!(
+        "testing {} with {} profile(s), {}x faster ({} per real second)",
+        put.id,
+        ids.len(),
+        speed,
+        humanize(speed)
+    );
+    loop {
+        let now = clock.now().min(end);
+        while script.last().is_some_and(|e| e.at() <= now) {
+            let Some(e) = script.pop() else { break };
+            let result = match e.what {
+                Happening::Activity(a) => rt.activity(
+                    ActivityDetail {
+                        contact: e.contact,
+                        event: a.name,
+                        properties: a.properties,
+                        at: Some(a.at),
+                    },
+                    now,
+                ),
+                Happening::Engagement(g) => rt.engagement(
+                    EngagementDetail {
+                        contact: e.contact,
+                        scenario: put.id.clone(),
+                        step: g.step,
+                        kind: g.kind,
+                        url: g.url,
+                        link_tags: g.link_tags,
+                        at: Some(g.at),
+                    },
+                    now,
+                ),
+            };
+            if let Err(err) = result {
+                eprintln!("event skipped: {err}");
+            }
+        }
+        rt.tick(now)?;
+        let (running, _) = rt.store().enrollment_counts(Some(&put.id))?;
+        let waiting_for_more = !script.is_empty()
+            || !matches!(
+                engine.scenario().launch,
+                relance_core::scenario::Launch::Manual
+            );
+        if now >= end || (running == 0 && !waiting_for_more) {
+            break;
+        }
+        let next = rt
+            .next_due()?
+            .into_iter()
+            .chain(script.last().map(|e| e.at()))
+            .min()
+            .unwrap_or(end);
+        std::thread::sleep(clock.real_span(next - clock.now()).clamp(
+            std::time::Duration::from_millis(1),
+            std::time::Duration::from_millis(200),
+        ));
+    }
+    let mut paths = BTreeMap::new();
+    for id in &ids {
+        paths.insert(id.clone(), rt.path(&put.id, id)?);
+    }
+    if json {
+        print_json(&paths)?;
+    } else {
+        for (id, path) in &paths {
+            print_path(id, path);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn humanize(speed: f64) -> String {
+    let secs = speed;
+    if secs >= 86_400.0 {
+        format!("{:.1} days", secs / 86_400.0)
+    } else if secs >= 3600.0 {
+        format!("{:.1} hours", secs / 3600.0)
+    } else {
+        format!("{secs:.0} seconds")
+    }
+}

@@ -1,0 +1,336 @@
+//! The ports: what a runtime needs from storage, as narrow traits whose docs state their
+//! contract. The embedded SQLite store implements them; the DynamoDB adapters implement the
+//! same contracts. The engine itself never sees them: runtimes load through the ports, call
+//! the pure transition function, and write its effects back through the ports.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::contact::{ActivityEvent, Contact, Engagement, History};
+use crate::engine::{Enrollment, Send, Wake};
+use crate::journal::Record;
+use crate::scenario::{Action, Format};
+
+/// A scenario's lifecycle: draft → active → paused → archived (paused can go back to active).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Being written: no entries, no timers.
+    Draft,
+    /// Running: entries and timers.
+    Active,
+    /// Held: no entries, timers wait until it is active again.
+    Paused,
+    /// Retired for good: no entries, no timers.
+    Archived,
+}
+
+impl Status {
+    /// The name used in storage and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Draft => "draft",
+            Status::Active => "active",
+            Status::Paused => "paused",
+            Status::Archived => "archived",
+        }
+    }
+
+    /// Reads a stored name.
+    pub fn parse(s: &str) -> Option<Status> {
+        match s {
+            "draft" => Some(Status::Draft),
+            "active" => Some(Status::Active),
+            "paused" => Some(Status::Paused),
+            "archived" => Some(Status::Archived),
+            _ => None,
+        }
+    }
+}
+
+/// A stored scenario: its status and versions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScenarioEntry {
+    /// The scenario id.
+    pub id: String,
+    /// Its lifecycle status.
+    pub status: Status,
+    /// The newest version.
+    pub latest_version: u32,
+    /// The version new entries use (set on activation).
+    pub active_version: Option<u32>,
+}
+
+/// One stored version of a scenario: the file as written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScenarioSource {
+    /// The scenario id.
+    pub id: String,
+    /// The version.
+    pub version: u32,
+    /// YAML or JSON.
+    pub format: SourceFormat,
+    /// The text.
+    pub text: String,
+}
+
+/// The syntax of a stored scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceFormat {
+    /// YAML.
+    Yaml,
+    /// JSON.
+    Json,
+}
+
+impl From<SourceFormat> for Format {
+    fn from(f: SourceFormat) -> Format {
+        match f {
+            SourceFormat::Yaml => Format::Yaml,
+            SourceFormat::Json => Format::Json,
+        }
+    }
+}
+
+/// How a contact write changed the stored contact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContactChange {
+    /// It was new.
+    Added,
+    /// Some field changed.
+    Modified,
+    /// Nothing changed.
+    Unchanged,
+}
+
+/// When a contact last entered a scenario (the once_per window) and how many times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryMark {
+    /// The last entry.
+    pub last_entered_at: DateTime<Utc>,
+    /// Entries so far (the next enrollment id is derived from it).
+    pub entries: u32,
+}
+
+/// A pending inactivity trigger (product.viewed, cart.abandoned).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InactivityCheck {
+    /// The scenario.
+    pub scenario: String,
+    /// The contact.
+    pub contact: String,
+    /// When it fires.
+    pub due: DateTime<Utc>,
+}
+
+/// A pending recurring or fixed-date launch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchTime {
+    /// The scenario.
+    pub scenario: String,
+    /// The zone the occurrence is read in (`""`: the scenario's own).
+    pub zone: String,
+    /// The occurrence.
+    pub at: DateTime<Utc>,
+}
+
+/// Scenario storage.
+///
+/// # Contract
+/// Versions are immutable once written; `put_version` returns the new version number,
+/// one more than the latest. Status changes are plain writes.
+pub trait ScenarioStore {
+    /// Storage failure.
+    type Error;
+    /// Every scenario, or those with this status.
+    fn scenarios(&mut self, status: Option<Status>) -> Result<Vec<ScenarioEntry>, Self::Error>;
+    /// One scenario.
+    fn scenario(&mut self, id: &str) -> Result<Option<ScenarioEntry>, Self::Error>;
+    /// One version's text.
+    fn scenario_source(
+        &mut self,
+        id: &str,
+        version: u32,
+    ) -> Result<Option<ScenarioSource>, Self::Error>;
+    /// Stores a new version (a new scenario starts as a draft); returns its number.
+    fn put_version(
+        &mut self,
+        id: &str,
+        format: SourceFormat,
+        text: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u32, Self::Error>;
+    /// Sets the status and the version new entries use.
+    fn set_status(
+        &mut self,
+        id: &str,
+        status: Status,
+        active_version: Option<u32>,
+        now: DateTime<Utc>,
+    ) -> Result<(), Self::Error>;
+}
+
+/// Contacts and what they did.
+///
+/// # Contract
+/// `history` returns the contact's activity, its engagement with `scenario`'s sends and
+/// `scenario`'s sends to it, oldest first.
+pub trait ContactStore {
+    /// Storage failure.
+    type Error;
+    /// One contact.
+    fn contact(&mut self, id: &str) -> Result<Option<Contact>, Self::Error>;
+    /// Writes a contact whole; says how it changed.
+    fn put_contact(
+        &mut self,
+        contact: &Contact,
+        now: DateTime<Utc>,
+    ) -> Result<ContactChange, Self::Error>;
+    /// Every contact id, in order.
+    fn contact_ids(&mut self) -> Result<Vec<String>, Self::Error>;
+    /// Appends an activity event.
+    fn append_activity(&mut self, contact: &str, event: &ActivityEvent) -> Result<(), Self::Error>;
+    /// Appends an engagement record.
+    fn append_engagement(
+        &mut self,
+        contact: &str,
+        scenario: &str,
+        engagement: &Engagement,
+    ) -> Result<(), Self::Error>;
+    /// What the engine needs to know of the contact's past for one scenario.
+    fn history(&mut self, contact: &str, scenario: &str) -> Result<History, Self::Error>;
+}
+
+/// Enrollments, entry marks and the already-running lock.
+///
+/// # Contract
+/// `save_enrollment` writes only if the stored version equals `expected` (None: no such
+/// enrollment yet) and fails with a conflict otherwise, so a duplicated or stale input never
+/// advances an enrollment twice. At most one running enrollment per (scenario, contact).
+pub trait EnrollmentStore {
+    /// Storage failure (including a version conflict).
+    type Error;
+    /// The running enrollment of a contact in a scenario.
+    fn running_enrollment(
+        &mut self,
+        scenario: &str,
+        contact: &str,
+    ) -> Result<Option<(Enrollment, u32)>, Self::Error>;
+    /// One enrollment and the scenario version it runs on.
+    fn enrollment(&mut self, id: &str) -> Result<Option<(Enrollment, u32)>, Self::Error>;
+    /// Conditional write on the version.
+    fn save_enrollment(
+        &mut self,
+        expected: Option<u64>,
+        scenario_version: u32,
+        enrollment: &Enrollment,
+    ) -> Result<(), Self::Error>;
+    /// The once_per mark.
+    fn entry_mark(
+        &mut self,
+        scenario: &str,
+        contact: &str,
+    ) -> Result<Option<EntryMark>, Self::Error>;
+    /// Records an entry.
+    fn mark_entry(
+        &mut self,
+        scenario: &str,
+        contact: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), Self::Error>;
+}
+
+/// Durable timers, launches and inactivity checks.
+///
+/// # Contract
+/// Due items come out in (due time, id) order; a timer removed with `cancel` or consumed by
+/// the unit of work that handled it never fires again.
+pub trait TimerStore {
+    /// Storage failure.
+    type Error;
+    /// Arms a timer (idempotent).
+    fn schedule(&mut self, wake: &Wake) -> Result<(), Self::Error>;
+    /// Disarms a timer (idempotent).
+    fn cancel(&mut self, wake: &Wake) -> Result<(), Self::Error>;
+    /// Timers due at or before `now` for active scenarios, oldest first, at most `limit`.
+    fn due_timers(&mut self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Wake>, Self::Error>;
+    /// Sets a contact's pending inactivity check for a scenario (replacing any).
+    fn set_inactivity(&mut self, check: &InactivityCheck) -> Result<(), Self::Error>;
+    /// Drops every pending inactivity check of a contact but those for `keep` scenarios.
+    fn clear_inactivity(&mut self, contact: &str, keep: &[String]) -> Result<(), Self::Error>;
+    /// Inactivity checks due at or before `now`.
+    fn due_inactivity(
+        &mut self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<InactivityCheck>, Self::Error>;
+    /// Removes an inactivity check once handled.
+    fn remove_inactivity(&mut self, check: &InactivityCheck) -> Result<(), Self::Error>;
+    /// Sets the next launch of a scenario in a zone (None removes it).
+    fn set_launch(
+        &mut self,
+        scenario: &str,
+        zone: &str,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<(), Self::Error>;
+    /// Launches due at or before `now` for active scenarios.
+    fn due_launches(&mut self, now: DateTime<Utc>) -> Result<Vec<LaunchTime>, Self::Error>;
+    /// The earliest pending item of any kind, for the runner's sleep.
+    fn next_due(&mut self) -> Result<Option<DateTime<Utc>>, Self::Error>;
+}
+
+/// The journal and the outbox.
+///
+/// # Contract
+/// `outbox_send` stores a send at most once per idempotency key; a second call with the same
+/// key changes nothing.
+pub trait JournalStore {
+    /// Storage failure.
+    type Error;
+    /// Appends a journal record.
+    fn journal(&mut self, scenario: &str, record: &Record) -> Result<(), Self::Error>;
+    /// Queues a send.
+    fn outbox_send(
+        &mut self,
+        scenario: &str,
+        send: &Send,
+        at: DateTime<Utc>,
+    ) -> Result<(), Self::Error>;
+    /// Queues an action for the outside world (export, task, lead, event).
+    fn outbox_action(
+        &mut self,
+        scenario: &str,
+        enrollment: &str,
+        contact: &str,
+        step: &str,
+        action: &Action,
+        at: DateTime<Utc>,
+    ) -> Result<(), Self::Error>;
+    /// Every record of a scenario, in order (one contact's only, when given).
+    fn records(
+        &mut self,
+        scenario: &str,
+        contact: Option<&str>,
+    ) -> Result<Vec<Record>, Self::Error>;
+}
+
+/// Everything a runtime needs, with units of work.
+pub trait Store:
+    ScenarioStore<Error = <Self as Store>::Fault>
+    + ContactStore<Error = <Self as Store>::Fault>
+    + EnrollmentStore<Error = <Self as Store>::Fault>
+    + TimerStore<Error = <Self as Store>::Fault>
+    + JournalStore<Error = <Self as Store>::Fault>
+{
+    /// The storage failure type shared by every port.
+    type Fault;
+    /// Runs `work` as one unit: all of its writes happen, or none. The unit commits when
+    /// `work` returns `Ok` and is rolled back when it returns `Err` (that error is handed back
+    /// inside `Ok`); the outer `Err` is a failure to begin or commit.
+    fn atomically<T, E>(
+        &mut self,
+        work: impl FnOnce(&mut Self) -> Result<T, E>,
+    ) -> Result<Result<T, E>, Self::Fault>;
+}

@@ -1,0 +1,167 @@
+//! The JSON that applications send to Relance: the body of the embedded HTTP API and the
+//! EventBridge `detail` (with the `detail-type` named on each type) in the AWS mode.
+//! One set of types, so both modes accept exactly the same shapes.
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::contact::EngagementKind;
+
+/// `detail-type: relance.contact` — create or update a contact (a flat object with `id`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactDetail {
+    /// What happened; absent means created or updated, whichever applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<ContactAction>,
+    /// The contact's fields (merged into the stored contact).
+    pub contact: Map<String, Value>,
+    /// When it happened (default: when received).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<DateTime<Utc>>,
+}
+
+/// The contact events scenarios can be triggered on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContactAction {
+    /// `contact.created`.
+    Created,
+    /// `contact.updated`.
+    Updated,
+    /// `contact.subscribed`.
+    Subscribed,
+    /// `contact.unsubscribed`.
+    Unsubscribed,
+}
+
+impl ContactAction {
+    /// The event name scenarios trigger on.
+    pub fn event_name(self) -> &'static str {
+        match self {
+            ContactAction::Created => "contact.created",
+            ContactAction::Updated => "contact.updated",
+            ContactAction::Subscribed => "contact.subscribed",
+            ContactAction::Unsubscribed => "contact.unsubscribed",
+        }
+    }
+}
+
+/// `detail-type: relance.activity` — something the contact did (`purchase`, `page.visited`, ...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivityDetail {
+    /// The contact id.
+    pub contact: String,
+    /// The event name.
+    pub event: String,
+    /// Its properties (`url` for page.visited, ...).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub properties: Map<String, Value>,
+    /// When it happened (default: when received).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<DateTime<Utc>>,
+}
+
+/// `detail-type: relance.engagement` — delivery, open, click, bounce, complaint, unsubscribe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngagementDetail {
+    /// The contact id.
+    pub contact: String,
+    /// The scenario whose send it concerns.
+    pub scenario: String,
+    /// The send step.
+    pub step: String,
+    /// What happened.
+    pub kind: EngagementKind,
+    /// For clicks: the URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// For clicks: the link's tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub link_tags: Vec<String>,
+    /// When it happened (default: when received).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<DateTime<Utc>>,
+}
+
+/// `detail-type: relance.launch` (the `LaunchScenario` command) — launch a scenario for some
+/// contacts, or for its audience when `contacts` is absent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchDetail {
+    /// The scenario id.
+    pub scenario: String,
+    /// These contacts only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contacts: Option<Vec<String>>,
+}
+
+/// A body that does not decode, with the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[error("{field}: {message}")]
+pub struct WireError {
+    /// The JSON path of the field (`contact.id`, `kind`), or `body`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Decodes JSON bytes into a wire type, naming the field at fault.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().to_string();
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_string();
+        // serde reports a missing field at its parent; name the field itself.
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next());
+        let field = match (path.as_str(), missing) {
+            (".", Some(name)) => name.to_string(),
+            (parent, Some(name)) => format!("{parent}.{name}"),
+            (".", None) => "body".to_string(),
+            (p, None) => p.to_string(),
+        };
+        WireError {
+            field,
+            message: message.replace('`', "\""),
+        }
+    })?;
+    de.end().map_err(|e| WireError {
+        field: "body".into(),
+        message: e.to_string(),
+    })?;
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_and_names_the_bad_field() {
+        let ok: ActivityDetail =
+            decode(br#"{"contact": "c1", "event": "purchase", "properties": {"amount": 3}}"#)
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ok.event, "purchase");
+        let e = decode::<EngagementDetail>(
+            br#"{"contact": "c1", "scenario": "s", "step": "a", "kind": "read"}"#,
+        )
+        .err();
+        assert_eq!(e.map(|e| e.field), Some("kind".to_string()));
+        let e = decode::<ActivityDetail>(br#"{"contact": "c1"}"#).err();
+        assert_eq!(e.map(|e| e.field), Some("event".to_string()));
+        let e = decode::<LaunchDetail>(br#"{"scenario": "s", "contacts": [1]}"#).err();
+        assert_eq!(e.map(|e| e.field), Some("contacts[0]".to_string()));
+        assert!(decode::<LaunchDetail>(b"{").is_err());
+    }
+}

@@ -1,0 +1,284 @@
+//! The HTTP API (axum): applications post contacts, activity and engagement (the same JSON
+//! as the EventBridge `detail` of the AWS mode), manage scenarios, launch them, import
+//! contacts and read the journal. Bad requests get a 4xx with a JSON error naming the field;
+//! nothing is half-written (each request is one unit of work).
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use relance_core::ports::{SourceFormat, Status};
+use relance_core::validate;
+use relance_core::wire::{self, ActivityDetail, ContactDetail, EngagementDetail, LaunchDetail};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::import::{self, ContactsFormat};
+use crate::runtime::RuntimeError;
+use crate::server::RuntimeHandle;
+
+/// An error as the API answers it.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: Value,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>, field: Option<&str>) -> Self {
+        let mut error = json!({"message": message.into()});
+        if let Some(f) = field {
+            error["field"] = json!(f);
+        }
+        ApiError {
+            status,
+            body: json!({"error": error}),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body)).into_response()
+    }
+}
+
+impl From<wire::WireError> for ApiError {
+    fn from(e: wire::WireError) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, e.message, Some(&e.field))
+    }
+}
+
+impl From<RuntimeError> for ApiError {
+    fn from(e: RuntimeError) -> Self {
+        match &e {
+            RuntimeError::UnknownScenario(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, e.to_string(), None)
+            }
+            RuntimeError::Invalid { problems, .. } => {
+                let mut err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string(), None);
+                err.body["error"]["problems"] = json!(problems);
+                err
+            }
+            RuntimeError::Lifecycle { .. } | RuntimeError::NotActive { .. } => {
+                ApiError::new(StatusCode::CONFLICT, e.to_string(), None)
+            }
+            RuntimeError::BadInput { field, message } => {
+                ApiError::new(StatusCode::BAD_REQUEST, message.clone(), Some(field))
+            }
+            RuntimeError::Store(_) => {
+                tracing::error!(error = %e, "store failure");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None)
+            }
+        }
+    }
+}
+
+impl From<crate::server::Stopped> for ApiError {
+    fn from(e: crate::server::Stopped) -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None)
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn ok(status: StatusCode, body: impl serde::Serialize) -> ApiResult {
+    Ok((status, axum::Json(body)).into_response())
+}
+
+/// The API's routes over a runtime handle.
+pub fn router(handle: RuntimeHandle) -> Router {
+    Router::new()
+        .route(
+            "/v1/health",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
+        .route("/v1/scenarios", get(list_scenarios).post(put_scenario))
+        .route("/v1/scenarios/validate", post(validate_scenario))
+        .route(
+            "/v1/scenarios/{id}/activate",
+            post(|s, p| set_status(s, p, Status::Active)),
+        )
+        .route(
+            "/v1/scenarios/{id}/pause",
+            post(|s, p| set_status(s, p, Status::Paused)),
+        )
+        .route(
+            "/v1/scenarios/{id}/archive",
+            post(|s, p| set_status(s, p, Status::Archived)),
+        )
+        .route("/v1/scenarios/{id}/launch", post(launch_scenario))
+        .route("/v1/scenarios/{id}/journal", get(journal))
+        .route("/v1/scenarios/{id}/contacts/{contact}", get(contact_path))
+        .route("/v1/contacts", post(post_contact))
+        .route("/v1/contacts/import", post(import_contacts))
+        .route("/v1/events", post(post_activity))
+        .route("/v1/engagement", post(post_engagement))
+        .route("/v1/launch", post(post_launch))
+        .with_state(handle)
+}
+
+fn scenario_format(headers: &HeaderMap) -> SourceFormat {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"));
+    if json {
+        SourceFormat::Json
+    } else {
+        SourceFormat::Yaml
+    }
+}
+
+fn utf8(body: &Bytes) -> Result<String, ApiError> {
+    String::from_utf8(body.to_vec()).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "the body is not UTF-8 text",
+            Some("body"),
+        )
+    })
+}
+
+async fn list_scenarios(State(h): State<RuntimeHandle>) -> ApiResult {
+    let list = h.call(|rt, _| rt.scenarios()).await??;
+    ok(StatusCode::OK, list)
+}
+
+async fn put_scenario(
+    State(h): State<RuntimeHandle>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let text = utf8(&body)?;
+    let format = scenario_format(&headers);
+    let outcome = h
+        .call(move |rt, now| rt.put_scenario(&text, format, now))
+        .await??;
+    ok(
+        if outcome.changed {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        outcome,
+    )
+}
+
+async fn validate_scenario(headers: HeaderMap, body: Bytes) -> ApiResult {
+    let text = utf8(&body)?;
+    let report = validate::check_text(&text, scenario_format(&headers).into());
+    ok(
+        StatusCode::OK,
+        json!({"errors": report.errors(), "problems": report.problems}),
+    )
+}
+
+async fn set_status(
+    State(h): State<RuntimeHandle>,
+    Path(id): Path<String>,
+    status: Status,
+) -> ApiResult {
+    let entry = h
+        .call(move |rt, now| rt.set_status(&id, status, now))
+        .await??;
+    ok(StatusCode::OK, entry)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LaunchBody {
+    #[serde(default)]
+    contacts: Option<Vec<String>>,
+}
+
+async fn launch_scenario(
+    State(h): State<RuntimeHandle>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let body: LaunchBody = if body.is_empty() {
+        LaunchBody { contacts: None }
+    } else {
+        wire::decode(&body)?
+    };
+    let detail = LaunchDetail {
+        scenario: id,
+        contacts: body.contacts,
+    };
+    let report = h.call(move |rt, now| rt.launch(detail, now)).await??;
+    ok(StatusCode::OK, report)
+}
+
+async fn post_launch(State(h): State<RuntimeHandle>, body: Bytes) -> ApiResult {
+    let detail: LaunchDetail = wire::decode(&body)?;
+    let report = h.call(move |rt, now| rt.launch(detail, now)).await??;
+    ok(StatusCode::OK, report)
+}
+
+async fn journal(State(h): State<RuntimeHandle>, Path(id): Path<String>) -> ApiResult {
+    let counts = h.call(move |rt, _| rt.journal(&id)).await??;
+    ok(StatusCode::OK, counts)
+}
+
+async fn contact_path(
+    State(h): State<RuntimeHandle>,
+    Path((id, contact)): Path<(String, String)>,
+) -> ApiResult {
+    let records = h.call(move |rt, _| rt.path(&id, &contact)).await??;
+    ok(StatusCode::OK, records)
+}
+
+async fn post_contact(State(h): State<RuntimeHandle>, body: Bytes) -> ApiResult {
+    let detail: ContactDetail = wire::decode(&body)?;
+    if !detail.contact.contains_key("id") {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "a contact needs an \"id\"",
+            Some("contact.id"),
+        ));
+    }
+    let change = h
+        .call(move |rt, now| rt.upsert_contact(detail, now))
+        .await??;
+    ok(StatusCode::OK, json!({"change": change}))
+}
+
+async fn post_activity(State(h): State<RuntimeHandle>, body: Bytes) -> ApiResult {
+    let detail: ActivityDetail = wire::decode(&body)?;
+    h.call(move |rt, now| rt.activity(detail, now)).await??;
+    ok(StatusCode::ACCEPTED, json!({"accepted": true}))
+}
+
+async fn post_engagement(State(h): State<RuntimeHandle>, body: Bytes) -> ApiResult {
+    let detail: EngagementDetail = wire::decode(&body)?;
+    h.call(move |rt, now| rt.engagement(detail, now)).await??;
+    ok(StatusCode::ACCEPTED, json!({"accepted": true}))
+}
+
+async fn import_contacts(
+    State(h): State<RuntimeHandle>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let text = utf8(&body)?;
+    let csv = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("csv"));
+    let (rows, rejected) = import::parse_contacts(
+        &text,
+        if csv {
+            ContactsFormat::Csv
+        } else {
+            ContactsFormat::JsonLines
+        },
+    );
+    let contacts: Vec<_> = rows.into_iter().map(|(_, c)| c).collect();
+    let results = h
+        .call(move |rt, now| rt.import(&contacts, now, &mut |_| {}))
+        .await??;
+    ok(StatusCode::OK, import::report(&results, &rejected))
+}

@@ -1,0 +1,19 @@
+//! Relance's embedded mode: everything on one machine, no cloud account.
+//!
+//! # Layout
+//! - [`store`]: `SqliteStore`, the SQLite adapter of every port (WAL, versioned migrations).
+//! - [`runtime`]: `Runtime`, which loads through the ports, calls the engine and writes the
+//!   effects back, one unit of work per input.
+//! - [`outbox`]: delivery of sends to a JSON-lines file and the log, exactly once.
+//! - [`import`]: contacts from CSV or JSON lines, with a report.
+//! - [`clock`]: the real clock, a scaled one for `relance test`, a manual one for tests.
+//! - [`api`]: the HTTP API (axum).
+//! - [`server`]: `relance run`: the runtime on a clock, with the API beside it.
+
+pub mod api;
+pub mod clock;
+pub mod import;
+pub mod outbox;
+pub mod runtime;
+pub mod server;
+pub mod store;

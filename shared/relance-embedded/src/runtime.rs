@@ -1,0 +1,953 @@
+//! `Runtime`: the engine run for real over a store. Each input (a contact change, an activity
+//! event, an engagement, a launch, a due timer, launch or inactivity check) is one unit of
+//! work: load through the ports, call the pure engine, write the effects back, commit.
+//! A crash between two units loses nothing: the next tick finds the timer still there.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use relance_core::contact::{ActivityEvent, Contact, Engagement};
+use relance_core::engine::{
+    Effect, Engine, Entry, EntryRequest, Input, Transition, profile_changes,
+};
+use relance_core::journal::{JournalCounts, Record};
+use relance_core::ports::{
+    ContactChange, InactivityCheck, ScenarioEntry, SourceFormat, Status, Store,
+};
+use relance_core::scenario::{ImportSubset, Launch, Scenario};
+use relance_core::schedule::inactivity_deadline;
+use relance_core::validate;
+use relance_core::wire::{ActivityDetail, ContactDetail, EngagementDetail, LaunchDetail};
+use relance_core::{Problem, scenario};
+use serde::Serialize;
+
+/// How many due timers one tick takes before looking at the rest again.
+const TIMER_BATCH: usize = 500;
+
+/// Why an operation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(Box<dyn std::error::Error + Send + Sync>),
+    /// No scenario with this id.
+    #[error("scenario \"{0}\" not found")]
+    UnknownScenario(String),
+    /// The scenario has errors (activation refused, or the file does not read).
+    #[error("scenario {id}: {} error(s): {}", problems.iter().filter(|p| p.is_error()).count(),
+        problems.iter().filter(|p| p.is_error()).map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
+    Invalid {
+        /// The scenario id, when known.
+        id: String,
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
+    /// The lifecycle does not allow this.
+    #[error("scenario \"{id}\" is {from}: it cannot become {to}")]
+    Lifecycle {
+        /// The scenario id.
+        id: String,
+        /// Its status.
+        from: &'static str,
+        /// The status asked for.
+        to: &'static str,
+    },
+    /// The scenario is not active, so it takes no entries.
+    #[error("scenario \"{id}\" is {status}: activate it first")]
+    NotActive {
+        /// The scenario id.
+        id: String,
+        /// Its status.
+        status: &'static str,
+    },
+    /// A field of the input is wrong.
+    #[error("{field}: {message}")]
+    BadInput {
+        /// Where.
+        field: String,
+        /// What.
+        message: String,
+    },
+}
+
+fn store_err<E: std::error::Error + Send + Sync + 'static>(e: E) -> RuntimeError {
+    RuntimeError::Store(Box::new(e))
+}
+
+/// What `put_scenario` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PutOutcome {
+    /// The scenario id.
+    pub id: String,
+    /// The version now latest.
+    pub version: u32,
+    /// False when the text was the same as the latest version (no new version).
+    pub changed: bool,
+    /// The status.
+    pub status: Status,
+    /// The version new entries use.
+    pub active_version: Option<u32>,
+    /// Problems found (errors keep the new version from running).
+    pub problems: Vec<Problem>,
+}
+
+/// What a launch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LaunchReport {
+    /// Contacts that entered.
+    pub entered: u64,
+    /// Contacts that did not, by reason.
+    pub skipped: BTreeMap<String, u64>,
+    /// Ids asked for that are not stored contacts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_found: Vec<String>,
+}
+
+/// What a tick did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TickReport {
+    /// Timers fired.
+    pub timers: usize,
+    /// Recurring or fixed-date launches fired.
+    pub launches: usize,
+    /// Inactivity checks fired.
+    pub inactivity: usize,
+}
+
+/// The result of writing one contact during an import.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedContact {
+    /// The contact id.
+    pub id: String,
+    /// How it changed.
+    pub change: ContactChange,
+}
+
+/// Engines by (scenario, version): versions are immutable, so an engine never goes stale.
+type Engines = HashMap<(String, u32), Arc<Engine>>;
+
+/// The engine over a store.
+#[derive(Debug)]
+pub struct Runtime<S> {
+    store: S,
+    engines: Engines,
+}
+
+/// One unit of work in progress: the store (inside its transaction) and the engine cache.
+struct Unit<'a, S> {
+    store: &'a mut S,
+    engines: &'a mut Engines,
+    now: DateTime<Utc>,
+}
+
+impl<S> Runtime<S>
+where
+    S: Store,
+    S::Fault: std::error::Error + Send + Sync + 'static,
+{
+    /// A runtime over `store`.
+    pub fn new(store: S) -> Self {
+        Runtime {
+            store,
+            engines: HashMap::new(),
+        }
+    }
+
+    /// The store, for reads the runtime does not wrap.
+    pub fn store(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    fn unit<T>(
+        &mut self,
+        now: DateTime<Utc>,
+        work: impl FnOnce(&mut Unit<'_, S>) -> Result<T, RuntimeError>,
+    ) -> Result<T, RuntimeError> {
+        let engines = &mut self.engines;
+        self.store
+            .atomically(|store| {
+                work(&mut Unit {
+                    store,
+                    engines,
+                    now,
+                })
+            })
+            .map_err(store_err)?
+    }
+
+    /// Stores a scenario file as a new version (unless identical to the latest). A new
+    /// scenario is a draft; for an active one the new version takes new entries when it
+    /// validates, while running enrollments stay on the version they entered with.
+    pub fn put_scenario(
+        &mut self,
+        text: &str,
+        format: SourceFormat,
+        now: DateTime<Utc>,
+    ) -> Result<PutOutcome, RuntimeError> {
+        let report = validate::check_text(text, format.into());
+        let id = match &report.scenario {
+            Some(s) => s.id.clone(),
+            None => scenario_id_of(text, format).ok_or_else(|| RuntimeError::Invalid {
+                id: String::new(),
+                problems: report.problems.clone(),
+            })?,
+        };
+        let clean = report.scenario.is_some();
+        self.unit(now, |u| {
+            let existing = u.store.scenario(&id).map_err(store_err)?;
+            let same = match &existing {
+                Some(e) => u
+                    .store
+                    .scenario_source(&id, e.latest_version)
+                    .map_err(store_err)?
+                    .is_some_and(|s| s.text == text),
+                None => false,
+            };
+            let version = match (&existing, same) {
+                (Some(e), true) => e.latest_version,
+                _ => u
+                    .store
+                    .put_version(&id, format, text, now)
+                    .map_err(store_err)?,
+            };
+            let mut entry = u
+                .store
+                .scenario(&id)
+                .map_err(store_err)?
+                .ok_or_else(|| RuntimeError::UnknownScenario(id.clone()))?;
+            if entry.status == Status::Active && clean && entry.active_version != Some(version) {
+                u.store
+                    .set_status(&id, Status::Active, Some(version), now)
+                    .map_err(store_err)?;
+                entry.active_version = Some(version);
+                u.schedule_launches(&id, version)?;
+            }
+            Ok(PutOutcome {
+                id: id.clone(),
+                version,
+                changed: !same,
+                status: entry.status,
+                active_version: entry.active_version,
+                problems: report.problems.clone(),
+            })
+        })
+    }
+
+    /// Moves a scenario through its lifecycle: draft → active ⇄ paused, and any → archived.
+    /// Activation takes the latest version and requires it to validate without error.
+    pub fn set_status(
+        &mut self,
+        id: &str,
+        to: Status,
+        now: DateTime<Utc>,
+    ) -> Result<ScenarioEntry, RuntimeError> {
+        self.unit(now, |u| {
+            let entry = u
+                .store
+                .scenario(id)
+                .map_err(store_err)?
+                .ok_or_else(|| RuntimeError::UnknownScenario(id.to_string()))?;
+            let allowed = matches!(
+                (entry.status, to),
+                (
+                    Status::Draft | Status::Paused | Status::Active,
+                    Status::Active
+                ) | (Status::Active | Status::Paused, Status::Paused)
+                    | (
+                        Status::Draft | Status::Active | Status::Paused | Status::Archived,
+                        Status::Archived
+                    )
+            );
+            if !allowed {
+                return Err(RuntimeError::Lifecycle {
+                    id: id.to_string(),
+                    from: entry.status.as_str(),
+                    to: to.as_str(),
+                });
+            }
+            let mut active_version = None;
+            if to == Status::Active {
+                let source = u
+                    .store
+                    .scenario_source(id, entry.latest_version)
+                    .map_err(store_err)?
+                    .ok_or_else(|| RuntimeError::UnknownScenario(id.to_string()))?;
+                let report = validate::check_text(&source.text, source.format.into());
+                if report.errors() > 0 {
+                    return Err(RuntimeError::Invalid {
+                        id: id.to_string(),
+                        problems: report.problems,
+                    });
+                }
+                active_version = Some(entry.latest_version);
+            }
+            u.store
+                .set_status(id, to, active_version, now)
+                .map_err(store_err)?;
+            if let Some(v) = active_version {
+                u.schedule_launches(id, v)?;
+            }
+            u.store
+                .scenario(id)
+                .map_err(store_err)?
+                .ok_or_else(|| RuntimeError::UnknownScenario(id.to_string()))
+        })
+    }
+
+    /// Every stored scenario.
+    pub fn scenarios(&mut self) -> Result<Vec<ScenarioEntry>, RuntimeError> {
+        self.store.scenarios(None).map_err(store_err)
+    }
+
+    /// The engine of a scenario's version (cached).
+    pub fn engine(&mut self, id: &str, version: u32) -> Result<Arc<Engine>, RuntimeError> {
+        engine(&mut self.store, &mut self.engines, id, version)
+    }
+
+    /// Creates or updates a contact (fields are merged), then runs the matching contact
+    /// event (`contact.created`, `contact.updated`, or the action given) through the scenarios.
+    pub fn upsert_contact(
+        &mut self,
+        detail: ContactDetail,
+        now: DateTime<Utc>,
+    ) -> Result<ContactChange, RuntimeError> {
+        let at = detail.at.unwrap_or(now);
+        let incoming = Contact::from_json(serde_json::Value::Object(detail.contact.clone()))
+            .map_err(|e| RuntimeError::BadInput {
+                field: "contact".into(),
+                message: e.to_string(),
+            })?;
+        self.unit(now, |u| {
+            let (contact, change) = u.merge_contact(&incoming)?;
+            let name = match (detail.action, change) {
+                (Some(action), _) => action.event_name(),
+                (None, ContactChange::Added) => "contact.created",
+                (None, ContactChange::Modified) => "contact.updated",
+                (None, ContactChange::Unchanged) => return Ok(change),
+            };
+            let event = ActivityEvent {
+                at,
+                name: name.to_string(),
+                properties: serde_json::Map::new(),
+            };
+            u.activity(contact, event)?;
+            Ok(change)
+        })
+    }
+
+    /// Records an activity event and runs it through the scenarios: exits, waits, triggers
+    /// and inactivity clocks.
+    pub fn activity(
+        &mut self,
+        detail: ActivityDetail,
+        now: DateTime<Utc>,
+    ) -> Result<(), RuntimeError> {
+        if detail.event.trim().is_empty() {
+            return Err(RuntimeError::BadInput {
+                field: "event".into(),
+                message: "must name the event".into(),
+            });
+        }
+        if detail.contact.trim().is_empty() {
+            return Err(RuntimeError::BadInput {
+                field: "contact".into(),
+                message: "must be a contact id".into(),
+            });
+        }
+        self.unit(now, |u| {
+            let contact = match u.store.contact(&detail.contact).map_err(store_err)? {
+                Some(c) => c,
+                // An event may come before the contact: it is created bare.
+                None => {
+                    let c = Contact::bare(&detail.contact);
+                    u.store.put_contact(&c, now).map_err(store_err)?;
+                    c
+                }
+            };
+            let event = ActivityEvent {
+                at: detail.at.unwrap_or(now),
+                name: detail.event.clone(),
+                properties: detail.properties.clone(),
+            };
+            u.activity(contact, event)
+        })
+    }
+
+    /// Records engagement with a send and wakes the enrollment waiting on it.
+    pub fn engagement(
+        &mut self,
+        detail: EngagementDetail,
+        now: DateTime<Utc>,
+    ) -> Result<(), RuntimeError> {
+        self.unit(now, |u| {
+            let entry = u
+                .store
+                .scenario(&detail.scenario)
+                .map_err(store_err)?
+                .ok_or_else(|| RuntimeError::UnknownScenario(detail.scenario.clone()))?;
+            let mut contact = u
+                .store
+                .contact(&detail.contact)
+                .map_err(store_err)?
+                .ok_or_else(|| RuntimeError::BadInput {
+                    field: "contact".into(),
+                    message: format!("no contact \"{}\"", detail.contact),
+                })?;
+            let engagement = Engagement {
+                at: detail.at.unwrap_or(now),
+                step: detail.step.clone(),
+                kind: detail.kind,
+                url: detail.url.clone(),
+                link_tags: detail.link_tags.clone(),
+            };
+            u.store
+                .append_engagement(contact.id(), &entry.id, &engagement)
+                .map_err(store_err)?;
+            let running = u
+                .store
+                .running_enrollment(&entry.id, contact.id())
+                .map_err(store_err)?;
+            let version = running
+                .as_ref()
+                .map(|(_, v)| *v)
+                .or(entry.active_version)
+                .unwrap_or(entry.latest_version);
+            let engine = engine(u.store, u.engines, &entry.id, version)?;
+            if let Some((field, value)) = engine.consent_changes(&contact, &engagement) {
+                contact.set_field(&field, value);
+                u.store.put_contact(&contact, now).map_err(store_err)?;
+            }
+            if let Some((enrollment, version)) = running {
+                let history = u
+                    .store
+                    .history(contact.id(), &entry.id)
+                    .map_err(store_err)?;
+                let t = engine.handle(
+                    &enrollment,
+                    &contact,
+                    &history,
+                    Input::Engagement(&engagement),
+                    now,
+                );
+                u.apply(&entry.id, version, Some(enrollment.version), t)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Launches an active scenario for some contacts, or for its audience.
+    pub fn launch(
+        &mut self,
+        detail: LaunchDetail,
+        now: DateTime<Utc>,
+    ) -> Result<LaunchReport, RuntimeError> {
+        self.unit(now, |u| {
+            let entry = u
+                .store
+                .scenario(&detail.scenario)
+                .map_err(store_err)?
+                .ok_or_else(|| RuntimeError::UnknownScenario(detail.scenario.clone()))?;
+            let version = match (entry.status, entry.active_version) {
+                (Status::Active, Some(v)) => v,
+                (status, _) => {
+                    return Err(RuntimeError::NotActive {
+                        id: entry.id.clone(),
+                        status: status.as_str(),
+                    });
+                }
+            };
+            let ids = match &detail.contacts {
+                Some(ids) => ids.clone(),
+                None => u.store.contact_ids().map_err(store_err)?,
+            };
+            let mut report = LaunchReport::default();
+            for id in ids {
+                match u.store.contact(&id).map_err(store_err)? {
+                    Some(c) => u.try_enter(&entry.id, version, &c, &mut report)?,
+                    None => report.not_found.push(id),
+                }
+            }
+            Ok(report)
+        })
+    }
+
+    /// Writes imported contacts (merged into stored ones) and launches the active
+    /// `after_import` scenarios for the subset each asks for. `progress` is told how many
+    /// rows are done.
+    pub fn import(
+        &mut self,
+        contacts: &[Contact],
+        now: DateTime<Utc>,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Vec<ImportedContact>, RuntimeError> {
+        let mut results = Vec::with_capacity(contacts.len());
+        for chunk in contacts.chunks(1000) {
+            let done = self.unit(now, |u| {
+                let mut out = Vec::with_capacity(chunk.len());
+                for c in chunk {
+                    let (_, change) = u.merge_contact(c)?;
+                    out.push(ImportedContact {
+                        id: c.id().to_string(),
+                        change,
+                    });
+                }
+                Ok(out)
+            })?;
+            results.extend(done);
+            progress(results.len());
+        }
+        let scenarios = self
+            .store
+            .scenarios(Some(Status::Active))
+            .map_err(store_err)?;
+        for entry in scenarios {
+            let Some(version) = entry.active_version else {
+                continue;
+            };
+            let engine = self.engine(&entry.id, version)?;
+            let Launch::AfterImport(subset) = engine.scenario().launch else {
+                continue;
+            };
+            let ids: Vec<String> = results
+                .iter()
+                .filter(|r| match subset {
+                    ImportSubset::All => true,
+                    ImportSubset::Added => r.change == ContactChange::Added,
+                    ImportSubset::Modified => r.change == ContactChange::Modified,
+                })
+                .map(|r| r.id.clone())
+                .collect();
+            for chunk in ids.chunks(1000) {
+                self.unit(now, |u| {
+                    let mut report = LaunchReport::default();
+                    for id in chunk {
+                        if let Some(c) = u.store.contact(id).map_err(store_err)? {
+                            u.try_enter(&entry.id, version, &c, &mut report)?;
+                        }
+                    }
+                    Ok(())
+                })?;
+            }
+        }
+        Ok(results)
+    }
+
+    /// Fires everything due at `now`: timers (oldest first), recurring and fixed-date
+    /// launches, inactivity checks. Each is its own unit of work.
+    pub fn tick(&mut self, now: DateTime<Utc>) -> Result<TickReport, RuntimeError> {
+        let mut report = TickReport::default();
+        for launch in self.store.due_launches(now).map_err(store_err)? {
+            self.unit(now, |u| {
+                u.fire_launch(&launch.scenario, &launch.zone, launch.at)
+            })?;
+            report.launches += 1;
+        }
+        for check in self
+            .store
+            .due_inactivity(now, TIMER_BATCH)
+            .map_err(store_err)?
+        {
+            self.unit(now, |u| {
+                u.store.remove_inactivity(&check).map_err(store_err)?;
+                let Some(entry) = u.store.scenario(&check.scenario).map_err(store_err)? else {
+                    return Ok(());
+                };
+                let (Some(version), Some(contact)) = (
+                    entry.active_version,
+                    u.store.contact(&check.contact).map_err(store_err)?,
+                ) else {
+                    return Ok(());
+                };
+                u.try_enter(&entry.id, version, &contact, &mut LaunchReport::default())
+            })?;
+            report.inactivity += 1;
+        }
+        loop {
+            let due = self.store.due_timers(now, TIMER_BATCH).map_err(store_err)?;
+            if due.is_empty() {
+                break;
+            }
+            for wake in due {
+                self.unit(now, |u| u.fire_timer(&wake))?;
+                report.timers += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// The earliest instant something is due.
+    pub fn next_due(&mut self) -> Result<Option<DateTime<Utc>>, RuntimeError> {
+        self.store.next_due().map_err(store_err)
+    }
+
+    /// The journal counts of a scenario.
+    pub fn journal(&mut self, id: &str) -> Result<JournalCounts, RuntimeError> {
+        if self.store.scenario(id).map_err(store_err)?.is_none() {
+            return Err(RuntimeError::UnknownScenario(id.to_string()));
+        }
+        let mut counts = JournalCounts::default();
+        for r in self.store.records(id, None).map_err(store_err)? {
+            counts.add(&r);
+        }
+        Ok(counts)
+    }
+
+    /// One contact's path through a scenario, with timestamps.
+    pub fn path(&mut self, id: &str, contact: &str) -> Result<Vec<Record>, RuntimeError> {
+        if self.store.scenario(id).map_err(store_err)?.is_none() {
+            return Err(RuntimeError::UnknownScenario(id.to_string()));
+        }
+        self.store.records(id, Some(contact)).map_err(store_err)
+    }
+}
+
+fn engine<S: Store>(
+    store: &mut S,
+    engines: &mut Engines,
+    id: &str,
+    version: u32,
+) -> Result<Arc<Engine>, RuntimeError>
+where
+    S::Fault: std::error::Error + Send + Sync + 'static,
+{
+    if let Some(e) = engines.get(&(id.to_string(), version)) {
+        return Ok(e.clone());
+    }
+    let source = store
+        .scenario_source(id, version)
+        .map_err(store_err)?
+        .ok_or_else(|| RuntimeError::UnknownScenario(id.to_string()))?;
+    let (scenario, _) =
+        validate::parse(&source.text, source.format.into()).map_err(|problems| {
+            RuntimeError::Invalid {
+                id: id.to_string(),
+                problems,
+            }
+        })?;
+    let e = Arc::new(Engine::new(scenario));
+    engines.insert((id.to_string(), version), e.clone());
+    Ok(e)
+}
+
+/// The id written in a scenario file that does not validate (so it can be stored as a draft).
+fn scenario_id_of(text: &str, format: SourceFormat) -> Option<String> {
+    let doc = scenario::parse_document(text, format.into()).ok()?;
+    let id = doc.get("id")?.as_str()?;
+    (!id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+    .then(|| id.to_string())
+}
+
+impl<S> Unit<'_, S>
+where
+    S: Store,
+    S::Fault: std::error::Error + Send + Sync + 'static,
+{
+    fn engine(&mut self, id: &str, version: u32) -> Result<Arc<Engine>, RuntimeError> {
+        engine(self.store, self.engines, id, version)
+    }
+
+    fn active(&mut self) -> Result<Vec<(String, u32, Arc<Engine>)>, RuntimeError> {
+        let mut out = Vec::new();
+        for entry in self
+            .store
+            .scenarios(Some(Status::Active))
+            .map_err(store_err)?
+        {
+            if let Some(v) = entry.active_version {
+                let e = self.engine(&entry.id, v)?;
+                out.push((entry.id, v, e));
+            }
+        }
+        Ok(out)
+    }
+
+    fn merge_contact(
+        &mut self,
+        incoming: &Contact,
+    ) -> Result<(Contact, ContactChange), RuntimeError> {
+        let merged = match self.store.contact(incoming.id()).map_err(store_err)? {
+            Some(mut existing) => {
+                existing.merge(incoming.fields());
+                existing
+            }
+            None => incoming.clone(),
+        };
+        let change = self
+            .store
+            .put_contact(&merged, self.now)
+            .map_err(store_err)?;
+        Ok((merged, change))
+    }
+
+    /// The activity flow shared by events and contact changes; the same order as the
+    /// simulator: history, inactivity clocks, running enrollments, then triggers.
+    fn activity(&mut self, mut contact: Contact, event: ActivityEvent) -> Result<(), RuntimeError> {
+        if let Some(changes) = profile_changes(&event.properties) {
+            contact.merge(changes);
+            self.store
+                .put_contact(&contact, self.now)
+                .map_err(store_err)?;
+        }
+        self.store
+            .append_activity(contact.id(), &event)
+            .map_err(store_err)?;
+        let active = self.active()?;
+        let mut keep = Vec::new();
+        for (id, _, engine) in &active {
+            if let Launch::Trigger(t) = &engine.scenario().launch
+                && let (Some(source), Some(minutes)) = (t.inactivity_source(), t.inactivity_minutes)
+                && source == event.name
+            {
+                let due = inactivity_deadline(event.at, minutes);
+                self.store
+                    .set_inactivity(&InactivityCheck {
+                        scenario: id.clone(),
+                        contact: contact.id().to_string(),
+                        due,
+                    })
+                    .map_err(store_err)?;
+                keep.push(id.clone());
+            }
+        }
+        // Any other event of the contact cancels its pending inactivity triggers.
+        self.store
+            .clear_inactivity(contact.id(), &keep)
+            .map_err(store_err)?;
+        for (id, _, _) in &active {
+            if let Some((enrollment, version)) = self
+                .store
+                .running_enrollment(id, contact.id())
+                .map_err(store_err)?
+            {
+                let engine = self.engine(id, version)?;
+                let history = self.store.history(contact.id(), id).map_err(store_err)?;
+                let t = engine.handle(
+                    &enrollment,
+                    &contact,
+                    &history,
+                    Input::Event(&event),
+                    self.now,
+                );
+                if let Some(c) = self.apply(id, version, Some(enrollment.version), t)? {
+                    contact = c;
+                }
+            }
+        }
+        for (id, version, engine) in &active {
+            if let Launch::Trigger(t) = &engine.scenario().launch
+                && t.fires_on(&event.name, &event.properties)
+            {
+                self.try_enter(id, *version, &contact, &mut LaunchReport::default())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn try_enter(
+        &mut self,
+        scenario: &str,
+        version: u32,
+        contact: &Contact,
+        report: &mut LaunchReport,
+    ) -> Result<(), RuntimeError> {
+        let engine = self.engine(scenario, version)?;
+        let running = self
+            .store
+            .running_enrollment(scenario, contact.id())
+            .map_err(store_err)?
+            .is_some();
+        let mark = self
+            .store
+            .entry_mark(scenario, contact.id())
+            .map_err(store_err)?;
+        let history = self
+            .store
+            .history(contact.id(), scenario)
+            .map_err(store_err)?;
+        let id = format!(
+            "{scenario}:{}:{}",
+            contact.id(),
+            mark.map_or(1, |m| m.entries + 1)
+        );
+        let request = EntryRequest {
+            contact,
+            history: &history,
+            running,
+            last_entered_at: mark.map(|m| m.last_entered_at),
+            enrollment_id: &id,
+            now: self.now,
+        };
+        match engine.enter(request) {
+            Entry::Entered(t) => {
+                report.entered += 1;
+                self.store
+                    .mark_entry(scenario, contact.id(), self.now)
+                    .map_err(store_err)?;
+                self.apply(scenario, version, None, t)?;
+            }
+            Entry::Skipped { reason, record } => {
+                *report
+                    .skipped
+                    .entry(reason.as_str().to_string())
+                    .or_default() += 1;
+                self.store.journal(scenario, &record).map_err(store_err)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn fire_timer(&mut self, wake: &relance_core::engine::Wake) -> Result<(), RuntimeError> {
+        // The timer is consumed in the same unit as the transition it causes.
+        self.store.cancel(wake).map_err(store_err)?;
+        let Some((enrollment, version)) =
+            self.store.enrollment(&wake.enrollment).map_err(store_err)?
+        else {
+            return Ok(());
+        };
+        let engine = self.engine(&enrollment.scenario, version)?;
+        let contact = self
+            .store
+            .contact(&enrollment.contact)
+            .map_err(store_err)?
+            .unwrap_or_else(|| Contact::bare(&enrollment.contact));
+        let history = self
+            .store
+            .history(contact.id(), &enrollment.scenario)
+            .map_err(store_err)?;
+        let t = engine.handle(
+            &enrollment,
+            &contact,
+            &history,
+            Input::Wake {
+                step: &wake.step,
+                at: wake.at,
+            },
+            self.now,
+        );
+        let scenario = enrollment.scenario.clone();
+        self.apply(&scenario, version, Some(enrollment.version), t)?;
+        Ok(())
+    }
+
+    fn fire_launch(
+        &mut self,
+        scenario: &str,
+        zone: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), RuntimeError> {
+        let Some(entry) = self.store.scenario(scenario).map_err(store_err)? else {
+            return Ok(());
+        };
+        let Some(version) = entry.active_version else {
+            return Ok(());
+        };
+        let engine = self.engine(scenario, version)?;
+        let mut report = LaunchReport::default();
+        for id in self.store.contact_ids().map_err(store_err)? {
+            let Some(contact) = self.store.contact(&id).map_err(store_err)? else {
+                continue;
+            };
+            if !zone.is_empty() && engine.zone_for(&contact, None).name() != zone {
+                continue;
+            }
+            self.try_enter(scenario, version, &contact, &mut report)?;
+        }
+        let tz = if zone.is_empty() {
+            engine.scenario().timezone
+        } else {
+            zone.parse().unwrap_or(engine.scenario().timezone)
+        };
+        let next = next_launch(engine.scenario(), tz, self.now.max(at));
+        self.store
+            .set_launch(scenario, zone, next)
+            .map_err(store_err)?;
+        Ok(())
+    }
+
+    /// Arms the next recurring or fixed-date launch of a version just activated.
+    fn schedule_launches(&mut self, scenario: &str, version: u32) -> Result<(), RuntimeError> {
+        let engine = self.engine(scenario, version)?;
+        let s = engine.scenario();
+        let mut zones = vec![String::new()];
+        if s.local_time && matches!(s.launch, Launch::Recurring(_) | Launch::FixedDates(_)) {
+            // One launch per zone among the contacts, so each gets its local occurrence.
+            zones.clear();
+            for id in self.store.contact_ids().map_err(store_err)? {
+                if let Some(c) = self.store.contact(&id).map_err(store_err)? {
+                    let z = engine.zone_for(&c, None).name().to_string();
+                    if !zones.contains(&z) {
+                        zones.push(z);
+                    }
+                }
+            }
+        }
+        for zone in zones {
+            let tz = if zone.is_empty() {
+                s.timezone
+            } else {
+                zone.parse().unwrap_or(s.timezone)
+            };
+            let next = next_launch(s, tz, self.now - TimeDelta::microseconds(1));
+            self.store
+                .set_launch(scenario, &zone, next)
+                .map_err(store_err)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a transition's effects and the enrollment (conditionally on its version);
+    /// returns the contact when the transition changed it.
+    fn apply(
+        &mut self,
+        scenario: &str,
+        version: u32,
+        expected: Option<u64>,
+        t: Transition,
+    ) -> Result<Option<Contact>, RuntimeError> {
+        if t.is_noop() {
+            return Ok(None);
+        }
+        for effect in &t.effects {
+            match effect {
+                Effect::Record(r) => self.store.journal(scenario, r),
+                Effect::Send(s) => self.store.outbox_send(scenario, s, self.now),
+                Effect::ScheduleWake(w) => self.store.schedule(w),
+                Effect::CancelWake(w) => self.store.cancel(w),
+                Effect::Action {
+                    enrollment,
+                    contact,
+                    step,
+                    action,
+                } => self
+                    .store
+                    .outbox_action(scenario, enrollment, contact, step, action, self.now),
+                Effect::SetField { .. } | Effect::Ended { .. } => Ok(()),
+            }
+            .map_err(store_err)?;
+        }
+        self.store
+            .save_enrollment(expected, version, &t.enrollment)
+            .map_err(store_err)?;
+        if let Some(c) = &t.contact {
+            self.store.put_contact(c, self.now).map_err(store_err)?;
+        }
+        Ok(t.contact)
+    }
+}
+
+/// The first recurring or fixed-date occurrence strictly after `after`, in zone `tz`.
+pub fn next_launch(s: &Scenario, tz: chrono_tz::Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    match &s.launch {
+        Launch::Recurring(schedule) => schedule.next_after(tz, after),
+        Launch::FixedDates(dates) => dates
+            .iter()
+            .map(|d| d.resolve(tz))
+            .filter(|t| *t > after)
+            .min(),
+        _ => None,
+    }
+}

@@ -1,0 +1,133 @@
+//! `relance run`: the runtime on a clock. One thread owns the SQLite store and does all the
+//! work — due timers, launches and inactivity checks on time, then the jobs the HTTP API
+//! hands it — so units of work never interleave; the outbox is delivered after each.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::clock::Clock;
+use crate::outbox::{OutboxError, OutboxFile};
+use crate::runtime::Runtime;
+use crate::store::{SqliteStore, StoreError};
+
+/// The longest the runner sleeps without looking at the store (another process may write).
+const MAX_SLEEP: Duration = Duration::from_millis(500);
+
+/// Work for the runner thread.
+pub type Job = Box<dyn FnOnce(&mut Runtime<SqliteStore>, DateTime<Utc>) + Send>;
+
+/// The runner stopped (its thread ended).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the runtime has stopped")]
+pub struct Stopped;
+
+/// Why the runner could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database did not open.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The outbox file did not open.
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+}
+
+/// A handle on the runner: hands it jobs and waits for their results.
+#[derive(Debug, Clone)]
+pub struct RuntimeHandle {
+    jobs: mpsc::Sender<Job>,
+    clock: Arc<dyn Clock>,
+}
+
+impl RuntimeHandle {
+    /// Runs `work` on the runner thread with the current time and returns its result.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Runtime<SqliteStore>, DateTime<Utc>) -> T + Send + 'static,
+    ) -> Result<T, Stopped> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move |rt, now| drop(tx.send(work(rt, now)))))
+            .map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    /// The runner's clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+}
+
+/// Opens the store and the outbox and starts the runner thread. It runs until every
+/// handle is dropped.
+pub fn start(
+    db: &Path,
+    outbox: &Path,
+    clock: Arc<dyn Clock>,
+) -> Result<(RuntimeHandle, JoinHandle<()>), StartError> {
+    let store = SqliteStore::open(db)?;
+    start_with(store, outbox, clock)
+}
+
+/// Starts the runner thread on an opened store.
+pub fn start_with(
+    store: SqliteStore,
+    outbox: &Path,
+    clock: Arc<dyn Clock>,
+) -> Result<(RuntimeHandle, JoinHandle<()>), StartError> {
+    let mut outbox = OutboxFile::open(outbox)?;
+    let mut runtime = Runtime::new(store);
+    // Rows committed before a crash and not yet in the file go out first.
+    outbox.deliver(runtime.store())?;
+    let (tx, rx) = mpsc::channel::<Job>();
+    let runner_clock = clock.clone();
+    let thread = std::thread::Builder::new()
+        .name("relance-runner".into())
+        .spawn(move || run_loop(runtime, outbox, runner_clock, rx))
+        .map_err(|e| {
+            StartError::Store(StoreError::Corrupt {
+                what: "runner thread",
+                why: e.to_string(),
+            })
+        })?;
+    Ok((RuntimeHandle { jobs: tx, clock }, thread))
+}
+
+fn run_loop(
+    mut runtime: Runtime<SqliteStore>,
+    mut outbox: OutboxFile,
+    clock: Arc<dyn Clock>,
+    jobs: mpsc::Receiver<Job>,
+) {
+    loop {
+        let mut pause = Duration::ZERO;
+        if let Err(e) = runtime.tick(clock.now()) {
+            tracing::error!(error = %e, "tick failed; retrying shortly");
+            pause = Duration::from_secs(1);
+        }
+        if let Err(e) = outbox.deliver(runtime.store()) {
+            tracing::error!(error = %e, "outbox delivery failed; retrying shortly");
+            pause = Duration::from_secs(1);
+        }
+        let wait = match runtime.next_due() {
+            Ok(Some(due)) => clock.real_span(due - clock.now()).min(MAX_SLEEP),
+            _ => MAX_SLEEP,
+        }
+        .max(pause);
+        match jobs.recv_timeout(wait) {
+            Ok(job) => {
+                job(&mut runtime, clock.now());
+                if let Err(e) = outbox.deliver(runtime.store()) {
+                    tracing::error!(error = %e, "outbox delivery failed");
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
