@@ -205,6 +205,11 @@ pub fn contacts_import(db: &Path, file: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The journal counts of a scenario in a database (for `relance graph --db`).
+pub fn counts(db: &Path, scenario: &str) -> Result<JournalCounts> {
+    Ok(open(db)?.journal(scenario)?)
+}
+
 /// `relance journal`.
 pub fn journal(db: &Path, scenario: &str, contact: Option<&str>, json: bool) -> Result<ExitCode> {
     let mut rt = open(db)?;
@@ -310,7 +315,8 @@ fn describe(r: &Record) -> String {
         .as_deref()
         .map(|x| format!(" [{x}]"))
         .unwrap_or_default();
-    format!("{:?}{step}{extra}{reason}", r.kind).to_lowercase()
+    let kind = serde_json::to_value(r.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    format!("{kind}{step}{extra}{reason}")
 }
 
 fn print_path(contact: &str, path: &[Record]) {
@@ -319,7 +325,7 @@ fn print_path(contact: &str, path: &[Record]) {
         println!("  (nothing recorded)");
     }
     for r in path {
-        println!("  {}  {}", r.at.to_rfc3339(), describe(r));
+        println!("  {}  {}", r.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), describe(r));
     }
 }
 

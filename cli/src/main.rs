@@ -149,11 +149,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Draw a scenario's steps as a Mermaid flowchart.
+    /// Draw a scenario: Mermaid text (default), Graphviz DOT or SVG; with --db, the journal's
+    /// counts on each step.
     Graph {
         /// The scenario file (YAML or JSON).
         file: PathBuf,
+        /// mermaid, dot or svg.
+        #[arg(long, default_value = "mermaid")]
+        format: String,
+        /// A database whose journal gives the counts.
+        #[arg(long)]
+        db: Option<PathBuf>,
     },
+    /// Print the JSON Schema of scenario files (for editors).
+    Schema,
     /// Play a scenario on a virtual clock and print what happens, one JSON object per line.
     Simulate {
         /// The scenario file (YAML or JSON).
@@ -246,7 +255,11 @@ fn main() -> ExitCode {
             )
         }),
         Command::Validate { file, json } => validate_cmd(&file, json),
-        Command::Graph { file } => graph_cmd(&file),
+        Command::Graph { file, format, db } => graph_cmd(&file, &format, db.as_deref()),
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&relance_core::schema::scenario_schema()).unwrap_or_default());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Simulate {
             file,
             contacts,
@@ -381,14 +394,36 @@ fn new_cmd(
     Ok(ExitCode::SUCCESS)
 }
 
-fn graph_cmd(path: &Path) -> Result<ExitCode> {
+fn graph_cmd(path: &Path, format: &str, db: Option<&Path>) -> Result<ExitCode> {
     let report = check(path)?;
     let Some(scenario) = report.scenario else {
         print_problems(path, &report, &mut std::io::stderr())?;
         return Ok(ExitCode::from(1));
     };
-    print!("{}", relance_core::graph::mermaid(&scenario));
+    let counts = match db {
+        Some(db) => Some(embedded::counts(db, &scenario.id)?),
+        None => None,
+    };
+    match format {
+        "mermaid" => print!("{}", relance_core::graph::mermaid(&scenario, counts.as_ref())),
+        "dot" => print!("{}", relance_core::graph::dot(&scenario, counts.as_ref())),
+        "svg" => print!("{}", svg(&relance_core::graph::dot(&scenario, counts.as_ref()))?),
+        other => bail!("--format: \"{other}\" is not mermaid, dot or svg"),
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Lays a DOT graph out and draws it as SVG with layout-rs.
+fn svg(dot: &str) -> Result<String> {
+    use layout::backends::svg::SVGWriter;
+    use layout::gv::{DotParser, GraphBuilder};
+    let graph = DotParser::new(dot).process().map_err(|e| anyhow::anyhow!("internal DOT did not parse: {e}"))?;
+    let mut builder = GraphBuilder::new();
+    builder.visit_graph(&graph);
+    let mut visual = builder.get();
+    let mut writer = SVGWriter::new();
+    visual.do_it(false, false, false, &mut writer);
+    Ok(writer.finalize())
 }
 
 fn load_contacts(path: &Path) -> Result<Vec<Contact>> {

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::condition::Condition;
+use crate::journal::JournalCounts;
 use crate::scenario::{Launch, Scenario, StepKind};
 
 fn node_id(step: &str) -> String {
@@ -35,8 +36,28 @@ fn describe(c: &Condition) -> String {
     }
 }
 
-/// The Mermaid flowchart of a scenario.
-pub fn mermaid(s: &Scenario) -> String {
+fn counts_line(counts: Option<&JournalCounts>, step: &str, is_end: bool, end: &str) -> String {
+    let Some(c) = counts else { return String::new() };
+    if is_end {
+        return format!("<br/>{} ended", c.ends.get(end).copied().unwrap_or(0));
+    }
+    let Some(sc) = c.steps.get(step) else { return "<br/>0 entered".into() };
+    let mut parts = vec![format!("{} entered", sc.entered)];
+    if sc.sent > 0 {
+        parts.push(format!("{} sent", sc.sent));
+    }
+    let skipped: u64 = sc.skipped.values().sum();
+    if skipped > 0 {
+        parts.push(format!("{skipped} skipped"));
+    }
+    if sc.failed > 0 {
+        parts.push(format!("{} failed", sc.failed));
+    }
+    format!("<br/>{}", parts.join(", "))
+}
+
+/// The Mermaid flowchart of a scenario, with the journal's counts on each step when given.
+pub fn mermaid(s: &Scenario, counts: Option<&JournalCounts>) -> String {
     let mut out = String::from("flowchart TD\n");
     let launch = match &s.launch {
         Launch::Manual => "manual launch".to_string(),
@@ -90,6 +111,14 @@ pub fn mermaid(s: &Scenario) -> String {
             StepKind::End { end } => format!("([\"{delay}end: {}\"])", end.as_str()),
             StepKind::Pass { .. } => format!("[\"{delay}{}\"]", step.id),
         };
+        let (is_end, end_name) = match &step.kind {
+            StepKind::End { end } => (true, end.as_str()),
+            _ => (false, ""),
+        };
+        let mut shape = shape;
+        if let Some(quote) = shape.rfind('"') {
+            shape.insert_str(quote, &counts_line(counts, &step.id, is_end, end_name));
+        }
         let _ = writeln!(out, "  {id}{shape}");
         let edges: Vec<(String, &str)> = match &step.kind {
             StepKind::WaitFor {
@@ -134,6 +163,53 @@ pub fn mermaid(s: &Scenario) -> String {
     out
 }
 
+/// The scenario as a Graphviz DOT digraph (for SVG rendering), with counts when given.
+pub fn dot(s: &Scenario, counts: Option<&JournalCounts>) -> String {
+    let esc = |t: &str| t.replace('\\', "\\\\").replace('"', "\\\"");
+    let mut out = String::from("digraph scenario {\n  node [shape=box];\n");
+    let _ = writeln!(out, "  start [label=\"{}\", shape=ellipse];", esc(&launch_label(s)));
+    if let Some(first) = s.steps.first() {
+        let _ = writeln!(out, "  start -> {};", node_id(&first.id));
+    }
+    for step in &s.steps {
+        let (is_end, end_name) = match &step.kind {
+            StepKind::End { end } => (true, end.as_str()),
+            _ => (false, ""),
+        };
+        let what = match &step.kind {
+            StepKind::Send { message, .. } => format!("{}: send {message}", step.id),
+            StepKind::WaitFor { condition, timeout, .. } => {
+                format!("{}: wait for {} (up to {timeout})", step.id, describe(condition))
+            }
+            StepKind::If { condition, .. } => format!("{}: {}?", step.id, describe(condition)),
+            StepKind::Branches { .. } => format!("{}: branches", step.id),
+            StepKind::Action { action, .. } => format!("{}: {}", step.id, action.name()),
+            StepKind::End { end } => format!("end: {}", end.as_str()),
+            StepKind::Pass { .. } => step.id.clone(),
+        };
+        let n = counts_line(counts, &step.id, is_end, end_name).replace("<br/>", " / ");
+        let shape = if is_end { ", shape=ellipse" } else { "" };
+        let _ = writeln!(out, "  {} [label=\"{}{}\"{shape}];", node_id(&step.id), esc(&what), esc(&n));
+        for (field, target) in step.kind.targets() {
+            if !target.is_empty() {
+                let _ = writeln!(out, "  {} -> {} [label=\"{}\"];", node_id(&step.id), node_id(target), esc(&field));
+            }
+        }
+    }
+    out.push_str("}\n");
+    out
+}
+
+fn launch_label(s: &Scenario) -> String {
+    match &s.launch {
+        Launch::Manual => "manual launch".to_string(),
+        Launch::Recurring(_) => "recurring launch".to_string(),
+        Launch::FixedDates(d) => format!("{} fixed dates", d.len()),
+        Launch::AfterImport(_) => "after import".to_string(),
+        Launch::Trigger(t) => format!("on {}", t.event),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,7 +219,7 @@ mod tests {
     fn draws_every_step_and_edge() {
         let yaml = "id: g\nlaunch: {type: trigger, event: purchase}\nmessages: {m: {channel: sms, text: hi}}\nsteps:\n  - {id: a, send: m, next: w}\n  - {id: w, wait_for: {opened: a, timeout: P1D}, on_event: done, on_timeout: done}\n  - {id: done, end: success}\n";
         let (s, _) = crate::validate::parse(yaml, Format::Yaml).unwrap_or_else(|p| panic!("{p:?}"));
-        let m = mermaid(&s);
+        let m = mermaid(&s, None);
         assert!(
             m.starts_with("flowchart TD\n  start([\"on purchase\"])\n  start --> s_a\n"),
             "{m}"
@@ -153,5 +229,11 @@ mod tests {
             "{m}"
         );
         assert!(m.contains("s_done([\"end: success\"])"), "{m}");
+        let mut counts = JournalCounts::default();
+        counts.ends.insert("success".into(), 3);
+        assert!(mermaid(&s, Some(&counts)).contains("end: success<br/>3 ended"));
+        let d = dot(&s, Some(&counts));
+        assert!(d.starts_with("digraph scenario {") && d.contains("s_w -> s_done [label=\"on_event\"];"), "{d}");
+        assert!(d.contains("end: success / 3 ended"), "{d}");
     }
 }

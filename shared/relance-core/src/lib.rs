@@ -9,6 +9,7 @@
 //! - [`condition`]: conditions and their evaluation.
 //! - [`scenario`]: the v1 scenario file and its loader.
 //! - [`validate`]: every problem of a scenario, located.
+//! - [`schema`]: the JSON Schema of scenario files, for editors.
 //! - [`render`]: message templates.
 //! - [`engine`]: enrollments, inputs, effects and the transition function.
 //! - [`journal`]: journal records and counters.
@@ -27,6 +28,7 @@ pub mod ports;
 pub mod problem;
 pub mod render;
 pub mod scenario;
+pub mod schema;
 pub mod schedule;
 pub mod simulation;
 pub mod validate;

@@ -681,7 +681,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     d[a.len()][b.len()]
 }
 
-const TOP_KEYS: [&str; 17] = [
+/// The keys of a scenario file (the JSON Schema lists the same).
+pub const TOP_KEYS: [&str; 17] = [
     "id",
     "name",
     "description",
@@ -701,12 +702,14 @@ const TOP_KEYS: [&str; 17] = [
     "labels",
 ];
 
-const MESSAGE_KEYS: [&str; 13] = [
+/// The keys of a message (the JSON Schema lists the same).
+pub const MESSAGE_KEYS: [&str; 13] = [
     "channel", "type", "subject", "html", "text", "title", "body", "data", "url", "from",
     "reply_to", "template", "sms_type",
 ];
 
-const LAUNCH_KEYS: [&str; 14] = [
+/// The keys of a launch (the JSON Schema lists the same).
+pub const LAUNCH_KEYS: [&str; 14] = [
     "type",
     "event",
     "pages",
@@ -1378,7 +1381,8 @@ fn parse_audience(v: &Value, problems: &mut Vec<Problem>) -> Option<Audience> {
 }
 
 /// The keys a step may have.
-const STEP_KEYS: [&str; 16] = [
+/// The keys of a step (the JSON Schema lists the same).
+pub const STEP_KEYS: [&str; 16] = [
     "id",
     "name",
     "description",

@@ -114,6 +114,14 @@ pub struct WireError {
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| {
+        // Broken JSON is the body's fault, wherever the parser was (its path may be `?`);
+        // the line and column say where.
+        if e.inner().is_syntax() || e.inner().is_eof() {
+            return WireError {
+                field: "body".into(),
+                message: e.inner().to_string(),
+            };
+        }
         let path = e.path().to_string();
         let message = e.inner().to_string();
         let message = message
@@ -162,6 +170,15 @@ mod tests {
         assert_eq!(e.map(|e| e.field), Some("event".to_string()));
         let e = decode::<LaunchDetail>(br#"{"scenario": "s", "contacts": [1]}"#).err();
         assert_eq!(e.map(|e| e.field), Some("contacts[0]".to_string()));
-        assert!(decode::<LaunchDetail>(b"{").is_err());
+        for broken in [
+            &b"{"[..],
+            b"{\"scenario\": \"s\"",
+            b"{\"scenario\": ",
+            b"{\"scenario\": \"s\", \"contacts\": [\"a\",]}",
+            b"not json",
+        ] {
+            let e = decode::<LaunchDetail>(broken).err();
+            assert_eq!(e.map(|e| e.field), Some("body".to_string()));
+        }
     }
 }

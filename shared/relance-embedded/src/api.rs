@@ -9,6 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use relance_core::contact::{Contact, ContactError};
 use relance_core::ports::{SourceFormat, Status};
 use relance_core::validate;
 use relance_core::wire::{self, ActivityDetail, ContactDetail, EngagementDetail, LaunchDetail};
@@ -233,11 +234,18 @@ async fn contact_path(
 
 async fn post_contact(State(h): State<RuntimeHandle>, body: Bytes) -> ApiResult {
     let detail: ContactDetail = wire::decode(&body)?;
-    if !detail.contact.contains_key("id") {
+    // Checked here as well as by the runtime, so that the error names the field at fault
+    // (an empty or null id is as missing as an absent one).
+    if let Err(e) = Contact::from_json(Value::Object(detail.contact.clone())) {
+        let field = match &e {
+            ContactError::MissingId => "contact.id".to_string(),
+            ContactError::Reserved { key, .. } => format!("contact.{key}"),
+            ContactError::NotAnObject => "contact".to_string(),
+        };
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            "a contact needs an \"id\"",
-            Some("contact.id"),
+            e.to_string(),
+            Some(&field),
         ));
     }
     let change = h

@@ -1,0 +1,837 @@
+//! The HTTP API in process: the router over a runner with an in-memory store, a manual clock
+//! and an outbox file in a temporary directory, called with `tower::ServiceExt::oneshot`.
+//!
+//! The runner does one job at a time and delivers the outbox after each, so the answer to a
+//! later job proves the earlier job's sends are in the file ([`App::sync`]); the outbox is
+//! still polled for a while before a test gives up on a send.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use chrono::{DateTime, TimeDelta, Utc};
+use http_body_util::BodyExt;
+use relance_embedded::clock::ManualClock;
+use relance_embedded::store::SqliteStore;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+// ---------------------------------------------------------------------------------------------
+// The harness
+// ---------------------------------------------------------------------------------------------
+
+const YAML: &str = "application/yaml";
+const JSON: &str = "application/json";
+
+/// The app under test and what it writes.
+struct App {
+    router: Router,
+    clock: Arc<ManualClock>,
+    outbox: PathBuf,
+}
+
+fn t0() -> DateTime<Utc> {
+    "2026-03-02T10:00:00Z"
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A fresh app with its own temporary directory (named after the test).
+fn app(name: &str) -> App {
+    let dir = std::env::temp_dir().join(format!("relance-api-{}-{name}", std::process::id()));
+    // A directory left by an earlier run with the same process id would hold an old outbox.
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let outbox = dir.join("outbox.jsonl");
+    let clock = Arc::new(ManualClock::new(t0()));
+    let store = SqliteStore::in_memory().unwrap_or_else(|e| panic!("{e}"));
+    let (handle, _runner) = relance_embedded::server::start_with(store, &outbox, clock.clone())
+        .unwrap_or_else(|e| panic!("{e}"));
+    App {
+        router: relance_embedded::api::router(handle),
+        clock,
+        outbox,
+    }
+}
+
+async fn call(app: &App, request: Request<Body>) -> (StatusCode, Value) {
+    let response = app
+        .router
+        .clone()
+        .oneshot(request)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_bytes();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes))
+        })
+    };
+    (status, body)
+}
+
+/// POSTs `body` (text or raw bytes) with a content type.
+async fn post(
+    app: &App,
+    path: &str,
+    body: impl Into<Body>,
+    content_type: &str,
+) -> (StatusCode, Value) {
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(body.into())
+        .unwrap_or_else(|e| panic!("{e}"));
+    call(app, request).await
+}
+
+/// POSTs a JSON value.
+async fn post_json(app: &App, path: &str, body: Value) -> (StatusCode, Value) {
+    post(app, path, body.to_string(), JSON).await
+}
+
+async fn get(app: &App, path: &str) -> (StatusCode, Value) {
+    let request = Request::builder()
+        .method(Method::GET)
+        .uri(path)
+        .body(Body::empty())
+        .unwrap_or_else(|e| panic!("{e}"));
+    call(app, request).await
+}
+
+impl App {
+    /// Returns once the runner has delivered everything due from earlier jobs and from a
+    /// tick at the current time: two jobs in a row, since a tick runs between them.
+    async fn sync(&self) {
+        for _ in 0..2 {
+            let (status, body) = get(self, "/v1/scenarios").await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+    }
+
+    /// The outbox lines so far.
+    fn outbox_lines(&self) -> Vec<Value> {
+        let text = match std::fs::read_to_string(&self.outbox) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => panic!("{e}"),
+        };
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+            .collect()
+    }
+
+    /// The outbox once it holds at least `n` lines (polled for up to 2 s).
+    async fn outbox_at_least(&self, n: usize) -> Vec<Value> {
+        self.sync().await;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let lines = self.outbox_lines();
+            if lines.len() >= n || Instant::now() > deadline {
+                assert!(
+                    lines.len() >= n,
+                    "expected {n} outbox lines, found {}: {lines:#?}",
+                    lines.len()
+                );
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Moves the clock and lets the runner fire what became due.
+    async fn advance(&self, by: TimeDelta) {
+        self.clock.set(t0() + by);
+        self.sync().await;
+    }
+}
+
+/// The `send` objects of the outbox for one contact.
+fn sends_to<'a>(lines: &'a [Value], contact: &str) -> Vec<&'a Value> {
+    lines
+        .iter()
+        .filter(|l| l["kind"] == "send" && l["send"]["contact"] == contact)
+        .map(|l| &l["send"])
+        .collect()
+}
+
+/// The kinds of a contact's path records, in order.
+fn kinds(path: &Value) -> Vec<&str> {
+    path.as_array()
+        .unwrap_or_else(|| panic!("not a list: {path}"))
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap_or(""))
+        .collect()
+}
+
+/// Asserts an error answer: the status and the field at fault (when given).
+#[track_caller]
+fn assert_error(
+    (status, body): &(StatusCode, Value),
+    want: StatusCode,
+    field: Option<&str>,
+) -> String {
+    assert_eq!(*status, want, "{body}");
+    let error = &body["error"];
+    let message = error["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error.message: {body}"));
+    assert!(!message.is_empty(), "{body}");
+    match field {
+        Some(f) => assert_eq!(error["field"], f, "{body}"),
+        None => assert!(error.get("field").is_none(), "{body}"),
+    }
+    message.to_string()
+}
+
+async fn put_scenario(app: &App, text: &str) -> Value {
+    let (status, body) = post(app, "/v1/scenarios", text.to_string(), YAML).await;
+    assert!(
+        status == StatusCode::CREATED || status == StatusCode::OK,
+        "{status}: {body}"
+    );
+    body
+}
+
+async fn activate(app: &App, id: &str) {
+    let (status, body) = post(app, &format!("/v1/scenarios/{id}/activate"), "", JSON).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "active", "{body}");
+}
+
+async fn add_contact(app: &App, contact: Value) {
+    let (status, body) = post_json(app, "/v1/contacts", json!({ "contact": contact })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+async fn launch(app: &App, id: &str, contacts: &[&str]) -> Value {
+    let (status, body) = post_json(
+        app,
+        &format!("/v1/scenarios/{id}/launch"),
+        json!({ "contacts": contacts }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+async fn path_of(app: &App, id: &str, contact: &str) -> Value {
+    let (status, body) = get(app, &format!("/v1/scenarios/{id}/contacts/{contact}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+// ---------------------------------------------------------------------------------------------
+
+/// One email, then the end.
+const HELLO: &str = "\
+id: hello
+name: Hello
+timezone: UTC
+launch: {type: manual}
+audience: {all: true}
+messages:
+  greeting: {channel: email, subject: \"Hi {{ contact.first_name }}\", text: \"Hello there\"}
+steps:
+  - {id: first, send: greeting, next: done}
+  - {id: done, end: success}
+";
+
+/// An email, a wait for its opening, then a thank-you to openers.
+const NUDGE: &str = "\
+id: nudge
+timezone: UTC
+launch: {type: manual}
+messages:
+  first: {channel: email, subject: \"News\", text: \"Read this\"}
+  thanks: {channel: email, subject: \"Thanks for reading\", text: \"More soon\"}
+steps:
+  - {id: first, send: first, next: wait}
+  - id: wait
+    wait_for: {opened: first, timeout: P2D}
+    on_event: thanks
+    on_timeout: done
+  - {id: thanks, send: thanks, next: done}
+  - {id: done, end: success}
+";
+
+/// A day's delay, then an email whose subject says which version sent it.
+fn later(subject: &str) -> String {
+    format!(
+        "\
+id: later
+timezone: UTC
+launch: {{type: manual}}
+messages:
+  m: {{channel: email, subject: \"{subject}\", text: \"Hello\"}}
+steps:
+  - id: wait
+    delay: {{after: P1D}}
+    next: send
+  - {{id: send, send: m, next: done}}
+  - {{id: done, end: success}}
+"
+    )
+}
+
+/// Launched after each import, for the contacts it added.
+const WELCOME_IMPORTED: &str = "\
+id: welcome-imported
+timezone: UTC
+launch: {type: after_import, contacts: added}
+messages:
+  m: {channel: email, subject: \"Welcome\", text: \"Hello\"}
+steps:
+  - {id: first, send: m, next: done}
+  - {id: done, end: success}
+";
+
+// ---------------------------------------------------------------------------------------------
+// Happy path
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scenario_goes_from_its_text_to_a_delivered_send() {
+    let app = app("happy");
+    let (status, _) = get(&app, "/v1/health").await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, body) = post(&app, "/v1/scenarios", HELLO, YAML).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["id"], "hello");
+    assert_eq!(body["version"], 1);
+    assert_eq!(body["changed"], true);
+    assert_eq!(body["status"], "draft");
+    assert_eq!(body["active_version"], Value::Null);
+
+    // The same text again makes no new version.
+    let (status, body) = post(&app, "/v1/scenarios", HELLO, YAML).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["version"], 1);
+    assert_eq!(body["changed"], false);
+
+    let (status, body) = post(&app, "/v1/scenarios/hello/activate", "", JSON).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "active");
+    assert_eq!(body["active_version"], 1);
+
+    let (status, body) = post_json(
+        &app,
+        "/v1/contacts",
+        json!({"contact": {"id": "c1", "email": "ann@example.org", "first_name": "Ann"}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["change"], "added");
+
+    let report = launch(&app, "hello", &["c1"]).await;
+    assert_eq!(report["entered"], 1, "{report}");
+
+    let (status, counts) = get(&app, "/v1/scenarios/hello/journal").await;
+    assert_eq!(status, StatusCode::OK, "{counts}");
+    assert_eq!(counts["entered"], 1, "{counts}");
+    assert_eq!(counts["steps"]["first"]["sent"], 1, "{counts}");
+    assert_eq!(counts["ends"]["success"], 1, "{counts}");
+
+    let path = path_of(&app, "hello", "c1").await;
+    assert_eq!(kinds(&path), ["entered", "sent", "ended"], "{path}");
+    assert_eq!(path[1]["step"], "first");
+    assert_eq!(path[1]["at"], "2026-03-02T10:00:00Z");
+
+    let lines = app.outbox_at_least(1).await;
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    let send = &lines[0]["send"];
+    assert_eq!(lines[0]["kind"], "send");
+    assert_eq!(lines[0]["scenario"], "hello");
+    assert_eq!(send["contact"], "c1");
+    assert_eq!(send["step"], "first");
+    assert_eq!(send["content"]["subject"], "Hi Ann");
+    let key = send["idempotency_key"].as_str().unwrap_or("");
+    assert!(key.ends_with(":first"), "{send}");
+
+    // Launching again: the contact has finished, so it enters again; still one send per key.
+    let (status, list) = get(&app, "/v1/scenarios").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list[0]["latest_version"], 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Error paths
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_bodies_are_refused_naming_the_field() {
+    let app = app("bad-bodies");
+
+    // Malformed JSON.
+    for body in ["{", "not json", "{\"contact\": {\"id\": \"c1\"}", "{\"contact\": {\"id\": "] {
+        let r = post(&app, "/v1/contacts", body, JSON).await;
+        assert_error(&r, StatusCode::BAD_REQUEST, Some("body"));
+    }
+    // Trailing bytes after a good body.
+    let r = post(&app, "/v1/contacts", "{\"contact\": {\"id\": \"c1\"}} x", JSON).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, Some("body"));
+    // An empty body.
+    let r = post(&app, "/v1/events", "", JSON).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, Some("body"));
+
+    // A missing field.
+    let r = post_json(&app, "/v1/events", json!({"contact": "c1"})).await;
+    let message = assert_error(&r, StatusCode::BAD_REQUEST, Some("event"));
+    assert!(message.contains("missing field \"event\""), "{message}");
+    let r = post_json(&app, "/v1/contacts", json!({})).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, Some("contact"));
+
+    // A wrong enum value.
+    let r = post_json(
+        &app,
+        "/v1/engagement",
+        json!({"contact": "c1", "scenario": "hello", "step": "first", "kind": "read"}),
+    )
+    .await;
+    let message = assert_error(&r, StatusCode::BAD_REQUEST, Some("kind"));
+    assert!(message.contains("read"), "{message}");
+
+    // A wrong type, deeper down.
+    let r = post_json(&app, "/v1/launch", json!({"scenario": "s", "contacts": [1]})).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, Some("contacts[0]"));
+    let r = post_json(&app, "/v1/contacts", json!({"contact": "c1"})).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, Some("contact"));
+    let r = post_json(
+        &app,
+        "/v1/contacts",
+        json!({"contact": {"id": "c1"}, "at": "yesterday"}),
+    )
+    .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, Some("at"));
+
+    // An unknown field.
+    let r = post_json(
+        &app,
+        "/v1/contacts",
+        json!({"contact": {"id": "c1"}, "extra": 1}),
+    )
+    .await;
+    let message = assert_error(&r, StatusCode::BAD_REQUEST, Some("extra"));
+    assert!(message.contains("unknown field \"extra\""), "{message}");
+    let r = post_json(
+        &app,
+        "/v1/scenarios/hello/launch",
+        json!({"contact": ["c1"]}),
+    )
+    .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, Some("contact"));
+
+    // A contact without an id, or with an empty one.
+    let r = post_json(
+        &app,
+        "/v1/contacts",
+        json!({"contact": {"email": "x@example.org"}}),
+    )
+    .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, Some("contact.id"));
+    for id in [json!(""), json!("  "), json!(null), json!(true)] {
+        let r = post_json(&app, "/v1/contacts", json!({"contact": {"id": id}})).await;
+        assert_error(&r, StatusCode::BAD_REQUEST, Some("contact.id"));
+    }
+    // A reserved key of the wrong shape.
+    let r = post_json(
+        &app,
+        "/v1/contacts",
+        json!({"contact": {"id": "c1", "tags": 3}}),
+    )
+    .await;
+    let message = assert_error(&r, StatusCode::BAD_REQUEST, Some("contact.tags"));
+    assert!(message.contains("list"), "{message}");
+
+    // An empty event name.
+    let r = post_json(&app, "/v1/events", json!({"contact": "c1", "event": " "})).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, Some("event"));
+
+    // Non-UTF-8 bodies.
+    let bad = vec![0xff_u8, 0xfe, b'i', b'd'];
+    let r = post(&app, "/v1/scenarios", bad.clone(), YAML).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, Some("body"));
+    let r = post(&app, "/v1/scenarios/validate", bad.clone(), YAML).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, Some("body"));
+    let r = post(&app, "/v1/contacts/import", bad.clone(), "text/csv").await;
+    assert_error(&r, StatusCode::BAD_REQUEST, Some("body"));
+    let r = post(&app, "/v1/contacts", bad, JSON).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, Some("body"));
+
+    // Nothing was written by any of these.
+    let (status, list) = get(&app, "/v1/scenarios").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list, json!([]));
+    put_scenario(&app, HELLO).await;
+    activate(&app, "hello").await;
+    let report = launch(&app, "hello", &["c1"]).await;
+    assert_eq!(report["entered"], 0, "{report}");
+    assert_eq!(report["not_found"], json!(["c1"]), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_scenarios_are_404_and_the_lifecycle_is_409() {
+    let app = app("lifecycle");
+    add_contact(&app, json!({"id": "c1", "email": "c1@example.org"})).await;
+
+    let r = post_json(
+        &app,
+        "/v1/engagement",
+        json!({"contact": "c1", "scenario": "nope", "step": "first", "kind": "opened"}),
+    )
+    .await;
+    let message = assert_error(&r, StatusCode::NOT_FOUND, None);
+    assert!(message.contains("nope"), "{message}");
+    let r = post_json(&app, "/v1/scenarios/nope/launch", json!({})).await;
+    assert_error(&r, StatusCode::NOT_FOUND, None);
+    let r = post_json(&app, "/v1/launch", json!({"scenario": "nope"})).await;
+    assert_error(&r, StatusCode::NOT_FOUND, None);
+    let r = post(&app, "/v1/scenarios/nope/activate", "", JSON).await;
+    assert_error(&r, StatusCode::NOT_FOUND, None);
+    let r = get(&app, "/v1/scenarios/nope/journal").await;
+    assert_error(&r, StatusCode::NOT_FOUND, None);
+    let r = get(&app, "/v1/scenarios/nope/contacts/c1").await;
+    assert_error(&r, StatusCode::NOT_FOUND, None);
+
+    // A draft takes no entries.
+    put_scenario(&app, HELLO).await;
+    let r = post_json(&app, "/v1/scenarios/hello/launch", json!({"contacts": ["c1"]})).await;
+    let message = assert_error(&r, StatusCode::CONFLICT, None);
+    assert!(message.contains("draft"), "{message}");
+    // An empty body launches the audience, which a draft refuses just the same.
+    let r = post(&app, "/v1/scenarios/hello/launch", "", JSON).await;
+    assert_error(&r, StatusCode::CONFLICT, None);
+    // Engagement for a contact that does not exist.
+    let r = post_json(
+        &app,
+        "/v1/engagement",
+        json!({"contact": "ghost", "scenario": "hello", "step": "first", "kind": "opened"}),
+    )
+    .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, Some("contact"));
+
+    // A draft cannot be paused; an archived scenario cannot come back.
+    let r = post(&app, "/v1/scenarios/hello/pause", "", JSON).await;
+    assert_error(&r, StatusCode::CONFLICT, None);
+    let (status, body) = post(&app, "/v1/scenarios/hello/archive", "", JSON).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "archived");
+    let r = post(&app, "/v1/scenarios/hello/activate", "", JSON).await;
+    let message = assert_error(&r, StatusCode::CONFLICT, None);
+    assert!(message.contains("archived"), "{message}");
+    let r = post_json(&app, "/v1/scenarios/hello/launch", json!({"contacts": ["c1"]})).await;
+    assert_error(&r, StatusCode::CONFLICT, None);
+
+    let (_, path) = get(&app, "/v1/scenarios/hello/contacts/c1").await;
+    assert_eq!(path, json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenarios_with_errors_are_kept_as_drafts_but_do_not_activate() {
+    let app = app("invalid");
+    let broken = include_str!("../../../examples/broken/unknown-references.yaml");
+
+    // It reads well enough to be stored, with its problems.
+    let (status, body) = post(&app, "/v1/scenarios", broken, YAML).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["id"], "broken-unknown-references");
+    assert_eq!(body["status"], "draft");
+    let problems = body["problems"].as_array().map_or(0, Vec::len);
+    assert!(problems > 0, "{body}");
+
+    let r = post(
+        &app,
+        "/v1/scenarios/broken-unknown-references/activate",
+        "",
+        JSON,
+    )
+    .await;
+    let message = assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, None);
+    assert!(message.contains("welcom"), "{message}");
+    let problems = r.1["error"]["problems"].as_array().map_or(0, Vec::len);
+    assert!(problems > 0, "{}", r.1);
+
+    // Refused activation leaves it a draft.
+    let (_, list) = get(&app, "/v1/scenarios").await;
+    assert_eq!(list[0]["status"], "draft", "{list}");
+    assert_eq!(list[0]["active_version"], Value::Null, "{list}");
+
+    // Text without an id cannot be stored at all.
+    for text in [
+        "name: no id\nsteps: []\n",
+        "id: Not Valid!\nsteps: []\n",
+        "{{{",
+        "",
+    ] {
+        let r = post(&app, "/v1/scenarios", text, YAML).await;
+        assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, None);
+        let problems = r.1["error"]["problems"].as_array().map_or(0, Vec::len);
+        assert!(problems > 0, "{text:?}: {}", r.1);
+    }
+    // JSON too, chosen by the content type.
+    let r = post(&app, "/v1/scenarios", "{\"name\": \"x\"}", JSON).await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, None);
+    let (_, list) = get(&app, "/v1/scenarios").await;
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+
+    // Validation alone never stores.
+    let (status, body) = post(&app, "/v1/scenarios/validate", HELLO, YAML).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["errors"], 0, "{body}");
+    let (status, body) = post(&app, "/v1/scenarios/validate", broken, YAML).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["errors"].as_u64().unwrap_or(0) > 0, "{body}");
+    let (_, list) = get(&app, "/v1/scenarios").await;
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_request_writes_nothing() {
+    let app = app("nothing-half-written");
+    put_scenario(&app, HELLO).await;
+    activate(&app, "hello").await;
+    add_contact(&app, json!({"id": "c1", "email": "c1@example.org", "first_name": "C"})).await;
+    launch(&app, "hello", &["c1"]).await;
+    app.outbox_at_least(1).await;
+    let (_, journal_before) = get(&app, "/v1/scenarios/hello/journal").await;
+    let path_before = path_of(&app, "hello", "c1").await;
+
+    // Contacts refused at each stage: decoding, the API's id check, the runtime's check.
+    for body in [
+        json!({"contact": {"id": "c2", "email": "c2@example.org"}, "extra": true}),
+        json!({"contact": {"id": "c2", "email": "c2@example.org"}, "action": "deleted"}),
+        json!({"contact": {"id": "c2", "email": "c2@example.org", "tags": 1}}),
+        json!({"contact": {"email": "c2@example.org"}}),
+        json!({"contact": {"id": "c1", "first_name": "Changed"}, "at": 5}),
+    ] {
+        let (status, answer) = post_json(&app, "/v1/contacts", body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+    }
+    let report = launch(&app, "hello", &["c2"]).await;
+    assert_eq!(report["not_found"], json!(["c2"]), "{report}");
+
+    // A refused engagement and a refused launch change no journal.
+    let r = post_json(
+        &app,
+        "/v1/engagement",
+        json!({"contact": "c1", "scenario": "hello", "step": "first", "kind": "read"}),
+    )
+    .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, Some("kind"));
+    let r = post_json(
+        &app,
+        "/v1/scenarios/hello/launch",
+        json!({"contacts": ["c1", 2]}),
+    )
+    .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, Some("contacts[1]"));
+    let (_, journal_after) = get(&app, "/v1/scenarios/hello/journal").await;
+    assert_eq!(journal_after, journal_before);
+    assert_eq!(path_of(&app, "hello", "c1").await, path_before);
+
+    // c1's stored fields did not change: launching again renders the first name it had.
+    let report = launch(&app, "hello", &["c1"]).await;
+    assert_eq!(report["entered"], 1, "{report}");
+    let lines = app.outbox_at_least(2).await;
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert_eq!(lines[1]["send"]["content"]["subject"], "Hi C");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Import
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imports_report_each_row_and_launch_after_import_scenarios_for_added_contacts() {
+    let app = app("import");
+    put_scenario(&app, WELCOME_IMPORTED).await;
+    activate(&app, "welcome-imported").await;
+
+    let csv = "id,email,first_name\ni1,i1@example.org,Ivy\n,nobody@example.org,No\ni3,i3@example.org\n";
+    let (status, report) = post(&app, "/v1/contacts/import", csv, "text/csv").await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["added"], 1, "{report}");
+    assert_eq!(report["modified"], 0, "{report}");
+    assert_eq!(report["unchanged"], 0, "{report}");
+    let rejected = report["rejected"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        rejected.iter().map(|r| r["line"].clone()).collect::<Vec<_>>(),
+        [json!(3), json!(4)],
+        "{report}"
+    );
+    assert!(
+        rejected[0]["reason"].as_str().unwrap_or("").contains("id"),
+        "{report}"
+    );
+
+    // The same file again changes nothing and launches nobody.
+    let (status, report) = post(
+        &app,
+        "/v1/contacts/import",
+        csv,
+        "text/csv; charset=utf-8",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["added"], 0, "{report}");
+    assert_eq!(report["unchanged"], 1, "{report}");
+    assert_eq!(report["rejected"].as_array().map(Vec::len), Some(2));
+
+    // JSON lines: one new contact, one change to i1, one bad line.
+    let lines = "{\"id\": \"j1\", \"email\": \"j1@example.org\"}\nnot json\n\n{\"id\": \"i1\", \"first_name\": \"Ivy-May\"}\n{\"email\": \"x@example.org\"}\n";
+    let (status, report) = post(&app, "/v1/contacts/import", lines, "application/x-ndjson").await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["added"], 1, "{report}");
+    assert_eq!(report["modified"], 1, "{report}");
+    let rejected = report["rejected"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        rejected.iter().map(|r| r["line"].clone()).collect::<Vec<_>>(),
+        [json!(2), json!(5)],
+        "{report}"
+    );
+
+    // Only the added contacts entered: i1 once, j1 once.
+    let (_, counts) = get(&app, "/v1/scenarios/welcome-imported/journal").await;
+    assert_eq!(counts["entered"], 2, "{counts}");
+    assert_eq!(
+        kinds(&path_of(&app, "welcome-imported", "i1").await),
+        ["entered", "sent", "ended"]
+    );
+    assert_eq!(
+        kinds(&path_of(&app, "welcome-imported", "j1").await),
+        ["entered", "sent", "ended"]
+    );
+    let sent = app.outbox_at_least(2).await;
+    assert_eq!(sent.len(), 2, "{sent:#?}");
+    assert_eq!(sends_to(&sent, "i1").len(), 1);
+    assert_eq!(sends_to(&sent, "j1").len(), 1);
+
+    // An empty file is an empty report.
+    let (status, report) = post(&app, "/v1/contacts/import", "", "application/x-ndjson").await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(
+        report,
+        json!({"added": 0, "modified": 0, "unchanged": 0, "rejected": []})
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Engagement
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opening_resumes_the_wait_once() {
+    let app = app("engagement");
+    put_scenario(&app, NUDGE).await;
+    activate(&app, "nudge").await;
+    add_contact(&app, json!({"id": "c1", "email": "c1@example.org"})).await;
+    launch(&app, "nudge", &["c1"]).await;
+    let lines = app.outbox_at_least(1).await;
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_eq!(
+        kinds(&path_of(&app, "nudge", "c1").await),
+        ["entered", "sent", "waiting"]
+    );
+
+    let opened = json!({"contact": "c1", "scenario": "nudge", "step": "first", "kind": "opened"});
+    let (status, body) = post_json(&app, "/v1/engagement", opened.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let lines = app.outbox_at_least(2).await;
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert_eq!(lines[1]["send"]["step"], "thanks");
+    assert_eq!(lines[1]["send"]["content"]["subject"], "Thanks for reading");
+
+    let path = path_of(&app, "nudge", "c1").await;
+    assert_eq!(
+        kinds(&path),
+        ["entered", "sent", "waiting", "resumed", "sent", "ended"],
+        "{path}"
+    );
+    assert_eq!(path[3]["reason"], "event", "{path}");
+    assert_eq!(path[3]["step"], "wait", "{path}");
+
+    // The same opening again finds nothing waiting.
+    let (status, body) = post_json(&app, "/v1/engagement", opened).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    app.sync().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(app.outbox_lines().len(), 2);
+    assert_eq!(kinds(&path_of(&app, "nudge", "c1").await).len(), 6);
+
+    // Nor does the timeout fire later.
+    app.advance(TimeDelta::days(3)).await;
+    assert_eq!(app.outbox_lines().len(), 2);
+    let (_, counts) = get(&app, "/v1/scenarios/nudge/journal").await;
+    assert_eq!(counts["ends"]["success"], 1, "{counts}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Version pinning
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_enrollments_keep_their_version() {
+    let app = app("versions");
+    let (status, v1) = post(&app, "/v1/scenarios", later("From v1"), YAML).await;
+    assert_eq!(status, StatusCode::CREATED, "{v1}");
+    activate(&app, "later").await;
+    add_contact(&app, json!({"id": "a", "email": "a@example.org"})).await;
+    add_contact(&app, json!({"id": "b", "email": "b@example.org"})).await;
+    assert_eq!(launch(&app, "later", &["a"]).await["entered"], 1);
+
+    // A changed text of an active scenario becomes the active version at once.
+    let (status, v2) = post(&app, "/v1/scenarios", later("From v2"), YAML).await;
+    assert_eq!(status, StatusCode::CREATED, "{v2}");
+    assert_eq!(v2["version"], 2, "{v2}");
+    assert_eq!(v2["changed"], true, "{v2}");
+    assert_eq!(v2["status"], "active", "{v2}");
+    assert_eq!(v2["active_version"], 2, "{v2}");
+    app.clock.set(t0() + TimeDelta::hours(1));
+    assert_eq!(launch(&app, "later", &["b"]).await["entered"], 1);
+
+    // Nothing is due yet.
+    app.advance(TimeDelta::hours(23)).await;
+    assert_eq!(app.outbox_lines().len(), 0);
+
+    // A's day is up: it gets v1's message; B waits an hour more for v2's.
+    app.advance(TimeDelta::hours(24) + TimeDelta::minutes(1)).await;
+    let lines = app.outbox_at_least(1).await;
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_eq!(sends_to(&lines, "a")[0]["content"]["subject"], "From v1");
+
+    // Any cheap job wakes the runner too.
+    app.clock.set(t0() + TimeDelta::hours(25) + TimeDelta::minutes(1));
+    let report = launch(&app, "later", &[]).await;
+    assert_eq!(report["entered"], 0, "{report}");
+    let lines = app.outbox_at_least(2).await;
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert_eq!(sends_to(&lines, "b")[0]["content"]["subject"], "From v2");
+    assert_eq!(sends_to(&lines, "a").len(), 1);
+
+    let (_, counts) = get(&app, "/v1/scenarios/later/journal").await;
+    assert_eq!(counts["entered"], 2, "{counts}");
+    assert_eq!(counts["steps"]["send"]["sent"], 2, "{counts}");
+    assert_eq!(counts["ends"]["success"], 2, "{counts}");
+
+    // Posting v1's text again is a new version (3), not a return to 1.
+    let (status, v3) = post(&app, "/v1/scenarios", later("From v1"), YAML).await;
+    assert_eq!(status, StatusCode::CREATED, "{v3}");
+    assert_eq!(v3["version"], 3, "{v3}");
+    assert_eq!(v3["active_version"], 3, "{v3}");
+}
