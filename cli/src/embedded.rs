@@ -315,7 +315,10 @@ fn describe(r: &Record) -> String {
         .as_deref()
         .map(|x| format!(" [{x}]"))
         .unwrap_or_default();
-    let kind = serde_json::to_value(r.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let kind = serde_json::to_value(r.kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
     format!("{kind}{step}{extra}{reason}")
 }
 
@@ -325,7 +328,11 @@ fn print_path(contact: &str, path: &[Record]) {
         println!("  (nothing recorded)");
     }
     for r in path {
-        println!("  {}  {}", r.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true), describe(r));
+        println!(
+            "  {}  {}",
+            r.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            describe(r)
+        );
     }
 }
 

@@ -257,7 +257,11 @@ fn main() -> ExitCode {
         Command::Validate { file, json } => validate_cmd(&file, json),
         Command::Graph { file, format, db } => graph_cmd(&file, &format, db.as_deref()),
         Command::Schema => {
-            println!("{}", serde_json::to_string_pretty(&relance_core::schema::scenario_schema()).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&relance_core::schema::scenario_schema())
+                    .unwrap_or_default()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Simulate {
@@ -405,9 +409,15 @@ fn graph_cmd(path: &Path, format: &str, db: Option<&Path>) -> Result<ExitCode> {
         None => None,
     };
     match format {
-        "mermaid" => print!("{}", relance_core::graph::mermaid(&scenario, counts.as_ref())),
+        "mermaid" => print!(
+            "{}",
+            relance_core::graph::mermaid(&scenario, counts.as_ref())
+        ),
         "dot" => print!("{}", relance_core::graph::dot(&scenario, counts.as_ref())),
-        "svg" => print!("{}", svg(&relance_core::graph::dot(&scenario, counts.as_ref()))?),
+        "svg" => print!(
+            "{}",
+            svg(&relance_core::graph::dot(&scenario, counts.as_ref()))?
+        ),
         other => bail!("--format: \"{other}\" is not mermaid, dot or svg"),
     }
     Ok(ExitCode::SUCCESS)
@@ -417,7 +427,9 @@ fn graph_cmd(path: &Path, format: &str, db: Option<&Path>) -> Result<ExitCode> {
 fn svg(dot: &str) -> Result<String> {
     use layout::backends::svg::SVGWriter;
     use layout::gv::{DotParser, GraphBuilder};
-    let graph = DotParser::new(dot).process().map_err(|e| anyhow::anyhow!("internal DOT did not parse: {e}"))?;
+    let graph = DotParser::new(dot)
+        .process()
+        .map_err(|e| anyhow::anyhow!("internal DOT did not parse: {e}"))?;
     let mut builder = GraphBuilder::new();
     builder.visit_graph(&graph);
     let mut visual = builder.get();

@@ -37,11 +37,15 @@ fn describe(c: &Condition) -> String {
 }
 
 fn counts_line(counts: Option<&JournalCounts>, step: &str, is_end: bool, end: &str) -> String {
-    let Some(c) = counts else { return String::new() };
+    let Some(c) = counts else {
+        return String::new();
+    };
     if is_end {
         return format!("<br/>{} ended", c.ends.get(end).copied().unwrap_or(0));
     }
-    let Some(sc) = c.steps.get(step) else { return "<br/>0 entered".into() };
+    let Some(sc) = c.steps.get(step) else {
+        return "<br/>0 entered".into();
+    };
     let mut parts = vec![format!("{} entered", sc.entered)];
     if sc.sent > 0 {
         parts.push(format!("{} sent", sc.sent));
@@ -167,7 +171,11 @@ pub fn mermaid(s: &Scenario, counts: Option<&JournalCounts>) -> String {
 pub fn dot(s: &Scenario, counts: Option<&JournalCounts>) -> String {
     let esc = |t: &str| t.replace('\\', "\\\\").replace('"', "\\\"");
     let mut out = String::from("digraph scenario {\n  node [shape=box];\n");
-    let _ = writeln!(out, "  start [label=\"{}\", shape=ellipse];", esc(&launch_label(s)));
+    let _ = writeln!(
+        out,
+        "  start [label=\"{}\", shape=ellipse];",
+        esc(&launch_label(s))
+    );
     if let Some(first) = s.steps.first() {
         let _ = writeln!(out, "  start -> {};", node_id(&first.id));
     }
@@ -178,8 +186,14 @@ pub fn dot(s: &Scenario, counts: Option<&JournalCounts>) -> String {
         };
         let what = match &step.kind {
             StepKind::Send { message, .. } => format!("{}: send {message}", step.id),
-            StepKind::WaitFor { condition, timeout, .. } => {
-                format!("{}: wait for {} (up to {timeout})", step.id, describe(condition))
+            StepKind::WaitFor {
+                condition, timeout, ..
+            } => {
+                format!(
+                    "{}: wait for {} (up to {timeout})",
+                    step.id,
+                    describe(condition)
+                )
             }
             StepKind::If { condition, .. } => format!("{}: {}?", step.id, describe(condition)),
             StepKind::Branches { .. } => format!("{}: branches", step.id),
@@ -189,10 +203,22 @@ pub fn dot(s: &Scenario, counts: Option<&JournalCounts>) -> String {
         };
         let n = counts_line(counts, &step.id, is_end, end_name).replace("<br/>", " / ");
         let shape = if is_end { ", shape=ellipse" } else { "" };
-        let _ = writeln!(out, "  {} [label=\"{}{}\"{shape}];", node_id(&step.id), esc(&what), esc(&n));
+        let _ = writeln!(
+            out,
+            "  {} [label=\"{}{}\"{shape}];",
+            node_id(&step.id),
+            esc(&what),
+            esc(&n)
+        );
         for (field, target) in step.kind.targets() {
             if !target.is_empty() {
-                let _ = writeln!(out, "  {} -> {} [label=\"{}\"];", node_id(&step.id), node_id(target), esc(&field));
+                let _ = writeln!(
+                    out,
+                    "  {} -> {} [label=\"{}\"];",
+                    node_id(&step.id),
+                    node_id(target),
+                    esc(&field)
+                );
             }
         }
     }
@@ -233,7 +259,11 @@ mod tests {
         counts.ends.insert("success".into(), 3);
         assert!(mermaid(&s, Some(&counts)).contains("end: success<br/>3 ended"));
         let d = dot(&s, Some(&counts));
-        assert!(d.starts_with("digraph scenario {") && d.contains("s_w -> s_done [label=\"on_event\"];"), "{d}");
+        assert!(
+            d.starts_with("digraph scenario {")
+                && d.contains("s_w -> s_done [label=\"on_event\"];"),
+            "{d}"
+        );
         assert!(d.contains("end: success / 3 ended"), "{d}");
     }
 }

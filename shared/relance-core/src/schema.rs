@@ -320,7 +320,10 @@ mod tests {
             Some(d) => &schema["$defs"][d],
             None => schema,
         };
-        let mut k: Vec<String> = node["properties"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        let mut k: Vec<String> = node["properties"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
         k.sort();
         k
     }

@@ -5,7 +5,7 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -114,12 +114,26 @@ pub fn router(handle: RuntimeHandle) -> Router {
         .route("/v1/scenarios/{id}/journal", get(journal))
         .route("/v1/scenarios/{id}/contacts/{contact}", get(contact_path))
         .route("/v1/contacts", post(post_contact))
-        .route("/v1/contacts/import", post(import_contacts))
+        // Imports are files: allow them far more than the default 2 MB.
+        .route(
+            "/v1/contacts/import",
+            post(import_contacts).layer(DefaultBodyLimit::max(IMPORT_LIMIT)),
+        )
         .route("/v1/events", post(post_activity))
         .route("/v1/engagement", post(post_engagement))
         .route("/v1/launch", post(post_launch))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no such route: see the README's API table",
+                None,
+            )
+        })
         .with_state(handle)
 }
+
+/// The largest contacts file the API takes in one request.
+const IMPORT_LIMIT: usize = 256 * 1024 * 1024;
 
 fn scenario_format(headers: &HeaderMap) -> SourceFormat {
     let json = headers

@@ -35,7 +35,7 @@ pub enum RuntimeError {
     #[error("scenario \"{0}\" not found")]
     UnknownScenario(String),
     /// The scenario has errors (activation refused, or the file does not read).
-    #[error("scenario {id}: {} error(s): {}", problems.iter().filter(|p| p.is_error()).count(),
+    #[error("scenario {}: {} error(s): {}", if id.is_empty() { "file" } else { id.as_str() }, problems.iter().filter(|p| p.is_error()).count(),
         problems.iter().filter(|p| p.is_error()).map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
     Invalid {
         /// The scenario id, when known.
@@ -418,7 +418,8 @@ where
                 contact.set_field(&field, value);
                 u.store.put_contact(&contact, now).map_err(store_err)?;
             }
-            if let Some((enrollment, version)) = running {
+            // Held (paused) and retired (archived) scenarios record the reaction but do not move.
+            if let (Some((enrollment, version)), Status::Active) = (running, entry.status) {
                 let history = u
                     .store
                     .history(contact.id(), &entry.id)
@@ -509,8 +510,11 @@ where
             let Launch::AfterImport(subset) = engine.scenario().launch else {
                 continue;
             };
+            // A contact listed twice in one file enters once.
+            let mut seen = std::collections::HashSet::new();
             let ids: Vec<String> = results
                 .iter()
+                .filter(|r| seen.insert(r.id.as_str()))
                 .filter(|r| match subset {
                     ImportSubset::All => true,
                     ImportSubset::Added => r.change == ContactChange::Added,

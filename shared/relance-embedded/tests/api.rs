@@ -31,6 +31,16 @@ struct App {
     router: Router,
     clock: Arc<ManualClock>,
     outbox: PathBuf,
+    dir: PathBuf,
+}
+
+impl Drop for App {
+    /// Removes the temporary directory, unless the test failed (the outbox tells why).
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
 }
 
 fn t0() -> DateTime<Utc> {
@@ -54,6 +64,7 @@ fn app(name: &str) -> App {
         router: relance_embedded::api::router(handle),
         clock,
         outbox,
+        dir,
     }
 }
 
@@ -74,9 +85,8 @@ async fn call(app: &App, request: Request<Body>) -> (StatusCode, Value) {
     let body = if bytes.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes))
-        })
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
     };
     (status, body)
 }
@@ -363,7 +373,6 @@ async fn a_scenario_goes_from_its_text_to_a_delivered_send() {
     let key = send["idempotency_key"].as_str().unwrap_or("");
     assert!(key.ends_with(":first"), "{send}");
 
-    // Launching again: the contact has finished, so it enters again; still one send per key.
     let (status, list) = get(&app, "/v1/scenarios").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
@@ -379,12 +388,23 @@ async fn bad_bodies_are_refused_naming_the_field() {
     let app = app("bad-bodies");
 
     // Malformed JSON.
-    for body in ["{", "not json", "{\"contact\": {\"id\": \"c1\"}", "{\"contact\": {\"id\": "] {
+    for body in [
+        "{",
+        "not json",
+        "{\"contact\": {\"id\": \"c1\"}",
+        "{\"contact\": {\"id\": ",
+    ] {
         let r = post(&app, "/v1/contacts", body, JSON).await;
         assert_error(&r, StatusCode::BAD_REQUEST, Some("body"));
     }
     // Trailing bytes after a good body.
-    let r = post(&app, "/v1/contacts", "{\"contact\": {\"id\": \"c1\"}} x", JSON).await;
+    let r = post(
+        &app,
+        "/v1/contacts",
+        "{\"contact\": {\"id\": \"c1\"}} x",
+        JSON,
+    )
+    .await;
     assert_error(&r, StatusCode::BAD_REQUEST, Some("body"));
     // An empty body.
     let r = post(&app, "/v1/events", "", JSON).await;
@@ -408,7 +428,12 @@ async fn bad_bodies_are_refused_naming_the_field() {
     assert!(message.contains("read"), "{message}");
 
     // A wrong type, deeper down.
-    let r = post_json(&app, "/v1/launch", json!({"scenario": "s", "contacts": [1]})).await;
+    let r = post_json(
+        &app,
+        "/v1/launch",
+        json!({"scenario": "s", "contacts": [1]}),
+    )
+    .await;
     assert_error(&r, StatusCode::BAD_REQUEST, Some("contacts[0]"));
     let r = post_json(&app, "/v1/contacts", json!({"contact": "c1"})).await;
     assert_error(&r, StatusCode::BAD_REQUEST, Some("contact"));
@@ -511,7 +536,12 @@ async fn unknown_scenarios_are_404_and_the_lifecycle_is_409() {
 
     // A draft takes no entries.
     put_scenario(&app, HELLO).await;
-    let r = post_json(&app, "/v1/scenarios/hello/launch", json!({"contacts": ["c1"]})).await;
+    let r = post_json(
+        &app,
+        "/v1/scenarios/hello/launch",
+        json!({"contacts": ["c1"]}),
+    )
+    .await;
     let message = assert_error(&r, StatusCode::CONFLICT, None);
     assert!(message.contains("draft"), "{message}");
     // An empty body launches the audience, which a draft refuses just the same.
@@ -535,7 +565,12 @@ async fn unknown_scenarios_are_404_and_the_lifecycle_is_409() {
     let r = post(&app, "/v1/scenarios/hello/activate", "", JSON).await;
     let message = assert_error(&r, StatusCode::CONFLICT, None);
     assert!(message.contains("archived"), "{message}");
-    let r = post_json(&app, "/v1/scenarios/hello/launch", json!({"contacts": ["c1"]})).await;
+    let r = post_json(
+        &app,
+        "/v1/scenarios/hello/launch",
+        json!({"contacts": ["c1"]}),
+    )
+    .await;
     assert_error(&r, StatusCode::CONFLICT, None);
 
     let (_, path) = get(&app, "/v1/scenarios/hello/contacts/c1").await;
@@ -606,7 +641,11 @@ async fn a_refused_request_writes_nothing() {
     let app = app("nothing-half-written");
     put_scenario(&app, HELLO).await;
     activate(&app, "hello").await;
-    add_contact(&app, json!({"id": "c1", "email": "c1@example.org", "first_name": "C"})).await;
+    add_contact(
+        &app,
+        json!({"id": "c1", "email": "c1@example.org", "first_name": "C"}),
+    )
+    .await;
     launch(&app, "hello", &["c1"]).await;
     app.outbox_at_least(1).await;
     let (_, journal_before) = get(&app, "/v1/scenarios/hello/journal").await;
@@ -663,7 +702,8 @@ async fn imports_report_each_row_and_launch_after_import_scenarios_for_added_con
     put_scenario(&app, WELCOME_IMPORTED).await;
     activate(&app, "welcome-imported").await;
 
-    let csv = "id,email,first_name\ni1,i1@example.org,Ivy\n,nobody@example.org,No\ni3,i3@example.org\n";
+    let csv =
+        "id,email,first_name\ni1,i1@example.org,Ivy\n,nobody@example.org,No\ni3,i3@example.org\n";
     let (status, report) = post(&app, "/v1/contacts/import", csv, "text/csv").await;
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!(report["added"], 1, "{report}");
@@ -671,7 +711,10 @@ async fn imports_report_each_row_and_launch_after_import_scenarios_for_added_con
     assert_eq!(report["unchanged"], 0, "{report}");
     let rejected = report["rejected"].as_array().cloned().unwrap_or_default();
     assert_eq!(
-        rejected.iter().map(|r| r["line"].clone()).collect::<Vec<_>>(),
+        rejected
+            .iter()
+            .map(|r| r["line"].clone())
+            .collect::<Vec<_>>(),
         [json!(3), json!(4)],
         "{report}"
     );
@@ -681,13 +724,7 @@ async fn imports_report_each_row_and_launch_after_import_scenarios_for_added_con
     );
 
     // The same file again changes nothing and launches nobody.
-    let (status, report) = post(
-        &app,
-        "/v1/contacts/import",
-        csv,
-        "text/csv; charset=utf-8",
-    )
-    .await;
+    let (status, report) = post(&app, "/v1/contacts/import", csv, "text/csv; charset=utf-8").await;
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!(report["added"], 0, "{report}");
     assert_eq!(report["unchanged"], 1, "{report}");
@@ -701,7 +738,10 @@ async fn imports_report_each_row_and_launch_after_import_scenarios_for_added_con
     assert_eq!(report["modified"], 1, "{report}");
     let rejected = report["rejected"].as_array().cloned().unwrap_or_default();
     assert_eq!(
-        rejected.iter().map(|r| r["line"].clone()).collect::<Vec<_>>(),
+        rejected
+            .iter()
+            .map(|r| r["line"].clone())
+            .collect::<Vec<_>>(),
         [json!(2), json!(5)],
         "{report}"
     );
@@ -810,13 +850,15 @@ async fn running_enrollments_keep_their_version() {
     assert_eq!(app.outbox_lines().len(), 0);
 
     // A's day is up: it gets v1's message; B waits an hour more for v2's.
-    app.advance(TimeDelta::hours(24) + TimeDelta::minutes(1)).await;
+    app.advance(TimeDelta::hours(24) + TimeDelta::minutes(1))
+        .await;
     let lines = app.outbox_at_least(1).await;
     assert_eq!(lines.len(), 1, "{lines:#?}");
     assert_eq!(sends_to(&lines, "a")[0]["content"]["subject"], "From v1");
 
     // Any cheap job wakes the runner too.
-    app.clock.set(t0() + TimeDelta::hours(25) + TimeDelta::minutes(1));
+    app.clock
+        .set(t0() + TimeDelta::hours(25) + TimeDelta::minutes(1));
     let report = launch(&app, "later", &[]).await;
     assert_eq!(report["entered"], 0, "{report}");
     let lines = app.outbox_at_least(2).await;
@@ -829,9 +871,71 @@ async fn running_enrollments_keep_their_version() {
     assert_eq!(counts["steps"]["send"]["sent"], 2, "{counts}");
     assert_eq!(counts["ends"]["success"], 2, "{counts}");
 
-    // Posting v1's text again is a new version (3), not a return to 1.
-    let (status, v3) = post(&app, "/v1/scenarios", later("From v1"), YAML).await;
+    // A version with errors is stored, but new entries stay on the last good one.
+    let broken = later("From v3").replace("send: m", "send: nope");
+    let (status, v3) = post(&app, "/v1/scenarios", broken, YAML).await;
     assert_eq!(status, StatusCode::CREATED, "{v3}");
     assert_eq!(v3["version"], 3, "{v3}");
-    assert_eq!(v3["active_version"], 3, "{v3}");
+    assert_eq!(v3["active_version"], 2, "{v3}");
+    assert!(
+        v3["problems"].as_array().is_some_and(|p| !p.is_empty()),
+        "{v3}"
+    );
+    // Posting v1's text again is a new version (4), not a return to 1.
+    let (status, v4) = post(&app, "/v1/scenarios", later("From v1"), YAML).await;
+    assert_eq!(status, StatusCode::CREATED, "{v4}");
+    assert_eq!(v4["version"], 4, "{v4}");
+    assert_eq!(v4["active_version"], 4, "{v4}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Regressions: reactions to held scenarios, and contacts listed twice in one import.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engagement_does_not_advance_a_paused_or_archived_scenario() {
+    let app = app("engagement-paused");
+    put_scenario(&app, NUDGE).await;
+    activate(&app, "nudge").await;
+    add_contact(&app, json!({"id": "c1", "email": "c1@example.org"})).await;
+    add_contact(&app, json!({"id": "c2", "email": "c2@example.org"})).await;
+    launch(&app, "nudge", &["c1", "c2"]).await;
+    app.outbox_at_least(2).await;
+
+    let (status, body) = post(&app, "/v1/scenarios/nudge/pause", "", JSON).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let opened = json!({"contact": "c1", "scenario": "nudge", "step": "first", "kind": "opened"});
+    let (status, body) = post_json(&app, "/v1/engagement", opened).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+
+    let (status, body) = post(&app, "/v1/scenarios/nudge/archive", "", JSON).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let opened = json!({"contact": "c2", "scenario": "nudge", "step": "first", "kind": "opened"});
+    let (status, body) = post_json(&app, "/v1/engagement", opened).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+
+    app.sync().await;
+    // Held (paused) and retired (archived) scenarios send nothing more.
+    assert_eq!(app.outbox_lines().len(), 2, "{:#?}", app.outbox_lines());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_twice_in_one_import_enters_once() {
+    let app = app("import-twice");
+    put_scenario(
+        &app,
+        &WELCOME_IMPORTED.replace("contacts: added", "contacts: all"),
+    )
+    .await;
+    activate(&app, "welcome-imported").await;
+    let csv = "id,email
+d1,d1@example.org
+d1,d1@example.org
+";
+    let (status, report) = post(&app, "/v1/contacts/import", csv, "text/csv").await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let (_, counts) = get(&app, "/v1/scenarios/welcome-imported/journal").await;
+    assert_eq!(counts["entered"], 1, "{counts}");
+    app.sync().await;
+    assert_eq!(app.outbox_lines().len(), 1, "{:#?}", app.outbox_lines());
 }

@@ -15,7 +15,9 @@ use relance_embedded::store::SqliteStore;
 use serde_json::Value;
 
 fn at(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).unwrap_or_else(|e| panic!("{s}: {e}")).with_timezone(&Utc)
+    DateTime::parse_from_rfc3339(s)
+        .unwrap_or_else(|e| panic!("{s}: {e}"))
+        .with_timezone(&Utc)
 }
 
 fn runtime() -> Runtime<SqliteStore> {
@@ -23,30 +25,56 @@ fn runtime() -> Runtime<SqliteStore> {
 }
 
 fn activate(rt: &mut Runtime<SqliteStore>, yaml: &str, now: DateTime<Utc>) -> String {
-    let put = rt.put_scenario(yaml, SourceFormat::Yaml, now).unwrap_or_else(|e| panic!("{e}"));
-    rt.set_status(&put.id, Status::Active, now).unwrap_or_else(|e| panic!("{e}"));
+    let put = rt
+        .put_scenario(yaml, SourceFormat::Yaml, now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.set_status(&put.id, Status::Active, now)
+        .unwrap_or_else(|e| panic!("{e}"));
     put.id
 }
 
 /// Sends in the outbox: (contact, step, at, subject).
 fn sends(rt: &mut Runtime<SqliteStore>) -> Vec<(String, String, String, String)> {
-    let rows = rt.store().outbox_after(0, 100_000).unwrap_or_else(|e| panic!("{e}"));
+    let rows = rt
+        .store()
+        .outbox_after(0, 100_000)
+        .unwrap_or_else(|e| panic!("{e}"));
     rows.into_iter()
         .filter(|(_, kind, _)| kind == "send")
         .map(|(_, _, payload)| {
             let v: Value = serde_json::from_str(&payload).unwrap_or_else(|e| panic!("{e}"));
-            let at = v["at"].as_str().map(|s| at(s).to_rfc3339()).unwrap_or_default();
+            let at = v["at"]
+                .as_str()
+                .map(|s| at(s).to_rfc3339())
+                .unwrap_or_default();
             let s = &v["send"];
-            let subject = s["content"]["subject"].as_str().or(s["content"]["text"].as_str()).unwrap_or("").to_string();
-            (s["contact"].as_str().unwrap_or("").to_string(), s["step"].as_str().unwrap_or("").to_string(), at, subject)
+            let subject = s["content"]["subject"]
+                .as_str()
+                .or(s["content"]["text"].as_str())
+                .unwrap_or("")
+                .to_string();
+            (
+                s["contact"].as_str().unwrap_or("").to_string(),
+                s["step"].as_str().unwrap_or("").to_string(),
+                at,
+                subject,
+            )
         })
         .collect()
 }
 
 /// Plays the events on the runtime in time order, ticking at every due instant until `end`;
 /// `launch_at_start` launches a manual scenario for everyone at `start`.
-fn play(rt: &mut Runtime<SqliteStore>, scenario: &str, events_jsonl: &str, start: DateTime<Utc>, end: DateTime<Utc>, launch_at_start: bool) {
-    let mut script = simulation::events_from_json_lines(events_jsonl).unwrap_or_else(|e| panic!("{e:?}"));
+fn play(
+    rt: &mut Runtime<SqliteStore>,
+    scenario: &str,
+    events_jsonl: &str,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    launch_at_start: bool,
+) {
+    let mut script =
+        simulation::events_from_json_lines(events_jsonl).unwrap_or_else(|e| panic!("{e:?}"));
     script.sort_by_key(|e| std::cmp::Reverse(e.at()));
     let mut launched = !launch_at_start;
     let mut now = start;
@@ -54,20 +82,48 @@ fn play(rt: &mut Runtime<SqliteStore>, scenario: &str, events_jsonl: &str, start
         while script.last().is_some_and(|e| e.at() <= now) {
             let Some(e) = script.pop() else { break };
             let result = match e.what {
-                Happening::Activity(a) => rt.activity(ActivityDetail { contact: e.contact, event: a.name, properties: a.properties, at: Some(a.at) }, now),
+                Happening::Activity(a) => rt.activity(
+                    ActivityDetail {
+                        contact: e.contact,
+                        event: a.name,
+                        properties: a.properties,
+                        at: Some(a.at),
+                    },
+                    now,
+                ),
                 Happening::Engagement(g) => rt.engagement(
-                    EngagementDetail { contact: e.contact, scenario: scenario.into(), step: g.step, kind: g.kind, url: g.url, link_tags: g.link_tags, at: Some(g.at) },
+                    EngagementDetail {
+                        contact: e.contact,
+                        scenario: scenario.into(),
+                        step: g.step,
+                        kind: g.kind,
+                        url: g.url,
+                        link_tags: g.link_tags,
+                        at: Some(g.at),
+                    },
                     now,
                 ),
             };
             result.unwrap_or_else(|e| panic!("{e}"));
         }
         if !launched {
-            rt.launch(LaunchDetail { scenario: scenario.into(), contacts: None }, now).unwrap_or_else(|e| panic!("{e}"));
+            rt.launch(
+                LaunchDetail {
+                    scenario: scenario.into(),
+                    contacts: None,
+                },
+                now,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
             launched = true;
         }
         rt.tick(now).unwrap_or_else(|e| panic!("{e}"));
-        let next = rt.next_due().unwrap_or_else(|e| panic!("{e}")).into_iter().chain(script.last().map(|e| e.at())).min();
+        let next = rt
+            .next_due()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_iter()
+            .chain(script.last().map(|e| e.at()))
+            .min();
         // Everything due at or before `now` was handled, so `next` is later.
         match next {
             Some(t) if t <= end && t > now => now = t,
@@ -77,25 +133,38 @@ fn play(rt: &mut Runtime<SqliteStore>, scenario: &str, events_jsonl: &str, start
 }
 
 /// The same case through `simulate`: (contact, step, at).
-fn simulated(yaml: &str, contacts: &str, events: &str, start: DateTime<Utc>, until: &str) -> Vec<(String, String, String)> {
+fn simulated(
+    yaml: &str,
+    contacts: &str,
+    events: &str,
+    start: DateTime<Utc>,
+    until: &str,
+) -> Vec<(String, String, String)> {
     let (scenario, _) = validate::parse(yaml, Format::Yaml).unwrap_or_else(|p| panic!("{p:?}"));
     let engine = Engine::new(scenario);
-    let contacts = simulation::contacts_from_json_lines(contacts).unwrap_or_else(|e| panic!("{e:?}"));
+    let contacts =
+        simulation::contacts_from_json_lines(contacts).unwrap_or_else(|e| panic!("{e:?}"));
     let events = simulation::events_from_json_lines(events).unwrap_or_else(|e| panic!("{e:?}"));
     let mut sim = Simulation::new(&engine, contacts, events);
     let mut out = Vec::new();
     let until: IsoDuration = until.parse().unwrap_or_else(|e| panic!("{e}"));
     sim.run(start, &until, &mut |r| {
         if r.kind == RecordKind::Sent {
-            out.push((r.contact.clone(), r.step.clone().unwrap_or_default(), r.at.to_rfc3339()));
+            out.push((
+                r.contact.clone(),
+                r.step.clone().unwrap_or_default(),
+                r.at.to_rfc3339(),
+            ));
         }
     });
     out
 }
 
 fn import(rt: &mut Runtime<SqliteStore>, contacts: &str, now: DateTime<Utc>) {
-    let list: Vec<Contact> = simulation::contacts_from_json_lines(contacts).unwrap_or_else(|e| panic!("{e:?}"));
-    rt.import(&list, now, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
+    let list: Vec<Contact> =
+        simulation::contacts_from_json_lines(contacts).unwrap_or_else(|e| panic!("{e:?}"));
+    rt.import(&list, now, &mut |_| {})
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 fn same_sends_as_simulate(yaml: &str, contacts: &str, events: &str, start: &str, until: &str) {
@@ -104,9 +173,15 @@ fn same_sends_as_simulate(yaml: &str, contacts: &str, events: &str, start: &str,
     import(&mut rt, contacts, start - TimeDelta::days(1));
     let id = activate(&mut rt, yaml, start - TimeDelta::days(1));
     let manual = yaml.contains("type: manual");
-    let end = until.parse::<IsoDuration>().unwrap_or_else(|e| panic!("{e}")).add_to(start, chrono_tz::UTC);
+    let end = until
+        .parse::<IsoDuration>()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .add_to(start, chrono_tz::UTC);
     play(&mut rt, &id, events, start, end, manual);
-    let mut got: Vec<(String, String, String)> = sends(&mut rt).into_iter().map(|(c, s, a, _)| (c, s, a)).collect();
+    let mut got: Vec<(String, String, String)> = sends(&mut rt)
+        .into_iter()
+        .map(|(c, s, a, _)| (c, s, a))
+        .collect();
     let mut want = simulated(yaml, contacts, events, start, until);
     got.sort();
     want.sort();
@@ -117,9 +192,23 @@ fn same_sends_as_simulate(yaml: &str, contacts: &str, events: &str, start: &str,
 #[test]
 fn runtime_and_simulate_send_the_same_for_the_openers_example() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/");
-    let read = |f: &str| std::fs::read_to_string(format!("{root}{f}")).unwrap_or_else(|e| panic!("{f}: {e}"));
-    same_sends_as_simulate(&read("openers-sms.yaml"), &read("contacts.jsonl"), &read("events.jsonl"), "2026-12-01T09:00:00Z", "P7D");
-    same_sends_as_simulate(&read("multichannel-reaction.yaml"), &read("contacts.jsonl"), &read("events.jsonl"), "2026-12-01T09:00:00Z", "P40D");
+    let read = |f: &str| {
+        std::fs::read_to_string(format!("{root}{f}")).unwrap_or_else(|e| panic!("{f}: {e}"))
+    };
+    same_sends_as_simulate(
+        &read("openers-sms.yaml"),
+        &read("contacts.jsonl"),
+        &read("events.jsonl"),
+        "2026-12-01T09:00:00Z",
+        "P7D",
+    );
+    same_sends_as_simulate(
+        &read("multichannel-reaction.yaml"),
+        &read("contacts.jsonl"),
+        &read("events.jsonl"),
+        "2026-12-01T09:00:00Z",
+        "P40D",
+    );
 }
 
 const DRIP: &str = r#"
@@ -167,21 +256,74 @@ fn editing_an_active_scenario_pins_running_enrollments_to_their_version() {
     let v1 = "id: pin\nlaunch: {type: manual}\nmessages:\n  m: {channel: email, subject: \"version one\", text: x}\nsteps:\n  - {id: wait, delay: {after: P1D}, next: send}\n  - {id: send, send: m, next: done}\n  - {id: done, end: success}\n";
     let t0 = at("2026-12-01T09:00:00Z");
     let mut rt = runtime();
-    import(&mut rt, "{\"id\": \"a\", \"email\": \"a@x.io\"}\n{\"id\": \"b\", \"email\": \"b@x.io\"}\n", t0);
+    import(
+        &mut rt,
+        "{\"id\": \"a\", \"email\": \"a@x.io\"}\n{\"id\": \"b\", \"email\": \"b@x.io\"}\n",
+        t0,
+    );
     activate(&mut rt, v1, t0);
-    rt.launch(LaunchDetail { scenario: "pin".into(), contacts: Some(vec!["a".into()]) }, t0).unwrap_or_else(|e| panic!("{e}"));
-    let put = rt.put_scenario(&v1.replace("version one", "version two"), SourceFormat::Yaml, t0).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!((put.version, put.active_version, put.changed), (2, Some(2), true));
-    let again = rt.put_scenario(&v1.replace("version one", "version two"), SourceFormat::Yaml, t0).unwrap_or_else(|e| panic!("{e}"));
+    rt.launch(
+        LaunchDetail {
+            scenario: "pin".into(),
+            contacts: Some(vec!["a".into()]),
+        },
+        t0,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let put = rt
+        .put_scenario(
+            &v1.replace("version one", "version two"),
+            SourceFormat::Yaml,
+            t0,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (put.version, put.active_version, put.changed),
+        (2, Some(2), true)
+    );
+    let again = rt
+        .put_scenario(
+            &v1.replace("version one", "version two"),
+            SourceFormat::Yaml,
+            t0,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((again.version, again.changed), (2, false));
-    rt.launch(LaunchDetail { scenario: "pin".into(), contacts: Some(vec!["b".into()]) }, t0).unwrap_or_else(|e| panic!("{e}"));
-    let (_, version_a) = rt.store().running_enrollment("pin", "a").ok().flatten().unwrap_or_else(|| panic!("a runs"));
-    let (_, version_b) = rt.store().running_enrollment("pin", "b").ok().flatten().unwrap_or_else(|| panic!("b runs"));
+    rt.launch(
+        LaunchDetail {
+            scenario: "pin".into(),
+            contacts: Some(vec!["b".into()]),
+        },
+        t0,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (_, version_a) = rt
+        .store()
+        .running_enrollment("pin", "a")
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("a runs"));
+    let (_, version_b) = rt
+        .store()
+        .running_enrollment("pin", "b")
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("b runs"));
     assert_eq!((version_a, version_b), (1, 2));
-    rt.tick(t0 + TimeDelta::days(1)).unwrap_or_else(|e| panic!("{e}"));
-    let mut subjects: Vec<(String, String)> = sends(&mut rt).into_iter().map(|(c, _, _, s)| (c, s)).collect();
+    rt.tick(t0 + TimeDelta::days(1))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut subjects: Vec<(String, String)> = sends(&mut rt)
+        .into_iter()
+        .map(|(c, _, _, s)| (c, s))
+        .collect();
     subjects.sort();
-    assert_eq!(subjects, vec![("a".into(), "version one".into()), ("b".into(), "version two".into())]);
+    assert_eq!(
+        subjects,
+        vec![
+            ("a".into(), "version one".into()),
+            ("b".into(), "version two".into())
+        ]
+    );
 }
 
 #[test]
@@ -190,11 +332,19 @@ fn an_invalid_new_version_is_stored_but_does_not_replace_the_running_one() {
     let t0 = at("2026-12-01T09:00:00Z");
     let mut rt = runtime();
     activate(&mut rt, good, t0);
-    let bad = rt.put_scenario("id: keep\nlaunch: {type: manual}\nsteps:\n  - {id: a, next: ghost}\n", SourceFormat::Yaml, t0).unwrap_or_else(|e| panic!("{e}"));
+    let bad = rt
+        .put_scenario(
+            "id: keep\nlaunch: {type: manual}\nsteps:\n  - {id: a, next: ghost}\n",
+            SourceFormat::Yaml,
+            t0,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((bad.version, bad.active_version), (2, Some(1)));
     assert!(bad.problems.iter().any(|p| p.message.contains("ghost")));
     match rt.set_status("keep", Status::Active, t0) {
-        Err(RuntimeError::Invalid { problems, .. }) => assert!(problems.iter().any(|p| p.message.contains("ghost"))),
+        Err(RuntimeError::Invalid { problems, .. }) => {
+            assert!(problems.iter().any(|p| p.message.contains("ghost")))
+        }
         other => panic!("activation of an invalid version: {other:?}"),
     }
 }
@@ -203,15 +353,42 @@ fn an_invalid_new_version_is_stored_but_does_not_replace_the_running_one() {
 fn the_lifecycle_refuses_what_it_does_not_allow() {
     let t0 = at("2026-12-01T09:00:00Z");
     let mut rt = runtime();
-    rt.put_scenario("id: life\nlaunch: {type: manual}\nsteps:\n  - {id: done, end: success}\n", SourceFormat::Yaml, t0).unwrap_or_else(|e| panic!("{e}"));
-    assert!(matches!(rt.set_status("life", Status::Paused, t0), Err(RuntimeError::Lifecycle { .. })));
-    assert!(matches!(rt.launch(LaunchDetail { scenario: "life".into(), contacts: None }, t0), Err(RuntimeError::NotActive { .. })));
-    rt.set_status("life", Status::Active, t0).unwrap_or_else(|e| panic!("{e}"));
-    rt.set_status("life", Status::Paused, t0).unwrap_or_else(|e| panic!("{e}"));
-    rt.set_status("life", Status::Active, t0).unwrap_or_else(|e| panic!("{e}"));
-    rt.set_status("life", Status::Archived, t0).unwrap_or_else(|e| panic!("{e}"));
-    assert!(matches!(rt.set_status("life", Status::Active, t0), Err(RuntimeError::Lifecycle { .. })));
-    assert!(matches!(rt.set_status("nope", Status::Active, t0), Err(RuntimeError::UnknownScenario(_))));
+    rt.put_scenario(
+        "id: life\nlaunch: {type: manual}\nsteps:\n  - {id: done, end: success}\n",
+        SourceFormat::Yaml,
+        t0,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(
+        rt.set_status("life", Status::Paused, t0),
+        Err(RuntimeError::Lifecycle { .. })
+    ));
+    assert!(matches!(
+        rt.launch(
+            LaunchDetail {
+                scenario: "life".into(),
+                contacts: None
+            },
+            t0
+        ),
+        Err(RuntimeError::NotActive { .. })
+    ));
+    rt.set_status("life", Status::Active, t0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.set_status("life", Status::Paused, t0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.set_status("life", Status::Active, t0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.set_status("life", Status::Archived, t0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(
+        rt.set_status("life", Status::Active, t0),
+        Err(RuntimeError::Lifecycle { .. })
+    ));
+    assert!(matches!(
+        rt.set_status("nope", Status::Active, t0),
+        Err(RuntimeError::UnknownScenario(_))
+    ));
 }
 
 #[test]
@@ -221,17 +398,34 @@ fn a_paused_scenario_holds_its_timers_until_it_is_active_again() {
     let mut rt = runtime();
     import(&mut rt, "{\"id\": \"a\", \"email\": \"a@x.io\"}\n", t0);
     activate(&mut rt, yaml, t0);
-    rt.launch(LaunchDetail { scenario: "hold".into(), contacts: None }, t0).unwrap_or_else(|e| panic!("{e}"));
-    rt.set_status("hold", Status::Paused, t0).unwrap_or_else(|e| panic!("{e}"));
-    rt.tick(t0 + TimeDelta::hours(2)).unwrap_or_else(|e| panic!("{e}"));
+    rt.launch(
+        LaunchDetail {
+            scenario: "hold".into(),
+            contacts: None,
+        },
+        t0,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    rt.set_status("hold", Status::Paused, t0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.tick(t0 + TimeDelta::hours(2))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(sends(&mut rt).is_empty());
-    assert_eq!(rt.next_due().ok().flatten(), None, "a paused scenario's timers are not due");
-    rt.set_status("hold", Status::Active, t0 + TimeDelta::hours(3)).unwrap_or_else(|e| panic!("{e}"));
-    let report = rt.tick(t0 + TimeDelta::hours(3)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        rt.next_due().ok().flatten(),
+        None,
+        "a paused scenario's timers are not due"
+    );
+    rt.set_status("hold", Status::Active, t0 + TimeDelta::hours(3))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let report = rt
+        .tick(t0 + TimeDelta::hours(3))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report.timers, 1);
     assert_eq!(sends(&mut rt).len(), 1);
     // Ticking again (a duplicated tick) sends nothing more.
-    rt.tick(t0 + TimeDelta::hours(3)).unwrap_or_else(|e| panic!("{e}"));
+    rt.tick(t0 + TimeDelta::hours(3))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(sends(&mut rt).len(), 1);
 }
 
@@ -250,7 +444,14 @@ fn recurring_launches_fire_at_each_occurrence_and_rearm() {
         rt.tick(due).unwrap_or_else(|e| panic!("{e}"));
         times.push(due.to_rfc3339());
     }
-    assert_eq!(times, vec!["2027-01-31T08:00:00+00:00", "2027-02-28T08:00:00+00:00", "2027-03-31T08:00:00+00:00"]);
+    assert_eq!(
+        times,
+        vec![
+            "2027-01-31T08:00:00+00:00",
+            "2027-02-28T08:00:00+00:00",
+            "2027-03-31T08:00:00+00:00"
+        ]
+    );
     assert_eq!(sends(&mut rt).len(), 3);
 }
 
@@ -259,15 +460,34 @@ fn cart_abandoned_fires_after_the_quiet_period_and_a_purchase_cancels_it() {
     let yaml = "id: cart\nlaunch: {type: trigger, event: cart.abandoned, inactivity_minutes: 30}\nmessages:\n  m: {channel: email, subject: s, text: x}\nsteps:\n  - {id: send, send: m, next: done}\n  - {id: done, end: success}\n";
     let t0 = at("2026-12-01T09:00:00Z");
     let mut rt = runtime();
-    import(&mut rt, "{\"id\": \"a\", \"email\": \"a@x.io\"}\n{\"id\": \"b\", \"email\": \"b@x.io\"}\n", t0);
+    import(
+        &mut rt,
+        "{\"id\": \"a\", \"email\": \"a@x.io\"}\n{\"id\": \"b\", \"email\": \"b@x.io\"}\n",
+        t0,
+    );
     activate(&mut rt, yaml, t0);
-    let event = |c: &str, name: &str| ActivityDetail { contact: c.into(), event: name.into(), properties: Default::default(), at: None };
-    rt.activity(event("a", "cart.updated"), t0).unwrap_or_else(|e| panic!("{e}"));
-    rt.activity(event("b", "cart.updated"), t0).unwrap_or_else(|e| panic!("{e}"));
-    rt.activity(event("b", "purchase"), t0 + TimeDelta::minutes(10)).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(rt.next_due().ok().flatten(), Some(t0 + TimeDelta::minutes(30)));
-    rt.tick(t0 + TimeDelta::minutes(30)).unwrap_or_else(|e| panic!("{e}"));
-    let got: Vec<String> = sends(&mut rt).into_iter().map(|(c, _, a, _)| format!("{c} {a}")).collect();
+    let event = |c: &str, name: &str| ActivityDetail {
+        contact: c.into(),
+        event: name.into(),
+        properties: Default::default(),
+        at: None,
+    };
+    rt.activity(event("a", "cart.updated"), t0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.activity(event("b", "cart.updated"), t0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.activity(event("b", "purchase"), t0 + TimeDelta::minutes(10))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        rt.next_due().ok().flatten(),
+        Some(t0 + TimeDelta::minutes(30))
+    );
+    rt.tick(t0 + TimeDelta::minutes(30))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let got: Vec<String> = sends(&mut rt)
+        .into_iter()
+        .map(|(c, _, a, _)| format!("{c} {a}"))
+        .collect();
     assert_eq!(got, vec!["a 2026-12-01T09:30:00+00:00"]);
 }
 
@@ -280,9 +500,16 @@ fn imports_report_changes_and_after_import_takes_its_subset() {
     activate(&mut rt, yaml, t0);
     let list = simulation::contacts_from_json_lines("{\"id\": \"old\", \"email\": \"old@x.io\", \"city\": \"Lyon\"}\n{\"id\": \"new\", \"email\": \"new@x.io\"}\n")
         .unwrap_or_else(|e| panic!("{e:?}"));
-    let results = rt.import(&list, t0, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(results.iter().map(|r| r.change).collect::<Vec<_>>(), vec![ContactChange::Modified, ContactChange::Added]);
-    let again = rt.import(&list, t0, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
+    let results = rt
+        .import(&list, t0, &mut |_| {})
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        results.iter().map(|r| r.change).collect::<Vec<_>>(),
+        vec![ContactChange::Modified, ContactChange::Added]
+    );
+    let again = rt
+        .import(&list, t0, &mut |_| {})
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(again.iter().all(|r| r.change == ContactChange::Unchanged));
     let got: Vec<String> = sends(&mut rt).into_iter().map(|(c, _, _, _)| c).collect();
     assert_eq!(got, vec!["new"]);
