@@ -185,9 +185,10 @@ impl Setup {
         let missing: Vec<_> = expected.iter().filter(|k| !seen.contains_key(*k)).collect();
         let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
         let unexpected: Vec<_> = seen.keys().filter(|k| !expected.contains(*k)).collect();
+        let journal = self.journal();
         assert!(
             missing.is_empty() && twice.is_empty() && unexpected.is_empty(),
-            "{} missing (first: {:?}), {} more than once (first: {:?}), {} unexpected (first: {:?}); logs in {}",
+            "{} missing (first: {:?}), {} more than once (first: {:?}), {} unexpected (first: {:?}); journal {journal}; logs in {}",
             missing.len(),
             missing.iter().take(5).collect::<Vec<_>>(),
             twice.len(),
@@ -197,7 +198,6 @@ impl Setup {
             self.dir.display()
         );
         assert_eq!(total, 3 * self.n);
-        let journal = self.journal();
         assert_eq!(journal["entered"], self.n, "{journal}");
         assert_eq!(journal["ends"]["success"], self.n, "{journal}");
         for s in STEPS {
@@ -295,32 +295,73 @@ fn run_to_completion(setup: &mut Setup) {
     run.kill();
 }
 
+/// When and how one start is killed.
+struct Kill {
+    /// Count the delay from the "listening" line (else from the spawn).
+    after_listening: bool,
+    /// How long it runs before SIGKILL.
+    run_ms: u64,
+    /// How long it stays down before the next start (so timers fall due while it is down
+    /// and fire in the first tick of the next start, right before "listening").
+    down_ms: u64,
+}
+
+const fn kill(after_listening: bool, run_ms: u64, down_ms: u64) -> Kill {
+    Kill {
+        after_listening,
+        run_ms,
+        down_ms,
+    }
+}
+
+/// Sends the store has committed (the journal's `sent` counts).
+fn committed_sends(setup: &Setup) -> u64 {
+    let journal = setup.journal();
+    STEPS
+        .iter()
+        .map(|s| journal["steps"][s]["sent"].as_u64().unwrap_or(0))
+        .sum()
+}
+
 #[test]
 fn sigkill_at_any_moment_loses_nothing_and_repeats_nothing() {
     let mut setup = Setup::new("kill", 300);
-    // (wait for the "listening" line first?, delay before SIGKILL)
+    // The `b` timers fall due 1 s after the import, the `c` ones 1 s later. The starts
+    // that follow a pause past a due time are killed a few ms after "listening", while
+    // their first tick fires the overdue timers: sends committed, not yet in the file.
     let kills = [
-        (true, 150),
-        (true, 700),
-        (true, 1300),
-        (false, 40),
-        (true, 400),
-        (true, 900),
+        kill(true, 150, 0),
+        kill(true, 700, 250),
+        kill(true, 20, 0),
+        kill(false, 40, 0),
+        kill(true, 400, 600),
+        kill(true, 30, 0),
+        kill(true, 5, 0),
     ];
-    for (k, (listen, ms)) in kills.into_iter().enumerate() {
+    let t0 = Instant::now();
+    for (k, plan) in kills.iter().enumerate() {
         let mut run = setup.start(k == 0);
-        if listen {
+        if plan.after_listening {
             run.wait_listening();
         }
-        std::thread::sleep(Duration::from_millis(ms));
+        std::thread::sleep(Duration::from_millis(plan.run_ms));
         let at = run.spawned.elapsed();
         run.kill();
         eprintln!(
-            "kill {}: {ms} ms after {}, {at:?} after spawn: {} outbox lines",
+            "kill {}: {} ms after {} ({} ms after spawn, {} ms into the test): {} sends committed, {} lines in the outbox",
             k + 1,
-            if listen { "listening" } else { "spawn" },
+            plan.run_ms,
+            if plan.after_listening {
+                "listening"
+            } else {
+                "spawn"
+            },
+            at.as_millis(),
+            t0.elapsed().as_millis(),
+            committed_sends(&setup),
             outbox_lines(&setup.outbox)
         );
+        std::thread::sleep(Duration::from_millis(plan.down_ms));
     }
     run_to_completion(&mut setup);
     setup.check_exactly_once();

@@ -4,7 +4,7 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 
 /// Where `now` comes from.
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -22,7 +22,8 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
-        Utc::now()
+        // Microseconds, as the store keeps them.
+        Utc::now().trunc_subsecs(6)
     }
 }
 

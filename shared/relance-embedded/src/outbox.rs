@@ -54,19 +54,21 @@ impl OutboxFile {
         let mut good_len = 0u64;
         {
             let mut reader = BufReader::new(&file);
-            let mut line = String::new();
+            // Bytes, not `read_line`: a torn line may end inside a UTF-8 sequence, and that
+            // must be cut like any torn line rather than refuse to open.
+            let mut line = Vec::new();
             let mut offset = 0u64;
             loop {
                 line.clear();
-                let n = reader.read_line(&mut line).map_err(io_err)?;
+                let n = reader.read_until(b'\n', &mut line).map_err(io_err)?;
                 if n == 0 {
                     break;
                 }
                 offset += n as u64;
-                if !line.ends_with('\n') {
+                if !line.ends_with(b"\n") {
                     break;
                 }
-                if let Some(seq) = serde_json::from_str::<Value>(&line)
+                if let Some(seq) = serde_json::from_slice::<Value>(&line)
                     .ok()
                     .and_then(|v| v.get("seq").and_then(Value::as_i64))
                 {
@@ -114,8 +116,16 @@ impl OutboxFile {
                 path: self.path.clone(),
                 source,
             };
-            self.file.write_all(&buf).map_err(io_err)?;
-            self.file.sync_data().map_err(io_err)?;
+            let before = self.file.metadata().map_err(io_err)?.len();
+            if let Err(e) = self
+                .file
+                .write_all(&buf)
+                .and_then(|()| self.file.sync_data())
+            {
+                // A half-written batch is cut back, so the retry starts on a clean line.
+                let _ = self.file.set_len(before);
+                return Err(io_err(e));
+            }
             self.last_seq = rows.last().map_or(self.last_seq, |r| r.0);
             total += rows.len();
         }

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use relance_core::contact::{ActivityEvent, Contact, Engagement};
 use relance_core::engine::{
     Effect, Engine, Entry, EntryRequest, Input, Transition, profile_changes,
@@ -164,6 +164,9 @@ where
         now: DateTime<Utc>,
         work: impl FnOnce(&mut Unit<'_, S>) -> Result<T, RuntimeError>,
     ) -> Result<T, RuntimeError> {
+        // Stored instants keep microseconds: an instant with more precision would not match
+        // itself once read back (a timer's due time against the enrollment's).
+        let now = now.trunc_subsecs(6);
         let engines = &mut self.engines;
         self.store
             .atomically(|store| {
@@ -482,7 +485,25 @@ where
         now: DateTime<Utc>,
         progress: &mut dyn FnMut(usize),
     ) -> Result<Vec<ImportedContact>, RuntimeError> {
-        let mut results = Vec::with_capacity(contacts.len());
+        // The after_import scenarios to launch, read once.
+        let mut targets = Vec::new();
+        for entry in self
+            .store
+            .scenarios(Some(Status::Active))
+            .map_err(store_err)?
+        {
+            let Some(version) = entry.active_version else {
+                continue;
+            };
+            if let Launch::AfterImport(subset) = self.engine(&entry.id, version)?.scenario().launch
+            {
+                targets.push((entry.id, version, subset));
+            }
+        }
+        // Each chunk writes its contacts and enters them in the same unit of work, so a crash
+        // never leaves an imported contact that missed its after_import launch.
+        let mut results: Vec<ImportedContact> = Vec::with_capacity(contacts.len());
+        let mut entered = std::collections::HashSet::new();
         for chunk in contacts.chunks(1000) {
             let done = self.unit(now, |u| {
                 let mut out = Vec::with_capacity(chunk.len());
@@ -493,46 +514,30 @@ where
                         change,
                     });
                 }
-                Ok(out)
-            })?;
-            results.extend(done);
-            progress(results.len());
-        }
-        let scenarios = self
-            .store
-            .scenarios(Some(Status::Active))
-            .map_err(store_err)?;
-        for entry in scenarios {
-            let Some(version) = entry.active_version else {
-                continue;
-            };
-            let engine = self.engine(&entry.id, version)?;
-            let Launch::AfterImport(subset) = engine.scenario().launch else {
-                continue;
-            };
-            // A contact listed twice in one file enters once.
-            let mut seen = std::collections::HashSet::new();
-            let ids: Vec<String> = results
-                .iter()
-                .filter(|r| seen.insert(r.id.as_str()))
-                .filter(|r| match subset {
-                    ImportSubset::All => true,
-                    ImportSubset::Added => r.change == ContactChange::Added,
-                    ImportSubset::Modified => r.change == ContactChange::Modified,
-                })
-                .map(|r| r.id.clone())
-                .collect();
-            for chunk in ids.chunks(1000) {
-                self.unit(now, |u| {
-                    let mut report = LaunchReport::default();
-                    for id in chunk {
-                        if let Some(c) = u.store.contact(id).map_err(store_err)? {
-                            u.try_enter(&entry.id, version, &c, &mut report)?;
+                let mut fresh = Vec::new();
+                for (scenario, version, subset) in &targets {
+                    for r in &out {
+                        let wanted = match subset {
+                            ImportSubset::All => true,
+                            ImportSubset::Added => r.change == ContactChange::Added,
+                            ImportSubset::Modified => r.change == ContactChange::Modified,
+                        };
+                        // A contact listed twice in one file enters once.
+                        let key = (scenario.clone(), r.id.clone());
+                        if !wanted || entered.contains(&key) || fresh.contains(&key) {
+                            continue;
                         }
+                        if let Some(c) = u.store.contact(&r.id).map_err(store_err)? {
+                            u.try_enter(scenario, *version, &c, &mut LaunchReport::default())?;
+                        }
+                        fresh.push(key);
                     }
-                    Ok(())
-                })?;
-            }
+                }
+                Ok((out, fresh))
+            })?;
+            entered.extend(done.1);
+            results.extend(done.0);
+            progress(results.len());
         }
         Ok(results)
     }
@@ -540,6 +545,7 @@ where
     /// Fires everything due at `now`: timers (oldest first), recurring and fixed-date
     /// launches, inactivity checks. Each is its own unit of work.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Result<TickReport, RuntimeError> {
+        let now = now.trunc_subsecs(6);
         let mut report = TickReport::default();
         for launch in self.store.due_launches(now).map_err(store_err)? {
             self.unit(now, |u| {
@@ -832,6 +838,9 @@ where
             },
             self.now,
         );
+        if t.is_noop() {
+            tracing::warn!(enrollment = %wake.enrollment, step = %wake.step, due = %wake.at, "stale timer dropped");
+        }
         let scenario = enrollment.scenario.clone();
         self.apply(&scenario, version, Some(enrollment.version), t)?;
         Ok(())
