@@ -305,7 +305,12 @@ fn describe(r: &Record) -> String {
         RecordKind::Branched => format!(" → {}", r.next.as_deref().unwrap_or("")),
         RecordKind::Waiting => r
             .until
-            .map(|u| format!(" until {}", u.to_rfc3339()))
+            .map(|u| {
+                format!(
+                    " until {}",
+                    u.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                )
+            })
             .unwrap_or_default(),
         RecordKind::Action => format!(" ({})", r.action.as_deref().unwrap_or("")),
         _ => String::new(),

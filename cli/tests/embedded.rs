@@ -1,0 +1,226 @@
+//! The embedded-mode commands end to end: new, clone, scenario lifecycle, contacts import,
+//! launch, journal, graph (with counts, as SVG), schema and test mode.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "relance-embedded-cli-{}-{name}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
+    d
+}
+
+fn relance(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_relance"))
+        .current_dir(cwd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn ok(cwd: &Path, args: &[&str]) -> String {
+    let o = relance(cwd, args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o.status.code(), Some(0), "relance {args:?}: {text}");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn a_template_becomes_a_stored_active_scenario_that_imports_launch_and_journal_work_on() {
+    let d = dir("flow");
+    let listing = ok(&d, &["new"]);
+    assert!(
+        listing.contains("welcome-series") && listing.contains("multichannel-reaction"),
+        "{listing}"
+    );
+    ok(
+        &d,
+        &[
+            "new",
+            "--template",
+            "multichannel-reaction",
+            "--id",
+            "my-journey",
+            "--name",
+            "My journey",
+        ],
+    );
+    let text = std::fs::read_to_string(d.join("my-journey.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        text.contains("id: my-journey") && text.contains("name: \"My journey\""),
+        "{text}"
+    );
+    let again = relance(
+        &d,
+        &[
+            "new",
+            "--template",
+            "multichannel-reaction",
+            "--id",
+            "my-journey",
+        ],
+    );
+    assert_eq!(
+        again.status.code(),
+        Some(2),
+        "an existing file is not overwritten"
+    );
+    ok(&d, &["validate", "my-journey.yaml"]);
+
+    let put = ok(&d, &["scenario", "put", "my-journey.yaml", "--db", "r.db"]);
+    assert!(
+        put.contains("my-journey v1") && put.contains("draft"),
+        "{put}"
+    );
+    ok(&d, &["scenario", "activate", "my-journey", "--db", "r.db"]);
+    ok(&d, &["clone", "my-journey", "copy", "--db", "r.db"]);
+    let list = ok(&d, &["scenario", "list", "--db", "r.db"]);
+    assert!(
+        list.contains("copy")
+            && list.contains("draft")
+            && list.contains("my-journey")
+            && list.contains("active"),
+        "{list}"
+    );
+
+    std::fs::write(
+        d.join("people.csv"),
+        "id,email,country,birth_year,push.android\na,a@x.io,FR,1985,arn:aws:sns:us-east-1:000000000000:endpoint/GCM/app/a\nb,b@x.io,US,1990,\n,x@x.io,FR,1990,\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let report = ok(&d, &["contacts", "import", "people.csv", "--db", "r.db"]);
+    assert!(
+        report.contains("2 added, 0 modified, 0 unchanged, 1 rejected")
+            && report.contains("line 4"),
+        "{report}"
+    );
+
+    let launch: serde_json::Value =
+        serde_json::from_str(&ok(&d, &["launch", "my-journey", "--db", "r.db"]))
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(launch["entered"], 1, "{launch}");
+    assert_eq!(launch["skipped"]["audience"], 1, "{launch}");
+
+    let journal: serde_json::Value = serde_json::from_str(&ok(
+        &d,
+        &["journal", "my-journey", "--db", "r.db", "--json"],
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(journal["entered"], 1);
+    assert_eq!(journal["steps"]["email"]["sent"], 1);
+    let table = ok(&d, &["journal", "my-journey", "--db", "r.db"]);
+    assert!(
+        table.contains("email") && table.contains("not entered (audience): 1"),
+        "{table}"
+    );
+    let path = ok(
+        &d,
+        &["journal", "my-journey", "--db", "r.db", "--contact", "a"],
+    );
+    assert!(
+        path.contains("sent email (email") && path.contains("waiting reaction"),
+        "{path}"
+    );
+
+    let svg = ok(
+        &d,
+        &[
+            "graph",
+            "my-journey.yaml",
+            "--format",
+            "svg",
+            "--db",
+            "r.db",
+        ],
+    );
+    assert!(
+        svg.starts_with("<?xml") && svg.contains("<svg") && svg.contains("1 entered"),
+        "{}",
+        &svg[..200.min(svg.len())]
+    );
+    let mermaid = ok(&d, &["graph", "my-journey.yaml"]);
+    assert!(mermaid.starts_with("flowchart TD"), "{mermaid}");
+}
+
+#[test]
+fn schema_is_json_and_lists_the_scenario_keys() {
+    let d = dir("schema");
+    let schema: serde_json::Value =
+        serde_json::from_str(&ok(&d, &["schema"])).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        schema["required"],
+        serde_json::json!(["id", "launch", "steps"])
+    );
+    assert!(schema["properties"]["steps"].is_object());
+}
+
+#[test]
+fn test_mode_prints_each_profiles_path_on_a_fast_clock() {
+    let d = dir("test-mode");
+    std::fs::write(
+        d.join("s.yaml"),
+        "id: quick\nlaunch: {type: manual}\nmessages:\n  m: {channel: email, subject: hi, text: x}\n  n: {channel: email, subject: again, text: x}\nsteps:\n  - {id: one, send: m, next: two}\n  - {id: two, send: n, next: done, delay: {after: P2D}}\n  - {id: done, end: success}\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        d.join("p.jsonl"),
+        "{\"id\": \"t1\", \"email\": \"t1@x.io\"}\n{\"id\": \"t2\"}\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let out = ok(
+        &d,
+        &[
+            "test",
+            "s.yaml",
+            "--contacts",
+            "p.jsonl",
+            "--start",
+            "2026-12-01T09:00:00Z",
+            "--speed",
+            "2000000",
+            "--json",
+        ],
+    );
+    let paths: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{out}: {e}"));
+    let kinds = |c: &str| -> Vec<String> {
+        paths[c]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| r["kind"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    assert_eq!(
+        kinds("t1"),
+        ["entered", "sent", "waiting", "resumed", "sent", "ended"]
+    );
+    assert_eq!(
+        kinds("t2"),
+        [
+            "entered", "skipped", "waiting", "resumed", "skipped", "ended"
+        ]
+    );
+    let second = &paths["t1"][4];
+    assert!(
+        second["at"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("2026-12-03T09:0")),
+        "{second}"
+    );
+    let too_many: String = (0..101)
+        .map(|i| format!("{{\"id\": \"p{i}\"}}\n"))
+        .collect();
+    std::fs::write(d.join("many.jsonl"), too_many).unwrap_or_else(|e| panic!("{e}"));
+    let o = relance(&d, &["test", "s.yaml", "--contacts", "many.jsonl"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("1 to 100"));
+}
