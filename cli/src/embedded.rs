@@ -38,7 +38,7 @@ fn source_format(path: &Path) -> SourceFormat {
 }
 
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    outln!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
@@ -78,7 +78,7 @@ pub fn run(
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, db = %db.display(), outbox = %outbox.display(), "relance is running; Ctrl-C stops it");
-        println!("relance listening on http://{addr} (database {}, outbox {})", db.display(), outbox.display());
+        outln!("relance listening on http://{addr} (database {}, outbox {})", db.display(), outbox.display());
         axum::serve(listener, relance_embedded::api::router(handle))
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
@@ -97,7 +97,7 @@ pub fn scenario(db: &Path, action: &str, arg: Option<&Path>) -> Result<ExitCode>
     match (action, arg) {
         ("list", _) => {
             for s in rt.scenarios()? {
-                println!(
+                outln!(
                     "{:<30} {:<9} latest v{} active {}",
                     s.id,
                     s.status.as_str(),
@@ -113,7 +113,7 @@ pub fn scenario(db: &Path, action: &str, arg: Option<&Path>) -> Result<ExitCode>
             for p in &put.problems {
                 eprintln!("{}: {p}", file.display());
             }
-            println!(
+            outln!(
                 "{} v{}{} ({})",
                 put.id,
                 put.version,
@@ -128,7 +128,7 @@ pub fn scenario(db: &Path, action: &str, arg: Option<&Path>) -> Result<ExitCode>
                 _ => Status::Archived,
             };
             let entry = rt.set_status(&id.to_string_lossy(), to, now)?;
-            println!(
+            outln!(
                 "{} {} (active version {})",
                 entry.id,
                 entry.status.as_str(),
@@ -187,7 +187,7 @@ fn import_into(
 pub fn contacts_import(db: &Path, file: &Path) -> Result<ExitCode> {
     let mut rt = open(db)?;
     let report = import_into(&mut rt, file, Utc::now())?;
-    println!(
+    outln!(
         "{}: {} added, {} modified, {} unchanged, {} rejected",
         file.display(),
         report["added"],
@@ -196,7 +196,7 @@ pub fn contacts_import(db: &Path, file: &Path) -> Result<ExitCode> {
         report["rejected"].as_array().map_or(0, Vec::len)
     );
     for r in report["rejected"].as_array().into_iter().flatten() {
-        println!(
+        outln!(
             "  line {}: {}",
             r["line"],
             r["reason"].as_str().unwrap_or("")
@@ -218,7 +218,7 @@ pub fn journal(db: &Path, scenario: &str, contact: Option<&str>, json: bool) -> 
         if json {
             print_json(&path)?;
         } else {
-            print_path(c, &path);
+            print_path(c, &path)?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -236,18 +236,22 @@ pub fn journal(db: &Path, scenario: &str, contact: Option<&str>, json: bool) -> 
         .engine(scenario, version)
         .map(|e| e.scenario().steps.iter().map(|s| s.id.clone()).collect())
         .unwrap_or_default();
-    print_counts(scenario, &counts, &order);
+    print_counts(scenario, &counts, &order)?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_counts(scenario: &str, counts: &JournalCounts, order: &[String]) {
-    println!("{scenario}: {} entered", counts.entered);
+fn print_counts(scenario: &str, counts: &JournalCounts, order: &[String]) -> Result<()> {
+    outln!("{scenario}: {} entered", counts.entered);
     for (reason, n) in &counts.not_entered {
-        println!("  not entered ({reason}): {n}");
+        outln!("  not entered ({reason}): {n}");
     }
-    println!(
+    outln!(
         "  {:<24} {:>8} {:>8} {:>8} {:>8}",
-        "step", "entered", "sent", "skipped", "failed"
+        "step",
+        "entered",
+        "sent",
+        "skipped",
+        "failed"
     );
     let mut steps: Vec<&String> = order
         .iter()
@@ -269,9 +273,11 @@ fn print_counts(scenario: &str, counts: &JournalCounts, order: &[String]) {
                     .join(", ")
             )
         };
-        println!(
+        outln!(
             "  {id:<24} {:>8} {:>8} {skipped:>8} {:>8}{reasons}",
-            c.entered, c.sent, c.failed
+            c.entered,
+            c.sent,
+            c.failed
         );
     }
     let ends: Vec<String> = counts
@@ -279,7 +285,7 @@ fn print_counts(scenario: &str, counts: &JournalCounts, order: &[String]) {
         .iter()
         .map(|(e, n)| format!("{e}: {n}"))
         .collect();
-    println!(
+    outln!(
         "  ends: {}",
         if ends.is_empty() {
             "none yet".into()
@@ -287,6 +293,7 @@ fn print_counts(scenario: &str, counts: &JournalCounts, order: &[String]) {
             ends.join(", ")
         }
     );
+    Ok(())
 }
 
 fn describe(r: &Record) -> String {
@@ -327,18 +334,19 @@ fn describe(r: &Record) -> String {
     format!("{kind}{step}{extra}{reason}")
 }
 
-fn print_path(contact: &str, path: &[Record]) {
-    println!("{contact}:");
+fn print_path(contact: &str, path: &[Record]) -> Result<()> {
+    outln!("{contact}:");
     if path.is_empty() {
-        println!("  (nothing recorded)");
+        outln!("  (nothing recorded)");
     }
     for r in path {
-        println!(
+        outln!(
             "  {}  {}",
             r.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             describe(r)
         );
     }
+    Ok(())
 }
 
 /// `relance clone`.
@@ -363,7 +371,7 @@ pub fn clone(db: &Path, from: &str, to: &str) -> Result<ExitCode> {
         bail!("scenario \"{to}\" already exists");
     }
     let put = rt.put_scenario(&text, source.format, Utc::now())?;
-    println!(
+    outln!(
         "{} v{} ({}), copied from {from} v{}",
         put.id,
         put.version,
@@ -385,6 +393,9 @@ pub fn test(
 ) -> Result<ExitCode> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    if !(1.0..=1e9).contains(&speed) {
+        bail!("--speed: {speed} is outside 1 to 1,000,000,000");
+    }
     let until: IsoDuration = until.parse().context("--until")?;
     let start = start.unwrap_or_else(Utc::now);
     let clock = ScaledClock::new(start, speed);
@@ -497,7 +508,7 @@ pub fn test(
         print_json(&paths)?;
     } else {
         for (id, path) in &paths {
-            print_path(id, path);
+            print_path(id, path)?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,6 +1,22 @@
 //! The `relance` command: a thin layer over `relance-core` that reads files, calls the
 //! engine and prints. Exit status: 0 fine, 1 the scenario has errors, 2 bad usage or input.
 
+/// `println!` that reports a write failure (a closed pipe) instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?;
+    }};
+}
+
+/// `print!` that reports a write failure instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($arg)*)?;
+    }};
+}
+
 mod embedded;
 mod templates;
 
@@ -256,14 +272,7 @@ fn main() -> ExitCode {
         }),
         Command::Validate { file, json } => validate_cmd(&file, json),
         Command::Graph { file, format, db } => graph_cmd(&file, &format, db.as_deref()),
-        Command::Schema => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&relance_core::schema::scenario_schema())
-                    .unwrap_or_default()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Schema => schema_cmd(),
         Command::Simulate {
             file,
             contacts,
@@ -282,6 +291,13 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // `relance ... | head` closing the pipe is not a failure.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
@@ -346,6 +362,14 @@ fn validate_cmd(path: &Path, json: bool) -> Result<ExitCode> {
     })
 }
 
+fn schema_cmd() -> Result<ExitCode> {
+    outln!(
+        "{}",
+        serde_json::to_string_pretty(&relance_core::schema::scenario_schema())?
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn parse_start(start: Option<&str>) -> Result<Option<DateTime<Utc>>> {
     start
         .map(|s| {
@@ -365,9 +389,9 @@ fn new_cmd(
     out: Option<&Path>,
 ) -> Result<ExitCode> {
     let Some(template) = template else {
-        println!("templates (relance new --template NAME --id ID):");
+        outln!("templates (relance new --template NAME --id ID):");
         for (name, what, _) in templates::TEMPLATES {
-            println!("  {name:<24} {what}");
+            outln!("  {name:<24} {what}");
         }
         return Ok(ExitCode::SUCCESS);
     };
@@ -387,13 +411,13 @@ fn new_cmd(
     let default_out = PathBuf::from(format!("{id}.yaml"));
     let out = out.unwrap_or(&default_out);
     if out == Path::new("-") {
-        print!("{text}");
+        out!("{text}");
     } else {
         if out.exists() {
             bail!("{} exists: choose another --out or --id", out.display());
         }
         fs::write(out, text).with_context(|| format!("cannot write {}", out.display()))?;
-        println!("wrote {} from template {template}", out.display());
+        outln!("wrote {} from template {template}", out.display());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -409,12 +433,12 @@ fn graph_cmd(path: &Path, format: &str, db: Option<&Path>) -> Result<ExitCode> {
         None => None,
     };
     match format {
-        "mermaid" => print!(
+        "mermaid" => out!(
             "{}",
             relance_core::graph::mermaid(&scenario, counts.as_ref())
         ),
-        "dot" => print!("{}", relance_core::graph::dot(&scenario, counts.as_ref())),
-        "svg" => print!(
+        "dot" => out!("{}", relance_core::graph::dot(&scenario, counts.as_ref())),
+        "svg" => out!(
             "{}",
             svg(&relance_core::graph::dot(&scenario, counts.as_ref()))?
         ),

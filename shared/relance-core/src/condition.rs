@@ -337,7 +337,9 @@ pub struct EvalContext<'a> {
     pub sent: &'a BTreeMap<String, DateTime<Utc>>,
     /// The current instant.
     pub now: DateTime<Utc>,
-    /// Count only what happened from this instant on (a `wait_for` counts what came after it began).
+    /// Count only what happened strictly after this instant (a `wait_for` counts what came
+    /// after it began; an event at the very instant it began, such as the one that triggered
+    /// the scenario, does not count).
     pub since: Option<DateTime<Utc>>,
     /// The zone for dates without offset and for "today".
     pub tz: Tz,
@@ -367,7 +369,7 @@ impl Condition {
                     ev.name == *name
                         && ev.at <= cx.now
                         && from.is_none_or(|f| ev.at >= f)
-                        && cx.since.is_none_or(|s| ev.at >= s)
+                        && cx.since.is_none_or(|s| ev.at > s)
                 })
             }
         }
@@ -408,7 +410,7 @@ impl EngagementClause {
                 && e.step == self.step
                 && e.at >= *sent_at
                 && e.at <= cx.now
-                && cx.since.is_none_or(|s| e.at >= s)
+                && cx.since.is_none_or(|s| e.at > s)
                 && self.link.as_ref().is_none_or(|want| {
                     let got = e.url.as_deref().unwrap_or("");
                     if self.ignore_query {

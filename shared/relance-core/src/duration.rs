@@ -1,10 +1,12 @@
 //! ISO-8601 durations (`P30D`, `PT2H`, `P1Y2M3W4DT5H6M7S`) as scenario files write them.
-//! Years and months are calendar units; weeks, days, hours, minutes and seconds are exact.
+//! Years, months, weeks and days are calendar units in a zone (P1D is the same wall-clock time
+//! the next day, as in RFC 5545, so it spans 23 or 25 hours across a DST change); hours,
+//! minutes and seconds are exact.
 
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, Months, TimeDelta, Utc};
+use chrono::{DateTime, Days, Months, TimeDelta, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -53,25 +55,32 @@ impl IsoDuration {
         self.seconds != 0
     }
 
-    /// The exact part (days and seconds) as a `TimeDelta`.
+    /// The exact part (hours, minutes, seconds) as a `TimeDelta`.
     pub fn exact(&self) -> TimeDelta {
-        TimeDelta::seconds(i64::try_from(self.days * 86_400 + self.seconds).unwrap_or(i64::MAX / 2))
+        TimeDelta::seconds(i64::try_from(self.seconds).unwrap_or(i64::MAX / 2))
     }
 
     /// An upper bound of the duration in seconds (months taken as 31 days), for limits and windows.
     pub fn approx_seconds(&self) -> u64 {
-        u64::from(self.months) * 31 * 86_400 + self.days * 86_400 + self.seconds
+        (u64::from(self.months) * 31 * 86_400)
+            .saturating_add(self.days.saturating_mul(86_400))
+            .saturating_add(self.seconds)
     }
 
-    /// `t + self`: months are added on the local calendar of `tz` (day clamped to the month's end),
-    /// then days and seconds as exact time.
+    /// `t + self`: months and days are added on the local calendar of `tz` (the day clamped
+    /// to the month's end, DST resolved as [`resolve_local`] does), then hours, minutes and
+    /// seconds as exact time.
     pub fn add_to(&self, t: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
         let mut out = t;
-        if self.months > 0 {
+        if self.months > 0 || self.days > 0 {
             let local = t.with_timezone(&tz).naive_local();
-            if let Some(moved) = local.checked_add_months(Months::new(self.months)) {
-                out = resolve_local(tz, moved);
-            }
+            let moved = local
+                .checked_add_months(Months::new(self.months))
+                .and_then(|l| l.checked_add_days(Days::new(self.days)));
+            out = match moved {
+                Some(m) => resolve_local(tz, m),
+                None => return DateTime::<Utc>::MAX_UTC,
+            };
         }
         out.checked_add_signed(self.exact())
             .unwrap_or(DateTime::<Utc>::MAX_UTC)
@@ -80,11 +89,15 @@ impl IsoDuration {
     /// `t - self`, the mirror of [`IsoDuration::add_to`], for "within the last" windows.
     pub fn sub_from(&self, t: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
         let mut out = t;
-        if self.months > 0 {
+        if self.months > 0 || self.days > 0 {
             let local = t.with_timezone(&tz).naive_local();
-            if let Some(moved) = local.checked_sub_months(Months::new(self.months)) {
-                out = resolve_local(tz, moved);
-            }
+            let moved = local
+                .checked_sub_months(Months::new(self.months))
+                .and_then(|l| l.checked_sub_days(Days::new(self.days)));
+            out = match moved {
+                Some(m) => resolve_local(tz, m),
+                None => return DateTime::<Utc>::MIN_UTC,
+            };
         }
         out.checked_sub_signed(self.exact())
             .unwrap_or(DateTime::<Utc>::MIN_UTC)
@@ -144,13 +157,16 @@ impl FromStr for IsoDuration {
                     let add = n
                         .checked_mul(factor)
                         .ok_or_else(|| err("number too large"))?;
-                    if is_month {
-                        months += add;
+                    let (slot, add) = if is_month {
+                        (&mut months, add)
                     } else if factor >= 86_400 && units.len() == 4 {
-                        days += add / 86_400;
+                        (&mut days, add / 86_400)
                     } else {
-                        seconds += add;
-                    }
+                        (&mut seconds, add)
+                    };
+                    *slot = slot
+                        .checked_add(add)
+                        .ok_or_else(|| err("number too large"))?;
                 }
                 if !number.is_empty() {
                     return Err(err("a number without a unit"));
@@ -252,11 +268,36 @@ mod tests {
     }
 
     #[test]
-    fn days_are_exact_24_hours() {
+    fn days_are_calendar_days_across_dst() {
         let t = Utc.with_ymd_and_hms(2026, 3, 28, 12, 0, 0).unwrap();
+        // 13:00 CET + P1D = 13:00 CEST the next day: 23 hours.
         assert_eq!(
             d("P1D").add_to(t, chrono_tz::Europe::Paris),
+            Utc.with_ymd_and_hms(2026, 3, 29, 11, 0, 0).unwrap()
+        );
+        assert_eq!(
+            d("PT24H").add_to(t, chrono_tz::Europe::Paris),
             Utc.with_ymd_and_hms(2026, 3, 29, 12, 0, 0).unwrap()
         );
+        assert_eq!(
+            d("P1D").sub_from(
+                Utc.with_ymd_and_hms(2026, 3, 29, 11, 0, 0).unwrap(),
+                chrono_tz::Europe::Paris
+            ),
+            t
+        );
+        assert_eq!(
+            d("P1D").add_to(t, chrono_tz::UTC),
+            Utc.with_ymd_and_hms(2026, 3, 29, 12, 0, 0).unwrap()
+        );
+    }
+
+    #[test]
+    fn huge_numbers_are_refused_not_overflowed() {
+        assert!("PT5124095576030431H15M".parse::<IsoDuration>().is_err());
+        assert!("P99999999999999999999D".parse::<IsoDuration>().is_err());
+        let big: IsoDuration = "P999999D".parse().unwrap_or_else(|e| panic!("{e}"));
+        let t = Utc.with_ymd_and_hms(2026, 3, 28, 12, 0, 0).unwrap();
+        assert!(big.add_to(t, chrono_tz::UTC) > t);
     }
 }

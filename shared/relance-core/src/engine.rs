@@ -656,7 +656,10 @@ impl<'a> Run<'a> {
     fn go(&mut self, mut i: usize, mut delay_done: bool) {
         let engine = self.engine;
         for _ in 0..MAX_STEPS_PER_TRANSITION {
-            let step = &engine.scenario.steps[i];
+            let Some(step) = engine.scenario.steps.get(i) else {
+                // Only an unvalidated scenario without steps gets here.
+                return self.fail_end("the scenario has no step");
+            };
             if self.exit_holds() {
                 self.en.state = EnrollmentState::Due {
                     step: step.id.clone(),
@@ -943,9 +946,16 @@ impl<'a> Run<'a> {
     }
 }
 
-/// Merges profile changes into a JSON object (a `contact.updated` event's fields).
-pub fn profile_changes(properties: &Map<String, Value>) -> Option<&Map<String, Value>> {
-    ["profile", "changes", "fields"]
+/// The profile changes an event carries: a `profile` (or `changes`, `fields`) object, or, for
+/// a `contact.*` event, its properties themselves.
+pub fn profile_changes<'a>(
+    name: &str,
+    properties: &'a Map<String, Value>,
+) -> Option<&'a Map<String, Value>> {
+    let nested = ["profile", "changes", "fields"]
         .iter()
-        .find_map(|k| properties.get(*k).and_then(Value::as_object))
+        .find_map(|k| properties.get(*k).and_then(Value::as_object));
+    // A contact event's own properties are the contact's fields.
+    nested
+        .or_else(|| (name.starts_with("contact.") && !properties.is_empty()).then_some(properties))
 }

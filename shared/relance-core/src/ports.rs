@@ -308,6 +308,15 @@ pub trait JournalStore {
         action: &Action,
         at: DateTime<Utc>,
     ) -> Result<(), Self::Error>;
+    /// Keeps work that failed (a timer, a launch, an inactivity check) with its reason, so it
+    /// is neither lost nor retried forever ahead of everything else.
+    fn dead_letter(
+        &mut self,
+        kind: &str,
+        payload: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), Self::Error>;
     /// Every record of a scenario, in order (one contact's only, when given).
     fn records(
         &mut self,

@@ -1032,6 +1032,8 @@ pub const MAX_DAILY_TIMES: usize = 5;
 pub const MAX_FIXED_DATES: usize = 10;
 /// Inactivity triggers wait between these many minutes.
 pub const INACTIVITY_MINUTES: std::ops::RangeInclusive<i64> = 10..=720;
+/// At most this many steps.
+pub const MAX_STEPS: usize = 1000;
 /// At most this many goals.
 pub const MAX_GOALS: usize = 100;
 

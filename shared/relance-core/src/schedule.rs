@@ -310,11 +310,12 @@ pub struct Delay {
 }
 
 impl Delay {
-    /// True when the delay can hold a contact at all (validation's "loop without a delay").
+    /// True when the delay always holds a contact for some time (validation's "loop without a delay").
     pub fn holds(&self) -> bool {
-        self.at.is_some()
-            || self.until.is_some()
-            || self.after.as_ref().is_some_and(|a| !a.is_zero())
+        // Only a positive `after` always lets time pass: `at` alone runs at once when it is that
+        // time already, and `until` runs at once once its date has passed, so a loop held only
+        // by them would spin.
+        self.after.as_ref().is_some_and(|a| !a.is_zero())
     }
 
     /// When the step is due, given the moment the previous step ran.

@@ -103,7 +103,7 @@ enum Task {
     },
     Inactivity {
         contact: usize,
-        stamp: DateTime<Utc>,
+        stamp: u64,
     },
     Wake {
         contact: usize,
@@ -133,7 +133,8 @@ pub struct Simulation<'e> {
     contacts: Vec<Contact>,
     index: HashMap<String, usize>,
     histories: Vec<History>,
-    last_activity: Vec<Option<DateTime<Utc>>>,
+    /// Per contact: how many activity events so far (an inactivity check fires only if none came since).
+    last_activity: Vec<u64>,
     current: Vec<Option<usize>>,
     last_entered: Vec<Option<DateTime<Utc>>>,
     enrollments: Vec<Enrollment>,
@@ -178,7 +179,7 @@ impl<'e> Simulation<'e> {
         self.index.insert(c.id().to_string(), i);
         self.contacts.push(c);
         self.histories.push(History::default());
-        self.last_activity.push(None);
+        self.last_activity.push(0);
         self.current.push(None);
         self.last_entered.push(None);
         i
@@ -264,6 +265,8 @@ impl<'e> Simulation<'e> {
                     list.dedup();
                     list
                 }
+                // `event: manual` is launched when asked, like a manual launch.
+                Launch::Trigger(t) if t.event == "manual" => vec![start],
                 Launch::Trigger(_) => Vec::new(),
             };
             for t in times {
@@ -285,11 +288,11 @@ impl<'e> Simulation<'e> {
         match &self.events[i].what {
             Happening::Activity(a) => {
                 let mut changed = false;
-                if let Some(changes) = profile_changes(&a.properties) {
+                if let Some(changes) = profile_changes(&a.name, &a.properties) {
                     self.contacts[c].merge(changes);
                     changed = true;
                 }
-                self.last_activity[c] = Some(a.at);
+                self.last_activity[c] += 1;
                 self.histories[c].events.push(a.clone());
                 changed
             }
@@ -342,7 +345,7 @@ impl<'e> Simulation<'e> {
                             inactivity_deadline(a.at, minutes),
                             Task::Inactivity {
                                 contact: c,
-                                stamp: a.at,
+                                stamp: self.last_activity[c],
                             },
                         );
                     }
@@ -367,7 +370,7 @@ impl<'e> Simulation<'e> {
             }
             Task::Inactivity { contact, stamp } => {
                 // Any later event of the contact (another view, a purchase) cancels it.
-                if self.last_activity[contact] == Some(stamp) {
+                if self.last_activity[contact] == stamp {
                     self.try_enter(contact, now, end, sink);
                 }
             }

@@ -7,7 +7,7 @@ use crate::condition::{Condition, EngagementClause};
 use crate::problem::{Problem, Severity};
 use crate::render::Templates;
 use crate::scenario::{
-    self, Action, Channel, EndKind, Format, Launch, MAX_GOALS, Scenario, StepKind,
+    self, Action, Channel, EndKind, Format, Launch, MAX_GOALS, MAX_STEPS, Scenario, StepKind,
 };
 
 /// The outcome of validating a scenario file.
@@ -91,6 +91,16 @@ fn meaning(s: &Scenario, graph: bool, unread_messages: &BTreeSet<String>) -> Vec
         out.push(Problem::error(
             "steps",
             "a scenario needs at least one step",
+        ));
+        return out;
+    }
+    if s.steps.len() > MAX_STEPS {
+        out.push(Problem::error(
+            "steps",
+            format!(
+                "a scenario has at most {MAX_STEPS} steps, found {}",
+                s.steps.len()
+            ),
         ));
         return out;
     }

@@ -1208,3 +1208,157 @@ fn stale_and_duplicated_wakes_change_nothing_and_an_ended_enrollment_ignores_eve
         assert_eq!(t.enrollment, ended);
     }
 }
+
+// ---- Regressions from review: calendar days, strict "after the wait began", contact
+// events carrying fields, same-instant inactivity cancels, and `event: manual` triggers.
+
+#[test]
+fn once_per_two_days_counts_calendar_days_across_spring_forward() {
+    let yaml = r#"
+id: daily
+timezone: Europe/Paris
+launch: {type: recurring, frequency: daily, time: "09:00"}
+audience: {all: true}
+once_per: P2D
+messages:
+  m: {channel: email, subject: s, text: x}
+steps:
+  - {id: send, send: m, next: done}
+  - {id: done, end: success}
+"#;
+    let played = play(
+        yaml,
+        r#"{"id": "a", "email": "a@x.io"}"#,
+        "",
+        "2026-03-28T00:00:00Z",
+        "P5D",
+    );
+    // 28 (CET), then 30 and 1 April (CEST): two calendar days apart, 47 hours across the change.
+    assert_eq!(
+        entries(&played.records),
+        [
+            "a 2026-03-28T08:00:00Z",
+            "a 2026-03-30T07:00:00Z",
+            "a 2026-04-01T07:00:00Z"
+        ]
+    );
+}
+
+#[test]
+fn after_one_day_keeps_the_wall_clock_time_across_dst() {
+    let yaml = r#"
+id: next-day
+timezone: Europe/Paris
+launch: {type: manual}
+messages:
+  m: {channel: email, subject: s, text: x}
+steps:
+  - {id: later, send: m, next: done, delay: {after: P1D}}
+  - {id: done, end: success}
+"#;
+    let played = play(
+        yaml,
+        r#"{"id": "a", "email": "a@x.io"}"#,
+        "",
+        "2026-03-28T08:00:00Z",
+        "P3D",
+    );
+    assert_eq!(sends(&played.records), ["a later 2026-03-29T07:00:00Z"]);
+}
+
+#[test]
+fn the_event_that_triggers_a_scenario_does_not_satisfy_its_first_wait() {
+    let yaml = r#"
+id: rebuy
+launch: {type: trigger, event: purchase}
+messages:
+  thanks: {channel: email, subject: s, text: x}
+  again: {channel: email, subject: again, text: x}
+steps:
+  - id: wait
+    wait_for: {event: purchase, timeout: P3D}
+    on_event: again
+    on_timeout: done
+  - {id: again, send: again, next: done}
+  - {id: done, end: neutral}
+"#;
+    let events = r#"{"at": "2026-12-01T09:00:00Z", "contact": "a", "event": "purchase"}
+{"at": "2026-12-02T09:00:00Z", "contact": "a", "event": "page.visited", "url": "/x"}"#;
+    let played = play(
+        yaml,
+        r#"{"id": "a", "email": "a@x.io"}"#,
+        events,
+        "2026-12-01T00:00:00Z",
+        "P5D",
+    );
+    assert!(
+        sends(&played.records).is_empty(),
+        "{:?}",
+        sends(&played.records)
+    );
+    assert_eq!(ends(&played.records), ["a neutral 2026-12-04T09:00:00Z"]);
+}
+
+#[test]
+fn a_contact_created_event_carries_the_contacts_fields() {
+    let yaml = r#"
+id: welcome
+launch: {type: trigger, event: contact.created}
+audience: {criteria: {field: city, op: eq, value: Atlanta}}
+messages:
+  hi: {channel: email, subject: "Hi {{ contact.first_name }}", text: x}
+steps:
+  - {id: hi, send: hi, next: done}
+  - {id: done, end: success}
+"#;
+    let events = r#"{"at": "2026-12-01T09:00:00Z", "contact": "z", "event": "contact.created", "email": "z@x.io", "city": "Atlanta", "first_name": "Zoe"}
+{"at": "2026-12-01T10:00:00Z", "contact": "y", "event": "contact.created", "email": "y@x.io", "city": "Paris"}"#;
+    let played = play(yaml, "", events, "2026-12-01T00:00:00Z", "P1D");
+    assert_eq!(sends(&played.records), ["z hi 2026-12-01T09:00:00Z"]);
+    assert_eq!(
+        skips(&played.records),
+        ["y (entry) audience 2026-12-01T10:00:00Z"]
+    );
+    assert_eq!(played.contact("z").email(), Some("z@x.io"));
+}
+
+#[test]
+fn a_purchase_at_the_same_instant_as_the_cart_update_cancels_cart_abandoned() {
+    let yaml = r#"
+id: cart
+launch: {type: trigger, event: cart.abandoned, inactivity_minutes: 30}
+messages:
+  m: {channel: email, subject: s, text: x}
+steps:
+  - {id: send, send: m, next: done}
+  - {id: done, end: success}
+"#;
+    let events = r#"{"at": "2026-12-01T09:00:00Z", "contact": "a", "event": "cart.updated"}
+{"at": "2026-12-01T09:00:00Z", "contact": "a", "event": "purchase"}
+{"at": "2026-12-01T09:00:00Z", "contact": "b", "event": "cart.updated"}"#;
+    let contacts = r#"{"id": "a", "email": "a@x.io"}
+{"id": "b", "email": "b@x.io"}"#;
+    let played = play(yaml, contacts, events, "2026-12-01T00:00:00Z", "P1D");
+    assert_eq!(sends(&played.records), ["b send 2026-12-01T09:30:00Z"]);
+}
+
+#[test]
+fn a_trigger_on_manual_is_launched_at_the_start() {
+    let yaml = r#"
+id: by-hand
+launch: {type: trigger, event: manual}
+messages:
+  m: {channel: email, subject: s, text: x}
+steps:
+  - {id: send, send: m, next: done}
+  - {id: done, end: success}
+"#;
+    let played = play(
+        yaml,
+        r#"{"id": "a", "email": "a@x.io"}"#,
+        "",
+        "2026-12-01T09:00:00Z",
+        "P1D",
+    );
+    assert_eq!(sends(&played.records), ["a send 2026-12-01T09:00:00Z"]);
+}

@@ -255,8 +255,8 @@ fn a_loop_holding_a_delay_or_a_wait_is_fine() {
   - {id: done, end: success}
 ";
     assert_clean(&yaml(&with_steps(with_delay)));
-    let with_at = with_delay.replace("{after: P1D}", "{at: \"09:00\"}");
-    assert_clean(&yaml(&with_steps(&with_at)));
+    let with_after_and_at = with_delay.replace("{after: P1D}", "{after: P1D, at: \"09:00\"}");
+    assert_clean(&yaml(&with_steps(&with_after_and_at)));
     let with_wait = "  - {id: first, send: hello, next: wait}
   - id: wait
     wait_for: {clicked: first, timeout: P1D}
@@ -266,6 +266,29 @@ fn a_loop_holding_a_delay_or_a_wait_is_fine() {
   - {id: done, end: success}
 ";
     assert_clean(&yaml(&with_steps(with_wait)));
+}
+
+#[test]
+fn at_or_until_alone_does_not_break_a_loop() {
+    // `at` alone runs at once when it is that time already, `until` once its date is past:
+    // either would let the loop spin.
+    for delay in ["{at: \"09:00\"}", "{until: \"2026-12-24T10:00\"}"] {
+        let steps = format!(
+            "  - {{id: first, send: hello, next: check}}
+  - id: check
+    if: {{clicked: first}}
+    then: done
+    else: nudge
+  - id: nudge
+    delay: {delay}
+    send: ping
+    next: check
+  - {{id: done, end: success}}
+"
+        );
+        let r = yaml(&with_steps(&steps));
+        error_with(&r, "loop (cycle) without a delay or a wait");
+    }
 }
 
 #[test]

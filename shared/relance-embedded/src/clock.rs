@@ -49,7 +49,10 @@ impl ScaledClock {
 impl Clock for ScaledClock {
     fn now(&self) -> DateTime<Utc> {
         let real = self.started.elapsed().as_secs_f64();
-        self.origin + TimeDelta::microseconds((real * self.factor * 1e6) as i64)
+        // Float-to-int casts saturate; the addition is checked, so a huge factor cannot panic.
+        self.origin
+            .checked_add_signed(TimeDelta::microseconds((real * self.factor * 1e6) as i64))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
     fn real_span(&self, virtual_span: TimeDelta) -> std::time::Duration {

@@ -196,7 +196,7 @@ where
                 problems: report.problems.clone(),
             })?,
         };
-        let clean = report.scenario.is_some();
+        let clean = report.scenario.is_some() && report.problems.is_empty();
         self.unit(now, |u| {
             let existing = u.store.scenario(&id).map_err(store_err)?;
             let same = match &existing {
@@ -277,7 +277,8 @@ where
                     .map_err(store_err)?
                     .ok_or_else(|| RuntimeError::UnknownScenario(id.to_string()))?;
                 let report = validate::check_text(&source.text, source.format.into());
-                if report.errors() > 0 {
+                // DESIGN: a scenario is activated only when validation reports no problem.
+                if !report.problems.is_empty() {
                     return Err(RuntimeError::Invalid {
                         id: id.to_string(),
                         problems: report.problems,
@@ -500,45 +501,39 @@ where
                 targets.push((entry.id, version, subset));
             }
         }
-        // Each chunk writes its contacts and enters them in the same unit of work, so a crash
-        // never leaves an imported contact that missed its after_import launch.
-        let mut results: Vec<ImportedContact> = Vec::with_capacity(contacts.len());
-        let mut entered = std::collections::HashSet::new();
-        for chunk in contacts.chunks(1000) {
-            let done = self.unit(now, |u| {
-                let mut out = Vec::with_capacity(chunk.len());
+        // One unit of work for the whole file: a crash or a failure leaves no half import and
+        // no imported contact that missed its after_import launch.
+        let results = self.unit(now, |u| {
+            let mut results: Vec<ImportedContact> = Vec::with_capacity(contacts.len());
+            let mut entered = std::collections::HashSet::new();
+            for chunk in contacts.chunks(1000) {
                 for c in chunk {
                     let (_, change) = u.merge_contact(c)?;
-                    out.push(ImportedContact {
+                    results.push(ImportedContact {
                         id: c.id().to_string(),
                         change,
                     });
                 }
-                let mut fresh = Vec::new();
-                for (scenario, version, subset) in &targets {
-                    for r in &out {
-                        let wanted = match subset {
-                            ImportSubset::All => true,
-                            ImportSubset::Added => r.change == ContactChange::Added,
-                            ImportSubset::Modified => r.change == ContactChange::Modified,
-                        };
-                        // A contact listed twice in one file enters once.
-                        let key = (scenario.clone(), r.id.clone());
-                        if !wanted || entered.contains(&key) || fresh.contains(&key) {
-                            continue;
-                        }
-                        if let Some(c) = u.store.contact(&r.id).map_err(store_err)? {
-                            u.try_enter(scenario, *version, &c, &mut LaunchReport::default())?;
-                        }
-                        fresh.push(key);
+                progress(results.len());
+            }
+            for (scenario, version, subset) in &targets {
+                for r in &results {
+                    let wanted = match subset {
+                        ImportSubset::All => true,
+                        ImportSubset::Added => r.change == ContactChange::Added,
+                        ImportSubset::Modified => r.change == ContactChange::Modified,
+                    };
+                    // A contact listed twice in one file enters once.
+                    if !wanted || !entered.insert((scenario.clone(), r.id.clone())) {
+                        continue;
+                    }
+                    if let Some(c) = u.store.contact(&r.id).map_err(store_err)? {
+                        u.try_enter(scenario, *version, &c, &mut LaunchReport::default())?;
                     }
                 }
-                Ok((out, fresh))
-            })?;
-            entered.extend(done.1);
-            results.extend(done.0);
-            progress(results.len());
-        }
+            }
+            Ok(results)
+        })?;
         Ok(results)
     }
 
@@ -548,8 +543,13 @@ where
         let now = now.trunc_subsecs(6);
         let mut report = TickReport::default();
         for launch in self.store.due_launches(now).map_err(store_err)? {
-            self.unit(now, |u| {
+            let fired = self.unit(now, |u| {
                 u.fire_launch(&launch.scenario, &launch.zone, launch.at)
+            });
+            self.settle(now, "launch", &launch, fired, |u| {
+                u.store
+                    .set_launch(&launch.scenario, &launch.zone, None)
+                    .map_err(store_err)
             })?;
             report.launches += 1;
         }
@@ -558,7 +558,7 @@ where
             .due_inactivity(now, TIMER_BATCH)
             .map_err(store_err)?
         {
-            self.unit(now, |u| {
+            let fired = self.unit(now, |u| {
                 u.store.remove_inactivity(&check).map_err(store_err)?;
                 let Some(entry) = u.store.scenario(&check.scenario).map_err(store_err)? else {
                     return Ok(());
@@ -570,6 +570,9 @@ where
                     return Ok(());
                 };
                 u.try_enter(&entry.id, version, &contact, &mut LaunchReport::default())
+            });
+            self.settle(now, "inactivity", &check, fired, |u| {
+                u.store.remove_inactivity(&check).map_err(store_err)
             })?;
             report.inactivity += 1;
         }
@@ -579,11 +582,40 @@ where
                 break;
             }
             for wake in due {
-                self.unit(now, |u| u.fire_timer(&wake))?;
+                let fired = self.unit(now, |u| u.fire_timer(&wake));
+                self.settle(now, "timer", &wake, fired, |u| {
+                    u.store.cancel(&wake).map_err(store_err)
+                })?;
                 report.timers += 1;
             }
         }
         Ok(report)
+    }
+
+    /// After a due item's unit: on failure (a bug, a scenario that no longer reads), the item
+    /// is removed with `drop` and kept as a dead letter with its reason, in one unit, so it
+    /// neither blocks the items after it nor is lost. If even that fails (the database is
+    /// gone), the tick stops with the error and the item stays for the next tick.
+    fn settle<T: serde::Serialize>(
+        &mut self,
+        now: DateTime<Utc>,
+        kind: &str,
+        item: &T,
+        fired: Result<(), RuntimeError>,
+        drop: impl FnOnce(&mut Unit<'_, S>) -> Result<(), RuntimeError>,
+    ) -> Result<(), RuntimeError> {
+        let reason = match fired {
+            Ok(()) => return Ok(()),
+            Err(e) => e.to_string(),
+        };
+        tracing::error!(kind, reason = %reason, "due item failed; kept as a dead letter");
+        let payload = serde_json::to_string(item).unwrap_or_default();
+        self.unit(now, |u| {
+            drop(u)?;
+            u.store
+                .dead_letter(kind, &payload, &reason, now)
+                .map_err(store_err)
+        })
     }
 
     /// The earliest instant something is due.
@@ -696,7 +728,7 @@ where
     /// The activity flow shared by events and contact changes; the same order as the
     /// simulator: history, inactivity clocks, running enrollments, then triggers.
     fn activity(&mut self, mut contact: Contact, event: ActivityEvent) -> Result<(), RuntimeError> {
-        if let Some(changes) = profile_changes(&event.properties) {
+        if let Some(changes) = profile_changes(&event.name, &event.properties) {
             contact.merge(changes);
             self.store
                 .put_contact(&contact, self.now)

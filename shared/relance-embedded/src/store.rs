@@ -19,7 +19,10 @@ use relance_core::scenario::Action;
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The migrations, in order; `PRAGMA user_version` says how many were applied.
-const MIGRATIONS: [&str; 1] = [include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: [&str; 2] = [
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_dead_letter.sql"),
+];
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +134,15 @@ impl SqliteStore {
         let rows = stmt.query_map(params![seq, limit as i64], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The dead letters: (kind, payload, reason), oldest first.
+    pub fn dead_letters(&mut self) -> Result<Vec<(String, String, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT kind, payload, reason FROM dead_letter ORDER BY seq")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -651,6 +663,21 @@ impl TimerStore for SqliteStore {
 
 impl JournalStore for SqliteStore {
     type Error = StoreError;
+
+    fn dead_letter(
+        &mut self,
+        kind: &str,
+        payload: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO dead_letter (kind, payload, reason, at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![kind, payload, reason, ts(at)])?;
+        Ok(())
+    }
 
     fn journal(&mut self, scenario: &str, record: &Record) -> Result<(), StoreError> {
         self.conn

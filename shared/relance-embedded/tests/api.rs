@@ -789,6 +789,8 @@ async fn an_opening_resumes_the_wait_once() {
         ["entered", "sent", "waiting"]
     );
 
+    // The opening comes a minute after the send: a wait counts what happens after it began.
+    app.clock.set(t0() + TimeDelta::minutes(1));
     let opened = json!({"contact": "c1", "scenario": "nudge", "step": "first", "kind": "opened"});
     let (status, body) = post_json(&app, "/v1/engagement", opened.clone()).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");

@@ -514,3 +514,58 @@ fn imports_report_changes_and_after_import_takes_its_subset() {
     let got: Vec<String> = sends(&mut rt).into_iter().map(|(c, _, _, _)| c).collect();
     assert_eq!(got, vec!["new"]);
 }
+
+#[test]
+fn a_timer_that_fails_becomes_a_dead_letter_and_the_others_still_fire() {
+    let yaml = "id: dl\nlaunch: {type: manual}\nmessages:\n  m: {channel: email, subject: s, text: x}\nsteps:\n  - {id: send, send: m, next: done, delay: {after: PT1H}}\n  - {id: done, end: success}\n";
+    let t0 = at("2026-12-01T09:00:00Z");
+    let dir = std::env::temp_dir().join(format!("relance-dl-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let db = dir.join("dl.db");
+    {
+        let mut rt = Runtime::new(SqliteStore::open(&db).unwrap_or_else(|e| panic!("{e}")));
+        import(
+            &mut rt,
+            "{\"id\": \"a\", \"email\": \"a@x.io\"}\n{\"id\": \"b\", \"email\": \"b@x.io\"}\n",
+            t0,
+        );
+        activate(&mut rt, yaml, t0);
+        rt.launch(
+            LaunchDetail {
+                scenario: "dl".into(),
+                contacts: None,
+            },
+            t0,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    // Corrupt a's enrollment behind the store's back, as a bad disk or a hand edit would.
+    let conn = rusqlite::Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
+    conn.execute(
+        "UPDATE enrollment SET state = 'not json' WHERE contact_id = 'a'",
+        [],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    drop(conn);
+    let mut rt = Runtime::new(SqliteStore::open(&db).unwrap_or_else(|e| panic!("{e}")));
+    let report = rt
+        .tick(t0 + TimeDelta::hours(2))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.timers, 2);
+    let got: Vec<String> = sends(&mut rt).into_iter().map(|(c, _, _, _)| c).collect();
+    assert_eq!(got, vec!["b"], "b's timer still fires");
+    let dead = rt.store().dead_letters().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].0, "timer");
+    assert!(
+        dead[0].1.contains("dl:a:1") && dead[0].2.contains("corrupt"),
+        "{dead:?}"
+    );
+    assert_eq!(
+        rt.next_due().ok().flatten(),
+        None,
+        "nothing is retried forever"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

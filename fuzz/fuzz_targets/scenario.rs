@@ -1,0 +1,32 @@
+//! Fuzz: any text as a scenario file (YAML and JSON) through the loader and the validator;
+//! a scenario that validates is also drawn and played for a few contacts and events.
+#![no_main]
+
+use chrono::{TimeZone, Utc};
+use libfuzzer_sys::fuzz_target;
+use relance_core::engine::Engine;
+use relance_core::simulation::{Simulation, contacts_from_json_lines, events_from_json_lines};
+use relance_core::{Format, validate};
+
+const CONTACTS: &str = r#"{"id": "a", "email": "a@x.io", "phone": "+33600000001", "timezone": "America/New_York", "city": "Lyon", "age": 30, "tags": ["vip"], "birthday": "2000-02-29"}
+{"id": "b", "groups": ["beta"], "subscriptions": {"newsletter": false}, "push": {"android": "arn"}}"#;
+const EVENTS: &str = r#"{"at": "2026-03-29T01:30:00Z", "contact": "a", "opened": "first"}
+{"at": "2026-03-29T02:00:00Z", "contact": "b", "event": "purchase"}
+{"at": "2026-03-30T00:00:00Z", "contact": "a", "clicked": "first", "link": "https://x.io/a?b=c"}
+{"at": "2026-03-30T00:00:00Z", "contact": "a", "event": "cart.updated"}"#;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let _ = validate::check_text(text, Format::Json);
+    let report = validate::check_text(text, Format::Yaml);
+    if let Some(scenario) = report.scenario {
+        let _ = relance_core::graph::mermaid(&scenario, None);
+        let _ = relance_core::graph::dot(&scenario, None);
+        let engine = Engine::new(scenario);
+        let (Ok(contacts), Ok(events)) = (contacts_from_json_lines(CONTACTS), events_from_json_lines(EVENTS)) else { return };
+        let mut sim = Simulation::new(&engine, contacts, events);
+        let start = Utc.with_ymd_and_hms(2026, 3, 28, 23, 0, 0).single().unwrap_or_default();
+        let until = "P3D".parse().unwrap_or_else(|_| relance_core::IsoDuration::from_seconds(0));
+        sim.run(start, &until, &mut |_| {});
+    }
+});
