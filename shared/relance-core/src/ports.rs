@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::contact::{ActivityEvent, Contact, Engagement, History};
-use crate::engine::{Enrollment, Send, Wake};
+use crate::engine::{Effect, Enrollment, Send, Transition, Wake};
 use crate::journal::Record;
 use crate::scenario::{Action, Format};
 
@@ -335,6 +335,42 @@ pub trait Store:
 {
     /// The storage failure type shared by every port.
     type Fault;
+
+    /// Writes one transition: its effects (journal, outbox, timers, contact) and the
+    /// enrollment, conditionally on the stored version being `expected`.
+    ///
+    /// # Contract
+    /// Either the enrollment and all its effects are written, or nothing is (a version conflict
+    /// fails the call). This default does it inside the caller's unit of work, so it suits a
+    /// transactional store; a store without transactions overrides it to write the enrollment
+    /// first, with the effects kept on it, and apply them after, idempotently, so that a crash
+    /// in between is repaired when the enrollment is next read.
+    fn commit_transition(
+        &mut self,
+        scenario: &str,
+        scenario_version: u32,
+        expected: Option<u64>,
+        t: &Transition,
+        now: DateTime<Utc>,
+    ) -> Result<(), Self::Fault> {
+        for effect in &t.effects {
+            match effect {
+                Effect::Record(r) => self.journal(scenario, r)?,
+                Effect::Send(s) => self.outbox_send(scenario, s, now)?,
+                Effect::ScheduleWake(w) => self.schedule(w)?,
+                Effect::CancelWake(w) => self.cancel(w)?,
+                Effect::Action { enrollment, contact, step, action } => {
+                    self.outbox_action(scenario, enrollment, contact, step, action, now)?
+                }
+                Effect::SetField { .. } | Effect::Ended { .. } => {}
+            }
+        }
+        self.save_enrollment(expected, scenario_version, &t.enrollment)?;
+        if let Some(c) = &t.contact {
+            self.put_contact(c, now)?;
+        }
+        Ok(())
+    }
     /// Runs `work` as one unit: all of its writes happen, or none. The unit commits when
     /// `work` returns `Ok` and is rolled back when it returns `Err` (that error is handed back
     /// inside `Ok`); the outer `Err` is a failure to begin or commit.

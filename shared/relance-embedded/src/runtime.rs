@@ -9,7 +9,7 @@ use std::sync::Arc;
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use relance_core::contact::{ActivityEvent, Contact, Engagement};
 use relance_core::engine::{
-    Effect, Engine, Entry, EntryRequest, Input, Transition, profile_changes,
+    Engine, Entry, EntryRequest, Input, Transition, profile_changes,
 };
 use relance_core::journal::{JournalCounts, Record};
 use relance_core::ports::{
@@ -956,30 +956,9 @@ where
         if t.is_noop() {
             return Ok(None);
         }
-        for effect in &t.effects {
-            match effect {
-                Effect::Record(r) => self.store.journal(scenario, r),
-                Effect::Send(s) => self.store.outbox_send(scenario, s, self.now),
-                Effect::ScheduleWake(w) => self.store.schedule(w),
-                Effect::CancelWake(w) => self.store.cancel(w),
-                Effect::Action {
-                    enrollment,
-                    contact,
-                    step,
-                    action,
-                } => self
-                    .store
-                    .outbox_action(scenario, enrollment, contact, step, action, self.now),
-                Effect::SetField { .. } | Effect::Ended { .. } => Ok(()),
-            }
-            .map_err(store_err)?;
-        }
         self.store
-            .save_enrollment(expected, version, &t.enrollment)
+            .commit_transition(scenario, version, expected, &t, self.now)
             .map_err(store_err)?;
-        if let Some(c) = &t.contact {
-            self.store.put_contact(c, self.now).map_err(store_err)?;
-        }
         Ok(t.contact)
     }
 }
