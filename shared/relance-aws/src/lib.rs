@@ -1,1 +1,12 @@
-//! AWS adapters.
+//! Relance's AWS adapters: the same ports as the embedded SQLite store, on DynamoDB (and,
+//! next, SQS, SESv2, SNS and EventBridge). The engine core knows nothing of them.
+//!
+//! # Layout
+//! - [`config`]: table names and shard count, from the environment.
+//! - [`dynamodb`]: `DynamoStore`, every port on two DynamoDB tables (state and timers), with
+//!   conditional writes on the enrollment's version and replayable pending effects.
+//! - [`bridge`]: runs the SDK's async calls from the ports' synchronous methods.
+
+pub mod bridge;
+pub mod config;
+pub mod dynamodb;

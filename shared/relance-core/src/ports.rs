@@ -359,9 +359,12 @@ pub trait Store:
                 Effect::Send(s) => self.outbox_send(scenario, s, now)?,
                 Effect::ScheduleWake(w) => self.schedule(w)?,
                 Effect::CancelWake(w) => self.cancel(w)?,
-                Effect::Action { enrollment, contact, step, action } => {
-                    self.outbox_action(scenario, enrollment, contact, step, action, now)?
-                }
+                Effect::Action {
+                    enrollment,
+                    contact,
+                    step,
+                    action,
+                } => self.outbox_action(scenario, enrollment, contact, step, action, now)?,
                 Effect::SetField { .. } | Effect::Ended { .. } => {}
             }
         }

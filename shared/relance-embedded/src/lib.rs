@@ -2,8 +2,8 @@
 //!
 //! # Layout
 //! - [`store`]: `SqliteStore`, the SQLite adapter of every port (WAL, versioned migrations).
-//! - [`runtime`]: `Runtime`, which loads through the ports, calls the engine and writes the
-//!   effects back, one unit of work per input.
+//! - [`runtime`]: re-exported from `relance-runtime`: the engine over the ports, one unit of
+//!   work per input.
 //! - [`outbox`]: delivery of sends to a JSON-lines file and the log, exactly once.
 //! - [`import`]: contacts from CSV or JSON lines, with a report.
 //! - [`clock`]: the real clock, a scaled one for `relance test`, a manual one for tests.
@@ -14,6 +14,7 @@ pub mod api;
 pub mod clock;
 pub mod import;
 pub mod outbox;
-pub mod runtime;
 pub mod server;
 pub mod store;
+
+pub use relance_runtime::runtime;

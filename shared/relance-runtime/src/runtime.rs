@@ -8,9 +8,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use relance_core::contact::{ActivityEvent, Contact, Engagement};
-use relance_core::engine::{
-    Engine, Entry, EntryRequest, Input, Transition, profile_changes,
-};
+use relance_core::engine::{Engine, Entry, EntryRequest, Input, Transition, profile_changes};
 use relance_core::journal::{JournalCounts, Record};
 use relance_core::ports::{
     ContactChange, InactivityCheck, ScenarioEntry, SourceFormat, Status, Store,

@@ -1,0 +1,31 @@
+//! The ports are synchronous (the engine and the runtime are plain code); the SDK is async.
+//! This bridge runs one SDK future to completion from synchronous code, inside or outside a
+//! multi-threaded tokio runtime (Lambda's), without nesting runtimes.
+
+use std::future::Future;
+
+use tokio::runtime::{Handle, RuntimeFlavor};
+
+/// Runs futures on a tokio runtime from synchronous code.
+#[derive(Debug, Clone)]
+pub struct Bridge {
+    handle: Handle,
+}
+
+impl Bridge {
+    /// A bridge onto `handle`, which must belong to a multi-threaded runtime.
+    pub fn new(handle: Handle) -> Bridge {
+        Bridge { handle }
+    }
+
+    /// Runs `f` to completion.
+    pub fn block<F: Future>(&self, f: F) -> F::Output {
+        match Handle::try_current() {
+            // Called from a task: give the worker thread away while we wait.
+            Ok(current) if current.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| self.handle.block_on(f))
+            }
+            _ => self.handle.block_on(f),
+        }
+    }
+}

@@ -1,0 +1,1369 @@
+//! `DynamoStore`: every port on DynamoDB, two tables.
+//!
+//! State table (`pk`, `sk`):
+//! | item | pk | sk |
+//! |---|---|---|
+//! | scenario status | `scenario#{id}` | `meta` |
+//! | scenario version | `scenario#{id}` | `v#{version:08}` |
+//! | scenario registry | `registry` | `scenario#{id}` |
+//! | contact | `contact#{id}` | `profile` |
+//! | activity / engagement / send marks | `contact#{id}` | `a#…` / `e#{scenario}#…` / `s#{scenario}#…` |
+//! | entry mark and running lock | `contact#{id}` | `entry#{scenario}` |
+//! | pending inactivity check | `contact#{id}` | `inactivity#{scenario}` |
+//! | enrollment | `enrollment#{id}` | `state` |
+//! | journal record | `journal#{scenario}` | `{at}#{enrollment}#{hash}` |
+//! | outbox (send or action, once per key) | `outbox` | `{idempotency key}` |
+//! | launch | `launch` | `{scenario}#{zone}` |
+//! | timer cursor | `tick` | `cursor` |
+//! | dead letter | `dead` | `{at}#{kind}#{hash}` |
+//!
+//! Timer table: `pk` = `{minute}#{shard}`, `sk` = `{due}#{enrollment}#{step}` (or
+//! `{due}#inactivity#{scenario}#{contact}`), so a tick reads a few partitions per minute and
+//! no partition runs hot; a TTL attribute cleans up, correctness never relies on it.
+//!
+//! There are no transactions: every write is idempotent (deterministic keys) or conditional.
+//! The enrollment is written first, conditionally on its version, carrying the transition's
+//! effects as `pending`; they are then applied and cleared. A crash in between is repaired the
+//! next time the enrollment is read.
+
+use std::collections::{BTreeSet, HashMap};
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType, TimeToLiveSpecification,
+};
+use chrono::{DateTime, SecondsFormat, TimeDelta, Timelike, Utc};
+use relance_core::contact::{
+    ActivityEvent, Contact, Engagement, EngagementKind, History, SendMark,
+};
+use relance_core::engine::{Effect, Enrollment, Send, Transition, Wake};
+use relance_core::journal::Record;
+use relance_core::ports::{
+    ContactChange, ContactStore, EnrollmentStore, EntryMark, InactivityCheck, JournalStore,
+    LaunchTime, ScenarioEntry, ScenarioSource, ScenarioStore, SourceFormat, Status, Store,
+    TimerStore,
+};
+use relance_core::scenario::Action;
+use serde::{Deserialize, Serialize};
+
+use crate::bridge::Bridge;
+use crate::config::AwsConfig;
+
+/// A failure of the DynamoDB adapter.
+#[derive(Debug, thiserror::Error)]
+pub enum AwsError {
+    /// DynamoDB refused or failed a call.
+    #[error("dynamodb {op}: {message}")]
+    Dynamo {
+        /// The operation.
+        op: &'static str,
+        /// The service's message.
+        message: String,
+    },
+    /// The enrollment (or the entry mark) changed since it was read.
+    #[error("{0} changed concurrently (conditional write refused)")]
+    Conflict(String),
+    /// A fault injected by a test.
+    #[error("injected fault: stopped after the commit point")]
+    Injected,
+    /// A stored value does not read back.
+    #[error("corrupt {what}: {why}")]
+    Corrupt {
+        /// What.
+        what: &'static str,
+        /// Why.
+        why: String,
+    },
+}
+
+type Item = HashMap<String, AttributeValue>;
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn parse_ts(s: &str) -> Result<DateTime<Utc>, AwsError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| AwsError::Corrupt {
+            what: "timestamp",
+            why: e.to_string(),
+        })
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn get_s<'a>(item: &'a Item, key: &str) -> Option<&'a str> {
+    item.get(key)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+}
+
+fn get_n(item: &Item, key: &str) -> Option<u64> {
+    item.get(key)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn to_json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+fn from_json<T: for<'de> Deserialize<'de>>(what: &'static str, v: &str) -> Result<T, AwsError> {
+    serde_json::from_str(v).map_err(|e| AwsError::Corrupt {
+        what,
+        why: e.to_string(),
+    })
+}
+
+/// FNV-1a, for short deterministic key suffixes (idempotent re-writes land on the same item).
+fn hash(parts: &[&str]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.bytes().chain([0u8]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+fn dynamo<E: ProvideErrorMetadata + std::fmt::Debug>(
+    op: &'static str,
+) -> impl FnOnce(aws_sdk_dynamodb::error::SdkError<E>) -> AwsError {
+    move |e| {
+        let message = match e.as_service_error() {
+            Some(service) => format!(
+                "{}: {}",
+                service.code().unwrap_or("error"),
+                service.message().unwrap_or("")
+            ),
+            None => format!("{e:?}"),
+        };
+        AwsError::Dynamo { op, message }
+    }
+}
+
+fn is_conditional<E: ProvideErrorMetadata>(e: &aws_sdk_dynamodb::error::SdkError<E>) -> bool {
+    e.as_service_error().and_then(|s| s.code()) == Some("ConditionalCheckFailedException")
+}
+
+/// The minute bucket of an instant.
+fn minute(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.with_second(0)
+        .and_then(|t| t.with_nanosecond(0))
+        .unwrap_or(t)
+}
+
+fn bucket_key(m: DateTime<Utc>, shard: u32) -> String {
+    format!("{}#{shard}", m.format("%Y-%m-%dT%H:%M"))
+}
+
+/// Effects kept on an enrollment until they are applied.
+#[derive(Debug, Serialize, Deserialize)]
+struct Pending {
+    scenario: String,
+    at: DateTime<Utc>,
+    effects: Vec<Effect>,
+    contact: Option<Contact>,
+}
+
+/// The DynamoDB store.
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: Client,
+    config: AwsConfig,
+    bridge: Bridge,
+    /// Entry counts read in this unit, for the optimistic claim in `mark_entry`.
+    entries_seen: HashMap<(String, String), u32>,
+    /// Fault injection for tests: stop right after the commit point of the next transition.
+    crash_after_commit: bool,
+}
+
+impl DynamoStore {
+    /// A store on these tables, running SDK calls on `bridge`.
+    pub fn new(client: Client, config: AwsConfig, bridge: Bridge) -> DynamoStore {
+        DynamoStore {
+            client,
+            config,
+            bridge,
+            entries_seen: HashMap::new(),
+            crash_after_commit: false,
+        }
+    }
+
+    /// Tests: make the next transition stop right after its enrollment is written, as a crash
+    /// there would, leaving its effects pending.
+    pub fn crash_after_next_commit(&mut self) {
+        self.crash_after_commit = true;
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &AwsConfig {
+        &self.config
+    }
+
+    /// Creates both tables (on demand, TTL on timers) if they do not exist.
+    pub async fn create_tables(client: &Client, config: &AwsConfig) -> Result<(), AwsError> {
+        for table in [&config.state_table, &config.timers_table] {
+            let created = client
+                .create_table()
+                .table_name(table)
+                .billing_mode(BillingMode::PayPerRequest)
+                .attribute_definitions(
+                    AttributeDefinition::builder()
+                        .attribute_name("pk")
+                        .attribute_type(ScalarAttributeType::S)
+                        .build()
+                        .map_err(build_err)?,
+                )
+                .attribute_definitions(
+                    AttributeDefinition::builder()
+                        .attribute_name("sk")
+                        .attribute_type(ScalarAttributeType::S)
+                        .build()
+                        .map_err(build_err)?,
+                )
+                .key_schema(
+                    KeySchemaElement::builder()
+                        .attribute_name("pk")
+                        .key_type(KeyType::Hash)
+                        .build()
+                        .map_err(build_err)?,
+                )
+                .key_schema(
+                    KeySchemaElement::builder()
+                        .attribute_name("sk")
+                        .key_type(KeyType::Range)
+                        .build()
+                        .map_err(build_err)?,
+                )
+                .send()
+                .await;
+            match created {
+                Ok(_) => {}
+                Err(e)
+                    if e.as_service_error().and_then(|s| s.code())
+                        == Some("ResourceInUseException") => {}
+                Err(e) => return Err(dynamo("CreateTable")(e)),
+            }
+        }
+        let ttl = TimeToLiveSpecification::builder()
+            .enabled(true)
+            .attribute_name("expires_at")
+            .build()
+            .map_err(build_err)?;
+        let _ = client
+            .update_time_to_live()
+            .table_name(&config.timers_table)
+            .time_to_live_specification(ttl)
+            .send()
+            .await;
+        Ok(())
+    }
+
+    fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, AwsError> {
+        let out = self
+            .bridge
+            .block(
+                self.client
+                    .get_item()
+                    .table_name(&self.config.state_table)
+                    .key("pk", s(pk))
+                    .key("sk", s(sk))
+                    .consistent_read(true)
+                    .send(),
+            )
+            .map_err(dynamo("GetItem"))?;
+        Ok(out.item)
+    }
+
+    fn put(&self, item: Item) -> Result<(), AwsError> {
+        self.bridge
+            .block(
+                self.client
+                    .put_item()
+                    .table_name(&self.config.state_table)
+                    .set_item(Some(item))
+                    .send(),
+            )
+            .map_err(dynamo("PutItem"))?;
+        Ok(())
+    }
+
+    /// Puts unless the key exists; true when written.
+    fn put_new(&self, item: Item) -> Result<bool, AwsError> {
+        let r = self.bridge.block(
+            self.client
+                .put_item()
+                .table_name(&self.config.state_table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(pk)")
+                .send(),
+        );
+        match r {
+            Ok(_) => Ok(true),
+            Err(e) if is_conditional(&e) => Ok(false),
+            Err(e) => Err(dynamo("PutItem")(e)),
+        }
+    }
+
+    fn delete(&self, table: &str, pk: &str, sk: &str) -> Result<(), AwsError> {
+        self.bridge
+            .block(
+                self.client
+                    .delete_item()
+                    .table_name(table)
+                    .key("pk", s(pk))
+                    .key("sk", s(sk))
+                    .send(),
+            )
+            .map_err(dynamo("DeleteItem"))?;
+        Ok(())
+    }
+
+    /// Every item of a partition whose sort key starts with `prefix`, in order.
+    fn query(&self, table: &str, pk: &str, prefix: &str) -> Result<Vec<Item>, AwsError> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let q = self
+                .client
+                .query()
+                .table_name(table)
+                .expression_attribute_values(":pk", s(pk))
+                .consistent_read(true);
+            // DynamoDB refuses an empty prefix: no prefix means the whole partition.
+            let q = if prefix.is_empty() {
+                q.key_condition_expression("pk = :pk")
+            } else {
+                q.key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+                    .expression_attribute_values(":p", s(prefix))
+            };
+            let page = self
+                .bridge
+                .block(q.set_exclusive_start_key(start.take()).send())
+                .map_err(dynamo("Query"))?;
+            out.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Timer items of one bucket due at or before `now`.
+    fn query_bucket(&self, bucket: &str, now: DateTime<Utc>) -> Result<Vec<Item>, AwsError> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .bridge
+                .block(
+                    self.client
+                        .query()
+                        .table_name(&self.config.timers_table)
+                        .key_condition_expression("pk = :pk AND sk <= :upto")
+                        .expression_attribute_values(":pk", s(bucket))
+                        .expression_attribute_values(":upto", s(format!("{}#~", ts(now))))
+                        .consistent_read(true)
+                        .set_exclusive_start_key(start.take())
+                        .send(),
+                )
+                .map_err(dynamo("Query"))?;
+            out.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    fn shard(&self, key: &str) -> u32 {
+        let h = u64::from_str_radix(&hash(&[key]), 16).unwrap_or(0);
+        (h % u64::from(self.config.timer_shards)) as u32
+    }
+
+    fn put_timer_item(
+        &self,
+        due: DateTime<Utc>,
+        sk: String,
+        shard_key: &str,
+        mut attrs: Item,
+    ) -> Result<(), AwsError> {
+        let bucket = bucket_key(minute(due), self.shard(shard_key));
+        attrs.insert("pk".into(), s(bucket));
+        attrs.insert("sk".into(), s(sk));
+        attrs.insert("due".into(), s(ts(due)));
+        attrs.insert(
+            "expires_at".into(),
+            n((due + TimeDelta::days(30)).timestamp()),
+        );
+        self.bridge
+            .block(
+                self.client
+                    .put_item()
+                    .table_name(&self.config.timers_table)
+                    .set_item(Some(attrs))
+                    .send(),
+            )
+            .map_err(dynamo("PutItem"))?;
+        // The tick starts from the earliest minute that may hold timers.
+        let m = ts(minute(due));
+        let r = self.bridge.block(
+            self.client
+                .update_item()
+                .table_name(&self.config.state_table)
+                .key("pk", s("tick"))
+                .key("sk", s("cursor"))
+                .update_expression("SET cursor_at = :m")
+                .condition_expression("attribute_not_exists(cursor_at) OR cursor_at > :m")
+                .expression_attribute_values(":m", s(m))
+                .send(),
+        );
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if is_conditional(&e) => Ok(()),
+            Err(e) => Err(dynamo("UpdateItem")(e)),
+        }
+    }
+
+    fn timer_sk_for_wake(w: &Wake) -> String {
+        format!("{}#{}#{}", ts(w.at), w.enrollment, w.step)
+    }
+
+    /// Due items of the timer table (timers and inactivity checks), advancing the cursor past
+    /// minutes found empty.
+    fn due_items(&self, now: DateTime<Utc>) -> Result<Vec<Item>, AwsError> {
+        let Some(cursor) = self
+            .get("tick", "cursor")?
+            .and_then(|i| get_s(&i, "cursor_at").map(str::to_string))
+        else {
+            return Ok(Vec::new());
+        };
+        let mut m = parse_ts(&cursor)?;
+        let last = minute(now);
+        let mut items = Vec::new();
+        let mut first_busy: Option<DateTime<Utc>> = None;
+        while m <= last {
+            let mut found = false;
+            for shard in 0..self.config.timer_shards {
+                let got = self.query_bucket(&bucket_key(m, shard), now)?;
+                found |= !got.is_empty();
+                items.extend(got);
+            }
+            if found && first_busy.is_none() {
+                first_busy = Some(m);
+            }
+            m += TimeDelta::minutes(1);
+        }
+        // Minutes before the first one still holding items are done: move the cursor on.
+        let new_cursor = first_busy.unwrap_or(last);
+        if ts(new_cursor) > cursor {
+            let _ = self.bridge.block(
+                self.client
+                    .update_item()
+                    .table_name(&self.config.state_table)
+                    .key("pk", s("tick"))
+                    .key("sk", s("cursor"))
+                    .update_expression("SET cursor_at = :m")
+                    .condition_expression("cursor_at = :old")
+                    .expression_attribute_values(":m", s(ts(new_cursor)))
+                    .expression_attribute_values(":old", s(cursor))
+                    .send(),
+            );
+        }
+        items.sort_by(|a, b| get_s(a, "sk").cmp(&get_s(b, "sk")));
+        Ok(items)
+    }
+
+    fn active_scenarios(&mut self) -> Result<BTreeSet<String>, AwsError> {
+        Ok(self
+            .scenarios(Some(Status::Active))?
+            .into_iter()
+            .map(|s| s.id)
+            .collect())
+    }
+
+    fn apply_pending(
+        &mut self,
+        pending: &Pending,
+        enrollment: &Enrollment,
+    ) -> Result<(), AwsError> {
+        for effect in &pending.effects {
+            match effect {
+                Effect::Record(r) => self.journal(&pending.scenario, r)?,
+                Effect::Send(send) => self.outbox_send(&pending.scenario, send, pending.at)?,
+                Effect::ScheduleWake(w) => self.schedule(w)?,
+                Effect::CancelWake(w) => self.cancel(w)?,
+                Effect::Action {
+                    enrollment,
+                    contact,
+                    step,
+                    action,
+                } => self.outbox_action(
+                    &pending.scenario,
+                    enrollment,
+                    contact,
+                    step,
+                    action,
+                    pending.at,
+                )?,
+                Effect::SetField { .. } | Effect::Ended { .. } => {}
+            }
+        }
+        if let Some(c) = &pending.contact {
+            self.put_contact(c, pending.at)?;
+        }
+        if !enrollment.is_running() {
+            // Release the running lock, if it is still ours.
+            let r = self.bridge.block(
+                self.client
+                    .update_item()
+                    .table_name(&self.config.state_table)
+                    .key("pk", s(format!("contact#{}", enrollment.contact)))
+                    .key("sk", s(format!("entry#{}", enrollment.scenario)))
+                    .update_expression("REMOVE running")
+                    .condition_expression("running = :id")
+                    .expression_attribute_values(":id", s(&enrollment.id))
+                    .send(),
+            );
+            if let Err(e) = r
+                && !is_conditional(&e)
+            {
+                return Err(dynamo("UpdateItem")(e));
+            }
+        }
+        let r = self.bridge.block(
+            self.client
+                .update_item()
+                .table_name(&self.config.state_table)
+                .key("pk", s(format!("enrollment#{}", enrollment.id)))
+                .key("sk", s("state"))
+                .update_expression("REMOVE pending")
+                .condition_expression("version = :v")
+                .expression_attribute_values(":v", n(enrollment.version))
+                .send(),
+        );
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if is_conditional(&e) => Ok(()),
+            Err(e) => Err(dynamo("UpdateItem")(e)),
+        }
+    }
+
+    fn read_enrollment(&mut self, id: &str) -> Result<Option<(Enrollment, u32)>, AwsError> {
+        let Some(item) = self.get(&format!("enrollment#{id}"), "state")? else {
+            return Ok(None);
+        };
+        let enrollment: Enrollment =
+            from_json("enrollment", get_s(&item, "doc").unwrap_or("null"))?;
+        let version = get_n(&item, "scenario_version").unwrap_or(1) as u32;
+        if let Some(p) = get_s(&item, "pending") {
+            // A crash left effects unapplied: apply them now (every one is idempotent).
+            let pending: Pending = from_json("pending effects", p)?;
+            self.apply_pending(&pending, &enrollment)?;
+        }
+        Ok(Some((enrollment, version)))
+    }
+
+    /// The sends and actions in the outbox, in key order (tests and the dev runner).
+    pub fn outbox(&self) -> Result<Vec<serde_json::Value>, AwsError> {
+        let items = self.query(&self.config.state_table, "outbox", "")?;
+        items
+            .iter()
+            .map(|i| from_json("outbox payload", get_s(i, "payload").unwrap_or("null")))
+            .collect()
+    }
+
+    /// The dead letters: (kind, payload, reason).
+    pub fn dead_letters(&self) -> Result<Vec<(String, String, String)>, AwsError> {
+        let items = self.query(&self.config.state_table, "dead", "")?;
+        Ok(items
+            .iter()
+            .map(|i| {
+                (
+                    get_s(i, "kind").unwrap_or("").into(),
+                    get_s(i, "payload").unwrap_or("").into(),
+                    get_s(i, "reason").unwrap_or("").into(),
+                )
+            })
+            .collect())
+    }
+}
+
+fn build_err(e: aws_sdk_dynamodb::error::BuildError) -> AwsError {
+    AwsError::Dynamo {
+        op: "build",
+        message: e.to_string(),
+    }
+}
+
+impl ScenarioStore for DynamoStore {
+    type Error = AwsError;
+
+    fn scenarios(&mut self, status: Option<Status>) -> Result<Vec<ScenarioEntry>, AwsError> {
+        let mut out = Vec::new();
+        for item in self.query(&self.config.state_table, "registry", "scenario#")? {
+            let Some(id) = get_s(&item, "sk").and_then(|k| k.strip_prefix("scenario#")) else {
+                continue;
+            };
+            if let Some(entry) = self.scenario(id)?
+                && status.is_none_or(|st| st == entry.status)
+            {
+                out.push(entry);
+            }
+        }
+        Ok(out)
+    }
+
+    fn scenario(&mut self, id: &str) -> Result<Option<ScenarioEntry>, AwsError> {
+        let Some(item) = self.get(&format!("scenario#{id}"), "meta")? else {
+            return Ok(None);
+        };
+        let status = get_s(&item, "status")
+            .and_then(Status::parse)
+            .ok_or(AwsError::Corrupt {
+                what: "scenario status",
+                why: id.to_string(),
+            })?;
+        Ok(Some(ScenarioEntry {
+            id: id.to_string(),
+            status,
+            latest_version: get_n(&item, "latest_version").unwrap_or(0) as u32,
+            active_version: get_n(&item, "active_version").map(|v| v as u32),
+        }))
+    }
+
+    fn scenario_source(
+        &mut self,
+        id: &str,
+        version: u32,
+    ) -> Result<Option<ScenarioSource>, AwsError> {
+        let Some(item) = self.get(&format!("scenario#{id}"), &format!("v#{version:08}"))? else {
+            return Ok(None);
+        };
+        Ok(Some(ScenarioSource {
+            id: id.to_string(),
+            version,
+            format: if get_s(&item, "format") == Some("json") {
+                SourceFormat::Json
+            } else {
+                SourceFormat::Yaml
+            },
+            text: get_s(&item, "text").unwrap_or("").to_string(),
+        }))
+    }
+
+    fn put_version(
+        &mut self,
+        id: &str,
+        format: SourceFormat,
+        text: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u32, AwsError> {
+        let existing = self.scenario(id)?;
+        let version = existing.as_ref().map_or(0, |e| e.latest_version) + 1;
+        let mut item = Item::new();
+        item.insert("pk".into(), s(format!("scenario#{id}")));
+        item.insert("sk".into(), s(format!("v#{version:08}")));
+        item.insert(
+            "format".into(),
+            s(if format == SourceFormat::Json {
+                "json"
+            } else {
+                "yaml"
+            }),
+        );
+        item.insert("text".into(), s(text));
+        item.insert("created_at".into(), s(ts(now)));
+        if !self.put_new(item)? {
+            return Err(AwsError::Conflict(format!(
+                "scenario {id} version {version}"
+            )));
+        }
+        let mut meta = Item::new();
+        meta.insert("pk".into(), s(format!("scenario#{id}")));
+        meta.insert("sk".into(), s("meta"));
+        meta.insert(
+            "status".into(),
+            s(existing.as_ref().map_or("draft", |e| e.status.as_str())),
+        );
+        meta.insert("latest_version".into(), n(version));
+        if let Some(v) = existing.as_ref().and_then(|e| e.active_version) {
+            meta.insert("active_version".into(), n(v));
+        }
+        meta.insert("updated_at".into(), s(ts(now)));
+        self.put(meta)?;
+        let mut reg = Item::new();
+        reg.insert("pk".into(), s("registry"));
+        reg.insert("sk".into(), s(format!("scenario#{id}")));
+        self.put(reg)?;
+        Ok(version)
+    }
+
+    fn set_status(
+        &mut self,
+        id: &str,
+        status: Status,
+        active_version: Option<u32>,
+        now: DateTime<Utc>,
+    ) -> Result<(), AwsError> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.config.state_table)
+            .key("pk", s(format!("scenario#{id}")))
+            .key("sk", s("meta"))
+            .expression_attribute_values(":s", s(status.as_str()))
+            .expression_attribute_values(":u", s(ts(now)));
+        update = match active_version {
+            Some(v) => update
+                .update_expression("SET #st = :s, updated_at = :u, active_version = :v")
+                .expression_attribute_values(":v", n(v)),
+            None => update.update_expression("SET #st = :s, updated_at = :u"),
+        };
+        self.bridge
+            .block(update.expression_attribute_names("#st", "status").send())
+            .map_err(dynamo("UpdateItem"))?;
+        Ok(())
+    }
+}
+
+impl ContactStore for DynamoStore {
+    type Error = AwsError;
+
+    fn contact(&mut self, id: &str) -> Result<Option<Contact>, AwsError> {
+        let Some(item) = self.get(&format!("contact#{id}"), "profile")? else {
+            return Ok(None);
+        };
+        let v: serde_json::Value = from_json("contact", get_s(&item, "doc").unwrap_or("null"))?;
+        Contact::from_json(v)
+            .map(Some)
+            .map_err(|e| AwsError::Corrupt {
+                what: "contact",
+                why: e.to_string(),
+            })
+    }
+
+    fn put_contact(
+        &mut self,
+        contact: &Contact,
+        now: DateTime<Utc>,
+    ) -> Result<ContactChange, AwsError> {
+        let change = match self.contact(contact.id())? {
+            None => ContactChange::Added,
+            Some(c) if &c == contact => return Ok(ContactChange::Unchanged),
+            Some(_) => ContactChange::Modified,
+        };
+        let mut item = Item::new();
+        item.insert("pk".into(), s(format!("contact#{}", contact.id())));
+        item.insert("sk".into(), s("profile"));
+        item.insert("doc".into(), s(to_json(contact)));
+        item.insert("updated_at".into(), s(ts(now)));
+        self.put(item)?;
+        Ok(change)
+    }
+
+    fn contact_ids(&mut self) -> Result<Vec<String>, AwsError> {
+        let mut ids = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .bridge
+                .block(
+                    self.client
+                        .scan()
+                        .table_name(&self.config.state_table)
+                        .filter_expression("sk = :p")
+                        .expression_attribute_values(":p", s("profile"))
+                        .projection_expression("pk")
+                        .set_exclusive_start_key(start.take())
+                        .send(),
+                )
+                .map_err(dynamo("Scan"))?;
+            for item in page.items.unwrap_or_default() {
+                if let Some(id) = get_s(&item, "pk").and_then(|p| p.strip_prefix("contact#")) {
+                    ids.push(id.to_string());
+                }
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    fn append_activity(&mut self, contact: &str, event: &ActivityEvent) -> Result<(), AwsError> {
+        let props = to_json(&event.properties);
+        let mut item = Item::new();
+        item.insert("pk".into(), s(format!("contact#{contact}")));
+        item.insert(
+            "sk".into(),
+            s(format!(
+                "a#{}#{}",
+                ts(event.at),
+                hash(&[&event.name, &props])
+            )),
+        );
+        item.insert("name".into(), s(&event.name));
+        item.insert("properties".into(), s(props));
+        item.insert("at".into(), s(ts(event.at)));
+        self.put(item)
+    }
+
+    fn append_engagement(
+        &mut self,
+        contact: &str,
+        scenario: &str,
+        e: &Engagement,
+    ) -> Result<(), AwsError> {
+        let tags = to_json(&e.link_tags);
+        let mut item = Item::new();
+        item.insert("pk".into(), s(format!("contact#{contact}")));
+        item.insert(
+            "sk".into(),
+            s(format!(
+                "e#{scenario}#{}#{}",
+                ts(e.at),
+                hash(&[
+                    &e.step,
+                    e.kind.as_str(),
+                    e.url.as_deref().unwrap_or(""),
+                    &tags
+                ])
+            )),
+        );
+        item.insert("step".into(), s(&e.step));
+        item.insert("kind".into(), s(e.kind.as_str()));
+        item.insert("at".into(), s(ts(e.at)));
+        if let Some(u) = &e.url {
+            item.insert("url".into(), s(u));
+        }
+        item.insert("link_tags".into(), s(tags));
+        self.put(item)
+    }
+
+    fn history(&mut self, contact: &str, scenario: &str) -> Result<History, AwsError> {
+        let pk = format!("contact#{contact}");
+        let mut h = History::default();
+        for item in self.query(&self.config.state_table, &pk, "a#")? {
+            h.events.push(ActivityEvent {
+                at: parse_ts(get_s(&item, "at").unwrap_or(""))?,
+                name: get_s(&item, "name").unwrap_or("").to_string(),
+                properties: from_json(
+                    "activity properties",
+                    get_s(&item, "properties").unwrap_or("{}"),
+                )?,
+            });
+        }
+        for item in self.query(&self.config.state_table, &pk, &format!("e#{scenario}#"))? {
+            let kind = get_s(&item, "kind").unwrap_or("");
+            let kind = EngagementKind::ALL
+                .into_iter()
+                .find(|k| k.as_str() == kind)
+                .ok_or(AwsError::Corrupt {
+                    what: "engagement kind",
+                    why: kind.to_string(),
+                })?;
+            h.engagement.push(Engagement {
+                at: parse_ts(get_s(&item, "at").unwrap_or(""))?,
+                step: get_s(&item, "step").unwrap_or("").to_string(),
+                kind,
+                url: get_s(&item, "url").map(str::to_string),
+                link_tags: from_json("link tags", get_s(&item, "link_tags").unwrap_or("[]"))?,
+            });
+        }
+        for item in self.query(&self.config.state_table, &pk, &format!("s#{scenario}#"))? {
+            h.sends.push(SendMark {
+                at: parse_ts(get_s(&item, "at").unwrap_or(""))?,
+            });
+        }
+        h.events.sort_by_key(|e| e.at);
+        h.engagement.sort_by_key(|e| e.at);
+        Ok(h)
+    }
+}
+
+impl EnrollmentStore for DynamoStore {
+    type Error = AwsError;
+
+    fn running_enrollment(
+        &mut self,
+        scenario: &str,
+        contact: &str,
+    ) -> Result<Option<(Enrollment, u32)>, AwsError> {
+        let Some(entry) = self.get(&format!("contact#{contact}"), &format!("entry#{scenario}"))?
+        else {
+            return Ok(None);
+        };
+        let Some(id) = get_s(&entry, "running").map(str::to_string) else {
+            return Ok(None);
+        };
+        // A claim whose enrollment never got written, or that has ended, is not running.
+        Ok(self.read_enrollment(&id)?.filter(|(e, _)| e.is_running()))
+    }
+
+    fn enrollment(&mut self, id: &str) -> Result<Option<(Enrollment, u32)>, AwsError> {
+        self.read_enrollment(id)
+    }
+
+    fn save_enrollment(
+        &mut self,
+        expected: Option<u64>,
+        scenario_version: u32,
+        e: &Enrollment,
+    ) -> Result<(), AwsError> {
+        self.write_enrollment(expected, scenario_version, e, None)
+    }
+
+    fn entry_mark(&mut self, scenario: &str, contact: &str) -> Result<Option<EntryMark>, AwsError> {
+        let item = self.get(&format!("contact#{contact}"), &format!("entry#{scenario}"))?;
+        let mark = match item.as_ref().and_then(|i| {
+            get_s(i, "last_entered_at").map(|at| (at, get_n(i, "entries").unwrap_or(0)))
+        }) {
+            Some((at, entries)) => Some(EntryMark {
+                last_entered_at: parse_ts(at)?,
+                entries: entries as u32,
+            }),
+            None => None,
+        };
+        self.entries_seen.insert(
+            (scenario.to_string(), contact.to_string()),
+            mark.map_or(0, |m| m.entries),
+        );
+        Ok(mark)
+    }
+
+    fn mark_entry(
+        &mut self,
+        scenario: &str,
+        contact: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), AwsError> {
+        // Optimistic claim: only if no other entry happened since this unit read the mark, so
+        // concurrent triggers cannot both enter (the loser retries and sees already_running).
+        let seen = self
+            .entries_seen
+            .get(&(scenario.to_string(), contact.to_string()))
+            .copied()
+            .unwrap_or(0);
+        let id = format!("{scenario}:{contact}:{}", seen + 1);
+        let r = self.bridge.block(
+            self.client
+                .update_item()
+                .table_name(&self.config.state_table)
+                .key("pk", s(format!("contact#{contact}")))
+                .key("sk", s(format!("entry#{scenario}")))
+                .update_expression("SET last_entered_at = :at, entries = :next, running = :id")
+                .condition_expression("attribute_not_exists(entries) OR entries = :seen")
+                .expression_attribute_values(":at", s(ts(at)))
+                .expression_attribute_values(":next", n(seen + 1))
+                .expression_attribute_values(":seen", n(seen))
+                .expression_attribute_values(":id", s(id))
+                .send(),
+        );
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if is_conditional(&e) => Err(AwsError::Conflict(format!(
+                "entry of {contact} in {scenario}"
+            ))),
+            Err(e) => Err(dynamo("UpdateItem")(e)),
+        }
+    }
+}
+
+impl DynamoStore {
+    fn write_enrollment(
+        &mut self,
+        expected: Option<u64>,
+        scenario_version: u32,
+        e: &Enrollment,
+        pending: Option<&Pending>,
+    ) -> Result<(), AwsError> {
+        let mut item = Item::new();
+        item.insert("pk".into(), s(format!("enrollment#{}", e.id)));
+        item.insert("sk".into(), s("state"));
+        item.insert("doc".into(), s(to_json(e)));
+        item.insert("version".into(), n(e.version));
+        item.insert("scenario_version".into(), n(scenario_version));
+        item.insert("scenario".into(), s(&e.scenario));
+        item.insert("contact".into(), s(&e.contact));
+        item.insert("running".into(), AttributeValue::Bool(e.is_running()));
+        if let Some(p) = pending {
+            item.insert("pending".into(), s(to_json(p)));
+        }
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.config.state_table)
+            .set_item(Some(item));
+        let put = match expected {
+            None => put.condition_expression("attribute_not_exists(pk)"),
+            Some(v) => put
+                .condition_expression("version = :v")
+                .expression_attribute_values(":v", n(v)),
+        };
+        match self.bridge.block(put.send()) {
+            Ok(_) => Ok(()),
+            Err(err) if is_conditional(&err) => {
+                Err(AwsError::Conflict(format!("enrollment {}", e.id)))
+            }
+            Err(err) => Err(dynamo("PutItem")(err)),
+        }
+    }
+}
+
+impl TimerStore for DynamoStore {
+    type Error = AwsError;
+
+    fn schedule(&mut self, w: &Wake) -> Result<(), AwsError> {
+        let mut attrs = Item::new();
+        attrs.insert("kind".into(), s("timer"));
+        attrs.insert("enrollment".into(), s(&w.enrollment));
+        attrs.insert("contact".into(), s(&w.contact));
+        attrs.insert("step".into(), s(&w.step));
+        self.put_timer_item(w.at, Self::timer_sk_for_wake(w), &w.enrollment, attrs)
+    }
+
+    fn cancel(&mut self, w: &Wake) -> Result<(), AwsError> {
+        let bucket = bucket_key(minute(w.at), self.shard(&w.enrollment));
+        self.delete(
+            &self.config.timers_table.clone(),
+            &bucket,
+            &Self::timer_sk_for_wake(w),
+        )
+    }
+
+    fn due_timers(&mut self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Wake>, AwsError> {
+        let active = self.active_scenarios()?;
+        let mut out = Vec::new();
+        for item in self.due_items(now)? {
+            if get_s(&item, "kind") != Some("timer") {
+                continue;
+            }
+            let enrollment = get_s(&item, "enrollment").unwrap_or("").to_string();
+            // Enrollment ids start with their scenario id, which has no ':'.
+            let scenario = enrollment.split(':').next().unwrap_or("");
+            if !active.contains(scenario) {
+                continue;
+            }
+            out.push(Wake {
+                at: parse_ts(get_s(&item, "due").unwrap_or(""))?,
+                contact: get_s(&item, "contact").unwrap_or("").to_string(),
+                step: get_s(&item, "step").unwrap_or("").to_string(),
+                enrollment,
+            });
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn set_inactivity(&mut self, check: &InactivityCheck) -> Result<(), AwsError> {
+        let pk = format!("contact#{}", check.contact);
+        let sk = format!("inactivity#{}", check.scenario);
+        if let Some(old) = self.get(&pk, &sk)?
+            && let Some(due) = get_s(&old, "due")
+        {
+            let old = InactivityCheck {
+                due: parse_ts(due)?,
+                ..check.clone()
+            };
+            self.remove_inactivity(&old)?;
+        }
+        let mut attrs = Item::new();
+        attrs.insert("kind".into(), s("inactivity"));
+        attrs.insert("scenario".into(), s(&check.scenario));
+        attrs.insert("contact".into(), s(&check.contact));
+        let key = format!("{}:{}", check.scenario, check.contact);
+        self.put_timer_item(
+            check.due,
+            format!(
+                "{}#inactivity#{}#{}",
+                ts(check.due),
+                check.scenario,
+                check.contact
+            ),
+            &key,
+            attrs,
+        )?;
+        let mut item = Item::new();
+        item.insert("pk".into(), s(pk));
+        item.insert("sk".into(), s(sk));
+        item.insert("due".into(), s(ts(check.due)));
+        self.put(item)
+    }
+
+    fn clear_inactivity(&mut self, contact: &str, keep: &[String]) -> Result<(), AwsError> {
+        for item in self.query(
+            &self.config.state_table,
+            &format!("contact#{contact}"),
+            "inactivity#",
+        )? {
+            let Some(scenario) = get_s(&item, "sk").and_then(|k| k.strip_prefix("inactivity#"))
+            else {
+                continue;
+            };
+            if keep.iter().any(|k| k == scenario) {
+                continue;
+            }
+            let due = parse_ts(get_s(&item, "due").unwrap_or(""))?;
+            self.remove_inactivity(&InactivityCheck {
+                scenario: scenario.to_string(),
+                contact: contact.to_string(),
+                due,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn due_inactivity(
+        &mut self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<InactivityCheck>, AwsError> {
+        let active = self.active_scenarios()?;
+        let mut out = Vec::new();
+        for item in self.due_items(now)? {
+            if get_s(&item, "kind") != Some("inactivity") {
+                continue;
+            }
+            let scenario = get_s(&item, "scenario").unwrap_or("").to_string();
+            if !active.contains(&scenario) {
+                continue;
+            }
+            out.push(InactivityCheck {
+                scenario,
+                contact: get_s(&item, "contact").unwrap_or("").to_string(),
+                due: parse_ts(get_s(&item, "due").unwrap_or(""))?,
+            });
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn remove_inactivity(&mut self, check: &InactivityCheck) -> Result<(), AwsError> {
+        let key = format!("{}:{}", check.scenario, check.contact);
+        let bucket = bucket_key(minute(check.due), self.shard(&key));
+        let table = self.config.timers_table.clone();
+        self.delete(
+            &table,
+            &bucket,
+            &format!(
+                "{}#inactivity#{}#{}",
+                ts(check.due),
+                check.scenario,
+                check.contact
+            ),
+        )?;
+        let r = self.bridge.block(
+            self.client
+                .delete_item()
+                .table_name(&self.config.state_table)
+                .key("pk", s(format!("contact#{}", check.contact)))
+                .key("sk", s(format!("inactivity#{}", check.scenario)))
+                .condition_expression("due = :d")
+                .expression_attribute_values(":d", s(ts(check.due)))
+                .send(),
+        );
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if is_conditional(&e) => Ok(()),
+            Err(e) => Err(dynamo("DeleteItem")(e)),
+        }
+    }
+
+    fn set_launch(
+        &mut self,
+        scenario: &str,
+        zone: &str,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<(), AwsError> {
+        let sk = format!("{scenario}#{zone}");
+        match at {
+            Some(at) => {
+                let mut item = Item::new();
+                item.insert("pk".into(), s("launch"));
+                item.insert("sk".into(), s(sk));
+                item.insert("scenario".into(), s(scenario));
+                item.insert("zone".into(), s(zone));
+                item.insert("next_at".into(), s(ts(at)));
+                self.put(item)
+            }
+            None => {
+                let table = self.config.state_table.clone();
+                self.delete(&table, "launch", &sk)
+            }
+        }
+    }
+
+    fn due_launches(&mut self, now: DateTime<Utc>) -> Result<Vec<LaunchTime>, AwsError> {
+        let active = self.active_scenarios()?;
+        let mut out = Vec::new();
+        for item in self.query(&self.config.state_table, "launch", "")? {
+            let scenario = get_s(&item, "scenario").unwrap_or("").to_string();
+            let at = parse_ts(get_s(&item, "next_at").unwrap_or(""))?;
+            if at <= now && active.contains(&scenario) {
+                out.push(LaunchTime {
+                    scenario,
+                    zone: get_s(&item, "zone").unwrap_or("").to_string(),
+                    at,
+                });
+            }
+        }
+        out.sort_by(|a, b| (a.at, &a.scenario, &a.zone).cmp(&(b.at, &b.scenario, &b.zone)));
+        Ok(out)
+    }
+
+    fn next_due(&mut self) -> Result<Option<DateTime<Utc>>, AwsError> {
+        // The AWS tick runs on a schedule; there is nothing to sleep until.
+        Ok(None)
+    }
+}
+
+impl JournalStore for DynamoStore {
+    type Error = AwsError;
+
+    fn journal(&mut self, scenario: &str, record: &Record) -> Result<(), AwsError> {
+        let json = to_json(record);
+        let mut item = Item::new();
+        item.insert("pk".into(), s(format!("journal#{scenario}")));
+        item.insert(
+            "sk".into(),
+            s(format!(
+                "{}#{}#{}",
+                ts(record.at),
+                record.enrollment.as_deref().unwrap_or("-"),
+                hash(&[&json])
+            )),
+        );
+        item.insert("contact".into(), s(&record.contact));
+        item.insert("record".into(), s(json));
+        self.put(item)
+    }
+
+    fn outbox_send(
+        &mut self,
+        scenario: &str,
+        send: &Send,
+        at: DateTime<Utc>,
+    ) -> Result<(), AwsError> {
+        let payload =
+            serde_json::json!({"kind": "send", "at": at, "scenario": scenario, "send": send});
+        let mut item = Item::new();
+        item.insert("pk".into(), s("outbox"));
+        item.insert("sk".into(), s(&send.idempotency_key));
+        item.insert("payload".into(), s(payload.to_string()));
+        self.put_new(item)?;
+        let mut mark = Item::new();
+        mark.insert("pk".into(), s(format!("contact#{}", send.contact)));
+        mark.insert(
+            "sk".into(),
+            s(format!("s#{scenario}#{}#{}", ts(at), send.idempotency_key)),
+        );
+        mark.insert("at".into(), s(ts(at)));
+        self.put(mark)
+    }
+
+    fn outbox_action(
+        &mut self,
+        scenario: &str,
+        enrollment: &str,
+        contact: &str,
+        step: &str,
+        action: &Action,
+        at: DateTime<Utc>,
+    ) -> Result<(), AwsError> {
+        let key = format!("{enrollment}:{step}:action");
+        let payload = serde_json::json!({"kind": "action", "at": at, "scenario": scenario, "enrollment": enrollment,
+            "contact": contact, "step": step, "action": action, "idempotency_key": key});
+        let mut item = Item::new();
+        item.insert("pk".into(), s("outbox"));
+        item.insert("sk".into(), s(key));
+        item.insert("payload".into(), s(payload.to_string()));
+        self.put_new(item).map(|_| ())
+    }
+
+    fn records(&mut self, scenario: &str, contact: Option<&str>) -> Result<Vec<Record>, AwsError> {
+        let mut out = Vec::new();
+        for item in self.query(&self.config.state_table, &format!("journal#{scenario}"), "")? {
+            if contact.is_some_and(|c| get_s(&item, "contact") != Some(c)) {
+                continue;
+            }
+            out.push(from_json::<Record>(
+                "journal record",
+                get_s(&item, "record").unwrap_or("null"),
+            )?);
+        }
+        Ok(out)
+    }
+
+    fn dead_letter(
+        &mut self,
+        kind: &str,
+        payload: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), AwsError> {
+        let mut item = Item::new();
+        item.insert("pk".into(), s("dead"));
+        item.insert(
+            "sk".into(),
+            s(format!("{}#{kind}#{}", ts(at), hash(&[payload]))),
+        );
+        item.insert("kind".into(), s(kind));
+        item.insert("payload".into(), s(payload));
+        item.insert("reason".into(), s(reason));
+        self.put(item)
+    }
+}
+
+impl Store for DynamoStore {
+    type Fault = AwsError;
+
+    /// DynamoDB has no transaction here: the unit's writes are idempotent or conditional, and
+    /// `commit_transition` makes each transition whole (see the module docs).
+    fn atomically<T, E>(
+        &mut self,
+        work: impl FnOnce(&mut Self) -> Result<T, E>,
+    ) -> Result<Result<T, E>, AwsError> {
+        self.entries_seen.clear();
+        Ok(work(self))
+    }
+
+    fn commit_transition(
+        &mut self,
+        scenario: &str,
+        scenario_version: u32,
+        expected: Option<u64>,
+        t: &Transition,
+        now: DateTime<Utc>,
+    ) -> Result<(), AwsError> {
+        let pending = Pending {
+            scenario: scenario.to_string(),
+            at: now,
+            effects: t.effects.clone(),
+            contact: t.contact.clone(),
+        };
+        // The commit point: the enrollment, conditionally on its version, with its effects.
+        self.write_enrollment(expected, scenario_version, &t.enrollment, Some(&pending))?;
+        if std::mem::take(&mut self.crash_after_commit) {
+            return Err(AwsError::Injected);
+        }
+        self.apply_pending(&pending, &t.enrollment)
+    }
+}
