@@ -20,6 +20,25 @@ pub struct AwsConfig {
     pub timers_table: String,
     /// How many shards each minute's timers are spread over (so no partition runs hot).
     pub timer_shards: u32,
+    /// The queues, when the functions use them.
+    pub queues: QueueUrls,
+}
+
+/// The SQS queue URLs (absent where a deployment does not use one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueUrls {
+    /// Due timers, for the step executor.
+    pub step: Option<String>,
+    /// Email sends, for the email sender.
+    pub email: Option<String>,
+    /// SMS sends.
+    pub sms: Option<String>,
+    /// Push sends.
+    pub push: Option<String>,
+    /// Web push sends.
+    pub web_push: Option<String>,
+    /// Large launches, fanned out in pages.
+    pub launch: Option<String>,
 }
 
 impl AwsConfig {
@@ -29,10 +48,12 @@ impl AwsConfig {
             state_table: format!("{prefix}state"),
             timers_table: format!("{prefix}timers"),
             timer_shards: timer_shards.max(1),
+            queues: QueueUrls::default(),
         }
     }
 
-    /// From `RELANCE_STATE_TABLE`, `RELANCE_TIMERS_TABLE` and `RELANCE_TIMER_SHARDS` (default 4).
+    /// From `RELANCE_STATE_TABLE`, `RELANCE_TIMERS_TABLE`, `RELANCE_TIMER_SHARDS` (default 4)
+    /// and the optional `RELANCE_{STEP,EMAIL,SMS,PUSH,WEB_PUSH,LAUNCH}_QUEUE_URL`.
     pub fn from_env() -> Result<AwsConfig, ConfigError> {
         let var = |name: &'static str| {
             std::env::var(name).map_err(|_| ConfigError {
@@ -51,10 +72,20 @@ impl AwsConfig {
                 })?,
             Err(_) => 4,
         };
+        let opt = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let queues = QueueUrls {
+            step: opt("RELANCE_STEP_QUEUE_URL"),
+            email: opt("RELANCE_EMAIL_QUEUE_URL"),
+            sms: opt("RELANCE_SMS_QUEUE_URL"),
+            push: opt("RELANCE_PUSH_QUEUE_URL"),
+            web_push: opt("RELANCE_WEB_PUSH_QUEUE_URL"),
+            launch: opt("RELANCE_LAUNCH_QUEUE_URL"),
+        };
         Ok(AwsConfig {
             state_table: var("RELANCE_STATE_TABLE")?,
             timers_table: var("RELANCE_TIMERS_TABLE")?,
             timer_shards: shards,
+            queues,
         })
     }
 }

@@ -45,11 +45,12 @@ use relance_core::ports::{
     LaunchTime, ScenarioEntry, ScenarioSource, ScenarioStore, SourceFormat, Status, Store,
     TimerStore,
 };
-use relance_core::scenario::Action;
+use relance_core::scenario::{Action, Channel};
 use serde::{Deserialize, Serialize};
 
 use crate::bridge::Bridge;
 use crate::config::AwsConfig;
+use crate::sqs::SqsQueues;
 
 /// A failure of the DynamoDB adapter.
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +187,8 @@ pub struct DynamoStore {
     entries_seen: HashMap<(String, String), u32>,
     /// Fault injection for tests: stop right after the commit point of the next transition.
     crash_after_commit: bool,
+    /// Where sends go once in the outbox (the channel queues), when configured.
+    queues: Option<SqsQueues>,
 }
 
 impl DynamoStore {
@@ -197,7 +200,14 @@ impl DynamoStore {
             bridge,
             entries_seen: HashMap::new(),
             crash_after_commit: false,
+            queues: None,
         }
+    }
+
+    /// Sends also go to the channel queues named in the configuration.
+    pub fn with_queues(mut self, queues: SqsQueues) -> DynamoStore {
+        self.queues = Some(queues);
+        self
     }
 
     /// Tests: make the next transition stop right after its enrollment is written, as a crash
@@ -1269,6 +1279,19 @@ impl JournalStore for DynamoStore {
         item.insert("sk".into(), s(&send.idempotency_key));
         item.insert("payload".into(), s(payload.to_string()));
         self.put_new(item)?;
+        // Replays send again: the channel sender keeps each idempotency key once.
+        if let Some(queues) = &self.queues {
+            let q = &self.config.queues;
+            let url = match send.channel {
+                Channel::Email => &q.email,
+                Channel::Sms => &q.sms,
+                Channel::Push => &q.push,
+                Channel::WebPush => &q.web_push,
+            };
+            if let Some(url) = url {
+                queues.send(url, payload.to_string())?;
+            }
+        }
         let mut mark = Item::new();
         mark.insert("pk".into(), s(format!("contact#{}", send.contact)));
         mark.insert(

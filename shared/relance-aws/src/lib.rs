@@ -5,8 +5,13 @@
 //! - [`config`]: table names and shard count, from the environment.
 //! - [`dynamodb`]: `DynamoStore`, every port on two DynamoDB tables (state and timers), with
 //!   conditional writes on the enrollment's version and replayable pending effects.
+//! - [`sqs`]: `SqsQueues`: the step, channel and launch queues, batched by ten.
+//! - [`handlers`]: the functions' logic (trigger, tick, step executor, launch pages), called by
+//!   the thin Lambda binaries and in-process by the tests.
 //! - [`bridge`]: runs the SDK's async calls from the ports' synchronous methods.
 
 pub mod bridge;
 pub mod config;
 pub mod dynamodb;
+pub mod handlers;
+pub mod sqs;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use relance_core::contact::{ActivityEvent, Contact, Engagement};
-use relance_core::engine::{Engine, Entry, EntryRequest, Input, Transition, profile_changes};
+use relance_core::engine::{Engine, Entry, EntryRequest, Input, Transition, Wake, profile_changes};
 use relance_core::journal::{JournalCounts, Record};
 use relance_core::ports::{
     ContactChange, InactivityCheck, ScenarioEntry, SourceFormat, Status, Store,
@@ -535,9 +535,25 @@ where
         Ok(results)
     }
 
-    /// Fires everything due at `now`: timers (oldest first), recurring and fixed-date
-    /// launches, inactivity checks. Each is its own unit of work.
+    /// Fires everything due at `now`: recurring and fixed-date launches, inactivity checks,
+    /// then timers (oldest first). Each is its own unit of work.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Result<TickReport, RuntimeError> {
+        let mut report = self.tick_schedules(now)?;
+        loop {
+            let due = self.due_timers(now)?;
+            if due.is_empty() {
+                return Ok(report);
+            }
+            for wake in due {
+                self.fire(&wake, now)?;
+                report.timers += 1;
+            }
+        }
+    }
+
+    /// Fires the launches and inactivity checks due at `now` (the part of a tick that is not
+    /// timers).
+    pub fn tick_schedules(&mut self, now: DateTime<Utc>) -> Result<TickReport, RuntimeError> {
         let now = now.trunc_subsecs(6);
         let mut report = TickReport::default();
         for launch in self.store.due_launches(now).map_err(store_err)? {
@@ -574,20 +590,26 @@ where
             })?;
             report.inactivity += 1;
         }
-        loop {
-            let due = self.store.due_timers(now, TIMER_BATCH).map_err(store_err)?;
-            if due.is_empty() {
-                break;
-            }
-            for wake in due {
-                let fired = self.unit(now, |u| u.fire_timer(&wake));
-                self.settle(now, "timer", &wake, fired, |u| {
-                    u.store.cancel(&wake).map_err(store_err)
-                })?;
-                report.timers += 1;
-            }
-        }
         Ok(report)
+    }
+
+    /// Timers due at or before `until`, oldest first (a batch; ask again for more). The AWS
+    /// tick hands them to the step queue; the embedded tick fires them itself.
+    pub fn due_timers(&mut self, until: DateTime<Utc>) -> Result<Vec<Wake>, RuntimeError> {
+        self.store
+            .due_timers(until.trunc_subsecs(6), TIMER_BATCH)
+            .map_err(store_err)
+    }
+
+    /// Fires one timer (the step executor's unit of work). A duplicated or stale timer
+    /// changes nothing; one that fails is kept as a dead letter.
+    pub fn fire(&mut self, wake: &Wake, now: DateTime<Utc>) -> Result<(), RuntimeError> {
+        // A queue may deliver a little early: the step never runs before it is due.
+        let now = now.trunc_subsecs(6).max(wake.at);
+        let fired = self.unit(now, |u| u.fire_timer(wake));
+        self.settle(now, "timer", wake, fired, |u| {
+            u.store.cancel(wake).map_err(store_err)
+        })
     }
 
     /// After a due item's unit: on failure (a bug, a scenario that no longer reads), the item

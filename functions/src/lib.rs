@@ -1,0 +1,52 @@
+//! What every Relance Lambda function shares: logging, clients built once from the
+//! environment (failing fast on a missing setting), and the runtime over DynamoDB.
+//! Each binary in `src/bin` is one function: about twenty lines around a handler of
+//! `relance_aws::handlers`.
+
+use std::sync::{Arc, Mutex};
+
+use lambda_runtime::Error;
+use relance_aws::bridge::Bridge;
+use relance_aws::config::AwsConfig;
+use relance_aws::dynamodb::DynamoStore;
+use relance_aws::sqs::SqsQueues;
+use relance_runtime::runtime::Runtime;
+
+/// What a function holds between invocations.
+#[derive(Debug, Clone)]
+pub struct Function {
+    /// The runtime over DynamoDB (one invocation at a time per container).
+    pub runtime: Arc<Mutex<Runtime<DynamoStore>>>,
+    /// The queues.
+    pub queues: SqsQueues,
+    /// The settings.
+    pub config: AwsConfig,
+}
+
+/// Sets up logging (JSON, level from `RUST_LOG`) and the clients, from the environment.
+pub async fn from_env() -> Result<Function, Error> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .without_time()
+        .init();
+    let config = AwsConfig::from_env()?;
+    let sdk = aws_config::load_from_env().await;
+    let bridge = Bridge::new(tokio::runtime::Handle::current());
+    let queues = SqsQueues::new(aws_sdk_sqs::Client::new(&sdk), bridge.clone());
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.clone(), bridge)
+        .with_queues(queues.clone());
+    Ok(Function {
+        runtime: Arc::new(Mutex::new(Runtime::new(store))),
+        queues,
+        config,
+    })
+}
+
+/// Locks the runtime (a poisoned lock only means an earlier invocation panicked).
+pub fn lock(f: &Function) -> std::sync::MutexGuard<'_, Runtime<DynamoStore>> {
+    f.runtime.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,177 @@
+//! The functions' logic. Each Lambda `main` only builds its clients and calls one of these;
+//! tests call them in-process against the emulator. SQS handlers report partial batch
+//! failures: one bad message never fails its batch, and what keeps failing goes to the
+//! queue's dead-letter queue (its reason is logged and kept as a dead letter).
+
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use chrono::{DateTime, TimeDelta, Utc};
+use relance_core::engine::Wake;
+use relance_core::ports::JournalStore;
+use relance_core::wire::{self, ActivityDetail, ContactDetail, EngagementDetail, LaunchDetail};
+use relance_runtime::runtime::{Runtime, RuntimeError};
+use serde_json::Value;
+
+use crate::dynamodb::DynamoStore;
+use crate::sqs::{Outgoing, SqsQueues};
+
+/// The `detail-type` of each event the trigger function takes.
+pub mod detail_type {
+    /// A contact created or updated (`ContactDetail`).
+    pub const CONTACT: &str = "relance.contact";
+    /// An activity event (`ActivityDetail`).
+    pub const ACTIVITY: &str = "relance.activity";
+    /// Engagement with a send (`EngagementDetail`).
+    pub const ENGAGEMENT: &str = "relance.engagement";
+    /// The `LaunchScenario` command (`LaunchDetail`).
+    pub const LAUNCH: &str = "relance.launch";
+}
+
+/// Why a handler failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// The input does not decode (permanent: retrying will not help).
+    #[error("bad input: {0}")]
+    BadInput(String),
+    /// The runtime refused or failed.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// A queue or table call failed (transient: retry).
+    #[error(transparent)]
+    Aws(#[from] crate::dynamodb::AwsError),
+}
+
+fn decode<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, HandlerError> {
+    let bytes = serde_json::to_vec(v).map_err(|e| HandlerError::BadInput(e.to_string()))?;
+    wire::decode(&bytes).map_err(|e| HandlerError::BadInput(e.to_string()))
+}
+
+/// trigger: an EventBridge event (contact, activity, engagement or launch command).
+pub fn trigger(
+    rt: &mut Runtime<DynamoStore>,
+    event: &EventBridgeEvent<Value>,
+    now: DateTime<Utc>,
+) -> Result<(), HandlerError> {
+    match event.detail_type.as_str() {
+        detail_type::CONTACT => {
+            rt.upsert_contact(decode::<ContactDetail>(&event.detail)?, now)?;
+        }
+        detail_type::ACTIVITY => rt.activity(decode::<ActivityDetail>(&event.detail)?, now)?,
+        detail_type::ENGAGEMENT => {
+            rt.engagement(decode::<EngagementDetail>(&event.detail)?, now)?
+        }
+        detail_type::LAUNCH | "LaunchScenario" => {
+            rt.launch(decode::<LaunchDetail>(&event.detail)?, now)?;
+        }
+        other => {
+            return Err(HandlerError::BadInput(format!(
+                "unknown detail-type \"{other}\""
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What a tick did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TickSummary {
+    /// Launches fired.
+    pub launches: usize,
+    /// Inactivity checks fired.
+    pub inactivity: usize,
+    /// Timers handed to the step queue.
+    pub queued: usize,
+}
+
+/// How far ahead the tick looks: timers due within it go to the step queue now, delayed to
+/// their second; the tick runs every minute, so a little more than a minute.
+pub const LOOKAHEAD: TimeDelta = TimeDelta::seconds(75);
+
+/// tick: the scheduled event (its `time` is `now`): launches and inactivity checks, then the
+/// timers due within [`LOOKAHEAD`] to the step queue with `DelaySeconds`. A timer queued twice
+/// (not yet fired at the next tick) is harmless: the step executor finds it stale.
+pub fn tick(
+    rt: &mut Runtime<DynamoStore>,
+    queues: &SqsQueues,
+    step_queue: &str,
+    now: DateTime<Utc>,
+) -> Result<TickSummary, HandlerError> {
+    let report = rt.tick_schedules(now)?;
+    let wakes = rt.due_timers(now + LOOKAHEAD)?;
+    let messages: Vec<Outgoing> = wakes
+        .iter()
+        .enumerate()
+        .map(|(i, w)| Outgoing {
+            id: format!("t{i}"),
+            body: serde_json::to_string(w).unwrap_or_default(),
+            delay_seconds: i32::try_from((w.at - now).num_seconds().max(0)).unwrap_or(900),
+        })
+        .collect();
+    queues.send_batch(step_queue, &messages)?;
+    Ok(TickSummary {
+        launches: report.launches,
+        inactivity: report.inactivity,
+        queued: messages.len(),
+    })
+}
+
+/// step executor: each message is one due timer; it advances its enrollment by one
+/// transition (a conditional write on the version, so a duplicate changes nothing).
+pub fn step_executor(
+    rt: &mut Runtime<DynamoStore>,
+    event: &SqsEvent,
+    now: DateTime<Utc>,
+) -> SqsBatchResponse {
+    each_message(rt, event, now, "step", |rt, body, now| {
+        let wake: Wake = serde_json::from_str(body)
+            .map_err(|e| HandlerError::BadInput(format!("not a timer: {e}")))?;
+        rt.fire(&wake, now)?;
+        Ok(())
+    })
+}
+
+/// launch queue: each message is a page of a large launch (`LaunchDetail` with its contacts).
+pub fn launch_page(
+    rt: &mut Runtime<DynamoStore>,
+    event: &SqsEvent,
+    now: DateTime<Utc>,
+) -> SqsBatchResponse {
+    each_message(rt, event, now, "launch", |rt, body, now| {
+        let detail: LaunchDetail =
+            wire::decode(body.as_bytes()).map_err(|e| HandlerError::BadInput(e.to_string()))?;
+        rt.launch(detail, now)?;
+        Ok(())
+    })
+}
+
+fn each_message(
+    rt: &mut Runtime<DynamoStore>,
+    event: &SqsEvent,
+    now: DateTime<Utc>,
+    kind: &str,
+    mut handle: impl FnMut(&mut Runtime<DynamoStore>, &str, DateTime<Utc>) -> Result<(), HandlerError>,
+) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    for message in &event.records {
+        let id = message.message_id.clone().unwrap_or_default();
+        let result = match message.body.as_deref() {
+            Some(body) => handle(rt, body, now),
+            None => Err(HandlerError::BadInput("empty body".into())),
+        };
+        if let Err(e) = result {
+            // Retried by SQS until its redrive policy moves it to the dead-letter queue; the
+            // reason is logged and, for bad input, kept beside the other dead letters.
+            tracing::error!(message = %id, kind, error = %e, "message failed");
+            if matches!(e, HandlerError::BadInput(_)) {
+                let _ = rt.store().dead_letter(
+                    kind,
+                    message.body.as_deref().unwrap_or(""),
+                    &e.to_string(),
+                    now,
+                );
+            }
+            response.add_failure(id);
+        }
+    }
+    response
+}

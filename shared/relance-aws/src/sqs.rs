@@ -1,0 +1,99 @@
+//! `SqsQueues`: the step queue, the channel queues and the launch queue. Sends are batched by
+//! ten; `DelaySeconds` lands a timer on its second although the tick runs once a minute.
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+
+use crate::bridge::Bridge;
+use crate::dynamodb::AwsError;
+
+/// One message to send: an id unique in its batch, the body, the delay in seconds (0–900).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Unique within one batch.
+    pub id: String,
+    /// The JSON body.
+    pub body: String,
+    /// Seconds before it becomes visible.
+    pub delay_seconds: i32,
+}
+
+/// SQS queues.
+#[derive(Debug, Clone)]
+pub struct SqsQueues {
+    client: Client,
+    bridge: Bridge,
+}
+
+impl SqsQueues {
+    /// Queues reached with `client`.
+    pub fn new(client: Client, bridge: Bridge) -> SqsQueues {
+        SqsQueues { client, bridge }
+    }
+
+    /// The client (tests read queues with it).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Sends one message.
+    pub fn send(&self, url: &str, body: String) -> Result<(), AwsError> {
+        self.bridge
+            .block(
+                self.client
+                    .send_message()
+                    .queue_url(url)
+                    .message_body(body)
+                    .send(),
+            )
+            .map_err(|e| AwsError::Dynamo {
+                op: "SQS SendMessage",
+                message: format!("{e:?}"),
+            })?;
+        Ok(())
+    }
+
+    /// Sends messages ten at a time; every entry that fails is reported.
+    pub fn send_batch(&self, url: &str, messages: &[Outgoing]) -> Result<(), AwsError> {
+        for chunk in messages.chunks(10) {
+            let entries = chunk
+                .iter()
+                .map(|m| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(&m.id)
+                        .message_body(&m.body)
+                        .delay_seconds(m.delay_seconds.clamp(0, 900))
+                        .build()
+                        .map_err(|e| AwsError::Dynamo {
+                            op: "SQS batch entry",
+                            message: e.to_string(),
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let out = self
+                .bridge
+                .block(
+                    self.client
+                        .send_message_batch()
+                        .queue_url(url)
+                        .set_entries(Some(entries))
+                        .send(),
+                )
+                .map_err(|e| AwsError::Dynamo {
+                    op: "SQS SendMessageBatch",
+                    message: format!("{e:?}"),
+                })?;
+            if let Some(failed) = out.failed.first() {
+                return Err(AwsError::Dynamo {
+                    op: "SQS SendMessageBatch",
+                    message: format!(
+                        "{} failed: {}",
+                        failed.id,
+                        failed.message.as_deref().unwrap_or("")
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}

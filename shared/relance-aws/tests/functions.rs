@@ -1,0 +1,250 @@
+//! The functions' handlers in process against the emulator, with the real sample payloads of
+//! `events/`: trigger → tick → step queue → step executor → channel queues, engagement
+//! resuming a wait, a duplicated step message sending once, a poisoned message failing alone.
+
+use std::sync::OnceLock;
+
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use chrono::{DateTime, Utc};
+use relance_aws::bridge::Bridge;
+use relance_aws::config::AwsConfig;
+use relance_aws::dynamodb::DynamoStore;
+use relance_aws::handlers;
+use relance_aws::sqs::SqsQueues;
+use relance_core::ports::{SourceFormat, Status};
+use relance_runtime::runtime::Runtime;
+use serde_json::Value;
+
+struct Emulator {
+    runtime: tokio::runtime::Runtime,
+    dynamo: aws_sdk_dynamodb::Client,
+    sqs: aws_sdk_sqs::Client,
+}
+
+fn emulator() -> &'static Emulator {
+    static EMU: OnceLock<Emulator> = OnceLock::new();
+    EMU.get_or_init(|| {
+        assert!(
+            std::env::var("AWS_ENDPOINT_URL").is_ok(),
+            "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts the local AWS emulator"
+        );
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (dynamo, sqs) = runtime.block_on(async {
+            let config = aws_config::load_from_env().await;
+            (
+                aws_sdk_dynamodb::Client::new(&config),
+                aws_sdk_sqs::Client::new(&config),
+            )
+        });
+        Emulator {
+            runtime,
+            dynamo,
+            sqs,
+        }
+    })
+}
+
+fn sample<T: serde::de::DeserializeOwned>(name: &str) -> T {
+    let path = format!("{}/../../events/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn create_queue(name: &str) -> String {
+    let emu = emulator();
+    emu.runtime
+        .block_on(emu.sqs.create_queue().queue_name(name).send())
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .queue_url
+        .unwrap_or_else(|| panic!("no url"))
+}
+
+/// Every message now visible on a queue (read once; they stay for the visibility timeout).
+fn drain(url: &str) -> Vec<(String, String)> {
+    let emu = emulator();
+    let mut out = Vec::new();
+    loop {
+        let got = emu
+            .runtime
+            .block_on(
+                emu.sqs
+                    .receive_message()
+                    .queue_url(url)
+                    .max_number_of_messages(10)
+                    .wait_time_seconds(0)
+                    .send(),
+            )
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let messages = got.messages.unwrap_or_default();
+        if messages.is_empty() {
+            return out;
+        }
+        for m in messages {
+            out.push((m.message_id.unwrap_or_default(), m.body.unwrap_or_default()));
+        }
+    }
+}
+
+fn sqs_event(messages: &[(String, String)]) -> SqsEvent {
+    let records: Vec<SqsMessage> = messages
+        .iter()
+        .map(|(id, body)| serde_json::from_value(serde_json::json!({"messageId": id, "body": body, "attributes": {}, "messageAttributes": {}})).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    serde_json::from_value(serde_json::json!({"Records": records}))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn keys(messages: &[(String, String)]) -> Vec<String> {
+    let mut k: Vec<String> = messages
+        .iter()
+        .map(|(_, b)| {
+            serde_json::from_str::<Value>(b)
+                .map(|v| {
+                    v["send"]["idempotency_key"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string()
+                })
+                .unwrap_or_default()
+        })
+        .collect();
+    k.sort();
+    k
+}
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .with_timezone(&Utc)
+}
+
+const WELCOME: &str = r#"
+id: aws-welcome
+launch: {type: trigger, event: contact.created}
+exit_when: [{event: purchase}]
+messages:
+  hello: {channel: email, subject: "Welcome {{ contact.first_name | default('there') }}", text: "Hello"}
+  thanks: {channel: email, subject: "Thanks for reading", text: "Thanks"}
+  nudge: {channel: sms, text: "Did you see our email?"}
+steps:
+  - {id: welcome, send: hello, next: wait-open}
+  - id: wait-open
+    wait_for: {opened: welcome, timeout: P1D}
+    on_event: thanks
+    on_timeout: nudge
+  - {id: thanks, send: thanks, next: done}
+  - {id: nudge, send: nudge, next: done}
+  - {id: done, end: success}
+"#;
+
+#[test]
+fn a_scenario_runs_from_trigger_to_end_through_the_queues() {
+    let emu = emulator();
+    let prefix = format!("f{}-", std::process::id());
+    let mut config = AwsConfig::with_prefix(&prefix, 2);
+    emu.runtime
+        .block_on(DynamoStore::create_tables(&emu.dynamo, &config))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let step_queue = create_queue(&format!("{prefix}step"));
+    config.queues.email = Some(create_queue(&format!("{prefix}email")));
+    config.queues.sms = Some(create_queue(&format!("{prefix}sms")));
+    let bridge = Bridge::new(emu.runtime.handle().clone());
+    let queues = SqsQueues::new(emu.sqs.clone(), bridge.clone());
+    let store =
+        DynamoStore::new(emu.dynamo.clone(), config.clone(), bridge).with_queues(queues.clone());
+    let mut rt = Runtime::new(store);
+    let t0 = at("2026-12-01T09:00:00Z");
+    let put = rt
+        .put_scenario(WELCOME, SourceFormat::Yaml, t0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.set_status(&put.id, Status::Active, t0)
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // trigger: two new contacts (the sample payload, and the same with another contact).
+    let ana: EventBridgeEvent<Value> = sample("trigger.contact.json");
+    let mut ben = ana.clone();
+    ben.detail = serde_json::json!({"contact": {"id": "ben", "email": "ben@example.com", "phone": "+33600000002"}});
+    for event in [&ana, &ben] {
+        handlers::trigger(&mut rt, event, event.time.unwrap_or(t0))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    // Ana opens the email: her wait resumes and thanks her.
+    let opened: EventBridgeEvent<Value> = sample("trigger.engagement.json");
+    handlers::trigger(&mut rt, &opened, opened.time.unwrap_or(t0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    // An unknown detail-type is refused as bad input.
+    let mut odd = opened.clone();
+    odd.detail_type = "relance.unknown".into();
+    assert!(matches!(
+        handlers::trigger(&mut rt, &odd, t0),
+        Err(handlers::HandlerError::BadInput(_))
+    ));
+
+    // tick, a day later: Ben's timeout goes to the step queue, due now.
+    let tick: EventBridgeEvent<Value> = sample("tick.scheduled.json");
+    let now = tick.time.unwrap_or(t0);
+    let summary =
+        handlers::tick(&mut rt, &queues, &step_queue, now).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(summary.queued, 1);
+    let mut step_messages = drain(&step_queue);
+    assert_eq!(step_messages.len(), 1);
+    // The queue delivers the message twice, beside a poisoned one.
+    step_messages.push(("duplicate".into(), step_messages[0].1.clone()));
+    step_messages.push(("poison".into(), "{\"not\": \"a timer\"}".into()));
+    let response = handlers::step_executor(&mut rt, &sqs_event(&step_messages), now);
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed, ["poison"], "only the poisoned message fails");
+    // The sample step payload (a stale copy of Ben's timer, and a bad body) changes nothing.
+    let sample_batch: SqsEvent = sample("step-executor.sqs.json");
+    let response = handlers::step_executor(&mut rt, &sample_batch, now);
+    assert_eq!(response.batch_item_failures.len(), 1);
+
+    let emails = drain(config.queues.email.as_deref().unwrap_or(""));
+    let sms = drain(config.queues.sms.as_deref().unwrap_or(""));
+    assert_eq!(
+        keys(&emails),
+        [
+            "aws-welcome:ana:1:thanks",
+            "aws-welcome:ana:1:welcome",
+            "aws-welcome:ben:1:welcome"
+        ]
+    );
+    assert_eq!(keys(&sms), ["aws-welcome:ben:1:nudge"]);
+    let body: Value = serde_json::from_str(
+        &emails
+            .iter()
+            .find(|(_, b)| b.contains("ana:1:welcome"))
+            .map(|(_, b)| b.clone())
+            .unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    assert_eq!(body["send"]["content"]["subject"], "Welcome Ana");
+    assert_eq!(body["send"]["to"]["email"], "ana@example.com");
+
+    let counts = rt.journal("aws-welcome").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(counts.ends.get("success"), Some(&2));
+    let dead = rt.store().dead_letters().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        dead.len(),
+        2,
+        "each poisoned body is kept with its reason: {dead:?}"
+    );
+    assert!(
+        dead.iter()
+            .all(|(kind, _, reason)| kind == "step" && reason.contains("not a timer"))
+    );
+
+    // The launch queue takes pages of a large launch; the sample page finds both contacts running or done.
+    let page: SqsEvent = sample("launch.sqs.json");
+    let response = handlers::launch_page(&mut rt, &page, now);
+    assert!(response.batch_item_failures.is_empty());
+}
