@@ -46,6 +46,43 @@ pub async fn from_env() -> Result<Function, Error> {
     })
 }
 
+/// The channel senders, for the email, sms and push functions (`RELANCE_FROM_EMAIL` and the
+/// other sender settings from the environment).
+pub async fn senders_from_env(f: &Function) -> Result<relance_aws::channels::Senders, Error> {
+    let sdk = aws_config::load_from_env().await;
+    Ok(relance_aws::channels::Senders::new(
+        aws_sdk_sesv2::Client::new(&sdk),
+        aws_sdk_sns::Client::new(&sdk),
+        aws_sdk_dynamodb::Client::new(&sdk),
+        f.config.state_table.clone(),
+        relance_aws::channels::SenderConfig::from_env()?,
+        Bridge::new(tokio::runtime::Handle::current()),
+    ))
+}
+
+/// Runs a channel sender function (the same code for email, SMS and push; each is deployed
+/// with only the permission its provider needs).
+pub async fn run_sender() -> Result<(), Error> {
+    use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+    use lambda_runtime::{LambdaEvent, run, service_fn};
+    let f = from_env().await?;
+    let senders = senders_from_env(&f).await?;
+    run(service_fn(|event: LambdaEvent<SqsEvent>| {
+        let (f, senders) = (f.clone(), senders.clone());
+        async move {
+            let mut rt = lock(&f);
+            let response = relance_aws::handlers::channel_sender(
+                &senders,
+                rt.store(),
+                &event.payload,
+                chrono::Utc::now(),
+            );
+            Ok::<SqsBatchResponse, Error>(response)
+        }
+    }))
+    .await
+}
+
 /// Locks the runtime (a poisoned lock only means an earlier invocation panicked).
 pub fn lock(f: &Function) -> std::sync::MutexGuard<'_, Runtime<DynamoStore>> {
     f.runtime.lock().unwrap_or_else(|e| e.into_inner())

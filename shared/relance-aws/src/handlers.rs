@@ -175,3 +175,125 @@ fn each_message(
     }
     response
 }
+
+/// email, sms and push senders: each message is one send from a channel queue, delivered
+/// once per idempotency key. A permanent failure (a rejected address, a disabled endpoint) is
+/// kept as a dead letter and not retried; a transient one is retried by the queue.
+pub fn channel_sender(
+    senders: &crate::channels::Senders,
+    store: &mut DynamoStore,
+    event: &SqsEvent,
+    now: DateTime<Utc>,
+) -> SqsBatchResponse {
+    use crate::channels::{Outcome, SendError, decode_send};
+    let mut response = SqsBatchResponse::default();
+    for message in &event.records {
+        let id = message.message_id.clone().unwrap_or_default();
+        let body = message.body.as_deref().unwrap_or("");
+        let result = match decode_send(body) {
+            Ok((scenario, send)) => senders
+                .deliver(&send, &scenario)
+                .map_err(|e| (e, send.idempotency_key)),
+            Err(e) => Err((SendError::Permanent(e.to_string()), String::new())),
+        };
+        match result {
+            Ok(Outcome::Sent(provider_id)) => tracing::info!(message = %id, provider_id, "sent"),
+            Ok(Outcome::Duplicate) => {
+                tracing::info!(message = %id, "already sent: duplicate delivery ignored")
+            }
+            Err((SendError::Permanent(why), key)) => {
+                tracing::error!(message = %id, key, reason = %why, "send failed for good");
+                let _ = store.dead_letter("send", body, &why, now);
+            }
+            Err((SendError::Transient(why), key)) => {
+                tracing::warn!(message = %id, key, reason = %why, "send failed; the queue retries it");
+                response.add_failure(id);
+            }
+        }
+    }
+    response
+}
+
+/// Reads an SES event (raw, or inside an SNS notification) as engagement with a send.
+/// `None` for events that are not engagement (send, reject, delivery delay, ...).
+pub fn ses_engagement(body: &str) -> Result<Option<EngagementDetail>, HandlerError> {
+    let mut v: Value =
+        serde_json::from_str(body).map_err(|e| HandlerError::BadInput(format!("not JSON: {e}")))?;
+    if v["Type"] == "Notification" {
+        let inner = v["Message"].as_str().unwrap_or("");
+        v = serde_json::from_str(inner)
+            .map_err(|e| HandlerError::BadInput(format!("SNS message is not JSON: {e}")))?;
+    }
+    // EventBridge wraps the SES event in `detail`.
+    if v.get("detail").is_some_and(Value::is_object) && v.get("mail").is_none() {
+        v = v["detail"].take();
+    }
+    let kind_name = v["eventType"]
+        .as_str()
+        .or(v["notificationType"].as_str())
+        .unwrap_or("");
+    let (kind, section) = match kind_name {
+        "Delivery" => (relance_core::EngagementKind::Delivered, "delivery"),
+        "Open" => (relance_core::EngagementKind::Opened, "open"),
+        "Click" => (relance_core::EngagementKind::Clicked, "click"),
+        "Bounce" => (relance_core::EngagementKind::Bounced, "bounce"),
+        "Complaint" => (relance_core::EngagementKind::Complained, "complaint"),
+        "Subscription" => (relance_core::EngagementKind::Unsubscribed, "subscription"),
+        _ => return Ok(None),
+    };
+    let tag = |name: &str| v["mail"]["tags"][name][0].as_str().map(str::to_string);
+    let (Some(contact), Some(scenario), Some(step)) = (
+        tag("relance_contact"),
+        tag("relance_scenario"),
+        tag("relance_step"),
+    ) else {
+        return Err(HandlerError::BadInput(
+            "an SES event without the relance_contact, relance_scenario and relance_step tags"
+                .into(),
+        ));
+    };
+    let at = v[section]["timestamp"]
+        .as_str()
+        .or(v["mail"]["timestamp"].as_str())
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc));
+    let link_tags = v["click"]["linkTags"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .flat_map(|(k, vals)| {
+                    vals.as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .map(move |x| format!("{k}:{x}"))
+                        .chain([k.clone()])
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Some(EngagementDetail {
+        contact,
+        scenario,
+        step,
+        kind,
+        url: v["click"]["link"].as_str().map(str::to_string),
+        link_tags,
+        at,
+    }))
+}
+
+/// engagement: SES feedback (through SNS into SQS) into engagement records, waking the
+/// enrollments that wait for it.
+pub fn engagement(
+    rt: &mut Runtime<DynamoStore>,
+    event: &SqsEvent,
+    now: DateTime<Utc>,
+) -> SqsBatchResponse {
+    each_message(rt, event, now, "engagement", |rt, body, now| {
+        if let Some(detail) = ses_engagement(body)? {
+            rt.engagement(detail, now)?;
+        }
+        Ok(())
+    })
+}

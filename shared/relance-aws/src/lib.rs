@@ -6,11 +6,13 @@
 //! - [`dynamodb`]: `DynamoStore`, every port on two DynamoDB tables (state and timers), with
 //!   conditional writes on the enrollment's version and replayable pending effects.
 //! - [`sqs`]: `SqsQueues`: the step, channel and launch queues, batched by ten.
+//! - [`channels`]: the senders: email (SESv2), SMS and push (SNS), once per idempotency key.
 //! - [`handlers`]: the functions' logic (trigger, tick, step executor, launch pages), called by
 //!   the thin Lambda binaries and in-process by the tests.
 //! - [`bridge`]: runs the SDK's async calls from the ports' synchronous methods.
 
 pub mod bridge;
+pub mod channels;
 pub mod config;
 pub mod dynamodb;
 pub mod handlers;

@@ -20,6 +20,8 @@ struct Emulator {
     runtime: tokio::runtime::Runtime,
     dynamo: aws_sdk_dynamodb::Client,
     sqs: aws_sdk_sqs::Client,
+    ses: aws_sdk_sesv2::Client,
+    sns: aws_sdk_sns::Client,
 }
 
 fn emulator() -> &'static Emulator {
@@ -34,17 +36,21 @@ fn emulator() -> &'static Emulator {
             .enable_all()
             .build()
             .unwrap_or_else(|e| panic!("{e}"));
-        let (dynamo, sqs) = runtime.block_on(async {
+        let (dynamo, sqs, ses, sns) = runtime.block_on(async {
             let config = aws_config::load_from_env().await;
             (
                 aws_sdk_dynamodb::Client::new(&config),
                 aws_sdk_sqs::Client::new(&config),
+                aws_sdk_sesv2::Client::new(&config),
+                aws_sdk_sns::Client::new(&config),
             )
         });
         Emulator {
             runtime,
             dynamo,
             sqs,
+            ses,
+            sns,
         }
     })
 }
@@ -247,4 +253,237 @@ fn a_scenario_runs_from_trigger_to_end_through_the_queues() {
     let page: SqsEvent = sample("launch.sqs.json");
     let response = handlers::launch_page(&mut rt, &page, now);
     assert!(response.batch_item_failures.is_empty());
+}
+
+/// What the emulator recorded (`/_ministack/ses/messages`, `/_ministack/sns/sms-messages`);
+/// kept in this one helper so another emulator can be swapped in.
+fn emulator_read(path: &str) -> Value {
+    use std::io::{Read, Write};
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    let host = endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut stream = std::net::TcpStream::connect(&host).unwrap_or_else(|e| panic!("{host}: {e}"));
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap_or_else(|e| panic!("{e}"));
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("null");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+/// How many emails the emulator holds for an address.
+fn emails_to(v: &Value, address: &str) -> usize {
+    let all = v["messages"]
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.values())
+        .flat_map(|l| l.as_array().into_iter().flatten());
+    all.filter(|m| {
+        m["To"]
+            .as_array()
+            .is_some_and(|to| to.iter().any(|t| t == address))
+    })
+    .count()
+}
+
+/// How many SMS the emulator holds for a number.
+fn sms_to(v: &Value, number: &str) -> usize {
+    v["sms_messages"][number].as_array().map_or(0, Vec::len)
+}
+
+#[test]
+fn senders_deliver_once_per_key_and_engagement_comes_back() {
+    use relance_aws::channels::{SenderConfig, Senders};
+    let emu = emulator();
+    let prefix = format!("s{}-", std::process::id());
+    let mut config = AwsConfig::with_prefix(&prefix, 2);
+    emu.runtime
+        .block_on(DynamoStore::create_tables(&emu.dynamo, &config))
+        .unwrap_or_else(|e| panic!("{e}"));
+    config.queues.email = Some(create_queue(&format!("{prefix}email")));
+    // SES, like the AWS sandbox, sends only from a verified identity.
+    let identity = emu.runtime.block_on(
+        emu.ses
+            .create_email_identity()
+            .email_identity("news@example.com")
+            .send(),
+    );
+    if let Err(e) = identity {
+        assert!(format!("{e:?}").contains("AlreadyExists"), "{e:?}");
+    }
+    let bridge = Bridge::new(emu.runtime.handle().clone());
+    let queues = SqsQueues::new(emu.sqs.clone(), bridge.clone());
+    let mut store = DynamoStore::new(emu.dynamo.clone(), config.clone(), bridge.clone())
+        .with_queues(queues.clone());
+    let senders = Senders::new(
+        emu.ses.clone(),
+        emu.sns.clone(),
+        emu.dynamo.clone(),
+        config.state_table.clone(),
+        SenderConfig {
+            from_email: "news@example.com".into(),
+            configuration_set: None,
+            default_sms_type: "Transactional".into(),
+            sms_sender_id: None,
+        },
+        bridge,
+    );
+    let t0 = at("2026-12-01T09:00:00Z");
+
+    // Email: the sample payload, delivered twice, goes out once.
+    let before = emails_to(
+        &emulator_read("/_ministack/ses/messages"),
+        "ana@example.com",
+    );
+    let email: SqsEvent = sample("email-sender.sqs.json");
+    for _ in 0..2 {
+        let r = handlers::channel_sender(&senders, &mut store, &email, t0);
+        assert!(r.batch_item_failures.is_empty());
+    }
+    let sent = emulator_read("/_ministack/ses/messages");
+    assert_eq!(emails_to(&sent, "ana@example.com") - before, 1, "{sent}");
+    assert!(sent.to_string().contains("Welcome Ana"));
+
+    // SMS: once; a number that is not E.164 is refused for good (a dead letter, not a retry).
+    let sms: SqsEvent = sample("sms-sender.sqs.json");
+    let before = sms_to(
+        &emulator_read("/_ministack/sns/sms-messages"),
+        "+33600000001",
+    );
+    for _ in 0..2 {
+        assert!(
+            handlers::channel_sender(&senders, &mut store, &sms, t0)
+                .batch_item_failures
+                .is_empty()
+        );
+    }
+    assert_eq!(
+        sms_to(
+            &emulator_read("/_ministack/sns/sms-messages"),
+            "+33600000001"
+        ) - before,
+        1
+    );
+    let mut bad = serde_json::to_value(&sms).unwrap_or_default();
+    let body = bad["Records"][0]["body"]
+        .as_str()
+        .unwrap_or("")
+        .replace("+33600000001", "0600000001")
+        .replace(":nudge", ":nudge-bad");
+    bad["Records"][0]["body"] = Value::String(body);
+    let bad: SqsEvent = serde_json::from_value(bad).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        handlers::channel_sender(&senders, &mut store, &bad, t0)
+            .batch_item_failures
+            .is_empty()
+    );
+    assert!(
+        store
+            .dead_letters()
+            .unwrap_or_default()
+            .iter()
+            .any(|(kind, _, why)| kind == "send" && why.contains("E.164"))
+    );
+
+    // Push: Android and Apple payloads through SNS platform endpoints.
+    let app = emu
+        .runtime
+        .block_on(
+            emu.sns
+                .create_platform_application()
+                .name(format!("{prefix}app"))
+                .platform("GCM")
+                .attributes("PlatformCredential", "test-key")
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .platform_application_arn
+        .unwrap_or_default();
+    let endpoint = emu
+        .runtime
+        .block_on(
+            emu.sns
+                .create_platform_endpoint()
+                .platform_application_arn(app)
+                .token("device-token-ana")
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .endpoint_arn
+        .unwrap_or_default();
+    let push: SqsEvent = sample("push-sender.sqs.json");
+    let mut push = serde_json::to_value(&push).unwrap_or_default();
+    let body = push["Records"][0]["body"].as_str().unwrap_or("").replace(
+        "arn:aws:sns:us-east-1:000000000000:endpoint/GCM/relance-app/ana",
+        &endpoint,
+    );
+    push["Records"][0]["body"] = Value::String(body.clone());
+    let (_, send) = relance_aws::channels::decode_send(&body).unwrap_or_else(|e| panic!("{e}"));
+    let payload = relance_aws::channels::push_payload(&send);
+    assert!(
+        payload["GCM"]
+            .as_str()
+            .is_some_and(|g| g.contains("\"notification\""))
+            && payload["APNS"]
+                .as_str()
+                .is_some_and(|a| a.contains("\"aps\""))
+    );
+    let outcome = senders.deliver(&send, "aws-welcome");
+    assert!(
+        matches!(outcome, Ok(relance_aws::channels::Outcome::Sent(_))),
+        "{outcome:?}"
+    );
+    // The queue delivering it again: a duplicate, nothing sent.
+    let push: SqsEvent = serde_json::from_value(push).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        handlers::channel_sender(&senders, &mut store, &push, t0)
+            .batch_item_failures
+            .is_empty()
+    );
+
+    // Engagement: SES's open (through SNS) and click (raw) come back to a waiting enrollment.
+    let mut rt = Runtime::new(store);
+    let put = rt
+        .put_scenario(WELCOME, SourceFormat::Yaml, t0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.set_status(&put.id, Status::Active, t0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ana: EventBridgeEvent<Value> = sample("trigger.contact.json");
+    handlers::trigger(&mut rt, &ana, t0).unwrap_or_else(|e| panic!("{e}"));
+    let opened: SqsEvent = sample("engagement.ses-open.sqs.json");
+    assert!(
+        handlers::engagement(&mut rt, &opened, at("2026-12-01T10:00:01Z"))
+            .batch_item_failures
+            .is_empty()
+    );
+    let clicked: SqsEvent = sample("engagement.ses-click.sqs.json");
+    assert!(
+        handlers::engagement(&mut rt, &clicked, at("2026-12-01T10:05:01Z"))
+            .batch_item_failures
+            .is_empty()
+    );
+    let click = handlers::ses_engagement(clicked.records[0].body.as_deref().unwrap_or(""))
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("a click"));
+    assert_eq!(
+        click.url.as_deref(),
+        Some("https://shop.example.com/pricing?utm_source=relance")
+    );
+    assert!(click.link_tags.contains(&"cta".to_string()));
+    let path = rt
+        .path("aws-welcome", "ana")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let kinds: Vec<String> = path
+        .iter()
+        .map(|r| format!("{:?} {}", r.kind, r.step.clone().unwrap_or_default()))
+        .collect();
+    assert!(
+        kinds.contains(&"Resumed wait-open".to_string())
+            && kinds.contains(&"Sent thanks".to_string()),
+        "{kinds:?}"
+    );
 }
