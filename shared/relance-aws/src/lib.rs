@@ -9,6 +9,7 @@
 //! - [`channels`]: the senders: email (SESv2), SMS and push (SNS), once per idempotency key.
 //! - [`handlers`]: the functions' logic (trigger, tick, step executor, launch pages), called by
 //!   the thin Lambda binaries and in-process by the tests.
+//! - [`meter`]: request counts by service and operation (an SDK interceptor).
 //! - [`bridge`]: runs the SDK's async calls from the ports' synchronous methods.
 
 pub mod bridge;
@@ -16,4 +17,5 @@ pub mod channels;
 pub mod config;
 pub mod dynamodb;
 pub mod handlers;
+pub mod meter;
 pub mod sqs;
