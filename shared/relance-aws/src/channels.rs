@@ -144,20 +144,14 @@ impl Senders {
         }
     }
 
-    /// Records the outcome of a claimed send (or releases the claim so a retry can send).
+    /// Records the outcome of a claimed send (or releases the claim so a retry can send). A
+    /// success needs no write: the claim already keeps the key from being sent again.
     fn settle(&self, key: &str, outcome: Result<&str, &SendError>) {
         let update = match outcome {
-            Ok(id) => self
-                .dynamo
-                .update_item()
-                .table_name(&self.state_table)
-                .key("pk", AttributeValue::S("sent".into()))
-                .key("sk", AttributeValue::S(key.into()))
-                .update_expression("SET #s = :s, provider_id = :id")
-                .expression_attribute_names("#s", "status")
-                .expression_attribute_values(":s", AttributeValue::S("sent".into()))
-                .expression_attribute_values(":id", AttributeValue::S(id.into()))
-                .send(),
+            Ok(id) => {
+                tracing::info!(key, provider_id = id, "sent");
+                return;
+            }
             Err(SendError::Permanent(why)) => self
                 .dynamo
                 .update_item()

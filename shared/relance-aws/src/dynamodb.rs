@@ -508,9 +508,38 @@ impl DynamoStore {
         pending: &Pending,
         enrollment: &Enrollment,
     ) -> Result<(), AwsError> {
+        // One journal item per transition: its records together (one write, not one each).
+        let records: Vec<&Record> = pending
+            .effects
+            .iter()
+            .filter_map(|e| {
+                if let Effect::Record(r) = e {
+                    Some(r)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        if !records.is_empty() {
+            let json = to_json(&records);
+            let mut item = Item::new();
+            item.insert("pk".into(), s(format!("journal#{}", pending.scenario)));
+            item.insert(
+                "sk".into(),
+                s(format!(
+                    "{}#{}#{}",
+                    ts(pending.at),
+                    enrollment.id,
+                    enrollment.version
+                )),
+            );
+            item.insert("contact".into(), s(&enrollment.contact));
+            item.insert("records".into(), s(json));
+            self.put(item)?;
+        }
         for effect in &pending.effects {
             match effect {
-                Effect::Record(r) => self.journal(&pending.scenario, r)?,
+                Effect::Record(_) => {}
                 Effect::Send(send) => self.outbox_send(&pending.scenario, send, pending.at)?,
                 Effect::ScheduleWake(w) => self.schedule(w)?,
                 Effect::CancelWake(w) => self.cancel(w)?,
@@ -533,25 +562,8 @@ impl DynamoStore {
         if let Some(c) = &pending.contact {
             self.put_contact(c, pending.at)?;
         }
-        if !enrollment.is_running() {
-            // Release the running lock, if it is still ours.
-            let r = self.bridge.block(
-                self.client
-                    .update_item()
-                    .table_name(&self.config.state_table)
-                    .key("pk", s(format!("contact#{}", enrollment.contact)))
-                    .key("sk", s(format!("entry#{}", enrollment.scenario)))
-                    .update_expression("REMOVE running")
-                    .condition_expression("running = :id")
-                    .expression_attribute_values(":id", s(&enrollment.id))
-                    .send(),
-            );
-            if let Err(e) = r
-                && !is_conditional(&e)
-            {
-                return Err(dynamo("UpdateItem")(e));
-            }
-        }
+        // An ended enrollment needs no lock release: `running_enrollment` reads the claimed
+        // enrollment and sees that it has ended (one write less per journey).
         let r = self.bridge.block(
             self.client
                 .update_item()
@@ -587,11 +599,41 @@ impl DynamoStore {
 
     /// The sends and actions in the outbox, in key order (tests and the dev runner).
     pub fn outbox(&self) -> Result<Vec<serde_json::Value>, AwsError> {
-        let items = self.query(&self.config.state_table, "outbox", "")?;
-        items
+        // Sends live in the contacts' partitions (a scan is fine for tests and the dev runner);
+        // actions in the `outbox` partition.
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .bridge
+                .block(
+                    self.client
+                        .scan()
+                        .table_name(&self.config.state_table)
+                        .filter_expression("begins_with(sk, :s) AND attribute_exists(payload)")
+                        .expression_attribute_values(":s", s("s#"))
+                        .set_exclusive_start_key(start.take())
+                        .send(),
+                )
+                .map_err(dynamo("Scan"))?;
+            items.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        items.extend(self.query(&self.config.state_table, "outbox", "")?);
+        let mut out: Vec<(String, serde_json::Value)> = items
             .iter()
-            .map(|i| from_json("outbox payload", get_s(i, "payload").unwrap_or("null")))
-            .collect()
+            .map(|i| {
+                Ok((
+                    get_s(i, "sk").unwrap_or("").to_string(),
+                    from_json("outbox payload", get_s(i, "payload").unwrap_or("null"))?,
+                ))
+            })
+            .collect::<Result<_, AwsError>>()?;
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out.into_iter().map(|(_, v)| v).collect())
     }
 
     /// The dead letters: (kind, payload, reason).
@@ -1272,11 +1314,17 @@ impl JournalStore for DynamoStore {
         send: &Send,
         at: DateTime<Utc>,
     ) -> Result<(), AwsError> {
+        // One item is both the send's record (once per key) and the mark the frequency cap
+        // and `history` read: it lives in the contact's partition.
         let payload =
             serde_json::json!({"kind": "send", "at": at, "scenario": scenario, "send": send});
         let mut item = Item::new();
-        item.insert("pk".into(), s("outbox"));
-        item.insert("sk".into(), s(&send.idempotency_key));
+        item.insert("pk".into(), s(format!("contact#{}", send.contact)));
+        item.insert(
+            "sk".into(),
+            s(format!("s#{scenario}#{}#{}", ts(at), send.idempotency_key)),
+        );
+        item.insert("at".into(), s(ts(at)));
         item.insert("payload".into(), s(payload.to_string()));
         self.put_new(item)?;
         // Replays send again: the channel sender keeps each idempotency key once.
@@ -1292,14 +1340,7 @@ impl JournalStore for DynamoStore {
                 queues.send(url, payload.to_string())?;
             }
         }
-        let mut mark = Item::new();
-        mark.insert("pk".into(), s(format!("contact#{}", send.contact)));
-        mark.insert(
-            "sk".into(),
-            s(format!("s#{scenario}#{}#{}", ts(at), send.idempotency_key)),
-        );
-        mark.insert("at".into(), s(ts(at)));
-        self.put(mark)
+        Ok(())
     }
 
     fn outbox_action(
@@ -1327,10 +1368,13 @@ impl JournalStore for DynamoStore {
             if contact.is_some_and(|c| get_s(&item, "contact") != Some(c)) {
                 continue;
             }
-            out.push(from_json::<Record>(
-                "journal record",
-                get_s(&item, "record").unwrap_or("null"),
-            )?);
+            match get_s(&item, "records") {
+                Some(list) => out.extend(from_json::<Vec<Record>>("journal records", list)?),
+                None => out.push(from_json::<Record>(
+                    "journal record",
+                    get_s(&item, "record").unwrap_or("null"),
+                )?),
+            }
         }
         Ok(out)
     }
