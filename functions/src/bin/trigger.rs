@@ -11,7 +11,18 @@ async fn main() -> Result<(), Error> {
         let f = f.clone();
         async move {
             let now = event.payload.time.unwrap_or_else(chrono::Utc::now);
-            relance_aws::handlers::trigger(&mut relance_functions::lock(&f), &event.payload, now)?;
+            let fanout = f
+                .config
+                .queues
+                .launch
+                .as_deref()
+                .map(|url| (&f.queues, url));
+            relance_aws::handlers::trigger(
+                &mut relance_functions::lock(&f),
+                fanout,
+                &event.payload,
+                now,
+            )?;
             Ok::<(), Error>(())
         }
     }))

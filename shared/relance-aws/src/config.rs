@@ -22,6 +22,8 @@ pub struct AwsConfig {
     pub timer_shards: u32,
     /// The queues, when the functions use them.
     pub queues: QueueUrls,
+    /// The EventBridge bus Relance emits its events on (`RELANCE_EVENT_BUS`), if any.
+    pub event_bus: Option<String>,
 }
 
 /// The SQS queue URLs (absent where a deployment does not use one).
@@ -49,6 +51,7 @@ impl AwsConfig {
             timers_table: format!("{prefix}timers"),
             timer_shards: timer_shards.max(1),
             queues: QueueUrls::default(),
+            event_bus: None,
         }
     }
 
@@ -86,6 +89,7 @@ impl AwsConfig {
             timers_table: var("RELANCE_TIMERS_TABLE")?,
             timer_shards: shards,
             queues,
+            event_bus: opt("RELANCE_EVENT_BUS"),
         })
     }
 }

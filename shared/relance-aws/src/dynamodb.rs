@@ -50,6 +50,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bridge::Bridge;
 use crate::config::AwsConfig;
+use crate::eventbridge::EventBus;
 use crate::sqs::SqsQueues;
 
 /// A failure of the DynamoDB adapter.
@@ -189,6 +190,8 @@ pub struct DynamoStore {
     crash_after_commit: bool,
     /// Where sends go once in the outbox (the channel queues), when configured.
     queues: Option<SqsQueues>,
+    /// Where ends, goals and actions for other systems are emitted, when configured.
+    events: Option<EventBus>,
 }
 
 impl DynamoStore {
@@ -201,7 +204,14 @@ impl DynamoStore {
             entries_seen: HashMap::new(),
             crash_after_commit: false,
             queues: None,
+            events: None,
         }
+    }
+
+    /// Ends, goals and actions for other systems are also emitted on this bus.
+    pub fn with_events(mut self, bus: EventBus) -> DynamoStore {
+        self.events = Some(bus);
+        self
     }
 
     /// Sends also go to the channel queues named in the configuration.
@@ -561,6 +571,12 @@ impl DynamoStore {
         }
         if let Some(c) = &pending.contact {
             self.put_contact(c, pending.at)?;
+        }
+        if let Some(bus) = &self.events {
+            let events = crate::eventbridge::events_of(&pending.scenario, &pending.effects);
+            if !events.is_empty() {
+                bus.emit(&events)?;
+            }
         }
         // An ended enrollment needs no lock release: `running_enrollment` reads the claimed
         // enrollment and sees that it has ended (one write less per journey).

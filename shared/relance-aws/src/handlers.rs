@@ -46,9 +46,12 @@ fn decode<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, HandlerError> 
     wire::decode(&bytes).map_err(|e| HandlerError::BadInput(e.to_string()))
 }
 
-/// trigger: an EventBridge event (contact, activity, engagement or launch command).
+/// trigger: an EventBridge event (contact, activity, engagement or launch command). A launch
+/// for a whole audience is fanned out into pages on the launch queue when one is given
+/// (`fanout`: the queues and the launch queue's URL), so no invocation enrolls millions.
 pub fn trigger(
     rt: &mut Runtime<DynamoStore>,
+    fanout: Option<(&SqsQueues, &str)>,
     event: &EventBridgeEvent<Value>,
     now: DateTime<Utc>,
 ) -> Result<(), HandlerError> {
@@ -61,7 +64,13 @@ pub fn trigger(
             rt.engagement(decode::<EngagementDetail>(&event.detail)?, now)?
         }
         detail_type::LAUNCH | "LaunchScenario" => {
-            rt.launch(decode::<LaunchDetail>(&event.detail)?, now)?;
+            let detail = decode::<LaunchDetail>(&event.detail)?;
+            match (fanout, &detail.contacts) {
+                (Some((queues, url)), None) => fan_out(rt, queues, url, &detail.scenario)?,
+                _ => {
+                    rt.launch(detail, now)?;
+                }
+            }
         }
         other => {
             return Err(HandlerError::BadInput(format!(
@@ -69,6 +78,35 @@ pub fn trigger(
             )));
         }
     }
+    Ok(())
+}
+
+/// Contacts per launch page.
+pub const LAUNCH_PAGE: usize = 100;
+
+/// Splits a launch for a whole audience into pages of contact ids on the launch queue.
+fn fan_out(
+    rt: &mut Runtime<DynamoStore>,
+    queues: &SqsQueues,
+    url: &str,
+    scenario: &str,
+) -> Result<(), HandlerError> {
+    use relance_core::ports::ContactStore;
+    let ids = rt.store().contact_ids()?;
+    let pages: Vec<Outgoing> = ids
+        .chunks(LAUNCH_PAGE)
+        .enumerate()
+        .map(|(i, page)| Outgoing {
+            id: format!("p{i}"),
+            body: serde_json::to_string(&LaunchDetail {
+                scenario: scenario.to_string(),
+                contacts: Some(page.to_vec()),
+            })
+            .unwrap_or_default(),
+            delay_seconds: 0,
+        })
+        .collect();
+    queues.send_batch(url, &pages)?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 //! - [`config`]: table names and shard count, from the environment.
 //! - [`dynamodb`]: `DynamoStore`, every port on two DynamoDB tables (state and timers), with
 //!   conditional writes on the enrollment's version and replayable pending effects.
+//! - [`eventbridge`]: `EventBus`: the events Relance emits (ends, goals, tasks, leads, exports).
 //! - [`sqs`]: `SqsQueues`: the step, channel and launch queues, batched by ten.
 //! - [`channels`]: the senders: email (SESv2), SMS and push (SNS), once per idempotency key.
 //! - [`handlers`]: the functions' logic (trigger, tick, step executor, launch pages), called by
@@ -16,6 +17,7 @@ pub mod bridge;
 pub mod channels;
 pub mod config;
 pub mod dynamodb;
+pub mod eventbridge;
 pub mod handlers;
 pub mod meter;
 pub mod sqs;

@@ -203,7 +203,7 @@ fn a_reference_drip_costs_counted_requests_per_contact_step() {
 
     // Launch (the LaunchScenario command), first emails out.
     let launch: EventBridgeEvent<Value> = serde_json::from_value(json!({"detail-type": "relance.launch", "source": "test", "time": t0, "detail": {"scenario": "drip"}})).unwrap_or_else(|e| panic!("{e}"));
-    handlers::trigger(&mut rt, &launch, t0).unwrap_or_else(|e| panic!("{e}"));
+    handlers::trigger(&mut rt, None, &launch, t0).unwrap_or_else(|e| panic!("{e}"));
     let email_url = config.queues.email.clone().unwrap_or_default();
     let sms_url = config.queues.sms.clone().unwrap_or_default();
     let mut messages = 0;

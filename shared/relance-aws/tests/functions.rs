@@ -22,6 +22,7 @@ struct Emulator {
     sqs: aws_sdk_sqs::Client,
     ses: aws_sdk_sesv2::Client,
     sns: aws_sdk_sns::Client,
+    eb: aws_sdk_eventbridge::Client,
 }
 
 fn emulator() -> &'static Emulator {
@@ -36,13 +37,14 @@ fn emulator() -> &'static Emulator {
             .enable_all()
             .build()
             .unwrap_or_else(|e| panic!("{e}"));
-        let (dynamo, sqs, ses, sns) = runtime.block_on(async {
+        let (dynamo, sqs, ses, sns, eb) = runtime.block_on(async {
             let config = aws_config::load_from_env().await;
             (
                 aws_sdk_dynamodb::Client::new(&config),
                 aws_sdk_sqs::Client::new(&config),
                 aws_sdk_sesv2::Client::new(&config),
                 aws_sdk_sns::Client::new(&config),
+                aws_sdk_eventbridge::Client::new(&config),
             )
         });
         Emulator {
@@ -51,6 +53,7 @@ fn emulator() -> &'static Emulator {
             sqs,
             ses,
             sns,
+            eb,
         }
     })
 }
@@ -176,18 +179,18 @@ fn a_scenario_runs_from_trigger_to_end_through_the_queues() {
     let mut ben = ana.clone();
     ben.detail = serde_json::json!({"contact": {"id": "ben", "email": "ben@example.com", "phone": "+33600000002"}});
     for event in [&ana, &ben] {
-        handlers::trigger(&mut rt, event, event.time.unwrap_or(t0))
+        handlers::trigger(&mut rt, None, event, event.time.unwrap_or(t0))
             .unwrap_or_else(|e| panic!("{e}"));
     }
     // Ana opens the email: her wait resumes and thanks her.
     let opened: EventBridgeEvent<Value> = sample("trigger.engagement.json");
-    handlers::trigger(&mut rt, &opened, opened.time.unwrap_or(t0))
+    handlers::trigger(&mut rt, None, &opened, opened.time.unwrap_or(t0))
         .unwrap_or_else(|e| panic!("{e}"));
     // An unknown detail-type is refused as bad input.
     let mut odd = opened.clone();
     odd.detail_type = "relance.unknown".into();
     assert!(matches!(
-        handlers::trigger(&mut rt, &odd, t0),
+        handlers::trigger(&mut rt, None, &odd, t0),
         Err(handlers::HandlerError::BadInput(_))
     ));
 
@@ -452,7 +455,7 @@ fn senders_deliver_once_per_key_and_engagement_comes_back() {
     rt.set_status(&put.id, Status::Active, t0)
         .unwrap_or_else(|e| panic!("{e}"));
     let ana: EventBridgeEvent<Value> = sample("trigger.contact.json");
-    handlers::trigger(&mut rt, &ana, t0).unwrap_or_else(|e| panic!("{e}"));
+    handlers::trigger(&mut rt, None, &ana, t0).unwrap_or_else(|e| panic!("{e}"));
     let opened: SqsEvent = sample("engagement.ses-open.sqs.json");
     assert!(
         handlers::engagement(&mut rt, &opened, at("2026-12-01T10:00:01Z"))
@@ -485,5 +488,126 @@ fn senders_deliver_once_per_key_and_engagement_comes_back() {
         kinds.contains(&"Resumed wait-open".to_string())
             && kinds.contains(&"Sent thanks".to_string()),
         "{kinds:?}"
+    );
+}
+
+#[test]
+fn ends_goals_and_tasks_reach_the_bus_and_large_launches_fan_out_in_pages() {
+    use relance_aws::eventbridge::EventBus;
+    let emu = emulator();
+    let prefix = format!("e{}-", std::process::id());
+    let config = AwsConfig::with_prefix(&prefix, 2);
+    emu.runtime
+        .block_on(DynamoStore::create_tables(&emu.dynamo, &config))
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The bus, with a rule sending Relance's events to a queue the test reads.
+    let bus = format!("{prefix}bus");
+    emu.runtime
+        .block_on(emu.eb.create_event_bus().name(&bus).send())
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let target = create_queue(&format!("{prefix}events"));
+    let target_arn = emu
+        .runtime
+        .block_on(
+            emu.sqs
+                .get_queue_attributes()
+                .queue_url(&target)
+                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .attributes
+        .and_then(|a| {
+            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .cloned()
+        })
+        .unwrap_or_default();
+    emu.runtime
+        .block_on(
+            emu.eb
+                .put_rule()
+                .name(format!("{prefix}all"))
+                .event_bus_name(&bus)
+                .event_pattern(r#"{"source": ["relance"]}"#)
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let t = aws_sdk_eventbridge::types::Target::builder()
+        .id("q")
+        .arn(target_arn)
+        .build()
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    emu.runtime
+        .block_on(
+            emu.eb
+                .put_targets()
+                .rule(format!("{prefix}all"))
+                .event_bus_name(&bus)
+                .targets(t)
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+
+    let bridge = Bridge::new(emu.runtime.handle().clone());
+    let queues = SqsQueues::new(emu.sqs.clone(), bridge.clone());
+    let store = DynamoStore::new(emu.dynamo.clone(), config.clone(), bridge.clone())
+        .with_queues(queues.clone())
+        .with_events(EventBus::new(emu.eb.clone(), bus.clone(), bridge));
+    let mut rt = Runtime::new(store);
+    let t0 = at("2026-12-01T09:00:00Z");
+    let yaml = "id: leads\nlaunch: {type: manual}\ngoals: [{id: qualified, kind: success}]\nsteps:\n  - {id: call, action: {task: {title: Call the lead, assignee: sales}}, next: done}\n  - {id: done, end: qualified}\n";
+    let put = rt
+        .put_scenario(yaml, SourceFormat::Yaml, t0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.set_status(&put.id, Status::Active, t0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let contacts: Vec<relance_core::Contact> = (0..230)
+        .map(|i| {
+            relance_core::Contact::from_json(serde_json::json!({"id": format!("l{i:03}")}))
+                .unwrap_or_else(|e| panic!("{e}"))
+        })
+        .collect();
+    rt.import(&contacts, t0, &mut |_| {})
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // A launch for the whole audience becomes pages on the launch queue.
+    let launch_queue = create_queue(&format!("{prefix}launch"));
+    let launch: EventBridgeEvent<Value> = sample("trigger.launch.json");
+    let mut whole = launch.clone();
+    whole.detail = serde_json::json!({"scenario": "leads"});
+    handlers::trigger(&mut rt, Some((&queues, &launch_queue)), &whole, t0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pages = drain(&launch_queue);
+    assert_eq!(pages.len(), 3, "230 contacts in pages of 100");
+    let response = handlers::launch_page(&mut rt, &sqs_event(&pages[..1]), t0);
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(
+        rt.journal("leads")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .ends
+            .get("qualified"),
+        Some(&100)
+    );
+
+    // Each of the 100 emitted a task, an end and a goal; read a few back from the bus's queue.
+    let mut seen = Vec::new();
+    for _ in 0..30 {
+        seen.extend(drain(&target));
+        if seen.len() >= 300 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let types: std::collections::BTreeSet<String> = seen
+        .iter()
+        .filter_map(|(_, b)| serde_json::from_str::<Value>(b).ok())
+        .map(|v| v["detail-type"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        types.contains("relance.task")
+            && types.contains("relance.enrollment.ended")
+            && types.contains("relance.goal.reached"),
+        "{types:?} from {} events",
+        seen.len()
     );
 }

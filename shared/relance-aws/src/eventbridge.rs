@@ -1,0 +1,168 @@
+//! `EventBus`: the events Relance emits on its EventBridge bus, one PutEvents call per
+//! transition: `relance.enrollment.ended` (with the end or `exited`), `relance.goal.reached`
+//! for a custom goal, and the actions meant for other systems (`relance.task`,
+//! `relance.lead`, `relance.export`, or the name a scenario's `event` action gives). Each
+//! detail carries an idempotency key: EventBridge delivers at least once, consumers dedupe.
+
+use aws_sdk_eventbridge::Client;
+use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+use relance_core::engine::{Effect, Outcome};
+use relance_core::scenario::{Action, EndKind};
+use serde_json::{Value, json};
+
+use crate::bridge::Bridge;
+use crate::dynamodb::AwsError;
+
+/// The `source` of every event Relance emits.
+pub const SOURCE: &str = "relance";
+
+/// A bus to emit on.
+#[derive(Debug, Clone)]
+pub struct EventBus {
+    client: Client,
+    bus: String,
+    bridge: Bridge,
+}
+
+/// The events a transition's effects emit: (detail-type, detail).
+pub fn events_of(scenario: &str, effects: &[Effect]) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for effect in effects {
+        match effect {
+            Effect::Ended {
+                enrollment,
+                contact,
+                outcome,
+                at,
+            } => {
+                let end = match outcome {
+                    Outcome::End(e) => e.as_str().to_string(),
+                    Outcome::Exited => "exited".to_string(),
+                };
+                out.push((
+                    "relance.enrollment.ended".to_string(),
+                    json!({"scenario": scenario, "enrollment": enrollment, "contact": contact, "end": end, "at": at,
+                           "idempotency_key": format!("{enrollment}:ended")}),
+                ));
+                if let Outcome::End(EndKind::Goal(goal)) = outcome {
+                    out.push((
+                        "relance.goal.reached".to_string(),
+                        json!({"scenario": scenario, "enrollment": enrollment, "contact": contact, "goal": goal, "at": at,
+                               "idempotency_key": format!("{enrollment}:goal")}),
+                    ));
+                }
+            }
+            Effect::Action {
+                enrollment,
+                contact,
+                step,
+                action,
+            } => {
+                let key = format!("{enrollment}:{step}:action");
+                let base = json!({"scenario": scenario, "enrollment": enrollment, "contact": contact, "step": step, "idempotency_key": key});
+                let (detail_type, extra) = match action {
+                    Action::Task(t) => ("relance.task".to_string(), json!({"task": t})),
+                    Action::CreateLead(fields) => {
+                        ("relance.lead".to_string(), json!({"lead": fields}))
+                    }
+                    Action::Export(e) => ("relance.export".to_string(), json!({"export": e})),
+                    Action::Event(e) => (e.name.clone(), json!({"detail": e.detail})),
+                    // Tags, groups and profile updates change the contact; nothing to emit.
+                    Action::Tag(_) | Action::Group(_) | Action::UpdateProfile(_) => continue,
+                };
+                let mut detail = base;
+                if let (Some(d), Some(x)) = (detail.as_object_mut(), extra.as_object()) {
+                    d.extend(x.clone());
+                }
+                out.push((detail_type, detail));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+impl EventBus {
+    /// Emits on the bus named `bus`.
+    pub fn new(client: Client, bus: String, bridge: Bridge) -> EventBus {
+        EventBus {
+            client,
+            bus,
+            bridge,
+        }
+    }
+
+    /// Puts the events of a transition (ten per call).
+    pub fn emit(&self, events: &[(String, Value)]) -> Result<(), AwsError> {
+        for chunk in events.chunks(10) {
+            let entries = chunk
+                .iter()
+                .map(|(detail_type, detail)| {
+                    PutEventsRequestEntry::builder()
+                        .event_bus_name(&self.bus)
+                        .source(SOURCE)
+                        .detail_type(detail_type)
+                        .detail(detail.to_string())
+                        .build()
+                })
+                .collect::<Vec<_>>();
+            let out = self
+                .bridge
+                .block(self.client.put_events().set_entries(Some(entries)).send())
+                .map_err(|e| AwsError::Dynamo {
+                    op: "EventBridge PutEvents",
+                    message: format!("{e:?}"),
+                })?;
+            if out.failed_entry_count > 0 {
+                return Err(AwsError::Dynamo {
+                    op: "EventBridge PutEvents",
+                    message: format!("{} entries failed", out.failed_entry_count),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use relance_core::scenario::StaffTask;
+
+    #[test]
+    fn ends_goals_and_actions_become_events_with_keys() {
+        let at = Utc::now();
+        let effects = vec![
+            Effect::Action {
+                enrollment: "s:c:1".into(),
+                contact: "c".into(),
+                step: "call".into(),
+                action: Action::Task(StaffTask {
+                    title: "Call them".into(),
+                    assignee: Some("sales".into()),
+                    note: None,
+                }),
+            },
+            Effect::Ended {
+                enrollment: "s:c:1".into(),
+                contact: "c".into(),
+                outcome: Outcome::End(EndKind::Goal("signed".into())),
+                at,
+            },
+        ];
+        let events = events_of("s", &effects);
+        let types: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(
+            types,
+            [
+                "relance.task",
+                "relance.enrollment.ended",
+                "relance.goal.reached"
+            ]
+        );
+        assert_eq!(events[0].1["task"]["title"], "Call them");
+        assert_eq!(events[1].1["end"], "signed");
+        assert_eq!(events[2].1["idempotency_key"], "s:c:1:goal");
+    }
+}
