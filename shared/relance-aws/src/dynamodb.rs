@@ -26,7 +26,7 @@
 //! effects as `pending`; they are then applied and cleared. A crash in between is repaired the
 //! next time the enrollment is read.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
@@ -51,7 +51,7 @@ use serde::{Deserialize, Serialize};
 use crate::bridge::Bridge;
 use crate::config::AwsConfig;
 use crate::eventbridge::EventBus;
-use crate::sqs::SqsQueues;
+use crate::sqs::{Outgoing, SqsQueues};
 
 /// A failure of the DynamoDB adapter.
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +192,14 @@ pub struct DynamoStore {
     queues: Option<SqsQueues>,
     /// Where ends, goals and actions for other systems are emitted, when configured.
     events: Option<EventBus>,
+    /// Channel messages waiting for [`DynamoStore::flush`]: (queue URL, body).
+    deferred_messages: Vec<(String, String)>,
+    /// Journal items waiting for [`DynamoStore::flush`]; each says its transition is applied.
+    deferred_markers: Vec<Item>,
+    /// Flush at the end of every unit of work (off when a handler flushes once per batch).
+    auto_flush: bool,
+    /// A timer cursor is known to exist.
+    cursor_exists: bool,
 }
 
 impl DynamoStore {
@@ -205,7 +213,42 @@ impl DynamoStore {
             crash_after_commit: false,
             queues: None,
             events: None,
+            deferred_messages: Vec::new(),
+            deferred_markers: Vec::new(),
+            auto_flush: true,
+            cursor_exists: false,
         }
+    }
+
+    /// With `false`, channel messages and journal items wait for an explicit
+    /// [`DynamoStore::flush`] (a handler flushes once per batch, so sends are batched by ten).
+    pub fn set_auto_flush(&mut self, on: bool) {
+        self.auto_flush = on;
+    }
+
+    /// Sends the deferred channel messages (ten per request, per queue), then writes the
+    /// deferred journal items. A transition counts as applied only once its journal item is
+    /// written, so a failure here leaves it to be re-applied when the input is redelivered.
+    pub fn flush(&mut self) -> Result<(), AwsError> {
+        let messages = std::mem::take(&mut self.deferred_messages);
+        if let Some(queues) = &self.queues {
+            let mut by_url: BTreeMap<String, Vec<Outgoing>> = BTreeMap::new();
+            for (url, body) in messages {
+                let list = by_url.entry(url).or_default();
+                list.push(Outgoing {
+                    id: format!("m{}", list.len()),
+                    body,
+                    delay_seconds: 0,
+                });
+            }
+            for (url, list) in by_url {
+                queues.send_batch(&url, &list)?;
+            }
+        }
+        for marker in std::mem::take(&mut self.deferred_markers) {
+            self.put(marker)?;
+        }
+        Ok(())
     }
 
     /// Ends, goals and actions for other systems are also emitted on this bus.
@@ -413,7 +456,7 @@ impl DynamoStore {
     }
 
     fn put_timer_item(
-        &self,
+        &mut self,
         due: DateTime<Utc>,
         sk: String,
         shard_key: &str,
@@ -436,7 +479,12 @@ impl DynamoStore {
                     .send(),
             )
             .map_err(dynamo("PutItem"))?;
-        // The tick starts from the earliest minute that may hold timers.
+        // The tick starts from the earliest minute that may hold timers. The cursor never
+        // passes the current minute, so a timer two minutes ahead needs no update once a
+        // cursor exists (one write less per timer).
+        if self.cursor_exists && minute(due) >= minute(Utc::now()) + TimeDelta::minutes(2) {
+            return Ok(());
+        }
         let m = ts(minute(due));
         let r = self.bridge.block(
             self.client
@@ -450,8 +498,14 @@ impl DynamoStore {
                 .send(),
         );
         match r {
-            Ok(_) => Ok(()),
-            Err(e) if is_conditional(&e) => Ok(()),
+            Ok(_) => {
+                self.cursor_exists = true;
+                Ok(())
+            }
+            Err(e) if is_conditional(&e) => {
+                self.cursor_exists = true;
+                Ok(())
+            }
             Err(e) => Err(dynamo("UpdateItem")(e)),
         }
     }
@@ -518,35 +572,6 @@ impl DynamoStore {
         pending: &Pending,
         enrollment: &Enrollment,
     ) -> Result<(), AwsError> {
-        // One journal item per transition: its records together (one write, not one each).
-        let records: Vec<&Record> = pending
-            .effects
-            .iter()
-            .filter_map(|e| {
-                if let Effect::Record(r) = e {
-                    Some(r)
-                } else {
-                    None
-                }
-            })
-            .collect();
-        if !records.is_empty() {
-            let json = to_json(&records);
-            let mut item = Item::new();
-            item.insert("pk".into(), s(format!("journal#{}", pending.scenario)));
-            item.insert(
-                "sk".into(),
-                s(format!(
-                    "{}#{}#{}",
-                    ts(pending.at),
-                    enrollment.id,
-                    enrollment.version
-                )),
-            );
-            item.insert("contact".into(), s(&enrollment.contact));
-            item.insert("records".into(), s(json));
-            self.put(item)?;
-        }
         for effect in &pending.effects {
             match effect {
                 Effect::Record(_) => {}
@@ -578,24 +603,37 @@ impl DynamoStore {
                 bus.emit(&events)?;
             }
         }
-        // An ended enrollment needs no lock release: `running_enrollment` reads the claimed
-        // enrollment and sees that it has ended (one write less per journey).
-        let r = self.bridge.block(
-            self.client
-                .update_item()
-                .table_name(&self.config.state_table)
-                .key("pk", s(format!("enrollment#{}", enrollment.id)))
-                .key("sk", s("state"))
-                .update_expression("REMOVE pending")
-                .condition_expression("version = :v")
-                .expression_attribute_values(":v", n(enrollment.version))
-                .send(),
-        );
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) if is_conditional(&e) => Ok(()),
-            Err(e) => Err(dynamo("UpdateItem")(e)),
+        // Last, the journal item: once written, it says every effect above is applied.
+        let records: Vec<&Record> = pending
+            .effects
+            .iter()
+            .filter_map(|e| {
+                if let Effect::Record(r) = e {
+                    Some(r)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let mut item = Item::new();
+        item.insert("pk".into(), s(format!("journal#{}", pending.scenario)));
+        item.insert("sk".into(), s(Self::journal_sk(pending, enrollment)));
+        item.insert("contact".into(), s(&enrollment.contact));
+        item.insert("records".into(), s(to_json(&records)));
+        self.deferred_markers.push(item);
+        if self.auto_flush {
+            self.flush()?;
         }
+        Ok(())
+    }
+
+    fn journal_sk(pending: &Pending, enrollment: &Enrollment) -> String {
+        format!(
+            "{}#{}#{}",
+            ts(pending.at),
+            enrollment.id,
+            enrollment.version
+        )
     }
 
     fn read_enrollment(&mut self, id: &str) -> Result<Option<(Enrollment, u32)>, AwsError> {
@@ -608,7 +646,17 @@ impl DynamoStore {
         if let Some(p) = get_s(&item, "pending") {
             // A crash left effects unapplied: apply them now (every one is idempotent).
             let pending: Pending = from_json("pending effects", p)?;
-            self.apply_pending(&pending, &enrollment)?;
+            let marker = self.get(
+                &format!("journal#{}", pending.scenario),
+                &Self::journal_sk(&pending, &enrollment),
+            )?;
+            let deferred = self
+                .deferred_markers
+                .iter()
+                .any(|m| get_s(m, "sk") == Some(Self::journal_sk(&pending, &enrollment).as_str()));
+            if marker.is_none() && !deferred {
+                self.apply_pending(&pending, &enrollment)?;
+            }
         }
         Ok(Some((enrollment, version)))
     }
@@ -1353,7 +1401,9 @@ impl JournalStore for DynamoStore {
                 Channel::WebPush => &q.web_push,
             };
             if let Some(url) = url {
-                queues.send(url, payload.to_string())?;
+                let _ = queues;
+                self.deferred_messages
+                    .push((url.clone(), payload.to_string()));
             }
         }
         Ok(())

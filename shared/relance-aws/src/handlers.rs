@@ -78,6 +78,7 @@ pub fn trigger(
             )));
         }
     }
+    rt.store().flush()?;
     Ok(())
 }
 
@@ -135,6 +136,7 @@ pub fn tick(
     now: DateTime<Utc>,
 ) -> Result<TickSummary, HandlerError> {
     let report = rt.tick_schedules(now)?;
+    rt.store().flush()?;
     let wakes = rt.due_timers(now + LOOKAHEAD)?;
     let messages: Vec<Outgoing> = wakes
         .iter()
@@ -209,6 +211,15 @@ fn each_message(
                 );
             }
             response.add_failure(id);
+        }
+    }
+    // The batch's channel messages and journal items go out together; if that fails, every
+    // message is retried (their transitions are re-applied, idempotently).
+    if let Err(e) = rt.store().flush() {
+        tracing::error!(error = %e, "flush failed; the whole batch is retried");
+        response = SqsBatchResponse::default();
+        for message in &event.records {
+            response.add_failure(message.message_id.clone().unwrap_or_default());
         }
     }
     response

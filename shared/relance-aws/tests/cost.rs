@@ -189,6 +189,8 @@ fn a_reference_drip_costs_counted_requests_per_contact_step() {
     );
     let mut rt = Runtime::new(store);
     let t0 = at("2026-12-01T09:00:00Z");
+    // As deployed: the handlers flush once per batch.
+    rt.store().set_auto_flush(false);
     let contacts: Vec<Contact> = (0..N)
         .map(|i| Contact::from_json(json!({"id": format!("c{i:03}"), "email": format!("c{i}@example.com"), "phone": format!("+3360000{i:04}"), "first_name": "Ana"})).unwrap_or_else(|e| panic!("{e}")))
         .collect();
