@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use relance_core::IsoDuration;
 use relance_core::journal::{JournalCounts, Record, RecordKind};
 use relance_core::ports::{ScenarioStore, SourceFormat, Status};
-use relance_core::simulation::{self, Happening};
-use relance_core::wire::{ActivityDetail, EngagementDetail, LaunchDetail};
+use relance_core::simulation::{self};
+use relance_core::wire::LaunchDetail;
 use relance_embedded::clock::{Clock, ScaledClock, SystemClock};
 use relance_embedded::import::{self, ContactsFormat};
 use relance_embedded::runtime::Runtime;
@@ -452,29 +452,7 @@ pub fn test(
         let now = clock.now().min(end);
         while script.last().is_some_and(|e| e.at() <= now) {
             let Some(e) = script.pop() else { break };
-            let result = match e.what {
-                Happening::Activity(a) => rt.activity(
-                    ActivityDetail {
-                        contact: e.contact,
-                        event: a.name,
-                        properties: a.properties,
-                        at: Some(a.at),
-                    },
-                    now,
-                ),
-                Happening::Engagement(g) => rt.engagement(
-                    EngagementDetail {
-                        contact: e.contact,
-                        scenario: put.id.clone(),
-                        step: g.step,
-                        kind: g.kind,
-                        url: g.url,
-                        link_tags: g.link_tags,
-                        at: Some(g.at),
-                    },
-                    now,
-                ),
-            };
+            let result = rt.scripted(&put.id, e, now);
             if let Err(err) = result {
                 eprintln!("event skipped: {err}");
             }

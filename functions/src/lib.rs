@@ -83,6 +83,31 @@ pub async fn run_sender() -> Result<(), Error> {
     .await
 }
 
+/// Runs an SQS-triggered function whose handler takes the runtime (step executor, launch
+/// pages, engagement): decode the batch, call the handler, report partial batch failures.
+pub async fn run_sqs(
+    handler: fn(
+        &mut Runtime<DynamoStore>,
+        &aws_lambda_events::event::sqs::SqsEvent,
+        chrono::DateTime<chrono::Utc>,
+    ) -> aws_lambda_events::event::sqs::SqsBatchResponse,
+) -> Result<(), Error> {
+    use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+    use lambda_runtime::{LambdaEvent, run, service_fn};
+    let f = from_env().await?;
+    run(service_fn(|event: LambdaEvent<SqsEvent>| {
+        let f = f.clone();
+        async move {
+            Ok::<SqsBatchResponse, Error>(handler(
+                &mut lock(&f),
+                &event.payload,
+                chrono::Utc::now(),
+            ))
+        }
+    }))
+    .await
+}
+
 /// Locks the runtime (a poisoned lock only means an earlier invocation panicked).
 pub fn lock(f: &Function) -> std::sync::MutexGuard<'_, Runtime<DynamoStore>> {
     f.runtime.lock().unwrap_or_else(|e| e.into_inner())

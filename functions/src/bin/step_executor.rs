@@ -1,21 +1,6 @@
 //! step-executor: the step queue; one due timer per message, partial batch failures.
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use lambda_runtime::{Error, LambdaEvent, run, service_fn};
-
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    let f = relance_functions::from_env().await?;
-    run(service_fn(|event: LambdaEvent<SqsEvent>| {
-        let f = f.clone();
-        async move {
-            let response = relance_aws::handlers::step_executor(
-                &mut relance_functions::lock(&f),
-                &event.payload,
-                chrono::Utc::now(),
-            );
-            Ok::<SqsBatchResponse, Error>(response)
-        }
-    }))
-    .await
+async fn main() -> Result<(), lambda_runtime::Error> {
+    relance_functions::run_sqs(relance_aws::handlers::step_executor).await
 }

@@ -572,27 +572,13 @@ impl DynamoStore {
         pending: &Pending,
         enrollment: &Enrollment,
     ) -> Result<(), AwsError> {
-        for effect in &pending.effects {
-            match effect {
-                Effect::Record(_) => {}
-                Effect::Send(send) => self.outbox_send(&pending.scenario, send, pending.at)?,
-                Effect::ScheduleWake(w) => self.schedule(w)?,
-                Effect::CancelWake(w) => self.cancel(w)?,
-                Effect::Action {
-                    enrollment,
-                    contact,
-                    step,
-                    action,
-                } => self.outbox_action(
-                    &pending.scenario,
-                    enrollment,
-                    contact,
-                    step,
-                    action,
-                    pending.at,
-                )?,
-                Effect::SetField { .. } | Effect::Ended { .. } => {}
-            }
+        // Journal records go together in one item, written last (below).
+        for effect in pending
+            .effects
+            .iter()
+            .filter(|e| !matches!(e, Effect::Record(_)))
+        {
+            self.apply_effect(&pending.scenario, effect, pending.at)?;
         }
         if let Some(c) = &pending.contact {
             self.put_contact(c, pending.at)?;

@@ -12,7 +12,7 @@ use relance_core::contact::EngagementKind;
 use relance_core::engine::Engine;
 use relance_core::journal::RecordKind;
 use relance_core::ports::{SourceFormat, Status};
-use relance_core::simulation::{self, Happening, Simulation};
+use relance_core::simulation::{self, Simulation};
 use relance_core::wire::{ActivityDetail, EngagementDetail, LaunchDetail};
 use relance_core::{Contact, Format, IsoDuration, validate};
 use relance_runtime::runtime::Runtime;
@@ -115,29 +115,7 @@ fn play(
     while now <= end {
         while script.last().is_some_and(|e| e.at() <= now) {
             let Some(e) = script.pop() else { break };
-            let result = match e.what {
-                Happening::Activity(a) => rt.activity(
-                    ActivityDetail {
-                        contact: e.contact,
-                        event: a.name,
-                        properties: a.properties,
-                        at: Some(a.at),
-                    },
-                    now,
-                ),
-                Happening::Engagement(g) => rt.engagement(
-                    EngagementDetail {
-                        contact: e.contact,
-                        scenario: scenario.into(),
-                        step: g.step,
-                        kind: g.kind,
-                        url: g.url,
-                        link_tags: g.link_tags,
-                        at: Some(g.at),
-                    },
-                    now,
-                ),
-            };
+            let result = rt.scripted(scenario, e, now);
             result.unwrap_or_else(|e| panic!("{e}"));
         }
         if !launched {

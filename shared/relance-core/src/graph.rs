@@ -63,13 +63,7 @@ fn counts_line(counts: Option<&JournalCounts>, step: &str, is_end: bool, end: &s
 /// The Mermaid flowchart of a scenario, with the journal's counts on each step when given.
 pub fn mermaid(s: &Scenario, counts: Option<&JournalCounts>) -> String {
     let mut out = String::from("flowchart TD\n");
-    let launch = match &s.launch {
-        Launch::Manual => "manual launch".to_string(),
-        Launch::Recurring(_) => "recurring launch".to_string(),
-        Launch::FixedDates(d) => format!("{} fixed dates", d.len()),
-        Launch::AfterImport(_) => "after import".to_string(),
-        Launch::Trigger(t) => format!("on {}", t.event),
-    };
+    let launch = launch_label(s);
     let _ = writeln!(out, "  start([\"{}\"])", label(&launch));
     if let Some(first) = s.steps.first() {
         let _ = writeln!(out, "  start --> {}", node_id(&first.id));

@@ -336,6 +336,29 @@ pub trait Store:
     /// The storage failure type shared by every port.
     type Fault;
 
+    /// Applies one effect through the ports (the contact changes of `SetField` come whole
+    /// with the transition; `Ended` is the enrollment's own state).
+    fn apply_effect(
+        &mut self,
+        scenario: &str,
+        effect: &Effect,
+        now: DateTime<Utc>,
+    ) -> Result<(), Self::Fault> {
+        match effect {
+            Effect::Record(r) => self.journal(scenario, r),
+            Effect::Send(s) => self.outbox_send(scenario, s, now),
+            Effect::ScheduleWake(w) => self.schedule(w),
+            Effect::CancelWake(w) => self.cancel(w),
+            Effect::Action {
+                enrollment,
+                contact,
+                step,
+                action,
+            } => self.outbox_action(scenario, enrollment, contact, step, action, now),
+            Effect::SetField { .. } | Effect::Ended { .. } => Ok(()),
+        }
+    }
+
     /// Writes one transition: its effects (journal, outbox, timers, contact) and the
     /// enrollment, conditionally on the stored version being `expected`.
     ///
@@ -354,19 +377,7 @@ pub trait Store:
         now: DateTime<Utc>,
     ) -> Result<(), Self::Fault> {
         for effect in &t.effects {
-            match effect {
-                Effect::Record(r) => self.journal(scenario, r)?,
-                Effect::Send(s) => self.outbox_send(scenario, s, now)?,
-                Effect::ScheduleWake(w) => self.schedule(w)?,
-                Effect::CancelWake(w) => self.cancel(w)?,
-                Effect::Action {
-                    enrollment,
-                    contact,
-                    step,
-                    action,
-                } => self.outbox_action(scenario, enrollment, contact, step, action, now)?,
-                Effect::SetField { .. } | Effect::Ended { .. } => {}
-            }
+            self.apply_effect(scenario, effect, now)?;
         }
         self.save_enrollment(expected, scenario_version, &t.enrollment)?;
         if let Some(c) = &t.contact {

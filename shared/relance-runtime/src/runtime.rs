@@ -15,6 +15,7 @@ use relance_core::ports::{
 };
 use relance_core::scenario::{ImportSubset, Launch, Scenario};
 use relance_core::schedule::inactivity_deadline;
+use relance_core::simulation::{Happening, ScriptedEvent};
 use relance_core::validate;
 use relance_core::wire::{ActivityDetail, ContactDetail, EngagementDetail, LaunchDetail};
 use relance_core::{Problem, scenario};
@@ -437,6 +438,39 @@ where
             }
             Ok(())
         })
+    }
+
+    /// Applies one line of an events file at `now`: an activity event, or engagement with a
+    /// send of `scenario` (test mode and the parity tests drive the runtime with them).
+    pub fn scripted(
+        &mut self,
+        scenario: &str,
+        event: ScriptedEvent,
+        now: DateTime<Utc>,
+    ) -> Result<(), RuntimeError> {
+        match event.what {
+            Happening::Activity(a) => self.activity(
+                ActivityDetail {
+                    contact: event.contact,
+                    event: a.name,
+                    properties: a.properties,
+                    at: Some(a.at),
+                },
+                now,
+            ),
+            Happening::Engagement(g) => self.engagement(
+                EngagementDetail {
+                    contact: event.contact,
+                    scenario: scenario.to_string(),
+                    step: g.step,
+                    kind: g.kind,
+                    url: g.url,
+                    link_tags: g.link_tags,
+                    at: Some(g.at),
+                },
+                now,
+            ),
+        }
     }
 
     /// Launches an active scenario for some contacts, or for its audience.
