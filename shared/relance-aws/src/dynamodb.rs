@@ -393,27 +393,17 @@ impl DynamoStore {
         Ok(())
     }
 
-    /// Every item of a partition whose sort key starts with `prefix`, in order.
-    fn query(&self, table: &str, pk: &str, prefix: &str) -> Result<Vec<Item>, AwsError> {
+    /// Every item a query returns, across pages.
+    fn query_all(
+        &self,
+        query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+    ) -> Result<Vec<Item>, AwsError> {
         let mut out = Vec::new();
         let mut start: Option<Item> = None;
         loop {
-            let q = self
-                .client
-                .query()
-                .table_name(table)
-                .expression_attribute_values(":pk", s(pk))
-                .consistent_read(true);
-            // DynamoDB refuses an empty prefix: no prefix means the whole partition.
-            let q = if prefix.is_empty() {
-                q.key_condition_expression("pk = :pk")
-            } else {
-                q.key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-                    .expression_attribute_values(":p", s(prefix))
-            };
             let page = self
                 .bridge
-                .block(q.set_exclusive_start_key(start.take()).send())
+                .block(query.clone().set_exclusive_start_key(start.take()).send())
                 .map_err(dynamo("Query"))?;
             out.extend(page.items.unwrap_or_default());
             match page.last_evaluated_key {
@@ -423,31 +413,66 @@ impl DynamoStore {
         }
     }
 
-    /// Timer items of one bucket due at or before `now`.
-    fn query_bucket(&self, bucket: &str, now: DateTime<Utc>) -> Result<Vec<Item>, AwsError> {
+    /// Every item of the state table matching a filter, across pages (tests and audience listing).
+    fn scan_all(
+        &self,
+        filter: &str,
+        values: &[(&str, &str)],
+        projection: Option<&str>,
+    ) -> Result<Vec<Item>, AwsError> {
+        let mut scan = self
+            .client
+            .scan()
+            .table_name(&self.config.state_table)
+            .filter_expression(filter)
+            .set_projection_expression(projection.map(str::to_string));
+        for (k, v) in values {
+            scan = scan.expression_attribute_values(*k, s(*v));
+        }
         let mut out = Vec::new();
         let mut start: Option<Item> = None;
         loop {
             let page = self
                 .bridge
-                .block(
-                    self.client
-                        .query()
-                        .table_name(&self.config.timers_table)
-                        .key_condition_expression("pk = :pk AND sk <= :upto")
-                        .expression_attribute_values(":pk", s(bucket))
-                        .expression_attribute_values(":upto", s(format!("{}#~", ts(now))))
-                        .consistent_read(true)
-                        .set_exclusive_start_key(start.take())
-                        .send(),
-                )
-                .map_err(dynamo("Query"))?;
+                .block(scan.clone().set_exclusive_start_key(start.take()).send())
+                .map_err(dynamo("Scan"))?;
             out.extend(page.items.unwrap_or_default());
             match page.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),
                 _ => return Ok(out),
             }
         }
+    }
+
+    /// Every item of a partition whose sort key starts with `prefix`, in order.
+    fn query(&self, table: &str, pk: &str, prefix: &str) -> Result<Vec<Item>, AwsError> {
+        let q = self
+            .client
+            .query()
+            .table_name(table)
+            .expression_attribute_values(":pk", s(pk))
+            .consistent_read(true);
+        // DynamoDB refuses an empty prefix: no prefix means the whole partition.
+        let q = if prefix.is_empty() {
+            q.key_condition_expression("pk = :pk")
+        } else {
+            q.key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+                .expression_attribute_values(":p", s(prefix))
+        };
+        self.query_all(q)
+    }
+
+    /// Timer items of one bucket due at or before `now`.
+    fn query_bucket(&self, bucket: &str, now: DateTime<Utc>) -> Result<Vec<Item>, AwsError> {
+        self.query_all(
+            self.client
+                .query()
+                .table_name(&self.config.timers_table)
+                .key_condition_expression("pk = :pk AND sk <= :upto")
+                .expression_attribute_values(":pk", s(bucket))
+                .expression_attribute_values(":upto", s(format!("{}#~", ts(now))))
+                .consistent_read(true),
+        )
     }
 
     fn shard(&self, key: &str) -> u32 {
@@ -651,27 +676,11 @@ impl DynamoStore {
     pub fn outbox(&self) -> Result<Vec<serde_json::Value>, AwsError> {
         // Sends live in the contacts' partitions (a scan is fine for tests and the dev runner);
         // actions in the `outbox` partition.
-        let mut items = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .bridge
-                .block(
-                    self.client
-                        .scan()
-                        .table_name(&self.config.state_table)
-                        .filter_expression("begins_with(sk, :s) AND attribute_exists(payload)")
-                        .expression_attribute_values(":s", s("s#"))
-                        .set_exclusive_start_key(start.take())
-                        .send(),
-                )
-                .map_err(dynamo("Scan"))?;
-            items.extend(page.items.unwrap_or_default());
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => break,
-            }
-        }
+        let mut items = self.scan_all(
+            "begins_with(sk, :s) AND attribute_exists(payload)",
+            &[(":s", "s#")],
+            None,
+        )?;
         items.extend(self.query(&self.config.state_table, "outbox", "")?);
         let mut out: Vec<(String, serde_json::Value)> = items
             .iter()
@@ -876,32 +885,15 @@ impl ContactStore for DynamoStore {
     }
 
     fn contact_ids(&mut self) -> Result<Vec<String>, AwsError> {
-        let mut ids = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .bridge
-                .block(
-                    self.client
-                        .scan()
-                        .table_name(&self.config.state_table)
-                        .filter_expression("sk = :p")
-                        .expression_attribute_values(":p", s("profile"))
-                        .projection_expression("pk")
-                        .set_exclusive_start_key(start.take())
-                        .send(),
-                )
-                .map_err(dynamo("Scan"))?;
-            for item in page.items.unwrap_or_default() {
-                if let Some(id) = get_s(&item, "pk").and_then(|p| p.strip_prefix("contact#")) {
-                    ids.push(id.to_string());
-                }
-            }
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => break,
-            }
-        }
+        let items = self.scan_all("sk = :p", &[(":p", "profile")], Some("pk"))?;
+        let mut ids: Vec<String> = items
+            .iter()
+            .filter_map(|i| {
+                get_s(i, "pk")
+                    .and_then(|p| p.strip_prefix("contact#"))
+                    .map(str::to_string)
+            })
+            .collect();
         ids.sort();
         Ok(ids)
     }
