@@ -158,6 +158,10 @@ fn is_conditional<E: ProvideErrorMetadata>(e: &aws_sdk_dynamodb::error::SdkError
     e.as_service_error().and_then(|s| s.code()) == Some("ConditionalCheckFailedException")
 }
 
+/// How many of a contact's latest enrollments in a scenario `history` reads for its sends
+/// (frequency-cap windows are short; older ones cannot matter).
+const MAX_ENROLLMENTS_READ: usize = 5;
+
 /// The minute bucket of an instant.
 fn minute(t: DateTime<Utc>) -> DateTime<Utc> {
     t.with_second(0)
@@ -978,11 +982,22 @@ impl ContactStore for DynamoStore {
                 link_tags: from_json("link tags", get_s(&item, "link_tags").unwrap_or("[]"))?,
             });
         }
-        for item in self.query(&self.config.state_table, &pk, &format!("s#{scenario}#"))? {
-            h.sends.push(SendMark {
-                at: parse_ts(get_s(&item, "at").unwrap_or(""))?,
-            });
+        // The scenario's earlier sends to the contact (for frequency caps) are in its
+        // enrollments' `sent` maps: no separate write per send.
+        let entries = self
+            .get(&pk, &format!("entry#{scenario}"))?
+            .and_then(|e| get_n(&e, "entries"))
+            .unwrap_or(0);
+        for n in (1..=entries).rev().take(MAX_ENROLLMENTS_READ) {
+            if let Some(item) =
+                self.get(&format!("enrollment#{scenario}:{contact}:{n}"), "state")?
+            {
+                let e: Enrollment = from_json("enrollment", get_s(&item, "doc").unwrap_or("null"))?;
+                h.sends
+                    .extend(e.sent.values().map(|at| SendMark { at: *at }));
+            }
         }
+        h.sends.sort_by_key(|m| m.at);
         h.events.sort_by_key(|e| e.at);
         h.engagement.sort_by_key(|e| e.at);
         Ok(h)
@@ -1356,35 +1371,36 @@ impl JournalStore for DynamoStore {
         send: &Send,
         at: DateTime<Utc>,
     ) -> Result<(), AwsError> {
-        // One item is both the send's record (once per key) and the mark the frequency cap
-        // and `history` read: it lives in the contact's partition.
         let payload =
             serde_json::json!({"kind": "send", "at": at, "scenario": scenario, "send": send});
-        let mut item = Item::new();
-        item.insert("pk".into(), s(format!("contact#{}", send.contact)));
-        item.insert(
-            "sk".into(),
-            s(format!("s#{scenario}#{}#{}", ts(at), send.idempotency_key)),
-        );
-        item.insert("at".into(), s(ts(at)));
-        item.insert("payload".into(), s(payload.to_string()));
-        self.put_new(item)?;
-        // Replays send again: the channel sender keeps each idempotency key once.
-        if let Some(queues) = &self.queues {
-            let q = &self.config.queues;
-            let url = match send.channel {
-                Channel::Email => &q.email,
-                Channel::Sms => &q.sms,
-                Channel::Push => &q.push,
-                Channel::WebPush => &q.web_push,
-            };
-            if let Some(url) = url {
-                let _ = queues;
+        let q = &self.config.queues;
+        let url = match send.channel {
+            Channel::Email => &q.email,
+            Channel::Sms => &q.sms,
+            Channel::Push => &q.push,
+            Channel::WebPush => &q.web_push,
+        };
+        match (&self.queues, url) {
+            // The channel queue is the outbox: the sender records each key once (its claim).
+            // Replays enqueue again; the claim keeps the send single.
+            (Some(_), Some(url)) => {
                 self.deferred_messages
                     .push((url.clone(), payload.to_string()));
+                Ok(())
+            }
+            // No queue (tests, the dev store): the send is recorded in the contact's partition.
+            _ => {
+                let mut item = Item::new();
+                item.insert("pk".into(), s(format!("contact#{}", send.contact)));
+                item.insert(
+                    "sk".into(),
+                    s(format!("s#{scenario}#{}#{}", ts(at), send.idempotency_key)),
+                );
+                item.insert("at".into(), s(ts(at)));
+                item.insert("payload".into(), s(payload.to_string()));
+                self.put_new(item).map(|_| ())
             }
         }
-        Ok(())
     }
 
     fn outbox_action(

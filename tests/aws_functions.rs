@@ -59,7 +59,7 @@ fn emulator() -> &'static Emulator {
 }
 
 fn sample<T: serde::de::DeserializeOwned>(name: &str) -> T {
-    let path = format!("{}/../../events/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
@@ -610,4 +610,197 @@ fn ends_goals_and_tasks_reach_the_bus_and_large_launches_fan_out_in_pages() {
         "{types:?} from {} events",
         seen.len()
     );
+}
+
+#[test]
+fn a_failed_send_is_retried_without_duplicating_and_a_poisoned_message_reaches_the_dlq() {
+    use relance_aws::channels::{Outcome, SenderConfig, Senders};
+    let emu = emulator();
+    let prefix = format!("r{}-", std::process::id());
+    let config = AwsConfig::with_prefix(&prefix, 1);
+    emu.runtime
+        .block_on(DynamoStore::create_tables(&emu.dynamo, &config))
+        .unwrap_or_else(|e| panic!("{e}"));
+    if let Err(e) = emu.runtime.block_on(
+        emu.ses
+            .create_email_identity()
+            .email_identity("news@example.com")
+            .send(),
+    ) {
+        assert!(format!("{e:?}").contains("AlreadyExists"), "{e:?}");
+    }
+    let bridge = Bridge::new(emu.runtime.handle().clone());
+    let sender_config = SenderConfig {
+        from_email: "news@example.com".into(),
+        configuration_set: None,
+        default_sms_type: "Transactional".into(),
+        sms_sender_id: None,
+    };
+    // A sender whose SES is unreachable: the send fails for now, and its claim is released.
+    let unreachable = emu.runtime.block_on(async {
+        let sdk = aws_config::load_from_env().await;
+        let conf = aws_sdk_sesv2::config::Builder::from(&sdk)
+            .endpoint_url("http://127.0.0.1:9")
+            .build();
+        aws_sdk_sesv2::Client::from_conf(conf)
+    });
+    let failing = Senders::new(
+        unreachable,
+        emu.sns.clone(),
+        emu.dynamo.clone(),
+        config.state_table.clone(),
+        sender_config.clone(),
+        bridge.clone(),
+    );
+    let working = Senders::new(
+        emu.ses.clone(),
+        emu.sns.clone(),
+        emu.dynamo.clone(),
+        config.state_table.clone(),
+        sender_config,
+        bridge.clone(),
+    );
+    let batch: SqsEvent = sample("email-sender.sqs.json");
+    let mut raw = serde_json::to_value(&batch).unwrap_or_default();
+    let body = raw["Records"][0]["body"]
+        .as_str()
+        .unwrap_or("")
+        .replace("aws-welcome:ana:1:welcome", &format!("{prefix}retry"));
+    raw["Records"][0]["body"] = Value::String(body.clone());
+    let batch: SqsEvent = serde_json::from_value(raw).unwrap_or_else(|e| panic!("{e}"));
+    let mut store = DynamoStore::new(emu.dynamo.clone(), config.clone(), bridge.clone());
+    let first = handlers::channel_sender(&failing, &mut store, &batch, at("2026-12-01T09:00:00Z"));
+    assert_eq!(
+        first.batch_item_failures.len(),
+        1,
+        "a transient failure is retried by the queue"
+    );
+    let before = emails_to(
+        &emulator_read("/_ministack/ses/messages"),
+        "ana@example.com",
+    );
+    let retry = handlers::channel_sender(&working, &mut store, &batch, at("2026-12-01T09:00:30Z"));
+    assert!(retry.batch_item_failures.is_empty());
+    let again = handlers::channel_sender(&working, &mut store, &batch, at("2026-12-01T09:01:00Z"));
+    assert!(again.batch_item_failures.is_empty());
+    assert_eq!(
+        emails_to(
+            &emulator_read("/_ministack/ses/messages"),
+            "ana@example.com"
+        ) - before,
+        1,
+        "sent once, on the retry"
+    );
+    let (_, send) = relance_aws::channels::decode_send(&body).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        working.deliver(&send, "aws-welcome").ok(),
+        Some(Outcome::Duplicate)
+    );
+
+    // A queue with a redrive policy: a message the step executor keeps failing ends in the DLQ.
+    let dlq = create_queue(&format!("{prefix}step-dlq"));
+    let dlq_arn = emu
+        .runtime
+        .block_on(
+            emu.sqs
+                .get_queue_attributes()
+                .queue_url(&dlq)
+                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .attributes
+        .and_then(|a| {
+            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .cloned()
+        })
+        .unwrap_or_default();
+    let step = emu
+        .runtime
+        .block_on(
+            emu.sqs
+                .create_queue()
+                .queue_name(format!("{prefix}step"))
+                .attributes(
+                    aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+                    "1",
+                )
+                .attributes(
+                    aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+                    format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"2"}}"#),
+                )
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .queue_url
+        .unwrap_or_default();
+    let queues = SqsQueues::new(emu.sqs.clone(), bridge);
+    queues
+        .send_batch(&step, &[
+            relance_aws::sqs::Outgoing { id: "good".into(), body: "{\"enrollment\":\"x:y:1\",\"contact\":\"y\",\"step\":\"s\",\"at\":\"2026-12-01T09:00:00Z\"}".into(), delay_seconds: 0 },
+            relance_aws::sqs::Outgoing { id: "poison".into(), body: "not a timer".into(), delay_seconds: 0 },
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut rt = Runtime::new(store);
+    // As Lambda's event source mapping does: receive, call, delete what succeeded.
+    let mut quiet = 0;
+    for _ in 0..12 {
+        let got = emu
+            .runtime
+            .block_on(
+                emu.sqs
+                    .receive_message()
+                    .queue_url(&step)
+                    .max_number_of_messages(10)
+                    .wait_time_seconds(1)
+                    .send(),
+            )
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .messages
+            .unwrap_or_default();
+        if got.is_empty() {
+            quiet += 1;
+            if quiet >= 3 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(400));
+            continue;
+        }
+        quiet = 0;
+        let pairs: Vec<(String, String)> = got
+            .iter()
+            .map(|m| {
+                (
+                    m.message_id.clone().unwrap_or_default(),
+                    m.body.clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        let response =
+            handlers::step_executor(&mut rt, &sqs_event(&pairs), at("2026-12-01T09:00:00Z"));
+        let failed: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        for m in &got {
+            if !failed.contains(&m.message_id.as_deref().unwrap_or("")) {
+                let _ = emu.runtime.block_on(
+                    emu.sqs
+                        .delete_message()
+                        .queue_url(&step)
+                        .receipt_handle(m.receipt_handle.clone().unwrap_or_default())
+                        .send(),
+                );
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(600));
+    }
+    let dead = drain(&dlq);
+    assert_eq!(
+        dead.len(),
+        1,
+        "the poisoned message, alone, in the DLQ: {dead:?}"
+    );
+    assert_eq!(dead[0].1, "not a timer");
 }

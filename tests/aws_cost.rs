@@ -292,4 +292,15 @@ fn a_reference_drip_costs_counted_requests_per_contact_step() {
     );
     assert_eq!(c.meter.total("SNS", &["Publish"]), N.div_ceil(3) as u64);
     assert!(writes > 0 && reads > 0);
+    // The budget, as counts (not timings): at most 2.5 writes and 0.4 SQS requests.
+    assert!(
+        per(writes) <= 2.5,
+        "{:.2} DynamoDB writes per contact-step",
+        per(writes)
+    );
+    assert!(
+        per(sqs_sends + sqs_polling) <= 0.4,
+        "{:.2} SQS requests per contact-step",
+        per(sqs_sends + sqs_polling)
+    );
 }

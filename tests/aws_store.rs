@@ -144,7 +144,7 @@ fn play(
 
 #[test]
 fn the_aws_path_sends_what_simulate_sends() {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/");
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/");
     let read = |f: &str| {
         std::fs::read_to_string(format!("{root}{f}")).unwrap_or_else(|e| panic!("{f}: {e}"))
     };
