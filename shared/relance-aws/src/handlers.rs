@@ -123,12 +123,15 @@ pub struct TickSummary {
 }
 
 /// How far ahead the tick looks: timers due within it go to the step queue now, delayed to
-/// their second; the tick runs every minute, so a little more than a minute.
-pub const LOOKAHEAD: TimeDelta = TimeDelta::seconds(75);
+/// their second. The tick runs every minute, so one minute: each timer is queued by one tick.
+pub const LOOKAHEAD: TimeDelta = TimeDelta::seconds(60);
+
+/// The most timers one tick hands to the step queue (a herd due at one second fits).
+pub const TICK_LIMIT: usize = 100_000;
 
 /// tick: the scheduled event (its `time` is `now`): launches and inactivity checks, then the
 /// timers due within [`LOOKAHEAD`] to the step queue with `DelaySeconds`. A timer queued twice
-/// (not yet fired at the next tick) is harmless: the step executor finds it stale.
+/// (still unfired at the next tick) is harmless: the step executor finds it stale.
 pub fn tick(
     rt: &mut Runtime<DynamoStore>,
     queues: &SqsQueues,
@@ -137,7 +140,7 @@ pub fn tick(
 ) -> Result<TickSummary, HandlerError> {
     let report = rt.tick_schedules(now)?;
     rt.store().flush()?;
-    let wakes = rt.due_timers(now + LOOKAHEAD)?;
+    let wakes = rt.due_timers_up_to(now + LOOKAHEAD, TICK_LIMIT)?;
     let messages: Vec<Outgoing> = wakes
         .iter()
         .enumerate()

@@ -630,8 +630,18 @@ where
     /// Timers due at or before `until`, oldest first (a batch; ask again for more). The AWS
     /// tick hands them to the step queue; the embedded tick fires them itself.
     pub fn due_timers(&mut self, until: DateTime<Utc>) -> Result<Vec<Wake>, RuntimeError> {
+        self.due_timers_up_to(until, TIMER_BATCH)
+    }
+
+    /// Like [`Runtime::due_timers`], with the batch size chosen by the caller (the AWS tick
+    /// hands a whole herd of timers due at one second to the step queue at once).
+    pub fn due_timers_up_to(
+        &mut self,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Wake>, RuntimeError> {
         self.store
-            .due_timers(until.trunc_subsecs(6), TIMER_BATCH)
+            .due_timers(until.trunc_subsecs(6), limit)
             .map_err(store_err)
     }
 
