@@ -182,10 +182,58 @@ fn a_scenario_runs_from_trigger_to_end_through_the_queues() {
         handlers::trigger(&mut rt, None, event, event.time.unwrap_or(t0))
             .unwrap_or_else(|e| panic!("{e}"));
     }
-    // Ana opens the email: her wait resumes and thanks her.
+    // The email sender sends both welcomes through SES, once each.
+    if let Err(e) = emu.runtime.block_on(
+        emu.ses
+            .create_email_identity()
+            .email_identity("news@example.com")
+            .send(),
+    ) {
+        assert!(format!("{e:?}").contains("AlreadyExists"), "{e:?}");
+    }
+    let senders = relance_aws::channels::Senders::new(
+        emu.ses.clone(),
+        emu.sns.clone(),
+        emu.dynamo.clone(),
+        config.state_table.clone(),
+        relance_aws::channels::SenderConfig {
+            from_email: "news@example.com".into(),
+            configuration_set: None,
+            default_sms_type: "Transactional".into(),
+            sms_sender_id: None,
+        },
+        Bridge::new(emu.runtime.handle().clone()),
+    );
+    let welcomes = drain(config.queues.email.as_deref().unwrap_or(""));
+    assert_eq!(
+        keys(&welcomes),
+        ["aws-welcome:ana:1:welcome", "aws-welcome:ben:1:welcome"]
+    );
+    let before = emails_to(
+        &emulator_read("/_ministack/ses/messages"),
+        "ben@example.com",
+    );
+    assert!(
+        handlers::channel_sender(&senders, rt.store(), &sqs_event(&welcomes), t0)
+            .batch_item_failures
+            .is_empty()
+    );
+    assert_eq!(
+        emails_to(
+            &emulator_read("/_ministack/ses/messages"),
+            "ben@example.com"
+        ) - before,
+        1
+    );
+    // Ana opens it: SES's open event (through SNS) reaches the engagement function, her wait
+    // resumes and thanks her.
+    let opened: SqsEvent = sample("engagement.ses-open.sqs.json");
+    assert!(
+        handlers::engagement(&mut rt, &opened, at("2026-12-01T10:00:01Z"))
+            .batch_item_failures
+            .is_empty()
+    );
     let opened: EventBridgeEvent<Value> = sample("trigger.engagement.json");
-    handlers::trigger(&mut rt, None, &opened, opened.time.unwrap_or(t0))
-        .unwrap_or_else(|e| panic!("{e}"));
     // An unknown detail-type is refused as bad input.
     let mut odd = opened.clone();
     odd.detail_type = "relance.unknown".into();
@@ -219,15 +267,31 @@ fn a_scenario_runs_from_trigger_to_end_through_the_queues() {
 
     let emails = drain(config.queues.email.as_deref().unwrap_or(""));
     let sms = drain(config.queues.sms.as_deref().unwrap_or(""));
-    assert_eq!(
-        keys(&emails),
-        [
-            "aws-welcome:ana:1:thanks",
-            "aws-welcome:ana:1:welcome",
-            "aws-welcome:ben:1:welcome"
-        ]
-    );
+    assert_eq!(keys(&emails), ["aws-welcome:ana:1:thanks"]);
     assert_eq!(keys(&sms), ["aws-welcome:ben:1:nudge"]);
+    // The senders deliver the thanks and the SMS.
+    let before = sms_to(
+        &emulator_read("/_ministack/sns/sms-messages"),
+        "+33600000002",
+    );
+    assert!(
+        handlers::channel_sender(&senders, rt.store(), &sqs_event(&emails), now)
+            .batch_item_failures
+            .is_empty()
+    );
+    assert!(
+        handlers::channel_sender(&senders, rt.store(), &sqs_event(&sms), now)
+            .batch_item_failures
+            .is_empty()
+    );
+    assert_eq!(
+        sms_to(
+            &emulator_read("/_ministack/sns/sms-messages"),
+            "+33600000002"
+        ) - before,
+        1
+    );
+    let emails = welcomes;
     let body: Value = serde_json::from_str(
         &emails
             .iter()
