@@ -11,13 +11,44 @@ use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use relance_core::IsoDuration;
 use relance_core::journal::{JournalCounts, Record, RecordKind};
-use relance_core::ports::{ScenarioStore, SourceFormat, Status};
+use relance_core::ports::{SourceFormat, Status, Store};
 use relance_core::simulation::{self};
 use relance_core::wire::LaunchDetail;
 use relance_embedded::clock::{Clock, ScaledClock, SystemClock};
 use relance_embedded::import::{self, ContactsFormat};
 use relance_embedded::runtime::Runtime;
 use relance_embedded::store::SqliteStore;
+
+/// Where the operating commands act: the embedded SQLite file, or DynamoDB on an endpoint
+/// (LocalStack, the emulator) or on AWS.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// `--db FILE`.
+    Sqlite(PathBuf),
+    /// `--endpoint URL` (or `--aws`): the tables named after `prefix`.
+    Aws {
+        /// The endpoint; None for AWS itself.
+        endpoint: Option<String>,
+        /// The resources' name prefix.
+        prefix: String,
+    },
+}
+
+/// Runs `$body` with `$rt` bound to the backend's runtime.
+macro_rules! on_backend {
+    ($backend:expr, |$rt:ident| $body:expr) => {
+        match $backend {
+            Backend::Sqlite(db) => {
+                let mut $rt = open(db)?;
+                $body
+            }
+            Backend::Aws { endpoint, prefix } => {
+                let (_tokio, mut $rt) = crate::aws::runtime(endpoint.as_deref(), prefix)?;
+                $body
+            }
+        }
+    };
+}
 
 fn open(db: &Path) -> Result<Runtime<SqliteStore>> {
     let store =
@@ -91,8 +122,15 @@ pub fn run(
 }
 
 /// `relance scenario put|activate|pause|archive|list`.
-pub fn scenario(db: &Path, action: &str, arg: Option<&Path>) -> Result<ExitCode> {
-    let mut rt = open(db)?;
+pub fn scenario(backend: &Backend, action: &str, arg: Option<&Path>) -> Result<ExitCode> {
+    on_backend!(backend, |rt| scenario_on(&mut rt, action, arg))
+}
+
+fn scenario_on<S>(rt: &mut Runtime<S>, action: &str, arg: Option<&Path>) -> Result<ExitCode>
+where
+    S: Store,
+    S::Fault: std::error::Error + Send + Sync + 'static,
+{
     let now = Utc::now();
     match (action, arg) {
         ("list", _) => {
@@ -141,8 +179,15 @@ pub fn scenario(db: &Path, action: &str, arg: Option<&Path>) -> Result<ExitCode>
 }
 
 /// `relance launch`.
-pub fn launch(db: &Path, scenario: &str, contacts: Vec<String>) -> Result<ExitCode> {
-    let mut rt = open(db)?;
+pub fn launch(backend: &Backend, scenario: &str, contacts: Vec<String>) -> Result<ExitCode> {
+    on_backend!(backend, |rt| launch_on(&mut rt, scenario, contacts))
+}
+
+fn launch_on<S>(rt: &mut Runtime<S>, scenario: &str, contacts: Vec<String>) -> Result<ExitCode>
+where
+    S: Store,
+    S::Fault: std::error::Error + Send + Sync + 'static,
+{
     let detail = LaunchDetail {
         scenario: scenario.to_string(),
         contacts: (!contacts.is_empty()).then_some(contacts),
@@ -152,11 +197,11 @@ pub fn launch(db: &Path, scenario: &str, contacts: Vec<String>) -> Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-fn import_into(
-    rt: &mut Runtime<SqliteStore>,
-    path: &Path,
-    now: DateTime<Utc>,
-) -> Result<serde_json::Value> {
+fn import_into<S>(rt: &mut Runtime<S>, path: &Path, now: DateTime<Utc>) -> Result<serde_json::Value>
+where
+    S: Store,
+    S::Fault: std::error::Error + Send + Sync + 'static,
+{
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let (rows, rejected) =
@@ -184,9 +229,16 @@ fn import_into(
 }
 
 /// `relance contacts import`.
-pub fn contacts_import(db: &Path, file: &Path) -> Result<ExitCode> {
-    let mut rt = open(db)?;
-    let report = import_into(&mut rt, file, Utc::now())?;
+pub fn contacts_import(backend: &Backend, file: &Path) -> Result<ExitCode> {
+    on_backend!(backend, |rt| contacts_import_on(&mut rt, file))
+}
+
+fn contacts_import_on<S>(rt: &mut Runtime<S>, file: &Path) -> Result<ExitCode>
+where
+    S: Store,
+    S::Fault: std::error::Error + Send + Sync + 'static,
+{
+    let report = import_into(rt, file, Utc::now())?;
     outln!(
         "{}: {} added, {} modified, {} unchanged, {} rejected",
         file.display(),
@@ -206,13 +258,30 @@ pub fn contacts_import(db: &Path, file: &Path) -> Result<ExitCode> {
 }
 
 /// The journal counts of a scenario in a database (for `relance graph --db`).
-pub fn counts(db: &Path, scenario: &str) -> Result<JournalCounts> {
-    Ok(open(db)?.journal(scenario)?)
+pub fn counts(backend: &Backend, scenario: &str) -> Result<JournalCounts> {
+    on_backend!(backend, |rt| Ok(rt.journal(scenario)?))
 }
 
 /// `relance journal`.
-pub fn journal(db: &Path, scenario: &str, contact: Option<&str>, json: bool) -> Result<ExitCode> {
-    let mut rt = open(db)?;
+pub fn journal(
+    backend: &Backend,
+    scenario: &str,
+    contact: Option<&str>,
+    json: bool,
+) -> Result<ExitCode> {
+    on_backend!(backend, |rt| journal_on(&mut rt, scenario, contact, json))
+}
+
+fn journal_on<S>(
+    rt: &mut Runtime<S>,
+    scenario: &str,
+    contact: Option<&str>,
+    json: bool,
+) -> Result<ExitCode>
+where
+    S: Store,
+    S::Fault: std::error::Error + Send + Sync + 'static,
+{
     if let Some(c) = contact {
         let path = rt.path(scenario, c)?;
         if json {
@@ -350,8 +419,15 @@ fn print_path(contact: &str, path: &[Record]) -> Result<()> {
 }
 
 /// `relance clone`.
-pub fn clone(db: &Path, from: &str, to: &str) -> Result<ExitCode> {
-    let mut rt = open(db)?;
+pub fn clone(backend: &Backend, from: &str, to: &str) -> Result<ExitCode> {
+    on_backend!(backend, |rt| clone_on(&mut rt, from, to))
+}
+
+fn clone_on<S>(rt: &mut Runtime<S>, from: &str, to: &str) -> Result<ExitCode>
+where
+    S: Store,
+    S::Fault: std::error::Error + Send + Sync + 'static,
+{
     let entry = rt
         .store()
         .scenario(from)?

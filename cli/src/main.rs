@@ -17,6 +17,7 @@ macro_rules! out {
     }};
 }
 
+mod aws;
 mod embedded;
 mod templates;
 
@@ -80,6 +81,15 @@ enum Command {
         /// The SQLite database.
         #[arg(long, default_value = "relance.db")]
         db: PathBuf,
+        /// Act on DynamoDB at this endpoint (LocalStack, the emulator) instead of the database.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Act on DynamoDB in AWS (credentials and region from the environment).
+        #[arg(long)]
+        aws: bool,
+        /// The AWS resources' name prefix.
+        #[arg(long, default_value = "relance-")]
+        prefix: String,
     },
     /// Launch an active scenario for some contacts, or for its audience.
     Launch {
@@ -91,6 +101,15 @@ enum Command {
         /// The SQLite database.
         #[arg(long, default_value = "relance.db")]
         db: PathBuf,
+        /// Act on DynamoDB at this endpoint (LocalStack, the emulator) instead of the database.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Act on DynamoDB in AWS (credentials and region from the environment).
+        #[arg(long)]
+        aws: bool,
+        /// The AWS resources' name prefix.
+        #[arg(long, default_value = "relance-")]
+        prefix: String,
     },
     /// Contacts: `relance contacts import FILE` (CSV with a header row, or JSON lines).
     Contacts {
@@ -101,6 +120,15 @@ enum Command {
         /// The SQLite database.
         #[arg(long, default_value = "relance.db")]
         db: PathBuf,
+        /// Act on DynamoDB at this endpoint (LocalStack, the emulator) instead of the database.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Act on DynamoDB in AWS (credentials and region from the environment).
+        #[arg(long)]
+        aws: bool,
+        /// The AWS resources' name prefix.
+        #[arg(long, default_value = "relance-")]
+        prefix: String,
     },
     /// Counts per step and per end of a scenario, or one contact's path.
     Journal {
@@ -115,6 +143,15 @@ enum Command {
         /// The SQLite database.
         #[arg(long, default_value = "relance.db")]
         db: PathBuf,
+        /// Act on DynamoDB at this endpoint (LocalStack, the emulator) instead of the database.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Act on DynamoDB in AWS (credentials and region from the environment).
+        #[arg(long)]
+        aws: bool,
+        /// The AWS resources' name prefix.
+        #[arg(long, default_value = "relance-")]
+        prefix: String,
     },
     /// Write a new scenario file from a built-in template (without --template: list them).
     New {
@@ -140,6 +177,15 @@ enum Command {
         /// The SQLite database.
         #[arg(long, default_value = "relance.db")]
         db: PathBuf,
+        /// Act on DynamoDB at this endpoint (LocalStack, the emulator) instead of the database.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Act on DynamoDB in AWS (credentials and region from the environment).
+        #[arg(long)]
+        aws: bool,
+        /// The AWS resources' name prefix.
+        #[arg(long, default_value = "relance-")]
+        prefix: String,
     },
     /// Run a scenario for 1 to 100 test profiles on a fast clock, in a throwaway store, and
     /// print each profile's path.
@@ -164,6 +210,27 @@ enum Command {
         /// JSON output.
         #[arg(long)]
         json: bool,
+    },
+    /// Local AWS development: `dev up` creates the tables, queues, bus and rule; `dev run`
+    /// hosts every function's handler in this process, polling the queues.
+    Dev {
+        /// up or run.
+        action: String,
+        /// The AWS-compatible endpoint (LocalStack, the emulator); default the environment's.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// The resources' name prefix.
+        #[arg(long, default_value = "relance-")]
+        prefix: String,
+        /// The verified sender of emails (dev run).
+        #[arg(long, default_value = "relance@example.com")]
+        from: String,
+        /// Seconds between ticks (dev run).
+        #[arg(long, default_value_t = 5)]
+        tick_every: u64,
+        /// Timer shards (dev up).
+        #[arg(long, default_value_t = 4)]
+        shards: u32,
     },
     /// Draw a scenario: Mermaid text (default), Graphviz DOT or SVG; with --db, the journal's
     /// counts on each step.
@@ -219,16 +286,35 @@ fn main() -> ExitCode {
             scenarios,
             contacts,
         } => embedded::run(&db, listen, &outbox, &scenarios, contacts.as_deref()),
-        Command::Scenario { action, target, db } => {
-            embedded::scenario(&db, &action, target.as_deref())
-        }
+        Command::Scenario {
+            action,
+            target,
+            db,
+            endpoint,
+            aws,
+            prefix,
+        } => embedded::scenario(
+            &backend(db, endpoint, aws, prefix),
+            &action,
+            target.as_deref(),
+        ),
         Command::Launch {
             scenario,
             contacts,
             db,
-        } => embedded::launch(&db, &scenario, contacts),
-        Command::Contacts { action, file, db } if action == "import" => {
-            embedded::contacts_import(&db, &file)
+            endpoint,
+            aws,
+            prefix,
+        } => embedded::launch(&backend(db, endpoint, aws, prefix), &scenario, contacts),
+        Command::Contacts {
+            action,
+            file,
+            db,
+            endpoint,
+            aws,
+            prefix,
+        } if action == "import" => {
+            embedded::contacts_import(&backend(db, endpoint, aws, prefix), &file)
         }
         Command::Contacts { action, .. } => Err(anyhow::anyhow!(
             "unknown contacts action \"{action}\": use import"
@@ -238,7 +324,15 @@ fn main() -> ExitCode {
             contact,
             json,
             db,
-        } => embedded::journal(&db, &scenario, contact.as_deref(), json),
+            endpoint,
+            aws,
+            prefix,
+        } => embedded::journal(
+            &backend(db, endpoint, aws, prefix),
+            &scenario,
+            contact.as_deref(),
+            json,
+        ),
         Command::New {
             template,
             id,
@@ -250,7 +344,33 @@ fn main() -> ExitCode {
             name.as_deref(),
             out.as_deref(),
         ),
-        Command::Clone { from, to, db } => embedded::clone(&db, &from, &to),
+        Command::Clone {
+            from,
+            to,
+            db,
+            endpoint,
+            aws,
+            prefix,
+        } => embedded::clone(&backend(db, endpoint, aws, prefix), &from, &to),
+        Command::Dev {
+            action,
+            endpoint,
+            prefix,
+            from,
+            tick_every,
+            shards,
+        } => match action.as_str() {
+            "up" => aws::dev_up(endpoint.as_deref(), &prefix, shards),
+            "run" => aws::dev_run(
+                endpoint.as_deref(),
+                &prefix,
+                &from,
+                std::time::Duration::from_secs(tick_every.max(1)),
+            ),
+            other => Err(anyhow::anyhow!(
+                "unknown dev action \"{other}\": use up or run"
+            )),
+        },
         Command::Test {
             file,
             contacts,
@@ -362,6 +482,15 @@ fn validate_cmd(path: &Path, json: bool) -> Result<ExitCode> {
     })
 }
 
+/// The backend the operating commands act on.
+fn backend(db: PathBuf, endpoint: Option<String>, aws: bool, prefix: String) -> embedded::Backend {
+    if endpoint.is_some() || aws {
+        embedded::Backend::Aws { endpoint, prefix }
+    } else {
+        embedded::Backend::Sqlite(db)
+    }
+}
+
 fn schema_cmd() -> Result<ExitCode> {
     outln!(
         "{}",
@@ -429,7 +558,10 @@ fn graph_cmd(path: &Path, format: &str, db: Option<&Path>) -> Result<ExitCode> {
         return Ok(ExitCode::from(1));
     };
     let counts = match db {
-        Some(db) => Some(embedded::counts(db, &scenario.id)?),
+        Some(db) => Some(embedded::counts(
+            &embedded::Backend::Sqlite(db.to_path_buf()),
+            &scenario.id,
+        )?),
         None => None,
     };
     match format {

@@ -10,14 +10,18 @@
 //! - [`channels`]: the senders: email (SESv2), SMS and push (SNS), once per idempotency key.
 //! - [`handlers`]: the functions' logic (trigger, tick, step executor, launch pages), called by
 //!   the thin Lambda binaries and in-process by the tests.
+//! - [`dev`]: `relance dev run`: every handler in one process, polling the queues.
+//! - [`resources`]: the names and keys of every resource, and their creation (`relance dev up`).
 //! - [`meter`]: request counts by service and operation (an SDK interceptor).
 //! - [`bridge`]: runs the SDK's async calls from the ports' synchronous methods.
 
 pub mod bridge;
 pub mod channels;
 pub mod config;
+pub mod dev;
 pub mod dynamodb;
 pub mod eventbridge;
 pub mod handlers;
 pub mod meter;
+pub mod resources;
 pub mod sqs;

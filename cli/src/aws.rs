@@ -1,0 +1,154 @@
+//! The commands against AWS or an AWS-compatible endpoint (LocalStack, the emulator):
+//! the runtime over DynamoDB for the operating commands, `dev up` and `dev run`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use relance_aws::bridge::Bridge;
+use relance_aws::channels::{SenderConfig, Senders};
+use relance_aws::config::AwsConfig;
+use relance_aws::dynamodb::DynamoStore;
+use relance_aws::eventbridge::EventBus;
+use relance_aws::resources::{self, Clients, Names};
+use relance_aws::sqs::SqsQueues;
+use relance_runtime::runtime::Runtime;
+
+/// The SDK configuration: the endpoint when given (LocalStack, the emulator), else the
+/// environment's (`AWS_ENDPOINT_URL`, or AWS itself).
+fn sdk(tokio: &tokio::runtime::Runtime, endpoint: Option<&str>) -> aws_config::SdkConfig {
+    tokio.block_on(async {
+        let loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        let loader = match endpoint {
+            Some(url) => loader.endpoint_url(url),
+            None => loader,
+        };
+        loader.load().await
+    })
+}
+
+fn tokio() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// The runtime over the DynamoDB tables named after `prefix` (the tokio runtime must outlive it).
+pub fn runtime(
+    endpoint: Option<&str>,
+    prefix: &str,
+) -> Result<(tokio::runtime::Runtime, Runtime<DynamoStore>)> {
+    let tokio = tokio()?;
+    let config = sdk(&tokio, endpoint);
+    let names = Names::new(prefix);
+    let mut aws = AwsConfig::with_prefix(prefix, 4);
+    aws.state_table = names.state_table();
+    aws.timers_table = names.timers_table();
+    let store = DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&config),
+        aws,
+        Bridge::new(tokio.handle().clone()),
+    );
+    Ok((tokio, Runtime::new(store)))
+}
+
+fn clients(config: &aws_config::SdkConfig) -> Clients {
+    Clients {
+        dynamo: aws_sdk_dynamodb::Client::new(config),
+        sqs: aws_sdk_sqs::Client::new(config),
+        eventbridge: aws_sdk_eventbridge::Client::new(config),
+    }
+}
+
+/// `relance dev up`: creates the tables, queues (with their DLQs), bus and rule.
+pub fn dev_up(endpoint: Option<&str>, prefix: &str, shards: u32) -> Result<ExitCode> {
+    let tokio = tokio()?;
+    let config = sdk(&tokio, endpoint);
+    let deployed = tokio
+        .block_on(resources::create_all(
+            &clients(&config),
+            &Names::new(prefix),
+            shards,
+        ))
+        .context("dev up")?;
+    outln!("# resources ready; the functions read:");
+    for (k, v) in deployed.env() {
+        outln!("export {k}={v}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `relance dev run`: every handler in this process, polling the queues, ticking every
+/// `tick_every`, until Ctrl-C.
+pub fn dev_run(
+    endpoint: Option<&str>,
+    prefix: &str,
+    from_email: &str,
+    tick_every: Duration,
+) -> Result<ExitCode> {
+    let tokio = tokio()?;
+    let config = sdk(&tokio, endpoint);
+    let names = Names::new(prefix);
+    let deployed = tokio
+        .block_on(resources::create_all(&clients(&config), &names, 4))
+        .context("dev run: resources")?;
+    let bridge = Bridge::new(tokio.handle().clone());
+    let queues = SqsQueues::new(aws_sdk_sqs::Client::new(&config), bridge.clone());
+    let bus = deployed.config.event_bus.clone().unwrap_or_default();
+    let mut store = DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&config),
+        deployed.config.clone(),
+        bridge.clone(),
+    )
+    .with_queues(queues.clone())
+    .with_events(EventBus::new(
+        aws_sdk_eventbridge::Client::new(&config),
+        bus,
+        bridge.clone(),
+    ));
+    store.set_auto_flush(false);
+    let ses = aws_sdk_sesv2::Client::new(&config);
+    // SES sends only from a verified identity (as the AWS sandbox does): verify it, in dev.
+    let _ = tokio.block_on(
+        ses.create_email_identity()
+            .email_identity(from_email)
+            .send(),
+    );
+    let senders = Senders::new(
+        ses,
+        aws_sdk_sns::Client::new(&config),
+        aws_sdk_dynamodb::Client::new(&config),
+        deployed.config.state_table.clone(),
+        SenderConfig {
+            from_email: from_email.to_string(),
+            configuration_set: None,
+            default_sms_type: "Transactional".into(),
+            sms_sender_id: None,
+        },
+        bridge.clone(),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    tokio.spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        flag.store(true, Ordering::Relaxed);
+    });
+    outln!(
+        "relance dev run: polling {} queues on {}, ticking every {:?}; Ctrl-C stops",
+        deployed.queues.len(),
+        endpoint.unwrap_or("AWS"),
+        tick_every
+    );
+    let mut host = relance_aws::dev::DevHost {
+        runtime: Runtime::new(store),
+        queues,
+        senders,
+        deployed,
+        bridge,
+    };
+    relance_aws::dev::run(&mut host, tick_every, &stop);
+    Ok(ExitCode::SUCCESS)
+}
