@@ -244,8 +244,13 @@ enum Command {
         #[arg(long)]
         db: Option<PathBuf>,
     },
-    /// Print the JSON Schema of scenario files (for editors).
-    Schema,
+    /// Print the JSON Schema of scenario files (for editors), or with --events the schemas of
+    /// the events applications send (EventBridge details and API bodies).
+    Schema {
+        /// The schemas of the events instead.
+        #[arg(long)]
+        events: bool,
+    },
     /// Play a scenario on a virtual clock and print what happens, one JSON object per line.
     Simulate {
         /// The scenario file (YAML or JSON).
@@ -392,7 +397,7 @@ fn main() -> ExitCode {
         }),
         Command::Validate { file, json } => validate_cmd(&file, json),
         Command::Graph { file, format, db } => graph_cmd(&file, &format, db.as_deref()),
-        Command::Schema => schema_cmd(),
+        Command::Schema { events } => schema_cmd(events),
         Command::Simulate {
             file,
             contacts,
@@ -491,11 +496,13 @@ fn backend(db: PathBuf, endpoint: Option<String>, aws: bool, prefix: String) -> 
     }
 }
 
-fn schema_cmd() -> Result<ExitCode> {
-    outln!(
-        "{}",
-        serde_json::to_string_pretty(&relance_core::schema::scenario_schema())?
-    );
+fn schema_cmd(events: bool) -> Result<ExitCode> {
+    let schema = if events {
+        relance_core::wire::detail_schemas()
+    } else {
+        relance_core::schema::scenario_schema()
+    };
+    outln!("{}", serde_json::to_string_pretty(&schema)?);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -3,6 +3,7 @@
 //! One set of types, so both modes accept exactly the same shapes.
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -10,7 +11,7 @@ use serde_json::{Map, Value};
 use crate::contact::EngagementKind;
 
 /// `detail-type: relance.contact` — create or update a contact (a flat object with `id`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContactDetail {
     /// What happened; absent means created or updated, whichever applies.
@@ -24,7 +25,7 @@ pub struct ContactDetail {
 }
 
 /// The contact events scenarios can be triggered on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ContactAction {
     /// `contact.created`.
@@ -50,7 +51,7 @@ impl ContactAction {
 }
 
 /// `detail-type: relance.activity` — something the contact did (`purchase`, `page.visited`, ...).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActivityDetail {
     /// The contact id.
@@ -66,7 +67,7 @@ pub struct ActivityDetail {
 }
 
 /// `detail-type: relance.engagement` — delivery, open, click, bounce, complaint, unsubscribe.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EngagementDetail {
     /// The contact id.
@@ -90,7 +91,7 @@ pub struct EngagementDetail {
 
 /// `detail-type: relance.launch` (the `LaunchScenario` command) — launch a scenario for some
 /// contacts, or for its audience when `contacts` is absent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LaunchDetail {
     /// The scenario id.
@@ -98,6 +99,17 @@ pub struct LaunchDetail {
     /// These contacts only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contacts: Option<Vec<String>>,
+}
+
+/// The JSON Schemas of the details applications send, by `detail-type` (generated from the
+/// types above, so the documentation cannot drift from what is accepted).
+pub fn detail_schemas() -> serde_json::Value {
+    serde_json::json!({
+        "relance.contact": schemars::schema_for!(ContactDetail),
+        "relance.activity": schemars::schema_for!(ActivityDetail),
+        "relance.engagement": schemars::schema_for!(EngagementDetail),
+        "relance.launch": schemars::schema_for!(LaunchDetail),
+    })
 }
 
 /// A body that does not decode, with the field at fault.
@@ -154,6 +166,27 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_detail_schemas_say_what_is_required() {
+        let s = detail_schemas();
+        assert_eq!(
+            s["relance.activity"]["required"],
+            serde_json::json!(["contact", "event"])
+        );
+        assert_eq!(
+            s["relance.engagement"]["required"],
+            serde_json::json!(["contact", "scenario", "step", "kind"])
+        );
+        assert_eq!(
+            s["relance.launch"]["required"],
+            serde_json::json!(["scenario"])
+        );
+        assert_eq!(
+            s["relance.contact"]["required"],
+            serde_json::json!(["contact"])
+        );
+    }
 
     #[test]
     fn decodes_and_names_the_bad_field() {
