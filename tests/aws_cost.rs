@@ -184,6 +184,7 @@ fn a_reference_drip_costs_counted_requests_per_contact_step() {
             configuration_set: None,
             default_sms_type: "Promotional".into(),
             sms_sender_id: None,
+            ses_v1: false,
         },
         bridge,
     );

@@ -201,6 +201,7 @@ fn a_scenario_runs_from_trigger_to_end_through_the_queues() {
             configuration_set: None,
             default_sms_type: "Transactional".into(),
             sms_sender_id: None,
+            ses_v1: false,
         },
         Bridge::new(emu.runtime.handle().clone()),
     );
@@ -395,6 +396,7 @@ fn senders_deliver_once_per_key_and_engagement_comes_back() {
             configuration_set: None,
             default_sms_type: "Transactional".into(),
             sms_sender_id: None,
+            ses_v1: false,
         },
         bridge,
     );
@@ -699,6 +701,7 @@ fn a_failed_send_is_retried_without_duplicating_and_a_poisoned_message_reaches_t
         configuration_set: None,
         default_sms_type: "Transactional".into(),
         sms_sender_id: None,
+        ses_v1: false,
     };
     // A sender whose SES is unreachable: the send fails for now, and its claim is released.
     let unreachable = emu.runtime.block_on(async {
@@ -867,4 +870,51 @@ fn a_failed_send_is_retried_without_duplicating_and_a_poisoned_message_reaches_t
         "the poisoned message, alone, in the DLQ: {dead:?}"
     );
     assert_eq!(dead[0].1, "not a timer");
+}
+
+#[test]
+fn with_ses_v1_email_goes_through_send_raw_email_for_localstack_community() {
+    use relance_aws::channels::{Outcome, SenderConfig, Senders};
+    let emu = emulator();
+    let prefix = format!("v{}-", std::process::id());
+    let config = AwsConfig::with_prefix(&prefix, 1);
+    emu.runtime
+        .block_on(DynamoStore::create_tables(&emu.dynamo, &config))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let v1 = emu
+        .runtime
+        .block_on(async { aws_sdk_ses::Client::new(&aws_config::load_from_env().await) });
+    let _ = emu.runtime.block_on(
+        v1.verify_email_identity()
+            .email_address("news@example.com")
+            .send(),
+    );
+    let senders = Senders::new(
+        emu.ses.clone(),
+        emu.sns.clone(),
+        emu.dynamo.clone(),
+        config.state_table.clone(),
+        SenderConfig {
+            from_email: "news@example.com".into(),
+            configuration_set: None,
+            default_sms_type: "Transactional".into(),
+            sms_sender_id: None,
+            ses_v1: true,
+        },
+        Bridge::new(emu.runtime.handle().clone()),
+    )
+    .with_ses_v1(v1);
+    let batch: SqsEvent = sample("email-sender.sqs.json");
+    let body = batch.records[0]
+        .body
+        .clone()
+        .unwrap_or_default()
+        .replace("aws-welcome:ana:1:welcome", &format!("{prefix}v1"))
+        .replace("ana@example.com", "v1@example.com");
+    let (_, send) = relance_aws::channels::decode_send(&body).unwrap_or_else(|e| panic!("{e}"));
+    let before = emails_to(&emulator_read("/_ministack/ses/messages"), "v1@example.com");
+    let outcome = senders.deliver(&send, "aws-welcome");
+    assert!(matches!(outcome, Ok(Outcome::Sent(_))), "{outcome:?}");
+    let after = emulator_read("/_ministack/ses/messages");
+    assert_eq!(emails_to(&after, "v1@example.com") - before, 1, "{after}");
 }

@@ -127,9 +127,12 @@ pub fn dev_run(
             configuration_set: None,
             default_sms_type: "Transactional".into(),
             sms_sender_id: None,
+            ses_v1: std::env::var("RELANCE_EMAIL_API")
+                .is_ok_and(|v| v.eq_ignore_ascii_case("ses-v1")),
         },
         bridge.clone(),
-    );
+    )
+    .with_ses_v1(aws_sdk_ses::Client::new(&config));
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     tokio.spawn(async move {

@@ -45,6 +45,21 @@ fn emulator_read(path: &str) -> serde_json::Value {
         .unwrap_or(serde_json::Value::Null)
 }
 
+/// How many emails the emulator holds for an address.
+fn emails_to(v: &serde_json::Value, address: &str) -> usize {
+    let all = v["messages"]
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.values())
+        .flat_map(|l| l.as_array().into_iter().flatten());
+    all.filter(|m| {
+        m["To"]
+            .as_array()
+            .is_some_and(|to| to.iter().any(|t| t == address))
+    })
+    .count()
+}
+
 struct Kill(Child);
 
 impl Drop for Kill {
@@ -144,6 +159,34 @@ fn dev_up_dev_run_and_a_plain_sdk_call_send_an_email_and_an_sms() {
     }
     assert!(email, "no email to {address} within 30 s");
     assert!(sms, "no SMS to {phone} within 30 s");
+    // The other plain SDK call: SQS SendMessage of a launch page to the launch queue.
+    tokio.block_on(async {
+        let config = aws_config::load_from_env().await;
+        let sqs = aws_sdk_sqs::Client::new(&config);
+        let queue = sqs
+            .get_queue_url()
+            .queue_name(format!("{prefix}launch"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let body = serde_json::json!({"scenario": "dev-welcome", "contacts": ["zoe"]}).to_string();
+        sqs.send_message()
+            .queue_url(queue.queue_url.unwrap_or_default())
+            .message_body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut twice = false;
+    while Instant::now() < deadline && !twice {
+        twice = emails_to(&emulator_read("/_ministack/ses/messages"), &address) >= 2;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        twice,
+        "the launch page did not send a second email within 30 s"
+    );
     let journal = relance(&[
         "journal",
         "dev-welcome",
@@ -155,5 +198,5 @@ fn dev_up_dev_run_and_a_plain_sdk_call_send_an_email_and_an_sms() {
     ]);
     let journal: serde_json::Value =
         serde_json::from_str(&journal).unwrap_or_else(|e| panic!("{e}: {journal}"));
-    assert_eq!(journal["ends"]["success"], 1, "{journal}");
+    assert_eq!(journal["ends"]["success"], 2, "{journal}");
 }

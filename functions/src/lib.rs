@@ -57,7 +57,8 @@ pub async fn senders_from_env(f: &Function) -> Result<relance_aws::channels::Sen
         f.config.state_table.clone(),
         relance_aws::channels::SenderConfig::from_env()?,
         Bridge::new(tokio::runtime::Handle::current()),
-    ))
+    )
+    .with_ses_v1(aws_sdk_ses::Client::new(&sdk)))
 }
 
 /// Runs a channel sender function (the same code for email, SMS and push; each is deployed

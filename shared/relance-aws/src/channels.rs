@@ -47,11 +47,14 @@ pub struct SenderConfig {
     pub default_sms_type: String,
     /// The SMS sender id, when the country allows one.
     pub sms_sender_id: Option<String>,
+    /// Send email through SES v1 `SendRawEmail` instead of SESv2 (`RELANCE_EMAIL_API=ses-v1`):
+    /// for LocalStack's community edition, which does not emulate SESv2.
+    pub ses_v1: bool,
 }
 
 impl SenderConfig {
     /// From `RELANCE_FROM_EMAIL`, `RELANCE_SES_CONFIGURATION_SET`, `RELANCE_SMS_TYPE`,
-    /// `RELANCE_SMS_SENDER_ID`.
+    /// `RELANCE_SMS_SENDER_ID`, `RELANCE_EMAIL_API` (`sesv2`, the default, or `ses-v1`).
     pub fn from_env() -> Result<SenderConfig, crate::config::ConfigError> {
         let opt = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
         Ok(SenderConfig {
@@ -62,6 +65,7 @@ impl SenderConfig {
             configuration_set: opt("RELANCE_SES_CONFIGURATION_SET"),
             default_sms_type: opt("RELANCE_SMS_TYPE").unwrap_or_else(|| "Transactional".into()),
             sms_sender_id: opt("RELANCE_SMS_SENDER_ID"),
+            ses_v1: opt("RELANCE_EMAIL_API").is_some_and(|v| v.eq_ignore_ascii_case("ses-v1")),
         })
     }
 }
@@ -70,6 +74,7 @@ impl SenderConfig {
 #[derive(Debug, Clone)]
 pub struct Senders {
     ses: aws_sdk_sesv2::Client,
+    ses_v1: Option<aws_sdk_ses::Client>,
     sns: aws_sdk_sns::Client,
     dynamo: aws_sdk_dynamodb::Client,
     state_table: String,
@@ -112,12 +117,19 @@ impl Senders {
     ) -> Senders {
         Senders {
             ses,
+            ses_v1: None,
             sns,
             dynamo,
             state_table,
             config,
             bridge,
         }
+    }
+
+    /// Email goes through SES v1 with this client when the configuration asks for it.
+    pub fn with_ses_v1(mut self, client: aws_sdk_ses::Client) -> Senders {
+        self.ses_v1 = Some(client);
+        self
     }
 
     /// Claims a key; false when an earlier delivery already did.
@@ -198,6 +210,9 @@ impl Senders {
     }
 
     fn email(&self, send: &Send, scenario: &str, address: &str) -> Result<String, SendError> {
+        if let (true, Some(v1)) = (self.config.ses_v1, &self.ses_v1) {
+            return self.email_v1(v1, send, scenario, address);
+        }
         let text = |v: &Option<String>| {
             v.as_ref()
                 .map(|t| Content::builder().data(t).charset("UTF-8").build())
@@ -250,6 +265,51 @@ impl Senders {
                 _ => SendError::Transient(format!("{e:?}")),
             })?;
         Ok(out.message_id.unwrap_or_default())
+    }
+
+    fn email_v1(
+        &self,
+        v1: &aws_sdk_ses::Client,
+        send: &Send,
+        scenario: &str,
+        address: &str,
+    ) -> Result<String, SendError> {
+        let raw = mime(&self.config.from_email, address, send);
+        let data = aws_sdk_ses::primitives::Blob::new(raw.into_bytes());
+        let message = aws_sdk_ses::types::RawMessage::builder()
+            .data(data)
+            .build()
+            .map_err(|e| SendError::Permanent(e.to_string()))?;
+        let tags = [
+            ("relance_contact", send.contact.as_str()),
+            ("relance_scenario", scenario),
+            ("relance_step", send.step.as_str()),
+        ]
+        .into_iter()
+        .map(|(k, v)| {
+            aws_sdk_ses::types::MessageTag::builder()
+                .name(k)
+                .value(tag_value(v))
+                .build()
+                .map_err(|e| SendError::Permanent(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+        let out = self
+            .bridge
+            .block(
+                v1.send_raw_email()
+                    .source(&self.config.from_email)
+                    .destinations(address)
+                    .raw_message(message)
+                    .set_tags(Some(tags))
+                    .set_configuration_set_name(self.config.configuration_set.clone())
+                    .send(),
+            )
+            .map_err(|e| match e.as_service_error() {
+                Some(s) if s.is_message_rejected() => SendError::Permanent(format!("{s:?}")),
+                _ => SendError::Transient(format!("{e:?}")),
+            })?;
+        Ok(out.message_id)
     }
 
     fn sms(&self, send: &Send, number: &str) -> Result<String, SendError> {
@@ -330,6 +390,55 @@ fn sns_error<E: aws_sdk_sns::error::ProvideErrorMetadata + std::fmt::Debug>(
     }
 }
 
+/// A MIME message (multipart/alternative when there are text and HTML) for SES v1's
+/// `SendRawEmail`; non-ASCII headers are RFC 2047 encoded and bodies base64.
+pub fn mime(from: &str, to: &str, send: &Send) -> String {
+    use base64::Engine;
+    let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t.as_bytes());
+    let header = |t: &str| {
+        if t.is_ascii() {
+            t.to_string()
+        } else {
+            format!("=?UTF-8?B?{}?=", b64(t))
+        }
+    };
+    let body = |t: &str| {
+        let encoded = b64(t);
+        let lines: Vec<&str> = encoded
+            .as_bytes()
+            .chunks(76)
+            .map(|c| std::str::from_utf8(c).unwrap_or(""))
+            .collect();
+        lines.join("\r\n")
+    };
+    let boundary = format!(
+        "relance-{}",
+        send.idempotency_key
+            .bytes()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let mut m = format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: {}\r\nMIME-Version: 1.0\r\n",
+        header(send.content.subject.as_deref().unwrap_or(""))
+    );
+    let parts: Vec<(&str, &str)> = [
+        ("text/plain", send.content.text.as_deref()),
+        ("text/html", send.content.html.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| (k, v)))
+    .collect();
+    m.push_str(&format!(
+        "Content-Type: multipart/alternative; boundary=\"{boundary}\"\r\n\r\n"
+    ));
+    for (kind, text) in parts {
+        m.push_str(&format!("--{boundary}\r\nContent-Type: {kind}; charset=UTF-8\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n", body(text)));
+    }
+    m.push_str(&format!("--{boundary}--\r\n"));
+    m
+}
+
 /// Reads a queue message's send: `(scenario, send)`.
 pub fn decode_send(body: &str) -> Result<(String, Send), AwsError> {
     let v: Value = serde_json::from_str(body).map_err(|e| AwsError::Corrupt {
@@ -342,4 +451,45 @@ pub fn decode_send(body: &str) -> Result<(String, Send), AwsError> {
         why: e.to_string(),
     })?;
     Ok((scenario, send))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use relance_core::engine::Recipient;
+    use relance_core::render::Rendered;
+    use relance_core::scenario::Channel;
+
+    #[test]
+    fn mime_encodes_non_ascii_headers_and_both_bodies() {
+        let send = Send {
+            enrollment: "s:c:1".into(),
+            contact: "c".into(),
+            step: "a".into(),
+            message: "m".into(),
+            channel: Channel::Email,
+            communication_type: "email".into(),
+            to: Recipient::Email("c@example.com".into()),
+            content: Rendered {
+                subject: Some("Bonjour Chloé".into()),
+                html: Some("<p>Salut</p>".into()),
+                text: Some("Salut".into()),
+                title: None,
+                body: None,
+            },
+            idempotency_key: "s:c:1:a".into(),
+        };
+        let m = mime("news@example.com", "c@example.com", &send);
+        assert!(
+            m.contains("Subject: =?UTF-8?B?Qm9uam91ciBDaGxvw6k=?="),
+            "{m}"
+        );
+        assert!(
+            m.contains("Content-Type: text/plain; charset=UTF-8")
+                && m.contains("Content-Type: text/html; charset=UTF-8"),
+            "{m}"
+        );
+        assert!(m.contains("U2FsdXQ="), "the text body, base64: {m}");
+        assert!(m.trim_end().ends_with("--"), "{m}");
+    }
 }

@@ -278,25 +278,43 @@ mod tests {
     fn the_template_declares_the_resources_dev_up_creates() {
         let t = template();
         let names = Names::new("${NamePrefix}");
-        assert_eq!(names_of(&t, "AWS::DynamoDB::Table", "TableName"), [names.state_table(), names.timers_table()]);
+        assert_eq!(
+            names_of(&t, "AWS::DynamoDB::Table", "TableName"),
+            [names.state_table(), names.timers_table()]
+        );
         for table in ["StateTable", "TimersTable"] {
             let keys = &t["Resources"][table]["Properties"]["KeySchema"];
             assert_eq!(keys[0]["AttributeName"], "pk", "{table}");
             assert_eq!(keys[1]["AttributeName"], "sk", "{table}");
         }
-        assert_eq!(t["Resources"]["TimersTable"]["Properties"]["TimeToLiveSpecification"]["AttributeName"], "expires_at");
-        let mut queues: Vec<String> = QUEUES.iter().flat_map(|r| [names.queue(r), names.dlq(r)]).collect();
+        assert_eq!(
+            t["Resources"]["TimersTable"]["Properties"]["TimeToLiveSpecification"]["AttributeName"],
+            "expires_at"
+        );
+        let mut queues: Vec<String> = QUEUES
+            .iter()
+            .flat_map(|r| [names.queue(r), names.dlq(r)])
+            .collect();
         queues.sort();
         assert_eq!(names_of(&t, "AWS::SQS::Queue", "QueueName"), queues);
         assert_eq!(names_of(&t, "AWS::Events::EventBus", "Name"), [names.bus()]);
-        let pattern = &t["Resources"]["TriggerFunction"]["Properties"]["Events"]["FromBus"]["Properties"]["Pattern"]["detail-type"];
-        let types: Vec<&str> = pattern.as_sequence().into_iter().flatten().filter_map(Value::as_str).collect();
+        let pattern = &t["Resources"]["TriggerFunction"]["Properties"]["Events"]["FromBus"]["Properties"]
+            ["Pattern"]["detail-type"];
+        let types: Vec<&str> = pattern
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
         assert_eq!(types, TRIGGER_DETAIL_TYPES);
         // Every SQS-triggered function reports partial batch failures.
         for (name, r) in t["Resources"].as_mapping().into_iter().flatten() {
             for (_, e) in r["Properties"]["Events"].as_mapping().into_iter().flatten() {
                 if e["Type"] == "SQS" {
-                    assert_eq!(e["Properties"]["FunctionResponseTypes"][0], "ReportBatchItemFailures", "{name:?}");
+                    assert_eq!(
+                        e["Properties"]["FunctionResponseTypes"][0], "ReportBatchItemFailures",
+                        "{name:?}"
+                    );
                 }
             }
         }
