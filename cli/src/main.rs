@@ -44,6 +44,37 @@ struct Cli {
     command: Command,
 }
 
+/// Where the operating commands act.
+#[derive(Debug, clap::Args)]
+struct StoreArgs {
+    /// The SQLite database.
+    #[arg(long, default_value = "relance.db")]
+    db: PathBuf,
+    /// Act on DynamoDB at this endpoint (LocalStack, the emulator) instead of the database.
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Act on DynamoDB in AWS (credentials and region from the environment).
+    #[arg(long)]
+    aws: bool,
+    /// The AWS resources' name prefix.
+    #[arg(long, default_value = "relance-")]
+    prefix: String,
+}
+
+impl StoreArgs {
+    /// The backend these arguments select.
+    fn backend(self) -> embedded::Backend {
+        if self.endpoint.is_some() || self.aws {
+            embedded::Backend::Aws {
+                endpoint: self.endpoint,
+                prefix: self.prefix,
+            }
+        } else {
+            embedded::Backend::Sqlite(self.db)
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// List every problem of a scenario file, located; exit 1 when there is an error.
@@ -78,18 +109,8 @@ enum Command {
         action: String,
         /// The file (put) or the scenario id.
         target: Option<PathBuf>,
-        /// The SQLite database.
-        #[arg(long, default_value = "relance.db")]
-        db: PathBuf,
-        /// Act on DynamoDB at this endpoint (LocalStack, the emulator) instead of the database.
-        #[arg(long)]
-        endpoint: Option<String>,
-        /// Act on DynamoDB in AWS (credentials and region from the environment).
-        #[arg(long)]
-        aws: bool,
-        /// The AWS resources' name prefix.
-        #[arg(long, default_value = "relance-")]
-        prefix: String,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Launch an active scenario for some contacts, or for its audience.
     Launch {
@@ -98,18 +119,8 @@ enum Command {
         /// Only these contacts (repeatable); default its whole audience.
         #[arg(long = "contact")]
         contacts: Vec<String>,
-        /// The SQLite database.
-        #[arg(long, default_value = "relance.db")]
-        db: PathBuf,
-        /// Act on DynamoDB at this endpoint (LocalStack, the emulator) instead of the database.
-        #[arg(long)]
-        endpoint: Option<String>,
-        /// Act on DynamoDB in AWS (credentials and region from the environment).
-        #[arg(long)]
-        aws: bool,
-        /// The AWS resources' name prefix.
-        #[arg(long, default_value = "relance-")]
-        prefix: String,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Contacts: `relance contacts import FILE` (CSV with a header row, or JSON lines).
     Contacts {
@@ -117,18 +128,8 @@ enum Command {
         action: String,
         /// The file.
         file: PathBuf,
-        /// The SQLite database.
-        #[arg(long, default_value = "relance.db")]
-        db: PathBuf,
-        /// Act on DynamoDB at this endpoint (LocalStack, the emulator) instead of the database.
-        #[arg(long)]
-        endpoint: Option<String>,
-        /// Act on DynamoDB in AWS (credentials and region from the environment).
-        #[arg(long)]
-        aws: bool,
-        /// The AWS resources' name prefix.
-        #[arg(long, default_value = "relance-")]
-        prefix: String,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Counts per step and per end of a scenario, or one contact's path.
     Journal {
@@ -140,18 +141,8 @@ enum Command {
         /// JSON output.
         #[arg(long)]
         json: bool,
-        /// The SQLite database.
-        #[arg(long, default_value = "relance.db")]
-        db: PathBuf,
-        /// Act on DynamoDB at this endpoint (LocalStack, the emulator) instead of the database.
-        #[arg(long)]
-        endpoint: Option<String>,
-        /// Act on DynamoDB in AWS (credentials and region from the environment).
-        #[arg(long)]
-        aws: bool,
-        /// The AWS resources' name prefix.
-        #[arg(long, default_value = "relance-")]
-        prefix: String,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Write a new scenario file from a built-in template (without --template: list them).
     New {
@@ -174,18 +165,8 @@ enum Command {
         from: String,
         /// The new id.
         to: String,
-        /// The SQLite database.
-        #[arg(long, default_value = "relance.db")]
-        db: PathBuf,
-        /// Act on DynamoDB at this endpoint (LocalStack, the emulator) instead of the database.
-        #[arg(long)]
-        endpoint: Option<String>,
-        /// Act on DynamoDB in AWS (credentials and region from the environment).
-        #[arg(long)]
-        aws: bool,
-        /// The AWS resources' name prefix.
-        #[arg(long, default_value = "relance-")]
-        prefix: String,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Run a scenario for 1 to 100 test profiles on a fast clock, in a throwaway store, and
     /// print each profile's path.
@@ -294,33 +275,18 @@ fn main() -> ExitCode {
         Command::Scenario {
             action,
             target,
-            db,
-            endpoint,
-            aws,
-            prefix,
-        } => embedded::scenario(
-            &backend(db, endpoint, aws, prefix),
-            &action,
-            target.as_deref(),
-        ),
+            store,
+        } => embedded::scenario(&store.backend(), &action, target.as_deref()),
         Command::Launch {
             scenario,
             contacts,
-            db,
-            endpoint,
-            aws,
-            prefix,
-        } => embedded::launch(&backend(db, endpoint, aws, prefix), &scenario, contacts),
+            store,
+        } => embedded::launch(&store.backend(), &scenario, contacts),
         Command::Contacts {
             action,
             file,
-            db,
-            endpoint,
-            aws,
-            prefix,
-        } if action == "import" => {
-            embedded::contacts_import(&backend(db, endpoint, aws, prefix), &file)
-        }
+            store,
+        } if action == "import" => embedded::contacts_import(&store.backend(), &file),
         Command::Contacts { action, .. } => Err(anyhow::anyhow!(
             "unknown contacts action \"{action}\": use import"
         )),
@@ -328,16 +294,8 @@ fn main() -> ExitCode {
             scenario,
             contact,
             json,
-            db,
-            endpoint,
-            aws,
-            prefix,
-        } => embedded::journal(
-            &backend(db, endpoint, aws, prefix),
-            &scenario,
-            contact.as_deref(),
-            json,
-        ),
+            store,
+        } => embedded::journal(&store.backend(), &scenario, contact.as_deref(), json),
         Command::New {
             template,
             id,
@@ -349,14 +307,7 @@ fn main() -> ExitCode {
             name.as_deref(),
             out.as_deref(),
         ),
-        Command::Clone {
-            from,
-            to,
-            db,
-            endpoint,
-            aws,
-            prefix,
-        } => embedded::clone(&backend(db, endpoint, aws, prefix), &from, &to),
+        Command::Clone { from, to, store } => embedded::clone(&store.backend(), &from, &to),
         Command::Dev {
             action,
             endpoint,
@@ -485,15 +436,6 @@ fn validate_cmd(path: &Path, json: bool) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// The backend the operating commands act on.
-fn backend(db: PathBuf, endpoint: Option<String>, aws: bool, prefix: String) -> embedded::Backend {
-    if endpoint.is_some() || aws {
-        embedded::Backend::Aws { endpoint, prefix }
-    } else {
-        embedded::Backend::Sqlite(db)
-    }
 }
 
 fn schema_cmd(events: bool) -> Result<ExitCode> {
