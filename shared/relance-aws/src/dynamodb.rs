@@ -1371,8 +1371,7 @@ impl JournalStore for DynamoStore {
         send: &Send,
         at: DateTime<Utc>,
     ) -> Result<(), AwsError> {
-        let payload =
-            serde_json::json!({"kind": "send", "at": at, "scenario": scenario, "send": send});
+        let payload = relance_core::ports::send_message(scenario, send, at);
         let q = &self.config.queues;
         let url = match send.channel {
             Channel::Email => &q.email,
@@ -1412,9 +1411,8 @@ impl JournalStore for DynamoStore {
         action: &Action,
         at: DateTime<Utc>,
     ) -> Result<(), AwsError> {
-        let key = format!("{enrollment}:{step}:action");
-        let payload = serde_json::json!({"kind": "action", "at": at, "scenario": scenario, "enrollment": enrollment,
-            "contact": contact, "step": step, "action": action, "idempotency_key": key});
+        let (key, payload) =
+            relance_core::ports::action_message(scenario, enrollment, contact, step, action, at);
         let mut item = Item::new();
         item.insert("pk".into(), s("outbox"));
         item.insert("sk".into(), s(key));

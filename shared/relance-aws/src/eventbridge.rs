@@ -58,7 +58,7 @@ pub fn events_of(scenario: &str, effects: &[Effect]) -> Vec<(String, Value)> {
                 step,
                 action,
             } => {
-                let key = format!("{enrollment}:{step}:action");
+                let key = relance_core::ports::action_key(enrollment, step);
                 let base = json!({"scenario": scenario, "enrollment": enrollment, "contact": contact, "step": step, "idempotency_key": key});
                 let (detail_type, extra) = match action {
                     Action::Task(t) => ("relance.task".to_string(), json!({"task": t})),

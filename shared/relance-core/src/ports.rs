@@ -136,6 +136,31 @@ pub struct LaunchTime {
     pub at: DateTime<Utc>,
 }
 
+/// The outbox message of a send, the same in every store and on every channel queue.
+pub fn send_message(scenario: &str, send: &Send, at: DateTime<Utc>) -> serde_json::Value {
+    serde_json::json!({"kind": "send", "at": at, "scenario": scenario, "send": send})
+}
+
+/// The idempotency key of an action step's effect in an enrollment.
+pub fn action_key(enrollment: &str, step: &str) -> String {
+    format!("{enrollment}:{step}:action")
+}
+
+/// The outbox message of an action for the outside world, with its idempotency key.
+pub fn action_message(
+    scenario: &str,
+    enrollment: &str,
+    contact: &str,
+    step: &str,
+    action: &Action,
+    at: DateTime<Utc>,
+) -> (String, serde_json::Value) {
+    let key = action_key(enrollment, step);
+    let message = serde_json::json!({"kind": "action", "at": at, "scenario": scenario, "enrollment": enrollment,
+        "contact": contact, "step": step, "action": action, "idempotency_key": key});
+    (key, message)
+}
+
 /// Scenario storage.
 ///
 /// # Contract

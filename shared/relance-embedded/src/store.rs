@@ -694,8 +694,7 @@ impl JournalStore for SqliteStore {
         send: &Send,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let payload =
-            serde_json::json!({"kind": "send", "at": at, "scenario": scenario, "send": send});
+        let payload = relance_core::ports::send_message(scenario, send, at);
         self.conn
             .prepare_cached(
                 "INSERT OR IGNORE INTO outbox (idempotency_key, scenario_id, contact_id, kind, at, payload) VALUES (?1, ?2, ?3, 'send', ?4, ?5)",
@@ -713,9 +712,8 @@ impl JournalStore for SqliteStore {
         action: &Action,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let key = format!("{enrollment}:{step}:action");
-        let payload = serde_json::json!({"kind": "action", "at": at, "scenario": scenario, "enrollment": enrollment,
-            "contact": contact, "step": step, "action": action, "idempotency_key": key});
+        let (key, payload) =
+            relance_core::ports::action_message(scenario, enrollment, contact, step, action, at);
         self.conn
             .prepare_cached(
                 "INSERT OR IGNORE INTO outbox (idempotency_key, scenario_id, contact_id, kind, at, payload) VALUES (?1, ?2, ?3, 'action', ?4, ?5)",
