@@ -5,9 +5,11 @@
 
 use std::sync::OnceLock;
 
+mod support;
+
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::SqsEvent;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::TimeDelta;
 use relance_aws::bridge::Bridge;
 use relance_aws::channels::{SenderConfig, Senders};
 use relance_aws::config::AwsConfig;
@@ -19,6 +21,7 @@ use relance_core::Contact;
 use relance_core::ports::{SourceFormat, Status};
 use relance_runtime::runtime::Runtime;
 use serde_json::{Value, json};
+use support::{at, create_queue};
 
 const N: usize = 30;
 
@@ -47,7 +50,6 @@ struct Clients {
     meter: Meter,
     dynamo: aws_sdk_dynamodb::Client,
     sqs: aws_sdk_sqs::Client,
-    plain_sqs: aws_sdk_sqs::Client,
     ses: aws_sdk_sesv2::Client,
     sns: aws_sdk_sns::Client,
 }
@@ -86,13 +88,11 @@ fn clients() -> &'static Clients {
                 .interceptor(meter.interceptor())
                 .build(),
         );
-        let plain_sqs = aws_sdk_sqs::Client::new(&sdk);
         Clients {
             runtime,
             meter,
             dynamo,
             sqs,
-            plain_sqs,
             ses,
             sns,
         }
@@ -102,13 +102,13 @@ fn clients() -> &'static Clients {
 /// Reads and deletes every visible message, as Lambda's event source mapping does (not counted:
 /// the mapping's polling is billed apart; its receives and deletes are estimated below).
 fn take(url: &str) -> SqsEvent {
-    let c = clients();
+    let c = support::emulator();
     let mut records = Vec::new();
     loop {
         let got = c
             .runtime
             .block_on(
-                c.plain_sqs
+                c.sqs
                     .receive_message()
                     .queue_url(url)
                     .max_number_of_messages(10)
@@ -123,7 +123,7 @@ fn take(url: &str) -> SqsEvent {
         for m in messages {
             if let Some(h) = &m.receipt_handle {
                 let _ = c.runtime.block_on(
-                    c.plain_sqs
+                    c.sqs
                         .delete_message()
                         .queue_url(url)
                         .receipt_handle(h)
@@ -136,21 +136,6 @@ fn take(url: &str) -> SqsEvent {
     serde_json::from_value(json!({"Records": records})).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn queue(name: &str) -> String {
-    let c = clients();
-    c.runtime
-        .block_on(c.plain_sqs.create_queue().queue_name(name).send())
-        .unwrap_or_else(|e| panic!("{e:?}"))
-        .queue_url
-        .unwrap_or_default()
-}
-
-fn at(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .with_timezone(&Utc)
-}
-
 #[test]
 fn a_reference_drip_costs_counted_requests_per_contact_step() {
     let c = clients();
@@ -159,9 +144,9 @@ fn a_reference_drip_costs_counted_requests_per_contact_step() {
     c.runtime
         .block_on(DynamoStore::create_tables(&c.dynamo, &config))
         .unwrap_or_else(|e| panic!("{e}"));
-    let step_queue = queue(&format!("{prefix}step"));
-    config.queues.email = Some(queue(&format!("{prefix}email")));
-    config.queues.sms = Some(queue(&format!("{prefix}sms")));
+    let step_queue = create_queue(&format!("{prefix}step"));
+    config.queues.email = Some(create_queue(&format!("{prefix}email")));
+    config.queues.sms = Some(create_queue(&format!("{prefix}sms")));
     if let Err(e) = c.runtime.block_on(
         c.ses
             .create_email_identity()

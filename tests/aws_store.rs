@@ -2,7 +2,7 @@
 //! `AWS_ENDPOINT_URL`): the same sends as `simulate`, entry rules under concurrent triggers,
 //! duplicated timers, a crash between the commit point and the effects, dead letters.
 
-use std::sync::OnceLock;
+mod support;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use relance_aws::bridge::Bridge;
@@ -16,48 +16,20 @@ use relance_core::simulation::{self, Simulation};
 use relance_core::wire::{ActivityDetail, EngagementDetail, LaunchDetail};
 use relance_core::{Contact, Format, IsoDuration, validate};
 use relance_runtime::runtime::Runtime;
-
-struct Emulator {
-    runtime: tokio::runtime::Runtime,
-    client: aws_sdk_dynamodb::Client,
-}
-
-fn emulator() -> &'static Emulator {
-    static EMU: OnceLock<Emulator> = OnceLock::new();
-    EMU.get_or_init(|| {
-        assert!(
-            std::env::var("AWS_ENDPOINT_URL").is_ok(),
-            "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts the local AWS emulator"
-        );
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("{e}"));
-        let client = runtime
-            .block_on(async { aws_sdk_dynamodb::Client::new(&aws_config::load_from_env().await) });
-        Emulator { runtime, client }
-    })
-}
+use support::{at, emulator};
 
 /// A store on fresh tables named after the test.
 fn store(name: &str) -> DynamoStore {
     let emu = emulator();
     let config = AwsConfig::with_prefix(&format!("t{}-{name}-", std::process::id()), 3);
     emu.runtime
-        .block_on(DynamoStore::create_tables(&emu.client, &config))
+        .block_on(DynamoStore::create_tables(&emu.dynamo, &config))
         .unwrap_or_else(|e| panic!("{e}"));
     DynamoStore::new(
-        emu.client.clone(),
+        emu.dynamo.clone(),
         config,
         Bridge::new(emu.runtime.handle().clone()),
     )
-}
-
-fn at(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s)
-        .unwrap_or_else(|e| panic!("{s}: {e}"))
-        .with_timezone(&Utc)
 }
 
 fn sends(store: &DynamoStore) -> Vec<(String, String, String)> {

@@ -1,0 +1,146 @@
+//! What the emulator tests share: the emulator's clients, sample payloads, queues, and
+//! reading back what the emulator recorded (kept here so another emulator can be swapped in).
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+pub struct Emulator {
+    pub runtime: tokio::runtime::Runtime,
+    pub dynamo: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub ses: aws_sdk_sesv2::Client,
+    pub sns: aws_sdk_sns::Client,
+    pub eb: aws_sdk_eventbridge::Client,
+}
+
+pub fn emulator() -> &'static Emulator {
+    static EMU: OnceLock<Emulator> = OnceLock::new();
+    EMU.get_or_init(|| {
+        assert!(
+            std::env::var("AWS_ENDPOINT_URL").is_ok(),
+            "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts the local AWS emulator"
+        );
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (dynamo, sqs, ses, sns, eb) = runtime.block_on(async {
+            let config = aws_config::load_from_env().await;
+            (
+                aws_sdk_dynamodb::Client::new(&config),
+                aws_sdk_sqs::Client::new(&config),
+                aws_sdk_sesv2::Client::new(&config),
+                aws_sdk_sns::Client::new(&config),
+                aws_sdk_eventbridge::Client::new(&config),
+            )
+        });
+        Emulator {
+            runtime,
+            dynamo,
+            sqs,
+            ses,
+            sns,
+            eb,
+        }
+    })
+}
+
+pub fn sample<T: serde::de::DeserializeOwned>(name: &str) -> T {
+    let path = format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+pub fn create_queue(name: &str) -> String {
+    let emu = emulator();
+    emu.runtime
+        .block_on(emu.sqs.create_queue().queue_name(name).send())
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .queue_url
+        .unwrap_or_else(|| panic!("no url"))
+}
+
+/// Every message now visible on a queue (read once; they stay for the visibility timeout).
+pub fn drain(url: &str) -> Vec<(String, String)> {
+    let emu = emulator();
+    let mut out = Vec::new();
+    loop {
+        let got = emu
+            .runtime
+            .block_on(
+                emu.sqs
+                    .receive_message()
+                    .queue_url(url)
+                    .max_number_of_messages(10)
+                    .wait_time_seconds(0)
+                    .send(),
+            )
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let messages = got.messages.unwrap_or_default();
+        if messages.is_empty() {
+            return out;
+        }
+        for m in messages {
+            out.push((m.message_id.unwrap_or_default(), m.body.unwrap_or_default()));
+        }
+    }
+}
+
+pub fn sqs_event(messages: &[(String, String)]) -> SqsEvent {
+    let records: Vec<SqsMessage> = messages
+        .iter()
+        .map(|(id, body)| serde_json::from_value(serde_json::json!({"messageId": id, "body": body, "attributes": {}, "messageAttributes": {}})).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    serde_json::from_value(serde_json::json!({"Records": records}))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .with_timezone(&Utc)
+}
+
+/// What the emulator recorded (`/_ministack/ses/messages`, `/_ministack/sns/sms-messages`);
+/// kept in this one helper so another emulator can be swapped in.
+pub fn emulator_read(path: &str) -> Value {
+    use std::io::{Read, Write};
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    let host = endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut stream = std::net::TcpStream::connect(&host).unwrap_or_else(|e| panic!("{host}: {e}"));
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap_or_else(|e| panic!("{e}"));
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("null");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+/// How many emails the emulator holds for an address.
+pub fn emails_to(v: &Value, address: &str) -> usize {
+    let all = v["messages"]
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.values())
+        .flat_map(|l| l.as_array().into_iter().flatten());
+    all.filter(|m| {
+        m["To"]
+            .as_array()
+            .is_some_and(|to| to.iter().any(|t| t == address))
+    })
+    .count()
+}
+
+/// How many SMS the emulator holds for a number.
+pub fn sms_to(v: &Value, number: &str) -> usize {
+    v["sms_messages"][number].as_array().map_or(0, Vec::len)
+}
