@@ -15,7 +15,8 @@ use relance_core::ports::{SourceFormat, Status};
 use relance_runtime::runtime::Runtime;
 use serde_json::Value;
 use support::{
-    at, create_queue, drain, emails_to, emulator, emulator_read, sample, sms_to, sqs_event,
+    at, create_queue, drain, emails_to, emulator, emulator_read, queue_arn, sample, sms_to,
+    sqs_event,
 };
 
 fn keys(messages: &[(String, String)]) -> Vec<String> {
@@ -437,22 +438,7 @@ fn ends_goals_and_tasks_reach_the_bus_and_large_launches_fan_out_in_pages() {
         .block_on(emu.eb.create_event_bus().name(&bus).send())
         .unwrap_or_else(|e| panic!("{e:?}"));
     let target = create_queue(&format!("{prefix}events"));
-    let target_arn = emu
-        .runtime
-        .block_on(
-            emu.sqs
-                .get_queue_attributes()
-                .queue_url(&target)
-                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-                .send(),
-        )
-        .unwrap_or_else(|e| panic!("{e:?}"))
-        .attributes
-        .and_then(|a| {
-            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-                .cloned()
-        })
-        .unwrap_or_default();
+    let target_arn = queue_arn(&target);
     emu.runtime
         .block_on(
             emu.eb
@@ -631,22 +617,7 @@ fn a_failed_send_is_retried_without_duplicating_and_a_poisoned_message_reaches_t
 
     // A queue with a redrive policy: a message the step executor keeps failing ends in the DLQ.
     let dlq = create_queue(&format!("{prefix}step-dlq"));
-    let dlq_arn = emu
-        .runtime
-        .block_on(
-            emu.sqs
-                .get_queue_attributes()
-                .queue_url(&dlq)
-                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-                .send(),
-        )
-        .unwrap_or_else(|e| panic!("{e:?}"))
-        .attributes
-        .and_then(|a| {
-            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-                .cloned()
-        })
-        .unwrap_or_default();
+    let dlq_arn = queue_arn(&dlq);
     let step = emu
         .runtime
         .block_on(

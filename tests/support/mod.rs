@@ -66,6 +66,26 @@ pub fn create_queue(name: &str) -> String {
 }
 
 /// Every message now visible on a queue (read once; they stay for the visibility timeout).
+/// A queue's ARN (rules and redrive policies name queues by ARN).
+pub fn queue_arn(url: &str) -> String {
+    let emu = emulator();
+    emu.runtime
+        .block_on(
+            emu.sqs
+                .get_queue_attributes()
+                .queue_url(url)
+                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .attributes
+        .and_then(|a| {
+            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .cloned()
+        })
+        .unwrap_or_default()
+}
+
 pub fn drain(url: &str) -> Vec<(String, String)> {
     let emu = emulator();
     let mut out = Vec::new();
