@@ -25,3 +25,4 @@ pub mod handlers;
 pub mod meter;
 pub mod resources;
 pub mod sqs;
+pub mod webpush;
