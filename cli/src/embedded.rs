@@ -418,6 +418,40 @@ fn print_path(contact: &str, path: &[Record]) -> Result<()> {
     Ok(())
 }
 
+/// `relance policy set FILE | show`.
+pub fn policy(backend: &Backend, action: &str, file: Option<&Path>) -> Result<ExitCode> {
+    match (action, file) {
+        ("set", Some(path)) => {
+            // Read through the same checks as simulate, so a bad file is named with its paths.
+            crate::load_policy(path)?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            on_backend!(backend, |rt| {
+                let p = rt.set_policy(&text, Utc::now())?;
+                outln!(
+                    "policy set: quiet hours {}, frequency cap {}, exempt {:?}",
+                    if p.quiet_hours.is_some() { "on" } else { "off" },
+                    p.frequency_cap
+                        .as_ref()
+                        .map(|c| format!("{} per {}", c.max, c.per))
+                        .unwrap_or_else(|| "off".into()),
+                    p.exempt
+                );
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        ("set", None) => bail!("policy set: give the policy file"),
+        ("show", _) => on_backend!(backend, |rt| {
+            match rt.policy_text()? {
+                Some(text) => outln!("{}", text.trim_end()),
+                None => outln!("no policy set"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }),
+        (other, _) => bail!("unknown policy action \"{other}\": use set or show"),
+    }
+}
+
 /// `relance clone`.
 pub fn clone(backend: &Backend, from: &str, to: &str) -> Result<ExitCode> {
     on_backend!(backend, |rt| clone_on(&mut rt, from, to))

@@ -112,6 +112,16 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// The workspace policy every scenario obeys: `policy set FILE` (quiet hours, a frequency
+    /// cap across scenarios, exempt types), `policy show`.
+    Policy {
+        /// set or show.
+        action: String,
+        /// The policy file (set).
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Launch an active scenario for some contacts, or for its audience.
     Launch {
         /// The scenario id.
@@ -251,6 +261,10 @@ enum Command {
         /// Print the counts per step and per end as a last line (`"kind": "journal"`).
         #[arg(long)]
         journal: bool,
+        /// The workspace policy (quiet hours, a frequency cap across scenarios), as
+        /// `relance policy set` stores it for the runtime.
+        #[arg(long)]
+        policy: Option<PathBuf>,
     },
 }
 
@@ -277,6 +291,11 @@ fn main() -> ExitCode {
             target,
             store,
         } => embedded::scenario(&store.backend(), &action, target.as_deref()),
+        Command::Policy {
+            action,
+            file,
+            store,
+        } => embedded::policy(&store.backend(), &action, file.as_deref()),
         Command::Launch {
             scenario,
             contacts,
@@ -356,6 +375,7 @@ fn main() -> ExitCode {
             start,
             until,
             journal,
+            policy,
         } => simulate_cmd(
             &file,
             &contacts,
@@ -363,6 +383,7 @@ fn main() -> ExitCode {
             start.as_deref(),
             &until,
             journal,
+            policy.as_deref(),
         ),
     };
     match result {
@@ -567,6 +588,29 @@ fn load_contacts(path: &Path) -> Result<Vec<Contact>> {
         .map_err(|errors| anyhow::anyhow!("{}:\n  {}", path.display(), errors.join("\n  ")))
 }
 
+/// Reads a workspace policy file (YAML or JSON), its problems named with their paths.
+pub(crate) fn load_policy(path: &Path) -> Result<relance_core::Policy> {
+    let text = read(path)?;
+    let format = if path.extension().is_some_and(|e| e == "json") {
+        relance_core::Format::Json
+    } else {
+        relance_core::Format::Yaml
+    };
+    relance_core::Policy::parse(&text, format).map_err(|problems| {
+        let lines: Vec<String> = problems
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}: {}",
+                    if p.path.is_empty() { "(top)" } else { &p.path },
+                    p.message
+                )
+            })
+            .collect();
+        anyhow::anyhow!("{}:\n  {}", path.display(), lines.join("\n  "))
+    })
+}
+
 fn simulate_cmd(
     path: &Path,
     contacts: &Path,
@@ -574,7 +618,9 @@ fn simulate_cmd(
     start: Option<&str>,
     until: &str,
     journal: bool,
+    policy: Option<&Path>,
 ) -> Result<ExitCode> {
+    let policy = policy.map(load_policy).transpose()?.unwrap_or_default();
     let report = check(path)?;
     let Some(scenario) = report.scenario else {
         print_problems(path, &report, &mut std::io::stderr())?;
@@ -595,7 +641,7 @@ fn simulate_cmd(
             .map_err(|errors| anyhow::anyhow!("{}:\n  {}", p.display(), errors.join("\n  ")))?,
         None => Vec::new(),
     };
-    let engine = Engine::new(scenario);
+    let engine = Engine::new(scenario).with_policy(policy);
     let mut sim = Simulation::new(&engine, contacts, events);
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());

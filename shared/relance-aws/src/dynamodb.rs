@@ -851,6 +851,21 @@ impl ScenarioStore for DynamoStore {
             .map_err(dynamo("UpdateItem"))?;
         Ok(())
     }
+
+    fn policy(&mut self) -> Result<Option<String>, AwsError> {
+        Ok(self
+            .get("settings", "policy")?
+            .and_then(|item| get_s(&item, "text").map(str::to_string)))
+    }
+
+    fn put_policy(&mut self, text: &str, now: DateTime<Utc>) -> Result<(), AwsError> {
+        let mut item = Item::new();
+        item.insert("pk".into(), s("settings"));
+        item.insert("sk".into(), s("policy"));
+        item.insert("text".into(), s(text));
+        item.insert("updated_at".into(), s(ts(now)));
+        self.put(item)
+    }
 }
 
 impl ContactStore for DynamoStore {
@@ -984,23 +999,46 @@ impl ContactStore for DynamoStore {
         }
         // The scenario's earlier sends to the contact (for frequency caps) are in its
         // enrollments' `sent` maps: no separate write per send.
+        h.sends = self.scenario_sends(contact, scenario)?;
+        h.events.sort_by_key(|e| e.at);
+        h.engagement.sort_by_key(|e| e.at);
+        Ok(h)
+    }
+
+    fn contact_sends(&mut self, contact: &str) -> Result<Vec<SendMark>, AwsError> {
+        let pk = format!("contact#{contact}");
+        let mut sends = Vec::new();
+        for item in self.query(&self.config.state_table, &pk, "entry#")? {
+            let scenario = get_s(&item, "sk")
+                .and_then(|sk| sk.strip_prefix("entry#"))
+                .unwrap_or("")
+                .to_string();
+            sends.extend(self.scenario_sends(contact, &scenario)?);
+        }
+        sends.sort_by_key(|m| m.at);
+        Ok(sends)
+    }
+}
+
+impl DynamoStore {
+    /// One scenario's sends to a contact, from its latest enrollments' `sent` maps.
+    fn scenario_sends(&self, contact: &str, scenario: &str) -> Result<Vec<SendMark>, AwsError> {
+        let pk = format!("contact#{contact}");
         let entries = self
             .get(&pk, &format!("entry#{scenario}"))?
             .and_then(|e| get_n(&e, "entries"))
             .unwrap_or(0);
+        let mut sends = Vec::new();
         for n in (1..=entries).rev().take(MAX_ENROLLMENTS_READ) {
             if let Some(item) =
                 self.get(&format!("enrollment#{scenario}:{contact}:{n}"), "state")?
             {
                 let e: Enrollment = from_json("enrollment", get_s(&item, "doc").unwrap_or("null"))?;
-                h.sends
-                    .extend(e.sent.values().map(|at| SendMark { at: *at }));
+                sends.extend(e.sent.values().map(|at| SendMark { at: *at }));
             }
         }
-        h.sends.sort_by_key(|m| m.at);
-        h.events.sort_by_key(|e| e.at);
-        h.engagement.sort_by_key(|e| e.at);
-        Ok(h)
+        sends.sort_by_key(|m| m.at);
+        Ok(sends)
     }
 }
 

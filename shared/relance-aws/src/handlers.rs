@@ -309,7 +309,7 @@ pub fn ses_engagement(body: &str) -> Result<Option<EngagementDetail>, HandlerErr
         .or(v["mail"]["timestamp"].as_str())
         .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
         .map(|t| t.with_timezone(&Utc));
-    let link_tags = v["click"]["linkTags"]
+    let mut link_tags: Vec<String> = v["click"]["linkTags"]
         .as_object()
         .map(|m| {
             m.iter()
@@ -324,6 +324,10 @@ pub fn ses_engagement(body: &str) -> Result<Option<EngagementDetail>, HandlerErr
                 .collect()
         })
         .unwrap_or_default();
+    // A soft bounce (mailbox full, ...) is recorded but does not suppress the address.
+    if kind == relance_core::EngagementKind::Bounced && v["bounce"]["bounceType"] == "Transient" {
+        link_tags.push(relance_core::engine::SOFT_BOUNCE.to_string());
+    }
     Ok(Some(EngagementDetail {
         contact,
         scenario,

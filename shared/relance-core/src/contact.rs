@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// A contact: `id` plus reserved keys (email, phone, timezone, birthday, groups, tags,
-/// personas, subscriptions, push, web_push) and any other attribute.
+/// personas, subscriptions, suppressed, push, web_push) and any other attribute.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(transparent)]
 pub struct Contact {
@@ -51,7 +51,7 @@ impl Contact {
             _ => return Err(ContactError::MissingId),
         };
         fields.insert("id".into(), Value::String(id.clone()));
-        for key in ["groups", "tags", "personas"] {
+        for key in ["groups", "tags", "personas", "suppressed"] {
             match fields.get(key) {
                 None | Some(Value::Null | Value::Array(_)) => {}
                 Some(Value::String(s)) => {
@@ -65,6 +65,7 @@ impl Contact {
                         key: match key {
                             "groups" => "groups",
                             "tags" => "tags",
+                            "suppressed" => "suppressed",
                             _ => "personas",
                         },
                         why: "must be a list of names",
@@ -209,6 +210,13 @@ impl Contact {
         }
     }
 
+    /// True when the address (email or phone) is on the contact's `suppressed` list: a hard
+    /// bounce, a complaint or an SMS opt-out put it there; nothing is sent to it again.
+    pub fn is_suppressed(&self, address: &str) -> bool {
+        self.names("suppressed")
+            .any(|a| a.eq_ignore_ascii_case(address))
+    }
+
     /// The recorded consent for a communication type: `Some(true)` subscribed,
     /// `Some(false)` unsubscribed, `None` no record.
     pub fn subscription(&self, kind: &str) -> Option<bool> {
@@ -329,6 +337,9 @@ pub struct History {
     pub engagement: Vec<Engagement>,
     /// Sends of this scenario to the contact.
     pub sends: Vec<SendMark>,
+    /// Sends of every scenario to the contact, for the policy's frequency cap: filled only
+    /// when the engine's policy has one (see [`crate::Engine::needs_contact_sends`]).
+    pub contact_sends: Vec<SendMark>,
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ use serde_json::{Map, Value};
 use crate::condition::{Condition, EvalContext};
 use crate::contact::{ActivityEvent, Contact, Engagement, EngagementKind, History};
 use crate::journal::{Record, RecordKind};
+use crate::policy::Policy;
 use crate::render::{Rendered, Templates};
 use crate::scenario::{Action, Channel, Consent, EndKind, ListChange, Scenario, Step, StepKind};
 
@@ -299,6 +300,7 @@ pub struct Engine {
     scenario: Scenario,
     index: HashMap<String, usize>,
     templates: Templates,
+    policy: Policy,
 }
 
 impl Engine {
@@ -315,7 +317,25 @@ impl Engine {
             scenario,
             index,
             templates,
+            policy: Policy::default(),
         }
+    }
+
+    /// The same engine under a workspace policy (quiet hours, a cap across scenarios).
+    pub fn with_policy(mut self, policy: Policy) -> Engine {
+        self.policy = policy;
+        self
+    }
+
+    /// The workspace policy it applies.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// True when callers must fill [`History::contact_sends`] (the policy caps sends
+    /// across scenarios).
+    pub fn needs_contact_sends(&self) -> bool {
+        self.policy.frequency_cap.is_some()
     }
 
     /// The scenario.
@@ -480,36 +500,61 @@ impl Engine {
     }
 
     /// Contact changes that engagement implies: an unsubscribe or a complaint about a send
-    /// unsubscribes the contact from that message's communication type.
+    /// unsubscribes the contact from that message's communication type; a hard bounce or a
+    /// complaint puts the address on the contact's `suppressed` list.
     pub fn consent_changes(
         &self,
         contact: &Contact,
         engagement: &Engagement,
-    ) -> Option<(String, Value)> {
-        if !matches!(
-            engagement.kind,
-            EngagementKind::Unsubscribed | EngagementKind::Complained
-        ) {
-            return None;
-        }
+    ) -> Vec<(String, Value)> {
+        let mut changes = Vec::new();
         let Some(StepKind::Send { message, .. }) = self.step(&engagement.step).map(|s| &s.kind)
         else {
-            return None;
+            return changes;
         };
-        let kind = self
-            .scenario
-            .messages
-            .get(message)?
-            .communication_type()
-            .to_string();
-        (contact.subscription(&kind) != Some(false))
-            .then(|| (format!("subscriptions.{kind}"), Value::Bool(false)))
+        let Some(message) = self.scenario.messages.get(message) else {
+            return changes;
+        };
+        let kind = message.communication_type().to_string();
+        if matches!(
+            engagement.kind,
+            EngagementKind::Unsubscribed | EngagementKind::Complained
+        ) && contact.subscription(&kind) != Some(false)
+        {
+            changes.push((format!("subscriptions.{kind}"), Value::Bool(false)));
+        }
+        let soft_bounce = engagement.link_tags.iter().any(|t| t == SOFT_BOUNCE);
+        let suppress = match engagement.kind {
+            EngagementKind::Bounced => !soft_bounce,
+            EngagementKind::Complained => true,
+            _ => false,
+        };
+        let address = match message.channel {
+            Channel::Email => contact.email(),
+            Channel::Sms => contact.phone(),
+            Channel::Push | Channel::WebPush => None,
+        };
+        if let (true, Some(address)) = (suppress, address)
+            && !contact.is_suppressed(address)
+        {
+            let mut list: Vec<Value> = contact
+                .names("suppressed")
+                .map(|a| Value::String(a.to_string()))
+                .collect();
+            list.push(Value::String(address.to_string()));
+            changes.push(("suppressed".to_string(), Value::Array(list)));
+        }
+        changes
     }
 
     fn step(&self, id: &str) -> Option<&Step> {
         self.index.get(id).map(|&i| &self.scenario.steps[i])
     }
 }
+
+/// The link tag an engagement source puts on a soft (transient) bounce: it is recorded, and
+/// the address is not suppressed.
+pub const SOFT_BOUNCE: &str = "bounce:transient";
 
 /// One transition in progress.
 struct Run<'a> {
@@ -780,9 +825,18 @@ impl<'a> Run<'a> {
             r.arrival = arrival;
             return Flow::Next;
         };
-        if let Some(quiet) = &scenario.quiet_hours {
-            // Quiet hours are the recipient's night: its own zone when it has one.
-            let tz = self.contact.timezone().unwrap_or(scenario.timezone);
+        let kind = message.communication_type();
+        let policy = &engine.policy;
+        let exempt = policy.exempts(kind);
+        // The scenario's own quiet hours replace the policy's; both are the recipient's
+        // night, read in its own zone when it has one.
+        let quiet = match (&scenario.quiet_hours, &policy.quiet_hours) {
+            (Some(own), _) => Some((own, scenario.timezone)),
+            (None, Some(global)) if !exempt => Some((global, policy.timezone)),
+            _ => None,
+        };
+        if let Some((quiet, default_tz)) = quiet {
+            let tz = self.contact.timezone().unwrap_or(default_tz);
             if let Some(end) = quiet.ends_after(self.now, tz) {
                 self.hold(step, end, Hold::QuietHours, arrival);
                 return Flow::Hold;
@@ -798,6 +852,19 @@ impl<'a> Run<'a> {
                 .count();
             if before + self.sends_now >= cap.max as usize {
                 return self.skip_send(step, "frequency_cap", arrival);
+            }
+        }
+        if let Some(cap) = policy.frequency_cap.as_ref().filter(|_| !exempt) {
+            let tz = self.contact.timezone().unwrap_or(policy.timezone);
+            let from = cap.per.sub_from(self.now, tz);
+            let before = self
+                .history
+                .contact_sends
+                .iter()
+                .filter(|s| s.at > from && s.at <= self.now)
+                .count();
+            if before + self.sends_now >= cap.max as usize {
+                return self.skip_send(step, "policy_frequency_cap", arrival);
             }
         }
         let to = match message.channel {
@@ -825,6 +892,13 @@ impl<'a> Run<'a> {
                 (!subs.is_empty()).then(|| Recipient::WebPush(subs.into_iter().cloned().collect()))
             }
         };
+        let suppressed = match &to {
+            Some(Recipient::Email(a) | Recipient::Phone(a)) => self.contact.is_suppressed(a),
+            _ => false,
+        };
+        if suppressed {
+            return self.skip_send(step, "suppressed", arrival);
+        }
         let Some(to) = to else {
             let reason = match message.channel {
                 Channel::Email => "no_email",
@@ -834,7 +908,6 @@ impl<'a> Run<'a> {
             };
             return self.skip_send(step, reason, arrival);
         };
-        let kind = message.communication_type();
         match (self.contact.subscription(kind), scenario.consent) {
             (Some(false), _) => return self.skip_send(step, "unsubscribed", arrival),
             (None, Consent::Explicit) => return self.skip_send(step, "no_opt_in", arrival),

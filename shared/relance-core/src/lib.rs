@@ -24,6 +24,7 @@ pub mod duration;
 pub mod engine;
 pub mod graph;
 pub mod journal;
+pub mod policy;
 pub mod ports;
 pub mod problem;
 pub mod render;
@@ -40,5 +41,6 @@ pub use duration::IsoDuration;
 pub use engine::{Effect, Engine, Enrollment, Input, Transition};
 pub use journal::{Record, RecordKind};
 
+pub use policy::Policy;
 pub use problem::{Problem, Severity};
 pub use scenario::{Format, Scenario};

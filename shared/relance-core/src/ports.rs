@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::contact::{ActivityEvent, Contact, Engagement, History};
+use crate::contact::{ActivityEvent, Contact, Engagement, History, SendMark};
 use crate::engine::{Effect, Enrollment, Send, Transition, Wake};
 use crate::journal::Record;
 use crate::scenario::{Action, Format};
@@ -195,6 +195,10 @@ pub trait ScenarioStore {
         active_version: Option<u32>,
         now: DateTime<Utc>,
     ) -> Result<(), Self::Error>;
+    /// The workspace policy file (YAML or JSON text), if one was set.
+    fn policy(&mut self) -> Result<Option<String>, Self::Error>;
+    /// Replaces the workspace policy file.
+    fn put_policy(&mut self, text: &str, now: DateTime<Utc>) -> Result<(), Self::Error>;
 }
 
 /// Contacts and what they did.
@@ -226,6 +230,8 @@ pub trait ContactStore {
     ) -> Result<(), Self::Error>;
     /// What the engine needs to know of the contact's past for one scenario.
     fn history(&mut self, contact: &str, scenario: &str) -> Result<History, Self::Error>;
+    /// Every scenario's sends to the contact, oldest first (for the policy's cap).
+    fn contact_sends(&mut self, contact: &str) -> Result<Vec<SendMark>, Self::Error>;
 }
 
 /// Enrollments, entry marks and the already-running lock.

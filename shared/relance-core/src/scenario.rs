@@ -573,7 +573,11 @@ fn strip_position(message: &str) -> String {
 }
 
 /// Deserializes `value` into `T`, reporting the failure at `base` plus the inner path.
-fn typed<T: DeserializeOwned>(base: &str, value: &Value, problems: &mut Vec<Problem>) -> Option<T> {
+pub(crate) fn typed<T: DeserializeOwned>(
+    base: &str,
+    value: &Value,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
     match serde_path_to_error::deserialize::<_, T>(value) {
         Ok(v) => Some(v),
         Err(e) => {

@@ -297,7 +297,7 @@ impl<'e> Simulation<'e> {
                 changed
             }
             Happening::Engagement(e) => {
-                if let Some((field, value)) = self.engine.consent_changes(&self.contacts[c], e) {
+                for (field, value) in self.engine.consent_changes(&self.contacts[c], e) {
                     self.contacts[c].set_field(&field, value);
                 }
                 self.histories[c].engagement.push(e.clone());
@@ -442,7 +442,11 @@ impl<'e> Simulation<'e> {
         for effect in &t.effects {
             match effect {
                 Effect::Record(r) => sink(r),
-                Effect::Send(_) => self.histories[c].sends.push(SendMark { at: now }),
+                Effect::Send(_) => {
+                    // One scenario is played: its sends are all the contact's sends.
+                    self.histories[c].sends.push(SendMark { at: now });
+                    self.histories[c].contact_sends.push(SendMark { at: now });
+                }
                 Effect::ScheduleWake(w) => {
                     if w.at <= end {
                         self.push(

@@ -1362,3 +1362,48 @@ steps:
     );
     assert_eq!(sends(&played.records), ["a send 2026-12-01T09:00:00Z"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Consent: suppressed addresses
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_hard_bounce_suppresses_the_address_and_a_soft_one_does_not() {
+    let yaml = r#"
+id: bounce
+launch: {type: manual}
+audience: {all: true}
+messages:
+  m1: {channel: email, subject: one, text: x}
+  m2: {channel: email, subject: two, text: x}
+  s1: {channel: sms, text: x}
+steps:
+  - {id: first, send: m1, next: second}
+  - {id: second, delay: {after: P1D}, send: m2, next: text}
+  - {id: text, send: s1, next: done}
+  - {id: done, end: success}
+"#;
+    let contacts = r#"{"id": "hard", "email": "h@x.io", "phone": "+33600000001"}
+{"id": "soft", "email": "s@x.io", "phone": "+33600000002"}
+{"id": "listed", "email": "l@x.io", "phone": "+33600000003", "suppressed": ["+33600000003"]}"#;
+    let events = r#"{"at": "2026-12-01T10:00:00Z", "contact": "hard", "bounced": "first"}
+{"at": "2026-12-01T10:00:00Z", "contact": "soft", "bounced": "first", "link_tags": ["bounce:transient"]}"#;
+    let played = play(yaml, contacts, events, "2026-12-01T09:00:00Z", "P3D");
+    assert_eq!(
+        skips(&played.records),
+        [
+            "hard second suppressed 2026-12-02T09:00:00Z",
+            "listed text suppressed 2026-12-02T09:00:00Z"
+        ]
+    );
+    assert_eq!(
+        played.contact("hard").field("suppressed"),
+        Some(&json!(["h@x.io"]))
+    );
+    assert_eq!(played.contact("soft").field("suppressed"), None);
+    assert!(
+        sends(&played.records).contains(&"soft second 2026-12-02T09:00:00Z".to_string()),
+        "{:?}",
+        sends(&played.records)
+    );
+}

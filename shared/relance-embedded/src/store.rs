@@ -19,9 +19,10 @@ use relance_core::scenario::Action;
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The migrations, in order; `PRAGMA user_version` says how many were applied.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_dead_letter.sql"),
+    include_str!("../migrations/0003_policy.sql"),
 ];
 
 /// A storage failure.
@@ -260,6 +261,22 @@ impl ScenarioStore for SqliteStore {
         )?;
         Ok(())
     }
+
+    fn policy(&mut self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT value FROM setting WHERE name = 'policy'")?
+            .query_row([], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn put_policy(&mut self, text: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO setting (name, value, updated_at) VALUES ('policy', ?1, ?2) ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            params![text, ts(now)],
+        )?;
+        Ok(())
+    }
 }
 
 impl ContactStore for SqliteStore {
@@ -400,6 +417,19 @@ impl ContactStore for SqliteStore {
             }
         }
         Ok(h)
+    }
+
+    fn contact_sends(&mut self, contact: &str) -> Result<Vec<SendMark>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT at FROM outbox WHERE contact_id = ?1 AND kind = 'send' ORDER BY at",
+        )?;
+        let rows = stmt.query_map(params![contact], |r| r.get::<_, String>(0))?;
+        rows.map(|row| {
+            Ok(SendMark {
+                at: parse_ts(&row?)?,
+            })
+        })
+        .collect()
     }
 }
 

@@ -117,9 +117,13 @@ fn simulated(
     events: &str,
     start: DateTime<Utc>,
     until: &str,
+    policy: Option<&str>,
 ) -> Vec<(String, String, String)> {
     let (scenario, _) = validate::parse(yaml, Format::Yaml).unwrap_or_else(|p| panic!("{p:?}"));
-    let engine = Engine::new(scenario);
+    let policy = policy
+        .map(|p| relance_core::Policy::parse(p, Format::Yaml).unwrap_or_else(|e| panic!("{e:?}")))
+        .unwrap_or_default();
+    let engine = Engine::new(scenario).with_policy(policy);
     let contacts =
         simulation::contacts_from_json_lines(contacts).unwrap_or_else(|e| panic!("{e:?}"));
     let events = simulation::events_from_json_lines(events).unwrap_or_else(|e| panic!("{e:?}"));
@@ -146,8 +150,23 @@ fn import(rt: &mut Runtime<SqliteStore>, contacts: &str, now: DateTime<Utc>) {
 }
 
 fn same_sends_as_simulate(yaml: &str, contacts: &str, events: &str, start: &str, until: &str) {
+    same_sends_as_simulate_under(None, yaml, contacts, events, start, until);
+}
+
+fn same_sends_as_simulate_under(
+    policy: Option<&str>,
+    yaml: &str,
+    contacts: &str,
+    events: &str,
+    start: &str,
+    until: &str,
+) {
     let start = at(start);
     let mut rt = runtime();
+    if let Some(p) = policy {
+        rt.set_policy(p, start - TimeDelta::days(2))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
     import(&mut rt, contacts, start - TimeDelta::days(1));
     let id = activate(&mut rt, yaml, start - TimeDelta::days(1));
     let manual = yaml.contains("type: manual");
@@ -160,7 +179,7 @@ fn same_sends_as_simulate(yaml: &str, contacts: &str, events: &str, start: &str,
         .into_iter()
         .map(|(c, s, a, _)| (c, s, a))
         .collect();
-    let mut want = simulated(yaml, contacts, events, start, until);
+    let mut want = simulated(yaml, contacts, events, start, until, policy);
     got.sort();
     want.sort();
     assert!(!want.is_empty());
@@ -187,6 +206,59 @@ fn runtime_and_simulate_send_the_same_for_the_openers_example() {
         "2026-12-01T09:00:00Z",
         "P40D",
     );
+}
+
+/// Quiet hours and a cap from the workspace policy hold and skip the same sends in the
+/// runtime as in `simulate`; a transactional message escapes both.
+#[test]
+fn runtime_and_simulate_apply_the_same_policy() {
+    let scenario = "id: pol
+launch: {type: manual}
+audience: {all: true}
+messages:
+  a: {channel: email, subject: A, text: a}
+  b: {channel: email, subject: B, text: b}
+  t: {channel: email, type: transactional, subject: T, text: t}
+steps:
+  - {id: s1, send: a, next: s2}
+  - {id: s2, delay: {after: PT1H}, send: b, next: s3}
+  - {id: s3, delay: {after: P1D}, send: b, next: s4}
+  - {id: s4, send: t, next: done}
+  - {id: done, end: success}
+";
+    let contacts = r#"{"id": "paris", "email": "p@example.org"}
+{"id": "ny", "email": "n@example.org", "timezone": "America/New_York"}
+{"id": "tokyo", "email": "t@example.org", "timezone": "Asia/Tokyo"}
+"#;
+    let policy = "quiet_hours: {from: \"21:00\", to: \"08:00\"}\nfrequency_cap: {max: 1, per: PT20H}\ntimezone: Europe/Paris\n";
+    same_sends_as_simulate_under(
+        Some(policy),
+        scenario,
+        contacts,
+        "",
+        "2026-12-01T19:30:00Z",
+        "P4D",
+    );
+    // And the policy did something: without it every contact gets all four sends.
+    let with = simulated(
+        scenario,
+        contacts,
+        "",
+        at("2026-12-01T19:30:00Z"),
+        "P4D",
+        Some(policy),
+    );
+    let without = simulated(
+        scenario,
+        contacts,
+        "",
+        at("2026-12-01T19:30:00Z"),
+        "P4D",
+        None,
+    );
+    assert_eq!(without.len(), 12);
+    assert!(with.len() < without.len(), "{with:?}");
+    assert!(with.iter().any(|(_, step, _)| step == "s4"));
 }
 
 const DRIP: &str = r#"

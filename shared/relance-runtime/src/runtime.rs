@@ -18,7 +18,7 @@ use relance_core::schedule::inactivity_deadline;
 use relance_core::simulation::{Happening, ScriptedEvent};
 use relance_core::validate;
 use relance_core::wire::{ActivityDetail, ContactDetail, EngagementDetail, LaunchDetail};
-use relance_core::{Problem, scenario};
+use relance_core::{History, Policy, Problem, scenario};
 use serde::Serialize;
 
 /// How many due timers one tick takes before looking at the rest again.
@@ -123,8 +123,58 @@ pub struct ImportedContact {
     pub change: ContactChange,
 }
 
-/// Engines by (scenario, version): versions are immutable, so an engine never goes stale.
-type Engines = HashMap<(String, u32), Arc<Engine>>;
+/// Engines by (scenario, version) under the workspace policy: versions are immutable, so an
+/// engine goes stale only when the policy changes, and the cache is dropped then.
+#[derive(Debug, Default)]
+struct Engines {
+    by_version: HashMap<(String, u32), Arc<Engine>>,
+    policy: Policy,
+    policy_text: Option<String>,
+    /// When the policy was last read: other processes (Lambda containers) may change it, so
+    /// it is read again after [`POLICY_REFRESH`].
+    policy_read_at: Option<DateTime<Utc>>,
+}
+
+/// How long a runtime trusts the workspace policy it read.
+pub const POLICY_REFRESH: TimeDelta = TimeDelta::seconds(60);
+
+impl Engines {
+    fn refresh_policy<S: Store>(
+        &mut self,
+        store: &mut S,
+        now: DateTime<Utc>,
+    ) -> Result<(), RuntimeError>
+    where
+        S::Fault: std::error::Error + Send + Sync + 'static,
+    {
+        if self
+            .policy_read_at
+            .is_some_and(|at| now >= at && now - at < POLICY_REFRESH)
+        {
+            return Ok(());
+        }
+        let text = store.policy().map_err(store_err)?;
+        self.policy_read_at = Some(now);
+        if text == self.policy_text {
+            return Ok(());
+        }
+        self.policy = match &text {
+            Some(t) => parse_policy(t)?,
+            None => Policy::default(),
+        };
+        self.policy_text = text;
+        self.by_version.clear();
+        Ok(())
+    }
+}
+
+/// A stored policy: YAML (a superset of JSON).
+fn parse_policy(text: &str) -> Result<Policy, RuntimeError> {
+    Policy::parse(text, relance_core::Format::Yaml).map_err(|problems| RuntimeError::Invalid {
+        id: "policy".into(),
+        problems,
+    })
+}
 
 /// The engine over a store.
 #[derive(Debug)]
@@ -149,8 +199,23 @@ where
     pub fn new(store: S) -> Self {
         Runtime {
             store,
-            engines: HashMap::new(),
+            engines: Engines::default(),
         }
+    }
+
+    /// Replaces the workspace policy (quiet hours, a frequency cap across scenarios); the
+    /// text is checked first, and every engine applies it from the next input on.
+    pub fn set_policy(&mut self, text: &str, now: DateTime<Utc>) -> Result<Policy, RuntimeError> {
+        let policy = parse_policy(text)?;
+        self.unit(now, |u| u.store.put_policy(text, now).map_err(store_err))?;
+        self.engines.policy_read_at = None;
+        self.engines.refresh_policy(&mut self.store, now)?;
+        Ok(policy)
+    }
+
+    /// The workspace policy's text, if one was set.
+    pub fn policy_text(&mut self) -> Result<Option<String>, RuntimeError> {
+        self.store.policy().map_err(store_err)
     }
 
     /// The store, for reads the runtime does not wrap.
@@ -166,6 +231,7 @@ where
         // Stored instants keep microseconds: an instant with more precision would not match
         // itself once read back (a timer's due time against the enrollment's).
         let now = now.trunc_subsecs(6);
+        self.engines.refresh_policy(&mut self.store, now)?;
         let engines = &mut self.engines;
         self.store
             .atomically(|store| {
@@ -417,16 +483,13 @@ where
                 .or(entry.active_version)
                 .unwrap_or(entry.latest_version);
             let engine = engine(u.store, u.engines, &entry.id, version)?;
-            if let Some((field, value)) = engine.consent_changes(&contact, &engagement) {
+            for (field, value) in engine.consent_changes(&contact, &engagement) {
                 contact.set_field(&field, value);
                 u.store.put_contact(&contact, now).map_err(store_err)?;
             }
             // Held (paused) and retired (archived) scenarios record the reaction but do not move.
             if let (Some((enrollment, version)), Status::Active) = (running, entry.status) {
-                let history = u
-                    .store
-                    .history(contact.id(), &entry.id)
-                    .map_err(store_err)?;
+                let history = history_for(u.store, &engine, contact.id(), &entry.id)?;
                 let t = engine.handle(
                     &enrollment,
                     &contact,
@@ -717,7 +780,7 @@ fn engine<S: Store>(
 where
     S::Fault: std::error::Error + Send + Sync + 'static,
 {
-    if let Some(e) = engines.get(&(id.to_string(), version)) {
+    if let Some(e) = engines.by_version.get(&(id.to_string(), version)) {
         return Ok(e.clone());
     }
     let source = store
@@ -731,9 +794,29 @@ where
                 problems,
             }
         })?;
-    let e = Arc::new(Engine::new(scenario));
-    engines.insert((id.to_string(), version), e.clone());
+    let e = Arc::new(Engine::new(scenario).with_policy(engines.policy.clone()));
+    engines
+        .by_version
+        .insert((id.to_string(), version), e.clone());
     Ok(e)
+}
+
+/// The contact's past for one scenario, with every scenario's sends when the engine's policy
+/// caps them.
+fn history_for<S: Store>(
+    store: &mut S,
+    engine: &Engine,
+    contact: &str,
+    scenario: &str,
+) -> Result<History, RuntimeError>
+where
+    S::Fault: std::error::Error + Send + Sync + 'static,
+{
+    let mut history = store.history(contact, scenario).map_err(store_err)?;
+    if engine.needs_contact_sends() {
+        history.contact_sends = store.contact_sends(contact).map_err(store_err)?;
+    }
+    Ok(history)
 }
 
 /// The id written in a scenario file that does not validate (so it can be stored as a draft).
@@ -830,7 +913,7 @@ where
                 .map_err(store_err)?
             {
                 let engine = self.engine(id, version)?;
-                let history = self.store.history(contact.id(), id).map_err(store_err)?;
+                let history = history_for(self.store, &engine, contact.id(), id)?;
                 let t = engine.handle(
                     &enrollment,
                     &contact,
@@ -870,10 +953,7 @@ where
             .store
             .entry_mark(scenario, contact.id())
             .map_err(store_err)?;
-        let history = self
-            .store
-            .history(contact.id(), scenario)
-            .map_err(store_err)?;
+        let history = history_for(self.store, &engine, contact.id(), scenario)?;
         let id = format!(
             "{scenario}:{}:{}",
             contact.id(),
@@ -920,10 +1000,7 @@ where
             .contact(&enrollment.contact)
             .map_err(store_err)?
             .unwrap_or_else(|| Contact::bare(&enrollment.contact));
-        let history = self
-            .store
-            .history(contact.id(), &enrollment.scenario)
-            .map_err(store_err)?;
+        let history = history_for(self.store, &engine, contact.id(), &enrollment.scenario)?;
         let t = engine.handle(
             &enrollment,
             &contact,

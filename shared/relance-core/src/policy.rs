@@ -1,0 +1,153 @@
+//! The workspace policy: rules every scenario obeys on top of its own, the way Pinpoint and
+//! Braze users expect them — quiet hours read in each contact's zone, and a frequency cap
+//! counted across all scenarios. Messages of an exempt communication type (transactional by
+//! default) are never held or capped by the policy.
+
+use chrono_tz::Tz;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::problem::Problem;
+use crate::scenario::{Format, FrequencyCap, parse_document, typed};
+use crate::schedule::{LocalTime, QuietHours};
+
+/// Workspace-wide sending rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Held unless the scenario sets its own quiet hours.
+    pub quiet_hours: Option<QuietHours>,
+    /// At most this many sends to one contact, every scenario counted.
+    pub frequency_cap: Option<FrequencyCap>,
+    /// Zone for contacts without one (quiet hours and the cap's calendar window).
+    pub timezone: Tz,
+    /// Communication types the policy never holds or caps.
+    pub exempt: Vec<String>,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            quiet_hours: None,
+            frequency_cap: None,
+            timezone: Tz::UTC,
+            exempt: vec!["transactional".to_string()],
+        }
+    }
+}
+
+impl Policy {
+    /// Reads a policy file (YAML or JSON): `quiet_hours: {from, to}`, `frequency_cap: {max,
+    /// per}`, `timezone`, `exempt: [types]`. Every problem is reported with its path.
+    pub fn parse(text: &str, format: Format) -> Result<Policy, Vec<Problem>> {
+        let doc = parse_document(text, format).map_err(|p| vec![p])?;
+        Policy::from_value(&doc)
+    }
+
+    /// Like [`Policy::parse`], from an already parsed document.
+    pub fn from_value(doc: &Value) -> Result<Policy, Vec<Problem>> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct RawQuiet {
+            from: LocalTime,
+            to: LocalTime,
+        }
+        let mut problems = Vec::new();
+        let mut policy = Policy::default();
+        let Some(top) = doc.as_object() else {
+            if doc.is_null() {
+                return Ok(policy);
+            }
+            return Err(vec![Problem::error("", "a policy is a mapping")]);
+        };
+        for key in top.keys() {
+            if !["quiet_hours", "frequency_cap", "timezone", "exempt"].contains(&key.as_str()) {
+                problems.push(Problem::error(
+                    key.as_str(),
+                    format!("unknown key \"{key}\" (expected quiet_hours, frequency_cap, timezone or exempt)"),
+                ));
+            }
+        }
+        policy.quiet_hours = top
+            .get("quiet_hours")
+            .filter(|v| !v.is_null())
+            .and_then(|v| typed::<RawQuiet>("quiet_hours", v, &mut problems))
+            .map(|r| QuietHours {
+                from: r.from,
+                to: r.to,
+            });
+        policy.frequency_cap = top
+            .get("frequency_cap")
+            .filter(|v| !v.is_null())
+            .and_then(|v| typed::<FrequencyCap>("frequency_cap", v, &mut problems));
+        if let Some(cap) = &policy.frequency_cap
+            && cap.max == 0
+        {
+            problems.push(Problem::error("frequency_cap.max", "must be at least 1"));
+        }
+        if let Some(zone) = top
+            .get("timezone")
+            .and_then(|v| typed::<String>("timezone", v, &mut problems))
+        {
+            match zone.parse::<Tz>() {
+                Ok(tz) => policy.timezone = tz,
+                Err(e) => problems.push(Problem::error("timezone", e.to_string())),
+            }
+        }
+        if let Some(exempt) = top
+            .get("exempt")
+            .and_then(|v| typed::<Vec<String>>("exempt", v, &mut problems))
+        {
+            policy.exempt = exempt;
+        }
+        if problems.is_empty() {
+            Ok(policy)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// True when the policy holds or caps nothing.
+    pub fn is_empty(&self) -> bool {
+        self.quiet_hours.is_none() && self.frequency_cap.is_none()
+    }
+
+    /// True when messages of this communication type escape the policy.
+    pub fn exempts(&self, communication_type: &str) -> bool {
+        self.exempt.iter().any(|t| t == communication_type)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_every_key_and_defaults_the_exemption() {
+        let p = Policy::parse(
+            "quiet_hours: {from: \"21:00\", to: \"08:00\"}\nfrequency_cap: {max: 3, per: P7D}\ntimezone: Europe/Paris\n",
+            Format::Yaml,
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(p.quiet_hours.is_some());
+        assert_eq!(p.frequency_cap.as_ref().map(|c| c.max), Some(3));
+        assert_eq!(p.timezone, chrono_tz::Europe::Paris);
+        assert!(p.exempts("transactional"));
+        assert!(!p.exempts("newsletter"));
+        assert!(Policy::parse("", Format::Yaml).is_ok_and(|p| p.is_empty()));
+    }
+
+    #[test]
+    fn problems_name_their_path() {
+        let e = Policy::parse(
+            "quiet_hours: {from: \"25:00\", to: \"08:00\"}\nfrequency_cap: {max: 0, per: P1D}\ntimezone: Mars/Base\nnoise: 1\n",
+            Format::Yaml,
+        )
+        .err()
+        .unwrap_or_default();
+        let paths: Vec<&str> = e.iter().map(|p| p.path.as_str()).collect();
+        assert!(paths.contains(&"noise"), "{e:?}");
+        assert!(paths.iter().any(|p| p.starts_with("quiet_hours")), "{e:?}");
+        assert!(paths.contains(&"frequency_cap.max"), "{e:?}");
+        assert!(paths.contains(&"timezone"), "{e:?}");
+    }
+}
