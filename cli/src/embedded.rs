@@ -99,8 +99,16 @@ pub fn run(
             import_into(&mut rt, path, clock.now())?;
         }
     }
-    let (handle, runner) =
-        relance_embedded::server::start(db, outbox, clock).context("cannot start the runtime")?;
+    let links = unsubscribe_links(&format!("http://{listen}/unsubscribe"));
+    if links.is_none() {
+        tracing::info!(
+            "RELANCE_UNSUBSCRIBE_SECRET is not set: emails carry no one-click unsubscribe link"
+        );
+    }
+    let store =
+        SqliteStore::open(db).with_context(|| format!("cannot open database {}", db.display()))?;
+    let (handle, runner) = relance_embedded::server::start_configured(store, outbox, clock, links)
+        .context("cannot start the runtime")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -119,6 +127,18 @@ pub fn run(
     })?;
     let _ = runner.join();
     Ok(ExitCode::SUCCESS)
+}
+
+/// One-click unsubscribe links from `RELANCE_UNSUBSCRIBE_SECRET` (required to turn them on),
+/// `RELANCE_UNSUBSCRIBE_URL` (default: this API's `/unsubscribe`) and
+/// `RELANCE_UNSUBSCRIBE_MAILTO`.
+pub fn unsubscribe_links(default_url: &str) -> Option<relance_core::unsubscribe::UnsubscribeLinks> {
+    let var = |n: &str| std::env::var(n).ok().filter(|v| !v.trim().is_empty());
+    Some(relance_core::unsubscribe::UnsubscribeLinks {
+        secret: var("RELANCE_UNSUBSCRIBE_SECRET")?.into_bytes(),
+        base_url: var("RELANCE_UNSUBSCRIBE_URL").unwrap_or_else(|| default_url.to_string()),
+        mailto: var("RELANCE_UNSUBSCRIBE_MAILTO"),
+    })
 }
 
 /// `relance scenario put|activate|pause|archive|list`.

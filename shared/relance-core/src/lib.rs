@@ -32,6 +32,7 @@ pub mod scenario;
 pub mod schedule;
 pub mod schema;
 pub mod simulation;
+pub mod unsubscribe;
 pub mod validate;
 pub mod wire;
 

@@ -9,6 +9,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use relance_core::engine::Send;
+use relance_core::unsubscribe::UnsubscribeLinks;
 use serde_json::Value;
 
 use crate::store::{SqliteStore, StoreError};
@@ -35,6 +37,7 @@ pub struct OutboxFile {
     path: PathBuf,
     file: File,
     last_seq: i64,
+    unsubscribe: Option<UnsubscribeLinks>,
 }
 
 impl OutboxFile {
@@ -85,7 +88,14 @@ impl OutboxFile {
             path: path.to_path_buf(),
             file,
             last_seq,
+            unsubscribe: None,
         })
+    }
+
+    /// Email lines carry RFC 8058 one-click `List-Unsubscribe` headers with signed links.
+    pub fn with_unsubscribe(mut self, links: Option<UnsubscribeLinks>) -> OutboxFile {
+        self.unsubscribe = links;
+        self
     }
 
     /// The `seq` of the last delivered row.
@@ -106,6 +116,9 @@ impl OutboxFile {
                 let mut v: Value = serde_json::from_str(payload).unwrap_or(Value::Null);
                 if let Value::Object(map) = &mut v {
                     map.insert("seq".into(), Value::from(*seq));
+                }
+                if let Some(headers) = self.headers(kind, &v) {
+                    v["headers"] = headers;
                 }
                 log_row(kind, &v);
                 // A JSON value always serializes; the empty fallback only keeps the line count right.
@@ -129,6 +142,23 @@ impl OutboxFile {
             self.last_seq = rows.last().map_or(self.last_seq, |r| r.0);
             total += rows.len();
         }
+    }
+}
+
+impl OutboxFile {
+    /// The one-click unsubscribe headers of an email send line, as a JSON object.
+    fn headers(&self, kind: &str, v: &Value) -> Option<Value> {
+        let links = self.unsubscribe.as_ref().filter(|_| kind == "send")?;
+        let send: Send = serde_json::from_value(v["send"].clone()).ok()?;
+        let headers = links.headers_for(v["scenario"].as_str().unwrap_or(""), &send);
+        (!headers.is_empty()).then(|| {
+            Value::Object(
+                headers
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::String(v)))
+                    .collect(),
+            )
+        })
     }
 }
 

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use relance_core::unsubscribe::UnsubscribeLinks;
+
 use crate::clock::Clock;
 use crate::outbox::{OutboxError, OutboxFile};
 use crate::runtime::Runtime;
@@ -42,6 +44,7 @@ pub enum StartError {
 pub struct RuntimeHandle {
     jobs: mpsc::Sender<Job>,
     clock: Arc<dyn Clock>,
+    unsubscribe: Option<Arc<UnsubscribeLinks>>,
 }
 
 impl RuntimeHandle {
@@ -60,6 +63,11 @@ impl RuntimeHandle {
     /// The runner's clock.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
+    }
+
+    /// How one-click unsubscribe links are signed, when they are.
+    pub fn unsubscribe(&self) -> Option<&UnsubscribeLinks> {
+        self.unsubscribe.as_deref()
     }
 }
 
@@ -80,7 +88,18 @@ pub fn start_with(
     outbox: &Path,
     clock: Arc<dyn Clock>,
 ) -> Result<(RuntimeHandle, JoinHandle<()>), StartError> {
-    let mut outbox = OutboxFile::open(outbox)?;
+    start_configured(store, outbox, clock, None)
+}
+
+/// Starts the runner thread on an opened store, email sends in the outbox carrying signed
+/// one-click unsubscribe links when `unsubscribe` is given (the API then verifies them).
+pub fn start_configured(
+    store: SqliteStore,
+    outbox: &Path,
+    clock: Arc<dyn Clock>,
+    unsubscribe: Option<UnsubscribeLinks>,
+) -> Result<(RuntimeHandle, JoinHandle<()>), StartError> {
+    let mut outbox = OutboxFile::open(outbox)?.with_unsubscribe(unsubscribe.clone());
     let mut runtime = Runtime::new(store);
     // Rows committed before a crash and not yet in the file go out first.
     outbox.deliver(runtime.store())?;
@@ -95,7 +114,14 @@ pub fn start_with(
                 why: e.to_string(),
             })
         })?;
-    Ok((RuntimeHandle { jobs: tx, clock }, thread))
+    Ok((
+        RuntimeHandle {
+            jobs: tx,
+            clock,
+            unsubscribe: unsubscribe.map(Arc::new),
+        },
+        thread,
+    ))
 }
 
 fn run_loop(

@@ -14,6 +14,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use chrono::{DateTime, TimeDelta, Utc};
 use http_body_util::BodyExt;
+use relance_core::unsubscribe::UnsubscribeLinks;
 use relance_embedded::clock::ManualClock;
 use relance_embedded::store::SqliteStore;
 use serde_json::{Value, json};
@@ -51,6 +52,11 @@ fn t0() -> DateTime<Utc> {
 
 /// A fresh app with its own temporary directory (named after the test).
 fn app(name: &str) -> App {
+    app_with(name, None)
+}
+
+/// The same, emails carrying one-click unsubscribe links signed with these settings.
+fn app_with(name: &str, links: Option<UnsubscribeLinks>) -> App {
     let dir = std::env::temp_dir().join(format!("relance-api-{}-{name}", std::process::id()));
     // A directory left by an earlier run with the same process id would hold an old outbox.
     let _ = std::fs::remove_dir_all(&dir);
@@ -58,8 +64,9 @@ fn app(name: &str) -> App {
     let outbox = dir.join("outbox.jsonl");
     let clock = Arc::new(ManualClock::new(t0()));
     let store = SqliteStore::in_memory().unwrap_or_else(|e| panic!("{e}"));
-    let (handle, _runner) = relance_embedded::server::start_with(store, &outbox, clock.clone())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (handle, _runner) =
+        relance_embedded::server::start_configured(store, &outbox, clock.clone(), links)
+            .unwrap_or_else(|e| panic!("{e}"));
     App {
         router: relance_embedded::api::router(handle),
         clock,
@@ -940,4 +947,163 @@ d1,d1@example.org
     assert_eq!(counts["entered"], 1, "{counts}");
     app.sync().await;
     assert_eq!(app.outbox_lines().len(), 1, "{:#?}", app.outbox_lines());
+}
+
+// ---------------------------------------------------------------------------------------------
+// One-click unsubscribe (RFC 8058)
+// ---------------------------------------------------------------------------------------------
+
+/// A raw request: (status, body text).
+async fn raw(app: &App, method: Method, path: &str, body: &str) -> (StatusCode, String) {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(body.to_string()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let response = app
+        .router
+        .clone()
+        .oneshot(request)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The token in a send line's `List-Unsubscribe` header.
+fn token_of(line: &Value) -> String {
+    let header = line["headers"]["List-Unsubscribe"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no List-Unsubscribe header: {line}"));
+    assert_eq!(
+        line["headers"]["List-Unsubscribe-Post"], "List-Unsubscribe=One-Click",
+        "{line}"
+    );
+    let start = header.find("token=").unwrap_or_else(|| panic!("{header}")) + 6;
+    let end = header[start..]
+        .find('>')
+        .map_or(header.len(), |i| start + i);
+    header[start..end].to_string()
+}
+
+const NEWSLETTER: &str = "\
+id: news
+timezone: UTC
+launch: {type: manual}
+messages:
+  first: {channel: email, type: newsletter, subject: News, text: x}
+  second: {channel: email, type: newsletter, subject: More, text: y}
+steps:
+  - {id: first, send: first, next: wait}
+  - id: wait
+    wait_for: {unsubscribed: first, timeout: P2D}
+    on_event: gone
+    on_timeout: second
+  - {id: second, send: second, next: done}
+  - {id: gone, end: abandon}
+  - {id: done, end: success}
+";
+
+#[tokio::test]
+async fn one_click_unsubscribe_takes_a_signed_token_and_refuses_a_forged_one() {
+    let links = UnsubscribeLinks {
+        base_url: "https://example.org/unsubscribe".into(),
+        secret: b"test secret".to_vec(),
+        mailto: Some("unsubscribe@example.org".into()),
+    };
+    let app = app_with("unsubscribe", Some(links));
+    put_scenario(&app, NEWSLETTER).await;
+    activate(&app, "news").await;
+    add_contact(&app, json!({"id": "ana", "email": "ana@example.org"})).await;
+    add_contact(&app, json!({"id": "bob", "email": "bob@example.org"})).await;
+    launch(&app, "news", &["ana", "bob"]).await;
+    let lines = app.outbox_at_least(2).await;
+    let line_to = |c: &str| {
+        lines
+            .iter()
+            .find(|l| l["send"]["contact"] == c)
+            .unwrap_or_else(|| panic!("no send to {c}: {lines:#?}"))
+    };
+    let ana = token_of(line_to("ana"));
+    let bob = token_of(line_to("bob"));
+    let header = line_to("ana")["headers"]["List-Unsubscribe"].to_string();
+    assert!(
+        header.contains("<https://example.org/unsubscribe?token=")
+            && header.contains("mailto:unsubscribe@example.org"),
+        "{header}"
+    );
+
+    // A GET (a link scanner) shows a confirmation form and changes nothing.
+    let (status, html) = raw(&app, Method::GET, &format!("/unsubscribe?token={ana}"), "").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("<form method=\"post\""), "{html}");
+    assert!(!kinds(&path_of(&app, "news", "ana").await).contains(&"ended"));
+
+    // Bob's claim with Ana's signature, a damaged token, no token: refused, nothing changes.
+    let forged = format!(
+        "{}.{}",
+        bob.split('.').next().unwrap_or_default(),
+        ana.split('.').nth(1).unwrap_or_default()
+    );
+    let (status, _) = raw(
+        &app,
+        Method::POST,
+        &format!("/unsubscribe?token={forged}"),
+        "List-Unsubscribe=One-Click",
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = raw(&app, Method::POST, "/unsubscribe?token=garbage", "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = raw(&app, Method::POST, "/unsubscribe", "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // An hour later, the one-click POST: Ana is unsubscribed, her wait ends; a repeat is
+    // harmless.
+    app.advance(TimeDelta::hours(1)).await;
+    for _ in 0..2 {
+        let (status, html) = raw(
+            &app,
+            Method::POST,
+            &format!("/unsubscribe?token={ana}"),
+            "List-Unsubscribe=One-Click",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{html}");
+        assert!(html.contains("unsubscribed from &quot;newsletter&quot;"), "{html}");
+    }
+    let path = path_of(&app, "news", "ana").await;
+    assert!(kinds(&path).contains(&"ended"), "{path}");
+
+    // Two days later Bob, still subscribed, gets the second email; Ana gets nothing more.
+    app.advance(TimeDelta::days(3)).await;
+    let lines = app.outbox_at_least(3).await;
+    assert_eq!(sends_to(&lines, "bob").len(), 2, "{lines:#?}");
+    assert_eq!(sends_to(&lines, "ana").len(), 1, "{lines:#?}");
+    let bob_path = path_of(&app, "news", "bob").await;
+    assert!(!kinds(&bob_path).contains(&"exited"), "{bob_path}");
+}
+
+#[tokio::test]
+async fn without_a_secret_there_is_no_header_and_the_endpoint_says_so() {
+    let app = app("no-unsubscribe");
+    put_scenario(&app, HELLO).await;
+    activate(&app, "hello").await;
+    add_contact(
+        &app,
+        json!({"id": "ana", "email": "ana@example.org", "first_name": "Ana"}),
+    )
+    .await;
+    launch(&app, "hello", &["ana"]).await;
+    let lines = app.outbox_at_least(1).await;
+    assert!(lines[0].get("headers").is_none(), "{}", lines[0]);
+    let (status, _) = raw(&app, Method::POST, "/unsubscribe?token=a.b", "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

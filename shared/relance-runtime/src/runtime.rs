@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
-use relance_core::contact::{ActivityEvent, Contact, Engagement};
+use relance_core::contact::{ActivityEvent, Contact, Engagement, EngagementKind};
 use relance_core::engine::{Engine, Entry, EntryRequest, Input, Transition, Wake, profile_changes};
 use relance_core::journal::{JournalCounts, Record};
 use relance_core::ports::{
@@ -16,6 +16,7 @@ use relance_core::ports::{
 use relance_core::scenario::{ImportSubset, Launch, Scenario};
 use relance_core::schedule::inactivity_deadline;
 use relance_core::simulation::{Happening, ScriptedEvent};
+use relance_core::unsubscribe::UnsubscribeClaim;
 use relance_core::validate;
 use relance_core::wire::{ActivityDetail, ContactDetail, EngagementDetail, LaunchDetail};
 use relance_core::{History, Policy, Problem, scenario};
@@ -23,6 +24,10 @@ use serde::Serialize;
 
 /// How many due timers one tick takes before looking at the rest again.
 const TIMER_BATCH: usize = 500;
+
+/// How many times in a row a due item's work may fail on a store error before the item is
+/// kept as a dead letter (as many as the AWS queues' receives before their dead-letter queue).
+pub const DUE_ITEM_ATTEMPTS: u32 = 5;
 
 /// Why an operation was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -228,6 +233,16 @@ where
         now: DateTime<Utc>,
         work: impl FnOnce(&mut Unit<'_, S>) -> Result<T, RuntimeError>,
     ) -> Result<T, RuntimeError> {
+        self.try_unit(now, work)?
+    }
+
+    /// A unit of work that tells the store's failure to begin or commit it (the outer error:
+    /// nothing is known of the work, which may even be committed) from the work's own (inner).
+    fn try_unit<T>(
+        &mut self,
+        now: DateTime<Utc>,
+        work: impl FnOnce(&mut Unit<'_, S>) -> Result<T, RuntimeError>,
+    ) -> Result<Result<T, RuntimeError>, RuntimeError> {
         // Stored instants keep microseconds: an instant with more precision would not match
         // itself once read back (a timer's due time against the enrollment's).
         let now = now.trunc_subsecs(6);
@@ -241,7 +256,7 @@ where
                     now,
                 })
             })
-            .map_err(store_err)?
+            .map_err(store_err)
     }
 
     /// Stores a scenario file as a new version (unless identical to the latest). A new
@@ -440,6 +455,56 @@ where
                 properties: detail.properties.clone(),
             };
             u.activity(contact, event)
+        })
+    }
+
+    /// A one-click unsubscribe whose token was verified: the contact is unsubscribed from the
+    /// token's communication type, and the `unsubscribed` engagement is recorded against the
+    /// send (waking an enrollment that waits for it). Repeating it changes nothing more.
+    pub fn unsubscribe(
+        &mut self,
+        claim: &UnsubscribeClaim,
+        now: DateTime<Utc>,
+    ) -> Result<(), RuntimeError> {
+        let already = self
+            .store
+            .contact(&claim.contact)
+            .map_err(store_err)?
+            .ok_or_else(|| RuntimeError::BadInput {
+                field: "token".into(),
+                message: format!("no contact \"{}\"", claim.contact),
+            })?
+            .subscription(&claim.communication_type)
+            == Some(false);
+        if already {
+            return Ok(());
+        }
+        let detail = EngagementDetail {
+            contact: claim.contact.clone(),
+            scenario: claim.scenario.clone(),
+            step: claim.step.clone(),
+            kind: EngagementKind::Unsubscribed,
+            url: None,
+            link_tags: Vec::new(),
+            at: Some(now),
+        };
+        match self.engagement(detail, now) {
+            // The scenario may have been deleted since: the consent still changes.
+            Ok(()) | Err(RuntimeError::UnknownScenario(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.unit(now, |u| {
+            let Some(mut contact) = u.store.contact(&claim.contact).map_err(store_err)? else {
+                return Ok(());
+            };
+            if contact.subscription(&claim.communication_type) != Some(false) {
+                contact.set_field(
+                    &format!("subscriptions.{}", claim.communication_type),
+                    serde_json::Value::Bool(false),
+                );
+                u.store.put_contact(&contact, now).map_err(store_err)?;
+            }
+            Ok(())
         })
     }
 
@@ -654,14 +719,17 @@ where
         let now = now.trunc_subsecs(6);
         let mut report = TickReport::default();
         for launch in self.store.due_launches(now).map_err(store_err)? {
-            let fired = self.unit(now, |u| {
-                u.fire_launch(&launch.scenario, &launch.zone, launch.at)
-            });
-            self.settle(now, "launch", &launch, fired, |u| {
-                u.store
-                    .set_launch(&launch.scenario, &launch.zone, None)
-                    .map_err(store_err)
-            })?;
+            self.settle(
+                now,
+                "launch",
+                &launch,
+                |u| u.fire_launch(&launch.scenario, &launch.zone, launch.at),
+                |u| {
+                    u.store
+                        .set_launch(&launch.scenario, &launch.zone, None)
+                        .map_err(store_err)
+                },
+            )?;
             report.launches += 1;
         }
         for check in self
@@ -669,7 +737,7 @@ where
             .due_inactivity(now, TIMER_BATCH)
             .map_err(store_err)?
         {
-            let fired = self.unit(now, |u| {
+            let fire = |u: &mut Unit<'_, S>| {
                 u.store.remove_inactivity(&check).map_err(store_err)?;
                 let Some(entry) = u.store.scenario(&check.scenario).map_err(store_err)? else {
                     return Ok(());
@@ -681,8 +749,8 @@ where
                     return Ok(());
                 };
                 u.try_enter(&entry.id, version, &contact, &mut LaunchReport::default())
-            });
-            self.settle(now, "inactivity", &check, fired, |u| {
+            };
+            self.settle(now, "inactivity", &check, fire, |u| {
                 u.store.remove_inactivity(&check).map_err(store_err)
             })?;
             report.inactivity += 1;
@@ -709,33 +777,49 @@ where
     }
 
     /// Fires one timer (the step executor's unit of work). A duplicated or stale timer
-    /// changes nothing; one that fails is kept as a dead letter.
+    /// changes nothing; one whose work keeps failing is kept as a dead letter; one whose unit
+    /// could not commit is an error, and the timer stays for the next try.
     pub fn fire(&mut self, wake: &Wake, now: DateTime<Utc>) -> Result<(), RuntimeError> {
         // A queue may deliver a little early: the step never runs before it is due.
         let now = now.trunc_subsecs(6).max(wake.at);
-        let fired = self.unit(now, |u| u.fire_timer(wake));
-        self.settle(now, "timer", wake, fired, |u| {
-            u.store.cancel(wake).map_err(store_err)
-        })
+        self.settle(
+            now,
+            "timer",
+            wake,
+            |u| u.fire_timer(wake),
+            |u| u.store.cancel(wake).map_err(store_err),
+        )
     }
 
-    /// After a due item's unit: on failure (a bug, a scenario that no longer reads), the item
-    /// is removed with `drop` and kept as a dead letter with its reason, in one unit, so it
-    /// neither blocks the items after it nor is lost. If even that fails (the database is
-    /// gone), the tick stops with the error and the item stays for the next tick.
+    /// Runs a due item's unit, `fire`. When the store fails to begin or commit it, the error
+    /// is returned and the item stays for the next tick or delivery: that says nothing of the
+    /// item, and its work may even be committed (a retry then finds it done). When the work
+    /// itself fails on a store error (transient: a busy database, a lost or throttled
+    /// request), it is run again at once, up to [`DUE_ITEM_ATTEMPTS`] times. When it keeps
+    /// failing, or fails otherwise (a bug, a scenario that no longer reads, a row that does
+    /// not), the item is removed with `drop` and kept as a dead letter with its reason, in
+    /// one unit, so it neither blocks the items after it nor is lost. If even that fails (the
+    /// database is gone), the error is returned and the item stays for the next tick.
     fn settle<T: serde::Serialize>(
         &mut self,
         now: DateTime<Utc>,
         kind: &str,
         item: &T,
-        fired: Result<(), RuntimeError>,
+        mut fire: impl FnMut(&mut Unit<'_, S>) -> Result<(), RuntimeError>,
         drop: impl FnOnce(&mut Unit<'_, S>) -> Result<(), RuntimeError>,
     ) -> Result<(), RuntimeError> {
-        let reason = match fired {
-            Ok(()) => return Ok(()),
-            Err(e) => e.to_string(),
+        let mut attempt = 1;
+        let reason = loop {
+            match self.try_unit(now, &mut fire)? {
+                Ok(()) => return Ok(()),
+                Err(e @ RuntimeError::Store(_)) if attempt < DUE_ITEM_ATTEMPTS => {
+                    tracing::warn!(kind, attempt, error = %e, "due item failed; trying it again");
+                    attempt += 1;
+                }
+                Err(e) => break e.to_string(),
+            }
         };
-        tracing::error!(kind, reason = %reason, "due item failed; kept as a dead letter");
+        tracing::error!(kind, attempt, reason = %reason, "due item failed; kept as a dead letter");
         let payload = serde_json::to_string(item).unwrap_or_default();
         self.unit(now, |u| {
             drop(u)?;

@@ -1,0 +1,198 @@
+//! One-click unsubscribe (RFC 8058): the signed token behind a `List-Unsubscribe` link. The
+//! token names the contact, the communication type and the send it came with, and carries an
+//! HMAC-SHA256 over them, so nobody can unsubscribe someone else by editing a link.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+/// What an unsubscribe token says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnsubscribeClaim {
+    /// The contact id.
+    #[serde(rename = "c")]
+    pub contact: String,
+    /// The communication type to unsubscribe from.
+    #[serde(rename = "t")]
+    pub communication_type: String,
+    /// The scenario of the send.
+    #[serde(rename = "s")]
+    pub scenario: String,
+    /// The send step.
+    #[serde(rename = "p")]
+    pub step: String,
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Not two base64url parts joined by a dot, or not the claim's JSON.
+    #[error("malformed unsubscribe token")]
+    Malformed,
+    /// The signature does not match: forged or altered.
+    #[error("the unsubscribe token's signature does not match")]
+    BadSignature,
+    /// No signing secret configured.
+    #[error("no unsubscribe secret is configured")]
+    NoSecret,
+}
+
+fn mac(secret: &[u8], payload: &[u8]) -> Result<Hmac<Sha256>, TokenError> {
+    if secret.is_empty() {
+        return Err(TokenError::NoSecret);
+    }
+    let mut m = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| TokenError::NoSecret)?;
+    m.update(payload);
+    Ok(m)
+}
+
+impl UnsubscribeClaim {
+    /// `payload.signature`, both base64url without padding.
+    pub fn sign(&self, secret: &[u8]) -> Result<String, TokenError> {
+        let payload = serde_json::to_vec(self).map_err(|_| TokenError::Malformed)?;
+        let signature = mac(secret, &payload)?.finalize().into_bytes();
+        Ok(format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(&payload),
+            URL_SAFE_NO_PAD.encode(signature)
+        ))
+    }
+
+    /// Checks the signature (in constant time) and reads the claim.
+    pub fn verify(token: &str, secret: &[u8]) -> Result<UnsubscribeClaim, TokenError> {
+        let (payload, signature) = token.trim().split_once('.').ok_or(TokenError::Malformed)?;
+        let payload = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| TokenError::Malformed)?;
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .map_err(|_| TokenError::Malformed)?;
+        mac(secret, &payload)?
+            .verify_slice(&signature)
+            .map_err(|_| TokenError::BadSignature)?;
+        serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)
+    }
+
+    /// The one-click link: `base` (the unsubscribe endpoint) with `?token=` appended.
+    pub fn link(&self, base: &str, secret: &[u8]) -> Result<String, TokenError> {
+        let sep = if base.contains('?') { '&' } else { '?' };
+        Ok(format!("{base}{sep}token={}", self.sign(secret)?))
+    }
+}
+
+/// Where one-click links point and how they are signed (the adapters read it from
+/// `RELANCE_UNSUBSCRIBE_URL`, `RELANCE_UNSUBSCRIBE_SECRET` and `RELANCE_UNSUBSCRIBE_MAILTO`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct UnsubscribeLinks {
+    /// The public unsubscribe endpoint (the embedded API's `/unsubscribe`, or the
+    /// unsubscribe function's URL).
+    pub base_url: String,
+    /// The HMAC key.
+    pub secret: Vec<u8>,
+    /// An address for mail clients that only do `mailto:` unsubscribes.
+    pub mailto: Option<String>,
+}
+
+impl std::fmt::Debug for UnsubscribeLinks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnsubscribeLinks")
+            .field("base_url", &self.base_url)
+            .field("secret", &"<hidden>")
+            .field("mailto", &self.mailto)
+            .finish()
+    }
+}
+
+impl UnsubscribeLinks {
+    /// The headers for an email send of `scenario`; none for other channels.
+    pub fn headers_for(&self, scenario: &str, send: &crate::engine::Send) -> Vec<(String, String)> {
+        if send.channel != crate::scenario::Channel::Email {
+            return Vec::new();
+        }
+        let claim = UnsubscribeClaim {
+            contact: send.contact.clone(),
+            communication_type: send.communication_type.clone(),
+            scenario: scenario.to_string(),
+            step: send.step.clone(),
+        };
+        match claim.link(&self.base_url, &self.secret) {
+            Ok(link) => list_unsubscribe_headers(&link, self.mailto.as_deref()),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// The RFC 8058 headers of an email: `List-Unsubscribe` (the HTTPS link, and a mailto when
+/// one is configured) and `List-Unsubscribe-Post`.
+pub fn list_unsubscribe_headers(link: &str, mailto: Option<&str>) -> Vec<(String, String)> {
+    let mut value = format!("<{link}>");
+    if let Some(m) = mailto {
+        value.push_str(&format!(", <mailto:{m}?subject=unsubscribe>"));
+    }
+    vec![
+        ("List-Unsubscribe".to_string(), value),
+        (
+            "List-Unsubscribe-Post".to_string(),
+            "List-Unsubscribe=One-Click".to_string(),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim() -> UnsubscribeClaim {
+        UnsubscribeClaim {
+            contact: "c-42".into(),
+            communication_type: "newsletter".into(),
+            scenario: "welcome".into(),
+            step: "first".into(),
+        }
+    }
+
+    #[test]
+    fn a_signed_token_verifies_and_reads_back() {
+        let token = claim().sign(b"secret").unwrap_or_default();
+        assert_eq!(UnsubscribeClaim::verify(&token, b"secret"), Ok(claim()));
+        let link = claim()
+            .link("https://u.example.com/unsubscribe", b"secret")
+            .unwrap_or_default();
+        assert!(link.starts_with("https://u.example.com/unsubscribe?token="));
+    }
+
+    #[test]
+    fn forged_altered_and_malformed_tokens_are_refused() {
+        let token = claim().sign(b"secret").unwrap_or_default();
+        assert_eq!(
+            UnsubscribeClaim::verify(&token, b"other secret"),
+            Err(TokenError::BadSignature)
+        );
+        // Someone else's id with the original signature.
+        let mut other = claim();
+        other.contact = "c-43".into();
+        let forged_payload = other.sign(b"guess").unwrap_or_default();
+        let (payload, _) = forged_payload.split_once('.').unwrap_or_default();
+        let (_, signature) = token.split_once('.').unwrap_or_default();
+        assert_eq!(
+            UnsubscribeClaim::verify(&format!("{payload}.{signature}"), b"secret"),
+            Err(TokenError::BadSignature)
+        );
+        for bad in ["", "abc", "a.b", "!!.??"] {
+            assert!(UnsubscribeClaim::verify(bad, b"secret").is_err(), "{bad}");
+        }
+        assert_eq!(claim().sign(b""), Err(TokenError::NoSecret));
+    }
+
+    #[test]
+    fn headers_follow_rfc_8058() {
+        let h = list_unsubscribe_headers("https://u/x?token=t", Some("unsub@example.com"));
+        assert_eq!(
+            h[0].1,
+            "<https://u/x?token=t>, <mailto:unsub@example.com?subject=unsubscribe>"
+        );
+        assert_eq!(h[1].1, "List-Unsubscribe=One-Click");
+    }
+}
