@@ -170,6 +170,7 @@ fn a_reference_drip_costs_counted_requests_per_contact_step() {
             default_sms_type: "Promotional".into(),
             sms_sender_id: None,
             ses_v1: false,
+            ..SenderConfig::default()
         },
         bridge,
     );

@@ -107,6 +107,7 @@ fn a_scenario_runs_from_trigger_to_end_through_the_queues() {
             default_sms_type: "Transactional".into(),
             sms_sender_id: None,
             ses_v1: false,
+            ..relance_aws::channels::SenderConfig::default()
         },
         Bridge::new(emu.runtime.handle().clone()),
     );
@@ -263,6 +264,7 @@ fn senders_deliver_once_per_key_and_engagement_comes_back() {
             default_sms_type: "Transactional".into(),
             sms_sender_id: None,
             ses_v1: false,
+            ..SenderConfig::default()
         },
         bridge,
     );
@@ -553,6 +555,7 @@ fn a_failed_send_is_retried_without_duplicating_and_a_poisoned_message_reaches_t
         default_sms_type: "Transactional".into(),
         sms_sender_id: None,
         ses_v1: false,
+        ..SenderConfig::default()
     };
     // A sender whose SES is unreachable: the send fails for now, and its claim is released.
     let unreachable = emu.runtime.block_on(async {
@@ -736,6 +739,7 @@ fn with_ses_v1_email_goes_through_send_raw_email_for_localstack_community() {
             default_sms_type: "Transactional".into(),
             sms_sender_id: None,
             ses_v1: true,
+            ..SenderConfig::default()
         },
         Bridge::new(emu.runtime.handle().clone()),
     )

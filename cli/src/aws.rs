@@ -129,6 +129,7 @@ pub fn dev_run(
             sms_sender_id: None,
             ses_v1: std::env::var("RELANCE_EMAIL_API")
                 .is_ok_and(|v| v.eq_ignore_ascii_case("ses-v1")),
+            ..SenderConfig::default()
         },
         bridge.clone(),
     )

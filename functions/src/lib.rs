@@ -50,7 +50,7 @@ pub async fn from_env() -> Result<Function, Error> {
 /// other sender settings from the environment).
 pub async fn senders_from_env(f: &Function) -> Result<relance_aws::channels::Senders, Error> {
     let sdk = aws_config::load_from_env().await;
-    Ok(relance_aws::channels::Senders::new(
+    let mut senders = relance_aws::channels::Senders::new(
         aws_sdk_sesv2::Client::new(&sdk),
         aws_sdk_sns::Client::new(&sdk),
         aws_sdk_dynamodb::Client::new(&sdk),
@@ -58,7 +58,13 @@ pub async fn senders_from_env(f: &Function) -> Result<relance_aws::channels::Sen
         relance_aws::channels::SenderConfig::from_env()?,
         Bridge::new(tokio::runtime::Handle::current()),
     )
-    .with_ses_v1(aws_sdk_ses::Client::new(&sdk)))
+    .with_ses_v1(aws_sdk_ses::Client::new(&sdk));
+    // Web push needs its VAPID keys; the other senders do not.
+    if std::env::var("RELANCE_VAPID_PRIVATE_KEY").is_ok_and(|k| !k.is_empty()) {
+        let config = relance_aws::webpush::WebPushConfig::from_env()?;
+        senders = senders.with_web_push(relance_aws::webpush::WebPushSender::new(config)?);
+    }
+    Ok(senders)
 }
 
 /// Runs a channel sender function (the same code for email, SMS and push; each is deployed

@@ -8,13 +8,25 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message, MessageTag};
+use aws_sdk_sesv2::types::{
+    Body, Content, Destination, EmailContent, Message, MessageHeader, MessageTag, Template,
+};
 use aws_sdk_sns::types::MessageAttributeValue;
 use relance_core::engine::{Recipient, Send};
+use relance_core::unsubscribe::UnsubscribeLinks;
 use serde_json::{Value, json};
 
 use crate::bridge::Bridge;
 use crate::dynamodb::AwsError;
+use crate::webpush::WebPushSender;
+
+/// How long a send waits for a slot of the shared send rate before it is left to the queue.
+pub const RATE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// An HTTP status an emulator answers for a call it does not know.
+fn unsupported(status: Option<u16>) -> bool {
+    matches!(status, Some(404 | 405 | 501))
+}
 
 /// Why one send failed.
 #[derive(Debug, thiserror::Error)]
@@ -34,10 +46,13 @@ pub enum Outcome {
     Sent(String),
     /// Already claimed by an earlier delivery of the same key.
     Duplicate,
+    /// Not sent, and it will not be: the provider's list stops it (`suppressed`: on the SES
+    /// account suppression list; `opted_out`: the number opted out of SMS with SNS).
+    Skipped(String),
 }
 
 /// The sender settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SenderConfig {
     /// The verified SES identity emails come from (`RELANCE_FROM_EMAIL`).
     pub from_email: String,
@@ -47,16 +62,54 @@ pub struct SenderConfig {
     pub default_sms_type: String,
     /// The SMS sender id, when the country allows one.
     pub sms_sender_id: Option<String>,
+    /// The SMS origination number (a long code, toll-free number or short code), E.164.
+    pub sms_origination_number: Option<String>,
     /// Send email through SES v1 `SendRawEmail` instead of SESv2 (`RELANCE_EMAIL_API=ses-v1`):
     /// for LocalStack's community edition, which does not emulate SESv2.
     pub ses_v1: bool,
+    /// Ask the provider's lists before sending (SES account suppression list, SNS SMS
+    /// opt-outs) and skip, journaled, what they stop (`RELANCE_CHECK_PROVIDER_LISTS`, on by
+    /// default).
+    pub check_provider_lists: bool,
+    /// At most this many sends per second on this channel, shared by every concurrent
+    /// invocation (`RELANCE_SEND_RATE`; SES `MaxSendRate`, SNS SMS MPS). None: no limit.
+    pub send_rate: Option<u32>,
+    /// One-click unsubscribe links on emails (`RELANCE_UNSUBSCRIBE_SECRET`,
+    /// `RELANCE_UNSUBSCRIBE_URL`, `RELANCE_UNSUBSCRIBE_MAILTO`).
+    pub unsubscribe: Option<UnsubscribeLinks>,
 }
 
 impl SenderConfig {
     /// From `RELANCE_FROM_EMAIL`, `RELANCE_SES_CONFIGURATION_SET`, `RELANCE_SMS_TYPE`,
-    /// `RELANCE_SMS_SENDER_ID`, `RELANCE_EMAIL_API` (`sesv2`, the default, or `ses-v1`).
+    /// `RELANCE_SMS_SENDER_ID`, `RELANCE_SMS_ORIGINATION_NUMBER`, `RELANCE_EMAIL_API`
+    /// (`sesv2`, the default, or `ses-v1`), `RELANCE_CHECK_PROVIDER_LISTS`,
+    /// `RELANCE_SEND_RATE` and the `RELANCE_UNSUBSCRIBE_*` settings.
     pub fn from_env() -> Result<SenderConfig, crate::config::ConfigError> {
-        let opt = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
+        let opt = |n: &str| std::env::var(n).ok().filter(|v| !v.trim().is_empty());
+        let bad = |name: &'static str, why: &str| crate::config::ConfigError {
+            name,
+            why: why.to_string(),
+        };
+        let send_rate = match opt("RELANCE_SEND_RATE") {
+            None => None,
+            Some(v) => Some(
+                v.trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|r| *r > 0)
+                    .ok_or_else(|| bad("RELANCE_SEND_RATE", "must be a whole number of sends per second, at least 1"))?,
+            ),
+        };
+        let unsubscribe = match opt("RELANCE_UNSUBSCRIBE_SECRET") {
+            None => None,
+            Some(secret) => Some(UnsubscribeLinks {
+                secret: secret.into_bytes(),
+                base_url: opt("RELANCE_UNSUBSCRIBE_URL").ok_or_else(|| {
+                    bad("RELANCE_UNSUBSCRIBE_URL", "not set (the unsubscribe function's URL), while RELANCE_UNSUBSCRIBE_SECRET is")
+                })?,
+                mailto: opt("RELANCE_UNSUBSCRIBE_MAILTO"),
+            }),
+        };
         Ok(SenderConfig {
             from_email: opt("RELANCE_FROM_EMAIL").ok_or(crate::config::ConfigError {
                 name: "RELANCE_FROM_EMAIL",
@@ -65,8 +118,24 @@ impl SenderConfig {
             configuration_set: opt("RELANCE_SES_CONFIGURATION_SET"),
             default_sms_type: opt("RELANCE_SMS_TYPE").unwrap_or_else(|| "Transactional".into()),
             sms_sender_id: opt("RELANCE_SMS_SENDER_ID"),
+            sms_origination_number: opt("RELANCE_SMS_ORIGINATION_NUMBER"),
             ses_v1: opt("RELANCE_EMAIL_API").is_some_and(|v| v.eq_ignore_ascii_case("ses-v1")),
+            check_provider_lists: !opt("RELANCE_CHECK_PROVIDER_LISTS")
+                .is_some_and(|v| ["0", "false", "off", "no"].contains(&v.to_ascii_lowercase().as_str())),
+            send_rate,
+            unsubscribe,
         })
+    }
+
+    /// Settings for tests and local hosts: this sender address, everything else default
+    /// (provider lists checked, no rate limit, no unsubscribe links).
+    pub fn new(from_email: &str) -> SenderConfig {
+        SenderConfig {
+            from_email: from_email.to_string(),
+            default_sms_type: "Transactional".into(),
+            check_provider_lists: true,
+            ..SenderConfig::default()
+        }
     }
 }
 
@@ -75,6 +144,7 @@ impl SenderConfig {
 pub struct Senders {
     ses: aws_sdk_sesv2::Client,
     ses_v1: Option<aws_sdk_ses::Client>,
+    web_push: Option<WebPushSender>,
     sns: aws_sdk_sns::Client,
     dynamo: aws_sdk_dynamodb::Client,
     state_table: String,
@@ -118,6 +188,7 @@ impl Senders {
         Senders {
             ses,
             ses_v1: None,
+            web_push: None,
             sns,
             dynamo,
             state_table,
@@ -130,6 +201,118 @@ impl Senders {
     pub fn with_ses_v1(mut self, client: aws_sdk_ses::Client) -> Senders {
         self.ses_v1 = Some(client);
         self
+    }
+
+    /// Web push goes through this sender (VAPID keys); without it a web push fails for good.
+    pub fn with_web_push(mut self, sender: WebPushSender) -> Senders {
+        self.web_push = Some(sender);
+        self
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &SenderConfig {
+        &self.config
+    }
+
+    /// Takes one send from this second's shared budget (an atomic counter per channel and
+    /// second in the state table), waiting for the next second when it is spent. After
+    /// [`RATE_WAIT`] without a slot the send is left to the queue (transient), which absorbs
+    /// the burst instead of failing it.
+    fn take_rate_slot(&self, channel: &str) -> Result<(), SendError> {
+        let Some(rate) = self.config.send_rate else {
+            return Ok(());
+        };
+        let started = std::time::Instant::now();
+        loop {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let second = now.as_secs();
+            let r = self.bridge.block(
+                self.dynamo
+                    .update_item()
+                    .table_name(&self.state_table)
+                    .key("pk", AttributeValue::S(format!("rate#{channel}")))
+                    .key("sk", AttributeValue::S(second.to_string()))
+                    .update_expression("ADD sends :one SET expires_at = :ttl")
+                    .condition_expression("attribute_not_exists(sends) OR sends < :max")
+                    .expression_attribute_values(":one", AttributeValue::N("1".into()))
+                    .expression_attribute_values(":max", AttributeValue::N(rate.to_string()))
+                    .expression_attribute_values(
+                        ":ttl",
+                        AttributeValue::N((second + 3600).to_string()),
+                    )
+                    .send(),
+            );
+            match r {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+                {
+                    if started.elapsed() >= RATE_WAIT {
+                        return Err(SendError::Transient(format!(
+                            "send rate of {rate}/s reached for {channel}; left to the queue"
+                        )));
+                    }
+                    let to_next = 1_000 - u64::from(now.subsec_millis()).min(999);
+                    std::thread::sleep(std::time::Duration::from_millis(to_next + 5));
+                }
+                Err(e) => return Err(SendError::Transient(format!("rate slot: {e:?}"))),
+            }
+        }
+    }
+
+    /// The provider's own lists: the SES account suppression list for an email address, the
+    /// SNS opt-out list for a phone number. An emulator that lacks the call is logged and
+    /// passed (the provider enforces its lists anyway); other errors retry later.
+    fn provider_list_stops(&self, to: &Recipient) -> Result<Option<String>, SendError> {
+        if !self.config.check_provider_lists {
+            return Ok(None);
+        }
+        match to {
+            Recipient::Email(address) => {
+                let r = self.bridge.block(
+                    self.ses
+                        .get_suppressed_destination()
+                        .email_address(address)
+                        .send(),
+                );
+                match r {
+                    Ok(out) => Ok(out.suppressed_destination.map(|d| {
+                        format!("suppressed ({})", d.reason.as_str().to_ascii_lowercase())
+                    })),
+                    Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found_exception()) => {
+                        Ok(None)
+                    }
+                    Err(e) if unsupported(e.raw_response().map(|r| r.status().as_u16())) => {
+                        tracing::warn!("GetSuppressedDestination is not available here; SES enforces its suppression list itself");
+                        Ok(None)
+                    }
+                    Err(e) => Err(SendError::Transient(format!("suppression list: {e:?}"))),
+                }
+            }
+            Recipient::Phone(number) => {
+                let r = self.bridge.block(
+                    self.sns
+                        .check_if_phone_number_is_opted_out()
+                        .phone_number(number)
+                        .send(),
+                );
+                match r {
+                    Ok(out) if out.is_opted_out => Ok(Some("opted_out".into())),
+                    Ok(_) => Ok(None),
+                    Err(e) if unsupported(e.raw_response().map(|r| r.status().as_u16()))
+                        || e.as_service_error().and_then(|s| aws_sdk_sns::error::ProvideErrorMetadata::code(s)).is_some_and(|c| c == "InvalidAction") =>
+                    {
+                        tracing::warn!("CheckIfPhoneNumberIsOptedOut is not available here; SNS enforces its opt-out list itself");
+                        Ok(None)
+                    }
+                    Err(e) => Err(SendError::Transient(format!("opt-out list: {e:?}"))),
+                }
+            }
+            Recipient::Push(_) | Recipient::WebPush(_) => Ok(None),
+        }
     }
 
     /// Claims a key; false when an earlier delivery already did.
@@ -192,21 +375,84 @@ impl Senders {
         }
     }
 
-    /// Sends once per idempotency key.
+    /// Sends once per idempotency key: a slot of the shared send rate, the claim, the
+    /// provider's lists, then the provider.
     pub fn deliver(&self, send: &Send, scenario: &str) -> Result<Outcome, SendError> {
+        self.take_rate_slot(send.channel.as_str())?;
         if !self.claim(&send.idempotency_key)? {
             return Ok(Outcome::Duplicate);
         }
+        match self.provider_list_stops(&send.to) {
+            Ok(Some(reason)) => {
+                self.settle(&send.idempotency_key, Err(&SendError::Permanent(reason.clone())));
+                return Ok(Outcome::Skipped(reason));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                self.settle(&send.idempotency_key, Err(&e));
+                return Err(e);
+            }
+        }
         let result = match &send.to {
             Recipient::Email(address) => self.email(send, scenario, address),
-            Recipient::Phone(number) => self.sms(send, number),
+            Recipient::Phone(number) => self.sms(send, scenario, number),
             Recipient::Push(endpoints) => self.push(send, endpoints),
-            Recipient::WebPush(_) => Err(SendError::Permanent(
-                "web push is not delivered by the AWS senders yet".into(),
-            )),
+            Recipient::WebPush(_) => self.web_push(send),
         };
         self.settle(&send.idempotency_key, result.as_deref());
         result.map(Outcome::Sent)
+    }
+
+    fn web_push(&self, send: &Send) -> Result<String, SendError> {
+        let Some(sender) = &self.web_push else {
+            return Err(SendError::Permanent(
+                "web push is not configured (RELANCE_VAPID_PRIVATE_KEY, RELANCE_VAPID_SUBJECT)"
+                    .into(),
+            ));
+        };
+        let report = sender.deliver_blocking(&self.bridge, send, send.content.data.as_ref());
+        let expired: Vec<String> = report.expired().into_iter().map(str::to_string).collect();
+        if !expired.is_empty() {
+            self.forget_web_push(&send.contact, &expired);
+        }
+        report.outcome().map_err(|e| {
+            if e.is_transient() {
+                SendError::Transient(e.to_string())
+            } else {
+                SendError::Permanent(e.to_string())
+            }
+        })
+    }
+
+    /// Removes expired browser subscriptions from the contact, so they are not tried again.
+    fn forget_web_push(&self, contact: &str, expired: &[String]) {
+        let mut store = crate::dynamodb::DynamoStore::new(
+            self.dynamo.clone(),
+            crate::config::AwsConfig {
+                state_table: self.state_table.clone(),
+                ..crate::config::AwsConfig::with_prefix("", 1)
+            },
+            self.bridge.clone(),
+        );
+        let result = (|| -> Result<(), AwsError> {
+            use relance_core::ports::ContactStore;
+            let Some(mut c) = store.contact(contact)? else {
+                return Ok(());
+            };
+            let kept: Vec<Value> = c
+                .web_push_subscriptions()
+                .into_iter()
+                .filter(|s| !s["endpoint"].as_str().is_some_and(|e| expired.iter().any(|x| x == e)))
+                .cloned()
+                .collect();
+            c.set_field("web_push", Value::Array(kept));
+            store.put_contact(&c, chrono::Utc::now())?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => tracing::info!(contact, expired = expired.len(), "expired web push subscriptions removed"),
+            Err(e) => tracing::warn!(contact, error = %e, "could not remove expired web push subscriptions"),
+        }
     }
 
     fn email(&self, send: &Send, scenario: &str, address: &str) -> Result<String, SendError> {
@@ -227,7 +473,33 @@ impl Senders {
             .set_html(text(&send.content.html).map_err(|e| SendError::Permanent(e.to_string()))?)
             .set_text(text(&send.content.text).map_err(|e| SendError::Permanent(e.to_string()))?)
             .build();
-        let message = Message::builder().subject(subject).body(body).build();
+        let headers = self.unsubscribe_headers(scenario, send)?;
+        let content = match &send.content.template {
+            // An SES stored template renders subject and bodies from the contact's fields.
+            Some(name) => EmailContent::builder()
+                .template(
+                    Template::builder()
+                        .template_name(name)
+                        .template_data(
+                            send.content
+                                .template_data
+                                .clone()
+                                .unwrap_or(Value::Null)
+                                .to_string(),
+                        )
+                        .set_headers(Some(headers))
+                        .build(),
+                )
+                .build(),
+            None => {
+                let message = Message::builder()
+                    .subject(subject)
+                    .body(body)
+                    .set_headers(Some(headers))
+                    .build();
+                EmailContent::builder().simple(message).build()
+            }
+        };
         let tags = [
             ("relance_contact", send.contact.as_str()),
             ("relance_scenario", scenario),
@@ -247,9 +519,10 @@ impl Senders {
             .block(
                 self.ses
                     .send_email()
-                    .from_email_address(&self.config.from_email)
+                    .from_email_address(send.content.from.as_deref().unwrap_or(&self.config.from_email))
+                    .set_reply_to_addresses(send.content.reply_to.clone().map(|r| vec![r]))
                     .destination(Destination::builder().to_addresses(address).build())
-                    .content(EmailContent::builder().simple(message).build())
+                    .content(content)
                     .set_email_tags(Some(tags))
                     .set_configuration_set_name(self.config.configuration_set.clone())
                     .send(),
@@ -267,6 +540,28 @@ impl Senders {
         Ok(out.message_id.unwrap_or_default())
     }
 
+    /// The RFC 8058 one-click headers, when unsubscribe links are configured.
+    fn unsubscribe_headers(
+        &self,
+        scenario: &str,
+        send: &Send,
+    ) -> Result<Vec<MessageHeader>, SendError> {
+        let Some(links) = &self.config.unsubscribe else {
+            return Ok(Vec::new());
+        };
+        links
+            .headers_for(scenario, send)
+            .into_iter()
+            .map(|(name, value)| {
+                MessageHeader::builder()
+                    .name(name)
+                    .value(value)
+                    .build()
+                    .map_err(|e| SendError::Permanent(e.to_string()))
+            })
+            .collect()
+    }
+
     fn email_v1(
         &self,
         v1: &aws_sdk_ses::Client,
@@ -274,7 +569,14 @@ impl Senders {
         scenario: &str,
         address: &str,
     ) -> Result<String, SendError> {
-        let raw = mime(&self.config.from_email, address, send);
+        let headers = self
+            .config
+            .unsubscribe
+            .as_ref()
+            .map(|l| l.headers_for(scenario, send))
+            .unwrap_or_default();
+        let from = send.content.from.as_deref().unwrap_or(&self.config.from_email);
+        let raw = mime(from, address, send, &headers);
         let data = aws_sdk_ses::primitives::Blob::new(raw.into_bytes());
         let message = aws_sdk_ses::types::RawMessage::builder()
             .data(data)
@@ -298,7 +600,7 @@ impl Senders {
             .bridge
             .block(
                 v1.send_raw_email()
-                    .source(&self.config.from_email)
+                    .source(from)
                     .destinations(address)
                     .raw_message(message)
                     .set_tags(Some(tags))
@@ -312,7 +614,7 @@ impl Senders {
         Ok(out.message_id)
     }
 
-    fn sms(&self, send: &Send, number: &str) -> Result<String, SendError> {
+    fn sms(&self, send: &Send, scenario: &str, number: &str) -> Result<String, SendError> {
         let valid = number.starts_with('+')
             && number.len() > 8
             && number.len() <= 16
@@ -329,9 +631,14 @@ impl Senders {
             .or(send.content.body.clone())
             .unwrap_or_default();
         let mut attributes = HashMap::new();
+        let sms_type = match send.content.sms_type.as_deref() {
+            Some(t) if t.eq_ignore_ascii_case("promotional") => "Promotional",
+            Some(t) if t.eq_ignore_ascii_case("transactional") => "Transactional",
+            _ => self.config.default_sms_type.as_str(),
+        };
         let kind = MessageAttributeValue::builder()
             .data_type("String")
-            .string_value(&self.config.default_sms_type)
+            .string_value(sms_type)
             .build()
             .map_err(|e| SendError::Permanent(e.to_string()))?;
         attributes.insert("AWS.SNS.SMS.SMSType".to_string(), kind);
@@ -342,6 +649,14 @@ impl Senders {
                 .build()
                 .map_err(|e| SendError::Permanent(e.to_string()))?;
             attributes.insert("AWS.SNS.SMS.SenderID".to_string(), v);
+        }
+        if let Some(number) = &self.config.sms_origination_number {
+            let v = MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(number)
+                .build()
+                .map_err(|e| SendError::Permanent(e.to_string()))?;
+            attributes.insert("AWS.MM.SMS.OriginationNumber".to_string(), v);
         }
         let out = self
             .bridge
@@ -354,7 +669,28 @@ impl Senders {
                     .send(),
             )
             .map_err(|e| sns_error(&e))?;
-        Ok(out.message_id.unwrap_or_default())
+        let id = out.message_id.unwrap_or_default();
+        // SNS reports SMS delivery in CloudWatch Logs by message id only: remember whose send
+        // it was for a week, so the engagement function can record `delivered` or a failure.
+        if !id.is_empty() {
+            let expires = chrono::Utc::now().timestamp() + 7 * 86_400;
+            let r = self.bridge.block(
+                self.dynamo
+                    .put_item()
+                    .table_name(&self.state_table)
+                    .item("pk", AttributeValue::S(format!("sms#{id}")))
+                    .item("sk", AttributeValue::S("send".into()))
+                    .item("contact", AttributeValue::S(send.contact.clone()))
+                    .item("scenario", AttributeValue::S(scenario.to_string()))
+                    .item("step", AttributeValue::S(send.step.clone()))
+                    .item("expires_at", AttributeValue::N(expires.to_string()))
+                    .send(),
+            );
+            if let Err(e) = r {
+                tracing::warn!(message_id = id, error = ?e, "SMS sent; its delivery status will not be matched");
+            }
+        }
+        Ok(id)
     }
 
     fn push(&self, send: &Send, endpoints: &[(String, String)]) -> Result<String, SendError> {
@@ -392,7 +728,7 @@ fn sns_error<E: aws_sdk_sns::error::ProvideErrorMetadata + std::fmt::Debug>(
 
 /// A MIME message (multipart/alternative when there are text and HTML) for SES v1's
 /// `SendRawEmail`; non-ASCII headers are RFC 2047 encoded and bodies base64.
-pub fn mime(from: &str, to: &str, send: &Send) -> String {
+pub fn mime(from: &str, to: &str, send: &Send, headers: &[(String, String)]) -> String {
     use base64::Engine;
     let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t.as_bytes());
     let header = |t: &str| {
@@ -422,6 +758,12 @@ pub fn mime(from: &str, to: &str, send: &Send) -> String {
         "From: {from}\r\nTo: {to}\r\nSubject: {}\r\nMIME-Version: 1.0\r\n",
         header(send.content.subject.as_deref().unwrap_or(""))
     );
+    if let Some(reply_to) = &send.content.reply_to {
+        m.push_str(&format!("Reply-To: {reply_to}\r\n"));
+    }
+    for (name, value) in headers {
+        m.push_str(&format!("{name}: {value}\r\n"));
+    }
     let parts: Vec<(&str, &str)> = [
         ("text/plain", send.content.text.as_deref()),
         ("text/html", send.content.html.as_deref()),
@@ -474,12 +816,11 @@ mod tests {
                 subject: Some("Bonjour Chloé".into()),
                 html: Some("<p>Salut</p>".into()),
                 text: Some("Salut".into()),
-                title: None,
-                body: None,
+                ..Rendered::default()
             },
             idempotency_key: "s:c:1:a".into(),
         };
-        let m = mime("news@example.com", "c@example.com", &send);
+        let m = mime("news@example.com", "c@example.com", &send, &[("List-Unsubscribe".into(), "<https://u/x>".into())]);
         assert!(
             m.contains("Subject: =?UTF-8?B?Qm9uam91ciBDaGxvw6k=?="),
             "{m}"

@@ -1021,6 +1021,15 @@ impl ContactStore for DynamoStore {
 }
 
 impl DynamoStore {
+    /// Whose send an SMS message id was: (contact, scenario, step), as the SMS sender
+    /// recorded it for a week.
+    pub fn sms_send(&self, message_id: &str) -> Result<Option<(String, String, String)>, AwsError> {
+        Ok(self.get(&format!("sms#{message_id}"), "send")?.map(|item| {
+            let field = |k: &str| get_s(&item, k).unwrap_or("").to_string();
+            (field("contact"), field("scenario"), field("step"))
+        }))
+    }
+
     /// One scenario's sends to a contact, from its latest enrollments' `sent` maps.
     fn scenario_sends(&self, contact: &str, scenario: &str) -> Result<Vec<SendMark>, AwsError> {
         let pk = format!("contact#{contact}");

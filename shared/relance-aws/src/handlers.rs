@@ -7,6 +7,7 @@ use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, TimeDelta, Utc};
 use relance_core::engine::Wake;
+use relance_core::journal::{Record, RecordKind};
 use relance_core::ports::JournalStore;
 use relance_core::wire::{self, ActivityDetail, ContactDetail, EngagementDetail, LaunchDetail};
 use relance_runtime::runtime::{Runtime, RuntimeError};
@@ -242,22 +243,43 @@ pub fn channel_sender(
     for message in &event.records {
         let id = message.message_id.clone().unwrap_or_default();
         let body = message.body.as_deref().unwrap_or("");
-        let result = match decode_send(body) {
-            Ok((scenario, send)) => senders
-                .deliver(&send, &scenario)
-                .map_err(|e| (e, send.idempotency_key)),
-            Err(e) => Err((SendError::Permanent(e.to_string()), String::new())),
-        };
-        match result {
-            Ok(Outcome::Sent(provider_id)) => tracing::info!(message = %id, provider_id, "sent"),
-            Ok(Outcome::Duplicate) => {
-                tracing::info!(message = %id, "already sent: duplicate delivery ignored")
+        let (scenario, send) = match decode_send(body) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                tracing::error!(message = %id, reason = %e, "not a send; kept as a dead letter");
+                let _ = store.dead_letter("send", body, &e.to_string(), now);
+                continue;
             }
-            Err((SendError::Permanent(why), key)) => {
+        };
+        let key = send.idempotency_key.clone();
+        // What the provider decided goes into the scenario's journal next to the `sent`
+        // record the engine wrote when it handed the message over.
+        let journal = |store: &mut DynamoStore, kind: RecordKind, reason: &str| {
+            let mut record = Record::new(now, &send.contact, kind)
+                .step(&send.step)
+                .reason(reason);
+            record.channel = Some(send.channel);
+            record.message = Some(send.message.clone());
+            record.enrollment = Some(send.enrollment.clone());
+            if let Err(e) = store.journal(&scenario, &record) {
+                tracing::warn!(key, error = %e, "could not journal a send's outcome");
+            }
+        };
+        match senders.deliver(&send, &scenario) {
+            Ok(Outcome::Sent(provider_id)) => tracing::info!(message = %id, key, provider_id, "sent"),
+            Ok(Outcome::Duplicate) => {
+                tracing::info!(message = %id, key, "already sent: duplicate delivery ignored")
+            }
+            Ok(Outcome::Skipped(reason)) => {
+                tracing::info!(message = %id, key, reason, "skipped by the provider's list");
+                journal(store, RecordKind::Skipped, &reason);
+            }
+            Err(SendError::Permanent(why)) => {
                 tracing::error!(message = %id, key, reason = %why, "send failed for good");
+                journal(store, RecordKind::Failed, &why);
                 let _ = store.dead_letter("send", body, &why, now);
             }
-            Err((SendError::Transient(why), key)) => {
+            Err(SendError::Transient(why)) => {
                 tracing::warn!(message = %id, key, reason = %why, "send failed; the queue retries it");
                 response.add_failure(id);
             }
@@ -339,6 +361,80 @@ pub fn ses_engagement(body: &str) -> Result<Option<EngagementDetail>, HandlerErr
     }))
 }
 
+/// Reads one SNS SMS delivery-status log line (`DirectPublishToPhoneNumber` and its
+/// `/Failure` group): `(message id, engagement kind, link tags)`. A success is `delivered`; a
+/// failure is a bounce, soft unless the carrier says the number is unknown or unreachable for
+/// good; an opted-out number is `unsubscribed`.
+pub fn sms_delivery_status(line: &str) -> Result<Option<(String, relance_core::EngagementKind, Vec<String>)>, HandlerError> {
+    use relance_core::EngagementKind;
+    let v: Value = serde_json::from_str(line)
+        .map_err(|e| HandlerError::BadInput(format!("SMS delivery log line is not JSON: {e}")))?;
+    let Some(id) = v["notification"]["messageId"].as_str() else {
+        return Ok(None);
+    };
+    let response = v["delivery"]["providerResponse"]
+        .as_str()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let (kind, tags) = match v["status"].as_str() {
+        Some("SUCCESS") => (EngagementKind::Delivered, vec![]),
+        Some("FAILURE") if response.contains("opted out") => (EngagementKind::Unsubscribed, vec![]),
+        Some("FAILURE")
+            if ["invalid", "unknown", "not a valid", "blocked as spam"]
+                .iter()
+                .any(|w| response.contains(w)) =>
+        {
+            (EngagementKind::Bounced, vec![])
+        }
+        Some("FAILURE") => (
+            EngagementKind::Bounced,
+            vec![relance_core::engine::SOFT_BOUNCE.to_string()],
+        ),
+        _ => return Ok(None),
+    };
+    Ok(Some((id.to_string(), kind, tags)))
+}
+
+/// engagement, CloudWatch Logs side: SNS SMS delivery-status lines matched to their send by
+/// message id. A line whose send is unknown (older than a week, not Relance's) is skipped.
+pub fn sms_delivery(
+    rt: &mut Runtime<DynamoStore>,
+    event: &aws_lambda_events::event::cloudwatch_logs::LogsEvent,
+    now: DateTime<Utc>,
+) -> Result<usize, HandlerError> {
+    let mut recorded = 0;
+    for entry in &event.aws_logs.data.log_events {
+        let Some((id, kind, link_tags)) = (match sms_delivery_status(&entry.message) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(line = %entry.message, error = %e, "SMS delivery line skipped");
+                continue;
+            }
+        }) else {
+            continue;
+        };
+        let Some((contact, scenario, step)) = rt.store().sms_send(&id)? else {
+            tracing::info!(message_id = id, "SMS delivery status for an unknown send");
+            continue;
+        };
+        let at = DateTime::from_timestamp_millis(entry.timestamp);
+        rt.engagement(
+            EngagementDetail {
+                contact,
+                scenario,
+                step,
+                kind,
+                url: None,
+                link_tags,
+                at,
+            },
+            now,
+        )?;
+        recorded += 1;
+    }
+    Ok(recorded)
+}
+
 /// engagement: SES feedback (through SNS into SQS) into engagement records, waking the
 /// enrollments that wait for it.
 pub fn engagement(
@@ -352,4 +448,67 @@ pub fn engagement(
         }
         Ok(())
     })
+}
+
+/// unsubscribe: the one-click endpoint behind the function's URL. A GET shows the
+/// confirmation form; a POST with a valid token unsubscribes the contact from the token's
+/// communication type and records the engagement; a forged token is 403, nothing written.
+pub fn unsubscribe(
+    rt: &mut Runtime<DynamoStore>,
+    secret: Option<&[u8]>,
+    request: &aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlRequest,
+    now: DateTime<Utc>,
+) -> aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlResponse {
+    use relance_core::unsubscribe as links;
+    let method = request
+        .request_context
+        .http
+        .method
+        .as_deref()
+        .unwrap_or("GET")
+        .to_ascii_uppercase();
+    let token = request.query_string_parameters.get("token").map(String::as_str);
+    let (status, html) = match (links::check_request(token, secret), method.as_str()) {
+        (Err((status, why)), _) => {
+            tracing::warn!(status, why, "unsubscribe refused");
+            (status, links::page_html(why, None))
+        }
+        (Ok(claim), "POST") => match rt.unsubscribe(&claim, now) {
+            Ok(()) => (200, links::page_html(&links::done_text(&claim.communication_type), None)),
+            Err(RuntimeError::BadInput { message, .. }) => (404, links::page_html(&message, None)),
+            Err(e) => {
+                tracing::error!(error = %e, "unsubscribe failed");
+                (500, links::page_html("something went wrong; try again later", None))
+            }
+        },
+        (Ok(claim), _) => (200, links::page_html(&links::confirm_text(&claim), token)),
+    };
+    let mut response = aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlResponse::default();
+    response.status_code = i64::from(status);
+    response.headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    response.body = Some(html);
+    response
+}
+
+/// engagement, whatever invoked it: an SQS batch of SES feedback (the answer is the batch
+/// response) or CloudWatch Logs lines of SNS SMS delivery status (the answer is null).
+pub fn engagement_any(
+    rt: &mut Runtime<DynamoStore>,
+    payload: Value,
+    now: DateTime<Utc>,
+) -> Result<Value, HandlerError> {
+    if payload.get("awslogs").is_some() {
+        let logs: aws_lambda_events::event::cloudwatch_logs::LogsEvent =
+            serde_json::from_value(payload)
+                .map_err(|e| HandlerError::BadInput(format!("CloudWatch Logs event: {e}")))?;
+        sms_delivery(rt, &logs, now)?;
+        return Ok(Value::Null);
+    }
+    let event: SqsEvent = serde_json::from_value(payload)
+        .map_err(|e| HandlerError::BadInput(format!("neither SQS nor CloudWatch Logs: {e}")))?;
+    serde_json::to_value(engagement(rt, &event, now))
+        .map_err(|e| HandlerError::BadInput(e.to_string()))
 }

@@ -182,6 +182,9 @@ pub struct Wake {
 /// What an adapter must do after a transition. Plain data, applied in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "effect", rename_all = "snake_case")]
+// A transition holds a handful of effects and applies them at once: boxing the send (the
+// largest variant) would save little memory for an allocation per send.
+#[allow(clippy::large_enum_variant)]
 pub enum Effect {
     /// Append to the journal.
     Record(Record),

@@ -29,6 +29,27 @@ pub struct Rendered {
     /// Push body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
+    /// Push data, web push click URL and icon (as written in the message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Web push: where a click goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Email sender, overriding the configured one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Email reply-to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    /// SES stored template name: SES renders the email from `template_data`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// The stored template's data: `{"contact": fields, "scenario": id}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_data: Option<serde_json::Value>,
+    /// SMS type (transactional or promotional) when the message sets one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sms_type: Option<String>,
 }
 
 /// Why a message did not render.
@@ -127,6 +148,15 @@ impl Templates {
                 _ => &mut out.body,
             };
             *slot = Some(text);
+        }
+        out.data = message.data.clone();
+        out.url = message.url.clone();
+        out.from = message.from.clone();
+        out.reply_to = message.reply_to.clone();
+        out.sms_type = message.sms_type.clone();
+        if let Some(name) = &message.template {
+            out.template = Some(name.clone());
+            out.template_data = Some(serde_json::json!({"contact": contact.fields(), "scenario": scenario}));
         }
         Ok(out)
     }

@@ -124,6 +124,55 @@ impl UnsubscribeLinks {
     }
 }
 
+/// Checks the token of a request to the unsubscribe endpoint (the embedded API's, or the
+/// unsubscribe function's): the claim, or the HTTP status and why — 400 when missing or
+/// damaged, 403 when forged, 404 when links are not configured.
+pub fn check_request(
+    token: Option<&str>,
+    secret: Option<&[u8]>,
+) -> Result<UnsubscribeClaim, (u16, &'static str)> {
+    let secret = secret.ok_or((404, "one-click unsubscribe is not configured"))?;
+    let token = token.ok_or((400, "the link has no token"))?;
+    UnsubscribeClaim::verify(token, secret).map_err(|e| match e {
+        TokenError::BadSignature => (403, "this unsubscribe link is not valid"),
+        TokenError::Malformed => (400, "this unsubscribe link is damaged"),
+        TokenError::NoSecret => (404, "one-click unsubscribe is not configured"),
+    })
+}
+
+/// The endpoint's small HTML page: a message, and for a GET the one-click form that POSTs
+/// the token back (RFC 8058: a GET, which link scanners do, never unsubscribes by itself).
+pub fn page_html(text: &str, form_token: Option<&str>) -> String {
+    let escape = |t: &str| {
+        t.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let form = form_token
+        .map(|t| {
+            format!(
+                "<form method=\"post\" action=\"?token={}\"><input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\"><button>Unsubscribe</button></form>",
+                escape(t)
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "<!doctype html><meta charset=\"utf-8\"><title>Unsubscribe</title><p>{}</p>{form}",
+        escape(text)
+    )
+}
+
+/// The confirmation question a GET shows.
+pub fn confirm_text(claim: &UnsubscribeClaim) -> String {
+    format!("Stop receiving \"{}\" messages?", claim.communication_type)
+}
+
+/// What a POST answers once done.
+pub fn done_text(communication_type: &str) -> String {
+    format!("You are unsubscribed from \"{communication_type}\" messages.")
+}
+
 /// The RFC 8058 headers of an email: `List-Unsubscribe` (the HTTPS link, and a mailto when
 /// one is configured) and `List-Unsubscribe-Post`.
 pub fn list_unsubscribe_headers(link: &str, mailto: Option<&str>) -> Vec<(String, String)> {

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use relance_core::contact::{Contact, ContactError};
 use relance_core::ports::{SourceFormat, Status};
-use relance_core::unsubscribe::{TokenError, UnsubscribeClaim};
+use relance_core::unsubscribe::{self, UnsubscribeClaim};
 use relance_core::validate;
 use relance_core::wire::{self, ActivityDetail, ContactDetail, EngagementDetail, LaunchDetail};
 use serde::Deserialize;
@@ -289,80 +289,37 @@ struct TokenQuery {
     token: Option<String>,
 }
 
-/// Verifies a one-click token: 400 when missing or malformed, 403 when forged, 404 when
-/// links are not configured.
-fn verify_token(
-    h: &RuntimeHandle,
-    token: Option<&str>,
-) -> Result<UnsubscribeClaim, (StatusCode, &'static str)> {
-    let links = h.unsubscribe().ok_or((
-        StatusCode::NOT_FOUND,
-        "one-click unsubscribe is not configured",
-    ))?;
-    let token = token.ok_or((StatusCode::BAD_REQUEST, "the link has no token"))?;
-    UnsubscribeClaim::verify(token, &links.secret).map_err(|e| match e {
-        TokenError::BadSignature => (StatusCode::FORBIDDEN, "this unsubscribe link is not valid"),
-        TokenError::Malformed => (StatusCode::BAD_REQUEST, "this unsubscribe link is damaged"),
-        TokenError::NoSecret => (
-            StatusCode::NOT_FOUND,
-            "one-click unsubscribe is not configured",
-        ),
-    })
+fn page(status: u16, text: &str, form_token: Option<&str>) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    let html = unsubscribe::page_html(text, form_token);
+    (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
 }
 
-fn page(status: StatusCode, text: &str, form_token: Option<&str>) -> Response {
-    let escape = |t: &str| {
-        t.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-            .replace('"', "&quot;")
-    };
-    let form = form_token
-        .map(|t| {
-            format!(
-                "<form method=\"post\" action=\"?token={}\"><input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\"><button>Unsubscribe</button></form>",
-                escape(t)
-            )
-        })
-        .unwrap_or_default();
-    let html = format!(
-        "<!doctype html><meta charset=\"utf-8\"><title>Unsubscribe</title><p>{}</p>{form}",
-        escape(text)
-    );
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        html,
-    )
-        .into_response()
+fn check_token(h: &RuntimeHandle, token: Option<&str>) -> Result<UnsubscribeClaim, (u16, &'static str)> {
+    unsubscribe::check_request(token, h.unsubscribe().map(|l| l.secret.as_slice()))
 }
 
-async fn unsubscribe_page(State(h): State<RuntimeHandle>, Query(q): Query<TokenQuery>) -> Response {
-    match verify_token(&h, q.token.as_deref()) {
-        Ok(claim) => page(
-            StatusCode::OK,
-            &format!("Stop receiving \"{}\" messages?", claim.communication_type),
-            q.token.as_deref(),
-        ),
+async fn unsubscribe_page(
+    State(h): State<RuntimeHandle>,
+    Query(q): Query<TokenQuery>,
+) -> Response {
+    match check_token(&h, q.token.as_deref()) {
+        Ok(claim) => page(200, &unsubscribe::confirm_text(&claim), q.token.as_deref()),
         Err((status, why)) => page(status, why, None),
     }
 }
 
 async fn unsubscribe(State(h): State<RuntimeHandle>, Query(q): Query<TokenQuery>) -> Response {
-    let claim = match verify_token(&h, q.token.as_deref()) {
+    let claim = match check_token(&h, q.token.as_deref()) {
         Ok(c) => c,
         Err((status, why)) => {
-            tracing::warn!(status = status.as_u16(), why, "unsubscribe refused");
+            tracing::warn!(status, why, "unsubscribe refused");
             return page(status, why, None);
         }
     };
     let kind = claim.communication_type.clone();
     match h.call(move |rt, now| rt.unsubscribe(&claim, now)).await {
-        Ok(Ok(())) => page(
-            StatusCode::OK,
-            &format!("You are unsubscribed from \"{kind}\" messages."),
-            None,
-        ),
+        Ok(Ok(())) => page(200, &unsubscribe::done_text(&kind), None),
         Ok(Err(e)) => ApiError::from(e).into_response(),
         Err(e) => ApiError::from(e).into_response(),
     }
