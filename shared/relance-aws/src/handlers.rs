@@ -266,7 +266,9 @@ pub fn channel_sender(
             }
         };
         match senders.deliver(&send, &scenario) {
-            Ok(Outcome::Sent(provider_id)) => tracing::info!(message = %id, key, provider_id, "sent"),
+            Ok(Outcome::Sent(provider_id)) => {
+                tracing::info!(message = %id, key, provider_id, "sent")
+            }
             Ok(Outcome::Duplicate) => {
                 tracing::info!(message = %id, key, "already sent: duplicate delivery ignored")
             }
@@ -365,7 +367,9 @@ pub fn ses_engagement(body: &str) -> Result<Option<EngagementDetail>, HandlerErr
 /// `/Failure` group): `(message id, engagement kind, link tags)`. A success is `delivered`; a
 /// failure is a bounce, soft unless the carrier says the number is unknown or unreachable for
 /// good; an opted-out number is `unsubscribed`.
-pub fn sms_delivery_status(line: &str) -> Result<Option<(String, relance_core::EngagementKind, Vec<String>)>, HandlerError> {
+pub fn sms_delivery_status(
+    line: &str,
+) -> Result<Option<(String, relance_core::EngagementKind, Vec<String>)>, HandlerError> {
     use relance_core::EngagementKind;
     let v: Value = serde_json::from_str(line)
         .map_err(|e| HandlerError::BadInput(format!("SMS delivery log line is not JSON: {e}")))?;
@@ -467,23 +471,33 @@ pub fn unsubscribe(
         .as_deref()
         .unwrap_or("GET")
         .to_ascii_uppercase();
-    let token = request.query_string_parameters.get("token").map(String::as_str);
+    let token = request
+        .query_string_parameters
+        .get("token")
+        .map(String::as_str);
     let (status, html) = match (links::check_request(token, secret), method.as_str()) {
         (Err((status, why)), _) => {
             tracing::warn!(status, why, "unsubscribe refused");
             (status, links::page_html(why, None))
         }
         (Ok(claim), "POST") => match rt.unsubscribe(&claim, now) {
-            Ok(()) => (200, links::page_html(&links::done_text(&claim.communication_type), None)),
+            Ok(()) => (
+                200,
+                links::page_html(&links::done_text(&claim.communication_type), None),
+            ),
             Err(RuntimeError::BadInput { message, .. }) => (404, links::page_html(&message, None)),
             Err(e) => {
                 tracing::error!(error = %e, "unsubscribe failed");
-                (500, links::page_html("something went wrong; try again later", None))
+                (
+                    500,
+                    links::page_html("something went wrong; try again later", None),
+                )
             }
         },
         (Ok(claim), _) => (200, links::page_html(&links::confirm_text(&claim), token)),
     };
-    let mut response = aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlResponse::default();
+    let mut response =
+        aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlResponse::default();
     response.status_code = i64::from(status);
     response.headers.insert(
         http::header::CONTENT_TYPE,
@@ -501,8 +515,9 @@ pub fn engagement_any(
     now: DateTime<Utc>,
 ) -> Result<Value, HandlerError> {
     if payload.get("awslogs").is_some() {
+        // The logs' data is decoded from borrowed text, which a `Value` cannot lend.
         let logs: aws_lambda_events::event::cloudwatch_logs::LogsEvent =
-            serde_json::from_value(payload)
+            serde_json::from_str(&payload.to_string())
                 .map_err(|e| HandlerError::BadInput(format!("CloudWatch Logs event: {e}")))?;
         sms_delivery(rt, &logs, now)?;
         return Ok(Value::Null);

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+};
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
@@ -15,6 +17,7 @@ use aws_smithy_types::config_bag::ConfigBag;
 #[derive(Debug, Clone, Default)]
 pub struct Meter {
     counts: Arc<Mutex<BTreeMap<String, u64>>>,
+    bodies: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl Meter {
@@ -30,11 +33,28 @@ impl Meter {
         self.counts.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
-    /// Forgets the counts.
+    /// Forgets the counts and the recorded requests.
     pub fn reset(&self) {
         if let Ok(mut c) = self.counts.lock() {
             c.clear();
         }
+        if let Ok(mut b) = self.bodies.lock() {
+            b.clear();
+        }
+    }
+
+    /// The bodies of the requests sent for `Service.Operation` (`SESv2.SendEmail`), in order,
+    /// as they went on the wire: the tests read the request shape of each channel from them.
+    pub fn bodies(&self, operation: &str) -> Vec<String> {
+        self.bodies
+            .lock()
+            .map(|b| {
+                b.iter()
+                    .filter(|(op, _)| op.eq_ignore_ascii_case(operation))
+                    .map(|(_, body)| body.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The sum of the counts whose key starts with `service.` and whose operation is one of `ops`
@@ -76,6 +96,28 @@ impl Intercept for MeterInterceptor {
         );
         if let Ok(mut c) = self.meter.counts.lock() {
             *c.entry(key).or_default() += 1;
+        }
+        Ok(())
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let key = cfg.load::<Metadata>().map_or_else(
+            || "unknown.unknown".to_string(),
+            |m| format!("{}.{}", m.service(), m.name()),
+        );
+        let body = context
+            .request()
+            .body()
+            .bytes()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default();
+        if let Ok(mut b) = self.meter.bodies.lock() {
+            b.push((key, body));
         }
         Ok(())
     }
