@@ -472,6 +472,32 @@ pub fn policy(backend: &Backend, action: &str, file: Option<&Path>) -> Result<Ex
     }
 }
 
+/// `relance messages put FILE | show`.
+pub fn messages(backend: &Backend, action: &str, file: Option<&Path>) -> Result<ExitCode> {
+    match (action, file) {
+        ("put", Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            on_backend!(backend, |rt| {
+                let n = rt
+                    .set_messages(&text, Utc::now())
+                    .with_context(|| path.display().to_string())?;
+                outln!("{n} shared message(s) stored; scenarios stored from now on use them");
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        ("put", None) => bail!("messages put: give the message store file"),
+        ("show", _) => on_backend!(backend, |rt| {
+            match rt.messages_text()? {
+                Some(text) => outln!("{}", text.trim_end()),
+                None => outln!("no shared messages"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }),
+        (other, _) => bail!("unknown messages action \"{other}\": use put or show"),
+    }
+}
+
 /// `relance clone`.
 pub fn clone(backend: &Backend, from: &str, to: &str) -> Result<ExitCode> {
     on_backend!(backend, |rt| clone_on(&mut rt, from, to))

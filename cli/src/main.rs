@@ -84,6 +84,10 @@ enum Command {
         /// Print the problems as a JSON array.
         #[arg(long)]
         json: bool,
+        /// A shared message store file (message id → message) for the messages the
+        /// scenario uses without defining them.
+        #[arg(long)]
+        messages: Option<PathBuf>,
     },
     /// Run the embedded engine on the real clock, with the HTTP API.
     Run {
@@ -118,6 +122,17 @@ enum Command {
         /// set or show.
         action: String,
         /// The policy file (set).
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// The shared message store: `messages put FILE` (message id → message, as in a
+    /// scenario's `messages`), `messages show`. Scenarios stored afterwards copy in the
+    /// messages they use without defining them.
+    Messages {
+        /// put or show.
+        action: String,
+        /// The message store file (put).
         file: Option<PathBuf>,
         #[command(flatten)]
         store: StoreArgs,
@@ -265,6 +280,9 @@ enum Command {
         /// `relance policy set` stores it for the runtime.
         #[arg(long)]
         policy: Option<PathBuf>,
+        /// A shared message store file, as `relance messages put` stores it.
+        #[arg(long)]
+        messages: Option<PathBuf>,
     },
 }
 
@@ -296,6 +314,11 @@ fn main() -> ExitCode {
             file,
             store,
         } => embedded::policy(&store.backend(), &action, file.as_deref()),
+        Command::Messages {
+            action,
+            file,
+            store,
+        } => embedded::messages(&store.backend(), &action, file.as_deref()),
         Command::Launch {
             scenario,
             contacts,
@@ -365,7 +388,11 @@ fn main() -> ExitCode {
                 json,
             )
         }),
-        Command::Validate { file, json } => validate_cmd(&file, json),
+        Command::Validate {
+            file,
+            json,
+            messages,
+        } => validate_cmd(&file, json, messages.as_deref()),
         Command::Graph { file, format, db } => graph_cmd(&file, &format, db.as_deref()),
         Command::Schema { events } => schema_cmd(events),
         Command::Simulate {
@@ -376,6 +403,7 @@ fn main() -> ExitCode {
             until,
             journal,
             policy,
+            messages,
         } => simulate_cmd(
             &file,
             &contacts,
@@ -383,7 +411,7 @@ fn main() -> ExitCode {
             start.as_deref(),
             &until,
             journal,
-            policy.as_deref(),
+            (policy.as_deref(), messages.as_deref()),
         ),
     };
     match result {
@@ -407,10 +435,25 @@ fn read(path: &Path) -> Result<String> {
 }
 
 fn check(path: &Path) -> Result<Report> {
+    check_with(path, None)
+}
+
+/// Checks a scenario file, its send steps also finding the messages of a shared message
+/// store file (`--messages`).
+fn check_with(path: &Path, messages: Option<&Path>) -> Result<Report> {
     let text = read(path)?;
-    Ok(validate::check_text(
+    let shared = messages
+        .map(|m| {
+            relance_core::scenario::parse_shared_messages(&read(m)?).map_err(|problems| {
+                let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+                anyhow::anyhow!("{}:\n  {}", m.display(), lines.join("\n  "))
+            })
+        })
+        .transpose()?;
+    Ok(validate::check_text_with_messages(
         &text,
         Format::from_path(&path.to_string_lossy()),
+        shared.as_ref(),
     ))
 }
 
@@ -442,8 +485,8 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-fn validate_cmd(path: &Path, json: bool) -> Result<ExitCode> {
-    let report = check(path)?;
+fn validate_cmd(path: &Path, json: bool, messages: Option<&Path>) -> Result<ExitCode> {
+    let report = check_with(path, messages)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if json {
@@ -618,10 +661,10 @@ fn simulate_cmd(
     start: Option<&str>,
     until: &str,
     journal: bool,
-    policy: Option<&Path>,
+    (policy, messages): (Option<&Path>, Option<&Path>),
 ) -> Result<ExitCode> {
     let policy = policy.map(load_policy).transpose()?.unwrap_or_default();
-    let report = check(path)?;
+    let report = check_with(path, messages)?;
     let Some(scenario) = report.scenario else {
         print_problems(path, &report, &mut std::io::stderr())?;
         return Ok(ExitCode::from(1));

@@ -213,3 +213,79 @@ fn simulate_refuses_an_invalid_scenario_with_its_errors() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("unknown step \"ghost\""));
 }
+
+#[test]
+fn shared_messages_and_the_policy_work_from_the_command_line() {
+    let d = dir("shared");
+    let scenario = write(
+        &d,
+        "s.yaml",
+        "id: sale\nlaunch: {type: manual}\naudience: {all: true}\nsteps:\n  - {id: a, send: promo, next: b}\n  - {id: b, delay: {after: PT1H}, send: promo2, next: done}\n  - {id: done, end: success}\n",
+    );
+    let messages = write(
+        &d,
+        "messages.yaml",
+        "promo: {channel: email, subject: Sale, text: Now}\npromo2: {channel: email, subject: Again, text: Now}\n",
+    );
+    let o = relance(&["validate", &scenario]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("promo"), "{}", text(&o));
+    let o = relance(&["validate", &scenario, "--messages", &messages]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let contacts = write(
+        &d,
+        "c.jsonl",
+        "{\"id\": \"ana\", \"email\": \"a@x.io\", \"timezone\": \"Europe/Paris\"}\n",
+    );
+    let policy = write(
+        &d,
+        "policy.yaml",
+        "quiet_hours: {from: \"21:00\", to: \"08:00\"}\n",
+    );
+    let o = relance(&[
+        "simulate",
+        &scenario,
+        "--contacts",
+        &contacts,
+        "--messages",
+        &messages,
+        "--policy",
+        &policy,
+        "--start",
+        "2026-12-01T19:30:00Z",
+        "--until",
+        "P1D",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    // 20:30 in Paris is 21:30: the second email waits for 08:00 local.
+    assert!(
+        out.contains("\"reason\":\"quiet_hours\",\"until\":\"2026-12-02T07:00:00Z\""),
+        "{out}"
+    );
+    let bad = write(&d, "bad-policy.yaml", "frequency_cap: {max: 0, per: P1D}\n");
+    let o = relance(&[
+        "simulate",
+        &scenario,
+        "--contacts",
+        &contacts,
+        "--messages",
+        &messages,
+        "--policy",
+        &bad,
+    ]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(text(&o).contains("frequency_cap.max"), "{}", text(&o));
+    // Stored for the runtime.
+    let db = d.join("r.db").to_string_lossy().into_owned();
+    let o = relance(&["policy", "set", &policy, "--db", &db]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = relance(&["policy", "show", "--db", &db]);
+    assert!(text(&o).contains("quiet_hours"), "{}", text(&o));
+    let o = relance(&["messages", "put", &messages, "--db", &db]);
+    assert!(text(&o).contains("2 shared message(s)"), "{}", text(&o));
+    let o = relance(&["scenario", "put", &scenario, "--db", &db]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = relance(&["scenario", "activate", "sale", "--db", &db]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}

@@ -90,16 +90,18 @@ impl SenderConfig {
             name,
             why: why.to_string(),
         };
-        let send_rate = match opt("RELANCE_SEND_RATE") {
-            None => None,
-            Some(v) => Some(
-                v.trim()
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|r| *r > 0)
-                    .ok_or_else(|| bad("RELANCE_SEND_RATE", "must be a whole number of sends per second, at least 1"))?,
-            ),
-        };
+        let send_rate =
+            match opt("RELANCE_SEND_RATE") {
+                None => None,
+                Some(v) => Some(v.trim().parse::<u32>().ok().filter(|r| *r > 0).ok_or_else(
+                    || {
+                        bad(
+                            "RELANCE_SEND_RATE",
+                            "must be a whole number of sends per second, at least 1",
+                        )
+                    },
+                )?),
+            };
         let unsubscribe = match opt("RELANCE_UNSUBSCRIBE_SECRET") {
             None => None,
             Some(secret) => Some(UnsubscribeLinks {
@@ -120,8 +122,9 @@ impl SenderConfig {
             sms_sender_id: opt("RELANCE_SMS_SENDER_ID"),
             sms_origination_number: opt("RELANCE_SMS_ORIGINATION_NUMBER"),
             ses_v1: opt("RELANCE_EMAIL_API").is_some_and(|v| v.eq_ignore_ascii_case("ses-v1")),
-            check_provider_lists: !opt("RELANCE_CHECK_PROVIDER_LISTS")
-                .is_some_and(|v| ["0", "false", "off", "no"].contains(&v.to_ascii_lowercase().as_str())),
+            check_provider_lists: !opt("RELANCE_CHECK_PROVIDER_LISTS").is_some_and(|v| {
+                ["0", "false", "off", "no"].contains(&v.to_ascii_lowercase().as_str())
+            }),
             send_rate,
             unsubscribe,
         })
@@ -282,11 +285,16 @@ impl Senders {
                     Ok(out) => Ok(out.suppressed_destination.map(|d| {
                         format!("suppressed ({})", d.reason.as_str().to_ascii_lowercase())
                     })),
-                    Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found_exception()) => {
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_not_found_exception()) =>
+                    {
                         Ok(None)
                     }
                     Err(e) if unsupported(e.raw_response().map(|r| r.status().as_u16())) => {
-                        tracing::warn!("GetSuppressedDestination is not available here; SES enforces its suppression list itself");
+                        tracing::warn!(
+                            "GetSuppressedDestination is not available here; SES enforces its suppression list itself"
+                        );
                         Ok(None)
                     }
                     Err(e) => Err(SendError::Transient(format!("suppression list: {e:?}"))),
@@ -302,10 +310,15 @@ impl Senders {
                 match r {
                     Ok(out) if out.is_opted_out => Ok(Some("opted_out".into())),
                     Ok(_) => Ok(None),
-                    Err(e) if unsupported(e.raw_response().map(|r| r.status().as_u16()))
-                        || e.as_service_error().and_then(|s| aws_sdk_sns::error::ProvideErrorMetadata::code(s)).is_some_and(|c| c == "InvalidAction") =>
+                    Err(e)
+                        if unsupported(e.raw_response().map(|r| r.status().as_u16()))
+                            || e.as_service_error()
+                                .and_then(|s| aws_sdk_sns::error::ProvideErrorMetadata::code(s))
+                                .is_some_and(|c| c == "InvalidAction") =>
                     {
-                        tracing::warn!("CheckIfPhoneNumberIsOptedOut is not available here; SNS enforces its opt-out list itself");
+                        tracing::warn!(
+                            "CheckIfPhoneNumberIsOptedOut is not available here; SNS enforces its opt-out list itself"
+                        );
                         Ok(None)
                     }
                     Err(e) => Err(SendError::Transient(format!("opt-out list: {e:?}"))),
@@ -384,7 +397,10 @@ impl Senders {
         }
         match self.provider_list_stops(&send.to) {
             Ok(Some(reason)) => {
-                self.settle(&send.idempotency_key, Err(&SendError::Permanent(reason.clone())));
+                self.settle(
+                    &send.idempotency_key,
+                    Err(&SendError::Permanent(reason.clone())),
+                );
                 return Ok(Outcome::Skipped(reason));
             }
             Ok(None) => {}
@@ -442,7 +458,11 @@ impl Senders {
             let kept: Vec<Value> = c
                 .web_push_subscriptions()
                 .into_iter()
-                .filter(|s| !s["endpoint"].as_str().is_some_and(|e| expired.iter().any(|x| x == e)))
+                .filter(|s| {
+                    !s["endpoint"]
+                        .as_str()
+                        .is_some_and(|e| expired.iter().any(|x| x == e))
+                })
                 .cloned()
                 .collect();
             c.set_field("web_push", Value::Array(kept));
@@ -450,8 +470,14 @@ impl Senders {
             Ok(())
         })();
         match result {
-            Ok(()) => tracing::info!(contact, expired = expired.len(), "expired web push subscriptions removed"),
-            Err(e) => tracing::warn!(contact, error = %e, "could not remove expired web push subscriptions"),
+            Ok(()) => tracing::info!(
+                contact,
+                expired = expired.len(),
+                "expired web push subscriptions removed"
+            ),
+            Err(e) => {
+                tracing::warn!(contact, error = %e, "could not remove expired web push subscriptions")
+            }
         }
     }
 
@@ -519,7 +545,12 @@ impl Senders {
             .block(
                 self.ses
                     .send_email()
-                    .from_email_address(send.content.from.as_deref().unwrap_or(&self.config.from_email))
+                    .from_email_address(
+                        send.content
+                            .from
+                            .as_deref()
+                            .unwrap_or(&self.config.from_email),
+                    )
                     .set_reply_to_addresses(send.content.reply_to.clone().map(|r| vec![r]))
                     .destination(Destination::builder().to_addresses(address).build())
                     .content(content)
@@ -575,7 +606,11 @@ impl Senders {
             .as_ref()
             .map(|l| l.headers_for(scenario, send))
             .unwrap_or_default();
-        let from = send.content.from.as_deref().unwrap_or(&self.config.from_email);
+        let from = send
+            .content
+            .from
+            .as_deref()
+            .unwrap_or(&self.config.from_email);
         let raw = mime(from, address, send, &headers);
         let data = aws_sdk_ses::primitives::Blob::new(raw.into_bytes());
         let message = aws_sdk_ses::types::RawMessage::builder()
@@ -820,7 +855,12 @@ mod tests {
             },
             idempotency_key: "s:c:1:a".into(),
         };
-        let m = mime("news@example.com", "c@example.com", &send, &[("List-Unsubscribe".into(), "<https://u/x>".into())]);
+        let m = mime(
+            "news@example.com",
+            "c@example.com",
+            &send,
+            &[("List-Unsubscribe".into(), "<https://u/x>".into())],
+        );
         assert!(
             m.contains("Subject: =?UTF-8?B?Qm9uam91ciBDaGxvw6k=?="),
             "{m}"

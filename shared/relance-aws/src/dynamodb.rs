@@ -852,16 +852,16 @@ impl ScenarioStore for DynamoStore {
         Ok(())
     }
 
-    fn policy(&mut self) -> Result<Option<String>, AwsError> {
+    fn setting(&mut self, name: &str) -> Result<Option<String>, AwsError> {
         Ok(self
-            .get("settings", "policy")?
+            .get("settings", name)?
             .and_then(|item| get_s(&item, "text").map(str::to_string)))
     }
 
-    fn put_policy(&mut self, text: &str, now: DateTime<Utc>) -> Result<(), AwsError> {
+    fn put_setting(&mut self, name: &str, text: &str, now: DateTime<Utc>) -> Result<(), AwsError> {
         let mut item = Item::new();
         item.insert("pk".into(), s("settings"));
-        item.insert("sk".into(), s("policy"));
+        item.insert("sk".into(), s(name));
         item.insert("text".into(), s(text));
         item.insert("updated_at".into(), s(ts(now)));
         self.put(item)

@@ -161,6 +161,12 @@ pub fn action_message(
     (key, message)
 }
 
+/// The workspace policy (quiet hours, a cap across scenarios), a [`crate::Policy`] file.
+pub const SETTING_POLICY: &str = "policy";
+/// The shared message store: a mapping from message id to message, which scenarios use
+/// when they do not define the message themselves.
+pub const SETTING_MESSAGES: &str = "messages";
+
 /// Scenario storage.
 ///
 /// # Contract
@@ -195,10 +201,15 @@ pub trait ScenarioStore {
         active_version: Option<u32>,
         now: DateTime<Utc>,
     ) -> Result<(), Self::Error>;
-    /// The workspace policy file (YAML or JSON text), if one was set.
-    fn policy(&mut self) -> Result<Option<String>, Self::Error>;
-    /// Replaces the workspace policy file.
-    fn put_policy(&mut self, text: &str, now: DateTime<Utc>) -> Result<(), Self::Error>;
+    /// A workspace setting's text (YAML or JSON): [`SETTING_POLICY`], [`SETTING_MESSAGES`].
+    fn setting(&mut self, name: &str) -> Result<Option<String>, Self::Error>;
+    /// Replaces a workspace setting.
+    fn put_setting(
+        &mut self,
+        name: &str,
+        text: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), Self::Error>;
 }
 
 /// Contacts and what they did.

@@ -156,7 +156,8 @@ impl Templates {
         out.sms_type = message.sms_type.clone();
         if let Some(name) = &message.template {
             out.template = Some(name.clone());
-            out.template_data = Some(serde_json::json!({"contact": contact.fields(), "scenario": scenario}));
+            out.template_data =
+                Some(serde_json::json!({"contact": contact.fields(), "scenario": scenario}));
         }
         Ok(out)
     }

@@ -540,6 +540,68 @@ impl Format {
     }
 }
 
+/// Reads a shared message store file: a mapping from message id to message, each checked
+/// like a scenario's own messages (problems at `<id>.<key>`).
+pub fn parse_shared_messages(text: &str) -> Result<Map<String, Value>, Vec<Problem>> {
+    let doc = match parse_document(text, Format::Yaml) {
+        Ok(d) => d,
+        Err(p) => return Err(vec![p]),
+    };
+    let Value::Object(map) = doc else {
+        if doc.is_null() {
+            return Ok(Map::new());
+        }
+        return Err(vec![Problem::error(
+            "",
+            "the message store is a mapping from message id to message",
+        )]);
+    };
+    let mut problems = Vec::new();
+    for (id, v) in &map {
+        typed::<Message>(id, v, &mut problems);
+    }
+    if problems.is_empty() {
+        Ok(map)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Copies into the scenario document the shared messages its send steps name but its own
+/// `messages` does not define; returns their ids.
+pub fn merge_shared_messages(doc: &mut Value, shared: &Map<String, Value>) -> Vec<String> {
+    let used: BTreeSet<String> = doc
+        .get("steps")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.get("send").and_then(Value::as_str))
+        .map(str::to_string)
+        .collect();
+    let Some(top) = doc.as_object_mut() else {
+        return Vec::new();
+    };
+    let own = top
+        .entry("messages")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if own.is_null() {
+        *own = Value::Object(Map::new());
+    }
+    let Some(own) = own.as_object_mut() else {
+        return Vec::new();
+    };
+    let mut added = Vec::new();
+    for id in used {
+        if !own.contains_key(&id)
+            && let Some(m) = shared.get(&id)
+        {
+            own.insert(id.clone(), m.clone());
+            added.push(id);
+        }
+    }
+    added
+}
+
 /// Parses the text into a JSON value, reporting syntax errors with line and column.
 pub fn parse_document(text: &str, format: Format) -> Result<Value, Problem> {
     match format {

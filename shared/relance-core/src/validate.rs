@@ -28,7 +28,17 @@ impl Report {
 
 /// Reads and validates a scenario file's text.
 pub fn check_text(text: &str, format: Format) -> Report {
-    let doc = match scenario::parse_document(text, format) {
+    check_text_with_messages(text, format, None)
+}
+
+/// Like [`check_text`], the send steps also finding the messages of a shared message store
+/// that the scenario does not define itself (lines are still those of `text`).
+pub fn check_text_with_messages(
+    text: &str,
+    format: Format,
+    shared: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> Report {
+    let mut doc = match scenario::parse_document(text, format) {
         Ok(doc) => doc,
         Err(p) => {
             return Report {
@@ -37,6 +47,9 @@ pub fn check_text(text: &str, format: Format) -> Report {
             };
         }
     };
+    if let Some(shared) = shared {
+        scenario::merge_shared_messages(&mut doc, shared);
+    }
     let loaded = match scenario::from_value(&doc) {
         Ok(l) => l,
         Err(p) => {

@@ -292,17 +292,22 @@ struct TokenQuery {
 fn page(status: u16, text: &str, form_token: Option<&str>) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
     let html = unsubscribe::page_html(text, form_token);
-    (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        html,
+    )
+        .into_response()
 }
 
-fn check_token(h: &RuntimeHandle, token: Option<&str>) -> Result<UnsubscribeClaim, (u16, &'static str)> {
+fn check_token(
+    h: &RuntimeHandle,
+    token: Option<&str>,
+) -> Result<UnsubscribeClaim, (u16, &'static str)> {
     unsubscribe::check_request(token, h.unsubscribe().map(|l| l.secret.as_slice()))
 }
 
-async fn unsubscribe_page(
-    State(h): State<RuntimeHandle>,
-    Query(q): Query<TokenQuery>,
-) -> Response {
+async fn unsubscribe_page(State(h): State<RuntimeHandle>, Query(q): Query<TokenQuery>) -> Response {
     match check_token(&h, q.token.as_deref()) {
         Ok(claim) => page(200, &unsubscribe::confirm_text(&claim), q.token.as_deref()),
         Err((status, why)) => page(status, why, None),

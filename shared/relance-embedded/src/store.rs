@@ -262,18 +262,23 @@ impl ScenarioStore for SqliteStore {
         Ok(())
     }
 
-    fn policy(&mut self) -> Result<Option<String>, StoreError> {
+    fn setting(&mut self, name: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn
-            .prepare_cached("SELECT value FROM setting WHERE name = 'policy'")?
-            .query_row([], |r| r.get(0))
+            .prepare_cached("SELECT value FROM setting WHERE name = ?1")?
+            .query_row(params![name], |r| r.get(0))
             .optional()?)
     }
 
-    fn put_policy(&mut self, text: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+    fn put_setting(
+        &mut self,
+        name: &str,
+        text: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         self.conn.execute(
-            "INSERT INTO setting (name, value, updated_at) VALUES ('policy', ?1, ?2) ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-            params![text, ts(now)],
+            "INSERT INTO setting (name, value, updated_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            params![name, text, ts(now)],
         )?;
         Ok(())
     }

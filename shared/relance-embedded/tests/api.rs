@@ -1077,7 +1077,10 @@ async fn one_click_unsubscribe_takes_a_signed_token_and_refuses_a_forged_one() {
         )
         .await;
         assert_eq!(status, StatusCode::OK, "{html}");
-        assert!(html.contains("unsubscribed from &quot;newsletter&quot;"), "{html}");
+        assert!(
+            html.contains("unsubscribed from &quot;newsletter&quot;"),
+            "{html}"
+        );
     }
     let path = path_of(&app, "news", "ana").await;
     assert!(kinds(&path).contains(&"ended"), "{path}");

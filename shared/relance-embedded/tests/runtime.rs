@@ -619,3 +619,50 @@ fn a_timer_that_fails_becomes_a_dead_letter_and_the_others_still_fire() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A scenario may send a message from the shared message store: the version stored takes a
+/// copy, so a later change of the store does not change what a running version sends.
+#[test]
+fn shared_messages_are_copied_into_the_version_that_uses_them() {
+    let t0 = at("2026-12-01T09:00:00Z");
+    let mut rt = runtime();
+    let bad = rt.set_messages("promo: {channel: email, subject: 1}\n", t0);
+    assert!(
+        matches!(&bad, Err(RuntimeError::Invalid { problems, .. }) if problems.iter().any(|p| p.path.starts_with("promo"))),
+        "{bad:?}"
+    );
+    rt.set_messages(
+        "promo: {channel: email, subject: \"Sale for {{ contact.first_name }}\", text: Now}\nfooter: {channel: sms, text: Bye}\n",
+        t0,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    import(
+        &mut rt,
+        r#"{"id": "ana", "email": "ana@example.org", "first_name": "Ana"}"#,
+        t0,
+    );
+    let scenario = "id: sale\nlaunch: {type: manual}\naudience: {all: true}\nsteps:\n  - {id: first, send: promo, next: done}\n  - {id: done, end: success}\n";
+    let id = activate(&mut rt, scenario, t0);
+    rt.set_messages(
+        "promo: {channel: email, subject: Changed, text: Changed}\n",
+        t0,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    rt.launch(
+        LaunchDetail {
+            scenario: id,
+            contacts: None,
+        },
+        t0,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let sent = sends(&mut rt);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].3, "Sale for Ana");
+    // Without the store, the same scenario does not validate.
+    let mut bare = runtime();
+    let put = bare
+        .put_scenario(scenario, SourceFormat::Yaml, t0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!put.problems.is_empty(), "{put:?}");
+}

@@ -11,7 +11,8 @@ use relance_core::contact::{ActivityEvent, Contact, Engagement, EngagementKind};
 use relance_core::engine::{Engine, Entry, EntryRequest, Input, Transition, Wake, profile_changes};
 use relance_core::journal::{JournalCounts, Record};
 use relance_core::ports::{
-    ContactChange, InactivityCheck, ScenarioEntry, SourceFormat, Status, Store,
+    ContactChange, InactivityCheck, SETTING_MESSAGES, SETTING_POLICY, ScenarioEntry, SourceFormat,
+    Status, Store,
 };
 use relance_core::scenario::{ImportSubset, Launch, Scenario};
 use relance_core::schedule::inactivity_deadline;
@@ -158,7 +159,7 @@ impl Engines {
         {
             return Ok(());
         }
-        let text = store.policy().map_err(store_err)?;
+        let text = store.setting(SETTING_POLICY).map_err(store_err)?;
         self.policy_read_at = Some(now);
         if text == self.policy_text {
             return Ok(());
@@ -212,7 +213,11 @@ where
     /// text is checked first, and every engine applies it from the next input on.
     pub fn set_policy(&mut self, text: &str, now: DateTime<Utc>) -> Result<Policy, RuntimeError> {
         let policy = parse_policy(text)?;
-        self.unit(now, |u| u.store.put_policy(text, now).map_err(store_err))?;
+        self.unit(now, |u| {
+            u.store
+                .put_setting(SETTING_POLICY, text, now)
+                .map_err(store_err)
+        })?;
         self.engines.policy_read_at = None;
         self.engines.refresh_policy(&mut self.store, now)?;
         Ok(policy)
@@ -220,7 +225,57 @@ where
 
     /// The workspace policy's text, if one was set.
     pub fn policy_text(&mut self) -> Result<Option<String>, RuntimeError> {
-        self.store.policy().map_err(store_err)
+        self.store.setting(SETTING_POLICY).map_err(store_err)
+    }
+
+    /// Replaces the shared message store (a mapping from message id to message, as in a
+    /// scenario's `messages`); every message is checked first, its problems located. Scenarios
+    /// stored from now on take the shared messages they use but do not define.
+    pub fn set_messages(&mut self, text: &str, now: DateTime<Utc>) -> Result<usize, RuntimeError> {
+        let messages =
+            scenario::parse_shared_messages(text).map_err(|problems| RuntimeError::Invalid {
+                id: "messages".into(),
+                problems,
+            })?;
+        self.unit(now, |u| {
+            u.store
+                .put_setting(SETTING_MESSAGES, text, now)
+                .map_err(store_err)
+        })?;
+        Ok(messages.len())
+    }
+
+    /// The shared message store's text, if one was set.
+    pub fn messages_text(&mut self) -> Result<Option<String>, RuntimeError> {
+        self.store.setting(SETTING_MESSAGES).map_err(store_err)
+    }
+
+    /// The scenario text with the shared messages it uses but does not define copied in, so
+    /// the stored version holds everything it sends and never changes with the shared store.
+    fn with_shared_messages(
+        &mut self,
+        text: &str,
+        format: SourceFormat,
+    ) -> Result<(String, SourceFormat), RuntimeError> {
+        let Some(shared) = self.store.setting(SETTING_MESSAGES).map_err(store_err)? else {
+            return Ok((text.to_string(), format));
+        };
+        let Ok(mut doc) = scenario::parse_document(text, format.into()) else {
+            return Ok((text.to_string(), format));
+        };
+        let shared =
+            scenario::parse_shared_messages(&shared).map_err(|problems| RuntimeError::Invalid {
+                id: "messages".into(),
+                problems,
+            })?;
+        if scenario::merge_shared_messages(&mut doc, &shared).is_empty() {
+            return Ok((text.to_string(), format));
+        }
+        let merged = serde_json::to_string_pretty(&doc).map_err(|e| RuntimeError::BadInput {
+            field: "messages".into(),
+            message: e.to_string(),
+        })?;
+        Ok((merged, SourceFormat::Json))
     }
 
     /// The store, for reads the runtime does not wrap.
@@ -268,6 +323,8 @@ where
         format: SourceFormat,
         now: DateTime<Utc>,
     ) -> Result<PutOutcome, RuntimeError> {
+        let (merged, format) = self.with_shared_messages(text, format)?;
+        let text = merged.as_str();
         let report = validate::check_text(text, format.into());
         let id = match &report.scenario {
             Some(s) => s.id.clone(),
