@@ -13,17 +13,19 @@ async fn main() -> Result<(), Error> {
         .ok()
         .filter(|s| !s.is_empty())
         .map(String::into_bytes);
-    run(service_fn(|event: LambdaEvent<LambdaFunctionUrlRequest>| {
-        let (f, secret) = (f.clone(), secret.clone());
-        async move {
-            let mut rt = relance_functions::lock(&f);
-            Ok::<LambdaFunctionUrlResponse, Error>(relance_aws::handlers::unsubscribe(
-                &mut rt,
-                secret.as_deref(),
-                &event.payload,
-                chrono::Utc::now(),
-            ))
-        }
-    }))
+    run(service_fn(
+        |event: LambdaEvent<LambdaFunctionUrlRequest>| {
+            let (f, secret) = (f.clone(), secret.clone());
+            async move {
+                let mut rt = relance_functions::lock(&f);
+                Ok::<LambdaFunctionUrlResponse, Error>(relance_aws::handlers::unsubscribe(
+                    &mut rt,
+                    secret.as_deref(),
+                    &event.payload,
+                    chrono::Utc::now(),
+                ))
+            }
+        },
+    ))
     .await
 }
