@@ -1,7 +1,10 @@
 //! Cost counted, not guessed: a reference drip (email, a day, SMS to openers else a second
-//! email, end) for a few dozen contacts through the functions on the emulator, every AWS
-//! request counted by an SDK interceptor, reported per contact-step. Run it with
-//! `./scripts/test -p relance-aws --test cost -- --nocapture` to see the figures.
+//! email, end) through the functions on the emulator, every AWS request counted by an SDK
+//! interceptor (DynamoDB, SQS, SESv2, SNS, EventBridge; DynamoDB capacity units estimated
+//! from sizes), reported per contact-step and as dollars per million enrollments at list
+//! prices, next to Step Functions Standard. 30 contacts in the test suite; the documented
+//! run: `RELANCE_COST_CONTACTS=10000 ./scripts/test -p relance-functions --test aws_cost --
+//! --nocapture`.
 
 use std::sync::OnceLock;
 
@@ -23,7 +26,26 @@ use relance_runtime::runtime::Runtime;
 use serde_json::{Value, json};
 use support::{at, create_queue};
 
-const N: usize = 30;
+/// Contacts in the drip: 30 by default, `RELANCE_COST_CONTACTS` for the documented run.
+fn contacts_n() -> usize {
+    std::env::var("RELANCE_COST_CONTACTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30)
+}
+
+/// US East list prices, in dollars per million (November 2026).
+mod price {
+    pub const DYNAMODB_WRITE_UNIT: f64 = 0.625;
+    pub const DYNAMODB_READ_UNIT: f64 = 0.125;
+    pub const SQS_REQUEST: f64 = 0.40;
+    pub const EVENTBRIDGE_EVENT: f64 = 1.00;
+    pub const LAMBDA_REQUEST: f64 = 0.20;
+    /// Per GB-second on arm64, per million: $0.0000133334 per GB-s.
+    pub const LAMBDA_GB_SECOND: f64 = 13.3334;
+    pub const SES_EMAIL: f64 = 100.0;
+    pub const STEP_FUNCTIONS_TRANSITION: f64 = 25.0;
+}
 
 const DRIP: &str = r#"
 id: drip
@@ -52,6 +74,7 @@ struct Clients {
     sqs: aws_sdk_sqs::Client,
     ses: aws_sdk_sesv2::Client,
     sns: aws_sdk_sns::Client,
+    eb: aws_sdk_eventbridge::Client,
 }
 
 fn clients() -> &'static Clients {
@@ -88,6 +111,11 @@ fn clients() -> &'static Clients {
                 .interceptor(meter.interceptor())
                 .build(),
         );
+        let eb = aws_sdk_eventbridge::Client::from_conf(
+            aws_sdk_eventbridge::config::Builder::from(&sdk)
+                .interceptor(meter.interceptor())
+                .build(),
+        );
         Clients {
             runtime,
             meter,
@@ -95,6 +123,7 @@ fn clients() -> &'static Clients {
             sqs,
             ses,
             sns,
+            eb,
         }
     })
 }
@@ -136,8 +165,23 @@ fn take(url: &str) -> SqsEvent {
     serde_json::from_value(json!({"Records": records})).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Lambda's event source mapping hands a function at most ten messages at a time.
+fn in_tens(event: SqsEvent) -> Vec<SqsEvent> {
+    event
+        .records
+        .chunks(10)
+        .map(|c| {
+            let mut batch = SqsEvent::default();
+            batch.records = c.to_vec();
+            batch
+        })
+        .collect()
+}
+
 #[test]
 fn a_reference_drip_costs_counted_requests_per_contact_step() {
+    #[allow(non_snake_case)]
+    let N = contacts_n();
     let c = clients();
     let prefix = format!("c{}-", std::process::id());
     let mut config = AwsConfig::with_prefix(&prefix, 4);
@@ -155,10 +199,19 @@ fn a_reference_drip_costs_counted_requests_per_contact_step() {
     ) {
         assert!(format!("{e:?}").contains("AlreadyExists"), "{e:?}");
     }
+    let bus = format!("{prefix}bus");
+    c.runtime
+        .block_on(c.eb.create_event_bus().name(&bus).send())
+        .unwrap_or_else(|e| panic!("{e:?}"));
     let bridge = Bridge::new(c.runtime.handle().clone());
     let queues = SqsQueues::new(c.sqs.clone(), bridge.clone());
     let store = DynamoStore::new(c.dynamo.clone(), config.clone(), bridge.clone())
-        .with_queues(queues.clone());
+        .with_queues(queues.clone())
+        .with_events(relance_aws::eventbridge::EventBus::new(
+            c.eb.clone(),
+            bus,
+            bridge.clone(),
+        ));
     let senders = Senders::new(
         c.ses.clone(),
         c.sns.clone(),
@@ -196,13 +249,17 @@ fn a_reference_drip_costs_counted_requests_per_contact_step() {
     let email_url = config.queues.email.clone().unwrap_or_default();
     let sms_url = config.queues.sms.clone().unwrap_or_default();
     let mut messages = 0;
-    let batch = take(&email_url);
-    messages += batch.records.len();
-    assert!(
-        handlers::channel_sender(&senders, rt.store(), &batch, t0)
-            .batch_item_failures
-            .is_empty()
-    );
+    let started = std::time::Instant::now();
+    let mut invocations = 0u64;
+    for batch in in_tens(take(&email_url)) {
+        messages += batch.records.len();
+        invocations += 1;
+        assert!(
+            handlers::channel_sender(&senders, rt.store(), &batch, t0)
+                .batch_item_failures
+                .is_empty()
+        );
+    }
     // A third of the contacts open it (SES feedback through the engagement function).
     let opens: Vec<Value> = (0..N)
         .step_by(3)
@@ -213,33 +270,42 @@ fn a_reference_drip_costs_counted_requests_per_contact_step() {
         .collect();
     let opens: SqsEvent =
         serde_json::from_value(json!({"Records": opens})).unwrap_or_else(|e| panic!("{e}"));
-    messages += opens.records.len();
-    assert!(
-        handlers::engagement(&mut rt, &opens, t0 + TimeDelta::hours(1))
-            .batch_item_failures
-            .is_empty()
-    );
+    for batch in in_tens(opens) {
+        messages += batch.records.len();
+        invocations += 1;
+        assert!(
+            handlers::engagement(&mut rt, &batch, t0 + TimeDelta::hours(1))
+                .batch_item_failures
+                .is_empty()
+        );
+    }
     // A day later: the tick queues the checks, the step executor runs them, the senders send.
     let day = t0 + TimeDelta::days(1);
     let summary =
         handlers::tick(&mut rt, &queues, &step_queue, day).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(summary.queued, N);
-    let steps = take(&step_queue);
-    messages += steps.records.len();
-    assert!(
-        handlers::step_executor(&mut rt, &steps, day)
-            .batch_item_failures
-            .is_empty()
-    );
-    for url in [&email_url, &sms_url] {
-        let batch = take(url);
+    invocations += 1;
+    for batch in in_tens(take(&step_queue)) {
         messages += batch.records.len();
+        invocations += 1;
         assert!(
-            handlers::channel_sender(&senders, rt.store(), &batch, day)
+            handlers::step_executor(&mut rt, &batch, day)
                 .batch_item_failures
                 .is_empty()
         );
     }
+    for url in [&email_url, &sms_url] {
+        for batch in in_tens(take(url)) {
+            messages += batch.records.len();
+            invocations += 1;
+            assert!(
+                handlers::channel_sender(&senders, rt.store(), &batch, day)
+                    .batch_item_failures
+                    .is_empty()
+            );
+        }
+    }
+    let handler_seconds = started.elapsed().as_secs_f64();
 
     let counts = c.meter.counts();
     let journal = rt.journal("drip").unwrap_or_else(|e| panic!("{e}"));
@@ -273,11 +339,61 @@ fn a_reference_drip_costs_counted_requests_per_contact_step() {
         sqs_sends + sqs_polling,
         per(sqs_sends + sqs_polling)
     );
-    assert_eq!(
-        c.meter.total("SESv2", &["SendEmail"]),
-        (2 * N - N.div_ceil(3)) as u64
+    let (write_units, read_units) = c.meter.dynamodb_units();
+    let events = c.meter.total("EventBridge", &["PutEvents"]);
+    let emails = c.meter.total("SESv2", &["SendEmail"]);
+    let sms = c.meter.total("SNS", &["Publish"]);
+    // Dollars per million enrollments (one enrollment = one contact through the drip).
+    let per_m = |n: u64, price: f64| n as f64 / N as f64 * price;
+    // Lambda: one invocation per batch, 256 MB; the duration measured here in process (the
+    // emulator's latency included, so an upper bound of the handlers' own time).
+    let gb_seconds = handler_seconds * 0.25;
+    let engine = per_m(write_units, price::DYNAMODB_WRITE_UNIT)
+        + per_m(read_units, price::DYNAMODB_READ_UNIT)
+        + per_m(sqs_sends + sqs_polling, price::SQS_REQUEST)
+        + per_m(events, price::EVENTBRIDGE_EVENT)
+        + per_m(invocations, price::LAMBDA_REQUEST)
+        + gb_seconds / N as f64 * price::LAMBDA_GB_SECOND;
+    println!("  DynamoDB units (from sizes)      {write_units:>6} write, {read_units} read");
+    println!("  EventBridge events               {events:>6}");
+    println!(
+        "  Lambda invocations (batches)     {invocations:>6}, {handler_seconds:.1} s in handlers"
     );
-    assert_eq!(c.meter.total("SNS", &["Publish"]), N.div_ceil(3) as u64);
+    println!("cost per million enrollments, list prices (us-east-1):");
+    println!(
+        "  DynamoDB writes  ${:>8.2}",
+        per_m(write_units, price::DYNAMODB_WRITE_UNIT)
+    );
+    println!(
+        "  DynamoDB reads   ${:>8.2}",
+        per_m(read_units, price::DYNAMODB_READ_UNIT)
+    );
+    println!(
+        "  SQS              ${:>8.2}",
+        per_m(sqs_sends + sqs_polling, price::SQS_REQUEST)
+    );
+    println!(
+        "  EventBridge      ${:>8.2}",
+        per_m(events, price::EVENTBRIDGE_EVENT)
+    );
+    println!(
+        "  Lambda           ${:>8.2}",
+        per_m(invocations, price::LAMBDA_REQUEST) + gb_seconds / N as f64 * price::LAMBDA_GB_SECOND
+    );
+    println!("  engine total     ${engine:>8.2}");
+    println!(
+        "  sending (same for any engine): SES ${:.2} + {:.0} SMS at the country's rate",
+        per_m(emails, price::SES_EMAIL),
+        sms as f64 / N as f64 * 1e6
+    );
+    // The same flow as a Standard state machine: send, wait, choice, send, succeed.
+    println!(
+        "  Step Functions Standard, 5 transitions per enrollment: ${:.2} (transitions only)",
+        5.0 * price::STEP_FUNCTIONS_TRANSITION
+    );
+    assert_eq!(emails, (2 * N - N.div_ceil(3)) as u64);
+    assert_eq!(events, N as u64, "one enrollment.ended event per contact");
+    assert_eq!(sms, N.div_ceil(3) as u64);
     assert!(writes > 0 && reads > 0);
     // The issue's budget, as counts (not timings): at most 2.5 writes and 0.4 SQS requests.
     assert!(

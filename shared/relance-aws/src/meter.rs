@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::{
-    BeforeSerializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+    AfterDeserializationInterceptorContextRef, BeforeSerializationInterceptorContextRef,
+    BeforeTransmitInterceptorContextRef,
 };
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
@@ -18,7 +19,13 @@ use aws_smithy_types::config_bag::ConfigBag;
 pub struct Meter {
     counts: Arc<Mutex<BTreeMap<String, u64>>>,
     bodies: Arc<Mutex<Vec<(String, String)>>>,
+    /// DynamoDB capacity units, estimated from sizes: (write units, read units).
+    units: Arc<Mutex<(u64, u64)>>,
 }
+
+/// DynamoDB operations that write, and those that read.
+const WRITES: [&str; 4] = ["PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem"];
+const READS: [&str; 4] = ["GetItem", "Query", "Scan", "BatchGetItem"];
 
 impl Meter {
     /// The interceptor to add to a client's configuration.
@@ -33,8 +40,19 @@ impl Meter {
         self.counts.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
+    /// DynamoDB capacity units, estimated from sizes since an emulator does not report
+    /// consumed capacity: a write costs one unit per started KB of its request (an upper
+    /// bound of the item's size), a read one unit per started 4 KB of its response (strongly
+    /// consistent). Returns (write units, read units).
+    pub fn dynamodb_units(&self) -> (u64, u64) {
+        self.units.lock().map(|u| *u).unwrap_or_default()
+    }
+
     /// Forgets the counts and the recorded requests.
     pub fn reset(&self) {
+        if let Ok(mut u) = self.units.lock() {
+            *u = (0, 0);
+        }
         if let Ok(mut c) = self.counts.lock() {
             c.clear();
         }
@@ -116,8 +134,33 @@ impl Intercept for MeterInterceptor {
             .bytes()
             .map(|b| String::from_utf8_lossy(b).into_owned())
             .unwrap_or_default();
+        if let Some(op) = key.strip_prefix("DynamoDB.")
+            && WRITES.contains(&op)
+            && let Ok(mut u) = self.meter.units.lock()
+        {
+            u.0 += (body.len() as u64).div_ceil(1024).max(1);
+        }
         if let Ok(mut b) = self.meter.bodies.lock() {
             b.push((key, body));
+        }
+        Ok(())
+    }
+
+    fn read_after_deserialization(
+        &self,
+        context: &AfterDeserializationInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let Some(m) = cfg.load::<Metadata>() else {
+            return Ok(());
+        };
+        if m.service() == "DynamoDB"
+            && READS.contains(&m.name())
+            && let Some(bytes) = context.response().body().bytes()
+            && let Ok(mut u) = self.meter.units.lock()
+        {
+            u.1 += (bytes.len() as u64).div_ceil(4096).max(1);
         }
         Ok(())
     }
