@@ -148,7 +148,9 @@ pub fn tick(
         .map(|(i, w)| Outgoing {
             id: format!("t{i}"),
             body: serde_json::to_string(w).unwrap_or_default(),
-            delay_seconds: i32::try_from((w.at - now).num_seconds().max(0)).unwrap_or(900),
+            // Rounded up: SQS delays count whole seconds, and a timer never fires early.
+            delay_seconds: i32::try_from(((w.at - now).num_milliseconds().max(0) + 999) / 1000)
+                .unwrap_or(900),
         })
         .collect();
     queues.send_batch(step_queue, &messages)?;
