@@ -800,3 +800,96 @@ fn a_rate_limited_burst_sends_everything_once() {
         redelivered
     );
 }
+
+/// Web push through the sender with VAPID keys: a push service stub accepts one browser and
+/// answers 410 Gone for the other, which is removed from the contact.
+#[test]
+fn web_push_sends_and_forgets_an_expired_subscription() {
+    use axum::http::StatusCode;
+    use relance_aws::webpush::{WebPushConfig, WebPushSender, generate_vapid_keys};
+    let (config, mut rt) = setup("webpush");
+    let emu = emulator();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    let app = {
+        let seen = seen.clone();
+        axum::Router::new().route(
+            "/push/{id}",
+            axum::routing::post(
+                move |axum::extract::Path(id): axum::extract::Path<String>,
+                      headers: axum::http::HeaderMap| {
+                    let seen = seen.clone();
+                    async move {
+                        let encoding = headers
+                            .get("content-encoding")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string();
+                        seen.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push((id.clone(), encoding));
+                        if id == "gone" {
+                            StatusCode::GONE
+                        } else {
+                            StatusCode::CREATED
+                        }
+                    }
+                },
+            ),
+        )
+    };
+    let listener = emu
+        .runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    emu.runtime.spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    // RFC 8291's example browser keys: a valid P-256 point and auth secret.
+    let keys = json!({"p256dh": "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4", "auth": "BTBZMqHH6r4Tts7J_aSIgg"});
+    let subscriptions = json!([
+        {"endpoint": format!("http://{addr}/push/live"), "keys": keys},
+        {"endpoint": format!("http://{addr}/push/gone"), "keys": keys}
+    ]);
+    add_contacts(
+        &mut rt,
+        &[json!({"id": "ana", "web_push": subscriptions})],
+        at("2026-12-01T09:00:00Z"),
+    );
+    let (private, _public) = generate_vapid_keys();
+    let mut vapid = WebPushConfig::new(private, "mailto:ops@example.com");
+    vapid.allow_http = true;
+    let meter = Meter::default();
+    let (ses, sns) = metered_clients(&meter, None);
+    let senders = senders(&config, ses, sns, SenderConfig::new("news@example.com"))
+        .with_web_push(WebPushSender::new(vapid).unwrap_or_else(|e| panic!("{e}")));
+    let event = send_event(
+        "aws-welcome",
+        json!({"enrollment": "aws-welcome:ana:1", "contact": "ana", "step": "browser", "message": "browser",
+            "channel": "web_push", "communication_type": "web_push", "to": {"web_push": subscriptions},
+            "content": {"title": "Your cart", "body": "Still thinking?", "url": "https://shop.example.com/cart"},
+            "idempotency_key": "aws-welcome:ana:1:browser"}),
+    );
+    for _ in 0..2 {
+        let r = handlers::channel_sender(&senders, rt.store(), &event, at("2026-12-01T09:00:00Z"));
+        assert!(r.batch_item_failures.is_empty(), "{r:?}");
+    }
+    let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    assert_eq!(
+        seen.len(),
+        2,
+        "once per subscription, the duplicate stopped: {seen:?}"
+    );
+    assert!(seen.iter().all(|(_, enc)| enc == "aes128gcm"), "{seen:?}");
+    let contact = rt
+        .store()
+        .contact("ana")
+        .unwrap_or_default()
+        .unwrap_or_else(|| panic!("ana is gone"));
+    let left: Vec<String> = contact
+        .web_push_subscriptions()
+        .iter()
+        .filter_map(|s| s["endpoint"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(left, [format!("http://{addr}/push/live")]);
+}
