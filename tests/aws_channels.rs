@@ -24,7 +24,9 @@ use relance_core::ports::{ContactStore, JournalStore, SourceFormat, Status};
 use relance_core::unsubscribe::{UnsubscribeClaim, UnsubscribeLinks};
 use relance_runtime::runtime::Runtime;
 use serde_json::{Value, json};
-use support::{at, create_queue, drain, emails_to, emulator, emulator_read, sample, sqs_event};
+use support::{
+    at, create_queue, drain, emails_to, emulator, emulator_read, sample, sqs_event, verify_identity,
+};
 
 /// Tables and queues under a fresh prefix, and a runtime on them.
 fn setup(name: &str) -> (AwsConfig, Runtime<DynamoStore>) {
@@ -46,7 +48,7 @@ fn setup(name: &str) -> (AwsConfig, Runtime<DynamoStore>) {
     let bridge = Bridge::new(emu.runtime.handle().clone());
     let queues = SqsQueues::new(emu.sqs.clone(), bridge.clone());
     let store = DynamoStore::new(emu.dynamo.clone(), config.clone(), bridge).with_queues(queues);
-    verify_identity();
+    verify_identity("news@example.com");
     (config, Runtime::new(store))
 }
 
@@ -63,16 +65,28 @@ fn add_contacts(
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
-fn verify_identity() {
-    let emu = emulator();
-    if let Err(e) = emu.runtime.block_on(
-        emu.ses
-            .create_email_identity()
-            .email_identity("news@example.com")
-            .send(),
-    ) {
-        assert!(format!("{e:?}").contains("AlreadyExists"), "{e:?}");
-    }
+/// Stores and activates `yaml`, adds the contacts and launches the scenario for them all at
+/// `t0` (the launch's channel messages are left on their queues).
+fn start(
+    rt: &mut Runtime<DynamoStore>,
+    yaml: &str,
+    contacts: &[Value],
+    t0: chrono::DateTime<chrono::Utc>,
+) {
+    let put = rt
+        .put_scenario(yaml, SourceFormat::Yaml, t0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.set_status(&put.id, Status::Active, t0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    add_contacts(rt, contacts, t0);
+    rt.launch(
+        relance_core::wire::LaunchDetail {
+            scenario: put.id,
+            contacts: None,
+        },
+        t0,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// SESv2 and SNS clients on `endpoint` (the emulator, or a stub) that report every request
@@ -454,27 +468,15 @@ steps:
 fn ses_engagement_feeds_a_wait_and_a_clicked_condition() {
     let (config, mut rt) = setup("click");
     let t0 = at("2026-12-01T09:00:00Z");
-    let put = rt
-        .put_scenario(CLICKS, SourceFormat::Yaml, t0)
-        .unwrap_or_else(|e| panic!("{e}"));
-    rt.set_status(&put.id, Status::Active, t0)
-        .unwrap_or_else(|e| panic!("{e}"));
-    add_contacts(
+    start(
         &mut rt,
+        CLICKS,
         &[
             json!({"id": "ana", "email": "ana@example.com"}),
             json!({"id": "ben", "email": "ben@example.com"}),
         ],
         t0,
     );
-    rt.launch(
-        relance_core::wire::LaunchDetail {
-            scenario: "aws-welcome".into(),
-            contacts: None,
-        },
-        t0,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
     drain(config.queues.email.as_deref().unwrap_or(""));
     // Ana clicks the pricing link (with tracking parameters), twice delivered; Ben clicks
     // another link.
@@ -525,25 +527,13 @@ fn ses_engagement_feeds_a_wait_and_a_clicked_condition() {
 fn sms_delivery_status_comes_back_from_cloudwatch_logs() {
     let (config, mut rt) = setup("smsdl");
     let t0 = at("2026-12-01T09:00:00Z");
-    let yaml = "id: aws-welcome\nlaunch: {type: manual}\nmessages:\n  nudge: {channel: sms, text: Hello}\n  thanks: {channel: sms, text: Thanks}\nsteps:\n  - {id: nudge, send: nudge, next: wait}\n  - id: wait\n    wait_for: {delivered: nudge, timeout: P1D}\n    on_event: thanks\n    on_timeout: done\n  - {id: thanks, send: thanks, next: done}\n  - {id: done, end: success}\n";
-    let put = rt
-        .put_scenario(yaml, SourceFormat::Yaml, t0)
-        .unwrap_or_else(|e| panic!("{e}"));
-    rt.set_status(&put.id, Status::Active, t0)
-        .unwrap_or_else(|e| panic!("{e}"));
-    add_contacts(
+    let yaml = "id: aws-welcome\nlaunch: {type: manual}\naudience: {all: true}\nmessages:\n  nudge: {channel: sms, text: Hello}\n  thanks: {channel: sms, text: Thanks}\nsteps:\n  - {id: nudge, send: nudge, next: wait}\n  - id: wait\n    wait_for: {delivered: nudge, timeout: P1D}\n    on_event: thanks\n    on_timeout: done\n  - {id: thanks, send: thanks, next: done}\n  - {id: done, end: success}\n";
+    start(
         &mut rt,
+        yaml,
         &[json!({"id": "ana", "phone": "+33600000001"})],
         t0,
     );
-    rt.launch(
-        relance_core::wire::LaunchDetail {
-            scenario: "aws-welcome".into(),
-            contacts: Some(vec!["ana".into()]),
-        },
-        t0,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
     let emu = emulator();
     let meter = Meter::default();
     let (ses, sns) = metered_clients(&meter, None);
@@ -604,28 +594,16 @@ fn sms_delivery_status_comes_back_from_cloudwatch_logs() {
 fn one_click_unsubscribe_through_the_function_url() {
     let (config, mut rt) = setup("unsub");
     let t0 = at("2026-12-01T09:00:00Z");
-    let yaml = "id: news\nlaunch: {type: manual}\nmessages:\n  first: {channel: email, type: newsletter, subject: News, text: x}\n  second: {channel: email, type: newsletter, subject: More, text: y}\nsteps:\n  - {id: first, send: first, next: wait}\n  - id: wait\n    wait_for: {unsubscribed: first, timeout: P2D}\n    on_event: gone\n    on_timeout: second\n  - {id: second, send: second, next: done}\n  - {id: gone, end: abandon}\n  - {id: done, end: success}\n";
-    let put = rt
-        .put_scenario(yaml, SourceFormat::Yaml, t0)
-        .unwrap_or_else(|e| panic!("{e}"));
-    rt.set_status(&put.id, Status::Active, t0)
-        .unwrap_or_else(|e| panic!("{e}"));
-    add_contacts(
+    let yaml = "id: news\nlaunch: {type: manual}\naudience: {all: true}\nmessages:\n  first: {channel: email, type: newsletter, subject: News, text: x}\n  second: {channel: email, type: newsletter, subject: More, text: y}\nsteps:\n  - {id: first, send: first, next: wait}\n  - id: wait\n    wait_for: {unsubscribed: first, timeout: P2D}\n    on_event: gone\n    on_timeout: second\n  - {id: second, send: second, next: done}\n  - {id: gone, end: abandon}\n  - {id: done, end: success}\n";
+    start(
         &mut rt,
+        yaml,
         &[
             json!({"id": "ana", "email": "ana@example.com"}),
             json!({"id": "ben", "email": "ben@example.com"}),
         ],
         t0,
     );
-    rt.launch(
-        relance_core::wire::LaunchDetail {
-            scenario: "news".into(),
-            contacts: None,
-        },
-        t0,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
     drain(config.queues.email.as_deref().unwrap_or(""));
     let secret = links().secret;
     let token = |contact: &str| {

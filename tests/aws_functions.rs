@@ -16,7 +16,7 @@ use relance_runtime::runtime::Runtime;
 use serde_json::Value;
 use support::{
     at, create_queue, drain, emails_to, emulator, emulator_read, queue_arn, sample, sms_to,
-    sqs_event,
+    sqs_event, verify_identity,
 };
 
 fn keys(messages: &[(String, String)]) -> Vec<String> {
@@ -88,14 +88,7 @@ fn a_scenario_runs_from_trigger_to_end_through_the_queues() {
             .unwrap_or_else(|e| panic!("{e}"));
     }
     // The email sender sends both welcomes through SES, once each.
-    if let Err(e) = emu.runtime.block_on(
-        emu.ses
-            .create_email_identity()
-            .email_identity("news@example.com")
-            .send(),
-    ) {
-        assert!(format!("{e:?}").contains("AlreadyExists"), "{e:?}");
-    }
+    verify_identity("news@example.com");
     let senders = relance_aws::channels::Senders::new(
         emu.ses.clone(),
         emu.sns.clone(),
@@ -240,15 +233,7 @@ fn senders_deliver_once_per_key_and_engagement_comes_back() {
         .unwrap_or_else(|e| panic!("{e}"));
     config.queues.email = Some(create_queue(&format!("{prefix}email")));
     // SES, like the AWS sandbox, sends only from a verified identity.
-    let identity = emu.runtime.block_on(
-        emu.ses
-            .create_email_identity()
-            .email_identity("news@example.com")
-            .send(),
-    );
-    if let Err(e) = identity {
-        assert!(format!("{e:?}").contains("AlreadyExists"), "{e:?}");
-    }
+    verify_identity("news@example.com");
     let bridge = Bridge::new(emu.runtime.handle().clone());
     let queues = SqsQueues::new(emu.sqs.clone(), bridge.clone());
     let mut store = DynamoStore::new(emu.dynamo.clone(), config.clone(), bridge.clone())
@@ -540,14 +525,7 @@ fn a_failed_send_is_retried_without_duplicating_and_a_poisoned_message_reaches_t
     emu.runtime
         .block_on(DynamoStore::create_tables(&emu.dynamo, &config))
         .unwrap_or_else(|e| panic!("{e}"));
-    if let Err(e) = emu.runtime.block_on(
-        emu.ses
-            .create_email_identity()
-            .email_identity("news@example.com")
-            .send(),
-    ) {
-        assert!(format!("{e:?}").contains("AlreadyExists"), "{e:?}");
-    }
+    verify_identity("news@example.com");
     let bridge = Bridge::new(emu.runtime.handle().clone());
     let sender_config = SenderConfig {
         from_email: "news@example.com".into(),

@@ -164,3 +164,16 @@ pub fn emails_to(v: &Value, address: &str) -> usize {
 pub fn sms_to(v: &Value, number: &str) -> usize {
     v["sms_messages"][number].as_array().map_or(0, Vec::len)
 }
+
+/// Makes `address` a verified SES identity (SES, like the AWS sandbox, sends only from one).
+pub fn verify_identity(address: &str) {
+    let emu = emulator();
+    if let Err(e) = emu.runtime.block_on(
+        emu.ses
+            .create_email_identity()
+            .email_identity(address)
+            .send(),
+    ) {
+        assert!(format!("{e:?}").contains("AlreadyExists"), "{e:?}");
+    }
+}

@@ -89,6 +89,14 @@ impl Meter {
     }
 }
 
+/// `Service.Operation` of the call in progress.
+fn operation(cfg: &ConfigBag) -> String {
+    cfg.load::<Metadata>().map_or_else(
+        || "unknown.unknown".to_string(),
+        |m| format!("{}.{}", m.service(), m.name()),
+    )
+}
+
 /// Counts each request as it starts.
 #[derive(Debug, Clone)]
 pub struct MeterInterceptor {
@@ -108,10 +116,7 @@ impl Intercept for MeterInterceptor {
     ) -> Result<(), BoxError> {
         // Once per attempt sequence: retries of one call count once, as they are billed once
         // only when they succeed.
-        let key = cfg.load::<Metadata>().map_or_else(
-            || "unknown.unknown".to_string(),
-            |m| format!("{}.{}", m.service(), m.name()),
-        );
+        let key = operation(cfg);
         if let Ok(mut c) = self.meter.counts.lock() {
             *c.entry(key).or_default() += 1;
         }
@@ -124,10 +129,7 @@ impl Intercept for MeterInterceptor {
         _rc: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let key = cfg.load::<Metadata>().map_or_else(
-            || "unknown.unknown".to_string(),
-            |m| format!("{}.{}", m.service(), m.name()),
-        );
+        let key = operation(cfg);
         let body = context
             .request()
             .body()

@@ -75,7 +75,8 @@ fn app_with(name: &str, links: Option<UnsubscribeLinks>) -> App {
     }
 }
 
-async fn call(app: &App, request: Request<Body>) -> (StatusCode, Value) {
+/// Sends a request: (status, body bytes).
+async fn call_raw(app: &App, request: Request<Body>) -> (StatusCode, axum::body::Bytes) {
     let response = app
         .router
         .clone()
@@ -89,6 +90,11 @@ async fn call(app: &App, request: Request<Body>) -> (StatusCode, Value) {
         .await
         .unwrap_or_else(|e| panic!("{e}"))
         .to_bytes();
+    (status, bytes)
+}
+
+async fn call(app: &App, request: Request<Body>) -> (StatusCode, Value) {
+    let (status, bytes) = call_raw(app, request).await;
     let body = if bytes.is_empty() {
         Value::Null
     } else {
@@ -961,19 +967,7 @@ async fn raw(app: &App, method: Method, path: &str, body: &str) -> (StatusCode, 
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
         .body(Body::from(body.to_string()))
         .unwrap_or_else(|e| panic!("{e}"));
-    let response = app
-        .router
-        .clone()
-        .oneshot(request)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let status = response.status();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .to_bytes();
+    let (status, bytes) = call_raw(app, request).await;
     (status, String::from_utf8_lossy(&bytes).into_owned())
 }
 
