@@ -124,16 +124,27 @@ pub fn dev_run(
         deployed.config.state_table.clone(),
         SenderConfig {
             from_email: from_email.to_string(),
-            configuration_set: None,
-            default_sms_type: "Transactional".into(),
-            sms_sender_id: None,
             ses_v1: std::env::var("RELANCE_EMAIL_API")
                 .is_ok_and(|v| v.eq_ignore_ascii_case("ses-v1")),
-            ..SenderConfig::default()
+            // Emulators lack the provider-list calls; the send rate is `RELANCE_SEND_RATE`.
+            check_provider_lists: false,
+            send_rate: std::env::var("RELANCE_SEND_RATE")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|r| *r > 0),
+            unsubscribe: crate::embedded::unsubscribe_links("http://localhost:8080/unsubscribe"),
+            ..SenderConfig::new(from_email)
         },
         bridge.clone(),
     )
     .with_ses_v1(aws_sdk_ses::Client::new(&config));
+    // Web push when VAPID keys are in the environment.
+    let senders = if std::env::var("RELANCE_VAPID_PRIVATE_KEY").is_ok_and(|k| !k.is_empty()) {
+        let vapid = relance_aws::webpush::WebPushConfig::from_env()?;
+        senders.with_web_push(relance_aws::webpush::WebPushSender::new(vapid)?)
+    } else {
+        senders
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     tokio.spawn(async move {
