@@ -1,0 +1,542 @@
+//! Embedded runtime on the real clock, the Relance side of the comparison with a BullMQ peer
+//! (`scripts/bench-peer`, `BENCHMARKS.md`): N contacts through a three-step drip (email, wait
+//! D, if opened SMS else email) on a durable SQLite file (WAL, `synchronous = NORMAL`, as
+//! `relance run` opens it), the wait D really waited.
+//!
+//! It drives `Runtime<SqliteStore>` the way the runner of `relance run` (`server.rs`) does, on
+//! one thread: first every due timer (oldest first, one unit of work each), then one job, and
+//! the outbox delivered to its JSON-lines file (fsync) after each. The jobs are the launch, in
+//! batches of `--batch` contacts (as the peer adds its jobs in bulks of 1,000), each followed
+//! by an "opened" engagement for each even-index contact of the batch. When all are launched,
+//! it sleeps until the next timer is due (at most 500 ms, like the runner).
+//!
+//! Prints one JSON object on stdout with the fields of the peer's (`drip.mjs`): steps_per_s,
+//! wall_s, lateness_ms, cpu_s, peak_rss_mib, correctness, phases_s. Exit code 2 when the run
+//! is not correct.
+//!
+//! Run: `cargo bench -p relance-embedded --bench drip_realtime -- --n 100000 --delay 5000`
+//! Options: `--n` contacts (10000), `--delay` D in ms, whole seconds (5000), `--batch`
+//! contacts per launch (1000), `--dir` for the database (a fresh folder under the temporary
+//! directory), `--timeout` in s (1800), `--keep` to keep the database and outbox file.
+
+use std::collections::HashSet;
+use std::error::Error;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::{TimeDelta, Utc};
+use relance_core::Contact;
+use relance_core::contact::EngagementKind;
+use relance_core::ports::{SourceFormat, Status};
+use relance_core::wire::{EngagementDetail, LaunchDetail};
+use relance_embedded::outbox::OutboxFile;
+use relance_embedded::runtime::Runtime;
+use relance_embedded::store::SqliteStore;
+use serde_json::{Value, json};
+
+type Res<T> = Result<T, Box<dyn Error>>;
+
+/// Due timers taken per query, as the runner's tick does.
+const TIMER_BATCH: usize = 500;
+/// The longest sleep between two looks at the store, as in the runner.
+const MAX_SLEEP: Duration = Duration::from_millis(500);
+/// Contacts per import call (setup, before t0).
+const IMPORT_CHUNK: usize = 10_000;
+
+fn drip(delay_s: u64) -> String {
+    format!(
+        r#"
+id: drip
+launch: {{type: manual}}
+audience: {{all: true}}
+messages:
+  first: {{channel: email, subject: "Hello {{{{ contact.first_name }}}}", text: "Welcome"}}
+  sms: {{channel: sms, text: "Thanks for reading, {{{{ contact.first_name }}}}"}}
+  again: {{channel: email, subject: "Did you see it?", text: "Again"}}
+steps:
+  - {{id: first, send: first, next: check}}
+  - id: check
+    delay: {{after: PT{delay_s}S}}
+    if: {{opened: first}}
+    then: sms
+    else: again
+  - {{id: sms, send: sms, next: done}}
+  - {{id: again, send: again, next: done}}
+  - {{id: done, end: success}}
+"#
+    )
+}
+
+#[derive(Debug)]
+struct Args {
+    n: usize,
+    delay_ms: u64,
+    batch: usize,
+    dir: PathBuf,
+    timeout_s: u64,
+    keep: bool,
+}
+
+fn args() -> Res<Args> {
+    let mut a = Args {
+        n: 10_000,
+        delay_ms: 5_000,
+        batch: 1_000,
+        dir: std::env::temp_dir().join(format!("relance-drip-bench-{}", std::process::id())),
+        timeout_s: 1_800,
+        keep: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--n" => a.n = value("--n")?.parse()?,
+            "--delay" => a.delay_ms = value("--delay")?.parse()?,
+            "--batch" => a.batch = value("--batch")?.parse()?,
+            "--dir" => a.dir = PathBuf::from(value("--dir")?),
+            "--timeout" => a.timeout_s = value("--timeout")?.parse()?,
+            "--keep" => a.keep = true,
+            // `cargo bench` passes --bench to every bench binary.
+            "--bench" => {}
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    // Scenario durations are whole seconds (ISO 8601 PTnS).
+    if a.delay_ms == 0 || !a.delay_ms.is_multiple_of(1000) {
+        return Err("--delay must be a positive multiple of 1000 ms".into());
+    }
+    if a.n == 0 || a.batch == 0 {
+        return Err("--n and --batch must be positive".into());
+    }
+    Ok(a)
+}
+
+fn contact_id(i: usize) -> String {
+    format!("c{i:07}")
+}
+
+fn index_of(id: &str) -> Option<usize> {
+    id.strip_prefix('c')?.parse().ok()
+}
+
+/// User + system CPU seconds of this process (all threads), from /proc/self/stat.
+fn cpu_self(clk_tck: f64) -> f64 {
+    let Ok(s) = fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after "(comm) ": state is field 3, utime 14, stime 15.
+    let rest = s.rfind(')').map_or("", |i| &s[i + 2..]);
+    let f: Vec<&str> = rest.split(' ').collect();
+    let field = |n: usize| {
+        f.get(n - 3)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (field(14) + field(15)) / clk_tck
+}
+
+/// Busy CPU seconds of the whole machine (all cores), from /proc/stat.
+fn cpu_machine(clk_tck: f64) -> f64 {
+    let Ok(s) = fs::read_to_string("/proc/stat") else {
+        return 0.0;
+    };
+    let f: Vec<f64> = s
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let g = |i: usize| f.get(i).copied().unwrap_or(0.0);
+    (g(0) + g(1) + g(2) + g(5) + g(6) + g(7)) / clk_tck
+}
+
+fn clk_tck() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// A `/proc/self/status` value in MiB (VmHWM: the peak resident set).
+fn status_mib(key: &str) -> Option<f64> {
+    let s = fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with(key))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn file_mib(p: &Path) -> f64 {
+    fs::metadata(p).map_or(0.0, |m| m.len() as f64 / (1024.0 * 1024.0))
+}
+
+fn round(v: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (v * f).round() / f
+}
+
+/// The peer's percentile: the value at rank ceil(q * len) in the sorted list.
+fn pct(sorted: &[f64], q: f64) -> Value {
+    if sorted.is_empty() {
+        return Value::Null;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    json!(round(sorted[rank - 1], 1))
+}
+
+fn ms(d: TimeDelta) -> f64 {
+    d.num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0
+}
+
+/// What the store and the outbox file hold at the end.
+fn check(
+    rt: &mut Runtime<SqliteStore>,
+    outbox_path: &Path,
+    n: usize,
+    fired: &HashSet<String>,
+) -> Res<Value> {
+    let expected = [("first", n), ("sms", n.div_ceil(2)), ("again", n / 2)];
+    let (running, ended) = rt.store().enrollment_counts(Some("drip"))?;
+    let mut counts = [0usize; 3];
+    let mut wrong_parity = 0usize;
+    let mut other_rows = 0usize;
+    let mut keys = HashSet::new();
+    let mut duplicate_keys = 0usize;
+    let mut sent = HashSet::new();
+    let mut duplicate_sends = 0usize;
+    let mut rows = 0usize;
+    let mut seq = 0;
+    loop {
+        let batch = rt.store().outbox_after(seq, 10_000)?;
+        let Some(last) = batch.last() else { break };
+        seq = last.0;
+        for (_, kind, payload) in &batch {
+            rows += 1;
+            let v: Value = serde_json::from_str(payload)?;
+            let send = &v["send"];
+            let (Some(message), Some(contact), Some(key)) = (
+                send["message"].as_str(),
+                send["contact"].as_str(),
+                send["idempotency_key"].as_str(),
+            ) else {
+                other_rows += 1;
+                continue;
+            };
+            if kind != "send" {
+                other_rows += 1;
+                continue;
+            }
+            if !keys.insert(key.to_string()) {
+                duplicate_keys += 1;
+            }
+            if !sent.insert((contact.to_string(), message.to_string())) {
+                duplicate_sends += 1;
+            }
+            let even = index_of(contact).is_some_and(|i| i % 2 == 0);
+            match message {
+                "first" => counts[0] += 1,
+                "sms" => {
+                    counts[1] += 1;
+                    wrong_parity += usize::from(!even);
+                }
+                "again" => {
+                    counts[2] += 1;
+                    wrong_parity += usize::from(even);
+                }
+                _ => other_rows += 1,
+            }
+        }
+    }
+    // The outbox file: every row delivered once, in order.
+    let mut file_lines = 0usize;
+    let mut file_keys = HashSet::new();
+    let mut file_duplicates = 0usize;
+    let mut last_seq = 0;
+    let mut out_of_order = 0usize;
+    for line in BufReader::new(fs::File::open(outbox_path)?).lines() {
+        let v: Value = serde_json::from_str(&line?)?;
+        file_lines += 1;
+        let s = v["seq"].as_i64().unwrap_or(0);
+        out_of_order += usize::from(s <= last_seq);
+        last_seq = s;
+        let key = v["send"]["idempotency_key"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if !file_keys.insert(key) {
+            file_duplicates += 1;
+        }
+    }
+    let dead_letters = rt.store().dead_letters()?.len();
+    let pending = rt.next_due()?;
+    let ok = running == 0
+        && ended == n as u64
+        && expected.iter().zip(counts).all(|((_, e), c)| *e == c)
+        && wrong_parity == 0
+        && other_rows == 0
+        && duplicate_keys == 0
+        && duplicate_sends == 0
+        && file_lines == rows
+        && file_duplicates == 0
+        && out_of_order == 0
+        && dead_letters == 0
+        && pending.is_none()
+        && fired.len() == n;
+    Ok(json!({
+        "ok": ok,
+        "expected": {"email-1": expected[0].1, "sms": expected[1].1, "email-2": expected[2].1},
+        "sends_in_outbox": {"email-1": counts[0], "sms": counts[1], "email-2": counts[2]},
+        "duplicate_idempotency_keys": duplicate_keys,
+        "duplicate_sends": duplicate_sends,
+        "sms_all_even": counts[1] > 0 && wrong_parity == 0,
+        "wrong_branch": wrong_parity,
+        "other_outbox_rows": other_rows,
+        "outbox_file": {"lines": file_lines, "table_rows": rows, "duplicates": file_duplicates, "out_of_order": out_of_order},
+        "enrollments": {"running": running, "ended": ended},
+        "timers_fired": fired.len(),
+        "timers_left": pending.is_some(),
+        "dead_letters": dead_letters,
+    }))
+}
+
+fn main() {
+    match run() {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(2),
+        Err(e) => {
+            eprintln!("drip_realtime: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run() -> Res<bool> {
+    let a = args()?;
+    let n = a.n;
+    let clk = clk_tck();
+    let _ = fs::remove_dir_all(&a.dir);
+    fs::create_dir_all(&a.dir)?;
+    let db = a.dir.join("drip.db");
+    let outbox_path = a.dir.join("outbox.jsonl");
+    let store = SqliteStore::open(&db)?;
+    let mut outbox = OutboxFile::open(&outbox_path)?;
+    let mut rt = Runtime::new(store);
+
+    // Setup, before t0 (the peer has no contacts to store): import, put and activate.
+    let setup = Instant::now();
+    for start in (0..n).step_by(IMPORT_CHUNK) {
+        let chunk = (start..(start + IMPORT_CHUNK).min(n))
+            .map(|i| {
+                Contact::from_json(json!({"id": contact_id(i), "email": format!("c{i}@x.io"),
+                    "phone": format!("+336{i:08}"), "first_name": "Ana"}))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        rt.import(&chunk, Utc::now(), &mut |_| {})?;
+    }
+    let import_s = setup.elapsed().as_secs_f64();
+    let put = rt.put_scenario(&drip(a.delay_ms / 1000), SourceFormat::Yaml, Utc::now())?;
+    rt.set_status(&put.id, Status::Active, Utc::now())?;
+    let setup_s = setup.elapsed().as_secs_f64();
+    eprintln!("[relance] imported {n} contacts in {import_s:.2} s");
+
+    let loadavg_before = fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split(' ')
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let cpu_setup = cpu_self(clk);
+    let machine0 = cpu_machine(clk);
+    let deadline = Instant::now() + Duration::from_secs(a.timeout_s);
+
+    // t0: the start of enrollment.
+    let t0 = Instant::now();
+    let mut next = 0usize;
+    let mut launched = 0u64;
+    let mut engagements = 0usize;
+    let mut lateness: Vec<f64> = Vec::with_capacity(n);
+    let mut fired: HashSet<String> = HashSet::with_capacity(n);
+    let (mut launch_s, mut engagement_s, mut timers_s, mut outbox_s, mut sleep_s) =
+        (0.0, 0.0, 0.0, 0.0, 0.0);
+    let mut enroll_done = None;
+    let mut first_check = None;
+    let mut last_step_done = t0;
+    let mut last_log = Instant::now();
+    let mut timed_out = false;
+    loop {
+        // Every due timer first, oldest first, as the runner's tick does.
+        loop {
+            let started = Instant::now();
+            let due = rt.due_timers_up_to(Utc::now(), TIMER_BATCH)?;
+            if due.is_empty() {
+                timers_s += started.elapsed().as_secs_f64();
+                break;
+            }
+            first_check.get_or_insert(started);
+            for wake in &due {
+                rt.fire(wake, Utc::now())?;
+                // Lateness: committed (the check done and the SMS or email-2 in the outbox) minus due.
+                lateness.push(ms(Utc::now() - wake.at));
+                fired.insert(wake.enrollment.clone());
+            }
+            last_step_done = Instant::now();
+            timers_s += started.elapsed().as_secs_f64();
+            let started = Instant::now();
+            outbox.deliver(rt.store())?;
+            outbox_s += started.elapsed().as_secs_f64();
+        }
+        if last_log.elapsed() > Duration::from_secs(10) {
+            eprintln!(
+                "[relance] {:.0} s: launched {launched}/{n}, timers fired {}/{n}",
+                t0.elapsed().as_secs_f64(),
+                fired.len()
+            );
+            last_log = Instant::now();
+        }
+        if Instant::now() > deadline {
+            timed_out = true;
+            break;
+        }
+        // Then one job: the next launch batch (email-1 for each), and the opens of its evens.
+        if next < n {
+            let end = (next + a.batch).min(n);
+            let started = Instant::now();
+            let report = rt.launch(
+                LaunchDetail {
+                    scenario: "drip".into(),
+                    contacts: Some((next..end).map(contact_id).collect()),
+                },
+                Utc::now(),
+            )?;
+            launched += report.entered;
+            launch_s += started.elapsed().as_secs_f64();
+            let started = Instant::now();
+            // Extra work the peer does not do: it decides "opened" from the contact index,
+            // Relance records the engagement and evaluates `if: {opened: first}` from it.
+            for i in (next..end).filter(|i| i % 2 == 0) {
+                rt.engagement(
+                    EngagementDetail {
+                        contact: contact_id(i),
+                        scenario: "drip".into(),
+                        step: "first".into(),
+                        kind: EngagementKind::Opened,
+                        url: None,
+                        link_tags: vec![],
+                        at: None,
+                    },
+                    Utc::now(),
+                )?;
+                engagements += 1;
+            }
+            engagement_s += started.elapsed().as_secs_f64();
+            let started = Instant::now();
+            outbox.deliver(rt.store())?;
+            outbox_s += started.elapsed().as_secs_f64();
+            next = end;
+            if next == n {
+                enroll_done = Some(Instant::now());
+            }
+            continue;
+        }
+        if fired.len() >= n {
+            break;
+        }
+        // Nothing due: sleep until the next timer, as the runner does.
+        let started = Instant::now();
+        match rt.next_due()? {
+            Some(due) => {
+                let wait = (due - Utc::now()).to_std().unwrap_or_default();
+                std::thread::sleep(wait.min(MAX_SLEEP));
+            }
+            None => break, // nothing left to fire: the check below tells what is missing
+        }
+        sleep_s += started.elapsed().as_secs_f64();
+    }
+    let wall = (last_step_done - t0).as_secs_f64();
+    let cpu_run = cpu_self(clk) - cpu_setup;
+    let machine = cpu_machine(clk) - machine0;
+    let peak_rss = status_mib("VmHWM:");
+
+    let mut correctness = check(&mut rt, &outbox_path, n, &fired)?;
+    let ok = !timed_out && launched == n as u64 && correctness["ok"] == json!(true);
+    correctness["ok"] = json!(ok);
+    correctness["launched"] = json!(launched);
+
+    lateness.sort_by(f64::total_cmp);
+    let mean = lateness.iter().sum::<f64>() / lateness.len().max(1) as f64;
+    let since_t0 = |t: Option<Instant>| t.map(|t| round((t - t0).as_secs_f64(), 3));
+    let enroll = since_t0(enroll_done);
+    // Steps counted as the peer counts them: email-1 (sent by the launch), the check (the
+    // timer fired after D) and the final send (SMS or email-2, in the check's unit of work).
+    // Relance's end step, in the same unit as the final send, is not counted.
+    let total_steps = 3 * n;
+    let completed_steps = launched as usize + 2 * fired.len();
+    let out = json!({
+        "system": "relance-embedded",
+        "N": n,
+        "delay_ms": a.delay_ms,
+        "launch_batch": a.batch,
+        "total_steps": total_steps,
+        "completed_steps": completed_steps,
+        "timed_out": timed_out,
+        "wall_s": round(wall, 3),
+        "steps_per_s": round(total_steps as f64 / wall, 1),
+        "phases_s": {
+            "enroll_done": enroll,
+            "last_email1_done": enroll,
+            "first_check_start": since_t0(first_check),
+            "last_step_done": round(wall, 3),
+        },
+        "busy_s": {
+            "launch": round(launch_s, 3),
+            "engagement": round(engagement_s, 3),
+            "timers": round(timers_s, 3),
+            "outbox_delivery": round(outbox_s, 3),
+            "sleep": round(sleep_s, 3),
+        },
+        "extra_work": {
+            "engagements": engagements,
+            "engagement_s": round(engagement_s, 3),
+            "note": "an \"opened\" engagement for each even contact through Runtime::engagement (one unit of work each); the peer decides \"opened\" from the contact index",
+        },
+        "setup_s": {"import": round(import_s, 3), "total": round(setup_s, 3)},
+        "lateness_ms": {
+            "count": lateness.len(),
+            "p50": pct(&lateness, 0.5),
+            "p90": pct(&lateness, 0.9),
+            "p99": pct(&lateness, 0.99),
+            "max": lateness.last().map(|v| round(*v, 1)),
+            "mean": round(mean, 1),
+            "min": lateness.first().map(|v| round(*v, 1)),
+        },
+        "cpu_s": {
+            "relance": round(cpu_run, 2),
+            "setup_before_t0": round(cpu_setup, 2),
+            "other_on_machine": round(machine - cpu_run, 2),
+        },
+        "peak_rss_mib": {"relance": peak_rss.map(|v| round(v, 1))},
+        "store": {
+            "journal_mode": "WAL",
+            "synchronous": "NORMAL",
+            "db_mib": round(file_mib(&db), 1),
+            "wal_mib": round(file_mib(&a.dir.join("drip.db-wal")), 1),
+            "outbox_file_mib": round(file_mib(&outbox_path), 1),
+        },
+        "correctness": correctness,
+        "versions": {"relance": env!("CARGO_PKG_VERSION"), "sqlite": rusqlite::version()},
+        "loadavg_before": loadavg_before,
+    });
+    drop(rt);
+    if !a.keep {
+        let _ = fs::remove_dir_all(&a.dir);
+    }
+    println!("{out}");
+    Ok(ok)
+}
