@@ -1,4 +1,5 @@
-//! Fuzz: any text as a scenario file (YAML and JSON) through the loader and the validator;
+//! Fuzz: any text as a scenario file (YAML and JSON) through the loader and the validator,
+//! as a workspace policy and as a shared message store;
 //! a scenario that validates is also drawn and played for a few contacts and events.
 #![no_main]
 
@@ -15,9 +16,18 @@ const EVENTS: &str = r#"{"at": "2026-03-29T01:30:00Z", "contact": "a", "opened":
 {"at": "2026-03-30T00:00:00Z", "contact": "a", "clicked": "first", "link": "https://x.io/a?b=c"}
 {"at": "2026-03-30T00:00:00Z", "contact": "a", "event": "cart.updated"}"#;
 
+/// A scenario whose message comes from the shared store.
+const USES_SHARED: &str = "id: shared\nlaunch: {type: manual}\nsteps:\n  - {id: a, send: welcome, next: done}\n  - {id: done, end: success}\n";
+
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let _ = validate::check_text(text, Format::Json);
+    // The workspace files read the same way: the policy, and a shared message store (merged
+    // into a scenario that uses one of its messages).
+    let _ = relance_core::Policy::parse(text, Format::Yaml);
+    if let Ok(shared) = relance_core::scenario::parse_shared_messages(text) {
+        let _ = validate::check_text_with_messages(USES_SHARED, Format::Yaml, Some(&shared));
+    }
     let report = validate::check_text(text, Format::Yaml);
     if let Some(scenario) = report.scenario {
         let _ = relance_core::graph::mermaid(&scenario, None);
