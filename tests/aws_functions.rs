@@ -343,7 +343,7 @@ fn senders_deliver_once_per_key_and_engagement_comes_back() {
         &endpoint,
     );
     push["Records"][0]["body"] = Value::String(body.clone());
-    let (_, send) = relance_aws::channels::decode_send(&body).unwrap_or_else(|e| panic!("{e}"));
+    let (_, send) = relance_core::inbound::decode_send(&body).unwrap_or_else(|e| panic!("{e}"));
     let payload = relance_aws::channels::push_payload(&send);
     assert!(
         payload["GCM"]
@@ -387,10 +387,11 @@ fn senders_deliver_once_per_key_and_engagement_comes_back() {
             .batch_item_failures
             .is_empty()
     );
-    let click = handlers::ses_engagement(clicked.records[0].body.as_deref().unwrap_or(""))
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| panic!("a click"));
+    let click =
+        relance_core::inbound::ses_engagement(clicked.records[0].body.as_deref().unwrap_or(""))
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("a click"));
     assert_eq!(
         click.url.as_deref(),
         Some("https://shop.example.com/pricing?utm_source=relance")
@@ -564,7 +565,10 @@ fn a_failed_send_is_retried_without_duplicating_and_a_poisoned_message_reaches_t
     let body = raw["Records"][0]["body"]
         .as_str()
         .unwrap_or("")
-        .replace("aws-welcome:ana:1:welcome", &format!("{prefix}retry"));
+        .replace("aws-welcome:ana:1:welcome", &format!("{prefix}retry"))
+        // Its own address: other tests send the same sample at the same time.
+        .replace("ana@example.com", &format!("{prefix}ana@example.com"));
+    let address = format!("{prefix}ana@example.com");
     raw["Records"][0]["body"] = Value::String(body.clone());
     let batch: SqsEvent = serde_json::from_value(raw).unwrap_or_else(|e| panic!("{e}"));
     let mut store = DynamoStore::new(emu.dynamo.clone(), config.clone(), bridge.clone());
@@ -574,23 +578,17 @@ fn a_failed_send_is_retried_without_duplicating_and_a_poisoned_message_reaches_t
         1,
         "a transient failure is retried by the queue"
     );
-    let before = emails_to(
-        &emulator_read("/_ministack/ses/messages"),
-        "ana@example.com",
-    );
+    let before = emails_to(&emulator_read("/_ministack/ses/messages"), &address);
     let retry = handlers::channel_sender(&working, &mut store, &batch, at("2026-12-01T09:00:30Z"));
     assert!(retry.batch_item_failures.is_empty());
     let again = handlers::channel_sender(&working, &mut store, &batch, at("2026-12-01T09:01:00Z"));
     assert!(again.batch_item_failures.is_empty());
     assert_eq!(
-        emails_to(
-            &emulator_read("/_ministack/ses/messages"),
-            "ana@example.com"
-        ) - before,
+        emails_to(&emulator_read("/_ministack/ses/messages"), &address) - before,
         1,
         "sent once, on the retry"
     );
-    let (_, send) = relance_aws::channels::decode_send(&body).unwrap_or_else(|e| panic!("{e}"));
+    let (_, send) = relance_core::inbound::decode_send(&body).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         working.deliver(&send, "aws-welcome").ok(),
         Some(Outcome::Duplicate)
@@ -729,7 +727,7 @@ fn with_ses_v1_email_goes_through_send_raw_email_for_localstack_community() {
         .unwrap_or_default()
         .replace("aws-welcome:ana:1:welcome", &format!("{prefix}v1"))
         .replace("ana@example.com", "v1@example.com");
-    let (_, send) = relance_aws::channels::decode_send(&body).unwrap_or_else(|e| panic!("{e}"));
+    let (_, send) = relance_core::inbound::decode_send(&body).unwrap_or_else(|e| panic!("{e}"));
     let before = emails_to(&emulator_read("/_ministack/ses/messages"), "v1@example.com");
     let outcome = senders.deliver(&send, "aws-welcome");
     assert!(matches!(outcome, Ok(Outcome::Sent(_))), "{outcome:?}");

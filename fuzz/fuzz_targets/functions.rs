@@ -5,7 +5,7 @@
 //! function's decoder: trigger's details (contact, activity, engagement, launch), the step
 //! executor's timer, launch pages, the senders' send message, SES feedback raw, inside an
 //! SNS notification or an EventBridge event, SMS delivery-status lines, unsubscribe tokens.
-//! The decoders of `relance-aws` are compiled from its source by build.rs (not copied).
+//! The decoders are `relance_core::inbound`, which the functions call.
 //!
 //! Properties: what a decoder accepts, the runtime accepts (the engagement read from SES,
 //! timers and launch pages come back unchanged through their wire form); a token signs and
@@ -23,27 +23,8 @@ use relance_core::unsubscribe::{self, UnsubscribeClaim};
 use relance_core::wire::{self, ActivityDetail, ContactDetail, EngagementDetail, LaunchDetail};
 use serde_json::Value;
 
-/// The decoders of `relance_aws::handlers` and `relance_aws::channels`, with the error types
-/// they name.
-mod aws {
-    #![allow(dead_code)]
-    use chrono::{DateTime, Utc};
-    use relance_core::engine::Send;
-    use relance_core::wire::{self, EngagementDetail};
-    use serde_json::Value;
-
-    #[derive(Debug)]
-    pub enum HandlerError {
-        BadInput(String),
-    }
-
-    #[derive(Debug)]
-    pub enum AwsError {
-        Corrupt { what: &'static str, why: String },
-    }
-
-    include!(concat!(env!("OUT_DIR"), "/decoders.rs"));
-}
+/// The functions' decoders (`relance_aws` calls the same ones).
+use relance_core::inbound as aws;
 
 const SECRET: &[u8] = b"fuzz-unsubscribe-secret";
 

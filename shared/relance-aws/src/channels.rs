@@ -816,20 +816,6 @@ pub fn mime(from: &str, to: &str, send: &Send, headers: &[(String, String)]) -> 
     m
 }
 
-/// Reads a queue message's send: `(scenario, send)`.
-pub fn decode_send(body: &str) -> Result<(String, Send), AwsError> {
-    let v: Value = serde_json::from_str(body).map_err(|e| AwsError::Corrupt {
-        what: "send message",
-        why: e.to_string(),
-    })?;
-    let scenario = v["scenario"].as_str().unwrap_or("").to_string();
-    let send: Send = serde_json::from_value(v["send"].clone()).map_err(|e| AwsError::Corrupt {
-        what: "send message",
-        why: e.to_string(),
-    })?;
-    Ok((scenario, send))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,8 +7,9 @@ use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, TimeDelta, Utc};
 use relance_core::engine::Wake;
+use relance_core::inbound::{self, ses_engagement, sms_delivery_status};
 use relance_core::journal::{Record, RecordKind};
-use relance_core::ports::JournalStore;
+use relance_core::ports::{JournalStore, ScenarioStore};
 use relance_core::wire::{self, ActivityDetail, ContactDetail, EngagementDetail, LaunchDetail};
 use relance_runtime::runtime::{Runtime, RuntimeError};
 use serde_json::Value;
@@ -42,9 +43,14 @@ pub enum HandlerError {
     Aws(#[from] crate::dynamodb::AwsError),
 }
 
+impl From<inbound::DecodeError> for HandlerError {
+    fn from(e: inbound::DecodeError) -> Self {
+        HandlerError::BadInput(e.0)
+    }
+}
+
 fn decode<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, HandlerError> {
-    let bytes = serde_json::to_vec(v).map_err(|e| HandlerError::BadInput(e.to_string()))?;
-    wire::decode(&bytes).map_err(|e| HandlerError::BadInput(e.to_string()))
+    inbound::decode(v).map_err(HandlerError::from)
 }
 
 /// trigger: an EventBridge event (contact, activity, engagement or launch command). A launch
@@ -130,9 +136,17 @@ pub const LOOKAHEAD: TimeDelta = TimeDelta::seconds(60);
 /// The most timers one tick hands to the step queue (a herd due at one second fits).
 pub const TICK_LIMIT: usize = 100_000;
 
+/// A timer still unfired this long after it was due is queued again by the tick.
+pub const REQUEUE_AFTER: TimeDelta = TimeDelta::minutes(5);
+
+/// The setting where the tick keeps the end of the window it last queued.
+pub const TICK_HORIZON: &str = "tick_horizon";
+
 /// tick: the scheduled event (its `time` is `now`): launches and inactivity checks, then the
-/// timers due within [`LOOKAHEAD`] to the step queue with `DelaySeconds`. A timer queued twice
-/// (still unfired at the next tick) is harmless: the step executor finds it stale.
+/// timers due within [`LOOKAHEAD`] to the step queue with `DelaySeconds`, each once: the tick
+/// keeps the end of the window it queued ([`TICK_HORIZON`]). A timer still unfired
+/// [`REQUEUE_AFTER`] after its due time is queued again; a timer delivered twice is harmless
+/// (the step executor finds it stale).
 pub fn tick(
     rt: &mut Runtime<DynamoStore>,
     queues: &SqsQueues,
@@ -141,7 +155,21 @@ pub fn tick(
 ) -> Result<TickSummary, HandlerError> {
     let report = rt.tick_schedules(now)?;
     rt.store().flush()?;
-    let wakes = rt.due_timers_up_to(now + LOOKAHEAD, TICK_LIMIT)?;
+    let horizon = now + LOOKAHEAD;
+    // Timers up to the previous tick's horizon were queued already: queued again they would
+    // only double a backlog (a herd not yet fired). Those long overdue are queued again, in
+    // case their message was lost.
+    let previous = rt
+        .store()
+        .setting(TICK_HORIZON)?
+        .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+        .map(|t| t.with_timezone(&Utc));
+    let all = rt.due_timers_up_to(horizon, TICK_LIMIT)?;
+    let truncated = all.len() >= TICK_LIMIT;
+    let wakes: Vec<Wake> = all
+        .into_iter()
+        .filter(|w| previous.is_none_or(|p| w.at > p || w.at <= now - REQUEUE_AFTER))
+        .collect();
     let messages: Vec<Outgoing> = wakes
         .iter()
         .enumerate()
@@ -154,6 +182,13 @@ pub fn tick(
         })
         .collect();
     queues.send_batch(step_queue, &messages)?;
+    // A truncated read covers only up to its last timer.
+    let covered = match (truncated, wakes.last()) {
+        (true, Some(last)) => last.at,
+        _ => horizon,
+    };
+    rt.store()
+        .put_setting(TICK_HORIZON, &covered.to_rfc3339(), now)?;
     Ok(TickSummary {
         launches: report.launches,
         inactivity: report.inactivity,
@@ -240,7 +275,8 @@ pub fn channel_sender(
     event: &SqsEvent,
     now: DateTime<Utc>,
 ) -> SqsBatchResponse {
-    use crate::channels::{Outcome, SendError, decode_send};
+    use crate::channels::{Outcome, SendError};
+    use relance_core::inbound::decode_send;
     let mut response = SqsBatchResponse::default();
     for message in &event.records {
         let id = message.message_id.clone().unwrap_or_default();
@@ -290,115 +326,6 @@ pub fn channel_sender(
         }
     }
     response
-}
-
-/// Reads an SES event (raw, or inside an SNS notification) as engagement with a send.
-/// `None` for events that are not engagement (send, reject, delivery delay, ...).
-pub fn ses_engagement(body: &str) -> Result<Option<EngagementDetail>, HandlerError> {
-    let mut v: Value =
-        serde_json::from_str(body).map_err(|e| HandlerError::BadInput(format!("not JSON: {e}")))?;
-    if v["Type"] == "Notification" {
-        let inner = v["Message"].as_str().unwrap_or("");
-        v = serde_json::from_str(inner)
-            .map_err(|e| HandlerError::BadInput(format!("SNS message is not JSON: {e}")))?;
-    }
-    // EventBridge wraps the SES event in `detail`.
-    if v.get("detail").is_some_and(Value::is_object) && v.get("mail").is_none() {
-        v = v["detail"].take();
-    }
-    let kind_name = v["eventType"]
-        .as_str()
-        .or(v["notificationType"].as_str())
-        .unwrap_or("");
-    let (kind, section) = match kind_name {
-        "Delivery" => (relance_core::EngagementKind::Delivered, "delivery"),
-        "Open" => (relance_core::EngagementKind::Opened, "open"),
-        "Click" => (relance_core::EngagementKind::Clicked, "click"),
-        "Bounce" => (relance_core::EngagementKind::Bounced, "bounce"),
-        "Complaint" => (relance_core::EngagementKind::Complained, "complaint"),
-        "Subscription" => (relance_core::EngagementKind::Unsubscribed, "subscription"),
-        _ => return Ok(None),
-    };
-    let tag = |name: &str| v["mail"]["tags"][name][0].as_str().map(str::to_string);
-    let (Some(contact), Some(scenario), Some(step)) = (
-        tag("relance_contact"),
-        tag("relance_scenario"),
-        tag("relance_step"),
-    ) else {
-        return Err(HandlerError::BadInput(
-            "an SES event without the relance_contact, relance_scenario and relance_step tags"
-                .into(),
-        ));
-    };
-    let at = v[section]["timestamp"]
-        .as_str()
-        .or(v["mail"]["timestamp"].as_str())
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&Utc));
-    let mut link_tags: Vec<String> = v["click"]["linkTags"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .flat_map(|(k, vals)| {
-                    vals.as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(Value::as_str)
-                        .map(move |x| format!("{k}:{x}"))
-                        .chain([k.clone()])
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    // A soft bounce (mailbox full, ...) is recorded but does not suppress the address.
-    if kind == relance_core::EngagementKind::Bounced && v["bounce"]["bounceType"] == "Transient" {
-        link_tags.push(relance_core::engine::SOFT_BOUNCE.to_string());
-    }
-    Ok(Some(EngagementDetail {
-        contact,
-        scenario,
-        step,
-        kind,
-        url: v["click"]["link"].as_str().map(str::to_string),
-        link_tags,
-        at,
-    }))
-}
-
-/// Reads one SNS SMS delivery-status log line (`DirectPublishToPhoneNumber` and its
-/// `/Failure` group): `(message id, engagement kind, link tags)`. A success is `delivered`; a
-/// failure is a bounce, soft unless the carrier says the number is unknown or unreachable for
-/// good; an opted-out number is `unsubscribed`.
-pub fn sms_delivery_status(
-    line: &str,
-) -> Result<Option<(String, relance_core::EngagementKind, Vec<String>)>, HandlerError> {
-    use relance_core::EngagementKind;
-    let v: Value = serde_json::from_str(line)
-        .map_err(|e| HandlerError::BadInput(format!("SMS delivery log line is not JSON: {e}")))?;
-    let Some(id) = v["notification"]["messageId"].as_str() else {
-        return Ok(None);
-    };
-    let response = v["delivery"]["providerResponse"]
-        .as_str()
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let (kind, tags) = match v["status"].as_str() {
-        Some("SUCCESS") => (EngagementKind::Delivered, vec![]),
-        Some("FAILURE") if response.contains("opted out") => (EngagementKind::Unsubscribed, vec![]),
-        Some("FAILURE")
-            if ["invalid", "unknown", "not a valid", "blocked as spam"]
-                .iter()
-                .any(|w| response.contains(w)) =>
-        {
-            (EngagementKind::Bounced, vec![])
-        }
-        Some("FAILURE") => (
-            EngagementKind::Bounced,
-            vec![relance_core::engine::SOFT_BOUNCE.to_string()],
-        ),
-        _ => return Ok(None),
-    };
-    Ok(Some((id.to_string(), kind, tags)))
 }
 
 /// engagement, CloudWatch Logs side: SNS SMS delivery-status lines matched to their send by

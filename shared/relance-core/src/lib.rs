@@ -23,6 +23,7 @@ pub mod contact;
 pub mod duration;
 pub mod engine;
 pub mod graph;
+pub mod inbound;
 pub mod journal;
 pub mod policy;
 pub mod ports;
