@@ -2,13 +2,15 @@
 //! it again loses no send and repeats none. The outbox file is the delivery record: every
 //! expected idempotency key must be in it exactly once, in strictly increasing `seq` order.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::fs::OpenOptions;
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::{Child, Command};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 const SCENARIO_ID: &str = "restart";
@@ -83,36 +85,15 @@ impl Setup {
         self.starts += 1;
         let port = free_port();
         let log = self.dir.join(format!("stderr-{}.log", self.starts));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_relance"));
-        cmd.arg("run")
-            .arg("--db")
-            .arg(&self.db)
-            .arg("--outbox")
-            .arg(&self.outbox)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--scenario")
-            .arg(&self.scenario);
-        if with_contacts {
-            cmd.arg("--contacts").arg(&self.contacts);
-        }
-        let mut child = cmd
-            .env("RELANCE_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(File::create(&log).expect("create the stderr log"))
-            .spawn()
-            .expect("spawn relance run");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let contacts = with_contacts.then_some(self.contacts.as_path());
+        let files = common::RunFiles {
+            db: &self.db,
+            outbox: &self.outbox,
+            scenario: &self.scenario,
+            contacts,
+            log: &log,
+        };
+        let (child, lines) = common::spawn_run(&files, port, "info");
         Running {
             child,
             lines,

@@ -12,13 +12,15 @@
 //! cargo test --release -p relance-cli --test restart_faults -- --nocapture`.
 //! `RELANCE_RESTART_SEED` changes the kill times.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::{Child, Command};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 const SCENARIO_ID: &str = "killdup";
@@ -92,36 +94,20 @@ impl Running {
             .map(|a| a.port())
             .expect("a free port");
         let log = dir.join(format!("stderr-{starts}.log"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_relance"));
-        cmd.arg("run")
-            .arg("--db")
-            .arg(dir.join("relance.db"))
-            .arg("--outbox")
-            .arg(dir.join("outbox.jsonl"))
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--scenario")
-            .arg(dir.join("s.yaml"));
-        if with_contacts {
-            cmd.arg("--contacts").arg(dir.join("c.jsonl"));
-        }
-        let mut child = cmd
-            .env("RELANCE_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(File::create(&log).expect("create the stderr log"))
-            .spawn()
-            .expect("spawn relance run");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let (db, outbox, scenario, contacts) = (
+            dir.join("relance.db"),
+            dir.join("outbox.jsonl"),
+            dir.join("s.yaml"),
+            dir.join("c.jsonl"),
+        );
+        let files = common::RunFiles {
+            db: &db,
+            outbox: &outbox,
+            scenario: &scenario,
+            contacts: with_contacts.then_some(contacts.as_path()),
+            log: &log,
+        };
+        let (child, lines) = common::spawn_run(&files, port, "warn");
         Running {
             child,
             lines,
