@@ -333,6 +333,20 @@ fn urlencoding_decode(form: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Serves `app` on a free local port, on the emulator's runtime; its address.
+fn serve(app: axum::Router) -> std::net::SocketAddr {
+    let emu = emulator();
+    let listener = emu
+        .runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    emu.runtime.spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
 /// A stub of the two provider-list calls the emulator lacks: SESv2 GetSuppressedDestination
 /// (one address suppressed for bounces) and SNS CheckIfPhoneNumberIsOptedOut (one number
 /// opted out). Everything else is refused, so a send that reached it would fail the test.
@@ -380,15 +394,7 @@ fn provider_list_stub() -> String {
                 r
             },
         ));
-    let emu = emulator();
-    let listener = emu
-        .runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
-    emu.runtime.spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let addr = serve(app);
     format!("http://{addr}")
 }
 
@@ -786,7 +792,6 @@ fn web_push_sends_and_forgets_an_expired_subscription() {
     use axum::http::StatusCode;
     use relance_aws::webpush::{WebPushConfig, WebPushSender, generate_vapid_keys};
     let (config, mut rt) = setup("webpush");
-    let emu = emulator();
     let seen = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
     let app = {
         let seen = seen.clone();
@@ -815,14 +820,7 @@ fn web_push_sends_and_forgets_an_expired_subscription() {
             ),
         )
     };
-    let listener = emu
-        .runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
-    emu.runtime.spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let addr = serve(app);
     // RFC 8291's example browser keys: a valid P-256 point and auth secret.
     let keys = json!({"p256dh": "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4", "auth": "BTBZMqHH6r4Tts7J_aSIgg"});
     let subscriptions = json!([
