@@ -9,7 +9,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
@@ -115,20 +115,7 @@ impl Setup {
 
     /// `relance journal restart --db FILE --json`.
     fn journal(&self) -> serde_json::Value {
-        let out = Command::new(env!("CARGO_BIN_EXE_relance"))
-            .arg("journal")
-            .arg(SCENARIO_ID)
-            .arg("--db")
-            .arg(&self.db)
-            .arg("--json")
-            .output()
-            .expect("run relance journal");
-        assert!(
-            out.status.success(),
-            "relance journal failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("journal JSON")
+        common::journal(SCENARIO_ID, &self.db)
     }
 
     /// Checks the final outbox file and journal: exactly once, nothing malformed, `seq`

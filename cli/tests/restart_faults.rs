@@ -19,7 +19,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
@@ -270,20 +270,7 @@ fn outbox_lines(path: &Path) -> usize {
 }
 
 fn journal(dir: &Path) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_relance"))
-        .arg("journal")
-        .arg(SCENARIO_ID)
-        .arg("--db")
-        .arg(dir.join("relance.db"))
-        .arg("--json")
-        .output()
-        .expect("run relance journal");
-    assert!(
-        out.status.success(),
-        "relance journal failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("journal JSON")
+    common::journal(SCENARIO_ID, &dir.join("relance.db"))
 }
 
 #[test]

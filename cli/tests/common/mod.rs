@@ -1,5 +1,5 @@
 //! What the restart tests share: starting `relance run` on a database, an outbox and a
-//! scenario, its stderr in a log file and its stdout lines on a channel.
+//! scenario, its stderr in a log file and its stdout lines on a channel; reading the journal.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -51,4 +51,22 @@ pub fn spawn_run(files: &RunFiles<'_>, port: u16, level: &str) -> (Child, Receiv
         }
     });
     (child, lines)
+}
+
+/// `relance journal SCENARIO --db DB --json`.
+pub fn journal(scenario: &str, db: &Path) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_relance"))
+        .arg("journal")
+        .arg(scenario)
+        .arg("--db")
+        .arg(db)
+        .arg("--json")
+        .output()
+        .expect("run relance journal");
+    assert!(
+        out.status.success(),
+        "relance journal failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("journal JSON")
 }
