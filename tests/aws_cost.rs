@@ -47,25 +47,7 @@ mod price {
     pub const STEP_FUNCTIONS_TRANSITION: f64 = 25.0;
 }
 
-const DRIP: &str = r#"
-id: drip
-launch: {type: manual}
-audience: {all: true}
-messages:
-  first: {channel: email, subject: "Hello {{ contact.first_name }}", text: "Welcome"}
-  sms: {channel: sms, text: "Thanks for reading, {{ contact.first_name }}"}
-  again: {channel: email, subject: "Did you see it?", text: "Again"}
-steps:
-  - {id: first, send: first, next: check}
-  - id: check
-    delay: {after: P1D}
-    if: {opened: first}
-    then: sms
-    else: again
-  - {id: sms, send: sms, next: done}
-  - {id: again, send: again, next: done}
-  - {id: done, end: success}
-"#;
+const DRIP: &str = include_str!("../examples/reference-drip.yaml");
 
 struct Clients {
     runtime: tokio::runtime::Runtime,
@@ -131,38 +113,7 @@ fn clients() -> &'static Clients {
 /// Reads and deletes every visible message, as Lambda's event source mapping does (not counted:
 /// the mapping's polling is billed apart; its receives and deletes are estimated below).
 fn take(url: &str) -> SqsEvent {
-    let c = support::emulator();
-    let mut records = Vec::new();
-    loop {
-        let got = c
-            .runtime
-            .block_on(
-                c.sqs
-                    .receive_message()
-                    .queue_url(url)
-                    .max_number_of_messages(10)
-                    .wait_time_seconds(0)
-                    .send(),
-            )
-            .unwrap_or_else(|e| panic!("{e:?}"));
-        let messages = got.messages.unwrap_or_default();
-        if messages.is_empty() {
-            break;
-        }
-        for m in messages {
-            if let Some(h) = &m.receipt_handle {
-                let _ = c.runtime.block_on(
-                    c.sqs
-                        .delete_message()
-                        .queue_url(url)
-                        .receipt_handle(h)
-                        .send(),
-                );
-            }
-            records.push(json!({"messageId": m.message_id, "body": m.body, "attributes": {}, "messageAttributes": {}}));
-        }
-    }
-    serde_json::from_value(json!({"Records": records})).unwrap_or_else(|e| panic!("{e}"))
+    support::sqs_event(&support::drain(url))
 }
 
 /// Lambda's event source mapping hands a function at most ten messages at a time.

@@ -86,6 +86,7 @@ pub fn queue_arn(url: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Reads and deletes every visible message of a queue: (message id, body).
 pub fn drain(url: &str) -> Vec<(String, String)> {
     let emu = emulator();
     let mut out = Vec::new();
@@ -106,6 +107,16 @@ pub fn drain(url: &str) -> Vec<(String, String)> {
             return out;
         }
         for m in messages {
+            // Consumed, as Lambda's event source mapping deletes what a batch handled.
+            if let Some(h) = &m.receipt_handle {
+                let _ = emu.runtime.block_on(
+                    emu.sqs
+                        .delete_message()
+                        .queue_url(url)
+                        .receipt_handle(h)
+                        .send(),
+                );
+            }
             out.push((m.message_id.unwrap_or_default(), m.body.unwrap_or_default()));
         }
     }

@@ -168,6 +168,21 @@ fn tag_value(v: &str) -> String {
         .collect()
 }
 
+/// The message tags of an email (both SES APIs): they name the contact, scenario and step,
+/// so engagement events coming back find their send without a lookup.
+fn message_tags<'a>(
+    send: &'a Send,
+    scenario: &'a str,
+) -> impl Iterator<Item = (&'static str, String)> + 'a {
+    [
+        ("relance_contact", send.contact.as_str()),
+        ("relance_scenario", scenario),
+        ("relance_step", send.step.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k, tag_value(v)))
+}
+
 /// The Android (FCM) and Apple (APNs) payloads of a push, as SNS's JSON message structure.
 pub fn push_payload(send: &Send) -> Value {
     let title = send.content.title.clone().unwrap_or_default();
@@ -526,20 +541,15 @@ impl Senders {
                 EmailContent::builder().simple(message).build()
             }
         };
-        let tags = [
-            ("relance_contact", send.contact.as_str()),
-            ("relance_scenario", scenario),
-            ("relance_step", send.step.as_str()),
-        ]
-        .into_iter()
-        .map(|(k, v)| {
-            MessageTag::builder()
-                .name(k)
-                .value(tag_value(v))
-                .build()
-                .map_err(|e| SendError::Permanent(e.to_string()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+        let tags = message_tags(send, scenario)
+            .map(|(k, v)| {
+                MessageTag::builder()
+                    .name(k)
+                    .value(v)
+                    .build()
+                    .map_err(|e| SendError::Permanent(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let out = self
             .bridge
             .block(
@@ -617,20 +627,15 @@ impl Senders {
             .data(data)
             .build()
             .map_err(|e| SendError::Permanent(e.to_string()))?;
-        let tags = [
-            ("relance_contact", send.contact.as_str()),
-            ("relance_scenario", scenario),
-            ("relance_step", send.step.as_str()),
-        ]
-        .into_iter()
-        .map(|(k, v)| {
-            aws_sdk_ses::types::MessageTag::builder()
-                .name(k)
-                .value(tag_value(v))
-                .build()
-                .map_err(|e| SendError::Permanent(e.to_string()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+        let tags = message_tags(send, scenario)
+            .map(|(k, v)| {
+                aws_sdk_ses::types::MessageTag::builder()
+                    .name(k)
+                    .value(v)
+                    .build()
+                    .map_err(|e| SendError::Permanent(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let out = self
             .bridge
             .block(
@@ -665,34 +670,30 @@ impl Senders {
             .clone()
             .or(send.content.body.clone())
             .unwrap_or_default();
-        let mut attributes = HashMap::new();
         let sms_type = match send.content.sms_type.as_deref() {
             Some(t) if t.eq_ignore_ascii_case("promotional") => "Promotional",
             Some(t) if t.eq_ignore_ascii_case("transactional") => "Transactional",
             _ => self.config.default_sms_type.as_str(),
         };
-        let kind = MessageAttributeValue::builder()
-            .data_type("String")
-            .string_value(sms_type)
-            .build()
-            .map_err(|e| SendError::Permanent(e.to_string()))?;
-        attributes.insert("AWS.SNS.SMS.SMSType".to_string(), kind);
-        if let Some(sender) = &self.config.sms_sender_id {
-            let v = MessageAttributeValue::builder()
+        let attributes = [
+            ("AWS.SNS.SMS.SMSType", Some(sms_type)),
+            ("AWS.SNS.SMS.SenderID", self.config.sms_sender_id.as_deref()),
+            (
+                "AWS.MM.SMS.OriginationNumber",
+                self.config.sms_origination_number.as_deref(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|v| (name, v)))
+        .map(|(name, value)| {
+            MessageAttributeValue::builder()
                 .data_type("String")
-                .string_value(sender)
+                .string_value(value)
                 .build()
-                .map_err(|e| SendError::Permanent(e.to_string()))?;
-            attributes.insert("AWS.SNS.SMS.SenderID".to_string(), v);
-        }
-        if let Some(number) = &self.config.sms_origination_number {
-            let v = MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(number)
-                .build()
-                .map_err(|e| SendError::Permanent(e.to_string()))?;
-            attributes.insert("AWS.MM.SMS.OriginationNumber".to_string(), v);
-        }
+                .map(|v| (name.to_string(), v))
+                .map_err(|e| SendError::Permanent(e.to_string()))
+        })
+        .collect::<Result<HashMap<_, _>, _>>()?;
         let out = self
             .bridge
             .block(

@@ -138,6 +138,23 @@ fn hash(parts: &[&str]) -> String {
     format!("{h:016x}")
 }
 
+/// Every item of a paged read: `page` is called with the key to start from (none first) and
+/// answers one page's items and the key after its last one.
+fn paged(
+    mut page: impl FnMut(Option<Item>) -> Result<(Vec<Item>, Option<Item>), AwsError>,
+) -> Result<Vec<Item>, AwsError> {
+    let mut out = Vec::new();
+    let mut start = None;
+    loop {
+        let (items, next) = page(start.take())?;
+        out.extend(items);
+        match next {
+            Some(k) if !k.is_empty() => start = Some(k),
+            _ => return Ok(out),
+        }
+    }
+}
+
 fn dynamo<E: ProvideErrorMetadata + std::fmt::Debug>(
     op: &'static str,
 ) -> impl FnOnce(aws_sdk_dynamodb::error::SdkError<E>) -> AwsError {
@@ -402,19 +419,13 @@ impl DynamoStore {
         &self,
         query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
     ) -> Result<Vec<Item>, AwsError> {
-        let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
+        paged(|start| {
             let page = self
                 .bridge
-                .block(query.clone().set_exclusive_start_key(start.take()).send())
+                .block(query.clone().set_exclusive_start_key(start).send())
                 .map_err(dynamo("Query"))?;
-            out.extend(page.items.unwrap_or_default());
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(out),
-            }
-        }
+            Ok((page.items.unwrap_or_default(), page.last_evaluated_key))
+        })
     }
 
     /// Every item of the state table matching a filter, across pages (tests and audience listing).
@@ -433,19 +444,13 @@ impl DynamoStore {
         for (k, v) in values {
             scan = scan.expression_attribute_values(*k, s(*v));
         }
-        let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
+        paged(|start| {
             let page = self
                 .bridge
-                .block(scan.clone().set_exclusive_start_key(start.take()).send())
+                .block(scan.clone().set_exclusive_start_key(start).send())
                 .map_err(dynamo("Scan"))?;
-            out.extend(page.items.unwrap_or_default());
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(out),
-            }
-        }
+            Ok((page.items.unwrap_or_default(), page.last_evaluated_key))
+        })
     }
 
     /// Every item of a partition whose sort key starts with `prefix`, in order.

@@ -144,6 +144,20 @@ fn err(op: &'static str) -> impl Fn(String) -> AwsError {
     move |message| AwsError::Dynamo { op, message }
 }
 
+/// A queue's ARN (what redrive policies and rule targets name).
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<String, AwsError> {
+    Ok(sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| err("SQS GetQueueAttributes")(format!("{e:?}")))?
+        .attributes
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .unwrap_or_default())
+}
+
 /// Creates (or finds) every resource; safe to run again.
 pub async fn create_all(
     clients: &Clients,
@@ -162,17 +176,7 @@ pub async fn create_all(
             .await
             .map_err(|e| err("SQS CreateQueue")(format!("{e:?}")))?;
         let dlq_url = dlq.queue_url.unwrap_or_default();
-        let dlq_arn = clients
-            .sqs
-            .get_queue_attributes()
-            .queue_url(&dlq_url)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .map_err(|e| err("SQS GetQueueAttributes")(format!("{e:?}")))?
-            .attributes
-            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-            .unwrap_or_default();
+        let dlq_arn = queue_arn(&clients.sqs, &dlq_url).await?;
         let redrive = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVES.to_string()}).to_string();
         let q = clients
             .sqs
@@ -206,17 +210,7 @@ pub async fn create_all(
         .await
         .map_err(|e| err("EventBridge PutRule")(format!("{e:?}")))?;
     let trigger_url = queues.get("trigger").cloned().unwrap_or_default();
-    let trigger_arn = clients
-        .sqs
-        .get_queue_attributes()
-        .queue_url(&trigger_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .map_err(|e| err("SQS GetQueueAttributes")(format!("{e:?}")))?
-        .attributes
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .unwrap_or_default();
+    let trigger_arn = queue_arn(&clients.sqs, &trigger_url).await?;
     let target = Target::builder()
         .id("trigger-queue")
         .arn(trigger_arn)

@@ -22,11 +22,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::condition::{Condition, EvalContext};
-use crate::contact::{ActivityEvent, Contact, Engagement, EngagementKind, History};
+use crate::contact::{ActivityEvent, Contact, Engagement, EngagementKind, History, SendMark};
 use crate::journal::{Record, RecordKind};
 use crate::policy::Policy;
 use crate::render::{Rendered, Templates};
-use crate::scenario::{Action, Channel, Consent, EndKind, ListChange, Scenario, Step, StepKind};
+use crate::scenario::{
+    Action, Channel, Consent, EndKind, FrequencyCap, ListChange, Scenario, Step, StepKind,
+};
 
 /// More steps than this in one transition without holding means a loop the validator could
 /// not see (it rejects loops without a delay); the enrollment ends in failure.
@@ -816,6 +818,17 @@ impl<'a> Run<'a> {
         Flow::Next
     }
 
+    /// True when `cap` is reached: the earlier sends in its window (read in `tz`) and those
+    /// of this transition.
+    fn capped(&self, cap: &FrequencyCap, earlier: &[SendMark], tz: Tz) -> bool {
+        let from = cap.per.sub_from(self.now, tz);
+        let before = earlier
+            .iter()
+            .filter(|s| s.at > from && s.at <= self.now)
+            .count();
+        before + self.sends_now >= cap.max as usize
+    }
+
     fn send(&mut self, step: &Step, message_id: &str, arrival: bool) -> Flow {
         let engine = self.engine;
         let scenario = &engine.scenario;
@@ -845,28 +858,14 @@ impl<'a> Run<'a> {
                 return Flow::Hold;
             }
         }
-        if let Some(cap) = &scenario.frequency_cap {
-            let from = cap.per.sub_from(self.now, scenario.timezone);
-            let before = self
-                .history
-                .sends
-                .iter()
-                .filter(|s| s.at > from && s.at <= self.now)
-                .count();
-            if before + self.sends_now >= cap.max as usize {
-                return self.skip_send(step, "frequency_cap", arrival);
-            }
+        if let Some(cap) = &scenario.frequency_cap
+            && self.capped(cap, &self.history.sends, scenario.timezone)
+        {
+            return self.skip_send(step, "frequency_cap", arrival);
         }
         if let Some(cap) = policy.frequency_cap.as_ref().filter(|_| !exempt) {
             let tz = self.contact.timezone().unwrap_or(policy.timezone);
-            let from = cap.per.sub_from(self.now, tz);
-            let before = self
-                .history
-                .contact_sends
-                .iter()
-                .filter(|s| s.at > from && s.at <= self.now)
-                .count();
-            if before + self.sends_now >= cap.max as usize {
+            if self.capped(cap, &self.history.contact_sends, tz) {
                 return self.skip_send(step, "policy_frequency_cap", arrival);
             }
         }

@@ -4,12 +4,11 @@
 //! default) are never held or capped by the policy.
 
 use chrono_tz::Tz;
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::problem::Problem;
-use crate::scenario::{Format, FrequencyCap, parse_document, typed};
-use crate::schedule::{LocalTime, QuietHours};
+use crate::scenario::{Format, FrequencyCap, parse_document, quiet_hours, typed};
+use crate::schedule::QuietHours;
 
 /// Workspace-wide sending rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,12 +44,6 @@ impl Policy {
 
     /// Like [`Policy::parse`], from an already parsed document.
     pub fn from_value(doc: &Value) -> Result<Policy, Vec<Problem>> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct RawQuiet {
-            from: LocalTime,
-            to: LocalTime,
-        }
         let mut problems = Vec::new();
         let mut policy = Policy::default();
         let Some(top) = doc.as_object() else {
@@ -70,11 +63,7 @@ impl Policy {
         policy.quiet_hours = top
             .get("quiet_hours")
             .filter(|v| !v.is_null())
-            .and_then(|v| typed::<RawQuiet>("quiet_hours", v, &mut problems))
-            .map(|r| QuietHours {
-                from: r.from,
-                to: r.to,
-            });
+            .and_then(|v| quiet_hours(v, &mut problems));
         policy.frequency_cap = top
             .get("frequency_cap")
             .filter(|v| !v.is_null())

@@ -634,6 +634,20 @@ fn strip_position(message: &str) -> String {
     message.to_string()
 }
 
+/// `quiet_hours: {from, to}` (of a scenario or of the workspace policy).
+pub(crate) fn quiet_hours(value: &Value, problems: &mut Vec<Problem>) -> Option<QuietHours> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw {
+        from: LocalTime,
+        to: LocalTime,
+    }
+    typed::<Raw>("quiet_hours", value, problems).map(|r| QuietHours {
+        from: r.from,
+        to: r.to,
+    })
+}
+
 /// Deserializes `value` into `T`, reporting the failure at `base` plus the inner path.
 pub(crate) fn typed<T: DeserializeOwned>(
     base: &str,
@@ -919,18 +933,9 @@ pub fn from_value(doc: &Value) -> Result<Loaded, Problem> {
             )),
         }
     }
-    let quiet_hours = top.get("quiet_hours").and_then(|v| {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Raw {
-            from: LocalTime,
-            to: LocalTime,
-        }
-        typed::<Raw>("quiet_hours", v, &mut problems).map(|r| QuietHours {
-            from: r.from,
-            to: r.to,
-        })
-    });
+    let quiet_hours = top
+        .get("quiet_hours")
+        .and_then(|v| quiet_hours(v, &mut problems));
     let frequency_cap = top
         .get("frequency_cap")
         .and_then(|v| typed::<FrequencyCap>("frequency_cap", v, &mut problems));

@@ -46,27 +46,9 @@ const MAX_SLEEP: Duration = Duration::from_millis(500);
 const IMPORT_CHUNK: usize = 10_000;
 
 fn drip(delay_s: u64) -> String {
-    format!(
-        r#"
-id: drip
-launch: {{type: manual}}
-audience: {{all: true}}
-messages:
-  first: {{channel: email, subject: "Hello {{{{ contact.first_name }}}}", text: "Welcome"}}
-  sms: {{channel: sms, text: "Thanks for reading, {{{{ contact.first_name }}}}"}}
-  again: {{channel: email, subject: "Did you see it?", text: "Again"}}
-steps:
-  - {{id: first, send: first, next: check}}
-  - id: check
-    delay: {{after: PT{delay_s}S}}
-    if: {{opened: first}}
-    then: sms
-    else: again
-  - {{id: sms, send: sms, next: done}}
-  - {{id: again, send: again, next: done}}
-  - {{id: done, end: success}}
-"#
-    )
+    // The reference drip, its day shortened to D.
+    include_str!("../../../examples/reference-drip.yaml")
+        .replace("after: P1D", &format!("after: PT{delay_s}S"))
 }
 
 #[derive(Debug)]

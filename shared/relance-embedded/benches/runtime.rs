@@ -14,25 +14,7 @@ use relance_embedded::runtime::Runtime;
 use relance_embedded::store::SqliteStore;
 use serde_json::json;
 
-const DRIP: &str = r#"
-id: drip
-launch: {type: manual}
-audience: {all: true}
-messages:
-  first: {channel: email, subject: "Hello {{ contact.first_name }}", text: "Welcome"}
-  sms: {channel: sms, text: "Thanks for reading, {{ contact.first_name }}"}
-  again: {channel: email, subject: "Did you see it?", text: "Again"}
-steps:
-  - {id: first, send: first, next: check}
-  - id: check
-    delay: {after: P1D}
-    if: {opened: first}
-    then: sms
-    else: again
-  - {id: sms, send: sms, next: done}
-  - {id: again, send: again, next: done}
-  - {id: done, end: success}
-"#;
+const DRIP: &str = include_str!("../../../examples/reference-drip.yaml");
 
 fn main() {
     let n: usize = std::env::var("RELANCE_BENCH_CONTACTS")

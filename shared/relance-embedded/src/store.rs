@@ -696,6 +696,26 @@ impl TimerStore for SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// One outbox row, once per idempotency key (a repeat is ignored).
+    fn outbox_row(
+        &mut self,
+        key: &str,
+        scenario: &str,
+        contact: &str,
+        kind: &str,
+        at: DateTime<Utc>,
+        payload: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO outbox (idempotency_key, scenario_id, contact_id, kind, at, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![key, scenario, contact, kind, ts(at), payload.to_string()])?;
+        Ok(())
+    }
+}
+
 impl JournalStore for SqliteStore {
     type Error = StoreError;
 
@@ -730,12 +750,14 @@ impl JournalStore for SqliteStore {
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let payload = relance_core::ports::send_message(scenario, send, at);
-        self.conn
-            .prepare_cached(
-                "INSERT OR IGNORE INTO outbox (idempotency_key, scenario_id, contact_id, kind, at, payload) VALUES (?1, ?2, ?3, 'send', ?4, ?5)",
-            )?
-            .execute(params![send.idempotency_key, scenario, send.contact, ts(at), payload.to_string()])?;
-        Ok(())
+        self.outbox_row(
+            &send.idempotency_key,
+            scenario,
+            &send.contact,
+            "send",
+            at,
+            &payload,
+        )
     }
 
     fn outbox_action(
@@ -749,12 +771,7 @@ impl JournalStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let (key, payload) =
             relance_core::ports::action_message(scenario, enrollment, contact, step, action, at);
-        self.conn
-            .prepare_cached(
-                "INSERT OR IGNORE INTO outbox (idempotency_key, scenario_id, contact_id, kind, at, payload) VALUES (?1, ?2, ?3, 'action', ?4, ?5)",
-            )?
-            .execute(params![key, scenario, contact, ts(at), payload.to_string()])?;
-        Ok(())
+        self.outbox_row(&key, scenario, contact, "action", at, &payload)
     }
 
     fn records(

@@ -351,11 +351,7 @@ where
                     .put_version(&id, format, text, now)
                     .map_err(store_err)?,
             };
-            let mut entry = u
-                .store
-                .scenario(&id)
-                .map_err(store_err)?
-                .ok_or_else(|| RuntimeError::UnknownScenario(id.clone()))?;
+            let mut entry = u.entry(&id)?;
             if entry.status == Status::Active && clean && entry.active_version != Some(version) {
                 u.store
                     .set_status(&id, Status::Active, Some(version), now)
@@ -383,11 +379,7 @@ where
         now: DateTime<Utc>,
     ) -> Result<ScenarioEntry, RuntimeError> {
         self.unit(now, |u| {
-            let entry = u
-                .store
-                .scenario(id)
-                .map_err(store_err)?
-                .ok_or_else(|| RuntimeError::UnknownScenario(id.to_string()))?;
+            let entry = u.entry(id)?;
             let allowed = matches!(
                 (entry.status, to),
                 (
@@ -429,10 +421,7 @@ where
             if let Some(v) = active_version {
                 u.schedule_launches(id, v)?;
             }
-            u.store
-                .scenario(id)
-                .map_err(store_err)?
-                .ok_or_else(|| RuntimeError::UnknownScenario(id.to_string()))
+            u.entry(id)
         })
     }
 
@@ -572,11 +561,7 @@ where
         now: DateTime<Utc>,
     ) -> Result<(), RuntimeError> {
         self.unit(now, |u| {
-            let entry = u
-                .store
-                .scenario(&detail.scenario)
-                .map_err(store_err)?
-                .ok_or_else(|| RuntimeError::UnknownScenario(detail.scenario.clone()))?;
+            let entry = u.entry(&detail.scenario)?;
             let mut contact = u
                 .store
                 .contact(&detail.contact)
@@ -665,11 +650,7 @@ where
         now: DateTime<Utc>,
     ) -> Result<LaunchReport, RuntimeError> {
         self.unit(now, |u| {
-            let entry = u
-                .store
-                .scenario(&detail.scenario)
-                .map_err(store_err)?
-                .ok_or_else(|| RuntimeError::UnknownScenario(detail.scenario.clone()))?;
+            let entry = u.entry(&detail.scenario)?;
             let version = match (entry.status, entry.active_version) {
                 (Status::Active, Some(v)) => v,
                 (status, _) => {
@@ -976,6 +957,14 @@ where
     S: Store,
     S::Fault: std::error::Error + Send + Sync + 'static,
 {
+    /// A stored scenario, or `UnknownScenario`.
+    fn entry(&mut self, id: &str) -> Result<ScenarioEntry, RuntimeError> {
+        self.store
+            .scenario(id)
+            .map_err(store_err)?
+            .ok_or_else(|| RuntimeError::UnknownScenario(id.to_string()))
+    }
+
     fn engine(&mut self, id: &str, version: u32) -> Result<Arc<Engine>, RuntimeError> {
         engine(self.store, self.engines, id, version)
     }
