@@ -11,9 +11,10 @@ use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use relance_core::IsoDuration;
 use relance_core::journal::{JournalCounts, Record, RecordKind};
-use relance_core::ports::{SourceFormat, Status, Store};
+use relance_core::ports::{ScenarioStore, SourceFormat, Status, Store};
 use relance_core::simulation::{self};
 use relance_core::wire::LaunchDetail;
+use relance_embedded::auth::{self, ApiSecurity};
 use relance_embedded::clock::{Clock, ScaledClock, SystemClock};
 use relance_embedded::import::{self, ContactsFormat};
 use relance_embedded::runtime::Runtime;
@@ -73,6 +74,95 @@ fn print_json(v: &impl serde::Serialize) -> Result<()> {
     Ok(())
 }
 
+/// The API token's digest: `RELANCE_API_TOKEN` when set; else the one generated at the
+/// first start (its digest kept in the database); else a new one, printed once.
+fn api_token(rt: &mut Runtime<SqliteStore>, now: DateTime<Utc>) -> Result<[u8; 32]> {
+    if let Some(token) = std::env::var("RELANCE_API_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+    {
+        auth::check_token_strength(token.trim())?;
+        return Ok(auth::token_sha256(token.trim()));
+    }
+    let stored = rt
+        .store()
+        .setting(auth::SETTING_API_TOKEN_SHA256)
+        .context("cannot read the API token's digest")?;
+    if let Some(text) = stored {
+        return auth::from_hex(&text).context(
+            "the stored API token digest does not read: run `relance token new --db ...`",
+        );
+    }
+    let token = new_token(rt, now)?;
+    outln!(
+        "API token (shown once; keep it, it is stored hashed; `relance token new` replaces it): {token}"
+    );
+    Ok(auth::token_sha256(&token))
+}
+
+/// Generates a token and stores its digest (replacing any earlier one).
+fn new_token<S: Store>(rt: &mut Runtime<S>, now: DateTime<Utc>) -> Result<String>
+where
+    S::Fault: std::error::Error + Send + Sync + 'static,
+{
+    let token = auth::generate_token().context("no randomness for the API token")?;
+    rt.store()
+        .put_setting(
+            auth::SETTING_API_TOKEN_SHA256,
+            &auth::to_hex(&auth::token_sha256(&token)),
+            now,
+        )
+        .context("cannot store the API token's digest")?;
+    Ok(token)
+}
+
+/// `relance token new`.
+pub fn token_new(db: &Path) -> Result<ExitCode> {
+    let mut rt = open(db)?;
+    let token = new_token(&mut rt, Utc::now())?;
+    outln!("{token}");
+    eprintln!(
+        "the new API token is printed above, once; restart `relance run` for it to take over"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The host names the API answers to: `--allowed-host`, `RELANCE_ALLOWED_HOSTS` and the host
+/// of `RELANCE_UNSUBSCRIBE_URL` (mail clients post the one-click form there).
+fn allowed_hosts(mut hosts: Vec<String>) -> Vec<String> {
+    if let Ok(list) = std::env::var("RELANCE_ALLOWED_HOSTS") {
+        hosts.extend(list.split(',').map(|h| h.trim().to_string()));
+    }
+    if let Ok(url) = std::env::var("RELANCE_UNSUBSCRIBE_URL")
+        && let Some(rest) = url.split_once("://").map(|(_, r)| r)
+    {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        hosts.push(authority.rsplit_once('@').map_or(authority, |(_, h)| h).to_string());
+    }
+    hosts.retain(|h| !h.is_empty());
+    hosts
+}
+
+/// Refuses settings that are unsafe once the API is reachable from other machines.
+fn check_exposure(listen: SocketAddr) -> Result<()> {
+    if listen.ip().is_loopback() {
+        return Ok(());
+    }
+    eprintln!(
+        "warning: listening on {listen}, reachable from other machines: every route but /v1/health and /unsubscribe needs the API token; put TLS in front (a reverse proxy) so the token never crosses the network in clear"
+    );
+    let secret = std::env::var("RELANCE_UNSUBSCRIBE_SECRET").unwrap_or_default();
+    if !secret.trim().is_empty() {
+        let url = std::env::var("RELANCE_UNSUBSCRIBE_URL").unwrap_or_default();
+        if !url.to_ascii_lowercase().starts_with("https://") {
+            bail!(
+                "RELANCE_UNSUBSCRIBE_URL must be an https URL when listening beyond loopback ({listen}): the links in emails would otherwise point at an address recipients cannot reach, in clear"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// `relance run`.
 pub fn run(
     db: &Path,
@@ -80,10 +170,14 @@ pub fn run(
     outbox: &Path,
     scenarios: &[PathBuf],
     contacts: Option<&Path>,
+    hosts: Vec<String>,
 ) -> Result<ExitCode> {
+    check_exposure(listen)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let token_sha256;
     {
         let mut rt = open(db)?;
+        token_sha256 = api_token(&mut rt, clock.now())?;
         for file in scenarios {
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
@@ -118,7 +212,8 @@ pub fn run(
         let addr = listener.local_addr()?;
         tracing::info!(%addr, db = %db.display(), outbox = %outbox.display(), "relance is running; Ctrl-C stops it");
         outln!("relance listening on http://{addr} (database {}, outbox {})", db.display(), outbox.display());
-        axum::serve(listener, relance_embedded::api::router(handle))
+        let security = ApiSecurity::new(token_sha256, allowed_hosts(hosts));
+        axum::serve(listener, relance_embedded::api::router(handle, security))
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
             })
@@ -222,10 +317,9 @@ where
     S: Store,
     S::Fault: std::error::Error + Send + Sync + 'static,
 {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let (rows, rejected) =
-        import::parse_contacts(&text, ContactsFormat::from_path(&path.to_string_lossy()));
+        import::parse_contacts_bytes(&bytes, ContactsFormat::from_path(&path.to_string_lossy()));
     let contacts: Vec<_> = rows.into_iter().map(|(_, c)| c).collect();
     let bar = (contacts.len() > 5000).then(|| {
         let bar = indicatif::ProgressBar::new(contacts.len() as u64);
@@ -274,7 +368,12 @@ where
             r["reason"].as_str().unwrap_or("")
         );
     }
-    Ok(ExitCode::SUCCESS)
+    // The good rows are in; a script must still learn that some were not.
+    Ok(if report["rejected"].as_array().is_some_and(|r| !r.is_empty()) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// The journal counts of a scenario in a database (for `relance graph --db`).

@@ -106,6 +106,19 @@ enum Command {
         /// A contacts file to import at start (CSV or JSON lines).
         #[arg(long)]
         contacts: Option<PathBuf>,
+        /// A host name the API answers to besides IP addresses and localhost (repeatable;
+        /// also RELANCE_ALLOWED_HOSTS, comma-separated): any other `Host` is refused.
+        #[arg(long = "allowed-host")]
+        allowed_hosts: Vec<String>,
+    },
+    /// The HTTP API's token: `token new` makes a new one (printed once, stored hashed;
+    /// restart `relance run` to use it).
+    Token {
+        /// new.
+        action: String,
+        /// The SQLite database.
+        #[arg(long, default_value = "relance.db")]
+        db: PathBuf,
     },
     /// Manage stored scenarios: put FILE, activate ID, pause ID, archive ID, list.
     Scenario {
@@ -303,7 +316,19 @@ fn main() -> ExitCode {
             outbox,
             scenarios,
             contacts,
-        } => embedded::run(&db, listen, &outbox, &scenarios, contacts.as_deref()),
+            allowed_hosts,
+        } => embedded::run(
+            &db,
+            listen,
+            &outbox,
+            &scenarios,
+            contacts.as_deref(),
+            allowed_hosts,
+        ),
+        Command::Token { action, db } if action == "new" => embedded::token_new(&db),
+        Command::Token { action, .. } => {
+            Err(anyhow::anyhow!("unknown token action \"{action}\": use new"))
+        }
         Command::Scenario {
             action,
             target,

@@ -156,7 +156,8 @@ fn post(addr: SocketAddr, path: &str, body: &str) -> Result<u16, String> {
         .map_err(|e| e.to_string())?;
     write!(
         s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        common::API_TOKEN,
         body.len()
     )
     .map_err(|e| e.to_string())?;

@@ -18,6 +18,9 @@ pub struct RunFiles<'a> {
     pub log: &'a Path,
 }
 
+/// The API token the tests give `relance run` (RELANCE_API_TOKEN).
+pub const API_TOKEN: &str = "test-token-0123456789abcdefghij";
+
 /// Starts `relance run` listening on 127.0.0.1:`port` at log level `level`.
 pub fn spawn_run(files: &RunFiles<'_>, port: u16, level: &str) -> (Child, Receiver<String>) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_relance"));
@@ -35,6 +38,7 @@ pub fn spawn_run(files: &RunFiles<'_>, port: u16, level: &str) -> (Child, Receiv
     }
     let mut child = cmd
         .env("RELANCE_LOG", level)
+        .env("RELANCE_API_TOKEN", API_TOKEN)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(File::create(files.log).expect("create the stderr log"))

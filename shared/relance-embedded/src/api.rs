@@ -17,6 +17,7 @@ use relance_core::wire::{self, ActivityDetail, ContactDetail, EngagementDetail, 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::auth::{self, ApiSecurity};
 use crate::import::{self, ContactsFormat};
 use crate::runtime::RuntimeError;
 use crate::server::RuntimeHandle;
@@ -90,8 +91,9 @@ fn ok(status: StatusCode, body: impl serde::Serialize) -> ApiResult {
     Ok((status, axum::Json(body)).into_response())
 }
 
-/// The API's routes over a runtime handle.
-pub fn router(handle: RuntimeHandle) -> Router {
+/// The API's routes over a runtime handle, behind `security` (DESIGN §8: the bearer token,
+/// the content types, the `Host` names).
+pub fn router(handle: RuntimeHandle, security: ApiSecurity) -> Router {
     Router::new()
         .route(
             "/v1/health",
@@ -134,6 +136,12 @@ pub fn router(handle: RuntimeHandle) -> Router {
             )
         })
         .with_state(handle)
+        .layer(axum::middleware::from_fn_with_state(
+            std::sync::Arc::new(security),
+            auth::guard,
+        ))
+        // Outermost: every refusal, even the HTTP layer's own, answers in JSON.
+        .layer(axum::middleware::from_fn(auth::json_errors))
 }
 
 /// The largest contacts file the API takes in one request.
@@ -335,13 +343,12 @@ async fn import_contacts(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    let text = utf8(&body)?;
     let csv = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("csv"));
-    let (rows, rejected) = import::parse_contacts(
-        &text,
+    let (rows, rejected) = import::parse_contacts_bytes(
+        &body,
         if csv {
             ContactsFormat::Csv
         } else {

@@ -2,6 +2,8 @@
 //! `subscriptions.newsletter`) or JSON lines. Every row is kept or rejected with its line
 //! number and reason; nothing is dropped silently.
 
+use std::collections::HashMap;
+
 use relance_core::Contact;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -37,16 +39,64 @@ impl ContactsFormat {
 
 /// Parses a contacts file: the contacts (with their line) and the rejected rows.
 pub fn parse_contacts(text: &str, format: ContactsFormat) -> (Vec<(u64, Contact)>, Vec<Rejected>) {
-    match format {
-        ContactsFormat::JsonLines => parse_json_lines(text),
-        ContactsFormat::Csv => parse_csv(text),
+    parse_contacts_bytes(text.as_bytes(), format)
+}
+
+/// Parses a contacts file that may not be UTF-8 throughout: a row that is not is rejected
+/// with its line, the others are kept. A contact id listed twice is kept once (its first
+/// row); the later rows are rejected, naming the first, since merging them silently would
+/// hide which values won. A CSV file whose header names a column twice is refused whole.
+pub fn parse_contacts_bytes(
+    bytes: &[u8],
+    format: ContactsFormat,
+) -> (Vec<(u64, Contact)>, Vec<Rejected>) {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let (ok, mut rejected) = match format {
+        ContactsFormat::JsonLines => parse_json_lines(bytes),
+        ContactsFormat::Csv => parse_csv(bytes),
+    };
+    let mut first_line: HashMap<String, u64> = HashMap::new();
+    let mut kept = Vec::with_capacity(ok.len());
+    for (line, contact) in ok {
+        match first_line.get(contact.id()) {
+            Some(first) => rejected.push(Rejected {
+                line,
+                reason: format!(
+                    "duplicate id \"{}\" (first on line {first}): one row per contact",
+                    contact.id()
+                ),
+            }),
+            None => {
+                first_line.insert(contact.id().to_string(), line);
+                kept.push((line, contact));
+            }
+        }
+    }
+    rejected.sort_by_key(|r| r.line);
+    (kept, rejected)
+}
+
+fn not_utf8(line: u64, e: std::str::Utf8Error) -> Rejected {
+    Rejected {
+        line,
+        reason: format!(
+            "not UTF-8 text (an invalid byte after {} valid bytes): save the file as UTF-8",
+            e.valid_up_to()
+        ),
     }
 }
 
-fn parse_json_lines(text: &str) -> (Vec<(u64, Contact)>, Vec<Rejected>) {
+fn parse_json_lines(bytes: &[u8]) -> (Vec<(u64, Contact)>, Vec<Rejected>) {
     let (mut ok, mut rejected) = (Vec::new(), Vec::new());
-    for (n, line) in text.lines().enumerate() {
+    for (n, raw) in bytes.split(|b| *b == b'\n').enumerate() {
         let line_no = n as u64 + 1;
+        let line = match std::str::from_utf8(raw) {
+            Ok(l) => l,
+            Err(e) => {
+                rejected.push(not_utf8(line_no, e));
+                continue;
+            }
+        };
         if line.trim().is_empty() {
             continue;
         }
@@ -67,13 +117,13 @@ fn parse_json_lines(text: &str) -> (Vec<(u64, Contact)>, Vec<Rejected>) {
     (ok, rejected)
 }
 
-fn parse_csv(text: &str) -> (Vec<(u64, Contact)>, Vec<Rejected>) {
+fn parse_csv(bytes: &[u8]) -> (Vec<(u64, Contact)>, Vec<Rejected>) {
     let (mut ok, mut rejected) = (Vec::new(), Vec::new());
     let mut reader = csv::ReaderBuilder::new()
         .flexible(false)
         .trim(csv::Trim::All)
-        .from_reader(text.as_bytes());
-    let headers = match reader.headers() {
+        .from_reader(bytes);
+    let headers = match reader.byte_headers() {
         Ok(h) => h.clone(),
         Err(e) => {
             rejected.push(Rejected {
@@ -83,14 +133,37 @@ fn parse_csv(text: &str) -> (Vec<(u64, Contact)>, Vec<Rejected>) {
             return (ok, rejected);
         }
     };
-    if !headers.iter().any(|h| h == "id") {
+    let mut names: Vec<String> = Vec::with_capacity(headers.len());
+    for h in headers.iter() {
+        match std::str::from_utf8(h) {
+            Ok(name) => names.push(name.to_string()),
+            Err(e) => {
+                rejected.push(not_utf8(1, e));
+                return (ok, rejected);
+            }
+        }
+    }
+    for (i, name) in names.iter().enumerate() {
+        if let Some(j) = names[..i].iter().position(|n| n == name) {
+            rejected.push(Rejected {
+                line: 1,
+                reason: format!(
+                    "the header row names \"{name}\" twice (columns {} and {}): which value to keep would be a guess",
+                    j + 1,
+                    i + 1
+                ),
+            });
+            return (ok, rejected);
+        }
+    }
+    if !names.iter().any(|h| h == "id") {
         rejected.push(Rejected {
             line: 1,
             reason: "the header row has no \"id\" column".into(),
         });
         return (ok, rejected);
     }
-    for row in reader.records() {
+    for row in reader.byte_records() {
         let row = match row {
             Ok(r) => r,
             Err(e) => {
@@ -104,10 +177,22 @@ fn parse_csv(text: &str) -> (Vec<(u64, Contact)>, Vec<Rejected>) {
         };
         let line = row.position().map_or(0, |p| p.line());
         let mut fields = Map::new();
-        for (h, cell) in headers.iter().zip(row.iter()) {
-            if !cell.is_empty() {
-                fields.insert(h.to_string(), Value::String(cell.to_string()));
+        let mut bad = None;
+        for (h, cell) in names.iter().zip(row.iter()) {
+            match std::str::from_utf8(cell) {
+                Ok(cell) if !cell.is_empty() => {
+                    fields.insert(h.to_string(), Value::String(cell.to_string()));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    bad = Some(e);
+                    break;
+                }
             }
+        }
+        if let Some(e) = bad {
+            rejected.push(not_utf8(line, e));
+            continue;
         }
         if !fields.contains_key("id") {
             rejected.push(Rejected {
@@ -184,5 +269,48 @@ mod tests {
             rejected.iter().map(|r| r.line).collect::<Vec<_>>(),
             vec![3, 4]
         );
+    }
+
+    #[test]
+    fn hostile_duplicate_ids_are_rejected_not_merged() {
+        let text = "id,email\nd1,first@x.io\nd2,d2@x.io\nd1,second@x.io\n";
+        let (ok, rejected) = parse_contacts(text, ContactsFormat::Csv);
+        assert_eq!(ok.len(), 2);
+        assert_eq!(ok[0].1.email(), Some("first@x.io"));
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].line, 4);
+        assert!(rejected[0].reason.contains("line 2"), "{}", rejected[0].reason);
+        let lines = "{\"id\": \"a\"}\n{\"id\": \"a\", \"email\": \"x@y.io\"}\n";
+        let (ok, rejected) = parse_contacts(lines, ContactsFormat::JsonLines);
+        assert_eq!((ok.len(), rejected.len(), rejected[0].line), (1, 1, 2));
+    }
+
+    #[test]
+    fn hostile_duplicate_columns_refuse_the_file() {
+        let (ok, rejected) = parse_contacts(
+            "id,email,email\nc1,a@x.io,b@x.io\n",
+            ContactsFormat::Csv,
+        );
+        assert!(ok.is_empty());
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].line, 1);
+        assert!(rejected[0].reason.contains("\"email\" twice"), "{}", rejected[0].reason);
+    }
+
+    #[test]
+    fn hostile_non_utf8_rows_are_rejected_with_their_line() {
+        // Latin-1 "é" (0xE9) on line 3; the other rows go through.
+        let csv = b"id,name\nc1,Ana\nc2,Ren\xE9\nc3,Li\n";
+        let (ok, rejected) = parse_contacts_bytes(csv, ContactsFormat::Csv);
+        assert_eq!(ok.iter().map(|(_, c)| c.id()).collect::<Vec<_>>(), vec!["c1", "c3"]);
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].line, 3);
+        assert!(rejected[0].reason.contains("UTF-8"), "{}", rejected[0].reason);
+        let lines = b"{\"id\": \"a\"}\n{\"id\": \"b\xff\"}\n";
+        let (ok, rejected) = parse_contacts_bytes(lines, ContactsFormat::JsonLines);
+        assert_eq!((ok.len(), rejected[0].line), (1, 2));
+        // A byte-order mark is not part of the first column's name.
+        let (ok, rejected) = parse_contacts_bytes(b"\xEF\xBB\xBFid\nc1\n", ContactsFormat::Csv);
+        assert_eq!((ok.len(), rejected.len()), (1, 0));
     }
 }

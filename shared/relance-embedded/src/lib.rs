@@ -8,9 +8,11 @@
 //! - [`import`]: contacts from CSV or JSON lines, with a report.
 //! - [`clock`]: the real clock, a scaled one for `relance test`, a manual one for tests.
 //! - [`api`]: the HTTP API (axum).
+//! - [`auth`]: who may call it: the bearer token, content types and `Host` names.
 //! - [`server`]: `relance run`: the runtime on a clock, with the API beside it.
 
 pub mod api;
+pub mod auth;
 pub mod clock;
 pub mod import;
 pub mod outbox;

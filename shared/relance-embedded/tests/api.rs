@@ -15,6 +15,7 @@ use axum::http::{Method, Request, StatusCode, header};
 use chrono::{DateTime, TimeDelta, Utc};
 use http_body_util::BodyExt;
 use relance_core::unsubscribe::UnsubscribeLinks;
+use relance_embedded::auth::ApiSecurity;
 use relance_embedded::clock::ManualClock;
 use relance_embedded::store::SqliteStore;
 use serde_json::{Value, json};
@@ -25,6 +26,8 @@ use tower::ServiceExt;
 // ---------------------------------------------------------------------------------------------
 
 const YAML: &str = "application/yaml";
+/// The API token of the apps under test.
+const TOKEN: &str = "api-test-token-0123456789abcdef";
 const JSON: &str = "application/json";
 
 /// The app under test and what it writes.
@@ -68,15 +71,34 @@ fn app_with(name: &str, links: Option<UnsubscribeLinks>) -> App {
         relance_embedded::server::start_configured(store, &outbox, clock.clone(), links)
             .unwrap_or_else(|e| panic!("{e}"));
     App {
-        router: relance_embedded::api::router(handle),
+        router: relance_embedded::api::router(
+            handle,
+            ApiSecurity::with_token(TOKEN, vec!["relance.example.com".into()]),
+        ),
         clock,
         outbox,
         dir,
     }
 }
 
-/// Sends a request: (status, body bytes).
-async fn call_raw(app: &App, request: Request<Body>) -> (StatusCode, axum::body::Bytes) {
+/// Sends a request with the API token (unless it carries an `Authorization` of its own):
+/// (status, body bytes).
+async fn call_raw(app: &App, mut request: Request<Body>) -> (StatusCode, axum::body::Bytes) {
+    if !request.headers().contains_key(header::AUTHORIZATION) {
+        let bearer = format!("Bearer {TOKEN}");
+        request.headers_mut().insert(
+            header::AUTHORIZATION,
+            bearer.parse().unwrap_or_else(|e| panic!("{e}")),
+        );
+    }
+    call_unauthenticated(app, request).await
+}
+
+/// Sends a request as it is: (status, body bytes).
+async fn call_unauthenticated(
+    app: &App,
+    request: Request<Body>,
+) -> (StatusCode, axum::body::Bytes) {
     let response = app
         .router
         .clone()
@@ -507,8 +529,11 @@ async fn bad_bodies_are_refused_naming_the_field() {
     assert_error(&r, StatusCode::BAD_REQUEST, Some("body"));
     let r = post(&app, "/v1/scenarios/validate", bad.clone(), YAML).await;
     assert_error(&r, StatusCode::BAD_REQUEST, Some("body"));
-    let r = post(&app, "/v1/contacts/import", bad.clone(), "text/csv").await;
-    assert_error(&r, StatusCode::BAD_REQUEST, Some("body"));
+    // An import reports the line that is not UTF-8 (and imports the others).
+    let (status, report) = post(&app, "/v1/contacts/import", bad.clone(), "text/csv").await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["rejected"][0]["line"], 1, "{report}");
+    assert_eq!(report["added"], 0, "{report}");
     let r = post(&app, "/v1/contacts", bad, JSON).await;
     assert_error(&r, StatusCode::BAD_REQUEST, Some("body"));
 
@@ -1103,4 +1128,182 @@ async fn without_a_secret_there_is_no_header_and_the_endpoint_says_so() {
     assert!(lines[0].get("headers").is_none(), "{}", lines[0]);
     let (status, _) = raw(&app, Method::POST, "/unsubscribe?token=a.b", "").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile callers (issue 11, finding 1; SECURITY.md): the token, the content types, the host
+// ---------------------------------------------------------------------------------------------
+
+/// Every route of the API with a method it answers, and a body it would take.
+const ROUTES: &[(&str, &str, &str)] = &[
+    ("GET", "/v1/scenarios", ""),
+    ("POST", "/v1/scenarios", "id: x\n"),
+    ("POST", "/v1/scenarios/validate", "id: x\n"),
+    ("POST", "/v1/scenarios/hello/activate", ""),
+    ("POST", "/v1/scenarios/hello/pause", ""),
+    ("POST", "/v1/scenarios/hello/archive", ""),
+    ("POST", "/v1/scenarios/hello/launch", "{}"),
+    ("GET", "/v1/scenarios/hello/journal", ""),
+    ("GET", "/v1/scenarios/hello/contacts/c1", ""),
+    ("POST", "/v1/contacts", "{\"contact\": {\"id\": \"c1\"}}"),
+    ("POST", "/v1/contacts/import", "id\nc1\n"),
+    ("POST", "/v1/events", "{\"contact\": \"c1\", \"event\": \"x\"}"),
+    (
+        "POST",
+        "/v1/engagement",
+        "{\"contact\": \"c1\", \"scenario\": \"hello\", \"step\": \"s\", \"kind\": \"complained\"}",
+    ),
+    ("POST", "/v1/launch", "{\"scenario\": \"hello\"}"),
+    ("GET", "/v1/no-such-route", ""),
+];
+
+fn request(method: &str, path: &str, body: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut builder = Request::builder()
+        .method(method.parse::<Method>().unwrap_or_else(|e| panic!("{e}")))
+        .uri(path);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder
+        .body(Body::from(body.to_string()))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The state every refused request must have left untouched.
+async fn nothing_written(app: &App) {
+    let (_, list) = get(app, "/v1/scenarios").await;
+    assert_eq!(list, json!([]), "a refused request wrote a scenario");
+    app.sync().await;
+    assert!(app.outbox_lines().is_empty(), "{:#?}", app.outbox_lines());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_every_route_but_health_and_unsubscribe_needs_the_token() {
+    let app = app("hostile-token");
+    for (method, path, body) in ROUTES {
+        for auth in [None, Some("Bearer wrong-token"), Some("Basic dXNlcjpwYXNz")] {
+            let mut headers = vec![("content-type", "application/json")];
+            if let Some(a) = auth {
+                headers.push(("authorization", a));
+            }
+            let (status, bytes) =
+                call_unauthenticated(&app, request(method, path, body, &headers)).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path} {auth:?}");
+            let error: Value = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(error["error"]["field"], "Authorization", "{error}");
+        }
+    }
+    nothing_written(&app).await;
+    // The open routes stay open.
+    let (status, _) = call_unauthenticated(&app, request("GET", "/v1/health", "", &[])).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) =
+        call_unauthenticated(&app, request("GET", "/unsubscribe?token=x", "", &[])).await;
+    assert_ne!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_cross_site_form_post_stores_and_launches_nothing() {
+    let app = app("hostile-csrf");
+    add_contact(&app, json!({"id": "c1", "email": "c1@example.org"})).await;
+    // What a web page can send across sites without a preflight: a form (text/plain,
+    // urlencoded or multipart), no Authorization header.
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        for (path, body) in [
+            ("/v1/scenarios", HELLO),
+            ("/v1/scenarios/hello/activate", ""),
+            ("/v1/scenarios/hello/launch", "{}"),
+        ] {
+            let r = request("POST", path, body, &[("content-type", content_type)]);
+            let (status, _) = call_unauthenticated(&app, r).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{content_type} {path}");
+            // Even with the token (a leaked one, a misconfigured proxy adding it), a simple
+            // content type is refused before the handler.
+            let (status, body) = post(&app, path, body.to_string(), content_type).await;
+            assert_eq!(
+                status,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "{content_type} {path}: {body}"
+            );
+            assert_eq!(body["error"]["field"], "Content-Type", "{body}");
+        }
+    }
+    // A body without any content type is refused too; an empty one is fine.
+    let r = request(
+        "POST",
+        "/v1/events",
+        "{\"contact\": \"c1\", \"event\": \"x\"}",
+        &[
+            ("authorization", &format!("Bearer {TOKEN}")),
+            ("content-length", "34"),
+        ],
+    );
+    let (status, _) = call_unauthenticated(&app, r).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    nothing_written(&app).await;
+    // The routes' own types still work.
+    put_scenario(&app, HELLO).await;
+    let (status, body) = post(
+        &app,
+        "/v1/contacts/import",
+        "id\nc2\n".to_string(),
+        "text/csv",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_foreign_host_names_are_refused() {
+    let app = app("hostile-host");
+    add_contact(&app, json!({"id": "c1", "email": "c1@example.org"})).await;
+    let bearer = format!("Bearer {TOKEN}");
+    // DNS rebinding: a page on evil.example whose name now resolves to this server.
+    for host in ["evil.example", "evil.example:8787", "relance.example.com.evil.example"] {
+        let r = request(
+            "GET",
+            "/v1/scenarios/hello/contacts/c1",
+            "",
+            &[("host", host), ("authorization", &bearer)],
+        );
+        let (status, bytes) = call_unauthenticated(&app, r).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{host}");
+        let error: Value = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(error["error"]["field"], "Host", "{error}");
+    }
+    // IP literals, localhost and the configured name are answered.
+    for host in [
+        "127.0.0.1:8787",
+        "localhost:8787",
+        "[::1]:8787",
+        "relance.example.com",
+    ] {
+        let r = request(
+            "GET",
+            "/v1/scenarios",
+            "",
+            &[("host", host), ("authorization", &bearer)],
+        );
+        let (status, _) = call_unauthenticated(&app, r).await;
+        assert_eq!(status, StatusCode::OK, "{host}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_oversized_body_gets_a_json_413() {
+    let app = app("hostile-413");
+    let big = format!("id: x\nname: \"{}\"\n", "a".repeat(3 * 1024 * 1024));
+    let (status, body) = post(&app, "/v1/scenarios", big, YAML).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("too large")),
+        "{body}"
+    );
+    nothing_written(&app).await;
 }
