@@ -137,7 +137,12 @@ fn allowed_hosts(mut hosts: Vec<String>) -> Vec<String> {
         && let Some(rest) = url.split_once("://").map(|(_, r)| r)
     {
         let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        hosts.push(authority.rsplit_once('@').map_or(authority, |(_, h)| h).to_string());
+        hosts.push(
+            authority
+                .rsplit_once('@')
+                .map_or(authority, |(_, h)| h)
+                .to_string(),
+        );
     }
     hosts.retain(|h| !h.is_empty());
     hosts
@@ -369,11 +374,13 @@ where
         );
     }
     // The good rows are in; a script must still learn that some were not.
-    Ok(if report["rejected"].as_array().is_some_and(|r| !r.is_empty()) {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(
+        if report["rejected"].as_array().is_some_and(|r| !r.is_empty()) {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }
 
 /// The journal counts of a scenario in a database (for `relance graph --db`).

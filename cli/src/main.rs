@@ -326,9 +326,9 @@ fn main() -> ExitCode {
             allowed_hosts,
         ),
         Command::Token { action, db } if action == "new" => embedded::token_new(&db),
-        Command::Token { action, .. } => {
-            Err(anyhow::anyhow!("unknown token action \"{action}\": use new"))
-        }
+        Command::Token { action, .. } => Err(anyhow::anyhow!(
+            "unknown token action \"{action}\": use new"
+        )),
         Command::Scenario {
             action,
             target,

@@ -96,7 +96,10 @@ fn a_template_becomes_a_stored_active_scenario_that_imports_launch_and_journal_w
         "id,email,country,birth_year,push.android\na,a@x.io,FR,1985,arn:aws:sns:us-east-1:000000000000:endpoint/GCM/app/a\nb,b@x.io,US,1990,\n,x@x.io,FR,1990,\n",
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let report = ok(&d, &["contacts", "import", "people.csv", "--db", "r.db"]);
+    // A rejected row makes the exit status 1; the good rows are imported all the same.
+    let out = relance(&d, &["contacts", "import", "people.csv", "--db", "r.db"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         report.contains("2 added, 0 modified, 0 unchanged, 1 rejected")
             && report.contains("line 4"),
@@ -224,4 +227,122 @@ fn test_mode_prints_each_profiles_path_on_a_fast_clock() {
     let o = relance(&d, &["test", "s.yaml", "--contacts", "many.jsonl"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("1 to 100"));
+}
+
+/// Starts `relance run` on a fresh port without `RELANCE_API_TOKEN`; returns the child and the
+/// stdout lines up to (and with) the listening line.
+fn start_run(d: &Path, port: u16) -> (std::process::Child, Vec<String>) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_relance"))
+        .current_dir(d)
+        .args(["run", "--db", "r.db", "--outbox", "o.jsonl", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .env_remove("RELANCE_API_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let mut lines = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap_or_else(|e| panic!("{e}"));
+        let done = line.contains("listening on");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    (child, lines)
+}
+
+/// GET `path` with an optional bearer token; the status code.
+fn get_status(port: u16, path: &str, token: Option<&str>) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{e}"));
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)
+        .unwrap_or_else(|e| panic!("{e}"));
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {answer:?}"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn hostile_run_generates_a_token_once_and_keeps_only_its_digest() {
+    let d = dir("token");
+    let port = free_port();
+    let (mut child, lines) = start_run(&d, port);
+    let token_line = lines
+        .iter()
+        .find(|l| l.starts_with("API token"))
+        .unwrap_or_else(|| panic!("no token printed: {lines:?}"));
+    let token = token_line.rsplit(' ').next().unwrap_or("").to_string();
+    assert!(token.starts_with("rl_") && token.len() > 40, "{token_line}");
+    assert_eq!(get_status(port, "/v1/health", None), 200);
+    assert_eq!(get_status(port, "/v1/scenarios", None), 401);
+    assert_eq!(get_status(port, "/v1/scenarios", Some("rl_guess")), 401);
+    assert_eq!(get_status(port, "/v1/scenarios", Some(&token)), 200);
+    let _ = child.kill();
+    let _ = child.wait();
+    // The database keeps the digest, never the token.
+    let db = std::fs::read(d.join("r.db")).unwrap_or_default();
+    let wal = std::fs::read(d.join("r.db-wal")).unwrap_or_default();
+    for bytes in [&db, &wal] {
+        assert!(
+            !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
+            "the token is stored in clear"
+        );
+    }
+    // A restart keeps the same token and does not print it again.
+    let port = free_port();
+    let (mut child, lines) = start_run(&d, port);
+    assert!(!lines.iter().any(|l| l.contains(&token)), "{lines:?}");
+    assert_eq!(get_status(port, "/v1/scenarios", Some(&token)), 200);
+    let _ = child.kill();
+    let _ = child.wait();
+    // `relance token new` replaces it.
+    let fresh = ok(&d, &["token", "new", "--db", "r.db"]).trim().to_string();
+    assert!(fresh.starts_with("rl_") && fresh != token, "{fresh}");
+    let port = free_port();
+    let (mut child, _) = start_run(&d, port);
+    assert_eq!(get_status(port, "/v1/scenarios", Some(&token)), 401);
+    assert_eq!(get_status(port, "/v1/scenarios", Some(&fresh)), 200);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn hostile_run_beyond_loopback_needs_an_https_unsubscribe_url() {
+    let d = dir("exposed");
+    let out = Command::new(env!("CARGO_BIN_EXE_relance"))
+        .current_dir(&d)
+        .args(["run", "--db", "r.db", "--listen", "0.0.0.0:0"])
+        .env(
+            "RELANCE_UNSUBSCRIBE_SECRET",
+            "0123456789abcdef0123456789abcdef",
+        )
+        .env(
+            "RELANCE_UNSUBSCRIBE_URL",
+            "http://mail.example.com/unsubscribe",
+        )
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("https") && err.contains("reachable"), "{err}");
 }

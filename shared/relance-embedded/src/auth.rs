@@ -117,9 +117,9 @@ impl ApiSecurity {
         if name == "localhost" || name.trim_matches(['[', ']']).parse::<IpAddr>().is_ok() {
             return true;
         }
-        self.allowed_hosts
-            .iter()
-            .any(|allowed| *allowed == host || (strip_port(allowed) == name && !allowed.contains(':')))
+        self.allowed_hosts.iter().any(|allowed| {
+            *allowed == host || (strip_port(allowed) == name && !allowed.contains(':'))
+        })
     }
 }
 
@@ -189,7 +189,10 @@ pub async fn guard(
     if let Some(host) = headers.get(header::HOST) {
         let host = host.to_str().unwrap_or("");
         if !security.host_allowed(host) {
-            tracing::warn!(host, "request for a host name this server is not configured for");
+            tracing::warn!(
+                host,
+                "request for a host name this server is not configured for"
+            );
             return error(
                 StatusCode::BAD_REQUEST,
                 format!(
@@ -248,10 +251,7 @@ pub async fn guard(
                 if !accepted.contains(&essence.as_str()) {
                     return error(
                         StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                        format!(
-                            "{path} takes {}, not \"{essence}\"",
-                            accepted.join(", ")
-                        ),
+                        format!("{path} takes {}, not \"{essence}\"", accepted.join(", ")),
                         Some("Content-Type"),
                     );
                 }
@@ -350,7 +350,12 @@ mod tests {
         ] {
             assert!(s.host_allowed(ok), "{ok}");
         }
-        for bad in ["evil.example", "evil.example:8787", "relance.example.com.evil", ""] {
+        for bad in [
+            "evil.example",
+            "evil.example:8787",
+            "relance.example.com.evil",
+            "",
+        ] {
             assert!(!s.host_allowed(bad), "{bad}");
         }
         let with_port = ApiSecurity::new([0; 32], vec!["api.example:8787".into()]);

@@ -279,7 +279,11 @@ mod tests {
         assert_eq!(ok[0].1.email(), Some("first@x.io"));
         assert_eq!(rejected.len(), 1);
         assert_eq!(rejected[0].line, 4);
-        assert!(rejected[0].reason.contains("line 2"), "{}", rejected[0].reason);
+        assert!(
+            rejected[0].reason.contains("line 2"),
+            "{}",
+            rejected[0].reason
+        );
         let lines = "{\"id\": \"a\"}\n{\"id\": \"a\", \"email\": \"x@y.io\"}\n";
         let (ok, rejected) = parse_contacts(lines, ContactsFormat::JsonLines);
         assert_eq!((ok.len(), rejected.len(), rejected[0].line), (1, 1, 2));
@@ -287,14 +291,16 @@ mod tests {
 
     #[test]
     fn hostile_duplicate_columns_refuse_the_file() {
-        let (ok, rejected) = parse_contacts(
-            "id,email,email\nc1,a@x.io,b@x.io\n",
-            ContactsFormat::Csv,
-        );
+        let (ok, rejected) =
+            parse_contacts("id,email,email\nc1,a@x.io,b@x.io\n", ContactsFormat::Csv);
         assert!(ok.is_empty());
         assert_eq!(rejected.len(), 1);
         assert_eq!(rejected[0].line, 1);
-        assert!(rejected[0].reason.contains("\"email\" twice"), "{}", rejected[0].reason);
+        assert!(
+            rejected[0].reason.contains("\"email\" twice"),
+            "{}",
+            rejected[0].reason
+        );
     }
 
     #[test]
@@ -302,10 +308,17 @@ mod tests {
         // Latin-1 "é" (0xE9) on line 3; the other rows go through.
         let csv = b"id,name\nc1,Ana\nc2,Ren\xE9\nc3,Li\n";
         let (ok, rejected) = parse_contacts_bytes(csv, ContactsFormat::Csv);
-        assert_eq!(ok.iter().map(|(_, c)| c.id()).collect::<Vec<_>>(), vec!["c1", "c3"]);
+        assert_eq!(
+            ok.iter().map(|(_, c)| c.id()).collect::<Vec<_>>(),
+            vec!["c1", "c3"]
+        );
         assert_eq!(rejected.len(), 1);
         assert_eq!(rejected[0].line, 3);
-        assert!(rejected[0].reason.contains("UTF-8"), "{}", rejected[0].reason);
+        assert!(
+            rejected[0].reason.contains("UTF-8"),
+            "{}",
+            rejected[0].reason
+        );
         let lines = b"{\"id\": \"a\"}\n{\"id\": \"b\xff\"}\n";
         let (ok, rejected) = parse_contacts_bytes(lines, ContactsFormat::JsonLines);
         assert_eq!((ok.len(), rejected[0].line), (1, 2));

@@ -1147,7 +1147,11 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/v1/scenarios/hello/contacts/c1", ""),
     ("POST", "/v1/contacts", "{\"contact\": {\"id\": \"c1\"}}"),
     ("POST", "/v1/contacts/import", "id\nc1\n"),
-    ("POST", "/v1/events", "{\"contact\": \"c1\", \"event\": \"x\"}"),
+    (
+        "POST",
+        "/v1/events",
+        "{\"contact\": \"c1\", \"event\": \"x\"}",
+    ),
     (
         "POST",
         "/v1/engagement",
@@ -1263,7 +1267,11 @@ async fn hostile_foreign_host_names_are_refused() {
     add_contact(&app, json!({"id": "c1", "email": "c1@example.org"})).await;
     let bearer = format!("Bearer {TOKEN}");
     // DNS rebinding: a page on evil.example whose name now resolves to this server.
-    for host in ["evil.example", "evil.example:8787", "relance.example.com.evil.example"] {
+    for host in [
+        "evil.example",
+        "evil.example:8787",
+        "relance.example.com.evil.example",
+    ] {
         let r = request(
             "GET",
             "/v1/scenarios/hello/contacts/c1",
