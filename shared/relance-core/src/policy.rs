@@ -3,12 +3,98 @@
 //! counted across all scenarios. Messages of an exempt communication type (transactional by
 //! default) are never held or capped by the policy.
 
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde_json::Value;
 
+use crate::IsoDuration;
 use crate::problem::Problem;
 use crate::scenario::{Format, FrequencyCap, parse_document, quiet_hours, typed};
 use crate::schedule::QuietHours;
+
+/// How long each kind of stored history is kept (`retention:` in the policy). A kind left
+/// out is kept forever. The consent log is never purged: it is the proof of consent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Activity events (what conditions and inactivity triggers read).
+    #[serde(default)]
+    pub activity: Option<IsoDuration>,
+    /// Engagement records (opened, clicked, ...).
+    #[serde(default)]
+    pub engagement: Option<IsoDuration>,
+    /// Journal records (counts and paths shrink accordingly).
+    #[serde(default)]
+    pub journal: Option<IsoDuration>,
+    /// Outbox rows already delivered.
+    #[serde(default)]
+    pub outbox: Option<IsoDuration>,
+    /// Dead letters.
+    #[serde(default)]
+    pub dead_letters: Option<IsoDuration>,
+}
+
+/// A kind of stored history that retention purges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Retained {
+    /// Activity events.
+    Activity,
+    /// Engagement records.
+    Engagement,
+    /// Journal records.
+    Journal,
+    /// Delivered outbox rows.
+    Outbox,
+    /// Dead letters.
+    DeadLetters,
+}
+
+impl Retained {
+    /// Every kind.
+    pub const ALL: [Retained; 5] = [
+        Retained::Activity,
+        Retained::Engagement,
+        Retained::Journal,
+        Retained::Outbox,
+        Retained::DeadLetters,
+    ];
+
+    /// The policy key.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Retained::Activity => "activity",
+            Retained::Engagement => "engagement",
+            Retained::Journal => "journal",
+            Retained::Outbox => "outbox",
+            Retained::DeadLetters => "dead_letters",
+        }
+    }
+}
+
+impl Retention {
+    /// How long `kind` is kept, when it is not kept forever.
+    pub fn period(&self, kind: Retained) -> Option<&IsoDuration> {
+        match kind {
+            Retained::Activity => self.activity.as_ref(),
+            Retained::Engagement => self.engagement.as_ref(),
+            Retained::Journal => self.journal.as_ref(),
+            Retained::Outbox => self.outbox.as_ref(),
+            Retained::DeadLetters => self.dead_letters.as_ref(),
+        }
+        .filter(|d| !d.is_zero())
+    }
+
+    /// The instant before which `kind` is purged at `now`, when it is purged.
+    pub fn cutoff(&self, kind: Retained, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.period(kind).map(|d| d.sub_from(now, Tz::UTC))
+    }
+
+    /// True when nothing is purged.
+    pub fn is_empty(&self) -> bool {
+        Retained::ALL.iter().all(|k| self.period(*k).is_none())
+    }
+}
 
 /// Workspace-wide sending rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +107,8 @@ pub struct Policy {
     pub timezone: Tz,
     /// Communication types the policy never holds or caps.
     pub exempt: Vec<String>,
+    /// How long history is kept.
+    pub retention: Retention,
 }
 
 impl Default for Policy {
@@ -30,6 +118,7 @@ impl Default for Policy {
             frequency_cap: None,
             timezone: Tz::UTC,
             exempt: vec!["transactional".to_string()],
+            retention: Retention::default(),
         }
     }
 }
@@ -53,10 +142,18 @@ impl Policy {
             return Err(vec![Problem::error("", "a policy is a mapping")]);
         };
         for key in top.keys() {
-            if !["quiet_hours", "frequency_cap", "timezone", "exempt"].contains(&key.as_str()) {
+            if ![
+                "quiet_hours",
+                "frequency_cap",
+                "timezone",
+                "exempt",
+                "retention",
+            ]
+            .contains(&key.as_str())
+            {
                 problems.push(Problem::error(
                     key.as_str(),
-                    format!("unknown key \"{key}\" (expected quiet_hours, frequency_cap, timezone or exempt)"),
+                    format!("unknown key \"{key}\" (expected quiet_hours, frequency_cap, timezone, exempt or retention)"),
                 ));
             }
         }
@@ -87,6 +184,25 @@ impl Policy {
             .and_then(|v| typed::<Vec<String>>("exempt", v, &mut problems))
         {
             policy.exempt = exempt;
+        }
+        if let Some(retention) = top
+            .get("retention")
+            .filter(|v| !v.is_null())
+            .and_then(|v| typed::<Retention>("retention", v, &mut problems))
+        {
+            for kind in Retained::ALL {
+                if let Some(d) = retention.period(kind)
+                    && d.approx_seconds() < 86_400
+                {
+                    problems.push(Problem::error(
+                        format!("retention.{}", kind.as_str()),
+                        format!(
+                            "{d} is shorter than a day: history would vanish before anyone reads it"
+                        ),
+                    ));
+                }
+            }
+            policy.retention = retention;
         }
         if problems.is_empty() {
             Ok(policy)
@@ -138,5 +254,29 @@ mod tests {
         assert!(paths.iter().any(|p| p.starts_with("quiet_hours")), "{e:?}");
         assert!(paths.contains(&"frequency_cap.max"), "{e:?}");
         assert!(paths.contains(&"timezone"), "{e:?}");
+    }
+
+    #[test]
+    fn retention_reads_its_kinds_and_refuses_nonsense() {
+        let p = Policy::parse(
+            "retention: {activity: P400D, journal: P2Y, outbox: P30D}\n",
+            Format::Yaml,
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let now: DateTime<Utc> = "2026-12-02T00:00:00Z"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            p.retention
+                .cutoff(Retained::Outbox, now)
+                .map(|t| t.to_rfc3339()),
+            Some("2026-11-02T00:00:00+00:00".to_string())
+        );
+        assert_eq!(p.retention.cutoff(Retained::Engagement, now), None);
+        assert!(!p.retention.is_empty());
+        let e = Policy::parse("retention: {activity: PT1H, forever: P1D}\n", Format::Yaml)
+            .err()
+            .unwrap_or_default();
+        assert!(e.iter().any(|p| p.path.starts_with("retention")), "{e:?}");
     }
 }
