@@ -6,8 +6,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{
-    DateTime, Datelike, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta,
-    TimeZone, Utc, Weekday,
+    DateTime, Datelike, Days, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, NaiveTime,
+    TimeDelta, TimeZone, Utc, Weekday,
 };
 use chrono_tz::Tz;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -25,10 +25,17 @@ pub fn resolve_local(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
         LocalResult::Ambiguous(first, _) => first.with_timezone(&Utc),
         LocalResult::None => {
             // The offset in force a day earlier is the one before the gap.
-            let before = local - TimeDelta::days(1);
+            // Checked: at the very ends of chrono's range there is no day before or offset to
+            // take, and the local time read as UTC is the closest answer.
+            let before = local
+                .checked_sub_signed(TimeDelta::days(1))
+                .unwrap_or(local);
             let offset = tz.offset_from_utc_datetime(&before);
             let fixed = chrono::Offset::fix(&offset);
-            Utc.from_utc_datetime(&(local - TimeDelta::seconds(i64::from(fixed.local_minus_utc()))))
+            let utc = local
+                .checked_sub_signed(TimeDelta::seconds(i64::from(fixed.local_minus_utc())))
+                .unwrap_or(local);
+            Utc.from_utc_datetime(&utc)
         }
     }
 }
@@ -327,6 +334,9 @@ impl Delay {
     /// - `after` with hours or minutes, and `at`: the first `at` at or after `base + after`.
     /// - `at` alone: the first `at` at or after `base`.
     /// - `until`: that instant (or `base` if it has passed).
+    ///
+    /// Arithmetic past chrono's range gives `DateTime::<Utc>::MAX_UTC`, never a panic; the
+    /// engine refuses any due time past [`crate::instant::max`].
     pub fn due(&self, base: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
         if let Some(until) = &self.until {
             return until.resolve(tz).max(base);
@@ -340,13 +350,17 @@ impl Delay {
                 let moved = local
                     .checked_add_months(chrono::Months::new(after.months()))
                     .unwrap_or(local);
-                let days = i64::try_from(after.days()).unwrap_or(0);
-                let date = moved.date() + TimeDelta::days(days);
+                let Some(date) = moved.date().checked_add_days(Days::new(after.days())) else {
+                    return DateTime::<Utc>::MAX_UTC;
+                };
                 let t = resolve_local(tz, date.and_time(at.0));
                 if t > base {
                     t
                 } else {
-                    next_local_time(tz, base + TimeDelta::seconds(1), at)
+                    match base.checked_add_signed(TimeDelta::seconds(1)) {
+                        Some(next) => next_local_time(tz, next, at),
+                        None => DateTime::<Utc>::MAX_UTC,
+                    }
                 }
             }
             (Some(after), Some(at)) => next_local_time(tz, after.add_to(base, tz), at),
@@ -382,9 +396,13 @@ impl QuietHours {
 }
 
 /// When an inactivity trigger (product.viewed, cart.abandoned) fires after the contact's last
-/// qualifying event, if no other event of the contact comes before.
-pub fn inactivity_deadline(last_event: DateTime<Utc>, minutes: u32) -> DateTime<Utc> {
-    last_event + TimeDelta::minutes(i64::from(minutes))
+/// qualifying event, if no other event of the contact comes before. `None` when that falls
+/// past 9999-12-31 (an event at 9999-12-31T23:30 with a 60-minute trigger): no such check
+/// can be stored, and the caller refuses the event or skips the check with that reason.
+pub fn inactivity_deadline(last_event: DateTime<Utc>, minutes: u32) -> Option<DateTime<Utc>> {
+    last_event
+        .checked_add_signed(TimeDelta::minutes(i64::from(minutes)))
+        .filter(|t| crate::instant::in_range(*t))
 }
 
 #[cfg(test)]
@@ -660,7 +678,12 @@ mod tests {
     fn inactivity_is_minutes_after_the_last_event() {
         assert_eq!(
             inactivity_deadline(utc("2026-12-01T10:00:00Z"), 30),
-            utc("2026-12-01T10:30:00Z")
+            Some(utc("2026-12-01T10:30:00Z"))
+        );
+        assert_eq!(
+            inactivity_deadline(utc("9999-12-31T23:30:00Z"), 60),
+            None,
+            "past 9999-12-31"
         );
     }
 }
