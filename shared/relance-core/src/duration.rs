@@ -10,7 +10,7 @@ use chrono::{DateTime, Days, Months, TimeDelta, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::schedule::resolve_local;
+use crate::schedule::{local_naive, resolve_local};
 
 /// A non-negative ISO-8601 duration, kept with the text it was written as.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -97,7 +97,9 @@ impl IsoDuration {
     pub fn add_to(&self, t: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
         let mut out = t;
         if self.months > 0 || self.days > 0 {
-            let local = t.with_timezone(&tz).naive_local();
+            let Some(local) = local_naive(tz, t) else {
+                return DateTime::<Utc>::MAX_UTC;
+            };
             let moved = local
                 .checked_add_months(Months::new(self.months))
                 .and_then(|l| l.checked_add_days(Days::new(self.days)));
@@ -114,7 +116,9 @@ impl IsoDuration {
     pub fn sub_from(&self, t: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
         let mut out = t;
         if self.months > 0 || self.days > 0 {
-            let local = t.with_timezone(&tz).naive_local();
+            let Some(local) = local_naive(tz, t) else {
+                return DateTime::<Utc>::MIN_UTC;
+            };
             let moved = local
                 .checked_sub_months(Months::new(self.months))
                 .and_then(|l| l.checked_sub_days(Days::new(self.days)));

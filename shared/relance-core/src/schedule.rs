@@ -40,9 +40,17 @@ pub fn resolve_local(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
     }
 }
 
-/// The local calendar date of an instant in `tz`.
+/// The local wall-clock time of an instant in `tz`; `None` at the very ends of chrono's
+/// range, where adding the zone's offset overflows (`with_timezone` would panic there).
+pub fn local_naive(tz: Tz, t: DateTime<Utc>) -> Option<NaiveDateTime> {
+    let offset = chrono::Offset::fix(&tz.offset_from_utc_datetime(&t.naive_utc()));
+    t.naive_utc().checked_add_offset(offset)
+}
+
+/// The local calendar date of an instant in `tz` (the UTC date where the local one does not
+/// exist, at the ends of chrono's range).
 pub fn local_date(tz: Tz, t: DateTime<Utc>) -> NaiveDate {
-    t.with_timezone(&tz).date_naive()
+    local_naive(tz, t).map_or(t.date_naive(), |l| l.date())
 }
 
 /// A wall-clock time of day written `HH:MM` or `HH:MM:SS`.
@@ -346,7 +354,9 @@ impl Delay {
             (Some(after), None) => after.add_to(base, tz),
             (None, Some(at)) => next_local_time(tz, base, at),
             (Some(after), Some(at)) if !after.has_time_part() => {
-                let local = base.with_timezone(&tz).naive_local();
+                let Some(local) = local_naive(tz, base) else {
+                    return DateTime::<Utc>::MAX_UTC;
+                };
                 let moved = local
                     .checked_add_months(chrono::Months::new(after.months()))
                     .unwrap_or(local);
@@ -381,7 +391,7 @@ pub struct QuietHours {
 impl QuietHours {
     /// If `now` falls inside the quiet period (in `tz`), the instant it ends.
     pub fn ends_after(&self, now: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
-        let local = now.with_timezone(&tz).time();
+        let local = local_naive(tz, now)?.time();
         let (from, to) = (self.from.0, self.to.0);
         let inside = if from <= to {
             local >= from && local < to
