@@ -21,6 +21,14 @@
 //! `{due}#inactivity#{scenario}#{contact}`), so a tick reads a few partitions per minute and
 //! no partition runs hot; a TTL attribute cleans up, correctness never relies on it.
 //!
+//! Instants that are compared or sorted are integers: `{due}` in a timer's sort key is 18
+//! fixed-width digits of microseconds since the epoch ([`instant::to_key`]), the `due` of a
+//! timer or inactivity check, a launch's `next_at` and the tick cursor's `cursor_min` are
+//! numbers (microseconds). Items written by earlier builds (RFC 3339 text) are still read, and
+//! a due item that does not read comes back as [`Due::Unreadable`], so the runtime moves it to
+//! the dead letters alone. Other instants (activity, journal, dead letters) stay RFC 3339 with
+//! microseconds: fixed width within 1970..9999, the only range inputs may have.
+//!
 //! There are no transactions: every write is idempotent (deterministic keys) or conditional.
 //! The enrollment is written first, conditionally on its version, carrying the transition's
 //! effects as `pending`; they are then applied and cleared. A crash in between is repaired the
@@ -39,11 +47,12 @@ use relance_core::contact::{
     ActivityEvent, Contact, Engagement, EngagementKind, History, SendMark,
 };
 use relance_core::engine::{Effect, Enrollment, Send, Transition, Wake};
+use relance_core::instant;
 use relance_core::journal::Record;
 use relance_core::ports::{
-    ContactChange, ContactStore, EnrollmentStore, EntryMark, InactivityCheck, JournalStore,
+    ContactChange, ContactStore, Due, EnrollmentStore, EntryMark, InactivityCheck, JournalStore,
     LaunchTime, ScenarioEntry, ScenarioSource, ScenarioStore, SourceFormat, Status, Store,
-    TimerStore,
+    TimerStore, UnreadableRow,
 };
 use relance_core::scenario::{Action, Channel};
 use serde::{Deserialize, Serialize};
@@ -93,6 +102,67 @@ fn parse_ts(s: &str) -> Result<DateTime<Utc>, AwsError> {
             what: "timestamp",
             why: e.to_string(),
         })
+}
+
+/// A compared instant as stored: a number of microseconds since the epoch.
+fn micros(t: DateTime<Utc>) -> AttributeValue {
+    n(instant::to_micros(t))
+}
+
+/// Reads a compared instant: a number of microseconds (this build), 18 digits (a timer's
+/// sort key) or RFC 3339 text (earlier builds), within 1970..9999; else why not.
+fn read_instant(item: &Item, key: &str) -> Result<DateTime<Utc>, String> {
+    let t = match item.get(key) {
+        Some(AttributeValue::N(v)) => v.parse::<i64>().ok().and_then(instant::from_micros),
+        Some(AttributeValue::S(v)) => instant::from_key(v).or_else(|| {
+            DateTime::parse_from_rfc3339(v)
+                .ok()
+                .map(|t| t.with_timezone(&Utc))
+                .filter(|t| instant::in_range(*t))
+        }),
+        Some(other) => return Err(format!("{key}: not an instant ({other:?})")),
+        None => return Err(format!("{key}: missing")),
+    };
+    t.ok_or_else(|| {
+        format!(
+            "{key}: {:?} is not an instant within {}",
+            item.get(key),
+            instant::RANGE_TEXT
+        )
+    })
+}
+
+/// A string attribute a due item needs, or why it does not read.
+fn need_s(item: &Item, key: &str) -> Result<String, String> {
+    match get_s(item, key) {
+        Some(v) => Ok(v.to_string()),
+        None => Err(format!("{key}: missing or not a string")),
+    }
+}
+
+/// A due item that does not read, with what deletes it (`table`, `pk`, `sk`).
+fn unreadable(kind: &str, table: &str, item: &Item, reason: String) -> UnreadableRow {
+    let raw: serde_json::Map<String, serde_json::Value> = item
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                AttributeValue::S(x) | AttributeValue::N(x) => serde_json::Value::from(x.as_str()),
+                other => serde_json::Value::from(format!("{other:?}")),
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    let locator = serde_json::json!({
+        "table": table,
+        "pk": get_s(item, "pk").unwrap_or(""),
+        "sk": get_s(item, "sk").unwrap_or(""),
+    });
+    UnreadableRow {
+        kind: kind.to_string(),
+        locator: locator.to_string(),
+        raw: serde_json::Value::Object(raw).to_string(),
+        reason,
+    }
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -471,17 +541,24 @@ impl DynamoStore {
         self.query_all(q)
     }
 
-    /// Timer items of one bucket due at or before `now`.
+    /// Timer items of one bucket due at or before `now`, and those whose `due` does not read
+    /// (the caller dead-letters them). The whole minute is read and filtered here: sort keys
+    /// of earlier builds (RFC 3339 text) and of this one (digits) do not order together.
     fn query_bucket(&self, bucket: &str, now: DateTime<Utc>) -> Result<Vec<Item>, AwsError> {
-        self.query_all(
+        let items = self.query_all(
             self.client
                 .query()
                 .table_name(&self.config.timers_table)
-                .key_condition_expression("pk = :pk AND sk <= :upto")
+                .key_condition_expression("pk = :pk")
                 .expression_attribute_values(":pk", s(bucket))
-                .expression_attribute_values(":upto", s(format!("{}#~", ts(now))))
                 .consistent_read(true),
-        )
+        )?;
+        Ok(items
+            .into_iter()
+            .filter(|i| {
+                read_instant(i, "due").is_ok_and(|d| d <= now) || read_instant(i, "due").is_err()
+            })
+            .collect())
     }
 
     fn shard(&self, key: &str) -> u32 {
@@ -499,10 +576,13 @@ impl DynamoStore {
         let bucket = bucket_key(minute(due), self.shard(shard_key));
         attrs.insert("pk".into(), s(bucket));
         attrs.insert("sk".into(), s(sk));
-        attrs.insert("due".into(), s(ts(due)));
+        attrs.insert("due".into(), micros(due));
         attrs.insert(
             "expires_at".into(),
-            n((due + TimeDelta::days(30)).timestamp()),
+            n(due
+                .checked_add_signed(TimeDelta::days(30))
+                .unwrap_or(due)
+                .timestamp()),
         );
         self.bridge
             .block(
@@ -519,16 +599,17 @@ impl DynamoStore {
         if self.cursor_exists && minute(due) >= minute(Utc::now()) + TimeDelta::minutes(2) {
             return Ok(());
         }
-        let m = ts(minute(due));
+        // A number: DynamoDB compares it as one. (`cursor_at`, RFC 3339 text, is the cursor
+        // of earlier builds; `due_items` takes the earlier of the two until it moves on.)
         let r = self.bridge.block(
             self.client
                 .update_item()
                 .table_name(&self.config.state_table)
                 .key("pk", s("tick"))
                 .key("sk", s("cursor"))
-                .update_expression("SET cursor_at = :m")
-                .condition_expression("attribute_not_exists(cursor_at) OR cursor_at > :m")
-                .expression_attribute_values(":m", s(m))
+                .update_expression("SET cursor_min = :m")
+                .condition_expression("attribute_not_exists(cursor_min) OR cursor_min > :m")
+                .expression_attribute_values(":m", micros(minute(due)))
                 .send(),
         );
         match r {
@@ -545,19 +626,41 @@ impl DynamoStore {
     }
 
     fn timer_sk_for_wake(w: &Wake) -> String {
-        format!("{}#{}#{}", ts(w.at), w.enrollment, w.step)
+        format!("{}#{}#{}", instant::to_key(w.at), w.enrollment, w.step)
     }
 
-    /// Due items of the timer table (timers and inactivity checks), advancing the cursor past
-    /// minutes found empty.
+    fn inactivity_sk(check: &InactivityCheck) -> String {
+        format!(
+            "{}#inactivity#{}#{}",
+            instant::to_key(check.due),
+            check.scenario,
+            check.contact
+        )
+    }
+
+    /// Due items of the timer table (timers and inactivity checks, and items whose `due` does
+    /// not read), advancing the cursor past minutes found empty.
     fn due_items(&self, now: DateTime<Utc>) -> Result<Vec<Item>, AwsError> {
-        let Some(cursor) = self
-            .get("tick", "cursor")?
-            .and_then(|i| get_s(&i, "cursor_at").map(str::to_string))
-        else {
+        let Some(item) = self.get("tick", "cursor")? else {
             return Ok(Vec::new());
         };
-        let mut m = parse_ts(&cursor)?;
+        // The earlier of this build's cursor and an earlier build's, when both are there.
+        let ours = item
+            .contains_key("cursor_min")
+            .then(|| read_instant(&item, "cursor_min"));
+        let theirs = item
+            .contains_key("cursor_at")
+            .then(|| read_instant(&item, "cursor_at"));
+        let mut m = match (ours, theirs) {
+            (None, None) => return Ok(Vec::new()),
+            (Some(a), None) | (None, Some(a)) => a,
+            (Some(a), Some(b)) => a.and_then(|a| b.map(|b| a.min(b))),
+        }
+        .map_err(|why| AwsError::Corrupt {
+            what: "timer cursor",
+            why,
+        })?;
+        let start = m;
         let last = minute(now);
         let mut items = Vec::new();
         let mut first_busy: Option<DateTime<Utc>> = None;
@@ -575,21 +678,31 @@ impl DynamoStore {
         }
         // Minutes before the first one still holding items are done: move the cursor on.
         let new_cursor = first_busy.unwrap_or(last);
-        if ts(new_cursor) > cursor {
-            let _ = self.bridge.block(
-                self.client
-                    .update_item()
-                    .table_name(&self.config.state_table)
-                    .key("pk", s("tick"))
-                    .key("sk", s("cursor"))
-                    .update_expression("SET cursor_at = :m")
-                    .condition_expression("cursor_at = :old")
-                    .expression_attribute_values(":m", s(ts(new_cursor)))
-                    .expression_attribute_values(":old", s(cursor))
-                    .send(),
-            );
+        if new_cursor > start {
+            let mut update = self
+                .client
+                .update_item()
+                .table_name(&self.config.state_table)
+                .key("pk", s("tick"))
+                .key("sk", s("cursor"))
+                .update_expression("SET cursor_min = :m REMOVE cursor_at")
+                .expression_attribute_values(":m", micros(new_cursor));
+            // Only if no timer moved the cursor back meanwhile.
+            update = match item.get("cursor_min") {
+                Some(old) => update
+                    .condition_expression("cursor_min = :old")
+                    .expression_attribute_values(":old", old.clone()),
+                None => update.condition_expression("attribute_not_exists(cursor_min)"),
+            };
+            let _ = self.bridge.block(update.send());
         }
-        items.sort_by(|a, b| get_s(a, "sk").cmp(&get_s(b, "sk")));
+        // Time order; an unreadable `due` last (the runtime dead-letters it).
+        items.sort_by_cached_key(|i| {
+            (
+                read_instant(i, "due").unwrap_or(DateTime::<Utc>::MAX_UTC),
+                get_s(i, "sk").unwrap_or("").to_string(),
+            )
+        });
         Ok(items)
     }
 
@@ -1206,25 +1319,33 @@ impl TimerStore for DynamoStore {
         )
     }
 
-    fn due_timers(&mut self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Wake>, AwsError> {
+    fn due_timers(&mut self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Due<Wake>>, AwsError> {
         let active = self.active_scenarios()?;
+        let table = self.config.timers_table.clone();
         let mut out = Vec::new();
         for item in self.due_items(now)? {
             if get_s(&item, "kind") != Some("timer") {
                 continue;
             }
-            let enrollment = get_s(&item, "enrollment").unwrap_or("").to_string();
-            // Enrollment ids start with their scenario id, which has no ':'.
-            let scenario = enrollment.split(':').next().unwrap_or("");
-            if !active.contains(scenario) {
-                continue;
+            let read = || -> Result<Wake, String> {
+                Ok(Wake {
+                    at: read_instant(&item, "due")?,
+                    contact: need_s(&item, "contact")?,
+                    step: need_s(&item, "step")?,
+                    enrollment: need_s(&item, "enrollment")?,
+                })
+            };
+            match read() {
+                Ok(wake) => {
+                    // Enrollment ids start with their scenario id, which has no ':'.
+                    let scenario = wake.enrollment.split(':').next().unwrap_or("");
+                    if !active.contains(scenario) {
+                        continue;
+                    }
+                    out.push(Due::Ready(wake));
+                }
+                Err(why) => out.push(Due::Unreadable(unreadable("timer", &table, &item, why))),
             }
-            out.push(Wake {
-                at: parse_ts(get_s(&item, "due").unwrap_or(""))?,
-                contact: get_s(&item, "contact").unwrap_or("").to_string(),
-                step: get_s(&item, "step").unwrap_or("").to_string(),
-                enrollment,
-            });
             if out.len() >= limit {
                 break;
             }
@@ -1236,10 +1357,10 @@ impl TimerStore for DynamoStore {
         let pk = format!("contact#{}", check.contact);
         let sk = format!("inactivity#{}", check.scenario);
         if let Some(old) = self.get(&pk, &sk)?
-            && let Some(due) = get_s(&old, "due")
+            && let Ok(due) = read_instant(&old, "due")
         {
             let old = InactivityCheck {
-                due: parse_ts(due)?,
+                due,
                 ..check.clone()
             };
             self.remove_inactivity(&old)?;
@@ -1249,21 +1370,11 @@ impl TimerStore for DynamoStore {
         attrs.insert("scenario".into(), s(&check.scenario));
         attrs.insert("contact".into(), s(&check.contact));
         let key = format!("{}:{}", check.scenario, check.contact);
-        self.put_timer_item(
-            check.due,
-            format!(
-                "{}#inactivity#{}#{}",
-                ts(check.due),
-                check.scenario,
-                check.contact
-            ),
-            &key,
-            attrs,
-        )?;
+        self.put_timer_item(check.due, Self::inactivity_sk(check), &key, attrs)?;
         let mut item = Item::new();
         item.insert("pk".into(), s(pk));
         item.insert("sk".into(), s(sk));
-        item.insert("due".into(), s(ts(check.due)));
+        item.insert("due".into(), micros(check.due));
         self.put(item)
     }
 
@@ -1280,7 +1391,10 @@ impl TimerStore for DynamoStore {
             if keep.iter().any(|k| k == scenario) {
                 continue;
             }
-            let due = parse_ts(get_s(&item, "due").unwrap_or(""))?;
+            let due = read_instant(&item, "due").map_err(|why| AwsError::Corrupt {
+                what: "inactivity check",
+                why,
+            })?;
             self.remove_inactivity(&InactivityCheck {
                 scenario: scenario.to_string(),
                 contact: contact.to_string(),
@@ -1294,22 +1408,31 @@ impl TimerStore for DynamoStore {
         &mut self,
         now: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<InactivityCheck>, AwsError> {
+    ) -> Result<Vec<Due<InactivityCheck>>, AwsError> {
         let active = self.active_scenarios()?;
+        let table = self.config.timers_table.clone();
         let mut out = Vec::new();
         for item in self.due_items(now)? {
             if get_s(&item, "kind") != Some("inactivity") {
                 continue;
             }
-            let scenario = get_s(&item, "scenario").unwrap_or("").to_string();
-            if !active.contains(&scenario) {
-                continue;
+            let read = || -> Result<InactivityCheck, String> {
+                Ok(InactivityCheck {
+                    scenario: need_s(&item, "scenario")?,
+                    contact: need_s(&item, "contact")?,
+                    due: read_instant(&item, "due")?,
+                })
+            };
+            match read() {
+                Ok(check) if !active.contains(&check.scenario) => continue,
+                Ok(check) => out.push(Due::Ready(check)),
+                Err(why) => out.push(Due::Unreadable(unreadable(
+                    "inactivity",
+                    &table,
+                    &item,
+                    why,
+                ))),
             }
-            out.push(InactivityCheck {
-                scenario,
-                contact: get_s(&item, "contact").unwrap_or("").to_string(),
-                due: parse_ts(get_s(&item, "due").unwrap_or(""))?,
-            });
             if out.len() >= limit {
                 break;
             }
@@ -1321,6 +1444,8 @@ impl TimerStore for DynamoStore {
         let key = format!("{}:{}", check.scenario, check.contact);
         let bucket = bucket_key(minute(check.due), self.shard(&key));
         let table = self.config.timers_table.clone();
+        self.delete(&table, &bucket, &Self::inactivity_sk(check))?;
+        // A check written by an earlier build has an RFC 3339 sort key.
         self.delete(
             &table,
             &bucket,
@@ -1337,8 +1462,9 @@ impl TimerStore for DynamoStore {
                 .table_name(&self.config.state_table)
                 .key("pk", s(format!("contact#{}", check.contact)))
                 .key("sk", s(format!("inactivity#{}", check.scenario)))
-                .condition_expression("due = :d")
-                .expression_attribute_values(":d", s(ts(check.due)))
+                .condition_expression("due IN (:d, :t)")
+                .expression_attribute_values(":d", micros(check.due))
+                .expression_attribute_values(":t", s(ts(check.due)))
                 .send(),
         );
         match r {
@@ -1362,7 +1488,7 @@ impl TimerStore for DynamoStore {
                 item.insert("sk".into(), s(sk));
                 item.insert("scenario".into(), s(scenario));
                 item.insert("zone".into(), s(zone));
-                item.insert("next_at".into(), s(ts(at)));
+                item.insert("next_at".into(), micros(at));
                 self.put(item)
             }
             None => {
@@ -1372,22 +1498,50 @@ impl TimerStore for DynamoStore {
         }
     }
 
-    fn due_launches(&mut self, now: DateTime<Utc>) -> Result<Vec<LaunchTime>, AwsError> {
+    fn due_launches(&mut self, now: DateTime<Utc>) -> Result<Vec<Due<LaunchTime>>, AwsError> {
         let active = self.active_scenarios()?;
+        let table = self.config.state_table.clone();
+        let mut ready = Vec::new();
         let mut out = Vec::new();
         for item in self.query(&self.config.state_table, "launch", "")? {
-            let scenario = get_s(&item, "scenario").unwrap_or("").to_string();
-            let at = parse_ts(get_s(&item, "next_at").unwrap_or(""))?;
-            if at <= now && active.contains(&scenario) {
-                out.push(LaunchTime {
-                    scenario,
-                    zone: get_s(&item, "zone").unwrap_or("").to_string(),
-                    at,
-                });
+            let read = || -> Result<LaunchTime, String> {
+                Ok(LaunchTime {
+                    scenario: need_s(&item, "scenario")?,
+                    zone: need_s(&item, "zone")?,
+                    at: read_instant(&item, "next_at")?,
+                })
+            };
+            match read() {
+                Ok(l) if l.at <= now && active.contains(&l.scenario) => ready.push(l),
+                Ok(_) => {}
+                Err(why) => out.push(Due::Unreadable(unreadable("launch", &table, &item, why))),
             }
         }
-        out.sort_by(|a, b| (a.at, &a.scenario, &a.zone).cmp(&(b.at, &b.scenario, &b.zone)));
+        ready.sort_by(|a, b| (a.at, &a.scenario, &a.zone).cmp(&(b.at, &b.scenario, &b.zone)));
+        out.splice(0..0, ready.into_iter().map(Due::Ready));
         Ok(out)
+    }
+
+    fn remove_unreadable(&mut self, row: &UnreadableRow) -> Result<(), AwsError> {
+        let locator: serde_json::Value = from_json("unreadable row locator", &row.locator)?;
+        let (Some(table), Some(pk), Some(sk)) = (
+            locator["table"].as_str(),
+            locator["pk"].as_str(),
+            locator["sk"].as_str(),
+        ) else {
+            return Err(AwsError::Corrupt {
+                what: "unreadable row locator",
+                why: row.locator.clone(),
+            });
+        };
+        // Only the two tables this store owns.
+        if table != self.config.timers_table && table != self.config.state_table {
+            return Err(AwsError::Corrupt {
+                what: "unreadable row locator",
+                why: row.locator.clone(),
+            });
+        }
+        self.delete(table, pk, sk)
     }
 
     fn next_due(&mut self) -> Result<Option<DateTime<Utc>>, AwsError> {

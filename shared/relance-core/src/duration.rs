@@ -10,7 +10,7 @@ use chrono::{DateTime, Days, Months, TimeDelta, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::schedule::resolve_local;
+use crate::schedule::{local_naive, resolve_local};
 
 /// A non-negative ISO-8601 duration, kept with the text it was written as.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -21,13 +21,37 @@ pub struct IsoDuration {
     text: String,
 }
 
+/// The longest duration accepted anywhere (delays, waits, windows, `once_per`, caps): 100
+/// years, measured as [`IsoDuration::approx_seconds`] does (a month as 31 days), so `P100Y`,
+/// `P1200M` and `P37200D` pass and anything longer is refused. A timer due beyond 9999-12-31
+/// could not be stored, and nothing a marketing scenario waits for takes a century.
+pub const MAX_DURATION_SECONDS: u64 = 1200 * 31 * 86_400;
+
 /// Why a duration did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("\"{text}\" is not an ISO-8601 duration such as P2D, PT6H or P1M ({why})")]
+#[error("{}", self.message())]
 pub struct DurationError {
     text: String,
     why: &'static str,
 }
+
+impl DurationError {
+    fn message(&self) -> String {
+        if self.why == TOO_LONG {
+            format!(
+                "\"{}\" is too long: at most 100 years (P100Y), so that no timer falls past 9999-12-31",
+                self.text
+            )
+        } else {
+            format!(
+                "\"{}\" is not an ISO-8601 duration such as P2D, PT6H or P1M ({})",
+                self.text, self.why
+            )
+        }
+    }
+}
+
+const TOO_LONG: &str = "too long";
 
 impl IsoDuration {
     /// Calendar months (years count as 12).
@@ -73,7 +97,9 @@ impl IsoDuration {
     pub fn add_to(&self, t: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
         let mut out = t;
         if self.months > 0 || self.days > 0 {
-            let local = t.with_timezone(&tz).naive_local();
+            let Some(local) = local_naive(tz, t) else {
+                return DateTime::<Utc>::MAX_UTC;
+            };
             let moved = local
                 .checked_add_months(Months::new(self.months))
                 .and_then(|l| l.checked_add_days(Days::new(self.days)));
@@ -90,7 +116,9 @@ impl IsoDuration {
     pub fn sub_from(&self, t: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
         let mut out = t;
         if self.months > 0 || self.days > 0 {
-            let local = t.with_timezone(&tz).naive_local();
+            let Some(local) = local_naive(tz, t) else {
+                return DateTime::<Utc>::MIN_UTC;
+            };
             let moved = local
                 .checked_sub_months(Months::new(self.months))
                 .and_then(|l| l.checked_sub_days(Days::new(self.days)));
@@ -185,11 +213,17 @@ impl FromStr for IsoDuration {
         if let Some(t) = time_part {
             parse_part(t, &[('H', 3600, false), ('M', 60, false), ('S', 1, false)])?;
         }
-        if months > u64::from(u32::MAX) || days > 1_000_000 || seconds > 1_000_000 * 86_400 {
-            return Err(err("too long"));
+        let too_long = months
+            .saturating_mul(31 * 86_400)
+            .saturating_add(days.saturating_mul(86_400))
+            .saturating_add(seconds)
+            > MAX_DURATION_SECONDS;
+        if too_long {
+            return Err(err(TOO_LONG));
         }
         Ok(IsoDuration {
-            months: months as u32,
+            // At most 1,200 here (checked just above).
+            months: u32::try_from(months).map_err(|_| err(TOO_LONG))?,
             days,
             seconds,
             text: text.to_string(),
@@ -296,8 +330,27 @@ mod tests {
     fn huge_numbers_are_refused_not_overflowed() {
         assert!("PT5124095576030431H15M".parse::<IsoDuration>().is_err());
         assert!("P99999999999999999999D".parse::<IsoDuration>().is_err());
-        let big: IsoDuration = "P999999D".parse().unwrap_or_else(|e| panic!("{e}"));
+        // Issue 11 caps durations at 100 years (this test used to add P999999D).
+        let big: IsoDuration = "P100Y".parse().unwrap_or_else(|e| panic!("{e}"));
         let t = Utc.with_ymd_and_hms(2026, 3, 28, 12, 0, 0).unwrap();
         assert!(big.add_to(t, chrono_tz::UTC) > t);
+    }
+
+    #[test]
+    fn hostile_durations_past_a_century_are_refused() {
+        for ok in ["P100Y", "P1200M", "P37200D", "PT892800H", "P99Y11M30D"] {
+            assert!(ok.parse::<IsoDuration>().is_ok(), "{ok}");
+        }
+        for long in [
+            "P8000Y", "P101Y", "P1201M", "P37201D", "P100YT1S", "P999999D",
+        ] {
+            let e = long.parse::<IsoDuration>().err().map(|e| e.to_string());
+            assert_eq!(
+                e,
+                Some(format!(
+                    "\"{long}\" is too long: at most 100 years (P100Y), so that no timer falls past 9999-12-31"
+                ))
+            );
+        }
     }
 }

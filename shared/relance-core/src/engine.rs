@@ -736,6 +736,9 @@ impl<'a> Run<'a> {
                 },
                 StepKind::WaitFor { timeout, .. } => {
                     let until = timeout.add_to(self.now, self.tz(None));
+                    if self.past_range(step, until) {
+                        return;
+                    }
                     self.en.state = EnrollmentState::Waiting {
                         step: step.id.clone(),
                         since: self.now,
@@ -797,7 +800,24 @@ impl<'a> Run<'a> {
         self.fail_end("too many steps without a wait: a loop without a delay");
     }
 
+    /// True (and the enrollment ended in failure, with the reason) when a wake at `at` would
+    /// fall past 9999-12-31: no store can keep it, and a saturated instant once sorted before
+    /// every other timer and stopped them all.
+    fn past_range(&mut self, step: &Step, at: DateTime<Utc>) -> bool {
+        if crate::instant::in_range(at) {
+            return false;
+        }
+        self.fail_end(&format!(
+            "step \"{}\" would be due past 9999-12-31",
+            step.id
+        ));
+        true
+    }
+
     fn hold(&mut self, step: &Step, at: DateTime<Utc>, hold: Hold, arrival: bool) {
+        if self.past_range(step, at) {
+            return;
+        }
         self.en.state = EnrollmentState::Due {
             step: step.id.clone(),
             at,

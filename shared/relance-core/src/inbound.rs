@@ -74,6 +74,9 @@ pub fn ses_engagement(body: &str) -> Result<Option<EngagementDetail>, DecodeErro
         .or(v["mail"]["timestamp"].as_str())
         .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
         .map(|t| t.with_timezone(&Utc));
+    if let Some(t) = at {
+        crate::instant::check(t).map_err(|e| DecodeError(format!("SES event timestamp: {e}")))?;
+    }
     let mut link_tags: Vec<String> = v["click"]["linkTags"]
         .as_object()
         .map(|m| {

@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - [`duration`]: ISO-8601 durations.
+//! - [`instant`]: the accepted range of instants (1970..9999) and their storage form.
 //! - [`schedule`]: local times across DST, recurring launches, delays, quiet hours.
 //! - [`contact`]: contacts, activity events, engagement, history.
 //! - [`condition`]: conditions and their evaluation.
@@ -24,6 +25,7 @@ pub mod duration;
 pub mod engine;
 pub mod graph;
 pub mod inbound;
+pub mod instant;
 pub mod journal;
 pub mod policy;
 pub mod ports;

@@ -284,11 +284,38 @@ pub trait EnrollmentStore {
     ) -> Result<(), Self::Error>;
 }
 
+/// A due item as the store read it: ready to fire, or a row that does not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Due<T> {
+    /// The item.
+    Ready(T),
+    /// A row whose values do not read (hand-edited, written by a buggy build, an instant out
+    /// of range): the runtime removes it and keeps it as a dead letter, alone, so it never
+    /// stops the items after it.
+    Unreadable(UnreadableRow),
+}
+
+/// A stored due row that does not read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnreadableRow {
+    /// What it was: `timer`, `inactivity` or `launch`.
+    pub kind: String,
+    /// How the store finds it again to delete it (SQLite: the rowid; DynamoDB: its key).
+    pub locator: String,
+    /// The row as stored, as JSON text, kept in the dead letter.
+    pub raw: String,
+    /// Why it does not read.
+    pub reason: String,
+}
+
 /// Durable timers, launches and inactivity checks.
 ///
 /// # Contract
 /// Due items come out in (due time, id) order; a timer removed with `cancel` or consumed by
 /// the unit of work that handled it never fires again.
+/// Instants are stored as integers (microseconds since the epoch, or fixed-width digits of
+/// them) within 1970-01-01..9999-12-31; a due row that does not read is returned as
+/// [`Due::Unreadable`], never as an error for the whole batch.
 pub trait TimerStore {
     /// Storage failure.
     type Error;
@@ -296,18 +323,24 @@ pub trait TimerStore {
     fn schedule(&mut self, wake: &Wake) -> Result<(), Self::Error>;
     /// Disarms a timer (idempotent).
     fn cancel(&mut self, wake: &Wake) -> Result<(), Self::Error>;
-    /// Timers due at or before `now` for active scenarios, oldest first, at most `limit`.
-    fn due_timers(&mut self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Wake>, Self::Error>;
+    /// Timers due at or before `now` for active scenarios, oldest first, at most `limit`;
+    /// a row that does not read (an instant out of range, a wrong type) comes back as
+    /// [`Due::Unreadable`] in the same batch instead of failing it.
+    fn due_timers(
+        &mut self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Due<Wake>>, Self::Error>;
     /// Sets a contact's pending inactivity check for a scenario (replacing any).
     fn set_inactivity(&mut self, check: &InactivityCheck) -> Result<(), Self::Error>;
     /// Drops every pending inactivity check of a contact but those for `keep` scenarios.
     fn clear_inactivity(&mut self, contact: &str, keep: &[String]) -> Result<(), Self::Error>;
-    /// Inactivity checks due at or before `now`.
+    /// Inactivity checks due at or before `now` (unreadable rows as [`Due::Unreadable`]).
     fn due_inactivity(
         &mut self,
         now: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<InactivityCheck>, Self::Error>;
+    ) -> Result<Vec<Due<InactivityCheck>>, Self::Error>;
     /// Removes an inactivity check once handled.
     fn remove_inactivity(&mut self, check: &InactivityCheck) -> Result<(), Self::Error>;
     /// Sets the next launch of a scenario in a zone (None removes it).
@@ -317,9 +350,14 @@ pub trait TimerStore {
         zone: &str,
         at: Option<DateTime<Utc>>,
     ) -> Result<(), Self::Error>;
-    /// Launches due at or before `now` for active scenarios.
-    fn due_launches(&mut self, now: DateTime<Utc>) -> Result<Vec<LaunchTime>, Self::Error>;
-    /// The earliest pending item of any kind, for the runner's sleep.
+    /// Launches due at or before `now` for active scenarios (unreadable rows as
+    /// [`Due::Unreadable`]).
+    fn due_launches(&mut self, now: DateTime<Utc>) -> Result<Vec<Due<LaunchTime>>, Self::Error>;
+    /// Deletes a row that did not read (the runtime keeps it as a dead letter in the same
+    /// unit of work). Idempotent.
+    fn remove_unreadable(&mut self, row: &UnreadableRow) -> Result<(), Self::Error>;
+    /// The earliest pending item of any kind, for the runner's sleep (an unreadable row
+    /// counts as due now, so the next tick moves it to the dead letters).
     fn next_due(&mut self) -> Result<Option<DateTime<Utc>>, Self::Error>;
 }
 

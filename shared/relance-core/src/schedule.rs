@@ -6,8 +6,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{
-    DateTime, Datelike, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta,
-    TimeZone, Utc, Weekday,
+    DateTime, Datelike, Days, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, NaiveTime,
+    TimeDelta, TimeZone, Utc, Weekday,
 };
 use chrono_tz::Tz;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -25,17 +25,32 @@ pub fn resolve_local(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
         LocalResult::Ambiguous(first, _) => first.with_timezone(&Utc),
         LocalResult::None => {
             // The offset in force a day earlier is the one before the gap.
-            let before = local - TimeDelta::days(1);
+            // Checked: at the very ends of chrono's range there is no day before or offset to
+            // take, and the local time read as UTC is the closest answer.
+            let before = local
+                .checked_sub_signed(TimeDelta::days(1))
+                .unwrap_or(local);
             let offset = tz.offset_from_utc_datetime(&before);
             let fixed = chrono::Offset::fix(&offset);
-            Utc.from_utc_datetime(&(local - TimeDelta::seconds(i64::from(fixed.local_minus_utc()))))
+            let utc = local
+                .checked_sub_signed(TimeDelta::seconds(i64::from(fixed.local_minus_utc())))
+                .unwrap_or(local);
+            Utc.from_utc_datetime(&utc)
         }
     }
 }
 
-/// The local calendar date of an instant in `tz`.
+/// The local wall-clock time of an instant in `tz`; `None` at the very ends of chrono's
+/// range, where adding the zone's offset overflows (`with_timezone` would panic there).
+pub fn local_naive(tz: Tz, t: DateTime<Utc>) -> Option<NaiveDateTime> {
+    let offset = chrono::Offset::fix(&tz.offset_from_utc_datetime(&t.naive_utc()));
+    t.naive_utc().checked_add_offset(offset)
+}
+
+/// The local calendar date of an instant in `tz` (the UTC date where the local one does not
+/// exist, at the ends of chrono's range).
 pub fn local_date(tz: Tz, t: DateTime<Utc>) -> NaiveDate {
-    t.with_timezone(&tz).date_naive()
+    local_naive(tz, t).map_or(t.date_naive(), |l| l.date())
 }
 
 /// A wall-clock time of day written `HH:MM` or `HH:MM:SS`.
@@ -327,6 +342,9 @@ impl Delay {
     /// - `after` with hours or minutes, and `at`: the first `at` at or after `base + after`.
     /// - `at` alone: the first `at` at or after `base`.
     /// - `until`: that instant (or `base` if it has passed).
+    ///
+    /// Arithmetic past chrono's range gives `DateTime::<Utc>::MAX_UTC`, never a panic; the
+    /// engine refuses any due time past [`crate::instant::max`].
     pub fn due(&self, base: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
         if let Some(until) = &self.until {
             return until.resolve(tz).max(base);
@@ -336,17 +354,23 @@ impl Delay {
             (Some(after), None) => after.add_to(base, tz),
             (None, Some(at)) => next_local_time(tz, base, at),
             (Some(after), Some(at)) if !after.has_time_part() => {
-                let local = base.with_timezone(&tz).naive_local();
+                let Some(local) = local_naive(tz, base) else {
+                    return DateTime::<Utc>::MAX_UTC;
+                };
                 let moved = local
                     .checked_add_months(chrono::Months::new(after.months()))
                     .unwrap_or(local);
-                let days = i64::try_from(after.days()).unwrap_or(0);
-                let date = moved.date() + TimeDelta::days(days);
+                let Some(date) = moved.date().checked_add_days(Days::new(after.days())) else {
+                    return DateTime::<Utc>::MAX_UTC;
+                };
                 let t = resolve_local(tz, date.and_time(at.0));
                 if t > base {
                     t
                 } else {
-                    next_local_time(tz, base + TimeDelta::seconds(1), at)
+                    match base.checked_add_signed(TimeDelta::seconds(1)) {
+                        Some(next) => next_local_time(tz, next, at),
+                        None => DateTime::<Utc>::MAX_UTC,
+                    }
                 }
             }
             (Some(after), Some(at)) => next_local_time(tz, after.add_to(base, tz), at),
@@ -367,7 +391,7 @@ pub struct QuietHours {
 impl QuietHours {
     /// If `now` falls inside the quiet period (in `tz`), the instant it ends.
     pub fn ends_after(&self, now: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
-        let local = now.with_timezone(&tz).time();
+        let local = local_naive(tz, now)?.time();
         let (from, to) = (self.from.0, self.to.0);
         let inside = if from <= to {
             local >= from && local < to
@@ -382,9 +406,13 @@ impl QuietHours {
 }
 
 /// When an inactivity trigger (product.viewed, cart.abandoned) fires after the contact's last
-/// qualifying event, if no other event of the contact comes before.
-pub fn inactivity_deadline(last_event: DateTime<Utc>, minutes: u32) -> DateTime<Utc> {
-    last_event + TimeDelta::minutes(i64::from(minutes))
+/// qualifying event, if no other event of the contact comes before. `None` when that falls
+/// past 9999-12-31 (an event at 9999-12-31T23:30 with a 60-minute trigger): no such check
+/// can be stored, and the caller refuses the event or skips the check with that reason.
+pub fn inactivity_deadline(last_event: DateTime<Utc>, minutes: u32) -> Option<DateTime<Utc>> {
+    last_event
+        .checked_add_signed(TimeDelta::minutes(i64::from(minutes)))
+        .filter(|t| crate::instant::in_range(*t))
 }
 
 #[cfg(test)]
@@ -660,7 +688,12 @@ mod tests {
     fn inactivity_is_minutes_after_the_last_event() {
         assert_eq!(
             inactivity_deadline(utc("2026-12-01T10:00:00Z"), 30),
-            utc("2026-12-01T10:30:00Z")
+            Some(utc("2026-12-01T10:30:00Z"))
+        );
+        assert_eq!(
+            inactivity_deadline(utc("9999-12-31T23:30:00Z"), 60),
+            None,
+            "past 9999-12-31"
         );
     }
 }

@@ -57,6 +57,11 @@ impl ScriptedEvent {
                 .map(|t| t.with_timezone(&Utc))
                 .map_err(|_| {
                     format!("\"at\": \"{s}\" is not an RFC 3339 time such as 2026-12-01T09:00:00Z")
+                })
+                .and_then(|t| {
+                    crate::instant::check(t).map_err(|_| {
+                        format!("\"at\": \"{s}\" is outside {}", crate::instant::RANGE_TEXT)
+                    })
                 })?,
             Some(_) => return Err("\"at\" must be an RFC 3339 string".into()),
             None => return Err("missing \"at\"".into()),
@@ -340,9 +345,12 @@ impl<'e> Simulation<'e> {
                     } else if let (Some(source), Some(minutes)) =
                         (trigger.inactivity_source(), trigger.inactivity_minutes)
                         && a.name == source
+                        // A deadline past 9999-12-31 is never reached (the events file
+                        // refuses instants out of range; this guards the arithmetic).
+                        && let Some(due) = inactivity_deadline(a.at, minutes)
                     {
                         self.push(
-                            inactivity_deadline(a.at, minutes),
+                            due,
                             Task::Inactivity {
                                 contact: c,
                                 stamp: self.last_activity[c],

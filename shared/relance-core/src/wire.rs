@@ -19,8 +19,12 @@ pub struct ContactDetail {
     pub action: Option<ContactAction>,
     /// The contact's fields (merged into the stored contact).
     pub contact: Map<String, Value>,
-    /// When it happened (default: when received).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// When it happened (default: when received), within 1970-01-01..9999-12-31.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::instant::deserialize_opt"
+    )]
     pub at: Option<DateTime<Utc>>,
 }
 
@@ -61,8 +65,12 @@ pub struct ActivityDetail {
     /// Its properties (`url` for page.visited, ...).
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub properties: Map<String, Value>,
-    /// When it happened (default: when received).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// When it happened (default: when received), within 1970-01-01..9999-12-31.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::instant::deserialize_opt"
+    )]
     pub at: Option<DateTime<Utc>>,
 }
 
@@ -84,8 +92,12 @@ pub struct EngagementDetail {
     /// For clicks: the link's tags.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub link_tags: Vec<String>,
-    /// When it happened (default: when received).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// When it happened (default: when received), within 1970-01-01..9999-12-31.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::instant::deserialize_opt"
+    )]
     pub at: Option<DateTime<Utc>>,
 }
 

@@ -316,8 +316,8 @@ fn run() -> Res<bool> {
     fs::create_dir_all(&a.dir)?;
     let db = a.dir.join("drip.db");
     let outbox_path = a.dir.join("outbox.jsonl");
-    let store = SqliteStore::open(&db)?;
-    let mut outbox = OutboxFile::open(&outbox_path)?;
+    let mut store = SqliteStore::open(&db)?;
+    let mut outbox = OutboxFile::open(&outbox_path, &mut store)?;
     let mut rt = Runtime::new(store);
 
     // Setup, before t0 (the peer has no contacts to store): import, put and activate.

@@ -1,10 +1,16 @@
-//! Delivery of the outbox to a JSON-lines file (and the log), exactly once.
+//! Delivery of the outbox to a JSON-lines file (and the log).
 //!
 //! Sends are stored in the outbox table in the same transaction as the transition that made
-//! them; this module copies them to the file in `seq` order. The file itself says how far
-//! delivery went (the `seq` of its last complete line), so a crash between writing a line and
-//! anything else neither loses nor repeats a send; a torn last line is cut off on open.
+//! them; this module copies them to the file in `seq` order. How far delivery went is kept in
+//! the database (`outbox_delivery`: the highest `seq` appended), written after each append
+//! is synced, so moving the file away (log rotation) re-sends nothing: the next line starts a
+//! new file. A crash between the append and that write leaves lines past the cursor in the
+//! file; on open they are read back and a row whose `seq` and idempotency key a line already
+//! shows is not appended again. The one case left is at-least-once: the file rotated away
+//! after such a crash and before the restart (those last lines, at most one batch of 1,000,
+//! go to the new file too). A torn last line is cut off on open and written again.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -36,24 +42,41 @@ pub enum OutboxError {
 pub struct OutboxFile {
     path: PathBuf,
     file: File,
+    /// The highest `seq` in the file or skipped as already there (this process's cursor).
     last_seq: i64,
+    /// The cursor as the database has it (behind `last_seq` only while a write failed).
+    saved_seq: i64,
+    /// Lines past the database's cursor found in the file on open: `seq` → idempotency key.
+    present: HashMap<i64, String>,
     unsubscribe: Option<UnsubscribeLinks>,
 }
 
+/// The idempotency key a line or row carries (sends under `send`, actions at the top).
+fn key_of(v: &Value) -> Option<&str> {
+    v.get("idempotency_key")
+        .and_then(Value::as_str)
+        .or_else(|| v.get("send")?.get("idempotency_key")?.as_str())
+}
+
 impl OutboxFile {
-    /// Opens (or creates) the file, finds the last delivered `seq` and cuts a torn last line.
-    pub fn open(path: &Path) -> Result<OutboxFile, OutboxError> {
+    /// Opens (or creates) the file, cuts a torn last line, and reads where delivery stands:
+    /// the database's cursor, and the lines past it the file already has (a crash after an
+    /// append). A database without a cursor (made before it existed) takes the file's last
+    /// `seq`, as delivery did then.
+    pub fn open(path: &Path, store: &mut SqliteStore) -> Result<OutboxFile, OutboxError> {
         let io_err = |source| OutboxError::Io {
             path: path.to_path_buf(),
             source,
         };
+        let cursor = store.outbox_delivered()?;
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
             .open(path)
             .map_err(io_err)?;
-        let mut last_seq = 0;
+        let mut file_last = 0;
+        let mut present = HashMap::new();
         let mut good_len = 0u64;
         {
             let mut reader = BufReader::new(&file);
@@ -71,11 +94,15 @@ impl OutboxFile {
                 if !line.ends_with(b"\n") {
                     break;
                 }
-                if let Some(seq) = serde_json::from_slice::<Value>(&line)
-                    .ok()
-                    .and_then(|v| v.get("seq").and_then(Value::as_i64))
+                if let Ok(v) = serde_json::from_slice::<Value>(&line)
+                    && let Some(seq) = v.get("seq").and_then(Value::as_i64)
                 {
-                    last_seq = last_seq.max(seq);
+                    file_last = file_last.max(seq);
+                    if cursor.is_some_and(|c| seq > c)
+                        && let Some(key) = key_of(&v)
+                    {
+                        present.insert(seq, key.to_string());
+                    }
                 }
                 good_len = offset;
             }
@@ -84,10 +111,19 @@ impl OutboxFile {
             file.set_len(good_len).map_err(io_err)?;
         }
         file.seek(SeekFrom::End(0)).map_err(io_err)?;
+        let last_seq = match cursor {
+            Some(c) => c,
+            None => {
+                store.set_outbox_delivered(file_last)?;
+                file_last
+            }
+        };
         Ok(OutboxFile {
             path: path.to_path_buf(),
             file,
             last_seq,
+            saved_seq: last_seq,
+            present,
             unsubscribe: None,
         })
     }
@@ -103,17 +139,29 @@ impl OutboxFile {
         self.last_seq
     }
 
-    /// Appends every stored row not yet in the file; returns how many.
+    /// Appends every stored row not yet in the file, then records the cursor in the
+    /// database; returns how many lines were appended.
     pub fn deliver(&mut self, store: &mut SqliteStore) -> Result<usize, OutboxError> {
         let mut total = 0;
         loop {
+            if self.saved_seq < self.last_seq {
+                store.set_outbox_delivered(self.last_seq)?;
+                self.saved_seq = self.last_seq;
+            }
             let rows = store.outbox_after(self.last_seq, 1000)?;
             if rows.is_empty() {
                 return Ok(total);
             }
             let mut buf = Vec::new();
+            let mut lines = 0;
             for (seq, kind, payload) in &rows {
                 let mut v: Value = serde_json::from_str(payload).unwrap_or(Value::Null);
+                if let Some(key) = self.present.remove(seq)
+                    && key_of(&v) == Some(key.as_str())
+                {
+                    // Appended before a crash kept the cursor from moving: already out.
+                    continue;
+                }
                 if let Value::Object(map) = &mut v {
                     map.insert("seq".into(), Value::from(*seq));
                 }
@@ -124,23 +172,27 @@ impl OutboxFile {
                 // A JSON value always serializes; the empty fallback only keeps the line count right.
                 buf.extend(serde_json::to_vec(&v).unwrap_or_default());
                 buf.push(b'\n');
+                lines += 1;
             }
             let io_err = |source| OutboxError::Io {
                 path: self.path.clone(),
                 source,
             };
-            let before = self.file.metadata().map_err(io_err)?.len();
-            if let Err(e) = self
-                .file
-                .write_all(&buf)
-                .and_then(|()| self.file.sync_data())
-            {
-                // A half-written batch is cut back, so the retry starts on a clean line.
-                let _ = self.file.set_len(before);
-                return Err(io_err(e));
+            if !buf.is_empty() {
+                let before = self.file.metadata().map_err(io_err)?.len();
+                if let Err(e) = self
+                    .file
+                    .write_all(&buf)
+                    .and_then(|()| self.file.sync_data())
+                {
+                    // A half-written batch is cut back, so the retry starts on a clean line.
+                    let _ = self.file.set_len(before);
+                    return Err(io_err(e));
+                }
             }
             self.last_seq = rows.last().map_or(self.last_seq, |r| r.0);
-            total += rows.len();
+            self.present.retain(|seq, _| *seq > self.last_seq);
+            total += lines;
         }
     }
 }

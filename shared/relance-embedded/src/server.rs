@@ -99,8 +99,9 @@ pub fn start_configured(
     clock: Arc<dyn Clock>,
     unsubscribe: Option<UnsubscribeLinks>,
 ) -> Result<(RuntimeHandle, JoinHandle<()>), StartError> {
-    let mut outbox = OutboxFile::open(outbox)?.with_unsubscribe(unsubscribe.clone());
     let mut runtime = Runtime::new(store);
+    let mut outbox =
+        OutboxFile::open(outbox, runtime.store())?.with_unsubscribe(unsubscribe.clone());
     // Rows committed before a crash and not yet in the file go out first.
     outbox.deliver(runtime.store())?;
     let (tx, rx) = mpsc::channel::<Job>();

@@ -1,28 +1,38 @@
 //! `SqliteStore`: the embedded adapter for every port, on one SQLite file (WAL) with
 //! versioned migrations. Each unit of work is one `BEGIN IMMEDIATE … COMMIT` transaction,
-//! so a crash leaves either all of a transition's writes or none.
+//! so a crash leaves either all of a transition's writes or none; `synchronous = FULL`
+//! makes each commit durable before it returns, so nothing the outbox file shows (it is
+//! written after the commit) can be rolled back by a power loss.
+//!
+//! Instants are INTEGER columns: microseconds since the Unix epoch, within
+//! 1970-01-01..9999-12-31 ([`relance_core::instant`]). A due row that does not read (a
+//! wrong type, an instant out of range) is returned as [`Due::Unreadable`] with its rowid.
 
 use std::path::Path;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use relance_core::contact::{
     ActivityEvent, Contact, Engagement, EngagementKind, History, SendMark,
 };
 use relance_core::engine::{Enrollment, Send, Wake};
+use relance_core::instant;
 use relance_core::journal::Record;
 use relance_core::ports::{
-    ContactChange, ContactStore, EnrollmentStore, EntryMark, InactivityCheck, JournalStore,
+    ContactChange, ContactStore, Due, EnrollmentStore, EntryMark, InactivityCheck, JournalStore,
     LaunchTime, ScenarioEntry, ScenarioSource, ScenarioStore, SourceFormat, Status, Store,
-    TimerStore,
+    TimerStore, UnreadableRow,
 };
 use relance_core::scenario::Action;
+use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The migrations, in order; `PRAGMA user_version` says how many were applied.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 5] = [
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_dead_letter.sql"),
     include_str!("../migrations/0003_policy.sql"),
+    include_str!("../migrations/0004_integer_instants.sql"),
+    include_str!("../migrations/0005_outbox_delivery.sql"),
 ];
 
 /// A storage failure.
@@ -40,20 +50,128 @@ pub enum StoreError {
     /// The database was written by a newer Relance.
     #[error("the database has schema version {found}, newer than this build knows ({known})")]
     TooNew { found: usize, known: usize },
+    /// An instant to store is outside 1970-01-01..9999-12-31 (the inputs and the engine
+    /// refuse such instants first; this keeps a row that would not read out of the file).
+    #[error("{what}: {source}")]
+    OutOfRange {
+        what: &'static str,
+        source: instant::OutOfRange,
+    },
 }
 
-/// Formats an instant for storage: fixed width, so text order is time order.
-pub fn ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+/// The storage form of an instant: microseconds since the Unix epoch, so SQL order is time
+/// order. Only instants within range are written.
+pub fn ts(what: &'static str, t: DateTime<Utc>) -> Result<i64, StoreError> {
+    instant::check(t)
+        .map(instant::to_micros)
+        .map_err(|source| StoreError::OutOfRange { what, source })
 }
 
-fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| StoreError::Corrupt {
-            what: "timestamp",
-            why: e.to_string(),
+/// The storage form of `now`-like instants the store takes itself (clamped: a clock can
+/// only be out of range on a broken machine, and a bookkeeping time never decides anything).
+fn stamp(t: DateTime<Utc>) -> i64 {
+    instant::to_micros(t).clamp(instant::MIN_MICROS, instant::MAX_MICROS)
+}
+
+fn parse_ts(micros: i64) -> Result<DateTime<Utc>, StoreError> {
+    instant::from_micros(micros).ok_or_else(|| StoreError::Corrupt {
+        what: "timestamp",
+        why: format!("{micros} is outside {}", instant::RANGE_TEXT),
+    })
+}
+
+/// One column of a due row, as stored (any SQLite type), for reading it by hand.
+fn describe(v: &SqlValue) -> serde_json::Value {
+    match v {
+        SqlValue::Null => serde_json::Value::Null,
+        SqlValue::Integer(i) => serde_json::Value::from(*i),
+        SqlValue::Real(f) => serde_json::Value::from(*f),
+        SqlValue::Text(t) => serde_json::Value::from(t.as_str()),
+        SqlValue::Blob(b) => serde_json::Value::from(format!("<{} bytes>", b.len())),
+    }
+}
+
+/// A due row read column by column: every value must have its type and every instant its
+/// range, or the row is [`Due::Unreadable`] (with its rowid, to delete it) and the others
+/// still come out.
+struct RawRow {
+    kind: &'static str,
+    rowid: i64,
+    columns: Vec<(&'static str, SqlValue)>,
+}
+
+impl RawRow {
+    fn read(
+        kind: &'static str,
+        names: &[&'static str],
+        r: &rusqlite::Row<'_>,
+    ) -> rusqlite::Result<RawRow> {
+        let rowid = r.get(0)?;
+        let mut columns = Vec::with_capacity(names.len());
+        for (i, name) in names.iter().enumerate() {
+            columns.push((*name, r.get::<_, SqlValue>(i + 1)?));
+        }
+        Ok(RawRow {
+            kind,
+            rowid,
+            columns,
         })
+    }
+
+    fn text(&self, i: usize) -> Result<String, String> {
+        match &self.columns[i] {
+            (_, SqlValue::Text(t)) => Ok(t.clone()),
+            (name, other) => Err(format!("{name}: not text ({:?})", other.data_type())),
+        }
+    }
+
+    fn instant(&self, i: usize) -> Result<DateTime<Utc>, String> {
+        match &self.columns[i] {
+            (name, SqlValue::Integer(m)) => instant::from_micros(*m).ok_or_else(|| {
+                format!(
+                    "{name}: {m} microseconds is outside {}",
+                    instant::RANGE_TEXT
+                )
+            }),
+            (name, other) => Err(format!(
+                "{name}: {} is not an instant (microseconds since 1970)",
+                describe(other)
+            )),
+        }
+    }
+
+    fn due<T>(self, read: impl FnOnce(&RawRow) -> Result<T, String>) -> Due<T> {
+        match read(&self) {
+            Ok(item) => Due::Ready(item),
+            Err(reason) => {
+                let mut raw = serde_json::Map::new();
+                raw.insert("table".into(), self.kind.into());
+                raw.insert("rowid".into(), self.rowid.into());
+                for (name, v) in &self.columns {
+                    raw.insert((*name).into(), describe(v));
+                }
+                Due::Unreadable(UnreadableRow {
+                    kind: self.kind.to_string(),
+                    locator: self.rowid.to_string(),
+                    raw: serde_json::Value::Object(raw).to_string(),
+                    reason,
+                })
+            }
+        }
+    }
+}
+
+/// The earliest value of a `due` column as the runner's wake-up time: a value that does not
+/// read is due at once (the next tick moves its row to the dead letters).
+fn due_value(v: SqlValue) -> Option<DateTime<Utc>> {
+    match v {
+        SqlValue::Null => None,
+        SqlValue::Integer(m) => Some(instant::from_micros(m).unwrap_or_else(instant::min)),
+        // A real compares as its number (a due query takes it once that time has come).
+        SqlValue::Real(f) => Some(instant::from_micros(f as i64).unwrap_or_else(instant::min)),
+        // Text and blobs sort after every number: the due queries take them at once.
+        SqlValue::Text(_) | SqlValue::Blob(_) => Some(instant::min()),
+    }
 }
 
 fn json<T: serde::de::DeserializeOwned>(what: &'static str, s: &str) -> Result<T, StoreError> {
@@ -79,7 +197,10 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // FULL: a commit is on disk before it returns. The outbox file is written after the
+        // commit, so what it shows can no longer be rolled back by a power loss (NORMAL in
+        // WAL mode may lose the last commits).
+        conn.pragma_update(None, "synchronous", "FULL")?;
         Self::prepare(conn)
     }
 
@@ -136,6 +257,34 @@ impl SqliteStore {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The highest outbox `seq` the outbox file holds, as last recorded (`None` for a
+    /// database from before the cursor was kept, until the first delivery sets it).
+    pub fn outbox_delivered(&mut self) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT seq FROM outbox_delivery WHERE id = 1")?
+            .query_row([], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Records that the outbox file holds every row up to `seq` (after the append is synced).
+    pub fn set_outbox_delivered(&mut self, seq: i64) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO outbox_delivery (id, seq) VALUES (1, ?1)
+                 ON CONFLICT (id) DO UPDATE SET seq = excluded.seq",
+            )?
+            .execute(params![seq])?;
+        Ok(())
+    }
+
+    /// The `synchronous` setting in force (2 = FULL for a file, as `open` sets it).
+    pub fn synchronous(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))?)
     }
 
     /// The dead letters: (kind, payload, reason), oldest first.
@@ -238,12 +387,12 @@ impl ScenarioStore for SqliteStore {
         };
         self.conn.execute(
             "INSERT INTO scenario_version (scenario_id, version, format, source, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![id, version, format, text, ts(now)],
+            params![id, version, format, text, stamp(now)],
         )?;
         self.conn.execute(
             "INSERT INTO scenario (id, status, latest_version, active_version, updated_at) VALUES (?1, 'draft', ?2, NULL, ?3)
              ON CONFLICT (id) DO UPDATE SET latest_version = excluded.latest_version, updated_at = excluded.updated_at",
-            params![id, version, ts(now)],
+            params![id, version, stamp(now)],
         )?;
         Ok(version)
     }
@@ -257,7 +406,7 @@ impl ScenarioStore for SqliteStore {
     ) -> Result<(), StoreError> {
         self.conn.execute(
             "UPDATE scenario SET status = ?2, active_version = COALESCE(?3, active_version), updated_at = ?4 WHERE id = ?1",
-            params![id, status.as_str(), active_version, ts(now)],
+            params![id, status.as_str(), active_version, stamp(now)],
         )?;
         Ok(())
     }
@@ -278,7 +427,7 @@ impl ScenarioStore for SqliteStore {
     ) -> Result<(), StoreError> {
         self.conn.execute(
             "INSERT INTO setting (name, value, updated_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-            params![name, text, ts(now)],
+            params![name, text, stamp(now)],
         )?;
         Ok(())
     }
@@ -319,7 +468,7 @@ impl ContactStore for SqliteStore {
             "INSERT INTO contact (id, fields, updated_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (id) DO UPDATE SET fields = excluded.fields, updated_at = excluded.updated_at",
         )?
-        .execute(params![contact.id(), to_json(contact), ts(now)])?;
+        .execute(params![contact.id(), to_json(contact), stamp(now)])?;
         Ok(change)
     }
 
@@ -338,7 +487,7 @@ impl ContactStore for SqliteStore {
             )?
             .execute(params![
                 contact,
-                ts(event.at),
+                ts("activity at", event.at)?,
                 event.name,
                 to_json(&event.properties)
             ])?;
@@ -355,7 +504,7 @@ impl ContactStore for SqliteStore {
             .prepare_cached(
                 "INSERT INTO engagement (contact_id, scenario_id, step, kind, at, url, link_tags) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
-            .execute(params![contact, scenario, e.step, e.kind.as_str(), ts(e.at), e.url, to_json(&e.link_tags)])?;
+            .execute(params![contact, scenario, e.step, e.kind.as_str(), ts("engagement at", e.at)?, e.url, to_json(&e.link_tags)])?;
         Ok(())
     }
 
@@ -365,7 +514,7 @@ impl ContactStore for SqliteStore {
             let mut stmt = self.conn.prepare_cached("SELECT at, name, properties FROM activity WHERE contact_id = ?1 ORDER BY at, rowid")?;
             let rows = stmt.query_map(params![contact], |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
                     r.get::<_, String>(2)?,
                 ))
@@ -373,7 +522,7 @@ impl ContactStore for SqliteStore {
             for row in rows {
                 let (at, name, properties) = row?;
                 h.events.push(ActivityEvent {
-                    at: parse_ts(&at)?,
+                    at: parse_ts(at)?,
                     name,
                     properties: json("activity properties", &properties)?,
                 });
@@ -385,7 +534,7 @@ impl ContactStore for SqliteStore {
             )?;
             let rows = stmt.query_map(params![contact, scenario], |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
                     r.get::<_, String>(2)?,
                     r.get::<_, Option<String>>(3)?,
@@ -402,7 +551,7 @@ impl ContactStore for SqliteStore {
                         why: kind.clone(),
                     })?;
                 h.engagement.push(Engagement {
-                    at: parse_ts(&at)?,
+                    at: parse_ts(at)?,
                     step,
                     kind,
                     url,
@@ -414,10 +563,10 @@ impl ContactStore for SqliteStore {
             let mut stmt = self
                 .conn
                 .prepare_cached("SELECT at FROM outbox WHERE contact_id = ?1 AND scenario_id = ?2 AND kind = 'send' ORDER BY at")?;
-            let rows = stmt.query_map(params![contact, scenario], |r| r.get::<_, String>(0))?;
+            let rows = stmt.query_map(params![contact, scenario], |r| r.get::<_, i64>(0))?;
             for row in rows {
                 h.sends.push(SendMark {
-                    at: parse_ts(&row?)?,
+                    at: parse_ts(row?)?,
                 });
             }
         }
@@ -428,10 +577,10 @@ impl ContactStore for SqliteStore {
         let mut stmt = self.conn.prepare_cached(
             "SELECT at FROM outbox WHERE contact_id = ?1 AND kind = 'send' ORDER BY at",
         )?;
-        let rows = stmt.query_map(params![contact], |r| r.get::<_, String>(0))?;
+        let rows = stmt.query_map(params![contact], |r| r.get::<_, i64>(0))?;
         rows.map(|row| {
             Ok(SendMark {
-                at: parse_ts(&row?)?,
+                at: parse_ts(row?)?,
             })
         })
         .collect()
@@ -479,7 +628,7 @@ impl EnrollmentStore for SqliteStore {
                     "INSERT OR IGNORE INTO enrollment (id, scenario_id, scenario_version, contact_id, version, running, entered_at, state)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )?
-                .execute(params![e.id, e.scenario, scenario_version, e.contact, e.version as i64, e.is_running(), ts(e.entered_at), state]),
+                .execute(params![e.id, e.scenario, scenario_version, e.contact, e.version as i64, e.is_running(), ts("entered_at", e.entered_at)?, state]),
             Some(v) => self
                 .conn
                 .prepare_cached("UPDATE enrollment SET version = ?2, running = ?3, state = ?4 WHERE id = ?1 AND version = ?5")?
@@ -503,14 +652,14 @@ impl EnrollmentStore for SqliteStore {
         scenario: &str,
         contact: &str,
     ) -> Result<Option<EntryMark>, StoreError> {
-        let row: Option<(String, u32)> = self
+        let row: Option<(i64, u32)> = self
             .conn
             .prepare_cached("SELECT last_entered_at, entries FROM entry WHERE scenario_id = ?1 AND contact_id = ?2")?
             .query_row(params![scenario, contact], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         row.map(|(at, entries)| {
             Ok(EntryMark {
-                last_entered_at: parse_ts(&at)?,
+                last_entered_at: parse_ts(at)?,
                 entries,
             })
         })
@@ -528,7 +677,7 @@ impl EnrollmentStore for SqliteStore {
                 "INSERT INTO entry (scenario_id, contact_id, last_entered_at, entries) VALUES (?1, ?2, ?3, 1)
                  ON CONFLICT (scenario_id, contact_id) DO UPDATE SET last_entered_at = excluded.last_entered_at, entries = entries + 1",
             )?
-            .execute(params![scenario, contact, ts(at)])?;
+            .execute(params![scenario, contact, ts("last_entered_at", at)?])?;
         Ok(())
     }
 }
@@ -539,7 +688,7 @@ impl TimerStore for SqliteStore {
     fn schedule(&mut self, w: &Wake) -> Result<(), StoreError> {
         self.conn
             .prepare_cached("INSERT OR IGNORE INTO timer (due, enrollment_id, contact_id, step) VALUES (?1, ?2, ?3, ?4)")?
-            .execute(params![ts(w.at), w.enrollment, w.contact, w.step])?;
+            .execute(params![ts("timer due", w.at)?, w.enrollment, w.contact, w.step])?;
         Ok(())
     }
 
@@ -548,35 +697,38 @@ impl TimerStore for SqliteStore {
             .prepare_cached(
                 "DELETE FROM timer WHERE enrollment_id = ?1 AND step = ?2 AND due = ?3",
             )?
-            .execute(params![w.enrollment, w.step, ts(w.at)])?;
+            .execute(params![w.enrollment, w.step, instant::to_micros(w.at)])?;
         Ok(())
     }
 
-    fn due_timers(&mut self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Wake>, StoreError> {
+    fn due_timers(
+        &mut self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Due<Wake>>, StoreError> {
+        // `due > MAX` also takes the rows that do not read: an integer past 9999-12-31, and
+        // text or blobs, which SQLite orders after every number (both ends of the index).
         let mut stmt = self.conn.prepare_cached(
-            "SELECT t.due, t.enrollment_id, t.contact_id, t.step FROM timer t
+            "SELECT t.rowid, t.due, t.enrollment_id, t.contact_id, t.step FROM timer t
                JOIN enrollment e ON e.id = t.enrollment_id
                JOIN scenario s ON s.id = e.scenario_id
-             WHERE t.due <= ?1 AND s.status = 'active'
-             ORDER BY t.due, t.enrollment_id LIMIT ?2",
+             WHERE (t.due <= ?1 OR t.due > ?2) AND s.status = 'active'
+             ORDER BY t.due, t.enrollment_id LIMIT ?3",
         )?;
-        let rows = stmt.query_map(params![ts(now), limit as i64], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-            ))
-        })?;
+        let rows = stmt.query_map(
+            params![instant::to_micros(now), instant::MAX_MICROS, limit as i64],
+            |r| RawRow::read("timer", &["due", "enrollment_id", "contact_id", "step"], r),
+        )?;
         let mut out = Vec::new();
         for row in rows {
-            let (due, enrollment, contact, step) = row?;
-            out.push(Wake {
-                enrollment,
-                contact,
-                step,
-                at: parse_ts(&due)?,
-            });
+            out.push(row?.due(|r| {
+                Ok(Wake {
+                    at: r.instant(0)?,
+                    enrollment: r.text(1)?,
+                    contact: r.text(2)?,
+                    step: r.text(3)?,
+                })
+            }));
         }
         Ok(out)
     }
@@ -587,7 +739,7 @@ impl TimerStore for SqliteStore {
                 "INSERT INTO inactivity (scenario_id, contact_id, due) VALUES (?1, ?2, ?3)
                  ON CONFLICT (scenario_id, contact_id) DO UPDATE SET due = excluded.due",
             )?
-            .execute(params![c.scenario, c.contact, ts(c.due)])?;
+            .execute(params![c.scenario, c.contact, ts("inactivity due", c.due)?])?;
         Ok(())
     }
 
@@ -603,26 +755,24 @@ impl TimerStore for SqliteStore {
         &mut self,
         now: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<InactivityCheck>, StoreError> {
+    ) -> Result<Vec<Due<InactivityCheck>>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT i.scenario_id, i.contact_id, i.due FROM inactivity i JOIN scenario s ON s.id = i.scenario_id
-             WHERE i.due <= ?1 AND s.status = 'active' ORDER BY i.due, i.contact_id LIMIT ?2",
+            "SELECT i.rowid, i.scenario_id, i.contact_id, i.due FROM inactivity i JOIN scenario s ON s.id = i.scenario_id
+             WHERE (i.due <= ?1 OR i.due > ?2) AND s.status = 'active' ORDER BY i.due, i.contact_id LIMIT ?3",
         )?;
-        let rows = stmt.query_map(params![ts(now), limit as i64], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?;
+        let rows = stmt.query_map(
+            params![instant::to_micros(now), instant::MAX_MICROS, limit as i64],
+            |r| RawRow::read("inactivity", &["scenario_id", "contact_id", "due"], r),
+        )?;
         let mut out = Vec::new();
         for row in rows {
-            let (scenario, contact, due) = row?;
-            out.push(InactivityCheck {
-                scenario,
-                contact,
-                due: parse_ts(&due)?,
-            });
+            out.push(row?.due(|r| {
+                Ok(InactivityCheck {
+                    scenario: r.text(0)?,
+                    contact: r.text(1)?,
+                    due: r.instant(2)?,
+                })
+            }));
         }
         Ok(out)
     }
@@ -632,7 +782,7 @@ impl TimerStore for SqliteStore {
             .prepare_cached(
                 "DELETE FROM inactivity WHERE scenario_id = ?1 AND contact_id = ?2 AND due = ?3",
             )?
-            .execute(params![c.scenario, c.contact, ts(c.due)])?;
+            .execute(params![c.scenario, c.contact, instant::to_micros(c.due)])?;
         Ok(())
     }
 
@@ -649,7 +799,7 @@ impl TimerStore for SqliteStore {
                     "INSERT INTO launch (scenario_id, zone, next_at) VALUES (?1, ?2, ?3)
                      ON CONFLICT (scenario_id, zone) DO UPDATE SET next_at = excluded.next_at",
                 )?
-                .execute(params![scenario, zone, ts(at)])?,
+                .execute(params![scenario, zone, ts("launch next_at", at)?])?,
             None => self
                 .conn
                 .prepare_cached("DELETE FROM launch WHERE scenario_id = ?1 AND zone = ?2")?
@@ -658,32 +808,51 @@ impl TimerStore for SqliteStore {
         Ok(())
     }
 
-    fn due_launches(&mut self, now: DateTime<Utc>) -> Result<Vec<LaunchTime>, StoreError> {
+    fn due_launches(&mut self, now: DateTime<Utc>) -> Result<Vec<Due<LaunchTime>>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT l.scenario_id, l.zone, l.next_at FROM launch l JOIN scenario s ON s.id = l.scenario_id
-             WHERE l.next_at <= ?1 AND s.status = 'active' ORDER BY l.next_at, l.scenario_id, l.zone",
+            "SELECT l.rowid, l.scenario_id, l.zone, l.next_at FROM launch l JOIN scenario s ON s.id = l.scenario_id
+             WHERE (l.next_at <= ?1 OR l.next_at > ?2) AND s.status = 'active' ORDER BY l.next_at, l.scenario_id, l.zone",
         )?;
-        let rows = stmt.query_map(params![ts(now)], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-            ))
+        let rows = stmt.query_map(params![instant::to_micros(now), instant::MAX_MICROS], |r| {
+            RawRow::read("launch", &["scenario_id", "zone", "next_at"], r)
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (scenario, zone, at) = row?;
-            out.push(LaunchTime {
-                scenario,
-                zone,
-                at: parse_ts(&at)?,
-            });
+            out.push(row?.due(|r| {
+                Ok(LaunchTime {
+                    scenario: r.text(0)?,
+                    zone: r.text(1)?,
+                    at: r.instant(2)?,
+                })
+            }));
         }
         Ok(out)
     }
 
+    fn remove_unreadable(&mut self, row: &UnreadableRow) -> Result<(), StoreError> {
+        let table = match row.kind.as_str() {
+            "timer" => "timer",
+            "inactivity" => "inactivity",
+            "launch" => "launch",
+            other => {
+                return Err(StoreError::Corrupt {
+                    what: "unreadable row kind",
+                    why: other.to_string(),
+                });
+            }
+        };
+        let rowid: i64 = row.locator.parse().map_err(|_| StoreError::Corrupt {
+            what: "unreadable row locator",
+            why: row.locator.clone(),
+        })?;
+        self.conn
+            .prepare_cached(&format!("DELETE FROM {table} WHERE rowid = ?1"))?
+            .execute(params![rowid])?;
+        Ok(())
+    }
+
     fn next_due(&mut self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let next: Option<String> = self.conn.query_row(
+        let next: SqlValue = self.conn.query_row(
             "SELECT MIN(d) FROM (
                SELECT MIN(t.due) AS d FROM timer t JOIN enrollment e ON e.id = t.enrollment_id
                  JOIN scenario s ON s.id = e.scenario_id WHERE s.status = 'active'
@@ -692,7 +861,7 @@ impl TimerStore for SqliteStore {
             [],
             |r| r.get(0),
         )?;
-        next.map(|s| parse_ts(&s)).transpose()
+        Ok(due_value(next))
     }
 }
 
@@ -711,7 +880,7 @@ impl SqliteStore {
             .prepare_cached(
                 "INSERT OR IGNORE INTO outbox (idempotency_key, scenario_id, contact_id, kind, at, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
-            .execute(params![key, scenario, contact, kind, ts(at), payload.to_string()])?;
+            .execute(params![key, scenario, contact, kind, ts("outbox at", at)?, payload.to_string()])?;
         Ok(())
     }
 }
@@ -730,7 +899,7 @@ impl JournalStore for SqliteStore {
             .prepare_cached(
                 "INSERT INTO dead_letter (kind, payload, reason, at) VALUES (?1, ?2, ?3, ?4)",
             )?
-            .execute(params![kind, payload, reason, ts(at)])?;
+            .execute(params![kind, payload, reason, stamp(at)])?;
         Ok(())
     }
 

@@ -1314,4 +1314,64 @@ async fn hostile_oversized_body_gets_a_json_413() {
         "{body}"
     );
     nothing_written(&app).await;
+
+/// Issue 11, finding 2: an instant outside 1970..9999 is a 400 naming `at`, never a 500; an
+/// event at 9999-12-31T23:30 whose inactivity check would fall past 9999 is refused the same
+/// way, stores nothing, and the runner goes on firing the other contacts' checks.
+#[tokio::test]
+async fn hostile_out_of_range_instants_are_a_400_naming_at() {
+    let app = app("hostile-instants");
+    put_scenario(
+        &app,
+        "id: cart\nlaunch: {type: trigger, event: cart.abandoned, inactivity_minutes: 30}\nmessages:\n  m: {channel: email, subject: s, text: x}\nsteps:\n  - {id: send, send: m, next: done}\n  - {id: done, end: success}\n",
+    )
+    .await;
+    activate(&app, "cart").await;
+    add_contact(&app, json!({"id": "a", "email": "a@x.io"})).await;
+    add_contact(&app, json!({"id": "b", "email": "b@x.io"})).await;
+    for (path, body) in [
+        (
+            "/v1/events",
+            json!({"contact": "a", "event": "cart.updated", "at": "0001-01-01T00:00:00Z"}),
+        ),
+        (
+            "/v1/events",
+            json!({"contact": "a", "event": "cart.updated", "at": "1969-12-31T23:59:59Z"}),
+        ),
+        (
+            "/v1/contacts",
+            json!({"contact": {"id": "a"}, "at": "0000-01-01T00:00:00Z"}),
+        ),
+        (
+            "/v1/engagement",
+            json!({"contact": "a", "scenario": "cart", "step": "send", "kind": "opened", "at": "1900-01-01T00:00:00Z"}),
+        ),
+    ] {
+        let r = post_json(&app, path, body).await;
+        let message = assert_error(&r, StatusCode::BAD_REQUEST, Some("at"));
+        assert!(
+            message.contains("outside 1970-01-01..9999-12-31"),
+            "{message}"
+        );
+    }
+    let r = post_json(
+        &app,
+        "/v1/events",
+        json!({"contact": "a", "event": "cart.updated", "at": "9999-12-31T23:30:00Z"}),
+    )
+    .await;
+    let message = assert_error(&r, StatusCode::BAD_REQUEST, Some("at"));
+    assert!(message.contains("past 9999-12-31"), "{message}");
+    // b's check, in range, still fires.
+    let r = post_json(
+        &app,
+        "/v1/events",
+        json!({"contact": "b", "event": "cart.updated"}),
+    )
+    .await;
+    assert_eq!(r.0, StatusCode::ACCEPTED, "{}", r.1);
+    app.advance(TimeDelta::minutes(31)).await;
+    let lines = app.outbox_at_least(1).await;
+    assert_eq!(sends_to(&lines, "b").len(), 1, "{lines:#?}");
+    assert!(sends_to(&lines, "a").is_empty(), "{lines:#?}");
 }

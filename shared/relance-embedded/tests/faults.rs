@@ -22,9 +22,9 @@ use relance_core::contact::{
 use relance_core::engine::{Enrollment, Send, Wake};
 use relance_core::journal::{Record, RecordKind};
 use relance_core::ports::{
-    ContactChange, ContactStore, EnrollmentStore, EntryMark, InactivityCheck, JournalStore,
+    ContactChange, ContactStore, Due, EnrollmentStore, EntryMark, InactivityCheck, JournalStore,
     LaunchTime, ScenarioEntry, ScenarioSource, ScenarioStore, SourceFormat, Status, Store,
-    TimerStore,
+    TimerStore, UnreadableRow,
 };
 use relance_core::scenario::Action;
 use relance_core::wire::{EngagementDetail, LaunchDetail};
@@ -391,7 +391,11 @@ impl<S: Store> TimerStore for FlakyStore<S> {
     fn cancel(&mut self, wake: &Wake) -> Result<(), Self::Error> {
         self.pass(|s| s.cancel(wake))
     }
-    fn due_timers(&mut self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Wake>, Self::Error> {
+    fn due_timers(
+        &mut self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Due<Wake>>, Self::Error> {
         self.pass(|s| s.due_timers(now, limit))
     }
     fn set_inactivity(&mut self, check: &InactivityCheck) -> Result<(), Self::Error> {
@@ -404,7 +408,7 @@ impl<S: Store> TimerStore for FlakyStore<S> {
         &mut self,
         now: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<InactivityCheck>, Self::Error> {
+    ) -> Result<Vec<Due<InactivityCheck>>, Self::Error> {
         self.pass(|s| s.due_inactivity(now, limit))
     }
     fn remove_inactivity(&mut self, check: &InactivityCheck) -> Result<(), Self::Error> {
@@ -418,8 +422,11 @@ impl<S: Store> TimerStore for FlakyStore<S> {
     ) -> Result<(), Self::Error> {
         self.pass(|s| s.set_launch(scenario, zone, at))
     }
-    fn due_launches(&mut self, now: DateTime<Utc>) -> Result<Vec<LaunchTime>, Self::Error> {
+    fn due_launches(&mut self, now: DateTime<Utc>) -> Result<Vec<Due<LaunchTime>>, Self::Error> {
         self.pass(|s| s.due_launches(now))
+    }
+    fn remove_unreadable(&mut self, row: &UnreadableRow) -> Result<(), Self::Error> {
+        self.pass(|s| s.remove_unreadable(row))
     }
     fn next_due(&mut self) -> Result<Option<DateTime<Utc>>, Self::Error> {
         self.pass(|s| s.next_due())

@@ -11,8 +11,8 @@ use relance_core::contact::{ActivityEvent, Contact, Engagement, EngagementKind};
 use relance_core::engine::{Engine, Entry, EntryRequest, Input, Transition, Wake, profile_changes};
 use relance_core::journal::{JournalCounts, Record};
 use relance_core::ports::{
-    ContactChange, InactivityCheck, SETTING_MESSAGES, SETTING_POLICY, ScenarioEntry, SourceFormat,
-    Status, Store,
+    ContactChange, Due, InactivityCheck, SETTING_MESSAGES, SETTING_POLICY, ScenarioEntry,
+    SourceFormat, Status, Store, UnreadableRow,
 };
 use relance_core::scenario::{ImportSubset, Launch, Scenario};
 use relance_core::schedule::inactivity_deadline;
@@ -78,6 +78,16 @@ pub enum RuntimeError {
 
 fn store_err<E: std::error::Error + Send + Sync + 'static>(e: E) -> RuntimeError {
     RuntimeError::Store(Box::new(e))
+}
+
+/// The instant of an input (`at`, default `now`), refused outside 1970-01-01..9999-12-31.
+/// The wire decoders refuse such an `at` already; this keeps callers that build details in
+/// code to the same rule, since a stored instant out of range would not read back.
+fn input_at(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<DateTime<Utc>, RuntimeError> {
+    relance_core::instant::check(at.unwrap_or(now)).map_err(|e| RuntimeError::BadInput {
+        field: "at".into(),
+        message: e.to_string(),
+    })
 }
 
 /// What `put_scenario` did.
@@ -442,7 +452,7 @@ where
         detail: ContactDetail,
         now: DateTime<Utc>,
     ) -> Result<ContactChange, RuntimeError> {
-        let at = detail.at.unwrap_or(now);
+        let at = input_at(detail.at, now)?;
         let incoming = Contact::from_json(serde_json::Value::Object(detail.contact.clone()))
             .map_err(|e| RuntimeError::BadInput {
                 field: "contact".into(),
@@ -496,7 +506,7 @@ where
                 }
             };
             let event = ActivityEvent {
-                at: detail.at.unwrap_or(now),
+                at: input_at(detail.at, now)?,
                 name: detail.event.clone(),
                 properties: detail.properties.clone(),
             };
@@ -571,7 +581,7 @@ where
                     message: format!("no contact \"{}\"", detail.contact),
                 })?;
             let engagement = Engagement {
-                at: detail.at.unwrap_or(now),
+                at: input_at(detail.at, now)?,
                 step: detail.step.clone(),
                 kind: detail.kind,
                 url: detail.url.clone(),
@@ -757,6 +767,13 @@ where
         let now = now.trunc_subsecs(6);
         let mut report = TickReport::default();
         for launch in self.store.due_launches(now).map_err(store_err)? {
+            let launch = match launch {
+                Due::Ready(launch) => launch,
+                Due::Unreadable(row) => {
+                    self.bury(now, &row)?;
+                    continue;
+                }
+            };
             self.settle(
                 now,
                 "launch",
@@ -775,6 +792,13 @@ where
             .due_inactivity(now, TIMER_BATCH)
             .map_err(store_err)?
         {
+            let check = match check {
+                Due::Ready(check) => check,
+                Due::Unreadable(row) => {
+                    self.bury(now, &row)?;
+                    continue;
+                }
+            };
             let fire = |u: &mut Unit<'_, S>| {
                 u.store.remove_inactivity(&check).map_err(store_err)?;
                 let Some(entry) = u.store.scenario(&check.scenario).map_err(store_err)? else {
@@ -809,9 +833,37 @@ where
         until: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Wake>, RuntimeError> {
-        self.store
-            .due_timers(until.trunc_subsecs(6), limit)
-            .map_err(store_err)
+        let until = until.trunc_subsecs(6);
+        loop {
+            let batch = self.store.due_timers(until, limit).map_err(store_err)?;
+            let full = batch.len() >= limit;
+            let mut ready = Vec::with_capacity(batch.len());
+            for due in batch {
+                match due {
+                    Due::Ready(wake) => ready.push(wake),
+                    Due::Unreadable(row) => self.bury(until, &row)?,
+                }
+            }
+            // A full batch of nothing but unreadable rows (now gone) hides what follows.
+            if !ready.is_empty() || !full {
+                return Ok(ready);
+            }
+        }
+    }
+
+    /// Removes a due row that does not read and keeps it as a dead letter (the raw row and
+    /// why), in one unit of its own: the items before and after it still fire, and a later
+    /// tick does not meet it again. Only the store failing to do so is an error (the row then
+    /// stays for the next tick).
+    fn bury(&mut self, now: DateTime<Utc>, row: &UnreadableRow) -> Result<(), RuntimeError> {
+        tracing::error!(kind = %row.kind, reason = %row.reason, "a stored due row does not read; kept as a dead letter");
+        let reason = format!("unreadable row: {}", row.reason);
+        self.unit(now, |u| {
+            u.store.remove_unreadable(row).map_err(store_err)?;
+            u.store
+                .dead_letter(&row.kind, &row.raw, &reason, now)
+                .map_err(store_err)
+        })
     }
 
     /// Fires one timer (the step executor's unit of work). A duplicated or stale timer
@@ -1021,7 +1073,15 @@ where
                 && let (Some(source), Some(minutes)) = (t.inactivity_source(), t.inactivity_minutes)
                 && source == event.name
             {
-                let due = inactivity_deadline(event.at, minutes);
+                let due = inactivity_deadline(event.at, minutes).ok_or_else(|| {
+                    RuntimeError::BadInput {
+                        field: "at".into(),
+                        message: format!(
+                            "{}: the inactivity check of scenario \"{id}\" ({minutes} minutes later) would fall past 9999-12-31",
+                            event.at.to_rfc3339()
+                        ),
+                    }
+                })?;
                 self.store
                     .set_inactivity(&InactivityCheck {
                         scenario: id.clone(),
