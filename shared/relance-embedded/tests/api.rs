@@ -1314,6 +1314,7 @@ async fn hostile_oversized_body_gets_a_json_413() {
         "{body}"
     );
     nothing_written(&app).await;
+}
 
 /// Issue 11, finding 2: an instant outside 1970..9999 is a 400 naming `at`, never a 500; an
 /// event at 9999-12-31T23:30 whose inactivity check would fall past 9999 is refused the same
