@@ -49,6 +49,7 @@ use relance_core::contact::{
 use relance_core::engine::{Effect, Enrollment, Send, Transition, Wake};
 use relance_core::instant;
 use relance_core::journal::Record;
+use relance_core::policy::{Retained, Retention};
 use relance_core::ports::{
     ContactChange, ContactStore, Due, EnrollmentStore, EntryMark, InactivityCheck, JournalStore,
     LaunchTime, ScenarioEntry, ScenarioSource, ScenarioStore, SourceFormat, Status, Store,
@@ -291,6 +292,9 @@ pub struct DynamoStore {
     auto_flush: bool,
     /// A timer cursor is known to exist.
     cursor_exists: bool,
+    /// The policy's retention: activity, engagement and dead-letter items carry an
+    /// `expires_at` (the table's TTL attribute) when their kind has a period.
+    retention: Retention,
 }
 
 impl DynamoStore {
@@ -308,6 +312,7 @@ impl DynamoStore {
             deferred_markers: Vec::new(),
             auto_flush: true,
             cursor_exists: false,
+            retention: Retention::default(),
         }
     }
 
@@ -760,6 +765,14 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// Stamps the TTL attribute on an item of a kind the policy's retention limits.
+    fn expire(&self, item: &mut Item, kind: Retained, at: DateTime<Utc>) {
+        if let Some(period) = self.retention.period(kind) {
+            let expires = period.add_to(at, chrono_tz::Tz::UTC).timestamp();
+            item.insert("expires_at".into(), AttributeValue::N(expires.to_string()));
+        }
+    }
+
     fn journal_sk(pending: &Pending, enrollment: &Enrollment) -> String {
         format!(
             "{}#{}#{}",
@@ -1050,6 +1063,7 @@ impl ContactStore for DynamoStore {
         item.insert("name".into(), s(&event.name));
         item.insert("properties".into(), s(props));
         item.insert("at".into(), s(ts(event.at)));
+        self.expire(&mut item, Retained::Activity, event.at);
         self.put(item)
     }
 
@@ -1082,6 +1096,7 @@ impl ContactStore for DynamoStore {
             item.insert("url".into(), s(u));
         }
         item.insert("link_tags".into(), s(tags));
+        self.expire(&mut item, Retained::Engagement, e.at);
         self.put(item)
     }
 
@@ -1643,6 +1658,18 @@ impl JournalStore for DynamoStore {
         Ok(out)
     }
 
+    /// Items expire by the table's TTL (`expires_at`, stamped when written, see
+    /// [`DynamoStore::expire`]): nothing to delete here. Journal items are kept, since each
+    /// also proves its transition's effects were applied (see the module docs).
+    fn purge(
+        &mut self,
+        _kind: Retained,
+        _before: DateTime<Utc>,
+        _limit: usize,
+    ) -> Result<u64, AwsError> {
+        Ok(0)
+    }
+
     fn dead_letter(
         &mut self,
         kind: &str,
@@ -1659,12 +1686,17 @@ impl JournalStore for DynamoStore {
         item.insert("kind".into(), s(kind));
         item.insert("payload".into(), s(payload));
         item.insert("reason".into(), s(reason));
+        self.expire(&mut item, Retained::DeadLetters, at);
         self.put(item)
     }
 }
 
 impl Store for DynamoStore {
     type Fault = AwsError;
+
+    fn set_retention(&mut self, retention: &Retention) {
+        self.retention = retention.clone();
+    }
 
     /// DynamoDB has no transaction here: the unit's writes are idempotent or conditional, and
     /// `commit_transition` makes each transition whole (see the module docs).

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::contact::{ActivityEvent, Contact, Engagement, History, SendMark};
 use crate::engine::{Effect, Enrollment, Send, Transition, Wake};
 use crate::journal::Record;
+use crate::policy::{Retained, Retention};
 use crate::scenario::{Action, Format};
 
 /// A scenario's lifecycle: draft → active → paused → archived (paused can go back to active).
@@ -403,6 +404,15 @@ pub trait JournalStore {
         scenario: &str,
         contact: Option<&str>,
     ) -> Result<Vec<Record>, Self::Error>;
+    /// Deletes at most `limit` items of `kind` older than `before` (the policy's retention;
+    /// outbox rows only once delivered) and says how many. A store whose items expire by
+    /// themselves (DynamoDB's TTL, see [`Store::set_retention`]) deletes nothing here.
+    fn purge(
+        &mut self,
+        kind: Retained,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<u64, Self::Error>;
 }
 
 /// Everything a runtime needs, with units of work.
@@ -415,6 +425,12 @@ pub trait Store:
 {
     /// The storage failure type shared by every port.
     type Fault;
+
+    /// Tells the store the policy's retention, for stores that stamp an expiry on the items
+    /// they write (DynamoDB's TTL) rather than purging them; others ignore it.
+    fn set_retention(&mut self, retention: &Retention) {
+        let _ = retention;
+    }
 
     /// Applies one effect through the ports (the contact changes of `SetField` come whole
     /// with the transition; `Ended` is the enrollment's own state).

@@ -20,6 +20,9 @@ use crate::store::{SqliteStore, StoreError};
 /// The longest the runner sleeps without looking at the store (another process may write).
 const MAX_SLEEP: Duration = Duration::from_millis(500);
 
+/// How often the runner applies the policy's retention.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
 /// Work for the runner thread.
 pub type Job = Box<dyn FnOnce(&mut Runtime<SqliteStore>, DateTime<Utc>) + Send>;
 
@@ -131,7 +134,15 @@ fn run_loop(
     clock: Arc<dyn Clock>,
     jobs: mpsc::Receiver<Job>,
 ) {
+    // Retention runs at start, then hourly: a purge is cheap and never urgent.
+    let mut next_purge = std::time::Instant::now();
     loop {
+        if std::time::Instant::now() >= next_purge {
+            if let Err(e) = runtime.purge_history(clock.now()) {
+                tracing::error!(error = %e, "retention purge failed; trying again in an hour");
+            }
+            next_purge = std::time::Instant::now() + PURGE_EVERY;
+        }
         let mut pause = Duration::ZERO;
         if let Err(e) = runtime.tick(clock.now()) {
             tracing::error!(error = %e, "tick failed; retrying shortly");

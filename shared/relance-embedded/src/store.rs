@@ -17,6 +17,7 @@ use relance_core::contact::{
 use relance_core::engine::{Enrollment, Send, Wake};
 use relance_core::instant;
 use relance_core::journal::Record;
+use relance_core::policy::Retained;
 use relance_core::ports::{
     ContactChange, ContactStore, Due, EnrollmentStore, EntryMark, InactivityCheck, JournalStore,
     LaunchTime, ScenarioEntry, ScenarioSource, ScenarioStore, SourceFormat, Status, Store,
@@ -941,6 +942,42 @@ impl JournalStore for SqliteStore {
         let (key, payload) =
             relance_core::ports::action_message(scenario, enrollment, contact, step, action, at);
         self.outbox_row(&key, scenario, contact, "action", at, &payload)
+    }
+
+    fn purge(
+        &mut self,
+        kind: Retained,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        let before = instant::to_micros(before);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let deleted = match kind {
+            Retained::Activity => self.conn.prepare_cached(
+                "DELETE FROM activity WHERE rowid IN (SELECT rowid FROM activity WHERE at < ?1 LIMIT ?2)",
+            )?.execute(params![before, limit])?,
+            Retained::Engagement => self.conn.prepare_cached(
+                "DELETE FROM engagement WHERE rowid IN (SELECT rowid FROM engagement WHERE at < ?1 LIMIT ?2)",
+            )?.execute(params![before, limit])?,
+            Retained::DeadLetters => self.conn.prepare_cached(
+                "DELETE FROM dead_letter WHERE seq IN (SELECT seq FROM dead_letter WHERE at < ?1 LIMIT ?2)",
+            )?.execute(params![before, limit])?,
+            // Only rows the file already has: an undelivered send is never dropped.
+            Retained::Outbox => self.conn.prepare_cached(
+                "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE at < ?1 AND seq <= (SELECT seq FROM outbox_delivery WHERE id = 1) LIMIT ?2)",
+            )?.execute(params![before, limit])?,
+            // Records keep their instant in the JSON; RFC 3339 in UTC sorts as text.
+            Retained::Journal => {
+                let cutoff = instant::from_micros(before)
+                    .unwrap_or_else(instant::min)
+                    .format("%Y-%m-%dT%H:%M:%S")
+                    .to_string();
+                self.conn.prepare_cached(
+                    "DELETE FROM journal WHERE seq IN (SELECT seq FROM journal WHERE json_extract(record, '$.at') < ?1 LIMIT ?2)",
+                )?.execute(params![cutoff, limit])?
+            }
+        };
+        Ok(deleted as u64)
     }
 
     fn records(

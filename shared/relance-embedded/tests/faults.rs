@@ -473,6 +473,14 @@ impl<S: Store> JournalStore for FlakyStore<S> {
     ) -> Result<Vec<Record>, Self::Error> {
         self.pass(|s| s.records(scenario, contact))
     }
+    fn purge(
+        &mut self,
+        kind: relance_core::policy::Retained,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<u64, Self::Error> {
+        self.pass(|s| s.purge(kind, before, limit))
+    }
 }
 
 // --- The at-least-once queue. ---

@@ -666,3 +666,122 @@ fn shared_messages_are_copied_into_the_version_that_uses_them() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(!put.problems.is_empty(), "{put:?}");
 }
+
+/// Issue 11, finding 10: the policy's `retention` purges activity, engagement, journal
+/// records, delivered outbox rows and dead letters older than their period, and nothing else.
+#[test]
+fn hostile_history_is_kept_only_as_long_as_the_retention_says() {
+    use relance_core::contact::EngagementKind;
+    use relance_core::ports::{ContactStore, JournalStore};
+    use relance_core::wire::EngagementDetail;
+
+    let dir = std::env::temp_dir().join(format!("relance-retention-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let mut rt = runtime();
+    let t0 = at("2026-01-01T09:00:00Z");
+    rt.set_policy(
+        "retention: {activity: P30D, engagement: P30D, journal: P30D, outbox: P30D, dead_letters: P30D}\n",
+        t0,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let id = activate(
+        &mut rt,
+        "id: hello\nname: Hello\ntimezone: UTC\nlaunch: {type: manual}\naudience: {all: true}\nmessages:\n  m: {channel: email, subject: Hi, text: Hello}\nsteps:\n  - {id: email, send: m, next: done}\n  - {id: done, end: success}\n",
+        t0,
+    );
+    let mut outbox = relance_embedded::outbox::OutboxFile::open(&dir.join("o.jsonl"), rt.store())
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The same history for c1 at t0 and for c2 forty days later.
+    for (contact, when) in [("c1", t0), ("c2", t0 + TimeDelta::days(40))] {
+        let c = Contact::from_json(
+            serde_json::json!({"id": contact, "email": format!("{contact}@example.org")}),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        rt.import(&[c], when, &mut |_| {})
+            .unwrap_or_else(|e| panic!("{e}"));
+        rt.activity(
+            ActivityDetail {
+                contact: contact.into(),
+                event: "visit".into(),
+                properties: Default::default(),
+                at: Some(when),
+            },
+            when,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        rt.launch(
+            LaunchDetail {
+                scenario: id.clone(),
+                contacts: Some(vec![contact.into()]),
+            },
+            when,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        rt.engagement(
+            EngagementDetail {
+                contact: contact.into(),
+                scenario: id.clone(),
+                step: "email".into(),
+                kind: EngagementKind::Opened,
+                url: None,
+                link_tags: Vec::new(),
+                at: Some(when),
+            },
+            when,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        rt.store()
+            .dead_letter("timer", contact, "kept for the test", when)
+            .unwrap_or_else(|e| panic!("{e}"));
+        outbox.deliver(rt.store()).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let report = rt
+        .purge_history(t0 + TimeDelta::days(41))
+        .unwrap_or_else(|e| panic!("{e}"));
+    for kind in [
+        "activity",
+        "engagement",
+        "journal",
+        "outbox",
+        "dead_letters",
+    ] {
+        assert!(
+            report.get(kind).is_some_and(|n| *n >= 1),
+            "{kind}: {report:?}"
+        );
+    }
+    let h1 = rt
+        .store()
+        .history("c1", &id)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let h2 = rt
+        .store()
+        .history("c2", &id)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(h1.events.is_empty() && h1.engagement.is_empty(), "{h1:?}");
+    assert!(!h2.events.is_empty() && !h2.engagement.is_empty(), "{h2:?}");
+    assert!(
+        rt.path(&id, "c1")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_empty()
+    );
+    assert!(
+        !rt.path(&id, "c2")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_empty()
+    );
+    let contacts: Vec<String> = sends(&mut rt).into_iter().map(|s| s.0).collect();
+    assert_eq!(contacts, vec!["c2".to_string()]);
+    let dead = rt.store().dead_letters().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].1, "c2");
+    // The contacts themselves stay.
+    assert!(
+        rt.store()
+            .contact("c1")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_some()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -10,6 +10,7 @@ use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use relance_core::contact::{ActivityEvent, Contact, Engagement, EngagementKind};
 use relance_core::engine::{Engine, Entry, EntryRequest, Input, Transition, Wake, profile_changes};
 use relance_core::journal::{JournalCounts, Record};
+use relance_core::policy::Retained;
 use relance_core::ports::{
     ContactChange, Due, InactivityCheck, SETTING_MESSAGES, SETTING_POLICY, ScenarioEntry,
     SourceFormat, Status, Store, UnreadableRow,
@@ -22,6 +23,9 @@ use relance_core::validate;
 use relance_core::wire::{ActivityDetail, ContactDetail, EngagementDetail, LaunchDetail};
 use relance_core::{History, Policy, Problem, scenario};
 use serde::Serialize;
+
+/// How many rows of history one retention unit of work deletes.
+pub const PURGE_BATCH: usize = 5_000;
 
 /// How many due timers one tick takes before looking at the rest again.
 const TIMER_BATCH: usize = 500;
@@ -180,6 +184,7 @@ impl Engines {
         };
         self.policy_text = text;
         self.by_version.clear();
+        store.set_retention(&self.policy.retention);
         Ok(())
     }
 }
@@ -917,6 +922,39 @@ where
                 .dead_letter(kind, &payload, &reason, now)
                 .map_err(store_err)
         })
+    }
+
+    /// Deletes the history the policy's `retention` no longer keeps (each kind in units of
+    /// [`PURGE_BATCH`] rows, so the runner is never held long); returns what was deleted.
+    /// The consent log is never purged.
+    pub fn purge_history(
+        &mut self,
+        now: DateTime<Utc>,
+    ) -> Result<BTreeMap<&'static str, u64>, RuntimeError> {
+        let now = now.trunc_subsecs(6);
+        self.engines.refresh_policy(&mut self.store, now)?;
+        let retention = self.engines.policy.retention.clone();
+        let mut report = BTreeMap::new();
+        for kind in Retained::ALL {
+            let Some(cutoff) = retention.cutoff(kind, now) else {
+                continue;
+            };
+            let mut total = 0;
+            loop {
+                let deleted = self.unit(now, |u| {
+                    u.store.purge(kind, cutoff, PURGE_BATCH).map_err(store_err)
+                })?;
+                total += deleted;
+                if deleted < PURGE_BATCH as u64 {
+                    break;
+                }
+            }
+            if total > 0 {
+                tracing::info!(kind = kind.as_str(), deleted = total, before = %cutoff, "retention");
+            }
+            report.insert(kind.as_str(), total);
+        }
+        Ok(report)
     }
 
     /// The earliest instant something is due.
