@@ -403,8 +403,9 @@ fn check_messages(
     all_steps_read: bool,
     out: &mut Vec<Problem>,
 ) {
-    let (_, template_problems) = Templates::compile(&s.messages);
+    let (templates, template_problems) = Templates::compile(&s.messages);
     out.extend(template_problems);
+    out.extend(templates.sample_problems(&s.messages));
     for (id, m) in &s.messages {
         let path = format!("messages.{id}");
         let has = |o: &Option<String>| o.as_ref().is_some_and(|t| !t.trim().is_empty());
