@@ -814,3 +814,37 @@ fn every_broken_example_is_rejected_with_located_errors() {
         }
     }
 }
+
+#[test]
+fn hostile_nested_range_message_is_reported_by_validate() {
+    // Passed validation and then held the runner forever (issue 11, finding 3).
+    let text = "id: test\nlaunch: {type: manual}\naudience: {all: true}\nmessages:\n  welcome:\n    channel: email\n    subject: Hi\n    text: \"{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}\"\nsteps:\n  - {id: first, send: welcome, next: done}\n  - {id: done, end: success}\n";
+    let r = yaml(text);
+    let p = error_with(&r, "range has more than 1000 items");
+    assert_eq!(p.path, "messages.welcome.text");
+    // Within the range cap, the same loops run out of fuel on a sample contact.
+    let fuel = text.replace("100000", "1000").replace(
+        "{% for j in range(1000) %}",
+        "{% for j in range(1000) %}{% for k in range(1000) %}",
+    );
+    let fuel = fuel.replace(
+        "x{% endfor %}",
+        "{{ contact.nickname }}{% endfor %}{% endfor %}",
+    );
+    let r = yaml(&fuel);
+    let p = error_with(&r, "template uses more than its fuel");
+    assert_eq!(p.path, "messages.welcome.text");
+    assert!(
+        p.message.contains("template fuel exhausted"),
+        "{}",
+        p.message
+    );
+}
+
+#[test]
+fn hostile_unbounded_template_is_refused_by_validate() {
+    let text = "id: test\nlaunch: {type: manual}\naudience: {all: true}\nmessages:\n  welcome: {channel: email, subject: Hi, text: \"{{ 'x' * 1000000000 }}\"}\nsteps:\n  - {id: first, send: welcome, next: done}\n  - {id: done, end: success}\n";
+    let r = yaml(text);
+    let p = error_with(&r, "at most 100 times");
+    assert_eq!(p.path, "messages.welcome.text");
+}

@@ -666,3 +666,58 @@ fn shared_messages_are_copied_into_the_version_that_uses_them() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(!put.problems.is_empty(), "{put:?}");
 }
+
+/// Issue 11, finding 3: a template that loops for ever on one contact's data held the runner
+/// thread (and after a restart, the same timer held it again). Now that send fails with its
+/// reason, the timer is consumed, and another contact's send goes through.
+#[test]
+fn hostile_fuel_bomb_fails_its_send_only() {
+    let loops = "{% for i in range(contact.n|int) %}{% for j in range(contact.n|int) %}{% for k in range(contact.n|int) %}{{ contact.id }}{% endfor %}{% endfor %}{% endfor %}";
+    let yaml = format!(
+        "id: bomb\nlaunch: {{type: manual}}\naudience: {{all: true}}\nmessages:\n  m: {{channel: email, subject: s, text: \"{loops}\"}}\nsteps:\n  - {{id: send, send: m, next: done, delay: {{after: PT1H}}}}\n  - {{id: done, end: success}}\n"
+    );
+    let t0 = at("2026-12-01T09:00:00Z");
+    let dir = std::env::temp_dir().join(format!("relance-fuel-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let db = dir.join("fuel.db");
+    {
+        let mut rt = Runtime::new(SqliteStore::open(&db).unwrap_or_else(|e| panic!("{e}")));
+        import(
+            &mut rt,
+            "{\"id\": \"a\", \"email\": \"a@x.io\", \"n\": 1000}\n{\"id\": \"b\", \"email\": \"b@x.io\", \"n\": 2}\n",
+            t0,
+        );
+        activate(&mut rt, &yaml, t0);
+        rt.launch(
+            LaunchDetail {
+                scenario: "bomb".into(),
+                contacts: None,
+            },
+            t0,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let report = rt
+            .tick(t0 + TimeDelta::hours(2))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(report.timers, 2);
+        let got: Vec<String> = sends(&mut rt).into_iter().map(|(c, _, _, _)| c).collect();
+        assert_eq!(got, vec!["b"], "b's send goes through");
+        let path = rt.path("bomb", "a").unwrap_or_else(|e| panic!("{e}"));
+        let failed: Vec<&str> = path
+            .iter()
+            .filter(|r| r.kind == RecordKind::Failed)
+            .filter_map(|r| r.reason.as_deref())
+            .collect();
+        assert_eq!(failed.len(), 1, "{path:?}");
+        assert!(
+            failed[0].contains("template fuel exhausted"),
+            "{}",
+            failed[0]
+        );
+    }
+    // A restart finds nothing left to fire: the timer was consumed with the failed record.
+    let mut rt = Runtime::new(SqliteStore::open(&db).unwrap_or_else(|e| panic!("{e}")));
+    assert_eq!(rt.next_due().ok().flatten(), None);
+    let _ = std::fs::remove_dir_all(&dir);
+}

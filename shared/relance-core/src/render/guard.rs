@@ -156,6 +156,8 @@ pub(crate) struct Reads {
 }
 
 /// Checks a template; `Ok(None)` when it does not parse (the caller reports syntax errors).
+// `SyntaxConfig` is a unit struct unless minijinja's `custom_syntax` feature is on.
+#[allow(clippy::default_constructed_unit_structs)]
 pub(crate) fn check_template(source: &str) -> Result<Option<Reads>, String> {
     let Ok(ast) = parse(
         source,
