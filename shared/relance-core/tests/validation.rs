@@ -848,3 +848,43 @@ fn hostile_unbounded_template_is_refused_by_validate() {
     let p = error_with(&r, "at most 100 times");
     assert_eq!(p.path, "messages.welcome.text");
 }
+
+#[test]
+fn hostile_forty_thousand_unused_messages_validate_with_a_capped_report() {
+    // 1.9 MB: never finished before (issue 11, finding 7); now linear, at most 1,000 listed.
+    let mut text = String::from(
+        "id: big\nlaunch: {type: manual}\naudience: {all: true}\nmessages:\n  hello: {channel: email, subject: Hello, text: Hello}\n",
+    );
+    for i in 0..40_000 {
+        text.push_str(&format!(
+            "  unused{i}: {{channel: email, subject: Hi, text: Hello there}}\n"
+        ));
+    }
+    text.push_str(
+        "steps:\n  - {id: first, send: hello, next: done}\n  - {id: done, end: success}\n",
+    );
+    let r = yaml(&text);
+    assert_eq!(
+        r.problems.len(),
+        1_001,
+        "1,000 listed and one counting the rest"
+    );
+    assert_eq!(r.errors(), 0);
+    let first = &r.problems[0];
+    assert_eq!(first.path, "messages.unused0");
+    assert_eq!(first.line, Some(6), "{first}");
+    let last = &r.problems[1_000];
+    assert_eq!(
+        last.message,
+        "39000 more problems not listed (0 errors, 39000 warnings); fix those above and validate again"
+    );
+    // Each listed problem points at its message's line (`unusedN` is written on line N + 6).
+    for p in &r.problems[..1_000] {
+        let n: usize = p
+            .path
+            .strip_prefix("messages.unused")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{p}"));
+        assert_eq!(p.line, Some(n + 6), "{p}");
+    }
+}
