@@ -263,47 +263,78 @@ impl Templates {
     /// Compiles every part of every message; syntax errors, and templates whose values could
     /// grow without bound, come back as problems located at `messages.<id>.<part>`.
     pub fn compile(messages: &BTreeMap<String, Message>) -> (Templates, Vec<Problem>) {
-        let mut env = bounded_environment();
+        let mut t = Templates {
+            env: bounded_environment(),
+            refused: BTreeMap::new(),
+            reads: BTreeMap::new(),
+        };
         let mut problems = Vec::new();
-        let mut refused = BTreeMap::new();
-        let mut reads: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for (id, m) in messages {
+            t.add(id, m, &mut problems);
+        }
+        (t, problems)
+    }
+
+    /// What `validate` reports on the messages: [`Templates::compile`]'s problems and
+    /// [`Templates::sample_problems`], one message at a time so that memory does not grow
+    /// with the number of messages.
+    pub fn check(messages: &BTreeMap<String, Message>) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut spent = 0u64;
+        let mut t = Templates {
+            env: bounded_environment(),
+            refused: BTreeMap::new(),
+            reads: BTreeMap::new(),
+        };
+        for (id, m) in messages {
+            t.add(id, m, &mut problems);
+            let go_on = t.sample_one(id, m, &mut spent, &mut problems);
+            // Forget the message before the next one: memory stays that of one message.
             for name in PARTS {
-                if let Some(source) = part(m, name) {
-                    let key = format!("{id}.{name}");
-                    // The `.html` suffix turns on HTML auto-escaping for that part only.
-                    if let Err(e) = env.add_template_owned(key.clone(), source.to_string()) {
+                t.env.remove_template(&format!("{id}.{name}"));
+            }
+            t.refused.clear();
+            t.reads.clear();
+            if !go_on {
+                break;
+            }
+        }
+        problems
+    }
+
+    fn add(&mut self, id: &str, m: &Message, problems: &mut Vec<Problem>) {
+        let Templates {
+            env,
+            refused,
+            reads,
+        } = self;
+        for name in PARTS {
+            if let Some(source) = part(m, name) {
+                let key = format!("{id}.{name}");
+                // The `.html` suffix turns on HTML auto-escaping for that part only.
+                if let Err(e) = env.add_template_owned(key.clone(), source.to_string()) {
+                    problems.push(Problem::error(
+                        format!("messages.{id}.{name}"),
+                        format!("template: {}", e.detail().unwrap_or("syntax error")),
+                    ));
+                    continue;
+                }
+                match guard::check_template(source) {
+                    Ok(r) => {
+                        let fields = reads.entry(id.to_string()).or_default();
+                        fields.extend(r.map(|r| r.fields).unwrap_or_default());
+                    }
+                    Err(why) => {
+                        env.remove_template(&key);
                         problems.push(Problem::error(
                             format!("messages.{id}.{name}"),
-                            format!("template: {}", e.detail().unwrap_or("syntax error")),
+                            format!("template: {why}"),
                         ));
-                        continue;
-                    }
-                    match guard::check_template(source) {
-                        Ok(r) => {
-                            let fields = reads.entry(id.clone()).or_default();
-                            fields.extend(r.map(|r| r.fields).unwrap_or_default());
-                        }
-                        Err(why) => {
-                            env.remove_template(&key);
-                            problems.push(Problem::error(
-                                format!("messages.{id}.{name}"),
-                                format!("template: {why}"),
-                            ));
-                            refused.insert(key, why);
-                        }
+                        refused.insert(key, why);
                     }
                 }
             }
         }
-        (
-            Templates {
-                env,
-                refused,
-                reads,
-            },
-            problems,
-        )
     }
 
     fn render_part(
@@ -392,38 +423,52 @@ impl Templates {
         let mut problems = Vec::new();
         let mut spent = 0u64;
         for (id, m) in messages {
-            let contact = sample_contact(self.reads.get(id));
-            let ctx = minijinja::context! { contact => contact, scenario => "sample" };
-            for name in PARTS {
-                if part(m, name).is_none() {
-                    continue;
-                }
-                let key = format!("{id}.{name}");
-                if self.refused.contains_key(&key) || self.env.get_template(&key).is_err() {
-                    continue;
-                }
-                if spent > SAMPLE_BUDGET {
-                    problems.push(Problem::error(
-                        "messages",
-                        format!(
-                            "rendering the messages against a sample contact took more than \
-                             {SAMPLE_BUDGET} instructions together; make the templates simpler"
-                        ),
-                    ));
-                    return problems;
-                }
-                match self.render_part(&key, name, &ctx) {
-                    Ok(o) => spent = spent.saturating_add(o.fuel),
-                    Err(why) => {
-                        spent = spent.saturating_add(FUEL);
-                        if let Some(msg) = bounded_failure(&why) {
-                            problems.push(Problem::error(format!("messages.{id}.{name}"), msg));
-                        }
+            if !self.sample_one(id, m, &mut spent, &mut problems) {
+                break;
+            }
+        }
+        problems
+    }
+
+    /// Renders message `id` against a sample contact; false once `spent` is past the budget.
+    fn sample_one(
+        &self,
+        id: &str,
+        m: &Message,
+        spent: &mut u64,
+        problems: &mut Vec<Problem>,
+    ) -> bool {
+        let contact = sample_contact(self.reads.get(id));
+        let ctx = minijinja::context! { contact => contact, scenario => "sample" };
+        for name in PARTS {
+            if part(m, name).is_none() {
+                continue;
+            }
+            let key = format!("{id}.{name}");
+            if self.refused.contains_key(&key) || self.env.get_template(&key).is_err() {
+                continue;
+            }
+            if *spent > SAMPLE_BUDGET {
+                problems.push(Problem::error(
+                    "messages",
+                    format!(
+                        "rendering the messages against a sample contact took more than \
+                         {SAMPLE_BUDGET} instructions together; make the templates simpler"
+                    ),
+                ));
+                return false;
+            }
+            match self.render_part(&key, name, &ctx) {
+                Ok(o) => *spent = spent.saturating_add(o.fuel),
+                Err(why) => {
+                    *spent = spent.saturating_add(FUEL);
+                    if let Some(msg) = bounded_failure(&why) {
+                        problems.push(Problem::error(format!("messages.{id}.{name}"), msg));
                     }
                 }
             }
         }
-        problems
+        true
     }
 
     /// Evaluates an expression (`contact.visits + 1`) for `update_profile`.

@@ -435,9 +435,7 @@ fn check_messages(
     all_steps_read: bool,
     out: &mut Vec<Problem>,
 ) {
-    let (templates, template_problems) = Templates::compile(&s.messages);
-    out.extend(template_problems);
-    out.extend(templates.sample_problems(&s.messages));
+    out.extend(Templates::check(&s.messages));
     for (id, m) in &s.messages {
         let path = format!("messages.{id}");
         let has = |o: &Option<String>| o.as_ref().is_some_and(|t| !t.trim().is_empty());
