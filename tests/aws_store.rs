@@ -176,6 +176,7 @@ fn concurrent_triggers_enter_once_and_the_rest_are_skipped() {
                     // A conflict means another trigger won: the queue redelivers, and the retry sees it.
                     let first = rt.activity(
                         ActivityDetail {
+                            idempotency_key: None,
                             contact: "a".into(),
                             event: "purchase".into(),
                             properties: Default::default(),
@@ -186,6 +187,7 @@ fn concurrent_triggers_enter_once_and_the_rest_are_skipped() {
                     first.or_else(|_| {
                         rt.activity(
                             ActivityDetail {
+                                idempotency_key: None,
                                 contact: "a".into(),
                                 event: "purchase".into(),
                                 properties: Default::default(),
@@ -225,6 +227,7 @@ fn concurrent_triggers_enter_once_and_the_rest_are_skipped() {
     let again = t0 + TimeDelta::days(2);
     rt.activity(
         ActivityDetail {
+            idempotency_key: None,
             contact: "a".into(),
             event: "purchase".into(),
             properties: Default::default(),
@@ -236,6 +239,7 @@ fn concurrent_triggers_enter_once_and_the_rest_are_skipped() {
     let later = t0 + TimeDelta::days(8);
     rt.activity(
         ActivityDetail {
+            idempotency_key: None,
             contact: "a".into(),
             event: "purchase".into(),
             properties: Default::default(),
@@ -274,6 +278,7 @@ fn a_duplicated_timer_and_a_replayed_engagement_change_nothing() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let opened = EngagementDetail {
+        idempotency_key: None,
         contact: "a".into(),
         scenario: "twice".into(),
         step: "first".into(),
@@ -361,6 +366,7 @@ fn timers_spread_over_shards_fire_in_due_order_and_inactivity_triggers_work() {
         let when = t0 + TimeDelta::minutes(i);
         rt.activity(
             ActivityDetail {
+                idempotency_key: None,
                 contact: format!("c{i:02}"),
                 event: "cart.updated".into(),
                 properties: Default::default(),
@@ -374,6 +380,7 @@ fn timers_spread_over_shards_fire_in_due_order_and_inactivity_triggers_work() {
     let buy = t0 + TimeDelta::minutes(20);
     rt.activity(
         ActivityDetail {
+            idempotency_key: None,
             contact: "c05".into(),
             event: "purchase".into(),
             properties: Default::default(),

@@ -1100,6 +1100,19 @@ impl ContactStore for DynamoStore {
         self.put(item)
     }
 
+    fn input_seen(&mut self, key: &str) -> Result<bool, AwsError> {
+        Ok(self.get(&format!("input#{key}"), "input")?.is_some())
+    }
+
+    fn record_input(&mut self, key: &str, now: DateTime<Utc>) -> Result<(), AwsError> {
+        let mut item = Item::new();
+        item.insert("pk".into(), s(format!("input#{key}")));
+        item.insert("sk".into(), s("input"));
+        item.insert("at".into(), s(ts(now)));
+        // Conditional: the first record of a key stays; a repeat changes nothing.
+        self.put_new(item).map(|_| ())
+    }
+
     fn history(&mut self, contact: &str, scenario: &str) -> Result<History, AwsError> {
         let pk = format!("contact#{contact}");
         let mut h = History::default();

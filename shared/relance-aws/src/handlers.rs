@@ -353,6 +353,7 @@ pub fn sms_delivery(
         let at = DateTime::from_timestamp_millis(entry.timestamp);
         rt.engagement(
             EngagementDetail {
+                idempotency_key: None,
                 contact,
                 scenario,
                 step,

@@ -97,6 +97,7 @@ pub fn ses_engagement(body: &str) -> Result<Option<EngagementDetail>, DecodeErro
         link_tags.push(crate::engine::SOFT_BOUNCE.to_string());
     }
     Ok(Some(EngagementDetail {
+        idempotency_key: None,
         contact,
         scenario,
         step,

@@ -240,6 +240,10 @@ pub trait ContactStore {
         scenario: &str,
         engagement: &Engagement,
     ) -> Result<(), Self::Error>;
+    /// True when an input (activity or engagement) with this idempotency key was recorded.
+    fn input_seen(&mut self, key: &str) -> Result<bool, Self::Error>;
+    /// Records an input's idempotency key; recording it again changes nothing.
+    fn record_input(&mut self, key: &str, now: DateTime<Utc>) -> Result<(), Self::Error>;
     /// What the engine needs to know of the contact's past for one scenario.
     fn history(&mut self, contact: &str, scenario: &str) -> Result<History, Self::Error>;
     /// Every scenario's sends to the contact, oldest first (for the policy's cap).

@@ -1,15 +1,37 @@
 //! Message rendering with minijinja: `{{ contact.first_name }}` placeholders, HTML bodies
 //! auto-escaped, a missing field an error (unless the template gives a `default`), never a
-//! half-rendered message.
+//! half-rendered message. A template is bounded: a static check refuses values that could
+//! grow without bound (see [`guard`]), each part renders with a fuel budget (instructions) and
+//! into a capped buffer, so a hostile template fails its own send and nothing else.
 
-use std::collections::BTreeMap;
+mod guard;
 
-use minijinja::{Environment, UndefinedBehavior, Value as TemplateValue};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+
+use minijinja::value::Rest;
+use minijinja::{Environment, Error, ErrorKind, State, UndefinedBehavior, Value as TemplateValue};
 use serde::{Deserialize, Serialize};
 
 use crate::contact::Contact;
 use crate::problem::Problem;
 use crate::scenario::Message;
+
+/// Instructions one part of a message may execute (a loop turn costs a few).
+pub const FUEL: u64 = 50_000;
+/// The largest rendered html, text or body, in bytes.
+pub const BODY_CAP: usize = 262_144;
+/// The largest rendered subject or title, in bytes.
+pub const LINE_CAP: usize = 4_096;
+/// The largest output of `join` or `replace` (unless the input was already bigger).
+pub const FILTER_CAP: usize = 65_536;
+/// The most items `range` gives.
+pub const RANGE_CAP: usize = 1_000;
+/// Nesting depth (loops, filters) a template may reach while rendering.
+const RECURSION_LIMIT: usize = 64;
+/// Instructions `validate` may spend rendering all the messages of one file against a
+/// sample contact: the check stays bounded however many messages the file has.
+pub const SAMPLE_BUDGET: u64 = 20_000_000;
 
 /// The parts of a message as rendered for one contact.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,9 +99,20 @@ fn part<'a>(m: &'a Message, name: &str) -> Option<&'a str> {
     }
 }
 
+fn cap(part: &str) -> usize {
+    match part {
+        "subject" | "title" => LINE_CAP,
+        _ => BODY_CAP,
+    }
+}
+
 /// The compiled templates of a set of messages.
 pub struct Templates {
     env: Environment<'static>,
+    /// Templates the static check refused (`{id}.{part}` → why): their sends fail fast.
+    refused: BTreeMap<String, String>,
+    /// The contact fields each message reads, for a sample contact.
+    reads: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Templates {
@@ -88,29 +121,249 @@ impl std::fmt::Debug for Templates {
     }
 }
 
+/// An environment whose every render is bounded: fuel, recursion, capped `join`, `replace`
+/// and `range` (the builtins stay reachable under private names for the capped ones only).
+fn bounded_environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(FUEL));
+    env.set_recursion_limit(RECURSION_LIMIT);
+    env.add_filter("relance_builtin_join", minijinja::filters::join);
+    env.add_filter("relance_builtin_replace", minijinja::filters::replace);
+    env.add_filter("join", capped_join);
+    env.add_filter("replace", capped_replace);
+    env.add_function("range", capped_range);
+    env
+}
+
+fn too_big(what: &str, limit: usize) -> Error {
+    Error::new(
+        ErrorKind::InvalidOperation,
+        format!("{what} output over {limit} bytes"),
+    )
+}
+
+/// `join` that measures first: a long list joined by a long separator never allocates more
+/// than [`FILTER_CAP`].
+fn capped_join(
+    state: &State,
+    value: TemplateValue,
+    rest: Rest<TemplateValue>,
+) -> Result<TemplateValue, Error> {
+    let joiner = rest.first().map(|j| j.to_string().len()).unwrap_or(0);
+    let mut total = 0usize;
+    if let Some(s) = value.as_str() {
+        total = s
+            .len()
+            .saturating_add(joiner.saturating_mul(s.chars().count()));
+    } else {
+        for (i, item) in value.try_iter()?.enumerate() {
+            let len = item
+                .as_str()
+                .map_or_else(|| item.to_string().len(), str::len);
+            total = total
+                .saturating_add(len)
+                .saturating_add(if i > 0 { joiner } else { 0 });
+            if total > FILTER_CAP {
+                break;
+            }
+        }
+    }
+    if total > FILTER_CAP {
+        return Err(too_big("join", FILTER_CAP));
+    }
+    let mut args = vec![value];
+    args.extend(rest.iter().cloned());
+    state.apply_filter("relance_builtin_join", &args)
+}
+
+/// `replace` that counts first: the result is at most [`FILTER_CAP`] or the input's size.
+fn capped_replace(
+    state: &State,
+    value: TemplateValue,
+    from: TemplateValue,
+    to: TemplateValue,
+) -> Result<TemplateValue, Error> {
+    let text = value.to_string();
+    let from_s = from.to_string();
+    let to_len = to.to_string().len();
+    let count = text.matches(from_s.as_str()).count();
+    let grown = text
+        .len()
+        .saturating_add(count.saturating_mul(to_len))
+        .saturating_sub(count.saturating_mul(from_s.len()));
+    if grown > FILTER_CAP.max(text.len()) {
+        return Err(too_big("replace", FILTER_CAP.max(text.len())));
+    }
+    state.apply_filter("relance_builtin_replace", &[value, from, to])
+}
+
+/// `range` with at most [`RANGE_CAP`] items, so a filter over it stays cheap.
+fn capped_range(lower: i64, upper: Option<i64>, step: Option<i64>) -> Result<TemplateValue, Error> {
+    let (start, stop) = match upper {
+        Some(u) => (lower, u),
+        None => (0, lower),
+    };
+    let step = step.unwrap_or(1);
+    if step == 0 {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            "cannot create range with step of 0",
+        ));
+    }
+    let span = if step > 0 {
+        stop.saturating_sub(start)
+    } else {
+        start.saturating_sub(stop)
+    };
+    let count = if span <= 0 {
+        0
+    } else {
+        (span.unsigned_abs() - 1) / step.unsigned_abs() + 1
+    };
+    if count > RANGE_CAP as u64 {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("range has more than {RANGE_CAP} items"),
+        ));
+    }
+    let items: Vec<i64> = (0..count as i64).map(|i| start + i * step).collect();
+    Ok(TemplateValue::from(items))
+}
+
+/// An in-memory writer that fails past its cap (minijinja stops at the first failed write).
+struct Capped {
+    buf: Vec<u8>,
+    cap: usize,
+    over: bool,
+}
+
+impl io::Write for Capped {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if self.buf.len().saturating_add(bytes.len()) > self.cap {
+            self.over = true;
+            return Err(io::Error::other("output cap reached"));
+        }
+        self.buf.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One part rendered: its text and the fuel it used.
+struct PartOutput {
+    text: String,
+    fuel: u64,
+}
+
 impl Templates {
-    /// Compiles every part of every message; syntax errors come back as problems located at
-    /// `messages.<id>.<part>`.
+    /// Compiles every part of every message; syntax errors, and templates whose values could
+    /// grow without bound, come back as problems located at `messages.<id>.<part>`.
     pub fn compile(messages: &BTreeMap<String, Message>) -> (Templates, Vec<Problem>) {
-        let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        let mut t = Templates {
+            env: bounded_environment(),
+            refused: BTreeMap::new(),
+            reads: BTreeMap::new(),
+        };
         let mut problems = Vec::new();
         for (id, m) in messages {
+            t.add(id, m, &mut problems);
+        }
+        (t, problems)
+    }
+
+    /// What `validate` reports on the messages: [`Templates::compile`]'s problems and
+    /// [`Templates::sample_problems`], one message at a time so that memory does not grow
+    /// with the number of messages.
+    pub fn check(messages: &BTreeMap<String, Message>) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut spent = 0u64;
+        let mut t = Templates {
+            env: bounded_environment(),
+            refused: BTreeMap::new(),
+            reads: BTreeMap::new(),
+        };
+        for (id, m) in messages {
+            t.add(id, m, &mut problems);
+            let go_on = t.sample_one(id, m, &mut spent, &mut problems);
+            // Forget the message before the next one: memory stays that of one message.
             for name in PARTS {
-                if let Some(source) = part(m, name) {
-                    // The `.html` suffix turns on HTML auto-escaping for that part only.
-                    if let Err(e) =
-                        env.add_template_owned(format!("{id}.{name}"), source.to_string())
-                    {
+                t.env.remove_template(&format!("{id}.{name}"));
+            }
+            t.refused.clear();
+            t.reads.clear();
+            if !go_on {
+                break;
+            }
+        }
+        problems
+    }
+
+    fn add(&mut self, id: &str, m: &Message, problems: &mut Vec<Problem>) {
+        let Templates {
+            env,
+            refused,
+            reads,
+        } = self;
+        for name in PARTS {
+            if let Some(source) = part(m, name) {
+                let key = format!("{id}.{name}");
+                // The `.html` suffix turns on HTML auto-escaping for that part only.
+                if let Err(e) = env.add_template_owned(key.clone(), source.to_string()) {
+                    problems.push(Problem::error(
+                        format!("messages.{id}.{name}"),
+                        format!("template: {}", e.detail().unwrap_or("syntax error")),
+                    ));
+                    continue;
+                }
+                match guard::check_template(source) {
+                    Ok(r) => {
+                        let fields = reads.entry(id.to_string()).or_default();
+                        fields.extend(r.map(|r| r.fields).unwrap_or_default());
+                    }
+                    Err(why) => {
+                        env.remove_template(&key);
                         problems.push(Problem::error(
                             format!("messages.{id}.{name}"),
-                            format!("template: {}", e.detail().unwrap_or("syntax error")),
+                            format!("template: {why}"),
                         ));
+                        refused.insert(key, why);
                     }
                 }
             }
         }
-        (Templates { env }, problems)
+    }
+
+    fn render_part(
+        &self,
+        key: &str,
+        part: &str,
+        ctx: &TemplateValue,
+    ) -> Result<PartOutput, String> {
+        if let Some(why) = self.refused.get(key) {
+            return Err(format!("template refused: {why}"));
+        }
+        let template = self.env.get_template(key).map_err(|e| reason(&e))?;
+        let limit = cap(part);
+        let mut out = Capped {
+            buf: Vec::new(),
+            cap: limit,
+            over: false,
+        };
+        let result = template.render_captured_to(ctx, &mut out);
+        match result {
+            Ok(captured) => {
+                let fuel = captured.state().fuel_levels().map_or(0, |(used, _)| used);
+                let text = String::from_utf8(out.buf)
+                    .map_err(|_| "rendered output is not UTF-8".to_string())?;
+                Ok(PartOutput { text, fuel })
+            }
+            Err(_) if out.over => Err(format!("rendered output over {limit} bytes")),
+            Err(e) => Err(reason(&e)),
+        }
     }
 
     /// Renders every part of message `id` for `contact`.
@@ -132,14 +385,13 @@ impl Templates {
             }
             let key = format!("{id}.{name}");
             let text = self
-                .env
-                .get_template(&key)
-                .and_then(|t| t.render(&ctx))
-                .map_err(|e| RenderError {
+                .render_part(&key, name, &ctx)
+                .map_err(|reason| RenderError {
                     message: id.to_string(),
                     part: name,
-                    reason: reason(&e),
-                })?;
+                    reason,
+                })?
+                .text;
             let slot = match name {
                 "subject" => &mut out.subject,
                 "html" => &mut out.html,
@@ -162,12 +414,70 @@ impl Templates {
         Ok(out)
     }
 
+    /// Renders every message against a sample contact (plausible values for the reserved
+    /// keys and every field the message reads) and reports, located at the part, those that
+    /// run out of fuel, write past their cap or nest too deep. Other render errors depend on
+    /// real data (a field's type) and are left to the send. The whole check spends at most
+    /// [`SAMPLE_BUDGET`] instructions.
+    pub fn sample_problems(&self, messages: &BTreeMap<String, Message>) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut spent = 0u64;
+        for (id, m) in messages {
+            if !self.sample_one(id, m, &mut spent, &mut problems) {
+                break;
+            }
+        }
+        problems
+    }
+
+    /// Renders message `id` against a sample contact; false once `spent` is past the budget.
+    fn sample_one(
+        &self,
+        id: &str,
+        m: &Message,
+        spent: &mut u64,
+        problems: &mut Vec<Problem>,
+    ) -> bool {
+        let contact = sample_contact(self.reads.get(id));
+        let ctx = minijinja::context! { contact => contact, scenario => "sample" };
+        for name in PARTS {
+            if part(m, name).is_none() {
+                continue;
+            }
+            let key = format!("{id}.{name}");
+            if self.refused.contains_key(&key) || self.env.get_template(&key).is_err() {
+                continue;
+            }
+            if *spent > SAMPLE_BUDGET {
+                problems.push(Problem::error(
+                    "messages",
+                    format!(
+                        "rendering the messages against a sample contact took more than \
+                         {SAMPLE_BUDGET} instructions together; make the templates simpler"
+                    ),
+                ));
+                return false;
+            }
+            match self.render_part(&key, name, &ctx) {
+                Ok(o) => *spent = spent.saturating_add(o.fuel),
+                Err(why) => {
+                    *spent = spent.saturating_add(FUEL);
+                    if let Some(msg) = bounded_failure(&why) {
+                        problems.push(Problem::error(format!("messages.{id}.{name}"), msg));
+                    }
+                }
+            }
+        }
+        true
+    }
+
     /// Evaluates an expression (`contact.visits + 1`) for `update_profile`.
     pub fn eval_expression(
         &self,
         expression: &str,
         contact: &Contact,
     ) -> Result<serde_json::Value, String> {
+        self.check_expression(expression)?;
         let expr = self
             .env
             .compile_expression(expression)
@@ -180,17 +490,59 @@ impl Templates {
         serde_json::to_value(&value).map_err(|e| e.to_string())
     }
 
-    /// Checks that an expression compiles.
+    /// Checks that an expression compiles and that its value is bounded.
     pub fn check_expression(&self, expression: &str) -> Result<(), String> {
         self.env
             .compile_expression(expression)
-            .map(|_| ())
-            .map_err(|e| reason(&e))
+            .map_err(|e| reason(&e))?;
+        guard::check_expression(expression).map(|_| ())
+    }
+}
+
+/// A contact with plausible values for the reserved keys and every field `reads` names.
+fn sample_contact(reads: Option<&BTreeSet<String>>) -> TemplateValue {
+    let mut fields = serde_json::Map::new();
+    for (k, v) in [
+        ("id", "sample"),
+        ("email", "sample@example.com"),
+        ("phone", "+15555550123"),
+        ("timezone", "UTC"),
+        ("first_name", "Sam"),
+        ("last_name", "Sample"),
+    ] {
+        fields.insert(k.to_string(), serde_json::Value::from(v));
+    }
+    for name in reads.into_iter().flatten() {
+        fields
+            .entry(name.clone())
+            .or_insert_with(|| serde_json::Value::from("sample"));
+    }
+    TemplateValue::from_serialize(&fields)
+}
+
+/// The message `validate` gives when a sample render hit a bound, or `None` for an error
+/// that depends on real data.
+fn bounded_failure(why: &str) -> Option<String> {
+    if why.contains("fuel") {
+        Some(format!(
+            "template uses more than its fuel ({FUEL} instructions) rendering a sample contact; \
+             a send would fail with \"{why}\""
+        ))
+    } else if why.contains("output over")
+        || why.contains("recursion")
+        || why.contains("range has more than")
+    {
+        Some(format!(
+            "template goes past a bound rendering a sample contact: {why}"
+        ))
+    } else {
+        None
     }
 }
 
 fn reason(e: &minijinja::Error) -> String {
     match e.kind() {
+        ErrorKind::OutOfFuel => format!("template fuel exhausted (more than {FUEL} instructions)"),
         minijinja::ErrorKind::UndefinedError => {
             format!(
                 "a placeholder names a field the contact does not have{}",
@@ -274,5 +626,185 @@ mod tests {
             Contact::from_json(json!({"id": "a", "visits": 2})).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(t.eval_expression("contact.visits + 1", &c), Ok(json!(3)));
         assert!(t.check_expression("contact.visits +").is_err());
+    }
+
+    fn one(part: &str, source: &str) -> BTreeMap<String, Message> {
+        let m: Message =
+            serde_json::from_value(json!({"channel": "email", "subject": "s", part: source}))
+                .unwrap_or_else(|e| panic!("{e}"));
+        BTreeMap::from([("m".to_string(), m)])
+    }
+
+    fn refused(source: &str) -> String {
+        let (_, problems) = Templates::compile(&one("text", source));
+        assert_eq!(problems.len(), 1, "{source}: {problems:?}");
+        assert_eq!(problems[0].path, "messages.m.text");
+        problems[0].message.clone()
+    }
+
+    fn render_text(source: &str, contact: serde_json::Value) -> Result<String, String> {
+        let messages = one("text", source);
+        let (t, problems) = Templates::compile(&messages);
+        assert!(problems.is_empty(), "{source}: {problems:?}");
+        let c = Contact::from_json(contact).unwrap_or_else(|e| panic!("{e}"));
+        t.render("m", &messages["m"], &c, "s")
+            .map(|r| r.text.unwrap_or_default())
+            .map_err(|e| e.reason)
+    }
+
+    #[test]
+    fn hostile_nested_loops_run_out_of_fuel() {
+        let bomb = "{% for i in range(1000) %}{% for j in range(1000) %}{% for k in range(1000) %}{% if k == -1 %}x{% endif %}{% endfor %}{% endfor %}{% endfor %}";
+        let e = render_text(bomb, json!({"id": "a"}))
+            .err()
+            .unwrap_or_default();
+        assert_eq!(
+            e,
+            format!("template fuel exhausted (more than {FUEL} instructions)")
+        );
+    }
+
+    #[test]
+    fn hostile_output_past_its_cap_fails() {
+        let flood = "{% for i in range(1000) %}{% for j in range(1000) %}{{ contact.id }}{% endfor %}{% endfor %}";
+        let e = render_text(flood, json!({"id": "x".repeat(200)}))
+            .err()
+            .unwrap_or_default();
+        assert_eq!(e, "rendered output over 262144 bytes");
+        // A subject has a smaller cap.
+        let messages = one("html", "<p>ok</p>");
+        let mut m = messages["m"].clone();
+        m.subject = Some("{% for i in range(100) %}{{ contact.id }}{% endfor %}".into());
+        let messages = BTreeMap::from([("m".to_string(), m)]);
+        let (t, _) = Templates::compile(&messages);
+        let c =
+            Contact::from_json(json!({"id": "y".repeat(100)})).unwrap_or_else(|e| panic!("{e}"));
+        let e = t
+            .render("m", &messages["m"], &c, "s")
+            .err()
+            .unwrap_or_else(|| panic!("should fail"));
+        assert_eq!(
+            (e.part, e.reason.as_str()),
+            ("subject", "rendered output over 4096 bytes")
+        );
+    }
+
+    #[test]
+    fn hostile_string_repetition_is_refused() {
+        assert!(refused("{{ 'x' * 1000000000 }}").contains("at most 100 times"));
+        assert!(
+            refused("{{ contact.first_name * contact.count }}").contains("numbers on both sides")
+        );
+        assert!(refused("{{ ('x' * 100) * 100 }}").contains("not a computed one"));
+        assert!(refused("{{ [1, 2, 3] * 1000000000 }}").contains("at most 100 times"));
+    }
+
+    #[test]
+    fn hostile_doubling_values_are_refused() {
+        // Each `set` doubles the last: 2^40 bytes from a few hundred of source.
+        let mut doubling = "{% set v0 = contact.first_name %}".to_string();
+        for i in 1..40 {
+            doubling.push_str(&format!("{{% set v{i} = v{p} ~ v{p} %}}", p = i - 1));
+        }
+        doubling.push_str("{{ v39 }}");
+        assert!(refused(&doubling).contains("more than 16 contact values"));
+        // The same inside a loop: the value would grow on each turn.
+        let growing = "{% set x = contact.id %}{% for i in range(60) %}{% set x = x ~ x %}{% endfor %}{{ x }}";
+        assert!(
+            refused(growing).contains("grows on each turn")
+                || refused(growing).contains("more than 16")
+        );
+        // Lists nested in lists quote their items again on each level.
+        let nested = "{% set a = [contact.id, contact.id] %}{% set b = [a, a] %}{% set c = [b, b] %}{{ c ~ '' }}";
+        assert!(refused(nested).contains("more than 16 contact values"));
+    }
+
+    #[test]
+    fn hostile_macros_captures_and_includes_are_refused() {
+        let recursive = "{% macro f(s, n) %}{% if n > 0 %}{{ f(s ~ s, n - 1) }}{% endif %}{% endmacro %}{{ f('x', 60) }}";
+        assert!(refused(recursive).contains("macros"));
+        assert!(
+            refused("{% set a %}{{ contact.id }}{{ contact.id }}{% endset %}{{ a }}")
+                .contains("blocks")
+        );
+        assert!(refused("{% include 'm.text' %}").contains("include"));
+        assert!(refused("{% filter upper %}x{% endfilter %}").contains("filter"));
+        assert!(refused("{% set ns = namespace(x='a') %}{{ ns.x }}").contains("namespace"));
+        assert!(refused("{{ 'x'|center(1000000000) }}").contains("not available"));
+        assert!(
+            refused("{{ contact.tags|map('center', 1000000000)|join }}")
+                .contains("must name one of")
+        );
+        assert!(
+            refused("{% for x in contact.tree recursive %}{{ loop(x.children) }}{% endfor %}")
+                .contains("recursive")
+        );
+    }
+
+    #[test]
+    fn hostile_join_replace_and_range_are_capped() {
+        let big = "y".repeat(1000);
+        let e = render_text(
+            "{{ range(1000)|join(contact.bio) }}",
+            json!({"id": "a", "bio": big}),
+        )
+        .err()
+        .unwrap_or_default();
+        assert_eq!(e, "join output over 65536 bytes");
+        let e = render_text(
+            "{{ contact.bio|replace('y', contact.bio) }}",
+            json!({"id": "a", "bio": big}),
+        )
+        .err()
+        .unwrap_or_default();
+        assert_eq!(e, "replace output over 65536 bytes");
+        let e = render_text(
+            "{% for i in range(100000) %}{% endfor %}",
+            json!({"id": "a"}),
+        )
+        .err()
+        .unwrap_or_default();
+        assert_eq!(e, "range has more than 1000 items");
+    }
+
+    #[test]
+    fn hostile_deep_nesting_is_a_syntax_error() {
+        let deep = format!("{{{{ {}1{} }}}}", "(".repeat(10_000), ")".repeat(10_000));
+        let (_, problems) = Templates::compile(&one("text", &deep));
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0].message.starts_with("template:"),
+            "{}",
+            problems[0].message
+        );
+    }
+
+    #[test]
+    fn hostile_expression_bombs_are_refused() {
+        let (t, _) = Templates::compile(&BTreeMap::new());
+        assert!(t.check_expression("contact.name * 100000000").is_err());
+        assert!(t.check_expression("contact.visits|int * 1000").is_ok());
+        let c =
+            Contact::from_json(json!({"id": "a", "name": "n"})).unwrap_or_else(|e| panic!("{e}"));
+        assert!(t.eval_expression("contact.name * 100000000", &c).is_err());
+    }
+
+    #[test]
+    fn bounded_templates_still_render_what_messages_need() {
+        let contact = json!({
+            "id": "a", "first_name": "Ana", "last_name": "Lima", "price": "9.5", "qty": 3,
+            "cart": [{"name": "tea", "price": 2.5, "qty": 2}, {"name": "mug", "price": 8, "qty": 1}],
+            "tags": ["vip", "new"]
+        });
+        let source = "{% set name = contact.first_name|default('there') %}Hi {{ name ~ ' ' ~ contact.last_name }}\n\
+            {{ '-' * 10 }}\n\
+            {% for item in contact.cart %}{{ loop.index }}. {{ item.name|upper }} {{ (item.price|float * item.qty|int)|round(2) }}\n{% endfor %}\
+            {{ contact.tags|join(', ') }} {{ contact.qty * 2 }} {{ contact.price|float * 1.2 }}\
+            {% set total = 0 %}{% for item in contact.cart %}{% set total = total + item.qty|int %}{% endfor %}";
+        let text = render_text(source, contact).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            text,
+            "Hi Ana Lima\n----------\n1. TEA 5.0\n2. MUG 8.0\nvip, new 6 11.4"
+        );
     }
 }

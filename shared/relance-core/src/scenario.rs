@@ -717,26 +717,36 @@ fn unknown_key(key: &str, known: &[&str], what: &str) -> String {
     )
 }
 
-/// The candidate closest to a misspelt `word`, when one is close enough to be meant.
+/// Names longer than this get no suggestion: comparing them costs too much for a hint.
+const SUGGEST_MAX_CHARS: usize = 64;
+
+/// The candidate closest to a misspelt `word`, when one is close enough to be meant. The cost
+/// stays small per candidate (short names only, lengths within the limit, an early exit), so
+/// a file with many names and many misspellings still validates in linear time.
 pub(crate) fn suggest<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
-    let limit = match word.chars().count() {
+    let len = word.chars().count();
+    if len > SUGGEST_MAX_CHARS {
+        return None;
+    }
+    let limit = match len {
         0..=2 => 0,
         3..=5 => 1,
         _ => 2,
     };
     candidates
         .into_iter()
-        .map(|c| (edit_distance(word, c), c))
-        .filter(|(d, _)| *d <= limit)
+        .filter(|c| c.len() <= SUGGEST_MAX_CHARS * 4 && c.chars().count().abs_diff(len) <= limit)
+        .filter_map(|c| edit_distance(word, c, limit).map(|d| (d, c)))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }
 
-/// Edits (insert, delete, replace, swap two neighbours) that turn `a` into `b`.
-fn edit_distance(a: &str, b: &str) -> usize {
+/// Edits (insert, delete, replace, swap two neighbours) that turn `a` into `b`, when at most
+/// `limit`.
+fn edit_distance(a: &str, b: &str, limit: usize) -> Option<usize> {
     let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
     // d[i][j]: distance between the first i chars of a and the first j chars of b.
     let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
@@ -757,8 +767,14 @@ fn edit_distance(a: &str, b: &str) -> usize {
             }
             d[i][j] = best;
         }
+        // Every later cell builds on this row or the one before: past the limit in both,
+        // the distance is too.
+        let row_min = |r: &Vec<usize>| r.iter().copied().min().unwrap_or(0);
+        if row_min(&d[i]) > limit && (i < 2 || row_min(&d[i - 1]) > limit) {
+            return None;
+        }
     }
-    d[a.len()][b.len()]
+    Some(d[a.len()][b.len()]).filter(|&x| x <= limit)
 }
 
 /// The keys of a scenario file (the JSON Schema lists the same).

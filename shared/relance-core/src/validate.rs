@@ -65,13 +65,39 @@ pub fn check_text_with_messages(
         !loaded.broken_steps,
         &loaded.unread_messages,
     ));
-    locate_lines(text, &loaded.scenario, &mut problems);
     problems.sort_by_key(|p| p.severity);
+    let omitted = cap_problems(&mut problems);
+    locate_lines(text, &loaded.scenario, &mut problems);
+    problems.extend(omitted);
     let clean = !problems.iter().any(Problem::is_error);
     Report {
         scenario: clean.then_some(loaded.scenario),
         problems,
     }
+}
+
+/// The most problems a report lists: past it, one last problem counts the others.
+pub const MAX_PROBLEMS: usize = 1000;
+
+/// Keeps the first [`MAX_PROBLEMS`] (errors come first) and returns the problem that counts
+/// the rest, if any: a huge file gets a readable report, built in linear time.
+fn cap_problems(problems: &mut Vec<Problem>) -> Option<Problem> {
+    if problems.len() <= MAX_PROBLEMS {
+        return None;
+    }
+    let rest = problems.split_off(MAX_PROBLEMS);
+    let errors = rest.iter().filter(|p| p.is_error()).count();
+    let message = format!(
+        "{} more problems not listed ({errors} errors, {} warnings); fix those above and \
+         validate again",
+        rest.len(),
+        rest.len() - errors
+    );
+    Some(if errors > 0 {
+        Problem::error("", message)
+    } else {
+        Problem::warning("", message)
+    })
 }
 
 /// Parses a scenario that must have no error (warnings are returned alongside).
@@ -169,10 +195,16 @@ fn meaning(s: &Scenario, graph: bool, unread_messages: &BTreeSet<String>) -> Vec
                     let known = if s.messages.is_empty() {
                         "the scenario has no messages".to_string()
                     } else {
-                        format!(
-                            "known messages: {}",
-                            s.messages.keys().cloned().collect::<Vec<_>>().join(", ")
-                        )
+                        // A few names, not every one: the file may declare thousands.
+                        let shown: Vec<&str> =
+                            s.messages.keys().take(20).map(String::as_str).collect();
+                        let more = s.messages.len().saturating_sub(shown.len());
+                        let more = if more > 0 {
+                            format!(" and {more} more")
+                        } else {
+                            String::new()
+                        };
+                        format!("known messages: {}{more}", shown.join(", "))
                     };
                     out.push(
                         Problem::error(
@@ -403,8 +435,7 @@ fn check_messages(
     all_steps_read: bool,
     out: &mut Vec<Problem>,
 ) {
-    let (_, template_problems) = Templates::compile(&s.messages);
-    out.extend(template_problems);
+    out.extend(Templates::check(&s.messages));
     for (id, m) in &s.messages {
         let path = format!("messages.{id}");
         let has = |o: &Option<String>| o.as_ref().is_some_and(|t| !t.trim().is_empty());
@@ -799,14 +830,103 @@ fn cycles_without(edges: &[Vec<usize>], holds: &dyn Fn(usize) -> bool) -> Vec<Ve
     t.out
 }
 
+/// The keys each line writes, indexed once: `key` → the lines that write it, in file order.
+/// Locating a problem is then a lookup, so validation stays linear in the file's size.
+struct LineIndex<'t> {
+    lines: Vec<&'t str>,
+    keys: HashMap<&'t str, Vec<usize>>,
+    /// For each line, the first later non-blank line indented no deeper (its block's end).
+    block_end: Vec<usize>,
+}
+
+impl<'t> LineIndex<'t> {
+    fn new(text: &'t str) -> Self {
+        let lines: Vec<&str> = text.lines().collect();
+        let mut keys: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (l, line) in lines.iter().enumerate() {
+            for key in keys_in(line) {
+                let at = keys.entry(key).or_default();
+                if at.last() != Some(&l) {
+                    at.push(l);
+                }
+            }
+        }
+        // One pass from the bottom with a stack of (indent, line) of the lines below.
+        let indent = |l: &str| l.len() - l.trim_start().len();
+        let mut block_end = vec![lines.len(); lines.len()];
+        let mut below: Vec<(usize, usize)> = Vec::new();
+        for l in (0..lines.len()).rev() {
+            // A blank line ends no block and holds no key: it is never a block's top.
+            if lines[l].trim().is_empty() {
+                continue;
+            }
+            let own = indent(lines[l]);
+            while below.last().is_some_and(|&(i, _)| i > own) {
+                below.pop();
+            }
+            if let Some(&(_, next)) = below.last() {
+                block_end[l] = next;
+            }
+            below.push((own, l));
+        }
+        LineIndex {
+            lines,
+            keys,
+            block_end,
+        }
+    }
+
+    /// The first line in `from..to` that writes `key`.
+    fn find(&self, key: &str, from: usize, to: usize) -> Option<usize> {
+        let at = self.keys.get(key)?;
+        let i = at.partition_point(|&l| l < from);
+        at.get(i).copied().filter(|&l| l < to)
+    }
+
+    fn indent(&self, l: usize) -> usize {
+        self.lines[l].len() - self.lines[l].trim_start().len()
+    }
+}
+
+/// The mapping keys a line writes (`key:`, `"key":`, several in a flow mapping), each
+/// confirmed by [`has_key`].
+fn keys_in(line: &str) -> Vec<&str> {
+    let code = line.split(" #").next().unwrap_or(line);
+    let mut out = Vec::new();
+    for (pos, _) in code.match_indices(':') {
+        let head = code[..pos].trim_end();
+        let key = match head.chars().next_back() {
+            Some(q @ ('"' | '\'')) => {
+                let inner = &head[..head.len() - 1];
+                inner.rfind(q).map(|open| &inner[open + 1..])
+            }
+            Some(_) => {
+                let start = head
+                    .rfind([' ', '\t', '{', ',', '[', '"', '\''])
+                    .map_or(0, |i| i + 1);
+                Some(&head[start..])
+            }
+            None => None,
+        };
+        if let Some(key) = key.filter(|k| !k.is_empty())
+            && has_key(code, key)
+        {
+            out.push(key);
+        }
+    }
+    out
+}
+
 /// Best effort: the line of the key each problem is about, searched inside its step (from the
 /// line where the step's `id` is written) or under its top-level key, so problems point into
-/// the file. Falls back to the step's `id` line.
+/// the file. Falls back to the step's `id` line. Lines are indexed once (see [`LineIndex`]).
 fn locate_lines(text: &str, s: &Scenario, problems: &mut [Problem]) {
-    let lines: Vec<&str> = text.lines().collect();
+    let index = LineIndex::new(text);
+    let lines = &index.lines;
     let mut from = 0;
     // The line of each step's `id`, by step index (ids may be duplicated).
     let mut step_lines: Vec<Option<usize>> = vec![None; s.steps.len()];
+    let id_lines: &[usize] = index.keys.get("id").map_or(&[], Vec::as_slice);
     for (i, step) in s.steps.iter().enumerate() {
         if step.id.is_empty() {
             continue;
@@ -817,7 +937,8 @@ fn locate_lines(text: &str, s: &Scenario, problems: &mut [Problem]) {
             format!("id: '{}'", step.id),
             format!("\"id\": \"{}\"", step.id),
         ];
-        let hit = (from..lines.len()).find(|&l| {
+        let first = id_lines.partition_point(|&l| l < from);
+        let hit = id_lines[first..].iter().copied().find(|&l| {
             forms.iter().any(|f| {
                 lines[l].match_indices(f.as_str()).any(|(pos, _)| {
                     let after = lines[l][pos + f.len()..].chars().next();
@@ -833,17 +954,22 @@ fn locate_lines(text: &str, s: &Scenario, problems: &mut [Problem]) {
         }
     }
     let starts: Vec<usize> = step_lines.iter().flatten().copied().collect();
+    let by_id: HashMap<&str, usize> = s
+        .steps
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, st)| (st.id.as_str(), i))
+        .collect();
     let step_index = |p: &Problem| -> Option<usize> {
         p.path
             .strip_prefix("steps[")
             .and_then(|rest| rest.split(']').next())
             .and_then(|i| i.parse().ok())
-            .or_else(|| {
-                let id = p.step.as_deref()?;
-                s.steps.iter().position(|st| st.id == id)
-            })
+            .or_else(|| by_id.get(p.step.as_deref()?).copied())
     };
-    let indent = |l: usize| lines[l].len() - lines[l].trim_start().len();
+    // The top line of each top-level key, found once.
+    let mut tops: HashMap<String, Option<usize>> = HashMap::new();
     for p in problems.iter_mut() {
         if p.line.is_some() {
             continue;
@@ -855,36 +981,34 @@ fn locate_lines(text: &str, s: &Scenario, problems: &mut [Problem]) {
             .filter(|k| !k.is_empty())
             .collect();
         if let Some(start) = step_index(p).and_then(|i| step_lines.get(i).copied().flatten()) {
-            let end = starts
-                .iter()
-                .copied()
-                .find(|&l| l > start)
-                .unwrap_or(lines.len());
+            let next = starts.partition_point(|&l| l <= start);
+            let end = starts.get(next).copied().unwrap_or(lines.len());
             // `steps[2].delay.after`: the key after the step's index.
             let key = keys
                 .get(1..)
                 .and_then(|rest| rest.last())
                 .filter(|_| !p.path.ends_with(']'));
-            let line = key
-                .and_then(|k| (start..end).find(|&l| has_key(lines[l], k)))
-                .unwrap_or(start);
+            let line = key.and_then(|k| index.find(k, start, end)).unwrap_or(start);
             p.line = Some(line + 1);
         } else if let Some(first) = keys.first()
             && p.step.is_none()
         {
-            let Some(top) = (0..lines.len())
-                .filter(|&l| has_key(lines[l], first))
-                .min_by_key(|&l| (indent(l), l))
-            else {
+            let top = *tops.entry((*first).to_string()).or_insert_with(|| {
+                index
+                    .keys
+                    .get(first)?
+                    .iter()
+                    .copied()
+                    .min_by_key(|&l| (index.indent(l), l))
+            });
+            let Some(top) = top else {
                 continue;
             };
-            let block_end = (top + 1..lines.len())
-                .find(|&l| !lines[l].trim().is_empty() && indent(l) <= indent(top))
-                .unwrap_or(lines.len());
+            let block_end = index.block_end[top];
             let line = keys
                 .last()
                 .filter(|_| keys.len() > 1)
-                .and_then(|k| (top..block_end).find(|&l| has_key(lines[l], k)))
+                .and_then(|k| index.find(k, top, block_end))
                 .unwrap_or(top);
             p.line = Some(line + 1);
         }

@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use crate::contact::EngagementKind;
 
@@ -72,6 +73,10 @@ pub struct ActivityDetail {
         deserialize_with = "crate::instant::deserialize_opt"
     )]
     pub at: Option<DateTime<Utc>>,
+    /// The caller's key for this event: a repeat with the same key changes nothing. Without
+    /// it, an event that gives `at` is keyed by its content; one without `at` is not deduplicated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 /// `detail-type: relance.engagement` — delivery, open, click, bounce, complaint, unsubscribe.
@@ -99,6 +104,11 @@ pub struct EngagementDetail {
         deserialize_with = "crate::instant::deserialize_opt"
     )]
     pub at: Option<DateTime<Utc>>,
+    /// The caller's key for this reaction: a repeat with the same key changes nothing.
+    /// Without it, a reaction that gives `at` is keyed by its content; one without `at` is
+    /// not deduplicated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 /// `detail-type: relance.launch` (the `LaunchScenario` command) — launch a scenario for some
@@ -111,6 +121,73 @@ pub struct LaunchDetail {
     /// These contacts only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contacts: Option<Vec<String>>,
+}
+
+/// The longest idempotency key a caller may give.
+pub const MAX_IDEMPOTENCY_KEY: usize = 256;
+
+/// The key an input is recorded once under: the caller's (checked), or a digest of the content
+/// when the caller gave `at`; `Ok(None)` when neither (no deduplication).
+fn input_key(
+    kind: &str,
+    given: Option<&str>,
+    at: Option<DateTime<Utc>>,
+    content: &[&str],
+) -> Result<Option<String>, WireError> {
+    if let Some(k) = given {
+        if k.trim().is_empty() || k.len() > MAX_IDEMPOTENCY_KEY {
+            return Err(WireError {
+                field: "idempotency_key".into(),
+                message: format!("must be 1 to {MAX_IDEMPOTENCY_KEY} bytes of text"),
+            });
+        }
+        return Ok(Some(format!("{kind}#key#{k}")));
+    }
+    let Some(at) = at else {
+        return Ok(None);
+    };
+    let mut h = Sha256::new();
+    for part in content.iter().copied().chain([at.to_rfc3339().as_str()]) {
+        // Length-prefixed, so that no two different contents hash the same way.
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok(Some(format!("{kind}#{hex}")))
+}
+
+impl ActivityDetail {
+    /// The key this event is recorded once under (see [`ActivityDetail::idempotency_key`]).
+    pub fn dedup_key(&self) -> Result<Option<String>, WireError> {
+        let props = serde_json::to_string(&self.properties).unwrap_or_default();
+        input_key(
+            "activity",
+            self.idempotency_key.as_deref(),
+            self.at,
+            &[&self.contact, &self.event, &props],
+        )
+    }
+}
+
+impl EngagementDetail {
+    /// The key this reaction is recorded once under (see
+    /// [`EngagementDetail::idempotency_key`]).
+    pub fn dedup_key(&self) -> Result<Option<String>, WireError> {
+        let tags = self.link_tags.join("\n");
+        input_key(
+            "engagement",
+            self.idempotency_key.as_deref(),
+            self.at,
+            &[
+                &self.contact,
+                &self.scenario,
+                &self.step,
+                self.kind.as_str(),
+                self.url.as_deref().unwrap_or(""),
+                &tags,
+            ],
+        )
+    }
 }
 
 /// The JSON Schemas of the details applications send, by `detail-type` (generated from the

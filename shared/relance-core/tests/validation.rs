@@ -814,3 +814,77 @@ fn every_broken_example_is_rejected_with_located_errors() {
         }
     }
 }
+
+#[test]
+fn hostile_nested_range_message_is_reported_by_validate() {
+    // Passed validation and then held the runner forever (issue 11, finding 3).
+    let text = "id: test\nlaunch: {type: manual}\naudience: {all: true}\nmessages:\n  welcome:\n    channel: email\n    subject: Hi\n    text: \"{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}\"\nsteps:\n  - {id: first, send: welcome, next: done}\n  - {id: done, end: success}\n";
+    let r = yaml(text);
+    let p = error_with(&r, "range has more than 1000 items");
+    assert_eq!(p.path, "messages.welcome.text");
+    // Within the range cap, the same loops run out of fuel on a sample contact.
+    let fuel = text.replace("100000", "1000").replace(
+        "{% for j in range(1000) %}",
+        "{% for j in range(1000) %}{% for k in range(1000) %}",
+    );
+    let fuel = fuel.replace(
+        "x{% endfor %}",
+        "{{ contact.nickname }}{% endfor %}{% endfor %}",
+    );
+    let r = yaml(&fuel);
+    let p = error_with(&r, "template uses more than its fuel");
+    assert_eq!(p.path, "messages.welcome.text");
+    assert!(
+        p.message.contains("template fuel exhausted"),
+        "{}",
+        p.message
+    );
+}
+
+#[test]
+fn hostile_unbounded_template_is_refused_by_validate() {
+    let text = "id: test\nlaunch: {type: manual}\naudience: {all: true}\nmessages:\n  welcome: {channel: email, subject: Hi, text: \"{{ 'x' * 1000000000 }}\"}\nsteps:\n  - {id: first, send: welcome, next: done}\n  - {id: done, end: success}\n";
+    let r = yaml(text);
+    let p = error_with(&r, "at most 100 times");
+    assert_eq!(p.path, "messages.welcome.text");
+}
+
+#[test]
+fn hostile_forty_thousand_unused_messages_validate_with_a_capped_report() {
+    // 1.9 MB: never finished before (issue 11, finding 7); now linear, at most 1,000 listed.
+    let mut text = String::from(
+        "id: big\nlaunch: {type: manual}\naudience: {all: true}\nmessages:\n  hello: {channel: email, subject: Hello, text: Hello}\n",
+    );
+    for i in 0..40_000 {
+        text.push_str(&format!(
+            "  unused{i}: {{channel: email, subject: Hi, text: Hello there}}\n"
+        ));
+    }
+    text.push_str(
+        "steps:\n  - {id: first, send: hello, next: done}\n  - {id: done, end: success}\n",
+    );
+    let r = yaml(&text);
+    assert_eq!(
+        r.problems.len(),
+        1_001,
+        "1,000 listed and one counting the rest"
+    );
+    assert_eq!(r.errors(), 0);
+    let first = &r.problems[0];
+    assert_eq!(first.path, "messages.unused0");
+    assert_eq!(first.line, Some(6), "{first}");
+    let last = &r.problems[1_000];
+    assert_eq!(
+        last.message,
+        "39000 more problems not listed (0 errors, 39000 warnings); fix those above and validate again"
+    );
+    // Each listed problem points at its message's line (`unusedN` is written on line N + 6).
+    for p in &r.problems[..1_000] {
+        let n: usize = p
+            .path
+            .strip_prefix("messages.unused")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{p}"));
+        assert_eq!(p.line, Some(n + 6), "{p}");
+    }
+}

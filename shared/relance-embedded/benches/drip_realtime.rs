@@ -422,6 +422,7 @@ fn run() -> Res<bool> {
             for i in (next..end).filter(|i| i % 2 == 0) {
                 rt.engagement(
                     EngagementDetail {
+                        idempotency_key: None,
                         contact: contact_id(i),
                         scenario: "drip".into(),
                         step: "first".into(),

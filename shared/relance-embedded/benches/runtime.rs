@@ -57,6 +57,7 @@ fn main() {
     let started = Instant::now();
     for i in (0..n).step_by(3) {
         let detail = EngagementDetail {
+            idempotency_key: None,
             contact: format!("c{i:07}"),
             scenario: "drip".into(),
             step: "first".into(),

@@ -194,9 +194,43 @@ async fn put_scenario(
     )
 }
 
+/// Validations running at once: each is CPU work on a blocking thread, never on the async
+/// workers that answer `/v1/health` and the other routes.
+const VALIDATION_SLOTS: usize = 2;
+/// How long a request waits for its validation (a slot, then the work) before a 503.
+const VALIDATION_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+static VALIDATIONS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(VALIDATION_SLOTS);
+
 async fn validate_scenario(headers: HeaderMap, body: Bytes) -> ApiResult {
     let text = utf8(&body)?;
-    let report = validate::check_text(&text, scenario_format(&headers).into());
+    let format = scenario_format(&headers).into();
+    let busy = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "validation did not finish within 10 s (or too many run at once); try again",
+            None,
+        )
+    };
+    let work = async {
+        let permit = VALIDATIONS.acquire().await.map_err(|_| busy())?;
+        // The slot is held by the blocking work itself, so a request that gave up still
+        // counts until its validation ends: at most VALIDATION_SLOTS run at any time.
+        tokio::task::spawn_blocking(move || {
+            let _slot = permit;
+            validate::check_text(&text, format)
+        })
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("validation failed: {e}"),
+                None,
+            )
+        })
+    };
+    let report = tokio::time::timeout(VALIDATION_DEADLINE, work)
+        .await
+        .map_err(|_| busy())??;
     ok(
         StatusCode::OK,
         json!({"errors": report.errors(), "problems": report.problems}),

@@ -28,12 +28,13 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The migrations, in order; `PRAGMA user_version` says how many were applied.
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_dead_letter.sql"),
     include_str!("../migrations/0003_policy.sql"),
     include_str!("../migrations/0004_integer_instants.sql"),
     include_str!("../migrations/0005_outbox_delivery.sql"),
+    include_str!("../migrations/0006_input_key.sql"),
 ];
 
 /// A storage failure.
@@ -506,6 +507,21 @@ impl ContactStore for SqliteStore {
                 "INSERT INTO engagement (contact_id, scenario_id, step, kind, at, url, link_tags) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![contact, scenario, e.step, e.kind.as_str(), ts("engagement at", e.at)?, e.url, to_json(&e.link_tags)])?;
+        Ok(())
+    }
+
+    fn input_seen(&mut self, key: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM input_key WHERE key = ?1")?
+            .exists(params![key])?)
+    }
+
+    fn record_input(&mut self, key: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        // The primary key records each key once, whatever the caller repeats.
+        self.conn
+            .prepare_cached("INSERT OR IGNORE INTO input_key (key, at) VALUES (?1, ?2)")?
+            .execute(params![key, now.timestamp_micros()])?;
         Ok(())
     }
 

@@ -1376,3 +1376,37 @@ async fn hostile_out_of_range_instants_are_a_400_naming_at() {
     assert_eq!(sends_to(&lines, "b").len(), 1, "{lines:#?}");
     assert!(sends_to(&lines, "a").is_empty(), "{lines:#?}");
 }
+
+/// Issue 11, finding 7: a large validation ran on the async worker and stalled every other
+/// route (`/v1/health` for 27 s). On a single-threaded runtime, health now answers while the
+/// validation is still running on a blocking thread; before, it waited for it to end.
+#[tokio::test(flavor = "current_thread")]
+async fn hostile_large_validation_does_not_stall_health() {
+    let app = Arc::new(app("validation-off-workers"));
+    let mut big = String::from(
+        "id: big\nlaunch: {type: manual}\naudience: {all: true}\nmessages:\n  hello: {channel: email, subject: Hello, text: Hello}\n",
+    );
+    for i in 0..40_000 {
+        big.push_str(&format!("  u{i}: {{channel: sms, text: x}}\n"));
+    }
+    big.push_str(
+        "steps:\n  - {id: first, send: hello, next: done}\n  - {id: done, end: success}\n",
+    );
+    let validating = {
+        let app = app.clone();
+        tokio::spawn(async move { post(&app, "/v1/scenarios/validate", big, YAML).await })
+    };
+    // Let the validation start before asking for health.
+    tokio::task::yield_now().await;
+    let (status, body) = get(&app, "/v1/health").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        !validating.is_finished(),
+        "health answered only after the validation"
+    );
+    let (status, body) = validating.await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["errors"], 0, "{body}");
+    let problems = body["problems"].as_array().map_or(0, Vec::len);
+    assert_eq!(problems, 1_001, "capped at 1,000 and one counting the rest");
+}

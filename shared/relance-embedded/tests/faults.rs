@@ -338,6 +338,12 @@ impl<S: Store> ContactStore for FlakyStore<S> {
     ) -> Result<(), Self::Error> {
         self.pass(|s| s.append_engagement(contact, scenario, engagement))
     }
+    fn input_seen(&mut self, key: &str) -> Result<bool, Self::Error> {
+        self.pass(|s| s.input_seen(key))
+    }
+    fn record_input(&mut self, key: &str, now: DateTime<Utc>) -> Result<(), Self::Error> {
+        self.pass(|s| s.record_input(key, now))
+    }
     fn history(&mut self, contact: &str, scenario: &str) -> Result<History, Self::Error> {
         self.pass(|s| s.history(contact, scenario))
     }
@@ -672,6 +678,7 @@ fn duplicated_and_failing_deliveries_send_everything_exactly_once() {
                     .map(drop),
                 Message::Open(contact) => rt.engagement(
                     EngagementDetail {
+                        idempotency_key: None,
                         contact: contact.clone(),
                         scenario: SCENARIO_ID.into(),
                         step: "welcome".into(),

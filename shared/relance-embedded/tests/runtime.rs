@@ -517,6 +517,7 @@ fn cart_abandoned_fires_after_the_quiet_period_and_a_purchase_cancels_it() {
     );
     activate(&mut rt, yaml, t0);
     let event = |c: &str, name: &str| ActivityDetail {
+        idempotency_key: None,
         contact: c.into(),
         event: name.into(),
         properties: Default::default(),
@@ -706,6 +707,7 @@ fn hostile_history_is_kept_only_as_long_as_the_retention_says() {
                 event: "visit".into(),
                 properties: Default::default(),
                 at: Some(when),
+                idempotency_key: None,
             },
             when,
         )
@@ -727,6 +729,7 @@ fn hostile_history_is_kept_only_as_long_as_the_retention_says() {
                 url: None,
                 link_tags: Vec::new(),
                 at: Some(when),
+                idempotency_key: None,
             },
             when,
         )
@@ -784,4 +787,167 @@ fn hostile_history_is_kept_only_as_long_as_the_retention_says() {
             .is_some()
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 11, finding 3: a template that loops for ever on one contact's data held the runner
+/// thread (and after a restart, the same timer held it again). Now that send fails with its
+/// reason, the timer is consumed, and another contact's send goes through.
+#[test]
+fn hostile_fuel_bomb_fails_its_send_only() {
+    let loops = "{% for i in range(contact.n|int) %}{% for j in range(contact.n|int) %}{% for k in range(contact.n|int) %}{{ contact.id }}{% endfor %}{% endfor %}{% endfor %}";
+    let yaml = format!(
+        "id: bomb\nlaunch: {{type: manual}}\naudience: {{all: true}}\nmessages:\n  m: {{channel: email, subject: s, text: \"{loops}\"}}\nsteps:\n  - {{id: send, send: m, next: done, delay: {{after: PT1H}}}}\n  - {{id: done, end: success}}\n"
+    );
+    let t0 = at("2026-12-01T09:00:00Z");
+    let dir = std::env::temp_dir().join(format!("relance-fuel-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let db = dir.join("fuel.db");
+    {
+        let mut rt = Runtime::new(SqliteStore::open(&db).unwrap_or_else(|e| panic!("{e}")));
+        import(
+            &mut rt,
+            "{\"id\": \"a\", \"email\": \"a@x.io\", \"n\": 1000}\n{\"id\": \"b\", \"email\": \"b@x.io\", \"n\": 2}\n",
+            t0,
+        );
+        activate(&mut rt, &yaml, t0);
+        rt.launch(
+            LaunchDetail {
+                scenario: "bomb".into(),
+                contacts: None,
+            },
+            t0,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let report = rt
+            .tick(t0 + TimeDelta::hours(2))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(report.timers, 2);
+        let got: Vec<String> = sends(&mut rt).into_iter().map(|(c, _, _, _)| c).collect();
+        assert_eq!(got, vec!["b"], "b's send goes through");
+        let path = rt.path("bomb", "a").unwrap_or_else(|e| panic!("{e}"));
+        let failed: Vec<&str> = path
+            .iter()
+            .filter(|r| r.kind == RecordKind::Failed)
+            .filter_map(|r| r.reason.as_deref())
+            .collect();
+        assert_eq!(failed.len(), 1, "{path:?}");
+        assert!(
+            failed[0].contains("template fuel exhausted"),
+            "{}",
+            failed[0]
+        );
+    }
+    // A restart finds nothing left to fire: the timer was consumed with the failed record.
+    let mut rt = Runtime::new(SqliteStore::open(&db).unwrap_or_else(|e| panic!("{e}")));
+    assert_eq!(rt.next_due().ok().flatten(), None);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 11, finding 10: 50 identical engagement posts stored 50 rows. A reaction that gives
+/// `at` is keyed by its content (or by the caller's `idempotency_key`): recorded once, and
+/// the waiting enrollment is woken once.
+#[test]
+fn hostile_fifty_identical_engagement_posts_store_one_row() {
+    use relance_core::contact::EngagementKind;
+    use relance_core::ports::ContactStore;
+    use relance_core::wire::EngagementDetail;
+    let yaml = "id: eng\nlaunch: {type: manual}\nmessages:\n  m: {channel: email, subject: s, text: x}\n  n: {channel: email, subject: t, text: y}\nsteps:\n  - {id: first, send: m, next: wait}\n  - id: wait\n    wait_for: {clicked: first, timeout: P1D}\n    on_event: again\n    on_timeout: done\n  - {id: again, send: n, next: done}\n  - {id: done, end: success}\n";
+    let t0 = at("2026-12-01T09:00:00Z");
+    let mut rt = runtime();
+    import(&mut rt, "{\"id\": \"a\", \"email\": \"a@x.io\"}\n", t0);
+    activate(&mut rt, yaml, t0);
+    rt.launch(
+        LaunchDetail {
+            scenario: "eng".into(),
+            contacts: None,
+        },
+        t0,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let click = |key: Option<&str>, at: Option<DateTime<Utc>>| EngagementDetail {
+        idempotency_key: key.map(str::to_string),
+        contact: "a".into(),
+        scenario: "eng".into(),
+        step: "first".into(),
+        kind: EngagementKind::Clicked,
+        url: Some("https://example.com/x".into()),
+        link_tags: Vec::new(),
+        at,
+    };
+    let clicked_at = t0 + TimeDelta::minutes(5);
+    for i in 0..50 {
+        rt.engagement(
+            click(None, Some(clicked_at)),
+            t0 + TimeDelta::seconds(300 + i),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let rows = |rt: &mut Runtime<SqliteStore>| {
+        rt.store()
+            .history("a", "eng")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .engagement
+            .len()
+    };
+    assert_eq!(rows(&mut rt), 1, "one row for 50 identical posts");
+    let path = rt.path("eng", "a").unwrap_or_else(|e| panic!("{e}"));
+    let resumed = path
+        .iter()
+        .filter(|r| r.kind == RecordKind::Resumed)
+        .count();
+    assert_eq!(resumed, 1, "woken once: {path:?}");
+    let steps: Vec<String> = sends(&mut rt).into_iter().map(|(_, s, _, _)| s).collect();
+    assert_eq!(steps, vec!["first", "again"]);
+    // The caller's key dedups without `at`; without either, each post is its own.
+    for _ in 0..3 {
+        rt.engagement(click(Some("esp-event-1"), None), t0 + TimeDelta::minutes(9))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert_eq!(rows(&mut rt), 2);
+    for i in 0..2 {
+        rt.engagement(click(None, None), t0 + TimeDelta::minutes(10 + i))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert_eq!(rows(&mut rt), 4);
+    // A bad key is refused, naming the field.
+    let e = rt
+        .engagement(click(Some(" "), None), t0 + TimeDelta::minutes(20))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("idempotency_key"), "{e}");
+}
+
+/// The same for activity: identical events with `at` are recorded once.
+#[test]
+fn hostile_identical_activity_posts_store_one_row() {
+    use relance_core::ports::ContactStore;
+    let t0 = at("2026-12-01T09:00:00Z");
+    let mut rt = runtime();
+    import(&mut rt, "{\"id\": \"a\", \"email\": \"a@x.io\"}\n", t0);
+    let event = |key: Option<&str>, at: Option<DateTime<Utc>>| ActivityDetail {
+        idempotency_key: key.map(str::to_string),
+        contact: "a".into(),
+        event: "purchase".into(),
+        properties: serde_json::Map::from_iter([("total".to_string(), Value::from(12))]),
+        at,
+    };
+    for _ in 0..50 {
+        rt.activity(event(None, Some(t0)), t0 + TimeDelta::minutes(1))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let rows = |rt: &mut Runtime<SqliteStore>| {
+        rt.store()
+            .history("a", "none")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .events
+            .len()
+    };
+    assert_eq!(rows(&mut rt), 1);
+    for _ in 0..5 {
+        rt.activity(event(Some("order-77"), None), t0 + TimeDelta::minutes(2))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert_eq!(rows(&mut rt), 2);
 }

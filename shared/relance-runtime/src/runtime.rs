@@ -80,6 +80,14 @@ pub enum RuntimeError {
     },
 }
 
+/// A bad `idempotency_key`, as the caller's error.
+fn bad_key(e: relance_core::wire::WireError) -> RuntimeError {
+    RuntimeError::BadInput {
+        field: e.field,
+        message: e.message,
+    }
+}
+
 fn store_err<E: std::error::Error + Send + Sync + 'static>(e: E) -> RuntimeError {
     RuntimeError::Store(Box::new(e))
 }
@@ -500,7 +508,14 @@ where
                 message: "must be a contact id".into(),
             });
         }
+        let key = detail.dedup_key().map_err(bad_key)?;
         self.unit(now, |u| {
+            // A repeat of a recorded event changes nothing: no second row, no second wake.
+            if let Some(k) = &key
+                && u.store.input_seen(k).map_err(store_err)?
+            {
+                return Ok(());
+            }
             let contact = match u.store.contact(&detail.contact).map_err(store_err)? {
                 Some(c) => c,
                 // An event may come before the contact: it is created bare.
@@ -515,7 +530,13 @@ where
                 name: detail.event.clone(),
                 properties: detail.properties.clone(),
             };
-            u.activity(contact, event)
+            u.activity(contact, event)?;
+            // Recorded last: an input that failed half-way is retried in full (DynamoDB has
+            // no transaction around the unit; SQLite makes it all one).
+            if let Some(k) = &key {
+                u.store.record_input(k, now).map_err(store_err)?;
+            }
+            Ok(())
         })
     }
 
@@ -541,6 +562,7 @@ where
             return Ok(());
         }
         let detail = EngagementDetail {
+            idempotency_key: None,
             contact: claim.contact.clone(),
             scenario: claim.scenario.clone(),
             step: claim.step.clone(),
@@ -575,7 +597,14 @@ where
         detail: EngagementDetail,
         now: DateTime<Utc>,
     ) -> Result<(), RuntimeError> {
+        let key = detail.dedup_key().map_err(bad_key)?;
         self.unit(now, |u| {
+            // A repeat of a recorded reaction changes nothing: no second row, no second wake.
+            if let Some(k) = &key
+                && u.store.input_seen(k).map_err(store_err)?
+            {
+                return Ok(());
+            }
             let entry = u.entry(&detail.scenario)?;
             let mut contact = u
                 .store
@@ -621,6 +650,9 @@ where
                 );
                 u.apply(&entry.id, version, Some(enrollment.version), t)?;
             }
+            if let Some(k) = &key {
+                u.store.record_input(k, now).map_err(store_err)?;
+            }
             Ok(())
         })
     }
@@ -636,6 +668,7 @@ where
         match event.what {
             Happening::Activity(a) => self.activity(
                 ActivityDetail {
+                    idempotency_key: None,
                     contact: event.contact,
                     event: a.name,
                     properties: a.properties,
@@ -645,6 +678,7 @@ where
             ),
             Happening::Engagement(g) => self.engagement(
                 EngagementDetail {
+                    idempotency_key: None,
                     contact: event.contact,
                     scenario: scenario.to_string(),
                     step: g.step,
