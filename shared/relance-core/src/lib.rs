@@ -6,6 +6,7 @@
 //! - [`duration`]: ISO-8601 durations.
 //! - [`schedule`]: local times across DST, recurring launches, delays, quiet hours.
 //! - [`contact`]: contacts, activity events, engagement, history.
+//! - [`consent`]: the consent log, its derived state and the rules that keep opt-outs.
 //! - [`condition`]: conditions and their evaluation.
 //! - [`scenario`]: the v1 scenario file and its loader.
 //! - [`validate`]: every problem of a scenario, located.
@@ -19,6 +20,7 @@
 //! - [`wire`]: the JSON applications send (HTTP API bodies, EventBridge details).
 
 pub mod condition;
+pub mod consent;
 pub mod contact;
 pub mod duration;
 pub mod engine;

@@ -19,10 +19,11 @@ use relance_core::scenario::Action;
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The migrations, in order; `PRAGMA user_version` says how many were applied.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_dead_letter.sql"),
     include_str!("../migrations/0003_policy.sql"),
+    include_str!("../migrations/0004_consent.sql"),
 ];
 
 /// A storage failure.
@@ -788,6 +789,75 @@ impl JournalStore for SqliteStore {
             out.push(json("journal record", &row?)?);
         }
         Ok(out)
+    }
+}
+
+impl relance_core::ports::ConsentStore for SqliteStore {
+    type Error = StoreError;
+
+    fn append_consent(
+        &mut self,
+        e: &relance_core::consent::ConsentEvent,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO consent (contact_id, subject, state, source, actor, at, reason, kept) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                e.contact,
+                e.subject,
+                e.state.as_str(),
+                e.source,
+                e.actor,
+                e.at.timestamp_micros(),
+                e.reason,
+                e.kept
+            ])?;
+        Ok(())
+    }
+
+    fn consent_trail(
+        &mut self,
+        contact: &str,
+    ) -> Result<Vec<relance_core::consent::ConsentEvent>, StoreError> {
+        use relance_core::consent::{ConsentEvent, ConsentState};
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT subject, state, source, actor, at, reason, kept FROM consent WHERE contact_id = ?1 ORDER BY at, seq",
+        )?;
+        let rows = stmt.query_map(params![contact], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, bool>(6)?,
+            ))
+        })?;
+        let mut trail = Vec::new();
+        for row in rows {
+            let (subject, state, source, actor, at, reason, kept) = row?;
+            let state = ConsentState::parse(&state).ok_or(StoreError::Corrupt {
+                what: "consent state",
+                why: state.clone(),
+            })?;
+            let at = DateTime::from_timestamp_micros(at).ok_or(StoreError::Corrupt {
+                what: "consent instant",
+                why: at.to_string(),
+            })?;
+            trail.push(ConsentEvent {
+                contact: contact.to_string(),
+                subject,
+                state,
+                source,
+                actor,
+                at,
+                reason,
+                kept,
+            });
+        }
+        Ok(trail)
     }
 }
 
