@@ -401,7 +401,7 @@ fn timers_spread_over_shards_fire_in_due_order_and_inactivity_triggers_work() {
 /// source and lifts a suppression only with a reason; the trail reads back in order.
 #[test]
 fn hostile_opt_outs_stand_on_dynamodb() {
-    use relance_core::consent::{ConsentRequest, ConsentState};
+    use relance_core::consent::ConsentState;
     use relance_core::unsubscribe::UnsubscribeClaim;
     use relance_core::wire::ContactDetail;
     let newsletter = |id: &str| {
@@ -491,17 +491,23 @@ fn hostile_opt_outs_stand_on_dynamodb() {
         serde_json::from_value(serde_json::json!({"detail-type": "relance.consent", "source": "crm", "time": t0, "detail": detail}))
             .unwrap_or_else(|e| panic!("{e}"))
     };
-    let no_reason = event(serde_json::json!({"contact": "ana", "unsuppress": ["ana@example.org"],
-        "subscriptions": {"newsletter": true}, "source": "support"}));
+    let no_reason = event(
+        serde_json::json!({"contact": "ana", "unsuppress": ["ana@example.org"],
+        "subscriptions": {"newsletter": true}, "source": "support"}),
+    );
     let refused =
         relance_aws::handlers::trigger(&mut rt, None, &no_reason, t0 + TimeDelta::minutes(7));
     assert!(
-        refused.as_ref().is_err_and(|e| e.to_string().contains("reason")),
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("reason")),
         "{refused:?}"
     );
     assert_eq!(sent_to_ana(&mut rt, "n3", t0 + TimeDelta::minutes(8)), 1);
-    let with_reason = event(serde_json::json!({"contact": "ana", "unsuppress": ["ana@example.org"],
-        "subscriptions": {"newsletter": true}, "source": "support", "reason": "ticket 42"}));
+    let with_reason = event(
+        serde_json::json!({"contact": "ana", "unsuppress": ["ana@example.org"],
+        "subscriptions": {"newsletter": true}, "source": "support", "reason": "ticket 42"}),
+    );
     relance_aws::handlers::trigger(&mut rt, None, &with_reason, t0 + TimeDelta::minutes(9))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(sent_to_ana(&mut rt, "n4", t0 + TimeDelta::minutes(10)), 2);
@@ -518,15 +524,29 @@ fn hostile_opt_outs_stand_on_dynamodb() {
     assert_eq!(
         summary,
         vec![
-            (ConsentState::Unsubscribed, "unsubscribe_link", "contact", false),
+            (
+                ConsentState::Unsubscribed,
+                "unsubscribe_link",
+                "contact",
+                false
+            ),
             (ConsentState::Subscribed, "api", "system", true),
             (ConsentState::Subscribed, "import", "system", true),
             (ConsentState::Suppressed, "complaint", "provider", false),
             (ConsentState::Lifted, "import", "system", true),
-            (ConsentState::Subscribed, "support", "eventbridge:crm", false),
+            (
+                ConsentState::Subscribed,
+                "support",
+                "eventbridge:crm",
+                false
+            ),
             (ConsentState::Lifted, "support", "eventbridge:crm", false),
         ],
         "{trail:#?}"
     );
-    assert!(trail[5..].iter().all(|e| e.reason.as_deref() == Some("ticket 42")));
+    assert!(
+        trail[5..]
+            .iter()
+            .all(|e| e.reason.as_deref() == Some("ticket 42"))
+    );
 }

@@ -274,12 +274,33 @@ fn hostile_import_keeps_opt_outs_and_consent_show_prints_the_trail() {
         "{shown:#?}"
     );
 
-    let no_source = relance(&d, &["consent", "set", "ana", "--subscribe", "newsletter", "--db", "r.db"]);
+    let no_source = relance(
+        &d,
+        &[
+            "consent",
+            "set",
+            "ana",
+            "--subscribe",
+            "newsletter",
+            "--db",
+            "r.db",
+        ],
+    );
     assert_eq!(no_source.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&no_source.stderr).contains("source"));
     let no_reason = relance(
         &d,
-        &["consent", "set", "ana", "--unsuppress", "ana@example.org", "--source", "desk", "--db", "r.db"],
+        &[
+            "consent",
+            "set",
+            "ana",
+            "--unsuppress",
+            "ana@example.org",
+            "--source",
+            "desk",
+            "--db",
+            "r.db",
+        ],
     );
     assert_eq!(no_reason.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&no_reason.stderr).contains("reason"));
@@ -287,8 +308,19 @@ fn hostile_import_keeps_opt_outs_and_consent_show_prints_the_trail() {
     let set = ok(
         &d,
         &[
-            "consent", "set", "ana", "--subscribe", "newsletter", "--unsuppress", "ana@example.org",
-            "--source", "desk", "--reason", "ticket 7", "--db", "r.db",
+            "consent",
+            "set",
+            "ana",
+            "--subscribe",
+            "newsletter",
+            "--unsuppress",
+            "ana@example.org",
+            "--source",
+            "desk",
+            "--reason",
+            "ticket 7",
+            "--db",
+            "r.db",
         ],
     );
     assert_eq!(set.lines().count(), 2, "{set}");

@@ -1166,7 +1166,7 @@ async fn hostile_resubscribe_by_update_after_one_click_unsubscribe_is_kept() {
         .into_iter()
         .find(|l| l["send"]["contact"] == "ana")
         .unwrap_or_else(|| panic!("no send to ana"));
-    let token = token_of(&line["send"]);
+    let token = token_of(&line);
     let (status, html) = raw(
         &app,
         Method::POST,
@@ -1196,7 +1196,11 @@ async fn hostile_resubscribe_by_update_after_one_click_unsubscribe_is_kept() {
     assert_eq!(trail.len(), 2, "{trail:#?}");
     assert_eq!(
         (&trail[0]["state"], &trail[0]["source"], &trail[0]["actor"]),
-        (&json!("unsubscribed"), &json!("unsubscribe_link"), &json!("contact")),
+        (
+            &json!("unsubscribed"),
+            &json!("unsubscribe_link"),
+            &json!("contact")
+        ),
         "{trail:#?}"
     );
     assert_eq!(trail[0]["subject"], "newsletter");
@@ -1241,7 +1245,11 @@ async fn hostile_import_row_saying_subscribed_keeps_the_opt_out() {
     let (status, report) = post(&app, "/v1/contacts/import", csv, "text/csv").await;
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!(report["consent_kept"], 1, "{report}");
-    assert_eq!((&report["added"], &report["modified"]), (&json!(1), &json!(1)), "{report}");
+    assert_eq!(
+        (&report["added"], &report["modified"]),
+        (&json!(1), &json!(1)),
+        "{report}"
+    );
     let (sent, path) = newsletter_to(&app, "n1", "ana").await;
     assert_eq!(sent, 0, "an unsubscribed contact was mailed: {path}");
     let (sent, _) = newsletter_to(&app, "n2", "bob").await;
@@ -1250,7 +1258,11 @@ async fn hostile_import_row_saying_subscribed_keeps_the_opt_out() {
     assert_eq!(
         trail
             .iter()
-            .map(|e| (e["state"].as_str(), e["source"].as_str(), e["kept"].as_bool()))
+            .map(|e| (
+                e["state"].as_str(),
+                e["source"].as_str(),
+                e["kept"].as_bool()
+            ))
             .collect::<Vec<_>>(),
         vec![
             (Some("unsubscribed"), Some("api"), None),
@@ -1289,12 +1301,19 @@ async fn hostile_empty_suppressed_list_leaves_a_complaint_suppression() {
         "{path}"
     );
     let trail = trail_of(&app, "ana").await;
-    let complaint: Vec<_> = trail.iter().filter(|e| e["source"] == "complaint").collect();
-    assert_eq!(complaint.len(), 2, "unsubscribed and suppressed: {trail:#?}");
+    let complaint: Vec<_> = trail
+        .iter()
+        .filter(|e| e["source"] == "complaint")
+        .collect();
+    assert_eq!(
+        complaint.len(),
+        2,
+        "unsubscribed and suppressed: {trail:#?}"
+    );
     assert!(
-        trail
-            .iter()
-            .any(|e| e["state"] == "lifted" && e["kept"] == true && e["subject"] == "ana@example.org"),
+        trail.iter().any(|e| e["state"] == "lifted"
+            && e["kept"] == true
+            && e["subject"] == "ana@example.org"),
         "{trail:#?}"
     );
 
