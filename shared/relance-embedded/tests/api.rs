@@ -780,7 +780,7 @@ async fn imports_report_each_row_and_launch_after_import_scenarios_for_added_con
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!(
         report,
-        json!({"added": 0, "modified": 0, "unchanged": 0, "rejected": []})
+        json!({"added": 0, "modified": 0, "unchanged": 0, "consent_kept": 0, "rejected": []})
     );
 }
 
