@@ -1183,6 +1183,14 @@ async fn hostile_resubscribe_by_update_after_one_click_unsubscribe_is_kept() {
         json!({"id": "ana", "first_name": "Ana", "subscriptions": {"newsletter": true}}),
     )
     .await;
+    // The same through a contact event's profile changes.
+    let (status, body) = post_json(
+        &app,
+        "/v1/events",
+        json!({"contact": "ana", "event": "contact.updated", "properties": {"subscriptions": {"newsletter": "subscribed"}}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let (sent, path) = newsletter_to(&app, "n2", "ana").await;
     assert_eq!(sent, 0, "an unsubscribed contact was mailed: {path}");
     assert!(
@@ -1193,7 +1201,12 @@ async fn hostile_resubscribe_by_update_after_one_click_unsubscribe_is_kept() {
         "{path}"
     );
     let trail = trail_of(&app, "ana").await;
-    assert_eq!(trail.len(), 2, "{trail:#?}");
+    assert_eq!(trail.len(), 3, "{trail:#?}");
+    assert_eq!(
+        (&trail[2]["source"], &trail[2]["kept"]),
+        (&json!("profile_update"), &json!(true)),
+        "{trail:#?}"
+    );
     assert_eq!(
         (&trail[0]["state"], &trail[0]["source"], &trail[0]["actor"]),
         (
@@ -1229,7 +1242,7 @@ async fn hostile_resubscribe_by_update_after_one_click_unsubscribe_is_kept() {
     assert_eq!(body["events"][0]["source"], "preference_center", "{body}");
     let (sent, path) = newsletter_to(&app, "n3", "ana").await;
     assert_eq!(sent, 1, "{path}");
-    assert_eq!(trail_of(&app, "ana").await.len(), 3);
+    assert_eq!(trail_of(&app, "ana").await.len(), 4);
 }
 
 #[tokio::test]
