@@ -885,3 +885,45 @@ impl Store for SqliteStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use relance_core::consent::{Change, ConsentState};
+    use relance_core::ports::ConsentStore;
+
+    use super::*;
+
+    /// The consent log is append-only in the database itself, not only by convention: an
+    /// UPDATE or a DELETE (a hand edit, a bug) is refused and the trail is unchanged.
+    #[test]
+    fn hostile_consent_rows_cannot_be_rewritten_or_removed() {
+        let mut store = SqliteStore::in_memory().unwrap_or_else(|e| panic!("{e}"));
+        let at = DateTime::from_timestamp(1_770_000_000, 0).unwrap_or_default();
+        let out = Change {
+            subject: "newsletter".into(),
+            state: ConsentState::Unsubscribed,
+        };
+        store
+            .append_consent(&out.event("ana", "unsubscribe_link", "contact", at))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            store
+                .conn
+                .execute("UPDATE consent SET state = 'subscribed'", [])
+                .is_err()
+        );
+        assert!(store.conn.execute("DELETE FROM consent", []).is_err());
+        let trail = store.consent_trail("ana").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(trail.len(), 1);
+        assert_eq!(trail[0].state, ConsentState::Unsubscribed);
+        assert_eq!(trail[0].at, at);
+        assert_eq!(
+            store
+                .consent_state("ana")
+                .unwrap_or_else(|e| panic!("{e}"))
+                .subscriptions
+                .get("newsletter"),
+            Some(&false)
+        );
+    }
+}
