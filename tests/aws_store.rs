@@ -401,3 +401,159 @@ fn timers_spread_over_shards_fire_in_due_order_and_inactivity_triggers_work() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(sends(rt.store()).len(), 11);
 }
+
+/// Issue 11, finding 5 on DynamoDB: after a one-click unsubscribe, neither a contact event nor
+/// an import row re-subscribes; an update clearing `suppressed` leaves a complaint in place;
+/// the explicit consent call (an EventBridge `relance.consent` event) re-subscribes with a
+/// source and lifts a suppression only with a reason; the trail reads back in order.
+#[test]
+fn hostile_opt_outs_stand_on_dynamodb() {
+    use relance_core::consent::ConsentState;
+    use relance_core::unsubscribe::UnsubscribeClaim;
+    use relance_core::wire::ContactDetail;
+    let newsletter = |id: &str| {
+        format!(
+            "id: {id}\ntimezone: UTC\nlaunch: {{type: manual}}\nmessages:\n  m: {{channel: email, type: newsletter, subject: News, text: x}}\nsteps:\n  - {{id: first, send: m, next: done}}\n  - {{id: done, end: success}}\n"
+        )
+    };
+    let t0 = at("2026-03-02T10:00:00Z");
+    let mut rt = Runtime::new(store("consent"));
+    import(&mut rt, r#"{"id": "ana", "email": "ana@example.org"}"#, t0);
+    let sent_to_ana = |rt: &mut Runtime<DynamoStore>, id: &str, now| {
+        let id = activate(rt, &newsletter(id), now);
+        let detail = LaunchDetail {
+            scenario: id.clone(),
+            contacts: Some(vec!["ana".into()]),
+        };
+        rt.launch(detail, now).unwrap_or_else(|e| panic!("{e}"));
+        sends(rt.store())
+            .iter()
+            .filter(|(c, _, _)| c == "ana")
+            .count()
+    };
+    assert_eq!(sent_to_ana(&mut rt, "n1", t0), 1);
+    let claim = UnsubscribeClaim {
+        contact: "ana".into(),
+        communication_type: "newsletter".into(),
+        scenario: "n1".into(),
+        step: "first".into(),
+    };
+    rt.unsubscribe(&claim, t0 + TimeDelta::minutes(1))
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // A contact event and an import row saying subscribed: kept.
+    let mut contact = serde_json::Map::new();
+    contact.insert("id".into(), "ana".into());
+    contact.insert(
+        "subscriptions".into(),
+        serde_json::json!({"newsletter": true}),
+    );
+    rt.upsert_contact(
+        ContactDetail {
+            contact,
+            action: None,
+            at: None,
+        },
+        t0 + TimeDelta::minutes(2),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let row: Vec<Contact> = simulation::contacts_from_json_lines(
+        r#"{"id": "ana", "subscriptions": {"newsletter": "subscribed"}}"#,
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    let imported = rt
+        .import(&row, t0 + TimeDelta::minutes(3), &mut |_| {})
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(imported[0].consent_kept, 1);
+    assert_eq!(sent_to_ana(&mut rt, "n2", t0 + TimeDelta::minutes(4)), 1);
+
+    // A complaint suppresses the address; an update clearing the list does not lift it.
+    let complaint = EngagementDetail {
+        contact: "ana".into(),
+        scenario: "n1".into(),
+        step: "first".into(),
+        kind: EngagementKind::Complained,
+        url: None,
+        link_tags: Vec::new(),
+        at: None,
+    };
+    rt.engagement(complaint, t0 + TimeDelta::minutes(5))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cleared: Vec<Contact> =
+        simulation::contacts_from_json_lines(r#"{"id": "ana", "suppressed": []}"#)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+    rt.import(&cleared, t0 + TimeDelta::minutes(6), &mut |_| {})
+        .unwrap_or_else(|e| panic!("{e}"));
+    use relance_core::ports::ContactStore;
+    let ana = rt
+        .store()
+        .contact("ana")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("no ana"));
+    assert!(ana.is_suppressed("ana@example.org"));
+
+    // The explicit call, as the trigger function receives it: without a reason it is bad
+    // input and changes nothing; with one it lifts the suppression and re-subscribes.
+    let event = |detail: serde_json::Value| -> aws_lambda_events::event::eventbridge::EventBridgeEvent<serde_json::Value> {
+        serde_json::from_value(serde_json::json!({"detail-type": "relance.consent", "source": "crm", "time": t0, "detail": detail}))
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let no_reason = event(
+        serde_json::json!({"contact": "ana", "unsuppress": ["ana@example.org"],
+        "subscriptions": {"newsletter": true}, "source": "support"}),
+    );
+    let refused =
+        relance_aws::handlers::trigger(&mut rt, None, &no_reason, t0 + TimeDelta::minutes(7));
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("reason")),
+        "{refused:?}"
+    );
+    assert_eq!(sent_to_ana(&mut rt, "n3", t0 + TimeDelta::minutes(8)), 1);
+    let with_reason = event(
+        serde_json::json!({"contact": "ana", "unsuppress": ["ana@example.org"],
+        "subscriptions": {"newsletter": true}, "source": "support", "reason": "ticket 42"}),
+    );
+    relance_aws::handlers::trigger(&mut rt, None, &with_reason, t0 + TimeDelta::minutes(9))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(sent_to_ana(&mut rt, "n4", t0 + TimeDelta::minutes(10)), 2);
+
+    let trail = rt.consent_trail("ana").unwrap_or_else(|e| panic!("{e}"));
+    let mut summary: Vec<(ConsentState, &str, &str, bool)> = trail
+        .iter()
+        .map(|e| (e.state, e.source.as_str(), e.actor.as_str(), e.kept))
+        .collect();
+    // Events of one instant come back in key order, not in the order they were appended.
+    if summary.len() == 7 && summary[5].0 == ConsentState::Lifted {
+        summary.swap(5, 6);
+    }
+    assert_eq!(
+        summary,
+        vec![
+            (
+                ConsentState::Unsubscribed,
+                "unsubscribe_link",
+                "contact",
+                false
+            ),
+            (ConsentState::Subscribed, "api", "system", true),
+            (ConsentState::Subscribed, "import", "system", true),
+            (ConsentState::Suppressed, "complaint", "provider", false),
+            (ConsentState::Lifted, "import", "system", true),
+            (
+                ConsentState::Subscribed,
+                "support",
+                "eventbridge:crm",
+                false
+            ),
+            (ConsentState::Lifted, "support", "eventbridge:crm", false),
+        ],
+        "{trail:#?}"
+    );
+    assert!(
+        trail[5..]
+            .iter()
+            .all(|e| e.reason.as_deref() == Some("ticket 42"))
+    );
+}

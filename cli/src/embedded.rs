@@ -41,15 +41,20 @@ macro_rules! on_backend {
         match $backend {
             Backend::Sqlite(db) => {
                 let mut $rt = open(db)?;
+                $rt.set_actor(CLI_ACTOR);
                 $body
             }
             Backend::Aws { endpoint, prefix } => {
                 let (_tokio, mut $rt) = crate::aws::runtime(endpoint.as_deref(), prefix)?;
+                $rt.set_actor(CLI_ACTOR);
                 $body
             }
         }
     };
 }
+
+/// The actor the consent log names for changes made from the command line.
+const CLI_ACTOR: &str = "cli";
 
 fn open(db: &Path) -> Result<Runtime<SqliteStore>> {
     let store =
@@ -373,6 +378,12 @@ where
             r["reason"].as_str().unwrap_or("")
         );
     }
+    if report["consent_kept"].as_u64().unwrap_or(0) > 0 {
+        outln!(
+            "  {} consent value(s) kept: an opt-out or a suppression stands (relance consent show CONTACT)",
+            report["consent_kept"]
+        );
+    }
     // The good rows are in; a script must still learn that some were not.
     Ok(
         if report["rejected"].as_array().is_some_and(|r| !r.is_empty()) {
@@ -381,6 +392,41 @@ where
             ExitCode::SUCCESS
         },
     )
+}
+
+/// `relance consent show|set`.
+pub fn consent(
+    backend: &Backend,
+    action: &str,
+    request: &relance_core::consent::ConsentRequest,
+) -> Result<ExitCode> {
+    on_backend!(backend, |rt| consent_on(&mut rt, action, request))
+}
+
+fn consent_on<S>(
+    rt: &mut Runtime<S>,
+    action: &str,
+    request: &relance_core::consent::ConsentRequest,
+) -> Result<ExitCode>
+where
+    S: Store,
+    S::Fault: std::error::Error + Send + Sync + 'static,
+{
+    let events = match action {
+        "show" => rt.consent_trail(&request.contact)?,
+        "set" => rt.consent(request, Utc::now())?,
+        other => anyhow::bail!("unknown consent action \"{other}\": use show or set"),
+    };
+    for e in &events {
+        outln!("{}", serde_json::to_string(e)?);
+    }
+    if action == "set" && events.is_empty() {
+        eprintln!(
+            "{}: already in the state asked for; nothing appended",
+            request.contact
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The journal counts of a scenario in a database (for `relance graph --db`).

@@ -169,6 +169,32 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Consent (DESIGN §4): `consent show CONTACT` prints the trail, one JSON object per
+    /// line; `consent set CONTACT --subscribe TYPE --source S` re-subscribes (the only way
+    /// after an opt-out), `--unsuppress ADDRESS --reason R` lifts a suppression.
+    Consent {
+        /// show or set.
+        action: String,
+        /// The contact id.
+        contact: String,
+        /// Subscribe to this communication type (repeatable).
+        #[arg(long)]
+        subscribe: Vec<String>,
+        /// Unsubscribe from this communication type (repeatable).
+        #[arg(long)]
+        unsubscribe: Vec<String>,
+        /// Lift the suppression of this address (repeatable; needs --reason).
+        #[arg(long)]
+        unsuppress: Vec<String>,
+        /// Where the consent was given (a form, a ticket): required by set.
+        #[arg(long)]
+        source: Option<String>,
+        /// Why: required to lift a suppression.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Counts per step and per end of a scenario, or one contact's path.
     Journal {
         /// The scenario id.
@@ -357,6 +383,30 @@ fn main() -> ExitCode {
         Command::Contacts { action, .. } => Err(anyhow::anyhow!(
             "unknown contacts action \"{action}\": use import"
         )),
+        Command::Consent {
+            action,
+            contact,
+            subscribe,
+            unsubscribe,
+            unsuppress,
+            source,
+            reason,
+            store,
+        } => {
+            let subscriptions = subscribe
+                .into_iter()
+                .map(|t| (t, true))
+                .chain(unsubscribe.into_iter().map(|t| (t, false)))
+                .collect();
+            let request = relance_core::consent::ConsentRequest {
+                contact,
+                subscriptions,
+                unsuppress,
+                source: source.unwrap_or_default(),
+                reason,
+            };
+            embedded::consent(&store.backend(), &action, &request)
+        }
         Command::Journal {
             scenario,
             contact,

@@ -346,3 +346,108 @@ fn hostile_run_beyond_loopback_needs_an_https_unsubscribe_url() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("https") && err.contains("reachable"), "{err}");
 }
+
+/// Issue 11, finding 5: `relance consent show` prints the trail (one JSON object per line);
+/// an import cannot undo an opt-out, `consent set` needs a source, and a reason to unsuppress.
+#[test]
+fn hostile_import_keeps_opt_outs_and_consent_show_prints_the_trail() {
+    let d = dir("consent");
+    let write = |name: &str, text: &str| {
+        std::fs::write(d.join(name), text).unwrap_or_else(|e| panic!("{e}"));
+    };
+    write(
+        "out.csv",
+        "id,email,suppressed,subscriptions.newsletter\nana,ana@example.org,ana@example.org,false\n",
+    );
+    write(
+        "in.jsonl",
+        "{\"id\": \"ana\", \"suppressed\": [], \"subscriptions\": {\"newsletter\": true}}\n",
+    );
+    ok(&d, &["contacts", "import", "out.csv", "--db", "r.db"]);
+    let report = ok(&d, &["contacts", "import", "in.jsonl", "--db", "r.db"]);
+    assert!(report.contains("2 consent value(s) kept"), "{report}");
+    let trail = |d: &Path| -> Vec<serde_json::Value> {
+        ok(d, &["consent", "show", "ana", "--db", "r.db"])
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+            .collect()
+    };
+    let shown = trail(&d);
+    let summary: Vec<_> = shown
+        .iter()
+        .map(|e| {
+            (
+                e["state"].as_str().unwrap_or(""),
+                e["source"].as_str().unwrap_or(""),
+                e["actor"].as_str().unwrap_or(""),
+                e["kept"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("suppressed", "import", "cli", false),
+            ("unsubscribed", "import", "cli", false),
+            ("lifted", "import", "cli", true),
+            ("subscribed", "import", "cli", true),
+        ],
+        "{shown:#?}"
+    );
+
+    let no_source = relance(
+        &d,
+        &[
+            "consent",
+            "set",
+            "ana",
+            "--subscribe",
+            "newsletter",
+            "--db",
+            "r.db",
+        ],
+    );
+    assert_eq!(no_source.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_source.stderr).contains("source"));
+    let no_reason = relance(
+        &d,
+        &[
+            "consent",
+            "set",
+            "ana",
+            "--unsuppress",
+            "ana@example.org",
+            "--source",
+            "desk",
+            "--db",
+            "r.db",
+        ],
+    );
+    assert_eq!(no_reason.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_reason.stderr).contains("reason"));
+    assert_eq!(trail(&d).len(), 4, "refused calls append nothing");
+    let set = ok(
+        &d,
+        &[
+            "consent",
+            "set",
+            "ana",
+            "--subscribe",
+            "newsletter",
+            "--unsuppress",
+            "ana@example.org",
+            "--source",
+            "desk",
+            "--reason",
+            "ticket 7",
+            "--db",
+            "r.db",
+        ],
+    );
+    assert_eq!(set.lines().count(), 2, "{set}");
+    let shown = trail(&d);
+    assert_eq!(shown.len(), 6);
+    assert_eq!(shown[4]["state"], "subscribed");
+    assert_eq!(shown[5]["state"], "lifted");
+    assert_eq!(shown[5]["reason"], "ticket 7");
+}

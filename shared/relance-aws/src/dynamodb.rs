@@ -10,6 +10,7 @@
 //! | activity / engagement / send marks | `contact#{id}` | `a#…` / `e#{scenario}#…` / `s#{scenario}#…` |
 //! | entry mark and running lock | `contact#{id}` | `entry#{scenario}` |
 //! | pending inactivity check | `contact#{id}` | `inactivity#{scenario}` |
+//! | consent event (append-only) | `contact#{id}` | `consent#{at µs:016}#{hash}` |
 //! | enrollment | `enrollment#{id}` | `state` |
 //! | journal record | `journal#{scenario}` | `{at}#{enrollment}#{hash}` |
 //! | outbox (send or action, once per key) | `outbox` | `{idempotency key}` |
@@ -1701,6 +1702,78 @@ impl JournalStore for DynamoStore {
         item.insert("reason".into(), s(reason));
         self.expire(&mut item, Retained::DeadLetters, at);
         self.put(item)
+    }
+}
+
+impl relance_core::ports::ConsentStore for DynamoStore {
+    type Error = AwsError;
+
+    /// Written only if absent (the log is append-only; a redone unit lands on the same key).
+    fn append_consent(&mut self, e: &relance_core::consent::ConsentEvent) -> Result<(), AwsError> {
+        let micros = e.at.timestamp_micros();
+        let kept = if e.kept { "kept" } else { "" };
+        let key = hash(&[
+            &e.subject,
+            e.state.as_str(),
+            &e.source,
+            &e.actor,
+            e.reason.as_deref().unwrap_or(""),
+            kept,
+        ]);
+        let mut item = Item::new();
+        item.insert("pk".into(), s(format!("contact#{}", e.contact)));
+        item.insert("sk".into(), s(format!("consent#{micros:016}#{key}")));
+        item.insert("subject".into(), s(&e.subject));
+        item.insert("state".into(), s(e.state.as_str()));
+        item.insert("source".into(), s(&e.source));
+        item.insert("actor".into(), s(&e.actor));
+        item.insert("at".into(), n(micros));
+        if let Some(r) = &e.reason {
+            item.insert("reason".into(), s(r));
+        }
+        item.insert("kept".into(), AttributeValue::Bool(e.kept));
+        self.put_new(item)?;
+        Ok(())
+    }
+
+    fn consent_trail(
+        &mut self,
+        contact: &str,
+    ) -> Result<Vec<relance_core::consent::ConsentEvent>, AwsError> {
+        use relance_core::consent::{ConsentEvent, ConsentState};
+        let pk = format!("contact#{contact}");
+        let mut trail = Vec::new();
+        for item in self.query(&self.config.state_table, &pk, "consent#")? {
+            let text = |k: &str| get_s(&item, k).unwrap_or_default().to_string();
+            let state = ConsentState::parse(&text("state")).ok_or(AwsError::Corrupt {
+                what: "consent state",
+                why: text("state"),
+            })?;
+            let at = item
+                .get("at")
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse::<i64>().ok())
+                .and_then(DateTime::from_timestamp_micros)
+                .ok_or(AwsError::Corrupt {
+                    what: "consent instant",
+                    why: text("sk"),
+                })?;
+            trail.push(ConsentEvent {
+                contact: contact.to_string(),
+                subject: text("subject"),
+                state,
+                source: text("source"),
+                actor: text("actor"),
+                at,
+                reason: get_s(&item, "reason").map(str::to_string),
+                kept: item
+                    .get("kept")
+                    .and_then(|v| v.as_bool().ok())
+                    .copied()
+                    .unwrap_or(false),
+            });
+        }
+        Ok(trail)
     }
 }
 

@@ -27,6 +27,9 @@ pub mod detail_type {
     pub const ENGAGEMENT: &str = "relance.engagement";
     /// The `LaunchScenario` command (`LaunchDetail`).
     pub const LAUNCH: &str = "relance.launch";
+    /// An explicit consent call (`ConsentRequest`): re-subscribe with a source, lift a
+    /// suppression with a reason. The actor is the event's `source`.
+    pub const CONSENT: &str = "relance.consent";
 }
 
 /// Why a handler failed.
@@ -69,6 +72,14 @@ pub fn trigger(
         detail_type::ACTIVITY => rt.activity(decode::<ActivityDetail>(&event.detail)?, now)?,
         detail_type::ENGAGEMENT => {
             rt.engagement(decode::<EngagementDetail>(&event.detail)?, now)?
+        }
+        detail_type::CONSENT => {
+            let request = decode::<relance_core::consent::ConsentRequest>(&event.detail)?;
+            let actor = format!("eventbridge:{}", event.source);
+            rt.set_actor(&actor);
+            let result = rt.consent(&request, now);
+            rt.set_actor("system");
+            result?;
         }
         detail_type::LAUNCH | "LaunchScenario" => {
             let detail = decode::<LaunchDetail>(&event.detail)?;

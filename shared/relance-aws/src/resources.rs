@@ -26,12 +26,13 @@ pub const QUEUES: [&str; 8] = [
 pub const MAX_RECEIVES: u32 = 5;
 
 /// The `detail-type`s the trigger rule routes to the trigger function (or, in dev, its queue).
-pub const TRIGGER_DETAIL_TYPES: [&str; 5] = [
+pub const TRIGGER_DETAIL_TYPES: [&str; 6] = [
     "relance.contact",
     "relance.activity",
     "relance.engagement",
     "relance.launch",
     "LaunchScenario",
+    "relance.consent",
 ];
 
 /// The names of every resource, from a prefix (`relance-`).

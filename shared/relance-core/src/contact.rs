@@ -221,15 +221,7 @@ impl Contact {
     /// `Some(false)` unsubscribed, `None` no record.
     pub fn subscription(&self, kind: &str) -> Option<bool> {
         let v = self.fields.get("subscriptions")?.as_object()?.get(kind)?;
-        match v {
-            Value::Bool(b) => Some(*b),
-            Value::String(s) => match s.to_ascii_lowercase().as_str() {
-                "subscribed" | "true" | "yes" | "opt_in" | "opted_in" => Some(true),
-                "unsubscribed" | "false" | "no" | "opt_out" | "opted_out" => Some(false),
-                _ => None,
-            },
-            _ => None,
-        }
+        crate::consent::parse_subscription(v)
     }
 }
 

@@ -504,14 +504,16 @@ impl Engine {
         run.finish()
     }
 
-    /// Contact changes that engagement implies: an unsubscribe or a complaint about a send
-    /// unsubscribes the contact from that message's communication type; a hard bounce or a
-    /// complaint puts the address on the contact's `suppressed` list.
+    /// Consent changes that engagement implies, with their source: an unsubscribe or a
+    /// complaint about a send unsubscribes the contact from that message's communication type;
+    /// a hard bounce or a complaint suppresses the address. Apply them with
+    /// [`crate::consent::apply_change`] and append their events to the consent log.
     pub fn consent_changes(
         &self,
         contact: &Contact,
         engagement: &Engagement,
-    ) -> Vec<(String, Value)> {
+    ) -> Vec<(crate::consent::Change, &'static str)> {
+        use crate::consent::{Change, ConsentState, source};
         let mut changes = Vec::new();
         let Some(StepKind::Send { message, .. }) = self.step(&engagement.step).map(|s| &s.kind)
         else {
@@ -521,12 +523,24 @@ impl Engine {
             return changes;
         };
         let kind = message.communication_type().to_string();
+        let origin = match (engagement.kind, message.channel) {
+            (EngagementKind::Complained, _) => source::COMPLAINT,
+            (EngagementKind::Unsubscribed, Channel::Sms) => source::SMS_STOP,
+            (EngagementKind::Unsubscribed, _) => source::UNSUBSCRIBE,
+            _ => source::BOUNCE,
+        };
         if matches!(
             engagement.kind,
             EngagementKind::Unsubscribed | EngagementKind::Complained
         ) && contact.subscription(&kind) != Some(false)
         {
-            changes.push((format!("subscriptions.{kind}"), Value::Bool(false)));
+            changes.push((
+                Change {
+                    subject: kind,
+                    state: ConsentState::Unsubscribed,
+                },
+                origin,
+            ));
         }
         let soft_bounce = engagement.link_tags.iter().any(|t| t == SOFT_BOUNCE);
         let suppress = match engagement.kind {
@@ -542,12 +556,13 @@ impl Engine {
         if let (true, Some(address)) = (suppress, address)
             && !contact.is_suppressed(address)
         {
-            let mut list: Vec<Value> = contact
-                .names("suppressed")
-                .map(|a| Value::String(a.to_string()))
-                .collect();
-            list.push(Value::String(address.to_string()));
-            changes.push(("suppressed".to_string(), Value::Array(list)));
+            changes.push((
+                Change {
+                    subject: address.to_string(),
+                    state: ConsentState::Suppressed,
+                },
+                origin,
+            ));
         }
         changes
     }
@@ -1010,6 +1025,23 @@ impl<'a> Run<'a> {
                     (None, None) => Err("no value".to_string()),
                 };
                 match value {
+                    // Consent fields go through the consent rule: a scenario may opt a contact
+                    // out, never back in, and never lifts a suppression.
+                    Ok(v) if crate::consent::is_consent_field(&u.field) => {
+                        let mut changes = Map::new();
+                        changes.insert(u.field.clone(), v);
+                        let screened = crate::consent::screen(Some(&self.contact), &changes);
+                        for (k, v) in screened.changes {
+                            if self.contact.fields().get(&k) != Some(&v) {
+                                self.set_field(&k, v);
+                            }
+                        }
+                        (!screened.kept.is_empty()).then(|| {
+                            let subjects: Vec<&str> =
+                                screened.kept.iter().map(|k| k.subject.as_str()).collect();
+                            format!("consent_kept: update_profile {} would undo the opt-out or suppression of {}", u.field, subjects.join(", "))
+                        })
+                    }
                     Ok(v) => {
                         self.set_field(&u.field, v);
                         None

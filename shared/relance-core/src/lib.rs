@@ -7,6 +7,7 @@
 //! - [`instant`]: the accepted range of instants (1970..9999) and their storage form.
 //! - [`schedule`]: local times across DST, recurring launches, delays, quiet hours.
 //! - [`contact`]: contacts, activity events, engagement, history.
+//! - [`consent`]: the consent log, its derived state and the rules that keep opt-outs.
 //! - [`condition`]: conditions and their evaluation.
 //! - [`scenario`]: the v1 scenario file and its loader.
 //! - [`validate`]: every problem of a scenario, located.
@@ -20,6 +21,7 @@
 //! - [`wire`]: the JSON applications send (HTTP API bodies, EventBridge details).
 
 pub mod condition;
+pub mod consent;
 pub mod contact;
 pub mod duration;
 pub mod engine;

@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::consent::{ConsentEvent, Derived};
 use crate::contact::{ActivityEvent, Contact, Engagement, History, SendMark};
 use crate::engine::{Effect, Enrollment, Send, Transition, Wake};
 use crate::journal::Record;
@@ -419,6 +420,25 @@ pub trait JournalStore {
     ) -> Result<u64, Self::Error>;
 }
 
+/// The consent log (DESIGN §4): append-only, per contact.
+///
+/// # Contract
+/// Events are never changed or removed; `consent_trail` returns a contact's events oldest
+/// first (in `at` order, then in the order they were appended). The runtime writes the events
+/// of a change before the contact fields derived from them, in the same unit of work.
+pub trait ConsentStore {
+    /// Storage failure.
+    type Error;
+    /// Appends one event.
+    fn append_consent(&mut self, event: &ConsentEvent) -> Result<(), Self::Error>;
+    /// A contact's trail, oldest first.
+    fn consent_trail(&mut self, contact: &str) -> Result<Vec<ConsentEvent>, Self::Error>;
+    /// The state the trail leads to.
+    fn consent_state(&mut self, contact: &str) -> Result<Derived, Self::Error> {
+        Ok(Derived::from_trail(&self.consent_trail(contact)?))
+    }
+}
+
 /// Everything a runtime needs, with units of work.
 pub trait Store:
     ScenarioStore<Error = <Self as Store>::Fault>
@@ -426,6 +446,7 @@ pub trait Store:
     + EnrollmentStore<Error = <Self as Store>::Fault>
     + TimerStore<Error = <Self as Store>::Fault>
     + JournalStore<Error = <Self as Store>::Fault>
+    + ConsentStore<Error = <Self as Store>::Fault>
 {
     /// The storage failure type shared by every port.
     type Fault;

@@ -294,7 +294,9 @@ impl<'e> Simulation<'e> {
             Happening::Activity(a) => {
                 let mut changed = false;
                 if let Some(changes) = profile_changes(&a.name, &a.properties) {
-                    self.contacts[c].merge(changes);
+                    // The same consent rule as the runtime: an opt-out in the profile stands.
+                    let screened = crate::consent::screen(Some(&self.contacts[c]), changes);
+                    self.contacts[c].merge(&screened.changes);
                     changed = true;
                 }
                 self.last_activity[c] += 1;
@@ -302,8 +304,8 @@ impl<'e> Simulation<'e> {
                 changed
             }
             Happening::Engagement(e) => {
-                for (field, value) in self.engine.consent_changes(&self.contacts[c], e) {
-                    self.contacts[c].set_field(&field, value);
+                for (change, _) in self.engine.consent_changes(&self.contacts[c], e) {
+                    crate::consent::apply_change(&mut self.contacts[c], &change);
                 }
                 self.histories[c].engagement.push(e.clone());
                 false

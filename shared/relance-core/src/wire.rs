@@ -198,6 +198,7 @@ pub fn detail_schemas() -> serde_json::Value {
         "relance.activity": schemars::schema_for!(ActivityDetail),
         "relance.engagement": schemars::schema_for!(EngagementDetail),
         "relance.launch": schemars::schema_for!(LaunchDetail),
+        "relance.consent": schemars::schema_for!(crate::consent::ConsentRequest),
     })
 }
 

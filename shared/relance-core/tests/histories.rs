@@ -1407,3 +1407,61 @@ steps:
         sends(&played.records)
     );
 }
+
+/// Issue 11, finding 5: a scenario's update_profile cannot undo an opt-out or lift a
+/// suppression (the action fails with `consent_kept`, the next send is skipped), while an
+/// opt-out through it applies.
+#[test]
+fn hostile_update_profile_cannot_resubscribe_or_unsuppress() {
+    let yaml = r#"
+id: resubscribe
+launch: {type: manual}
+audience: {all: true}
+messages:
+  m: {channel: email, type: newsletter, subject: News, text: x}
+steps:
+  - {id: back, action: {update_profile: {field: subscriptions.newsletter, value: true}}, next: clear}
+  - {id: clear, action: {update_profile: {field: suppressed, value: []}}, next: out}
+  - {id: out, action: {update_profile: {field: subscriptions.offers, value: false}}, next: send}
+  - {id: send, send: m, next: done}
+  - {id: done, end: success}
+"#;
+    let p = play(
+        yaml,
+        r#"{"id": "a", "email": "a@x.io", "subscriptions": {"newsletter": false}}
+{"id": "b", "email": "b@x.io", "suppressed": ["b@x.io"]}"#,
+        "",
+        "2026-12-01T09:00:00Z",
+        "P1D",
+    );
+    let failed: Vec<_> = p
+        .records
+        .iter()
+        .filter(|r| r.kind == RecordKind::Failed)
+        .map(|r| {
+            (
+                r.contact.clone(),
+                step(r).to_string(),
+                r.reason.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert_eq!((failed[0].0.as_str(), failed[0].1.as_str()), ("a", "back"));
+    assert_eq!((failed[1].0.as_str(), failed[1].1.as_str()), ("b", "clear"));
+    assert!(
+        failed.iter().all(|f| f.2.starts_with("consent_kept")),
+        "{failed:?}"
+    );
+    let skips: Vec<_> = p
+        .records
+        .iter()
+        .filter(|r| r.kind == RecordKind::Skipped)
+        .map(|r| (r.contact.as_str(), r.reason.as_deref().unwrap_or("")))
+        .collect();
+    assert_eq!(skips, [("a", "unsubscribed"), ("b", "suppressed")]);
+    assert!(!p.records.iter().any(|r| r.kind == RecordKind::Sent));
+    assert_eq!(p.contact("a").subscription("newsletter"), Some(false));
+    assert_eq!(p.contact("a").subscription("offers"), Some(false));
+    assert!(p.contact("b").is_suppressed("b@x.io"));
+}

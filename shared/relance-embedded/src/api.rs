@@ -125,6 +125,8 @@ pub fn router(handle: RuntimeHandle, security: ApiSecurity) -> Router {
         .route("/v1/events", post(post_activity))
         .route("/v1/engagement", post(post_engagement))
         .route("/v1/launch", post(post_launch))
+        .route("/v1/consent", post(post_consent))
+        .route("/v1/consent/{contact}", get(consent_trail))
         // RFC 8058: mail clients POST the one-click form; a GET (a link scanner, a person
         // clicking) only shows a confirmation page, it never unsubscribes by itself.
         .route("/unsubscribe", get(unsubscribe_page).post(unsubscribe))
@@ -309,14 +311,21 @@ async fn post_contact(State(h): State<RuntimeHandle>, body: Bytes) -> ApiResult 
         ));
     }
     let change = h
-        .call(move |rt, now| rt.upsert_contact(detail, now))
+        .call(move |rt, now| {
+            rt.set_actor(API_ACTOR);
+            rt.upsert_contact(detail, now)
+        })
         .await??;
     ok(StatusCode::OK, json!({"change": change}))
 }
 
 async fn post_activity(State(h): State<RuntimeHandle>, body: Bytes) -> ApiResult {
     let detail: ActivityDetail = wire::decode(&body)?;
-    h.call(move |rt, now| rt.activity(detail, now)).await??;
+    h.call(move |rt, now| {
+        rt.set_actor(API_ACTOR);
+        rt.activity(detail, now)
+    })
+    .await??;
     ok(StatusCode::ACCEPTED, json!({"accepted": true}))
 }
 
@@ -391,7 +400,32 @@ async fn import_contacts(
     );
     let contacts: Vec<_> = rows.into_iter().map(|(_, c)| c).collect();
     let results = h
-        .call(move |rt, now| rt.import(&contacts, now, &mut |_| {}))
+        .call(move |rt, now| {
+            rt.set_actor(API_ACTOR);
+            rt.import(&contacts, now, &mut |_| {})
+        })
         .await??;
     ok(StatusCode::OK, import::report(&results, &rejected))
+}
+
+/// The actor the consent log names for changes made through the API.
+const API_ACTOR: &str = "api";
+
+/// `POST /v1/consent`: the explicit consent call (re-subscribe with a source, lift a
+/// suppression with a reason); answers the consent events appended.
+async fn post_consent(State(h): State<RuntimeHandle>, body: Bytes) -> ApiResult {
+    let request: relance_core::consent::ConsentRequest = wire::decode(&body)?;
+    let events = h
+        .call(move |rt, now| {
+            rt.set_actor(API_ACTOR);
+            rt.consent(&request, now)
+        })
+        .await??;
+    ok(StatusCode::OK, json!({"events": events}))
+}
+
+/// `GET /v1/consent/{contact}`: the contact's consent trail, oldest first.
+async fn consent_trail(State(h): State<RuntimeHandle>, Path(contact): Path<String>) -> ApiResult {
+    let trail = h.call(move |rt, _| rt.consent_trail(&contact)).await??;
+    ok(StatusCode::OK, json!({"trail": trail}))
 }

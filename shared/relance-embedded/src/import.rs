@@ -233,6 +233,8 @@ pub fn report(results: &[crate::runtime::ImportedContact], rejected: &[Rejected]
         "added": count(ContactChange::Added),
         "modified": count(ContactChange::Modified),
         "unchanged": count(ContactChange::Unchanged),
+        // Consent values ignored because an opt-out or a suppression stands (DESIGN §4).
+        "consent_kept": results.iter().map(|r| r.consent_kept).sum::<usize>(),
         "rejected": rejected,
     })
 }

@@ -28,13 +28,14 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The migrations, in order; `PRAGMA user_version` says how many were applied.
-const MIGRATIONS: [&str; 6] = [
+const MIGRATIONS: [&str; 7] = [
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_dead_letter.sql"),
     include_str!("../migrations/0003_policy.sql"),
     include_str!("../migrations/0004_integer_instants.sql"),
     include_str!("../migrations/0005_outbox_delivery.sql"),
     include_str!("../migrations/0006_input_key.sql"),
+    include_str!("../migrations/0007_consent.sql"),
 ];
 
 /// A storage failure.
@@ -1013,6 +1014,75 @@ impl JournalStore for SqliteStore {
     }
 }
 
+impl relance_core::ports::ConsentStore for SqliteStore {
+    type Error = StoreError;
+
+    fn append_consent(
+        &mut self,
+        e: &relance_core::consent::ConsentEvent,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO consent (contact_id, subject, state, source, actor, at, reason, kept) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                e.contact,
+                e.subject,
+                e.state.as_str(),
+                e.source,
+                e.actor,
+                e.at.timestamp_micros(),
+                e.reason,
+                e.kept
+            ])?;
+        Ok(())
+    }
+
+    fn consent_trail(
+        &mut self,
+        contact: &str,
+    ) -> Result<Vec<relance_core::consent::ConsentEvent>, StoreError> {
+        use relance_core::consent::{ConsentEvent, ConsentState};
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT subject, state, source, actor, at, reason, kept FROM consent WHERE contact_id = ?1 ORDER BY at, seq",
+        )?;
+        let rows = stmt.query_map(params![contact], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, bool>(6)?,
+            ))
+        })?;
+        let mut trail = Vec::new();
+        for row in rows {
+            let (subject, state, source, actor, at, reason, kept) = row?;
+            let state = ConsentState::parse(&state).ok_or(StoreError::Corrupt {
+                what: "consent state",
+                why: state.clone(),
+            })?;
+            let at = DateTime::from_timestamp_micros(at).ok_or(StoreError::Corrupt {
+                what: "consent instant",
+                why: at.to_string(),
+            })?;
+            trail.push(ConsentEvent {
+                contact: contact.to_string(),
+                subject,
+                state,
+                source,
+                actor,
+                at,
+                reason,
+                kept,
+            });
+        }
+        Ok(trail)
+    }
+}
+
 impl Store for SqliteStore {
     type Fault = StoreError;
 
@@ -1035,5 +1105,47 @@ impl Store for SqliteStore {
                 Ok(Err(e))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use relance_core::consent::{Change, ConsentState};
+    use relance_core::ports::ConsentStore;
+
+    use super::*;
+
+    /// The consent log is append-only in the database itself, not only by convention: an
+    /// UPDATE or a DELETE (a hand edit, a bug) is refused and the trail is unchanged.
+    #[test]
+    fn hostile_consent_rows_cannot_be_rewritten_or_removed() {
+        let mut store = SqliteStore::in_memory().unwrap_or_else(|e| panic!("{e}"));
+        let at = DateTime::from_timestamp(1_770_000_000, 0).unwrap_or_default();
+        let out = Change {
+            subject: "newsletter".into(),
+            state: ConsentState::Unsubscribed,
+        };
+        store
+            .append_consent(&out.event("ana", "unsubscribe_link", "contact", at))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            store
+                .conn
+                .execute("UPDATE consent SET state = 'subscribed'", [])
+                .is_err()
+        );
+        assert!(store.conn.execute("DELETE FROM consent", []).is_err());
+        let trail = store.consent_trail("ana").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(trail.len(), 1);
+        assert_eq!(trail[0].state, ConsentState::Unsubscribed);
+        assert_eq!(trail[0].at, at);
+        assert_eq!(
+            store
+                .consent_state("ana")
+                .unwrap_or_else(|e| panic!("{e}"))
+                .subscriptions
+                .get("newsletter"),
+            Some(&false)
+        );
     }
 }

@@ -805,7 +805,7 @@ async fn imports_report_each_row_and_launch_after_import_scenarios_for_added_con
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!(
         report,
-        json!({"added": 0, "modified": 0, "unchanged": 0, "rejected": []})
+        json!({"added": 0, "modified": 0, "unchanged": 0, "consent_kept": 0, "rejected": []})
     );
 }
 
@@ -1409,4 +1409,259 @@ async fn hostile_large_validation_does_not_stall_health() {
     assert_eq!(body["errors"], 0, "{body}");
     let problems = body["problems"].as_array().map_or(0, Vec::len);
     assert_eq!(problems, 1_001, "capped at 1,000 and one counting the rest");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Consent (issue 11, finding 5): opt-outs are a log that updates and imports cannot undo
+// ---------------------------------------------------------------------------------------------
+
+/// One newsletter email to whoever is launched, under its own id (each check launches anew).
+fn one_newsletter(id: &str) -> String {
+    format!(
+        "\
+id: {id}
+timezone: UTC
+launch: {{type: manual}}
+messages:
+  m: {{channel: email, type: newsletter, subject: News, text: x}}
+steps:
+  - {{id: first, send: m, next: done}}
+  - {{id: done, end: success}}
+"
+    )
+}
+
+/// Puts, activates and launches a one-newsletter scenario for `contact`; answers how many
+/// sends to the contact the outbox holds afterwards and the contact's path.
+async fn newsletter_to(app: &App, id: &str, contact: &str) -> (usize, Value) {
+    put_scenario(app, &one_newsletter(id)).await;
+    activate(app, id).await;
+    launch(app, id, &[contact]).await;
+    app.sync().await;
+    let sends = app
+        .outbox_lines()
+        .iter()
+        .filter(|l| l["kind"] == "send" && l["send"]["contact"] == contact && l["scenario"] == id)
+        .count();
+    (sends, path_of(app, id, contact).await)
+}
+
+/// The contact's consent trail through the API.
+async fn trail_of(app: &App, contact: &str) -> Vec<Value> {
+    let (status, body) = get(app, &format!("/v1/consent/{contact}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["trail"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no trail: {body}"))
+        .clone()
+}
+
+#[tokio::test]
+async fn hostile_resubscribe_by_update_after_one_click_unsubscribe_is_kept() {
+    let links = UnsubscribeLinks {
+        base_url: "https://example.org/unsubscribe".into(),
+        secret: b"test secret".to_vec(),
+        mailto: None,
+    };
+    let app = app_with("consent-resubscribe", Some(links));
+    add_contact(&app, json!({"id": "ana", "email": "ana@example.org"})).await;
+    let (sent, _) = newsletter_to(&app, "n1", "ana").await;
+    assert_eq!(sent, 1);
+    let line = app
+        .outbox_lines()
+        .into_iter()
+        .find(|l| l["send"]["contact"] == "ana")
+        .unwrap_or_else(|| panic!("no send to ana"));
+    let token = token_of(&line);
+    let (status, html) = raw(
+        &app,
+        Method::POST,
+        &format!("/unsubscribe?token={token}"),
+        "List-Unsubscribe=One-Click",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+
+    // The attack: a plain contact update saying subscribed. It is accepted (other fields
+    // change), the opt-out stands, and the next newsletter is skipped.
+    add_contact(
+        &app,
+        json!({"id": "ana", "first_name": "Ana", "subscriptions": {"newsletter": true}}),
+    )
+    .await;
+    // The same through a contact event's profile changes.
+    let (status, body) = post_json(
+        &app,
+        "/v1/events",
+        json!({"contact": "ana", "event": "contact.updated", "properties": {"subscriptions": {"newsletter": "subscribed"}}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (sent, path) = newsletter_to(&app, "n2", "ana").await;
+    assert_eq!(sent, 0, "an unsubscribed contact was mailed: {path}");
+    assert!(
+        path.as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| r["kind"] == "skipped" && r["reason"] == "unsubscribed"),
+        "{path}"
+    );
+    let trail = trail_of(&app, "ana").await;
+    assert_eq!(trail.len(), 3, "{trail:#?}");
+    assert_eq!(
+        (&trail[2]["source"], &trail[2]["kept"]),
+        (&json!("profile_update"), &json!(true)),
+        "{trail:#?}"
+    );
+    assert_eq!(
+        (&trail[0]["state"], &trail[0]["source"], &trail[0]["actor"]),
+        (
+            &json!("unsubscribed"),
+            &json!("unsubscribe_link"),
+            &json!("contact")
+        ),
+        "{trail:#?}"
+    );
+    assert_eq!(trail[0]["subject"], "newsletter");
+    assert_eq!(
+        (&trail[1]["state"], &trail[1]["source"], &trail[1]["kept"]),
+        (&json!("subscribed"), &json!("api"), &json!(true)),
+        "{trail:#?}"
+    );
+
+    // Only an explicit consent call with a source re-subscribes.
+    let no_source = post_json(
+        &app,
+        "/v1/consent",
+        json!({"contact": "ana", "subscriptions": {"newsletter": true}}),
+    )
+    .await;
+    assert_error(&no_source, StatusCode::BAD_REQUEST, Some("source"));
+    let (status, body) = post_json(
+        &app,
+        "/v1/consent",
+        json!({"contact": "ana", "subscriptions": {"newsletter": true}, "source": "preference_center"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["events"][0]["state"], "subscribed", "{body}");
+    assert_eq!(body["events"][0]["source"], "preference_center", "{body}");
+    let (sent, path) = newsletter_to(&app, "n3", "ana").await;
+    assert_eq!(sent, 1, "{path}");
+    assert_eq!(trail_of(&app, "ana").await.len(), 4);
+}
+
+#[tokio::test]
+async fn hostile_import_row_saying_subscribed_keeps_the_opt_out() {
+    let app = app("consent-import");
+    // An opt-out in an update is honoured (and logged).
+    add_contact(
+        &app,
+        json!({"id": "ana", "email": "ana@example.org", "subscriptions": {"newsletter": false}}),
+    )
+    .await;
+    let csv = "id,email,city,subscriptions.newsletter\nana,ana@example.org,Lyon,true\nbob,bob@example.org,Nice,true\n";
+    let (status, report) = post(&app, "/v1/contacts/import", csv, "text/csv").await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["consent_kept"], 1, "{report}");
+    assert_eq!(
+        (&report["added"], &report["modified"]),
+        (&json!(1), &json!(1)),
+        "{report}"
+    );
+    let (sent, path) = newsletter_to(&app, "n1", "ana").await;
+    assert_eq!(sent, 0, "an unsubscribed contact was mailed: {path}");
+    let (sent, _) = newsletter_to(&app, "n2", "bob").await;
+    assert_eq!(sent, 1, "a new contact's opt-in applies");
+    let trail = trail_of(&app, "ana").await;
+    assert_eq!(
+        trail
+            .iter()
+            .map(|e| (
+                e["state"].as_str(),
+                e["source"].as_str(),
+                e["kept"].as_bool()
+            ))
+            .collect::<Vec<_>>(),
+        vec![
+            (Some("unsubscribed"), Some("api"), None),
+            (Some("subscribed"), Some("import"), Some(true))
+        ],
+        "{trail:#?}"
+    );
+}
+
+#[tokio::test]
+async fn hostile_empty_suppressed_list_leaves_a_complaint_suppression() {
+    let app = app("consent-suppressed");
+    add_contact(&app, json!({"id": "ana", "email": "ana@example.org"})).await;
+    let (sent, _) = newsletter_to(&app, "n1", "ana").await;
+    assert_eq!(sent, 1);
+    let (status, body) = post_json(
+        &app,
+        "/v1/engagement",
+        json!({"contact": "ana", "scenario": "n1", "step": "first", "kind": "complained"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    // The attack: an update clearing the list (and re-subscribing, for good measure).
+    add_contact(
+        &app,
+        json!({"id": "ana", "suppressed": [], "subscriptions": {"newsletter": true}}),
+    )
+    .await;
+    let (sent, path) = newsletter_to(&app, "n2", "ana").await;
+    assert_eq!(sent, 0, "a suppressed address was mailed: {path}");
+    assert!(
+        path.as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| r["kind"] == "skipped" && r["reason"] == "suppressed"),
+        "{path}"
+    );
+    let trail = trail_of(&app, "ana").await;
+    let complaint: Vec<_> = trail
+        .iter()
+        .filter(|e| e["source"] == "complaint")
+        .collect();
+    assert_eq!(
+        complaint.len(),
+        2,
+        "unsubscribed and suppressed: {trail:#?}"
+    );
+    assert!(
+        trail.iter().any(|e| e["state"] == "lifted"
+            && e["kept"] == true
+            && e["subject"] == "ana@example.org"),
+        "{trail:#?}"
+    );
+
+    // Lifting the suppression needs an explicit call with a reason.
+    let no_reason = post_json(
+        &app,
+        "/v1/consent",
+        json!({"contact": "ana", "unsuppress": ["ana@example.org"], "source": "support"}),
+    )
+    .await;
+    assert_error(&no_reason, StatusCode::BAD_REQUEST, Some("reason"));
+    let (sent, _) = newsletter_to(&app, "n3", "ana").await;
+    assert_eq!(sent, 0, "a refused call changed nothing");
+    let (status, body) = post_json(
+        &app,
+        "/v1/consent",
+        json!({"contact": "ana", "unsuppress": ["ana@example.org"], "subscriptions": {"newsletter": true},
+               "source": "support", "reason": "ticket 42: the complaint was a mis-click"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["events"].as_array().map(Vec::len), Some(2), "{body}");
+    let (sent, _) = newsletter_to(&app, "n4", "ana").await;
+    assert_eq!(sent, 1);
+    let unknown = post_json(
+        &app,
+        "/v1/consent",
+        json!({"contact": "nobody", "subscriptions": {"newsletter": true}, "source": "x"}),
+    )
+    .await;
+    assert_error(&unknown, StatusCode::BAD_REQUEST, Some("contact"));
 }

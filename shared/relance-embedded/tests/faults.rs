@@ -439,6 +439,22 @@ impl<S: Store> TimerStore for FlakyStore<S> {
     }
 }
 
+impl<S: Store> relance_core::ports::ConsentStore for FlakyStore<S> {
+    type Error = Fault<S::Fault>;
+    fn append_consent(
+        &mut self,
+        event: &relance_core::consent::ConsentEvent,
+    ) -> Result<(), Self::Error> {
+        self.pass(|s| s.append_consent(event))
+    }
+    fn consent_trail(
+        &mut self,
+        contact: &str,
+    ) -> Result<Vec<relance_core::consent::ConsentEvent>, Self::Error> {
+        self.pass(|s| s.consent_trail(contact))
+    }
+}
+
 impl<S: Store> JournalStore for FlakyStore<S> {
     type Error = Fault<S::Fault>;
     fn journal(&mut self, scenario: &str, record: &Record) -> Result<(), Self::Error> {

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
+use relance_core::consent::{self, ConsentEvent, ConsentRequest, source};
 use relance_core::contact::{ActivityEvent, Contact, Engagement, EngagementKind};
 use relance_core::engine::{Engine, Entry, EntryRequest, Input, Transition, Wake, profile_changes};
 use relance_core::journal::{JournalCounts, Record};
@@ -149,6 +150,16 @@ pub struct ImportedContact {
     pub id: String,
     /// How it changed.
     pub change: ContactChange,
+    /// Consent values of the row that were ignored because an opt-out or a suppression
+    /// stands (each is a `kept` entry in the consent log).
+    pub consent_kept: usize,
+}
+
+/// Who and how a contact write came: the consent log's source and actor for its changes.
+#[derive(Debug, Clone, Copy)]
+struct Origin<'a> {
+    source: &'a str,
+    actor: &'a str,
 }
 
 /// Engines by (scenario, version) under the workspace policy: versions are immutable, so an
@@ -210,6 +221,8 @@ fn parse_policy(text: &str) -> Result<Policy, RuntimeError> {
 pub struct Runtime<S> {
     store: S,
     engines: Engines,
+    /// Who drives this runtime, for the consent log (`system`, `cli`, `api`, a token's name).
+    actor: String,
 }
 
 /// One unit of work in progress: the store (inside its transaction) and the engine cache.
@@ -217,6 +230,7 @@ struct Unit<'a, S> {
     store: &'a mut S,
     engines: &'a mut Engines,
     now: DateTime<Utc>,
+    actor: &'a str,
 }
 
 impl<S> Runtime<S>
@@ -229,7 +243,19 @@ where
         Runtime {
             store,
             engines: Engines::default(),
+            actor: "system".into(),
         }
+    }
+
+    /// Names who drives the runtime from now on (`cli`, `api`, an API token's name): the
+    /// actor of the consent events that contact writes, imports and explicit calls append.
+    pub fn set_actor(&mut self, actor: &str) {
+        self.actor = actor.to_string();
+    }
+
+    /// Who drives the runtime (see [`Runtime::set_actor`]).
+    pub fn actor(&self) -> &str {
+        &self.actor
     }
 
     /// Replaces the workspace policy (quiet hours, a frequency cap across scenarios); the
@@ -326,12 +352,14 @@ where
         let now = now.trunc_subsecs(6);
         self.engines.refresh_policy(&mut self.store, now)?;
         let engines = &mut self.engines;
+        let actor = self.actor.as_str();
         self.store
             .atomically(|store| {
                 work(&mut Unit {
                     store,
                     engines,
                     now,
+                    actor,
                 })
             })
             .map_err(store_err)
@@ -472,7 +500,11 @@ where
                 message: e.to_string(),
             })?;
         self.unit(now, |u| {
-            let (contact, change) = u.merge_contact(&incoming)?;
+            let origin = Origin {
+                source: source::API,
+                actor: u.actor,
+            };
+            let (contact, change, _) = u.merge_contact(&incoming, origin)?;
             let name = match (detail.action, change) {
                 (Some(action), _) => action.event_name(),
                 (None, ContactChange::Added) => "contact.created",
@@ -571,7 +603,11 @@ where
             link_tags: Vec::new(),
             at: Some(now),
         };
-        match self.engagement(detail, now) {
+        let link = Origin {
+            source: source::UNSUBSCRIBE_LINK,
+            actor: "contact",
+        };
+        match self.engagement_from(detail, Some(link), now) {
             // The scenario may have been deleted since: the consent still changes.
             Ok(()) | Err(RuntimeError::UnknownScenario(_)) => {}
             Err(e) => return Err(e),
@@ -581,20 +617,82 @@ where
                 return Ok(());
             };
             if contact.subscription(&claim.communication_type) != Some(false) {
-                contact.set_field(
-                    &format!("subscriptions.{}", claim.communication_type),
-                    serde_json::Value::Bool(false),
-                );
+                let change = consent::Change {
+                    subject: claim.communication_type.clone(),
+                    state: consent::ConsentState::Unsubscribed,
+                };
+                let event = change.event(contact.id(), source::UNSUBSCRIBE_LINK, "contact", u.now);
+                u.store.append_consent(&event).map_err(store_err)?;
+                consent::apply_change(&mut contact, &change);
                 u.store.put_contact(&contact, now).map_err(store_err)?;
             }
             Ok(())
         })
     }
 
-    /// Records engagement with a send and wakes the enrollment waiting on it.
+    /// An explicit consent call: the only way to re-subscribe a contact after an opt-out
+    /// (with a source) and to lift a suppression (with a reason). Answers the events appended
+    /// (none when the contact already was in the state asked for).
+    pub fn consent(
+        &mut self,
+        request: &ConsentRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ConsentEvent>, RuntimeError> {
+        request.check().map_err(|e| RuntimeError::BadInput {
+            field: e.field.into(),
+            message: e.message,
+        })?;
+        self.unit(now, |u| {
+            let mut contact = u
+                .store
+                .contact(&request.contact)
+                .map_err(store_err)?
+                .ok_or_else(|| RuntimeError::BadInput {
+                    field: "contact".into(),
+                    message: format!("no contact \"{}\"", request.contact),
+                })?;
+            let (changes, applied) =
+                request
+                    .apply_to(&contact)
+                    .map_err(|e| RuntimeError::BadInput {
+                        field: e.field.into(),
+                        message: e.message,
+                    })?;
+            let mut events = Vec::with_capacity(applied.len());
+            for c in &applied {
+                let mut event = c.event(contact.id(), &request.source, u.actor, u.now);
+                event.reason = request.reason.clone();
+                u.store.append_consent(&event).map_err(store_err)?;
+                events.push(event);
+            }
+            if !applied.is_empty() {
+                contact.merge(&changes);
+                u.store.put_contact(&contact, u.now).map_err(store_err)?;
+            }
+            Ok(events)
+        })
+    }
+
+    /// A contact's consent trail, oldest first (`relance consent show`).
+    pub fn consent_trail(&mut self, contact: &str) -> Result<Vec<ConsentEvent>, RuntimeError> {
+        self.store.consent_trail(contact).map_err(store_err)
+    }
+
+    /// Records engagement with a send and wakes the enrollment waiting on it; the consent
+    /// changes it implies (unsubscribe, complaint, hard bounce, SMS opt-out) go to the log.
     pub fn engagement(
         &mut self,
         detail: EngagementDetail,
+        now: DateTime<Utc>,
+    ) -> Result<(), RuntimeError> {
+        self.engagement_from(detail, None, now)
+    }
+
+    /// [`Runtime::engagement`], with the consent source and actor forced (the one-click link).
+    fn engagement_from(
+        &mut self,
+        detail: EngagementDetail,
+        origin: Option<Origin<'_>>,
         now: DateTime<Utc>,
     ) -> Result<(), RuntimeError> {
         let key = detail.dedup_key().map_err(bad_key)?;
@@ -634,8 +732,17 @@ where
                 .or(entry.active_version)
                 .unwrap_or(entry.latest_version);
             let engine = engine(u.store, u.engines, &entry.id, version)?;
-            for (field, value) in engine.consent_changes(&contact, &engagement) {
-                contact.set_field(&field, value);
+            let changes = engine.consent_changes(&contact, &engagement);
+            for (change, from) in &changes {
+                let (from, actor) = match origin {
+                    Some(o) => (o.source, o.actor),
+                    None => (*from, "provider"),
+                };
+                let event = change.event(contact.id(), from, actor, u.now);
+                u.store.append_consent(&event).map_err(store_err)?;
+                consent::apply_change(&mut contact, change);
+            }
+            if !changes.is_empty() {
                 u.store.put_contact(&contact, now).map_err(store_err)?;
             }
             // Held (paused) and retired (archived) scenarios record the reaction but do not move.
@@ -755,10 +862,15 @@ where
             let mut entered = std::collections::HashSet::new();
             for chunk in contacts.chunks(1000) {
                 for c in chunk {
-                    let (_, change) = u.merge_contact(c)?;
+                    let origin = Origin {
+                        source: source::IMPORT,
+                        actor: u.actor,
+                    };
+                    let (_, change, consent_kept) = u.merge_contact(c, origin)?;
                     results.push(ImportedContact {
                         id: c.id().to_string(),
                         change,
+                        consent_kept,
                     });
                 }
                 progress(results.len());
@@ -1108,29 +1220,66 @@ where
         Ok(out)
     }
 
+    /// Merges an incoming contact into the stored one through the consent rule; answers the
+    /// contact, how it changed, and how many consent values were kept from changing.
     fn merge_contact(
         &mut self,
         incoming: &Contact,
-    ) -> Result<(Contact, ContactChange), RuntimeError> {
-        let merged = match self.store.contact(incoming.id()).map_err(store_err)? {
+        origin: Origin<'_>,
+    ) -> Result<(Contact, ContactChange, usize), RuntimeError> {
+        let existing = self.store.contact(incoming.id()).map_err(store_err)?;
+        let screened = consent::screen(existing.as_ref(), incoming.fields());
+        let kept = screened.kept.len();
+        self.log_screened(incoming.id(), &screened, origin)?;
+        let merged = match existing {
             Some(mut existing) => {
-                existing.merge(incoming.fields());
+                existing.merge(&screened.changes);
                 existing
             }
-            None => incoming.clone(),
+            None => {
+                let mut c = Contact::bare(incoming.id());
+                c.merge(&screened.changes);
+                c
+            }
         };
         let change = self
             .store
             .put_contact(&merged, self.now)
             .map_err(store_err)?;
-        Ok((merged, change))
+        Ok((merged, change, kept))
+    }
+
+    /// Appends the consent events of a screened update: the changes that apply, and a
+    /// `kept` entry for each one refused.
+    fn log_screened(
+        &mut self,
+        contact: &str,
+        screened: &consent::Screened,
+        origin: Origin<'_>,
+    ) -> Result<(), RuntimeError> {
+        for c in &screened.applied {
+            let event = c.event(contact, origin.source, origin.actor, self.now);
+            self.store.append_consent(&event).map_err(store_err)?;
+        }
+        for c in &screened.kept {
+            tracing::info!(contact, subject = %c.subject, source = origin.source, "consent_kept");
+            let event = c.kept(contact, origin.source, origin.actor, self.now);
+            self.store.append_consent(&event).map_err(store_err)?;
+        }
+        Ok(())
     }
 
     /// The activity flow shared by events and contact changes; the same order as the
     /// simulator: history, inactivity clocks, running enrollments, then triggers.
     fn activity(&mut self, mut contact: Contact, event: ActivityEvent) -> Result<(), RuntimeError> {
         if let Some(changes) = profile_changes(&event.name, &event.properties) {
-            contact.merge(changes);
+            let screened = consent::screen(Some(&contact), changes);
+            let origin = Origin {
+                source: source::PROFILE_UPDATE,
+                actor: self.actor,
+            };
+            self.log_screened(contact.id(), &screened, origin)?;
+            contact.merge(&screened.changes);
             self.store
                 .put_contact(&contact, self.now)
                 .map_err(store_err)?;
@@ -1358,6 +1507,17 @@ where
     ) -> Result<Option<Contact>, RuntimeError> {
         if t.is_noop() {
             return Ok(None);
+        }
+        // A scenario's update_profile may opt the contact out (the engine refuses opt-ins over
+        // an opt-out): the trail records it before the contact is written.
+        if let Some(after) = &t.contact
+            && let Some(before) = self.store.contact(after.id()).map_err(store_err)?
+        {
+            let actor = format!("scenario:{scenario}");
+            for c in consent::diff(&before, after) {
+                let event = c.event(after.id(), source::SCENARIO, &actor, self.now);
+                self.store.append_consent(&event).map_err(store_err)?;
+            }
         }
         self.store
             .commit_transition(scenario, version, expected, &t, self.now)

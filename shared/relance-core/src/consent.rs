@@ -1,0 +1,660 @@
+//! Consent as a log (DESIGN §4): every opt-in, opt-out, suppression and lifted suppression is
+//! an append-only [`ConsentEvent`]; the contact's `subscriptions` and `suppressed` fields are
+//! the state derived from it, written in the same unit of work as the events, so the engine's
+//! consent checks read them as before. The pure rules here decide what a profile update, an
+//! import row or an explicit consent call may change: an opt-out is never undone by an update
+//! or an import, only by an explicit call with a source, and a suppression is lifted only by
+//! an explicit call with a reason.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::contact::Contact;
+
+/// The sources Relance itself writes; an explicit call names its own (a form, a ticket).
+pub mod source {
+    /// The signed one-click unsubscribe link.
+    pub const UNSUBSCRIBE_LINK: &str = "unsubscribe_link";
+    /// An `unsubscribed` engagement reported by a provider or the engagement API.
+    pub const UNSUBSCRIBE: &str = "unsubscribe";
+    /// A spam complaint.
+    pub const COMPLAINT: &str = "complaint";
+    /// A hard bounce.
+    pub const BOUNCE: &str = "bounce";
+    /// An SMS opt-out (STOP, or the carrier's opted-out answer).
+    pub const SMS_STOP: &str = "sms_stop";
+    /// A contact written through the API (or an EventBridge contact event).
+    pub const API: &str = "api";
+    /// A row of a contacts import.
+    pub const IMPORT: &str = "import";
+    /// The profile changes carried by a `contact.*` (or `profile`) activity event.
+    pub const PROFILE_UPDATE: &str = "profile_update";
+    /// A scenario's `update_profile` action.
+    pub const SCENARIO: &str = "scenario";
+}
+
+/// The longest source, actor or reason kept (a free text from a caller is bounded).
+pub const MAX_TEXT: usize = 500;
+
+/// The state an event records. Subscribed and unsubscribed concern a communication type;
+/// suppressed and lifted an address (email or phone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentState {
+    /// Opted in to a communication type.
+    Subscribed,
+    /// Opted out of a communication type.
+    Unsubscribed,
+    /// Nothing is sent to the address again (bounce, complaint, STOP, a suppression list).
+    Suppressed,
+    /// A suppression lifted by an explicit call with a reason.
+    Lifted,
+}
+
+impl ConsentState {
+    /// The name used in storage and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsentState::Subscribed => "subscribed",
+            ConsentState::Unsubscribed => "unsubscribed",
+            ConsentState::Suppressed => "suppressed",
+            ConsentState::Lifted => "lifted",
+        }
+    }
+
+    /// Reads a stored name.
+    pub fn parse(s: &str) -> Option<ConsentState> {
+        [
+            ConsentState::Subscribed,
+            ConsentState::Unsubscribed,
+            ConsentState::Suppressed,
+            ConsentState::Lifted,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// One entry of a contact's consent trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentEvent {
+    /// The contact id.
+    pub contact: String,
+    /// The communication type (subscribed/unsubscribed) or the address (suppressed/lifted).
+    pub subject: String,
+    /// The state recorded (or, when `kept`, the state asked for and refused).
+    pub state: ConsentState,
+    /// Where it came from: one of [`source`], or the source an explicit call named.
+    pub source: String,
+    /// Who: the API caller, `cli`, `system`, the provider, the contact (`contact`).
+    pub actor: String,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Why (required to lift a suppression).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// True for a change an update or an import asked for and the log refused
+    /// (`consent_kept`): the opt-out or the suppression stands, and this entry says it was tried.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kept: bool,
+}
+
+/// A change of one subject's consent, before it is dated and attributed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    /// The communication type or the address.
+    pub subject: String,
+    /// The state.
+    pub state: ConsentState,
+}
+
+impl Change {
+    fn new(subject: &str, state: ConsentState) -> Change {
+        Change {
+            subject: subject.to_string(),
+            state,
+        }
+    }
+
+    /// The event recording this change.
+    pub fn event(
+        &self,
+        contact: &str,
+        source: &str,
+        actor: &str,
+        at: DateTime<Utc>,
+    ) -> ConsentEvent {
+        ConsentEvent {
+            contact: contact.to_string(),
+            subject: self.subject.clone(),
+            state: self.state,
+            source: source.to_string(),
+            actor: actor.to_string(),
+            at,
+            reason: None,
+            kept: false,
+        }
+    }
+
+    /// The `consent_kept` entry of a change that was refused.
+    pub fn kept(
+        &self,
+        contact: &str,
+        source: &str,
+        actor: &str,
+        at: DateTime<Utc>,
+    ) -> ConsentEvent {
+        let mut e = self.event(contact, source, actor, at);
+        e.kept = true;
+        e.reason = Some(match self.state {
+            ConsentState::Lifted => {
+                "a suppression is lifted only by an explicit consent call with a reason".into()
+            }
+            _ => "an opt-out is undone only by an explicit consent call with a source".into(),
+        });
+        e
+    }
+}
+
+/// The state a trail leads to: the latest event per subject (kept entries change nothing).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Derived {
+    /// Communication type → subscribed.
+    pub subscriptions: BTreeMap<String, bool>,
+    /// Address (lower case) → suppressed.
+    pub suppressed: BTreeMap<String, bool>,
+}
+
+impl Derived {
+    /// Replays a trail, oldest first.
+    pub fn from_trail(trail: &[ConsentEvent]) -> Derived {
+        let mut d = Derived::default();
+        for e in trail.iter().filter(|e| !e.kept) {
+            match e.state {
+                ConsentState::Subscribed | ConsentState::Unsubscribed => {
+                    d.subscriptions
+                        .insert(e.subject.clone(), e.state == ConsentState::Subscribed);
+                }
+                ConsentState::Suppressed | ConsentState::Lifted => {
+                    d.suppressed.insert(
+                        e.subject.to_ascii_lowercase(),
+                        e.state == ConsentState::Suppressed,
+                    );
+                }
+            }
+        }
+        d
+    }
+}
+
+/// What a profile update or an import row may change of consent.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Screened {
+    /// The changes to merge into the contact (top-level keys): the incoming ones with
+    /// `subscriptions` merged per type and `suppressed` merged as a union.
+    pub changes: Map<String, Value>,
+    /// Consent changes that apply (each becomes a consent event).
+    pub applied: Vec<Change>,
+    /// Changes refused: an opt-out or a suppression stands (`consent_kept`).
+    pub kept: Vec<Change>,
+}
+
+/// A consent value as written in a contact (`true`, `"unsubscribed"`, ...), or None.
+pub fn parse_subscription(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "subscribed" | "true" | "yes" | "opt_in" | "opted_in" => Some(true),
+            "unsubscribed" | "false" | "no" | "opt_out" | "opted_out" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// True for a field a profile change must not write directly: `subscriptions`,
+/// `subscriptions.<type>` and `suppressed`.
+pub fn is_consent_field(field: &str) -> bool {
+    field == "subscriptions" || field == "suppressed" || field.starts_with("subscriptions.")
+}
+
+/// The rule for profile updates and import rows. Non-consent keys pass as they are. For each
+/// communication type in `subscriptions` (or a `subscriptions.<type>` key): an opt-out
+/// applies; an opt-in applies unless the contact opted out, when it is kept (so is any other
+/// value over an opt-out); types the update does not name are left alone. For `suppressed`:
+/// new addresses are suppressed; addresses the update leaves out stay suppressed (kept).
+pub fn screen(existing: Option<&Contact>, incoming: &Map<String, Value>) -> Screened {
+    let mut out = Screened::default();
+    let mut subs: Option<Map<String, Value>> = None;
+    let current_subs = || {
+        existing
+            .and_then(|c| c.fields().get("subscriptions"))
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default()
+    };
+    for (key, value) in incoming {
+        if key == "subscriptions" {
+            let merged = subs.get_or_insert_with(current_subs);
+            match value {
+                Value::Object(wanted) => {
+                    for (kind, v) in wanted {
+                        screen_subscription(existing, merged, kind, v, &mut out);
+                    }
+                }
+                // Clearing every record would undo the opt-outs in it: each of them is kept.
+                _ => {
+                    for kind in merged.keys() {
+                        if existing.and_then(|c| c.subscription(kind)) == Some(false) {
+                            out.kept.push(Change::new(kind, ConsentState::Subscribed));
+                        }
+                    }
+                }
+            }
+        } else if let Some(kind) = key.strip_prefix("subscriptions.") {
+            let merged = subs.get_or_insert_with(current_subs);
+            screen_subscription(existing, merged, kind, value, &mut out);
+        } else if key == "suppressed" {
+            let mut list: Vec<String> = existing
+                .map(|c| c.names("suppressed").map(str::to_string).collect())
+                .unwrap_or_default();
+            let wanted: Vec<&str> = match value {
+                Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
+                Value::String(s) => s.split([';', ',']).map(str::trim).collect(),
+                _ => Vec::new(),
+            };
+            let wanted: Vec<&str> = wanted.into_iter().filter(|a| !a.is_empty()).collect();
+            for a in &list {
+                if !wanted.iter().any(|w| w.eq_ignore_ascii_case(a)) {
+                    out.kept.push(Change::new(a, ConsentState::Lifted));
+                }
+            }
+            for w in wanted {
+                if !list.iter().any(|a| a.eq_ignore_ascii_case(w)) {
+                    list.push(w.to_string());
+                    out.applied.push(Change::new(w, ConsentState::Suppressed));
+                }
+            }
+            out.changes.insert(
+                "suppressed".into(),
+                Value::Array(list.into_iter().map(Value::String).collect()),
+            );
+        } else {
+            out.changes.insert(key.clone(), value.clone());
+        }
+    }
+    if let Some(subs) = subs {
+        out.changes
+            .insert("subscriptions".into(), Value::Object(subs));
+    }
+    out
+}
+
+fn screen_subscription(
+    existing: Option<&Contact>,
+    merged: &mut Map<String, Value>,
+    kind: &str,
+    value: &Value,
+    out: &mut Screened,
+) {
+    let current = existing.and_then(|c| c.subscription(kind));
+    match (current, parse_subscription(value)) {
+        (Some(false), Some(false)) | (Some(true), Some(true)) => {}
+        (Some(false), _) => out.kept.push(Change::new(kind, ConsentState::Subscribed)),
+        (_, Some(false)) => {
+            merged.insert(kind.to_string(), Value::Bool(false));
+            out.applied
+                .push(Change::new(kind, ConsentState::Unsubscribed));
+        }
+        (_, Some(true)) => {
+            merged.insert(kind.to_string(), Value::Bool(true));
+            out.applied
+                .push(Change::new(kind, ConsentState::Subscribed));
+        }
+        // Not a consent value and no opt-out to protect: written as before, no event.
+        (_, None) => {
+            merged.insert(kind.to_string(), value.clone());
+        }
+    }
+}
+
+/// Writes a change into the contact's derived fields (`subscriptions.<type>`, `suppressed`).
+pub fn apply_change(contact: &mut Contact, change: &Change) {
+    match change.state {
+        ConsentState::Subscribed | ConsentState::Unsubscribed => contact.set_field(
+            &format!("subscriptions.{}", change.subject),
+            Value::Bool(change.state == ConsentState::Subscribed),
+        ),
+        ConsentState::Suppressed | ConsentState::Lifted => {
+            let mut list: Vec<Value> = contact
+                .names("suppressed")
+                .filter(|a| !a.eq_ignore_ascii_case(&change.subject))
+                .map(|a| Value::String(a.to_string()))
+                .collect();
+            if change.state == ConsentState::Suppressed {
+                list.push(Value::String(change.subject.clone()));
+            }
+            contact.set_field("suppressed", Value::Array(list));
+        }
+    }
+}
+
+/// The consent changes between two versions of a contact (what a scenario's transition did),
+/// for the trail.
+pub fn diff(before: &Contact, after: &Contact) -> Vec<Change> {
+    let mut out = Vec::new();
+    let kinds = |c: &Contact| -> Vec<String> {
+        c.fields()
+            .get("subscriptions")
+            .and_then(Value::as_object)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    for kind in kinds(after) {
+        match (before.subscription(&kind), after.subscription(&kind)) {
+            (b, Some(a)) if b != Some(a) => out.push(Change::new(
+                &kind,
+                if a {
+                    ConsentState::Subscribed
+                } else {
+                    ConsentState::Unsubscribed
+                },
+            )),
+            _ => {}
+        }
+    }
+    for a in after.names("suppressed") {
+        if !before.is_suppressed(a) {
+            out.push(Change::new(a, ConsentState::Suppressed));
+        }
+    }
+    for b in before.names("suppressed") {
+        if !after.is_suppressed(b) {
+            out.push(Change::new(b, ConsentState::Lifted));
+        }
+    }
+    out
+}
+
+/// An explicit consent call (`POST /v1/consent`, `relance consent set`, the
+/// `relance.consent` EventBridge detail-type): the only way to re-subscribe after an opt-out
+/// and, with a reason, to lift a suppression.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentRequest {
+    /// The contact id.
+    pub contact: String,
+    /// Communication type → subscribed (true) or unsubscribed (false).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub subscriptions: BTreeMap<String, bool>,
+    /// Addresses whose suppression is lifted (needs `reason`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unsuppress: Vec<String>,
+    /// Where the consent was given (a signup form, a support ticket): required.
+    pub source: String,
+    /// Why; required to lift a suppression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Why an explicit consent call is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ConsentError {
+    /// Which field of the call.
+    pub field: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn bad(field: &'static str, message: impl Into<String>) -> ConsentError {
+    ConsentError {
+        field,
+        message: message.into(),
+    }
+}
+
+fn check_text(field: &'static str, text: &str) -> Result<(), ConsentError> {
+    if text.trim().is_empty() {
+        return Err(bad(field, "is required and must not be blank"));
+    }
+    if text.len() > MAX_TEXT {
+        return Err(bad(field, format!("is longer than {MAX_TEXT} bytes")));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(bad(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+impl ConsentRequest {
+    /// Checks the call's shape: a contact, at least one change, a source, and a reason when
+    /// it lifts a suppression.
+    pub fn check(&self) -> Result<(), ConsentError> {
+        check_text("contact", &self.contact)?;
+        check_text("source", &self.source)?;
+        if self.subscriptions.is_empty() && self.unsuppress.is_empty() {
+            return Err(bad(
+                "subscriptions",
+                "the call changes nothing: give \"subscriptions\" or \"unsuppress\"",
+            ));
+        }
+        for kind in self.subscriptions.keys() {
+            check_text("subscriptions", kind)?;
+        }
+        for a in &self.unsuppress {
+            check_text("unsuppress", a)?;
+        }
+        match &self.reason {
+            Some(r) => check_text("reason", r)?,
+            None if !self.unsuppress.is_empty() => {
+                return Err(bad(
+                    "reason",
+                    "lifting a suppression needs a reason (why the address may be mailed again)",
+                ));
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// What the call does to `contact`: the fields to merge and the consent changes (a
+    /// subject already in the state asked for changes nothing and is left out).
+    pub fn apply_to(
+        &self,
+        contact: &Contact,
+    ) -> Result<(Map<String, Value>, Vec<Change>), ConsentError> {
+        self.check()?;
+        let mut changes = Map::new();
+        let mut applied = Vec::new();
+        if !self.subscriptions.is_empty() {
+            let mut subs = contact
+                .fields()
+                .get("subscriptions")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            for (kind, &on) in &self.subscriptions {
+                if contact.subscription(kind) != Some(on) {
+                    subs.insert(kind.clone(), Value::Bool(on));
+                    applied.push(Change::new(
+                        kind,
+                        if on {
+                            ConsentState::Subscribed
+                        } else {
+                            ConsentState::Unsubscribed
+                        },
+                    ));
+                }
+            }
+            changes.insert("subscriptions".into(), Value::Object(subs));
+        }
+        if !self.unsuppress.is_empty() {
+            let mut list: Vec<String> = contact.names("suppressed").map(str::to_string).collect();
+            for a in &self.unsuppress {
+                if list.iter().any(|s| s.eq_ignore_ascii_case(a)) {
+                    list.retain(|s| !s.eq_ignore_ascii_case(a));
+                    applied.push(Change::new(a, ConsentState::Lifted));
+                }
+            }
+            changes.insert(
+                "suppressed".into(),
+                Value::Array(list.into_iter().map(Value::String).collect()),
+            );
+        }
+        Ok((changes, applied))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn contact(v: Value) -> Contact {
+        Contact::from_json(v).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn map(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    #[test]
+    fn hostile_update_cannot_resubscribe_an_opt_out() {
+        let c = contact(json!({"id": "a", "subscriptions": {"events": false, "news": true}}));
+        let s = screen(
+            Some(&c),
+            &map(json!({"subscriptions": {"events": true}, "name": "A"})),
+        );
+        assert_eq!(
+            s.kept,
+            vec![Change::new("events", ConsentState::Subscribed)]
+        );
+        assert!(s.applied.is_empty());
+        assert_eq!(
+            s.changes["subscriptions"],
+            json!({"events": false, "news": true})
+        );
+        assert_eq!(s.changes["name"], json!("A"));
+        // The dotted form and a string value are refused the same way.
+        let s = screen(
+            Some(&c),
+            &map(json!({"subscriptions.events": "subscribed"})),
+        );
+        assert_eq!(s.kept.len(), 1);
+        assert_eq!(s.changes["subscriptions"]["events"], json!(false));
+        // Clearing the whole object keeps the opt-out too.
+        let s = screen(Some(&c), &map(json!({"subscriptions": null})));
+        assert_eq!(s.kept.len(), 1);
+        assert_eq!(s.changes["subscriptions"]["events"], json!(false));
+    }
+
+    #[test]
+    fn hostile_update_cannot_lift_a_suppression() {
+        let c = contact(json!({"id": "a", "suppressed": ["a@x.io"]}));
+        let s = screen(Some(&c), &map(json!({"suppressed": []})));
+        assert_eq!(s.kept, vec![Change::new("a@x.io", ConsentState::Lifted)]);
+        assert_eq!(s.changes["suppressed"], json!(["a@x.io"]));
+        let s = screen(Some(&c), &map(json!({"suppressed": ["A@X.io", "b@x.io"]})));
+        assert!(s.kept.is_empty());
+        assert_eq!(
+            s.applied,
+            vec![Change::new("b@x.io", ConsentState::Suppressed)]
+        );
+        assert_eq!(s.changes["suppressed"], json!(["a@x.io", "b@x.io"]));
+    }
+
+    #[test]
+    fn opt_outs_and_first_opt_ins_in_updates_apply() {
+        let c = contact(json!({"id": "a", "subscriptions": {"news": true}}));
+        let s = screen(
+            Some(&c),
+            &map(json!({"subscriptions": {"news": false, "offers": true}})),
+        );
+        assert!(s.kept.is_empty());
+        assert_eq!(
+            s.applied,
+            vec![
+                Change::new("news", ConsentState::Unsubscribed),
+                Change::new("offers", ConsentState::Subscribed)
+            ]
+        );
+        assert_eq!(
+            s.changes["subscriptions"],
+            json!({"news": false, "offers": true})
+        );
+        // A new contact takes what it brings.
+        let s = screen(None, &map(json!({"subscriptions": {"news": "false"}})));
+        assert_eq!(
+            s.applied,
+            vec![Change::new("news", ConsentState::Unsubscribed)]
+        );
+    }
+
+    #[test]
+    fn explicit_calls_need_a_source_and_a_reason_to_lift() {
+        let c = contact(
+            json!({"id": "a", "subscriptions": {"events": false}, "suppressed": ["a@x.io"]}),
+        );
+        let mut r = ConsentRequest {
+            contact: "a".into(),
+            subscriptions: BTreeMap::from([("events".to_string(), true)]),
+            source: " ".into(),
+            ..ConsentRequest::default()
+        };
+        assert_eq!(r.apply_to(&c).map_err(|e| e.field), Err("source"));
+        r.source = "signup_form".into();
+        let (changes, applied) = r.apply_to(&c).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(changes["subscriptions"], json!({"events": true}));
+        assert_eq!(
+            applied,
+            vec![Change::new("events", ConsentState::Subscribed)]
+        );
+        r.unsuppress = vec!["A@x.io".into()];
+        assert_eq!(r.apply_to(&c).map_err(|e| e.field), Err("reason"));
+        r.reason = Some("bounced by mistake, confirmed by phone".into());
+        let (changes, applied) = r.apply_to(&c).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(changes["suppressed"], json!([]));
+        assert_eq!(applied[1], Change::new("A@x.io", ConsentState::Lifted));
+    }
+
+    #[test]
+    fn the_trail_derives_the_latest_state() {
+        let at = DateTime::from_timestamp(0, 0).unwrap_or_default();
+        let e = |subject: &str, state, kept| {
+            let mut e = Change::new(subject, state).event("a", "api", "cli", at);
+            e.kept = kept;
+            e
+        };
+        let d = Derived::from_trail(&[
+            e("news", ConsentState::Unsubscribed, false),
+            e("news", ConsentState::Subscribed, true),
+            e("A@x.io", ConsentState::Suppressed, false),
+            e("offers", ConsentState::Subscribed, false),
+        ]);
+        assert_eq!(d.subscriptions.get("news"), Some(&false));
+        assert_eq!(d.subscriptions.get("offers"), Some(&true));
+        assert_eq!(d.suppressed.get("a@x.io"), Some(&true));
+    }
+
+    #[test]
+    fn diff_names_what_a_transition_changed() {
+        let before =
+            contact(json!({"id": "a", "subscriptions": {"news": true}, "suppressed": ["x"]}));
+        let after =
+            contact(json!({"id": "a", "subscriptions": {"news": false}, "suppressed": ["x", "y"]}));
+        assert_eq!(
+            diff(&before, &after),
+            vec![
+                Change::new("news", ConsentState::Unsubscribed),
+                Change::new("y", ConsentState::Suppressed)
+            ]
+        );
+    }
+}
