@@ -335,7 +335,7 @@ fn hostile_no_secret_in_a_function_environment() {
                 assert!(k.ends_with("_ARN"), "{k} holds a secret in the environment");
                 // An ARN, by reference to the secret resource or the ARN parameter.
                 assert!(
-                    matches!(v, Value::Tagged(tag) if tag.tag.to_string() == "!Ref"),
+                    matches!(v, Value::Tagged(tag) if tag.tag == "!Ref"),
                     "{k}: {v:?}"
                 );
             }
