@@ -132,7 +132,7 @@ pub fn dev_run(
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .filter(|r| *r > 0),
-            unsubscribe: crate::embedded::unsubscribe_links("http://localhost:8080/unsubscribe"),
+            unsubscribe: crate::embedded::unsubscribe_links("http://localhost:8080/unsubscribe")?,
             ..SenderConfig::new(from_email)
         },
         bridge.clone(),

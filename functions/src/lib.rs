@@ -1,7 +1,10 @@
 //! What every Relance Lambda function shares: logging, clients built once from the
-//! environment (failing fast on a missing setting), and the runtime over DynamoDB.
+//! environment (failing fast on a missing setting), secrets read once from Secrets Manager
+//! before serving, and the runtime over DynamoDB (emitting on the bus when one is set).
 //! Each binary in `src/bin` is one function: about twenty lines around a handler of
 //! `relance_aws::handlers`.
+
+pub mod permissions;
 
 use std::sync::{Arc, Mutex};
 
@@ -37,8 +40,20 @@ pub async fn from_env() -> Result<Function, Error> {
     let sdk = aws_config::load_from_env().await;
     let bridge = Bridge::new(tokio::runtime::Handle::current());
     let queues = SqsQueues::new(aws_sdk_sqs::Client::new(&sdk), bridge.clone());
-    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.clone(), bridge)
-        .with_queues(queues.clone());
+    let mut store = DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        config.clone(),
+        bridge.clone(),
+    )
+    .with_queues(queues.clone());
+    // Relance's events (ends, goals, tasks, leads, exports) go to its bus, as in `dev run`.
+    if let Some(bus) = &config.event_bus {
+        store = store.with_events(relance_aws::eventbridge::EventBus::new(
+            aws_sdk_eventbridge::Client::new(&sdk),
+            bus.clone(),
+            bridge,
+        ));
+    }
     Ok(Function {
         runtime: Arc::new(Mutex::new(Runtime::new(store))),
         queues,
@@ -46,22 +61,40 @@ pub async fn from_env() -> Result<Function, Error> {
     })
 }
 
+/// The secret `name`, once, at start: from Secrets Manager by the ARN in `<name>_ARN` (the
+/// template's way), else the plain `<name>` (dev only), else none.
+pub async fn secret(name: &str) -> Result<Option<String>, Error> {
+    let sdk = aws_config::load_from_env().await;
+    let client = aws_sdk_secretsmanager::Client::new(&sdk);
+    Ok(relance_aws::secrets::from_env(&client, name).await?)
+}
+
+/// The unsubscribe key (`RELANCE_UNSUBSCRIBE_SECRET_ARN`, or `RELANCE_UNSUBSCRIBE_SECRET` in
+/// dev), refused when shorter than 32 bytes; none leaves one-click links off.
+pub async fn unsubscribe_secret() -> Result<Option<Vec<u8>>, Error> {
+    let sdk = aws_config::load_from_env().await;
+    let client = aws_sdk_secretsmanager::Client::new(&sdk);
+    Ok(relance_aws::secrets::unsubscribe_key(&client).await?)
+}
+
 /// The channel senders, for the email, sms and push functions (`RELANCE_FROM_EMAIL` and the
-/// other sender settings from the environment).
+/// other sender settings from the environment; the unsubscribe and VAPID keys from Secrets
+/// Manager when their `_ARN` is set).
 pub async fn senders_from_env(f: &Function) -> Result<relance_aws::channels::Senders, Error> {
     let sdk = aws_config::load_from_env().await;
+    let unsubscribe = secret("RELANCE_UNSUBSCRIBE_SECRET").await?;
     let mut senders = relance_aws::channels::Senders::new(
         aws_sdk_sesv2::Client::new(&sdk),
         aws_sdk_sns::Client::new(&sdk),
         aws_sdk_dynamodb::Client::new(&sdk),
         f.config.state_table.clone(),
-        relance_aws::channels::SenderConfig::from_env()?,
+        relance_aws::channels::SenderConfig::from_env_with_secret(unsubscribe)?,
         Bridge::new(tokio::runtime::Handle::current()),
     )
     .with_ses_v1(aws_sdk_ses::Client::new(&sdk));
     // Web push needs its VAPID keys; the other senders do not.
-    if std::env::var("RELANCE_VAPID_PRIVATE_KEY").is_ok_and(|k| !k.is_empty()) {
-        let config = relance_aws::webpush::WebPushConfig::from_env()?;
+    if let Some(key) = secret("RELANCE_VAPID_PRIVATE_KEY").await? {
+        let config = relance_aws::webpush::WebPushConfig::from_env_with_key(key)?;
         senders = senders.with_web_push(relance_aws::webpush::WebPushSender::new(config)?);
     }
     Ok(senders)

@@ -1,5 +1,6 @@
 //! unsubscribe: the one-click unsubscribe endpoint (RFC 8058) behind the function's URL;
-//! tokens are checked against `RELANCE_UNSUBSCRIBE_SECRET`.
+//! tokens are checked against the key read at start from Secrets Manager
+//! (`RELANCE_UNSUBSCRIBE_SECRET_ARN`; `RELANCE_UNSUBSCRIBE_SECRET` in dev).
 
 use aws_lambda_events::event::lambda_function_urls::{
     LambdaFunctionUrlRequest, LambdaFunctionUrlResponse,
@@ -9,10 +10,8 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let f = relance_functions::from_env().await?;
-    let secret = std::env::var("RELANCE_UNSUBSCRIBE_SECRET")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .map(String::into_bytes);
+    // Once per cold start, before serving: from Secrets Manager by ARN (at least 32 bytes).
+    let secret = relance_functions::unsubscribe_secret().await?;
     run(service_fn(
         |event: LambdaEvent<LambdaFunctionUrlRequest>| {
             let (f, secret) = (f.clone(), secret.clone());

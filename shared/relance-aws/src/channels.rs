@@ -85,6 +85,18 @@ impl SenderConfig {
     /// (`sesv2`, the default, or `ses-v1`), `RELANCE_CHECK_PROVIDER_LISTS`,
     /// `RELANCE_SEND_RATE` and the `RELANCE_UNSUBSCRIBE_*` settings.
     pub fn from_env() -> Result<SenderConfig, crate::config::ConfigError> {
+        let secret = std::env::var("RELANCE_UNSUBSCRIBE_SECRET")
+            .ok()
+            .filter(|v| !v.trim().is_empty());
+        SenderConfig::from_env_with_secret(secret)
+    }
+
+    /// As [`SenderConfig::from_env`], with the unsubscribe key given (the functions read it
+    /// from Secrets Manager at start: [`crate::secrets::from_env`]); a key shorter than
+    /// [`relance_core::unsubscribe::MIN_SECRET_BYTES`] is refused.
+    pub fn from_env_with_secret(
+        unsubscribe_secret: Option<String>,
+    ) -> Result<SenderConfig, crate::config::ConfigError> {
         let opt = |n: &str| std::env::var(n).ok().filter(|v| !v.trim().is_empty());
         let bad = |name: &'static str, why: &str| crate::config::ConfigError {
             name,
@@ -102,10 +114,14 @@ impl SenderConfig {
                     },
                 )?),
             };
-        let unsubscribe = match opt("RELANCE_UNSUBSCRIBE_SECRET") {
+        let unsubscribe = match unsubscribe_secret {
             None => None,
             Some(secret) => Some(UnsubscribeLinks {
-                secret: secret.into_bytes(),
+                secret: {
+                    relance_core::unsubscribe::check_secret(secret.as_bytes())
+                        .map_err(|why| bad("RELANCE_UNSUBSCRIBE_SECRET", &why))?;
+                    secret.into_bytes()
+                },
                 base_url: opt("RELANCE_UNSUBSCRIBE_URL").ok_or_else(|| {
                     bad("RELANCE_UNSUBSCRIBE_URL", "not set (the unsubscribe function's URL), while RELANCE_UNSUBSCRIBE_SECRET is")
                 })?,

@@ -231,6 +231,14 @@ pub fn launch_page(
     each_message(rt, event, now, "launch", |rt, body, now| {
         let detail: LaunchDetail =
             wire::decode(body.as_bytes()).map_err(|e| HandlerError::BadInput(e.to_string()))?;
+        // A page lists its contacts (the trigger fans out); listing the audience is not this
+        // function's to do, and its role may not scan the state table.
+        if detail.contacts.is_none() {
+            return Err(HandlerError::BadInput(format!(
+                "a launch page of \"{}\" lists no contacts",
+                detail.scenario
+            )));
+        }
         rt.launch(detail, now)?;
         Ok(())
     })

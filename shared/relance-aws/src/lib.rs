@@ -13,6 +13,7 @@
 //! - [`dev`]: `relance dev run`: every handler in one process, polling the queues.
 //! - [`resources`]: the names and keys of every resource, and their creation (`relance dev up`).
 //! - [`meter`]: request counts by service and operation (an SDK interceptor).
+//! - [`secrets`]: the functions' secrets, read at start from Secrets Manager by ARN.
 //! - [`bridge`]: runs the SDK's async calls from the ports' synchronous methods.
 
 pub mod bridge;
@@ -24,5 +25,6 @@ pub mod eventbridge;
 pub mod handlers;
 pub mod meter;
 pub mod resources;
+pub mod secrets;
 pub mod sqs;
 pub mod webpush;

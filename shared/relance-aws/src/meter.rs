@@ -75,6 +75,12 @@ impl Meter {
             .unwrap_or_default()
     }
 
+    /// Every request sent so far, in order: (`Service.Operation`, body). The permissions
+    /// test reads from them which table, queue or secret each call touched.
+    pub fn requests(&self) -> Vec<(String, String)> {
+        self.bodies.lock().map(|b| b.clone()).unwrap_or_default()
+    }
+
     /// The sum of the counts whose key starts with `service.` and whose operation is one of `ops`
     /// (all operations of the service when `ops` is empty).
     pub fn total(&self, service: &str, ops: &[&str]) -> u64 {

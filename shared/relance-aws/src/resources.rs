@@ -80,9 +80,14 @@ impl Names {
         format!("{}trigger", self.prefix)
     }
 
-    /// The trigger rule's event pattern.
+    /// The trigger rule's event pattern: the trigger's detail-types, from any source but
+    /// Relance's own, so nothing Relance emits loops back into it.
     pub fn trigger_pattern() -> String {
-        serde_json::json!({"detail-type": TRIGGER_DETAIL_TYPES}).to_string()
+        serde_json::json!({
+            "source": [{"anything-but": crate::eventbridge::SOURCE}],
+            "detail-type": TRIGGER_DETAIL_TYPES,
+        })
+        .to_string()
     }
 }
 
@@ -302,6 +307,19 @@ mod tests {
             .filter_map(Value::as_str)
             .collect();
         assert_eq!(types, TRIGGER_DETAIL_TYPES);
+        let source = &t["Resources"]["TriggerFunction"]["Properties"]["Events"]["FromBus"]["Properties"]
+            ["Pattern"]["source"];
+        assert_eq!(
+            source[0]["anything-but"].as_str(),
+            Some(crate::eventbridge::SOURCE),
+            "the rule must ignore Relance's own events"
+        );
+        let pattern: serde_json::Value =
+            serde_json::from_str(&Names::trigger_pattern()).unwrap_or_default();
+        assert_eq!(
+            pattern["source"][0]["anything-but"],
+            crate::eventbridge::SOURCE
+        );
         // Every SQS-triggered function reports partial batch failures.
         for (name, r) in t["Resources"].as_mapping().into_iter().flatten() {
             for (_, e) in r["Properties"]["Events"].as_mapping().into_iter().flatten() {

@@ -150,6 +150,18 @@ impl WebPushConfig {
         WebPushConfig::from_lookup(|name| std::env::var(name).ok())
     }
 
+    /// As [`WebPushConfig::from_env`], with the VAPID private key given (the web push
+    /// function reads it from Secrets Manager at start: [`crate::secrets::from_env`]).
+    pub fn from_env_with_key(key: String) -> Result<WebPushConfig, ConfigError> {
+        WebPushConfig::from_lookup(|name| {
+            if name == KEY_VAR {
+                Some(key.clone())
+            } else {
+                std::env::var(name).ok()
+            }
+        })
+    }
+
     fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<WebPushConfig, ConfigError> {
         let opt = |name: &str| get(name).filter(|v| !v.trim().is_empty());
         let missing = |name: &'static str| ConfigError {

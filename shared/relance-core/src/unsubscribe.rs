@@ -140,6 +140,23 @@ pub fn check_request(
     })
 }
 
+/// The shortest unsubscribe key accepted (bytes): the links are HMAC-SHA256 tokens that live
+/// for years in inboxes, so the key has the hash's strength (RFC 2104 §3).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Checks an unsubscribe key: at least [`MIN_SECRET_BYTES`] bytes (the error says why, for
+/// the caller to prefix with the setting it came from). Every host refuses a shorter one at
+/// start.
+pub fn check_secret(secret: &[u8]) -> Result<(), String> {
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(format!(
+            "the unsubscribe key is {} bytes; it must be at least {MIN_SECRET_BYTES} (generate one with `openssl rand -base64 48`)",
+            secret.len()
+        ));
+    }
+    Ok(())
+}
+
 /// The endpoint's small HTML page: a message, and for a GET the one-click form that POSTs
 /// the token back (RFC 8058: a GET, which link scanners do, never unsubscribes by itself).
 pub fn page_html(text: &str, form_token: Option<&str>) -> String {
@@ -233,6 +250,19 @@ mod tests {
             assert!(UnsubscribeClaim::verify(bad, b"secret").is_err(), "{bad}");
         }
         assert_eq!(claim().sign(b""), Err(TokenError::NoSecret));
+    }
+
+    #[test]
+    fn hostile_short_unsubscribe_key_is_refused() {
+        let refused = check_secret(b"secret");
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.contains("6 bytes") && e.contains("at least 32")),
+            "{refused:?}"
+        );
+        assert!(check_secret(&[b'x'; MIN_SECRET_BYTES - 1]).is_err());
+        assert_eq!(check_secret(&[b'x'; MIN_SECRET_BYTES]), Ok(()));
     }
 
     #[test]

@@ -1,0 +1,362 @@
+//! What each function's code calls, as IAM grants: the table `infra/template.yaml` is held
+//! to (`tests/permissions.rs` compares every policy statement with it, and the emulator test
+//! `tests/aws_permissions.rs` records the calls each handler makes and checks them against
+//! it). Change a handler's calls, change this table, then the template.
+//!
+//! Resources are named as the template names them: a logical id (`StateTable`, whose
+//! `!GetAtt …Arn` or `!Ref` the statement takes), `*`, or the text of a `!Sub` ARN.
+
+/// Allow or deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Allow.
+    Allow,
+    /// Deny (wins over any allow).
+    Deny,
+}
+
+impl Effect {
+    /// As IAM spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effect::Allow => "Allow",
+            Effect::Deny => "Deny",
+        }
+    }
+}
+
+/// One statement: actions on resources, with an optional condition.
+#[derive(Debug, Clone, Copy)]
+pub struct Grant {
+    /// Allow or deny.
+    pub effect: Effect,
+    /// `service:Action`, as IAM names them.
+    pub actions: &'static [&'static str],
+    /// Logical ids, `*`, or `!Sub` ARN texts.
+    pub resources: &'static [&'static str],
+    /// The condition as `Operator key value[,value]` (none: unconditional).
+    pub condition: Option<&'static str>,
+    /// The calls that need it.
+    pub why: &'static str,
+}
+
+/// A function (its template resource and its binary) and its grants.
+#[derive(Debug, Clone, Copy)]
+pub struct FunctionGrants {
+    /// The `AWS::Serverless::Function` logical id.
+    pub resource: &'static str,
+    /// The binary (`BuildProperties.Binary`).
+    pub binary: &'static str,
+    /// Every statement of its policy.
+    pub grants: &'static [Grant],
+}
+
+const fn allow(
+    actions: &'static [&'static str],
+    resources: &'static [&'static str],
+    why: &'static str,
+) -> Grant {
+    Grant {
+        effect: Effect::Allow,
+        actions,
+        resources,
+        condition: None,
+        why,
+    }
+}
+
+/// The state table's reads and writes of a runtime function that moves enrollments but
+/// never lists the audience nor deletes from the state table.
+const STATE_RUNTIME: Grant = allow(
+    &[
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:Query",
+    ],
+    &["StateTable"],
+    "scenarios, contacts, history, enrollments (conditional puts), entry marks, journal, tick cursor",
+);
+
+/// The state table of the trigger and the tick: also Scan (a launch to a whole audience lists
+/// the contacts) and DeleteItem (inactivity checks cleared or fired, one-off launches done).
+const STATE_LISTING: Grant = allow(
+    &[
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:Query",
+        "dynamodb:Scan",
+    ],
+    &["StateTable"],
+    "as the others, plus contact_ids (Scan) for audience launches and remove_inactivity / set_launch (DeleteItem)",
+);
+
+/// Timers written and consumed by a transition.
+const TIMERS_WRITE: Grant = allow(
+    &["dynamodb:PutItem", "dynamodb:DeleteItem"],
+    &["TimersTable"],
+    "schedule (PutItem) and cancel (DeleteItem) of durable timers and inactivity checks",
+);
+
+/// The channel queues a transition's sends go to.
+const CHANNEL_QUEUES: &[&str] = &[
+    "EmailQueue",
+    "SmsQueue",
+    "PushQueue",
+    "WebPushQueue",
+    "TriggerDeadLetterQueue",
+];
+
+const EVENTS: Grant = allow(
+    &["events:PutEvents"],
+    &["EventBus"],
+    "Relance's events (ends, goals, tasks, leads, exports) on its bus",
+);
+
+/// The asynchronous-invocation dead-letter queue, written by Lambda with the function's role.
+const DLQ: Grant = allow(
+    &["sqs:SendMessage"],
+    &["TriggerDeadLetterQueue"],
+    "Lambda's dead-letter queue for failed asynchronous invocations (sent with the function's role)",
+);
+
+/// A sender's own records: the idempotency claim, the shared send-rate counter, the outcome,
+/// the journal line of a skip or failure, a dead letter.
+const SENDER_STATE: Grant = allow(
+    &["dynamodb:PutItem", "dynamodb:UpdateItem"],
+    &["StateTable"],
+    "claim (PutItem, conditional), rate slot and outcome (UpdateItem), journal and dead letters (PutItem)",
+);
+
+/// A claim released after a transient failure, so the queue's retry may send: only in the
+/// `sent` partition.
+const SENDER_RELEASE: Grant = Grant {
+    effect: Effect::Allow,
+    actions: &["dynamodb:DeleteItem"],
+    resources: &["StateTable"],
+    condition: Some("ForAllValues:StringEquals dynamodb:LeadingKeys sent"),
+    why: "Senders::settle releases the claim (pk = sent) on a transient failure",
+};
+
+/// Every function, as the template declares it.
+pub const FUNCTIONS: &[FunctionGrants] = &[
+    FunctionGrants {
+        resource: "TriggerFunction",
+        binary: "trigger",
+        grants: &[
+            STATE_LISTING,
+            TIMERS_WRITE,
+            allow(
+                &["sqs:SendMessage"],
+                &[
+                    "LaunchQueue",
+                    "EmailQueue",
+                    "SmsQueue",
+                    "PushQueue",
+                    "WebPushQueue",
+                    "TriggerDeadLetterQueue",
+                ],
+                "launch pages (fan-out) and sends; the dead-letter queue of async invocations",
+            ),
+            EVENTS,
+        ],
+    },
+    FunctionGrants {
+        resource: "TickFunction",
+        binary: "tick",
+        grants: &[
+            STATE_LISTING,
+            allow(
+                &["dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:Query"],
+                &["TimersTable"],
+                "due_items (Query of minute buckets), schedule and cancel",
+            ),
+            allow(
+                &["sqs:SendMessage"],
+                &[
+                    "StepQueue",
+                    "EmailQueue",
+                    "SmsQueue",
+                    "PushQueue",
+                    "WebPushQueue",
+                    "TriggerDeadLetterQueue",
+                ],
+                "due timers to the step queue (SendMessageBatch), sends of launches; the dead-letter queue",
+            ),
+            EVENTS,
+        ],
+    },
+    FunctionGrants {
+        resource: "StepExecutorFunction",
+        binary: "step-executor",
+        grants: &[
+            STATE_RUNTIME,
+            TIMERS_WRITE,
+            allow(
+                &["sqs:SendMessage"],
+                CHANNEL_QUEUES,
+                "sends; the dead-letter queue",
+            ),
+            EVENTS,
+        ],
+    },
+    FunctionGrants {
+        resource: "LaunchFunction",
+        binary: "launch",
+        grants: &[
+            STATE_RUNTIME,
+            TIMERS_WRITE,
+            allow(
+                &["sqs:SendMessage"],
+                CHANNEL_QUEUES,
+                "sends; the dead-letter queue",
+            ),
+            EVENTS,
+        ],
+    },
+    FunctionGrants {
+        resource: "EngagementFunction",
+        binary: "engagement",
+        grants: &[
+            STATE_RUNTIME,
+            TIMERS_WRITE,
+            allow(
+                &["sqs:SendMessage"],
+                CHANNEL_QUEUES,
+                "sends; the dead-letter queue",
+            ),
+            EVENTS,
+        ],
+    },
+    FunctionGrants {
+        resource: "EmailSenderFunction",
+        binary: "email-sender",
+        grants: &[
+            SENDER_STATE,
+            SENDER_RELEASE,
+            allow(
+                &["ses:GetSuppressedDestination"],
+                &["*"],
+                "the account suppression list (SES names no resource for it)",
+            ),
+            allow(
+                &["ses:SendEmail"],
+                &[
+                    "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:identity/${EmailIdentity}",
+                    "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:identity/${Domain}",
+                    "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:configuration-set/${ConfigurationSetName}",
+                ],
+                "SESv2 SendEmail from the sending address (or its domain's identity), with the configuration set",
+            ),
+            allow(
+                &["secretsmanager:GetSecretValue"],
+                &["UnsubscribeSecret"],
+                "the unsubscribe links' key, once at start",
+            ),
+            DLQ,
+        ],
+    },
+    FunctionGrants {
+        resource: "SmsSenderFunction",
+        binary: "sms-sender",
+        grants: &[
+            SENDER_STATE,
+            SENDER_RELEASE,
+            allow(
+                &["sns:Publish", "sns:CheckIfPhoneNumberIsOptedOut"],
+                &["*"],
+                "Publish to a phone number and the opt-out check (SNS names no resource for them)",
+            ),
+            Grant {
+                effect: Effect::Deny,
+                actions: &["sns:Publish"],
+                resources: &["arn:aws:sns:*:*:*"],
+                condition: None,
+                why: "the publish on `*` never reaches a topic or a platform endpoint",
+            },
+            DLQ,
+        ],
+    },
+    FunctionGrants {
+        resource: "PushSenderFunction",
+        binary: "push-sender",
+        grants: &[
+            SENDER_STATE,
+            SENDER_RELEASE,
+            allow(
+                &["sns:Publish"],
+                &["arn:${AWS::Partition}:sns:${AWS::Region}:${AWS::AccountId}:endpoint/*"],
+                "Publish to the contacts' platform endpoints",
+            ),
+            DLQ,
+        ],
+    },
+    FunctionGrants {
+        resource: "WebPushSenderFunction",
+        binary: "web-push-sender",
+        grants: &[
+            allow(
+                &[
+                    "dynamodb:GetItem",
+                    "dynamodb:PutItem",
+                    "dynamodb:UpdateItem",
+                ],
+                &["StateTable"],
+                "as the other senders, plus the contact read and written back without its expired subscriptions",
+            ),
+            SENDER_RELEASE,
+            allow(
+                &["secretsmanager:GetSecretValue"],
+                &["VapidPrivateKeySecretArn"],
+                "the VAPID private key, once at start",
+            ),
+            DLQ,
+        ],
+    },
+    FunctionGrants {
+        resource: "UnsubscribeFunction",
+        binary: "unsubscribe",
+        grants: &[
+            STATE_RUNTIME,
+            TIMERS_WRITE,
+            allow(
+                &["sqs:SendMessage"],
+                &["EmailQueue", "SmsQueue", "PushQueue", "WebPushQueue"],
+                "sends of an enrollment the unsubscribed engagement resumes",
+            ),
+            EVENTS,
+            allow(
+                &["secretsmanager:GetSecretValue"],
+                &["UnsubscribeSecret"],
+                "the unsubscribe links' key, once at start",
+            ),
+        ],
+    },
+];
+
+/// The IAM action an SDK operation needs (`DynamoDB`, `GetItem` → `dynamodb:GetItem`), as the
+/// meter names operations; none for one Relance's functions never call.
+pub fn iam_action(service: &str, operation: &str) -> Option<String> {
+    let prefix = match service {
+        "DynamoDB" => "dynamodb",
+        "SQS" => "sqs",
+        "SESv2" | "SES" => "ses",
+        "SNS" => "sns",
+        "EventBridge" => "events",
+        "Secrets Manager" | "SecretsManager" => "secretsmanager",
+        _ => return None,
+    };
+    // A batch send is authorized as SendMessage; SES v1's raw send is its own action.
+    let action = match (prefix, operation) {
+        ("sqs", "SendMessageBatch") => "SendMessage",
+        (_, op) => op,
+    };
+    Some(format!("{prefix}:{action}"))
+}
+
+/// The grants of the function `resource`, if the table has it.
+pub fn of(resource: &str) -> Option<&'static FunctionGrants> {
+    FUNCTIONS.iter().find(|f| f.resource == resource)
+}

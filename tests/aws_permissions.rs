@@ -1,0 +1,555 @@
+//! The roles against the calls actually made: every function's handler runs on the emulator
+//! with clients whose every request is recorded (an SDK interceptor), and each request's
+//! action and the table, queue, bus or secret it touched must be granted to that function by
+//! `relance_functions::permissions` (the table `infra/template.yaml` is held to), its
+//! conditions met (a sender deletes only in the `sent` partition) and no deny matched (the
+//! SMS sender never publishes to an ARN). The secrets: read at start from Secrets Manager by
+//! ARN, a short unsubscribe key or an unreadable secret refused with the setting named.
+
+mod support;
+
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlRequest;
+use aws_lambda_events::event::sqs::SqsEvent;
+use chrono::TimeDelta;
+use relance_aws::bridge::Bridge;
+use relance_aws::channels::{SenderConfig, Senders};
+use relance_aws::config::AwsConfig;
+use relance_aws::dynamodb::DynamoStore;
+use relance_aws::handlers;
+use relance_aws::meter::Meter;
+use relance_aws::secrets::{self, SecretError};
+use relance_aws::sqs::SqsQueues;
+use relance_core::Contact;
+use relance_core::ports::{SourceFormat, Status};
+use relance_core::unsubscribe::UnsubscribeClaim;
+use relance_functions::permissions::{self, Effect};
+use relance_runtime::runtime::Runtime;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use support::{at, create_queue, sample};
+
+struct Clients {
+    runtime: tokio::runtime::Runtime,
+    meter: Meter,
+    dynamo: aws_sdk_dynamodb::Client,
+    sqs: aws_sdk_sqs::Client,
+    ses: aws_sdk_sesv2::Client,
+    sns: aws_sdk_sns::Client,
+    eb: aws_sdk_eventbridge::Client,
+    secrets: aws_sdk_secretsmanager::Client,
+}
+
+/// Clients on the emulator, every request recorded by one meter (one set per test: the
+/// tests run in parallel, and each reads only its own requests).
+fn clients() -> Clients {
+    {
+        assert!(
+            std::env::var("AWS_ENDPOINT_URL").is_ok(),
+            "AWS_ENDPOINT_URL is not set: run ./scripts/test"
+        );
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let meter = Meter::default();
+        let sdk = runtime.block_on(aws_config::load_from_env());
+        macro_rules! metered {
+            ($krate:ident) => {
+                $krate::Client::from_conf(
+                    $krate::config::Builder::from(&sdk)
+                        .interceptor(meter.interceptor())
+                        .build(),
+                )
+            };
+        }
+        Clients {
+            dynamo: metered!(aws_sdk_dynamodb),
+            sqs: metered!(aws_sdk_sqs),
+            ses: metered!(aws_sdk_sesv2),
+            sns: metered!(aws_sdk_sns),
+            eb: metered!(aws_sdk_eventbridge),
+            secrets: metered!(aws_sdk_secretsmanager),
+            runtime,
+            meter,
+        }
+    }
+}
+
+/// Where the test's resources are, to name what a request touched as the template does.
+struct Deployment {
+    config: AwsConfig,
+    step_queue: String,
+    launch_queue: String,
+    bus: String,
+    unsubscribe_secret_arn: String,
+}
+
+/// What one recorded request needs: (action, resource as the table names it, the DynamoDB
+/// partition key when the request names one).
+fn needs(d: &Deployment, op: &str, body: &str) -> (String, String, Option<String>) {
+    let (service, operation) = op.split_once('.').unwrap_or((op, ""));
+    let action = permissions::iam_action(service, operation)
+        .unwrap_or_else(|| panic!("{op}: a call the permissions table does not know"));
+    let json: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let resource = match service {
+        "DynamoDB" => match json["TableName"].as_str() {
+            Some(t) if t == d.config.state_table => "StateTable".to_string(),
+            Some(t) if t == d.config.timers_table => "TimersTable".to_string(),
+            other => panic!("{op} on an unknown table {other:?}"),
+        },
+        "SQS" => {
+            let url = json["QueueUrl"].as_str().unwrap_or_default();
+            let q = &d.config.queues;
+            let named = [
+                (q.email.as_deref(), "EmailQueue"),
+                (q.sms.as_deref(), "SmsQueue"),
+                (q.push.as_deref(), "PushQueue"),
+                (q.web_push.as_deref(), "WebPushQueue"),
+                (Some(d.step_queue.as_str()), "StepQueue"),
+                (Some(d.launch_queue.as_str()), "LaunchQueue"),
+            ];
+            named
+                .iter()
+                .find(|(u, _)| *u == Some(url))
+                .map(|(_, n)| n.to_string())
+                .unwrap_or_else(|| panic!("{op} on an unknown queue {url}"))
+        }
+        "EventBridge" => {
+            let bus = json["Entries"][0]["EventBusName"].as_str().unwrap_or("");
+            assert_eq!(bus, d.bus, "{op} on another bus");
+            "EventBus".to_string()
+        }
+        "SESv2" if operation == "SendEmail" => {
+            "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:identity/${EmailIdentity}"
+                .to_string()
+        }
+        "SNS" if operation == "Publish" => {
+            // A query-protocol form: a target or topic ARN, or a phone number (no resource).
+            let arn = body.split('&').find_map(|kv| {
+                kv.strip_prefix("TargetArn=")
+                    .or_else(|| kv.strip_prefix("TopicArn="))
+            });
+            match arn {
+                Some(a) => a.replace("%3A", ":").replace("%2F", "/"),
+                None => "*".to_string(),
+            }
+        }
+        "Secrets Manager" | "SecretsManager" => {
+            let id = json["SecretId"].as_str().unwrap_or_default();
+            assert_eq!(id, d.unsubscribe_secret_arn, "{op} on another secret");
+            "UnsubscribeSecret".to_string()
+        }
+        _ => "*".to_string(),
+    };
+    let pk = json["Key"]["pk"]["S"]
+        .as_str()
+        .or_else(|| json["Item"]["pk"]["S"].as_str())
+        .map(str::to_string);
+    (action, resource, pk)
+}
+
+/// Does a table resource cover the one a request touched?
+fn covers(granted: &str, touched: &str) -> bool {
+    granted == touched
+        || granted == "*"
+        || granted
+            .strip_suffix('*')
+            .is_some_and(|prefix| touched.starts_with(prefix) && prefix.contains(':'))
+}
+
+/// Every request recorded since the last call must be granted to `function`; returns the
+/// (action, resource) pairs it made.
+fn check(c: &Clients, d: &Deployment, function: &str) -> BTreeSet<(String, String)> {
+    let grants = permissions::of(function)
+        .unwrap_or_else(|| panic!("{function} is not in the table"))
+        .grants;
+    let mut made = BTreeSet::new();
+    for (op, body) in c.meter.requests() {
+        let (action, resource, pk) = needs(d, &op, &body);
+        let allowed = grants.iter().any(|g| {
+            g.effect == Effect::Allow
+                && g.actions.contains(&action.as_str())
+                && g.resources.iter().any(|r| covers(r, &resource))
+                && match g.condition {
+                    None => true,
+                    Some(cond) => cond
+                        .strip_prefix("ForAllValues:StringEquals dynamodb:LeadingKeys ")
+                        .is_some_and(|keys| {
+                            pk.as_deref()
+                                .is_some_and(|pk| keys.split(',').any(|k| k == pk))
+                        }),
+                }
+        });
+        assert!(
+            allowed,
+            "{function} called {op} ({action} on {resource}, pk {pk:?}), which its role does not allow"
+        );
+        let denied = grants.iter().any(|g| {
+            g.effect == Effect::Deny
+                && g.actions.contains(&action.as_str())
+                && g.resources.iter().any(|r| {
+                    r.strip_suffix(":*:*:*")
+                        .is_some_and(|p| resource.starts_with(p))
+                })
+        });
+        assert!(!denied, "{function}: {action} on {resource} is denied");
+        made.insert((action, resource));
+    }
+    c.meter.reset();
+    made
+}
+
+fn event(detail_type: &str, detail: Value, time: &str) -> EventBridgeEvent<Value> {
+    serde_json::from_value(
+        json!({"detail-type": detail_type, "source": "com.example.shop", "time": time, "detail": detail}),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn take(url: &str) -> SqsEvent {
+    support::sqs_event(&support::drain(url))
+}
+
+const NEWS: &str = "id: news\nlaunch: {type: manual}\naudience: {all: true}\nmessages:\n  first: {channel: email, type: newsletter, subject: News, text: x}\nsteps:\n  - {id: first, send: first, next: wait}\n  - id: wait\n    wait_for: {unsubscribed: first, timeout: P2D}\n    on_event: gone\n    on_timeout: done\n  - {id: gone, end: abandon}\n  - {id: done, end: success}\n";
+
+#[test]
+fn hostile_each_handler_calls_only_what_its_role_allows() {
+    let c = clients();
+    let prefix = format!("perm{}-", std::process::id());
+    let mut config = AwsConfig::with_prefix(&prefix, 2);
+    c.runtime
+        .block_on(DynamoStore::create_tables(&c.dynamo, &config))
+        .unwrap_or_else(|e| panic!("{e}"));
+    config.queues.email = Some(create_queue(&format!("{prefix}email")));
+    config.queues.sms = Some(create_queue(&format!("{prefix}sms")));
+    let step_queue = create_queue(&format!("{prefix}step"));
+    let launch_queue = create_queue(&format!("{prefix}launch"));
+    config.queues.step = Some(step_queue.clone());
+    config.queues.launch = Some(launch_queue.clone());
+    support::verify_identity("perm@example.com");
+    let bus = format!("{prefix}bus");
+    c.runtime
+        .block_on(c.eb.create_event_bus().name(&bus).send())
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let key = "k".repeat(48);
+    let secret_arn = c
+        .runtime
+        .block_on(
+            c.secrets
+                .create_secret()
+                .name(format!("{prefix}unsubscribe-key"))
+                .secret_string(&key)
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .arn
+        .unwrap_or_default();
+    let d = Deployment {
+        config: config.clone(),
+        step_queue: step_queue.clone(),
+        launch_queue: launch_queue.clone(),
+        bus: bus.clone(),
+        unsubscribe_secret_arn: secret_arn.clone(),
+    };
+    let bridge = Bridge::new(c.runtime.handle().clone());
+    let queues = SqsQueues::new(c.sqs.clone(), bridge.clone());
+    let store = DynamoStore::new(c.dynamo.clone(), config.clone(), bridge.clone())
+        .with_queues(queues.clone())
+        .with_events(relance_aws::eventbridge::EventBus::new(
+            c.eb.clone(),
+            bus,
+            bridge.clone(),
+        ));
+    let mut rt = Runtime::new(store);
+    rt.store().set_auto_flush(false);
+    let t0 = at("2026-12-01T09:00:00Z");
+    let contacts: Vec<Contact> = (0..12)
+        .map(|i| Contact::from_json(json!({"id": format!("p{i:02}"), "email": format!("p{i}@example.com"), "phone": format!("+3361000{i:04}"), "first_name": "Ana"})).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    rt.import(&contacts, t0, &mut |_| {})
+        .unwrap_or_else(|e| panic!("{e}"));
+    for yaml in [include_str!("../examples/reference-drip.yaml"), NEWS] {
+        let put = rt
+            .put_scenario(yaml, SourceFormat::Yaml, t0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        rt.set_status(&put.id, Status::Active, t0)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    c.meter.reset();
+    let mut made: BTreeMap<&str, BTreeSet<(String, String)>> = BTreeMap::new();
+
+    // trigger: a contact, an activity event, and two whole-audience launches fanned out.
+    let fanout = Some((&queues, launch_queue.as_str()));
+    let contact = event(
+        "relance.contact",
+        json!({"contact": {"id": "zed", "email": "zed@example.com"}}),
+        "2026-12-01T09:00:00Z",
+    );
+    let activity = event(
+        "relance.activity",
+        json!({"contact": "p01", "event": "page.viewed"}),
+        "2026-12-01T09:00:00Z",
+    );
+    for e in [contact, activity] {
+        handlers::trigger(&mut rt, fanout, &e, t0).unwrap_or_else(|e| panic!("{e}"));
+    }
+    for scenario in ["drip", "news"] {
+        let launch = event(
+            "relance.launch",
+            json!({"scenario": scenario}),
+            "2026-12-01T09:00:00Z",
+        );
+        handlers::trigger(&mut rt, fanout, &launch, t0).unwrap_or_else(|e| panic!("{e}"));
+    }
+    made.insert("TriggerFunction", check(&c, &d, "TriggerFunction"));
+
+    // launch: the pages.
+    let pages = take(&launch_queue);
+    assert!(!pages.records.is_empty());
+    let r = handlers::launch_page(&mut rt, &pages, t0);
+    assert!(r.batch_item_failures.is_empty());
+    made.insert("LaunchFunction", check(&c, &d, "LaunchFunction"));
+
+    // email sender: its key from Secrets Manager at start, then the first emails.
+    let lookup =
+        |name: &str| (name == "RELANCE_UNSUBSCRIBE_SECRET_ARN").then(|| secret_arn.clone());
+    let read = c
+        .runtime
+        .block_on(secrets::unsubscribe_key_from(&c.secrets, lookup))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(read.as_deref(), Some(key.as_bytes()));
+    let mut sender = SenderConfig::new("perm@example.com");
+    sender.check_provider_lists = true;
+    sender.send_rate = Some(100);
+    let senders = Senders::new(
+        c.ses.clone(),
+        c.sns.clone(),
+        c.dynamo.clone(),
+        config.state_table.clone(),
+        sender,
+        bridge,
+    );
+    let email_url = config.queues.email.clone().unwrap_or_default();
+    let emails = take(&email_url);
+    assert!(emails.records.len() >= 24, "{}", emails.records.len());
+    for batch in emails.records.chunks(10) {
+        let mut e = SqsEvent::default();
+        e.records = batch.to_vec();
+        assert!(
+            handlers::channel_sender(&senders, rt.store(), &e, t0)
+                .batch_item_failures
+                .is_empty()
+        );
+    }
+    made.insert("EmailSenderFunction", check(&c, &d, "EmailSenderFunction"));
+
+    // engagement: a third open the first email (SES feedback through SQS).
+    let opens: Vec<(String, String)> = (0..12)
+        .step_by(3)
+        .map(|i| {
+            let ses = json!({"eventType": "Open", "mail": {"timestamp": "2026-12-01T09:00:01Z", "tags": {"relance_contact": [format!("p{i:02}")], "relance_scenario": ["drip"], "relance_step": ["first"]}}, "open": {"timestamp": "2026-12-01T10:00:00Z"}});
+            (format!("o{i}"), ses.to_string())
+        })
+        .collect();
+    let r = handlers::engagement(
+        &mut rt,
+        &support::sqs_event(&opens),
+        t0 + TimeDelta::hours(1),
+    );
+    assert!(r.batch_item_failures.is_empty());
+    made.insert("EngagementFunction", check(&c, &d, "EngagementFunction"));
+
+    // unsubscribe: its key at start, then a one-click POST that resumes a waiting enrollment.
+    let secret = c
+        .runtime
+        .block_on(secrets::unsubscribe_key_from(&c.secrets, lookup))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_default();
+    let token = UnsubscribeClaim {
+        contact: "p02".into(),
+        communication_type: "newsletter".into(),
+        scenario: "news".into(),
+        step: "first".into(),
+    }
+    .sign(&secret)
+    .unwrap_or_default();
+    let mut post: LambdaFunctionUrlRequest = sample("unsubscribe.url-post.json");
+    post.request_context.http.method = Some("POST".into());
+    post.query_string_parameters.insert("token".into(), token);
+    let done = handlers::unsubscribe(&mut rt, Some(&secret), &post, t0 + TimeDelta::hours(2));
+    assert_eq!(done.status_code, 200, "{:?}", done.body);
+    made.insert("UnsubscribeFunction", check(&c, &d, "UnsubscribeFunction"));
+
+    // tick, a day later: the checks to the step queue; then the step executor runs them.
+    let day = t0 + TimeDelta::days(1);
+    let summary =
+        handlers::tick(&mut rt, &queues, &step_queue, day).unwrap_or_else(|e| panic!("{e}"));
+    assert!(summary.queued >= 12, "{summary:?}");
+    made.insert("TickFunction", check(&c, &d, "TickFunction"));
+    let steps = take(&step_queue);
+    for batch in steps.records.chunks(10) {
+        let mut e = SqsEvent::default();
+        e.records = batch.to_vec();
+        assert!(
+            handlers::step_executor(&mut rt, &e, day)
+                .batch_item_failures
+                .is_empty()
+        );
+    }
+    made.insert(
+        "StepExecutorFunction",
+        check(&c, &d, "StepExecutorFunction"),
+    );
+
+    // sms sender: the openers' SMS.
+    let sms = take(config.queues.sms.as_deref().unwrap_or_default());
+    assert_eq!(sms.records.len(), 4);
+    assert!(
+        handlers::channel_sender(&senders, rt.store(), &sms, day)
+            .batch_item_failures
+            .is_empty()
+    );
+    made.insert("SmsSenderFunction", check(&c, &d, "SmsSenderFunction"));
+    c.meter.reset();
+
+    // What each function was seen to call (the table may hold calls of paths not run here).
+    for (function, calls) in &made {
+        println!("{function}:");
+        for (action, resource) in calls {
+            println!("  {action} on {resource}");
+        }
+    }
+    let seen = |f: &str, action: &str| made[f].iter().any(|(a, _)| a == action);
+    assert!(
+        seen("TriggerFunction", "dynamodb:Scan"),
+        "the fan-out lists the audience"
+    );
+    assert!(seen("TriggerFunction", "sqs:SendMessage"));
+    assert!(seen("EmailSenderFunction", "secretsmanager:GetSecretValue"));
+    assert!(seen("EmailSenderFunction", "ses:SendEmail"));
+    assert!(seen("UnsubscribeFunction", "secretsmanager:GetSecretValue"));
+    assert!(seen("TickFunction", "dynamodb:Query"));
+    assert!(seen("SmsSenderFunction", "sns:Publish"));
+    assert!(
+        seen("StepExecutorFunction", "events:PutEvents"),
+        "ends are emitted"
+    );
+}
+
+#[test]
+fn hostile_launch_page_without_contacts_is_refused_not_scanned() {
+    let c = clients();
+    let prefix = format!("permlp{}-", std::process::id());
+    let config = AwsConfig::with_prefix(&prefix, 2);
+    c.runtime
+        .block_on(DynamoStore::create_tables(&c.dynamo, &config))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let bridge = Bridge::new(c.runtime.handle().clone());
+    let mut rt = Runtime::new(DynamoStore::new(c.dynamo.clone(), config, bridge));
+    let t0 = at("2026-12-01T09:00:00Z");
+    let put = rt
+        .put_scenario(NEWS, SourceFormat::Yaml, t0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.set_status(&put.id, Status::Active, t0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    c.meter.reset();
+    let page = support::sqs_event(&[("m1".into(), json!({"scenario": "news"}).to_string())]);
+    let r = handlers::launch_page(&mut rt, &page, t0);
+    assert_eq!(r.batch_item_failures.len(), 1, "refused, left to the DLQ");
+    let scans = c.meter.total("DynamoDB", &["Scan"]);
+    c.meter.reset();
+    assert_eq!(scans, 0, "the launch function's role may not scan");
+}
+
+fn secret(c: &Clients, name: &str, value: &str) -> String {
+    c.runtime
+        .block_on(
+            c.secrets
+                .create_secret()
+                .name(format!("{name}{}", std::process::id()))
+                .secret_string(value)
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .arn
+        .unwrap_or_default()
+}
+
+#[test]
+fn hostile_secrets_are_read_by_arn_and_a_plain_value_is_ignored() {
+    let c = clients();
+    let key = "s".repeat(40);
+    let arn = secret(&c, "relance-key-", &key);
+    // The ARN wins over a plain value left in the environment.
+    let get = |name: &str| match name {
+        "RELANCE_UNSUBSCRIBE_SECRET_ARN" => Some(arn.clone()),
+        "RELANCE_UNSUBSCRIBE_SECRET" => Some("p".repeat(40)),
+        _ => None,
+    };
+    let read = c
+        .runtime
+        .block_on(secrets::unsubscribe_key_from(&c.secrets, get))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(read.as_deref(), Some(key.as_bytes()));
+    // The VAPID key the same way.
+    let vapid = secret(&c, "relance-vapid-", "vapid-private-key");
+    let get = |name: &str| (name == "RELANCE_VAPID_PRIVATE_KEY_ARN").then(|| vapid.clone());
+    let read = c
+        .runtime
+        .block_on(secrets::from_lookup(
+            &c.secrets,
+            "RELANCE_VAPID_PRIVATE_KEY",
+            get,
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(read.as_deref(), Some("vapid-private-key"));
+    // Neither set: none (one-click links off); the plain value alone: the dev path.
+    let none = c
+        .runtime
+        .block_on(secrets::unsubscribe_key_from(&c.secrets, |_| None))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(none, None);
+}
+
+#[test]
+fn hostile_short_or_unreadable_secret_stops_the_start() {
+    let c = clients();
+    let arn = secret(&c, "relance-short-", "too-short");
+    let get = |name: &str| (name == "RELANCE_UNSUBSCRIBE_SECRET_ARN").then(|| arn.clone());
+    let refused = c
+        .runtime
+        .block_on(secrets::unsubscribe_key_from(&c.secrets, get));
+    assert!(
+        matches!(&refused, Err(SecretError::Invalid { var, why }) if var == "RELANCE_UNSUBSCRIBE_SECRET" && why.contains("at least 32")),
+        "{refused:?}"
+    );
+    // The dev path's plain value is held to the same length.
+    let plain = c
+        .runtime
+        .block_on(secrets::unsubscribe_key_from(&c.secrets, |n| {
+            (n == "RELANCE_UNSUBSCRIBE_SECRET").then(|| "short".to_string())
+        }));
+    assert!(
+        matches!(plain, Err(SecretError::Invalid { .. })),
+        "{plain:?}"
+    );
+    let missing = "arn:aws:secretsmanager:us-east-1:000000000000:secret:relance-none-000000";
+    let gone = c
+        .runtime
+        .block_on(secrets::unsubscribe_key_from(&c.secrets, |n| {
+            (n == "RELANCE_UNSUBSCRIBE_SECRET_ARN").then(|| missing.to_string())
+        }));
+    let text = gone
+        .as_ref()
+        .map(|_| String::new())
+        .unwrap_or_else(|e| e.to_string());
+    assert!(
+        matches!(gone, Err(SecretError::Fetch { .. }))
+            && text.contains("RELANCE_UNSUBSCRIBE_SECRET_ARN")
+            && text.contains(missing),
+        "{text}"
+    );
+    c.meter.reset();
+}
