@@ -881,7 +881,7 @@ impl ContactStore for DynamoStore {
             return Ok(None);
         };
         let v: serde_json::Value = from_json("contact", get_s(&item, "doc").unwrap_or("null"))?;
-        Contact::from_json(v)
+        Contact::from_stored(v)
             .map(Some)
             .map_err(|e| AwsError::Corrupt {
                 what: "contact",

@@ -3,6 +3,7 @@
 //! No clock, no I/O, no AWS types: every mode (simulate, embedded, AWS) runs this crate.
 //!
 //! # Layout
+//! - [`address`]: email addresses and phone numbers, checked where contacts are written.
 //! - [`duration`]: ISO-8601 durations.
 //! - [`schedule`]: local times across DST, recurring launches, delays, quiet hours.
 //! - [`contact`]: contacts, activity events, engagement, history.
@@ -18,6 +19,7 @@
 //! - [`simulation`]: the virtual-clock player behind `relance simulate`.
 //! - [`wire`]: the JSON applications send (HTTP API bodies, EventBridge details).
 
+pub mod address;
 pub mod condition;
 pub mod contact;
 pub mod duration;
