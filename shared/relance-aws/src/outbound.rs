@@ -221,7 +221,8 @@ impl OutboundPolicy {
             self.check_ip(ip)?;
         }
         let name = bare.trim_end_matches('.').to_ascii_lowercase();
-        if !self.allowed_hosts.is_empty() && !self.allowed_hosts.iter().any(|a| host_matches(&name, a))
+        if !self.allowed_hosts.is_empty()
+            && !self.allowed_hosts.iter().any(|a| host_matches(&name, a))
         {
             return Err(Refused(format!(
                 "{name} is not among the allowed hosts ({})",
@@ -271,8 +272,8 @@ fn parse_hosts(list: &str) -> Result<Vec<String>, String> {
 }
 
 /// Whether a client error (or one of its causes) is a refusal by the policy.
-pub fn refusal_in(e: &(dyn std::error::Error + 'static)) -> Option<&Refused> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+pub fn refusal_in<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a Refused> {
+    let mut cur: Option<&'a (dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if let Some(r) = err.downcast_ref::<Refused>() {
             return Some(r);
@@ -303,9 +304,8 @@ impl tower_service::Service<Name> for GuardedResolver {
         let policy = self.policy.clone();
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let resolved: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let mut refused = Vec::new();
             let allowed: Vec<SocketAddr> = resolved
                 .into_iter()
@@ -321,7 +321,10 @@ impl tower_service::Service<Name> for GuardedResolver {
                 let why = if refused.is_empty() {
                     format!("{host} does not resolve")
                 } else {
-                    format!("{host} resolves only to refused addresses: {}", refused.join("; "))
+                    format!(
+                        "{host} resolves only to refused addresses: {}",
+                        refused.join("; ")
+                    )
                 };
                 return Err(Box::new(Refused(why)) as BoxError);
             }
