@@ -37,8 +37,9 @@ pub async fn from_env() -> Result<Function, Error> {
     let sdk = aws_config::load_from_env().await;
     let bridge = Bridge::new(tokio::runtime::Handle::current());
     let queues = SqsQueues::new(aws_sdk_sqs::Client::new(&sdk), bridge.clone());
-    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.clone(), bridge)
-        .with_queues(queues.clone());
+    // The same store as the operating commands build: sends to the channel queues, events
+    // on the bus when RELANCE_EVENT_BUS names one.
+    let store = DynamoStore::from_config(&sdk, config.clone(), bridge);
     Ok(Function {
         runtime: Arc::new(Mutex::new(Runtime::new(store))),
         queues,

@@ -1136,6 +1136,14 @@ async fn hostile_contact_with_a_bad_email_or_phone_is_refused_naming_the_field()
         let r = post_json(&app, "/v1/contacts", json!({ "contact": contact })).await;
         assert_error(&r, StatusCode::BAD_REQUEST, Some(field));
     }
+    // A profile update carried by an event is a contact write too.
+    let r = post_json(
+        &app,
+        "/v1/events",
+        json!({"contact": "c1", "event": "contact.updated", "properties": {"email": "a@example.org\r\nBcc: victim@example.com"}}),
+    )
+    .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, Some("properties.email"));
     // A good contact is stored trimmed, and mailed at that address.
     put_scenario(&app, HELLO).await;
     activate(&app, "hello").await;
