@@ -25,11 +25,13 @@ fn store(name: &str) -> DynamoStore {
     emu.runtime
         .block_on(DynamoStore::create_tables(&emu.dynamo, &config))
         .unwrap_or_else(|e| panic!("{e}"));
+    // These tests read the sends back from the table: recorded there, not queued.
     DynamoStore::new(
         emu.dynamo.clone(),
         config,
         Bridge::new(emu.runtime.handle().clone()),
     )
+    .recording_sends()
 }
 
 fn sends(store: &DynamoStore) -> Vec<(String, String, String)> {
@@ -555,5 +557,84 @@ fn hostile_opt_outs_stand_on_dynamodb() {
         trail[5..]
             .iter()
             .all(|e| e.reason.as_deref() == Some("ticket 42"))
+    );
+}
+
+/// Issue 11, finding 4: a store that cannot hand a send to its channel refuses the transition
+/// before its commit point, naming the queue variable; nothing is journaled `sent`.
+#[test]
+fn hostile_a_store_without_its_channel_queue_never_journals_sent() {
+    use relance_core::ports::JournalStore;
+    const TWO_CHANNELS: &str = "id: two-channels\nlaunch: {type: manual}\nmessages:\n  m: {channel: email, subject: s, text: x}\n  t: {channel: sms, text: x}\nsteps:\n  - {id: mail, send: m, next: text}\n  - {id: text, send: t, next: done}\n  - {id: done, end: success}\n";
+    let emu = emulator();
+    let t0 = at("2026-12-01T09:00:00Z");
+    let launch = |rt: &mut Runtime<DynamoStore>| {
+        rt.launch(
+            LaunchDetail {
+                scenario: "two-channels".into(),
+                contacts: Some(vec!["ana".into()]),
+            },
+            t0,
+        )
+    };
+    let contacts = r#"{"id": "ana", "email": "ana@example.com", "phone": "+33612345678"}"#;
+
+    // No queues at all (what `relance launch --aws` built before).
+    let config = AwsConfig::with_prefix(&format!("t{}-noqueue-", std::process::id()), 2);
+    emu.runtime
+        .block_on(DynamoStore::create_tables(&emu.dynamo, &config))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let bridge = Bridge::new(emu.runtime.handle().clone());
+    let mut rt = Runtime::new(DynamoStore::new(
+        emu.dynamo.clone(),
+        config.clone(),
+        bridge.clone(),
+    ));
+    import(&mut rt, contacts, t0);
+    activate(&mut rt, TWO_CHANNELS, t0);
+    let error = launch(&mut rt)
+        .err()
+        .unwrap_or_else(|| panic!("a send with no queue was committed"))
+        .to_string();
+    assert!(error.contains("RELANCE_EMAIL_QUEUE_URL"), "{error}");
+    let records = rt
+        .store()
+        .records("two-channels", None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        records.iter().all(|r| r.kind != RecordKind::Sent),
+        "{records:?}"
+    );
+
+    // The email queue but not the SMS one: the email goes, the SMS step is refused.
+    let mut config = AwsConfig::with_prefix(&format!("t{}-nosms-", std::process::id()), 2);
+    emu.runtime
+        .block_on(DynamoStore::create_tables(&emu.dynamo, &config))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let email_queue = support::create_queue(&format!("t{}-nosms-email", std::process::id()));
+    config.queues.email = Some(email_queue.clone());
+    let queues = relance_aws::sqs::SqsQueues::new(emu.sqs.clone(), bridge.clone());
+    let mut rt =
+        Runtime::new(DynamoStore::new(emu.dynamo.clone(), config, bridge).with_queues(queues));
+    import(&mut rt, contacts, t0);
+    activate(&mut rt, TWO_CHANNELS, t0);
+    let error = launch(&mut rt)
+        .err()
+        .unwrap_or_else(|| panic!("an SMS with no queue was committed"))
+        .to_string();
+    assert!(error.contains("RELANCE_SMS_QUEUE_URL"), "{error}");
+    let queued = support::drain(&email_queue);
+    let sent: Vec<_> = rt
+        .store()
+        .records("two-channels", None)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .filter(|r| r.kind == RecordKind::Sent)
+        .collect();
+    // Every `sent` in the journal is a message on a queue.
+    assert_eq!(sent.len(), queued.len(), "{sent:?} vs {queued:?}");
+    assert!(
+        sent.iter()
+            .all(|r| r.channel.map(|c| c.as_str()) == Some("email"))
     );
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use relance_aws::bridge::Bridge;
 use relance_aws::channels::{SenderConfig, Senders};
-use relance_aws::config::AwsConfig;
+use relance_aws::config::{AwsConfig, QueueUrls};
 use relance_aws::dynamodb::DynamoStore;
 use relance_aws::eventbridge::EventBus;
 use relance_aws::resources::{self, Clients, Names};
@@ -36,23 +36,49 @@ fn tokio() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// The runtime over the DynamoDB tables named after `prefix` (the tokio runtime must outlive it).
+/// The runtime the operating commands (`launch`, `contacts import`, `scenario`, `journal`)
+/// use on AWS: the same store as the functions, so a send is handed to its channel queue
+/// exactly as the step executor hands it (the tokio runtime must outlive it). The settings
+/// are the functions' own when `RELANCE_STATE_TABLE` is set (`AwsConfig::from_env`: tables,
+/// shards, `RELANCE_*_QUEUE_URL`, `RELANCE_EVENT_BUS`); otherwise the resources named after
+/// `prefix` (what `relance dev up` and the SAM template create), each queue URL and the bus
+/// taken from the environment when set, else looked up by name. A send whose channel has no
+/// queue is refused before anything is committed, naming the variable to set.
 pub fn runtime(
     endpoint: Option<&str>,
     prefix: &str,
 ) -> Result<(tokio::runtime::Runtime, Runtime<DynamoStore>)> {
     let tokio = tokio()?;
     let config = sdk(&tokio, endpoint);
-    let names = Names::new(prefix);
-    let mut aws = AwsConfig::with_prefix(prefix, 4);
-    aws.state_table = names.state_table();
-    aws.timers_table = names.timers_table();
-    let store = DynamoStore::new(
-        aws_sdk_dynamodb::Client::new(&config),
-        aws,
-        Bridge::new(tokio.handle().clone()),
-    );
+    let aws = operating_config(&tokio, &config, prefix)?;
+    let store = DynamoStore::from_config(&config, aws, Bridge::new(tokio.handle().clone()));
     Ok((tokio, Runtime::new(store)))
+}
+
+fn operating_config(
+    tokio: &tokio::runtime::Runtime,
+    config: &aws_config::SdkConfig,
+    prefix: &str,
+) -> Result<AwsConfig> {
+    if std::env::var("RELANCE_STATE_TABLE").is_ok_and(|t| !t.is_empty()) {
+        return Ok(AwsConfig::from_env()?);
+    }
+    let shards = AwsConfig::timer_shards_from_env(4)?;
+    let found = tokio
+        .block_on(resources::find(
+            &clients(config),
+            &Names::new(prefix),
+            shards,
+        ))
+        .with_context(|| format!("looking up the resources named {prefix}*"))?;
+    Ok(AwsConfig {
+        queues: QueueUrls::from_env().or(found.queues.clone()),
+        event_bus: std::env::var("RELANCE_EVENT_BUS")
+            .ok()
+            .filter(|b| !b.is_empty())
+            .or(found.event_bus.clone()),
+        ..found
+    })
 }
 
 fn clients(config: &aws_config::SdkConfig) -> Clients {

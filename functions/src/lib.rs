@@ -40,20 +40,9 @@ pub async fn from_env() -> Result<Function, Error> {
     let sdk = aws_config::load_from_env().await;
     let bridge = Bridge::new(tokio::runtime::Handle::current());
     let queues = SqsQueues::new(aws_sdk_sqs::Client::new(&sdk), bridge.clone());
-    let mut store = DynamoStore::new(
-        aws_sdk_dynamodb::Client::new(&sdk),
-        config.clone(),
-        bridge.clone(),
-    )
-    .with_queues(queues.clone());
-    // Relance's events (ends, goals, tasks, leads, exports) go to its bus, as in `dev run`.
-    if let Some(bus) = &config.event_bus {
-        store = store.with_events(relance_aws::eventbridge::EventBus::new(
-            aws_sdk_eventbridge::Client::new(&sdk),
-            bus.clone(),
-            bridge,
-        ));
-    }
+    // The same store as the operating commands build: sends to the channel queues, events
+    // on the bus when RELANCE_EVENT_BUS names one.
+    let store = DynamoStore::from_config(&sdk, config.clone(), bridge);
     Ok(Function {
         runtime: Arc::new(Mutex::new(Runtime::new(store))),
         queues,

@@ -637,7 +637,7 @@ impl Senders {
             .from
             .as_deref()
             .unwrap_or(&self.config.from_email);
-        let raw = mime(from, address, send, &headers);
+        let raw = mime(from, address, send, &headers).map_err(SendError::Permanent)?;
         let data = aws_sdk_ses::primitives::Blob::new(raw.into_bytes());
         let message = aws_sdk_ses::types::RawMessage::builder()
             .data(data)
@@ -778,10 +778,51 @@ fn sns_error<E: aws_sdk_sns::error::ProvideErrorMetadata + std::fmt::Debug>(
     }
 }
 
+/// Why a header cannot go into a raw message: a line break (or any control character) in a
+/// value would end the header and start another (`Subject: x\r\nBcc: victim@…`).
+fn header_refusal(name: &str, value: &str) -> Option<String> {
+    // RFC 5322 field names: printable ASCII except the colon.
+    if name.is_empty() || !name.bytes().all(|b| (33..=126).contains(&b) && b != b':') {
+        return Some(format!(
+            "the header name {name:?} is not a valid field name; the message is refused"
+        ));
+    }
+    value.chars().find(|c| c.is_control()).map(|c| {
+        format!(
+            "the {name} header contains the control character U+{:04X}; the message is refused so that no header can be injected",
+            u32::from(c)
+        )
+    })
+}
+
 /// A MIME message (multipart/alternative when there are text and HTML) for SES v1's
-/// `SendRawEmail`; non-ASCII headers are RFC 2047 encoded and bodies base64.
-pub fn mime(from: &str, to: &str, send: &Send, headers: &[(String, String)]) -> String {
+/// `SendRawEmail`; non-ASCII headers are RFC 2047 encoded and bodies base64. Refused (the
+/// reason names the header) when a header value carries a line break or another control
+/// character, or a header name is not one: the raw path writes headers itself, so nothing
+/// from a template or a contact may add one. The subject's surrounding whitespace (a YAML
+/// block's final newline) is trimmed first.
+pub fn mime(
+    from: &str,
+    to: &str,
+    send: &Send,
+    headers: &[(String, String)],
+) -> Result<String, String> {
     use base64::Engine;
+    let subject = send.content.subject.as_deref().unwrap_or("").trim();
+    let fixed = [
+        ("From", from),
+        ("To", to),
+        ("Subject", subject),
+        ("Reply-To", send.content.reply_to.as_deref().unwrap_or("")),
+    ];
+    let custom = headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+    if let Some(why) = fixed
+        .into_iter()
+        .chain(custom)
+        .find_map(|(name, value)| header_refusal(name, value))
+    {
+        return Err(why);
+    }
     let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t.as_bytes());
     let header = |t: &str| {
         if t.is_ascii() {
@@ -808,7 +849,7 @@ pub fn mime(from: &str, to: &str, send: &Send, headers: &[(String, String)]) -> 
     );
     let mut m = format!(
         "From: {from}\r\nTo: {to}\r\nSubject: {}\r\nMIME-Version: 1.0\r\n",
-        header(send.content.subject.as_deref().unwrap_or(""))
+        header(subject)
     );
     if let Some(reply_to) = &send.content.reply_to {
         m.push_str(&format!("Reply-To: {reply_to}\r\n"));
@@ -830,7 +871,7 @@ pub fn mime(from: &str, to: &str, send: &Send, headers: &[(String, String)]) -> 
         m.push_str(&format!("--{boundary}\r\nContent-Type: {kind}; charset=UTF-8\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n", body(text)));
     }
     m.push_str(&format!("--{boundary}--\r\n"));
-    m
+    Ok(m)
 }
 
 #[cfg(test)]
@@ -863,7 +904,8 @@ mod tests {
             "c@example.com",
             &send,
             &[("List-Unsubscribe".into(), "<https://u/x>".into())],
-        );
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert!(
             m.contains("Subject: =?UTF-8?B?Qm9uam91ciBDaGxvw6k=?="),
             "{m}"
@@ -875,5 +917,97 @@ mod tests {
         );
         assert!(m.contains("U2FsdXQ="), "the text body, base64: {m}");
         assert!(m.trim_end().ends_with("--"), "{m}");
+    }
+
+    fn send_with(subject: &str, reply_to: Option<&str>) -> Send {
+        Send {
+            enrollment: "s:c:1".into(),
+            contact: "c".into(),
+            step: "a".into(),
+            message: "m".into(),
+            channel: Channel::Email,
+            communication_type: "email".into(),
+            to: Recipient::Email("c@example.com".into()),
+            content: Rendered {
+                subject: Some(subject.into()),
+                reply_to: reply_to.map(str::to_string),
+                text: Some("Salut".into()),
+                ..Rendered::default()
+            },
+            idempotency_key: "s:c:1:a".into(),
+        }
+    }
+
+    #[test]
+    fn hostile_crlf_cannot_add_a_header_on_the_ses_v1_path() {
+        let injected = "Hello\r\nBcc: victim@example.com";
+        let ok_headers = [("List-Unsubscribe".to_string(), "<https://u/x>".to_string())];
+        // The subject, from a template fed by contact data.
+        let e = mime(
+            "news@example.com",
+            "c@example.com",
+            &send_with(injected, None),
+            &ok_headers,
+        )
+        .err()
+        .unwrap_or_else(|| panic!("a CR/LF subject was written into the message"));
+        assert!(e.contains("Subject") && e.contains("U+000D"), "{e}");
+        // Every other header the raw path writes.
+        let cases: [(&str, &str, Option<&str>, Vec<(String, String)>, &str); 5] = [
+            (
+                "news@example.com\r\nBcc: v@example.com",
+                "c@example.com",
+                None,
+                vec![],
+                "From",
+            ),
+            (
+                "news@example.com",
+                "c@example.com\nBcc: v@example.com",
+                None,
+                vec![],
+                "To",
+            ),
+            (
+                "news@example.com",
+                "c@example.com",
+                Some("r@example.com\r\nBcc: v@example.com"),
+                vec![],
+                "Reply-To",
+            ),
+            (
+                "news@example.com",
+                "c@example.com",
+                None,
+                vec![(
+                    "List-Unsubscribe".into(),
+                    "<https://u/x>\r\nBcc: v@example.com".into(),
+                )],
+                "List-Unsubscribe",
+            ),
+            (
+                "news@example.com",
+                "c@example.com",
+                None,
+                vec![("Bcc: v@example.com\r\nX".into(), "y".into())],
+                "header name",
+            ),
+        ];
+        for (from, to, reply_to, headers, named) in cases {
+            let e = mime(from, to, &send_with("Hello", reply_to), &headers)
+                .err()
+                .unwrap_or_else(|| panic!("{named}: an injected header was written"));
+            assert!(e.contains(named), "{named}: {e}");
+        }
+        // A block scalar's final newline is only trimmed.
+        let m = mime(
+            "news@example.com",
+            "c@example.com",
+            &send_with("Hello\n", None),
+            &ok_headers,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(m.contains("Subject: Hello\r\nMIME-Version"), "{m}");
+        assert!(!m.contains("Bcc"), "{m}");
     }
 }

@@ -64,32 +64,57 @@ impl AwsConfig {
                 why: "not set".into(),
             })
         };
-        let shards = match std::env::var("RELANCE_TIMER_SHARDS") {
-            Ok(s) => s
-                .parse::<u32>()
-                .ok()
-                .filter(|n| (1..=1000).contains(n))
-                .ok_or(ConfigError {
-                    name: "RELANCE_TIMER_SHARDS",
-                    why: format!("\"{s}\" is not a number from 1 to 1000"),
-                })?,
-            Err(_) => 4,
-        };
-        let opt = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let queues = QueueUrls {
-            step: opt("RELANCE_STEP_QUEUE_URL"),
-            email: opt("RELANCE_EMAIL_QUEUE_URL"),
-            sms: opt("RELANCE_SMS_QUEUE_URL"),
-            push: opt("RELANCE_PUSH_QUEUE_URL"),
-            web_push: opt("RELANCE_WEB_PUSH_QUEUE_URL"),
-            launch: opt("RELANCE_LAUNCH_QUEUE_URL"),
-        };
+        let shards = AwsConfig::timer_shards_from_env(4)?;
         Ok(AwsConfig {
             state_table: var("RELANCE_STATE_TABLE")?,
             timers_table: var("RELANCE_TIMERS_TABLE")?,
             timer_shards: shards,
-            queues,
-            event_bus: opt("RELANCE_EVENT_BUS"),
+            queues: QueueUrls::from_env(),
+            event_bus: opt_var("RELANCE_EVENT_BUS"),
         })
+    }
+
+    /// `RELANCE_TIMER_SHARDS` when set (a number from 1 to 1000), else `default`.
+    pub fn timer_shards_from_env(default: u32) -> Result<u32, ConfigError> {
+        let Ok(s) = std::env::var("RELANCE_TIMER_SHARDS") else {
+            return Ok(default);
+        };
+        s.parse::<u32>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or(ConfigError {
+                name: "RELANCE_TIMER_SHARDS",
+                why: format!("\"{s}\" is not a number from 1 to 1000"),
+            })
+    }
+}
+
+fn opt_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl QueueUrls {
+    /// The optional `RELANCE_{STEP,EMAIL,SMS,PUSH,WEB_PUSH,LAUNCH}_QUEUE_URL`.
+    pub fn from_env() -> QueueUrls {
+        QueueUrls {
+            step: opt_var("RELANCE_STEP_QUEUE_URL"),
+            email: opt_var("RELANCE_EMAIL_QUEUE_URL"),
+            sms: opt_var("RELANCE_SMS_QUEUE_URL"),
+            push: opt_var("RELANCE_PUSH_QUEUE_URL"),
+            web_push: opt_var("RELANCE_WEB_PUSH_QUEUE_URL"),
+            launch: opt_var("RELANCE_LAUNCH_QUEUE_URL"),
+        }
+    }
+
+    /// Each URL of `self`, else the one of `other`.
+    pub fn or(self, other: QueueUrls) -> QueueUrls {
+        QueueUrls {
+            step: self.step.or(other.step),
+            email: self.email.or(other.email),
+            sms: self.sms.or(other.sms),
+            push: self.push.or(other.push),
+            web_push: self.web_push.or(other.web_push),
+            launch: self.launch.or(other.launch),
+        }
     }
 }

@@ -81,6 +81,17 @@ pub enum AwsError {
     /// A fault injected by a test.
     #[error("injected fault: stopped after the commit point")]
     Injected,
+    /// A transition carries a send this store cannot hand to its channel: refused before
+    /// anything is written, so no `sent` is ever journaled for a message no queue received.
+    #[error(
+        "{var} is not set: a {channel} send cannot be handed to its channel queue, so the transition was not committed (set it as the functions have it, or create the queues with `relance dev up`)"
+    )]
+    NoChannelQueue {
+        /// The environment variable that names the missing queue.
+        var: &'static str,
+        /// The channel.
+        channel: &'static str,
+    },
     /// A stored value does not read back.
     #[error("corrupt {what}: {why}")]
     Corrupt {
@@ -283,6 +294,9 @@ pub struct DynamoStore {
     crash_after_commit: bool,
     /// Where sends go once in the outbox (the channel queues), when configured.
     queues: Option<SqsQueues>,
+    /// Sends are recorded in the contacts' partitions instead (tests, benches): an explicit
+    /// choice, never a fallback, so an operating store without queues refuses sends.
+    record_sends: bool,
     /// Where ends, goals and actions for other systems are emitted, when configured.
     events: Option<EventBus>,
     /// Channel messages waiting for [`DynamoStore::flush`]: (queue URL, body).
@@ -308,6 +322,7 @@ impl DynamoStore {
             entries_seen: HashMap::new(),
             crash_after_commit: false,
             queues: None,
+            record_sends: false,
             events: None,
             deferred_messages: Vec::new(),
             deferred_markers: Vec::new(),
@@ -358,6 +373,57 @@ impl DynamoStore {
     pub fn with_queues(mut self, queues: SqsQueues) -> DynamoStore {
         self.queues = Some(queues);
         self
+    }
+
+    /// The store the functions and the operating commands use: these tables, sends handed to
+    /// the channel queues the configuration names, and events emitted on its bus when it
+    /// names one. A transition whose send has no queue is refused (`NoChannelQueue`).
+    pub fn from_config(
+        sdk: &aws_config::SdkConfig,
+        config: AwsConfig,
+        bridge: Bridge,
+    ) -> DynamoStore {
+        let queues = SqsQueues::new(aws_sdk_sqs::Client::new(sdk), bridge.clone());
+        let bus = config.event_bus.clone();
+        let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), config, bridge.clone())
+            .with_queues(queues);
+        match bus {
+            Some(bus) => store.with_events(EventBus::new(
+                aws_sdk_eventbridge::Client::new(sdk),
+                bus,
+                bridge,
+            )),
+            None => store,
+        }
+    }
+
+    /// Tests and benches: sends are recorded in the contacts' partitions (read by
+    /// [`DynamoStore::outbox`]) instead of being handed to queues. Never for operation: the
+    /// channels would not see them.
+    pub fn recording_sends(mut self) -> DynamoStore {
+        self.record_sends = true;
+        self
+    }
+
+    /// The queue a send on `channel` is handed to, or why there is none.
+    fn channel_queue(&self, channel: Channel) -> Result<Option<&str>, AwsError> {
+        if self.record_sends {
+            return Ok(None);
+        }
+        let q = &self.config.queues;
+        let (url, var) = match channel {
+            Channel::Email => (&q.email, "RELANCE_EMAIL_QUEUE_URL"),
+            Channel::Sms => (&q.sms, "RELANCE_SMS_QUEUE_URL"),
+            Channel::Push => (&q.push, "RELANCE_PUSH_QUEUE_URL"),
+            Channel::WebPush => (&q.web_push, "RELANCE_WEB_PUSH_QUEUE_URL"),
+        };
+        match (&self.queues, url) {
+            (Some(_), Some(url)) => Ok(Some(url)),
+            _ => Err(AwsError::NoChannelQueue {
+                var,
+                channel: channel.as_str(),
+            }),
+        }
     }
 
     /// Tests: make the next transition stop right after its enrollment is written, as a crash
@@ -1008,7 +1074,7 @@ impl ContactStore for DynamoStore {
             return Ok(None);
         };
         let v: serde_json::Value = from_json("contact", get_s(&item, "doc").unwrap_or("null"))?;
-        Contact::from_json(v)
+        Contact::from_stored(v)
             .map(Some)
             .map_err(|e| AwsError::Corrupt {
                 what: "contact",
@@ -1607,23 +1673,16 @@ impl JournalStore for DynamoStore {
         at: DateTime<Utc>,
     ) -> Result<(), AwsError> {
         let payload = relance_core::ports::send_message(scenario, send, at);
-        let q = &self.config.queues;
-        let url = match send.channel {
-            Channel::Email => &q.email,
-            Channel::Sms => &q.sms,
-            Channel::Push => &q.push,
-            Channel::WebPush => &q.web_push,
-        };
-        match (&self.queues, url) {
+        match self.channel_queue(send.channel)? {
             // The channel queue is the outbox: the sender records each key once (its claim).
             // Replays enqueue again; the claim keeps the send single.
-            (Some(_), Some(url)) => {
-                self.deferred_messages
-                    .push((url.clone(), payload.to_string()));
+            Some(url) => {
+                let url = url.to_string();
+                self.deferred_messages.push((url, payload.to_string()));
                 Ok(())
             }
-            // No queue (tests, the dev store): the send is recorded in the contact's partition.
-            _ => {
+            // Recording sends (tests, benches): in the contact's partition.
+            None => {
                 let mut item = Item::new();
                 item.insert("pk".into(), s(format!("contact#{}", send.contact)));
                 item.insert(
@@ -1802,6 +1861,13 @@ impl Store for DynamoStore {
         t: &Transition,
         now: DateTime<Utc>,
     ) -> Result<(), AwsError> {
+        // Every send must have somewhere to go before the commit point: a transition journaled
+        // `sent` whose message no channel receives is what this refuses (issue 11, finding 4).
+        for effect in &t.effects {
+            if let Effect::Send(send) = effect {
+                self.channel_queue(send.channel)?;
+            }
+        }
         let pending = Pending {
             scenario: scenario.to_string(),
             at: now,

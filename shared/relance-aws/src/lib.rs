@@ -12,6 +12,8 @@
 //!   the thin Lambda binaries and in-process by the tests.
 //! - [`dev`]: `relance dev run`: every handler in one process, polling the queues.
 //! - [`resources`]: the names and keys of every resource, and their creation (`relance dev up`).
+//! - [`outbound`]: the outbound rule for URLs taken from data (https only, no internal
+//!   address, checked on the address connected).
 //! - [`meter`]: request counts by service and operation (an SDK interceptor).
 //! - [`secrets`]: the functions' secrets, read at start from Secrets Manager by ARN.
 //! - [`bridge`]: runs the SDK's async calls from the ports' synchronous methods.
@@ -24,6 +26,7 @@ pub mod dynamodb;
 pub mod eventbridge;
 pub mod handlers;
 pub mod meter;
+pub mod outbound;
 pub mod resources;
 pub mod secrets;
 pub mod sqs;

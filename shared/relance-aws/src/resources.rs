@@ -243,6 +243,63 @@ pub async fn create_all(
     Ok(Deployed { config, queues })
 }
 
+/// Finds the resources named after `names.prefix` that exist (the queues by name, the bus):
+/// what the operating commands hand sends to when the environment does not name them.
+/// A queue or bus that does not exist is left out (a send for it is then refused).
+pub async fn find(
+    clients: &Clients,
+    names: &Names,
+    timer_shards: u32,
+) -> Result<AwsConfig, AwsError> {
+    let mut config = AwsConfig::with_prefix(&names.prefix, timer_shards);
+    let mut urls = BTreeMap::new();
+    for role in QUEUES {
+        match clients
+            .sqs
+            .get_queue_url()
+            .queue_name(names.queue(role))
+            .send()
+            .await
+        {
+            Ok(out) => {
+                if let Some(url) = out.queue_url {
+                    urls.insert(role, url);
+                }
+            }
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_queue_does_not_exist()) => {}
+            Err(e) => return Err(err("SQS GetQueueUrl")(format!("{e:?}"))),
+        }
+    }
+    config.queues = QueueUrls {
+        step: urls.get("step").cloned(),
+        email: urls.get("email").cloned(),
+        sms: urls.get("sms").cloned(),
+        push: urls.get("push").cloned(),
+        web_push: urls.get("web-push").cloned(),
+        launch: urls.get("launch").cloned(),
+    };
+    let bus = names.bus();
+    config.event_bus = match clients
+        .eventbridge
+        .describe_event_bus()
+        .name(&bus)
+        .send()
+        .await
+    {
+        Ok(_) => Some(bus),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_not_found_exception()) =>
+        {
+            None
+        }
+        Err(e) => return Err(err("EventBridge DescribeEventBus")(format!("{e:?}"))),
+    };
+    Ok(config)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

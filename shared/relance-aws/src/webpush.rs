@@ -9,8 +9,11 @@
 //!   is reported in [`WebPushReport::expired`] so the caller can remove it from the contact;
 //!   a send whose subscriptions all expired fails permanently ([`WebPushError::Expired`]);
 //! - 408 / 429 / 5xx, or no answer (network error, timeout): transient, retry later;
-//! - any other status (400, 401, 403, 413, ...): permanent, with the status and an excerpt of
-//!   the service's explanation.
+//! - any other status (400, 401, 403, 413, ...): permanent, with the status and a fixed
+//!   reason (the service's answer is never copied into errors or logs);
+//! - an endpoint the outbound rule refuses (not `https://`, a loopback, private, link-local
+//!   or other internal address, a host outside `RELANCE_PUSH_ALLOWED_HOSTS`): permanent,
+//!   nothing connected (see [`crate::outbound`]).
 //!
 //! A send with several subscriptions is sent when at least one of them was; otherwise a
 //! transient failure wins over a permanent one (so a retry happens), and expiry comes last.
@@ -28,10 +31,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use http::{Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey};
@@ -42,6 +44,7 @@ use web_push_native::Auth;
 
 use crate::bridge::Bridge;
 use crate::config::ConfigError;
+use crate::outbound::{self, OutboundPolicy};
 
 /// The TTL when `RELANCE_WEB_PUSH_TTL` is not set: one day. A marketing notification that
 /// waited longer for the browser to come online is better dropped by the push service.
@@ -56,8 +59,6 @@ pub const MAX_PAYLOAD_BYTES: usize = 3_993;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a VAPID token is valid (RFC 8292 allows at most 24 hours).
 const VAPID_LIFETIME: Duration = Duration::from_secs(12 * 3600);
-/// How much of a push service's error body is kept in the error.
-const BODY_EXCERPT: usize = 300;
 
 /// How urgent a notification is (RFC 8030 `Urgency`), which battery-saving devices honour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +111,11 @@ pub struct WebPushConfig {
     /// Accept `http://` endpoints. Real push services are all `https://`; an `http://`
     /// endpoint is only for local tests and emulators, so it is refused unless this is set.
     pub allow_http: bool,
+    /// Accept loopback endpoints (a stub push service on 127.0.0.1): local tests only,
+    /// `RELANCE_OUTBOUND_ALLOW_LOOPBACK`. Private and link-local addresses stay refused.
+    pub allow_loopback: bool,
+    /// When not empty, the only push service hosts called (`RELANCE_PUSH_ALLOWED_HOSTS`).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl fmt::Debug for WebPushConfig {
@@ -120,6 +126,8 @@ impl fmt::Debug for WebPushConfig {
             .field("ttl_seconds", &self.ttl_seconds)
             .field("urgency", &self.urgency)
             .field("allow_http", &self.allow_http)
+            .field("allow_loopback", &self.allow_loopback)
+            .field("allowed_hosts", &self.allowed_hosts)
             .finish()
     }
 }
@@ -139,13 +147,16 @@ impl WebPushConfig {
             ttl_seconds: DEFAULT_TTL_SECONDS,
             urgency: None,
             allow_http: false,
+            allow_loopback: false,
+            allowed_hosts: Vec::new(),
         }
     }
 
     /// From `RELANCE_VAPID_PRIVATE_KEY` and `RELANCE_VAPID_SUBJECT` (both required, and
     /// checked here), `RELANCE_WEB_PUSH_TTL` (seconds, default one day, at most four weeks),
     /// `RELANCE_WEB_PUSH_URGENCY` (`very-low`, `low`, `normal`, `high`; unset by default) and
-    /// `RELANCE_WEB_PUSH_ALLOW_HTTP` (`true` for local tests only).
+    /// `RELANCE_WEB_PUSH_ALLOW_HTTP` and `RELANCE_OUTBOUND_ALLOW_LOOPBACK` (`true` for local
+    /// tests only; refused in a Lambda function) and `RELANCE_PUSH_ALLOWED_HOSTS`.
     pub fn from_env() -> Result<WebPushConfig, ConfigError> {
         WebPushConfig::from_lookup(|name| std::env::var(name).ok())
     }
@@ -205,12 +216,16 @@ impl WebPushConfig {
                 });
             }
         };
+        let policy =
+            OutboundPolicy::from_lookup(&get, allow_http, outbound::PUSH_ALLOWED_HOSTS_VAR)?;
         Ok(WebPushConfig {
             vapid_private_key: key,
             vapid_subject: subject.trim().to_string(),
             ttl_seconds,
             urgency,
             allow_http,
+            allow_loopback: policy.allow_loopback,
+            allowed_hosts: policy.allowed_hosts,
         })
     }
 }
@@ -533,7 +548,7 @@ impl WebPushReport {
     }
 }
 
-type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+type HttpClient = Client<HttpsConnector<outbound::GuardedConnector>, Full<Bytes>>;
 
 /// Sends web push notifications: encrypts, signs and POSTs to each subscription.
 #[derive(Clone)]
@@ -544,6 +559,7 @@ pub struct WebPushSender {
     ttl_seconds: u32,
     urgency: Option<Urgency>,
     allow_http: bool,
+    policy: OutboundPolicy,
     timeout: Duration,
     client: HttpClient,
 }
@@ -556,6 +572,7 @@ impl fmt::Debug for WebPushSender {
             .field("ttl_seconds", &self.ttl_seconds)
             .field("urgency", &self.urgency)
             .field("allow_http", &self.allow_http)
+            .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
 }
@@ -577,6 +594,11 @@ impl WebPushSender {
                 why: format!("{} is over {MAX_TTL_SECONDS} seconds", config.ttl_seconds),
             });
         }
+        let policy = OutboundPolicy {
+            allow_http: config.allow_http,
+            allow_loopback: config.allow_loopback,
+            allowed_hosts: config.allowed_hosts.clone(),
+        };
         let key = SigningKey::from(&secret);
         let public_key =
             URL_SAFE_NO_PAD.encode(secret.public_key().to_encoded_point(false).as_bytes());
@@ -587,8 +609,9 @@ impl WebPushSender {
             ttl_seconds: config.ttl_seconds,
             urgency: config.urgency,
             allow_http: config.allow_http,
+            client: http_client(&policy),
+            policy,
             timeout: REQUEST_TIMEOUT,
-            client: http_client(),
         })
     }
 
@@ -638,7 +661,14 @@ impl WebPushSender {
         }
         let mut results = Vec::with_capacity(subscriptions.len());
         for (index, value) in subscriptions.iter().enumerate() {
-            let result = match parse_subscription(index, value, self.allow_http) {
+            let checked = parse_subscription(index, value, self.allow_http).and_then(|sub| {
+                // The outbound rule, before anything is encrypted, signed or connected.
+                match self.policy.check_url(&sub.uri) {
+                    Ok(()) => Ok(sub),
+                    Err(refused) => Err(format!("web_push[{index}].endpoint: {refused}")),
+                }
+            });
+            let result = match checked {
                 Ok(subscription) => PushResult {
                     index,
                     status: self.push_one(index, &subscription, payload).await,
@@ -688,7 +718,13 @@ impl WebPushSender {
                     self.timeout
                 )));
             }
-            Ok(Err(e)) => return PushStatus::Transient(at(error_chain(&e))),
+            // A name that resolves only to refused addresses, or a peer that is one: for good.
+            Ok(Err(e)) => {
+                return match outbound::refusal_in(&e) {
+                    Some(refused) => PushStatus::Permanent(at(refused.to_string())),
+                    None => PushStatus::Transient(at(error_chain(&e))),
+                };
+            }
             Ok(Ok(response)) => response,
         };
         let status = response.status();
@@ -710,20 +746,13 @@ impl WebPushSender {
             };
         }
         let retry_after = header_text(header::RETRY_AFTER.as_str());
-        let excerpt = match tokio::time::timeout(
-            self.timeout,
-            Limited::new(response.into_body(), 16 * 1024).collect(),
-        )
-        .await
-        {
-            Ok(Ok(collected)) => excerpt(&collected.to_bytes()),
-            _ => String::new(),
-        };
-        let mut why = format!("the push service answered {status}");
-        if !excerpt.is_empty() {
-            why.push_str(&format!(": {excerpt}"));
-        }
-        if let Some(after) = retry_after {
+        // The body is never read into the error: it is whatever the endpoint chose to say,
+        // and errors end up in logs and the journal. The status and a fixed reason only.
+        let mut why = format!(
+            "the push service answered {status} ({})",
+            refusal_reason(status)
+        );
+        if let Some(after) = retry_after.filter(|a| a.len() <= 40 && a.is_ascii()) {
             why.push_str(&format!(" (retry after {after})"));
         }
         let transient = status == StatusCode::REQUEST_TIMEOUT
@@ -778,18 +807,22 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// The start of a response body, as one line of text.
-fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    match one_line.char_indices().nth(BODY_EXCERPT) {
-        Some((cut, _)) => format!("{}…", &one_line[..cut]),
-        None => one_line,
+/// A fixed explanation of a push service's refusal, by status.
+fn refusal_reason(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "malformed request",
+        401 | 403 => "the VAPID authorization was refused",
+        408 | 504 => "the push service timed out",
+        413 => "the notification is too large",
+        429 => "throttled",
+        500..=599 => "push service error",
+        _ => "refused",
     }
 }
 
-/// HTTP/1.1 over rustls (aws-lc-rs, the system's roots) or plain HTTP.
-fn http_client() -> HttpClient {
+/// HTTP/1.1 over rustls (aws-lc-rs, the system's roots) or plain HTTP, on TCP connections
+/// that obey the outbound rule.
+fn http_client(policy: &OutboundPolicy) -> HttpClient {
     let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let tls = hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_native_roots(provider.clone())
@@ -802,7 +835,10 @@ fn http_client() -> HttpClient {
                 .with_no_client_auth();
             hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
         });
-    let connector = tls.https_or_http().enable_http1().build();
+    let connector = tls
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(policy.connector());
     Client::builder(TokioExecutor::new()).build(connector)
 }
 
@@ -943,7 +979,9 @@ mod tests {
         let mut config = WebPushConfig::new(private, SUBJECT);
         config.ttl_seconds = 3600;
         config.urgency = Some(Urgency::High);
+        // The fake push service listens on loopback over http: the test-only escape hatches.
         config.allow_http = true;
+        config.allow_loopback = true;
         WebPushSender::new(config).expect("a valid configuration")
     }
 
@@ -1152,16 +1190,22 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread")]
-    async fn refusals_are_permanent_with_the_status_and_the_explanation() {
+    async fn refusals_are_permanent_with_the_status_and_a_fixed_reason() {
         let service = PushService::default();
         let base = service.start().await;
         service.answer("forbidden", 403, "invalid JWT\n  provided");
         service.answer("large", 413, "payload too large");
         service.answer("bad", 400, "");
         for (id, expected) in [
-            ("forbidden", "403 Forbidden: invalid JWT provided"),
-            ("large", "413 Payload Too Large: payload too large"),
-            ("bad", "400 Bad Request"),
+            (
+                "forbidden",
+                "403 Forbidden (the VAPID authorization was refused)",
+            ),
+            (
+                "large",
+                "413 Payload Too Large (the notification is too large)",
+            ),
+            ("bad", "400 Bad Request (malformed request)"),
         ] {
             let send = send_to(vec![
                 Browser::new(9).subscription(&format!("{base}/push/{id}")),
@@ -1171,6 +1215,11 @@ mod tests {
                 Err(WebPushError::Permanent(why)) => {
                     assert!(why.starts_with("web_push[0]: "), "{why}");
                     assert!(why.contains(expected), "{why}");
+                    // The service's answer is not copied (issue 11, finding 6).
+                    assert!(
+                        !why.contains("JWT") && !why.contains("payload too"),
+                        "{why}"
+                    );
                 }
                 other => panic!("{id}: {other:?}"),
             }
@@ -1473,5 +1522,98 @@ mod tests {
             o("http://127.0.0.1:3000/x").as_deref(),
             Some("http://127.0.0.1:3000")
         );
+    }
+
+    // Issue 11, finding 6: the outbound rule (DESIGN §8).
+
+    /// A sender as deployed: https only, no internal address.
+    fn strict_sender(allowed_hosts: &[&str]) -> WebPushSender {
+        let (private, _) = generate_vapid_keys();
+        let mut config = WebPushConfig::new(private, SUBJECT);
+        config.allowed_hosts = allowed_hosts.iter().map(|h| h.to_string()).collect();
+        WebPushSender::new(config).expect("a valid configuration")
+    }
+
+    /// Whether anything connected to the listener (a connection completes in the kernel's
+    /// backlog whether or not it is accepted, so this needs no waiting).
+    fn was_connected(listener: &std::net::TcpListener) -> bool {
+        listener.set_nonblocking(true).expect("non-blocking");
+        listener.accept().is_ok()
+    }
+
+    fn refused_for_good(report: &WebPushReport) -> String {
+        match report.outcome() {
+            Err(WebPushError::Permanent(why)) => {
+                assert!(why.contains("refused"), "{why}");
+                why
+            }
+            other => panic!("not a permanent refusal: {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn hostile_internal_endpoints_are_refused_without_a_connection() {
+        let v4 = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        let port = v4.local_addr().expect("its address").port();
+        // IPv6 loopback may be missing in a container: then the URL alone is checked.
+        let v6 = std::net::TcpListener::bind("[::1]:0").ok();
+        let v6_port = v6
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map_or(443, |a| a.port());
+        let sender = strict_sender(&[]);
+        for (endpoint, why) in [
+            (format!("https://127.0.0.1:{port}/admin"), "loopback"),
+            ("https://169.254.169.254/latest".to_string(), "link-local"),
+            ("http://example.com/push/1".to_string(), "http://"),
+            (format!("https://[::1]:{v6_port}/"), "loopback"),
+            (format!("https://[::ffff:127.0.0.1]:{port}/"), "loopback"),
+            (format!("https://10.1.2.3:{port}/"), "private"),
+            // A name that resolves to loopback: refused on the resolved address.
+            (format!("https://localhost:{port}/admin"), "loopback"),
+        ] {
+            let send = send_to(vec![Browser::new(3).subscription(&endpoint)]);
+            let report = sender.deliver(&send, None).await;
+            let reason = refused_for_good(&report);
+            assert!(reason.contains(why), "{endpoint}: {reason}");
+        }
+        assert!(!was_connected(&v4), "a refused endpoint was connected to");
+        if let Some(v6) = &v6 {
+            assert!(!was_connected(v6), "a refused endpoint was connected to");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn hostile_loopback_escape_hatch_reaches_loopback_only() {
+        // The tests' own escape hatch lets the stub push service on 127.0.0.1 be reached,
+        // but never the metadata service or a private network.
+        let service = PushService::default();
+        let base = service.start().await;
+        let sender = sender();
+        let ok = sender
+            .deliver(
+                &send_to(vec![
+                    Browser::new(4).subscription(&format!("{base}/push/ok")),
+                ]),
+                None,
+            )
+            .await;
+        assert_eq!(ok.sent(), 1, "{ok:?}");
+        for endpoint in ["http://169.254.169.254/latest", "https://192.168.0.1/x"] {
+            let report = sender
+                .deliver(&send_to(vec![Browser::new(4).subscription(endpoint)]), None)
+                .await;
+            refused_for_good(&report);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn hostile_push_service_outside_the_allowlist_is_refused() {
+        let sender = strict_sender(&["fcm.googleapis.com", ".push.apple.com"]);
+        let send = send_to(vec![
+            Browser::new(5).subscription("https://push.attacker.example/x"),
+        ]);
+        let reason = refused_for_good(&sender.deliver(&send, None).await);
+        assert!(reason.contains("not among the allowed hosts"), "{reason}");
     }
 }

@@ -33,9 +33,12 @@ pub enum ContactError {
     },
 }
 
+/// Serde reads what Relance wrote (pending effects, stored transitions): as stored, so a
+/// contact written before addresses were checked still reads. Input goes through
+/// [`Contact::from_json`].
 impl<'de> Deserialize<'de> for Contact {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Contact::from_json(Value::deserialize(d)?).map_err(serde::de::Error::custom)
+        Contact::from_stored(Value::deserialize(d)?).map_err(serde::de::Error::custom)
     }
 }
 
@@ -86,7 +89,27 @@ impl Contact {
                 });
             }
         }
+        check_addresses(&mut fields)?;
         Ok(Contact { fields, id })
+    }
+
+    /// A contact as a store wrote it: the same as [`Contact::from_json`] except that its
+    /// email and phone are taken as they are, so a contact stored before addresses were
+    /// checked still reads (the sender skips or fails an address it cannot use).
+    pub fn from_stored(value: Value) -> Result<Contact, ContactError> {
+        let Value::Object(mut fields) = value else {
+            return Err(ContactError::NotAnObject);
+        };
+        // Nulled in place (not removed) so that the fields keep their order.
+        let kept: Vec<(&str, Value)> = ["email", "phone"]
+            .into_iter()
+            .filter_map(|k| fields.get_mut(k).map(|v| (k, std::mem::take(v))))
+            .collect();
+        let mut contact = Contact::from_json(Value::Object(fields))?;
+        for (k, v) in kept {
+            contact.fields.insert(k.to_string(), v);
+        }
+        Ok(contact)
     }
 
     /// A contact with only an id.
@@ -334,6 +357,32 @@ pub struct History {
     pub contact_sends: Vec<SendMark>,
 }
 
+/// Checks the contact's `email` and `phone` where it is written (see [`crate::address`]):
+/// the email is kept trimmed, the phone in E.164 form; empty or null means none.
+fn check_addresses(fields: &mut Map<String, Value>) -> Result<(), ContactError> {
+    let checks: [(&'static str, fn(&str) -> Result<String, &'static str>); 2] = [
+        ("email", crate::address::email),
+        ("phone", crate::address::phone),
+    ];
+    for (key, check) in checks {
+        let normalised = match fields.get(key) {
+            None | Some(Value::Null) => continue,
+            Some(Value::String(s)) if s.trim().is_empty() => continue,
+            Some(Value::String(s)) => {
+                check(s).map_err(|why| ContactError::Reserved { key, why })?
+            }
+            Some(_) => {
+                return Err(ContactError::Reserved {
+                    key,
+                    why: "must be text",
+                });
+            }
+        };
+        fields.insert(key.to_string(), Value::String(normalised));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,5 +429,48 @@ mod tests {
         assert_eq!(c.subscription("offers"), Some(true));
         assert_eq!(c.subscription("other"), None);
         assert_eq!(c.push_endpoints(), vec![("apple", "arn")]);
+    }
+
+    #[test]
+    fn hostile_bad_addresses_are_refused_naming_the_key() {
+        let refused = |v: Value| match Contact::from_json(v) {
+            Err(ContactError::Reserved { key, .. }) => key,
+            other => panic!("accepted or wrong error: {other:?}"),
+        };
+        assert_eq!(
+            refused(json!({"id": "a", "email": "a@example.com\r\nBcc: victim@example.com"})),
+            "email"
+        );
+        assert_eq!(refused(json!({"id": "a", "email": "nobody"})), "email");
+        assert_eq!(
+            refused(json!({"id": "a", "email": ["a@example.com"]})),
+            "email"
+        );
+        assert_eq!(refused(json!({"id": "a", "phone": "0612345678"})), "phone");
+        assert_eq!(
+            refused(json!({"id": "a", "phone": 33612345678_u64})),
+            "phone"
+        );
+        // Absent, null and empty mean no address.
+        for v in [json!(null), json!(""), json!("  ")] {
+            assert!(Contact::from_json(json!({"id": "a", "email": v, "phone": v})).is_ok());
+        }
+        let c = Contact::from_json(
+            json!({"id": "a", "email": " a@example.com", "phone": "+33 6 12 34 56 78"}),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.email(), Some("a@example.com"));
+        assert_eq!(c.phone(), Some("+33612345678"));
+    }
+
+    #[test]
+    fn stored_contacts_read_whatever_their_address() {
+        // Written before addresses were checked: still readable, as written.
+        let c = Contact::from_stored(json!({"id": "a", "email": "nobody", "tags": "x;y"}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.email(), Some("nobody"));
+        assert_eq!(c.names("tags").count(), 2);
+        let keys: Vec<&String> = c.fields().keys().collect();
+        assert_eq!(keys, ["id", "email", "tags"]);
     }
 }

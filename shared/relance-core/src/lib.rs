@@ -3,6 +3,7 @@
 //! No clock, no I/O, no AWS types: every mode (simulate, embedded, AWS) runs this crate.
 //!
 //! # Layout
+//! - [`address`]: email addresses and phone numbers, checked where contacts are written.
 //! - [`duration`]: ISO-8601 durations.
 //! - [`instant`]: the accepted range of instants (1970..9999) and their storage form.
 //! - [`schedule`]: local times across DST, recurring launches, delays, quiet hours.
@@ -20,6 +21,7 @@
 //! - [`simulation`]: the virtual-clock player behind `relance simulate`.
 //! - [`wire`]: the JSON applications send (HTTP API bodies, EventBridge details).
 
+pub mod address;
 pub mod condition;
 pub mod consent;
 pub mod contact;

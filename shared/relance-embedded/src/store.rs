@@ -448,7 +448,7 @@ impl ContactStore for SqliteStore {
         fields
             .map(|f| {
                 let v: serde_json::Value = json("contact", &f)?;
-                Contact::from_json(v).map_err(|e| StoreError::Corrupt {
+                Contact::from_stored(v).map_err(|e| StoreError::Corrupt {
                     what: "contact",
                     why: e.to_string(),
                 })

@@ -1665,3 +1665,83 @@ async fn hostile_empty_suppressed_list_leaves_a_complaint_suppression() {
     .await;
     assert_error(&unknown, StatusCode::BAD_REQUEST, Some("contact"));
 }
+
+// Finding 10 of issue 11: addresses are checked where contacts are written.
+
+#[tokio::test]
+async fn hostile_contact_with_a_bad_email_or_phone_is_refused_naming_the_field() {
+    let app = app("bad-addresses");
+    for (contact, field) in [
+        (
+            json!({"id": "c1", "email": "ana@example.org\r\nBcc: victim@example.com"}),
+            "contact.email",
+        ),
+        (
+            json!({"id": "c1", "email": "not-an-address"}),
+            "contact.email",
+        ),
+        (
+            json!({"id": "c1", "email": "ana@example.org, victim@example.com"}),
+            "contact.email",
+        ),
+        (json!({"id": "c1", "email": 42}), "contact.email"),
+        (
+            json!({"id": "c1", "phone": "06 12 34 56 78"}),
+            "contact.phone",
+        ),
+        (
+            json!({"id": "c1", "phone": "+33 6 12\nX: y"}),
+            "contact.phone",
+        ),
+    ] {
+        let r = post_json(&app, "/v1/contacts", json!({ "contact": contact })).await;
+        assert_error(&r, StatusCode::BAD_REQUEST, Some(field));
+    }
+    // A profile update carried by an event is a contact write too.
+    let r = post_json(
+        &app,
+        "/v1/events",
+        json!({"contact": "c1", "event": "contact.updated", "properties": {"email": "a@example.org\r\nBcc: victim@example.com"}}),
+    )
+    .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, Some("properties.email"));
+    // A good contact is stored trimmed, and mailed at that address.
+    put_scenario(&app, HELLO).await;
+    activate(&app, "hello").await;
+    add_contact(
+        &app,
+        json!({"id": "c1", "email": " ana@example.org ", "phone": "+33 6 12 34 56 78", "first_name": "Ana"}),
+    )
+    .await;
+    launch(&app, "hello", &["c1"]).await;
+    let lines = app.outbox_at_least(1).await;
+    let sends = sends_to(&lines, "c1");
+    assert_eq!(sends.len(), 1, "{lines:#?}");
+    assert_eq!(sends[0]["to"]["email"], "ana@example.org", "{lines:#?}");
+}
+
+#[tokio::test]
+async fn hostile_import_rows_with_bad_addresses_are_rejected_with_their_line() {
+    let app = app("import-bad-addresses");
+    let csv = "id,email,phone\ni1,i1@example.org,+447700900005\ni2,i2@example,\ni3,,0612345678\n";
+    let (status, report) = post(&app, "/v1/contacts/import", csv, "text/csv").await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["added"], 1, "{report}");
+    let rejected = report["rejected"].as_array().cloned().unwrap_or_default();
+    let lines: Vec<Value> = rejected.iter().map(|r| r["line"].clone()).collect();
+    assert_eq!(lines, [json!(3), json!(4)], "{report}");
+    assert!(
+        rejected[0]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("email"),
+        "{report}"
+    );
+    assert!(
+        rejected[1]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("phone"),
+        "{report}"
+    );
+}

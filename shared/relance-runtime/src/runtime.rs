@@ -89,6 +89,30 @@ fn bad_key(e: relance_core::wire::WireError) -> RuntimeError {
     }
 }
 
+/// Refuses a profile update whose `email` or `phone` [`Contact::from_json`] would refuse.
+fn check_profile_addresses(
+    changes: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), RuntimeError> {
+    let mut probe = serde_json::Map::new();
+    probe.insert("id".into(), serde_json::Value::String("-".into()));
+    for key in ["email", "phone"] {
+        if let Some(v) = changes.get(key) {
+            probe.insert(key.into(), v.clone());
+        }
+    }
+    Contact::from_json(serde_json::Value::Object(probe))
+        .map(|_| ())
+        .map_err(|e| RuntimeError::BadInput {
+            field: match &e {
+                relance_core::contact::ContactError::Reserved { key, .. } => {
+                    format!("properties.{key}")
+                }
+                _ => "properties".into(),
+            },
+            message: e.to_string(),
+        })
+}
+
 fn store_err<E: std::error::Error + Send + Sync + 'static>(e: E) -> RuntimeError {
     RuntimeError::Store(Box::new(e))
 }
@@ -539,6 +563,10 @@ where
                 field: "contact".into(),
                 message: "must be a contact id".into(),
             });
+        }
+        // A profile update an event carries is a contact write: its addresses are checked.
+        if let Some(changes) = profile_changes(&detail.event, &detail.properties) {
+            check_profile_addresses(changes)?;
         }
         let key = detail.dedup_key().map_err(bad_key)?;
         self.unit(now, |u| {
