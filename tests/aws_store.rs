@@ -455,12 +455,18 @@ fn hostile_unreadable_timer_items_are_dead_lettered_alone() {
                 .send(),
         )
         .unwrap_or_else(|e| panic!("{e:?}"));
-    let b_enrollment = b_item["enrollment"].as_s().map(String::as_str).unwrap_or("");
+    let b_enrollment = b_item["enrollment"]
+        .as_s()
+        .map(String::as_str)
+        .unwrap_or("");
     put(
         &config.timers_table,
         vec![
             ("pk", b_pk.clone()),
-            ("sk", s(&format!("2026-12-01T10:00:00.000000Z#{b_enrollment}#send"))),
+            (
+                "sk",
+                s(&format!("2026-12-01T10:00:00.000000Z#{b_enrollment}#send")),
+            ),
             ("kind", s("timer")),
             ("enrollment", s(b_enrollment)),
             ("contact", s("b")),
@@ -469,8 +475,14 @@ fn hostile_unreadable_timer_items_are_dead_lettered_alone() {
         ],
     );
     let bad = [
-        ("+262143-12-31T23:59:59.999999Z#x#send", s("+262143-12-31T23:59:59.999999Z")),
-        ("999999999999999999#x#send", AttributeValue::N("99999999999999999999".into())),
+        (
+            "+262143-12-31T23:59:59.999999Z#x#send",
+            s("+262143-12-31T23:59:59.999999Z"),
+        ),
+        (
+            "999999999999999999#x#send",
+            AttributeValue::N("99999999999999999999".into()),
+        ),
         ("garbage", s("garbage")),
     ];
     for (sk, due) in bad {
@@ -509,7 +521,8 @@ fn hostile_unreadable_timer_items_are_dead_lettered_alone() {
     );
     assert_eq!(dead.iter().filter(|(k, _, _)| k == "launch").count(), 1);
     assert!(
-        dead.iter().all(|(_, _, r)| r.starts_with("unreadable row: ")),
+        dead.iter()
+            .all(|(_, _, r)| r.starts_with("unreadable row: ")),
         "{dead:#?}"
     );
     // Gone: the next tick meets none of them again.

@@ -43,21 +43,28 @@ fn hostile_wire_instants_out_of_range_are_refused_naming_at() {
     // The bounds themselves are fine.
     for good in ["1970-01-01T00:00:00Z", "9999-12-31T23:59:59Z"] {
         let body = json!({"contact": "c1", "event": "purchase", "at": good}).to_string();
-        assert!(wire::decode::<ActivityDetail>(body.as_bytes()).is_ok(), "{good}");
+        assert!(
+            wire::decode::<ActivityDetail>(body.as_bytes()).is_ok(),
+            "{good}"
+        );
     }
 }
 
 #[test]
 fn hostile_events_file_instants_out_of_range_are_refused() {
-    let e = ScriptedEvent::from_json(json!({"at": "1900-01-01T00:00:00Z", "contact": "c1", "event": "x"}))
-        .err();
+    let e = ScriptedEvent::from_json(
+        json!({"at": "1900-01-01T00:00:00Z", "contact": "c1", "event": "x"}),
+    )
+    .err();
     assert_eq!(
         e,
         Some("\"at\": \"1900-01-01T00:00:00Z\" is outside 1970-01-01..9999-12-31".to_string())
     );
     assert!(
-        ScriptedEvent::from_json(json!({"at": "9999-12-31T23:30:00Z", "contact": "c1", "event": "x"}))
-            .is_ok()
+        ScriptedEvent::from_json(
+            json!({"at": "9999-12-31T23:30:00Z", "contact": "c1", "event": "x"})
+        )
+        .is_ok()
     );
 }
 

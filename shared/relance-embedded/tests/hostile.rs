@@ -151,7 +151,11 @@ fn hostile_unreadable_due_rows_are_dead_lettered_alone() {
     assert_eq!(got, vec!["a", "b", "c"]);
     let dead = rt.store().dead_letters().unwrap_or_else(|e| panic!("{e}"));
     let kinds: Vec<&str> = dead.iter().map(|(k, _, _)| k.as_str()).collect();
-    assert_eq!(kinds.iter().filter(|k| **k == "timer").count(), 7, "{dead:#?}");
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "timer").count(),
+        7,
+        "{dead:#?}"
+    );
     assert_eq!(kinds.iter().filter(|k| **k == "inactivity").count(), 1);
     assert_eq!(kinds.iter().filter(|k| **k == "launch").count(), 1);
     for (_, payload, reason) in &dead {
@@ -170,7 +174,11 @@ fn hostile_unreadable_due_rows_are_dead_lettered_alone() {
                 && r.contains("outside 1970-01-01..9999-12-31")),
         "{dead:#?}"
     );
-    assert_eq!(rt.next_due().ok().flatten(), None, "nothing left, nothing retried");
+    assert_eq!(
+        rt.next_due().ok().flatten(),
+        None,
+        "nothing left, nothing retried"
+    );
     // And the next tick is clean.
     let again = rt
         .tick(t0 + TimeDelta::hours(3))
@@ -311,9 +319,7 @@ fn downgrade(from: &Path, to: &Path) {
                 .into_iter()
                 .zip(&names)
                 .map(|(v, name)| match v {
-                    SqlValue::Integer(m)
-                        if INSTANT_COLUMNS.contains(&(table, name.as_str())) =>
-                    {
+                    SqlValue::Integer(m) if INSTANT_COLUMNS.contains(&(table, name.as_str())) => {
                         let t = DateTime::from_timestamp_micros(m)
                             .unwrap_or_else(|| panic!("{table}.{name}: {m}"));
                         SqlValue::Text(t.to_rfc3339_opts(SecondsFormat::Micros, true))
@@ -323,7 +329,10 @@ fn downgrade(from: &Path, to: &Path) {
                 .collect();
             let marks = vec!["?"; names.len()].join(", ");
             old.execute(
-                &format!("INSERT INTO {table} ({}) VALUES ({marks})", names.join(", ")),
+                &format!(
+                    "INSERT INTO {table} ({}) VALUES ({marks})",
+                    names.join(", ")
+                ),
                 rusqlite::params_from_iter(values),
             )
             .unwrap_or_else(|e| panic!("{table}: {e}"));
@@ -377,7 +386,10 @@ fn hostile_text_instant_database_is_migrated_to_integers() {
         let due: String = conn
             .query_row("SELECT MIN(due) FROM timer", [], |r| r.get(0))
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(due, "+10000-01-01T00:00:00.000000Z", "it sorted first as text");
+        assert_eq!(
+            due, "+10000-01-01T00:00:00.000000Z",
+            "it sorted first as text"
+        );
     }
     let mut rt = open(&legacy);
     assert_eq!(rt.store().schema_version().ok(), Some(5));
@@ -386,9 +398,7 @@ fn hostile_text_instant_database_is_migrated_to_integers() {
         for (table, column) in INSTANT_COLUMNS {
             let text: i64 = conn
                 .query_row(
-                    &format!(
-                        "SELECT COUNT(*) FROM {table} WHERE typeof({column}) <> 'integer'"
-                    ),
+                    &format!("SELECT COUNT(*) FROM {table} WHERE typeof({column}) <> 'integer'"),
                     [],
                     |r| r.get(0),
                 )
@@ -479,8 +489,7 @@ fn hostile_outbox_rotation_resends_nothing() {
     let t0 = at("2026-12-01T09:00:00Z");
     {
         let mut rt = open(&db);
-        let mut outbox =
-            OutboxFile::open(&path, rt.store()).unwrap_or_else(|e| panic!("{e}"));
+        let mut outbox = OutboxFile::open(&path, rt.store()).unwrap_or_else(|e| panic!("{e}"));
         send_now(&mut rt, &["a", "b", "c"], t0);
         assert_eq!(outbox.deliver(rt.store()).ok(), Some(3));
     }
@@ -494,7 +503,10 @@ fn hostile_outbox_rotation_resends_nothing() {
     let now = lines(&path);
     assert_eq!(contacts_of(&now), vec!["d"]);
     assert_eq!(now[0]["seq"], 4);
-    assert_eq!(contacts_of(&lines(&dir.join("outbox.jsonl.1"))), vec!["a", "b", "c"]);
+    assert_eq!(
+        contacts_of(&lines(&dir.join("outbox.jsonl.1"))),
+        vec!["a", "b", "c"]
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -508,8 +520,7 @@ fn hostile_outbox_crash_before_the_cursor_does_not_duplicate() {
     let t0 = at("2026-12-01T09:00:00Z");
     {
         let mut rt = open(&db);
-        let mut outbox =
-            OutboxFile::open(&path, rt.store()).unwrap_or_else(|e| panic!("{e}"));
+        let mut outbox = OutboxFile::open(&path, rt.store()).unwrap_or_else(|e| panic!("{e}"));
         send_now(&mut rt, &["a", "b", "c"], t0);
         assert_eq!(outbox.deliver(rt.store()).ok(), Some(3));
         rt.store()
@@ -521,7 +532,11 @@ fn hostile_outbox_crash_before_the_cursor_does_not_duplicate() {
     std::fs::write(&path, &text[..text.len() - 10]).unwrap_or_else(|e| panic!("{e}"));
     let mut rt = open(&db);
     let mut outbox = OutboxFile::open(&path, rt.store()).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(outbox.deliver(rt.store()).ok(), Some(1), "only the torn line again");
+    assert_eq!(
+        outbox.deliver(rt.store()).ok(),
+        Some(1),
+        "only the torn line again"
+    );
     let got = lines(&path);
     assert_eq!(contacts_of(&got), vec!["a", "b", "c"]);
     assert_eq!(
@@ -537,7 +552,11 @@ fn hostile_outbox_crash_before_the_cursor_does_not_duplicate() {
 fn hostile_database_commits_are_synchronous_full() {
     let dir = temp_dir("sync");
     let store = SqliteStore::open(&dir.join("r.db")).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(store.synchronous().ok(), Some(2), "PRAGMA synchronous = FULL");
+    assert_eq!(
+        store.synchronous().ok(),
+        Some(2),
+        "PRAGMA synchronous = FULL"
+    );
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
 }
