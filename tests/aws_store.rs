@@ -638,3 +638,139 @@ fn hostile_a_store_without_its_channel_queue_never_journals_sent() {
             .all(|r| r.channel.map(|c| c.as_str()) == Some("email"))
     );
 }
+
+/// Issue 11, finding 2, on DynamoDB: timer items that do not read (the `+262143-…` text
+/// that once sorted first and failed to parse, a number past 9999-12-31, a missing step) and
+/// a launch whose `next_at` is garbage are dead-lettered one by one, while the good timers
+/// due with them fire in the same tick; a timer written by an earlier build (RFC 3339 sort
+/// key and `due`) still fires.
+#[test]
+fn hostile_unreadable_timer_items_are_dead_lettered_alone() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let yaml = "id: dl\nlaunch: {type: manual}\nmessages:\n  m: {channel: email, subject: s, text: x}\nsteps:\n  - {id: send, send: m, next: done, delay: {after: PT1H}}\n  - {id: done, end: success}\n";
+    let t0 = at("2026-12-01T09:00:00Z");
+    let mut rt = Runtime::new(store("hostile"));
+    import(
+        &mut rt,
+        "{\"id\": \"a\", \"email\": \"a@x.io\"}\n{\"id\": \"b\", \"email\": \"b@x.io\"}\n",
+        t0,
+    );
+    activate(&mut rt, yaml, t0);
+    rt.launch(
+        LaunchDetail {
+            scenario: "dl".into(),
+            contacts: None,
+        },
+        t0,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let emu = emulator();
+    let config = rt.store().config().clone();
+    let put = |table: &str, item: Vec<(&str, AttributeValue)>| {
+        let mut req = emu.dynamo.put_item().table_name(table);
+        for (k, v) in item {
+            req = req.item(k, v);
+        }
+        emu.runtime
+            .block_on(req.send())
+            .unwrap_or_else(|e| panic!("{e:?}"));
+    };
+    let s = |v: &str| AttributeValue::S(v.to_string());
+    let enrollment = |contact: &str| format!("dl:{contact}:1");
+    // b's timer as an earlier build wrote it, replacing this build's item.
+    let items = emu
+        .runtime
+        .block_on(emu.dynamo.scan().table_name(&config.timers_table).send())
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .items
+        .unwrap_or_default();
+    let b_item = items
+        .iter()
+        .find(|i| i.get("contact") == Some(&s("b")))
+        .unwrap_or_else(|| panic!("no timer for b: {items:#?}"));
+    let (b_pk, b_sk) = (b_item["pk"].clone(), b_item["sk"].clone());
+    emu.runtime
+        .block_on(
+            emu.dynamo
+                .delete_item()
+                .table_name(&config.timers_table)
+                .key("pk", b_pk.clone())
+                .key("sk", b_sk)
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let b_enrollment = b_item["enrollment"]
+        .as_s()
+        .map(String::as_str)
+        .unwrap_or("");
+    put(
+        &config.timers_table,
+        vec![
+            ("pk", b_pk.clone()),
+            (
+                "sk",
+                s(&format!("2026-12-01T10:00:00.000000Z#{b_enrollment}#send")),
+            ),
+            ("kind", s("timer")),
+            ("enrollment", s(b_enrollment)),
+            ("contact", s("b")),
+            ("step", s("send")),
+            ("due", s("2026-12-01T10:00:00.000000Z")),
+        ],
+    );
+    let bad = [
+        (
+            "+262143-12-31T23:59:59.999999Z#x#send",
+            s("+262143-12-31T23:59:59.999999Z"),
+        ),
+        (
+            "999999999999999999#x#send",
+            AttributeValue::N("99999999999999999999".into()),
+        ),
+        ("garbage", s("garbage")),
+    ];
+    for (sk, due) in bad {
+        put(
+            &config.timers_table,
+            vec![
+                ("pk", b_pk.clone()),
+                ("sk", s(sk)),
+                ("kind", s("timer")),
+                ("enrollment", s(&enrollment("a"))),
+                ("contact", s("a")),
+                ("step", s("send")),
+                ("due", due),
+            ],
+        );
+    }
+    put(
+        &config.state_table,
+        vec![
+            ("pk", s("launch")),
+            ("sk", s("dl#Nowhere")),
+            ("scenario", s("dl")),
+            ("zone", s("Nowhere")),
+            ("next_at", s("soon")),
+        ],
+    );
+    rt.tick(t0 + TimeDelta::hours(2))
+        .unwrap_or_else(|e| panic!("a bad item stopped the tick: {e}"));
+    let sent: Vec<String> = sends(rt.store()).into_iter().map(|(c, _, _)| c).collect();
+    assert_eq!(sent, ["a", "b"], "both good timers fired");
+    let dead = rt.store().dead_letters().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        dead.iter().filter(|(k, _, _)| k == "timer").count(),
+        3,
+        "{dead:#?}"
+    );
+    assert_eq!(dead.iter().filter(|(k, _, _)| k == "launch").count(), 1);
+    assert!(
+        dead.iter()
+            .all(|(_, _, r)| r.starts_with("unreadable row: ")),
+        "{dead:#?}"
+    );
+    // Gone: the next tick meets none of them again.
+    rt.tick(t0 + TimeDelta::hours(3))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rt.store().dead_letters().map(|d| d.len()).ok(), Some(4));
+}

@@ -768,6 +768,11 @@ impl DynamoStore {
             };
             let _ = self.bridge.block(update.send());
         }
+        // Items an earlier build wrote (an RFC 3339 sort key) move to this build's key, so
+        // `cancel` and the consuming unit find them by it.
+        for item in &mut items {
+            self.rekey_legacy(item)?;
+        }
         // Time order; an unreadable `due` last (the runtime dead-letters it).
         items.sort_by_cached_key(|i| {
             (
@@ -776,6 +781,43 @@ impl DynamoStore {
             )
         });
         Ok(items)
+    }
+
+    /// Rewrites a readable timer-table item whose sort key does not start with 18 digits
+    /// (RFC 3339 text, from an earlier build) under this build's key: a copy is written with
+    /// the digits and a numeric `due`, then the old item is deleted (a crash in between
+    /// leaves both: the copy fires, the old one is then stale and changes nothing).
+    fn rekey_legacy(&self, item: &mut Item) -> Result<(), AwsError> {
+        let Some(sk) = get_s(item, "sk") else {
+            return Ok(());
+        };
+        let Some(hash_at) = sk.find('#') else {
+            return Ok(());
+        };
+        if instant::from_key(&sk[..hash_at]).is_some() {
+            return Ok(());
+        }
+        let Ok(due) = read_instant(item, "due") else {
+            return Ok(());
+        };
+        let old_sk = sk.to_string();
+        let new_sk = format!("{}{}", instant::to_key(due), &old_sk[hash_at..]);
+        let mut copy = item.clone();
+        copy.insert("sk".into(), s(new_sk));
+        copy.insert("due".into(), micros(due));
+        self.bridge
+            .block(
+                self.client
+                    .put_item()
+                    .table_name(&self.config.timers_table)
+                    .set_item(Some(copy.clone()))
+                    .send(),
+            )
+            .map_err(dynamo("PutItem"))?;
+        let pk = get_s(item, "pk").unwrap_or("").to_string();
+        self.delete(&self.config.timers_table, &pk, &old_sk)?;
+        *item = copy;
+        Ok(())
     }
 
     fn active_scenarios(&mut self) -> Result<BTreeSet<String>, AwsError> {
