@@ -478,6 +478,7 @@ fn hostile_opt_outs_stand_on_dynamodb() {
         url: None,
         link_tags: Vec::new(),
         at: None,
+        idempotency_key: None,
     };
     rt.engagement(complaint, t0 + TimeDelta::minutes(5))
         .unwrap_or_else(|e| panic!("{e}"));

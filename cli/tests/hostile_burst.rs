@@ -9,6 +9,7 @@
 //! Size: `RELANCE_BURST_CLIENTS` legitimate contacts (default 200), as many hostile requests
 //! of each kind per round (`RELANCE_BURST_ROUNDS`, default 3).
 
+#[allow(dead_code)] // the restart tests' helpers, not all used here
 mod common;
 
 use std::io::{Read, Write};

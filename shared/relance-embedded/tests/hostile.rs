@@ -110,6 +110,7 @@ fn hostile_unreadable_due_rows_are_dead_lettered_alone() {
                     event: "cart.updated".into(),
                     properties: Default::default(),
                     at: None,
+                    idempotency_key: None,
                 },
                 t0,
             )
@@ -205,6 +206,7 @@ fn hostile_end_of_time_inactivity_event_is_refused() {
             event: "cart.updated".into(),
             properties: Default::default(),
             at: Some(at("9999-12-31T23:30:00Z")),
+            idempotency_key: None,
         },
         t0,
     );
@@ -362,6 +364,7 @@ fn hostile_text_instant_database_is_migrated_to_integers() {
                 event: "cart.updated".into(),
                 properties: Default::default(),
                 at: None,
+                idempotency_key: None,
             },
             t0,
         )
