@@ -34,10 +34,26 @@ steps:
   - {id: done, end: success}
 ";
 
-/// A template that would loop 10^10 times: it must fail its send, not hold the runner.
+/// A template whose loops the contact's data sizes: it passes validation, and for a contact
+/// with `n: 1000` it would loop 10^9 times. Its send must fail, not hold the runner.
 const FUEL_BOMB: &str = "\
 id: bomb
 name: Bomb
+timezone: UTC
+launch: {type: trigger, event: boom}
+audience: {all: true}
+messages:
+  m: {channel: email, subject: \"x\", text: \"{% for a in range(contact.n|int) %}{% for b in range(contact.n|int) %}{% for c in range(contact.n|int) %}x{% endfor %}{% endfor %}{% endfor %}\"}
+steps:
+  - {id: email, send: m, next: done}
+  - {id: done, end: success}
+";
+
+/// The review's own bomb, loops written in the template: validation refuses it, so it never
+/// becomes active.
+const LITERAL_BOMB: &str = "\
+id: literal-bomb
+name: Literal bomb
 timezone: UTC
 launch: {type: trigger, event: boom}
 audience: {all: true}
@@ -276,14 +292,32 @@ fn hostile_round(server: &Server, round: usize, victims: &[String]) -> Vec<(Stri
         if status == 400 { 400 } else { 200 },
         (status, body),
     );
-    // The fuel bomb fires for one contact: its send fails, nothing else waits.
+    // The literal bomb cannot be activated; the data-driven one fires for a contact whose
+    // data makes it loop 10^9 times: its send fails, nothing else waits.
+    let (status, body) = server.post("/v1/scenarios", "application/yaml", LITERAL_BOMB.as_bytes());
+    expect(
+        "literal fuel bomb stored as a draft",
+        if status == 201 { 201 } else { 200 },
+        (status, body),
+    );
+    expect(
+        "literal fuel bomb activation",
+        409,
+        server.post("/v1/scenarios/literal-bomb/activate", "application/json", b""),
+    );
+    let bomber = format!("bomb-{round}");
+    expect(
+        "fuel bomb contact",
+        200,
+        server.post_json(
+            "/v1/contacts",
+            &json!({"contact": {"id": bomber, "email": format!("{bomber}@example.org"), "n": 1000}}),
+        ),
+    );
     expect(
         "fuel bomb trigger",
         202,
-        server.post_json(
-            "/v1/events",
-            &json!({"contact": format!("bomb-{round}"), "event": "boom"}),
-        ),
+        server.post_json("/v1/events", &json!({"contact": bomber, "event": "boom"})),
     );
     outcomes
 }
@@ -452,6 +486,11 @@ fn hostile_burst_leaves_legitimate_traffic_whole() {
     assert!(
         !sent.iter().any(|l| l["scenario"] == "bomb"),
         "a fuel bomb rendered a send"
+    );
+    assert_eq!(
+        bombs["steps"]["email"]["failed"],
+        (2 * rounds) as u64,
+        "each bomb's send failed: {bombs}"
     );
     let mut lat = latencies.lock().unwrap_or_else(|e| e.into_inner()).clone();
     lat.sort();
