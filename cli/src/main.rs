@@ -590,11 +590,12 @@ fn schema_cmd(events: bool) -> Result<ExitCode> {
 fn parse_start(start: Option<&str>) -> Result<Option<DateTime<Utc>>> {
     start
         .map(|s| {
-            DateTime::parse_from_rfc3339(s)
+            let t = DateTime::parse_from_rfc3339(s)
                 .map(|t| t.with_timezone(&Utc))
                 .with_context(|| {
                     format!("--start: \"{s}\" is not an RFC 3339 time such as 2026-12-01T09:00:00Z")
-                })
+                })?;
+            relance_core::instant::check(t).with_context(|| "--start")
         })
         .transpose()
 }
@@ -745,11 +746,14 @@ fn simulate_cmd(
         return Ok(ExitCode::from(1));
     };
     let start: DateTime<Utc> = match start {
-        Some(s) => DateTime::parse_from_rfc3339(s)
-            .with_context(|| {
-                format!("--start: \"{s}\" is not an RFC 3339 time such as 2026-12-01T09:00:00Z")
-            })?
-            .with_timezone(&Utc),
+        Some(s) => relance_core::instant::check(
+            DateTime::parse_from_rfc3339(s)
+                .with_context(|| {
+                    format!("--start: \"{s}\" is not an RFC 3339 time such as 2026-12-01T09:00:00Z")
+                })?
+                .with_timezone(&Utc),
+        )
+        .context("--start")?,
         None => Utc::now().trunc_subsecs(0),
     };
     let until: IsoDuration = until.parse().context("--until")?;

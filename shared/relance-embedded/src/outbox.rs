@@ -8,7 +8,10 @@
 //! file; on open they are read back and a row whose `seq` and idempotency key a line already
 //! shows is not appended again. The one case left is at-least-once: the file rotated away
 //! after such a crash and before the restart (those last lines, at most one batch of 1,000,
-//! go to the new file too). A torn last line is cut off on open and written again.
+//! go to the new file too). A torn last line (a crash inside a write) is cut off on open and
+//! written again: when the file's last complete line is then behind the cursor, delivery
+//! resumes after that line (a rotated file has no torn line, so this never re-sends the old
+//! file's lines).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -107,11 +110,14 @@ impl OutboxFile {
                 good_len = offset;
             }
         }
-        if file.metadata().map_err(io_err)?.len() > good_len {
+        let torn = file.metadata().map_err(io_err)?.len() > good_len;
+        if torn {
             file.set_len(good_len).map_err(io_err)?;
         }
         file.seek(SeekFrom::End(0)).map_err(io_err)?;
         let last_seq = match cursor {
+            // The torn line, and any the same crash lost after the last complete one, go again.
+            Some(c) if torn && file_last > 0 => c.min(file_last),
             Some(c) => c,
             None => {
                 store.set_outbox_delivered(file_last)?;

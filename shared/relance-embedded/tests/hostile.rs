@@ -563,3 +563,26 @@ fn hostile_database_commits_are_synchronous_full() {
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A torn last line whose delivery was already recorded (the file lost a synced write, as a
+/// crash inside the write shows) is written again, once; lines before it are not.
+#[test]
+fn hostile_outbox_torn_recorded_line_is_written_again_once() {
+    let dir = temp_dir("torn-recorded");
+    let (db, path) = (dir.join("r.db"), dir.join("outbox.jsonl"));
+    let t0 = at("2026-12-01T09:00:00Z");
+    {
+        let mut rt = open(&db);
+        let mut outbox = OutboxFile::open(&path, rt.store()).unwrap_or_else(|e| panic!("{e}"));
+        send_now(&mut rt, &["a", "b", "c"], t0);
+        assert_eq!(outbox.deliver(rt.store()).ok(), Some(3));
+    }
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&path, &text[..text.len() - 10]).unwrap_or_else(|e| panic!("{e}"));
+    let mut rt = open(&db);
+    assert_eq!(rt.store().outbox_delivered().ok(), Some(Some(3)));
+    let mut outbox = OutboxFile::open(&path, rt.store()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(outbox.deliver(rt.store()).ok(), Some(1));
+    assert_eq!(contacts_of(&lines(&path)), vec!["a", "b", "c"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
