@@ -775,3 +775,51 @@ fn hostile_unreadable_timer_items_are_dead_lettered_alone() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(rt.store().dead_letters().map(|d| d.len()).ok(), Some(4));
 }
+
+/// Issue 11, finding 10: identical engagement and activity with `at` (or the same caller
+/// key) are recorded once on DynamoDB too (a conditional put of the key).
+#[test]
+fn hostile_identical_inputs_are_recorded_once() {
+    use relance_core::ports::ContactStore;
+    let t0 = at("2026-12-01T09:00:00Z");
+    let mut rt = Runtime::new(store("dedup"));
+    import(&mut rt, "{\"id\": \"a\", \"email\": \"a@x.io\"}\n", t0);
+    let yaml = "id: eng\nlaunch: {type: manual}\nmessages:\n  m: {channel: email, subject: s, text: x}\nsteps:\n  - {id: first, send: m, next: done}\n  - {id: done, end: success}\n";
+    activate(&mut rt, yaml, t0);
+    let click = |key: Option<&str>, at: Option<DateTime<Utc>>| EngagementDetail {
+        idempotency_key: key.map(str::to_string),
+        contact: "a".into(),
+        scenario: "eng".into(),
+        step: "first".into(),
+        kind: EngagementKind::Opened,
+        url: None,
+        link_tags: Vec::new(),
+        at,
+    };
+    for i in 0..5 {
+        rt.engagement(
+            click(None, Some(t0 + TimeDelta::minutes(1))),
+            t0 + TimeDelta::seconds(90 + i),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        rt.engagement(click(Some("esp-1"), None), t0 + TimeDelta::seconds(200 + i))
+            .unwrap_or_else(|e| panic!("{e}"));
+        rt.activity(
+            ActivityDetail {
+                idempotency_key: None,
+                contact: "a".into(),
+                event: "purchase".into(),
+                properties: Default::default(),
+                at: Some(t0),
+            },
+            t0 + TimeDelta::seconds(300 + i),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let h = rt
+        .store()
+        .history("a", "eng")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(h.engagement.len(), 2, "{:?}", h.engagement);
+    assert_eq!(h.events.len(), 1, "{:?}", h.events);
+}
