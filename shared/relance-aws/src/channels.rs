@@ -953,7 +953,14 @@ mod tests {
         .unwrap_or_else(|| panic!("a CR/LF subject was written into the message"));
         assert!(e.contains("Subject") && e.contains("U+000D"), "{e}");
         // Every other header the raw path writes.
-        let cases: [(&str, &str, Option<&str>, Vec<(String, String)>, &str); 5] = [
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            Option<&'a str>,
+            Vec<(String, String)>,
+            &'a str,
+        );
+        let cases: [Case; 5] = [
             (
                 "news@example.com\r\nBcc: v@example.com",
                 "c@example.com",

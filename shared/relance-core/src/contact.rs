@@ -360,7 +360,8 @@ pub struct History {
 /// Checks the contact's `email` and `phone` where it is written (see [`crate::address`]):
 /// the email is kept trimmed, the phone in E.164 form; empty or null means none.
 fn check_addresses(fields: &mut Map<String, Value>) -> Result<(), ContactError> {
-    let checks: [(&'static str, fn(&str) -> Result<String, &'static str>); 2] = [
+    type Check = fn(&str) -> Result<String, &'static str>;
+    let checks: [(&'static str, Check); 2] = [
         ("email", crate::address::email),
         ("phone", crate::address::phone),
     ];
