@@ -303,7 +303,11 @@ fn hostile_round(server: &Server, round: usize, victims: &[String]) -> Vec<(Stri
     expect(
         "literal fuel bomb activation",
         409,
-        server.post("/v1/scenarios/literal-bomb/activate", "application/json", b""),
+        server.post(
+            "/v1/scenarios/literal-bomb/activate",
+            "application/json",
+            b"",
+        ),
     );
     let bomber = format!("bomb-{round}");
     expect(
@@ -459,6 +463,7 @@ fn hostile_burst_leaves_legitimate_traffic_whole() {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
+    let bombs = server.get("/v1/scenarios/bomb/journal");
     let _ = child.kill();
     let _ = child.wait();
     assert!(
