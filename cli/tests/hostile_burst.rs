@@ -49,6 +49,20 @@ steps:
   - {id: done, end: success}
 ";
 
+/// An inactivity trigger: the review's year-9999 event aimed at it stopped every timer.
+const CART: &str = "\
+id: cart
+name: Cart
+timezone: UTC
+launch: {type: trigger, event: cart.abandoned, inactivity_minutes: 30}
+audience: {all: true}
+messages:
+  m: {channel: email, subject: \"Your cart\", text: \"Still there\"}
+steps:
+  - {id: email, send: m, next: done}
+  - {id: done, end: success}
+";
+
 /// The review's own bomb, loops written in the template: validation refuses it, so it never
 /// becomes active.
 const LITERAL_BOMB: &str = "\
@@ -232,11 +246,19 @@ fn hostile_round(server: &Server, round: usize, victims: &[String]) -> Vec<(Stri
     );
     // Year 9999 and out-of-range instants.
     expect(
-        "year 9999 event",
+        "year 9999 event whose inactivity check falls past 9999",
         400,
         server.post_json(
             "/v1/events",
-            &json!({"contact": "v0", "event": "signup", "at": "9999-12-31T23:30:00Z"}),
+            &json!({"contact": "v0", "event": "cart.updated", "at": "9999-12-31T23:30:00Z"}),
+        ),
+    );
+    expect(
+        "year 1969 event",
+        400,
+        server.post_json(
+            "/v1/events",
+            &json!({"contact": "v0", "event": "signup", "at": "1969-12-31T23:59:59Z"}),
         ),
     );
     expect("year 1900 engagement", 400, server.post_json("/v1/engagement", &json!({"contact": "v0", "scenario": "welcome", "step": "email", "kind": "opened", "at": "1900-01-01T00:00:00Z"})));
@@ -302,7 +324,7 @@ fn hostile_round(server: &Server, round: usize, victims: &[String]) -> Vec<(Stri
     );
     expect(
         "literal fuel bomb activation",
-        409,
+        422,
         server.post(
             "/v1/scenarios/literal-bomb/activate",
             "application/json",
@@ -370,10 +392,16 @@ fn hostile_burst_leaves_legitimate_traffic_whole() {
         );
         assert_eq!(status, 200, "{body}");
     }
-    let (status, body) = server.post("/v1/scenarios", "application/yaml", FUEL_BOMB.as_bytes());
-    assert!(status == 200 || status == 201, "{status} {body}");
-    let (status, body) = server.post("/v1/scenarios/bomb/activate", "application/json", b"");
-    assert_eq!(status, 200, "{body}");
+    for (id, text) in [("bomb", FUEL_BOMB), ("cart", CART)] {
+        let (status, body) = server.post("/v1/scenarios", "application/yaml", text.as_bytes());
+        assert!(status == 200 || status == 201, "{status} {body}");
+        let (status, body) = server.post(
+            &format!("/v1/scenarios/{id}/activate"),
+            "application/json",
+            b"",
+        );
+        assert_eq!(status, 200, "{body}");
+    }
 
     // The health probe, sampled all along.
     let stop = Arc::new(AtomicBool::new(false));
@@ -458,7 +486,9 @@ fn hostile_burst_leaves_legitimate_traffic_whole() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let journal = loop {
         let j = server.get("/v1/scenarios/welcome/journal");
-        if j["entered"].as_u64() == Some(clients as u64) || Instant::now() > deadline {
+        if j["entered"].as_u64() == Some((clients + victims.len()) as u64)
+            || Instant::now() > deadline
+        {
             break j;
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -474,7 +504,21 @@ fn hostile_burst_leaves_legitimate_traffic_whole() {
         wrong.is_empty(),
         "hostile requests not refused as they should be: {wrong:#?}"
     );
-    assert_eq!(journal["entered"], clients as u64, "{journal}");
+    // The opted-out contacts enter too, and their email is skipped as unsubscribed.
+    assert_eq!(
+        journal["entered"],
+        (clients + victims.len()) as u64,
+        "{journal}"
+    );
+    assert_eq!(
+        journal["steps"]["email"]["sent"], clients as u64,
+        "{journal}"
+    );
+    assert_eq!(
+        journal["steps"]["email"]["skipped"]["unsubscribed"],
+        victims.len() as u64,
+        "{journal}"
+    );
     let sent = read_outbox(&outbox);
     let welcome: Vec<&Value> = sent.iter().filter(|l| l["scenario"] == "welcome").collect();
     assert_eq!(
