@@ -1,7 +1,10 @@
 //! What each function's code calls, as IAM grants: the table `infra/template.yaml` is held
 //! to (`tests/permissions.rs` compares every policy statement with it, and the emulator test
 //! `tests/aws_permissions.rs` records the calls each handler makes and checks them against
-//! it). Change a handler's calls, change this table, then the template.
+//! it). Change a handler's calls, change this table, then the template. A grant Lambda uses
+//! itself with the function's role (`by_lambda`: the async dead-letter queue, decrypting the
+//! environment or a queue's messages with the stack's key) is no call of the code, so the
+//! emulator never records it.
 //!
 //! Resources are named as the template names them: a logical id (`StateTable`, whose
 //! `!GetAtt …Arn` or `!Ref` the statement takes), `*`, or the text of a `!Sub` ARN.
@@ -38,6 +41,10 @@ pub struct Grant {
     pub condition: Option<&'static str>,
     /// The calls that need it.
     pub why: &'static str,
+    /// Used by Lambda itself with the function's role (the asynchronous-invocation
+    /// dead-letter queue, the environment's decryption, the event source's receive), not by
+    /// an SDK call of the code: the emulator test never sees it made.
+    pub by_lambda: bool,
 }
 
 /// A function (its template resource and its binary) and its grants.
@@ -62,6 +69,19 @@ const fn allow(
         resources,
         condition: None,
         why,
+        by_lambda: false,
+    }
+}
+
+/// A grant Lambda uses with the function's role, not a call of the code.
+const fn by_lambda(
+    actions: &'static [&'static str],
+    resources: &'static [&'static str],
+    why: &'static str,
+) -> Grant {
+    Grant {
+        by_lambda: true,
+        ..allow(actions, resources, why)
     }
 }
 
@@ -116,7 +136,7 @@ const EVENTS: Grant = allow(
 );
 
 /// The asynchronous-invocation dead-letter queue, written by Lambda with the function's role.
-const DLQ: Grant = allow(
+const DLQ: Grant = by_lambda(
     &["sqs:SendMessage"],
     &["TriggerDeadLetterQueue"],
     "Lambda's dead-letter queue for failed asynchronous invocations (sent with the function's role)",
@@ -138,7 +158,16 @@ const SENDER_RELEASE: Grant = Grant {
     resources: &["StateTable"],
     condition: Some("ForAllValues:StringEquals dynamodb:LeadingKeys sent"),
     why: "Senders::settle releases the claim (pk = sent) on a transient failure",
+    by_lambda: false,
 };
+
+/// The stack's customer managed key (`RelanceKey`): Lambda decrypts the function's
+/// environment with the execution role when `KmsKeyArn` is set.
+const ENV_KEY: Grant = by_lambda(
+    &["kms:Decrypt"],
+    &["RelanceKey"],
+    "Lambda decrypts the environment (KmsKeyArn, the stack's key) with the function's role",
+);
 
 /// Every function, as the template declares it.
 pub const FUNCTIONS: &[FunctionGrants] = &[
@@ -161,6 +190,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
                 "launch pages (fan-out) and sends; the dead-letter queue of async invocations",
             ),
             EVENTS,
+            ENV_KEY,
         ],
     },
     FunctionGrants {
@@ -186,6 +216,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
                 "due timers to the step queue (SendMessageBatch), sends of launches; the dead-letter queue",
             ),
             EVENTS,
+            ENV_KEY,
         ],
     },
     FunctionGrants {
@@ -200,6 +231,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
                 "sends; the dead-letter queue",
             ),
             EVENTS,
+            ENV_KEY,
         ],
     },
     FunctionGrants {
@@ -214,6 +246,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
                 "sends; the dead-letter queue",
             ),
             EVENTS,
+            ENV_KEY,
         ],
     },
     FunctionGrants {
@@ -228,6 +261,11 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
                 "sends; the dead-letter queue",
             ),
             EVENTS,
+            by_lambda(
+                &["kms:Decrypt"],
+                &["RelanceKey"],
+                "Lambda decrypts the environment, and the engagement queue's messages (SNS delivers them under the stack's key) as the event source receives them, with the function's role",
+            ),
         ],
     },
     FunctionGrants {
@@ -256,6 +294,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
                 "the unsubscribe links' key, once at start",
             ),
             DLQ,
+            ENV_KEY,
         ],
     },
     FunctionGrants {
@@ -275,8 +314,10 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
                 resources: &["arn:aws:sns:*:*:*"],
                 condition: None,
                 why: "the publish on `*` never reaches a topic or a platform endpoint",
+                by_lambda: false,
             },
             DLQ,
+            ENV_KEY,
         ],
     },
     FunctionGrants {
@@ -291,6 +332,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
                 "Publish to the contacts' platform endpoints",
             ),
             DLQ,
+            ENV_KEY,
         ],
     },
     FunctionGrants {
@@ -313,6 +355,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
                 "the VAPID private key, once at start",
             ),
             DLQ,
+            ENV_KEY,
         ],
     },
     FunctionGrants {
@@ -332,6 +375,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
                 &["UnsubscribeSecret"],
                 "the unsubscribe links' key, once at start",
             ),
+            ENV_KEY,
         ],
     },
 ];

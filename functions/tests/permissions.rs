@@ -373,3 +373,86 @@ fn hostile_bus_rule_ignores_relance_events() {
     }
     assert_eq!(rules, 1);
 }
+
+#[test]
+fn hostile_stack_key_encrypts_environments_feedback_topic_and_engagement_queue() {
+    let t = template();
+    let key = &t["Resources"]["RelanceKey"];
+    assert_eq!(key["Type"].as_str(), Some("AWS::KMS::Key"));
+    assert_eq!(key["Properties"]["EnableKeyRotation"].as_bool(), Some(true));
+    let is_key = |v: &Value| matches!(v, Value::Tagged(_)) && resource_name(v) == "RelanceKey";
+    // Every function's environment, through Globals (none overrides it).
+    assert!(
+        is_key(&t["Globals"]["Function"]["KmsKeyArn"]),
+        "Globals.Function.KmsKeyArn is not the stack's key"
+    );
+    for (name, f) in functions(&t) {
+        assert!(
+            f["Properties"]["KmsKeyArn"].is_null(),
+            "{name} overrides the stack's key"
+        );
+        // Lambda decrypts the environment with the role: kms:Decrypt on the key, nothing more.
+        let lines = allowed(&t, &name);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.1 == "kms:Decrypt" && l.2 == "RelanceKey" && l.3.is_none()),
+            "{name} cannot decrypt its environment"
+        );
+        for l in lines.iter().filter(|l| l.1.starts_with("kms:")) {
+            assert!(
+                l.1 == "kms:Decrypt" && l.2 == "RelanceKey",
+                "{name}: {} on {}",
+                l.1,
+                l.2
+            );
+        }
+        // And the table says no code calls it.
+        let table = permissions::of(&name).unwrap_or_else(|| panic!("{name}"));
+        for g in table.grants {
+            if g.actions.iter().any(|a| a.starts_with("kms:")) {
+                assert!(
+                    g.by_lambda,
+                    "{name}: a kms grant marked as a call of the code"
+                );
+            }
+        }
+    }
+    // SES publishes to the topic, SNS delivers to the queue: both under the stack's key, whose
+    // policy grants those two services, each for this account only.
+    assert!(is_key(
+        &t["Resources"]["FeedbackTopic"]["Properties"]["KmsMasterKeyId"]
+    ));
+    assert!(is_key(
+        &t["Resources"]["EngagementQueue"]["Properties"]["KmsMasterKeyId"]
+    ));
+    let mut services = BTreeSet::new();
+    for st in key["Properties"]["KeyPolicy"]["Statement"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+    {
+        if let Some(service) = st["Principal"]["Service"].as_str() {
+            services.insert(service.to_string());
+            let cond = condition(&st["Condition"]).unwrap_or_default();
+            assert!(
+                cond.contains("StringEquals aws:SourceAccount AWS::AccountId"),
+                "{service} may use the key for any account ({cond})"
+            );
+            let mut actions = strings(&st["Action"]);
+            actions.sort();
+            assert_eq!(
+                actions,
+                ["kms:Decrypt", "kms:GenerateDataKey*"],
+                "{service}"
+            );
+        }
+    }
+    assert_eq!(
+        services,
+        BTreeSet::from([
+            "ses.amazonaws.com".to_string(),
+            "sns.amazonaws.com".to_string()
+        ])
+    );
+}
