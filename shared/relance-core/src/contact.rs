@@ -357,9 +357,6 @@ pub struct History {
     pub contact_sends: Vec<SendMark>,
 }
 
-/// An address check of [`crate::address`]: the normalised value, or why it is refused.
-type AddressCheck = fn(&str) -> Result<String, &'static str>;
-
 /// Checks the contact's `email` and `phone` where it is written (see [`crate::address`]):
 /// the email is kept trimmed, the phone in E.164 form; empty or null means none.
 fn check_addresses(fields: &mut Map<String, Value>) -> Result<(), ContactError> {
