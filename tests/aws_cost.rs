@@ -339,9 +339,11 @@ fn a_reference_drip_costs_counted_requests_per_contact_step() {
     assert_eq!(events, N as u64, "one enrollment.ended event per contact");
     assert_eq!(sms, N.div_ceil(3) as u64);
     assert!(writes > 0 && reads > 0);
-    // The issue's budget, as counts (not timings): at most 2.5 writes and 0.4 SQS requests.
+    // The budget, as counts (not timings): at most 2.6 writes and 0.4 SQS requests. (It was
+    // 2.5 until issue 11 made engagement and activity exactly once: each reaction now also
+    // records its idempotency key, one conditional put; issue 16 owns cutting writes.)
     assert!(
-        per(writes) <= 2.5,
+        per(writes) <= 2.6,
         "{:.2} DynamoDB writes per contact-step",
         per(writes)
     );
