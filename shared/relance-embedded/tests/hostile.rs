@@ -395,7 +395,11 @@ fn hostile_text_instant_database_is_migrated_to_integers() {
         );
     }
     let mut rt = open(&legacy);
-    assert_eq!(rt.store().schema_version().ok(), Some(7), "migrated to the latest schema");
+    assert_eq!(
+        rt.store().schema_version().ok(),
+        Some(7),
+        "migrated to the latest schema"
+    );
     {
         let conn = rusqlite::Connection::open(&legacy).unwrap_or_else(|e| panic!("{e}"));
         for (table, column) in INSTANT_COLUMNS {
