@@ -517,26 +517,37 @@ fn hostile_outbox_rotation_resends_nothing() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Three sends delivered to the outbox file of a fresh database, the cursor then moved back
+/// to `cursor` when given (a crash before it was written), and the file's last line torn (a
+/// crash inside the write): (folder, database, outbox file).
+fn three_delivered_then_torn(
+    name: &str,
+    cursor: Option<i64>,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let dir = temp_dir(name);
+    let (db, path) = (dir.join("r.db"), dir.join("outbox.jsonl"));
+    {
+        let mut rt = open(&db);
+        let mut outbox = OutboxFile::open(&path, rt.store()).unwrap_or_else(|e| panic!("{e}"));
+        send_now(&mut rt, &["a", "b", "c"], at("2026-12-01T09:00:00Z"));
+        assert_eq!(outbox.deliver(rt.store()).ok(), Some(3));
+        if let Some(seq) = cursor {
+            rt.store()
+                .set_outbox_delivered(seq)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&path, &text[..text.len() - 10]).unwrap_or_else(|e| panic!("{e}"));
+    (dir, db, path)
+}
+
 /// A crash after the append and before the cursor was written (simulated by moving the
 /// cursor back): the lines the file already shows are not appended again; a torn last line is
 /// cut and written again, once.
 #[test]
 fn hostile_outbox_crash_before_the_cursor_does_not_duplicate() {
-    let dir = temp_dir("cursor");
-    let (db, path) = (dir.join("r.db"), dir.join("outbox.jsonl"));
-    let t0 = at("2026-12-01T09:00:00Z");
-    {
-        let mut rt = open(&db);
-        let mut outbox = OutboxFile::open(&path, rt.store()).unwrap_or_else(|e| panic!("{e}"));
-        send_now(&mut rt, &["a", "b", "c"], t0);
-        assert_eq!(outbox.deliver(rt.store()).ok(), Some(3));
-        rt.store()
-            .set_outbox_delivered(1)
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    // The last line torn in the crash.
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(&path, &text[..text.len() - 10]).unwrap_or_else(|e| panic!("{e}"));
+    let (dir, db, path) = three_delivered_then_torn("cursor", Some(1));
     let mut rt = open(&db);
     let mut outbox = OutboxFile::open(&path, rt.store()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
@@ -572,17 +583,7 @@ fn hostile_database_commits_are_synchronous_full() {
 /// crash inside the write shows) is written again, once; lines before it are not.
 #[test]
 fn hostile_outbox_torn_recorded_line_is_written_again_once() {
-    let dir = temp_dir("torn-recorded");
-    let (db, path) = (dir.join("r.db"), dir.join("outbox.jsonl"));
-    let t0 = at("2026-12-01T09:00:00Z");
-    {
-        let mut rt = open(&db);
-        let mut outbox = OutboxFile::open(&path, rt.store()).unwrap_or_else(|e| panic!("{e}"));
-        send_now(&mut rt, &["a", "b", "c"], t0);
-        assert_eq!(outbox.deliver(rt.store()).ok(), Some(3));
-    }
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(&path, &text[..text.len() - 10]).unwrap_or_else(|e| panic!("{e}"));
+    let (dir, db, path) = three_delivered_then_torn("torn-recorded", None);
     let mut rt = open(&db);
     assert_eq!(rt.store().outbox_delivered().ok(), Some(Some(3)));
     let mut outbox = OutboxFile::open(&path, rt.store()).unwrap_or_else(|e| panic!("{e}"));
