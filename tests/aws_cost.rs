@@ -18,7 +18,6 @@ use relance_aws::channels::{SenderConfig, Senders};
 use relance_aws::config::AwsConfig;
 use relance_aws::dynamodb::DynamoStore;
 use relance_aws::handlers;
-use relance_aws::meter::Meter;
 use relance_aws::sqs::SqsQueues;
 use relance_core::Contact;
 use relance_core::ports::{SourceFormat, Status};
@@ -49,65 +48,12 @@ mod price {
 
 const DRIP: &str = include_str!("../examples/reference-drip.yaml");
 
-struct Clients {
-    runtime: tokio::runtime::Runtime,
-    meter: Meter,
-    dynamo: aws_sdk_dynamodb::Client,
-    sqs: aws_sdk_sqs::Client,
-    ses: aws_sdk_sesv2::Client,
-    sns: aws_sdk_sns::Client,
-    eb: aws_sdk_eventbridge::Client,
-}
+type Clients = support::Metered;
 
+/// One set of metered clients for the whole file.
 fn clients() -> &'static Clients {
     static C: OnceLock<Clients> = OnceLock::new();
-    C.get_or_init(|| {
-        assert!(
-            std::env::var("AWS_ENDPOINT_URL").is_ok(),
-            "AWS_ENDPOINT_URL is not set: run ./scripts/test"
-        );
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("{e}"));
-        let meter = Meter::default();
-        let sdk = runtime.block_on(aws_config::load_from_env());
-        let dynamo = aws_sdk_dynamodb::Client::from_conf(
-            aws_sdk_dynamodb::config::Builder::from(&sdk)
-                .interceptor(meter.interceptor())
-                .build(),
-        );
-        let sqs = aws_sdk_sqs::Client::from_conf(
-            aws_sdk_sqs::config::Builder::from(&sdk)
-                .interceptor(meter.interceptor())
-                .build(),
-        );
-        let ses = aws_sdk_sesv2::Client::from_conf(
-            aws_sdk_sesv2::config::Builder::from(&sdk)
-                .interceptor(meter.interceptor())
-                .build(),
-        );
-        let sns = aws_sdk_sns::Client::from_conf(
-            aws_sdk_sns::config::Builder::from(&sdk)
-                .interceptor(meter.interceptor())
-                .build(),
-        );
-        let eb = aws_sdk_eventbridge::Client::from_conf(
-            aws_sdk_eventbridge::config::Builder::from(&sdk)
-                .interceptor(meter.interceptor())
-                .build(),
-        );
-        Clients {
-            runtime,
-            meter,
-            dynamo,
-            sqs,
-            ses,
-            sns,
-            eb,
-        }
-    })
+    C.get_or_init(support::metered)
 }
 
 /// Reads and deletes every visible message, as Lambda's event source mapping does (not counted:

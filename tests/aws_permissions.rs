@@ -17,7 +17,6 @@ use relance_aws::channels::{SenderConfig, Senders};
 use relance_aws::config::AwsConfig;
 use relance_aws::dynamodb::DynamoStore;
 use relance_aws::handlers;
-use relance_aws::meter::Meter;
 use relance_aws::secrets::{self, SecretError};
 use relance_aws::sqs::SqsQueues;
 use relance_core::Contact;
@@ -29,52 +28,12 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use support::{at, create_queue, sample};
 
-struct Clients {
-    runtime: tokio::runtime::Runtime,
-    meter: Meter,
-    dynamo: aws_sdk_dynamodb::Client,
-    sqs: aws_sdk_sqs::Client,
-    ses: aws_sdk_sesv2::Client,
-    sns: aws_sdk_sns::Client,
-    eb: aws_sdk_eventbridge::Client,
-    secrets: aws_sdk_secretsmanager::Client,
-}
+type Clients = support::Metered;
 
 /// Clients on the emulator, every request recorded by one meter (one set per test: the
 /// tests run in parallel, and each reads only its own requests).
 fn clients() -> Clients {
-    {
-        assert!(
-            std::env::var("AWS_ENDPOINT_URL").is_ok(),
-            "AWS_ENDPOINT_URL is not set: run ./scripts/test"
-        );
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("{e}"));
-        let meter = Meter::default();
-        let sdk = runtime.block_on(aws_config::load_from_env());
-        macro_rules! metered {
-            ($krate:ident) => {
-                $krate::Client::from_conf(
-                    $krate::config::Builder::from(&sdk)
-                        .interceptor(meter.interceptor())
-                        .build(),
-                )
-            };
-        }
-        Clients {
-            dynamo: metered!(aws_sdk_dynamodb),
-            sqs: metered!(aws_sdk_sqs),
-            ses: metered!(aws_sdk_sesv2),
-            sns: metered!(aws_sdk_sns),
-            eb: metered!(aws_sdk_eventbridge),
-            secrets: metered!(aws_sdk_secretsmanager),
-            runtime,
-            meter,
-        }
-    }
+    support::metered()
 }
 
 /// Where the test's resources are, to name what a request touched as the template does.

@@ -5,7 +5,6 @@
 //! journal shows no `sent`. Runs on the local AWS emulator (`./scripts/test` starts one and
 //! sets `AWS_ENDPOINT_URL`).
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -15,13 +14,9 @@ use relance_aws::channels::{SenderConfig, Senders};
 use relance_aws::config::AwsConfig;
 use relance_aws::dynamodb::DynamoStore;
 
-fn endpoint() -> String {
-    std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| {
-        panic!(
-            "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts the local AWS emulator"
-        )
-    })
-}
+#[path = "common/emulator.rs"]
+mod emulator;
+use emulator::{emulator_read, endpoint};
 
 /// Runs the CLI with none of the functions' `RELANCE_*` settings inherited: what it uses
 /// is what it found for the prefix.
@@ -50,23 +45,6 @@ fn relance(args: &[&str]) -> String {
     let o = run(args);
     assert_eq!(o.status.code(), Some(0), "relance {args:?}: {}", text(&o));
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// What the emulator recorded.
-fn emulator_read(path: &str) -> serde_json::Value {
-    let url = endpoint();
-    let host = url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
-    let mut stream = std::net::TcpStream::connect(&host).unwrap_or_else(|e| panic!("{host}: {e}"));
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap_or_else(|e| panic!("{e}"));
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .unwrap_or_else(|e| panic!("{e}"));
-    serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap_or("null"))
-        .unwrap_or(serde_json::Value::Null)
 }
 
 /// The emails the emulator holds for an address.

@@ -2,17 +2,12 @@
 //! in the background, a scenario put and activated with `--endpoint`, a contact event sent with
 //! a plain SDK call (EventBridge PutEvents), and the email and SMS read back from the emulator.
 
-use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn endpoint() -> String {
-    std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| {
-        panic!(
-            "AWS_ENDPOINT_URL is not set: run ./scripts/test, which starts the local AWS emulator"
-        )
-    })
-}
+#[path = "common/emulator.rs"]
+mod emulator;
+use emulator::{emulator_read, endpoint};
 
 fn relance(args: &[&str]) -> String {
     let o = Command::new(env!("CARGO_BIN_EXE_relance"))
@@ -26,23 +21,6 @@ fn relance(args: &[&str]) -> String {
     );
     assert_eq!(o.status.code(), Some(0), "relance {args:?}: {text}");
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// What the emulator recorded (kept in one helper so another emulator can be swapped in).
-fn emulator_read(path: &str) -> serde_json::Value {
-    let url = endpoint();
-    let host = url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
-    let mut stream = std::net::TcpStream::connect(&host).unwrap_or_else(|e| panic!("{host}: {e}"));
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap_or_else(|e| panic!("{e}"));
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .unwrap_or_else(|e| panic!("{e}"));
-    serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap_or("null"))
-        .unwrap_or(serde_json::Value::Null)
 }
 
 /// How many emails the emulator holds for an address.

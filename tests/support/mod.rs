@@ -17,6 +17,53 @@ pub struct Emulator {
     pub eb: aws_sdk_eventbridge::Client,
 }
 
+/// Clients on the emulator whose every request is recorded by one meter (the cost and
+/// permissions tests read what each handler really called).
+pub struct Metered {
+    pub runtime: tokio::runtime::Runtime,
+    pub meter: relance_aws::meter::Meter,
+    pub dynamo: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub ses: aws_sdk_sesv2::Client,
+    pub sns: aws_sdk_sns::Client,
+    pub eb: aws_sdk_eventbridge::Client,
+    pub secrets: aws_sdk_secretsmanager::Client,
+}
+
+/// A fresh set of metered clients (a test that reads only its own requests makes its own).
+pub fn metered() -> Metered {
+    assert!(
+        std::env::var("AWS_ENDPOINT_URL").is_ok(),
+        "AWS_ENDPOINT_URL is not set: run ./scripts/test"
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let meter = relance_aws::meter::Meter::default();
+    let sdk = runtime.block_on(aws_config::load_from_env());
+    macro_rules! metered {
+        ($krate:ident) => {
+            $krate::Client::from_conf(
+                $krate::config::Builder::from(&sdk)
+                    .interceptor(meter.interceptor())
+                    .build(),
+            )
+        };
+    }
+    Metered {
+        dynamo: metered!(aws_sdk_dynamodb),
+        sqs: metered!(aws_sdk_sqs),
+        ses: metered!(aws_sdk_sesv2),
+        sns: metered!(aws_sdk_sns),
+        eb: metered!(aws_sdk_eventbridge),
+        secrets: metered!(aws_sdk_secretsmanager),
+        runtime,
+        meter,
+    }
+}
+
 pub fn emulator() -> &'static Emulator {
     static EMU: OnceLock<Emulator> = OnceLock::new();
     EMU.get_or_init(|| {
