@@ -358,8 +358,9 @@ pub struct History {
 }
 
 /// Checks the contact's `email` and `phone` where it is written (see [`crate::address`]):
-/// the email is kept trimmed, the phone in E.164 form; empty or null means none.
-fn check_addresses(fields: &mut Map<String, Value>) -> Result<(), ContactError> {
+/// the email is kept trimmed, the phone in E.164 form; empty or null means none. Profile
+/// updates carried by events are checked with it too.
+pub fn check_addresses(fields: &mut Map<String, Value>) -> Result<(), ContactError> {
     type Check = fn(&str) -> Result<String, &'static str>;
     let checks: [(&'static str, Check); 2] = [
         ("email", crate::address::email),

@@ -88,6 +88,17 @@ const DELAYED: &str = "id: dl\nlaunch: {type: manual}\nmessages:\n  m: {channel:
 const CART: &str = "id: cart\nlaunch: {type: trigger, event: cart.abandoned, inactivity_minutes: 30}\nmessages:\n  m: {channel: email, subject: s, text: x}\nsteps:\n  - {id: send, send: m, next: done}\n  - {id: done, end: success}\n";
 const DAILY: &str = "id: daily\nlaunch: {type: recurring, frequency: daily, time: \"09:00\"}\nmessages:\n  m: {channel: email, subject: s, text: x}\nsteps:\n  - {id: send, send: m, next: done}\n  - {id: done, end: success}\n";
 
+/// A `cart.updated` activity of `contact` (the CART scenario's inactivity source).
+fn cart_updated(contact: &str, at: Option<DateTime<Utc>>) -> ActivityDetail {
+    ActivityDetail {
+        contact: contact.into(),
+        event: "cart.updated".into(),
+        properties: Default::default(),
+        at,
+        idempotency_key: None,
+    }
+}
+
 /// Rows that do not read, written behind the store's back into every due table (garbage
 /// text, an integer past 9999-12-31, a negative one, a real, a blob, the old `+10000-…`
 /// text that once sorted first): each is dead-lettered by itself, with its row and reason,
@@ -104,17 +115,8 @@ fn hostile_unreadable_due_rows_are_dead_lettered_alone() {
         activate(&mut rt, CART, t0);
         launch(&mut rt, "dl", &["a", "b"], t0);
         for c in ["a", "c"] {
-            rt.activity(
-                ActivityDetail {
-                    contact: c.into(),
-                    event: "cart.updated".into(),
-                    properties: Default::default(),
-                    at: None,
-                    idempotency_key: None,
-                },
-                t0,
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
+            rt.activity(cart_updated(c, None), t0)
+                .unwrap_or_else(|e| panic!("{e}"));
         }
     }
     // b's enrollment gets a second timer that does not read, and more of them besides.
@@ -200,16 +202,7 @@ fn hostile_end_of_time_inactivity_event_is_refused() {
     activate(&mut rt, CART, t0);
     activate(&mut rt, DELAYED, t0);
     launch(&mut rt, "dl", &["b"], t0);
-    let r = rt.activity(
-        ActivityDetail {
-            contact: "a".into(),
-            event: "cart.updated".into(),
-            properties: Default::default(),
-            at: Some(at("9999-12-31T23:30:00Z")),
-            idempotency_key: None,
-        },
-        t0,
-    );
+    let r = rt.activity(cart_updated("a", Some(at("9999-12-31T23:30:00Z"))), t0);
     match r {
         Err(RuntimeError::BadInput { field, message }) => {
             assert_eq!(field, "at");
@@ -358,17 +351,8 @@ fn hostile_text_instant_database_is_migrated_to_integers() {
         activate(&mut rt, CART, t0);
         activate(&mut rt, DAILY, t0);
         launch(&mut rt, "dl", &["a", "b"], t0);
-        rt.activity(
-            ActivityDetail {
-                contact: "c".into(),
-                event: "cart.updated".into(),
-                properties: Default::default(),
-                at: None,
-                idempotency_key: None,
-            },
-            t0,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        rt.activity(cart_updated("c", None), t0)
+            .unwrap_or_else(|e| panic!("{e}"));
         // A send already made, so the outbox has rows and a high-water mark.
         activate(
             &mut rt,
@@ -520,10 +504,7 @@ fn hostile_outbox_rotation_resends_nothing() {
 /// Three sends delivered to the outbox file of a fresh database, the cursor then moved back
 /// to `cursor` when given (a crash before it was written), and the file's last line torn (a
 /// crash inside the write): (folder, database, outbox file).
-fn three_delivered_then_torn(
-    name: &str,
-    cursor: Option<i64>,
-) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+fn three_delivered_then_torn(name: &str, cursor: Option<i64>) -> (PathBuf, PathBuf, PathBuf) {
     let dir = temp_dir(name);
     let (db, path) = (dir.join("r.db"), dir.join("outbox.jsonl"));
     {

@@ -89,20 +89,12 @@ fn bad_key(e: relance_core::wire::WireError) -> RuntimeError {
     }
 }
 
-/// Refuses a profile update whose `email` or `phone` [`Contact::from_json`] would refuse.
+/// Refuses a profile update whose `email` or `phone` a contact write would refuse.
 fn check_profile_addresses(
     changes: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<(), RuntimeError> {
-    let mut probe = serde_json::Map::new();
-    probe.insert("id".into(), serde_json::Value::String("-".into()));
-    for key in ["email", "phone"] {
-        if let Some(v) = changes.get(key) {
-            probe.insert(key.into(), v.clone());
-        }
-    }
-    Contact::from_json(serde_json::Value::Object(probe))
-        .map(|_| ())
-        .map_err(|e| RuntimeError::BadInput {
+    relance_core::contact::check_addresses(&mut changes.clone()).map_err(|e| {
+        RuntimeError::BadInput {
             field: match &e {
                 relance_core::contact::ContactError::Reserved { key, .. } => {
                     format!("properties.{key}")
@@ -110,7 +102,8 @@ fn check_profile_addresses(
                 _ => "properties".into(),
             },
             message: e.to_string(),
-        })
+        }
+    })
 }
 
 fn store_err<E: std::error::Error + Send + Sync + 'static>(e: E) -> RuntimeError {
