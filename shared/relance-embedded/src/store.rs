@@ -522,7 +522,7 @@ impl ContactStore for SqliteStore {
         // The primary key records each key once, whatever the caller repeats.
         self.conn
             .prepare_cached("INSERT OR IGNORE INTO input_key (key, at) VALUES (?1, ?2)")?
-            .execute(params![key, now.timestamp_micros()])?;
+            .execute(params![key, stamp(now)])?;
         Ok(())
     }
 
@@ -1031,7 +1031,7 @@ impl relance_core::ports::ConsentStore for SqliteStore {
                 e.state.as_str(),
                 e.source,
                 e.actor,
-                e.at.timestamp_micros(),
+                ts("consent at", e.at)?,
                 e.reason,
                 e.kept
             ])?;
@@ -1064,10 +1064,7 @@ impl relance_core::ports::ConsentStore for SqliteStore {
                 what: "consent state",
                 why: state.clone(),
             })?;
-            let at = DateTime::from_timestamp_micros(at).ok_or(StoreError::Corrupt {
-                what: "consent instant",
-                why: at.to_string(),
-            })?;
+            let at = parse_ts(at)?;
             trail.push(ConsentEvent {
                 contact: contact.to_string(),
                 subject,
