@@ -10,7 +10,7 @@
 //! | activity / engagement / send marks | `contact#{id}` | `a#…` / `e#{scenario}#…` / `s#{scenario}#…` |
 //! | entry mark and running lock | `contact#{id}` | `entry#{scenario}` |
 //! | pending inactivity check | `contact#{id}` | `inactivity#{scenario}` |
-//! | consent event (append-only) | `contact#{id}` | `consent#{at µs:016}#{hash}` |
+//! | consent event (append-only) | `contact#{id}` | `consent#{at µs, 18 digits}#{hash}` |
 //! | enrollment | `enrollment#{id}` | `state` |
 //! | journal record | `journal#{scenario}` | `{at}#{enrollment}#{hash}` |
 //! | outbox (send or action, once per key) | `outbox` | `{idempotency key}` |
@@ -1811,7 +1811,7 @@ impl relance_core::ports::ConsentStore for DynamoStore {
 
     /// Written only if absent (the log is append-only; a redone unit lands on the same key).
     fn append_consent(&mut self, e: &relance_core::consent::ConsentEvent) -> Result<(), AwsError> {
-        let micros = e.at.timestamp_micros();
+        let micros = instant::to_micros(e.at);
         let kept = if e.kept { "kept" } else { "" };
         let key = hash(&[
             &e.subject,
@@ -1823,7 +1823,10 @@ impl relance_core::ports::ConsentStore for DynamoStore {
         ]);
         let mut item = Item::new();
         item.insert("pk".into(), s(format!("contact#{}", e.contact)));
-        item.insert("sk".into(), s(format!("consent#{micros:016}#{key}")));
+        item.insert(
+            "sk".into(),
+            s(format!("consent#{}#{key}", instant::to_key(e.at))),
+        );
         item.insert("subject".into(), s(&e.subject));
         item.insert("state".into(), s(e.state.as_str()));
         item.insert("source".into(), s(&e.source));
@@ -1854,7 +1857,7 @@ impl relance_core::ports::ConsentStore for DynamoStore {
                 .get("at")
                 .and_then(|v| v.as_n().ok())
                 .and_then(|v| v.parse::<i64>().ok())
-                .and_then(DateTime::from_timestamp_micros)
+                .and_then(instant::from_micros)
                 .ok_or(AwsError::Corrupt {
                     what: "consent instant",
                     why: text("sk"),
