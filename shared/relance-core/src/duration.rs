@@ -10,7 +10,7 @@ use chrono::{DateTime, Days, Months, TimeDelta, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::schedule::{local_naive, resolve_local};
+use crate::local::{local_naive, resolve_local};
 
 /// A non-negative ISO-8601 duration, kept with the text it was written as.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

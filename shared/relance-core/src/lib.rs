@@ -31,6 +31,7 @@ pub mod graph;
 pub mod inbound;
 pub mod instant;
 pub mod journal;
+pub mod local;
 pub mod policy;
 pub mod ports;
 pub mod problem;
