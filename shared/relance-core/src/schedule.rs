@@ -58,6 +58,21 @@ impl fmt::Display for LocalTime {
     }
 }
 
+/// Written as a string in scenario files (the JSON Schema says so; the parser checks the rest).
+impl schemars::JsonSchema for LocalTime {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "LocalTime".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string"})
+    }
+}
+
 impl<'de> Deserialize<'de> for LocalTime {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         String::deserialize(d)?
@@ -140,6 +155,21 @@ impl FromStr for DateTimeSpec {
             return Ok(DateTimeSpec::Local(d.and_time(NaiveTime::MIN)));
         }
         Err(TimeError::DateTime(s.to_string()))
+    }
+}
+
+/// Written as a string in scenario files (the JSON Schema says so; the parser checks the rest).
+impl schemars::JsonSchema for DateTimeSpec {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "DateTimeSpec".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string"})
     }
 }
 

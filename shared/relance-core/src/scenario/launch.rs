@@ -1,6 +1,7 @@
 //! Reading a scenario's `launch`: its type and schedule, written flat or nested.
 
 use chrono::Weekday;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -27,7 +28,8 @@ pub const LAUNCH_KEYS: [&str; 14] = [
     "after_import",
 ];
 
-#[derive(Debug, Deserialize)]
+/// The launch types.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 enum LaunchType {
     Manual,
@@ -37,7 +39,8 @@ enum LaunchType {
     Trigger,
 }
 
-#[derive(Debug, Deserialize)]
+/// How often a recurring launch runs.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 enum Frequency {
     Daily,
@@ -45,52 +48,87 @@ enum Frequency {
     Monthly,
 }
 
-#[derive(Debug, Deserialize)]
+/// A weekday name (mon..sun) or a day of the month (1..31).
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(untagged)]
 enum DayRef {
     Number(i64),
     Name(String),
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// A recurring schedule, nested under `recurring`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Recurring")]
 struct RawRecurring {
+    /// daily, weekly or monthly.
     frequency: Option<Frequency>,
+    /// Times of day ("09:00"), at most 5 for daily.
     times: Option<Vec<LocalTime>>,
+    /// One time of day.
     time: Option<LocalTime>,
+    /// Weekdays (weekly) or days of the month (monthly).
     days: Option<Vec<DayRef>>,
+    /// monthly: also run on the month's last day.
     last_day: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+/// How contacts enter: exactly one type, its fields flat or nested under its name. The
+/// loader reads it in one piece, after reporting unknown keys.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawLaunch {
+#[schemars(
+    rename = "Launch",
+    description = "How contacts enter: exactly one type, its fields flat or nested under its name."
+)]
+pub(super) struct RawLaunch {
     #[serde(rename = "type")]
     kind: LaunchType,
+    /// trigger: contact.created|updated|subscribed|unsubscribed, page.visited, product.viewed,
+    /// cart.abandoned, or a custom event name.
     event: Option<String>,
+    /// page.visited: URL patterns (`*` matches anything).
     pages: Option<Vec<String>>,
+    /// product.viewed / cart.abandoned: 10 to 720.
+    #[schemars(range(min = 10, max = 720))]
     inactivity_minutes: Option<i64>,
+    /// recurring: daily, weekly or monthly.
     frequency: Option<Frequency>,
+    /// recurring: times of day ("09:00"), at most 5 for daily.
     times: Option<Vec<LocalTime>>,
+    /// recurring: one time of day.
     time: Option<LocalTime>,
+    /// recurring: weekdays (weekly) or days of the month (monthly).
     days: Option<Vec<DayRef>>,
+    /// monthly: also run on the month's last day.
     last_day: Option<bool>,
+    /// fixed_dates: at most 10 date-times.
     dates: Option<Vec<DateTimeSpec>>,
+    /// after_import: all, added or modified.
     contacts: Option<ImportSubset>,
+    /// recurring, nested form.
     recurring: Option<RawRecurring>,
+    /// fixed_dates, nested form.
     fixed_dates: Option<RawDates>,
+    /// after_import, nested form.
     after_import: Option<RawImport>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Fixed dates, nested under `fixed_dates`.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "FixedDates")]
 struct RawDates {
+    /// At most 10 date-times.
     dates: Vec<DateTimeSpec>,
 }
 
-#[derive(Debug, Deserialize)]
+/// An after-import launch, nested under `after_import`.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "AfterImport")]
 struct RawImport {
+    /// all, added or modified.
     contacts: ImportSubset,
 }
 

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -131,16 +132,21 @@ fn strip_position(message: &str) -> String {
 
 /// `quiet_hours: {from, to}` (of a scenario or of the workspace policy).
 pub(crate) fn quiet_hours(value: &Value, problems: &mut Vec<Problem>) -> Option<QuietHours> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Raw {
-        from: LocalTime,
-        to: LocalTime,
-    }
-    typed::<Raw>("quiet_hours", value, problems).map(|r| QuietHours {
+    typed::<RawQuietHours>("quiet_hours", value, problems).map(|r| QuietHours {
         from: r.from,
         to: r.to,
     })
+}
+
+/// Sends due inside are held until it ends (local time).
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "QuietHours")]
+struct RawQuietHours {
+    /// Start, a time of day ("22:00").
+    from: LocalTime,
+    /// End, a time of day ("07:00").
+    to: LocalTime,
 }
 
 /// Deserializes `value` into `T`, reporting the failure at `base` plus the inner path.
@@ -272,6 +278,98 @@ fn edit_distance(a: &str, b: &str, limit: usize) -> Option<usize> {
     Some(d[a.len()][b.len()]).filter(|&x| x <= limit)
 }
 
+/// A Relance scenario file (v1): how contacts enter, who may, and the steps they go through.
+///
+/// The loader reads the top level through this type, after reporting unknown keys: each part
+/// is kept as JSON and read on its own, so one problem does not hide the
+/// others. The JSON Schema of scenario files (`relance schema`) is generated from it, each
+/// part described by the type the loader reads it as.
+#[derive(Debug, Default, JsonSchema)]
+#[schemars(
+    deny_unknown_fields,
+    description = "A Relance scenario file (v1): how contacts enter, who may, and the steps they go through."
+)]
+pub struct ScenarioFile {
+    /// Lowercase letters, digits and dashes.
+    #[schemars(with = "String", required, regex(pattern = r"^[a-z0-9-]+$"))]
+    pub id: Option<Value>,
+    /// Display name.
+    #[schemars(with = "Option<String>")]
+    pub name: Option<Value>,
+    /// Free text.
+    #[schemars(with = "Option<String>")]
+    pub description: Option<Value>,
+    /// The format version: 1.
+    #[schemars(with = "Option<u32>")]
+    pub version: Option<Value>,
+    /// IANA zone for schedules, dates and `at` times (default UTC).
+    #[schemars(with = "Option<String>")]
+    pub timezone: Option<Value>,
+    /// Read `at` times and recurring launches in the contact's own `timezone`.
+    #[schemars(with = "Option<bool>")]
+    pub local_time: Option<Value>,
+    /// How contacts enter.
+    #[schemars(with = "super::launch::RawLaunch", required)]
+    pub launch: Option<Value>,
+    /// Who may enter.
+    #[schemars(with = "Option<RawAudience>")]
+    pub audience: Option<Value>,
+    /// A contact enters at most once per this ISO-8601 duration (P30D).
+    #[schemars(with = "Option<IsoDuration>")]
+    pub once_per: Option<Value>,
+    /// Leave as soon as one of these holds.
+    #[schemars(with = "Option<Vec<Condition>>")]
+    pub exit_when: Option<Value>,
+    /// Messages reserved to this scenario, by id.
+    #[schemars(with = "Option<BTreeMap<String, Message>>")]
+    pub messages: Option<Value>,
+    /// Sends due inside are held until it ends (local time).
+    #[schemars(with = "Option<RawQuietHours>")]
+    pub quiet_hours: Option<Value>,
+    /// More sends to one contact in the window are skipped.
+    #[schemars(with = "Option<FrequencyCap>")]
+    pub frequency_cap: Option<Value>,
+    /// `explicit`: only contacts subscribed to the message type receive it.
+    #[schemars(with = "Option<Consent>")]
+    pub consent: Option<Value>,
+    /// The steps; contacts enter at the first.
+    #[schemars(with = "Vec<super::steps::RawStep>", required)]
+    pub steps: Option<Value>,
+    /// Custom ends (at most 100).
+    #[schemars(with = "Option<Vec<Goal>>")]
+    pub goals: Option<Value>,
+    /// Free labels.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub labels: Option<Value>,
+}
+
+impl ScenarioFile {
+    /// The top level's parts (its unknown keys are reported apart), null ones included: a
+    /// null part is reported like any other value of the wrong type.
+    fn read(top: &Map<String, Value>) -> ScenarioFile {
+        let get = |key: &str| top.get(key).cloned();
+        ScenarioFile {
+            id: get("id"),
+            name: get("name"),
+            description: get("description"),
+            version: get("version"),
+            timezone: get("timezone"),
+            local_time: get("local_time"),
+            launch: get("launch"),
+            audience: get("audience"),
+            once_per: get("once_per"),
+            exit_when: get("exit_when"),
+            messages: get("messages"),
+            quiet_hours: get("quiet_hours"),
+            frequency_cap: get("frequency_cap"),
+            consent: get("consent"),
+            steps: get("steps"),
+            goals: get("goals"),
+            labels: get("labels"),
+        }
+    }
+}
+
 /// The keys of a scenario file (the JSON Schema lists the same).
 pub const TOP_KEYS: [&str; 17] = [
     "id",
@@ -329,19 +427,21 @@ pub fn from_value(doc: &Value) -> Result<Loaded, Problem> {
             unknown_key(key, &TOP_KEYS, "a scenario"),
         ));
     }
-    let mut required = |key: &str| {
-        let v = top.get(key);
+    let file = ScenarioFile::read(top);
+    let mut required = |key: &str, v: Option<&'_ Value>| {
         if v.is_none() {
             problems.push(Problem::error(
                 key,
                 format!("missing: a scenario needs \"{key}\""),
             ));
         }
-        v
     };
-    let id_value = required("id");
-    let launch_value = required("launch");
-    let steps_value = required("steps");
+    let id_value = file.id.as_ref();
+    let launch_value = file.launch.as_ref();
+    let steps_value = file.steps.as_ref();
+    required("id", id_value);
+    required("launch", launch_value);
+    required("steps", steps_value);
 
     let id = id_value
         .and_then(|v| typed::<String>("id", v, &mut problems))
@@ -357,11 +457,12 @@ pub fn from_value(doc: &Value) -> Result<Loaded, Problem> {
             format!("\"{id}\" is not a valid id: use lowercase letters, digits and dashes"),
         ));
     }
-    let name = top
-        .get("name")
+    let name = file
+        .name
+        .as_ref()
         .and_then(|v| typed::<String>("name", v, &mut problems))
         .unwrap_or_else(|| id.clone());
-    if let Some(v) = top.get("version")
+    if let Some(v) = file.version.as_ref()
         && v.as_u64() != Some(1)
     {
         problems.push(Problem::error(
@@ -369,7 +470,7 @@ pub fn from_value(doc: &Value) -> Result<Loaded, Problem> {
             "only version 1 of the scenario format exists",
         ));
     }
-    let timezone = match top.get("timezone") {
+    let timezone = match file.timezone.as_ref() {
         None => chrono_tz::UTC,
         Some(v) => typed::<String>("timezone", v, &mut problems)
             .and_then(|s| {
@@ -379,21 +480,24 @@ pub fn from_value(doc: &Value) -> Result<Loaded, Problem> {
             })
             .unwrap_or(chrono_tz::UTC),
     };
-    let local_time = top
-        .get("local_time")
+    let local_time = file
+        .local_time
+        .as_ref()
         .and_then(|v| typed::<bool>("local_time", v, &mut problems))
         .unwrap_or(false);
     let launch = launch_value
         .and_then(|v| parse_launch(v, &mut problems))
         .unwrap_or(Launch::Manual);
-    let audience = top
-        .get("audience")
+    let audience = file
+        .audience
+        .as_ref()
         .and_then(|v| parse_audience(v, &mut problems))
         .unwrap_or_default();
-    let once_per = top
-        .get("once_per")
+    let once_per = file
+        .once_per
+        .as_ref()
         .and_then(|v| typed::<IsoDuration>("once_per", v, &mut problems));
-    let exit_when = match top.get("exit_when") {
+    let exit_when = match file.exit_when.as_ref() {
         None => Vec::new(),
         // One condition is accepted as a list of one.
         Some(v @ Value::Object(_)) => typed::<Condition>("exit_when", v, &mut problems)
@@ -403,7 +507,7 @@ pub fn from_value(doc: &Value) -> Result<Loaded, Problem> {
     };
     let mut messages = BTreeMap::new();
     let mut unread_messages = BTreeSet::new();
-    if let Some(v) = top.get("messages") {
+    if let Some(v) = file.messages.as_ref() {
         match v.as_object() {
             Some(map) => {
                 for (mid, m) in map {
@@ -426,18 +530,22 @@ pub fn from_value(doc: &Value) -> Result<Loaded, Problem> {
             )),
         }
     }
-    let quiet_hours = top
-        .get("quiet_hours")
+    let quiet_hours = file
+        .quiet_hours
+        .as_ref()
         .and_then(|v| quiet_hours(v, &mut problems));
-    let frequency_cap = top
-        .get("frequency_cap")
+    let frequency_cap = file
+        .frequency_cap
+        .as_ref()
         .and_then(|v| typed::<FrequencyCap>("frequency_cap", v, &mut problems));
-    let consent = top
-        .get("consent")
+    let consent = file
+        .consent
+        .as_ref()
         .and_then(|v| typed::<Consent>("consent", v, &mut problems))
         .unwrap_or_default();
-    let goals = top
-        .get("goals")
+    let goals = file
+        .goals
+        .as_ref()
         .map(|v| parse_goals(v, &mut problems))
         .unwrap_or_default();
     let mut broken_steps = false;
@@ -510,15 +618,21 @@ fn parse_goals(v: &Value, problems: &mut Vec<Problem>) -> Vec<Goal> {
     goals
 }
 
+/// Who may enter: all: true, groups, or criteria (groups and criteria together must both hold).
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Audience")]
+struct RawAudience {
+    /// Everyone.
+    all: Option<bool>,
+    /// Members of at least one of these groups.
+    groups: Option<Vec<String>>,
+    // Contacts matching this condition (described by its type).
+    criteria: Option<Condition>,
+}
+
 fn parse_audience(v: &Value, problems: &mut Vec<Problem>) -> Option<Audience> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Raw {
-        all: Option<bool>,
-        groups: Option<Vec<String>>,
-        criteria: Option<Condition>,
-    }
-    let raw: Raw = typed("audience", v, problems)?;
+    let raw: RawAudience = typed("audience", v, problems)?;
     match (raw.all, &raw.groups, &raw.criteria) {
         (None, None, None) => {
             problems.push(Problem::error(

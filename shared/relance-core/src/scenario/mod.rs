@@ -16,8 +16,8 @@ pub use launch::{
     INACTIVITY_MINUTES, LAUNCH_KEYS, MAX_DAILY_TIMES, MAX_FIXED_DATES, MAX_GOALS, MAX_STEPS,
 };
 pub use load::{
-    Format, Loaded, MESSAGE_KEYS, TOP_KEYS, from_value, merge_shared_messages, parse_document,
-    parse_shared_messages,
+    Format, Loaded, MESSAGE_KEYS, ScenarioFile, TOP_KEYS, from_value, merge_shared_messages,
+    parse_document, parse_shared_messages,
 };
 pub(crate) use load::{quiet_hours, suggest, typed};
 pub use model::*;

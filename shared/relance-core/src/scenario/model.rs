@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use chrono_tz::Tz;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -59,7 +60,7 @@ pub enum Launch {
 }
 
 /// Which imported contacts an `after_import` launch takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ImportSubset {
     /// Every contact in the file.
@@ -150,7 +151,7 @@ pub struct Audience {
 }
 
 /// Consent rule for contacts without a subscription record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Consent {
     /// No record counts as subscribed.
@@ -161,17 +162,20 @@ pub enum Consent {
 }
 
 /// A cap on sends to one contact.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FrequencyCap {
     /// At most this many sends...
+    #[schemars(range(min = 1))]
     pub max: u32,
     /// ...in this window.
     pub per: IsoDuration,
 }
 
 /// A channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Channel {
     /// SESv2 in AWS, the outbox when embedded.
@@ -196,8 +200,8 @@ impl Channel {
     }
 }
 
-/// A message template.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+/// A message template; placeholders such as `{{ contact.first_name }}` are minijinja.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Message {
     /// Where it goes.
@@ -248,7 +252,7 @@ impl Message {
 }
 
 /// A custom end.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Goal {
     /// Referenced by `end:`.
@@ -303,6 +307,21 @@ impl EndKind {
     }
 }
 
+/// Written as a string in scenario files (the JSON Schema says so; the parser checks the rest).
+impl schemars::JsonSchema for EndKind {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "EndKind".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string"})
+    }
+}
+
 impl<'de> Deserialize<'de> for EndKind {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Ok(EndKind::parse(&String::deserialize(d)?))
@@ -316,7 +335,7 @@ impl Serialize for EndKind {
 }
 
 /// An action step's effect.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Action {
     /// Add or remove tags.
@@ -351,7 +370,7 @@ impl Action {
 }
 
 /// `{add: [..], remove: [..]}`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListChange {
     /// Names to add.
@@ -363,7 +382,7 @@ pub struct ListChange {
 }
 
 /// `{field, value}` or `{field, expression}`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileUpdate {
     /// The field to set.
@@ -377,7 +396,7 @@ pub struct ProfileUpdate {
 }
 
 /// `{bucket, key, fields, dynamic}`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Export {
     /// S3 bucket.
@@ -393,7 +412,7 @@ pub struct Export {
 }
 
 /// `{title, assignee}`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StaffTask {
     /// What to do.
@@ -407,7 +426,7 @@ pub struct StaffTask {
 }
 
 /// `{name, detail}`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmitEvent {
     /// The event's detail-type.

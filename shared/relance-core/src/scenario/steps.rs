@@ -1,5 +1,6 @@
 //! Reading the steps: each field on its own, so one problem does not hide the others.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -31,31 +32,94 @@ pub const STEP_KEYS: [&str; 16] = [
 ];
 
 /// A step's plain fields; its delay, conditions, branches and action are read one by one
-/// afterwards, so that a problem in one of them does not hide the others (or the graph).
-#[derive(Debug, Deserialize)]
-struct RawStep {
+/// afterwards, so that a problem in one of them does not hide the others (or the graph). Those
+/// are kept as JSON here; the JSON Schema names the shape they are read as.
+///
+/// A step: one of send, wait_for, if, branches, action, end (or only a delay), with its targets.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(
+    rename = "Step",
+    deny_unknown_fields,
+    description = "A step: one of send, wait_for, if, branches, action, end (or only a delay), with its targets."
+)]
+pub(super) struct RawStep {
+    /// Unique within the scenario.
+    #[schemars(required)]
     id: Option<String>,
-    #[serde(default)]
+    /// Display name.
     #[allow(dead_code)]
     name: Option<String>,
-    #[serde(default)]
+    /// Free text.
     #[allow(dead_code)]
     description: Option<String>,
+    // Wait before running the step (the schema describes it by its type, `Delay`).
+    #[schemars(with = "Option<RawDelay>")]
     delay: Option<Value>,
+    /// A message id.
     send: Option<String>,
+    // A condition to wait for, with its `timeout`.
+    #[schemars(with = "Option<Condition>")]
     wait_for: Option<Value>,
+    /// wait_for: where the condition leads.
     on_event: Option<String>,
+    /// wait_for: where the timeout leads.
     on_timeout: Option<String>,
+    // A two-way condition.
     #[serde(rename = "if")]
+    #[schemars(with = "Option<Condition>")]
     if_: Option<Value>,
+    /// if: where a true condition leads.
     then: Option<String>,
+    /// if: where a false condition leads.
     #[serde(rename = "else")]
     else_: Option<String>,
+    /// A multi-way condition: the first true branch wins.
+    #[schemars(with = "Option<Vec<RawBranch>>")]
     branches: Option<Value>,
+    /// branches: where no true branch leads.
     otherwise: Option<String>,
+    /// One of tag, group, update_profile, export, task, create_lead, event.
+    #[schemars(with = "Option<Action>")]
     action: Option<Value>,
+    /// success, failure, abandon, neutral or a goal id.
     end: Option<String>,
+    /// Where send, action and delay-only steps go on.
     next: Option<String>,
+}
+
+/// The shape [`parse_delay`] reads, key by key: `{after: P2D}`, `{after: P2D, at: "09:00"}`,
+/// `{at: "09:00"}` or `{until: date}`.
+#[derive(JsonSchema)]
+#[schemars(
+    rename = "Delay",
+    deny_unknown_fields,
+    description = "`{after: P2D}`, `{after: P2D, at: \"09:00\"}`, `{at: \"09:00\"}` or `{until: date}`."
+)]
+#[allow(dead_code)]
+struct RawDelay {
+    /// An ISO-8601 duration.
+    after: Option<IsoDuration>,
+    /// A time of day ("09:00").
+    at: Option<LocalTime>,
+    /// A date-time.
+    until: Option<DateTimeSpec>,
+    /// Read `at` in the contact's own zone.
+    local_time: Option<bool>,
+}
+
+/// The shape [`parse_branches`] reads for each branch: `{when, next}`.
+#[derive(JsonSchema)]
+#[schemars(
+    rename = "Branch",
+    deny_unknown_fields,
+    description = "`{when, next}` in a `branches` list."
+)]
+#[allow(dead_code)]
+struct RawBranch {
+    // The condition (described by its type).
+    when: Condition,
+    /// Where it leads.
+    next: String,
 }
 
 /// Stands in for a part that did not read (already reported), so that the checks that
