@@ -1,7 +1,7 @@
 //! One module per command (or per family of commands), each printing its own output.
 //!
 //! # Layout
-//! - [`validate`], [`schema`], [`new`], [`graph`], [`simulate`], [`test`]: file commands.
+//! - [`validate`], [`schema`], [`new`], [`graph`], [`simulate`], [`test`](mod@test): file commands.
 //! - [`run`]: `relance run` and `relance token new`.
 //! - [`scenario`]: `relance scenario ...` and `relance clone`.
 //! - [`contacts`]: `relance contacts import` and `relance launch`.

@@ -146,7 +146,7 @@ pub(crate) struct RawCondition {
     pub(crate) timeout: Option<IsoDuration>,
 }
 
-/// A condition is written as a [`RawCondition`]: its schema is that one's.
+/// A condition is written as a `RawCondition`: its schema is that one's.
 impl schemars::JsonSchema for Condition {
     fn schema_name() -> std::borrow::Cow<'static, str> {
         "Condition".into()

@@ -15,10 +15,10 @@
 //!
 //! # Layout
 //! - this module: enrollments, inputs, effects and the prepared [`Engine`].
-//! - [`enter`]: entry into a scenario (already running, once_per, audience, exit_when).
-//! - [`handle`]: one input applied to a running enrollment; stale timers and unknown steps.
-//! - [`run`]: a transition in progress, walking steps until it holds or ends.
-//! - [`send`]: [`decide_send`], the pure decision of a send step.
+//! - `enter`: entry into a scenario (already running, once_per, audience, exit_when).
+//! - `handle`: one input applied to a running enrollment; stale timers and unknown steps.
+//! - `run`: a transition in progress, walking steps until it holds or ends.
+//! - `send`: [`decide_send`], the pure decision of a send step.
 
 mod enter;
 mod handle;
@@ -297,7 +297,7 @@ impl Engine {
         &self.policy
     }
 
-    /// True when callers must fill [`History::contact_sends`] (the policy caps sends
+    /// True when callers must fill [`History::contact_sends`](crate::contact::History::contact_sends) (the policy caps sends
     /// across scenarios).
     pub fn needs_contact_sends(&self) -> bool {
         self.policy.frequency_cap.is_some()

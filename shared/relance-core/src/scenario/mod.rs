@@ -2,10 +2,10 @@
 //! and reports every shape problem with its path, instead of stopping at the first one.
 //!
 //! # Layout
-//! - [`model`]: the typed scenario (steps, launches, messages, actions).
-//! - [`load`]: parsing, the top-level keys, messages, goals and the audience.
-//! - [`launch`]: the `launch` block and its schedules.
-//! - [`steps`]: the `steps` list, one field at a time.
+//! - `model`: the typed scenario (steps, launches, messages, actions).
+//! - `load`: parsing, the top-level keys, messages, goals and the audience.
+//! - `launch`: the `launch` block and its schedules.
+//! - `steps`: the `steps` list, one field at a time.
 
 mod launch;
 mod load;
