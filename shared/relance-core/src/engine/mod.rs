@@ -11,6 +11,7 @@
 //! | Waiting  | event/engagement/change    | resumes on `on_event` if the wait condition holds |
 //! | Due/Waiting | event/engagement/change | exits if an `exit_when` condition holds         |
 //! | any      | a Wake that does not match | nothing (a stale or duplicated timer)           |
+//! | Due/Waiting | a Wake naming a step the scenario lacks, or an input reaching a wait on one | an [`UnknownStep`] error from [`Engine::try_handle`] (the runtime dead-letters it) |
 //! | Ended    | anything                   | nothing                                         |
 //!
 //! # Layout
