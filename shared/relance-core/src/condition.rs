@@ -41,7 +41,7 @@ pub enum Condition {
 }
 
 /// Profile operators.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 #[allow(missing_docs)]
 pub enum Op {
@@ -91,7 +91,8 @@ pub struct EngagementClause {
     pub ignore_query: bool,
 }
 
-#[derive(Debug, Deserialize)]
+/// One name, or a list of names.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 enum OneOrMany {
     One(String),
@@ -107,9 +108,18 @@ impl OneOrMany {
     }
 }
 
-/// The written shape of a condition (and of a `wait_for`, which adds `timeout`).
-#[derive(Debug, Default, Deserialize)]
+/// The written shape of a condition (and of a `wait_for`, which adds `timeout`); the JSON
+/// Schema of scenario files describes conditions with it.
+///
+/// A condition: exactly one of all, any, not, field (with op and value), in_groups, persona,
+/// tag, a post-send key (delivered, opened, clicked, bounced, complained, unsubscribed naming
+/// a send step) or event (with within).
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(
+    rename = "RawCondition",
+    description = "A condition: exactly one of all, any, not, field (with op and value), in_groups, persona, tag, a post-send key (delivered, opened, clicked, bounced, complained, unsubscribed naming a send step) or event (with within)."
+)]
 pub(crate) struct RawCondition {
     all: Option<Vec<Condition>>,
     any: Option<Vec<Condition>>,
@@ -130,8 +140,21 @@ pub(crate) struct RawCondition {
     link_attribute: Option<String>,
     ignore_query: Option<bool>,
     event: Option<String>,
+    /// ISO-8601 duration.
     within: Option<IsoDuration>,
+    /// wait_for only: how long to wait (ISO-8601 duration).
     pub(crate) timeout: Option<IsoDuration>,
+}
+
+/// A condition is written as a `RawCondition`: its schema is that one's.
+impl schemars::JsonSchema for Condition {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Condition".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        RawCondition::json_schema(generator)
+    }
 }
 
 const KEYS: &str = "all, any, not, field, in_groups, persona, tag, delivered, opened, clicked, bounced, complained, unsubscribed or event";

@@ -10,7 +10,7 @@ use chrono::{DateTime, Days, Months, TimeDelta, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::schedule::{local_naive, resolve_local};
+use crate::local::{local_naive, resolve_local};
 
 /// A non-negative ISO-8601 duration, kept with the text it was written as.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -240,6 +240,21 @@ impl fmt::Display for IsoDuration {
 impl Serialize for IsoDuration {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.text)
+    }
+}
+
+/// Written as a string in scenario files (the JSON Schema says so; the parser checks the rest).
+impl schemars::JsonSchema for IsoDuration {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "IsoDuration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string"})
     }
 }
 

@@ -4,22 +4,30 @@
 //!
 //! # Layout
 //! - [`address`]: email addresses and phone numbers, checked where contacts are written.
-//! - [`duration`]: ISO-8601 durations.
 //! - [`instant`]: the accepted range of instants (1970..9999) and their storage form.
-//! - [`schedule`]: local times across DST, recurring launches, delays, quiet hours.
+//! - [`local`]: wall-clock times and instants in a time zone, DST included.
+//! - [`duration`]: ISO-8601 durations.
+//! - [`schedule`]: local times of day, recurring launches, delays, quiet hours, inactivity.
 //! - [`contact`]: contacts, activity events, engagement, history.
 //! - [`consent`]: the consent log, its derived state and the rules that keep opt-outs.
 //! - [`condition`]: conditions and their evaluation.
-//! - [`scenario`]: the v1 scenario file and its loader.
+//! - [`scenario`]: the v1 scenario file: its model and its loader (`model`, `load`,
+//!   `launch`, `steps`).
+//! - [`policy`]: the workspace policy (quiet hours, a cap across scenarios, retention).
+//! - [`problem`]: problems found in a scenario file, located.
 //! - [`validate`]: every problem of a scenario, located.
-//! - [`schema`]: the JSON Schema of scenario files, for editors.
+//! - [`schema`]: the JSON Schema of scenario files, generated from the loader's types.
 //! - [`render`]: message templates.
-//! - [`engine`]: enrollments, inputs, effects and the transition function.
+//! - [`engine`]: enrollments, inputs, effects and the transition function (`enter`,
+//!   `handle`, `run`, and `send` with the pure [`engine::decide_send`]).
 //! - [`journal`]: journal records and counters.
 //! - [`ports`]: the storage traits runtimes implement (SQLite embedded, DynamoDB on AWS).
-//! - [`graph`]: a scenario drawn as a Mermaid flowchart.
+//! - [`graph`]: a scenario drawn as a Mermaid flowchart or Graphviz DOT.
 //! - [`simulation`]: the virtual-clock player behind `relance simulate`.
 //! - [`wire`]: the JSON applications send (HTTP API bodies, EventBridge details).
+//! - [`inbound`]: what the functions receive, decoded (EventBridge details, queue messages,
+//!   SES feedback).
+//! - [`unsubscribe`]: the signed one-click unsubscribe token (RFC 8058).
 
 pub mod address;
 pub mod condition;
@@ -31,6 +39,7 @@ pub mod graph;
 pub mod inbound;
 pub mod instant;
 pub mod journal;
+pub mod local;
 pub mod policy;
 pub mod ports;
 pub mod problem;

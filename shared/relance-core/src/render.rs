@@ -1,7 +1,7 @@
 //! Message rendering with minijinja: `{{ contact.first_name }}` placeholders, HTML bodies
 //! auto-escaped, a missing field an error (unless the template gives a `default`), never a
 //! half-rendered message. A template is bounded: a static check refuses values that could
-//! grow without bound (see [`guard`]), each part renders with a fuel budget (instructions) and
+//! grow without bound (see the `guard` module), each part renders with a fuel budget (instructions) and
 //! into a capped buffer, so a hostile template fails its own send and nothing else.
 
 mod guard;

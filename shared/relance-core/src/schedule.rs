@@ -6,52 +6,15 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{
-    DateTime, Datelike, Days, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, NaiveTime,
-    TimeDelta, TimeZone, Utc, Weekday,
+    DateTime, Datelike, Days, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, Utc,
+    Weekday,
 };
 use chrono_tz::Tz;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::duration::IsoDuration;
-
-/// The instant a local wall-clock time names in `tz`.
-///
-/// DST rules: a time that occurs twice (clocks go back) is its first occurrence; a time that
-/// does not exist (clocks go forward) is shifted by the length of the gap, as a wall clock
-/// that kept running would show it (02:30 on a spring-forward night in Paris is 03:30 CEST).
-pub fn resolve_local(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
-    match tz.from_local_datetime(&local) {
-        LocalResult::Single(t) => t.with_timezone(&Utc),
-        LocalResult::Ambiguous(first, _) => first.with_timezone(&Utc),
-        LocalResult::None => {
-            // The offset in force a day earlier is the one before the gap.
-            // Checked: at the very ends of chrono's range there is no day before or offset to
-            // take, and the local time read as UTC is the closest answer.
-            let before = local
-                .checked_sub_signed(TimeDelta::days(1))
-                .unwrap_or(local);
-            let offset = tz.offset_from_utc_datetime(&before);
-            let fixed = chrono::Offset::fix(&offset);
-            let utc = local
-                .checked_sub_signed(TimeDelta::seconds(i64::from(fixed.local_minus_utc())))
-                .unwrap_or(local);
-            Utc.from_utc_datetime(&utc)
-        }
-    }
-}
-
-/// The local wall-clock time of an instant in `tz`; `None` at the very ends of chrono's
-/// range, where adding the zone's offset overflows (`with_timezone` would panic there).
-pub fn local_naive(tz: Tz, t: DateTime<Utc>) -> Option<NaiveDateTime> {
-    let offset = chrono::Offset::fix(&tz.offset_from_utc_datetime(&t.naive_utc()));
-    t.naive_utc().checked_add_offset(offset)
-}
-
-/// The local calendar date of an instant in `tz` (the UTC date where the local one does not
-/// exist, at the ends of chrono's range).
-pub fn local_date(tz: Tz, t: DateTime<Utc>) -> NaiveDate {
-    local_naive(tz, t).map_or(t.date_naive(), |l| l.date())
-}
+// Kept reachable here, where callers have always found them.
+pub use crate::local::{local_date, local_naive, resolve_local};
 
 /// A wall-clock time of day written `HH:MM` or `HH:MM:SS`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -92,6 +55,21 @@ impl FromStr for LocalTime {
 impl fmt::Display for LocalTime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0.format("%H:%M"))
+    }
+}
+
+/// Written as a string in scenario files (the JSON Schema says so; the parser checks the rest).
+impl schemars::JsonSchema for LocalTime {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "LocalTime".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string"})
     }
 }
 
@@ -177,6 +155,21 @@ impl FromStr for DateTimeSpec {
             return Ok(DateTimeSpec::Local(d.and_time(NaiveTime::MIN)));
         }
         Err(TimeError::DateTime(s.to_string()))
+    }
+}
+
+/// Written as a string in scenario files (the JSON Schema says so; the parser checks the rest).
+impl schemars::JsonSchema for DateTimeSpec {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "DateTimeSpec".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string"})
     }
 }
 

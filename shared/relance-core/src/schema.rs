@@ -1,313 +1,13 @@
-//! The JSON Schema of scenario files (`relance schema`), generated with schemars from the
-//! shape types below. They mirror the file as written (the loader reads the same keys; a test
-//! checks the key lists agree), so editors can validate and complete scenario files.
+//! The JSON Schema of scenario files (`relance schema`), for editors to validate and complete
+//! them. It is generated from the loader's own types ([`crate::scenario::ScenarioFile`] and
+//! the types it reads each part as), so the format is described once, where it is read.
 
-use std::collections::BTreeMap;
-
-use schemars::JsonSchema;
-use serde_json::{Map, Value};
-
-/// A Relance scenario file (v1): how contacts enter, who may, and the steps they go through.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-#[allow(dead_code)]
-struct ScenarioFile {
-    /// Lowercase letters, digits and dashes.
-    #[schemars(regex(pattern = r"^[a-z0-9-]+$"))]
-    id: String,
-    /// Display name.
-    name: Option<String>,
-    /// Free text.
-    description: Option<String>,
-    /// The format version: 1.
-    version: Option<u32>,
-    /// IANA zone for schedules, dates and `at` times (default UTC).
-    timezone: Option<String>,
-    /// Read `at` times and recurring launches in the contact's own `timezone`.
-    local_time: Option<bool>,
-    /// How contacts enter.
-    launch: LaunchFile,
-    /// Who may enter.
-    audience: Option<AudienceFile>,
-    /// A contact enters at most once per this ISO-8601 duration (P30D).
-    once_per: Option<String>,
-    /// Leave as soon as one of these holds.
-    exit_when: Option<Vec<ConditionFile>>,
-    /// Messages reserved to this scenario, by id.
-    messages: Option<BTreeMap<String, MessageFile>>,
-    /// Sends due inside are held until it ends (local time).
-    quiet_hours: Option<QuietHoursFile>,
-    /// More sends to one contact in the window are skipped.
-    frequency_cap: Option<FrequencyCapFile>,
-    /// `explicit`: only contacts subscribed to the message type receive it.
-    consent: Option<ConsentFile>,
-    /// The steps; contacts enter at the first.
-    steps: Vec<StepFile>,
-    /// Custom ends (at most 100).
-    goals: Option<Vec<GoalFile>>,
-    /// Free labels.
-    labels: Option<Vec<String>>,
-}
-
-#[derive(JsonSchema)]
-#[serde(rename_all = "snake_case")]
-#[allow(dead_code)]
-enum LaunchType {
-    Manual,
-    Recurring,
-    FixedDates,
-    AfterImport,
-    Trigger,
-}
-
-#[derive(JsonSchema)]
-#[serde(rename_all = "snake_case")]
-#[allow(dead_code)]
-enum Frequency {
-    Daily,
-    Weekly,
-    Monthly,
-}
-
-/// A weekday name (mon..sun) or a day of the month (1..31).
-#[derive(JsonSchema)]
-#[serde(untagged)]
-#[allow(dead_code)]
-enum DayRef {
-    Number(u32),
-    Name(String),
-}
-
-/// How contacts enter: exactly one type, its fields flat or nested under its name.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-#[allow(dead_code)]
-struct LaunchFile {
-    #[serde(rename = "type")]
-    kind: LaunchType,
-    /// trigger: contact.created|updated|subscribed|unsubscribed, page.visited, product.viewed,
-    /// cart.abandoned, or a custom event name.
-    event: Option<String>,
-    /// page.visited: URL patterns (`*` matches anything).
-    pages: Option<Vec<String>>,
-    /// product.viewed / cart.abandoned: 10 to 720.
-    #[schemars(range(min = 10, max = 720))]
-    inactivity_minutes: Option<u32>,
-    /// recurring: daily, weekly or monthly.
-    frequency: Option<Frequency>,
-    /// recurring: times of day ("09:00"), at most 5 for daily.
-    times: Option<Vec<String>>,
-    /// recurring: one time of day.
-    time: Option<String>,
-    /// recurring: weekdays (weekly) or days of the month (monthly).
-    days: Option<Vec<DayRef>>,
-    /// monthly: also run on the month's last day.
-    last_day: Option<bool>,
-    /// fixed_dates: at most 10 date-times.
-    dates: Option<Vec<String>>,
-    /// after_import: all, added or modified.
-    contacts: Option<String>,
-    /// recurring, nested form.
-    recurring: Option<Map<String, Value>>,
-    /// fixed_dates, nested form.
-    fixed_dates: Option<Map<String, Value>>,
-    /// after_import, nested form.
-    after_import: Option<Map<String, Value>>,
-}
-
-/// all: true, groups, or criteria (groups and criteria together must both hold).
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-#[allow(dead_code)]
-struct AudienceFile {
-    all: Option<bool>,
-    groups: Option<Vec<String>>,
-    criteria: Option<ConditionFile>,
-}
-
-/// A condition: exactly one of all, any, not, field (with op and value), in_groups, persona,
-/// tag, a post-send key (delivered, opened, clicked, bounced, complained, unsubscribed naming
-/// a send step) or event (with within).
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-#[allow(dead_code)]
-struct ConditionFile {
-    all: Option<Vec<ConditionFile>>,
-    any: Option<Vec<ConditionFile>>,
-    not: Option<Box<ConditionFile>>,
-    field: Option<String>,
-    op: Option<OpFile>,
-    value: Option<Value>,
-    in_groups: Option<Vec<String>>,
-    persona: Option<Vec<String>>,
-    tag: Option<String>,
-    delivered: Option<String>,
-    opened: Option<String>,
-    clicked: Option<String>,
-    bounced: Option<String>,
-    complained: Option<String>,
-    unsubscribed: Option<String>,
-    link: Option<String>,
-    link_attribute: Option<String>,
-    ignore_query: Option<bool>,
-    event: Option<String>,
-    /// ISO-8601 duration.
-    within: Option<String>,
-    /// wait_for only: how long to wait (ISO-8601 duration).
-    timeout: Option<String>,
-}
-
-#[derive(JsonSchema)]
-#[serde(rename_all = "snake_case")]
-#[allow(dead_code)]
-enum OpFile {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-    In,
-    Contains,
-    StartsWith,
-    Exists,
-    Before,
-    After,
-    WithinLast,
-    Anniversary,
-}
-
-#[derive(JsonSchema)]
-#[serde(rename_all = "snake_case")]
-#[allow(dead_code)]
-enum ChannelFile {
-    Email,
-    Sms,
-    Push,
-    WebPush,
-}
-
-/// A message template; placeholders such as `{{ contact.first_name }}` are minijinja.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-#[allow(dead_code)]
-struct MessageFile {
-    channel: ChannelFile,
-    /// The communication type consent is checked against.
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    subject: Option<String>,
-    html: Option<String>,
-    text: Option<String>,
-    title: Option<String>,
-    body: Option<String>,
-    data: Option<Map<String, Value>>,
-    url: Option<String>,
-    from: Option<String>,
-    reply_to: Option<String>,
-    /// An SES stored template name.
-    template: Option<String>,
-    /// transactional or promotional.
-    sms_type: Option<String>,
-}
-
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-#[allow(dead_code)]
-struct QuietHoursFile {
-    from: String,
-    to: String,
-}
-
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-#[allow(dead_code)]
-struct FrequencyCapFile {
-    #[schemars(range(min = 1))]
-    max: u32,
-    per: String,
-}
-
-#[derive(JsonSchema)]
-#[serde(rename_all = "snake_case")]
-#[allow(dead_code)]
-enum ConsentFile {
-    Implicit,
-    Explicit,
-}
-
-/// `{after: P2D}`, `{after: P2D, at: "09:00"}`, `{at: "09:00"}` or `{until: date}`.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-#[allow(dead_code)]
-struct DelayFile {
-    after: Option<String>,
-    at: Option<String>,
-    until: Option<String>,
-    local_time: Option<bool>,
-}
-
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-#[allow(dead_code)]
-struct BranchFile {
-    when: ConditionFile,
-    next: String,
-}
-
-/// One of tag, group, update_profile, export, task, create_lead, event.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-#[allow(dead_code)]
-struct ActionFile {
-    tag: Option<Map<String, Value>>,
-    group: Option<Map<String, Value>>,
-    update_profile: Option<Map<String, Value>>,
-    export: Option<Map<String, Value>>,
-    task: Option<Map<String, Value>>,
-    create_lead: Option<Map<String, Value>>,
-    event: Option<Map<String, Value>>,
-}
-
-/// A step: one of send, wait_for, if, branches, action, end (or only a delay), with its targets.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-#[allow(dead_code)]
-struct StepFile {
-    id: String,
-    name: Option<String>,
-    description: Option<String>,
-    delay: Option<DelayFile>,
-    /// A message id.
-    send: Option<String>,
-    wait_for: Option<ConditionFile>,
-    on_event: Option<String>,
-    on_timeout: Option<String>,
-    #[serde(rename = "if")]
-    if_: Option<ConditionFile>,
-    then: Option<String>,
-    #[serde(rename = "else")]
-    else_: Option<String>,
-    branches: Option<Vec<BranchFile>>,
-    otherwise: Option<String>,
-    action: Option<ActionFile>,
-    /// success, failure, abandon, neutral or a goal id.
-    end: Option<String>,
-    next: Option<String>,
-}
-
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-#[allow(dead_code)]
-struct GoalFile {
-    id: String,
-    kind: Option<String>,
-    label: Option<String>,
-}
+use serde_json::Value;
 
 /// The JSON Schema of scenario files.
 pub fn scenario_schema() -> Value {
-    serde_json::to_value(schemars::schema_for!(ScenarioFile)).unwrap_or(Value::Null)
+    serde_json::to_value(schemars::schema_for!(crate::scenario::ScenarioFile))
+        .unwrap_or(Value::Null)
 }
 
 #[cfg(test)]
@@ -338,9 +38,200 @@ mod tests {
     fn the_schema_lists_exactly_the_keys_the_loader_reads() {
         let s = scenario_schema();
         assert_eq!(keys(&s, None), sorted(&TOP_KEYS));
-        assert_eq!(keys(&s, Some("StepFile")), sorted(&STEP_KEYS));
-        assert_eq!(keys(&s, Some("LaunchFile")), sorted(&LAUNCH_KEYS));
-        assert_eq!(keys(&s, Some("MessageFile")), sorted(&MESSAGE_KEYS));
+        assert_eq!(keys(&s, Some("Step")), sorted(&STEP_KEYS));
+        // The launch is inlined where the file has it.
+        assert_eq!(keys(&s["properties"]["launch"], None), sorted(&LAUNCH_KEYS));
+        assert_eq!(keys(&s, Some("Message")), sorted(&MESSAGE_KEYS));
         assert_eq!(s["required"], serde_json::json!(["id", "launch", "steps"]));
+        for node in [
+            &s,
+            &s["$defs"]["Step"],
+            &s["properties"]["launch"],
+            &s["$defs"]["Message"],
+        ] {
+            assert_eq!(node["additionalProperties"], Value::Bool(false));
+        }
+        assert_eq!(s["$defs"]["Step"]["required"], serde_json::json!(["id"]));
+    }
+
+    /// Where `value` breaks `schema`, if it does: the subset of JSON Schema the generated
+    /// schema uses (`$ref`, type, enum, const, properties, required, additionalProperties,
+    /// items, anyOf, oneOf, minimum, maximum; patterns are not checked).
+    fn violation(root: &Value, schema: &Value, value: &Value, at: &str) -> Option<String> {
+        let Some(s) = schema.as_object() else {
+            return (schema == &Value::Bool(false)).then(|| format!("{at}: not allowed"));
+        };
+        if let Some(r) = s.get("$ref").and_then(Value::as_str) {
+            let def = r.trim_start_matches("#/$defs/");
+            if let Some(v) = violation(root, &root["$defs"][def], value, at) {
+                return Some(v);
+            }
+        }
+        if let Some(t) = s.get("type") {
+            let types: Vec<&str> = match t {
+                Value::String(one) => vec![one.as_str()],
+                Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
+                _ => Vec::new(),
+            };
+            let fits = |t: &str| match t {
+                "null" => value.is_null(),
+                "boolean" => value.is_boolean(),
+                "string" => value.is_string(),
+                "integer" => value.is_i64() || value.is_u64(),
+                "number" => value.is_number(),
+                "array" => value.is_array(),
+                "object" => value.is_object(),
+                _ => false,
+            };
+            if !types.iter().any(|t| fits(t)) {
+                return Some(format!("{at}: not {types:?}"));
+            }
+        }
+        if let Some(e) = s.get("enum").and_then(Value::as_array)
+            && !e.contains(value)
+        {
+            return Some(format!("{at}: not one of {e:?}"));
+        }
+        if let Some(c) = s.get("const")
+            && c != value
+        {
+            return Some(format!("{at}: not {c}"));
+        }
+        if let Some(n) = value.as_f64() {
+            if s.get("minimum")
+                .and_then(Value::as_f64)
+                .is_some_and(|m| n < m)
+            {
+                return Some(format!("{at}: below the minimum"));
+            }
+            if s.get("maximum")
+                .and_then(Value::as_f64)
+                .is_some_and(|m| n > m)
+            {
+                return Some(format!("{at}: above the maximum"));
+            }
+        }
+        if let Some(alts) = s.get("anyOf").and_then(Value::as_array)
+            && alts.iter().all(|a| violation(root, a, value, at).is_some())
+        {
+            return Some(format!("{at}: matches no anyOf"));
+        }
+        if let Some(alts) = s.get("oneOf").and_then(Value::as_array) {
+            let n = alts
+                .iter()
+                .filter(|a| violation(root, a, value, at).is_none())
+                .count();
+            if n != 1 {
+                return Some(format!("{at}: matches {n} of oneOf"));
+            }
+        }
+        if let Some(obj) = value.as_object() {
+            let props = s.get("properties").and_then(Value::as_object);
+            for req in s
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(k) = req.as_str()
+                    && !obj.contains_key(k)
+                {
+                    return Some(format!("{at}: missing {k}"));
+                }
+            }
+            for (k, v) in obj {
+                let sub = props
+                    .and_then(|p| p.get(k))
+                    .or(s.get("additionalProperties"));
+                if let Some(sub) = sub
+                    && let Some(e) = violation(root, sub, v, &format!("{at}.{k}"))
+                {
+                    return Some(e);
+                }
+            }
+        }
+        if let (Some(items), Some(list)) = (s.get("items"), value.as_array()) {
+            for (i, v) in list.iter().enumerate() {
+                if let Some(e) = violation(root, items, v, &format!("{at}[{i}]")) {
+                    return Some(e);
+                }
+            }
+        }
+        None
+    }
+
+    fn yaml(text: &str) -> Value {
+        serde_yaml::from_str(text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn every_example_validates_against_the_schema() {
+        let schema = scenario_schema();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{e}")) {
+            let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+                let doc = yaml(&text);
+                assert_eq!(
+                    violation(&schema, &schema, &doc, "$"),
+                    None,
+                    "{}",
+                    path.display()
+                );
+                seen += 1;
+            }
+        }
+        assert!(seen >= 9, "only {seen} examples");
+    }
+
+    #[test]
+    fn the_schema_refuses_what_the_loader_refuses() {
+        let schema = scenario_schema();
+        let base = "id: x\nlaunch: {type: manual}\nsteps:\n  - {id: a, end: success}\n";
+        assert_eq!(violation(&schema, &schema, &yaml(base), "$"), None);
+        for (bad, why) in [
+            ("id: x\nsteps: []\n", "missing launch"),
+            (&format!("{base}lauch: 1\n"), "$.lauch: not allowed"),
+            (
+                "id: x\nlaunch: {type: sometimes}\nsteps: []\n",
+                "$.launch.type",
+            ),
+            (
+                "id: x\nlaunch: {type: trigger, event: cart.abandoned, inactivity_minutes: 5}\nsteps: []\n",
+                "below the minimum",
+            ),
+            (
+                "id: x\nlaunch: {type: manual}\nsteps:\n  - {end: success}\n",
+                "missing id",
+            ),
+            (
+                "id: x\nlaunch: {type: manual}\nsteps:\n  - {id: a, sned: m}\n",
+                "$.steps[0].sned",
+            ),
+            (
+                "id: x\nlaunch: {type: manual}\nconsent: sometimes\nsteps: []\n",
+                "$.consent",
+            ),
+            (
+                "id: x\nlaunch: {type: manual}\nsteps:\n  - {id: a, if: {tag: vip, extra: 1}, then: a, else: a}\n",
+                "$.steps[0].if",
+            ),
+            (
+                "id: x\nlaunch: {type: manual}\nsteps:\n  - {id: a, action: {tag: {add: [x]}, group: {add: [y]}}, next: a}\n",
+                "$.steps[0].action",
+            ),
+            (
+                "id: x\nlaunch: {type: manual}\nmessages:\n  m: {channel: fax}\nsteps: []\n",
+                "$.messages.m.channel",
+            ),
+        ] {
+            let got = violation(&schema, &schema, &yaml(bad), "$");
+            assert!(
+                got.as_ref().is_some_and(|g| g.contains(why)),
+                "{bad}: {got:?}"
+            );
+        }
     }
 }

@@ -1433,16 +1433,23 @@ where
             .map_err(store_err)?
             .unwrap_or_else(|| Contact::bare(&enrollment.contact));
         let history = history_for(self.store, &engine, contact.id(), &enrollment.scenario)?;
-        let t = engine.handle(
-            &enrollment,
-            &contact,
-            &history,
-            Input::Wake {
-                step: &wake.step,
-                at: wake.at,
-            },
-            self.now,
-        );
+        // A wake naming a step the scenario version does not have cannot run: an error, so
+        // `fire` keeps it as a dead letter with its reason (a stale timer is no error).
+        let t = engine
+            .try_handle(
+                &enrollment,
+                &contact,
+                &history,
+                Input::Wake {
+                    step: &wake.step,
+                    at: wake.at,
+                },
+                self.now,
+            )
+            .map_err(|e| RuntimeError::BadInput {
+                field: "step".into(),
+                message: e.to_string(),
+            })?;
         if t.is_noop() {
             tracing::warn!(enrollment = %wake.enrollment, step = %wake.step, due = %wake.at, "stale timer dropped");
         }

@@ -1,6 +1,8 @@
 //! What the restart tests share: starting `relance run` on a database, an outbox and a
 //! scenario, its stderr in a log file and its stdout lines on a channel; reading the journal.
 
+pub mod emulator;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -10,7 +10,7 @@
 //! of each kind per round (`RELANCE_BURST_ROUNDS`, default 3).
 
 #[allow(dead_code)] // the restart tests' helpers, not all used here
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

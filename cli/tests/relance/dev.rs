@@ -5,9 +5,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[path = "common/emulator.rs"]
-mod emulator;
-use emulator::{emulator_read, endpoint};
+use crate::common::emulator::{emulator_read, endpoint};
 
 fn relance(args: &[&str]) -> String {
     let o = Command::new(env!("CARGO_BIN_EXE_relance"))
@@ -49,7 +47,9 @@ impl Drop for Kill {
 
 #[test]
 fn dev_up_dev_run_and_a_plain_sdk_call_send_an_email_and_an_sms() {
-    let url = endpoint();
+    let Some(url) = endpoint() else {
+        return;
+    };
     let prefix = format!("d{}-", std::process::id());
     let up = relance(&["dev", "up", "--endpoint", &url, "--prefix", &prefix]);
     assert!(

@@ -2,7 +2,7 @@
 //! it again loses no send and repeats none. The outbox file is the delivery record: every
 //! expected idempotency key must be in it exactly once, in strictly increasing `seq` order.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::OpenOptions;

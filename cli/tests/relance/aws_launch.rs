@@ -14,9 +14,7 @@ use relance_aws::channels::{SenderConfig, Senders};
 use relance_aws::config::AwsConfig;
 use relance_aws::dynamodb::DynamoStore;
 
-#[path = "common/emulator.rs"]
-mod emulator;
-use emulator::{emulator_read, endpoint};
+use crate::common::emulator::{emulator_read, endpoint};
 
 /// Runs the CLI with none of the functions' `RELANCE_*` settings inherited: what it uses
 /// is what it found for the prefix.
@@ -181,7 +179,9 @@ fn run_email_sender(tokio: &tokio::runtime::Runtime, prefix: &str) -> usize {
 
 #[test]
 fn hostile_launch_from_the_cli_on_aws_reaches_the_inbox() {
-    let url = endpoint();
+    let Some(url) = endpoint() else {
+        return;
+    };
     let prefix = format!("cl{}-", std::process::id());
     relance(&["dev", "up", "--endpoint", &url, "--prefix", &prefix]);
     let address = format!("{prefix}ana@example.com");
@@ -213,7 +213,9 @@ fn hostile_launch_from_the_cli_on_aws_reaches_the_inbox() {
 
 #[test]
 fn hostile_launch_without_an_email_queue_fails_naming_it_and_journals_no_sent() {
-    let url = endpoint();
+    let Some(url) = endpoint() else {
+        return;
+    };
     let prefix = format!("cn{}-", std::process::id());
     // The tables only: no queue, no bus.
     let tokio = tokio();

@@ -9,10 +9,10 @@
 //!
 //! Size: `RELANCE_RESTART_CONTACTS` (default 200) and `RELANCE_RESTART_KILLS` (default 8);
 //! the documented larger run is `RELANCE_RESTART_CONTACTS=10000 RELANCE_RESTART_KILLS=20
-//! cargo test --release -p relance-cli --test restart_faults -- --nocapture`.
+//! cargo test --release -p relance-cli --test relance restart_faults -- --nocapture`.
 //! `RELANCE_RESTART_SEED` changes the kill times.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::File;

@@ -1,0 +1,25 @@
+//! One module per command (or per family of commands), each printing its own output.
+//!
+//! # Layout
+//! - [`validate`], [`schema`], [`new`], [`graph`], [`simulate`], [`test`](mod@test): file commands.
+//! - [`run`]: `relance run` and `relance token new`.
+//! - [`scenario`]: `relance scenario ...` and `relance clone`.
+//! - [`contacts`]: `relance contacts import` and `relance launch`.
+//! - [`consent`]: `relance consent show|set`.
+//! - [`journal`]: `relance journal` (and the counts `graph --db` draws).
+//! - [`policy`]: `relance policy set|show` and `relance messages put|show`.
+//! - [`dev`]: `relance dev up|run`.
+
+pub mod consent;
+pub mod contacts;
+pub mod dev;
+pub mod graph;
+pub mod journal;
+pub mod new;
+pub mod policy;
+pub mod run;
+pub mod scenario;
+pub mod schema;
+pub mod simulate;
+pub mod test;
+pub mod validate;

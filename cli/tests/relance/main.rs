@@ -1,0 +1,25 @@
+//! The CLI's integration tests, in one binary: they run the `relance` binary (and, for a
+//! few, the runtime directly) the way users do. The AWS emulator tests (`aws_launch`, `dev`)
+//! are skipped, with one message, when `AWS_ENDPOINT_URL` is not set.
+//!
+//! # Layout
+//! - [`common`]: starting `relance run`, reading its journal; the emulator's endpoint.
+//! - [`cli`]: validate, simulate, shared messages and the policy from the command line.
+//! - [`embedded`]: templates, the scenario lifecycle, import, launch, journal, test mode,
+//!   tokens, exposure checks and consent on the SQLite store.
+//! - [`secrets`]: a short unsubscribe key stops `relance run`.
+//! - [`hostile_burst`]: a burst of hostile API requests against `relance run`.
+//! - [`restart`], [`restart_faults`]: SIGKILL at any moment loses and repeats no send.
+//! - [`unknown_step`]: a stale timer against a timer naming an unknown step (dead-lettered).
+//! - [`aws_launch`], [`dev`]: the operating commands and `relance dev` on the AWS emulator.
+
+mod aws_launch;
+mod cli;
+mod common;
+mod dev;
+mod embedded;
+mod hostile_burst;
+mod restart;
+mod restart_faults;
+mod secrets;
+mod unknown_step;

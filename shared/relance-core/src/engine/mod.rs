@@ -1,0 +1,404 @@
+//! The transition function: `(enrollment, contact, history, input, now) -> (enrollment', effects)`.
+//! It never reads a clock or does I/O; adapters apply the effects it returns.
+//!
+//! Transition table of an enrollment (terminal states ignore every late or duplicated input):
+//!
+//! | state    | input                      | result                                          |
+//! |----------|----------------------------|-------------------------------------------------|
+//! | (none)   | entry                      | runs from the first step, or a skip with reason |
+//! | Due      | Wake matching (step, at)   | runs the step, then on until it holds or ends   |
+//! | Waiting  | Wake matching the timeout  | resumes on `on_timeout`                         |
+//! | Waiting  | event/engagement/change    | resumes on `on_event` if the wait condition holds |
+//! | Due/Waiting | event/engagement/change | exits if an `exit_when` condition holds         |
+//! | any      | a Wake that does not match | nothing (a stale or duplicated timer)           |
+//! | Due/Waiting | a Wake naming a step the scenario lacks, or an input reaching a wait on one | an [`UnknownStep`] error from [`Engine::try_handle`] (the runtime dead-letters it) |
+//! | Ended    | anything                   | nothing                                         |
+//!
+//! # Layout
+//! - this module: enrollments, inputs, effects and the prepared [`Engine`].
+//! - `enter`: entry into a scenario (already running, once_per, audience, exit_when).
+//! - `handle`: one input applied to a running enrollment; stale timers and unknown steps.
+//! - `run`: a transition in progress, walking steps until it holds or ends.
+//! - `send`: [`decide_send`], the pure decision of a send step.
+
+mod enter;
+mod handle;
+mod run;
+mod send;
+
+pub use enter::{Entry, EntryRequest, SkipReason};
+pub use handle::UnknownStep;
+pub use send::{SendDecision, SendFacts, decide_send};
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::contact::{ActivityEvent, Contact, Engagement, EngagementKind};
+use crate::journal::Record;
+use crate::policy::Policy;
+use crate::render::{Rendered, Templates};
+use crate::scenario::{Action, Channel, EndKind, Scenario, Step, StepKind};
+
+/// More steps than this in one transition without holding means a loop the validator could
+/// not see (it rejects loops without a delay); the enrollment ends in failure.
+pub const MAX_STEPS_PER_TRANSITION: usize = 1000;
+
+/// One contact's journey through one scenario.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrollment {
+    /// Unique id, chosen by the caller.
+    pub id: String,
+    /// The scenario id.
+    pub scenario: String,
+    /// The contact id.
+    pub contact: String,
+    /// Increases with every change: adapters write conditionally on it.
+    pub version: u64,
+    /// When the contact entered.
+    pub entered_at: DateTime<Utc>,
+    /// Where it stands.
+    pub state: EnrollmentState,
+    /// Steps that sent in this enrollment, and when.
+    pub sent: BTreeMap<String, DateTime<Utc>>,
+}
+
+/// Where an enrollment stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum EnrollmentState {
+    /// The step runs at `at` (a delay, or a send held by quiet hours).
+    Due {
+        step: String,
+        at: DateTime<Utc>,
+        hold: Hold,
+    },
+    /// A wait_for: resumes on its condition, or at `until`.
+    Waiting {
+        step: String,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    },
+    /// Finished.
+    Ended { outcome: Outcome, at: DateTime<Utc> },
+}
+
+/// Why a step is due later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hold {
+    /// The step's delay.
+    Delay,
+    /// Quiet hours hold a send.
+    QuietHours,
+}
+
+impl Hold {
+    fn as_str(self) -> &'static str {
+        match self {
+            Hold::Delay => "delay",
+            Hold::QuietHours => "quiet_hours",
+        }
+    }
+}
+
+/// How an enrollment finished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Reached an end step.
+    End(EndKind),
+    /// Left through exit_when.
+    Exited,
+}
+
+impl Enrollment {
+    /// True until the enrollment ends.
+    pub fn is_running(&self) -> bool {
+        !matches!(self.state, EnrollmentState::Ended { .. })
+    }
+
+    /// The pending timer, if any: (step, due).
+    pub fn pending_wake(&self) -> Option<(&str, DateTime<Utc>)> {
+        match &self.state {
+            EnrollmentState::Due { step, at, .. } => Some((step, *at)),
+            EnrollmentState::Waiting { step, until, .. } => Some((step, *until)),
+            EnrollmentState::Ended { .. } => None,
+        }
+    }
+}
+
+/// What reaches a running enrollment.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// A timer fired for (step, due).
+    Wake { step: &'a str, at: DateTime<Utc> },
+    /// An activity or contact event (already in the history).
+    Event(&'a ActivityEvent),
+    /// Engagement with a send (already in the history).
+    Engagement(&'a Engagement),
+    /// The contact's profile changed.
+    ContactChanged,
+}
+
+/// Where a message goes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Recipient {
+    /// An email address.
+    Email(String),
+    /// An E.164 phone number.
+    Phone(String),
+    /// SNS platform endpoints: (platform, endpoint ARN).
+    Push(Vec<(String, String)>),
+    /// Web push subscriptions.
+    WebPush(Vec<Value>),
+}
+
+/// A message to deliver, rendered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Send {
+    /// The enrollment.
+    pub enrollment: String,
+    /// The contact id.
+    pub contact: String,
+    /// The send step.
+    pub step: String,
+    /// The message id.
+    pub message: String,
+    /// Its channel.
+    pub channel: Channel,
+    /// The communication type consent was checked against.
+    pub communication_type: String,
+    /// Where it goes.
+    pub to: Recipient,
+    /// The rendered parts.
+    pub content: Rendered,
+    /// `enrollment:step`: deliver at most once per key.
+    pub idempotency_key: String,
+}
+
+/// A durable timer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wake {
+    /// The enrollment.
+    pub enrollment: String,
+    /// The contact id.
+    pub contact: String,
+    /// The step it concerns.
+    pub step: String,
+    /// When it is due.
+    pub at: DateTime<Utc>,
+}
+
+/// What an adapter must do after a transition. Plain data, applied in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "effect", rename_all = "snake_case")]
+// A transition holds a handful of effects and applies them at once: boxing the send (the
+// largest variant) would save little memory for an allocation per send.
+#[allow(clippy::large_enum_variant)]
+pub enum Effect {
+    /// Append to the journal.
+    Record(Record),
+    /// Deliver a message (once per idempotency key).
+    Send(Send),
+    /// Arm a timer.
+    ScheduleWake(Wake),
+    /// Disarm a timer (a stale timer is ignored anyway; this saves the work).
+    CancelWake(Wake),
+    /// Set a contact field (dots reach into objects).
+    SetField {
+        contact: String,
+        field: String,
+        value: Value,
+    },
+    /// An action for the outside world (export, task, lead, event).
+    Action {
+        enrollment: String,
+        contact: String,
+        step: String,
+        action: Action,
+    },
+    /// The enrollment finished.
+    Ended {
+        enrollment: String,
+        contact: String,
+        outcome: Outcome,
+        at: DateTime<Utc>,
+    },
+}
+
+/// The result of a transition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// The enrollment after the transition (its version increased if anything changed).
+    pub enrollment: Enrollment,
+    /// The contact, if the transition changed it (the same changes are in `SetField` effects).
+    pub contact: Option<Contact>,
+    /// What to do.
+    pub effects: Vec<Effect>,
+}
+
+impl Transition {
+    /// True when the input changed nothing (a stale timer, an unrelated event, an ended enrollment).
+    pub fn is_noop(&self) -> bool {
+        self.effects.is_empty()
+    }
+
+    /// The journal records among the effects.
+    pub fn records(&self) -> impl Iterator<Item = &Record> {
+        self.effects.iter().filter_map(|e| {
+            if let Effect::Record(r) = e {
+                Some(r)
+            } else {
+                None
+            }
+        })
+    }
+}
+
+/// A validated scenario, ready to run: step index and compiled templates.
+#[derive(Debug)]
+pub struct Engine {
+    scenario: Scenario,
+    index: HashMap<String, usize>,
+    templates: Templates,
+    policy: Policy,
+}
+
+impl Engine {
+    /// Prepares a scenario that validated without error.
+    pub fn new(scenario: Scenario) -> Engine {
+        let index = scenario
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.clone(), i))
+            .collect();
+        let (templates, _) = Templates::compile(&scenario.messages);
+        Engine {
+            scenario,
+            index,
+            templates,
+            policy: Policy::default(),
+        }
+    }
+
+    /// The same engine under a workspace policy (quiet hours, a cap across scenarios).
+    pub fn with_policy(mut self, policy: Policy) -> Engine {
+        self.policy = policy;
+        self
+    }
+
+    /// The workspace policy it applies.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// True when callers must fill [`History::contact_sends`](crate::contact::History::contact_sends) (the policy caps sends
+    /// across scenarios).
+    pub fn needs_contact_sends(&self) -> bool {
+        self.policy.frequency_cap.is_some()
+    }
+
+    /// The scenario.
+    pub fn scenario(&self) -> &Scenario {
+        &self.scenario
+    }
+
+    /// The zone local times are read in for this contact: its own with `local_time`, else the scenario's.
+    pub fn zone_for(&self, contact: &Contact, local_time: Option<bool>) -> Tz {
+        if local_time.unwrap_or(self.scenario.local_time) {
+            contact.timezone().unwrap_or(self.scenario.timezone)
+        } else {
+            self.scenario.timezone
+        }
+    }
+    /// Consent changes that engagement implies, with their source: an unsubscribe or a
+    /// complaint about a send unsubscribes the contact from that message's communication type;
+    /// a hard bounce or a complaint suppresses the address. Apply them with
+    /// [`crate::consent::apply_change`] and append their events to the consent log.
+    pub fn consent_changes(
+        &self,
+        contact: &Contact,
+        engagement: &Engagement,
+    ) -> Vec<(crate::consent::Change, &'static str)> {
+        use crate::consent::{Change, ConsentState, source};
+        let mut changes = Vec::new();
+        let Some(StepKind::Send { message, .. }) = self.step(&engagement.step).map(|s| &s.kind)
+        else {
+            return changes;
+        };
+        let Some(message) = self.scenario.messages.get(message) else {
+            return changes;
+        };
+        let kind = message.communication_type().to_string();
+        let origin = match (engagement.kind, message.channel) {
+            (EngagementKind::Complained, _) => source::COMPLAINT,
+            (EngagementKind::Unsubscribed, Channel::Sms) => source::SMS_STOP,
+            (EngagementKind::Unsubscribed, _) => source::UNSUBSCRIBE,
+            _ => source::BOUNCE,
+        };
+        if matches!(
+            engagement.kind,
+            EngagementKind::Unsubscribed | EngagementKind::Complained
+        ) && contact.subscription(&kind) != Some(false)
+        {
+            changes.push((
+                Change {
+                    subject: kind,
+                    state: ConsentState::Unsubscribed,
+                },
+                origin,
+            ));
+        }
+        let soft_bounce = engagement.link_tags.iter().any(|t| t == SOFT_BOUNCE);
+        let suppress = match engagement.kind {
+            EngagementKind::Bounced => !soft_bounce,
+            EngagementKind::Complained => true,
+            _ => false,
+        };
+        let address = match message.channel {
+            Channel::Email => contact.email(),
+            Channel::Sms => contact.phone(),
+            Channel::Push | Channel::WebPush => None,
+        };
+        if let (true, Some(address)) = (suppress, address)
+            && !contact.is_suppressed(address)
+        {
+            changes.push((
+                Change {
+                    subject: address.to_string(),
+                    state: ConsentState::Suppressed,
+                },
+                origin,
+            ));
+        }
+        changes
+    }
+
+    fn step(&self, id: &str) -> Option<&Step> {
+        self.index.get(id).map(|&i| &self.scenario.steps[i])
+    }
+}
+
+/// The link tag an engagement source puts on a soft (transient) bounce: it is recorded, and
+/// the address is not suppressed.
+pub const SOFT_BOUNCE: &str = "bounce:transient";
+
+/// The profile changes an event carries: a `profile` (or `changes`, `fields`) object, or, for
+/// a `contact.*` event, its properties themselves.
+pub fn profile_changes<'a>(
+    name: &str,
+    properties: &'a Map<String, Value>,
+) -> Option<&'a Map<String, Value>> {
+    let nested = ["profile", "changes", "fields"]
+        .iter()
+        .find_map(|k| properties.get(*k).and_then(Value::as_object));
+    // A contact event's own properties are the contact's fields.
+    nested
+        .or_else(|| (name.starts_with("contact.") && !properties.is_empty()).then_some(properties))
+}

@@ -1,0 +1,546 @@
+//! Reading the steps: each field on its own, so one problem does not hide the others.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::load::{known_keys, typed};
+use super::*;
+use crate::condition::Condition;
+use crate::duration::IsoDuration;
+use crate::problem::Problem;
+use crate::schedule::{DateTimeSpec, Delay, LocalTime};
+
+/// The keys of a step (the JSON Schema lists the same).
+pub const STEP_KEYS: [&str; 16] = [
+    "id",
+    "name",
+    "description",
+    "delay",
+    "send",
+    "wait_for",
+    "on_event",
+    "on_timeout",
+    "if",
+    "then",
+    "else",
+    "branches",
+    "otherwise",
+    "action",
+    "end",
+    "next",
+];
+
+/// A step's plain fields; its delay, conditions, branches and action are read one by one
+/// afterwards, so that a problem in one of them does not hide the others (or the graph). Those
+/// are kept as JSON here; the JSON Schema names the shape they are read as.
+///
+/// A step: one of send, wait_for, if, branches, action, end (or only a delay), with its targets.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(
+    rename = "Step",
+    deny_unknown_fields,
+    description = "A step: one of send, wait_for, if, branches, action, end (or only a delay), with its targets."
+)]
+pub(super) struct RawStep {
+    /// Unique within the scenario.
+    #[schemars(required)]
+    id: Option<String>,
+    /// Display name.
+    #[allow(dead_code)]
+    name: Option<String>,
+    /// Free text.
+    #[allow(dead_code)]
+    description: Option<String>,
+    // Wait before running the step (the schema describes it by its type, `Delay`).
+    #[schemars(with = "Option<RawDelay>")]
+    delay: Option<Value>,
+    /// A message id.
+    send: Option<String>,
+    // A condition to wait for, with its `timeout`.
+    #[schemars(with = "Option<Condition>")]
+    wait_for: Option<Value>,
+    /// wait_for: where the condition leads.
+    on_event: Option<String>,
+    /// wait_for: where the timeout leads.
+    on_timeout: Option<String>,
+    // A two-way condition.
+    #[serde(rename = "if")]
+    #[schemars(with = "Option<Condition>")]
+    if_: Option<Value>,
+    /// if: where a true condition leads.
+    then: Option<String>,
+    /// if: where a false condition leads.
+    #[serde(rename = "else")]
+    else_: Option<String>,
+    /// A multi-way condition: the first true branch wins.
+    #[schemars(with = "Option<Vec<RawBranch>>")]
+    branches: Option<Value>,
+    /// branches: where no true branch leads.
+    otherwise: Option<String>,
+    /// One of tag, group, update_profile, export, task, create_lead, event.
+    #[schemars(with = "Option<Action>")]
+    action: Option<Value>,
+    /// success, failure, abandon, neutral or a goal id.
+    end: Option<String>,
+    /// Where send, action and delay-only steps go on.
+    next: Option<String>,
+}
+
+/// The shape [`parse_delay`] reads, key by key: `{after: P2D}`, `{after: P2D, at: "09:00"}`,
+/// `{at: "09:00"}` or `{until: date}`.
+#[derive(JsonSchema)]
+#[schemars(
+    rename = "Delay",
+    deny_unknown_fields,
+    description = "`{after: P2D}`, `{after: P2D, at: \"09:00\"}`, `{at: \"09:00\"}` or `{until: date}`."
+)]
+#[allow(dead_code)]
+struct RawDelay {
+    /// An ISO-8601 duration.
+    after: Option<IsoDuration>,
+    /// A time of day ("09:00").
+    at: Option<LocalTime>,
+    /// A date-time.
+    until: Option<DateTimeSpec>,
+    /// Read `at` in the contact's own zone.
+    local_time: Option<bool>,
+}
+
+/// The shape [`parse_branches`] reads for each branch: `{when, next}`.
+#[derive(JsonSchema)]
+#[schemars(
+    rename = "Branch",
+    deny_unknown_fields,
+    description = "`{when, next}` in a `branches` list."
+)]
+#[allow(dead_code)]
+struct RawBranch {
+    // The condition (described by its type).
+    when: Condition,
+    /// Where it leads.
+    next: String,
+}
+
+/// Stands in for a part that did not read (already reported), so that the checks that
+/// follow neither stop nor add a second, misleading problem about it.
+fn placeholder_wait() -> IsoDuration {
+    IsoDuration::from_seconds(60)
+}
+
+fn parse_delay(base: &str, v: &Value, problems: &mut Vec<Problem>) -> Delay {
+    let v = known_keys(
+        base,
+        v,
+        &["after", "at", "until", "local_time"],
+        "a delay",
+        problems,
+    );
+    let Some(map) = v.as_object() else {
+        problems.push(Problem::error(
+            base,
+            "a delay is a mapping such as {after: P2D, at: \"09:00\"} or {until: \"2026-12-24T10:00\"}",
+        ));
+        return Delay {
+            after: Some(placeholder_wait()),
+            ..Delay::default()
+        };
+    };
+    let before = problems.len();
+    let field = |k: &str| (format!("{base}.{k}"), map.get(k));
+    let (p, v) = field("after");
+    let after = v.and_then(|v| typed::<IsoDuration>(&p, v, problems));
+    let (p, v) = field("at");
+    let at = v.and_then(|v| typed::<LocalTime>(&p, v, problems));
+    let (p, v) = field("until");
+    let until = v.and_then(|v| typed::<DateTimeSpec>(&p, v, problems));
+    let (p, v) = field("local_time");
+    let local_time = v.and_then(|v| typed::<bool>(&p, v, problems));
+    let failed = problems.len() > before;
+    if map.contains_key("until") && (map.contains_key("after") || map.contains_key("at")) {
+        problems.push(Problem::error(
+            format!("{base}.until"),
+            "until cannot be combined with after or at",
+        ));
+    }
+    if !failed && after.is_none() && at.is_none() && until.is_none() {
+        problems.push(Problem::error(
+            base,
+            "a delay needs after, at or until, such as {after: P2D}",
+        ));
+    }
+    let mut delay = Delay {
+        after,
+        at,
+        until,
+        local_time,
+    };
+    if failed && !delay.holds() {
+        delay.after = Some(placeholder_wait());
+    }
+    delay
+}
+
+/// A `wait_for`: a condition plus its `timeout`, each read on its own.
+fn parse_wait(base: &str, v: &Value, problems: &mut Vec<Problem>) -> (Condition, IsoDuration) {
+    let placeholder = || Condition::Event {
+        name: String::new(),
+        within: None,
+    };
+    let Some(map) = v.as_object() else {
+        problems.push(Problem::error(
+            base,
+            "a wait_for is a condition with a timeout, such as {opened: first, timeout: P1D}",
+        ));
+        return (placeholder(), placeholder_wait());
+    };
+    let mut rest = map.clone();
+    let timeout = match rest.remove("timeout") {
+        None => {
+            problems.push(Problem::error(
+                format!("{base}.timeout"),
+                "missing: a wait_for needs a timeout, such as P1D",
+            ));
+            placeholder_wait()
+        }
+        Some(t) => typed::<IsoDuration>(&format!("{base}.timeout"), &t, problems)
+            .unwrap_or_else(placeholder_wait),
+    };
+    let condition = if rest.is_empty() {
+        problems.push(Problem::error(
+            base,
+            "a wait_for needs a condition besides its timeout, such as {opened: first} or {event: purchase}",
+        ));
+        placeholder()
+    } else {
+        typed::<Condition>(base, &Value::Object(rest), problems).unwrap_or_else(placeholder)
+    };
+    (condition, timeout)
+}
+
+fn parse_branches(base: &str, v: &Value, problems: &mut Vec<Problem>) -> Vec<Branch> {
+    let Some(list) = v.as_array() else {
+        problems.push(Problem::error(
+            base,
+            "branches is a list of {when: <condition>, next: <step>}",
+        ));
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, b) in list.iter().enumerate() {
+        let path = format!("{base}[{i}]");
+        let b = known_keys(&path, b, &["when", "next"], "a branch", problems);
+        let Some(map) = b.as_object() else {
+            problems.push(Problem::error(
+                path,
+                "a branch is {when: <condition>, next: <step>}",
+            ));
+            continue;
+        };
+        let when = match map.get("when") {
+            Some(w) => typed::<Condition>(&format!("{path}.when"), w, problems),
+            None => {
+                problems.push(Problem::error(
+                    format!("{path}.when"),
+                    "missing: a branch needs \"when\"",
+                ));
+                None
+            }
+        };
+        let next = match map.get("next") {
+            Some(n) => typed::<String>(&format!("{path}.next"), n, problems),
+            None => {
+                problems.push(Problem::error(
+                    format!("{path}.next"),
+                    "missing: a branch needs \"next\"",
+                ));
+                None
+            }
+        };
+        out.push(Branch {
+            when: when.unwrap_or(Condition::All(Vec::new())),
+            next: next.unwrap_or_default(),
+        });
+    }
+    out
+}
+
+/// Reads step `i`. The flag is false when the step could not be read at all (no id, not a
+/// mapping, a target that is not text): the graph checks are then skipped.
+pub(super) fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (Step, bool) {
+    let base = format!("steps[{i}]");
+    let id_hint = v
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let before = problems.len();
+    let name_step = |problems: &mut Vec<Problem>, id: &str| {
+        for p in &mut problems[before..] {
+            if p.step.is_none() && !id.is_empty() {
+                p.step = Some(id.to_string());
+            }
+        }
+    };
+    let broken = |id: String| Step {
+        id,
+        delay: None,
+        kind: StepKind::Pass {
+            next: String::new(),
+        },
+    };
+    if !v.is_object() {
+        problems.push(Problem::error(
+            &base,
+            "a step is a mapping with an id and what it does (send, wait_for, if, branches, action or end)",
+        ));
+        return (broken(id_hint), false);
+    }
+    let v = known_keys(&base, v, &STEP_KEYS, "a step", problems);
+    let Some(raw) = typed::<RawStep>(&base, &v, problems) else {
+        name_step(problems, &id_hint);
+        return (broken(id_hint), false);
+    };
+    let Some(id) = raw.id.clone() else {
+        problems.push(Problem::error(
+            format!("{base}.id"),
+            "missing: every step needs an id",
+        ));
+        return (broken(String::new()), false);
+    };
+    let mut errs: Vec<(String, String)> = Vec::new();
+    let err = |errs: &mut Vec<(String, String)>, field: &str, msg: String| {
+        errs.push((field.to_string(), msg))
+    };
+    if id.trim().is_empty() || id.chars().any(char::is_whitespace) {
+        err(
+            &mut errs,
+            "id",
+            format!("\"{id}\" is not a valid step id: use letters, digits, dashes or underscores"),
+        );
+    }
+    let delay = raw
+        .delay
+        .as_ref()
+        .map(|d| parse_delay(&format!("{base}.delay"), d, problems));
+    let kinds: Vec<&str> = [
+        ("send", raw.send.is_some()),
+        ("wait_for", raw.wait_for.is_some()),
+        ("if", raw.if_.is_some()),
+        ("branches", raw.branches.is_some()),
+        ("action", raw.action.is_some()),
+        ("end", raw.end.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(k, present)| present.then_some(k))
+    .collect();
+    if kinds.len() > 1 {
+        err(
+            &mut errs,
+            "",
+            format!(
+                "a step does one thing, but this one has {}; split it into several steps",
+                kinds.join(" and ")
+            ),
+        );
+    }
+    let kind = kinds.first().copied().unwrap_or("pass");
+    let stray = |errs: &mut Vec<(String, String)>, present: bool, key: &str, belongs: &str| {
+        if present {
+            err(
+                errs,
+                key,
+                format!("\"{key}\" belongs to {belongs}, not to a {kind} step"),
+            );
+        }
+    };
+    stray(
+        &mut errs,
+        raw.next.is_some() && !matches!(kind, "send" | "action" | "pass"),
+        "next",
+        "send, action and delay-only steps",
+    );
+    stray(
+        &mut errs,
+        raw.on_event.is_some() && kind != "wait_for",
+        "on_event",
+        "wait_for steps",
+    );
+    stray(
+        &mut errs,
+        raw.on_timeout.is_some() && kind != "wait_for",
+        "on_timeout",
+        "wait_for steps",
+    );
+    stray(
+        &mut errs,
+        raw.then.is_some() && kind != "if",
+        "then",
+        "if steps",
+    );
+    stray(
+        &mut errs,
+        raw.else_.is_some() && kind != "if",
+        "else",
+        "if steps",
+    );
+    stray(
+        &mut errs,
+        raw.otherwise.is_some() && kind != "branches",
+        "otherwise",
+        "branches steps",
+    );
+    let need = |errs: &mut Vec<(String, String)>,
+                value: Option<String>,
+                key: &str,
+                what: &str|
+     -> String {
+        value.unwrap_or_else(|| {
+            err(errs, key, format!("missing: {what}"));
+            String::new()
+        })
+    };
+    let step_kind = match kind {
+        "send" => StepKind::Send {
+            message: raw.send.unwrap_or_default(),
+            next: need(&mut errs, raw.next, "next", "a send step needs \"next\""),
+        },
+        "wait_for" => {
+            let (condition, timeout) = parse_wait(
+                &format!("{base}.wait_for"),
+                raw.wait_for.as_ref().unwrap_or(&Value::Null),
+                problems,
+            );
+            StepKind::WaitFor {
+                condition,
+                timeout,
+                on_event: need(
+                    &mut errs,
+                    raw.on_event,
+                    "on_event",
+                    "a wait_for step needs \"on_event\" (where to go when it happens)",
+                ),
+                on_timeout: need(
+                    &mut errs,
+                    raw.on_timeout,
+                    "on_timeout",
+                    "a wait_for step needs \"on_timeout\" (where to go when the timeout passes)",
+                ),
+            }
+        }
+        "if" => StepKind::If {
+            condition: raw
+                .if_
+                .as_ref()
+                .and_then(|c| typed::<Condition>(&format!("{base}.if"), c, problems))
+                .unwrap_or(Condition::All(Vec::new())),
+            then: need(&mut errs, raw.then, "then", "an if step needs \"then\""),
+            otherwise: need(&mut errs, raw.else_, "else", "an if step needs \"else\""),
+        },
+        "branches" => {
+            let list = raw.branches.as_ref().unwrap_or(&Value::Null);
+            let branches = parse_branches(&format!("{base}.branches"), list, problems);
+            if branches.is_empty() && list.as_array().is_some() {
+                err(
+                    &mut errs,
+                    "branches",
+                    "branches needs at least one {when, next}".into(),
+                );
+            }
+            StepKind::Branches {
+                branches,
+                otherwise: need(
+                    &mut errs,
+                    raw.otherwise,
+                    "otherwise",
+                    "a branches step needs \"otherwise\" (where to go when no branch holds)",
+                ),
+            }
+        }
+        "action" => {
+            // An action that did not read stands in as one that has nothing to check.
+            let action = raw
+                .action
+                .as_ref()
+                .and_then(|a| typed::<Action>(&format!("{base}.action"), a, problems))
+                .unwrap_or_else(|| Action::CreateLead(Map::new()));
+            StepKind::Action {
+                action,
+                next: need(&mut errs, raw.next, "next", "an action step needs \"next\""),
+            }
+        }
+        "end" => StepKind::End {
+            end: EndKind::parse(raw.end.as_deref().unwrap_or("neutral")),
+        },
+        _ => match (&delay, &raw.next) {
+            (None, None) => {
+                err(
+                    &mut errs,
+                    "",
+                    "a step needs one of send, wait_for, if, branches, action or end (or a delay and next)"
+                        .into(),
+                );
+                StepKind::Pass {
+                    next: String::new(),
+                }
+            }
+            (None, Some(_)) => {
+                err(
+                    &mut errs,
+                    "",
+                    "a step needs send, wait_for, if, branches, action, end or at least a delay"
+                        .into(),
+                );
+                StepKind::Pass {
+                    next: raw.next.unwrap_or_default(),
+                }
+            }
+            (Some(_), _) => StepKind::Pass {
+                next: need(
+                    &mut errs,
+                    raw.next,
+                    "next",
+                    "a delay-only step needs \"next\"",
+                ),
+            },
+        },
+    };
+    for (field, msg) in errs {
+        let path = if field.is_empty() {
+            base.clone()
+        } else {
+            format!("{base}.{field}")
+        };
+        problems.push(Problem::error(path, msg));
+    }
+    name_step(problems, &id);
+    (
+        Step {
+            id,
+            delay,
+            kind: step_kind,
+        },
+        true,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serde_paths_look_like_the_file() {
+        let doc: Value =
+            serde_yaml::from_str("steps:\n  - {id: a, delay: {after: P2X}, next: b}\n")
+                .unwrap_or_default();
+        let mut problems = Vec::new();
+        let _ = parse_step(0, &doc["steps"][0], &mut problems);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].path, "steps[0].delay.after");
+        assert!(
+            problems[0].message.contains("P2X"),
+            "{}",
+            problems[0].message
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! relance-core's integration tests, in one binary (one link instead of one per file).
+//!
+//! # Layout
+//! - [`hostile`]: hostile instants and durations, refused where input enters (issue 11).
+//! - [`validation`]: one test per validation rule of DESIGN §3, and the shipped examples.
+
+mod hostile;
+mod validation;
