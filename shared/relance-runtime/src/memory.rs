@@ -139,6 +139,7 @@ enum Undo {
     ConsentInserted(String, usize),
     InputKey(String),
     Enrollment(String, Option<(Enrollment, u32)>),
+    EnrollmentStarted,
     Running(String, String, Option<String>),
     EntryMark(String, String, Option<EntryMark>),
     TimerAdded(DateTime<Utc>, u64),
@@ -168,6 +169,8 @@ pub struct MemoryStore {
     order: Vec<String>,
     inputs: HashSet<String>,
     enrollments: HashMap<String, (Enrollment, u32)>,
+    /// Enrollment ids in the order they were first written.
+    started: Vec<String>,
     /// scenario → contact → the running enrollment's id.
     running: HashMap<String, HashMap<String, String>>,
     /// scenario → contact → the once_per mark.
@@ -240,6 +243,23 @@ impl MemoryStore {
         self.dead_letters
             .iter()
             .map(|(k, p, r, _)| (k.clone(), p.clone(), r.clone()))
+            .collect()
+    }
+
+    /// Every enrollment, in the order they started.
+    pub fn enrollments(&self) -> Vec<Enrollment> {
+        self.started
+            .iter()
+            .filter_map(|id| self.enrollments.get(id))
+            .map(|(e, _)| e.clone())
+            .collect()
+    }
+
+    /// Every contact, in the order they were first written.
+    pub fn contacts(&self) -> Vec<Contact> {
+        self.order
+            .iter()
+            .filter_map(|id| self.people.get(id)?.contact.clone())
             .collect()
     }
 
@@ -410,6 +430,9 @@ impl MemoryStore {
                     self.enrollments.remove(&id);
                 }
             },
+            Undo::EnrollmentStarted => {
+                self.started.pop();
+            }
             Undo::Running(s, c, before) => {
                 let map = self.running.entry(s).or_default();
                 match before {
@@ -728,6 +751,10 @@ impl EnrollmentStore for MemoryStore {
         }
         let holds = holder.is_some_and(|h| *h == e.id);
         let before = self.enrollments.insert(e.id.clone(), (e.clone(), version));
+        if before.is_none() {
+            self.started.push(e.id.clone());
+            self.log(Undo::EnrollmentStarted);
+        }
         self.log(Undo::Enrollment(e.id.clone(), before));
         if e.is_running() && !holds {
             self.set_running(&e.scenario, &e.contact, Some(e.id.clone()));
