@@ -4,6 +4,7 @@
 //! undo log, so a unit that fails leaves no partial write.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use chrono::{DateTime, Utc};
 use relance_core::consent::ConsentEvent;
@@ -18,6 +19,61 @@ use relance_core::ports::{
     Store, TimerStore, UnreadableRow,
 };
 use relance_core::scenario::Action;
+
+/// A multiply-and-rotate hash (as rustc-hash 2 does) for the store's maps: several times
+/// faster than SipHash on short ids, and the ids are the store user's own, so flooding is no
+/// concern here. The final rotation brings the well-mixed high bits down to the bucket index.
+#[derive(Debug, Default, Clone, Copy)]
+struct Fx(u64);
+
+impl Fx {
+    fn add(&mut self, word: u64) {
+        self.0 = self
+            .0
+            .wrapping_add(word)
+            .wrapping_mul(0xf135_7aea_2e62_a9c5);
+    }
+}
+
+impl Hasher for Fx {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(c);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0.rotate_left(26)
+    }
+}
+
+type Map<K, V> = HashMap<K, V, BuildHasherDefault<Fx>>;
+type Set<K> = HashSet<K, BuildHasherDefault<Fx>>;
 
 /// A storage failure of the memory store.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +125,8 @@ enum Queued {
 struct OutboxRow {
     key: String,
     at: DateTime<Utc>,
+    /// The contact of a send (its history counts it until the row is purged).
+    send_to: Option<String>,
     /// None in a streaming store: the key and instant are kept, the message is not.
     item: Option<Queued>,
 }
@@ -116,8 +174,11 @@ struct Person {
     /// The consent log, in (at, append) order.
     consent: Vec<ConsentEvent>,
     /// Pending inactivity checks by scenario: (due, arm sequence).
-    inactivity: HashMap<String, (DateTime<Utc>, u64)>,
+    inactivity: Map<String, (DateTime<Utc>, u64)>,
 }
+
+/// The undo log capacity kept between units of work.
+const UNDO_KEPT: usize = 4_096;
 
 /// A kept dead letter: (kind, payload, reason, at).
 type DeadLetter = (String, String, String, DateTime<Utc>);
@@ -147,6 +208,7 @@ enum Undo {
     Inactivity(String, String, Option<(DateTime<Utc>, u64)>),
     Launch(String, String, Option<DateTime<Utc>>),
     OutboxAdded(u64),
+    OutboxKey(String),
     OutboxRemoved(u64, OutboxRow),
     JournalPushed(String),
     JournalRemoved(String, usize, Record),
@@ -162,32 +224,32 @@ enum Undo {
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     scenarios: BTreeMap<String, ScenarioEntry>,
-    versions: HashMap<String, Vec<ScenarioSource>>,
-    settings: HashMap<String, String>,
-    people: HashMap<String, Person>,
+    versions: Map<String, Vec<ScenarioSource>>,
+    settings: Map<String, String>,
+    people: Map<String, Person>,
     /// Contact ids in the order they were first written.
     order: Vec<String>,
-    inputs: HashSet<String>,
-    enrollments: HashMap<String, (Enrollment, u32)>,
+    inputs: Set<String>,
+    enrollments: Map<String, (Enrollment, u32)>,
     /// Enrollment ids in the order they were first written.
     started: Vec<String>,
     /// scenario → contact → the running enrollment's id.
-    running: HashMap<String, HashMap<String, String>>,
+    running: Map<String, Map<String, String>>,
     /// scenario → contact → the once_per mark.
-    marks: HashMap<String, HashMap<String, EntryMark>>,
+    marks: Map<String, Map<String, EntryMark>>,
     /// (due, arm sequence) → the timer.
     timers: BTreeMap<(DateTime<Utc>, u64), Wake>,
-    /// (enrollment, step, due) → arm sequence, so arming twice keeps one timer.
-    timer_keys: HashMap<(String, String, DateTime<Utc>), u64>,
+    /// enrollment → (step, due, arm sequence) of its timers, so arming twice keeps one.
+    timer_keys: Map<String, Vec<(String, DateTime<Utc>, u64)>>,
     /// (due, arm sequence) → (scenario, contact).
     inactivity: BTreeMap<(DateTime<Utc>, u64), (String, String)>,
     /// (scenario, zone) → next launch.
     launches: BTreeMap<(String, String), DateTime<Utc>>,
     outbox: BTreeMap<u64, OutboxRow>,
-    outbox_keys: HashMap<String, u64>,
+    outbox_keys: Map<String, u64>,
     /// Outbox rows up to this sequence were handed on (the retention purge only takes those).
     delivered: u64,
-    journal: HashMap<String, Vec<Record>>,
+    journal: Map<String, Vec<Record>>,
     dead_letters: Vec<DeadLetter>,
     seq: u64,
     /// Depth of nested units of work, and the undo log of the outermost one.
@@ -311,8 +373,36 @@ impl MemoryStore {
             .is_some_and(|(e, _)| self.active(&e.scenario))
     }
 
+    /// The arm sequence of a timer, if armed.
+    fn timer_seq(&self, w: &Wake) -> Option<u64> {
+        self.timer_keys
+            .get(&w.enrollment)?
+            .iter()
+            .find(|(step, at, _)| *at == w.at && *step == w.step)
+            .map(|(_, _, seq)| *seq)
+    }
+
+    fn index_timer(&mut self, w: &Wake, seq: u64) {
+        let entry = (w.step.clone(), w.at, seq);
+        match self.timer_keys.get_mut(&w.enrollment) {
+            Some(list) => list.push(entry),
+            None => {
+                self.timer_keys.insert(w.enrollment.clone(), vec![entry]);
+            }
+        }
+    }
+
+    fn unindex_timer(&mut self, w: &Wake) {
+        if let Some(list) = self.timer_keys.get_mut(&w.enrollment) {
+            list.retain(|(step, at, _)| !(*at == w.at && *step == w.step));
+            if list.is_empty() {
+                self.timer_keys.remove(&w.enrollment);
+            }
+        }
+    }
+
     fn set_running(&mut self, scenario: &str, contact: &str, id: Option<String>) {
-        let map = self.running.entry(scenario.to_string()).or_default();
+        let map = nested(&mut self.running, scenario);
         let before = match id {
             Some(id) => map.insert(contact.to_string(), id),
             None => map.remove(contact),
@@ -354,8 +444,8 @@ impl MemoryStore {
             return;
         };
         self.outbox_keys.remove(&row.key);
-        if let Some(Queued::Send { send, .. }) = &row.item {
-            self.remove_send_row(&send.contact.clone(), seq);
+        if let Some(contact) = &row.send_to {
+            self.remove_send_row(contact, seq);
         }
         self.log(Undo::OutboxRemoved(seq, row));
     }
@@ -434,7 +524,7 @@ impl MemoryStore {
                 self.started.pop();
             }
             Undo::Running(s, c, before) => {
-                let map = self.running.entry(s).or_default();
+                let map = nested(&mut self.running, &s);
                 match before {
                     Some(id) => {
                         map.insert(c, id);
@@ -445,7 +535,7 @@ impl MemoryStore {
                 }
             }
             Undo::EntryMark(s, c, before) => {
-                let map = self.marks.entry(s).or_default();
+                let map = nested(&mut self.marks, &s);
                 match before {
                     Some(m) => {
                         map.insert(c, m);
@@ -457,12 +547,11 @@ impl MemoryStore {
             }
             Undo::TimerAdded(at, seq) => {
                 if let Some(w) = self.timers.remove(&(at, seq)) {
-                    self.timer_keys.remove(&(w.enrollment, w.step, w.at));
+                    self.unindex_timer(&w);
                 }
             }
             Undo::TimerRemoved(seq, w) => {
-                self.timer_keys
-                    .insert((w.enrollment.clone(), w.step.clone(), w.at), seq);
+                self.index_timer(&w, seq);
                 self.timers.insert((w.at, seq), w);
             }
             Undo::Inactivity(s, c, before) => {
@@ -487,9 +576,10 @@ impl MemoryStore {
                 }
             },
             Undo::OutboxAdded(seq) => {
-                if let Some(row) = self.outbox.remove(&seq) {
-                    self.outbox_keys.remove(&row.key);
-                }
+                self.outbox.remove(&seq);
+            }
+            Undo::OutboxKey(key) => {
+                self.outbox_keys.remove(&key);
             }
             Undo::OutboxRemoved(seq, row) => {
                 self.outbox_keys.insert(row.key.clone(), seq);
@@ -507,6 +597,14 @@ impl MemoryStore {
             Undo::DeadLetterRemoved(i, d) => self.dead_letters.insert(i, d),
         }
     }
+}
+
+/// The inner map of `key`, made if missing (without allocating a key when it is there).
+fn nested<'m, V>(map: &'m mut Map<String, Map<String, V>>, key: &str) -> &'m mut Map<String, V> {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), Map::default());
+    }
+    map.get_mut(key).expect("inserted above")
 }
 
 /// Where an item stamped `at` goes in a list kept in (at, append) order.
@@ -750,11 +848,15 @@ impl EnrollmentStore for MemoryStore {
             return Err(conflict());
         }
         let holds = holder.is_some_and(|h| *h == e.id);
-        let before = self.enrollments.insert(e.id.clone(), (e.clone(), version));
-        if before.is_none() {
-            self.started.push(e.id.clone());
-            self.log(Undo::EnrollmentStarted);
-        }
+        let before = match self.enrollments.get_mut(&e.id) {
+            Some(stored) => Some(std::mem::replace(stored, (e.clone(), version))),
+            None => {
+                self.enrollments.insert(e.id.clone(), (e.clone(), version));
+                self.started.push(e.id.clone());
+                self.log(Undo::EnrollmentStarted);
+                None
+            }
+        };
         self.log(Undo::Enrollment(e.id.clone(), before));
         if e.is_running() && !holds {
             self.set_running(&e.scenario, &e.contact, Some(e.id.clone()));
@@ -783,7 +885,7 @@ impl EnrollmentStore for MemoryStore {
         at: DateTime<Utc>,
     ) -> Result<(), MemoryError> {
         checked("last_entered_at", at)?;
-        let map = self.marks.entry(scenario.to_string()).or_default();
+        let map = nested(&mut self.marks, scenario);
         let before = map.get(contact).copied();
         let mark = EntryMark {
             last_entered_at: at,
@@ -804,22 +906,21 @@ impl TimerStore for MemoryStore {
 
     fn schedule(&mut self, wake: &Wake) -> Result<(), MemoryError> {
         checked("timer due", wake.at)?;
-        let key = (wake.enrollment.clone(), wake.step.clone(), wake.at);
-        if self.timer_keys.contains_key(&key) {
+        if self.timer_seq(wake).is_some() {
             return Ok(());
         }
         let seq = self.next_seq();
-        self.timer_keys.insert(key, seq);
+        self.index_timer(wake, seq);
         self.timers.insert((wake.at, seq), wake.clone());
         self.log(Undo::TimerAdded(wake.at, seq));
         Ok(())
     }
 
     fn cancel(&mut self, wake: &Wake) -> Result<(), MemoryError> {
-        let key = (wake.enrollment.clone(), wake.step.clone(), wake.at);
-        if let Some(seq) = self.timer_keys.remove(&key)
+        if let Some(seq) = self.timer_seq(wake)
             && let Some(w) = self.timers.remove(&(wake.at, seq))
         {
+            self.unindex_timer(&w);
             self.log(Undo::TimerRemoved(seq, w));
         }
         Ok(())
@@ -955,36 +1056,46 @@ impl TimerStore for MemoryStore {
 }
 
 impl MemoryStore {
+    /// Queues an outbox row once per key; `send` names the (scenario, contact) of a send,
+    /// which history counts, and `item` makes the message (only kept when the store keeps
+    /// messages).
     fn outbox_row(
         &mut self,
         key: &str,
         at: DateTime<Utc>,
-        item: Queued,
+        send: Option<(&str, &str)>,
+        item: impl FnOnce() -> Queued,
     ) -> Result<(), MemoryError> {
         checked("outbox at", at)?;
         if self.outbox_keys.contains_key(key) {
             return Ok(());
         }
         let seq = self.next_seq();
-        if let Queued::Send { scenario, send } = &item {
+        if let Some((scenario, contact)) = send {
             let row = SendRow {
-                scenario: scenario.clone(),
+                scenario: scenario.to_string(),
                 at,
                 seq,
             };
-            let contact = send.contact.clone();
-            let list = &mut self.person(&contact).sends;
+            let list = &mut self.person(contact).sends;
             let i = slot(list, at, |s| s.at);
             list.insert(i, row);
-            self.log(Undo::SendInserted(contact, i));
+            self.log(Undo::SendInserted(contact.to_string(), i));
         }
         self.outbox_keys.insert(key.to_string(), seq);
-        let item = self.keep.then_some(item);
+        self.log(Undo::OutboxKey(key.to_string()));
+        // A streaming store keeps the key (once per key) and the send's instant (history),
+        // not the row: nothing delivers or purges its outbox.
+        if !self.keep {
+            return Ok(());
+        }
+        let item = Some(item());
         self.outbox.insert(
             seq,
             OutboxRow {
                 key: key.to_string(),
                 at,
+                send_to: send.map(|(_, contact)| contact.to_string()),
                 item,
             },
         );
@@ -1013,11 +1124,16 @@ impl JournalStore for MemoryStore {
         send: &Send,
         at: DateTime<Utc>,
     ) -> Result<(), MemoryError> {
-        let item = Queued::Send {
+        let item = || Queued::Send {
             scenario: scenario.to_string(),
             send: Box::new(send.clone()),
         };
-        self.outbox_row(&send.idempotency_key, at, item)
+        self.outbox_row(
+            &send.idempotency_key,
+            at,
+            Some((scenario, &send.contact)),
+            item,
+        )
     }
 
     fn outbox_action(
@@ -1030,14 +1146,14 @@ impl JournalStore for MemoryStore {
         at: DateTime<Utc>,
     ) -> Result<(), MemoryError> {
         let key = relance_core::ports::action_key(enrollment, step);
-        let item = Queued::Action {
+        let item = || Queued::Action {
             scenario: scenario.to_string(),
             enrollment: enrollment.to_string(),
             contact: contact.to_string(),
             step: step.to_string(),
             action: Box::new(action.clone()),
         };
-        self.outbox_row(&key, at, item)
+        self.outbox_row(&key, at, None, item)
     }
 
     fn dead_letter(
@@ -1186,6 +1302,8 @@ impl Store for MemoryStore {
         }
         if self.depth == 0 {
             self.undo.clear();
+            // A big unit (an import) does not keep its undo log's memory for the small ones.
+            self.undo.shrink_to(UNDO_KEPT);
         }
         Ok(result)
     }

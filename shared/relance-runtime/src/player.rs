@@ -17,6 +17,9 @@ use relance_core::wire::LaunchDetail;
 
 use crate::runtime::{Runtime, RuntimeError, TIMER_BATCH, store_err};
 
+/// How many contacts one unit of the launch at the start enters.
+const LAUNCH_BATCH: usize = 1_000;
+
 /// How a play's time passes.
 pub trait Pace {
     /// The instant now.
@@ -193,12 +196,17 @@ impl<'a> Play<'a> {
             while let Some(e) = script.pop_due(self.start) {
                 self.feed(rt, e, self.start, sink)?;
             }
-            let detail = LaunchDetail {
-                scenario: self.scenario.to_string(),
-                contacts: None,
-            };
-            rt.launch(detail, self.start)?;
-            report(rt, sink);
+            // In units of LAUNCH_BATCH contacts, in the store's order: a play of a million
+            // contacts never holds a million entries' writes and records in one unit.
+            let ids = rt.store().contact_ids().map_err(store_err)?;
+            for chunk in ids.chunks(LAUNCH_BATCH) {
+                let detail = LaunchDetail {
+                    scenario: self.scenario.to_string(),
+                    contacts: Some(chunk.to_vec()),
+                };
+                rt.launch(detail, self.start)?;
+                report(rt, sink);
+            }
         }
         loop {
             let now = clock.now().min(self.end);
@@ -259,9 +267,7 @@ where
     S: Store,
     S::Fault: std::error::Error + Send + Sync + 'static,
 {
-    for (scenario, record) in rt.take_journal() {
-        sink.record(&scenario, &record);
-    }
+    rt.drain_journal(|scenario, record| sink.record(scenario, record));
 }
 
 /// Fires everything due at `now`: every launch and inactivity check (in batches), then the
