@@ -273,9 +273,9 @@ const INSTANT_COLUMNS: [(&str, &str); 13] = [
 fn downgrade(from: &Path, to: &Path) {
     let old = rusqlite::Connection::open(to).unwrap_or_else(|e| panic!("{e}"));
     for ddl in [
-        include_str!("../migrations/0001_init.sql"),
-        include_str!("../migrations/0002_dead_letter.sql"),
-        include_str!("../migrations/0003_policy.sql"),
+        include_str!("../../migrations/0001_init.sql"),
+        include_str!("../../migrations/0002_dead_letter.sql"),
+        include_str!("../../migrations/0003_policy.sql"),
     ] {
         old.execute_batch(ddl).unwrap_or_else(|e| panic!("{e}"));
     }
