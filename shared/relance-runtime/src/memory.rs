@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use relance_core::consent::ConsentEvent;
@@ -123,7 +124,7 @@ enum Queued {
 
 #[derive(Debug, Clone)]
 struct OutboxRow {
-    key: String,
+    key: Arc<str>,
     at: DateTime<Utc>,
     /// The contact of a send (its history counts it until the row is purged).
     send_to: Option<String>,
@@ -156,7 +157,7 @@ impl OutboxRow {
 /// A send to a contact, as history reads it (its outbox row, for the retention purge).
 #[derive(Debug, Clone)]
 struct SendRow {
-    scenario: String,
+    scenario: Arc<str>,
     at: DateTime<Utc>,
     seq: u64,
 }
@@ -164,11 +165,13 @@ struct SendRow {
 /// Everything stored about one contact id (activity may come before the contact itself).
 #[derive(Debug, Default)]
 struct Person {
+    /// The id, shared with the undo log and the contact order.
+    id: Arc<str>,
     contact: Option<Contact>,
     /// In (at, append) order.
     activity: Vec<ActivityEvent>,
     /// (scenario, engagement) in (at, append) order.
-    engagement: Vec<(String, Engagement)>,
+    engagement: Vec<(Arc<str>, Engagement)>,
     /// In (at, append) order.
     sends: Vec<SendRow>,
     /// The consent log, in (at, append) order.
@@ -189,18 +192,17 @@ enum Undo {
     Scenario(String, Option<ScenarioEntry>),
     VersionPushed(String),
     Setting(String, Option<String>),
-    Contact(String, Option<Contact>),
+    Contact(Arc<str>, Option<Contact>),
     ContactOrderPushed,
-    ActivityInserted(String, usize),
-    ActivityRemoved(String, usize, ActivityEvent),
-    EngagementInserted(String, usize),
-    EngagementRemoved(String, usize, (String, Engagement)),
-    SendInserted(String, usize),
-    SendRemoved(String, usize, SendRow),
-    ConsentInserted(String, usize),
+    ActivityInserted(Arc<str>, usize),
+    ActivityRemoved(Arc<str>, usize, ActivityEvent),
+    EngagementInserted(Arc<str>, usize),
+    EngagementRemoved(Arc<str>, usize, (Arc<str>, Engagement)),
+    SendInserted(Arc<str>, usize),
+    SendRemoved(Arc<str>, usize, SendRow),
+    ConsentInserted(Arc<str>, usize),
     InputKey(String),
-    Enrollment(String, Option<(Enrollment, u32)>),
-    EnrollmentStarted,
+    Enrollment(String, Option<(Enrollment, u32, u64)>),
     Running(String, String, Option<String>),
     EntryMark(String, String, Option<EntryMark>),
     TimerAdded(DateTime<Utc>, u64),
@@ -208,7 +210,7 @@ enum Undo {
     Inactivity(String, String, Option<(DateTime<Utc>, u64)>),
     Launch(String, String, Option<DateTime<Utc>>),
     OutboxAdded(u64),
-    OutboxKey(String),
+    OutboxKey(Arc<str>),
     OutboxRemoved(u64, OutboxRow),
     JournalPushed(String),
     JournalRemoved(String, usize, Record),
@@ -226,13 +228,14 @@ pub struct MemoryStore {
     scenarios: BTreeMap<String, ScenarioEntry>,
     versions: Map<String, Vec<ScenarioSource>>,
     settings: Map<String, String>,
-    people: Map<String, Person>,
+    people: Map<Arc<str>, Person>,
     /// Contact ids in the order they were first written.
-    order: Vec<String>,
+    order: Vec<Arc<str>>,
+    /// Scenario ids shared by the rows that name them (sends, engagement).
+    names: Set<Arc<str>>,
     inputs: Set<String>,
-    enrollments: Map<String, (Enrollment, u32)>,
-    /// Enrollment ids in the order they were first written.
-    started: Vec<String>,
+    /// id → (enrollment, its scenario version, when it started in the store's sequence).
+    enrollments: Map<String, (Enrollment, u32, u64)>,
     /// scenario → contact → the running enrollment's id.
     running: Map<String, Map<String, String>>,
     /// scenario → contact → the once_per mark.
@@ -246,7 +249,7 @@ pub struct MemoryStore {
     /// (scenario, zone) → next launch.
     launches: BTreeMap<(String, String), DateTime<Utc>>,
     outbox: BTreeMap<u64, OutboxRow>,
-    outbox_keys: Map<String, u64>,
+    outbox_keys: Map<Arc<str>, u64>,
     /// Outbox rows up to this sequence were handed on (the retention purge only takes those).
     delivered: u64,
     journal: Map<String, Vec<Record>>,
@@ -310,11 +313,9 @@ impl MemoryStore {
 
     /// Every enrollment, in the order they started.
     pub fn enrollments(&self) -> Vec<Enrollment> {
-        self.started
-            .iter()
-            .filter_map(|id| self.enrollments.get(id))
-            .map(|(e, _)| e.clone())
-            .collect()
+        let mut all: Vec<&(Enrollment, u32, u64)> = self.enrollments.values().collect();
+        all.sort_by_key(|(_, _, started)| *started);
+        all.into_iter().map(|(e, _, _)| e.clone()).collect()
     }
 
     /// Every contact, in the order they were first written.
@@ -328,7 +329,7 @@ impl MemoryStore {
     /// Counts of enrollments: (running, ended).
     pub fn enrollment_counts(&self, scenario: Option<&str>) -> (u64, u64) {
         let (mut running, mut ended) = (0, 0);
-        for (e, _) in self.enrollments.values() {
+        for (e, _, _) in self.enrollments.values() {
             if scenario.is_some_and(|s| s != e.scenario) {
                 continue;
             }
@@ -339,6 +340,16 @@ impl MemoryStore {
             }
         }
         (running, ended)
+    }
+
+    /// The shared copy of a scenario id.
+    fn name(&mut self, id: &str) -> Arc<str> {
+        if let Some(n) = self.names.get(id) {
+            return n.clone();
+        }
+        let n: Arc<str> = Arc::from(id);
+        self.names.insert(n.clone());
+        n
     }
 
     fn next_seq(&mut self) -> u64 {
@@ -354,7 +365,12 @@ impl MemoryStore {
 
     fn person(&mut self, id: &str) -> &mut Person {
         if !self.people.contains_key(id) {
-            self.people.insert(id.to_string(), Person::default());
+            let id: Arc<str> = Arc::from(id);
+            let person = Person {
+                id: id.clone(),
+                ..Person::default()
+            };
+            self.people.insert(id, person);
         }
         self.people.get_mut(id).expect("inserted above")
     }
@@ -370,7 +386,7 @@ impl MemoryStore {
     fn timer_live(&self, w: &Wake) -> bool {
         self.enrollments
             .get(&w.enrollment)
-            .is_some_and(|(e, _)| self.active(&e.scenario))
+            .is_some_and(|(e, _, _)| self.active(&e.scenario))
     }
 
     /// The arm sequence of a timer, if armed.
@@ -456,7 +472,8 @@ impl MemoryStore {
         };
         if let Some(i) = person.sends.iter().position(|s| s.seq == seq) {
             let row = person.sends.remove(i);
-            self.log(Undo::SendRemoved(contact.to_string(), i, row));
+            let id = person.id.clone();
+            self.log(Undo::SendRemoved(id, i, row));
         }
     }
 
@@ -520,9 +537,6 @@ impl MemoryStore {
                     self.enrollments.remove(&id);
                 }
             },
-            Undo::EnrollmentStarted => {
-                self.started.pop();
-            }
             Undo::Running(s, c, before) => {
                 let map = nested(&mut self.running, &s);
                 match before {
@@ -730,9 +744,10 @@ impl ContactStore for MemoryStore {
             Some(_) => ContactChange::Modified,
         };
         let before = person.contact.replace(contact.clone());
-        self.log(Undo::Contact(contact.id().to_string(), before));
+        let id = person.id.clone();
+        self.log(Undo::Contact(id.clone(), before));
         if change == ContactChange::Added {
-            self.order.push(contact.id().to_string());
+            self.order.push(id);
             self.log(Undo::ContactOrderPushed);
         }
         Ok(change)
@@ -740,15 +755,16 @@ impl ContactStore for MemoryStore {
 
     /// Every contact id, in the order the contacts were first written.
     fn contact_ids(&mut self) -> Result<Vec<String>, MemoryError> {
-        Ok(self.order.clone())
+        Ok(self.order.iter().map(|id| id.to_string()).collect())
     }
 
     fn append_activity(&mut self, contact: &str, event: &ActivityEvent) -> Result<(), MemoryError> {
         checked("activity at", event.at)?;
-        let list = &mut self.person(contact).activity;
-        let i = slot(list, event.at, |e| e.at);
-        list.insert(i, event.clone());
-        self.log(Undo::ActivityInserted(contact.to_string(), i));
+        let person = self.person(contact);
+        let i = slot(&person.activity, event.at, |e| e.at);
+        person.activity.insert(i, event.clone());
+        let id = person.id.clone();
+        self.log(Undo::ActivityInserted(id, i));
         Ok(())
     }
 
@@ -759,10 +775,12 @@ impl ContactStore for MemoryStore {
         engagement: &Engagement,
     ) -> Result<(), MemoryError> {
         checked("engagement at", engagement.at)?;
-        let list = &mut self.person(contact).engagement;
-        let i = slot(list, engagement.at, |(_, e)| e.at);
-        list.insert(i, (scenario.to_string(), engagement.clone()));
-        self.log(Undo::EngagementInserted(contact.to_string(), i));
+        let scenario = self.name(scenario);
+        let person = self.person(contact);
+        let i = slot(&person.engagement, engagement.at, |(_, e)| e.at);
+        person.engagement.insert(i, (scenario, engagement.clone()));
+        let id = person.id.clone();
+        self.log(Undo::EngagementInserted(id, i));
         Ok(())
     }
 
@@ -786,13 +804,13 @@ impl ContactStore for MemoryStore {
             engagement: p
                 .engagement
                 .iter()
-                .filter(|(s, _)| s == scenario)
+                .filter(|(s, _)| **s == *scenario)
                 .map(|(_, e)| e.clone())
                 .collect(),
             sends: p
                 .sends
                 .iter()
-                .filter(|s| s.scenario == scenario)
+                .filter(|s| *s.scenario == *scenario)
                 .map(|s| SendMark { at: s.at })
                 .collect(),
             contact_sends: Vec::new(),
@@ -819,11 +837,11 @@ impl EnrollmentStore for MemoryStore {
             .get(scenario)
             .and_then(|m| m.get(contact))
             .and_then(|id| self.enrollments.get(id))
-            .cloned())
+            .map(|(e, v, _)| (e.clone(), *v)))
     }
 
     fn enrollment(&mut self, id: &str) -> Result<Option<(Enrollment, u32)>, MemoryError> {
-        Ok(self.enrollments.get(id).cloned())
+        Ok(self.enrollments.get(id).map(|(e, v, _)| (e.clone(), *v)))
     }
 
     fn save_enrollment(
@@ -836,7 +854,7 @@ impl EnrollmentStore for MemoryStore {
         let stored = self.enrollments.get(&e.id);
         let version = match (expected, stored) {
             (None, None) => scenario_version,
-            (Some(v), Some((s, version))) if s.version == v => *version,
+            (Some(v), Some((s, version, _))) if s.version == v => *version,
             _ => return Err(conflict()),
         };
         // At most one running enrollment per (scenario, contact).
@@ -849,11 +867,14 @@ impl EnrollmentStore for MemoryStore {
         }
         let holds = holder.is_some_and(|h| *h == e.id);
         let before = match self.enrollments.get_mut(&e.id) {
-            Some(stored) => Some(std::mem::replace(stored, (e.clone(), version))),
+            Some(stored) => {
+                let started = stored.2;
+                Some(std::mem::replace(stored, (e.clone(), version, started)))
+            }
             None => {
-                self.enrollments.insert(e.id.clone(), (e.clone(), version));
-                self.started.push(e.id.clone());
-                self.log(Undo::EnrollmentStarted);
+                let started = self.next_seq();
+                self.enrollments
+                    .insert(e.id.clone(), (e.clone(), version, started));
                 None
             }
         };
@@ -988,7 +1009,7 @@ impl TimerStore for MemoryStore {
     fn remove_inactivity(&mut self, check: &InactivityCheck) -> Result<(), MemoryError> {
         let pending = self
             .people
-            .get(&check.contact)
+            .get(check.contact.as_str())
             .and_then(|p| p.inactivity.get(&check.scenario));
         if pending.is_some_and(|(due, _)| *due == check.due) {
             self.put_inactivity(&check.scenario, &check.contact, None);
@@ -1073,17 +1094,19 @@ impl MemoryStore {
         let seq = self.next_seq();
         if let Some((scenario, contact)) = send {
             let row = SendRow {
-                scenario: scenario.to_string(),
+                scenario: self.name(scenario),
                 at,
                 seq,
             };
-            let list = &mut self.person(contact).sends;
-            let i = slot(list, at, |s| s.at);
-            list.insert(i, row);
-            self.log(Undo::SendInserted(contact.to_string(), i));
+            let person = self.person(contact);
+            let i = slot(&person.sends, at, |s| s.at);
+            person.sends.insert(i, row);
+            let id = person.id.clone();
+            self.log(Undo::SendInserted(id, i));
         }
-        self.outbox_keys.insert(key.to_string(), seq);
-        self.log(Undo::OutboxKey(key.to_string()));
+        let key: Arc<str> = Arc::from(key);
+        self.outbox_keys.insert(key.clone(), seq);
+        self.log(Undo::OutboxKey(key.clone()));
         // A streaming store keeps the key (once per key) and the send's instant (history),
         // not the row: nothing delivers or purges its outbox.
         if !self.keep {
@@ -1093,7 +1116,7 @@ impl MemoryStore {
         self.outbox.insert(
             seq,
             OutboxRow {
-                key: key.to_string(),
+                key,
                 at,
                 send_to: send.map(|(_, contact)| contact.to_string()),
                 item,
@@ -1195,7 +1218,7 @@ impl JournalStore for MemoryStore {
         let mut deleted = 0usize;
         match kind {
             Retained::Activity | Retained::Engagement => {
-                let mut ids: Vec<String> = self.people.keys().cloned().collect();
+                let mut ids: Vec<Arc<str>> = self.people.keys().cloned().collect();
                 ids.sort();
                 for id in ids {
                     while deleted < limit {
@@ -1271,10 +1294,11 @@ impl ConsentStore for MemoryStore {
 
     fn append_consent(&mut self, event: &ConsentEvent) -> Result<(), MemoryError> {
         checked("consent at", event.at)?;
-        let list = &mut self.person(&event.contact).consent;
-        let i = slot(list, event.at, |e| e.at);
-        list.insert(i, event.clone());
-        self.log(Undo::ConsentInserted(event.contact.clone(), i));
+        let person = self.person(&event.contact);
+        let i = slot(&person.consent, event.at, |e| e.at);
+        person.consent.insert(i, event.clone());
+        let id = person.id.clone();
+        self.log(Undo::ConsentInserted(id, i));
         Ok(())
     }
 

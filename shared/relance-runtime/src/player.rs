@@ -198,11 +198,15 @@ impl<'a> Play<'a> {
             }
             // In units of LAUNCH_BATCH contacts, in the store's order: a play of a million
             // contacts never holds a million entries' writes and records in one unit.
-            let ids = rt.store().contact_ids().map_err(store_err)?;
-            for chunk in ids.chunks(LAUNCH_BATCH) {
+            let mut ids = rt.store().contact_ids().map_err(store_err)?.into_iter();
+            loop {
+                let chunk: Vec<String> = ids.by_ref().take(LAUNCH_BATCH).collect();
+                if chunk.is_empty() {
+                    break;
+                }
                 let detail = LaunchDetail {
                     scenario: self.scenario.to_string(),
-                    contacts: Some(chunk.to_vec()),
+                    contacts: Some(chunk),
                 };
                 rt.launch(detail, self.start)?;
                 report(rt, sink);
