@@ -4,7 +4,8 @@
 //! `relance simulate` over [`MemoryStore`].
 //!
 //! # Layout
-//! - [`runtime`]: `Runtime` and its inputs (contacts, activity, engagement, launches, ticks).
+//! - [`runtime`]: `Runtime`, its units of work and its inputs, one private module per concern
+//!   (scenarios and settings, contacts and events, launches and imports, ticks and timers).
 //! - [`player`]: plays an events script through a `Runtime` on a virtual or scaled clock.
 //! - [`simulate`]: `relance simulate`: the player on a virtual clock over a `MemoryStore`.
 //! - [`memory`]: `MemoryStore`, every port in memory (the reference implementation).
