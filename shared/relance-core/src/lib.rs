@@ -23,7 +23,7 @@
 //! - [`journal`]: journal records and counters.
 //! - [`ports`]: the storage traits runtimes implement (SQLite embedded, DynamoDB on AWS).
 //! - [`graph`]: a scenario drawn as a Mermaid flowchart or Graphviz DOT.
-//! - [`simulation`]: the virtual-clock player behind `relance simulate`.
+//! - [`script`]: the events and contacts files scripts are written in (JSON lines).
 //! - [`wire`]: the JSON applications send (HTTP API bodies, EventBridge details).
 //! - [`inbound`]: what the functions receive, decoded (EventBridge details, queue messages,
 //!   SES feedback).
@@ -47,7 +47,7 @@ pub mod render;
 pub mod scenario;
 pub mod schedule;
 pub mod schema;
-pub mod simulation;
+pub mod script;
 pub mod unsubscribe;
 pub mod validate;
 pub mod wire;

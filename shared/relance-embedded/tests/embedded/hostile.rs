@@ -47,8 +47,8 @@ fn import(rt: &mut Runtime<SqliteStore>, ids: &[&str], now: DateTime<Utc>) {
         .iter()
         .map(|id| format!("{{\"id\": \"{id}\", \"email\": \"{id}@x.io\"}}\n"))
         .collect();
-    let list = relance_core::simulation::contacts_from_json_lines(&text)
-        .unwrap_or_else(|e| panic!("{e:?}"));
+    let list =
+        relance_core::script::contacts_from_json_lines(&text).unwrap_or_else(|e| panic!("{e:?}"));
     rt.import(&list, now, &mut |_| {})
         .unwrap_or_else(|e| panic!("{e}"));
 }
@@ -273,9 +273,9 @@ const INSTANT_COLUMNS: [(&str, &str); 13] = [
 fn downgrade(from: &Path, to: &Path) {
     let old = rusqlite::Connection::open(to).unwrap_or_else(|e| panic!("{e}"));
     for ddl in [
-        include_str!("../migrations/0001_init.sql"),
-        include_str!("../migrations/0002_dead_letter.sql"),
-        include_str!("../migrations/0003_policy.sql"),
+        include_str!("../../migrations/0001_init.sql"),
+        include_str!("../../migrations/0002_dead_letter.sql"),
+        include_str!("../../migrations/0003_policy.sql"),
     ] {
         old.execute_batch(ddl).unwrap_or_else(|e| panic!("{e}"));
     }

@@ -618,7 +618,7 @@ async fn unknown_scenarios_are_404_and_the_lifecycle_is_409() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenarios_with_errors_are_kept_as_drafts_but_do_not_activate() {
     let app = app("invalid");
-    let broken = include_str!("../../../examples/broken/unknown-references.yaml");
+    let broken = include_str!("../../../../examples/broken/unknown-references.yaml");
 
     // It reads well enough to be stored, with its problems.
     let (status, body) = post(&app, "/v1/scenarios", broken, YAML).await;

@@ -1,0 +1,285 @@
+//! Entries: launches (asked for, recurring or fixed-date), imports and their after_import
+//! launches, and the entry of one contact.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use relance_core::consent::source;
+use relance_core::contact::Contact;
+use relance_core::engine::{Entry, EntryRequest};
+use relance_core::ports::{ContactChange, Status, Store};
+use relance_core::scenario::{ImportSubset, Launch, Scenario};
+use relance_core::wire::LaunchDetail;
+use serde::Serialize;
+
+use super::contacts::Origin;
+use super::{Runtime, RuntimeError, Unit, history_for, store_err};
+
+/// What a launch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LaunchReport {
+    /// Contacts that entered.
+    pub entered: u64,
+    /// Contacts that did not, by reason.
+    pub skipped: BTreeMap<String, u64>,
+    /// Ids asked for that are not stored contacts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_found: Vec<String>,
+}
+
+/// The result of writing one contact during an import.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedContact {
+    /// The contact id.
+    pub id: String,
+    /// How it changed.
+    pub change: ContactChange,
+    /// Consent values of the row that were ignored because an opt-out or a suppression
+    /// stands (each is a `kept` entry in the consent log).
+    pub consent_kept: usize,
+}
+
+/// The first recurring or fixed-date occurrence strictly after `after`, in zone `tz`.
+pub fn next_launch(s: &Scenario, tz: chrono_tz::Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    match &s.launch {
+        Launch::Recurring(schedule) => schedule.next_after(tz, after),
+        Launch::FixedDates(dates) => dates
+            .iter()
+            .map(|d| d.resolve(tz))
+            .filter(|t| *t > after)
+            .min(),
+        _ => None,
+    }
+}
+
+impl<S> Runtime<S>
+where
+    S: Store,
+    S::Fault: std::error::Error + Send + Sync + 'static,
+{
+    /// Launches an active scenario for some contacts, or for its audience.
+    pub fn launch(
+        &mut self,
+        detail: LaunchDetail,
+        now: DateTime<Utc>,
+    ) -> Result<LaunchReport, RuntimeError> {
+        self.unit(now, |u| {
+            let entry = u.entry(&detail.scenario)?;
+            let version = match (entry.status, entry.active_version) {
+                (Status::Active, Some(v)) => v,
+                (status, _) => {
+                    return Err(RuntimeError::NotActive {
+                        id: entry.id.clone(),
+                        status: status.as_str(),
+                    });
+                }
+            };
+            let ids = match &detail.contacts {
+                Some(ids) => ids.clone(),
+                None => u.store.contact_ids().map_err(store_err)?,
+            };
+            let mut report = LaunchReport::default();
+            for id in ids {
+                match u.store.contact(&id).map_err(store_err)? {
+                    Some(c) => u.try_enter(&entry.id, version, &c, &mut report)?,
+                    None => report.not_found.push(id),
+                }
+            }
+            Ok(report)
+        })
+    }
+
+    /// Writes imported contacts (merged into stored ones) and launches the active
+    /// `after_import` scenarios for the subset each asks for. `progress` is told how many
+    /// rows are done.
+    pub fn import(
+        &mut self,
+        contacts: &[Contact],
+        now: DateTime<Utc>,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Vec<ImportedContact>, RuntimeError> {
+        // The after_import scenarios to launch, read once.
+        let mut targets = Vec::new();
+        for entry in self
+            .store
+            .scenarios(Some(Status::Active))
+            .map_err(store_err)?
+        {
+            let Some(version) = entry.active_version else {
+                continue;
+            };
+            if let Launch::AfterImport(subset) = self.engine(&entry.id, version)?.scenario().launch
+            {
+                targets.push((entry.id, version, subset));
+            }
+        }
+        // One unit of work for the whole file: a crash or a failure leaves no half import and
+        // no imported contact that missed its after_import launch.
+        let results = self.unit(now, |u| {
+            let mut results: Vec<ImportedContact> = Vec::with_capacity(contacts.len());
+            let mut entered = std::collections::HashSet::new();
+            for chunk in contacts.chunks(1000) {
+                for c in chunk {
+                    let origin = Origin {
+                        source: source::IMPORT,
+                        actor: u.actor,
+                    };
+                    let (_, change, consent_kept) = u.merge_contact(c, origin)?;
+                    results.push(ImportedContact {
+                        id: c.id().to_string(),
+                        change,
+                        consent_kept,
+                    });
+                }
+                progress(results.len());
+            }
+            for (scenario, version, subset) in &targets {
+                for r in &results {
+                    let wanted = match subset {
+                        ImportSubset::All => true,
+                        ImportSubset::Added => r.change == ContactChange::Added,
+                        ImportSubset::Modified => r.change == ContactChange::Modified,
+                    };
+                    // A contact listed twice in one file enters once.
+                    if !wanted || !entered.insert((scenario.clone(), r.id.clone())) {
+                        continue;
+                    }
+                    if let Some(c) = u.store.contact(&r.id).map_err(store_err)? {
+                        u.try_enter(scenario, *version, &c, &mut LaunchReport::default())?;
+                    }
+                }
+            }
+            Ok(results)
+        })?;
+        Ok(results)
+    }
+}
+
+impl<S> Unit<'_, S>
+where
+    S: Store,
+    S::Fault: std::error::Error + Send + Sync + 'static,
+{
+    pub(super) fn try_enter(
+        &mut self,
+        scenario: &str,
+        version: u32,
+        contact: &Contact,
+        report: &mut LaunchReport,
+    ) -> Result<(), RuntimeError> {
+        let engine = self.engine(scenario, version)?;
+        let running = self
+            .store
+            .running_enrollment(scenario, contact.id())
+            .map_err(store_err)?
+            .is_some();
+        let mark = self
+            .store
+            .entry_mark(scenario, contact.id())
+            .map_err(store_err)?;
+        let history = history_for(self.store, &engine, contact.id(), scenario)?;
+        let id = format!(
+            "{scenario}:{}:{}",
+            contact.id(),
+            mark.map_or(1, |m| m.entries + 1)
+        );
+        let request = EntryRequest {
+            contact,
+            history: &history,
+            running,
+            last_entered_at: mark.map(|m| m.last_entered_at),
+            enrollment_id: &id,
+            now: self.now,
+        };
+        match engine.enter(request) {
+            Entry::Entered(t) => {
+                report.entered += 1;
+                self.store
+                    .mark_entry(scenario, contact.id(), self.now)
+                    .map_err(store_err)?;
+                self.apply(scenario, version, None, t)?;
+            }
+            Entry::Skipped { reason, record } => {
+                *report
+                    .skipped
+                    .entry(reason.as_str().to_string())
+                    .or_default() += 1;
+                self.store.journal(scenario, &record).map_err(store_err)?;
+                if let Some(r) = self.reported.as_deref_mut() {
+                    r.push(scenario, record);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn fire_launch(
+        &mut self,
+        scenario: &str,
+        zone: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), RuntimeError> {
+        let Some(entry) = self.store.scenario(scenario).map_err(store_err)? else {
+            return Ok(());
+        };
+        let Some(version) = entry.active_version else {
+            return Ok(());
+        };
+        let engine = self.engine(scenario, version)?;
+        let mut report = LaunchReport::default();
+        for id in self.store.contact_ids().map_err(store_err)? {
+            let Some(contact) = self.store.contact(&id).map_err(store_err)? else {
+                continue;
+            };
+            if !zone.is_empty() && engine.zone_for(&contact, None).name() != zone {
+                continue;
+            }
+            self.try_enter(scenario, version, &contact, &mut report)?;
+        }
+        let tz = if zone.is_empty() {
+            engine.scenario().timezone
+        } else {
+            zone.parse().unwrap_or(engine.scenario().timezone)
+        };
+        let next = next_launch(engine.scenario(), tz, self.now.max(at));
+        self.store
+            .set_launch(scenario, zone, next)
+            .map_err(store_err)?;
+        Ok(())
+    }
+
+    /// Arms the next recurring or fixed-date launch of a version just activated.
+    pub(super) fn schedule_launches(
+        &mut self,
+        scenario: &str,
+        version: u32,
+    ) -> Result<(), RuntimeError> {
+        let engine = self.engine(scenario, version)?;
+        let s = engine.scenario();
+        let mut zones = vec![String::new()];
+        if s.local_time && matches!(s.launch, Launch::Recurring(_) | Launch::FixedDates(_)) {
+            // One launch per zone among the contacts, so each gets its local occurrence.
+            zones.clear();
+            for id in self.store.contact_ids().map_err(store_err)? {
+                if let Some(c) = self.store.contact(&id).map_err(store_err)? {
+                    let z = engine.zone_for(&c, None).name().to_string();
+                    if !zones.contains(&z) {
+                        zones.push(z);
+                    }
+                }
+            }
+        }
+        for zone in zones {
+            let tz = if zone.is_empty() {
+                s.timezone
+            } else {
+                zone.parse().unwrap_or(s.timezone)
+            };
+            let next = next_launch(s, tz, self.now - TimeDelta::microseconds(1));
+            self.store
+                .set_launch(scenario, &zone, next)
+                .map_err(store_err)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,313 @@
+//! `Runtime`: the engine run for real over a store. Each input (a contact change, an activity
+//! event, an engagement, a launch, a due timer, launch or inactivity check) is one unit of
+//! work: load through the ports, call the pure engine, write the effects back, commit.
+//! A crash between two units loses nothing: the next tick finds the timer still there.
+//!
+//! The inputs are split by what they concern, one private module each: `scenarios`
+//! (versions, lifecycle, settings), `contacts` (contact writes, activity, engagement,
+//! consent), `launches` (launches, imports, entries), `ticks` (due launches, inactivity
+//! checks, timers, dead letters, retention); `error` says why an input was refused. This
+//! module holds the runtime, its units of work and the engine cache.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use relance_core::History;
+use relance_core::consent::{self, source};
+use relance_core::contact::Contact;
+use relance_core::engine::{Engine, Transition};
+use relance_core::journal::{JournalCounts, Record};
+use relance_core::ports::{ScenarioEntry, Status, Store};
+use relance_core::validate;
+
+mod contacts;
+mod error;
+mod launches;
+mod scenarios;
+mod ticks;
+
+pub use error::RuntimeError;
+pub(crate) use error::store_err;
+pub use launches::{ImportedContact, LaunchReport, next_launch};
+use scenarios::Engines;
+pub use scenarios::{POLICY_REFRESH, PutOutcome};
+pub(crate) use ticks::TIMER_BATCH;
+pub use ticks::{DUE_ITEM_ATTEMPTS, PURGE_BATCH, TickReport};
+
+/// The engine over a store.
+#[derive(Debug)]
+pub struct Runtime<S> {
+    store: S,
+    engines: Engines,
+    /// Who drives this runtime, for the consent log (`system`, `cli`, `api`, a token's name).
+    actor: String,
+    /// The journal records of committed units not yet taken, when they are reported (see
+    /// [`Runtime::report_journal`]).
+    reported: Option<Reported>,
+}
+
+/// Journal records reported and not yet taken, with their scenario (shared between the
+/// records of one scenario, so reporting costs no allocation per record).
+#[derive(Debug, Default)]
+struct Reported {
+    records: Vec<(Arc<str>, Record)>,
+    /// The scenario of the last record, kept across drains.
+    last: Option<Arc<str>>,
+}
+
+impl Reported {
+    fn push(&mut self, scenario: &str, record: Record) {
+        let scenario = match &self.last {
+            Some(s) if **s == *scenario => s.clone(),
+            _ => {
+                let s: Arc<str> = Arc::from(scenario);
+                self.last = Some(s.clone());
+                s
+            }
+        };
+        self.records.push((scenario, record));
+    }
+}
+
+/// One unit of work in progress: the store (inside its transaction) and the engine cache.
+struct Unit<'a, S> {
+    store: &'a mut S,
+    engines: &'a mut Engines,
+    now: DateTime<Utc>,
+    actor: &'a str,
+    /// Where the unit's journal records go when they are reported (dropped with the unit
+    /// if it fails).
+    reported: Option<&'a mut Reported>,
+}
+
+fn engine<S: Store>(
+    store: &mut S,
+    engines: &mut Engines,
+    id: &str,
+    version: u32,
+) -> Result<Arc<Engine>, RuntimeError>
+where
+    S::Fault: std::error::Error + Send + Sync + 'static,
+{
+    if let Some(e) = engines.by_version.get(id).and_then(|v| v.get(&version)) {
+        return Ok(e.clone());
+    }
+    let source = store
+        .scenario_source(id, version)
+        .map_err(store_err)?
+        .ok_or_else(|| RuntimeError::UnknownScenario(id.to_string()))?;
+    let (scenario, _) =
+        validate::parse(&source.text, source.format.into()).map_err(|problems| {
+            RuntimeError::Invalid {
+                id: id.to_string(),
+                problems,
+            }
+        })?;
+    let e = Arc::new(Engine::new(scenario).with_policy(engines.policy.clone()));
+    engines
+        .by_version
+        .entry(id.to_string())
+        .or_default()
+        .insert(version, e.clone());
+    Ok(e)
+}
+
+/// The contact's past for one scenario, with every scenario's sends when the engine's policy
+/// caps them.
+fn history_for<S: Store>(
+    store: &mut S,
+    engine: &Engine,
+    contact: &str,
+    scenario: &str,
+) -> Result<History, RuntimeError>
+where
+    S::Fault: std::error::Error + Send + Sync + 'static,
+{
+    let mut history = store.history(contact, scenario).map_err(store_err)?;
+    if engine.needs_contact_sends() {
+        history.contact_sends = store.contact_sends(contact).map_err(store_err)?;
+    }
+    Ok(history)
+}
+
+impl<S> Runtime<S>
+where
+    S: Store,
+    S::Fault: std::error::Error + Send + Sync + 'static,
+{
+    /// A runtime over `store`.
+    pub fn new(store: S) -> Self {
+        Runtime {
+            store,
+            engines: Engines::default(),
+            actor: "system".into(),
+            reported: None,
+        }
+    }
+
+    /// Keeps the journal records of every unit of work that commits from now on, in the
+    /// order written, for [`Runtime::drain_journal`]: a play reports them as they happen
+    /// without reading the journal back.
+    pub fn report_journal(&mut self) {
+        self.reported.get_or_insert_with(Reported::default);
+    }
+
+    /// Hands the journal records reported since the last call to `each`, as (scenario,
+    /// record), in the order written.
+    pub fn drain_journal(&mut self, mut each: impl FnMut(&str, &Record)) {
+        if let Some(r) = self.reported.as_mut() {
+            for (scenario, record) in r.records.drain(..) {
+                each(&scenario, &record);
+            }
+        }
+    }
+
+    /// Names who drives the runtime from now on (`cli`, `api`, an API token's name): the
+    /// actor of the consent events that contact writes, imports and explicit calls append.
+    pub fn set_actor(&mut self, actor: &str) {
+        self.actor = actor.to_string();
+    }
+
+    /// Who drives the runtime (see [`Runtime::set_actor`]).
+    pub fn actor(&self) -> &str {
+        &self.actor
+    }
+
+    /// The store, for reads the runtime does not wrap.
+    pub fn store(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    fn unit<T>(
+        &mut self,
+        now: DateTime<Utc>,
+        work: impl FnOnce(&mut Unit<'_, S>) -> Result<T, RuntimeError>,
+    ) -> Result<T, RuntimeError> {
+        self.try_unit(now, work)?
+    }
+
+    /// A unit of work that tells the store's failure to begin or commit it (the outer error:
+    /// nothing is known of the work, which may even be committed) from the work's own (inner).
+    fn try_unit<T>(
+        &mut self,
+        now: DateTime<Utc>,
+        work: impl FnOnce(&mut Unit<'_, S>) -> Result<T, RuntimeError>,
+    ) -> Result<Result<T, RuntimeError>, RuntimeError> {
+        // Stored instants keep microseconds: an instant with more precision would not match
+        // itself once read back (a timer's due time against the enrollment's).
+        let now = now.trunc_subsecs(6);
+        self.engines.refresh_policy(&mut self.store, now)?;
+        let engines = &mut self.engines;
+        let actor = self.actor.as_str();
+        let mark = self.reported.as_ref().map_or(0, |r| r.records.len());
+        let reported = self.reported.as_mut();
+        let result = self
+            .store
+            .atomically(|store| {
+                work(&mut Unit {
+                    store,
+                    engines,
+                    now,
+                    actor,
+                    reported,
+                })
+            })
+            .map_err(store_err);
+        // The records of a unit that did not commit were never written.
+        if !matches!(result, Ok(Ok(_)))
+            && let Some(r) = self.reported.as_mut()
+        {
+            r.records.truncate(mark);
+        }
+        result
+    }
+
+    /// The journal counts of a scenario.
+    pub fn journal(&mut self, id: &str) -> Result<JournalCounts, RuntimeError> {
+        if self.store.scenario(id).map_err(store_err)?.is_none() {
+            return Err(RuntimeError::UnknownScenario(id.to_string()));
+        }
+        let mut counts = JournalCounts::default();
+        for r in self.store.records(id, None).map_err(store_err)? {
+            counts.add(&r);
+        }
+        Ok(counts)
+    }
+
+    /// One contact's path through a scenario, with timestamps.
+    pub fn path(&mut self, id: &str, contact: &str) -> Result<Vec<Record>, RuntimeError> {
+        if self.store.scenario(id).map_err(store_err)?.is_none() {
+            return Err(RuntimeError::UnknownScenario(id.to_string()));
+        }
+        self.store.records(id, Some(contact)).map_err(store_err)
+    }
+}
+
+impl<S> Unit<'_, S>
+where
+    S: Store,
+    S::Fault: std::error::Error + Send + Sync + 'static,
+{
+    /// A stored scenario, or `UnknownScenario`.
+    fn entry(&mut self, id: &str) -> Result<ScenarioEntry, RuntimeError> {
+        self.store
+            .scenario(id)
+            .map_err(store_err)?
+            .ok_or_else(|| RuntimeError::UnknownScenario(id.to_string()))
+    }
+
+    fn engine(&mut self, id: &str, version: u32) -> Result<Arc<Engine>, RuntimeError> {
+        engine(self.store, self.engines, id, version)
+    }
+
+    fn active(&mut self) -> Result<Vec<(String, u32, Arc<Engine>)>, RuntimeError> {
+        let mut out = Vec::new();
+        for entry in self
+            .store
+            .scenarios(Some(Status::Active))
+            .map_err(store_err)?
+        {
+            if let Some(v) = entry.active_version {
+                let e = self.engine(&entry.id, v)?;
+                out.push((entry.id, v, e));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes a transition's effects and the enrollment (conditionally on its version);
+    /// returns the contact when the transition changed it.
+    fn apply(
+        &mut self,
+        scenario: &str,
+        version: u32,
+        expected: Option<u64>,
+        t: Transition,
+    ) -> Result<Option<Contact>, RuntimeError> {
+        if t.is_noop() {
+            return Ok(None);
+        }
+        // A scenario's update_profile may opt the contact out (the engine refuses opt-ins over
+        // an opt-out): the trail records it before the contact is written.
+        if let Some(after) = &t.contact
+            && let Some(before) = self.store.contact(after.id()).map_err(store_err)?
+        {
+            let actor = format!("scenario:{scenario}");
+            for c in consent::diff(&before, after) {
+                let event = c.event(after.id(), source::SCENARIO, &actor, self.now);
+                self.store.append_consent(&event).map_err(store_err)?;
+            }
+        }
+        self.store
+            .commit_transition(scenario, version, expected, &t, self.now)
+            .map_err(store_err)?;
+        if let Some(r) = self.reported.as_deref_mut() {
+            for effect in t.effects {
+                if let relance_core::engine::Effect::Record(record) = effect {
+                    r.push(scenario, record);
+                }
+            }
+        }
+        Ok(t.contact)
+    }
+}

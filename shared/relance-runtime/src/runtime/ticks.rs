@@ -1,0 +1,298 @@
+//! Due work: ticks fire launches, inactivity checks and timers, each in its own unit; a due
+//! item that keeps failing becomes a dead letter; the retention purge.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use relance_core::contact::Contact;
+use relance_core::engine::{Input, Wake};
+use relance_core::policy::Retained;
+use relance_core::ports::{Due, Store, UnreadableRow};
+use serde::Serialize;
+
+use super::{LaunchReport, Runtime, RuntimeError, Unit, history_for, store_err};
+
+/// How many rows of history one retention unit of work deletes.
+pub const PURGE_BATCH: usize = 5_000;
+
+/// How many due timers one tick takes before looking at the rest again.
+pub(crate) const TIMER_BATCH: usize = 500;
+
+/// How many times in a row a due item's work may fail on a store error before the item is
+/// kept as a dead letter (as many as the AWS queues' receives before their dead-letter queue).
+pub const DUE_ITEM_ATTEMPTS: u32 = 5;
+
+/// What a tick did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TickReport {
+    /// Timers fired.
+    pub timers: usize,
+    /// Recurring or fixed-date launches fired.
+    pub launches: usize,
+    /// Inactivity checks fired.
+    pub inactivity: usize,
+}
+
+impl<S> Runtime<S>
+where
+    S: Store,
+    S::Fault: std::error::Error + Send + Sync + 'static,
+{
+    /// Fires everything due at `now`: recurring and fixed-date launches, inactivity checks,
+    /// then timers (oldest first). Each is its own unit of work.
+    pub fn tick(&mut self, now: DateTime<Utc>) -> Result<TickReport, RuntimeError> {
+        let mut report = self.tick_schedules(now)?;
+        loop {
+            let due = self.due_timers(now)?;
+            if due.is_empty() {
+                return Ok(report);
+            }
+            for wake in due {
+                self.fire(&wake, now)?;
+                report.timers += 1;
+            }
+        }
+    }
+
+    /// Fires the launches and inactivity checks due at `now` (the part of a tick that is not
+    /// timers).
+    pub fn tick_schedules(&mut self, now: DateTime<Utc>) -> Result<TickReport, RuntimeError> {
+        let now = now.trunc_subsecs(6);
+        let mut report = TickReport::default();
+        for launch in self.store.due_launches(now).map_err(store_err)? {
+            let launch = match launch {
+                Due::Ready(launch) => launch,
+                Due::Unreadable(row) => {
+                    self.bury(now, &row)?;
+                    continue;
+                }
+            };
+            self.settle(
+                now,
+                "launch",
+                &launch,
+                |u| u.fire_launch(&launch.scenario, &launch.zone, launch.at),
+                |u| {
+                    u.store
+                        .set_launch(&launch.scenario, &launch.zone, None)
+                        .map_err(store_err)
+                },
+            )?;
+            report.launches += 1;
+        }
+        for check in self
+            .store
+            .due_inactivity(now, TIMER_BATCH)
+            .map_err(store_err)?
+        {
+            let check = match check {
+                Due::Ready(check) => check,
+                Due::Unreadable(row) => {
+                    self.bury(now, &row)?;
+                    continue;
+                }
+            };
+            let fire = |u: &mut Unit<'_, S>| {
+                u.store.remove_inactivity(&check).map_err(store_err)?;
+                let Some(entry) = u.store.scenario(&check.scenario).map_err(store_err)? else {
+                    return Ok(());
+                };
+                let (Some(version), Some(contact)) = (
+                    entry.active_version,
+                    u.store.contact(&check.contact).map_err(store_err)?,
+                ) else {
+                    return Ok(());
+                };
+                u.try_enter(&entry.id, version, &contact, &mut LaunchReport::default())
+            };
+            self.settle(now, "inactivity", &check, fire, |u| {
+                u.store.remove_inactivity(&check).map_err(store_err)
+            })?;
+            report.inactivity += 1;
+        }
+        Ok(report)
+    }
+
+    /// Timers due at or before `until`, oldest first (a batch; ask again for more). The AWS
+    /// tick hands them to the step queue; the embedded tick fires them itself.
+    pub fn due_timers(&mut self, until: DateTime<Utc>) -> Result<Vec<Wake>, RuntimeError> {
+        self.due_timers_up_to(until, TIMER_BATCH)
+    }
+
+    /// Like [`Runtime::due_timers`], with the batch size chosen by the caller (the AWS tick
+    /// hands a whole herd of timers due at one second to the step queue at once).
+    pub fn due_timers_up_to(
+        &mut self,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Wake>, RuntimeError> {
+        let until = until.trunc_subsecs(6);
+        loop {
+            let batch = self.store.due_timers(until, limit).map_err(store_err)?;
+            let full = batch.len() >= limit;
+            let mut ready = Vec::with_capacity(batch.len());
+            for due in batch {
+                match due {
+                    Due::Ready(wake) => ready.push(wake),
+                    Due::Unreadable(row) => self.bury(until, &row)?,
+                }
+            }
+            // A full batch of nothing but unreadable rows (now gone) hides what follows.
+            if !ready.is_empty() || !full {
+                return Ok(ready);
+            }
+        }
+    }
+
+    /// Removes a due row that does not read and keeps it as a dead letter (the raw row and
+    /// why), in one unit of its own: the items before and after it still fire, and a later
+    /// tick does not meet it again. Only the store failing to do so is an error (the row then
+    /// stays for the next tick).
+    fn bury(&mut self, now: DateTime<Utc>, row: &UnreadableRow) -> Result<(), RuntimeError> {
+        tracing::error!(kind = %row.kind, reason = %row.reason, "a stored due row does not read; kept as a dead letter");
+        let reason = format!("unreadable row: {}", row.reason);
+        self.unit(now, |u| {
+            u.store.remove_unreadable(row).map_err(store_err)?;
+            u.store
+                .dead_letter(&row.kind, &row.raw, &reason, now)
+                .map_err(store_err)
+        })
+    }
+
+    /// Fires one timer (the step executor's unit of work). A duplicated or stale timer
+    /// changes nothing; one whose work keeps failing is kept as a dead letter; one whose unit
+    /// could not commit is an error, and the timer stays for the next try.
+    pub fn fire(&mut self, wake: &Wake, now: DateTime<Utc>) -> Result<(), RuntimeError> {
+        // A queue may deliver a little early: the step never runs before it is due.
+        let now = now.trunc_subsecs(6).max(wake.at);
+        self.settle(
+            now,
+            "timer",
+            wake,
+            |u| u.fire_timer(wake),
+            |u| u.store.cancel(wake).map_err(store_err),
+        )
+    }
+
+    /// Runs a due item's unit, `fire`. When the store fails to begin or commit it, the error
+    /// is returned and the item stays for the next tick or delivery: that says nothing of the
+    /// item, and its work may even be committed (a retry then finds it done). When the work
+    /// itself fails on a store error (transient: a busy database, a lost or throttled
+    /// request), it is run again at once, up to [`DUE_ITEM_ATTEMPTS`] times. When it keeps
+    /// failing, or fails otherwise (a bug, a scenario that no longer reads, a row that does
+    /// not), the item is removed with `drop` and kept as a dead letter with its reason, in
+    /// one unit, so it neither blocks the items after it nor is lost. If even that fails (the
+    /// database is gone), the error is returned and the item stays for the next tick.
+    fn settle<T: serde::Serialize>(
+        &mut self,
+        now: DateTime<Utc>,
+        kind: &str,
+        item: &T,
+        mut fire: impl FnMut(&mut Unit<'_, S>) -> Result<(), RuntimeError>,
+        drop: impl FnOnce(&mut Unit<'_, S>) -> Result<(), RuntimeError>,
+    ) -> Result<(), RuntimeError> {
+        let mut attempt = 1;
+        let reason = loop {
+            match self.try_unit(now, &mut fire)? {
+                Ok(()) => return Ok(()),
+                Err(e @ RuntimeError::Store(_)) if attempt < DUE_ITEM_ATTEMPTS => {
+                    tracing::warn!(kind, attempt, error = %e, "due item failed; trying it again");
+                    attempt += 1;
+                }
+                Err(e) => break e.to_string(),
+            }
+        };
+        tracing::error!(kind, attempt, reason = %reason, "due item failed; kept as a dead letter");
+        let payload = serde_json::to_string(item).unwrap_or_default();
+        self.unit(now, |u| {
+            drop(u)?;
+            u.store
+                .dead_letter(kind, &payload, &reason, now)
+                .map_err(store_err)
+        })
+    }
+
+    /// Deletes the history the policy's `retention` no longer keeps (each kind in units of
+    /// [`PURGE_BATCH`] rows, so the runner is never held long); returns what was deleted.
+    /// The consent log is never purged.
+    pub fn purge_history(
+        &mut self,
+        now: DateTime<Utc>,
+    ) -> Result<BTreeMap<&'static str, u64>, RuntimeError> {
+        let now = now.trunc_subsecs(6);
+        self.engines.refresh_policy(&mut self.store, now)?;
+        let retention = self.engines.policy.retention.clone();
+        let mut report = BTreeMap::new();
+        for kind in Retained::ALL {
+            let Some(cutoff) = retention.cutoff(kind, now) else {
+                continue;
+            };
+            let mut total = 0;
+            loop {
+                let deleted = self.unit(now, |u| {
+                    u.store.purge(kind, cutoff, PURGE_BATCH).map_err(store_err)
+                })?;
+                total += deleted;
+                if deleted < PURGE_BATCH as u64 {
+                    break;
+                }
+            }
+            if total > 0 {
+                tracing::info!(kind = kind.as_str(), deleted = total, before = %cutoff, "retention");
+            }
+            report.insert(kind.as_str(), total);
+        }
+        Ok(report)
+    }
+
+    /// The earliest instant something is due.
+    pub fn next_due(&mut self) -> Result<Option<DateTime<Utc>>, RuntimeError> {
+        self.store.next_due().map_err(store_err)
+    }
+}
+
+impl<S> Unit<'_, S>
+where
+    S: Store,
+    S::Fault: std::error::Error + Send + Sync + 'static,
+{
+    fn fire_timer(&mut self, wake: &relance_core::engine::Wake) -> Result<(), RuntimeError> {
+        // The timer is consumed in the same unit as the transition it causes.
+        self.store.cancel(wake).map_err(store_err)?;
+        let Some((enrollment, version)) =
+            self.store.enrollment(&wake.enrollment).map_err(store_err)?
+        else {
+            return Ok(());
+        };
+        let engine = self.engine(&enrollment.scenario, version)?;
+        let contact = self
+            .store
+            .contact(&enrollment.contact)
+            .map_err(store_err)?
+            .unwrap_or_else(|| Contact::bare(&enrollment.contact));
+        let history = history_for(self.store, &engine, contact.id(), &enrollment.scenario)?;
+        // A wake naming a step the scenario version does not have cannot run: an error, so
+        // `fire` keeps it as a dead letter with its reason (a stale timer is no error).
+        let t = engine
+            .try_handle(
+                &enrollment,
+                &contact,
+                &history,
+                Input::Wake {
+                    step: &wake.step,
+                    at: wake.at,
+                },
+                self.now,
+            )
+            .map_err(|e| RuntimeError::BadInput {
+                field: "step".into(),
+                message: e.to_string(),
+            })?;
+        if t.is_noop() {
+            tracing::warn!(enrollment = %wake.enrollment, step = %wake.step, due = %wake.at, "stale timer dropped");
+        }
+        let scenario = enrollment.scenario.clone();
+        self.apply(&scenario, version, Some(enrollment.version), t)?;
+        Ok(())
+    }
+}
