@@ -17,7 +17,7 @@ use relance_core::unsubscribe::UnsubscribeLinks;
 use serde_json::{Value, json};
 
 use crate::bridge::Bridge;
-use crate::dynamodb::AwsError;
+use crate::error::StoreError;
 use crate::webpush::WebPushSender;
 
 /// How long a send waits for a slot of the shared send rate before it is left to the queue.
@@ -481,7 +481,7 @@ impl Senders {
             },
             self.bridge.clone(),
         );
-        let result = (|| -> Result<(), AwsError> {
+        let result = (|| -> Result<(), StoreError> {
             use relance_core::ports::ContactStore;
             let Some(mut c) = store.contact(contact)? else {
                 return Ok(());

@@ -61,46 +61,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::bridge::Bridge;
 use crate::config::AwsConfig;
+use crate::error::{DispatchError, DynamoError, StoreError};
 use crate::eventbridge::EventBus;
 use crate::sqs::{Outgoing, SqsQueues};
-
-/// A failure of the DynamoDB adapter.
-#[derive(Debug, thiserror::Error)]
-pub enum AwsError {
-    /// DynamoDB refused or failed a call.
-    #[error("dynamodb {op}: {message}")]
-    Dynamo {
-        /// The operation.
-        op: &'static str,
-        /// The service's message.
-        message: String,
-    },
-    /// The enrollment (or the entry mark) changed since it was read.
-    #[error("{0} changed concurrently (conditional write refused)")]
-    Conflict(String),
-    /// A fault injected by a test.
-    #[error("injected fault: stopped after the commit point")]
-    Injected,
-    /// A transition carries a send this store cannot hand to its channel: refused before
-    /// anything is written, so no `sent` is ever journaled for a message no queue received.
-    #[error(
-        "{var} is not set: a {channel} send cannot be handed to its channel queue, so the transition was not committed (set it as the functions have it, or create the queues with `relance dev up`)"
-    )]
-    NoChannelQueue {
-        /// The environment variable that names the missing queue.
-        var: &'static str,
-        /// The channel.
-        channel: &'static str,
-    },
-    /// A stored value does not read back.
-    #[error("corrupt {what}: {why}")]
-    Corrupt {
-        /// What.
-        what: &'static str,
-        /// Why.
-        why: String,
-    },
-}
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -108,10 +71,10 @@ fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-fn parse_ts(s: &str) -> Result<DateTime<Utc>, AwsError> {
+fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| AwsError::Corrupt {
+        .map_err(|e| StoreError::Corrupt {
             what: "timestamp",
             why: e.to_string(),
         })
@@ -202,8 +165,8 @@ fn to_json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
-fn from_json<T: for<'de> Deserialize<'de>>(what: &'static str, v: &str) -> Result<T, AwsError> {
-    serde_json::from_str(v).map_err(|e| AwsError::Corrupt {
+fn from_json<T: for<'de> Deserialize<'de>>(what: &'static str, v: &str) -> Result<T, StoreError> {
+    serde_json::from_str(v).map_err(|e| StoreError::Corrupt {
         what,
         why: e.to_string(),
     })
@@ -224,8 +187,8 @@ fn hash(parts: &[&str]) -> String {
 /// Every item of a paged read: `page` is called with the key to start from (none first) and
 /// answers one page's items and the key after its last one.
 fn paged(
-    mut page: impl FnMut(Option<Item>) -> Result<(Vec<Item>, Option<Item>), AwsError>,
-) -> Result<Vec<Item>, AwsError> {
+    mut page: impl FnMut(Option<Item>) -> Result<(Vec<Item>, Option<Item>), StoreError>,
+) -> Result<Vec<Item>, StoreError> {
     let mut out = Vec::new();
     let mut start = None;
     loop {
@@ -240,18 +203,8 @@ fn paged(
 
 fn dynamo<E: ProvideErrorMetadata + std::fmt::Debug>(
     op: &'static str,
-) -> impl FnOnce(aws_sdk_dynamodb::error::SdkError<E>) -> AwsError {
-    move |e| {
-        let message = match e.as_service_error() {
-            Some(service) => format!(
-                "{}: {}",
-                service.code().unwrap_or("error"),
-                service.message().unwrap_or("")
-            ),
-            None => format!("{e:?}"),
-        };
-        AwsError::Dynamo { op, message }
-    }
+) -> impl FnOnce(aws_sdk_dynamodb::error::SdkError<E>) -> StoreError {
+    move |e| StoreError::Dynamo(DynamoError::sdk(op)(e))
 }
 
 fn is_conditional<E: ProvideErrorMetadata>(e: &aws_sdk_dynamodb::error::SdkError<E>) -> bool {
@@ -341,7 +294,7 @@ impl DynamoStore {
     /// Sends the deferred channel messages (ten per request, per queue), then writes the
     /// deferred journal items. A transition counts as applied only once its journal item is
     /// written, so a failure here leaves it to be re-applied when the input is redelivered.
-    pub fn flush(&mut self) -> Result<(), AwsError> {
+    pub fn flush(&mut self) -> Result<(), StoreError> {
         let messages = std::mem::take(&mut self.deferred_messages);
         if let Some(queues) = &self.queues {
             let mut by_url: BTreeMap<String, Vec<Outgoing>> = BTreeMap::new();
@@ -354,7 +307,9 @@ impl DynamoStore {
                 });
             }
             for (url, list) in by_url {
-                queues.send_batch(&url, &list)?;
+                queues
+                    .send_batch(&url, &list)
+                    .map_err(DispatchError::from)?;
             }
         }
         for marker in std::mem::take(&mut self.deferred_markers) {
@@ -406,7 +361,7 @@ impl DynamoStore {
     }
 
     /// The queue a send on `channel` is handed to, or why there is none.
-    fn channel_queue(&self, channel: Channel) -> Result<Option<&str>, AwsError> {
+    fn channel_queue(&self, channel: Channel) -> Result<Option<&str>, StoreError> {
         if self.record_sends {
             return Ok(None);
         }
@@ -419,10 +374,11 @@ impl DynamoStore {
         };
         match (&self.queues, url) {
             (Some(_), Some(url)) => Ok(Some(url)),
-            _ => Err(AwsError::NoChannelQueue {
+            _ => Err(DispatchError::NoChannelQueue {
                 var,
                 channel: channel.as_str(),
-            }),
+            }
+            .into()),
         }
     }
 
@@ -438,7 +394,7 @@ impl DynamoStore {
     }
 
     /// Creates both tables (on demand, TTL on timers) if they do not exist.
-    pub async fn create_tables(client: &Client, config: &AwsConfig) -> Result<(), AwsError> {
+    pub async fn create_tables(client: &Client, config: &AwsConfig) -> Result<(), DynamoError> {
         for table in [&config.state_table, &config.timers_table] {
             let created = client
                 .create_table()
@@ -449,28 +405,28 @@ impl DynamoStore {
                         .attribute_name("pk")
                         .attribute_type(ScalarAttributeType::S)
                         .build()
-                        .map_err(build_err)?,
+                        .map_err(|e| DynamoError::new("CreateTable", e.to_string()))?,
                 )
                 .attribute_definitions(
                     AttributeDefinition::builder()
                         .attribute_name("sk")
                         .attribute_type(ScalarAttributeType::S)
                         .build()
-                        .map_err(build_err)?,
+                        .map_err(|e| DynamoError::new("CreateTable", e.to_string()))?,
                 )
                 .key_schema(
                     KeySchemaElement::builder()
                         .attribute_name("pk")
                         .key_type(KeyType::Hash)
                         .build()
-                        .map_err(build_err)?,
+                        .map_err(|e| DynamoError::new("CreateTable", e.to_string()))?,
                 )
                 .key_schema(
                     KeySchemaElement::builder()
                         .attribute_name("sk")
                         .key_type(KeyType::Range)
                         .build()
-                        .map_err(build_err)?,
+                        .map_err(|e| DynamoError::new("CreateTable", e.to_string()))?,
                 )
                 .send()
                 .await;
@@ -479,14 +435,14 @@ impl DynamoStore {
                 Err(e)
                     if e.as_service_error().and_then(|s| s.code())
                         == Some("ResourceInUseException") => {}
-                Err(e) => return Err(dynamo("CreateTable")(e)),
+                Err(e) => return Err(DynamoError::sdk("CreateTable")(e)),
             }
         }
         let ttl = TimeToLiveSpecification::builder()
             .enabled(true)
             .attribute_name("expires_at")
             .build()
-            .map_err(build_err)?;
+            .map_err(|e| DynamoError::new("CreateTable", e.to_string()))?;
         let _ = client
             .update_time_to_live()
             .table_name(&config.timers_table)
@@ -496,7 +452,7 @@ impl DynamoStore {
         Ok(())
     }
 
-    fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, AwsError> {
+    fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
         let out = self
             .bridge
             .block(
@@ -512,7 +468,7 @@ impl DynamoStore {
         Ok(out.item)
     }
 
-    fn put(&self, item: Item) -> Result<(), AwsError> {
+    fn put(&self, item: Item) -> Result<(), StoreError> {
         self.bridge
             .block(
                 self.client
@@ -526,7 +482,7 @@ impl DynamoStore {
     }
 
     /// Puts unless the key exists; true when written.
-    fn put_new(&self, item: Item) -> Result<bool, AwsError> {
+    fn put_new(&self, item: Item) -> Result<bool, StoreError> {
         let r = self.bridge.block(
             self.client
                 .put_item()
@@ -542,7 +498,7 @@ impl DynamoStore {
         }
     }
 
-    fn delete(&self, table: &str, pk: &str, sk: &str) -> Result<(), AwsError> {
+    fn delete(&self, table: &str, pk: &str, sk: &str) -> Result<(), StoreError> {
         self.bridge
             .block(
                 self.client
@@ -560,7 +516,7 @@ impl DynamoStore {
     fn query_all(
         &self,
         query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
-    ) -> Result<Vec<Item>, AwsError> {
+    ) -> Result<Vec<Item>, StoreError> {
         paged(|start| {
             let page = self
                 .bridge
@@ -576,7 +532,7 @@ impl DynamoStore {
         filter: &str,
         values: &[(&str, &str)],
         projection: Option<&str>,
-    ) -> Result<Vec<Item>, AwsError> {
+    ) -> Result<Vec<Item>, StoreError> {
         let mut scan = self
             .client
             .scan()
@@ -596,7 +552,7 @@ impl DynamoStore {
     }
 
     /// Every item of a partition whose sort key starts with `prefix`, in order.
-    fn query(&self, table: &str, pk: &str, prefix: &str) -> Result<Vec<Item>, AwsError> {
+    fn query(&self, table: &str, pk: &str, prefix: &str) -> Result<Vec<Item>, StoreError> {
         let q = self
             .client
             .query()
@@ -616,7 +572,7 @@ impl DynamoStore {
     /// Timer items of one bucket due at or before `now`, and those whose `due` does not read
     /// (the caller dead-letters them). The whole minute is read and filtered here: sort keys
     /// of earlier builds (RFC 3339 text) and of this one (digits) do not order together.
-    fn query_bucket(&self, bucket: &str, now: DateTime<Utc>) -> Result<Vec<Item>, AwsError> {
+    fn query_bucket(&self, bucket: &str, now: DateTime<Utc>) -> Result<Vec<Item>, StoreError> {
         let items = self.query_all(
             self.client
                 .query()
@@ -644,7 +600,7 @@ impl DynamoStore {
         sk: String,
         shard_key: &str,
         mut attrs: Item,
-    ) -> Result<(), AwsError> {
+    ) -> Result<(), StoreError> {
         let bucket = bucket_key(minute(due), self.shard(shard_key));
         attrs.insert("pk".into(), s(bucket));
         attrs.insert("sk".into(), s(sk));
@@ -712,7 +668,7 @@ impl DynamoStore {
 
     /// Due items of the timer table (timers and inactivity checks, and items whose `due` does
     /// not read), advancing the cursor past minutes found empty.
-    fn due_items(&self, now: DateTime<Utc>) -> Result<Vec<Item>, AwsError> {
+    fn due_items(&self, now: DateTime<Utc>) -> Result<Vec<Item>, StoreError> {
         let Some(item) = self.get("tick", "cursor")? else {
             return Ok(Vec::new());
         };
@@ -728,7 +684,7 @@ impl DynamoStore {
             (Some(a), None) | (None, Some(a)) => a,
             (Some(a), Some(b)) => a.and_then(|a| b.map(|b| a.min(b))),
         }
-        .map_err(|why| AwsError::Corrupt {
+        .map_err(|why| StoreError::Corrupt {
             what: "timer cursor",
             why,
         })?;
@@ -787,7 +743,7 @@ impl DynamoStore {
     /// (RFC 3339 text, from an earlier build) under this build's key: a copy is written with
     /// the digits and a numeric `due`, then the old item is deleted (a crash in between
     /// leaves both: the copy fires, the old one is then stale and changes nothing).
-    fn rekey_legacy(&self, item: &mut Item) -> Result<(), AwsError> {
+    fn rekey_legacy(&self, item: &mut Item) -> Result<(), StoreError> {
         let Some(sk) = get_s(item, "sk") else {
             return Ok(());
         };
@@ -820,7 +776,7 @@ impl DynamoStore {
         Ok(())
     }
 
-    fn active_scenarios(&mut self) -> Result<BTreeSet<String>, AwsError> {
+    fn active_scenarios(&mut self) -> Result<BTreeSet<String>, StoreError> {
         Ok(self
             .scenarios(Some(Status::Active))?
             .into_iter()
@@ -832,7 +788,7 @@ impl DynamoStore {
         &mut self,
         pending: &Pending,
         enrollment: &Enrollment,
-    ) -> Result<(), AwsError> {
+    ) -> Result<(), StoreError> {
         // Journal records go together in one item, written last (below).
         for effect in pending
             .effects
@@ -847,7 +803,7 @@ impl DynamoStore {
         if let Some(bus) = &self.events {
             let events = crate::eventbridge::events_of(&pending.scenario, &pending.effects);
             if !events.is_empty() {
-                bus.emit(&events)?;
+                bus.emit(&events).map_err(DispatchError::from)?;
             }
         }
         // Last, the journal item: once written, it says every effect above is applied.
@@ -891,7 +847,7 @@ impl DynamoStore {
         )
     }
 
-    fn read_enrollment(&mut self, id: &str) -> Result<Option<(Enrollment, u32)>, AwsError> {
+    fn read_enrollment(&mut self, id: &str) -> Result<Option<(Enrollment, u32)>, StoreError> {
         let Some(item) = self.get(&format!("enrollment#{id}"), "state")? else {
             return Ok(None);
         };
@@ -917,7 +873,7 @@ impl DynamoStore {
     }
 
     /// The sends and actions in the outbox, in key order (tests and the dev runner).
-    pub fn outbox(&self) -> Result<Vec<serde_json::Value>, AwsError> {
+    pub fn outbox(&self) -> Result<Vec<serde_json::Value>, StoreError> {
         // Sends live in the contacts' partitions (a scan is fine for tests and the dev runner);
         // actions in the `outbox` partition.
         let mut items = self.scan_all(
@@ -934,13 +890,13 @@ impl DynamoStore {
                     from_json("outbox payload", get_s(i, "payload").unwrap_or("null"))?,
                 ))
             })
-            .collect::<Result<_, AwsError>>()?;
+            .collect::<Result<_, StoreError>>()?;
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out.into_iter().map(|(_, v)| v).collect())
     }
 
     /// The dead letters: (kind, payload, reason).
-    pub fn dead_letters(&self) -> Result<Vec<(String, String, String)>, AwsError> {
+    pub fn dead_letters(&self) -> Result<Vec<(String, String, String)>, StoreError> {
         let items = self.query(&self.config.state_table, "dead", "")?;
         Ok(items
             .iter()
@@ -955,17 +911,10 @@ impl DynamoStore {
     }
 }
 
-fn build_err(e: aws_sdk_dynamodb::error::BuildError) -> AwsError {
-    AwsError::Dynamo {
-        op: "build",
-        message: e.to_string(),
-    }
-}
-
 impl ScenarioStore for DynamoStore {
-    type Error = AwsError;
+    type Error = StoreError;
 
-    fn scenarios(&mut self, status: Option<Status>) -> Result<Vec<ScenarioEntry>, AwsError> {
+    fn scenarios(&mut self, status: Option<Status>) -> Result<Vec<ScenarioEntry>, StoreError> {
         let mut out = Vec::new();
         for item in self.query(&self.config.state_table, "registry", "scenario#")? {
             let Some(id) = get_s(&item, "sk").and_then(|k| k.strip_prefix("scenario#")) else {
@@ -980,13 +929,13 @@ impl ScenarioStore for DynamoStore {
         Ok(out)
     }
 
-    fn scenario(&mut self, id: &str) -> Result<Option<ScenarioEntry>, AwsError> {
+    fn scenario(&mut self, id: &str) -> Result<Option<ScenarioEntry>, StoreError> {
         let Some(item) = self.get(&format!("scenario#{id}"), "meta")? else {
             return Ok(None);
         };
         let status = get_s(&item, "status")
             .and_then(Status::parse)
-            .ok_or(AwsError::Corrupt {
+            .ok_or(StoreError::Corrupt {
                 what: "scenario status",
                 why: id.to_string(),
             })?;
@@ -1002,7 +951,7 @@ impl ScenarioStore for DynamoStore {
         &mut self,
         id: &str,
         version: u32,
-    ) -> Result<Option<ScenarioSource>, AwsError> {
+    ) -> Result<Option<ScenarioSource>, StoreError> {
         let Some(item) = self.get(&format!("scenario#{id}"), &format!("v#{version:08}"))? else {
             return Ok(None);
         };
@@ -1024,7 +973,7 @@ impl ScenarioStore for DynamoStore {
         format: SourceFormat,
         text: &str,
         now: DateTime<Utc>,
-    ) -> Result<u32, AwsError> {
+    ) -> Result<u32, StoreError> {
         let existing = self.scenario(id)?;
         let version = existing.as_ref().map_or(0, |e| e.latest_version) + 1;
         let mut item = Item::new();
@@ -1041,7 +990,7 @@ impl ScenarioStore for DynamoStore {
         item.insert("text".into(), s(text));
         item.insert("created_at".into(), s(ts(now)));
         if !self.put_new(item)? {
-            return Err(AwsError::Conflict(format!(
+            return Err(StoreError::Conflict(format!(
                 "scenario {id} version {version}"
             )));
         }
@@ -1071,7 +1020,7 @@ impl ScenarioStore for DynamoStore {
         status: Status,
         active_version: Option<u32>,
         now: DateTime<Utc>,
-    ) -> Result<(), AwsError> {
+    ) -> Result<(), StoreError> {
         let mut update = self
             .client
             .update_item()
@@ -1092,13 +1041,18 @@ impl ScenarioStore for DynamoStore {
         Ok(())
     }
 
-    fn setting(&mut self, name: &str) -> Result<Option<String>, AwsError> {
+    fn setting(&mut self, name: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .get("settings", name)?
             .and_then(|item| get_s(&item, "text").map(str::to_string)))
     }
 
-    fn put_setting(&mut self, name: &str, text: &str, now: DateTime<Utc>) -> Result<(), AwsError> {
+    fn put_setting(
+        &mut self,
+        name: &str,
+        text: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let mut item = Item::new();
         item.insert("pk".into(), s("settings"));
         item.insert("sk".into(), s(name));
@@ -1109,16 +1063,16 @@ impl ScenarioStore for DynamoStore {
 }
 
 impl ContactStore for DynamoStore {
-    type Error = AwsError;
+    type Error = StoreError;
 
-    fn contact(&mut self, id: &str) -> Result<Option<Contact>, AwsError> {
+    fn contact(&mut self, id: &str) -> Result<Option<Contact>, StoreError> {
         let Some(item) = self.get(&format!("contact#{id}"), "profile")? else {
             return Ok(None);
         };
         let v: serde_json::Value = from_json("contact", get_s(&item, "doc").unwrap_or("null"))?;
         Contact::from_stored(v)
             .map(Some)
-            .map_err(|e| AwsError::Corrupt {
+            .map_err(|e| StoreError::Corrupt {
                 what: "contact",
                 why: e.to_string(),
             })
@@ -1128,7 +1082,7 @@ impl ContactStore for DynamoStore {
         &mut self,
         contact: &Contact,
         now: DateTime<Utc>,
-    ) -> Result<ContactChange, AwsError> {
+    ) -> Result<ContactChange, StoreError> {
         let change = match self.contact(contact.id())? {
             None => ContactChange::Added,
             Some(c) if &c == contact => return Ok(ContactChange::Unchanged),
@@ -1143,7 +1097,7 @@ impl ContactStore for DynamoStore {
         Ok(change)
     }
 
-    fn contact_ids(&mut self) -> Result<Vec<String>, AwsError> {
+    fn contact_ids(&mut self) -> Result<Vec<String>, StoreError> {
         let items = self.scan_all("sk = :p", &[(":p", "profile")], Some("pk"))?;
         let mut ids: Vec<String> = items
             .iter()
@@ -1157,7 +1111,7 @@ impl ContactStore for DynamoStore {
         Ok(ids)
     }
 
-    fn append_activity(&mut self, contact: &str, event: &ActivityEvent) -> Result<(), AwsError> {
+    fn append_activity(&mut self, contact: &str, event: &ActivityEvent) -> Result<(), StoreError> {
         let props = to_json(&event.properties);
         let mut item = Item::new();
         item.insert("pk".into(), s(format!("contact#{contact}")));
@@ -1181,7 +1135,7 @@ impl ContactStore for DynamoStore {
         contact: &str,
         scenario: &str,
         e: &Engagement,
-    ) -> Result<(), AwsError> {
+    ) -> Result<(), StoreError> {
         let tags = to_json(&e.link_tags);
         let mut item = Item::new();
         item.insert("pk".into(), s(format!("contact#{contact}")));
@@ -1209,11 +1163,11 @@ impl ContactStore for DynamoStore {
         self.put(item)
     }
 
-    fn input_seen(&mut self, key: &str) -> Result<bool, AwsError> {
+    fn input_seen(&mut self, key: &str) -> Result<bool, StoreError> {
         Ok(self.get(&format!("input#{key}"), "input")?.is_some())
     }
 
-    fn record_input(&mut self, key: &str, now: DateTime<Utc>) -> Result<(), AwsError> {
+    fn record_input(&mut self, key: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
         let mut item = Item::new();
         item.insert("pk".into(), s(format!("input#{key}")));
         item.insert("sk".into(), s("input"));
@@ -1222,7 +1176,7 @@ impl ContactStore for DynamoStore {
         self.put_new(item).map(|_| ())
     }
 
-    fn history(&mut self, contact: &str, scenario: &str) -> Result<History, AwsError> {
+    fn history(&mut self, contact: &str, scenario: &str) -> Result<History, StoreError> {
         let pk = format!("contact#{contact}");
         let mut h = History::default();
         for item in self.query(&self.config.state_table, &pk, "a#")? {
@@ -1240,7 +1194,7 @@ impl ContactStore for DynamoStore {
             let kind = EngagementKind::ALL
                 .into_iter()
                 .find(|k| k.as_str() == kind)
-                .ok_or(AwsError::Corrupt {
+                .ok_or(StoreError::Corrupt {
                     what: "engagement kind",
                     why: kind.to_string(),
                 })?;
@@ -1260,7 +1214,7 @@ impl ContactStore for DynamoStore {
         Ok(h)
     }
 
-    fn contact_sends(&mut self, contact: &str) -> Result<Vec<SendMark>, AwsError> {
+    fn contact_sends(&mut self, contact: &str) -> Result<Vec<SendMark>, StoreError> {
         let pk = format!("contact#{contact}");
         let mut sends = Vec::new();
         for item in self.query(&self.config.state_table, &pk, "entry#")? {
@@ -1278,7 +1232,10 @@ impl ContactStore for DynamoStore {
 impl DynamoStore {
     /// Whose send an SMS message id was: (contact, scenario, step), as the SMS sender
     /// recorded it for a week.
-    pub fn sms_send(&self, message_id: &str) -> Result<Option<(String, String, String)>, AwsError> {
+    pub fn sms_send(
+        &self,
+        message_id: &str,
+    ) -> Result<Option<(String, String, String)>, StoreError> {
         Ok(self.get(&format!("sms#{message_id}"), "send")?.map(|item| {
             let field = |k: &str| get_s(&item, k).unwrap_or("").to_string();
             (field("contact"), field("scenario"), field("step"))
@@ -1286,7 +1243,7 @@ impl DynamoStore {
     }
 
     /// One scenario's sends to a contact, from its latest enrollments' `sent` maps.
-    fn scenario_sends(&self, contact: &str, scenario: &str) -> Result<Vec<SendMark>, AwsError> {
+    fn scenario_sends(&self, contact: &str, scenario: &str) -> Result<Vec<SendMark>, StoreError> {
         let pk = format!("contact#{contact}");
         let entries = self
             .get(&pk, &format!("entry#{scenario}"))?
@@ -1307,13 +1264,13 @@ impl DynamoStore {
 }
 
 impl EnrollmentStore for DynamoStore {
-    type Error = AwsError;
+    type Error = StoreError;
 
     fn running_enrollment(
         &mut self,
         scenario: &str,
         contact: &str,
-    ) -> Result<Option<(Enrollment, u32)>, AwsError> {
+    ) -> Result<Option<(Enrollment, u32)>, StoreError> {
         let Some(entry) = self.get(&format!("contact#{contact}"), &format!("entry#{scenario}"))?
         else {
             return Ok(None);
@@ -1325,7 +1282,7 @@ impl EnrollmentStore for DynamoStore {
         Ok(self.read_enrollment(&id)?.filter(|(e, _)| e.is_running()))
     }
 
-    fn enrollment(&mut self, id: &str) -> Result<Option<(Enrollment, u32)>, AwsError> {
+    fn enrollment(&mut self, id: &str) -> Result<Option<(Enrollment, u32)>, StoreError> {
         self.read_enrollment(id)
     }
 
@@ -1334,11 +1291,15 @@ impl EnrollmentStore for DynamoStore {
         expected: Option<u64>,
         scenario_version: u32,
         e: &Enrollment,
-    ) -> Result<(), AwsError> {
+    ) -> Result<(), StoreError> {
         self.write_enrollment(expected, scenario_version, e, None)
     }
 
-    fn entry_mark(&mut self, scenario: &str, contact: &str) -> Result<Option<EntryMark>, AwsError> {
+    fn entry_mark(
+        &mut self,
+        scenario: &str,
+        contact: &str,
+    ) -> Result<Option<EntryMark>, StoreError> {
         let item = self.get(&format!("contact#{contact}"), &format!("entry#{scenario}"))?;
         let mark = match item.as_ref().and_then(|i| {
             get_s(i, "last_entered_at").map(|at| (at, get_n(i, "entries").unwrap_or(0)))
@@ -1361,7 +1322,7 @@ impl EnrollmentStore for DynamoStore {
         scenario: &str,
         contact: &str,
         at: DateTime<Utc>,
-    ) -> Result<(), AwsError> {
+    ) -> Result<(), StoreError> {
         // Optimistic claim: only if no other entry happened since this unit read the mark, so
         // concurrent triggers cannot both enter (the loser retries and sees already_running).
         let seen = self
@@ -1386,7 +1347,7 @@ impl EnrollmentStore for DynamoStore {
         );
         match r {
             Ok(_) => Ok(()),
-            Err(e) if is_conditional(&e) => Err(AwsError::Conflict(format!(
+            Err(e) if is_conditional(&e) => Err(StoreError::Conflict(format!(
                 "entry of {contact} in {scenario}"
             ))),
             Err(e) => Err(dynamo("UpdateItem")(e)),
@@ -1401,7 +1362,7 @@ impl DynamoStore {
         scenario_version: u32,
         e: &Enrollment,
         pending: Option<&Pending>,
-    ) -> Result<(), AwsError> {
+    ) -> Result<(), StoreError> {
         let mut item = Item::new();
         item.insert("pk".into(), s(format!("enrollment#{}", e.id)));
         item.insert("sk".into(), s("state"));
@@ -1428,7 +1389,7 @@ impl DynamoStore {
         match self.bridge.block(put.send()) {
             Ok(_) => Ok(()),
             Err(err) if is_conditional(&err) => {
-                Err(AwsError::Conflict(format!("enrollment {}", e.id)))
+                Err(StoreError::Conflict(format!("enrollment {}", e.id)))
             }
             Err(err) => Err(dynamo("PutItem")(err)),
         }
@@ -1436,9 +1397,9 @@ impl DynamoStore {
 }
 
 impl TimerStore for DynamoStore {
-    type Error = AwsError;
+    type Error = StoreError;
 
-    fn schedule(&mut self, w: &Wake) -> Result<(), AwsError> {
+    fn schedule(&mut self, w: &Wake) -> Result<(), StoreError> {
         let mut attrs = Item::new();
         attrs.insert("kind".into(), s("timer"));
         attrs.insert("enrollment".into(), s(&w.enrollment));
@@ -1447,7 +1408,7 @@ impl TimerStore for DynamoStore {
         self.put_timer_item(w.at, Self::timer_sk_for_wake(w), &w.enrollment, attrs)
     }
 
-    fn cancel(&mut self, w: &Wake) -> Result<(), AwsError> {
+    fn cancel(&mut self, w: &Wake) -> Result<(), StoreError> {
         let bucket = bucket_key(minute(w.at), self.shard(&w.enrollment));
         self.delete(
             &self.config.timers_table.clone(),
@@ -1456,7 +1417,11 @@ impl TimerStore for DynamoStore {
         )
     }
 
-    fn due_timers(&mut self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Due<Wake>>, AwsError> {
+    fn due_timers(
+        &mut self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Due<Wake>>, StoreError> {
         let active = self.active_scenarios()?;
         let table = self.config.timers_table.clone();
         let mut out = Vec::new();
@@ -1490,7 +1455,7 @@ impl TimerStore for DynamoStore {
         Ok(out)
     }
 
-    fn set_inactivity(&mut self, check: &InactivityCheck) -> Result<(), AwsError> {
+    fn set_inactivity(&mut self, check: &InactivityCheck) -> Result<(), StoreError> {
         let pk = format!("contact#{}", check.contact);
         let sk = format!("inactivity#{}", check.scenario);
         if let Some(old) = self.get(&pk, &sk)?
@@ -1515,7 +1480,7 @@ impl TimerStore for DynamoStore {
         self.put(item)
     }
 
-    fn clear_inactivity(&mut self, contact: &str, keep: &[String]) -> Result<(), AwsError> {
+    fn clear_inactivity(&mut self, contact: &str, keep: &[String]) -> Result<(), StoreError> {
         for item in self.query(
             &self.config.state_table,
             &format!("contact#{contact}"),
@@ -1528,7 +1493,7 @@ impl TimerStore for DynamoStore {
             if keep.iter().any(|k| k == scenario) {
                 continue;
             }
-            let due = read_instant(&item, "due").map_err(|why| AwsError::Corrupt {
+            let due = read_instant(&item, "due").map_err(|why| StoreError::Corrupt {
                 what: "inactivity check",
                 why,
             })?;
@@ -1545,7 +1510,7 @@ impl TimerStore for DynamoStore {
         &mut self,
         now: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<Due<InactivityCheck>>, AwsError> {
+    ) -> Result<Vec<Due<InactivityCheck>>, StoreError> {
         let active = self.active_scenarios()?;
         let table = self.config.timers_table.clone();
         let mut out = Vec::new();
@@ -1577,7 +1542,7 @@ impl TimerStore for DynamoStore {
         Ok(out)
     }
 
-    fn remove_inactivity(&mut self, check: &InactivityCheck) -> Result<(), AwsError> {
+    fn remove_inactivity(&mut self, check: &InactivityCheck) -> Result<(), StoreError> {
         let key = format!("{}:{}", check.scenario, check.contact);
         let bucket = bucket_key(minute(check.due), self.shard(&key));
         let table = self.config.timers_table.clone();
@@ -1616,7 +1581,7 @@ impl TimerStore for DynamoStore {
         scenario: &str,
         zone: &str,
         at: Option<DateTime<Utc>>,
-    ) -> Result<(), AwsError> {
+    ) -> Result<(), StoreError> {
         let sk = format!("{scenario}#{zone}");
         match at {
             Some(at) => {
@@ -1635,7 +1600,7 @@ impl TimerStore for DynamoStore {
         }
     }
 
-    fn due_launches(&mut self, now: DateTime<Utc>) -> Result<Vec<Due<LaunchTime>>, AwsError> {
+    fn due_launches(&mut self, now: DateTime<Utc>) -> Result<Vec<Due<LaunchTime>>, StoreError> {
         let active = self.active_scenarios()?;
         let table = self.config.state_table.clone();
         let mut ready = Vec::new();
@@ -1659,21 +1624,21 @@ impl TimerStore for DynamoStore {
         Ok(out)
     }
 
-    fn remove_unreadable(&mut self, row: &UnreadableRow) -> Result<(), AwsError> {
+    fn remove_unreadable(&mut self, row: &UnreadableRow) -> Result<(), StoreError> {
         let locator: serde_json::Value = from_json("unreadable row locator", &row.locator)?;
         let (Some(table), Some(pk), Some(sk)) = (
             locator["table"].as_str(),
             locator["pk"].as_str(),
             locator["sk"].as_str(),
         ) else {
-            return Err(AwsError::Corrupt {
+            return Err(StoreError::Corrupt {
                 what: "unreadable row locator",
                 why: row.locator.clone(),
             });
         };
         // Only the two tables this store owns.
         if table != self.config.timers_table && table != self.config.state_table {
-            return Err(AwsError::Corrupt {
+            return Err(StoreError::Corrupt {
                 what: "unreadable row locator",
                 why: row.locator.clone(),
             });
@@ -1681,16 +1646,16 @@ impl TimerStore for DynamoStore {
         self.delete(table, pk, sk)
     }
 
-    fn next_due(&mut self) -> Result<Option<DateTime<Utc>>, AwsError> {
+    fn next_due(&mut self) -> Result<Option<DateTime<Utc>>, StoreError> {
         // The AWS tick runs on a schedule; there is nothing to sleep until.
         Ok(None)
     }
 }
 
 impl JournalStore for DynamoStore {
-    type Error = AwsError;
+    type Error = StoreError;
 
-    fn journal(&mut self, scenario: &str, record: &Record) -> Result<(), AwsError> {
+    fn journal(&mut self, scenario: &str, record: &Record) -> Result<(), StoreError> {
         let json = to_json(record);
         let mut item = Item::new();
         item.insert("pk".into(), s(format!("journal#{scenario}")));
@@ -1713,7 +1678,7 @@ impl JournalStore for DynamoStore {
         scenario: &str,
         send: &Send,
         at: DateTime<Utc>,
-    ) -> Result<(), AwsError> {
+    ) -> Result<(), StoreError> {
         let payload = relance_core::ports::send_message(scenario, send, at);
         match self.channel_queue(send.channel)? {
             // The channel queue is the outbox: the sender records each key once (its claim).
@@ -1746,7 +1711,7 @@ impl JournalStore for DynamoStore {
         step: &str,
         action: &Action,
         at: DateTime<Utc>,
-    ) -> Result<(), AwsError> {
+    ) -> Result<(), StoreError> {
         let (key, payload) =
             relance_core::ports::action_message(scenario, enrollment, contact, step, action, at);
         let mut item = Item::new();
@@ -1756,7 +1721,11 @@ impl JournalStore for DynamoStore {
         self.put_new(item).map(|_| ())
     }
 
-    fn records(&mut self, scenario: &str, contact: Option<&str>) -> Result<Vec<Record>, AwsError> {
+    fn records(
+        &mut self,
+        scenario: &str,
+        contact: Option<&str>,
+    ) -> Result<Vec<Record>, StoreError> {
         let mut out = Vec::new();
         for item in self.query(&self.config.state_table, &format!("journal#{scenario}"), "")? {
             if contact.is_some_and(|c| get_s(&item, "contact") != Some(c)) {
@@ -1781,7 +1750,7 @@ impl JournalStore for DynamoStore {
         _kind: Retained,
         _before: DateTime<Utc>,
         _limit: usize,
-    ) -> Result<u64, AwsError> {
+    ) -> Result<u64, StoreError> {
         Ok(0)
     }
 
@@ -1791,7 +1760,7 @@ impl JournalStore for DynamoStore {
         payload: &str,
         reason: &str,
         at: DateTime<Utc>,
-    ) -> Result<(), AwsError> {
+    ) -> Result<(), StoreError> {
         let mut item = Item::new();
         item.insert("pk".into(), s("dead"));
         item.insert(
@@ -1807,10 +1776,13 @@ impl JournalStore for DynamoStore {
 }
 
 impl relance_core::ports::ConsentStore for DynamoStore {
-    type Error = AwsError;
+    type Error = StoreError;
 
     /// Written only if absent (the log is append-only; a redone unit lands on the same key).
-    fn append_consent(&mut self, e: &relance_core::consent::ConsentEvent) -> Result<(), AwsError> {
+    fn append_consent(
+        &mut self,
+        e: &relance_core::consent::ConsentEvent,
+    ) -> Result<(), StoreError> {
         let micros = instant::to_micros(e.at);
         let kept = if e.kept { "kept" } else { "" };
         let key = hash(&[
@@ -1843,13 +1815,13 @@ impl relance_core::ports::ConsentStore for DynamoStore {
     fn consent_trail(
         &mut self,
         contact: &str,
-    ) -> Result<Vec<relance_core::consent::ConsentEvent>, AwsError> {
+    ) -> Result<Vec<relance_core::consent::ConsentEvent>, StoreError> {
         use relance_core::consent::{ConsentEvent, ConsentState};
         let pk = format!("contact#{contact}");
         let mut trail = Vec::new();
         for item in self.query(&self.config.state_table, &pk, "consent#")? {
             let text = |k: &str| get_s(&item, k).unwrap_or_default().to_string();
-            let state = ConsentState::parse(&text("state")).ok_or(AwsError::Corrupt {
+            let state = ConsentState::parse(&text("state")).ok_or(StoreError::Corrupt {
                 what: "consent state",
                 why: text("state"),
             })?;
@@ -1858,7 +1830,7 @@ impl relance_core::ports::ConsentStore for DynamoStore {
                 .and_then(|v| v.as_n().ok())
                 .and_then(|v| v.parse::<i64>().ok())
                 .and_then(instant::from_micros)
-                .ok_or(AwsError::Corrupt {
+                .ok_or(StoreError::Corrupt {
                     what: "consent instant",
                     why: text("sk"),
                 })?;
@@ -1882,7 +1854,7 @@ impl relance_core::ports::ConsentStore for DynamoStore {
 }
 
 impl Store for DynamoStore {
-    type Fault = AwsError;
+    type Fault = StoreError;
 
     fn set_retention(&mut self, retention: &Retention) {
         self.retention = retention.clone();
@@ -1893,7 +1865,7 @@ impl Store for DynamoStore {
     fn atomically<T, E>(
         &mut self,
         work: impl FnOnce(&mut Self) -> Result<T, E>,
-    ) -> Result<Result<T, E>, AwsError> {
+    ) -> Result<Result<T, E>, StoreError> {
         self.entries_seen.clear();
         Ok(work(self))
     }
@@ -1905,7 +1877,7 @@ impl Store for DynamoStore {
         expected: Option<u64>,
         t: &Transition,
         now: DateTime<Utc>,
-    ) -> Result<(), AwsError> {
+    ) -> Result<(), StoreError> {
         // Every send must have somewhere to go before the commit point: a transition journaled
         // `sent` whose message no channel receives is what this refuses (issue 11, finding 4).
         for effect in &t.effects {
@@ -1922,7 +1894,7 @@ impl Store for DynamoStore {
         // The commit point: the enrollment, conditionally on its version, with its effects.
         self.write_enrollment(expected, scenario_version, &t.enrollment, Some(&pending))?;
         if std::mem::take(&mut self.crash_after_commit) {
-            return Err(AwsError::Injected);
+            return Err(StoreError::Injected);
         }
         self.apply_pending(&pending, &t.enrollment)
     }

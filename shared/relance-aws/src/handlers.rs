@@ -41,9 +41,12 @@ pub enum HandlerError {
     /// The runtime refused or failed.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
-    /// A queue or table call failed (transient: retry).
+    /// A table call failed (transient: retry).
     #[error(transparent)]
-    Aws(#[from] crate::dynamodb::AwsError),
+    Store(#[from] crate::error::StoreError),
+    /// A queue or the bus refused or failed (transient: retry).
+    #[error(transparent)]
+    Dispatch(#[from] crate::error::DispatchError),
 }
 
 impl From<inbound::DecodeError> for HandlerError {
@@ -125,7 +128,9 @@ fn fan_out(
             delay_seconds: 0,
         })
         .collect();
-    queues.send_batch(url, &pages)?;
+    queues
+        .send_batch(url, &pages)
+        .map_err(crate::error::DispatchError::from)?;
     Ok(())
 }
 
@@ -192,7 +197,9 @@ pub fn tick(
                 .unwrap_or(900),
         })
         .collect();
-    queues.send_batch(step_queue, &messages)?;
+    queues
+        .send_batch(step_queue, &messages)
+        .map_err(crate::error::DispatchError::from)?;
     // A truncated read covers only up to its last timer.
     let covered = match (truncated, wakes.last()) {
         (true, Some(last)) => last.at,

@@ -5,6 +5,8 @@
 //! - [`config`]: table names and shard count, from the environment.
 //! - [`dynamodb`]: `DynamoStore`, every port on two DynamoDB tables (state and timers), with
 //!   conditional writes on the enrollment's version and replayable pending effects.
+//! - [`error`]: one error per AWS service (naming it and the operation), and the store's,
+//!   the dispatch port's and resource setup's errors.
 //! - [`eventbridge`]: `EventBus`: the events Relance emits (ends, goals, tasks, leads, exports).
 //! - [`sqs`]: `SqsQueues`: the step, channel and launch queues, batched by ten.
 //! - [`channels`]: the senders: email (SESv2), SMS and push (SNS), once per idempotency key.
@@ -23,6 +25,7 @@ pub mod channels;
 pub mod config;
 pub mod dev;
 pub mod dynamodb;
+pub mod error;
 pub mod eventbridge;
 pub mod handlers;
 pub mod meter;
