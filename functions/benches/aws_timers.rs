@@ -8,7 +8,7 @@
 //! Run (starts nothing: the emulator must be up, as `./scripts/bench-aws` does):
 //! `cargo bench -p relance-functions --bench aws_timers --profile dev`.
 
-#[path = "../../tests/support/mod.rs"]
+#[path = "../../tests/aws/support.rs"]
 mod support;
 
 use std::sync::{Arc, Mutex};

@@ -4,7 +4,9 @@
 //! Each binary in `src/bin` is one function: about twenty lines around a handler of
 //! `relance_aws::handlers`.
 
-pub mod permissions;
+/// The table of calls each function makes, as IAM grants (kept beside the handlers that make
+/// them, in relance-aws).
+pub use relance_aws::permissions;
 
 use std::sync::{Arc, Mutex};
 

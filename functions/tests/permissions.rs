@@ -95,7 +95,7 @@ fn template_lines(function: &Value) -> BTreeSet<Line> {
 
 fn table_lines(resource: &str) -> BTreeSet<Line> {
     let f = permissions::of(resource)
-        .unwrap_or_else(|| panic!("{resource} is not in functions/src/permissions.rs"));
+        .unwrap_or_else(|| panic!("{resource} is not in shared/relance-aws/src/permissions.rs"));
     let mut out = BTreeSet::new();
     for g in f.grants {
         for action in g.actions {

@@ -16,6 +16,8 @@
 //! - [`resources`]: the names and keys of every resource, and their creation (`relance dev up`).
 //! - [`outbound`]: the outbound rule for URLs taken from data (https only, no internal
 //!   address, checked on the address connected).
+//! - [`permissions`]: what each function's code calls, as IAM grants (the table the SAM
+//!   template is held to).
 //! - [`meter`]: request counts by service and operation (an SDK interceptor).
 //! - [`secrets`]: the functions' secrets, read at start from Secrets Manager by ARN.
 //! - [`bridge`]: runs the SDK's async calls from the ports' synchronous methods.
@@ -30,6 +32,7 @@ pub mod eventbridge;
 pub mod handlers;
 pub mod meter;
 pub mod outbound;
+pub mod permissions;
 pub mod resources;
 pub mod secrets;
 pub mod sqs;

@@ -2,8 +2,10 @@
 //! `events/`: trigger → tick → step queue → step executor → channel queues, engagement
 //! resuming a wait, a duplicated step message sending once, a poisoned message failing alone.
 
-mod support;
-
+use crate::support::{
+    at, create_queue, drain, emails_to, emulator, emulator_read, queue_arn, sample, sms_to,
+    sqs_event, verify_identity,
+};
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::SqsEvent;
 use relance_aws::bridge::Bridge;
@@ -14,10 +16,6 @@ use relance_aws::sqs::SqsQueues;
 use relance_core::ports::{SourceFormat, Status};
 use relance_runtime::runtime::Runtime;
 use serde_json::Value;
-use support::{
-    at, create_queue, drain, emails_to, emulator, emulator_read, queue_arn, sample, sms_to,
-    sqs_event, verify_identity,
-};
 
 fn keys(messages: &[(String, String)]) -> Vec<String> {
     let mut k: Vec<String> = messages
@@ -58,6 +56,9 @@ steps:
 
 #[test]
 fn a_scenario_runs_from_trigger_to_end_through_the_queues() {
+    if crate::support::offline() {
+        return;
+    }
     let emu = emulator();
     let prefix = format!("f{}-", std::process::id());
     let mut config = AwsConfig::with_prefix(&prefix, 2);
@@ -224,6 +225,9 @@ fn a_scenario_runs_from_trigger_to_end_through_the_queues() {
 
 #[test]
 fn senders_deliver_once_per_key_and_engagement_comes_back() {
+    if crate::support::offline() {
+        return;
+    }
     use relance_aws::channels::{SenderConfig, Senders};
     let emu = emulator();
     let prefix = format!("s{}-", std::process::id());
@@ -413,6 +417,9 @@ fn senders_deliver_once_per_key_and_engagement_comes_back() {
 
 #[test]
 fn ends_goals_and_tasks_reach_the_bus_and_large_launches_fan_out_in_pages() {
+    if crate::support::offline() {
+        return;
+    }
     use relance_aws::eventbridge::EventBus;
     let emu = emulator();
     let prefix = format!("e{}-", std::process::id());
@@ -519,6 +526,9 @@ fn ends_goals_and_tasks_reach_the_bus_and_large_launches_fan_out_in_pages() {
 
 #[test]
 fn a_failed_send_is_retried_without_duplicating_and_a_poisoned_message_reaches_the_dlq() {
+    if crate::support::offline() {
+        return;
+    }
     use relance_aws::channels::{Outcome, SenderConfig, Senders};
     let emu = emulator();
     let prefix = format!("r{}-", std::process::id());
@@ -689,6 +699,9 @@ fn a_failed_send_is_retried_without_duplicating_and_a_poisoned_message_reaches_t
 
 #[test]
 fn with_ses_v1_email_goes_through_send_raw_email_for_localstack_community() {
+    if crate::support::offline() {
+        return;
+    }
     use relance_aws::channels::{Outcome, SenderConfig, Senders};
     let emu = emulator();
     let prefix = format!("v{}-", std::process::id());
