@@ -57,8 +57,9 @@ fn runtime(config: &AwsConfig) -> Runtime<DynamoStore> {
     let emu = emulator();
     let bridge = Bridge::new(emu.runtime.handle().clone());
     let queues = SqsQueues::new(emu.sqs.clone(), bridge.clone());
-    let mut store =
-        DynamoStore::new(emu.dynamo.clone(), config.clone(), bridge).with_queues(queues);
+    let mut store = DynamoStore::new(emu.dynamo.clone(), config.clone(), bridge).with_dispatch(
+        relance_aws::dispatch::AwsDispatch::new(queues, config.queues.clone()),
+    );
     store.set_auto_flush(false);
     Runtime::new(store)
 }

@@ -16,6 +16,7 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use relance_aws::bridge::Bridge;
 use relance_aws::channels::{SenderConfig, Senders};
 use relance_aws::config::AwsConfig;
+use relance_aws::dispatch::AwsDispatch;
 use relance_aws::dynamodb::DynamoStore;
 use relance_aws::handlers;
 use relance_aws::meter::Meter;
@@ -45,7 +46,8 @@ fn setup(name: &str) -> (AwsConfig, Runtime<DynamoStore>) {
     }
     let bridge = Bridge::new(emu.runtime.handle().clone());
     let queues = SqsQueues::new(emu.sqs.clone(), bridge.clone());
-    let store = DynamoStore::new(emu.dynamo.clone(), config.clone(), bridge).with_queues(queues);
+    let store = DynamoStore::new(emu.dynamo.clone(), config.clone(), bridge)
+        .with_dispatch(AwsDispatch::new(queues, config.queues.clone()));
     verify_identity("news@example.com");
     (config, Runtime::new(store))
 }

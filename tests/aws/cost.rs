@@ -15,6 +15,7 @@ use chrono::TimeDelta;
 use relance_aws::bridge::Bridge;
 use relance_aws::channels::{SenderConfig, Senders};
 use relance_aws::config::AwsConfig;
+use relance_aws::dispatch::AwsDispatch;
 use relance_aws::dynamodb::DynamoStore;
 use relance_aws::handlers;
 use relance_aws::sqs::SqsQueues;
@@ -96,13 +97,11 @@ fn a_reference_drip_costs_counted_requests_per_contact_step() {
         .unwrap_or_else(|e| panic!("{e:?}"));
     let bridge = Bridge::new(c.runtime.handle().clone());
     let queues = SqsQueues::new(c.sqs.clone(), bridge.clone());
-    let store = DynamoStore::new(c.dynamo.clone(), config.clone(), bridge.clone())
-        .with_queues(queues.clone())
-        .with_events(relance_aws::eventbridge::EventBus::new(
-            c.eb.clone(),
-            bus,
-            bridge.clone(),
-        ));
+    let store = DynamoStore::new(c.dynamo.clone(), config.clone(), bridge.clone()).with_dispatch(
+        AwsDispatch::new(queues.clone(), config.queues.clone()).with_bus(
+            relance_aws::eventbridge::EventBus::new(c.eb.clone(), bus, bridge.clone()),
+        ),
+    );
     let senders = Senders::new(
         c.ses.clone(),
         c.sns.clone(),

@@ -10,6 +10,7 @@ use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::SqsEvent;
 use relance_aws::bridge::Bridge;
 use relance_aws::config::AwsConfig;
+use relance_aws::dispatch::AwsDispatch;
 use relance_aws::dynamodb::DynamoStore;
 use relance_aws::handlers;
 use relance_aws::sqs::SqsQueues;
@@ -70,8 +71,8 @@ fn a_scenario_runs_from_trigger_to_end_through_the_queues() {
     config.queues.sms = Some(create_queue(&format!("{prefix}sms")));
     let bridge = Bridge::new(emu.runtime.handle().clone());
     let queues = SqsQueues::new(emu.sqs.clone(), bridge.clone());
-    let store =
-        DynamoStore::new(emu.dynamo.clone(), config.clone(), bridge).with_queues(queues.clone());
+    let store = DynamoStore::new(emu.dynamo.clone(), config.clone(), bridge)
+        .with_dispatch(AwsDispatch::new(queues.clone(), config.queues.clone()));
     let mut rt = Runtime::new(store);
     let t0 = at("2026-12-01T09:00:00Z");
     let put = rt
@@ -241,7 +242,7 @@ fn senders_deliver_once_per_key_and_engagement_comes_back() {
     let bridge = Bridge::new(emu.runtime.handle().clone());
     let queues = SqsQueues::new(emu.sqs.clone(), bridge.clone());
     let mut store = DynamoStore::new(emu.dynamo.clone(), config.clone(), bridge.clone())
-        .with_queues(queues.clone());
+        .with_dispatch(AwsDispatch::new(queues.clone(), config.queues.clone()));
     let senders = Senders::new(
         emu.ses.clone(),
         emu.sns.clone(),
@@ -357,7 +358,7 @@ fn senders_deliver_once_per_key_and_engagement_comes_back() {
                 .as_str()
                 .is_some_and(|a| a.contains("\"aps\""))
     );
-    let outcome = senders.deliver(&send, "aws-welcome");
+    let outcome = senders.deliver(&send, "aws-welcome", at("2026-12-01T09:00:00Z"));
     assert!(
         matches!(outcome, Ok(relance_aws::channels::Outcome::Sent(_))),
         "{outcome:?}"
@@ -462,9 +463,13 @@ fn ends_goals_and_tasks_reach_the_bus_and_large_launches_fan_out_in_pages() {
 
     let bridge = Bridge::new(emu.runtime.handle().clone());
     let queues = SqsQueues::new(emu.sqs.clone(), bridge.clone());
-    let store = DynamoStore::new(emu.dynamo.clone(), config.clone(), bridge.clone())
-        .with_queues(queues.clone())
-        .with_events(EventBus::new(emu.eb.clone(), bus.clone(), bridge));
+    let store = DynamoStore::new(emu.dynamo.clone(), config.clone(), bridge.clone()).with_dispatch(
+        AwsDispatch::new(queues.clone(), config.queues.clone()).with_bus(EventBus::new(
+            emu.eb.clone(),
+            bus.clone(),
+            bridge,
+        )),
+    );
     let mut rt = Runtime::new(store);
     let t0 = at("2026-12-01T09:00:00Z");
     let yaml = "id: leads\nlaunch: {type: manual}\ngoals: [{id: qualified, kind: success}]\nsteps:\n  - {id: call, action: {task: {title: Call the lead, assignee: sales}}, next: done}\n  - {id: done, end: qualified}\n";
@@ -600,7 +605,9 @@ fn a_failed_send_is_retried_without_duplicating_and_a_poisoned_message_reaches_t
     );
     let (_, send) = relance_core::inbound::decode_send(&body).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        working.deliver(&send, "aws-welcome").ok(),
+        working
+            .deliver(&send, "aws-welcome", at("2026-12-01T09:00:00Z"))
+            .ok(),
         Some(Outcome::Duplicate)
     );
 
@@ -742,7 +749,7 @@ fn with_ses_v1_email_goes_through_send_raw_email_for_localstack_community() {
         .replace("ana@example.com", "v1@example.com");
     let (_, send) = relance_core::inbound::decode_send(&body).unwrap_or_else(|e| panic!("{e}"));
     let before = emails_to(&emulator_read("/_ministack/ses/messages"), "v1@example.com");
-    let outcome = senders.deliver(&send, "aws-welcome");
+    let outcome = senders.deliver(&send, "aws-welcome", at("2026-12-01T09:00:00Z"));
     assert!(matches!(outcome, Ok(Outcome::Sent(_))), "{outcome:?}");
     let after = emulator_read("/_ministack/ses/messages");
     assert_eq!(emails_to(&after, "v1@example.com") - before, 1, "{after}");

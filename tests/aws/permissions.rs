@@ -14,6 +14,7 @@ use chrono::TimeDelta;
 use relance_aws::bridge::Bridge;
 use relance_aws::channels::{SenderConfig, Senders};
 use relance_aws::config::AwsConfig;
+use relance_aws::dispatch::AwsDispatch;
 use relance_aws::dynamodb::DynamoStore;
 use relance_aws::handlers;
 use relance_aws::permissions::{self, Effect};
@@ -215,13 +216,11 @@ fn hostile_each_handler_calls_only_what_its_role_allows() {
     };
     let bridge = Bridge::new(c.runtime.handle().clone());
     let queues = SqsQueues::new(c.sqs.clone(), bridge.clone());
-    let store = DynamoStore::new(c.dynamo.clone(), config.clone(), bridge.clone())
-        .with_queues(queues.clone())
-        .with_events(relance_aws::eventbridge::EventBus::new(
-            c.eb.clone(),
-            bus,
-            bridge.clone(),
-        ));
+    let store = DynamoStore::new(c.dynamo.clone(), config.clone(), bridge.clone()).with_dispatch(
+        AwsDispatch::new(queues.clone(), config.queues.clone()).with_bus(
+            relance_aws::eventbridge::EventBus::new(c.eb.clone(), bus, bridge.clone()),
+        ),
+    );
     let mut rt = Runtime::new(store);
     rt.store().set_auto_flush(false);
     let t0 = at("2026-12-01T09:00:00Z");

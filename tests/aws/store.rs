@@ -634,8 +634,11 @@ fn hostile_a_store_without_its_channel_queue_never_journals_sent() {
     let email_queue = crate::support::create_queue(&format!("t{}-nosms-email", std::process::id()));
     config.queues.email = Some(email_queue.clone());
     let queues = relance_aws::sqs::SqsQueues::new(emu.sqs.clone(), bridge.clone());
-    let mut rt =
-        Runtime::new(DynamoStore::new(emu.dynamo.clone(), config, bridge).with_queues(queues));
+    let mut rt = Runtime::new(
+        DynamoStore::new(emu.dynamo.clone(), config.clone(), bridge).with_dispatch(
+            relance_aws::dispatch::AwsDispatch::new(queues, config.queues),
+        ),
+    );
     import(&mut rt, contacts, t0);
     activate(&mut rt, TWO_CHANNELS, t0);
     let error = launch(&mut rt)

@@ -329,7 +329,7 @@ pub fn channel_sender(
                 tracing::warn!(key, error = %e, "could not journal a send's outcome");
             }
         };
-        match senders.deliver(&send, &scenario) {
+        match senders.deliver(&send, &scenario, now) {
             Ok(Outcome::Sent(provider_id)) => {
                 tracing::info!(message = %id, key, provider_id, "sent")
             }
