@@ -12,13 +12,14 @@ use chrono::{DateTime, Utc};
 use relance_core::IsoDuration;
 use relance_core::journal::{JournalCounts, Record, RecordKind};
 use relance_core::ports::{ScenarioStore, SourceFormat, Status, Store};
-use relance_core::simulation::{self};
+use relance_core::script;
 use relance_core::wire::LaunchDetail;
 use relance_embedded::auth::{self, ApiSecurity};
 use relance_embedded::clock::{Clock, ScaledClock, SystemClock};
 use relance_embedded::import::{self, ContactsFormat};
-use relance_embedded::runtime::Runtime;
+use relance_embedded::runtime::{Runtime, RuntimeError};
 use relance_embedded::store::SqliteStore;
+use relance_runtime::player::{Play, Script, Sink};
 
 /// Where the operating commands act: the embedded SQLite file, or DynamoDB on an endpoint
 /// (LocalStack, the emulator) or on AWS.
@@ -714,7 +715,7 @@ pub fn test(
     }
     let until: IsoDuration = until.parse().context("--until")?;
     let start = start.unwrap_or_else(Utc::now);
-    let clock = ScaledClock::new(start, speed);
+    let mut clock = ScaledClock::new(start, speed);
     let mut rt = Runtime::new(SqliteStore::in_memory()?);
     let put = rt.put_scenario(&text, source_format(file), start)?;
     let active = rt.set_status(&put.id, Status::Active, start)?;
@@ -737,25 +738,16 @@ pub fn test(
     let ids: Vec<String> = rows.iter().map(|(_, c)| c.id().to_string()).collect();
     let profiles: Vec<_> = rows.into_iter().map(|(_, c)| c).collect();
     rt.import(&profiles, start, &mut |_| {})?;
-    let mut script = match events {
-        Some(p) => simulation::events_from_json_lines(&std::fs::read_to_string(p)?)
+    let script = match events {
+        Some(p) => script::events_from_json_lines(&std::fs::read_to_string(p)?)
             .map_err(|e| anyhow::anyhow!("{}:\n  {}", p.display(), e.join("\n  ")))?,
         None => Vec::new(),
     };
-    script.sort_by_key(|e| std::cmp::Reverse(e.at()));
     let engine = rt.engine(&put.id, active.active_version.unwrap_or(put.version))?;
-    if matches!(
+    let manual = matches!(
         engine.scenario().launch,
         relance_core::scenario::Launch::Manual
-    ) {
-        rt.launch(
-            LaunchDetail {
-                scenario: put.id.clone(),
-                contacts: Some(ids.clone()),
-            },
-            start,
-        )?;
-    }
+    );
     let end = until.add_to(start, engine.scenario().timezone);
     eprintln!(
         "testing {} with {} profile(s), {}x faster ({} per real second)",
@@ -764,36 +756,9 @@ pub fn test(
         speed,
         humanize(speed)
     );
-    loop {
-        let now = clock.now().min(end);
-        while script.last().is_some_and(|e| e.at() <= now) {
-            let Some(e) = script.pop() else { break };
-            let result = rt.scripted(&put.id, e, now);
-            if let Err(err) = result {
-                eprintln!("event skipped: {err}");
-            }
-        }
-        rt.tick(now)?;
-        let (running, _) = rt.store().enrollment_counts(Some(&put.id))?;
-        let waiting_for_more = !script.is_empty()
-            || !matches!(
-                engine.scenario().launch,
-                relance_core::scenario::Launch::Manual
-            );
-        if now >= end || (running == 0 && !waiting_for_more) {
-            break;
-        }
-        let next = rt
-            .next_due()?
-            .into_iter()
-            .chain(script.last().map(|e| e.at()))
-            .min()
-            .unwrap_or(end);
-        std::thread::sleep(clock.real_span(next - clock.now()).clamp(
-            std::time::Duration::from_millis(1),
-            std::time::Duration::from_millis(200),
-        ));
-    }
+    Play::new(&put.id, start, end)
+        .launching_at_start(manual)
+        .run(&mut rt, Script::new(script), &mut clock, &mut SkipRefused)?;
     let mut paths = BTreeMap::new();
     for id in &ids {
         paths.insert(id.clone(), rt.path(&put.id, id)?);
@@ -806,6 +771,18 @@ pub fn test(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Test mode reads paths from the store at the end; a refused event is said and skipped.
+struct SkipRefused;
+
+impl Sink for SkipRefused {
+    fn record(&mut self, _scenario: &str, _record: &Record) {}
+
+    fn refused(&mut self, error: RuntimeError) -> Result<(), RuntimeError> {
+        eprintln!("event skipped: {error}");
+        Ok(())
+    }
 }
 
 fn humanize(speed: f64) -> String {

@@ -30,11 +30,14 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, SubsecRound, Utc};
 use clap::{Parser, Subcommand};
-use relance_core::engine::Engine;
 use relance_core::journal::{JournalCounts, Record};
-use relance_core::simulation::{self, Simulation};
+use relance_core::ports::SourceFormat;
+use relance_core::script;
 use relance_core::validate::{self, Report};
 use relance_core::{Contact, Format, IsoDuration};
+use relance_runtime::player::Sink;
+use relance_runtime::runtime::RuntimeError;
+use relance_runtime::simulate::Simulation;
 
 /// Relance: marketing-automation scenarios as code.
 #[derive(Debug, Parser)]
@@ -703,7 +706,7 @@ fn load_contacts(path: &Path) -> Result<Vec<Contact>> {
         }
         return Ok(contacts);
     }
-    simulation::contacts_from_json_lines(&text)
+    script::contacts_from_json_lines(&text)
         .map_err(|errors| anyhow::anyhow!("{}:\n  {}", path.display(), errors.join("\n  ")))
 }
 
@@ -739,12 +742,16 @@ fn simulate_cmd(
     journal: bool,
     (policy, messages): (Option<&Path>, Option<&Path>),
 ) -> Result<ExitCode> {
-    let policy = policy.map(load_policy).transpose()?.unwrap_or_default();
+    // Checked here so a bad file is named with its paths; the runtime is given the text.
+    let policy = policy
+        .map(|p| load_policy(p).and_then(|_| read(p)))
+        .transpose()?;
     let report = check_with(path, messages)?;
     let Some(scenario) = report.scenario else {
         print_problems(path, &report, &mut std::io::stderr())?;
         return Ok(ExitCode::from(1));
     };
+    let messages = messages.map(read).transpose()?;
     let start: DateTime<Utc> = match start {
         Some(s) => relance_core::instant::check(
             DateTime::parse_from_rfc3339(s)
@@ -759,42 +766,75 @@ fn simulate_cmd(
     let until: IsoDuration = until.parse().context("--until")?;
     let contacts = load_contacts(contacts)?;
     let events = match events {
-        Some(p) => simulation::events_from_json_lines(&read(p)?)
+        Some(p) => script::events_from_json_lines(&read(p)?)
             .map_err(|errors| anyhow::anyhow!("{}:\n  {}", p.display(), errors.join("\n  ")))?,
         None => Vec::new(),
     };
-    let engine = Engine::new(scenario).with_policy(policy);
-    let mut sim = Simulation::new(&engine, contacts, events);
+    let text = read(path)?;
+    let format = match Format::from_path(&path.to_string_lossy()) {
+        Format::Json => SourceFormat::Json,
+        Format::Yaml => SourceFormat::Yaml,
+    };
+    let id = scenario.id.clone();
+    let mut simulation = Simulation::new(scenario, &text, format, start, until);
+    simulation.policy = policy.as_deref();
+    simulation.messages = messages.as_deref();
+    simulation.contacts = contacts;
+    simulation.events = events;
     let stdout = std::io::stdout();
-    let mut out = BufWriter::new(stdout.lock());
-    let mut counts = JournalCounts::default();
-    let mut failure: Option<std::io::Error> = None;
-    let end = sim.run(start, &until, &mut |r: &Record| {
-        if journal {
-            counts.add(r);
-        }
-        if failure.is_none() {
-            let mut shown = r.clone();
-            shown.arrival = false;
-            shown.enrollment = None;
-            if let Err(e) = serde_json::to_writer(&mut out, &shown)
-                .map_err(std::io::Error::from)
-                .and_then(|()| out.write_all(b"\n"))
-            {
-                failure = Some(e);
-            }
-        }
-    });
+    let mut sink = JsonLines {
+        out: BufWriter::new(stdout.lock()),
+        counts: journal.then(JournalCounts::default),
+        failure: None,
+    };
+    let end = simulation.run(&mut sink)?.end;
+    let JsonLines {
+        mut out,
+        counts,
+        failure,
+    } = sink;
     if let Some(e) = failure {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             return Ok(ExitCode::SUCCESS);
         }
         return Err(e.into());
     }
-    if journal {
-        let line = serde_json::json!({"at": end, "contact": null, "kind": "journal", "scenario": engine.scenario().id, "counts": counts});
+    if let Some(counts) = counts {
+        let line = serde_json::json!({"at": end, "contact": null, "kind": "journal", "scenario": id, "counts": counts});
         writeln!(out, "{line}")?;
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The simulate output: each journal record as a JSON line (without the enrollment id and
+/// the arrival flag), counted for `--journal`; the first write failure stops the writing.
+struct JsonLines<W> {
+    out: W,
+    counts: Option<JournalCounts>,
+    failure: Option<std::io::Error>,
+}
+
+impl<W: Write> Sink for JsonLines<W> {
+    fn record(&mut self, _scenario: &str, r: &Record) {
+        if let Some(counts) = &mut self.counts {
+            counts.add(r);
+        }
+        if self.failure.is_none() {
+            let mut shown = r.clone();
+            shown.arrival = false;
+            shown.enrollment = None;
+            if let Err(e) = serde_json::to_writer(&mut self.out, &shown)
+                .map_err(std::io::Error::from)
+                .and_then(|()| self.out.write_all(b"\n"))
+            {
+                self.failure = Some(e);
+            }
+        }
+    }
+
+    fn refused(&mut self, error: RuntimeError) -> Result<(), RuntimeError> {
+        eprintln!("event skipped: {error}");
+        Ok(())
+    }
 }

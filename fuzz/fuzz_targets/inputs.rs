@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use relance_core::Contact;
-use relance_core::simulation::ScriptedEvent;
+use relance_core::script::ScriptedEvent;
 use relance_core::wire::{self, ActivityDetail, ContactDetail, EngagementDetail, LaunchDetail};
 use relance_embedded::import::{ContactsFormat, parse_contacts};
 

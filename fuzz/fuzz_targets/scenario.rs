@@ -5,9 +5,10 @@
 
 use chrono::{TimeZone, Utc};
 use libfuzzer_sys::fuzz_target;
-use relance_core::engine::Engine;
-use relance_core::simulation::{Simulation, contacts_from_json_lines, events_from_json_lines};
-use relance_core::{Format, validate};
+use relance_core::ports::SourceFormat;
+use relance_core::script::{contacts_from_json_lines, events_from_json_lines};
+use relance_core::{Format, Record, validate};
+use relance_runtime::simulate::Simulation;
 
 const CONTACTS: &str = r#"{"id": "a", "email": "a@x.io", "phone": "+33600000001", "timezone": "America/New_York", "city": "Lyon", "age": 30, "tags": ["vip"], "birthday": "2000-02-29"}
 {"id": "b", "groups": ["beta"], "subscriptions": {"newsletter": false}, "push": {"android": "arn"}}"#;
@@ -32,11 +33,13 @@ fuzz_target!(|data: &[u8]| {
     if let Some(scenario) = report.scenario {
         let _ = relance_core::graph::mermaid(&scenario, None);
         let _ = relance_core::graph::dot(&scenario, None);
-        let engine = Engine::new(scenario);
         let (Ok(contacts), Ok(events)) = (contacts_from_json_lines(CONTACTS), events_from_json_lines(EVENTS)) else { return };
-        let mut sim = Simulation::new(&engine, contacts, events);
         let start = Utc.with_ymd_and_hms(2026, 3, 28, 23, 0, 0).single().unwrap_or_default();
         let until = "P3D".parse().unwrap_or_else(|_| relance_core::IsoDuration::from_seconds(0));
-        sim.run(start, &until, &mut |_| {});
+        let mut sim = Simulation::new(scenario, text, SourceFormat::Yaml, start, until);
+        sim.contacts = contacts;
+        sim.events = events;
+        // Refusals are results too; only a panic is a finding.
+        let _ = sim.run(&mut |_: &Record| {});
     }
 });

@@ -18,7 +18,7 @@
 //! - [`journal`]: journal records and counters.
 //! - [`ports`]: the storage traits runtimes implement (SQLite embedded, DynamoDB on AWS).
 //! - [`graph`]: a scenario drawn as a Mermaid flowchart.
-//! - [`simulation`]: the virtual-clock player behind `relance simulate`.
+//! - [`script`]: the events and contacts files scripts are written in (JSON lines).
 //! - [`wire`]: the JSON applications send (HTTP API bodies, EventBridge details).
 
 pub mod address;
@@ -38,7 +38,7 @@ pub mod render;
 pub mod scenario;
 pub mod schedule;
 pub mod schema;
-pub mod simulation;
+pub mod script;
 pub mod unsubscribe;
 pub mod validate;
 pub mod wire;

@@ -63,6 +63,25 @@ impl Clock for ScaledClock {
     }
 }
 
+/// `relance test` plays its script on this clock: it sleeps toward the next due instant, a
+/// little at a time (at most 200 ms, so the script's next event is not overslept).
+impl relance_runtime::player::Pace for ScaledClock {
+    fn now(&self) -> DateTime<Utc> {
+        Clock::now(self)
+    }
+
+    fn wait(&mut self, next: DateTime<Utc>) {
+        std::thread::sleep(self.real_span(next - Clock::now(self)).clamp(
+            std::time::Duration::from_millis(1),
+            std::time::Duration::from_millis(200),
+        ));
+    }
+
+    fn jumps(&self) -> bool {
+        false
+    }
+}
+
 /// A clock that moves only when told (tests).
 #[derive(Debug)]
 pub struct ManualClock(Mutex<DateTime<Utc>>);

@@ -47,8 +47,8 @@ fn import(rt: &mut Runtime<SqliteStore>, ids: &[&str], now: DateTime<Utc>) {
         .iter()
         .map(|id| format!("{{\"id\": \"{id}\", \"email\": \"{id}@x.io\"}}\n"))
         .collect();
-    let list = relance_core::simulation::contacts_from_json_lines(&text)
-        .unwrap_or_else(|e| panic!("{e:?}"));
+    let list =
+        relance_core::script::contacts_from_json_lines(&text).unwrap_or_else(|e| panic!("{e:?}"));
     rt.import(&list, now, &mut |_| {})
         .unwrap_or_else(|e| panic!("{e}"));
 }

@@ -4,14 +4,15 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use relance_core::Contact;
-use relance_core::engine::Engine;
-use relance_core::journal::RecordKind;
+use relance_core::journal::{Record, RecordKind};
 use relance_core::ports::{ContactChange, EnrollmentStore, SourceFormat, Status};
-use relance_core::simulation::{self, Simulation};
+use relance_core::script;
 use relance_core::wire::{ActivityDetail, LaunchDetail};
 use relance_core::{Format, IsoDuration, validate};
 use relance_embedded::runtime::{Runtime, RuntimeError};
 use relance_embedded::store::SqliteStore;
+use relance_runtime::player::{Play, Script, Strict, VirtualClock};
+use relance_runtime::simulate::Simulation;
 use serde_json::Value;
 
 fn at(s: &str) -> DateTime<Utc> {
@@ -73,41 +74,16 @@ fn play(
     end: DateTime<Utc>,
     launch_at_start: bool,
 ) {
-    let mut script =
-        simulation::events_from_json_lines(events_jsonl).unwrap_or_else(|e| panic!("{e:?}"));
-    script.sort_by_key(|e| std::cmp::Reverse(e.at()));
-    let mut launched = !launch_at_start;
-    let mut now = start;
-    loop {
-        while script.last().is_some_and(|e| e.at() <= now) {
-            let Some(e) = script.pop() else { break };
-            let result = rt.scripted(scenario, e, now);
-            result.unwrap_or_else(|e| panic!("{e}"));
-        }
-        if !launched {
-            rt.launch(
-                LaunchDetail {
-                    scenario: scenario.into(),
-                    contacts: None,
-                },
-                now,
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
-            launched = true;
-        }
-        rt.tick(now).unwrap_or_else(|e| panic!("{e}"));
-        let next = rt
-            .next_due()
-            .unwrap_or_else(|e| panic!("{e}"))
-            .into_iter()
-            .chain(script.last().map(|e| e.at()))
-            .min();
-        // Everything due at or before `now` was handled, so `next` is later.
-        match next {
-            Some(t) if t <= end && t > now => now = t,
-            _ => break,
-        }
-    }
+    let script = script::events_from_json_lines(events_jsonl).unwrap_or_else(|e| panic!("{e:?}"));
+    Play::new(scenario, start, end)
+        .launching_at_start(launch_at_start)
+        .run(
+            rt,
+            Script::new(script),
+            &mut VirtualClock::new(start),
+            &mut Strict,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// The same case through `simulate`: (contact, step, at).
@@ -120,17 +96,13 @@ fn simulated(
     policy: Option<&str>,
 ) -> Vec<(String, String, String)> {
     let (scenario, _) = validate::parse(yaml, Format::Yaml).unwrap_or_else(|p| panic!("{p:?}"));
-    let policy = policy
-        .map(|p| relance_core::Policy::parse(p, Format::Yaml).unwrap_or_else(|e| panic!("{e:?}")))
-        .unwrap_or_default();
-    let engine = Engine::new(scenario).with_policy(policy);
-    let contacts =
-        simulation::contacts_from_json_lines(contacts).unwrap_or_else(|e| panic!("{e:?}"));
-    let events = simulation::events_from_json_lines(events).unwrap_or_else(|e| panic!("{e:?}"));
-    let mut sim = Simulation::new(&engine, contacts, events);
-    let mut out = Vec::new();
     let until: IsoDuration = until.parse().unwrap_or_else(|e| panic!("{e}"));
-    sim.run(start, &until, &mut |r| {
+    let mut sim = Simulation::new(scenario, yaml, SourceFormat::Yaml, start, until);
+    sim.policy = policy;
+    sim.contacts = script::contacts_from_json_lines(contacts).unwrap_or_else(|e| panic!("{e:?}"));
+    sim.events = script::events_from_json_lines(events).unwrap_or_else(|e| panic!("{e:?}"));
+    let mut out = Vec::new();
+    sim.run(&mut |r: &Record| {
         if r.kind == RecordKind::Sent {
             out.push((
                 r.contact.clone(),
@@ -138,13 +110,14 @@ fn simulated(
                 r.at.to_rfc3339(),
             ));
         }
-    });
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
     out
 }
 
 fn import(rt: &mut Runtime<SqliteStore>, contacts: &str, now: DateTime<Utc>) {
     let list: Vec<Contact> =
-        simulation::contacts_from_json_lines(contacts).unwrap_or_else(|e| panic!("{e:?}"));
+        script::contacts_from_json_lines(contacts).unwrap_or_else(|e| panic!("{e:?}"));
     rt.import(&list, now, &mut |_| {})
         .unwrap_or_else(|e| panic!("{e}"));
 }
@@ -549,7 +522,7 @@ fn imports_report_changes_and_after_import_takes_its_subset() {
     let mut rt = runtime();
     import(&mut rt, "{\"id\": \"old\", \"email\": \"old@x.io\"}\n", t0);
     activate(&mut rt, yaml, t0);
-    let list = simulation::contacts_from_json_lines("{\"id\": \"old\", \"email\": \"old@x.io\", \"city\": \"Lyon\"}\n{\"id\": \"new\", \"email\": \"new@x.io\"}\n")
+    let list = script::contacts_from_json_lines("{\"id\": \"old\", \"email\": \"old@x.io\", \"city\": \"Lyon\"}\n{\"id\": \"new\", \"email\": \"new@x.io\"}\n")
         .unwrap_or_else(|e| panic!("{e:?}"));
     let results = rt
         .import(&list, t0, &mut |_| {})

@@ -18,7 +18,7 @@ use relance_core::ports::{
 };
 use relance_core::scenario::{ImportSubset, Launch, Scenario};
 use relance_core::schedule::inactivity_deadline;
-use relance_core::simulation::{Happening, ScriptedEvent};
+use relance_core::script::{Happening, ScriptedEvent};
 use relance_core::unsubscribe::UnsubscribeClaim;
 use relance_core::validate;
 use relance_core::wire::{ActivityDetail, ContactDetail, EngagementDetail, LaunchDetail};
@@ -29,7 +29,7 @@ use serde::Serialize;
 pub const PURGE_BATCH: usize = 5_000;
 
 /// How many due timers one tick takes before looking at the rest again.
-const TIMER_BATCH: usize = 500;
+pub(crate) const TIMER_BATCH: usize = 500;
 
 /// How many times in a row a due item's work may fail on a store error before the item is
 /// kept as a dead letter (as many as the AWS queues' receives before their dead-letter queue).
@@ -106,7 +106,7 @@ fn check_profile_addresses(
     })
 }
 
-fn store_err<E: std::error::Error + Send + Sync + 'static>(e: E) -> RuntimeError {
+pub(crate) fn store_err<E: std::error::Error + Send + Sync + 'static>(e: E) -> RuntimeError {
     RuntimeError::Store(Box::new(e))
 }
 
@@ -240,6 +240,9 @@ pub struct Runtime<S> {
     engines: Engines,
     /// Who drives this runtime, for the consent log (`system`, `cli`, `api`, a token's name).
     actor: String,
+    /// The journal records of committed units not yet taken, when they are reported (see
+    /// [`Runtime::report_journal`]).
+    reported: Option<Vec<(String, Record)>>,
 }
 
 /// One unit of work in progress: the store (inside its transaction) and the engine cache.
@@ -248,6 +251,9 @@ struct Unit<'a, S> {
     engines: &'a mut Engines,
     now: DateTime<Utc>,
     actor: &'a str,
+    /// Where the unit's journal records go when they are reported (dropped with the unit
+    /// if it fails).
+    reported: Option<&'a mut Vec<(String, Record)>>,
 }
 
 impl<S> Runtime<S>
@@ -261,7 +267,23 @@ where
             store,
             engines: Engines::default(),
             actor: "system".into(),
+            reported: None,
         }
+    }
+
+    /// Keeps the journal records of every unit of work that commits from now on, in the
+    /// order written, for [`Runtime::take_journal`]: a play reports them as they happen
+    /// without reading the journal back.
+    pub fn report_journal(&mut self) {
+        self.reported.get_or_insert_with(Vec::new);
+    }
+
+    /// The journal records reported since the last call, as (scenario, record).
+    pub fn take_journal(&mut self) -> Vec<(String, Record)> {
+        self.reported
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Names who drives the runtime from now on (`cli`, `api`, an API token's name): the
@@ -370,16 +392,27 @@ where
         self.engines.refresh_policy(&mut self.store, now)?;
         let engines = &mut self.engines;
         let actor = self.actor.as_str();
-        self.store
+        let mark = self.reported.as_ref().map_or(0, Vec::len);
+        let reported = self.reported.as_mut();
+        let result = self
+            .store
             .atomically(|store| {
                 work(&mut Unit {
                     store,
                     engines,
                     now,
                     actor,
+                    reported,
                 })
             })
-            .map_err(store_err)
+            .map_err(store_err);
+        // The records of a unit that did not commit were never written.
+        if !matches!(result, Ok(Ok(_)))
+            && let Some(r) = self.reported.as_mut()
+        {
+            r.truncate(mark);
+        }
+        result
     }
 
     /// Stores a scenario file as a new version (unless identical to the latest). A new
@@ -435,6 +468,49 @@ where
                 active_version: entry.active_version,
                 problems: report.problems.clone(),
             })
+        })
+    }
+
+    /// Stores a scenario its caller already checked as a new version (a new scenario is a
+    /// draft), with `scenario` as that version's engine: a play (`relance simulate`) runs
+    /// files with warnings, which [`Runtime::set_status`] refuses to activate, so it uses
+    /// [`Runtime::activate_checked`] next. The shared messages are copied in as for
+    /// [`Runtime::put_scenario`].
+    pub fn put_checked(
+        &mut self,
+        scenario: Scenario,
+        text: &str,
+        format: SourceFormat,
+        now: DateTime<Utc>,
+    ) -> Result<u32, RuntimeError> {
+        let (merged, format) = self.with_shared_messages(text, format)?;
+        let id = scenario.id.clone();
+        let version = self.unit(now, |u| {
+            u.store
+                .put_version(&id, format, &merged, now)
+                .map_err(store_err)
+        })?;
+        let engine = Engine::new(scenario).with_policy(self.engines.policy.clone());
+        self.engines
+            .by_version
+            .insert((id, version), Arc::new(engine));
+        Ok(version)
+    }
+
+    /// Makes the latest version of a scenario active without validating it again (see
+    /// [`Runtime::put_checked`]), arming its recurring or fixed-date launches.
+    pub fn activate_checked(
+        &mut self,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ScenarioEntry, RuntimeError> {
+        self.unit(now, |u| {
+            let version = u.entry(id)?.latest_version;
+            u.store
+                .set_status(id, Status::Active, Some(version), now)
+                .map_err(store_err)?;
+            u.schedule_launches(id, version)?;
+            u.entry(id)
         })
     }
 
@@ -818,6 +894,62 @@ where
                 now,
             ),
         }
+    }
+
+    /// Records an event from before a play's start as history only: the contact's profile
+    /// and consent change and conditions see the event later, but nothing is triggered,
+    /// woken or entered (`relance simulate` reads the past of its events file so). An
+    /// engagement counts against `scenario`'s sends; an unknown contact is created bare.
+    pub fn record_past(
+        &mut self,
+        scenario: &str,
+        event: ScriptedEvent,
+        now: DateTime<Utc>,
+    ) -> Result<(), RuntimeError> {
+        self.unit(now, |u| {
+            let mut contact = match u.store.contact(&event.contact).map_err(store_err)? {
+                Some(c) => c,
+                None => {
+                    let c = Contact::bare(&event.contact);
+                    u.store.put_contact(&c, u.now).map_err(store_err)?;
+                    c
+                }
+            };
+            match event.what {
+                Happening::Activity(a) => {
+                    if let Some(changes) = profile_changes(&a.name, &a.properties) {
+                        let screened = consent::screen(Some(&contact), changes);
+                        let origin = Origin {
+                            source: source::PROFILE_UPDATE,
+                            actor: u.actor,
+                        };
+                        u.log_screened(contact.id(), &screened, origin)?;
+                        contact.merge(&screened.changes);
+                        u.store.put_contact(&contact, u.now).map_err(store_err)?;
+                    }
+                    u.store
+                        .append_activity(contact.id(), &a)
+                        .map_err(store_err)?;
+                }
+                Happening::Engagement(g) => {
+                    let version = u.entry(scenario)?.latest_version;
+                    let engine = u.engine(scenario, version)?;
+                    let changes = engine.consent_changes(&contact, &g);
+                    for (change, from) in &changes {
+                        let event = change.event(contact.id(), from, "provider", u.now);
+                        u.store.append_consent(&event).map_err(store_err)?;
+                        consent::apply_change(&mut contact, change);
+                    }
+                    if !changes.is_empty() {
+                        u.store.put_contact(&contact, u.now).map_err(store_err)?;
+                    }
+                    u.store
+                        .append_engagement(contact.id(), scenario, &g)
+                        .map_err(store_err)?;
+                }
+            }
+            Ok(())
+        })
     }
 
     /// Launches an active scenario for some contacts, or for its audience.
@@ -1413,6 +1545,9 @@ where
                     .entry(reason.as_str().to_string())
                     .or_default() += 1;
                 self.store.journal(scenario, &record).map_err(store_err)?;
+                if let Some(r) = self.reported.as_deref_mut() {
+                    r.push((scenario.to_string(), record));
+                }
             }
         }
         Ok(())
@@ -1543,6 +1678,13 @@ where
         self.store
             .commit_transition(scenario, version, expected, &t, self.now)
             .map_err(store_err)?;
+        if let Some(r) = self.reported.as_deref_mut() {
+            for effect in &t.effects {
+                if let relance_core::engine::Effect::Record(record) = effect {
+                    r.push((scenario.to_string(), record.clone()));
+                }
+            }
+        }
         Ok(t.contact)
     }
 }

@@ -1,14 +1,15 @@
-//! Simulator speed: N contacts (default 10,000; `RELANCE_BENCH_CONTACTS` to change) through
+//! `relance simulate` speed (the player over a `MemoryStore`): N contacts (default 10,000; `RELANCE_BENCH_CONTACTS` to change) through
 //! a 30-day, five-step scenario with opens and purchases, timed over a few runs.
-//! Run: `cargo bench -p relance-core --bench simulate`.
+//! Run: `cargo bench -p relance-runtime --bench simulate`.
 
 use std::hint::black_box;
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use relance_core::engine::Engine;
-use relance_core::simulation::{ScriptedEvent, Simulation};
-use relance_core::{Contact, Format, IsoDuration, validate};
+use relance_core::ports::SourceFormat;
+use relance_core::script::ScriptedEvent;
+use relance_core::{Contact, Format, IsoDuration, Record, validate};
+use relance_runtime::simulate::Simulation;
 use serde_json::json;
 
 const SCENARIO: &str = r#"
@@ -47,7 +48,6 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
     let (scenario, _) = validate::parse(SCENARIO, Format::Yaml).unwrap_or_else(|p| panic!("{p:?}"));
-    let engine = Engine::new(scenario);
     let start: DateTime<Utc> = Utc
         .with_ymd_and_hms(2026, 3, 20, 9, 0, 0)
         .single()
@@ -87,13 +87,22 @@ fn main() {
     for _ in 0..runs {
         let (contacts, events) = (contacts.clone(), events.clone());
         let t = Instant::now();
-        let mut sim = Simulation::new(&engine, contacts, events);
+        let mut sim = Simulation::new(
+            scenario.clone(),
+            SCENARIO,
+            SourceFormat::Yaml,
+            start,
+            until.clone(),
+        );
+        sim.contacts = contacts;
+        sim.events = events;
         let (mut count, mut sent) = (0usize, 0usize);
-        sim.run(start, &until, &mut |r| {
+        let done = sim.run(&mut |r: &Record| {
             count += 1;
             sent += usize::from(r.kind == relance_core::RecordKind::Sent);
             black_box(r);
         });
+        black_box(done.unwrap_or_else(|e| panic!("{e}")));
         best = best.min(t.elapsed().as_secs_f64());
         records = count;
         sends = sent;

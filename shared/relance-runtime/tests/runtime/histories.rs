@@ -10,8 +10,10 @@ use relance_core::engine::{
     Effect, Engine, Enrollment, EnrollmentState, Entry, EntryRequest, Input, Outcome,
 };
 use relance_core::journal::{Record, RecordKind};
-use relance_core::simulation::{ScriptedEvent, Simulation};
+use relance_core::ports::SourceFormat;
+use relance_core::script::ScriptedEvent;
 use relance_core::{ActivityEvent, Contact, Engagement, EngagementKind, Format, History};
+use relance_runtime::simulate::Simulation;
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------------------------
@@ -71,7 +73,7 @@ fn contact(v: Value) -> Contact {
 
 /// Plays `yaml` over the contacts and events (JSON lines) from `start` for `until`.
 fn play(yaml: &str, contacts: &str, events: &str, start: &str, until: &str) -> Played {
-    let engine = engine(yaml);
+    let scenario = engine(yaml).scenario().clone();
     let contacts = json_lines(contacts).into_iter().map(contact).collect();
     let events = json_lines(events)
         .into_iter()
@@ -81,12 +83,17 @@ fn play(yaml: &str, contacts: &str, events: &str, start: &str, until: &str) -> P
         .parse()
         .unwrap_or_else(|e| panic!("until {until}: {e}"));
     let mut records = Vec::new();
-    let mut sim = Simulation::new(&engine, contacts, events);
-    sim.run(utc(start), &until, &mut |r| records.push(r.clone()));
+    let mut sim = Simulation::new(scenario, yaml, SourceFormat::Yaml, utc(start), until);
+    sim.contacts = contacts;
+    sim.events = events;
+    let mut done = sim
+        .run(&mut |r: &Record| records.push(r.clone()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let store = done.runtime.store();
     Played {
         records,
-        enrollments: sim.enrollments().to_vec(),
-        contacts: sim.contacts().to_vec(),
+        enrollments: store.enrollments(),
+        contacts: store.contacts(),
     }
 }
 

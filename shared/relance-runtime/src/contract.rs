@@ -1,0 +1,885 @@
+//! The port contract suite: one function per written contract of `relance_core::ports`, generic
+//! over a factory of empty stores, so every store (memory, SQLite, DynamoDB) is held to the
+//! same rules. Each function panics on the first broken rule, naming it.
+//!
+//! The functions are synchronous like the ports. A store that bridges to async code on a
+//! multi-threaded tokio runtime (DynamoDB) is tested from a
+//! `#[tokio::test(flavor = "multi_thread")]`. The factory gives a store no other test
+//! writes to (a fresh database, or fresh table names). [`transactional`] holds only for
+//! stores whose units of work are transactions (not DynamoDB's); [`all`] runs the others.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use relance_core::consent::{ConsentEvent, ConsentState};
+use relance_core::contact::{ActivityEvent, Contact, Engagement, EngagementKind};
+use relance_core::engine::{Enrollment, EnrollmentState, Hold, Recipient, Send, Wake};
+use relance_core::journal::{Record, RecordKind};
+use relance_core::policy::Retained;
+use relance_core::ports::{ContactChange, Due, InactivityCheck, SourceFormat, Status, Store};
+use relance_core::render::Rendered;
+use relance_core::scenario::Channel;
+
+fn t0() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_796_112_000, 0).unwrap_or_default() // 2026-12-01T00:00:00Z
+}
+
+fn at(minutes: i64) -> DateTime<Utc> {
+    t0() + TimeDelta::minutes(minutes)
+}
+
+/// Unwraps a port call, naming the contract it served.
+fn ok<T, E: Debug>(what: &str, r: Result<T, E>) -> T {
+    r.unwrap_or_else(|e| panic!("{what}: the store failed: {e:?}"))
+}
+
+/// Stores scenario `id` (a version of any text) with `status`.
+fn scenario<S: Store>(store: &mut S, id: &str, status: Status)
+where
+    S::Fault: Debug,
+{
+    let v = ok(
+        "put_version",
+        store.put_version(id, SourceFormat::Yaml, &format!("id: {id}\n"), t0()),
+    );
+    ok("set_status", store.set_status(id, status, Some(v), t0()));
+}
+
+fn enrollment(scenario: &str, contact: &str, n: u32, version: u64) -> Enrollment {
+    Enrollment {
+        id: format!("{scenario}:{contact}:{n}"),
+        scenario: scenario.into(),
+        contact: contact.into(),
+        version,
+        entered_at: t0(),
+        state: EnrollmentState::Due {
+            step: "first".into(),
+            at: at(60),
+            hold: Hold::Delay,
+        },
+        sent: BTreeMap::new(),
+    }
+}
+
+fn ended(mut e: Enrollment) -> Enrollment {
+    e.version += 1;
+    e.state = EnrollmentState::Ended {
+        outcome: relance_core::engine::Outcome::Exited,
+        at: at(1),
+    };
+    e
+}
+
+fn wake(e: &Enrollment, step: &str, minutes: i64) -> Wake {
+    Wake {
+        enrollment: e.id.clone(),
+        contact: e.contact.clone(),
+        step: step.into(),
+        at: at(minutes),
+    }
+}
+
+fn ready<T: Debug>(due: Vec<Due<T>>) -> Vec<T> {
+    due.into_iter()
+        .map(|d| match d {
+            Due::Ready(t) => t,
+            Due::Unreadable(row) => {
+                panic!("a row written through the ports does not read: {row:?}")
+            }
+        })
+        .collect()
+}
+
+fn send(e: &Enrollment, step: &str) -> Send {
+    Send {
+        enrollment: e.id.clone(),
+        contact: e.contact.clone(),
+        step: step.into(),
+        message: "m".into(),
+        channel: Channel::Email,
+        communication_type: "marketing".into(),
+        to: Recipient::Email("ada@example.com".into()),
+        content: Rendered {
+            subject: Some("Hello".into()),
+            text: Some("Hello".into()),
+            ..Rendered::default()
+        },
+        idempotency_key: format!("{}:{step}", e.id),
+    }
+}
+
+/// Runs every contract that holds for every store.
+pub fn all<S: Store>(mut new: impl FnMut() -> S)
+where
+    S::Fault: Debug,
+{
+    scenario_versions(new());
+    contacts_and_history(new());
+    conditional_saves(new());
+    one_running_enrollment(new());
+    entry_marks(new());
+    due_order(new());
+    timer_fires_once(new());
+    paused_scenarios_hold_their_due_items(new());
+    inactivity_checks(new());
+    launches(new());
+    outbox_once_per_key(new());
+    input_keys(new());
+    consent_log(new());
+    journal_in_order(new());
+}
+
+/// Versions are numbered from 1, immutable; a new scenario is a draft; status writes stick.
+pub fn scenario_versions<S: Store>(mut store: S)
+where
+    S::Fault: Debug,
+{
+    let v1 = ok(
+        "put_version",
+        store.put_version("welcome", SourceFormat::Yaml, "v1", t0()),
+    );
+    let v2 = ok(
+        "put_version",
+        store.put_version("welcome", SourceFormat::Json, "v2", t0()),
+    );
+    assert_eq!(
+        (v1, v2),
+        (1, 2),
+        "versions count from 1, one more each time"
+    );
+    let entry = ok("scenario", store.scenario("welcome")).expect("a stored scenario reads back");
+    assert_eq!(entry.status, Status::Draft, "a new scenario is a draft");
+    assert_eq!(entry.latest_version, 2);
+    let first = ok("scenario_source", store.scenario_source("welcome", 1)).expect("version 1");
+    assert_eq!(
+        (first.text.as_str(), first.format),
+        ("v1", SourceFormat::Yaml),
+        "versions are immutable"
+    );
+    ok(
+        "set_status",
+        store.set_status("welcome", Status::Active, Some(2), t0()),
+    );
+    let entry = ok("scenario", store.scenario("welcome")).expect("stored");
+    assert_eq!(
+        (entry.status, entry.active_version),
+        (Status::Active, Some(2))
+    );
+    ok(
+        "set_status",
+        store.set_status("welcome", Status::Paused, None, t0()),
+    );
+    let entry = ok("scenario", store.scenario("welcome")).expect("stored");
+    assert_eq!(
+        (entry.status, entry.active_version),
+        (Status::Paused, Some(2)),
+        "no version given keeps the active one"
+    );
+    assert_eq!(
+        ok("scenarios", store.scenarios(Some(Status::Active))).len(),
+        0
+    );
+    assert_eq!(ok("scenarios", store.scenarios(None)).len(), 1);
+    assert!(ok("scenario", store.scenario("other")).is_none());
+    ok("put_setting", store.put_setting("policy", "a: 1", t0()));
+    ok("put_setting", store.put_setting("policy", "a: 2", t0()));
+    assert_eq!(
+        ok("setting", store.setting("policy")).as_deref(),
+        Some("a: 2"),
+        "a setting is replaced"
+    );
+}
+
+/// A contact write says how it changed; history is oldest first, engagement and sends per
+/// scenario.
+pub fn contacts_and_history<S: Store>(mut store: S)
+where
+    S::Fault: Debug,
+{
+    let mut ada = Contact::bare("ada");
+    assert_eq!(
+        ok("put_contact", store.put_contact(&ada, t0())),
+        ContactChange::Added
+    );
+    assert_eq!(
+        ok("put_contact", store.put_contact(&ada, t0())),
+        ContactChange::Unchanged
+    );
+    ada.merge(
+        &serde_json::from_value(serde_json::json!({"first_name": "Ada"})).unwrap_or_default(),
+    );
+    assert_eq!(
+        ok("put_contact", store.put_contact(&ada, t0())),
+        ContactChange::Modified
+    );
+    assert_eq!(
+        ok("contact", store.contact("ada")),
+        Some(ada.clone()),
+        "a contact reads back whole"
+    );
+    ok(
+        "put_contact",
+        store.put_contact(&Contact::bare("bob"), t0()),
+    );
+    let mut ids = ok("contact_ids", store.contact_ids());
+    ids.sort();
+    assert_eq!(ids, ["ada", "bob"], "every contact id");
+    for (minutes, name) in [(5, "later"), (1, "earlier"), (5, "later-again")] {
+        let event = ActivityEvent {
+            at: at(minutes),
+            name: name.into(),
+            properties: Default::default(),
+        };
+        ok("append_activity", store.append_activity("ada", &event));
+    }
+    let engagement = |minutes, step: &str| Engagement {
+        at: at(minutes),
+        step: step.into(),
+        kind: EngagementKind::Opened,
+        url: None,
+        link_tags: Vec::new(),
+    };
+    ok(
+        "append_engagement",
+        store.append_engagement("ada", "welcome", &engagement(3, "second")),
+    );
+    ok(
+        "append_engagement",
+        store.append_engagement("ada", "welcome", &engagement(2, "first")),
+    );
+    ok(
+        "append_engagement",
+        store.append_engagement("ada", "other", &engagement(1, "x")),
+    );
+    let e = enrollment("welcome", "ada", 1, 0);
+    ok(
+        "outbox_send",
+        store.outbox_send("welcome", &send(&e, "first"), at(4)),
+    );
+    let o = enrollment("other", "ada", 1, 0);
+    ok(
+        "outbox_send",
+        store.outbox_send("other", &send(&o, "first"), at(2)),
+    );
+    let h = ok("history", store.history("ada", "welcome"));
+    let names: Vec<&str> = h.events.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["earlier", "later", "later-again"],
+        "activity oldest first, then as appended"
+    );
+    let steps: Vec<&str> = h.engagement.iter().map(|e| e.step.as_str()).collect();
+    assert_eq!(
+        steps,
+        ["first", "second"],
+        "the scenario's engagement only, oldest first"
+    );
+    assert_eq!(
+        h.sends.iter().map(|s| s.at).collect::<Vec<_>>(),
+        [at(4)],
+        "the scenario's sends only"
+    );
+    let all = ok("contact_sends", store.contact_sends("ada"));
+    assert_eq!(
+        all.iter().map(|s| s.at).collect::<Vec<_>>(),
+        [at(2), at(4)],
+        "every scenario's sends, oldest first"
+    );
+}
+
+/// `save_enrollment` writes only on the expected version.
+pub fn conditional_saves<S: Store>(mut store: S)
+where
+    S::Fault: Debug,
+{
+    scenario(&mut store, "welcome", Status::Active);
+    let e = enrollment("welcome", "ada", 1, 0);
+    ok("save_enrollment", store.save_enrollment(None, 1, &e));
+    assert!(
+        store.save_enrollment(None, 1, &e).is_err(),
+        "a second first write is a conflict"
+    );
+    let mut next = e.clone();
+    next.version = 1;
+    ok("save_enrollment", store.save_enrollment(Some(0), 1, &next));
+    assert!(
+        store.save_enrollment(Some(0), 1, &next).is_err(),
+        "a stale version is a conflict"
+    );
+    let (stored, version) = ok("enrollment", store.enrollment(&e.id)).expect("saved");
+    assert_eq!(
+        (stored, version),
+        (next.clone(), 1),
+        "the enrollment and its scenario version read back"
+    );
+    let missing = enrollment("welcome", "bob", 1, 4);
+    assert!(
+        store.save_enrollment(Some(3), 1, &missing).is_err(),
+        "no stored enrollment: a conflict"
+    );
+    assert!(ok("enrollment", store.enrollment(&missing.id)).is_none());
+}
+
+/// At most one running enrollment per (scenario, contact).
+pub fn one_running_enrollment<S: Store>(mut store: S)
+where
+    S::Fault: Debug,
+{
+    scenario(&mut store, "welcome", Status::Active);
+    let first = enrollment("welcome", "ada", 1, 0);
+    ok("save_enrollment", store.save_enrollment(None, 1, &first));
+    let running = ok(
+        "running_enrollment",
+        store.running_enrollment("welcome", "ada"),
+    );
+    assert_eq!(running.map(|(e, _)| e.id), Some(first.id.clone()));
+    let second = enrollment("welcome", "ada", 2, 0);
+    assert!(
+        store.save_enrollment(None, 1, &second).is_err(),
+        "a second running enrollment is refused"
+    );
+    let done = ended(first.clone());
+    ok("save_enrollment", store.save_enrollment(Some(0), 1, &done));
+    assert!(
+        ok(
+            "running_enrollment",
+            store.running_enrollment("welcome", "ada")
+        )
+        .is_none(),
+        "an ended enrollment does not run"
+    );
+    ok("save_enrollment", store.save_enrollment(None, 1, &second));
+    let running = ok(
+        "running_enrollment",
+        store.running_enrollment("welcome", "ada"),
+    );
+    assert_eq!(
+        running.map(|(e, _)| e.id),
+        Some(second.id),
+        "a new entry after the end"
+    );
+    assert!(
+        ok(
+            "running_enrollment",
+            store.running_enrollment("other", "ada")
+        )
+        .is_none()
+    );
+}
+
+/// `mark_entry` counts entries and keeps the last instant.
+pub fn entry_marks<S: Store>(mut store: S)
+where
+    S::Fault: Debug,
+{
+    assert!(ok("entry_mark", store.entry_mark("welcome", "ada")).is_none());
+    ok("mark_entry", store.mark_entry("welcome", "ada", at(1)));
+    ok("mark_entry", store.mark_entry("welcome", "ada", at(9)));
+    let mark = ok("entry_mark", store.entry_mark("welcome", "ada")).expect("marked");
+    assert_eq!((mark.entries, mark.last_entered_at), (2, at(9)));
+    assert!(ok("entry_mark", store.entry_mark("welcome", "bob")).is_none());
+}
+
+/// Due timers come out in due-time order, only those due, at most `limit`; `next_due` is the
+/// earliest.
+pub fn due_order<S: Store>(mut store: S)
+where
+    S::Fault: Debug,
+{
+    scenario(&mut store, "welcome", Status::Active);
+    let mut wakes = Vec::new();
+    for (n, minutes) in [(1, 30), (2, 10), (3, 20), (4, 90)] {
+        let e = enrollment("welcome", &format!("c{n}"), 1, 0);
+        ok("save_enrollment", store.save_enrollment(None, 1, &e));
+        let w = wake(&e, "first", minutes);
+        ok("schedule", store.schedule(&w));
+        wakes.push(w);
+    }
+    assert_eq!(
+        ok("next_due", store.next_due()),
+        Some(at(10)),
+        "next_due is the earliest"
+    );
+    let due = ready(ok("due_timers", store.due_timers(at(30), 100)));
+    let times: Vec<_> = due.iter().map(|w| w.at).collect();
+    assert_eq!(
+        times,
+        [at(10), at(20), at(30)],
+        "due timers oldest first, none not yet due"
+    );
+    let due = ready(ok("due_timers", store.due_timers(at(30), 2)));
+    assert_eq!(
+        due.iter().map(|w| w.at).collect::<Vec<_>>(),
+        [at(10), at(20)],
+        "at most limit"
+    );
+    assert!(ready(ok("due_timers", store.due_timers(at(9), 100))).is_empty());
+}
+
+/// A timer cancelled (or consumed) never fires again; arming one twice keeps one.
+pub fn timer_fires_once<S: Store>(mut store: S)
+where
+    S::Fault: Debug,
+{
+    scenario(&mut store, "welcome", Status::Active);
+    let e = enrollment("welcome", "ada", 1, 0);
+    ok("save_enrollment", store.save_enrollment(None, 1, &e));
+    let w = wake(&e, "first", 10);
+    ok("schedule", store.schedule(&w));
+    ok("schedule", store.schedule(&w));
+    let due = ready(ok("due_timers", store.due_timers(at(10), 100)));
+    assert_eq!(due, std::slice::from_ref(&w), "armed twice, due once");
+    ok("cancel", store.cancel(&w));
+    assert!(
+        ready(ok("due_timers", store.due_timers(at(100), 100))).is_empty(),
+        "a consumed timer never fires again"
+    );
+    assert_eq!(ok("next_due", store.next_due()), None);
+    ok("cancel", store.cancel(&w));
+}
+
+/// A paused scenario's timers, checks and launches wait; they come back when it is active.
+pub fn paused_scenarios_hold_their_due_items<S: Store>(mut store: S)
+where
+    S::Fault: Debug,
+{
+    scenario(&mut store, "welcome", Status::Active);
+    let e = enrollment("welcome", "ada", 1, 0);
+    ok("save_enrollment", store.save_enrollment(None, 1, &e));
+    ok("schedule", store.schedule(&wake(&e, "first", 10)));
+    let check = InactivityCheck {
+        scenario: "welcome".into(),
+        contact: "ada".into(),
+        due: at(5),
+    };
+    ok("set_inactivity", store.set_inactivity(&check));
+    ok("set_launch", store.set_launch("welcome", "", Some(at(7))));
+    ok(
+        "set_status",
+        store.set_status("welcome", Status::Paused, None, t0()),
+    );
+    assert!(
+        ready(ok("due_timers", store.due_timers(at(100), 100))).is_empty(),
+        "paused: no timer"
+    );
+    assert!(
+        ready(ok("due_inactivity", store.due_inactivity(at(100), 100))).is_empty(),
+        "paused: no check"
+    );
+    assert!(
+        ready(ok("due_launches", store.due_launches(at(100)))).is_empty(),
+        "paused: no launch"
+    );
+    assert_eq!(
+        ok("next_due", store.next_due()),
+        None,
+        "paused: nothing due"
+    );
+    ok(
+        "set_status",
+        store.set_status("welcome", Status::Active, None, t0()),
+    );
+    assert_eq!(
+        ready(ok("due_timers", store.due_timers(at(100), 100))).len(),
+        1,
+        "active again: the timer"
+    );
+    assert_eq!(ok("next_due", store.next_due()), Some(at(5)));
+}
+
+/// One inactivity check per (scenario, contact), replaced by a new one, cleared but for
+/// `keep`, removed once handled.
+pub fn inactivity_checks<S: Store>(mut store: S)
+where
+    S::Fault: Debug,
+{
+    scenario(&mut store, "viewed", Status::Active);
+    scenario(&mut store, "cart", Status::Active);
+    let check = |scenario: &str, contact: &str, minutes| InactivityCheck {
+        scenario: scenario.into(),
+        contact: contact.into(),
+        due: at(minutes),
+    };
+    ok(
+        "set_inactivity",
+        store.set_inactivity(&check("viewed", "ada", 30)),
+    );
+    ok(
+        "set_inactivity",
+        store.set_inactivity(&check("viewed", "ada", 40)),
+    );
+    ok(
+        "set_inactivity",
+        store.set_inactivity(&check("cart", "ada", 20)),
+    );
+    ok(
+        "set_inactivity",
+        store.set_inactivity(&check("viewed", "bob", 10)),
+    );
+    let due = ready(ok("due_inactivity", store.due_inactivity(at(60), 100)));
+    assert_eq!(
+        due,
+        [
+            check("viewed", "bob", 10),
+            check("cart", "ada", 20),
+            check("viewed", "ada", 40)
+        ],
+        "oldest first; a new check replaces the old"
+    );
+    ok(
+        "clear_inactivity",
+        store.clear_inactivity("ada", &["cart".to_string()]),
+    );
+    let due = ready(ok("due_inactivity", store.due_inactivity(at(60), 100)));
+    assert_eq!(
+        due,
+        [check("viewed", "bob", 10), check("cart", "ada", 20)],
+        "cleared but for keep"
+    );
+    ok(
+        "remove_inactivity",
+        store.remove_inactivity(&check("viewed", "bob", 10)),
+    );
+    assert_eq!(ok("next_due", store.next_due()), Some(at(20)));
+    let due = ready(ok("due_inactivity", store.due_inactivity(at(60), 100)));
+    assert_eq!(due, [check("cart", "ada", 20)], "removed once handled");
+}
+
+/// One next launch per (scenario, zone); None removes it.
+pub fn launches<S: Store>(mut store: S)
+where
+    S::Fault: Debug,
+{
+    scenario(&mut store, "weekly", Status::Active);
+    ok(
+        "set_launch",
+        store.set_launch("weekly", "Europe/Paris", Some(at(20))),
+    );
+    ok(
+        "set_launch",
+        store.set_launch("weekly", "America/New_York", Some(at(20))),
+    );
+    ok("set_launch", store.set_launch("weekly", "", Some(at(50))));
+    ok("set_launch", store.set_launch("weekly", "", Some(at(10))));
+    assert_eq!(ok("next_due", store.next_due()), Some(at(10)));
+    let due = ready(ok("due_launches", store.due_launches(at(20))));
+    let got: Vec<_> = due.iter().map(|l| (l.zone.as_str(), l.at)).collect();
+    assert_eq!(
+        got,
+        [
+            ("", at(10)),
+            ("America/New_York", at(20)),
+            ("Europe/Paris", at(20))
+        ],
+        "oldest first, one per zone, replaced"
+    );
+    ok("set_launch", store.set_launch("weekly", "", None));
+    assert_eq!(
+        ready(ok("due_launches", store.due_launches(at(100)))).len(),
+        2,
+        "None removes it"
+    );
+}
+
+/// A send is stored at most once per idempotency key.
+pub fn outbox_once_per_key<S: Store>(mut store: S)
+where
+    S::Fault: Debug,
+{
+    let e = enrollment("welcome", "ada", 1, 0);
+    let s = send(&e, "first");
+    ok("outbox_send", store.outbox_send("welcome", &s, at(1)));
+    ok("outbox_send", store.outbox_send("welcome", &s, at(2)));
+    let h = ok("history", store.history("ada", "welcome"));
+    assert_eq!(
+        h.sends.iter().map(|m| m.at).collect::<Vec<_>>(),
+        [at(1)],
+        "one send per key"
+    );
+    let action = relance_core::scenario::Action::CreateLead(serde_json::Map::new());
+    ok(
+        "outbox_action",
+        store.outbox_action("welcome", &e.id, "ada", "call", &action, at(1)),
+    );
+    ok(
+        "outbox_action",
+        store.outbox_action("welcome", &e.id, "ada", "call", &action, at(1)),
+    );
+    assert_eq!(
+        ok("contact_sends", store.contact_sends("ada")).len(),
+        1,
+        "actions are not sends"
+    );
+}
+
+/// An input key, once recorded, is seen; recording it again changes nothing.
+pub fn input_keys<S: Store>(mut store: S)
+where
+    S::Fault: Debug,
+{
+    assert!(!ok("input_seen", store.input_seen("k1")));
+    ok("record_input", store.record_input("k1", t0()));
+    ok("record_input", store.record_input("k1", t0()));
+    assert!(ok("input_seen", store.input_seen("k1")));
+    assert!(!ok("input_seen", store.input_seen("k2")));
+}
+
+/// The consent log is append-only and read oldest first (by instant, then as appended); the
+/// retention purge never touches it.
+pub fn consent_log<S: Store>(mut store: S)
+where
+    S::Fault: Debug,
+{
+    let event = |minutes, state, source: &str| ConsentEvent {
+        contact: "ada".into(),
+        subject: "marketing".into(),
+        state,
+        source: source.into(),
+        actor: "test".into(),
+        at: at(minutes),
+        reason: None,
+        kept: false,
+    };
+    let trail = [
+        event(5, ConsentState::Subscribed, "form"),
+        event(1, ConsentState::Unsubscribed, "link"),
+        event(5, ConsentState::Unsubscribed, "api"),
+    ];
+    for e in &trail {
+        ok("append_consent", store.append_consent(e));
+    }
+    let got = ok("consent_trail", store.consent_trail("ada"));
+    assert_eq!(
+        got,
+        [trail[1].clone(), trail[0].clone(), trail[2].clone()],
+        "oldest first, then as appended"
+    );
+    for kind in Retained::ALL {
+        ok("purge", store.purge(kind, at(1000), 1000));
+    }
+    assert_eq!(
+        ok("consent_trail", store.consent_trail("ada")).len(),
+        3,
+        "the consent log is never purged"
+    );
+    assert!(ok("consent_trail", store.consent_trail("bob")).is_empty());
+    let state = ok("consent_state", store.consent_state("ada"));
+    assert_eq!(
+        state,
+        relance_core::consent::Derived::from_trail(&got),
+        "the state is the trail's"
+    );
+}
+
+/// The journal reads back per scenario in the order written, one contact's when asked.
+pub fn journal_in_order<S: Store>(mut store: S)
+where
+    S::Fault: Debug,
+{
+    let records = [
+        Record::new(at(1), "ada", RecordKind::Entered),
+        Record::new(at(2), "bob", RecordKind::Entered),
+        Record::new(at(3), "ada", RecordKind::Exited),
+    ];
+    for r in &records {
+        ok("journal", store.journal("welcome", r));
+    }
+    ok("journal", store.journal("other", &records[0]));
+    assert_eq!(
+        ok("records", store.records("welcome", None)),
+        records,
+        "in the order written"
+    );
+    assert_eq!(
+        ok("records", store.records("welcome", Some("ada"))),
+        [records[0].clone(), records[2].clone()]
+    );
+}
+
+/// Contracts of stores whose units of work are transactions (memory, SQLite): a unit that
+/// fails leaves no write behind, one that succeeds keeps them all; and the retention purge
+/// deletes what is older than the cutoff, at most `limit` at a time.
+pub fn transactional<S: Store>(mut new: impl FnMut() -> S)
+where
+    S::Fault: Debug,
+{
+    units_are_all_or_nothing(new());
+    retention_purge(new());
+}
+
+/// A unit of work that fails leaves nothing; one that succeeds keeps everything.
+pub fn units_are_all_or_nothing<S: Store>(mut store: S)
+where
+    S::Fault: Debug,
+{
+    scenario(&mut store, "welcome", Status::Active);
+    let e = enrollment("welcome", "ada", 1, 0);
+    let w = wake(&e, "first", 10);
+    let result = ok(
+        "atomically",
+        store.atomically(|s| -> Result<(), &'static str> {
+            ok("put_contact", s.put_contact(&Contact::bare("ada"), t0()));
+            ok("save_enrollment", s.save_enrollment(None, 1, &e));
+            ok("schedule", s.schedule(&w));
+            ok("mark_entry", s.mark_entry("welcome", "ada", t0()));
+            ok(
+                "journal",
+                s.journal("welcome", &Record::new(t0(), "ada", RecordKind::Entered)),
+            );
+            ok(
+                "outbox_send",
+                s.outbox_send("welcome", &send(&e, "first"), t0()),
+            );
+            ok("record_input", s.record_input("k", t0()));
+            ok("put_setting", s.put_setting("policy", "x", t0()));
+            ok("set_launch", s.set_launch("welcome", "", Some(at(5))));
+            ok(
+                "set_status",
+                s.set_status("welcome", Status::Paused, None, t0()),
+            );
+            Err("the work failed")
+        }),
+    );
+    assert_eq!(
+        result,
+        Err("the work failed"),
+        "the work's error is handed back"
+    );
+    assert!(
+        ok("contact", store.contact("ada")).is_none(),
+        "rolled back: no contact"
+    );
+    assert!(
+        ok("contact_ids", store.contact_ids()).is_empty(),
+        "rolled back: no contact id"
+    );
+    assert!(
+        ok("enrollment", store.enrollment(&e.id)).is_none(),
+        "rolled back: no enrollment"
+    );
+    assert!(
+        ok(
+            "running_enrollment",
+            store.running_enrollment("welcome", "ada")
+        )
+        .is_none()
+    );
+    assert!(
+        ok("entry_mark", store.entry_mark("welcome", "ada")).is_none(),
+        "rolled back: no mark"
+    );
+    assert!(
+        ok("records", store.records("welcome", None)).is_empty(),
+        "rolled back: no record"
+    );
+    assert!(
+        ok("contact_sends", store.contact_sends("ada")).is_empty(),
+        "rolled back: no send"
+    );
+    assert!(
+        !ok("input_seen", store.input_seen("k")),
+        "rolled back: no input key"
+    );
+    assert!(
+        ok("setting", store.setting("policy")).is_none(),
+        "rolled back: no setting"
+    );
+    assert_eq!(
+        ok("scenario", store.scenario("welcome")).map(|s| s.status),
+        Some(Status::Active),
+        "rolled back: the status"
+    );
+    assert_eq!(
+        ok("next_due", store.next_due()),
+        None,
+        "rolled back: no timer, no launch"
+    );
+    let done = ok(
+        "atomically",
+        store.atomically(|s| -> Result<u32, &'static str> {
+            ok("put_contact", s.put_contact(&Contact::bare("ada"), t0()));
+            ok("save_enrollment", s.save_enrollment(None, 1, &e));
+            ok("schedule", s.schedule(&w));
+            Ok(7)
+        }),
+    );
+    assert_eq!(done, Ok(7));
+    assert!(ok("contact", store.contact("ada")).is_some(), "committed");
+    assert_eq!(
+        ready(ok("due_timers", store.due_timers(at(10), 10))),
+        [w],
+        "committed"
+    );
+    // A later failed unit undoes only its own writes.
+    let _ = ok(
+        "atomically",
+        store.atomically(|s| -> Result<(), ()> {
+            ok("cancel", s.cancel(&wake(&e, "first", 10)));
+            ok(
+                "save_enrollment",
+                s.save_enrollment(Some(0), 1, &ended(e.clone())),
+            );
+            Err(())
+        }),
+    );
+    assert_eq!(
+        ready(ok("due_timers", store.due_timers(at(10), 10))).len(),
+        1,
+        "the cancel is undone"
+    );
+    assert!(
+        ok(
+            "running_enrollment",
+            store.running_enrollment("welcome", "ada")
+        )
+        .is_some(),
+        "the save is undone"
+    );
+}
+
+/// The retention purge deletes items older than the cutoff, at most `limit`, and says how
+/// many.
+pub fn retention_purge<S: Store>(mut store: S)
+where
+    S::Fault: Debug,
+{
+    for minutes in [1, 2, 3, 50] {
+        let event = ActivityEvent {
+            at: at(minutes),
+            name: "viewed".into(),
+            properties: Default::default(),
+        };
+        ok("append_activity", store.append_activity("ada", &event));
+        ok(
+            "journal",
+            store.journal(
+                "welcome",
+                &Record::new(at(minutes), "ada", RecordKind::Entered),
+            ),
+        );
+    }
+    assert_eq!(
+        ok("purge", store.purge(Retained::Activity, at(10), 2)),
+        2,
+        "at most limit"
+    );
+    assert_eq!(
+        ok("purge", store.purge(Retained::Activity, at(10), 100)),
+        1,
+        "the rest before the cutoff"
+    );
+    assert_eq!(ok("purge", store.purge(Retained::Activity, at(10), 100)), 0);
+    let h = ok("history", store.history("ada", "welcome"));
+    assert_eq!(
+        h.events.iter().map(|e| e.at).collect::<Vec<_>>(),
+        [at(50)],
+        "newer activity stays"
+    );
+    assert_eq!(ok("purge", store.purge(Retained::Journal, at(10), 100)), 3);
+    assert_eq!(
+        ok("records", store.records("welcome", None)).len(),
+        1,
+        "newer records stay"
+    );
+}

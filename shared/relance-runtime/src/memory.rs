@@ -1,0 +1,1192 @@
+//! `MemoryStore`: every storage port in memory, the reference implementation of their
+//! contracts. `relance simulate` plays scenarios on it; tests use it where the database does
+//! not matter. Hash maps and ordered due indexes keep each call cheap; units of work keep an
+//! undo log, so a unit that fails leaves no partial write.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use relance_core::consent::ConsentEvent;
+use relance_core::contact::{ActivityEvent, Contact, Engagement, History, SendMark};
+use relance_core::engine::{Enrollment, Send, Wake};
+use relance_core::instant;
+use relance_core::journal::Record;
+use relance_core::policy::Retained;
+use relance_core::ports::{
+    ConsentStore, ContactChange, ContactStore, Due, EnrollmentStore, EntryMark, InactivityCheck,
+    JournalStore, LaunchTime, ScenarioEntry, ScenarioSource, ScenarioStore, SourceFormat, Status,
+    Store, TimerStore, UnreadableRow,
+};
+use relance_core::scenario::Action;
+
+/// A storage failure of the memory store.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    /// The enrollment changed since it was read, or a second one would run for the same
+    /// scenario and contact: the input was stale or duplicated.
+    #[error("enrollment {0} changed concurrently (version conflict)")]
+    Conflict(String),
+    /// An instant to store is outside 1970-01-01..9999-12-31 (the same rule as the other
+    /// stores, so the memory store refuses what they refuse).
+    #[error("{what}: {source}")]
+    OutOfRange {
+        /// What was written.
+        what: &'static str,
+        /// The instant's error.
+        source: instant::OutOfRange,
+    },
+    /// A row to remove that this store never returned (it has no unreadable rows).
+    #[error("no unreadable {kind} row {locator}")]
+    NoSuchRow {
+        /// The row's kind.
+        kind: String,
+        /// Its locator.
+        locator: String,
+    },
+}
+
+fn checked(what: &'static str, t: DateTime<Utc>) -> Result<DateTime<Utc>, MemoryError> {
+    instant::check(t).map_err(|source| MemoryError::OutOfRange { what, source })
+}
+
+/// One queued outbox item: a send or an action, written once per idempotency key.
+#[derive(Debug, Clone)]
+enum Queued {
+    Send {
+        scenario: String,
+        send: Box<Send>,
+    },
+    Action {
+        scenario: String,
+        enrollment: String,
+        contact: String,
+        step: String,
+        action: Box<Action>,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct OutboxRow {
+    key: String,
+    at: DateTime<Utc>,
+    /// None in a streaming store: the key and instant are kept, the message is not.
+    item: Option<Queued>,
+}
+
+impl OutboxRow {
+    fn message(&self) -> Option<serde_json::Value> {
+        Some(match self.item.as_ref()? {
+            Queued::Send { scenario, send } => {
+                relance_core::ports::send_message(scenario, send, self.at)
+            }
+            Queued::Action {
+                scenario,
+                enrollment,
+                contact,
+                step,
+                action,
+            } => {
+                relance_core::ports::action_message(
+                    scenario, enrollment, contact, step, action, self.at,
+                )
+                .1
+            }
+        })
+    }
+}
+
+/// A send to a contact, as history reads it (its outbox row, for the retention purge).
+#[derive(Debug, Clone)]
+struct SendRow {
+    scenario: String,
+    at: DateTime<Utc>,
+    seq: u64,
+}
+
+/// Everything stored about one contact id (activity may come before the contact itself).
+#[derive(Debug, Default)]
+struct Person {
+    contact: Option<Contact>,
+    /// In (at, append) order.
+    activity: Vec<ActivityEvent>,
+    /// (scenario, engagement) in (at, append) order.
+    engagement: Vec<(String, Engagement)>,
+    /// In (at, append) order.
+    sends: Vec<SendRow>,
+    /// The consent log, in (at, append) order.
+    consent: Vec<ConsentEvent>,
+    /// Pending inactivity checks by scenario: (due, arm sequence).
+    inactivity: HashMap<String, (DateTime<Utc>, u64)>,
+}
+
+/// A kept dead letter: (kind, payload, reason, at).
+type DeadLetter = (String, String, String, DateTime<Utc>);
+
+/// The inverse of one write, replayed backwards when a unit of work fails.
+#[derive(Debug)]
+enum Undo {
+    Scenario(String, Option<ScenarioEntry>),
+    VersionPushed(String),
+    Setting(String, Option<String>),
+    Contact(String, Option<Contact>),
+    ContactOrderPushed,
+    ActivityInserted(String, usize),
+    ActivityRemoved(String, usize, ActivityEvent),
+    EngagementInserted(String, usize),
+    EngagementRemoved(String, usize, (String, Engagement)),
+    SendInserted(String, usize),
+    SendRemoved(String, usize, SendRow),
+    ConsentInserted(String, usize),
+    InputKey(String),
+    Enrollment(String, Option<(Enrollment, u32)>),
+    EnrollmentStarted,
+    Running(String, String, Option<String>),
+    EntryMark(String, String, Option<EntryMark>),
+    TimerAdded(DateTime<Utc>, u64),
+    TimerRemoved(u64, Wake),
+    Inactivity(String, String, Option<(DateTime<Utc>, u64)>),
+    Launch(String, String, Option<DateTime<Utc>>),
+    OutboxAdded(u64),
+    OutboxRemoved(u64, OutboxRow),
+    JournalPushed(String),
+    JournalRemoved(String, usize, Record),
+    DeadLetterPushed,
+    DeadLetterRemoved(usize, DeadLetter),
+}
+
+/// Every port in memory (see the module doc).
+///
+/// Ties are broken by arrival: contact ids come back in the order the contacts were first
+/// written, and due items of one instant in the order they were armed (launches of one
+/// instant by scenario and zone), which is the order `relance simulate` has always reported.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    scenarios: BTreeMap<String, ScenarioEntry>,
+    versions: HashMap<String, Vec<ScenarioSource>>,
+    settings: HashMap<String, String>,
+    people: HashMap<String, Person>,
+    /// Contact ids in the order they were first written.
+    order: Vec<String>,
+    inputs: HashSet<String>,
+    enrollments: HashMap<String, (Enrollment, u32)>,
+    /// Enrollment ids in the order they were first written.
+    started: Vec<String>,
+    /// scenario → contact → the running enrollment's id.
+    running: HashMap<String, HashMap<String, String>>,
+    /// scenario → contact → the once_per mark.
+    marks: HashMap<String, HashMap<String, EntryMark>>,
+    /// (due, arm sequence) → the timer.
+    timers: BTreeMap<(DateTime<Utc>, u64), Wake>,
+    /// (enrollment, step, due) → arm sequence, so arming twice keeps one timer.
+    timer_keys: HashMap<(String, String, DateTime<Utc>), u64>,
+    /// (due, arm sequence) → (scenario, contact).
+    inactivity: BTreeMap<(DateTime<Utc>, u64), (String, String)>,
+    /// (scenario, zone) → next launch.
+    launches: BTreeMap<(String, String), DateTime<Utc>>,
+    outbox: BTreeMap<u64, OutboxRow>,
+    outbox_keys: HashMap<String, u64>,
+    /// Outbox rows up to this sequence were handed on (the retention purge only takes those).
+    delivered: u64,
+    journal: HashMap<String, Vec<Record>>,
+    dead_letters: Vec<DeadLetter>,
+    seq: u64,
+    /// Depth of nested units of work, and the undo log of the outermost one.
+    depth: usize,
+    undo: Vec<Undo>,
+    /// Whether journal records and outbox messages are kept (see [`MemoryStore::streaming`]).
+    keep: bool,
+}
+
+impl MemoryStore {
+    /// An empty store that keeps everything it is given.
+    pub fn new() -> MemoryStore {
+        MemoryStore {
+            keep: true,
+            ..MemoryStore::default()
+        }
+    }
+
+    /// An empty store for long plays whose journal is reported as it is written: it does not keep journal records (so
+    /// [`JournalStore::records`] answers none) nor outbox messages (the idempotency keys and
+    /// the send instants history needs are kept), so memory grows with contacts and
+    /// enrollments only.
+    pub fn streaming() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    /// Outbox messages after sequence `after`, at most `limit`, as (sequence, kind, message).
+    pub fn outbox_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Vec<(u64, &'static str, serde_json::Value)> {
+        self.outbox
+            .range(after + 1..)
+            .filter_map(|(seq, row)| {
+                let kind = match row.item.as_ref()? {
+                    Queued::Send { .. } => "send",
+                    Queued::Action { .. } => "action",
+                };
+                Some((*seq, kind, row.message()?))
+            })
+            .take(limit)
+            .collect()
+    }
+
+    /// Marks the outbox handed on up to `seq` (the retention purge only deletes such rows).
+    pub fn set_outbox_delivered(&mut self, seq: u64) {
+        self.delivered = self.delivered.max(seq);
+    }
+
+    /// The dead letters, oldest first: (kind, payload, reason).
+    pub fn dead_letters(&self) -> Vec<(String, String, String)> {
+        self.dead_letters
+            .iter()
+            .map(|(k, p, r, _)| (k.clone(), p.clone(), r.clone()))
+            .collect()
+    }
+
+    /// Every enrollment, in the order they started.
+    pub fn enrollments(&self) -> Vec<Enrollment> {
+        self.started
+            .iter()
+            .filter_map(|id| self.enrollments.get(id))
+            .map(|(e, _)| e.clone())
+            .collect()
+    }
+
+    /// Every contact, in the order they were first written.
+    pub fn contacts(&self) -> Vec<Contact> {
+        self.order
+            .iter()
+            .filter_map(|id| self.people.get(id)?.contact.clone())
+            .collect()
+    }
+
+    /// Counts of enrollments: (running, ended).
+    pub fn enrollment_counts(&self, scenario: Option<&str>) -> (u64, u64) {
+        let (mut running, mut ended) = (0, 0);
+        for (e, _) in self.enrollments.values() {
+            if scenario.is_some_and(|s| s != e.scenario) {
+                continue;
+            }
+            if e.is_running() {
+                running += 1;
+            } else {
+                ended += 1;
+            }
+        }
+        (running, ended)
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    fn log(&mut self, undo: Undo) {
+        if self.depth > 0 {
+            self.undo.push(undo);
+        }
+    }
+
+    fn person(&mut self, id: &str) -> &mut Person {
+        if !self.people.contains_key(id) {
+            self.people.insert(id.to_string(), Person::default());
+        }
+        self.people.get_mut(id).expect("inserted above")
+    }
+
+    fn active(&self, scenario: &str) -> bool {
+        self.scenarios
+            .get(scenario)
+            .is_some_and(|s| s.status == Status::Active)
+    }
+
+    /// Whether a timer's enrollment belongs to an active scenario (a timer of an unknown
+    /// enrollment never fires, as in the database stores' join).
+    fn timer_live(&self, w: &Wake) -> bool {
+        self.enrollments
+            .get(&w.enrollment)
+            .is_some_and(|(e, _)| self.active(&e.scenario))
+    }
+
+    fn set_running(&mut self, scenario: &str, contact: &str, id: Option<String>) {
+        let map = self.running.entry(scenario.to_string()).or_default();
+        let before = match id {
+            Some(id) => map.insert(contact.to_string(), id),
+            None => map.remove(contact),
+        };
+        self.log(Undo::Running(
+            scenario.to_string(),
+            contact.to_string(),
+            before,
+        ));
+    }
+
+    fn put_inactivity(
+        &mut self,
+        scenario: &str,
+        contact: &str,
+        value: Option<(DateTime<Utc>, u64)>,
+    ) {
+        let person = self.person(contact);
+        let before = match value {
+            Some(v) => person.inactivity.insert(scenario.to_string(), v),
+            None => person.inactivity.remove(scenario),
+        };
+        if let Some(b) = before {
+            self.inactivity.remove(&b);
+        }
+        if let Some(v) = value {
+            self.inactivity
+                .insert(v, (scenario.to_string(), contact.to_string()));
+        }
+        self.log(Undo::Inactivity(
+            scenario.to_string(),
+            contact.to_string(),
+            before,
+        ));
+    }
+
+    fn remove_outbox(&mut self, seq: u64) {
+        let Some(row) = self.outbox.remove(&seq) else {
+            return;
+        };
+        self.outbox_keys.remove(&row.key);
+        if let Some(Queued::Send { send, .. }) = &row.item {
+            self.remove_send_row(&send.contact.clone(), seq);
+        }
+        self.log(Undo::OutboxRemoved(seq, row));
+    }
+
+    fn remove_send_row(&mut self, contact: &str, seq: u64) {
+        let Some(person) = self.people.get_mut(contact) else {
+            return;
+        };
+        if let Some(i) = person.sends.iter().position(|s| s.seq == seq) {
+            let row = person.sends.remove(i);
+            self.log(Undo::SendRemoved(contact.to_string(), i, row));
+        }
+    }
+
+    fn rollback(&mut self, to: usize) {
+        while self.undo.len() > to {
+            let Some(u) = self.undo.pop() else { break };
+            self.revert(u);
+        }
+    }
+
+    fn revert(&mut self, u: Undo) {
+        match u {
+            Undo::Scenario(id, before) => match before {
+                Some(e) => {
+                    self.scenarios.insert(id, e);
+                }
+                None => {
+                    self.scenarios.remove(&id);
+                }
+            },
+            Undo::VersionPushed(id) => {
+                if let Some(v) = self.versions.get_mut(&id) {
+                    v.pop();
+                }
+            }
+            Undo::Setting(name, before) => match before {
+                Some(t) => {
+                    self.settings.insert(name, t);
+                }
+                None => {
+                    self.settings.remove(&name);
+                }
+            },
+            Undo::Contact(id, before) => self.person(&id).contact = before,
+            Undo::ContactOrderPushed => {
+                self.order.pop();
+            }
+            Undo::ActivityInserted(c, i) => {
+                self.person(&c).activity.remove(i);
+            }
+            Undo::ActivityRemoved(c, i, e) => self.person(&c).activity.insert(i, e),
+            Undo::EngagementInserted(c, i) => {
+                self.person(&c).engagement.remove(i);
+            }
+            Undo::EngagementRemoved(c, i, e) => self.person(&c).engagement.insert(i, e),
+            Undo::SendInserted(c, i) => {
+                self.person(&c).sends.remove(i);
+            }
+            Undo::SendRemoved(c, i, s) => self.person(&c).sends.insert(i, s),
+            Undo::ConsentInserted(c, i) => {
+                self.person(&c).consent.remove(i);
+            }
+            Undo::InputKey(k) => {
+                self.inputs.remove(&k);
+            }
+            Undo::Enrollment(id, before) => match before {
+                Some(e) => {
+                    self.enrollments.insert(id, e);
+                }
+                None => {
+                    self.enrollments.remove(&id);
+                }
+            },
+            Undo::EnrollmentStarted => {
+                self.started.pop();
+            }
+            Undo::Running(s, c, before) => {
+                let map = self.running.entry(s).or_default();
+                match before {
+                    Some(id) => {
+                        map.insert(c, id);
+                    }
+                    None => {
+                        map.remove(&c);
+                    }
+                }
+            }
+            Undo::EntryMark(s, c, before) => {
+                let map = self.marks.entry(s).or_default();
+                match before {
+                    Some(m) => {
+                        map.insert(c, m);
+                    }
+                    None => {
+                        map.remove(&c);
+                    }
+                }
+            }
+            Undo::TimerAdded(at, seq) => {
+                if let Some(w) = self.timers.remove(&(at, seq)) {
+                    self.timer_keys.remove(&(w.enrollment, w.step, w.at));
+                }
+            }
+            Undo::TimerRemoved(seq, w) => {
+                self.timer_keys
+                    .insert((w.enrollment.clone(), w.step.clone(), w.at), seq);
+                self.timers.insert((w.at, seq), w);
+            }
+            Undo::Inactivity(s, c, before) => {
+                let person = self.person(&c);
+                let now = match before {
+                    Some(b) => person.inactivity.insert(s.clone(), b),
+                    None => person.inactivity.remove(&s),
+                };
+                if let Some(n) = now {
+                    self.inactivity.remove(&n);
+                }
+                if let Some(b) = before {
+                    self.inactivity.insert(b, (s, c));
+                }
+            }
+            Undo::Launch(s, z, before) => match before {
+                Some(at) => {
+                    self.launches.insert((s, z), at);
+                }
+                None => {
+                    self.launches.remove(&(s, z));
+                }
+            },
+            Undo::OutboxAdded(seq) => {
+                if let Some(row) = self.outbox.remove(&seq) {
+                    self.outbox_keys.remove(&row.key);
+                }
+            }
+            Undo::OutboxRemoved(seq, row) => {
+                self.outbox_keys.insert(row.key.clone(), seq);
+                self.outbox.insert(seq, row);
+            }
+            Undo::JournalPushed(s) => {
+                if let Some(v) = self.journal.get_mut(&s) {
+                    v.pop();
+                }
+            }
+            Undo::JournalRemoved(s, i, r) => self.journal.entry(s).or_default().insert(i, r),
+            Undo::DeadLetterPushed => {
+                self.dead_letters.pop();
+            }
+            Undo::DeadLetterRemoved(i, d) => self.dead_letters.insert(i, d),
+        }
+    }
+}
+
+/// Where an item stamped `at` goes in a list kept in (at, append) order.
+fn slot<T>(list: &[T], at: DateTime<Utc>, at_of: impl Fn(&T) -> DateTime<Utc>) -> usize {
+    list.partition_point(|x| at_of(x) <= at)
+}
+
+impl ScenarioStore for MemoryStore {
+    type Error = MemoryError;
+
+    fn scenarios(&mut self, status: Option<Status>) -> Result<Vec<ScenarioEntry>, MemoryError> {
+        Ok(self
+            .scenarios
+            .values()
+            .filter(|s| status.is_none_or(|st| s.status == st))
+            .cloned()
+            .collect())
+    }
+
+    fn scenario(&mut self, id: &str) -> Result<Option<ScenarioEntry>, MemoryError> {
+        Ok(self.scenarios.get(id).cloned())
+    }
+
+    fn scenario_source(
+        &mut self,
+        id: &str,
+        version: u32,
+    ) -> Result<Option<ScenarioSource>, MemoryError> {
+        Ok(self
+            .versions
+            .get(id)
+            .and_then(|v| v.get((version as usize).checked_sub(1)?))
+            .cloned())
+    }
+
+    fn put_version(
+        &mut self,
+        id: &str,
+        format: SourceFormat,
+        text: &str,
+        _now: DateTime<Utc>,
+    ) -> Result<u32, MemoryError> {
+        let before = self.scenarios.get(id).cloned();
+        let version = before.as_ref().map_or(0, |e| e.latest_version) + 1;
+        self.versions
+            .entry(id.to_string())
+            .or_default()
+            .push(ScenarioSource {
+                id: id.to_string(),
+                version,
+                format,
+                text: text.to_string(),
+            });
+        self.log(Undo::VersionPushed(id.to_string()));
+        let entry = match &before {
+            Some(e) => ScenarioEntry {
+                latest_version: version,
+                ..e.clone()
+            },
+            None => ScenarioEntry {
+                id: id.to_string(),
+                status: Status::Draft,
+                latest_version: version,
+                active_version: None,
+            },
+        };
+        self.scenarios.insert(id.to_string(), entry);
+        self.log(Undo::Scenario(id.to_string(), before));
+        Ok(version)
+    }
+
+    fn set_status(
+        &mut self,
+        id: &str,
+        status: Status,
+        active_version: Option<u32>,
+        _now: DateTime<Utc>,
+    ) -> Result<(), MemoryError> {
+        let Some(entry) = self.scenarios.get_mut(id) else {
+            return Ok(());
+        };
+        let before = entry.clone();
+        entry.status = status;
+        if active_version.is_some() {
+            entry.active_version = active_version;
+        }
+        self.log(Undo::Scenario(id.to_string(), Some(before)));
+        Ok(())
+    }
+
+    fn setting(&mut self, name: &str) -> Result<Option<String>, MemoryError> {
+        Ok(self.settings.get(name).cloned())
+    }
+
+    fn put_setting(
+        &mut self,
+        name: &str,
+        text: &str,
+        _now: DateTime<Utc>,
+    ) -> Result<(), MemoryError> {
+        let before = self.settings.insert(name.to_string(), text.to_string());
+        self.log(Undo::Setting(name.to_string(), before));
+        Ok(())
+    }
+}
+
+impl ContactStore for MemoryStore {
+    type Error = MemoryError;
+
+    fn contact(&mut self, id: &str) -> Result<Option<Contact>, MemoryError> {
+        Ok(self.people.get(id).and_then(|p| p.contact.clone()))
+    }
+
+    fn put_contact(
+        &mut self,
+        contact: &Contact,
+        _now: DateTime<Utc>,
+    ) -> Result<ContactChange, MemoryError> {
+        let person = self.person(contact.id());
+        let change = match &person.contact {
+            None => ContactChange::Added,
+            Some(b) if b == contact => return Ok(ContactChange::Unchanged),
+            Some(_) => ContactChange::Modified,
+        };
+        let before = person.contact.replace(contact.clone());
+        self.log(Undo::Contact(contact.id().to_string(), before));
+        if change == ContactChange::Added {
+            self.order.push(contact.id().to_string());
+            self.log(Undo::ContactOrderPushed);
+        }
+        Ok(change)
+    }
+
+    /// Every contact id, in the order the contacts were first written.
+    fn contact_ids(&mut self) -> Result<Vec<String>, MemoryError> {
+        Ok(self.order.clone())
+    }
+
+    fn append_activity(&mut self, contact: &str, event: &ActivityEvent) -> Result<(), MemoryError> {
+        checked("activity at", event.at)?;
+        let list = &mut self.person(contact).activity;
+        let i = slot(list, event.at, |e| e.at);
+        list.insert(i, event.clone());
+        self.log(Undo::ActivityInserted(contact.to_string(), i));
+        Ok(())
+    }
+
+    fn append_engagement(
+        &mut self,
+        contact: &str,
+        scenario: &str,
+        engagement: &Engagement,
+    ) -> Result<(), MemoryError> {
+        checked("engagement at", engagement.at)?;
+        let list = &mut self.person(contact).engagement;
+        let i = slot(list, engagement.at, |(_, e)| e.at);
+        list.insert(i, (scenario.to_string(), engagement.clone()));
+        self.log(Undo::EngagementInserted(contact.to_string(), i));
+        Ok(())
+    }
+
+    fn input_seen(&mut self, key: &str) -> Result<bool, MemoryError> {
+        Ok(self.inputs.contains(key))
+    }
+
+    fn record_input(&mut self, key: &str, _now: DateTime<Utc>) -> Result<(), MemoryError> {
+        if self.inputs.insert(key.to_string()) {
+            self.log(Undo::InputKey(key.to_string()));
+        }
+        Ok(())
+    }
+
+    fn history(&mut self, contact: &str, scenario: &str) -> Result<History, MemoryError> {
+        let Some(p) = self.people.get(contact) else {
+            return Ok(History::default());
+        };
+        Ok(History {
+            events: p.activity.clone(),
+            engagement: p
+                .engagement
+                .iter()
+                .filter(|(s, _)| s == scenario)
+                .map(|(_, e)| e.clone())
+                .collect(),
+            sends: p
+                .sends
+                .iter()
+                .filter(|s| s.scenario == scenario)
+                .map(|s| SendMark { at: s.at })
+                .collect(),
+            contact_sends: Vec::new(),
+        })
+    }
+
+    fn contact_sends(&mut self, contact: &str) -> Result<Vec<SendMark>, MemoryError> {
+        Ok(self.people.get(contact).map_or_else(Vec::new, |p| {
+            p.sends.iter().map(|s| SendMark { at: s.at }).collect()
+        }))
+    }
+}
+
+impl EnrollmentStore for MemoryStore {
+    type Error = MemoryError;
+
+    fn running_enrollment(
+        &mut self,
+        scenario: &str,
+        contact: &str,
+    ) -> Result<Option<(Enrollment, u32)>, MemoryError> {
+        Ok(self
+            .running
+            .get(scenario)
+            .and_then(|m| m.get(contact))
+            .and_then(|id| self.enrollments.get(id))
+            .cloned())
+    }
+
+    fn enrollment(&mut self, id: &str) -> Result<Option<(Enrollment, u32)>, MemoryError> {
+        Ok(self.enrollments.get(id).cloned())
+    }
+
+    fn save_enrollment(
+        &mut self,
+        expected: Option<u64>,
+        scenario_version: u32,
+        e: &Enrollment,
+    ) -> Result<(), MemoryError> {
+        let conflict = || MemoryError::Conflict(e.id.clone());
+        let stored = self.enrollments.get(&e.id);
+        let version = match (expected, stored) {
+            (None, None) => scenario_version,
+            (Some(v), Some((s, version))) if s.version == v => *version,
+            _ => return Err(conflict()),
+        };
+        // At most one running enrollment per (scenario, contact).
+        let holder = self
+            .running
+            .get(&e.scenario)
+            .and_then(|m| m.get(&e.contact));
+        if e.is_running() && holder.is_some_and(|h| *h != e.id) {
+            return Err(conflict());
+        }
+        let holds = holder.is_some_and(|h| *h == e.id);
+        let before = self.enrollments.insert(e.id.clone(), (e.clone(), version));
+        if before.is_none() {
+            self.started.push(e.id.clone());
+            self.log(Undo::EnrollmentStarted);
+        }
+        self.log(Undo::Enrollment(e.id.clone(), before));
+        if e.is_running() && !holds {
+            self.set_running(&e.scenario, &e.contact, Some(e.id.clone()));
+        } else if !e.is_running() && holds {
+            self.set_running(&e.scenario, &e.contact, None);
+        }
+        Ok(())
+    }
+
+    fn entry_mark(
+        &mut self,
+        scenario: &str,
+        contact: &str,
+    ) -> Result<Option<EntryMark>, MemoryError> {
+        Ok(self
+            .marks
+            .get(scenario)
+            .and_then(|m| m.get(contact))
+            .copied())
+    }
+
+    fn mark_entry(
+        &mut self,
+        scenario: &str,
+        contact: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), MemoryError> {
+        checked("last_entered_at", at)?;
+        let map = self.marks.entry(scenario.to_string()).or_default();
+        let before = map.get(contact).copied();
+        let mark = EntryMark {
+            last_entered_at: at,
+            entries: before.map_or(1, |m| m.entries + 1),
+        };
+        map.insert(contact.to_string(), mark);
+        self.log(Undo::EntryMark(
+            scenario.to_string(),
+            contact.to_string(),
+            before,
+        ));
+        Ok(())
+    }
+}
+
+impl TimerStore for MemoryStore {
+    type Error = MemoryError;
+
+    fn schedule(&mut self, wake: &Wake) -> Result<(), MemoryError> {
+        checked("timer due", wake.at)?;
+        let key = (wake.enrollment.clone(), wake.step.clone(), wake.at);
+        if self.timer_keys.contains_key(&key) {
+            return Ok(());
+        }
+        let seq = self.next_seq();
+        self.timer_keys.insert(key, seq);
+        self.timers.insert((wake.at, seq), wake.clone());
+        self.log(Undo::TimerAdded(wake.at, seq));
+        Ok(())
+    }
+
+    fn cancel(&mut self, wake: &Wake) -> Result<(), MemoryError> {
+        let key = (wake.enrollment.clone(), wake.step.clone(), wake.at);
+        if let Some(seq) = self.timer_keys.remove(&key)
+            && let Some(w) = self.timers.remove(&(wake.at, seq))
+        {
+            self.log(Undo::TimerRemoved(seq, w));
+        }
+        Ok(())
+    }
+
+    fn due_timers(
+        &mut self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Due<Wake>>, MemoryError> {
+        Ok(self
+            .timers
+            .values()
+            .take_while(|w| w.at <= now)
+            .filter(|w| self.timer_live(w))
+            .take(limit)
+            .map(|w| Due::Ready(w.clone()))
+            .collect())
+    }
+
+    fn set_inactivity(&mut self, check: &InactivityCheck) -> Result<(), MemoryError> {
+        checked("inactivity due", check.due)?;
+        let seq = self.next_seq();
+        self.put_inactivity(&check.scenario, &check.contact, Some((check.due, seq)));
+        Ok(())
+    }
+
+    fn clear_inactivity(&mut self, contact: &str, keep: &[String]) -> Result<(), MemoryError> {
+        let Some(p) = self.people.get(contact) else {
+            return Ok(());
+        };
+        let drop: Vec<String> = p
+            .inactivity
+            .keys()
+            .filter(|s| !keep.contains(s))
+            .cloned()
+            .collect();
+        for s in drop {
+            self.put_inactivity(&s, contact, None);
+        }
+        Ok(())
+    }
+
+    fn due_inactivity(
+        &mut self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Due<InactivityCheck>>, MemoryError> {
+        Ok(self
+            .inactivity
+            .iter()
+            .take_while(|((due, _), _)| *due <= now)
+            .filter(|(_, (s, _))| self.active(s))
+            .take(limit)
+            .map(|((due, _), (s, c))| {
+                Due::Ready(InactivityCheck {
+                    scenario: s.clone(),
+                    contact: c.clone(),
+                    due: *due,
+                })
+            })
+            .collect())
+    }
+
+    fn remove_inactivity(&mut self, check: &InactivityCheck) -> Result<(), MemoryError> {
+        let pending = self
+            .people
+            .get(&check.contact)
+            .and_then(|p| p.inactivity.get(&check.scenario));
+        if pending.is_some_and(|(due, _)| *due == check.due) {
+            self.put_inactivity(&check.scenario, &check.contact, None);
+        }
+        Ok(())
+    }
+
+    fn set_launch(
+        &mut self,
+        scenario: &str,
+        zone: &str,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<(), MemoryError> {
+        let key = (scenario.to_string(), zone.to_string());
+        let before = match at {
+            Some(at) => self.launches.insert(key, checked("launch next_at", at)?),
+            None => self.launches.remove(&key),
+        };
+        self.log(Undo::Launch(scenario.to_string(), zone.to_string(), before));
+        Ok(())
+    }
+
+    fn due_launches(&mut self, now: DateTime<Utc>) -> Result<Vec<Due<LaunchTime>>, MemoryError> {
+        let mut due: Vec<LaunchTime> = self
+            .launches
+            .iter()
+            .filter(|((s, _), at)| **at <= now && self.active(s))
+            .map(|((s, z), at)| LaunchTime {
+                scenario: s.clone(),
+                zone: z.clone(),
+                at: *at,
+            })
+            .collect();
+        // The map is in (scenario, zone) order; a stable sort on the instant keeps it per instant.
+        due.sort_by_key(|l| l.at);
+        Ok(due.into_iter().map(Due::Ready).collect())
+    }
+
+    fn remove_unreadable(&mut self, row: &UnreadableRow) -> Result<(), MemoryError> {
+        Err(MemoryError::NoSuchRow {
+            kind: row.kind.clone(),
+            locator: row.locator.clone(),
+        })
+    }
+
+    fn next_due(&mut self) -> Result<Option<DateTime<Utc>>, MemoryError> {
+        let timer = self
+            .timers
+            .values()
+            .find(|w| self.timer_live(w))
+            .map(|w| w.at);
+        let check = self
+            .inactivity
+            .iter()
+            .find(|(_, (s, _))| self.active(s))
+            .map(|((due, _), _)| *due);
+        let launch = self
+            .launches
+            .iter()
+            .filter(|((s, _), _)| self.active(s))
+            .map(|(_, at)| *at)
+            .min();
+        Ok([timer, check, launch].into_iter().flatten().min())
+    }
+}
+
+impl MemoryStore {
+    fn outbox_row(
+        &mut self,
+        key: &str,
+        at: DateTime<Utc>,
+        item: Queued,
+    ) -> Result<(), MemoryError> {
+        checked("outbox at", at)?;
+        if self.outbox_keys.contains_key(key) {
+            return Ok(());
+        }
+        let seq = self.next_seq();
+        if let Queued::Send { scenario, send } = &item {
+            let row = SendRow {
+                scenario: scenario.clone(),
+                at,
+                seq,
+            };
+            let contact = send.contact.clone();
+            let list = &mut self.person(&contact).sends;
+            let i = slot(list, at, |s| s.at);
+            list.insert(i, row);
+            self.log(Undo::SendInserted(contact, i));
+        }
+        self.outbox_keys.insert(key.to_string(), seq);
+        let item = self.keep.then_some(item);
+        self.outbox.insert(
+            seq,
+            OutboxRow {
+                key: key.to_string(),
+                at,
+                item,
+            },
+        );
+        self.log(Undo::OutboxAdded(seq));
+        Ok(())
+    }
+}
+
+impl JournalStore for MemoryStore {
+    type Error = MemoryError;
+
+    fn journal(&mut self, scenario: &str, record: &Record) -> Result<(), MemoryError> {
+        if self.keep {
+            self.journal
+                .entry(scenario.to_string())
+                .or_default()
+                .push(record.clone());
+            self.log(Undo::JournalPushed(scenario.to_string()));
+        }
+        Ok(())
+    }
+
+    fn outbox_send(
+        &mut self,
+        scenario: &str,
+        send: &Send,
+        at: DateTime<Utc>,
+    ) -> Result<(), MemoryError> {
+        let item = Queued::Send {
+            scenario: scenario.to_string(),
+            send: Box::new(send.clone()),
+        };
+        self.outbox_row(&send.idempotency_key, at, item)
+    }
+
+    fn outbox_action(
+        &mut self,
+        scenario: &str,
+        enrollment: &str,
+        contact: &str,
+        step: &str,
+        action: &Action,
+        at: DateTime<Utc>,
+    ) -> Result<(), MemoryError> {
+        let key = relance_core::ports::action_key(enrollment, step);
+        let item = Queued::Action {
+            scenario: scenario.to_string(),
+            enrollment: enrollment.to_string(),
+            contact: contact.to_string(),
+            step: step.to_string(),
+            action: Box::new(action.clone()),
+        };
+        self.outbox_row(&key, at, item)
+    }
+
+    fn dead_letter(
+        &mut self,
+        kind: &str,
+        payload: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), MemoryError> {
+        self.dead_letters.push((
+            kind.to_string(),
+            payload.to_string(),
+            reason.to_string(),
+            at,
+        ));
+        self.log(Undo::DeadLetterPushed);
+        Ok(())
+    }
+
+    fn records(
+        &mut self,
+        scenario: &str,
+        contact: Option<&str>,
+    ) -> Result<Vec<Record>, MemoryError> {
+        Ok(self.journal.get(scenario).map_or_else(Vec::new, |list| {
+            list.iter()
+                .filter(|r| contact.is_none_or(|c| r.contact == c))
+                .cloned()
+                .collect()
+        }))
+    }
+
+    fn purge(
+        &mut self,
+        kind: Retained,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<u64, MemoryError> {
+        let mut deleted = 0usize;
+        match kind {
+            Retained::Activity | Retained::Engagement => {
+                let mut ids: Vec<String> = self.people.keys().cloned().collect();
+                ids.sort();
+                for id in ids {
+                    while deleted < limit {
+                        let Some(p) = self.people.get_mut(&id) else {
+                            break;
+                        };
+                        // Lists are in time order: the old items are at the front.
+                        let undo = if kind == Retained::Activity {
+                            if p.activity.first().is_none_or(|e| e.at >= before) {
+                                break;
+                            }
+                            Undo::ActivityRemoved(id.clone(), 0, p.activity.remove(0))
+                        } else {
+                            let Some(i) = p.engagement.iter().position(|(_, e)| e.at < before)
+                            else {
+                                break;
+                            };
+                            Undo::EngagementRemoved(id.clone(), i, p.engagement.remove(i))
+                        };
+                        self.log(undo);
+                        deleted += 1;
+                    }
+                }
+            }
+            Retained::DeadLetters => {
+                while deleted < limit {
+                    let Some(i) = self.dead_letters.iter().position(|d| d.3 < before) else {
+                        break;
+                    };
+                    let d = self.dead_letters.remove(i);
+                    self.log(Undo::DeadLetterRemoved(i, d));
+                    deleted += 1;
+                }
+            }
+            // Only rows handed on: an undelivered send is never dropped.
+            Retained::Outbox => {
+                let old: Vec<u64> = self
+                    .outbox
+                    .range(..=self.delivered)
+                    .filter(|(_, r)| r.at < before)
+                    .map(|(seq, _)| *seq)
+                    .take(limit)
+                    .collect();
+                for seq in old {
+                    self.remove_outbox(seq);
+                    deleted += 1;
+                }
+            }
+            Retained::Journal => {
+                let mut scenarios: Vec<String> = self.journal.keys().cloned().collect();
+                scenarios.sort();
+                for s in scenarios {
+                    while deleted < limit {
+                        let Some(list) = self.journal.get_mut(&s) else {
+                            break;
+                        };
+                        let Some(i) = list.iter().position(|r| r.at < before) else {
+                            break;
+                        };
+                        let r = list.remove(i);
+                        self.log(Undo::JournalRemoved(s.clone(), i, r));
+                        deleted += 1;
+                    }
+                }
+            }
+        }
+        Ok(deleted as u64)
+    }
+}
+
+impl ConsentStore for MemoryStore {
+    type Error = MemoryError;
+
+    fn append_consent(&mut self, event: &ConsentEvent) -> Result<(), MemoryError> {
+        checked("consent at", event.at)?;
+        let list = &mut self.person(&event.contact).consent;
+        let i = slot(list, event.at, |e| e.at);
+        list.insert(i, event.clone());
+        self.log(Undo::ConsentInserted(event.contact.clone(), i));
+        Ok(())
+    }
+
+    fn consent_trail(&mut self, contact: &str) -> Result<Vec<ConsentEvent>, MemoryError> {
+        Ok(self
+            .people
+            .get(contact)
+            .map_or_else(Vec::new, |p| p.consent.clone()))
+    }
+}
+
+impl Store for MemoryStore {
+    type Fault = MemoryError;
+
+    fn atomically<T, E>(
+        &mut self,
+        work: impl FnOnce(&mut Self) -> Result<T, E>,
+    ) -> Result<Result<T, E>, MemoryError> {
+        let mark = self.undo.len();
+        self.depth += 1;
+        let result = work(self);
+        self.depth -= 1;
+        if result.is_err() {
+            self.rollback(mark);
+        }
+        if self.depth == 0 {
+            self.undo.clear();
+        }
+        Ok(result)
+    }
+}
