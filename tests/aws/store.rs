@@ -8,13 +8,14 @@ use relance_aws::bridge::Bridge;
 use relance_aws::config::AwsConfig;
 use relance_aws::dynamodb::DynamoStore;
 use relance_core::contact::EngagementKind;
-use relance_core::engine::Engine;
-use relance_core::journal::RecordKind;
+use relance_core::journal::{Record, RecordKind};
 use relance_core::ports::{SourceFormat, Status};
-use relance_core::simulation::{self, Simulation};
+use relance_core::script;
 use relance_core::wire::{ActivityDetail, EngagementDetail, LaunchDetail};
 use relance_core::{Contact, Format, IsoDuration, validate};
+use relance_runtime::player::{Pace, Play, Script, Strict};
 use relance_runtime::runtime::Runtime;
+use relance_runtime::simulate::Simulation;
 
 /// A store on fresh tables named after the test.
 fn store(name: &str) -> DynamoStore {
@@ -56,7 +57,7 @@ fn sends(store: &DynamoStore) -> Vec<(String, String, String)> {
 
 fn import(rt: &mut Runtime<DynamoStore>, contacts: &str, now: DateTime<Utc>) {
     let list: Vec<Contact> =
-        simulation::contacts_from_json_lines(contacts).unwrap_or_else(|e| panic!("{e:?}"));
+        script::contacts_from_json_lines(contacts).unwrap_or_else(|e| panic!("{e:?}"));
     rt.import(&list, now, &mut |_| {})
         .unwrap_or_else(|e| panic!("{e}"));
 }
@@ -70,8 +71,42 @@ fn activate(rt: &mut Runtime<DynamoStore>, yaml: &str, now: DateTime<Utc>) -> St
     put.id
 }
 
-/// Plays events in time order on the runtime, ticking at each of `instants` and every `step`
-/// (the test drives the clock; on AWS the step queue's DelaySeconds lands each timer on time).
+/// The test's clock on the AWS path. The store has no "next due" (the AWS tick runs on a
+/// schedule; on AWS the step queue's DelaySeconds lands each timer on time), so time moves
+/// to the next event or the next of `instants`, at most `STEP` ahead, and never jumps.
+struct Stepping<'a> {
+    now: DateTime<Utc>,
+    instants: &'a [DateTime<Utc>],
+}
+
+impl Stepping<'_> {
+    const STEP: TimeDelta = TimeDelta::hours(6);
+}
+
+impl Pace for Stepping<'_> {
+    fn now(&self) -> DateTime<Utc> {
+        self.now
+    }
+
+    fn wait(&mut self, next: DateTime<Utc>) {
+        let instant = self
+            .instants
+            .iter()
+            .copied()
+            .filter(|t| *t > self.now)
+            .min();
+        let next = instant.map_or(next, |i| i.min(next));
+        self.now = next.min(self.now + Self::STEP);
+    }
+
+    fn jumps(&self) -> bool {
+        false
+    }
+}
+
+/// Plays events in time order on the runtime through the scripted player, launching the
+/// scenario for everyone at `start` (the example has no event at that instant) and ticking
+/// at each of `instants` and at least every [`Stepping::STEP`].
 fn play(
     rt: &mut Runtime<DynamoStore>,
     scenario: &str,
@@ -79,39 +114,29 @@ fn play(
     (start, end): (DateTime<Utc>, DateTime<Utc>),
     instants: &[DateTime<Utc>],
 ) {
-    let mut script = simulation::events_from_json_lines(events).unwrap_or_else(|e| panic!("{e:?}"));
-    script.sort_by_key(|e| std::cmp::Reverse(e.at()));
-    let mut now = start;
-    let mut launched = false;
-    let step = TimeDelta::hours(6);
-    while now <= end {
-        while script.last().is_some_and(|e| e.at() <= now) {
-            let Some(e) = script.pop() else { break };
-            let result = rt.scripted(scenario, e, now);
-            result.unwrap_or_else(|e| panic!("{e}"));
-        }
-        if !launched {
-            rt.launch(
-                LaunchDetail {
-                    scenario: scenario.into(),
-                    contacts: None,
-                },
-                now,
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
-            launched = true;
-        }
-        rt.tick(now).unwrap_or_else(|e| panic!("{e}"));
-        // The AWS tick has no "next due": step the clock, stopping at every event.
-        let next = script
-            .last()
-            .map(|e| e.at())
-            .into_iter()
-            .chain(instants.iter().copied())
-            .filter(|t| *t > now)
-            .min();
-        now = next.filter(|t| *t < now + step).unwrap_or(now + step);
-    }
+    let script =
+        Script::new(script::events_from_json_lines(events).unwrap_or_else(|e| panic!("{e:?}")));
+    rt.launch(
+        LaunchDetail {
+            scenario: scenario.into(),
+            contacts: None,
+        },
+        start,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // Not `launching_at_start`: that ends a scaled play once nothing is due, and this store
+    // never says what is due.
+    Play::new(scenario, start, end)
+        .run(
+            rt,
+            script,
+            &mut Stepping {
+                now: start,
+                instants,
+            },
+            &mut Strict,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]
@@ -133,15 +158,12 @@ fn the_aws_path_sends_what_simulate_sends() {
     let end = until.add_to(start, chrono_tz::UTC);
 
     let (scenario, _) = validate::parse(&yaml, Format::Yaml).unwrap_or_else(|p| panic!("{p:?}"));
-    let engine = Engine::new(scenario);
-    let mut sim = Simulation::new(
-        &engine,
-        simulation::contacts_from_json_lines(&contacts).unwrap_or_else(|e| panic!("{e:?}")),
-        simulation::events_from_json_lines(&events).unwrap_or_else(|e| panic!("{e:?}")),
-    );
+    let mut sim = Simulation::new(scenario, &yaml, SourceFormat::Yaml, start, until);
+    sim.contacts = script::contacts_from_json_lines(&contacts).unwrap_or_else(|e| panic!("{e:?}"));
+    sim.events = script::events_from_json_lines(&events).unwrap_or_else(|e| panic!("{e:?}"));
     let mut want = Vec::new();
     let mut instants = Vec::new();
-    sim.run(start, &until, &mut |r| {
+    sim.run(&mut |r: &Record| {
         instants.push(r.at);
         if r.kind == RecordKind::Sent {
             want.push((
@@ -150,7 +172,8 @@ fn the_aws_path_sends_what_simulate_sends() {
                 r.at.to_rfc3339(),
             ));
         }
-    });
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
     want.sort();
 
     let mut rt = Runtime::new(store("parity"));
@@ -475,7 +498,7 @@ fn hostile_opt_outs_stand_on_dynamodb() {
         t0 + TimeDelta::minutes(2),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let row: Vec<Contact> = simulation::contacts_from_json_lines(
+    let row: Vec<Contact> = script::contacts_from_json_lines(
         r#"{"id": "ana", "subscriptions": {"newsletter": "subscribed"}}"#,
     )
     .unwrap_or_else(|e| panic!("{e:?}"));
@@ -499,7 +522,7 @@ fn hostile_opt_outs_stand_on_dynamodb() {
     rt.engagement(complaint, t0 + TimeDelta::minutes(5))
         .unwrap_or_else(|e| panic!("{e}"));
     let cleared: Vec<Contact> =
-        simulation::contacts_from_json_lines(r#"{"id": "ana", "suppressed": []}"#)
+        script::contacts_from_json_lines(r#"{"id": "ana", "suppressed": []}"#)
             .unwrap_or_else(|e| panic!("{e:?}"));
     rt.import(&cleared, t0 + TimeDelta::minutes(6), &mut |_| {})
         .unwrap_or_else(|e| panic!("{e}"));
