@@ -135,7 +135,11 @@ fn fire_all(setup: &Setup, n: usize, limit: Duration) -> Vec<i64> {
                 if done.load(std::sync::atomic::Ordering::Relaxed) {
                     return;
                 }
-                match handlers::tick(&mut rt, &queues, &step_queue, Utc::now()) {
+                match handlers::tick(
+                    &mut rt,
+                    &support::dispatch(&queues, Some(&step_queue), None),
+                    Utc::now(),
+                ) {
                     Ok(s) => eprintln!(
                         "  tick at {}: {} timers queued",
                         Utc::now().format("%H:%M:%S%.3f"),

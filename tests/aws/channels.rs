@@ -740,7 +740,7 @@ fn a_rate_limited_burst_sends_everything_once() {
                         return redelivered;
                     }
                     let r = handlers::channel_sender(
-                        &senders,
+                        senders.as_ref(),
                         &mut store,
                         &sqs_event(&batch),
                         at("2026-12-01T09:00:00Z"),

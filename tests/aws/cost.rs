@@ -171,8 +171,12 @@ fn a_reference_drip_costs_counted_requests_per_contact_step() {
     }
     // A day later: the tick queues the checks, the step executor runs them, the senders send.
     let day = t0 + TimeDelta::days(1);
-    let summary =
-        handlers::tick(&mut rt, &queues, &step_queue, day).unwrap_or_else(|e| panic!("{e}"));
+    let summary = handlers::tick(
+        &mut rt,
+        &crate::support::dispatch(&queues, Some(&step_queue), None),
+        day,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(summary.queued, N);
     invocations += 1;
     for batch in in_tens(take(&step_queue)) {

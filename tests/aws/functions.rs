@@ -147,8 +147,12 @@ fn a_scenario_runs_from_trigger_to_end_through_the_queues() {
     // tick, a day later: Ben's timeout goes to the step queue, due now.
     let tick: EventBridgeEvent<Value> = sample("tick.scheduled.json");
     let now = tick.time.unwrap_or(t0);
-    let summary =
-        handlers::tick(&mut rt, &queues, &step_queue, now).unwrap_or_else(|e| panic!("{e}"));
+    let summary = handlers::tick(
+        &mut rt,
+        &crate::support::dispatch(&queues, Some(&step_queue), None),
+        now,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(summary.queued, 1);
     let mut step_messages = drain(&step_queue);
     assert_eq!(step_messages.len(), 1);
@@ -492,8 +496,17 @@ fn ends_goals_and_tasks_reach_the_bus_and_large_launches_fan_out_in_pages() {
     let launch: EventBridgeEvent<Value> = sample("trigger.launch.json");
     let mut whole = launch.clone();
     whole.detail = serde_json::json!({"scenario": "leads"});
-    handlers::trigger(&mut rt, Some((&queues, &launch_queue)), &whole, t0)
-        .unwrap_or_else(|e| panic!("{e}"));
+    handlers::trigger(
+        &mut rt,
+        Some(&crate::support::dispatch(
+            &queues,
+            None,
+            Some(&launch_queue),
+        )),
+        &whole,
+        t0,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let pages = drain(&launch_queue);
     assert_eq!(pages.len(), 3, "230 contacts in pages of 100");
     let response = handlers::launch_page(&mut rt, &sqs_event(&pages[..1]), t0);

@@ -240,7 +240,8 @@ fn hostile_each_handler_calls_only_what_its_role_allows() {
     let mut made: BTreeMap<&str, BTreeSet<(String, String)>> = BTreeMap::new();
 
     // trigger: a contact, an activity event, and two whole-audience launches fanned out.
-    let fanout = Some((&queues, launch_queue.as_str()));
+    let launch_dispatch = crate::support::dispatch(&queues, None, Some(&launch_queue));
+    let fanout: Option<&dyn relance_aws::dispatch::Dispatch> = Some(&launch_dispatch);
     let contact = event(
         "relance.contact",
         json!({"contact": {"id": "zed", "email": "zed@example.com"}}),
@@ -343,8 +344,12 @@ fn hostile_each_handler_calls_only_what_its_role_allows() {
 
     // tick, a day later: the checks to the step queue; then the step executor runs them.
     let day = t0 + TimeDelta::days(1);
-    let summary =
-        handlers::tick(&mut rt, &queues, &step_queue, day).unwrap_or_else(|e| panic!("{e}"));
+    let summary = handlers::tick(
+        &mut rt,
+        &crate::support::dispatch(&queues, Some(&step_queue), None),
+        day,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     assert!(summary.queued >= 12, "{summary:?}");
     made.insert("TickFunction", check(&c, &d, "TickFunction"));
     let steps = take(&step_queue);

@@ -132,6 +132,22 @@ pub fn events_dir() -> std::path::PathBuf {
         .unwrap_or_else(|| panic!("no events/ folder above {}", env!("CARGO_MANIFEST_DIR")))
 }
 
+/// A dispatch onto the step and launch queues a test created (the tick and the fan-out).
+pub fn dispatch(
+    queues: &relance_aws::sqs::SqsQueues,
+    step: Option<&str>,
+    launch: Option<&str>,
+) -> relance_aws::dispatch::AwsDispatch {
+    relance_aws::dispatch::AwsDispatch::new(
+        queues.clone(),
+        relance_aws::config::QueueUrls {
+            step: step.map(str::to_string),
+            launch: launch.map(str::to_string),
+            ..Default::default()
+        },
+    )
+}
+
 pub fn create_queue(name: &str) -> String {
     let emu = emulator();
     emu.runtime
