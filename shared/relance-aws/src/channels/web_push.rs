@@ -18,7 +18,7 @@ impl Senders {
                     .into(),
             ));
         };
-        let report = sender.deliver_blocking(&self.bridge, send, send.content.data.as_ref());
+        let report = sender.deliver_blocking(&self.bridge, send, send.content.data.as_ref(), now);
         let expired: Vec<String> = report.expired().into_iter().map(str::to_string).collect();
         if !expired.is_empty() {
             self.forget_web_push(&send.contact, &expired, now);
