@@ -11,8 +11,8 @@
 //! fixed-width digits of microseconds since the epoch (`instant::to_key`), the `due` of a
 //! timer or inactivity check, a launch's `next_at` and the tick cursor's `cursor_min` are
 //! numbers (microseconds). Items written by earlier builds (RFC 3339 text) are still read, and
-//! a due item that does not read comes back as [`relance_core::ports::Due::Unreadable`], so the runtime moves it to
-//! the dead letters alone. Other instants (activity, journal, dead letters) stay RFC 3339 with
+//! a due item that does not read comes back as [`relance_core::ports::Due::Unreadable`], so
+//! the runtime moves it to the dead letters alone. Other instants (activity, journal, dead letters) stay RFC 3339 with
 //! microseconds: fixed width within 1970..9999, the only range inputs may have.
 //!
 //! There are no transactions: every write is idempotent (deterministic keys) or conditional.
