@@ -8,7 +8,7 @@
 //! Run (starts nothing: the emulator must be up, as `./scripts/bench-aws` does):
 //! `cargo bench -p relance-functions --bench aws_timers --profile dev`.
 
-#[path = "../../tests/support/mod.rs"]
+#[path = "../../tests/aws/support.rs"]
 mod support;
 
 use std::sync::{Arc, Mutex};
@@ -57,8 +57,9 @@ fn runtime(config: &AwsConfig) -> Runtime<DynamoStore> {
     let emu = emulator();
     let bridge = Bridge::new(emu.runtime.handle().clone());
     let queues = SqsQueues::new(emu.sqs.clone(), bridge.clone());
-    let mut store =
-        DynamoStore::new(emu.dynamo.clone(), config.clone(), bridge).with_queues(queues);
+    let mut store = DynamoStore::new(emu.dynamo.clone(), config.clone(), bridge).with_dispatch(
+        relance_aws::dispatch::AwsDispatch::new(queues, config.queues.clone()),
+    );
     store.set_auto_flush(false);
     Runtime::new(store)
 }
@@ -134,7 +135,11 @@ fn fire_all(setup: &Setup, n: usize, limit: Duration) -> Vec<i64> {
                 if done.load(std::sync::atomic::Ordering::Relaxed) {
                     return;
                 }
-                match handlers::tick(&mut rt, &queues, &step_queue, Utc::now()) {
+                match handlers::tick(
+                    &mut rt,
+                    &support::dispatch(&queues, Some(&step_queue), None),
+                    Utc::now(),
+                ) {
                     Ok(s) => eprintln!(
                         "  tick at {}: {} timers queued",
                         Utc::now().format("%H:%M:%S%.3f"),

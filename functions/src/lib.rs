@@ -4,13 +4,16 @@
 //! Each binary in `src/bin` is one function: about twenty lines around a handler of
 //! `relance_aws::handlers`.
 
-pub mod permissions;
+/// The table of calls each function makes, as IAM grants (kept beside the handlers that make
+/// them, in relance-aws).
+pub use relance_aws::permissions;
 
 use std::sync::{Arc, Mutex};
 
 use lambda_runtime::Error;
 use relance_aws::bridge::Bridge;
 use relance_aws::config::AwsConfig;
+use relance_aws::dispatch::AwsDispatch;
 use relance_aws::dynamodb::DynamoStore;
 use relance_aws::sqs::SqsQueues;
 use relance_runtime::runtime::Runtime;
@@ -20,8 +23,9 @@ use relance_runtime::runtime::Runtime;
 pub struct Function {
     /// The runtime over DynamoDB (one invocation at a time per container).
     pub runtime: Arc<Mutex<Runtime<DynamoStore>>>,
-    /// The queues.
-    pub queues: SqsQueues,
+    /// Where the tick puts timers and the trigger puts launch pages (the queues the
+    /// configuration names).
+    pub dispatch: AwsDispatch,
     /// The settings.
     pub config: AwsConfig,
 }
@@ -40,12 +44,13 @@ pub async fn from_env() -> Result<Function, Error> {
     let sdk = aws_config::load_from_env().await;
     let bridge = Bridge::new(tokio::runtime::Handle::current());
     let queues = SqsQueues::new(aws_sdk_sqs::Client::new(&sdk), bridge.clone());
+    let dispatch = AwsDispatch::new(queues, config.queues.clone());
     // The same store as the operating commands build: sends to the channel queues, events
     // on the bus when RELANCE_EVENT_BUS names one.
     let store = DynamoStore::from_config(&sdk, config.clone(), bridge);
     Ok(Function {
         runtime: Arc::new(Mutex::new(Runtime::new(store))),
-        queues,
+        dispatch,
         config,
     })
 }

@@ -1,9 +1,9 @@
-//! The SAM template's IAM against the table of calls (`relance_functions::permissions`): every
-//! function's policy statements equal its grants (no action or resource more, none less), the
-//! internet-facing unsubscribe function cannot scan or delete state, the SMS sender cannot
-//! publish to a topic, SES sends only from the sending identity, service principals carry
-//! source conditions, no secret sits in an environment, and the bus rule ignores Relance's
-//! own events. Reads `infra/template.yaml` (CloudFormation short tags as `Value::Tagged`).
+//! The SAM template's IAM against the table of calls (`relance_functions::permissions`, kept
+//! in `shared/relance-aws/src/permissions.rs`): every function's policy statements equal its
+//! grants (no action or resource more, none less), the internet-facing unsubscribe function
+//! cannot scan or delete state, the SMS sender cannot publish to a topic, SES sends only from
+//! the sending identity, service principals carry source conditions, no secret sits in an
+//! environment, and the bus rule ignores Relance's own events. Reads `infra/template.yaml` (CloudFormation short tags as `Value::Tagged`).
 
 use std::collections::BTreeSet;
 
@@ -95,7 +95,7 @@ fn template_lines(function: &Value) -> BTreeSet<Line> {
 
 fn table_lines(resource: &str) -> BTreeSet<Line> {
     let f = permissions::of(resource)
-        .unwrap_or_else(|| panic!("{resource} is not in functions/src/permissions.rs"));
+        .unwrap_or_else(|| panic!("{resource} is not in shared/relance-aws/src/permissions.rs"));
     let mut out = BTreeSet::new();
     for g in f.grants {
         for action in g.actions {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use relance_aws::bridge::Bridge;
 use relance_aws::channels::{SenderConfig, Senders};
+use relance_aws::dispatch::AwsDispatch;
 use relance_aws::dynamodb::DynamoStore;
 use relance_aws::eventbridge::EventBus;
 use relance_aws::resources::{self, Names};
@@ -56,12 +57,13 @@ pub fn dev_run(
         deployed.config.clone(),
         bridge.clone(),
     )
-    .with_queues(queues.clone())
-    .with_events(EventBus::new(
-        aws_sdk_eventbridge::Client::new(&config),
-        bus,
-        bridge.clone(),
-    ));
+    .with_dispatch(
+        AwsDispatch::new(queues.clone(), deployed.config.queues.clone()).with_bus(EventBus::new(
+            aws_sdk_eventbridge::Client::new(&config),
+            bus,
+            bridge.clone(),
+        )),
+    );
     store.set_auto_flush(false);
     let ses = aws_sdk_sesv2::Client::new(&config);
     // SES sends only from a verified identity (as the AWS sandbox does): verify it, in dev.

@@ -7,22 +7,18 @@ use serde_json::Value;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let f = relance_functions::from_env().await?;
-    let step_queue = f
-        .config
+    // Fail at start, not at the first tick, when the step queue is not configured.
+    f.config
         .queues
         .step
-        .clone()
+        .as_ref()
         .ok_or("RELANCE_STEP_QUEUE_URL: not set")?;
     run(service_fn(|event: LambdaEvent<EventBridgeEvent<Value>>| {
-        let (f, step_queue) = (f.clone(), step_queue.clone());
+        let f = f.clone();
         async move {
             let now = event.payload.time.unwrap_or_else(chrono::Utc::now);
-            let summary = relance_aws::handlers::tick(
-                &mut relance_functions::lock(&f),
-                &f.queues,
-                &step_queue,
-                now,
-            )?;
+            let summary =
+                relance_aws::handlers::tick(&mut relance_functions::lock(&f), &f.dispatch, now)?;
             Ok::<_, Error>(serde_json::to_value(summary)?)
         }
     }))

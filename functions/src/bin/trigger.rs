@@ -11,12 +11,8 @@ async fn main() -> Result<(), Error> {
         let f = f.clone();
         async move {
             let now = event.payload.time.unwrap_or_else(chrono::Utc::now);
-            let fanout = f
-                .config
-                .queues
-                .launch
-                .as_deref()
-                .map(|url| (&f.queues, url));
+            // Large launches fan out in pages when the launch queue is configured.
+            let fanout: Option<&dyn relance_aws::dispatch::Dispatch> = Some(&f.dispatch);
             relance_aws::handlers::trigger(
                 &mut relance_functions::lock(&f),
                 fanout,

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use crate::bridge::Bridge;
 use crate::channels::Senders;
+use crate::dispatch::AwsDispatch;
 use crate::dynamodb::DynamoStore;
 use crate::handlers;
 use crate::resources::Deployed;
@@ -94,11 +95,13 @@ pub fn run(host: &mut DevHost, tick_every: Duration, stop: &Arc<AtomicBool>) {
     let mut last_tick = Instant::now() - tick_every;
     let q = host.deployed.queues.clone();
     let url = |role: &str| q.get(role).cloned().unwrap_or_default();
+    // The step and launch queues `dev up` created (the tick and the trigger's fan-out).
+    let dispatch = AwsDispatch::new(host.queues.clone(), host.deployed.config.queues.clone());
     while !stop.load(Ordering::Relaxed) {
         let mut busy = false;
         if last_tick.elapsed() >= tick_every {
             last_tick = Instant::now();
-            match handlers::tick(&mut host.runtime, &host.queues, &url("step"), Utc::now()) {
+            match handlers::tick(&mut host.runtime, &dispatch, Utc::now()) {
                 Ok(summary) if summary.queued + summary.launches + summary.inactivity > 0 => {
                     tracing::info!(?summary, "tick")
                 }
@@ -112,18 +115,14 @@ pub fn run(host: &mut DevHost, tick_every: Duration, stop: &Arc<AtomicBool>) {
         if !messages.is_empty() {
             busy = true;
             let mut response = SqsBatchResponse::default();
-            let launch = url("launch");
             for m in &messages {
                 let event: Result<EventBridgeEvent<Value>, _> =
                     serde_json::from_str(m.body.as_deref().unwrap_or(""));
                 let result = match event {
-                    Ok(event) => handlers::trigger(
-                        &mut host.runtime,
-                        Some((&host.queues, launch.as_str())),
-                        &event,
-                        Utc::now(),
-                    )
-                    .map_err(|e| e.to_string()),
+                    Ok(event) => {
+                        handlers::trigger(&mut host.runtime, Some(&dispatch), &event, Utc::now())
+                            .map_err(|e| e.to_string())
+                    }
                     Err(e) => Err(format!("not an EventBridge event: {e}")),
                 };
                 if let Err(e) = result {

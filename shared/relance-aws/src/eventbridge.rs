@@ -11,7 +11,7 @@ use relance_core::scenario::{Action, EndKind};
 use serde_json::{Value, json};
 
 use crate::bridge::Bridge;
-use crate::dynamodb::AwsError;
+use crate::error::EventBridgeError;
 
 /// The `source` of every event Relance emits.
 pub const SOURCE: &str = "relance";
@@ -93,7 +93,7 @@ impl EventBus {
     }
 
     /// Puts the events of a transition (ten per call).
-    pub fn emit(&self, events: &[(String, Value)]) -> Result<(), AwsError> {
+    pub fn emit(&self, events: &[(String, Value)]) -> Result<(), EventBridgeError> {
         for chunk in events.chunks(10) {
             let entries = chunk
                 .iter()
@@ -109,15 +109,12 @@ impl EventBus {
             let out = self
                 .bridge
                 .block(self.client.put_events().set_entries(Some(entries)).send())
-                .map_err(|e| AwsError::Dynamo {
-                    op: "EventBridge PutEvents",
-                    message: format!("{e:?}"),
-                })?;
+                .map_err(|e| EventBridgeError::new("PutEvents", format!("{e:?}")))?;
             if out.failed_entry_count > 0 {
-                return Err(AwsError::Dynamo {
-                    op: "EventBridge PutEvents",
-                    message: format!("{} entries failed", out.failed_entry_count),
-                });
+                return Err(EventBridgeError::new(
+                    "PutEvents",
+                    format!("{} entries failed", out.failed_entry_count),
+                ));
             }
         }
         Ok(())

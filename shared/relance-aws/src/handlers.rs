@@ -1,21 +1,90 @@
-//! The functions' logic. Each Lambda `main` only builds its clients and calls one of these;
-//! tests call them in-process against the emulator. SQS handlers report partial batch
-//! failures: one bad message never fails its batch, and what keeps failing goes to the
-//! queue's dead-letter queue (its reason is logged and kept as a dead letter).
+//! The functions' logic. Each Lambda `main` only builds its clients, reads the clock and
+//! calls one of these. They are generic over the ports: the store ([`HandlerStore`]: every
+//! storage port, plus the end of a batch), the dispatch port ([`Dispatch`]) and the senders
+//! ([`Deliver`]), so each is tested in memory (`MemoryStore`, fakes) as well as against the
+//! emulator. SQS handlers report partial batch failures: one bad message never fails its
+//! batch, and what keeps failing goes to the queue's dead-letter queue (its reason is logged
+//! and kept as a dead letter).
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, TimeDelta, Utc};
+use relance_core::engine::Send;
 use relance_core::engine::Wake;
 use relance_core::inbound::{self, ses_engagement, sms_delivery_status};
 use relance_core::journal::{Record, RecordKind};
-use relance_core::ports::{JournalStore, ScenarioStore};
+use relance_core::ports::{JournalStore, Store};
 use relance_core::wire::{self, ActivityDetail, ContactDetail, EngagementDetail, LaunchDetail};
+use relance_runtime::MemoryStore;
 use relance_runtime::runtime::{Runtime, RuntimeError};
 use serde_json::Value;
 
+use crate::channels::{Outcome, SendError, Senders};
+use crate::dispatch::Dispatch;
 use crate::dynamodb::DynamoStore;
-use crate::sqs::{Outgoing, SqsQueues};
+use crate::sqs::Outgoing;
+
+/// What a handler needs of its store beyond the engine's ports.
+pub trait HandlerStore:
+    Store<Fault: std::error::Error + std::marker::Send + Sync + 'static>
+{
+    /// Ends a batch: hands the deferred messages on and writes the deferred journal items
+    /// (a store that writes everything at once has nothing to do).
+    fn flush(&mut self) -> Result<(), Self::Fault>;
+
+    /// Whose send an SMS message id was: (contact, scenario, step), if known.
+    fn sms_send(
+        &mut self,
+        message_id: &str,
+    ) -> Result<Option<(String, String, String)>, Self::Fault>;
+}
+
+impl HandlerStore for DynamoStore {
+    fn flush(&mut self) -> Result<(), Self::Fault> {
+        DynamoStore::flush(self)
+    }
+
+    fn sms_send(
+        &mut self,
+        message_id: &str,
+    ) -> Result<Option<(String, String, String)>, Self::Fault> {
+        DynamoStore::sms_send(self, message_id)
+    }
+}
+
+/// The reference store: every write is done when its unit commits, and no SMS provider
+/// records message ids in it.
+impl HandlerStore for MemoryStore {
+    fn flush(&mut self) -> Result<(), Self::Fault> {
+        Ok(())
+    }
+
+    fn sms_send(&mut self, _: &str) -> Result<Option<(String, String, String)>, Self::Fault> {
+        Ok(None)
+    }
+}
+
+/// Sends one message once per idempotency key ([`Senders`], or a fake in tests).
+pub trait Deliver {
+    /// Delivers `send` of `scenario` at `now`.
+    fn deliver(
+        &self,
+        send: &Send,
+        scenario: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, SendError>;
+}
+
+impl Deliver for Senders {
+    fn deliver(
+        &self,
+        send: &Send,
+        scenario: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, SendError> {
+        Senders::deliver(self, send, scenario, now)
+    }
+}
 
 /// The `detail-type` of each event the trigger function takes.
 pub mod detail_type {
@@ -41,9 +110,12 @@ pub enum HandlerError {
     /// The runtime refused or failed.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
-    /// A queue or table call failed (transient: retry).
+    /// A store call failed (transient: retry).
     #[error(transparent)]
-    Aws(#[from] crate::dynamodb::AwsError),
+    Store(Box<dyn std::error::Error + std::marker::Send + Sync>),
+    /// A queue or the bus refused or failed (transient: retry).
+    #[error(transparent)]
+    Dispatch(#[from] crate::error::DispatchError),
 }
 
 impl From<inbound::DecodeError> for HandlerError {
@@ -52,16 +124,20 @@ impl From<inbound::DecodeError> for HandlerError {
     }
 }
 
+fn store_err<E: std::error::Error + std::marker::Send + Sync + 'static>(e: E) -> HandlerError {
+    HandlerError::Store(Box::new(e))
+}
+
 fn decode<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, HandlerError> {
     inbound::decode(v).map_err(HandlerError::from)
 }
 
 /// trigger: an EventBridge event (contact, activity, engagement or launch command). A launch
-/// for a whole audience is fanned out into pages on the launch queue when one is given
-/// (`fanout`: the queues and the launch queue's URL), so no invocation enrolls millions.
-pub fn trigger(
-    rt: &mut Runtime<DynamoStore>,
-    fanout: Option<(&SqsQueues, &str)>,
+/// for a whole audience is fanned out into pages on the launch queue when `fanout` has one,
+/// so no invocation enrolls millions.
+pub fn trigger<S: HandlerStore>(
+    rt: &mut Runtime<S>,
+    fanout: Option<&dyn Dispatch>,
     event: &EventBridgeEvent<Value>,
     now: DateTime<Utc>,
 ) -> Result<(), HandlerError> {
@@ -83,8 +159,8 @@ pub fn trigger(
         }
         detail_type::LAUNCH | "LaunchScenario" => {
             let detail = decode::<LaunchDetail>(&event.detail)?;
-            match (fanout, &detail.contacts) {
-                (Some((queues, url)), None) => fan_out(rt, queues, url, &detail.scenario)?,
+            match (fanout.filter(|d| d.has_launch_queue()), &detail.contacts) {
+                (Some(dispatch), None) => fan_out(rt, dispatch, &detail.scenario)?,
                 _ => {
                     rt.launch(detail, now)?;
                 }
@@ -96,7 +172,7 @@ pub fn trigger(
             )));
         }
     }
-    rt.store().flush()?;
+    rt.store().flush().map_err(store_err)?;
     Ok(())
 }
 
@@ -104,14 +180,12 @@ pub fn trigger(
 pub const LAUNCH_PAGE: usize = 100;
 
 /// Splits a launch for a whole audience into pages of contact ids on the launch queue.
-fn fan_out(
-    rt: &mut Runtime<DynamoStore>,
-    queues: &SqsQueues,
-    url: &str,
+fn fan_out<S: HandlerStore>(
+    rt: &mut Runtime<S>,
+    dispatch: &dyn Dispatch,
     scenario: &str,
 ) -> Result<(), HandlerError> {
-    use relance_core::ports::ContactStore;
-    let ids = rt.store().contact_ids()?;
+    let ids = rt.store().contact_ids().map_err(store_err)?;
     let pages: Vec<Outgoing> = ids
         .chunks(LAUNCH_PAGE)
         .enumerate()
@@ -125,7 +199,7 @@ fn fan_out(
             delay_seconds: 0,
         })
         .collect();
-    queues.send_batch(url, &pages)?;
+    dispatch.to_launch_queue(&pages)?;
     Ok(())
 }
 
@@ -158,21 +232,21 @@ pub const TICK_HORIZON: &str = "tick_horizon";
 /// keeps the end of the window it queued ([`TICK_HORIZON`]). A timer still unfired
 /// [`REQUEUE_AFTER`] after its due time is queued again; a timer delivered twice is harmless
 /// (the step executor finds it stale).
-pub fn tick(
-    rt: &mut Runtime<DynamoStore>,
-    queues: &SqsQueues,
-    step_queue: &str,
+pub fn tick<S: HandlerStore>(
+    rt: &mut Runtime<S>,
+    dispatch: &dyn Dispatch,
     now: DateTime<Utc>,
 ) -> Result<TickSummary, HandlerError> {
     let report = rt.tick_schedules(now)?;
-    rt.store().flush()?;
+    rt.store().flush().map_err(store_err)?;
     let horizon = now + LOOKAHEAD;
     // Timers up to the previous tick's horizon were queued already: queued again they would
     // only double a backlog (a herd not yet fired). Those long overdue are queued again, in
     // case their message was lost.
     let previous = rt
         .store()
-        .setting(TICK_HORIZON)?
+        .setting(TICK_HORIZON)
+        .map_err(store_err)?
         .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
         .map(|t| t.with_timezone(&Utc));
     let all = rt.due_timers_up_to(horizon, TICK_LIMIT)?;
@@ -192,14 +266,15 @@ pub fn tick(
                 .unwrap_or(900),
         })
         .collect();
-    queues.send_batch(step_queue, &messages)?;
+    dispatch.to_step_queue(&messages)?;
     // A truncated read covers only up to its last timer.
     let covered = match (truncated, wakes.last()) {
         (true, Some(last)) => last.at,
         _ => horizon,
     };
     rt.store()
-        .put_setting(TICK_HORIZON, &covered.to_rfc3339(), now)?;
+        .put_setting(TICK_HORIZON, &covered.to_rfc3339(), now)
+        .map_err(store_err)?;
     Ok(TickSummary {
         launches: report.launches,
         inactivity: report.inactivity,
@@ -209,8 +284,8 @@ pub fn tick(
 
 /// step executor: each message is one due timer; it advances its enrollment by one
 /// transition (a conditional write on the version, so a duplicate changes nothing).
-pub fn step_executor(
-    rt: &mut Runtime<DynamoStore>,
+pub fn step_executor<S: HandlerStore>(
+    rt: &mut Runtime<S>,
     event: &SqsEvent,
     now: DateTime<Utc>,
 ) -> SqsBatchResponse {
@@ -223,8 +298,8 @@ pub fn step_executor(
 }
 
 /// launch queue: each message is a page of a large launch (`LaunchDetail` with its contacts).
-pub fn launch_page(
-    rt: &mut Runtime<DynamoStore>,
+pub fn launch_page<S: HandlerStore>(
+    rt: &mut Runtime<S>,
     event: &SqsEvent,
     now: DateTime<Utc>,
 ) -> SqsBatchResponse {
@@ -244,12 +319,12 @@ pub fn launch_page(
     })
 }
 
-fn each_message(
-    rt: &mut Runtime<DynamoStore>,
+fn each_message<S: HandlerStore>(
+    rt: &mut Runtime<S>,
     event: &SqsEvent,
     now: DateTime<Utc>,
     kind: &str,
-    mut handle: impl FnMut(&mut Runtime<DynamoStore>, &str, DateTime<Utc>) -> Result<(), HandlerError>,
+    mut handle: impl FnMut(&mut Runtime<S>, &str, DateTime<Utc>) -> Result<(), HandlerError>,
 ) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
     for message in &event.records {
@@ -288,13 +363,12 @@ fn each_message(
 /// email, sms and push senders: each message is one send from a channel queue, delivered
 /// once per idempotency key. A permanent failure (a rejected address, a disabled endpoint) is
 /// kept as a dead letter and not retried; a transient one is retried by the queue.
-pub fn channel_sender(
-    senders: &crate::channels::Senders,
-    store: &mut DynamoStore,
+pub fn channel_sender<S: JournalStore<Error: std::fmt::Display>>(
+    senders: &impl Deliver,
+    store: &mut S,
     event: &SqsEvent,
     now: DateTime<Utc>,
 ) -> SqsBatchResponse {
-    use crate::channels::{Outcome, SendError};
     use relance_core::inbound::decode_send;
     let mut response = SqsBatchResponse::default();
     for message in &event.records {
@@ -311,7 +385,7 @@ pub fn channel_sender(
         let key = send.idempotency_key.clone();
         // What the provider decided goes into the scenario's journal next to the `sent`
         // record the engine wrote when it handed the message over.
-        let journal = |store: &mut DynamoStore, kind: RecordKind, reason: &str| {
+        let journal = |store: &mut S, kind: RecordKind, reason: &str| {
             let mut record = Record::new(now, &send.contact, kind)
                 .step(&send.step)
                 .reason(reason);
@@ -322,7 +396,7 @@ pub fn channel_sender(
                 tracing::warn!(key, error = %e, "could not journal a send's outcome");
             }
         };
-        match senders.deliver(&send, &scenario) {
+        match senders.deliver(&send, &scenario, now) {
             Ok(Outcome::Sent(provider_id)) => {
                 tracing::info!(message = %id, key, provider_id, "sent")
             }
@@ -349,8 +423,8 @@ pub fn channel_sender(
 
 /// engagement, CloudWatch Logs side: SNS SMS delivery-status lines matched to their send by
 /// message id. A line whose send is unknown (older than a week, not Relance's) is skipped.
-pub fn sms_delivery(
-    rt: &mut Runtime<DynamoStore>,
+pub fn sms_delivery<S: HandlerStore>(
+    rt: &mut Runtime<S>,
     event: &aws_lambda_events::event::cloudwatch_logs::LogsEvent,
     now: DateTime<Utc>,
 ) -> Result<usize, HandlerError> {
@@ -365,7 +439,7 @@ pub fn sms_delivery(
         }) else {
             continue;
         };
-        let Some((contact, scenario, step)) = rt.store().sms_send(&id)? else {
+        let Some((contact, scenario, step)) = rt.store().sms_send(&id).map_err(store_err)? else {
             tracing::info!(message_id = id, "SMS delivery status for an unknown send");
             continue;
         };
@@ -390,8 +464,8 @@ pub fn sms_delivery(
 
 /// engagement: SES feedback (through SNS into SQS) into engagement records, waking the
 /// enrollments that wait for it.
-pub fn engagement(
-    rt: &mut Runtime<DynamoStore>,
+pub fn engagement<S: HandlerStore>(
+    rt: &mut Runtime<S>,
     event: &SqsEvent,
     now: DateTime<Utc>,
 ) -> SqsBatchResponse {
@@ -406,8 +480,8 @@ pub fn engagement(
 /// unsubscribe: the one-click endpoint behind the function's URL. A GET shows the
 /// confirmation form; a POST with a valid token unsubscribes the contact from the token's
 /// communication type and records the engagement; a forged token is 403, nothing written.
-pub fn unsubscribe(
-    rt: &mut Runtime<DynamoStore>,
+pub fn unsubscribe<S: HandlerStore>(
+    rt: &mut Runtime<S>,
     secret: Option<&[u8]>,
     request: &aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlRequest,
     now: DateTime<Utc>,
@@ -458,8 +532,8 @@ pub fn unsubscribe(
 
 /// engagement, whatever invoked it: an SQS batch of SES feedback (the answer is the batch
 /// response) or CloudWatch Logs lines of SNS SMS delivery status (the answer is null).
-pub fn engagement_any(
-    rt: &mut Runtime<DynamoStore>,
+pub fn engagement_any<S: HandlerStore>(
+    rt: &mut Runtime<S>,
     payload: Value,
     now: DateTime<Utc>,
 ) -> Result<Value, HandlerError> {

@@ -8,7 +8,8 @@ use aws_sdk_eventbridge::types::Target;
 use aws_sdk_sqs::types::QueueAttributeName;
 
 use crate::config::{AwsConfig, QueueUrls};
-use crate::dynamodb::{AwsError, DynamoStore};
+use crate::dynamodb::DynamoStore;
+use crate::error::{EventBridgeError, ResourceError, SqsError};
 
 /// The queues, by role.
 pub const QUEUES: [&str; 8] = [
@@ -146,19 +147,15 @@ pub struct Clients {
     pub eventbridge: aws_sdk_eventbridge::Client,
 }
 
-fn err(op: &'static str) -> impl Fn(String) -> AwsError {
-    move |message| AwsError::Dynamo { op, message }
-}
-
 /// A queue's ARN (what redrive policies and rule targets name).
-async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<String, AwsError> {
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<String, SqsError> {
     Ok(sqs
         .get_queue_attributes()
         .queue_url(url)
         .attribute_names(QueueAttributeName::QueueArn)
         .send()
         .await
-        .map_err(|e| err("SQS GetQueueAttributes")(format!("{e:?}")))?
+        .map_err(|e| SqsError::new("GetQueueAttributes", format!("{e:?}")))?
         .attributes
         .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
         .unwrap_or_default())
@@ -169,7 +166,7 @@ pub async fn create_all(
     clients: &Clients,
     names: &Names,
     timer_shards: u32,
-) -> Result<Deployed, AwsError> {
+) -> Result<Deployed, ResourceError> {
     let mut config = AwsConfig::with_prefix(&names.prefix, timer_shards);
     DynamoStore::create_tables(&clients.dynamo, &config).await?;
     let mut queues = BTreeMap::new();
@@ -180,7 +177,7 @@ pub async fn create_all(
             .queue_name(names.dlq(role))
             .send()
             .await
-            .map_err(|e| err("SQS CreateQueue")(format!("{e:?}")))?;
+            .map_err(|e| SqsError::new("CreateQueue", format!("{e:?}")))?;
         let dlq_url = dlq.queue_url.unwrap_or_default();
         let dlq_arn = queue_arn(&clients.sqs, &dlq_url).await?;
         let redrive = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVES.to_string()}).to_string();
@@ -192,7 +189,7 @@ pub async fn create_all(
             .attributes(QueueAttributeName::VisibilityTimeout, "60")
             .send()
             .await
-            .map_err(|e| err("SQS CreateQueue")(format!("{e:?}")))?;
+            .map_err(|e| SqsError::new("CreateQueue", format!("{e:?}")))?;
         queues.insert(role.to_string(), q.queue_url.unwrap_or_default());
     }
     let bus = names.bus();
@@ -204,7 +201,7 @@ pub async fn create_all(
         .await
         && !format!("{e:?}").contains("AlreadyExists")
     {
-        return Err(err("EventBridge CreateEventBus")(format!("{e:?}")));
+        return Err(EventBridgeError::new("CreateEventBus", format!("{e:?}")).into());
     }
     clients
         .eventbridge
@@ -214,14 +211,14 @@ pub async fn create_all(
         .event_pattern(Names::trigger_pattern())
         .send()
         .await
-        .map_err(|e| err("EventBridge PutRule")(format!("{e:?}")))?;
+        .map_err(|e| EventBridgeError::new("PutRule", format!("{e:?}")))?;
     let trigger_url = queues.get("trigger").cloned().unwrap_or_default();
     let trigger_arn = queue_arn(&clients.sqs, &trigger_url).await?;
     let target = Target::builder()
         .id("trigger-queue")
         .arn(trigger_arn)
         .build()
-        .map_err(|e| err("EventBridge target")(e.to_string()))?;
+        .map_err(|e| EventBridgeError::new("target", e.to_string()))?;
     clients
         .eventbridge
         .put_targets()
@@ -230,7 +227,7 @@ pub async fn create_all(
         .targets(target)
         .send()
         .await
-        .map_err(|e| err("EventBridge PutTargets")(format!("{e:?}")))?;
+        .map_err(|e| EventBridgeError::new("PutTargets", format!("{e:?}")))?;
     config.event_bus = Some(bus);
     config.queues = QueueUrls {
         step: queues.get("step").cloned(),
@@ -250,7 +247,7 @@ pub async fn find(
     clients: &Clients,
     names: &Names,
     timer_shards: u32,
-) -> Result<AwsConfig, AwsError> {
+) -> Result<AwsConfig, ResourceError> {
     let mut config = AwsConfig::with_prefix(&names.prefix, timer_shards);
     let mut urls = BTreeMap::new();
     for role in QUEUES {
@@ -269,7 +266,7 @@ pub async fn find(
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|s| s.is_queue_does_not_exist()) => {}
-            Err(e) => return Err(err("SQS GetQueueUrl")(format!("{e:?}"))),
+            Err(e) => return Err(SqsError::new("GetQueueUrl", format!("{e:?}")).into()),
         }
     }
     config.queues = QueueUrls {
@@ -295,7 +292,7 @@ pub async fn find(
         {
             None
         }
-        Err(e) => return Err(err("EventBridge DescribeEventBus")(format!("{e:?}"))),
+        Err(e) => return Err(EventBridgeError::new("DescribeEventBus", format!("{e:?}")).into()),
     };
     Ok(config)
 }

@@ -5,7 +5,7 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
 use crate::bridge::Bridge;
-use crate::dynamodb::AwsError;
+use crate::error::SqsError;
 
 /// One message to send: an id unique in its batch, the body, the delay in seconds (0–900).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +37,7 @@ impl SqsQueues {
     }
 
     /// Sends one message.
-    pub fn send(&self, url: &str, body: String) -> Result<(), AwsError> {
+    pub fn send(&self, url: &str, body: String) -> Result<(), SqsError> {
         self.bridge
             .block(
                 self.client
@@ -46,15 +46,12 @@ impl SqsQueues {
                     .message_body(body)
                     .send(),
             )
-            .map_err(|e| AwsError::Dynamo {
-                op: "SQS SendMessage",
-                message: format!("{e:?}"),
-            })?;
+            .map_err(|e| SqsError::new("SendMessage", format!("{e:?}")))?;
         Ok(())
     }
 
     /// Sends messages ten at a time; every entry that fails is reported.
-    pub fn send_batch(&self, url: &str, messages: &[Outgoing]) -> Result<(), AwsError> {
+    pub fn send_batch(&self, url: &str, messages: &[Outgoing]) -> Result<(), SqsError> {
         for chunk in messages.chunks(10) {
             let entries = chunk
                 .iter()
@@ -64,10 +61,7 @@ impl SqsQueues {
                         .message_body(&m.body)
                         .delay_seconds(m.delay_seconds.clamp(0, 900))
                         .build()
-                        .map_err(|e| AwsError::Dynamo {
-                            op: "SQS batch entry",
-                            message: e.to_string(),
-                        })
+                        .map_err(|e| SqsError::new("SendMessageBatch entry", e.to_string()))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let out = self
@@ -79,19 +73,16 @@ impl SqsQueues {
                         .set_entries(Some(entries))
                         .send(),
                 )
-                .map_err(|e| AwsError::Dynamo {
-                    op: "SQS SendMessageBatch",
-                    message: format!("{e:?}"),
-                })?;
+                .map_err(|e| SqsError::new("SendMessageBatch", format!("{e:?}")))?;
             if let Some(failed) = out.failed.first() {
-                return Err(AwsError::Dynamo {
-                    op: "SQS SendMessageBatch",
-                    message: format!(
+                return Err(SqsError::new(
+                    "SendMessageBatch",
+                    format!(
                         "{} failed: {}",
                         failed.id,
                         failed.message.as_deref().unwrap_or("")
                     ),
-                });
+                ));
             }
         }
         Ok(())

@@ -25,7 +25,9 @@
 //! [`WebPushSender::vapid_public_key`], as its `applicationServerKey`.
 
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -622,9 +624,15 @@ impl WebPushSender {
     }
 
     /// Sends `send` (whose recipient must be [`Recipient::WebPush`]) to each of its
-    /// subscriptions, with the message's `data` (click `url`, `icon`, ...) if any. Never
-    /// fails as a whole: see [`WebPushReport::outcome`] and [`WebPushReport::expired`].
-    pub async fn deliver(&self, send: &Send, data: Option<&Map<String, Value>>) -> WebPushReport {
+    /// subscriptions, with the message's `data` (click `url`, `icon`, ...) if any; the VAPID
+    /// signature expires a while after `now`. Never fails as a whole: see
+    /// [`WebPushReport::outcome`] and [`WebPushReport::expired`].
+    pub async fn deliver(
+        &self,
+        send: &Send,
+        data: Option<&Map<String, Value>>,
+        now: DateTime<Utc>,
+    ) -> WebPushReport {
         let Recipient::WebPush(subscriptions) = &send.to else {
             return WebPushReport {
                 results: vec![PushResult {
@@ -637,7 +645,7 @@ impl WebPushSender {
             };
         };
         let payload = notification_payload(send, data).to_string();
-        self.push(subscriptions, payload.as_bytes()).await
+        self.push(subscriptions, payload.as_bytes(), now).await
     }
 
     /// [`WebPushSender::deliver`] from synchronous code, on the bridge's runtime.
@@ -646,12 +654,19 @@ impl WebPushSender {
         bridge: &Bridge,
         send: &Send,
         data: Option<&Map<String, Value>>,
+        now: DateTime<Utc>,
     ) -> WebPushReport {
-        bridge.block(self.deliver(send, data))
+        bridge.block(self.deliver(send, data, now))
     }
 
-    /// Sends `payload` (at most [`MAX_PAYLOAD_BYTES`]) to each subscription, in order.
-    pub async fn push(&self, subscriptions: &[Value], payload: &[u8]) -> WebPushReport {
+    /// Sends `payload` (at most [`MAX_PAYLOAD_BYTES`]) to each subscription, in order, signed
+    /// at `now`.
+    pub async fn push(
+        &self,
+        subscriptions: &[Value],
+        payload: &[u8],
+        now: DateTime<Utc>,
+    ) -> WebPushReport {
         if payload.len() > MAX_PAYLOAD_BYTES {
             let why = format!(
                 "the notification is {} bytes; web push carries at most {MAX_PAYLOAD_BYTES}",
@@ -671,7 +686,7 @@ impl WebPushSender {
             let result = match checked {
                 Ok(subscription) => PushResult {
                     index,
-                    status: self.push_one(index, &subscription, payload).await,
+                    status: self.push_one(index, &subscription, payload, now).await,
                     endpoint: Some(subscription.endpoint),
                 },
                 Err(why) => PushResult {
@@ -688,13 +703,19 @@ impl WebPushSender {
         WebPushReport { results }
     }
 
-    async fn push_one(&self, index: usize, sub: &Subscription, payload: &[u8]) -> PushStatus {
+    async fn push_one(
+        &self,
+        index: usize,
+        sub: &Subscription,
+        payload: &[u8],
+        now: DateTime<Utc>,
+    ) -> PushStatus {
         let at = |why: String| format!("web_push[{index}]: {why}");
         let body = match web_push_native::encrypt(payload.to_vec(), &sub.p256dh, &sub.auth) {
             Ok(body) => body,
             Err(e) => return PushStatus::Permanent(at(format!("encryption failed: {e}"))),
         };
-        let authorization = match self.vapid_header(&sub.uri) {
+        let authorization = match self.vapid_header(&sub.uri, now) {
             Ok(h) => h,
             Err(why) => return PushStatus::Permanent(at(why)),
         };
@@ -765,13 +786,12 @@ impl WebPushSender {
         }
     }
 
-    /// `vapid t=<JWT>, k=<public key>` for the endpoint's origin (RFC 8292).
-    fn vapid_header(&self, endpoint: &Uri) -> Result<String, String> {
+    /// `vapid t=<JWT>, k=<public key>` for the endpoint's origin (RFC 8292), expiring
+    /// [`VAPID_LIFETIME`] after `now`.
+    fn vapid_header(&self, endpoint: &Uri, now: DateTime<Utc>) -> Result<String, String> {
         let audience = origin(endpoint).ok_or("the endpoint has no origin")?;
-        let exp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_err(|_| "the clock is before 1970")?
-            + VAPID_LIFETIME;
+        let now = u64::try_from(now.timestamp()).map_err(|_| "the clock is before 1970")?;
+        let exp = Duration::from_secs(now) + VAPID_LIFETIME;
         let header = URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT","alg":"ES256"}"#);
         let claims = json!({"aud": audience, "exp": exp.as_secs(), "sub": self.subject});
         let claims = URL_SAFE_NO_PAD.encode(claims.to_string());
@@ -1020,7 +1040,7 @@ mod tests {
         data.insert("url".into(), json!("https://shop.example.com/cart"));
         data.insert("campaign".into(), json!("spring"));
 
-        let report = sender.deliver(&send, Some(&data)).await;
+        let report = sender.deliver(&send, Some(&data), Utc::now()).await;
 
         assert_eq!(
             report.outcome(),
@@ -1064,8 +1084,8 @@ mod tests {
             "the audience is the endpoint's origin"
         );
         assert_eq!(claims["sub"], SUBJECT);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
             .expect("after 1970")
             .as_secs();
         let exp = claims["exp"].as_u64().expect("a numeric exp");
@@ -1107,7 +1127,7 @@ mod tests {
             Browser::new(4).subscription(&missing),
         ]);
 
-        let report = sender().deliver(&send, None).await;
+        let report = sender().deliver(&send, None, Utc::now()).await;
 
         assert_eq!(report.expired(), vec![gone.as_str(), missing.as_str()]);
         let error = report.outcome().expect_err("nothing was sent");
@@ -1136,7 +1156,7 @@ mod tests {
             Browser::new(6).subscription(&new),
         ]);
 
-        let report = sender().deliver(&send, None).await;
+        let report = sender().deliver(&send, None, Utc::now()).await;
 
         assert_eq!(report.outcome(), Ok("/messages/new-1".to_string()));
         assert_eq!(report.sent(), 1);
@@ -1153,7 +1173,7 @@ mod tests {
             let send = send_to(vec![
                 Browser::new(8).subscription(&format!("{base}/push/{id}")),
             ]);
-            let report = sender().deliver(&send, None).await;
+            let report = sender().deliver(&send, None, Utc::now()).await;
             let error = report.outcome().expect_err("not sent");
             assert!(error.is_transient(), "{error}");
             let text = error.to_string();
@@ -1169,7 +1189,7 @@ mod tests {
             Browser::new(8).subscription(&format!("{base}/push/gone")),
             Browser::new(9).subscription(&format!("{base}/push/busy")),
         ]);
-        let report = sender().deliver(&send, None).await;
+        let report = sender().deliver(&send, None, Utc::now()).await;
         assert!(report.outcome().expect_err("not sent").is_transient());
         assert_eq!(report.expired().len(), 1);
     }
@@ -1184,7 +1204,7 @@ mod tests {
         let send = send_to(vec![
             Browser::new(2).subscription(&format!("http://{address}/push/x")),
         ]);
-        let report = sender().deliver(&send, None).await;
+        let report = sender().deliver(&send, None, Utc::now()).await;
         let error = report.outcome().expect_err("nothing listens");
         assert!(error.is_transient(), "{error}");
     }
@@ -1210,7 +1230,7 @@ mod tests {
             let send = send_to(vec![
                 Browser::new(9).subscription(&format!("{base}/push/{id}")),
             ]);
-            let report = sender().deliver(&send, None).await;
+            let report = sender().deliver(&send, None, Utc::now()).await;
             match report.outcome() {
                 Err(WebPushError::Permanent(why)) => {
                     assert!(why.starts_with("web_push[0]: "), "{why}");
@@ -1309,7 +1329,9 @@ mod tests {
         let base = service.start().await;
         let mut broken = Browser::new(1).subscription(&format!("{base}/push/x"));
         broken["keys"]["p256dh"] = json!("%%%");
-        let report = sender().deliver(&send_to(vec![broken]), None).await;
+        let report = sender()
+            .deliver(&send_to(vec![broken]), None, Utc::now())
+            .await;
         match report.outcome() {
             Err(WebPushError::Permanent(why)) => {
                 assert!(why.starts_with("web_push[0].keys.p256dh: "), "{why}");
@@ -1320,13 +1342,16 @@ mod tests {
         // Not a web push recipient at all.
         let mut email = send_to(Vec::new());
         email.to = Recipient::Email("c@example.com".into());
-        let outcome = sender().deliver(&email, None).await.outcome();
+        let outcome = sender().deliver(&email, None, Utc::now()).await.outcome();
         assert!(
             matches!(outcome, Err(WebPushError::Permanent(_))),
             "{outcome:?}"
         );
         // No subscription.
-        let outcome = sender().deliver(&send_to(Vec::new()), None).await.outcome();
+        let outcome = sender()
+            .deliver(&send_to(Vec::new()), None, Utc::now())
+            .await
+            .outcome();
         assert!(
             matches!(outcome, Err(WebPushError::Permanent(_))),
             "{outcome:?}"
@@ -1344,7 +1369,9 @@ mod tests {
             Browser::new(1).subscription("https://push.example.com/1"),
         ]);
         send.content.body = Some("x".repeat(MAX_PAYLOAD_BYTES));
-        let outcome = sender().deliver_blocking(&bridge, &send, None).outcome();
+        let outcome = sender()
+            .deliver_blocking(&bridge, &send, None, Utc::now())
+            .outcome();
         match outcome {
             Err(WebPushError::Permanent(why)) => assert!(why.contains("at most 3993"), "{why}"),
             other => panic!("{other:?}"),
@@ -1362,7 +1389,7 @@ mod tests {
         let bridge = Bridge::new(runtime.handle().clone());
         let browser = Browser::new(11);
         let send = send_to(vec![browser.subscription(&format!("{base}/push/sync"))]);
-        let report = sender().deliver_blocking(&bridge, &send, None);
+        let report = sender().deliver_blocking(&bridge, &send, None, Utc::now());
         assert_eq!(report.outcome(), Ok("/messages/sync-1".to_string()));
         let received = service.received();
         assert_eq!(
@@ -1573,7 +1600,7 @@ mod tests {
             (format!("https://localhost:{port}/admin"), "loopback"),
         ] {
             let send = send_to(vec![Browser::new(3).subscription(&endpoint)]);
-            let report = sender.deliver(&send, None).await;
+            let report = sender.deliver(&send, None, Utc::now()).await;
             let reason = refused_for_good(&report);
             assert!(reason.contains(why), "{endpoint}: {reason}");
         }
@@ -1596,12 +1623,17 @@ mod tests {
                     Browser::new(4).subscription(&format!("{base}/push/ok")),
                 ]),
                 None,
+                Utc::now(),
             )
             .await;
         assert_eq!(ok.sent(), 1, "{ok:?}");
         for endpoint in ["http://169.254.169.254/latest", "https://192.168.0.1/x"] {
             let report = sender
-                .deliver(&send_to(vec![Browser::new(4).subscription(endpoint)]), None)
+                .deliver(
+                    &send_to(vec![Browser::new(4).subscription(endpoint)]),
+                    None,
+                    Utc::now(),
+                )
                 .await;
             refused_for_good(&report);
         }
@@ -1613,7 +1645,7 @@ mod tests {
         let send = send_to(vec![
             Browser::new(5).subscription("https://push.attacker.example/x"),
         ]);
-        let reason = refused_for_good(&sender.deliver(&send, None).await);
+        let reason = refused_for_good(&sender.deliver(&send, None, Utc::now()).await);
         assert!(reason.contains("not among the allowed hosts"), "{reason}");
     }
 }

@@ -2,21 +2,20 @@
 //! `AWS_ENDPOINT_URL`): the same sends as `simulate`, entry rules under concurrent triggers,
 //! duplicated timers, a crash between the commit point and the effects, dead letters.
 
-mod support;
-
+use crate::support::{at, emulator};
 use chrono::{DateTime, TimeDelta, Utc};
 use relance_aws::bridge::Bridge;
 use relance_aws::config::AwsConfig;
 use relance_aws::dynamodb::DynamoStore;
 use relance_core::contact::EngagementKind;
-use relance_core::engine::Engine;
-use relance_core::journal::RecordKind;
+use relance_core::journal::{Record, RecordKind};
 use relance_core::ports::{SourceFormat, Status};
-use relance_core::simulation::{self, Simulation};
+use relance_core::script;
 use relance_core::wire::{ActivityDetail, EngagementDetail, LaunchDetail};
 use relance_core::{Contact, Format, IsoDuration, validate};
+use relance_runtime::player::{Pace, Play, Script, Strict};
 use relance_runtime::runtime::Runtime;
-use support::{at, emulator};
+use relance_runtime::simulate::Simulation;
 
 /// A store on fresh tables named after the test.
 fn store(name: &str) -> DynamoStore {
@@ -58,7 +57,7 @@ fn sends(store: &DynamoStore) -> Vec<(String, String, String)> {
 
 fn import(rt: &mut Runtime<DynamoStore>, contacts: &str, now: DateTime<Utc>) {
     let list: Vec<Contact> =
-        simulation::contacts_from_json_lines(contacts).unwrap_or_else(|e| panic!("{e:?}"));
+        script::contacts_from_json_lines(contacts).unwrap_or_else(|e| panic!("{e:?}"));
     rt.import(&list, now, &mut |_| {})
         .unwrap_or_else(|e| panic!("{e}"));
 }
@@ -72,8 +71,42 @@ fn activate(rt: &mut Runtime<DynamoStore>, yaml: &str, now: DateTime<Utc>) -> St
     put.id
 }
 
-/// Plays events in time order on the runtime, ticking at each of `instants` and every `step`
-/// (the test drives the clock; on AWS the step queue's DelaySeconds lands each timer on time).
+/// The test's clock on the AWS path. The store has no "next due" (the AWS tick runs on a
+/// schedule; on AWS the step queue's DelaySeconds lands each timer on time), so time moves
+/// to the next event or the next of `instants`, at most `STEP` ahead, and never jumps.
+struct Stepping<'a> {
+    now: DateTime<Utc>,
+    instants: &'a [DateTime<Utc>],
+}
+
+impl Stepping<'_> {
+    const STEP: TimeDelta = TimeDelta::hours(6);
+}
+
+impl Pace for Stepping<'_> {
+    fn now(&self) -> DateTime<Utc> {
+        self.now
+    }
+
+    fn wait(&mut self, next: DateTime<Utc>) {
+        let instant = self
+            .instants
+            .iter()
+            .copied()
+            .filter(|t| *t > self.now)
+            .min();
+        let next = instant.map_or(next, |i| i.min(next));
+        self.now = next.min(self.now + Self::STEP);
+    }
+
+    fn jumps(&self) -> bool {
+        false
+    }
+}
+
+/// Plays events in time order on the runtime through the scripted player, launching the
+/// scenario for everyone at `start` (the example has no event at that instant) and ticking
+/// at each of `instants` and at least every [`Stepping::STEP`].
 fn play(
     rt: &mut Runtime<DynamoStore>,
     scenario: &str,
@@ -81,44 +114,37 @@ fn play(
     (start, end): (DateTime<Utc>, DateTime<Utc>),
     instants: &[DateTime<Utc>],
 ) {
-    let mut script = simulation::events_from_json_lines(events).unwrap_or_else(|e| panic!("{e:?}"));
-    script.sort_by_key(|e| std::cmp::Reverse(e.at()));
-    let mut now = start;
-    let mut launched = false;
-    let step = TimeDelta::hours(6);
-    while now <= end {
-        while script.last().is_some_and(|e| e.at() <= now) {
-            let Some(e) = script.pop() else { break };
-            let result = rt.scripted(scenario, e, now);
-            result.unwrap_or_else(|e| panic!("{e}"));
-        }
-        if !launched {
-            rt.launch(
-                LaunchDetail {
-                    scenario: scenario.into(),
-                    contacts: None,
-                },
-                now,
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
-            launched = true;
-        }
-        rt.tick(now).unwrap_or_else(|e| panic!("{e}"));
-        // The AWS tick has no "next due": step the clock, stopping at every event.
-        let next = script
-            .last()
-            .map(|e| e.at())
-            .into_iter()
-            .chain(instants.iter().copied())
-            .filter(|t| *t > now)
-            .min();
-        now = next.filter(|t| *t < now + step).unwrap_or(now + step);
-    }
+    let script =
+        Script::new(script::events_from_json_lines(events).unwrap_or_else(|e| panic!("{e:?}")));
+    rt.launch(
+        LaunchDetail {
+            scenario: scenario.into(),
+            contacts: None,
+        },
+        start,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // Not `launching_at_start`: that ends a scaled play once nothing is due, and this store
+    // never says what is due.
+    Play::new(scenario, start, end)
+        .run(
+            rt,
+            script,
+            &mut Stepping {
+                now: start,
+                instants,
+            },
+            &mut Strict,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]
 fn the_aws_path_sends_what_simulate_sends() {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/");
+    if crate::support::offline() {
+        return;
+    }
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/");
     let read = |f: &str| {
         std::fs::read_to_string(format!("{root}{f}")).unwrap_or_else(|e| panic!("{f}: {e}"))
     };
@@ -132,15 +158,12 @@ fn the_aws_path_sends_what_simulate_sends() {
     let end = until.add_to(start, chrono_tz::UTC);
 
     let (scenario, _) = validate::parse(&yaml, Format::Yaml).unwrap_or_else(|p| panic!("{p:?}"));
-    let engine = Engine::new(scenario);
-    let mut sim = Simulation::new(
-        &engine,
-        simulation::contacts_from_json_lines(&contacts).unwrap_or_else(|e| panic!("{e:?}")),
-        simulation::events_from_json_lines(&events).unwrap_or_else(|e| panic!("{e:?}")),
-    );
+    let mut sim = Simulation::new(scenario, &yaml, SourceFormat::Yaml, start, until);
+    sim.contacts = script::contacts_from_json_lines(&contacts).unwrap_or_else(|e| panic!("{e:?}"));
+    sim.events = script::events_from_json_lines(&events).unwrap_or_else(|e| panic!("{e:?}"));
     let mut want = Vec::new();
     let mut instants = Vec::new();
-    sim.run(start, &until, &mut |r| {
+    sim.run(&mut |r: &Record| {
         instants.push(r.at);
         if r.kind == RecordKind::Sent {
             want.push((
@@ -149,7 +172,8 @@ fn the_aws_path_sends_what_simulate_sends() {
                 r.at.to_rfc3339(),
             ));
         }
-    });
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
     want.sort();
 
     let mut rt = Runtime::new(store("parity"));
@@ -164,6 +188,9 @@ const TRIGGERED: &str = "id: on-purchase\nlaunch: {type: trigger, event: purchas
 
 #[test]
 fn concurrent_triggers_enter_once_and_the_rest_are_skipped() {
+    if crate::support::offline() {
+        return;
+    }
     let t0 = at("2026-12-01T09:00:00Z");
     let mut rt = Runtime::new(store("concurrent"));
     import(&mut rt, "{\"id\": \"a\", \"email\": \"a@x.io\"}\n", t0);
@@ -262,6 +289,9 @@ fn concurrent_triggers_enter_once_and_the_rest_are_skipped() {
 
 #[test]
 fn a_duplicated_timer_and_a_replayed_engagement_change_nothing() {
+    if crate::support::offline() {
+        return;
+    }
     let yaml = "id: twice\nlaunch: {type: manual}\nmessages:\n  m: {channel: email, subject: s, text: x}\n  t: {channel: email, subject: t, text: x}\nsteps:\n  - {id: first, send: m, next: wait}\n  - id: wait\n    wait_for: {opened: first, timeout: P2D}\n    on_event: thanks\n    on_timeout: done\n  - {id: thanks, send: t, next: done}\n  - {id: done, end: success}\n";
     let t0 = at("2026-12-01T09:00:00Z");
     let mut rt = Runtime::new(store("dup"));
@@ -314,6 +344,9 @@ fn a_duplicated_timer_and_a_replayed_engagement_change_nothing() {
 
 #[test]
 fn a_crash_after_the_commit_point_is_repaired_when_the_enrollment_is_read() {
+    if crate::support::offline() {
+        return;
+    }
     let yaml = "id: crash\nlaunch: {type: manual}\nmessages:\n  m: {channel: email, subject: s, text: x}\n  n: {channel: email, subject: n, text: x}\nsteps:\n  - {id: first, send: m, next: second}\n  - {id: second, send: n, next: done, delay: {after: PT1H}}\n  - {id: done, end: success}\n";
     let t0 = at("2026-12-01T09:00:00Z");
     let mut rt = Runtime::new(store("crash"));
@@ -356,6 +389,9 @@ fn a_crash_after_the_commit_point_is_repaired_when_the_enrollment_is_read() {
 
 #[test]
 fn timers_spread_over_shards_fire_in_due_order_and_inactivity_triggers_work() {
+    if crate::support::offline() {
+        return;
+    }
     let yaml = "id: cart\nlaunch: {type: trigger, event: cart.abandoned, inactivity_minutes: 30}\nmessages:\n  m: {channel: email, subject: s, text: x}\nsteps:\n  - {id: send, send: m, next: done}\n  - {id: done, end: success}\n";
     let t0 = at("2026-12-01T09:00:00Z");
     let mut rt = Runtime::new(store("cart"));
@@ -410,6 +446,9 @@ fn timers_spread_over_shards_fire_in_due_order_and_inactivity_triggers_work() {
 /// source and lifts a suppression only with a reason; the trail reads back in order.
 #[test]
 fn hostile_opt_outs_stand_on_dynamodb() {
+    if crate::support::offline() {
+        return;
+    }
     use relance_core::consent::ConsentState;
     use relance_core::unsubscribe::UnsubscribeClaim;
     use relance_core::wire::ContactDetail;
@@ -459,7 +498,7 @@ fn hostile_opt_outs_stand_on_dynamodb() {
         t0 + TimeDelta::minutes(2),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let row: Vec<Contact> = simulation::contacts_from_json_lines(
+    let row: Vec<Contact> = script::contacts_from_json_lines(
         r#"{"id": "ana", "subscriptions": {"newsletter": "subscribed"}}"#,
     )
     .unwrap_or_else(|e| panic!("{e:?}"));
@@ -483,7 +522,7 @@ fn hostile_opt_outs_stand_on_dynamodb() {
     rt.engagement(complaint, t0 + TimeDelta::minutes(5))
         .unwrap_or_else(|e| panic!("{e}"));
     let cleared: Vec<Contact> =
-        simulation::contacts_from_json_lines(r#"{"id": "ana", "suppressed": []}"#)
+        script::contacts_from_json_lines(r#"{"id": "ana", "suppressed": []}"#)
             .unwrap_or_else(|e| panic!("{e:?}"));
     rt.import(&cleared, t0 + TimeDelta::minutes(6), &mut |_| {})
         .unwrap_or_else(|e| panic!("{e}"));
@@ -565,6 +604,9 @@ fn hostile_opt_outs_stand_on_dynamodb() {
 /// before its commit point, naming the queue variable; nothing is journaled `sent`.
 #[test]
 fn hostile_a_store_without_its_channel_queue_never_journals_sent() {
+    if crate::support::offline() {
+        return;
+    }
     use relance_core::ports::JournalStore;
     const TWO_CHANNELS: &str = "id: two-channels\nlaunch: {type: manual}\nmessages:\n  m: {channel: email, subject: s, text: x}\n  t: {channel: sms, text: x}\nsteps:\n  - {id: mail, send: m, next: text}\n  - {id: text, send: t, next: done}\n  - {id: done, end: success}\n";
     let emu = emulator();
@@ -612,11 +654,14 @@ fn hostile_a_store_without_its_channel_queue_never_journals_sent() {
     emu.runtime
         .block_on(DynamoStore::create_tables(&emu.dynamo, &config))
         .unwrap_or_else(|e| panic!("{e}"));
-    let email_queue = support::create_queue(&format!("t{}-nosms-email", std::process::id()));
+    let email_queue = crate::support::create_queue(&format!("t{}-nosms-email", std::process::id()));
     config.queues.email = Some(email_queue.clone());
     let queues = relance_aws::sqs::SqsQueues::new(emu.sqs.clone(), bridge.clone());
-    let mut rt =
-        Runtime::new(DynamoStore::new(emu.dynamo.clone(), config, bridge).with_queues(queues));
+    let mut rt = Runtime::new(
+        DynamoStore::new(emu.dynamo.clone(), config.clone(), bridge).with_dispatch(
+            relance_aws::dispatch::AwsDispatch::new(queues, config.queues),
+        ),
+    );
     import(&mut rt, contacts, t0);
     activate(&mut rt, TWO_CHANNELS, t0);
     let error = launch(&mut rt)
@@ -624,7 +669,7 @@ fn hostile_a_store_without_its_channel_queue_never_journals_sent() {
         .unwrap_or_else(|| panic!("an SMS with no queue was committed"))
         .to_string();
     assert!(error.contains("RELANCE_SMS_QUEUE_URL"), "{error}");
-    let queued = support::drain(&email_queue);
+    let queued = crate::support::drain(&email_queue);
     let sent: Vec<_> = rt
         .store()
         .records("two-channels", None)
@@ -647,6 +692,9 @@ fn hostile_a_store_without_its_channel_queue_never_journals_sent() {
 /// key and `due`) still fires.
 #[test]
 fn hostile_unreadable_timer_items_are_dead_lettered_alone() {
+    if crate::support::offline() {
+        return;
+    }
     use aws_sdk_dynamodb::types::AttributeValue;
     let yaml = "id: dl\nlaunch: {type: manual}\nmessages:\n  m: {channel: email, subject: s, text: x}\nsteps:\n  - {id: send, send: m, next: done, delay: {after: PT1H}}\n  - {id: done, end: success}\n";
     let t0 = at("2026-12-01T09:00:00Z");
@@ -780,6 +828,9 @@ fn hostile_unreadable_timer_items_are_dead_lettered_alone() {
 /// key) are recorded once on DynamoDB too (a conditional put of the key).
 #[test]
 fn hostile_identical_inputs_are_recorded_once() {
+    if crate::support::offline() {
+        return;
+    }
     use relance_core::ports::ContactStore;
     let t0 = at("2026-12-01T09:00:00Z");
     let mut rt = Runtime::new(store("dedup"));

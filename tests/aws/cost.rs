@@ -3,19 +3,19 @@
 //! interceptor (DynamoDB, SQS, SESv2, SNS, EventBridge; DynamoDB capacity units estimated
 //! from sizes), reported per contact-step and as dollars per million enrollments at list
 //! prices, next to Step Functions Standard. 30 contacts in the test suite; the documented
-//! run: `RELANCE_COST_CONTACTS=10000 ./scripts/test -p relance-functions --test aws_cost --
+//! run: `RELANCE_COST_CONTACTS=10000 ./scripts/test -p relance-aws --test aws cost:: --
 //! --nocapture`.
 
 use std::sync::OnceLock;
 
-mod support;
-
+use crate::support::{at, create_queue};
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::SqsEvent;
 use chrono::TimeDelta;
 use relance_aws::bridge::Bridge;
 use relance_aws::channels::{SenderConfig, Senders};
 use relance_aws::config::AwsConfig;
+use relance_aws::dispatch::AwsDispatch;
 use relance_aws::dynamodb::DynamoStore;
 use relance_aws::handlers;
 use relance_aws::sqs::SqsQueues;
@@ -23,7 +23,6 @@ use relance_core::Contact;
 use relance_core::ports::{SourceFormat, Status};
 use relance_runtime::runtime::Runtime;
 use serde_json::{Value, json};
-use support::{at, create_queue};
 
 /// Contacts in the drip: 30 by default, `RELANCE_COST_CONTACTS` for the documented run.
 fn contacts_n() -> usize {
@@ -46,20 +45,20 @@ mod price {
     pub const STEP_FUNCTIONS_TRANSITION: f64 = 25.0;
 }
 
-const DRIP: &str = include_str!("../examples/reference-drip.yaml");
+const DRIP: &str = include_str!("../../examples/reference-drip.yaml");
 
-type Clients = support::Metered;
+type Clients = crate::support::Metered;
 
 /// One set of metered clients for the whole file.
 fn clients() -> &'static Clients {
     static C: OnceLock<Clients> = OnceLock::new();
-    C.get_or_init(support::metered)
+    C.get_or_init(crate::support::metered)
 }
 
 /// Reads and deletes every visible message, as Lambda's event source mapping does (not counted:
 /// the mapping's polling is billed apart; its receives and deletes are estimated below).
 fn take(url: &str) -> SqsEvent {
-    support::sqs_event(&support::drain(url))
+    crate::support::sqs_event(&crate::support::drain(url))
 }
 
 /// Lambda's event source mapping hands a function at most ten messages at a time.
@@ -77,6 +76,9 @@ fn in_tens(event: SqsEvent) -> Vec<SqsEvent> {
 
 #[test]
 fn a_reference_drip_costs_counted_requests_per_contact_step() {
+    if crate::support::offline() {
+        return;
+    }
     #[allow(non_snake_case)]
     let N = contacts_n();
     let c = clients();
@@ -88,20 +90,18 @@ fn a_reference_drip_costs_counted_requests_per_contact_step() {
     let step_queue = create_queue(&format!("{prefix}step"));
     config.queues.email = Some(create_queue(&format!("{prefix}email")));
     config.queues.sms = Some(create_queue(&format!("{prefix}sms")));
-    support::verify_identity("drip@example.com");
+    crate::support::verify_identity("drip@example.com");
     let bus = format!("{prefix}bus");
     c.runtime
         .block_on(c.eb.create_event_bus().name(&bus).send())
         .unwrap_or_else(|e| panic!("{e:?}"));
     let bridge = Bridge::new(c.runtime.handle().clone());
     let queues = SqsQueues::new(c.sqs.clone(), bridge.clone());
-    let store = DynamoStore::new(c.dynamo.clone(), config.clone(), bridge.clone())
-        .with_queues(queues.clone())
-        .with_events(relance_aws::eventbridge::EventBus::new(
-            c.eb.clone(),
-            bus,
-            bridge.clone(),
-        ));
+    let store = DynamoStore::new(c.dynamo.clone(), config.clone(), bridge.clone()).with_dispatch(
+        AwsDispatch::new(queues.clone(), config.queues.clone()).with_bus(
+            relance_aws::eventbridge::EventBus::new(c.eb.clone(), bus, bridge.clone()),
+        ),
+    );
     let senders = Senders::new(
         c.ses.clone(),
         c.sns.clone(),
@@ -171,8 +171,12 @@ fn a_reference_drip_costs_counted_requests_per_contact_step() {
     }
     // A day later: the tick queues the checks, the step executor runs them, the senders send.
     let day = t0 + TimeDelta::days(1);
-    let summary =
-        handlers::tick(&mut rt, &queues, &step_queue, day).unwrap_or_else(|e| panic!("{e}"));
+    let summary = handlers::tick(
+        &mut rt,
+        &crate::support::dispatch(&queues, Some(&step_queue), None),
+        day,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(summary.queued, N);
     invocations += 1;
     for batch in in_tens(take(&step_queue)) {

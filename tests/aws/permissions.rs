@@ -1,13 +1,12 @@
 //! The roles against the calls actually made: every function's handler runs on the emulator
 //! with clients whose every request is recorded (an SDK interceptor), and each request's
 //! action and the table, queue, bus or secret it touched must be granted to that function by
-//! `relance_functions::permissions` (the table `infra/template.yaml` is held to), its
+//! `relance_aws::permissions` (the table `infra/template.yaml` is held to), its
 //! conditions met (a sender deletes only in the `sent` partition) and no deny matched (the
 //! SMS sender never publishes to an ARN). The secrets: read at start from Secrets Manager by
 //! ARN, a short unsubscribe key or an unreadable secret refused with the setting named.
 
-mod support;
-
+use crate::support::{at, create_queue, sample};
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlRequest;
 use aws_lambda_events::event::sqs::SqsEvent;
@@ -15,25 +14,25 @@ use chrono::TimeDelta;
 use relance_aws::bridge::Bridge;
 use relance_aws::channels::{SenderConfig, Senders};
 use relance_aws::config::AwsConfig;
+use relance_aws::dispatch::AwsDispatch;
 use relance_aws::dynamodb::DynamoStore;
 use relance_aws::handlers;
+use relance_aws::permissions::{self, Effect};
 use relance_aws::secrets::{self, SecretError};
 use relance_aws::sqs::SqsQueues;
 use relance_core::Contact;
 use relance_core::ports::{SourceFormat, Status};
 use relance_core::unsubscribe::UnsubscribeClaim;
-use relance_functions::permissions::{self, Effect};
 use relance_runtime::runtime::Runtime;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use support::{at, create_queue, sample};
 
-type Clients = support::Metered;
+type Clients = crate::support::Metered;
 
 /// Clients on the emulator, every request recorded by one meter (one set per test: the
 /// tests run in parallel, and each reads only its own requests).
 fn clients() -> Clients {
-    support::metered()
+    crate::support::metered()
 }
 
 /// Where the test's resources are, to name what a request touched as the template does.
@@ -168,13 +167,16 @@ fn event(detail_type: &str, detail: Value, time: &str) -> EventBridgeEvent<Value
 }
 
 fn take(url: &str) -> SqsEvent {
-    support::sqs_event(&support::drain(url))
+    crate::support::sqs_event(&crate::support::drain(url))
 }
 
 const NEWS: &str = "id: news\nlaunch: {type: manual}\naudience: {all: true}\nmessages:\n  first: {channel: email, type: newsletter, subject: News, text: x}\nsteps:\n  - {id: first, send: first, next: wait}\n  - id: wait\n    wait_for: {unsubscribed: first, timeout: P2D}\n    on_event: gone\n    on_timeout: done\n  - {id: gone, end: abandon}\n  - {id: done, end: success}\n";
 
 #[test]
 fn hostile_each_handler_calls_only_what_its_role_allows() {
+    if crate::support::offline() {
+        return;
+    }
     let c = clients();
     let prefix = format!("perm{}-", std::process::id());
     let mut config = AwsConfig::with_prefix(&prefix, 2);
@@ -187,7 +189,7 @@ fn hostile_each_handler_calls_only_what_its_role_allows() {
     let launch_queue = create_queue(&format!("{prefix}launch"));
     config.queues.step = Some(step_queue.clone());
     config.queues.launch = Some(launch_queue.clone());
-    support::verify_identity("perm@example.com");
+    crate::support::verify_identity("perm@example.com");
     let bus = format!("{prefix}bus");
     c.runtime
         .block_on(c.eb.create_event_bus().name(&bus).send())
@@ -214,13 +216,11 @@ fn hostile_each_handler_calls_only_what_its_role_allows() {
     };
     let bridge = Bridge::new(c.runtime.handle().clone());
     let queues = SqsQueues::new(c.sqs.clone(), bridge.clone());
-    let store = DynamoStore::new(c.dynamo.clone(), config.clone(), bridge.clone())
-        .with_queues(queues.clone())
-        .with_events(relance_aws::eventbridge::EventBus::new(
-            c.eb.clone(),
-            bus,
-            bridge.clone(),
-        ));
+    let store = DynamoStore::new(c.dynamo.clone(), config.clone(), bridge.clone()).with_dispatch(
+        AwsDispatch::new(queues.clone(), config.queues.clone()).with_bus(
+            relance_aws::eventbridge::EventBus::new(c.eb.clone(), bus, bridge.clone()),
+        ),
+    );
     let mut rt = Runtime::new(store);
     rt.store().set_auto_flush(false);
     let t0 = at("2026-12-01T09:00:00Z");
@@ -229,7 +229,7 @@ fn hostile_each_handler_calls_only_what_its_role_allows() {
         .collect();
     rt.import(&contacts, t0, &mut |_| {})
         .unwrap_or_else(|e| panic!("{e}"));
-    for yaml in [include_str!("../examples/reference-drip.yaml"), NEWS] {
+    for yaml in [include_str!("../../examples/reference-drip.yaml"), NEWS] {
         let put = rt
             .put_scenario(yaml, SourceFormat::Yaml, t0)
             .unwrap_or_else(|e| panic!("{e}"));
@@ -240,7 +240,8 @@ fn hostile_each_handler_calls_only_what_its_role_allows() {
     let mut made: BTreeMap<&str, BTreeSet<(String, String)>> = BTreeMap::new();
 
     // trigger: a contact, an activity event, and two whole-audience launches fanned out.
-    let fanout = Some((&queues, launch_queue.as_str()));
+    let launch_dispatch = crate::support::dispatch(&queues, None, Some(&launch_queue));
+    let fanout: Option<&dyn relance_aws::dispatch::Dispatch> = Some(&launch_dispatch);
     let contact = event(
         "relance.contact",
         json!({"contact": {"id": "zed", "email": "zed@example.com"}}),
@@ -314,7 +315,7 @@ fn hostile_each_handler_calls_only_what_its_role_allows() {
         .collect();
     let r = handlers::engagement(
         &mut rt,
-        &support::sqs_event(&opens),
+        &crate::support::sqs_event(&opens),
         t0 + TimeDelta::hours(1),
     );
     assert!(r.batch_item_failures.is_empty());
@@ -343,8 +344,12 @@ fn hostile_each_handler_calls_only_what_its_role_allows() {
 
     // tick, a day later: the checks to the step queue; then the step executor runs them.
     let day = t0 + TimeDelta::days(1);
-    let summary =
-        handlers::tick(&mut rt, &queues, &step_queue, day).unwrap_or_else(|e| panic!("{e}"));
+    let summary = handlers::tick(
+        &mut rt,
+        &crate::support::dispatch(&queues, Some(&step_queue), None),
+        day,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     assert!(summary.queued >= 12, "{summary:?}");
     made.insert("TickFunction", check(&c, &d, "TickFunction"));
     let steps = take(&step_queue);
@@ -399,6 +404,9 @@ fn hostile_each_handler_calls_only_what_its_role_allows() {
 
 #[test]
 fn hostile_launch_page_without_contacts_is_refused_not_scanned() {
+    if crate::support::offline() {
+        return;
+    }
     let c = clients();
     let prefix = format!("permlp{}-", std::process::id());
     let config = AwsConfig::with_prefix(&prefix, 2);
@@ -414,7 +422,7 @@ fn hostile_launch_page_without_contacts_is_refused_not_scanned() {
     rt.set_status(&put.id, Status::Active, t0)
         .unwrap_or_else(|e| panic!("{e}"));
     c.meter.reset();
-    let page = support::sqs_event(&[("m1".into(), json!({"scenario": "news"}).to_string())]);
+    let page = crate::support::sqs_event(&[("m1".into(), json!({"scenario": "news"}).to_string())]);
     let r = handlers::launch_page(&mut rt, &page, t0);
     assert_eq!(r.batch_item_failures.len(), 1, "refused, left to the DLQ");
     let scans = c.meter.total("DynamoDB", &["Scan"]);
@@ -438,6 +446,9 @@ fn secret(c: &Clients, name: &str, value: &str) -> String {
 
 #[test]
 fn hostile_secrets_are_read_by_arn_and_a_plain_value_is_ignored() {
+    if crate::support::offline() {
+        return;
+    }
     let c = clients();
     let key = "s".repeat(40);
     let arn = secret(&c, "relance-key-", &key);
@@ -474,6 +485,9 @@ fn hostile_secrets_are_read_by_arn_and_a_plain_value_is_ignored() {
 
 #[test]
 fn hostile_short_or_unreadable_secret_stops_the_start() {
+    if crate::support::offline() {
+        return;
+    }
     let c = clients();
     let arn = secret(&c, "relance-short-", "too-short");
     let get = |name: &str| (name == "RELANCE_UNSUBSCRIBE_SECRET_ARN").then(|| arn.clone());

@@ -1,7 +1,8 @@
 //! What each function's code calls, as IAM grants: the table `infra/template.yaml` is held
-//! to (`tests/permissions.rs` compares every policy statement with it, and the emulator test
-//! `tests/aws_permissions.rs` records the calls each handler makes and checks them against
-//! it). Change a handler's calls, change this table, then the template. A grant Lambda uses
+//! to (`functions/tests/permissions.rs` compares every policy statement with it, and the
+//! emulator test `tests/aws/permissions.rs` records the calls each handler makes and checks
+//! them against it). It lives beside the handlers whose calls it lists, so that emulator test
+//! (this crate's) reads it without depending on the functions crate. Change a handler's calls, change this table, then the template. A grant Lambda uses
 //! itself with the function's role (`by_lambda`: the async dead-letter queue, decrypting the
 //! environment or a queue's messages with the stack's key) is no call of the code, so the
 //! emulator never records it.

@@ -4,17 +4,19 @@
 //! from CloudWatch Logs, one-click unsubscribe through the function's URL (valid and forged
 //! tokens), and a burst under a shared send rate sending everything exactly once.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::support::{
+    at, create_queue, drain, emails_to, emulator, emulator_read, sample, sqs_event, verify_identity,
+};
 use aws_lambda_events::event::cloudwatch_logs::LogsEvent;
 use aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlRequest;
 use aws_lambda_events::event::sqs::SqsEvent;
 use relance_aws::bridge::Bridge;
 use relance_aws::channels::{SenderConfig, Senders};
 use relance_aws::config::AwsConfig;
+use relance_aws::dispatch::AwsDispatch;
 use relance_aws::dynamodb::DynamoStore;
 use relance_aws::handlers;
 use relance_aws::meter::Meter;
@@ -24,9 +26,6 @@ use relance_core::ports::{ContactStore, JournalStore, SourceFormat, Status};
 use relance_core::unsubscribe::{UnsubscribeClaim, UnsubscribeLinks};
 use relance_runtime::runtime::Runtime;
 use serde_json::{Value, json};
-use support::{
-    at, create_queue, drain, emails_to, emulator, emulator_read, sample, sqs_event, verify_identity,
-};
 
 /// Tables and queues under a fresh prefix, and a runtime on them.
 fn setup(name: &str) -> (AwsConfig, Runtime<DynamoStore>) {
@@ -47,7 +46,8 @@ fn setup(name: &str) -> (AwsConfig, Runtime<DynamoStore>) {
     }
     let bridge = Bridge::new(emu.runtime.handle().clone());
     let queues = SqsQueues::new(emu.sqs.clone(), bridge.clone());
-    let store = DynamoStore::new(emu.dynamo.clone(), config.clone(), bridge).with_queues(queues);
+    let store = DynamoStore::new(emu.dynamo.clone(), config.clone(), bridge)
+        .with_dispatch(AwsDispatch::new(queues, config.queues.clone()));
     verify_identity("news@example.com");
     (config, Runtime::new(store))
 }
@@ -159,6 +159,9 @@ fn email_send(contact: &str, address: &str, step: &str) -> Value {
 /// checked by the web push sender's own tests against a push service stub.
 #[test]
 fn each_channel_sends_the_request_its_provider_expects() {
+    if crate::support::offline() {
+        return;
+    }
     let (config, mut rt) = setup("shape");
     let meter = Meter::default();
     let (ses, sns) = metered_clients(&meter, None);
@@ -402,6 +405,9 @@ fn provider_list_stub() -> String {
 /// skipped, journaled with its reason, and never reaches the provider.
 #[test]
 fn provider_lists_skip_and_journal_the_send() {
+    if crate::support::offline() {
+        return;
+    }
     let (config, mut rt) = setup("lists");
     let meter = Meter::default();
     let stub = provider_list_stub();
@@ -472,6 +478,9 @@ steps:
 /// with its query string ignored; a replayed event changes nothing.
 #[test]
 fn ses_engagement_feeds_a_wait_and_a_clicked_condition() {
+    if crate::support::offline() {
+        return;
+    }
     let (config, mut rt) = setup("click");
     let t0 = at("2026-12-01T09:00:00Z");
     start(
@@ -531,6 +540,9 @@ fn ses_engagement_feeds_a_wait_and_a_clicked_condition() {
 /// matched to its send by message id and recorded as `delivered`.
 #[test]
 fn sms_delivery_status_comes_back_from_cloudwatch_logs() {
+    if crate::support::offline() {
+        return;
+    }
     let (config, mut rt) = setup("smsdl");
     let t0 = at("2026-12-01T09:00:00Z");
     let yaml = "id: aws-welcome\nlaunch: {type: manual}\naudience: {all: true}\nmessages:\n  nudge: {channel: sms, text: Hello}\n  thanks: {channel: sms, text: Thanks}\nsteps:\n  - {id: nudge, send: nudge, next: wait}\n  - id: wait\n    wait_for: {delivered: nudge, timeout: P1D}\n    on_event: thanks\n    on_timeout: done\n  - {id: thanks, send: thanks, next: done}\n  - {id: done, end: success}\n";
@@ -598,6 +610,9 @@ fn sms_delivery_status_comes_back_from_cloudwatch_logs() {
 /// refused without a write; the valid POST unsubscribes and ends the wait on it.
 #[test]
 fn one_click_unsubscribe_through_the_function_url() {
+    if crate::support::offline() {
+        return;
+    }
     let (config, mut rt) = setup("unsub");
     let t0 = at("2026-12-01T09:00:00Z");
     let yaml = "id: news\nlaunch: {type: manual}\naudience: {all: true}\nmessages:\n  first: {channel: email, type: newsletter, subject: News, text: x}\n  second: {channel: email, type: newsletter, subject: More, text: y}\nsteps:\n  - {id: first, send: first, next: wait}\n  - id: wait\n    wait_for: {unsubscribed: first, timeout: P2D}\n    on_event: gone\n    on_timeout: second\n  - {id: second, send: second, next: done}\n  - {id: gone, end: abandon}\n  - {id: done, end: success}\n";
@@ -680,6 +695,9 @@ fn one_click_unsubscribe_through_the_function_url() {
 /// one second, and what waited too long was left to the queue and sent on its redelivery.
 #[test]
 fn a_rate_limited_burst_sends_everything_once() {
+    if crate::support::offline() {
+        return;
+    }
     let (config, _rt) = setup("rate");
     let emu = emulator();
     let meter = Meter::default();
@@ -722,7 +740,7 @@ fn a_rate_limited_burst_sends_everything_once() {
                         return redelivered;
                     }
                     let r = handlers::channel_sender(
-                        &senders,
+                        senders.as_ref(),
                         &mut store,
                         &sqs_event(&batch),
                         at("2026-12-01T09:00:00Z"),
@@ -789,6 +807,9 @@ fn a_rate_limited_burst_sends_everything_once() {
 /// answers 410 Gone for the other, which is removed from the contact.
 #[test]
 fn web_push_sends_and_forgets_an_expired_subscription() {
+    if crate::support::offline() {
+        return;
+    }
     use axum::http::StatusCode;
     use relance_aws::webpush::{WebPushConfig, WebPushSender, generate_vapid_keys};
     let (config, mut rt) = setup("webpush");

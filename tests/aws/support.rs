@@ -1,8 +1,9 @@
-//! What the emulator tests share: the emulator's clients, sample payloads, queues, and
-//! reading back what the emulator recorded (kept here so another emulator can be swapped in).
+//! What the emulator tests share: whether the emulator is there, its clients, sample payloads,
+//! queues, and reading back what the emulator recorded (kept here so another emulator can be
+//! swapped in).
 #![allow(dead_code)]
 
-use std::sync::OnceLock;
+use std::sync::{Once, OnceLock};
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use chrono::{DateTime, Utc};
@@ -64,6 +65,25 @@ pub fn metered() -> Metered {
     }
 }
 
+/// True when no emulator is configured (`AWS_ENDPOINT_URL` unset): the test returns at once,
+/// and the first one says so, once, past the test harness's capture, so an offline `cargo
+/// test` passes and tells why these tests did nothing. `./scripts/test` sets the variable.
+pub fn offline() -> bool {
+    static SAID: Once = Once::new();
+    if std::env::var_os("AWS_ENDPOINT_URL").is_some() {
+        return false;
+    }
+    SAID.call_once(|| {
+        use std::io::Write;
+        // Written to the process's stderr itself: `eprintln!` would be captured.
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: the AWS emulator tests need the AWS emulator (AWS_ENDPOINT_URL is not set); run ./scripts/test"
+        );
+    });
+    true
+}
+
 pub fn emulator() -> &'static Emulator {
     static EMU: OnceLock<Emulator> = OnceLock::new();
     EMU.get_or_init(|| {
@@ -98,9 +118,34 @@ pub fn emulator() -> &'static Emulator {
 }
 
 pub fn sample<T: serde::de::DeserializeOwned>(name: &str) -> T {
-    let path = format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = events_dir().join(name).display().to_string();
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The repository's `events/` folder (these helpers are compiled from more than one crate).
+pub fn events_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|p| p.join("events"))
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| panic!("no events/ folder above {}", env!("CARGO_MANIFEST_DIR")))
+}
+
+/// A dispatch onto the step and launch queues a test created (the tick and the fan-out).
+pub fn dispatch(
+    queues: &relance_aws::sqs::SqsQueues,
+    step: Option<&str>,
+    launch: Option<&str>,
+) -> relance_aws::dispatch::AwsDispatch {
+    relance_aws::dispatch::AwsDispatch::new(
+        queues.clone(),
+        relance_aws::config::QueueUrls {
+            step: step.map(str::to_string),
+            launch: launch.map(str::to_string),
+            ..Default::default()
+        },
+    )
 }
 
 pub fn create_queue(name: &str) -> String {

@@ -1,0 +1,131 @@
+//! The dispatch port: where the store and the handlers hand messages and events on (a timer
+//! to the step queue, a send to its channel queue, a page of a large launch to the launch
+//! queue, ends, goals and actions to the EventBridge bus). [`AwsDispatch`] implements it on
+//! SQS and EventBridge; tests implement it in memory. The store only stores: it keeps a
+//! transition's sends until its flush and hands them to this port.
+
+use std::fmt::Debug;
+
+use relance_core::scenario::Channel;
+use serde_json::Value;
+
+use crate::config::QueueUrls;
+use crate::error::DispatchError;
+use crate::eventbridge::EventBus;
+use crate::sqs::{Outgoing, SqsQueues};
+
+/// Where messages and events go.
+pub trait Dispatch: Debug + std::marker::Send + Sync {
+    /// Whether a send on `channel` has a queue to go to; checked before a transition is
+    /// committed, so no `sent` is journaled for a message no queue would receive.
+    fn channel_ready(&self, channel: Channel) -> Result<(), DispatchError>;
+
+    /// Puts sends (`send_message` bodies) on `channel`'s queue.
+    fn to_channel(&self, channel: Channel, messages: &[Outgoing]) -> Result<(), DispatchError>;
+
+    /// Puts due timers on the step queue, each delayed to its second.
+    fn to_step_queue(&self, messages: &[Outgoing]) -> Result<(), DispatchError>;
+
+    /// Whether large launches can be fanned out in pages (a launch queue is configured).
+    fn has_launch_queue(&self) -> bool;
+
+    /// Puts pages of a large launch on the launch queue.
+    fn to_launch_queue(&self, messages: &[Outgoing]) -> Result<(), DispatchError>;
+
+    /// Publishes events `(detail-type, detail)` on the bus; nothing when none is configured.
+    fn publish(&self, events: &[(String, Value)]) -> Result<(), DispatchError>;
+}
+
+/// The environment variable naming `channel`'s queue.
+pub fn channel_var(channel: Channel) -> &'static str {
+    match channel {
+        Channel::Email => "RELANCE_EMAIL_QUEUE_URL",
+        Channel::Sms => "RELANCE_SMS_QUEUE_URL",
+        Channel::Push => "RELANCE_PUSH_QUEUE_URL",
+        Channel::WebPush => "RELANCE_WEB_PUSH_QUEUE_URL",
+    }
+}
+
+/// Dispatch on SQS (the queues the configuration names) and, when set, an EventBridge bus.
+#[derive(Debug, Clone)]
+pub struct AwsDispatch {
+    queues: SqsQueues,
+    urls: QueueUrls,
+    bus: Option<EventBus>,
+}
+
+impl AwsDispatch {
+    /// Messages go to the queues `urls` names, through `queues`; no bus.
+    pub fn new(queues: SqsQueues, urls: QueueUrls) -> AwsDispatch {
+        AwsDispatch {
+            queues,
+            urls,
+            bus: None,
+        }
+    }
+
+    /// Events are also published on `bus`.
+    pub fn with_bus(mut self, bus: EventBus) -> AwsDispatch {
+        self.bus = Some(bus);
+        self
+    }
+
+    /// The queues' client (tests and the dev host read queues with it).
+    pub fn queues(&self) -> &SqsQueues {
+        &self.queues
+    }
+
+    /// The queue URLs.
+    pub fn urls(&self) -> &QueueUrls {
+        &self.urls
+    }
+
+    fn channel_url(&self, channel: Channel) -> Result<&str, DispatchError> {
+        let url = match channel {
+            Channel::Email => &self.urls.email,
+            Channel::Sms => &self.urls.sms,
+            Channel::Push => &self.urls.push,
+            Channel::WebPush => &self.urls.web_push,
+        };
+        url.as_deref().ok_or(DispatchError::NoChannelQueue {
+            var: channel_var(channel),
+            channel: channel.as_str(),
+        })
+    }
+}
+
+impl Dispatch for AwsDispatch {
+    fn channel_ready(&self, channel: Channel) -> Result<(), DispatchError> {
+        self.channel_url(channel).map(|_| ())
+    }
+
+    fn to_channel(&self, channel: Channel, messages: &[Outgoing]) -> Result<(), DispatchError> {
+        let url = self.channel_url(channel)?;
+        Ok(self.queues.send_batch(url, messages)?)
+    }
+
+    fn to_step_queue(&self, messages: &[Outgoing]) -> Result<(), DispatchError> {
+        let url = self.urls.step.as_deref().ok_or(DispatchError::NoQueue {
+            var: "RELANCE_STEP_QUEUE_URL",
+        })?;
+        Ok(self.queues.send_batch(url, messages)?)
+    }
+
+    fn has_launch_queue(&self) -> bool {
+        self.urls.launch.is_some()
+    }
+
+    fn to_launch_queue(&self, messages: &[Outgoing]) -> Result<(), DispatchError> {
+        let url = self.urls.launch.as_deref().ok_or(DispatchError::NoQueue {
+            var: "RELANCE_LAUNCH_QUEUE_URL",
+        })?;
+        Ok(self.queues.send_batch(url, messages)?)
+    }
+
+    fn publish(&self, events: &[(String, Value)]) -> Result<(), DispatchError> {
+        match &self.bus {
+            Some(bus) if !events.is_empty() => Ok(bus.emit(events)?),
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The contact port on DynamoDB: profiles, activity, engagement, inputs seen, and the sends a
+//! contact received (read from its enrollments).
+
+use relance_core::contact::{
+    ActivityEvent, Contact, Engagement, EngagementKind, History, SendMark,
+};
+use relance_core::engine::Enrollment;
+use relance_core::policy::Retained;
+use relance_core::ports::{ContactChange, ContactStore};
+
+use super::DynamoStore;
+use super::item::{Item, from_json, get_n, get_s, parse_ts, s, to_json};
+use crate::error::StoreError;
+use crate::keys;
+use chrono::{DateTime, Utc};
+
+/// How many of a contact's latest enrollments in a scenario `history` reads for its sends
+/// (frequency-cap windows are short; older ones cannot matter).
+const MAX_ENROLLMENTS_READ: usize = 5;
+
+impl ContactStore for DynamoStore {
+    type Error = StoreError;
+
+    fn contact(&mut self, id: &str) -> Result<Option<Contact>, StoreError> {
+        let Some(item) = self.get(&keys::contact(id), keys::PROFILE)? else {
+            return Ok(None);
+        };
+        let v: serde_json::Value = from_json("contact", get_s(&item, "doc").unwrap_or("null"))?;
+        Contact::from_stored(v)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                what: "contact",
+                why: e.to_string(),
+            })
+    }
+
+    fn put_contact(
+        &mut self,
+        contact: &Contact,
+        now: DateTime<Utc>,
+    ) -> Result<ContactChange, StoreError> {
+        let change = match self.contact(contact.id())? {
+            None => ContactChange::Added,
+            Some(c) if &c == contact => return Ok(ContactChange::Unchanged),
+            Some(_) => ContactChange::Modified,
+        };
+        let mut item = Item::new();
+        item.insert(keys::PK.into(), s(keys::contact(contact.id())));
+        item.insert(keys::SK.into(), s(keys::PROFILE));
+        item.insert("doc".into(), s(to_json(contact)));
+        item.insert("updated_at".into(), s(keys::text(now)));
+        self.put(item)?;
+        Ok(change)
+    }
+
+    fn contact_ids(&mut self) -> Result<Vec<String>, StoreError> {
+        let items = self.scan_all("sk = :p", &[(":p", "profile")], Some("pk"))?;
+        let mut ids: Vec<String> = items
+            .iter()
+            .filter_map(|i| {
+                get_s(i, keys::PK)
+                    .and_then(keys::contact_id)
+                    .map(str::to_string)
+            })
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    fn append_activity(&mut self, contact: &str, event: &ActivityEvent) -> Result<(), StoreError> {
+        let props = to_json(&event.properties);
+        let mut item = Item::new();
+        item.insert(keys::PK.into(), s(keys::contact(contact)));
+        item.insert(
+            keys::SK.into(),
+            s(keys::activity(event.at, &event.name, &props)),
+        );
+        item.insert("name".into(), s(&event.name));
+        item.insert("properties".into(), s(props));
+        item.insert("at".into(), s(keys::text(event.at)));
+        self.expire(&mut item, Retained::Activity, event.at);
+        self.put(item)
+    }
+
+    fn append_engagement(
+        &mut self,
+        contact: &str,
+        scenario: &str,
+        e: &Engagement,
+    ) -> Result<(), StoreError> {
+        let tags = to_json(&e.link_tags);
+        let mut item = Item::new();
+        item.insert(keys::PK.into(), s(keys::contact(contact)));
+        item.insert(
+            keys::SK.into(),
+            s(keys::engagement(
+                scenario,
+                e.at,
+                &[
+                    &e.step,
+                    e.kind.as_str(),
+                    e.url.as_deref().unwrap_or(""),
+                    &tags,
+                ],
+            )),
+        );
+        item.insert("step".into(), s(&e.step));
+        item.insert("kind".into(), s(e.kind.as_str()));
+        item.insert("at".into(), s(keys::text(e.at)));
+        if let Some(u) = &e.url {
+            item.insert("url".into(), s(u));
+        }
+        item.insert("link_tags".into(), s(tags));
+        self.expire(&mut item, Retained::Engagement, e.at);
+        self.put(item)
+    }
+
+    fn input_seen(&mut self, key: &str) -> Result<bool, StoreError> {
+        Ok(self.get(&keys::input(key), keys::INPUT)?.is_some())
+    }
+
+    fn record_input(&mut self, key: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut item = Item::new();
+        item.insert(keys::PK.into(), s(keys::input(key)));
+        item.insert(keys::SK.into(), s(keys::INPUT));
+        item.insert("at".into(), s(keys::text(now)));
+        // Conditional: the first record of a key stays; a repeat changes nothing.
+        self.put_new(item).map(|_| ())
+    }
+
+    fn history(&mut self, contact: &str, scenario: &str) -> Result<History, StoreError> {
+        let pk = keys::contact(contact);
+        let mut h = History::default();
+        for item in self.query(&self.config.state_table, &pk, keys::ACTIVITY_PREFIX)? {
+            h.events.push(ActivityEvent {
+                at: parse_ts(get_s(&item, "at").unwrap_or(""))?,
+                name: get_s(&item, "name").unwrap_or("").to_string(),
+                properties: from_json(
+                    "activity properties",
+                    get_s(&item, "properties").unwrap_or("{}"),
+                )?,
+            });
+        }
+        for item in self.query(
+            &self.config.state_table,
+            &pk,
+            &keys::engagement_prefix(scenario),
+        )? {
+            let kind = get_s(&item, "kind").unwrap_or("");
+            let kind = EngagementKind::ALL
+                .into_iter()
+                .find(|k| k.as_str() == kind)
+                .ok_or(StoreError::Corrupt {
+                    what: "engagement kind",
+                    why: kind.to_string(),
+                })?;
+            h.engagement.push(Engagement {
+                at: parse_ts(get_s(&item, "at").unwrap_or(""))?,
+                step: get_s(&item, "step").unwrap_or("").to_string(),
+                kind,
+                url: get_s(&item, "url").map(str::to_string),
+                link_tags: from_json("link tags", get_s(&item, "link_tags").unwrap_or("[]"))?,
+            });
+        }
+        // The scenario's earlier sends to the contact (for frequency caps) are in its
+        // enrollments' `sent` maps: no separate write per send.
+        h.sends = self.scenario_sends(contact, scenario)?;
+        h.events.sort_by_key(|e| e.at);
+        h.engagement.sort_by_key(|e| e.at);
+        Ok(h)
+    }
+
+    fn contact_sends(&mut self, contact: &str) -> Result<Vec<SendMark>, StoreError> {
+        let pk = keys::contact(contact);
+        let mut sends = Vec::new();
+        for item in self.query(&self.config.state_table, &pk, keys::ENTRY_PREFIX)? {
+            let scenario = get_s(&item, keys::SK)
+                .and_then(keys::entry_scenario)
+                .unwrap_or("")
+                .to_string();
+            sends.extend(self.scenario_sends(contact, &scenario)?);
+        }
+        sends.sort_by_key(|m| m.at);
+        Ok(sends)
+    }
+}
+
+impl DynamoStore {
+    /// Whose send an SMS message id was: (contact, scenario, step), as the SMS sender
+    /// recorded it for a week.
+    pub fn sms_send(
+        &self,
+        message_id: &str,
+    ) -> Result<Option<(String, String, String)>, StoreError> {
+        Ok(self
+            .get(&keys::sms(message_id), keys::SMS_SEND)?
+            .map(|item| {
+                let field = |k: &str| get_s(&item, k).unwrap_or("").to_string();
+                (field("contact"), field("scenario"), field("step"))
+            }))
+    }
+
+    /// One scenario's sends to a contact, from its latest enrollments' `sent` maps.
+    pub(super) fn scenario_sends(
+        &self,
+        contact: &str,
+        scenario: &str,
+    ) -> Result<Vec<SendMark>, StoreError> {
+        let pk = keys::contact(contact);
+        let entries = self
+            .get(&pk, &keys::entry(scenario))?
+            .and_then(|e| get_n(&e, "entries"))
+            .unwrap_or(0);
+        let mut sends = Vec::new();
+        for n in (1..=entries).rev().take(MAX_ENROLLMENTS_READ) {
+            if let Some(item) = self.get(
+                &keys::enrollment(&keys::enrollment_id(scenario, contact, n)),
+                keys::ENROLLMENT_STATE,
+            )? {
+                let e: Enrollment = from_json("enrollment", get_s(&item, "doc").unwrap_or("null"))?;
+                sends.extend(e.sent.values().map(|at| SendMark { at: *at }));
+            }
+        }
+        sends.sort_by_key(|m| m.at);
+        Ok(sends)
+    }
+}

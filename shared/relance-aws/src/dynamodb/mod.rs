@@ -1,0 +1,544 @@
+//! `DynamoStore`: every port on DynamoDB, two tables (state and timers; every key is built
+//! in [`crate::keys`], which lays them out). It only stores: a transition's sends and events
+//! are handed to the dispatch port ([`crate::dispatch`]) when the unit flushes.
+//!
+//! # Layout
+//! - `mod.rs`: the store, its unit of work, the commit point and the pending effects.
+//! - `item`: reading and writing attributes (instants, JSON, unreadable items).
+//! - `scenarios`, `contacts`, `enrollments`, `timers`, `journal`, `consent`: one port each.
+//!
+//! Instants that are compared or sorted are integers: `{due}` in a timer's sort key is 18
+//! fixed-width digits of microseconds since the epoch (`instant::to_key`), the `due` of a
+//! timer or inactivity check, a launch's `next_at` and the tick cursor's `cursor_min` are
+//! numbers (microseconds). Items written by earlier builds (RFC 3339 text) are still read, and
+//! a due item that does not read comes back as [`relance_core::ports::Due::Unreadable`], so
+//! the runtime moves it to the dead letters alone. Other instants (activity, journal, dead letters) stay RFC 3339 with
+//! microseconds: fixed width within 1970..9999, the only range inputs may have.
+//!
+//! There are no transactions: every write is idempotent (deterministic keys) or conditional.
+//! The enrollment is written first, conditionally on its version, carrying the transition's
+//! effects as `pending`; they are then applied and cleared. A crash in between is repaired the
+//! next time the enrollment is read.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType, TimeToLiveSpecification,
+};
+use chrono::{DateTime, Utc};
+use relance_core::contact::Contact;
+use relance_core::engine::{Effect, Enrollment, Transition};
+use relance_core::journal::Record;
+use relance_core::policy::{Retained, Retention};
+use relance_core::ports::{ContactStore, Store};
+use relance_core::scenario::Channel;
+use serde::{Deserialize, Serialize};
+
+use crate::bridge::Bridge;
+use crate::config::AwsConfig;
+use crate::dispatch::{AwsDispatch, Dispatch};
+use crate::error::{DispatchError, DynamoError, StoreError};
+use crate::eventbridge::EventBus;
+use crate::keys;
+use crate::sqs::{Outgoing, SqsQueues};
+
+mod consent;
+mod contacts;
+mod enrollments;
+mod item;
+mod journal;
+mod scenarios;
+mod timers;
+
+use item::{Item, dynamo, from_json, get_s, is_conditional, paged, s, to_json};
+
+/// Effects kept on an enrollment until they are applied.
+#[derive(Debug, Serialize, Deserialize)]
+struct Pending {
+    scenario: String,
+    at: DateTime<Utc>,
+    effects: Vec<Effect>,
+    contact: Option<Contact>,
+}
+
+/// The DynamoDB store.
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: Client,
+    config: AwsConfig,
+    bridge: Bridge,
+    /// Entry counts read in this unit, for the optimistic claim in `mark_entry`.
+    entries_seen: HashMap<(String, String), u32>,
+    /// Fault injection for tests: stop right after the commit point of the next transition.
+    crash_after_commit: bool,
+    /// Where sends, ends, goals and actions for other systems go, when configured.
+    dispatch: Option<Arc<dyn Dispatch>>,
+    /// Sends are recorded in the contacts' partitions instead (tests, benches): an explicit
+    /// choice, never a fallback, so an operating store without a dispatch refuses sends.
+    record_sends: bool,
+    /// Channel messages waiting for [`DynamoStore::flush`]: (channel, body).
+    deferred_messages: Vec<(Channel, String)>,
+    /// Journal items waiting for [`DynamoStore::flush`]; each says its transition is applied.
+    deferred_markers: Vec<Item>,
+    /// Flush at the end of every unit of work (off when a handler flushes once per batch).
+    auto_flush: bool,
+    /// A timer cursor is known to exist.
+    cursor_exists: bool,
+    /// The latest `now` the store's callers gave it (a transition, a tick, a write): a timer
+    /// due two minutes after it needs no cursor update (see `put_timer_item`). The store never
+    /// reads the clock.
+    now: Option<DateTime<Utc>>,
+    /// The policy's retention: activity, engagement and dead-letter items carry an
+    /// `expires_at` (the table's TTL attribute) when their kind has a period.
+    retention: Retention,
+}
+
+impl DynamoStore {
+    /// A store on these tables, running SDK calls on `bridge`.
+    pub fn new(client: Client, config: AwsConfig, bridge: Bridge) -> DynamoStore {
+        DynamoStore {
+            client,
+            config,
+            bridge,
+            entries_seen: HashMap::new(),
+            crash_after_commit: false,
+            dispatch: None,
+            record_sends: false,
+            deferred_messages: Vec::new(),
+            deferred_markers: Vec::new(),
+            auto_flush: true,
+            cursor_exists: false,
+            now: None,
+            retention: Retention::default(),
+        }
+    }
+
+    /// With `false`, channel messages and journal items wait for an explicit
+    /// [`DynamoStore::flush`] (a handler flushes once per batch, so sends are batched by ten).
+    pub fn set_auto_flush(&mut self, on: bool) {
+        self.auto_flush = on;
+    }
+
+    /// Hands the deferred channel messages to the dispatch port (ten per request, per
+    /// channel), then writes the deferred journal items. A transition counts as applied only
+    /// once its journal item is written, so a failure here leaves it to be re-applied when the
+    /// input is redelivered.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        let messages = std::mem::take(&mut self.deferred_messages);
+        if let Some(dispatch) = &self.dispatch {
+            let mut by_channel: BTreeMap<&'static str, (Channel, Vec<Outgoing>)> = BTreeMap::new();
+            for (channel, body) in messages {
+                let (_, list) = by_channel
+                    .entry(channel.as_str())
+                    .or_insert_with(|| (channel, Vec::new()));
+                list.push(Outgoing {
+                    id: format!("m{}", list.len()),
+                    body,
+                    delay_seconds: 0,
+                });
+            }
+            for (_, (channel, list)) in by_channel {
+                dispatch.to_channel(channel, &list)?;
+            }
+        }
+        for marker in std::mem::take(&mut self.deferred_markers) {
+            self.put(marker)?;
+        }
+        Ok(())
+    }
+
+    /// Sends, ends, goals and actions for other systems are handed to `dispatch`.
+    pub fn with_dispatch(mut self, dispatch: impl Dispatch + 'static) -> DynamoStore {
+        self.dispatch = Some(Arc::new(dispatch));
+        self
+    }
+
+    /// The dispatch port, when one is set.
+    pub fn dispatch(&self) -> Option<&dyn Dispatch> {
+        self.dispatch.as_deref()
+    }
+
+    /// The store the functions and the operating commands use: these tables, sends handed to
+    /// the channel queues the configuration names, and events emitted on its bus when it
+    /// names one. A transition whose send has no queue is refused (`NoChannelQueue`).
+    pub fn from_config(
+        sdk: &aws_config::SdkConfig,
+        config: AwsConfig,
+        bridge: Bridge,
+    ) -> DynamoStore {
+        let queues = SqsQueues::new(aws_sdk_sqs::Client::new(sdk), bridge.clone());
+        let mut dispatch = AwsDispatch::new(queues, config.queues.clone());
+        if let Some(bus) = config.event_bus.clone() {
+            dispatch = dispatch.with_bus(EventBus::new(
+                aws_sdk_eventbridge::Client::new(sdk),
+                bus,
+                bridge.clone(),
+            ));
+        }
+        DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), config, bridge).with_dispatch(dispatch)
+    }
+
+    /// Tests and benches: sends are recorded in the contacts' partitions (read by
+    /// [`DynamoStore::outbox`]) instead of being handed to queues. Never for operation: the
+    /// channels would not see them.
+    pub fn recording_sends(mut self) -> DynamoStore {
+        self.record_sends = true;
+        self
+    }
+
+    /// Whether a send on `channel` can be handed on: recorded (tests), or a dispatch port
+    /// with that channel's queue; else why not, naming the setting.
+    fn channel_ready(&self, channel: Channel) -> Result<(), StoreError> {
+        if self.record_sends {
+            return Ok(());
+        }
+        match &self.dispatch {
+            Some(dispatch) => Ok(dispatch.channel_ready(channel)?),
+            None => Err(DispatchError::NoChannelQueue {
+                var: crate::dispatch::channel_var(channel),
+                channel: channel.as_str(),
+            }
+            .into()),
+        }
+    }
+
+    /// Remembers the latest `now` a caller gave.
+    fn saw(&mut self, now: DateTime<Utc>) {
+        self.now = Some(self.now.map_or(now, |seen| seen.max(now)));
+    }
+
+    /// Tests: make the next transition stop right after its enrollment is written, as a crash
+    /// there would, leaving its effects pending.
+    pub fn crash_after_next_commit(&mut self) {
+        self.crash_after_commit = true;
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &AwsConfig {
+        &self.config
+    }
+
+    /// Creates both tables (on demand, TTL on timers) if they do not exist.
+    pub async fn create_tables(client: &Client, config: &AwsConfig) -> Result<(), DynamoError> {
+        for table in [&config.state_table, &config.timers_table] {
+            let created = client
+                .create_table()
+                .table_name(table)
+                .billing_mode(BillingMode::PayPerRequest)
+                .attribute_definitions(
+                    AttributeDefinition::builder()
+                        .attribute_name("pk")
+                        .attribute_type(ScalarAttributeType::S)
+                        .build()
+                        .map_err(|e| DynamoError::new("CreateTable", e.to_string()))?,
+                )
+                .attribute_definitions(
+                    AttributeDefinition::builder()
+                        .attribute_name("sk")
+                        .attribute_type(ScalarAttributeType::S)
+                        .build()
+                        .map_err(|e| DynamoError::new("CreateTable", e.to_string()))?,
+                )
+                .key_schema(
+                    KeySchemaElement::builder()
+                        .attribute_name("pk")
+                        .key_type(KeyType::Hash)
+                        .build()
+                        .map_err(|e| DynamoError::new("CreateTable", e.to_string()))?,
+                )
+                .key_schema(
+                    KeySchemaElement::builder()
+                        .attribute_name("sk")
+                        .key_type(KeyType::Range)
+                        .build()
+                        .map_err(|e| DynamoError::new("CreateTable", e.to_string()))?,
+                )
+                .send()
+                .await;
+            match created {
+                Ok(_) => {}
+                Err(e)
+                    if e.as_service_error().and_then(|s| s.code())
+                        == Some("ResourceInUseException") => {}
+                Err(e) => return Err(DynamoError::sdk("CreateTable")(e)),
+            }
+        }
+        let ttl = TimeToLiveSpecification::builder()
+            .enabled(true)
+            .attribute_name("expires_at")
+            .build()
+            .map_err(|e| DynamoError::new("CreateTable", e.to_string()))?;
+        let _ = client
+            .update_time_to_live()
+            .table_name(&config.timers_table)
+            .time_to_live_specification(ttl)
+            .send()
+            .await;
+        Ok(())
+    }
+
+    fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .bridge
+            .block(
+                self.client
+                    .get_item()
+                    .table_name(&self.config.state_table)
+                    .key(keys::PK, s(pk))
+                    .key(keys::SK, s(sk))
+                    .consistent_read(true)
+                    .send(),
+            )
+            .map_err(dynamo("GetItem"))?;
+        Ok(out.item)
+    }
+
+    fn put(&self, item: Item) -> Result<(), StoreError> {
+        self.bridge
+            .block(
+                self.client
+                    .put_item()
+                    .table_name(&self.config.state_table)
+                    .set_item(Some(item))
+                    .send(),
+            )
+            .map_err(dynamo("PutItem"))?;
+        Ok(())
+    }
+
+    /// Puts unless the key exists; true when written.
+    fn put_new(&self, item: Item) -> Result<bool, StoreError> {
+        let r = self.bridge.block(
+            self.client
+                .put_item()
+                .table_name(&self.config.state_table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(pk)")
+                .send(),
+        );
+        match r {
+            Ok(_) => Ok(true),
+            Err(e) if is_conditional(&e) => Ok(false),
+            Err(e) => Err(dynamo("PutItem")(e)),
+        }
+    }
+
+    fn delete(&self, table: &str, pk: &str, sk: &str) -> Result<(), StoreError> {
+        self.bridge
+            .block(
+                self.client
+                    .delete_item()
+                    .table_name(table)
+                    .key(keys::PK, s(pk))
+                    .key(keys::SK, s(sk))
+                    .send(),
+            )
+            .map_err(dynamo("DeleteItem"))?;
+        Ok(())
+    }
+
+    /// Every item a query returns, across pages.
+    fn query_all(
+        &self,
+        query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+    ) -> Result<Vec<Item>, StoreError> {
+        paged(|start| {
+            let page = self
+                .bridge
+                .block(query.clone().set_exclusive_start_key(start).send())
+                .map_err(dynamo("Query"))?;
+            Ok((page.items.unwrap_or_default(), page.last_evaluated_key))
+        })
+    }
+
+    /// Every item of the state table matching a filter, across pages (tests and audience listing).
+    fn scan_all(
+        &self,
+        filter: &str,
+        values: &[(&str, &str)],
+        projection: Option<&str>,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut scan = self
+            .client
+            .scan()
+            .table_name(&self.config.state_table)
+            .filter_expression(filter)
+            .set_projection_expression(projection.map(str::to_string));
+        for (k, v) in values {
+            scan = scan.expression_attribute_values(*k, s(*v));
+        }
+        paged(|start| {
+            let page = self
+                .bridge
+                .block(scan.clone().set_exclusive_start_key(start).send())
+                .map_err(dynamo("Scan"))?;
+            Ok((page.items.unwrap_or_default(), page.last_evaluated_key))
+        })
+    }
+
+    /// Every item of a partition whose sort key starts with `prefix`, in order.
+    fn query(&self, table: &str, pk: &str, prefix: &str) -> Result<Vec<Item>, StoreError> {
+        let q = self
+            .client
+            .query()
+            .table_name(table)
+            .expression_attribute_values(":pk", s(pk))
+            .consistent_read(true);
+        // DynamoDB refuses an empty prefix: no prefix means the whole partition.
+        let q = if prefix.is_empty() {
+            q.key_condition_expression("pk = :pk")
+        } else {
+            q.key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+                .expression_attribute_values(":p", s(prefix))
+        };
+        self.query_all(q)
+    }
+
+    fn apply_pending(
+        &mut self,
+        pending: &Pending,
+        enrollment: &Enrollment,
+    ) -> Result<(), StoreError> {
+        // Journal records go together in one item, written last (below).
+        for effect in pending
+            .effects
+            .iter()
+            .filter(|e| !matches!(e, Effect::Record(_)))
+        {
+            self.apply_effect(&pending.scenario, effect, pending.at)?;
+        }
+        if let Some(c) = &pending.contact {
+            self.put_contact(c, pending.at)?;
+        }
+        if let Some(dispatch) = &self.dispatch {
+            let events = crate::eventbridge::events_of(&pending.scenario, &pending.effects);
+            if !events.is_empty() {
+                dispatch.publish(&events)?;
+            }
+        }
+        // Last, the journal item: once written, it says every effect above is applied.
+        let records: Vec<&Record> = pending
+            .effects
+            .iter()
+            .filter_map(|e| {
+                if let Effect::Record(r) = e {
+                    Some(r)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let mut item = Item::new();
+        item.insert(keys::PK.into(), s(keys::journal(&pending.scenario)));
+        item.insert(keys::SK.into(), s(Self::journal_sk(pending, enrollment)));
+        item.insert("contact".into(), s(&enrollment.contact));
+        item.insert("records".into(), s(to_json(&records)));
+        self.deferred_markers.push(item);
+        if self.auto_flush {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Stamps the TTL attribute on an item of a kind the policy's retention limits.
+    fn expire(&self, item: &mut Item, kind: Retained, at: DateTime<Utc>) {
+        if let Some(period) = self.retention.period(kind) {
+            let expires = period.add_to(at, chrono_tz::Tz::UTC).timestamp();
+            item.insert("expires_at".into(), AttributeValue::N(expires.to_string()));
+        }
+    }
+
+    fn journal_sk(pending: &Pending, enrollment: &Enrollment) -> String {
+        keys::journal_transition(pending.at, &enrollment.id, enrollment.version)
+    }
+
+    /// The sends and actions in the outbox, in key order (tests and the dev runner).
+    pub fn outbox(&self) -> Result<Vec<serde_json::Value>, StoreError> {
+        // Sends live in the contacts' partitions (a scan is fine for tests and the dev runner);
+        // actions in the `outbox` partition.
+        let mut items = self.scan_all(
+            "begins_with(sk, :s) AND attribute_exists(payload)",
+            &[(":s", keys::SEND_PREFIX)],
+            None,
+        )?;
+        items.extend(self.query(&self.config.state_table, keys::OUTBOX, "")?);
+        let mut out: Vec<(String, serde_json::Value)> = items
+            .iter()
+            .map(|i| {
+                Ok((
+                    get_s(i, keys::SK).unwrap_or("").to_string(),
+                    from_json("outbox payload", get_s(i, "payload").unwrap_or("null"))?,
+                ))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out.into_iter().map(|(_, v)| v).collect())
+    }
+
+    /// The dead letters: (kind, payload, reason).
+    pub fn dead_letters(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        let items = self.query(&self.config.state_table, keys::DEAD, "")?;
+        Ok(items
+            .iter()
+            .map(|i| {
+                (
+                    get_s(i, "kind").unwrap_or("").into(),
+                    get_s(i, "payload").unwrap_or("").into(),
+                    get_s(i, "reason").unwrap_or("").into(),
+                )
+            })
+            .collect())
+    }
+}
+
+impl Store for DynamoStore {
+    type Fault = StoreError;
+
+    fn set_retention(&mut self, retention: &Retention) {
+        self.retention = retention.clone();
+    }
+
+    /// DynamoDB has no transaction here: the unit's writes are idempotent or conditional, and
+    /// `commit_transition` makes each transition whole (see the module docs).
+    fn atomically<T, E>(
+        &mut self,
+        work: impl FnOnce(&mut Self) -> Result<T, E>,
+    ) -> Result<Result<T, E>, StoreError> {
+        self.entries_seen.clear();
+        Ok(work(self))
+    }
+
+    fn commit_transition(
+        &mut self,
+        scenario: &str,
+        scenario_version: u32,
+        expected: Option<u64>,
+        t: &Transition,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.saw(now);
+        // Every send must have somewhere to go before the commit point: a transition journaled
+        // `sent` whose message no channel receives is what this refuses (issue 11, finding 4).
+        for effect in &t.effects {
+            if let Effect::Send(send) = effect {
+                self.channel_ready(send.channel)?;
+            }
+        }
+        let pending = Pending {
+            scenario: scenario.to_string(),
+            at: now,
+            effects: t.effects.clone(),
+            contact: t.contact.clone(),
+        };
+        // The commit point: the enrollment, conditionally on its version, with its effects.
+        self.write_enrollment(expected, scenario_version, &t.enrollment, Some(&pending))?;
+        if std::mem::take(&mut self.crash_after_commit) {
+            return Err(StoreError::Injected);
+        }
+        self.apply_pending(&pending, &t.enrollment)
+    }
+}

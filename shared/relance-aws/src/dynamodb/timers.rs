@@ -1,0 +1,470 @@
+//! The timer port on DynamoDB: timers and inactivity checks in the sharded timer table, the
+//! tick's cursor, launches; items of earlier builds re-keyed as they are read.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use relance_core::engine::Wake;
+use relance_core::ports::{
+    Due, InactivityCheck, LaunchTime, ScenarioStore, Status, TimerStore, UnreadableRow,
+};
+
+use super::DynamoStore;
+use super::item::{
+    Item, dynamo, from_json, get_s, is_conditional, micros, n, need_s, read_instant, s, unreadable,
+};
+use crate::error::StoreError;
+use crate::keys;
+
+impl DynamoStore {
+    fn active_scenarios(&mut self) -> Result<BTreeSet<String>, StoreError> {
+        Ok(self
+            .scenarios(Some(Status::Active))?
+            .into_iter()
+            .map(|s| s.id)
+            .collect())
+    }
+
+    /// Timer items of one bucket due at or before `now`, and those whose `due` does not read
+    /// (the caller dead-letters them). The whole minute is read and filtered here: sort keys
+    /// of earlier builds (RFC 3339 text) and of this one (digits) do not order together.
+    pub(super) fn query_bucket(
+        &self,
+        bucket: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Item>, StoreError> {
+        let items = self.query_all(
+            self.client
+                .query()
+                .table_name(&self.config.timers_table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(bucket))
+                .consistent_read(true),
+        )?;
+        Ok(items
+            .into_iter()
+            .filter(|i| {
+                read_instant(i, "due").is_ok_and(|d| d <= now) || read_instant(i, "due").is_err()
+            })
+            .collect())
+    }
+
+    pub(super) fn shard(&self, key: &str) -> u32 {
+        keys::shard(key, self.config.timer_shards)
+    }
+
+    pub(super) fn put_timer_item(
+        &mut self,
+        due: DateTime<Utc>,
+        sk: String,
+        shard_key: &str,
+        mut attrs: Item,
+    ) -> Result<(), StoreError> {
+        let bucket = keys::bucket(keys::minute(due), self.shard(shard_key));
+        attrs.insert(keys::PK.into(), s(bucket));
+        attrs.insert(keys::SK.into(), s(sk));
+        attrs.insert("due".into(), micros(due));
+        attrs.insert(
+            "expires_at".into(),
+            n(due
+                .checked_add_signed(TimeDelta::days(30))
+                .unwrap_or(due)
+                .timestamp()),
+        );
+        self.bridge
+            .block(
+                self.client
+                    .put_item()
+                    .table_name(&self.config.timers_table)
+                    .set_item(Some(attrs))
+                    .send(),
+            )
+            .map_err(dynamo("PutItem"))?;
+        // The tick starts from the earliest minute that may hold timers. The cursor never
+        // passes the minute of the tick's `now`, so a timer two minutes past the latest `now`
+        // this store was given needs no update once a cursor exists (one write less per
+        // timer); with no `now` yet, the cursor is updated.
+        if self.cursor_exists
+            && self
+                .now
+                .is_some_and(|now| keys::minute(due) >= keys::minute(now) + TimeDelta::minutes(2))
+        {
+            return Ok(());
+        }
+        // A number: DynamoDB compares it as one. (`cursor_at`, RFC 3339 text, is the cursor
+        // of earlier builds; `due_items` takes the earlier of the two until it moves on.)
+        let r = self.bridge.block(
+            self.client
+                .update_item()
+                .table_name(&self.config.state_table)
+                .key(keys::PK, s(keys::TICK))
+                .key(keys::SK, s(keys::CURSOR))
+                .update_expression("SET cursor_min = :m")
+                .condition_expression("attribute_not_exists(cursor_min) OR cursor_min > :m")
+                .expression_attribute_values(":m", micros(keys::minute(due)))
+                .send(),
+        );
+        match r {
+            Ok(_) => {
+                self.cursor_exists = true;
+                Ok(())
+            }
+            Err(e) if is_conditional(&e) => {
+                self.cursor_exists = true;
+                Ok(())
+            }
+            Err(e) => Err(dynamo("UpdateItem")(e)),
+        }
+    }
+
+    /// Due items of the timer table (timers and inactivity checks, and items whose `due` does
+    /// not read), advancing the cursor past minutes found empty.
+    pub(super) fn due_items(&self, now: DateTime<Utc>) -> Result<Vec<Item>, StoreError> {
+        let Some(item) = self.get(keys::TICK, keys::CURSOR)? else {
+            return Ok(Vec::new());
+        };
+        // The earlier of this build's cursor and an earlier build's, when both are there.
+        let ours = item
+            .contains_key("cursor_min")
+            .then(|| read_instant(&item, "cursor_min"));
+        let theirs = item
+            .contains_key("cursor_at")
+            .then(|| read_instant(&item, "cursor_at"));
+        let mut m = match (ours, theirs) {
+            (None, None) => return Ok(Vec::new()),
+            (Some(a), None) | (None, Some(a)) => a,
+            (Some(a), Some(b)) => a.and_then(|a| b.map(|b| a.min(b))),
+        }
+        .map_err(|why| StoreError::Corrupt {
+            what: "timer cursor",
+            why,
+        })?;
+        let start = m;
+        let last = keys::minute(now);
+        let mut items = Vec::new();
+        let mut first_busy: Option<DateTime<Utc>> = None;
+        while m <= last {
+            let mut found = false;
+            for shard in 0..self.config.timer_shards {
+                let got = self.query_bucket(&keys::bucket(m, shard), now)?;
+                found |= !got.is_empty();
+                items.extend(got);
+            }
+            if found && first_busy.is_none() {
+                first_busy = Some(m);
+            }
+            m += TimeDelta::minutes(1);
+        }
+        // Minutes before the first one still holding items are done: move the cursor on.
+        let new_cursor = first_busy.unwrap_or(last);
+        if new_cursor > start {
+            let mut update = self
+                .client
+                .update_item()
+                .table_name(&self.config.state_table)
+                .key(keys::PK, s(keys::TICK))
+                .key(keys::SK, s(keys::CURSOR))
+                .update_expression("SET cursor_min = :m REMOVE cursor_at")
+                .expression_attribute_values(":m", micros(new_cursor));
+            // Only if no timer moved the cursor back meanwhile.
+            update = match item.get("cursor_min") {
+                Some(old) => update
+                    .condition_expression("cursor_min = :old")
+                    .expression_attribute_values(":old", old.clone()),
+                None => update.condition_expression("attribute_not_exists(cursor_min)"),
+            };
+            let _ = self.bridge.block(update.send());
+        }
+        // Items an earlier build wrote (an RFC 3339 sort key) move to this build's key, so
+        // `cancel` and the consuming unit find them by it.
+        for item in &mut items {
+            self.rekey_legacy(item)?;
+        }
+        // Time order; an unreadable `due` last (the runtime dead-letters it).
+        items.sort_by_cached_key(|i| {
+            (
+                read_instant(i, "due").unwrap_or(DateTime::<Utc>::MAX_UTC),
+                get_s(i, keys::SK).unwrap_or("").to_string(),
+            )
+        });
+        Ok(items)
+    }
+
+    /// Rewrites a readable timer-table item whose sort key does not start with 18 digits
+    /// (RFC 3339 text, from an earlier build) under this build's key: a copy is written with
+    /// the digits and a numeric `due`, then the old item is deleted (a crash in between
+    /// leaves both: the copy fires, the old one is then stale and changes nothing).
+    pub(super) fn rekey_legacy(&self, item: &mut Item) -> Result<(), StoreError> {
+        let Some(sk) = get_s(item, keys::SK) else {
+            return Ok(());
+        };
+        let Ok(due) = read_instant(item, "due") else {
+            return Ok(());
+        };
+        let Some(new_sk) = keys::rekeyed_timer(sk, due) else {
+            return Ok(());
+        };
+        let old_sk = sk.to_string();
+        let mut copy = item.clone();
+        copy.insert(keys::SK.into(), s(new_sk));
+        copy.insert("due".into(), micros(due));
+        self.bridge
+            .block(
+                self.client
+                    .put_item()
+                    .table_name(&self.config.timers_table)
+                    .set_item(Some(copy.clone()))
+                    .send(),
+            )
+            .map_err(dynamo("PutItem"))?;
+        let pk = get_s(item, keys::PK).unwrap_or("").to_string();
+        self.delete(&self.config.timers_table, &pk, &old_sk)?;
+        *item = copy;
+        Ok(())
+    }
+}
+
+impl TimerStore for DynamoStore {
+    type Error = StoreError;
+
+    fn schedule(&mut self, w: &Wake) -> Result<(), StoreError> {
+        let mut attrs = Item::new();
+        attrs.insert("kind".into(), s("timer"));
+        attrs.insert("enrollment".into(), s(&w.enrollment));
+        attrs.insert("contact".into(), s(&w.contact));
+        attrs.insert("step".into(), s(&w.step));
+        self.put_timer_item(w.at, keys::timer(w), &w.enrollment, attrs)
+    }
+
+    fn cancel(&mut self, w: &Wake) -> Result<(), StoreError> {
+        let bucket = keys::bucket(keys::minute(w.at), self.shard(&w.enrollment));
+        self.delete(&self.config.timers_table.clone(), &bucket, &keys::timer(w))
+    }
+
+    fn due_timers(
+        &mut self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Due<Wake>>, StoreError> {
+        self.saw(now);
+        let active = self.active_scenarios()?;
+        let table = self.config.timers_table.clone();
+        let mut out = Vec::new();
+        for item in self.due_items(now)? {
+            if get_s(&item, "kind") != Some("timer") {
+                continue;
+            }
+            let read = || -> Result<Wake, String> {
+                Ok(Wake {
+                    at: read_instant(&item, "due")?,
+                    contact: need_s(&item, "contact")?,
+                    step: need_s(&item, "step")?,
+                    enrollment: need_s(&item, "enrollment")?,
+                })
+            };
+            match read() {
+                Ok(wake) => {
+                    // Enrollment ids start with their scenario id, which has no ':'.
+                    let scenario = wake.enrollment.split(':').next().unwrap_or("");
+                    if !active.contains(scenario) {
+                        continue;
+                    }
+                    out.push(Due::Ready(wake));
+                }
+                Err(why) => out.push(Due::Unreadable(unreadable("timer", &table, &item, why))),
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn set_inactivity(&mut self, check: &InactivityCheck) -> Result<(), StoreError> {
+        let pk = keys::contact(&check.contact);
+        let sk = keys::inactivity(&check.scenario);
+        if let Some(old) = self.get(&pk, &sk)?
+            && let Ok(due) = read_instant(&old, "due")
+        {
+            let old = InactivityCheck {
+                due,
+                ..check.clone()
+            };
+            self.remove_inactivity(&old)?;
+        }
+        let mut attrs = Item::new();
+        attrs.insert("kind".into(), s("inactivity"));
+        attrs.insert("scenario".into(), s(&check.scenario));
+        attrs.insert("contact".into(), s(&check.contact));
+        let key = keys::inactivity_shard_key(check);
+        self.put_timer_item(check.due, keys::inactivity_timer(check), &key, attrs)?;
+        let mut item = Item::new();
+        item.insert(keys::PK.into(), s(pk));
+        item.insert(keys::SK.into(), s(sk));
+        item.insert("due".into(), micros(check.due));
+        self.put(item)
+    }
+
+    fn clear_inactivity(&mut self, contact: &str, keep: &[String]) -> Result<(), StoreError> {
+        for item in self.query(
+            &self.config.state_table,
+            &keys::contact(contact),
+            keys::INACTIVITY_PREFIX,
+        )? {
+            let Some(scenario) = get_s(&item, keys::SK).and_then(keys::inactivity_scenario) else {
+                continue;
+            };
+            if keep.iter().any(|k| k == scenario) {
+                continue;
+            }
+            let due = read_instant(&item, "due").map_err(|why| StoreError::Corrupt {
+                what: "inactivity check",
+                why,
+            })?;
+            self.remove_inactivity(&InactivityCheck {
+                scenario: scenario.to_string(),
+                contact: contact.to_string(),
+                due,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn due_inactivity(
+        &mut self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Due<InactivityCheck>>, StoreError> {
+        self.saw(now);
+        let active = self.active_scenarios()?;
+        let table = self.config.timers_table.clone();
+        let mut out = Vec::new();
+        for item in self.due_items(now)? {
+            if get_s(&item, "kind") != Some("inactivity") {
+                continue;
+            }
+            let read = || -> Result<InactivityCheck, String> {
+                Ok(InactivityCheck {
+                    scenario: need_s(&item, "scenario")?,
+                    contact: need_s(&item, "contact")?,
+                    due: read_instant(&item, "due")?,
+                })
+            };
+            match read() {
+                Ok(check) if !active.contains(&check.scenario) => continue,
+                Ok(check) => out.push(Due::Ready(check)),
+                Err(why) => out.push(Due::Unreadable(unreadable(
+                    "inactivity",
+                    &table,
+                    &item,
+                    why,
+                ))),
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn remove_inactivity(&mut self, check: &InactivityCheck) -> Result<(), StoreError> {
+        let key = keys::inactivity_shard_key(check);
+        let bucket = keys::bucket(keys::minute(check.due), self.shard(&key));
+        let table = self.config.timers_table.clone();
+        self.delete(&table, &bucket, &keys::inactivity_timer(check))?;
+        // A check written by an earlier build has an RFC 3339 sort key.
+        self.delete(&table, &bucket, &keys::legacy_inactivity_timer(check))?;
+        let r = self.bridge.block(
+            self.client
+                .delete_item()
+                .table_name(&self.config.state_table)
+                .key(keys::PK, s(keys::contact(&check.contact)))
+                .key(keys::SK, s(keys::inactivity(&check.scenario)))
+                .condition_expression("due IN (:d, :t)")
+                .expression_attribute_values(":d", micros(check.due))
+                .expression_attribute_values(":t", s(keys::text(check.due)))
+                .send(),
+        );
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if is_conditional(&e) => Ok(()),
+            Err(e) => Err(dynamo("DeleteItem")(e)),
+        }
+    }
+
+    fn set_launch(
+        &mut self,
+        scenario: &str,
+        zone: &str,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        let sk = keys::launch(scenario, zone);
+        match at {
+            Some(at) => {
+                let mut item = Item::new();
+                item.insert(keys::PK.into(), s(keys::LAUNCH));
+                item.insert(keys::SK.into(), s(sk));
+                item.insert("scenario".into(), s(scenario));
+                item.insert("zone".into(), s(zone));
+                item.insert("next_at".into(), micros(at));
+                self.put(item)
+            }
+            None => {
+                let table = self.config.state_table.clone();
+                self.delete(&table, keys::LAUNCH, &sk)
+            }
+        }
+    }
+
+    fn due_launches(&mut self, now: DateTime<Utc>) -> Result<Vec<Due<LaunchTime>>, StoreError> {
+        self.saw(now);
+        let active = self.active_scenarios()?;
+        let table = self.config.state_table.clone();
+        let mut ready = Vec::new();
+        let mut out = Vec::new();
+        for item in self.query(&self.config.state_table, keys::LAUNCH, "")? {
+            let read = || -> Result<LaunchTime, String> {
+                Ok(LaunchTime {
+                    scenario: need_s(&item, "scenario")?,
+                    zone: need_s(&item, "zone")?,
+                    at: read_instant(&item, "next_at")?,
+                })
+            };
+            match read() {
+                Ok(l) if l.at <= now && active.contains(&l.scenario) => ready.push(l),
+                Ok(_) => {}
+                Err(why) => out.push(Due::Unreadable(unreadable("launch", &table, &item, why))),
+            }
+        }
+        ready.sort_by(|a, b| (a.at, &a.scenario, &a.zone).cmp(&(b.at, &b.scenario, &b.zone)));
+        out.splice(0..0, ready.into_iter().map(Due::Ready));
+        Ok(out)
+    }
+
+    fn remove_unreadable(&mut self, row: &UnreadableRow) -> Result<(), StoreError> {
+        let locator: serde_json::Value = from_json("unreadable row locator", &row.locator)?;
+        let (Some(table), Some(pk), Some(sk)) = (
+            locator["table"].as_str(),
+            locator["pk"].as_str(),
+            locator["sk"].as_str(),
+        ) else {
+            return Err(StoreError::Corrupt {
+                what: "unreadable row locator",
+                why: row.locator.clone(),
+            });
+        };
+        // Only the two tables this store owns.
+        if table != self.config.timers_table && table != self.config.state_table {
+            return Err(StoreError::Corrupt {
+                what: "unreadable row locator",
+                why: row.locator.clone(),
+            });
+        }
+        self.delete(table, pk, sk)
+    }
+
+    fn next_due(&mut self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        // The AWS tick runs on a schedule; there is nothing to sleep until.
+        Ok(None)
+    }
+}
