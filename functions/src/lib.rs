@@ -3,6 +3,16 @@
 //! before serving, and the runtime over DynamoDB (emitting on the bus when one is set).
 //! Each binary in `src/bin` is one function: about twenty lines around a handler of
 //! `relance_aws::handlers`.
+//!
+//! # Layout
+//! - this file: [`Function`], what every function builds once per container (the runtime
+//!   over DynamoDB, the dispatch port, the settings), logging and secrets.
+//! - [`permissions`]: re-exported from relance-aws: the IAM grants each function needs.
+//! - `src/bin/`: one binary per function: `trigger`, `tick`, `step-executor`, `launch`,
+//!   `email-sender`, `sms-sender`, `push-sender`, `web-push-sender`, `engagement`,
+//!   `unsubscribe`.
+//! - `tests/permissions.rs`: the SAM template's roles hold exactly the table's grants.
+//! - `benches/aws_timers.rs`: timers through the tick on the emulator.
 
 /// The table of calls each function makes, as IAM grants (kept beside the handlers that make
 /// them, in relance-aws).

@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`hostile`]: hostile instants and durations, refused where input enters (issue 11).
 //! - [`validation`]: one test per validation rule of DESIGN §3, and the shipped examples.
+//! - [`properties`]: calendar properties of the schedule functions (proptest).
 
 mod hostile;
+mod properties;
 mod validation;
