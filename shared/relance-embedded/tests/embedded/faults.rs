@@ -10,7 +10,7 @@
 //!
 //! Size: `RELANCE_FAULT_CONTACTS` (default 1,000, a few seconds in debug); the documented
 //! larger run is `RELANCE_FAULT_CONTACTS=10000 cargo test --release -p relance-embedded
-//! --test faults -- --nocapture`. `RELANCE_FAULT_SEED` changes the random choices.
+//! --test embedded faults:: -- --nocapture`. `RELANCE_FAULT_SEED` changes the random choices.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
