@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::support::{
-    at, create_queue, drain, emails_to, emulator, emulator_read, sample, sqs_event, verify_identity,
+    at, create_queue, drain, emails_to, emulator, emulator_read, sample, sqs_event,
+    unsubscribe_request, unsubscribe_token, verify_identity,
 };
 use aws_lambda_events::event::cloudwatch_logs::LogsEvent;
-use aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlRequest;
 use aws_lambda_events::event::sqs::SqsEvent;
 use relance_aws::bridge::Bridge;
 use relance_aws::channels::{SenderConfig, Senders};
@@ -627,23 +627,8 @@ fn one_click_unsubscribe_through_the_function_url() {
     );
     drain(config.queues.email.as_deref().unwrap_or(""));
     let secret = links().secret;
-    let token = |contact: &str| {
-        UnsubscribeClaim {
-            contact: contact.into(),
-            communication_type: "newsletter".into(),
-            scenario: "news".into(),
-            step: "first".into(),
-        }
-        .sign(&secret)
-        .unwrap_or_default()
-    };
-    let request = |method: &str, token: &str| {
-        let mut r: LambdaFunctionUrlRequest = sample("unsubscribe.url-post.json");
-        r.request_context.http.method = Some(method.into());
-        r.query_string_parameters
-            .insert("token".into(), token.into());
-        r
-    };
+    let token = |contact: &str| unsubscribe_token(&secret, contact);
+    let request = unsubscribe_request;
     let now = at("2026-12-01T11:00:00Z");
     let get = handlers::unsubscribe(&mut rt, Some(&secret), &request("GET", &token("ana")), now);
     assert_eq!(get.status_code, 200);

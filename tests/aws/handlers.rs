@@ -6,7 +6,6 @@
 use std::sync::Mutex;
 
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
-use aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlRequest;
 use aws_lambda_events::event::sqs::SqsEvent;
 use chrono::{DateTime, TimeDelta, Utc};
 use relance_aws::channels::{Outcome, SendError};
@@ -20,12 +19,11 @@ use relance_core::journal::RecordKind;
 use relance_core::ports::{ContactStore, JournalStore, SourceFormat, Status};
 use relance_core::render::Rendered;
 use relance_core::scenario::Channel;
-use relance_core::unsubscribe::UnsubscribeClaim;
 use relance_runtime::MemoryStore;
 use relance_runtime::runtime::Runtime;
 use serde_json::{Value, json};
 
-use crate::support::{at, sample, sqs_event};
+use crate::support::{at, sample, sqs_event, unsubscribe_request, unsubscribe_token};
 
 const WELCOME: &str = r#"
 id: aws-welcome
@@ -352,23 +350,8 @@ fn unsubscribe_shows_the_form_refuses_a_forged_token_and_unsubscribes_on_post() 
     let mut rt = runtime(NEWS, t0);
     add_contacts(&mut rt, 2, t0);
     let secret = b"an unsubscribe key of at least 32 bytes!".to_vec();
-    let token = |contact: &str| {
-        UnsubscribeClaim {
-            contact: contact.into(),
-            communication_type: "newsletter".into(),
-            scenario: "news".into(),
-            step: "first".into(),
-        }
-        .sign(&secret)
-        .unwrap_or_default()
-    };
-    let request = |method: &str, token: &str| {
-        let mut r: LambdaFunctionUrlRequest = sample("unsubscribe.url-post.json");
-        r.request_context.http.method = Some(method.into());
-        r.query_string_parameters
-            .insert("token".into(), token.into());
-        r
-    };
+    let token = |contact: &str| unsubscribe_token(&secret, contact);
+    let request = unsubscribe_request;
     let now = at("2026-12-01T11:00:00Z");
     let get = handlers::unsubscribe(&mut rt, Some(&secret), &request("GET", &token("c000")), now);
     assert_eq!(get.status_code, 200);

@@ -280,3 +280,29 @@ pub fn verify_identity(address: &str) {
         assert!(format!("{e:?}").contains("AlreadyExists"), "{e:?}");
     }
 }
+
+/// A signed one-click unsubscribe token for a contact of the `news` scenario's `first` send
+/// (newsletter), as the email's link carries it.
+pub fn unsubscribe_token(secret: &[u8], contact: &str) -> String {
+    relance_core::unsubscribe::UnsubscribeClaim {
+        contact: contact.into(),
+        communication_type: "newsletter".into(),
+        scenario: "news".into(),
+        step: "first".into(),
+    }
+    .sign(secret)
+    .unwrap_or_default()
+}
+
+/// The unsubscribe function URL's request (the `events/` sample) with this method and token.
+pub fn unsubscribe_request(
+    method: &str,
+    token: &str,
+) -> aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlRequest {
+    let mut r: aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlRequest =
+        sample("unsubscribe.url-post.json");
+    r.request_context.http.method = Some(method.into());
+    r.query_string_parameters
+        .insert("token".into(), token.into());
+    r
+}
