@@ -11,7 +11,7 @@
 //! | scenario registry | `registry` | `scenario#{id}` |
 //! | setting | `settings` | `{name}` |
 //! | contact | `contact#{id}` | `profile` |
-//! | activity / engagement / recorded send | `contact#{id}` | `a#…` / `e#{scenario}#…` / `s#{scenario}#…` |
+//! | activity / engagement / recorded send | `contact#{id}` | `a#…` / `e#{scenario}#…` / `s#{scenario}#{idempotency key}` |
 //! | entry mark and running lock | `contact#{id}` | `entry#{scenario}` |
 //! | pending inactivity check | `contact#{id}` | `inactivity#{scenario}` |
 //! | consent event (append-only) | `contact#{id}` | `consent#{at µs, 18 digits}#{hash}` |
@@ -126,9 +126,10 @@ pub fn engagement(scenario: &str, at: DateTime<Utc>, parts: &[&str]) -> String {
 /// The prefix of the sends recorded in contacts' partitions (tests and benches).
 pub const SEND_PREFIX: &str = "s#";
 
-/// The sort key of a send recorded in the contact's partition.
-pub fn recorded_send(scenario: &str, at: DateTime<Utc>, idempotency_key: &str) -> String {
-    format!("s#{scenario}#{}#{idempotency_key}", text(at))
+/// The sort key of a send recorded in the contact's partition: one per idempotency key, as
+/// the senders' claim keeps a send single on AWS (its instant is an attribute).
+pub fn recorded_send(scenario: &str, idempotency_key: &str) -> String {
+    format!("s#{scenario}#{idempotency_key}")
 }
 
 /// The prefix of a contact's entry marks.
@@ -350,10 +351,7 @@ mod tests {
             journal_transition(t, "welcome:ana:2", 4),
             "2026-12-01T09:00:00.500000Z#welcome:ana:2#4"
         );
-        assert_eq!(
-            recorded_send("welcome", t, "k"),
-            "s#welcome#2026-12-01T09:00:00.500000Z#k"
-        );
+        assert_eq!(recorded_send("welcome", "k"), "s#welcome#k");
         assert_eq!(launch("welcome", "Europe/Paris"), "welcome#Europe/Paris");
         assert_eq!(bucket(minute(t), 2), "2026-12-01T09:00#2");
         assert_eq!(input("k"), "input#k");
