@@ -4,7 +4,7 @@
 //!
 //! The suite drives the stores the way the runtime does: an entry reads the running
 //! enrollment and the entry mark, records the entry and commits the entering transition in
-//! one unit of work ([`enter`]); sends come with the transition that made them
+//! one unit of work; sends come with the transition that made them
 //! (`commit_transition`). [`all`] runs every contract that holds for every store, DynamoDB
 //! included. Two groups ask more, of the stores that can give it: [`transactional`] (units of
 //! work are transactions, the running lock is checked when an enrollment is saved, purge
