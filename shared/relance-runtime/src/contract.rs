@@ -30,7 +30,7 @@ use relance_core::render::Rendered;
 use relance_core::scenario::Channel;
 
 fn t0() -> DateTime<Utc> {
-    DateTime::from_timestamp(1_796_112_000, 0).unwrap_or_default() // 2026-12-01T00:00:00Z
+    DateTime::from_timestamp(1_796_112_000, 0).unwrap_or_default() // 2026-12-01T08:00:00Z
 }
 
 fn at(minutes: i64) -> DateTime<Utc> {
@@ -749,12 +749,32 @@ where
         3,
         "the consent log is never purged"
     );
-    assert!(ok("consent_trail", store.consent_trail("bob")).is_empty());
+    assert!(ok("consent_trail", store.consent_trail("cy")).is_empty());
     let state = ok("consent_state", store.consent_state("ada"));
     assert_eq!(
         state,
         relance_core::consent::Derived::from_trail(&got),
         "the state is the trail's"
+    );
+    // The same two events of one instant, appended the other way round for bob: each trail
+    // keeps its own append order (the later event decides the state), whatever keys they
+    // have.
+    let bob = [trail[2].clone(), trail[0].clone()].map(|e| ConsentEvent {
+        contact: "bob".into(),
+        ..e
+    });
+    for e in &bob {
+        ok("append_consent", store.append_consent(e));
+    }
+    assert_eq!(
+        ok("consent_trail", store.consent_trail("bob")),
+        bob,
+        "one instant: as appended"
+    );
+    assert_ne!(
+        ok("consent_state", store.consent_state("bob")),
+        state,
+        "the order decides the state"
     );
 }
 
