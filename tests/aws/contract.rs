@@ -1,15 +1,17 @@
 //! The port contract suite (`relance_runtime::contract`) on `DynamoStore`, each contract on
-//! fresh tables. DynamoDB's units of work are not transactions (`contract::transactional` is
-//! not run), and these contracts do not hold on it yet, each for a design choice of the AWS
-//! store that the suite does not allow for (to reconcile, issue 12):
-//! - `due_order`, `launches`, `inactivity_checks`, `paused_scenarios_hold_their_due_items`:
-//!   `next_due` is always none (the AWS tick runs on a schedule, nothing sleeps until it);
-//! - `entry_marks`, `one_running_enrollment`: `mark_entry` is an optimistic claim on the
-//!   count read by `entry_mark` in the same unit, and the running lock lives on that mark;
-//! - `outbox_once_per_key`: a contact's sends are read from its enrollments' `sent` maps, not
-//!   from the recorded sends;
-//! - `contacts_and_history`: activity at one instant comes back in key (hash) order, not in
-//!   the order appended.
+//! fresh tables: every contract of `contract::all`, driven as the runtime drives a store.
+//! Where DynamoDB differs from the transactional stores, the port's contract says what holds
+//! on both (`relance_core::ports`):
+//! - its units of work are not transactions (`contract::transactional` is not run): every
+//!   write is idempotent or conditional, a transition is whole once its enrollment is written
+//!   (its effects ride on it until applied, and a crash is repaired when it is next read), and
+//!   the running lock is held by the conditional entry claim, not checked at the save;
+//! - `next_due` cannot tell (the AWS tick runs on a schedule), so it answers None and
+//!   `contract::next_due_exact` is not run; due order is tested on the due reads themselves;
+//! - a contact's sends are read from its enrollments' `sent` maps, so they count once
+//!   committed with their enrollment (the suite commits them so);
+//! - activity (and engagement) of one instant comes back in key order: the order within an
+//!   instant is unspecified.
 
 use relance_aws::bridge::Bridge;
 use relance_aws::config::AwsConfig;
@@ -49,9 +51,34 @@ macro_rules! contracts {
 
 contracts!(
     scenario_versions,
+    contacts_and_history,
     conditional_saves,
+    one_running_enrollment,
+    entry_marks,
+    due_order,
     timer_fires_once,
+    paused_scenarios_hold_their_due_items,
+    inactivity_checks,
+    launches,
     input_keys,
     consent_log,
     journal_in_order,
 );
+
+/// `outbox_once_per_key`, and the recorded outbox (the sends the channels would get) holds
+/// the send once.
+#[test]
+fn outbox_once_per_key() {
+    if crate::support::offline() {
+        return;
+    }
+    let store = fresh("outbox_once_per_key");
+    contract::outbox_once_per_key(store.clone());
+    let sends: Vec<_> = store
+        .outbox()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .filter(|m| m["kind"] == "send")
+        .collect();
+    assert_eq!(sends.len(), 1, "one recorded send per key: {sends:?}");
+}

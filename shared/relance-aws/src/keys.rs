@@ -11,10 +11,10 @@
 //! | scenario registry | `registry` | `scenario#{id}` |
 //! | setting | `settings` | `{name}` |
 //! | contact | `contact#{id}` | `profile` |
-//! | activity / engagement / recorded send | `contact#{id}` | `a#…` / `e#{scenario}#…` / `s#{scenario}#…` |
+//! | activity / engagement / recorded send | `contact#{id}` | `a#…` / `e#{scenario}#…` / `s#{scenario}#{idempotency key}` |
 //! | entry mark and running lock | `contact#{id}` | `entry#{scenario}` |
 //! | pending inactivity check | `contact#{id}` | `inactivity#{scenario}` |
-//! | consent event (append-only) | `contact#{id}` | `consent#{at µs, 18 digits}#{hash}` |
+//! | consent event (append-only) | `contact#{id}` | `consent#{at µs, 18 digits}#{place, 6 digits}#{hash}` |
 //! | input seen | `input#{key}` | `input` |
 //! | enrollment | `enrollment#{id}` | `state` |
 //! | journal record | `journal#{scenario}` | `{at}#{enrollment}#{hash}` |
@@ -126,9 +126,10 @@ pub fn engagement(scenario: &str, at: DateTime<Utc>, parts: &[&str]) -> String {
 /// The prefix of the sends recorded in contacts' partitions (tests and benches).
 pub const SEND_PREFIX: &str = "s#";
 
-/// The sort key of a send recorded in the contact's partition.
-pub fn recorded_send(scenario: &str, at: DateTime<Utc>, idempotency_key: &str) -> String {
-    format!("s#{scenario}#{}#{idempotency_key}", text(at))
+/// The sort key of a send recorded in the contact's partition: one per idempotency key, as
+/// the senders' claim keeps a send single on AWS (its instant is an attribute).
+pub fn recorded_send(scenario: &str, idempotency_key: &str) -> String {
+    format!("s#{scenario}#{idempotency_key}")
 }
 
 /// The prefix of a contact's entry marks.
@@ -160,9 +161,23 @@ pub fn inactivity_scenario(sk: &str) -> Option<&str> {
 /// The prefix of a contact's consent log.
 pub const CONSENT_PREFIX: &str = "consent#";
 
-/// The sort key of a consent event (`parts` identify it within its instant).
-pub fn consent(at: DateTime<Utc>, parts: &[&str]) -> String {
-    format!("consent#{}#{}", instant::to_key(at), hash(parts))
+/// The prefix of a contact's consent events at one instant.
+pub fn consent_instant(at: DateTime<Utc>) -> String {
+    format!("consent#{}#", instant::to_key(at))
+}
+
+/// The sort key of a consent event: its instant, its place among the events of that instant
+/// (so the log reads back in the order appended: the later event decides the state) and the
+/// [`hash`] of what identifies it (a redone append finds it by that). Earlier builds wrote no
+/// place (`consent#{at}#{hash}`); such a key still reads, in key order within its instant.
+pub fn consent(at: DateTime<Utc>, place: usize, hash: &str) -> String {
+    format!("consent#{}#{place:06}#{hash}", instant::to_key(at))
+}
+
+/// The hash ending a consent event's sort key, of either shape.
+pub fn consent_hash(sk: &str) -> Option<&str> {
+    sk.strip_prefix(CONSENT_PREFIX)
+        .and_then(|rest| rest.rsplit('#').next())
 }
 
 /// An input's partition (its sort key is [`INPUT`]).
@@ -342,6 +357,12 @@ mod tests {
         assert_eq!(contact_id("contact#ana"), Some("ana"));
         assert_eq!(entry("welcome"), "entry#welcome");
         assert_eq!(inactivity("welcome"), "inactivity#welcome");
+        let (place, h) = (consent(t, 2, "00ff"), "00ff");
+        assert_eq!(place, "consent#001796115600500000#000002#00ff");
+        assert!(place.starts_with(&consent_instant(t)));
+        assert_eq!(consent_hash(&place), Some(h));
+        // An earlier build's key: no place.
+        assert_eq!(consent_hash("consent#001796115600500000#00ff"), Some(h));
         assert_eq!(enrollment_id("welcome", "ana", 2), "welcome:ana:2");
         assert_eq!(enrollment_scenario("welcome:ana:2"), "welcome");
         assert_eq!(enrollment("welcome:ana:2"), "enrollment#welcome:ana:2");
@@ -350,10 +371,7 @@ mod tests {
             journal_transition(t, "welcome:ana:2", 4),
             "2026-12-01T09:00:00.500000Z#welcome:ana:2#4"
         );
-        assert_eq!(
-            recorded_send("welcome", t, "k"),
-            "s#welcome#2026-12-01T09:00:00.500000Z#k"
-        );
+        assert_eq!(recorded_send("welcome", "k"), "s#welcome#k");
         assert_eq!(launch("welcome", "Europe/Paris"), "welcome#Europe/Paris");
         assert_eq!(bucket(minute(t), 2), "2026-12-01T09:00#2");
         assert_eq!(input("k"), "input#k");

@@ -218,7 +218,16 @@ pub trait ScenarioStore {
 ///
 /// # Contract
 /// `history` returns the contact's activity, its engagement with `scenario`'s sends and
-/// `scenario`'s sends to it, oldest first.
+/// `scenario`'s sends to it, oldest first. Within one instant the order is unspecified (a
+/// store may keep key order, DynamoDB does): the engine only asks whether a matching event or
+/// engagement exists in a window, and counts sends in one. An event equal to one already
+/// stored at the same instant may be kept once (DynamoDB keys it by its hash).
+///
+/// The sends are those committed with the contact's enrollments (`Store::commit_transition`,
+/// after an entry recorded by `mark_entry`), one per idempotency key. A store may read them
+/// from the enrollments' `sent` maps rather than from its outbox (DynamoDB, which reads the
+/// latest five enrollments of a scenario: frequency caps look back over short windows), so a
+/// send queued with no enrollment behind it need not count.
 pub trait ContactStore {
     /// Storage failure.
     type Error;
@@ -256,7 +265,16 @@ pub trait ContactStore {
 /// # Contract
 /// `save_enrollment` writes only if the stored version equals `expected` (None: no such
 /// enrollment yet) and fails with a conflict otherwise, so a duplicated or stale input never
-/// advances an enrollment twice. At most one running enrollment per (scenario, contact).
+/// advances an enrollment twice.
+///
+/// At most one running enrollment per (scenario, contact), for entries made as the runtime
+/// makes them: in one unit of work, read `running_enrollment` (one runs: no entry) and
+/// `entry_mark`, then `mark_entry` and save the new enrollment (numbered after the mark).
+/// `mark_entry` records the entry on the mark this unit read: if another entry was recorded
+/// since, it fails with a conflict (DynamoDB: a conditional claim on the count, which also
+/// holds the running lock), so of two concurrent entries one enters and the other, retried,
+/// sees it running. A transactional store also refuses the save of a second running
+/// enrollment (memory, SQLite).
 pub trait EnrollmentStore {
     /// Storage failure (including a version conflict).
     type Error;
@@ -275,13 +293,14 @@ pub trait EnrollmentStore {
         scenario_version: u32,
         enrollment: &Enrollment,
     ) -> Result<(), Self::Error>;
-    /// The once_per mark.
+    /// The once_per mark (read first in the unit that may record an entry).
     fn entry_mark(
         &mut self,
         scenario: &str,
         contact: &str,
     ) -> Result<Option<EntryMark>, Self::Error>;
-    /// Records an entry.
+    /// Records an entry on the mark read by `entry_mark` in this unit of work; a conflict when
+    /// another entry was recorded since.
     fn mark_entry(
         &mut self,
         scenario: &str,
@@ -362,16 +381,23 @@ pub trait TimerStore {
     /// Deletes a row that did not read (the runtime keeps it as a dead letter in the same
     /// unit of work). Idempotent.
     fn remove_unreadable(&mut self, row: &UnreadableRow) -> Result<(), Self::Error>;
-    /// The earliest pending item of any kind, for the runner's sleep (an unreadable row
-    /// counts as due now, so the next tick moves it to the dead letters).
+    /// When the runner may next find something due, for its sleep. `Some(t)`: a timer,
+    /// inactivity check or launch of an active scenario is pending and none is due before `t`
+    /// (an unreadable row counts as due now, so the next tick moves it to the dead letters).
+    /// `None`: nothing is pending, or the store cannot tell (DynamoDB: the AWS tick runs on a
+    /// schedule); the callers of such a store tick on a schedule instead of sleeping until a
+    /// time. A store that tells (memory, SQLite) gives the earliest pending item's due time,
+    /// which the embedded runner and `relance simulate` need.
     fn next_due(&mut self) -> Result<Option<DateTime<Utc>>, Self::Error>;
 }
 
 /// The journal and the outbox.
 ///
 /// # Contract
-/// `outbox_send` stores a send at most once per idempotency key; a second call with the same
-/// key changes nothing.
+/// A send goes out at most once per idempotency key: a second `outbox_send` with the same key
+/// (a unit of work redone after a crash, a step sent again) changes nothing. A store keeps the
+/// first (memory, SQLite, DynamoDB recording sends), or hands each on to its channel queue,
+/// where the sender's claim on the key keeps the first (DynamoDB in operation).
 pub trait JournalStore {
     /// Storage failure.
     type Error;
@@ -509,6 +535,12 @@ pub trait Store:
     /// Runs `work` as one unit: all of its writes happen, or none. The unit commits when
     /// `work` returns `Ok` and is rolled back when it returns `Err` (that error is handed back
     /// inside `Ok`); the outer `Err` is a failure to begin or commit.
+    ///
+    /// A store without transactions (DynamoDB) runs `work` as is and guarantees less: every
+    /// write is idempotent (a deterministic key) or conditional (an enrollment on its version,
+    /// an entry on the mark read in the unit), and `commit_transition` makes each transition
+    /// whole; a unit that fails midway leaves the writes before the failure, which the input's
+    /// redelivery redoes without doubling.
     fn atomically<T, E>(
         &mut self,
         work: impl FnOnce(&mut Self) -> Result<T, E>,

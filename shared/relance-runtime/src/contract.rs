@@ -2,11 +2,17 @@
 //! over a factory of empty stores, so every store (memory, SQLite, DynamoDB) is held to the
 //! same rules. Each function panics on the first broken rule, naming it.
 //!
-//! The functions are synchronous like the ports. A store that bridges to async code on a
-//! multi-threaded tokio runtime (DynamoDB) is tested from a
-//! `#[tokio::test(flavor = "multi_thread")]`. The factory gives a store no other test
-//! writes to (a fresh database, or fresh table names). [`transactional`] holds only for
-//! stores whose units of work are transactions (not DynamoDB's); [`all`] runs the others.
+//! The suite drives the stores the way the runtime does: an entry reads the running
+//! enrollment and the entry mark, records the entry and commits the entering transition in
+//! one unit of work; sends come with the transition that made them
+//! (`commit_transition`). [`all`] runs every contract that holds for every store, DynamoDB
+//! included. Two groups ask more, of the stores that can give it: [`transactional`] (units of
+//! work are transactions, the running lock is checked when an enrollment is saved, purge
+//! deletes: memory, SQLite) and [`next_due_exact`] (`next_due` is the earliest pending item,
+//! for a runner that sleeps until it: memory, SQLite).
+//!
+//! The functions are synchronous like the ports. The factory gives a store no other test
+//! writes to (a fresh database, or fresh table names).
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -14,7 +20,9 @@ use std::fmt::Debug;
 use chrono::{DateTime, TimeDelta, Utc};
 use relance_core::consent::{ConsentEvent, ConsentState};
 use relance_core::contact::{ActivityEvent, Contact, Engagement, EngagementKind};
-use relance_core::engine::{Enrollment, EnrollmentState, Hold, Recipient, Send, Wake};
+use relance_core::engine::{
+    Effect, Enrollment, EnrollmentState, Hold, Recipient, Send, Transition, Wake,
+};
 use relance_core::journal::{Record, RecordKind};
 use relance_core::policy::Retained;
 use relance_core::ports::{ContactChange, Due, InactivityCheck, SourceFormat, Status, Store};
@@ -22,7 +30,7 @@ use relance_core::render::Rendered;
 use relance_core::scenario::Channel;
 
 fn t0() -> DateTime<Utc> {
-    DateTime::from_timestamp(1_796_112_000, 0).unwrap_or_default() // 2026-12-01T00:00:00Z
+    DateTime::from_timestamp(1_796_112_000, 0).unwrap_or_default() // 2026-12-01T08:00:00Z
 }
 
 fn at(minutes: i64) -> DateTime<Utc> {
@@ -109,6 +117,79 @@ fn send(e: &Enrollment, step: &str) -> Send {
     }
 }
 
+/// Enters `contact` in `scenario` at `now` as the runtime does, in one unit of work: reads the
+/// running enrollment (one runs: no entry, None, as the engine answers `already_running`) and
+/// the entry mark, records the entry, then commits the entering transition, whose enrollment
+/// is numbered after the mark and sends `steps` (each in its `sent` map and as a send
+/// effect).
+fn enter<S: Store>(
+    store: &mut S,
+    scenario: &str,
+    contact: &str,
+    now: DateTime<Utc>,
+    steps: &[&str],
+) -> Option<Enrollment>
+where
+    S::Fault: Debug,
+{
+    let unit = store.atomically(|s| -> Result<Option<Enrollment>, S::Fault> {
+        if s.running_enrollment(scenario, contact)?.is_some() {
+            return Ok(None);
+        }
+        let n = s
+            .entry_mark(scenario, contact)?
+            .map_or(1, |m| m.entries + 1);
+        let mut e = enrollment(scenario, contact, n, 0);
+        e.entered_at = now;
+        let mut effects = Vec::new();
+        for step in steps {
+            e.sent.insert((*step).to_string(), now);
+            effects.push(Effect::Send(send(&e, step)));
+        }
+        s.mark_entry(scenario, contact, now)?;
+        let t = Transition {
+            enrollment: e.clone(),
+            contact: None,
+            effects,
+        };
+        s.commit_transition(scenario, 1, None, &t, now)?;
+        Ok(Some(e))
+    });
+    ok("enter", ok("atomically", unit))
+}
+
+/// Ends a running enrollment as the runtime does: a transition committed on its version.
+fn end<S: Store>(store: &mut S, e: &Enrollment)
+where
+    S::Fault: Debug,
+{
+    let t = Transition {
+        enrollment: ended(e.clone()),
+        contact: None,
+        effects: Vec::new(),
+    };
+    let unit =
+        store.atomically(|s| s.commit_transition(&e.scenario, 1, Some(e.version), &t, at(1)));
+    ok("end", ok("atomically", unit));
+}
+
+/// Checks `next_due` against the earliest pending item (None: nothing pending): a store
+/// answers None, or a time no later than that item, and never a time when nothing is
+/// pending.
+fn next_due_bound<S: Store>(store: &mut S, earliest: Option<DateTime<Utc>>, what: &str)
+where
+    S::Fault: Debug,
+{
+    match (ok("next_due", store.next_due()), earliest) {
+        (None, _) => {}
+        (Some(t), Some(e)) => assert!(
+            t <= e,
+            "{what}: next_due says {t}, after the earliest pending item ({e})"
+        ),
+        (Some(t), None) => panic!("{what}: next_due says {t} with nothing pending"),
+    }
+}
+
 /// Runs every contract that holds for every store.
 pub fn all<S: Store>(mut new: impl FnMut() -> S)
 where
@@ -191,12 +272,15 @@ where
     );
 }
 
-/// A contact write says how it changed; history is oldest first, engagement and sends per
-/// scenario.
+/// A contact write says how it changed; history is oldest first (in no particular order
+/// within one instant), engagement and sends per scenario, the sends those committed with
+/// the contact's enrollments.
 pub fn contacts_and_history<S: Store>(mut store: S)
 where
     S::Fault: Debug,
 {
+    scenario(&mut store, "welcome", Status::Active);
+    scenario(&mut store, "other", Status::Active);
     let mut ada = Contact::bare("ada");
     assert_eq!(
         ok("put_contact", store.put_contact(&ada, t0())),
@@ -252,22 +336,21 @@ where
         "append_engagement",
         store.append_engagement("ada", "other", &engagement(1, "x")),
     );
-    let e = enrollment("welcome", "ada", 1, 0);
-    ok(
-        "outbox_send",
-        store.outbox_send("welcome", &send(&e, "first"), at(4)),
-    );
-    let o = enrollment("other", "ada", 1, 0);
-    ok(
-        "outbox_send",
-        store.outbox_send("other", &send(&o, "first"), at(2)),
-    );
+    enter(&mut store, "welcome", "ada", at(4), &["first"]).expect("nothing runs");
+    enter(&mut store, "other", "ada", at(2), &["first"]).expect("nothing runs");
     let h = ok("history", store.history("ada", "welcome"));
     let names: Vec<&str> = h.events.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names[0], "earlier", "activity oldest first");
+    let mut same_instant = names[1..].to_vec();
+    same_instant.sort_unstable();
     assert_eq!(
-        names,
-        ["earlier", "later", "later-again"],
-        "activity oldest first, then as appended"
+        same_instant,
+        ["later", "later-again"],
+        "every event of one instant, in any order"
+    );
+    assert!(
+        h.events.windows(2).all(|w| w[0].at <= w[1].at),
+        "activity oldest first"
     );
     let steps: Vec<&str> = h.engagement.iter().map(|e| e.step.as_str()).collect();
     assert_eq!(
@@ -321,26 +404,28 @@ where
     assert!(ok("enrollment", store.enrollment(&missing.id)).is_none());
 }
 
-/// At most one running enrollment per (scenario, contact).
+/// At most one running enrollment per (scenario, contact): an entry made as the runtime makes
+/// it sees the running one (and does not enter), and the next entry after its end runs.
 pub fn one_running_enrollment<S: Store>(mut store: S)
 where
     S::Fault: Debug,
 {
     scenario(&mut store, "welcome", Status::Active);
-    let first = enrollment("welcome", "ada", 1, 0);
-    ok("save_enrollment", store.save_enrollment(None, 1, &first));
+    let first = enter(&mut store, "welcome", "ada", at(0), &[]).expect("nothing runs: entered");
     let running = ok(
         "running_enrollment",
         store.running_enrollment("welcome", "ada"),
     );
-    assert_eq!(running.map(|(e, _)| e.id), Some(first.id.clone()));
-    let second = enrollment("welcome", "ada", 2, 0);
-    assert!(
-        store.save_enrollment(None, 1, &second).is_err(),
-        "a second running enrollment is refused"
+    assert_eq!(
+        running.map(|(e, v)| (e.id, v)),
+        Some((first.id.clone(), 1)),
+        "the entered enrollment runs, on its scenario version"
     );
-    let done = ended(first.clone());
-    ok("save_enrollment", store.save_enrollment(Some(0), 1, &done));
+    assert!(
+        enter(&mut store, "welcome", "ada", at(1), &[]).is_none(),
+        "a second entry sees the running enrollment"
+    );
+    end(&mut store, &first);
     assert!(
         ok(
             "running_enrollment",
@@ -349,7 +434,8 @@ where
         .is_none(),
         "an ended enrollment does not run"
     );
-    ok("save_enrollment", store.save_enrollment(None, 1, &second));
+    let second = enter(&mut store, "welcome", "ada", at(2), &[]).expect("none runs: entered");
+    assert_ne!(second.id, first.id, "each entry is a new enrollment");
     let running = ok(
         "running_enrollment",
         store.running_enrollment("welcome", "ada"),
@@ -368,21 +454,27 @@ where
     );
 }
 
-/// `mark_entry` counts entries and keeps the last instant.
+/// `mark_entry`, after `entry_mark` in the same unit of work, counts entries and keeps the
+/// last instant.
 pub fn entry_marks<S: Store>(mut store: S)
 where
     S::Fault: Debug,
 {
     assert!(ok("entry_mark", store.entry_mark("welcome", "ada")).is_none());
-    ok("mark_entry", store.mark_entry("welcome", "ada", at(1)));
-    ok("mark_entry", store.mark_entry("welcome", "ada", at(9)));
+    for minutes in [1, 9] {
+        let unit = store.atomically(|s| -> Result<(), S::Fault> {
+            s.entry_mark("welcome", "ada")?;
+            s.mark_entry("welcome", "ada", at(minutes))
+        });
+        ok("mark_entry", ok("atomically", unit));
+    }
     let mark = ok("entry_mark", store.entry_mark("welcome", "ada")).expect("marked");
     assert_eq!((mark.entries, mark.last_entered_at), (2, at(9)));
     assert!(ok("entry_mark", store.entry_mark("welcome", "bob")).is_none());
 }
 
-/// Due timers come out in due-time order, only those due, at most `limit`; `next_due` is the
-/// earliest.
+/// Due timers come out in due-time order, only those due, at most `limit`; `next_due` is no
+/// later than the earliest.
 pub fn due_order<S: Store>(mut store: S)
 where
     S::Fault: Debug,
@@ -396,11 +488,7 @@ where
         ok("schedule", store.schedule(&w));
         wakes.push(w);
     }
-    assert_eq!(
-        ok("next_due", store.next_due()),
-        Some(at(10)),
-        "next_due is the earliest"
-    );
+    next_due_bound(&mut store, Some(at(10)), "four timers");
     let due = ready(ok("due_timers", store.due_timers(at(30), 100)));
     let times: Vec<_> = due.iter().map(|w| w.at).collect();
     assert_eq!(
@@ -435,7 +523,7 @@ where
         ready(ok("due_timers", store.due_timers(at(100), 100))).is_empty(),
         "a consumed timer never fires again"
     );
-    assert_eq!(ok("next_due", store.next_due()), None);
+    next_due_bound(&mut store, None, "the only timer consumed");
     ok("cancel", store.cancel(&w));
 }
 
@@ -471,11 +559,7 @@ where
         ready(ok("due_launches", store.due_launches(at(100)))).is_empty(),
         "paused: no launch"
     );
-    assert_eq!(
-        ok("next_due", store.next_due()),
-        None,
-        "paused: nothing due"
-    );
+    next_due_bound(&mut store, None, "paused: nothing due");
     ok(
         "set_status",
         store.set_status("welcome", Status::Active, None, t0()),
@@ -485,7 +569,7 @@ where
         1,
         "active again: the timer"
     );
-    assert_eq!(ok("next_due", store.next_due()), Some(at(5)));
+    next_due_bound(&mut store, Some(at(5)), "active again");
 }
 
 /// One inactivity check per (scenario, contact), replaced by a new one, cleared but for
@@ -541,7 +625,7 @@ where
         "remove_inactivity",
         store.remove_inactivity(&check("viewed", "bob", 10)),
     );
-    assert_eq!(ok("next_due", store.next_due()), Some(at(20)));
+    next_due_bound(&mut store, Some(at(20)), "one check left");
     let due = ready(ok("due_inactivity", store.due_inactivity(at(60), 100)));
     assert_eq!(due, [check("cart", "ada", 20)], "removed once handled");
 }
@@ -562,7 +646,7 @@ where
     );
     ok("set_launch", store.set_launch("weekly", "", Some(at(50))));
     ok("set_launch", store.set_launch("weekly", "", Some(at(10))));
-    assert_eq!(ok("next_due", store.next_due()), Some(at(10)));
+    next_due_bound(&mut store, Some(at(10)), "three launches");
     let due = ready(ok("due_launches", store.due_launches(at(20))));
     let got: Vec<_> = due.iter().map(|l| (l.zone.as_str(), l.at)).collect();
     assert_eq!(
@@ -582,12 +666,14 @@ where
     );
 }
 
-/// A send is stored at most once per idempotency key.
+/// A send is kept at most once per idempotency key: applied again (a unit of work redone
+/// after a crash, a step sent again), it changes nothing; actions are not sends.
 pub fn outbox_once_per_key<S: Store>(mut store: S)
 where
     S::Fault: Debug,
 {
-    let e = enrollment("welcome", "ada", 1, 0);
+    scenario(&mut store, "welcome", Status::Active);
+    let e = enter(&mut store, "welcome", "ada", at(1), &["first"]).expect("nothing runs");
     let s = send(&e, "first");
     ok("outbox_send", store.outbox_send("welcome", &s, at(1)));
     ok("outbox_send", store.outbox_send("welcome", &s, at(2)));
@@ -663,12 +749,32 @@ where
         3,
         "the consent log is never purged"
     );
-    assert!(ok("consent_trail", store.consent_trail("bob")).is_empty());
+    assert!(ok("consent_trail", store.consent_trail("cy")).is_empty());
     let state = ok("consent_state", store.consent_state("ada"));
     assert_eq!(
         state,
         relance_core::consent::Derived::from_trail(&got),
         "the state is the trail's"
+    );
+    // The same two events of one instant, appended the other way round for bob: each trail
+    // keeps its own append order (the later event decides the state), whatever keys they
+    // have.
+    let bob = [trail[2].clone(), trail[0].clone()].map(|e| ConsentEvent {
+        contact: "bob".into(),
+        ..e
+    });
+    for e in &bob {
+        ok("append_consent", store.append_consent(e));
+    }
+    assert_eq!(
+        ok("consent_trail", store.consent_trail("bob")),
+        bob,
+        "one instant: as appended"
+    );
+    assert_ne!(
+        ok("consent_state", store.consent_state("bob")),
+        state,
+        "the order decides the state"
     );
 }
 
@@ -698,14 +804,103 @@ where
 }
 
 /// Contracts of stores whose units of work are transactions (memory, SQLite): a unit that
-/// fails leaves no write behind, one that succeeds keeps them all; and the retention purge
-/// deletes what is older than the cutoff, at most `limit` at a time.
+/// fails leaves no write behind, one that succeeds keeps them all; the running lock is
+/// checked when an enrollment is saved; and the retention purge deletes what is older than
+/// the cutoff, at most `limit` at a time.
 pub fn transactional<S: Store>(mut new: impl FnMut() -> S)
 where
     S::Fault: Debug,
 {
     units_are_all_or_nothing(new());
+    saves_hold_the_running_lock(new());
     retention_purge(new());
+}
+
+/// A transactional store refuses, at the save, a new running enrollment while another runs
+/// for the same (scenario, contact), however it was written (DynamoDB holds the lock on the
+/// entry claim instead: see [`one_running_enrollment`]).
+pub fn saves_hold_the_running_lock<S: Store>(mut store: S)
+where
+    S::Fault: Debug,
+{
+    scenario(&mut store, "welcome", Status::Active);
+    let first = enrollment("welcome", "ada", 1, 0);
+    ok("save_enrollment", store.save_enrollment(None, 1, &first));
+    let second = enrollment("welcome", "ada", 2, 0);
+    assert!(
+        store.save_enrollment(None, 1, &second).is_err(),
+        "a second running enrollment is refused"
+    );
+    ok(
+        "save_enrollment",
+        store.save_enrollment(Some(0), 1, &ended(first)),
+    );
+    ok("save_enrollment", store.save_enrollment(None, 1, &second));
+    let running = ok(
+        "running_enrollment",
+        store.running_enrollment("welcome", "ada"),
+    );
+    assert_eq!(running.map(|(e, _)| e.id), Some(second.id));
+}
+
+/// For stores that tell when the next item is due (memory, SQLite: the embedded runner and
+/// `relance simulate` sleep until it): `next_due` is exactly the earliest pending timer,
+/// inactivity check or launch of an active scenario, None when there is none.
+pub fn next_due_exact<S: Store>(mut new: impl FnMut() -> S)
+where
+    S::Fault: Debug,
+{
+    let mut store = new();
+    assert_eq!(ok("next_due", store.next_due()), None, "an empty store");
+    scenario(&mut store, "welcome", Status::Active);
+    let e = enrollment("welcome", "ada", 1, 0);
+    ok("save_enrollment", store.save_enrollment(None, 1, &e));
+    let (late, early) = (wake(&e, "first", 30), wake(&e, "second", 10));
+    ok("schedule", store.schedule(&late));
+    ok("schedule", store.schedule(&early));
+    assert_eq!(
+        ok("next_due", store.next_due()),
+        Some(at(10)),
+        "the earliest timer"
+    );
+    let check = InactivityCheck {
+        scenario: "welcome".into(),
+        contact: "ada".into(),
+        due: at(20),
+    };
+    ok("set_inactivity", store.set_inactivity(&check));
+    ok("set_launch", store.set_launch("welcome", "", Some(at(5))));
+    assert_eq!(ok("next_due", store.next_due()), Some(at(5)), "the launch");
+    ok(
+        "set_status",
+        store.set_status("welcome", Status::Paused, None, t0()),
+    );
+    assert_eq!(
+        ok("next_due", store.next_due()),
+        None,
+        "paused: nothing due"
+    );
+    ok(
+        "set_status",
+        store.set_status("welcome", Status::Active, None, t0()),
+    );
+    assert_eq!(
+        ok("next_due", store.next_due()),
+        Some(at(5)),
+        "active again"
+    );
+    ok("set_launch", store.set_launch("welcome", "", None));
+    assert_eq!(ok("next_due", store.next_due()), Some(at(10)));
+    ok("cancel", store.cancel(&early));
+    assert_eq!(ok("next_due", store.next_due()), Some(at(20)), "the check");
+    ok("remove_inactivity", store.remove_inactivity(&check));
+    assert_eq!(ok("next_due", store.next_due()), Some(at(30)));
+    ok("cancel", store.cancel(&late));
+    assert_eq!(
+        ok("next_due", store.next_due()),
+        None,
+        "every item consumed"
+    );
 }
 
 /// A unit of work that fails leaves nothing; one that succeeds keeps everything.

@@ -1,4 +1,5 @@
-//! The consent log port on DynamoDB: append-only events in the contact's partition.
+//! The consent log port on DynamoDB: append-only events in the contact's partition, read
+//! back oldest first and, within one instant, in the order appended (a place in the key).
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use relance_core::instant;
@@ -8,30 +9,33 @@ use super::item::{Item, get_s, n, s};
 use crate::error::StoreError;
 use crate::keys;
 
+/// How many times an append reads the instant again after a concurrent one took its place.
+const APPEND_ATTEMPTS: usize = 8;
+
 impl relance_core::ports::ConsentStore for DynamoStore {
     type Error = StoreError;
 
-    /// Written only if absent (the log is append-only; a redone unit lands on the same key).
+    /// Written after the events already at its instant (its place in the key keeps the order
+    /// appended), unless an event with its hash is there: a redone unit changes nothing. Two
+    /// concurrent appends at one instant cannot take the same place (the put is conditional):
+    /// the loser reads again and takes the next.
     fn append_consent(
         &mut self,
         e: &relance_core::consent::ConsentEvent,
     ) -> Result<(), StoreError> {
         let micros = instant::to_micros(e.at);
         let kept = if e.kept { "kept" } else { "" };
-        let sk = keys::consent(
-            e.at,
-            &[
-                &e.subject,
-                e.state.as_str(),
-                &e.source,
-                &e.actor,
-                e.reason.as_deref().unwrap_or(""),
-                kept,
-            ],
-        );
+        let hash = keys::hash(&[
+            &e.subject,
+            e.state.as_str(),
+            &e.source,
+            &e.actor,
+            e.reason.as_deref().unwrap_or(""),
+            kept,
+        ]);
+        let pk = keys::contact(&e.contact);
         let mut item = Item::new();
-        item.insert(keys::PK.into(), s(keys::contact(&e.contact)));
-        item.insert(keys::SK.into(), s(sk));
+        item.insert(keys::PK.into(), s(&pk));
         item.insert("subject".into(), s(&e.subject));
         item.insert("state".into(), s(e.state.as_str()));
         item.insert("source".into(), s(&e.source));
@@ -41,8 +45,26 @@ impl relance_core::ports::ConsentStore for DynamoStore {
             item.insert("reason".into(), s(r));
         }
         item.insert("kept".into(), AttributeValue::Bool(e.kept));
-        self.put_new(item)?;
-        Ok(())
+        for _ in 0..APPEND_ATTEMPTS {
+            let same_instant =
+                self.query(&self.config.state_table, &pk, &keys::consent_instant(e.at))?;
+            if same_instant
+                .iter()
+                .any(|i| get_s(i, keys::SK).and_then(keys::consent_hash) == Some(hash.as_str()))
+            {
+                return Ok(());
+            }
+            let sk = keys::consent(e.at, same_instant.len(), &hash);
+            item.insert(keys::SK.into(), s(sk));
+            if self.put_new(item.clone())? {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "consent of {} at {}",
+            e.contact,
+            keys::text(e.at)
+        )))
     }
 
     fn consent_trail(

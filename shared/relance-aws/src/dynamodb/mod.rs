@@ -456,7 +456,8 @@ impl DynamoStore {
         keys::journal_transition(pending.at, &enrollment.id, enrollment.version)
     }
 
-    /// The sends and actions in the outbox, in key order (tests and the dev runner).
+    /// The sends and actions in the outbox, oldest first, then in key order (tests and the
+    /// dev runner).
     pub fn outbox(&self) -> Result<Vec<serde_json::Value>, StoreError> {
         // Sends live in the contacts' partitions (a scan is fine for tests and the dev runner);
         // actions in the `outbox` partition.
@@ -466,17 +467,20 @@ impl DynamoStore {
             None,
         )?;
         items.extend(self.query(&self.config.state_table, keys::OUTBOX, "")?);
-        let mut out: Vec<(String, serde_json::Value)> = items
+        let mut out: Vec<(Option<DateTime<Utc>>, String, serde_json::Value)> = items
             .iter()
             .map(|i| {
+                let payload: serde_json::Value =
+                    from_json("outbox payload", get_s(i, "payload").unwrap_or("null"))?;
                 Ok((
+                    serde_json::from_value(payload["at"].clone()).ok(),
                     get_s(i, keys::SK).unwrap_or("").to_string(),
-                    from_json("outbox payload", get_s(i, "payload").unwrap_or("null"))?,
+                    payload,
                 ))
             })
             .collect::<Result<_, StoreError>>()?;
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(out.into_iter().map(|(_, v)| v).collect())
+        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        Ok(out.into_iter().map(|(_, _, v)| v).collect())
     }
 
     /// The dead letters: (kind, payload, reason).

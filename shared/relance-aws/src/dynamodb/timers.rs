@@ -463,8 +463,10 @@ impl TimerStore for DynamoStore {
         self.delete(table, pk, sk)
     }
 
+    /// None: this store cannot tell (the port allows it). The AWS tick runs on a schedule, so
+    /// nothing sleeps until a due time, and finding the earliest item would read every minute
+    /// bucket from the cursor on.
     fn next_due(&mut self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        // The AWS tick runs on a schedule; there is nothing to sleep until.
         Ok(None)
     }
 }

@@ -16,3 +16,8 @@ fn sqlite_store_keeps_every_port_contract() {
 fn sqlite_store_units_are_transactions() {
     contract::transactional(fresh);
 }
+
+#[test]
+fn sqlite_store_tells_the_next_due_item() {
+    contract::next_due_exact(fresh);
+}

@@ -12,3 +12,8 @@ fn memory_store_keeps_every_port_contract() {
 fn memory_store_units_are_transactions() {
     contract::transactional(MemoryStore::new);
 }
+
+#[test]
+fn memory_store_tells_the_next_due_item() {
+    contract::next_due_exact(MemoryStore::new);
+}
