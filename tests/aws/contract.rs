@@ -13,27 +13,14 @@
 //! - activity (and engagement) of one instant comes back in key order: the order within an
 //!   instant is unspecified.
 
-use relance_aws::bridge::Bridge;
-use relance_aws::config::AwsConfig;
 use relance_aws::dynamodb::DynamoStore;
 use relance_runtime::contract;
 
-use crate::support::emulator;
+use crate::support::fresh_store;
 
 /// A store on fresh tables named after the contract.
 fn fresh(name: &str) -> DynamoStore {
-    let emu = emulator();
-    let config = AwsConfig::with_prefix(&format!("k{}-{name}-", std::process::id()), 2);
-    emu.runtime
-        .block_on(DynamoStore::create_tables(&emu.dynamo, &config))
-        .unwrap_or_else(|e| panic!("{e}"));
-    // Sends recorded in the table: the suite reads the store, not a queue.
-    DynamoStore::new(
-        emu.dynamo.clone(),
-        config,
-        Bridge::new(emu.runtime.handle().clone()),
-    )
-    .recording_sends()
+    fresh_store("k", name, 2)
 }
 
 /// One test per contract, so a broken one does not hide the others.

@@ -2,7 +2,7 @@
 //! `AWS_ENDPOINT_URL`): the same sends as `simulate`, entry rules under concurrent triggers,
 //! duplicated timers, a crash between the commit point and the effects, dead letters.
 
-use crate::support::{at, emulator};
+use crate::support::{at, emulator, fresh_store};
 use chrono::{DateTime, TimeDelta, Utc};
 use relance_aws::bridge::Bridge;
 use relance_aws::config::AwsConfig;
@@ -19,18 +19,7 @@ use relance_runtime::simulate::Simulation;
 
 /// A store on fresh tables named after the test.
 fn store(name: &str) -> DynamoStore {
-    let emu = emulator();
-    let config = AwsConfig::with_prefix(&format!("t{}-{name}-", std::process::id()), 3);
-    emu.runtime
-        .block_on(DynamoStore::create_tables(&emu.dynamo, &config))
-        .unwrap_or_else(|e| panic!("{e}"));
-    // These tests read the sends back from the table: recorded there, not queued.
-    DynamoStore::new(
-        emu.dynamo.clone(),
-        config,
-        Bridge::new(emu.runtime.handle().clone()),
-    )
-    .recording_sends()
+    fresh_store("t", name, 3)
 }
 
 fn sends(store: &DynamoStore) -> Vec<(String, String, String)> {

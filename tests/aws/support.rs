@@ -306,3 +306,23 @@ pub fn unsubscribe_request(
         .insert("token".into(), token.into());
     r
 }
+
+/// A `DynamoStore` on fresh tables named `{tag}{pid}-{name}-`, with `shards` timer shards,
+/// recording its sends in the table (the tests read them back from there, not from a queue).
+pub fn fresh_store(tag: &str, name: &str, shards: u32) -> relance_aws::dynamodb::DynamoStore {
+    use relance_aws::dynamodb::DynamoStore;
+    let emu = emulator();
+    let config = relance_aws::config::AwsConfig::with_prefix(
+        &format!("{tag}{}-{name}-", std::process::id()),
+        shards,
+    );
+    emu.runtime
+        .block_on(DynamoStore::create_tables(&emu.dynamo, &config))
+        .unwrap_or_else(|e| panic!("{e}"));
+    DynamoStore::new(
+        emu.dynamo.clone(),
+        config,
+        relance_aws::bridge::Bridge::new(emu.runtime.handle().clone()),
+    )
+    .recording_sends()
+}
