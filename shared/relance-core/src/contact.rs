@@ -1,6 +1,8 @@
 //! Contacts (one flat JSON object with reserved keys) and what a contact did: activity
 //! events, engagement with sends, and the sends themselves, as the engine sees them.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
@@ -8,12 +10,21 @@ use serde_json::{Map, Value};
 
 /// A contact: `id` plus reserved keys (email, phone, timezone, birthday, groups, tags,
 /// personas, subscriptions, suppressed, push, web_push) and any other attribute.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(transparent)]
+///
+/// The fields and the id are shared between clones (copied on the first write to a clone):
+/// a store hands out a copy of the contact for every input, and the engine keeps one per
+/// transition, so a clone must cost no more than a pointer.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Contact {
-    fields: Map<String, Value>,
-    #[serde(skip)]
-    id: String,
+    fields: Arc<Map<String, Value>>,
+    id: Arc<str>,
+}
+
+/// Serialized as its fields (the id is one of them).
+impl Serialize for Contact {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.fields.serialize(s)
+    }
 }
 
 /// Why a JSON object is not a contact.
@@ -90,7 +101,10 @@ impl Contact {
             }
         }
         check_addresses(&mut fields)?;
-        Ok(Contact { fields, id })
+        Ok(Contact {
+            fields: Arc::new(fields),
+            id: Arc::from(id),
+        })
     }
 
     /// A contact as a store wrote it: the same as [`Contact::from_json`] except that its
@@ -106,8 +120,9 @@ impl Contact {
             .filter_map(|k| fields.get_mut(k).map(|v| (k, std::mem::take(v))))
             .collect();
         let mut contact = Contact::from_json(Value::Object(fields))?;
+        let fields = Arc::make_mut(&mut contact.fields);
         for (k, v) in kept {
-            contact.fields.insert(k.to_string(), v);
+            fields.insert(k.to_string(), v);
         }
         Ok(contact)
     }
@@ -117,8 +132,8 @@ impl Contact {
         let mut fields = Map::new();
         fields.insert("id".into(), Value::String(id.to_string()));
         Contact {
-            fields,
-            id: id.to_string(),
+            fields: Arc::new(fields),
+            id: Arc::from(id),
         }
     }
 
@@ -152,7 +167,7 @@ impl Contact {
         }
         let mut parts: Vec<&str> = path.split('.').collect();
         let last = parts.pop().unwrap_or(path);
-        let mut cur = &mut self.fields;
+        let mut cur = Arc::make_mut(&mut self.fields);
         for p in parts {
             let entry = cur
                 .entry(p.to_string())
@@ -168,9 +183,13 @@ impl Contact {
 
     /// Merges the top-level keys of `changes` into the contact (a profile update).
     pub fn merge(&mut self, changes: &Map<String, Value>) {
+        if changes.keys().all(|k| k == "id") {
+            return;
+        }
+        let fields = Arc::make_mut(&mut self.fields);
         for (k, v) in changes {
             if k != "id" {
-                self.fields.insert(k.clone(), v.clone());
+                fields.insert(k.clone(), v.clone());
             }
         }
     }

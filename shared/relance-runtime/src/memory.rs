@@ -4,7 +4,7 @@
 //! undo log, so a unit that fails leaves no partial write.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -25,7 +25,7 @@ use relance_core::scenario::Action;
 /// faster than SipHash on short ids, and the ids are the store user's own, so flooding is no
 /// concern here. The final rotation brings the well-mixed high bits down to the bucket index.
 #[derive(Debug, Default, Clone, Copy)]
-struct Fx(u64);
+pub(crate) struct Fx(u64);
 
 impl Fx {
     fn add(&mut self, word: u64) {
@@ -73,7 +73,8 @@ impl Hasher for Fx {
     }
 }
 
-type Map<K, V> = HashMap<K, V, BuildHasherDefault<Fx>>;
+/// A hash map with the store's hash (the runtime's engine cache uses it too).
+pub(crate) type Map<K, V> = HashMap<K, V, BuildHasherDefault<Fx>>;
 type Set<K> = HashSet<K, BuildHasherDefault<Fx>>;
 
 /// A storage failure of the memory store.
@@ -194,7 +195,10 @@ enum Undo {
     SendRemoved(Arc<str>, usize, SendRow),
     ConsentInserted(Arc<str>, usize),
     InputKey(String),
-    Enrollment(String, Option<(Enrollment, u32, u64)>),
+    /// An enrollment first saved (its id).
+    EnrollmentAdded(String),
+    /// An enrollment saved again: the row it replaced (its id is the enrollment's own).
+    EnrollmentReplaced((Enrollment, u32, u64)),
     Running(String, String, Option<String>),
     EntryMark(String, String, Option<EntryMark>),
     TimerAdded(DateTime<Utc>, u64),
@@ -234,8 +238,10 @@ pub struct MemoryStore {
     marks: Map<String, Map<String, EntryMark>>,
     /// (due, arm sequence) → the timer.
     timers: BTreeMap<(DateTime<Utc>, u64), Wake>,
-    /// enrollment → (step, due, arm sequence) of its timers, so arming twice keeps one.
-    timer_keys: Map<String, Vec<(String, DateTime<Utc>, u64)>>,
+    /// hash of (enrollment, step, due) → the arm sequences of the timers with that hash, so
+    /// arming twice keeps one: the index owns no copy of the ids (no allocation per timer),
+    /// and a hit is confirmed against the timer itself.
+    timer_keys: Map<u64, Seqs>,
     /// (due, arm sequence) → (scenario, contact).
     inactivity: BTreeMap<(DateTime<Utc>, u64), (String, String)>,
     /// (scenario, zone) → next launch.
@@ -383,29 +389,30 @@ impl MemoryStore {
 
     /// The arm sequence of a timer, if armed.
     fn timer_seq(&self, w: &Wake) -> Option<u64> {
-        self.timer_keys
-            .get(&w.enrollment)?
-            .iter()
-            .find(|(step, at, _)| *at == w.at && *step == w.step)
-            .map(|(_, _, seq)| *seq)
+        let seqs = self.timer_keys.get(&timer_hash(w))?;
+        seqs.iter().find(|seq| {
+            self.timers
+                .get(&(w.at, *seq))
+                .is_some_and(|t| t.enrollment == w.enrollment && t.step == w.step)
+        })
     }
 
     fn index_timer(&mut self, w: &Wake, seq: u64) {
-        let entry = (w.step.clone(), w.at, seq);
-        match self.timer_keys.get_mut(&w.enrollment) {
-            Some(list) => list.push(entry),
+        let h = timer_hash(w);
+        match self.timer_keys.get_mut(&h) {
+            Some(seqs) => seqs.push(seq),
             None => {
-                self.timer_keys.insert(w.enrollment.clone(), vec![entry]);
+                self.timer_keys.insert(h, Seqs::One(seq));
             }
         }
     }
 
-    fn unindex_timer(&mut self, w: &Wake) {
-        if let Some(list) = self.timer_keys.get_mut(&w.enrollment) {
-            list.retain(|(step, at, _)| !(*at == w.at && *step == w.step));
-            if list.is_empty() {
-                self.timer_keys.remove(&w.enrollment);
-            }
+    fn unindex_timer(&mut self, w: &Wake, seq: u64) {
+        let h = timer_hash(w);
+        if let Some(seqs) = self.timer_keys.get_mut(&h)
+            && seqs.remove(seq)
+        {
+            self.timer_keys.remove(&h);
         }
     }
 
@@ -521,12 +528,13 @@ impl MemoryStore {
             Undo::InputKey(k) => {
                 self.inputs.remove(&k);
             }
-            Undo::Enrollment(id, before) => match before {
-                Some(e) => {
-                    self.enrollments.insert(id, e);
-                }
+            Undo::EnrollmentAdded(id) => {
+                self.enrollments.remove(&id);
+            }
+            Undo::EnrollmentReplaced(before) => match self.enrollments.get_mut(&before.0.id) {
+                Some(stored) => *stored = before,
                 None => {
-                    self.enrollments.remove(&id);
+                    self.enrollments.insert(before.0.id.clone(), before);
                 }
             },
             Undo::Running(s, c, before) => {
@@ -553,7 +561,7 @@ impl MemoryStore {
             }
             Undo::TimerAdded(at, seq) => {
                 if let Some(w) = self.timers.remove(&(at, seq)) {
-                    self.unindex_timer(&w);
+                    self.unindex_timer(&w, seq);
                 }
             }
             Undo::TimerRemoved(seq, w) => {
@@ -601,6 +609,49 @@ impl MemoryStore {
                 self.dead_letters.pop();
             }
             Undo::DeadLetterRemoved(i, d) => self.dead_letters.insert(i, d),
+        }
+    }
+}
+
+/// The index key of a timer: its identity (enrollment, step, due).
+fn timer_hash(w: &Wake) -> u64 {
+    let mut h = Fx::default();
+    (&w.enrollment, &w.step, w.at).hash(&mut h);
+    h.finish()
+}
+
+/// The arm sequences of the timers that share an index hash: nearly always one, kept
+/// without an allocation.
+#[derive(Debug)]
+enum Seqs {
+    One(u64),
+    Many(Vec<u64>),
+}
+
+impl Seqs {
+    fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        let (one, many) = match self {
+            Seqs::One(seq) => (Some(*seq), &[][..]),
+            Seqs::Many(seqs) => (None, &seqs[..]),
+        };
+        one.into_iter().chain(many.iter().copied())
+    }
+
+    fn push(&mut self, seq: u64) {
+        match self {
+            Seqs::One(first) => *self = Seqs::Many(vec![*first, seq]),
+            Seqs::Many(seqs) => seqs.push(seq),
+        }
+    }
+
+    /// Removes `seq`; true when none is left.
+    fn remove(&mut self, seq: u64) -> bool {
+        match self {
+            Seqs::One(first) => *first == seq,
+            Seqs::Many(seqs) => {
+                seqs.retain(|s| *s != seq);
+                seqs.is_empty()
+            }
         }
     }
 }
@@ -858,19 +909,20 @@ impl EnrollmentStore for MemoryStore {
             return Err(conflict());
         }
         let holds = holder.is_some_and(|h| *h == e.id);
-        let before = match self.enrollments.get_mut(&e.id) {
+        let undo = match self.enrollments.get_mut(&e.id) {
             Some(stored) => {
                 let started = stored.2;
-                Some(std::mem::replace(stored, (e.clone(), version, started)))
+                let before = std::mem::replace(stored, (e.clone(), version, started));
+                Undo::EnrollmentReplaced(before)
             }
             None => {
                 let started = self.next_seq();
                 self.enrollments
                     .insert(e.id.clone(), (e.clone(), version, started));
-                None
+                Undo::EnrollmentAdded(e.id.clone())
             }
         };
-        self.log(Undo::Enrollment(e.id.clone(), before));
+        self.log(undo);
         if e.is_running() && !holds {
             self.set_running(&e.scenario, &e.contact, Some(e.id.clone()));
         } else if !e.is_running() && holds {
@@ -933,7 +985,7 @@ impl TimerStore for MemoryStore {
         if let Some(seq) = self.timer_seq(wake)
             && let Some(w) = self.timers.remove(&(wake.at, seq))
         {
-            self.unindex_timer(&w);
+            self.unindex_timer(&w, seq);
             self.log(Undo::TimerRemoved(seq, w));
         }
         Ok(())
