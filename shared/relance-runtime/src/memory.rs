@@ -199,8 +199,8 @@ enum Undo {
     EnrollmentAdded(String),
     /// An enrollment saved again: the row it replaced (its id is the enrollment's own).
     EnrollmentReplaced((Enrollment, u32, u64)),
-    Running(String, String, Option<String>),
-    EntryMark(String, String, Option<EntryMark>),
+    Running(Arc<str>, Arc<str>, Option<String>),
+    EntryMark(Arc<str>, Arc<str>, Option<EntryMark>),
     TimerAdded(DateTime<Utc>, u64),
     TimerRemoved(u64, Wake),
     Inactivity(String, String, Option<(DateTime<Utc>, u64)>),
@@ -232,10 +232,11 @@ pub struct MemoryStore {
     inputs: Set<String>,
     /// id → (enrollment, its scenario version, when it started in the store's sequence).
     enrollments: Map<String, (Enrollment, u32, u64)>,
-    /// scenario → contact → the running enrollment's id.
-    running: Map<String, Map<String, String>>,
+    /// scenario → contact → the running enrollment's id (the contact ids are the people's
+    /// own, shared).
+    running: Map<String, Map<Arc<str>, String>>,
     /// scenario → contact → the once_per mark.
-    marks: Map<String, Map<String, EntryMark>>,
+    marks: Map<String, Map<Arc<str>, EntryMark>>,
     /// (due, arm sequence) → the timer.
     timers: BTreeMap<(DateTime<Utc>, u64), Wake>,
     /// hash of (enrollment, step, due) → the arm sequences of the timers with that hash, so
@@ -416,17 +417,22 @@ impl MemoryStore {
         }
     }
 
+    /// The shared copy of a contact id: the person's own when there is one (no allocation).
+    fn contact_key(&self, contact: &str) -> Arc<str> {
+        self.people
+            .get_key_value(contact)
+            .map_or_else(|| Arc::from(contact), |(id, _)| id.clone())
+    }
+
     fn set_running(&mut self, scenario: &str, contact: &str, id: Option<String>) {
+        let key = self.contact_key(contact);
         let map = nested(&mut self.running, scenario);
         let before = match id {
-            Some(id) => map.insert(contact.to_string(), id),
+            Some(id) => map.insert(key.clone(), id),
             None => map.remove(contact),
         };
-        self.log(Undo::Running(
-            scenario.to_string(),
-            contact.to_string(),
-            before,
-        ));
+        let scenario = self.name(scenario);
+        self.log(Undo::Running(scenario, key, before));
     }
 
     fn put_inactivity(
@@ -657,7 +663,10 @@ impl Seqs {
 }
 
 /// The inner map of `key`, made if missing (without allocating a key when it is there).
-fn nested<'m, V>(map: &'m mut Map<String, Map<String, V>>, key: &str) -> &'m mut Map<String, V> {
+fn nested<'m, V>(
+    map: &'m mut Map<String, Map<Arc<str>, V>>,
+    key: &str,
+) -> &'m mut Map<Arc<str>, V> {
     if !map.contains_key(key) {
         map.insert(key.to_string(), Map::default());
     }
@@ -904,7 +913,7 @@ impl EnrollmentStore for MemoryStore {
         let holder = self
             .running
             .get(&e.scenario)
-            .and_then(|m| m.get(&e.contact));
+            .and_then(|m| m.get(e.contact.as_str()));
         if e.is_running() && holder.is_some_and(|h| *h != e.id) {
             return Err(conflict());
         }
@@ -950,18 +959,21 @@ impl EnrollmentStore for MemoryStore {
         at: DateTime<Utc>,
     ) -> Result<(), MemoryError> {
         checked("last_entered_at", at)?;
+        let key = self.contact_key(contact);
         let map = nested(&mut self.marks, scenario);
         let before = map.get(contact).copied();
         let mark = EntryMark {
             last_entered_at: at,
             entries: before.map_or(1, |m| m.entries + 1),
         };
-        map.insert(contact.to_string(), mark);
-        self.log(Undo::EntryMark(
-            scenario.to_string(),
-            contact.to_string(),
-            before,
-        ));
+        match map.get_mut(contact) {
+            Some(m) => *m = mark,
+            None => {
+                map.insert(key.clone(), mark);
+            }
+        }
+        let scenario = self.name(scenario);
+        self.log(Undo::EntryMark(scenario, key, before));
         Ok(())
     }
 }
