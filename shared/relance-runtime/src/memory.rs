@@ -903,33 +903,32 @@ impl EnrollmentStore for MemoryStore {
         e: &Enrollment,
     ) -> Result<(), MemoryError> {
         let conflict = || MemoryError::Conflict(e.id.clone());
-        let stored = self.enrollments.get(&e.id);
-        let version = match (expected, stored) {
-            (None, None) => scenario_version,
-            (Some(v), Some((s, version, _))) if s.version == v => *version,
-            _ => return Err(conflict()),
-        };
         // At most one running enrollment per (scenario, contact).
         let holder = self
             .running
-            .get(&e.scenario)
+            .get(e.scenario.as_str())
             .and_then(|m| m.get(e.contact.as_str()));
-        if e.is_running() && holder.is_some_and(|h| *h != e.id) {
-            return Err(conflict());
-        }
         let holds = holder.is_some_and(|h| *h == e.id);
-        let undo = match self.enrollments.get_mut(&e.id) {
-            Some(stored) => {
-                let started = stored.2;
-                let before = std::mem::replace(stored, (e.clone(), version, started));
-                Undo::EnrollmentReplaced(before)
+        let held_by_another = e.is_running() && holder.is_some() && !holds;
+        // One lookup: the row is checked and replaced in place.
+        let undo = match (self.enrollments.get_mut(&e.id), expected) {
+            (Some(stored), Some(v)) if stored.0.version == v => {
+                if held_by_another {
+                    return Err(conflict());
+                }
+                let before = std::mem::replace(&mut stored.0, e.clone());
+                Undo::EnrollmentReplaced((before, stored.1, stored.2))
             }
-            None => {
+            (None, None) => {
+                if held_by_another {
+                    return Err(conflict());
+                }
                 let started = self.next_seq();
                 self.enrollments
-                    .insert(e.id.clone(), (e.clone(), version, started));
+                    .insert(e.id.clone(), (e.clone(), scenario_version, started));
                 Undo::EnrollmentAdded(e.id.clone())
             }
+            _ => return Err(conflict()),
         };
         self.log(undo);
         if e.is_running() && !holds {
@@ -994,9 +993,25 @@ impl TimerStore for MemoryStore {
     }
 
     fn cancel(&mut self, wake: &Wake) -> Result<(), MemoryError> {
-        if let Some(seq) = self.timer_seq(wake)
-            && let Some(w) = self.timers.remove(&(wake.at, seq))
-        {
+        let Some(seqs) = self.timer_keys.get(&timer_hash(wake)) else {
+            return Ok(());
+        };
+        // One walk of the due map: the timer is taken out, and put back in the rare case that
+        // it is another one with the same index hash.
+        let mut found = None;
+        for seq in seqs.iter() {
+            match self.timers.remove(&(wake.at, seq)) {
+                Some(w) if w.enrollment == wake.enrollment && w.step == wake.step => {
+                    found = Some((seq, w));
+                    break;
+                }
+                Some(other) => {
+                    self.timers.insert((wake.at, seq), other);
+                }
+                None => {}
+            }
+        }
+        if let Some((seq, w)) = found {
             self.unindex_timer(&w, seq);
             self.log(Undo::TimerRemoved(seq, w));
         }
