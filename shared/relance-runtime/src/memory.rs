@@ -3,7 +3,7 @@
 //! not matter. Hash maps and ordered due indexes keep each call cheap; units of work keep an
 //! undo log, so a unit that fails leaves no partial write.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 
@@ -237,8 +237,12 @@ pub struct MemoryStore {
     running: Map<String, Map<Arc<str>, String>>,
     /// scenario → contact → the once_per mark.
     marks: Map<String, Map<Arc<str>, EntryMark>>,
-    /// (due, arm sequence) → the timer.
-    timers: BTreeMap<(DateTime<Utc>, u64), Wake>,
+    /// The timers in due order: (due, arm sequence). The ordered index holds only these small
+    /// keys (its nodes stay small, and moving entries within them is cheap); the timers
+    /// themselves are in `wakes`.
+    timers: BTreeSet<(DateTime<Utc>, u64)>,
+    /// arm sequence → the timer.
+    wakes: Map<u64, Wake>,
     /// hash of (enrollment, step, due) → the arm sequences of the timers with that hash, so
     /// arming twice keeps one: the index owns no copy of the ids (no allocation per timer),
     /// and a hit is confirmed against the timer itself.
@@ -392,9 +396,9 @@ impl MemoryStore {
     fn timer_seq(&self, w: &Wake) -> Option<u64> {
         let seqs = self.timer_keys.get(&timer_hash(w))?;
         seqs.iter().find(|seq| {
-            self.timers
-                .get(&(w.at, *seq))
-                .is_some_and(|t| t.enrollment == w.enrollment && t.step == w.step)
+            self.wakes
+                .get(seq)
+                .is_some_and(|t| t.at == w.at && t.enrollment == w.enrollment && t.step == w.step)
         })
     }
 
@@ -566,13 +570,15 @@ impl MemoryStore {
                 }
             }
             Undo::TimerAdded(at, seq) => {
-                if let Some(w) = self.timers.remove(&(at, seq)) {
+                self.timers.remove(&(at, seq));
+                if let Some(w) = self.wakes.remove(&seq) {
                     self.unindex_timer(&w, seq);
                 }
             }
             Undo::TimerRemoved(seq, w) => {
                 self.index_timer(&w, seq);
-                self.timers.insert((w.at, seq), w);
+                self.timers.insert((w.at, seq));
+                self.wakes.insert(seq, w);
             }
             Undo::Inactivity(s, c, before) => {
                 let person = self.person(&c);
@@ -987,31 +993,18 @@ impl TimerStore for MemoryStore {
         }
         let seq = self.next_seq();
         self.index_timer(wake, seq);
-        self.timers.insert((wake.at, seq), wake.clone());
+        self.timers.insert((wake.at, seq));
+        self.wakes.insert(seq, wake.clone());
         self.log(Undo::TimerAdded(wake.at, seq));
         Ok(())
     }
 
     fn cancel(&mut self, wake: &Wake) -> Result<(), MemoryError> {
-        let Some(seqs) = self.timer_keys.get(&timer_hash(wake)) else {
+        let Some(seq) = self.timer_seq(wake) else {
             return Ok(());
         };
-        // One walk of the due map: the timer is taken out, and put back in the rare case that
-        // it is another one with the same index hash.
-        let mut found = None;
-        for seq in seqs.iter() {
-            match self.timers.remove(&(wake.at, seq)) {
-                Some(w) if w.enrollment == wake.enrollment && w.step == wake.step => {
-                    found = Some((seq, w));
-                    break;
-                }
-                Some(other) => {
-                    self.timers.insert((wake.at, seq), other);
-                }
-                None => {}
-            }
-        }
-        if let Some((seq, w)) = found {
+        self.timers.remove(&(wake.at, seq));
+        if let Some(w) = self.wakes.remove(&seq) {
             self.unindex_timer(&w, seq);
             self.log(Undo::TimerRemoved(seq, w));
         }
@@ -1025,8 +1018,9 @@ impl TimerStore for MemoryStore {
     ) -> Result<Vec<Due<Wake>>, MemoryError> {
         Ok(self
             .timers
-            .values()
-            .take_while(|w| w.at <= now)
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .filter_map(|(_, seq)| self.wakes.get(seq))
             .filter(|w| self.timer_live(w))
             .take(limit)
             .map(|w| Due::Ready(w.clone()))
@@ -1128,7 +1122,8 @@ impl TimerStore for MemoryStore {
     fn next_due(&mut self) -> Result<Option<DateTime<Utc>>, MemoryError> {
         let timer = self
             .timers
-            .values()
+            .iter()
+            .filter_map(|(_, seq)| self.wakes.get(seq))
             .find(|w| self.timer_live(w))
             .map(|w| w.at);
         let check = self
