@@ -1,6 +1,8 @@
 //! Contacts (one flat JSON object with reserved keys) and what a contact did: activity
 //! events, engagement with sends, and the sends themselves, as the engine sees them.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
@@ -8,12 +10,45 @@ use serde_json::{Map, Value};
 
 /// A contact: `id` plus reserved keys (email, phone, timezone, birthday, groups, tags,
 /// personas, subscriptions, suppressed, push, web_push) and any other attribute.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(transparent)]
-pub struct Contact {
+///
+/// The fields and the id are shared between clones (copied on the first write to a clone):
+/// a store hands out a copy of the contact for every input, and the engine keeps one per
+/// transition, so a clone must cost no more than a pointer.
+#[derive(Clone, PartialEq)]
+pub struct Contact(Arc<Inner>);
+
+/// What a contact holds (behind one shared pointer: one count to touch per clone).
+#[derive(Clone, PartialEq, Eq)]
+struct Inner {
     fields: Map<String, Value>,
-    #[serde(skip)]
     id: String,
+}
+
+impl Contact {
+    fn new(fields: Map<String, Value>, id: String) -> Contact {
+        Contact(Arc::new(Inner { fields, id }))
+    }
+
+    /// The fields to write, copied first if another clone shares them.
+    fn fields_mut(&mut self) -> &mut Map<String, Value> {
+        &mut Arc::make_mut(&mut self.0).fields
+    }
+}
+
+impl std::fmt::Debug for Contact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Contact")
+            .field("fields", &self.0.fields)
+            .field("id", &self.0.id)
+            .finish()
+    }
+}
+
+/// Serialized as its fields (the id is one of them).
+impl Serialize for Contact {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.fields.serialize(s)
+    }
 }
 
 /// Why a JSON object is not a contact.
@@ -90,7 +125,7 @@ impl Contact {
             }
         }
         check_addresses(&mut fields)?;
-        Ok(Contact { fields, id })
+        Ok(Contact::new(fields, id))
     }
 
     /// A contact as a store wrote it: the same as [`Contact::from_json`] except that its
@@ -106,8 +141,9 @@ impl Contact {
             .filter_map(|k| fields.get_mut(k).map(|v| (k, std::mem::take(v))))
             .collect();
         let mut contact = Contact::from_json(Value::Object(fields))?;
+        let fields = contact.fields_mut();
         for (k, v) in kept {
-            contact.fields.insert(k.to_string(), v);
+            fields.insert(k.to_string(), v);
         }
         Ok(contact)
     }
@@ -116,29 +152,26 @@ impl Contact {
     pub fn bare(id: &str) -> Contact {
         let mut fields = Map::new();
         fields.insert("id".into(), Value::String(id.to_string()));
-        Contact {
-            fields,
-            id: id.to_string(),
-        }
+        Contact::new(fields, id.to_string())
     }
 
     /// The contact's id.
     pub fn id(&self) -> &str {
-        &self.id
+        &self.0.id
     }
 
     /// All fields, `id` included.
     pub fn fields(&self) -> &Map<String, Value> {
-        &self.fields
+        &self.0.fields
     }
 
     /// A field by name; dots reach into nested objects (`address.city`).
     pub fn field(&self, path: &str) -> Option<&Value> {
-        if let Some(v) = self.fields.get(path) {
+        if let Some(v) = self.0.fields.get(path) {
             return Some(v);
         }
         let mut parts = path.split('.');
-        let mut cur = self.fields.get(parts.next()?)?;
+        let mut cur = self.0.fields.get(parts.next()?)?;
         for p in parts {
             cur = cur.as_object()?.get(p)?;
         }
@@ -152,7 +185,7 @@ impl Contact {
         }
         let mut parts: Vec<&str> = path.split('.').collect();
         let last = parts.pop().unwrap_or(path);
-        let mut cur = &mut self.fields;
+        let mut cur = self.fields_mut();
         for p in parts {
             let entry = cur
                 .entry(p.to_string())
@@ -168,15 +201,20 @@ impl Contact {
 
     /// Merges the top-level keys of `changes` into the contact (a profile update).
     pub fn merge(&mut self, changes: &Map<String, Value>) {
+        if changes.keys().all(|k| k == "id") {
+            return;
+        }
+        let fields = self.fields_mut();
         for (k, v) in changes {
             if k != "id" {
-                self.fields.insert(k.clone(), v.clone());
+                fields.insert(k.clone(), v.clone());
             }
         }
     }
 
     fn text(&self, key: &str) -> Option<&str> {
-        self.fields
+        self.0
+            .fields
             .get(key)
             .and_then(Value::as_str)
             .map(str::trim)
@@ -200,7 +238,8 @@ impl Contact {
 
     /// Names in a list field (groups, tags, personas).
     pub fn names<'a>(&'a self, key: &str) -> impl Iterator<Item = &'a str> + 'a {
-        self.fields
+        self.0
+            .fields
             .get(key)
             .and_then(Value::as_array)
             .into_iter()
@@ -210,7 +249,7 @@ impl Contact {
 
     /// The push endpoints: (platform, endpoint) for android and apple.
     pub fn push_endpoints(&self) -> Vec<(&str, &str)> {
-        let Some(push) = self.fields.get("push").and_then(Value::as_object) else {
+        let Some(push) = self.0.fields.get("push").and_then(Value::as_object) else {
             return Vec::new();
         };
         ["android", "apple"]
@@ -226,7 +265,7 @@ impl Contact {
 
     /// The web push subscriptions stored on the contact (`web_push`: one object or a list).
     pub fn web_push_subscriptions(&self) -> Vec<&Value> {
-        match self.fields.get("web_push") {
+        match self.0.fields.get("web_push") {
             Some(Value::Array(list)) => list.iter().filter(|v| v.is_object()).collect(),
             Some(v @ Value::Object(_)) => vec![v],
             _ => Vec::new(),
@@ -243,7 +282,7 @@ impl Contact {
     /// The recorded consent for a communication type: `Some(true)` subscribed,
     /// `Some(false)` unsubscribed, `None` no record.
     pub fn subscription(&self, kind: &str) -> Option<bool> {
-        let v = self.fields.get("subscriptions")?.as_object()?.get(kind)?;
+        let v = self.0.fields.get("subscriptions")?.as_object()?.get(kind)?;
         crate::consent::parse_subscription(v)
     }
 }

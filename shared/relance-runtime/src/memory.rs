@@ -3,8 +3,8 @@
 //! not matter. Hash maps and ordered due indexes keep each call cheap; units of work keep an
 //! undo log, so a unit that fails leaves no partial write.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -25,7 +25,7 @@ use relance_core::scenario::Action;
 /// faster than SipHash on short ids, and the ids are the store user's own, so flooding is no
 /// concern here. The final rotation brings the well-mixed high bits down to the bucket index.
 #[derive(Debug, Default, Clone, Copy)]
-struct Fx(u64);
+pub(crate) struct Fx(u64);
 
 impl Fx {
     fn add(&mut self, word: u64) {
@@ -73,7 +73,8 @@ impl Hasher for Fx {
     }
 }
 
-type Map<K, V> = HashMap<K, V, BuildHasherDefault<Fx>>;
+/// A hash map with the store's hash (the runtime's engine cache uses it too).
+pub(crate) type Map<K, V> = HashMap<K, V, BuildHasherDefault<Fx>>;
 type Set<K> = HashSet<K, BuildHasherDefault<Fx>>;
 
 /// A storage failure of the memory store.
@@ -194,9 +195,12 @@ enum Undo {
     SendRemoved(Arc<str>, usize, SendRow),
     ConsentInserted(Arc<str>, usize),
     InputKey(String),
-    Enrollment(String, Option<(Enrollment, u32, u64)>),
-    Running(String, String, Option<String>),
-    EntryMark(String, String, Option<EntryMark>),
+    /// An enrollment first saved (its id).
+    EnrollmentAdded(String),
+    /// An enrollment saved again: the row it replaced (its id is the enrollment's own).
+    EnrollmentReplaced((Enrollment, u32, u64)),
+    Running(Arc<str>, Arc<str>, Option<String>),
+    EntryMark(Arc<str>, Arc<str>, Option<EntryMark>),
     TimerAdded(DateTime<Utc>, u64),
     TimerRemoved(u64, Wake),
     Inactivity(String, String, Option<(DateTime<Utc>, u64)>),
@@ -228,14 +232,21 @@ pub struct MemoryStore {
     inputs: Set<String>,
     /// id → (enrollment, its scenario version, when it started in the store's sequence).
     enrollments: Map<String, (Enrollment, u32, u64)>,
-    /// scenario → contact → the running enrollment's id.
-    running: Map<String, Map<String, String>>,
+    /// scenario → contact → the running enrollment's id (the contact ids are the people's
+    /// own, shared).
+    running: Map<String, Map<Arc<str>, String>>,
     /// scenario → contact → the once_per mark.
-    marks: Map<String, Map<String, EntryMark>>,
-    /// (due, arm sequence) → the timer.
-    timers: BTreeMap<(DateTime<Utc>, u64), Wake>,
-    /// enrollment → (step, due, arm sequence) of its timers, so arming twice keeps one.
-    timer_keys: Map<String, Vec<(String, DateTime<Utc>, u64)>>,
+    marks: Map<String, Map<Arc<str>, EntryMark>>,
+    /// The timers in due order: (due, arm sequence). The ordered index holds only these small
+    /// keys (its nodes stay small, and moving entries within them is cheap); the timers
+    /// themselves are in `wakes`.
+    timers: BTreeSet<(DateTime<Utc>, u64)>,
+    /// arm sequence → the timer.
+    wakes: Map<u64, Wake>,
+    /// hash of (enrollment, step, due) → the arm sequences of the timers with that hash, so
+    /// arming twice keeps one: the index owns no copy of the ids (no allocation per timer),
+    /// and a hit is confirmed against the timer itself.
+    timer_keys: Map<u64, Seqs>,
     /// (due, arm sequence) → (scenario, contact).
     inactivity: BTreeMap<(DateTime<Utc>, u64), (String, String)>,
     /// (scenario, zone) → next launch.
@@ -383,43 +394,49 @@ impl MemoryStore {
 
     /// The arm sequence of a timer, if armed.
     fn timer_seq(&self, w: &Wake) -> Option<u64> {
-        self.timer_keys
-            .get(&w.enrollment)?
-            .iter()
-            .find(|(step, at, _)| *at == w.at && *step == w.step)
-            .map(|(_, _, seq)| *seq)
+        let seqs = self.timer_keys.get(&timer_hash(w))?;
+        seqs.iter().find(|seq| {
+            self.wakes
+                .get(seq)
+                .is_some_and(|t| t.at == w.at && t.enrollment == w.enrollment && t.step == w.step)
+        })
     }
 
     fn index_timer(&mut self, w: &Wake, seq: u64) {
-        let entry = (w.step.clone(), w.at, seq);
-        match self.timer_keys.get_mut(&w.enrollment) {
-            Some(list) => list.push(entry),
+        let h = timer_hash(w);
+        match self.timer_keys.get_mut(&h) {
+            Some(seqs) => seqs.push(seq),
             None => {
-                self.timer_keys.insert(w.enrollment.clone(), vec![entry]);
+                self.timer_keys.insert(h, Seqs::One(seq));
             }
         }
     }
 
-    fn unindex_timer(&mut self, w: &Wake) {
-        if let Some(list) = self.timer_keys.get_mut(&w.enrollment) {
-            list.retain(|(step, at, _)| !(*at == w.at && *step == w.step));
-            if list.is_empty() {
-                self.timer_keys.remove(&w.enrollment);
-            }
+    fn unindex_timer(&mut self, w: &Wake, seq: u64) {
+        let h = timer_hash(w);
+        if let Some(seqs) = self.timer_keys.get_mut(&h)
+            && seqs.remove(seq)
+        {
+            self.timer_keys.remove(&h);
         }
+    }
+
+    /// The shared copy of a contact id: the person's own when there is one (no allocation).
+    fn contact_key(&self, contact: &str) -> Arc<str> {
+        self.people
+            .get_key_value(contact)
+            .map_or_else(|| Arc::from(contact), |(id, _)| id.clone())
     }
 
     fn set_running(&mut self, scenario: &str, contact: &str, id: Option<String>) {
+        let key = self.contact_key(contact);
         let map = nested(&mut self.running, scenario);
         let before = match id {
-            Some(id) => map.insert(contact.to_string(), id),
+            Some(id) => map.insert(key.clone(), id),
             None => map.remove(contact),
         };
-        self.log(Undo::Running(
-            scenario.to_string(),
-            contact.to_string(),
-            before,
-        ));
+        let scenario = self.name(scenario);
+        self.log(Undo::Running(scenario, key, before));
     }
 
     fn put_inactivity(
@@ -521,12 +538,13 @@ impl MemoryStore {
             Undo::InputKey(k) => {
                 self.inputs.remove(&k);
             }
-            Undo::Enrollment(id, before) => match before {
-                Some(e) => {
-                    self.enrollments.insert(id, e);
-                }
+            Undo::EnrollmentAdded(id) => {
+                self.enrollments.remove(&id);
+            }
+            Undo::EnrollmentReplaced(before) => match self.enrollments.get_mut(&before.0.id) {
+                Some(stored) => *stored = before,
                 None => {
-                    self.enrollments.remove(&id);
+                    self.enrollments.insert(before.0.id.clone(), before);
                 }
             },
             Undo::Running(s, c, before) => {
@@ -552,13 +570,15 @@ impl MemoryStore {
                 }
             }
             Undo::TimerAdded(at, seq) => {
-                if let Some(w) = self.timers.remove(&(at, seq)) {
-                    self.unindex_timer(&w);
+                self.timers.remove(&(at, seq));
+                if let Some(w) = self.wakes.remove(&seq) {
+                    self.unindex_timer(&w, seq);
                 }
             }
             Undo::TimerRemoved(seq, w) => {
                 self.index_timer(&w, seq);
-                self.timers.insert((w.at, seq), w);
+                self.timers.insert((w.at, seq));
+                self.wakes.insert(seq, w);
             }
             Undo::Inactivity(s, c, before) => {
                 let person = self.person(&c);
@@ -605,8 +625,54 @@ impl MemoryStore {
     }
 }
 
+/// The index key of a timer: its identity (enrollment, step, due).
+fn timer_hash(w: &Wake) -> u64 {
+    let mut h = Fx::default();
+    (&w.enrollment, &w.step, w.at).hash(&mut h);
+    h.finish()
+}
+
+/// The arm sequences of the timers that share an index hash: nearly always one, kept
+/// without an allocation.
+#[derive(Debug)]
+enum Seqs {
+    One(u64),
+    Many(Vec<u64>),
+}
+
+impl Seqs {
+    fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        let (one, many) = match self {
+            Seqs::One(seq) => (Some(*seq), &[][..]),
+            Seqs::Many(seqs) => (None, &seqs[..]),
+        };
+        one.into_iter().chain(many.iter().copied())
+    }
+
+    fn push(&mut self, seq: u64) {
+        match self {
+            Seqs::One(first) => *self = Seqs::Many(vec![*first, seq]),
+            Seqs::Many(seqs) => seqs.push(seq),
+        }
+    }
+
+    /// Removes `seq`; true when none is left.
+    fn remove(&mut self, seq: u64) -> bool {
+        match self {
+            Seqs::One(first) => *first == seq,
+            Seqs::Many(seqs) => {
+                seqs.retain(|s| *s != seq);
+                seqs.is_empty()
+            }
+        }
+    }
+}
+
 /// The inner map of `key`, made if missing (without allocating a key when it is there).
-fn nested<'m, V>(map: &'m mut Map<String, Map<String, V>>, key: &str) -> &'m mut Map<String, V> {
+fn nested<'m, V>(
+    map: &'m mut Map<String, Map<Arc<str>, V>>,
+    key: &str,
+) -> &'m mut Map<Arc<str>, V> {
     if !map.contains_key(key) {
         map.insert(key.to_string(), Map::default());
     }
@@ -843,34 +909,34 @@ impl EnrollmentStore for MemoryStore {
         e: &Enrollment,
     ) -> Result<(), MemoryError> {
         let conflict = || MemoryError::Conflict(e.id.clone());
-        let stored = self.enrollments.get(&e.id);
-        let version = match (expected, stored) {
-            (None, None) => scenario_version,
-            (Some(v), Some((s, version, _))) if s.version == v => *version,
-            _ => return Err(conflict()),
-        };
         // At most one running enrollment per (scenario, contact).
         let holder = self
             .running
-            .get(&e.scenario)
-            .and_then(|m| m.get(&e.contact));
-        if e.is_running() && holder.is_some_and(|h| *h != e.id) {
-            return Err(conflict());
-        }
+            .get(e.scenario.as_str())
+            .and_then(|m| m.get(e.contact.as_str()));
         let holds = holder.is_some_and(|h| *h == e.id);
-        let before = match self.enrollments.get_mut(&e.id) {
-            Some(stored) => {
-                let started = stored.2;
-                Some(std::mem::replace(stored, (e.clone(), version, started)))
+        let held_by_another = e.is_running() && holder.is_some() && !holds;
+        // One lookup: the row is checked and replaced in place.
+        let undo = match (self.enrollments.get_mut(&e.id), expected) {
+            (Some(stored), Some(v)) if stored.0.version == v => {
+                if held_by_another {
+                    return Err(conflict());
+                }
+                let before = std::mem::replace(&mut stored.0, e.clone());
+                Undo::EnrollmentReplaced((before, stored.1, stored.2))
             }
-            None => {
+            (None, None) => {
+                if held_by_another {
+                    return Err(conflict());
+                }
                 let started = self.next_seq();
                 self.enrollments
-                    .insert(e.id.clone(), (e.clone(), version, started));
-                None
+                    .insert(e.id.clone(), (e.clone(), scenario_version, started));
+                Undo::EnrollmentAdded(e.id.clone())
             }
+            _ => return Err(conflict()),
         };
-        self.log(Undo::Enrollment(e.id.clone(), before));
+        self.log(undo);
         if e.is_running() && !holds {
             self.set_running(&e.scenario, &e.contact, Some(e.id.clone()));
         } else if !e.is_running() && holds {
@@ -898,18 +964,21 @@ impl EnrollmentStore for MemoryStore {
         at: DateTime<Utc>,
     ) -> Result<(), MemoryError> {
         checked("last_entered_at", at)?;
+        let key = self.contact_key(contact);
         let map = nested(&mut self.marks, scenario);
         let before = map.get(contact).copied();
         let mark = EntryMark {
             last_entered_at: at,
             entries: before.map_or(1, |m| m.entries + 1),
         };
-        map.insert(contact.to_string(), mark);
-        self.log(Undo::EntryMark(
-            scenario.to_string(),
-            contact.to_string(),
-            before,
-        ));
+        match map.get_mut(contact) {
+            Some(m) => *m = mark,
+            None => {
+                map.insert(key.clone(), mark);
+            }
+        }
+        let scenario = self.name(scenario);
+        self.log(Undo::EntryMark(scenario, key, before));
         Ok(())
     }
 }
@@ -924,16 +993,19 @@ impl TimerStore for MemoryStore {
         }
         let seq = self.next_seq();
         self.index_timer(wake, seq);
-        self.timers.insert((wake.at, seq), wake.clone());
+        self.timers.insert((wake.at, seq));
+        self.wakes.insert(seq, wake.clone());
         self.log(Undo::TimerAdded(wake.at, seq));
         Ok(())
     }
 
     fn cancel(&mut self, wake: &Wake) -> Result<(), MemoryError> {
-        if let Some(seq) = self.timer_seq(wake)
-            && let Some(w) = self.timers.remove(&(wake.at, seq))
-        {
-            self.unindex_timer(&w);
+        let Some(seq) = self.timer_seq(wake) else {
+            return Ok(());
+        };
+        self.timers.remove(&(wake.at, seq));
+        if let Some(w) = self.wakes.remove(&seq) {
+            self.unindex_timer(&w, seq);
             self.log(Undo::TimerRemoved(seq, w));
         }
         Ok(())
@@ -946,8 +1018,9 @@ impl TimerStore for MemoryStore {
     ) -> Result<Vec<Due<Wake>>, MemoryError> {
         Ok(self
             .timers
-            .values()
-            .take_while(|w| w.at <= now)
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .filter_map(|(_, seq)| self.wakes.get(seq))
             .filter(|w| self.timer_live(w))
             .take(limit)
             .map(|w| Due::Ready(w.clone()))
@@ -1049,7 +1122,8 @@ impl TimerStore for MemoryStore {
     fn next_due(&mut self) -> Result<Option<DateTime<Utc>>, MemoryError> {
         let timer = self
             .timers
-            .values()
+            .iter()
+            .filter_map(|(_, seq)| self.wakes.get(seq))
             .find(|w| self.timer_live(w))
             .map(|w| w.at);
         let check = self

@@ -63,8 +63,9 @@ where
         detail: LaunchDetail,
         now: DateTime<Utc>,
     ) -> Result<LaunchReport, RuntimeError> {
+        let LaunchDetail { scenario, contacts } = detail;
         self.unit(now, |u| {
-            let entry = u.entry(&detail.scenario)?;
+            let entry = u.entry(&scenario)?;
             let version = match (entry.status, entry.active_version) {
                 (Status::Active, Some(v)) => v,
                 (status, _) => {
@@ -74,8 +75,9 @@ where
                     });
                 }
             };
-            let ids = match &detail.contacts {
-                Some(ids) => ids.clone(),
+            // The ids asked for are taken, not copied (a play launches a million in chunks).
+            let ids = match contacts {
+                Some(ids) => ids,
                 None => u.store.contact_ids().map_err(store_err)?,
             };
             let mut report = LaunchReport::default();

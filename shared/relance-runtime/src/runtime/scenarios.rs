@@ -1,7 +1,6 @@
 //! Scenarios and workspace settings: versions, the lifecycle, the policy and the shared
 //! messages, and the engines cached per version.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -15,6 +14,7 @@ use relance_core::{Policy, Problem, scenario};
 use serde::Serialize;
 
 use super::{Runtime, RuntimeError, engine, store_err};
+use crate::memory::Map;
 
 /// What `put_scenario` did.
 #[derive(Debug, Clone, Serialize)]
@@ -37,8 +37,9 @@ pub struct PutOutcome {
 /// engine goes stale only when the policy changes, and the cache is dropped then.
 #[derive(Debug, Default)]
 pub(super) struct Engines {
-    /// By scenario id, then version (looked up without allocating a key).
-    pub(super) by_version: HashMap<String, HashMap<u32, Arc<Engine>>>,
+    /// By scenario id, then version (looked up without allocating a key, with the store's
+    /// fast hash: every unit of work looks its engine up).
+    pub(super) by_version: Map<String, Map<u32, Arc<Engine>>>,
     pub(super) policy: Policy,
     pub(super) policy_text: Option<String>,
     /// When the policy was last read: other processes (Lambda containers) may change it, so

@@ -291,8 +291,7 @@ where
         if t.is_noop() {
             tracing::warn!(enrollment = %wake.enrollment, step = %wake.step, due = %wake.at, "stale timer dropped");
         }
-        let scenario = enrollment.scenario.clone();
-        self.apply(&scenario, version, Some(enrollment.version), t)?;
+        self.apply(&enrollment.scenario, version, Some(enrollment.version), t)?;
         Ok(())
     }
 }
