@@ -863,3 +863,67 @@ fn hostile_identical_inputs_are_recorded_once() {
     assert_eq!(h.engagement.len(), 2, "{:?}", h.engagement);
     assert_eq!(h.events.len(), 1, "{:?}", h.events);
 }
+
+/// A consent log written partly by an earlier build (the hash in the key, no place) reads
+/// back in the order appended: the earlier build's event first, then this build's at the
+/// same instant, so the later one decides; a redone append of either changes nothing.
+#[test]
+fn consent_log_keeps_append_order_across_the_old_and_new_key_shapes() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use relance_aws::keys;
+    use relance_core::consent::{ConsentEvent, ConsentState};
+    use relance_core::instant;
+    use relance_core::ports::ConsentStore;
+    if crate::support::offline() {
+        return;
+    }
+    let emu = emulator();
+    let mut store = store("consentkeys");
+    let t = at("2026-12-01T09:00:00Z");
+    let event = |state: ConsentState, source: &str| ConsentEvent {
+        contact: "ana".into(),
+        subject: "newsletter".into(),
+        state,
+        source: source.into(),
+        actor: "test".into(),
+        at: t,
+        reason: None,
+        kept: false,
+    };
+    // The earlier build's item: its hash, whatever it is, ends its key.
+    let old = event(ConsentState::Unsubscribed, "api");
+    let old_hash = keys::hash(&["newsletter", "unsubscribed", "api", "test", "", ""]);
+    let item = [
+        (keys::PK, AttributeValue::S(keys::contact("ana"))),
+        (
+            keys::SK,
+            AttributeValue::S(format!("{}{old_hash}", keys::consent_instant(t))),
+        ),
+        ("subject", AttributeValue::S("newsletter".into())),
+        ("state", AttributeValue::S("unsubscribed".into())),
+        ("source", AttributeValue::S("api".into())),
+        ("actor", AttributeValue::S("test".into())),
+        ("at", AttributeValue::N(instant::to_micros(t).to_string())),
+        ("kept", AttributeValue::Bool(false)),
+    ];
+    emu.runtime
+        .block_on(
+            emu.dynamo
+                .put_item()
+                .table_name(&store.config().state_table)
+                .set_item(Some(
+                    item.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+                ))
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let new = event(ConsentState::Subscribed, "form");
+    for e in [&new, &old, &new] {
+        store.append_consent(e).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let trail = store.consent_trail("ana").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(trail, vec![old, new]);
+    let derived = store.consent_state("ana").unwrap_or_else(|e| panic!("{e}"));
+    // The later event decides.
+    assert_eq!(derived.subscriptions.get("newsletter"), Some(&true));
+}

@@ -14,7 +14,7 @@
 //! | activity / engagement / recorded send | `contact#{id}` | `a#…` / `e#{scenario}#…` / `s#{scenario}#{idempotency key}` |
 //! | entry mark and running lock | `contact#{id}` | `entry#{scenario}` |
 //! | pending inactivity check | `contact#{id}` | `inactivity#{scenario}` |
-//! | consent event (append-only) | `contact#{id}` | `consent#{at µs, 18 digits}#{place, 6 digits}#{hash}` |
+//! | consent event (append-only) | `contact#{id}` | `consent#{at µs, 18 digits}#p{place, 6 digits}` (hash in `hash`) |
 //! | input seen | `input#{key}` | `input` |
 //! | enrollment | `enrollment#{id}` | `state` |
 //! | journal record | `journal#{scenario}` | `{at}#{enrollment}#{hash}` |
@@ -166,18 +166,26 @@ pub fn consent_instant(at: DateTime<Utc>) -> String {
     format!("consent#{}#", instant::to_key(at))
 }
 
-/// The sort key of a consent event: its instant, its place among the events of that instant
-/// (so the log reads back in the order appended: the later event decides the state) and the
-/// [`hash`] of what identifies it (a redone append finds it by that). Earlier builds wrote no
-/// place (`consent#{at}#{hash}`); such a key still reads, in key order within its instant.
-pub fn consent(at: DateTime<Utc>, place: usize, hash: &str) -> String {
-    format!("consent#{}#{place:06}#{hash}", instant::to_key(at))
+/// The sort key of a consent event: its instant, then its place among the events of that
+/// instant (`p` and six digits), so the log reads back in the order appended (the later event
+/// decides the state). The place ends the key, so two concurrent appends taking one place
+/// collide on the conditional put and the loser reads again. The [`hash`] of what identifies
+/// the event is an attribute ([`CONSENT_HASH`]): a redone append finds it by that. Earlier
+/// builds wrote the hash in the key and no place (`consent#{at}#{hash}`): such a key still
+/// reads, and sorts before the placed keys of its instant (`p` sorts after every hex digit),
+/// as it was written before them.
+pub fn consent(at: DateTime<Utc>, place: usize) -> String {
+    format!("consent#{}#p{place:06}", instant::to_key(at))
 }
 
-/// The hash ending a consent event's sort key, of either shape.
-pub fn consent_hash(sk: &str) -> Option<&str> {
-    sk.strip_prefix(CONSENT_PREFIX)
-        .and_then(|rest| rest.rsplit('#').next())
+/// The attribute holding a consent event's hash.
+pub const CONSENT_HASH: &str = "hash";
+
+/// The hash in an earlier build's consent sort key (`consent#{at}#{hash}`); None for a
+/// placed key, whose hash is the [`CONSENT_HASH`] attribute.
+pub fn legacy_consent_hash(sk: &str) -> Option<&str> {
+    let last = sk.strip_prefix(CONSENT_PREFIX)?.rsplit('#').next()?;
+    (!last.starts_with('p')).then_some(last)
 }
 
 /// An input's partition (its sort key is [`INPUT`]).
@@ -357,12 +365,16 @@ mod tests {
         assert_eq!(contact_id("contact#ana"), Some("ana"));
         assert_eq!(entry("welcome"), "entry#welcome");
         assert_eq!(inactivity("welcome"), "inactivity#welcome");
-        let (place, h) = (consent(t, 2, "00ff"), "00ff");
-        assert_eq!(place, "consent#001796115600500000#000002#00ff");
-        assert!(place.starts_with(&consent_instant(t)));
-        assert_eq!(consent_hash(&place), Some(h));
-        // An earlier build's key: no place.
-        assert_eq!(consent_hash("consent#001796115600500000#00ff"), Some(h));
+        let placed = consent(t, 2);
+        assert_eq!(placed, "consent#001796115600500000#p000002");
+        assert!(placed.starts_with(&consent_instant(t)));
+        assert_eq!(legacy_consent_hash(&placed), None);
+        // An earlier build's key: the hash, no place; it sorts before the placed keys of its
+        // instant (it was written before them), whatever its hash.
+        let legacy = "consent#001796115600500000#ffff";
+        assert_eq!(legacy_consent_hash(legacy), Some("ffff"));
+        assert!(legacy < consent(t, 0).as_str());
+        assert!(consent(t, 9) < consent(t, 10));
         assert_eq!(enrollment_id("welcome", "ana", 2), "welcome:ana:2");
         assert_eq!(enrollment_scenario("welcome:ana:2"), "welcome");
         assert_eq!(enrollment("welcome:ana:2"), "enrollment#welcome:ana:2");

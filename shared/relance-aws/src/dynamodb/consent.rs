@@ -15,10 +15,10 @@ const APPEND_ATTEMPTS: usize = 8;
 impl relance_core::ports::ConsentStore for DynamoStore {
     type Error = StoreError;
 
-    /// Written after the events already at its instant (its place in the key keeps the order
-    /// appended), unless an event with its hash is there: a redone unit changes nothing. Two
-    /// concurrent appends at one instant cannot take the same place (the put is conditional):
-    /// the loser reads again and takes the next.
+    /// Written after the events already at its instant (its place ends the key, keeping the
+    /// order appended), unless an event with its hash is there: a redone unit changes nothing.
+    /// Two concurrent appends at one instant cannot take the same place (the key is the same,
+    /// the put is conditional): the loser reads again and takes the next.
     fn append_consent(
         &mut self,
         e: &relance_core::consent::ConsentEvent,
@@ -45,16 +45,18 @@ impl relance_core::ports::ConsentStore for DynamoStore {
             item.insert("reason".into(), s(r));
         }
         item.insert("kept".into(), AttributeValue::Bool(e.kept));
+        item.insert(keys::CONSENT_HASH.into(), s(&hash));
         for _ in 0..APPEND_ATTEMPTS {
             let same_instant =
                 self.query(&self.config.state_table, &pk, &keys::consent_instant(e.at))?;
-            if same_instant
-                .iter()
-                .any(|i| get_s(i, keys::SK).and_then(keys::consent_hash) == Some(hash.as_str()))
-            {
+            if same_instant.iter().any(|i| {
+                get_s(i, keys::CONSENT_HASH)
+                    .or_else(|| get_s(i, keys::SK).and_then(keys::legacy_consent_hash))
+                    == Some(hash.as_str())
+            }) {
                 return Ok(());
             }
-            let sk = keys::consent(e.at, same_instant.len(), &hash);
+            let sk = keys::consent(e.at, same_instant.len());
             item.insert(keys::SK.into(), s(sk));
             if self.put_new(item.clone())? {
                 return Ok(());
