@@ -130,7 +130,9 @@ pub fn describe(r: &Record) -> String {
             r.message.as_deref().unwrap_or("")
         ),
         RecordKind::Ended => format!(": {}", r.end.as_deref().unwrap_or("")),
-        RecordKind::Branched => format!(" → {}", r.next.as_deref().unwrap_or("")),
+        RecordKind::Branched | RecordKind::Assigned => {
+            format!(" → {}", r.next.as_deref().unwrap_or(""))
+        }
         RecordKind::Waiting => r
             .until
             .map(|u| {

@@ -103,6 +103,7 @@ pub fn mermaid(s: &Scenario, counts: Option<&JournalCounts>) -> String {
                 label(&describe(condition))
             ),
             StepKind::Branches { .. } => format!("{{\"{delay}{}: branches\"}}", step.id),
+            StepKind::Split { .. } => format!("{{\"{delay}{}: split\"}}", step.id),
             StepKind::Action { action, .. } => {
                 format!("[/\"{delay}{}: {}\"/]", step.id, action.name())
             }
@@ -140,6 +141,15 @@ pub fn mermaid(s: &Scenario, counts: Option<&JournalCounts>) -> String {
                 .iter()
                 .map(|b| (label(&describe(&b.when)), b.next.as_str()))
                 .chain([("otherwise".to_string(), otherwise.as_str())])
+                .collect(),
+            StepKind::Split { paths } => paths
+                .iter()
+                .map(|p| {
+                    (
+                        format!("{}%", crate::experiment::percent_text(p.basis_points)),
+                        p.next.as_str(),
+                    )
+                })
                 .collect(),
             other => other
                 .targets()
@@ -191,6 +201,15 @@ pub fn dot(s: &Scenario, counts: Option<&JournalCounts>) -> String {
             }
             StepKind::If { condition, .. } => format!("{}: {}?", step.id, describe(condition)),
             StepKind::Branches { .. } => format!("{}: branches", step.id),
+            StepKind::Split { paths } => format!(
+                "{}: split {}",
+                step.id,
+                paths
+                    .iter()
+                    .map(|p| format!("{}%", crate::experiment::percent_text(p.basis_points)))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            ),
             StepKind::Action { action, .. } => format!("{}: {}", step.id, action.name()),
             StepKind::End { end } => format!("end: {}", end.as_str()),
             StepKind::Pass { .. } => step.id.clone(),
