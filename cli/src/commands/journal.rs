@@ -100,6 +100,9 @@ pub fn print_counts(scenario: &str, counts: &JournalCounts, order: &[String]) ->
             c.sent,
             c.failed
         );
+        for (path, n) in &c.assigned {
+            outln!("    → {path}: {n}");
+        }
     }
     let ends: Vec<String> = counts
         .ends

@@ -279,4 +279,17 @@ mod tests {
         );
         assert!(d.contains("end: success / 3 ended"), "{d}");
     }
+
+    #[test]
+    fn a_split_shows_its_percents() {
+        let yaml = "id: g\nlaunch: {type: manual}\nsteps:\n  - id: ab\n    split: [{percent: 12.5, next: a}, {percent: 87.5, next: b}]\n  - {id: a, end: success}\n  - {id: b, end: failure}\n";
+        let (s, _) = crate::validate::parse(yaml, Format::Yaml).unwrap_or_else(|p| panic!("{p:?}"));
+        let m = mermaid(&s, None);
+        assert!(m.contains("s_ab{\"ab: split\"}"), "{m}");
+        assert!(m.contains("s_ab -->|\"12.5%\"| s_a"), "{m}");
+        assert!(m.contains("s_ab -->|\"87.5%\"| s_b"), "{m}");
+        let d = dot(&s, None);
+        assert!(d.contains("ab: split 12.5% / 87.5%"), "{d}");
+        assert!(d.contains("-> s_b [label=\"split[1].next\"]"), "{d}");
+    }
 }
