@@ -28,7 +28,7 @@ pub fn bucket(scenario: &str, step: &str, contact: &str) -> u16 {
 pub fn pick(shares: impl IntoIterator<Item = u32>, bucket: u16) -> Option<usize> {
     let mut upper = 0u32;
     for (i, share) in shares.into_iter().enumerate() {
-        upper += share;
+        upper = upper.saturating_add(share);
         if u32::from(bucket) < upper {
             return Some(i);
         }

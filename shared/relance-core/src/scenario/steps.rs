@@ -360,7 +360,10 @@ fn parse_split(base: &str, v: &Value, problems: &mut Vec<Problem>) -> Vec<SplitP
             next: next.unwrap_or_default(),
         });
     }
-    let sum: u32 = out.iter().map(|p| p.basis_points).sum();
+    // Saturating: a hostile list of many paths must not overflow.
+    let sum = out
+        .iter()
+        .fold(0u32, |acc, p| acc.saturating_add(p.basis_points));
     if all_read && !out.is_empty() && sum != 10_000 {
         problems.push(Problem::error(
             base,
