@@ -100,6 +100,9 @@ pub fn print_counts(scenario: &str, counts: &JournalCounts, order: &[String]) ->
             c.sent,
             c.failed
         );
+        for (path, n) in &c.assigned {
+            outln!("    → {path}: {n}");
+        }
     }
     let ends: Vec<String> = counts
         .ends
@@ -130,7 +133,9 @@ pub fn describe(r: &Record) -> String {
             r.message.as_deref().unwrap_or("")
         ),
         RecordKind::Ended => format!(": {}", r.end.as_deref().unwrap_or("")),
-        RecordKind::Branched => format!(" → {}", r.next.as_deref().unwrap_or("")),
+        RecordKind::Branched | RecordKind::Assigned => {
+            format!(" → {}", r.next.as_deref().unwrap_or(""))
+        }
         RecordKind::Waiting => r
             .until
             .map(|u| {

@@ -289,3 +289,59 @@ fn shared_messages_and_the_policy_work_from_the_command_line() {
     let o = relance(&["scenario", "activate", "sale", "--db", &db]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
+
+/// The split example through `relance simulate`: one JSON object per line, `assigned` with
+/// `branch` = the path's `next`, `held_out` then the end `held_out`, counted in the journal.
+/// The expected placements come from the formula, computed apart with Python (see the
+/// example's header): u2 and u5 held out, u1 short, u3 and u4 long.
+#[test]
+fn simulate_prints_split_assignments_and_the_holdout() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/");
+    let o = relance(&[
+        "simulate",
+        &format!("{root}split-test.yaml"),
+        "--contacts",
+        &format!("{root}contacts.jsonl"),
+        "--start",
+        "2026-12-01T09:00:00Z",
+        "--until",
+        "P7D",
+        "--journal",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let of = |kind: &str| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|r| r["kind"] == kind)
+            .map(|r| {
+                format!(
+                    "{} {}",
+                    r["contact"].as_str().unwrap_or("?"),
+                    r["branch"].as_str().or(r["end"].as_str()).unwrap_or("")
+                )
+            })
+            .collect()
+    };
+    assert_eq!(of("assigned"), ["u1 short", "u3 long", "u4 long"]);
+    assert_eq!(of("held_out"), ["u2 ", "u5 "]);
+    let assigned = lines
+        .iter()
+        .find(|r| r["kind"] == "assigned")
+        .unwrap_or_else(|| panic!("no assigned record"));
+    assert_eq!(assigned["step"], "ab");
+    let journal = lines.last().unwrap_or_else(|| panic!("no output"));
+    assert_eq!(journal["counts"]["ends"]["held_out"], 2);
+    assert_eq!(journal["counts"]["steps"]["ab"]["assigned"]["long"], 2);
+    assert_eq!(journal["counts"]["steps"]["ab"]["assigned"]["short"], 1);
+    assert!(
+        !lines
+            .iter()
+            .any(|r| r["kind"] == "sent"
+                && ["u2", "u5"].contains(&r["contact"].as_str().unwrap_or(""))),
+        "held-out contacts are sent nothing"
+    );
+}

@@ -38,6 +38,7 @@ pub fn events_of(scenario: &str, effects: &[Effect]) -> Vec<(String, Value)> {
                 let end = match outcome {
                     Outcome::End(e) => e.as_str().to_string(),
                     Outcome::Exited => "exited".to_string(),
+                    Outcome::HeldOut => relance_core::experiment::HELD_OUT_END.to_string(),
                 };
                 out.push((
                     "relance.enrollment.ended".to_string(),

@@ -103,6 +103,7 @@ pub fn mermaid(s: &Scenario, counts: Option<&JournalCounts>) -> String {
                 label(&describe(condition))
             ),
             StepKind::Branches { .. } => format!("{{\"{delay}{}: branches\"}}", step.id),
+            StepKind::Split { .. } => format!("{{\"{delay}{}: split\"}}", step.id),
             StepKind::Action { action, .. } => {
                 format!("[/\"{delay}{}: {}\"/]", step.id, action.name())
             }
@@ -140,6 +141,15 @@ pub fn mermaid(s: &Scenario, counts: Option<&JournalCounts>) -> String {
                 .iter()
                 .map(|b| (label(&describe(&b.when)), b.next.as_str()))
                 .chain([("otherwise".to_string(), otherwise.as_str())])
+                .collect(),
+            StepKind::Split { paths } => paths
+                .iter()
+                .map(|p| {
+                    (
+                        format!("{}%", crate::experiment::percent_text(p.basis_points)),
+                        p.next.as_str(),
+                    )
+                })
                 .collect(),
             other => other
                 .targets()
@@ -191,6 +201,15 @@ pub fn dot(s: &Scenario, counts: Option<&JournalCounts>) -> String {
             }
             StepKind::If { condition, .. } => format!("{}: {}?", step.id, describe(condition)),
             StepKind::Branches { .. } => format!("{}: branches", step.id),
+            StepKind::Split { paths } => format!(
+                "{}: split {}",
+                step.id,
+                paths
+                    .iter()
+                    .map(|p| format!("{}%", crate::experiment::percent_text(p.basis_points)))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            ),
             StepKind::Action { action, .. } => format!("{}: {}", step.id, action.name()),
             StepKind::End { end } => format!("end: {}", end.as_str()),
             StepKind::Pass { .. } => step.id.clone(),
@@ -259,5 +278,18 @@ mod tests {
             "{d}"
         );
         assert!(d.contains("end: success / 3 ended"), "{d}");
+    }
+
+    #[test]
+    fn a_split_shows_its_percents() {
+        let yaml = "id: g\nlaunch: {type: manual}\nsteps:\n  - id: ab\n    split: [{percent: 12.5, next: a}, {percent: 87.5, next: b}]\n  - {id: a, end: success}\n  - {id: b, end: failure}\n";
+        let (s, _) = crate::validate::parse(yaml, Format::Yaml).unwrap_or_else(|p| panic!("{p:?}"));
+        let m = mermaid(&s, None);
+        assert!(m.contains("s_ab{\"ab: split\"}"), "{m}");
+        assert!(m.contains("s_ab -->|\"12.5%\"| s_a"), "{m}");
+        assert!(m.contains("s_ab -->|\"87.5%\"| s_b"), "{m}");
+        let d = dot(&s, None);
+        assert!(d.contains("ab: split 12.5% / 87.5%"), "{d}");
+        assert!(d.contains("-> s_b [label=\"split[1].next\"]"), "{d}");
     }
 }

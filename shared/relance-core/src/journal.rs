@@ -26,6 +26,10 @@ pub enum RecordKind {
     Resumed,
     /// A condition chose a path (`branch`, `next`).
     Branched,
+    /// A split placed the contact on a path (`branch`: the path's `next`).
+    Assigned,
+    /// The scenario holdout kept the contact: it is sent nothing and ends `held_out`.
+    HeldOut,
     /// An action ran.
     Action,
     /// The contact left through exit_when.
@@ -58,7 +62,8 @@ pub struct Record {
     /// For ends: the end (success, failure, abandon, neutral, a goal id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<String>,
-    /// For branches: which branch (then, else, 0, 1, ..., otherwise).
+    /// For branches: which branch (then, else, 0, 1, ..., otherwise); for splits, the path's
+    /// `next`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
     /// For branches: the step chosen.
@@ -124,6 +129,9 @@ pub struct StepCounts {
     pub skipped: BTreeMap<String, u64>,
     /// Sends or actions that failed.
     pub failed: u64,
+    /// For splits: contacts assigned, by path (its `next`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub assigned: BTreeMap<String, u64>,
 }
 
 /// Counts per scenario: entries, skips, and per step and per end.
@@ -166,6 +174,12 @@ impl JournalCounts {
             }
             (RecordKind::Failed, Some(s)) => {
                 s.failed += 1;
+                s.entered += u64::from(r.arrival);
+            }
+            (RecordKind::Assigned, Some(s)) => {
+                *s.assigned
+                    .entry(r.branch.clone().unwrap_or_default())
+                    .or_default() += 1;
                 s.entered += u64::from(r.arrival);
             }
             (RecordKind::Exited, _) => *self.ends.entry("exited".into()).or_default() += 1,

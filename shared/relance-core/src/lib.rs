@@ -18,6 +18,7 @@
 //! - [`validate`]: every problem of a scenario, located.
 //! - [`schema`]: the JSON Schema of scenario files, generated from the loader's types.
 //! - [`render`]: message templates.
+//! - [`experiment`]: the deterministic SHA-256 bucket behind `split` paths and the holdout.
 //! - [`engine`]: enrollments, inputs, effects and the transition function (`enter`,
 //!   `handle`, `run`, and `send` with the pure [`engine::decide_send`]).
 //! - [`journal`]: journal records and counters.
@@ -35,6 +36,7 @@ pub mod consent;
 pub mod contact;
 pub mod duration;
 pub mod engine;
+pub mod experiment;
 pub mod graph;
 pub mod inbound;
 pub mod instant;

@@ -86,7 +86,8 @@ impl Engine {
     }
 
     /// Tries to enroll a contact: already running, once_per, audience and exit_when, in that
-    /// order, each skip with its reason; otherwise runs from the first step.
+    /// order, each skip with its reason; otherwise it enters and, unless the scenario holdout
+    /// keeps it (entered, sent nothing, ended `held_out`), runs from the first step.
     pub fn enter(&self, req: EntryRequest<'_>) -> Entry {
         let EntryRequest {
             contact,
@@ -129,6 +130,20 @@ impl Engine {
             return skip(SkipReason::ExitWhen);
         }
         run.record(RecordKind::Entered, None);
+        if let Some(h) = self.scenario.holdout {
+            let bucket = crate::experiment::bucket(
+                &self.scenario.id,
+                crate::experiment::HOLDOUT_STEP,
+                contact.id(),
+            );
+            if u32::from(bucket) < h.basis_points {
+                run.record(RecordKind::HeldOut, None);
+                run.record(RecordKind::Ended, None).end =
+                    Some(crate::experiment::HELD_OUT_END.into());
+                run.end_with(Outcome::HeldOut);
+                return Entry::Entered(run.finish());
+            }
+        }
         run.go(0, false);
         Entry::Entered(run.finish())
     }

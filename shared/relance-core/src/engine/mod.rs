@@ -113,6 +113,8 @@ pub enum Outcome {
     End(EndKind),
     /// Left through exit_when.
     Exited,
+    /// Kept by the scenario holdout at entry (DESIGN §3.1).
+    HeldOut,
 }
 
 impl Enrollment {

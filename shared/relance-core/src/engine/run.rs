@@ -230,6 +230,25 @@ impl<'a> Run<'a> {
                     r.arrival = arrival;
                     next
                 }
+                StepKind::Split { paths } => {
+                    let bucket =
+                        crate::experiment::bucket(&engine.scenario.id, &step.id, &self.en.contact);
+                    let Some(k) =
+                        crate::experiment::pick(paths.iter().map(|p| p.basis_points), bucket)
+                    else {
+                        // Only an unvalidated scenario (percents short of 100) gets here.
+                        return self.fail_end(&format!(
+                            "split \"{}\" has no path for bucket {bucket}",
+                            step.id
+                        ));
+                    };
+                    let next = &paths[k].next;
+                    let r = self.record(RecordKind::Assigned, Some(&step.id));
+                    r.branch = Some(next.clone());
+                    r.next = Some(next.clone());
+                    r.arrival = arrival;
+                    next
+                }
                 StepKind::Action { action, next } => {
                     self.action(step, action, arrival);
                     next

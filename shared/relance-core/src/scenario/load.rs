@@ -341,6 +341,56 @@ pub struct ScenarioFile {
     /// Free labels.
     #[schemars(with = "Option<Vec<String>>")]
     pub labels: Option<Value>,
+    /// This share of entries is held out: entered, sent nothing, ended `held_out`.
+    #[schemars(with = "Option<RawHoldout>")]
+    pub holdout: Option<Value>,
+}
+
+/// `holdout: {percent}`: a percent above 0 and below 100, with at most 2 decimals.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Holdout")]
+#[allow(dead_code)]
+struct RawHoldout {
+    /// The share held out, above 0 and below 100, with at most 2 decimals.
+    #[schemars(range(min = 0.01, max = 99.99))]
+    percent: f64,
+}
+
+/// Reads `holdout: {percent}` in basis points.
+fn parse_holdout(v: &Value, problems: &mut Vec<Problem>) -> Option<Holdout> {
+    let v = known_keys("holdout", v, &["percent"], "a holdout", problems);
+    let Some(map) = v.as_object() else {
+        problems.push(Problem::error(
+            "holdout",
+            "a holdout is a mapping such as {percent: 10}",
+        ));
+        return None;
+    };
+    let Some(percent) = map.get("percent") else {
+        problems.push(Problem::error(
+            "holdout.percent",
+            "missing: a holdout needs \"percent\"",
+        ));
+        return None;
+    };
+    match crate::experiment::basis_points(percent) {
+        Ok(bp) if bp > 0 && bp < 10_000 => Some(Holdout { basis_points: bp }),
+        Ok(bp) => {
+            problems.push(Problem::error(
+                "holdout.percent",
+                format!(
+                    "{} is not above 0 and below 100",
+                    crate::experiment::percent_text(bp)
+                ),
+            ));
+            None
+        }
+        Err(e) => {
+            problems.push(Problem::error("holdout.percent", e));
+            None
+        }
+    }
 }
 
 impl ScenarioFile {
@@ -366,12 +416,13 @@ impl ScenarioFile {
             steps: get("steps"),
             goals: get("goals"),
             labels: get("labels"),
+            holdout: get("holdout"),
         }
     }
 }
 
 /// The keys of a scenario file (the JSON Schema lists the same).
-pub const TOP_KEYS: [&str; 17] = [
+pub const TOP_KEYS: [&str; 18] = [
     "id",
     "name",
     "description",
@@ -389,6 +440,7 @@ pub const TOP_KEYS: [&str; 17] = [
     "steps",
     "goals",
     "labels",
+    "holdout",
 ];
 
 /// The keys of a message (the JSON Schema lists the same).
@@ -548,6 +600,10 @@ pub fn from_value(doc: &Value) -> Result<Loaded, Problem> {
         .as_ref()
         .map(|v| parse_goals(v, &mut problems))
         .unwrap_or_default();
+    let holdout = file
+        .holdout
+        .as_ref()
+        .and_then(|v| parse_holdout(v, &mut problems));
     let mut broken_steps = false;
     let steps = match steps_value {
         Some(Value::Array(list)) => list
@@ -581,6 +637,7 @@ pub fn from_value(doc: &Value) -> Result<Loaded, Problem> {
             consent,
             steps,
             goals,
+            holdout,
         },
         problems,
         broken_steps,

@@ -42,6 +42,24 @@ pub struct Scenario {
     pub steps: Vec<Step>,
     /// Custom ends.
     pub goals: Vec<Goal>,
+    /// The share of entries held out (entered, sent nothing, ended `held_out`).
+    pub holdout: Option<Holdout>,
+}
+
+/// `holdout: {percent}`: entries whose holdout bucket falls below it are held out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holdout {
+    /// The percent × 100.
+    pub basis_points: u32,
+}
+
+/// `{percent, next}` in a `split` list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitPath {
+    /// Its share, percent × 100.
+    pub basis_points: u32,
+    /// Where it leads.
+    pub next: String,
 }
 
 /// How contacts enter.
@@ -479,6 +497,8 @@ pub enum StepKind {
         branches: Vec<Branch>,
         otherwise: String,
     },
+    /// Random split: the contact's bucket picks one path (DESIGN §3.1).
+    Split { paths: Vec<SplitPath> },
     /// Do something to or about the contact, then go on.
     Action { action: Action, next: String },
     /// End the enrollment.
@@ -513,6 +533,11 @@ impl StepKind {
                 .enumerate()
                 .map(|(i, b)| (format!("branches[{i}].next"), b.next.as_str()))
                 .chain([("otherwise".into(), otherwise.as_str())])
+                .collect(),
+            StepKind::Split { paths } => paths
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (format!("split[{i}].next"), p.next.as_str()))
                 .collect(),
             StepKind::End { .. } => vec![],
         }

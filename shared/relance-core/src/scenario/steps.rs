@@ -12,7 +12,7 @@ use crate::problem::Problem;
 use crate::schedule::{DateTimeSpec, Delay, LocalTime};
 
 /// The keys of a step (the JSON Schema lists the same).
-pub const STEP_KEYS: [&str; 16] = [
+pub const STEP_KEYS: [&str; 17] = [
     "id",
     "name",
     "description",
@@ -26,6 +26,7 @@ pub const STEP_KEYS: [&str; 16] = [
     "else",
     "branches",
     "otherwise",
+    "split",
     "action",
     "end",
     "next",
@@ -35,12 +36,13 @@ pub const STEP_KEYS: [&str; 16] = [
 /// afterwards, so that a problem in one of them does not hide the others (or the graph). Those
 /// are kept as JSON here; the JSON Schema names the shape they are read as.
 ///
-/// A step: one of send, wait_for, if, branches, action, end (or only a delay), with its targets.
+/// A step: one of send, wait_for, if, branches, split, action, end (or only a delay), with its
+/// targets.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[schemars(
     rename = "Step",
     deny_unknown_fields,
-    description = "A step: one of send, wait_for, if, branches, action, end (or only a delay), with its targets."
+    description = "A step: one of send, wait_for, if, branches, split, action, end (or only a delay), with its targets."
 )]
 pub(super) struct RawStep {
     /// Unique within the scenario.
@@ -78,6 +80,9 @@ pub(super) struct RawStep {
     branches: Option<Value>,
     /// branches: where no true branch leads.
     otherwise: Option<String>,
+    /// A random split: 2 to 10 paths whose percents sum to 100.
+    #[schemars(with = "Option<Vec<RawSplitPath>>", length(min = 2, max = 10))]
+    split: Option<Value>,
     /// One of tag, group, update_profile, export, task, create_lead, event.
     #[schemars(with = "Option<Action>")]
     action: Option<Value>,
@@ -121,6 +126,25 @@ struct RawBranch {
     /// Where it leads.
     next: String,
 }
+
+/// The shape [`parse_split`] reads for each path: `{percent, next}`.
+#[derive(JsonSchema)]
+#[schemars(
+    rename = "SplitPath",
+    deny_unknown_fields,
+    description = "`{percent, next}` in a `split` list."
+)]
+#[allow(dead_code)]
+struct RawSplitPath {
+    /// Its share: a percent with at most 2 decimals (the shares sum to 100).
+    #[schemars(range(min = 0.01, max = 100))]
+    percent: f64,
+    /// Where it leads.
+    next: String,
+}
+
+/// The most paths a split has.
+pub const MAX_SPLIT_PATHS: usize = 10;
 
 /// Stands in for a part that did not read (already reported), so that the checks that
 /// follow neither stop nor add a second, misleading problem about it.
@@ -265,6 +289,93 @@ fn parse_branches(base: &str, v: &Value, problems: &mut Vec<Problem>) -> Vec<Bra
     out
 }
 
+/// A `split` list: each path's percent in basis points and its target; the count and the sum
+/// are checked once every percent has read.
+fn parse_split(base: &str, v: &Value, problems: &mut Vec<Problem>) -> Vec<SplitPath> {
+    let Some(list) = v.as_array() else {
+        problems.push(Problem::error(
+            base,
+            "split is a list of {percent: <share>, next: <step>}",
+        ));
+        return Vec::new();
+    };
+    if !(2..=MAX_SPLIT_PATHS).contains(&list.len()) {
+        problems.push(Problem::error(
+            base,
+            format!(
+                "a split has 2 to {MAX_SPLIT_PATHS} paths, not {}",
+                list.len()
+            ),
+        ));
+    }
+    let mut out = Vec::new();
+    let mut all_read = true;
+    for (i, p) in list.iter().enumerate() {
+        let path = format!("{base}[{i}]");
+        let p = known_keys(&path, p, &["percent", "next"], "a split path", problems);
+        let Some(map) = p.as_object() else {
+            problems.push(Problem::error(
+                path,
+                "a split path is {percent: <share>, next: <step>}",
+            ));
+            all_read = false;
+            continue;
+        };
+        let basis_points = match map.get("percent") {
+            Some(v) => match crate::experiment::basis_points(v) {
+                Ok(0) => {
+                    problems.push(Problem::error(
+                        format!("{path}.percent"),
+                        "a path needs a share above 0",
+                    ));
+                    Some(0)
+                }
+                Ok(bp) => Some(bp),
+                Err(e) => {
+                    problems.push(Problem::error(format!("{path}.percent"), e));
+                    None
+                }
+            },
+            None => {
+                problems.push(Problem::error(
+                    format!("{path}.percent"),
+                    "missing: a split path needs \"percent\"",
+                ));
+                None
+            }
+        };
+        all_read &= basis_points.is_some();
+        let next = match map.get("next") {
+            Some(n) => typed::<String>(&format!("{path}.next"), n, problems),
+            None => {
+                problems.push(Problem::error(
+                    format!("{path}.next"),
+                    "missing: a split path needs \"next\"",
+                ));
+                None
+            }
+        };
+        out.push(SplitPath {
+            basis_points: basis_points.unwrap_or(0),
+            next: next.unwrap_or_default(),
+        });
+    }
+    // Saturating: a hostile list of many paths must not overflow.
+    let sum = out
+        .iter()
+        .fold(0u32, |acc, p| acc.saturating_add(p.basis_points));
+    if all_read && !out.is_empty() && sum != 10_000 {
+        problems.push(Problem::error(
+            base,
+            format!(
+                "percents sum to {}, not 100",
+                crate::experiment::percent_text(sum)
+            ),
+        ));
+    }
+    out
+}
+
 /// Reads step `i`. The flag is false when the step could not be read at all (no id, not a
 /// mapping, a target that is not text): the graph checks are then skipped.
 pub(super) fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (Step, bool) {
@@ -328,6 +439,7 @@ pub(super) fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (S
         ("wait_for", raw.wait_for.is_some()),
         ("if", raw.if_.is_some()),
         ("branches", raw.branches.is_some()),
+        ("split", raw.split.is_some()),
         ("action", raw.action.is_some()),
         ("end", raw.end.is_some()),
     ]
@@ -457,6 +569,13 @@ pub(super) fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (S
                 ),
             }
         }
+        "split" => StepKind::Split {
+            paths: parse_split(
+                &format!("{base}.split"),
+                raw.split.as_ref().unwrap_or(&Value::Null),
+                problems,
+            ),
+        },
         "action" => {
             // An action that did not read stands in as one that has nothing to check.
             let action = raw

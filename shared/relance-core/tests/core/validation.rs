@@ -888,3 +888,98 @@ fn hostile_forty_thousand_unused_messages_validate_with_a_capped_report() {
         assert_eq!(p.line, Some(n + 6), "{p}");
     }
 }
+
+/// DESIGN §3.1: a split's paths name known steps, carry percents with at most 2 decimals
+/// that sum to exactly 100, and number 2 to 10; each problem is located.
+#[test]
+fn split_problems_are_located() {
+    let steps = |split: &str| {
+        with_steps(&format!(
+            "  - {{id: first, send: hello, next: other}}\n  - {{id: other, send: ping, next: ab}}\n  - id: ab\n    split: {split}\n  - {{id: a, end: success}}\n  - {{id: b, end: failure}}\n"
+        ))
+    };
+    assert_clean(&yaml(&steps(
+        "[{percent: 33.33, next: a}, {percent: 66.67, next: b}]",
+    )));
+
+    let r = yaml(&steps(
+        "[{percent: 50, next: a}, {percent: 50, next: ghost}]",
+    ));
+    let p = error_with(&r, "unknown step \"ghost\"");
+    assert_eq!(p.path, "steps[2].split[1].next", "{}", listing(&r));
+    assert_eq!(p.step.as_deref(), Some("ab"));
+
+    let r = yaml(&steps("[{percent: 50, next: a}, {percent: 49.5, next: b}]"));
+    let p = error_with(&r, "percents sum to 99.5, not 100");
+    assert_eq!(p.path, "steps[2].split", "{}", listing(&r));
+
+    let r = yaml(&steps(
+        "[{percent: 50.005, next: a}, {percent: 49.995, next: b}]",
+    ));
+    let p = error_with(&r, "50.005 has more than 2 decimals");
+    assert_eq!(p.path, "steps[2].split[0].percent", "{}", listing(&r));
+    // An unreadable percent is not also reported as a wrong sum.
+    assert!(
+        errors(&r).iter().all(|p| !p.message.contains("sum to")),
+        "{}",
+        listing(&r)
+    );
+
+    let r = yaml(&steps("[{percent: 100, next: a}]"));
+    let p = error_with(&r, "2 to 10 paths, not 1");
+    assert_eq!(p.path, "steps[2].split", "{}", listing(&r));
+
+    let r = yaml(&steps("[{percent: 100, next: a}, {percent: 0, next: b}]"));
+    let p = error_with(&r, "a share above 0");
+    assert_eq!(p.path, "steps[2].split[1].percent", "{}", listing(&r));
+
+    let r = yaml(&steps(
+        "[{percent: 50, next: a}, {percent: 50, next: b, weight: 3}]",
+    ));
+    let p = error_with(&r, "unknown key \"weight\"");
+    assert_eq!(p.path, "steps[2].split[1].weight", "{}", listing(&r));
+
+    let r = yaml(&steps("[{percent: 50}, {percent: 50, next: b}]"));
+    let p = error_with(&r, "needs \"next\"");
+    assert_eq!(p.path, "steps[2].split[0].next", "{}", listing(&r));
+}
+
+/// DESIGN §3.1: `holdout: {percent}` is above 0, below 100, with at most 2 decimals.
+#[test]
+fn holdout_problems_are_located() {
+    let with_holdout = |h: &str| {
+        with_steps("  - {id: first, send: hello, next: done}\n  - {id: done, end: success}\n")
+            .replacen("steps:\n", &format!("holdout: {h}\nsteps:\n"), 1)
+    };
+    assert_clean(&yaml(&with_holdout("{percent: 12.5}")));
+    for (h, needle) in [
+        ("{percent: 0}", "0 is not above 0 and below 100"),
+        ("{percent: 100}", "100 is not above 0 and below 100"),
+        ("{percent: 9.999}", "more than 2 decimals"),
+        ("{percent: ten}", "a percent is a number"),
+    ] {
+        let r = yaml(&with_holdout(h));
+        let p = error_with(&r, needle);
+        assert_eq!(p.path, "holdout.percent", "{h}: {}", listing(&r));
+    }
+    let r = yaml(&with_holdout("{share: 10}"));
+    assert_eq!(
+        error_with(&r, "unknown key \"share\"").path,
+        "holdout.share",
+        "{}",
+        listing(&r)
+    );
+    assert_eq!(
+        error_with(&r, "needs \"percent\"").path,
+        "holdout.percent",
+        "{}",
+        listing(&r)
+    );
+    let r = yaml(&with_holdout("10"));
+    assert_eq!(
+        error_with(&r, "a holdout is a mapping").path,
+        "holdout",
+        "{}",
+        listing(&r)
+    );
+}

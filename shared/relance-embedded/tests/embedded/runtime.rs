@@ -924,3 +924,91 @@ fn hostile_identical_activity_posts_store_one_row() {
     }
     assert_eq!(rows(&mut rt), 2);
 }
+
+/// DESIGN §3.1: the SQLite runtime places the same contacts on the same split paths and in
+/// the same holdout as `simulate`, so a simulated experiment predicts the embedded one.
+#[test]
+fn runtime_and_simulate_assign_the_same_paths_and_holdout() {
+    let yaml = "id: ab-test
+launch: {type: manual}
+audience: {all: true}
+holdout: {percent: 15}
+messages:
+  a: {channel: email, subject: A, text: a}
+  b: {channel: email, subject: B, text: b}
+steps:
+  - id: ab
+    split:
+      - {percent: 33.33, next: sa}
+      - {percent: 66.67, next: sb}
+  - {id: sa, send: a, next: done}
+  - {id: sb, delay: {after: P1D}, send: b, next: done}
+  - {id: done, end: success}
+";
+    let contacts: String = (0..60)
+        .map(|i| format!("{{\"id\": \"c{i}\", \"email\": \"c{i}@example.org\"}}\n"))
+        .collect();
+    let start = at("2026-12-01T09:00:00Z");
+    // (contact, kind, branch) of every assignment and holdout, sorted.
+    let placed = |records: Vec<Record>| {
+        let mut out: Vec<(String, String, String)> = records
+            .into_iter()
+            .filter(|r| matches!(r.kind, RecordKind::Assigned | RecordKind::HeldOut))
+            .map(|r| {
+                (
+                    r.contact,
+                    format!("{:?}", r.kind),
+                    r.branch.unwrap_or_default(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+
+    let mut rt = runtime();
+    import(&mut rt, &contacts, start - TimeDelta::days(1));
+    let id = activate(&mut rt, yaml, start - TimeDelta::days(1));
+    play(&mut rt, &id, "", start, start + TimeDelta::days(3), true);
+    let mut from_runtime = Vec::new();
+    for i in 0..60 {
+        from_runtime.extend(
+            rt.path(&id, &format!("c{i}"))
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+    }
+
+    let (scenario, _) = validate::parse(yaml, Format::Yaml).unwrap_or_else(|p| panic!("{p:?}"));
+    let mut sim = Simulation::new(
+        scenario,
+        yaml,
+        SourceFormat::Yaml,
+        start,
+        "P3D".parse().unwrap_or_else(|e| panic!("{e}")),
+    );
+    sim.contacts = script::contacts_from_json_lines(&contacts).unwrap_or_else(|e| panic!("{e:?}"));
+    let mut from_simulate = Vec::new();
+    sim.run(&mut |r: &Record| from_simulate.push(r.clone()))
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let got = placed(from_runtime);
+    let want = placed(from_simulate);
+    assert_eq!(got.len(), 60, "every contact is placed once: {got:?}");
+    assert_eq!(got, want);
+    // All three outcomes occur, so the comparison covers each.
+    for (kind, branch) in [("HeldOut", ""), ("Assigned", "sa"), ("Assigned", "sb")] {
+        assert!(
+            got.iter().any(|(_, k, b)| k == kind && b == branch),
+            "no {kind} {branch}: {got:?}"
+        );
+    }
+    // And the sends follow the paths: the same in both.
+    let mut sent = sends(&mut rt)
+        .into_iter()
+        .map(|(c, s, a, _)| (c, s, a))
+        .collect::<Vec<_>>();
+    let mut simulated_sends = simulated(yaml, &contacts, "", start, "P3D", None);
+    sent.sort();
+    simulated_sends.sort();
+    assert_eq!(sent, simulated_sends);
+}

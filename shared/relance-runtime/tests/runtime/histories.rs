@@ -1472,3 +1472,159 @@ steps:
     assert_eq!(p.contact("a").subscription("offers"), Some(false));
     assert!(p.contact("b").is_suppressed("b@x.io"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// 16. Experiments (DESIGN §3.1): split and holdout
+// ---------------------------------------------------------------------------------------------
+
+/// `contact step branch` for every split assignment.
+fn assignments(records: &[Record]) -> Vec<String> {
+    records
+        .iter()
+        .filter(|r| r.kind == RecordKind::Assigned)
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r.contact,
+                step(r),
+                r.branch.as_deref().unwrap_or("?")
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_split_assigns_by_bucket_and_a_returning_contact_takes_the_same_path() {
+    // Buckets of "exp:ab:{contact}", computed apart with Python (sha256, first 8 bytes big
+    // endian, mod 10000): a 6519, b 9043, d 229, e 161. The first 25% (0..2500) is `short`.
+    let yaml = r#"
+id: exp
+launch: {type: trigger, event: purchase}
+audience: {all: true}
+messages:
+  s: {channel: email, subject: "Short", text: "Short"}
+  l: {channel: email, subject: "Long", text: "Long"}
+steps:
+  - id: ab
+    split:
+      - {percent: 25, next: short}
+      - {percent: 75, next: long}
+  - {id: short, send: s, next: done}
+  - {id: long, send: l, next: done}
+  - {id: done, end: success}
+"#;
+    let contacts = r#"
+{"id": "a", "email": "a@example.com"}
+{"id": "b", "email": "b@example.com"}
+{"id": "d", "email": "d@example.com"}
+{"id": "e", "email": "e@example.com"}
+"#;
+    let events = r#"
+{"at": "2026-12-01T10:00:00Z", "contact": "a", "event": "purchase"}
+{"at": "2026-12-01T10:00:00Z", "contact": "b", "event": "purchase"}
+{"at": "2026-12-01T10:00:00Z", "contact": "d", "event": "purchase"}
+{"at": "2026-12-01T10:00:00Z", "contact": "e", "event": "purchase"}
+{"at": "2026-12-02T10:00:00Z", "contact": "a", "event": "purchase"}
+{"at": "2026-12-02T10:00:00Z", "contact": "d", "event": "purchase"}
+"#;
+    let p = play(yaml, contacts, events, "2026-12-01T00:00:00Z", "P3D");
+    assert_eq!(
+        assignments(&p.records),
+        [
+            "a ab long",
+            "b ab long",
+            "d ab short",
+            "e ab short",
+            "a ab long",
+            "d ab short"
+        ]
+    );
+    assert_eq!(
+        sends(&p.records),
+        [
+            "a long 2026-12-01T10:00:00Z",
+            "b long 2026-12-01T10:00:00Z",
+            "d short 2026-12-01T10:00:00Z",
+            "e short 2026-12-01T10:00:00Z",
+            "a long 2026-12-02T10:00:00Z",
+            "d short 2026-12-02T10:00:00Z"
+        ]
+    );
+    // The assignment is the step's arrival, counted per path.
+    let mut counts = relance_core::journal::JournalCounts::default();
+    p.records.iter().for_each(|r| counts.add(r));
+    let ab = &counts.steps["ab"];
+    assert_eq!(ab.entered, 6);
+    assert_eq!(
+        ab.assigned
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect::<Vec<_>>(),
+        [("long", 3), ("short", 3)]
+    );
+    assert!(!p.records.iter().any(|r| r.kind == RecordKind::Branched));
+}
+
+#[test]
+fn the_holdout_enters_journals_and_ends_held_out_without_a_send() {
+    // Buckets of "hold:holdout:{contact}", computed apart with Python: a 9653, b 884,
+    // c 1725, d 2173. A 20% holdout keeps those below 2000: b and c.
+    let yaml = format!(
+        "id: hold\nlaunch: {{type: manual}}\naudience: {{all: true}}\nholdout: {{percent: 20}}\n{ONE_SEND}"
+    );
+    let contacts = r#"
+{"id": "a", "email": "a@example.com"}
+{"id": "b", "email": "b@example.com"}
+{"id": "c", "email": "c@example.com"}
+{"id": "d", "email": "d@example.com"}
+"#;
+    let p = play(&yaml, contacts, "", "2026-12-01T09:00:00Z", "P1D");
+    assert_eq!(
+        entries(&p.records),
+        [
+            "a 2026-12-01T09:00:00Z",
+            "b 2026-12-01T09:00:00Z",
+            "c 2026-12-01T09:00:00Z",
+            "d 2026-12-01T09:00:00Z"
+        ]
+    );
+    assert_eq!(
+        sends(&p.records),
+        [
+            "a hello 2026-12-01T09:00:00Z",
+            "d hello 2026-12-01T09:00:00Z"
+        ]
+    );
+    assert_eq!(
+        ends(&p.records),
+        [
+            "a success 2026-12-01T09:00:00Z",
+            "b held_out 2026-12-01T09:00:00Z",
+            "c held_out 2026-12-01T09:00:00Z",
+            "d success 2026-12-01T09:00:00Z"
+        ]
+    );
+    let kinds: Vec<String> = p.of("b").iter().map(|r| kind(r)).collect();
+    assert_eq!(kinds, ["entered", "heldout", "ended"]);
+    for e in p
+        .enrollments
+        .iter()
+        .filter(|e| ["b", "c"].contains(&e.contact.as_str()))
+    {
+        assert!(
+            matches!(
+                e.state,
+                EnrollmentState::Ended {
+                    outcome: Outcome::HeldOut,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
+    let mut counts = relance_core::journal::JournalCounts::default();
+    p.records.iter().for_each(|r| counts.add(r));
+    assert_eq!(counts.entered, 4);
+    assert_eq!(counts.ends.get("held_out"), Some(&2));
+    assert_eq!(counts.ends.get("success"), Some(&2));
+}
