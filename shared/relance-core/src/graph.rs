@@ -85,8 +85,14 @@ pub fn mermaid(s: &Scenario, counts: Option<&JournalCounts>) -> String {
         });
         let delay = delay.unwrap_or_default();
         let shape = match &step.kind {
-            StepKind::Send { message, .. } => {
-                format!("[\"{delay}{}: send {}\"]", step.id, label(message))
+            StepKind::Send {
+                message, variants, ..
+            } => {
+                format!(
+                    "[\"{delay}{}: send {}\"]",
+                    step.id,
+                    label(&sent(message, variants))
+                )
             }
             StepKind::WaitFor {
                 condition, timeout, ..
@@ -189,7 +195,11 @@ pub fn dot(s: &Scenario, counts: Option<&JournalCounts>) -> String {
             _ => (false, ""),
         };
         let what = match &step.kind {
-            StepKind::Send { message, .. } => format!("{}: send {message}", step.id),
+            StepKind::Send {
+                message, variants, ..
+            } => {
+                format!("{}: send {}", step.id, sent(message, variants))
+            }
             StepKind::WaitFor {
                 condition, timeout, ..
             } => {
@@ -247,6 +257,25 @@ fn launch_label(s: &Scenario) -> String {
         Launch::AfterImport(_) => "after import".to_string(),
         Launch::Trigger(t) => format!("on {}", t.event),
     }
+}
+
+/// What a send step sends: its message, or its variants with their shares
+/// (`subject-a 50% / subject-b 50%`).
+fn sent(message: &str, variants: &[crate::scenario::Variant]) -> String {
+    if variants.is_empty() {
+        return message.to_string();
+    }
+    variants
+        .iter()
+        .map(|v| {
+            format!(
+                "{} {}%",
+                v.message,
+                crate::experiment::percent_text(v.basis_points)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" / ")
 }
 
 #[cfg(test)]

@@ -26,7 +26,8 @@ pub enum RecordKind {
     Resumed,
     /// A condition chose a path (`branch`, `next`).
     Branched,
-    /// A split placed the contact on a path (`branch`: the path's `next`).
+    /// A split placed the contact on a path (`branch`: the path's `next`), or a variant send
+    /// chose its message (`message`).
     Assigned,
     /// The scenario holdout kept the contact: it is sent nothing and ends `held_out`.
     HeldOut,
@@ -129,7 +130,8 @@ pub struct StepCounts {
     pub skipped: BTreeMap<String, u64>,
     /// Sends or actions that failed.
     pub failed: u64,
-    /// For splits: contacts assigned, by path (its `next`).
+    /// For splits: contacts assigned, by path (its `next`); for variant sends: sends, by
+    /// message.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub assigned: BTreeMap<String, u64>,
 }
@@ -177,8 +179,14 @@ impl JournalCounts {
                 s.entered += u64::from(r.arrival);
             }
             (RecordKind::Assigned, Some(s)) => {
+                // A split counts by path (`branch`), a variant send by message.
                 *s.assigned
-                    .entry(r.branch.clone().unwrap_or_default())
+                    .entry(
+                        r.branch
+                            .clone()
+                            .or_else(|| r.message.clone())
+                            .unwrap_or_default(),
+                    )
                     .or_default() += 1;
                 s.entered += u64::from(r.arrival);
             }

@@ -189,30 +189,78 @@ fn meaning(s: &Scenario, graph: bool, unread_messages: &BTreeSet<String>) -> Vec
             }
         }
         match &step.kind {
-            StepKind::Send { message, .. } => {
-                used_messages.insert(message.as_str());
-                if !s.messages.contains_key(message) && !unread_messages.contains(message) {
-                    let known = if s.messages.is_empty() {
-                        "the scenario has no messages".to_string()
-                    } else {
-                        // A few names, not every one: the file may declare thousands.
-                        let shown: Vec<&str> =
-                            s.messages.keys().take(20).map(String::as_str).collect();
-                        let more = s.messages.len().saturating_sub(shown.len());
-                        let more = if more > 0 {
-                            format!(" and {more} more")
+            StepKind::Send {
+                message,
+                variants,
+                winner,
+                ..
+            } => {
+                let named: Vec<(String, &String)> = if variants.is_empty() {
+                    vec![("send".to_string(), message)]
+                } else {
+                    variants
+                        .iter()
+                        .enumerate()
+                        .map(|(k, v)| (format!("send.variants[{k}].message"), &v.message))
+                        .collect()
+                };
+                for (field, message) in &named {
+                    let message = *message;
+                    used_messages.insert(message.as_str());
+                    if !s.messages.contains_key(message) && !unread_messages.contains(message) {
+                        let known = if s.messages.is_empty() {
+                            "the scenario has no messages".to_string()
                         } else {
-                            String::new()
+                            // A few names, not every one: the file may declare thousands.
+                            let shown: Vec<&str> =
+                                s.messages.keys().take(20).map(String::as_str).collect();
+                            let more = s.messages.len().saturating_sub(shown.len());
+                            let more = if more > 0 {
+                                format!(" and {more} more")
+                            } else {
+                                String::new()
+                            };
+                            format!("known messages: {}{more}", shown.join(", "))
                         };
-                        format!("known messages: {}{more}", shown.join(", "))
+                        out.push(
+                            Problem::error(
+                                step_path(i, field),
+                                format!(
+                                    "unknown message \"{message}\" ({known}){}",
+                                    did_you_mean(message, s.messages.keys().map(String::as_str))
+                                ),
+                            )
+                            .in_step(&step.id),
+                        );
+                    }
+                }
+                // Variants compete on one channel: the first known message sets it.
+                let mut first: Option<(&str, Channel)> = None;
+                for (field, message) in &named {
+                    let Some(m) = s.messages.get(*message) else {
+                        continue;
                     };
+                    match first {
+                        None => first = Some((message.as_str(), m.channel)),
+                        Some((name, channel)) if channel != m.channel => out.push(
+                            Problem::error(
+                                step_path(i, field),
+                                format!(
+                                    "variants share a channel, but \"{message}\" is {} and \"{name}\" is {}",
+                                    m.channel.as_str(),
+                                    channel.as_str()
+                                ),
+                            )
+                            .in_step(&step.id),
+                        ),
+                        Some(_) => {}
+                    }
+                }
+                if winner.is_some() {
                     out.push(
-                        Problem::error(
-                            step_path(i, "send"),
-                            format!(
-                                "unknown message \"{message}\" ({known}){}",
-                                did_you_mean(message, s.messages.keys().map(String::as_str))
-                            ),
+                        Problem::warning(
+                            step_path(i, "send.winner"),
+                            "the winner rule is not applied yet: every send keeps its random variant",
                         )
                         .in_step(&step.id),
                     );

@@ -182,10 +182,36 @@ impl<'a> Run<'a> {
             let arrival = !delay_done;
             delay_done = false;
             let next = match &step.kind {
-                StepKind::Send { message, next } => match self.send(step, message, arrival) {
-                    Flow::Next => next,
-                    Flow::Hold => return,
-                },
+                StepKind::Send {
+                    message,
+                    next,
+                    variants,
+                    ..
+                } => {
+                    // With variants, the contact's bucket picks the message (DESIGN §3.1).
+                    let chosen = if variants.is_empty() {
+                        Some(message)
+                    } else {
+                        let bucket = crate::experiment::bucket(
+                            &engine.scenario.id,
+                            &step.id,
+                            &self.en.contact,
+                        );
+                        crate::experiment::pick(variants.iter().map(|v| v.basis_points), bucket)
+                            .map(|k| &variants[k].message)
+                    };
+                    let Some(chosen) = chosen else {
+                        // Only an unvalidated scenario (percents short of 100) gets here.
+                        return self.fail_end(&format!(
+                            "send \"{}\" has no variant for its bucket",
+                            step.id
+                        ));
+                    };
+                    match self.send(step, chosen, !variants.is_empty(), arrival) {
+                        Flow::Next => next,
+                        Flow::Hold => return,
+                    }
+                }
                 StepKind::WaitFor { timeout, .. } => {
                     let until = timeout.add_to(self.now, self.tz(None));
                     if self.past_range(step, until) {

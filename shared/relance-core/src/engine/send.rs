@@ -149,8 +149,16 @@ pub fn decide_send<'s>(message_id: &str, facts: &SendFacts<'s, '_>) -> SendDecis
 }
 
 impl Run<'_> {
-    /// Runs a send step: applies [`decide_send`], renders and emits the send.
-    pub(super) fn send(&mut self, step: &Step, message_id: &str, arrival: bool) -> Flow {
+    /// Runs a send step: applies [`decide_send`], renders and emits the send. A variant send
+    /// (`variant`) journals `assigned` with the chosen message just before `sent`, only when it
+    /// does send, so a send held by quiet hours is assigned once.
+    pub(super) fn send(
+        &mut self,
+        step: &Step,
+        message_id: &str,
+        variant: bool,
+        arrival: bool,
+    ) -> Flow {
         let engine = self.engine;
         let scenario = &engine.scenario;
         let facts = SendFacts {
@@ -183,6 +191,10 @@ impl Run<'_> {
                 Ok(c) => c,
                 Err(e) => return self.fail_step(step, format!("render: {e}"), arrival),
             };
+        if variant {
+            self.record(RecordKind::Assigned, Some(&step.id)).message =
+                Some(message_id.to_string());
+        }
         self.effects.push(Effect::Send(Send {
             enrollment: self.en.id.clone(),
             contact: self.en.contact.clone(),

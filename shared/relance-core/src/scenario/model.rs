@@ -53,6 +53,29 @@ pub struct Holdout {
     pub basis_points: u32,
 }
 
+/// `{message, percent}` in a send step's `variants` list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Variant {
+    /// The message it sends.
+    pub message: String,
+    /// Its share, percent × 100.
+    pub basis_points: u32,
+}
+
+/// `winner: {metric, after, min_sends, confidence}` on a variants send: read and checked, not
+/// applied yet (every send keeps its random variant).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Winner {
+    /// `opened`, `clicked` or `converted`.
+    pub metric: String,
+    /// When the first check runs, past the step's first send.
+    pub after: IsoDuration,
+    /// The sends every variant needs before one can win.
+    pub min_sends: u64,
+    /// The one-sided confidence, above 0 and below 1.
+    pub confidence: f64,
+}
+
 /// `{percent, next}` in a `split` list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SplitPath {
@@ -477,8 +500,14 @@ pub struct Branch {
 /// What a step does. Targets that the file left out are empty strings (already reported).
 #[derive(Debug, Clone, PartialEq)]
 pub enum StepKind {
-    /// Send a message, then go on.
-    Send { message: String, next: String },
+    /// Send a message, then go on. With `variants`, the contact's bucket picks the message
+    /// among them (DESIGN §3.1) and `message` is the first variant's.
+    Send {
+        message: String,
+        next: String,
+        variants: Vec<Variant>,
+        winner: Option<Winner>,
+    },
     /// Wait for a reaction, or time out.
     WaitFor {
         condition: Condition,

@@ -57,8 +57,9 @@ pub(super) struct RawStep {
     // Wait before running the step (the schema describes it by its type, `Delay`).
     #[schemars(with = "Option<RawDelay>")]
     delay: Option<Value>,
-    /// A message id.
-    send: Option<String>,
+    /// A message id, or `{variants, winner?}`.
+    #[schemars(with = "Option<RawSend>")]
+    send: Option<Value>,
     // A condition to wait for, with its `timeout`.
     #[schemars(with = "Option<Condition>")]
     wait_for: Option<Value>,
@@ -141,6 +142,272 @@ struct RawSplitPath {
     percent: f64,
     /// Where it leads.
     next: String,
+}
+
+/// What `send` names: one message, or variants the contact's bucket picks among.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[schemars(rename = "Send")]
+#[allow(dead_code)]
+enum RawSend {
+    /// A message id.
+    Message(String),
+    /// Message variants.
+    Variants(RawVariants),
+}
+
+/// `{variants, winner?}`: 2 to 10 messages of one channel whose percents sum to 100.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Variants")]
+#[allow(dead_code)]
+struct RawVariants {
+    /// The messages and their shares.
+    #[schemars(length(min = 2, max = 10))]
+    variants: Vec<RawVariant>,
+    /// The rule that picks a winner (read and checked; not applied yet).
+    winner: Option<RawWinner>,
+}
+
+/// `{message, percent}` in a `variants` list.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Variant")]
+#[allow(dead_code)]
+struct RawVariant {
+    /// A message id of the scenario.
+    message: String,
+    /// Its share: a percent with at most 2 decimals (the shares sum to 100).
+    #[schemars(range(min = 0.01, max = 100))]
+    percent: f64,
+}
+
+/// `{metric, after, min_sends, confidence}`.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Winner")]
+#[allow(dead_code)]
+struct RawWinner {
+    /// What a variant wins on.
+    metric: WinnerMetric,
+    /// An ISO 8601 duration past the step's first send.
+    after: IsoDuration,
+    /// The sends every variant needs.
+    #[schemars(range(min = 1))]
+    min_sends: u64,
+    /// The one-sided confidence, such as 0.95.
+    #[schemars(range(min = 0, max = 1))]
+    confidence: f64,
+}
+
+/// The metrics a winner is picked on.
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum WinnerMetric {
+    /// Distinct contacts who opened.
+    Opened,
+    /// Distinct contacts who clicked.
+    Clicked,
+    /// Distinct contacts who converted.
+    Converted,
+}
+
+/// The most variants a send step has.
+pub const MAX_VARIANTS: usize = 10;
+
+/// The metrics a winner is picked on, as written.
+pub const WINNER_METRICS: [&str; 3] = ["opened", "clicked", "converted"];
+
+/// Reads the `{variants, winner?}` form of `send`; the count and the sum are checked once every
+/// percent has read. Message names are checked by the validator, against the messages.
+fn parse_variants(
+    base: &str,
+    v: &Value,
+    problems: &mut Vec<Problem>,
+) -> (Vec<Variant>, Option<Winner>) {
+    let v = known_keys(
+        base,
+        v,
+        &["variants", "winner"],
+        "a variants send",
+        problems,
+    );
+    let Some(map) = v.as_object() else {
+        problems.push(Problem::error(
+            base,
+            "send is a message id or {variants: [{message, percent}, ...]}",
+        ));
+        return (Vec::new(), None);
+    };
+    let vbase = format!("{base}.variants");
+    let Some(list) = map.get("variants").and_then(Value::as_array) else {
+        problems.push(Problem::error(
+            &vbase,
+            "missing: variants is a list of {message: <message id>, percent: <share>}",
+        ));
+        return (Vec::new(), None);
+    };
+    if !(2..=MAX_VARIANTS).contains(&list.len()) {
+        problems.push(Problem::error(
+            &vbase,
+            format!(
+                "a send has 2 to {MAX_VARIANTS} variants, not {}",
+                list.len()
+            ),
+        ));
+    }
+    let mut out = Vec::new();
+    let mut all_read = true;
+    for (i, item) in list.iter().enumerate() {
+        let path = format!("{vbase}[{i}]");
+        let item = known_keys(&path, item, &["message", "percent"], "a variant", problems);
+        let Some(m) = item.as_object() else {
+            problems.push(Problem::error(
+                path,
+                "a variant is {message: <message id>, percent: <share>}",
+            ));
+            all_read = false;
+            continue;
+        };
+        let basis_points = match m.get("percent") {
+            Some(v) => match crate::experiment::basis_points(v) {
+                Ok(0) => {
+                    problems.push(Problem::error(
+                        format!("{path}.percent"),
+                        "a variant needs a share above 0",
+                    ));
+                    Some(0)
+                }
+                Ok(bp) => Some(bp),
+                Err(e) => {
+                    problems.push(Problem::error(format!("{path}.percent"), e));
+                    None
+                }
+            },
+            None => {
+                problems.push(Problem::error(
+                    format!("{path}.percent"),
+                    "missing: a variant needs \"percent\"",
+                ));
+                None
+            }
+        };
+        all_read &= basis_points.is_some();
+        let message = match m.get("message") {
+            Some(n) => typed::<String>(&format!("{path}.message"), n, problems),
+            None => {
+                problems.push(Problem::error(
+                    format!("{path}.message"),
+                    "missing: a variant needs \"message\"",
+                ));
+                None
+            }
+        };
+        out.push(Variant {
+            message: message.unwrap_or_default(),
+            basis_points: basis_points.unwrap_or(0),
+        });
+    }
+    let sum = out
+        .iter()
+        .fold(0u32, |acc, p| acc.saturating_add(p.basis_points));
+    if all_read && !out.is_empty() && sum != 10_000 {
+        problems.push(Problem::error(
+            &vbase,
+            format!(
+                "percents sum to {}, not 100",
+                crate::experiment::percent_text(sum)
+            ),
+        ));
+    }
+    let winner = map
+        .get("winner")
+        .and_then(|w| parse_winner(&format!("{base}.winner"), w, problems));
+    (out, winner)
+}
+
+/// Reads `winner: {metric, after, min_sends, confidence}`, each part located when it is wrong.
+fn parse_winner(base: &str, v: &Value, problems: &mut Vec<Problem>) -> Option<Winner> {
+    let v = known_keys(
+        base,
+        v,
+        &["metric", "after", "min_sends", "confidence"],
+        "a winner",
+        problems,
+    );
+    let Some(m) = v.as_object() else {
+        problems.push(Problem::error(
+            base,
+            "a winner is {metric: opened|clicked|converted, after: <duration>, min_sends: <n>, confidence: <0..1>}",
+        ));
+        return None;
+    };
+    let missing = |problems: &mut Vec<Problem>, key: &str| {
+        problems.push(Problem::error(
+            format!("{base}.{key}"),
+            format!("missing: a winner needs \"{key}\""),
+        ));
+    };
+    let metric = match m.get("metric") {
+        None => {
+            missing(problems, "metric");
+            None
+        }
+        Some(Value::String(s)) if WINNER_METRICS.contains(&s.as_str()) => Some(s.clone()),
+        Some(other) => {
+            problems.push(Problem::error(
+                format!("{base}.metric"),
+                format!("the metric is one of opened, clicked or converted, not {other}"),
+            ));
+            None
+        }
+    };
+    let after = match m.get("after") {
+        None => {
+            missing(problems, "after");
+            None
+        }
+        Some(a) => typed::<IsoDuration>(&format!("{base}.after"), a, problems),
+    };
+    let min_sends = match m.get("min_sends") {
+        None => {
+            missing(problems, "min_sends");
+            None
+        }
+        Some(n) => match n.as_u64() {
+            Some(n) if n > 0 => Some(n),
+            _ => {
+                problems.push(Problem::error(
+                    format!("{base}.min_sends"),
+                    format!("min_sends is a whole number above 0, not {n}"),
+                ));
+                None
+            }
+        },
+    };
+    let confidence = match m.get("confidence") {
+        None => {
+            missing(problems, "confidence");
+            None
+        }
+        Some(c) => match c.as_f64() {
+            Some(c) if c > 0.0 && c < 1.0 => Some(c),
+            _ => {
+                problems.push(Problem::error(
+                    format!("{base}.confidence"),
+                    format!("the confidence is above 0 and below 1 (such as 0.95), not {c}"),
+                ));
+                None
+            }
+        },
+    };
+    Some(Winner {
+        metric: metric?,
+        after: after?,
+        min_sends: min_sends?,
+        confidence: confidence?,
+    })
 }
 
 /// The most paths a split has.
@@ -403,7 +670,7 @@ pub(super) fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (S
     if !v.is_object() {
         problems.push(Problem::error(
             &base,
-            "a step is a mapping with an id and what it does (send, wait_for, if, branches, action or end)",
+            "a step is a mapping with an id and what it does (send, wait_for, if, branches, split, action or end)",
         ));
         return (broken(id_hint), false);
     }
@@ -513,10 +780,23 @@ pub(super) fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (S
         })
     };
     let step_kind = match kind {
-        "send" => StepKind::Send {
-            message: raw.send.unwrap_or_default(),
-            next: need(&mut errs, raw.next, "next", "a send step needs \"next\""),
-        },
+        "send" => {
+            let (message, variants, winner) = match raw.send.as_ref() {
+                Some(Value::String(m)) => (m.clone(), Vec::new(), None),
+                Some(v) => {
+                    let (variants, winner) = parse_variants(&format!("{base}.send"), v, problems);
+                    let first = variants.first().map(|v| v.message.clone());
+                    (first.unwrap_or_default(), variants, winner)
+                }
+                None => (String::new(), Vec::new(), None),
+            };
+            StepKind::Send {
+                message,
+                next: need(&mut errs, raw.next, "next", "a send step needs \"next\""),
+                variants,
+                winner,
+            }
+        }
         "wait_for" => {
             let (condition, timeout) = parse_wait(
                 &format!("{base}.wait_for"),
@@ -596,7 +876,7 @@ pub(super) fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (S
                 err(
                     &mut errs,
                     "",
-                    "a step needs one of send, wait_for, if, branches, action or end (or a delay and next)"
+                    "a step needs one of send, wait_for, if, branches, split, action or end (or a delay and next)"
                         .into(),
                 );
                 StepKind::Pass {
@@ -607,7 +887,7 @@ pub(super) fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (S
                 err(
                     &mut errs,
                     "",
-                    "a step needs send, wait_for, if, branches, action, end or at least a delay"
+                    "a step needs send, wait_for, if, branches, split, action, end or at least a delay"
                         .into(),
                 );
                 StepKind::Pass {

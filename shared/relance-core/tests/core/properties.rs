@@ -1,6 +1,7 @@
 //! Calendar properties of the schedule functions: recurring occurrences sorted, unique and
-//! on their days; delays never before their base; durations displayed as written. (The
-//! engine's invariants over played scripts are in relance-runtime's tests.)
+//! on their days; delays never before their base; durations displayed as written; message
+//! variants sharing the sends as their percents say, the same way every time. (The engine's
+//! invariants over played scripts are in relance-runtime's tests.)
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use proptest::prelude::*;
@@ -71,5 +72,93 @@ proptest! {
         let d: IsoDuration = text.parse().unwrap_or_else(|e| panic!("{e}"));
         prop_assert_eq!(d.to_string(), text);
         prop_assert_eq!((d.months(), d.days(), d.seconds()), (months, days, hours * 3600));
+    }
+}
+
+/// The variants of a send step with these shares (percent), for the engine to pick among.
+fn variants_engine(shares: &[u32]) -> relance_core::Engine {
+    let messages: String = (0..shares.len())
+        .map(|i| format!("  m{i}: {{channel: email, subject: \"Subject {i}\", text: \"Hi\"}}\n"))
+        .collect();
+    let variants: Vec<String> = shares
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{{message: m{i}, percent: {p}}}"))
+        .collect();
+    let yaml = format!(
+        "id: exp\nlaunch: {{type: manual}}\naudience: {{all: true}}\nmessages:\n{messages}steps:\n  - id: ab\n    send: {{variants: [{}]}}\n    next: done\n  - {{id: done, end: success}}\n",
+        variants.join(", ")
+    );
+    match relance_core::validate::parse(&yaml, relance_core::Format::Yaml) {
+        Ok((scenario, _)) => relance_core::Engine::new(scenario),
+        Err(problems) => panic!("{yaml}\n{problems:#?}"),
+    }
+}
+
+/// The message the engine sends `contact` on entry.
+fn sent_message(engine: &relance_core::Engine, contact: &str) -> String {
+    use relance_core::engine::{Entry, EntryRequest};
+    let c = relance_core::Contact::from_json(
+        serde_json::json!({"id": contact, "email": format!("{contact}@example.com")}),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let history = relance_core::History::default();
+    let entry = engine.enter(EntryRequest {
+        contact: &c,
+        history: &history,
+        running: false,
+        last_entered_at: None,
+        enrollment_id: "e",
+        now: start(),
+    });
+    let Entry::Entered(t) = entry else {
+        panic!("{contact} did not enter")
+    };
+    let sent: Vec<String> = t
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            relance_core::Effect::Send(s) => Some(s.message.clone()),
+            _ => None,
+        })
+        .collect();
+    // Exactly one send, announced by an `assigned` record naming the same message.
+    let assigned: Vec<Option<String>> = t
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            relance_core::Effect::Record(r) if r.kind == relance_core::RecordKind::Assigned => {
+                Some(r.message.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent.len(), 1, "{contact}: {sent:?}");
+    assert_eq!(assigned, [Some(sent[0].clone())], "{contact}");
+    sent[0].clone()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3, ..ProptestConfig::default() })]
+
+    /// 10,000 generated contacts through a variants send: each variant's share of the sends
+    /// is within ±2 points of its percent, and a second pass sends everyone the same variant.
+    #[test]
+    fn variants_match_their_percents_and_are_stable(
+        first in 5u32..60,
+        second in 5u32..35,
+        seed in any::<u32>(),
+    ) {
+        let shares = [first, second, 100 - first - second];
+        let engine = variants_engine(&shares);
+        let ids: Vec<String> = (0..10_000).map(|i| format!("c-{seed}-{i}")).collect();
+        let once: Vec<String> = ids.iter().map(|id| sent_message(&engine, id)).collect();
+        for (i, share) in shares.iter().enumerate() {
+            let got = once.iter().filter(|m| **m == format!("m{i}")).count() as f64 / 100.0;
+            prop_assert!((got - f64::from(*share)).abs() <= 2.0, "m{i}: {got} vs {share}");
+        }
+        for (id, m) in ids.iter().zip(&once).step_by(7) {
+            prop_assert_eq!(&sent_message(&engine, id), m);
+        }
     }
 }

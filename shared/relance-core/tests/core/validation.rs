@@ -983,3 +983,194 @@ fn holdout_problems_are_located() {
         listing(&r)
     );
 }
+
+/// DESIGN §3.1: a send's variants are 2 to 10 known messages of one channel whose percents
+/// (at most 2 decimals) sum to exactly 100; each problem is located.
+#[test]
+fn variant_problems_are_located() {
+    let with_variants = |send: &str| {
+        with_steps(&format!(
+            "  - {{id: first, send: ping, next: ab}}\n  - id: ab\n    send: {send}\n    next: done\n  - {{id: done, end: success}}\n"
+        ))
+        .replace(
+            "  ping: {channel: sms, text: Ping}\n",
+            "  ping: {channel: sms, text: Ping}\n  hello-b: {channel: email, subject: Hi, text: Hi}\n  hello-c: {channel: email, subject: Hey, text: Hey}\n",
+        )
+    };
+    let clean = yaml(&with_variants(
+        "{variants: [{message: hello, percent: 50}, {message: hello-b, percent: 25}, {message: hello-c, percent: 25}]}",
+    ));
+    assert_clean(&clean);
+    assert!(warnings(&clean).is_empty(), "{}", listing(&clean));
+
+    let r = yaml(&with_variants(
+        "{variants: [{message: hello, percent: 50}, {message: hello-b, percent: 25}, {message: ghost, percent: 25}]}",
+    ));
+    let p = error_with(&r, "unknown message \"ghost\"");
+    assert_eq!(
+        p.path,
+        "steps[1].send.variants[2].message",
+        "{}",
+        listing(&r)
+    );
+    assert_eq!(p.step.as_deref(), Some("ab"));
+
+    let r = yaml(&with_variants(
+        "{variants: [{message: hello, percent: 50}, {message: hello-b, percent: 49.5}]}",
+    ));
+    let p = error_with(&r, "percents sum to 99.5, not 100");
+    assert_eq!(p.path, "steps[1].send.variants", "{}", listing(&r));
+
+    let r = yaml(&with_variants(
+        "{variants: [{message: hello, percent: 50.005}, {message: hello-b, percent: 49.995}]}",
+    ));
+    let p = error_with(&r, "50.005 has more than 2 decimals");
+    assert_eq!(
+        p.path,
+        "steps[1].send.variants[0].percent",
+        "{}",
+        listing(&r)
+    );
+    assert!(
+        errors(&r).iter().all(|p| !p.message.contains("sum to")),
+        "{}",
+        listing(&r)
+    );
+
+    let r = yaml(&with_variants(
+        "{variants: [{message: hello, percent: 50}, {message: ping, percent: 50}]}",
+    ));
+    let p = error_with(&r, "variants share a channel");
+    assert_eq!(
+        p.path,
+        "steps[1].send.variants[1].message",
+        "{}",
+        listing(&r)
+    );
+    assert!(p.message.contains("\"ping\" is sms"), "{}", p.message);
+
+    let r = yaml(&with_variants(
+        "{variants: [{message: hello, percent: 100}]}",
+    ));
+    let p = error_with(&r, "2 to 10 variants, not 1");
+    assert_eq!(p.path, "steps[1].send.variants", "{}", listing(&r));
+
+    let r = yaml(&with_variants(
+        "{variants: [{message: hello, percent: 100}, {message: hello-b, percent: 0}]}",
+    ));
+    let p = error_with(&r, "a share above 0");
+    assert_eq!(
+        p.path,
+        "steps[1].send.variants[1].percent",
+        "{}",
+        listing(&r)
+    );
+
+    let r = yaml(&with_variants(
+        "{variants: [{message: hello, percent: 50}, {message: hello-b, percent: 50, weight: 2}]}",
+    ));
+    let p = error_with(&r, "unknown key \"weight\"");
+    assert_eq!(
+        p.path,
+        "steps[1].send.variants[1].weight",
+        "{}",
+        listing(&r)
+    );
+
+    let r = yaml(&with_variants(
+        "{variants: [{percent: 50}, {message: hello-b, percent: 50}]}",
+    ));
+    let p = error_with(&r, "needs \"message\"");
+    assert_eq!(
+        p.path,
+        "steps[1].send.variants[0].message",
+        "{}",
+        listing(&r)
+    );
+
+    let r = yaml(&with_variants("{message: hello}"));
+    assert_eq!(
+        error_with(&r, "unknown key \"message\"").path,
+        "steps[1].send.message",
+        "{}",
+        listing(&r)
+    );
+    assert_eq!(
+        error_with(&r, "missing: variants").path,
+        "steps[1].send.variants",
+        "{}",
+        listing(&r)
+    );
+}
+
+/// A written `winner` is read and checked (located), then reported as a warning, not an
+/// error: the winner rule is not applied yet and every send keeps its random variant.
+#[test]
+fn winner_is_checked_and_warned_as_not_applied_yet() {
+    let with_winner = |winner: &str| {
+        with_steps(&format!(
+            "  - id: ab\n    send: {{variants: [{{message: hello, percent: 50}}, {{message: hello-b, percent: 50}}], winner: {winner}}}\n    next: done\n  - {{id: done, end: success}}\n"
+        ))
+        .replace(
+            "  ping: {channel: sms, text: Ping}\n",
+            "  ping: {channel: sms, text: Ping}\n  hello-b: {channel: email, subject: Hi, text: Hi}\n",
+        )
+    };
+    let r = yaml(&with_winner(
+        "{metric: opened, after: P1D, min_sends: 1000, confidence: 0.95}",
+    ));
+    assert_clean(&r);
+    let w: Vec<&Problem> = warnings(&r)
+        .into_iter()
+        .filter(|p| p.message.contains("winner"))
+        .collect();
+    assert_eq!(w.len(), 1, "{}", listing(&r));
+    assert_eq!(w[0].path, "steps[0].send.winner");
+    assert!(
+        w[0].message.contains("not applied yet")
+            && w[0].message.contains("keeps its random variant"),
+        "{}",
+        w[0].message
+    );
+    assert_eq!(w[0].step.as_deref(), Some("ab"));
+
+    for (winner, path, needle) in [
+        (
+            "{metric: revenue, after: P1D, min_sends: 10, confidence: 0.95}",
+            "steps[0].send.winner.metric",
+            "one of opened, clicked or converted",
+        ),
+        (
+            "{metric: clicked, after: soon, min_sends: 10, confidence: 0.95}",
+            "steps[0].send.winner.after",
+            "",
+        ),
+        (
+            "{metric: clicked, after: P1D, min_sends: 0, confidence: 0.95}",
+            "steps[0].send.winner.min_sends",
+            "a whole number above 0",
+        ),
+        (
+            "{metric: clicked, after: P1D, min_sends: 10, confidence: 1.5}",
+            "steps[0].send.winner.confidence",
+            "above 0 and below 1",
+        ),
+        (
+            "{metric: clicked, after: P1D, min_sends: 10}",
+            "steps[0].send.winner.confidence",
+            "needs \"confidence\"",
+        ),
+        (
+            "{metric: clicked, after: P1D, min_sends: 10, confidence: 0.9, peek: true}",
+            "steps[0].send.winner.peek",
+            "unknown key \"peek\"",
+        ),
+    ] {
+        let r = yaml(&with_winner(winner));
+        let found: Vec<&Problem> = errors(&r)
+            .into_iter()
+            .filter(|p| p.path == path && p.message.contains(needle))
+            .collect();
+        assert_eq!(found.len(), 1, "{winner}: {}", listing(&r));
+    }
+}

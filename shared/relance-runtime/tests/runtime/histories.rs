@@ -1628,3 +1628,107 @@ fn the_holdout_enters_journals_and_ends_held_out_without_a_send() {
     assert_eq!(counts.ends.get("held_out"), Some(&2));
     assert_eq!(counts.ends.get("success"), Some(&2));
 }
+
+/// `contact step message` for every variant assignment (records with a `message`).
+fn variant_assignments(records: &[Record]) -> Vec<String> {
+    records
+        .iter()
+        .filter(|r| r.kind == RecordKind::Assigned && r.message.is_some())
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r.contact,
+                step(r),
+                r.message.as_deref().unwrap_or("?")
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn variants_send_the_bucket_s_message_after_an_assigned_record_and_again_on_return() {
+    // Buckets of "var:ab:{contact}", computed apart with Python (sha256, first 8 bytes big
+    // endian, mod 10000): a 2256, b 833, c 8498, d 4690, e 1555. subject-a owns 0..3000.
+    let yaml = r#"
+id: var
+launch: {type: trigger, event: purchase}
+audience: {all: true}
+messages:
+  subject-a: {channel: email, subject: "Subject A", text: "Hello"}
+  subject-b: {channel: email, subject: "Subject B", text: "Hello"}
+steps:
+  - id: ab
+    send: {variants: [{message: subject-a, percent: 30}, {message: subject-b, percent: 70}]}
+    next: done
+  - {id: done, end: success}
+"#;
+    let contacts = r#"
+{"id": "a", "email": "a@example.com"}
+{"id": "b", "email": "b@example.com"}
+{"id": "c", "email": "c@example.com"}
+{"id": "d", "email": "d@example.com"}
+{"id": "e", "email": "e@example.com"}
+"#;
+    let events = r#"
+{"at": "2026-12-01T10:00:00Z", "contact": "a", "event": "purchase"}
+{"at": "2026-12-01T10:00:00Z", "contact": "b", "event": "purchase"}
+{"at": "2026-12-01T10:00:00Z", "contact": "c", "event": "purchase"}
+{"at": "2026-12-01T10:00:00Z", "contact": "d", "event": "purchase"}
+{"at": "2026-12-01T10:00:00Z", "contact": "e", "event": "purchase"}
+{"at": "2026-12-02T10:00:00Z", "contact": "a", "event": "purchase"}
+{"at": "2026-12-02T10:00:00Z", "contact": "c", "event": "purchase"}
+"#;
+    let p = play(yaml, contacts, events, "2026-12-01T00:00:00Z", "P3D");
+    assert_eq!(
+        variant_assignments(&p.records),
+        [
+            "a ab subject-a",
+            "b ab subject-a",
+            "c ab subject-b",
+            "d ab subject-b",
+            "e ab subject-a",
+            "a ab subject-a",
+            "c ab subject-b"
+        ]
+    );
+    // The message sent is the one assigned, and its record comes just before the send's.
+    let sent: Vec<String> = p
+        .records
+        .iter()
+        .filter(|r| r.kind == RecordKind::Sent)
+        .map(|r| format!("{} {}", r.contact, r.message.as_deref().unwrap_or("?")))
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            "a subject-a",
+            "b subject-a",
+            "c subject-b",
+            "d subject-b",
+            "e subject-a",
+            "a subject-a",
+            "c subject-b"
+        ]
+    );
+    for c in ["a", "b", "c", "d", "e"] {
+        let kinds: Vec<String> = p.of(c).iter().map(|r| kind(r)).collect();
+        let first_sent = kinds.iter().position(|k| k == "sent");
+        assert!(
+            first_sent.is_some_and(|i| i > 0 && kinds[i - 1] == "assigned"),
+            "{c}: {kinds:?}"
+        );
+    }
+    // Counted per variant; the assignment is not a second arrival at the step.
+    let mut counts = relance_core::journal::JournalCounts::default();
+    p.records.iter().for_each(|r| counts.add(r));
+    let ab = &counts.steps["ab"];
+    assert_eq!(ab.entered, 7);
+    assert_eq!(ab.sent, 7);
+    assert_eq!(
+        ab.assigned
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect::<Vec<_>>(),
+        [("subject-a", 4), ("subject-b", 3)]
+    );
+}
