@@ -133,9 +133,11 @@ pub fn describe(r: &Record) -> String {
             r.message.as_deref().unwrap_or("")
         ),
         RecordKind::Ended => format!(": {}", r.end.as_deref().unwrap_or("")),
-        RecordKind::Branched | RecordKind::Assigned => {
-            format!(" → {}", r.next.as_deref().unwrap_or(""))
-        }
+        // A split names the path taken; a variant send, the message chosen.
+        RecordKind::Branched | RecordKind::Assigned => format!(
+            " → {}",
+            r.next.as_deref().or(r.message.as_deref()).unwrap_or("")
+        ),
         RecordKind::Waiting => r
             .until
             .map(|u| {

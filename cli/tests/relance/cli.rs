@@ -345,3 +345,65 @@ fn simulate_prints_split_assignments_and_the_holdout() {
         "held-out contacts are sent nothing"
     );
 }
+
+/// The variants example through `relance simulate`: `assigned` with `message` = the chosen
+/// variant just before each `sent` of that message, counted per variant in the journal. The
+/// expected variants come from the formula, computed apart with Python (see the example's
+/// header): u1 to u4 subject-a, u5 subject-b.
+#[test]
+fn simulate_prints_variant_assignments_before_their_sends() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/");
+    let o = relance(&[
+        "simulate",
+        &format!("{root}subject-test.yaml"),
+        "--contacts",
+        &format!("{root}contacts.jsonl"),
+        "--start",
+        "2026-12-01T09:00:00Z",
+        "--until",
+        "P3D",
+        "--journal",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let of = |kind: &str| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|r| r["kind"] == kind)
+            .map(|r| {
+                format!(
+                    "{} {}",
+                    r["contact"].as_str().unwrap_or("?"),
+                    r["message"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    };
+    let want = [
+        "u1 subject-a",
+        "u2 subject-a",
+        "u3 subject-a",
+        "u4 subject-a",
+        "u5 subject-b",
+    ];
+    assert_eq!(of("assigned"), want);
+    assert_eq!(of("sent"), want);
+    for (i, r) in lines.iter().enumerate() {
+        if r["kind"] == "sent" {
+            assert_eq!(lines[i - 1]["kind"], "assigned", "{r}");
+            assert_eq!(lines[i - 1]["message"], r["message"], "{r}");
+        }
+    }
+    let journal = lines.last().unwrap_or_else(|| panic!("no output"));
+    assert_eq!(
+        journal["counts"]["steps"]["welcome"]["assigned"]["subject-a"],
+        4
+    );
+    assert_eq!(
+        journal["counts"]["steps"]["welcome"]["assigned"]["subject-b"],
+        1
+    );
+}

@@ -321,4 +321,14 @@ mod tests {
         assert!(d.contains("ab: split 12.5% / 87.5%"), "{d}");
         assert!(d.contains("-> s_b [label=\"split[1].next\"]"), "{d}");
     }
+
+    #[test]
+    fn a_variants_send_shows_its_messages_and_shares() {
+        let yaml = "id: g\nlaunch: {type: manual}\nmessages:\n  a: {channel: sms, text: A}\n  b: {channel: sms, text: B}\nsteps:\n  - id: ab\n    send: {variants: [{message: a, percent: 12.5}, {message: b, percent: 87.5}]}\n    next: done\n  - {id: done, end: success}\n";
+        let (s, _) = crate::validate::parse(yaml, Format::Yaml).unwrap_or_else(|p| panic!("{p:?}"));
+        let m = mermaid(&s, None);
+        assert!(m.contains("s_ab[\"ab: send a 12.5% / b 87.5%\"]"), "{m}");
+        let d = dot(&s, None);
+        assert!(d.contains("ab: send a 12.5% / b 87.5%"), "{d}");
+    }
 }
