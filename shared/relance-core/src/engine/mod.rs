@@ -289,6 +289,24 @@ impl Engine {
         }
     }
 
+    /// The message a send step sends `contact`: its message, or with variants the one the
+    /// contact's bucket of `"{scenario}:{step}:{contact}"` picks (DESIGN §3.1); `None` for
+    /// another kind of step, or variants whose shares miss the bucket (unvalidated).
+    pub fn message_for<'a>(&'a self, step: &'a Step, contact: &str) -> Option<&'a str> {
+        let StepKind::Send {
+            message, variants, ..
+        } = &step.kind
+        else {
+            return None;
+        };
+        if variants.is_empty() {
+            return Some(message);
+        }
+        let bucket = crate::experiment::bucket(&self.scenario.id, &step.id, contact);
+        crate::experiment::pick(variants.iter().map(|v| v.basis_points), bucket)
+            .map(|k| variants[k].message.as_str())
+    }
+
     /// The same engine under a workspace policy (quiet hours, a cap across scenarios).
     pub fn with_policy(mut self, policy: Policy) -> Engine {
         self.policy = policy;
@@ -330,7 +348,10 @@ impl Engine {
     ) -> Vec<(crate::consent::Change, &'static str)> {
         use crate::consent::{Change, ConsentState, source};
         let mut changes = Vec::new();
-        let Some(StepKind::Send { message, .. }) = self.step(&engagement.step).map(|s| &s.kind)
+        // With variants, the message this contact was sent (its bucket picks it again).
+        let Some(message) = self
+            .step(&engagement.step)
+            .and_then(|s| self.message_for(s, contact.id()))
         else {
             return changes;
         };

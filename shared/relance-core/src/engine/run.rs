@@ -182,25 +182,8 @@ impl<'a> Run<'a> {
             let arrival = !delay_done;
             delay_done = false;
             let next = match &step.kind {
-                StepKind::Send {
-                    message,
-                    next,
-                    variants,
-                    ..
-                } => {
-                    // With variants, the contact's bucket picks the message (DESIGN §3.1).
-                    let chosen = if variants.is_empty() {
-                        Some(message)
-                    } else {
-                        let bucket = crate::experiment::bucket(
-                            &engine.scenario.id,
-                            &step.id,
-                            &self.en.contact,
-                        );
-                        crate::experiment::pick(variants.iter().map(|v| v.basis_points), bucket)
-                            .map(|k| &variants[k].message)
-                    };
-                    let Some(chosen) = chosen else {
+                StepKind::Send { next, variants, .. } => {
+                    let Some(chosen) = engine.message_for(step, &self.en.contact) else {
                         // Only an unvalidated scenario (percents short of 100) gets here.
                         return self.fail_end(&format!(
                             "send \"{}\" has no variant for its bucket",

@@ -1732,3 +1732,39 @@ steps:
         [("subject-a", 4), ("subject-b", 3)]
     );
 }
+
+#[test]
+fn an_unsubscribe_after_a_variant_send_applies_to_the_variant_sent() {
+    // Buckets of "var:ab:{contact}" (see above): a 2256 takes subject-a, c 8498 subject-b.
+    // The variants differ in communication type, so the unsubscribe shows which one counted.
+    let yaml = r#"
+id: var
+launch: {type: manual}
+audience: {all: true}
+messages:
+  subject-a: {channel: email, type: news, subject: "Subject A", text: "Hello"}
+  subject-b: {channel: email, type: offers, subject: "Subject B", text: "Hello"}
+steps:
+  - id: ab
+    send: {variants: [{message: subject-a, percent: 30}, {message: subject-b, percent: 70}]}
+    next: done
+  - {id: done, end: success}
+"#;
+    let contacts = r#"
+{"id": "a", "email": "a@example.com"}
+{"id": "c", "email": "c@example.com"}
+"#;
+    let events = r#"
+{"at": "2026-12-01T11:00:00Z", "contact": "a", "unsubscribed": "ab"}
+{"at": "2026-12-01T11:00:00Z", "contact": "c", "unsubscribed": "ab"}
+"#;
+    let p = play(yaml, contacts, events, "2026-12-01T09:00:00Z", "P1D");
+    assert_eq!(
+        variant_assignments(&p.records),
+        ["a ab subject-a", "c ab subject-b"]
+    );
+    assert_eq!(p.contact("a").subscription("news"), Some(false));
+    assert_eq!(p.contact("a").subscription("offers"), None);
+    assert_eq!(p.contact("c").subscription("offers"), Some(false));
+    assert_eq!(p.contact("c").subscription("news"), None);
+}
