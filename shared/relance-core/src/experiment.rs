@@ -1,5 +1,6 @@
 //! Experiment assignment (DESIGN §3.1): the deterministic SHA-256 bucket that places a
-//! contact on a `split` path or in the scenario's holdout, identical in every mode.
+//! contact on a `split` path, picks a send step's message variant, or holds it out (the
+//! scenario's holdout), identical in every mode.
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};

@@ -18,7 +18,8 @@
 //! - [`validate`]: every problem of a scenario, located.
 //! - [`schema`]: the JSON Schema of scenario files, generated from the loader's types.
 //! - [`render`]: message templates.
-//! - [`experiment`]: the deterministic SHA-256 bucket behind `split` paths and the holdout.
+//! - [`experiment`]: the deterministic SHA-256 bucket behind `split` paths, message variants
+//!   and the holdout.
 //! - [`engine`]: enrollments, inputs, effects and the transition function (`enter`,
 //!   `handle`, `run`, and `send` with the pure [`engine::decide_send`]).
 //! - [`journal`]: journal records and counters.
