@@ -248,79 +248,13 @@ fn parse_variants(
         ));
         return (Vec::new(), None);
     };
-    if !(2..=MAX_VARIANTS).contains(&list.len()) {
-        problems.push(Problem::error(
-            &vbase,
-            format!(
-                "a send has 2 to {MAX_VARIANTS} variants, not {}",
-                list.len()
-            ),
-        ));
-    }
-    let mut out = Vec::new();
-    let mut all_read = true;
-    for (i, item) in list.iter().enumerate() {
-        let path = format!("{vbase}[{i}]");
-        let item = known_keys(&path, item, &["message", "percent"], "a variant", problems);
-        let Some(m) = item.as_object() else {
-            problems.push(Problem::error(
-                path,
-                "a variant is {message: <message id>, percent: <share>}",
-            ));
-            all_read = false;
-            continue;
-        };
-        let basis_points = match m.get("percent") {
-            Some(v) => match crate::experiment::basis_points(v) {
-                Ok(0) => {
-                    problems.push(Problem::error(
-                        format!("{path}.percent"),
-                        "a variant needs a share above 0",
-                    ));
-                    Some(0)
-                }
-                Ok(bp) => Some(bp),
-                Err(e) => {
-                    problems.push(Problem::error(format!("{path}.percent"), e));
-                    None
-                }
-            },
-            None => {
-                problems.push(Problem::error(
-                    format!("{path}.percent"),
-                    "missing: a variant needs \"percent\"",
-                ));
-                None
-            }
-        };
-        all_read &= basis_points.is_some();
-        let message = match m.get("message") {
-            Some(n) => typed::<String>(&format!("{path}.message"), n, problems),
-            None => {
-                problems.push(Problem::error(
-                    format!("{path}.message"),
-                    "missing: a variant needs \"message\"",
-                ));
-                None
-            }
-        };
-        out.push(Variant {
-            message: message.unwrap_or_default(),
-            basis_points: basis_points.unwrap_or(0),
-        });
-    }
-    let sum = out
-        .iter()
-        .fold(0u32, |acc, p| acc.saturating_add(p.basis_points));
-    if all_read && !out.is_empty() && sum != 10_000 {
-        problems.push(Problem::error(
-            &vbase,
-            format!(
-                "percents sum to {}, not 100",
-                crate::experiment::percent_text(sum)
-            ),
-        ));
-    }
+    let out = parse_shares(&vbase, list, &VARIANT_SHARES, problems)
+        .into_iter()
+        .map(|(basis_points, message)| Variant {
+            message,
+            basis_points,
+        })
+        .collect();
     let winner = map
         .get("winner")
         .and_then(|w| parse_winner(&format!("{base}.winner"), w, problems));
@@ -566,25 +500,76 @@ fn parse_split(base: &str, v: &Value, problems: &mut Vec<Problem>) -> Vec<SplitP
         ));
         return Vec::new();
     };
-    if !(2..=MAX_SPLIT_PATHS).contains(&list.len()) {
+    parse_shares(base, list, &SPLIT_SHARES, problems)
+        .into_iter()
+        .map(|(basis_points, next)| SplitPath { basis_points, next })
+        .collect()
+}
+
+/// How a list of shares (split paths, message variants) is written, for its problems.
+struct Shares {
+    /// The most items.
+    max: usize,
+    /// The key naming each item's target (`next`, `message`).
+    target: &'static str,
+    /// The keys an item takes, in the order its problems name them.
+    keys: [&'static str; 2],
+    /// One item (`a split path`).
+    item: &'static str,
+    /// One item where its share is 0 (`a path`).
+    zero: &'static str,
+    /// An item's shape.
+    shape: &'static str,
+    /// What holds the list and what its items are called (`a split`, `paths`).
+    owner: (&'static str, &'static str),
+}
+
+const SPLIT_SHARES: Shares = Shares {
+    max: MAX_SPLIT_PATHS,
+    target: "next",
+    keys: ["percent", "next"],
+    item: "a split path",
+    zero: "a path",
+    shape: "a split path is {percent: <share>, next: <step>}",
+    owner: ("a split", "paths"),
+};
+
+const VARIANT_SHARES: Shares = Shares {
+    max: MAX_VARIANTS,
+    target: "message",
+    keys: ["message", "percent"],
+    item: "a variant",
+    zero: "a variant",
+    shape: "a variant is {message: <message id>, percent: <share>}",
+    owner: ("a send", "variants"),
+};
+
+/// Reads a list of shares: each item's percent in basis points and its target; the count and
+/// the sum are checked once every percent has read.
+fn parse_shares(
+    base: &str,
+    list: &[Value],
+    shares: &Shares,
+    problems: &mut Vec<Problem>,
+) -> Vec<(u32, String)> {
+    if !(2..=shares.max).contains(&list.len()) {
+        let (owner, items) = shares.owner;
         problems.push(Problem::error(
             base,
             format!(
-                "a split has 2 to {MAX_SPLIT_PATHS} paths, not {}",
+                "{owner} has 2 to {} {items}, not {}",
+                shares.max,
                 list.len()
             ),
         ));
     }
     let mut out = Vec::new();
     let mut all_read = true;
-    for (i, p) in list.iter().enumerate() {
+    for (i, item) in list.iter().enumerate() {
         let path = format!("{base}[{i}]");
-        let p = known_keys(&path, p, &["percent", "next"], "a split path", problems);
-        let Some(map) = p.as_object() else {
-            problems.push(Problem::error(
-                path,
-                "a split path is {percent: <share>, next: <step>}",
-            ));
+        let item = known_keys(&path, item, &shares.keys, shares.item, problems);
+        let Some(map) = item.as_object() else {
+            problems.push(Problem::error(path, shares.shape));
             all_read = false;
             continue;
         };
@@ -593,7 +578,7 @@ fn parse_split(base: &str, v: &Value, problems: &mut Vec<Problem>) -> Vec<SplitP
                 Ok(0) => {
                     problems.push(Problem::error(
                         format!("{path}.percent"),
-                        "a path needs a share above 0",
+                        format!("{} needs a share above 0", shares.zero),
                     ));
                     Some(0)
                 }
@@ -606,31 +591,29 @@ fn parse_split(base: &str, v: &Value, problems: &mut Vec<Problem>) -> Vec<SplitP
             None => {
                 problems.push(Problem::error(
                     format!("{path}.percent"),
-                    "missing: a split path needs \"percent\"",
+                    format!("missing: {} needs \"percent\"", shares.item),
                 ));
                 None
             }
         };
         all_read &= basis_points.is_some();
-        let next = match map.get("next") {
-            Some(n) => typed::<String>(&format!("{path}.next"), n, problems),
+        let target_path = format!("{path}.{}", shares.target);
+        let target = match map.get(shares.target) {
+            Some(n) => typed::<String>(&target_path, n, problems),
             None => {
                 problems.push(Problem::error(
-                    format!("{path}.next"),
-                    "missing: a split path needs \"next\"",
+                    target_path,
+                    format!("missing: {} needs \"{}\"", shares.item, shares.target),
                 ));
                 None
             }
         };
-        out.push(SplitPath {
-            basis_points: basis_points.unwrap_or(0),
-            next: next.unwrap_or_default(),
-        });
+        out.push((basis_points.unwrap_or(0), target.unwrap_or_default()));
     }
-    // Saturating: a hostile list of many paths must not overflow.
+    // Saturating: a hostile list of many items must not overflow.
     let sum = out
         .iter()
-        .fold(0u32, |acc, p| acc.saturating_add(p.basis_points));
+        .fold(0u32, |acc, (bp, _)| acc.saturating_add(*bp));
     if all_read && !out.is_empty() && sum != 10_000 {
         problems.push(Problem::error(
             base,
