@@ -925,6 +925,51 @@ fn hostile_identical_activity_posts_store_one_row() {
     assert_eq!(rows(&mut rt), 2);
 }
 
+/// `c0`..`c59`, each with an email, as JSON lines.
+fn sixty_contacts() -> String {
+    (0..60)
+        .map(|i| format!("{{\"id\": \"c{i}\", \"email\": \"c{i}@example.org\"}}\n"))
+        .collect()
+}
+
+/// Plays a manual scenario for 60 contacts (`c0`..`c59`, each with an email) for `days` from
+/// `start`, on the SQLite runtime and in `simulate`: the runtime, its records (every
+/// contact's path) and simulate's.
+fn played_both_ways(
+    yaml: &str,
+    start: DateTime<Utc>,
+    days: i64,
+) -> (Runtime<SqliteStore>, Vec<Record>, Vec<Record>) {
+    let contacts = sixty_contacts();
+    let mut rt = runtime();
+    import(&mut rt, &contacts, start - TimeDelta::days(1));
+    let id = activate(&mut rt, yaml, start - TimeDelta::days(1));
+    play(&mut rt, &id, "", start, start + TimeDelta::days(days), true);
+    let mut from_runtime = Vec::new();
+    for i in 0..60 {
+        from_runtime.extend(
+            rt.path(&id, &format!("c{i}"))
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+    }
+
+    let (scenario, _) = validate::parse(yaml, Format::Yaml).unwrap_or_else(|p| panic!("{p:?}"));
+    let mut sim = Simulation::new(
+        scenario,
+        yaml,
+        SourceFormat::Yaml,
+        start,
+        format!("P{days}D")
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    sim.contacts = script::contacts_from_json_lines(&contacts).unwrap_or_else(|e| panic!("{e:?}"));
+    let mut from_simulate = Vec::new();
+    sim.run(&mut |r: &Record| from_simulate.push(r.clone()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    (rt, from_runtime, from_simulate)
+}
+
 /// DESIGN §3.1: the SQLite runtime places the same contacts on the same split paths and in
 /// the same holdout as `simulate`, so a simulated experiment predicts the embedded one.
 #[test]
@@ -945,9 +990,6 @@ steps:
   - {id: sb, delay: {after: P1D}, send: b, next: done}
   - {id: done, end: success}
 ";
-    let contacts: String = (0..60)
-        .map(|i| format!("{{\"id\": \"c{i}\", \"email\": \"c{i}@example.org\"}}\n"))
-        .collect();
     let start = at("2026-12-01T09:00:00Z");
     // (contact, kind, branch) of every assignment and holdout, sorted.
     let placed = |records: Vec<Record>| {
@@ -966,30 +1008,7 @@ steps:
         out
     };
 
-    let mut rt = runtime();
-    import(&mut rt, &contacts, start - TimeDelta::days(1));
-    let id = activate(&mut rt, yaml, start - TimeDelta::days(1));
-    play(&mut rt, &id, "", start, start + TimeDelta::days(3), true);
-    let mut from_runtime = Vec::new();
-    for i in 0..60 {
-        from_runtime.extend(
-            rt.path(&id, &format!("c{i}"))
-                .unwrap_or_else(|e| panic!("{e}")),
-        );
-    }
-
-    let (scenario, _) = validate::parse(yaml, Format::Yaml).unwrap_or_else(|p| panic!("{p:?}"));
-    let mut sim = Simulation::new(
-        scenario,
-        yaml,
-        SourceFormat::Yaml,
-        start,
-        "P3D".parse().unwrap_or_else(|e| panic!("{e}")),
-    );
-    sim.contacts = script::contacts_from_json_lines(&contacts).unwrap_or_else(|e| panic!("{e:?}"));
-    let mut from_simulate = Vec::new();
-    sim.run(&mut |r: &Record| from_simulate.push(r.clone()))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (mut rt, from_runtime, from_simulate) = played_both_ways(yaml, start, 3);
 
     let got = placed(from_runtime);
     let want = placed(from_simulate);
@@ -1007,7 +1026,7 @@ steps:
         .into_iter()
         .map(|(c, s, a, _)| (c, s, a))
         .collect::<Vec<_>>();
-    let mut simulated_sends = simulated(yaml, &contacts, "", start, "P3D", None);
+    let mut simulated_sends = simulated(yaml, &sixty_contacts(), "", start, "P3D", None);
     sent.sort();
     simulated_sends.sort();
     assert_eq!(sent, simulated_sends);
@@ -1030,9 +1049,6 @@ steps:
     next: done
   - {id: done, end: success}
 ";
-    let contacts: String = (0..60)
-        .map(|i| format!("{{\"id\": \"c{i}\", \"email\": \"c{i}@example.org\"}}\n"))
-        .collect();
     let start = at("2026-12-01T09:00:00Z");
     // (contact, message) of every variant assignment, sorted.
     let chosen = |records: Vec<Record>| {
@@ -1045,30 +1061,7 @@ steps:
         out
     };
 
-    let mut rt = runtime();
-    import(&mut rt, &contacts, start - TimeDelta::days(1));
-    let id = activate(&mut rt, yaml, start - TimeDelta::days(1));
-    play(&mut rt, &id, "", start, start + TimeDelta::days(1), true);
-    let mut from_runtime = Vec::new();
-    for i in 0..60 {
-        from_runtime.extend(
-            rt.path(&id, &format!("c{i}"))
-                .unwrap_or_else(|e| panic!("{e}")),
-        );
-    }
-
-    let (scenario, _) = validate::parse(yaml, Format::Yaml).unwrap_or_else(|p| panic!("{p:?}"));
-    let mut sim = Simulation::new(
-        scenario,
-        yaml,
-        SourceFormat::Yaml,
-        start,
-        "P1D".parse().unwrap_or_else(|e| panic!("{e}")),
-    );
-    sim.contacts = script::contacts_from_json_lines(&contacts).unwrap_or_else(|e| panic!("{e:?}"));
-    let mut from_simulate = Vec::new();
-    sim.run(&mut |r: &Record| from_simulate.push(r.clone()))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (mut rt, from_runtime, from_simulate) = played_both_ways(yaml, start, 1);
 
     let got = chosen(from_runtime);
     let want = chosen(from_simulate);
