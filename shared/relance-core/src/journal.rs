@@ -37,6 +37,79 @@ pub enum RecordKind {
     Exited,
     /// The enrollment reached an end (`end`).
     Ended,
+    /// The channel delivered a send (`step`): engagement, journaled as it arrives.
+    Delivered,
+    /// The contact opened a send (`step`).
+    Opened,
+    /// The contact clicked a link of a send (`step`).
+    Clicked,
+    /// A send (`step`) bounced.
+    Bounced,
+    /// The contact marked a send (`step`) as spam.
+    Complained,
+    /// The contact unsubscribed through a send (`step`).
+    Unsubscribed,
+    /// An entry converted (DESIGN §3.1): the first event matching the scenario's `conversion`
+    /// within its window; `at` is the event's instant, `value` the revenue when present.
+    Converted,
+    /// A variant send step (`step`) found its winner (`message`); scenario-wide, so the
+    /// record has no contact (`"contact": null`).
+    Winner,
+}
+
+impl RecordKind {
+    /// The record of an engagement with a send.
+    pub fn of_engagement(kind: crate::contact::EngagementKind) -> RecordKind {
+        use crate::contact::EngagementKind as E;
+        match kind {
+            E::Delivered => RecordKind::Delivered,
+            E::Opened => RecordKind::Opened,
+            E::Clicked => RecordKind::Clicked,
+            E::Bounced => RecordKind::Bounced,
+            E::Complained => RecordKind::Complained,
+            E::Unsubscribed => RecordKind::Unsubscribed,
+        }
+    }
+
+    /// The name records carry (`sent`, `held_out`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::Entered => "entered",
+            RecordKind::Skipped => "skipped",
+            RecordKind::Sent => "sent",
+            RecordKind::Failed => "failed",
+            RecordKind::Waiting => "waiting",
+            RecordKind::Resumed => "resumed",
+            RecordKind::Branched => "branched",
+            RecordKind::Assigned => "assigned",
+            RecordKind::HeldOut => "held_out",
+            RecordKind::Action => "action",
+            RecordKind::Exited => "exited",
+            RecordKind::Ended => "ended",
+            RecordKind::Delivered => "delivered",
+            RecordKind::Opened => "opened",
+            RecordKind::Clicked => "clicked",
+            RecordKind::Bounced => "bounced",
+            RecordKind::Complained => "complained",
+            RecordKind::Unsubscribed => "unsubscribed",
+            RecordKind::Converted => "converted",
+            RecordKind::Winner => "winner",
+        }
+    }
+
+    /// True for engagement with a send (delivered, opened, clicked, bounced, complained,
+    /// unsubscribed).
+    pub fn is_engagement(self) -> bool {
+        matches!(
+            self,
+            RecordKind::Delivered
+                | RecordKind::Opened
+                | RecordKind::Clicked
+                | RecordKind::Bounced
+                | RecordKind::Complained
+                | RecordKind::Unsubscribed
+        )
+    }
 }
 
 /// One journal record: one line of `relance simulate`.
@@ -44,7 +117,8 @@ pub enum RecordKind {
 pub struct Record {
     /// When (UTC).
     pub at: DateTime<Utc>,
-    /// The contact id.
+    /// The contact id; empty for a scenario-wide record (`winner`), written `null`.
+    #[serde(with = "contact_or_null")]
     pub contact: String,
     /// What happened.
     pub kind: RecordKind,
@@ -82,6 +156,26 @@ pub struct Record {
     /// True on the first record of a step's visit (its "entered" count).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub arrival: bool,
+    /// For conversions: the value (revenue) the converting event carried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<serde_json::Number>,
+}
+
+/// A scenario-wide record has no contact: written `null`, read back as the empty id.
+mod contact_or_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(contact: &str, s: S) -> Result<S::Ok, S::Error> {
+        if contact.is_empty() {
+            s.serialize_none()
+        } else {
+            s.serialize_str(contact)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+    }
 }
 
 impl Record {
@@ -102,6 +196,7 @@ impl Record {
             action: None,
             enrollment: None,
             arrival: false,
+            value: None,
         }
     }
 

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use relance_core::consent::{self, ConsentEvent, ConsentRequest, source};
 use relance_core::contact::{ActivityEvent, Contact, Engagement, EngagementKind};
 use relance_core::engine::{Input, profile_changes};
+use relance_core::journal::{Record, RecordKind};
 use relance_core::ports::{ContactChange, InactivityCheck, Status, Store};
 use relance_core::scenario::Launch;
 use relance_core::schedule::inactivity_deadline;
@@ -296,6 +297,16 @@ where
                 .store
                 .running_enrollment(&entry.id, contact.id())
                 .map_err(store_err)?;
+            // The journal counts engagement per step (the report, the winner rule): joined
+            // with the `sent` records on contact and step, it tells which variant engaged.
+            let mut record = Record::new(
+                engagement.at,
+                contact.id(),
+                RecordKind::of_engagement(engagement.kind),
+            )
+            .step(&engagement.step);
+            record.enrollment = running.as_ref().map(|(e, _)| e.id.clone());
+            u.record(&entry.id, record)?;
             let version = running
                 .as_ref()
                 .map(|(_, v)| *v)

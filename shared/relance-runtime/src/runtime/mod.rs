@@ -260,6 +260,16 @@ where
         engine(self.store, self.engines, id, version)
     }
 
+    /// Journals a record the runtime writes itself (engagement, conversions, winners), and
+    /// reports it like a transition's.
+    fn record(&mut self, scenario: &str, record: Record) -> Result<(), RuntimeError> {
+        self.store.journal(scenario, &record).map_err(store_err)?;
+        if let Some(r) = self.reported.as_deref_mut() {
+            r.push(scenario, record);
+        }
+        Ok(())
+    }
+
     fn active(&mut self) -> Result<Vec<(String, u32, Arc<Engine>)>, RuntimeError> {
         let mut out = Vec::new();
         for entry in self
