@@ -23,6 +23,12 @@ pub fn bucket(scenario: &str, step: &str, contact: &str) -> u16 {
     (u64::from_be_bytes(first) % BUCKETS) as u16
 }
 
+/// The global control group's bucket: `SHA-256("holdout:{seed}:{contact}")`, read as
+/// [`bucket`] reads its digest.
+pub fn global_bucket(seed: &str, contact: &str) -> u16 {
+    bucket("holdout", seed, contact)
+}
+
 /// The index of the path whose range of basis points holds `bucket`: paths in list order own
 /// consecutive ranges. `None` only when the shares do not reach the bucket (an unvalidated
 /// scenario whose percents sum below 100).

@@ -109,6 +109,26 @@ pub struct Policy {
     pub exempt: Vec<String>,
     /// How long history is kept.
     pub retention: Retention,
+    /// The global control group: no scenario sends to it but exempt (transactional) messages.
+    pub holdout: Option<GlobalHoldout>,
+}
+
+/// `holdout: {percent, seed}`: the workspace's global control group (DESIGN §3.1). A contact
+/// is in it when the bucket of `SHA-256("holdout:{seed}:{contact}")` falls below percent × 100;
+/// changing the seed draws a new group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlobalHoldout {
+    /// The percent × 100.
+    pub basis_points: u32,
+    /// What the group is drawn with.
+    pub seed: String,
+}
+
+impl GlobalHoldout {
+    /// True when the contact belongs to the global control group.
+    pub fn holds(&self, contact: &str) -> bool {
+        u32::from(crate::experiment::global_bucket(&self.seed, contact)) < self.basis_points
+    }
 }
 
 impl Default for Policy {
@@ -119,6 +139,7 @@ impl Default for Policy {
             timezone: Tz::UTC,
             exempt: vec!["transactional".to_string()],
             retention: Retention::default(),
+            holdout: None,
         }
     }
 }
@@ -148,12 +169,13 @@ impl Policy {
                 "timezone",
                 "exempt",
                 "retention",
+                "holdout",
             ]
             .contains(&key.as_str())
             {
                 problems.push(Problem::error(
                     key.as_str(),
-                    format!("unknown key \"{key}\" (expected quiet_hours, frequency_cap, timezone, exempt or retention)"),
+                    format!("unknown key \"{key}\" (expected quiet_hours, frequency_cap, timezone, exempt, retention or holdout)"),
                 ));
             }
         }
@@ -204,6 +226,9 @@ impl Policy {
             }
             policy.retention = retention;
         }
+        if let Some(v) = top.get("holdout").filter(|v| !v.is_null()) {
+            policy.holdout = global_holdout(v, &mut problems);
+        }
         if problems.is_empty() {
             Ok(policy)
         } else {
@@ -220,6 +245,74 @@ impl Policy {
     pub fn exempts(&self, communication_type: &str) -> bool {
         self.exempt.iter().any(|t| t == communication_type)
     }
+}
+
+/// Reads `holdout: {percent, seed}`: a percent above 0 and below 100 with at most two
+/// decimals, and a non-empty seed (a string or a number).
+fn global_holdout(v: &Value, problems: &mut Vec<Problem>) -> Option<GlobalHoldout> {
+    let Some(map) = v.as_object() else {
+        problems.push(Problem::error(
+            "holdout",
+            "the global control group is a mapping such as {percent: 5, seed: \"2026\"}",
+        ));
+        return None;
+    };
+    for key in map.keys() {
+        if key != "percent" && key != "seed" {
+            problems.push(Problem::error(
+                format!("holdout.{key}"),
+                format!("unknown key \"{key}\" (expected percent and seed)"),
+            ));
+        }
+    }
+    let basis_points = match map.get("percent") {
+        None => {
+            problems.push(Problem::error(
+                "holdout.percent",
+                "missing: the global control group needs \"percent\"",
+            ));
+            None
+        }
+        Some(p) => match crate::experiment::basis_points(p) {
+            Ok(bp) if bp > 0 && bp < 10_000 => Some(bp),
+            Ok(bp) => {
+                problems.push(Problem::error(
+                    "holdout.percent",
+                    format!(
+                        "{} is not above 0 and below 100",
+                        crate::experiment::percent_text(bp)
+                    ),
+                ));
+                None
+            }
+            Err(e) => {
+                problems.push(Problem::error("holdout.percent", e));
+                None
+            }
+        },
+    };
+    let seed = match map.get("seed") {
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(_) => {
+            problems.push(Problem::error(
+                "holdout.seed",
+                "must be a non-empty string (or a number), such as \"2026\"",
+            ));
+            None
+        }
+        None => {
+            problems.push(Problem::error(
+                "holdout.seed",
+                "missing: the global control group needs a \"seed\" (changing it draws a new group)",
+            ));
+            None
+        }
+    };
+    Some(GlobalHoldout {
+        basis_points: basis_points?,
+        seed: seed?,
+    })
 }
 
 #[cfg(test)]
@@ -254,6 +347,29 @@ mod tests {
         assert!(paths.iter().any(|p| p.starts_with("quiet_hours")), "{e:?}");
         assert!(paths.contains(&"frequency_cap.max"), "{e:?}");
         assert!(paths.contains(&"timezone"), "{e:?}");
+    }
+
+    #[test]
+    fn global_holdout_reads_and_checks() {
+        let p = Policy::parse("holdout: {percent: 12.5, seed: \"2026\"}\n", Format::Yaml)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let h = p.holdout.clone().unwrap_or_else(|| panic!("no holdout"));
+        assert_eq!(h.basis_points, 1250);
+        assert_eq!(h.seed, "2026");
+        // About 12.5% of 10,000 contacts, by the formula of DESIGN §3.1.
+        let held = (0..10_000).filter(|i| h.holds(&format!("c{i}"))).count();
+        assert!((1100..1400).contains(&held), "{held}");
+        for (text, path) in [
+            ("holdout: {percent: 0, seed: a}", "holdout.percent"),
+            ("holdout: {percent: 10.123, seed: a}", "holdout.percent"),
+            ("holdout: {percent: 10}", "holdout.seed"),
+            ("holdout: {percent: 10, seed: \"\"}", "holdout.seed"),
+            ("holdout: {percent: 10, seed: a, size: 3}", "holdout.size"),
+            ("holdout: 10", "holdout"),
+        ] {
+            let e = Policy::parse(text, Format::Yaml).err().unwrap_or_default();
+            assert!(e.iter().any(|p| p.path == path), "{text}: {e:?}");
+        }
     }
 
     #[test]

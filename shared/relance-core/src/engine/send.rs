@@ -50,8 +50,8 @@ pub enum SendDecision<'a> {
     },
 }
 
-/// Decides a send of `message_id`, checking in order: already sent, the message exists,
-/// quiet hours, the scenario's cap, the policy's cap, a recipient that is not suppressed,
+/// Decides a send of `message_id`, checking in order: already sent, the message exists, the
+/// global control group, quiet hours, the scenario's cap, the policy's cap, a recipient that is not suppressed,
 /// then consent.
 pub fn decide_send<'s>(message_id: &str, facts: &SendFacts<'s, '_>) -> SendDecision<'s> {
     let SendFacts {
@@ -71,6 +71,13 @@ pub fn decide_send<'s>(message_id: &str, facts: &SendFacts<'s, '_>) -> SendDecis
     };
     let kind = message.communication_type();
     let exempt = policy.exempts(kind);
+    // The global control group is sent nothing but exempt (transactional) messages.
+    if !exempt
+        && let Some(group) = &policy.holdout
+        && group.holds(contact.id())
+    {
+        return SendDecision::Skip("global_holdout");
+    }
     // The scenario's own quiet hours replace the policy's; both are the recipient's
     // night, read in its own zone when it has one.
     let quiet = match (&scenario.quiet_hours, &policy.quiet_hours) {
@@ -355,6 +362,11 @@ steps:
             (case("", "", "text", json!({"phone": "+33600000001"}), none(), false, 0, 12), r#"send sms {"phone":"+33600000001"}"#),
             (case("", "", "mail", json!({"email": "ana@example.com", "subscriptions": {"news": false}}), none(), false, 0, 12), "skip unsubscribed"),
             (case("consent: explicit\n", "", "mail", ana(), none(), false, 0, 12), "skip no_opt_in"),
+            // Contact "c" has the global bucket 3831 with seed s2 (python3: int.from_bytes(hashlib.sha256(b"holdout:s2:c").digest()[:8], "big") % 10000).
+            (case("", "holdout: {percent: 40, seed: s2}\n", "mail", ana(), none(), false, 0, 12), "skip global_holdout"),
+            (case("", "holdout: {percent: 38, seed: s2}\n", "mail", ana(), none(), false, 0, 12), r#"send news {"email":"ana@example.com"}"#),
+            (case("", "holdout: {percent: 40, seed: s2}\nexempt: [news]\n", "mail", ana(), none(), false, 0, 12), r#"send news {"email":"ana@example.com"}"#),
+            (case("", "holdout: {percent: 40, seed: s2}\n", "mail", ana(), none(), true, 0, 12), "skip already_sent"),
             (case("consent: explicit\n", "", "mail", json!({"email": "ana@example.com", "subscriptions": {"news": true}}), none(), false, 0, 12), r#"send news {"email":"ana@example.com"}"#),
         ];
         for (got, want) in cases {
