@@ -145,6 +145,15 @@ pub fn entry_scenario(sk: &str) -> Option<&str> {
     sk.strip_prefix(ENTRY_PREFIX)
 }
 
+/// The prefix of a contact's conversion watches.
+pub const WATCH_PREFIX: &str = "watch#";
+
+/// The sort key of an entry's conversion watch in its contact's partition (one per entry:
+/// the enrollment id names the scenario and the entry).
+pub fn conversion_watch(enrollment: &str) -> String {
+    format!("watch#{enrollment}")
+}
+
 /// The prefix of a contact's pending inactivity checks.
 pub const INACTIVITY_PREFIX: &str = "inactivity#";
 

@@ -1,6 +1,7 @@
 //! Contacts (one flat JSON object with reserved keys) and what a contact did: activity
 //! events, engagement with sends, and the sends themselves, as the engine sees them.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -394,6 +395,10 @@ pub struct History {
     /// Sends of every scenario to the contact, for the policy's frequency cap: filled only
     /// when the engine's policy has one (see [`crate::Engine::needs_contact_sends`]).
     pub contact_sends: Vec<SendMark>,
+    /// The winners found so far among this scenario's variant send steps (step → message):
+    /// filled only for a scenario with a winner rule (see
+    /// [`crate::Engine::winner_steps`]).
+    pub winners: BTreeMap<String, String>,
 }
 
 /// Checks the contact's `email` and `phone` where it is written (see [`crate::address`]):

@@ -20,6 +20,8 @@
 //! - [`render`]: message templates.
 //! - [`experiment`]: the deterministic SHA-256 bucket behind `split` paths, message variants
 //!   and the holdout.
+//! - [`winner`]: the winner rule of variant sends (tallies from the journal, the z-test).
+//! - [`stats`]: the statistics experiments use (normal quantile).
 //! - [`engine`]: enrollments, inputs, effects and the transition function (`enter`,
 //!   `handle`, `run`, and `send` with the pure [`engine::decide_send`]).
 //! - [`journal`]: journal records and counters.
@@ -51,8 +53,10 @@ pub mod scenario;
 pub mod schedule;
 pub mod schema;
 pub mod script;
+pub mod stats;
 pub mod unsubscribe;
 pub mod validate;
+pub mod winner;
 pub mod wire;
 
 pub use condition::Condition;

@@ -127,6 +127,25 @@ pub struct InactivityCheck {
     pub due: DateTime<Utc>,
 }
 
+/// An entry's conversion watch (DESIGN §3.1): written at entry when the scenario has a
+/// `conversion`, read on each of the contact's activity events (one lookup by contact, no
+/// scan), removed by the event that converts the entry or once its window has passed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversionWatch {
+    /// The scenario.
+    pub scenario: String,
+    /// The scenario version entered (its `conversion` applies).
+    pub version: u32,
+    /// The contact id.
+    pub contact: String,
+    /// The entry's enrollment.
+    pub enrollment: String,
+    /// When it entered: the window's start, included.
+    pub entered_at: DateTime<Utc>,
+    /// The window's end, included.
+    pub until: DateTime<Utc>,
+}
+
 /// A pending recurring or fixed-date launch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LaunchTime {
@@ -307,6 +326,12 @@ pub trait EnrollmentStore {
         contact: &str,
         at: DateTime<Utc>,
     ) -> Result<(), Self::Error>;
+    /// Arms an entry's conversion watch (a second write of the same watch changes nothing).
+    fn watch_conversion(&mut self, watch: &ConversionWatch) -> Result<(), Self::Error>;
+    /// The contact's conversion watches, every scenario, in entry order.
+    fn conversion_watches(&mut self, contact: &str) -> Result<Vec<ConversionWatch>, Self::Error>;
+    /// Removes a conversion watch (converted, or past its window). Idempotent.
+    fn end_conversion_watch(&mut self, watch: &ConversionWatch) -> Result<(), Self::Error>;
 }
 
 /// A due item as the store read it: ready to fire, or a row that does not read.

@@ -256,14 +256,42 @@ fn meaning(s: &Scenario, graph: bool, unread_messages: &BTreeSet<String>) -> Vec
                         Some(_) => {}
                     }
                 }
-                if winner.is_some() {
-                    out.push(
-                        Problem::warning(
-                            step_path(i, "send.winner"),
-                            "the winner rule is not applied yet: every send keeps its random variant",
-                        )
-                        .in_step(&step.id),
-                    );
+                if let Some(w) = winner {
+                    let path = step_path(i, "send.winner.metric");
+                    match w.metric.as_str() {
+                        "converted" if s.conversion.is_none() => out.push(
+                            Problem::error(
+                                path,
+                                "a converted winner needs the scenario's conversion: {event, within}",
+                            )
+                            .in_step(&step.id),
+                        ),
+                        "clicked" => {
+                            for (field, message) in &named {
+                                if s.messages.get(*message).is_some_and(|m| !m.has_links()) {
+                                    out.push(
+                                        Problem::error(
+                                            step_path(i, field),
+                                            format!("a clicked winner needs links, but \"{message}\" has none"),
+                                        )
+                                        .in_step(&step.id),
+                                    );
+                                }
+                            }
+                        }
+                        "opened" => {
+                            if let Some((_, Channel::Sms)) = first {
+                                out.push(
+                                    Problem::error(
+                                        path,
+                                        "an opened winner cannot be measured on SMS (no opens are reported): use clicked or converted",
+                                    )
+                                    .in_step(&step.id),
+                                );
+                            }
+                        }
+                        _ => {}
+                    }
                 }
             }
             StepKind::End {

@@ -19,7 +19,7 @@ use relance_core::instant;
 use relance_core::journal::Record;
 use relance_core::policy::Retained;
 use relance_core::ports::{
-    ContactChange, ContactStore, Due, EnrollmentStore, EntryMark, InactivityCheck, JournalStore,
+    ContactChange, ContactStore, ConversionWatch, Due, EnrollmentStore, EntryMark, InactivityCheck, JournalStore,
     LaunchTime, ScenarioEntry, ScenarioSource, ScenarioStore, SourceFormat, Status, Store,
     TimerStore, UnreadableRow,
 };
@@ -28,7 +28,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The migrations, in order; `PRAGMA user_version` says how many were applied.
-const MIGRATIONS: [&str; 7] = [
+const MIGRATIONS: [&str; 8] = [
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_dead_letter.sql"),
     include_str!("../migrations/0003_policy.sql"),
@@ -36,6 +36,7 @@ const MIGRATIONS: [&str; 7] = [
     include_str!("../migrations/0005_outbox_delivery.sql"),
     include_str!("../migrations/0006_input_key.sql"),
     include_str!("../migrations/0007_consent.sql"),
+    include_str!("../migrations/0008_conversion_watch.sql"),
 ];
 
 /// A storage failure.
@@ -696,6 +697,59 @@ impl EnrollmentStore for SqliteStore {
                  ON CONFLICT (scenario_id, contact_id) DO UPDATE SET last_entered_at = excluded.last_entered_at, entries = entries + 1",
             )?
             .execute(params![scenario, contact, ts("last_entered_at", at)?])?;
+        Ok(())
+    }
+
+    fn watch_conversion(&mut self, w: &ConversionWatch) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO conversion_watch (enrollment_id, contact_id, scenario_id, version, entered_at, until)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                w.enrollment,
+                w.contact,
+                w.scenario,
+                w.version,
+                ts("entered_at", w.entered_at)?,
+                ts("conversion until", w.until)?
+            ])?;
+        Ok(())
+    }
+
+    fn conversion_watches(&mut self, contact: &str) -> Result<Vec<ConversionWatch>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT enrollment_id, scenario_id, version, entered_at, until FROM conversion_watch
+             WHERE contact_id = ?1 ORDER BY entered_at, enrollment_id",
+        )?;
+        let rows = stmt.query_map(params![contact], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, u32>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (enrollment, scenario, version, entered_at, until) = row?;
+            out.push(ConversionWatch {
+                scenario,
+                version,
+                contact: contact.to_string(),
+                enrollment,
+                entered_at: parse_ts(entered_at)?,
+                until: parse_ts(until)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn end_conversion_watch(&mut self, w: &ConversionWatch) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM conversion_watch WHERE enrollment_id = ?1")?
+            .execute(params![w.enrollment])?;
         Ok(())
     }
 }

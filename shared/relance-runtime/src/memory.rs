@@ -15,7 +15,7 @@ use relance_core::instant;
 use relance_core::journal::Record;
 use relance_core::policy::Retained;
 use relance_core::ports::{
-    ConsentStore, ContactChange, ContactStore, Due, EnrollmentStore, EntryMark, InactivityCheck,
+    ConsentStore, ContactChange, ConversionWatch, ContactStore, Due, EnrollmentStore, EntryMark, InactivityCheck,
     JournalStore, LaunchTime, ScenarioEntry, ScenarioSource, ScenarioStore, SourceFormat, Status,
     Store, TimerStore, UnreadableRow,
 };
@@ -171,6 +171,8 @@ struct Person {
     consent: Vec<ConsentEvent>,
     /// Pending inactivity checks by scenario: (due, arm sequence).
     inactivity: Map<String, (DateTime<Utc>, u64)>,
+    /// Conversion watches, in entry order.
+    watches: Vec<ConversionWatch>,
 }
 
 /// The undo log capacity kept between units of work.
@@ -201,6 +203,8 @@ enum Undo {
     EnrollmentReplaced((Enrollment, u32, u64)),
     Running(Arc<str>, Arc<str>, Option<String>),
     EntryMark(Arc<str>, Arc<str>, Option<EntryMark>),
+    /// A contact's conversion watches before a change.
+    Watches(Arc<str>, Vec<ConversionWatch>),
     TimerAdded(DateTime<Utc>, u64),
     TimerRemoved(u64, Wake),
     Inactivity(String, String, Option<(DateTime<Utc>, u64)>),
@@ -569,6 +573,7 @@ impl MemoryStore {
                     }
                 }
             }
+            Undo::Watches(c, before) => self.person(&c).watches = before,
             Undo::TimerAdded(at, seq) => {
                 self.timers.remove(&(at, seq));
                 if let Some(w) = self.wakes.remove(&seq) {
@@ -872,6 +877,7 @@ impl ContactStore for MemoryStore {
                 .map(|s| SendMark { at: s.at })
                 .collect(),
             contact_sends: Vec::new(),
+            winners: Default::default(),
         })
     }
 
@@ -979,6 +985,40 @@ impl EnrollmentStore for MemoryStore {
         }
         let scenario = self.name(scenario);
         self.log(Undo::EntryMark(scenario, key, before));
+        Ok(())
+    }
+
+    fn watch_conversion(&mut self, watch: &ConversionWatch) -> Result<(), MemoryError> {
+        checked("conversion until", watch.until)?;
+        let key = self.contact_key(&watch.contact);
+        let person = self.person(&key);
+        if person.watches.contains(watch) {
+            return Ok(());
+        }
+        let before = person.watches.clone();
+        person.watches.push(watch.clone());
+        self.log(Undo::Watches(key, before));
+        Ok(())
+    }
+
+    fn conversion_watches(&mut self, contact: &str) -> Result<Vec<ConversionWatch>, MemoryError> {
+        Ok(self
+            .people
+            .get(contact)
+            .map_or_else(Vec::new, |p| p.watches.clone()))
+    }
+
+    fn end_conversion_watch(&mut self, watch: &ConversionWatch) -> Result<(), MemoryError> {
+        let Some(person) = self.people.get_mut(watch.contact.as_str()) else {
+            return Ok(());
+        };
+        let Some(i) = person.watches.iter().position(|w| w == watch) else {
+            return Ok(());
+        };
+        let before = person.watches.clone();
+        person.watches.remove(i);
+        let key = person.id.clone();
+        self.log(Undo::Watches(key, before));
         Ok(())
     }
 }

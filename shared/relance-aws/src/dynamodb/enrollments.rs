@@ -4,7 +4,7 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use relance_core::engine::Enrollment;
-use relance_core::ports::{EnrollmentStore, EntryMark};
+use relance_core::ports::{ConversionWatch, EnrollmentStore, EntryMark};
 
 use super::item::{Item, dynamo, from_json, get_n, get_s, is_conditional, n, parse_ts, s, to_json};
 use super::{DynamoStore, Pending};
@@ -99,6 +99,34 @@ impl EnrollmentStore for DynamoStore {
             ))),
             Err(e) => Err(dynamo("UpdateItem")(e)),
         }
+    }
+
+    fn watch_conversion(&mut self, watch: &ConversionWatch) -> Result<(), StoreError> {
+        let mut item = Item::new();
+        item.insert(keys::PK.into(), s(keys::contact(&watch.contact)));
+        item.insert(keys::SK.into(), s(keys::conversion_watch(&watch.enrollment)));
+        item.insert("watch".into(), s(to_json(watch)));
+        self.put(item)
+    }
+
+    fn conversion_watches(&mut self, contact: &str) -> Result<Vec<ConversionWatch>, StoreError> {
+        let table = self.config.state_table.clone();
+        let mut out = Vec::new();
+        for item in self.query(&table, &keys::contact(contact), keys::WATCH_PREFIX)? {
+            let text = get_s(&item, "watch").unwrap_or_default();
+            out.push(from_json::<ConversionWatch>("conversion watch", text)?);
+        }
+        out.sort_by(|a, b| (a.entered_at, &a.enrollment).cmp(&(b.entered_at, &b.enrollment)));
+        Ok(out)
+    }
+
+    fn end_conversion_watch(&mut self, watch: &ConversionWatch) -> Result<(), StoreError> {
+        let table = self.config.state_table.clone();
+        self.delete(
+            &table,
+            &keys::contact(&watch.contact),
+            &keys::conversion_watch(&watch.enrollment),
+        )
     }
 }
 

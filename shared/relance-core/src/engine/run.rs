@@ -183,7 +183,16 @@ impl<'a> Run<'a> {
             delay_done = false;
             let next = match &step.kind {
                 StepKind::Send { next, variants, .. } => {
-                    let Some(chosen) = engine.message_for(step, &self.en.contact) else {
+                    // Once the step has a winner, every send of it uses the winner.
+                    let winner = self
+                        .history
+                        .winners
+                        .get(&step.id)
+                        .map(String::as_str)
+                        .filter(|m| variants.iter().any(|v| v.message == *m));
+                    let Some(chosen) =
+                        winner.or_else(|| engine.message_for(step, &self.en.contact))
+                    else {
                         // Only an unvalidated scenario (percents short of 100) gets here.
                         return self.fail_end(&format!(
                             "send \"{}\" has no variant for its bucket",

@@ -344,6 +344,119 @@ pub struct ScenarioFile {
     /// This share of entries is held out: entered, sent nothing, ended `held_out`.
     #[schemars(with = "Option<RawHoldout>")]
     pub holdout: Option<Value>,
+    /// What "it worked" means: the event that counts as a conversion of an entry.
+    #[schemars(with = "Option<RawConversion>")]
+    pub conversion: Option<Value>,
+}
+
+/// `conversion: {event, where?, within, value?}`.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Conversion")]
+#[allow(dead_code)]
+struct RawConversion {
+    /// The activity event that converts (`purchase`, `trial.started`, ...).
+    event: String,
+    /// Only events whose properties match (`{field, op, value}` clauses, with all, any, not).
+    #[serde(rename = "where")]
+    filter: Option<Condition>,
+    /// The window after entry (ISO 8601, such as P7D): the first match in it counts, once.
+    within: String,
+    /// A numeric property of the event summed as revenue (dots reach into objects).
+    value: Option<String>,
+}
+
+/// Reads `conversion: {event, where?, within, value?}`.
+fn parse_conversion(v: &Value, problems: &mut Vec<Problem>) -> Option<Conversion> {
+    let v = known_keys(
+        "conversion",
+        v,
+        &["event", "where", "within", "value"],
+        "a conversion",
+        problems,
+    );
+    let Some(map) = v.as_object() else {
+        problems.push(Problem::error(
+            "conversion",
+            "a conversion is a mapping such as {event: purchase, within: P7D}",
+        ));
+        return None;
+    };
+    let event = match map.get("event") {
+        Some(Value::String(e)) if !e.trim().is_empty() => Some(e.clone()),
+        Some(_) => {
+            problems.push(Problem::error(
+                "conversion.event",
+                "must name an activity event, such as purchase",
+            ));
+            None
+        }
+        None => {
+            problems.push(Problem::error(
+                "conversion.event",
+                "missing: a conversion needs the \"event\" that counts",
+            ));
+            None
+        }
+    };
+    let within = match map.get("within") {
+        Some(w) => typed::<IsoDuration>("conversion.within", w, problems).and_then(|d| {
+            if d.is_zero() {
+                problems.push(Problem::error(
+                    "conversion.within",
+                    "must be longer than zero, such as P7D",
+                ));
+                None
+            } else {
+                Some(d)
+            }
+        }),
+        None => {
+            problems.push(Problem::error(
+                "conversion.within",
+                "missing: a conversion needs a window after entry, such as P7D",
+            ));
+            None
+        }
+    };
+    let filter = match map.get("where") {
+        None | Some(Value::Null) => None,
+        Some(w) => {
+            let c = typed::<Condition>("conversion.where", w, problems)?;
+            let mut properties_only = true;
+            c.walk(&mut |c| {
+                properties_only &= matches!(
+                    c,
+                    Condition::All(_) | Condition::Any(_) | Condition::Not(_) | Condition::Profile(_)
+                );
+            });
+            if !properties_only {
+                problems.push(Problem::error(
+                    "conversion.where",
+                    "only {field, op, value} clauses (combined with all, any, not) apply to the event's properties",
+                ));
+                return None;
+            }
+            Some(c)
+        }
+    };
+    let value = match map.get("value") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(f)) if !f.trim().is_empty() => Some(f.clone()),
+        Some(_) => {
+            problems.push(Problem::error(
+                "conversion.value",
+                "must name a numeric property of the event, such as amount",
+            ));
+            return None;
+        }
+    };
+    Some(Conversion {
+        event: event?,
+        filter,
+        within: within?,
+        value,
+    })
 }
 
 /// `holdout: {percent}`: a percent above 0 and below 100, with at most 2 decimals.
@@ -417,12 +530,13 @@ impl ScenarioFile {
             goals: get("goals"),
             labels: get("labels"),
             holdout: get("holdout"),
+            conversion: get("conversion"),
         }
     }
 }
 
 /// The keys of a scenario file (the JSON Schema lists the same).
-pub const TOP_KEYS: [&str; 18] = [
+pub const TOP_KEYS: [&str; 19] = [
     "id",
     "name",
     "description",
@@ -441,6 +555,7 @@ pub const TOP_KEYS: [&str; 18] = [
     "goals",
     "labels",
     "holdout",
+    "conversion",
 ];
 
 /// The keys of a message (the JSON Schema lists the same).
@@ -604,6 +719,10 @@ pub fn from_value(doc: &Value) -> Result<Loaded, Problem> {
         .holdout
         .as_ref()
         .and_then(|v| parse_holdout(v, &mut problems));
+    let conversion = file
+        .conversion
+        .as_ref()
+        .and_then(|v| parse_conversion(v, &mut problems));
     let mut broken_steps = false;
     let steps = match steps_value {
         Some(Value::Array(list)) => list
@@ -638,6 +757,7 @@ pub fn from_value(doc: &Value) -> Result<Loaded, Problem> {
             steps,
             goals,
             holdout,
+            conversion,
         },
         problems,
         broken_steps,

@@ -44,6 +44,75 @@ pub struct Scenario {
     pub goals: Vec<Goal>,
     /// The share of entries held out (entered, sent nothing, ended `held_out`).
     pub holdout: Option<Holdout>,
+    /// What counts as a conversion of an entry.
+    pub conversion: Option<Conversion>,
+}
+
+/// `conversion: {event, where?, within, value?}` (DESIGN §3.1): each entry, held out or not,
+/// converts at most once, on the first matching event within `within` of its entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conversion {
+    /// The activity event name.
+    pub event: String,
+    /// A condition on the event's properties (profile clauses only).
+    pub filter: Option<Condition>,
+    /// The window after entry.
+    pub within: IsoDuration,
+    /// The numeric property summed as revenue.
+    pub value: Option<String>,
+}
+
+impl Conversion {
+    /// True when the event counts as a conversion (its name, and its properties pass `where`).
+    pub fn matches(&self, event: &crate::contact::ActivityEvent, tz: Tz) -> bool {
+        if event.name != self.event {
+            return false;
+        }
+        let Some(filter) = &self.filter else {
+            return true;
+        };
+        // The clauses read the event's properties as they read a profile's fields.
+        let mut properties = crate::contact::Contact::bare("");
+        for (k, v) in &event.properties {
+            properties.set_field(k, v.clone());
+        }
+        let history = crate::contact::History::default();
+        let sent = BTreeMap::new();
+        filter.holds(&crate::condition::EvalContext {
+            contact: &properties,
+            history: &history,
+            sent: &sent,
+            now: event.at,
+            since: None,
+            tz,
+        })
+    }
+
+    /// The revenue the event carries: its `value` property when that is a number (or a
+    /// numeric string).
+    pub fn value_of(&self, event: &crate::contact::ActivityEvent) -> Option<serde_json::Number> {
+        let field = self.value.as_deref()?;
+        let mut parts = field.split('.');
+        let mut current = event.properties.get(parts.next()?)?;
+        for part in parts {
+            current = current.get(part)?;
+        }
+        match current {
+            Value::Number(n) => Some(n.clone()),
+            Value::String(s) => s
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .and_then(serde_json::Number::from_f64),
+            _ => None,
+        }
+    }
+
+    /// The last instant an entry at `entered_at` can convert.
+    pub fn until(&self, entered_at: chrono::DateTime<chrono::Utc>, tz: Tz) -> chrono::DateTime<chrono::Utc> {
+        self.within.add_to(entered_at, tz)
+    }
 }
 
 /// `holdout: {percent}`: entries whose holdout bucket falls below it are held out.
@@ -286,6 +355,24 @@ pub struct Message {
 }
 
 impl Message {
+    /// True when a click on it can be measured: a link in its bodies (`href` or an
+    /// http(s) URL), a web push click URL, or an SES stored template (its links are SES's).
+    pub fn has_links(&self) -> bool {
+        let link = |t: &Option<String>| {
+            t.as_deref()
+                .is_some_and(|t| t.contains("href") || t.contains("http://") || t.contains("https://"))
+        };
+        self.template.is_some()
+            || self.url.is_some()
+            || link(&self.html)
+            || link(&self.text)
+            || link(&self.body)
+            || self
+                .data
+                .as_ref()
+                .is_some_and(|d| d.get("url").is_some_and(Value::is_string))
+    }
+
     /// The communication type consent is checked against.
     pub fn communication_type(&self) -> &str {
         self.kind.as_deref().unwrap_or(self.channel.as_str())

@@ -22,7 +22,7 @@ use relance_core::contact::{
 use relance_core::engine::{Enrollment, Send, Wake};
 use relance_core::journal::{Record, RecordKind};
 use relance_core::ports::{
-    ContactChange, ContactStore, Due, EnrollmentStore, EntryMark, InactivityCheck, JournalStore,
+    ContactChange, ContactStore, ConversionWatch, Due, EnrollmentStore, EntryMark, InactivityCheck, JournalStore,
     LaunchTime, ScenarioEntry, ScenarioSource, ScenarioStore, SourceFormat, Status, Store,
     TimerStore, UnreadableRow,
 };
@@ -386,6 +386,15 @@ impl<S: Store> EnrollmentStore for FlakyStore<S> {
         at: DateTime<Utc>,
     ) -> Result<(), Self::Error> {
         self.pass(|s| s.mark_entry(scenario, contact, at))
+    }
+    fn watch_conversion(&mut self, watch: &ConversionWatch) -> Result<(), Self::Error> {
+        self.pass(|s| s.watch_conversion(watch))
+    }
+    fn conversion_watches(&mut self, contact: &str) -> Result<Vec<ConversionWatch>, Self::Error> {
+        self.pass(|s| s.conversion_watches(contact))
+    }
+    fn end_conversion_watch(&mut self, watch: &ConversionWatch) -> Result<(), Self::Error> {
+        self.pass(|s| s.end_conversion_watch(watch))
     }
 }
 
