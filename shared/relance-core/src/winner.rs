@@ -132,9 +132,10 @@ pub fn decide(rule: &Winner, tallies: &[Tally]) -> Option<usize> {
     }
     let critical = crate::stats::normal_quantile(rule.confidence);
     let lead = &tallies[leader];
-    let beats_all = tallies.iter().enumerate().all(|(j, other)| {
-        j == leader || pooled_z(lead, other).is_some_and(|z| z >= critical)
-    });
+    let beats_all = tallies
+        .iter()
+        .enumerate()
+        .all(|(j, other)| j == leader || pooled_z(lead, other).is_some_and(|z| z >= critical));
     beats_all.then_some(leader)
 }
 

@@ -19,9 +19,9 @@ use relance_core::instant;
 use relance_core::journal::Record;
 use relance_core::policy::Retained;
 use relance_core::ports::{
-    ContactChange, ContactStore, ConversionWatch, Due, EnrollmentStore, EntryMark, InactivityCheck, JournalStore,
-    LaunchTime, ScenarioEntry, ScenarioSource, ScenarioStore, SourceFormat, Status, Store,
-    TimerStore, UnreadableRow,
+    ContactChange, ContactStore, ConversionWatch, Due, EnrollmentStore, EntryMark, InactivityCheck,
+    JournalStore, LaunchTime, ScenarioEntry, ScenarioSource, ScenarioStore, SourceFormat, Status,
+    Store, TimerStore, UnreadableRow,
 };
 use relance_core::scenario::Action;
 use rusqlite::types::Value as SqlValue;

@@ -12,12 +12,12 @@ use relance_core::consent::ConsentEvent;
 use relance_core::contact::{ActivityEvent, Contact, Engagement, History, SendMark};
 use relance_core::engine::{Enrollment, Send, Wake};
 use relance_core::instant;
-use relance_core::journal::Record;
+use relance_core::journal::{Record, RecordKind};
 use relance_core::policy::Retained;
 use relance_core::ports::{
-    ConsentStore, ContactChange, ConversionWatch, ContactStore, Due, EnrollmentStore, EntryMark, InactivityCheck,
-    JournalStore, LaunchTime, ScenarioEntry, ScenarioSource, ScenarioStore, SourceFormat, Status,
-    Store, TimerStore, UnreadableRow,
+    ConsentStore, ContactChange, ContactStore, ConversionWatch, Due, EnrollmentStore, EntryMark,
+    InactivityCheck, JournalStore, LaunchTime, ScenarioEntry, ScenarioSource, ScenarioStore,
+    SourceFormat, Status, Store, TimerStore, UnreadableRow,
 };
 use relance_core::scenario::Action;
 
@@ -267,6 +267,9 @@ pub struct MemoryStore {
     undo: Vec<Undo>,
     /// Whether journal records and outbox messages are kept (see [`MemoryStore::streaming`]).
     keep: bool,
+    /// Journal records of these kinds are kept even when streaming (see
+    /// [`MemoryStore::keep_journal_of`]).
+    kept_kinds: Vec<RecordKind>,
 }
 
 impl MemoryStore {
@@ -284,6 +287,12 @@ impl MemoryStore {
     /// enrollments only.
     pub fn streaming() -> MemoryStore {
         MemoryStore::default()
+    }
+
+    /// Keeps the journal records of these kinds even when streaming: what the winner rule
+    /// reads back (sends, opens, clicks, conversions) when a scenario tests variants.
+    pub fn keep_journal_of(&mut self, kinds: &[RecordKind]) {
+        self.kept_kinds = kinds.to_vec();
     }
 
     /// Outbox messages after sequence `after`, at most `limit`, as (sequence, kind, message).
@@ -1236,7 +1245,7 @@ impl JournalStore for MemoryStore {
     type Error = MemoryError;
 
     fn journal(&mut self, scenario: &str, record: &Record) -> Result<(), MemoryError> {
-        if self.keep {
+        if self.keep || self.kept_kinds.contains(&record.kind) {
             self.journal
                 .entry(scenario.to_string())
                 .or_default()

@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use relance_core::IsoDuration;
 use relance_core::contact::Contact;
+use relance_core::journal::RecordKind;
 use relance_core::ports::{ContactStore, SourceFormat};
 use relance_core::scenario::{ImportSubset, Launch, Scenario};
 use relance_core::script::ScriptedEvent;
@@ -72,7 +73,26 @@ impl Simulation<'_> {
     /// Plays it, reporting every journal record to `sink` as its unit of work commits.
     pub fn run(self, sink: &mut dyn Sink) -> Result<Simulated, RuntimeError> {
         let start = self.start;
-        let mut rt = Runtime::new(MemoryStore::streaming());
+        let mut store = MemoryStore::streaming();
+        // The winner rule counts from the journal: the records it reads are kept.
+        let tests_winners = self.scenario.steps.iter().any(|s| {
+            matches!(
+                &s.kind,
+                relance_core::scenario::StepKind::Send {
+                    winner: Some(_),
+                    ..
+                }
+            )
+        });
+        if tests_winners {
+            store.keep_journal_of(&[
+                RecordKind::Sent,
+                RecordKind::Opened,
+                RecordKind::Clicked,
+                RecordKind::Converted,
+            ]);
+        }
+        let mut rt = Runtime::new(store);
         if let Some(policy) = self.policy {
             rt.set_policy(policy, start)?;
         }

@@ -104,7 +104,10 @@ impl EnrollmentStore for DynamoStore {
     fn watch_conversion(&mut self, watch: &ConversionWatch) -> Result<(), StoreError> {
         let mut item = Item::new();
         item.insert(keys::PK.into(), s(keys::contact(&watch.contact)));
-        item.insert(keys::SK.into(), s(keys::conversion_watch(&watch.enrollment)));
+        item.insert(
+            keys::SK.into(),
+            s(keys::conversion_watch(&watch.enrollment)),
+        );
         item.insert("watch".into(), s(to_json(watch)));
         self.put(item)
     }

@@ -427,7 +427,10 @@ fn parse_conversion(v: &Value, problems: &mut Vec<Problem>) -> Option<Conversion
             c.walk(&mut |c| {
                 properties_only &= matches!(
                     c,
-                    Condition::All(_) | Condition::Any(_) | Condition::Not(_) | Condition::Profile(_)
+                    Condition::All(_)
+                        | Condition::Any(_)
+                        | Condition::Not(_)
+                        | Condition::Profile(_)
                 );
             });
             if !properties_only {

@@ -110,7 +110,11 @@ impl Conversion {
     }
 
     /// The last instant an entry at `entered_at` can convert.
-    pub fn until(&self, entered_at: chrono::DateTime<chrono::Utc>, tz: Tz) -> chrono::DateTime<chrono::Utc> {
+    pub fn until(
+        &self,
+        entered_at: chrono::DateTime<chrono::Utc>,
+        tz: Tz,
+    ) -> chrono::DateTime<chrono::Utc> {
         self.within.add_to(entered_at, tz)
     }
 }
@@ -359,8 +363,9 @@ impl Message {
     /// http(s) URL), a web push click URL, or an SES stored template (its links are SES's).
     pub fn has_links(&self) -> bool {
         let link = |t: &Option<String>| {
-            t.as_deref()
-                .is_some_and(|t| t.contains("href") || t.contains("http://") || t.contains("https://"))
+            t.as_deref().is_some_and(|t| {
+                t.contains("href") || t.contains("http://") || t.contains("https://")
+            })
         };
         self.template.is_some()
             || self.url.is_some()

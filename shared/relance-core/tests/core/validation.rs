@@ -1103,10 +1103,10 @@ fn variant_problems_are_located() {
     );
 }
 
-/// A written `winner` is read and checked (located), then reported as a warning, not an
-/// error: the winner rule is not applied yet and every send keeps its random variant.
+/// A winner rule reads `{metric, after, min_sends, confidence}`, each part located when it
+/// is wrong, and its metric must be measurable on the variants.
 #[test]
-fn winner_is_checked_and_warned_as_not_applied_yet() {
+fn winner_rules_are_checked_and_their_metric_must_be_measurable() {
     let with_winner = |winner: &str| {
         with_steps(&format!(
             "  - id: ab\n    send: {{variants: [{{message: hello, percent: 50}}, {{message: hello-b, percent: 50}}], winner: {winner}}}\n    next: done\n  - {{id: done, end: success}}\n"
@@ -1120,19 +1120,11 @@ fn winner_is_checked_and_warned_as_not_applied_yet() {
         "{metric: opened, after: P1D, min_sends: 1000, confidence: 0.95}",
     ));
     assert_clean(&r);
-    let w: Vec<&Problem> = warnings(&r)
-        .into_iter()
-        .filter(|p| p.message.contains("winner"))
-        .collect();
-    assert_eq!(w.len(), 1, "{}", listing(&r));
-    assert_eq!(w[0].path, "steps[0].send.winner");
     assert!(
-        w[0].message.contains("not applied yet")
-            && w[0].message.contains("keeps its random variant"),
+        !r.problems.iter().any(|p| p.path.contains("winner")),
         "{}",
-        w[0].message
+        listing(&r)
     );
-    assert_eq!(w[0].step.as_deref(), Some("ab"));
 
     for (winner, path, needle) in [
         (
@@ -1165,6 +1157,18 @@ fn winner_is_checked_and_warned_as_not_applied_yet() {
             "steps[0].send.winner.peek",
             "unknown key \"peek\"",
         ),
+        // Measurable: a converted winner needs the scenario's conversion, a clicked one links
+        // in every variant.
+        (
+            "{metric: converted, after: P1D, min_sends: 10, confidence: 0.9}",
+            "steps[0].send.winner.metric",
+            "needs the scenario's conversion",
+        ),
+        (
+            "{metric: clicked, after: P1D, min_sends: 10, confidence: 0.9}",
+            "steps[0].send.variants[0].message",
+            "a clicked winner needs links, but \"hello\" has none",
+        ),
     ] {
         let r = yaml(&with_winner(winner));
         let found: Vec<&Problem> = errors(&r)
@@ -1172,5 +1176,65 @@ fn winner_is_checked_and_warned_as_not_applied_yet() {
             .filter(|p| p.path == path && p.message.contains(needle))
             .collect();
         assert_eq!(found.len(), 1, "{winner}: {}", listing(&r));
+    }
+}
+
+/// `conversion: {event, where?, within, value?}`: every part located when it is wrong; a
+/// complete one validates, and with it a converted winner.
+#[test]
+fn conversion_is_read_and_located() {
+    let base = with_steps(
+        "  - id: ab\n    send: {variants: [{message: hello, percent: 50}, {message: hello-b, percent: 50}], winner: {metric: converted, after: P1D, min_sends: 10, confidence: 0.95}}\n    next: done\n  - {id: done, end: success}\n",
+    )
+    .replace(
+        "  ping: {channel: sms, text: Ping}\n",
+        "  ping: {channel: sms, text: Ping}\n  hello-b: {channel: email, subject: Hi, text: Hi}\n",
+    );
+    let with = |conversion: &str| yaml(&format!("{base}conversion: {conversion}\n"));
+    let r = with(
+        "{event: purchase, where: {all: [{field: amount, op: ge, value: 20}]}, within: P7D, value: amount}",
+    );
+    assert_clean(&r);
+    let c = r
+        .scenario
+        .as_ref()
+        .and_then(|s| s.conversion.clone())
+        .unwrap_or_else(|| panic!("no conversion: {}", listing(&r)));
+    assert_eq!(
+        (c.event.as_str(), c.value.as_deref()),
+        ("purchase", Some("amount"))
+    );
+    for (conversion, path, needle) in [
+        ("{within: P7D}", "conversion.event", "needs the \"event\""),
+        ("{event: purchase}", "conversion.within", "needs a window"),
+        ("{event: purchase, within: soon}", "conversion.within", ""),
+        (
+            "{event: purchase, within: PT0S}",
+            "conversion.within",
+            "longer than zero",
+        ),
+        (
+            "{event: purchase, within: P7D, where: {tag: vip}}",
+            "conversion.where",
+            "event's properties",
+        ),
+        (
+            "{event: purchase, within: P7D, value: 3}",
+            "conversion.value",
+            "numeric property",
+        ),
+        (
+            "{event: purchase, within: P7D, revenue: amount}",
+            "conversion.revenue",
+            "unknown key",
+        ),
+        ("purchase", "conversion", "a mapping"),
+    ] {
+        let r = with(conversion);
+        let found: Vec<&Problem> = errors(&r)
+            .into_iter()
+            .filter(|p| p.path == path && p.message.contains(needle))
+            .collect();
+        assert_eq!(found.len(), 1, "{conversion}: {}", listing(&r));
     }
 }

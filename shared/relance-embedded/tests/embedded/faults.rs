@@ -22,9 +22,9 @@ use relance_core::contact::{
 use relance_core::engine::{Enrollment, Send, Wake};
 use relance_core::journal::{Record, RecordKind};
 use relance_core::ports::{
-    ContactChange, ContactStore, ConversionWatch, Due, EnrollmentStore, EntryMark, InactivityCheck, JournalStore,
-    LaunchTime, ScenarioEntry, ScenarioSource, ScenarioStore, SourceFormat, Status, Store,
-    TimerStore, UnreadableRow,
+    ContactChange, ContactStore, ConversionWatch, Due, EnrollmentStore, EntryMark, InactivityCheck,
+    JournalStore, LaunchTime, ScenarioEntry, ScenarioSource, ScenarioStore, SourceFormat, Status,
+    Store, TimerStore, UnreadableRow,
 };
 use relance_core::scenario::Action;
 use relance_core::wire::{EngagementDetail, LaunchDetail};

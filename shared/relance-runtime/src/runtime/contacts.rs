@@ -514,6 +514,13 @@ where
             .append_activity(contact.id(), &event)
             .map_err(store_err)?;
         let active = self.active()?;
+        // Conversions first: an entry made by this very event does not convert on it.
+        if active
+            .iter()
+            .any(|(_, _, e)| e.scenario().conversion.is_some())
+        {
+            self.convert(contact.id(), &event)?;
+        }
         let mut keep = Vec::new();
         for (id, _, engine) in &active {
             if let Launch::Trigger(t) = &engine.scenario().launch

@@ -199,7 +199,12 @@ where
                 self.store
                     .mark_entry(scenario, contact.id(), self.now)
                     .map_err(store_err)?;
+                let entered =
+                    (engine.scenario().conversion.is_some()).then(|| t.enrollment.clone());
                 self.apply(scenario, version, None, t)?;
+                if let Some(enrollment) = entered {
+                    self.watch_entry(&engine, version, &enrollment)?;
+                }
             }
             Entry::Skipped { reason, record } => {
                 *report

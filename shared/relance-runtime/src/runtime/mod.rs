@@ -6,7 +6,8 @@
 //! The inputs are split by what they concern, one private module each: `scenarios`
 //! (versions, lifecycle, settings), `contacts` (contact writes, activity, engagement,
 //! consent), `launches` (launches, imports, entries), `ticks` (due launches, inactivity
-//! checks, timers, dead letters, retention); `error` says why an input was refused. This
+//! checks, timers, dead letters, retention), `experiments` (conversion watches, winner
+//! checks); `error` says why an input was refused. This
 //! module holds the runtime, its units of work and the engine cache.
 
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use relance_core::validate;
 
 mod contacts;
 mod error;
+mod experiments;
 mod launches;
 mod scenarios;
 mod ticks;
@@ -113,7 +115,7 @@ where
 }
 
 /// The contact's past for one scenario, with every scenario's sends when the engine's policy
-/// caps them.
+/// caps them, and the winners found when the scenario tests variants with a winner rule.
 fn history_for<S: Store>(
     store: &mut S,
     engine: &Engine,
@@ -127,6 +129,7 @@ where
     if engine.needs_contact_sends() {
         history.contact_sends = store.contact_sends(contact).map_err(store_err)?;
     }
+    experiments::fill_winners(store, engine, scenario, &mut history)?;
     Ok(history)
 }
 
@@ -311,6 +314,15 @@ where
         self.store
             .commit_transition(scenario, version, expected, &t, self.now)
             .map_err(store_err)?;
+        if t.effects
+            .iter()
+            .any(|e| matches!(e, relance_core::engine::Effect::Send(_)))
+        {
+            let engine = self.engine(scenario, version)?;
+            if engine.winner_steps().next().is_some() {
+                self.arm_winner_checks(scenario, &engine, &t.effects)?;
+            }
+        }
         if let Some(r) = self.reported.as_deref_mut() {
             // The records are taken out in place: moving every effect out of the list (a send
             // is large) would copy far more than the records.

@@ -45,6 +45,8 @@ pub(super) struct Engines {
     /// When the policy was last read: other processes (Lambda containers) may change it, so
     /// it is read again after [`POLICY_REFRESH`].
     pub(super) policy_read_at: Option<DateTime<Utc>>,
+    /// (scenario, step) whose winner check is known to be armed (read back from the store).
+    pub(super) armed_winners: std::collections::HashSet<(String, String)>,
 }
 
 /// How long a runtime trusts the workspace policy it read.

@@ -67,6 +67,21 @@ where
                     continue;
                 }
             };
+            // A step's winner check shares the scenario's due slots with its launches.
+            if let Some(step) = relance_core::winner::slot_step(&launch.zone) {
+                self.settle(
+                    now,
+                    "winner_check",
+                    &launch,
+                    |u| u.check_winner(&launch.scenario, step, launch.at),
+                    |u| {
+                        u.store
+                            .set_launch(&launch.scenario, &launch.zone, None)
+                            .map_err(store_err)
+                    },
+                )?;
+                continue;
+            }
             self.settle(
                 now,
                 "launch",

@@ -21,8 +21,8 @@ use serde_json::{Value, json};
 // ---------------------------------------------------------------------------------------------
 
 /// What a played history left behind.
-struct Played {
-    records: Vec<Record>,
+pub(crate) struct Played {
+    pub(crate) records: Vec<Record>,
     enrollments: Vec<Enrollment>,
     contacts: Vec<Contact>,
 }
@@ -72,7 +72,7 @@ fn contact(v: Value) -> Contact {
 }
 
 /// Plays `yaml` over the contacts and events (JSON lines) from `start` for `until`.
-fn play(yaml: &str, contacts: &str, events: &str, start: &str, until: &str) -> Played {
+pub(crate) fn play(yaml: &str, contacts: &str, events: &str, start: &str, until: &str) -> Played {
     let scenario = engine(yaml).scenario().clone();
     let contacts = json_lines(contacts).into_iter().map(contact).collect();
     let events = json_lines(events)

@@ -1,7 +1,9 @@
 //! The runtime's tests, one binary: the port contracts on the memory store, and scenarios
-//! played as scripted histories, properties and hostile inputs.
+//! played as scripted histories, experiments (conversions, winners), properties and hostile
+//! inputs.
 
 mod contract;
+mod experiments;
 mod histories;
 mod hostile;
 mod properties;
