@@ -197,6 +197,31 @@ pub fn check(mode: &str, records: &[Record], ids: &[String]) -> BTreeMap<String,
     counts
 }
 
+/// Asserts that the sends `mode` handed to its channel (contact, step, message: what the
+/// email sender would deliver) are exactly the expected ones for `ids`, once each.
+pub fn check_sends(mode: &str, mut sends: Vec<(String, String, String)>, ids: &[String]) {
+    let mut want: Vec<(String, String, String)> = ids
+        .iter()
+        .flat_map(|id| {
+            expected(id)
+                .sent
+                .into_iter()
+                .map(move |(step, message)| (id.clone(), step, message))
+        })
+        .collect();
+    sends.sort();
+    want.sort();
+    if sends != want {
+        let missing: Vec<_> = want.iter().filter(|s| !sends.contains(s)).take(5).collect();
+        let extra: Vec<_> = sends.iter().filter(|s| !want.contains(s)).take(5).collect();
+        panic!(
+            "{mode}: {} sends handed over, {} expected; missing {missing:?}, unexpected {extra:?}",
+            sends.len(),
+            want.len()
+        );
+    }
+}
+
 /// The formula above against Python's, for a few ids: each triple was printed by
 /// `python3 -c 'import hashlib; b = lambda s: int.from_bytes(hashlib.sha256(s.encode()).digest()[:8], "big") % 10000; print([(c, b("parity:holdout:" + c), b("parity:ab:" + c), b("parity:pb:" + c)) for c in ["c00000", "c00001", "c00002", "c00003", "c00006", "c00009", "c09999"]])'`.
 #[test]

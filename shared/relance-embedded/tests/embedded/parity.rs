@@ -7,6 +7,7 @@
 use std::time::Instant;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use relance_core::inbound::decode_send;
 use relance_core::journal::Record;
 use relance_core::ports::{JournalStore, SourceFormat, Status};
 use relance_core::{Format, validate};
@@ -47,8 +48,8 @@ fn simulated(ids: &[String]) -> Vec<Record> {
 
 /// The journal of the SQLite runtime, as `relance run` and `relance test` drive it: the
 /// contacts imported, the fixture activated and launched for everyone at the start, played
-/// for a day on a virtual clock.
-fn on_sqlite(ids: &[String]) -> Vec<Record> {
+/// for a day on a virtual clock. With the sends in its outbox: (contact, step, message).
+fn on_sqlite(ids: &[String]) -> (Vec<Record>, Vec<(String, String, String)>) {
     let before = start() - TimeDelta::days(1);
     let mut rt = Runtime::new(SqliteStore::in_memory().unwrap_or_else(|e| panic!("{e}")));
     rt.import(&expected::contacts(ids), before, &mut |_| {})
@@ -67,9 +68,22 @@ fn on_sqlite(ids: &[String]) -> Vec<Record> {
             &mut Strict,
         )
         .unwrap_or_else(|e| panic!("{e}"));
-    rt.store()
+    let records = rt
+        .store()
         .records(&put.id, None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let sends = rt
+        .store()
+        .outbox_after(0, usize::MAX)
         .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .filter(|(_, kind, _)| kind == "send")
+        .map(|(_, _, body)| {
+            let (_, send) = decode_send(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+            (send.contact, send.step, send.message)
+        })
+        .collect();
+    (records, sends)
 }
 
 #[test]
@@ -85,8 +99,9 @@ fn simulate_and_sqlite_assign_10000_contacts_as_the_formula_says() {
     );
 
     let t = Instant::now();
-    let records = on_sqlite(&ids);
+    let (records, sends) = on_sqlite(&ids);
     let counts = expected::check("SQLite runtime", &records, &ids);
+    expected::check_sends("SQLite runtime, outbox", sends, &ids);
     eprintln!(
         "SQLite runtime: {CONTACTS} contacts in {:.2?}: {counts:?}",
         t.elapsed()
