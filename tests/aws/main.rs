@@ -1,7 +1,8 @@
 //! The AWS adapters, one test binary. Against a local AWS emulator: the store (`store`), the
 //! functions' handlers end to end (`functions`), counted cost (`cost`), each channel on the
 //! wire (`channels`), the calls each handler makes against its role (`permissions`) and the
-//! port contract suite (`contract`).
+//! port contract suite (`contract`), and assignment parity with the formula (`parity`, which
+//! also runs the handlers over `MemoryStore` offline).
 //! Offline: the sample events of `events/` (`events`) and each handler in memory
 //! (`handlers`). `./scripts/test` starts the emulator and sets `AWS_ENDPOINT_URL`; without it
 //! each emulator test returns at once and one line says they were skipped, so an offline
@@ -13,6 +14,7 @@ mod cost;
 mod events;
 mod functions;
 mod handlers;
+mod parity;
 mod permissions;
 mod store;
 mod support;

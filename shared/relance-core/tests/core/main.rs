@@ -4,7 +4,10 @@
 //! - [`hostile`]: hostile instants and durations, refused where input enters (issue 11).
 //! - [`validation`]: one test per validation rule of DESIGN §3, and the shipped examples.
 //! - [`properties`]: calendar properties of the schedule functions (proptest).
+//! - [`assignment`]: split paths and message variants picked by the engine against the
+//!   SHA-256 formula computed apart (proptest).
 
+mod assignment;
 mod hostile;
 mod properties;
 mod validation;

@@ -1,8 +1,10 @@
 //! The embedded mode's tests, one binary: the HTTP API, the port contracts on SQLite, delivery
-//! faults, hostile inputs, and the runtime over SQLite on a virtual clock.
+//! faults, hostile inputs, the runtime over SQLite on a virtual clock, and assignment parity
+//! with `simulate` for 10,000 contacts against the formula.
 
 mod api;
 mod contract;
 mod faults;
 mod hostile;
+mod parity;
 mod runtime;
