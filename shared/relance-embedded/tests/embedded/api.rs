@@ -840,11 +840,12 @@ async fn an_opening_resumes_the_wait_once() {
     let path = path_of(&app, "nudge", "c1").await;
     assert_eq!(
         kinds(&path),
-        ["entered", "sent", "waiting", "resumed", "sent", "ended"],
+        ["entered", "sent", "waiting", "opened", "resumed", "sent", "ended"],
         "{path}"
     );
-    assert_eq!(path[3]["reason"], "event", "{path}");
-    assert_eq!(path[3]["step"], "wait", "{path}");
+    assert_eq!(path[3]["step"], "first", "{path}");
+    assert_eq!(path[4]["reason"], "event", "{path}");
+    assert_eq!(path[4]["step"], "wait", "{path}");
 
     // The same opening again finds nothing waiting.
     let (status, body) = post_json(&app, "/v1/engagement", opened).await;
@@ -852,7 +853,11 @@ async fn an_opening_resumes_the_wait_once() {
     app.sync().await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(app.outbox_lines().len(), 2);
-    assert_eq!(kinds(&path_of(&app, "nudge", "c1").await).len(), 6);
+    // The opening is journaled (a second engagement), and nothing moves.
+    assert_eq!(
+        kinds(&path_of(&app, "nudge", "c1").await)[7..],
+        ["opened"]
+    );
 
     // Nor does the timeout fire later.
     app.advance(TimeDelta::days(3)).await;
