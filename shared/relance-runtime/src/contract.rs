@@ -25,7 +25,9 @@ use relance_core::engine::{
 };
 use relance_core::journal::{Record, RecordKind};
 use relance_core::policy::Retained;
-use relance_core::ports::{ContactChange, Due, InactivityCheck, SourceFormat, Status, Store};
+use relance_core::ports::{
+    ContactChange, ConversionWatch, Due, InactivityCheck, SourceFormat, Status, Store,
+};
 use relance_core::render::Rendered;
 use relance_core::scenario::Channel;
 
@@ -209,6 +211,7 @@ where
     input_keys(new());
     consent_log(new());
     journal_in_order(new());
+    conversion_watches(new());
 }
 
 /// Versions are numbered from 1, immutable; a new scenario is a draft; status writes stick.
@@ -663,6 +666,58 @@ where
         ready(ok("due_launches", store.due_launches(at(100)))).len(),
         2,
         "None removes it"
+    );
+    // A step's winner check is a due slot of its own beside the zones.
+    ok(
+        "set_launch",
+        store.set_launch("weekly", "winner#mail", Some(at(30))),
+    );
+    let due = ready(ok("due_launches", store.due_launches(at(100))));
+    assert!(
+        due.iter()
+            .any(|l| l.zone == "winner#mail" && l.at == at(30)),
+        "a slot named winner#mail reads back: {due:?}"
+    );
+}
+
+/// An entry's conversion watch is kept once, read back by contact in entry order across
+/// scenarios, and removed idempotently.
+pub fn conversion_watches<S: Store>(mut store: S)
+where
+    S::Fault: Debug,
+{
+    let watch = |scenario: &str, contact: &str, entered: i64| ConversionWatch {
+        scenario: scenario.into(),
+        version: 2,
+        contact: contact.into(),
+        enrollment: format!("{scenario}:{contact}:1"),
+        entered_at: at(entered),
+        until: at(entered + 60 * 24 * 7),
+    };
+    let (late, early, other) = (
+        watch("later", "ada", 5),
+        watch("sooner", "ada", 1),
+        watch("later", "bob", 0),
+    );
+    for w in [&late, &early, &late, &other] {
+        ok("watch_conversion", store.watch_conversion(w));
+    }
+    assert_eq!(
+        ok("conversion_watches", store.conversion_watches("ada")),
+        [early.clone(), late.clone()],
+        "one per entry, in entry order, every scenario"
+    );
+    assert_eq!(
+        ok("conversion_watches", store.conversion_watches("bob")),
+        [other.clone()]
+    );
+    assert!(ok("conversion_watches", store.conversion_watches("nobody")).is_empty());
+    ok("end_conversion_watch", store.end_conversion_watch(&early));
+    ok("end_conversion_watch", store.end_conversion_watch(&early));
+    assert_eq!(
+        ok("conversion_watches", store.conversion_watches("ada")),
+        [late],
+        "an ended watch is gone, and ending it again changes nothing"
     );
 }
 

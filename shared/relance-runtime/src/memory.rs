@@ -1005,7 +1005,11 @@ impl EnrollmentStore for MemoryStore {
             return Ok(());
         }
         let before = person.watches.clone();
-        person.watches.push(watch.clone());
+        // Kept in entry order (entries arrive in order but a store may be written out of it).
+        let at = person.watches.partition_point(|w| {
+            (w.entered_at, &w.enrollment) <= (watch.entered_at, &watch.enrollment)
+        });
+        person.watches.insert(at, watch.clone());
         self.log(Undo::Watches(key, before));
         Ok(())
     }

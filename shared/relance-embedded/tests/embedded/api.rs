@@ -840,7 +840,9 @@ async fn an_opening_resumes_the_wait_once() {
     let path = path_of(&app, "nudge", "c1").await;
     assert_eq!(
         kinds(&path),
-        ["entered", "sent", "waiting", "opened", "resumed", "sent", "ended"],
+        [
+            "entered", "sent", "waiting", "opened", "resumed", "sent", "ended"
+        ],
         "{path}"
     );
     assert_eq!(path[3]["step"], "first", "{path}");
@@ -854,10 +856,7 @@ async fn an_opening_resumes_the_wait_once() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(app.outbox_lines().len(), 2);
     // The opening is journaled (a second engagement), and nothing moves.
-    assert_eq!(
-        kinds(&path_of(&app, "nudge", "c1").await)[7..],
-        ["opened"]
-    );
+    assert_eq!(kinds(&path_of(&app, "nudge", "c1").await)[7..], ["opened"]);
 
     // Nor does the timeout fire later.
     app.advance(TimeDelta::days(3)).await;
