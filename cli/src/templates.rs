@@ -2,7 +2,7 @@
 //! compiled into the binary. Instantiating one writes a new file; the template never changes.
 
 /// (name, what it is, text).
-pub const TEMPLATES: [(&str, &str, &str); 7] = [
+pub const TEMPLATES: [(&str, &str, &str); 9] = [
     (
         "welcome-series",
         "welcome email on sign-up, reminder, SMS to non-openers",
@@ -37,6 +37,16 @@ pub const TEMPLATES: [(&str, &str, &str); 7] = [
         "multichannel-reaction",
         "email and push, reminder to non-openers, thanks on purchase",
         include_str!("../../examples/multichannel-reaction.yaml"),
+    ),
+    (
+        "ab-subject-test",
+        "two subject lines, the one opened most then sent to everyone",
+        include_str!("../../examples/subject-test.yaml"),
+    ),
+    (
+        "re-engagement-holdout",
+        "win-back emails measured against a 10% holdout on purchases",
+        include_str!("../../examples/re-engagement-holdout.yaml"),
     ),
 ];
 

@@ -229,6 +229,9 @@ pub struct StepCounts {
     /// message.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub assigned: BTreeMap<String, u64>,
+    /// For sends: engagement records, by kind (delivered, opened, clicked, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub engagement: BTreeMap<String, u64>,
 }
 
 /// Counts per scenario: entries, skips, and per step and per end.
@@ -242,6 +245,16 @@ pub struct JournalCounts {
     pub steps: BTreeMap<String, StepCounts>,
     /// Per end (success, failure, abandon, neutral, each goal, and exited).
     pub ends: BTreeMap<String, u64>,
+    /// Entries converted (the scenario's `conversion`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub converted: u64,
+    /// Winners found, by variant step.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub winners: BTreeMap<String, String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl JournalCounts {
@@ -284,6 +297,15 @@ impl JournalCounts {
                     )
                     .or_default() += 1;
                 s.entered += u64::from(r.arrival);
+            }
+            (k, Some(s)) if k.is_engagement() => {
+                *s.engagement.entry(k.as_str().to_string()).or_default() += 1
+            }
+            (RecordKind::Converted, _) => self.converted += 1,
+            (RecordKind::Winner, _) => {
+                if let (Some(step), Some(message)) = (&r.step, &r.message) {
+                    self.winners.insert(step.clone(), message.clone());
+                }
             }
             (RecordKind::Exited, _) => *self.ends.entry("exited".into()).or_default() += 1,
             (RecordKind::Ended, s) => {
