@@ -5,7 +5,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use relance_core::Contact;
 use relance_core::journal::{Record, RecordKind};
-use relance_core::ports::{ContactChange, EnrollmentStore, SourceFormat, Status};
+use relance_core::ports::{ContactChange, EnrollmentStore, JournalStore, SourceFormat, Status};
 use relance_core::script;
 use relance_core::wire::{ActivityDetail, LaunchDetail};
 use relance_core::{Format, IsoDuration, validate};
@@ -940,11 +940,28 @@ fn played_both_ways(
     start: DateTime<Utc>,
     days: i64,
 ) -> (Runtime<SqliteStore>, Vec<Record>, Vec<Record>) {
+    played_both_ways_with(yaml, "", start, days)
+}
+
+/// [`played_both_ways`] with an events script (JSON lines) played in both.
+fn played_both_ways_with(
+    yaml: &str,
+    events: &str,
+    start: DateTime<Utc>,
+    days: i64,
+) -> (Runtime<SqliteStore>, Vec<Record>, Vec<Record>) {
     let contacts = sixty_contacts();
     let mut rt = runtime();
     import(&mut rt, &contacts, start - TimeDelta::days(1));
     let id = activate(&mut rt, yaml, start - TimeDelta::days(1));
-    play(&mut rt, &id, "", start, start + TimeDelta::days(days), true);
+    play(
+        &mut rt,
+        &id,
+        events,
+        start,
+        start + TimeDelta::days(days),
+        true,
+    );
     let mut from_runtime = Vec::new();
     for i in 0..60 {
         from_runtime.extend(
@@ -964,6 +981,7 @@ fn played_both_ways(
             .unwrap_or_else(|e| panic!("{e}")),
     );
     sim.contacts = script::contacts_from_json_lines(&contacts).unwrap_or_else(|e| panic!("{e:?}"));
+    sim.events = script::events_from_json_lines(events).unwrap_or_else(|e| panic!("{e:?}"));
     let mut from_simulate = Vec::new();
     sim.run(&mut |r: &Record| from_simulate.push(r.clone()))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -1078,4 +1096,82 @@ steps:
         .collect();
     sent.sort();
     assert_eq!(sent, got);
+}
+
+/// DESIGN §3.1: the winner rule and conversions play the same on the SQLite runtime (the
+/// runner's clock fires the winner check as due work) as in `simulate`: the same winner at the
+/// same instant, the same conversions with the same values.
+#[test]
+fn runtime_and_simulate_find_the_same_winner_and_conversions() {
+    let yaml = "id: abc
+launch: {type: manual}
+audience: {all: true}
+holdout: {percent: 20}
+conversion: {event: purchase, within: P2D, value: amount}
+messages:
+  a: {channel: email, subject: A, text: a}
+  b: {channel: email, subject: B, text: b}
+steps:
+  - id: mail
+    send:
+      variants: [{message: a, percent: 50}, {message: b, percent: 50}]
+      winner: {metric: opened, after: PT6H, min_sends: 15, confidence: 0.95}
+    next: done
+  - {id: done, end: success}
+";
+    let start = at("2026-12-01T09:00:00Z");
+    let mut events = String::new();
+    for i in 0..60 {
+        let c = format!("c{i}");
+        // b's contacts open, a's do not; every third contact buys the next day.
+        if relance_core::experiment::bucket("abc", "mail", &c) >= 5000 {
+            events.push_str(&format!(
+                "{{\"at\": \"2026-12-01T10:00:00Z\", \"contact\": \"{c}\", \"opened\": \"mail\"}}\n"
+            ));
+        }
+        if i % 3 == 0 {
+            events.push_str(&format!(
+                "{{\"at\": \"2026-12-02T12:00:00Z\", \"contact\": \"{c}\", \"event\": \"purchase\", \"amount\": {i}}}\n"
+            ));
+        }
+    }
+    let (mut rt, _, from_simulate) = played_both_ways_with(yaml, &events, start, 3);
+    let from_runtime = rt
+        .store()
+        .records("abc", None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let outcome = |records: &[Record]| {
+        let mut out: Vec<String> = records
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r.kind,
+                    RecordKind::Winner | RecordKind::Converted | RecordKind::HeldOut
+                )
+            })
+            .map(|r| {
+                format!(
+                    "{} {:?} {} {:?} {:?}",
+                    r.at.to_rfc3339(),
+                    r.kind,
+                    r.contact,
+                    r.message,
+                    r.value.as_ref().map(ToString::to_string)
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let simulated = outcome(&from_simulate);
+    assert_eq!(outcome(&from_runtime), simulated);
+    assert!(
+        simulated
+            .iter()
+            .any(|l| l.starts_with("2026-12-01T15:00:00+00:00 Winner  Some(\"b\")")),
+        "{simulated:#?}"
+    );
+    // Every third contact converted, held out or not.
+    let converted = simulated.iter().filter(|l| l.contains("Converted")).count();
+    assert_eq!(converted, 20, "{simulated:#?}");
 }
