@@ -39,6 +39,7 @@ macro_rules! contracts {
 contracts!(
     scenario_versions,
     contacts_and_history,
+    engagement_across_scenarios,
     conditional_saves,
     one_running_enrollment,
     entry_marks,

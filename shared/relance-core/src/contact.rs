@@ -394,6 +394,10 @@ pub struct History {
     /// Sends of every scenario to the contact, for the policy's frequency cap: filled only
     /// when the engine's policy has one (see [`crate::Engine::needs_contact_sends`]).
     pub contact_sends: Vec<SendMark>,
+    /// Every scenario's opens and clicks of the contact, oldest first, for `at: best` delays:
+    /// filled only when the scenario has one (see
+    /// [`crate::Engine::needs_contact_engagement`]).
+    pub contact_engagement: Vec<Engagement>,
 }
 
 /// Checks the contact's `email` and `phone` where it is written (see [`crate::address`]):

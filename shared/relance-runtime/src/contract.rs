@@ -197,6 +197,7 @@ where
 {
     scenario_versions(new());
     contacts_and_history(new());
+    engagement_across_scenarios(new());
     conditional_saves(new());
     one_running_enrollment(new());
     entry_marks(new());
@@ -368,6 +369,96 @@ where
         all.iter().map(|s| s.at).collect::<Vec<_>>(),
         [at(2), at(4)],
         "every scenario's sends, oldest first"
+    );
+}
+
+/// `contact_engagement` is the contact's opens and clicks with every scenario, oldest first
+/// (in no particular order within one instant), and nothing else: no other kind, no other
+/// contact.
+pub fn engagement_across_scenarios<S: Store>(mut store: S)
+where
+    S::Fault: Debug,
+{
+    scenario(&mut store, "welcome", Status::Active);
+    scenario(&mut store, "other", Status::Active);
+    ok(
+        "put_contact",
+        store.put_contact(&Contact::bare("ada"), t0()),
+    );
+    assert!(
+        ok("contact_engagement", store.contact_engagement("ada")).is_empty(),
+        "no engagement yet"
+    );
+    let engagement = |minutes, step: &str, kind| Engagement {
+        at: at(minutes),
+        step: step.into(),
+        kind,
+        url: (kind == EngagementKind::Clicked).then(|| "https://example.com/a".into()),
+        link_tags: Vec::new(),
+    };
+    for (contact, scenario, e) in [
+        (
+            "ada",
+            "welcome",
+            engagement(30, "second", EngagementKind::Clicked),
+        ),
+        ("ada", "other", engagement(10, "x", EngagementKind::Opened)),
+        (
+            "ada",
+            "welcome",
+            engagement(20, "first", EngagementKind::Opened),
+        ),
+        (
+            "ada",
+            "welcome",
+            engagement(20, "first", EngagementKind::Delivered),
+        ),
+        ("ada", "other", engagement(40, "x", EngagementKind::Bounced)),
+        ("ada", "third", engagement(30, "y", EngagementKind::Opened)),
+        (
+            "bob",
+            "welcome",
+            engagement(15, "first", EngagementKind::Opened),
+        ),
+    ] {
+        ok(
+            "append_engagement",
+            store.append_engagement(contact, scenario, &e),
+        );
+    }
+    let got = ok("contact_engagement", store.contact_engagement("ada"));
+    assert!(
+        got.windows(2).all(|w| w[0].at <= w[1].at),
+        "oldest first: {got:?}"
+    );
+    let mut seen: Vec<(DateTime<Utc>, &str, EngagementKind, Option<&str>)> = got
+        .iter()
+        .map(|e| (e.at, e.step.as_str(), e.kind, e.url.as_deref()))
+        .collect();
+    seen.sort_by_key(|(at, step, ..)| (*at, *step));
+    assert_eq!(
+        seen,
+        [
+            (at(10), "x", EngagementKind::Opened, None),
+            (at(20), "first", EngagementKind::Opened, None),
+            (
+                at(30),
+                "second",
+                EngagementKind::Clicked,
+                Some("https://example.com/a")
+            ),
+            (at(30), "y", EngagementKind::Opened, None),
+        ],
+        "every scenario's opens and clicks of the contact, and only those"
+    );
+    assert_eq!(
+        ok("contact_engagement", store.contact_engagement("bob")).len(),
+        1,
+        "another contact's engagement is its own"
+    );
+    assert!(
+        ok("contact_engagement", store.contact_engagement("nobody")).is_empty(),
+        "an unknown contact has none"
     );
 }
 

@@ -113,7 +113,7 @@ where
 }
 
 /// The contact's past for one scenario, with every scenario's sends when the engine's policy
-/// caps them.
+/// caps them, and every scenario's opens and clicks when a delay runs `at: best`.
 fn history_for<S: Store>(
     store: &mut S,
     engine: &Engine,
@@ -126,6 +126,9 @@ where
     let mut history = store.history(contact, scenario).map_err(store_err)?;
     if engine.needs_contact_sends() {
         history.contact_sends = store.contact_sends(contact).map_err(store_err)?;
+    }
+    if engine.needs_contact_engagement() {
+        history.contact_engagement = store.contact_engagement(contact).map_err(store_err)?;
     }
     Ok(history)
 }
