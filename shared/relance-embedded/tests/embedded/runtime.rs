@@ -181,6 +181,40 @@ fn runtime_and_simulate_send_the_same_for_the_openers_example() {
     );
 }
 
+/// `examples/best-time.yaml` sends what its comment says, on the SQLite runtime as in
+/// `simulate`: each follow-up at the contact's best hour, or at `default_at`.
+#[test]
+fn the_best_time_example_sends_at_each_contacts_best_hour() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/");
+    let read = |f: &str| {
+        std::fs::read_to_string(format!("{root}{f}")).unwrap_or_else(|e| panic!("{f}: {e}"))
+    };
+    let (yaml, contacts, events) = (
+        read("best-time.yaml"),
+        read("contacts.jsonl"),
+        read("best-time-events.jsonl"),
+    );
+    let start = "2026-12-01T09:00:00Z";
+    same_sends_as_simulate(&yaml, &contacts, &events, start, "P3D");
+    let mut follow_ups: Vec<(String, String)> =
+        simulated(&yaml, &contacts, &events, at(start), "P3D", None)
+            .into_iter()
+            .filter(|(_, step, _)| step == "follow-up")
+            .map(|(c, _, t)| (c, t))
+            .collect();
+    follow_ups.sort();
+    let want = [
+        ("u1", "2026-12-02T18:00:00+00:00"),
+        ("u2", "2026-12-02T06:00:00+00:00"),
+        ("u3", "2026-12-02T09:00:00+00:00"),
+        ("u4", "2026-12-02T09:00:00+00:00"),
+    ];
+    assert_eq!(
+        follow_ups,
+        want.map(|(c, t)| (c.to_string(), t.to_string()))
+    );
+}
+
 /// Quiet hours and a cap from the workspace policy hold and skip the same sends in the
 /// runtime as in `simulate`; a transactional message escapes both.
 #[test]
