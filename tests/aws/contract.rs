@@ -45,6 +45,7 @@ contracts!(
     entry_marks,
     due_order,
     timer_fires_once,
+    timers_armed_out_of_order,
     paused_scenarios_hold_their_due_items,
     inactivity_checks,
     launches,

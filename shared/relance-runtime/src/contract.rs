@@ -203,6 +203,7 @@ where
     entry_marks(new());
     due_order(new());
     timer_fires_once(new());
+    timers_armed_out_of_order(new());
     paused_scenarios_hold_their_due_items(new());
     inactivity_checks(new());
     launches(new());
@@ -594,6 +595,39 @@ where
         "at most limit"
     );
     assert!(ready(ok("due_timers", store.due_timers(at(9), 100))).is_empty());
+}
+
+/// A timer armed after a later one is due at its own time: the first timer a store ever
+/// holds does not hide an earlier one armed next (as `at: best` arms them, an hour per
+/// contact).
+pub fn timers_armed_out_of_order<S: Store>(mut store: S)
+where
+    S::Fault: Debug,
+{
+    scenario(&mut store, "welcome", Status::Active);
+    // A tick first: the store has seen a `now`.
+    assert!(ready(ok("due_timers", store.due_timers(at(0), 100))).is_empty());
+    let mut wakes = Vec::new();
+    for (n, minutes) in [(1, 120), (2, 60)] {
+        let e = enrollment("welcome", &format!("c{n}"), 1, 0);
+        ok("save_enrollment", store.save_enrollment(None, 1, &e));
+        let w = wake(&e, "first", minutes);
+        ok("schedule", store.schedule(&w));
+        wakes.push(w);
+    }
+    next_due_bound(&mut store, Some(at(60)), "two timers");
+    let due = ready(ok("due_timers", store.due_timers(at(60), 100)));
+    assert_eq!(
+        due.iter().map(|w| w.at).collect::<Vec<_>>(),
+        [at(60)],
+        "the timer armed second, due first, is due at its time"
+    );
+    let due = ready(ok("due_timers", store.due_timers(at(120), 100)));
+    assert_eq!(
+        due.iter().map(|w| w.at).collect::<Vec<_>>(),
+        [at(60), at(120)],
+        "both, oldest first"
+    );
 }
 
 /// A timer cancelled (or consumed) never fires again; arming one twice keeps one.
