@@ -39,11 +39,13 @@ macro_rules! contracts {
 contracts!(
     scenario_versions,
     contacts_and_history,
+    engagement_across_scenarios,
     conditional_saves,
     one_running_enrollment,
     entry_marks,
     due_order,
     timer_fires_once,
+    timers_armed_out_of_order,
     paused_scenarios_hold_their_due_items,
     inactivity_checks,
     launches,

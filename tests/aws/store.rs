@@ -173,6 +173,84 @@ fn the_aws_path_sends_what_simulate_sends() {
     assert_eq!(sends(rt.store()), want);
 }
 
+/// `at: best` on DynamoDB: the example's follow-ups go at the hours `simulate` picks, from
+/// the opens and clicks recorded before the start (read with one Query per contact).
+#[test]
+fn the_aws_path_picks_the_best_hour_simulate_picks() {
+    if crate::support::offline() {
+        return;
+    }
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/");
+    let read = |f: &str| {
+        std::fs::read_to_string(format!("{root}{f}")).unwrap_or_else(|e| panic!("{f}: {e}"))
+    };
+    let (yaml, contacts, events) = (
+        read("best-time.yaml"),
+        read("contacts.jsonl"),
+        read("best-time-events.jsonl"),
+    );
+    let start = at("2026-12-01T09:00:00Z");
+    // Every follow-up is sent by 2026-12-02T18:00Z (each tick reads the minutes since the
+    // last one: a shorter play is a faster test).
+    let until: IsoDuration = "PT34H".parse().unwrap_or_else(|e| panic!("{e}"));
+    let end = until.add_to(start, chrono_tz::UTC);
+    let events = script::events_from_json_lines(&events).unwrap_or_else(|e| panic!("{e:?}"));
+
+    let (scenario, _) = validate::parse(&yaml, Format::Yaml).unwrap_or_else(|p| panic!("{p:?}"));
+    let mut sim = Simulation::new(scenario, &yaml, SourceFormat::Yaml, start, until);
+    sim.contacts = script::contacts_from_json_lines(&contacts).unwrap_or_else(|e| panic!("{e:?}"));
+    sim.events = events.clone();
+    let mut want = Vec::new();
+    let mut instants = Vec::new();
+    sim.run(&mut |r: &Record| {
+        instants.push(r.at);
+        if r.kind == RecordKind::Sent {
+            want.push((
+                r.contact.clone(),
+                r.step.clone().unwrap_or_default(),
+                r.at.to_rfc3339(),
+            ));
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    want.sort();
+    // The follow-ups fall at three different hours: the best ones and default_at.
+    let hours: std::collections::BTreeSet<&str> = want
+        .iter()
+        .filter(|(_, step, _)| step == "follow-up")
+        .map(|(_, _, t)| &t[11..16])
+        .collect();
+    assert_eq!(hours.len(), 3, "{want:?}");
+
+    let mut rt = Runtime::new(store("best-hour"));
+    import(&mut rt, &contacts, start - TimeDelta::days(1));
+    let id = activate(&mut rt, &yaml, start - TimeDelta::days(1));
+    let mut script = Script::new(events);
+    script
+        .record_past(&mut rt, &id, start)
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.launch(
+        LaunchDetail {
+            scenario: id.clone(),
+            contacts: None,
+        },
+        start,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    Play::new(&id, start, end)
+        .run(
+            &mut rt,
+            script,
+            &mut Stepping {
+                now: start,
+                instants: &instants,
+            },
+            &mut Strict,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(sends(rt.store()), want);
+}
+
 const TRIGGERED: &str = "id: on-purchase\nlaunch: {type: trigger, event: purchase}\nonce_per: P7D\nmessages:\n  m: {channel: email, subject: s, text: x}\nsteps:\n  - {id: thanks, send: m, next: wait}\n  - {id: wait, delay: {after: P1D}, next: done}\n  - {id: done, end: success}\n";
 
 #[test]

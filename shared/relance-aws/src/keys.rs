@@ -113,9 +113,12 @@ pub fn activity(at: DateTime<Utc>, name: &str, properties_json: &str) -> String 
     format!("a#{}#{}", text(at), hash(&[name, properties_json]))
 }
 
+/// The prefix of a contact's engagement with every scenario.
+pub const ENGAGEMENT_PREFIX: &str = "e#";
+
 /// The prefix of a contact's engagement with one scenario.
 pub fn engagement_prefix(scenario: &str) -> String {
-    format!("e#{scenario}#")
+    format!("{ENGAGEMENT_PREFIX}{scenario}#")
 }
 
 /// The sort key of an engagement (`parts` identify it within its instant).

@@ -399,6 +399,10 @@ pub struct History {
     /// filled only for a scenario with a winner rule (see
     /// [`crate::Engine::winner_steps`]).
     pub winners: BTreeMap<String, String>,
+    /// Every scenario's opens and clicks of the contact, oldest first, for `at: best` delays:
+    /// filled only when the scenario has one (see
+    /// [`crate::Engine::needs_contact_engagement`]).
+    pub contact_engagement: Vec<Engagement>,
 }
 
 /// Checks the contact's `email` and `phone` where it is written (see [`crate::address`]):

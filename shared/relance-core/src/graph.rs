@@ -78,6 +78,9 @@ pub fn mermaid(s: &Scenario, counts: Option<&JournalCounts>) -> String {
             if let Some(at) = &d.at {
                 parts.push(format!("at {at}"));
             }
+            if let Some(default_at) = &d.default_at {
+                parts.push(format!("at best (default {default_at})"));
+            }
             if d.until.is_some() {
                 parts.push("until a date".into());
             }

@@ -8,6 +8,7 @@
 //! - [`local`]: wall-clock times and instants in a time zone, DST included.
 //! - [`duration`]: ISO-8601 durations.
 //! - [`schedule`]: local times of day, recurring launches, delays, quiet hours, inactivity.
+//! - [`best_time`]: the hour an `at: best` delay runs at, from the contact's opens and clicks.
 //! - [`contact`]: contacts, activity events, engagement, history.
 //! - [`consent`]: the consent log, its derived state and the rules that keep opt-outs.
 //! - [`condition`]: conditions and their evaluation.
@@ -34,6 +35,7 @@
 //! - [`unsubscribe`]: the signed one-click unsubscribe token (RFC 8058).
 
 pub mod address;
+pub mod best_time;
 pub mod condition;
 pub mod consent;
 pub mod contact;

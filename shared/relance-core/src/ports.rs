@@ -242,6 +242,9 @@ pub trait ScenarioStore {
 /// engagement exists in a window, and counts sends in one. An event equal to one already
 /// stored at the same instant may be kept once (DynamoDB keys it by its hash).
 ///
+/// `contact_engagement` returns the contact's opens and clicks with every scenario's sends
+/// (no other kind), oldest first: `at: best` counts them per hour of day.
+///
 /// The sends are those committed with the contact's enrollments (`Store::commit_transition`,
 /// after an entry recorded by `mark_entry`), one per idempotency key. A store may read them
 /// from the enrollments' `sent` maps rather than from its outbox (DynamoDB, which reads the
@@ -277,6 +280,8 @@ pub trait ContactStore {
     fn history(&mut self, contact: &str, scenario: &str) -> Result<History, Self::Error>;
     /// Every scenario's sends to the contact, oldest first (for the policy's cap).
     fn contact_sends(&mut self, contact: &str) -> Result<Vec<SendMark>, Self::Error>;
+    /// Every scenario's opens and clicks of the contact, oldest first (for `at: best` delays).
+    fn contact_engagement(&mut self, contact: &str) -> Result<Vec<Engagement>, Self::Error>;
 }
 
 /// Enrollments, entry marks and the already-running lock.

@@ -315,6 +315,9 @@ pub struct Delay {
     pub until: Option<DateTimeSpec>,
     /// Read `at` in the contact's zone instead of the scenario's (overrides the scenario).
     pub local_time: Option<bool>,
+    /// Set for `at: best` (then `at` is none): the time of day used when the contact has too
+    /// little engagement to pick its best hour (see [`crate::best_time`]).
+    pub default_at: Option<LocalTime>,
 }
 
 impl Delay {
@@ -326,7 +329,24 @@ impl Delay {
         self.after.as_ref().is_some_and(|a| !a.is_zero())
     }
 
+    /// True for `at: best`: the engine picks the time of day ([`crate::best_time`]).
+    pub fn is_best(&self) -> bool {
+        self.default_at.is_some()
+    }
+
+    /// The same delay at a fixed time of day: what `at: best` becomes once its hour is
+    /// picked.
+    pub fn at_time(&self, at: LocalTime) -> Delay {
+        Delay {
+            at: Some(at),
+            default_at: None,
+            ..self.clone()
+        }
+    }
+
     /// When the step is due, given the moment the previous step ran.
+    ///
+    /// An `at: best` delay not resolved first ([`Delay::at_time`]) runs at its `default_at`.
     ///
     /// - `after` alone: `base + after`.
     /// - `after` of whole days (or months) with `at`: the local calendar date of `base` plus
@@ -342,7 +362,7 @@ impl Delay {
         if let Some(until) = &self.until {
             return until.resolve(tz).max(base);
         }
-        match (&self.after, self.at) {
+        match (&self.after, self.at.or(self.default_at)) {
             (None, None) => base,
             (Some(after), None) => after.add_to(base, tz),
             (None, Some(at)) => next_local_time(tz, base, at),

@@ -341,6 +341,7 @@ fn meaning(s: &Scenario, graph: bool, unread_messages: &BTreeSet<String>) -> Vec
         if let Some(d) = &step.delay
             && d.after.as_ref().is_some_and(|a| a.is_zero())
             && d.at.is_none()
+            && !d.is_best()
         {
             out.push(
                 Problem::warning(step_path(i, "delay.after"), "a zero delay does not wait")

@@ -551,31 +551,9 @@ impl ContactStore for SqliteStore {
             let mut stmt = self.conn.prepare_cached(
                 "SELECT at, step, kind, url, link_tags FROM engagement WHERE contact_id = ?1 AND scenario_id = ?2 ORDER BY at, rowid",
             )?;
-            let rows = stmt.query_map(params![contact, scenario], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, String>(4)?,
-                ))
-            })?;
+            let rows = stmt.query_map(params![contact, scenario], engagement_row)?;
             for row in rows {
-                let (at, step, kind, url, tags) = row?;
-                let kind = EngagementKind::ALL
-                    .into_iter()
-                    .find(|k| k.as_str() == kind)
-                    .ok_or(StoreError::Corrupt {
-                        what: "engagement kind",
-                        why: kind.clone(),
-                    })?;
-                h.engagement.push(Engagement {
-                    at: parse_ts(at)?,
-                    step,
-                    kind,
-                    url,
-                    link_tags: json("link tags", &tags)?,
-                });
+                h.engagement.push(engagement_from(row?)?);
             }
         }
         {
@@ -604,6 +582,40 @@ impl ContactStore for SqliteStore {
         })
         .collect()
     }
+
+    fn contact_engagement(&mut self, contact: &str) -> Result<Vec<Engagement>, StoreError> {
+        // The index on (contact_id, scenario_id, at) serves the contact; the rows come back
+        // sorted here.
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT at, step, kind, url, link_tags FROM engagement WHERE contact_id = ?1 AND kind IN ('opened', 'clicked') ORDER BY at, rowid",
+        )?;
+        let rows = stmt.query_map(params![contact], engagement_row)?;
+        rows.map(|row| engagement_from(row?)).collect()
+    }
+}
+
+/// An engagement row as selected: at, step, kind, url, link_tags.
+type EngagementRow = (i64, String, String, Option<String>, String);
+
+fn engagement_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EngagementRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+fn engagement_from((at, step, kind, url, tags): EngagementRow) -> Result<Engagement, StoreError> {
+    let kind = EngagementKind::ALL
+        .into_iter()
+        .find(|k| k.as_str() == kind)
+        .ok_or(StoreError::Corrupt {
+            what: "engagement kind",
+            why: kind.clone(),
+        })?;
+    Ok(Engagement {
+        at: parse_ts(at)?,
+        step,
+        kind,
+        url,
+        link_tags: json("link tags", &tags)?,
+    })
 }
 
 impl EnrollmentStore for SqliteStore {

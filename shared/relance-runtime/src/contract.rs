@@ -199,11 +199,13 @@ where
 {
     scenario_versions(new());
     contacts_and_history(new());
+    engagement_across_scenarios(new());
     conditional_saves(new());
     one_running_enrollment(new());
     entry_marks(new());
     due_order(new());
     timer_fires_once(new());
+    timers_armed_out_of_order(new());
     paused_scenarios_hold_their_due_items(new());
     inactivity_checks(new());
     launches(new());
@@ -374,6 +376,96 @@ where
     );
 }
 
+/// `contact_engagement` is the contact's opens and clicks with every scenario, oldest first
+/// (in no particular order within one instant), and nothing else: no other kind, no other
+/// contact.
+pub fn engagement_across_scenarios<S: Store>(mut store: S)
+where
+    S::Fault: Debug,
+{
+    scenario(&mut store, "welcome", Status::Active);
+    scenario(&mut store, "other", Status::Active);
+    ok(
+        "put_contact",
+        store.put_contact(&Contact::bare("ada"), t0()),
+    );
+    assert!(
+        ok("contact_engagement", store.contact_engagement("ada")).is_empty(),
+        "no engagement yet"
+    );
+    let engagement = |minutes, step: &str, kind| Engagement {
+        at: at(minutes),
+        step: step.into(),
+        kind,
+        url: (kind == EngagementKind::Clicked).then(|| "https://example.com/a".into()),
+        link_tags: Vec::new(),
+    };
+    for (contact, scenario, e) in [
+        (
+            "ada",
+            "welcome",
+            engagement(30, "second", EngagementKind::Clicked),
+        ),
+        ("ada", "other", engagement(10, "x", EngagementKind::Opened)),
+        (
+            "ada",
+            "welcome",
+            engagement(20, "first", EngagementKind::Opened),
+        ),
+        (
+            "ada",
+            "welcome",
+            engagement(20, "first", EngagementKind::Delivered),
+        ),
+        ("ada", "other", engagement(40, "x", EngagementKind::Bounced)),
+        ("ada", "third", engagement(30, "y", EngagementKind::Opened)),
+        (
+            "bob",
+            "welcome",
+            engagement(15, "first", EngagementKind::Opened),
+        ),
+    ] {
+        ok(
+            "append_engagement",
+            store.append_engagement(contact, scenario, &e),
+        );
+    }
+    let got = ok("contact_engagement", store.contact_engagement("ada"));
+    assert!(
+        got.windows(2).all(|w| w[0].at <= w[1].at),
+        "oldest first: {got:?}"
+    );
+    let mut seen: Vec<(DateTime<Utc>, &str, EngagementKind, Option<&str>)> = got
+        .iter()
+        .map(|e| (e.at, e.step.as_str(), e.kind, e.url.as_deref()))
+        .collect();
+    seen.sort_by_key(|(at, step, ..)| (*at, *step));
+    assert_eq!(
+        seen,
+        [
+            (at(10), "x", EngagementKind::Opened, None),
+            (at(20), "first", EngagementKind::Opened, None),
+            (
+                at(30),
+                "second",
+                EngagementKind::Clicked,
+                Some("https://example.com/a")
+            ),
+            (at(30), "y", EngagementKind::Opened, None),
+        ],
+        "every scenario's opens and clicks of the contact, and only those"
+    );
+    assert_eq!(
+        ok("contact_engagement", store.contact_engagement("bob")).len(),
+        1,
+        "another contact's engagement is its own"
+    );
+    assert!(
+        ok("contact_engagement", store.contact_engagement("nobody")).is_empty(),
+        "an unknown contact has none"
+    );
+}
+
 /// `save_enrollment` writes only on the expected version.
 pub fn conditional_saves<S: Store>(mut store: S)
 where
@@ -506,6 +598,39 @@ where
         "at most limit"
     );
     assert!(ready(ok("due_timers", store.due_timers(at(9), 100))).is_empty());
+}
+
+/// A timer armed after a later one is due at its own time: the first timer a store ever
+/// holds does not hide an earlier one armed next (as `at: best` arms them, an hour per
+/// contact).
+pub fn timers_armed_out_of_order<S: Store>(mut store: S)
+where
+    S::Fault: Debug,
+{
+    scenario(&mut store, "welcome", Status::Active);
+    // A tick first: the store has seen a `now`.
+    assert!(ready(ok("due_timers", store.due_timers(at(0), 100))).is_empty());
+    let mut wakes = Vec::new();
+    for (n, minutes) in [(1, 120), (2, 60)] {
+        let e = enrollment("welcome", &format!("c{n}"), 1, 0);
+        ok("save_enrollment", store.save_enrollment(None, 1, &e));
+        let w = wake(&e, "first", minutes);
+        ok("schedule", store.schedule(&w));
+        wakes.push(w);
+    }
+    next_due_bound(&mut store, Some(at(60)), "two timers");
+    let due = ready(ok("due_timers", store.due_timers(at(60), 100)));
+    assert_eq!(
+        due.iter().map(|w| w.at).collect::<Vec<_>>(),
+        [at(60)],
+        "the timer armed second, due first, is due at its time"
+    );
+    let due = ready(ok("due_timers", store.due_timers(at(120), 100)));
+    assert_eq!(
+        due.iter().map(|w| w.at).collect::<Vec<_>>(),
+        [at(60), at(120)],
+        "both, oldest first"
+    );
 }
 
 /// A timer cancelled (or consumed) never fires again; arming one twice keeps one.

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use relance_core::consent::ConsentEvent;
-use relance_core::contact::{ActivityEvent, Contact, Engagement, History, SendMark};
+use relance_core::contact::{
+    ActivityEvent, Contact, Engagement, EngagementKind, History, SendMark,
+};
 use relance_core::engine::{Enrollment, Send, Wake};
 use relance_core::instant;
 use relance_core::journal::{Record, RecordKind};
@@ -887,12 +889,23 @@ impl ContactStore for MemoryStore {
                 .collect(),
             contact_sends: Vec::new(),
             winners: Default::default(),
+            contact_engagement: Vec::new(),
         })
     }
 
     fn contact_sends(&mut self, contact: &str) -> Result<Vec<SendMark>, MemoryError> {
         Ok(self.people.get(contact).map_or_else(Vec::new, |p| {
             p.sends.iter().map(|s| SendMark { at: s.at }).collect()
+        }))
+    }
+
+    fn contact_engagement(&mut self, contact: &str) -> Result<Vec<Engagement>, MemoryError> {
+        Ok(self.people.get(contact).map_or_else(Vec::new, |p| {
+            p.engagement
+                .iter()
+                .filter(|(_, e)| matches!(e.kind, EngagementKind::Opened | EngagementKind::Clicked))
+                .map(|(_, e)| e.clone())
+                .collect()
         }))
     }
 }

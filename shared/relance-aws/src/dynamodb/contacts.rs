@@ -146,21 +146,7 @@ impl ContactStore for DynamoStore {
             &pk,
             &keys::engagement_prefix(scenario),
         )? {
-            let kind = get_s(&item, "kind").unwrap_or("");
-            let kind = EngagementKind::ALL
-                .into_iter()
-                .find(|k| k.as_str() == kind)
-                .ok_or(StoreError::Corrupt {
-                    what: "engagement kind",
-                    why: kind.to_string(),
-                })?;
-            h.engagement.push(Engagement {
-                at: parse_ts(get_s(&item, "at").unwrap_or(""))?,
-                step: get_s(&item, "step").unwrap_or("").to_string(),
-                kind,
-                url: get_s(&item, "url").map(str::to_string),
-                link_tags: from_json("link tags", get_s(&item, "link_tags").unwrap_or("[]"))?,
-            });
+            h.engagement.push(engagement_from(&item)?);
         }
         // The scenario's earlier sends to the contact (for frequency caps) are in its
         // enrollments' `sent` maps: no separate write per send.
@@ -183,6 +169,40 @@ impl ContactStore for DynamoStore {
         sends.sort_by_key(|m| m.at);
         Ok(sends)
     }
+
+    fn contact_engagement(&mut self, contact: &str) -> Result<Vec<Engagement>, StoreError> {
+        // One Query on the contact's partition: every scenario's engagement shares the `e#`
+        // prefix (keys::ENGAGEMENT_PREFIX); the kinds are picked here.
+        let pk = keys::contact(contact);
+        let mut out = Vec::new();
+        for item in self.query(&self.config.state_table, &pk, keys::ENGAGEMENT_PREFIX)? {
+            let e = engagement_from(&item)?;
+            if matches!(e.kind, EngagementKind::Opened | EngagementKind::Clicked) {
+                out.push(e);
+            }
+        }
+        out.sort_by_key(|e| e.at);
+        Ok(out)
+    }
+}
+
+/// An engagement as `append_engagement` wrote it.
+fn engagement_from(item: &Item) -> Result<Engagement, StoreError> {
+    let kind = get_s(item, "kind").unwrap_or("");
+    let kind = EngagementKind::ALL
+        .into_iter()
+        .find(|k| k.as_str() == kind)
+        .ok_or(StoreError::Corrupt {
+            what: "engagement kind",
+            why: kind.to_string(),
+        })?;
+    Ok(Engagement {
+        at: parse_ts(get_s(item, "at").unwrap_or(""))?,
+        step: get_s(item, "step").unwrap_or("").to_string(),
+        kind,
+        url: get_s(item, "url").map(str::to_string),
+        link_tags: from_json("link tags", get_s(item, "link_tags").unwrap_or("[]"))?,
+    })
 }
 
 impl DynamoStore {

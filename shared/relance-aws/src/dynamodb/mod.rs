@@ -86,8 +86,9 @@ pub struct DynamoStore {
     deferred_markers: Vec<Item>,
     /// Flush at the end of every unit of work (off when a handler flushes once per batch).
     auto_flush: bool,
-    /// A timer cursor is known to exist.
-    cursor_exists: bool,
+    /// A timer cursor is known to exist, no later than this minute: the earliest this store
+    /// set it to (or found it before). A timer due before that minute still moves it back.
+    cursor_at_most: Option<DateTime<Utc>>,
     /// The latest `now` the store's callers gave it (a transition, a tick, a write): a timer
     /// due two minutes after it needs no cursor update (see `put_timer_item`). The store never
     /// reads the clock.
@@ -111,7 +112,7 @@ impl DynamoStore {
             deferred_messages: Vec::new(),
             deferred_markers: Vec::new(),
             auto_flush: true,
-            cursor_exists: false,
+            cursor_at_most: None,
             now: None,
             retention: Retention::default(),
         }

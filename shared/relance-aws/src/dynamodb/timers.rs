@@ -83,11 +83,14 @@ impl DynamoStore {
         // The tick starts from the earliest minute that may hold timers. The cursor never
         // passes the minute of the tick's `now`, so a timer two minutes past the latest `now`
         // this store was given needs no update once a cursor exists (one write less per
-        // timer); with no `now` yet, the cursor is updated.
-        if self.cursor_exists
+        // timer); with no `now` yet, the cursor is updated. Nor when this store set the
+        // cursor later than the timer: a first timer due in two days puts the cursor there,
+        // and one armed next for tomorrow must move it back.
+        let minute = keys::minute(due);
+        if self.cursor_at_most.is_some_and(|c| minute >= c)
             && self
                 .now
-                .is_some_and(|now| keys::minute(due) >= keys::minute(now) + TimeDelta::minutes(2))
+                .is_some_and(|now| minute >= keys::minute(now) + TimeDelta::minutes(2))
         {
             return Ok(());
         }
@@ -101,16 +104,17 @@ impl DynamoStore {
                 .key(keys::SK, s(keys::CURSOR))
                 .update_expression("SET cursor_min = :m")
                 .condition_expression("attribute_not_exists(cursor_min) OR cursor_min > :m")
-                .expression_attribute_values(":m", micros(keys::minute(due)))
+                .expression_attribute_values(":m", micros(minute))
                 .send(),
         );
         match r {
+            // Set to `minute`, or already at or before it.
             Ok(_) => {
-                self.cursor_exists = true;
+                self.cursor_at_most = Some(self.cursor_at_most.map_or(minute, |c| c.min(minute)));
                 Ok(())
             }
             Err(e) if is_conditional(&e) => {
-                self.cursor_exists = true;
+                self.cursor_at_most = Some(self.cursor_at_most.map_or(minute, |c| c.min(minute)));
                 Ok(())
             }
             Err(e) => Err(dynamo("UpdateItem")(e)),

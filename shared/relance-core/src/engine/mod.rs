@@ -335,6 +335,16 @@ impl Engine {
         })
     }
 
+    /// True when callers must fill
+    /// [`History::contact_engagement`](crate::contact::History::contact_engagement) (a step's
+    /// delay runs `at: best`).
+    pub fn needs_contact_engagement(&self) -> bool {
+        self.scenario
+            .steps
+            .iter()
+            .any(|s| s.delay.as_ref().is_some_and(|d| d.is_best()))
+    }
+
     /// The scenario.
     pub fn scenario(&self) -> &Scenario {
         &self.scenario

@@ -173,7 +173,16 @@ impl<'a> Run<'a> {
                 return;
             }
             if !delay_done && let Some(delay) = &step.delay {
-                let due = delay.due(self.base, self.tz(delay.local_time));
+                let tz = self.tz(delay.local_time);
+                // `at: best` picks its hour from the engagement up to the moment the step is
+                // reached (`base`), then runs as that `at` would.
+                let delay = crate::best_time::resolve(
+                    delay,
+                    &self.history.contact_engagement,
+                    self.base,
+                    tz,
+                );
+                let due = delay.due(self.base, tz);
                 if due > self.now {
                     self.hold(step, due, Hold::Delay, true);
                     return;

@@ -93,20 +93,26 @@ pub(super) struct RawStep {
     next: Option<String>,
 }
 
+/// What `at: best` is written as.
+const BEST: &str = "best";
+
 /// The shape [`parse_delay`] reads, key by key: `{after: P2D}`, `{after: P2D, at: "09:00"}`,
-/// `{at: "09:00"}` or `{until: date}`.
+/// `{at: "09:00"}`, `{after: P1D, at: best, default_at: "10:00"}` or `{until: date}`.
 #[derive(JsonSchema)]
 #[schemars(
     rename = "Delay",
     deny_unknown_fields,
-    description = "`{after: P2D}`, `{after: P2D, at: \"09:00\"}`, `{at: \"09:00\"}` or `{until: date}`."
+    description = "`{after: P2D}`, `{after: P2D, at: \"09:00\"}`, `{at: \"09:00\"}`, `{after: P1D, at: best, default_at: \"10:00\"}` or `{until: date}`."
 )]
 #[allow(dead_code)]
 struct RawDelay {
     /// An ISO-8601 duration.
     after: Option<IsoDuration>,
-    /// A time of day ("09:00").
+    /// A time of day ("09:00"), or `best`: the hour the contact opens and clicks most.
     at: Option<LocalTime>,
+    /// With `at: best`: the time of day used when the contact has fewer than 3 opens and
+    /// clicks in the last 90 days.
+    default_at: Option<LocalTime>,
     /// A date-time.
     until: Option<DateTimeSpec>,
     /// Read `at` in the contact's own zone.
@@ -357,7 +363,7 @@ fn parse_delay(base: &str, v: &Value, problems: &mut Vec<Problem>) -> Delay {
     let v = known_keys(
         base,
         v,
-        &["after", "at", "until", "local_time"],
+        &["after", "at", "until", "local_time", "default_at"],
         "a delay",
         problems,
     );
@@ -376,11 +382,39 @@ fn parse_delay(base: &str, v: &Value, problems: &mut Vec<Problem>) -> Delay {
     let (p, v) = field("after");
     let after = v.and_then(|v| typed::<IsoDuration>(&p, v, problems));
     let (p, v) = field("at");
-    let at = v.and_then(|v| typed::<LocalTime>(&p, v, problems));
+    let best = v.is_some_and(|v| v.as_str() == Some(BEST));
+    let at = match v {
+        _ if best => None,
+        Some(Value::String(s)) => s.parse::<LocalTime>().map_or_else(
+            |_| {
+                problems.push(Problem::error(
+                    &p,
+                    format!("\"{s}\" is not a time of day such as \"09:00\", or {BEST}"),
+                ));
+                None
+            },
+            Some,
+        ),
+        v => v.and_then(|v| typed::<LocalTime>(&p, v, problems)),
+    };
+    let (p, v) = field("default_at");
+    let default_at = v.and_then(|v| typed::<LocalTime>(&p, v, problems));
     let (p, v) = field("until");
     let until = v.and_then(|v| typed::<DateTimeSpec>(&p, v, problems));
     let (p, v) = field("local_time");
     let local_time = v.and_then(|v| typed::<bool>(&p, v, problems));
+    if best && !map.contains_key("default_at") {
+        problems.push(Problem::error(
+            format!("{base}.default_at"),
+            "missing: at: best needs default_at, the time of day used when the contact has fewer than 3 opens and clicks, such as \"10:00\"",
+        ));
+    }
+    if !best && map.contains_key("default_at") {
+        problems.push(Problem::error(
+            format!("{base}.default_at"),
+            "default_at goes only with at: best",
+        ));
+    }
     let failed = problems.len() > before;
     if map.contains_key("until") && (map.contains_key("after") || map.contains_key("at")) {
         problems.push(Problem::error(
@@ -388,7 +422,7 @@ fn parse_delay(base: &str, v: &Value, problems: &mut Vec<Problem>) -> Delay {
             "until cannot be combined with after or at",
         ));
     }
-    if !failed && after.is_none() && at.is_none() && until.is_none() {
+    if !failed && after.is_none() && at.is_none() && !best && until.is_none() {
         problems.push(Problem::error(
             base,
             "a delay needs after, at or until, such as {after: P2D}",
@@ -399,6 +433,8 @@ fn parse_delay(base: &str, v: &Value, problems: &mut Vec<Problem>) -> Delay {
         at,
         until,
         local_time,
+        // Kept only with `at: best`, which it marks (a stray one was reported above).
+        default_at: default_at.filter(|_| best),
     };
     if failed && !delay.holds() {
         delay.after = Some(placeholder_wait());

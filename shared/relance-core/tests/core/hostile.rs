@@ -114,6 +114,7 @@ proptest! {
                 at: at.and_then(|(h, m)| chrono::NaiveTime::from_hms_opt(h, m, 0)).map(LocalTime),
                 until: None,
                 local_time: None,
+                default_at: None,
             };
             let due = delay.due(t, zone);
             prop_assert!(due >= t || !instant::in_range(due) || due == t);

@@ -1,7 +1,8 @@
 //! Calendar properties of the schedule functions: recurring occurrences sorted, unique and
 //! on their days; delays never before their base; durations displayed as written; message
-//! variants sharing the sends as their percents say, the same way every time. (The engine's
-//! invariants over played scripts are in relance-runtime's tests.)
+//! variants sharing the sends as their percents say, the same way every time; `at: best`
+//! picking a most engaged hour, the earliest of them. (The engine's invariants over played
+//! scripts are in relance-runtime's tests.)
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use proptest::prelude::*;
@@ -160,5 +161,52 @@ proptest! {
         for (id, m) in ids.iter().zip(&once).step_by(7) {
             prop_assert_eq!(&sent_message(&engine, id), m);
         }
+    }
+
+    #[test]
+    fn at_best_picks_the_earliest_of_the_most_engaged_hours_or_default_at(
+        events in proptest::collection::vec((0i64..(120 * 24 * 60), 0usize..6), 0..12),
+        zone in prop_oneof![Just(chrono_tz::Europe::Paris), Just(chrono_tz::America::New_York), Just(chrono_tz::Asia::Kolkata), Just(chrono_tz::UTC)],
+    ) {
+        use relance_core::{Engagement, EngagementKind};
+        use chrono::Timelike;
+        let reached = start() + Duration::days(100);
+        let list: Vec<Engagement> = events
+            .iter()
+            .map(|(minutes, kind)| Engagement {
+                at: start() + Duration::minutes(*minutes),
+                step: "s".into(),
+                kind: EngagementKind::ALL[*kind],
+                url: None,
+                link_tags: Vec::new(),
+            })
+            .collect();
+        let default_at = LocalTime(chrono::NaiveTime::from_hms_opt(10, 30, 0).unwrap_or_default());
+        let got = relance_core::best_time::best_time(&list, reached, zone, default_at);
+        // The counts, computed the plain way.
+        let mut per_hour = [0usize; 24];
+        for e in &list {
+            let counted = matches!(e.kind, EngagementKind::Opened | EngagementKind::Clicked)
+                && e.at >= reached - Duration::days(90)
+                && e.at <= reached;
+            if counted {
+                per_hour[e.at.with_timezone(&zone).hour() as usize] += 1;
+            }
+        }
+        let total: usize = per_hour.iter().sum();
+        if total < 3 {
+            prop_assert_eq!(got, default_at);
+        } else {
+            prop_assert_eq!(got.0.minute(), 0);
+            let hour = got.0.hour() as usize;
+            let max = per_hour.iter().copied().max().unwrap_or(0);
+            prop_assert_eq!(per_hour[hour], max);
+            prop_assert!(per_hour[..hour].iter().all(|n| *n < max), "an earlier hour ties: {:?}", per_hour);
+        }
+        // And the delay runs exactly as `at` at that time would.
+        let best = Delay { after: Some("P1D".parse().unwrap_or_else(|_| IsoDuration::from_seconds(0))), default_at: Some(default_at), ..Delay::default() };
+        let resolved = relance_core::best_time::resolve(&best, &list, reached, zone);
+        let fixed = Delay { after: best.after.clone(), at: Some(got), ..Delay::default() };
+        prop_assert_eq!(resolved.due(reached, zone), fixed.due(reached, zone));
     }
 }

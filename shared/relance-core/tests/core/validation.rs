@@ -1238,3 +1238,76 @@ fn conversion_is_read_and_located() {
         assert_eq!(found.len(), 1, "{conversion}: {}", listing(&r));
     }
 }
+
+/// DESIGN §3.1: `at: best` needs `default_at` (a time of day, checked as `at` is), and
+/// `default_at` goes only with it; each problem is located.
+#[test]
+fn best_time_delay_problems_are_located() {
+    let with_delay = |d: &str| VALID.replace("{after: P2D, at: \"09:00\"}", d);
+    let clean = yaml(&with_steps(&with_delay(
+        "{after: P1D, at: best, default_at: \"10:00\"}",
+    )));
+    assert_clean(&clean);
+    assert!(warnings(&clean).is_empty(), "{}", listing(&clean));
+    let delay = clean
+        .scenario
+        .as_ref()
+        .and_then(|s| s.steps[1].delay.clone())
+        .expect("the step keeps its delay");
+    assert!(delay.is_best() && delay.at.is_none(), "{delay:?}");
+    assert_eq!(
+        delay.default_at.map(|t| t.to_string()).as_deref(),
+        Some("10:00")
+    );
+    // With the contact's zone, and without `after`.
+    assert_clean(&yaml(&with_steps(&with_delay(
+        "{at: best, default_at: \"18:30\", local_time: true}",
+    ))));
+
+    let r = yaml(&with_steps(&with_delay("{after: P1D, at: best}")));
+    let p = error_with(&r, "at: best needs default_at");
+    assert_eq!(p.path, "steps[1].delay.default_at", "{}", listing(&r));
+    assert_eq!(p.step.as_deref(), Some("check"));
+    assert_eq!(r.errors(), 1, "{}", listing(&r));
+
+    let r = yaml(&with_steps(&with_delay(
+        "{after: P1D, at: \"09:00\", default_at: \"10:00\"}",
+    )));
+    let p = error_with(&r, "default_at goes only with at: best");
+    assert_eq!(p.path, "steps[1].delay.default_at", "{}", listing(&r));
+    assert_eq!(r.errors(), 1, "{}", listing(&r));
+    let r = yaml(&with_steps(&with_delay(
+        "{after: P1D, default_at: \"10:00\"}",
+    )));
+    assert_eq!(
+        error_with(&r, "default_at goes only with at: best").path,
+        "steps[1].delay.default_at",
+        "{}",
+        listing(&r)
+    );
+
+    let r = yaml(&with_steps(&with_delay(
+        "{after: P1D, at: best, default_at: \"25:00\"}",
+    )));
+    let p = error_with(&r, "\"25:00\"");
+    assert_eq!(p.path, "steps[1].delay.default_at", "{}", listing(&r));
+    assert!(p.message.contains("time of day"), "{}", p.message);
+    assert_eq!(r.errors(), 1, "{}", listing(&r));
+
+    let r = yaml(&with_steps(&with_delay(
+        "{after: P1D, at: bestest, default_at: \"10:00\"}",
+    )));
+    let p = error_with(&r, "\"bestest\" is not a time of day");
+    assert_eq!(p.path, "steps[1].delay.at", "{}", listing(&r));
+    assert!(p.message.contains("or best"), "{}", p.message);
+
+    let r = yaml(&with_steps(&with_delay(
+        "{at: best, default_at: \"10:00\", until: \"2026-12-24T10:00\"}",
+    )));
+    assert_eq!(
+        error_with(&r, "until cannot be combined").path,
+        "steps[1].delay.until",
+        "{}",
+        listing(&r)
+    );
+}

@@ -350,6 +350,10 @@ impl<S: Store> ContactStore for FlakyStore<S> {
     fn contact_sends(&mut self, contact: &str) -> Result<Vec<SendMark>, Self::Error> {
         self.pass(|s| s.contact_sends(contact))
     }
+
+    fn contact_engagement(&mut self, contact: &str) -> Result<Vec<Engagement>, Self::Error> {
+        self.pass(|s| s.contact_engagement(contact))
+    }
 }
 
 impl<S: Store> EnrollmentStore for FlakyStore<S> {

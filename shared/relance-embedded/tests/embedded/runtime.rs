@@ -181,6 +181,40 @@ fn runtime_and_simulate_send_the_same_for_the_openers_example() {
     );
 }
 
+/// `examples/best-time.yaml` sends what its comment says, on the SQLite runtime as in
+/// `simulate`: each follow-up at the contact's best hour, or at `default_at`.
+#[test]
+fn the_best_time_example_sends_at_each_contacts_best_hour() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/");
+    let read = |f: &str| {
+        std::fs::read_to_string(format!("{root}{f}")).unwrap_or_else(|e| panic!("{f}: {e}"))
+    };
+    let (yaml, contacts, events) = (
+        read("best-time.yaml"),
+        read("contacts.jsonl"),
+        read("best-time-events.jsonl"),
+    );
+    let start = "2026-12-01T09:00:00Z";
+    same_sends_as_simulate(&yaml, &contacts, &events, start, "P3D");
+    let mut follow_ups: Vec<(String, String)> =
+        simulated(&yaml, &contacts, &events, at(start), "P3D", None)
+            .into_iter()
+            .filter(|(_, step, _)| step == "follow-up")
+            .map(|(c, _, t)| (c, t))
+            .collect();
+    follow_ups.sort();
+    let want = [
+        ("u1", "2026-12-02T18:00:00+00:00"),
+        ("u2", "2026-12-02T06:00:00+00:00"),
+        ("u3", "2026-12-02T09:00:00+00:00"),
+        ("u4", "2026-12-02T09:00:00+00:00"),
+    ];
+    assert_eq!(
+        follow_ups,
+        want.map(|(c, t)| (c.to_string(), t.to_string()))
+    );
+}
+
 /// Quiet hours and a cap from the workspace policy hold and skip the same sends in the
 /// runtime as in `simulate`; a transactional message escapes both.
 #[test]
@@ -940,12 +974,15 @@ fn played_both_ways(
     start: DateTime<Utc>,
     days: i64,
 ) -> (Runtime<SqliteStore>, Vec<Record>, Vec<Record>) {
-    played_both_ways_with(yaml, "", start, days)
+    played_both_ways_with(yaml, "", "", start, days)
 }
 
-/// [`played_both_ways`] with an events script (JSON lines) played in both.
+/// [`played_both_ways`] after a past and with a script: the `past` events (JSON lines, all
+/// before `start`) are recorded as history on both sides, as `simulate` records the past of
+/// its events file; the `events` are played from `start`.
 fn played_both_ways_with(
     yaml: &str,
+    past: &str,
     events: &str,
     start: DateTime<Utc>,
     days: i64,
@@ -954,6 +991,11 @@ fn played_both_ways_with(
     let mut rt = runtime();
     import(&mut rt, &contacts, start - TimeDelta::days(1));
     let id = activate(&mut rt, yaml, start - TimeDelta::days(1));
+    let past = script::events_from_json_lines(past).unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(past.iter().all(|e| e.at() < start), "only past events");
+    Script::new(past.clone())
+        .record_past(&mut rt, &id, start)
+        .unwrap_or_else(|e| panic!("{e}"));
     play(
         &mut rt,
         &id,
@@ -981,7 +1023,9 @@ fn played_both_ways_with(
             .unwrap_or_else(|e| panic!("{e}")),
     );
     sim.contacts = script::contacts_from_json_lines(&contacts).unwrap_or_else(|e| panic!("{e:?}"));
-    sim.events = script::events_from_json_lines(events).unwrap_or_else(|e| panic!("{e:?}"));
+    let mut all_events = past;
+    all_events.extend(script::events_from_json_lines(events).unwrap_or_else(|e| panic!("{e:?}")));
+    sim.events = all_events;
     let mut from_simulate = Vec::new();
     sim.run(&mut |r: &Record| from_simulate.push(r.clone()))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -1098,6 +1142,80 @@ steps:
     assert_eq!(sent, got);
 }
 
+/// DESIGN §3.1: `at: best` picks the same hour on the SQLite runtime as in `simulate`, from
+/// the same past opens and clicks (recorded before the start on both sides): the most
+/// engaged hour in Paris, the earliest on a tie, `default_at` below three events in the 90
+/// days before the step.
+#[test]
+fn runtime_and_simulate_pick_the_same_best_hour() {
+    let yaml = r#"id: best-hour
+timezone: Europe/Paris
+launch: {type: manual}
+audience: {all: true}
+messages:
+  m: {channel: email, subject: M, text: m}
+steps:
+  - {id: first, send: m, next: later}
+  - {id: later, delay: {after: P1D, at: best, default_at: "10:00"}, send: m, next: done}
+  - {id: done, end: success}
+"#;
+    let start = at("2026-12-01T09:00:00Z");
+    // Contact ci: i % 5 opens or clicks in the 90 days before, at hours that depend on i (two
+    // of them at one hour, so most contacts have a clear best hour), and for every third
+    // contact one more, 100 days before, that must not count.
+    let mut past = String::new();
+    for i in 0..60u32 {
+        for k in 0..i % 5 {
+            let hour = if k < 2 {
+                (i * 7) % 24
+            } else {
+                (i + k * 5) % 24
+            };
+            let t = start - TimeDelta::days(i64::from(3 + k * 11 + i % 7))
+                + TimeDelta::hours(i64::from(hour) - 9)
+                + TimeDelta::minutes(i64::from((i * 13) % 60));
+            let kind = if k % 2 == 0 { "opened" } else { "clicked" };
+            past.push_str(&format!(
+                "{{\"at\": \"{}\", \"contact\": \"c{i}\", \"{kind}\": \"first\"}}\n",
+                t.to_rfc3339()
+            ));
+        }
+        if i % 3 == 0 {
+            let t = start - TimeDelta::days(100);
+            past.push_str(&format!(
+                "{{\"at\": \"{}\", \"contact\": \"c{i}\", \"opened\": \"first\"}}\n",
+                t.to_rfc3339()
+            ));
+        }
+    }
+    // (contact, step, at) of every send, sorted.
+    let sent = |records: Vec<Record>| {
+        let mut out: Vec<(String, String, DateTime<Utc>)> = records
+            .into_iter()
+            .filter(|r| r.kind == RecordKind::Sent)
+            .map(|r| (r.contact, r.step.unwrap_or_default(), r.at))
+            .collect();
+        out.sort();
+        out
+    };
+
+    let (_, from_runtime, from_simulate) = played_both_ways_with(yaml, &past, "", start, 3);
+
+    let got = sent(from_runtime);
+    assert_eq!(got.len(), 120, "two sends per contact: {got:?}");
+    assert_eq!(got, sent(from_simulate));
+    // The later sends fall at many hours: the best hours vary, and the contacts with fewer
+    // than three events get 10:00 in Paris (09:00Z).
+    let hours: std::collections::BTreeSet<String> = got
+        .iter()
+        .filter(|(_, step, _)| step == "later")
+        .map(|(_, _, t)| t.format("%H:%M").to_string())
+        .collect();
+    assert!(hours.contains("09:00"), "{hours:?}");
+    assert!(hours.len() >= 5, "{hours:?}");
+    assert!(hours.iter().all(|h| h.ends_with(":00")), "{hours:?}");
+}
+
 /// DESIGN §3.1: the winner rule and conversions play the same on the SQLite runtime (the
 /// runner's clock fires the winner check as due work) as in `simulate`: the same winner at the
 /// same instant, the same conversions with the same values.
@@ -1135,7 +1253,7 @@ steps:
             ));
         }
     }
-    let (mut rt, _, from_simulate) = played_both_ways_with(yaml, &events, start, 3);
+    let (mut rt, _, from_simulate) = played_both_ways_with(yaml, "", &events, start, 3);
     let from_runtime = rt
         .store()
         .records("abc", None)

@@ -116,6 +116,7 @@ where
 
 /// The contact's past for one scenario, with every scenario's sends when the engine's policy
 /// caps them, and the winners found when the scenario tests variants with a winner rule.
+/// caps them, and every scenario's opens and clicks when a delay runs `at: best`.
 fn history_for<S: Store>(
     store: &mut S,
     engine: &Engine,
@@ -130,6 +131,9 @@ where
         history.contact_sends = store.contact_sends(contact).map_err(store_err)?;
     }
     experiments::fill_winners(store, engine, scenario, &mut history)?;
+    if engine.needs_contact_engagement() {
+        history.contact_engagement = store.contact_engagement(contact).map_err(store_err)?;
+    }
     Ok(history)
 }
 

@@ -1768,3 +1768,203 @@ steps:
     assert_eq!(p.contact("c").subscription("offers"), Some(false));
     assert_eq!(p.contact("c").subscription("news"), None);
 }
+
+// ---------------------------------------------------------------------------------------------
+// 17. Send-time optimisation (DESIGN §3.1): `delay … at: best`
+// ---------------------------------------------------------------------------------------------
+
+const BEST_TIME: &str = r#"
+id: best
+timezone: Europe/Paris
+launch: {type: manual}
+audience: {all: true}
+messages:
+  m: {channel: email, subject: "Hi", text: "Hello"}
+steps:
+  - {id: first, send: m, next: later}
+  - {id: later, delay: {after: P1D, at: best, default_at: "10:00"}, send: m, next: local}
+  - {id: local, delay: {after: P1D, at: best, default_at: "10:00", local_time: true}, send: m, next: done}
+  - {id: done, end: success}
+"#;
+
+/// Opens and clicks with other scenarios' sends pick the hour: a contact that opens at 18:xx
+/// (Paris) gets its step at 18:00 Paris time, the day after as `at: "18:00"` would; one with
+/// only two opens gets `default_at`; with `local_time` the hour is read in the contact's zone.
+#[test]
+fn at_best_runs_at_the_hour_the_contact_engages_most_in_every_scenario() {
+    use relance_core::ports::{SourceFormat, Status};
+    use relance_core::wire::EngagementDetail;
+    use relance_runtime::memory::MemoryStore;
+    use relance_runtime::player::{Play, Script, VirtualClock};
+    use relance_runtime::runtime::Runtime;
+
+    let mut rt = Runtime::new(MemoryStore::new());
+    let before = utc("2026-11-01T00:00:00Z");
+    for other in ["news", "promo"] {
+        let yaml = format!(
+            "id: {other}\nlaunch: {{type: manual}}\naudience: {{all: true}}\nmessages:\n  m: {{channel: email, subject: Hi, text: Hello}}\nsteps:\n  - {{id: s, send: m, next: done}}\n  - {{id: done, end: success}}\n"
+        );
+        let put = rt
+            .put_scenario(&yaml, SourceFormat::Yaml, before)
+            .unwrap_or_else(|e| panic!("{e}"));
+        rt.set_status(&put.id, Status::Active, before)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let contacts: Vec<Contact> = [
+        json!({"id": "evening", "email": "evening@example.com"}),
+        json!({"id": "sparse", "email": "sparse@example.com"}),
+        json!({"id": "ny", "email": "ny@example.com", "timezone": "America/New_York"}),
+    ]
+    .into_iter()
+    .map(contact)
+    .collect();
+    rt.import(&contacts, before, &mut |_| {})
+        .unwrap_or_else(|e| panic!("{e}"));
+    // (contact, scenario, kind, at): Paris is UTC+1 in November, New York UTC−5.
+    let engagement = [
+        // 18:xx in Paris, three times in two scenarios; one 09:xx click and a delivery,
+        // which is not an open or a click.
+        (
+            "evening",
+            "news",
+            EngagementKind::Opened,
+            "2026-11-10T17:05:00Z",
+        ),
+        (
+            "evening",
+            "promo",
+            EngagementKind::Clicked,
+            "2026-11-12T17:40:00Z",
+        ),
+        (
+            "evening",
+            "news",
+            EngagementKind::Opened,
+            "2026-11-20T17:59:00Z",
+        ),
+        (
+            "evening",
+            "promo",
+            EngagementKind::Clicked,
+            "2026-11-21T08:30:00Z",
+        ),
+        (
+            "evening",
+            "news",
+            EngagementKind::Delivered,
+            "2026-11-22T08:10:00Z",
+        ),
+        (
+            "evening",
+            "news",
+            EngagementKind::Delivered,
+            "2026-11-23T08:10:00Z",
+        ),
+        // Two opens are fewer than three: default_at.
+        (
+            "sparse",
+            "news",
+            EngagementKind::Opened,
+            "2026-11-10T17:05:00Z",
+        ),
+        (
+            "sparse",
+            "promo",
+            EngagementKind::Opened,
+            "2026-11-11T17:05:00Z",
+        ),
+        // 23:xx UTC: 00:xx in Paris (the scenario's zone), 18:xx in New York (its own).
+        ("ny", "news", EngagementKind::Opened, "2026-11-10T23:10:00Z"),
+        ("ny", "news", EngagementKind::Opened, "2026-11-11T23:20:00Z"),
+        (
+            "ny",
+            "promo",
+            EngagementKind::Clicked,
+            "2026-11-12T23:30:00Z",
+        ),
+    ];
+    for (who, scenario, kind, at) in engagement {
+        let at = utc(at);
+        let detail = EngagementDetail {
+            contact: who.into(),
+            scenario: scenario.into(),
+            step: "s".into(),
+            kind,
+            url: None,
+            link_tags: Vec::new(),
+            at: Some(at),
+            idempotency_key: None,
+        };
+        rt.engagement(detail, at).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let start = utc("2026-12-01T12:00:00Z");
+    let put = rt
+        .put_scenario(BEST_TIME, SourceFormat::Yaml, start)
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.set_status(&put.id, Status::Active, start)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut records = Vec::new();
+    Play::new("best", start, utc("2026-12-05T00:00:00Z"))
+        .launching_at_start(true)
+        .run(
+            &mut rt,
+            Script::new(Vec::new()),
+            &mut VirtualClock::new(start),
+            &mut |r: &Record| records.push(r.clone()),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut got = sends(&records);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "evening first 2026-12-01T12:00:00Z",
+            "evening later 2026-12-02T17:00:00Z", // 18:00 in Paris
+            "evening local 2026-12-03T17:00:00Z", // no zone of its own: Paris
+            "ny first 2026-12-01T12:00:00Z",
+            // 00:00 in Paris: the local date of the first send plus one day, at 00:00.
+            "ny later 2026-12-01T23:00:00Z",
+            // 18:00 in New York, on the day after 2026-12-01T18:00 there.
+            "ny local 2026-12-02T23:00:00Z",
+            "sparse first 2026-12-01T12:00:00Z",
+            "sparse later 2026-12-02T09:00:00Z", // default_at: 10:00 in Paris
+            "sparse local 2026-12-03T09:00:00Z",
+        ]
+    );
+}
+
+/// In `simulate`, engagement in the events file before `--start` is history: it counts for
+/// `at: best`, within the 90 days before the step is reached.
+#[test]
+fn at_best_in_simulate_counts_the_opens_recorded_before_the_start() {
+    let contacts = r#"
+{"id": "evening", "email": "evening@example.com"}
+{"id": "stale", "email": "stale@example.com"}
+{"id": "none", "email": "none@example.com"}
+"#;
+    // Paris: UTC+2 until 2026-10-25, UTC+1 after.
+    let events = r#"
+{"at": "2026-11-20T17:05:00Z", "contact": "evening", "opened": "first"}
+{"at": "2026-11-25T17:45:00Z", "contact": "evening", "clicked": "first", "url": "https://example.com"}
+{"at": "2026-11-28T17:30:00Z", "contact": "evening", "opened": "first"}
+{"at": "2026-11-29T06:30:00Z", "contact": "evening", "opened": "first"}
+{"at": "2026-09-01T16:00:00Z", "contact": "stale", "opened": "first"}
+{"at": "2026-11-20T17:00:00Z", "contact": "stale", "opened": "first"}
+{"at": "2026-11-21T17:00:00Z", "contact": "stale", "opened": "first"}
+"#;
+    let p = play(BEST_TIME, contacts, events, "2026-12-01T12:00:00Z", "P4D");
+    let mut got: Vec<String> = sends(&p.records)
+        .into_iter()
+        .filter(|s| s.contains(" later "))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "evening later 2026-12-02T17:00:00Z", // three opens and clicks at 18:xx Paris
+            "none later 2026-12-02T09:00:00Z",    // default_at
+            // The 1 September open is more than 90 days before: two events are left.
+            "stale later 2026-12-02T09:00:00Z",
+        ]
+    );
+}
