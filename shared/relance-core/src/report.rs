@@ -15,7 +15,8 @@
 //! - Per **step**: `entered` counts visits (records marked as a step's arrival, as `relance
 //!   journal` counts them); `sent` counts `sent` records; `delivered`, `opened`, `clicked`
 //!   count distinct contacts with that engagement record for the step; the conversion
-//!   figures are over the distinct entries that reached the step (any record of the step).
+//!   figures are over the distinct entries that reached the step (a record of the step other
+//!   than engagement).
 //! - Per **split path**: the entries assigned the path (`assigned` with `branch`); `sent`
 //!   counts their sends after the assignment; `delivered`, `opened`, `clicked` count distinct
 //!   contacts engaging with one of the steps those sends were made at.
@@ -285,7 +286,11 @@ impl ReportBuilder {
         };
         let seq = self.seq;
         let entry = &mut self.entries[e];
-        if let Some(s) = step {
+        // Engagement marks no visit: joined on the contact, a late opening of an earlier
+        // entry's send would otherwise count the latest entry as reaching the step.
+        if let Some(s) = step
+            && !r.kind.is_engagement()
+        {
             entry.reached.insert(s);
         }
         match (r.kind, step) {
@@ -370,7 +375,7 @@ impl ReportBuilder {
         let mut paths: HashMap<usize, Vec<String>> = HashMap::new();
         let mut variants: HashMap<usize, Vec<String>> = HashMap::new();
         for step in &scenario.steps {
-            let s = self.steps.index[&step.id];
+            let s = self.steps.intern(&step.id);
             match &step.kind {
                 StepKind::Split { paths: p } => {
                     paths.insert(s, p.iter().map(|p| p.next.clone()).collect());
