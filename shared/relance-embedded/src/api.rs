@@ -1,7 +1,7 @@
 //! The HTTP API (axum): applications post contacts, activity and engagement (the same JSON
 //! as the EventBridge `detail` of the AWS mode), manage scenarios, launch them, import
-//! contacts and read the journal and the experiment report. Bad requests get a 4xx with a JSON error naming the field;
-//! nothing is half-written (each request is one unit of work).
+//! contacts and read the journal and the experiment report. Bad requests get a 4xx with a
+//! JSON error naming the field; nothing is half-written (each request is one unit of work).
 
 use axum::Router;
 use axum::body::Bytes;
