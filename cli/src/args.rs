@@ -144,6 +144,18 @@ pub enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// The experiment report of a scenario: per step and per split path or message variant,
+    /// the sends, engagement, conversions with their 95% interval, and the lift against the
+    /// holdout.
+    Report {
+        /// The scenario id.
+        scenario: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Write a new scenario file from a built-in template (without --template: list them).
     New {
         /// The template.
@@ -233,7 +245,8 @@ pub enum Command {
         /// How long to play (ISO-8601 duration).
         #[arg(long, default_value = "P30D")]
         until: String,
-        /// Print the counts per step and per end as a last line (`"kind": "journal"`).
+        /// End with the counts per step and per end (a line `"kind": "journal"`) and the
+        /// experiment report (a last line `"kind": "report"`).
         #[arg(long)]
         journal: bool,
         /// The workspace policy (quiet hours, a frequency cap across scenarios), as

@@ -154,6 +154,11 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             json,
             store,
         } => journal::journal(&store.backend(), &scenario, contact.as_deref(), json),
+        Command::Report {
+            scenario,
+            json,
+            store,
+        } => report::report(&store.backend(), &scenario, json),
         Command::New {
             template,
             id,

@@ -7,6 +7,7 @@
 //! - [`contacts`]: `relance contacts import` and `relance launch`.
 //! - [`consent`]: `relance consent show|set`.
 //! - [`journal`]: `relance journal` (and the counts `graph --db` draws).
+//! - [`report`]: `relance report`, the experiment report as a table or JSON.
 //! - [`policy`]: `relance policy set|show` and `relance messages put|show`.
 //! - [`dev`]: `relance dev up|run`.
 
@@ -17,6 +18,7 @@ pub mod graph;
 pub mod journal;
 pub mod new;
 pub mod policy;
+pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod schema;

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use chrono::{DateTime, SubsecRound, Utc};
 use relance_core::journal::{JournalCounts, Record};
 use relance_core::ports::SourceFormat;
+use relance_core::report::ReportBuilder;
 use relance_core::script;
 use relance_core::{Contact, Format, IsoDuration};
 use relance_runtime::player::Sink;
@@ -83,6 +84,8 @@ pub fn simulate_cmd(
         Format::Yaml => SourceFormat::Yaml,
     };
     let id = scenario.id.clone();
+    // The report line needs the steps, paths and variants; the simulation takes the scenario.
+    let for_report = journal.then(|| scenario.clone());
     let mut simulation = Simulation::new(scenario, &text, format, start, until);
     simulation.policy = policy.as_deref();
     simulation.messages = messages.as_deref();
@@ -92,6 +95,7 @@ pub fn simulate_cmd(
     let mut sink = JsonLines {
         out: BufWriter::new(stdout.lock()),
         counts: journal.then(JournalCounts::default),
+        report: journal.then(ReportBuilder::default),
         failure: None,
     };
     let done = simulation.run(&mut sink)?;
@@ -101,6 +105,7 @@ pub fn simulate_cmd(
     let JsonLines {
         mut out,
         counts,
+        report,
         failure,
     } = sink;
     if let Some(e) = failure {
@@ -113,15 +118,22 @@ pub fn simulate_cmd(
         let line = serde_json::json!({"at": end, "contact": null, "kind": "journal", "scenario": id, "counts": counts});
         writeln!(out, "{line}")?;
     }
+    if let (Some(builder), Some(scenario)) = (report, &for_report) {
+        let report = builder.finish(scenario);
+        let line = serde_json::json!({"at": end, "contact": null, "kind": "report", "scenario": id, "report": report});
+        writeln!(out, "{line}")?;
+    }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// The simulate output: each journal record as a JSON line (without the enrollment id and
-/// the arrival flag), counted for `--journal`; the first write failure stops the writing.
+/// the arrival flag), counted and reported for `--journal` (the report joins records on the
+/// enrollment id); the first write failure stops the writing.
 struct JsonLines<W> {
     out: W,
     counts: Option<JournalCounts>,
+    report: Option<ReportBuilder>,
     failure: Option<std::io::Error>,
 }
 
@@ -129,6 +141,9 @@ impl<W: Write> Sink for JsonLines<W> {
     fn record(&mut self, _scenario: &str, r: &Record) {
         if let Some(counts) = &mut self.counts {
             counts.add(r);
+        }
+        if let Some(report) = &mut self.report {
+            report.add(r);
         }
         if self.failure.is_none() {
             let mut shown = r.clone();

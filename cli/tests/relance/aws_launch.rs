@@ -197,6 +197,29 @@ fn hostile_launch_from_the_cli_on_aws_reaches_the_inbox() {
         "--prefix",
         &prefix,
     ]);
+    // The report reads the same journal on DynamoDB: one entry, one send.
+    let report = relance(&[
+        "report",
+        "cli-hello",
+        "--json",
+        "--endpoint",
+        &url,
+        "--prefix",
+        &prefix,
+    ]);
+    let report: serde_json::Value =
+        serde_json::from_str(&report).unwrap_or_else(|e| panic!("{e}: {report}"));
+    assert_eq!(report["total"]["entries"], 1, "{report}");
+    assert_eq!(report["steps"][0]["step"], "hi", "{report}");
+    assert_eq!(report["steps"][0]["sent"], 1, "{report}");
+    assert_eq!(report["holdout"], serde_json::Value::Null, "{report}");
+    let unknown = run(&["report", "nope", "--endpoint", &url, "--prefix", &prefix]);
+    assert_eq!(unknown.status.code(), Some(2), "{}", text(&unknown));
+    assert!(
+        text(&unknown).contains("scenario \"nope\" not found"),
+        "{}",
+        text(&unknown)
+    );
     let tokio = tokio();
     assert_eq!(
         run_email_sender(&tokio, &prefix),

@@ -116,7 +116,9 @@ fn simulate_prints_time_ordered_json_lines_and_a_journal() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
         .collect();
-    let (journal, records) = lines.split_last().unwrap_or_else(|| panic!("no output"));
+    let (report, rest) = lines.split_last().unwrap_or_else(|| panic!("no output"));
+    assert_eq!(report["kind"], "report");
+    let (journal, records) = rest.split_last().unwrap_or_else(|| panic!("no journal"));
     assert_eq!(journal["kind"], "journal");
     assert_eq!(journal["counts"]["ends"]["success"], 1);
     assert_eq!(journal["counts"]["ends"]["neutral"], 1);
@@ -333,7 +335,7 @@ fn simulate_prints_split_assignments_and_the_holdout() {
         .find(|r| r["kind"] == "assigned")
         .unwrap_or_else(|| panic!("no assigned record"));
     assert_eq!(assigned["step"], "ab");
-    let journal = lines.last().unwrap_or_else(|| panic!("no output"));
+    let (report, journal) = journal_and_report(&lines);
     assert_eq!(journal["counts"]["ends"]["held_out"], 2);
     assert_eq!(journal["counts"]["steps"]["ab"]["assigned"]["long"], 2);
     assert_eq!(journal["counts"]["steps"]["ab"]["assigned"]["short"], 1);
@@ -344,6 +346,30 @@ fn simulate_prints_split_assignments_and_the_holdout() {
                 && ["u2", "u5"].contains(&r["contact"].as_str().unwrap_or(""))),
         "held-out contacts are sent nothing"
     );
+    // The report counts the same entries: per path, and treated against held out.
+    let report = &report["report"];
+    assert_eq!(report["total"]["entries"], 5, "{report}");
+    assert_eq!(report["holdout"]["held_out"]["entries"], 2, "{report}");
+    assert_eq!(report["holdout"]["treated"]["entries"], 3, "{report}");
+    let paths = &report["steps"][0]["paths"];
+    assert_eq!(paths[0]["path"], "short", "{paths}");
+    assert_eq!(paths[0]["entries"], 1, "{paths}");
+    assert_eq!(paths[1]["path"], "long", "{paths}");
+    assert_eq!(paths[1]["entries"], 2, "{paths}");
+    // u3 and u4 are sent `long-welcome`, then `tips` two days later.
+    assert_eq!(paths[1]["sent"], 4, "{paths}");
+}
+
+/// The last two lines of `simulate --journal`: (report, journal), each with its `kind`.
+fn journal_and_report(lines: &[serde_json::Value]) -> (&serde_json::Value, &serde_json::Value) {
+    let [.., journal, report] = lines else {
+        panic!("fewer than two lines: {lines:?}");
+    };
+    assert_eq!(journal["kind"], "journal", "{journal}");
+    assert_eq!(report["kind"], "report", "{report}");
+    assert_eq!(report["contact"], serde_json::Value::Null, "{report}");
+    assert_eq!(report["at"], journal["at"], "{report}");
+    (report, journal)
 }
 
 /// The variants example through `relance simulate`: `assigned` with `message` = the chosen
@@ -397,7 +423,7 @@ fn simulate_prints_variant_assignments_before_their_sends() {
             assert_eq!(lines[i - 1]["message"], r["message"], "{r}");
         }
     }
-    let journal = lines.last().unwrap_or_else(|| panic!("no output"));
+    let (_, journal) = journal_and_report(&lines);
     assert_eq!(
         journal["counts"]["steps"]["welcome"]["assigned"]["subject-a"],
         4
@@ -405,5 +431,102 @@ fn simulate_prints_variant_assignments_before_their_sends() {
     assert_eq!(
         journal["counts"]["steps"]["welcome"]["assigned"]["subject-b"],
         1
+    );
+}
+
+/// `simulate --journal` ends with the report of the records it printed: sends and engagement
+/// per variant (the `--events` openings and clicks), no holdout comparison without a holdout.
+/// u1 to u4 are sent subject-a and u5 subject-b (see the variants test above).
+#[test]
+fn simulate_ends_with_the_report_per_variant() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/");
+    let d = dir("sim-report");
+    let e = write(
+        &d,
+        "e.jsonl",
+        "{\"at\": \"2026-12-01T10:00:00Z\", \"contact\": \"u1\", \"opened\": \"welcome\"}
+{\"at\": \"2026-12-01T10:05:00Z\", \"contact\": \"u1\", \"clicked\": \"welcome\", \"link\": \"https://example.org/start\"}
+{\"at\": \"2026-12-01T11:00:00Z\", \"contact\": \"u1\", \"opened\": \"welcome\"}
+{\"at\": \"2026-12-01T12:00:00Z\", \"contact\": \"u5\", \"opened\": \"welcome\"}
+",
+    );
+    let o = relance(&[
+        "simulate",
+        &format!("{root}subject-test.yaml"),
+        "--contacts",
+        &format!("{root}contacts.jsonl"),
+        "--events",
+        &e,
+        "--start",
+        "2026-12-01T09:00:00Z",
+        "--until",
+        "P3D",
+        "--journal",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let (report, _) = journal_and_report(&lines);
+    assert_eq!(report["scenario"], "subject-test");
+    assert_eq!(report["at"], "2026-12-04T09:00:00Z");
+    let report = &report["report"];
+    assert_eq!(report["scenario"], "subject-test");
+    assert_eq!(report["holdout"], serde_json::Value::Null, "{report}");
+    assert_eq!(report["total"]["entries"], 5, "{report}");
+    assert_eq!(report["total"]["rate"], 0.0, "{report}");
+    let welcome = &report["steps"][0];
+    assert_eq!(welcome["step"], "welcome");
+    // Distinct contacts: u1 opened twice.
+    assert_eq!(
+        [&welcome["sent"], &welcome["opened"], &welcome["clicked"]],
+        [5, 2, 1],
+        "{welcome}"
+    );
+    let variants = &welcome["variants"];
+    let row = |i: usize, key: &str| variants[i][key].clone();
+    assert_eq!(row(0, "message"), "subject-a");
+    assert_eq!(
+        [
+            row(0, "sent"),
+            row(0, "entries"),
+            row(0, "opened"),
+            row(0, "clicked")
+        ],
+        [4, 4, 1, 1],
+        "{variants}"
+    );
+    assert_eq!(row(1, "message"), "subject-b");
+    assert_eq!(
+        [
+            row(1, "sent"),
+            row(1, "entries"),
+            row(1, "opened"),
+            row(1, "clicked")
+        ],
+        [1, 1, 1, 0],
+        "{variants}"
+    );
+    assert_eq!(row(0, "winner"), false);
+    // statsmodels.stats.proportion.proportion_confint(0, 4, alpha=0.05, method="wilson")
+    // = (0.0, 0.4898908364545974)
+    let high = row(0, "interval")["high"].as_f64().unwrap_or(f64::NAN);
+    assert!((high - 0.4898908364545974).abs() < 1e-14, "{variants}");
+    // Without --journal, neither line.
+    let o = relance(&[
+        "simulate",
+        &format!("{root}subject-test.yaml"),
+        "--contacts",
+        &format!("{root}contacts.jsonl"),
+        "--start",
+        "2026-12-01T09:00:00Z",
+        "--until",
+        "P3D",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !out.contains("\"kind\":\"report\"") && !out.contains("\"kind\":\"journal\""),
+        "{out}"
     );
 }

@@ -451,3 +451,78 @@ fn hostile_import_keeps_opt_outs_and_consent_show_prints_the_trail() {
     assert_eq!(shown[5]["state"], "lifted");
     assert_eq!(shown[5]["reason"], "ticket 7");
 }
+
+/// `relance report` on the database: the split example launched for the example contacts
+/// (u2 and u5 held out, u1 on the short path, u3 and u4 on the long one: see the example's
+/// header), as a table and as JSON; an unknown scenario is refused as `relance journal` does.
+#[test]
+fn report_reads_paths_and_holdout_from_the_database() {
+    let d = dir("report");
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/");
+    let scenario = format!("{examples}split-test.yaml");
+    let contacts = format!("{examples}contacts.jsonl");
+    ok(&d, &["scenario", "put", &scenario, "--db", "r.db"]);
+    ok(&d, &["scenario", "activate", "split-test", "--db", "r.db"]);
+    ok(&d, &["contacts", "import", &contacts, "--db", "r.db"]);
+    ok(&d, &["launch", "split-test", "--db", "r.db"]);
+
+    let report: serde_json::Value =
+        serde_json::from_str(&ok(&d, &["report", "split-test", "--db", "r.db", "--json"]))
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report["scenario"], "split-test");
+    for key in ["entries", "converted", "rate", "interval", "revenue"] {
+        assert!(report["total"].get(key).is_some(), "no {key}: {report}");
+    }
+    assert_eq!(report["total"]["entries"], 5, "{report}");
+    assert_eq!(report["holdout"]["treated"]["entries"], 3, "{report}");
+    assert_eq!(report["holdout"]["held_out"]["entries"], 2, "{report}");
+    for key in ["absolute", "relative", "z", "p_value"] {
+        assert!(
+            report["holdout"]["lift"].get(key).is_some(),
+            "no {key}: {report}"
+        );
+    }
+    let steps: Vec<&str> = report["steps"]
+        .as_array()
+        .map(|s| s.iter().filter_map(|s| s["step"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(steps, ["ab", "short", "long", "tips", "done"], "{report}");
+    let paths = &report["steps"][0]["paths"];
+    assert_eq!(paths[0]["path"], "short");
+    assert_eq!(paths[0]["entries"], 1, "{paths}");
+    assert_eq!(paths[1]["path"], "long");
+    assert_eq!(paths[1]["entries"], 2, "{paths}");
+    // Launched now: `tips` waits two days, so the long path has sent one message each.
+    assert_eq!(paths[1]["sent"], 2, "{paths}");
+    assert_eq!(report["steps"][1]["sent"], 1, "{report}");
+
+    let table = ok(&d, &["report", "split-test", "--db", "r.db"]);
+    // proportion_confint(0, 5, alpha=0.05, method="wilson") = (0.0, 0.43448246478317487).
+    assert!(
+        table.starts_with("split-test: 5 entries, 0 converted, 0.00% [0.00%, 43.45%]"),
+        "{table}"
+    );
+    assert!(
+        table.contains("held out: 2 entries") && table.contains("lift: +0.00 pp"),
+        "{table}"
+    );
+    assert!(table.contains("p = 1.0000"), "{table}");
+    let short = table
+        .lines()
+        .find(|l| l.contains("→ short"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(short.contains("[0.00%, 79.35%]"), "{short}");
+
+    let unknown = relance(&d, &["report", "nope", "--db", "r.db"]);
+    let journal = relance(&d, &["journal", "nope", "--db", "r.db"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert_eq!(unknown.status.code(), journal.status.code());
+    assert_eq!(
+        String::from_utf8_lossy(&unknown.stderr),
+        String::from_utf8_lossy(&journal.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("scenario \"nope\" not found"),
+        "{unknown:?}"
+    );
+}

@@ -26,6 +26,9 @@
 //! - [`engine`]: enrollments, inputs, effects and the transition function (`enter`,
 //!   `handle`, `run`, and `send` with the pure [`engine::decide_send`]).
 //! - [`journal`]: journal records and counters.
+//! - [`stats`]: the normal distribution, Wilson intervals and two-proportion z-tests behind
+//!   reports and the winner rule.
+//! - [`report`]: the experiment report of a scenario, computed from its journal records.
 //! - [`ports`]: the storage traits runtimes implement (SQLite embedded, DynamoDB on AWS).
 //! - [`graph`]: a scenario drawn as a Mermaid flowchart or Graphviz DOT.
 //! - [`script`]: the events and contacts files scripts are written in (JSON lines).
@@ -51,6 +54,7 @@ pub mod policy;
 pub mod ports;
 pub mod problem;
 pub mod render;
+pub mod report;
 pub mod scenario;
 pub mod schedule;
 pub mod schema;

@@ -1,7 +1,7 @@
 //! The HTTP API (axum): applications post contacts, activity and engagement (the same JSON
 //! as the EventBridge `detail` of the AWS mode), manage scenarios, launch them, import
-//! contacts and read the journal. Bad requests get a 4xx with a JSON error naming the field;
-//! nothing is half-written (each request is one unit of work).
+//! contacts and read the journal and the experiment report. Bad requests get a 4xx with a
+//! JSON error naming the field; nothing is half-written (each request is one unit of work).
 
 use axum::Router;
 use axum::body::Bytes;
@@ -115,6 +115,7 @@ pub fn router(handle: RuntimeHandle, security: ApiSecurity) -> Router {
         )
         .route("/v1/scenarios/{id}/launch", post(launch_scenario))
         .route("/v1/scenarios/{id}/journal", get(journal))
+        .route("/v1/scenarios/{id}/report", get(report))
         .route("/v1/scenarios/{id}/contacts/{contact}", get(contact_path))
         .route("/v1/contacts", post(post_contact))
         // Imports are files: allow them far more than the default 2 MB.
@@ -284,6 +285,11 @@ async fn post_launch(State(h): State<RuntimeHandle>, body: Bytes) -> ApiResult {
 async fn journal(State(h): State<RuntimeHandle>, Path(id): Path<String>) -> ApiResult {
     let counts = h.call(move |rt, _| rt.journal(&id)).await??;
     ok(StatusCode::OK, counts)
+}
+
+async fn report(State(h): State<RuntimeHandle>, Path(id): Path<String>) -> ApiResult {
+    let report = h.call(move |rt, _| rt.report(&id)).await??;
+    ok(StatusCode::OK, report)
 }
 
 async fn contact_path(

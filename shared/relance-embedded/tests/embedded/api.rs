@@ -414,6 +414,114 @@ async fn a_scenario_goes_from_its_text_to_a_delivered_send() {
     assert_eq!(list[0]["latest_version"], 1);
 }
 
+/// A split behind a 30% holdout.
+const EXPERIMENT: &str = "\
+id: exp
+name: Experiment
+timezone: UTC
+launch: {type: manual}
+audience: {all: true}
+holdout: {percent: 30}
+messages:
+  a: {channel: email, subject: A, text: A}
+  b: {channel: email, subject: B, text: B}
+steps:
+  - id: ab
+    split:
+      - {percent: 50, next: send-a}
+      - {percent: 50, next: send-b}
+  - {id: send-a, send: a, next: done}
+  - {id: send-b, send: b, next: done}
+  - {id: done, end: success}
+";
+
+/// DESIGN §3.1: `GET /v1/scenarios/{id}/report` answers the report of the journal: entries
+/// per path and in the holdout, engagement per step and per path, rates with intervals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_tells_paths_holdout_and_engagement() {
+    let app = app("report");
+    put_scenario(&app, EXPERIMENT).await;
+    activate(&app, "exp").await;
+    let ids: Vec<String> = (0..20).map(|i| format!("c{i}")).collect();
+    for id in &ids {
+        add_contact(
+            &app,
+            json!({"id": id, "email": format!("{id}@example.org")}),
+        )
+        .await;
+    }
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    launch(&app, "exp", &ids).await;
+    for (contact, step, kind) in [
+        ("c0", "send-a", "delivered"),
+        ("c0", "send-a", "opened"),
+        ("c0", "send-a", "opened"),
+        ("c0", "send-a", "clicked"),
+        ("c1", "send-a", "delivered"),
+        ("c3", "send-b", "delivered"),
+    ] {
+        let (status, body) = post_json(
+            &app,
+            "/v1/engagement",
+            json!({"contact": contact, "scenario": "exp", "step": step, "kind": kind}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+
+    let (status, report) = get(&app, "/v1/scenarios/exp/report").await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["scenario"], "exp");
+    // Computed apart from the code, with Python: int.from_bytes(sha256(f"exp:holdout:c{i}"
+    // .encode()).digest()[:8], "big") % 10000 < 3000 holds out c6, c12 and c19; of the others,
+    // the bucket of f"exp:ab:c{i}" below 5000 sends c0 c1 c2 c4 c7 c9 c11 c17 c18 to send-a.
+    assert_eq!(report["total"]["entries"], 20, "{report}");
+    assert_eq!(report["holdout"]["held_out"]["entries"], 3, "{report}");
+    assert_eq!(report["holdout"]["treated"]["entries"], 17, "{report}");
+    // Nothing converts yet: equal rates, no lift, p = 1; rates are numbers, intervals too.
+    assert_eq!(report["total"]["converted"], 0);
+    assert_eq!(report["total"]["rate"], 0.0);
+    assert_eq!(report["total"]["interval"]["low"], 0.0);
+    assert_eq!(report["holdout"]["lift"]["absolute"], 0.0);
+    assert_eq!(report["holdout"]["lift"]["relative"], Value::Null);
+    assert_eq!(report["holdout"]["lift"]["p_value"], 1.0);
+
+    let steps = &report["steps"];
+    let ids: Vec<&str> = steps
+        .as_array()
+        .map(|s| s.iter().filter_map(|s| s["step"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(ids, ["ab", "send-a", "send-b", "done"], "{report}");
+    let paths = &steps[0]["paths"];
+    assert_eq!(paths[0]["path"], "send-a");
+    assert_eq!(paths[0]["entries"], 9, "{paths}");
+    assert_eq!(paths[0]["sent"], 9, "{paths}");
+    assert_eq!(paths[0]["delivered"], 2, "{paths}");
+    assert_eq!(paths[0]["opened"], 1, "{paths}");
+    assert_eq!(paths[0]["clicked"], 1, "{paths}");
+    assert_eq!(paths[1]["path"], "send-b");
+    assert_eq!(paths[1]["entries"], 8, "{paths}");
+    assert_eq!(paths[1]["delivered"], 1, "{paths}");
+    assert_eq!(paths[1]["opened"], 0, "{paths}");
+    let send_a = &steps[1];
+    assert_eq!(
+        [
+            &send_a["entered"],
+            &send_a["sent"],
+            &send_a["delivered"],
+            &send_a["opened"]
+        ],
+        [9, 9, 2, 1],
+        "{send_a}"
+    );
+    assert_eq!(steps[3]["entered"], 17, "{report}");
+
+    // The journal counts the same.
+    let (_, counts) = get(&app, "/v1/scenarios/exp/journal").await;
+    assert_eq!(counts["steps"]["ab"]["assigned"]["send-a"], 9, "{counts}");
+    assert_eq!(counts["ends"]["held_out"], 3, "{counts}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Error paths
 // ---------------------------------------------------------------------------------------------
@@ -569,6 +677,9 @@ async fn unknown_scenarios_are_404_and_the_lifecycle_is_409() {
     assert_error(&r, StatusCode::NOT_FOUND, None);
     let r = get(&app, "/v1/scenarios/nope/journal").await;
     assert_error(&r, StatusCode::NOT_FOUND, None);
+    let r = get(&app, "/v1/scenarios/nope/report").await;
+    let message = assert_error(&r, StatusCode::NOT_FOUND, None);
+    assert!(message.contains("nope"), "{message}");
     let r = get(&app, "/v1/scenarios/nope/contacts/c1").await;
     assert_error(&r, StatusCode::NOT_FOUND, None);
 
@@ -1148,6 +1259,7 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("POST", "/v1/scenarios/hello/archive", ""),
     ("POST", "/v1/scenarios/hello/launch", "{}"),
     ("GET", "/v1/scenarios/hello/journal", ""),
+    ("GET", "/v1/scenarios/hello/report", ""),
     ("GET", "/v1/scenarios/hello/contacts/c1", ""),
     ("POST", "/v1/contacts", "{\"contact\": {\"id\": \"c1\"}}"),
     ("POST", "/v1/contacts/import", "id\nc1\n"),

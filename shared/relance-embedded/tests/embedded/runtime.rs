@@ -6,6 +6,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use relance_core::Contact;
 use relance_core::journal::{Record, RecordKind};
 use relance_core::ports::{ContactChange, EnrollmentStore, JournalStore, SourceFormat, Status};
+use relance_core::report::Report;
 use relance_core::script;
 use relance_core::wire::{ActivityDetail, LaunchDetail};
 use relance_core::{Format, IsoDuration, validate};
@@ -1292,4 +1293,49 @@ steps:
     // Every third contact converted, held out or not.
     let converted = simulated.iter().filter(|l| l.contains("Converted")).count();
     assert_eq!(converted, 20, "{simulated:#?}");
+}
+
+/// DESIGN §3.1: the report of the SQLite runtime's journal is the report of simulate's
+/// records, path for path and variant for variant, so a simulated experiment predicts the
+/// embedded report.
+#[test]
+fn runtime_and_simulate_report_the_same() {
+    let yaml = "id: measured
+launch: {type: manual}
+audience: {all: true}
+holdout: {percent: 20}
+messages:
+  a: {channel: email, subject: A, text: a}
+  b: {channel: email, subject: B, text: b}
+  l: {channel: email, subject: L, text: l}
+steps:
+  - id: ab
+    split:
+      - {percent: 50, next: variants}
+      - {percent: 50, next: long}
+  - id: variants
+    send: {variants: [{message: a, percent: 50}, {message: b, percent: 50}]}
+    next: done
+  - {id: long, delay: {after: P1D}, send: l, next: done}
+  - {id: done, end: success}
+";
+    let start = at("2026-12-01T09:00:00Z");
+    let (mut rt, _, from_simulate) = played_both_ways(yaml, start, 3);
+    let (scenario, _) = validate::parse(yaml, Format::Yaml).unwrap_or_else(|p| panic!("{p:?}"));
+    let report = rt.report("measured").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report, Report::from_records(&scenario, &from_simulate));
+    // Not an empty comparison: every entry, both paths, both variants, the holdout.
+    assert_eq!(report.total.entries, 60);
+    let Some(holdout) = &report.holdout else {
+        panic!("no holdout comparison");
+    };
+    assert!(holdout.held_out.entries > 0 && holdout.treated.entries > 0);
+    let paths = &report.steps[0].paths;
+    assert!(paths.iter().all(|p| p.conversions.entries > 0), "{paths:?}");
+    let variants = &report.steps[1].variants;
+    assert!(variants.iter().all(|v| v.sent > 0), "{variants:?}");
+    assert!(matches!(
+        rt.report("nope"),
+        Err(RuntimeError::UnknownScenario(id)) if id == "nope"
+    ));
 }

@@ -19,6 +19,7 @@ use relance_core::contact::Contact;
 use relance_core::engine::{Engine, Transition};
 use relance_core::journal::{JournalCounts, Record};
 use relance_core::ports::{ScenarioEntry, Status, Store};
+use relance_core::report::Report;
 use relance_core::validate;
 
 mod contacts;
@@ -239,6 +240,20 @@ where
             counts.add(&r);
         }
         Ok(counts)
+    }
+
+    /// The experiment report of a scenario (DESIGN §3.1), from its journal records; the
+    /// active version (else the latest) gives the steps' order, paths and variants.
+    pub fn report(&mut self, id: &str) -> Result<Report, RuntimeError> {
+        let entry = self
+            .store
+            .scenario(id)
+            .map_err(store_err)?
+            .ok_or_else(|| RuntimeError::UnknownScenario(id.to_string()))?;
+        let version = entry.active_version.unwrap_or(entry.latest_version);
+        let engine = self.engine(id, version)?;
+        let records = self.store.records(id, None).map_err(store_err)?;
+        Ok(Report::from_records(engine.scenario(), &records))
     }
 
     /// One contact's path through a scenario, with timestamps.
