@@ -51,6 +51,27 @@ struct Deployed {
 impl Deployed {
     fn new(name: &str) -> Deployed {
         let emu = emulator();
+        Deployed::on(name, emu.dynamo.clone(), emu.runtime.handle().clone())
+    }
+
+    /// A deployment whose store's DynamoDB requests are counted by the returned meter (the
+    /// test's own reads of the table are not).
+    fn metered(name: &str) -> (Deployed, crate::support::Metered) {
+        let metered = crate::support::metered();
+        let d = Deployed::on(
+            name,
+            metered.dynamo.clone(),
+            metered.runtime.handle().clone(),
+        );
+        (d, metered)
+    }
+
+    fn on(
+        name: &str,
+        dynamo: aws_sdk_dynamodb::Client,
+        handle: tokio::runtime::Handle,
+    ) -> Deployed {
+        let emu = emulator();
         let prefix = format!("x{}-{name}-", std::process::id());
         let mut config = AwsConfig::with_prefix(&prefix, 2);
         emu.runtime
@@ -59,9 +80,8 @@ impl Deployed {
         let email = create_queue(&format!("{prefix}email"));
         let step = create_queue(&format!("{prefix}step"));
         config.queues.email = Some(email.clone());
-        let bridge = Bridge::new(emu.runtime.handle().clone());
-        let queues = SqsQueues::new(emu.sqs.clone(), bridge.clone());
-        let mut store = DynamoStore::new(emu.dynamo.clone(), config.clone(), bridge)
+        let queues = SqsQueues::new(emu.sqs.clone(), Bridge::new(emu.runtime.handle().clone()));
+        let mut store = DynamoStore::new(dynamo, config.clone(), Bridge::new(handle))
             .with_dispatch(AwsDispatch::new(queues.clone(), config.queues.clone()));
         store.set_auto_flush(false);
         Deployed {
@@ -114,8 +134,8 @@ impl Deployed {
             .map(|c| (format!("open-{c}"), ses_open(c, scenario, step, time)))
             .collect();
         for batch in bodies.chunks(10) {
-            let failed = handlers::engagement(&mut self.rt, &sqs_event(batch), time)
-                .batch_item_failures;
+            let failed =
+                handlers::engagement(&mut self.rt, &sqs_event(batch), time).batch_item_failures;
             assert!(failed.is_empty(), "engagement failed: {failed:?}");
         }
     }
@@ -162,7 +182,10 @@ impl Deployed {
                     .query()
                     .table_name(&self.table)
                     .key_condition_expression("pk = :pk AND begins_with(sk, :w)")
-                    .expression_attribute_values(":pk", AttributeValue::S(format!("contact#{contact}")))
+                    .expression_attribute_values(
+                        ":pk",
+                        AttributeValue::S(format!("contact#{contact}")),
+                    )
                     .expression_attribute_values(":w", AttributeValue::S("watch#".into()))
                     .consistent_read(true)
                     .send(),
@@ -251,13 +274,16 @@ fn conversions_are_journaled_once_per_entry_and_their_watches_removed() {
         return;
     }
     let started = Instant::now();
-    let mut d = Deployed::new("conv");
+    let (mut d, metered) = Deployed::metered("conv");
     let t0 = at("2026-12-01T09:00:00Z");
     let id = d.activate(CONVERSION, t0 - TimeDelta::hours(1));
     let ids: Vec<String> = (0..8).map(|i| format!("k{i}")).collect();
     let held = |c: &str| bucket(&format!("awsconv:holdout:{c}")) < 5000;
     // Converting: k0 and k1 sent the message, k3 held out.
-    assert!(!held("k0") && !held("k1") && held("k3"), "the fixture's holdout");
+    assert!(
+        !held("k0") && !held("k1") && held("k3"),
+        "the fixture's holdout"
+    );
     for c in &ids {
         d.trigger(
             detail_type::CONTACT,
@@ -275,19 +301,65 @@ fn conversions_are_journaled_once_per_entry_and_their_watches_removed() {
     // converts on its own. k5..k7 do nothing.
     let h = |s: &str| at(s);
     let events: [(&str, &str, Value, DateTime<Utc>); 9] = [
-        ("k0", "purchase", json!({"amount": 30}), h("2026-12-01T10:00:00Z")),
-        ("k4", "visit", json!({"amount": 40}), h("2026-12-01T10:00:00Z")),
-        ("k0", "purchase", json!({"amount": 99}), h("2026-12-01T11:00:00Z")),
-        ("k1", "purchase", json!({"amount": 10}), h("2026-12-01T12:00:00Z")),
-        ("k1", "purchase", json!({"amount": "25"}), h("2026-12-02T09:00:00Z")),
+        (
+            "k0",
+            "purchase",
+            json!({"amount": 30}),
+            h("2026-12-01T10:00:00Z"),
+        ),
+        (
+            "k4",
+            "visit",
+            json!({"amount": 40}),
+            h("2026-12-01T10:00:00Z"),
+        ),
+        (
+            "k0",
+            "purchase",
+            json!({"amount": 99}),
+            h("2026-12-01T11:00:00Z"),
+        ),
+        (
+            "k1",
+            "purchase",
+            json!({"amount": 10}),
+            h("2026-12-01T12:00:00Z"),
+        ),
+        (
+            "k1",
+            "purchase",
+            json!({"amount": "25"}),
+            h("2026-12-02T09:00:00Z"),
+        ),
         ("k0", "signup", json!({}), h("2026-12-02T10:00:00Z")),
-        ("k0", "purchase", json!({"amount": 50}), h("2026-12-02T11:00:00Z")),
-        ("k3", "purchase", json!({"amount": 40}), h("2026-12-03T09:00:00Z")),
-        ("k2", "purchase", json!({"amount": 50}), h("2026-12-04T09:00:00Z")),
+        (
+            "k0",
+            "purchase",
+            json!({"amount": 50}),
+            h("2026-12-02T11:00:00Z"),
+        ),
+        (
+            "k3",
+            "purchase",
+            json!({"amount": 40}),
+            h("2026-12-03T09:00:00Z"),
+        ),
+        (
+            "k2",
+            "purchase",
+            json!({"amount": 50}),
+            h("2026-12-04T09:00:00Z"),
+        ),
     ];
+    metered.meter.reset();
     for (c, name, properties, time) in events {
         d.activity(c, name, properties, time);
     }
+    // Each event read its contact's watches with a Query on the contact's partition: the
+    // functions never scan for conversions.
+    let dynamo = |ops: &[&str]| metered.meter.total("DynamoDB", ops);
+    assert_eq!(dynamo(&["Scan"]), 0, "{:?}", metered.meter.counts());
+    assert!(dynamo(&["Query"]) >= 9, "{:?}", metered.meter.counts());
 
     let records = d.records(&id);
     let mut converted: Vec<(String, String, String, String)> =
@@ -298,7 +370,10 @@ fn conversions_are_journaled_once_per_entry_and_their_watches_removed() {
                     r.contact.clone(),
                     r.enrollment.clone().unwrap_or_default(),
                     r.at.to_rfc3339(),
-                    r.value.as_ref().map(ToString::to_string).unwrap_or_default(),
+                    r.value
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
                 )
             })
             .collect();
@@ -344,7 +419,10 @@ fn conversions_are_journaled_once_per_entry_and_their_watches_removed() {
     expected.push(("k0".into(), "hello".into(), "hello".into()));
     expected.sort();
     assert_eq!(d.sends(), expected);
-    eprintln!("experiments: conversions on the emulator in {:.2?}", started.elapsed());
+    eprintln!(
+        "experiments: conversions on the emulator in {:.2?}",
+        started.elapsed()
+    );
 }
 
 const WINNER: &str = r#"
@@ -420,17 +498,28 @@ fn the_tick_finds_the_winner_once_the_sends_suffice_and_later_entries_get_it() {
         .unwrap_or_else(|e| panic!("{e}"));
     d.rt.store().flush().unwrap_or_else(|e| panic!("{e}"));
     let variant_sends = |sends: &[(String, String, String)], m: &str| {
-        sends.iter().filter(|(_, s, msg)| s == "mail" && msg == m).count()
+        sends
+            .iter()
+            .filter(|(_, s, msg)| s == "mail" && msg == m)
+            .count()
     };
 
     // Day 1: 20 + 20 sends, each contact its bucket's variant; the check is armed at the
     // first send + 6h.
     signups(&mut d, &[&a[..20], &b[..20]].concat(), day1);
     let sent = d.sends();
-    assert_eq!((variant_sends(&sent, "a"), variant_sends(&sent, "b")), (20, 20));
+    assert_eq!(
+        (variant_sends(&sent, "a"), variant_sends(&sent, "b")),
+        (20, 20)
+    );
     let check = day1 + TimeDelta::hours(6);
     assert_eq!(d.slot_due(&id, "winner#mail"), Some(check));
-    d.opens(&id, "mail", &openers(&a[..20], &b[..20]), day1 + TimeDelta::hours(1));
+    d.opens(
+        &id,
+        "mail",
+        &openers(&a[..20], &b[..20]),
+        day1 + TimeDelta::hours(1),
+    );
     // Not due a minute before; due at +6h, where 20 sends a variant are short of min_sends:
     // no winner, and the check is re-armed a day later.
     d.tick(check - TimeDelta::minutes(1));
@@ -445,8 +534,16 @@ fn the_tick_finds_the_winner_once_the_sends_suffice_and_later_entries_get_it() {
     // Day 2: 40 + 40 more sends, still by bucket; opens: a 6 of 60, b 24 of 60.
     signups(&mut d, &[&a[20..], &b[20..]].concat(), day2);
     let sent = d.sends();
-    assert_eq!((variant_sends(&sent, "a"), variant_sends(&sent, "b")), (40, 40));
-    d.opens(&id, "mail", &openers(&a[20..], &b[20..]), day2 + TimeDelta::hours(1));
+    assert_eq!(
+        (variant_sends(&sent, "a"), variant_sends(&sent, "b")),
+        (40, 40)
+    );
+    d.opens(
+        &id,
+        "mail",
+        &openers(&a[20..], &b[20..]),
+        day2 + TimeDelta::hours(1),
+    );
     d.tick(check + TimeDelta::days(1));
     let records = d.records(&id);
     let winners = of_kind(&records, RecordKind::Winner);
@@ -457,9 +554,16 @@ fn the_tick_finds_the_winner_once_the_sends_suffice_and_later_entries_get_it() {
         (w.step.as_deref(), w.message.as_deref()),
         (Some("mail"), Some("b"))
     );
-    assert_eq!(serde_json::to_value(w).unwrap_or_default()["contact"], Value::Null);
+    assert_eq!(
+        serde_json::to_value(w).unwrap_or_default()["contact"],
+        Value::Null
+    );
     assert_eq!(of_kind(&records, RecordKind::Opened).len(), 2 + 8 + 4 + 16);
-    assert_eq!(d.slot_due(&id, "winner#mail"), None, "no check after the winner");
+    assert_eq!(
+        d.slot_due(&id, "winner#mail"),
+        None,
+        "no check after the winner"
+    );
 
     // A later entry whose bucket is `a` is sent the winner, journaled `assigned`.
     assert!(bucket(&format!("awswin:mail:{late}")) < 5000);
@@ -477,7 +581,10 @@ fn the_tick_finds_the_winner_once_the_sends_suffice_and_later_entries_get_it() {
     // A tick the next day finds nothing more to decide.
     d.tick(check + TimeDelta::days(2));
     assert_eq!(of_kind(&d.records(&id), RecordKind::Winner).len(), 1);
-    eprintln!("experiments: the winner on the emulator in {:.2?}", started.elapsed());
+    eprintln!(
+        "experiments: the winner on the emulator in {:.2?}",
+        started.elapsed()
+    );
 }
 
 const NEWS: &str = r#"
@@ -501,9 +608,11 @@ fn the_global_control_group_is_sent_only_transactional_messages() {
     let started = Instant::now();
     let mut d = Deployed::new("gcg");
     let t0 = at("2026-12-01T09:00:00Z");
-    d.rt
-        .set_policy("holdout: {percent: 30, seed: \"2026\"}\n", t0 - TimeDelta::hours(2))
-        .unwrap_or_else(|e| panic!("{e}"));
+    d.rt.set_policy(
+        "holdout: {percent: 30, seed: \"2026\"}\n",
+        t0 - TimeDelta::hours(2),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     d.rt.store().flush().unwrap_or_else(|e| panic!("{e}"));
     let id = d.activate(NEWS, t0 - TimeDelta::hours(1));
     let ids: Vec<String> = (0..10).map(|i| format!("g{i}")).collect();
@@ -537,7 +646,11 @@ fn the_global_control_group_is_sent_only_transactional_messages() {
             .collect();
         if member(c) {
             assert_eq!(skipped, [(Some("news"), Some("global_holdout"))], "{c}");
-            assert_eq!(steps(RecordKind::Sent), BTreeSet::from(["receipt".into()]), "{c}");
+            assert_eq!(
+                steps(RecordKind::Sent),
+                BTreeSet::from(["receipt".into()]),
+                "{c}"
+            );
         } else {
             assert!(skipped.is_empty(), "{c}: {skipped:?}");
             assert_eq!(
@@ -622,5 +735,8 @@ fn a_winner_check_due_with_a_launch_counts_that_launchs_sends() {
         .map(|r| (r.at, r.message.as_deref()))
         .collect();
     assert_eq!(winners, [(day2, Some("b"))]);
-    eprintln!("experiments: a check due with a launch on the emulator in {:.2?}", started.elapsed());
+    eprintln!(
+        "experiments: a check due with a launch on the emulator in {:.2?}",
+        started.elapsed()
+    );
 }
