@@ -3,9 +3,10 @@
 //! included, window ends included, after the enrollment ended) and each converting entry's
 //! `watch#` item removed; a variant step's winner checked by the `tick` function at its first
 //! send + `after`, re-armed a day later while the sends are short, then sent to every later
-//! entry; and the policy's global control group skipped but for transactional messages. Who
-//! is held out, which variant and who is in the control group are computed apart here with
-//! `sha2`, from the written formula.
+//! entry, a check due at the same instant as a launch counting that launch's sends; and the
+//! policy's global control group skipped but for transactional messages. Who is held out,
+//! which variant and who is in the control group are computed apart here with `sha2`, from
+//! the written formula.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
