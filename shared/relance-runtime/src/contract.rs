@@ -834,7 +834,7 @@ where
     );
     assert_eq!(
         ok("conversion_watches", store.conversion_watches("bob")),
-        [other.clone()]
+        std::slice::from_ref(&other)
     );
     assert!(ok("conversion_watches", store.conversion_watches("nobody")).is_empty());
     ok("end_conversion_watch", store.end_conversion_watch(&early));

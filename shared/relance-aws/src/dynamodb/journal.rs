@@ -1,6 +1,8 @@
 //! The journal port on DynamoDB: journal records, the outbox (recorded sends, actions), dead
 //! letters.
 
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, Utc};
 use relance_core::engine::Send;
 use relance_core::journal::Record;
@@ -84,8 +86,24 @@ impl JournalStore for DynamoStore {
         scenario: &str,
         contact: Option<&str>,
     ) -> Result<Vec<Record>, StoreError> {
+        let pk = keys::journal(scenario);
+        let mut items = self.query(&self.config.state_table, &pk, "")?;
+        // Read your own writes: a batch's transition items wait for `flush` (see
+        // `set_auto_flush`), and a read within the batch must see them too (the winner check
+        // run by a tick just after a launch due at the same instant counts that launch's
+        // sends, as every other store does).
+        let stored: BTreeSet<&str> = items.iter().filter_map(|i| get_s(i, keys::SK)).collect();
+        let waiting: Vec<Item> = self
+            .deferred_markers
+            .iter()
+            .filter(|m| get_s(m, keys::PK) == Some(pk.as_str()))
+            .filter(|m| get_s(m, keys::SK).is_some_and(|sk| !stored.contains(sk)))
+            .cloned()
+            .collect();
+        items.extend(waiting);
+        items.sort_by(|a, b| get_s(a, keys::SK).cmp(&get_s(b, keys::SK)));
         let mut out = Vec::new();
-        for item in self.query(&self.config.state_table, &keys::journal(scenario), "")? {
+        for item in items {
             if contact.is_some_and(|c| get_s(&item, "contact") != Some(c)) {
                 continue;
             }
