@@ -94,6 +94,14 @@ pub fn print_report(r: &Report) -> Result<()> {
         outln!("  held out: {}", summary(&h.held_out));
         outln!("  {}", lift_line(h));
     }
+    if let Some(g) = &r.global_holdout {
+        outln!(
+            "  program (outside the global control group): {}",
+            summary(&g.treated)
+        );
+        outln!("  global control group: {}", summary(&g.held_out));
+        outln!("  {}", lift_line(g));
+    }
     outln!(
         "  {:<26} {:>8} {:>8} {:>9} {:>8} {:>8} {:>8} {:>9} {:>8} {:>18} {:>10}",
         "step / path / variant",

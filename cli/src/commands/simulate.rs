@@ -87,6 +87,11 @@ pub fn simulate_cmd(
     // The report line needs the steps, paths and variants; the simulation takes the scenario.
     let for_report = journal.then(|| scenario.clone());
     let mut simulation = Simulation::new(scenario, &text, format, start, until);
+    // The global control group the report compares with (the run itself checks the policy).
+    let global_holdout = policy
+        .as_deref()
+        .and_then(|t| relance_core::policy::Policy::parse(t, relance_core::Format::Yaml).ok())
+        .and_then(|p| p.holdout);
     simulation.policy = policy.as_deref();
     simulation.messages = messages.as_deref();
     simulation.contacts = contacts;
@@ -119,7 +124,7 @@ pub fn simulate_cmd(
         writeln!(out, "{line}")?;
     }
     if let (Some(builder), Some(scenario)) = (report, &for_report) {
-        let report = builder.finish(scenario);
+        let report = builder.finish_with(scenario, global_holdout.as_ref());
         let line = serde_json::json!({"at": end, "contact": null, "kind": "report", "scenario": id, "report": report});
         writeln!(out, "{line}")?;
     }

@@ -46,6 +46,10 @@ pub struct Report {
     pub total: Conversions,
     /// Treated against held-out entries; `None` without a holdout.
     pub holdout: Option<HoldoutComparison>,
+    /// Treated entries against the entries of the workspace's global control group (the
+    /// policy's `holdout: {percent, seed}`), when the workspace has one: the program's lift.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_holdout: Option<HoldoutComparison>,
     /// Per step, in the scenario's order (then steps only older versions had).
     pub steps: Vec<StepReport>,
 }
@@ -163,13 +167,22 @@ impl Report {
         scenario: &Scenario,
         records: impl IntoIterator<Item = &'a Record>,
     ) -> Report {
+        Report::from_records_with(scenario, records, None)
+    }
+
+    /// [`Report::from_records`] with the workspace's global control group compared too.
+    pub fn from_records_with<'a>(
+        scenario: &Scenario,
+        records: impl IntoIterator<Item = &'a Record>,
+        global: Option<&crate::policy::GlobalHoldout>,
+    ) -> Report {
         let mut records: Vec<&Record> = records.into_iter().collect();
         records.sort_by_key(|r| r.at);
         let mut builder = ReportBuilder::default();
         for r in records {
             builder.add(r);
         }
-        builder.finish(scenario)
+        builder.finish_with(scenario, global)
     }
 }
 
@@ -359,7 +372,18 @@ impl ReportBuilder {
 
     /// The report, with `scenario` giving the steps' order, the split paths, the variants and
     /// whether it has a holdout.
-    pub fn finish(mut self, scenario: &Scenario) -> Report {
+    pub fn finish(self, scenario: &Scenario) -> Report {
+        self.finish_with(scenario, None)
+    }
+
+    /// [`ReportBuilder::finish`], comparing too the treated entries with those of the
+    /// workspace's global control group (membership by its formula, DESIGN §3.1). Entries the
+    /// scenario held out are in neither group of that comparison.
+    pub fn finish_with(
+        mut self,
+        scenario: &Scenario,
+        global: Option<&crate::policy::GlobalHoldout>,
+    ) -> Report {
         // The scenario's steps first, in its order; then those only the records name.
         let mut order: Vec<usize> = scenario
             .steps
@@ -398,15 +422,23 @@ impl ReportBuilder {
 
         let mut total = Group::default();
         let (mut treated, mut held_out) = (Group::default(), Group::default());
+        let (mut program, mut control) = (Group::default(), Group::default());
         let mut by_step: HashMap<usize, Group> = HashMap::new();
         let mut by_path: HashMap<(usize, &str), Segment> = HashMap::new();
         let mut by_variant: HashMap<(usize, &str), Segment> = HashMap::new();
         for e in self.entries.iter().filter(|e| e.entered) {
             total.add(e);
+            let in_control = global.is_some_and(|g| g.holds(&e.contact));
+            if in_control {
+                control.add(e);
+            }
             if e.held_out {
                 held_out.add(e);
             } else {
                 treated.add(e);
+                if !in_control {
+                    program.add(e);
+                }
             }
             for s in &e.reached {
                 by_step.entry(*s).or_default().add(e);
@@ -512,10 +544,19 @@ impl ReportBuilder {
                 held_out,
             }
         });
+        let global_holdout = global.map(|_| {
+            let (treated, held_out) = (program.conversions(), control.conversions());
+            HoldoutComparison {
+                lift: lift(&treated, &held_out),
+                treated,
+                held_out,
+            }
+        });
         Report {
             scenario: scenario.id.clone(),
             total: total.conversions(),
             holdout,
+            global_holdout,
             steps,
         }
     }
@@ -1043,6 +1084,40 @@ steps:
         assert_eq!(Report::from_records(&s, &treated).holdout, None);
         // Held-out records of an earlier version still give one.
         assert!(Report::from_records(&s, &records()).holdout.is_some());
+    }
+
+    /// The program's lift: entries outside the workspace's global control group against
+    /// those inside it, membership by the formula (seed "g", 40%: buckets computed apart with
+    /// Python, `int.from_bytes(sha256(b"holdout:g:c4").digest()[:8], "big") % 10000` = 2229,
+    /// c5 2608 and c7 88 are in; c0 9920, c1 5652, c2 9603, c3 7863 are out).
+    #[test]
+    fn the_global_control_group_is_compared_with_the_program() {
+        let mut out = Vec::new();
+        for (i, c) in ["c0", "c1", "c2", "c3", "c4", "c5", "c7"]
+            .iter()
+            .enumerate()
+        {
+            let e = format!("e-{c}");
+            let mut p = play(&mut out, c, &e);
+            p.entered(i as i64);
+            // Three of the four outside convert, one of the three inside.
+            if ["c0", "c1", "c2", "c4"].contains(c) {
+                p.converted(100 + i as i64, Some(10.0));
+            }
+        }
+        let group = crate::policy::GlobalHoldout {
+            basis_points: 4000,
+            seed: "g".into(),
+        };
+        let s = scenario();
+        assert_eq!(Report::from_records(&s, &out).global_holdout, None);
+        let r = Report::from_records_with(&s, &out, Some(&group));
+        let g = r.global_holdout.unwrap_or_else(|| panic!("no comparison"));
+        counts(&g.treated, 4, 3, 30.0);
+        counts(&g.held_out, 3, 1, 10.0);
+        close(g.lift.absolute, 0.75 - 1.0 / 3.0);
+        // Python: p = 4/7; (3/4 - 1/3) / math.sqrt(p * (1 - p) * (1/4 + 1/3)).
+        close(g.lift.z, 1.1023963796102463);
     }
 
     #[test]

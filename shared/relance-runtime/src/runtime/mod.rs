@@ -253,7 +253,17 @@ where
         let version = entry.active_version.unwrap_or(entry.latest_version);
         let engine = self.engine(id, version)?;
         let records = self.store.records(id, None).map_err(store_err)?;
-        Ok(Report::from_records(engine.scenario(), &records))
+        // The workspace's global control group, as the policy stands now.
+        let policy = self
+            .store
+            .setting(relance_core::ports::SETTING_POLICY)
+            .map_err(store_err)?
+            .and_then(|t| relance_core::policy::Policy::parse(&t, relance_core::Format::Yaml).ok());
+        Ok(Report::from_records_with(
+            engine.scenario(),
+            &records,
+            policy.as_ref().and_then(|p| p.holdout.as_ref()),
+        ))
     }
 
     /// One contact's path through a scenario, with timestamps.
