@@ -5,6 +5,8 @@
 //! # Layout
 //! - [`common`]: starting `relance run`, reading its journal; the emulator's endpoint.
 //! - [`cli`]: validate, simulate, shared messages and the policy from the command line.
+//! - [`cases`]: the public acceptance cases of `tests/cases/` (the shared checker's semantics)
+//!   and the global control group through `simulate --policy`.
 //! - [`embedded`]: templates, the scenario lifecycle, import, launch, journal, test mode,
 //!   tokens, exposure checks and consent on the SQLite store.
 //! - [`secrets`]: a short unsubscribe key stops `relance run`.
@@ -14,6 +16,7 @@
 //! - [`aws_launch`], [`dev`]: the operating commands and `relance dev` on the AWS emulator.
 
 mod aws_launch;
+mod cases;
 mod cli;
 mod common;
 mod dev;
