@@ -342,11 +342,14 @@ fn parse_winner(base: &str, v: &Value, problems: &mut Vec<Problem>) -> Option<Wi
             }
         },
     };
+    // A part that did not read (already reported) stands in with a neutral value, so the
+    // checks on the metric still run and one `validate` lists every problem; the errors keep
+    // the scenario from running.
     Some(Winner {
         metric: metric?,
-        after: after?,
-        min_sends: min_sends?,
-        confidence: confidence?,
+        after: after.unwrap_or_else(|| IsoDuration::from_seconds(86_400)),
+        min_sends: min_sends.unwrap_or(1),
+        confidence: confidence.unwrap_or(0.95),
     })
 }
 

@@ -1311,3 +1311,24 @@ fn best_time_delay_problems_are_located() {
         listing(&r)
     );
 }
+
+/// A winner with a part that does not read still has its metric checked: one `validate`
+/// lists every problem.
+#[test]
+fn a_winner_with_a_bad_part_still_has_its_metric_checked() {
+    let text = with_steps(
+        "  - id: ab\n    send: {variants: [{message: ping, percent: 50}, {message: ping-b, percent: 50}], winner: {metric: opened, after: P1D, min_sends: 100, confidence: 1.5}}\n    next: done\n  - {id: done, end: success}\n",
+    )
+    .replace(
+        "  ping: {channel: sms, text: Ping}\n",
+        "  ping: {channel: sms, text: Ping}\n  ping-b: {channel: sms, text: Pong}\n",
+    );
+    let r = yaml(&text);
+    let paths: Vec<&str> = errors(&r).iter().map(|p| p.path.as_str()).collect();
+    assert!(
+        paths.contains(&"steps[0].send.winner.confidence")
+            && paths.contains(&"steps[0].send.winner.metric"),
+        "{}",
+        listing(&r)
+    );
+}
