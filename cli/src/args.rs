@@ -124,6 +124,13 @@ pub enum Command {
         #[command(subcommand)]
         action: ContactsCommand,
     },
+    /// Import from another tool: `import pinpoint JOURNEY.json [--out FILE]` writes a scenario
+    /// from an Amazon Pinpoint journey (`aws pinpoint get-journey` output), its warnings on
+    /// standard error; exit 1 when it cannot be imported faithfully or does not validate.
+    Import {
+        #[command(subcommand)]
+        action: ImportCommand,
+    },
     /// Consent (DESIGN §4): `consent show CONTACT` prints the trail, one JSON object per
     /// line; `consent set CONTACT --subscribe TYPE --source S` re-subscribes (the only way
     /// after an opt-out), `--unsuppress ADDRESS --reason R` lifts a suppression.
@@ -351,6 +358,20 @@ pub enum ContactsCommand {
         file: PathBuf,
         #[command(flatten)]
         store: StoreArgs,
+    },
+}
+
+/// `relance import ...`.
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// An Amazon Pinpoint journey (the JSON of `aws pinpoint get-journey`, wrapped in
+    /// `JourneyResponse` or bare) as a scenario file.
+    Pinpoint {
+        /// The journey JSON file.
+        file: PathBuf,
+        /// Where to write the scenario (default standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 

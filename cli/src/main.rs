@@ -41,8 +41,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::args::{
-    Cli, Command, ConsentCommand, ContactsCommand, DevCommand, MessagesCommand, PolicyCommand,
-    ScenarioCommand, TokenCommand,
+    Cli, Command, ConsentCommand, ContactsCommand, DevCommand, ImportCommand, MessagesCommand,
+    PolicyCommand, ScenarioCommand, TokenCommand,
 };
 
 fn main() -> ExitCode {
@@ -122,6 +122,9 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Contacts {
             action: ContactsCommand::Import { file, store },
         } => contacts::contacts_import(&store.backend(), &file),
+        Command::Import {
+            action: ImportCommand::Pinpoint { file, out },
+        } => import::pinpoint(&file, out.as_deref()),
         Command::Consent { action } => match action {
             ConsentCommand::Show { contact, store } => consent::show(&store.backend(), &contact),
             ConsentCommand::Set {

@@ -5,6 +5,7 @@
 //! - [`run`]: `relance run` and `relance token new`.
 //! - [`scenario`]: `relance scenario ...` and `relance clone`.
 //! - [`contacts`]: `relance contacts import` and `relance launch`.
+//! - [`import`]: `relance import pinpoint`, a Pinpoint journey as a scenario file.
 //! - [`consent`]: `relance consent show|set`.
 //! - [`journal`]: `relance journal` (and the counts `graph --db` draws).
 //! - [`report`]: `relance report`, the experiment report as a table or JSON.
@@ -15,6 +16,7 @@ pub mod consent;
 pub mod contacts;
 pub mod dev;
 pub mod graph;
+pub mod import;
 pub mod journal;
 pub mod new;
 pub mod policy;

@@ -31,6 +31,8 @@
 //! - [`report`]: the experiment report of a scenario, computed from its journal records.
 //! - [`ports`]: the storage traits runtimes implement (SQLite embedded, DynamoDB on AWS).
 //! - [`graph`]: a scenario drawn as a Mermaid flowchart or Graphviz DOT.
+//! - [`pinpoint`]: Amazon Pinpoint journeys (`aws pinpoint get-journey`) imported as scenario
+//!   files, every field mapped or reported with its path (DESIGN §9).
 //! - [`script`]: the events and contacts files scripts are written in (JSON lines).
 //! - [`wire`]: the JSON applications send (HTTP API bodies, EventBridge details).
 //! - [`inbound`]: what the functions receive, decoded (EventBridge details, queue messages,
@@ -50,6 +52,7 @@ pub mod inbound;
 pub mod instant;
 pub mod journal;
 pub mod local;
+pub mod pinpoint;
 pub mod policy;
 pub mod ports;
 pub mod problem;
