@@ -3,11 +3,14 @@
 //! # Layout
 //! - [`hostile`]: hostile instants and durations, refused where input enters (issue 11).
 //! - [`validation`]: one test per validation rule of DESIGN §3, and the shipped examples.
+//! - [`pinpoint`]: Pinpoint journeys imported (the fixtures of `tests/fixtures/pinpoint/`),
+//!   mapped as DESIGN §9 says, refused or warned about with their paths.
 //! - [`properties`]: calendar properties of the schedule functions (proptest).
 //! - [`assignment`]: split paths and message variants picked by the engine against the
 //!   SHA-256 formula computed apart (proptest).
 
 mod assignment;
 mod hostile;
+mod pinpoint;
 mod properties;
 mod validation;
