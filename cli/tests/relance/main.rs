@@ -9,6 +9,8 @@
 //!   and the global control group through `simulate --policy`.
 //! - [`embedded`]: templates, the scenario lifecycle, import, launch, journal, test mode,
 //!   tokens, exposure checks and consent on the SQLite store.
+//! - [`pinpoint`]: `relance import pinpoint` of the journey fixtures, validated and simulated
+//!   (each contact's path as Pinpoint would take it), and its refusals.
 //! - [`secrets`]: a short unsubscribe key stops `relance run`.
 //! - [`hostile_burst`]: a burst of hostile API requests against `relance run`.
 //! - [`restart`], [`restart_faults`]: SIGKILL at any moment loses and repeats no send.
@@ -22,6 +24,7 @@ mod common;
 mod dev;
 mod embedded;
 mod hostile_burst;
+mod pinpoint;
 mod restart;
 mod restart_faults;
 mod secrets;
