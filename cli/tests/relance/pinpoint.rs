@@ -230,7 +230,7 @@ fn random_split_with_holdout_holds_out_and_splits_by_the_bucket_formula() {
 }
 
 #[test]
-fn event_started_journey_enters_on_purchase_with_quiet_time_and_reentry_interval() {
+fn event_started_journey_enters_on_matching_purchases_with_quiet_time_and_reentry_interval() {
     let d = dir("event");
     let s = import(&d, "event-started.json");
     let c = write(
@@ -242,11 +242,14 @@ fn event_started_journey_enters_on_purchase_with_quiet_time_and_reentry_interval
     let e = write(
         &d,
         "e.jsonl",
-        "{\"at\": \"2026-12-01T10:00:00Z\", \"contact\": \"ana\", \"event\": \"purchase\"}\n\
-         {\"at\": \"2026-12-01T21:30:00Z\", \"contact\": \"bob\", \"event\": \"purchase\"}\n\
-         {\"at\": \"2026-12-02T10:00:00Z\", \"contact\": \"ana\", \"event\": \"purchase\"}\n\
-         {\"at\": \"2026-12-06T10:00:00Z\", \"contact\": \"ana\", \"event\": \"purchase\"}\n\
-         {\"at\": \"2026-12-09T10:00:00Z\", \"contact\": \"ana\", \"event\": \"purchase\"}\n",
+        // The journey starts on purchases of 20 or more in the web or app store.
+        "{\"at\": \"2026-12-01T08:00:00Z\", \"contact\": \"bob\", \"event\": \"purchase\", \"store\": \"web\", \"amount\": 12}\n\
+         {\"at\": \"2026-12-01T08:30:00Z\", \"contact\": \"bob\", \"event\": \"purchase\", \"store\": \"pos\", \"amount\": 80}\n\
+         {\"at\": \"2026-12-01T10:00:00Z\", \"contact\": \"ana\", \"event\": \"purchase\", \"store\": \"web\", \"amount\": 35.5}\n\
+         {\"at\": \"2026-12-01T21:30:00Z\", \"contact\": \"bob\", \"event\": \"purchase\", \"store\": \"app\", \"amount\": 20}\n\
+         {\"at\": \"2026-12-02T10:00:00Z\", \"contact\": \"ana\", \"event\": \"purchase\", \"store\": \"web\", \"amount\": 40}\n\
+         {\"at\": \"2026-12-06T10:00:00Z\", \"contact\": \"ana\", \"event\": \"purchase\", \"store\": \"app\", \"amount\": 40}\n\
+         {\"at\": \"2026-12-09T10:00:00Z\", \"contact\": \"ana\", \"event\": \"purchase\", \"store\": \"app\", \"amount\": 40}\n",
     );
     let p = paths(&simulate(&s, &c, Some(&e), "P10D"));
     assert_eq!(
@@ -262,7 +265,8 @@ fn event_started_journey_enters_on_purchase_with_quiet_time_and_reentry_interval
             "sent thankyou@2026-12-09T10:00:00Z",
         ]
     );
-    // 22:30 at UTC+01 is inside the 21:00-08:00 quiet time: held until 08:00 (07:00Z).
+    // Bob's small web purchase and his in-store one do not start the journey; his app
+    // purchase at 22:30 (UTC+01) is inside the 21:00-08:00 quiet time: held until 08:00 (07:00Z).
     assert_eq!(
         path_of(&p, "bob"),
         [

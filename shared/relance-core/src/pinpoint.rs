@@ -21,7 +21,8 @@
 //! - no `NextActivity` → a shared `end: success` step.
 //!
 //! Journey settings: `StartCondition` → `launch` and `audience` (a segment id becomes a
-//! group, with a warning); `Schedule` → `timezone` (`UTC-05` → `Etc/GMT+5`) and the launch
+//! group, with a warning; an event start's attribute and metric dimensions become the
+//! trigger's `where`); `Schedule` → `timezone` (`UTC-05` → `Etc/GMT+5`) and the launch
 //! date; `LocalTime` → `local_time`; `Limits` → `once_per` and `frequency_cap`; `QuietTime`
 //! → `quiet_hours`. What has no equivalent is a warning at its path; what cannot be written
 //! faithfully is an error, and the import is refused.

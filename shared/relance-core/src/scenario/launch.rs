@@ -7,13 +7,15 @@ use serde_json::Value;
 
 use super::load::{known_keys, typed};
 use super::*;
+use crate::condition::{Condition, Op};
 use crate::problem::Problem;
 use crate::schedule::{DateTimeSpec, LocalTime, Recurrence, RecurringSchedule};
 
 /// The keys of a launch (the JSON Schema lists the same).
-pub const LAUNCH_KEYS: [&str; 14] = [
+pub const LAUNCH_KEYS: [&str; 15] = [
     "type",
     "event",
+    "where",
     "pages",
     "inactivity_minutes",
     "frequency",
@@ -87,6 +89,11 @@ pub(super) struct RawLaunch {
     /// trigger: contact.created|updated|subscribed|unsubscribed, page.visited, product.viewed,
     /// cart.abandoned, or a custom event name.
     event: Option<String>,
+    /// trigger: a condition over the event's properties (`{field, op, value}` clauses
+    /// combined with all, any, not); the event must match to enter.
+    #[serde(rename = "where")]
+    #[schemars(with = "Option<Condition>")]
+    filter: Option<Value>,
     /// page.visited: URL patterns (`*` matches anything).
     pages: Option<Vec<String>>,
     /// product.viewed / cart.abandoned: 10 to 720.
@@ -196,6 +203,12 @@ pub(super) fn parse_launch(v: &Value, problems: &mut Vec<Problem>) -> Option<Lau
         problems,
         raw.event.is_some() && !is("trigger"),
         "event",
+        kind_name,
+    );
+    not_for(
+        problems,
+        raw.filter.is_some() && !is("trigger"),
+        "where",
         kind_name,
     );
     not_for(
@@ -402,12 +415,28 @@ pub(super) fn parse_launch(v: &Value, problems: &mut Vec<Problem>) -> Option<Lau
             if event.trim().is_empty() {
                 err(problems, "event", "a trigger launch needs an event (contact.created, page.visited, purchase, ...)".into());
             }
-            let trigger = Trigger {
+            let mut trigger = Trigger {
                 event,
+                filter: None,
                 pages: raw.pages.unwrap_or_default(),
                 inactivity_minutes: None,
+                zone: chrono_tz::UTC,
             };
             let inactive = trigger.inactivity_source().is_some();
+            if let Some(w) = raw.filter.as_ref().filter(|w| !w.is_null()) {
+                trigger.filter = parse_where(w, problems);
+                if inactive {
+                    err(
+                        problems,
+                        "where",
+                        format!(
+                            "where applies to the event that launches; a {} trigger fires on \
+                             silence, not on an event",
+                            trigger.event
+                        ),
+                    );
+                }
+            }
             if trigger.event == "page.visited" && trigger.pages.is_empty() {
                 err(
                     problems,
@@ -456,4 +485,28 @@ pub(super) fn parse_launch(v: &Value, problems: &mut Vec<Problem>) -> Option<Lau
         }
     };
     (problems.len() == before).then_some(launch)
+}
+
+/// `launch.where`: profile clauses over the event's properties, combined with all, any, not.
+/// Clauses that read the clock (`within_last`, `anniversary`) are refused: a trigger is
+/// matched on the event alone.
+fn parse_where(w: &Value, problems: &mut Vec<Problem>) -> Option<Condition> {
+    let c = typed::<Condition>("launch.where", w, problems)?;
+    let mut fits = true;
+    c.walk(&mut |c| {
+        fits &= match c {
+            Condition::All(_) | Condition::Any(_) | Condition::Not(_) => true,
+            Condition::Profile(p) => !matches!(p.op, Op::WithinLast | Op::Anniversary),
+            _ => false,
+        };
+    });
+    if !fits {
+        problems.push(Problem::error(
+            "launch.where",
+            "only {field, op, value} clauses (combined with all, any, not; no within_last or \
+             anniversary) apply to the event's properties",
+        ));
+        return None;
+    }
+    Some(c)
 }

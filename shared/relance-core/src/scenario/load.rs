@@ -655,9 +655,13 @@ pub fn from_value(doc: &Value) -> Result<Loaded, Problem> {
         .as_ref()
         .and_then(|v| typed::<bool>("local_time", v, &mut problems))
         .unwrap_or(false);
-    let launch = launch_value
+    let mut launch = launch_value
         .and_then(|v| parse_launch(v, &mut problems))
         .unwrap_or(Launch::Manual);
+    // `where` reads dates written without an offset in the scenario's zone.
+    if let Launch::Trigger(t) = &mut launch {
+        t.zone = timezone;
+    }
     let audience = file
         .audience
         .as_ref()

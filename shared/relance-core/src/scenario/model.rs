@@ -190,6 +190,10 @@ pub enum ImportSubset {
 pub struct Trigger {
     /// The event name (`contact.created`, `page.visited`, `cart.abandoned`, `purchase`, ...).
     pub event: String,
+    /// `where`: a condition over the event's properties that must hold for it to launch.
+    pub filter: Option<Condition>,
+    /// The scenario's zone, for the dates `filter` writes without an offset.
+    pub zone: Tz,
     /// For page.visited: URL patterns (`*` matches anything).
     pub pages: Vec<String>,
     /// For product.viewed and cart.abandoned: the quiet period before it fires.
@@ -211,6 +215,11 @@ impl Trigger {
         if self.inactivity_source().is_some() || name != self.event {
             return false;
         }
+        if let Some(filter) = &self.filter
+            && !self.filter_holds(filter, properties)
+        {
+            return false;
+        }
         if self.event != "page.visited" || self.pages.is_empty() {
             return true;
         }
@@ -219,6 +228,28 @@ impl Trigger {
             .find_map(|k| properties.get(*k).and_then(Value::as_str))
             .unwrap_or("");
         self.pages.iter().any(|p| page_matches(p, url))
+    }
+}
+
+impl Trigger {
+    /// The `where` condition over the event's properties, read as a profile's fields.
+    fn filter_holds(&self, filter: &Condition, properties: &Map<String, Value>) -> bool {
+        let mut fields = crate::contact::Contact::bare("");
+        for (k, v) in properties {
+            fields.set_field(k, v.clone());
+        }
+        let history = crate::contact::History::default();
+        let sent = BTreeMap::new();
+        filter.holds(&crate::condition::EvalContext {
+            contact: &fields,
+            history: &history,
+            sent: &sent,
+            // The loader refuses the clauses that read the clock (within_last, anniversary),
+            // so no clause reads this instant.
+            now: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
+            since: None,
+            tz: self.zone,
+        })
     }
 }
 

@@ -299,7 +299,13 @@ fn a_holdout_inside_the_journey_is_a_split_to_a_neutral_end() {
 #[test]
 fn event_started_journey_keeps_its_limits_and_quiet_time() {
     let (i, s) = accepted(&fixture("event-started.json"));
-    assert_eq!(s["launch"], json!({"type": "trigger", "event": "purchase"}));
+    assert_eq!(
+        s["launch"],
+        json!({"type": "trigger", "event": "purchase", "where": {"all": [
+            {"field": "store", "op": "in", "value": ["web", "app"]},
+            {"field": "amount", "op": "ge", "value": 20.0},
+        ]}})
+    );
     assert_eq!(s.get("audience"), None);
     assert_eq!(s["once_per"], "P7D");
     assert_eq!(s["frequency_cap"], json!({"max": 2, "per": "P1D"}));

@@ -434,6 +434,58 @@ fn post_send_conditions_in_audience_and_exit_when() {
 
 // ---- launch limits -----------------------------------------------------------------------
 
+/// `launch.where` (DESIGN §3): a trigger enters only on events whose properties match;
+/// clauses that need the clock or the contact are refused, located.
+#[test]
+fn a_trigger_where_filters_on_the_event_properties() {
+    let r = yaml(&with_launch(
+        "{type: trigger, event: purchase, where: {all: [{field: amount, op: ge, value: 20}, {field: store, op: in, value: [web, app]}, {field: day, op: before, value: \"2026-12-24\"}]}}",
+    ));
+    assert_clean(&r);
+    let Some(relance_core::scenario::Launch::Trigger(t)) =
+        r.scenario.as_ref().map(|s| s.launch.clone())
+    else {
+        panic!("not a trigger: {:?}", r.scenario.map(|s| s.launch));
+    };
+    let props = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
+    let yes = props(serde_json::json!({"amount": 35.5, "store": "web", "day": "2026-12-01"}));
+    assert!(t.fires_on("purchase", &yes));
+    assert!(!t.fires_on("refund", &yes), "another event");
+    for no in [
+        serde_json::json!({"amount": 12, "store": "web", "day": "2026-12-01"}),
+        serde_json::json!({"amount": 80, "store": "pos", "day": "2026-12-01"}),
+        serde_json::json!({"amount": 80, "store": "app"}),
+        serde_json::json!({"amount": 80, "store": "app", "day": "2026-12-24T12:00"}),
+    ] {
+        assert!(!t.fires_on("purchase", &props(no.clone())), "{no}");
+    }
+    for (launch, needle, path) in [
+        (
+            "{type: manual, where: {field: a, op: eq, value: 1}}",
+            "does not apply to a manual launch",
+            "launch.where",
+        ),
+        (
+            "{type: trigger, event: purchase, where: {field: at, op: within_last, value: P1D}}",
+            "no within_last",
+            "launch.where",
+        ),
+        (
+            "{type: trigger, event: purchase, where: {opened: first}}",
+            "apply to the event's properties",
+            "launch.where",
+        ),
+        (
+            "{type: trigger, event: cart.abandoned, inactivity_minutes: 30, where: {field: a, op: eq, value: 1}}",
+            "fires on silence",
+            "launch.where",
+        ),
+    ] {
+        let r = yaml(&with_launch(launch));
+        assert_eq!(error_with(&r, needle).path, path, "{launch}");
+    }
+}
+
 #[test]
 fn inactivity_minutes_must_be_between_10_and_720() {
     for bad in [0, 5, 9, 721, 1440] {
