@@ -205,10 +205,12 @@ pub fn timezone_of(pinpoint: &str) -> Result<(String, Option<String>), String> {
     if rest.is_empty() {
         return Ok(("UTC".into(), None));
     }
-    let (sign, digits) = match rest.split_at(1) {
-        ("+", d) => (1, d),
-        ("-", d) => (-1, d),
-        _ => return Err(bad()),
+    let (sign, digits) = if let Some(d) = rest.strip_prefix('+') {
+        (1, d)
+    } else if let Some(d) = rest.strip_prefix('-') {
+        (-1, d)
+    } else {
+        return Err(bad());
     };
     let (h, m) = digits.split_once(':').unwrap_or((digits, "00"));
     let (Ok(h), Ok(m)) = (h.parse::<i32>(), m.parse::<i32>()) else {
@@ -1079,7 +1081,7 @@ impl Importer {
                 self.rest(
                     activities[&start].as_object().unwrap_or(&Map::new()),
                     &format!("Activities.{start}"),
-                    &["Holdout", "Description"],
+                    &["Holdout"],
                 );
                 self.taken.remove(&step_id(&start));
             }
@@ -1278,7 +1280,7 @@ impl Importer {
                         step.insert(
                             "split".into(),
                             json!([
-                                {"percent": body["Percentage"], "next": held},
+                                {"percent": body.get("Percentage"), "next": held},
                                 {"percent": round2(100.0 - p), "next": next},
                             ]),
                         );
@@ -1820,6 +1822,9 @@ mod tests {
         assert!(timezone_of("UTC+05:30").is_ok_and(|t| t.0 == "Asia/Kolkata" && t.1.is_some()));
         assert!(timezone_of("Europe/Paris").is_err());
         assert!(timezone_of("UTC+07:15").is_err());
+        for bad in ["UTCé", "UTC+", "UTC+ab", "UTC+99", "GMT-", ""] {
+            assert!(timezone_of(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -562,3 +562,75 @@ fn wrapped_and_bare_journeys_import_alike_and_other_json_is_refused() {
     ));
     assert!(matches!(import("[1, 2]"), Err(ImportError::NotAJourney)));
 }
+
+/// Every value of every fixture, replaced in turn by a value of another shape: the import
+/// reports or refuses, and never panics; what it accepts, it writes as YAML.
+#[test]
+fn hostile_journeys_never_panic() {
+    fn paths(v: &Value, at: Vec<String>, out: &mut Vec<Vec<String>>) {
+        out.push(at.clone());
+        match v {
+            Value::Object(m) => m.iter().for_each(|(k, c)| {
+                let mut p = at.clone();
+                p.push(k.clone());
+                paths(c, p, out)
+            }),
+            Value::Array(a) => a.iter().enumerate().for_each(|(i, c)| {
+                let mut p = at.clone();
+                p.push(i.to_string());
+                paths(c, p, out)
+            }),
+            _ => {}
+        }
+    }
+    fn at<'a>(v: &'a mut Value, path: &[String]) -> Option<&'a mut Value> {
+        path.iter().try_fold(v, |v, k| match v {
+            Value::Object(m) => m.get_mut(k),
+            Value::Array(a) => k.parse::<usize>().ok().and_then(|i| a.get_mut(i)),
+            _ => None,
+        })
+    }
+    let replacements = [
+        Value::Null,
+        json!(-1),
+        json!(1e300),
+        json!(33.333),
+        json!("é\u{0}"),
+        json!("UTC+"),
+        json!([]),
+        json!({}),
+        json!(["x", 1]),
+        json!({"EMAIL": {"TemplateName": "T"}}),
+    ];
+    let mut imports = 0;
+    for name in [
+        "welcome-series.json",
+        "opened-split.json",
+        "multi-condition.json",
+        "random-holdout.json",
+        "custom-lambda.json",
+        "event-started.json",
+        "contact-center.json",
+    ] {
+        let original: Value =
+            serde_json::from_str(&fixture(name)).unwrap_or_else(|e| panic!("{e}"));
+        let mut all = Vec::new();
+        paths(&original, Vec::new(), &mut all);
+        for path in all.iter().skip(1) {
+            for r in &replacements {
+                let mut v = original.clone();
+                if let Some(slot) = at(&mut v, path) {
+                    *slot = r.clone();
+                }
+                if let Ok(i) = import(&v.to_string()) {
+                    let yaml = i.to_yaml();
+                    assert!(!yaml.is_empty(), "{name} {path:?}");
+                    // The validator reads whatever was written without panicking either.
+                    let _ = check_text(&yaml, Format::Yaml);
+                }
+                imports += 1;
+            }
+        }
+    }
+    assert!(imports > 1000, "{imports}");
+}
