@@ -1459,6 +1459,15 @@ impl Importer {
                      data",
                 );
             }
+            if !uri.is_empty() && !uri.starts_with("arn:") {
+                self.warn(
+                    join(path, "DeliveryUri"),
+                    format!(
+                        "\"{uri}\" is a function name: write its ARN, the form the deployment's \
+                         list of invocable functions names"
+                    ),
+                );
+            }
             ("invoke", json!({"function": uri}))
         };
         if !STEP_KEYS.contains(&key) {

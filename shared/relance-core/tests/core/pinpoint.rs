@@ -405,6 +405,22 @@ fn custom_activities_call_out_or_say_the_step_is_missing() {
             listing(&i.problems)
         );
     }
+    let by_name = journey("Fn", json!({"Fn": {"CUSTOM": {"DeliveryUri": "crm-sync"}}}));
+    let i = imported(&by_name);
+    assert_eq!(
+        step(&i.scenario, "fn")["invoke"],
+        json!({"function": "crm-sync"})
+    );
+    assert!(
+        has(
+            &i.problems,
+            false,
+            "Activities.Fn.CUSTOM.DeliveryUri",
+            "write its ARN"
+        ),
+        "{}",
+        listing(&i.problems)
+    );
     let web = journey(
         "Hook",
         json!({"Hook": {"CUSTOM": {"DeliveryUri": "https://crm.example.com/pinpoint", "MessageConfig": {"Data": "{\"a\":1}"}}}}),
