@@ -35,6 +35,9 @@
 //! - [`wire`]: the JSON applications send (HTTP API bodies, EventBridge details).
 //! - [`inbound`]: what the functions receive, decoded (EventBridge details, queue messages,
 //!   SES feedback).
+//! - [`webhook`]: the webhook step: its definition, static checks, signature, retry rules
+//!   and `save`.
+//! - [`net`]: the addresses outbound calls never reach (loopback, private, link-local, ...).
 //! - [`unsubscribe`]: the signed one-click unsubscribe token (RFC 8058).
 
 pub mod address;
@@ -50,6 +53,7 @@ pub mod inbound;
 pub mod instant;
 pub mod journal;
 pub mod local;
+pub mod net;
 pub mod policy;
 pub mod ports;
 pub mod problem;
@@ -62,6 +66,7 @@ pub mod script;
 pub mod stats;
 pub mod unsubscribe;
 pub mod validate;
+pub mod webhook;
 pub mod winner;
 pub mod wire;
 

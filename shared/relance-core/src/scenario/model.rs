@@ -485,6 +485,12 @@ pub enum Action {
     CreateLead(Map<String, Value>),
     /// Emit an event (EventBridge PutEvents in AWS).
     Event(EmitEvent),
+    /// An HTTP call (DESIGN §9): written as a `webhook:` step, never as an `action:`, so it
+    /// is not read here; it travels as an action so that every store queues it through the
+    /// same outbox path, once per key. In an effect, its `body` is the rendered text.
+    #[serde(skip_deserializing)]
+    #[schemars(skip)]
+    Webhook(crate::webhook::Webhook),
 }
 
 impl Action {
@@ -498,6 +504,7 @@ impl Action {
             Action::Task(_) => "task",
             Action::CreateLead(_) => "create_lead",
             Action::Event(_) => "event",
+            Action::Webhook(_) => "webhook",
         }
     }
 }
