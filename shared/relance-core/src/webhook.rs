@@ -5,9 +5,12 @@
 //! The step does not wait for the answer: it queues one call per `{enrollment}:{step}` key and
 //! goes on to `next`; the delivery worker of the runtime makes the call, retries it, and when a
 //! 2xx answer arrives applies `save` as a contact update (which may itself trigger scenarios).
+//! The HTTP client is a [`Transport`], a port like the stores: the core never does I/O.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 
 use chrono::{DateTime, Duration, Utc};
 use hmac::{Hmac, Mac};
@@ -238,6 +241,88 @@ pub fn saved_fields(
         }
     }
     (fields, missing)
+}
+
+/// One HTTP request, ready to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The method.
+    pub method: Method,
+    /// The URL, as written in the scenario.
+    pub url: String,
+    /// Every header, the signature and the idempotency key included.
+    pub headers: Vec<(String, String)>,
+    /// The body (empty when the step has none).
+    pub body: Vec<u8>,
+}
+
+/// An answer: its status and (at most [`ANSWER_CAP`] bytes of) its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The HTTP status.
+    pub status: u16,
+    /// The body, for `save`; never logged.
+    pub body: Vec<u8>,
+}
+
+/// A call that got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The outbound rule refused the address (permanent).
+    #[error("{0}")]
+    Refused(String),
+    /// A timeout or a connection failure (retried).
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+/// A future a transport returns.
+pub type CallFuture<'a> = Pin<Box<dyn Future<Output = Result<Answer, CallError>> + Send + 'a>>;
+
+/// Sends one request; answers within [`ATTEMPT_TIMEOUT_SECONDS`] or fails.
+pub trait Transport: Send + Sync + std::fmt::Debug {
+    /// Sends `request`.
+    fn call(&self, request: Request) -> CallFuture<'_>;
+}
+
+/// The request for `call` (its body rendered) under idempotency key `key` at `t` (Unix
+/// seconds), signed when `secret` is given: the scenario's headers, a JSON content type when
+/// there is a body and none was given, the idempotency key and the signature.
+pub fn request(call: &Webhook, key: &str, secret: Option<&[u8]>, t: i64) -> Request {
+    let body = call.body.clone().unwrap_or_default().into_bytes();
+    let mut headers: Vec<(String, String)> = call
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let has = |headers: &[(String, String)], name: &str| {
+        headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name))
+    };
+    if call.body.is_some() && !has(&headers, "content-type") {
+        headers.push(("Content-Type".into(), "application/json".into()));
+    }
+    if !has(&headers, "user-agent") {
+        headers.push(("User-Agent".into(), "relance-webhook/1".into()));
+    }
+    headers.push((IDEMPOTENCY_HEADER.into(), key.to_string()));
+    if let Some(secret) = secret {
+        headers.push((SIGNATURE_HEADER.into(), signature(secret, t, &body)));
+    }
+    Request {
+        method: call.method,
+        url: call.url.clone(),
+        headers,
+        body,
+    }
+}
+
+/// The verdict on a call's result.
+pub fn verdict(result: &Result<Answer, CallError>) -> Verdict {
+    match result {
+        Ok(a) => classify(a.status),
+        Err(CallError::Refused(why)) => Verdict::Failed(why.clone()),
+        Err(CallError::Unreachable(why)) => Verdict::Retry(why.clone()),
+    }
 }
 
 /// A problem found by a static check: the field under the webhook, and the message.

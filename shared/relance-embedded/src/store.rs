@@ -28,7 +28,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The migrations, in order; `PRAGMA user_version` says how many were applied.
-const MIGRATIONS: [&str; 8] = [
+const MIGRATIONS: [&str; 9] = [
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_dead_letter.sql"),
     include_str!("../migrations/0003_policy.sql"),
@@ -37,7 +37,11 @@ const MIGRATIONS: [&str; 8] = [
     include_str!("../migrations/0006_input_key.sql"),
     include_str!("../migrations/0007_consent.sql"),
     include_str!("../migrations/0008_conversion_watch.sql"),
+    include_str!("../migrations/0009_webhook.sql"),
 ];
+
+mod webhooks;
+pub use webhooks::{Attempt, WebhookRow, WebhookStatus};
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -1024,7 +1028,12 @@ impl JournalStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let (key, payload) =
             relance_core::ports::action_message(scenario, enrollment, contact, step, action, at);
-        self.outbox_row(&key, scenario, contact, "action", at, &payload)
+        self.outbox_row(&key, scenario, contact, "action", at, &payload)?;
+        // The outbox line records that the call was queued; the webhook table drives it.
+        if let Action::Webhook(call) = action {
+            self.queue_webhook(scenario, enrollment, contact, step, call, at)?;
+        }
+        Ok(())
     }
 
     fn purge(
