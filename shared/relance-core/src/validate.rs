@@ -517,12 +517,8 @@ fn check_webhook(
     let base = action_path
         .strip_suffix(".action")
         .map_or_else(|| action_path.to_string(), |b| format!("{b}.webhook"));
-    let (errors, warnings) = crate::webhook::check(w);
-    for (field, msg) in errors {
+    for (field, msg) in crate::webhook::check(w) {
         out.push(Problem::error(format!("{base}.{field}"), msg).in_step(step));
-    }
-    for (field, msg) in warnings {
-        out.push(Problem::warning(format!("{base}.{field}"), msg).in_step(step));
     }
     if let Some(body) = &w.body {
         let (t, _) = Templates::compile(&BTreeMap::new());

@@ -52,6 +52,15 @@ const RESERVED_HEADERS: [&str; 8] = [
     "te",
 ];
 
+/// Headers that carry credentials: refused, since secrets are named, never written inline.
+const CREDENTIAL_HEADERS: [&str; 5] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-api-key",
+    "api-key",
+];
+
 /// The HTTP method of a webhook.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "UPPERCASE")]
@@ -328,29 +337,19 @@ pub fn verdict(result: &Result<Answer, CallError>) -> Verdict {
 /// A problem found by a static check: the field under the webhook, and the message.
 pub type Finding = (String, String);
 
-/// Static checks on a webhook as written: errors and warnings, each `(field, message)`.
-/// The body template is checked by validation with the message templates' guard.
-pub fn check(w: &Webhook) -> (Vec<Finding>, Vec<Finding>) {
+/// Static checks on a webhook as written: each problem as `(field, message)`. The body
+/// template is checked by validation with the message templates' guard.
+pub fn check(w: &Webhook) -> Vec<Finding> {
     let mut errors = Vec::new();
-    let mut warnings = Vec::new();
-    match check_url(&w.url) {
-        Ok(Some(warning)) => warnings.push(("url".to_string(), warning)),
-        Ok(None) => {}
-        Err(e) => errors.push(("url".to_string(), e)),
+    if let Err(e) = check_url(&w.url) {
+        errors.push(("url".to_string(), e));
     }
     for (name, value) in &w.headers {
         let field = format!("headers.{name}");
         if let Err(e) = check_header(name, value) {
             errors.push((field, e));
-        } else if [
-            "authorization",
-            "cookie",
-            "x-api-key",
-            "proxy-authorization",
-        ]
-        .contains(&name.to_ascii_lowercase().as_str())
-        {
-            warnings.push((field, format!("{name} writes a credential into the scenario file; sign the call with `secret:` (a secret by name) instead")));
+        } else if CREDENTIAL_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            errors.push((field, format!("{name} would write a credential into the scenario file: secrets are named, not inline; sign the call with `secret:` and verify Relance-Signature in the receiver")));
         }
     }
     if w.method == Method::Get && w.body.is_some() {
@@ -383,7 +382,7 @@ pub fn check(w: &Webhook) -> (Vec<Finding>, Vec<Finding>) {
             ));
         }
     }
-    (errors, warnings)
+    errors
 }
 
 fn shorten(s: &str) -> String {
@@ -442,11 +441,12 @@ fn split_url(url: &str) -> Result<(String, String), String> {
     Ok((scheme.to_ascii_lowercase(), host.to_ascii_lowercase()))
 }
 
-/// The URL check of validation: `https://` to a host that is not a special address literal.
-/// `Ok(Some(warning))` for a loopback URL (`http://` allowed there), which only local tests
-/// reach (`RELANCE_OUTBOUND_ALLOW_LOOPBACK`); a name is checked again on the addresses it
-/// resolves to, at each call.
-pub fn check_url(url: &str) -> Result<Option<String>, String> {
+/// The URL check of validation: `https://` to a host that is not a special address literal;
+/// `http://` only to a loopback host (`localhost`, `127.0.0.1`, `[::1]`), which the outbound
+/// rule itself refuses unless a local test turns on its escape hatches
+/// (`RELANCE_OUTBOUND_ALLOW_LOOPBACK`, `RELANCE_WEBHOOK_ALLOW_HTTP`). A host name is checked
+/// again on the addresses it resolves to, at each call.
+pub fn check_url(url: &str) -> Result<(), String> {
     if url.len() > MAX_URL {
         return Err(format!("the URL is longer than {MAX_URL} characters"));
     }
@@ -470,19 +470,11 @@ pub fn check_url(url: &str) -> Result<Option<String>, String> {
         }
         Err(_) => host == "localhost" || host.ends_with(".localhost"),
     };
-    match (scheme.as_str(), loopback) {
-        (_, true) if scheme == "https" || scheme == "http" => Ok(Some(format!(
-            "{host} is a loopback address: called only in local tests ({} set{})",
-            "RELANCE_OUTBOUND_ALLOW_LOOPBACK=1",
-            if scheme == "http" {
-                ", and RELANCE_WEBHOOK_ALLOW_HTTP=1 for http://"
-            } else {
-                ""
-            }
-        ))),
-        ("https", false) => Ok(None),
-        ("http", false) => Err("http:// is refused: webhooks are called over https:// only".into()),
-        (other, _) => Err(format!(
+    match scheme.as_str() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        "http" => Err("http:// is refused: webhooks are called over https:// only".into()),
+        other => Err(format!(
             "{other}:// is refused: webhooks are called over https:// only"
         )),
     }
@@ -531,7 +523,7 @@ mod tests {
 
     #[test]
     fn urls_are_https_to_public_hosts() {
-        assert_eq!(check_url("https://hooks.example.com/x?y=1"), Ok(None));
+        assert_eq!(check_url("https://hooks.example.com/x?y=1"), Ok(()));
         assert!(check_url("http://hooks.example.com/").is_err());
         assert!(check_url("ftp://hooks.example.com/").is_err());
         assert!(check_url("https://10.1.2.3/").is_err());
@@ -540,11 +532,9 @@ mod tests {
         assert!(check_url("https://user:pw@example.com/").is_err());
         assert!(check_url("https://example.com:99999/").is_err());
         assert!(check_url("https://example.com/{{ contact.id }}").is_err());
-        assert!(matches!(
-            check_url("http://127.0.0.1:8080/hook"),
-            Ok(Some(_))
-        ));
-        assert!(matches!(check_url("https://localhost/hook"), Ok(Some(_))));
+        // Loopback is for local tests: the outbound rule refuses it without its escape hatch.
+        assert_eq!(check_url("http://127.0.0.1:8080/hook"), Ok(()));
+        assert_eq!(check_url("https://localhost/hook"), Ok(()));
     }
 
     #[test]

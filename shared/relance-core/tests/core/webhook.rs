@@ -174,30 +174,23 @@ fn a_webhook_needs_next_and_does_only_one_thing() {
 }
 
 #[test]
-fn a_loopback_url_is_a_warning_for_local_tests() {
+fn a_loopback_url_is_for_local_tests_and_credentials_are_never_inline() {
+    // Loopback validates (the outbound rule refuses it at call time unless a local test turns
+    // its escape hatches on), so a scenario can be run against a local receiver.
     let r = check_text(
         &scenario("{url: \"http://127.0.0.1:8080/hook\"}"),
         Format::Yaml,
     );
-    assert_eq!(r.errors(), 0, "{:?}", r.problems);
-    let warnings = problems(&r, Severity::Warning);
-    assert!(
-        warnings
-            .iter()
-            .any(|(p, m)| p == "steps[0].webhook.url"
-                && m.contains("RELANCE_OUTBOUND_ALLOW_LOOPBACK")),
-        "{warnings:?}"
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    assert_error(
+        "{url: \"https://example.com/\", headers: {Authorization: Bearer abc}}",
+        "steps[0].webhook.headers.Authorization",
+        "secrets are named, not inline",
     );
-    let r = check_text(
-        &scenario("{url: \"https://example.com/\", headers: {Authorization: Bearer abc}}"),
-        Format::Yaml,
-    );
-    assert!(
-        problems(&r, Severity::Warning)
-            .iter()
-            .any(|(p, m)| p == "steps[0].webhook.headers.Authorization" && m.contains("secret")),
-        "{:?}",
-        r.problems
+    assert_error(
+        "{url: \"https://example.com/\", headers: {x-api-key: abc}}",
+        "steps[0].webhook.headers.x-api-key",
+        "secrets are named, not inline",
     );
 }
 
