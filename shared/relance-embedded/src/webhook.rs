@@ -17,7 +17,6 @@ use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
 use relance_core::journal::{Record, RecordKind};
-use relance_core::ports::JournalStore;
 use relance_core::webhook::{self as rules, CallError, Transport, Verdict};
 use relance_core::wire::ContactDetail;
 use serde_json::{Map, Value};
@@ -213,6 +212,7 @@ pub fn settle(
                             at,
                             reason: why.clone(),
                         },
+                        None,
                         now,
                     )?;
                     return Ok(());
@@ -241,7 +241,7 @@ pub fn settle(
             )
         }
     };
-    rt.store().settle_webhook(&row.key, &attempt, now)?;
-    rt.store().journal(&row.scenario, &journal)?;
+    rt.store()
+        .settle_webhook(&row.key, &attempt, Some((&row.scenario, &journal)), now)?;
     Ok(())
 }

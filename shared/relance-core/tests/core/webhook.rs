@@ -65,6 +65,14 @@ fn a_full_webhook_step_validates() {
     assert_eq!(w.method, Method::Put);
     assert_eq!(w.secret.as_deref(), Some("crm-key"));
     assert_eq!(w.save.get("tier").map(String::as_str), Some("/data/tier"));
+    // The graph says where the data goes.
+    let mermaid = relance_core::graph::mermaid(&s, None);
+    assert!(
+        mermaid.contains("notify: webhook PUT hooks.example.com"),
+        "{mermaid}"
+    );
+    let dot = relance_core::graph::dot(&s, None);
+    assert!(dot.contains("notify: webhook PUT hooks.example.com"), "{dot}");
 }
 
 #[test]

@@ -3,10 +3,11 @@
 //! twice), leased by the delivery worker before each attempt and settled with its outcome.
 
 use chrono::{DateTime, Duration, Utc};
+use relance_core::journal::Record;
 use relance_core::webhook::Webhook;
 use rusqlite::{OptionalExtension, params};
 
-use super::{SqliteStore, StoreError, parse_ts, stamp, ts};
+use super::{SqliteStore, StoreError, parse_ts, stamp, to_json, ts};
 
 /// A call the worker is to make now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,14 +175,22 @@ impl SqliteStore {
     }
 
     /// Settles one attempt made at `now`: the count, the first attempt's instant, and the
-    /// outcome. A dead call is also dead-lettered (kind `webhook`, the call as payload).
+    /// outcome, with its journal record (`scenario`, `record`) in the same transaction. A dead
+    /// call is also dead-lettered (kind `webhook`, the call as payload).
     pub fn settle_webhook(
         &mut self,
         key: &str,
         attempt: &Attempt,
+        record: Option<(&str, &Record)>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
+        if let Some((scenario, record)) = record {
+            tx.prepare_cached(
+                "INSERT INTO journal (scenario_id, contact_id, record) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![scenario, record.contact, to_json(record)])?;
+        }
         tx.prepare_cached(
             "UPDATE webhook SET attempts = attempts + 1, first_at = COALESCE(first_at, ?2) WHERE key = ?1",
         )?
