@@ -1055,9 +1055,14 @@ impl JournalStore for SqliteStore {
                 "DELETE FROM dead_letter WHERE seq IN (SELECT seq FROM dead_letter WHERE at < ?1 LIMIT ?2)",
             )?.execute(params![before, limit])?,
             // Only rows the file already has: an undelivered send is never dropped.
-            Retained::Outbox => self.conn.prepare_cached(
-                "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE at < ?1 AND seq <= (SELECT seq FROM outbox_delivery WHERE id = 1) LIMIT ?2)",
-            )?.execute(params![before, limit])?,
+            Retained::Outbox => {
+                let rows = self.conn.prepare_cached(
+                    "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE at < ?1 AND seq <= (SELECT seq FROM outbox_delivery WHERE id = 1) LIMIT ?2)",
+                )?.execute(params![before, limit])?;
+                // Settled webhook calls go with the outbox; a pending one is never dropped.
+                let left = limit.saturating_sub(i64::try_from(rows).unwrap_or(i64::MAX));
+                rows + if left > 0 { self.purge_webhooks(before, left)? } else { 0 }
+            }
             // Records keep their instant in the JSON; RFC 3339 in UTC sorts as text.
             Retained::Journal => {
                 let cutoff = instant::from_micros(before)

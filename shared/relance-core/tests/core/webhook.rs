@@ -72,7 +72,10 @@ fn a_full_webhook_step_validates() {
         "{mermaid}"
     );
     let dot = relance_core::graph::dot(&s, None);
-    assert!(dot.contains("notify: webhook PUT hooks.example.com"), "{dot}");
+    assert!(
+        dot.contains("notify: webhook PUT hooks.example.com"),
+        "{dot}"
+    );
 }
 
 #[test]

@@ -224,6 +224,17 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Deletes at most `limit` settled calls (done, failed or dead) first attempted before
+    /// `before` (microseconds); pending calls stay whatever their age.
+    pub(super) fn purge_webhooks(&mut self, before: i64, limit: i64) -> Result<usize, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "DELETE FROM webhook WHERE key IN (SELECT key FROM webhook WHERE state <> 'pending' AND COALESCE(first_at, next_at) < ?1 LIMIT ?2)",
+            )?
+            .execute(params![before, limit])?)
+    }
+
     /// Where the call of `key` stands.
     pub fn webhook_status(&mut self, key: &str) -> Result<Option<WebhookStatus>, StoreError> {
         let row: Option<(String, i64, Option<String>, i64)> = self

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use relance_core::journal::RecordKind;
-use relance_core::ports::{ContactStore, SourceFormat, Status};
+use relance_core::policy::Retained;
+use relance_core::ports::{ContactStore, JournalStore, SourceFormat, Status};
 use relance_core::webhook::{self, Answer, CallError, CallFuture, Request, Transport};
 use relance_core::wire::{ContactDetail, LaunchDetail};
 use relance_embedded::clock::ManualClock;
@@ -316,6 +317,48 @@ async fn a_404_fails_for_good_and_is_journaled() {
         "{path:?}"
     );
     assert_eq!(bed.contact_field("tier").await, None, "nothing saved");
+    // Retention drops settled calls with the outbox.
+    let purged = bed
+        .handle
+        .call(|rt, now| {
+            rt.store()
+                .purge(Retained::Outbox, now + TimeDelta::days(1), 100)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(purged >= 1, "{purged}");
+    let gone = bed
+        .handle
+        .call(move |rt, _| rt.store().webhook_status(&key))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(gone, None);
+}
+
+#[tokio::test]
+async fn retention_keeps_a_pending_call() {
+    let url = "https://hooks.example.com/pending";
+    let bed = Bed::start(
+        "pending",
+        SqliteStore::in_memory().unwrap_or_else(|e| panic!("{e}")),
+        t0(),
+    );
+    bed.enroll(url).await;
+    let transport = Scripted::with(&[(url, vec![status(503, "")])]);
+    let worker = bed.worker(transport);
+    let key = bed.key().await;
+    assert_eq!(worker.run_once().await.ok(), Some(1));
+    bed.handle
+        .call(|rt, now| {
+            rt.store()
+                .purge(Retained::Outbox, now + TimeDelta::days(30), 100)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(bed.status(&key).await.state, "pending");
 }
 
 #[tokio::test]
