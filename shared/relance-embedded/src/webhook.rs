@@ -182,7 +182,7 @@ pub fn settle(
     let attempt_no = row.attempts.saturating_add(1);
     let (attempt, journal) = match verdict {
         Verdict::Done => {
-            let (fields, missing) = rules::saved_fields(&row.call.save, answer);
+            let (fields, mut missing) = rules::saved_fields(&row.call.save, answer);
             if !fields.is_empty() {
                 let mut contact = Map::new();
                 contact.insert("id".into(), Value::from(row.contact.clone()));
@@ -192,8 +192,11 @@ pub fn settle(
                     contact,
                     at: None,
                 };
+                // A value the contact refuses (an invalid email, say) is reported on the
+                // delivered record; the call itself succeeded and is not made again.
                 if let Err(e) = rt.upsert_contact(detail, now) {
-                    tracing::error!(target: "relance::webhook", key = %row.key, error = %e, "save: the contact update failed");
+                    tracing::warn!(target: "relance::webhook", key = %row.key, error = %e, "save: the contact update was refused");
+                    missing.push(format!("save: the contact update was refused: {e}"));
                 }
             }
             let reason = (!missing.is_empty()).then(|| missing.join("; "));

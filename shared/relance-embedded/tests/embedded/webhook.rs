@@ -120,7 +120,10 @@ impl Bed {
     }
 
     async fn enroll(&self, url: &str) {
-        let text = scenario(url);
+        self.enroll_text(scenario(url)).await;
+    }
+
+    async fn enroll_text(&self, text: String) {
         self.handle
             .call(move |rt, now| {
                 rt.put_scenario(&text, SourceFormat::Yaml, now)?;
@@ -502,4 +505,41 @@ async fn a_restart_resumes_the_call_at_its_stored_next_attempt() {
     drop(worker);
     bed.stop();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_saved_value_the_contact_refuses_is_reported_on_the_delivered_record() {
+    let url = "https://hooks.example.com/bad-save";
+    let bed = Bed::start(
+        "bad-save",
+        SqliteStore::in_memory().unwrap_or_else(|e| panic!("{e}")),
+        t0(),
+    );
+    bed.enroll_text(scenario(url).replace(
+        "save: {tier: /data/tier}",
+        "save: {email: /data/tier, tier: /data/tier, rank: /data/rank}",
+    ))
+    .await;
+    let transport = Scripted::with(&[(url, vec![status(200, r#"{"data":{"tier":"gold"}}"#)])]);
+    let worker = bed.worker(transport);
+    let key = bed.key().await;
+    assert_eq!(worker.run_once().await.ok(), Some(1));
+    assert_eq!(
+        bed.status(&key).await.state,
+        "done",
+        "the call is not made again"
+    );
+    let path = bed.path().await;
+    let delivered = path
+        .iter()
+        .find(|(k, _, _)| *k == RecordKind::Delivered)
+        .and_then(|(_, _, reason)| reason.clone())
+        .unwrap_or_else(|| panic!("a delivered record with a reason: {path:?}"));
+    assert!(delivered.contains("save.rank"), "{delivered}");
+    assert!(delivered.contains("refused"), "{delivered}");
+    assert_eq!(
+        bed.contact_field("email").await,
+        Some(json!("ada@example.com")),
+        "the email stays"
+    );
 }
