@@ -889,6 +889,16 @@ pub(super) fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (S
                 .action
                 .as_ref()
                 .and_then(|a| typed::<Action>(&format!("{base}.action"), a, problems))
+                .and_then(|a| match a {
+                    Action::Webhook(_) => {
+                        problems.push(Problem::error(
+                            format!("{base}.action.webhook"),
+                            "webhook is a step of its own: write `webhook: {url, ...}` on the step, not under action",
+                        ));
+                        None
+                    }
+                    a => Some(a),
+                })
                 .unwrap_or_else(|| Action::CreateLead(Map::new()));
             StepKind::Action {
                 action,

@@ -181,7 +181,13 @@ fn a_webhook_needs_next_and_does_only_one_thing() {
         "id: hook\nlaunch: {type: manual}\nsteps:\n  - id: notify\n    action: {webhook: {url: \"https://example.com/\"}}\n    next: done\n  - {id: done, end: success}\n",
         Format::Yaml,
     );
-    assert!(r.errors() > 0, "{:?}", r.problems);
+    assert!(
+        problems(&r, Severity::Error)
+            .iter()
+            .any(|(p, m)| p == "steps[0].action.webhook" && m.contains("a step of its own")),
+        "{:?}",
+        r.problems
+    );
 }
 
 #[test]
@@ -203,6 +209,27 @@ fn a_loopback_url_is_for_local_tests_and_credentials_are_never_inline() {
         "steps[0].webhook.headers.x-api-key",
         "secrets are named, not inline",
     );
+}
+
+#[test]
+fn a_queued_call_reads_back_from_its_effect() {
+    // Stores that keep effects for recovery (DynamoDB) read them back.
+    let effect = Effect::Action {
+        enrollment: "e1".into(),
+        contact: "c1".into(),
+        step: "notify".into(),
+        action: Action::Webhook(relance_core::webhook::Webhook {
+            url: "https://hooks.example.com/x".into(),
+            method: Method::Patch,
+            headers: [("X-A".to_string(), "1".to_string())].into(),
+            body: Some("{}".into()),
+            secret: Some("crm".into()),
+            save: [("tier".to_string(), "/tier".to_string())].into(),
+        }),
+    };
+    let text = serde_json::to_string(&effect).unwrap_or_else(|e| panic!("{e}"));
+    let back: Effect = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(back, effect);
 }
 
 #[test]
