@@ -149,6 +149,9 @@ pub fn run(
     }
     let store =
         SqliteStore::open(db).with_context(|| format!("cannot open database {}", db.display()))?;
+    // The webhook client's settings are checked before anything starts.
+    let webhooks =
+        relance_aws::webhook::HttpTransport::from_env().context("webhook delivery settings")?;
     let (handle, runner) = relance_embedded::server::start_configured(store, outbox, clock, links)
         .context("cannot start the runtime")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -161,11 +164,24 @@ pub fn run(
         tracing::info!(%addr, db = %db.display(), outbox = %outbox.display(), "relance is running; Ctrl-C stops it");
         outln!("relance listening on http://{addr} (database {}, outbox {})", db.display(), outbox.display());
         let security = ApiSecurity::new(token_sha256, allowed_hosts(hosts));
-        axum::serve(listener, relance_embedded::api::router(handle, security))
+        // Webhook calls go out beside the API; the worker holds a runner handle, so it is
+        // stopped before the runner is waited for.
+        let worker = tokio::spawn(
+            relance_embedded::webhook::Worker::new(
+                handle.clone(),
+                Arc::new(webhooks),
+                relance_embedded::webhook::env_secrets(),
+            )
+            .run(std::time::Duration::from_millis(500)),
+        );
+        let served = axum::serve(listener, relance_embedded::api::router(handle, security))
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
             })
-            .await?;
+            .await;
+        worker.abort();
+        let _ = worker.await;
+        served?;
         anyhow::Ok(())
     })?;
     let _ = runner.join();

@@ -15,6 +15,8 @@
 //! - [`hostile_burst`]: a burst of hostile API requests against `relance run`.
 //! - [`restart`], [`restart_faults`]: SIGKILL at any moment loses and repeats no send.
 //! - [`unknown_step`]: a stale timer against a timer naming an unknown step (dead-lettered).
+//! - [`webhook`]: the webhook step against a receiver stub (signature, retry, duplicate by
+//!   key, 404, save), the strict outbound rule, and `simulate`.
 //! - [`aws_launch`], [`dev`]: the operating commands and `relance dev` on the AWS emulator.
 
 mod aws_launch;
@@ -29,3 +31,4 @@ mod restart;
 mod restart_faults;
 mod secrets;
 mod unknown_step;
+mod webhook;

@@ -17,6 +17,8 @@
 //! - [`channels`]: the senders, one per provider, each send once per idempotency key.
 //! - [`ledger`]: the senders' ledger: send claims, shared send-rate slots, SMS message ids.
 //! - [`webpush`]: the web push protocol (VAPID, RFC 8291) and its HTTP client.
+//! - [`webhook`]: the HTTP client of webhook calls, on the outbound rule (a webhook
+//!   `Transport`, used by `relance run`).
 //! - [`handlers`]: the functions' logic (trigger, tick, step executor, launch pages, senders,
 //!   engagement, unsubscribe), called by the thin Lambda binaries and in-process by the tests.
 //! - [`dev`]: `relance dev run`: every handler in one process, polling the queues.
@@ -46,4 +48,5 @@ pub mod permissions;
 pub mod resources;
 pub mod secrets;
 pub mod sqs;
+pub mod webhook;
 pub mod webpush;

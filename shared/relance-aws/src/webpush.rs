@@ -550,7 +550,7 @@ impl WebPushReport {
     }
 }
 
-type HttpClient = Client<HttpsConnector<outbound::GuardedConnector>, Full<Bytes>>;
+pub(crate) type HttpClient = Client<HttpsConnector<outbound::GuardedConnector>, Full<Bytes>>;
 
 /// Sends web push notifications: encrypts, signs and POSTs to each subscription.
 #[derive(Clone)]
@@ -816,7 +816,7 @@ fn origin(uri: &Uri) -> Option<String> {
 }
 
 /// An error and its causes, one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -842,12 +842,12 @@ fn refusal_reason(status: StatusCode) -> &'static str {
 
 /// HTTP/1.1 over rustls (aws-lc-rs, the system's roots) or plain HTTP, on TCP connections
 /// that obey the outbound rule.
-fn http_client(policy: &OutboundPolicy) -> HttpClient {
+pub(crate) fn http_client(policy: &OutboundPolicy) -> HttpClient {
     let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let tls = hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_native_roots(provider.clone())
         .unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "no system root certificates: https:// web push endpoints will fail");
+            tracing::warn!(error = %e, "no system root certificates: https:// web push endpoints and webhooks will fail");
             let config = rustls::ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
                 .expect("aws-lc-rs supports the default TLS versions")

@@ -114,7 +114,11 @@ pub fn mermaid(s: &Scenario, counts: Option<&JournalCounts>) -> String {
             StepKind::Branches { .. } => format!("{{\"{delay}{}: branches\"}}", step.id),
             StepKind::Split { .. } => format!("{{\"{delay}{}: split\"}}", step.id),
             StepKind::Action { action, .. } => {
-                format!("[/\"{delay}{}: {}\"/]", step.id, action.name())
+                format!(
+                    "[/\"{delay}{}: {}\"/]",
+                    step.id,
+                    label(&action_label(action))
+                )
             }
             StepKind::End { end } => format!("([\"{delay}end: {}\"])", end.as_str()),
             StepKind::Pass { .. } => format!("[\"{delay}{}\"]", step.id),
@@ -223,7 +227,7 @@ pub fn dot(s: &Scenario, counts: Option<&JournalCounts>) -> String {
                     .collect::<Vec<_>>()
                     .join(" / ")
             ),
-            StepKind::Action { action, .. } => format!("{}: {}", step.id, action.name()),
+            StepKind::Action { action, .. } => format!("{}: {}", step.id, action_label(action)),
             StepKind::End { end } => format!("end: {}", end.as_str()),
             StepKind::Pass { .. } => step.id.clone(),
         };
@@ -279,6 +283,24 @@ fn sent(message: &str, variants: &[crate::scenario::Variant]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" / ")
+}
+
+/// An action as drawn: its name, and for a webhook its method and host (`webhook POST
+/// hooks.example.com`), so that the graph says where contacts' data goes.
+fn action_label(action: &crate::scenario::Action) -> String {
+    match action {
+        crate::scenario::Action::Webhook(w) => {
+            let host = w
+                .url
+                .split_once("://")
+                .map_or(w.url.as_str(), |(_, rest)| rest)
+                .split(['/', '?', '#'])
+                .next()
+                .unwrap_or("");
+            format!("webhook {} {host}", w.method.as_str())
+        }
+        other => other.name().to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -22,7 +22,6 @@
 //! - [`experiment`]: the deterministic SHA-256 bucket behind `split` paths, message variants
 //!   and the holdout.
 //! - [`winner`]: the winner rule of variant sends (tallies from the journal, the z-test).
-//! - [`stats`]: the statistics experiments use (normal quantile).
 //! - [`engine`]: enrollments, inputs, effects and the transition function (`enter`,
 //!   `handle`, `run`, and `send` with the pure [`engine::decide_send`]).
 //! - [`journal`]: journal records and counters.
@@ -37,6 +36,9 @@
 //! - [`wire`]: the JSON applications send (HTTP API bodies, EventBridge details).
 //! - [`inbound`]: what the functions receive, decoded (EventBridge details, queue messages,
 //!   SES feedback).
+//! - [`webhook`]: the webhook step: its definition, static checks, signature, retry rules
+//!   and `save`.
+//! - [`net`]: the addresses outbound calls never reach (loopback, private, link-local, ...).
 //! - [`unsubscribe`]: the signed one-click unsubscribe token (RFC 8058).
 
 pub mod address;
@@ -52,6 +54,7 @@ pub mod inbound;
 pub mod instant;
 pub mod journal;
 pub mod local;
+pub mod net;
 pub mod pinpoint;
 pub mod policy;
 pub mod ports;
@@ -65,6 +68,7 @@ pub mod script;
 pub mod stats;
 pub mod unsubscribe;
 pub mod validate;
+pub mod webhook;
 pub mod winner;
 pub mod wire;
 

@@ -490,6 +490,44 @@ impl Templates {
         serde_json::to_value(&value).map_err(|e| e.to_string())
     }
 
+    /// Checks a free-standing template (a webhook body): it compiles and passes the guard.
+    pub fn check_text(&self, source: &str) -> Result<(), String> {
+        self.env
+            .template_from_str(source)
+            .map_err(|e| format!("template: {}", e.detail().unwrap_or("syntax error")))?;
+        guard::check_template(source)
+            .map(|_| ())
+            .map_err(|why| format!("template: {why}"))
+    }
+
+    /// Renders a free-standing template (a webhook body) for `contact`, with the guard, the
+    /// fuel budget and the body cap of message parts.
+    pub fn render_text(
+        &self,
+        source: &str,
+        contact: &Contact,
+        scenario: &str,
+    ) -> Result<String, String> {
+        self.check_text(source)?;
+        let template = self.env.template_from_str(source).map_err(|e| reason(&e))?;
+        let ctx = minijinja::context! {
+            contact => TemplateValue::from_serialize(contact.fields()),
+            scenario => scenario,
+        };
+        let mut out = Capped {
+            buf: Vec::new(),
+            cap: BODY_CAP,
+            over: false,
+        };
+        match template.render_captured_to(ctx, &mut out) {
+            Ok(_) => {
+                String::from_utf8(out.buf).map_err(|_| "rendered output is not UTF-8".to_string())
+            }
+            Err(_) if out.over => Err(format!("rendered output over {BODY_CAP} bytes")),
+            Err(e) => Err(reason(&e)),
+        }
+    }
+
     /// Checks that an expression compiles and that its value is bounded.
     pub fn check_expression(&self, expression: &str) -> Result<(), String> {
         self.env

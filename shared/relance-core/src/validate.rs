@@ -502,6 +502,29 @@ fn check_action(action: &Action, path: &str, step: &str, out: &mut Vec<Problem>)
             }
         }
         Action::CreateLead(_) => {}
+        Action::Webhook(w) => check_webhook(w, path, step, out),
+    }
+}
+
+/// A webhook step's problems, located under `steps[i].webhook`.
+fn check_webhook(
+    w: &crate::webhook::Webhook,
+    action_path: &str,
+    step: &str,
+    out: &mut Vec<Problem>,
+) {
+    // The step is written `webhook:`, not `action: {webhook: ...}`.
+    let base = action_path
+        .strip_suffix(".action")
+        .map_or_else(|| action_path.to_string(), |b| format!("{b}.webhook"));
+    for (field, msg) in crate::webhook::check(w) {
+        out.push(Problem::error(format!("{base}.{field}"), msg).in_step(step));
+    }
+    if let Some(body) = &w.body {
+        let (t, _) = Templates::compile(&BTreeMap::new());
+        if let Err(why) = t.check_text(body) {
+            out.push(Problem::error(format!("{base}.body"), why).in_step(step));
+        }
     }
 }
 

@@ -1,10 +1,13 @@
 //! Relance's embedded mode: everything on one machine, no cloud account.
 //!
 //! # Layout
-//! - [`store`]: `SqliteStore`, the SQLite adapter of every port (WAL, versioned migrations).
+//! - [`store`]: `SqliteStore`, the SQLite adapter of every port (WAL, versioned migrations),
+//!   with its webhook calls (`store::webhooks`).
 //! - [`runtime`]: re-exported from `relance-runtime`: the engine over the ports, one unit of
 //!   work per input.
 //! - [`outbox`]: delivery of sends to a JSON-lines file and the log, exactly once.
+//! - [`webhook`]: delivery of webhook calls: signed, retried with backoff, settled on the
+//!   runner (the HTTP client is handed in).
 //! - [`import`]: contacts from CSV or JSON lines, with a report.
 //! - [`clock`]: the real clock, a scaled one for `relance test`, a manual one for tests.
 //! - [`api`]: the HTTP API (axum).
@@ -18,5 +21,6 @@ pub mod import;
 pub mod outbox;
 pub mod server;
 pub mod store;
+pub mod webhook;
 
 pub use relance_runtime::runtime;

@@ -28,7 +28,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The migrations, in order; `PRAGMA user_version` says how many were applied.
-const MIGRATIONS: [&str; 8] = [
+const MIGRATIONS: [&str; 9] = [
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_dead_letter.sql"),
     include_str!("../migrations/0003_policy.sql"),
@@ -37,7 +37,11 @@ const MIGRATIONS: [&str; 8] = [
     include_str!("../migrations/0006_input_key.sql"),
     include_str!("../migrations/0007_consent.sql"),
     include_str!("../migrations/0008_conversion_watch.sql"),
+    include_str!("../migrations/0009_webhook.sql"),
 ];
+
+mod webhooks;
+pub use webhooks::{Attempt, WebhookRow, WebhookStatus};
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -1024,7 +1028,12 @@ impl JournalStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let (key, payload) =
             relance_core::ports::action_message(scenario, enrollment, contact, step, action, at);
-        self.outbox_row(&key, scenario, contact, "action", at, &payload)
+        self.outbox_row(&key, scenario, contact, "action", at, &payload)?;
+        // The outbox line records that the call was queued; the webhook table drives it.
+        if let Action::Webhook(call) = action {
+            self.queue_webhook(scenario, enrollment, contact, step, call, at)?;
+        }
+        Ok(())
     }
 
     fn purge(
@@ -1046,9 +1055,14 @@ impl JournalStore for SqliteStore {
                 "DELETE FROM dead_letter WHERE seq IN (SELECT seq FROM dead_letter WHERE at < ?1 LIMIT ?2)",
             )?.execute(params![before, limit])?,
             // Only rows the file already has: an undelivered send is never dropped.
-            Retained::Outbox => self.conn.prepare_cached(
-                "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE at < ?1 AND seq <= (SELECT seq FROM outbox_delivery WHERE id = 1) LIMIT ?2)",
-            )?.execute(params![before, limit])?,
+            Retained::Outbox => {
+                let rows = self.conn.prepare_cached(
+                    "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE at < ?1 AND seq <= (SELECT seq FROM outbox_delivery WHERE id = 1) LIMIT ?2)",
+                )?.execute(params![before, limit])?;
+                // Settled webhook calls go with the outbox; a pending one is never dropped.
+                let left = limit.saturating_sub(i64::try_from(rows).unwrap_or(i64::MAX));
+                rows + if left > 0 { self.purge_webhooks(before, left)? } else { 0 }
+            }
             // Records keep their instant in the JSON; RFC 3339 in UTC sorts as text.
             Retained::Journal => {
                 let cutoff = instant::from_micros(before)

@@ -395,6 +395,30 @@ impl<'a> Run<'a> {
                     Err(e) => Some(format!("update_profile {}: {e}", u.field)),
                 }
             }
+            // The call is queued with its body rendered for this contact now (the contact as
+            // the step saw it); the step does not wait for the answer.
+            Action::Webhook(w) => {
+                let body = match &w.body {
+                    Some(t) => self
+                        .engine
+                        .templates
+                        .render_text(t, &self.contact, &self.engine.scenario.id)
+                        .map(Some),
+                    None => Ok(None),
+                };
+                match body {
+                    Ok(body) => {
+                        self.effects.push(Effect::Action {
+                            enrollment: self.en.id.clone(),
+                            contact: self.en.contact.clone(),
+                            step: step.id.clone(),
+                            action: Action::Webhook(crate::webhook::Webhook { body, ..w.clone() }),
+                        });
+                        None
+                    }
+                    Err(e) => Some(format!("webhook body: {e}")),
+                }
+            }
             _ => {
                 self.effects.push(Effect::Action {
                     enrollment: self.en.id.clone(),

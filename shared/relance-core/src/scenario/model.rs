@@ -516,6 +516,12 @@ pub enum Action {
     CreateLead(Map<String, Value>),
     /// Emit an event (EventBridge PutEvents in AWS).
     Event(EmitEvent),
+    /// An HTTP call (DESIGN §9): written as a `webhook:` step (the loader refuses it under
+    /// `action:`, and the schema does not list it there); it travels as an action so that
+    /// every store queues it through the same outbox path, once per key, and reads back from
+    /// effects kept for recovery. In an effect, its `body` is the rendered text.
+    #[schemars(skip)]
+    Webhook(crate::webhook::Webhook),
 }
 
 impl Action {
@@ -529,6 +535,7 @@ impl Action {
             Action::Task(_) => "task",
             Action::CreateLead(_) => "create_lead",
             Action::Event(_) => "event",
+            Action::Webhook(_) => "webhook",
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::problem::Problem;
 use crate::schedule::{DateTimeSpec, Delay, LocalTime};
 
 /// The keys of a step (the JSON Schema lists the same).
-pub const STEP_KEYS: [&str; 17] = [
+pub const STEP_KEYS: [&str; 18] = [
     "id",
     "name",
     "description",
@@ -28,6 +28,7 @@ pub const STEP_KEYS: [&str; 17] = [
     "otherwise",
     "split",
     "action",
+    "webhook",
     "end",
     "next",
 ];
@@ -36,13 +37,13 @@ pub const STEP_KEYS: [&str; 17] = [
 /// afterwards, so that a problem in one of them does not hide the others (or the graph). Those
 /// are kept as JSON here; the JSON Schema names the shape they are read as.
 ///
-/// A step: one of send, wait_for, if, branches, split, action, end (or only a delay), with its
-/// targets.
+/// A step: one of send, wait_for, if, branches, split, action, webhook, end (or only a delay),
+/// with its targets.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[schemars(
     rename = "Step",
     deny_unknown_fields,
-    description = "A step: one of send, wait_for, if, branches, split, action, end (or only a delay), with its targets."
+    description = "A step: one of send, wait_for, if, branches, split, action, webhook, end (or only a delay), with its targets."
 )]
 pub(super) struct RawStep {
     /// Unique within the scenario.
@@ -87,6 +88,9 @@ pub(super) struct RawStep {
     /// One of tag, group, update_profile, export, task, create_lead, event.
     #[schemars(with = "Option<Action>")]
     action: Option<Value>,
+    /// An HTTP call per contact, signed, retried, then go on (`next`).
+    #[schemars(with = "Option<crate::webhook::Webhook>")]
+    webhook: Option<Value>,
     /// success, failure, abandon, neutral or a goal id.
     end: Option<String>,
     /// Where send, action and delay-only steps go on.
@@ -692,7 +696,7 @@ pub(super) fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (S
     if !v.is_object() {
         problems.push(Problem::error(
             &base,
-            "a step is a mapping with an id and what it does (send, wait_for, if, branches, split, action or end)",
+            "a step is a mapping with an id and what it does (send, wait_for, if, branches, split, action, webhook or end)",
         ));
         return (broken(id_hint), false);
     }
@@ -730,6 +734,7 @@ pub(super) fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (S
         ("branches", raw.branches.is_some()),
         ("split", raw.split.is_some()),
         ("action", raw.action.is_some()),
+        ("webhook", raw.webhook.is_some()),
         ("end", raw.end.is_some()),
     ]
     .into_iter()
@@ -757,9 +762,9 @@ pub(super) fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (S
     };
     stray(
         &mut errs,
-        raw.next.is_some() && !matches!(kind, "send" | "action" | "pass"),
+        raw.next.is_some() && !matches!(kind, "send" | "action" | "webhook" | "pass"),
         "next",
-        "send, action and delay-only steps",
+        "send, action, webhook and delay-only steps",
     );
     stray(
         &mut errs,
@@ -884,10 +889,35 @@ pub(super) fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (S
                 .action
                 .as_ref()
                 .and_then(|a| typed::<Action>(&format!("{base}.action"), a, problems))
+                .and_then(|a| match a {
+                    Action::Webhook(_) => {
+                        problems.push(Problem::error(
+                            format!("{base}.action.webhook"),
+                            "webhook is a step of its own: write `webhook: {url, ...}` on the step, not under action",
+                        ));
+                        None
+                    }
+                    a => Some(a),
+                })
                 .unwrap_or_else(|| Action::CreateLead(Map::new()));
             StepKind::Action {
                 action,
                 next: need(&mut errs, raw.next, "next", "an action step needs \"next\""),
+            }
+        }
+        "webhook" => {
+            // A webhook that did not read stands in as an action with nothing to check; its
+            // problems are already reported, located under `webhook`.
+            let action = raw
+                .webhook
+                .as_ref()
+                .and_then(|w| {
+                    typed::<crate::webhook::Webhook>(&format!("{base}.webhook"), w, problems)
+                })
+                .map_or_else(|| Action::CreateLead(Map::new()), Action::Webhook);
+            StepKind::Action {
+                action,
+                next: need(&mut errs, raw.next, "next", "a webhook step needs \"next\""),
             }
         }
         "end" => StepKind::End {
@@ -898,7 +928,7 @@ pub(super) fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (S
                 err(
                     &mut errs,
                     "",
-                    "a step needs one of send, wait_for, if, branches, split, action or end (or a delay and next)"
+                    "a step needs one of send, wait_for, if, branches, split, action, webhook or end (or a delay and next)"
                         .into(),
                 );
                 StepKind::Pass {
@@ -909,7 +939,7 @@ pub(super) fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (S
                 err(
                     &mut errs,
                     "",
-                    "a step needs send, wait_for, if, branches, split, action, end or at least a delay"
+                    "a step needs send, wait_for, if, branches, split, action, webhook, end or at least a delay"
                         .into(),
                 );
                 StepKind::Pass {

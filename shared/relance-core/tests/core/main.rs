@@ -8,9 +8,12 @@
 //! - [`properties`]: calendar properties of the schedule functions (proptest).
 //! - [`assignment`]: split paths and message variants picked by the engine against the
 //!   SHA-256 formula computed apart (proptest).
+//! - [`webhook`]: the webhook step: located validation problems, and the call the engine
+//!   queues.
 
 mod assignment;
 mod hostile;
 mod pinpoint;
 mod properties;
 mod validation;
+mod webhook;

@@ -1,6 +1,6 @@
 //! The embedded mode's tests, one binary: the HTTP API, the port contracts on SQLite, delivery
-//! faults, hostile inputs, the runtime over SQLite on a virtual clock, and assignment parity
-//! with `simulate` for 10,000 contacts against the formula.
+//! faults, hostile inputs, the runtime over SQLite on a virtual clock, assignment parity
+//! with `simulate` for 10,000 contacts against the formula, and the webhook worker.
 
 mod api;
 mod contract;
@@ -8,3 +8,4 @@ mod faults;
 mod hostile;
 mod parity;
 mod runtime;
+mod webhook;
