@@ -333,15 +333,9 @@ fn drip(label: &str, yaml: &str, id: &str, measured: bool) -> Run {
     }
     let handler_seconds = started.elapsed().as_secs_f64();
 
+    // Everything the handlers did, read before the test reads the journal (its queries are
+    // not the drip's).
     let counts = c.meter.counts();
-    let journal = rt.journal(id).unwrap_or_else(|e| panic!("{e}"));
-    let contact_steps: u64 = journal.steps.values().map(|s| s.entered).sum();
-    assert_eq!(journal.ends.get("success").copied(), Some(treated as u64));
-    let held_out = N - treated;
-    assert_eq!(
-        journal.ends.get("held_out").copied().unwrap_or(0),
-        held_out as u64
-    );
     let writes = c.meter.total(
         "DynamoDB",
         &["PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem"],
@@ -350,6 +344,16 @@ fn drip(label: &str, yaml: &str, id: &str, measured: bool) -> Run {
         .meter
         .total("DynamoDB", &["GetItem", "Query", "Scan", "BatchGetItem"]);
     let sqs_sends = c.meter.total("SQS", &[]);
+    let (write_units, read_units) = c.meter.dynamodb_units();
+    let by_kind = writes_by_kind(&c.meter);
+    let journal = rt.journal(id).unwrap_or_else(|e| panic!("{e}"));
+    let contact_steps: u64 = journal.steps.values().map(|s| s.entered).sum();
+    assert_eq!(journal.ends.get("success").copied(), Some(treated as u64));
+    let held_out = N - treated;
+    assert_eq!(
+        journal.ends.get("held_out").copied().unwrap_or(0),
+        held_out as u64
+    );
     // Lambda's event source mapping: one receive and one batched delete per ten messages.
     let sqs_polling = 2 * messages.div_ceil(10) as u64;
     let per = |n: u64| n as f64 / contact_steps as f64;
@@ -361,7 +365,7 @@ fn drip(label: &str, yaml: &str, id: &str, measured: bool) -> Run {
         println!("  {op:<32} {n:>6}  ({:.2} per contact-step)", per(*n));
     }
     println!("  DynamoDB writes by item (pk/sk):");
-    for (kind, n) in writes_by_kind(&c.meter) {
+    for (kind, n) in by_kind {
         println!("    {kind:<38} {n:>6}  ({:.2} per contact-step)", per(n));
     }
     println!(
@@ -382,7 +386,6 @@ fn drip(label: &str, yaml: &str, id: &str, measured: bool) -> Run {
         sqs_sends + sqs_polling,
         per(sqs_sends + sqs_polling)
     );
-    let (write_units, read_units) = c.meter.dynamodb_units();
     let events = c.meter.total("EventBridge", &["PutEvents"]);
     let emails = c.meter.total("SESv2", &["SendEmail"]);
     let sms = c.meter.total("SNS", &["Publish"]);
