@@ -1,11 +1,11 @@
 //! Cost counted, not guessed: a reference drip (email, a day, SMS to openers else a second
 //! email, end), and the same drip measured (a holdout, a split, a conversion), through the
-//! functions on the emulator with the same inputs (a third open, a tenth buy), every AWS request counted by an SDK
-//! interceptor (DynamoDB, SQS, SESv2, SNS, EventBridge; DynamoDB capacity units estimated
-//! from sizes), reported per contact-step and as dollars per million enrollments at list
-//! prices, next to Step Functions Standard. 30 contacts in the test suite; the documented
-//! run: `RELANCE_COST_CONTACTS=10000 ./scripts/test -p relance-aws --test aws cost:: --
-//! --nocapture`.
+//! functions on the emulator with the same inputs (a third open, a tenth buy), every AWS
+//! request counted by an SDK interceptor (DynamoDB, SQS, SESv2, SNS, EventBridge; DynamoDB
+//! capacity units estimated from sizes), reported per contact-step and as dollars per million
+//! enrollments at list prices, next to Step Functions Standard. 30 contacts in the test
+//! suite; the documented run: `RELANCE_COST_CONTACTS=10000 ./scripts/test -p relance-aws
+//! --test aws cost:: -- --nocapture`.
 
 use crate::support::{at, create_queue};
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
@@ -81,8 +81,8 @@ impl Run {
 }
 
 /// DynamoDB write requests by the kind of item they write (`pk` and `sk` up to their first
-/// `#`, instants shown as `{at}`, idempotency keys as `{key}`): where the writes go. A batch counts once per request, under
-/// `BatchWriteItem` and the kinds of its items.
+/// `#`, instants shown as `{at}`, idempotency keys as `{key}`): where the writes go. A batch
+/// counts once per request, under `BatchWriteItem` and the kinds of its items.
 fn writes_by_kind(meter: &relance_aws::meter::Meter) -> std::collections::BTreeMap<String, u64> {
     fn kind(key: &Value) -> String {
         let part = |name: &str| {
