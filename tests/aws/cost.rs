@@ -1,12 +1,11 @@
 //! Cost counted, not guessed: a reference drip (email, a day, SMS to openers else a second
-//! email, end) through the functions on the emulator, every AWS request counted by an SDK
-//! interceptor (DynamoDB, SQS, SESv2, SNS, EventBridge; DynamoDB capacity units estimated
-//! from sizes), reported per contact-step and as dollars per million enrollments at list
-//! prices, next to Step Functions Standard. 30 contacts in the test suite; the documented
-//! run: `RELANCE_COST_CONTACTS=10000 ./scripts/test -p relance-aws --test aws cost:: --
-//! --nocapture`.
-
-use std::sync::OnceLock;
+//! email, end), and the same drip measured (a holdout, a split, a conversion), through the
+//! functions on the emulator with the same inputs (a third open, a tenth buy), every AWS
+//! request counted by an SDK interceptor (DynamoDB, SQS, SESv2, SNS, EventBridge; DynamoDB
+//! capacity units estimated from sizes), reported per contact-step and as dollars per million
+//! enrollments at list prices, next to Step Functions Standard. 30 contacts in the test
+//! suite; the documented run: `RELANCE_COST_CONTACTS=10000 ./scripts/test -p relance-aws
+//! --test aws cost:: -- --nocapture`.
 
 use crate::support::{at, create_queue};
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
@@ -46,14 +45,8 @@ mod price {
 }
 
 const DRIP: &str = include_str!("../../examples/reference-drip.yaml");
-
-type Clients = crate::support::Metered;
-
-/// One set of metered clients for the whole file.
-fn clients() -> &'static Clients {
-    static C: OnceLock<Clients> = OnceLock::new();
-    C.get_or_init(crate::support::metered)
-}
+/// The same drip measured: a holdout, a split and a conversion (the cost of measurement).
+const MEASURED: &str = include_str!("../../examples/reference-drip-measured.yaml");
 
 /// Reads and deletes every visible message, as Lambda's event source mapping does (not counted:
 /// the mapping's polling is billed apart; its receives and deletes are estimated below).
@@ -74,15 +67,129 @@ fn in_tens(event: SqsEvent) -> Vec<SqsEvent> {
         .collect()
 }
 
+/// The counts of one run of a drip, per contact-step.
+struct Run {
+    contact_steps: u64,
+    writes: u64,
+    sqs: u64,
+}
+
+impl Run {
+    fn per(&self, n: u64) -> f64 {
+        n as f64 / self.contact_steps as f64
+    }
+}
+
+/// DynamoDB write requests by the kind of item they write (`pk` and `sk` up to their first
+/// `#`, instants shown as `{at}`, idempotency keys as `{key}`): where the writes go. A batch
+/// counts once per request, under `BatchWriteItem` and the kinds of its items.
+fn writes_by_kind(meter: &relance_aws::meter::Meter) -> std::collections::BTreeMap<String, u64> {
+    fn kind(key: &Value) -> String {
+        let part = |name: &str| {
+            let text = key[name]["S"].as_str().unwrap_or("");
+            let head = text.split('#').next().unwrap_or("");
+            if head.starts_with(|c: char| c.is_ascii_digit()) {
+                "{at}".to_string()
+            } else if head.contains(':') {
+                "{key}".to_string()
+            } else {
+                head.to_string()
+            }
+        };
+        format!("{}/{}", part("pk"), part("sk"))
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for (op, body) in meter.requests() {
+        let Some(op) = op.strip_prefix("DynamoDB.") else {
+            continue;
+        };
+        let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        let kinds: Vec<String> = match op {
+            "PutItem" => vec![kind(&body["Item"])],
+            "UpdateItem" | "DeleteItem" => vec![kind(&body["Key"])],
+            "BatchWriteItem" => {
+                let mut k: Vec<String> = body["RequestItems"]
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|tables| tables.values())
+                    .filter_map(Value::as_array)
+                    .flatten()
+                    .map(|w| {
+                        if w["PutRequest"].is_object() {
+                            kind(&w["PutRequest"]["Item"])
+                        } else {
+                            kind(&w["DeleteRequest"]["Key"])
+                        }
+                    })
+                    .collect();
+                k.sort();
+                k.dedup();
+                k
+            }
+            _ => continue,
+        };
+        for k in kinds {
+            *out.entry(format!("{op} {k}")).or_default() += 1;
+        }
+    }
+    out
+}
+
+/// Whose contacts open the first email (a third) and who buys (a tenth, within the window).
+fn opens(i: usize) -> bool {
+    i.is_multiple_of(3)
+}
+fn buys(i: usize) -> bool {
+    i % 10 == 1
+}
+
 #[test]
 fn a_reference_drip_costs_counted_requests_per_contact_step() {
     if crate::support::offline() {
         return;
     }
+    let run = drip("plain", DRIP, "drip", false);
+    // The budget, as counts (not timings): at most 2.5 writes and 0.4 SQS requests.
+    assert!(
+        run.per(run.writes) <= 2.5,
+        "{:.2} DynamoDB writes per contact-step",
+        run.per(run.writes)
+    );
+    assert!(
+        run.per(run.sqs) <= 0.4,
+        "{:.2} SQS requests per contact-step",
+        run.per(run.sqs)
+    );
+}
+
+#[test]
+fn the_measured_drip_costs_counted_requests_per_contact_step() {
+    if crate::support::offline() {
+        return;
+    }
+    let run = drip("measured", MEASURED, "drip-measured", true);
+    // Measurement (a holdout, a split, a conversion watch per entry and the purchases
+    // checked against it) stays within the same budget.
+    assert!(
+        run.per(run.writes) <= 2.5,
+        "{:.2} DynamoDB writes per contact-step",
+        run.per(run.writes)
+    );
+    assert!(
+        run.per(run.sqs) <= 0.4,
+        "{:.2} SQS requests per contact-step",
+        run.per(run.sqs)
+    );
+}
+
+/// Runs `yaml` (scenario `id`) through the functions for N contacts, with the same inputs
+/// whichever the drip: a third open the first email, a tenth buy; prints the counts.
+fn drip(label: &str, yaml: &str, id: &str, measured: bool) -> Run {
     #[allow(non_snake_case)]
     let N = contacts_n();
-    let c = clients();
-    let prefix = format!("c{}-", std::process::id());
+    // Clients of its own: each run's meter counts its own requests only.
+    let c = &crate::support::metered();
+    let prefix = format!("c{}-{label}-", std::process::id());
     let mut config = AwsConfig::with_prefix(&prefix, 4);
     c.runtime
         .block_on(DynamoStore::create_tables(&c.dynamo, &config))
@@ -127,23 +234,35 @@ fn a_reference_drip_costs_counted_requests_per_contact_step() {
     rt.import(&contacts, t0, &mut |_| {})
         .unwrap_or_else(|e| panic!("{e}"));
     let put = rt
-        .put_scenario(DRIP, SourceFormat::Yaml, t0)
+        .put_scenario(yaml, SourceFormat::Yaml, t0)
         .unwrap_or_else(|e| panic!("{e}"));
     rt.set_status(&put.id, Status::Active, t0)
         .unwrap_or_else(|e| panic!("{e}"));
     c.meter.reset();
 
     // Launch (the LaunchScenario command), first emails out.
-    let launch: EventBridgeEvent<Value> = serde_json::from_value(json!({"detail-type": "relance.launch", "source": "test", "time": t0, "detail": {"scenario": "drip"}})).unwrap_or_else(|e| panic!("{e}"));
+    let launch: EventBridgeEvent<Value> = serde_json::from_value(json!({"detail-type": "relance.launch", "source": "test", "time": t0, "detail": {"scenario": id}})).unwrap_or_else(|e| panic!("{e}"));
     handlers::trigger(&mut rt, None, &launch, t0).unwrap_or_else(|e| panic!("{e}"));
     let email_url = config.queues.email.clone().unwrap_or_default();
     let sms_url = config.queues.sms.clone().unwrap_or_default();
     let mut messages = 0;
     let started = std::time::Instant::now();
     let mut invocations = 0u64;
+    // Each email's step, for the opens below (the split places a contact on `first` or
+    // `first-b`; the holdout sends nothing).
+    let mut first_step = std::collections::BTreeMap::new();
     for batch in in_tens(take(&email_url)) {
         messages += batch.records.len();
         invocations += 1;
+        for r in &batch.records {
+            let m: Value = serde_json::from_str(r.body.as_deref().unwrap_or("null"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let send = &m["send"];
+            first_step.insert(
+                send["contact"].as_str().unwrap_or_default().to_string(),
+                send["step"].as_str().unwrap_or_default().to_string(),
+            );
+        }
         assert!(
             handlers::channel_sender(&senders, rt.store(), &batch, t0)
                 .batch_item_failures
@@ -152,12 +271,15 @@ fn a_reference_drip_costs_counted_requests_per_contact_step() {
     }
     // A third of the contacts open it (SES feedback through the engagement function).
     let opens: Vec<Value> = (0..N)
-        .step_by(3)
-        .map(|i| {
-            let ses = json!({"eventType": "Open", "mail": {"timestamp": "2026-12-01T09:00:01Z", "tags": {"relance_contact": [format!("c{i:03}")], "relance_scenario": ["drip"], "relance_step": ["first"]}}, "open": {"timestamp": "2026-12-01T10:00:00Z"}});
-            json!({"messageId": format!("o{i}"), "body": ses.to_string(), "attributes": {}, "messageAttributes": {}})
+        .filter(|i| opens(*i))
+        .filter_map(|i| {
+            let contact = format!("c{i:03}");
+            let step = first_step.get(&contact)?;
+            let ses = json!({"eventType": "Open", "mail": {"timestamp": "2026-12-01T09:00:01Z", "tags": {"relance_contact": [contact], "relance_scenario": [id], "relance_step": [step]}}, "open": {"timestamp": "2026-12-01T10:00:00Z"}});
+            Some(json!({"messageId": format!("o{i}"), "body": ses.to_string(), "attributes": {}, "messageAttributes": {}}))
         })
         .collect();
+    let opened = opens.len();
     let opens: SqsEvent =
         serde_json::from_value(json!({"Records": opens})).unwrap_or_else(|e| panic!("{e}"));
     for batch in in_tens(opens) {
@@ -169,6 +291,15 @@ fn a_reference_drip_costs_counted_requests_per_contact_step() {
                 .is_empty()
         );
     }
+    // A tenth buy two hours in (activity events through the trigger function, one each),
+    // held-out contacts included: within the window, each converts its entry.
+    let purchase_at = t0 + TimeDelta::hours(2);
+    let buyers = (0..N).filter(|i| buys(*i)).count();
+    for i in (0..N).filter(|i| buys(*i)) {
+        let event: EventBridgeEvent<Value> = serde_json::from_value(json!({"detail-type": handlers::detail_type::ACTIVITY, "source": "shop", "time": purchase_at, "detail": {"contact": format!("c{i:03}"), "event": "purchase", "properties": {"amount": 25}, "at": purchase_at}})).unwrap_or_else(|e| panic!("{e}"));
+        invocations += 1;
+        handlers::trigger(&mut rt, None, &event, purchase_at).unwrap_or_else(|e| panic!("{e}"));
+    }
     // A day later: the tick queues the checks, the step executor runs them, the senders send.
     let day = t0 + TimeDelta::days(1);
     let summary = handlers::tick(
@@ -177,7 +308,8 @@ fn a_reference_drip_costs_counted_requests_per_contact_step() {
         day,
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(summary.queued, N);
+    let treated = first_step.len();
+    assert_eq!(summary.queued, treated);
     invocations += 1;
     for batch in in_tens(take(&step_queue)) {
         messages += batch.records.len();
@@ -201,10 +333,9 @@ fn a_reference_drip_costs_counted_requests_per_contact_step() {
     }
     let handler_seconds = started.elapsed().as_secs_f64();
 
+    // Everything the handlers did, read before the test reads the journal (its queries are
+    // not the drip's).
     let counts = c.meter.counts();
-    let journal = rt.journal("drip").unwrap_or_else(|e| panic!("{e}"));
-    let contact_steps: u64 = journal.steps.values().map(|s| s.entered).sum();
-    assert_eq!(journal.ends.get("success").copied(), Some(N as u64));
     let writes = c.meter.total(
         "DynamoDB",
         &["PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem"],
@@ -213,12 +344,29 @@ fn a_reference_drip_costs_counted_requests_per_contact_step() {
         .meter
         .total("DynamoDB", &["GetItem", "Query", "Scan", "BatchGetItem"]);
     let sqs_sends = c.meter.total("SQS", &[]);
+    let (write_units, read_units) = c.meter.dynamodb_units();
+    let by_kind = writes_by_kind(&c.meter);
+    let journal = rt.journal(id).unwrap_or_else(|e| panic!("{e}"));
+    let contact_steps: u64 = journal.steps.values().map(|s| s.entered).sum();
+    assert_eq!(journal.ends.get("success").copied(), Some(treated as u64));
+    let held_out = N - treated;
+    assert_eq!(
+        journal.ends.get("held_out").copied().unwrap_or(0),
+        held_out as u64
+    );
     // Lambda's event source mapping: one receive and one batched delete per ten messages.
     let sqs_polling = 2 * messages.div_ceil(10) as u64;
     let per = |n: u64| n as f64 / contact_steps as f64;
-    println!("reference drip, {N} contacts, {contact_steps} contact-steps:");
+    println!(
+        "{label} drip ({id}), {N} contacts ({held_out} held out, {opened} opened, {buyers} bought, {} converted), {contact_steps} contact-steps:",
+        journal.converted
+    );
     for (op, n) in &counts {
         println!("  {op:<32} {n:>6}  ({:.2} per contact-step)", per(*n));
+    }
+    println!("  DynamoDB writes by item (pk/sk):");
+    for (kind, n) in by_kind {
+        println!("    {kind:<38} {n:>6}  ({:.2} per contact-step)", per(n));
     }
     println!(
         "  DynamoDB writes                  {writes:>6}  ({:.2} per contact-step)",
@@ -229,11 +377,15 @@ fn a_reference_drip_costs_counted_requests_per_contact_step() {
         per(reads)
     );
     println!(
+        "  per enrollment: {:.2} DynamoDB writes, {:.2} reads",
+        writes as f64 / N as f64,
+        reads as f64 / N as f64
+    );
+    println!(
         "  SQS sends + polling (estimated)  {:>6}  ({:.2} per contact-step)",
         sqs_sends + sqs_polling,
         per(sqs_sends + sqs_polling)
     );
-    let (write_units, read_units) = c.meter.dynamodb_units();
     let events = c.meter.total("EventBridge", &["PutEvents"]);
     let emails = c.meter.total("SESv2", &["SendEmail"]);
     let sms = c.meter.total("SNS", &["Publish"]);
@@ -285,21 +437,16 @@ fn a_reference_drip_costs_counted_requests_per_contact_step() {
         "  Step Functions Standard, 5 transitions per enrollment: ${:.2} (transitions only)",
         5.0 * price::STEP_FUNCTIONS_TRANSITION
     );
-    assert_eq!(emails, (2 * N - N.div_ceil(3)) as u64);
+    // Treated contacts get the first email, then the SMS if they opened it, else the second.
+    assert_eq!(emails, (2 * treated - opened) as u64);
+    assert_eq!(sms, opened as u64);
     assert_eq!(events, N as u64, "one enrollment.ended event per contact");
-    assert_eq!(sms, N.div_ceil(3) as u64);
+    // Each buyer converts its entry when the drip measures conversions.
+    assert_eq!(journal.converted, if measured { buyers as u64 } else { 0 });
     assert!(writes > 0 && reads > 0);
-    // The budget, as counts (not timings): at most 2.6 writes and 0.4 SQS requests. (It was
-    // 2.5 until issue 11 made engagement and activity exactly once: each reaction now also
-    // records its idempotency key, one conditional put; issue 16 owns cutting writes.)
-    assert!(
-        per(writes) <= 2.6,
-        "{:.2} DynamoDB writes per contact-step",
-        per(writes)
-    );
-    assert!(
-        per(sqs_sends + sqs_polling) <= 0.4,
-        "{:.2} SQS requests per contact-step",
-        per(sqs_sends + sqs_polling)
-    );
+    Run {
+        contact_steps,
+        writes,
+        sqs: sqs_sends + sqs_polling,
+    }
 }

@@ -52,7 +52,13 @@ fn needs(d: &Deployment, op: &str, body: &str) -> (String, String, Option<String
         .unwrap_or_else(|| panic!("{op}: a call the permissions table does not know"));
     let json: Value = serde_json::from_str(body).unwrap_or(Value::Null);
     let resource = match service {
-        "DynamoDB" => match json["TableName"].as_str() {
+        // A batch names its table as the key of its requests (one table per batch here).
+        "DynamoDB" => match json["TableName"].as_str().or_else(|| {
+            json["RequestItems"]
+                .as_object()
+                .and_then(|tables| tables.keys().next())
+                .map(String::as_str)
+        }) {
             Some(t) if t == d.config.state_table => "StateTable".to_string(),
             Some(t) if t == d.config.timers_table => "TimersTable".to_string(),
             other => panic!("{op} on an unknown table {other:?}"),
@@ -101,9 +107,27 @@ fn needs(d: &Deployment, op: &str, body: &str) -> (String, String, Option<String
         }
         _ => "*".to_string(),
     };
+    // A batch's partition key, when all its items share one (a leading-keys condition
+    // must hold for every item).
+    let batch_pk = || {
+        let pks: BTreeSet<&str> = json["RequestItems"]
+            .as_object()?
+            .values()
+            .filter_map(Value::as_array)
+            .flatten()
+            .map(|w| {
+                w["PutRequest"]["Item"]["pk"]["S"]
+                    .as_str()
+                    .or_else(|| w["DeleteRequest"]["Key"]["pk"]["S"].as_str())
+                    .unwrap_or_default()
+            })
+            .collect();
+        (pks.len() == 1).then(|| pks.into_iter().next().unwrap_or_default())
+    };
     let pk = json["Key"]["pk"]["S"]
         .as_str()
         .or_else(|| json["Item"]["pk"]["S"].as_str())
+        .or_else(batch_pk)
         .map(str::to_string);
     (action, resource, pk)
 }

@@ -1005,3 +1005,64 @@ fn consent_log_keeps_append_order_across_the_old_and_new_key_shapes() {
     // The later event decides.
     assert_eq!(derived.subscriptions.get("newsletter"), Some(&true));
 }
+
+#[test]
+fn a_batch_journal_items_land_together_at_the_flush_and_stand_for_their_transitions() {
+    if crate::support::offline() {
+        return;
+    }
+    // The enrollments stay running (waiting for the second email), so a repeat launch skips
+    // them.
+    let yaml = "id: batched\nlaunch: {type: manual}\nmessages:\n  m: {channel: email, subject: s, text: x}\n  n: {channel: email, subject: n, text: x}\nsteps:\n  - {id: first, send: m, next: second}\n  - {id: second, send: n, next: done, delay: {after: P1D}}\n  - {id: done, end: success}\n";
+    let t0 = at("2026-12-01T09:00:00Z");
+    let mut deferred = store("batched");
+    deferred.set_auto_flush(false);
+    let mut rt = Runtime::new(deferred);
+    // 60 contacts: more than one BatchWriteItem request (25, 25, 10 items).
+    let contacts: String = (0..60)
+        .map(|i| format!("{{\"id\": \"c{i:02}\", \"email\": \"c{i}@x.io\"}}\n"))
+        .collect();
+    import(&mut rt, &contacts, t0);
+    activate(&mut rt, yaml, t0);
+    let report = rt
+        .launch(
+            LaunchDetail {
+                scenario: "batched".into(),
+                contacts: None,
+            },
+            t0,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.entered, 60);
+    // Another store on the same tables (another function) sees no journal item yet; this one
+    // reads its own.
+    let emu = emulator();
+    let mut other = Runtime::new(DynamoStore::new(
+        emu.dynamo.clone(),
+        rt.store().config().clone(),
+        Bridge::new(emu.runtime.handle().clone()),
+    ));
+    let counts = |rt: &mut Runtime<DynamoStore>| {
+        let j = rt.journal("batched").unwrap_or_else(|e| panic!("{e}"));
+        (j.entered, j.steps.get("first").map_or(0, |s| s.sent))
+    };
+    assert_eq!(counts(&mut other), (0, 0));
+    assert_eq!(counts(&mut rt), (60, 60));
+    rt.store().flush().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(counts(&mut other), (60, 60));
+    // A repeat launch finds every enrollment whole: nothing entered, nothing journaled twice.
+    let again = rt
+        .launch(
+            LaunchDetail {
+                scenario: "batched".into(),
+                contacts: None,
+            },
+            t0,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again.entered, 0);
+    assert_eq!(again.skipped.get("already_running"), Some(&60));
+    rt.store().flush().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(counts(&mut other), (60, 60));
+    assert_eq!(sends(other.store()).len(), 60);
+}

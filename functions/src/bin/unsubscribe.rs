@@ -10,6 +10,9 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let f = relance_functions::from_env().await?;
+    // Internet-facing: its role holds no BatchWriteItem (which could delete), so each of its
+    // transitions writes its journal item alone, as it happens (one request: nothing to batch).
+    relance_functions::lock(&f).store().set_auto_flush(true);
     // Once per cold start, before serving: from Secrets Manager by ARN (at least 32 bytes).
     let secret = relance_functions::unsubscribe_secret().await?;
     run(service_fn(

@@ -141,6 +141,20 @@ pub fn trigger<S: HandlerStore>(
     event: &EventBridgeEvent<Value>,
     now: DateTime<Utc>,
 ) -> Result<(), HandlerError> {
+    let result = trigger_event(rt, fanout, event, now);
+    // Flushed whatever happened: the transitions done before a failure are whole once their
+    // journal items are written (the retried event then finds them done), and nothing waits
+    // in the store for the function's next invocation.
+    let flushed = rt.store().flush().map_err(store_err);
+    result.and(flushed)
+}
+
+fn trigger_event<S: HandlerStore>(
+    rt: &mut Runtime<S>,
+    fanout: Option<&dyn Dispatch>,
+    event: &EventBridgeEvent<Value>,
+    now: DateTime<Utc>,
+) -> Result<(), HandlerError> {
     match event.detail_type.as_str() {
         detail_type::CONTACT => {
             rt.upsert_contact(decode::<ContactDetail>(&event.detail)?, now)?;
@@ -172,7 +186,6 @@ pub fn trigger<S: HandlerStore>(
             )));
         }
     }
-    rt.store().flush().map_err(store_err)?;
     Ok(())
 }
 
@@ -237,8 +250,10 @@ pub fn tick<S: HandlerStore>(
     dispatch: &dyn Dispatch,
     now: DateTime<Utc>,
 ) -> Result<TickSummary, HandlerError> {
-    let report = rt.tick_schedules(now)?;
+    let report = rt.tick_schedules(now);
+    // Flushed even when a schedule failed (see `trigger`).
     rt.store().flush().map_err(store_err)?;
+    let report = report?;
     let horizon = now + LOOKAHEAD;
     // Timers up to the previous tick's horizon were queued already: queued again they would
     // only double a backlog (a herd not yet fired). Those long overdue are queued again, in
@@ -428,6 +443,17 @@ pub fn sms_delivery<S: HandlerStore>(
     event: &aws_lambda_events::event::cloudwatch_logs::LogsEvent,
     now: DateTime<Utc>,
 ) -> Result<usize, HandlerError> {
+    let result = sms_delivery_lines(rt, event, now);
+    // Flushed even when a line failed (see `trigger`).
+    let flushed = rt.store().flush().map_err(store_err);
+    flushed.and(result)
+}
+
+fn sms_delivery_lines<S: HandlerStore>(
+    rt: &mut Runtime<S>,
+    event: &aws_lambda_events::event::cloudwatch_logs::LogsEvent,
+    now: DateTime<Utc>,
+) -> Result<usize, HandlerError> {
     let mut recorded = 0;
     for entry in &event.aws_logs.data.log_events {
         let Some((id, kind, link_tags)) = (match sms_delivery_status(&entry.message) {
@@ -503,12 +529,14 @@ pub fn unsubscribe<S: HandlerStore>(
             tracing::warn!(status, why, "unsubscribe refused");
             (status, links::page_html(why, None))
         }
-        (Ok(claim), "POST") => match rt.unsubscribe(&claim, now) {
+        (Ok(claim), "POST") => match unsubscribe_flushed(rt, &claim, now) {
             Ok(()) => (
                 200,
                 links::page_html(&links::done_text(&claim.communication_type), None),
             ),
-            Err(RuntimeError::BadInput { message, .. }) => (404, links::page_html(&message, None)),
+            Err(HandlerError::Runtime(RuntimeError::BadInput { message, .. })) => {
+                (404, links::page_html(&message, None))
+            }
             Err(e) => {
                 tracing::error!(error = %e, "unsubscribe failed");
                 (
@@ -528,6 +556,18 @@ pub fn unsubscribe<S: HandlerStore>(
     );
     response.body = Some(html);
     response
+}
+
+/// Unsubscribes, then flushes whatever happened (see `trigger`): the answer says done only
+/// once its writes are.
+fn unsubscribe_flushed<S: HandlerStore>(
+    rt: &mut Runtime<S>,
+    claim: &relance_core::unsubscribe::UnsubscribeClaim,
+    now: DateTime<Utc>,
+) -> Result<(), HandlerError> {
+    let done = rt.unsubscribe(claim, now);
+    let flushed = rt.store().flush().map_err(store_err);
+    done.map_err(HandlerError::from).and(flushed)
 }
 
 /// engagement, whatever invoked it: an SQS batch of SES feedback (the answer is the batch

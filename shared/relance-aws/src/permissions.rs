@@ -93,10 +93,25 @@ const STATE_RUNTIME: Grant = allow(
         "dynamodb:GetItem",
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
+        "dynamodb:BatchWriteItem",
         "dynamodb:Query",
     ],
     &["StateTable"],
-    "scenarios, contacts, history, enrollments (conditional puts), entry marks, journal, tick cursor",
+    "scenarios, contacts, history, enrollments (conditional puts), entry marks, journal (a batch's items in BatchWriteItem), tick cursor",
+);
+
+/// The state table of the internet-facing unsubscribe function: as [`STATE_RUNTIME`] but no
+/// BatchWriteItem, which can delete (its store writes each journal item alone: it flushes as
+/// it goes).
+const STATE_INTERNET: Grant = allow(
+    &[
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:Query",
+    ],
+    &["StateTable"],
+    "scenarios, contacts, history, enrollments (conditional puts), entry marks, journal",
 );
 
 /// The state table of the trigger and the tick: also Scan (a launch to a whole audience lists
@@ -106,6 +121,7 @@ const STATE_LISTING: Grant = allow(
         "dynamodb:GetItem",
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
+        "dynamodb:BatchWriteItem",
         "dynamodb:DeleteItem",
         "dynamodb:Query",
         "dynamodb:Scan",
@@ -363,7 +379,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
         resource: "UnsubscribeFunction",
         binary: "unsubscribe",
         grants: &[
-            STATE_RUNTIME,
+            STATE_INTERNET,
             TIMERS_WRITE,
             allow(
                 &["sqs:SendMessage"],

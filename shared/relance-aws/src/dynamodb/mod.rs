@@ -18,7 +18,12 @@
 //! There are no transactions: every write is idempotent (deterministic keys) or conditional.
 //! The enrollment is written first, conditionally on its version, carrying the transition's
 //! effects as `pending`; they are then applied and cleared. A crash in between is repaired the
-//! next time the enrollment is read.
+//! next time the enrollment is read. A handler that flushes once per batch writes the batch's
+//! journal items (each the proof that its transition's effects were applied) together, 25
+//! per `BatchWriteItem`: unconditional puts of deterministic keys, so a partial write is
+//! repaired as a crash before the item is (the effects are re-applied, idempotently, when the
+//! input is redelivered). Conditional writes (enrollment versions, entry marks, input keys,
+//! send claims) stay single requests, in their order.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -26,8 +31,8 @@ use std::sync::Arc;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest,
+    ScalarAttributeType, TimeToLiveSpecification, WriteRequest,
 };
 use chrono::{DateTime, Utc};
 use relance_core::contact::Contact;
@@ -55,6 +60,12 @@ mod scenarios;
 mod timers;
 
 use item::{Item, dynamo, from_json, get_s, is_conditional, paged, s, to_json};
+
+/// The most items one `BatchWriteItem` request takes (DynamoDB's limit).
+const BATCH_WRITE: usize = 25;
+
+/// Attempts at a batch's unprocessed items before the flush fails (and its input is retried).
+const BATCH_ATTEMPTS: u32 = 8;
 
 /// Effects kept on an enrollment until they are applied.
 #[derive(Debug, Serialize, Deserialize)]
@@ -125,9 +136,9 @@ impl DynamoStore {
     }
 
     /// Hands the deferred channel messages to the dispatch port (ten per request, per
-    /// channel), then writes the deferred journal items. A transition counts as applied only
-    /// once its journal item is written, so a failure here leaves it to be re-applied when the
-    /// input is redelivered.
+    /// channel), then writes the deferred journal items, 25 per `BatchWriteItem` request. A
+    /// transition counts as applied only once its journal item is written, so a failure here
+    /// leaves it to be re-applied when the input is redelivered.
     pub fn flush(&mut self) -> Result<(), StoreError> {
         let messages = std::mem::take(&mut self.deferred_messages);
         if let Some(dispatch) = &self.dispatch {
@@ -146,10 +157,14 @@ impl DynamoStore {
                 dispatch.to_channel(channel, &list)?;
             }
         }
-        for marker in std::mem::take(&mut self.deferred_markers) {
-            self.put(marker)?;
+        // Journal items are unconditional puts of deterministic keys (instant, enrollment,
+        // version), each independent of the others: written in any order, in batches, and a
+        // retry rewrites the same items. One item alone goes as a plain put (same cost).
+        let markers = std::mem::take(&mut self.deferred_markers);
+        match <[Item; 1]>::try_from(markers) {
+            Ok([marker]) => self.put(marker),
+            Err(markers) => self.put_batch(markers),
         }
-        Ok(())
     }
 
     /// Sends, ends, goals and actions for other systems are handed to `dispatch`.
@@ -308,6 +323,73 @@ impl DynamoStore {
                     .send(),
             )
             .map_err(dynamo("PutItem"))?;
+        Ok(())
+    }
+
+    /// Puts `items` in the state table, [`BATCH_WRITE`] per `BatchWriteItem` request, retrying
+    /// what DynamoDB leaves unprocessed (throttling) with a growing pause, up to
+    /// [`BATCH_ATTEMPTS`] times. Only for unconditional puts of deterministic keys, whose order
+    /// does not matter: a batch takes no condition, and a partial failure must be harmless
+    /// (the caller's retry rewrites the same items). A key given twice is written once, with
+    /// its last item (a batch refuses duplicate keys).
+    fn put_batch(&self, items: Vec<Item>) -> Result<(), StoreError> {
+        let mut unique: Vec<Item> = Vec::with_capacity(items.len());
+        let mut place: HashMap<(String, String), usize> = HashMap::new();
+        for item in items {
+            let key = (
+                get_s(&item, keys::PK).unwrap_or_default().to_string(),
+                get_s(&item, keys::SK).unwrap_or_default().to_string(),
+            );
+            match place.get(&key) {
+                Some(&i) => unique[i] = item,
+                None => {
+                    place.insert(key, unique.len());
+                    unique.push(item);
+                }
+            }
+        }
+        for chunk in unique.chunks(BATCH_WRITE) {
+            let mut requests = chunk
+                .iter()
+                .map(|item| {
+                    let put = PutRequest::builder()
+                        .set_item(Some(item.clone()))
+                        .build()
+                        .map_err(|e| DynamoError::new("BatchWriteItem", e.to_string()))?;
+                    Ok(WriteRequest::builder().put_request(put).build())
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            let mut attempt = 0;
+            while !requests.is_empty() {
+                if attempt == BATCH_ATTEMPTS {
+                    return Err(DynamoError::new(
+                        "BatchWriteItem",
+                        format!(
+                            "{} items still unprocessed after {BATCH_ATTEMPTS} attempts",
+                            requests.len()
+                        ),
+                    )
+                    .into());
+                }
+                if attempt > 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(25 << attempt));
+                }
+                attempt += 1;
+                let out = self
+                    .bridge
+                    .block(
+                        self.client
+                            .batch_write_item()
+                            .request_items(&self.config.state_table, requests)
+                            .send(),
+                    )
+                    .map_err(dynamo("BatchWriteItem"))?;
+                requests = out
+                    .unprocessed_items
+                    .and_then(|mut left| left.remove(&self.config.state_table))
+                    .unwrap_or_default();
+            }
+        }
         Ok(())
     }
 
