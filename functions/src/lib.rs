@@ -127,8 +127,9 @@ pub async fn run_sender() -> Result<(), Error> {
     .await
 }
 
-/// Runs the webhook sender: the guarded HTTP client, the webhook secrets read once from
-/// Secrets Manager, the ledger, and the runtime (a `save` is a contact update).
+/// Runs the webhook sender: the guarded HTTP client, the Lambda client of invoke steps, the
+/// webhook secrets read once from Secrets Manager, the ledger, and the runtime (a `save` is a
+/// contact update).
 pub async fn run_webhook_sender() -> Result<(), Error> {
     use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
     use lambda_runtime::{LambdaEvent, run, service_fn};
@@ -155,7 +156,10 @@ pub async fn run_webhook_sender() -> Result<(), Error> {
         queue_url,
         f.config.queues.webhook_dlq.clone(),
         bridge,
-    );
+    )
+    .with_invoker(Arc::new(relance_aws::callout::LambdaInvoker::new(
+        aws_sdk_lambda::Client::new(&sdk),
+    )));
     run(service_fn(|event: LambdaEvent<SqsEvent>| {
         let (f, sender) = (f.clone(), sender.clone());
         async move {

@@ -201,7 +201,10 @@ fn webhooks_go_through_their_queue_signed_retried_once_per_key_and_dead_lettered
     let queued: CallMessage = serde_json::from_str(first.records[0].body.as_deref().unwrap_or(""))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(queued.contact, "c1");
-    assert_eq!(queued.webhook.body.as_deref(), Some("{\"id\": \"c1\"}"));
+    assert_eq!(
+        queued.webhook.as_ref().and_then(|w| w.body.as_deref()),
+        Some("{\"id\": \"c1\"}")
+    );
     let key = queued.header_key();
 
     let env = HashMap::from([
@@ -297,8 +300,10 @@ fn webhooks_go_through_their_queue_signed_retried_once_per_key_and_dead_lettered
     let mut gone = queued.clone();
     gone.contact = "c2".into();
     gone.enrollment = "hook:c2:1".into();
-    gone.webhook.url = format!("{base}/hook/gone");
-    gone.webhook.save.clear();
+    if let Some(w) = gone.webhook.as_mut() {
+        w.url = format!("{base}/hook/gone");
+        w.save.clear();
+    }
     let _ = webhook_sender(&mut rt, &sender, &event_of(&gone), Utc::now());
     let records = rt
         .store()
@@ -314,7 +319,9 @@ fn webhooks_go_through_their_queue_signed_retried_once_per_key_and_dead_lettered
     let mut down = queued.clone();
     down.contact = "c3".into();
     down.enrollment = "hook:c3:1".into();
-    down.webhook.url = format!("{base}/hook/down");
+    if let Some(w) = down.webhook.as_mut() {
+        w.url = format!("{base}/hook/down");
+    }
     down.first_at = Some(Utc::now() - TimeDelta::hours(24));
     down.attempts = 30;
     let _ = webhook_sender(&mut rt, &sender, &event_of(&down), Utc::now());
@@ -333,5 +340,191 @@ fn webhooks_go_through_their_queue_signed_retried_once_per_key_and_dead_lettered
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert!(dead[0].1.contains("hook:c3:1"), "{}", dead[0].1);
     // Neither the 404 nor the dead letter left a copy on the queue.
+    assert!(crate::support::drain(&queue).is_empty());
+}
+
+/// Answers the statuses it is given in turn (202 once they are used), keeping each invoke.
+#[derive(Debug, Default)]
+struct FakeLambda {
+    statuses: Mutex<Vec<u16>>,
+    calls: Mutex<Vec<(String, serde_json::Value)>>,
+}
+
+impl relance_aws::callout::Invoker for FakeLambda {
+    fn invoke(&self, function: &str, payload: Vec<u8>) -> webhook::CallFuture<'_> {
+        let event = serde_json::from_slice(&payload).unwrap_or(serde_json::Value::Null);
+        if let Ok(mut calls) = self.calls.lock() {
+            calls.push((function.to_string(), event));
+        }
+        let status = self
+            .statuses
+            .lock()
+            .ok()
+            .and_then(|mut s| (!s.is_empty()).then(|| s.remove(0)))
+            .unwrap_or(202);
+        Box::pin(async move {
+            Ok(webhook::Answer {
+                status,
+                body: Vec::new(),
+            })
+        })
+    }
+}
+
+const FUNCTION: &str = "arn:aws:lambda:us-east-1:123456789012:function:crm-sync";
+
+#[test]
+fn invokes_go_through_the_webhook_queue_with_the_contact_and_step_as_the_event() {
+    if crate::support::offline() {
+        return;
+    }
+    let emu = emulator();
+    let prefix = format!("inv{}-", std::process::id());
+    let mut config = AwsConfig::with_prefix(&prefix, 1);
+    emu.runtime
+        .block_on(DynamoStore::create_tables(&emu.dynamo, &config))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let queue = create_queue(&format!("{prefix}webhook"));
+    config.queues.webhook = Some(queue.clone());
+    let bridge = Bridge::new(emu.runtime.handle().clone());
+    let queues = SqsQueues::new(emu.sqs.clone(), bridge.clone());
+    let store = DynamoStore::new(emu.dynamo.clone(), config.clone(), bridge.clone())
+        .with_dispatch(AwsDispatch::new(queues.clone(), config.queues.clone()));
+    let mut rt = Runtime::new(store);
+    let now = Utc::now();
+    let text = format!(
+        "id: sync\nlaunch: {{type: manual}}\naudience: {{all: true}}\nsteps:\n  - id: crm\n    invoke: {{function: \"{FUNCTION}\"}}\n    next: done\n  - {{id: done, end: success}}\n"
+    );
+    rt.put_scenario(&text, SourceFormat::Yaml, now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.set_status("sync", Status::Active, now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.upsert_contact(
+        ContactDetail {
+            action: None,
+            contact: serde_json::Map::from_iter([
+                ("id".to_string(), json!("c1")),
+                ("email".to_string(), json!("c1@example.com")),
+            ]),
+            at: None,
+        },
+        now,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    rt.launch(
+        LaunchDetail {
+            scenario: "sync".into(),
+            contacts: Some(vec!["c1".into()]),
+        },
+        now,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let queued = crate::support::drain(&queue);
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    let message: CallMessage = serde_json::from_str(&queued[0].1).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(message.action(), "invoke");
+
+    let lambda = Arc::new(FakeLambda {
+        statuses: Mutex::new(vec![429]),
+        ..FakeLambda::default()
+    });
+    let env = HashMap::<&str, &str>::new();
+    let sender = WebhookSender::new(
+        Arc::new(
+            HttpTransport::from_lookup(|n| env.get(n).map(|v| v.to_string()))
+                .unwrap_or_else(|e| panic!("{e}")),
+        ),
+        BTreeMap::new(),
+        Ledger::new(
+            emu.dynamo.clone(),
+            config.state_table.clone(),
+            bridge.clone(),
+        ),
+        queues.clone(),
+        queue.clone(),
+        None,
+        bridge.clone(),
+    )
+    .with_invoker(lambda.clone());
+
+    // Throttled (429): retried, as a webhook's 429 would be: a copy due 30 s later.
+    let t1 = Utc::now();
+    let r = webhook_sender(&mut rt, &sender, &event_of(&message), t1);
+    assert!(r.batch_item_failures.is_empty(), "{r:?}");
+    let copies = crate::support::drain_after(&queue, 40);
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    let copy: CallMessage = serde_json::from_str(&copies[0].1).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((copy.attempts, copy.first_at), (1, Some(t1)));
+    // At its time: queued by Lambda (202), journaled delivered; a duplicate invokes nothing.
+    let later = copy.not_before.unwrap_or(t1);
+    for _ in 0..2 {
+        let r = webhook_sender(&mut rt, &sender, &event_of(&copy), later);
+        assert!(r.batch_item_failures.is_empty(), "{r:?}");
+    }
+    let calls = lambda.calls.lock().map(|c| c.clone()).unwrap_or_default();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    let enrollment = message.enrollment.clone();
+    for (function, event) in &calls {
+        assert_eq!(function, FUNCTION);
+        assert_eq!(
+            *event,
+            json!({
+                "contact": {"id": "c1", "email": "c1@example.com"},
+                "step": "crm", "scenario": "sync", "enrollment": enrollment,
+                "idempotency_key": format!("{enrollment}:crm"),
+            })
+        );
+    }
+    let path = rt.path("sync", "c1").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        path.iter()
+            .filter(|r| r.kind == RecordKind::Delivered && r.action.as_deref() == Some("invoke"))
+            .count(),
+        1,
+        "{path:#?}"
+    );
+
+    // The real Lambda API (the emulator's): a function that does not exist is Lambda's 404,
+    // failed for good, never retried.
+    let sdk = emu.runtime.block_on(aws_config::load_from_env());
+    let real = WebhookSender::new(
+        Arc::new(
+            HttpTransport::from_lookup(|n| env.get(n).map(|v| v.to_string()))
+                .unwrap_or_else(|e| panic!("{e}")),
+        ),
+        BTreeMap::new(),
+        Ledger::new(
+            emu.dynamo.clone(),
+            config.state_table.clone(),
+            bridge.clone(),
+        ),
+        queues.clone(),
+        queue.clone(),
+        None,
+        bridge.clone(),
+    )
+    .with_invoker(Arc::new(relance_aws::callout::LambdaInvoker::new(
+        aws_sdk_lambda::Client::new(&sdk),
+    )));
+    let mut missing = message.clone();
+    missing.contact = "c2".into();
+    missing.enrollment = "sync:c2:1".into();
+    if let Some(i) = missing.invoke.as_mut() {
+        i.function = format!(
+            "arn:aws:lambda:us-east-1:000000000000:function:relance-missing-{}",
+            std::process::id()
+        );
+    }
+    let r = webhook_sender(&mut rt, &real, &event_of(&missing), Utc::now());
+    assert!(r.batch_item_failures.is_empty(), "{r:?}");
+    let records = rt
+        .store()
+        .records("sync", Some("c2"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        records.iter().any(|r| r.kind == RecordKind::Failed
+            && r.reason.as_deref() == Some("invoke failed: HTTP 404")),
+        "{records:#?}"
+    );
     assert!(crate::support::drain(&queue).is_empty());
 }

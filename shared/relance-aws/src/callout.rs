@@ -1,5 +1,6 @@
 //! The webhook sender on AWS (DESIGN §9): each message of the webhook queue is one call a
-//! `webhook` step queued (the dispatch port puts it there when the transition is applied). The
+//! `webhook` step queued, or one asynchronous Lambda invocation an `invoke` step queued (the
+//! dispatch port puts them there when the transition is applied). The
 //! sender claims the call's key in the senders' ledger (so a duplicated message calls once),
 //! signs and sends it with the rules of [`relance_core::webhook`], and settles it:
 //!
@@ -11,6 +12,10 @@
 //!   rest by a visibility change), until 24 h after the first attempt; then the call goes to
 //!   the webhook dead-letter queue and `failed` is journaled;
 //! - any other status, or an address the outbound rule refuses: `failed`, never retried.
+//!
+//! An invoke is `lambda:Invoke` with `InvocationType: Event` and the event
+//! [`relance_core::invoke::event`]; Lambda's answer is judged by the same rules (202: done;
+//! 429 and 5xx: retried; 403, 404 and other 4xx: failed).
 //!
 //! A retry is a new message rather than the same one made visible again, so the queue's
 //! redrive policy (a few receives) still catches a message whose handling keeps failing.
@@ -35,9 +40,61 @@ use crate::sqs::{MAX_DELAY_SECONDS, MAX_VISIBILITY_SECONDS, Outgoing, SqsQueues}
 /// The `detail-type` of a webhook call (on the bus when no webhook queue is configured).
 pub const WEBHOOK: &str = "relance.webhook";
 
+/// The `detail-type` of an invoke (on the bus when no webhook queue is configured).
+pub const INVOKE: &str = "relance.invoke";
+
 /// Whether an event of this `detail-type` is a call for the webhook queue.
 pub fn is_call(detail_type: &str) -> bool {
-    detail_type == WEBHOOK
+    detail_type == WEBHOOK || detail_type == INVOKE
+}
+
+/// Invokes a Lambda function asynchronously: the answer's status (202 when queued by
+/// Lambda, or the status of Lambda's refusal), or why there was none.
+pub trait Invoker: Send + Sync + std::fmt::Debug {
+    /// Invokes `function` with `payload` (`InvocationType: Event`).
+    fn invoke(&self, function: &str, payload: Vec<u8>) -> rules::CallFuture<'_>;
+}
+
+/// [`Invoker`] on the Lambda API.
+#[derive(Debug, Clone)]
+pub struct LambdaInvoker {
+    client: aws_sdk_lambda::Client,
+}
+
+impl LambdaInvoker {
+    /// Invokes with `client`.
+    pub fn new(client: aws_sdk_lambda::Client) -> LambdaInvoker {
+        LambdaInvoker { client }
+    }
+}
+
+impl Invoker for LambdaInvoker {
+    fn invoke(&self, function: &str, payload: Vec<u8>) -> rules::CallFuture<'_> {
+        let call = self
+            .client
+            .invoke()
+            .function_name(function)
+            .invocation_type(aws_sdk_lambda::types::InvocationType::Event)
+            .payload(aws_sdk_lambda::primitives::Blob::new(payload))
+            .send();
+        Box::pin(async move {
+            match call.await {
+                Ok(out) => Ok(rules::Answer {
+                    status: u16::try_from(out.status_code).unwrap_or(202),
+                    body: Vec::new(),
+                }),
+                // Lambda's refusal has a status, judged as a webhook's would be (429 and 5xx
+                // retried, a missing function or a denied invoke failed).
+                Err(aws_sdk_lambda::error::SdkError::ServiceError(e)) => Ok(rules::Answer {
+                    status: e.raw().status().as_u16(),
+                    body: Vec::new(),
+                }),
+                Err(e) => Err(CallError::Unreachable(
+                    aws_sdk_lambda::error::DisplayErrorContext(&e).to_string(),
+                )),
+            }
+        })
+    }
 }
 
 /// One message of the webhook queue: the action the engine queued, and on a retry's copy
@@ -55,8 +112,12 @@ pub struct CallMessage {
     /// The action's key (`{enrollment}:{step}:action`).
     #[serde(default)]
     pub idempotency_key: String,
-    /// The call, its body rendered.
-    pub webhook: Webhook,
+    /// The webhook call, its body rendered (a `relance.webhook`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<Webhook>,
+    /// The invoke, with the contact's fields (a `relance.invoke`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invoke: Option<relance_core::invoke::Invoke>,
     /// When the first attempt was made (a retry's copy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_at: Option<DateTime<Utc>>,
@@ -78,9 +139,33 @@ impl CallMessage {
         rules::idempotency_key(&self.enrollment, &self.step)
     }
 
+    /// `webhook` or `invoke`: the action's name in the journal.
+    pub fn action(&self) -> &'static str {
+        if self.invoke.is_some() {
+            "invoke"
+        } else {
+            "webhook"
+        }
+    }
+
     /// The key claimed in the senders' ledger.
     fn ledger_key(&self) -> String {
-        format!("webhook#{}", self.header_key())
+        format!("{}#{}", self.action(), self.header_key())
+    }
+
+    /// The event an invoke sends: `{contact, step, scenario, enrollment, idempotency_key}`.
+    pub fn invoke_event(&self) -> Option<Value> {
+        let i = self.invoke.as_ref()?;
+        let mut contact = i.contact.clone().unwrap_or_default();
+        contact
+            .entry("id")
+            .or_insert_with(|| Value::from(self.contact.clone()));
+        Some(relance_core::invoke::event(
+            &Value::Object(contact),
+            &self.step,
+            &self.scenario,
+            &self.enrollment,
+        ))
     }
 }
 
@@ -92,6 +177,7 @@ pub type SecretsByVar = BTreeMap<String, Vec<u8>>;
 #[derive(Clone)]
 pub struct WebhookSender {
     transport: Arc<dyn Transport>,
+    invoker: Option<Arc<dyn Invoker>>,
     secrets: SecretsByVar,
     ledger: Ledger,
     queues: SqsQueues,
@@ -125,6 +211,7 @@ impl WebhookSender {
     ) -> WebhookSender {
         WebhookSender {
             transport,
+            invoker: None,
             secrets,
             ledger,
             queues,
@@ -134,9 +221,30 @@ impl WebhookSender {
         }
     }
 
+    /// Invokes `invoke` steps' functions through `invoker`.
+    pub fn with_invoker(mut self, invoker: Arc<dyn Invoker>) -> WebhookSender {
+        self.invoker = Some(invoker);
+        self
+    }
+
     fn call(&self, message: &CallMessage, now: DateTime<Utc>) -> Result<rules::Answer, CallError> {
+        if let (Some(i), Some(event)) = (&message.invoke, message.invoke_event()) {
+            let Some(invoker) = &self.invoker else {
+                return Err(CallError::Unreachable(
+                    "this webhook sender has no Lambda client to invoke with".into(),
+                ));
+            };
+            return self
+                .bridge
+                .block(invoker.invoke(&i.function, event.to_string().into_bytes()));
+        }
+        let Some(webhook) = &message.webhook else {
+            return Err(CallError::Refused(
+                "the message holds neither a webhook nor an invoke".into(),
+            ));
+        };
         let key = message.header_key();
-        let secret = match &message.webhook.secret {
+        let secret = match &webhook.secret {
             None => None,
             Some(name) => match self.secrets.get(&rules::secret_var(name)) {
                 Some(value) => Some(value.as_slice()),
@@ -150,7 +258,7 @@ impl WebhookSender {
                 }
             },
         };
-        let request = rules::request(&message.webhook, &key, secret, now.timestamp());
+        let request = rules::request(webhook, &key, secret, now.timestamp());
         self.bridge.block(self.transport.call(request))
     }
 }
@@ -171,7 +279,7 @@ fn record(
     reason: Option<String>,
 ) -> Record {
     let mut r = Record::new(now, &message.contact, kind).step(&message.step);
-    r.action = Some("webhook".into());
+    r.action = Some(message.action().into());
     r.enrollment = Some(message.enrollment.clone());
     r.reason = reason;
     r
@@ -254,7 +362,12 @@ fn handle<S: HandlerStore>(
     tracing::info!(key = %message.header_key(), attempt, outcome = ?verdict, "webhook attempt");
     match verdict {
         Verdict::Done => {
-            let (fields, mut missing) = rules::saved_fields(&message.webhook.save, &answer);
+            let save = message
+                .webhook
+                .as_ref()
+                .map(|w| w.save.clone())
+                .unwrap_or_default();
+            let (fields, mut missing) = rules::saved_fields(&save, &answer);
             if !fields.is_empty() {
                 let mut contact = Map::new();
                 contact.insert("id".into(), Value::from(message.contact.clone()));
@@ -279,7 +392,7 @@ fn handle<S: HandlerStore>(
             );
         }
         Verdict::Failed(why) => {
-            let reason = format!("webhook failed: {why}");
+            let reason = format!("{} failed: {why}", message.action());
             sender.ledger.fail(&key, &reason)?;
             journal(
                 rt,
@@ -301,7 +414,8 @@ fn handle<S: HandlerStore>(
                 }
                 None => {
                     let reason = format!(
-                        "webhook dead-lettered after {attempt} attempts in {} h: {why}",
+                        "{} dead-lettered after {attempt} attempts in {} h: {why}",
+                        message.action(),
                         rules::RETRY_WINDOW_HOURS
                     );
                     sender.ledger.fail(&key, &reason)?;
@@ -378,7 +492,31 @@ mod tests {
             serde_json::from_str(&serde_json::to_string(&copy).unwrap_or_default())
                 .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, copy);
-        assert!(is_call("relance.webhook") && !is_call("relance.task"));
+        assert!(
+            is_call("relance.webhook") && is_call("relance.invoke") && !is_call("relance.task")
+        );
+        assert_eq!(m.action(), "webhook");
+    }
+
+    #[test]
+    fn an_invoke_carries_the_contact_and_the_step_as_its_event() {
+        let detail = serde_json::json!({
+            "scenario": "s", "enrollment": "s:c:1", "contact": "c", "step": "sync",
+            "idempotency_key": "s:c:1:sync:action",
+            "invoke": {"function": "arn:aws:lambda:us-east-1:123456789012:function:crm-sync",
+                       "contact": {"id": "c", "email": "c@example.com"}}
+        });
+        let m: CallMessage = serde_json::from_value(detail).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(m.action(), "invoke");
+        assert_eq!(m.ledger_key(), "invoke#s:c:1:sync");
+        assert_eq!(
+            m.invoke_event(),
+            Some(serde_json::json!({
+                "contact": {"id": "c", "email": "c@example.com"},
+                "step": "sync", "scenario": "s", "enrollment": "s:c:1",
+                "idempotency_key": "s:c:1:sync"
+            }))
+        );
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub fn events_of(scenario: &str, effects: &[Effect]) -> Vec<(String, Value)> {
                     Action::Webhook(w) => {
                         (crate::callout::WEBHOOK.to_string(), json!({"webhook": w}))
                     }
+                    // An invoke, with the contact's fields its event carries.
+                    Action::Invoke(i) => (crate::callout::INVOKE.to_string(), json!({"invoke": i})),
                     // Tags, groups and profile updates change the contact; nothing to emit.
                     Action::Tag(_) | Action::Group(_) | Action::UpdateProfile(_) => continue,
                 };

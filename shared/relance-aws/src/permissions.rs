@@ -395,6 +395,11 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
                 &["WebhookSecretArns"],
                 "the webhook signing secrets the stack names, once at start",
             ),
+            allow(
+                &["lambda:InvokeFunction"],
+                &["InvocableFunctionArns"],
+                "invoke steps: only the functions the stack lists (asynchronous Invoke)",
+            ),
             ENV_KEY,
         ],
     },
@@ -436,11 +441,13 @@ pub fn iam_action(service: &str, operation: &str) -> Option<String> {
         "SNS" => "sns",
         "EventBridge" => "events",
         "Secrets Manager" | "SecretsManager" => "secretsmanager",
+        "Lambda" => "lambda",
         _ => return None,
     };
     // A batch send is authorized as SendMessage; SES v1's raw send is its own action.
     let action = match (prefix, operation) {
         ("sqs", "SendMessageBatch") => "SendMessage",
+        ("lambda", "Invoke") => "InvokeFunction",
         (_, op) => op,
     };
     Some(format!("{prefix}:{action}"))
