@@ -37,13 +37,13 @@ const SECRET: &[u8] = b"whsec-aws-test-secret";
 
 /// What the stub saw: every request (mode, key, signature valid), the keys it acted on.
 #[derive(Debug, Default)]
-struct Receiver {
+pub(crate) struct Receiver {
     requests: Vec<(String, String, bool)>,
     processed: HashMap<String, u32>,
     failures_left: HashMap<String, u32>,
 }
 
-type Shared = Arc<Mutex<Receiver>>;
+pub(crate) type Shared = Arc<Mutex<Receiver>>;
 
 async fn hook(
     State(state): State<Shared>,
@@ -90,7 +90,7 @@ async fn hook(
     )
 }
 
-fn receiver() -> (String, Shared) {
+pub(crate) fn receiver() -> (String, Shared) {
     let emu = emulator();
     let state: Shared = Arc::default();
     let app = Router::new()
@@ -107,7 +107,7 @@ fn receiver() -> (String, Shared) {
 }
 
 /// Received without deleting, with receipt handles, as Lambda's event source hands them.
-fn receive(url: &str) -> SqsEvent {
+pub(crate) fn receive(url: &str) -> SqsEvent {
     let emu = emulator();
     let got = emu
         .runtime
@@ -135,15 +135,52 @@ fn receive(url: &str) -> SqsEvent {
     serde_json::from_value(json!({"Records": records})).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn event_of(message: &CallMessage) -> SqsEvent {
+pub(crate) fn event_of(message: &CallMessage) -> SqsEvent {
     let body = serde_json::to_string(message).unwrap_or_default();
     serde_json::from_value(json!({"Records": [{"messageId": "m1", "body": body, "attributes": {}, "messageAttributes": {}}]}))
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn scenario(url: &str) -> String {
+pub(crate) fn scenario(url: &str) -> String {
     format!(
         "id: hook\nlaunch: {{type: manual}}\naudience: {{all: true}}\nsteps:\n  - id: notify\n    webhook:\n      url: \"{url}\"\n      body: '{{\"id\": \"{{{{ contact.id }}}}\"}}'\n      secret: crm\n      save: {{tier: /data/tier}}\n    next: done\n  - {{id: done, end: success}}\n"
+    )
+}
+
+/// Polls `url` until a (delayed) message is visible, at most `seconds`; kept unacknowledged.
+pub(crate) fn receive_after(url: &str, seconds: i64) -> SqsEvent {
+    let start = Utc::now();
+    loop {
+        let got = receive(url);
+        if !got.records.is_empty() || Utc::now() - start > TimeDelta::seconds(seconds) {
+            return got;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+}
+
+/// A webhook sender on these clients: the guarded client with its local-test escape hatches
+/// on, the `crm` secret, no dead-letter queue but the configuration's.
+pub(crate) fn local_sender(
+    dynamo: &aws_sdk_dynamodb::Client,
+    queues: &SqsQueues,
+    config: &AwsConfig,
+    bridge: &Bridge,
+) -> WebhookSender {
+    let env = HashMap::from([
+        ("RELANCE_WEBHOOK_ALLOW_HTTP", "1"),
+        ("RELANCE_OUTBOUND_ALLOW_LOOPBACK", "1"),
+    ]);
+    let transport = HttpTransport::from_lookup(|n| env.get(n).map(|v| v.to_string()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    WebhookSender::new(
+        Arc::new(transport),
+        BTreeMap::from([(webhook::secret_var("crm"), SECRET.to_vec())]),
+        Ledger::new(dynamo.clone(), config.state_table.clone(), bridge.clone()),
+        queues.clone(),
+        config.queues.webhook.clone().unwrap_or_default(),
+        config.queues.webhook_dlq.clone(),
+        bridge.clone(),
     )
 }
 
