@@ -9,8 +9,8 @@
 //!   over DynamoDB, the dispatch port, the settings), logging and secrets.
 //! - [`permissions`]: re-exported from relance-aws: the IAM grants each function needs.
 //! - `src/bin/`: one binary per function: `trigger`, `tick`, `step-executor`, `launch`,
-//!   `email-sender`, `sms-sender`, `push-sender`, `web-push-sender`, `engagement`,
-//!   `unsubscribe`.
+//!   `email-sender`, `sms-sender`, `push-sender`, `web-push-sender`, `webhook-sender`,
+//!   `engagement`, `unsubscribe`.
 //! - `tests/permissions.rs`: the SAM template's roles hold exactly the table's grants.
 //! - `benches/aws_timers.rs`: timers through the tick on the emulator.
 
@@ -126,6 +126,53 @@ pub async fn run_sender() -> Result<(), Error> {
                 chrono::Utc::now(),
             );
             Ok::<SqsBatchResponse, Error>(response)
+        }
+    }))
+    .await
+}
+
+/// Runs the webhook sender: the guarded HTTP client, the Lambda client of invoke steps, the
+/// webhook secrets read once from Secrets Manager, the ledger, and the runtime (a `save` is a
+/// contact update).
+pub async fn run_webhook_sender() -> Result<(), Error> {
+    use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+    use lambda_runtime::{LambdaEvent, run, service_fn};
+    let f = from_env().await?;
+    let sdk = aws_config::load_from_env().await;
+    let secrets =
+        relance_aws::secrets::webhook_secrets(&aws_sdk_secretsmanager::Client::new(&sdk)).await?;
+    let bridge = Bridge::new(tokio::runtime::Handle::current());
+    let queue_url = f
+        .config
+        .queues
+        .webhook
+        .clone()
+        .ok_or("RELANCE_WEBHOOK_QUEUE_URL: not set")?;
+    let sender = relance_aws::callout::WebhookSender::new(
+        Arc::new(relance_aws::webhook::HttpTransport::from_env()?),
+        secrets,
+        relance_aws::ledger::Ledger::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            f.config.state_table.clone(),
+            bridge.clone(),
+        ),
+        SqsQueues::new(aws_sdk_sqs::Client::new(&sdk), bridge.clone()),
+        queue_url,
+        f.config.queues.webhook_dlq.clone(),
+        bridge,
+    )
+    .with_invoker(Arc::new(relance_aws::callout::LambdaInvoker::new(
+        aws_sdk_lambda::Client::new(&sdk),
+    )));
+    run(service_fn(|event: LambdaEvent<SqsEvent>| {
+        let (f, sender) = (f.clone(), sender.clone());
+        async move {
+            Ok::<SqsBatchResponse, Error>(relance_aws::callout::webhook_sender(
+                &mut lock(&f),
+                &sender,
+                &event.payload,
+                chrono::Utc::now(),
+            ))
         }
     }))
     .await

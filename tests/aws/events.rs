@@ -115,6 +115,22 @@ fn every_sample_event_decodes_round_trips_and_carries_a_handler_input() {
                 .unwrap_or_else(|| panic!("{name}: no delivery status in {}", line.message));
         }
     });
+    case("webhook-sender.sqs.json", &|name| {
+        // A webhook call as queued, a retry's copy, and an invoke with its contact.
+        let messages: Vec<relance_aws::callout::CallMessage> = bodies(name)
+            .iter()
+            .map(|b| serde_json::from_str(b).unwrap_or_else(|e| panic!("{name}: {e}")))
+            .collect();
+        let actions: Vec<&str> = messages.iter().map(|m| m.action()).collect();
+        assert_eq!(actions, ["webhook", "webhook", "invoke"], "{name}");
+        assert_eq!(messages[1].attempts, 1, "{name}: the retry's copy");
+        assert!(messages[1].not_before.is_some() && messages[1].first_at.is_some());
+        let event = messages[2]
+            .invoke_event()
+            .unwrap_or_else(|| panic!("{name}: no invoke event"));
+        assert_eq!(event["idempotency_key"], "crm-sync:ana:1:sync", "{name}");
+        assert_eq!(event["contact"]["email"], "ana@example.com", "{name}");
+    });
     case("step-executor.sqs.json", &|name| {
         // The batch carries a timer and, on purpose, a poisoned message (the partial batch
         // failure case): the timer parses, the poison does not.

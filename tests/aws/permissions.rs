@@ -3,7 +3,8 @@
 //! action and the table, queue, bus or secret it touched must be granted to that function by
 //! `relance_aws::permissions` (the table `infra/template.yaml` is held to), its
 //! conditions met (a sender deletes only in the `sent` partition) and no deny matched (the
-//! SMS sender never publishes to an ARN). The secrets: read at start from Secrets Manager by
+//! SMS sender never publishes to an ARN), the webhook sender's retry, visibility change,
+//! save and dead letter included. The secrets: read at start from Secrets Manager by
 //! ARN, a short unsubscribe key or an unreadable secret refused with the setting named.
 
 use crate::support::{at, create_queue, sample};
@@ -73,6 +74,8 @@ fn needs(d: &Deployment, op: &str, body: &str) -> (String, String, Option<String
                 (q.web_push.as_deref(), "WebPushQueue"),
                 (Some(d.step_queue.as_str()), "StepQueue"),
                 (Some(d.launch_queue.as_str()), "LaunchQueue"),
+                (q.webhook.as_deref(), "WebhookQueue"),
+                (q.webhook_dlq.as_deref(), "WebhookDeadLetterQueue"),
             ];
             named
                 .iter()
@@ -549,4 +552,102 @@ fn hostile_short_or_unreadable_secret_stops_the_start() {
         "{text}"
     );
     c.meter.reset();
+}
+
+#[test]
+fn hostile_webhook_sender_calls_only_what_its_role_allows() {
+    if crate::support::offline() {
+        return;
+    }
+    let c = clients();
+    let (base, _stub) = crate::webhook::receiver();
+    let prefix = format!("pw{}-", std::process::id());
+    let mut config = AwsConfig::with_prefix(&prefix, 1);
+    c.runtime
+        .block_on(DynamoStore::create_tables(&c.dynamo, &config))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let queue = create_queue(&format!("{prefix}webhook"));
+    config.queues.webhook = Some(queue.clone());
+    config.queues.webhook_dlq = Some(create_queue(&format!("{prefix}webhook-dlq")));
+    let d = Deployment {
+        config: config.clone(),
+        step_queue: String::new(),
+        launch_queue: String::new(),
+        bus: String::new(),
+        unsubscribe_secret_arn: String::new(),
+    };
+    let bridge = Bridge::new(c.runtime.handle().clone());
+    let queues = SqsQueues::new(c.sqs.clone(), bridge.clone());
+    let store = DynamoStore::new(c.dynamo.clone(), config.clone(), bridge.clone())
+        .with_dispatch(AwsDispatch::new(queues.clone(), config.queues.clone()));
+    let mut rt = Runtime::new(store);
+    let now = chrono::Utc::now();
+    rt.put_scenario(
+        &crate::webhook::scenario(&format!("{base}/hook/flaky")),
+        SourceFormat::Yaml,
+        now,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    rt.set_status("hook", Status::Active, now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.upsert_contact(
+        relance_core::wire::ContactDetail {
+            action: None,
+            contact: serde_json::Map::from_iter([("id".to_string(), json!("c1"))]),
+            at: None,
+        },
+        now,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    rt.launch(
+        relance_core::wire::LaunchDetail {
+            scenario: "hook".into(),
+            contacts: Some(vec!["c1".into()]),
+        },
+        now,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let first = take(&queue);
+    assert_eq!(first.records.len(), 1);
+    c.meter.reset();
+    let sender = crate::webhook::local_sender(&c.dynamo, &queues, &config, &bridge);
+    // A 500: the claim, its release, the retry's copy.
+    let t1 = chrono::Utc::now();
+    relance_aws::callout::webhook_sender(&mut rt, &sender, &first, t1);
+    // The copy, early: a visibility change; then at its time, the 200 and its save (a
+    // contact update through the runtime).
+    let copy = crate::webhook::receive_after(&queue, 40);
+    let early = relance_aws::callout::webhook_sender(&mut rt, &sender, &copy, t1);
+    assert_eq!(early.batch_item_failures.len(), 1);
+    let done = relance_aws::callout::webhook_sender(&mut rt, &sender, &copy, chrono::Utc::now());
+    assert!(done.batch_item_failures.is_empty());
+    // A call out of its 24 h: dead-lettered.
+    let mut late: relance_aws::callout::CallMessage =
+        serde_json::from_str(first.records[0].body.as_deref().unwrap_or(""))
+            .unwrap_or_else(|e| panic!("{e}"));
+    late.enrollment = "hook:c9:1".into();
+    late.contact = "c9".into();
+    if let Some(w) = late.webhook.as_mut() {
+        w.url = format!("{base}/hook/down");
+    }
+    late.first_at = Some(chrono::Utc::now() - TimeDelta::hours(24));
+    relance_aws::callout::webhook_sender(
+        &mut rt,
+        &sender,
+        &crate::webhook::event_of(&late),
+        chrono::Utc::now(),
+    );
+    let made = check(&c, &d, "WebhookSenderFunction");
+    let seen = |action: &str, resource: &str| made.contains(&(action.into(), resource.into()));
+    assert!(seen("sqs:SendMessage", "WebhookQueue"), "{made:?}");
+    assert!(
+        seen("sqs:SendMessage", "WebhookDeadLetterQueue"),
+        "{made:?}"
+    );
+    assert!(
+        seen("sqs:ChangeMessageVisibility", "WebhookQueue"),
+        "{made:?}"
+    );
+    assert!(seen("dynamodb:DeleteItem", "StateTable"), "{made:?}");
+    assert!(seen("dynamodb:PutItem", "StateTable"), "{made:?}");
 }

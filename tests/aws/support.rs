@@ -326,3 +326,15 @@ pub fn fresh_store(tag: &str, name: &str, shards: u32) -> relance_aws::dynamodb:
     )
     .recording_sends()
 }
+
+/// As [`drain`], polling until something arrives or `seconds` pass (a delayed message).
+pub fn drain_after(url: &str, seconds: i64) -> Vec<(String, String)> {
+    let start = Utc::now();
+    loop {
+        let got = drain(url);
+        if !got.is_empty() || Utc::now() - start > chrono::TimeDelta::seconds(seconds) {
+            return got;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+}

@@ -112,11 +112,13 @@ pub fn dev_run(
         endpoint.unwrap_or("AWS"),
         tick_every
     );
+    let webhooks = relance_aws::dev::webhook_sender(&config, &deployed, &bridge)?;
     let mut host = relance_aws::dev::DevHost {
         runtime: Runtime::new(store),
         queues,
         senders,
         deployed,
+        webhooks,
         bridge,
     };
     relance_aws::dev::run(&mut host, tick_every, &stop);

@@ -41,6 +41,11 @@ pub struct QueueUrls {
     pub web_push: Option<String>,
     /// Large launches, fanned out in pages.
     pub launch: Option<String>,
+    /// Webhook calls, for the webhook sender (`RELANCE_WEBHOOK_QUEUE_URL`).
+    pub webhook: Option<String>,
+    /// Where the webhook sender dead-letters a call still failing 24 h after its first
+    /// attempt (`RELANCE_WEBHOOK_DLQ_URL`).
+    pub webhook_dlq: Option<String>,
 }
 
 impl AwsConfig {
@@ -94,7 +99,8 @@ fn opt_var(name: &str) -> Option<String> {
 }
 
 impl QueueUrls {
-    /// The optional `RELANCE_{STEP,EMAIL,SMS,PUSH,WEB_PUSH,LAUNCH}_QUEUE_URL`.
+    /// The optional `RELANCE_{STEP,EMAIL,SMS,PUSH,WEB_PUSH,LAUNCH,WEBHOOK}_QUEUE_URL` and
+    /// `RELANCE_WEBHOOK_DLQ_URL`.
     pub fn from_env() -> QueueUrls {
         QueueUrls {
             step: opt_var("RELANCE_STEP_QUEUE_URL"),
@@ -103,6 +109,8 @@ impl QueueUrls {
             push: opt_var("RELANCE_PUSH_QUEUE_URL"),
             web_push: opt_var("RELANCE_WEB_PUSH_QUEUE_URL"),
             launch: opt_var("RELANCE_LAUNCH_QUEUE_URL"),
+            webhook: opt_var("RELANCE_WEBHOOK_QUEUE_URL"),
+            webhook_dlq: opt_var("RELANCE_WEBHOOK_DLQ_URL"),
         }
     }
 
@@ -115,6 +123,8 @@ impl QueueUrls {
             push: self.push.or(other.push),
             web_push: self.web_push.or(other.web_push),
             launch: self.launch.or(other.launch),
+            webhook: self.webhook.or(other.webhook),
+            webhook_dlq: self.webhook_dlq.or(other.webhook_dlq),
         }
     }
 }

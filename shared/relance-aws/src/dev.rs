@@ -1,4 +1,5 @@
-//! `relance dev run`: every function's handler in one process, polling the queues the way
+//! `relance dev run`: every function's handler in one process (the webhook sender included),
+//! polling the queues the way
 //! Lambda's event source mappings do (receive up to ten, call, delete what succeeded) and
 //! firing the tick on a short period, so a whole scenario runs against LocalStack or the
 //! emulator without deploying Lambda.
@@ -32,8 +33,50 @@ pub struct DevHost {
     pub senders: Senders,
     /// What `dev up` created.
     pub deployed: Deployed,
+    /// The webhook sender (webhook calls and invokes), when the webhook queue exists.
+    pub webhooks: Option<crate::callout::WebhookSender>,
     /// The bridge.
     pub bridge: Bridge,
+}
+
+/// The webhook sender of `relance dev run`: the guarded HTTP client from the environment (its
+/// local-test escape hatches allowed outside Lambda), the plain `RELANCE_WEBHOOK_SECRET_<NAME>`
+/// secrets, the Lambda client of invoke steps; none without a webhook queue.
+pub fn webhook_sender(
+    sdk: &aws_config::SdkConfig,
+    deployed: &Deployed,
+    bridge: &Bridge,
+) -> Result<Option<crate::callout::WebhookSender>, crate::config::ConfigError> {
+    let Some(url) = deployed.queues.get("webhook").cloned() else {
+        return Ok(None);
+    };
+    let secrets = std::env::vars()
+        .filter(|(k, v)| {
+            k.starts_with(relance_core::webhook::SECRET_VAR_PREFIX)
+                && !k.ends_with("_ARN")
+                && !k.ends_with("_ARNS")
+                && !v.is_empty()
+        })
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect();
+    Ok(Some(
+        crate::callout::WebhookSender::new(
+            Arc::new(crate::webhook::HttpTransport::from_env()?),
+            secrets,
+            crate::ledger::Ledger::new(
+                aws_sdk_dynamodb::Client::new(sdk),
+                deployed.config.state_table.clone(),
+                bridge.clone(),
+            ),
+            SqsQueues::new(aws_sdk_sqs::Client::new(sdk), bridge.clone()),
+            url,
+            deployed.config.queues.webhook_dlq.clone(),
+            bridge.clone(),
+        )
+        .with_invoker(Arc::new(crate::callout::LambdaInvoker::new(
+            aws_sdk_lambda::Client::new(sdk),
+        ))),
+    ))
 }
 
 fn receive(host: &DevHost, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
@@ -161,6 +204,20 @@ pub fn run(host: &mut DevHost, tick_every: Duration, stop: &Arc<AtomicBool>) {
                 Utc::now(),
             );
             settle(host, &u, &messages, &response);
+        }
+        if let Some(sender) = host.webhooks.clone() {
+            let u = url("webhook");
+            let messages = receive(host, &u);
+            if !messages.is_empty() {
+                busy = true;
+                let response = crate::callout::webhook_sender(
+                    &mut host.runtime,
+                    &sender,
+                    &as_event(&messages),
+                    Utc::now(),
+                );
+                settle(host, &u, &messages, &response);
+            }
         }
         if !busy {
             std::thread::sleep(Duration::from_millis(200));

@@ -1,6 +1,7 @@
 //! The dispatch port: where the store and the handlers hand messages and events on (a timer
 //! to the step queue, a send to its channel queue, a page of a large launch to the launch
-//! queue, ends, goals and actions to the EventBridge bus). [`AwsDispatch`] implements it on
+//! queue, a webhook call to the webhook queue, ends, goals and other actions to the
+//! EventBridge bus). [`AwsDispatch`] implements it on
 //! SQS and EventBridge; tests implement it in memory. The store only stores: it keeps a
 //! transition's sends until its flush and hands them to this port.
 
@@ -122,9 +123,36 @@ impl Dispatch for AwsDispatch {
         Ok(self.queues.send_batch(url, messages)?)
     }
 
+    /// Webhook calls go to the webhook queue when one is configured (the webhook sender
+    /// calls them, once per key, with the retry rules); everything else, and webhook calls
+    /// of a deployment without that queue, on the bus.
     fn publish(&self, events: &[(String, Value)]) -> Result<(), DispatchError> {
+        let is_call =
+            |detail_type: &str| self.urls.webhook.is_some() && crate::callout::is_call(detail_type);
+        let calls: Vec<&Value> = events
+            .iter()
+            .filter(|(t, _)| is_call(t))
+            .map(|(_, detail)| detail)
+            .collect();
+        let rest: Vec<(String, Value)> = events
+            .iter()
+            .filter(|(t, _)| !is_call(t))
+            .cloned()
+            .collect();
+        if let (Some(url), false) = (&self.urls.webhook, calls.is_empty()) {
+            let messages: Vec<Outgoing> = calls
+                .iter()
+                .enumerate()
+                .map(|(i, detail)| Outgoing {
+                    id: format!("w{i}"),
+                    body: detail.to_string(),
+                    delay_seconds: 0,
+                })
+                .collect();
+            self.queues.send_batch(url, &messages)?;
+        }
         match &self.bus {
-            Some(bus) if !events.is_empty() => Ok(bus.emit(events)?),
+            Some(bus) if !rest.is_empty() => Ok(bus.emit(&rest)?),
             _ => Ok(()),
         }
     }

@@ -68,9 +68,13 @@ pub fn events_of(scenario: &str, effects: &[Effect]) -> Vec<(String, Value)> {
                     }
                     Action::Export(e) => ("relance.export".to_string(), json!({"export": e})),
                     Action::Event(e) => (e.name.clone(), json!({"detail": e.detail})),
-                    // Until the AWS webhook queue and sender exist (issue 14), the queued call
-                    // is published whole, so a rule can route it; it is never dropped.
-                    Action::Webhook(w) => ("relance.webhook".to_string(), json!({"webhook": w})),
+                    // The queued call, whole: the dispatch port puts it on the webhook queue
+                    // (or, without one, on the bus, where a rule can route it).
+                    Action::Webhook(w) => {
+                        (crate::callout::WEBHOOK.to_string(), json!({"webhook": w}))
+                    }
+                    // An invoke, with the contact's fields its event carries.
+                    Action::Invoke(i) => (crate::callout::INVOKE.to_string(), json!({"invoke": i})),
                     // Tags, groups and profile updates change the contact; nothing to emit.
                     Action::Tag(_) | Action::Group(_) | Action::UpdateProfile(_) => continue,
                 };

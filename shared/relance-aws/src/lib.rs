@@ -18,7 +18,9 @@
 //! - [`ledger`]: the senders' ledger: send claims, shared send-rate slots, SMS message ids.
 //! - [`webpush`]: the web push protocol (VAPID, RFC 8291) and its HTTP client.
 //! - [`webhook`]: the HTTP client of webhook calls, on the outbound rule (a webhook
-//!   `Transport`, used by `relance run`).
+//!   `Transport`, used by `relance run` and the webhook sender).
+//! - [`callout`]: the webhook sender: the webhook queue's calls, once per key, retried by
+//!   re-queueing with backoff, dead-lettered after 24 h, `save` applied through the runtime.
 //! - [`handlers`]: the functions' logic (trigger, tick, step executor, launch pages, senders,
 //!   engagement, unsubscribe), called by the thin Lambda binaries and in-process by the tests.
 //! - [`dev`]: `relance dev run`: every handler in one process, polling the queues.
@@ -32,6 +34,7 @@
 //! - [`bridge`]: runs the SDK's async calls from the ports' synchronous methods.
 
 pub mod bridge;
+pub mod callout;
 pub mod channels;
 pub mod config;
 pub mod dev;

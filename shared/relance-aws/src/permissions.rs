@@ -137,12 +137,13 @@ const TIMERS_WRITE: Grant = allow(
     "schedule (PutItem) and cancel (DeleteItem) of durable timers and inactivity checks",
 );
 
-/// The channel queues a transition's sends go to.
+/// The channel queues a transition's sends go to, and the webhook queue its webhook calls.
 const CHANNEL_QUEUES: &[&str] = &[
     "EmailQueue",
     "SmsQueue",
     "PushQueue",
     "WebPushQueue",
+    "WebhookQueue",
     "TriggerDeadLetterQueue",
 ];
 
@@ -202,9 +203,10 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
                     "SmsQueue",
                     "PushQueue",
                     "WebPushQueue",
+                    "WebhookQueue",
                     "TriggerDeadLetterQueue",
                 ],
-                "launch pages (fan-out) and sends; the dead-letter queue of async invocations",
+                "launch pages (fan-out), sends and webhook calls; the dead-letter queue of async invocations",
             ),
             EVENTS,
             ENV_KEY,
@@ -228,9 +230,10 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
                     "SmsQueue",
                     "PushQueue",
                     "WebPushQueue",
+                    "WebhookQueue",
                     "TriggerDeadLetterQueue",
                 ],
-                "due timers to the step queue (SendMessageBatch), sends of launches; the dead-letter queue",
+                "due timers to the step queue (SendMessageBatch), sends and webhook calls of launches; the dead-letter queue",
             ),
             EVENTS,
             ENV_KEY,
@@ -376,6 +379,47 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
         ],
     },
     FunctionGrants {
+        resource: "WebhookSenderFunction",
+        binary: "webhook-sender",
+        grants: &[
+            // A `save` is a contact update through the runtime (it may start or move
+            // enrollments); the claim, its release and a failure mark are the ledger's.
+            STATE_RUNTIME,
+            SENDER_RELEASE,
+            TIMERS_WRITE,
+            allow(
+                &["sqs:SendMessage"],
+                &[
+                    "EmailQueue",
+                    "SmsQueue",
+                    "PushQueue",
+                    "WebPushQueue",
+                    "WebhookQueue",
+                    "WebhookDeadLetterQueue",
+                    "TriggerDeadLetterQueue",
+                ],
+                "a retry's copy (webhook queue), a call dead-lettered after 24 h, sends and calls of enrollments a save moves; the dead-letter queue",
+            ),
+            allow(
+                &["sqs:ChangeMessageVisibility"],
+                &["WebhookQueue"],
+                "a retry's copy that arrives before its backoff waits out the rest",
+            ),
+            EVENTS,
+            allow(
+                &["secretsmanager:GetSecretValue"],
+                &["WebhookSecretArns"],
+                "the webhook signing secrets the stack names, once at start",
+            ),
+            allow(
+                &["lambda:InvokeFunction"],
+                &["InvocableFunctionArns"],
+                "invoke steps: only the functions the stack lists (asynchronous Invoke)",
+            ),
+            ENV_KEY,
+        ],
+    },
+    FunctionGrants {
         resource: "UnsubscribeFunction",
         binary: "unsubscribe",
         grants: &[
@@ -383,8 +427,14 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
             TIMERS_WRITE,
             allow(
                 &["sqs:SendMessage"],
-                &["EmailQueue", "SmsQueue", "PushQueue", "WebPushQueue"],
-                "sends of an enrollment the unsubscribed engagement resumes",
+                &[
+                    "EmailQueue",
+                    "SmsQueue",
+                    "PushQueue",
+                    "WebPushQueue",
+                    "WebhookQueue",
+                ],
+                "sends and webhook calls of an enrollment the unsubscribed engagement resumes",
             ),
             EVENTS,
             allow(
@@ -407,11 +457,13 @@ pub fn iam_action(service: &str, operation: &str) -> Option<String> {
         "SNS" => "sns",
         "EventBridge" => "events",
         "Secrets Manager" | "SecretsManager" => "secretsmanager",
+        "Lambda" => "lambda",
         _ => return None,
     };
     // A batch send is authorized as SendMessage; SES v1's raw send is its own action.
     let action = match (prefix, operation) {
         ("sqs", "SendMessageBatch") => "SendMessage",
+        ("lambda", "Invoke") => "InvokeFunction",
         (_, op) => op,
     };
     Some(format!("{prefix}:{action}"))

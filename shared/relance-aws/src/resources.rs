@@ -12,7 +12,7 @@ use crate::dynamodb::DynamoStore;
 use crate::error::{EventBridgeError, ResourceError, SqsError};
 
 /// The queues, by role.
-pub const QUEUES: [&str; 8] = [
+pub const QUEUES: [&str; 9] = [
     "trigger",
     "step",
     "email",
@@ -21,6 +21,7 @@ pub const QUEUES: [&str; 8] = [
     "web-push",
     "launch",
     "engagement",
+    "webhook",
 ];
 
 /// How many receives before a message goes to its dead-letter queue.
@@ -121,6 +122,9 @@ impl Deployed {
         if let Some(bus) = &self.config.event_bus {
             env.push(("RELANCE_EVENT_BUS".into(), bus.clone()));
         }
+        if let Some(dlq) = &self.config.queues.webhook_dlq {
+            env.push(("RELANCE_WEBHOOK_DLQ_URL".into(), dlq.clone()));
+        }
         for (role, url) in &self.queues {
             if role != "trigger" {
                 env.push((
@@ -170,6 +174,7 @@ pub async fn create_all(
     let mut config = AwsConfig::with_prefix(&names.prefix, timer_shards);
     DynamoStore::create_tables(&clients.dynamo, &config).await?;
     let mut queues = BTreeMap::new();
+    let mut webhook_dlq = None;
     for role in QUEUES {
         let dlq = clients
             .sqs
@@ -180,6 +185,10 @@ pub async fn create_all(
             .map_err(|e| SqsError::new("CreateQueue", format!("{e:?}")))?;
         let dlq_url = dlq.queue_url.unwrap_or_default();
         let dlq_arn = queue_arn(&clients.sqs, &dlq_url).await?;
+        if role == "webhook" {
+            // The webhook sender dead-letters a call itself once its 24 h are over.
+            webhook_dlq = Some(dlq_url.clone());
+        }
         let redrive = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVES.to_string()}).to_string();
         let q = clients
             .sqs
@@ -236,6 +245,8 @@ pub async fn create_all(
         push: queues.get("push").cloned(),
         web_push: queues.get("web-push").cloned(),
         launch: queues.get("launch").cloned(),
+        webhook: queues.get("webhook").cloned(),
+        webhook_dlq,
     };
     Ok(Deployed { config, queues })
 }
@@ -276,6 +287,8 @@ pub async fn find(
         push: urls.get("push").cloned(),
         web_push: urls.get("web-push").cloned(),
         launch: urls.get("launch").cloned(),
+        webhook: urls.get("webhook").cloned(),
+        webhook_dlq: None,
     };
     let bus = names.bus();
     config.event_bus = match clients

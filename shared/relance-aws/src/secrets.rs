@@ -127,3 +127,73 @@ pub async fn read(client: &Client, var: &str, arn: &str) -> Result<String, Secre
     }
     Ok(text)
 }
+
+/// The list of webhook secrets' ARNs the template hands the webhook sender (comma-separated):
+/// each secret's webhook name is the last `/` segment of its Secrets Manager name
+/// (`relance/webhook/crm` is the scenario's `secret: crm`).
+pub const WEBHOOK_SECRET_ARNS_VAR: &str = "RELANCE_WEBHOOK_SECRET_ARNS";
+
+/// The webhook signing secrets, once at start, by the variable their name maps to
+/// ([`relance_core::webhook::secret_var`]): each `RELANCE_WEBHOOK_SECRET_<NAME>_ARN` (or, in
+/// dev, the plain `RELANCE_WEBHOOK_SECRET_<NAME>`) as [`from_env`] reads it, and every ARN of
+/// [`WEBHOOK_SECRET_ARNS_VAR`] named after the secret.
+pub async fn webhook_secrets(
+    client: &Client,
+) -> Result<std::collections::BTreeMap<String, Vec<u8>>, SecretError> {
+    let vars: Vec<(String, String)> = std::env::vars().collect();
+    webhook_secrets_from(client, &vars).await
+}
+
+/// As [`webhook_secrets`], over the environment `vars`.
+pub async fn webhook_secrets_from(
+    client: &Client,
+    vars: &[(String, String)],
+) -> Result<std::collections::BTreeMap<String, Vec<u8>>, SecretError> {
+    use relance_core::webhook::{SECRET_VAR_PREFIX, secret_var};
+    let get = |n: &str| vars.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let mut out = std::collections::BTreeMap::new();
+    let names: std::collections::BTreeSet<String> = vars
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| k.starts_with(SECRET_VAR_PREFIX) && *k != WEBHOOK_SECRET_ARNS_VAR)
+        .map(|k| k.strip_suffix("_ARN").unwrap_or(k).to_string())
+        .collect();
+    for name in names {
+        if let Some(value) = from_lookup(client, &name, get).await? {
+            out.insert(name, value.into_bytes());
+        }
+    }
+    let list = get(WEBHOOK_SECRET_ARNS_VAR).unwrap_or_default();
+    for arn in list.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        let out_secret = client
+            .get_secret_value()
+            .secret_id(arn)
+            .send()
+            .await
+            .map_err(|e| SecretError::Fetch {
+                var: WEBHOOK_SECRET_ARNS_VAR.to_string(),
+                arn: arn.to_string(),
+                why: aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string(),
+            })?;
+        let name = out_secret
+            .name
+            .as_deref()
+            .and_then(|n| n.rsplit('/').next())
+            .unwrap_or_default()
+            .to_string();
+        let value = match (out_secret.secret_string, out_secret.secret_binary) {
+            (Some(s), _) => s.into_bytes(),
+            (None, Some(b)) => b.into_inner(),
+            (None, None) => Vec::new(),
+        };
+        if name.is_empty() || value.is_empty() {
+            return Err(SecretError::Empty {
+                var: WEBHOOK_SECRET_ARNS_VAR.to_string(),
+                arn: arn.to_string(),
+            });
+        }
+        // An explicit `_ARN` variable for the same name wins.
+        out.entry(secret_var(&name)).or_insert(value);
+    }
+    Ok(out)
+}

@@ -1,4 +1,4 @@
-//! `SqsQueues`: the step queue, the channel queues and the launch queue. Sends are batched by
+//! `SqsQueues`: the step queue, the channel queues, the launch queue and the webhook queue. Sends are batched by
 //! ten; `DelaySeconds` lands a timer on its second although the tick runs once a minute.
 
 use aws_sdk_sqs::Client;
@@ -6,6 +6,12 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
 use crate::bridge::Bridge;
 use crate::error::SqsError;
+
+/// The longest visibility timeout SQS takes (12 h).
+pub const MAX_VISIBILITY_SECONDS: i32 = 43_200;
+
+/// The longest delay SQS takes on a message (15 min).
+pub const MAX_DELAY_SECONDS: i32 = 900;
 
 /// One message to send: an id unique in its batch, the body, the delay in seconds (0–900).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +53,27 @@ impl SqsQueues {
                     .send(),
             )
             .map_err(|e| SqsError::new("SendMessage", format!("{e:?}")))?;
+        Ok(())
+    }
+
+    /// Makes a received message visible again in `seconds` (at most 12 h, SQS's limit): a
+    /// retry waiting for its backoff.
+    pub fn change_visibility(
+        &self,
+        url: &str,
+        receipt_handle: &str,
+        seconds: i32,
+    ) -> Result<(), SqsError> {
+        self.bridge
+            .block(
+                self.client
+                    .change_message_visibility()
+                    .queue_url(url)
+                    .receipt_handle(receipt_handle)
+                    .visibility_timeout(seconds.clamp(0, MAX_VISIBILITY_SECONDS))
+                    .send(),
+            )
+            .map_err(|e| SqsError::new("ChangeMessageVisibility", format!("{e:?}")))?;
         Ok(())
     }
 

@@ -299,6 +299,11 @@ fn action_label(action: &crate::scenario::Action) -> String {
                 .unwrap_or("");
             format!("webhook {} {host}", w.method.as_str())
         }
+        crate::scenario::Action::Invoke(i) => {
+            // The function's name, not its whole ARN.
+            let name = i.function.split(":function:").nth(1).unwrap_or(&i.function);
+            format!("invoke {name}")
+        }
         other => other.name().to_string(),
     }
 }

@@ -38,6 +38,7 @@
 //!   SES feedback).
 //! - [`webhook`]: the webhook step: its definition, static checks, signature, retry rules
 //!   and `save`.
+//! - [`invoke`]: the invoke step (AWS only): its definition, the function check, the event.
 //! - [`net`]: the addresses outbound calls never reach (loopback, private, link-local, ...).
 //! - [`unsubscribe`]: the signed one-click unsubscribe token (RFC 8058).
 
@@ -52,6 +53,7 @@ pub mod experiment;
 pub mod graph;
 pub mod inbound;
 pub mod instant;
+pub mod invoke;
 pub mod journal;
 pub mod local;
 pub mod net;

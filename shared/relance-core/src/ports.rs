@@ -507,6 +507,14 @@ pub trait Store:
     /// The storage failure type shared by every port.
     type Fault;
 
+    /// What this store's mode cannot run in `scenario` (an invoke step has no Lambda to call
+    /// in embedded mode), as located problems; a scenario with any is refused when put. None
+    /// by default.
+    fn unsupported(&self, scenario: &crate::scenario::Scenario) -> Vec<crate::problem::Problem> {
+        let _ = scenario;
+        Vec::new()
+    }
+
     /// Tells the store the policy's retention, for stores that stamp an expiry on the items
     /// they write (DynamoDB's TTL) rather than purging them; others ignore it.
     fn set_retention(&mut self, retention: &Retention) {

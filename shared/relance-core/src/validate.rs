@@ -503,6 +503,24 @@ fn check_action(action: &Action, path: &str, step: &str, out: &mut Vec<Problem>)
         }
         Action::CreateLead(_) => {}
         Action::Webhook(w) => check_webhook(w, path, step, out),
+        Action::Invoke(i) => {
+            // The step is written `invoke:`, not `action: {invoke: ...}`.
+            let base = path
+                .strip_suffix(".action")
+                .map_or_else(|| path.to_string(), |b| format!("{b}.invoke"));
+            if let Err(why) = crate::invoke::check_function(&i.function) {
+                out.push(Problem::error(format!("{base}.function"), why).in_step(step));
+            }
+            if i.contact.is_some() {
+                out.push(
+                    Problem::error(
+                        format!("{base}.contact"),
+                        "the event carries the contact by itself: remove `contact`",
+                    )
+                    .in_step(step),
+                );
+            }
+        }
     }
 }
 

@@ -1163,6 +1163,14 @@ impl relance_core::ports::ConsentStore for SqliteStore {
 impl Store for SqliteStore {
     type Fault = StoreError;
 
+    /// `relance run` has no Lambda to invoke (DESIGN §9): a webhook is the embedded call.
+    fn unsupported(
+        &self,
+        scenario: &relance_core::scenario::Scenario,
+    ) -> Vec<relance_core::problem::Problem> {
+        relance_core::invoke::embedded_refusals(scenario)
+    }
+
     fn atomically<T, E>(
         &mut self,
         work: impl FnOnce(&mut Self) -> Result<T, E>,

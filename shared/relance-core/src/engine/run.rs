@@ -419,6 +419,19 @@ impl<'a> Run<'a> {
                     Err(e) => Some(format!("webhook body: {e}")),
                 }
             }
+            // The event carries the contact as the step saw it.
+            Action::Invoke(i) => {
+                self.effects.push(Effect::Action {
+                    enrollment: self.en.id.clone(),
+                    contact: self.en.contact.clone(),
+                    step: step.id.clone(),
+                    action: Action::Invoke(crate::invoke::Invoke {
+                        function: i.function.clone(),
+                        contact: Some(self.contact.fields().clone()),
+                    }),
+                });
+                None
+            }
             _ => {
                 self.effects.push(Effect::Action {
                     enrollment: self.en.id.clone(),

@@ -522,6 +522,10 @@ pub enum Action {
     /// effects kept for recovery. In an effect, its `body` is the rendered text.
     #[schemars(skip)]
     Webhook(crate::webhook::Webhook),
+    /// An asynchronous Lambda invocation (DESIGN §9, AWS only): written as an `invoke:` step,
+    /// queued as an action like a webhook; in an effect it carries the contact's fields.
+    #[schemars(skip)]
+    Invoke(crate::invoke::Invoke),
 }
 
 impl Action {
@@ -536,6 +540,7 @@ impl Action {
             Action::CreateLead(_) => "create_lead",
             Action::Event(_) => "event",
             Action::Webhook(_) => "webhook",
+            Action::Invoke(_) => "invoke",
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::problem::Problem;
 use crate::schedule::{DateTimeSpec, Delay, LocalTime};
 
 /// The keys of a step (the JSON Schema lists the same).
-pub const STEP_KEYS: [&str; 18] = [
+pub const STEP_KEYS: [&str; 19] = [
     "id",
     "name",
     "description",
@@ -29,6 +29,7 @@ pub const STEP_KEYS: [&str; 18] = [
     "split",
     "action",
     "webhook",
+    "invoke",
     "end",
     "next",
 ];
@@ -37,13 +38,13 @@ pub const STEP_KEYS: [&str; 18] = [
 /// afterwards, so that a problem in one of them does not hide the others (or the graph). Those
 /// are kept as JSON here; the JSON Schema names the shape they are read as.
 ///
-/// A step: one of send, wait_for, if, branches, split, action, webhook, end (or only a delay),
+/// A step: one of send, wait_for, if, branches, split, action, webhook, invoke, end (or only a delay),
 /// with its targets.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[schemars(
     rename = "Step",
     deny_unknown_fields,
-    description = "A step: one of send, wait_for, if, branches, split, action, webhook, end (or only a delay), with its targets."
+    description = "A step: one of send, wait_for, if, branches, split, action, webhook, invoke, end (or only a delay), with its targets."
 )]
 pub(super) struct RawStep {
     /// Unique within the scenario.
@@ -91,6 +92,9 @@ pub(super) struct RawStep {
     /// An HTTP call per contact, signed, retried, then go on (`next`).
     #[schemars(with = "Option<crate::webhook::Webhook>")]
     webhook: Option<Value>,
+    /// An asynchronous Lambda invocation per contact (AWS only), then go on (`next`).
+    #[schemars(with = "Option<crate::invoke::Invoke>")]
+    invoke: Option<Value>,
     /// success, failure, abandon, neutral or a goal id.
     end: Option<String>,
     /// Where send, action and delay-only steps go on.
@@ -696,7 +700,7 @@ pub(super) fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (S
     if !v.is_object() {
         problems.push(Problem::error(
             &base,
-            "a step is a mapping with an id and what it does (send, wait_for, if, branches, split, action, webhook or end)",
+            "a step is a mapping with an id and what it does (send, wait_for, if, branches, split, action, webhook, invoke or end)",
         ));
         return (broken(id_hint), false);
     }
@@ -735,6 +739,7 @@ pub(super) fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (S
         ("split", raw.split.is_some()),
         ("action", raw.action.is_some()),
         ("webhook", raw.webhook.is_some()),
+        ("invoke", raw.invoke.is_some()),
         ("end", raw.end.is_some()),
     ]
     .into_iter()
@@ -762,9 +767,9 @@ pub(super) fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (S
     };
     stray(
         &mut errs,
-        raw.next.is_some() && !matches!(kind, "send" | "action" | "webhook" | "pass"),
+        raw.next.is_some() && !matches!(kind, "send" | "action" | "webhook" | "invoke" | "pass"),
         "next",
-        "send, action, webhook and delay-only steps",
+        "send, action, webhook, invoke and delay-only steps",
     );
     stray(
         &mut errs,
@@ -897,6 +902,13 @@ pub(super) fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (S
                         ));
                         None
                     }
+                    Action::Invoke(_) => {
+                        problems.push(Problem::error(
+                            format!("{base}.action.invoke"),
+                            "invoke is a step of its own: write `invoke: {function: ARN}` on the step, not under action",
+                        ));
+                        None
+                    }
                     a => Some(a),
                 })
                 .unwrap_or_else(|| Action::CreateLead(Map::new()));
@@ -920,6 +932,21 @@ pub(super) fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (S
                 next: need(&mut errs, raw.next, "next", "a webhook step needs \"next\""),
             }
         }
+        "invoke" => {
+            // An invoke that did not read stands in as an action with nothing to check; its
+            // problems are already reported, located under `invoke`.
+            let action = raw
+                .invoke
+                .as_ref()
+                .and_then(|w| {
+                    typed::<crate::invoke::Invoke>(&format!("{base}.invoke"), w, problems)
+                })
+                .map_or_else(|| Action::CreateLead(Map::new()), Action::Invoke);
+            StepKind::Action {
+                action,
+                next: need(&mut errs, raw.next, "next", "an invoke step needs \"next\""),
+            }
+        }
         "end" => StepKind::End {
             end: EndKind::parse(raw.end.as_deref().unwrap_or("neutral")),
         },
@@ -928,7 +955,7 @@ pub(super) fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (S
                 err(
                     &mut errs,
                     "",
-                    "a step needs one of send, wait_for, if, branches, split, action, webhook or end (or a delay and next)"
+                    "a step needs one of send, wait_for, if, branches, split, action, webhook, invoke or end (or a delay and next)"
                         .into(),
                 );
                 StepKind::Pass {
@@ -939,7 +966,7 @@ pub(super) fn parse_step(i: usize, v: &Value, problems: &mut Vec<Problem>) -> (S
                 err(
                     &mut errs,
                     "",
-                    "a step needs send, wait_for, if, branches, split, action, webhook, end or at least a delay"
+                    "a step needs send, wait_for, if, branches, split, action, webhook, invoke, end or at least a delay"
                         .into(),
                 );
                 StepKind::Pass {

@@ -10,9 +10,12 @@
 //!   SHA-256 formula computed apart (proptest).
 //! - [`webhook`]: the webhook step: located validation problems, and the call the engine
 //!   queues.
+//! - [`invoke`]: the invoke step: located validation problems, the invoke the engine queues
+//!   with the contact, and the refusal of a store without Lambda.
 
 mod assignment;
 mod hostile;
+mod invoke;
 mod pinpoint;
 mod properties;
 mod validation;

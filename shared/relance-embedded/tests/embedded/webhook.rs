@@ -543,3 +543,32 @@ async fn a_saved_value_the_contact_refuses_is_reported_on_the_delivered_record()
         "the email stays"
     );
 }
+
+#[test]
+fn an_invoke_step_is_refused_here_with_a_located_reason() {
+    // `relance run` has no Lambda to call (DESIGN §9): the scenario is refused when put,
+    // naming the step and saying to use a webhook; nothing is stored.
+    let mut rt = relance_embedded::runtime::Runtime::new(
+        SqliteStore::in_memory().unwrap_or_else(|e| panic!("{e}")),
+    );
+    let text = "id: sync\nlaunch: {type: manual}\naudience: {all: true}\nsteps:\n  - id: crm\n    invoke: {function: \"arn:aws:lambda:us-east-1:123456789012:function:crm-sync\"}\n    next: done\n  - {id: done, end: success}\n";
+    match rt.put_scenario(text, SourceFormat::Yaml, t0()) {
+        Err(relance_embedded::runtime::RuntimeError::Invalid { id, problems }) => {
+            assert_eq!(id, "sync");
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert_eq!(problems[0].path, "steps[0].invoke");
+            assert_eq!(problems[0].step.as_deref(), Some("crm"));
+            assert!(
+                problems[0].message.contains("invoke runs on AWS only")
+                    && problems[0].message.contains("use a webhook here"),
+                "{problems:?}"
+            );
+        }
+        other => panic!("accepted or another error: {other:?}"),
+    }
+    assert!(
+        relance_core::ports::ScenarioStore::scenario(rt.store(), "sync")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_none()
+    );
+}

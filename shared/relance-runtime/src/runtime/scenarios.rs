@@ -195,6 +195,15 @@ where
                 problems: report.problems.clone(),
             })?,
         };
+        if let Some(scenario) = &report.scenario {
+            let unsupported = self.store.unsupported(scenario);
+            if !unsupported.is_empty() {
+                return Err(RuntimeError::Invalid {
+                    id,
+                    problems: unsupported,
+                });
+            }
+        }
         let clean = report.scenario.is_some() && report.problems.is_empty();
         self.unit(now, |u| {
             let existing = u.store.scenario(&id).map_err(store_err)?;

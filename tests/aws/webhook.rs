@@ -1,0 +1,567 @@
+//! The webhook step on AWS (issue 14): a launch's transition puts the call on the webhook
+//! queue (not the bus); the webhook sender, with the guarded HTTP client (its loopback and
+//! http escape hatches on for the test) and a receiver stub on 127.0.0.1, signs it (the stub
+//! checks the signature), retries a 500 by queueing a copy with its backoff (a copy arriving
+//! early waits out the rest by a visibility change), calls once per key (a duplicate delivery
+//! makes no request), applies `save` to the contact on the 200, fails a 404 for good, and
+//! dead-letters a call still failing 24 h after its first attempt.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use chrono::{TimeDelta, Utc};
+use relance_aws::bridge::Bridge;
+use relance_aws::callout::{CallMessage, WebhookSender, webhook_sender};
+use relance_aws::config::AwsConfig;
+use relance_aws::dispatch::AwsDispatch;
+use relance_aws::dynamodb::DynamoStore;
+use relance_aws::ledger::Ledger;
+use relance_aws::sqs::SqsQueues;
+use relance_aws::webhook::HttpTransport;
+use relance_core::journal::RecordKind;
+use relance_core::ports::{ContactStore, JournalStore, SourceFormat, Status};
+use relance_core::webhook;
+use relance_core::wire::{ContactDetail, LaunchDetail};
+use relance_runtime::runtime::Runtime;
+use serde_json::json;
+
+use crate::support::{create_queue, emulator};
+
+const SECRET: &[u8] = b"whsec-aws-test-secret";
+
+/// What the stub saw: every request (mode, key, signature valid), the keys it acted on.
+#[derive(Debug, Default)]
+pub(crate) struct Receiver {
+    requests: Vec<(String, String, bool)>,
+    processed: HashMap<String, u32>,
+    failures_left: HashMap<String, u32>,
+}
+
+pub(crate) type Shared = Arc<Mutex<Receiver>>;
+
+async fn hook(
+    State(state): State<Shared>,
+    Path(mode): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let key = header("idempotency-key");
+    let valid = webhook::verify(
+        SECRET,
+        &header("relance-signature"),
+        &body,
+        Utc::now().timestamp(),
+        300,
+    );
+    let Ok(mut r) = state.lock() else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, String::new());
+    };
+    r.requests.push((mode.clone(), key.clone(), valid));
+    if !valid {
+        return (StatusCode::UNAUTHORIZED, String::new());
+    }
+    match mode.as_str() {
+        "gone" => return (StatusCode::NOT_FOUND, String::new()),
+        "down" => return (StatusCode::SERVICE_UNAVAILABLE, String::new()),
+        _ => {}
+    }
+    let left = r.failures_left.entry(key.clone()).or_insert(1);
+    if *left > 0 {
+        *left -= 1;
+        return (StatusCode::INTERNAL_SERVER_ERROR, String::new());
+    }
+    *r.processed.entry(key).or_insert(0) += 1;
+    (
+        StatusCode::OK,
+        json!({"data": {"tier": "gold"}}).to_string(),
+    )
+}
+
+pub(crate) fn receiver() -> (String, Shared) {
+    let emu = emulator();
+    let state: Shared = Arc::default();
+    let app = Router::new()
+        .route("/hook/{mode}", post(hook))
+        .with_state(state.clone());
+    let listener = emu
+        .runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    emu.runtime
+        .spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), state)
+}
+
+/// Received without deleting, with receipt handles, as Lambda's event source hands them.
+pub(crate) fn receive(url: &str) -> SqsEvent {
+    let emu = emulator();
+    let got = emu
+        .runtime
+        .block_on(
+            emu.sqs
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(0)
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let records: Vec<SqsMessage> = got
+        .messages
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| {
+            serde_json::from_value(json!({
+                "messageId": m.message_id, "receiptHandle": m.receipt_handle, "body": m.body,
+                "attributes": {}, "messageAttributes": {}
+            }))
+            .unwrap_or_else(|e| panic!("{e}"))
+        })
+        .collect();
+    serde_json::from_value(json!({"Records": records})).unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub(crate) fn event_of(message: &CallMessage) -> SqsEvent {
+    let body = serde_json::to_string(message).unwrap_or_default();
+    serde_json::from_value(json!({"Records": [{"messageId": "m1", "body": body, "attributes": {}, "messageAttributes": {}}]}))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub(crate) fn scenario(url: &str) -> String {
+    format!(
+        "id: hook\nlaunch: {{type: manual}}\naudience: {{all: true}}\nsteps:\n  - id: notify\n    webhook:\n      url: \"{url}\"\n      body: '{{\"id\": \"{{{{ contact.id }}}}\"}}'\n      secret: crm\n      save: {{tier: /data/tier}}\n    next: done\n  - {{id: done, end: success}}\n"
+    )
+}
+
+/// Polls `url` until a (delayed) message is visible, at most `seconds`; kept unacknowledged.
+pub(crate) fn receive_after(url: &str, seconds: i64) -> SqsEvent {
+    let start = Utc::now();
+    loop {
+        let got = receive(url);
+        if !got.records.is_empty() || Utc::now() - start > TimeDelta::seconds(seconds) {
+            return got;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+}
+
+/// A webhook sender on these clients: the guarded client with its local-test escape hatches
+/// on, the `crm` secret, no dead-letter queue but the configuration's.
+pub(crate) fn local_sender(
+    dynamo: &aws_sdk_dynamodb::Client,
+    queues: &SqsQueues,
+    config: &AwsConfig,
+    bridge: &Bridge,
+) -> WebhookSender {
+    let env = HashMap::from([
+        ("RELANCE_WEBHOOK_ALLOW_HTTP", "1"),
+        ("RELANCE_OUTBOUND_ALLOW_LOOPBACK", "1"),
+    ]);
+    let transport = HttpTransport::from_lookup(|n| env.get(n).map(|v| v.to_string()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    WebhookSender::new(
+        Arc::new(transport),
+        BTreeMap::from([(webhook::secret_var("crm"), SECRET.to_vec())]),
+        Ledger::new(dynamo.clone(), config.state_table.clone(), bridge.clone()),
+        queues.clone(),
+        config.queues.webhook.clone().unwrap_or_default(),
+        config.queues.webhook_dlq.clone(),
+        bridge.clone(),
+    )
+}
+
+#[test]
+fn webhooks_go_through_their_queue_signed_retried_once_per_key_and_dead_lettered() {
+    if crate::support::offline() {
+        return;
+    }
+    let emu = emulator();
+    let (base, stub) = receiver();
+    let prefix = format!("wh{}-", std::process::id());
+    let mut config = AwsConfig::with_prefix(&prefix, 1);
+    emu.runtime
+        .block_on(DynamoStore::create_tables(&emu.dynamo, &config))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let queue = create_queue(&format!("{prefix}webhook"));
+    let dlq = create_queue(&format!("{prefix}webhook-dlq"));
+    config.queues.webhook = Some(queue.clone());
+    config.queues.webhook_dlq = Some(dlq.clone());
+    let bridge = Bridge::new(emu.runtime.handle().clone());
+    let queues = SqsQueues::new(emu.sqs.clone(), bridge.clone());
+    let store = DynamoStore::new(emu.dynamo.clone(), config.clone(), bridge.clone())
+        .with_dispatch(AwsDispatch::new(queues.clone(), config.queues.clone()));
+    let mut rt = Runtime::new(store);
+    let now = Utc::now();
+    rt.put_scenario(
+        &scenario(&format!("{base}/hook/flaky")),
+        SourceFormat::Yaml,
+        now,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    rt.set_status("hook", Status::Active, now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.upsert_contact(
+        ContactDetail {
+            action: None,
+            contact: serde_json::Map::from_iter([("id".to_string(), json!("c1"))]),
+            at: None,
+        },
+        now,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    rt.launch(
+        LaunchDetail {
+            scenario: "hook".into(),
+            contacts: Some(vec!["c1".into()]),
+        },
+        now,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    // The transition put the call on the webhook queue, the body rendered.
+    let first = receive(&queue);
+    assert_eq!(first.records.len(), 1, "{first:?}");
+    let queued: CallMessage = serde_json::from_str(first.records[0].body.as_deref().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(queued.contact, "c1");
+    assert_eq!(
+        queued.webhook.as_ref().and_then(|w| w.body.as_deref()),
+        Some("{\"id\": \"c1\"}")
+    );
+    let key = queued.header_key();
+
+    let env = HashMap::from([
+        ("RELANCE_WEBHOOK_ALLOW_HTTP", "1"),
+        ("RELANCE_OUTBOUND_ALLOW_LOOPBACK", "1"),
+    ]);
+    let transport = HttpTransport::from_lookup(|n| env.get(n).map(|v| v.to_string()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let sender = WebhookSender::new(
+        Arc::new(transport),
+        BTreeMap::from([(webhook::secret_var("crm"), SECRET.to_vec())]),
+        Ledger::new(
+            emu.dynamo.clone(),
+            config.state_table.clone(),
+            bridge.clone(),
+        ),
+        queues.clone(),
+        queue.clone(),
+        Some(dlq.clone()),
+        bridge.clone(),
+    );
+
+    // Attempt 1: a 500. The message is settled (no batch failure) and a copy is queued,
+    // carrying the first attempt's instant, due 30 s later.
+    let t1 = Utc::now();
+    let response = webhook_sender(&mut rt, &sender, &first, t1);
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    emu.runtime
+        .block_on(
+            emu.sqs
+                .delete_message()
+                .queue_url(&queue)
+                .receipt_handle(first.records[0].receipt_handle.clone().unwrap_or_default())
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let copy = loop {
+        // The copy is delayed to its backoff: wait for it (at most the 30 s and a margin).
+        let got = receive(&queue);
+        if !got.records.is_empty() {
+            break got;
+        }
+        assert!(
+            Utc::now() - t1 < TimeDelta::seconds(60),
+            "the retry's copy never arrived"
+        );
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    };
+    assert!(
+        Utc::now() - t1 >= TimeDelta::seconds(29),
+        "the copy came before its backoff"
+    );
+    let retry: CallMessage = serde_json::from_str(copy.records[0].body.as_deref().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(retry.attempts, 1);
+    assert_eq!(retry.first_at, Some(t1));
+    assert_eq!(retry.not_before, Some(t1 + TimeDelta::seconds(30)));
+
+    // Arriving before its instant, the copy waits out the rest by a visibility change
+    // (reported failed so the queue keeps it) and makes no request.
+    let early = webhook_sender(&mut rt, &sender, &copy, t1 + TimeDelta::seconds(10));
+    assert_eq!(early.batch_item_failures.len(), 1, "{early:?}");
+    assert_eq!(stub.lock().map(|r| r.requests.len()).unwrap_or(0), 1);
+
+    // At its time: a 200, delivered, and `save` applied to the contact.
+    let done = webhook_sender(&mut rt, &sender, &copy, Utc::now());
+    assert!(done.batch_item_failures.is_empty(), "{done:?}");
+    let c1 = rt
+        .store()
+        .contact("c1")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("no c1"));
+    assert_eq!(c1.field("tier"), Some(&json!("gold")));
+    let path = rt.path("hook", "c1").unwrap_or_else(|e| panic!("{e}"));
+    let delivered: Vec<_> = path
+        .iter()
+        .filter(|r| r.kind == RecordKind::Delivered && r.action.as_deref() == Some("webhook"))
+        .collect();
+    assert_eq!(delivered.len(), 1, "{path:#?}");
+    assert_eq!(delivered[0].reason, None);
+
+    // A duplicate delivery of the same key: no request, nothing journaled again.
+    let again = webhook_sender(&mut rt, &sender, &copy, Utc::now());
+    assert!(again.batch_item_failures.is_empty());
+    {
+        let r = stub.lock().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.requests.len(), 2, "{:?}", r.requests);
+        assert!(r.requests.iter().all(|(_, k, valid)| *valid && *k == key));
+        assert_eq!(r.processed.get(&key), Some(&1));
+    }
+
+    // A 404: failed for good, with its status; nothing queued again.
+    let mut gone = queued.clone();
+    gone.contact = "c2".into();
+    gone.enrollment = "hook:c2:1".into();
+    if let Some(w) = gone.webhook.as_mut() {
+        w.url = format!("{base}/hook/gone");
+        w.save.clear();
+    }
+    let _ = webhook_sender(&mut rt, &sender, &event_of(&gone), Utc::now());
+    let records = rt
+        .store()
+        .records("hook", Some("c2"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        records.iter().any(|r| r.kind == RecordKind::Failed
+            && r.reason.as_deref() == Some("webhook failed: HTTP 404")),
+        "{records:#?}"
+    );
+
+    // Still failing 24 h after its first attempt: dead-lettered, journaled failed.
+    let mut down = queued.clone();
+    down.contact = "c3".into();
+    down.enrollment = "hook:c3:1".into();
+    if let Some(w) = down.webhook.as_mut() {
+        w.url = format!("{base}/hook/down");
+    }
+    down.first_at = Some(Utc::now() - TimeDelta::hours(24));
+    down.attempts = 30;
+    let _ = webhook_sender(&mut rt, &sender, &event_of(&down), Utc::now());
+    let records = rt
+        .store()
+        .records("hook", Some("c3"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        records.iter().any(|r| r.kind == RecordKind::Failed
+            && r.reason.as_deref().is_some_and(
+                |w| w.starts_with("webhook dead-lettered after 31 attempts in 24 h: HTTP 503")
+            )),
+        "{records:#?}"
+    );
+    let dead = crate::support::drain(&dlq);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0].1.contains("hook:c3:1"), "{}", dead[0].1);
+    // Neither the 404 nor the dead letter left a copy on the queue.
+    assert!(crate::support::drain(&queue).is_empty());
+}
+
+/// Answers the statuses it is given in turn (202 once they are used), keeping each invoke.
+#[derive(Debug, Default)]
+struct FakeLambda {
+    statuses: Mutex<Vec<u16>>,
+    calls: Mutex<Vec<(String, serde_json::Value)>>,
+}
+
+impl relance_aws::callout::Invoker for FakeLambda {
+    fn invoke(&self, function: &str, payload: Vec<u8>) -> webhook::CallFuture<'_> {
+        let event = serde_json::from_slice(&payload).unwrap_or(serde_json::Value::Null);
+        if let Ok(mut calls) = self.calls.lock() {
+            calls.push((function.to_string(), event));
+        }
+        let status = self
+            .statuses
+            .lock()
+            .ok()
+            .and_then(|mut s| (!s.is_empty()).then(|| s.remove(0)))
+            .unwrap_or(202);
+        Box::pin(async move {
+            Ok(webhook::Answer {
+                status,
+                body: Vec::new(),
+            })
+        })
+    }
+}
+
+const FUNCTION: &str = "arn:aws:lambda:us-east-1:123456789012:function:crm-sync";
+
+#[test]
+fn invokes_go_through_the_webhook_queue_with_the_contact_and_step_as_the_event() {
+    if crate::support::offline() {
+        return;
+    }
+    let emu = emulator();
+    let prefix = format!("inv{}-", std::process::id());
+    let mut config = AwsConfig::with_prefix(&prefix, 1);
+    emu.runtime
+        .block_on(DynamoStore::create_tables(&emu.dynamo, &config))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let queue = create_queue(&format!("{prefix}webhook"));
+    config.queues.webhook = Some(queue.clone());
+    let bridge = Bridge::new(emu.runtime.handle().clone());
+    let queues = SqsQueues::new(emu.sqs.clone(), bridge.clone());
+    let store = DynamoStore::new(emu.dynamo.clone(), config.clone(), bridge.clone())
+        .with_dispatch(AwsDispatch::new(queues.clone(), config.queues.clone()));
+    let mut rt = Runtime::new(store);
+    let now = Utc::now();
+    let text = format!(
+        "id: sync\nlaunch: {{type: manual}}\naudience: {{all: true}}\nsteps:\n  - id: crm\n    invoke: {{function: \"{FUNCTION}\"}}\n    next: done\n  - {{id: done, end: success}}\n"
+    );
+    rt.put_scenario(&text, SourceFormat::Yaml, now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.set_status("sync", Status::Active, now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.upsert_contact(
+        ContactDetail {
+            action: None,
+            contact: serde_json::Map::from_iter([
+                ("id".to_string(), json!("c1")),
+                ("email".to_string(), json!("c1@example.com")),
+            ]),
+            at: None,
+        },
+        now,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    rt.launch(
+        LaunchDetail {
+            scenario: "sync".into(),
+            contacts: Some(vec!["c1".into()]),
+        },
+        now,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let queued = crate::support::drain(&queue);
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    let message: CallMessage = serde_json::from_str(&queued[0].1).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(message.action(), "invoke");
+
+    let lambda = Arc::new(FakeLambda {
+        statuses: Mutex::new(vec![429]),
+        ..FakeLambda::default()
+    });
+    let env = HashMap::<&str, &str>::new();
+    let sender = WebhookSender::new(
+        Arc::new(
+            HttpTransport::from_lookup(|n| env.get(n).map(|v| v.to_string()))
+                .unwrap_or_else(|e| panic!("{e}")),
+        ),
+        BTreeMap::new(),
+        Ledger::new(
+            emu.dynamo.clone(),
+            config.state_table.clone(),
+            bridge.clone(),
+        ),
+        queues.clone(),
+        queue.clone(),
+        None,
+        bridge.clone(),
+    )
+    .with_invoker(lambda.clone());
+
+    // Throttled (429): retried, as a webhook's 429 would be: a copy due 30 s later.
+    let t1 = Utc::now();
+    let r = webhook_sender(&mut rt, &sender, &event_of(&message), t1);
+    assert!(r.batch_item_failures.is_empty(), "{r:?}");
+    let copies = crate::support::drain_after(&queue, 40);
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    let copy: CallMessage = serde_json::from_str(&copies[0].1).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((copy.attempts, copy.first_at), (1, Some(t1)));
+    // At its time: queued by Lambda (202), journaled delivered; a duplicate invokes nothing.
+    let later = copy.not_before.unwrap_or(t1);
+    for _ in 0..2 {
+        let r = webhook_sender(&mut rt, &sender, &event_of(&copy), later);
+        assert!(r.batch_item_failures.is_empty(), "{r:?}");
+    }
+    let calls = lambda.calls.lock().map(|c| c.clone()).unwrap_or_default();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    let enrollment = message.enrollment.clone();
+    for (function, event) in &calls {
+        assert_eq!(function, FUNCTION);
+        assert_eq!(
+            *event,
+            json!({
+                "contact": {"id": "c1", "email": "c1@example.com"},
+                "step": "crm", "scenario": "sync", "enrollment": enrollment,
+                "idempotency_key": format!("{enrollment}:crm"),
+            })
+        );
+    }
+    let path = rt.path("sync", "c1").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        path.iter()
+            .filter(|r| r.kind == RecordKind::Delivered && r.action.as_deref() == Some("invoke"))
+            .count(),
+        1,
+        "{path:#?}"
+    );
+
+    // The real Lambda API (the emulator's): a function that does not exist is Lambda's 404,
+    // failed for good, never retried.
+    let sdk = emu.runtime.block_on(aws_config::load_from_env());
+    let real = WebhookSender::new(
+        Arc::new(
+            HttpTransport::from_lookup(|n| env.get(n).map(|v| v.to_string()))
+                .unwrap_or_else(|e| panic!("{e}")),
+        ),
+        BTreeMap::new(),
+        Ledger::new(
+            emu.dynamo.clone(),
+            config.state_table.clone(),
+            bridge.clone(),
+        ),
+        queues.clone(),
+        queue.clone(),
+        None,
+        bridge.clone(),
+    )
+    .with_invoker(Arc::new(relance_aws::callout::LambdaInvoker::new(
+        aws_sdk_lambda::Client::new(&sdk),
+    )));
+    let mut missing = message.clone();
+    missing.contact = "c2".into();
+    missing.enrollment = "sync:c2:1".into();
+    if let Some(i) = missing.invoke.as_mut() {
+        i.function = format!(
+            "arn:aws:lambda:us-east-1:000000000000:function:relance-missing-{}",
+            std::process::id()
+        );
+    }
+    let r = webhook_sender(&mut rt, &real, &event_of(&missing), Utc::now());
+    assert!(r.batch_item_failures.is_empty(), "{r:?}");
+    let records = rt
+        .store()
+        .records("sync", Some("c2"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        records.iter().any(|r| r.kind == RecordKind::Failed
+            && r.reason.as_deref() == Some("invoke failed: HTTP 404")),
+        "{records:#?}"
+    );
+    assert!(crate::support::drain(&queue).is_empty());
+}
