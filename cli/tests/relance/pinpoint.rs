@@ -320,19 +320,44 @@ fn refused_journeys_exit_1_with_located_problems_and_write_nothing() {
     );
     assert!(!out.exists());
     let o = relance(&["import", "pinpoint", &fixture("custom-lambda.json")]);
-    if relance_core::scenario::STEP_KEYS.contains(&"invoke") {
-        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    } else {
-        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-        assert!(
-            text(&o).contains("error: Activities.SyncCrm.CUSTOM: CUSTOM activities need the webhook or invoke step"),
-            "{}",
-            text(&o)
-        );
-    }
+    // A CUSTOM Lambda activity is not refused: it becomes an invoke step.
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     // Not a journey at all: exit 2, naming the file.
     let f = write(&d, "list.json", "{\"JourneysResponse\": {\"Item\": []}}");
     let o = relance(&["import", "pinpoint", &f]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("not a Pinpoint journey"), "{}", text(&o));
+}
+
+#[test]
+fn custom_lambda_journey_invokes_the_function_then_emails_the_segment() {
+    let d = dir("custom");
+    let s = import(&d, "custom-lambda.json");
+    let yaml = std::fs::read_to_string(&s).unwrap_or_default();
+    assert!(
+        yaml.contains("arn:aws:lambda:us-east-1:123456789012:function:crm-sync"),
+        "{yaml}"
+    );
+    let c = write(
+        &d,
+        "c.jsonl",
+        "{\"id\": \"ana\", \"email\": \"ana@example.com\", \"groups\": [\"crm-contacts\"]}\n\
+         {\"id\": \"bob\", \"email\": \"bob@example.com\"}\n",
+    );
+    let records = simulate(&s, &c, None, "P1D");
+    // The segment's member: the CUSTOM activity's invoke (journaled, not called), then the
+    // email, then the end; the others are outside the audience.
+    let invoked: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["contact"] == "ana" && r["kind"] == "action")
+        .collect();
+    assert_eq!(invoked.len(), 1, "{records:#?}");
+    assert_eq!(invoked[0]["step"], "synccrm", "{records:#?}");
+    let p = paths(&records);
+    let ana = path_of(&p, "ana");
+    assert!(
+        ana.len() == 2 && ana[0].starts_with("sent confirmemail@") && ana[1] == "ended success",
+        "{ana:?}"
+    );
+    assert!(path_of(&p, "bob")[0].starts_with("skipped audience@"));
 }
