@@ -10,11 +10,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
 use chrono::{TimeDelta, Utc};
 use relance_aws::bridge::Bridge;
 use relance_aws::callout::{CallMessage, WebhookSender, webhook_sender};
@@ -33,69 +28,16 @@ use serde_json::json;
 
 use crate::support::{create_queue, emulator};
 
-const SECRET: &[u8] = b"whsec-aws-test-secret";
+#[path = "../webhook/receiver.rs"]
+mod stub;
 
-/// What the stub saw: every request (mode, key, signature valid), the keys it acted on.
-#[derive(Debug, Default)]
-pub(crate) struct Receiver {
-    requests: Vec<(String, String, bool)>,
-    processed: HashMap<String, u32>,
-    failures_left: HashMap<String, u32>,
-}
-
-pub(crate) type Shared = Arc<Mutex<Receiver>>;
-
-async fn hook(
-    State(state): State<Shared>,
-    Path(mode): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> (StatusCode, String) {
-    let header = |n: &str| {
-        headers
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
-    let key = header("idempotency-key");
-    let valid = webhook::verify(
-        SECRET,
-        &header("relance-signature"),
-        &body,
-        Utc::now().timestamp(),
-        300,
-    );
-    let Ok(mut r) = state.lock() else {
-        return (StatusCode::INTERNAL_SERVER_ERROR, String::new());
-    };
-    r.requests.push((mode.clone(), key.clone(), valid));
-    if !valid {
-        return (StatusCode::UNAUTHORIZED, String::new());
-    }
-    match mode.as_str() {
-        "gone" => return (StatusCode::NOT_FOUND, String::new()),
-        "down" => return (StatusCode::SERVICE_UNAVAILABLE, String::new()),
-        _ => {}
-    }
-    let left = r.failures_left.entry(key.clone()).or_insert(1);
-    if *left > 0 {
-        *left -= 1;
-        return (StatusCode::INTERNAL_SERVER_ERROR, String::new());
-    }
-    *r.processed.entry(key).or_insert(0) += 1;
-    (
-        StatusCode::OK,
-        json!({"data": {"tier": "gold"}}).to_string(),
-    )
-}
+pub(crate) use stub::scenario;
+use stub::{SECRET, Shared};
 
 pub(crate) fn receiver() -> (String, Shared) {
     let emu = emulator();
     let state: Shared = Arc::default();
-    let app = Router::new()
-        .route("/hook/{mode}", post(hook))
-        .with_state(state.clone());
+    let app = stub::router(state.clone());
     let listener = emu
         .runtime
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -139,12 +81,6 @@ pub(crate) fn event_of(message: &CallMessage) -> SqsEvent {
     let body = serde_json::to_string(message).unwrap_or_default();
     serde_json::from_value(json!({"Records": [{"messageId": "m1", "body": body, "attributes": {}, "messageAttributes": {}}]}))
         .unwrap_or_else(|e| panic!("{e}"))
-}
-
-pub(crate) fn scenario(url: &str) -> String {
-    format!(
-        "id: hook\nlaunch: {{type: manual}}\naudience: {{all: true}}\nsteps:\n  - id: notify\n    webhook:\n      url: \"{url}\"\n      body: '{{\"id\": \"{{{{ contact.id }}}}\"}}'\n      secret: crm\n      save: {{tier: /data/tier}}\n    next: done\n  - {{id: done, end: success}}\n"
-    )
 }
 
 /// Polls `url` until a (delayed) message is visible, at most `seconds`; kept unacknowledged.

@@ -7,14 +7,9 @@
 
 use std::collections::HashMap;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
 use chrono::{TimeDelta, Utc};
 use relance_aws::outbound::OutboundPolicy;
 use relance_aws::webhook::HttpTransport;
@@ -28,67 +23,14 @@ use relance_embedded::store::SqliteStore;
 use relance_embedded::webhook::Worker;
 use serde_json::json;
 
-const SECRET: &[u8] = b"whsec-cli-test-secret";
+#[path = "../../../tests/webhook/receiver.rs"]
+mod stub;
 
-/// What the receiver saw: every request (key, signature valid), and the keys it acted on once.
-#[derive(Debug, Default)]
-struct Receiver {
-    requests: Vec<(String, String, bool)>,
-    processed: HashMap<String, u32>,
-    failures_left: HashMap<String, u32>,
-}
-
-type Shared = Arc<Mutex<Receiver>>;
-
-async fn hook(
-    State(state): State<Shared>,
-    Path(mode): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> (StatusCode, String) {
-    let header = |n: &str| {
-        headers
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
-    let key = header("idempotency-key");
-    let valid = webhook::verify(
-        SECRET,
-        &header("relance-signature"),
-        &body,
-        Utc::now().timestamp(),
-        300,
-    );
-    let Ok(mut r) = state.lock() else {
-        return (StatusCode::INTERNAL_SERVER_ERROR, String::new());
-    };
-    r.requests.push((mode.clone(), key.clone(), valid));
-    if !valid {
-        return (StatusCode::UNAUTHORIZED, String::new());
-    }
-    if mode == "gone" {
-        return (StatusCode::NOT_FOUND, String::new());
-    }
-    let left = r.failures_left.entry(key.clone()).or_insert(1);
-    if mode == "flaky" && *left > 0 {
-        *left -= 1;
-        return (StatusCode::INTERNAL_SERVER_ERROR, String::new());
-    }
-    // The key makes the effect happen once, however many times the call comes.
-    *r.processed.entry(key).or_insert(0) += 1;
-    (
-        StatusCode::OK,
-        json!({"data": {"tier": "gold", "seen": body.len()}}).to_string(),
-    )
-}
+use stub::{SECRET, Shared, scenario};
 
 async fn receiver() -> (String, Shared) {
     let state: Shared = Arc::default();
-    let app = Router::new()
-        .route("/hook/{mode}", post(hook))
-        .with_state(state.clone());
+    let app = stub::router(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -106,12 +48,6 @@ fn local_transport() -> Arc<HttpTransport> {
     Arc::new(
         HttpTransport::from_lookup(|n| env.get(n).map(|v| v.to_string()))
             .unwrap_or_else(|e| panic!("{e}")),
-    )
-}
-
-fn scenario(url: &str) -> String {
-    format!(
-        "id: hook\nlaunch: {{type: manual}}\naudience: {{all: true}}\nsteps:\n  - id: notify\n    webhook:\n      url: \"{url}\"\n      body: '{{\"id\": \"{{{{ contact.id }}}}\"}}'\n      secret: crm\n      save: {{tier: /data/tier}}\n    next: done\n  - {{id: done, end: success}}\n"
     )
 }
 
