@@ -75,16 +75,7 @@ impl Simulation<'_> {
         let start = self.start;
         let mut store = MemoryStore::streaming();
         // The winner rule counts from the journal: the records it reads are kept.
-        let tests_winners = self.scenario.steps.iter().any(|s| {
-            matches!(
-                &s.kind,
-                relance_core::scenario::StepKind::Send {
-                    winner: Some(_),
-                    ..
-                }
-            )
-        });
-        if tests_winners {
+        if self.scenario.winner_steps().next().is_some() {
             store.keep_journal_of(&[
                 RecordKind::Sent,
                 RecordKind::Opened,

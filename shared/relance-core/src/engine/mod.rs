@@ -324,15 +324,12 @@ impl Engine {
         self.policy.frequency_cap.is_some()
     }
 
-    /// The variant send steps with a winner rule, with their rule: callers fill
-    /// [`History::winners`](crate::contact::History::winners) for them.
-    pub fn winner_steps(&self) -> impl Iterator<Item = (&str, &crate::scenario::Winner)> {
-        self.scenario.steps.iter().filter_map(|s| match &s.kind {
-            StepKind::Send {
-                winner: Some(w), ..
-            } => Some((s.id.as_str(), w)),
-            _ => None,
-        })
+    /// The variant send steps with a winner rule (see [`Scenario::winner_steps`]): callers
+    /// fill [`History::winners`](crate::contact::History::winners) for them.
+    pub fn winner_steps(
+        &self,
+    ) -> impl Iterator<Item = (&str, &[crate::scenario::Variant], &crate::scenario::Winner)> {
+        self.scenario.winner_steps()
     }
 
     /// True when callers must fill

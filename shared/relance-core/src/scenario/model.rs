@@ -48,6 +48,20 @@ pub struct Scenario {
     pub conversion: Option<Conversion>,
 }
 
+impl Scenario {
+    /// The variant send steps with a winner rule: (step id, its variants, its rule).
+    pub fn winner_steps(&self) -> impl Iterator<Item = (&str, &[Variant], &Winner)> {
+        self.steps.iter().filter_map(|s| match &s.kind {
+            StepKind::Send {
+                variants,
+                winner: Some(w),
+                ..
+            } => Some((s.id.as_str(), variants.as_slice(), w)),
+            _ => None,
+        })
+    }
+}
+
 /// `conversion: {event, where?, within, value?}` (DESIGN §3.1): each entry, held out or not,
 /// converts at most once, on the first matching event within `within` of its entry.
 #[derive(Debug, Clone, PartialEq)]

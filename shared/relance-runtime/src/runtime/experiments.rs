@@ -8,7 +8,6 @@ use relance_core::contact::{ActivityEvent, History};
 use relance_core::engine::{Effect, Engine, Enrollment};
 use relance_core::journal::{Record, RecordKind};
 use relance_core::ports::{ConversionWatch, Store};
-use relance_core::scenario::StepKind;
 use relance_core::{instant, winner};
 
 use super::{RuntimeError, Unit, store_err};
@@ -23,7 +22,7 @@ pub(super) fn fill_winners<S: Store>(
 where
     S::Fault: std::error::Error + Send + Sync + 'static,
 {
-    for (step, _) in engine.winner_steps() {
+    for (step, _, _) in engine.winner_steps() {
         if let Some(message) = store
             .setting(&winner::winner_setting(scenario, step))
             .map_err(store_err)?
@@ -117,7 +116,8 @@ where
             let Effect::Send(send) = effect else {
                 continue;
             };
-            let Some((step, rule)) = engine.winner_steps().find(|(s, _)| *s == send.step) else {
+            let Some((step, _, rule)) = engine.winner_steps().find(|(s, ..)| *s == send.step)
+            else {
                 continue;
             };
             let key = (scenario.to_string(), step.to_string());
@@ -171,14 +171,7 @@ where
             return Ok(());
         };
         let engine = self.engine(scenario, version)?;
-        let Some((variants, rule)) = engine.scenario().steps.iter().find_map(|s| match &s.kind {
-            StepKind::Send {
-                variants,
-                winner: Some(rule),
-                ..
-            } if s.id == step => Some((variants, rule)),
-            _ => None,
-        }) else {
+        let Some((_, variants, rule)) = engine.winner_steps().find(|(s, ..)| *s == step) else {
             // The active version no longer tests this step.
             return Ok(());
         };

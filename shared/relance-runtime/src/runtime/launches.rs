@@ -211,10 +211,7 @@ where
                     .skipped
                     .entry(reason.as_str().to_string())
                     .or_default() += 1;
-                self.store.journal(scenario, &record).map_err(store_err)?;
-                if let Some(r) = self.reported.as_deref_mut() {
-                    r.push(scenario, record);
-                }
+                self.record(scenario, record)?;
             }
         }
         Ok(())

@@ -258,7 +258,7 @@ where
             .store
             .setting(relance_core::ports::SETTING_POLICY)
             .map_err(store_err)?
-            .and_then(|t| relance_core::policy::Policy::parse(&t, relance_core::Format::Yaml).ok());
+            .and_then(|t| scenarios::parse_policy(&t).ok());
         Ok(Report::from_records_with(
             engine.scenario(),
             &records,

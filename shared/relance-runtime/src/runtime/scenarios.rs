@@ -84,7 +84,7 @@ impl Engines {
 }
 
 /// A stored policy: YAML (a superset of JSON).
-fn parse_policy(text: &str) -> Result<Policy, RuntimeError> {
+pub(super) fn parse_policy(text: &str) -> Result<Policy, RuntimeError> {
     Policy::parse(text, relance_core::Format::Yaml).map_err(|problems| RuntimeError::Invalid {
         id: "policy".into(),
         problems,
