@@ -28,6 +28,8 @@
 //! - [`stats`]: the normal distribution, Wilson intervals and two-proportion z-tests behind
 //!   reports and the winner rule.
 //! - [`report`]: the experiment report of a scenario, computed from its journal records.
+//! - [`delivery`]: the delivery contract of `relance run`: an outgoing message, the
+//!   [`delivery::Backend`] a provider implements, how answers are classed, the retry rules.
 //! - [`ports`]: the storage traits runtimes implement (SQLite embedded, DynamoDB on AWS).
 //! - [`graph`]: a scenario drawn as a Mermaid flowchart or Graphviz DOT.
 //! - [`pinpoint`]: Amazon Pinpoint journeys (`aws pinpoint get-journey`) imported as scenario
@@ -47,6 +49,7 @@ pub mod best_time;
 pub mod condition;
 pub mod consent;
 pub mod contact;
+pub mod delivery;
 pub mod duration;
 pub mod engine;
 pub mod experiment;
