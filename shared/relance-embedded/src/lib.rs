@@ -6,6 +6,8 @@
 //! - [`runtime`]: re-exported from `relance-runtime`: the engine over the ports, one unit of
 //!   work per input.
 //! - [`outbox`]: delivery of sends to a JSON-lines file and the log, exactly once.
+//! - [`delivery`]: real delivery of sends (SMTP, SES, SNS, web push backends handed in):
+//!   leased in order per contact, retried with backoff, settled on the runner.
 //! - [`webhook`]: delivery of webhook calls: signed, retried with backoff, settled on the
 //!   runner (the HTTP client is handed in).
 //! - [`import`]: contacts from CSV or JSON lines, with a report.
@@ -17,6 +19,7 @@
 pub mod api;
 pub mod auth;
 pub mod clock;
+pub mod delivery;
 pub mod import;
 pub mod outbox;
 pub mod server;

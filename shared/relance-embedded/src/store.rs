@@ -28,7 +28,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The migrations, in order; `PRAGMA user_version` says how many were applied.
-const MIGRATIONS: [&str; 9] = [
+const MIGRATIONS: [&str; 10] = [
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_dead_letter.sql"),
     include_str!("../migrations/0003_policy.sql"),
@@ -38,9 +38,12 @@ const MIGRATIONS: [&str; 9] = [
     include_str!("../migrations/0007_consent.sql"),
     include_str!("../migrations/0008_conversion_watch.sql"),
     include_str!("../migrations/0009_webhook.sql"),
+    include_str!("../migrations/0010_delivery.sql"),
 ];
 
+mod deliveries;
 mod webhooks;
+pub use deliveries::{DeliveryCounts, DeliveryRow, DeliveryStatus, Settlement};
 pub use webhooks::{Attempt, WebhookRow, WebhookStatus};
 
 /// A storage failure.
@@ -198,6 +201,9 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Connection,
+    /// The channels whose sends are delivered by a real backend (`relance run`'s settings):
+    /// their sends get a `delivery` row beside the outbox row.
+    live_channels: Vec<relance_core::scenario::Channel>,
 }
 
 impl SqliteStore {
@@ -220,7 +226,10 @@ impl SqliteStore {
     fn prepare(conn: Connection) -> Result<SqliteStore, StoreError> {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        let mut store = SqliteStore { conn };
+        let mut store = SqliteStore {
+            conn,
+            live_channels: Vec::new(),
+        };
         store.migrate()?;
         Ok(store)
     }
@@ -964,12 +973,26 @@ impl SqliteStore {
         at: DateTime<Utc>,
         payload: &serde_json::Value,
     ) -> Result<(), StoreError> {
-        self.conn
+        self.outbox_row_inserted(key, scenario, contact, kind, at, payload)
+            .map(drop)
+    }
+
+    /// [`SqliteStore::outbox_row`], returning the new row's `seq` (none for a repeated key).
+    fn outbox_row_inserted(
+        &mut self,
+        key: &str,
+        scenario: &str,
+        contact: &str,
+        kind: &str,
+        at: DateTime<Utc>,
+        payload: &serde_json::Value,
+    ) -> Result<Option<i64>, StoreError> {
+        let inserted = self.conn
             .prepare_cached(
                 "INSERT OR IGNORE INTO outbox (idempotency_key, scenario_id, contact_id, kind, at, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
             .execute(params![key, scenario, contact, kind, ts("outbox at", at)?, payload.to_string()])?;
-        Ok(())
+        Ok((inserted > 0).then(|| self.conn.last_insert_rowid()))
     }
 }
 
@@ -1007,14 +1030,21 @@ impl JournalStore for SqliteStore {
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let payload = relance_core::ports::send_message(scenario, send, at);
-        self.outbox_row(
+        let seq = self.outbox_row_inserted(
             &send.idempotency_key,
             scenario,
             &send.contact,
             "send",
             at,
             &payload,
-        )
+        )?;
+        // A channel with a real backend queues the send for delivery in this transaction.
+        if let Some(seq) = seq
+            && self.live_channels.contains(&send.channel)
+        {
+            self.queue_delivery(seq, scenario, send, at)?;
+        }
+        Ok(())
     }
 
     fn outbox_action(
@@ -1057,8 +1087,12 @@ impl JournalStore for SqliteStore {
             // Only rows the file already has: an undelivered send is never dropped.
             Retained::Outbox => {
                 let rows = self.conn.prepare_cached(
-                    "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE at < ?1 AND seq <= (SELECT seq FROM outbox_delivery WHERE id = 1) LIMIT ?2)",
+                    "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE at < ?1 AND seq <= (SELECT seq FROM outbox_delivery WHERE id = 1) AND seq NOT IN (SELECT seq FROM delivery WHERE state IN ('pending', 'sending')) LIMIT ?2)",
                 )?.execute(params![before, limit])?;
+                // Settled deliveries go with their outbox rows.
+                self.conn.prepare_cached(
+                    "DELETE FROM delivery WHERE state NOT IN ('pending', 'sending') AND seq NOT IN (SELECT seq FROM outbox)",
+                )?.execute([])?;
                 // Settled webhook calls go with the outbox; a pending one is never dropped.
                 let left = limit.saturating_sub(i64::try_from(rows).unwrap_or(i64::MAX));
                 rows + if left > 0 { self.purge_webhooks(before, left)? } else { 0 }

@@ -1,0 +1,341 @@
+//! Real delivery from `relance run`: a worker beside the runner leases due sends of the
+//! channels that have a backend (SMTP, SES, SNS, web push), hands each to its backend and
+//! settles the answer on the runner thread.
+//!
+//! - The provider took it: `done`, its message id kept.
+//! - A transient failure (a 4xx SMTP reply, a timeout, throttling): retried with backoff (30 s
+//!   doubling to 1 h, stored, so a restart resumes) until 24 h after the first attempt, then
+//!   dead-lettered with a `failed` record. The contact's later messages wait behind it, so a
+//!   contact's messages arrive in order; other contacts go on.
+//! - A permanent answer (a 5xx reply, a rejected address): `failed` with the answer, journaled;
+//!   a hard bounce also records `bounced` engagement, which suppresses the address through
+//!   the consent log exactly as a bounce reported by SES does on AWS.
+//!
+//! Each send is queued for delivery in the transaction that made it, and leased rows are
+//! marked `sending` before the call; a row found `sending` at start was cut short by a stop
+//! and is sent again with the same `Message-ID` (the provider may have taken it: the one case
+//! of at-least-once, counted as `interrupted`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use chrono::{DateTime, Utc};
+use relance_core::EngagementKind;
+use relance_core::delivery::{self as rules, Backend, DeliveryError, Outgoing};
+use relance_core::engine::Send;
+use relance_core::journal::{Record, RecordKind};
+use relance_core::scenario::Channel;
+use relance_core::unsubscribe::UnsubscribeLinks;
+use relance_core::wire::EngagementDetail;
+
+use crate::runtime::Runtime;
+use crate::server::{RuntimeHandle, Stopped};
+use crate::store::{DeliveryRow, Settlement, SqliteStore, StoreError};
+
+/// Sends leased per round (and in flight at once at most).
+const BATCH: usize = 64;
+
+/// Rewrites an email's HTML for open and click tracking (the scenario, the send); `None`
+/// leaves it as it is (tracking off for the message, or no HTML).
+pub type Instrument = Arc<dyn Fn(&str, &Send) -> Option<String> + std::marker::Send + Sync>;
+
+/// The backends of `relance run`, one per channel that is delivered for real.
+#[derive(Debug, Clone, Default)]
+pub struct Backends {
+    by_channel: HashMap<Channel, Arc<dyn Backend>>,
+}
+
+impl Backends {
+    /// No real delivery: everything goes to the outbox file only.
+    pub fn none() -> Backends {
+        Backends::default()
+    }
+
+    /// Delivers `channel` through `backend`.
+    pub fn with(mut self, channel: Channel, backend: Arc<dyn Backend>) -> Backends {
+        self.by_channel.insert(channel, backend);
+        self
+    }
+
+    /// The channels delivered for real.
+    pub fn channels(&self) -> Vec<Channel> {
+        let mut channels: Vec<Channel> = self.by_channel.keys().copied().collect();
+        channels.sort_by_key(|c| c.as_str());
+        channels
+    }
+
+    /// True when no channel has a backend.
+    pub fn is_empty(&self) -> bool {
+        self.by_channel.is_empty()
+    }
+
+    /// `email=smtp, sms=sns`, for the start-up line.
+    pub fn describe(&self) -> String {
+        self.channels()
+            .into_iter()
+            .filter_map(|c| {
+                self.by_channel
+                    .get(&c)
+                    .map(|b| format!("{}={}", c.as_str(), b.name()))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn get(&self, channel: Channel) -> Option<&Arc<dyn Backend>> {
+        self.by_channel.get(&channel)
+    }
+}
+
+/// The delivery worker: leases due sends through the runner, delivers them, settles them.
+#[derive(Clone)]
+pub struct Worker {
+    handle: RuntimeHandle,
+    backends: Backends,
+    unsubscribe: Option<UnsubscribeLinks>,
+    instrument: Option<Instrument>,
+    from_email: String,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("backends", &self.backends)
+            .field("from_email", &self.from_email)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// A worker on the runner behind `handle`; `from_email` is the default sender (its domain
+    /// names the `Message-ID`s).
+    pub fn new(handle: RuntimeHandle, backends: Backends, from_email: &str) -> Worker {
+        Worker {
+            handle,
+            backends,
+            unsubscribe: None,
+            instrument: None,
+            from_email: from_email.to_string(),
+        }
+    }
+
+    /// Emails carry RFC 8058 one-click unsubscribe headers signed with `links`.
+    pub fn with_unsubscribe(mut self, links: Option<UnsubscribeLinks>) -> Worker {
+        self.unsubscribe = links;
+        self
+    }
+
+    /// Email HTML is rewritten by `instrument` (the open pixel and click redirects).
+    pub fn with_instrument(mut self, instrument: Option<Instrument>) -> Worker {
+        self.instrument = instrument;
+        self
+    }
+
+    /// Puts rows a stop cut short back in line (call once, before the first round); returns
+    /// how many.
+    pub async fn recover(&self) -> Result<usize, Stopped> {
+        let recovered = self
+            .handle
+            .call(|rt, _| rt.store().recover_deliveries())
+            .await?;
+        match recovered {
+            Ok(n) => {
+                if n > 0 {
+                    tracing::warn!(target: "relance::delivery", count = n, "sends interrupted by the last stop are sent again with their Message-ID (the provider may have taken them)");
+                }
+                Ok(n)
+            }
+            Err(e) => {
+                tracing::error!(target: "relance::delivery", error = %e, "cannot recover interrupted deliveries");
+                Ok(0)
+            }
+        }
+    }
+
+    /// One round: leases the due sends, delivers them concurrently, settles each; returns how
+    /// many were attempted.
+    pub async fn run_once(&self) -> Result<usize, Stopped> {
+        let leased = self
+            .handle
+            .call(|rt, now| rt.store().lease_deliveries(now, BATCH))
+            .await?;
+        let rows = match leased {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(target: "relance::delivery", error = %e, "cannot lease deliveries");
+                return Ok(0);
+            }
+        };
+        let n = rows.len();
+        let mut attempts = tokio::task::JoinSet::new();
+        for row in rows {
+            let worker = self.clone();
+            attempts.spawn(async move { worker.attempt(row).await });
+        }
+        while let Some(done) = attempts.join_next().await {
+            if let Ok(Err(Stopped)) = done {
+                return Err(Stopped);
+            }
+        }
+        Ok(n)
+    }
+
+    /// Recovers, then runs rounds until the runner stops, pausing up to `poll` when nothing
+    /// was due.
+    pub async fn run(self, poll: StdDuration) {
+        if self.recover().await.is_err() {
+            return;
+        }
+        loop {
+            match self.run_once().await {
+                Ok(0) => tokio::time::sleep(poll).await,
+                Ok(_) => {}
+                Err(Stopped) => return,
+            }
+        }
+    }
+
+    /// The message handed to the backend for `row`.
+    pub fn outgoing(&self, row: &DeliveryRow) -> Outgoing {
+        let mut send = row.send.clone();
+        let mut headers = Vec::new();
+        if send.channel == Channel::Email {
+            if let Some(html) = self
+                .instrument
+                .as_ref()
+                .and_then(|f| f(&row.scenario, &send))
+            {
+                send.content.html = Some(html);
+            }
+            if let Some(links) = &self.unsubscribe {
+                headers = links.headers_for(&row.scenario, &send);
+            }
+        }
+        let from = send.content.from.as_deref().unwrap_or(&self.from_email);
+        let message_id = rules::message_id(&send.idempotency_key, rules::domain_of(from));
+        Outgoing {
+            scenario: row.scenario.clone(),
+            send,
+            headers,
+            message_id,
+        }
+    }
+
+    async fn attempt(&self, row: DeliveryRow) -> Result<(), Stopped> {
+        let result = match self.backends.get(row.send.channel) {
+            Some(backend) => {
+                let message = self.outgoing(&row);
+                backend.deliver(&message).await
+            }
+            // The channel's backend was switched off since the send was queued: kept for a
+            // later start that has it (retried within the window, then dead-lettered).
+            None => Err(DeliveryError::Transient(format!(
+                "no backend is configured for {} now",
+                row.send.channel.as_str()
+            ))),
+        };
+        match &result {
+            Ok(id) => {
+                tracing::info!(target: "relance::delivery", key = %row.send.idempotency_key, channel = row.send.channel.as_str(), provider_id = %id, "delivered")
+            }
+            Err(e) => {
+                tracing::warn!(target: "relance::delivery", key = %row.send.idempotency_key, channel = row.send.channel.as_str(), error = %e, "delivery attempt failed")
+            }
+        }
+        let settled = self
+            .handle
+            .call(move |rt, now| settle(rt, &row, result, now))
+            .await?;
+        if let Err(e) = settled {
+            tracing::error!(target: "relance::delivery", error = %e, "cannot settle a delivery; it is attempted again at the next start");
+        }
+        Ok(())
+    }
+}
+
+/// Why settling failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SettleError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn failed_record(row: &DeliveryRow, now: DateTime<Utc>, reason: String) -> Record {
+    let mut r = Record::new(now, &row.send.contact, RecordKind::Failed).step(&row.send.step);
+    r.channel = Some(row.send.channel);
+    r.message = Some(row.send.message.clone());
+    r.enrollment = Some(row.send.enrollment.clone());
+    r.reason = Some(reason);
+    r
+}
+
+/// Settles one attempt of `row` on the runner: the store's state, the journal, and on a hard
+/// bounce the `bounced` engagement (which suppresses the address and wakes a waiting
+/// enrollment).
+pub fn settle(
+    rt: &mut Runtime<SqliteStore>,
+    row: &DeliveryRow,
+    result: Result<String, DeliveryError>,
+    now: DateTime<Utc>,
+) -> Result<(), SettleError> {
+    let attempt_no = row.attempts.saturating_add(1);
+    let (settlement, record) = match result {
+        Ok(provider_id) => (Settlement::Done { provider_id }, None),
+        Err(DeliveryError::Transient(why)) => {
+            let first = row.first_at.unwrap_or(now);
+            match rules::next_attempt(first, attempt_no, now) {
+                Some(at) => (Settlement::Retry { at, reason: why }, None),
+                None => {
+                    let reason = format!(
+                        "delivery dead-lettered after {attempt_no} attempts in {} h: {why}",
+                        rules::RETRY_WINDOW_HOURS
+                    );
+                    (
+                        Settlement::Dead {
+                            reason: reason.clone(),
+                        },
+                        Some(failed_record(row, now, reason)),
+                    )
+                }
+            }
+        }
+        Err(DeliveryError::Permanent {
+            reason,
+            hard_bounce,
+        }) => {
+            if hard_bounce {
+                // Before the settlement: were the process to stop between the two, the resend
+                // bounces again and this engagement, keyed, is not recorded twice.
+                let detail = EngagementDetail {
+                    contact: row.send.contact.clone(),
+                    scenario: row.scenario.clone(),
+                    step: row.send.step.clone(),
+                    kind: EngagementKind::Bounced,
+                    url: None,
+                    link_tags: Vec::new(),
+                    at: Some(now),
+                    idempotency_key: Some(format!("{}:bounce", row.send.idempotency_key)),
+                };
+                if let Err(e) = rt.engagement(detail, now) {
+                    tracing::error!(target: "relance::delivery", key = %row.send.idempotency_key, error = %e, "a hard bounce could not be recorded");
+                }
+            }
+            let reason = format!("delivery failed: {reason}");
+            (
+                Settlement::Failed {
+                    reason: reason.clone(),
+                },
+                Some(failed_record(row, now, reason)),
+            )
+        }
+    };
+    rt.store().settle_delivery(
+        row.seq,
+        &settlement,
+        record.as_ref().map(|r| (row.scenario.as_str(), r)),
+        now,
+    )?;
+    Ok(())
+}
