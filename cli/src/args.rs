@@ -84,6 +84,9 @@ pub enum Command {
         /// also RELANCE_ALLOWED_HOSTS, comma-separated): any other `Host` is refused.
         #[arg(long = "allowed-host")]
         allowed_hosts: Vec<String>,
+        /// Which backend delivers each channel (the outbox file records every send either way).
+        #[command(flatten)]
+        delivery: DeliveryArgs,
     },
     /// The HTTP API's token: `token new` makes a new one (printed once, stored hashed;
     /// restart `relance run` to use it).
@@ -443,4 +446,61 @@ pub enum DevCommand {
         #[arg(long, default_value_t = 5)]
         tick_every: u64,
     },
+}
+
+/// Where `relance run` delivers each channel. `outbox` (the default) only appends to the outbox
+/// file: a dry run. The real backends read their settings from the environment (README, "Send
+/// for real from `relance run`").
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeliveryArgs {
+    /// Email: outbox, smtp (RELANCE_SMTP_URL) or ses (AWS credentials, RELANCE_FROM_EMAIL).
+    #[arg(
+        long = "email",
+        env = "RELANCE_EMAIL_BACKEND",
+        default_value = "outbox"
+    )]
+    pub email: EmailBackend,
+    /// SMS: outbox or sns (AWS credentials).
+    #[arg(long = "sms", env = "RELANCE_SMS_BACKEND", default_value = "outbox")]
+    pub sms: SnsBackendChoice,
+    /// Mobile push: outbox or sns (AWS credentials; the contacts' platform endpoints).
+    #[arg(long = "push", env = "RELANCE_PUSH_BACKEND", default_value = "outbox")]
+    pub push: SnsBackendChoice,
+    /// Web push: outbox or direct (to the browsers' push services; RELANCE_VAPID_PRIVATE_KEY,
+    /// RELANCE_VAPID_SUBJECT).
+    #[arg(
+        long = "web-push",
+        env = "RELANCE_WEB_PUSH_BACKEND",
+        default_value = "outbox"
+    )]
+    pub web_push: WebPushBackendChoice,
+}
+
+/// Email backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EmailBackend {
+    /// The outbox file only (dry run).
+    Outbox,
+    /// An SMTP server or relay.
+    Smtp,
+    /// Amazon SES.
+    Ses,
+}
+
+/// SMS and mobile push backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SnsBackendChoice {
+    /// The outbox file only (dry run).
+    Outbox,
+    /// Amazon SNS.
+    Sns,
+}
+
+/// Web push backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WebPushBackendChoice {
+    /// The outbox file only (dry run).
+    Outbox,
+    /// The browsers' push services, directly.
+    Direct,
 }

@@ -32,6 +32,7 @@ mod args;
 mod aws;
 mod backend;
 mod commands;
+mod delivery;
 mod files;
 mod links;
 mod templates;
@@ -82,6 +83,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             scenarios,
             contacts,
             allowed_hosts,
+            delivery,
         } => run::run(
             &db,
             listen,
@@ -89,6 +91,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             &scenarios,
             contacts.as_deref(),
             allowed_hosts,
+            &delivery,
         ),
         Command::Token {
             action: TokenCommand::New { db },

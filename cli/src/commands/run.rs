@@ -119,6 +119,7 @@ pub fn run(
     scenarios: &[PathBuf],
     contacts: Option<&Path>,
     hosts: Vec<String>,
+    delivery: &crate::args::DeliveryArgs,
 ) -> Result<ExitCode> {
     check_exposure(listen)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -147,17 +148,28 @@ pub fn run(
             "RELANCE_UNSUBSCRIBE_SECRET is not set: emails carry no one-click unsubscribe link"
         );
     }
-    let store =
+    let mut store =
         SqliteStore::open(db).with_context(|| format!("cannot open database {}", db.display()))?;
-    // The webhook client's settings are checked before anything starts.
+    // The webhook client's and the delivery backends' settings are checked before anything
+    // starts.
     let webhooks =
         relance_aws::webhook::HttpTransport::from_env().context("webhook delivery settings")?;
-    let (handle, runner) = relance_embedded::server::start_configured(store, outbox, clock, links)
-        .context("cannot start the runtime")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let chosen = crate::delivery::backends(delivery, &rt, links.clone())?;
+    store.set_live_channels(&chosen.backends.channels());
+    let (handle, runner) =
+        relance_embedded::server::start_configured(store, outbox, clock, links.clone())
+            .context("cannot start the runtime")?;
+    if chosen.backends.is_empty() {
+        tracing::info!(
+            "every channel goes to the outbox file only (a dry run): see `relance run --help` for real delivery"
+        );
+    } else {
+        tracing::info!(backends = %chosen.backends.describe(), "delivering for real");
+    }
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
@@ -174,6 +186,18 @@ pub fn run(
             )
             .run(std::time::Duration::from_millis(500)),
         );
+        let (stop_deliveries, stop) = tokio::sync::watch::channel(false);
+        let deliveries = (!chosen.backends.is_empty()).then(|| {
+            tokio::spawn(
+                relance_embedded::delivery::Worker::new(
+                    handle.clone(),
+                    chosen.backends,
+                    &chosen.from_email,
+                )
+                .with_unsubscribe(links)
+                .run(std::time::Duration::from_millis(200), stop),
+            )
+        });
         let served = axum::serve(listener, relance_embedded::api::router(handle, security))
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
@@ -181,6 +205,15 @@ pub fn run(
             .await;
         worker.abort();
         let _ = worker.await;
+        // Sends in flight finish (a provider's answer is recorded) before the runner stops.
+        let _ = stop_deliveries.send(true);
+        if let Some(deliveries) = deliveries
+            && tokio::time::timeout(std::time::Duration::from_secs(30), deliveries)
+                .await
+                .is_err()
+        {
+            tracing::warn!("sends still in flight after 30 s: they are sent again at the next start");
+        }
         served?;
         anyhow::Ok(())
     })?;

@@ -181,15 +181,21 @@ impl Worker {
         Ok(n)
     }
 
-    /// Recovers, then runs rounds until the runner stops, pausing up to `poll` when nothing
-    /// was due.
-    pub async fn run(self, poll: StdDuration) {
+    /// Recovers, then runs rounds until the runner stops or `stop` turns true, pausing up to
+    /// `poll` when nothing was due. A round in progress when `stop` turns finishes first, so
+    /// a graceful stop leaves no attempt cut short.
+    pub async fn run(self, poll: StdDuration, mut stop: tokio::sync::watch::Receiver<bool>) {
         if self.recover().await.is_err() {
             return;
         }
-        loop {
+        while !*stop.borrow() {
             match self.run_once().await {
-                Ok(0) => tokio::time::sleep(poll).await,
+                Ok(0) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(poll) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
                 Ok(_) => {}
                 Err(Stopped) => return,
             }

@@ -11,6 +11,8 @@
 //! - [`sns_sms`]: SMS (SNS `Publish` to a number), the opt-out list.
 //! - [`sns_push`]: mobile push (SNS platform endpoints).
 //! - [`web_push`]: web push (VAPID, RFC 8291), forgetting expired subscriptions.
+//! - [`direct`]: the same senders as delivery backends of `relance run` (no ledger: the
+//!   embedded delivery table sends once per key).
 
 use chrono::{DateTime, Utc};
 use relance_core::engine::{Recipient, Send};
@@ -22,6 +24,7 @@ use crate::dynamodb::DynamoStore;
 use crate::ledger::Ledger;
 use crate::webpush::WebPushSender;
 
+pub mod direct;
 pub mod ses;
 pub mod sns_push;
 pub mod sns_sms;

@@ -381,7 +381,7 @@ fn hostile_text_instant_database_is_migrated_to_integers() {
     let mut rt = open(&legacy);
     assert_eq!(
         rt.store().schema_version().ok(),
-        Some(9),
+        Some(10),
         "migrated to the latest schema"
     );
     {

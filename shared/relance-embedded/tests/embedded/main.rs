@@ -1,9 +1,11 @@
 //! The embedded mode's tests, one binary: the HTTP API, the port contracts on SQLite, delivery
 //! faults, hostile inputs, the runtime over SQLite on a virtual clock, assignment parity
-//! with `simulate` for 10,000 contacts against the formula, and the webhook worker.
+//! with `simulate` for 10,000 contacts against the formula, the webhook worker and the
+//! delivery worker.
 
 mod api;
 mod contract;
+mod delivery;
 mod faults;
 mod hostile;
 mod parity;
