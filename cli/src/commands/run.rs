@@ -70,22 +70,19 @@ pub fn token_new(db: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The host names the API answers to: `--allowed-host`, `RELANCE_ALLOWED_HOSTS` and the host
-/// of `RELANCE_UNSUBSCRIBE_URL` (mail clients post the one-click form there).
+/// The host names the API answers to: `--allowed-host`, `RELANCE_ALLOWED_HOSTS`, the host
+/// of `RELANCE_UNSUBSCRIBE_URL` (mail clients post the one-click form there) and the host of
+/// `RELANCE_PUBLIC_URL` (readers fetch the open pixel and click redirects there).
 pub fn allowed_hosts(mut hosts: Vec<String>) -> Vec<String> {
     if let Ok(list) = std::env::var("RELANCE_ALLOWED_HOSTS") {
         hosts.extend(list.split(',').map(|h| h.trim().to_string()));
     }
-    if let Ok(url) = std::env::var("RELANCE_UNSUBSCRIBE_URL")
-        && let Some(rest) = url.split_once("://").map(|(_, r)| r)
-    {
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        hosts.push(
-            authority
-                .rsplit_once('@')
-                .map_or(authority, |(_, h)| h)
-                .to_string(),
-        );
+    for setting in ["RELANCE_UNSUBSCRIBE_URL", "RELANCE_PUBLIC_URL"] {
+        if let Ok(url) = std::env::var(setting)
+            && let Some(host) = crate::links::authority_of(url.trim())
+        {
+            hosts.push(host.to_string());
+        }
     }
     hosts.retain(|h| !h.is_empty());
     hosts
@@ -147,6 +144,7 @@ pub fn run(
             "RELANCE_UNSUBSCRIBE_SECRET is not set: emails carry no one-click unsubscribe link"
         );
     }
+    let tracking = crate::links::tracking_links(&format!("http://{listen}"))?;
     let store =
         SqliteStore::open(db).with_context(|| format!("cannot open database {}", db.display()))?;
     // The webhook client's settings are checked before anything starts.
@@ -154,6 +152,7 @@ pub fn run(
         relance_aws::webhook::HttpTransport::from_env().context("webhook delivery settings")?;
     let (handle, runner) = relance_embedded::server::start_configured(store, outbox, clock, links)
         .context("cannot start the runtime")?;
+    let handle = handle.with_tracking(tracking);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
