@@ -773,6 +773,23 @@ mod tests {
         }
 
         #[test]
+        fn any_altered_character_is_refused(
+            at in any::<proptest::sample::Index>(),
+            with in "[A-Za-z0-9_.-]",
+        ) {
+            let l = links();
+            let url = l
+                .click_url("ana", "s", "p", "https://good.example/?a=1", &["cta".into()])
+                .unwrap_or_default();
+            let token = url.rsplit('/').next().unwrap_or_default().to_string();
+            let i = at.index(token.len());
+            let mut altered = token.clone();
+            altered.replace_range(i..i + 1, &with);
+            prop_assume!(altered != token);
+            prop_assert!(l.verify(TrackKind::Click, &altered).is_err(), "{}", altered);
+        }
+
+        #[test]
         fn arbitrary_text_never_panics(html in "\\PC*") {
             prop_assert!(links().instrument_html(&html, "c", "s", "p").is_ok());
         }
