@@ -70,22 +70,19 @@ pub fn token_new(db: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The host names the API answers to: `--allowed-host`, `RELANCE_ALLOWED_HOSTS` and the host
-/// of `RELANCE_UNSUBSCRIBE_URL` (mail clients post the one-click form there).
+/// The host names the API answers to: `--allowed-host`, `RELANCE_ALLOWED_HOSTS`, the host
+/// of `RELANCE_UNSUBSCRIBE_URL` (mail clients post the one-click form there) and the host of
+/// `RELANCE_PUBLIC_URL` (readers fetch the open pixel and click redirects there).
 pub fn allowed_hosts(mut hosts: Vec<String>) -> Vec<String> {
     if let Ok(list) = std::env::var("RELANCE_ALLOWED_HOSTS") {
         hosts.extend(list.split(',').map(|h| h.trim().to_string()));
     }
-    if let Ok(url) = std::env::var("RELANCE_UNSUBSCRIBE_URL")
-        && let Some(rest) = url.split_once("://").map(|(_, r)| r)
-    {
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        hosts.push(
-            authority
-                .rsplit_once('@')
-                .map_or(authority, |(_, h)| h)
-                .to_string(),
-        );
+    for setting in ["RELANCE_UNSUBSCRIBE_URL", "RELANCE_PUBLIC_URL"] {
+        if let Ok(url) = std::env::var(setting)
+            && let Some(host) = crate::links::authority_of(url.trim())
+        {
+            hosts.push(host.to_string());
+        }
     }
     hosts.retain(|h| !h.is_empty());
     hosts
@@ -97,7 +94,7 @@ pub fn check_exposure(listen: SocketAddr) -> Result<()> {
         return Ok(());
     }
     eprintln!(
-        "warning: listening on {listen}, reachable from other machines: every route but /v1/health and /unsubscribe needs the API token; put TLS in front (a reverse proxy) so the token never crosses the network in clear"
+        "warning: listening on {listen}, reachable from other machines: every route but /v1/health, the signed /unsubscribe and the signed tracking links (/t/o, /t/c) needs the API token; put TLS in front (a reverse proxy) so the token never crosses the network in clear"
     );
     let secret = std::env::var("RELANCE_UNSUBSCRIBE_SECRET").unwrap_or_default();
     if !secret.trim().is_empty() {
@@ -148,6 +145,7 @@ pub fn run(
             "RELANCE_UNSUBSCRIBE_SECRET is not set: emails carry no one-click unsubscribe link"
         );
     }
+    let tracking = crate::links::tracking_links(&format!("http://{listen}"))?;
     let mut store =
         SqliteStore::open(db).with_context(|| format!("cannot open database {}", db.display()))?;
     // The webhook client's and the delivery backends' settings are checked before anything
@@ -163,6 +161,7 @@ pub fn run(
     let (handle, runner) =
         relance_embedded::server::start_configured(store, outbox, clock, links.clone())
             .context("cannot start the runtime")?;
+    let handle = handle.with_tracking(tracking.clone());
     if chosen.backends.is_empty() {
         tracing::info!(
             "every channel goes to the outbox file only (a dry run): see `relance run --help` for real delivery"
@@ -195,6 +194,12 @@ pub fn run(
                     &chosen.from_email,
                 )
                 .with_unsubscribe(links)
+                .with_instrument(tracking.map(|t| {
+                    let t = std::sync::Arc::new(t);
+                    let instrument: relance_embedded::delivery::Instrument =
+                        std::sync::Arc::new(move |scenario, send| t.instrument(scenario, send));
+                    instrument
+                }))
                 .run(std::time::Duration::from_millis(200), stop),
             )
         });

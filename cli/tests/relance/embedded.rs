@@ -347,6 +347,29 @@ fn hostile_run_beyond_loopback_needs_an_https_unsubscribe_url() {
     assert!(err.contains("https") && err.contains("reachable"), "{err}");
 }
 
+/// Open and click tracking links point at `RELANCE_PUBLIC_URL`: plain http to a public host
+/// (readers' clicks in clear) stops `relance run` at start, naming the setting.
+#[test]
+fn hostile_run_refuses_a_plain_http_public_url_for_tracking() {
+    let d = dir("tracking-http");
+    let out = Command::new(env!("CARGO_BIN_EXE_relance"))
+        .current_dir(&d)
+        .args(["run", "--db", "r.db", "--listen", "127.0.0.1:0"])
+        .env(
+            "RELANCE_TRACKING_SECRET",
+            "0123456789abcdef0123456789abcdef",
+        )
+        .env("RELANCE_PUBLIC_URL", "http://relance.example.com")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("RELANCE_PUBLIC_URL") && err.contains("https"),
+        "{err}"
+    );
+}
+
 /// Issue 11, finding 5: `relance consent show` prints the trail (one JSON object per line);
 /// an import cannot undo an opt-out, `consent set` needs a source, and a reason to unsuppress.
 #[test]

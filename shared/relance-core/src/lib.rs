@@ -43,6 +43,8 @@
 //! - [`invoke`]: the invoke step (AWS only): its definition, the function check, the event.
 //! - [`net`]: the addresses outbound calls never reach (loopback, private, link-local, ...).
 //! - [`unsubscribe`]: the signed one-click unsubscribe token (RFC 8058).
+//! - [`tracking`]: the signed open pixel and click redirects of `relance run`, and the
+//!   rewriting of an email's HTML to use them.
 
 pub mod address;
 pub mod best_time;
@@ -71,6 +73,7 @@ pub mod schedule;
 pub mod schema;
 pub mod script;
 pub mod stats;
+pub mod tracking;
 pub mod unsubscribe;
 pub mod validate;
 pub mod webhook;

@@ -72,6 +72,9 @@ pub struct Rendered {
     /// SMS type (transactional or promotional) when the message sets one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sms_type: Option<String>,
+    /// The message says `track: false`: no open pixel, links left as written.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_tracking: bool,
 }
 
 /// Why a message did not render.
@@ -406,6 +409,7 @@ impl Templates {
         out.from = message.from.clone();
         out.reply_to = message.reply_to.clone();
         out.sms_type = message.sms_type.clone();
+        out.no_tracking = message.track == Some(false);
         if let Some(name) = &message.template {
             out.template = Some(name.clone());
             out.template_data =
@@ -602,6 +606,31 @@ mod tests {
     fn msg(subject: &str, html: Option<&str>) -> Message {
         serde_json::from_value(json!({"channel": "email", "subject": subject, "html": html}))
             .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn track_false_reaches_the_rendered_send() {
+        let mut m = BTreeMap::new();
+        for (id, track) in [("on", None), ("off", Some(false))] {
+            let mut message = msg("Hi", Some("<p>x</p>"));
+            message.track = track;
+            m.insert(id.to_string(), message);
+        }
+        let (t, problems) = Templates::compile(&m);
+        assert!(problems.is_empty());
+        let c = Contact::from_json(json!({"id": "a"})).unwrap_or_else(|e| panic!("{e}"));
+        let on = t
+            .render("on", &m["on"], &c, "s")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let off = t
+            .render("off", &m["off"], &c, "s")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!on.no_tracking && off.no_tracking);
+        // Only the opt-out is written, so earlier stored sends read back unchanged.
+        let stored = serde_json::to_value(&on).unwrap_or_default();
+        assert!(stored.get("no_tracking").is_none(), "{stored}");
+        let stored = serde_json::to_value(&off).unwrap_or_default();
+        assert_eq!(stored["no_tracking"], true);
     }
 
     #[test]

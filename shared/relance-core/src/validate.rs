@@ -619,6 +619,15 @@ fn check_messages(
                 "sms_type is transactional or promotional",
             ));
         }
+        if m.track.is_some() && m.channel != Channel::Email {
+            out.push(Problem::error(
+                format!("{path}.track"),
+                format!(
+                    "track applies to email only (the open pixel and click redirects); {} messages are never tracked by Relance: remove it",
+                    m.channel.as_str()
+                ),
+            ));
+        }
         if all_steps_read && !used.contains(id.as_str()) {
             out.push(Problem::warning(path, "no step sends this message"));
         }
@@ -1157,4 +1166,43 @@ pub fn summary(problems: &[Problem]) -> (usize, usize) {
         .filter(|p| p.severity == Severity::Error)
         .count();
     (errors, problems.len() - errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(messages: &str) -> String {
+        format!(
+            "id: t\ntimezone: UTC\nlaunch: {{type: manual}}\nmessages:\n{messages}steps:\n  - {{id: first, send: m, next: done}}\n  - {{id: done, end: success}}\n"
+        )
+    }
+
+    #[test]
+    fn track_is_for_email_only() {
+        let email = check_text(
+            &scenario("  m: {channel: email, subject: Hi, html: \"<p>x</p>\", track: false}\n"),
+            Format::Yaml,
+        );
+        assert_eq!(email.errors(), 0, "{:?}", email.problems);
+        let no_tracking = email.scenario.as_ref().map(|s| s.messages["m"].track);
+        assert_eq!(no_tracking, Some(Some(false)));
+
+        let sms = check_text(
+            &scenario("  m: {channel: sms, text: Hi, track: false}\n"),
+            Format::Yaml,
+        );
+        let problem = sms.problems.iter().find(|p| p.path == "messages.m.track");
+        assert!(
+            problem.is_some_and(|p| p.is_error() && p.message.contains("email only")),
+            "{:?}",
+            sms.problems
+        );
+
+        let typo = check_text(
+            &scenario("  m: {channel: email, subject: Hi, text: x, track: nope}\n"),
+            Format::Yaml,
+        );
+        assert!(typo.errors() > 0, "{:?}", typo.problems);
+    }
 }

@@ -1,16 +1,20 @@
 //! The HTTP API (axum): applications post contacts, activity and engagement (the same JSON
 //! as the EventBridge `detail` of the AWS mode), manage scenarios, launch them, import
-//! contacts and read the journal and the experiment report. Bad requests get a 4xx with a
-//! JSON error naming the field; nothing is half-written (each request is one unit of work).
+//! contacts and read the journal and the experiment report; it also serves the one-click
+//! unsubscribe and the signed open pixel and click redirects of tracked emails. Bad requests
+//! get a 4xx with a JSON error naming the field; nothing is half-written (each request is one
+//! unit of work).
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use relance_core::contact::EngagementKind;
 use relance_core::contact::{Contact, ContactError};
 use relance_core::ports::{SourceFormat, Status};
+use relance_core::tracking::{self, TrackKind, TrackingClaim};
 use relance_core::unsubscribe::{self, UnsubscribeClaim};
 use relance_core::validate;
 use relance_core::wire::{self, ActivityDetail, ContactDetail, EngagementDetail, LaunchDetail};
@@ -131,13 +135,10 @@ pub fn router(handle: RuntimeHandle, security: ApiSecurity) -> Router {
         // RFC 8058: mail clients POST the one-click form; a GET (a link scanner, a person
         // clicking) only shows a confirmation page, it never unsubscribes by itself.
         .route("/unsubscribe", get(unsubscribe_page).post(unsubscribe))
-        .fallback(|| async {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "no such route: see the README's API table",
-                None,
-            )
-        })
+        // Open and click tracking: signed like the unsubscribe links, open like them.
+        .route("/t/o/{token}", get(open_pixel))
+        .route("/t/c/{token}", get(click_redirect))
+        .fallback(|| async { no_such_route() })
         .with_state(handle)
         .layer(axum::middleware::from_fn_with_state(
             std::sync::Arc::new(security),
@@ -145,6 +146,16 @@ pub fn router(handle: RuntimeHandle, security: ApiSecurity) -> Router {
         ))
         // Outermost: every refusal, even the HTTP layer's own, answers in JSON.
         .layer(axum::middleware::from_fn(auth::json_errors))
+}
+
+/// The answer to an unknown route, and to a tracking URL whose token does not verify (so a
+/// prober cannot tell a forged token from a missing route, nor which part failed).
+fn no_such_route() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no such route: see the README's API table",
+        None,
+    )
 }
 
 /// The largest contacts file the API takes in one request.
@@ -434,4 +445,102 @@ async fn post_consent(State(h): State<RuntimeHandle>, body: Bytes) -> ApiResult 
 async fn consent_trail(State(h): State<RuntimeHandle>, Path(contact): Path<String>) -> ApiResult {
     let trail = h.call(move |rt, _| rt.consent_trail(&contact)).await??;
     ok(StatusCode::OK, json!({"trail": trail}))
+}
+
+/// The claim of a tracking request, or None (tracking off, or a token that does not verify
+/// for this route: logged, never told to the caller).
+fn tracking_claim(h: &RuntimeHandle, kind: TrackKind, token: &str) -> Option<TrackingClaim> {
+    let links = h.tracking()?;
+    match links.verify(kind, token) {
+        Ok(claim) => Some(claim),
+        Err(e) => {
+            tracing::warn!(error = %e, ?kind, "tracking token refused");
+            None
+        }
+    }
+}
+
+/// Records an open or a click as engagement. Each fetch is one event (no idempotency key, no
+/// `at`: the runtime stamps it and does not deduplicate), as a provider reports every open.
+/// A contact or scenario gone since the send records nothing; that is logged, not answered.
+async fn record(h: &RuntimeHandle, claim: TrackingClaim) {
+    let kind = match claim.kind {
+        TrackKind::Open => EngagementKind::Opened,
+        TrackKind::Click => EngagementKind::Clicked,
+    };
+    let detail = EngagementDetail {
+        contact: claim.contact,
+        scenario: claim.scenario,
+        step: claim.step,
+        kind,
+        url: claim.url,
+        link_tags: claim.tags,
+        at: None,
+        idempotency_key: None,
+    };
+    let (contact, scenario) = (detail.contact.clone(), detail.scenario.clone());
+    match h.call(move |rt, now| rt.engagement(detail, now)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, %contact, %scenario, kind = kind.as_str(), "tracking: engagement not recorded");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, %contact, %scenario, kind = kind.as_str(), "tracking: engagement not recorded");
+        }
+    }
+}
+
+/// `GET /t/o/{token}`: records `opened`, answers a transparent 1x1 GIF that is never cached
+/// (each display of the email fetches it again). A HEAD only answers.
+async fn open_pixel(
+    State(h): State<RuntimeHandle>,
+    method: Method,
+    Path(token): Path<String>,
+) -> Response {
+    let Some(claim) = tracking_claim(&h, TrackKind::Open, &token) else {
+        return no_such_route().into_response();
+    };
+    if method == Method::GET {
+        record(&h, claim).await;
+    }
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "image/gif"),
+            (header::CACHE_CONTROL, "no-store, no-cache, must-revalidate"),
+        ],
+        tracking::PIXEL_GIF.as_slice(),
+    )
+        .into_response()
+}
+
+/// `GET /t/c/{token}`: records `clicked` with the link's URL and tags, then `302 Found` to
+/// that URL, which only a valid signature can name (never an open redirect). The reader
+/// reaches the page even when nothing could be recorded. A HEAD only answers.
+async fn click_redirect(
+    State(h): State<RuntimeHandle>,
+    method: Method,
+    Path(token): Path<String>,
+) -> Response {
+    let Some(claim) = tracking_claim(&h, TrackKind::Click, &token) else {
+        return no_such_route().into_response();
+    };
+    let target = tracking::location(claim.url.as_deref().unwrap_or_default());
+    if method == Method::GET {
+        record(&h, claim).await;
+    }
+    match axum::http::HeaderValue::from_str(&target) {
+        Ok(location) => (
+            StatusCode::FOUND,
+            [
+                (header::LOCATION, location),
+                (
+                    header::CACHE_CONTROL,
+                    axum::http::HeaderValue::from_static("no-store"),
+                ),
+            ],
+        )
+            .into_response(),
+        Err(_) => no_such_route().into_response(),
+    }
 }

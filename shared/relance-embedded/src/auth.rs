@@ -1,7 +1,7 @@
-//! Who may drive the HTTP API (DESIGN §8): a bearer token on every route but `/v1/health` and
-//! the signed `/unsubscribe`, the content types each write takes (which closes cross-site
-//! "simple" form posts), and the `Host` names the server answers to (which closes DNS
-//! rebinding). The token itself is never stored: only its SHA-256.
+//! Who may drive the HTTP API (DESIGN §8): a bearer token on every route but `/v1/health`,
+//! the signed `/unsubscribe` and the signed tracking URLs (`/t/...`), the content types each
+//! write takes (which closes cross-site "simple" form posts), and the `Host` names the server
+//! answers to (which closes DNS rebinding). The token itself is never stored: only its SHA-256.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -134,10 +134,14 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
-/// Routes anyone may call: the health probe and the signed one-click unsubscribe (mail
-/// clients post it without any token; the link's own signature protects it).
+/// Routes anyone may call: the health probe, the signed one-click unsubscribe (mail
+/// clients post it without any token; the link's own signature protects it) and the signed
+/// open pixel and click redirects (`/t/o/{token}`, `/t/c/{token}`: a forged token is a 404).
 fn is_open(path: &str) -> bool {
-    path == "/v1/health" || path == "/unsubscribe"
+    path == "/v1/health"
+        || path == "/unsubscribe"
+        || path.starts_with("/t/o/")
+        || path.starts_with("/t/c/")
 }
 
 /// The content types a write to `path` takes.

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use relance_core::tracking::TrackingLinks;
 use relance_core::unsubscribe::UnsubscribeLinks;
 
 use crate::clock::Clock;
@@ -48,6 +49,7 @@ pub struct RuntimeHandle {
     jobs: mpsc::Sender<Job>,
     clock: Arc<dyn Clock>,
     unsubscribe: Option<Arc<UnsubscribeLinks>>,
+    tracking: Option<Arc<TrackingLinks>>,
 }
 
 impl RuntimeHandle {
@@ -71,6 +73,18 @@ impl RuntimeHandle {
     /// How one-click unsubscribe links are signed, when they are.
     pub fn unsubscribe(&self) -> Option<&UnsubscribeLinks> {
         self.unsubscribe.as_deref()
+    }
+
+    /// The same handle, the API serving the open pixel and click redirects signed with
+    /// `tracking` (`/t/o/{token}`, `/t/c/{token}`); None turns them off (they answer 404).
+    pub fn with_tracking(mut self, tracking: Option<TrackingLinks>) -> RuntimeHandle {
+        self.tracking = tracking.map(Arc::new);
+        self
+    }
+
+    /// How open and click tracking URLs are signed, when they are served.
+    pub fn tracking(&self) -> Option<&TrackingLinks> {
+        self.tracking.as_deref()
     }
 }
 
@@ -123,6 +137,7 @@ pub fn start_configured(
             jobs: tx,
             clock,
             unsubscribe: unsubscribe.map(Arc::new),
+            tracking: None,
         },
         thread,
     ))

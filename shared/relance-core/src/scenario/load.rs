@@ -562,9 +562,9 @@ pub const TOP_KEYS: [&str; 19] = [
 ];
 
 /// The keys of a message (the JSON Schema lists the same).
-pub const MESSAGE_KEYS: [&str; 13] = [
+pub const MESSAGE_KEYS: [&str; 14] = [
     "channel", "type", "subject", "html", "text", "title", "body", "data", "url", "from",
-    "reply_to", "template", "sms_type",
+    "reply_to", "template", "sms_type", "track",
 ];
 
 /// A scenario as far as it could be read, with the shape problems found on the way.

@@ -401,6 +401,10 @@ pub struct Message {
     /// SMS type: transactional or promotional.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sms_type: Option<String>,
+    /// Email only: `false` sends it without open and click tracking when `relance run`
+    /// tracks them (its links stay as written, no pixel). Default: tracked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track: Option<bool>,
 }
 
 impl Message {
