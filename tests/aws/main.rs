@@ -4,7 +4,8 @@
 //! port contract suite (`contract`), and assignment parity with the formula (`parity`, which
 //! also runs the handlers over `MemoryStore` offline), and the experiments through the
 //! functions (`experiments`: conversions, the winner check on tick, the global control group),
-//! and the webhook step through its queue and sender against a receiver stub (`webhook`).
+//! and the webhook step through its queue and sender against a receiver stub (`webhook`), and
+//! the senders as `relance run`'s delivery backends (`direct`).
 //! Offline: the sample events of `events/` (`events`) and each handler in memory
 //! (`handlers`). `./scripts/test` starts the emulator and sets `AWS_ENDPOINT_URL`; without it
 //! each emulator test returns at once and one line says they were skipped, so an offline
@@ -13,6 +14,7 @@
 mod channels;
 mod contract;
 mod cost;
+mod direct;
 mod events;
 mod experiments;
 mod functions;
