@@ -1,6 +1,6 @@
 //! The embedded mode's tests, one binary: the HTTP API, the port contracts on SQLite, delivery
 //! faults, hostile inputs, the runtime over SQLite on a virtual clock, assignment parity
-//! with `simulate` for 10,000 contacts against the formula, and the webhook worker.
+//! with `simulate` for 10,000 contacts against the formula, the webhook worker, and the SMTP backend against a real SMTP server.
 
 mod api;
 mod contract;
@@ -8,4 +8,5 @@ mod faults;
 mod hostile;
 mod parity;
 mod runtime;
+mod smtp;
 mod webhook;
