@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 /// How the server protects its connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tls {
+pub enum Protection {
     StartTls,
     Implicit,
     None,
@@ -23,7 +23,7 @@ pub enum Tls {
 /// What the server requires and which faults it injects.
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub tls: Tls,
+    pub tls: Protection,
     /// `user:pass` required through AUTH PLAIN or LOGIN.
     pub auth: Option<String>,
     /// The first DATA of each Message-ID is answered 451.
@@ -37,7 +37,7 @@ pub struct Options {
 }
 
 impl Options {
-    pub fn new(tls: Tls) -> Options {
+    pub fn new(tls: Protection) -> Options {
         Options {
             tls,
             auth: None,
@@ -159,9 +159,9 @@ impl SmtpServer {
         cmd.arg(repo_root().join("tests/smtp/server.py"))
             .args(["--port", "0", "--tls"])
             .arg(match options.tls {
-                Tls::StartTls => "starttls",
-                Tls::Implicit => "implicit",
-                Tls::None => "none",
+                Protection::StartTls => "starttls",
+                Protection::Implicit => "implicit",
+                Protection::None => "none",
             })
             .arg("--ca")
             .arg(dir.join("ca.pem"));

@@ -23,7 +23,7 @@ use relance_core::engine::{Recipient, Send};
 use relance_core::render::Rendered;
 use relance_core::scenario::Channel;
 use relance_embedded::smtp::{SmtpBackend, SmtpSettings};
-use smtp_server::{Options, SmtpServer, Tls};
+use smtp_server::{Options, Protection, SmtpServer};
 
 fn outgoing(i: usize) -> Outgoing {
     let key = format!("enr-{i}:hello");
@@ -84,7 +84,7 @@ fn report(mode: &str, client: &str, messages: usize, seconds: f64) {
 }
 
 async fn through_backend(
-    tls: Tls,
+    tls: Protection,
     n: usize,
     concurrency: usize,
 ) -> Result<(usize, f64), Box<dyn Error>> {
@@ -94,7 +94,7 @@ async fn through_backend(
     })
     .ok_or("no SMTP server (run scripts/smtp-venv)")?;
     let url = match tls {
-        Tls::None => format!("smtp://127.0.0.1:{}?tls=none", server.port),
+        Protection::None => format!("smtp://127.0.0.1:{}?tls=none", server.port),
         _ => format!("smtp://127.0.0.1:{}", server.port),
     };
     let mut settings = SmtpSettings::parse(&url, "Shop <news@shop.example>")?;
@@ -131,7 +131,7 @@ async fn through_backend(
     Ok((sent, seconds))
 }
 
-fn plain_client(tls: Tls, n: usize, concurrency: usize) -> Result<f64, Box<dyn Error>> {
+fn plain_client(tls: Protection, n: usize, concurrency: usize) -> Result<f64, Box<dyn Error>> {
     let server = SmtpServer::start(&Options {
         record: false,
         ..Options::new(tls)
@@ -144,7 +144,7 @@ fn plain_client(tls: Tls, n: usize, concurrency: usize) -> Result<f64, Box<dyn E
         .args(["--n", &n.to_string()])
         .args(["--concurrency", &concurrency.to_string()]);
     match (tls, &server.ca) {
-        (Tls::StartTls, Some(ca)) => {
+        (Protection::StartTls, Some(ca)) => {
             cmd.args(["--tls", "starttls", "--ca"]).arg(ca);
         }
         _ => {
@@ -171,7 +171,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    for (mode, tls) in [("cleartext", Tls::None), ("starttls", Tls::StartTls)] {
+    for (mode, tls) in [
+        ("cleartext", Protection::None),
+        ("starttls", Protection::StartTls),
+    ] {
         let (sent, seconds) = runtime.block_on(through_backend(tls, n, concurrency))?;
         report(mode, "SmtpBackend (lettre)", sent, seconds);
         let seconds = plain_client(tls, n, concurrency)?;

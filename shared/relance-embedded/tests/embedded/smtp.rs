@@ -11,7 +11,7 @@ use relance_core::engine::{Recipient, Send};
 use relance_core::render::Rendered;
 use relance_core::scenario::Channel;
 use relance_embedded::smtp::{SmtpBackend, SmtpSecurity, SmtpSettings};
-use smtp_server::{Options, SmtpServer, Tls};
+use smtp_server::{Options, Protection, SmtpServer};
 
 const FROM: &str = "Shop <news@shop.example>";
 const AUTH: &str = "relance:s:cret";
@@ -51,18 +51,18 @@ fn outgoing(to: &str, key: &str) -> Outgoing {
 }
 
 /// A backend for `server`, logging in with `password` (percent-encoded in the URL).
-fn backend(server: &SmtpServer, tls: Tls, password: &str) -> SmtpBackend {
+fn backend(server: &SmtpServer, tls: Protection, password: &str) -> SmtpBackend {
     let url = match tls {
-        Tls::StartTls => format!("smtp://relance:{password}@127.0.0.1:{}", server.port),
-        Tls::Implicit => format!("smtps://relance:{password}@127.0.0.1:{}", server.port),
-        Tls::None => format!("smtp://127.0.0.1:{}?tls=none", server.port),
+        Protection::StartTls => format!("smtp://relance:{password}@127.0.0.1:{}", server.port),
+        Protection::Implicit => format!("smtps://relance:{password}@127.0.0.1:{}", server.port),
+        Protection::None => format!("smtp://127.0.0.1:{}?tls=none", server.port),
     };
     let mut settings = SmtpSettings::parse(&url, FROM).expect("valid settings");
     settings.ca_file = server.ca.clone();
     SmtpBackend::new(settings).expect("a backend")
 }
 
-fn with_auth(tls: Tls) -> Options {
+fn with_auth(tls: Protection) -> Options {
     Options {
         auth: Some(AUTH.to_string()),
         ..Options::new(tls)
@@ -71,10 +71,10 @@ fn with_auth(tls: Tls) -> Options {
 
 #[tokio::test]
 async fn starttls_with_auth_delivers_every_header_and_both_parts() {
-    let Some(server) = SmtpServer::start(&with_auth(Tls::StartTls)) else {
+    let Some(server) = SmtpServer::start(&with_auth(Protection::StartTls)) else {
         return;
     };
-    let smtp = backend(&server, Tls::StartTls, "s%3Acret");
+    let smtp = backend(&server, Protection::StartTls, "s%3Acret");
     assert_eq!(smtp.settings().security, SmtpSecurity::StartTls);
     let message = outgoing("zoe@example.net", "enr-1:hello");
     let id = smtp.deliver(&message).await.expect("delivered");
@@ -115,10 +115,10 @@ async fn starttls_with_auth_delivers_every_header_and_both_parts() {
 
 #[tokio::test]
 async fn implicit_tls_with_auth_delivers() {
-    let Some(server) = SmtpServer::start(&with_auth(Tls::Implicit)) else {
+    let Some(server) = SmtpServer::start(&with_auth(Protection::Implicit)) else {
         return;
     };
-    let smtp = backend(&server, Tls::Implicit, "s%3Acret");
+    let smtp = backend(&server, Protection::Implicit, "s%3Acret");
     assert_eq!(smtp.settings().security, SmtpSecurity::ImplicitTls);
     let message = outgoing("zoe@example.net", "enr-2:hello");
     smtp.deliver(&message).await.expect("delivered");
@@ -132,10 +132,10 @@ async fn implicit_tls_with_auth_delivers() {
 
 #[tokio::test]
 async fn cleartext_to_loopback_delivers_the_html_alone_as_one_part() {
-    let Some(server) = SmtpServer::start(&Options::new(Tls::None)) else {
+    let Some(server) = SmtpServer::start(&Options::new(Protection::None)) else {
         return;
     };
-    let smtp = backend(&server, Tls::None, "");
+    let smtp = backend(&server, Protection::None, "");
     let mut message = outgoing("zoe@example.net", "enr-3:hello");
     message.send.content.text = None;
     smtp.deliver(&message).await.expect("delivered");
@@ -153,10 +153,10 @@ async fn cleartext_to_loopback_delivers_the_html_alone_as_one_part() {
 
 #[tokio::test]
 async fn a_wrong_password_is_transient_with_the_535_reply() {
-    let Some(server) = SmtpServer::start(&with_auth(Tls::StartTls)) else {
+    let Some(server) = SmtpServer::start(&with_auth(Protection::StartTls)) else {
         return;
     };
-    let smtp = backend(&server, Tls::StartTls, "wrong");
+    let smtp = backend(&server, Protection::StartTls, "wrong");
     match smtp
         .deliver(&outgoing("zoe@example.net", "enr-4:hello"))
         .await
@@ -172,7 +172,7 @@ async fn a_wrong_password_is_transient_with_the_535_reply() {
 
 #[tokio::test]
 async fn an_untrusted_certificate_is_transient() {
-    let Some(server) = SmtpServer::start(&with_auth(Tls::StartTls)) else {
+    let Some(server) = SmtpServer::start(&with_auth(Protection::StartTls)) else {
         return;
     };
     let url = format!("smtp://relance:s%3Acret@127.0.0.1:{}", server.port);
@@ -194,12 +194,12 @@ async fn an_untrusted_certificate_is_transient() {
 async fn a_451_is_transient_then_the_retry_is_delivered_once() {
     let options = Options {
         transient_once: true,
-        ..with_auth(Tls::StartTls)
+        ..with_auth(Protection::StartTls)
     };
     let Some(server) = SmtpServer::start(&options) else {
         return;
     };
-    let smtp = backend(&server, Tls::StartTls, "s%3Acret");
+    let smtp = backend(&server, Protection::StartTls, "s%3Acret");
     let message = outgoing("zoe@example.net", "enr-6:hello");
     match smtp.deliver(&message).await {
         Err(DeliveryError::Transient(reason)) => {
@@ -222,12 +222,12 @@ async fn a_451_is_transient_then_the_retry_is_delivered_once() {
 async fn a_rejected_recipient_is_a_hard_bounce_and_the_pool_goes_on() {
     let options = Options {
         reject: vec!["gone@example.net".to_string()],
-        ..with_auth(Tls::StartTls)
+        ..with_auth(Protection::StartTls)
     };
     let Some(server) = SmtpServer::start(&options) else {
         return;
     };
-    let smtp = backend(&server, Tls::StartTls, "s%3Acret");
+    let smtp = backend(&server, Protection::StartTls, "s%3Acret");
     match smtp
         .deliver(&outgoing("gone@example.net", "enr-7:hello"))
         .await
@@ -251,12 +251,12 @@ async fn a_rejected_recipient_is_a_hard_bounce_and_the_pool_goes_on() {
 async fn a_policy_refusal_is_permanent_but_not_a_bounce() {
     let options = Options {
         policy_reject: true,
-        ..with_auth(Tls::StartTls)
+        ..with_auth(Protection::StartTls)
     };
     let Some(server) = SmtpServer::start(&options) else {
         return;
     };
-    let smtp = backend(&server, Tls::StartTls, "s%3Acret");
+    let smtp = backend(&server, Protection::StartTls, "s%3Acret");
     match smtp
         .deliver(&outgoing("zoe@example.net", "enr-9:hello"))
         .await
