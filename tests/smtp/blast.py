@@ -2,7 +2,11 @@
 """The SMTP test server's own limit, for the SMTP bench: N small messages sent with plain
 `smtplib` over CONCURRENCY connections (one thread each, nothing else done per message).
 
-    blast.py --port P [--n 2000] [--concurrency 8] [--tls starttls|none] [--ca FILE]
+    blast.py --port P [--n 2000] [--concurrency 8] [--tls starttls|implicit|none] [--ca FILE]
+             [--message FILE]
+
+`--message` sends that file as every message (the bench passes the one SmtpBackend builds,
+so both clients hand the server the same bytes); by default a small text message.
 
 Prints one JSON line: {"messages": N, "seconds": S, "per_second": R}.
 """
@@ -28,13 +32,17 @@ def message(i):
     ).encode()
 
 
-def worker(args, indexes, errors):
+def worker(args, indexes, errors, body):
     try:
-        client = smtplib.SMTP("127.0.0.1", args.port, timeout=30)
+        if args.tls == "implicit":
+            context = ssl.create_default_context(cafile=args.ca)
+            client = smtplib.SMTP_SSL("127.0.0.1", args.port, timeout=30, context=context)
+        else:
+            client = smtplib.SMTP("127.0.0.1", args.port, timeout=30)
         if args.tls == "starttls":
             client.starttls(context=ssl.create_default_context(cafile=args.ca))
         for i in indexes:
-            client.sendmail("news@shop.example", ["zoe@example.net"], message(i))
+            client.sendmail("news@shop.example", ["zoe@example.net"], body or message(i))
         client.quit()
     except Exception as e:  # reported, so the bench fails loudly rather than runs fast
         errors.append(repr(e))
@@ -45,12 +53,17 @@ def main():
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--concurrency", type=int, default=8)
-    p.add_argument("--tls", choices=["starttls", "none"], default="none")
+    p.add_argument("--tls", choices=["starttls", "implicit", "none"], default="none")
     p.add_argument("--ca")
+    p.add_argument("--message", help="send this file's bytes as every message")
     args = p.parse_args()
     errors = []
+    body = None
+    if args.message:
+        with open(args.message, "rb") as f:
+            body = f.read()
     chunks = [range(k, args.n, args.concurrency) for k in range(args.concurrency)]
-    threads = [threading.Thread(target=worker, args=(args, c, errors)) for c in chunks]
+    threads = [threading.Thread(target=worker, args=(args, c, errors, body)) for c in chunks]
     start = time.perf_counter()
     for t in threads:
         t.start()

@@ -1,8 +1,8 @@
 //! SMTP delivery throughput: N messages through `SmtpBackend::deliver`, CONCURRENCY at once
 //! (the pool as large), to the local aiosmtpd test server (`tests/smtp/server.py`), in clear
-//! text on loopback and with STARTTLS; and for comparison the server's own limit, the same
-//! number of messages blasted with plain Python `smtplib` over as many connections
-//! (`tests/smtp/blast.py`). Each mode gets a fresh server.
+//! text on loopback, with STARTTLS and with implicit TLS; and for comparison the server's own limit, the same
+//! number of messages (the bytes the backend builds) blasted with plain Python `smtplib` over
+//! as many connections (`tests/smtp/blast.py`). Each mode gets a fresh server.
 //!
 //! Prints one JSON line per mode: `mode`, `client`, `messages`, `seconds`, `per_second`.
 //! Needs the server's Python (`scripts/smtp-venv`, or `RELANCE_SMTP_PYTHON`).
@@ -22,7 +22,9 @@ use relance_core::delivery::{Backend, Outgoing};
 use relance_core::engine::{Recipient, Send};
 use relance_core::render::Rendered;
 use relance_core::scenario::Channel;
-use relance_embedded::smtp::{SmtpBackend, SmtpSettings};
+use relance_embedded::smtp::{SmtpBackend, SmtpSettings, build_message};
+
+const FROM: &str = "Shop <news@shop.example>";
 use smtp_server::{Options, Protection, SmtpServer};
 
 fn outgoing(i: usize) -> Outgoing {
@@ -95,9 +97,10 @@ async fn through_backend(
     .ok_or("no SMTP server (run scripts/smtp-venv)")?;
     let url = match tls {
         Protection::None => format!("smtp://127.0.0.1:{}?tls=none", server.port),
-        _ => format!("smtp://127.0.0.1:{}", server.port),
+        Protection::StartTls => format!("smtp://127.0.0.1:{}", server.port),
+        Protection::Implicit => format!("smtps://127.0.0.1:{}", server.port),
     };
-    let mut settings = SmtpSettings::parse(&url, "Shop <news@shop.example>")?;
+    let mut settings = SmtpSettings::parse(&url, FROM)?;
     settings.ca_file = server.ca.clone();
     settings.pool = u32::try_from(concurrency)?;
     let backend = Arc::new(SmtpBackend::new(settings)?);
@@ -138,14 +141,23 @@ fn plain_client(tls: Protection, n: usize, concurrency: usize) -> Result<f64, Bo
     })
     .ok_or("no SMTP server (run scripts/smtp-venv)")?;
     let python = smtp_server::python().ok_or("no Python for the SMTP server")?;
+    // The same bytes as the backend sends, so the server does the same work per message.
+    let sample = server.dir().join("message.eml");
+    let built = build_message(&outgoing(0), FROM).map_err(|e| e.to_string())?;
+    std::fs::write(&sample, built.formatted())?;
     let mut cmd = Command::new(python);
     cmd.arg(smtp_server::repo_root().join("tests/smtp/blast.py"))
         .args(["--port", &server.port.to_string()])
         .args(["--n", &n.to_string()])
-        .args(["--concurrency", &concurrency.to_string()]);
+        .args(["--concurrency", &concurrency.to_string()])
+        .arg("--message")
+        .arg(&sample);
     match (tls, &server.ca) {
         (Protection::StartTls, Some(ca)) => {
             cmd.args(["--tls", "starttls", "--ca"]).arg(ca);
+        }
+        (Protection::Implicit, Some(ca)) => {
+            cmd.args(["--tls", "implicit", "--ca"]).arg(ca);
         }
         _ => {
             cmd.args(["--tls", "none"]);
@@ -174,6 +186,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     for (mode, tls) in [
         ("cleartext", Protection::None),
         ("starttls", Protection::StartTls),
+        ("implicit-tls", Protection::Implicit),
     ] {
         let (sent, seconds) = runtime.block_on(through_backend(tls, n, concurrency))?;
         report(mode, "SmtpBackend (lettre)", sent, seconds);

@@ -1,5 +1,5 @@
 //! The SMTP delivery backend of `relance run`: email handed to a relay with `lettre` (STARTTLS
-//! or implicit TLS with rustls, a connection pool, a shared send rate), the relay's replies
+//! or implicit TLS with rustls, a pool of open connections, a shared send rate), the relay's replies
 //! classed into the delivery contract's transient and permanent failures.
 //!
 //! Configuration (see [`SmtpSettings::from_env`]):
@@ -16,17 +16,19 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, Message, MultiPart, SinglePart};
+use lettre::transport::smtp;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::transport::smtp::{self, PoolConfig};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
 use relance_core::delivery::{Backend, DeliverFuture, DeliveryError, Outgoing};
 use relance_core::engine::Recipient;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 /// The variable holding the relay's URL.
@@ -315,12 +317,48 @@ impl Spacing {
     }
 }
 
+/// How long an open connection may sit unused before it is closed rather than reused
+/// (relays drop idle clients after a minute or so; RFC 5321 asks servers to wait 5 minutes).
+const IDLE_LIMIT: Duration = Duration::from_secs(60);
+
+/// A connection used less than this long ago is reused without a NOOP first: one round trip
+/// less per message when sends follow each other. A relay that closed it in that second
+/// (shutting down) fails that one send transiently; it is retried.
+const FRESH: Duration = Duration::from_secs(1);
+
+/// Open, authenticated connections to the relay, reused message after message.
+///
+/// lettre's own pool is not used: its connections keep Nagle's algorithm on, and lettre writes
+/// a message's body and its final `.` apart, so each message waited for the relay's delayed
+/// ACK (40 ms on Linux: 130 messages a second through 8 connections). Connections made here
+/// set `TCP_NODELAY` (lettre fixed this upstream after 0.11.23).
+#[derive(Default)]
+struct Pool {
+    idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
+}
+
+impl Pool {
+    fn take(&self) -> Option<(AsyncSmtpConnection, Instant)> {
+        // A panic elsewhere while holding the lock leaves a valid list behind: keep it.
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+
+    fn put(&self, conn: AsyncSmtpConnection) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((conn, Instant::now()));
+    }
+}
+
 /// Email delivery through an SMTP relay. Cheap to share: one pool for every send.
 pub struct SmtpBackend {
     settings: SmtpSettings,
     tls: Option<TlsParameters>,
-    /// Built on the first send, inside the Tokio runtime (the pool spawns its cleanup task).
-    transport: OnceLock<AsyncSmtpTransport<Tokio1Executor>>,
+    credentials: Option<Credentials>,
+    /// At most `settings.pool` connections in use at once.
+    slots: Semaphore,
+    pool: Pool,
     spacing: Option<Spacing>,
 }
 
@@ -381,11 +419,18 @@ impl SmtpBackend {
                 )
             }
         };
+        let credentials = settings
+            .credentials
+            .as_ref()
+            .map(|(user, password)| Credentials::new(user.clone(), password.clone()));
         let spacing = settings.rate.map(Spacing::new);
+        let slots = Semaphore::new(usize::try_from(settings.pool).unwrap_or(1));
         Ok(SmtpBackend {
             settings,
             tls,
-            transport: OnceLock::new(),
+            credentials,
+            slots,
+            pool: Pool::default(),
             spacing,
         })
     }
@@ -395,27 +440,88 @@ impl SmtpBackend {
         &self.settings
     }
 
-    fn transport(&self) -> &AsyncSmtpTransport<Tokio1Executor> {
-        self.transport.get_or_init(|| {
-            let s = &self.settings;
-            let tls = match (&self.tls, s.security) {
-                (Some(params), SmtpSecurity::StartTls) => Tls::Required(params.clone()),
-                (Some(params), SmtpSecurity::ImplicitTls) => Tls::Wrapper(params.clone()),
-                _ => Tls::None,
-            };
-            let mut builder =
-                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(s.host.clone())
-                    .port(s.port)
-                    .tls(tls)
-                    .timeout(Some(s.timeout))
-                    .pool_config(PoolConfig::new().max_size(s.pool));
-            if let Some((user, password)) = &s.credentials {
-                builder = builder
-                    .credentials(Credentials::new(user.clone(), password.clone()))
-                    .authentication(vec![Mechanism::Plain, Mechanism::Login]);
+    /// A new connection: greeted, encrypted as configured, authenticated.
+    async fn connect(&self) -> Result<AsyncSmtpConnection, DeliveryError> {
+        let s = &self.settings;
+        let host = s.host.trim_start_matches('[').trim_end_matches(']');
+        let hello = ClientId::default();
+        let unreachable = |e: std::io::Error| {
+            DeliveryError::Transient(format!(
+                "cannot connect to the SMTP relay {}:{}: {e}",
+                s.host, s.port
+            ))
+        };
+        let mut conn = match (s.security, &self.tls) {
+            (SmtpSecurity::ImplicitTls, Some(tls)) => {
+                // lettre does the TLS handshake before the greeting itself and gives no
+                // access to the socket: Nagle stays on here (see `Pool`).
+                AsyncSmtpConnection::connect_tokio1(
+                    (host, s.port),
+                    Some(s.timeout),
+                    &hello,
+                    Some(tls.clone()),
+                    None,
+                )
+                .await
+                .map_err(|e| classify(&e))?
             }
-            builder.build()
-        })
+            (security, tls) => {
+                let tcp = TcpStream::connect((host, s.port))
+                    .await
+                    .map_err(unreachable)?;
+                tcp.set_nodelay(true).map_err(unreachable)?;
+                let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &hello)
+                    .await
+                    .map_err(|e| classify(&e))?;
+                if let (SmtpSecurity::StartTls, Some(tls)) = (security, tls) {
+                    if !conn.can_starttls() {
+                        return Err(DeliveryError::Transient(format!(
+                            "the SMTP relay {}:{} does not offer STARTTLS, which {URL_VAR} requires (smtp://…?tls=none is for loopback relays only)",
+                            s.host, s.port
+                        )));
+                    }
+                    conn.starttls(tls.clone(), &hello)
+                        .await
+                        .map_err(|e| classify(&e))?;
+                }
+                conn
+            }
+        };
+        if let Some(credentials) = &self.credentials {
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
+                .await
+                .map_err(|e| classify(&e))?;
+        }
+        Ok(conn)
+    }
+
+    /// An idle connection still alive, or a new one.
+    async fn connection(&self) -> Result<AsyncSmtpConnection, DeliveryError> {
+        while let Some((mut conn, since)) = self.pool.take() {
+            // NOOP tells a connection the relay closed meanwhile from a live one.
+            let idle = since.elapsed();
+            if idle < FRESH || (idle < IDLE_LIMIT && conn.test_connected().await) {
+                return Ok(conn);
+            }
+            conn.abort().await;
+        }
+        self.connect().await
+    }
+
+    async fn attempt(&self, message: &Message) -> Result<(), DeliveryError> {
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| DeliveryError::Transient("the SMTP backend is closing".to_string()))?;
+        let mut conn = self.connection().await?;
+        let result = conn.send(message.envelope(), &message.formatted()).await;
+        // A refused transaction leaves the connection usable (lettre closes it when the
+        // exchange broke), so it goes back for the next message.
+        if !conn.has_broken() {
+            self.pool.put(conn);
+        }
+        result.map(|_| ()).map_err(|e| classify(&e))
     }
 
     async fn send(&self, outgoing: &Outgoing) -> Result<String, DeliveryError> {
@@ -424,29 +530,17 @@ impl SmtpBackend {
             spacing.wait().await;
         }
         let timeout = self.settings.timeout;
-        match tokio::time::timeout(timeout, self.transport().send(message)).await {
+        match tokio::time::timeout(timeout, self.attempt(&message)).await {
             // The relay's queue id is in its reply text; the Message-ID is what bounces and
             // replies refer to, so it is the id kept.
-            Ok(Ok(_response)) => Ok(outgoing.message_id.clone()),
-            Ok(Err(e)) => Err(classify(&e)),
+            Ok(Ok(())) => Ok(outgoing.message_id.clone()),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(DeliveryError::Transient(format!(
                 "SMTP relay {}:{} did not answer within {} s",
                 self.settings.host,
                 self.settings.port,
                 timeout.as_secs()
             ))),
-        }
-    }
-}
-
-impl Drop for SmtpBackend {
-    fn drop(&mut self) {
-        // Dropping the pool spawns its shutdown on the Tokio runtime; without a runtime (the
-        // process is ending) that would panic, so the idle connections are left to the OS.
-        if tokio::runtime::Handle::try_current().is_err()
-            && let Some(transport) = self.transport.take()
-        {
-            std::mem::forget(transport);
         }
     }
 }
