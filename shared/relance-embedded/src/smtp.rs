@@ -16,20 +16,29 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, Message, MultiPart, SinglePart};
 use lettre::transport::smtp;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::client::{
+    AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
+};
 use lettre::transport::smtp::extension::ClientId;
 use relance_core::delivery::{Backend, DeliverFuture, DeliveryError, Outgoing};
 use relance_core::engine::Recipient;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
 
 /// The variable holding the relay's URL.
 pub const URL_VAR: &str = "RELANCE_SMTP_URL";
@@ -331,7 +340,8 @@ const FRESH: Duration = Duration::from_secs(1);
 /// lettre's own pool is not used: its connections keep Nagle's algorithm on, and lettre writes
 /// a message's body and its final `.` apart, so each message waited for the relay's delayed
 /// ACK (40 ms on Linux: 130 messages a second through 8 connections). Connections made here
-/// set `TCP_NODELAY` (lettre fixed this upstream after 0.11.23).
+/// set `TCP_NODELAY` (lettre fixed this upstream after 0.11.23), implicit TLS included
+/// ([`ImplicitTls`]).
 #[derive(Default)]
 struct Pool {
     idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
@@ -351,10 +361,81 @@ impl Pool {
     }
 }
 
+/// A TLS stream lettre talks SMTP over, for implicit TLS: lettre's own connect does the
+/// handshake on a socket it keeps to itself (Nagle on), so the socket is made here.
+struct ImplicitTls(tokio_rustls::client::TlsStream<TcpStream>);
+
+impl fmt::Debug for ImplicitTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ImplicitTls").finish_non_exhaustive()
+    }
+}
+
+impl AsyncRead for ImplicitTls {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ImplicitTls {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl AsyncTokioStream for ImplicitTls {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.get_ref().0.peer_addr()
+    }
+}
+
+/// The rustls client configuration for implicit TLS: the system's roots and the extra one,
+/// aws-lc-rs as everywhere else in the workspace.
+fn implicit_tls_config(extra_root: Option<&[u8]>) -> Result<Arc<ClientConfig>, SmtpConfigError> {
+    let mut roots = RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(pem) = extra_root {
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert =
+                cert.map_err(|e| invalid(CA_FILE_VAR, format!("not a PEM certificate: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| invalid(CA_FILE_VAR, format!("unusable root certificate: {e}")))?;
+        }
+    }
+    let config = ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| invalid(URL_VAR, format!("cannot set up TLS: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// Email delivery through an SMTP relay. Cheap to share: one pool for every send.
 pub struct SmtpBackend {
     settings: SmtpSettings,
     tls: Option<TlsParameters>,
+    /// Implicit TLS (`smtps://`): the handshake is made here, not by lettre.
+    implicit: Option<(TlsConnector, ServerName<'static>)>,
     credentials: Option<Credentials>,
     /// At most `settings.pool` connections in use at once.
     slots: Semaphore,
@@ -391,20 +472,32 @@ impl SmtpBackend {
         {
             return Err(invalid(RATE_VAR, "the rate must be a positive number"));
         }
+        let extra_root = match &settings.ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                invalid(CA_FILE_VAR, format!("cannot read {}: {e}", path.display()))
+            })?),
+            None => None,
+        };
+        let host = settings
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let implicit = match settings.security {
+            SmtpSecurity::ImplicitTls => {
+                let name = ServerName::try_from(host.clone())
+                    .map_err(|e| invalid(URL_VAR, format!("`{host}` is not a host name: {e}")))?;
+                let config = implicit_tls_config(extra_root.as_deref())?;
+                Some((TlsConnector::from(config), name))
+            }
+            _ => None,
+        };
         let tls = match settings.security {
-            SmtpSecurity::None => None,
-            SmtpSecurity::StartTls | SmtpSecurity::ImplicitTls => {
-                let host = settings
-                    .host
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_string();
+            SmtpSecurity::None | SmtpSecurity::ImplicitTls => None,
+            SmtpSecurity::StartTls => {
                 let mut builder = TlsParameters::builder(host);
-                if let Some(path) = &settings.ca_file {
-                    let pem = std::fs::read(path).map_err(|e| {
-                        invalid(CA_FILE_VAR, format!("cannot read {}: {e}", path.display()))
-                    })?;
-                    let cert = Certificate::from_pem(&pem).map_err(|e| {
+                if let (Some(path), Some(pem)) = (&settings.ca_file, &extra_root) {
+                    let cert = Certificate::from_pem(pem).map_err(|e| {
                         invalid(
                             CA_FILE_VAR,
                             format!("{} is not a PEM certificate: {e}", path.display()),
@@ -428,6 +521,7 @@ impl SmtpBackend {
         Ok(SmtpBackend {
             settings,
             tls,
+            implicit,
             credentials,
             slots,
             pool: Pool::default(),
@@ -451,42 +545,36 @@ impl SmtpBackend {
                 s.host, s.port
             ))
         };
-        let mut conn = match (s.security, &self.tls) {
-            (SmtpSecurity::ImplicitTls, Some(tls)) => {
-                // lettre does the TLS handshake before the greeting itself and gives no
-                // access to the socket: Nagle stays on here (see `Pool`).
-                AsyncSmtpConnection::connect_tokio1(
-                    (host, s.port),
-                    Some(s.timeout),
-                    &hello,
-                    Some(tls.clone()),
-                    None,
-                )
-                .await
-                .map_err(|e| classify(&e))?
+        let tcp = TcpStream::connect((host, s.port))
+            .await
+            .map_err(unreachable)?;
+        tcp.set_nodelay(true).map_err(unreachable)?;
+        let stream: Box<dyn AsyncTokioStream> = match &self.implicit {
+            Some((connector, name)) => {
+                let tls = connector.connect(name.clone(), tcp).await.map_err(|e| {
+                    DeliveryError::Transient(format!(
+                        "TLS with the SMTP relay {}:{} failed: {e}",
+                        s.host, s.port
+                    ))
+                })?;
+                Box::new(ImplicitTls(tls))
             }
-            (security, tls) => {
-                let tcp = TcpStream::connect((host, s.port))
-                    .await
-                    .map_err(unreachable)?;
-                tcp.set_nodelay(true).map_err(unreachable)?;
-                let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &hello)
-                    .await
-                    .map_err(|e| classify(&e))?;
-                if let (SmtpSecurity::StartTls, Some(tls)) = (security, tls) {
-                    if !conn.can_starttls() {
-                        return Err(DeliveryError::Transient(format!(
-                            "the SMTP relay {}:{} does not offer STARTTLS, which {URL_VAR} requires (smtp://…?tls=none is for loopback relays only)",
-                            s.host, s.port
-                        )));
-                    }
-                    conn.starttls(tls.clone(), &hello)
-                        .await
-                        .map_err(|e| classify(&e))?;
-                }
-                conn
-            }
+            None => Box::new(tcp),
         };
+        let mut conn = AsyncSmtpConnection::connect_with_transport(stream, &hello)
+            .await
+            .map_err(|e| classify(&e))?;
+        if let Some(tls) = &self.tls {
+            if !conn.can_starttls() {
+                return Err(DeliveryError::Transient(format!(
+                    "the SMTP relay {}:{} does not offer STARTTLS, which {URL_VAR} requires (smtp://…?tls=none is for loopback relays only)",
+                    s.host, s.port
+                )));
+            }
+            conn.starttls(tls.clone(), &hello)
+                .await
+                .map_err(|e| classify(&e))?;
+        }
         if let Some(credentials) = &self.credentials {
             conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
                 .await

@@ -172,22 +172,27 @@ async fn a_wrong_password_is_transient_with_the_535_reply() {
 
 #[tokio::test]
 async fn an_untrusted_certificate_is_transient() {
-    let Some(server) = SmtpServer::start(&with_auth(Protection::StartTls)) else {
-        return;
-    };
-    let url = format!("smtp://relance:s%3Acret@127.0.0.1:{}", server.port);
-    // No RELANCE_SMTP_CA_FILE: the throwaway CA is not among the system's roots.
-    let smtp = SmtpBackend::new(SmtpSettings::parse(&url, FROM).expect("valid")).expect("ok");
-    match smtp
-        .deliver(&outgoing("zoe@example.net", "enr-5:hello"))
-        .await
-    {
-        Err(DeliveryError::Transient(reason)) => {
-            assert!(reason.contains("invalid peer certificate"), "{reason}")
+    for (tls, scheme) in [
+        (Protection::StartTls, "smtp"),
+        (Protection::Implicit, "smtps"),
+    ] {
+        let Some(server) = SmtpServer::start(&with_auth(tls)) else {
+            return;
+        };
+        let url = format!("{scheme}://relance:s%3Acret@127.0.0.1:{}", server.port);
+        // No RELANCE_SMTP_CA_FILE: the throwaway CA is not among the system's roots.
+        let smtp = SmtpBackend::new(SmtpSettings::parse(&url, FROM).expect("valid")).expect("ok");
+        match smtp
+            .deliver(&outgoing("zoe@example.net", "enr-5:hello"))
+            .await
+        {
+            Err(DeliveryError::Transient(reason)) => {
+                assert!(reason.contains("certificate"), "{scheme}: {reason}")
+            }
+            other => panic!("{scheme}: expected a transient failure, got {other:?}"),
         }
-        other => panic!("expected a transient failure, got {other:?}"),
+        assert_eq!(server.messages().len(), 0);
     }
-    assert_eq!(server.messages().len(), 0);
 }
 
 #[tokio::test]
