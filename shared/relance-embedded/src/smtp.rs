@@ -405,20 +405,39 @@ impl AsyncTokioStream for ImplicitTls {
     }
 }
 
+/// The certificates of the PEM file `path` (`RELANCE_SMTP_CA_FILE`): at least one.
+fn read_roots(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, SmtpConfigError> {
+    let pem = std::fs::read(path)
+        .map_err(|e| invalid(CA_FILE_VAR, format!("cannot read {}: {e}", path.display())))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            invalid(
+                CA_FILE_VAR,
+                format!("{} is not a PEM certificate file: {e}", path.display()),
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(invalid(
+            CA_FILE_VAR,
+            format!("{} holds no PEM certificate", path.display()),
+        ));
+    }
+    Ok(certs)
+}
+
 /// The rustls client configuration for implicit TLS: the system's roots and the extra one,
 /// aws-lc-rs as everywhere else in the workspace.
-fn implicit_tls_config(extra_root: Option<&[u8]>) -> Result<Arc<ClientConfig>, SmtpConfigError> {
+fn implicit_tls_config(
+    extra_roots: &[CertificateDer<'static>],
+) -> Result<Arc<ClientConfig>, SmtpConfigError> {
     let mut roots = RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     roots.add_parsable_certificates(native.certs);
-    if let Some(pem) = extra_root {
-        for cert in CertificateDer::pem_slice_iter(pem) {
-            let cert =
-                cert.map_err(|e| invalid(CA_FILE_VAR, format!("not a PEM certificate: {e}")))?;
-            roots
-                .add(cert)
-                .map_err(|e| invalid(CA_FILE_VAR, format!("unusable root certificate: {e}")))?;
-        }
+    for cert in extra_roots {
+        roots
+            .add(cert.clone())
+            .map_err(|e| invalid(CA_FILE_VAR, format!("an unusable root certificate: {e}")))?;
     }
     let config = ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
@@ -472,11 +491,9 @@ impl SmtpBackend {
         {
             return Err(invalid(RATE_VAR, "the rate must be a positive number"));
         }
-        let extra_root = match &settings.ca_file {
-            Some(path) => Some(std::fs::read(path).map_err(|e| {
-                invalid(CA_FILE_VAR, format!("cannot read {}: {e}", path.display()))
-            })?),
-            None => None,
+        let extra_roots = match &settings.ca_file {
+            Some(path) => read_roots(path)?,
+            None => Vec::new(),
         };
         let host = settings
             .host
@@ -487,7 +504,7 @@ impl SmtpBackend {
             SmtpSecurity::ImplicitTls => {
                 let name = ServerName::try_from(host.clone())
                     .map_err(|e| invalid(URL_VAR, format!("`{host}` is not a host name: {e}")))?;
-                let config = implicit_tls_config(extra_root.as_deref())?;
+                let config = implicit_tls_config(&extra_roots)?;
                 Some((TlsConnector::from(config), name))
             }
             _ => None,
@@ -496,12 +513,9 @@ impl SmtpBackend {
             SmtpSecurity::None | SmtpSecurity::ImplicitTls => None,
             SmtpSecurity::StartTls => {
                 let mut builder = TlsParameters::builder(host);
-                if let (Some(path), Some(pem)) = (&settings.ca_file, &extra_root) {
-                    let cert = Certificate::from_pem(pem).map_err(|e| {
-                        invalid(
-                            CA_FILE_VAR,
-                            format!("{} is not a PEM certificate: {e}", path.display()),
-                        )
+                for cert in &extra_roots {
+                    let cert = Certificate::from_der(cert.to_vec()).map_err(|e| {
+                        invalid(CA_FILE_VAR, format!("an unusable root certificate: {e}"))
                     })?;
                     builder = builder.add_root_certificate(cert);
                 }
@@ -944,6 +958,17 @@ mod tests {
         s.ca_file = Some(PathBuf::from("/nonexistent/relance-ca.pem"));
         let e = SmtpBackend::new(s).expect_err("refused");
         assert!(e.to_string().starts_with(CA_FILE_VAR), "{e}");
+        let junk =
+            std::env::temp_dir().join(format!("relance-smtp-junk-{}.pem", std::process::id()));
+        std::fs::write(&junk, "not a certificate\n").expect("a scratch file");
+        for url in ["smtp://mail.example.com", "smtps://mail.example.com"] {
+            let mut s = SmtpSettings::parse(url, "a@example.com").expect("ok");
+            s.ca_file = Some(junk.clone());
+            let e = SmtpBackend::new(s).expect_err("refused");
+            assert!(e.to_string().starts_with(CA_FILE_VAR), "{url}: {e}");
+            assert!(e.to_string().contains("relance-smtp-junk"), "{url}: {e}");
+        }
+        let _ = std::fs::remove_file(&junk);
     }
 
     #[test]
