@@ -89,7 +89,14 @@ pub fn backends(
         }
     }
     if args.email == EmailBackend::Smtp {
-        anyhow::bail!("TEMP: smtp lands with the smtp branch");
+        let settings = relance_embedded::smtp::SmtpSettings::from_env()
+            .context("the SMTP delivery settings")?;
+        let backend: Arc<dyn Backend> = Arc::new(
+            tokio
+                .block_on(async { relance_embedded::smtp::SmtpBackend::new(settings) })
+                .context("the SMTP delivery settings")?,
+        );
+        backends = backends.with(Channel::Email, backend);
     }
     if args.web_push == WebPushBackendChoice::Direct {
         let config =

@@ -8,6 +8,8 @@
 //! - [`outbox`]: delivery of sends to a JSON-lines file and the log, exactly once.
 //! - [`delivery`]: real delivery of sends (SMTP, SES, SNS, web push backends handed in):
 //!   leased in order per contact, retried with backoff, settled on the runner.
+//! - [`smtp`]: the SMTP delivery backend (lettre: STARTTLS or implicit TLS, a pool, a shared
+//!   send rate), configured from `RELANCE_SMTP_URL`, its replies classed for the worker.
 //! - [`webhook`]: delivery of webhook calls: signed, retried with backoff, settled on the
 //!   runner (the HTTP client is handed in).
 //! - [`import`]: contacts from CSV or JSON lines, with a report.
@@ -23,6 +25,7 @@ pub mod delivery;
 pub mod import;
 pub mod outbox;
 pub mod server;
+pub mod smtp;
 pub mod store;
 pub mod webhook;
 

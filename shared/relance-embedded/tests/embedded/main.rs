@@ -1,7 +1,7 @@
 //! The embedded mode's tests, one binary: the HTTP API, the port contracts on SQLite, delivery
 //! faults, hostile inputs, the runtime over SQLite on a virtual clock, assignment parity
 //! with `simulate` for 10,000 contacts against the formula, the webhook worker, the delivery
-//! worker, and open and click tracking.
+//! worker, open and click tracking, and the SMTP backend against a real SMTP server.
 
 mod api;
 mod contract;
@@ -10,5 +10,6 @@ mod faults;
 mod hostile;
 mod parity;
 mod runtime;
+mod smtp;
 mod tracking;
 mod webhook;
