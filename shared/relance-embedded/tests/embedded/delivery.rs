@@ -477,3 +477,85 @@ async fn an_attempt_cut_short_by_a_stop_is_sent_again_once_with_its_message_id()
     bed.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The worker through the SMTP backend against the real test server (aiosmtpd, STARTTLS):
+/// a 451 is retried after its backoff and the server gets each message once; a 550 at RCPT
+/// fails the send, suppresses the address, and the contact's next scenario skips it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_smtp_server_gets_each_message_once_and_its_550_suppresses() {
+    use crate::smtp::smtp_server::{Options, Protection, SmtpServer};
+    let options = Options {
+        auth: Some("relance:s:cret".into()),
+        transient_once: true,
+        reject: vec!["gone@example.com".into()],
+        ..Options::new(Protection::StartTls)
+    };
+    let Some(server) = SmtpServer::start(&options) else {
+        return;
+    };
+    let dir = Bed::dir("real-smtp");
+    let bed = Bed::start(&dir, &[Channel::Email], t0());
+    bed.enroll(&[
+        ("c1", "ada@example.com", "+33600000001"),
+        ("c2", "gone@example.com", "+33600000002"),
+    ])
+    .await;
+    let smtp: Arc<dyn Backend> = Arc::new(crate::smtp::backend(
+        &server,
+        Protection::StartTls,
+        "s%3Acret",
+    ));
+    let w = Worker::new(
+        bed.handle.clone(),
+        Backends::none().with(Channel::Email, smtp),
+        "news@shop.example",
+    );
+    assert_eq!(drain(&w).await, 2);
+    assert_eq!(server.count(), 0, "451 for ada, 550 for gone");
+    bed.clock.set(t0() + TimeDelta::seconds(30));
+    assert_eq!(drain(&w).await, 1, "ada's retry");
+    bed.clock.set(t0() + TimeDelta::hours(2));
+    assert_eq!(drain(&w).await, 0, "nothing more");
+    let received = server.messages();
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(received[0].rcpt_tos, ["ada@example.com"]);
+    assert_eq!(received[0].header("Subject"), Some("Hello c1"));
+
+    let path = bed.path("c2").await;
+    assert!(
+        path.iter().any(|(k, _, reason)| *k == RecordKind::Failed
+            && reason.as_deref().is_some_and(|r| r.contains("550"))),
+        "{path:?}"
+    );
+    // The suppression holds: the next scenario's email to that contact is skipped.
+    let skipped = bed
+        .handle
+        .call(|rt, now| {
+            rt.put_scenario(
+                &SCENARIO.replace("id: drip", "id: again"),
+                SourceFormat::Yaml,
+                now,
+            )?;
+            rt.set_status("again", Status::Active, now)?;
+            rt.launch(
+                LaunchDetail {
+                    scenario: "again".into(),
+                    contacts: Some(vec!["c2".into()]),
+                },
+                now,
+            )?;
+            rt.path("again", "c2")
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        skipped
+            .iter()
+            .any(|r| r.kind == RecordKind::Skipped && r.step.as_deref() == Some("hello")),
+        "{skipped:?}"
+    );
+    drop(w);
+    bed.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -4,7 +4,7 @@
 //! refused address a hard bounce, a policy refusal permanent but not a bounce).
 
 #[path = "../../../../tests/smtp/server.rs"]
-mod smtp_server;
+pub(crate) mod smtp_server;
 
 use relance_core::delivery::{Backend, DeliveryError, Outgoing};
 use relance_core::engine::{Recipient, Send};
@@ -51,7 +51,7 @@ fn outgoing(to: &str, key: &str) -> Outgoing {
 }
 
 /// A backend for `server`, logging in with `password` (percent-encoded in the URL).
-fn backend(server: &SmtpServer, tls: Protection, password: &str) -> SmtpBackend {
+pub(crate) fn backend(server: &SmtpServer, tls: Protection, password: &str) -> SmtpBackend {
     let url = match tls {
         Protection::StartTls => format!("smtp://relance:{password}@127.0.0.1:{}", server.port),
         Protection::Implicit => format!("smtps://relance:{password}@127.0.0.1:{}", server.port),
