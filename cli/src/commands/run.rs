@@ -121,9 +121,27 @@ pub fn run(
     check_exposure(listen)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let token_sha256;
+    let links = unsubscribe_links(&format!("http://{listen}/unsubscribe"))?;
+    if links.is_none() {
+        tracing::info!(
+            "RELANCE_UNSUBSCRIBE_SECRET is not set: emails carry no one-click unsubscribe link"
+        );
+    }
+    let tracking = crate::links::tracking_links(&format!("http://{listen}"))?;
+    // The webhook client's and the delivery backends' settings are checked before anything
+    // starts.
+    let webhooks =
+        relance_aws::webhook::HttpTransport::from_env().context("webhook delivery settings")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let chosen = crate::delivery::backends(delivery, &rt, links.clone())?;
     {
         let mut rt = open(db)?;
         token_sha256 = api_token(&mut rt, clock.now())?;
+        // Sends made at start (an import's launch) are delivered for real too.
+        rt.store().set_live_channels(&chosen.backends.channels());
         for file in scenarios {
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
@@ -139,24 +157,8 @@ pub fn run(
             import_into(&mut rt, path, clock.now())?;
         }
     }
-    let links = unsubscribe_links(&format!("http://{listen}/unsubscribe"))?;
-    if links.is_none() {
-        tracing::info!(
-            "RELANCE_UNSUBSCRIBE_SECRET is not set: emails carry no one-click unsubscribe link"
-        );
-    }
-    let tracking = crate::links::tracking_links(&format!("http://{listen}"))?;
     let mut store =
         SqliteStore::open(db).with_context(|| format!("cannot open database {}", db.display()))?;
-    // The webhook client's and the delivery backends' settings are checked before anything
-    // starts.
-    let webhooks =
-        relance_aws::webhook::HttpTransport::from_env().context("webhook delivery settings")?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let chosen = crate::delivery::backends(delivery, &rt, links.clone())?;
     store.set_live_channels(&chosen.backends.channels());
     let (handle, runner) =
         relance_embedded::server::start_configured(store, outbox, clock, links.clone())

@@ -15,6 +15,8 @@
 //! - [`hostile_burst`]: a burst of hostile API requests against `relance run`.
 //! - [`restart`], [`restart_faults`]: SIGKILL at any moment loses and repeats no send.
 //! - [`unknown_step`]: a stale timer against a timer naming an unknown step (dead-lettered).
+//! - [`delivery`]: `relance run` delivering for real: SMTP (a real server) and the emulator's
+//!   SNS, opens by the tracking pixel, and `kill -9` during a burst of 1,000 emails.
 //! - [`webhook`]: the webhook step against a receiver stub (signature, retry, duplicate by
 //!   key, 404, save), the strict outbound rule, and `simulate`.
 //! - [`aws_launch`], [`dev`]: the operating commands and `relance dev` on the AWS emulator.
@@ -23,6 +25,7 @@ mod aws_launch;
 mod cases;
 mod cli;
 mod common;
+mod delivery;
 mod dev;
 mod embedded;
 mod hostile_burst;
