@@ -7,6 +7,12 @@
 //! Prints one JSON line per mode: `mode`, `client`, `messages`, `seconds`, `per_second`.
 //! Needs the server's Python (`scripts/smtp-venv`, or `RELANCE_SMTP_PYTHON`).
 //!
+//! A last mode measures the whole of `relance run`'s delivery: N contacts enrolled in a one-email
+//! scenario on a SQLite file opened as `relance run` opens it (WAL, `synchronous = FULL`), then
+//! the delivery worker leases, sends through the backend (STARTTLS) and settles each message
+//! (one commit per answer): `client` is `relance run pipeline`, timed from the first lease to
+//! the last settlement.
+//!
 //! Run: `cargo bench -p relance-embedded --bench smtp -- --n 2000 --concurrency 8`
 
 #[path = "../../../tests/smtp/server.rs"]
@@ -134,6 +140,88 @@ async fn through_backend(
     Ok((sent, seconds))
 }
 
+/// The delivery worker over a SQLite file: N enrolled, then timed until every send is settled.
+async fn through_relance(n: usize, concurrency: usize) -> Result<(usize, f64), Box<dyn Error>> {
+    use relance_core::ports::{SourceFormat, Status};
+    use relance_core::wire::{ContactDetail, LaunchDetail};
+    let server = SmtpServer::start(&Options {
+        record: false,
+        ..Options::new(Protection::StartTls)
+    })
+    .ok_or("no SMTP server (run scripts/smtp-venv)")?;
+    let mut settings = SmtpSettings::parse(&format!("smtp://127.0.0.1:{}", server.port), FROM)?;
+    settings.ca_file = server.ca.clone();
+    settings.pool = u32::try_from(concurrency)?;
+    let backend: Arc<dyn Backend> = Arc::new(SmtpBackend::new(settings)?);
+    let dir = server.dir().join("relance");
+    std::fs::create_dir_all(&dir)?;
+    let mut store = relance_embedded::store::SqliteStore::open(&dir.join("relance.db"))?;
+    store.set_live_channels(&[Channel::Email]);
+    let clock: Arc<dyn relance_embedded::clock::Clock> =
+        Arc::new(relance_embedded::clock::SystemClock);
+    let (handle, runner) =
+        relance_embedded::server::start_configured(store, &dir.join("outbox.jsonl"), clock, None)?;
+    let scenario = "id: bench\nlaunch: {type: manual}\naudience: {all: true}\nmessages:\n  hello: {channel: email, subject: Bienvenue, html: \"<p>Bonjour {{ contact.id }}</p>\", text: \"Bonjour {{ contact.id }}\"}\nsteps:\n  - {id: hello, send: hello, next: done}\n  - {id: done, end: success}\n";
+    handle
+        .call(move |rt, now| -> Result<(), String> {
+            rt.put_scenario(scenario, SourceFormat::Yaml, now)
+                .map_err(|e| e.to_string())?;
+            rt.set_status("bench", Status::Active, now)
+                .map_err(|e| e.to_string())?;
+            for i in 0..n {
+                let contact = serde_json::Map::from_iter([
+                    ("id".to_string(), serde_json::json!(format!("c{i}"))),
+                    (
+                        "email".to_string(),
+                        serde_json::json!(format!("contact{i}@example.net")),
+                    ),
+                ]);
+                rt.upsert_contact(
+                    ContactDetail {
+                        action: None,
+                        contact,
+                        at: None,
+                    },
+                    now,
+                )
+                .map_err(|e| e.to_string())?;
+            }
+            rt.launch(
+                LaunchDetail {
+                    scenario: "bench".into(),
+                    contacts: None,
+                },
+                now,
+            )
+            .map_err(|e| e.to_string())?;
+            Ok(())
+        })
+        .await??;
+    let worker = relance_embedded::delivery::Worker::new(
+        handle.clone(),
+        relance_embedded::delivery::Backends::none().with(Channel::Email, backend),
+        "news@shop.example",
+    );
+    let start = Instant::now();
+    let mut attempted = 0;
+    loop {
+        let round = worker.run_once().await?;
+        if round == 0 {
+            break;
+        }
+        attempted += round;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let counts = handle.call(|rt, _| rt.store().delivery_counts()).await??;
+    drop(worker);
+    drop(handle);
+    let _ = runner.join();
+    if counts.done != n as u64 || attempted != n {
+        return Err(format!("{} of {n} delivered ({attempted} attempts)", counts.done).into());
+    }
+    Ok((n, seconds))
+}
+
 fn plain_client(tls: Protection, n: usize, concurrency: usize) -> Result<f64, Box<dyn Error>> {
     let server = SmtpServer::start(&Options {
         record: false,
@@ -193,5 +281,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         let seconds = plain_client(tls, n, concurrency)?;
         report(mode, "python smtplib", n, seconds);
     }
+    let (sent, seconds) = runtime.block_on(through_relance(n, concurrency))?;
+    report("starttls", "relance run pipeline", sent, seconds);
     Ok(())
 }

@@ -153,12 +153,15 @@ impl Worker {
         }
     }
 
-    /// One round: leases the due sends, delivers them concurrently, settles each; returns how
-    /// many were attempted.
-    pub async fn run_once(&self) -> Result<usize, Stopped> {
+    /// Leases up to `room` due sends and starts their attempts in `inflight`; how many.
+    async fn lease_into(
+        &self,
+        room: usize,
+        inflight: &mut tokio::task::JoinSet<Result<(), Stopped>>,
+    ) -> Result<usize, Stopped> {
         let leased = self
             .handle
-            .call(|rt, now| rt.store().lease_deliveries(now, BATCH))
+            .call(move |rt, now| rt.store().lease_deliveries(now, room))
             .await?;
         let rows = match leased {
             Ok(rows) => rows,
@@ -168,12 +171,19 @@ impl Worker {
             }
         };
         let n = rows.len();
-        let mut attempts = tokio::task::JoinSet::new();
         for row in rows {
             let worker = self.clone();
-            attempts.spawn(async move { worker.attempt(row).await });
+            inflight.spawn(async move { worker.attempt(row).await });
         }
-        while let Some(done) = attempts.join_next().await {
+        Ok(n)
+    }
+
+    /// One round: leases the due sends, delivers them concurrently, settles each; returns how
+    /// many were attempted.
+    pub async fn run_once(&self) -> Result<usize, Stopped> {
+        let mut inflight = tokio::task::JoinSet::new();
+        let n = self.lease_into(BATCH, &mut inflight).await?;
+        while let Some(done) = inflight.join_next().await {
             if let Ok(Err(Stopped)) = done {
                 return Err(Stopped);
             }
@@ -181,25 +191,44 @@ impl Worker {
         Ok(n)
     }
 
-    /// Recovers, then runs rounds until the runner stops or `stop` turns true, pausing up to
-    /// `poll` when nothing was due. A round in progress when `stop` turns finishes first, so
-    /// a graceful stop leaves no attempt cut short.
+    /// Recovers, then delivers until the runner stops or `stop` turns true: up to [`BATCH`]
+    /// sends in flight, a new one leased as soon as one is settled (a slow answer holds up
+    /// only its own contact), pausing up to `poll` when nothing is due. The sends in flight
+    /// when `stop` turns finish first, so a graceful stop leaves no attempt cut short.
     pub async fn run(self, poll: StdDuration, mut stop: tokio::sync::watch::Receiver<bool>) {
         if self.recover().await.is_err() {
             return;
         }
+        let mut inflight = tokio::task::JoinSet::new();
         while !*stop.borrow() {
-            match self.run_once().await {
-                Ok(0) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep(poll) => {}
-                        _ = stop.changed() => {}
+            let room = BATCH.saturating_sub(inflight.len());
+            let leased = if room > 0 {
+                match self.lease_into(room, &mut inflight).await {
+                    Ok(n) => n,
+                    Err(Stopped) => break,
+                }
+            } else {
+                0
+            };
+            if leased > 0 && inflight.len() < BATCH {
+                continue;
+            }
+            tokio::select! {
+                done = inflight.join_next(), if !inflight.is_empty() => {
+                    if let Some(Ok(Err(Stopped))) = done {
+                        break;
                     }
                 }
-                Ok(_) => {}
-                Err(Stopped) => return,
+                _ = tokio::time::sleep(poll), if leased == 0 => {}
+                changed = stop.changed() => {
+                    // The stop's sender gone: nobody can stop it any more but the runner.
+                    if changed.is_err() {
+                        break;
+                    }
+                }
             }
         }
+        while inflight.join_next().await.is_some() {}
     }
 
     /// The message handed to the backend for `row`.
