@@ -191,7 +191,7 @@ impl Worker {
         Ok(n)
     }
 
-    /// Recovers, then delivers until the runner stops or `stop` turns true: up to [`BATCH`]
+    /// Recovers, then delivers until the runner stops or `stop` turns true: up to 64
     /// sends in flight, a new one leased as soon as one is settled (a slow answer holds up
     /// only its own contact), pausing up to `poll` when nothing is due. The sends in flight
     /// when `stop` turns finish first, so a graceful stop leaves no attempt cut short.
