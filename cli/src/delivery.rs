@@ -27,22 +27,19 @@ fn env(name: &str) -> Option<String> {
 }
 
 /// The sender settings of the AWS backends: the functions' own (`RELANCE_FROM_EMAIL`, the SMS
-/// settings, the unsubscribe links), the sender address required only for SES.
+/// settings, the send rate, the provider lists), the sender address required only for SES,
+/// with `relance run`'s unsubscribe links.
 fn sender_config(
     needs_from: bool,
     unsubscribe: Option<relance_core::unsubscribe::UnsubscribeLinks>,
 ) -> Result<SenderConfig> {
-    if needs_from || env("RELANCE_FROM_EMAIL").is_some() {
-        let mut config =
-            SenderConfig::from_env_with_secret(None).context("the SES/SNS delivery settings")?;
-        config.unsubscribe = unsubscribe;
-        return Ok(config);
+    let mut config = if needs_from {
+        SenderConfig::from_env_with_secret(None)
+    } else {
+        SenderConfig::from_env_without_sender()
     }
-    // SMS or push only: no sender address is needed; the SMS settings still apply.
-    let mut config = SenderConfig::new("");
-    config.default_sms_type = env("RELANCE_SMS_TYPE").unwrap_or_else(|| "Transactional".into());
-    config.sms_sender_id = env("RELANCE_SMS_SENDER_ID");
-    config.sms_origination_number = env("RELANCE_SMS_ORIGINATION_NUMBER");
+    .context("the SES/SNS delivery settings")?;
+    config.unsubscribe = unsubscribe;
     Ok(config)
 }
 

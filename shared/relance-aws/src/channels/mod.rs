@@ -111,6 +111,20 @@ impl SenderConfig {
     pub fn from_env_with_secret(
         unsubscribe_secret: Option<String>,
     ) -> Result<SenderConfig, crate::config::ConfigError> {
+        SenderConfig::read_env(unsubscribe_secret, true)
+    }
+
+    /// As [`SenderConfig::from_env`] for a host that sends no email through SES (SMS and
+    /// push only, `relance run --sms sns`): `RELANCE_FROM_EMAIL` may be unset (then empty);
+    /// every other setting reads the same.
+    pub fn from_env_without_sender() -> Result<SenderConfig, crate::config::ConfigError> {
+        SenderConfig::read_env(None, false)
+    }
+
+    fn read_env(
+        unsubscribe_secret: Option<String>,
+        sender_required: bool,
+    ) -> Result<SenderConfig, crate::config::ConfigError> {
         let opt = |n: &str| std::env::var(n).ok().filter(|v| !v.trim().is_empty());
         let bad = |name: &'static str, why: &str| crate::config::ConfigError {
             name,
@@ -143,10 +157,16 @@ impl SenderConfig {
             }),
         };
         Ok(SenderConfig {
-            from_email: opt("RELANCE_FROM_EMAIL").ok_or(crate::config::ConfigError {
-                name: "RELANCE_FROM_EMAIL",
-                why: "not set".into(),
-            })?,
+            from_email: match opt("RELANCE_FROM_EMAIL") {
+                Some(from) => from,
+                None if !sender_required => String::new(),
+                None => {
+                    return Err(crate::config::ConfigError {
+                        name: "RELANCE_FROM_EMAIL",
+                        why: "not set".into(),
+                    });
+                }
+            },
             configuration_set: opt("RELANCE_SES_CONFIGURATION_SET"),
             default_sms_type: opt("RELANCE_SMS_TYPE").unwrap_or_else(|| "Transactional".into()),
             sms_sender_id: opt("RELANCE_SMS_SENDER_ID"),

@@ -90,6 +90,12 @@ pub struct DeliveryCounts {
 
 type RawRow = (i64, String, String, i64, Option<i64>, i64);
 
+/// The part of a `send` outbox row delivery reads (`ports::send_message` writes it).
+#[derive(serde::Deserialize)]
+struct SendRow {
+    send: Send,
+}
+
 impl SqliteStore {
     /// The channels `relance run` delivers for real: from now on, each send on them gets a
     /// delivery row in the transaction that makes it. Sends on other channels go to the
@@ -166,11 +172,9 @@ impl SqliteStore {
         };
         let mut out = Vec::new();
         for (seq, scenario, payload, attempts, first_at, interrupted) in raw {
-            let read = serde_json::from_str::<serde_json::Value>(&payload)
+            let read = serde_json::from_str::<SendRow>(&payload)
+                .map(|row| row.send)
                 .map_err(|e| e.to_string())
-                .and_then(|v| {
-                    serde_json::from_value::<Send>(v["send"].clone()).map_err(|e| e.to_string())
-                })
                 .and_then(|send| {
                     let first_at = first_at
                         .map(parse_ts)
