@@ -6,7 +6,6 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use chrono::{DateTime, Duration, Utc};
 use sha2::{Digest, Sha256};
 
 /// One message to hand to a provider: the engine's send, with what delivery adds to it.
@@ -54,27 +53,10 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn deliver<'a>(&'a self, message: &'a Outgoing) -> DeliverFuture<'a>;
 }
 
-/// Retried until this long after the first attempt, then dead-lettered.
-pub const RETRY_WINDOW_HOURS: i64 = 24;
-/// The first retry waits this long; each next one twice as long, up to [`MAX_BACKOFF_SECONDS`].
-pub const FIRST_BACKOFF_SECONDS: i64 = 30;
-/// The longest wait between two attempts.
-pub const MAX_BACKOFF_SECONDS: i64 = 3600;
-
-/// When attempt number `attempts + 1` is due after attempt number `attempts` (1-based)
-/// failed transiently at `now`, the first having been made at `first`; `None` once the retry
-/// window is spent (the message is then dead-lettered).
-pub fn next_attempt(
-    first: DateTime<Utc>,
-    attempts: u32,
-    now: DateTime<Utc>,
-) -> Option<DateTime<Utc>> {
-    let exponent = attempts.saturating_sub(1).min(20);
-    let wait = (FIRST_BACKOFF_SECONDS << exponent).min(MAX_BACKOFF_SECONDS);
-    let at = now.checked_add_signed(Duration::seconds(wait))?;
-    let deadline = first.checked_add_signed(Duration::hours(RETRY_WINDOW_HOURS))?;
-    (at <= deadline).then_some(at)
-}
+// Deliveries are retried on the same schedule as webhook calls.
+pub use crate::retry::{
+    FIRST_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS, RETRY_WINDOW_HOURS, backoff, next_attempt,
+};
 
 /// The `Message-ID` of the send under `idempotency_key`, from `domain` (the sender's): a
 /// digest of the key, so it is stable across attempts and restarts and names no contact.
@@ -98,39 +80,6 @@ pub fn domain_of(address: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
-
-    fn at(h: u32, m: u32, s: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 12, 2, h, m, s)
-            .single()
-            .expect("valid")
-    }
-
-    #[test]
-    fn backoff_doubles_from_thirty_seconds_to_an_hour() {
-        let first = at(0, 0, 0);
-        let waits: Vec<i64> = (1..=9)
-            .map(|n| {
-                next_attempt(first, n, first)
-                    .map(|t| (t - first).num_seconds())
-                    .expect("within the window")
-            })
-            .collect();
-        assert_eq!(waits, [30, 60, 120, 240, 480, 960, 1920, 3600, 3600]);
-    }
-
-    #[test]
-    fn the_window_closes_a_day_after_the_first_attempt() {
-        let first = at(0, 0, 0);
-        let late = first + Duration::hours(23) + Duration::minutes(30);
-        assert_eq!(next_attempt(first, 20, late), None);
-        let earlier = first + Duration::hours(22);
-        assert_eq!(
-            next_attempt(first, 20, earlier),
-            Some(earlier + Duration::hours(1))
-        );
-    }
-
     #[test]
     fn message_ids_are_stable_per_key_and_name_no_contact() {
         let a = message_id("enr-42:welcome", "example.com");

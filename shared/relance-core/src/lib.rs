@@ -41,6 +41,7 @@
 //! - [`webhook`]: the webhook step: its definition, static checks, signature, retry rules
 //!   and `save`.
 //! - [`invoke`]: the invoke step (AWS only): its definition, the function check, the event.
+//! - [`retry`]: the retry schedule of webhook calls and deliveries (backoff, 24 h window).
 //! - [`net`]: the addresses outbound calls never reach (loopback, private, link-local, ...).
 //! - [`unsubscribe`]: the signed one-click unsubscribe token (RFC 8058).
 //! - [`tracking`]: the signed open pixel and click redirects of `relance run`, and the
@@ -68,6 +69,7 @@ pub mod ports;
 pub mod problem;
 pub mod render;
 pub mod report;
+pub mod retry;
 pub mod scenario;
 pub mod schedule;
 pub mod schema;

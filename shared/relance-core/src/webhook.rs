@@ -12,12 +12,15 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 
-use chrono::{DateTime, Duration, Utc};
 use hmac::{Hmac, Mac};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::Sha256;
+
+pub use crate::retry::{
+    FIRST_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS, RETRY_WINDOW_HOURS, backoff, next_attempt,
+};
 
 /// The signature header: `t=UNIX,v1=hex(HMAC-SHA256(secret, "{t}.{body}"))`.
 pub const SIGNATURE_HEADER: &str = "Relance-Signature";
@@ -26,12 +29,6 @@ pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 /// Where a secret named `orders` is read from in embedded mode: `RELANCE_WEBHOOK_SECRET_ORDERS`
 /// (on AWS, Secrets Manager by the ARN in `RELANCE_WEBHOOK_SECRET_ORDERS_ARN`).
 pub const SECRET_VAR_PREFIX: &str = "RELANCE_WEBHOOK_SECRET_";
-/// How long a call is retried, counted from its first attempt, before it is dead-lettered.
-pub const RETRY_WINDOW_HOURS: i64 = 24;
-/// The longest wait between two attempts.
-pub const MAX_BACKOFF_SECONDS: i64 = 3600;
-/// The first wait after a retryable answer; it doubles with each attempt.
-pub const FIRST_BACKOFF_SECONDS: i64 = 30;
 /// How long one attempt may take (connect, send, answer) before it counts as a timeout.
 pub const ATTEMPT_TIMEOUT_SECONDS: u64 = 10;
 /// The largest answer read (for `save`); a longer one is cut there and not parsed.
@@ -202,25 +199,6 @@ pub fn classify(status: u16) -> Verdict {
         408 | 429 | 500..=599 => Verdict::Retry(format!("HTTP {status}")),
         _ => Verdict::Failed(format!("HTTP {status}")),
     }
-}
-
-/// The wait after attempt `attempt` (1 for the first) failed retryably: 30 s, doubling, at
-/// most an hour.
-pub fn backoff(attempt: u32) -> Duration {
-    let doublings = attempt.saturating_sub(1).min(20);
-    Duration::seconds((FIRST_BACKOFF_SECONDS << doublings).min(MAX_BACKOFF_SECONDS))
-}
-
-/// When to try again after attempt `attempt` failed at `now`, or None when that would be past
-/// the retry window opened by the first attempt at `first`: then the call is dead-lettered.
-pub fn next_attempt(
-    first: DateTime<Utc>,
-    attempt: u32,
-    now: DateTime<Utc>,
-) -> Option<DateTime<Utc>> {
-    let next = now.checked_add_signed(backoff(attempt))?;
-    let deadline = first.checked_add_signed(Duration::hours(RETRY_WINDOW_HOURS))?;
-    (next <= deadline).then_some(next)
 }
 
 /// The contact fields `save` takes from a 2xx answer, and the reason for each it could not
@@ -483,6 +461,7 @@ pub fn check_url(url: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::{DateTime, Duration, Utc};
 
     #[test]
     fn signature_verifies_and_refuses_a_changed_body_or_an_old_stamp() {
