@@ -160,10 +160,9 @@ pub fn run(
     let mut store =
         SqliteStore::open(db).with_context(|| format!("cannot open database {}", db.display()))?;
     store.set_live_channels(&chosen.backends.channels());
-    let (handle, runner) =
-        relance_embedded::server::start_configured(store, outbox, clock, links.clone())
-            .context("cannot start the runtime")?;
-    let handle = handle.with_tracking(tracking.clone());
+    let (handle, runner) = relance_embedded::server::start_configured(store, outbox, clock, links)
+        .context("cannot start the runtime")?;
+    let handle = handle.with_tracking(tracking);
     if chosen.backends.is_empty() {
         tracing::info!(
             "every channel goes to the outbox file only (a dry run): see `relance run --help` for real delivery"
@@ -195,13 +194,6 @@ pub fn run(
                     chosen.backends,
                     &chosen.from_email,
                 )
-                .with_unsubscribe(links)
-                .with_instrument(tracking.map(|t| {
-                    let t = std::sync::Arc::new(t);
-                    let instrument: relance_embedded::delivery::Instrument =
-                        std::sync::Arc::new(move |scenario, send| t.instrument(scenario, send));
-                    instrument
-                }))
                 .run(std::time::Duration::from_millis(200), stop),
             )
         });

@@ -23,10 +23,8 @@ use std::time::Duration as StdDuration;
 use chrono::{DateTime, Utc};
 use relance_core::EngagementKind;
 use relance_core::delivery::{self as rules, Backend, DeliveryError, Outgoing};
-use relance_core::engine::Send;
 use relance_core::journal::{Record, RecordKind};
 use relance_core::scenario::Channel;
-use relance_core::unsubscribe::UnsubscribeLinks;
 use relance_core::wire::EngagementDetail;
 
 use crate::runtime::Runtime;
@@ -35,10 +33,6 @@ use crate::store::{DeliveryRow, Settlement, SqliteStore, StoreError};
 
 /// Sends leased per round (and in flight at once at most).
 const BATCH: usize = 64;
-
-/// Rewrites an email's HTML for open and click tracking (the scenario, the send); `None`
-/// leaves it as it is (tracking off for the message, or no HTML).
-pub type Instrument = Arc<dyn Fn(&str, &Send) -> Option<String> + std::marker::Send + Sync>;
 
 /// The backends of `relance run`, one per channel that is delivered for real.
 #[derive(Debug, Clone, Default)]
@@ -93,8 +87,6 @@ impl Backends {
 pub struct Worker {
     handle: RuntimeHandle,
     backends: Backends,
-    unsubscribe: Option<UnsubscribeLinks>,
-    instrument: Option<Instrument>,
     from_email: String,
 }
 
@@ -114,22 +106,8 @@ impl Worker {
         Worker {
             handle,
             backends,
-            unsubscribe: None,
-            instrument: None,
             from_email: from_email.to_string(),
         }
-    }
-
-    /// Emails carry RFC 8058 one-click unsubscribe headers signed with `links`.
-    pub fn with_unsubscribe(mut self, links: Option<UnsubscribeLinks>) -> Worker {
-        self.unsubscribe = links;
-        self
-    }
-
-    /// Email HTML is rewritten by `instrument` (the open pixel and click redirects).
-    pub fn with_instrument(mut self, instrument: Option<Instrument>) -> Worker {
-        self.instrument = instrument;
-        self
     }
 
     /// Puts rows a stop cut short back in line (call once, before the first round); returns
@@ -236,14 +214,15 @@ impl Worker {
         let mut send = row.send.clone();
         let mut headers = Vec::new();
         if send.channel == Channel::Email {
+            // The links `relance run` was started with, on the runner's handle.
             if let Some(html) = self
-                .instrument
-                .as_ref()
-                .and_then(|f| f(&row.scenario, &send))
+                .handle
+                .tracking()
+                .and_then(|t| t.instrument(&row.scenario, &send))
             {
                 send.content.html = Some(html);
             }
-            if let Some(links) = &self.unsubscribe {
+            if let Some(links) = self.handle.unsubscribe() {
                 headers = links.headers_for(&row.scenario, &send);
             }
         }
