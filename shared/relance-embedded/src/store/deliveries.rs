@@ -317,13 +317,4 @@ impl SqliteStore {
         }
         Ok(counts)
     }
-
-    /// When the next pending delivery is due (the worker sleeps until then, at most).
-    pub fn next_delivery_due(&mut self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let next: Option<i64> = self
-            .conn
-            .prepare_cached("SELECT MIN(next_at) FROM delivery WHERE state = 'pending'")?
-            .query_row([], |r| r.get(0))?;
-        next.map(parse_ts).transpose()
-    }
 }
