@@ -413,11 +413,7 @@ fn handle<S: HandlerStore>(
                     requeue(sender, copy, at, now)?;
                 }
                 None => {
-                    let reason = format!(
-                        "{} dead-lettered after {attempt} attempts in {} h: {why}",
-                        message.action(),
-                        rules::RETRY_WINDOW_HOURS
-                    );
+                    let reason = rules::dead_reason(message.action(), attempt, &why);
                     sender.ledger.fail(&key, &reason)?;
                     let mut dead = serde_json::to_value(message).unwrap_or(Value::Null);
                     if let Some(o) = dead.as_object_mut() {

@@ -55,7 +55,8 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
 // Deliveries are retried on the same schedule as webhook calls.
 pub use crate::retry::{
-    FIRST_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS, RETRY_WINDOW_HOURS, backoff, next_attempt,
+    FIRST_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS, RETRY_WINDOW_HOURS, backoff, dead_reason,
+    next_attempt,
 };
 
 /// The `Message-ID` of the send under `idempotency_key`, from `domain` (the sender's): a

@@ -30,6 +30,12 @@ pub fn next_attempt(
     (next <= deadline).then_some(next)
 }
 
+/// Why work retried past its window is dead-lettered: `{what} dead-lettered after {attempts}
+/// attempts in 24 h: {why}` (`what`: webhook, invoke, delivery).
+pub fn dead_reason(what: &str, attempts: u32, why: &str) -> String {
+    format!("{what} dead-lettered after {attempts} attempts in {RETRY_WINDOW_HOURS} h: {why}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

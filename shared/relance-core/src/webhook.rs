@@ -19,7 +19,8 @@ use serde_json::{Map, Value};
 use sha2::Sha256;
 
 pub use crate::retry::{
-    FIRST_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS, RETRY_WINDOW_HOURS, backoff, next_attempt,
+    FIRST_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS, RETRY_WINDOW_HOURS, backoff, dead_reason,
+    next_attempt,
 };
 
 /// The signature header: `t=UNIX,v1=hex(HMAC-SHA256(secret, "{t}.{body}"))`.

@@ -302,10 +302,7 @@ pub fn settle(
             match rules::next_attempt(first, attempt_no, now) {
                 Some(at) => (Settlement::Retry { at, reason: why }, None),
                 None => {
-                    let reason = format!(
-                        "delivery dead-lettered after {attempt_no} attempts in {} h: {why}",
-                        rules::RETRY_WINDOW_HOURS
-                    );
+                    let reason = rules::dead_reason("delivery", attempt_no, &why);
                     (
                         Settlement::Dead {
                             reason: reason.clone(),

@@ -221,10 +221,7 @@ pub fn settle(
                     return Ok(());
                 }
                 None => {
-                    let reason = format!(
-                        "webhook dead-lettered after {attempt_no} attempts in {} h: {why}",
-                        rules::RETRY_WINDOW_HOURS
-                    );
+                    let reason = rules::dead_reason("webhook", attempt_no, why);
                     (
                         Attempt::Dead {
                             reason: reason.clone(),
