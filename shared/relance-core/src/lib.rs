@@ -43,6 +43,8 @@
 //! - [`invoke`]: the invoke step (AWS only): its definition, the function check, the event.
 //! - [`retry`]: the retry schedule of webhook calls and deliveries (backoff, 24 h window).
 //! - [`net`]: the addresses outbound calls never reach (loopback, private, link-local, ...).
+//! - [`signed`]: signed tokens (a claim's JSON and its HMAC-SHA256), behind the unsubscribe
+//!   and tracking links.
 //! - [`unsubscribe`]: the signed one-click unsubscribe token (RFC 8058).
 //! - [`tracking`]: the signed open pixel and click redirects of `relance run`, and the
 //!   rewriting of an email's HTML to use them.
@@ -74,6 +76,7 @@ pub mod scenario;
 pub mod schedule;
 pub mod schema;
 pub mod script;
+pub mod signed;
 pub mod stats;
 pub mod tracking;
 pub mod unsubscribe;

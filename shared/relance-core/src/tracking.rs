@@ -6,14 +6,12 @@
 //! signature its HMAC-SHA256, checked in constant time, as for unsubscribe links: nobody can
 //! forge an open, edit a click's target (no open redirect), or enumerate other contacts' links.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
+use hmac::Mac as _;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 
 use crate::engine::Send;
 use crate::scenario::Channel;
+use crate::signed::{self, TokenFault};
 
 /// Which tracking URL a token belongs to (a pixel token never opens a redirect, and back).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,43 +67,25 @@ pub enum TrackingError {
     NoSecret,
 }
 
-fn mac(secret: &[u8], payload: &[u8]) -> Result<Hmac<Sha256>, TrackingError> {
-    if secret.is_empty() {
-        return Err(TrackingError::NoSecret);
+impl From<TokenFault> for TrackingError {
+    fn from(fault: TokenFault) -> TrackingError {
+        match fault {
+            TokenFault::Malformed => TrackingError::Malformed,
+            TokenFault::BadSignature => TrackingError::BadSignature,
+            TokenFault::NoSecret => TrackingError::NoSecret,
+        }
     }
-    let mut m = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| TrackingError::NoSecret)?;
-    m.update(payload);
-    Ok(m)
 }
 
 impl TrackingClaim {
     /// `payload.signature`, both base64url without padding.
     pub fn sign(&self, secret: &[u8]) -> Result<String, TrackingError> {
-        let payload = serde_json::to_vec(self).map_err(|_| TrackingError::Malformed)?;
-        let signature = mac(secret, &payload)?.finalize().into_bytes();
-        Ok(format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(&payload),
-            URL_SAFE_NO_PAD.encode(signature)
-        ))
+        Ok(signed::sign(self, secret)?)
     }
 
     /// Checks the signature (in constant time), then reads the claim.
     pub fn verify(token: &str, secret: &[u8]) -> Result<TrackingClaim, TrackingError> {
-        let (payload, signature) = token
-            .trim()
-            .split_once('.')
-            .ok_or(TrackingError::Malformed)?;
-        let payload = URL_SAFE_NO_PAD
-            .decode(payload)
-            .map_err(|_| TrackingError::Malformed)?;
-        let signature = URL_SAFE_NO_PAD
-            .decode(signature)
-            .map_err(|_| TrackingError::Malformed)?;
-        mac(secret, &payload)?
-            .verify_slice(&signature)
-            .map_err(|_| TrackingError::BadSignature)?;
-        serde_json::from_slice(&payload).map_err(|_| TrackingError::Malformed)
+        Ok(signed::verify(token, secret)?)
     }
 }
 
@@ -116,7 +96,7 @@ pub const DERIVATION_LABEL: &[u8] = b"relance tracking v1";
 /// The tracking key derived from the unsubscribe key: HMAC-SHA256(unsubscribe key,
 /// [`DERIVATION_LABEL`]). None for an empty key.
 pub fn derive_secret(unsubscribe_secret: &[u8]) -> Option<Vec<u8>> {
-    let m = mac(unsubscribe_secret, DERIVATION_LABEL).ok()?;
+    let m = signed::hmac(unsubscribe_secret, DERIVATION_LABEL).ok()?;
     Some(m.finalize().into_bytes().to_vec())
 }
 

@@ -2,11 +2,9 @@
 //! token names the contact, the communication type and the send it came with, and carries an
 //! HMAC-SHA256 over them, so nobody can unsubscribe someone else by editing a link.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
+
+use crate::signed::{self, TokenFault};
 
 /// What an unsubscribe token says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,40 +37,25 @@ pub enum TokenError {
     NoSecret,
 }
 
-fn mac(secret: &[u8], payload: &[u8]) -> Result<Hmac<Sha256>, TokenError> {
-    if secret.is_empty() {
-        return Err(TokenError::NoSecret);
+impl From<TokenFault> for TokenError {
+    fn from(fault: TokenFault) -> TokenError {
+        match fault {
+            TokenFault::Malformed => TokenError::Malformed,
+            TokenFault::BadSignature => TokenError::BadSignature,
+            TokenFault::NoSecret => TokenError::NoSecret,
+        }
     }
-    let mut m = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| TokenError::NoSecret)?;
-    m.update(payload);
-    Ok(m)
 }
 
 impl UnsubscribeClaim {
     /// `payload.signature`, both base64url without padding.
     pub fn sign(&self, secret: &[u8]) -> Result<String, TokenError> {
-        let payload = serde_json::to_vec(self).map_err(|_| TokenError::Malformed)?;
-        let signature = mac(secret, &payload)?.finalize().into_bytes();
-        Ok(format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(&payload),
-            URL_SAFE_NO_PAD.encode(signature)
-        ))
+        Ok(signed::sign(self, secret)?)
     }
 
     /// Checks the signature (in constant time) and reads the claim.
     pub fn verify(token: &str, secret: &[u8]) -> Result<UnsubscribeClaim, TokenError> {
-        let (payload, signature) = token.trim().split_once('.').ok_or(TokenError::Malformed)?;
-        let payload = URL_SAFE_NO_PAD
-            .decode(payload)
-            .map_err(|_| TokenError::Malformed)?;
-        let signature = URL_SAFE_NO_PAD
-            .decode(signature)
-            .map_err(|_| TokenError::Malformed)?;
-        mac(secret, &payload)?
-            .verify_slice(&signature)
-            .map_err(|_| TokenError::BadSignature)?;
-        serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)
+        Ok(signed::verify(token, secret)?)
     }
 
     /// The one-click link: `base` (the unsubscribe endpoint) with `?token=` appended.
