@@ -1,8 +1,6 @@
 //! One-click unsubscribe links and open and click tracking from the environment, shared by
 //! `relance run` and `relance dev run` (so neither command module depends on the other).
 
-use std::net::IpAddr;
-
 use anyhow::Result;
 use relance_core::tracking::{self, TrackingLinks};
 use relance_core::unsubscribe;
@@ -116,8 +114,7 @@ fn check_public_url(url: &str) -> std::result::Result<(), String> {
         Some(v6) => v6.split(']').next().unwrap_or(""),
         None => authority.split(':').next().unwrap_or(""),
     };
-    let loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    if loopback {
+    if relance_core::net::is_loopback_host(host) {
         Ok(())
     } else {
         Err(

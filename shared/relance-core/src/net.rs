@@ -5,6 +5,14 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+/// Whether a URL's host names this machine: `localhost`, 127.0.0.0/8 or `::1` (brackets
+/// allowed): the only places plain http or SMTP without TLS is accepted for.
+pub fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Why an address is never called, or None for an ordinary public unicast address.
 pub fn special_address(ip: IpAddr) -> Option<&'static str> {
     match ip {

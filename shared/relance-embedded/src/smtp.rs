@@ -14,7 +14,6 @@
 //! - `RELANCE_SMTP_TIMEOUT`: seconds one message may take (default 30).
 
 use std::fmt;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -31,6 +30,7 @@ use lettre::transport::smtp::client::{
 use lettre::transport::smtp::extension::ClientId;
 use relance_core::delivery::{Backend, DeliverFuture, DeliveryError, Outgoing};
 use relance_core::engine::Recipient;
+use relance_core::net::is_loopback_host;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
@@ -135,13 +135,6 @@ impl fmt::Debug for SmtpSettings {
     }
 }
 
-/// Whether `host` is this machine (`localhost`, 127.0.0.0/8, `::1`).
-fn is_loopback(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    bare.eq_ignore_ascii_case("localhost")
-        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
 fn decode(var: &'static str, what: &str, raw: &str) -> Result<String, SmtpConfigError> {
     percent_encoding::percent_decode_str(raw)
         .decode_utf8()
@@ -200,7 +193,7 @@ impl SmtpSettings {
                 }
             }
         }
-        if security == SmtpSecurity::None && !is_loopback(&host) {
+        if security == SmtpSecurity::None && !is_loopback_host(&host) {
             return Err(invalid(
                 URL_VAR,
                 format!(
@@ -474,7 +467,7 @@ impl SmtpBackend {
     /// The backend for `settings`: reads the extra root certificate and prepares TLS now, so
     /// a bad configuration fails at start rather than at the first send.
     pub fn new(settings: SmtpSettings) -> Result<SmtpBackend, SmtpConfigError> {
-        if settings.security == SmtpSecurity::None && !is_loopback(&settings.host) {
+        if settings.security == SmtpSecurity::None && !is_loopback_host(&settings.host) {
             return Err(invalid(
                 URL_VAR,
                 format!(
