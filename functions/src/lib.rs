@@ -1,22 +1,26 @@
 //! What every Relance Lambda function shares: logging, clients built once from the
 //! environment (failing fast on a missing setting), secrets read once from Secrets Manager
 //! before serving, and the runtime over DynamoDB (emitting on the bus when one is set).
-//! Each binary in `src/bin` is one function: about twenty lines around a handler of
+//! One binary, `bootstrap` (`src/main.rs`), serves every function: the function is the
+//! `_HANDLER` Lambda sets from the template's `Handler`, each a few lines around a handler of
 //! `relance_aws::handlers`.
 //!
 //! # Layout
 //! - this file: [`Function`], what every function builds once per container (the runtime
 //!   over DynamoDB, the dispatch port, the settings), logging and secrets.
 //! - [`permissions`]: re-exported from relance-aws: the IAM grants each function needs.
-//! - `src/bin/`: one binary per function: `trigger`, `tick`, `step-executor`, `launch`,
+//! - [`handler`]: the functions by name (`trigger`, `tick`, `step-executor`, `launch`,
 //!   `email-sender`, `sms-sender`, `push-sender`, `web-push-sender`, `webhook-sender`,
-//!   `engagement`, `unsubscribe`.
+//!   `engagement`, `unsubscribe`) and the loop serving each.
+//! - `src/main.rs`: the `bootstrap` binary, dispatching on `_HANDLER`.
 //! - `tests/permissions.rs`: the SAM template's roles hold exactly the table's grants.
 //! - `benches/aws_timers.rs`: timers through the tick on the emulator.
 
 /// The table of calls each function makes, as IAM grants (kept beside the handlers that make
 /// them, in relance-aws).
 pub use relance_aws::permissions;
+
+pub mod handler;
 
 use std::sync::{Arc, Mutex};
 
