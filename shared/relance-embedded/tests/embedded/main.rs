@@ -4,6 +4,7 @@
 //! worker, open and click tracking, and the SMTP backend against a real SMTP server.
 
 mod api;
+mod console;
 mod contract;
 mod delivery;
 mod faults;
