@@ -98,6 +98,8 @@ static CSS: LazyLock<Asset> = LazyLock::new(|| {
         "text/css; charset=utf-8",
     )
 });
+static ICON: LazyLock<Asset> =
+    LazyLock::new(|| asset(include_str!("assets/favicon.svg"), "image/svg+xml"));
 static JS: LazyLock<Asset> = LazyLock::new(|| {
     asset(
         include_str!("assets/console.js"),
@@ -119,6 +121,10 @@ fn environment() -> Environment<'static> {
     });
     env.add_global("css_url", format!("/assets/console.css?v={}", CSS.version));
     env.add_global("js_url", format!("/assets/console.js?v={}", JS.version));
+    env.add_global(
+        "icon_url",
+        format!("/assets/favicon.svg?v={}", ICON.version),
+    );
     env
 }
 
@@ -153,6 +159,7 @@ pub fn router(handle: RuntimeHandle, security: Arc<ApiSecurity>) -> Router {
         .route("/login", get(pages::login_form).post(pages::login))
         .route("/assets/console.css", get(|| async { serve(&CSS) }))
         .route("/assets/console.js", get(|| async { serve(&JS) }))
+        .route("/assets/favicon.svg", get(|| async { serve(&ICON) }))
         .merge(pages)
         .with_state(console)
         .layer(axum::middleware::from_fn(security_headers))

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat, Utc};
 use minijinja::context;
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use relance_core::IsoDuration;
 use relance_core::contact::Contact;
 use relance_core::journal::{JournalCounts, Record};
@@ -43,9 +43,16 @@ static TEST_RUNS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 type Page = Result<Response, Response>;
 
+/// What a path segment keeps as it is: RFC 3986's unreserved characters.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// A path segment, percent-encoded (contact and scenario ids go into links).
 fn seg(text: &str) -> String {
-    utf8_percent_encode(text, NON_ALPHANUMERIC).to_string()
+    utf8_percent_encode(text, SEGMENT).to_string()
 }
 
 fn time(at: DateTime<Utc>) -> String {
