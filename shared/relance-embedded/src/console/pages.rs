@@ -82,6 +82,7 @@ fn render_status(
         )
             .into_response(),
         Err(e) => {
+            // Display only: the alternate form lists the context's values (contact data).
             tracing::error!(template = name, error = %e, "console template failed");
             (
                 StatusCode::INTERNAL_SERVER_ERROR,

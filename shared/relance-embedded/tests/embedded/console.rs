@@ -631,9 +631,26 @@ async fn pages_show_counts_diagram_paths_journal_and_lifecycle() {
     let v = page(&app, &cookie, "/scenarios/hello/versions/1").await;
     assert!(v.body.contains("id: hello"), "{}", v.body);
     // The contact page: profile, consent trail, the path with its timestamps.
+    let consent =
+        json!({"contact": "ada", "subscriptions": {"newsletter": false}, "source": "support-desk"});
+    let (status, body) = api(
+        &app,
+        Method::POST,
+        "/v1/consent",
+        &consent.to_string(),
+        "application/json",
+    )
+    .await;
+    assert!(status.is_success(), "{body}");
     let c = page(&app, &cookie, "/contacts/ada").await;
     assert_eq!(c.status, StatusCode::OK);
     assert!(c.body.contains("ada@example.org"), "{}", c.body);
+    assert!(
+        c.body
+            .contains("<td>newsletter</td><td>unsubscribed</td><td>support-desk</td>"),
+        "{}",
+        c.body
+    );
     assert!(
         c.body.contains("<time datetime=\"2026-03-02T10:00:00Z\">"),
         "{}",
@@ -756,4 +773,79 @@ async fn test_mode_shows_each_profiles_path_and_writes_nothing() {
         assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{says}");
         assert!(a.body.contains(says), "{says}: {}", a.body);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_experiment_shows_its_report_on_the_scenario_page() {
+    let app = app("report");
+    let split = include_str!("../../../../examples/split-test.yaml");
+    let (status, body) = api(
+        &app,
+        Method::POST,
+        "/v1/scenarios",
+        split,
+        "application/yaml",
+    )
+    .await;
+    assert!(status.is_success(), "{body}");
+    for i in 1..=5 {
+        let contact =
+            json!({"contact": {"id": format!("u{i}"), "email": format!("u{i}@example.org")}});
+        let (status, body) = api(
+            &app,
+            Method::POST,
+            "/v1/contacts",
+            &contact.to_string(),
+            "application/json",
+        )
+        .await;
+        assert!(status.is_success(), "{body}");
+    }
+    let (cookie, csrf) = login(&app).await;
+    // A scenario without an experiment has no report section.
+    with_hello(&app).await;
+    let plain = page(&app, &cookie, "/scenarios/hello").await;
+    assert!(!plain.body.contains("Experiment report"), "{}", plain.body);
+    for action in ["activate", "launch"] {
+        let a = post_form(
+            &app,
+            &cookie,
+            &format!("/scenarios/split-test/{action}"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::SEE_OTHER, "{action}: {}", a.body);
+    }
+    let s = page(&app, &cookie, "/scenarios/split-test").await;
+    assert_eq!(s.status, StatusCode::OK, "{}", s.body);
+    for text in [
+        "Experiment report",
+        "Scenario holdout",
+        "<th scope=\"row\">Held out</th>",
+        "path short",
+        "path long",
+    ] {
+        assert!(s.body.contains(text), "{text}: {}", s.body);
+    }
+    // The report's numbers are the API's.
+    let (_, report) = api(
+        &app,
+        Method::GET,
+        "/v1/scenarios/split-test/report",
+        "",
+        "application/json",
+    )
+    .await;
+    let held_out = &report["holdout"]["held_out"]["entries"];
+    let treated = &report["holdout"]["treated"]["entries"];
+    assert_eq!(
+        held_out.as_u64().unwrap_or(0) + treated.as_u64().unwrap_or(0),
+        7,
+        "the five u* contacts and ada and bob: {report}"
+    );
+    assert!(
+        s.body.contains(&format!("0 / {treated}")),
+        "treated 0 / {treated}: {}",
+        s.body
+    );
 }
