@@ -279,7 +279,12 @@ pub async fn guard(
 /// Turns the plain-text rejections of the HTTP layer (a body over the limit, a malformed
 /// request) into the API's JSON error shape, so every 4xx/5xx reads the same.
 pub async fn json_errors(request: Request, next: Next) -> Response {
+    // The console answers people, in HTML (or the HTTP layer's plain text), not JSON.
+    let console = crate::console::is_console_path(request.uri().path());
     let response = next.run(request).await;
+    if console {
+        return response;
+    }
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
