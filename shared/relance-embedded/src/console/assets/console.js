@@ -1,4 +1,4 @@
-// Relance console: keeps the counts moving. Every element with data-refresh="URL" is
+// Relance console: keeps the counts moving and asks before archiving. Every element with data-refresh="URL" is
 // replaced by a fresh copy of that URL's HTML fragment every few seconds (a same-origin
 // GET with the session cookie); data-refresh-image names an <img> reloaded at the same
 // time (the diagram). No inline script anywhere: the page's CSP allows only this file.
@@ -26,6 +26,12 @@
       })
       .catch(function () { /* offline for a moment: the next round tries again */ });
   }
+  // A form with data-confirm asks first (archiving cannot be undone).
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    var question = form && form.getAttribute && form.getAttribute("data-confirm");
+    if (question && !window.confirm(question)) { event.preventDefault(); }
+  });
   function start() {
     var els = document.querySelectorAll("[data-refresh]");
     Array.prototype.forEach.call(els, function (el) {
