@@ -15,6 +15,7 @@
 //! - [`import`]: contacts from CSV or JSON lines, with a report.
 //! - [`clock`]: the real clock, a scaled one for `relance test`, a manual one for tests.
 //! - [`api`]: the HTTP API (axum).
+//! - [`metrics`]: the Prometheus recorder behind `/metrics` (the runtime's series).
 //! - [`auth`]: who may call it: the bearer token, content types and `Host` names.
 //! - [`server`]: `relance run`: the runtime on a clock, with the API beside it.
 
@@ -23,6 +24,7 @@ pub mod auth;
 pub mod clock;
 pub mod delivery;
 pub mod import;
+pub mod metrics;
 pub mod outbox;
 pub mod server;
 pub mod smtp;

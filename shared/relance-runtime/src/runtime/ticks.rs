@@ -171,22 +171,30 @@ where
             u.store
                 .dead_letter(&row.kind, &row.raw, &reason, now)
                 .map_err(store_err)
-        })
+        })?;
+        crate::metrics::dead_letter(&row.kind);
+        Ok(())
     }
 
     /// Fires one timer (the step executor's unit of work). A duplicated or stale timer
     /// changes nothing; one whose work keeps failing is kept as a dead letter; one whose unit
     /// could not commit is an error, and the timer stays for the next try.
     pub fn fire(&mut self, wake: &Wake, now: DateTime<Utc>) -> Result<(), RuntimeError> {
+        let now = now.trunc_subsecs(6);
+        let lateness = now.signed_duration_since(wake.at);
         // A queue may deliver a little early: the step never runs before it is due.
-        let now = now.trunc_subsecs(6).max(wake.at);
         self.settle(
-            now,
+            now.max(wake.at),
             "timer",
             wake,
             |u| u.fire_timer(wake),
             |u| u.store.cancel(wake).map_err(store_err),
-        )
+        )?;
+        // Whole microseconds (stored instants keep no more) as seconds.
+        crate::metrics::timer_lateness(
+            lateness.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6,
+        );
+        Ok(())
     }
 
     /// Runs a due item's unit, `fire`. When the store fails to begin or commit it, the error
@@ -224,7 +232,9 @@ where
             u.store
                 .dead_letter(kind, &payload, &reason, now)
                 .map_err(store_err)
-        })
+        })?;
+        crate::metrics::dead_letter(kind);
+        Ok(())
     }
 
     /// Deletes the history the policy's `retention` no longer keeps (each kind in units of
