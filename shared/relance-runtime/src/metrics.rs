@@ -22,7 +22,8 @@
 //!   control group), else `treated`.
 //! - [`TIMER_LATENESS`] (histogram, seconds): how long after its due time a timer fired.
 //! - [`DEAD_LETTERS`] `{source}`: each dead letter kept, by what it was (`timer`, `launch`,
-//!   `inactivity`, `winner_check`, `delivery`, `webhook`, `send`, an unreadable row's kind).
+//!   `inactivity`, `winner_check`, `delivery`, `webhook`, `send`; on AWS also `step`,
+//!   `launch`, `engagement` for a queue message that does not read; an unreadable row's kind).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
