@@ -98,6 +98,7 @@ pub fn dead_letters(source: &str, n: u64) {
 }
 
 /// Records how late a timer fired, in seconds (negative lateness, a timer fired early, is 0).
+/// The runtime records its own timers' (for the units that commit); this is for the others.
 pub fn timer_lateness(seconds: f64) {
     if enabled() {
         histogram!(TIMER_LATENESS).record(seconds.max(0.0));
@@ -150,6 +151,8 @@ pub(crate) enum Tally {
     },
     Skip(String),
     Conversion(&'static str),
+    /// A timer fired this many seconds late (no label: the scenario is not one).
+    Lateness(f64),
 }
 
 impl Tally {
@@ -218,6 +221,7 @@ impl Tally {
             Tally::Conversion(path) => {
                 counter!(CONVERSIONS, "scenario" => scenario, "path" => path).increment(1)
             }
+            Tally::Lateness(seconds) => timer_lateness(seconds),
         }
     }
 }
@@ -260,6 +264,13 @@ impl Pending {
     pub(crate) fn conversion(&mut self, scenario: &str, path: &'static str) {
         let s = self.scenario(scenario);
         self.tallies.push((s, Tally::Conversion(path)));
+    }
+
+    /// Keeps how late a timer fired, in seconds.
+    pub(crate) fn lateness(&mut self, seconds: f64) {
+        // The sample has no scenario label: any shared one keeps the buffer's shape.
+        let s = self.last.clone().unwrap_or_else(|| Arc::from(""));
+        self.tallies.push((s, Tally::Lateness(seconds)));
     }
 
     /// How many counts wait (a unit's mark, to drop its counts if it fails).
@@ -350,6 +361,8 @@ mod tests {
         let mark = p.len();
         p.record("s", &record(RecordKind::Entered), |_| None);
         p.conversion("s", "treated");
+        p.lateness(1.5);
+        assert_eq!(p.len(), 4);
         p.truncate(mark);
         assert_eq!(p.len(), 1);
         p.emit();
