@@ -1,7 +1,8 @@
 //! What every Relance Lambda function shares: logging, clients built once from the
 //! environment (failing fast on a missing setting), secrets read once from Secrets Manager
 //! before serving, and the runtime over DynamoDB (emitting on the bus when one is set).
-//! Each binary in `src/bin` is one function: about twenty lines around a handler of
+//! One binary, `bootstrap` (`src/main.rs`), serves every function: the function is the
+//! `_HANDLER` Lambda sets from the template's `Handler`, each a few lines around a handler of
 //! `relance_aws::handlers`.
 //!
 //! # Layout
@@ -10,9 +11,10 @@
 //! - [`emf`]: the metrics of DESIGN §9 as CloudWatch embedded metric format lines on stdout,
 //!   flushed after every invocation ([`serve`] runs a handler so).
 //! - [`permissions`]: re-exported from relance-aws: the IAM grants each function needs.
-//! - `src/bin/`: one binary per function: `trigger`, `tick`, `step-executor`, `launch`,
+//! - [`handler`]: the functions by name (`trigger`, `tick`, `step-executor`, `launch`,
 //!   `email-sender`, `sms-sender`, `push-sender`, `web-push-sender`, `webhook-sender`,
-//!   `engagement`, `unsubscribe`.
+//!   `engagement`, `unsubscribe`) and the loop serving each.
+//! - `src/main.rs`: the `bootstrap` binary, dispatching on `_HANDLER`.
 //! - `tests/permissions.rs`: the SAM template's roles hold exactly the table's grants.
 //! - `benches/aws_timers.rs`: timers through the tick on the emulator.
 
@@ -21,6 +23,7 @@
 pub use relance_aws::permissions;
 
 pub mod emf;
+pub mod handler;
 pub use emf::{install_metrics, serve};
 
 use std::sync::{Arc, Mutex};

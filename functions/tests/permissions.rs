@@ -152,8 +152,21 @@ fn hostile_template_grants_match_the_calls_table() {
         let table = permissions::of(&name).unwrap_or_else(|| panic!("{name}"));
         assert_eq!(
             function["Metadata"]["BuildProperties"]["Binary"].as_str(),
-            Some(table.binary),
-            "{name}: binary"
+            Some("bootstrap"),
+            "{name}: every function is the one bootstrap binary"
+        );
+        assert_eq!(
+            function["Properties"]["Handler"].as_str(),
+            Some(table.handler),
+            "{name}: the handler the bootstrap serves"
+        );
+        assert!(
+            table
+                .handler
+                .parse::<relance_functions::handler::Handler>()
+                .is_ok(),
+            "{name}: the bootstrap knows its handler {:?}",
+            table.handler
         );
         let template = template_lines(&function);
         let expected = table_lines(&name);

@@ -36,17 +36,7 @@ pub fn graph_cmd(path: &Path, format: &str, db: Option<&Path>) -> Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-/// Lays a DOT graph out and draws it as SVG with layout-rs.
+/// Lays a DOT graph out and draws it as SVG (the console's diagram, shared).
 pub fn svg(dot: &str) -> Result<String> {
-    use layout::backends::svg::SVGWriter;
-    use layout::gv::{DotParser, GraphBuilder};
-    let graph = DotParser::new(dot)
-        .process()
-        .map_err(|e| anyhow::anyhow!("internal DOT did not parse: {e}"))?;
-    let mut builder = GraphBuilder::new();
-    builder.visit_graph(&graph);
-    let mut visual = builder.get();
-    let mut writer = SVGWriter::new();
-    visual.do_it(false, false, false, &mut writer);
-    Ok(writer.finalize())
+    Ok(relance_embedded::console::diagram::svg(dot)?)
 }

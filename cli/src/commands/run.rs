@@ -94,7 +94,7 @@ pub fn check_exposure(listen: SocketAddr) -> Result<()> {
         return Ok(());
     }
     eprintln!(
-        "warning: listening on {listen}, reachable from other machines: every route but /v1/health, the signed /unsubscribe and the signed tracking links (/t/o, /t/c) needs the API token; put TLS in front (a reverse proxy) so the token never crosses the network in clear"
+        "warning: listening on {listen}, reachable from other machines: every route but /v1/health, the signed /unsubscribe and the signed tracking links (/t/o, /t/c) needs the API token (the web console: a session from logging in with it); put TLS in front (a reverse proxy) so the token never crosses the network in clear"
     );
     let secret = std::env::var("RELANCE_UNSUBSCRIBE_SECRET").unwrap_or_default();
     if !secret.trim().is_empty() {
@@ -176,7 +176,7 @@ pub fn run(
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, db = %db.display(), outbox = %outbox.display(), "relance is running; Ctrl-C stops it");
-        outln!("relance listening on http://{addr} (database {}, outbox {})", db.display(), outbox.display());
+        outln!("relance listening on http://{addr} (database {}, outbox {}); web console: http://{addr}/", db.display(), outbox.display());
         let security = ApiSecurity::new(token_sha256, allowed_hosts(hosts));
         // Webhook calls go out beside the API; the worker holds a runner handle, so it is
         // stopped before the runner is waited for.

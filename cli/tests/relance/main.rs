@@ -11,6 +11,8 @@
 //!   tokens, exposure checks and consent on the SQLite store.
 //! - [`pinpoint`]: `relance import pinpoint` of the journey fixtures, validated and simulated
 //!   (each contact's path as Pinpoint would take it), and its refusals.
+//! - [`console`]: the web console in headless Chromium (chromedriver, fantoccini): login by
+//!   keyboard, launch, live counts, a contact's path, test mode, pause and resume, screenshots.
 //! - [`secrets`]: a short unsubscribe key stops `relance run`.
 //! - [`hostile_burst`]: a burst of hostile API requests against `relance run`.
 //! - [`restart`], [`restart_faults`]: SIGKILL at any moment loses and repeats no send.
@@ -25,6 +27,7 @@ mod aws_launch;
 mod cases;
 mod cli;
 mod common;
+mod console;
 mod delivery;
 mod dev;
 mod embedded;

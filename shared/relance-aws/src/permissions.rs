@@ -48,13 +48,14 @@ pub struct Grant {
     pub by_lambda: bool,
 }
 
-/// A function (its template resource and its binary) and its grants.
+/// A function (its template resource and its handler) and its grants.
 #[derive(Debug, Clone, Copy)]
 pub struct FunctionGrants {
     /// The `AWS::Serverless::Function` logical id.
     pub resource: &'static str,
-    /// The binary (`BuildProperties.Binary`).
-    pub binary: &'static str,
+    /// The function the one `bootstrap` binary serves (the template's `Handler`, which Lambda
+    /// passes as `_HANDLER`).
+    pub handler: &'static str,
     /// Every statement of its policy.
     pub grants: &'static [Grant],
 }
@@ -191,7 +192,7 @@ const ENV_KEY: Grant = by_lambda(
 pub const FUNCTIONS: &[FunctionGrants] = &[
     FunctionGrants {
         resource: "TriggerFunction",
-        binary: "trigger",
+        handler: "trigger",
         grants: &[
             STATE_LISTING,
             TIMERS_WRITE,
@@ -214,7 +215,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
     },
     FunctionGrants {
         resource: "TickFunction",
-        binary: "tick",
+        handler: "tick",
         grants: &[
             STATE_LISTING,
             allow(
@@ -241,7 +242,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
     },
     FunctionGrants {
         resource: "StepExecutorFunction",
-        binary: "step-executor",
+        handler: "step-executor",
         grants: &[
             STATE_RUNTIME,
             TIMERS_WRITE,
@@ -256,7 +257,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
     },
     FunctionGrants {
         resource: "LaunchFunction",
-        binary: "launch",
+        handler: "launch",
         grants: &[
             STATE_RUNTIME,
             TIMERS_WRITE,
@@ -271,7 +272,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
     },
     FunctionGrants {
         resource: "EngagementFunction",
-        binary: "engagement",
+        handler: "engagement",
         grants: &[
             STATE_RUNTIME,
             TIMERS_WRITE,
@@ -290,7 +291,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
     },
     FunctionGrants {
         resource: "EmailSenderFunction",
-        binary: "email-sender",
+        handler: "email-sender",
         grants: &[
             SENDER_STATE,
             SENDER_RELEASE,
@@ -319,7 +320,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
     },
     FunctionGrants {
         resource: "SmsSenderFunction",
-        binary: "sms-sender",
+        handler: "sms-sender",
         grants: &[
             SENDER_STATE,
             SENDER_RELEASE,
@@ -342,7 +343,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
     },
     FunctionGrants {
         resource: "PushSenderFunction",
-        binary: "push-sender",
+        handler: "push-sender",
         grants: &[
             SENDER_STATE,
             SENDER_RELEASE,
@@ -357,7 +358,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
     },
     FunctionGrants {
         resource: "WebPushSenderFunction",
-        binary: "web-push-sender",
+        handler: "web-push-sender",
         grants: &[
             allow(
                 &[
@@ -380,7 +381,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
     },
     FunctionGrants {
         resource: "WebhookSenderFunction",
-        binary: "webhook-sender",
+        handler: "webhook-sender",
         grants: &[
             // A `save` is a contact update through the runtime (it may start or move
             // enrollments); the claim, its release and a failure mark are the ledger's.
@@ -421,7 +422,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
     },
     FunctionGrants {
         resource: "UnsubscribeFunction",
-        binary: "unsubscribe",
+        handler: "unsubscribe",
         grants: &[
             STATE_INTERNET,
             TIMERS_WRITE,

@@ -102,6 +102,8 @@ pub fn router(handle: RuntimeHandle, security: ApiSecurity) -> Router {
     if let Err(e) = crate::metrics::install() {
         tracing::warn!(error = %e, "/metrics answers 500");
     }
+    let security = std::sync::Arc::new(security);
+    let console = crate::console::router(handle.clone(), security.clone());
     Router::new()
         .route(
             "/v1/health",
@@ -147,10 +149,9 @@ pub fn router(handle: RuntimeHandle, security: ApiSecurity) -> Router {
         .route("/t/c/{token}", get(click_redirect))
         .fallback(|| async { no_such_route() })
         .with_state(handle)
-        .layer(axum::middleware::from_fn_with_state(
-            std::sync::Arc::new(security),
-            auth::guard,
-        ))
+        // The web console (`/`, `/login`, `/scenarios/...`): its own session check.
+        .merge(console)
+        .layer(axum::middleware::from_fn_with_state(security, auth::guard))
         // Outermost: every refusal, even the HTTP layer's own, answers in JSON.
         .layer(axum::middleware::from_fn(auth::json_errors))
 }

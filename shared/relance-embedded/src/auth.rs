@@ -207,7 +207,9 @@ pub async fn guard(
         }
     }
     let path = request.uri().path().to_string();
-    if is_open(&path) {
+    // The console's pages check their own session cookie (and CSRF token on every form);
+    // the cookie is never read here, so it cannot authenticate the API.
+    if is_open(&path) || crate::console::is_console_path(&path) {
         return next.run(request).await;
     }
     let token = headers
@@ -277,7 +279,12 @@ pub async fn guard(
 /// Turns the plain-text rejections of the HTTP layer (a body over the limit, a malformed
 /// request) into the API's JSON error shape, so every 4xx/5xx reads the same.
 pub async fn json_errors(request: Request, next: Next) -> Response {
+    // The console answers people, in HTML (or the HTTP layer's plain text), not JSON.
+    let console = crate::console::is_console_path(request.uri().path());
     let response = next.run(request).await;
+    if console {
+        return response;
+    }
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;

@@ -17,11 +17,14 @@
 //! - [`api`]: the HTTP API (axum).
 //! - [`metrics`]: the Prometheus recorder behind `/metrics` (the runtime's series).
 //! - [`auth`]: who may call it: the bearer token, content types and `Host` names.
+//! - [`console`]: the web console at `/` (login by the API token into a session cookie,
+//!   CSRF-checked forms, server-rendered pages, the scenario diagram as SVG).
 //! - [`server`]: `relance run`: the runtime on a clock, with the API beside it.
 
 pub mod api;
 pub mod auth;
 pub mod clock;
+pub mod console;
 pub mod delivery;
 pub mod import;
 pub mod metrics;

@@ -1128,6 +1128,31 @@ impl JournalStore for SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// The newest journal records (of one scenario, or of all), newest first, at most
+    /// `limit`, each with its scenario: the console's journal page. Reads the end of the
+    /// journal by its sequence, never the whole table.
+    pub fn recent_records(
+        &mut self,
+        scenario: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Record)>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT scenario_id, record FROM journal WHERE (?1 IS NULL OR scenario_id = ?1) ORDER BY seq DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![scenario, limit], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (scenario, text) = row?;
+            out.push((scenario, json("journal record", &text)?));
+        }
+        Ok(out)
+    }
+}
+
 impl relance_core::ports::ConsentStore for SqliteStore {
     type Error = StoreError;
 

@@ -1,9 +1,11 @@
-//! The embedded mode's tests, one binary: the HTTP API, the port contracts on SQLite, delivery
+//! The embedded mode's tests, one binary: the HTTP API, the web console (without a browser:
+//! login, cookie flags, CSRF, escaping, each page), the port contracts on SQLite, delivery
 //! faults, hostile inputs, the runtime over SQLite on a virtual clock, assignment parity
 //! with `simulate` for 10,000 contacts against the formula, the webhook worker, the delivery
 //! worker, open and click tracking, and the SMTP backend against a real SMTP server.
 
 mod api;
+mod console;
 mod contract;
 mod delivery;
 mod faults;

@@ -1,0 +1,247 @@
+#!/usr/bin/env python3
+"""The deployed stack, end to end: infra/template.yaml through the emulator's CloudFormation
+(with the SAM transform), the one `bootstrap` package uploaded to its S3, a scenario put with
+the CLI, one plain PutEvents, and both emails of a scenario with a one-minute delay read back:
+through the deployed functions, the bus rule, their event source mappings and the
+`rate(1 minute)` tick, never `relance dev run`. Then the cold start of a deployed function,
+measured by invoking it cold and warm.
+
+Run by scripts/deploy-test, which builds the package and starts the emulator; exits non-zero
+on any failure, printing what the stack or the functions said.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+
+import boto3
+
+BUCKET = "relance-deploy"
+STACK = "relance"
+PREFIX = "relance-"
+SENDER = "news@example.com"
+
+SCENARIO = """\
+id: deployed-welcome
+name: Welcome, then a minute later
+launch: {type: trigger, event: contact.created}
+messages:
+  hello: {channel: email, subject: "Welcome {{ contact.first_name }}", text: "Hello"}
+  later: {channel: email, subject: "A minute later, {{ contact.first_name }}", text: "Still here"}
+steps:
+  - {id: hello, send: hello, next: pause}
+  - {id: pause, delay: {after: PT1M}, next: later}
+  - {id: later, send: later, next: done}
+  - {id: done, end: success}
+"""
+
+
+def log(message):
+    print(f"[deploy-test {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def emulator_read(endpoint, path):
+    with urllib.request.urlopen(endpoint + path, timeout=10) as r:
+        return json.load(r)
+
+
+def emails_to(endpoint, address):
+    messages = emulator_read(endpoint, "/_ministack/ses/messages")["messages"]
+    found = []
+    for per_identity in messages.values():
+        for m in per_identity:
+            if address in (m.get("To") or []):
+                found.append(m)
+    return found
+
+
+def package(bootstrap, out):
+    """The Lambda package: one zip holding the executable `bootstrap`."""
+    info = zipfile.ZipInfo("bootstrap", date_time=(2026, 1, 1, 0, 0, 0))
+    info.external_attr = 0o755 << 16
+    info.compress_type = zipfile.ZIP_DEFLATED
+    with open(bootstrap, "rb") as f, zipfile.ZipFile(out, "w") as z:
+        z.writestr(info, f.read(), compresslevel=9)
+    return os.path.getsize(out)
+
+
+def deploy(clients, template_path, zip_path):
+    s3, cfn = clients["s3"], clients["cloudformation"]
+    s3.create_bucket(Bucket=BUCKET)
+    with open(zip_path, "rb") as f:
+        s3.put_object(Bucket=BUCKET, Key="bootstrap.zip", Body=f)
+    with open(template_path) as f:
+        template = f.read()
+    uses = template.count("CodeUri: ../")
+    if uses == 0:
+        raise SystemExit("infra/template.yaml: no `CodeUri: ../` to point at the package")
+    template = template.replace("CodeUri: ../", f"CodeUri: s3://{BUCKET}/bootstrap.zip")
+    start = time.monotonic()
+    cfn.create_stack(
+        StackName=STACK,
+        TemplateBody=template,
+        Parameters=[{"ParameterKey": "EmailIdentity", "ParameterValue": SENDER}],
+        Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"],
+    )
+    deadline = start + 600
+    while True:
+        stack = cfn.describe_stacks(StackName=STACK)["Stacks"][0]
+        status = stack["StackStatus"]
+        if status == "CREATE_COMPLETE":
+            break
+        if status.endswith("FAILED") or "ROLLBACK" in status or time.monotonic() > deadline:
+            for e in cfn.describe_stack_events(StackName=STACK)["StackEvents"]:
+                if "FAILED" in e.get("ResourceStatus", ""):
+                    print(f"  {e['LogicalResourceId']}: {e.get('ResourceStatusReason')}")
+            raise SystemExit(f"stack {STACK}: {status} ({stack.get('StackStatusReason')})")
+        time.sleep(2)
+    resources = cfn.list_stack_resources(StackName=STACK)["StackResourceSummaries"]
+    functions = sorted(
+        r["PhysicalResourceId"] for r in resources if r["ResourceType"] == "AWS::Lambda::Function"
+    )
+    return time.monotonic() - start, len(resources), uses, functions
+
+
+def relance(binary, endpoint, *args):
+    out = subprocess.run(
+        [binary, *args, "--endpoint", endpoint, "--prefix", PREFIX],
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"relance {' '.join(args)}: exit {out.returncode}\n{out.stderr}")
+    return out.stdout
+
+
+def invoke_seconds(lam, name, payload):
+    start = time.monotonic()
+    out = lam.invoke(FunctionName=name, Payload=json.dumps(payload).encode())
+    elapsed = time.monotonic() - start
+    body = out["Payload"].read().decode()
+    if out.get("FunctionError"):
+        raise SystemExit(f"{name}: {out['FunctionError']}: {body}")
+    return elapsed, body
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--bootstrap", required=True, help="the bootstrap executable")
+    parser.add_argument("--relance", required=True, help="the relance CLI")
+    parser.add_argument("--template", default="infra/template.yaml")
+    parser.add_argument("--endpoint", default=os.environ.get("AWS_ENDPOINT_URL"))
+    parser.add_argument("--workdir", default="target/deploy")
+    parser.add_argument("--report", help="write the figures as JSON here")
+    args = parser.parse_args()
+    if not args.endpoint:
+        raise SystemExit("--endpoint or AWS_ENDPOINT_URL: not set")
+    os.makedirs(args.workdir, exist_ok=True)
+    endpoint = args.endpoint.rstrip("/")
+    session = boto3.session.Session(
+        aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1"
+    )
+    clients = {
+        name: session.client(name, endpoint_url=endpoint)
+        for name in ["s3", "cloudformation", "sesv2", "events", "lambda"]
+    }
+    figures = {}
+
+    zip_path = os.path.join(args.workdir, "bootstrap.zip")
+    figures["package_bytes"] = package(args.bootstrap, zip_path)
+    figures["bootstrap_bytes"] = os.path.getsize(args.bootstrap)
+    log(f"package {zip_path}: {figures['package_bytes'] / 1e6:.1f} MB zipped")
+
+    seconds, count, uses, functions = deploy(clients, args.template, zip_path)
+    figures["create_stack_seconds"] = round(seconds, 1)
+    log(f"stack {STACK}: CREATE_COMPLETE in {seconds:.0f} s, {count} resources, {len(functions)} functions from one package ({uses} CodeUri)")
+    # Every function but the web push sender, which the template creates only with a VAPID key.
+    expected = sorted(
+        PREFIX + name
+        for name in ["trigger", "tick", "step-executor", "launch", "engagement", "email-sender",
+                     "sms-sender", "push-sender", "webhook-sender", "unsubscribe"]
+    )
+    if functions != expected:
+        raise SystemExit(f"deployed functions {functions}, expected {expected}")
+
+    # SESv2 refuses unverified senders, as the AWS sandbox does.
+    clients["sesv2"].create_email_identity(EmailIdentity=SENDER)
+    scenario = os.path.join(args.workdir, "deployed-welcome.yaml")
+    with open(scenario, "w") as f:
+        f.write(SCENARIO)
+    relance(args.relance, endpoint, "scenario", "put", scenario)
+    relance(args.relance, endpoint, "scenario", "activate", "deployed-welcome")
+
+    # The application's side: one plain PutEvents, as any SDK sends it.
+    address = f"ana-{os.getpid()}@example.com"
+    sent_at = time.monotonic()
+    out = clients["events"].put_events(
+        Entries=[
+            {
+                "EventBusName": f"{PREFIX}bus",
+                "Source": "com.example.shop",
+                "DetailType": "relance.contact",
+                "Detail": json.dumps(
+                    {"contact": {"id": f"ana-{os.getpid()}", "email": address, "first_name": "Ana"}}
+                ),
+            }
+        ]
+    )
+    if out["FailedEntryCount"] != 0:
+        raise SystemExit(f"PutEvents: {out}")
+    log(f"PutEvents relance.contact for {address}")
+
+    seen = {}
+    deadline = sent_at + 300
+    while time.monotonic() < deadline and len(seen) < 2:
+        for m in emails_to(endpoint, address):
+            subject = m.get("Subject") or ""
+            seen.setdefault(subject, time.monotonic() - sent_at)
+        time.sleep(1)
+    log(f"emails to {address}: " + ", ".join(f"{s!r} after {t:.0f} s" for s, t in seen.items()))
+    first, later = "Welcome Ana", "A minute later, Ana"
+    if first not in seen:
+        raise SystemExit(f"no welcome email to {address} within 300 s (the trigger and the email sender); seen {seen}")
+    if later not in seen:
+        raise SystemExit(f"no second email to {address} within 300 s (the tick, the step executor); seen {seen}")
+    if len(seen) != 2:
+        raise SystemExit(f"expected exactly the two emails, seen {seen}")
+    gap = seen[later] - seen[first]
+    # The delay is one minute: the second email cannot come sooner (seen one poll late at most).
+    if gap < 59:
+        raise SystemExit(f"the second email came {gap:.0f} s after the first, before its one-minute delay")
+    figures["first_email_seconds"] = round(seen[first], 1)
+    figures["second_email_seconds"] = round(seen[later], 1)
+    journal = json.loads(relance(args.relance, endpoint, "journal", "deployed-welcome", "--json"))
+    if journal.get("ends", {}).get("success") != 1:
+        raise SystemExit(f"the journal does not show one success: {journal}")
+    log("journal: one entry ended success")
+
+    # Cold start: functions the scenario did not use (their queues are empty), each invoked
+    # with an empty batch, once cold then warm; the difference is the process start and the
+    # function's init (settings, clients, secrets) up to its first answer.
+    lam = clients["lambda"]
+    inits = {}
+    for name in ["launch", "sms-sender", "push-sender", "webhook-sender"]:
+        cold, body = invoke_seconds(lam, PREFIX + name, {"Records": []})
+        if json.loads(body) != {"batchItemFailures": []}:
+            raise SystemExit(f"{name}: an empty batch answered {body}")
+        warm = min(invoke_seconds(lam, PREFIX + name, {"Records": []})[0] for _ in range(3))
+        inits[name] = {"cold_ms": round(cold * 1000, 1), "warm_ms": round(warm * 1000, 1),
+                       "init_ms": round((cold - warm) * 1000, 1)}
+        log(f"{name}: cold invoke {cold * 1000:.0f} ms, warm {warm * 1000:.0f} ms: init about {(cold - warm) * 1000:.0f} ms")
+    figures["cold_start"] = inits
+    ordered = sorted(v["init_ms"] for v in inits.values())
+    figures["cold_init_median_ms"] = (ordered[1] + ordered[2]) / 2
+
+    if args.report:
+        with open(args.report, "w") as f:
+            json.dump(figures, f, indent=2)
+    log("passed: " + json.dumps(figures))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
