@@ -15,6 +15,19 @@ use crate::backend::Backend;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// How logs are written to stderr: text, or json (one object per line, with the
+    /// enrollment, scenario, step and idempotency key of sends as fields).
+    #[arg(long, global = true, env = "RELANCE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The format of the logs (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (tracing-subscriber's json format), for log shippers.
+    Json,
 }
 
 /// Where the operating commands act.

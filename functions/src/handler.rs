@@ -8,10 +8,10 @@ use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::lambda_function_urls::{
     LambdaFunctionUrlRequest, LambdaFunctionUrlResponse,
 };
-use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
 
-use crate::{from_env, lock, run_sender, run_sqs, run_webhook_sender, unsubscribe_secret};
+use crate::{from_env, lock, run_sender, run_sqs, run_webhook_sender, serve, unsubscribe_secret};
 
 /// One of Relance's Lambda functions (the template's `Handler` of its resource).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,7 +132,7 @@ impl FromStr for Handler {
 
 async fn trigger() -> Result<(), Error> {
     let f = from_env().await?;
-    run(service_fn(|event: LambdaEvent<EventBridgeEvent<Value>>| {
+    serve(service_fn(|event: LambdaEvent<EventBridgeEvent<Value>>| {
         let f = f.clone();
         async move {
             let now = event.payload.time.unwrap_or_else(chrono::Utc::now);
@@ -153,7 +153,7 @@ async fn tick() -> Result<(), Error> {
         .step
         .as_ref()
         .ok_or("RELANCE_STEP_QUEUE_URL: not set")?;
-    run(service_fn(|event: LambdaEvent<EventBridgeEvent<Value>>| {
+    serve(service_fn(|event: LambdaEvent<EventBridgeEvent<Value>>| {
         let f = f.clone();
         async move {
             // `now` is the scheduled event's time.
@@ -167,7 +167,7 @@ async fn tick() -> Result<(), Error> {
 
 async fn engagement() -> Result<(), Error> {
     let f = from_env().await?;
-    run(service_fn(|event: LambdaEvent<Value>| {
+    serve(service_fn(|event: LambdaEvent<Value>| {
         let f = f.clone();
         async move {
             Ok::<Value, Error>(relance_aws::handlers::engagement_any(
@@ -187,7 +187,7 @@ async fn unsubscribe() -> Result<(), Error> {
     lock(&f).store().set_auto_flush(true);
     // Once per cold start, before serving: from Secrets Manager by ARN (at least 32 bytes).
     let secret = unsubscribe_secret().await?;
-    run(service_fn(
+    serve(service_fn(
         |event: LambdaEvent<LambdaFunctionUrlRequest>| {
             let (f, secret) = (f.clone(), secret.clone());
             async move {

@@ -8,6 +8,8 @@
 //! # Layout
 //! - this file: [`Function`], what every function builds once per container (the runtime
 //!   over DynamoDB, the dispatch port, the settings), logging and secrets.
+//! - [`emf`]: the metrics of DESIGN §9 as CloudWatch embedded metric format lines on stdout,
+//!   flushed after every invocation ([`serve`] runs a handler so).
 //! - [`permissions`]: re-exported from relance-aws: the IAM grants each function needs.
 //! - [`handler`]: the functions by name (`trigger`, `tick`, `step-executor`, `launch`,
 //!   `email-sender`, `sms-sender`, `push-sender`, `web-push-sender`, `webhook-sender`,
@@ -20,7 +22,9 @@
 /// them, in relance-aws).
 pub use relance_aws::permissions;
 
+pub mod emf;
 pub mod handler;
+pub use emf::{install_metrics, serve};
 
 use std::sync::{Arc, Mutex};
 
@@ -44,7 +48,9 @@ pub struct Function {
     pub config: AwsConfig,
 }
 
-/// Sets up logging (JSON, level from `RUST_LOG`) and the clients, from the environment.
+/// Sets up logging (JSON, level from `RUST_LOG`), the metrics collector ([`install_metrics`];
+/// run the handler with [`serve`] so that they are flushed) and the clients, from the
+/// environment.
 pub async fn from_env() -> Result<Function, Error> {
     tracing_subscriber::fmt()
         .json()
@@ -54,6 +60,7 @@ pub async fn from_env() -> Result<Function, Error> {
         )
         .without_time()
         .init();
+    install_metrics()?;
     let config = AwsConfig::from_env()?;
     let sdk = aws_config::load_from_env().await;
     let bridge = Bridge::new(tokio::runtime::Handle::current());
@@ -116,10 +123,10 @@ pub async fn senders_from_env(f: &Function) -> Result<relance_aws::channels::Sen
 /// with only the permission its provider needs).
 pub async fn run_sender() -> Result<(), Error> {
     use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-    use lambda_runtime::{LambdaEvent, run, service_fn};
+    use lambda_runtime::{LambdaEvent, service_fn};
     let f = from_env().await?;
     let senders = senders_from_env(&f).await?;
-    run(service_fn(|event: LambdaEvent<SqsEvent>| {
+    serve(service_fn(|event: LambdaEvent<SqsEvent>| {
         let (f, senders) = (f.clone(), senders.clone());
         async move {
             let mut rt = lock(&f);
@@ -140,7 +147,7 @@ pub async fn run_sender() -> Result<(), Error> {
 /// contact update).
 pub async fn run_webhook_sender() -> Result<(), Error> {
     use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-    use lambda_runtime::{LambdaEvent, run, service_fn};
+    use lambda_runtime::{LambdaEvent, service_fn};
     let f = from_env().await?;
     let sdk = aws_config::load_from_env().await;
     let secrets =
@@ -168,7 +175,7 @@ pub async fn run_webhook_sender() -> Result<(), Error> {
     .with_invoker(Arc::new(relance_aws::callout::LambdaInvoker::new(
         aws_sdk_lambda::Client::new(&sdk),
     )));
-    run(service_fn(|event: LambdaEvent<SqsEvent>| {
+    serve(service_fn(|event: LambdaEvent<SqsEvent>| {
         let (f, sender) = (f.clone(), sender.clone());
         async move {
             Ok::<SqsBatchResponse, Error>(relance_aws::callout::webhook_sender(
@@ -192,9 +199,9 @@ pub async fn run_sqs(
     ) -> aws_lambda_events::event::sqs::SqsBatchResponse,
 ) -> Result<(), Error> {
     use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-    use lambda_runtime::{LambdaEvent, run, service_fn};
+    use lambda_runtime::{LambdaEvent, service_fn};
     let f = from_env().await?;
-    run(service_fn(|event: LambdaEvent<SqsEvent>| {
+    serve(service_fn(|event: LambdaEvent<SqsEvent>| {
         let f = f.clone();
         async move {
             Ok::<SqsBatchResponse, Error>(handler(

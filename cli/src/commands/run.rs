@@ -119,6 +119,8 @@ pub fn run(
     delivery: &crate::args::DeliveryArgs,
 ) -> Result<ExitCode> {
     check_exposure(listen)?;
+    // Before anything runs, so that /metrics counts the start's imports and launches too.
+    relance_embedded::metrics::install()?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let token_sha256;
     let links = unsubscribe_links(&format!("http://{listen}/unsubscribe"))?;

@@ -549,3 +549,127 @@ fn report_reads_paths_and_holdout_from_the_database() {
         "{unknown:?}"
     );
 }
+
+/// GET `path` with the bearer token: the status code and the body.
+fn get_text(port: u16, path: &str, token: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{e}"));
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {answer:?}"));
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+#[test]
+fn run_logs_sends_as_json_and_its_metrics_count_what_the_journal_holds() {
+    use std::io::{BufRead, BufReader};
+    let d = dir("json-logs");
+    std::fs::write(
+        d.join("s.yaml"),
+        "id: metrics-cli\ntimezone: UTC\nlaunch: {type: after_import, contacts: added}\n\
+         messages:\n  m: {channel: email, subject: \"Hi\", text: \"Hello\"}\n\
+         steps:\n  - {id: first, send: m, next: done}\n  - {id: done, end: success}\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        d.join("c.csv"),
+        "id,email\nc1,c1@example.org\nc2,c2@example.org\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let token = "json-logs-token-0123456789abcdef";
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_relance"))
+        .current_dir(&d)
+        .args([
+            "run",
+            "--db",
+            "r.db",
+            "--outbox",
+            "o.jsonl",
+            "--scenario",
+            "s.yaml",
+        ])
+        .args(["--contacts", "c.csv", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .env("RELANCE_LOG_FORMAT", "json")
+        .env("RELANCE_API_TOKEN", token)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(d.join("log")).unwrap_or_else(|e| panic!("{e}")))
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    for line in BufReader::new(stdout).lines() {
+        if line
+            .unwrap_or_else(|e| panic!("{e}"))
+            .contains("listening on")
+        {
+            break;
+        }
+    }
+    // The two sends reach the outbox (polled: the runner delivers it beside the API).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_to_string(d.join("o.jsonl")).map_or(0, |t| t.lines().count()) < 2
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (status, metrics) = get_text(port, "/metrics", token);
+    assert_eq!(get_status(port, "/metrics", None), 401);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 200, "{metrics}");
+
+    // Every log line is a JSON object; the send's carries its enrollment, scenario, step and key.
+    let log = std::fs::read_to_string(d.join("log")).unwrap_or_else(|e| panic!("{e}"));
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let sent: Vec<&serde_json::Value> = lines.iter().filter(|l| l["message"] == "sent").collect();
+    assert_eq!(sent.len(), 2, "{log}");
+    for f in sent {
+        let line = f;
+        assert_eq!(f["scenario"], "metrics-cli", "{line}");
+        assert_eq!(f["step"], "first", "{line}");
+        let enrollment = f["enrollment"].as_str().unwrap_or("");
+        assert!(!enrollment.is_empty(), "{line}");
+        assert_eq!(f["key"], format!("{enrollment}:first"), "{line}");
+    }
+
+    // /metrics counts what `relance journal` counts.
+    let counts = ok(&d, &["journal", "metrics-cli", "--db", "r.db", "--json"]);
+    let counts: serde_json::Value = serde_json::from_str(&counts).unwrap_or_else(|e| panic!("{e}"));
+    let sample = |series: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    assert_eq!(counts["entered"], 2, "{counts}");
+    assert_eq!(
+        sample(r#"relance_entries_total{scenario="metrics-cli",result="entered"}"#),
+        counts["entered"].as_u64(),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            r#"relance_sends_total{scenario="metrics-cli",step="first",channel="email",result="sent"}"#
+        ),
+        counts["steps"]["first"]["sent"].as_u64(),
+        "{metrics}"
+    );
+}

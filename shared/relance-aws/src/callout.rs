@@ -302,7 +302,9 @@ pub fn webhook_sender<S: HandlerStore>(
             Err(e) => {
                 let why = format!("not a webhook call: {e}");
                 tracing::error!(message = %id, reason = %why, "kept as a dead letter");
-                let _ = rt.store().dead_letter("webhook", body, &why, now);
+                if rt.store().dead_letter("webhook", body, &why, now).is_ok() {
+                    relance_runtime::metrics::dead_letter("webhook");
+                }
                 continue;
             }
         };
@@ -422,9 +424,13 @@ fn handle<S: HandlerStore>(
                     if let Some(url) = &sender.dead_letter_url {
                         sender.queues.send(url, dead.to_string())?;
                     }
-                    let _ = rt
+                    if rt
                         .store()
-                        .dead_letter("webhook", &dead.to_string(), &reason, now);
+                        .dead_letter("webhook", &dead.to_string(), &reason, now)
+                        .is_ok()
+                    {
+                        relance_runtime::metrics::dead_letter("webhook");
+                    }
                     journal(
                         rt,
                         message,
@@ -459,8 +465,11 @@ fn requeue(
 }
 
 fn journal<S: HandlerStore>(rt: &mut Runtime<S>, message: &CallMessage, record: Record) {
-    if let Err(e) = rt.store().journal(&message.scenario, &record) {
-        tracing::warn!(key = %message.header_key(), error = %e, "could not journal a webhook's outcome");
+    match rt.store().journal(&message.scenario, &record) {
+        Ok(()) => relance_runtime::metrics::journaled(&message.scenario, &record),
+        Err(e) => {
+            tracing::warn!(key = %message.header_key(), error = %e, "could not journal a webhook's outcome")
+        }
     }
 }
 

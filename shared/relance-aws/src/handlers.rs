@@ -352,13 +352,18 @@ fn each_message<S: HandlerStore>(
             // Retried by SQS until its redrive policy moves it to the dead-letter queue; the
             // reason is logged and, for bad input, kept beside the other dead letters.
             tracing::error!(message = %id, kind, error = %e, "message failed");
-            if matches!(e, HandlerError::BadInput(_)) {
-                let _ = rt.store().dead_letter(
-                    kind,
-                    message.body.as_deref().unwrap_or(""),
-                    &e.to_string(),
-                    now,
-                );
+            if matches!(e, HandlerError::BadInput(_))
+                && rt
+                    .store()
+                    .dead_letter(
+                        kind,
+                        message.body.as_deref().unwrap_or(""),
+                        &e.to_string(),
+                        now,
+                    )
+                    .is_ok()
+            {
+                relance_runtime::metrics::dead_letter(kind);
             }
             response.add_failure(id);
         }
@@ -393,11 +398,23 @@ pub fn channel_sender<S: JournalStore<Error: std::fmt::Display>>(
             Ok(decoded) => decoded,
             Err(e) => {
                 tracing::error!(message = %id, reason = %e, "not a send; kept as a dead letter");
-                let _ = store.dead_letter("send", body, &e.to_string(), now);
+                if store.dead_letter("send", body, &e.to_string(), now).is_ok() {
+                    relance_runtime::metrics::dead_letter("send");
+                }
                 continue;
             }
         };
         let key = send.idempotency_key.clone();
+        // Every log line of this send carries its enrollment, scenario, step and key (as the
+        // span's fields in JSON logs).
+        let span = tracing::info_span!(
+            "send",
+            enrollment = %send.enrollment,
+            scenario = %scenario,
+            step = %send.step,
+            idempotency_key = %key,
+        );
+        let _entered = span.enter();
         // What the provider decided goes into the scenario's journal next to the `sent`
         // record the engine wrote when it handed the message over.
         let journal = |store: &mut S, kind: RecordKind, reason: &str| {
@@ -407,8 +424,9 @@ pub fn channel_sender<S: JournalStore<Error: std::fmt::Display>>(
             record.channel = Some(send.channel);
             record.message = Some(send.message.clone());
             record.enrollment = Some(send.enrollment.clone());
-            if let Err(e) = store.journal(&scenario, &record) {
-                tracing::warn!(key, error = %e, "could not journal a send's outcome");
+            match store.journal(&scenario, &record) {
+                Ok(()) => relance_runtime::metrics::journaled(&scenario, &record),
+                Err(e) => tracing::warn!(key, error = %e, "could not journal a send's outcome"),
             }
         };
         match senders.deliver(&send, &scenario, now) {
@@ -425,7 +443,9 @@ pub fn channel_sender<S: JournalStore<Error: std::fmt::Display>>(
             Err(SendError::Permanent(why)) => {
                 tracing::error!(message = %id, key, reason = %why, "send failed for good");
                 journal(store, RecordKind::Failed, &why);
-                let _ = store.dead_letter("send", body, &why, now);
+                if store.dead_letter("send", body, &why, now).is_ok() {
+                    relance_runtime::metrics::dead_letter("send");
+                }
             }
             Err(SendError::Transient(why)) => {
                 tracing::warn!(message = %id, key, reason = %why, "send failed; the queue retries it");

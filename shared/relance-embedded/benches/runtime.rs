@@ -3,6 +3,8 @@
 //! (WAL), with the clock driven by the bench so the wait costs no real time; then the same
 //! for the drip measured (a holdout, a split, a conversion) with the same inputs (a third
 //! open the first email, a tenth buy), to show what measurement costs.
+//! With `RELANCE_BENCH_METRICS=1`, the Prometheus recorder is installed first, as `relance
+//! run` does, so that the runtime counts its metrics (the cost of `/metrics`).
 //! Run: `cargo bench -p relance-embedded --bench runtime`.
 
 use std::collections::BTreeMap;
@@ -27,6 +29,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
+    if std::env::var("RELANCE_BENCH_METRICS").is_ok_and(|v| v == "1") {
+        relance_embedded::metrics::install().unwrap_or_else(|e| panic!("{e}"));
+        println!("metrics: counted (the Prometheus recorder is installed)");
+    }
     let (plain_steps, plain_contacts) = run(n, DRIP, "drip");
     let (steps, contacts) = run(n, MEASURED, "drip-measured");
     // Per contact too: the measured drip has one step more (the split) and none for the held

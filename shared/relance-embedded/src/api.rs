@@ -96,8 +96,12 @@ fn ok(status: StatusCode, body: impl serde::Serialize) -> ApiResult {
 }
 
 /// The API's routes over a runtime handle, behind `security` (DESIGN §8: the bearer token,
-/// the content types, the `Host` names).
+/// the content types, the `Host` names). The metrics recorder is installed here if it was not
+/// yet ([`crate::metrics::install`]), so that `/metrics` counts from the start.
 pub fn router(handle: RuntimeHandle, security: ApiSecurity) -> Router {
+    if let Err(e) = crate::metrics::install() {
+        tracing::warn!(error = %e, "/metrics answers 500");
+    }
     let security = std::sync::Arc::new(security);
     let console = crate::console::router(handle.clone(), security.clone());
     Router::new()
@@ -134,6 +138,9 @@ pub fn router(handle: RuntimeHandle, security: ApiSecurity) -> Router {
         .route("/v1/launch", post(post_launch))
         .route("/v1/consent", post(post_consent))
         .route("/v1/consent/{contact}", get(consent_trail))
+        // Prometheus text (DESIGN §9): behind the token like every /v1 route; Prometheus
+        // scrapes with `authorization: {credentials: TOKEN}`.
+        .route("/metrics", get(prometheus_metrics))
         // RFC 8058: mail clients POST the one-click form; a GET (a link scanner, a person
         // clicking) only shows a confirmation page, it never unsubscribes by itself.
         .route("/unsubscribe", get(unsubscribe_page).post(unsubscribe))
@@ -297,6 +304,14 @@ async fn post_launch(State(h): State<RuntimeHandle>, body: Bytes) -> ApiResult {
 async fn journal(State(h): State<RuntimeHandle>, Path(id): Path<String>) -> ApiResult {
     let counts = h.call(move |rt, _| rt.journal(&id)).await??;
     ok(StatusCode::OK, counts)
+}
+
+async fn prometheus_metrics() -> Result<Response, ApiError> {
+    let text = crate::metrics::render().map_err(|e| {
+        tracing::error!(error = %e, "metrics");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None)
+    })?;
+    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
 }
 
 async fn report(State(h): State<RuntimeHandle>, Path(id): Path<String>) -> ApiResult {

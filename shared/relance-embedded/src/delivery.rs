@@ -251,10 +251,10 @@ impl Worker {
         };
         match &result {
             Ok(id) => {
-                tracing::info!(target: "relance::delivery", key = %row.send.idempotency_key, channel = row.send.channel.as_str(), provider_id = %id, "delivered")
+                tracing::info!(target: "relance::delivery", key = %row.send.idempotency_key, enrollment = %row.send.enrollment, scenario = %row.scenario, step = %row.send.step, channel = row.send.channel.as_str(), provider_id = %id, "delivered")
             }
             Err(e) => {
-                tracing::warn!(target: "relance::delivery", key = %row.send.idempotency_key, channel = row.send.channel.as_str(), error = %e, "delivery attempt failed")
+                tracing::warn!(target: "relance::delivery", key = %row.send.idempotency_key, enrollment = %row.send.enrollment, scenario = %row.scenario, step = %row.send.step, channel = row.send.channel.as_str(), error = %e, "delivery attempt failed")
             }
         }
         let settled = self

@@ -15,6 +15,7 @@
 //! - [`import`]: contacts from CSV or JSON lines, with a report.
 //! - [`clock`]: the real clock, a scaled one for `relance test`, a manual one for tests.
 //! - [`api`]: the HTTP API (axum).
+//! - [`metrics`]: the Prometheus recorder behind `/metrics` (the runtime's series).
 //! - [`auth`]: who may call it: the bearer token, content types and `Host` names.
 //! - [`console`]: the web console at `/` (login by the API token into a session cookie,
 //!   CSRF-checked forms, server-rendered pages, the scenario diagram as SVG).
@@ -26,6 +27,7 @@ pub mod clock;
 pub mod console;
 pub mod delivery;
 pub mod import;
+pub mod metrics;
 pub mod outbox;
 pub mod server;
 pub mod smtp;

@@ -226,13 +226,23 @@ fn log_row(kind: &str, v: &Value) {
         "send" => tracing::info!(
             target: "relance::outbox",
             key = send["idempotency_key"].as_str().unwrap_or(""),
+            enrollment = send["enrollment"].as_str().unwrap_or(""),
+            scenario = v["scenario"].as_str().unwrap_or(""),
+            step = send["step"].as_str().unwrap_or(""),
             channel = send["channel"].as_str().unwrap_or(""),
             contact = send["contact"].as_str().unwrap_or(""),
-            message = send["message"].as_str().unwrap_or(""),
+            message_id = send["message"].as_str().unwrap_or(""),
             "sent"
         ),
         _ => {
-            tracing::info!(target: "relance::outbox", key = v["idempotency_key"].as_str().unwrap_or(""), "action")
+            tracing::info!(
+                target: "relance::outbox",
+                key = v["idempotency_key"].as_str().unwrap_or(""),
+                enrollment = v["enrollment"].as_str().unwrap_or(""),
+                scenario = v["scenario"].as_str().unwrap_or(""),
+                step = v["step"].as_str().unwrap_or(""),
+                "action"
+            )
         }
     }
 }

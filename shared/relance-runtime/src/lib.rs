@@ -6,6 +6,8 @@
 //! # Layout
 //! - [`runtime`]: `Runtime`, its units of work and its inputs, one private module per concern
 //!   (scenarios and settings, contacts and events, launches and imports, ticks and timers).
+//! - [`metrics`]: the series of DESIGN §9 through the `metrics` facade, counted for the units
+//!   of work that commit.
 //! - [`player`]: plays an events script through a `Runtime` on a virtual or scaled clock.
 //! - [`simulate`]: `relance simulate`: the player on a virtual clock over a `MemoryStore`.
 //! - [`memory`]: `MemoryStore`, every port in memory (the reference implementation).
@@ -14,6 +16,7 @@
 #[cfg(feature = "contract")]
 pub mod contract;
 pub mod memory;
+pub mod metrics;
 pub mod player;
 pub mod runtime;
 pub mod simulate;

@@ -171,6 +171,8 @@ impl SqliteStore {
             rows.collect::<Result<_, _>>()?
         };
         let mut out = Vec::new();
+        // Rows that do not read, dead-lettered here (counted once committed).
+        let mut buried = 0_u64;
         for (seq, scenario, payload, attempts, first_at, interrupted) in raw {
             let read = serde_json::from_str::<SendRow>(&payload)
                 .map(|row| row.send)
@@ -205,10 +207,12 @@ impl SqliteStore {
                         "INSERT INTO dead_letter (kind, payload, reason, at) VALUES ('delivery', ?1, ?2, ?3)",
                     )?
                     .execute(params![payload, reason, stamp(now)])?;
+                    buried += 1;
                 }
             }
         }
         tx.commit()?;
+        relance_runtime::metrics::dead_letters("delivery", buried);
         Ok(out)
     }
 
@@ -262,6 +266,13 @@ impl SqliteStore {
             }
         };
         tx.commit()?;
+        // Counted once committed (DESIGN §9).
+        if let Some((scenario, record)) = record {
+            relance_runtime::metrics::journaled(scenario, record);
+        }
+        if matches!(settlement, Settlement::Dead { .. }) {
+            relance_runtime::metrics::dead_letter("delivery");
+        }
         Ok(())
     }
 

@@ -132,6 +132,8 @@ impl SqliteStore {
         };
         let until = stamp(now + lease);
         let mut out = Vec::new();
+        // Rows that do not read, dead-lettered here (counted once committed).
+        let mut buried = 0_u64;
         for (key, scenario, contact, enrollment, step, call, attempts, first_at) in raw {
             let read = serde_json::from_str::<Webhook>(&call)
                 .map_err(|e| e.to_string())
@@ -167,10 +169,12 @@ impl SqliteStore {
                         "INSERT INTO dead_letter (kind, payload, reason, at) VALUES ('webhook', ?1, ?2, ?3)",
                     )?
                     .execute(params![call, reason, stamp(now)])?;
+                    buried += 1;
                 }
             }
         }
         tx.commit()?;
+        relance_runtime::metrics::dead_letters("webhook", buried);
         Ok(out)
     }
 
@@ -221,6 +225,13 @@ impl SqliteStore {
             }
         };
         tx.commit()?;
+        // Counted once committed (DESIGN §9).
+        if let Some((scenario, record)) = record {
+            relance_runtime::metrics::journaled(scenario, record);
+        }
+        if matches!(attempt, Attempt::Dead { .. }) {
+            relance_runtime::metrics::dead_letter("webhook");
+        }
         Ok(())
     }
 

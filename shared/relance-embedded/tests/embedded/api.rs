@@ -1274,6 +1274,7 @@ const ROUTES: &[(&str, &str, &str)] = &[
         "{\"contact\": \"c1\", \"scenario\": \"hello\", \"step\": \"s\", \"kind\": \"complained\"}",
     ),
     ("POST", "/v1/launch", "{\"scenario\": \"hello\"}"),
+    ("GET", "/metrics", ""),
     ("GET", "/v1/no-such-route", ""),
 ];
 
@@ -1860,4 +1861,152 @@ async fn hostile_import_rows_with_bad_addresses_are_rejected_with_their_line() {
             .contains("phone"),
         "{report}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metrics
+// ---------------------------------------------------------------------------------------------
+
+/// An email, a day's wait, the end; purchases convert. Its id is this test's own: the metrics
+/// recorder is the process's, shared by every test.
+const METERED: &str = "\
+id: metrics-api
+timezone: UTC
+launch: {type: manual}
+audience: {all: true}
+conversion: {event: purchase, within: P7D}
+messages:
+  m: {channel: email, subject: \"Hi\", text: \"Hello\"}
+steps:
+  - {id: first, send: m, next: wait}
+  - id: wait
+    delay: {after: P1D}
+    next: done
+  - {id: done, end: success}
+";
+
+/// The value of one series line of Prometheus text (`name{labels} value`), 0 when absent.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |v| {
+            v.trim().parse().unwrap_or_else(|e| panic!("{v}: {e}"))
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_the_journal_holds_behind_the_token() {
+    let app = app("metrics");
+    put_scenario(&app, METERED).await;
+    activate(&app, "metrics-api").await;
+    for id in ["m1", "m2"] {
+        add_contact(
+            &app,
+            json!({"id": id, "email": format!("{id}@example.org")}),
+        )
+        .await;
+    }
+    // No address: its send is skipped.
+    add_contact(&app, json!({"id": "m3"})).await;
+    launch(&app, "metrics-api", &["m1", "m2", "m3"]).await;
+    // m1 is still waiting: entering again is refused.
+    launch(&app, "metrics-api", &["m1"]).await;
+    let (status, body) = post_json(
+        &app,
+        "/v1/events",
+        json!({"contact": "m2", "event": "purchase"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    app.advance(TimeDelta::days(1) + TimeDelta::seconds(1))
+        .await;
+
+    // Without the token (or with a wrong one): 401, and no metrics.
+    for auth in [None, Some("Bearer wrong-token")] {
+        let mut headers = vec![];
+        if let Some(a) = auth {
+            headers.push(("authorization", a));
+        }
+        let (status, bytes) =
+            call_unauthenticated(&app, request("GET", "/metrics", "", &headers)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{auth:?}");
+        assert!(!String::from_utf8_lossy(&bytes).contains("relance_"));
+    }
+
+    let response = app
+        .router
+        .clone()
+        .oneshot(request(
+            "GET",
+            "/metrics",
+            "",
+            &[("authorization", &format!("Bearer {TOKEN}"))],
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_bytes();
+    let text = String::from_utf8(bytes.to_vec()).unwrap_or_else(|e| panic!("{e}"));
+    let s = |series: &str| sample(&text, series);
+
+    assert_eq!(
+        s(r#"relance_entries_total{scenario="metrics-api",result="entered"}"#),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        s(r#"relance_entries_total{scenario="metrics-api",result="skipped"}"#),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        s(r#"relance_skips_total{scenario="metrics-api",reason="already_running"}"#),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        s(
+            r#"relance_sends_total{scenario="metrics-api",step="first",channel="email",result="sent"}"#
+        ),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        s(r#"relance_conversions_total{scenario="metrics-api",path="treated"}"#),
+        1.0,
+        "{text}"
+    );
+    // Timers fired (one per waiting contact, in this and other tests): the histogram has them.
+    assert!(s("relance_timer_lateness_seconds_count") >= 3.0, "{text}");
+    assert!(
+        text.contains("# TYPE relance_timer_lateness_seconds histogram"),
+        "{text}"
+    );
+
+    // The same counts as the journal's.
+    let (status, counts) = get(&app, "/v1/scenarios/metrics-api/journal").await;
+    assert_eq!(status, StatusCode::OK, "{counts}");
+    assert_eq!(counts["entered"], 3, "{counts}");
+    assert_eq!(counts["converted"], 1, "{counts}");
+    assert_eq!(counts["steps"]["first"]["sent"], 2, "{counts}");
+    let not_entered = counts["not_entered"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{counts}"));
+    let skipped = counts["steps"]["first"]["skipped"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{counts}"));
+    assert_eq!(skipped.len(), 1, "{counts}");
+    for (reason, n) in not_entered.iter().chain(skipped) {
+        let series = format!(r#"relance_skips_total{{scenario="metrics-api",reason="{reason}"}}"#);
+        assert_eq!(Some(s(&series)), n.as_f64(), "{series}: {text}");
+    }
 }

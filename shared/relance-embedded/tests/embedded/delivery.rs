@@ -154,14 +154,24 @@ impl Bed {
     }
 
     async fn enroll(&self, contacts: &[(&str, &str, &str)]) {
+        self.enroll_in(SCENARIO, "drip", contacts).await
+    }
+
+    /// Puts and activates `scenario` (its id `id`), then launches it for `contacts`.
+    async fn enroll_in(
+        &self,
+        scenario: &'static str,
+        id: &'static str,
+        contacts: &[(&str, &str, &str)],
+    ) {
         let contacts: Vec<(String, String, String)> = contacts
             .iter()
             .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
             .collect();
         self.handle
             .call(move |rt, now| {
-                rt.put_scenario(SCENARIO, SourceFormat::Yaml, now)?;
-                rt.set_status("drip", Status::Active, now)?;
+                rt.put_scenario(scenario, SourceFormat::Yaml, now)?;
+                rt.set_status(id, Status::Active, now)?;
                 for (id, email, phone) in &contacts {
                     let contact = serde_json::Map::from_iter([
                         ("id".to_string(), json!(id)),
@@ -179,7 +189,7 @@ impl Bed {
                 }
                 rt.launch(
                     LaunchDetail {
-                        scenario: "drip".into(),
+                        scenario: id.into(),
                         contacts: None,
                     },
                     now,
@@ -554,6 +564,74 @@ async fn a_real_smtp_server_gets_each_message_once_and_its_550_suppresses() {
             .iter()
             .any(|r| r.kind == RecordKind::Skipped && r.step.as_deref() == Some("hello")),
         "{skipped:?}"
+    );
+    drop(w);
+    bed.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// [`SCENARIO`] under an id of its own: the metrics recorder is the process's, shared by
+/// every test.
+const METERED: &str = r#"id: metrics-delivery
+launch: {type: manual}
+audience: {all: true}
+messages:
+  hello: {channel: email, subject: "Hello {{ contact.id }}", html: "<p>Hello</p>", text: Hello}
+  nudge: {channel: sms, text: Nudge}
+steps:
+  - {id: hello, send: hello, next: nudge}
+  - {id: nudge, send: nudge, next: done}
+  - {id: done, end: success}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_refused_at_delivery_counts_as_a_failed_send() {
+    relance_embedded::metrics::install().unwrap_or_else(|e| panic!("{e}"));
+    let dir = Bed::dir("metrics");
+    let bed = Bed::start(&dir, &[Channel::Email], t0());
+    bed.enroll_in(
+        METERED,
+        "metrics-delivery",
+        &[
+            ("m1", "gone@example.com", "+33600000001"),
+            ("m2", "ok@example.com", "+33600000002"),
+        ],
+    )
+    .await;
+    let email = Scripted::new(
+        "smtp",
+        &[(
+            "gone@example.com",
+            vec![Err(DeliveryError::Permanent {
+                reason: "550 5.1.1 no such user".into(),
+                hard_bounce: false,
+            })],
+        )],
+    );
+    let sms = Scripted::new("sns", &[]);
+    let w = worker(&bed, &email, &sms);
+    assert_eq!(drain(&w).await, 2);
+    let text = relance_embedded::metrics::render().unwrap_or_else(|e| panic!("{e}"));
+    let sample = |series: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .map(str::to_string)
+    };
+    // Both emails were sent by the engine; one was refused by the provider.
+    let email_series = |result: &str| {
+        format!(
+            r#"relance_sends_total{{scenario="metrics-delivery",step="hello",channel="email",result="{result}"}}"#
+        )
+    };
+    assert_eq!(
+        sample(&email_series("sent")).as_deref(),
+        Some("2"),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&email_series("failed")).as_deref(),
+        Some("1"),
+        "{text}"
     );
     drop(w);
     bed.stop().await;

@@ -100,6 +100,24 @@ where
             record.value = conversion.value_of(event);
             self.store.end_conversion_watch(&watch).map_err(store_err)?;
             self.record(&watch.scenario, record)?;
+            if let Some(p) = self.pending.as_deref_mut() {
+                // The contact's experiment arm, by the buckets the engine drew it with (no
+                // read of its path).
+                let held_out = engine.scenario().holdout.is_some_and(|h| {
+                    let bucket = relance_core::experiment::bucket(
+                        &watch.scenario,
+                        relance_core::experiment::HOLDOUT_STEP,
+                        contact,
+                    );
+                    u32::from(bucket) < h.basis_points
+                });
+                let control =
+                    (self.engines.policy.holdout.as_ref()).is_some_and(|g| g.holds(contact));
+                p.conversion(
+                    &watch.scenario,
+                    crate::metrics::conversion_path(held_out, control),
+                );
+            }
         }
         Ok(())
     }

@@ -22,6 +22,8 @@ use relance_core::ports::{ScenarioEntry, Status, Store};
 use relance_core::report::Report;
 use relance_core::validate;
 
+use crate::metrics::Pending;
+
 mod contacts;
 mod error;
 mod experiments;
@@ -47,6 +49,8 @@ pub struct Runtime<S> {
     /// The journal records of committed units not yet taken, when they are reported (see
     /// [`Runtime::report_journal`]).
     reported: Option<Reported>,
+    /// The metrics of the unit of work in progress, emitted when it commits.
+    pending: Pending,
 }
 
 /// Journal records reported and not yet taken, with their scenario (shared between the
@@ -81,6 +85,9 @@ struct Unit<'a, S> {
     /// Where the unit's journal records go when they are reported (dropped with the unit
     /// if it fails).
     reported: Option<&'a mut Reported>,
+    /// Where the unit's metrics wait for its commit, when they are gathered
+    /// ([`crate::metrics::enable`]).
+    pending: Option<&'a mut Pending>,
 }
 
 fn engine<S: Store>(
@@ -150,6 +157,7 @@ where
             engines: Engines::default(),
             actor: "system".into(),
             reported: None,
+            pending: Pending::default(),
         }
     }
 
@@ -209,6 +217,9 @@ where
         let actor = self.actor.as_str();
         let mark = self.reported.as_ref().map_or(0, |r| r.records.len());
         let reported = self.reported.as_mut();
+        let metered = crate::metrics::enabled();
+        let pending_mark = self.pending.len();
+        let pending = metered.then_some(&mut self.pending);
         let result = self
             .store
             .atomically(|store| {
@@ -218,14 +229,18 @@ where
                     now,
                     actor,
                     reported,
+                    pending,
                 })
             })
             .map_err(store_err);
-        // The records of a unit that did not commit were never written.
-        if !matches!(result, Ok(Ok(_)))
-            && let Some(r) = self.reported.as_mut()
-        {
-            r.records.truncate(mark);
+        // The records of a unit that did not commit were never written, nor counted.
+        if matches!(result, Ok(Ok(_))) {
+            self.pending.emit();
+        } else {
+            if let Some(r) = self.reported.as_mut() {
+                r.records.truncate(mark);
+            }
+            self.pending.truncate(pending_mark);
         }
         result
     }
@@ -296,6 +311,9 @@ where
     /// reports it like a transition's.
     fn record(&mut self, scenario: &str, record: Record) -> Result<(), RuntimeError> {
         self.store.journal(scenario, &record).map_err(store_err)?;
+        if let Some(p) = self.pending.as_deref_mut() {
+            p.record(scenario, &record, |_| None);
+        }
         if let Some(r) = self.reported.as_deref_mut() {
             r.push(scenario, record);
         }
@@ -350,6 +368,17 @@ where
             let engine = self.engine(scenario, version)?;
             if engine.winner_steps().next().is_some() {
                 self.arm_winner_checks(scenario, &engine, &t.effects)?;
+            }
+        }
+        if let Some(p) = self.pending.as_deref_mut() {
+            for record in t.records() {
+                // A send the engine failed names no channel: its step's message does (the
+                // engine is looked up only then, from the cache).
+                let channel_of = |step: &str| {
+                    let engine = engine(self.store, self.engines, scenario, version).ok()?;
+                    crate::metrics::channel_of(engine.scenario(), step)
+                };
+                p.record(scenario, record, channel_of);
             }
         }
         if let Some(r) = self.reported.as_deref_mut() {

@@ -171,20 +171,28 @@ where
             u.store
                 .dead_letter(&row.kind, &row.raw, &reason, now)
                 .map_err(store_err)
-        })
+        })?;
+        crate::metrics::dead_letter(&row.kind);
+        Ok(())
     }
 
     /// Fires one timer (the step executor's unit of work). A duplicated or stale timer
     /// changes nothing; one whose work keeps failing is kept as a dead letter; one whose unit
     /// could not commit is an error, and the timer stays for the next try.
     pub fn fire(&mut self, wake: &Wake, now: DateTime<Utc>) -> Result<(), RuntimeError> {
+        let now = now.trunc_subsecs(6);
+        // How late it fires, in seconds (whole microseconds: stored instants keep no more).
+        let lateness = now
+            .signed_duration_since(wake.at)
+            .num_microseconds()
+            .unwrap_or(i64::MAX) as f64
+            / 1e6;
         // A queue may deliver a little early: the step never runs before it is due.
-        let now = now.trunc_subsecs(6).max(wake.at);
         self.settle(
-            now,
+            now.max(wake.at),
             "timer",
             wake,
-            |u| u.fire_timer(wake),
+            |u| u.fire_timer(wake, lateness),
             |u| u.store.cancel(wake).map_err(store_err),
         )
     }
@@ -224,7 +232,9 @@ where
             u.store
                 .dead_letter(kind, &payload, &reason, now)
                 .map_err(store_err)
-        })
+        })?;
+        crate::metrics::dead_letter(kind);
+        Ok(())
     }
 
     /// Deletes the history the policy's `retention` no longer keeps (each kind in units of
@@ -271,7 +281,13 @@ where
     S: Store,
     S::Fault: std::error::Error + Send + Sync + 'static,
 {
-    fn fire_timer(&mut self, wake: &relance_core::engine::Wake) -> Result<(), RuntimeError> {
+    /// Fires `wake`, `lateness` seconds after its due time (counted when the timer moves its
+    /// enrollment: a duplicated or stale one is not a firing).
+    fn fire_timer(
+        &mut self,
+        wake: &relance_core::engine::Wake,
+        lateness: f64,
+    ) -> Result<(), RuntimeError> {
         // The timer is consumed in the same unit as the transition it causes.
         self.store.cancel(wake).map_err(store_err)?;
         let Some((enrollment, version)) =
@@ -305,6 +321,8 @@ where
             })?;
         if t.is_noop() {
             tracing::warn!(enrollment = %wake.enrollment, step = %wake.step, due = %wake.at, "stale timer dropped");
+        } else if let Some(p) = self.pending.as_deref_mut() {
+            p.lateness(lateness);
         }
         self.apply(&enrollment.scenario, version, Some(enrollment.version), t)?;
         Ok(())
