@@ -33,6 +33,9 @@ pub fn install_metrics() -> Result<&'static Collector, Error> {
             .init()
             .map_err(|e| format!("cannot install the CloudWatch metrics collector: {e}"))?;
         relance_runtime::metrics::enable();
+        // The template's alarms read plain metrics: failed sends by `result` alone, dead
+        // letters without dimensions.
+        relance_runtime::metrics::enable_rollups();
         Ok(collector)
     });
     installed.as_ref().copied().map_err(|e| e.as_str().into())
@@ -79,10 +82,16 @@ mod tests {
             .lines()
             .map(serde_json::from_str)
             .collect::<Result<_, _>>()?;
+        // The series (labelled with the scenario), not the roll-ups.
         let find = |metric: &str| {
             docs.iter()
-                .find(|d| d.get(metric).is_some())
+                .find(|d| d.get(metric).is_some() && d.get("scenario").is_some())
                 .unwrap_or_else(|| panic!("no {metric} in {docs:#?}"))
+        };
+        let rollup = |metric: &str| {
+            docs.iter()
+                .find(|d| d.get(metric).is_some() && d.get("scenario").is_none())
+                .unwrap_or_else(|| panic!("no {metric} roll-up in {docs:#?}"))
         };
 
         let sends = find("relance_sends_total");
@@ -106,6 +115,16 @@ mod tests {
             ["emf-test", "mail", "email", "sent"]
         );
 
+        // The roll-up the send failures alarm reads: by result alone.
+        let by_result = rollup("relance_sends_total");
+        assert_eq!(
+            by_result["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0],
+            serde_json::json!(["result"]),
+            "{by_result}"
+        );
+        assert_eq!(by_result["result"], "sent");
+        assert_eq!(by_result["relance_sends_total"], 2, "{by_result}");
+
         let skips = find("relance_skips_total");
         assert_eq!(
             skips["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0],
@@ -114,10 +133,19 @@ mod tests {
         assert_eq!(skips["reason"], "once_per");
         assert_eq!(skips["relance_skips_total"], 1);
         let entries = find("relance_entries_total");
+        assert!(
+            docs.iter()
+                .filter(|d| d.get("relance_entries_total").is_some())
+                .all(|d| d.get("scenario").is_some()),
+            "entries have no roll-up: {docs:#?}"
+        );
         assert_eq!(entries["result"], "skipped");
 
         // A histogram flushes its values; CloudWatch computes the percentiles.
-        let lateness = find("relance_timer_lateness_seconds");
+        let lateness = docs
+            .iter()
+            .find(|d| d.get("relance_timer_lateness_seconds").is_some())
+            .unwrap_or_else(|| panic!("no lateness in {docs:#?}"));
         assert_eq!(
             lateness["relance_timer_lateness_seconds"],
             serde_json::json!([1.5])
@@ -131,6 +159,26 @@ mod tests {
         let mut again = Vec::new();
         collector.flush(&mut again)?;
         assert!(again.is_empty(), "{}", String::from_utf8_lossy(&again));
+
+        // The roll-up the dead letters alarm reads: without dimensions.
+        relance_runtime::metrics::dead_letter("step");
+        let mut out = Vec::new();
+        collector.flush(&mut out)?;
+        let docs: Vec<Value> = String::from_utf8(out)?
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()?;
+        let all = docs
+            .iter()
+            .find(|d| d.get("relance_dead_letters_total").is_some() && d.get("source").is_none())
+            .unwrap_or_else(|| panic!("no dead letters roll-up in {docs:#?}"));
+        assert_eq!(all["relance_dead_letters_total"], 1, "{all}");
+        assert!(
+            docs.iter()
+                .any(|d| d.get("relance_dead_letters_total").is_some() && d["source"] == "step"),
+            "{docs:#?}"
+        );
+
         Ok(())
     }
 }

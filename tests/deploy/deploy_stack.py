@@ -60,6 +60,37 @@ def emails_to(endpoint, address):
     return found
 
 
+def emf_totals(logs, scenario):
+    """The CloudWatch embedded metric format documents the deployed functions printed, read
+    where Lambda puts a function's output (CloudWatch Logs, `/aws/lambda/<name>`): per metric
+    name and dimension set, the sum of the values of the documents whose `scenario` dimension
+    is `scenario`."""
+    totals = {}
+    groups = logs.describe_log_groups(logGroupNamePrefix=f"/aws/lambda/{PREFIX}")["logGroups"]
+    for group in groups:
+        kwargs = {"logGroupName": group["logGroupName"]}
+        while True:
+            page = logs.filter_log_events(**kwargs)
+            for event in page["events"]:
+                message = event["message"]
+                if not message.startswith('{"_aws"'):
+                    continue
+                doc = json.loads(message)
+                for directive in doc["_aws"]["CloudWatchMetrics"]:
+                    if directive["Namespace"] != "Relance" or doc.get("scenario") != scenario:
+                        continue
+                    dims = tuple(sorted((d, doc[d]) for dset in directive["Dimensions"] for d in dset))
+                    for metric in directive["Metrics"]:
+                        value = doc[metric["Name"]]
+                        value = sum(value) if isinstance(value, list) else value
+                        key = (metric["Name"], dims)
+                        totals[key] = totals.get(key, 0) + value
+            if not page.get("nextToken"):
+                break
+            kwargs["nextToken"] = page["nextToken"]
+    return totals
+
+
 def package(bootstrap, out):
     """The Lambda package: one zip holding the executable `bootstrap`."""
     info = zipfile.ZipInfo("bootstrap", date_time=(2026, 1, 1, 0, 0, 0))
@@ -81,10 +112,13 @@ def deploy(clients, template_path, zip_path):
     if uses == 0:
         raise SystemExit("infra/template.yaml: no `CodeUri: ../` to point at the package")
     template = template.replace("CodeUri: ../", f"CodeUri: s3://{BUCKET}/bootstrap.zip")
+    # From S3, as `sam deploy` does: a TemplateBody is limited to 51,200 bytes, a template in
+    # S3 to 1 MB.
+    s3.put_object(Bucket=BUCKET, Key="template.yaml", Body=template.encode())
     start = time.monotonic()
     cfn.create_stack(
         StackName=STACK,
-        TemplateBody=template,
+        TemplateURL=f"https://s3.amazonaws.com/{BUCKET}/template.yaml",
         Parameters=[{"ParameterKey": "EmailIdentity", "ParameterValue": SENDER}],
         Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"],
     )
@@ -146,7 +180,7 @@ def main():
     )
     clients = {
         name: session.client(name, endpoint_url=endpoint)
-        for name in ["s3", "cloudformation", "sesv2", "events", "lambda"]
+        for name in ["s3", "cloudformation", "sesv2", "events", "lambda", "logs"]
     }
     figures = {}
 
@@ -219,6 +253,27 @@ def main():
     if journal.get("ends", {}).get("success") != 1:
         raise SystemExit(f"the journal does not show one success: {journal}")
     log("journal: one entry ended success")
+
+    # The functions' metrics: EMF lines on stdout, which Lambda puts in CloudWatch Logs;
+    # namespace Relance, labels as dimensions; every function that counted (the trigger for the
+    # entry and the first email, the step executor for the second) flushed after its invocation.
+    want = {
+        ("relance_entries_total", (("result", "entered"), ("scenario", "deployed-welcome"))): 1,
+        ("relance_sends_total", (("channel", "email"), ("result", "sent"),
+                                 ("scenario", "deployed-welcome"), ("step", "hello"))): 1,
+        ("relance_sends_total", (("channel", "email"), ("result", "sent"),
+                                 ("scenario", "deployed-welcome"), ("step", "later"))): 1,
+    }
+    deadline = time.monotonic() + 20
+    while True:
+        totals = emf_totals(clients["logs"], "deployed-welcome")
+        if all(totals.get(k) == v for k, v in want.items()) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    missing = {k: (v, totals.get(k)) for k, v in want.items() if totals.get(k) != v}
+    if missing:
+        raise SystemExit(f"the functions' EMF metrics (expected, counted): {missing}; all counted: {totals}")
+    log(f"EMF metrics from the deployed functions: {len(totals)} series of deployed-welcome, entries and both sends counted once")
 
     # Cold start: functions the scenario did not use (their queues are empty), each invoked
     # with an empty batch, once cold then warm; the difference is the process start and the

@@ -85,6 +85,22 @@ pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
+/// Whether the roll-ups are counted too (see [`enable_rollups`]).
+static ROLLUPS: AtomicBool = AtomicBool::new(false);
+
+/// Also counts two roll-ups beside their series, for recorders whose alarms cannot sum
+/// across labels without metric math (CloudWatch: a plain alarm reads one metric, one
+/// dimension set): `relance_sends_total` by `result` alone and `relance_dead_letters_total`
+/// without labels. Not for Prometheus, where `sum by (result)` does it and a second label set
+/// in a family would be counted twice by a plain `sum`.
+pub fn enable_rollups() {
+    ROLLUPS.store(true, Ordering::Relaxed);
+}
+
+fn rollups() -> bool {
+    ROLLUPS.load(Ordering::Relaxed)
+}
+
 /// Counts one dead letter kept (by what wrote it, once it is written).
 pub fn dead_letter(source: &str) {
     dead_letters(source, 1);
@@ -94,6 +110,9 @@ pub fn dead_letter(source: &str) {
 pub fn dead_letters(source: &str, n: u64) {
     if enabled() && n > 0 {
         counter!(DEAD_LETTERS, "source" => source.to_string()).increment(n);
+        if rollups() {
+            counter!(DEAD_LETTERS).increment(n);
+        }
     }
 }
 
@@ -210,14 +229,19 @@ impl Tally {
                 step,
                 channel,
                 result,
-            } => counter!(
-                SENDS,
-                "scenario" => scenario,
-                "step" => step,
-                "channel" => channel.as_str(),
-                "result" => result
-            )
-            .increment(1),
+            } => {
+                counter!(
+                    SENDS,
+                    "scenario" => scenario,
+                    "step" => step,
+                    "channel" => channel.as_str(),
+                    "result" => result
+                )
+                .increment(1);
+                if rollups() {
+                    counter!(SENDS, "result" => result).increment(1);
+                }
+            }
             Tally::Conversion(path) => {
                 counter!(CONVERSIONS, "scenario" => scenario, "path" => path).increment(1)
             }
