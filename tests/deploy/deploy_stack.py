@@ -3,8 +3,8 @@
 (with the SAM transform), the one `bootstrap` package uploaded to its S3, a scenario put with
 the CLI, one plain PutEvents, and both emails of a scenario with a one-minute delay read back:
 through the deployed functions, the bus rule, their event source mappings and the
-`rate(1 minute)` tick, never `relance dev run`. Then the cold start of a deployed function,
-measured by invoking it cold and warm.
+`rate(1 minute)` tick, never `relance dev run`; the functions' embedded metric format lines
+read back from their CloudWatch Logs. Then four unused functions invoked cold and warm.
 
 Run by scripts/deploy-test, which builds the package and starts the emulator; exits non-zero
 on any failure, printing what the stack or the functions said.
@@ -276,21 +276,19 @@ def main():
     log(f"EMF metrics from the deployed functions: {len(totals)} series of deployed-welcome, entries and both sends counted once")
 
     # Cold start: functions the scenario did not use (their queues are empty), each invoked
-    # with an empty batch, once cold then warm; the difference is the process start and the
-    # function's init (settings, clients, secrets) up to its first answer.
+    # with an empty batch, once cold (the emulator starts the process) then warm. The
+    # emulator's own handling of an invoke (about 100 ms here, warm or cold) hides an init
+    # shorter than that: tests/deploy/cold_start.py times the bootstrap alone.
     lam = clients["lambda"]
-    inits = {}
+    invokes = {}
     for name in ["launch", "sms-sender", "push-sender", "webhook-sender"]:
         cold, body = invoke_seconds(lam, PREFIX + name, {"Records": []})
         if json.loads(body) != {"batchItemFailures": []}:
             raise SystemExit(f"{name}: an empty batch answered {body}")
         warm = min(invoke_seconds(lam, PREFIX + name, {"Records": []})[0] for _ in range(3))
-        inits[name] = {"cold_ms": round(cold * 1000, 1), "warm_ms": round(warm * 1000, 1),
-                       "init_ms": round((cold - warm) * 1000, 1)}
-        log(f"{name}: cold invoke {cold * 1000:.0f} ms, warm {warm * 1000:.0f} ms: init about {(cold - warm) * 1000:.0f} ms")
-    figures["cold_start"] = inits
-    ordered = sorted(v["init_ms"] for v in inits.values())
-    figures["cold_init_median_ms"] = (ordered[1] + ordered[2]) / 2
+        invokes[name] = {"cold_ms": round(cold * 1000, 1), "warm_ms": round(warm * 1000, 1)}
+        log(f"{name}: cold invoke {cold * 1000:.0f} ms, warm {warm * 1000:.0f} ms (through the emulator)")
+    figures["invoke"] = invokes
 
     if args.report:
         with open(args.report, "w") as f:
