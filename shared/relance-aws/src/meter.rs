@@ -23,6 +23,28 @@ pub struct Meter {
     units: Arc<Mutex<(u64, u64)>>,
 }
 
+/// The write units of one DynamoDB write request, from its body: one per started KB of the
+/// request (an upper bound of the item's size); a `BatchWriteItem` is billed per item, so
+/// each of its puts and deletes counts on its own, one unit per started KB of it.
+fn write_units(op: &str, body: &str) -> u64 {
+    let whole = (body.len() as u64).div_ceil(1024).max(1);
+    if op != "BatchWriteItem" {
+        return whole;
+    }
+    let Ok(parsed) = serde_json::from_str::<serde_json::Value>(body) else {
+        return whole;
+    };
+    let per_item: u64 = parsed["RequestItems"]
+        .as_object()
+        .into_iter()
+        .flat_map(|tables| tables.values())
+        .filter_map(serde_json::Value::as_array)
+        .flatten()
+        .map(|w| (w.to_string().len() as u64).div_ceil(1024).max(1))
+        .sum();
+    per_item.max(1)
+}
+
 /// DynamoDB operations that write, and those that read.
 const WRITES: [&str; 4] = ["PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem"];
 const READS: [&str; 4] = ["GetItem", "Query", "Scan", "BatchGetItem"];
@@ -42,7 +64,7 @@ impl Meter {
 
     /// DynamoDB capacity units, estimated from sizes since an emulator does not report
     /// consumed capacity: a write costs one unit per started KB of its request (an upper
-    /// bound of the item's size), a read one unit per started 4 KB of its response (strongly
+    /// bound of the item's size; each item of a `BatchWriteItem` on its own), a read one unit per started 4 KB of its response (strongly
     /// consistent). Returns (write units, read units).
     pub fn dynamodb_units(&self) -> (u64, u64) {
         self.units.lock().map(|u| *u).unwrap_or_default()
@@ -146,7 +168,7 @@ impl Intercept for MeterInterceptor {
             && WRITES.contains(&op)
             && let Ok(mut u) = self.meter.units.lock()
         {
-            u.0 += (body.len() as u64).div_ceil(1024).max(1);
+            u.0 += write_units(op, &body);
         }
         if let Ok(mut b) = self.meter.bodies.lock() {
             b.push((key, body));
@@ -171,5 +193,30 @@ impl Intercept for MeterInterceptor {
             u.1 += (bytes.len() as u64).div_ceil(4096).max(1);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_units;
+
+    #[test]
+    fn a_batch_write_is_billed_per_item_and_a_put_by_its_size() {
+        assert_eq!(write_units("PutItem", "{}"), 1);
+        assert_eq!(write_units("PutItem", &"x".repeat(1025)), 2);
+        let item = |n: usize| {
+            format!(
+                r#"{{"PutRequest":{{"Item":{{"pk":{{"S":"{}"}}}}}}}}"#,
+                "p".repeat(n)
+            )
+        };
+        let body = format!(
+            r#"{{"RequestItems":{{"t":[{},{},{}]}}}}"#,
+            item(10),
+            item(10),
+            item(1500)
+        );
+        // Three items: two under a KB, one over; the whole request is under 2 KB.
+        assert_eq!(write_units("BatchWriteItem", &body), 4);
     }
 }

@@ -213,7 +213,7 @@ impl DynamoStore {
         message_id: &str,
     ) -> Result<Option<(String, String, String)>, StoreError> {
         Ok(self
-            .get(&keys::sms(message_id), keys::SMS_SEND)?
+            .get_uncached(&keys::sms(message_id), keys::SMS_SEND)?
             .map(|item| {
                 let field = |k: &str| get_s(&item, k).unwrap_or("").to_string();
                 (field("contact"), field("scenario"), field("step"))

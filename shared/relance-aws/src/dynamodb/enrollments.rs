@@ -92,6 +92,9 @@ impl EnrollmentStore for DynamoStore {
                 .expression_attribute_values(":id", s(id))
                 .send(),
         );
+        // Updated in place (or refused): the unit reads the mark again if it needs it.
+        self.unit_reads
+            .forget(&keys::contact(contact), &keys::entry(scenario));
         match r {
             Ok(_) => Ok(()),
             Err(e) if is_conditional(&e) => Err(StoreError::Conflict(format!(
@@ -157,7 +160,7 @@ impl DynamoStore {
             .client
             .put_item()
             .table_name(&self.config.state_table)
-            .set_item(Some(item));
+            .set_item(Some(item.clone()));
         let put = match expected {
             None => put.condition_expression("attribute_not_exists(pk)"),
             Some(v) => put
@@ -165,8 +168,13 @@ impl DynamoStore {
                 .expression_attribute_values(":v", n(v)),
         };
         match self.bridge.block(put.send()) {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.unit_reads.wrote(&item);
+                Ok(())
+            }
             Err(err) if is_conditional(&err) => {
+                self.unit_reads
+                    .forget(&keys::enrollment(&e.id), keys::ENROLLMENT_STATE);
                 Err(StoreError::Conflict(format!("enrollment {}", e.id)))
             }
             Err(err) => Err(dynamo("PutItem")(err)),
@@ -186,14 +194,13 @@ impl DynamoStore {
         if let Some(p) = get_s(&item, "pending") {
             // A crash left effects unapplied: apply them now (every one is idempotent).
             let pending: Pending = from_json("pending effects", p)?;
-            let marker = self.get(
-                &keys::journal(&pending.scenario),
-                &Self::journal_sk(&pending, &enrollment),
-            )?;
-            let deferred = self.deferred_markers.iter().any(|m| {
-                get_s(m, keys::SK) == Some(Self::journal_sk(&pending, &enrollment).as_str())
-            });
-            if marker.is_none() && !deferred {
+            let sk = Self::journal_sk(&pending, &enrollment);
+            // Applied by this store and waiting for its flush: no need to read the journal.
+            let deferred = self
+                .deferred_markers
+                .iter()
+                .any(|m| get_s(m, keys::SK) == Some(sk.as_str()));
+            if !deferred && self.get(&keys::journal(&pending.scenario), &sk)?.is_none() {
                 self.apply_pending(&pending, &enrollment)?;
             }
         }

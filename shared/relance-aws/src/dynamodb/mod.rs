@@ -5,6 +5,7 @@
 //! # Layout
 //! - `mod.rs`: the store, its unit of work, the commit point and the pending effects.
 //! - `item`: reading and writing attributes (instants, JSON, unreadable items).
+//! - `reads`: the unit's read cache (an item read twice in a unit is read once).
 //! - `scenarios`, `contacts`, `enrollments`, `timers`, `journal`, `consent`: one port each.
 //!
 //! Instants that are compared or sorted are integers: `{due}` in a timer's sort key is 18
@@ -56,6 +57,7 @@ mod contacts;
 mod enrollments;
 mod item;
 mod journal;
+mod reads;
 mod scenarios;
 mod timers;
 
@@ -82,6 +84,8 @@ pub struct DynamoStore {
     client: Client,
     config: AwsConfig,
     bridge: Bridge,
+    /// The state-table items the current unit of work read or wrote (see `reads`).
+    unit_reads: reads::UnitReads,
     /// Entry counts read in this unit, for the optimistic claim in `mark_entry`.
     entries_seen: HashMap<(String, String), u32>,
     /// Fault injection for tests: stop right after the commit point of the next transition.
@@ -116,6 +120,7 @@ impl DynamoStore {
             client,
             config,
             bridge,
+            unit_reads: reads::UnitReads::default(),
             entries_seen: HashMap::new(),
             crash_after_commit: false,
             dispatch: None,
@@ -297,7 +302,21 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// A state-table item, strongly consistent; read once per unit of work (see `reads`).
     fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
+        if let Some(known) = self.unit_reads.get(pk, sk) {
+            return Ok(known);
+        }
+        if self.whole_partition(pk)? {
+            return Ok(self.unit_reads.get(pk, sk).flatten());
+        }
+        let item = self.get_uncached(pk, sk)?;
+        self.unit_reads.know(pk, sk, item.as_ref());
+        Ok(item)
+    }
+
+    /// A state-table item, strongly consistent, always read.
+    fn get_uncached(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
         let out = self
             .bridge
             .block(
@@ -319,10 +338,11 @@ impl DynamoStore {
                 self.client
                     .put_item()
                     .table_name(&self.config.state_table)
-                    .set_item(Some(item))
+                    .set_item(Some(item.clone()))
                     .send(),
             )
             .map_err(dynamo("PutItem"))?;
+        self.unit_reads.wrote(&item);
         Ok(())
     }
 
@@ -384,6 +404,9 @@ impl DynamoStore {
                             .send(),
                     )
                     .map_err(dynamo("BatchWriteItem"))?;
+                for item in chunk {
+                    self.unit_reads.wrote(item);
+                }
                 requests = out
                     .unprocessed_items
                     .and_then(|mut left| left.remove(&self.config.state_table))
@@ -399,13 +422,22 @@ impl DynamoStore {
             self.client
                 .put_item()
                 .table_name(&self.config.state_table)
-                .set_item(Some(item))
+                .set_item(Some(item.clone()))
                 .condition_expression("attribute_not_exists(pk)")
                 .send(),
         );
         match r {
-            Ok(_) => Ok(true),
-            Err(e) if is_conditional(&e) => Ok(false),
+            Ok(_) => {
+                self.unit_reads.wrote(&item);
+                Ok(true)
+            }
+            Err(e) if is_conditional(&e) => {
+                // It exists, as written by someone else: read it again when asked.
+                if let (Some(pk), Some(sk)) = (get_s(&item, keys::PK), get_s(&item, keys::SK)) {
+                    self.unit_reads.forget(pk, sk);
+                }
+                Ok(false)
+            }
             Err(e) => Err(dynamo("PutItem")(e)),
         }
     }
@@ -421,6 +453,9 @@ impl DynamoStore {
                     .send(),
             )
             .map_err(dynamo("DeleteItem"))?;
+        if table == self.config.state_table {
+            self.unit_reads.know(pk, sk, None);
+        }
         Ok(())
     }
 
@@ -463,8 +498,33 @@ impl DynamoStore {
         })
     }
 
-    /// Every item of a partition whose sort key starts with `prefix`, in order.
+    /// Within a unit of work, reads a contact's partition whole (one `Query`) into the unit's
+    /// cache; true when it is now known whole there (see `reads`).
+    fn whole_partition(&self, pk: &str) -> Result<bool, StoreError> {
+        if keys::contact_id(pk).is_none() || !self.unit_reads.active() {
+            return Ok(false);
+        }
+        let items = self.query_uncached(&self.config.state_table, pk, "")?;
+        self.unit_reads.know_partition(pk, &items);
+        Ok(true)
+    }
+
+    /// Every item of a partition whose sort key starts with `prefix`, in order; a contact's
+    /// partition is read whole once per unit of work (see `reads`).
     fn query(&self, table: &str, pk: &str, prefix: &str) -> Result<Vec<Item>, StoreError> {
+        if table == self.config.state_table {
+            if let Some(items) = self.unit_reads.partition(pk, prefix) {
+                return Ok(items);
+            }
+            if self.whole_partition(pk)? {
+                return Ok(self.unit_reads.partition(pk, prefix).unwrap_or_default());
+            }
+        }
+        self.query_uncached(table, pk, prefix)
+    }
+
+    /// Every item of a partition whose sort key starts with `prefix`, in order, always read.
+    fn query_uncached(&self, table: &str, pk: &str, prefix: &str) -> Result<Vec<Item>, StoreError> {
         let q = self
             .client
             .query()
@@ -596,7 +656,13 @@ impl Store for DynamoStore {
         work: impl FnOnce(&mut Self) -> Result<T, E>,
     ) -> Result<Result<T, E>, StoreError> {
         self.entries_seen.clear();
-        Ok(work(self))
+        // Reads are kept for this unit only (see `reads`).
+        let nested = self.unit_reads.begin();
+        let out = work(self);
+        if !nested {
+            self.unit_reads.end();
+        }
+        Ok(out)
     }
 
     fn commit_transition(

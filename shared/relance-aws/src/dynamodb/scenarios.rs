@@ -136,9 +136,12 @@ impl ScenarioStore for DynamoStore {
                 .expression_attribute_values(":v", n(v)),
             None => update.update_expression("SET #st = :s, updated_at = :u"),
         };
-        self.bridge
-            .block(update.expression_attribute_names("#st", "status").send())
-            .map_err(dynamo("UpdateItem"))?;
+        let updated = self
+            .bridge
+            .block(update.expression_attribute_names("#st", "status").send());
+        self.unit_reads
+            .forget(&keys::scenario(id), keys::SCENARIO_META);
+        updated.map_err(dynamo("UpdateItem"))?;
         Ok(())
     }
 

@@ -107,6 +107,7 @@ impl DynamoStore {
                 .expression_attribute_values(":m", micros(minute))
                 .send(),
         );
+        self.unit_reads.forget(keys::TICK, keys::CURSOR);
         match r {
             // Set to `minute`, or already at or before it.
             Ok(_) => {
@@ -178,6 +179,7 @@ impl DynamoStore {
                 None => update.condition_expression("attribute_not_exists(cursor_min)"),
             };
             let _ = self.bridge.block(update.send());
+            self.unit_reads.forget(keys::TICK, keys::CURSOR);
         }
         // Items an earlier build wrote (an RFC 3339 sort key) move to this build's key, so
         // `cancel` and the consuming unit find them by it.
@@ -388,6 +390,10 @@ impl TimerStore for DynamoStore {
                 .expression_attribute_values(":d", micros(check.due))
                 .expression_attribute_values(":t", s(keys::text(check.due)))
                 .send(),
+        );
+        self.unit_reads.forget(
+            &keys::contact(&check.contact),
+            &keys::inactivity(&check.scenario),
         );
         match r {
             Ok(_) => Ok(()),
