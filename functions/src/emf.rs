@@ -63,6 +63,16 @@ mod tests {
     use relance_core::scenario::Channel;
     use serde_json::Value;
 
+    /// The documents a flush writes, one JSON object per line.
+    fn flushed(collector: &Collector) -> Result<Vec<Value>, Error> {
+        let mut out = Vec::new();
+        collector.flush(&mut out)?;
+        Ok(String::from_utf8(out)?
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()?)
+    }
+
     #[test]
     fn counts_flush_as_emf_documents_in_the_relance_namespace() -> Result<(), Error> {
         let collector = install_metrics()?;
@@ -76,12 +86,7 @@ mod tests {
         relance_runtime::metrics::journaled("emf-test", &skipped);
         relance_runtime::metrics::timer_lateness(1.5);
 
-        let mut out = Vec::new();
-        collector.flush(&mut out)?;
-        let docs: Vec<Value> = String::from_utf8(out)?
-            .lines()
-            .map(serde_json::from_str)
-            .collect::<Result<_, _>>()?;
+        let docs = flushed(collector)?;
         // The series (labelled with the scenario), not the roll-ups.
         let find = |metric: &str| {
             docs.iter()
@@ -162,12 +167,7 @@ mod tests {
 
         // The roll-up the dead letters alarm reads: without dimensions.
         relance_runtime::metrics::dead_letter("step");
-        let mut out = Vec::new();
-        collector.flush(&mut out)?;
-        let docs: Vec<Value> = String::from_utf8(out)?
-            .lines()
-            .map(serde_json::from_str)
-            .collect::<Result<_, _>>()?;
+        let docs = flushed(collector)?;
         let all = docs
             .iter()
             .find(|d| d.get("relance_dead_letters_total").is_some() && d.get("source").is_none())

@@ -145,6 +145,19 @@ fn is_open(path: &str) -> bool {
 }
 
 /// The content types a write to `path` takes.
+/// The request's media type: its `Content-Type` without parameters, lowercased
+/// (`application/json` for `Application/JSON; charset=utf-8`); none without the header.
+pub(crate) fn media_type(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::CONTENT_TYPE)?;
+    let essence = value.to_str().unwrap_or("").split(';').next().unwrap_or("");
+    Some(essence.trim().to_ascii_lowercase())
+}
+
+/// True when the request is an HTML form post (`application/x-www-form-urlencoded`).
+pub(crate) fn is_form(headers: &HeaderMap) -> bool {
+    media_type(headers).as_deref() == Some("application/x-www-form-urlencoded")
+}
+
 fn accepted_types(path: &str) -> &'static [&'static str] {
     match path {
         "/v1/scenarios" | "/v1/scenarios/validate" => &[
@@ -244,16 +257,8 @@ pub async fn guard(
     );
     if writes {
         let accepted = accepted_types(&path);
-        match headers.get(header::CONTENT_TYPE) {
-            Some(value) => {
-                let essence = value
-                    .to_str()
-                    .unwrap_or("")
-                    .split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase();
+        match media_type(headers) {
+            Some(essence) => {
                 if !accepted.contains(&essence.as_str()) {
                     return error(
                         StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -228,12 +228,7 @@ async fn require_session(State(console): State<Console>, request: Request, next:
         return pages::refused(&console, StatusCode::FORBIDDEN, "log in first");
     };
     let mut request = if *request.method() == Method::POST {
-        let is_form = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim().starts_with("application/x-www-form-urlencoded"));
-        if !is_form {
+        if !crate::auth::is_form(request.headers()) {
             return pages::refused(
                 &console,
                 StatusCode::FORBIDDEN,

@@ -195,10 +195,7 @@ pub(super) async fn login(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let is_form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().starts_with("application/x-www-form-urlencoded"));
+    let is_form = crate::auth::is_form(&headers);
     let fields = form_fields(&body);
     let expected = session::cookie(&headers, LOGIN_COOKIE);
     let given = fields.get("csrf");

@@ -5,6 +5,7 @@
 //! later job proves the earlier job's sends are in the file ([`App::sync`]); the outbox is
 //! still polled for a while before a test gives up on a send.
 
+use crate::common::{TempDir, t0};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::TimeDelta;
 use http_body_util::BodyExt;
 use relance_core::unsubscribe::UnsubscribeLinks;
 use relance_embedded::auth::ApiSecurity;
@@ -35,22 +36,8 @@ struct App {
     router: Router,
     clock: Arc<ManualClock>,
     outbox: PathBuf,
-    dir: PathBuf,
-}
-
-impl Drop for App {
-    /// Removes the temporary directory, unless the test failed (the outbox tells why).
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-fn t0() -> DateTime<Utc> {
-    "2026-03-02T10:00:00Z"
-        .parse()
-        .unwrap_or_else(|e| panic!("{e}"))
+    /// Removed with the app (kept when the test fails).
+    _dir: TempDir,
 }
 
 /// A fresh app with its own temporary directory (named after the test).
@@ -60,10 +47,7 @@ fn app(name: &str) -> App {
 
 /// The same, emails carrying one-click unsubscribe links signed with these settings.
 fn app_with(name: &str, links: Option<UnsubscribeLinks>) -> App {
-    let dir = std::env::temp_dir().join(format!("relance-api-{}-{name}", std::process::id()));
-    // A directory left by an earlier run with the same process id would hold an old outbox.
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let dir = TempDir::fresh("api", name);
     let outbox = dir.join("outbox.jsonl");
     let clock = Arc::new(ManualClock::new(t0()));
     let store = SqliteStore::in_memory().unwrap_or_else(|e| panic!("{e}"));
@@ -77,7 +61,7 @@ fn app_with(name: &str, links: Option<UnsubscribeLinks>) -> App {
         ),
         clock,
         outbox,
-        dir,
+        _dir: dir,
     }
 }
 

@@ -2,13 +2,12 @@
 //! cookie's flags, CSRF refusals, the cookie refused by the `/v1` API, escaping of data, and
 //! what each page shows (counts, paths, journal, test mode writing nothing).
 
-use std::path::PathBuf;
+use crate::common::{TempDir, t0};
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use chrono::{DateTime, Utc};
 use http_body_util::BodyExt;
 use relance_embedded::auth::ApiSecurity;
 use relance_embedded::clock::ManualClock;
@@ -35,27 +34,12 @@ steps:
 
 struct App {
     router: Router,
-    dir: PathBuf,
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-fn t0() -> DateTime<Utc> {
-    "2026-03-02T10:00:00Z"
-        .parse()
-        .unwrap_or_else(|e| panic!("{e}"))
+    /// Removed with the app (kept when the test fails).
+    _dir: TempDir,
 }
 
 fn app(name: &str) -> App {
-    let dir = std::env::temp_dir().join(format!("relance-console-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let dir = TempDir::fresh("console", name);
     let clock = Arc::new(ManualClock::new(t0()));
     let store = SqliteStore::in_memory().unwrap_or_else(|e| panic!("{e}"));
     let (handle, _runner) =
@@ -66,7 +50,7 @@ fn app(name: &str) -> App {
             handle,
             ApiSecurity::with_token(TOKEN, vec!["relance.example.com".into()]),
         ),
-        dir,
+        _dir: dir,
     }
 }
 
@@ -245,6 +229,21 @@ async fn with_hello(app: &App) {
         )
         .await;
         assert!(status.is_success(), "{body}");
+    }
+}
+
+/// Activates then launches scenario `id` with the console's buttons (each a CSRF form that
+/// redirects back to the page).
+async fn activate_and_launch(app: &App, cookie: &str, csrf: &str, id: &str) {
+    for action in ["activate", "launch"] {
+        let a = post_form(
+            app,
+            cookie,
+            &format!("/scenarios/{id}/{action}"),
+            &[("csrf", csrf)],
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::SEE_OTHER, "{action}: {}", a.body);
     }
 }
 
@@ -562,16 +561,7 @@ async fn pages_show_counts_diagram_paths_journal_and_lifecycle() {
         list.body
     );
     assert!(list.body.contains("draft"), "{}", list.body);
-    for action in ["activate", "launch"] {
-        let a = post_form(
-            &app,
-            &cookie,
-            &format!("/scenarios/hello/{action}"),
-            &[("csrf", &csrf)],
-        )
-        .await;
-        assert_eq!(a.status, StatusCode::SEE_OTHER, "{action}: {}", a.body);
-    }
+    activate_and_launch(&app, &cookie, &csrf, "hello").await;
     // The counts fragment the script polls: two entered, both still waiting.
     let counts = page(&app, &cookie, "/scenarios/hello?part=counts").await;
     assert!(
@@ -806,16 +796,7 @@ async fn an_experiment_shows_its_report_on_the_scenario_page() {
     with_hello(&app).await;
     let plain = page(&app, &cookie, "/scenarios/hello").await;
     assert!(!plain.body.contains("Experiment report"), "{}", plain.body);
-    for action in ["activate", "launch"] {
-        let a = post_form(
-            &app,
-            &cookie,
-            &format!("/scenarios/split-test/{action}"),
-            &[("csrf", &csrf)],
-        )
-        .await;
-        assert_eq!(a.status, StatusCode::SEE_OTHER, "{action}: {}", a.body);
-    }
+    activate_and_launch(&app, &cookie, &csrf, "split-test").await;
     let s = page(&app, &cookie, "/scenarios/split-test").await;
     assert_eq!(s.status, StatusCode::OK, "{}", s.body);
     for text in [

@@ -5,6 +5,7 @@
 //! attempt cut short by a stop is sent again once, and only channels with a backend are
 //! queued for delivery. (The SMTP backend against a real server has its own tests.)
 
+use crate::common::t0;
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -97,12 +98,6 @@ impl Backend for Scripted {
 
 fn transient() -> Result<String, DeliveryError> {
     Err(DeliveryError::Transient("451 4.3.0 try again".into()))
-}
-
-fn t0() -> DateTime<Utc> {
-    "2026-03-02T10:00:00Z"
-        .parse()
-        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 const SCENARIO: &str = r#"id: drip

@@ -5,6 +5,7 @@
 //! worker, open and click tracking, and the SMTP backend against a real SMTP server.
 
 mod api;
+mod common;
 mod console;
 mod contract;
 mod delivery;

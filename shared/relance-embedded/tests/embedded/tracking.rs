@@ -2,6 +2,7 @@
 //! instrumented email of the outbox, fetched without the API token (they are signed), and
 //! what they record; forged or altered tokens answer like an unknown route and record nothing.
 
+use crate::common::{TempDir, t0};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::TimeDelta;
 use http_body_util::BodyExt;
 use relance_core::engine::Send;
 use relance_core::tracking::{self, TrackingLinks};
@@ -26,22 +27,9 @@ struct App {
     router: Router,
     clock: Arc<ManualClock>,
     outbox: PathBuf,
-    dir: PathBuf,
+    /// Removed with the app (kept when the test fails).
+    _dir: TempDir,
     links: TrackingLinks,
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-fn t0() -> DateTime<Utc> {
-    "2026-03-02T10:00:00Z"
-        .parse()
-        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn links() -> TrackingLinks {
@@ -53,9 +41,7 @@ fn links() -> TrackingLinks {
 
 /// A fresh app whose API serves tracking URLs signed with [`links`] (or none).
 fn app(name: &str, tracking: bool) -> App {
-    let dir = std::env::temp_dir().join(format!("relance-track-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let dir = TempDir::fresh("track", name);
     let outbox = dir.join("outbox.jsonl");
     let clock = Arc::new(ManualClock::new(t0()));
     let store = SqliteStore::in_memory().unwrap_or_else(|e| panic!("{e}"));
@@ -70,7 +56,7 @@ fn app(name: &str, tracking: bool) -> App {
         ),
         clock,
         outbox,
-        dir,
+        _dir: dir,
         links: links(),
     }
 }

@@ -5,6 +5,7 @@
 //! resumes a call at its stored next attempt. (The real HTTP client against a receiver stub
 //! is tested in the CLI's binary, which has both crates.)
 
+use crate::common::t0;
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -73,12 +74,6 @@ fn status(code: u16, body: &str) -> Result<Answer, CallError> {
         status: code,
         body: body.as_bytes().to_vec(),
     })
-}
-
-fn t0() -> DateTime<Utc> {
-    "2026-03-02T10:00:00Z"
-        .parse()
-        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn secrets() -> Secrets {
