@@ -583,4 +583,24 @@ pub trait Store:
         &mut self,
         work: impl FnOnce(&mut Self) -> Result<T, E>,
     ) -> Result<Result<T, E>, Self::Fault>;
+
+    /// Opens a group commit: the units of work that follow, until [`Store::commit_group`],
+    /// each stay all-or-nothing (a failing unit rolls back alone) but become durable together,
+    /// when the group commits; a failed group commit loses every unit of the group, none
+    /// partly. A store whose units are already cheap to commit, or that has no transactions,
+    /// keeps the default: no group, each unit durable on its own.
+    fn begin_group(&mut self) -> Result<(), Self::Fault> {
+        Ok(())
+    }
+
+    /// Commits the open group (see [`Store::begin_group`]); nothing when none is open.
+    fn commit_group(&mut self) -> Result<(), Self::Fault> {
+        Ok(())
+    }
+
+    /// Gives up the open group: every unit since its last commit is rolled back. A store
+    /// without groups has nothing to give up (each unit committed on its own).
+    fn rollback_group(&mut self) -> Result<(), Self::Fault> {
+        Ok(())
+    }
 }

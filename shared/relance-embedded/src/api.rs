@@ -83,8 +83,11 @@ impl From<RuntimeError> for ApiError {
     }
 }
 
-impl From<crate::server::Stopped> for ApiError {
-    fn from(e: crate::server::Stopped) -> Self {
+impl From<crate::server::CallError> for ApiError {
+    fn from(e: crate::server::CallError) -> Self {
+        if matches!(e, crate::server::CallError::NotCommitted(_)) {
+            tracing::error!(error = %e, "a request's work was not committed");
+        }
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None)
     }
 }

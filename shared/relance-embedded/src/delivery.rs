@@ -115,7 +115,7 @@ impl Worker {
     pub async fn recover(&self) -> Result<usize, Stopped> {
         let recovered = self
             .handle
-            .call(|rt, _| rt.store().recover_deliveries())
+            .call_store(|rt, _| rt.store().recover_deliveries())
             .await?;
         match recovered {
             Ok(n) => {
@@ -139,7 +139,7 @@ impl Worker {
     ) -> Result<usize, Stopped> {
         let leased = self
             .handle
-            .call(move |rt, now| rt.store().lease_deliveries(now, room))
+            .call_store(move |rt, now| rt.store().lease_deliveries(now, room))
             .await?;
         let rows = match leased {
             Ok(rows) => rows,
@@ -259,7 +259,7 @@ impl Worker {
         }
         let settled = self
             .handle
-            .call(move |rt, now| settle(rt, &row, result, now))
+            .call_store(move |rt, now| settle(rt, &row, result, now))
             .await?;
         if let Err(e) = settled {
             tracing::error!(target: "relance::delivery", error = %e, "cannot settle a delivery; it is attempted again at the next start");

@@ -1,6 +1,13 @@
 //! `relance run`: the runtime on a clock. One thread owns the SQLite store and does all the
 //! work — due timers, launches and inactivity checks on time, then the jobs the HTTP API
-//! hands it — so units of work never interleave; the outbox is delivered after each.
+//! hands it — so units of work never interleave.
+//!
+//! The runner works in rounds, each a group commit ([`Runtime::grouped`]): first everything
+//! due, then every job waiting (up to [`JOBS_PER_ROUND`]), each unit of work a savepoint of
+//! one transaction committed every [`GROUP_UNITS`] units and at the round's end. Only then
+//! are the jobs' callers answered and the outbox delivered, so nothing is acknowledged or
+//! sent before it is durable, and a busy runner pays one commit for many units instead of
+//! one each.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -24,13 +31,31 @@ const MAX_SLEEP: Duration = Duration::from_millis(500);
 /// How often the runner applies the policy's retention.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
-/// Work for the runner thread.
-pub type Job = Box<dyn FnOnce(&mut Runtime<SqliteStore>, DateTime<Utc>) + Send>;
+/// Units of work per group commit: a round commits at least this often (at a few tens of
+/// microseconds a unit, every few milliseconds).
+pub const GROUP_UNITS: usize = 512;
 
-/// The runner stopped (its thread ended).
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("the runtime has stopped")]
-pub struct Stopped;
+/// The most jobs one round takes: the callers of a round wait for its last commit.
+pub const JOBS_PER_ROUND: usize = 256;
+
+/// Work for the runner thread: runs, then returns how to answer its caller once the round's
+/// commit is known.
+type Job = Box<dyn FnOnce(&mut Runtime<SqliteStore>, DateTime<Utc>) -> Reply + Send>;
+
+/// Answers a job's caller with the outcome of its round's commit.
+type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// Why a call to the runner gave no result.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// The runner stopped (its thread ended).
+    #[error("the runtime has stopped")]
+    Stopped,
+    /// The commit of the call's round failed: some or all of what the call did was not kept
+    /// (a unit of work is kept whole or not at all; the call's inputs may be sent again).
+    #[error("the store could not commit; the request was not (entirely) kept: {0}")]
+    NotCommitted(String),
+}
 
 /// Why the runner could not start.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +68,11 @@ pub enum StartError {
     Outbox(#[from] OutboxError),
 }
 
+/// The runner stopped (its thread ended): what the background workers stop on.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the runtime has stopped")]
+pub struct Stopped;
+
 /// A handle on the runner: hands it jobs and waits for their results.
 #[derive(Debug, Clone)]
 pub struct RuntimeHandle {
@@ -53,16 +83,38 @@ pub struct RuntimeHandle {
 }
 
 impl RuntimeHandle {
-    /// Runs `work` on the runner thread with the current time and returns its result.
+    /// Runs `work` on the runner thread with the current time and returns its result, once
+    /// what it wrote is committed.
     pub async fn call<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Runtime<SqliteStore>, DateTime<Utc>) -> T + Send + 'static,
-    ) -> Result<T, Stopped> {
+    ) -> Result<T, CallError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.jobs
-            .send(Box::new(move |rt, now| drop(tx.send(work(rt, now)))))
-            .map_err(|_| Stopped)?;
-        rx.await.map_err(|_| Stopped)
+            .send(Box::new(move |rt, now| {
+                let out = work(rt, now);
+                Box::new(move |committed: Result<(), String>| {
+                    drop(tx.send(committed.map(|()| out)));
+                })
+            }))
+            .map_err(|_| CallError::Stopped)?;
+        rx.await
+            .map_err(|_| CallError::Stopped)?
+            .map_err(CallError::NotCommitted)
+    }
+
+    /// [`RuntimeHandle::call`] for store work of the background workers, which retry a
+    /// store failure on a later round: a failed commit is the work's own store error, so
+    /// `Stopped` means only that the runner has stopped.
+    pub async fn call_store<T: Send + 'static, E: From<StoreError> + Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Runtime<SqliteStore>, DateTime<Utc>) -> Result<T, E> + Send + 'static,
+    ) -> Result<Result<T, E>, Stopped> {
+        match self.call(work).await {
+            Ok(out) => Ok(out),
+            Err(CallError::Stopped) => Err(Stopped),
+            Err(CallError::NotCommitted(why)) => Ok(Err(StoreError::GroupLost(why).into())),
+        }
     }
 
     /// The runner's clock.
@@ -151,6 +203,7 @@ fn run_loop(
 ) {
     // Retention runs at start, then hourly: a purge is cheap and never urgent.
     let mut next_purge = std::time::Instant::now();
+    let mut round: Vec<Job> = Vec::with_capacity(JOBS_PER_ROUND);
     loop {
         if std::time::Instant::now() >= next_purge {
             if let Err(e) = runtime.purge_history(clock.now()) {
@@ -159,7 +212,8 @@ fn run_loop(
             next_purge = std::time::Instant::now() + PURGE_EVERY;
         }
         let mut pause = Duration::ZERO;
-        if let Err(e) = runtime.tick(clock.now()) {
+        let (ticked, committed) = runtime.grouped(GROUP_UNITS, |rt| rt.tick(clock.now()));
+        if let Err(e) = ticked.and(committed) {
             tracing::error!(error = %e, "tick failed; retrying shortly");
             pause = Duration::from_secs(1);
         }
@@ -173,14 +227,29 @@ fn run_loop(
         }
         .max(pause);
         match jobs.recv_timeout(wait) {
-            Ok(job) => {
-                job(&mut runtime, clock.now());
-                if let Err(e) = outbox.deliver(runtime.store()) {
-                    tracing::error!(error = %e, "outbox delivery failed");
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => {}
+            Ok(job) => round.push(job),
+            Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return,
+        }
+        // Every job already waiting joins the round: one commit answers them all.
+        while round.len() < JOBS_PER_ROUND {
+            match jobs.try_recv() {
+                Ok(job) => round.push(job),
+                Err(_) => break,
+            }
+        }
+        let (replies, committed) = runtime.grouped(GROUP_UNITS, |rt| {
+            round
+                .drain(..)
+                .map(|job| job(rt, clock.now()))
+                .collect::<Vec<Reply>>()
+        });
+        let committed = committed.map_err(|e| e.to_string());
+        for reply in replies {
+            reply(committed.clone());
+        }
+        if let Err(e) = outbox.deliver(runtime.store()) {
+            tracing::error!(error = %e, "outbox delivery failed");
         }
     }
 }

@@ -58,6 +58,9 @@ pub enum StoreError {
     /// The enrollment changed since it was read: the input was stale or duplicated.
     #[error("enrollment {0} changed concurrently (version conflict)")]
     Conflict(String),
+    /// The group commit this unit belonged to was lost (see [`Store::begin_group`]).
+    #[error("the group commit was lost: {0}")]
+    GroupLost(String),
     /// The database was written by a newer Relance.
     #[error("the database has schema version {found}, newer than this build knows ({known})")]
     TooNew { found: usize, known: usize },
@@ -197,6 +200,9 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "{}".to_string())
 }
 
+/// How many prepared statements the store keeps (more than it has).
+const STATEMENT_CACHE: usize = 256;
+
 /// The SQLite store.
 #[derive(Debug)]
 pub struct SqliteStore {
@@ -204,6 +210,21 @@ pub struct SqliteStore {
     /// The channels whose sends are delivered by a real backend (`relance run`'s settings):
     /// their sends get a `delivery` row beside the outbox row.
     live_channels: Vec<relance_core::scenario::Channel>,
+    /// The group commit in progress ([`Store::begin_group`]).
+    group: GroupState,
+}
+
+/// Whether units of work share a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum GroupState {
+    /// Each unit is its own `BEGIN IMMEDIATE … COMMIT`.
+    None,
+    /// A transaction is open; each unit is a savepoint in it.
+    Open,
+    /// The group's transaction ended under it (SQLite rolls a transaction back by itself on
+    /// some errors: a full disk, an I/O error): its units are lost, and no unit runs until the
+    /// group is committed (which reports the loss).
+    Broken(String),
 }
 
 impl SqliteStore {
@@ -226,9 +247,18 @@ impl SqliteStore {
     fn prepare(conn: Connection) -> Result<SqliteStore, StoreError> {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Every statement of the store stays prepared: the default cache (16) is smaller than
+        // the statements one timer's unit of work runs, so they were prepared again and again.
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        // A unit of work in a group commit is a savepoint, whose undo pages SQLite keeps in a
+        // temporary file (the sub-journal): in memory they cost no write system call. They
+        // hold one unit's pages at a time, and nothing of them needs to survive a crash (the
+        // WAL does that).
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
         let mut store = SqliteStore {
             conn,
             live_channels: Vec::new(),
+            group: GroupState::None,
         };
         store.migrate()?;
         Ok(store)
@@ -1234,6 +1264,13 @@ impl Store for SqliteStore {
         &mut self,
         work: impl FnOnce(&mut Self) -> Result<T, E>,
     ) -> Result<Result<T, E>, StoreError> {
+        match &self.group {
+            GroupState::None => {}
+            GroupState::Open => return self.unit_in_group(work),
+            GroupState::Broken(why) => {
+                return Err(StoreError::GroupLost(why.clone()));
+            }
+        }
         // IMMEDIATE takes the write lock up front, so another process waits instead of failing mid-way.
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         match work(self) {
@@ -1250,6 +1287,74 @@ impl Store for SqliteStore {
             }
         }
     }
+
+    fn begin_group(&mut self) -> Result<(), StoreError> {
+        if self.group != GroupState::None {
+            return Ok(());
+        }
+        // The write lock for the whole group: held for as long as its units take (the runner
+        // keeps a group to a few milliseconds' work), so another process waits, then writes.
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        self.group = GroupState::Open;
+        Ok(())
+    }
+
+    fn commit_group(&mut self) -> Result<(), StoreError> {
+        match std::mem::replace(&mut self.group, GroupState::None) {
+            GroupState::None => Ok(()),
+            GroupState::Broken(why) => {
+                if !self.conn.is_autocommit() {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                }
+                Err(StoreError::GroupLost(why))
+            }
+            GroupState::Open => match self.conn.execute_batch("COMMIT") {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    if !self.conn.is_autocommit() {
+                        let _ = self.conn.execute_batch("ROLLBACK");
+                    }
+                    Err(e.into())
+                }
+            },
+        }
+    }
+
+    fn rollback_group(&mut self) -> Result<(), StoreError> {
+        self.group = GroupState::None;
+        if !self.conn.is_autocommit() {
+            self.conn.execute_batch("ROLLBACK")?;
+        }
+        Ok(())
+    }
+}
+
+impl SqliteStore {
+    /// One unit of work inside the open group: a savepoint, released when `work` succeeds,
+    /// rolled back to (the group's earlier units kept) when it fails.
+    fn unit_in_group<T, E>(
+        &mut self,
+        work: impl FnOnce(&mut Self) -> Result<T, E>,
+    ) -> Result<Result<T, E>, StoreError> {
+        self.conn.execute_batch("SAVEPOINT unit")?;
+        let out = work(self);
+        // SQLite may have rolled the whole transaction back on an error (SQLITE_FULL,
+        // SQLITE_IOERR, ...): the savepoint is gone, and with it the group's earlier units.
+        if self.conn.is_autocommit() {
+            let why = "the transaction was rolled back by SQLite after an error".to_string();
+            self.group = GroupState::Broken(why.clone());
+            return Err(StoreError::GroupLost(why));
+        }
+        let end = match out {
+            Ok(_) => self.conn.execute_batch("RELEASE unit"),
+            Err(_) => self.conn.execute_batch("ROLLBACK TO unit; RELEASE unit"),
+        };
+        if let Err(e) = end {
+            self.group = GroupState::Broken(e.to_string());
+            return Err(e.into());
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
@@ -1258,6 +1363,97 @@ mod tests {
     use relance_core::ports::ConsentStore;
 
     use super::*;
+
+    fn contact(id: &str) -> Contact {
+        Contact::from_json(serde_json::json!({"id": id, "email": format!("{id}@example.org")}))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_796_112_000, 0).unwrap_or_default()
+    }
+
+    /// A fresh database file and a second connection on it (another process's view).
+    fn two_views(name: &str) -> (SqliteStore, SqliteStore, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("relance-group-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let db = dir.join("db.sqlite");
+        let writer = SqliteStore::open(&db).unwrap_or_else(|e| panic!("{e}"));
+        let reader = SqliteStore::open(&db).unwrap_or_else(|e| panic!("{e}"));
+        (writer, reader, dir)
+    }
+
+    fn has(store: &mut SqliteStore, id: &str) -> bool {
+        store
+            .contact(id)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_some()
+    }
+
+    fn put(store: &mut SqliteStore, id: &str) -> Result<Result<(), &'static str>, StoreError> {
+        store.atomically(|s| {
+            s.put_contact(&contact(id), now())
+                .map_err(|_| "put failed")?;
+            Ok(())
+        })
+    }
+
+    /// In a group, each unit stays all-or-nothing (a failing one rolls back alone, the units
+    /// around it kept) and nothing is visible to another connection, nor durable, before the
+    /// group commits; then all of it is.
+    #[test]
+    fn a_group_commits_its_units_together_and_a_failing_unit_alone_rolls_back() {
+        let (mut w, mut r, dir) = two_views("commit");
+        w.begin_group().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(put(&mut w, "a").ok(), Some(Ok(())));
+        let failed = w
+            .atomically(|s| -> Result<(), &'static str> {
+                s.put_contact(&contact("b"), now())
+                    .map_err(|_| "put failed")?;
+                Err("the unit's work failed after its write")
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(failed.is_err());
+        assert_eq!(put(&mut w, "c").ok(), Some(Ok(())));
+        // The writer sees its group; the other connection sees nothing yet.
+        assert!(has(&mut w, "a") && !has(&mut w, "b") && has(&mut w, "c"));
+        assert!(!has(&mut r, "a") && !has(&mut r, "c"));
+        w.commit_group().unwrap_or_else(|e| panic!("{e}"));
+        assert!(has(&mut r, "a") && !has(&mut r, "b") && has(&mut r, "c"));
+        // Out of a group again, a unit commits on its own.
+        assert_eq!(put(&mut w, "d").ok(), Some(Ok(())));
+        assert!(has(&mut r, "d"));
+        drop((w, r));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A group given up loses every unit since its last commit, and only those.
+    #[test]
+    fn a_group_rolled_back_loses_its_units_whole() {
+        let (mut w, mut r, dir) = two_views("rollback");
+        assert_eq!(put(&mut w, "before").ok(), Some(Ok(())));
+        w.begin_group().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(put(&mut w, "a").ok(), Some(Ok(())));
+        assert_eq!(put(&mut w, "b").ok(), Some(Ok(())));
+        w.rollback_group().unwrap_or_else(|e| panic!("{e}"));
+        for view in [&mut w, &mut r] {
+            assert!(has(view, "before") && !has(view, "a") && !has(view, "b"));
+        }
+        // The delivery worker's own savepoints work inside and outside a group.
+        w.begin_group().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            w.lease_deliveries(now(), 10).map(|rows| rows.len()).ok(),
+            Some(0)
+        );
+        w.commit_group().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            w.lease_deliveries(now(), 10).map(|rows| rows.len()).ok(),
+            Some(0)
+        );
+        drop((w, r));
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     /// The consent log is append-only in the database itself, not only by convention: an
     /// UPDATE or a DELETE (a hand edit, a bug) is refused and the trail is unchanged.

@@ -75,7 +75,7 @@ impl Worker {
     pub async fn run_once(&self) -> Result<usize, Stopped> {
         let leased = self
             .handle
-            .call(|rt, now| {
+            .call_store(|rt, now| {
                 rt.store()
                     .lease_webhooks(now, Duration::seconds(LEASE_SECONDS), BATCH)
             })
@@ -139,7 +139,7 @@ impl Worker {
         tracing::info!(target: "relance::webhook", key = %row.key, outcome = ?verdict, "webhook attempt");
         let settled = self
             .handle
-            .call(move |rt, now| settle(rt, &row, &verdict, &answer, now))
+            .call_store(move |rt, now| settle(rt, &row, &verdict, &answer, now))
             .await?;
         if let Err(e) = settled {
             tracing::error!(target: "relance::webhook", error = %e, "cannot settle a webhook call; it is retried after its lease");

@@ -147,7 +147,7 @@ impl SqliteStore {
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<DeliveryRow>, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         let raw: Vec<RawRow> = {
             let mut stmt = tx.prepare_cached(
                 "SELECT d.seq, d.scenario_id, o.payload, d.attempts, d.first_at, d.interrupted
@@ -226,7 +226,7 @@ impl SqliteStore {
         record: Option<(&str, &Record)>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         if let Some((scenario, record)) = record {
             tx.prepare_cached(
                 "INSERT INTO journal (scenario_id, contact_id, record) VALUES (?1, ?2, ?3)",

@@ -111,7 +111,7 @@ impl SqliteStore {
         lease: Duration,
         limit: usize,
     ) -> Result<Vec<WebhookRow>, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         let raw: Vec<RawRow> = {
             let mut stmt = tx.prepare_cached(
                 "SELECT key, scenario_id, contact_id, enrollment_id, step_id, call, attempts, first_at FROM webhook WHERE state = 'pending' AND next_at <= ?1 ORDER BY next_at LIMIT ?2",
@@ -188,7 +188,7 @@ impl SqliteStore {
         record: Option<(&str, &Record)>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         if let Some((scenario, record)) = record {
             tx.prepare_cached(
                 "INSERT INTO journal (scenario_id, contact_id, record) VALUES (?1, ?2, ?3)",

@@ -28,7 +28,7 @@ use relance_core::ports::{
 };
 use relance_core::scenario::Action;
 use relance_core::wire::{EngagementDetail, LaunchDetail};
-use relance_embedded::runtime::Runtime;
+use relance_embedded::runtime::{Runtime, RuntimeError};
 use relance_embedded::store::SqliteStore;
 use serde_json::Value;
 
@@ -114,6 +114,10 @@ enum Injection {
     BeforeCommit,
     /// The commit happened, then the caller was told it failed.
     AfterCommit,
+    /// A group commit failed: every unit since the group's last commit rolled back.
+    GroupBeforeCommit,
+    /// A group commit happened, then the runtime was told it failed.
+    GroupAfterCommit,
 }
 
 /// The flaky store's failure: the inner store's, or an injected one.
@@ -263,6 +267,28 @@ where
             }
             Ok(Ok(v)) => Ok(Ok(v)),
         }
+    }
+
+    fn begin_group(&mut self) -> Result<(), Self::Fault> {
+        self.inner.begin_group().map_err(Fault::Store)
+    }
+
+    fn commit_group(&mut self) -> Result<(), Self::Fault> {
+        let injection = if self.armed && self.rng.percent(self.percent) {
+            if self.rng.percent(50) {
+                Injection::GroupBeforeCommit
+            } else {
+                Injection::GroupAfterCommit
+            }
+        } else {
+            return self.inner.commit_group().map_err(Fault::Store);
+        };
+        *self.counts.injected.entry(injection).or_default() += 1;
+        match injection {
+            Injection::GroupBeforeCommit => self.inner.rollback_group().map_err(Fault::Store)?,
+            _ => self.inner.commit_group().map_err(Fault::Store)?,
+        }
+        Err(Fault::Injected(injection))
     }
 }
 
@@ -539,6 +565,7 @@ struct QueueCounts {
     failed: u64,
     tick_failures: u64,
     ticks: u64,
+    group_failures: u64,
 }
 
 fn contact_id(i: usize) -> String {
@@ -584,8 +611,59 @@ fn retry<T, E: std::fmt::Display>(what: &str, mut op: impl FnMut() -> Result<T, 
     panic!("{what}: failed 100 times in a row");
 }
 
+/// Handles one message from the queue.
+fn handle(rt: &mut Rt, message: &Message, now: DateTime<Utc>) -> Result<(), RuntimeError> {
+    match message {
+        Message::Launch(page) => rt
+            .launch(
+                LaunchDetail {
+                    scenario: SCENARIO_ID.into(),
+                    contacts: Some(page.clone()),
+                },
+                now,
+            )
+            .map(drop),
+        Message::Open(contact) => rt.engagement(
+            EngagementDetail {
+                idempotency_key: None,
+                contact: contact.clone(),
+                scenario: SCENARIO_ID.into(),
+                step: "welcome".into(),
+                kind: EngagementKind::Opened,
+                url: None,
+                link_tags: Vec::new(),
+                at: None,
+            },
+            now,
+        ),
+        Message::Fire(wake) => rt.fire(wake, now),
+    }
+}
+
+/// How the consumer commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Commits {
+    /// One message at a time, each unit of work its own commit (the AWS handlers, the
+    /// runner before group commit).
+    UnitByUnit,
+    /// Rounds of 1 to 8 messages in one group commit of 1 to 4 units per commit, as the
+    /// runner of `relance run` does: when a group commit fails (or is said to), every
+    /// message of the round is delivered again, also those whose units an earlier commit of
+    /// the round kept.
+    Grouped,
+}
+
 #[test]
 fn duplicated_and_failing_deliveries_send_everything_exactly_once() {
+    exactly_once_under_faults(Commits::UnitByUnit);
+}
+
+#[test]
+fn group_commits_failing_and_duplicated_send_everything_exactly_once() {
+    exactly_once_under_faults(Commits::Grouped);
+}
+
+fn exactly_once_under_faults(commits: Commits) {
     let n = env_number("RELANCE_FAULT_CONTACTS", 1000) as usize;
     let seed = env_number("RELANCE_FAULT_SEED", 0x5eed_f00d);
     let fail_percent = env_number("RELANCE_FAULT_FAIL_PERCENT", 5);
@@ -680,52 +758,59 @@ fn duplicated_and_failing_deliveries_send_everything_exactly_once() {
                 queue.insert(at, m);
             }
         }
-        if let Some(message) = queue.pop_front() {
-            q.delivered += 1;
-            // At least once: 10% of the deliveries leave a copy behind, delivered later: half
-            // of them soon, among the messages queued now, half up to ten days later (after
-            // the timers that follow, or after the enrollment ended).
-            if rng.percent(dup_percent) {
-                q.duplicated += 1;
-                if rng.percent(50) {
-                    let at = rng.below(queue.len() + 1);
-                    queue.insert(at, message.clone());
-                } else {
-                    let delay = TimeDelta::minutes(1 + rng.below(10 * 24 * 60) as i64);
-                    later.entry(now + delay).or_default().push(message.clone());
+        if !queue.is_empty() {
+            let take = match commits {
+                Commits::UnitByUnit => 1,
+                Commits::Grouped => 1 + rng.below(8),
+            };
+            let round: Vec<Message> = (0..take).map_while(|_| queue.pop_front()).collect();
+            for message in &round {
+                q.delivered += 1;
+                // At least once: 10% of the deliveries leave a copy behind, delivered later:
+                // half of them soon, among the messages queued now, half up to ten days later
+                // (after the timers that follow, or after the enrollment ended).
+                if rng.percent(dup_percent) {
+                    q.duplicated += 1;
+                    if rng.percent(50) {
+                        let at = rng.below(queue.len() + 1);
+                        queue.insert(at, message.clone());
+                    } else {
+                        let delay = TimeDelta::minutes(1 + rng.below(10 * 24 * 60) as i64);
+                        later.entry(now + delay).or_default().push(message.clone());
+                    }
                 }
             }
-            let result = match &message {
-                Message::Launch(page) => rt
-                    .launch(
-                        LaunchDetail {
-                            scenario: SCENARIO_ID.into(),
-                            contacts: Some(page.clone()),
-                        },
-                        now,
-                    )
-                    .map(drop),
-                Message::Open(contact) => rt.engagement(
-                    EngagementDetail {
-                        idempotency_key: None,
-                        contact: contact.clone(),
-                        scenario: SCENARIO_ID.into(),
-                        step: "welcome".into(),
-                        kind: EngagementKind::Opened,
-                        url: None,
-                        link_tags: Vec::new(),
-                        at: None,
-                    },
-                    now,
+            let (results, committed) = match commits {
+                Commits::UnitByUnit => (
+                    round.iter().map(|m| handle(&mut rt, m, now)).collect(),
+                    Ok(()),
                 ),
-                Message::Fire(wake) => rt.fire(wake, now),
+                Commits::Grouped => {
+                    let limit = 1 + rng.below(4);
+                    rt.grouped(limit, |rt| {
+                        round.iter().map(|m| handle(rt, m, now)).collect::<Vec<_>>()
+                    })
+                }
             };
-            if let Err(e) = result {
-                assert!(e.to_string().contains("injected"), "{message:?}: {e}");
-                // Redelivered after its visibility timeout, behind some others.
-                q.failed += 1;
-                let at = rng.below(queue.len() + 1);
-                queue.insert(at, message);
+            if let Err(e) = &committed {
+                assert!(e.to_string().contains("injected"), "group commit: {e}");
+                q.group_failures += 1;
+            }
+            for (message, result) in round.into_iter().zip(results) {
+                let failed = match (&committed, result) {
+                    (Err(_), _) => true,
+                    (Ok(()), Ok(())) => false,
+                    (Ok(()), Err(e)) => {
+                        assert!(e.to_string().contains("injected"), "{message:?}: {e}");
+                        true
+                    }
+                };
+                if failed {
+                    // Redelivered after its visibility timeout, behind some others.
+                    q.failed += 1;
+                    let at = rng.below(queue.len() + 1);
+                    queue.insert(at, message);
+                }
             }
             continue;
         }
@@ -734,7 +819,14 @@ fn duplicated_and_failing_deliveries_send_everything_exactly_once() {
         if !due.is_empty() {
             if rng.percent(50) {
                 q.ticks += 1;
-                if let Err(e) = rt.tick(now) {
+                let (ticked, committed) = match commits {
+                    Commits::UnitByUnit => (rt.tick(now), Ok(())),
+                    Commits::Grouped => {
+                        let limit = 1 + rng.below(4);
+                        rt.grouped(limit, |rt| rt.tick(now))
+                    }
+                };
+                if let Err(e) = ticked.map(drop).and(committed) {
                     assert!(e.to_string().contains("injected"), "tick: {e}");
                     q.tick_failures += 1;
                 }
@@ -841,10 +933,20 @@ fn duplicated_and_failing_deliveries_send_everything_exactly_once() {
         "{refused:?}"
     );
     let counts = &rt.store().counts;
+    if commits == Commits::Grouped && fail_percent > 0 {
+        // The group commits were tested, both ways they fail.
+        for injection in [Injection::GroupBeforeCommit, Injection::GroupAfterCommit] {
+            assert!(
+                counts.injected.get(&injection).is_some_and(|c| *c > 0),
+                "no {injection:?} injected: {:?}",
+                counts.injected
+            );
+        }
+    }
     eprintln!(
-        "faults: {n} contacts, {} sends (each expected key exactly once: 0 duplicates, 0 lost), \
+        "faults ({commits:?}): {n} contacts, {} sends (each expected key exactly once: 0 duplicates, 0 lost), \
          {n} enrollments ended, 0 running, 0 dead letters; {} deliveries ({} duplicated, {} failed and \
-         redelivered), {} ticks ({} failed); {} units of work, {} failed by injection {:?}; \
+         redelivered), {} ticks ({} failed), {} group commits failed; {} units of work, {} failed by injection {:?}; \
          refused entries {:?}; {:.2?} (seed {seed:#x})",
         sent.len(),
         q.delivered,
@@ -852,6 +954,7 @@ fn duplicated_and_failing_deliveries_send_everything_exactly_once() {
         q.failed,
         q.ticks,
         q.tick_failures,
+        q.group_failures,
         counts.units,
         counts.failed(),
         counts.injected,

@@ -51,6 +51,23 @@ pub struct Runtime<S> {
     reported: Option<Reported>,
     /// The metrics of the unit of work in progress, emitted when it commits.
     pending: Pending,
+    /// The group commit in progress, when units are grouped ([`Runtime::grouped`]).
+    group: Option<Group>,
+}
+
+/// A group commit in progress: the units done since the group's last commit, whose metrics
+/// and reported records wait for it.
+#[derive(Debug)]
+struct Group {
+    /// Units per commit: the group commits and opens again when it holds this many.
+    limit: usize,
+    /// Units done since the last commit.
+    units: usize,
+    /// Where the reported records and the metrics stood at the last commit.
+    reported_mark: usize,
+    pending_mark: usize,
+    /// Why a commit of this group failed (its units are lost; the caller is told).
+    failed: Option<String>,
 }
 
 /// Journal records reported and not yet taken, with their scenario (shared between the
@@ -158,7 +175,80 @@ where
             actor: "system".into(),
             reported: None,
             pending: Pending::default(),
+            group: None,
         }
+    }
+
+    /// Runs `work` with its units of work grouped: each unit stays all-or-nothing (one that
+    /// fails rolls back alone), and they are made durable together, `limit` units per commit
+    /// of the store (a group commit, [`Store::begin_group`]), the last when `work` returns.
+    /// One commit for many units is what makes a busy runner fast: on SQLite the commit, not
+    /// the units' work, was most of a small unit's cost.
+    ///
+    /// Returns `work`'s result with whether every commit of the group succeeded. When one
+    /// fails, the units since the previous commit are lost whole (their metrics and reported
+    /// records dropped with them) and no unit runs after it in this group (each is refused
+    /// with a store error), so whatever `work` did after the last good commit did not happen;
+    /// the inputs that made those units are still there to run again (a timer stays due).
+    /// What `work` learnt from its units must not be told anyone before this returns, and is
+    /// not true when the commit failed: callers reply after it, from the second value.
+    /// Inside a group already, `work` simply joins it (and the outer group answers).
+    pub fn grouped<T>(
+        &mut self,
+        limit: usize,
+        work: impl FnOnce(&mut Self) -> T,
+    ) -> (T, Result<(), RuntimeError>) {
+        if self.group.is_some() {
+            return (work(self), Ok(()));
+        }
+        if let Err(e) = self.store.begin_group() {
+            // No group: the units run one commit each, as outside a group.
+            tracing::warn!(error = %e, "cannot open a group commit; committing unit by unit");
+            return (work(self), Ok(()));
+        }
+        self.group = Some(Group {
+            limit: limit.max(1),
+            units: 0,
+            reported_mark: self.reported.as_ref().map_or(0, |r| r.records.len()),
+            pending_mark: self.pending.len(),
+            failed: None,
+        });
+        let out = work(self);
+        self.commit_group(false);
+        match self.group.take().and_then(|g| g.failed) {
+            None => (out, Ok(())),
+            Some(why) => (out, Err(RuntimeError::Store(why.into()))),
+        }
+    }
+
+    /// Commits the open group, and opens the next when `reopen` and it committed: emits the
+    /// metrics of its units if it committed, drops them and their reported records if not.
+    fn commit_group(&mut self, reopen: bool) {
+        let Some(group) = self.group.as_mut() else {
+            return;
+        };
+        if group.failed.is_some() {
+            return;
+        }
+        match self.store.commit_group() {
+            Ok(()) => {
+                self.pending.emit();
+                if reopen && let Err(e) = self.store.begin_group() {
+                    group.failed = Some(e.to_string());
+                }
+            }
+            Err(e) => {
+                if let Some(r) = self.reported.as_mut() {
+                    r.records.truncate(group.reported_mark);
+                }
+                self.pending.truncate(group.pending_mark);
+                tracing::error!(error = %e, units = group.units, "group commit failed: its units are lost and run again later");
+                group.failed = Some(e.to_string());
+            }
+        }
+        group.units = 0;
+        group.reported_mark = self.reported.as_ref().map_or(0, |r| r.records.len());
+        group.pending_mark = self.pending.len();
     }
 
     /// Keeps the journal records of every unit of work that commits from now on, in the
@@ -212,6 +302,12 @@ where
         // Stored instants keep microseconds: an instant with more precision would not match
         // itself once read back (a timer's due time against the enrollment's).
         let now = now.trunc_subsecs(6);
+        // After a failed group commit nothing more runs in the group (see `grouped`).
+        if let Some(why) = self.group.as_ref().and_then(|g| g.failed.as_ref()) {
+            return Err(RuntimeError::Store(
+                format!("not run: the group commit failed: {why}").into(),
+            ));
+        }
         self.engines.refresh_policy(&mut self.store, now)?;
         let engines = &mut self.engines;
         let actor = self.actor.as_str();
@@ -233,14 +329,28 @@ where
                 })
             })
             .map_err(store_err);
-        // The records of a unit that did not commit were never written, nor counted.
+        // The records of a unit that did not commit were never written, nor counted. In a
+        // group, a unit's counts wait for the group's commit.
         if matches!(result, Ok(Ok(_))) {
-            self.pending.emit();
+            match self.group.as_mut() {
+                None => self.pending.emit(),
+                Some(group) => {
+                    group.units += 1;
+                    if group.units >= group.limit {
+                        self.commit_group(true);
+                    }
+                }
+            }
         } else {
             if let Some(r) = self.reported.as_mut() {
                 r.records.truncate(mark);
             }
             self.pending.truncate(pending_mark);
+            // The store failed the unit itself (not its work): in a group, that may have
+            // ended the group's transaction, so the group is committed (or found lost) now.
+            if result.is_err() && self.group.is_some() {
+                self.commit_group(true);
+            }
         }
         result
     }
