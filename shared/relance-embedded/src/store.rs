@@ -28,7 +28,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The migrations, in order; `PRAGMA user_version` says how many were applied.
-const MIGRATIONS: [&str; 10] = [
+const MIGRATIONS: [&str; 11] = [
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_dead_letter.sql"),
     include_str!("../migrations/0003_policy.sql"),
@@ -39,7 +39,11 @@ const MIGRATIONS: [&str; 10] = [
     include_str!("../migrations/0008_conversion_watch.sql"),
     include_str!("../migrations/0009_webhook.sql"),
     include_str!("../migrations/0010_delivery.sql"),
+    include_str!("../migrations/0011_journal_rows.sql"),
 ];
+
+/// The schema version this build writes (the number of migrations).
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
 mod deliveries;
 mod webhooks;
@@ -193,6 +197,17 @@ fn json<T: serde::de::DeserializeOwned>(what: &'static str, s: &str) -> Result<T
         what,
         why: e.to_string(),
     })
+}
+
+/// Reads one `journal` row into `out`: one record, or a transition's records in order
+/// (migration 11).
+fn read_journal_row(text: &str, out: &mut Vec<Record>) -> Result<(), StoreError> {
+    if text.trim_start().starts_with('[') {
+        out.extend(json::<Vec<Record>>("journal records", text)?);
+    } else {
+        out.push(json("journal record", text)?);
+    }
+    Ok(())
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> String {
@@ -1045,12 +1060,7 @@ impl JournalStore for SqliteStore {
     }
 
     fn journal(&mut self, scenario: &str, record: &Record) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO journal (scenario_id, contact_id, record) VALUES (?1, ?2, ?3)",
-            )?
-            .execute(params![scenario, record.contact, to_json(record)])?;
-        Ok(())
+        self.journal_row(scenario, &record.contact, &to_json(record))
     }
 
     fn outbox_send(
@@ -1134,7 +1144,7 @@ impl JournalStore for SqliteStore {
                     .format("%Y-%m-%dT%H:%M:%S")
                     .to_string();
                 self.conn.prepare_cached(
-                    "DELETE FROM journal WHERE seq IN (SELECT seq FROM journal WHERE json_extract(record, '$.at') < ?1 LIMIT ?2)",
+                    "DELETE FROM journal WHERE seq IN (SELECT seq FROM journal WHERE COALESCE(json_extract(record, '$.at'), json_extract(record, '$[#-1].at')) < ?1 LIMIT ?2)",
                 )?.execute(params![cutoff, limit])?
             }
         };
@@ -1152,13 +1162,35 @@ impl JournalStore for SqliteStore {
         let rows = stmt.query_map(params![scenario, contact], |r| r.get::<_, String>(0))?;
         let mut out = Vec::new();
         for row in rows {
-            out.push(json("journal record", &row?)?);
+            read_journal_row(&row?, &mut out)?;
         }
         Ok(out)
     }
 }
 
 impl SqliteStore {
+    fn journal_row(&mut self, scenario: &str, contact: &str, text: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO journal (scenario_id, contact_id, record) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![scenario, contact, text])?;
+        Ok(())
+    }
+
+    /// Journals a transition's records, in order, one row per run of records of one contact
+    /// (a transition's are all its enrollment's contact's): an array when there are several.
+    fn journal_records(&mut self, scenario: &str, records: &[&Record]) -> Result<(), StoreError> {
+        for run in records.chunk_by(|a, b| a.contact == b.contact) {
+            match run {
+                [] => {}
+                [one] => self.journal(scenario, one)?,
+                many => self.journal_row(scenario, &many[0].contact, &to_json(&many))?,
+            }
+        }
+        Ok(())
+    }
+
     /// The newest journal records (of one scenario, or of all), newest first, at most
     /// `limit`, each with its scenario: the console's journal page. Reads the end of the
     /// journal by its sequence, never the whole table.
@@ -1175,10 +1207,17 @@ impl SqliteStore {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
         })?;
         let mut out = Vec::new();
+        let mut records = Vec::new();
         for row in rows {
             let (scenario, text) = row?;
-            out.push((scenario, json("journal record", &text)?));
+            read_journal_row(&text, &mut records)?;
+            // Newest first: a row's records from its last.
+            out.extend(records.drain(..).rev().map(|r| (scenario.clone(), r)));
+            if out.len() >= usize::try_from(limit).unwrap_or(usize::MAX) {
+                break;
+            }
         }
+        out.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         Ok(out)
     }
 }
@@ -1251,6 +1290,32 @@ impl relance_core::ports::ConsentStore for SqliteStore {
 
 impl Store for SqliteStore {
     type Fault = StoreError;
+
+    /// As the ports' default, in the caller's transaction, but the transition's journal
+    /// records go in one row (see [`SqliteStore::journal_records`]): a step writes three to
+    /// nine records, and a row each was the biggest part of its cost.
+    fn commit_transition(
+        &mut self,
+        scenario: &str,
+        scenario_version: u32,
+        expected: Option<u64>,
+        t: &relance_core::engine::Transition,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut records = Vec::new();
+        for effect in &t.effects {
+            match effect {
+                relance_core::engine::Effect::Record(r) => records.push(r),
+                other => self.apply_effect(scenario, other, now)?,
+            }
+        }
+        self.journal_records(scenario, &records)?;
+        self.save_enrollment(expected, scenario_version, &t.enrollment)?;
+        if let Some(c) = &t.contact {
+            self.put_contact(c, now)?;
+        }
+        Ok(())
+    }
 
     /// `relance run` has no Lambda to invoke (DESIGN §9): a webhook is the embedded call.
     fn unsupported(
@@ -1336,7 +1401,7 @@ impl SqliteStore {
         &mut self,
         work: impl FnOnce(&mut Self) -> Result<T, E>,
     ) -> Result<Result<T, E>, StoreError> {
-        self.conn.execute_batch("SAVEPOINT unit")?;
+        self.conn.prepare_cached("SAVEPOINT unit")?.execute([])?;
         let out = work(self);
         // SQLite may have rolled the whole transaction back on an error (SQLITE_FULL,
         // SQLITE_IOERR, ...): the savepoint is gone, and with it the group's earlier units.
@@ -1453,6 +1518,76 @@ mod tests {
         );
         drop((w, r));
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A transition's records share one row (an array), rows of one record (every row before
+    /// migration 11) still read, all in the order written: the paths, the console's newest
+    /// first, and the purge, which dates an array by its last record.
+    #[test]
+    fn a_transitions_journal_records_share_one_row_and_read_back_in_order() {
+        use relance_core::journal::RecordKind;
+        let mut store = SqliteStore::in_memory().unwrap_or_else(|e| panic!("{e}"));
+        let at = |m: i64| now() + chrono::TimeDelta::minutes(m);
+        let old = Record::new(at(0), "c1", RecordKind::Entered);
+        store.journal("s", &old).unwrap_or_else(|e| panic!("{e}"));
+        let step = [
+            Record::new(at(1), "c1", RecordKind::Sent).step("first"),
+            Record::new(at(1), "c1", RecordKind::Waiting).step("check"),
+            Record::new(at(2), "c2", RecordKind::Entered),
+        ];
+        store
+            .journal_records("s", &step.iter().collect::<Vec<_>>())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let rows: i64 = store
+            .conn
+            .query_row("SELECT count(*) FROM journal", [], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rows, 3, "one row for c1's two records, one for c2's");
+        let all = store.records("s", None).unwrap_or_else(|e| panic!("{e}"));
+        let kinds = |rs: &[Record]| {
+            rs.iter()
+                .map(|r| (r.contact.clone(), r.kind))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            kinds(&all),
+            vec![
+                ("c1".into(), RecordKind::Entered),
+                ("c1".into(), RecordKind::Sent),
+                ("c1".into(), RecordKind::Waiting),
+                ("c2".into(), RecordKind::Entered),
+            ]
+        );
+        assert_eq!(
+            store.records("s", Some("c1")).map(|r| r.len()).ok(),
+            Some(3)
+        );
+        let newest = store
+            .recent_records(Some("s"), 2)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            newest
+                .iter()
+                .map(|(_, r)| (r.contact.clone(), r.kind))
+                .collect::<Vec<_>>(),
+            vec![
+                ("c2".into(), RecordKind::Entered),
+                ("c1".into(), RecordKind::Waiting)
+            ]
+        );
+        // Before at(2): the old row goes; c1's array (last record at 1 min) goes too.
+        let purged = store
+            .purge(
+                Retained::Journal,
+                at(1) + chrono::TimeDelta::seconds(30),
+                100,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(purged, 2);
+        assert_eq!(
+            kinds(&store.records("s", None).unwrap_or_default()),
+            vec![("c2".into(), RecordKind::Entered)]
+        );
     }
 
     /// The consent log is append-only in the database itself, not only by convention: an

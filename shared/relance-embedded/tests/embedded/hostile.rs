@@ -381,7 +381,7 @@ fn hostile_text_instant_database_is_migrated_to_integers() {
     let mut rt = open(&legacy);
     assert_eq!(
         rt.store().schema_version().ok(),
-        Some(10),
+        Some(relance_embedded::store::SCHEMA_VERSION),
         "migrated to the latest schema"
     );
     {
