@@ -159,6 +159,12 @@ fn main() {
         server.abort();
         (latencies.len(), wall, cpu, latencies)
     });
+    // The durability the figures were measured with (2 = FULL: each commit fsynced).
+    let synchronous = rt
+        .block_on(handle.call(|rt, _| rt.store().synchronous()))
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(-1);
     drop(rt);
     drop(handle);
     let _ = runner.join();
@@ -169,7 +175,7 @@ fn main() {
             .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     };
     println!(
-        "{{\"clients\": {clients}, \"seconds\": {:.1}, \"accepted\": {accepted}, \"events_per_s\": {:.0}, \"p50_ms\": {:.2}, \"p90_ms\": {:.2}, \"p99_ms\": {:.2}, \"max_ms\": {:.2}, \"cpu_s\": {cpu:.1}}}",
+        "{{\"clients\": {clients}, \"seconds\": {:.1}, \"accepted\": {accepted}, \"events_per_s\": {:.0}, \"p50_ms\": {:.2}, \"p90_ms\": {:.2}, \"p99_ms\": {:.2}, \"max_ms\": {:.2}, \"cpu_s\": {cpu:.1}, \"synchronous\": {synchronous}}}",
         wall.as_secs_f64(),
         accepted as f64 / wall.as_secs_f64(),
         q(0.5),
