@@ -2,8 +2,8 @@
 //! work — due timers, launches and inactivity checks on time, then the jobs the HTTP API
 //! hands it — so units of work never interleave.
 //!
-//! The runner works in rounds, each a group commit ([`Runtime::grouped`]): first everything
-//! due, then every job waiting (up to [`JOBS_PER_ROUND`]), each unit of work a savepoint of
+//! The runner works in rounds, each a group commit ([`Runtime::grouped`]): first what is due
+//! (up to [`TIMERS_PER_ROUND`] timers), then every job waiting (up to [`JOBS_PER_ROUND`]), each unit of work a savepoint of
 //! one transaction committed every [`GROUP_UNITS`] units and at the round's end. Only then
 //! are the jobs' callers answered and the outbox delivered, so nothing is acknowledged or
 //! sent before it is durable, and a busy runner pays one commit for many units instead of
@@ -37,6 +37,11 @@ pub const GROUP_UNITS: usize = 512;
 
 /// The most jobs one round takes: the callers of a round wait for its last commit.
 pub const JOBS_PER_ROUND: usize = 256;
+
+/// The most timers one round fires before it takes the waiting jobs (the rest fire in the
+/// next rounds): a herd of due timers holds a request back a fraction of a second, not for
+/// as long as the whole herd takes.
+pub const TIMERS_PER_ROUND: usize = 4096;
 
 /// Work for the runner thread: runs, then returns how to answer its caller once the round's
 /// commit is known.
@@ -212,7 +217,9 @@ fn run_loop(
             next_purge = std::time::Instant::now() + PURGE_EVERY;
         }
         let mut pause = Duration::ZERO;
-        let (ticked, committed) = runtime.grouped(GROUP_UNITS, |rt| rt.tick(clock.now()));
+        let (ticked, committed) = runtime.grouped(GROUP_UNITS, |rt| {
+            rt.tick_bounded(clock.now(), TIMERS_PER_ROUND)
+        });
         if let Err(e) = ticked.and(committed) {
             tracing::error!(error = %e, "tick failed; retrying shortly");
             pause = Duration::from_secs(1);

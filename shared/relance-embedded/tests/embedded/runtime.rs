@@ -449,6 +449,51 @@ fn the_lifecycle_refuses_what_it_does_not_allow() {
     ));
 }
 
+/// The runner's rounds: a bounded tick fires the oldest due timers up to its bound and leaves
+/// the rest due; grouped rounds (one commit for many units) end with every timer fired once.
+#[test]
+fn a_bounded_tick_leaves_the_rest_due_and_grouped_rounds_fire_each_timer_once() {
+    let yaml = "id: herd\nlaunch: {type: manual}\nmessages:\n  m: {channel: email, subject: s, text: x}\nsteps:\n  - {id: send, send: m, next: done, delay: {after: PT1H}}\n  - {id: done, end: success}\n";
+    let t0 = at("2026-12-01T09:00:00Z");
+    let mut rt = runtime();
+    let contacts: String = (0..25)
+        .map(|i| format!("{{\"id\": \"c{i:02}\", \"email\": \"c{i}@x.io\"}}\n"))
+        .collect();
+    import(&mut rt, &contacts, t0);
+    activate(&mut rt, yaml, t0);
+    rt.launch(
+        LaunchDetail {
+            scenario: "herd".into(),
+            contacts: None,
+        },
+        t0,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let later = t0 + TimeDelta::hours(2);
+    let first = rt.tick_bounded(later, 10).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(first.timers, 10);
+    assert_eq!(sends(&mut rt).len(), 10);
+    assert!(
+        rt.next_due().ok().flatten().is_some_and(|d| d <= later),
+        "the rest stay due"
+    );
+    let mut rounds = 0;
+    loop {
+        let (fired, committed) = rt.grouped(4, |rt| rt.tick_bounded(later, 10));
+        committed.unwrap_or_else(|e| panic!("{e}"));
+        rounds += 1;
+        if fired.unwrap_or_else(|e| panic!("{e}")).timers == 0 {
+            break;
+        }
+    }
+    assert_eq!(rounds, 3, "10 + 5, then nothing");
+    let sent = sends(&mut rt);
+    assert_eq!(sent.len(), 25);
+    let contacts: std::collections::BTreeSet<_> = sent.iter().map(|s| s.0.clone()).collect();
+    assert_eq!(contacts.len(), 25, "each contact's send once");
+    assert_eq!(rt.next_due().ok().flatten(), None);
+}
+
 #[test]
 fn a_paused_scenario_holds_its_timers_until_it_is_active_again() {
     let yaml = "id: hold\nlaunch: {type: manual}\nmessages:\n  m: {channel: email, subject: s, text: x}\nsteps:\n  - {id: send, send: m, next: done, delay: {after: PT1H}}\n  - {id: done, end: success}\n";

@@ -41,17 +41,30 @@ where
     /// Fires everything due at `now`: recurring and fixed-date launches, inactivity checks,
     /// then timers (oldest first). Each is its own unit of work.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Result<TickReport, RuntimeError> {
+        self.tick_bounded(now, usize::MAX)
+    }
+
+    /// Like [`Runtime::tick`], firing at most about `max_timers` timers (whole batches of
+    /// the due query, oldest first); the others stay due for the next call. A runner that
+    /// also answers requests calls this, so a herd of due timers delays a request by one
+    /// bounded round, not by the whole herd.
+    pub fn tick_bounded(
+        &mut self,
+        now: DateTime<Utc>,
+        max_timers: usize,
+    ) -> Result<TickReport, RuntimeError> {
         let mut report = self.tick_schedules(now)?;
-        loop {
-            let due = self.due_timers(now)?;
+        while report.timers < max_timers {
+            let due = self.due_timers_up_to(now, TIMER_BATCH.min(max_timers - report.timers))?;
             if due.is_empty() {
-                return Ok(report);
+                break;
             }
             for wake in due {
                 self.fire(&wake, now)?;
                 report.timers += 1;
             }
         }
+        Ok(report)
     }
 
     /// Fires the launches and inactivity checks due at `now` (the part of a tick that is not
