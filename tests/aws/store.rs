@@ -1066,3 +1066,174 @@ fn a_batch_journal_items_land_together_at_the_flush_and_stand_for_their_transiti
     assert_eq!(counts(&mut other), (60, 60));
     assert_eq!(sends(other.store()).len(), 60);
 }
+
+/// The journal is split over the scenario's shards (an enrollment's records in one), and
+/// every reader still reads what an earlier build wrote in the unsplit partition: its records
+/// come back in sort-key order among the new ones, and its transition item still says that
+/// transition's effects were applied (the pending-effects check does not apply them again).
+#[test]
+fn the_journal_reads_its_shards_and_the_partition_earlier_builds_wrote() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use relance_aws::keys;
+    use relance_core::ports::JournalStore;
+    if crate::support::offline() {
+        return;
+    }
+    let emu = emulator();
+    let yaml = "id: split\nlaunch: {type: manual}\nmessages:\n  m: {channel: email, subject: s, text: x}\n  n: {channel: email, subject: n, text: x}\nsteps:\n  - {id: first, send: m, next: second}\n  - {id: second, send: n, next: done, delay: {after: PT1H}}\n  - {id: done, end: success}\n";
+    let t0 = at("2026-12-01T09:00:00Z");
+    let mut rt = Runtime::new(store("split"));
+    let table = rt.store().config().state_table.clone();
+    let contacts: String = (0..40)
+        .map(|i| format!("{{\"id\": \"c{i:02}\", \"email\": \"c{i}@x.io\"}}\n"))
+        .collect();
+    import(&mut rt, &contacts, t0);
+    activate(&mut rt, yaml, t0);
+    // An earlier build's journal, unsplit: a transition item (records listed) and a single
+    // record, a minute before this build's.
+    let before = t0 - TimeDelta::minutes(1);
+    let old_enrollment = "split:old:1";
+    let old_records = vec![
+        Record::new(before, "old", RecordKind::Entered).step("first"),
+        Record::new(before, "old", RecordKind::Sent).step("first"),
+    ];
+    let old_record = Record::new(before, "old", RecordKind::Opened).step("first");
+    let put = |pk: String, sk: String, attr: (&str, String)| {
+        emu.runtime
+            .block_on(
+                emu.dynamo
+                    .put_item()
+                    .table_name(&table)
+                    .item(keys::PK, AttributeValue::S(pk))
+                    .item(keys::SK, AttributeValue::S(sk))
+                    .item("contact", AttributeValue::S("old".into()))
+                    .item(attr.0, AttributeValue::S(attr.1))
+                    .send(),
+            )
+            .unwrap_or_else(|e| panic!("{e:?}"))
+    };
+    let records_json = serde_json::to_string(&old_records).unwrap_or_else(|e| panic!("{e}"));
+    let record_json = serde_json::to_string(&old_record).unwrap_or_else(|e| panic!("{e}"));
+    put(
+        keys::legacy_journal("split"),
+        keys::journal_transition(before, old_enrollment, 1),
+        ("records", records_json),
+    );
+    put(
+        keys::legacy_journal("split"),
+        keys::journal_record(before, None, &record_json),
+        ("record", record_json.clone()),
+    );
+    rt.launch(
+        LaunchDetail {
+            scenario: "split".into(),
+            contacts: None,
+        },
+        t0,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // This build's items: in the shards, spread (40 enrollments over 16 shards), none in the
+    // unsplit partition but the two written above.
+    let items = |pk: &str| {
+        emu.runtime
+            .block_on(
+                emu.dynamo
+                    .query()
+                    .table_name(&table)
+                    .key_condition_expression("pk = :pk")
+                    .expression_attribute_values(":pk", AttributeValue::S(pk.into()))
+                    .send(),
+            )
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .count
+    };
+    let shards = keys::journal_partitions("split");
+    let (split, legacy) = shards.split_at(keys::SHARDS as usize);
+    let per_shard: Vec<i32> = split.iter().map(|pk| items(pk)).collect();
+    assert_eq!(per_shard.iter().sum::<i32>(), 40, "{per_shard:?}");
+    assert!(
+        per_shard.iter().filter(|n| **n > 0).count() > 4,
+        "{per_shard:?}"
+    );
+    assert_eq!(items(&legacy[0]), 2);
+    let records = rt
+        .store()
+        .records("split", None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The earlier build's records first (a minute earlier), then this build's, merged.
+    // Each of this build's 40 enrollments: entered, sent, waiting.
+    assert_eq!(records.len(), 3 + 40 * 3);
+    let mut first_three = records[..3].to_vec();
+    first_three.sort_by_key(|r| r.kind.as_str());
+    let mut want = vec![old_records[0].clone(), old_records[1].clone(), old_record];
+    want.sort_by_key(|r| r.kind.as_str());
+    assert_eq!(first_three, want);
+    assert!(records.windows(2).all(|w| w[0].at <= w[1].at));
+    let old_only = rt
+        .store()
+        .records("split", Some("old"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(old_only.len(), 3);
+    let counts = rt.journal("split").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(counts.entered, 41);
+
+    // An enrollment whose effects an earlier build applied, its journal item unsplit: read
+    // again, its effects are not applied twice.
+    let mut crashing = Runtime::new(store("splitpending"));
+    let table = crashing.store().config().state_table.clone();
+    import(
+        &mut crashing,
+        "{\"id\": \"a\", \"email\": \"a@x.io\"}\n",
+        t0,
+    );
+    activate(&mut crashing, yaml, t0);
+    crashing.store().crash_after_next_commit();
+    let launch = |rt: &mut Runtime<DynamoStore>| {
+        rt.launch(
+            LaunchDetail {
+                scenario: "split".into(),
+                contacts: None,
+            },
+            t0,
+        )
+    };
+    assert!(launch(&mut crashing).is_err());
+    assert!(sends(crashing.store()).is_empty());
+    let enrollment = keys::enrollment_id("split", "a", 1);
+    let version = emu
+        .runtime
+        .block_on(
+            emu.dynamo
+                .get_item()
+                .table_name(&table)
+                .key(keys::PK, AttributeValue::S(keys::enrollment(&enrollment)))
+                .key(keys::SK, AttributeValue::S(keys::ENROLLMENT_STATE.into()))
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .item
+        .and_then(|i| i.get("version").and_then(|v| v.as_n().ok()).cloned())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no enrollment version"));
+    emu.runtime
+        .block_on(
+            emu.dynamo
+                .put_item()
+                .table_name(&table)
+                .item(keys::PK, AttributeValue::S(keys::legacy_journal("split")))
+                .item(
+                    keys::SK,
+                    AttributeValue::S(keys::journal_transition(t0, &enrollment, version)),
+                )
+                .item("contact", AttributeValue::S("a".into()))
+                .item("records", AttributeValue::S("[]".into()))
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let report = launch(&mut crashing).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.skipped.get("already_running"), Some(&1));
+    assert!(
+        sends(crashing.store()).is_empty(),
+        "the earlier build's journal item says the effects were applied"
+    );
+}

@@ -170,13 +170,26 @@ const SENDER_STATE: Grant = allow(
 );
 
 /// A claim released after a transient failure, so the queue's retry may send: only in the
-/// `sent` partition.
+/// claims' partitions (`sent#0` to `sent#15`, [`crate::keys::sent`]).
 const SENDER_RELEASE: Grant = Grant {
     effect: Effect::Allow,
     actions: &["dynamodb:DeleteItem"],
     resources: &["StateTable"],
-    condition: Some("ForAllValues:StringEquals dynamodb:LeadingKeys sent"),
-    why: "Senders::settle releases the claim (pk = sent) on a transient failure",
+    condition: Some(
+        "ForAllValues:StringEquals dynamodb:LeadingKeys sent#0,sent#1,sent#2,sent#3,sent#4,sent#5,sent#6,sent#7,sent#8,sent#9,sent#10,sent#11,sent#12,sent#13,sent#14,sent#15",
+    ),
+    why: "Senders::settle releases the claim (pk = sent#{h}) on a transient failure",
+    by_lambda: false,
+};
+
+/// The claims earlier builds made (`sent`) and the window in which they are read
+/// (`settings`/`legacy_claims`): read by the ledger before it claims ([`crate::ledger`]).
+const SENDER_LEGACY_CLAIMS: Grant = Grant {
+    effect: Effect::Allow,
+    actions: &["dynamodb:GetItem", "dynamodb:Query"],
+    resources: &["StateTable"],
+    condition: Some("ForAllValues:StringEquals dynamodb:LeadingKeys sent,settings"),
+    why: "Ledger::claim reads an earlier build's claim (pk = sent) within the window kept in settings",
     by_lambda: false,
 };
 
@@ -295,6 +308,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
         grants: &[
             SENDER_STATE,
             SENDER_RELEASE,
+            SENDER_LEGACY_CLAIMS,
             allow(
                 &["ses:GetSuppressedDestination"],
                 &["*"],
@@ -324,6 +338,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
         grants: &[
             SENDER_STATE,
             SENDER_RELEASE,
+            SENDER_LEGACY_CLAIMS,
             allow(
                 &["sns:Publish", "sns:CheckIfPhoneNumberIsOptedOut"],
                 &["*"],
@@ -347,6 +362,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
         grants: &[
             SENDER_STATE,
             SENDER_RELEASE,
+            SENDER_LEGACY_CLAIMS,
             allow(
                 &["sns:Publish"],
                 &["arn:${AWS::Partition}:sns:${AWS::Region}:${AWS::AccountId}:endpoint/*"],
@@ -370,6 +386,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
                 "as the other senders, plus the contact read and written back without its expired subscriptions",
             ),
             SENDER_RELEASE,
+            SENDER_LEGACY_CLAIMS,
             allow(
                 &["secretsmanager:GetSecretValue"],
                 &["VapidPrivateKeySecretArn"],
@@ -387,6 +404,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
             // enrollments); the claim, its release and a failure mark are the ledger's.
             STATE_RUNTIME,
             SENDER_RELEASE,
+            SENDER_LEGACY_CLAIMS,
             TIMERS_WRITE,
             allow(
                 &["sqs:SendMessage"],

@@ -200,7 +200,17 @@ impl DynamoStore {
                 .deferred_markers
                 .iter()
                 .any(|m| get_s(m, keys::SK) == Some(sk.as_str()));
-            if !deferred && self.get(&keys::journal(&pending.scenario), &sk)?.is_none() {
+            // Its journal item is in the enrollment's shard, or, written by an earlier build,
+            // in the unsplit partition: read only when the shard has none (after a crash, or
+            // for an enrollment an earlier build moved), so it costs nothing per step.
+            if !deferred
+                && self
+                    .get(&keys::journal(&pending.scenario, &enrollment.id), &sk)?
+                    .is_none()
+                && self
+                    .get(&keys::legacy_journal(&pending.scenario), &sk)?
+                    .is_none()
+            {
                 self.apply_pending(&pending, &enrollment)?;
             }
         }

@@ -576,7 +576,10 @@ impl DynamoStore {
             })
             .collect();
         let mut item = Item::new();
-        item.insert(keys::PK.into(), s(keys::journal(&pending.scenario)));
+        item.insert(
+            keys::PK.into(),
+            s(keys::journal(&pending.scenario, &enrollment.id)),
+        );
         item.insert(keys::SK.into(), s(Self::journal_sk(pending, enrollment)));
         item.insert("contact".into(), s(&enrollment.contact));
         item.insert("records".into(), s(to_json(&records)));
