@@ -1237,3 +1237,113 @@ fn the_journal_reads_its_shards_and_the_partition_earlier_builds_wrote() {
         "the earlier build's journal item says the effects were applied"
     );
 }
+
+/// A handler's batch (a store that flushes once per batch) leaves its wake timers, its
+/// journal records and its input keys to the flush: none is in the table before it, the
+/// batch still sees its own (a repeated input within the batch is seen, its records are
+/// read), and after it another function's tick fires the timers, and a third delivery of
+/// the input is seen there.
+#[test]
+fn a_batch_writes_its_timers_records_and_input_keys_at_the_flush() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use relance_aws::keys;
+    use relance_core::ports::JournalStore;
+    if crate::support::offline() {
+        return;
+    }
+    let emu = emulator();
+    let yaml = "id: later\nlaunch: {type: manual}\nmessages:\n  m: {channel: email, subject: s, text: x}\n  n: {channel: email, subject: n, text: x}\nsteps:\n  - {id: first, send: m, next: second}\n  - {id: second, send: n, next: done, delay: {after: PT1H}}\n  - {id: done, end: success}\n";
+    let t0 = at("2026-12-01T09:00:00Z");
+    let mut deferred = store("deferbatch");
+    deferred.set_auto_flush(false);
+    let mut rt = Runtime::new(deferred);
+    let config = rt.store().config().clone();
+    let contacts: String = (0..5)
+        .map(|i| format!("{{\"id\": \"c{i}\", \"email\": \"c{i}@x.io\"}}\n"))
+        .collect();
+    import(&mut rt, &contacts, t0);
+    activate(&mut rt, yaml, t0);
+    let count = |table: &str| {
+        emu.runtime
+            .block_on(emu.dynamo.scan().table_name(table).send())
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .count
+    };
+    let input_recorded = |key: &str| {
+        emu.runtime
+            .block_on(
+                emu.dynamo
+                    .get_item()
+                    .table_name(&config.state_table)
+                    .key(keys::PK, AttributeValue::S(keys::input(key)))
+                    .key(keys::SK, AttributeValue::S(keys::INPUT.into()))
+                    .consistent_read(true)
+                    .send(),
+            )
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .item
+            .is_some()
+    };
+    rt.launch(
+        LaunchDetail {
+            scenario: "later".into(),
+            contacts: None,
+        },
+        t0,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let opened = EngagementDetail {
+        idempotency_key: Some("esp-open-c0".into()),
+        contact: "c0".into(),
+        scenario: "later".into(),
+        step: "first".into(),
+        kind: EngagementKind::Opened,
+        url: None,
+        link_tags: Vec::new(),
+        at: Some(t0 + TimeDelta::minutes(5)),
+    };
+    let input_key = opened
+        .dedup_key()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("an engagement with a key is recorded under it"));
+    // Delivered twice within the batch: the second is seen though nothing is written yet.
+    for _ in 0..2 {
+        rt.engagement(opened.clone(), t0 + TimeDelta::minutes(6))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert_eq!(count(&config.timers_table), 0, "no timer before the flush");
+    assert!(!input_recorded(&input_key));
+    let opens = |rt: &mut Runtime<DynamoStore>| {
+        rt.store()
+            .records("later", Some("c0"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .iter()
+            .filter(|r| r.kind == RecordKind::Opened)
+            .count()
+    };
+    assert_eq!(opens(&mut rt), 1, "the batch reads its own records");
+    rt.store().flush().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(count(&config.timers_table), 5);
+    assert!(input_recorded(&input_key));
+
+    // Another function: the input is seen, the timers fire once.
+    let mut other = Runtime::new(
+        DynamoStore::new(
+            emu.dynamo.clone(),
+            config.clone(),
+            Bridge::new(emu.runtime.handle().clone()),
+        )
+        .recording_sends(),
+    );
+    other
+        .engagement(opened, t0 + TimeDelta::minutes(7))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(opens(&mut other), 1);
+    other
+        .tick(t0 + TimeDelta::hours(1))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(sends(other.store()).len(), 10);
+    assert_eq!(count(&config.timers_table), 0, "each timer consumed");
+    let counts = other.journal("later").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(counts.ends.get("success"), Some(&5));
+}

@@ -131,11 +131,23 @@ const STATE_LISTING: Grant = allow(
     "as the others, plus contact_ids (Scan) for audience launches and remove_inactivity / set_launch (DeleteItem)",
 );
 
-/// Timers written and consumed by a transition.
+/// Timers written and consumed by a transition, one request each (the internet-facing
+/// unsubscribe function, which flushes as it goes).
 const TIMERS_WRITE: Grant = allow(
     &["dynamodb:PutItem", "dynamodb:DeleteItem"],
     &["TimersTable"],
     "schedule (PutItem) and cancel (DeleteItem) of durable timers and inactivity checks",
+);
+
+/// Timers written and consumed by the transitions of a batch: also together at its flush.
+const TIMERS_BATCH: Grant = allow(
+    &[
+        "dynamodb:PutItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:BatchWriteItem",
+    ],
+    &["TimersTable"],
+    "schedule (PutItem) and cancel (DeleteItem) of durable timers and inactivity checks; a batch's timers together at its flush (BatchWriteItem)",
 );
 
 /// The channel queues a transition's sends go to, and the webhook queue its webhook calls.
@@ -208,7 +220,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
         handler: "trigger",
         grants: &[
             STATE_LISTING,
-            TIMERS_WRITE,
+            TIMERS_BATCH,
             allow(
                 &["sqs:SendMessage"],
                 &[
@@ -232,7 +244,12 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
         grants: &[
             STATE_LISTING,
             allow(
-                &["dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:Query"],
+                &[
+                    "dynamodb:PutItem",
+                    "dynamodb:DeleteItem",
+                    "dynamodb:BatchWriteItem",
+                    "dynamodb:Query",
+                ],
                 &["TimersTable"],
                 "due_items (Query of minute buckets), schedule and cancel",
             ),
@@ -258,7 +275,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
         handler: "step-executor",
         grants: &[
             STATE_RUNTIME,
-            TIMERS_WRITE,
+            TIMERS_BATCH,
             allow(
                 &["sqs:SendMessage"],
                 CHANNEL_QUEUES,
@@ -273,7 +290,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
         handler: "launch",
         grants: &[
             STATE_RUNTIME,
-            TIMERS_WRITE,
+            TIMERS_BATCH,
             allow(
                 &["sqs:SendMessage"],
                 CHANNEL_QUEUES,
@@ -288,7 +305,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
         handler: "engagement",
         grants: &[
             STATE_RUNTIME,
-            TIMERS_WRITE,
+            TIMERS_BATCH,
             allow(
                 &["sqs:SendMessage"],
                 CHANNEL_QUEUES,
@@ -405,7 +422,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
             STATE_RUNTIME,
             SENDER_RELEASE,
             SENDER_LEGACY_CLAIMS,
-            TIMERS_WRITE,
+            TIMERS_BATCH,
             allow(
                 &["sqs:SendMessage"],
                 &[

@@ -34,6 +34,12 @@ impl JournalStore for DynamoStore {
         );
         item.insert("contact".into(), s(&record.contact));
         item.insert("record".into(), s(json));
+        if self.defers() {
+            // In a batch, with the transitions' journal items (an unconditional put of a
+            // deterministic key; `records` reads the waiting ones too).
+            self.deferred_markers.push(item);
+            return Ok(());
+        }
         self.put(item)
     }
 
