@@ -24,7 +24,7 @@
 //! per `BatchWriteItem`: unconditional puts of deterministic keys, so a partial write is
 //! repaired as a crash before the item is (the effects are re-applied, idempotently, when the
 //! input is redelivered). The batch's other unconditional, idempotent writes wait for the
-//! flush too ([`DynamoStore::defers`]): the wake timers armed and consumed (written first,
+//! flush too (`DynamoStore::defers`): the wake timers armed and consumed (written first,
 //! then the tick's cursor if a timer needs it moved back, so the cursor never passes a
 //! timer not yet written), then, with the journal items, the journal records of
 //! engagement and the input keys (recorded last in their unit, as when written at once). So a
@@ -91,7 +91,7 @@ struct Pending {
 /// A timer-table write a batch defers to its flush (see [`DynamoStore::defers`]).
 #[derive(Debug, Clone)]
 enum TimerWrite {
-    /// A timer or inactivity item armed.
+    /// A wake timer armed (inactivity checks are written at once, see `put_timer_item`).
     Put(Item),
     /// A timer consumed or cancelled: its key (`pk`, `sk`).
     Delete(String, String),
