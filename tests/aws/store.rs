@@ -1347,3 +1347,122 @@ fn a_batch_writes_its_timers_records_and_input_keys_at_the_flush() {
     let counts = other.journal("later").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(counts.ends.get("success"), Some(&5));
 }
+
+/// Effects an earlier build committed and did not apply (it crashed after the commit point)
+/// are re-applied when the enrollment is read, except a send that build's sender already
+/// claimed under the old `sent` partition: it went out, and is not handed on again (this
+/// build's senders read that partition only for a while after the upgrade).
+#[test]
+fn an_earlier_builds_unfinished_send_it_already_claimed_is_not_sent_again() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use relance_aws::keys;
+    if crate::support::offline() {
+        return;
+    }
+    fn idempotency_key(v: &serde_json::Value) -> Option<String> {
+        match v {
+            serde_json::Value::Object(m) => m
+                .get("idempotency_key")
+                .and_then(|k| k.as_str().map(str::to_string))
+                .or_else(|| m.values().find_map(idempotency_key)),
+            serde_json::Value::Array(a) => a.iter().find_map(idempotency_key),
+            _ => None,
+        }
+    }
+    let emu = emulator();
+    let yaml = "id: upgrade\nlaunch: {type: manual}\nmessages:\n  m: {channel: email, subject: s, text: x}\n  n: {channel: email, subject: n, text: x}\nsteps:\n  - {id: first, send: m, next: second}\n  - {id: second, send: n, next: done, delay: {after: PT1H}}\n  - {id: done, end: success}\n";
+    let t0 = at("2026-12-01T09:00:00Z");
+    let mut rt = Runtime::new(store("upgrade"));
+    let table = rt.store().config().state_table.clone();
+    import(
+        &mut rt,
+        "{\"id\": \"a\", \"email\": \"a@x.io\"}\n{\"id\": \"b\", \"email\": \"b@x.io\"}\n",
+        t0,
+    );
+    activate(&mut rt, yaml, t0);
+    let launch = |rt: &mut Runtime<DynamoStore>| {
+        rt.launch(
+            LaunchDetail {
+                scenario: "upgrade".into(),
+                contacts: None,
+            },
+            t0,
+        )
+    };
+    rt.store().crash_after_next_commit();
+    assert!(launch(&mut rt).is_err());
+    assert!(sends(rt.store()).is_empty());
+    // Which contact's transition crashed: its enrollment carries the pending effects.
+    let pending_of = |contact: &str| {
+        emu.runtime
+            .block_on(
+                emu.dynamo
+                    .get_item()
+                    .table_name(&table)
+                    .key(
+                        keys::PK,
+                        AttributeValue::S(keys::enrollment(&keys::enrollment_id(
+                            "upgrade", contact, 1,
+                        ))),
+                    )
+                    .key(keys::SK, AttributeValue::S(keys::ENROLLMENT_STATE.into()))
+                    .consistent_read(true)
+                    .send(),
+            )
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .item
+            .filter(|i| i.contains_key("pending"))
+    };
+    let (crashed, other, mut item) = match (pending_of("a"), pending_of("b")) {
+        (Some(item), _) => ("a", "b", item),
+        (None, Some(item)) => ("b", "a", item),
+        (None, None) => panic!("no enrollment carries pending effects"),
+    };
+    // As an earlier build wrote them (no `claims_sharded`), and its sender's claim of the send.
+    let mut pending: serde_json::Value = serde_json::from_str(
+        item.get("pending")
+            .and_then(|v| v.as_s().ok())
+            .unwrap_or_else(|| panic!("pending is text")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pending["claims_sharded"], serde_json::Value::Bool(true));
+    if let Some(m) = pending.as_object_mut() {
+        m.remove("claims_sharded");
+    }
+    let key = idempotency_key(&pending).unwrap_or_else(|| panic!("no send in {pending}"));
+    item.insert("pending".into(), AttributeValue::S(pending.to_string()));
+    emu.runtime
+        .block_on(
+            emu.dynamo
+                .put_item()
+                .table_name(&table)
+                .set_item(Some(item))
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    emu.runtime
+        .block_on(
+            emu.dynamo
+                .put_item()
+                .table_name(&table)
+                .item(keys::PK, AttributeValue::S(keys::LEGACY_SENT.into()))
+                .item(keys::SK, AttributeValue::S(key))
+                .item("status", AttributeValue::S("sending".into()))
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    // The next launch reads the crashed enrollment (repaired, its send not handed on again)
+    // and enters the other contact if it was not yet.
+    launch(&mut rt).unwrap_or_else(|e| panic!("{e}"));
+    let got: Vec<String> = sends(rt.store()).into_iter().map(|(c, _, _)| c).collect();
+    assert_eq!(
+        got,
+        vec![other.to_string()],
+        "{crashed}'s send went out before"
+    );
+    // Repaired: the journal holds its transition, and reading it again changes nothing.
+    let counts = rt.journal("upgrade").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(counts.entered, 2);
+    launch(&mut rt).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(sends(rt.store()).len(), 1);
+}

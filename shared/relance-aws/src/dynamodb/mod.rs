@@ -86,6 +86,10 @@ struct Pending {
     at: DateTime<Utc>,
     effects: Vec<Effect>,
     contact: Option<Contact>,
+    /// Written by a build whose senders claim under `sent#{h}` ([`keys::sent`]); false (absent)
+    /// for earlier builds' effects, whose sends may have been claimed under the old `sent`.
+    #[serde(default)]
+    claims_sharded: bool,
 }
 
 /// A timer-table write a batch defers to its flush (see [`DynamoStore::defers`]).
@@ -687,6 +691,18 @@ impl DynamoStore {
             .iter()
             .filter(|e| !matches!(e, Effect::Record(_)))
         {
+            // Effects an earlier build committed and did not finish (a crash), re-applied
+            // now: a send its sender already claimed under the old `sent` partition went out,
+            // and this build's senders read that partition only for a while (see
+            // `crate::ledger`), so it is not handed on again.
+            if let Effect::Send(send) = effect
+                && !pending.claims_sharded
+                && self
+                    .get_uncached(keys::LEGACY_SENT, &send.idempotency_key)?
+                    .is_some()
+            {
+                continue;
+            }
             self.apply_effect(&pending.scenario, effect, pending.at)?;
         }
         if let Some(c) = &pending.contact {
@@ -824,6 +840,7 @@ impl Store for DynamoStore {
             at: now,
             effects: t.effects.clone(),
             contact: t.contact.clone(),
+            claims_sharded: true,
         };
         // The commit point: the enrollment, conditionally on its version, with its effects.
         self.write_enrollment(expected, scenario_version, &t.enrollment, Some(&pending))?;
