@@ -12,9 +12,9 @@
 //! table: that instant is kept in the table (`settings`/`legacy_claims`), written by the
 //! first sender of this build, read once per ledger. A table with no old claim then (a new
 //! deployment) gets a window already closed: nothing more is read. A send of an earlier
-//! build's unfinished transition, re-applied by this build after the window, is checked
-//! against the old claims by the store before it is enqueued again (`Pending::claims_sharded`
-//! in [`crate::dynamodb`]).
+//! build's unfinished transition, re-applied by this build (perhaps after the window), is
+//! checked against the old claims by the store before it is enqueued again (the repair path
+//! of [`crate::dynamodb`]).
 
 use std::sync::{Arc, OnceLock};
 

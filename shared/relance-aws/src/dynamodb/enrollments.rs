@@ -210,7 +210,7 @@ impl DynamoStore {
                     .get(&keys::legacy_journal(&pending.scenario), &sk)?
                     .is_none()
             {
-                self.apply_pending(&pending, &enrollment)?;
+                self.apply_pending(&pending, &enrollment, true)?;
             }
         }
         Ok(Some((enrollment, version)))

@@ -86,10 +86,6 @@ struct Pending {
     at: DateTime<Utc>,
     effects: Vec<Effect>,
     contact: Option<Contact>,
-    /// Written by a build whose senders claim under `sent#{h}` ([`keys::sent`]); false (absent)
-    /// for earlier builds' effects, whose sends may have been claimed under the old `sent`.
-    #[serde(default)]
-    claims_sharded: bool,
 }
 
 /// A timer-table write a batch defers to its flush (see [`DynamoStore::defers`]).
@@ -680,10 +676,13 @@ impl DynamoStore {
         self.query_all(q)
     }
 
+    /// Applies a transition's pending effects: just committed, or, with `repair`, found
+    /// unapplied when its enrollment is read (after a crash).
     fn apply_pending(
         &mut self,
         pending: &Pending,
         enrollment: &Enrollment,
+        repair: bool,
     ) -> Result<(), StoreError> {
         // Journal records go together in one item, written last (below).
         for effect in pending
@@ -691,12 +690,12 @@ impl DynamoStore {
             .iter()
             .filter(|e| !matches!(e, Effect::Record(_)))
         {
-            // Effects an earlier build committed and did not finish (a crash), re-applied
-            // now: a send its sender already claimed under the old `sent` partition went out,
-            // and this build's senders read that partition only for a while (see
-            // `crate::ledger`), so it is not handed on again.
+            // Effects re-applied after a crash may be an earlier build's: a send its sender
+            // already claimed under the old `sent` partition went out, and this build's
+            // senders read that partition only for a while (see `crate::ledger`), so it is
+            // not handed on again. One read per send, on this repair path only.
             if let Effect::Send(send) = effect
-                && !pending.claims_sharded
+                && repair
                 && self
                     .get_uncached(keys::LEGACY_SENT, &send.idempotency_key)?
                     .is_some()
@@ -840,13 +839,12 @@ impl Store for DynamoStore {
             at: now,
             effects: t.effects.clone(),
             contact: t.contact.clone(),
-            claims_sharded: true,
         };
         // The commit point: the enrollment, conditionally on its version, with its effects.
         self.write_enrollment(expected, scenario_version, &t.enrollment, Some(&pending))?;
         if std::mem::take(&mut self.crash_after_commit) {
             return Err(StoreError::Injected);
         }
-        self.apply_pending(&pending, &t.enrollment)
+        self.apply_pending(&pending, &t.enrollment, false)
     }
 }
