@@ -877,3 +877,88 @@ fn web_push_sends_and_forgets_an_expired_subscription() {
         .collect();
     assert_eq!(left, [format!("http://{addr}/push/live")]);
 }
+
+/// A claim an earlier build made under the unsplit `sent` partition still stops a message
+/// delivered again to this build's sender, within the window the first claim of this build
+/// stores; a new key is claimed in its shard (`sent#{h}`) and stops its own redelivery. On a
+/// table with no old claim the window is closed from the start (no read per send).
+#[test]
+fn a_claim_made_by_an_earlier_build_still_stops_a_redelivered_send() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use relance_aws::keys;
+    if crate::support::offline() {
+        return;
+    }
+    let emu = emulator();
+    let get = |table: &str, pk: &str, sk: &str| {
+        emu.runtime
+            .block_on(
+                emu.dynamo
+                    .get_item()
+                    .table_name(table)
+                    .key(keys::PK, AttributeValue::S(pk.into()))
+                    .key(keys::SK, AttributeValue::S(sk.into()))
+                    .consistent_read(true)
+                    .send(),
+            )
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .item
+    };
+    let until = |table: &str| {
+        get(table, keys::SETTINGS, keys::LEGACY_CLAIMS)
+            .and_then(|i| i.get("until").and_then(|v| v.as_n().ok()).cloned())
+            .and_then(|n| n.parse::<i64>().ok())
+    };
+    let t0 = at("2026-12-01T09:00:00Z");
+    let (config, mut rt) = setup("oldclaim");
+    // The earlier build's claim of ana's first email, as it wrote it.
+    emu.runtime
+        .block_on(
+            emu.dynamo
+                .put_item()
+                .table_name(&config.state_table)
+                .item(keys::PK, AttributeValue::S(keys::LEGACY_SENT.into()))
+                .item(keys::SK, AttributeValue::S("news:ana:1:first".into()))
+                .item("status", AttributeValue::S("sending".into()))
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let meter = Meter::default();
+    let (ses, sns) = metered_clients(&meter, None);
+    let first = senders(&config, ses, sns, SenderConfig::new("news@example.com"));
+    let ana = send_event("news", email_send("ana", "ana@example.com", "first"));
+    let bob = send_event("news", email_send("bob", "bob@example.com", "first"));
+    for event in [&ana, &bob, &bob, &ana] {
+        let r = handlers::channel_sender(&first, rt.store(), event, t0);
+        assert!(r.batch_item_failures.is_empty(), "{r:?}");
+    }
+    assert_eq!(
+        meter.total("SESv2", &["SendEmail"]),
+        1,
+        "bob once; ana not at all, the earlier build's claim stands"
+    );
+    let bob_key = "news:bob:1:first";
+    assert!(get(&config.state_table, &keys::sent(bob_key), bob_key).is_some());
+    assert!(get(&config.state_table, keys::LEGACY_SENT, bob_key).is_none());
+    assert_eq!(
+        until(&config.state_table),
+        Some((t0 + relance_aws::ledger::LEGACY_CLAIMS_WINDOW).timestamp())
+    );
+    // Another sender of this build, later in the window, reads the stored window.
+    let meter2 = Meter::default();
+    let (ses, sns) = metered_clients(&meter2, None);
+    let later = senders(&config, ses, sns, SenderConfig::new("news@example.com"));
+    let r = handlers::channel_sender(&later, rt.store(), &ana, t0 + chrono::TimeDelta::days(3));
+    assert!(r.batch_item_failures.is_empty(), "{r:?}");
+    assert_eq!(meter2.total("SESv2", &["SendEmail"]), 0);
+
+    // A new deployment: nothing under `sent`, so the window closes at the first claim.
+    let (fresh, mut rt) = setup("newclaims");
+    let meter3 = Meter::default();
+    let (ses, sns) = metered_clients(&meter3, None);
+    let fresh_senders = senders(&fresh, ses, sns, SenderConfig::new("news@example.com"));
+    let r = handlers::channel_sender(&fresh_senders, rt.store(), &bob, t0);
+    assert!(r.batch_item_failures.is_empty(), "{r:?}");
+    assert_eq!(meter3.total("SESv2", &["SendEmail"]), 1);
+    assert_eq!(until(&fresh.state_table), Some(t0.timestamp()));
+}

@@ -186,15 +186,16 @@ fn a_reference_drip_costs_counted_requests_per_contact_step() {
         return;
     }
     let run = drip("plain", DRIP, "drip", false);
-    // The budget, as counts (not timings): at most 2.25 writes, 2 reads and 0.3 SQS requests
-    // (measured 2.19, 1.79 and 0.27 with 30 contacts; 2.17, 1.57 and 0.27 with 2,000).
+    // The budget, as counts (not timings): at most 1.6 writes, 1.85 reads and 0.3 SQS
+    // requests (measured 1.58, 1.81 and 0.27 with 30 contacts; 1.55, 1.57 and 0.27 with
+    // 2,000; issue 16 asks at most 1.6 writes and 2 reads).
     assert!(
-        run.per(run.writes) <= 2.25,
+        run.per(run.writes) <= 1.6,
         "{:.2} DynamoDB writes per contact-step",
         run.per(run.writes)
     );
     assert!(
-        run.per(run.reads) <= 2.0,
+        run.per(run.reads) <= 1.85,
         "{:.2} DynamoDB reads per contact-step",
         run.per(run.reads)
     );
@@ -212,14 +213,15 @@ fn the_measured_drip_costs_counted_requests_per_contact_step() {
     }
     let run = drip("measured", MEASURED, "drip-measured", true);
     // Measurement (a holdout, a split, a conversion watch per entry and the purchases
-    // checked against it) stays within the same budget.
+    // checked against it) stays within the same budget (measured 1.59, 1.54 and 0.24 with
+    // 30 contacts; 1.54, 1.30 and 0.21 with 2,000).
     assert!(
-        run.per(run.writes) <= 2.25,
+        run.per(run.writes) <= 1.6,
         "{:.2} DynamoDB writes per contact-step",
         run.per(run.writes)
     );
     assert!(
-        run.per(run.reads) <= 2.0,
+        run.per(run.reads) <= 1.85,
         "{:.2} DynamoDB reads per contact-step",
         run.per(run.reads)
     );

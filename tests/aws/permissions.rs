@@ -2,7 +2,7 @@
 //! with clients whose every request is recorded (an SDK interceptor), and each request's
 //! action and the table, queue, bus or secret it touched must be granted to that function by
 //! `relance_aws::permissions` (the table `infra/template.yaml` is held to), its
-//! conditions met (a sender deletes only in the `sent` partition) and no deny matched (the
+//! conditions met (a sender deletes only in the claims' partitions `sent#{h}`) and no deny matched (the
 //! SMS sender never publishes to an ARN), the webhook sender's retry, visibility change,
 //! save and dead letter included. The secrets: read at start from Secrets Manager by
 //! ARN, a short unsubscribe key or an unreadable secret refused with the setting named.
@@ -130,6 +130,9 @@ fn needs(d: &Deployment, op: &str, body: &str) -> (String, String, Option<String
     let pk = json["Key"]["pk"]["S"]
         .as_str()
         .or_else(|| json["Item"]["pk"]["S"].as_str())
+        // A query's partition key is its key condition's value (every query here names it
+        // `:pk`).
+        .or_else(|| json["ExpressionAttributeValues"][":pk"]["S"].as_str())
         .or_else(batch_pk)
         .map(str::to_string);
     (action, resource, pk)
@@ -365,6 +368,9 @@ fn hostile_each_handler_calls_only_what_its_role_allows() {
     let mut post: LambdaFunctionUrlRequest = sample("unsubscribe.url-post.json");
     post.request_context.http.method = Some("POST".into());
     post.query_string_parameters.insert("token".into(), token);
+    // As the function runs it (functions/src/handler.rs): flushing as it goes, since its role
+    // holds no BatchWriteItem.
+    rt.store().set_auto_flush(true);
     let done = handlers::unsubscribe(&mut rt, Some(&secret), &post, t0 + TimeDelta::hours(2));
     assert_eq!(done.status_code, 200, "{:?}", done.body);
     made.insert("UnsubscribeFunction", check(&c, &d, "UnsubscribeFunction"));

@@ -1066,3 +1066,391 @@ fn a_batch_journal_items_land_together_at_the_flush_and_stand_for_their_transiti
     assert_eq!(counts(&mut other), (60, 60));
     assert_eq!(sends(other.store()).len(), 60);
 }
+
+/// The journal is split over the scenario's shards (an enrollment's records in one), and
+/// every reader still reads what an earlier build wrote in the unsplit partition: its records
+/// come back in sort-key order among the new ones, and its transition item still says that
+/// transition's effects were applied (the pending-effects check does not apply them again).
+#[test]
+fn the_journal_reads_its_shards_and_the_partition_earlier_builds_wrote() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use relance_aws::keys;
+    use relance_core::ports::JournalStore;
+    if crate::support::offline() {
+        return;
+    }
+    let emu = emulator();
+    let yaml = "id: split\nlaunch: {type: manual}\nmessages:\n  m: {channel: email, subject: s, text: x}\n  n: {channel: email, subject: n, text: x}\nsteps:\n  - {id: first, send: m, next: second}\n  - {id: second, send: n, next: done, delay: {after: PT1H}}\n  - {id: done, end: success}\n";
+    let t0 = at("2026-12-01T09:00:00Z");
+    let mut rt = Runtime::new(store("split"));
+    let table = rt.store().config().state_table.clone();
+    let contacts: String = (0..40)
+        .map(|i| format!("{{\"id\": \"c{i:02}\", \"email\": \"c{i}@x.io\"}}\n"))
+        .collect();
+    import(&mut rt, &contacts, t0);
+    activate(&mut rt, yaml, t0);
+    // An earlier build's journal, unsplit: a transition item (records listed) and a single
+    // record, a minute before this build's.
+    let before = t0 - TimeDelta::minutes(1);
+    let old_enrollment = "split:old:1";
+    let old_records = vec![
+        Record::new(before, "old", RecordKind::Entered).step("first"),
+        Record::new(before, "old", RecordKind::Sent).step("first"),
+    ];
+    let old_record = Record::new(before, "old", RecordKind::Opened).step("first");
+    let put = |pk: String, sk: String, attr: (&str, String)| {
+        emu.runtime
+            .block_on(
+                emu.dynamo
+                    .put_item()
+                    .table_name(&table)
+                    .item(keys::PK, AttributeValue::S(pk))
+                    .item(keys::SK, AttributeValue::S(sk))
+                    .item("contact", AttributeValue::S("old".into()))
+                    .item(attr.0, AttributeValue::S(attr.1))
+                    .send(),
+            )
+            .unwrap_or_else(|e| panic!("{e:?}"))
+    };
+    let records_json = serde_json::to_string(&old_records).unwrap_or_else(|e| panic!("{e}"));
+    let record_json = serde_json::to_string(&old_record).unwrap_or_else(|e| panic!("{e}"));
+    put(
+        keys::legacy_journal("split"),
+        keys::journal_transition(before, old_enrollment, 1),
+        ("records", records_json),
+    );
+    put(
+        keys::legacy_journal("split"),
+        keys::journal_record(before, None, &record_json),
+        ("record", record_json.clone()),
+    );
+    rt.launch(
+        LaunchDetail {
+            scenario: "split".into(),
+            contacts: None,
+        },
+        t0,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // This build's items: in the shards, spread (40 enrollments over 16 shards), none in the
+    // unsplit partition but the two written above.
+    let items = |pk: &str| {
+        emu.runtime
+            .block_on(
+                emu.dynamo
+                    .query()
+                    .table_name(&table)
+                    .key_condition_expression("pk = :pk")
+                    .expression_attribute_values(":pk", AttributeValue::S(pk.into()))
+                    .send(),
+            )
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .count
+    };
+    let shards = keys::journal_partitions("split");
+    let (split, legacy) = shards.split_at(keys::SHARDS as usize);
+    let per_shard: Vec<i32> = split.iter().map(|pk| items(pk)).collect();
+    assert_eq!(per_shard.iter().sum::<i32>(), 40, "{per_shard:?}");
+    assert!(
+        per_shard.iter().filter(|n| **n > 0).count() > 4,
+        "{per_shard:?}"
+    );
+    assert_eq!(items(&legacy[0]), 2);
+    let records = rt
+        .store()
+        .records("split", None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The earlier build's records first (a minute earlier), then this build's, merged.
+    // Each of this build's 40 enrollments: entered, sent, waiting.
+    assert_eq!(records.len(), 3 + 40 * 3);
+    let mut first_three = records[..3].to_vec();
+    first_three.sort_by_key(|r| r.kind.as_str());
+    let mut want = vec![old_records[0].clone(), old_records[1].clone(), old_record];
+    want.sort_by_key(|r| r.kind.as_str());
+    assert_eq!(first_three, want);
+    assert!(records.windows(2).all(|w| w[0].at <= w[1].at));
+    let old_only = rt
+        .store()
+        .records("split", Some("old"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(old_only.len(), 3);
+    let counts = rt.journal("split").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(counts.entered, 41);
+
+    // An enrollment whose effects an earlier build applied, its journal item unsplit: read
+    // again, its effects are not applied twice.
+    let mut crashing = Runtime::new(store("splitpending"));
+    let table = crashing.store().config().state_table.clone();
+    import(
+        &mut crashing,
+        "{\"id\": \"a\", \"email\": \"a@x.io\"}\n",
+        t0,
+    );
+    activate(&mut crashing, yaml, t0);
+    crashing.store().crash_after_next_commit();
+    let launch = |rt: &mut Runtime<DynamoStore>| {
+        rt.launch(
+            LaunchDetail {
+                scenario: "split".into(),
+                contacts: None,
+            },
+            t0,
+        )
+    };
+    assert!(launch(&mut crashing).is_err());
+    assert!(sends(crashing.store()).is_empty());
+    let enrollment = keys::enrollment_id("split", "a", 1);
+    let version = emu
+        .runtime
+        .block_on(
+            emu.dynamo
+                .get_item()
+                .table_name(&table)
+                .key(keys::PK, AttributeValue::S(keys::enrollment(&enrollment)))
+                .key(keys::SK, AttributeValue::S(keys::ENROLLMENT_STATE.into()))
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .item
+        .and_then(|i| i.get("version").and_then(|v| v.as_n().ok()).cloned())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no enrollment version"));
+    emu.runtime
+        .block_on(
+            emu.dynamo
+                .put_item()
+                .table_name(&table)
+                .item(keys::PK, AttributeValue::S(keys::legacy_journal("split")))
+                .item(
+                    keys::SK,
+                    AttributeValue::S(keys::journal_transition(t0, &enrollment, version)),
+                )
+                .item("contact", AttributeValue::S("a".into()))
+                .item("records", AttributeValue::S("[]".into()))
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let report = launch(&mut crashing).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.skipped.get("already_running"), Some(&1));
+    assert!(
+        sends(crashing.store()).is_empty(),
+        "the earlier build's journal item says the effects were applied"
+    );
+}
+
+/// A handler's batch (a store that flushes once per batch) leaves its wake timers, its
+/// journal records and its input keys to the flush: none is in the table before it, the
+/// batch still sees its own (a repeated input within the batch is seen, its records are
+/// read), and after it another function's tick fires the timers, and a third delivery of
+/// the input is seen there.
+#[test]
+fn a_batch_writes_its_timers_records_and_input_keys_at_the_flush() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use relance_aws::keys;
+    use relance_core::ports::JournalStore;
+    if crate::support::offline() {
+        return;
+    }
+    let emu = emulator();
+    let yaml = "id: later\nlaunch: {type: manual}\nmessages:\n  m: {channel: email, subject: s, text: x}\n  n: {channel: email, subject: n, text: x}\nsteps:\n  - {id: first, send: m, next: second}\n  - {id: second, send: n, next: done, delay: {after: PT1H}}\n  - {id: done, end: success}\n";
+    let t0 = at("2026-12-01T09:00:00Z");
+    let mut deferred = store("deferbatch");
+    deferred.set_auto_flush(false);
+    let mut rt = Runtime::new(deferred);
+    let config = rt.store().config().clone();
+    let contacts: String = (0..5)
+        .map(|i| format!("{{\"id\": \"c{i}\", \"email\": \"c{i}@x.io\"}}\n"))
+        .collect();
+    import(&mut rt, &contacts, t0);
+    activate(&mut rt, yaml, t0);
+    let count = |table: &str| {
+        emu.runtime
+            .block_on(emu.dynamo.scan().table_name(table).send())
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .count
+    };
+    let input_recorded = |key: &str| {
+        emu.runtime
+            .block_on(
+                emu.dynamo
+                    .get_item()
+                    .table_name(&config.state_table)
+                    .key(keys::PK, AttributeValue::S(keys::input(key)))
+                    .key(keys::SK, AttributeValue::S(keys::INPUT.into()))
+                    .consistent_read(true)
+                    .send(),
+            )
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .item
+            .is_some()
+    };
+    rt.launch(
+        LaunchDetail {
+            scenario: "later".into(),
+            contacts: None,
+        },
+        t0,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let opened = EngagementDetail {
+        idempotency_key: Some("esp-open-c0".into()),
+        contact: "c0".into(),
+        scenario: "later".into(),
+        step: "first".into(),
+        kind: EngagementKind::Opened,
+        url: None,
+        link_tags: Vec::new(),
+        at: Some(t0 + TimeDelta::minutes(5)),
+    };
+    let input_key = opened
+        .dedup_key()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("an engagement with a key is recorded under it"));
+    // Delivered twice within the batch: the second is seen though nothing is written yet.
+    for _ in 0..2 {
+        rt.engagement(opened.clone(), t0 + TimeDelta::minutes(6))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert_eq!(count(&config.timers_table), 0, "no timer before the flush");
+    assert!(!input_recorded(&input_key));
+    let opens = |rt: &mut Runtime<DynamoStore>| {
+        rt.store()
+            .records("later", Some("c0"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .iter()
+            .filter(|r| r.kind == RecordKind::Opened)
+            .count()
+    };
+    assert_eq!(opens(&mut rt), 1, "the batch reads its own records");
+    rt.store().flush().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(count(&config.timers_table), 5);
+    assert!(input_recorded(&input_key));
+
+    // Another function: the input is seen, the timers fire once.
+    let mut other = Runtime::new(
+        DynamoStore::new(
+            emu.dynamo.clone(),
+            config.clone(),
+            Bridge::new(emu.runtime.handle().clone()),
+        )
+        .recording_sends(),
+    );
+    other
+        .engagement(opened, t0 + TimeDelta::minutes(7))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(opens(&mut other), 1);
+    other
+        .tick(t0 + TimeDelta::hours(1))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(sends(other.store()).len(), 10);
+    assert_eq!(count(&config.timers_table), 0, "each timer consumed");
+    let counts = other.journal("later").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(counts.ends.get("success"), Some(&5));
+}
+
+/// Effects an earlier build committed and did not apply (it crashed after the commit point)
+/// are re-applied when the enrollment is read, except a send that build's sender already
+/// claimed under the old `sent` partition: it went out, and is not handed on again (this
+/// build's senders read that partition only for a while after the upgrade).
+#[test]
+fn an_earlier_builds_unfinished_send_it_already_claimed_is_not_sent_again() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use relance_aws::keys;
+    if crate::support::offline() {
+        return;
+    }
+    fn idempotency_key(v: &serde_json::Value) -> Option<String> {
+        match v {
+            serde_json::Value::Object(m) => m
+                .get("idempotency_key")
+                .and_then(|k| k.as_str().map(str::to_string))
+                .or_else(|| m.values().find_map(idempotency_key)),
+            serde_json::Value::Array(a) => a.iter().find_map(idempotency_key),
+            _ => None,
+        }
+    }
+    let emu = emulator();
+    let yaml = "id: upgrade\nlaunch: {type: manual}\nmessages:\n  m: {channel: email, subject: s, text: x}\n  n: {channel: email, subject: n, text: x}\nsteps:\n  - {id: first, send: m, next: second}\n  - {id: second, send: n, next: done, delay: {after: PT1H}}\n  - {id: done, end: success}\n";
+    let t0 = at("2026-12-01T09:00:00Z");
+    let mut rt = Runtime::new(store("upgrade"));
+    let table = rt.store().config().state_table.clone();
+    import(
+        &mut rt,
+        "{\"id\": \"a\", \"email\": \"a@x.io\"}\n{\"id\": \"b\", \"email\": \"b@x.io\"}\n",
+        t0,
+    );
+    activate(&mut rt, yaml, t0);
+    let launch = |rt: &mut Runtime<DynamoStore>| {
+        rt.launch(
+            LaunchDetail {
+                scenario: "upgrade".into(),
+                contacts: None,
+            },
+            t0,
+        )
+    };
+    rt.store().crash_after_next_commit();
+    assert!(launch(&mut rt).is_err());
+    assert!(sends(rt.store()).is_empty());
+    // Which contact's transition crashed: its enrollment carries the pending effects.
+    let pending_of = |contact: &str| {
+        emu.runtime
+            .block_on(
+                emu.dynamo
+                    .get_item()
+                    .table_name(&table)
+                    .key(
+                        keys::PK,
+                        AttributeValue::S(keys::enrollment(&keys::enrollment_id(
+                            "upgrade", contact, 1,
+                        ))),
+                    )
+                    .key(keys::SK, AttributeValue::S(keys::ENROLLMENT_STATE.into()))
+                    .consistent_read(true)
+                    .send(),
+            )
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .item
+            .filter(|i| i.contains_key("pending"))
+    };
+    let (crashed, other, mut item) = match (pending_of("a"), pending_of("b")) {
+        (Some(item), _) => ("a", "b", item),
+        (None, Some(item)) => ("b", "a", item),
+        (None, None) => panic!("no enrollment carries pending effects"),
+    };
+    // The earlier build's sender had claimed the send under the old partition (the pending
+    // effects' shape is the same in both builds).
+    let pending: serde_json::Value = serde_json::from_str(
+        item.remove("pending")
+            .and_then(|v| v.as_s().ok().cloned())
+            .unwrap_or_else(|| panic!("pending is text"))
+            .as_str(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let key = idempotency_key(&pending).unwrap_or_else(|| panic!("no send in {pending}"));
+    emu.runtime
+        .block_on(
+            emu.dynamo
+                .put_item()
+                .table_name(&table)
+                .item(keys::PK, AttributeValue::S(keys::LEGACY_SENT.into()))
+                .item(keys::SK, AttributeValue::S(key))
+                .item("status", AttributeValue::S("sending".into()))
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    // The next launch reads the crashed enrollment (repaired, its send not handed on again)
+    // and enters the other contact if it was not yet.
+    launch(&mut rt).unwrap_or_else(|e| panic!("{e}"));
+    let got: Vec<String> = sends(rt.store()).into_iter().map(|(c, _, _)| c).collect();
+    assert_eq!(
+        got,
+        vec![other.to_string()],
+        "{crashed}'s send went out before"
+    );
+    // Repaired: the journal holds its transition, and reading it again changes nothing.
+    let counts = rt.journal("upgrade").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(counts.entered, 2);
+    launch(&mut rt).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(sends(rt.store()).len(), 1);
+}

@@ -353,7 +353,7 @@ fn handle<S: HandlerStore>(
         return Ok(());
     }
     let key = message.ledger_key();
-    if !sender.ledger.claim(&key)? {
+    if !sender.ledger.claim(&key, now)? {
         tracing::info!(key = %message.header_key(), "webhook already called or settled: duplicate delivery ignored");
         return Ok(());
     }

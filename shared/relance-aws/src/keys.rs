@@ -17,12 +17,15 @@
 //! | consent event (append-only) | `contact#{id}` | `consent#{at µs, 18 digits}#p{place, 6 digits}` (hash in `hash`) |
 //! | input seen | `input#{key}` | `input` |
 //! | enrollment | `enrollment#{id}` | `state` |
-//! | journal record | `journal#{scenario}` | `{at}#{enrollment}#{hash}` |
+//! | journal record (shard `h`, see [`journal`]) | `journal#{scenario}#{h}` | `{at}#{enrollment}#{hash}` |
+//! | journal record, earlier builds (still read) | `journal#{scenario}` | as above |
 //! | outbox (an action, once per key) | `outbox` | `{idempotency key}` |
 //! | launch | `launch` | `{scenario}#{zone}` |
 //! | timer cursor | `tick` | `cursor` |
 //! | dead letter | `dead` | `{at}#{kind}#{hash}` |
-//! | send claim (ledger) | `sent` | `{idempotency key}` |
+//! | send claim (ledger; shard `h`, see [`sent`]) | `sent#{h}` | `{idempotency key}` |
+//! | send claim, earlier builds (read in a window, see [`crate::ledger`]) | `sent` | `{idempotency key}` |
+//! | the window of earlier builds' claims (ledger) | `settings` | `legacy_claims` |
 //! | send rate slot (ledger) | `rate#{channel}` | `{second since the epoch}` |
 //! | SMS message id → send (ledger) | `sms#{message id}` | `send` |
 //!
@@ -32,6 +35,13 @@
 //! ([`instant::to_key`]); earlier builds wrote RFC 3339 text there, which is still read.
 //! Other instants in keys (activity, journal, dead letters) are RFC 3339 with microseconds
 //! ([`text`]): fixed width within 1970..9999, the only range inputs may have.
+//!
+//! Two partitions every contact shares are split in [`SHARDS`] by a hash, so that neither
+//! bounds the table's throughput (BENCHMARKS.md, "AWS throughput model"): the send claims by
+//! their idempotency key, a scenario's journal by enrollment. `{h}` is the shard's number in
+//! decimal (`0`..`15`). Earlier builds wrote both unsplit (`sent`, `journal#{scenario}`):
+//! the journal's readers read that partition too, the ledger reads the old claims for as
+//! long as a message an earlier build's sender saw can still be delivered.
 
 use chrono::{DateTime, SecondsFormat, Timelike, Utc};
 use relance_core::engine::Wake;
@@ -229,8 +239,28 @@ pub fn enrollment(id: &str) -> String {
 /// The sort key of an enrollment's state.
 pub const ENROLLMENT_STATE: &str = "state";
 
-/// A scenario's journal partition.
-pub fn journal(scenario: &str) -> String {
+/// How many partitions the send claims and each scenario's journal are split into.
+pub const SHARDS: u32 = 16;
+
+/// The journal partition of a record of `scenario` about `enrollment` (or, for a record of
+/// no enrollment, its contact): one of [`SHARDS`], by a hash of it, so every record of an
+/// enrollment lands in one partition (the pending-effects check reads one item) and a
+/// scenario's records spread over all of them.
+pub fn journal(scenario: &str, enrollment: &str) -> String {
+    format!("journal#{scenario}#{}", shard(enrollment, SHARDS))
+}
+
+/// Every journal partition of `scenario`, the old one last: what a reader of its records
+/// queries (and merges by sort key).
+pub fn journal_partitions(scenario: &str) -> Vec<String> {
+    (0..SHARDS)
+        .map(|h| format!("journal#{scenario}#{h}"))
+        .chain([legacy_journal(scenario)])
+        .collect()
+}
+
+/// The unsplit journal partition earlier builds wrote (still read).
+pub fn legacy_journal(scenario: &str) -> String {
     format!("journal#{scenario}")
 }
 
@@ -336,8 +366,18 @@ pub fn rekeyed_timer(sk: &str, due: DateTime<Utc>) -> Option<String> {
 
 // ---- The senders' ledger.
 
-/// The claims' partition (sort key: the send's idempotency key).
-pub const SENT: &str = "sent";
+/// The claims' partition of a send (sort key: its idempotency key): one of [`SHARDS`], by a
+/// hash of the key. Only point requests touch the claims (nothing queries them).
+pub fn sent(idempotency_key: &str) -> String {
+    format!("sent#{}", shard(idempotency_key, SHARDS))
+}
+
+/// The unsplit claims' partition earlier builds wrote (see [`crate::ledger`]).
+pub const LEGACY_SENT: &str = "sent";
+
+/// The sort key, in [`SETTINGS`], of the instant until which the ledger also reads the
+/// claims of [`LEGACY_SENT`].
+pub const LEGACY_CLAIMS: &str = "legacy_claims";
 
 /// The partition of a channel's shared send rate (sort key [`rate_second`]).
 pub fn rate(channel: &str) -> String {
@@ -390,7 +430,18 @@ mod tests {
         assert_eq!(enrollment_id("welcome", "ana", 2), "welcome:ana:2");
         assert_eq!(enrollment_scenario("welcome:ana:2"), "welcome");
         assert_eq!(enrollment("welcome:ana:2"), "enrollment#welcome:ana:2");
-        assert_eq!(journal("welcome"), "journal#welcome");
+        let journal_pk = journal("welcome", "welcome:ana:2");
+        assert_eq!(
+            journal_pk,
+            format!("journal#welcome#{}", shard("welcome:ana:2", SHARDS))
+        );
+        assert_eq!(legacy_journal("welcome"), "journal#welcome");
+        let all = journal_partitions("welcome");
+        assert_eq!(all.len(), SHARDS as usize + 1);
+        assert!(all.contains(&journal_pk));
+        assert_eq!(all.last(), Some(&legacy_journal("welcome")));
+        assert_eq!(sent("k"), format!("sent#{}", shard("k", SHARDS)));
+        assert_eq!(LEGACY_SENT, "sent");
         assert_eq!(
             journal_transition(t, "welcome:ana:2", 4),
             "2026-12-01T09:00:00.500000Z#welcome:ana:2#4"

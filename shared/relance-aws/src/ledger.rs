@@ -2,10 +2,25 @@
 //! message never sends twice), the shared per-second send rate of each channel, and whose
 //! send an SMS message id was (SNS reports SMS delivery by message id only). Keys come from
 //! [`crate::keys`].
+//!
+//! Claims are split over [`keys::SHARDS`] partitions by a hash of their key (`sent#{h}`), so
+//! no one partition takes every send. Earlier builds claimed under one partition (`sent`);
+//! such a claim must still stop a message an earlier build's sender already saw. Every such
+//! message was enqueued before this build first claimed, and no message outlives its queue
+//! and dead-letter queue (14 days), so the ledger also reads the old claim of a key, before
+//! claiming it, until [`LEGACY_CLAIMS_WINDOW`] after the first claim of this build on the
+//! table: that instant is kept in the table (`settings`/`legacy_claims`), written by the
+//! first sender of this build, read once per ledger. A table with no old claim then (a new
+//! deployment) gets a window already closed: nothing more is read. A send of an earlier
+//! build's unfinished transition, re-applied by this build (perhaps after the window), is
+//! checked against the old claims by the store before it is enqueued again (the repair path
+//! of [`crate::dynamodb`]).
+
+use std::sync::{Arc, OnceLock};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::bridge::Bridge;
 use crate::error::DynamoError;
@@ -17,12 +32,20 @@ const SMS_SEND_KEPT_SECONDS: i64 = 7 * 86_400;
 /// How long a second's rate slots are kept (the table's TTL removes them after).
 const RATE_SLOT_KEPT_SECONDS: u64 = 3600;
 
+/// How long, after this build's first claim on a table, the ledger also reads the claims
+/// earlier builds made: the longest a message can wait in a queue and its dead-letter queue
+/// (14 days, `infra/template.yaml`), and a day more for a redrive.
+pub const LEGACY_CLAIMS_WINDOW: TimeDelta = TimeDelta::days(15);
+
 /// The ledger on one state table.
 #[derive(Debug, Clone)]
 pub struct Ledger {
     client: Client,
     state_table: String,
     bridge: Bridge,
+    /// Until when earlier builds' claims are read (in seconds since the epoch), once known;
+    /// shared by the ledger's clones.
+    legacy_until: Arc<OnceLock<i64>>,
 }
 
 fn is_conditional<E>(e: &aws_sdk_dynamodb::error::SdkError<E>) -> bool
@@ -39,16 +62,21 @@ impl Ledger {
             client,
             state_table,
             bridge,
+            legacy_until: Arc::new(OnceLock::new()),
         }
     }
 
-    /// Claims a key; false when an earlier delivery already did.
-    pub fn claim(&self, key: &str) -> Result<bool, DynamoError> {
+    /// Claims a key at `now`; false when an earlier delivery already did (under this build's
+    /// shard of the key, or, within the window, under the partition earlier builds used).
+    pub fn claim(&self, key: &str, now: DateTime<Utc>) -> Result<bool, DynamoError> {
+        if now.timestamp() < self.legacy_claims_until(now)? && self.legacy_claimed(key)? {
+            return Ok(false);
+        }
         let r = self.bridge.block(
             self.client
                 .put_item()
                 .table_name(&self.state_table)
-                .item(keys::PK, AttributeValue::S(keys::SENT.into()))
+                .item(keys::PK, AttributeValue::S(keys::sent(key)))
                 .item(keys::SK, AttributeValue::S(key.into()))
                 .item("status", AttributeValue::S("sending".into()))
                 .condition_expression("attribute_not_exists(pk)")
@@ -61,6 +89,100 @@ impl Ledger {
         }
     }
 
+    /// Whether an earlier build claimed `key` (strongly consistent: a sender of that build may
+    /// still be running while this one starts).
+    fn legacy_claimed(&self, key: &str) -> Result<bool, DynamoError> {
+        let out = self
+            .bridge
+            .block(
+                self.client
+                    .get_item()
+                    .table_name(&self.state_table)
+                    .key(keys::PK, AttributeValue::S(keys::LEGACY_SENT.into()))
+                    .key(keys::SK, AttributeValue::S(key.into()))
+                    .consistent_read(true)
+                    .send(),
+            )
+            .map_err(|e| DynamoError::new("GetItem", format!("{e:?}")))?;
+        Ok(out.item.is_some())
+    }
+
+    /// Until when (seconds since the epoch) earlier builds' claims are read: kept in the
+    /// table, set by the first claim of this build on it (`now` plus the window, or `now`
+    /// when there is no old claim to read), read once per ledger.
+    fn legacy_claims_until(&self, now: DateTime<Utc>) -> Result<i64, DynamoError> {
+        if let Some(until) = self.legacy_until.get() {
+            return Ok(*until);
+        }
+        let until = match self.stored_legacy_until()? {
+            Some(until) => until,
+            None => {
+                let until = if self.any_legacy_claim()? {
+                    (now + LEGACY_CLAIMS_WINDOW).timestamp()
+                } else {
+                    now.timestamp()
+                };
+                let r = self.bridge.block(
+                    self.client
+                        .put_item()
+                        .table_name(&self.state_table)
+                        .item(keys::PK, AttributeValue::S(keys::SETTINGS.into()))
+                        .item(keys::SK, AttributeValue::S(keys::LEGACY_CLAIMS.into()))
+                        .item("until", AttributeValue::N(until.to_string()))
+                        .condition_expression("attribute_not_exists(pk)")
+                        .send(),
+                );
+                match r {
+                    Ok(_) => until,
+                    // Another sender set it first: its instant holds.
+                    Err(e) if is_conditional(&e) => self.stored_legacy_until()?.unwrap_or(until),
+                    Err(e) => return Err(DynamoError::new("PutItem", format!("{e:?}"))),
+                }
+            }
+        };
+        Ok(*self.legacy_until.get_or_init(|| until))
+    }
+
+    /// The window's end as stored, if set.
+    fn stored_legacy_until(&self) -> Result<Option<i64>, DynamoError> {
+        let out = self
+            .bridge
+            .block(
+                self.client
+                    .get_item()
+                    .table_name(&self.state_table)
+                    .key(keys::PK, AttributeValue::S(keys::SETTINGS.into()))
+                    .key(keys::SK, AttributeValue::S(keys::LEGACY_CLAIMS.into()))
+                    .consistent_read(true)
+                    .send(),
+            )
+            .map_err(|e| DynamoError::new("GetItem", format!("{e:?}")))?;
+        Ok(out
+            .item
+            .as_ref()
+            .and_then(|i| i.get("until"))
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok()))
+    }
+
+    /// Whether the partition earlier builds claimed in holds any claim.
+    fn any_legacy_claim(&self) -> Result<bool, DynamoError> {
+        let out = self
+            .bridge
+            .block(
+                self.client
+                    .query()
+                    .table_name(&self.state_table)
+                    .key_condition_expression("pk = :pk")
+                    .expression_attribute_values(":pk", AttributeValue::S(keys::LEGACY_SENT.into()))
+                    .limit(1)
+                    .consistent_read(true)
+                    .send(),
+            )
+            .map_err(|e| DynamoError::new("Query", format!("{e:?}")))?;
+        Ok(out.count > 0)
+    }
+
     /// Marks a claimed send failed for good, with why (the claim stays: it is not retried).
     pub fn fail(&self, key: &str, why: &str) -> Result<(), DynamoError> {
         self.bridge
@@ -68,7 +190,7 @@ impl Ledger {
                 self.client
                     .update_item()
                     .table_name(&self.state_table)
-                    .key(keys::PK, AttributeValue::S(keys::SENT.into()))
+                    .key(keys::PK, AttributeValue::S(keys::sent(key)))
                     .key(keys::SK, AttributeValue::S(key.into()))
                     .update_expression("SET #s = :s, reason = :r")
                     .expression_attribute_names("#s", "status")
@@ -87,7 +209,7 @@ impl Ledger {
                 self.client
                     .delete_item()
                     .table_name(&self.state_table)
-                    .key(keys::PK, AttributeValue::S(keys::SENT.into()))
+                    .key(keys::PK, AttributeValue::S(keys::sent(key)))
                     .key(keys::SK, AttributeValue::S(key.into()))
                     .send(),
             )

@@ -131,11 +131,23 @@ const STATE_LISTING: Grant = allow(
     "as the others, plus contact_ids (Scan) for audience launches and remove_inactivity / set_launch (DeleteItem)",
 );
 
-/// Timers written and consumed by a transition.
+/// Timers written and consumed by a transition, one request each (the internet-facing
+/// unsubscribe function, which flushes as it goes).
 const TIMERS_WRITE: Grant = allow(
     &["dynamodb:PutItem", "dynamodb:DeleteItem"],
     &["TimersTable"],
     "schedule (PutItem) and cancel (DeleteItem) of durable timers and inactivity checks",
+);
+
+/// Timers written and consumed by the transitions of a batch: also together at its flush.
+const TIMERS_BATCH: Grant = allow(
+    &[
+        "dynamodb:PutItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:BatchWriteItem",
+    ],
+    &["TimersTable"],
+    "schedule (PutItem) and cancel (DeleteItem) of durable timers and inactivity checks; a batch's timers together at its flush (BatchWriteItem)",
 );
 
 /// The channel queues a transition's sends go to, and the webhook queue its webhook calls.
@@ -170,13 +182,26 @@ const SENDER_STATE: Grant = allow(
 );
 
 /// A claim released after a transient failure, so the queue's retry may send: only in the
-/// `sent` partition.
+/// claims' partitions (`sent#0` to `sent#15`, [`crate::keys::sent`]).
 const SENDER_RELEASE: Grant = Grant {
     effect: Effect::Allow,
     actions: &["dynamodb:DeleteItem"],
     resources: &["StateTable"],
-    condition: Some("ForAllValues:StringEquals dynamodb:LeadingKeys sent"),
-    why: "Senders::settle releases the claim (pk = sent) on a transient failure",
+    condition: Some(
+        "ForAllValues:StringEquals dynamodb:LeadingKeys sent#0,sent#1,sent#2,sent#3,sent#4,sent#5,sent#6,sent#7,sent#8,sent#9,sent#10,sent#11,sent#12,sent#13,sent#14,sent#15",
+    ),
+    why: "Senders::settle releases the claim (pk = sent#{h}) on a transient failure",
+    by_lambda: false,
+};
+
+/// The claims earlier builds made (`sent`) and the window in which they are read
+/// (`settings`/`legacy_claims`): read by the ledger before it claims ([`crate::ledger`]).
+const SENDER_LEGACY_CLAIMS: Grant = Grant {
+    effect: Effect::Allow,
+    actions: &["dynamodb:GetItem", "dynamodb:Query"],
+    resources: &["StateTable"],
+    condition: Some("ForAllValues:StringEquals dynamodb:LeadingKeys sent,settings"),
+    why: "Ledger::claim reads an earlier build's claim (pk = sent) within the window kept in settings",
     by_lambda: false,
 };
 
@@ -195,7 +220,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
         handler: "trigger",
         grants: &[
             STATE_LISTING,
-            TIMERS_WRITE,
+            TIMERS_BATCH,
             allow(
                 &["sqs:SendMessage"],
                 &[
@@ -219,7 +244,12 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
         grants: &[
             STATE_LISTING,
             allow(
-                &["dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:Query"],
+                &[
+                    "dynamodb:PutItem",
+                    "dynamodb:DeleteItem",
+                    "dynamodb:BatchWriteItem",
+                    "dynamodb:Query",
+                ],
                 &["TimersTable"],
                 "due_items (Query of minute buckets), schedule and cancel",
             ),
@@ -245,7 +275,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
         handler: "step-executor",
         grants: &[
             STATE_RUNTIME,
-            TIMERS_WRITE,
+            TIMERS_BATCH,
             allow(
                 &["sqs:SendMessage"],
                 CHANNEL_QUEUES,
@@ -260,7 +290,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
         handler: "launch",
         grants: &[
             STATE_RUNTIME,
-            TIMERS_WRITE,
+            TIMERS_BATCH,
             allow(
                 &["sqs:SendMessage"],
                 CHANNEL_QUEUES,
@@ -275,7 +305,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
         handler: "engagement",
         grants: &[
             STATE_RUNTIME,
-            TIMERS_WRITE,
+            TIMERS_BATCH,
             allow(
                 &["sqs:SendMessage"],
                 CHANNEL_QUEUES,
@@ -295,6 +325,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
         grants: &[
             SENDER_STATE,
             SENDER_RELEASE,
+            SENDER_LEGACY_CLAIMS,
             allow(
                 &["ses:GetSuppressedDestination"],
                 &["*"],
@@ -324,6 +355,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
         grants: &[
             SENDER_STATE,
             SENDER_RELEASE,
+            SENDER_LEGACY_CLAIMS,
             allow(
                 &["sns:Publish", "sns:CheckIfPhoneNumberIsOptedOut"],
                 &["*"],
@@ -347,6 +379,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
         grants: &[
             SENDER_STATE,
             SENDER_RELEASE,
+            SENDER_LEGACY_CLAIMS,
             allow(
                 &["sns:Publish"],
                 &["arn:${AWS::Partition}:sns:${AWS::Region}:${AWS::AccountId}:endpoint/*"],
@@ -370,6 +403,7 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
                 "as the other senders, plus the contact read and written back without its expired subscriptions",
             ),
             SENDER_RELEASE,
+            SENDER_LEGACY_CLAIMS,
             allow(
                 &["secretsmanager:GetSecretValue"],
                 &["VapidPrivateKeySecretArn"],
@@ -387,7 +421,8 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
             // enrollments); the claim, its release and a failure mark are the ledger's.
             STATE_RUNTIME,
             SENDER_RELEASE,
-            TIMERS_WRITE,
+            SENDER_LEGACY_CLAIMS,
+            TIMERS_BATCH,
             allow(
                 &["sqs:SendMessage"],
                 &[

@@ -322,7 +322,7 @@ impl Senders {
         self.take_rate_slot(send.channel.as_str())?;
         let claimed = self
             .ledger
-            .claim(&send.idempotency_key)
+            .claim(&send.idempotency_key, now)
             .map_err(|e| SendError::Transient(format!("claim: {e}")))?;
         if !claimed {
             return Ok(Outcome::Duplicate);

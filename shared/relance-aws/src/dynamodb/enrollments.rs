@@ -196,12 +196,21 @@ impl DynamoStore {
             let pending: Pending = from_json("pending effects", p)?;
             let sk = Self::journal_sk(&pending, &enrollment);
             // Applied by this store and waiting for its flush: no need to read the journal.
-            let deferred = self
-                .deferred_markers
-                .iter()
-                .any(|m| get_s(m, keys::SK) == Some(sk.as_str()));
-            if !deferred && self.get(&keys::journal(&pending.scenario), &sk)?.is_none() {
-                self.apply_pending(&pending, &enrollment)?;
+            let shard = keys::journal(&pending.scenario, &enrollment.id);
+            let deferred = self.deferred_markers.iter().any(|m| {
+                get_s(m, keys::PK) == Some(shard.as_str())
+                    && get_s(m, keys::SK) == Some(sk.as_str())
+            });
+            // Its journal item is in the enrollment's shard, or, written by an earlier build,
+            // in the unsplit partition: read only when the shard has none (after a crash, or
+            // for an enrollment an earlier build moved), so it costs nothing per step.
+            if !deferred
+                && self.get(&shard, &sk)?.is_none()
+                && self
+                    .get(&keys::legacy_journal(&pending.scenario), &sk)?
+                    .is_none()
+            {
+                self.apply_pending(&pending, &enrollment, true)?;
             }
         }
         Ok(Some((enrollment, version)))

@@ -21,7 +21,9 @@ impl JournalStore for DynamoStore {
     fn journal(&mut self, scenario: &str, record: &Record) -> Result<(), StoreError> {
         let json = to_json(record);
         let mut item = Item::new();
-        item.insert(keys::PK.into(), s(keys::journal(scenario)));
+        // An enrollment's records share its shard; a record of no enrollment goes by contact.
+        let spread = record.enrollment.as_deref().unwrap_or(&record.contact);
+        item.insert(keys::PK.into(), s(keys::journal(scenario, spread)));
         item.insert(
             keys::SK.into(),
             s(keys::journal_record(
@@ -32,6 +34,12 @@ impl JournalStore for DynamoStore {
         );
         item.insert("contact".into(), s(&record.contact));
         item.insert("record".into(), s(json));
+        if self.defers() {
+            // In a batch, with the transitions' journal items (an unconditional put of a
+            // deterministic key; `records` reads the waiting ones too).
+            self.deferred_markers.push(item);
+            return Ok(());
+        }
         self.put(item)
     }
 
@@ -86,22 +94,38 @@ impl JournalStore for DynamoStore {
         scenario: &str,
         contact: Option<&str>,
     ) -> Result<Vec<Record>, StoreError> {
-        let pk = keys::journal(scenario);
-        let mut items = self.query(&self.config.state_table, &pk, "")?;
+        // The scenario's shards and the unsplit partition of earlier builds: one query each
+        // (a journal read, not a contact-step's), merged by sort key below.
+        let partitions = keys::journal_partitions(scenario);
+        let mut items = Vec::new();
+        for pk in &partitions {
+            items.extend(self.query(&self.config.state_table, pk, "")?);
+        }
         // Read your own writes: a batch's transition items wait for `flush` (see
         // `set_auto_flush`), and a read within the batch must see them too (the winner check
         // run by a tick just after a launch due at the same instant counts that launch's
         // sends, as every other store does).
-        let stored: BTreeSet<&str> = items.iter().filter_map(|i| get_s(i, keys::SK)).collect();
+        let stored: BTreeSet<(&str, &str)> = items
+            .iter()
+            .filter_map(|i| Some((get_s(i, keys::PK)?, get_s(i, keys::SK)?)))
+            .collect();
         let waiting: Vec<Item> = self
             .deferred_markers
             .iter()
-            .filter(|m| get_s(m, keys::PK) == Some(pk.as_str()))
-            .filter(|m| get_s(m, keys::SK).is_some_and(|sk| !stored.contains(sk)))
+            .filter(|m| get_s(m, keys::PK).is_some_and(|pk| partitions.iter().any(|p| p == pk)))
+            .filter(|m| {
+                !stored.contains(&(
+                    get_s(m, keys::PK).unwrap_or(""),
+                    get_s(m, keys::SK).unwrap_or(""),
+                ))
+            })
             .cloned()
             .collect();
         items.extend(waiting);
         items.sort_by(|a, b| get_s(a, keys::SK).cmp(&get_s(b, keys::SK)));
+        // A sort key names one record (its instant, enrollment and version or content hash):
+        // found in two partitions (an earlier build's and a shard), it is one record.
+        items.dedup_by(|a, b| get_s(a, keys::SK) == get_s(b, keys::SK));
         let mut out = Vec::new();
         for item in items {
             if contact.is_some_and(|c| get_s(&item, "contact") != Some(c)) {

@@ -23,8 +23,18 @@
 //! journal items (each the proof that its transition's effects were applied) together, 25
 //! per `BatchWriteItem`: unconditional puts of deterministic keys, so a partial write is
 //! repaired as a crash before the item is (the effects are re-applied, idempotently, when the
-//! input is redelivered). Conditional writes (enrollment versions, entry marks, input keys,
-//! send claims) stay single requests, in their order.
+//! input is redelivered). The batch's other unconditional, idempotent writes wait for the
+//! flush too (`DynamoStore::defers`): the wake timers armed and consumed (written first,
+//! then the tick's cursor if a timer needs it moved back, so the cursor never passes a
+//! timer not yet written), then, with the journal items, the journal records of
+//! engagement and the input keys (recorded last in their unit, as when written at once). So a
+//! flush that fails before a journal item leaves its transition to be re-applied, as a crash
+//! does. Conditional writes (enrollment versions, entry marks, send claims) stay single
+//! requests, in their order; a unit that flushes as it goes (auto-flush) writes everything at
+//! once, as before.
+//!
+//! A scenario's journal is split over [`keys::SHARDS`] partitions by enrollment
+//! ([`keys::journal`]); its readers also read the unsplit partition of earlier builds.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -32,8 +42,8 @@ use std::sync::Arc;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest,
-    ScalarAttributeType, TimeToLiveSpecification, WriteRequest,
+    AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, KeySchemaElement, KeyType,
+    PutRequest, ScalarAttributeType, TimeToLiveSpecification, WriteRequest,
 };
 use chrono::{DateTime, Utc};
 use relance_core::contact::Contact;
@@ -78,6 +88,27 @@ struct Pending {
     contact: Option<Contact>,
 }
 
+/// A timer-table write a batch defers to its flush (see [`DynamoStore::defers`]).
+#[derive(Debug, Clone)]
+enum TimerWrite {
+    /// A wake timer armed (inactivity checks are written at once, see `put_timer_item`).
+    Put(Item),
+    /// A timer consumed or cancelled: its key (`pk`, `sk`).
+    Delete(String, String),
+}
+
+impl TimerWrite {
+    fn key(&self) -> (String, String) {
+        match self {
+            TimerWrite::Put(item) => (
+                get_s(item, keys::PK).unwrap_or_default().to_string(),
+                get_s(item, keys::SK).unwrap_or_default().to_string(),
+            ),
+            TimerWrite::Delete(pk, sk) => (pk.clone(), sk.clone()),
+        }
+    }
+}
+
 /// The DynamoDB store.
 #[derive(Debug, Clone)]
 pub struct DynamoStore {
@@ -97,8 +128,16 @@ pub struct DynamoStore {
     record_sends: bool,
     /// Channel messages waiting for [`DynamoStore::flush`]: (channel, body).
     deferred_messages: Vec<(Channel, String)>,
-    /// Journal items waiting for [`DynamoStore::flush`]; each says its transition is applied.
+    /// State-table items waiting for [`DynamoStore::flush`], written last: transitions'
+    /// journal items (each says its transition is applied), and, in a batch, journal records
+    /// and input keys (see [`DynamoStore::defers`]).
     deferred_markers: Vec<Item>,
+    /// Timer-table writes of a batch's units (timers armed and consumed) waiting for
+    /// [`DynamoStore::flush`], written before the journal items that say they are done.
+    deferred_timers: Vec<TimerWrite>,
+    /// The minute the tick's cursor must be moved back to once `deferred_timers` are
+    /// written (a timer due before the cursor), if any.
+    deferred_cursor: Option<DateTime<Utc>>,
     /// Flush at the end of every unit of work (off when a handler flushes once per batch).
     auto_flush: bool,
     /// A timer cursor is known to exist, no later than this minute: the earliest this store
@@ -127,6 +166,8 @@ impl DynamoStore {
             record_sends: false,
             deferred_messages: Vec::new(),
             deferred_markers: Vec::new(),
+            deferred_timers: Vec::new(),
+            deferred_cursor: None,
             auto_flush: true,
             cursor_at_most: None,
             now: None,
@@ -162,14 +203,137 @@ impl DynamoStore {
                 dispatch.to_channel(channel, &list)?;
             }
         }
-        // Journal items are unconditional puts of deterministic keys (instant, enrollment,
-        // version), each independent of the others: written in any order, in batches, and a
-        // retry rewrites the same items. One item alone goes as a plain put (same cost).
+        // Then the timers the batch armed and consumed (before the journal items that say
+        // their transitions are applied: a failure here leaves those transitions to be
+        // re-applied), then the cursor, after its timers exist (a tick between the two finds
+        // nothing missed, as when each timer is written with its cursor).
+        let timers = std::mem::take(&mut self.deferred_timers);
+        self.write_timers(timers)?;
+        if let Some(minute) = self.deferred_cursor.take() {
+            self.move_cursor_back(minute)?;
+        }
+        // Journal items (and a batch's records and input keys) are unconditional puts of
+        // deterministic keys, each independent of the others: written in any order, in
+        // batches, and a retry rewrites the same items. One item alone goes as a plain put
+        // (same cost).
         let markers = std::mem::take(&mut self.deferred_markers);
         match <[Item; 1]>::try_from(markers) {
             Ok([marker]) => self.put(marker),
             Err(markers) => self.put_batch(markers),
         }
+    }
+
+    /// Whether a write of the current unit waits for [`DynamoStore::flush`] instead of being
+    /// made now: in a unit of work of a store that flushes once per batch (a handler's),
+    /// for the writes that are unconditional and idempotent (deterministic keys) and that
+    /// no later read of the batch needs from the table (each such read consults the deferred
+    /// writes: `input_seen`, `records`, the pending-effects check, the tick's due items).
+    /// They then go 25 per `BatchWriteItem` instead of one request each.
+    fn defers(&self) -> bool {
+        !self.auto_flush && self.unit_reads.active()
+    }
+
+    /// Writes the deferred timer-table writes, the last of each key only (a timer armed
+    /// then consumed in one batch is deleted), 25 per `BatchWriteItem` (one alone as a plain
+    /// request), retrying what DynamoDB leaves unprocessed as [`DynamoStore::put_batch`] does.
+    fn write_timers(&self, writes: Vec<TimerWrite>) -> Result<(), StoreError> {
+        let mut unique: Vec<TimerWrite> = Vec::with_capacity(writes.len());
+        let mut place: HashMap<(String, String), usize> = HashMap::new();
+        for w in writes {
+            match place.get(&w.key()) {
+                Some(&i) => unique[i] = w,
+                None => {
+                    place.insert(w.key(), unique.len());
+                    unique.push(w);
+                }
+            }
+        }
+        let table = self.config.timers_table.clone();
+        if let [only] = unique.as_slice() {
+            return match only {
+                TimerWrite::Put(item) => self
+                    .bridge
+                    .block(
+                        self.client
+                            .put_item()
+                            .table_name(&table)
+                            .set_item(Some(item.clone()))
+                            .send(),
+                    )
+                    .map(|_| ())
+                    .map_err(dynamo("PutItem")),
+                TimerWrite::Delete(pk, sk) => self.delete(&table, pk, sk),
+            };
+        }
+        let requests = unique
+            .iter()
+            .map(|w| match w {
+                TimerWrite::Put(item) => PutRequest::builder()
+                    .set_item(Some(item.clone()))
+                    .build()
+                    .map(|put| WriteRequest::builder().put_request(put).build()),
+                TimerWrite::Delete(pk, sk) => DeleteRequest::builder()
+                    .key(keys::PK, s(pk))
+                    .key(keys::SK, s(sk))
+                    .build()
+                    .map(|delete| WriteRequest::builder().delete_request(delete).build()),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| DynamoError::new("BatchWriteItem", e.to_string()))?;
+        for chunk in requests.chunks(BATCH_WRITE) {
+            self.batch_write(&table, chunk.to_vec())?;
+        }
+        Ok(())
+    }
+
+    /// One `BatchWriteItem` of `requests` (at most [`BATCH_WRITE`]) on `table`, retrying what
+    /// DynamoDB leaves unprocessed (throttling) with a growing pause, up to
+    /// [`BATCH_ATTEMPTS`] times.
+    fn batch_write(&self, table: &str, mut requests: Vec<WriteRequest>) -> Result<(), StoreError> {
+        let mut attempt = 0;
+        while !requests.is_empty() {
+            if attempt == BATCH_ATTEMPTS {
+                return Err(DynamoError::new(
+                    "BatchWriteItem",
+                    format!(
+                        "{} items still unprocessed after {BATCH_ATTEMPTS} attempts",
+                        requests.len()
+                    ),
+                )
+                .into());
+            }
+            if attempt > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(25 << attempt));
+            }
+            attempt += 1;
+            let out = self
+                .bridge
+                .block(
+                    self.client
+                        .batch_write_item()
+                        .request_items(table, requests)
+                        .send(),
+                )
+                .map_err(dynamo("BatchWriteItem"))?;
+            requests = out
+                .unprocessed_items
+                .and_then(|mut left| left.remove(table))
+                .unwrap_or_default();
+        }
+        Ok(())
+    }
+
+    /// Whether a deferred write of this batch deletes the timer-table item (`pk`, `sk`) (the
+    /// tick must not hand on a timer the batch consumed).
+    fn timer_deferred_deleted(&self, pk: &str, sk: &str) -> bool {
+        self.deferred_timers
+            .iter()
+            .rev()
+            .find(|w| {
+                let (p, k) = w.key();
+                p == pk && k == sk
+            })
+            .is_some_and(|w| matches!(w, TimerWrite::Delete(..)))
     }
 
     /// Sends, ends, goals and actions for other systems are handed to `dispatch`.
@@ -369,7 +533,7 @@ impl DynamoStore {
             }
         }
         for chunk in unique.chunks(BATCH_WRITE) {
-            let mut requests = chunk
+            let requests = chunk
                 .iter()
                 .map(|item| {
                     let put = PutRequest::builder()
@@ -379,38 +543,9 @@ impl DynamoStore {
                     Ok(WriteRequest::builder().put_request(put).build())
                 })
                 .collect::<Result<Vec<_>, StoreError>>()?;
-            let mut attempt = 0;
-            while !requests.is_empty() {
-                if attempt == BATCH_ATTEMPTS {
-                    return Err(DynamoError::new(
-                        "BatchWriteItem",
-                        format!(
-                            "{} items still unprocessed after {BATCH_ATTEMPTS} attempts",
-                            requests.len()
-                        ),
-                    )
-                    .into());
-                }
-                if attempt > 0 {
-                    std::thread::sleep(std::time::Duration::from_millis(25 << attempt));
-                }
-                attempt += 1;
-                let out = self
-                    .bridge
-                    .block(
-                        self.client
-                            .batch_write_item()
-                            .request_items(&self.config.state_table, requests)
-                            .send(),
-                    )
-                    .map_err(dynamo("BatchWriteItem"))?;
-                for item in chunk {
-                    self.unit_reads.wrote(item);
-                }
-                requests = out
-                    .unprocessed_items
-                    .and_then(|mut left| left.remove(&self.config.state_table))
-                    .unwrap_or_default();
+            self.batch_write(&self.config.state_table, requests)?;
+            for item in chunk {
+                self.unit_reads.wrote(item);
             }
         }
         Ok(())
@@ -541,10 +676,13 @@ impl DynamoStore {
         self.query_all(q)
     }
 
+    /// Applies a transition's pending effects: just committed, or, with `repair`, found
+    /// unapplied when its enrollment is read (after a crash).
     fn apply_pending(
         &mut self,
         pending: &Pending,
         enrollment: &Enrollment,
+        repair: bool,
     ) -> Result<(), StoreError> {
         // Journal records go together in one item, written last (below).
         for effect in pending
@@ -552,6 +690,18 @@ impl DynamoStore {
             .iter()
             .filter(|e| !matches!(e, Effect::Record(_)))
         {
+            // Effects re-applied after a crash may be an earlier build's: a send its sender
+            // already claimed under the old `sent` partition went out, and this build's
+            // senders read that partition only for a while (see `crate::ledger`), so it is
+            // not handed on again. One read per send, on this repair path only.
+            if let Effect::Send(send) = effect
+                && repair
+                && self
+                    .get_uncached(keys::LEGACY_SENT, &send.idempotency_key)?
+                    .is_some()
+            {
+                continue;
+            }
             self.apply_effect(&pending.scenario, effect, pending.at)?;
         }
         if let Some(c) = &pending.contact {
@@ -576,7 +726,10 @@ impl DynamoStore {
             })
             .collect();
         let mut item = Item::new();
-        item.insert(keys::PK.into(), s(keys::journal(&pending.scenario)));
+        item.insert(
+            keys::PK.into(),
+            s(keys::journal(&pending.scenario, &enrollment.id)),
+        );
         item.insert(keys::SK.into(), s(Self::journal_sk(pending, enrollment)));
         item.insert("contact".into(), s(&enrollment.contact));
         item.insert("records".into(), s(to_json(&records)));
@@ -692,6 +845,6 @@ impl Store for DynamoStore {
         if std::mem::take(&mut self.crash_after_commit) {
             return Err(StoreError::Injected);
         }
-        self.apply_pending(&pending, &t.enrollment)
+        self.apply_pending(&pending, &t.enrollment, false)
     }
 }

@@ -59,6 +59,7 @@ impl DynamoStore {
         sk: String,
         shard_key: &str,
         mut attrs: Item,
+        deferrable: bool,
     ) -> Result<(), StoreError> {
         let bucket = keys::bucket(keys::minute(due), self.shard(shard_key));
         attrs.insert(keys::PK.into(), s(bucket));
@@ -71,15 +72,22 @@ impl DynamoStore {
                 .unwrap_or(due)
                 .timestamp()),
         );
-        self.bridge
-            .block(
-                self.client
-                    .put_item()
-                    .table_name(&self.config.timers_table)
-                    .set_item(Some(attrs))
-                    .send(),
-            )
-            .map_err(dynamo("PutItem"))?;
+        // A wake timer may wait for the flush; an inactivity check is written now (its
+        // replacement deletes the previous one at once, which a deferred put would undo).
+        let deferred = deferrable && self.defers();
+        if deferred {
+            self.deferred_timers.push(super::TimerWrite::Put(attrs));
+        } else {
+            self.bridge
+                .block(
+                    self.client
+                        .put_item()
+                        .table_name(&self.config.timers_table)
+                        .set_item(Some(attrs))
+                        .send(),
+                )
+                .map_err(dynamo("PutItem"))?;
+        }
         // The tick starts from the earliest minute that may hold timers. The cursor never
         // passes the minute of the tick's `now`, so a timer two minutes past the latest `now`
         // this store was given needs no update once a cursor exists (one write less per
@@ -94,6 +102,16 @@ impl DynamoStore {
         {
             return Ok(());
         }
+        if deferred {
+            // Moved once the timer is written, at the flush.
+            self.deferred_cursor = Some(self.deferred_cursor.map_or(minute, |c| c.min(minute)));
+            return Ok(());
+        }
+        self.move_cursor_back(minute)
+    }
+
+    /// Moves the tick's cursor back to `minute` if it is later (or sets it).
+    pub(super) fn move_cursor_back(&mut self, minute: DateTime<Utc>) -> Result<(), StoreError> {
         // A number: DynamoDB compares it as one. (`cursor_at`, RFC 3339 text, is the cursor
         // of earlier builds; `due_items` takes the earlier of the two until it moves on.)
         let r = self.bridge.block(
@@ -181,6 +199,13 @@ impl DynamoStore {
             let _ = self.bridge.block(update.send());
             self.unit_reads.forget(keys::TICK, keys::CURSOR);
         }
+        // A timer this batch consumed is not due again (its deletion waits for the flush).
+        items.retain(|i| {
+            !self.timer_deferred_deleted(
+                get_s(i, keys::PK).unwrap_or(""),
+                get_s(i, keys::SK).unwrap_or(""),
+            )
+        });
         // Items an earlier build wrote (an RFC 3339 sort key) move to this build's key, so
         // `cancel` and the consuming unit find them by it.
         for item in &mut items {
@@ -239,11 +264,16 @@ impl TimerStore for DynamoStore {
         attrs.insert("enrollment".into(), s(&w.enrollment));
         attrs.insert("contact".into(), s(&w.contact));
         attrs.insert("step".into(), s(&w.step));
-        self.put_timer_item(w.at, keys::timer(w), &w.enrollment, attrs)
+        self.put_timer_item(w.at, keys::timer(w), &w.enrollment, attrs, true)
     }
 
     fn cancel(&mut self, w: &Wake) -> Result<(), StoreError> {
         let bucket = keys::bucket(keys::minute(w.at), self.shard(&w.enrollment));
+        if self.defers() {
+            self.deferred_timers
+                .push(super::TimerWrite::Delete(bucket, keys::timer(w)));
+            return Ok(());
+        }
         self.delete(&self.config.timers_table.clone(), &bucket, &keys::timer(w))
     }
 
@@ -303,7 +333,7 @@ impl TimerStore for DynamoStore {
         attrs.insert("scenario".into(), s(&check.scenario));
         attrs.insert("contact".into(), s(&check.contact));
         let key = keys::inactivity_shard_key(check);
-        self.put_timer_item(check.due, keys::inactivity_timer(check), &key, attrs)?;
+        self.put_timer_item(check.due, keys::inactivity_timer(check), &key, attrs, false)?;
         let mut item = Item::new();
         item.insert(keys::PK.into(), s(pk));
         item.insert(keys::SK.into(), s(sk));
