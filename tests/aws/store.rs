@@ -316,7 +316,10 @@ fn concurrent_triggers_enter_once_and_the_rest_are_skipped() {
             .all(|r| matches!(r.reason.as_deref(), Some("already_running" | "once_per"))),
         "{skipped:?}"
     );
-    assert!(!skipped.is_empty());
+    // The four posts are the same event (same contact, name and instant): a loser that reads
+    // after the winner's input key is written is a duplicate and journals nothing, one that
+    // reads before is skipped. Which happens is timing; never more than the three losers.
+    assert!(skipped.len() <= 3, "{skipped:?}");
     // After the end, within once_per: skipped for once_per; after it: enters again.
     rt.tick(t0 + TimeDelta::days(1))
         .unwrap_or_else(|e| panic!("{e}"));
