@@ -1292,7 +1292,7 @@ impl Store for SqliteStore {
     type Fault = StoreError;
 
     /// As the ports' default, in the caller's transaction, but the transition's journal
-    /// records go in one row (see [`SqliteStore::journal_records`]): a step writes three to
+    /// records go in one row (see `SqliteStore::journal_records`): a step writes three to
     /// nine records, and a row each was the biggest part of its cost.
     fn commit_transition(
         &mut self,
