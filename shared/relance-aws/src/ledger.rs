@@ -92,19 +92,28 @@ impl Ledger {
     /// Whether an earlier build claimed `key` (strongly consistent: a sender of that build may
     /// still be running while this one starts).
     fn legacy_claimed(&self, key: &str) -> Result<bool, DynamoError> {
+        Ok(self.read_item(keys::LEGACY_SENT, key)?.is_some())
+    }
+
+    /// One state-table item, read strongly consistent.
+    fn read_item(
+        &self,
+        pk: &str,
+        sk: &str,
+    ) -> Result<Option<std::collections::HashMap<String, AttributeValue>>, DynamoError> {
         let out = self
             .bridge
             .block(
                 self.client
                     .get_item()
                     .table_name(&self.state_table)
-                    .key(keys::PK, AttributeValue::S(keys::LEGACY_SENT.into()))
-                    .key(keys::SK, AttributeValue::S(key.into()))
+                    .key(keys::PK, AttributeValue::S(pk.into()))
+                    .key(keys::SK, AttributeValue::S(sk.into()))
                     .consistent_read(true)
                     .send(),
             )
             .map_err(|e| DynamoError::new("GetItem", format!("{e:?}")))?;
-        Ok(out.item.is_some())
+        Ok(out.item)
     }
 
     /// Until when (seconds since the epoch) earlier builds' claims are read: kept in the
@@ -145,20 +154,8 @@ impl Ledger {
 
     /// The window's end as stored, if set.
     fn stored_legacy_until(&self) -> Result<Option<i64>, DynamoError> {
-        let out = self
-            .bridge
-            .block(
-                self.client
-                    .get_item()
-                    .table_name(&self.state_table)
-                    .key(keys::PK, AttributeValue::S(keys::SETTINGS.into()))
-                    .key(keys::SK, AttributeValue::S(keys::LEGACY_CLAIMS.into()))
-                    .consistent_read(true)
-                    .send(),
-            )
-            .map_err(|e| DynamoError::new("GetItem", format!("{e:?}")))?;
-        Ok(out
-            .item
+        Ok(self
+            .read_item(keys::SETTINGS, keys::LEGACY_CLAIMS)?
             .as_ref()
             .and_then(|i| i.get("until"))
             .and_then(|v| v.as_n().ok())

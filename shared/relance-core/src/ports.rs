@@ -433,6 +433,18 @@ pub trait JournalStore {
     type Error;
     /// Appends a journal record.
     fn journal(&mut self, scenario: &str, record: &Record) -> Result<(), Self::Error>;
+    /// Appends one transition's records, in order. A store may keep them together (the
+    /// SQLite store writes them as one row); by default each is appended alone.
+    fn journal_transition(
+        &mut self,
+        scenario: &str,
+        records: &[&Record],
+    ) -> Result<(), Self::Error> {
+        for record in records {
+            self.journal(scenario, record)?;
+        }
+        Ok(())
+    }
     /// Queues a send.
     fn outbox_send(
         &mut self,
@@ -561,9 +573,15 @@ pub trait Store:
         t: &Transition,
         now: DateTime<Utc>,
     ) -> Result<(), Self::Fault> {
+        // The records go together, after the other effects (all inside the caller's unit).
+        let mut records = Vec::new();
         for effect in &t.effects {
-            self.apply_effect(scenario, effect, now)?;
+            match effect {
+                Effect::Record(r) => records.push(r),
+                other => self.apply_effect(scenario, other, now)?,
+            }
         }
+        self.journal_transition(scenario, &records)?;
         self.save_enrollment(expected, scenario_version, &t.enrollment)?;
         if let Some(c) = &t.contact {
             self.put_contact(c, now)?;

@@ -1063,6 +1063,24 @@ impl JournalStore for SqliteStore {
         self.journal_row(scenario, &record.contact, &to_json(record))
     }
 
+    /// One row per run of records of one contact (a transition's are all its enrollment's
+    /// contact's): an array when there are several. A step writes three to nine records, and
+    /// a row each was the biggest part of its cost.
+    fn journal_transition(
+        &mut self,
+        scenario: &str,
+        records: &[&Record],
+    ) -> Result<(), StoreError> {
+        for run in records.chunk_by(|a, b| a.contact == b.contact) {
+            match run {
+                [] => {}
+                [one] => self.journal(scenario, one)?,
+                many => self.journal_row(scenario, &many[0].contact, &to_json(&many))?,
+            }
+        }
+        Ok(())
+    }
+
     fn outbox_send(
         &mut self,
         scenario: &str,
@@ -1178,19 +1196,6 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Journals a transition's records, in order, one row per run of records of one contact
-    /// (a transition's are all its enrollment's contact's): an array when there are several.
-    fn journal_records(&mut self, scenario: &str, records: &[&Record]) -> Result<(), StoreError> {
-        for run in records.chunk_by(|a, b| a.contact == b.contact) {
-            match run {
-                [] => {}
-                [one] => self.journal(scenario, one)?,
-                many => self.journal_row(scenario, &many[0].contact, &to_json(&many))?,
-            }
-        }
-        Ok(())
-    }
-
     /// The newest journal records (of one scenario, or of all), newest first, at most
     /// `limit`, each with its scenario: the console's journal page. Reads the end of the
     /// journal by its sequence, never the whole table.
@@ -1291,32 +1296,6 @@ impl relance_core::ports::ConsentStore for SqliteStore {
 impl Store for SqliteStore {
     type Fault = StoreError;
 
-    /// As the ports' default, in the caller's transaction, but the transition's journal
-    /// records go in one row (see `SqliteStore::journal_records`): a step writes three to
-    /// nine records, and a row each was the biggest part of its cost.
-    fn commit_transition(
-        &mut self,
-        scenario: &str,
-        scenario_version: u32,
-        expected: Option<u64>,
-        t: &relance_core::engine::Transition,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let mut records = Vec::new();
-        for effect in &t.effects {
-            match effect {
-                relance_core::engine::Effect::Record(r) => records.push(r),
-                other => self.apply_effect(scenario, other, now)?,
-            }
-        }
-        self.journal_records(scenario, &records)?;
-        self.save_enrollment(expected, scenario_version, &t.enrollment)?;
-        if let Some(c) = &t.contact {
-            self.put_contact(c, now)?;
-        }
-        Ok(())
-    }
-
     /// `relance run` has no Lambda to invoke (DESIGN §9): a webhook is the embedded call.
     fn unsupported(
         &self,
@@ -1365,24 +1344,16 @@ impl Store for SqliteStore {
     }
 
     fn commit_group(&mut self) -> Result<(), StoreError> {
-        match std::mem::replace(&mut self.group, GroupState::None) {
-            GroupState::None => Ok(()),
-            GroupState::Broken(why) => {
-                if !self.conn.is_autocommit() {
-                    let _ = self.conn.execute_batch("ROLLBACK");
-                }
-                Err(StoreError::GroupLost(why))
-            }
-            GroupState::Open => match self.conn.execute_batch("COMMIT") {
-                Ok(()) => Ok(()),
-                Err(e) => {
-                    if !self.conn.is_autocommit() {
-                        let _ = self.conn.execute_batch("ROLLBACK");
-                    }
-                    Err(e.into())
-                }
-            },
+        let outcome = match std::mem::replace(&mut self.group, GroupState::None) {
+            GroupState::None => return Ok(()),
+            GroupState::Broken(why) => Err(StoreError::GroupLost(why)),
+            GroupState::Open => self.conn.execute_batch("COMMIT").map_err(StoreError::from),
+        };
+        // A group that did not commit leaves no transaction open behind it.
+        if outcome.is_err() && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
         }
+        outcome
     }
 
     fn rollback_group(&mut self) -> Result<(), StoreError> {
@@ -1411,7 +1382,11 @@ impl SqliteStore {
             return Err(StoreError::GroupLost(why));
         }
         let end = match out {
-            Ok(_) => self.conn.execute_batch("RELEASE unit"),
+            Ok(_) => self
+                .conn
+                .prepare_cached("RELEASE unit")
+                .and_then(|mut release| release.execute([]))
+                .map(drop),
             Err(_) => self.conn.execute_batch("ROLLBACK TO unit; RELEASE unit"),
         };
         if let Err(e) = end {
@@ -1536,7 +1511,7 @@ mod tests {
             Record::new(at(2), "c2", RecordKind::Entered),
         ];
         store
-            .journal_records("s", &step.iter().collect::<Vec<_>>())
+            .journal_transition("s", &step.iter().collect::<Vec<_>>())
             .unwrap_or_else(|e| panic!("{e}"));
         let rows: i64 = store
             .conn

@@ -63,9 +63,9 @@ struct Group {
     limit: usize,
     /// Units done since the last commit.
     units: usize,
-    /// Where the reported records and the metrics stood at the last commit.
+    /// Where the reported records stood at the last commit. (The metrics need no mark: every
+    /// count waiting in a group is the group's, since each commit emits them all.)
     reported_mark: usize,
-    pending_mark: usize,
     /// Why a commit of this group failed (its units are lost; the caller is told).
     failed: Option<String>,
 }
@@ -210,7 +210,6 @@ where
             limit: limit.max(1),
             units: 0,
             reported_mark: self.reported.as_ref().map_or(0, |r| r.records.len()),
-            pending_mark: self.pending.len(),
             failed: None,
         });
         let out = work(self);
@@ -241,14 +240,13 @@ where
                 if let Some(r) = self.reported.as_mut() {
                     r.records.truncate(group.reported_mark);
                 }
-                self.pending.truncate(group.pending_mark);
+                self.pending.truncate(0);
                 tracing::error!(error = %e, units = group.units, "group commit failed: its units are lost and run again later");
                 group.failed = Some(e.to_string());
             }
         }
         group.units = 0;
         group.reported_mark = self.reported.as_ref().map_or(0, |r| r.records.len());
-        group.pending_mark = self.pending.len();
     }
 
     /// Keeps the journal records of every unit of work that commits from now on, in the
