@@ -1,12 +1,14 @@
 //! Embedded runtime on the real clock, the Relance side of the comparison with a BullMQ peer
 //! (`scripts/bench-peer`, `BENCHMARKS.md`): N contacts through a three-step drip (email, wait
-//! D, if opened SMS else email) on a durable SQLite file (WAL, `synchronous = FULL`, as
-//! `relance run` opens it), the wait D really waited.
+//! D, if opened SMS else email) on a durable SQLite file (WAL, synced before a step counts as
+//! done, as `relance run` does), the wait D really waited.
 //!
 //! It drives `Runtime<SqliteStore>` the way the runner of `relance run` (`server.rs`) does, on
 //! one thread: first every due timer (oldest first, one unit of work each, a group commit per
 //! query of due timers), then a round of jobs in one group commit, and
-//! the outbox delivered to its JSON-lines file (fsync) after each. The jobs are the launch, in
+//! each round handed to the syncer thread, which fsyncs the WAL while the next round runs
+//! (`durable.rs`); the outbox rows a sync covered are then delivered to the JSON-lines file
+//! (fsync). The jobs are the launch, in
 //! batches of `--batch` contacts (as the peer adds its jobs in bulks of 1,000), each followed
 //! by an "opened" engagement for each even-index contact of the batch. When all are launched,
 //! it sleeps until the next timer is due (at most 500 ms, like the runner).
@@ -20,13 +22,15 @@
 //! contacts per launch (1000), `--dir` for the database (a fresh folder under the temporary
 //! directory), `--timeout` in s (1800), `--keep` to keep the database and outbox file,
 //! `--group-units` units of work per commit (the runner's 512; 1 commits each unit alone, as
-//! the runner did before group commit).
+//! the runner did before group commit), `--fsync-inline` to sync each commit before it
+//! returns (`synchronous = FULL`, as the runner did before the syncer thread).
 
 use std::collections::HashSet;
 use std::error::Error;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
@@ -34,12 +38,36 @@ use relance_core::Contact;
 use relance_core::contact::EngagementKind;
 use relance_core::ports::{SourceFormat, Status};
 use relance_core::wire::{EngagementDetail, LaunchDetail};
+use relance_embedded::durable::{Answer, CommitSyncer};
 use relance_embedded::outbox::OutboxFile;
 use relance_embedded::runtime::Runtime;
 use relance_embedded::store::SqliteStore;
 use serde_json::{Value, json};
 
 type Res<T> = Result<T, Box<dyn Error>>;
+
+/// What the syncer's answers record: when each check was done (synced) after its due time.
+struct Done {
+    lateness: Vec<f64>,
+    last: Instant,
+}
+
+/// An answer for the syncer: records the round's steps as done now, and the lateness of its
+/// checks (their due times).
+fn record_done(done: &Arc<Mutex<Done>>, dues: Vec<chrono::DateTime<Utc>>) -> Answer {
+    let done = done.clone();
+    Box::new(move |synced| {
+        if let Err(e) = synced {
+            eprintln!("[relance] a round was not synced: {e}");
+            return;
+        }
+        let now = Utc::now();
+        if let Ok(mut d) = done.lock() {
+            d.last = Instant::now();
+            d.lateness.extend(dues.iter().map(|at| ms(now - *at)));
+        }
+    })
+}
 
 /// Due timers taken per query, as the runner's tick does.
 const TIMER_BATCH: usize = 500;
@@ -65,6 +93,7 @@ struct Args {
     timeout_s: u64,
     keep: bool,
     group_units: usize,
+    fsync_inline: bool,
 }
 
 fn args() -> Res<Args> {
@@ -76,6 +105,7 @@ fn args() -> Res<Args> {
         timeout_s: 1_800,
         keep: false,
         group_units: GROUP_UNITS,
+        fsync_inline: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -87,6 +117,7 @@ fn args() -> Res<Args> {
             "--dir" => a.dir = PathBuf::from(value("--dir")?),
             "--timeout" => a.timeout_s = value("--timeout")?.parse()?,
             "--keep" => a.keep = true,
+            "--fsync-inline" => a.fsync_inline = true,
             "--group-units" => a.group_units = value("--group-units")?.parse()?,
             // `cargo bench` passes --bench to every bench binary.
             "--bench" => {}
@@ -327,6 +358,21 @@ fn run() -> Res<bool> {
     let mut store = SqliteStore::open(&db)?;
     let mut outbox = OutboxFile::open(&outbox_path, &mut store)?;
     let mut rt = Runtime::new(store);
+    // As the runner: commits synced by the syncer thread (or, `--fsync-inline`, by SQLite
+    // before each commit returns).
+    let wal = if a.fsync_inline {
+        None
+    } else {
+        rt.store().defer_sync()?
+    };
+    let synced_from = rt.store().outbox_last_seq()?;
+    let mut syncer = CommitSyncer::start(wal, synced_from, || {})?;
+    // A step is done when its round is synced: lateness and the last step's time are taken
+    // when the syncer answers.
+    let done = Arc::new(Mutex::new(Done {
+        lateness: Vec::with_capacity(n),
+        last: Instant::now(),
+    }));
 
     // Setup, before t0 (the peer has no contacts to store): import, put and activate.
     let setup = Instant::now();
@@ -360,7 +406,6 @@ fn run() -> Res<bool> {
     let mut next = 0usize;
     let mut launched = 0u64;
     let mut engagements = 0usize;
-    let mut lateness: Vec<f64> = Vec::with_capacity(n);
     // Timers fired per contact index: a byte each, so that the bench's own bookkeeping stays
     // small next to the runtime's memory (peak RSS is measured for the whole process).
     let mut fired_by_contact = vec![0u8; n];
@@ -370,7 +415,9 @@ fn run() -> Res<bool> {
         (0.0, 0.0, 0.0, 0.0, 0.0);
     let mut enroll_done = None;
     let mut first_check = None;
-    let mut last_step_done = t0;
+    if let Ok(mut d) = done.lock() {
+        d.last = t0;
+    }
     let mut last_log = Instant::now();
     let mut timed_out = false;
     loop {
@@ -392,20 +439,23 @@ fn run() -> Res<bool> {
             });
             fired?;
             committed?;
-            // Lateness: committed (the check done and the SMS or email-2 in the outbox) minus due.
-            let done = Utc::now();
+            // Lateness: synced (the check done and the SMS or email-2 in the outbox, on disk)
+            // minus due, recorded by the syncer's answer.
+            let mark = rt.store().outbox_last_seq()?;
+            syncer.submit(
+                mark,
+                vec![record_done(&done, due.iter().map(|w| w.at).collect())],
+            )?;
             for wake in &due {
-                lateness.push(ms(done - wake.at));
                 fired_total += 1;
                 match index_of(&wake.contact).and_then(|i| fired_by_contact.get_mut(i)) {
                     Some(count) => *count = count.saturating_add(1),
                     None => fired_unknown += 1,
                 }
             }
-            last_step_done = Instant::now();
             timers_s += started.elapsed().as_secs_f64();
             let started = Instant::now();
-            outbox.deliver(rt.store())?;
+            outbox.deliver_upto(rt.store(), syncer.synced()?)?;
             outbox_s += started.elapsed().as_secs_f64();
         }
         if last_log.elapsed() > Duration::from_secs(10) {
@@ -459,13 +509,15 @@ fn run() -> Res<bool> {
             });
             let (entered, opened) = round?;
             committed?;
+            let mark = rt.store().outbox_last_seq()?;
+            syncer.submit(mark, vec![record_done(&done, Vec::new())])?;
             launched += entered;
             engagements += opened;
             // The commit is shared; the launch's share is counted with the engagements.
             launch_s += (launch_done - started).as_secs_f64();
             engagement_s += launch_done.elapsed().as_secs_f64();
             let started = Instant::now();
-            outbox.deliver(rt.store())?;
+            outbox.deliver_upto(rt.store(), syncer.synced()?)?;
             outbox_s += started.elapsed().as_secs_f64();
             next = end;
             if next == n {
@@ -476,7 +528,11 @@ fn run() -> Res<bool> {
         if fired_total >= n {
             break;
         }
-        // Nothing due: sleep until the next timer, as the runner does.
+        // Nothing due: what is in flight synced and delivered, then sleep until the next
+        // timer, as the runner does.
+        let started = Instant::now();
+        outbox.deliver_upto(rt.store(), syncer.wait()?)?;
+        outbox_s += started.elapsed().as_secs_f64();
         let started = Instant::now();
         match rt.next_due()? {
             Some(due) => {
@@ -487,7 +543,12 @@ fn run() -> Res<bool> {
         }
         sleep_s += started.elapsed().as_secs_f64();
     }
+    outbox.deliver_upto(rt.store(), syncer.wait()?)?;
     let synchronous = rt.store().synchronous()?;
+    let (mut lateness, last_step_done) = match done.lock() {
+        Ok(mut d) => (std::mem::take(&mut d.lateness), d.last),
+        Err(_) => return Err("the syncer's record is poisoned".into()),
+    };
     let wall = (last_step_done - t0).as_secs_f64();
     let cpu_run = cpu_self(clk) - cpu_setup;
     let machine = cpu_machine(clk) - machine0;
@@ -561,6 +622,7 @@ fn run() -> Res<bool> {
         "store": {
             "journal_mode": "WAL",
             "synchronous": match synchronous { 2 => "FULL", 1 => "NORMAL", 3 => "EXTRA", _ => "OFF" },
+            "wal_synced_by": if a.fsync_inline { "SQLite, before each commit returns" } else { "the syncer thread, before a round is answered or delivered" },
             "db_mib": round(file_mib(&db), 1),
             "wal_mib": round(file_mib(&a.dir.join("drip.db-wal")), 1),
             "outbox_file_mib": round(file_mib(&outbox_path), 1),

@@ -19,6 +19,8 @@
 //! - [`auth`]: who may call it: the bearer token, content types and `Host` names.
 //! - [`console`]: the web console at `/` (login by the API token into a session cookie,
 //!   CSRF-checked forms, server-rendered pages, the scenario diagram as SVG).
+//! - [`durable`]: the runner's commits synced to disk on a thread of their own, callers
+//!   answered and sends delivered after the sync.
 //! - [`server`]: `relance run`: the runtime on a clock, with the API beside it.
 
 pub mod api;
@@ -26,6 +28,7 @@ pub mod auth;
 pub mod clock;
 pub mod console;
 pub mod delivery;
+pub mod durable;
 pub mod import;
 pub mod metrics;
 pub mod outbox;

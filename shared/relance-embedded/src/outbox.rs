@@ -148,13 +148,26 @@ impl OutboxFile {
     /// Appends every stored row not yet in the file, then records the cursor in the
     /// database; returns how many lines were appended.
     pub fn deliver(&mut self, store: &mut SqliteStore) -> Result<usize, OutboxError> {
+        self.deliver_upto(store, i64::MAX)
+    }
+
+    /// [`OutboxFile::deliver`], of the rows up to `upto` only: the runner delivers what is
+    /// synced to disk, not rows committed since (see [`crate::durable`]).
+    pub fn deliver_upto(
+        &mut self,
+        store: &mut SqliteStore,
+        upto: i64,
+    ) -> Result<usize, OutboxError> {
         let mut total = 0;
         loop {
             if self.saved_seq < self.last_seq {
                 store.set_outbox_delivered(self.last_seq)?;
                 self.saved_seq = self.last_seq;
             }
-            let rows = store.outbox_after(self.last_seq, 1000)?;
+            if self.last_seq >= upto {
+                return Ok(total);
+            }
+            let rows = store.outbox_between(self.last_seq, upto, 1000)?;
             if rows.is_empty() {
                 return Ok(total);
             }

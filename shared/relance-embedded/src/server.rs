@@ -4,10 +4,12 @@
 //!
 //! The runner works in rounds, each a group commit ([`Runtime::grouped`]): first what is due
 //! (up to [`TIMERS_PER_ROUND`] timers), then every job waiting (up to [`JOBS_PER_ROUND`]), each unit of work a savepoint of
-//! one transaction committed every [`GROUP_UNITS`] units and at the round's end. Only then
-//! are the jobs' callers answered and the outbox delivered, so nothing is acknowledged or
-//! sent before it is durable, and a busy runner pays one commit for many units instead of
-//! one each.
+//! one transaction committed every [`GROUP_UNITS`] units and at the round's end. The commit
+//! does not wait for the disk: the round goes to the syncer thread ([`crate::durable`]),
+//! which fsyncs the WAL and only then answers the round's callers; the round's outbox rows
+//! are delivered after that sync too. So nothing is acknowledged or sent before it is
+//! durable, a busy runner pays one commit for many units instead of one each, and it works
+//! on the next round while the disk syncs the last.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use relance_core::tracking::TrackingLinks;
 use relance_core::unsubscribe::UnsubscribeLinks;
 
 use crate::clock::Clock;
+use crate::durable::{Answer, CommitSyncer, SyncFailed};
 use crate::outbox::{OutboxError, OutboxFile};
 use crate::runtime::Runtime;
 use crate::store::{SqliteStore, StoreError};
@@ -50,6 +53,27 @@ type Job = Box<dyn FnOnce(&mut Runtime<SqliteStore>, DateTime<Utc>) -> Reply + S
 /// Answers a job's caller with the outcome of its round's commit.
 type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
 
+/// What wakes the runner.
+enum Wake {
+    /// Work from a handle.
+    Job(Job),
+    /// The syncer finished a sync: rows may be ready to deliver.
+    Synced,
+    /// The last handle was dropped.
+    Stop,
+}
+
+/// The handles' side of the runner's channel: when the last handle goes, it tells the runner
+/// to stop (the syncer holds a sender too, so the channel itself stays open).
+#[derive(Debug)]
+struct Jobs(mpsc::Sender<Wake>);
+
+impl Drop for Jobs {
+    fn drop(&mut self) {
+        let _ = self.0.send(Wake::Stop);
+    }
+}
+
 /// Why a call to the runner gave no result.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {
@@ -71,6 +95,9 @@ pub enum StartError {
     /// The outbox file did not open.
     #[error(transparent)]
     Outbox(#[from] OutboxError),
+    /// What an earlier run committed could not be synced to disk.
+    #[error(transparent)]
+    Sync(#[from] SyncFailed),
 }
 
 /// The runner stopped (its thread ended): what the background workers stop on.
@@ -81,7 +108,7 @@ pub struct Stopped;
 /// A handle on the runner: hands it jobs and waits for their results.
 #[derive(Debug, Clone)]
 pub struct RuntimeHandle {
-    jobs: mpsc::Sender<Job>,
+    jobs: Arc<Jobs>,
     clock: Arc<dyn Clock>,
     unsubscribe: Option<Arc<UnsubscribeLinks>>,
     tracking: Option<Arc<TrackingLinks>>,
@@ -96,12 +123,13 @@ impl RuntimeHandle {
     ) -> Result<T, CallError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.jobs
-            .send(Box::new(move |rt, now| {
+            .0
+            .send(Wake::Job(Box::new(move |rt, now| {
                 let out = work(rt, now);
                 Box::new(move |committed: Result<(), String>| {
                     drop(tx.send(committed.map(|()| out)));
                 })
-            }))
+            })))
             .map_err(|_| CallError::Stopped)?;
         rx.await
             .map_err(|_| CallError::Stopped)?
@@ -174,24 +202,39 @@ pub fn start_configured(
     unsubscribe: Option<UnsubscribeLinks>,
 ) -> Result<(RuntimeHandle, JoinHandle<()>), StartError> {
     let mut runtime = Runtime::new(store);
+    // From here on, commits are synced by the syncer thread (see `durable`).
+    let mut wal = runtime.store().defer_sync()?;
+    // What an earlier run committed may not be on disk yet (it stopped before its sync):
+    // synced before anything of it is delivered.
+    if let Some(wal) = wal.as_mut() {
+        wal.sync()
+            .map_err(|e| StartError::Sync(SyncFailed(e.to_string())))?;
+    }
     let mut outbox =
         OutboxFile::open(outbox, runtime.store())?.with_unsubscribe(unsubscribe.clone());
     // Rows committed before a crash and not yet in the file go out first.
     outbox.deliver(runtime.store())?;
-    let (tx, rx) = mpsc::channel::<Job>();
+    let synced_mark = runtime.store().outbox_last_seq()?;
+    let thread_error = |e: std::io::Error| {
+        StartError::Store(StoreError::Corrupt {
+            what: "runner thread",
+            why: e.to_string(),
+        })
+    };
+    let (tx, rx) = mpsc::channel::<Wake>();
+    let notify = tx.clone();
+    let syncer = CommitSyncer::start(wal, synced_mark, move || {
+        let _ = notify.send(Wake::Synced);
+    })
+    .map_err(thread_error)?;
     let runner_clock = clock.clone();
     let thread = std::thread::Builder::new()
         .name("relance-runner".into())
-        .spawn(move || run_loop(runtime, outbox, runner_clock, rx))
-        .map_err(|e| {
-            StartError::Store(StoreError::Corrupt {
-                what: "runner thread",
-                why: e.to_string(),
-            })
-        })?;
+        .spawn(move || run_loop(runtime, outbox, runner_clock, rx, syncer))
+        .map_err(thread_error)?;
     Ok((
         RuntimeHandle {
-            jobs: tx,
+            jobs: Arc::new(Jobs(tx)),
             clock,
             unsubscribe: unsubscribe.map(Arc::new),
             tracking: None,
@@ -204,11 +247,33 @@ fn run_loop(
     mut runtime: Runtime<SqliteStore>,
     mut outbox: OutboxFile,
     clock: Arc<dyn Clock>,
-    jobs: mpsc::Receiver<Job>,
+    jobs: mpsc::Receiver<Wake>,
+    mut syncer: CommitSyncer,
 ) {
+    if let Err(e) = run_rounds(&mut runtime, &mut outbox, &clock, &jobs, &mut syncer) {
+        // Nothing more may be acknowledged: the handles see the runner stopped.
+        tracing::error!(error = %e, "the runner stops");
+        return;
+    }
+    // Every handle is gone: what was handed to the syncer is synced and answered, and its
+    // sends delivered.
+    if let Err(e) = deliver_synced(&mut runtime, &mut outbox, &mut syncer, true) {
+        tracing::error!(error = %e, "the runner stops");
+    }
+}
+
+/// The runner's rounds, until every handle is dropped (`Ok`) or the disk fails (`Err`).
+fn run_rounds(
+    runtime: &mut Runtime<SqliteStore>,
+    outbox: &mut OutboxFile,
+    clock: &Arc<dyn Clock>,
+    jobs: &mpsc::Receiver<Wake>,
+    syncer: &mut CommitSyncer,
+) -> Result<(), SyncFailed> {
     // Retention runs at start, then hourly: a purge is cheap and never urgent.
     let mut next_purge = std::time::Instant::now();
     let mut round: Vec<Job> = Vec::with_capacity(JOBS_PER_ROUND);
+    let mut stopping = false;
     loop {
         if std::time::Instant::now() >= next_purge {
             if let Err(e) = runtime.purge_history(clock.now()) {
@@ -217,6 +282,7 @@ fn run_loop(
             next_purge = std::time::Instant::now() + PURGE_EVERY;
         }
         let mut pause = Duration::ZERO;
+        let written = runtime.store().changes_so_far();
         let (ticked, committed) = runtime.grouped(GROUP_UNITS, |rt| {
             rt.tick_bounded(clock.now(), TIMERS_PER_ROUND)
         });
@@ -224,27 +290,35 @@ fn run_loop(
             tracing::error!(error = %e, "tick failed; retrying shortly");
             pause = Duration::from_secs(1);
         }
-        if let Err(e) = outbox.deliver(runtime.store()) {
-            tracing::error!(error = %e, "outbox delivery failed; retrying shortly");
-            pause = Duration::from_secs(1);
+        if runtime.store().changes_so_far() != written {
+            syncer.submit(outbox_mark(runtime), Vec::new())?;
         }
+        deliver_synced(runtime, outbox, syncer, false)?;
         let wait = match runtime.next_due() {
             Ok(Some(due)) => clock.real_span(due - clock.now()).min(MAX_SLEEP),
             _ => MAX_SLEEP,
         }
         .max(pause);
+        // While a sync is in flight the runner takes the next jobs as they come: their work
+        // runs during the sync.
         match jobs.recv_timeout(wait) {
-            Ok(job) => round.push(job),
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => return,
+            Ok(Wake::Job(job)) => round.push(job),
+            Ok(Wake::Synced) | Err(RecvTimeoutError::Timeout) => continue,
+            Ok(Wake::Stop) | Err(RecvTimeoutError::Disconnected) => return Ok(()),
         }
         // Every job already waiting joins the round: one commit answers them all.
         while round.len() < JOBS_PER_ROUND {
             match jobs.try_recv() {
-                Ok(job) => round.push(job),
+                Ok(Wake::Job(job)) => round.push(job),
+                Ok(Wake::Synced) => {}
+                Ok(Wake::Stop) => {
+                    stopping = true;
+                    break;
+                }
                 Err(_) => break,
             }
         }
+        let written = runtime.store().changes_so_far();
         let (replies, committed) = runtime.grouped(GROUP_UNITS, |rt| {
             round
                 .drain(..)
@@ -252,11 +326,54 @@ fn run_loop(
                 .collect::<Vec<Reply>>()
         });
         let committed = committed.map_err(|e| e.to_string());
-        for reply in replies {
-            reply(committed.clone());
+        if runtime.store().changes_so_far() == written && !syncer.in_flight() {
+            // Nothing written, and everything committed before is on disk: nothing to wait for.
+            for reply in replies {
+                reply(committed.clone());
+            }
+            if stopping {
+                return Ok(());
+            }
+            continue;
         }
-        if let Err(e) = outbox.deliver(runtime.store()) {
-            tracing::error!(error = %e, "outbox delivery failed");
+        // Answered once the round is on disk (a round that wrote nothing waits too: it may
+        // have read what an earlier round wrote, not yet synced).
+        let answers = replies
+            .into_iter()
+            .map(|reply| {
+                let committed = committed.clone();
+                Box::new(move |synced: Result<(), String>| reply(committed.and(synced))) as Answer
+            })
+            .collect();
+        syncer.submit(outbox_mark(runtime), answers)?;
+        deliver_synced(runtime, outbox, syncer, false)?;
+        if stopping {
+            return Ok(());
         }
     }
+}
+
+/// The highest outbox row committed: a round's sends are delivered once the sync after it is
+/// done. On a failed read, 0 (its rows go out after a later round's sync).
+fn outbox_mark(runtime: &mut Runtime<SqliteStore>) -> i64 {
+    runtime.store().outbox_last_seq().unwrap_or(0)
+}
+
+/// Delivers the outbox rows that are on disk: those the syncer reported so far, or (`wait`)
+/// all those handed to it, once it is done.
+fn deliver_synced(
+    runtime: &mut Runtime<SqliteStore>,
+    outbox: &mut OutboxFile,
+    syncer: &mut CommitSyncer,
+    wait: bool,
+) -> Result<(), SyncFailed> {
+    let synced = if wait {
+        syncer.wait()?
+    } else {
+        syncer.synced()?
+    };
+    if let Err(e) = outbox.deliver_upto(runtime.store(), synced) {
+        tracing::error!(error = %e, "outbox delivery failed; retrying after the next round");
+    }
+    Ok(())
 }
