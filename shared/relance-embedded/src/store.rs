@@ -28,7 +28,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The migrations, in order; `PRAGMA user_version` says how many were applied.
-const MIGRATIONS: [&str; 11] = [
+const MIGRATIONS: [&str; 12] = [
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_dead_letter.sql"),
     include_str!("../migrations/0003_policy.sql"),
@@ -40,6 +40,7 @@ const MIGRATIONS: [&str; 11] = [
     include_str!("../migrations/0009_webhook.sql"),
     include_str!("../migrations/0010_delivery.sql"),
     include_str!("../migrations/0011_journal_rows.sql"),
+    include_str!("../migrations/0012_one_send_index.sql"),
 ];
 
 /// The schema version this build writes (the number of migrations).
