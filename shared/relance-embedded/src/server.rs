@@ -41,6 +41,10 @@ pub const GROUP_UNITS: usize = 512;
 /// The most jobs one round takes: the callers of a round wait for its last commit.
 pub const JOBS_PER_ROUND: usize = 256;
 
+/// How long a round waits for another job while the last round's sync is still running (it
+/// looks again at the sync after each wait).
+const LINGER: Duration = Duration::from_micros(200);
+
 /// The most timers one round fires before it takes the waiting jobs (the rest fire in the
 /// next rounds): a herd of due timers holds a request back a fraction of a second, not for
 /// as long as the whole herd takes.
@@ -320,10 +324,33 @@ fn run_rounds(
         }
         let written = runtime.store().changes_so_far();
         let (replies, committed) = runtime.grouped(GROUP_UNITS, |rt| {
-            round
-                .drain(..)
-                .map(|job| job(rt, clock.now()))
-                .collect::<Vec<Reply>>()
+            let mut replies: Vec<Reply> = Vec::with_capacity(round.len());
+            loop {
+                replies.extend(round.drain(..).map(|job| job(rt, clock.now())));
+                // While the disk still syncs the last round, this one could not be answered
+                // before the next sync anyway: it takes the jobs that come meanwhile, so a
+                // slower disk makes larger rounds (fewer commits, fewer pages written).
+                let syncing = syncer.synced().is_ok() && syncer.in_flight();
+                if stopping || !syncing || replies.len() >= JOBS_PER_ROUND {
+                    return replies;
+                }
+                match jobs.recv_timeout(LINGER) {
+                    Ok(Wake::Job(job)) => round.push(job),
+                    Ok(Wake::Synced) | Err(RecvTimeoutError::Timeout) => {}
+                    Ok(Wake::Stop) | Err(RecvTimeoutError::Disconnected) => stopping = true,
+                }
+                while round.len() + replies.len() < JOBS_PER_ROUND {
+                    match jobs.try_recv() {
+                        Ok(Wake::Job(job)) => round.push(job),
+                        Ok(Wake::Synced) => {}
+                        Ok(Wake::Stop) => {
+                            stopping = true;
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
         });
         let committed = committed.map_err(|e| e.to_string());
         if runtime.store().changes_so_far() == written && !syncer.in_flight() {
