@@ -1,7 +1,9 @@
 //! HTTP ingest: activity events accepted by `POST /v1/events` of the embedded API, as
 //! `relance run` serves it (the same router, token check and runner thread, a SQLite WAL
 //! file), from C concurrent clients on keep-alive connections (default 64), for S seconds
-//! (default 10). An event is accepted when its answer is 2xx: its unit of work has committed.
+//! (default 10). An event is accepted when its answer is 2xx: its unit of work has committed
+//! and the WAL is synced (by the runner's syncer thread; `synchronous` then reads 1, NORMAL,
+//! since SQLite no longer syncs by itself: see `durable.rs`).
 //! Prints events/s, the latency percentiles and the CPU the process used.
 //! Run: `cargo bench -p relance-embedded --bench ingest -- [--clients 64] [--seconds 10]`.
 
@@ -159,7 +161,8 @@ fn main() {
         server.abort();
         (latencies.len(), wall, cpu, latencies)
     });
-    // The durability the figures were measured with (2 = FULL: each commit fsynced).
+    // SQLite's own setting (2 = FULL: SQLite syncs each commit; 1 = NORMAL: the runner's syncer
+    // thread does, before answering).
     let synchronous = rt
         .block_on(handle.call(|rt, _| rt.store().synchronous()))
         .ok()
