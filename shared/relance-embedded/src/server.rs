@@ -23,7 +23,7 @@ use relance_core::tracking::TrackingLinks;
 use relance_core::unsubscribe::UnsubscribeLinks;
 
 use crate::clock::Clock;
-use crate::durable::{Answer, CommitSyncer, SyncFailed};
+use crate::durable::{Answer, CommitSyncer, SyncFailed, SyncFn};
 use crate::outbox::{OutboxError, OutboxFile};
 use crate::runtime::Runtime;
 use crate::store::{SqliteStore, StoreError};
@@ -205,14 +205,36 @@ pub fn start_configured(
     clock: Arc<dyn Clock>,
     unsubscribe: Option<UnsubscribeLinks>,
 ) -> Result<(RuntimeHandle, JoinHandle<()>), StartError> {
+    start_syncing(store, outbox, clock, unsubscribe, None)
+}
+
+/// [`start_configured`] with `sync` run by the syncer in place of the fsync of the WAL: the
+/// tests hold it, or make it fail, to see what the runner tells before a sync.
+#[doc(hidden)]
+pub fn start_with_sync(
+    store: SqliteStore,
+    outbox: &Path,
+    clock: Arc<dyn Clock>,
+    sync: SyncFn,
+) -> Result<(RuntimeHandle, JoinHandle<()>), StartError> {
+    start_syncing(store, outbox, clock, None, Some(sync))
+}
+
+fn start_syncing(
+    store: SqliteStore,
+    outbox: &Path,
+    clock: Arc<dyn Clock>,
+    unsubscribe: Option<UnsubscribeLinks>,
+    sync: Option<SyncFn>,
+) -> Result<(RuntimeHandle, JoinHandle<()>), StartError> {
     let mut runtime = Runtime::new(store);
     // From here on, commits are synced by the syncer thread (see `durable`).
-    let mut wal = runtime.store().defer_sync()?;
+    let wal = runtime.store().defer_sync()?;
+    let mut sync = sync.or_else(|| wal.map(|mut wal| Box::new(move || wal.sync()) as SyncFn));
     // What an earlier run committed may not be on disk yet (it stopped before its sync):
     // synced before anything of it is delivered.
-    if let Some(wal) = wal.as_mut() {
-        wal.sync()
-            .map_err(|e| StartError::Sync(SyncFailed(e.to_string())))?;
+    if let Some(sync) = sync.as_mut() {
+        sync().map_err(|e| StartError::Sync(SyncFailed(e.to_string())))?;
     }
     let mut outbox =
         OutboxFile::open(outbox, runtime.store())?.with_unsubscribe(unsubscribe.clone());
@@ -227,7 +249,7 @@ pub fn start_configured(
     };
     let (tx, rx) = mpsc::channel::<Wake>();
     let notify = tx.clone();
-    let syncer = CommitSyncer::start(wal, synced_mark, move || {
+    let syncer = CommitSyncer::start_with(sync, synced_mark, move || {
         let _ = notify.send(Wake::Synced);
     })
     .map_err(thread_error)?;
@@ -354,7 +376,10 @@ fn run_rounds(
         });
         let committed = committed.map_err(|e| e.to_string());
         if runtime.store().changes_so_far() == written && !syncer.in_flight() {
-            // Nothing written, and everything committed before is on disk: nothing to wait for.
+            // Nothing written, and everything committed before is on disk: nothing to wait for
+            // but the delivery of what is synced, so that an answer still comes after the
+            // sends of every round answered before it are in the outbox file.
+            deliver_synced(runtime, outbox, syncer, false)?;
             for reply in replies {
                 reply(committed.clone());
             }

@@ -5,12 +5,26 @@ use std::ops::Deref;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
+use relance_core::wire::ContactDetail;
+use serde_json::Value;
 
 /// The instant the tests' manual clocks start at (a Monday, 10:00 UTC).
 pub fn t0() -> DateTime<Utc> {
     "2026-03-02T10:00:00Z"
         .parse()
         .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A contact write (what `upsert_contact` takes) of these fields: `{"id": .., "email": ..}`.
+pub fn contact_detail(fields: Value) -> ContactDetail {
+    let Value::Object(contact) = fields else {
+        panic!("a contact is a JSON object: {fields}");
+    };
+    ContactDetail {
+        action: None,
+        contact,
+        at: None,
+    }
 }
 
 /// A fresh, empty directory `relance-<prefix>-<pid>-<name>` under the system's temporary

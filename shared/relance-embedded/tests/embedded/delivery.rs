@@ -15,7 +15,7 @@ use relance_core::delivery::{Backend, DeliverFuture, DeliveryError, Outgoing};
 use relance_core::journal::RecordKind;
 use relance_core::ports::{SourceFormat, Status};
 use relance_core::scenario::Channel;
-use relance_core::wire::{ContactDetail, LaunchDetail};
+use relance_core::wire::LaunchDetail;
 use relance_embedded::clock::ManualClock;
 use relance_embedded::delivery::{Backends, Worker};
 use relance_embedded::server::RuntimeHandle;
@@ -168,19 +168,8 @@ impl Bed {
                 rt.put_scenario(scenario, SourceFormat::Yaml, now)?;
                 rt.set_status(id, Status::Active, now)?;
                 for (id, email, phone) in &contacts {
-                    let contact = serde_json::Map::from_iter([
-                        ("id".to_string(), json!(id)),
-                        ("email".to_string(), json!(email)),
-                        ("phone".to_string(), json!(phone)),
-                    ]);
-                    rt.upsert_contact(
-                        ContactDetail {
-                            action: None,
-                            contact,
-                            at: None,
-                        },
-                        now,
-                    )?;
+                    let fields = json!({"id": id, "email": email, "phone": phone});
+                    rt.upsert_contact(crate::common::contact_detail(fields), now)?;
                 }
                 rt.launch(
                     LaunchDetail {

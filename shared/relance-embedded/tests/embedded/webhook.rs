@@ -15,7 +15,7 @@ use relance_core::journal::RecordKind;
 use relance_core::policy::Retained;
 use relance_core::ports::{ContactStore, JournalStore, SourceFormat, Status};
 use relance_core::webhook::{self, Answer, CallError, CallFuture, Request, Transport};
-use relance_core::wire::{ContactDetail, LaunchDetail};
+use relance_core::wire::LaunchDetail;
 use relance_embedded::clock::ManualClock;
 use relance_embedded::server::RuntimeHandle;
 use relance_embedded::store::SqliteStore;
@@ -123,18 +123,8 @@ impl Bed {
             .call(move |rt, now| {
                 rt.put_scenario(&text, SourceFormat::Yaml, now)?;
                 rt.set_status("hook", Status::Active, now)?;
-                let contact = serde_json::Map::from_iter([
-                    ("id".to_string(), json!("c1")),
-                    ("email".to_string(), json!("ada@example.com")),
-                ]);
-                rt.upsert_contact(
-                    ContactDetail {
-                        action: None,
-                        contact,
-                        at: None,
-                    },
-                    now,
-                )?;
+                let fields = json!({"id": "c1", "email": "ada@example.com"});
+                rt.upsert_contact(crate::common::contact_detail(fields), now)?;
                 rt.launch(
                     LaunchDetail {
                         scenario: "hook".into(),
