@@ -38,7 +38,7 @@ use relance_core::Contact;
 use relance_core::contact::EngagementKind;
 use relance_core::ports::{SourceFormat, Status};
 use relance_core::wire::{EngagementDetail, LaunchDetail};
-use relance_embedded::durable::{Answer, CommitSyncer};
+use relance_embedded::durable::{Answer, CommitSyncer, WalFile};
 use relance_embedded::outbox::OutboxFile;
 use relance_embedded::runtime::Runtime;
 use relance_embedded::store::SqliteStore;
@@ -366,7 +366,7 @@ fn run() -> Res<bool> {
         rt.store().defer_sync()?
     };
     let synced_from = rt.store().outbox_last_seq()?;
-    let mut syncer = CommitSyncer::start(wal, synced_from, || {})?;
+    let mut syncer = CommitSyncer::start(wal.map(WalFile::into_sync), synced_from, || {})?;
     // A step is done when its round is synced: lateness and the last step's time are taken
     // when the syncer answers.
     let done = Arc::new(Mutex::new(Done {

@@ -47,20 +47,26 @@ impl WalFile {
 
     /// Flushes every frame written to the WAL so far to the disk.
     pub fn sync(&mut self) -> std::io::Result<()> {
-        if self.file.is_none() {
-            match File::open(&self.path) {
-                Ok(f) => self.file = Some(f),
+        let file = match &self.file {
+            Some(file) => file,
+            None => match File::open(&self.path) {
+                Ok(file) => self.file.insert(file),
                 // No WAL yet: nothing was written, nothing to sync.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
                 Err(e) => return Err(e),
-            }
-        }
-        match &self.file {
-            Some(f) => f.sync_data(),
-            None => Ok(()),
-        }
+            },
+        };
+        file.sync_data()
+    }
+
+    /// The sync for [`CommitSyncer::start`].
+    pub fn into_sync(mut self) -> SyncFn {
+        Box::new(move || self.sync())
     }
 }
+
+/// What a round handed over after the syncer stopped is answered.
+const STOPPED: &str = "the syncer has stopped";
 
 /// A round handed to the syncer: the highest outbox row it committed, and whom to answer.
 struct Round {
@@ -86,20 +92,11 @@ pub struct CommitSyncer {
 pub struct SyncFailed(pub String);
 
 impl CommitSyncer {
-    /// Starts the syncer thread on `wal` (`None`: an in-memory store, nothing to sync; the
-    /// rounds are still answered in order, by the thread). `synced_mark` is the highest outbox
-    /// row already on disk; `notify` is called after each sync (the runner wakes to deliver).
+    /// Starts the syncer thread running `sync` (the WAL's, [`WalFile::into_sync`]; tests hand
+    /// in one they control; `None`: an in-memory store, nothing to sync, the rounds still
+    /// answered in order, by the thread). `synced_mark` is the highest outbox row already on
+    /// disk; `notify` is called after each sync (the runner wakes to deliver).
     pub fn start(
-        wal: Option<WalFile>,
-        synced_mark: i64,
-        notify: impl Fn() + Send + 'static,
-    ) -> std::io::Result<CommitSyncer> {
-        let sync = wal.map(|mut wal| Box::new(move || wal.sync()) as SyncFn);
-        CommitSyncer::start_with(sync, synced_mark, notify)
-    }
-
-    /// [`CommitSyncer::start`] with the sync to run (tests hand in one they control).
-    pub fn start_with(
         mut sync: Option<SyncFn>,
         synced_mark: i64,
         notify: impl Fn() + Send + 'static,
@@ -164,11 +161,11 @@ impl CommitSyncer {
             }
             Some(Err(mpsc::SendError(round))) => {
                 for answer in round.answers {
-                    answer(Err("the syncer has stopped".into()));
+                    answer(Err(STOPPED.into()));
                 }
-                Err(SyncFailed("the syncer has stopped".into()))
+                Err(SyncFailed(STOPPED.into()))
             }
-            None => Err(SyncFailed("the syncer has stopped".into())),
+            None => Err(SyncFailed(STOPPED.into())),
         }
     }
 
@@ -191,7 +188,7 @@ impl CommitSyncer {
         while self.in_flight > 0 {
             match self.synced.recv() {
                 Ok(report) => self.take(report)?,
-                Err(_) => return Err(SyncFailed("the syncer has stopped".into())),
+                Err(_) => return Err(SyncFailed(STOPPED.into())),
             }
         }
         Ok(self.synced_mark)
@@ -254,7 +251,7 @@ mod tests {
     fn callers_are_answered_only_after_the_sync_and_in_order() {
         let (sync, release, calls) = gated();
         let log = Arc::new(Mutex::new(Vec::new()));
-        let mut syncer = CommitSyncer::start_with(Some(sync), 7, || {}).expect("thread");
+        let mut syncer = CommitSyncer::start(Some(sync), 7, || {}).expect("thread");
         syncer
             .submit(10, vec![recorder(&log, 1), recorder(&log, 2)])
             .expect("submit");
@@ -288,7 +285,7 @@ mod tests {
     fn a_failed_sync_answers_not_kept_and_stops_the_syncer() {
         let (sync, release, _calls) = gated();
         let log = Arc::new(Mutex::new(Vec::new()));
-        let mut syncer = CommitSyncer::start_with(Some(sync), 0, || {}).expect("thread");
+        let mut syncer = CommitSyncer::start(Some(sync), 0, || {}).expect("thread");
         syncer.submit(5, vec![recorder(&log, 1)]).expect("submit");
         release
             .send(Err(std::io::Error::other("disk gone")))
@@ -323,7 +320,7 @@ mod tests {
         let log = Arc::new(Mutex::new(Vec::new()));
         let notified = Arc::new(Mutex::new(0));
         let counter = notified.clone();
-        let mut syncer = CommitSyncer::start_with(None, 0, move || {
+        let mut syncer = CommitSyncer::start(None, 0, move || {
             *counter.lock().expect("lock") += 1;
         })
         .expect("thread");

@@ -23,7 +23,7 @@ use relance_core::tracking::TrackingLinks;
 use relance_core::unsubscribe::UnsubscribeLinks;
 
 use crate::clock::Clock;
-use crate::durable::{Answer, CommitSyncer, SyncFailed, SyncFn};
+use crate::durable::{Answer, CommitSyncer, SyncFailed, SyncFn, WalFile};
 use crate::outbox::{OutboxError, OutboxFile};
 use crate::runtime::Runtime;
 use crate::store::{SqliteStore, StoreError};
@@ -51,11 +51,8 @@ const LINGER: Duration = Duration::from_micros(200);
 pub const TIMERS_PER_ROUND: usize = 4096;
 
 /// Work for the runner thread: runs, then returns how to answer its caller once the round's
-/// commit is known.
-type Job = Box<dyn FnOnce(&mut Runtime<SqliteStore>, DateTime<Utc>) -> Reply + Send>;
-
-/// Answers a job's caller with the outcome of its round's commit.
-type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
+/// commit and sync are known.
+type Job = Box<dyn FnOnce(&mut Runtime<SqliteStore>, DateTime<Utc>) -> Answer + Send>;
 
 /// What wakes the runner.
 enum Wake {
@@ -230,7 +227,7 @@ fn start_syncing(
     let mut runtime = Runtime::new(store);
     // From here on, commits are synced by the syncer thread (see `durable`).
     let wal = runtime.store().defer_sync()?;
-    let mut sync = sync.or_else(|| wal.map(|mut wal| Box::new(move || wal.sync()) as SyncFn));
+    let mut sync = sync.or_else(|| wal.map(WalFile::into_sync));
     // What an earlier run committed may not be on disk yet (it stopped before its sync):
     // synced before anything of it is delivered.
     if let Some(sync) = sync.as_mut() {
@@ -249,7 +246,7 @@ fn start_syncing(
     };
     let (tx, rx) = mpsc::channel::<Wake>();
     let notify = tx.clone();
-    let syncer = CommitSyncer::start_with(sync, synced_mark, move || {
+    let syncer = CommitSyncer::start(sync, synced_mark, move || {
         let _ = notify.send(Wake::Synced);
     })
     .map_err(thread_error)?;
@@ -333,20 +330,10 @@ fn run_rounds(
             Ok(Wake::Stop) | Err(RecvTimeoutError::Disconnected) => return Ok(()),
         }
         // Every job already waiting joins the round: one commit answers them all.
-        while round.len() < JOBS_PER_ROUND {
-            match jobs.try_recv() {
-                Ok(Wake::Job(job)) => round.push(job),
-                Ok(Wake::Synced) => {}
-                Ok(Wake::Stop) => {
-                    stopping = true;
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
+        stopping |= take_waiting(jobs, &mut round, JOBS_PER_ROUND);
         let written = runtime.store().changes_so_far();
         let (replies, committed) = runtime.grouped(GROUP_UNITS, |rt| {
-            let mut replies: Vec<Reply> = Vec::with_capacity(round.len());
+            let mut replies: Vec<Answer> = Vec::with_capacity(round.len());
             loop {
                 replies.extend(round.drain(..).map(|job| job(rt, clock.now())));
                 // While the disk still syncs the last round, this one could not be answered
@@ -361,17 +348,7 @@ fn run_rounds(
                     Ok(Wake::Synced) | Err(RecvTimeoutError::Timeout) => {}
                     Ok(Wake::Stop) | Err(RecvTimeoutError::Disconnected) => stopping = true,
                 }
-                while round.len() + replies.len() < JOBS_PER_ROUND {
-                    match jobs.try_recv() {
-                        Ok(Wake::Job(job)) => round.push(job),
-                        Ok(Wake::Synced) => {}
-                        Ok(Wake::Stop) => {
-                            stopping = true;
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
+                stopping |= take_waiting(jobs, &mut round, JOBS_PER_ROUND - replies.len());
             }
         });
         let committed = committed.map_err(|e| e.to_string());
@@ -403,6 +380,20 @@ fn run_rounds(
             return Ok(());
         }
     }
+}
+
+/// Moves the jobs already waiting into `round`, until it holds `limit`; whether the last
+/// handle's `Stop` came meanwhile.
+fn take_waiting(jobs: &mpsc::Receiver<Wake>, round: &mut Vec<Job>, limit: usize) -> bool {
+    while round.len() < limit {
+        match jobs.try_recv() {
+            Ok(Wake::Job(job)) => round.push(job),
+            Ok(Wake::Synced) => {}
+            Ok(Wake::Stop) => return true,
+            Err(_) => break,
+        }
+    }
+    false
 }
 
 /// The highest outbox row committed: a round's sends are delivered once the sync after it is

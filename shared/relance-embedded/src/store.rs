@@ -325,13 +325,7 @@ impl SqliteStore {
         seq: i64,
         limit: usize,
     ) -> Result<Vec<(i64, String, String)>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, kind, payload FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![seq, limit as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.outbox_between(seq, i64::MAX, limit)
     }
 
     /// Outbox rows after `seq` and up to `upto`, in order: (seq, kind, payload JSON).
