@@ -1196,17 +1196,21 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn an_unreachable_push_service_is_transient() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
+        // A port bound but not listening: connections are refused, and no other test's
+        // server can be given it meanwhile (a listener bound then dropped freed its port for
+        // a test running beside, whose server then answered this request).
+        let reserved = tokio::net::TcpSocket::new_v4().expect("socket");
+        reserved
+            .bind("127.0.0.1:0".parse().expect("an address"))
             .expect("bind");
-        let address = listener.local_addr().expect("its address");
-        drop(listener);
+        let address = reserved.local_addr().expect("its address");
         let send = send_to(vec![
             Browser::new(2).subscription(&format!("http://{address}/push/x")),
         ]);
         let report = sender().deliver(&send, None, Utc::now()).await;
         let error = report.outcome().expect_err("nothing listens");
         assert!(error.is_transient(), "{error}");
+        drop(reserved);
     }
 
     #[tokio::test(flavor = "multi_thread")]
