@@ -939,7 +939,7 @@ fn hostile_identical_inputs_are_recorded_once() {
     }
     let h = rt
         .store()
-        .history("a", "eng")
+        .history("a", "eng", relance_core::contact::HistoryNeeds::ALL)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(h.engagement.len(), 2, "{:?}", h.engagement);
     assert_eq!(h.events.len(), 1, "{:?}", h.events);

@@ -378,6 +378,33 @@ pub struct SendMark {
     pub at: DateTime<Utc>,
 }
 
+/// Which parts of a [`History`] a scenario's engine reads, so a store reads only those
+/// (see [`crate::Engine::history_needs`]): most scenarios read one part or none, and each
+/// part is a query per contact and step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HistoryNeeds {
+    /// [`History::events`]: a condition on an activity event (`event:`).
+    pub events: bool,
+    /// [`History::engagement`]: a post-send condition (`opened:`, `clicked:`, ...).
+    pub engagement: bool,
+    /// [`History::sends`]: the scenario's own frequency cap.
+    pub sends: bool,
+}
+
+impl HistoryNeeds {
+    /// Every part (tests, and callers that show the whole history).
+    pub const ALL: HistoryNeeds = HistoryNeeds {
+        events: true,
+        engagement: true,
+        sends: true,
+    };
+
+    /// True when no part is needed: nothing to read.
+    pub fn none(&self) -> bool {
+        !(self.events || self.engagement || self.sends)
+    }
+}
+
 /// What the engine knows of a contact's past, oldest first: activity events, engagement with
 /// this scenario's sends and the scenario's earlier sends.
 ///

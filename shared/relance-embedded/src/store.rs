@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use relance_core::contact::{
-    ActivityEvent, Contact, Engagement, EngagementKind, History, SendMark,
+    ActivityEvent, Contact, Engagement, EngagementKind, History, HistoryNeeds, SendMark,
 };
 use relance_core::engine::{Enrollment, Send, Wake};
 use relance_core::instant;
@@ -425,6 +425,27 @@ impl SqliteStore {
     }
 }
 
+type ScenarioRow = (String, String, u32, Option<u32>);
+
+fn scenario_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ScenarioRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+}
+
+fn scenario_entry(
+    (id, status, latest_version, active_version): ScenarioRow,
+) -> Result<ScenarioEntry, StoreError> {
+    let status = Status::parse(&status).ok_or(StoreError::Corrupt {
+        what: "scenario status",
+        why: status.clone(),
+    })?;
+    Ok(ScenarioEntry {
+        id,
+        status,
+        latest_version,
+        active_version,
+    })
+}
+
 impl ScenarioStore for SqliteStore {
     type Error = StoreError;
 
@@ -432,33 +453,21 @@ impl ScenarioStore for SqliteStore {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, status, latest_version, active_version FROM scenario WHERE ?1 IS NULL OR status = ?1 ORDER BY id",
         )?;
-        let rows = stmt.query_map(params![status.map(Status::as_str)], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, u32>(2)?,
-                r.get::<_, Option<u32>>(3)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, status, latest_version, active_version) = row?;
-            let status = Status::parse(&status).ok_or(StoreError::Corrupt {
-                what: "scenario status",
-                why: status.clone(),
-            })?;
-            out.push(ScenarioEntry {
-                id,
-                status,
-                latest_version,
-                active_version,
-            });
-        }
-        Ok(out)
+        let rows = stmt.query_map(params![status.map(Status::as_str)], scenario_row)?;
+        rows.map(|row| scenario_entry(row?)).collect()
     }
 
+    /// One row by its key: every engagement and launch looks its scenario up, and listing
+    /// them all to find one made that cost grow with the number of scenarios.
     fn scenario(&mut self, id: &str) -> Result<Option<ScenarioEntry>, StoreError> {
-        Ok(self.scenarios(None)?.into_iter().find(|s| s.id == id))
+        self.conn
+            .prepare_cached(
+                "SELECT id, status, latest_version, active_version FROM scenario WHERE id = ?1",
+            )?
+            .query_row(params![id], scenario_row)
+            .optional()?
+            .map(scenario_entry)
+            .transpose()
     }
 
     fn scenario_source(
@@ -641,9 +650,14 @@ impl ContactStore for SqliteStore {
         Ok(())
     }
 
-    fn history(&mut self, contact: &str, scenario: &str) -> Result<History, StoreError> {
+    fn history(
+        &mut self,
+        contact: &str,
+        scenario: &str,
+        needs: HistoryNeeds,
+    ) -> Result<History, StoreError> {
         let mut h = History::default();
-        {
+        if needs.events {
             let mut stmt = self.conn.prepare_cached("SELECT at, name, properties FROM activity WHERE contact_id = ?1 ORDER BY at, rowid")?;
             let rows = stmt.query_map(params![contact], |r| {
                 Ok((
@@ -661,7 +675,7 @@ impl ContactStore for SqliteStore {
                 });
             }
         }
-        {
+        if needs.engagement {
             let mut stmt = self.conn.prepare_cached(
                 "SELECT at, step, kind, url, link_tags FROM engagement WHERE contact_id = ?1 AND scenario_id = ?2 ORDER BY at, rowid",
             )?;
@@ -670,7 +684,7 @@ impl ContactStore for SqliteStore {
                 h.engagement.push(engagement_from(row?)?);
             }
         }
-        {
+        if needs.sends {
             let mut stmt = self
                 .conn
                 .prepare_cached("SELECT at FROM outbox WHERE contact_id = ?1 AND scenario_id = ?2 AND kind = 'send' ORDER BY at")?;
@@ -1073,7 +1087,7 @@ impl SqliteStore {
         at: DateTime<Utc>,
         payload: &serde_json::Value,
     ) -> Result<(), StoreError> {
-        self.outbox_row_inserted(key, scenario, contact, kind, at, payload)
+        self.outbox_row_inserted(key, scenario, contact, kind, at, &payload.to_string())
             .map(drop)
     }
 
@@ -1085,13 +1099,13 @@ impl SqliteStore {
         contact: &str,
         kind: &str,
         at: DateTime<Utc>,
-        payload: &serde_json::Value,
+        payload: &str,
     ) -> Result<Option<i64>, StoreError> {
         let inserted = self.conn
             .prepare_cached(
                 "INSERT OR IGNORE INTO outbox (idempotency_key, scenario_id, contact_id, kind, at, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
-            .execute(params![key, scenario, contact, kind, ts("outbox at", at)?, payload.to_string()])?;
+            .execute(params![key, scenario, contact, kind, ts("outbox at", at)?, payload])?;
         Ok((inserted > 0).then(|| self.conn.last_insert_rowid()))
     }
 }
@@ -1142,7 +1156,7 @@ impl JournalStore for SqliteStore {
         send: &Send,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let payload = relance_core::ports::send_message(scenario, send, at);
+        let payload = relance_core::ports::send_message_text(scenario, send, at);
         let seq = self.outbox_row_inserted(
             &send.idempotency_key,
             scenario,

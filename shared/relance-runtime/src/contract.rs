@@ -19,7 +19,7 @@ use std::fmt::Debug;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use relance_core::consent::{ConsentEvent, ConsentState};
-use relance_core::contact::{ActivityEvent, Contact, Engagement, EngagementKind};
+use relance_core::contact::{ActivityEvent, Contact, Engagement, EngagementKind, HistoryNeeds};
 use relance_core::engine::{
     Effect, Enrollment, EnrollmentState, Hold, Recipient, Send, Transition, Wake,
 };
@@ -343,7 +343,10 @@ where
     );
     enter(&mut store, "welcome", "ada", at(4), &["first"]).expect("nothing runs");
     enter(&mut store, "other", "ada", at(2), &["first"]).expect("nothing runs");
-    let h = ok("history", store.history("ada", "welcome"));
+    let h = ok(
+        "history",
+        store.history("ada", "welcome", HistoryNeeds::ALL),
+    );
     let names: Vec<&str> = h.events.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names[0], "earlier", "activity oldest first");
     let mut same_instant = names[1..].to_vec();
@@ -368,6 +371,42 @@ where
         [at(4)],
         "the scenario's sends only"
     );
+    // Only the parts asked for are read; the others are empty.
+    for part in 0..3 {
+        let needs = HistoryNeeds {
+            events: part == 0,
+            engagement: part == 1,
+            sends: part == 2,
+        };
+        let p = ok("history", store.history("ada", "welcome", needs));
+        assert_eq!(
+            p.events,
+            if needs.events {
+                h.events.clone()
+            } else {
+                Vec::new()
+            },
+            "{needs:?}"
+        );
+        assert_eq!(
+            p.engagement,
+            if needs.engagement {
+                h.engagement.clone()
+            } else {
+                Vec::new()
+            },
+            "{needs:?}"
+        );
+        assert_eq!(
+            p.sends,
+            if needs.sends {
+                h.sends.clone()
+            } else {
+                Vec::new()
+            },
+            "{needs:?}"
+        );
+    }
     let all = ok("contact_sends", store.contact_sends("ada"));
     assert_eq!(
         all.iter().map(|s| s.at).collect::<Vec<_>>(),
@@ -857,7 +896,10 @@ where
     let s = send(&e, "first");
     ok("outbox_send", store.outbox_send("welcome", &s, at(1)));
     ok("outbox_send", store.outbox_send("welcome", &s, at(2)));
-    let h = ok("history", store.history("ada", "welcome"));
+    let h = ok(
+        "history",
+        store.history("ada", "welcome", HistoryNeeds::ALL),
+    );
     assert_eq!(
         h.sends.iter().map(|m| m.at).collect::<Vec<_>>(),
         [at(1)],
@@ -1245,7 +1287,10 @@ where
         "the rest before the cutoff"
     );
     assert_eq!(ok("purge", store.purge(Retained::Activity, at(10), 100)), 0);
-    let h = ok("history", store.history("ada", "welcome"));
+    let h = ok(
+        "history",
+        store.history("ada", "welcome", HistoryNeeds::ALL),
+    );
     assert_eq!(
         h.events.iter().map(|e| e.at).collect::<Vec<_>>(),
         [at(50)],

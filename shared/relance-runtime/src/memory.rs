@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use relance_core::consent::ConsentEvent;
 use relance_core::contact::{
-    ActivityEvent, Contact, Engagement, EngagementKind, History, SendMark,
+    ActivityEvent, Contact, Engagement, EngagementKind, History, HistoryNeeds, SendMark,
 };
 use relance_core::engine::{Enrollment, Send, Wake};
 use relance_core::instant;
@@ -869,22 +869,31 @@ impl ContactStore for MemoryStore {
         Ok(())
     }
 
-    fn history(&mut self, contact: &str, scenario: &str) -> Result<History, MemoryError> {
+    fn history(
+        &mut self,
+        contact: &str,
+        scenario: &str,
+        needs: HistoryNeeds,
+    ) -> Result<History, MemoryError> {
         let Some(p) = self.people.get(contact) else {
             return Ok(History::default());
         };
         Ok(History {
-            events: p.activity.clone(),
+            events: if needs.events {
+                p.activity.clone()
+            } else {
+                Vec::new()
+            },
             engagement: p
                 .engagement
                 .iter()
-                .filter(|(s, _)| **s == *scenario)
+                .filter(|(s, _)| needs.engagement && **s == *scenario)
                 .map(|(_, e)| e.clone())
                 .collect(),
             sends: p
                 .sends
                 .iter()
-                .filter(|s| *s.scenario == *scenario)
+                .filter(|s| needs.sends && *s.scenario == *scenario)
                 .map(|s| SendMark { at: s.at })
                 .collect(),
             contact_sends: Vec::new(),

@@ -2,7 +2,7 @@
 //! contact received (read from its enrollments).
 
 use relance_core::contact::{
-    ActivityEvent, Contact, Engagement, EngagementKind, History, SendMark,
+    ActivityEvent, Contact, Engagement, EngagementKind, History, HistoryNeeds, SendMark,
 };
 use relance_core::engine::Enrollment;
 use relance_core::policy::Retained;
@@ -142,10 +142,20 @@ impl ContactStore for DynamoStore {
         self.put_new(item).map(|_| ())
     }
 
-    fn history(&mut self, contact: &str, scenario: &str) -> Result<History, StoreError> {
+    fn history(
+        &mut self,
+        contact: &str,
+        scenario: &str,
+        needs: HistoryNeeds,
+    ) -> Result<History, StoreError> {
         let pk = keys::contact(contact);
         let mut h = History::default();
-        for item in self.query(&self.config.state_table, &pk, keys::ACTIVITY_PREFIX)? {
+        let activity = if needs.events {
+            self.query(&self.config.state_table, &pk, keys::ACTIVITY_PREFIX)?
+        } else {
+            Vec::new()
+        };
+        for item in activity {
             h.events.push(ActivityEvent {
                 at: parse_ts(get_s(&item, "at").unwrap_or(""))?,
                 name: get_s(&item, "name").unwrap_or("").to_string(),
@@ -155,16 +165,23 @@ impl ContactStore for DynamoStore {
                 )?,
             });
         }
-        for item in self.query(
-            &self.config.state_table,
-            &pk,
-            &keys::engagement_prefix(scenario),
-        )? {
+        let engagement = if needs.engagement {
+            self.query(
+                &self.config.state_table,
+                &pk,
+                &keys::engagement_prefix(scenario),
+            )?
+        } else {
+            Vec::new()
+        };
+        for item in engagement {
             h.engagement.push(engagement_from(&item)?);
         }
         // The scenario's earlier sends to the contact (for frequency caps) are in its
         // enrollments' `sent` maps: no separate write per send.
-        h.sends = self.scenario_sends(contact, scenario)?;
+        if needs.sends {
+            h.sends = self.scenario_sends(contact, scenario)?;
+        }
         h.events.sort_by_key(|e| e.at);
         h.engagement.sort_by_key(|e| e.at);
         Ok(h)

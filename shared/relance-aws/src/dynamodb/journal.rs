@@ -49,13 +49,12 @@ impl JournalStore for DynamoStore {
         send: &Send,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let payload = relance_core::ports::send_message(scenario, send, at);
+        let payload = relance_core::ports::send_message_text(scenario, send, at);
         self.channel_ready(send.channel)?;
         if !self.record_sends {
             // The channel queue is the outbox: the sender records each key once (its claim).
             // Replays enqueue again; the claim keeps the send single.
-            self.deferred_messages
-                .push((send.channel, payload.to_string()));
+            self.deferred_messages.push((send.channel, payload));
             return Ok(());
         }
         // Recording sends (tests, benches): in the contact's partition, once per key (the
@@ -67,7 +66,7 @@ impl JournalStore for DynamoStore {
             s(keys::recorded_send(scenario, &send.idempotency_key)),
         );
         item.insert("at".into(), s(keys::text(at)));
-        item.insert("payload".into(), s(payload.to_string()));
+        item.insert("payload".into(), s(payload));
         self.put_new(item).map(|_| ())
     }
 

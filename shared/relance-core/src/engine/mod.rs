@@ -37,7 +37,8 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::contact::{ActivityEvent, Contact, Engagement, EngagementKind};
+use crate::condition::Condition;
+use crate::contact::{ActivityEvent, Contact, Engagement, EngagementKind, HistoryNeeds};
 use crate::journal::Record;
 use crate::policy::Policy;
 use crate::render::{Rendered, Templates};
@@ -269,6 +270,7 @@ pub struct Engine {
     index: HashMap<String, usize>,
     templates: Templates,
     policy: Policy,
+    history_needs: HistoryNeeds,
 }
 
 impl Engine {
@@ -281,12 +283,20 @@ impl Engine {
             .map(|(i, s)| (s.id.clone(), i))
             .collect();
         let (templates, _) = Templates::compile(&scenario.messages);
+        let history_needs = history_needs(&scenario);
         Engine {
             scenario,
             index,
             templates,
             policy: Policy::default(),
+            history_needs,
         }
+    }
+
+    /// The parts of a contact's [`History`](crate::contact::History) this engine reads:
+    /// callers may leave the others empty.
+    pub fn history_needs(&self) -> HistoryNeeds {
+        self.history_needs
     }
 
     /// The message a send step sends `contact`: its message, or with variants the one the
@@ -442,4 +452,124 @@ pub fn profile_changes<'a>(
     // A contact event's own properties are the contact's fields.
     nested
         .or_else(|| (name.starts_with("contact.") && !properties.is_empty()).then_some(properties))
+}
+
+/// What [`Engine::history_needs`] answers, from every condition evaluated against a
+/// contact's history: the audience's criteria, `exit_when`, and the steps' `if`,
+/// `wait_for` and `branches` (a trigger's `where` and a conversion's `where` read an
+/// event's properties, never the history). A new place holding a condition must be added
+/// here, or its conditions would see an empty history.
+fn history_needs(scenario: &Scenario) -> HistoryNeeds {
+    let mut needs = HistoryNeeds {
+        sends: scenario.frequency_cap.is_some(),
+        ..HistoryNeeds::default()
+    };
+    let steps = scenario.steps.iter().flat_map(|s| s.kind.conditions());
+    let conditions = scenario
+        .audience
+        .criteria
+        .iter()
+        .chain(&scenario.exit_when)
+        .chain(steps.map(|(_, c)| c));
+    for condition in conditions {
+        condition.walk(&mut |c| match c {
+            Condition::Event { .. } => needs.events = true,
+            Condition::Engagement(_) => needs.engagement = true,
+            _ => {}
+        });
+    }
+    needs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scenario with one send (`first`), then `middle` (the step under test), then an end.
+    fn needs(top: &str, middle: &str) -> HistoryNeeds {
+        let yaml = format!(
+            "id: t\nlaunch: {{type: manual}}\n{top}messages:\n  m: {{channel: email, subject: s, text: t}}\nsteps:\n  - {{id: first, send: m, next: mid}}\n  - {{id: mid, {middle}}}\n  - {{id: last, end: success}}\n  - {{id: other, end: failure}}\n"
+        );
+        let doc = crate::scenario::parse_document(&yaml, crate::Format::Yaml)
+            .unwrap_or_else(|p| panic!("{yaml}\n{p:?}"));
+        match crate::scenario::from_value(&doc) {
+            Ok(loaded) => Engine::new(loaded.scenario).history_needs(),
+            Err(p) => panic!("{yaml}\n{p}"),
+        }
+    }
+
+    const NONE: HistoryNeeds = HistoryNeeds {
+        events: false,
+        engagement: false,
+        sends: false,
+    };
+    const EVENTS: HistoryNeeds = HistoryNeeds {
+        events: true,
+        ..NONE
+    };
+    const ENGAGEMENT: HistoryNeeds = HistoryNeeds {
+        engagement: true,
+        ..NONE
+    };
+
+    #[test]
+    fn history_needs_follow_every_condition_of_the_scenario() {
+        let delay = "delay: {after: P1D}, next: last";
+        let cases = [
+            ("", delay, NONE),
+            (
+                "",
+                "if: {field: plan, op: eq, value: pro}, then: last, else: other",
+                NONE,
+            ),
+            (
+                "",
+                "if: {opened: first}, then: last, else: other",
+                ENGAGEMENT,
+            ),
+            (
+                "",
+                "if: {not: {clicked: first}}, then: last, else: other",
+                ENGAGEMENT,
+            ),
+            ("", "if: {event: purchase}, then: last, else: other", EVENTS),
+            (
+                "",
+                "wait_for: {opened: first, timeout: P1D}, on_event: last, on_timeout: other",
+                ENGAGEMENT,
+            ),
+            (
+                "",
+                "wait_for: {event: purchase, timeout: P1D}, on_event: last, on_timeout: other",
+                EVENTS,
+            ),
+            (
+                "",
+                "branches: [{when: {any: [{field: a, op: exists}, {event: demo}]}, next: last}], otherwise: other",
+                EVENTS,
+            ),
+            (
+                "exit_when:\n  - {event: purchase, within: P1D}\n",
+                delay,
+                EVENTS,
+            ),
+            ("exit_when:\n  - {opened: first}\n", delay, ENGAGEMENT),
+            (
+                "audience:\n  criteria: {event: signup, within: P7D}\n",
+                delay,
+                EVENTS,
+            ),
+            (
+                "frequency_cap: {max: 1, per: P1D}\n",
+                delay,
+                HistoryNeeds {
+                    sends: true,
+                    ..NONE
+                },
+            ),
+        ];
+        for (top, middle, want) in cases {
+            assert_eq!(needs(top, middle), want, "{top}{middle}");
+        }
+    }
 }

@@ -370,8 +370,13 @@ impl<S: Store> ContactStore for FlakyStore<S> {
     fn record_input(&mut self, key: &str, now: DateTime<Utc>) -> Result<(), Self::Error> {
         self.pass(|s| s.record_input(key, now))
     }
-    fn history(&mut self, contact: &str, scenario: &str) -> Result<History, Self::Error> {
-        self.pass(|s| s.history(contact, scenario))
+    fn history(
+        &mut self,
+        contact: &str,
+        scenario: &str,
+        needs: relance_core::contact::HistoryNeeds,
+    ) -> Result<History, Self::Error> {
+        self.pass(|s| s.history(contact, scenario, needs))
     }
     fn contact_sends(&mut self, contact: &str) -> Result<Vec<SendMark>, Self::Error> {
         self.pass(|s| s.contact_sends(contact))

@@ -809,11 +809,11 @@ fn hostile_history_is_kept_only_as_long_as_the_retention_says() {
     }
     let h1 = rt
         .store()
-        .history("c1", &id)
+        .history("c1", &id, relance_core::contact::HistoryNeeds::ALL)
         .unwrap_or_else(|e| panic!("{e}"));
     let h2 = rt
         .store()
-        .history("c2", &id)
+        .history("c2", &id, relance_core::contact::HistoryNeeds::ALL)
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(h1.events.is_empty() && h1.engagement.is_empty(), "{h1:?}");
     assert!(!h2.events.is_empty() && !h2.engagement.is_empty(), "{h2:?}");
@@ -938,7 +938,7 @@ fn hostile_fifty_identical_engagement_posts_store_one_row() {
     }
     let rows = |rt: &mut Runtime<SqliteStore>| {
         rt.store()
-            .history("a", "eng")
+            .history("a", "eng", relance_core::contact::HistoryNeeds::ALL)
             .unwrap_or_else(|e| panic!("{e}"))
             .engagement
             .len()
@@ -992,7 +992,7 @@ fn hostile_identical_activity_posts_store_one_row() {
     }
     let rows = |rt: &mut Runtime<SqliteStore>| {
         rt.store()
-            .history("a", "none")
+            .history("a", "none", relance_core::contact::HistoryNeeds::ALL)
             .unwrap_or_else(|e| panic!("{e}"))
             .events
             .len()

@@ -151,7 +151,12 @@ fn history_for<S: Store>(
 where
     S::Fault: std::error::Error + Send + Sync + 'static,
 {
-    let mut history = store.history(contact, scenario).map_err(store_err)?;
+    let needs = engine.history_needs();
+    let mut history = if needs.none() {
+        History::default()
+    } else {
+        store.history(contact, scenario, needs).map_err(store_err)?
+    };
     if engine.needs_contact_sends() {
         history.contact_sends = store.contact_sends(contact).map_err(store_err)?;
     }
