@@ -23,7 +23,9 @@
 //! directory), `--timeout` in s (1800), `--keep` to keep the database and outbox file,
 //! `--group-units` units of work per commit (the runner's 512; 1 commits each unit alone, as
 //! the runner did before group commit), `--fsync-inline` to sync each commit before it
-//! returns (`synchronous = FULL`, as the runner did before the syncer thread).
+//! returns (`synchronous = FULL`, as the runner did before the syncer thread),
+//! `--checkpoint-inline` to leave checkpoints to SQLite on the runner's thread (as before
+//! the checkpoint thread).
 
 use std::collections::HashSet;
 use std::error::Error;
@@ -73,6 +75,7 @@ fn record_done(done: &Arc<Mutex<Done>>, dues: Vec<chrono::DateTime<Utc>>) -> Ans
 const TIMER_BATCH: usize = 500;
 /// Units of work per group commit, as in the runner.
 const GROUP_UNITS: usize = relance_embedded::server::GROUP_UNITS;
+const CHECKPOINT_EVERY: std::time::Duration = relance_embedded::server::CHECKPOINT_EVERY;
 /// The longest sleep between two looks at the store, as in the runner.
 const MAX_SLEEP: Duration = Duration::from_millis(500);
 /// Contacts per import call (setup, before t0).
@@ -94,6 +97,7 @@ struct Args {
     keep: bool,
     group_units: usize,
     fsync_inline: bool,
+    checkpoint_inline: bool,
 }
 
 fn args() -> Res<Args> {
@@ -106,6 +110,7 @@ fn args() -> Res<Args> {
         keep: false,
         group_units: GROUP_UNITS,
         fsync_inline: false,
+        checkpoint_inline: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -118,6 +123,7 @@ fn args() -> Res<Args> {
             "--timeout" => a.timeout_s = value("--timeout")?.parse()?,
             "--keep" => a.keep = true,
             "--fsync-inline" => a.fsync_inline = true,
+            "--checkpoint-inline" => a.checkpoint_inline = true,
             "--group-units" => a.group_units = value("--group-units")?.parse()?,
             // `cargo bench` passes --bench to every bench binary.
             "--bench" => {}
@@ -365,8 +371,19 @@ fn run() -> Res<bool> {
     } else {
         rt.store().defer_sync()?
     };
+    // And, as the runner, checkpoints on a thread of their own, poked after each sync.
+    let checkpointer = if a.checkpoint_inline {
+        None
+    } else {
+        rt.store().checkpoint_elsewhere(CHECKPOINT_EVERY)?
+    };
+    let checkpoints_by_thread = checkpointer.is_some();
     let synced_from = rt.store().outbox_last_seq()?;
-    let mut syncer = CommitSyncer::start(wal.map(WalFile::into_sync), synced_from, || {})?;
+    let mut syncer = CommitSyncer::start(wal.map(WalFile::into_sync), synced_from, move || {
+        if let Some(checkpointer) = &checkpointer {
+            checkpointer.poke();
+        }
+    })?;
     // A step is done when its round is synced: lateness and the last step's time are taken
     // when the syncer answers.
     let done = Arc::new(Mutex::new(Done {
@@ -623,6 +640,7 @@ fn run() -> Res<bool> {
             "journal_mode": "WAL",
             "synchronous": match synchronous { 2 => "FULL", 1 => "NORMAL", 3 => "EXTRA", _ => "OFF" },
             "wal_synced_by": if a.fsync_inline { "SQLite, before each commit returns" } else { "the syncer thread, before a round is answered or delivered" },
+            "checkpoints_by": if checkpoints_by_thread { "the checkpoint thread" } else { "SQLite, on the runner's thread" },
             "db_mib": round(file_mib(&db), 1),
             "wal_mib": round(file_mib(&a.dir.join("drip.db-wal")), 1),
             "outbox_file_mib": round(file_mib(&outbox_path), 1),

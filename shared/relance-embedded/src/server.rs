@@ -9,7 +9,8 @@
 //! which fsyncs the WAL and only then answers the round's callers; the round's outbox rows
 //! are delivered after that sync too. So nothing is acknowledged or sent before it is
 //! durable, a busy runner pays one commit for many units instead of one each, and it works
-//! on the next round while the disk syncs the last.
+//! on the next round while the disk syncs the last. Checkpoints (the WAL's pages copied into
+//! the database file) run on a thread of their own too ([`crate::durable::Checkpointer`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -40,6 +41,10 @@ pub const GROUP_UNITS: usize = 512;
 
 /// The most jobs one round takes: the callers of a round wait for its last commit.
 pub const JOBS_PER_ROUND: usize = 256;
+
+/// The shortest time between two checkpoints of the checkpoint thread: a page many commits
+/// change is copied into the database file once per checkpoint at most.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 /// How long a round waits for another job while the last round's sync is still running (it
 /// looks again at the sync after each wait).
@@ -227,6 +232,8 @@ fn start_syncing(
     let mut runtime = Runtime::new(store);
     // From here on, commits are synced by the syncer thread (see `durable`).
     let wal = runtime.store().defer_sync()?;
+    // And checkpointed on a thread of its own, poked after each sync (see `durable`).
+    let checkpointer = runtime.store().checkpoint_elsewhere(CHECKPOINT_EVERY)?;
     let mut sync = sync.or_else(|| wal.map(WalFile::into_sync));
     // What an earlier run committed may not be on disk yet (it stopped before its sync):
     // synced before anything of it is delivered.
@@ -246,8 +253,12 @@ fn start_syncing(
     };
     let (tx, rx) = mpsc::channel::<Wake>();
     let notify = tx.clone();
+    // The syncer's thread owns the checkpointer: it stops with it.
     let syncer = CommitSyncer::start(sync, synced_mark, move || {
         let _ = notify.send(Wake::Synced);
+        if let Some(checkpointer) = &checkpointer {
+            checkpointer.poke();
+        }
     })
     .map_err(thread_error)?;
     let runner_clock = clock.clone();

@@ -248,6 +248,11 @@ enum GroupState {
 /// write less; the WAL grows to about 40 MB between them.
 const WAL_CHECKPOINT_PAGES: i64 = 10_000;
 
+/// The runner's own checkpoint threshold once a [`crate::durable::Checkpointer`] does the
+/// checkpoints: only a guard, for when the log could not restart (see there); the WAL stays
+/// under about 120 MB.
+const WAL_CHECKPOINT_GUARD_PAGES: i64 = 30_000;
+
 impl SqliteStore {
     /// Opens (or creates) a database file, in WAL mode, and migrates it.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
@@ -375,6 +380,35 @@ impl SqliteStore {
         self.conn
             .pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
         Ok(Some(crate::durable::WalFile::of(&path)))
+    }
+
+    /// Hands the checkpoints to a [`crate::durable::Checkpointer`] on its own thread and
+    /// connection, poked every `every` at most; this connection's automatic checkpoint
+    /// stays as a guard, at a higher threshold. `None` for an in-memory database, or when
+    /// the second connection could not be opened (logged; checkpoints stay here).
+    pub fn checkpoint_elsewhere(
+        &mut self,
+        every: std::time::Duration,
+    ) -> Result<Option<crate::durable::Checkpointer>, StoreError> {
+        let Some(path) = self
+            .conn
+            .path()
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+        else {
+            return Ok(None);
+        };
+        match crate::durable::Checkpointer::start(&path, every) {
+            Ok(checkpointer) => {
+                self.conn
+                    .pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_GUARD_PAGES)?;
+                Ok(Some(checkpointer))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no checkpoint thread; the runner checkpoints");
+                Ok(None)
+            }
+        }
     }
 
     /// The highest outbox `seq` the outbox file holds, as last recorded (`None` for a
