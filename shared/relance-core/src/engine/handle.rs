@@ -23,6 +23,16 @@ pub struct UnknownStep {
 }
 
 impl Engine {
+    /// Whether an event, an engagement or a profile change can move `enrollment`
+    /// ([`Engine::try_handle`] with anything but a wake): only while it runs, and then only
+    /// through `exit_when` or the `wait_for` it waits on. When this is false, handling such an
+    /// input changes nothing (tested), so a runtime skips it, and the history it would read.
+    pub fn may_react(&self, enrollment: &Enrollment) -> bool {
+        enrollment.is_running()
+            && (!self.scenario.exit_when.is_empty()
+                || matches!(enrollment.state, EnrollmentState::Waiting { .. }))
+    }
+
     /// Applies one input to a running enrollment, treating an unknown step like a stale
     /// timer (no change). Runtimes use [`Engine::try_handle`], which tells them apart.
     pub fn handle(
@@ -174,6 +184,68 @@ mod tests {
         };
         assert_eq!(t.enrollment.pending_wake(), Some(("first", at(2))));
         t.enrollment
+    }
+
+    #[test]
+    fn an_input_an_enrollment_cannot_react_to_changes_nothing() {
+        let contact = Contact::bare("c");
+        let event = ActivityEvent {
+            at: at(2),
+            name: "purchase".into(),
+            properties: Default::default(),
+        };
+        let open = crate::contact::Engagement {
+            at: at(2),
+            step: "first".into(),
+            kind: crate::contact::EngagementKind::Opened,
+            url: None,
+            link_tags: Vec::new(),
+        };
+        // Everything in the history, so that any condition could hold.
+        let history = History {
+            events: vec![event.clone()],
+            engagement: vec![open.clone()],
+            ..History::default()
+        };
+        let plain = engine();
+        let yaml = "id: t\nlaunch: {type: manual}\nexit_when:\n  - {event: purchase}\nsteps:\n  - {id: first, delay: {after: P1D}, next: last}\n  - {id: last, end: success}\n";
+        let exits = match crate::validate::parse(yaml, crate::Format::Yaml) {
+            Ok((scenario, _)) => Engine::new(scenario),
+            Err(p) => panic!("{p:?}"),
+        };
+        let inputs = [
+            Input::Event(&event),
+            Input::Engagement(&open),
+            Input::ContactChanged,
+        ];
+        // A delay without exit_when: nothing can move it, and nothing does.
+        let en = entered(&plain, &contact);
+        assert!(!plain.may_react(&en));
+        for input in inputs {
+            let t = plain.try_handle(&en, &contact, &history, input, at(2));
+            assert_eq!(
+                t.map(|t| t.is_noop() && t.enrollment == en && t.contact.is_none()),
+                Ok(true),
+                "{input:?}"
+            );
+        }
+        // With exit_when, or waiting on a wait_for, it may.
+        assert!(exits.may_react(&entered(&exits, &contact)));
+        let mut waiting = en.clone();
+        waiting.state = EnrollmentState::Waiting {
+            step: "first".into(),
+            since: at(1),
+            until: at(3),
+        };
+        assert!(plain.may_react(&waiting));
+        let t = exits.handle(
+            &entered(&exits, &contact),
+            &contact,
+            &history,
+            inputs[0],
+            at(2),
+        );
+        assert!(!t.is_noop(), "the exit_when event ends it");
     }
 
     #[test]

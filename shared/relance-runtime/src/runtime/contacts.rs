@@ -326,8 +326,11 @@ where
             if !changes.is_empty() {
                 u.store.put_contact(&contact, now).map_err(store_err)?;
             }
-            // Held (paused) and retired (archived) scenarios record the reaction but do not move.
-            if let (Some((enrollment, version)), Status::Active) = (running, entry.status) {
+            // Held (paused) and retired (archived) scenarios record the reaction but do not
+            // move; nor does an enrollment that cannot react to it (no history read then).
+            if let (Some((enrollment, version)), Status::Active) = (running, entry.status)
+                && engine.may_react(&enrollment)
+            {
                 let history = history_for(u.store, &engine, contact.id(), &entry.id)?;
                 let t = engine.handle(
                     &enrollment,
@@ -557,6 +560,9 @@ where
                 .map_err(store_err)?
             {
                 let engine = self.engine(id, version)?;
+                if !engine.may_react(&enrollment) {
+                    continue;
+                }
                 let history = history_for(self.store, &engine, contact.id(), id)?;
                 let t = engine.handle(
                     &enrollment,
