@@ -1190,7 +1190,12 @@ impl JournalStore for SqliteStore {
         send: &Send,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let payload = relance_core::ports::send_message_text(scenario, send, at);
+        let payload = relance_core::ports::send_message_text(scenario, send, at).map_err(|e| {
+            StoreError::Corrupt {
+                what: "send message",
+                why: e.to_string(),
+            }
+        })?;
         let seq = self.outbox_row_inserted(
             &send.idempotency_key,
             scenario,

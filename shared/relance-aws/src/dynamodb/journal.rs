@@ -49,7 +49,12 @@ impl JournalStore for DynamoStore {
         send: &Send,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let payload = relance_core::ports::send_message_text(scenario, send, at);
+        let payload = relance_core::ports::send_message_text(scenario, send, at).map_err(|e| {
+            StoreError::Corrupt {
+                what: "send message",
+                why: e.to_string(),
+            }
+        })?;
         self.channel_ready(send.channel)?;
         if !self.record_sends {
             // The channel queue is the outbox: the sender records each key once (its claim).

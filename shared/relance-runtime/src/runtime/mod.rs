@@ -139,9 +139,11 @@ where
     Ok(e)
 }
 
-/// The contact's past for one scenario, with every scenario's sends when the engine's policy
-/// caps them, and the winners found when the scenario tests variants with a winner rule.
-/// caps them, and every scenario's opens and clicks when a delay runs `at: best`.
+/// The contact's past for one scenario, the parts its engine reads
+/// ([`relance_core::Engine::history_needs`]; nothing is read when it reads none), with every
+/// scenario's sends when the engine's policy caps them, the winners found when the scenario
+/// tests variants with a winner rule, and every scenario's opens and clicks when a delay runs
+/// `at: best`.
 fn history_for<S: Store>(
     store: &mut S,
     engine: &Engine,
