@@ -398,11 +398,6 @@ impl HistoryNeeds {
         engagement: true,
         sends: true,
     };
-
-    /// True when no part is needed: nothing to read.
-    pub fn none(&self) -> bool {
-        !(self.events || self.engagement || self.sends)
-    }
 }
 
 /// What the engine knows of a contact's past, oldest first: activity events, engagement with

@@ -368,18 +368,21 @@ impl SqliteStore {
     /// returned WAL file before it tells anyone what a commit did. `None` for an in-memory
     /// database, which has nothing to sync.
     pub fn defer_sync(&mut self) -> Result<Option<crate::durable::WalFile>, StoreError> {
-        let Some(path) = self
-            .conn
-            .path()
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from)
-        else {
+        let Some(path) = self.file_path() else {
             return Ok(None);
         };
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
         self.conn
             .pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
         Ok(Some(crate::durable::WalFile::of(&path)))
+    }
+
+    /// The database file, `None` for an in-memory database.
+    fn file_path(&self) -> Option<PathBuf> {
+        self.conn
+            .path()
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
     }
 
     /// Hands the checkpoints to a [`crate::durable::Checkpointer`] on its own thread and
@@ -390,12 +393,7 @@ impl SqliteStore {
         &mut self,
         every: std::time::Duration,
     ) -> Result<Option<crate::durable::Checkpointer>, StoreError> {
-        let Some(path) = self
-            .conn
-            .path()
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from)
-        else {
+        let Some(path) = self.file_path() else {
             return Ok(None);
         };
         match crate::durable::Checkpointer::start(&path, every) {

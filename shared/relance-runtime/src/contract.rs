@@ -372,40 +372,23 @@ where
         "the scenario's sends only"
     );
     // Only the parts asked for are read; the others are empty.
-    for part in 0..3 {
+    fn part<T: Clone>(asked: bool, all: &[T]) -> Vec<T> {
+        if asked { all.to_vec() } else { Vec::new() }
+    }
+    for asked in 0..3 {
         let needs = HistoryNeeds {
-            events: part == 0,
-            engagement: part == 1,
-            sends: part == 2,
+            events: asked == 0,
+            engagement: asked == 1,
+            sends: asked == 2,
         };
         let p = ok("history", store.history("ada", "welcome", needs));
-        assert_eq!(
-            p.events,
-            if needs.events {
-                h.events.clone()
-            } else {
-                Vec::new()
-            },
-            "{needs:?}"
-        );
+        assert_eq!(p.events, part(needs.events, &h.events), "{needs:?}");
         assert_eq!(
             p.engagement,
-            if needs.engagement {
-                h.engagement.clone()
-            } else {
-                Vec::new()
-            },
+            part(needs.engagement, &h.engagement),
             "{needs:?}"
         );
-        assert_eq!(
-            p.sends,
-            if needs.sends {
-                h.sends.clone()
-            } else {
-                Vec::new()
-            },
-            "{needs:?}"
-        );
+        assert_eq!(p.sends, part(needs.sends, &h.sends), "{needs:?}");
     }
     let all = ok("contact_sends", store.contact_sends("ada"));
     assert_eq!(

@@ -150,32 +150,23 @@ impl ContactStore for DynamoStore {
     ) -> Result<History, StoreError> {
         let pk = keys::contact(contact);
         let mut h = History::default();
-        let activity = if needs.events {
-            self.query(&self.config.state_table, &pk, keys::ACTIVITY_PREFIX)?
-        } else {
-            Vec::new()
-        };
-        for item in activity {
-            h.events.push(ActivityEvent {
-                at: parse_ts(get_s(&item, "at").unwrap_or(""))?,
-                name: get_s(&item, "name").unwrap_or("").to_string(),
-                properties: from_json(
-                    "activity properties",
-                    get_s(&item, "properties").unwrap_or("{}"),
-                )?,
-            });
+        if needs.events {
+            for item in self.query(&self.config.state_table, &pk, keys::ACTIVITY_PREFIX)? {
+                h.events.push(ActivityEvent {
+                    at: parse_ts(get_s(&item, "at").unwrap_or(""))?,
+                    name: get_s(&item, "name").unwrap_or("").to_string(),
+                    properties: from_json(
+                        "activity properties",
+                        get_s(&item, "properties").unwrap_or("{}"),
+                    )?,
+                });
+            }
         }
-        let engagement = if needs.engagement {
-            self.query(
-                &self.config.state_table,
-                &pk,
-                &keys::engagement_prefix(scenario),
-            )?
-        } else {
-            Vec::new()
-        };
-        for item in engagement {
-            h.engagement.push(engagement_from(&item)?);
+        if needs.engagement {
+            let prefix = keys::engagement_prefix(scenario);
+            for item in self.query(&self.config.state_table, &pk, &prefix)? {
+                h.engagement.push(engagement_from(&item)?);
+            }
         }
         // The scenario's earlier sends to the contact (for frequency caps) are in its
         // enrollments' `sent` maps: no separate write per send.

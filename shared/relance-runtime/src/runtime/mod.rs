@@ -140,7 +140,7 @@ where
 }
 
 /// The contact's past for one scenario, the parts its engine reads
-/// ([`relance_core::Engine::history_needs`]; nothing is read when it reads none), with every
+/// ([`relance_core::Engine::history_needs`]), with every
 /// scenario's sends when the engine's policy caps them, the winners found when the scenario
 /// tests variants with a winner rule, and every scenario's opens and clicks when a delay runs
 /// `at: best`.
@@ -153,12 +153,9 @@ fn history_for<S: Store>(
 where
     S::Fault: std::error::Error + Send + Sync + 'static,
 {
-    let needs = engine.history_needs();
-    let mut history = if needs.none() {
-        History::default()
-    } else {
-        store.history(contact, scenario, needs).map_err(store_err)?
-    };
+    let mut history = store
+        .history(contact, scenario, engine.history_needs())
+        .map_err(store_err)?;
     if engine.needs_contact_sends() {
         history.contact_sends = store.contact_sends(contact).map_err(store_err)?;
     }
