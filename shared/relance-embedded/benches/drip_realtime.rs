@@ -7,7 +7,8 @@
 //! one thread: first every due timer (oldest first, one unit of work each, a group commit per
 //! query of due timers), then a round of jobs in one group commit, and
 //! each round handed to the syncer thread, which fsyncs the WAL while the next round runs
-//! (`durable.rs`); the outbox rows a sync covered are then delivered to the JSON-lines file
+//! (`durable.rs`); the outbox rows a sync covered are then handed to the outbox thread, which
+//! appends them to the JSON-lines file
 //! (fsync). The jobs are the launch, in
 //! batches of `--batch` contacts (as the peer adds its jobs in bulks of 1,000), each followed
 //! by an "opened" engagement for each even-index contact of the batch. When all are launched,
@@ -25,7 +26,8 @@
 //! the runner did before group commit), `--fsync-inline` to sync each commit before it
 //! returns (`synchronous = FULL`, as the runner did before the syncer thread),
 //! `--checkpoint-inline` to leave checkpoints to SQLite on the runner's thread (as before
-//! the checkpoint thread).
+//! the checkpoint thread), `--outbox-inline` to write the outbox file on the runner's thread
+//! (as before the outbox thread).
 
 use std::collections::HashSet;
 use std::error::Error;
@@ -41,7 +43,7 @@ use relance_core::contact::EngagementKind;
 use relance_core::ports::{SourceFormat, Status};
 use relance_core::wire::{EngagementDetail, LaunchDetail};
 use relance_embedded::durable::{Answer, CommitSyncer, WalFile};
-use relance_embedded::outbox::OutboxFile;
+use relance_embedded::outbox::{Delivery, OutboxFile};
 use relance_embedded::runtime::Runtime;
 use relance_embedded::store::SqliteStore;
 use serde_json::{Value, json};
@@ -98,6 +100,7 @@ struct Args {
     group_units: usize,
     fsync_inline: bool,
     checkpoint_inline: bool,
+    outbox_inline: bool,
 }
 
 fn args() -> Res<Args> {
@@ -111,6 +114,7 @@ fn args() -> Res<Args> {
         group_units: GROUP_UNITS,
         fsync_inline: false,
         checkpoint_inline: false,
+        outbox_inline: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -124,6 +128,7 @@ fn args() -> Res<Args> {
             "--keep" => a.keep = true,
             "--fsync-inline" => a.fsync_inline = true,
             "--checkpoint-inline" => a.checkpoint_inline = true,
+            "--outbox-inline" => a.outbox_inline = true,
             "--group-units" => a.group_units = value("--group-units")?.parse()?,
             // `cargo bench` passes --bench to every bench binary.
             "--bench" => {}
@@ -362,7 +367,7 @@ fn run() -> Res<bool> {
     let db = a.dir.join("drip.db");
     let outbox_path = a.dir.join("outbox.jsonl");
     let mut store = SqliteStore::open(&db)?;
-    let mut outbox = OutboxFile::open(&outbox_path, &mut store)?;
+    let outbox = OutboxFile::open(&outbox_path, &mut store)?;
     let mut rt = Runtime::new(store);
     // As the runner: commits synced by the syncer thread (or, `--fsync-inline`, by SQLite
     // before each commit returns).
@@ -378,6 +383,14 @@ fn run() -> Res<bool> {
         rt.store().checkpoint_elsewhere(CHECKPOINT_EVERY)?
     };
     let checkpoints_by_thread = checkpointer.is_some();
+    // And, as the runner, the outbox file written on a thread of its own (`--outbox-inline`:
+    // by the runner, as before that thread).
+    let mut outbox = if a.outbox_inline {
+        Delivery::Inline(outbox)
+    } else {
+        Delivery::start(outbox, rt.store())
+    };
+    let outbox_by_thread = matches!(outbox, Delivery::Writer { .. });
     let synced_from = rt.store().outbox_last_seq()?;
     let mut syncer = CommitSyncer::start(wal.map(WalFile::into_sync), synced_from, move || {
         if let Some(checkpointer) = &checkpointer {
@@ -472,7 +485,7 @@ fn run() -> Res<bool> {
             }
             timers_s += started.elapsed().as_secs_f64();
             let started = Instant::now();
-            outbox.deliver_upto(rt.store(), syncer.synced()?)?;
+            outbox.deliver(rt.store(), syncer.synced()?, false);
             outbox_s += started.elapsed().as_secs_f64();
         }
         if last_log.elapsed() > Duration::from_secs(10) {
@@ -534,7 +547,7 @@ fn run() -> Res<bool> {
             launch_s += (launch_done - started).as_secs_f64();
             engagement_s += launch_done.elapsed().as_secs_f64();
             let started = Instant::now();
-            outbox.deliver_upto(rt.store(), syncer.synced()?)?;
+            outbox.deliver(rt.store(), syncer.synced()?, false);
             outbox_s += started.elapsed().as_secs_f64();
             next = end;
             if next == n {
@@ -548,7 +561,7 @@ fn run() -> Res<bool> {
         // Nothing due: what is in flight synced and delivered, then sleep until the next
         // timer, as the runner does.
         let started = Instant::now();
-        outbox.deliver_upto(rt.store(), syncer.wait()?)?;
+        outbox.deliver(rt.store(), syncer.wait()?, true);
         outbox_s += started.elapsed().as_secs_f64();
         let started = Instant::now();
         match rt.next_due()? {
@@ -560,7 +573,8 @@ fn run() -> Res<bool> {
         }
         sleep_s += started.elapsed().as_secs_f64();
     }
-    outbox.deliver_upto(rt.store(), syncer.wait()?)?;
+    outbox.deliver(rt.store(), syncer.wait()?, true);
+    drop(outbox);
     let synchronous = rt.store().synchronous()?;
     let (mut lateness, last_step_done) = match done.lock() {
         Ok(mut d) => (std::mem::take(&mut d.lateness), d.last),
@@ -641,6 +655,7 @@ fn run() -> Res<bool> {
             "synchronous": match synchronous { 2 => "FULL", 1 => "NORMAL", 3 => "EXTRA", _ => "OFF" },
             "wal_synced_by": if a.fsync_inline { "SQLite, before each commit returns" } else { "the syncer thread, before a round is answered or delivered" },
             "checkpoints_by": if checkpoints_by_thread { "the checkpoint thread" } else { "SQLite, on the runner's thread" },
+            "outbox_file_by": if outbox_by_thread { "the outbox thread" } else { "the runner's thread" },
             "db_mib": round(file_mib(&db), 1),
             "wal_mib": round(file_mib(&a.dir.join("drip.db-wal")), 1),
             "outbox_file_mib": round(file_mib(&outbox_path), 1),

@@ -24,6 +24,9 @@ use serde_json::Value;
 
 use crate::store::{SqliteStore, StoreError};
 
+mod writer;
+pub use writer::OutboxWriter;
+
 /// Why delivery failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -52,6 +55,99 @@ pub struct OutboxFile {
     /// Lines past the database's cursor found in the file on open: `seq` → idempotency key.
     present: HashMap<i64, String>,
     unsubscribe: Option<UnsubscribeLinks>,
+}
+
+/// Who writes the outbox file: a thread of its own ([`OutboxWriter`]), or the runner itself
+/// for an in-memory database (which a second connection cannot open) or when the thread could
+/// not start (logged). The runner of `relance run` and the drip bench use it the same way.
+#[derive(Debug)]
+pub enum Delivery {
+    /// The file written by the writer's thread.
+    Writer {
+        /// The thread.
+        writer: OutboxWriter,
+        /// The cursor last recorded in the database.
+        recorded: i64,
+    },
+    /// The file written by the runner.
+    Inline(OutboxFile),
+}
+
+impl Delivery {
+    /// The writer's thread on the store's database file, or the runner's own delivery when
+    /// there is none.
+    pub fn start(file: OutboxFile, store: &mut SqliteStore) -> Delivery {
+        let Some(db) = store.file_path() else {
+            return Delivery::Inline(file);
+        };
+        let recorded = file.last_seq();
+        match OutboxWriter::start(file, &db) {
+            Ok(writer) => Delivery::Writer { writer, recorded },
+            Err(failed) => {
+                let (file, e) = *failed;
+                tracing::warn!(error = %e, "no outbox thread; the runner writes the outbox file");
+                Delivery::Inline(file)
+            }
+        }
+    }
+
+    /// Delivers (or hands over) the rows up to `synced`; with `in_file`, returns once they are
+    /// in the file (or a delivery failed, logged). Records the writer's cursor when it moved.
+    pub fn deliver(&mut self, store: &mut SqliteStore, synced: i64, in_file: bool) {
+        match self {
+            Delivery::Inline(file) => {
+                if let Err(e) = file.deliver_upto(store, synced) {
+                    tracing::error!(error = %e, "outbox delivery failed; retrying after the next round");
+                }
+            }
+            Delivery::Writer { writer, recorded } => {
+                if in_file {
+                    writer.wait(synced);
+                } else {
+                    writer.advance(synced);
+                }
+                let delivered = writer.delivered();
+                if delivered > *recorded {
+                    match store.set_outbox_delivered(delivered) {
+                        Ok(()) => *recorded = delivered,
+                        Err(e) => {
+                            tracing::error!(error = %e, "outbox cursor not recorded; retrying after the next round");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where delivery reads the rows to append, and says how far the file goes.
+pub trait OutboxRows {
+    /// Rows after `after` and up to `upto`, in order: (seq, kind, payload JSON).
+    fn between(
+        &mut self,
+        after: i64,
+        upto: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String, String)>, StoreError>;
+
+    /// The file holds every row up to `seq`, synced.
+    fn delivered(&mut self, seq: i64) -> Result<(), StoreError>;
+}
+
+/// The store itself: the rows read, and the cursor recorded, on its connection.
+impl OutboxRows for SqliteStore {
+    fn between(
+        &mut self,
+        after: i64,
+        upto: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String, String)>, StoreError> {
+        self.outbox_between(after, upto, limit)
+    }
+
+    fn delivered(&mut self, seq: i64) -> Result<(), StoreError> {
+        self.set_outbox_delivered(seq)
+    }
 }
 
 /// The idempotency key a line or row carries (sends under `send`, actions at the top).
@@ -155,19 +251,19 @@ impl OutboxFile {
     /// synced to disk, not rows committed since (see [`crate::durable`]).
     pub fn deliver_upto(
         &mut self,
-        store: &mut SqliteStore,
+        rows: &mut impl OutboxRows,
         upto: i64,
     ) -> Result<usize, OutboxError> {
         let mut total = 0;
         loop {
             if self.saved_seq < self.last_seq {
-                store.set_outbox_delivered(self.last_seq)?;
+                rows.delivered(self.last_seq)?;
                 self.saved_seq = self.last_seq;
             }
             if self.last_seq >= upto {
                 return Ok(total);
             }
-            let rows = store.outbox_between(self.last_seq, upto, 1000)?;
+            let rows = rows.between(self.last_seq, upto, 1000)?;
             if rows.is_empty() {
                 return Ok(total);
             }

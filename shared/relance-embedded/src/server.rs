@@ -10,7 +10,8 @@
 //! are delivered after that sync too. So nothing is acknowledged or sent before it is
 //! durable, a busy runner pays one commit for many units instead of one each, and it works
 //! on the next round while the disk syncs the last. Checkpoints (the WAL's pages copied into
-//! the database file) run on a thread of their own too ([`crate::durable::Checkpointer`]).
+//! the database file) run on a thread of their own too ([`crate::durable::Checkpointer`]), and
+//! so does the writing of the outbox file ([`crate::outbox::OutboxWriter`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use relance_core::unsubscribe::UnsubscribeLinks;
 
 use crate::clock::Clock;
 use crate::durable::{Answer, CommitSyncer, SyncFailed, SyncFn, WalFile};
-use crate::outbox::{OutboxError, OutboxFile};
+use crate::outbox::{Delivery, OutboxError, OutboxFile};
 use crate::runtime::Runtime;
 use crate::store::{SqliteStore, StoreError};
 
@@ -244,6 +245,8 @@ fn start_syncing(
         OutboxFile::open(outbox, runtime.store())?.with_unsubscribe(unsubscribe.clone());
     // Rows committed before a crash and not yet in the file go out first.
     outbox.deliver(runtime.store())?;
+    // From here on the file is written on a thread of its own (see `outbox::writer`).
+    let outbox = Delivery::start(outbox, runtime.store());
     let synced_mark = runtime.store().outbox_last_seq()?;
     let thread_error = |e: std::io::Error| {
         StartError::Store(StoreError::Corrupt {
@@ -279,7 +282,7 @@ fn start_syncing(
 
 fn run_loop(
     mut runtime: Runtime<SqliteStore>,
-    mut outbox: OutboxFile,
+    mut outbox: Delivery,
     clock: Arc<dyn Clock>,
     jobs: mpsc::Receiver<Wake>,
     mut syncer: CommitSyncer,
@@ -291,7 +294,7 @@ fn run_loop(
     }
     // Every handle is gone: what was handed to the syncer is synced and answered, and its
     // sends delivered.
-    if let Err(e) = deliver_synced(&mut runtime, &mut outbox, &mut syncer, true) {
+    if let Err(e) = deliver_synced(&mut runtime, &mut outbox, &mut syncer, Until::AllInFile) {
         tracing::error!(error = %e, "the runner stops");
     }
 }
@@ -299,7 +302,7 @@ fn run_loop(
 /// The runner's rounds, until every handle is dropped (`Ok`) or the disk fails (`Err`).
 fn run_rounds(
     runtime: &mut Runtime<SqliteStore>,
-    outbox: &mut OutboxFile,
+    outbox: &mut Delivery,
     clock: &Arc<dyn Clock>,
     jobs: &mpsc::Receiver<Wake>,
     syncer: &mut CommitSyncer,
@@ -327,7 +330,7 @@ fn run_rounds(
         if runtime.store().changes_so_far() != written {
             syncer.submit(outbox_mark(runtime), Vec::new())?;
         }
-        deliver_synced(runtime, outbox, syncer, false)?;
+        deliver_synced(runtime, outbox, syncer, Until::HandedOver)?;
         let wait = match runtime.next_due() {
             Ok(Some(due)) => clock.real_span(due - clock.now()).min(MAX_SLEEP),
             _ => MAX_SLEEP,
@@ -367,7 +370,7 @@ fn run_rounds(
             // Nothing written, and everything committed before is on disk: nothing to wait for
             // but the delivery of what is synced, so that an answer still comes after the
             // sends of every round answered before it are in the outbox file.
-            deliver_synced(runtime, outbox, syncer, false)?;
+            deliver_synced(runtime, outbox, syncer, Until::SyncedInFile)?;
             for reply in replies {
                 reply(committed.clone());
             }
@@ -386,7 +389,7 @@ fn run_rounds(
             })
             .collect();
         syncer.submit(outbox_mark(runtime), answers)?;
-        deliver_synced(runtime, outbox, syncer, false)?;
+        deliver_synced(runtime, outbox, syncer, Until::HandedOver)?;
         if stopping {
             return Ok(());
         }
@@ -413,21 +416,30 @@ fn outbox_mark(runtime: &mut Runtime<SqliteStore>) -> i64 {
     runtime.store().outbox_last_seq().unwrap_or(0)
 }
 
-/// Delivers the outbox rows that are on disk: those the syncer reported so far, or (`wait`)
-/// all those handed to it, once it is done.
+/// How far [`deliver_synced`] goes before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Until {
+    /// The rows the syncer reported so far are handed to the outbox writer.
+    HandedOver,
+    /// The rows the syncer reported so far are in the file.
+    SyncedInFile,
+    /// Everything handed to the syncer is synced, and its rows are in the file.
+    AllInFile,
+}
+
+/// Delivers the outbox rows that are on disk: those the syncer reported so far, or
+/// ([`Until::AllInFile`]) all those handed to it, once it is done.
 fn deliver_synced(
     runtime: &mut Runtime<SqliteStore>,
-    outbox: &mut OutboxFile,
+    outbox: &mut Delivery,
     syncer: &mut CommitSyncer,
-    wait: bool,
+    until: Until,
 ) -> Result<(), SyncFailed> {
-    let synced = if wait {
+    let synced = if until == Until::AllInFile {
         syncer.wait()?
     } else {
         syncer.synced()?
     };
-    if let Err(e) = outbox.deliver_upto(runtime.store(), synced) {
-        tracing::error!(error = %e, "outbox delivery failed; retrying after the next round");
-    }
+    outbox.deliver(runtime.store(), synced, until != Until::HandedOver);
     Ok(())
 }

@@ -340,13 +340,7 @@ impl SqliteStore {
         upto: i64,
         limit: usize,
     ) -> Result<Vec<(i64, String, String)>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, kind, payload FROM outbox WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3",
-        )?;
-        let rows = stmt.query_map(params![seq, upto, limit as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        outbox_rows(&self.conn, seq, upto, limit)
     }
 
     /// The highest outbox `seq` committed (0 when the outbox is empty).
@@ -378,7 +372,7 @@ impl SqliteStore {
     }
 
     /// The database file, `None` for an in-memory database.
-    fn file_path(&self) -> Option<PathBuf> {
+    pub fn file_path(&self) -> Option<PathBuf> {
         self.conn
             .path()
             .filter(|p| !p.is_empty())
@@ -1501,6 +1495,23 @@ impl SqliteStore {
         }
         Ok(out)
     }
+}
+
+/// Outbox rows after `after` and up to `upto`, in order: (seq, kind, payload JSON), on any
+/// connection to the database (the runner's, or the outbox writer's own).
+pub(crate) fn outbox_rows(
+    conn: &Connection,
+    after: i64,
+    upto: i64,
+    limit: usize,
+) -> Result<Vec<(i64, String, String)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, kind, payload FROM outbox WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![after, upto, limit as i64], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 #[cfg(test)]

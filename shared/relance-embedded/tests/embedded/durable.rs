@@ -164,7 +164,7 @@ fn a_call_is_answered_and_its_sends_delivered_only_after_its_sync() {
     );
     bed.release(Ok(()));
     assert_eq!(bed.wait(launched).ok(), Some(1));
-    // Delivered after the sync (the runner writes the file once it hears of it).
+    // Delivered after the sync (the runner hands the synced rows to the outbox thread).
     let deadline = Instant::now() + Duration::from_secs(5);
     while bed.lines() < 1 {
         assert!(
