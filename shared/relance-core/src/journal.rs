@@ -116,6 +116,7 @@ impl RecordKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     /// When (UTC).
+    #[serde(serialize_with = "crate::instant::rfc3339::serialize")]
     pub at: DateTime<Utc>,
     /// The contact id; empty for a scenario-wide record (`winner`), written `null`.
     #[serde(with = "contact_or_null")]
@@ -145,7 +146,11 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
     /// For waits: until when at most.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::instant::rfc3339::option"
+    )]
     pub until: Option<DateTime<Utc>>,
     /// For actions: which one.
     #[serde(default, skip_serializing_if = "Option::is_none")]

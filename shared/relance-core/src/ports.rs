@@ -174,6 +174,7 @@ pub fn send_message_text(
     #[derive(Serialize)]
     struct SendMessage<'a> {
         kind: &'static str,
+        #[serde(serialize_with = "crate::instant::rfc3339::serialize")]
         at: DateTime<Utc>,
         scenario: &'a str,
         send: &'a Send,

@@ -60,10 +60,12 @@ pub struct Enrollment {
     /// Increases with every change: adapters write conditionally on it.
     pub version: u64,
     /// When the contact entered.
+    #[serde(serialize_with = "crate::instant::rfc3339::serialize")]
     pub entered_at: DateTime<Utc>,
     /// Where it stands.
     pub state: EnrollmentState,
     /// Steps that sent in this enrollment, and when.
+    #[serde(serialize_with = "crate::instant::rfc3339::map")]
     pub sent: BTreeMap<String, DateTime<Utc>>,
 }
 
@@ -74,17 +76,24 @@ pub enum EnrollmentState {
     /// The step runs at `at` (a delay, or a send held by quiet hours).
     Due {
         step: String,
+        #[serde(serialize_with = "crate::instant::rfc3339::serialize")]
         at: DateTime<Utc>,
         hold: Hold,
     },
     /// A wait_for: resumes on its condition, or at `until`.
     Waiting {
         step: String,
+        #[serde(serialize_with = "crate::instant::rfc3339::serialize")]
         since: DateTime<Utc>,
+        #[serde(serialize_with = "crate::instant::rfc3339::serialize")]
         until: DateTime<Utc>,
     },
     /// Finished.
-    Ended { outcome: Outcome, at: DateTime<Utc> },
+    Ended {
+        outcome: Outcome,
+        #[serde(serialize_with = "crate::instant::rfc3339::serialize")]
+        at: DateTime<Utc>,
+    },
 }
 
 /// Why a step is due later.
