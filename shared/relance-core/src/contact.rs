@@ -341,6 +341,15 @@ impl EngagementKind {
         EngagementKind::Unsubscribed,
     ];
 
+    /// Whether this kind of engagement can change the contact's consent (an unsubscribe, a
+    /// complaint, a hard bounce): the others never read the contact for it.
+    pub fn may_change_consent(self) -> bool {
+        matches!(
+            self,
+            EngagementKind::Bounced | EngagementKind::Complained | EngagementKind::Unsubscribed
+        )
+    }
+
     /// The key used in files and conditions.
     pub fn as_str(self) -> &'static str {
         match self {

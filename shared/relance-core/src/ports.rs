@@ -281,6 +281,11 @@ pub trait ContactStore {
     type Error;
     /// One contact.
     fn contact(&mut self, id: &str) -> Result<Option<Contact>, Self::Error>;
+    /// Whether the contact is stored, for a caller that does not read its fields (a store may
+    /// answer without parsing them).
+    fn contact_exists(&mut self, id: &str) -> Result<bool, Self::Error> {
+        Ok(self.contact(id)?.is_some())
+    }
     /// Writes a contact whole; says how it changed.
     fn put_contact(
         &mut self,

@@ -589,6 +589,15 @@ impl ScenarioStore for SqliteStore {
 impl ContactStore for SqliteStore {
     type Error = StoreError;
 
+    fn contact_exists(&mut self, id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM contact WHERE id = ?1")?
+            .query_row(params![id], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
     fn contact(&mut self, id: &str) -> Result<Option<Contact>, StoreError> {
         let fields: Option<String> = self
             .conn

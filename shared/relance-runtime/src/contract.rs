@@ -314,6 +314,8 @@ where
     let mut ids = ok("contact_ids", store.contact_ids());
     ids.sort();
     assert_eq!(ids, ["ada", "bob"], "every contact id");
+    assert!(ok("contact_exists", store.contact_exists("ada")));
+    assert!(!ok("contact_exists", store.contact_exists("nobody")));
     for (minutes, name) in [(5, "later"), (1, "earlier"), (5, "later-again")] {
         let event = ActivityEvent {
             at: at(minutes),

@@ -249,6 +249,33 @@ mod tests {
     }
 
     #[test]
+    fn only_the_kinds_that_may_change_consent_change_it() {
+        // The runtime does not read the contact for the other kinds: this is why it may not.
+        let yaml = "id: t\nlaunch: {type: manual}\nmessages:\n  m: {channel: email, subject: s, text: t}\nsteps:\n  - {id: first, send: m, next: last}\n  - {id: last, end: success}\n";
+        let engine = match crate::validate::parse(yaml, crate::Format::Yaml) {
+            Ok((scenario, _)) => Engine::new(scenario),
+            Err(p) => panic!("{p:?}"),
+        };
+        let contact = Contact::from_json(serde_json::json!({"id": "c", "email": "c@x.io"}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        for kind in crate::contact::EngagementKind::ALL {
+            let engagement = crate::contact::Engagement {
+                at: at(2),
+                step: "first".into(),
+                kind,
+                url: None,
+                link_tags: Vec::new(),
+            };
+            let changes = engine.consent_changes(&contact, &engagement);
+            assert_eq!(
+                !changes.is_empty(),
+                kind.may_change_consent(),
+                "{kind:?}: {changes:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_stale_timer_changes_nothing_and_an_unknown_step_is_an_error() {
         let engine = engine();
         let contact = Contact::bare("c");

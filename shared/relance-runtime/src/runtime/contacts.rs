@@ -275,14 +275,25 @@ where
                 return Ok(());
             }
             let entry = u.entry(&detail.scenario)?;
-            let mut contact = u
-                .store
-                .contact(&detail.contact)
-                .map_err(store_err)?
-                .ok_or_else(|| RuntimeError::BadInput {
-                    field: "contact".into(),
-                    message: format!("no contact \"{}\"", detail.contact),
-                })?;
+            let no_contact = || RuntimeError::BadInput {
+                field: "contact".into(),
+                message: format!("no contact \"{}\"", detail.contact),
+            };
+            // The contact's fields are read (parsed) only when something reads them: a consent
+            // change, or an enrollment the engagement may move. An open or a click usually
+            // needs neither, and the parse was a tenth of recording it.
+            let mut contact = if detail.kind.may_change_consent() {
+                Some(
+                    u.store
+                        .contact(&detail.contact)
+                        .map_err(store_err)?
+                        .ok_or_else(no_contact)?,
+                )
+            } else if u.store.contact_exists(&detail.contact).map_err(store_err)? {
+                None
+            } else {
+                return Err(no_contact());
+            };
             let engagement = Engagement {
                 at: input_at(detail.at, now)?,
                 step: detail.step.clone(),
@@ -290,18 +301,19 @@ where
                 url: detail.url.clone(),
                 link_tags: detail.link_tags.clone(),
             };
+            let contact_id = detail.contact.as_str();
             u.store
-                .append_engagement(contact.id(), &entry.id, &engagement)
+                .append_engagement(contact_id, &entry.id, &engagement)
                 .map_err(store_err)?;
             let running = u
                 .store
-                .running_enrollment(&entry.id, contact.id())
+                .running_enrollment(&entry.id, contact_id)
                 .map_err(store_err)?;
             // The journal counts engagement per step (the report, the winner rule): joined
             // with the `sent` records on contact and step, it tells which variant engaged.
             let mut record = Record::new(
                 engagement.at,
-                contact.id(),
+                contact_id,
                 RecordKind::of_engagement(engagement.kind),
             )
             .step(&engagement.step);
@@ -313,25 +325,35 @@ where
                 .or(entry.active_version)
                 .unwrap_or(entry.latest_version);
             let engine = engine(u.store, u.engines, &entry.id, version)?;
-            let changes = engine.consent_changes(&contact, &engagement);
-            for (change, from) in &changes {
-                let (from, actor) = match origin {
-                    Some(o) => (o.source, o.actor),
-                    None => (*from, "provider"),
-                };
-                let event = change.event(contact.id(), from, actor, u.now);
-                u.store.append_consent(&event).map_err(store_err)?;
-                consent::apply_change(&mut contact, change);
-            }
-            if !changes.is_empty() {
-                u.store.put_contact(&contact, now).map_err(store_err)?;
+            if let Some(contact) = contact.as_mut() {
+                let changes = engine.consent_changes(contact, &engagement);
+                for (change, from) in &changes {
+                    let (from, actor) = match origin {
+                        Some(o) => (o.source, o.actor),
+                        None => (*from, "provider"),
+                    };
+                    let event = change.event(contact_id, from, actor, u.now);
+                    u.store.append_consent(&event).map_err(store_err)?;
+                    consent::apply_change(contact, change);
+                }
+                if !changes.is_empty() {
+                    u.store.put_contact(contact, now).map_err(store_err)?;
+                }
             }
             // Held (paused) and retired (archived) scenarios record the reaction but do not
             // move; nor does an enrollment that cannot react to it (no history read then).
             if let (Some((enrollment, version)), Status::Active) = (running, entry.status)
                 && engine.may_react(&enrollment)
             {
-                let history = history_for(u.store, &engine, contact.id(), &entry.id)?;
+                let contact = match contact {
+                    Some(contact) => contact,
+                    None => u
+                        .store
+                        .contact(contact_id)
+                        .map_err(store_err)?
+                        .ok_or_else(no_contact)?,
+                };
+                let history = history_for(u.store, &engine, contact_id, &entry.id)?;
                 let t = engine.handle(
                     &enrollment,
                     &contact,

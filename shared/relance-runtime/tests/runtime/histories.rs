@@ -1968,3 +1968,64 @@ fn at_best_in_simulate_counts_the_opens_recorded_before_the_start() {
         ]
     );
 }
+
+/// Engagement of a contact that is not stored is refused with the field named, whichever its
+/// kind (an open is checked without reading the contact's fields, a bounce reads them), and
+/// records nothing; a stored contact's open and bounce are recorded.
+#[test]
+fn engagement_of_an_unknown_contact_is_refused_and_records_nothing() {
+    use relance_core::ports::{ContactStore, JournalStore, Status};
+    use relance_core::wire::EngagementDetail;
+    use relance_runtime::memory::MemoryStore;
+    use relance_runtime::runtime::{Runtime, RuntimeError};
+
+    let mut rt = Runtime::new(MemoryStore::new());
+    let now = utc("2026-11-01T00:00:00Z");
+    let yaml = "id: news\nlaunch: {type: manual}\naudience: {all: true}\nmessages:\n  m: {channel: email, subject: Hi, text: Hello}\nsteps:\n  - {id: s, send: m, next: done}\n  - {id: done, end: success}\n";
+    let put = rt
+        .put_scenario(yaml, SourceFormat::Yaml, now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.set_status(&put.id, Status::Active, now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.import(
+        &[contact(json!({"id": "ada", "email": "ada@example.com"}))],
+        now,
+        &mut |_| {},
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let detail = |who: &str, kind| EngagementDetail {
+        contact: who.into(),
+        scenario: "news".into(),
+        step: "s".into(),
+        kind,
+        url: None,
+        link_tags: Vec::new(),
+        at: Some(now),
+        idempotency_key: None,
+    };
+    for kind in [EngagementKind::Opened, EngagementKind::Bounced] {
+        match rt.engagement(detail("ghost", kind), now) {
+            Err(RuntimeError::BadInput { field, message }) => {
+                assert_eq!(field, "contact", "{kind:?}");
+                assert!(message.contains("ghost"), "{message}");
+            }
+            other => panic!("{kind:?}: {other:?}"),
+        }
+        rt.engagement(detail("ada", kind), now)
+            .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+    }
+    let records = rt
+        .store()
+        .records("news", None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let contacts: Vec<&str> = records.iter().map(|r| r.contact.as_str()).collect();
+    assert_eq!(contacts, ["ada", "ada"], "{records:#?}");
+    // The hard bounce suppressed ada's address: read from the contact when it mattered.
+    let ada = rt
+        .store()
+        .contact("ada")
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("ada"));
+    assert!(ada.is_suppressed("ada@example.com"), "{ada:?}");
+}
