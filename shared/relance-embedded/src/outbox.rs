@@ -7,7 +7,9 @@
 //! new file. A crash between the append and that write leaves lines past the cursor in the
 //! file; on open they are read back and a row whose `seq` and idempotency key a line already
 //! shows is not appended again. The one case left is at-least-once: the file rotated away
-//! after such a crash and before the restart (those last lines, at most one batch of 1,000,
+//! after such a crash and before the restart (those last lines, at most what was appended
+//! since the cursor was last recorded: one batch of 1,000 when the runner delivers, one round's
+//! rows when the outbox thread does,
 //! go to the new file too). A torn last line (a crash inside a write) is cut off on open and
 //! written again: when the file's last complete line is then behind the cursor, delivery
 //! resumes after that line (a rotated file has no torn line, so this never re-sends the old
@@ -68,6 +70,8 @@ pub enum Delivery {
         writer: OutboxWriter,
         /// The cursor last recorded in the database.
         recorded: i64,
+        /// The thread was found ended (logged once).
+        ended: bool,
     },
     /// The file written by the runner.
     Inline(OutboxFile),
@@ -82,7 +86,11 @@ impl Delivery {
         };
         let recorded = file.last_seq();
         match OutboxWriter::start(file, &db) {
-            Ok(writer) => Delivery::Writer { writer, recorded },
+            Ok(writer) => Delivery::Writer {
+                writer,
+                recorded,
+                ended: false,
+            },
             Err(failed) => {
                 let (file, e) = *failed;
                 tracing::warn!(error = %e, "no outbox thread; the runner writes the outbox file");
@@ -92,7 +100,9 @@ impl Delivery {
     }
 
     /// Delivers (or hands over) the rows up to `synced`; with `in_file`, returns once they are
-    /// in the file (or a delivery failed, logged). Records the writer's cursor when it moved.
+    /// in the file (or a delivery failed, logged). Records the writer's cursor when it moved:
+    /// so the recorded cursor trails the file by at most what the thread appended since the
+    /// runner's previous round.
     pub fn deliver(&mut self, store: &mut SqliteStore, synced: i64, in_file: bool) {
         match self {
             Delivery::Inline(file) => {
@@ -100,7 +110,17 @@ impl Delivery {
                     tracing::error!(error = %e, "outbox delivery failed; retrying after the next round");
                 }
             }
-            Delivery::Writer { writer, recorded } => {
+            Delivery::Writer {
+                writer,
+                recorded,
+                ended,
+            } => {
+                if !*ended && writer.ended() {
+                    *ended = true;
+                    tracing::error!(
+                        "the outbox thread has stopped; the outbox file no longer grows until a restart delivers what it missed"
+                    );
+                }
                 if in_file {
                     writer.wait(synced);
                 } else {

@@ -38,6 +38,9 @@ struct Progress {
     delivered: i64,
     /// Deliveries that failed so far: a waiter stops waiting at a failure.
     failures: u64,
+    /// The last delivery failed (and none succeeded since): a waiter does not wait for the
+    /// retry, so a broken file never holds the runner.
+    failing: bool,
     /// The runner is done: deliver up to the target, then end.
     stop: bool,
     /// The thread has ended (also after a panic): nobody waits for it any more.
@@ -125,18 +128,24 @@ impl OutboxWriter {
     }
 
     /// Waits until every row up to `mark` is in the file, or a delivery failed meanwhile (it
-    /// is logged and tried again), or the thread ended.
+    /// is logged and tried again), or the thread ended. While deliveries are failing it does
+    /// not wait at all: the runner goes on, the thread retries.
     pub fn wait(&self, mark: i64) {
         self.advance(mark);
         let mut p = self.shared.lock();
         let failures = p.failures;
-        while p.reached < mark && p.failures == failures && !p.ended {
+        while p.reached < mark && p.failures == failures && !p.failing && !p.ended {
             p = self
                 .shared
                 .changed
                 .wait(p)
                 .unwrap_or_else(PoisonError::into_inner);
         }
+    }
+
+    /// Whether the thread has ended (it ends only when dropped, unless it panicked).
+    pub fn ended(&self) -> bool {
+        self.shared.lock().ended
     }
 
     /// The highest `seq` the file holds, synced: the cursor to record in the database.
@@ -214,6 +223,7 @@ fn write_loop(mut file: OutboxFile, conn: rusqlite::Connection, shared: &Shared)
                     tracing::info!("outbox delivery works again");
                 }
                 let mut p = shared.lock();
+                p.failing = false;
                 p.reached = p.reached.max(target);
                 p.delivered = p.delivered.max(file.last_seq());
                 shared.changed.notify_all();
@@ -227,6 +237,7 @@ fn write_loop(mut file: OutboxFile, conn: rusqlite::Connection, shared: &Shared)
                 }
                 let mut p = shared.lock();
                 p.failures += 1;
+                p.failing = true;
                 shared.changed.notify_all();
                 if p.stop {
                     return;
@@ -332,6 +343,14 @@ mod tests {
         writer.wait(1);
         assert_eq!(writer.delivered(), 0);
         assert!(lines(&path).is_empty());
+        // While it keeps failing, a waiter does not wait for the retry.
+        let started = std::time::Instant::now();
+        writer.wait(1);
+        assert!(
+            started.elapsed() < RETRY_AFTER / 2,
+            "held {:?}",
+            started.elapsed()
+        );
         // Back in place: the retry (at most a second later) delivers it.
         conn.execute_batch("ALTER TABLE outbox_gone RENAME TO outbox")
             .expect("rename back");
