@@ -103,7 +103,7 @@ pub mod rfc3339 {
 
     /// The text of `t` as chrono's serializer writes it, when it is a common instant (a year
     /// of four digits, not a leap second); `None` otherwise, for chrono to write.
-    pub fn text(t: &DateTime<Utc>, out: &mut [u8; 30]) -> Option<usize> {
+    fn text(t: &DateTime<Utc>, out: &mut [u8; 30]) -> Option<usize> {
         let year = t.year();
         let nano = t.nanosecond();
         if !(0..=9999).contains(&year) || nano >= 1_000_000_000 {

@@ -390,7 +390,7 @@ fn run() -> Res<bool> {
     } else {
         Delivery::start(outbox, rt.store())
     };
-    let outbox_by_thread = matches!(outbox, Delivery::Writer { .. });
+    let outbox_by_thread = matches!(outbox, Delivery::Writer(_));
     let synced_from = rt.store().outbox_last_seq()?;
     let mut syncer = CommitSyncer::start(wal.map(WalFile::into_sync), synced_from, move || {
         if let Some(checkpointer) = &checkpointer {

@@ -65,16 +65,19 @@ pub struct OutboxFile {
 #[derive(Debug)]
 pub enum Delivery {
     /// The file written by the writer's thread.
-    Writer {
-        /// The thread.
-        writer: OutboxWriter,
-        /// The cursor last recorded in the database.
-        recorded: i64,
-        /// The thread was found ended (logged once).
-        ended: bool,
-    },
+    Writer(Threaded),
     /// The file written by the runner.
     Inline(OutboxFile),
+}
+
+/// The outbox thread as the runner holds it, with the cursor it last recorded.
+#[derive(Debug)]
+pub struct Threaded {
+    writer: OutboxWriter,
+    /// The cursor last recorded in the database.
+    recorded: i64,
+    /// The thread was found ended (logged once).
+    ended: bool,
 }
 
 impl Delivery {
@@ -86,11 +89,11 @@ impl Delivery {
         };
         let recorded = file.last_seq();
         match OutboxWriter::start(file, &db) {
-            Ok(writer) => Delivery::Writer {
+            Ok(writer) => Delivery::Writer(Threaded {
                 writer,
                 recorded,
                 ended: false,
-            },
+            }),
             Err(failed) => {
                 let (file, e) = *failed;
                 tracing::warn!(error = %e, "no outbox thread; the runner writes the outbox file");
@@ -100,9 +103,7 @@ impl Delivery {
     }
 
     /// Delivers (or hands over) the rows up to `synced`; with `in_file`, returns once they are
-    /// in the file (or a delivery failed, logged). Records the writer's cursor when it moved:
-    /// so the recorded cursor trails the file by at most what the thread appended since the
-    /// runner's previous round.
+    /// in the file (or a delivery failed, logged).
     pub fn deliver(&mut self, store: &mut SqliteStore, synced: i64, in_file: bool) {
         match self {
             Delivery::Inline(file) => {
@@ -110,31 +111,35 @@ impl Delivery {
                     tracing::error!(error = %e, "outbox delivery failed; retrying after the next round");
                 }
             }
-            Delivery::Writer {
-                writer,
-                recorded,
-                ended,
-            } => {
-                if !*ended && writer.ended() {
-                    *ended = true;
-                    tracing::error!(
-                        "the outbox thread has stopped; the outbox file no longer grows until a restart delivers what it missed"
-                    );
-                }
-                if in_file {
-                    writer.wait(synced);
-                } else {
-                    writer.advance(synced);
-                }
-                let delivered = writer.delivered();
-                if delivered > *recorded {
-                    match store.set_outbox_delivered(delivered) {
-                        Ok(()) => *recorded = delivered,
-                        Err(e) => {
-                            tracing::error!(error = %e, "outbox cursor not recorded; retrying after the next round");
-                        }
-                    }
-                }
+            Delivery::Writer(threaded) => threaded.deliver(store, synced, in_file),
+        }
+    }
+}
+
+impl Threaded {
+    /// [`Delivery::deliver`] through the thread, then the cursor it published recorded: so the
+    /// recorded cursor trails the file by at most what the thread appended since the runner's
+    /// previous round.
+    fn deliver(&mut self, store: &mut SqliteStore, synced: i64, in_file: bool) {
+        if !self.ended && self.writer.ended() {
+            self.ended = true;
+            tracing::error!(
+                "the outbox thread has stopped; the outbox file no longer grows until a restart delivers what it missed"
+            );
+        }
+        if in_file {
+            self.writer.wait(synced);
+        } else {
+            self.writer.advance(synced);
+        }
+        let delivered = self.writer.delivered();
+        if delivered <= self.recorded {
+            return;
+        }
+        match store.set_outbox_delivered(delivered) {
+            Ok(()) => self.recorded = delivered,
+            Err(e) => {
+                tracing::error!(error = %e, "outbox cursor not recorded; retrying after the next round");
             }
         }
     }

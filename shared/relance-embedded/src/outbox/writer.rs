@@ -36,10 +36,8 @@ struct Progress {
     reached: i64,
     /// The highest `seq` the file holds, synced: the cursor for the runner to record.
     delivered: i64,
-    /// Deliveries that failed so far: a waiter stops waiting at a failure.
-    failures: u64,
-    /// The last delivery failed (and none succeeded since): a waiter does not wait for the
-    /// retry, so a broken file never holds the runner.
+    /// The last delivery failed (and none succeeded since): a waiter stops waiting, and does
+    /// not wait for the retry, so a broken file never holds the runner.
     failing: bool,
     /// The runner is done: deliver up to the target, then end.
     stop: bool,
@@ -133,8 +131,8 @@ impl OutboxWriter {
     pub fn wait(&self, mark: i64) {
         self.advance(mark);
         let mut p = self.shared.lock();
-        let failures = p.failures;
-        while p.reached < mark && p.failures == failures && !p.failing && !p.ended {
+        // A success after a failure reaches the mark: `advance` made the target at least it.
+        while p.reached < mark && !p.failing && !p.ended {
             p = self
                 .shared
                 .changed
@@ -222,10 +220,10 @@ fn write_loop(mut file: OutboxFile, conn: rusqlite::Connection, shared: &Shared)
                 if failing.take().is_some() {
                     tracing::info!("outbox delivery works again");
                 }
+                // The cursor was published as the file went (`Reader::delivered`).
                 let mut p = shared.lock();
                 p.failing = false;
                 p.reached = p.reached.max(target);
-                p.delivered = p.delivered.max(file.last_seq());
                 shared.changed.notify_all();
             }
             Err(e) => {
@@ -236,7 +234,6 @@ fn write_loop(mut file: OutboxFile, conn: rusqlite::Connection, shared: &Shared)
                     failing = Some(why);
                 }
                 let mut p = shared.lock();
-                p.failures += 1;
                 p.failing = true;
                 shared.changed.notify_all();
                 if p.stop {
