@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 use relance_core::Contact;
 use relance_core::script::ScriptedEvent;
 use relance_core::wire::{self, ActivityDetail, ContactDetail, EngagementDetail, LaunchDetail};
-use relance_embedded::import::{ContactsFormat, parse_contacts};
+use relance_runtime::import::{ContactsFormat, parse_contacts};
 
 fuzz_target!(|data: &[u8]| {
     let _ = wire::decode::<ContactDetail>(data);

@@ -12,7 +12,8 @@
 //!   send rate), configured from `RELANCE_SMTP_URL`, its replies classed for the worker.
 //! - [`webhook`]: delivery of webhook calls: signed, retried with backoff, settled on the
 //!   runner (the HTTP client is handed in).
-//! - [`import`]: contacts from CSV or JSON lines, with a report.
+//! - [`import`]: re-exported from `relance-runtime`: contacts from CSV or JSON lines, with a
+//!   report.
 //! - [`clock`]: the real clock, a scaled one for `relance test`, a manual one for tests.
 //! - [`api`]: the HTTP API (axum).
 //! - [`metrics`]: the Prometheus recorder behind `/metrics` (the runtime's series).
@@ -29,7 +30,6 @@ pub mod clock;
 pub mod console;
 pub mod delivery;
 pub mod durable;
-pub mod import;
 pub mod metrics;
 pub mod outbox;
 pub mod server;
@@ -37,4 +37,4 @@ pub mod smtp;
 pub mod store;
 pub mod webhook;
 
-pub use relance_runtime::runtime;
+pub use relance_runtime::{import, runtime};

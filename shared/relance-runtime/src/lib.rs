@@ -6,6 +6,8 @@
 //! # Layout
 //! - [`runtime`]: `Runtime`, its units of work and its inputs, one private module per concern
 //!   (scenarios and settings, contacts and events, launches and imports, ticks and timers).
+//! - [`import`]: contacts from CSV or JSON lines (the CLI, the API and the fuzz target parse
+//!   them here), with a report.
 //! - [`metrics`]: the series of DESIGN §9 through the `metrics` facade, counted for the units
 //!   of work that commit.
 //! - [`player`]: plays an events script through a `Runtime` on a virtual or scaled clock.
@@ -15,6 +17,7 @@
 
 #[cfg(feature = "contract")]
 pub mod contract;
+pub mod import;
 pub mod memory;
 pub mod metrics;
 pub mod player;
