@@ -28,7 +28,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The migrations, in order; `PRAGMA user_version` says how many were applied.
-const MIGRATIONS: [&str; 12] = [
+const MIGRATIONS: [&str; 13] = [
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_dead_letter.sql"),
     include_str!("../migrations/0003_policy.sql"),
@@ -41,6 +41,7 @@ const MIGRATIONS: [&str; 12] = [
     include_str!("../migrations/0010_delivery.sql"),
     include_str!("../migrations/0011_journal_rows.sql"),
     include_str!("../migrations/0012_one_send_index.sql"),
+    include_str!("../migrations/0013_timer_without_rowid.sql"),
 ];
 
 /// The schema version this build writes (the number of migrations).
@@ -110,28 +111,97 @@ fn describe(v: &SqlValue) -> serde_json::Value {
     }
 }
 
+/// One key column of an unreadable row, for its locator: the value with its SQLite type
+/// (a real by its bits, a blob in hex), so that the delete binds exactly what is stored.
+fn locator_part(v: &SqlValue) -> serde_json::Value {
+    match v {
+        SqlValue::Null => serde_json::Value::Null,
+        SqlValue::Integer(i) => serde_json::json!({ "integer": i }),
+        SqlValue::Real(f) => serde_json::json!({ "real_bits": f.to_bits() }),
+        SqlValue::Text(t) => serde_json::json!({ "text": t }),
+        SqlValue::Blob(b) => {
+            let hex: String = b.iter().map(|byte| format!("{byte:02x}")).collect();
+            serde_json::json!({ "blob": hex })
+        }
+    }
+}
+
+/// The value a [`locator_part`] kept; `None` if it is not one.
+fn locator_value(v: &serde_json::Value) -> Option<SqlValue> {
+    if v.is_null() {
+        return Some(SqlValue::Null);
+    }
+    let (tag, value) = v.as_object().filter(|o| o.len() == 1)?.iter().next()?;
+    match tag.as_str() {
+        "integer" => value.as_i64().map(SqlValue::Integer),
+        "real_bits" => value.as_u64().map(|b| SqlValue::Real(f64::from_bits(b))),
+        "text" => value.as_str().map(|t| SqlValue::Text(t.to_string())),
+        "blob" => {
+            let hex = value.as_str()?;
+            if hex.len() % 2 != 0 {
+                return None;
+            }
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+                .collect::<Option<Vec<u8>>>()
+                .map(SqlValue::Blob)
+        }
+        _ => None,
+    }
+}
+
+/// How an unreadable due row is found again to delete it.
+#[derive(Clone, Copy)]
+enum RowKey {
+    /// Column 0 of the query is the rowid (`inactivity`, `launch`).
+    Rowid,
+    /// These columns (of the row's own, in the order of `remove_unreadable`'s delete) are its
+    /// primary key (`timer`, a table without rowid); each kept with its SQLite type, since a
+    /// row that does not read may hold text or a blob where a number belongs.
+    Columns(&'static [usize]),
+}
+
 /// A due row read column by column: every value must have its type and every instant its
-/// range, or the row is [`Due::Unreadable`] (with its rowid, to delete it) and the others
+/// range, or the row is [`Due::Unreadable`] (with its locator, to delete it) and the others
 /// still come out.
 struct RawRow {
     kind: &'static str,
-    rowid: i64,
+    /// The rowid as text, or the key's values as a JSON array of [`locator_part`]s.
+    locator: String,
+    rowid: Option<i64>,
     columns: Vec<(&'static str, SqlValue)>,
 }
 
 impl RawRow {
     fn read(
         kind: &'static str,
+        key: RowKey,
         names: &[&'static str],
         r: &rusqlite::Row<'_>,
     ) -> rusqlite::Result<RawRow> {
-        let rowid = r.get(0)?;
+        let first = match key {
+            RowKey::Rowid => 1,
+            RowKey::Columns(_) => 0,
+        };
         let mut columns = Vec::with_capacity(names.len());
         for (i, name) in names.iter().enumerate() {
-            columns.push((*name, r.get::<_, SqlValue>(i + 1)?));
+            columns.push((*name, r.get::<_, SqlValue>(i + first)?));
         }
+        let (locator, rowid) = match key {
+            RowKey::Rowid => {
+                let rowid: i64 = r.get(0)?;
+                (rowid.to_string(), Some(rowid))
+            }
+            RowKey::Columns(key) => {
+                let parts: Vec<serde_json::Value> =
+                    key.iter().map(|&i| locator_part(&columns[i].1)).collect();
+                (serde_json::Value::from(parts).to_string(), None)
+            }
+        };
         Ok(RawRow {
             kind,
+            locator,
             rowid,
             columns,
         })
@@ -165,13 +235,15 @@ impl RawRow {
             Err(reason) => {
                 let mut raw = serde_json::Map::new();
                 raw.insert("table".into(), self.kind.into());
-                raw.insert("rowid".into(), self.rowid.into());
+                if let Some(rowid) = self.rowid {
+                    raw.insert("rowid".into(), rowid.into());
+                }
                 for (name, v) in &self.columns {
                     raw.insert((*name).into(), describe(v));
                 }
                 Due::Unreadable(UnreadableRow {
                     kind: self.kind.to_string(),
-                    locator: self.rowid.to_string(),
+                    locator: self.locator,
                     raw: serde_json::Value::Object(raw).to_string(),
                     reason,
                 })
@@ -953,29 +1025,54 @@ impl TimerStore for SqliteStore {
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Due<Wake>>, StoreError> {
-        // `due > MAX` also takes the rows that do not read: an integer past 9999-12-31, and
-        // text or blobs, which SQLite orders after every number (both ends of the index).
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT t.rowid, t.due, t.enrollment_id, t.contact_id, t.step FROM timer t
-               JOIN enrollment e ON e.id = t.enrollment_id
-               JOIN scenario s ON s.id = e.scenario_id
-             WHERE (t.due <= ?1 OR t.due > ?2) AND s.status = 'active'
-             ORDER BY t.due, t.enrollment_id LIMIT ?3",
-        )?;
-        let rows = stmt.query_map(
-            params![instant::to_micros(now), instant::MAX_MICROS, limit as i64],
-            |r| RawRow::read("timer", &["due", "enrollment_id", "contact_id", "step"], r),
-        )?;
         let mut out = Vec::new();
-        for row in rows {
-            out.push(row?.due(|r| {
-                Ok(Wake {
-                    at: r.instant(0)?,
-                    enrollment: r.text(1)?,
-                    contact: r.text(2)?,
-                    step: r.text(3)?,
-                })
-            }));
+        // Rows due by `now`, then those past the last instant (`due > MAX`), which do not
+        // read: an integer past 9999-12-31, and text or blobs, which SQLite orders after every
+        // number. Two range reads in key order, the second only when the first left room:
+        // one `due <= now OR due > MAX` makes SQLite walk every pending timer whenever fewer
+        // than `limit` are due. Every `due <= now` sorts before every `due > MAX`, so the
+        // order is the one query's.
+        for (sql, bound) in [
+            (
+                "SELECT t.due, t.enrollment_id, t.contact_id, t.step FROM timer t
+                   JOIN enrollment e ON e.id = t.enrollment_id
+                   JOIN scenario s ON s.id = e.scenario_id
+                 WHERE t.due <= ?1 AND s.status = 'active'
+                 ORDER BY t.due, t.enrollment_id LIMIT ?2",
+                instant::to_micros(now),
+            ),
+            (
+                "SELECT t.due, t.enrollment_id, t.contact_id, t.step FROM timer t
+                   JOIN enrollment e ON e.id = t.enrollment_id
+                   JOIN scenario s ON s.id = e.scenario_id
+                 WHERE t.due > ?1 AND s.status = 'active'
+                 ORDER BY t.due, t.enrollment_id LIMIT ?2",
+                instant::MAX_MICROS,
+            ),
+        ] {
+            let room = limit.saturating_sub(out.len());
+            if room == 0 {
+                break;
+            }
+            let mut stmt = self.conn.prepare_cached(sql)?;
+            let rows = stmt.query_map(params![bound, room as i64], |r| {
+                RawRow::read(
+                    "timer",
+                    RowKey::Columns(&[0, 1, 3]),
+                    &["due", "enrollment_id", "contact_id", "step"],
+                    r,
+                )
+            })?;
+            for row in rows {
+                out.push(row?.due(|r| {
+                    Ok(Wake {
+                        at: r.instant(0)?,
+                        enrollment: r.text(1)?,
+                        contact: r.text(2)?,
+                        step: r.text(3)?,
+                    })
+                }));
+            }
         }
         Ok(out)
     }
@@ -1003,23 +1100,42 @@ impl TimerStore for SqliteStore {
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Due<InactivityCheck>>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT i.rowid, i.scenario_id, i.contact_id, i.due FROM inactivity i JOIN scenario s ON s.id = i.scenario_id
-             WHERE (i.due <= ?1 OR i.due > ?2) AND s.status = 'active' ORDER BY i.due, i.contact_id LIMIT ?3",
-        )?;
-        let rows = stmt.query_map(
-            params![instant::to_micros(now), instant::MAX_MICROS, limit as i64],
-            |r| RawRow::read("inactivity", &["scenario_id", "contact_id", "due"], r),
-        )?;
         let mut out = Vec::new();
-        for row in rows {
-            out.push(row?.due(|r| {
-                Ok(InactivityCheck {
-                    scenario: r.text(0)?,
-                    contact: r.text(1)?,
-                    due: r.instant(2)?,
-                })
-            }));
+        // As `due_timers`: the due rows, then those that do not read, two range reads.
+        for (sql, bound) in [
+            (
+                "SELECT i.rowid, i.scenario_id, i.contact_id, i.due FROM inactivity i JOIN scenario s ON s.id = i.scenario_id
+                 WHERE i.due <= ?1 AND s.status = 'active' ORDER BY i.due, i.contact_id LIMIT ?2",
+                instant::to_micros(now),
+            ),
+            (
+                "SELECT i.rowid, i.scenario_id, i.contact_id, i.due FROM inactivity i JOIN scenario s ON s.id = i.scenario_id
+                 WHERE i.due > ?1 AND s.status = 'active' ORDER BY i.due, i.contact_id LIMIT ?2",
+                instant::MAX_MICROS,
+            ),
+        ] {
+            let room = limit.saturating_sub(out.len());
+            if room == 0 {
+                break;
+            }
+            let mut stmt = self.conn.prepare_cached(sql)?;
+            let rows = stmt.query_map(params![bound, room as i64], |r| {
+                RawRow::read(
+                    "inactivity",
+                    RowKey::Rowid,
+                    &["scenario_id", "contact_id", "due"],
+                    r,
+                )
+            })?;
+            for row in rows {
+                out.push(row?.due(|r| {
+                    Ok(InactivityCheck {
+                        scenario: r.text(0)?,
+                        contact: r.text(1)?,
+                        due: r.instant(2)?,
+                    })
+                }));
+            }
         }
         Ok(out)
     }
@@ -1061,7 +1177,12 @@ impl TimerStore for SqliteStore {
              WHERE (l.next_at <= ?1 OR l.next_at > ?2) AND s.status = 'active' ORDER BY l.next_at, l.scenario_id, l.zone",
         )?;
         let rows = stmt.query_map(params![instant::to_micros(now), instant::MAX_MICROS], |r| {
-            RawRow::read("launch", &["scenario_id", "zone", "next_at"], r)
+            RawRow::read(
+                "launch",
+                RowKey::Rowid,
+                &["scenario_id", "zone", "next_at"],
+                r,
+            )
         })?;
         let mut out = Vec::new();
         for row in rows {
@@ -1077,8 +1198,28 @@ impl TimerStore for SqliteStore {
     }
 
     fn remove_unreadable(&mut self, row: &UnreadableRow) -> Result<(), StoreError> {
+        let bad_locator = || StoreError::Corrupt {
+            what: "unreadable row locator",
+            why: row.locator.clone(),
+        };
         let table = match row.kind.as_str() {
-            "timer" => "timer",
+            // Without rowid: found by its key, as `RawRow` kept it (`IS` matches any type).
+            "timer" => {
+                let parts: Vec<serde_json::Value> =
+                    serde_json::from_str(&row.locator).map_err(|_| bad_locator())?;
+                let key = parts
+                    .iter()
+                    .map(locator_value)
+                    .collect::<Option<Vec<SqlValue>>>()
+                    .filter(|k| k.len() == 3)
+                    .ok_or_else(bad_locator)?;
+                self.conn
+                    .prepare_cached(
+                        "DELETE FROM timer WHERE due IS ?1 AND enrollment_id IS ?2 AND step IS ?3",
+                    )?
+                    .execute(rusqlite::params_from_iter(key))?;
+                return Ok(());
+            }
             "inactivity" => "inactivity",
             "launch" => "launch",
             other => {
@@ -1088,10 +1229,7 @@ impl TimerStore for SqliteStore {
                 });
             }
         };
-        let rowid: i64 = row.locator.parse().map_err(|_| StoreError::Corrupt {
-            what: "unreadable row locator",
-            why: row.locator.clone(),
-        })?;
+        let rowid: i64 = row.locator.parse().map_err(|_| bad_locator())?;
         self.conn
             .prepare_cached(&format!("DELETE FROM {table} WHERE rowid = ?1"))?
             .execute(params![rowid])?;
@@ -1563,6 +1701,42 @@ mod tests {
                 .map_err(|_| "put failed")?;
             Ok(())
         })
+    }
+
+    /// A key column of an unreadable row comes back from its locator as the same SQLite
+    /// value, of every type, so the delete binds what is stored; anything else is refused.
+    #[test]
+    fn a_locator_part_reads_back_as_the_value_it_kept() {
+        let values = [
+            SqlValue::Null,
+            SqlValue::Integer(i64::MIN),
+            SqlValue::Integer(1_780_000_000_000_000),
+            SqlValue::Real(1.5),
+            SqlValue::Real(-0.0),
+            SqlValue::Real(f64::MAX),
+            SqlValue::Text(String::new()),
+            SqlValue::Text("garbage \"é\"".into()),
+            SqlValue::Blob(vec![]),
+            SqlValue::Blob(vec![0x00, 0x78, 0xff]),
+        ];
+        for v in values {
+            let back = locator_value(&locator_part(&v));
+            match (&v, &back) {
+                (SqlValue::Real(a), Some(SqlValue::Real(b))) => {
+                    assert_eq!(a.to_bits(), b.to_bits())
+                }
+                _ => assert_eq!(back.as_ref(), Some(&v)),
+            }
+        }
+        for bad in [
+            serde_json::json!({"blob": "0"}),
+            serde_json::json!({"blob": "zz"}),
+            serde_json::json!({"integer": "1"}),
+            serde_json::json!({"text": 1, "integer": 1}),
+            serde_json::json!(12),
+        ] {
+            assert_eq!(locator_value(&bad), None, "{bad}");
+        }
     }
 
     /// In a group, each unit stays all-or-nothing (a failing one rolls back alone, the units
