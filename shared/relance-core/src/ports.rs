@@ -392,7 +392,8 @@ pub enum Due<T> {
 pub struct UnreadableRow {
     /// What it was: `timer`, `inactivity` or `launch`.
     pub kind: String,
-    /// How the store finds it again to delete it (SQLite: the rowid; DynamoDB: its key).
+    /// How the store finds it again to delete it (SQLite: the rowid, or the typed key of the
+    /// timer table, which has none; DynamoDB: its key).
     pub locator: String,
     /// The row as stored, as JSON text, kept in the dead letter.
     pub raw: String,

@@ -11,7 +11,7 @@ CREATE TABLE timer_v13 (
     step           TEXT NOT NULL,
     PRIMARY KEY (due, enrollment_id, step)
 ) WITHOUT ROWID;
-INSERT OR IGNORE INTO timer_v13 (due, enrollment_id, contact_id, step)
+INSERT INTO timer_v13 (due, enrollment_id, contact_id, step)
   SELECT due, enrollment_id, contact_id, step FROM timer;
 DROP TABLE timer;
 ALTER TABLE timer_v13 RENAME TO timer;

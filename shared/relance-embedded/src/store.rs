@@ -6,7 +6,8 @@
 //!
 //! Instants are INTEGER columns: microseconds since the Unix epoch, within
 //! 1970-01-01..9999-12-31 ([`relance_core::instant`]). A due row that does not read (a
-//! wrong type, an instant out of range) is returned as [`Due::Unreadable`] with its rowid.
+//! wrong type, an instant out of range) is returned as [`Due::Unreadable`] with its rowid
+//! (the timer table, without rowid: its key).
 
 use std::path::{Path, PathBuf};
 
@@ -167,8 +168,8 @@ enum RowKey {
 /// still come out.
 struct RawRow {
     kind: &'static str,
-    /// The rowid as text, or the key's values as a JSON array of [`locator_part`]s.
-    locator: String,
+    key: RowKey,
+    /// Read only for [`RowKey::Rowid`].
     rowid: Option<i64>,
     columns: Vec<(&'static str, SqlValue)>,
 }
@@ -180,31 +181,36 @@ impl RawRow {
         names: &[&'static str],
         r: &rusqlite::Row<'_>,
     ) -> rusqlite::Result<RawRow> {
-        let first = match key {
-            RowKey::Rowid => 1,
-            RowKey::Columns(_) => 0,
+        let (first, rowid) = match key {
+            RowKey::Rowid => (1, Some(r.get(0)?)),
+            RowKey::Columns(_) => (0, None),
         };
         let mut columns = Vec::with_capacity(names.len());
         for (i, name) in names.iter().enumerate() {
             columns.push((*name, r.get::<_, SqlValue>(i + first)?));
         }
-        let (locator, rowid) = match key {
-            RowKey::Rowid => {
-                let rowid: i64 = r.get(0)?;
-                (rowid.to_string(), Some(rowid))
-            }
-            RowKey::Columns(key) => {
-                let parts: Vec<serde_json::Value> =
-                    key.iter().map(|&i| locator_part(&columns[i].1)).collect();
-                (serde_json::Value::from(parts).to_string(), None)
-            }
-        };
         Ok(RawRow {
             kind,
-            locator,
+            key,
             rowid,
             columns,
         })
+    }
+
+    /// How `remove_unreadable` finds the row again: the rowid as text, or the key's values
+    /// as a JSON array of [`locator_part`]s. Built only for a row that does not read.
+    fn locator(&self) -> String {
+        match (self.key, self.rowid) {
+            (RowKey::Columns(key), _) => {
+                let parts: Vec<serde_json::Value> = key
+                    .iter()
+                    .filter_map(|&i| self.columns.get(i))
+                    .map(|(_, v)| locator_part(v))
+                    .collect();
+                serde_json::Value::from(parts).to_string()
+            }
+            (RowKey::Rowid, rowid) => rowid.unwrap_or_default().to_string(),
+        }
     }
 
     fn text(&self, i: usize) -> Result<String, String> {
@@ -243,7 +249,7 @@ impl RawRow {
                 }
                 Due::Unreadable(UnreadableRow {
                     kind: self.kind.to_string(),
-                    locator: self.locator,
+                    locator: self.locator(),
                     raw: serde_json::Value::Object(raw).to_string(),
                     reason,
                 })
@@ -290,6 +296,23 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
 
 /// How many prepared statements the store keeps (more than it has).
 const STATEMENT_CACHE: usize = 256;
+
+/// The sub-journal spill threshold this repository builds SQLite with (`LIBSQLITE3_FLAGS` in
+/// `.cargo/config.toml`): a savepoint's undo pages stay in memory, in one allocation, up to it.
+const SUBJOURNAL_SPILL_WANTED: i64 = 4 << 20;
+
+/// The sub-journal spill threshold SQLite was built with (`SQLITE_STMTJRNL_SPILL`, 64 KiB
+/// unless the build says otherwise).
+fn stmt_journal_spill(conn: &Connection) -> Result<i64, StoreError> {
+    let mut stmt = conn.prepare("PRAGMA compile_options")?;
+    let options = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    for option in options {
+        if let Some(v) = option?.strip_prefix("STMTJRNL_SPILL=") {
+            return Ok(v.parse().unwrap_or(64 << 10));
+        }
+    }
+    Ok(64 << 10)
+}
 
 /// The SQLite store.
 #[derive(Debug)]
@@ -356,10 +379,15 @@ impl SqliteStore {
             true,
         )?;
         // A unit of work in a group commit is a savepoint, whose undo pages SQLite keeps in a
-        // temporary file (the sub-journal): in memory they cost no write system call. They
-        // hold one unit's pages at a time, and nothing of them needs to survive a crash (the
-        // WAL does that).
-        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        // temporary file (the sub-journal). They hold one unit's pages at a time, and nothing
+        // of them needs to survive a crash (the WAL does that), so they stay in memory: up to
+        // the build's spill threshold in one allocation (this repository builds SQLite with 4
+        // MiB, `.cargo/config.toml`), or, with SQLite's default of 64 KiB (which a unit's pages
+        // pass, and spilling to a file is slower), wholly in memory by `temp_store`, in 1 KiB
+        // pieces (about 6% of a drip's time went to those pieces).
+        if stmt_journal_spill(&conn)? < SUBJOURNAL_SPILL_WANTED {
+            conn.pragma_update(None, "temp_store", "MEMORY")?;
+        }
         let mut store = SqliteStore {
             conn,
             live_channels: Vec::new(),
@@ -1030,8 +1058,10 @@ impl TimerStore for SqliteStore {
         // read: an integer past 9999-12-31, and text or blobs, which SQLite orders after every
         // number. Two range reads in key order, the second only when the first left room:
         // one `due <= now OR due > MAX` makes SQLite walk every pending timer whenever fewer
-        // than `limit` are due. Every `due <= now` sorts before every `due > MAX`, so the
-        // order is the one query's.
+        // than `limit` are due. `now` is bound no later than MAX (a scaled clock may pass
+        // 9999-12-31), so the two sets never share a row and every `due <= now` sorts before
+        // every `due > MAX`: the order is the one query's.
+        let now_micros = instant::to_micros(now).min(instant::MAX_MICROS);
         for (sql, bound) in [
             (
                 "SELECT t.due, t.enrollment_id, t.contact_id, t.step FROM timer t
@@ -1039,7 +1069,7 @@ impl TimerStore for SqliteStore {
                    JOIN scenario s ON s.id = e.scenario_id
                  WHERE t.due <= ?1 AND s.status = 'active'
                  ORDER BY t.due, t.enrollment_id LIMIT ?2",
-                instant::to_micros(now),
+                now_micros,
             ),
             (
                 "SELECT t.due, t.enrollment_id, t.contact_id, t.step FROM timer t
@@ -1102,11 +1132,12 @@ impl TimerStore for SqliteStore {
     ) -> Result<Vec<Due<InactivityCheck>>, StoreError> {
         let mut out = Vec::new();
         // As `due_timers`: the due rows, then those that do not read, two range reads.
+        let now_micros = instant::to_micros(now).min(instant::MAX_MICROS);
         for (sql, bound) in [
             (
                 "SELECT i.rowid, i.scenario_id, i.contact_id, i.due FROM inactivity i JOIN scenario s ON s.id = i.scenario_id
                  WHERE i.due <= ?1 AND s.status = 'active' ORDER BY i.due, i.contact_id LIMIT ?2",
-                instant::to_micros(now),
+                now_micros,
             ),
             (
                 "SELECT i.rowid, i.scenario_id, i.contact_id, i.due FROM inactivity i JOIN scenario s ON s.id = i.scenario_id
@@ -1737,6 +1768,122 @@ mod tests {
         ] {
             assert_eq!(locator_value(&bad), None, "{bad}");
         }
+    }
+
+    /// This repository's build keeps a savepoint's undo pages in memory in one piece
+    /// (`.cargo/config.toml`); without it the store falls back to `temp_store = MEMORY`.
+    #[test]
+    fn the_sub_journal_stays_in_memory() {
+        let s = SqliteStore::in_memory().unwrap_or_else(|e| panic!("{e}"));
+        let spill = stmt_journal_spill(&s.conn).unwrap_or_else(|e| panic!("{e}"));
+        let temp_store: i64 = s
+            .conn
+            .pragma_query_value(None, "temp_store", |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            spill, SUBJOURNAL_SPILL_WANTED,
+            "built with .cargo/config.toml's flags"
+        );
+        assert_eq!(
+            temp_store, 0,
+            "the default: the sub-journal in memory up to the spill"
+        );
+    }
+
+    /// The due timers come out as the one `due <= now OR due > MAX` query gave them: those due
+    /// by `now` in order, then the rows past the last instant (which do not read), each once,
+    /// within the limit, and none of a paused scenario; with `now` itself past 9999-12-31 (a
+    /// scaled clock saturates there) a row past MAX still comes out once.
+    #[test]
+    fn due_timers_are_the_due_rows_then_the_unreadable_ones_each_once() {
+        let mut s = SqliteStore::in_memory().unwrap_or_else(|e| panic!("{e}"));
+        let at = |m: i64| m.to_string();
+        s.conn
+            .execute_batch(&format!(
+                "INSERT INTO scenario (id, status, latest_version, updated_at) VALUES ('on', 'active', 1, 0), ('off', 'paused', 1, 0);
+                 INSERT INTO enrollment (id, scenario_id, scenario_version, contact_id, version, running, entered_at, state)
+                   VALUES ('e1', 'on', 1, 'c1', 1, 1, 0, '{{}}'), ('e2', 'on', 1, 'c2', 1, 1, 0, '{{}}'), ('e3', 'off', 1, 'c3', 1, 1, 0, '{{}}');
+                 INSERT INTO timer (due, enrollment_id, contact_id, step) VALUES
+                   ({t1}, 'e2', 'c2', 'a'), ({t1}, 'e1', 'c1', 'b'), ({t2}, 'e1', 'c1', 'c'), ({later}, 'e2', 'c2', 'd'),
+                   ({past_max}, 'e1', 'c1', 'x'), ('garbage', 'e2', 'c2', 'y'), (-5, 'e1', 'c1', 'z'), ({t1}, 'e3', 'c3', 'paused');",
+                t1 = at(1_800_000_000_000_000),
+                t2 = at(1_800_000_000_000_001),
+                later = at(1_900_000_000_000_000),
+                past_max = instant::MAX_MICROS + 1,
+            ))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let steps = |due: Vec<Due<Wake>>| -> Vec<String> {
+            due.into_iter()
+                .map(|d| match d {
+                    Due::Ready(w) => w.step,
+                    Due::Unreadable(row) => {
+                        let raw: serde_json::Value =
+                            serde_json::from_str(&row.raw).unwrap_or_else(|e| panic!("{e}"));
+                        format!("unreadable {}", raw["step"].as_str().unwrap_or_default())
+                    }
+                })
+                .collect()
+        };
+        let now = instant::from_micros(1_800_000_000_000_001).unwrap_or_else(|| panic!("now"));
+        let got = steps(s.due_timers(now, 100).unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(
+            got,
+            [
+                "unreadable z",
+                "b",
+                "a",
+                "c",
+                "unreadable x",
+                "unreadable y"
+            ],
+            "due in (due, enrollment) order, then past the last instant"
+        );
+        let got = steps(s.due_timers(now, 3).unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(
+            got,
+            ["unreadable z", "b", "a"],
+            "the limit counts both reads"
+        );
+        let got = steps(s.due_timers(now, 4).unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(got, ["unreadable z", "b", "a", "c"]);
+        assert!(
+            s.due_timers(now, 0)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .is_empty()
+        );
+        let got = steps(
+            s.due_timers(DateTime::<Utc>::MAX_UTC, 100)
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        assert_eq!(
+            got,
+            [
+                "unreadable z",
+                "b",
+                "a",
+                "c",
+                "d",
+                "unreadable x",
+                "unreadable y"
+            ],
+            "a clock past 9999-12-31: each row once"
+        );
+        // Removing an unreadable row by its locator leaves the others.
+        let bad: Vec<UnreadableRow> = s
+            .due_timers(now, 100)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_iter()
+            .filter_map(|d| match d {
+                Due::Unreadable(row) => Some(row),
+                Due::Ready(_) => None,
+            })
+            .collect();
+        assert_eq!(bad.len(), 3);
+        for row in &bad {
+            s.remove_unreadable(row).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let got = steps(s.due_timers(now, 100).unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(got, ["b", "a", "c"]);
     }
 
     /// In a group, each unit stays all-or-nothing (a failing one rolls back alone, the units

@@ -166,10 +166,24 @@ fn hostile_unreadable_due_rows_are_dead_lettered_alone() {
         let raw: Value = serde_json::from_str(payload).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(raw["table"], kind.as_str(), "{payload}");
         if kind == "timer" {
-            // Without rowid: the row is kept with every column, its key among them.
-            for column in ["due", "enrollment_id", "contact_id", "step"] {
-                assert!(raw.get(column).is_some(), "the raw row is kept: {payload}");
-            }
+            // Without rowid: the row is kept with every column as stored, its key among them.
+            assert!(
+                raw["enrollment_id"].is_string() && raw["contact_id"] == "b",
+                "the raw row is kept: {payload}"
+            );
+            let expected_due = match raw["step"].as_str() {
+                Some("x1") => Value::from("garbage"),
+                Some("x2") => Value::from(i64::MAX),
+                Some("x3") => Value::from(-5),
+                Some("x4") => Value::from("+262143-12-31T23:59:59.999999Z"),
+                Some("x5") => Value::from(1.5),
+                Some("x6") => Value::from("<2 bytes>"),
+                _ => {
+                    assert_eq!(raw["step"], "<2 bytes>", "{payload}");
+                    Value::from(1_780_000_000_000_000_i64)
+                }
+            };
+            assert_eq!(raw["due"], expected_due, "{payload}");
         } else {
             assert!(raw["rowid"].is_i64(), "the raw row is kept: {payload}");
         }
