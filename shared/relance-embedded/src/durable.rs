@@ -135,12 +135,17 @@ impl CommitSyncer {
                     }
                     notify();
                 }
-                // After a failure (or once the runner is gone), whatever is still handed over
-                // is answered as not kept.
-                for round in rounds_rx.try_iter() {
+                // After a failure, whatever is handed over until the runner lets go of the
+                // syncer is answered as not kept and reported failed (a `wait` never hangs on
+                // it). Draining only what was already queued left a round handed over just
+                // before the thread ended unanswered: dropped with the channel. Once the
+                // runner is gone (its end of the channel dropped), this ends at once.
+                while let Ok(round) = rounds_rx.recv() {
                     for answer in round.answers {
                         answer(Err("the store's write-ahead log could not be synced".into()));
                     }
+                    let _ = synced_tx
+                        .send(Err("the store's write-ahead log could not be synced".into()));
                 }
             })?;
         Ok(CommitSyncer {
