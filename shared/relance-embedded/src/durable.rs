@@ -72,6 +72,8 @@ impl WalFile {
 
 /// What a round handed over after the syncer stopped is answered.
 const STOPPED: &str = "the syncer has stopped";
+/// What a round handed over after a failed sync is answered.
+const NOT_SYNCED: &str = "the store's write-ahead log could not be synced";
 
 /// A round handed to the syncer: the highest outbox row it committed, and whom to answer.
 struct Round {
@@ -142,10 +144,9 @@ impl CommitSyncer {
                 // runner is gone (its end of the channel dropped), this ends at once.
                 while let Ok(round) = rounds_rx.recv() {
                     for answer in round.answers {
-                        answer(Err("the store's write-ahead log could not be synced".into()));
+                        answer(Err(NOT_SYNCED.into()));
                     }
-                    let _ = synced_tx
-                        .send(Err("the store's write-ahead log could not be synced".into()));
+                    let _ = synced_tx.send(Err(NOT_SYNCED.into()));
                 }
             })?;
         Ok(CommitSyncer {

@@ -120,10 +120,7 @@ fn locator_part(v: &SqlValue) -> serde_json::Value {
         SqlValue::Integer(i) => serde_json::json!({ "integer": i }),
         SqlValue::Real(f) => serde_json::json!({ "real_bits": f.to_bits() }),
         SqlValue::Text(t) => serde_json::json!({ "text": t }),
-        SqlValue::Blob(b) => {
-            let hex: String = b.iter().map(|byte| format!("{byte:02x}")).collect();
-            serde_json::json!({ "blob": hex })
-        }
+        SqlValue::Blob(b) => serde_json::json!({ "blob": crate::auth::to_hex(b) }),
     }
 }
 
@@ -168,9 +165,9 @@ enum RowKey {
 /// still come out.
 struct RawRow {
     kind: &'static str,
-    key: RowKey,
-    /// Read only for [`RowKey::Rowid`].
+    /// The rowid ([`RowKey::Rowid`]), or `None` and the row is found by `key` columns.
     rowid: Option<i64>,
+    key: &'static [usize],
     columns: Vec<(&'static str, SqlValue)>,
 }
 
@@ -181,9 +178,9 @@ impl RawRow {
         names: &[&'static str],
         r: &rusqlite::Row<'_>,
     ) -> rusqlite::Result<RawRow> {
-        let (first, rowid) = match key {
-            RowKey::Rowid => (1, Some(r.get(0)?)),
-            RowKey::Columns(_) => (0, None),
+        let (first, rowid, key) = match key {
+            RowKey::Rowid => (1, Some(r.get(0)?), &[][..]),
+            RowKey::Columns(key) => (0, None, key),
         };
         let mut columns = Vec::with_capacity(names.len());
         for (i, name) in names.iter().enumerate() {
@@ -191,8 +188,8 @@ impl RawRow {
         }
         Ok(RawRow {
             kind,
-            key,
             rowid,
+            key,
             columns,
         })
     }
@@ -200,16 +197,17 @@ impl RawRow {
     /// How `remove_unreadable` finds the row again: the rowid as text, or the key's values
     /// as a JSON array of [`locator_part`]s. Built only for a row that does not read.
     fn locator(&self) -> String {
-        match (self.key, self.rowid) {
-            (RowKey::Columns(key), _) => {
-                let parts: Vec<serde_json::Value> = key
+        match self.rowid {
+            Some(rowid) => rowid.to_string(),
+            None => {
+                let parts: Vec<serde_json::Value> = self
+                    .key
                     .iter()
                     .filter_map(|&i| self.columns.get(i))
                     .map(|(_, v)| locator_part(v))
                     .collect();
                 serde_json::Value::from(parts).to_string()
             }
-            (RowKey::Rowid, rowid) => rowid.unwrap_or_default().to_string(),
         }
     }
 
@@ -1053,58 +1051,32 @@ impl TimerStore for SqliteStore {
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Due<Wake>>, StoreError> {
-        let mut out = Vec::new();
-        // Rows due by `now`, then those past the last instant (`due > MAX`), which do not
-        // read: an integer past 9999-12-31, and text or blobs, which SQLite orders after every
-        // number. Two range reads in key order, the second only when the first left room:
-        // one `due <= now OR due > MAX` makes SQLite walk every pending timer whenever fewer
-        // than `limit` are due. `now` is bound no later than MAX (a scaled clock may pass
-        // 9999-12-31), so the two sets never share a row and every `due <= now` sorts before
-        // every `due > MAX`: the order is the one query's.
-        let now_micros = instant::to_micros(now).min(instant::MAX_MICROS);
-        for (sql, bound) in [
-            (
+        self.due_rows(
+            [
                 "SELECT t.due, t.enrollment_id, t.contact_id, t.step FROM timer t
                    JOIN enrollment e ON e.id = t.enrollment_id
                    JOIN scenario s ON s.id = e.scenario_id
                  WHERE t.due <= ?1 AND s.status = 'active'
                  ORDER BY t.due, t.enrollment_id LIMIT ?2",
-                now_micros,
-            ),
-            (
                 "SELECT t.due, t.enrollment_id, t.contact_id, t.step FROM timer t
                    JOIN enrollment e ON e.id = t.enrollment_id
                    JOIN scenario s ON s.id = e.scenario_id
                  WHERE t.due > ?1 AND s.status = 'active'
                  ORDER BY t.due, t.enrollment_id LIMIT ?2",
-                instant::MAX_MICROS,
-            ),
-        ] {
-            let room = limit.saturating_sub(out.len());
-            if room == 0 {
-                break;
-            }
-            let mut stmt = self.conn.prepare_cached(sql)?;
-            let rows = stmt.query_map(params![bound, room as i64], |r| {
-                RawRow::read(
-                    "timer",
-                    RowKey::Columns(&[0, 1, 3]),
-                    &["due", "enrollment_id", "contact_id", "step"],
-                    r,
-                )
-            })?;
-            for row in rows {
-                out.push(row?.due(|r| {
-                    Ok(Wake {
-                        at: r.instant(0)?,
-                        enrollment: r.text(1)?,
-                        contact: r.text(2)?,
-                        step: r.text(3)?,
-                    })
-                }));
-            }
-        }
-        Ok(out)
+            ],
+            now,
+            limit,
+            ("timer", RowKey::Columns(&[0, 1, 3])),
+            &["due", "enrollment_id", "contact_id", "step"],
+            |r| {
+                Ok(Wake {
+                    at: r.instant(0)?,
+                    enrollment: r.text(1)?,
+                    contact: r.text(2)?,
+                    step: r.text(3)?,
+                })
+            },
+        )
     }
 
     fn set_inactivity(&mut self, c: &InactivityCheck) -> Result<(), StoreError> {
@@ -1130,45 +1102,25 @@ impl TimerStore for SqliteStore {
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Due<InactivityCheck>>, StoreError> {
-        let mut out = Vec::new();
-        // As `due_timers`: the due rows, then those that do not read, two range reads.
-        let now_micros = instant::to_micros(now).min(instant::MAX_MICROS);
-        for (sql, bound) in [
-            (
+        self.due_rows(
+            [
                 "SELECT i.rowid, i.scenario_id, i.contact_id, i.due FROM inactivity i JOIN scenario s ON s.id = i.scenario_id
                  WHERE i.due <= ?1 AND s.status = 'active' ORDER BY i.due, i.contact_id LIMIT ?2",
-                now_micros,
-            ),
-            (
                 "SELECT i.rowid, i.scenario_id, i.contact_id, i.due FROM inactivity i JOIN scenario s ON s.id = i.scenario_id
                  WHERE i.due > ?1 AND s.status = 'active' ORDER BY i.due, i.contact_id LIMIT ?2",
-                instant::MAX_MICROS,
-            ),
-        ] {
-            let room = limit.saturating_sub(out.len());
-            if room == 0 {
-                break;
-            }
-            let mut stmt = self.conn.prepare_cached(sql)?;
-            let rows = stmt.query_map(params![bound, room as i64], |r| {
-                RawRow::read(
-                    "inactivity",
-                    RowKey::Rowid,
-                    &["scenario_id", "contact_id", "due"],
-                    r,
-                )
-            })?;
-            for row in rows {
-                out.push(row?.due(|r| {
-                    Ok(InactivityCheck {
-                        scenario: r.text(0)?,
-                        contact: r.text(1)?,
-                        due: r.instant(2)?,
-                    })
-                }));
-            }
-        }
-        Ok(out)
+            ],
+            now,
+            limit,
+            ("inactivity", RowKey::Rowid),
+            &["scenario_id", "contact_id", "due"],
+            |r| {
+                Ok(InactivityCheck {
+                    scenario: r.text(0)?,
+                    contact: r.text(1)?,
+                    due: r.instant(2)?,
+                })
+            },
+        )
     }
 
     fn remove_inactivity(&mut self, c: &InactivityCheck) -> Result<(), StoreError> {
@@ -1281,6 +1233,44 @@ impl TimerStore for SqliteStore {
 }
 
 impl SqliteStore {
+    /// The due rows of a table, up to `limit`: those due by `now`, then those past the last
+    /// instant (`due > MAX`), which do not read (an integer past 9999-12-31, text or blobs,
+    /// which SQLite orders after every number). `queries` are the two range reads, `?1` the
+    /// bound and `?2` the room left; the second runs only when the first left room. One
+    /// `due <= now OR due > MAX` made SQLite walk every pending row whenever fewer than
+    /// `limit` were due. `now` is bound no later than MAX (a scaled clock may pass
+    /// 9999-12-31), so the two sets never share a row and every `due <= now` sorts before
+    /// every `due > MAX`: the order is the one query's.
+    fn due_rows<T>(
+        &mut self,
+        queries: [&str; 2],
+        now: DateTime<Utc>,
+        limit: usize,
+        (kind, key): (&'static str, RowKey),
+        names: &[&'static str],
+        read: impl Fn(&RawRow) -> Result<T, String>,
+    ) -> Result<Vec<Due<T>>, StoreError> {
+        let bounds = [
+            instant::to_micros(now).min(instant::MAX_MICROS),
+            instant::MAX_MICROS,
+        ];
+        let mut out = Vec::new();
+        for (sql, bound) in queries.into_iter().zip(bounds) {
+            let room = limit.saturating_sub(out.len());
+            if room == 0 {
+                break;
+            }
+            let mut stmt = self.conn.prepare_cached(sql)?;
+            let rows = stmt.query_map(params![bound, room as i64], |r| {
+                RawRow::read(kind, key, names, r)
+            })?;
+            for row in rows {
+                out.push(row?.due(&read));
+            }
+        }
+        Ok(out)
+    }
+
     /// One outbox row, once per idempotency key (a repeat is ignored).
     fn outbox_row(
         &mut self,
