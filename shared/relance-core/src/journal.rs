@@ -116,7 +116,10 @@ impl RecordKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     /// When (UTC).
-    #[serde(serialize_with = "crate::instant::rfc3339::serialize")]
+    #[serde(
+        serialize_with = "crate::instant::rfc3339::serialize",
+        deserialize_with = "crate::instant::rfc3339::deserialize"
+    )]
     pub at: DateTime<Utc>,
     /// The contact id; empty for a scenario-wide record (`winner`), written `null`.
     #[serde(with = "contact_or_null")]

@@ -29,7 +29,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The migrations, in order; `PRAGMA user_version` says how many were applied.
-const MIGRATIONS: [&str; 13] = [
+const MIGRATIONS: [&str; 14] = [
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_dead_letter.sql"),
     include_str!("../migrations/0003_policy.sql"),
@@ -43,6 +43,7 @@ const MIGRATIONS: [&str; 13] = [
     include_str!("../migrations/0011_journal_rows.sql"),
     include_str!("../migrations/0012_one_send_index.sql"),
     include_str!("../migrations/0013_timer_without_rowid.sql"),
+    include_str!("../migrations/0014_no_autoincrement.sql"),
 ];
 
 /// The schema version this build writes (the number of migrations).
@@ -1410,10 +1411,12 @@ impl JournalStore for SqliteStore {
             Retained::DeadLetters => self.conn.prepare_cached(
                 "DELETE FROM dead_letter WHERE seq IN (SELECT seq FROM dead_letter WHERE at < ?1 LIMIT ?2)",
             )?.execute(params![before, limit])?,
-            // Only rows the file already has: an undelivered send is never dropped.
+            // Only rows the file already has: an undelivered send is never dropped. The newest
+            // row stays, whatever its age: the next row is numbered one past it (schema 14),
+            // so it keeps a number from being handed out twice.
             Retained::Outbox => {
                 let rows = self.conn.prepare_cached(
-                    "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE at < ?1 AND seq <= (SELECT seq FROM outbox_delivery WHERE id = 1) AND seq NOT IN (SELECT seq FROM delivery WHERE state IN ('pending', 'sending')) LIMIT ?2)",
+                    "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE at < ?1 AND seq <= (SELECT seq FROM outbox_delivery WHERE id = 1) AND seq < (SELECT max(seq) FROM outbox) AND seq NOT IN (SELECT seq FROM delivery WHERE state IN ('pending', 'sending')) LIMIT ?2)",
                 )?.execute(params![before, limit])?;
                 // Settled deliveries go with their outbox rows.
                 self.conn.prepare_cached(
@@ -2000,6 +2003,200 @@ mod tests {
             kinds(&store.records("s", None).unwrap_or_default()),
             vec![("c2".into(), RecordKind::Entered)]
         );
+    }
+
+    /// Schema 14 on a schema-13 file: the journal keeps its rows and their order (a purged
+    /// top included: the next row still sorts last), without AUTOINCREMENT; the entry marks
+    /// are kept and counted on, in a table without a rowid.
+    #[test]
+    fn schema_14_keeps_the_journal_order_and_the_entry_marks() {
+        use relance_core::journal::RecordKind;
+        let dir = std::env::temp_dir().join(format!("relance-v14-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let db = dir.join("db.sqlite");
+        let record = |m: i64, contact: &str| {
+            to_json(&Record::new(
+                now() + chrono::TimeDelta::minutes(m),
+                contact,
+                RecordKind::Entered,
+            ))
+        };
+        {
+            let old = Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
+            for sql in &MIGRATIONS[..13] {
+                old.execute_batch(sql).unwrap_or_else(|e| panic!("{e}"));
+            }
+            old.pragma_update(None, "user_version", 13)
+                .unwrap_or_else(|e| panic!("{e}"));
+            for (m, contact) in [(0, "a"), (1, "b"), (2, "c"), (3, "d")] {
+                old.execute(
+                    "INSERT INTO journal (scenario_id, contact_id, record) VALUES ('s', ?1, ?2)",
+                    params![contact, record(m, contact)],
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+            }
+            // The newest row purged: AUTOINCREMENT remembered seq 4.
+            old.execute("DELETE FROM journal WHERE contact_id IN ('b', 'd')", [])
+                .unwrap_or_else(|e| panic!("{e}"));
+            old.execute(
+                "INSERT INTO entry (scenario_id, contact_id, last_entered_at, entries) VALUES ('s', 'a', ?1, 2)",
+                params![stamp(now())],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let mut store = SqliteStore::open(&db).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.schema_version().ok(), Some(14));
+        let ddl = |name: &str| -> String {
+            store
+                .conn
+                .query_row(
+                    "SELECT sql FROM sqlite_schema WHERE name = ?1",
+                    [name],
+                    |r| r.get(0),
+                )
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert!(
+            !ddl("journal").contains("AUTOINCREMENT"),
+            "{}",
+            ddl("journal")
+        );
+        assert!(ddl("entry").contains("WITHOUT ROWID"), "{}", ddl("entry"));
+        let seqs = |store: &mut SqliteStore| -> Vec<(i64, String)> {
+            let mut stmt = store
+                .conn
+                .prepare("SELECT seq, contact_id FROM journal ORDER BY seq")
+                .unwrap_or_else(|e| panic!("{e}"));
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap_or_else(|e| panic!("{e}"))
+                .collect::<Result<_, _>>()
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert_eq!(seqs(&mut store), vec![(1, "a".into()), (3, "c".into())]);
+        let e = Record::new(
+            now() + chrono::TimeDelta::minutes(4),
+            "e",
+            RecordKind::Entered,
+        );
+        store.journal("s", &e).unwrap_or_else(|e| panic!("{e}"));
+        let contacts = |store: &mut SqliteStore| -> Vec<String> {
+            store
+                .records("s", None)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .into_iter()
+                .map(|r| r.contact)
+                .collect()
+        };
+        assert_eq!(contacts(&mut store), vec!["a", "c", "e"]);
+        // Everything purged, then a new row: it is the only one, and the order goes on.
+        let purged = store
+            .purge(Retained::Journal, now() + chrono::TimeDelta::hours(1), 100)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(purged, 3);
+        for contact in ["f", "g"] {
+            let r = Record::new(
+                now() + chrono::TimeDelta::hours(2),
+                contact,
+                RecordKind::Entered,
+            );
+            store.journal("s", &r).unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(contacts(&mut store), vec!["f", "g"]);
+        let mark = store.entry_mark("s", "a").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            mark.map(|m| (m.entries, m.last_entered_at)),
+            Some((2, now()))
+        );
+        store
+            .mark_entry("s", "a", now() + chrono::TimeDelta::days(1))
+            .unwrap_or_else(|e| panic!("{e}"));
+        store
+            .mark_entry("s", "b", now())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mark = store.entry_mark("s", "a").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            mark.map(|m| (m.entries, m.last_entered_at)),
+            Some((3, now() + chrono::TimeDelta::days(1)))
+        );
+        assert_eq!(
+            store.entry_mark("s", "b").ok().flatten().map(|m| m.entries),
+            Some(1)
+        );
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Schema 14's outbox numbers a row one past the largest kept, so no number is handed out
+    /// twice: a file whose newest sends were purged keeps their highest number in a row that
+    /// is not a send and that the file never gets, the next send comes after it, and the purge
+    /// always keeps the newest row, however old and delivered.
+    #[test]
+    fn schema_14_never_numbers_an_outbox_row_twice() {
+        let dir = std::env::temp_dir().join(format!("relance-v14-outbox-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let db = dir.join("db.sqlite");
+        {
+            let old = Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
+            for sql in &MIGRATIONS[..13] {
+                old.execute_batch(sql).unwrap_or_else(|e| panic!("{e}"));
+            }
+            old.pragma_update(None, "user_version", 13)
+                .unwrap_or_else(|e| panic!("{e}"));
+            for n in 1..=5 {
+                old.execute(
+                    "INSERT INTO outbox (idempotency_key, scenario_id, contact_id, kind, at, payload) VALUES (?1, 's', 'c', 'send', ?2, '{\"kind\":\"send\"}')",
+                    params![format!("k{n}"), stamp(now())],
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+            }
+            // All five in the file, then the newest three purged (the purge of schema 13).
+            old.execute("UPDATE outbox_delivery SET seq = 5", [])
+                .unwrap_or_else(|e| panic!("{e}"));
+            old.execute("DELETE FROM outbox WHERE seq >= 3", [])
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let mut store = SqliteStore::open(&db).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.outbox_delivered().ok(), Some(Some(5)));
+        let kept = store
+            .outbox_between(0, i64::MAX, 100)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            kept.iter()
+                .map(|(seq, kind, _)| (*seq, kind.as_str()))
+                .collect::<Vec<_>>(),
+            vec![(1, "send"), (2, "send"), (5, "high_water")]
+        );
+        assert_eq!(store.contact_sends("c").map(|s| s.len()).ok(), Some(2));
+        assert_eq!(
+            store.contact_sends("").map(|s| s.len()).ok(),
+            Some(0),
+            "the mark is not a send for the frequency caps"
+        );
+        let next = store
+            .outbox_row_inserted("k6", "s", "c", "send", now(), "{}")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(next, Some(6), "numbered after every number handed out");
+        assert_eq!(
+            store.outbox_between(5, i64::MAX, 100).map(|r| r.len()).ok(),
+            Some(1)
+        );
+        // Everything old and in the file: the purge takes all but the newest row.
+        store
+            .set_outbox_delivered(6)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let later = now() + chrono::TimeDelta::days(400);
+        let purged = store
+            .purge(Retained::Outbox, later, 100)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(purged, 3);
+        let next = store
+            .outbox_row_inserted("k7", "s", "c", "send", later, "{}")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(next, Some(7));
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// The consent log is append-only in the database itself, not only by convention: an

@@ -60,12 +60,18 @@ pub struct Enrollment {
     /// Increases with every change: adapters write conditionally on it.
     pub version: u64,
     /// When the contact entered.
-    #[serde(serialize_with = "crate::instant::rfc3339::serialize")]
+    #[serde(
+        serialize_with = "crate::instant::rfc3339::serialize",
+        deserialize_with = "crate::instant::rfc3339::deserialize"
+    )]
     pub entered_at: DateTime<Utc>,
     /// Where it stands.
     pub state: EnrollmentState,
     /// Steps that sent in this enrollment, and when.
-    #[serde(serialize_with = "crate::instant::rfc3339::map")]
+    #[serde(
+        serialize_with = "crate::instant::rfc3339::map",
+        deserialize_with = "crate::instant::rfc3339::deserialize_map"
+    )]
     pub sent: BTreeMap<String, DateTime<Utc>>,
 }
 
@@ -76,22 +82,34 @@ pub enum EnrollmentState {
     /// The step runs at `at` (a delay, or a send held by quiet hours).
     Due {
         step: String,
-        #[serde(serialize_with = "crate::instant::rfc3339::serialize")]
+        #[serde(
+            serialize_with = "crate::instant::rfc3339::serialize",
+            deserialize_with = "crate::instant::rfc3339::deserialize"
+        )]
         at: DateTime<Utc>,
         hold: Hold,
     },
     /// A wait_for: resumes on its condition, or at `until`.
     Waiting {
         step: String,
-        #[serde(serialize_with = "crate::instant::rfc3339::serialize")]
+        #[serde(
+            serialize_with = "crate::instant::rfc3339::serialize",
+            deserialize_with = "crate::instant::rfc3339::deserialize"
+        )]
         since: DateTime<Utc>,
-        #[serde(serialize_with = "crate::instant::rfc3339::serialize")]
+        #[serde(
+            serialize_with = "crate::instant::rfc3339::serialize",
+            deserialize_with = "crate::instant::rfc3339::deserialize"
+        )]
         until: DateTime<Utc>,
     },
     /// Finished.
     Ended {
         outcome: Outcome,
-        #[serde(serialize_with = "crate::instant::rfc3339::serialize")]
+        #[serde(
+            serialize_with = "crate::instant::rfc3339::serialize",
+            deserialize_with = "crate::instant::rfc3339::deserialize"
+        )]
         at: DateTime<Utc>,
     },
 }

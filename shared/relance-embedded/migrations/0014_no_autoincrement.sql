@@ -1,0 +1,52 @@
+-- Schema version 14: three tables that cost a write more than they need.
+-- `journal` and `outbox` lose AUTOINCREMENT, which read and rewrote their `sqlite_sequence`
+-- row on every insert (and so copied that page into every unit's savepoint journal). Their
+-- `seq` is now SQLite's own choice, one past the largest: the order of the rows is the same.
+-- A number is never handed out twice as long as the newest row stays, which the outbox purge
+-- now keeps (its `seq` is the delivery cursor's scale: a send numbered at or below the cursor
+-- would never reach the file). The journal's `seq` is only an order: no reader keeps a
+-- position in it, so a purge may empty it.
+-- `entry` becomes one B-tree keyed by (scenario_id, contact_id): as a rowid table it was a
+-- table plus the index of its primary key, two writes for every entry mark.
+CREATE TABLE journal_v14 (
+    seq          INTEGER PRIMARY KEY,
+    scenario_id  TEXT NOT NULL,
+    contact_id   TEXT NOT NULL,
+    record       TEXT NOT NULL
+);
+INSERT INTO journal_v14 (seq, scenario_id, contact_id, record)
+  SELECT seq, scenario_id, contact_id, record FROM journal;
+DROP TABLE journal;
+ALTER TABLE journal_v14 RENAME TO journal;
+CREATE INDEX journal_by_contact ON journal (scenario_id, contact_id, seq);
+CREATE TABLE outbox_v14 (
+    seq              INTEGER PRIMARY KEY,
+    idempotency_key  TEXT NOT NULL UNIQUE,
+    scenario_id      TEXT NOT NULL,
+    contact_id       TEXT NOT NULL,
+    kind             TEXT NOT NULL,
+    at               INTEGER NOT NULL,
+    payload          TEXT NOT NULL
+);
+INSERT INTO outbox_v14 (seq, idempotency_key, scenario_id, contact_id, kind, at, payload)
+  SELECT seq, idempotency_key, scenario_id, contact_id, kind, at, payload FROM outbox;
+-- The newest rows purged already: one row keeps their highest number, so that the next send
+-- is numbered after it. It is never a send and never reaches the file (the cursor is past it).
+INSERT INTO outbox_v14 (seq, idempotency_key, scenario_id, contact_id, kind, at, payload)
+  SELECT seq, 'relance:outbox-high-water', '', '', 'high_water', 0, '{"kind":"high_water"}'
+  FROM sqlite_sequence
+  WHERE name = 'outbox' AND seq > (SELECT coalesce(max(seq), 0) FROM outbox);
+DROP TABLE outbox;
+ALTER TABLE outbox_v14 RENAME TO outbox;
+CREATE INDEX outbox_sends ON outbox (contact_id, scenario_id, at) WHERE kind = 'send';
+CREATE TABLE entry_v14 (
+    scenario_id     TEXT NOT NULL,
+    contact_id      TEXT NOT NULL,
+    last_entered_at INTEGER NOT NULL,
+    entries         INTEGER NOT NULL,
+    PRIMARY KEY (scenario_id, contact_id)
+) WITHOUT ROWID;
+INSERT INTO entry_v14 (scenario_id, contact_id, last_entered_at, entries)
+  SELECT scenario_id, contact_id, last_entered_at, entries FROM entry;
+DROP TABLE entry;
+ALTER TABLE entry_v14 RENAME TO entry;
