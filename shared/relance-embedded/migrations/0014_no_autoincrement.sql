@@ -8,6 +8,8 @@
 -- position in it, so a purge may empty it.
 -- `entry` becomes one B-tree keyed by (scenario_id, contact_id): as a rowid table it was a
 -- table plus the index of its primary key, two writes for every entry mark.
+-- `inactivity` gets an index by contact: every event clears the contact's pending inactivity
+-- checks, and without it that read every pending check of every contact (a scan per event).
 CREATE TABLE journal_v14 (
     seq          INTEGER PRIMARY KEY,
     scenario_id  TEXT NOT NULL,
@@ -50,3 +52,4 @@ INSERT INTO entry_v14 (scenario_id, contact_id, last_entered_at, entries)
   SELECT scenario_id, contact_id, last_entered_at, entries FROM entry;
 DROP TABLE entry;
 ALTER TABLE entry_v14 RENAME TO entry;
+CREATE INDEX inactivity_by_contact ON inactivity (contact_id);

@@ -28,6 +28,10 @@ use relance_core::scenario::Action;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, params};
 
+/// Every event runs it (its contact's pending inactivity checks go, but those it re-arms): by
+/// the index on the contact (schema 14), not a scan of every contact's checks.
+const CLEAR_INACTIVITY: &str = "DELETE FROM inactivity WHERE contact_id = ?1 AND scenario_id NOT IN (SELECT value FROM json_each(?2))";
+
 /// The migrations, in order; `PRAGMA user_version` says how many were applied.
 const MIGRATIONS: [&str; 14] = [
     include_str!("../migrations/0001_init.sql"),
@@ -1093,7 +1097,7 @@ impl TimerStore for SqliteStore {
     fn clear_inactivity(&mut self, contact: &str, keep: &[String]) -> Result<(), StoreError> {
         let keep_json = to_json(&keep);
         self.conn
-            .prepare_cached("DELETE FROM inactivity WHERE contact_id = ?1 AND scenario_id NOT IN (SELECT value FROM json_each(?2))")?
+            .prepare_cached(CLEAR_INACTIVITY)?
             .execute(params![contact, keep_json])?;
         Ok(())
     }
@@ -2197,6 +2201,27 @@ mod tests {
         assert_eq!(next, Some(7));
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An event clears its contact's pending inactivity checks through the index on the
+    /// contact: with a million contacts waiting, a scan of them all ran for every event.
+    #[test]
+    fn clearing_a_contacts_inactivity_reads_by_its_index() {
+        let store = SqliteStore::in_memory().unwrap_or_else(|e| panic!("{e}"));
+        let plan: Vec<String> = store
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {CLEAR_INACTIVITY}"))
+            .and_then(|mut stmt| {
+                stmt.query_map(params!["c", "[]"], |r| r.get::<_, String>(3))?
+                    .collect()
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            plan.iter()
+                .any(|p| p.contains("USING INDEX inactivity_by_contact")),
+            "{plan:?}"
+        );
+        assert!(!plan.iter().any(|p| p == "SCAN inactivity"), "{plan:?}");
     }
 
     /// The consent log is append-only in the database itself, not only by convention: an
