@@ -214,6 +214,12 @@ pub struct WireError {
 
 /// Decodes JSON bytes into a wire type, naming the field at fault.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
+    // A body that reads is read once, without tracking the path (which costs at every field:
+    // 4% of the HTTP workers' time at 20,000 events/s); only one that fails is read again,
+    // the path tracked, to name the field. Same bytes, same value: the tracking only watches.
+    if let Ok(value) = serde_json::from_slice::<T>(bytes) {
+        return Ok(value);
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| {
         // Broken JSON is the body's fault, wherever the parser was (its path may be `?`);
