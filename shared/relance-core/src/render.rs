@@ -116,6 +116,9 @@ pub struct Templates {
     refused: BTreeMap<String, String>,
     /// The contact fields each message reads, for a sample contact.
     reads: BTreeMap<String, BTreeSet<String>>,
+    /// Parts without a `{` (no tag, no placeholder, no comment: the same for every contact),
+    /// rendered once when compiled (`{id}.{part}` → text): a send renders them for nothing.
+    fixed: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for Templates {
@@ -270,6 +273,7 @@ impl Templates {
             env: bounded_environment(),
             refused: BTreeMap::new(),
             reads: BTreeMap::new(),
+            fixed: BTreeMap::new(),
         };
         let mut problems = Vec::new();
         for (id, m) in messages {
@@ -288,6 +292,7 @@ impl Templates {
             env: bounded_environment(),
             refused: BTreeMap::new(),
             reads: BTreeMap::new(),
+            fixed: BTreeMap::new(),
         };
         for (id, m) in messages {
             t.add(id, m, &mut problems);
@@ -298,6 +303,7 @@ impl Templates {
             }
             t.refused.clear();
             t.reads.clear();
+            t.fixed.clear();
             if !go_on {
                 break;
             }
@@ -310,6 +316,7 @@ impl Templates {
             env,
             refused,
             reads,
+            fixed,
         } = self;
         for name in PARTS {
             if let Some(source) = part(m, name) {
@@ -326,6 +333,15 @@ impl Templates {
                     Ok(r) => {
                         let fields = reads.entry(id.to_string()).or_default();
                         fields.extend(r.map(|r| r.fields).unwrap_or_default());
+                        // Rendered by minijinja itself, once: whatever it does with the text
+                        // (a last newline) is what every send gets.
+                        if !source.contains('{')
+                            && let Ok(text) = env
+                                .get_template(&key)
+                                .and_then(|t| t.render(minijinja::context! {}))
+                        {
+                            fixed.insert(key, text);
+                        }
                     }
                     Err(why) => {
                         env.remove_template(&key);
@@ -377,24 +393,32 @@ impl Templates {
         contact: &Contact,
         scenario: &str,
     ) -> Result<Rendered, RenderError> {
-        let ctx = minijinja::context! {
-            contact => TemplateValue::from_serialize(contact.fields()),
-            scenario => scenario,
-        };
+        // The contact as a template value, made only for a part that reads it.
+        let mut ctx = None;
         let mut out = Rendered::default();
         for name in PARTS {
             if part(message, name).is_none() {
                 continue;
             }
             let key = format!("{id}.{name}");
-            let text = self
-                .render_part(&key, name, &ctx)
-                .map_err(|reason| RenderError {
-                    message: id.to_string(),
-                    part: name,
-                    reason,
-                })?
-                .text;
+            let text = match self.fixed.get(&key) {
+                Some(text) if text.len() <= cap(name) => text.clone(),
+                _ => {
+                    let ctx = ctx.get_or_insert_with(|| {
+                        minijinja::context! {
+                            contact => TemplateValue::from_serialize(contact.fields()),
+                            scenario => scenario,
+                        }
+                    });
+                    self.render_part(&key, name, ctx)
+                        .map_err(|reason| RenderError {
+                            message: id.to_string(),
+                            part: name,
+                            reason,
+                        })?
+                        .text
+                }
+            };
             let slot = match name {
                 "subject" => &mut out.subject,
                 "html" => &mut out.html,
@@ -606,6 +630,57 @@ mod tests {
     fn msg(subject: &str, html: Option<&str>) -> Message {
         serde_json::from_value(json!({"channel": "email", "subject": subject, "html": html}))
             .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A part without a `{` renders once, at compile time, and every send gets that text:
+    /// the same text as rendering it for the contact (a last newline, CRLF, HTML that is not
+    /// escaped, text past its cap still failing as before), and a part with a placeholder in
+    /// the same message still renders for the contact.
+    #[test]
+    fn a_fixed_part_reads_as_rendering_it_for_the_contact() {
+        let long = "x".repeat(LINE_CAP + 1);
+        let sources = [
+            "Welcome",
+            "Welcome\n",
+            "Line one\r\nLine two\r\n",
+            "Two newlines\n\n",
+            "<p>Fish & chips</p>\n",
+            "Été 🌞 — déjà",
+            "",
+            long.as_str(),
+            "Hello {{ contact.first_name }}\n",
+        ];
+        let c = Contact::from_json(json!({"id": "a", "first_name": "Ana <3"}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        for source in sources {
+            let mut m = BTreeMap::new();
+            m.insert("m".to_string(), msg(source, Some(source)));
+            let (t, problems) = Templates::compile(&m);
+            assert!(problems.is_empty(), "{problems:?}");
+            assert_eq!(
+                t.fixed.contains_key("m.subject"),
+                !source.contains('{'),
+                "{source:?}"
+            );
+            let ctx = minijinja::context! {
+                contact => TemplateValue::from_serialize(c.fields()),
+                scenario => "s",
+            };
+            let slow = |name: &str| {
+                t.render_part(&format!("m.{name}"), name, &ctx)
+                    .map(|p| p.text)
+            };
+            match t.render("m", &m["m"], &c, "s") {
+                Ok(r) => {
+                    assert_eq!(r.subject, slow("subject").ok(), "{source:?}");
+                    assert_eq!(r.html, slow("html").ok(), "{source:?}");
+                }
+                Err(e) => {
+                    assert_eq!(e.part, "subject", "{source:?}");
+                    assert_eq!(Err(e.reason), slow("subject"), "{source:?}");
+                }
+            }
+        }
     }
 
     #[test]
