@@ -232,8 +232,8 @@ pub mod rfc3339 {
         type Value = DateTime<Utc>;
 
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            // chrono's words, so that an error reads the same as before.
-            f.write_str("a formatted date and time string or a unix timestamp")
+            // chrono's words (0.4.45), so that an error reads the same as before.
+            f.write_str("an RFC 3339 formatted date and time string")
         }
 
         fn visit_str<E: de::Error>(self, text: &str) -> Result<DateTime<Utc>, E> {
@@ -436,6 +436,14 @@ mod tests {
             let mut d = serde_json::Deserializer::from_str(&json);
             let via_ours = rfc3339::deserialize(&mut d).map_err(|e| e.to_string());
             assert_eq!(via_ours, via_chrono, "{text}");
+        }
+        // A value that is not text fails with chrono's words too.
+        for json in ["5", "null", "true", "[]", "{}", "1.5"] {
+            let via_chrono = serde_json::from_str::<DateTime<Utc>>(json).map_err(|e| e.to_string());
+            let mut d = serde_json::Deserializer::from_str(json);
+            let via_ours = rfc3339::deserialize(&mut d).map_err(|e| e.to_string());
+            assert_eq!(via_ours, via_chrono, "{json}");
+            assert!(via_ours.is_err(), "{json}");
         }
     }
 }

@@ -2,10 +2,13 @@
 -- `journal` and `outbox` lose AUTOINCREMENT, which read and rewrote their `sqlite_sequence`
 -- row on every insert (and so copied that page into every unit's savepoint journal). Their
 -- `seq` is now SQLite's own choice, one past the largest: the order of the rows is the same.
--- A number is never handed out twice as long as the newest row stays, which the outbox purge
--- now keeps (its `seq` is the delivery cursor's scale: a send numbered at or below the cursor
--- would never reach the file). The journal's `seq` is only an order: no reader keeps a
--- position in it, so a purge may empty it.
+-- The outbox's `seq` is the delivery cursor's scale: a send numbered at or below the cursor
+-- would never reach the file. So the newest row is never deleted: the purge turns it into a
+-- `high_water` mark instead (its send's data gone, its number kept), and a file whose newest
+-- rows were purged already gets such a mark at its cursor. The journal's `seq` is only an
+-- order: no reader keeps a position in it, so a purge may empty it.
+-- On a large database this copies the journal and the outbox once: the first start of this
+-- version takes longer and needs their size again in free disk space while it runs.
 -- `entry` becomes one B-tree keyed by (scenario_id, contact_id): as a rowid table it was a
 -- table plus the index of its primary key, two writes for every entry mark.
 -- `inactivity` gets an index by contact: every event clears the contact's pending inactivity
@@ -32,12 +35,12 @@ CREATE TABLE outbox_v14 (
 );
 INSERT INTO outbox_v14 (seq, idempotency_key, scenario_id, contact_id, kind, at, payload)
   SELECT seq, idempotency_key, scenario_id, contact_id, kind, at, payload FROM outbox;
--- The newest rows purged already: one row keeps their highest number, so that the next send
--- is numbered after it. It is never a send and never reaches the file (the cursor is past it).
+-- The newest rows purged already (the cursor past every row kept): a mark at the cursor, so
+-- that the next send is numbered after it. It is not a send and never reaches the file.
 INSERT INTO outbox_v14 (seq, idempotency_key, scenario_id, contact_id, kind, at, payload)
-  SELECT seq, 'relance:outbox-high-water', '', '', 'high_water', 0, '{"kind":"high_water"}'
-  FROM sqlite_sequence
-  WHERE name = 'outbox' AND seq > (SELECT coalesce(max(seq), 0) FROM outbox);
+  SELECT d.seq, 'relance:outbox-high-water:' || d.seq, '', '', 'high_water', 0, '{"kind":"high_water"}'
+  FROM outbox_delivery d
+  WHERE d.id = 1 AND d.seq > (SELECT coalesce(max(seq), 0) FROM outbox);
 DROP TABLE outbox;
 ALTER TABLE outbox_v14 RENAME TO outbox;
 CREATE INDEX outbox_sends ON outbox (contact_id, scenario_id, at) WHERE kind = 'send';

@@ -1415,16 +1415,23 @@ impl JournalStore for SqliteStore {
             Retained::DeadLetters => self.conn.prepare_cached(
                 "DELETE FROM dead_letter WHERE seq IN (SELECT seq FROM dead_letter WHERE at < ?1 LIMIT ?2)",
             )?.execute(params![before, limit])?,
-            // Only rows the file already has: an undelivered send is never dropped. The newest
-            // row stays, whatever its age: the next row is numbered one past it (schema 14),
-            // so it keeps a number from being handed out twice.
+            // Only rows the file already has: an undelivered send is never dropped.
             Retained::Outbox => {
-                let rows = self.conn.prepare_cached(
+                let mut rows = self.conn.prepare_cached(
                     "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE at < ?1 AND seq <= (SELECT seq FROM outbox_delivery WHERE id = 1) AND seq < (SELECT max(seq) FROM outbox) AND seq NOT IN (SELECT seq FROM delivery WHERE state IN ('pending', 'sending')) LIMIT ?2)",
                 )?.execute(params![before, limit])?;
-                // Settled deliveries go with their outbox rows.
+                // The newest row is not deleted but emptied into a `high_water` mark: its
+                // send's data goes, its number stays, so the next row is numbered after it
+                // (schema 14: a number at or below the cursor would never reach the file).
+                if i64::try_from(rows).unwrap_or(i64::MAX) < limit {
+                    rows += self.conn.prepare_cached(
+                        "UPDATE outbox SET kind = 'high_water', idempotency_key = 'relance:outbox-high-water:' || seq, scenario_id = '', contact_id = '', at = 0, payload = '{\"kind\":\"high_water\"}'
+                         WHERE seq = (SELECT max(seq) FROM outbox) AND kind <> 'high_water' AND at < ?1 AND seq <= (SELECT seq FROM outbox_delivery WHERE id = 1) AND seq NOT IN (SELECT seq FROM delivery WHERE state IN ('pending', 'sending'))",
+                    )?.execute(params![before])?;
+                }
+                // Settled deliveries go with their sends.
                 self.conn.prepare_cached(
-                    "DELETE FROM delivery WHERE state NOT IN ('pending', 'sending') AND seq NOT IN (SELECT seq FROM outbox)",
+                    "DELETE FROM delivery WHERE state NOT IN ('pending', 'sending') AND seq NOT IN (SELECT seq FROM outbox WHERE kind <> 'high_water')",
                 )?.execute([])?;
                 // Settled webhook calls go with the outbox; a pending one is never dropped.
                 let left = limit.saturating_sub(i64::try_from(rows).unwrap_or(i64::MAX));
@@ -1673,7 +1680,8 @@ impl SqliteStore {
 }
 
 /// Outbox rows after `after` and up to `upto`, in order: (seq, kind, payload JSON), on any
-/// connection to the database (the runner's, or the outbox writer's own).
+/// connection to the database (the runner's, or the outbox writer's own). A `high_water`
+/// mark (schema 14) is no row to deliver: it is at or below the cursor, and skipped if not.
 pub(crate) fn outbox_rows(
     conn: &Connection,
     after: i64,
@@ -1681,7 +1689,7 @@ pub(crate) fn outbox_rows(
     limit: usize,
 ) -> Result<Vec<(i64, String, String)>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT seq, kind, payload FROM outbox WHERE seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?3",
+        "SELECT seq, kind, payload FROM outbox WHERE seq > ?1 AND seq <= ?2 AND kind <> 'high_water' ORDER BY seq LIMIT ?3",
     )?;
     let rows = stmt.query_map(params![after, upto, limit as i64], |r| {
         Ok((r.get(0)?, r.get(1)?, r.get(2)?))
@@ -2131,10 +2139,11 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// Schema 14's outbox numbers a row one past the largest kept, so no number is handed out
-    /// twice: a file whose newest sends were purged keeps their highest number in a row that
-    /// is not a send and that the file never gets, the next send comes after it, and the purge
-    /// always keeps the newest row, however old and delivered.
+    /// Schema 14's outbox numbers a row one past the largest kept, so no number at or below
+    /// the delivery cursor is handed out again: a file whose newest sends were purged gets a
+    /// `high_water` mark at its cursor (not at `sqlite_sequence`, which an ignored repeat can
+    /// have moved past it), the next send comes after it, the purge empties the newest row into
+    /// such a mark instead of deleting it, and no mark is ever a row to deliver or a send.
     #[test]
     fn schema_14_never_numbers_an_outbox_row_twice() {
         let dir = std::env::temp_dir().join(format!("relance-v14-outbox-{}", std::process::id()));
@@ -2155,38 +2164,57 @@ mod tests {
                 )
                 .unwrap_or_else(|e| panic!("{e}"));
             }
-            // All five in the file, then the newest three purged (the purge of schema 13).
+            // All five in the file, then the newest three purged (the purge of schema 13), and
+            // ignored repeats that used numbers up to 7 without a row.
             old.execute("UPDATE outbox_delivery SET seq = 5", [])
                 .unwrap_or_else(|e| panic!("{e}"));
             old.execute("DELETE FROM outbox WHERE seq >= 3", [])
                 .unwrap_or_else(|e| panic!("{e}"));
+            old.execute(
+                "UPDATE sqlite_sequence SET seq = 7 WHERE name = 'outbox'",
+                [],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
         }
         let mut store = SqliteStore::open(&db).unwrap_or_else(|e| panic!("{e}"));
+        let kinds = |store: &mut SqliteStore| -> Vec<(i64, String)> {
+            let mut stmt = store
+                .conn
+                .prepare("SELECT seq, kind FROM outbox ORDER BY seq")
+                .unwrap_or_else(|e| panic!("{e}"));
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap_or_else(|e| panic!("{e}"))
+                .collect::<Result<_, _>>()
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
         assert_eq!(store.outbox_delivered().ok(), Some(Some(5)));
-        let kept = store
-            .outbox_between(0, i64::MAX, 100)
-            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            kept.iter()
-                .map(|(seq, kind, _)| (*seq, kind.as_str()))
-                .collect::<Vec<_>>(),
-            vec![(1, "send"), (2, "send"), (5, "high_water")]
+            kinds(&mut store),
+            vec![
+                (1, "send".into()),
+                (2, "send".into()),
+                (5, "high_water".into())
+            ]
         );
         assert_eq!(store.contact_sends("c").map(|s| s.len()).ok(), Some(2));
-        assert_eq!(
-            store.contact_sends("").map(|s| s.len()).ok(),
-            Some(0),
-            "the mark is not a send for the frequency caps"
-        );
         let next = store
             .outbox_row_inserted("k6", "s", "c", "send", now(), "{}")
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(next, Some(6), "numbered after every number handed out");
+        assert_eq!(next, Some(6), "numbered after the cursor");
+        let to_deliver = |store: &mut SqliteStore| -> Vec<i64> {
+            store
+                .outbox_between(0, i64::MAX, 100)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .into_iter()
+                .map(|(seq, _, _)| seq)
+                .collect()
+        };
         assert_eq!(
-            store.outbox_between(5, i64::MAX, 100).map(|r| r.len()).ok(),
-            Some(1)
+            to_deliver(&mut store),
+            vec![1, 2, 6],
+            "a mark is never delivered"
         );
-        // Everything old and in the file: the purge takes all but the newest row.
+        // Everything old and in the file: all go but the newest, which is emptied into a mark.
         store
             .set_outbox_delivered(6)
             .unwrap_or_else(|e| panic!("{e}"));
@@ -2194,11 +2222,31 @@ mod tests {
         let purged = store
             .purge(Retained::Outbox, later, 100)
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(purged, 3);
+        assert_eq!(purged, 4, "three deleted, the newest emptied");
+        assert_eq!(kinds(&mut store), vec![(6, "high_water".into())]);
+        let payload: String = store
+            .conn
+            .query_row(
+                "SELECT payload || contact_id || scenario_id FROM outbox",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            payload, "{\"kind\":\"high_water\"}",
+            "the send's data is gone"
+        );
+        assert_eq!(store.contact_sends("c").map(|s| s.len()).ok(), Some(0));
+        assert_eq!(
+            store.purge(Retained::Outbox, later, 100).ok(),
+            Some(0),
+            "a mark is not purged again while it is the newest"
+        );
         let next = store
             .outbox_row_inserted("k7", "s", "c", "send", later, "{}")
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(next, Some(7));
+        assert_eq!(to_deliver(&mut store), vec![7]);
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
