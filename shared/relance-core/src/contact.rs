@@ -69,6 +69,19 @@ pub enum ContactError {
     },
 }
 
+/// The reserved keys other than `id`, in the order their checks run: when several are wrong,
+/// the first of them is the error.
+const RESERVED: [&str; 8] = [
+    "groups",
+    "tags",
+    "personas",
+    "suppressed",
+    "subscriptions",
+    "push",
+    "email",
+    "phone",
+];
+
 /// What reading a contact does with its email and phone.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Addresses {
@@ -116,16 +129,11 @@ impl Contact {
         addresses: Addresses,
     ) -> Result<Contact, ContactError> {
         let mut id = None;
-        let mut first: Option<(usize, ContactError)> = None;
-        let mut fail = |rank: usize, e: ContactError| {
-            if first.as_ref().is_none_or(|(r, _)| rank < *r) {
-                first = Some((rank, e));
-            }
-        };
+        // The first wrong reserved key in the checks' order: (its place in RESERVED, why).
+        let mut first: Option<(usize, &'static str)> = None;
         for (key, value) in fields.iter_mut() {
-            let key = key.as_str();
-            match key {
-                "id" => match value {
+            if key == "id" {
+                match value {
                     Value::String(s) if !s.trim().is_empty() => id = Some(s.clone()),
                     Value::Number(n) => {
                         let text = n.to_string();
@@ -133,62 +141,42 @@ impl Contact {
                         id = Some(text);
                     }
                     _ => {}
-                },
-                "groups" | "tags" | "personas" | "suppressed" => match value {
-                    Value::Null | Value::Array(_) => {}
+                }
+                continue;
+            }
+            let Some(rank) = RESERVED.iter().position(|k| k == key) else {
+                continue;
+            };
+            let wrong = match (RESERVED[rank], &mut *value) {
+                ("groups" | "tags" | "personas" | "suppressed", v) => match v {
+                    Value::Null | Value::Array(_) => None,
                     Value::String(s) => {
                         // CSV imports write lists as "a;b" or "a,b".
                         let list = s.split([';', ',']).map(str::trim).filter(|p| !p.is_empty());
-                        *value = Value::Array(list.map(|p| Value::String(p.to_string())).collect());
+                        *v = Value::Array(list.map(|p| Value::String(p.to_string())).collect());
+                        None
                     }
-                    _ => {
-                        let (rank, key) = match key {
-                            "groups" => (1, "groups"),
-                            "tags" => (2, "tags"),
-                            "personas" => (3, "personas"),
-                            _ => (4, "suppressed"),
-                        };
-                        fail(
-                            rank,
-                            ContactError::Reserved {
-                                key,
-                                why: "must be a list of names",
-                            },
-                        );
-                    }
+                    _ => Some("must be a list of names"),
                 },
-                "subscriptions" | "push" if !matches!(value, Value::Null | Value::Object(_)) => {
-                    let (rank, key) = if key == "push" {
-                        (6, "push")
-                    } else {
-                        (5, "subscriptions")
-                    };
-                    fail(
-                        rank,
-                        ContactError::Reserved {
-                            key,
-                            why: "must be an object",
-                        },
-                    );
-                }
-                "email" | "phone" if addresses == Addresses::Check => {
-                    let (rank, key) = if key == "email" {
-                        (7, "email")
-                    } else {
-                        (8, "phone")
-                    };
-                    if let Err(why) = check_address(key, value) {
-                        fail(rank, ContactError::Reserved { key, why });
-                    }
-                }
-                _ => {}
+                ("subscriptions" | "push", Value::Null | Value::Object(_)) => None,
+                ("subscriptions" | "push", _) => Some("must be an object"),
+                (key, v) if addresses == Addresses::Check => check_address(key, v).err(),
+                _ => None,
+            };
+            if let Some(why) = wrong
+                && first.is_none_or(|(r, _)| rank < r)
+            {
+                first = Some((rank, why));
             }
         }
         let Some(id) = id else {
             return Err(ContactError::MissingId);
         };
-        if let Some((_, e)) = first {
-            return Err(e);
+        if let Some((rank, why)) = first {
+            return Err(ContactError::Reserved {
+                key: RESERVED[rank],
+                why,
+            });
         }
         Ok(Contact::new(fields, id))
     }
@@ -486,10 +474,7 @@ pub struct History {
 pub fn check_addresses(fields: &mut Map<String, Value>) -> Result<(), ContactError> {
     for key in ["email", "phone"] {
         if let Some(value) = fields.get_mut(key) {
-            check_address(key, value).map_err(|why| ContactError::Reserved {
-                key: if key == "email" { "email" } else { "phone" },
-                why,
-            })?;
+            check_address(key, value).map_err(|why| ContactError::Reserved { key, why })?;
         }
     }
     Ok(())
