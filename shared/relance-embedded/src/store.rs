@@ -1715,13 +1715,41 @@ mod tests {
 
     /// A fresh database file and a second connection on it (another process's view).
     fn two_views(name: &str) -> (SqliteStore, SqliteStore, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!("relance-group-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-        let db = dir.join("db.sqlite");
+        let (dir, db) = fresh_file(&format!("group-{name}"));
         let writer = SqliteStore::open(&db).unwrap_or_else(|e| panic!("{e}"));
         let reader = SqliteStore::open(&db).unwrap_or_else(|e| panic!("{e}"));
         (writer, reader, dir)
+    }
+
+    /// An empty directory of its own and the path of a database file in it.
+    fn fresh_file(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("relance-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let db = dir.join("db.sqlite");
+        (dir, db)
+    }
+
+    /// A connection on a new database file of schema 13 (what the build before schema 14
+    /// wrote), to fill by hand before a store opens and migrates it.
+    fn schema_13_file(name: &str) -> (std::path::PathBuf, std::path::PathBuf, Connection) {
+        let (dir, db) = fresh_file(name);
+        let old = Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
+        for sql in &MIGRATIONS[..13] {
+            old.execute_batch(sql).unwrap_or_else(|e| panic!("{e}"));
+        }
+        old.pragma_update(None, "user_version", 13)
+            .unwrap_or_else(|e| panic!("{e}"));
+        (dir, db, old)
+    }
+
+    /// Every (seq, text) row a query gives, in order.
+    fn seq_rows(store: &SqliteStore, sql: &str) -> Vec<(i64, String)> {
+        let mut stmt = store.conn.prepare(sql).unwrap_or_else(|e| panic!("{e}"));
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn has(store: &mut SqliteStore, id: &str) -> bool {
@@ -2023,10 +2051,7 @@ mod tests {
     #[test]
     fn schema_14_keeps_the_journal_order_and_the_entry_marks() {
         use relance_core::journal::RecordKind;
-        let dir = std::env::temp_dir().join(format!("relance-v14-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-        let db = dir.join("db.sqlite");
+        let (dir, db, old) = schema_13_file("v14");
         let record = |m: i64, contact: &str| {
             to_json(&Record::new(
                 now() + chrono::TimeDelta::minutes(m),
@@ -2035,12 +2060,6 @@ mod tests {
             ))
         };
         {
-            let old = Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
-            for sql in &MIGRATIONS[..13] {
-                old.execute_batch(sql).unwrap_or_else(|e| panic!("{e}"));
-            }
-            old.pragma_update(None, "user_version", 13)
-                .unwrap_or_else(|e| panic!("{e}"));
             for (m, contact) in [(0, "a"), (1, "b"), (2, "c"), (3, "d")] {
                 old.execute(
                     "INSERT INTO journal (scenario_id, contact_id, record) VALUES ('s', ?1, ?2)",
@@ -2056,6 +2075,7 @@ mod tests {
                 params![stamp(now())],
             )
             .unwrap_or_else(|e| panic!("{e}"));
+            drop(old);
         }
         let mut store = SqliteStore::open(&db).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(store.schema_version().ok(), Some(14));
@@ -2075,17 +2095,10 @@ mod tests {
             ddl("journal")
         );
         assert!(ddl("entry").contains("WITHOUT ROWID"), "{}", ddl("entry"));
-        let seqs = |store: &mut SqliteStore| -> Vec<(i64, String)> {
-            let mut stmt = store
-                .conn
-                .prepare("SELECT seq, contact_id FROM journal ORDER BY seq")
-                .unwrap_or_else(|e| panic!("{e}"));
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-                .unwrap_or_else(|e| panic!("{e}"))
-                .collect::<Result<_, _>>()
-                .unwrap_or_else(|e| panic!("{e}"))
-        };
-        assert_eq!(seqs(&mut store), vec![(1, "a".into()), (3, "c".into())]);
+        assert_eq!(
+            seq_rows(&store, "SELECT seq, contact_id FROM journal ORDER BY seq"),
+            vec![(1, "a".into()), (3, "c".into())]
+        );
         let e = Record::new(
             now() + chrono::TimeDelta::minutes(4),
             "e",
@@ -2146,17 +2159,8 @@ mod tests {
     /// such a mark instead of deleting it, and no mark is ever a row to deliver or a send.
     #[test]
     fn schema_14_never_numbers_an_outbox_row_twice() {
-        let dir = std::env::temp_dir().join(format!("relance-v14-outbox-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-        let db = dir.join("db.sqlite");
+        let (dir, db, old) = schema_13_file("v14-outbox");
         {
-            let old = Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
-            for sql in &MIGRATIONS[..13] {
-                old.execute_batch(sql).unwrap_or_else(|e| panic!("{e}"));
-            }
-            old.pragma_update(None, "user_version", 13)
-                .unwrap_or_else(|e| panic!("{e}"));
             for n in 1..=5 {
                 old.execute(
                     "INSERT INTO outbox (idempotency_key, scenario_id, contact_id, kind, at, payload) VALUES (?1, 's', 'c', 'send', ?2, '{\"kind\":\"send\"}')",
@@ -2175,21 +2179,14 @@ mod tests {
                 [],
             )
             .unwrap_or_else(|e| panic!("{e}"));
+            drop(old);
         }
         let mut store = SqliteStore::open(&db).unwrap_or_else(|e| panic!("{e}"));
-        let kinds = |store: &mut SqliteStore| -> Vec<(i64, String)> {
-            let mut stmt = store
-                .conn
-                .prepare("SELECT seq, kind FROM outbox ORDER BY seq")
-                .unwrap_or_else(|e| panic!("{e}"));
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-                .unwrap_or_else(|e| panic!("{e}"))
-                .collect::<Result<_, _>>()
-                .unwrap_or_else(|e| panic!("{e}"))
-        };
+        let kinds =
+            |store: &SqliteStore| seq_rows(store, "SELECT seq, kind FROM outbox ORDER BY seq");
         assert_eq!(store.outbox_delivered().ok(), Some(Some(5)));
         assert_eq!(
-            kinds(&mut store),
+            kinds(&store),
             vec![
                 (1, "send".into()),
                 (2, "send".into()),
@@ -2223,7 +2220,7 @@ mod tests {
             .purge(Retained::Outbox, later, 100)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(purged, 4, "three deleted, the newest emptied");
-        assert_eq!(kinds(&mut store), vec![(6, "high_water".into())]);
+        assert_eq!(kinds(&store), vec![(6, "high_water".into())]);
         let payload: String = store
             .conn
             .query_row(
