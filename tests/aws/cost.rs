@@ -2,7 +2,8 @@
 //! email, end), and the same drip measured (a holdout, a split, a conversion), through the
 //! functions on the emulator with the same inputs (a third open, a tenth buy), every AWS
 //! request counted by an SDK interceptor (DynamoDB, SQS, SESv2, SNS, EventBridge; DynamoDB
-//! capacity units estimated from sizes), reported per contact-step and as dollars per million
+//! write units from the items' sizes as DynamoDB bills them, and from the requests' sizes, the
+//! upper bound counted before; read units from the responses' sizes), reported per contact-step and as dollars per million
 //! enrollments at list prices, next to Step Functions Standard. 30 contacts in the test
 //! suite; the documented run: `RELANCE_COST_CONTACTS=10000 ./scripts/test -p relance-aws
 //! --test aws cost:: -- --nocapture`.
@@ -396,6 +397,40 @@ fn drip(label: &str, yaml: &str, id: &str, measured: bool) -> Run {
     let sqs_sends = c.meter.total("SQS", &[]);
     let (write_units, read_units) = c.meter.dynamodb_units();
     let by_kind = requests_by_kind(&c.meter);
+    // RELANCE_COST_DUMP=/tmp/cost: every request of the run, one JSON line each
+    // ({"op", "body"}), in /tmp/cost-plain.jsonl and /tmp/cost-measured.jsonl.
+    if let Ok(path) = std::env::var("RELANCE_COST_DUMP") {
+        let lines: Vec<String> = c
+            .meter
+            .requests()
+            .into_iter()
+            .map(|(op, body)| serde_json::json!({"op": op, "body": body}).to_string())
+            .collect();
+        std::fs::write(format!("{path}-{label}.jsonl"), lines.join("\n"))
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+    }
+    let item_write_units = c.meter.dynamodb_item_write_units();
+    assert!(
+        item_write_units <= write_units,
+        "{item_write_units} > {write_units}"
+    );
+    // The enrollment item, written at each transition, stays under the 1 KB of one write unit
+    // (its pending effects packed; see `dynamodb::item::packed_json`).
+    for (op, body) in c.meter.requests() {
+        let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        if op == "DynamoDB.PutItem"
+            && body["Item"]["pk"]["S"]
+                .as_str()
+                .is_some_and(|pk| pk.starts_with("enrollment#"))
+        {
+            let size = relance_aws::meter::item_size(
+                body["Item"]
+                    .as_object()
+                    .unwrap_or_else(|| panic!("no item")),
+            );
+            assert!(size < 1024, "an enrollment item of {size} bytes: {body}");
+        }
+    }
     let journal = rt.journal(id).unwrap_or_else(|e| panic!("{e}"));
     let contact_steps: u64 = journal.steps.values().map(|s| s.entered).sum();
     assert_eq!(journal.ends.get("success").copied(), Some(treated as u64));
@@ -444,20 +479,24 @@ fn drip(label: &str, yaml: &str, id: &str, measured: bool) -> Run {
     // Lambda: one invocation per batch, 256 MB; the duration measured here in process (the
     // emulator's latency included, so an upper bound of the handlers' own time).
     let gb_seconds = handler_seconds * 0.25;
-    let engine = per_m(write_units, price::DYNAMODB_WRITE_UNIT)
+    // Writes as DynamoDB bills them (by item size); the request-size bound is printed too.
+    let engine = per_m(item_write_units, price::DYNAMODB_WRITE_UNIT)
         + per_m(read_units, price::DYNAMODB_READ_UNIT)
         + per_m(sqs_sends + sqs_polling, price::SQS_REQUEST)
         + per_m(events, price::EVENTBRIDGE_EVENT)
         + per_m(invocations, price::LAMBDA_REQUEST)
         + gb_seconds / N as f64 * price::LAMBDA_GB_SECOND;
-    println!("  DynamoDB units (from sizes)      {write_units:>6} write, {read_units} read");
+    println!(
+        "  DynamoDB units                   {item_write_units:>6} write by item size, {write_units} by request size (upper bound), {read_units} read"
+    );
     println!("  EventBridge events               {events:>6}");
     println!(
         "  Lambda invocations (batches)     {invocations:>6}, {handler_seconds:.1} s in handlers"
     );
     println!("cost per million enrollments, list prices (us-east-1):");
     println!(
-        "  DynamoDB writes  ${:>8.2}",
+        "  DynamoDB writes  ${:>8.2}  (by request size: ${:.2})",
+        per_m(item_write_units, price::DYNAMODB_WRITE_UNIT),
         per_m(write_units, price::DYNAMODB_WRITE_UNIT)
     );
     println!(
@@ -476,7 +515,10 @@ fn drip(label: &str, yaml: &str, id: &str, measured: bool) -> Run {
         "  Lambda           ${:>8.2}",
         per_m(invocations, price::LAMBDA_REQUEST) + gb_seconds / N as f64 * price::LAMBDA_GB_SECOND
     );
-    println!("  engine total     ${engine:>8.2}");
+    println!(
+        "  engine total     ${engine:>8.2}  (writes by request size: ${:.2})",
+        engine + per_m(write_units - item_write_units, price::DYNAMODB_WRITE_UNIT)
+    );
     println!(
         "  sending (same for any engine): SES ${:.2} + {:.0} SMS at the country's rate",
         per_m(emails, price::SES_EMAIL),

@@ -1423,13 +1423,21 @@ fn an_earlier_builds_unfinished_send_it_already_claimed_is_not_sent_again() {
     };
     // The earlier build's sender had claimed the send under the old partition (the pending
     // effects' shape is the same in both builds).
-    let pending: serde_json::Value = serde_json::from_str(
-        item.remove("pending")
-            .and_then(|v| v.as_s().ok().cloned())
-            .unwrap_or_else(|| panic!("pending is text"))
-            .as_str(),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let text = relance_aws::dynamodb::document_text(&item, "pending")
+        .unwrap_or_else(|| panic!("no pending effects"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pending: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+    // As the earlier build wrote them: text (this build packs them, and reads both).
+    item.insert("pending".into(), AttributeValue::S(text));
+    emu.runtime
+        .block_on(
+            emu.dynamo
+                .put_item()
+                .table_name(&table)
+                .set_item(Some(item))
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
     let key = idempotency_key(&pending).unwrap_or_else(|| panic!("no send in {pending}"));
     emu.runtime
         .block_on(

@@ -1,7 +1,7 @@
 //! Counting AWS requests by service and operation, with an SDK interceptor: the tests use it
 //! to state the cost of a contact-step from counts, not guesses.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use aws_smithy_runtime_api::box_error::BoxError;
@@ -21,6 +21,127 @@ pub struct Meter {
     bodies: Arc<Mutex<Vec<(String, String)>>>,
     /// DynamoDB capacity units, estimated from sizes: (write units, read units).
     units: Arc<Mutex<(u64, u64)>>,
+    /// DynamoDB write units by DynamoDB's own rule (see [`Meter::dynamodb_item_write_units`]),
+    /// and the last size written of each item (`table pk sk`), for the "before" of the next
+    /// write of the same item.
+    item_units: Arc<Mutex<(u64, HashMap<String, u64>)>>,
+}
+
+/// An item's size as DynamoDB bills it, from its wire form (`{"name": {"S": "..."}, ...}`):
+/// the attribute names' UTF-8 bytes plus each value's: a string its UTF-8 bytes, a binary
+/// its raw bytes (sent as base64), a number one byte per two significant digits plus one, a
+/// Boolean or null one byte, a list or map 3 bytes plus one per element plus the elements
+/// (and a map's names). From "DynamoDB item sizes and formats" in the developer guide.
+pub fn item_size(item: &serde_json::Map<String, serde_json::Value>) -> u64 {
+    item.iter()
+        .map(|(name, value)| name.len() as u64 + value_size(value))
+        .sum()
+}
+
+fn value_size(value: &serde_json::Value) -> u64 {
+    use serde_json::Value;
+    let Some((kind, v)) = value.as_object().and_then(|o| o.iter().next()) else {
+        return 0;
+    };
+    let number = |n: &str| {
+        let digits: String = n.chars().filter(char::is_ascii_digit).collect();
+        let significant = digits.trim_start_matches('0').trim_end_matches('0').len() as u64;
+        significant.div_ceil(2) + 1
+    };
+    let binary = |b: &str| {
+        let padding = b.bytes().rev().take_while(|&c| c == b'=').count() as u64;
+        (b.len() as u64 / 4 * 3).saturating_sub(padding)
+    };
+    let strings: Vec<&str> = v
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    match kind.as_str() {
+        "S" => v.as_str().map_or(0, |s| s.len() as u64),
+        "N" => v.as_str().map_or(0, number),
+        "B" => v.as_str().map_or(0, binary),
+        "BOOL" | "NULL" => 1,
+        "SS" => strings.iter().map(|s| s.len() as u64).sum(),
+        "NS" => strings.iter().map(|n| number(n)).sum(),
+        "BS" => strings.iter().map(|b| binary(b)).sum(),
+        "L" => v
+            .as_array()
+            .map_or(3, |a| 3 + a.iter().map(|e| 1 + value_size(e)).sum::<u64>()),
+        "M" => v.as_object().map_or(3, |m| {
+            3 + m
+                .iter()
+                .map(|(k, e)| 1 + k.len() as u64 + value_size(e))
+                .sum::<u64>()
+        }),
+        _ => 0,
+    }
+}
+
+/// The item a write names: `table pk sk` (Relance's tables key every item by `pk` and `sk`).
+fn item_key(table: &str, key: &serde_json::Value) -> String {
+    let part = |name: &str| {
+        key[name]
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    format!("{table} {} {}", part("pk"), part("sk"))
+}
+
+/// The write units of one DynamoDB write request by DynamoDB's rule: one per started KB of
+/// the larger of the item before and after the write. The item after is exact for a put (it
+/// is in the request); the item before is the last size this meter saw written under the
+/// same key (none: zero), and for an update, whose result is not in the request, the larger
+/// of that and the request's size stands for the item after (an upper bound of what the
+/// update adds). Records the sizes written.
+fn item_write_units(op: &str, body: &str, sizes: &mut HashMap<String, u64>) -> u64 {
+    let Ok(parsed) = serde_json::from_str::<serde_json::Value>(body) else {
+        return write_units(op, body);
+    };
+    let units = |bytes: u64| bytes.div_ceil(1024).max(1);
+    let table = parsed["TableName"].as_str().unwrap_or("");
+    match op {
+        "PutItem" => {
+            let Some(item) = parsed["Item"].as_object() else {
+                return write_units(op, body);
+            };
+            let key = item_key(table, &parsed["Item"]);
+            let after = item_size(item);
+            let before = sizes.insert(key, after).unwrap_or(0);
+            units(after.max(before))
+        }
+        "UpdateItem" => {
+            let key = item_key(table, &parsed["Key"]);
+            let before = sizes.get(&key).copied().unwrap_or(0);
+            let after = before.max(body.len() as u64);
+            sizes.insert(key, after);
+            units(after)
+        }
+        "DeleteItem" => {
+            let key = item_key(table, &parsed["Key"]);
+            units(sizes.remove(&key).unwrap_or(0))
+        }
+        "BatchWriteItem" => {
+            let mut total = 0;
+            for (table, writes) in parsed["RequestItems"].as_object().into_iter().flatten() {
+                for w in writes.as_array().into_iter().flatten() {
+                    if let Some(item) = w["PutRequest"]["Item"].as_object() {
+                        let after = item_size(item);
+                        let key = item_key(table, &w["PutRequest"]["Item"]);
+                        let before = sizes.insert(key, after).unwrap_or(0);
+                        total += units(after.max(before));
+                    } else {
+                        let key = item_key(table, &w["DeleteRequest"]["Key"]);
+                        total += units(sizes.remove(&key).unwrap_or(0));
+                    }
+                }
+            }
+            total.max(1)
+        }
+        _ => write_units(op, body),
+    }
 }
 
 /// The write units of one DynamoDB write request, from its body: one per started KB of the
@@ -70,10 +191,23 @@ impl Meter {
         self.units.lock().map(|u| *u).unwrap_or_default()
     }
 
+    /// DynamoDB write units by DynamoDB's billing rule, where [`Meter::dynamodb_units`] takes
+    /// the request's size as an upper bound: one unit per started KB of the larger of the
+    /// item before and after each write, with an item's size counted as the developer guide
+    /// says (a binary attribute by its raw bytes, not its base64 text; names and values, not
+    /// the request's JSON around them). See `item_write_units` for what stands in for the
+    /// sizes the requests do not show.
+    pub fn dynamodb_item_write_units(&self) -> u64 {
+        self.item_units.lock().map(|u| u.0).unwrap_or_default()
+    }
+
     /// Forgets the counts and the recorded requests.
     pub fn reset(&self) {
         if let Ok(mut u) = self.units.lock() {
             *u = (0, 0);
+        }
+        if let Ok(mut u) = self.item_units.lock() {
+            u.0 = 0;
         }
         if let Ok(mut c) = self.counts.lock() {
             c.clear();
@@ -169,6 +303,10 @@ impl Intercept for MeterInterceptor {
             && let Ok(mut u) = self.meter.units.lock()
         {
             u.0 += write_units(op, &body);
+            if let Ok(mut by_item) = self.meter.item_units.lock() {
+                let (total, sizes) = &mut *by_item;
+                *total += item_write_units(op, &body, sizes);
+            }
         }
         if let Ok(mut b) = self.meter.bodies.lock() {
             b.push((key, body));
@@ -198,7 +336,81 @@ impl Intercept for MeterInterceptor {
 
 #[cfg(test)]
 mod tests {
-    use super::write_units;
+    use std::collections::HashMap;
+
+    use super::{item_size, item_write_units, write_units};
+
+    fn size(json: &str) -> u64 {
+        let v: serde_json::Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}"));
+        item_size(v.as_object().unwrap_or_else(|| panic!("not an item")))
+    }
+
+    #[test]
+    fn an_items_size_follows_the_developer_guide() {
+        // Names and values: "pk" + "ab", "n" + 1000 (one significant digit: 1 + 1 byte).
+        assert_eq!(
+            size(r#"{"pk": {"S": "ab"}, "n": {"N": "1000"}}"#),
+            4 + 1 + 2
+        );
+        // 12345.6: six significant digits, 3 + 1 bytes; -0.5: one, 1 + 1.
+        assert_eq!(
+            size(r#"{"a": {"N": "12345.6"}, "b": {"N": "-0.5"}}"#),
+            1 + 4 + 1 + 2
+        );
+        // A binary by its raw bytes: "AAEC" is 3 bytes, "AA==" one.
+        assert_eq!(
+            size(r#"{"b": {"B": "AAEC"}, "c": {"B": "AA=="}}"#),
+            1 + 3 + 1 + 1
+        );
+        assert_eq!(size(r#"{"t": {"BOOL": true}, "z": {"NULL": true}}"#), 2 + 2);
+        // A list: 3 + one per element + the elements; a map also counts its names.
+        assert_eq!(
+            size(r#"{"l": {"L": [{"S": "ab"}, {"N": "7"}]}}"#),
+            1 + 3 + 3 + 3
+        );
+        assert_eq!(
+            size(r#"{"m": {"M": {"k": {"S": "ab"}}}}"#),
+            1 + 3 + 1 + 1 + 2
+        );
+        // Accents are counted in UTF-8 bytes.
+        assert_eq!(size(r#"{"s": {"S": "é"}}"#), 1 + 2);
+    }
+
+    #[test]
+    fn a_write_is_billed_by_the_larger_of_the_item_before_and_after() {
+        let put = |n: usize| {
+            format!(
+                r#"{{"TableName":"t","Item":{{"pk":{{"S":"p"}},"sk":{{"S":"s"}},"d":{{"S":"{}"}}}}}}"#,
+                "x".repeat(n)
+            )
+        };
+        let mut sizes = HashMap::new();
+        // 2,000 bytes: two units; then 10 bytes over it: still two (the item before).
+        assert_eq!(item_write_units("PutItem", &put(2000), &mut sizes), 2);
+        assert_eq!(item_write_units("PutItem", &put(10), &mut sizes), 2);
+        assert_eq!(item_write_units("PutItem", &put(10), &mut sizes), 1);
+        // A request of 1,500 bytes around a 600-byte item: one unit by the item.
+        let padded = format!(
+            r#"{{"TableName":"t","ConditionExpression":"{}","Item":{{"pk":{{"S":"q"}},"sk":{{"S":"s"}},"d":{{"S":"{}"}}}}}}"#,
+            " ".repeat(900),
+            "x".repeat(600)
+        );
+        assert_eq!(write_units("PutItem", &padded), 2);
+        assert_eq!(item_write_units("PutItem", &padded, &mut sizes), 1);
+        // A delete is billed by the item it removes; an update at least by its request.
+        let key = r#"{"TableName":"t","Key":{"pk":{"S":"q"},"sk":{"S":"s"}}}"#;
+        assert_eq!(item_write_units("DeleteItem", key, &mut sizes), 1);
+        assert_eq!(item_write_units("UpdateItem", key, &mut sizes), 1);
+        // A batch: each put and delete on its own.
+        let batch = format!(
+            r#"{{"RequestItems":{{"t":[{{"PutRequest":{{"Item":{{"pk":{{"S":"a"}},"sk":{{"S":"s"}},"d":{{"S":"{}"}}}}}}}},{{"DeleteRequest":{{"Key":{{"pk":{{"S":"p"}},"sk":{{"S":"s"}}}}}}}}]}}}}"#,
+            "x".repeat(1500)
+        );
+        assert_eq!(
+            item_write_units("BatchWriteItem", &batch, &mut sizes),
+            2 + 1
+        );
+    }
 
     #[test]
     fn a_batch_write_is_billed_per_item_and_a_put_by_its_size() {

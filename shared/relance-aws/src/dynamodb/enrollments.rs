@@ -6,7 +6,10 @@ use chrono::{DateTime, Utc};
 use relance_core::engine::Enrollment;
 use relance_core::ports::{ConversionWatch, EnrollmentStore, EntryMark};
 
-use super::item::{Item, dynamo, from_json, get_n, get_s, is_conditional, n, parse_ts, s, to_json};
+use super::item::{
+    Item, document_text, dynamo, from_json, get_n, get_s, is_conditional, n, packed_json, parse_ts,
+    s, to_json,
+};
 use super::{DynamoStore, Pending};
 use crate::error::StoreError;
 use crate::keys;
@@ -154,7 +157,7 @@ impl DynamoStore {
         item.insert("contact".into(), s(&e.contact));
         item.insert("running".into(), AttributeValue::Bool(e.is_running()));
         if let Some(p) = pending {
-            item.insert("pending".into(), s(to_json(p)));
+            item.insert("pending".into(), packed_json(p));
         }
         let put = self
             .client
@@ -191,9 +194,9 @@ impl DynamoStore {
         let enrollment: Enrollment =
             from_json("enrollment", get_s(&item, "doc").unwrap_or("null"))?;
         let version = get_n(&item, "scenario_version").unwrap_or(1) as u32;
-        if let Some(p) = get_s(&item, "pending") {
+        if let Some(p) = document_text(&item, "pending") {
             // A crash left effects unapplied: apply them now (every one is idempotent).
-            let pending: Pending = from_json("pending effects", p)?;
+            let pending: Pending = from_json("pending effects", &p?)?;
             let sk = Self::journal_sk(&pending, &enrollment);
             // Applied by this store and waiting for its flush: no need to read the journal.
             let shard = keys::journal(&pending.scenario, &enrollment.id);

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{DynamoError, StoreError};
 use crate::keys;
 
-pub(super) type Item = HashMap<String, AttributeValue>;
+pub type Item = HashMap<String, AttributeValue>;
 
 pub(super) fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
     DateTime::parse_from_rfc3339(s)
@@ -110,6 +110,59 @@ pub(super) fn to_json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
+/// The most bytes a packed document may inflate to: an item holds at most 400 KB, and JSON
+/// deflates about 3 to 10 times, so anything past this is not a document this store wrote.
+const PACKED_MAX: u64 = 16 << 20;
+
+/// A JSON document stored as raw DEFLATE (RFC 1951) in a binary attribute: DynamoDB bills a
+/// write per started KB of the item, and a transition's pending effects repeat the
+/// enrollment, contact and instant in every effect, so they deflate about three times
+/// (996 bytes to 322 on the reference drip), which brings its enrollment item under 1 KB.
+pub(super) fn packed_json<T: Serialize>(v: &T) -> AttributeValue {
+    use std::io::Write;
+    let text = to_json(v);
+    let mut out = flate2::write::DeflateEncoder::new(
+        Vec::with_capacity(text.len() / 2),
+        flate2::Compression::default(),
+    );
+    // Writing into a Vec cannot fail.
+    let packed = out
+        .write_all(text.as_bytes())
+        .and_then(|()| out.finish())
+        .unwrap_or_default();
+    AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(packed))
+}
+
+/// The JSON text of a document attribute: a string (as earlier builds wrote it, and as this
+/// build writes every document but the packed ones) or a packed binary (`packed_json`).
+/// `None` when the attribute is absent.
+pub fn document_text(item: &Item, key: &str) -> Option<Result<String, StoreError>> {
+    let corrupt = |why: String| StoreError::Corrupt {
+        what: "packed document",
+        why: format!("{key}: {why}"),
+    };
+    match item.get(key)? {
+        AttributeValue::S(text) => Some(Ok(text.clone())),
+        AttributeValue::B(blob) => {
+            use std::io::Read;
+            let mut text = String::new();
+            let read = flate2::read::DeflateDecoder::new(blob.as_ref())
+                .take(PACKED_MAX + 1)
+                .read_to_string(&mut text);
+            Some(match read {
+                Err(e) => Err(corrupt(e.to_string())),
+                Ok(n) if n as u64 > PACKED_MAX => {
+                    Err(corrupt(format!("inflates past {PACKED_MAX} bytes")))
+                }
+                Ok(_) => Ok(text),
+            })
+        }
+        other => Some(Err(corrupt(format!(
+            "neither text nor a packed binary ({other:?})"
+        )))),
+    }
+}
+
 pub(super) fn from_json<T: for<'de> Deserialize<'de>>(
     what: &'static str,
     v: &str,
@@ -147,4 +200,72 @@ pub(super) fn is_conditional<E: ProvideErrorMetadata>(
     e: &aws_sdk_dynamodb::error::SdkError<E>,
 ) -> bool {
     e.as_service_error().and_then(|s| s.code()) == Some("ConditionalCheckFailedException")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item_with(v: AttributeValue) -> Item {
+        Item::from([("doc".to_string(), v)])
+    }
+
+    #[test]
+    fn a_packed_document_reads_back_as_its_json_and_is_smaller() {
+        let effects: Vec<serde_json::Value> = (0..5)
+            .map(|i| {
+                serde_json::json!({"effect": "record", "at": "2026-12-01T09:00:00Z",
+                    "contact": "c000", "enrollment": "drip:c000:1", "step": format!("s{i}")})
+            })
+            .collect();
+        let packed = packed_json(&effects);
+        let AttributeValue::B(blob) = &packed else {
+            panic!("not binary: {packed:?}")
+        };
+        let text = to_json(&effects);
+        assert!(
+            blob.as_ref().len() * 2 < text.len(),
+            "{} bytes",
+            blob.as_ref().len()
+        );
+        let read = document_text(&item_with(packed), "doc");
+        assert_eq!(read.map(|r| r.ok()), Some(Some(text)));
+    }
+
+    #[test]
+    fn a_text_document_of_an_earlier_build_reads_as_is() {
+        let read = document_text(&item_with(s(r#"{"a":1}"#)), "doc");
+        assert_eq!(read.map(|r| r.ok()), Some(Some(r#"{"a":1}"#.to_string())));
+        assert!(document_text(&item_with(s("x")), "other").is_none());
+    }
+
+    #[test]
+    fn a_damaged_or_mistyped_document_is_an_error_naming_its_attribute() {
+        let garbage = AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(vec![0xff; 8]));
+        for bad in [garbage, n(3)] {
+            match document_text(&item_with(bad), "doc") {
+                Some(Err(StoreError::Corrupt { what, why })) => {
+                    assert_eq!(what, "packed document");
+                    assert!(why.starts_with("doc: "), "{why}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_document_inflating_past_the_limit_is_refused() {
+        use std::io::Write;
+        let mut out = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![b' '; 1 << 20];
+        for _ in 0..=(PACKED_MAX >> 20) {
+            out.write_all(&zeros).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let bomb = out.finish().unwrap_or_else(|e| panic!("{e}"));
+        let attr = AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(bomb));
+        match document_text(&item_with(attr), "doc") {
+            Some(Err(StoreError::Corrupt { why, .. })) => assert!(why.contains("inflates past")),
+            other => panic!("{:?}", other.map(|r| r.map(|t| t.len()))),
+        }
+    }
 }

@@ -66,6 +66,7 @@ mod consent;
 mod contacts;
 mod enrollments;
 mod item;
+pub use item::document_text;
 mod journal;
 mod reads;
 mod scenarios;
