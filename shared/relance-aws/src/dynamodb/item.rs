@@ -1,5 +1,6 @@
 //! Reading and writing DynamoDB attributes: strings, numbers, instants (numbers of
-//! microseconds, or RFC 3339 text from earlier builds), JSON documents, paged reads, and a due
+//! microseconds, or RFC 3339 text from earlier builds), JSON documents (text, or packed with
+//! DEFLATE), paged reads, and a due
 //! item that does not read, kept whole so the runtime can dead-letter it.
 
 use std::collections::HashMap;
