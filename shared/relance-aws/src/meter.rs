@@ -12,7 +12,7 @@ use aws_smithy_runtime_api::client::interceptors::context::{
 };
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 
 /// Request counts by `Service.Operation`, shared by every client built with its interceptor.
 #[derive(Debug, Clone, Default)]
@@ -90,13 +90,51 @@ fn item_key(table: &str, key: &serde_json::Value) -> String {
     format!("{table} {} {}", part("pk"), part("sk"))
 }
 
+/// The sizes a write changed, each key with its size before (none: unseen or deleted), so a
+/// write DynamoDB refused (a failed condition) can be taken back: it is billed all the same,
+/// but the item did not change.
+#[derive(Debug, Clone, Default)]
+struct SizeUndo(Vec<(String, Option<u64>)>);
+
+impl Storable for SizeUndo {
+    type Storer = StoreReplace<Self>;
+}
+
+impl SizeUndo {
+    /// Sets `key`'s size (none: deleted), remembering the one before; returns it.
+    fn set(&mut self, sizes: &mut HashMap<String, u64>, key: String, size: Option<u64>) -> u64 {
+        let before = match size {
+            Some(n) => sizes.insert(key.clone(), n),
+            None => sizes.remove(&key),
+        };
+        self.0.push((key, before));
+        before.unwrap_or(0)
+    }
+
+    /// Restores the sizes as they were before the write.
+    fn undo(self, sizes: &mut HashMap<String, u64>) {
+        for (key, before) in self.0.into_iter().rev() {
+            match before {
+                Some(n) => sizes.insert(key, n),
+                None => sizes.remove(&key),
+            };
+        }
+    }
+}
+
 /// The write units of one DynamoDB write request by DynamoDB's rule: one per started KB of
 /// the larger of the item before and after the write. The item after is exact for a put (it
 /// is in the request); the item before is the last size this meter saw written under the
-/// same key (none: zero), and for an update, whose result is not in the request, the larger
-/// of that and the request's size stands for the item after (an upper bound of what the
-/// update adds). Records the sizes written.
-fn item_write_units(op: &str, body: &str, sizes: &mut HashMap<String, u64>) -> u64 {
+/// same key (none: zero, which undercounts a write over an item written outside the meter).
+/// An update's result is not in the request: it is taken as the item before plus the whole
+/// request, an upper bound. A delete is billed by the item it removes. Records the sizes
+/// written in `undo`.
+fn item_write_units(
+    op: &str,
+    body: &str,
+    sizes: &mut HashMap<String, u64>,
+    undo: &mut SizeUndo,
+) -> u64 {
     let Ok(parsed) = serde_json::from_str::<serde_json::Value>(body) else {
         return write_units(op, body);
     };
@@ -107,35 +145,30 @@ fn item_write_units(op: &str, body: &str, sizes: &mut HashMap<String, u64>) -> u
             let Some(item) = parsed["Item"].as_object() else {
                 return write_units(op, body);
             };
-            let key = item_key(table, &parsed["Item"]);
             let after = item_size(item);
-            let before = sizes.insert(key, after).unwrap_or(0);
+            let before = undo.set(sizes, item_key(table, &parsed["Item"]), Some(after));
             units(after.max(before))
         }
         "UpdateItem" => {
             let key = item_key(table, &parsed["Key"]);
             let before = sizes.get(&key).copied().unwrap_or(0);
-            let after = before.max(body.len() as u64);
-            sizes.insert(key, after);
+            let after = before + body.len() as u64;
+            undo.set(sizes, key, Some(after));
             units(after)
         }
-        "DeleteItem" => {
-            let key = item_key(table, &parsed["Key"]);
-            units(sizes.remove(&key).unwrap_or(0))
-        }
+        "DeleteItem" => units(undo.set(sizes, item_key(table, &parsed["Key"]), None)),
         "BatchWriteItem" => {
             let mut total = 0;
             for (table, writes) in parsed["RequestItems"].as_object().into_iter().flatten() {
                 for w in writes.as_array().into_iter().flatten() {
-                    if let Some(item) = w["PutRequest"]["Item"].as_object() {
+                    total += if let Some(item) = w["PutRequest"]["Item"].as_object() {
                         let after = item_size(item);
                         let key = item_key(table, &w["PutRequest"]["Item"]);
-                        let before = sizes.insert(key, after).unwrap_or(0);
-                        total += units(after.max(before));
+                        units(after.max(undo.set(sizes, key, Some(after))))
                     } else {
                         let key = item_key(table, &w["DeleteRequest"]["Key"]);
-                        total += units(sizes.remove(&key).unwrap_or(0));
-                    }
+                        units(undo.set(sizes, key, None))
+                    };
                 }
             }
             total.max(1)
@@ -145,7 +178,7 @@ fn item_write_units(op: &str, body: &str, sizes: &mut HashMap<String, u64>) -> u
 }
 
 /// The write units of one DynamoDB write request, from its body: one per started KB of the
-/// request (an upper bound of the item's size); a `BatchWriteItem` is billed per item, so
+/// request (standing for the item's size); a `BatchWriteItem` is billed per item, so
 /// each of its puts and deletes counts on its own, one unit per started KB of it.
 fn write_units(op: &str, body: &str) -> u64 {
     let whole = (body.len() as u64).div_ceil(1024).max(1);
@@ -184,15 +217,15 @@ impl Meter {
     }
 
     /// DynamoDB capacity units, estimated from sizes since an emulator does not report
-    /// consumed capacity: a write costs one unit per started KB of its request (an upper
-    /// bound of the item's size; each item of a `BatchWriteItem` on its own), a read one unit per started 4 KB of its response (strongly
+    /// consumed capacity: a write costs one unit per started KB of its request (its size
+    /// standing for the item's; each item of a `BatchWriteItem` on its own), a read one unit per started 4 KB of its response (strongly
     /// consistent). Returns (write units, read units).
     pub fn dynamodb_units(&self) -> (u64, u64) {
         self.units.lock().map(|u| *u).unwrap_or_default()
     }
 
     /// DynamoDB write units by DynamoDB's billing rule, where [`Meter::dynamodb_units`] takes
-    /// the request's size as an upper bound: one unit per started KB of the larger of the
+    /// the request's size: one unit per started KB of the larger of the
     /// item before and after each write, with an item's size counted as the developer guide
     /// says (a binary attribute by its raw bytes, not its base64 text; names and values, not
     /// the request's JSON around them). See `item_write_units` for what stands in for the
@@ -201,7 +234,8 @@ impl Meter {
         self.item_units.lock().map(|u| u.0).unwrap_or_default()
     }
 
-    /// Forgets the counts and the recorded requests.
+    /// Forgets the counts and the recorded requests (not the items' sizes: the items are
+    /// still there, and the next write of one is billed by the larger of it and the new).
     pub fn reset(&self) {
         if let Ok(mut u) = self.units.lock() {
             *u = (0, 0);
@@ -305,7 +339,9 @@ impl Intercept for MeterInterceptor {
             u.0 += write_units(op, &body);
             if let Ok(mut by_item) = self.meter.item_units.lock() {
                 let (total, sizes) = &mut *by_item;
-                *total += item_write_units(op, &body, sizes);
+                let mut undo = SizeUndo::default();
+                *total += item_write_units(op, &body, sizes, &mut undo);
+                cfg.interceptor_state().store_put(undo);
             }
         }
         if let Ok(mut b) = self.meter.bodies.lock() {
@@ -323,6 +359,13 @@ impl Intercept for MeterInterceptor {
         let Some(m) = cfg.load::<Metadata>() else {
             return Ok(());
         };
+        // A refused write (a failed condition) is billed, but changed no item.
+        if !context.response().status().is_success()
+            && let Some(undo) = cfg.load::<SizeUndo>()
+            && let Ok(mut by_item) = self.meter.item_units.lock()
+        {
+            undo.clone().undo(&mut by_item.1);
+        }
         if m.service() == "DynamoDB"
             && READS.contains(&m.name())
             && let Some(bytes) = context.response().body().bytes()
@@ -338,7 +381,7 @@ impl Intercept for MeterInterceptor {
 mod tests {
     use std::collections::HashMap;
 
-    use super::{item_size, item_write_units, write_units};
+    use super::{SizeUndo, item_size, item_write_units, write_units};
 
     fn size(json: &str) -> u64 {
         let v: serde_json::Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}"));
@@ -386,9 +429,18 @@ mod tests {
         };
         let mut sizes = HashMap::new();
         // 2,000 bytes: two units; then 10 bytes over it: still two (the item before).
-        assert_eq!(item_write_units("PutItem", &put(2000), &mut sizes), 2);
-        assert_eq!(item_write_units("PutItem", &put(10), &mut sizes), 2);
-        assert_eq!(item_write_units("PutItem", &put(10), &mut sizes), 1);
+        assert_eq!(
+            item_write_units("PutItem", &put(2000), &mut sizes, &mut SizeUndo::default()),
+            2
+        );
+        assert_eq!(
+            item_write_units("PutItem", &put(10), &mut sizes, &mut SizeUndo::default()),
+            2
+        );
+        assert_eq!(
+            item_write_units("PutItem", &put(10), &mut sizes, &mut SizeUndo::default()),
+            1
+        );
         // A request of 1,500 bytes around a 600-byte item: one unit by the item.
         let padded = format!(
             r#"{{"TableName":"t","ConditionExpression":"{}","Item":{{"pk":{{"S":"q"}},"sk":{{"S":"s"}},"d":{{"S":"{}"}}}}}}"#,
@@ -396,18 +448,32 @@ mod tests {
             "x".repeat(600)
         );
         assert_eq!(write_units("PutItem", &padded), 2);
-        assert_eq!(item_write_units("PutItem", &padded, &mut sizes), 1);
+        assert_eq!(
+            item_write_units("PutItem", &padded, &mut sizes, &mut SizeUndo::default()),
+            1
+        );
         // A delete is billed by the item it removes; an update at least by its request.
         let key = r#"{"TableName":"t","Key":{"pk":{"S":"q"},"sk":{"S":"s"}}}"#;
-        assert_eq!(item_write_units("DeleteItem", key, &mut sizes), 1);
-        assert_eq!(item_write_units("UpdateItem", key, &mut sizes), 1);
+        assert_eq!(
+            item_write_units("DeleteItem", key, &mut sizes, &mut SizeUndo::default()),
+            1
+        );
+        assert_eq!(
+            item_write_units("UpdateItem", key, &mut sizes, &mut SizeUndo::default()),
+            1
+        );
         // A batch: each put and delete on its own.
         let batch = format!(
             r#"{{"RequestItems":{{"t":[{{"PutRequest":{{"Item":{{"pk":{{"S":"a"}},"sk":{{"S":"s"}},"d":{{"S":"{}"}}}}}}}},{{"DeleteRequest":{{"Key":{{"pk":{{"S":"p"}},"sk":{{"S":"s"}}}}}}}}]}}}}"#,
             "x".repeat(1500)
         );
         assert_eq!(
-            item_write_units("BatchWriteItem", &batch, &mut sizes),
+            item_write_units(
+                "BatchWriteItem",
+                &batch,
+                &mut sizes,
+                &mut SizeUndo::default()
+            ),
             2 + 1
         );
     }
@@ -430,5 +496,34 @@ mod tests {
         );
         // Three items: two under a KB, one over; the whole request is under 2 KB.
         assert_eq!(write_units("BatchWriteItem", &body), 4);
+    }
+
+    #[test]
+    fn a_refused_write_leaves_the_sizes_as_they_were() {
+        let mut sizes = HashMap::new();
+        let put = |n: usize| {
+            format!(
+                r#"{{"TableName":"t","Item":{{"pk":{{"S":"p"}},"sk":{{"S":"s"}},"d":{{"S":"{}"}}}}}}"#,
+                "x".repeat(n)
+            )
+        };
+        let _ = item_write_units("PutItem", &put(100), &mut sizes, &mut SizeUndo::default());
+        let mut undo = SizeUndo::default();
+        // Billed by its own size, then taken back: the item is still the 100-byte one.
+        assert_eq!(
+            item_write_units("PutItem", &put(3000), &mut sizes, &mut undo),
+            3
+        );
+        undo.undo(&mut sizes);
+        assert_eq!(
+            item_write_units("PutItem", &put(10), &mut sizes, &mut SizeUndo::default()),
+            1
+        );
+        let mut undo = SizeUndo::default();
+        let key = r#"{"TableName":"t","Key":{"pk":{"S":"p"},"sk":{"S":"s"}}}"#;
+        let _ = item_write_units("DeleteItem", key, &mut sizes, &mut undo);
+        assert!(sizes.is_empty());
+        undo.undo(&mut sizes);
+        assert_eq!(sizes.len(), 1);
     }
 }

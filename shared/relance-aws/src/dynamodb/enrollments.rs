@@ -196,7 +196,15 @@ impl DynamoStore {
         let version = get_n(&item, "scenario_version").unwrap_or(1) as u32;
         if let Some(p) = document_text(&item, "pending") {
             // A crash left effects unapplied: apply them now (every one is idempotent).
-            let pending: Pending = from_json("pending effects", &p?)?;
+            let pending: Pending = p
+                .and_then(|text| from_json("pending effects", &text))
+                .map_err(|e| match e {
+                    StoreError::Corrupt { what, why } => StoreError::Corrupt {
+                        what,
+                        why: format!("enrollment {id}: {why}"),
+                    },
+                    other => other,
+                })?;
             let sk = Self::journal_sk(&pending, &enrollment);
             // Applied by this store and waiting for its flush: no need to read the journal.
             let shard = keys::journal(&pending.scenario, &enrollment.id);

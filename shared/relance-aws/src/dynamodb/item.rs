@@ -111,15 +111,23 @@ pub(super) fn to_json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
-/// The most bytes a packed document may inflate to: an item holds at most 400 KB, and JSON
-/// deflates about 3 to 10 times, so anything past this is not a document this store wrote.
-const PACKED_MAX: u64 = 16 << 20;
+/// The most bytes a packed document may inflate to: far past any transition's effects (a
+/// send's content is in them; an item holds at most 400 KB packed), so anything past this is
+/// not a document this store wrote.
+const PACKED_MAX: usize = 16 << 20;
 
-/// A JSON document stored as raw DEFLATE (RFC 1951) in a binary attribute: DynamoDB bills a
-/// write per started KB of the item, and a transition's pending effects repeat the
-/// enrollment, contact and instant in every effect, so they deflate about three times
-/// (996 bytes to 322 on the reference drip), which brings its enrollment item under 1 KB.
+/// What starts a packed document's text (`packed_json`): never the start of a JSON document.
+const PACKED_PREFIX: &str = "deflate:";
+
+/// A JSON document packed: raw DEFLATE (RFC 1951) in base64, after [`PACKED_PREFIX`], in a
+/// string attribute. DynamoDB bills a write per started KB of the item, and a transition's
+/// pending effects repeat the enrollment, contact and instant in every effect, so they deflate
+/// about three times (996 bytes to 322 on the reference drip, 430 in base64), which brings its
+/// enrollment item under 1 KB. Text, not a binary attribute, so that a build from before
+/// packing, reading it as JSON, fails loudly (its unit is retried, then dead-lettered with
+/// the reason) where a binary attribute would look to it like no pending effects at all.
 pub(super) fn packed_json<T: Serialize>(v: &T) -> AttributeValue {
+    use base64::Engine as _;
     use std::io::Write;
     let text = to_json(v);
     let mut out = flate2::write::DeflateEncoder::new(
@@ -131,37 +139,49 @@ pub(super) fn packed_json<T: Serialize>(v: &T) -> AttributeValue {
         .write_all(text.as_bytes())
         .and_then(|()| out.finish())
         .unwrap_or_default();
-    AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(packed))
+    let mut attr = String::with_capacity(PACKED_PREFIX.len() + packed.len().div_ceil(3) * 4);
+    attr.push_str(PACKED_PREFIX);
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode_string(&packed, &mut attr);
+    AttributeValue::S(attr)
 }
 
-/// The JSON text of a document attribute: a string (as earlier builds wrote it, and as this
-/// build writes every document but the packed ones) or a packed binary (`packed_json`).
-/// `None` when the attribute is absent.
+/// Inflates raw DEFLATE into text, refusing more than `max` bytes.
+fn inflate(packed: &[u8], max: usize) -> Result<String, String> {
+    use std::io::Read;
+    let mut text = String::new();
+    let read = flate2::read::DeflateDecoder::new(packed)
+        .take(max as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    if read > max {
+        return Err(format!("inflates past {max} bytes"));
+    }
+    Ok(text)
+}
+
+/// The JSON text of a document attribute: as written (JSON text: earlier builds' pending
+/// effects, every other document), or packed (`packed_json`; a binary attribute of raw
+/// DEFLATE is read too). `None` when the attribute is absent.
 pub fn document_text(item: &Item, key: &str) -> Option<Result<String, StoreError>> {
     let corrupt = |why: String| StoreError::Corrupt {
         what: "packed document",
         why: format!("{key}: {why}"),
     };
-    match item.get(key)? {
-        AttributeValue::S(text) => Some(Ok(text.clone())),
-        AttributeValue::B(blob) => {
-            use std::io::Read;
-            let mut text = String::new();
-            let read = flate2::read::DeflateDecoder::new(blob.as_ref())
-                .take(PACKED_MAX + 1)
-                .read_to_string(&mut text);
-            Some(match read {
-                Err(e) => Err(corrupt(e.to_string())),
-                Ok(n) if n as u64 > PACKED_MAX => {
-                    Err(corrupt(format!("inflates past {PACKED_MAX} bytes")))
-                }
-                Ok(_) => Ok(text),
-            })
-        }
-        other => Some(Err(corrupt(format!(
-            "neither text nor a packed binary ({other:?})"
-        )))),
-    }
+    Some(match item.get(key)? {
+        AttributeValue::S(text) => match text.strip_prefix(PACKED_PREFIX) {
+            None => Ok(text.clone()),
+            Some(b64) => {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD_NO_PAD
+                    .decode(b64.trim_end_matches('='))
+                    .map_err(|e| format!("not base64: {e}"))
+                    .and_then(|packed| inflate(&packed, PACKED_MAX))
+                    .map_err(corrupt)
+            }
+        },
+        AttributeValue::B(blob) => inflate(blob.as_ref(), PACKED_MAX).map_err(corrupt),
+        other => Err(corrupt(format!("neither text nor packed ({other:?})"))),
+    })
 }
 
 pub(super) fn from_json<T: for<'de> Deserialize<'de>>(
@@ -211,6 +231,13 @@ mod tests {
         Item::from([("doc".to_string(), v)])
     }
 
+    fn deflated(text: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut out = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        out.write_all(text).unwrap_or_else(|e| panic!("{e}"));
+        out.finish().unwrap_or_else(|e| panic!("{e}"))
+    }
+
     #[test]
     fn a_packed_document_reads_back_as_its_json_and_is_smaller() {
         let effects: Vec<serde_json::Value> = (0..5)
@@ -220,16 +247,19 @@ mod tests {
             })
             .collect();
         let packed = packed_json(&effects);
-        let AttributeValue::B(blob) = &packed else {
-            panic!("not binary: {packed:?}")
+        let AttributeValue::S(attr) = &packed else {
+            panic!("not text: {packed:?}")
         };
         let text = to_json(&effects);
-        assert!(
-            blob.as_ref().len() * 2 < text.len(),
-            "{} bytes",
-            blob.as_ref().len()
-        );
+        assert!(attr.starts_with(PACKED_PREFIX), "{attr}");
+        assert!(attr.len() * 2 < text.len(), "{} bytes", attr.len());
+        // A build from before packing reads it as JSON, and fails: never as no effects.
+        assert!(serde_json::from_str::<serde_json::Value>(attr).is_err());
         let read = document_text(&item_with(packed), "doc");
+        assert_eq!(read.map(|r| r.ok()), Some(Some(text.clone())));
+        // The same bytes as a binary attribute read too.
+        let blob = aws_sdk_dynamodb::primitives::Blob::new(deflated(text.as_bytes()));
+        let read = document_text(&item_with(AttributeValue::B(blob)), "doc");
         assert_eq!(read.map(|r| r.ok()), Some(Some(text)));
     }
 
@@ -243,30 +273,26 @@ mod tests {
     #[test]
     fn a_damaged_or_mistyped_document_is_an_error_naming_its_attribute() {
         let garbage = AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(vec![0xff; 8]));
-        for bad in [garbage, n(3)] {
-            match document_text(&item_with(bad), "doc") {
+        let not_base64 = s(format!("{PACKED_PREFIX}%%%"));
+        let not_deflate = s(format!("{PACKED_PREFIX}////////"));
+        for bad in [garbage, not_base64, not_deflate, n(3)] {
+            match document_text(&item_with(bad.clone()), "doc") {
                 Some(Err(StoreError::Corrupt { what, why })) => {
                     assert_eq!(what, "packed document");
                     assert!(why.starts_with("doc: "), "{why}");
                 }
-                other => panic!("{other:?}"),
+                other => panic!("{bad:?}: {other:?}"),
             }
         }
     }
 
     #[test]
     fn a_document_inflating_past_the_limit_is_refused() {
-        use std::io::Write;
-        let mut out = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
-        let zeros = vec![b' '; 1 << 20];
-        for _ in 0..=(PACKED_MAX >> 20) {
-            out.write_all(&zeros).unwrap_or_else(|e| panic!("{e}"));
-        }
-        let bomb = out.finish().unwrap_or_else(|e| panic!("{e}"));
-        let attr = AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(bomb));
-        match document_text(&item_with(attr), "doc") {
-            Some(Err(StoreError::Corrupt { why, .. })) => assert!(why.contains("inflates past")),
-            other => panic!("{:?}", other.map(|r| r.map(|t| t.len()))),
-        }
+        let packed = deflated(&[b' '; 5000]);
+        assert_eq!(inflate(&packed, 5000).map(|t| t.len()), Ok(5000));
+        assert_eq!(
+            inflate(&packed, 4999),
+            Err("inflates past 4999 bytes".into())
+        );
     }
 }
