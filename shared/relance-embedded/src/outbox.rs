@@ -312,10 +312,14 @@ impl OutboxFile {
                     continue;
                 }
                 let mut v: Value = serde_json::from_str(payload).unwrap_or(Value::Null);
-                if let Some(key) = self.present.remove(seq)
-                    && key_of(&v) == Some(key.as_str())
+                if self
+                    .present
+                    .get(seq)
+                    .is_some_and(|key| key_of(&v) == Some(key.as_str()))
                 {
-                    // Appended before a crash kept the cursor from moving: already out.
+                    // Appended before a crash kept the cursor from moving: already out. Kept in
+                    // `present` until this batch is written: if its write fails, the retry must
+                    // still know (they are dropped once the cursor passes them, below).
                     continue;
                 }
                 if let Value::Object(map) = &mut v {

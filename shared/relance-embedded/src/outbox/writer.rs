@@ -327,6 +327,41 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_append_after_a_crash_does_not_append_the_crash_lines_again() {
+        let (dir, mut store, conn) = setup("outbox-crash-then-failing");
+        let path = dir.join("outbox.jsonl");
+        let mut file = OutboxFile::open(&path, &mut store).expect("outbox");
+        for k in ["a", "b", "c"] {
+            add_row(&conn, k);
+        }
+        assert_eq!(file.deliver(&mut store).expect("deliver"), 3);
+        // A crash after the append, before the cursor moved: recorded at 1, the file at 3.
+        store.set_outbox_delivered(1).expect("cursor");
+        add_row(&conn, "d");
+        let mut file = OutboxFile::open(&path, &mut store).expect("reopen");
+        // The first append after it fails (a read-only handle: the disk refusing the write)...
+        file.file = std::fs::File::open(&path).expect("read-only handle");
+        assert!(file.deliver(&mut store).is_err());
+        // ... and the retry still knows rows 2 and 3 are in the file.
+        file.file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("writable handle");
+        assert_eq!(file.deliver(&mut store).expect("retry"), 1);
+        let keys: Vec<_> = lines(&path)
+            .iter()
+            .map(|v| v["idempotency_key"].as_str().map(String::from))
+            .collect();
+        assert_eq!(
+            keys,
+            ["a", "b", "c", "d"].map(|k| Some(k.to_string())),
+            "each row once, in order"
+        );
+        assert_eq!(store.outbox_delivered().expect("cursor"), Some(4));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_waiter_is_not_held_by_a_failing_delivery_and_the_retry_delivers() {
         let (dir, mut store, conn) = setup("outbox-writer-failing");
         let path = dir.join("outbox.jsonl");
