@@ -3,8 +3,9 @@
 //! functions on the emulator with the same inputs (a third open, a tenth buy), every AWS
 //! request counted by an SDK interceptor (DynamoDB, SQS, SESv2, SNS, EventBridge; DynamoDB
 //! write units from the items' sizes as DynamoDB bills them, and from the requests' sizes, as
-//! counted before; read units from the responses' sizes), reported per contact-step and as dollars per million
-//! enrollments at list prices, next to Step Functions Standard. 30 contacts in the test
+//! counted before; read units from the responses' sizes), reported per contact-step and as
+//! dollars per million enrollments at list prices, next to Step Functions Standard. 30
+//! contacts in the test
 //! suite; the documented run: `RELANCE_COST_CONTACTS=10000 ./scripts/test -p relance-aws
 //! --test aws cost:: -- --nocapture`.
 
@@ -399,11 +400,10 @@ fn drip(label: &str, yaml: &str, id: &str, measured: bool) -> Run {
     let by_kind = requests_by_kind(&c.meter);
     // RELANCE_COST_DUMP=/tmp/cost: every request of the run, one JSON line each
     // ({"op", "body"}), in /tmp/cost-plain.jsonl and /tmp/cost-measured.jsonl.
+    let requests = c.meter.requests();
     if let Ok(path) = std::env::var("RELANCE_COST_DUMP") {
-        let lines: Vec<String> = c
-            .meter
-            .requests()
-            .into_iter()
+        let lines: Vec<String> = requests
+            .iter()
             .map(|(op, body)| serde_json::json!({"op": op, "body": body}).to_string())
             .collect();
         std::fs::write(format!("{path}-{label}.jsonl"), lines.join("\n"))
@@ -412,8 +412,8 @@ fn drip(label: &str, yaml: &str, id: &str, measured: bool) -> Run {
     let item_write_units = c.meter.dynamodb_item_write_units();
     // The enrollment item, written at each transition, stays under the 1 KB of one write unit
     // (its pending effects packed; see `dynamodb::item::packed_json`).
-    for (op, body) in c.meter.requests() {
-        let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    for (op, body) in &requests {
+        let body: Value = serde_json::from_str(body).unwrap_or(Value::Null);
         if op == "DynamoDB.PutItem"
             && body["Item"]["pk"]["S"]
                 .as_str()

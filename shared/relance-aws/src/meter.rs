@@ -112,14 +112,42 @@ impl SizeUndo {
     }
 
     /// Restores the sizes as they were before the write.
-    fn undo(self, sizes: &mut HashMap<String, u64>) {
-        for (key, before) in self.0.into_iter().rev() {
+    fn undo(&self, sizes: &mut HashMap<String, u64>) {
+        for (key, before) in self.0.iter().rev() {
             match before {
-                Some(n) => sizes.insert(key, n),
-                None => sizes.remove(&key),
+                Some(n) => sizes.insert(key.clone(), *n),
+                None => sizes.remove(key),
             };
         }
     }
+
+    /// The units of putting `item` (wire form) in `table`: by the larger of it and the item
+    /// it replaces; `None` when it is not an item.
+    fn put(
+        &mut self,
+        sizes: &mut HashMap<String, u64>,
+        table: &str,
+        item: &serde_json::Value,
+    ) -> Option<u64> {
+        let after = item_size(item.as_object()?);
+        let before = self.set(sizes, item_key(table, item), Some(after));
+        Some(units(after.max(before)))
+    }
+
+    /// The units of deleting the item `key` names in `table`: by the item it removes.
+    fn delete(
+        &mut self,
+        sizes: &mut HashMap<String, u64>,
+        table: &str,
+        key: &serde_json::Value,
+    ) -> u64 {
+        units(self.set(sizes, item_key(table, key), None))
+    }
+}
+
+/// Write units for an item of `bytes`: one per started KB, at least one.
+fn units(bytes: u64) -> u64 {
+    bytes.div_ceil(1024).max(1)
 }
 
 /// The write units of one DynamoDB write request by DynamoDB's rule: one per started KB of
@@ -138,17 +166,11 @@ fn item_write_units(
     let Ok(parsed) = serde_json::from_str::<serde_json::Value>(body) else {
         return write_units(op, body);
     };
-    let units = |bytes: u64| bytes.div_ceil(1024).max(1);
     let table = parsed["TableName"].as_str().unwrap_or("");
     match op {
-        "PutItem" => {
-            let Some(item) = parsed["Item"].as_object() else {
-                return write_units(op, body);
-            };
-            let after = item_size(item);
-            let before = undo.set(sizes, item_key(table, &parsed["Item"]), Some(after));
-            units(after.max(before))
-        }
+        "PutItem" => undo
+            .put(sizes, table, &parsed["Item"])
+            .unwrap_or_else(|| write_units(op, body)),
         "UpdateItem" => {
             let key = item_key(table, &parsed["Key"]);
             let before = sizes.get(&key).copied().unwrap_or(0);
@@ -156,18 +178,14 @@ fn item_write_units(
             undo.set(sizes, key, Some(after));
             units(after)
         }
-        "DeleteItem" => units(undo.set(sizes, item_key(table, &parsed["Key"]), None)),
+        "DeleteItem" => undo.delete(sizes, table, &parsed["Key"]),
         "BatchWriteItem" => {
             let mut total = 0;
             for (table, writes) in parsed["RequestItems"].as_object().into_iter().flatten() {
                 for w in writes.as_array().into_iter().flatten() {
-                    total += if let Some(item) = w["PutRequest"]["Item"].as_object() {
-                        let after = item_size(item);
-                        let key = item_key(table, &w["PutRequest"]["Item"]);
-                        units(after.max(undo.set(sizes, key, Some(after))))
-                    } else {
-                        let key = item_key(table, &w["DeleteRequest"]["Key"]);
-                        units(undo.set(sizes, key, None))
+                    total += match undo.put(sizes, table, &w["PutRequest"]["Item"]) {
+                        Some(n) => n,
+                        None => undo.delete(sizes, table, &w["DeleteRequest"]["Key"]),
                     };
                 }
             }
@@ -364,7 +382,7 @@ impl Intercept for MeterInterceptor {
             && let Some(undo) = cfg.load::<SizeUndo>()
             && let Ok(mut by_item) = self.meter.item_units.lock()
         {
-            undo.clone().undo(&mut by_item.1);
+            undo.undo(&mut by_item.1);
         }
         if m.service() == "DynamoDB"
             && READS.contains(&m.name())
@@ -382,6 +400,14 @@ mod tests {
     use std::collections::HashMap;
 
     use super::{SizeUndo, item_size, item_write_units, write_units};
+
+    /// A `PutItem` body of the item (`p`, `s`) with `n` bytes of data.
+    fn put(n: usize) -> String {
+        format!(
+            r#"{{"TableName":"t","Item":{{"pk":{{"S":"p"}},"sk":{{"S":"s"}},"d":{{"S":"{}"}}}}}}"#,
+            "x".repeat(n)
+        )
+    }
 
     fn size(json: &str) -> u64 {
         let v: serde_json::Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}"));
@@ -421,12 +447,6 @@ mod tests {
 
     #[test]
     fn a_write_is_billed_by_the_larger_of_the_item_before_and_after() {
-        let put = |n: usize| {
-            format!(
-                r#"{{"TableName":"t","Item":{{"pk":{{"S":"p"}},"sk":{{"S":"s"}},"d":{{"S":"{}"}}}}}}"#,
-                "x".repeat(n)
-            )
-        };
         let mut sizes = HashMap::new();
         // 2,000 bytes: two units; then 10 bytes over it: still two (the item before).
         assert_eq!(
@@ -501,12 +521,6 @@ mod tests {
     #[test]
     fn a_refused_write_leaves_the_sizes_as_they_were() {
         let mut sizes = HashMap::new();
-        let put = |n: usize| {
-            format!(
-                r#"{{"TableName":"t","Item":{{"pk":{{"S":"p"}},"sk":{{"S":"s"}},"d":{{"S":"{}"}}}}}}"#,
-                "x".repeat(n)
-            )
-        };
         let _ = item_write_units("PutItem", &put(100), &mut sizes, &mut SizeUndo::default());
         let mut undo = SizeUndo::default();
         // Billed by its own size, then taken back: the item is still the 100-byte one.

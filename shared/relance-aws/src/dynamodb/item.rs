@@ -1,7 +1,7 @@
 //! Reading and writing DynamoDB attributes: strings, numbers, instants (numbers of
 //! microseconds, or RFC 3339 text from earlier builds), JSON documents (text, or packed with
-//! DEFLATE), paged reads, and a due
-//! item that does not read, kept whole so the runtime can dead-letter it.
+//! DEFLATE), paged reads, and a due item that does not read, kept whole so the runtime can
+//! dead-letter it.
 
 use std::collections::HashMap;
 

@@ -19,8 +19,8 @@
 //! There are no transactions: every write is idempotent (deterministic keys) or conditional.
 //! The enrollment is written first, conditionally on its version, carrying the transition's
 //! effects as `pending` (JSON packed with DEFLATE by `item::packed_json`, so the item stays
-//! within one write unit; earlier builds' text still reads); they are then applied and cleared. A crash in between is repaired the
-//! next time the enrollment is read. A handler that flushes once per batch writes the batch's
+//! within one write unit; earlier builds' text still reads); they are then applied and
+//! cleared. A crash in between is repaired the next time the enrollment is read. A handler that flushes once per batch writes the batch's
 //! journal items (each the proof that its transition's effects were applied) together, 25
 //! per `BatchWriteItem`: unconditional puts of deterministic keys, so a partial write is
 //! repaired as a crash before the item is (the effects are re-applied, idempotently, when the

@@ -284,6 +284,16 @@ mod tests {
             .collect()
     }
 
+    /// The file holds the rows of these idempotency keys, each once, in this order.
+    fn assert_each_row_once(path: &Path, keys: &[&str]) {
+        let found: Vec<_> = lines(path)
+            .iter()
+            .map(|v| v["idempotency_key"].as_str().map(String::from))
+            .collect();
+        let expected: Vec<_> = keys.iter().map(|k| Some(k.to_string())).collect();
+        assert_eq!(found, expected, "each row once, in order");
+    }
+
     #[test]
     fn the_thread_appends_what_it_is_handed_and_the_runner_records_the_cursor() {
         let (dir, mut store, conn) = setup("outbox-writer");
@@ -313,15 +323,7 @@ mod tests {
         // found in the file and not appended again; row 4 is.
         let mut file = OutboxFile::open(&path, &mut store).expect("reopen");
         assert_eq!(file.deliver(&mut store).expect("deliver"), 1);
-        let keys: Vec<_> = lines(&path)
-            .iter()
-            .map(|v| v["idempotency_key"].as_str().map(String::from))
-            .collect();
-        assert_eq!(
-            keys,
-            ["a", "b", "c", "d"].map(|k| Some(k.to_string())),
-            "each row once, in order"
-        );
+        assert_each_row_once(&path, &["a", "b", "c", "d"]);
         assert_eq!(store.outbox_delivered().expect("cursor"), Some(4));
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -348,15 +350,7 @@ mod tests {
             .open(&path)
             .expect("writable handle");
         assert_eq!(file.deliver(&mut store).expect("retry"), 1);
-        let keys: Vec<_> = lines(&path)
-            .iter()
-            .map(|v| v["idempotency_key"].as_str().map(String::from))
-            .collect();
-        assert_eq!(
-            keys,
-            ["a", "b", "c", "d"].map(|k| Some(k.to_string())),
-            "each row once, in order"
-        );
+        assert_each_row_once(&path, &["a", "b", "c", "d"]);
         assert_eq!(store.outbox_delivered().expect("cursor"), Some(4));
         let _ = std::fs::remove_dir_all(&dir);
     }
