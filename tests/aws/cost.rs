@@ -414,11 +414,16 @@ fn drip(label: &str, yaml: &str, id: &str, measured: bool) -> Run {
     // (its pending effects packed; see `dynamodb::item::packed_json`).
     for (op, body) in &requests {
         let body: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-        if op == "DynamoDB.PutItem"
-            && body["Item"]["pk"]["S"]
-                .as_str()
-                .is_some_and(|pk| pk.starts_with("enrollment#"))
-        {
+        // Enrollments: in their entry items (the latest of a contact), or their own.
+        let item = &body["Item"];
+        let enrollment = item["pk"]["S"]
+            .as_str()
+            .is_some_and(|pk| pk.starts_with("enrollment#"))
+            || item["doc"].is_object()
+                && item["sk"]["S"]
+                    .as_str()
+                    .is_some_and(|sk| sk.starts_with("entry#"));
+        if op == "DynamoDB.PutItem" && enrollment {
             let size = relance_aws::meter::item_size(
                 body["Item"]
                     .as_object()

@@ -357,6 +357,104 @@ fn concurrent_triggers_enter_once_and_the_rest_are_skipped() {
     assert_eq!(sends(rt.store()).len(), 2);
 }
 
+/// A contact's latest enrollment in a scenario is kept in its entry item (one put enters it
+/// and writes its first transition); a later entry moves the earlier enrollment to its own
+/// item first. Both read back whole, by id and as the running one.
+#[test]
+fn the_latest_enrollment_lives_in_its_entry_item_and_an_earlier_one_in_its_own() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use relance_aws::keys;
+    use relance_core::ports::EnrollmentStore;
+    if crate::support::offline() {
+        return;
+    }
+    let emu = emulator();
+    let t0 = at("2026-12-01T09:00:00Z");
+    let mut rt = Runtime::new(store("entryitem"));
+    let table = rt.store().config().state_table.clone();
+    import(&mut rt, "{\"id\": \"a:1\", \"email\": \"a@x.io\"}\n", t0);
+    activate(&mut rt, TRIGGERED, t0);
+    let purchase = |rt: &mut Runtime<DynamoStore>, when: DateTime<Utc>| {
+        rt.activity(
+            ActivityDetail {
+                idempotency_key: None,
+                contact: "a:1".into(),
+                event: "purchase".into(),
+                properties: Default::default(),
+                at: Some(when),
+            },
+            when,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let item = |pk: String, sk: String| {
+        emu.runtime
+            .block_on(
+                emu.dynamo
+                    .get_item()
+                    .table_name(&table)
+                    .key(keys::PK, AttributeValue::S(pk))
+                    .key(keys::SK, AttributeValue::S(sk))
+                    .consistent_read(true)
+                    .send(),
+            )
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .item
+    };
+    let first = keys::enrollment_id("on-purchase", "a:1", 1);
+    let second = keys::enrollment_id("on-purchase", "a:1", 2);
+    let entry_item = || item(keys::contact("a:1"), keys::entry("on-purchase"));
+    let own_item = |id: &str| item(keys::enrollment(id), keys::ENROLLMENT_STATE.into());
+    let running = |entry: &Option<_>| {
+        entry
+            .as_ref()
+            .and_then(|i: &std::collections::HashMap<String, AttributeValue>| i.get("running"))
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+    };
+
+    purchase(&mut rt, t0);
+    let entry = entry_item();
+    assert_eq!(running(&entry).as_deref(), Some(first.as_str()));
+    assert!(entry.as_ref().is_some_and(|i| i.contains_key("doc")));
+    assert!(own_item(&first).is_none(), "no item of its own yet");
+    // Its timer fires: the transition goes to the entry item too.
+    rt.tick(t0 + TimeDelta::days(1))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(own_item(&first).is_none());
+    let mut store = rt.store().clone();
+    let (ended, _) = store
+        .enrollment(&first)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("no {first}"));
+    assert!(!ended.is_running());
+
+    // Entered again after once_per: the first enrollment moves to its own item, whole.
+    purchase(&mut rt, t0 + TimeDelta::days(8));
+    assert_eq!(running(&entry_item()).as_deref(), Some(second.as_str()));
+    assert!(own_item(&first).is_some_and(|i| i.contains_key("doc")));
+    assert!(own_item(&second).is_none());
+    let mut store = rt.store().clone();
+    let (moved, _) = store
+        .enrollment(&first)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("no {first}"));
+    assert_eq!(moved, ended, "moved as it was");
+    let (latest, _) = store
+        .running_enrollment("on-purchase", "a:1")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("not running"));
+    assert_eq!(latest.id, second);
+    let mark = store
+        .entry_mark("on-purchase", "a:1")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("no mark"));
+    assert_eq!(mark.entries, 2);
+    assert_eq!(sends(rt.store()).len(), 2);
+    let counts = rt.journal("on-purchase").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(counts.entered, 2);
+}
+
 #[test]
 fn a_duplicated_timer_and_a_replayed_engagement_change_nothing() {
     if crate::support::offline() {
@@ -1203,14 +1301,15 @@ fn the_journal_reads_its_shards_and_the_partition_earlier_builds_wrote() {
     assert!(launch(&mut crashing).is_err());
     assert!(sends(crashing.store()).is_empty());
     let enrollment = keys::enrollment_id("split", "a", 1);
+    // The contact's latest enrollment is in its entry item.
     let version = emu
         .runtime
         .block_on(
             emu.dynamo
                 .get_item()
                 .table_name(&table)
-                .key(keys::PK, AttributeValue::S(keys::enrollment(&enrollment)))
-                .key(keys::SK, AttributeValue::S(keys::ENROLLMENT_STATE.into()))
+                .key(keys::PK, AttributeValue::S(keys::contact("a")))
+                .key(keys::SK, AttributeValue::S(keys::entry("split")))
                 .send(),
         )
         .unwrap_or_else(|e| panic!("{e:?}"))
@@ -1395,20 +1494,16 @@ fn an_earlier_builds_unfinished_send_it_already_claimed_is_not_sent_again() {
     rt.store().crash_after_next_commit();
     assert!(launch(&mut rt).is_err());
     assert!(sends(rt.store()).is_empty());
-    // Which contact's transition crashed: its enrollment carries the pending effects.
+    // Which contact's transition crashed: its enrollment carries the pending effects (in its
+    // entry item, where this build keeps a contact's latest enrollment).
     let pending_of = |contact: &str| {
         emu.runtime
             .block_on(
                 emu.dynamo
                     .get_item()
                     .table_name(&table)
-                    .key(
-                        keys::PK,
-                        AttributeValue::S(keys::enrollment(&keys::enrollment_id(
-                            "upgrade", contact, 1,
-                        ))),
-                    )
-                    .key(keys::SK, AttributeValue::S(keys::ENROLLMENT_STATE.into()))
+                    .key(keys::PK, AttributeValue::S(keys::contact(contact)))
+                    .key(keys::SK, AttributeValue::S(keys::entry("upgrade")))
                     .consistent_read(true)
                     .send(),
             )
@@ -1416,28 +1511,50 @@ fn an_earlier_builds_unfinished_send_it_already_claimed_is_not_sent_again() {
             .item
             .filter(|i| i.contains_key("pending"))
     };
-    let (crashed, other, mut item) = match (pending_of("a"), pending_of("b")) {
+    let (crashed, other, entry) = match (pending_of("a"), pending_of("b")) {
         (Some(item), _) => ("a", "b", item),
         (None, Some(item)) => ("b", "a", item),
         (None, None) => panic!("no enrollment carries pending effects"),
     };
     // The earlier build's sender had claimed the send under the old partition (the pending
     // effects' shape is the same in both builds).
-    let text = relance_aws::dynamodb::document_text(&item, "pending")
+    let text = relance_aws::dynamodb::document_text(&entry, "pending")
         .unwrap_or_else(|| panic!("no pending effects"))
         .unwrap_or_else(|e| panic!("{e}"));
     let pending: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
-    // As the earlier build wrote them: text (this build packs them, and reads both).
-    item.insert("pending".into(), AttributeValue::S(text));
-    emu.runtime
-        .block_on(
-            emu.dynamo
-                .put_item()
-                .table_name(&table)
-                .set_item(Some(item))
-                .send(),
-        )
-        .unwrap_or_else(|e| panic!("{e:?}"));
+    // As the earlier build wrote them: the enrollment in its own item, its pending effects as
+    // text (this build packs them, and reads both), and the entry item a bare mark.
+    let id = keys::enrollment_id("upgrade", crashed, 1);
+    let mut own = std::collections::HashMap::from([
+        (
+            keys::PK.to_string(),
+            AttributeValue::S(keys::enrollment(&id)),
+        ),
+        (
+            keys::SK.to_string(),
+            AttributeValue::S(keys::ENROLLMENT_STATE.into()),
+        ),
+        ("pending".to_string(), AttributeValue::S(text)),
+    ]);
+    let mut mark = std::collections::HashMap::new();
+    for (name, value) in entry {
+        match name.as_str() {
+            "doc" | "version" | "scenario_version" => own.insert(name, value),
+            "pending" => None,
+            _ => mark.insert(name, value),
+        };
+    }
+    for item in [own, mark] {
+        emu.runtime
+            .block_on(
+                emu.dynamo
+                    .put_item()
+                    .table_name(&table)
+                    .set_item(Some(item))
+                    .send(),
+            )
+            .unwrap_or_else(|e| panic!("{e:?}"));
+    }
     let key = idempotency_key(&pending).unwrap_or_else(|| panic!("no send in {pending}"));
     emu.runtime
         .block_on(

@@ -12,11 +12,11 @@
 //! | setting | `settings` | `{name}` |
 //! | contact | `contact#{id}` | `profile` |
 //! | activity / engagement / recorded send | `contact#{id}` | `a#…` / `e#{scenario}#…` / `s#{scenario}#{idempotency key}` |
-//! | entry mark and running lock | `contact#{id}` | `entry#{scenario}` |
+//! | entry mark and running lock, with the enrollment of the latest entry | `contact#{id}` | `entry#{scenario}` |
 //! | pending inactivity check | `contact#{id}` | `inactivity#{scenario}` |
 //! | consent event (append-only) | `contact#{id}` | `consent#{at µs, 18 digits}#p{place, 6 digits}` (hash in `hash`) |
 //! | input seen | `input#{key}` | `input` |
-//! | enrollment | `enrollment#{id}` | `state` |
+//! | enrollment a later entry replaced, or of earlier builds | `enrollment#{id}` | `state` |
 //! | journal record (shard `h`, see [`journal`]) | `journal#{scenario}#{h}` | `{at}#{enrollment}#{hash}` |
 //! | journal record, earlier builds (still read) | `journal#{scenario}` | as above |
 //! | outbox (an action, once per key) | `outbox` | `{idempotency key}` |
@@ -231,7 +231,18 @@ pub fn enrollment_scenario(id: &str) -> &str {
     id.split(':').next().unwrap_or("")
 }
 
-/// An enrollment's partition (its sort key is [`ENROLLMENT_STATE`]).
+/// The scenario, contact and number of an enrollment id made by [`enrollment_id`] (the
+/// contact id may hold `:`; the scenario id and the number do not). `None` for another shape.
+pub fn enrollment_parts(id: &str) -> Option<(&str, &str, u64)> {
+    let (scenario, rest) = id.split_once(':')?;
+    let (contact, number) = rest.rsplit_once(':')?;
+    let number = number.parse().ok().filter(|n| *n > 0)?;
+    (!scenario.is_empty() && !contact.is_empty()).then_some((scenario, contact, number))
+}
+
+/// An enrollment's own partition (its sort key is [`ENROLLMENT_STATE`]): where an enrollment
+/// goes once a later entry of its contact takes its place in the entry item, and where earlier
+/// builds kept every enrollment (see [`crate::dynamodb`]).
 pub fn enrollment(id: &str) -> String {
     format!("enrollment#{id}")
 }
@@ -429,6 +440,21 @@ mod tests {
         assert!(consent(t, 9) < consent(t, 10));
         assert_eq!(enrollment_id("welcome", "ana", 2), "welcome:ana:2");
         assert_eq!(enrollment_scenario("welcome:ana:2"), "welcome");
+        assert_eq!(
+            enrollment_parts(&enrollment_id("welcome", "ana:x", 12)),
+            Some(("welcome", "ana:x", 12))
+        );
+        for bad in [
+            "welcome",
+            "welcome:ana",
+            "welcome:ana:",
+            "welcome:ana:0",
+            ":ana:1",
+            "welcome::1",
+            "welcome:ana:x",
+        ] {
+            assert_eq!(enrollment_parts(bad), None, "{bad}");
+        }
         assert_eq!(enrollment("welcome:ana:2"), "enrollment#welcome:ana:2");
         let journal_pk = journal("welcome", "welcome:ana:2");
         assert_eq!(

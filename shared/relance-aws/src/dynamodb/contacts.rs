@@ -255,10 +255,7 @@ impl DynamoStore {
             .unwrap_or(0);
         let mut sends = Vec::new();
         for n in (1..=entries).rev().take(MAX_ENROLLMENTS_READ) {
-            if let Some(item) = self.get(
-                &keys::enrollment(&keys::enrollment_id(scenario, contact, n)),
-                keys::ENROLLMENT_STATE,
-            )? {
+            if let Some(item) = self.enrollment_item(&keys::enrollment_id(scenario, contact, n))? {
                 let e: Enrollment = from_json("enrollment", get_s(&item, "doc").unwrap_or("null"))?;
                 sends.extend(e.sent.values().map(|at| SendMark { at: *at }));
             }

@@ -20,7 +20,9 @@
 //! The enrollment is written first, conditionally on its version, carrying the transition's
 //! effects as `pending` (JSON packed with DEFLATE by `item::packed_json`, so the item stays
 //! within one write unit; earlier builds' text still reads); they are then applied and
-//! cleared. A crash in between is repaired the next time the enrollment is read. A handler that flushes once per batch writes the batch's
+//! cleared. A crash in between is repaired the next time the enrollment is read. A contact's
+//! latest enrollment in a scenario is kept in its entry item, so its entry and first
+//! transition are one conditional put (see `enrollments`). A handler that flushes once per batch writes the batch's
 //! journal items (each the proof that its transition's effects were applied) together, 25
 //! per `BatchWriteItem`: unconditional puts of deterministic keys, so a partial write is
 //! repaired as a crash before the item is (the effects are re-applied, idempotently, when the
@@ -121,6 +123,9 @@ pub struct DynamoStore {
     unit_reads: reads::UnitReads,
     /// Entry counts read in this unit, for the optimistic claim in `mark_entry`.
     entries_seen: HashMap<(String, String), u32>,
+    /// Entries recorded in this unit, by the id of their enrollment, waiting for its first
+    /// write (one put for both, see `enrollments`).
+    entries_marked: HashMap<String, enrollments::MarkedEntry>,
     /// Fault injection for tests: stop right after the commit point of the next transition.
     crash_after_commit: bool,
     /// Where sends, ends, goals and actions for other systems go, when configured.
@@ -163,6 +168,7 @@ impl DynamoStore {
             bridge,
             unit_reads: reads::UnitReads::default(),
             entries_seen: HashMap::new(),
+            entries_marked: HashMap::new(),
             crash_after_commit: false,
             dispatch: None,
             record_sends: false,
@@ -815,7 +821,17 @@ impl Store for DynamoStore {
         let nested = self.unit_reads.begin();
         let out = work(self);
         if !nested {
+            // An entry whose enrollment was not written is recorded alone; a unit that failed
+            // records none (its input is retried whole).
+            let marked = match &out {
+                Ok(_) => self.write_marked_entries(),
+                Err(_) => {
+                    self.entries_marked.clear();
+                    Ok(())
+                }
+            };
             self.unit_reads.end();
+            marked?;
         }
         Ok(out)
     }
