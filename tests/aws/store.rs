@@ -455,6 +455,168 @@ fn the_latest_enrollment_lives_in_its_entry_item_and_an_earlier_one_in_its_own()
     assert_eq!(counts.entered, 2);
 }
 
+/// While the layout's delay runs (a table this build did not create, for an hour after its
+/// first entry: earlier builds may still run beside it), entries keep their enrollment in
+/// its own item, as earlier builds did; after it, new entries keep it in the entry item, and
+/// an enrollment already in its own item stays there.
+#[test]
+fn while_the_layout_delay_runs_enrollments_keep_their_own_item() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use relance_aws::keys;
+    use relance_core::ports::EnrollmentStore;
+    if crate::support::offline() {
+        return;
+    }
+    let emu = emulator();
+    let t0 = at("2026-12-01T09:00:00Z");
+    let first_store = store("layoutdelay");
+    let table = first_store.config().state_table.clone();
+    // As an upgraded table: the delay starts at this build's first entry, at t0.
+    emu.runtime
+        .block_on(
+            emu.dynamo
+                .delete_item()
+                .table_name(&table)
+                .key(keys::PK, AttributeValue::S(keys::SETTINGS.into()))
+                .key(keys::SK, AttributeValue::S(keys::ENTRY_ENROLLMENTS.into()))
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    // A store that has not read the setting yet (the same tables).
+    let mut rt = Runtime::new(store("layoutdelay"));
+    import(&mut rt, "{\"id\": \"a\", \"email\": \"a@x.io\"}\n", t0);
+    activate(&mut rt, TRIGGERED, t0);
+    let purchase = |rt: &mut Runtime<DynamoStore>, when: DateTime<Utc>| {
+        rt.activity(
+            ActivityDetail {
+                idempotency_key: None,
+                contact: "a".into(),
+                event: "purchase".into(),
+                properties: Default::default(),
+                at: Some(when),
+            },
+            when,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let item = |pk: String, sk: String| {
+        emu.runtime
+            .block_on(
+                emu.dynamo
+                    .get_item()
+                    .table_name(&table)
+                    .key(keys::PK, AttributeValue::S(pk))
+                    .key(keys::SK, AttributeValue::S(sk))
+                    .consistent_read(true)
+                    .send(),
+            )
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .item
+    };
+    let first = keys::enrollment_id("on-purchase", "a", 1);
+    let second = keys::enrollment_id("on-purchase", "a", 2);
+    purchase(&mut rt, t0);
+    let from = item(keys::SETTINGS.into(), keys::ENTRY_ENROLLMENTS.into())
+        .and_then(|i| i.get("from").and_then(|v| v.as_n().ok()).cloned())
+        .and_then(|n| n.parse::<i64>().ok());
+    assert_eq!(from, Some((t0 + TimeDelta::hours(1)).timestamp()));
+    let entry = item(keys::contact("a"), keys::entry("on-purchase"))
+        .unwrap_or_else(|| panic!("no entry mark"));
+    assert!(!entry.contains_key("doc"), "a bare mark during the delay");
+    assert!(item(keys::enrollment(&first), keys::ENROLLMENT_STATE.into()).is_some());
+    // Its transition after the delay stays in its own item.
+    rt.tick(t0 + TimeDelta::days(1))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut store = rt.store().clone();
+    let (ended, _) = store
+        .enrollment(&first)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("no {first}"));
+    assert!(!ended.is_running());
+    // The next entry, after the delay, keeps its enrollment in the entry item.
+    purchase(&mut rt, t0 + TimeDelta::days(8));
+    let entry =
+        item(keys::contact("a"), keys::entry("on-purchase")).unwrap_or_else(|| panic!("no entry"));
+    assert!(entry.contains_key("doc"));
+    assert!(item(keys::enrollment(&second), keys::ENROLLMENT_STATE.into()).is_none());
+    let mut store = rt.store().clone();
+    let (running, _) = store
+        .running_enrollment("on-purchase", "a")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("not running"));
+    assert_eq!(running.id, second);
+    let (still, _) = store
+        .enrollment(&first)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("no {first}"));
+    assert_eq!(still, ended);
+    assert_eq!(sends(rt.store()).len(), 2);
+}
+
+/// An entry whose first transition changes the contact's consent (an `update_profile` opting
+/// it out) writes its entry before it appends to the consent log, so a concurrent entry that
+/// wins makes it fail before the append; its enrollment still goes to the entry item.
+#[test]
+fn an_entry_that_changes_consent_writes_its_mark_before_the_log() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use relance_aws::keys;
+    use relance_core::ports::EnrollmentStore;
+    if crate::support::offline() {
+        return;
+    }
+    let emu = emulator();
+    let t0 = at("2026-12-01T09:00:00Z");
+    let yaml = "id: optout\nlaunch: {type: manual}\nsteps:\n  - {id: out, action: {update_profile: {field: subscriptions.offers, value: false}}, next: done}\n  - {id: done, end: success}\n";
+    let mut rt = Runtime::new(store("consententry"));
+    let table = rt.store().config().state_table.clone();
+    import(
+        &mut rt,
+        "{\"id\": \"a\", \"email\": \"a@x.io\", \"subscriptions\": {\"offers\": true}}\n",
+        t0,
+    );
+    activate(&mut rt, yaml, t0);
+    let report = rt
+        .launch(
+            LaunchDetail {
+                scenario: "optout".into(),
+                contacts: None,
+            },
+            t0,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.entered, 1);
+    let entry = emu
+        .runtime
+        .block_on(
+            emu.dynamo
+                .get_item()
+                .table_name(&table)
+                .key(keys::PK, AttributeValue::S(keys::contact("a")))
+                .key(keys::SK, AttributeValue::S(keys::entry("optout")))
+                .consistent_read(true)
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .item
+        .unwrap_or_else(|| panic!("no entry item"));
+    assert!(entry.contains_key("doc"), "{entry:?}");
+    let mut store = rt.store().clone();
+    let (e, _) = store
+        .enrollment(&keys::enrollment_id("optout", "a", 1))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("no enrollment"));
+    assert!(!e.is_running());
+    let trail = rt.consent_trail("a").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        trail
+            .iter()
+            .filter(|c| c.subject == "offers" && c.source == "scenario")
+            .count(),
+        1,
+        "{trail:?}"
+    );
+}
+
 #[test]
 fn a_duplicated_timer_and_a_replayed_engagement_change_nothing() {
     if crate::support::offline() {

@@ -26,6 +26,7 @@
 //! | send claim (ledger; shard `h`, see [`sent`]) | `sent#{h}` | `{idempotency key}` |
 //! | send claim, earlier builds (read in a window, see [`crate::ledger`]) | `sent` | `{idempotency key}` |
 //! | the window of earlier builds' claims (ledger) | `settings` | `legacy_claims` |
+//! | from when entries keep their enrollment in the entry item | `settings` | `entry_enrollments` |
 //! | send rate slot (ledger) | `rate#{channel}` | `{second since the epoch}` |
 //! | SMS message id → send (ledger) | `sms#{message id}` | `send` |
 //!
@@ -389,6 +390,10 @@ pub const LEGACY_SENT: &str = "sent";
 /// The sort key, in [`SETTINGS`], of the instant until which the ledger also reads the
 /// claims of [`LEGACY_SENT`].
 pub const LEGACY_CLAIMS: &str = "legacy_claims";
+
+/// The sort key, in [`SETTINGS`], of the instant from which entries keep their enrollment in
+/// the entry item (see [`crate::dynamodb`]).
+pub const ENTRY_ENROLLMENTS: &str = "entry_enrollments";
 
 /// The partition of a channel's shared send rate (sort key [`rate_second`]).
 pub fn rate(channel: &str) -> String {

@@ -23,6 +23,9 @@ impl relance_core::ports::ConsentStore for DynamoStore {
         &mut self,
         e: &relance_core::consent::ConsentEvent,
     ) -> Result<(), StoreError> {
+        // An entry of this contact waiting for its enrollment's put is written first: a unit
+        // that loses the entry to a concurrent one fails before it appends to the log.
+        self.write_marked_entries_of(&e.contact)?;
         let micros = instant::to_micros(e.at);
         let kept = if e.kept { "kept" } else { "" };
         let hash = keys::hash(&[

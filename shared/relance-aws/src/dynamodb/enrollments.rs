@@ -8,11 +8,14 @@
 //! (read whole once per unit of work) brings its enrollments with its profile. An entry that
 //! takes the place of an earlier enrollment first copies that one to its own item
 //! (`enrollment#{id}`), where enrollments of earlier builds also are: an enrollment is looked
-//! for in its entry item, then there.
+//! for in its entry item, then there. Until [`ENTRY_LAYOUT_DELAY`] after this build first
+//! enters a contact on a table it did not create, entries keep their enrollment in its own
+//! item, as earlier builds (which may still run during a deployment) did.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use relance_core::engine::Enrollment;
 use relance_core::ports::{ConversionWatch, EnrollmentStore, EntryMark};
+use serde::Deserialize;
 
 use super::item::{
     Item, document_text, dynamo, from_json, get_n, get_s, is_conditional, n, packed_json, parse_ts,
@@ -76,7 +79,9 @@ impl EnrollmentStore for DynamoStore {
     }
 
     /// Recorded with the enrollment's first write, one put (see the module docs): kept until
-    /// then, or written alone at the end of the unit of work if no enrollment follows it.
+    /// then, or written alone before the unit appends to the contact's consent log, or at the
+    /// end of the unit of work if no enrollment follows it. Written at once while the layout's
+    /// delay runs (see [`ENTRY_LAYOUT_DELAY`]) and outside a unit of work.
     fn mark_entry(
         &mut self,
         scenario: &str,
@@ -88,18 +93,19 @@ impl EnrollmentStore for DynamoStore {
             .get(&(scenario.to_string(), contact.to_string()))
             .copied()
             .unwrap_or(0);
+        let id = keys::enrollment_id(scenario, contact, u64::from(seen) + 1);
         self.entries_marked.insert(
-            keys::enrollment_id(scenario, contact, u64::from(seen) + 1),
+            id.clone(),
             MarkedEntry {
                 scenario: scenario.to_string(),
                 contact: contact.to_string(),
                 at,
                 seen,
+                written: false,
             },
         );
-        // Outside a unit of work nothing would write it later.
-        if !self.unit_reads.active() {
-            self.write_marked_entries()?;
+        if !self.unit_reads.active() || !self.entry_layout_open(at)? {
+            self.write_marked_entries(Some(&id))?;
         }
         Ok(())
     }
@@ -136,6 +142,13 @@ impl EnrollmentStore for DynamoStore {
     }
 }
 
+/// How long after this build first enters a contact on a table (unless it created the table)
+/// entries start keeping their enrollment in the entry item: the time for a deployment to
+/// replace every function of an earlier build, which would not find an enrollment there (it
+/// would take a running contact for not running, and drop its timers). Until then entries
+/// keep their enrollment in its own item, as earlier builds did; both layouts are always read.
+pub const ENTRY_LAYOUT_DELAY: TimeDelta = TimeDelta::hours(1);
+
 /// An entry recorded by `mark_entry`, waiting for the first write of its enrollment.
 #[derive(Debug, Clone)]
 pub(super) struct MarkedEntry {
@@ -144,41 +157,130 @@ pub(super) struct MarkedEntry {
     at: DateTime<Utc>,
     /// The entry count the unit read (the put's condition).
     seen: u32,
+    /// Already written alone (before a consent append, or while the layout's delay runs): the
+    /// enrollment's first write then only fills the entry item.
+    written: bool,
+}
+
+/// What an enrollment's put in its entry item is conditional on.
+enum Condition {
+    /// Its first write, with its entry: the entry count the unit read.
+    Entry(MarkedEntry),
+    /// Its first write, its entry written alone before in this unit: that entry.
+    Marked,
+    /// A later transition: the enrollment's version (and id).
+    Version(u64),
 }
 
 /// The attributes of an enrollment, in its entry item and in its own item alike.
 const ENROLLMENT_ATTRIBUTES: [&str; 4] = ["doc", "version", "scenario_version", "pending"];
 
-/// Whether an entry item holds the enrollment `id` (the entry's `running` names the enrollment
-/// of the latest entry; earlier builds' entry items have no `doc`).
+/// The id field of an enrollment document (the rest is not parsed).
+#[derive(Deserialize)]
+struct DocId {
+    id: String,
+}
+
+/// Whether an entry item holds the enrollment `id`: its document's id, and the entry's
+/// `running` (the enrollment of the latest entry) both name it. Earlier builds' entry items
+/// have no `doc`; one of their entries over ours moves `running` and leaves the document of
+/// the enrollment before, which then is not taken for the new one.
 fn holds(entry: &Item, id: &str) -> bool {
-    get_s(entry, "running") == Some(id) && entry.contains_key("doc")
+    get_s(entry, "running") == Some(id)
+        && get_s(entry, "doc")
+            .and_then(|doc| serde_json::from_str::<DocId>(doc).ok())
+            .is_some_and(|doc| doc.id == id)
 }
 
 impl DynamoStore {
-    /// Writes the entry marks no enrollment took with it in this unit of work (an entry whose
-    /// first transition was not written), as `mark_entry` did before it waited.
-    pub(super) fn write_marked_entries(&mut self) -> Result<(), StoreError> {
-        for (id, mark) in std::mem::take(&mut self.entries_marked) {
+    /// Whether entries keep their enrollment in the entry item at `now`: from the instant kept
+    /// in the table (`settings`/`entry_enrollments`), which the first entry of this build on a
+    /// table it did not create sets [`ENTRY_LAYOUT_DELAY`] ahead; read once per store.
+    fn entry_layout_open(&self, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        if let Some(from) = self.entry_layout_from.get() {
+            return Ok(now.timestamp() >= *from);
+        }
+        let stored = |store: &DynamoStore| -> Result<Option<i64>, StoreError> {
+            Ok(store
+                .get_uncached(keys::SETTINGS, keys::ENTRY_ENROLLMENTS)?
+                .as_ref()
+                .and_then(|i| get_n(i, "from"))
+                .map(|n| n as i64))
+        };
+        let from = match stored(self)? {
+            Some(from) => from,
+            None => {
+                let from = (now + ENTRY_LAYOUT_DELAY).timestamp();
+                let r = self.bridge.block(
+                    self.client
+                        .put_item()
+                        .table_name(&self.config.state_table)
+                        .item(keys::PK, s(keys::SETTINGS))
+                        .item(keys::SK, s(keys::ENTRY_ENROLLMENTS))
+                        .item("from", n(from))
+                        .condition_expression("attribute_not_exists(pk)")
+                        .send(),
+                );
+                match r {
+                    Ok(_) => from,
+                    // Another function set it first: its instant holds.
+                    Err(e) if is_conditional(&e) => stored(self)?.unwrap_or(from),
+                    Err(e) => return Err(dynamo("PutItem")(e)),
+                }
+            }
+        };
+        Ok(now.timestamp() >= *self.entry_layout_from.get_or_init(|| from))
+    }
+
+    /// Writes the entries marked in this unit and not yet written (only `only`'s, if given),
+    /// alone: an entry whose enrollment was not written, or one written before the unit's
+    /// consent appends. An enrollment the entry item held moves to its own item first, and
+    /// leaves the entry item (which then holds none until the new enrollment's first write).
+    pub(super) fn write_marked_entries(&mut self, only: Option<&str>) -> Result<(), StoreError> {
+        let ids: Vec<String> = self
+            .entries_marked
+            .iter()
+            .filter(|(id, mark)| !mark.written && only.is_none_or(|o| o == id.as_str()))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            let Some(mark) = self.entries_marked.get(&id).cloned() else {
+                continue;
+            };
+            let pk = keys::contact(&mark.contact);
+            let sk = keys::entry(&mark.scenario);
+            if let Some(entry) = self.get(&pk, &sk)?
+                && let Some(previous) = get_s(&entry, "running")
+                && holds(&entry, previous)
+            {
+                self.archive_enrollment(previous, &entry)?;
+            }
             let r = self.bridge.block(
                 self.client
                     .update_item()
                     .table_name(&self.config.state_table)
-                    .key(keys::PK, s(keys::contact(&mark.contact)))
-                    .key(keys::SK, s(keys::entry(&mark.scenario)))
-                    .update_expression("SET last_entered_at = :at, entries = :next, running = :id")
+                    .key(keys::PK, s(&pk))
+                    .key(keys::SK, s(&sk))
+                    .update_expression(
+                        "SET last_entered_at = :at, entries = :next, running = :id \
+                         REMOVE doc, version, scenario_version, pending",
+                    )
                     .condition_expression("attribute_not_exists(entries) OR entries = :seen")
                     .expression_attribute_values(":at", s(keys::text(mark.at)))
                     .expression_attribute_values(":next", n(mark.seen + 1))
                     .expression_attribute_values(":seen", n(mark.seen))
-                    .expression_attribute_values(":id", s(id))
+                    .expression_attribute_values(":id", s(&id))
                     .send(),
             );
-            self.unit_reads
-                .forget(&keys::contact(&mark.contact), &keys::entry(&mark.scenario));
+            self.unit_reads.forget(&pk, &sk);
             match r {
-                Ok(_) => {}
+                Ok(_) => {
+                    if let Some(m) = self.entries_marked.get_mut(&id) {
+                        m.written = true;
+                    }
+                }
                 Err(e) if is_conditional(&e) => {
+                    self.entries_marked.remove(&id);
                     return Err(StoreError::Conflict(format!(
                         "entry of {} in {}",
                         mark.contact, mark.scenario
@@ -186,6 +288,25 @@ impl DynamoStore {
                 }
                 Err(e) => return Err(dynamo("UpdateItem")(e)),
             }
+        }
+        if only.is_none() {
+            self.entries_marked.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes, before a consent append for `contact`, the entries of that contact marked in
+    /// this unit: a concurrent entry that wins makes this unit fail here, before it appends to
+    /// the log (as when `mark_entry` wrote at once), not at its enrollment's put, after.
+    pub(super) fn write_marked_entries_of(&mut self, contact: &str) -> Result<(), StoreError> {
+        let ids: Vec<String> = self
+            .entries_marked
+            .iter()
+            .filter(|(_, mark)| mark.contact == contact && !mark.written)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            self.write_marked_entries(Some(&id))?;
         }
         Ok(())
     }
@@ -203,22 +324,29 @@ impl DynamoStore {
             None => self.entries_marked.remove(&e.id),
             Some(_) => None,
         };
+        let current = self.get(&entry_pk, &entry_sk)?;
         // Where the enrollment goes: with its entry (just marked, or already there), or in its
-        // own item (an earlier build's, or one a later entry replaced).
-        let entry = match (&marked, expected) {
-            (Some(_), _) => self.get(&entry_pk, &entry_sk)?,
-            (None, Some(_)) => self
-                .get(&entry_pk, &entry_sk)?
-                .filter(|item| holds(item, &e.id)),
-            (None, None) => None,
-        };
-        // The put's condition: the entry count it read (a first write, with its entry), or
-        // the version and id of the enrollment the entry item holds.
-        let condition = match (&marked, expected, &entry) {
-            (Some(mark), _, _) => Ok(mark.clone()),
-            (None, Some(v), Some(_)) => Err(v),
+        // own item (an earlier build's, one a later entry replaced, or every enrollment while
+        // the layout's delay runs).
+        let condition = match (&marked, expected) {
+            (Some(mark), _) if !mark.written => Condition::Entry(mark.clone()),
+            (Some(_), _)
+                if current
+                    .as_ref()
+                    .is_some_and(|c| get_s(c, "running") == Some(e.id.as_str()))
+                    && self.entry_layout_open(e.entered_at)? =>
+            {
+                Condition::Marked
+            }
+            (None, Some(v)) if current.as_ref().is_some_and(|c| holds(c, &e.id)) => {
+                Condition::Version(v)
+            }
+            (None, None) if current.as_ref().is_some_and(|c| holds(c, &e.id)) => {
+                return Err(StoreError::Conflict(format!("enrollment {}", e.id)));
+            }
             _ => return self.write_own_enrollment(expected, scenario_version, e, pending),
         };
+        let entry = current;
         let mut item = entry.clone().unwrap_or_default();
         item.insert(keys::PK.into(), s(&entry_pk));
         item.insert(keys::SK.into(), s(&entry_sk));
@@ -231,7 +359,7 @@ impl DynamoStore {
         };
         let put = self.client.put_item().table_name(&self.config.state_table);
         let put = match condition {
-            Ok(mark) => {
+            Condition::Entry(mark) => {
                 // The enrollment this entry replaces keeps its state in its own item first.
                 if let Some(previous) = &entry
                     && let Some(previous_id) = get_s(previous, "running")
@@ -245,7 +373,11 @@ impl DynamoStore {
                 put.condition_expression("attribute_not_exists(entries) OR entries = :seen")
                     .expression_attribute_values(":seen", n(mark.seen))
             }
-            Err(v) => put
+            // Its entry was written alone in this unit (the item holds no enrollment).
+            Condition::Marked => put
+                .condition_expression("running = :id AND attribute_not_exists(doc)")
+                .expression_attribute_values(":id", s(&e.id)),
+            Condition::Version(v) => put
                 .condition_expression("version = :v AND running = :id")
                 .expression_attribute_values(":v", n(v))
                 .expression_attribute_values(":id", s(&e.id)),
@@ -278,7 +410,30 @@ impl DynamoStore {
                 item.insert(name.into(), value.clone());
             }
         }
-        self.put(item)
+        let version = get_n(entry, "version").unwrap_or(0);
+        // Never over a later state of the same enrollment (a copy made before, then written
+        // again by a retry with an older read).
+        let r = self.bridge.block(
+            self.client
+                .put_item()
+                .table_name(&self.config.state_table)
+                .set_item(Some(item.clone()))
+                .condition_expression("attribute_not_exists(pk) OR version <= :v")
+                .expression_attribute_values(":v", n(version))
+                .send(),
+        );
+        match r {
+            Ok(_) => {
+                self.unit_reads.wrote(&item);
+                Ok(())
+            }
+            Err(e) if is_conditional(&e) => {
+                self.unit_reads
+                    .forget(&keys::enrollment(id), keys::ENROLLMENT_STATE);
+                Ok(())
+            }
+            Err(e) => Err(dynamo("PutItem")(e)),
+        }
     }
 
     /// An enrollment in its own item (`enrollment#{id}`), as earlier builds kept them all.
@@ -376,5 +531,31 @@ impl DynamoStore {
             }
         }
         Ok(Some((enrollment, version)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(running: &str, doc_id: Option<&str>) -> Item {
+        let mut item = Item::from([("running".to_string(), s(running))]);
+        if let Some(id) = doc_id {
+            item.insert("doc".into(), s(format!(r#"{{"id":"{id}","version":3}}"#)));
+        }
+        item
+    }
+
+    #[test]
+    fn an_entry_item_holds_the_enrollment_its_running_and_its_document_both_name() {
+        assert!(holds(&entry("s:a:2", Some("s:a:2")), "s:a:2"));
+        // An earlier build's mark over ours moved `running`: the document is the one before.
+        assert!(!holds(&entry("s:a:2", Some("s:a:1")), "s:a:2"));
+        assert!(!holds(&entry("s:a:2", Some("s:a:1")), "s:a:1"));
+        // An earlier build's bare mark, or a document that does not read.
+        assert!(!holds(&entry("s:a:2", None), "s:a:2"));
+        let mut bad = entry("s:a:2", None);
+        bad.insert("doc".into(), s("not json"));
+        assert!(!holds(&bad, "s:a:2"));
     }
 }

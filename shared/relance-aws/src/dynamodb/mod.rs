@@ -126,6 +126,9 @@ pub struct DynamoStore {
     /// Entries recorded in this unit, by the id of their enrollment, waiting for its first
     /// write (one put for both, see `enrollments`).
     entries_marked: HashMap<String, enrollments::MarkedEntry>,
+    /// From when (seconds since the epoch) entries keep their enrollment in the entry item,
+    /// once read; shared by the store's clones (see `enrollments::ENTRY_LAYOUT_DELAY`).
+    entry_layout_from: Arc<std::sync::OnceLock<i64>>,
     /// Fault injection for tests: stop right after the commit point of the next transition.
     crash_after_commit: bool,
     /// Where sends, ends, goals and actions for other systems go, when configured.
@@ -169,6 +172,7 @@ impl DynamoStore {
             unit_reads: reads::UnitReads::default(),
             entries_seen: HashMap::new(),
             entries_marked: HashMap::new(),
+            entry_layout_from: Arc::new(std::sync::OnceLock::new()),
             crash_after_commit: false,
             dispatch: None,
             record_sends: false,
@@ -417,6 +421,7 @@ impl DynamoStore {
 
     /// Creates both tables (on demand, TTL on timers) if they do not exist.
     pub async fn create_tables(client: &Client, config: &AwsConfig) -> Result<(), DynamoError> {
+        let mut created_state = false;
         for table in [&config.state_table, &config.timers_table] {
             let created = client
                 .create_table()
@@ -453,12 +458,30 @@ impl DynamoStore {
                 .send()
                 .await;
             match created {
+                Ok(_) if table == &config.state_table => created_state = true,
                 Ok(_) => {}
                 Err(e)
                     if e.as_service_error().and_then(|s| s.code())
                         == Some("ResourceInUseException") => {}
                 Err(e) => return Err(DynamoError::sdk("CreateTable")(e)),
             }
+        }
+        // A state table created here holds no enrollment of an earlier build, and no earlier
+        // build works on it: entries keep their enrollment in the entry item from the start.
+        // Best effort (a table still being created refuses it): without it, the first entry
+        // sets the usual delay.
+        if created_state
+            && let Err(e) = client
+                .put_item()
+                .table_name(&config.state_table)
+                .item(keys::PK, s(keys::SETTINGS))
+                .item(keys::SK, s(keys::ENTRY_ENROLLMENTS))
+                .item("from", AttributeValue::N("0".into()))
+                .condition_expression("attribute_not_exists(pk)")
+                .send()
+                .await
+        {
+            tracing::warn!(error = ?e, "the new state table's entry layout setting was not written");
         }
         let ttl = TimeToLiveSpecification::builder()
             .enabled(true)
@@ -819,17 +842,16 @@ impl Store for DynamoStore {
         self.entries_seen.clear();
         // Reads are kept for this unit only (see `reads`).
         let nested = self.unit_reads.begin();
+        let marked_before: Vec<String> = self.entries_marked.keys().cloned().collect();
         let out = work(self);
+        if out.is_err() {
+            // A unit that failed records none of its entries (its input is retried whole).
+            self.entries_marked
+                .retain(|id, _| marked_before.contains(id));
+        }
         if !nested {
-            // An entry whose enrollment was not written is recorded alone; a unit that failed
-            // records none (its input is retried whole).
-            let marked = match &out {
-                Ok(_) => self.write_marked_entries(),
-                Err(_) => {
-                    self.entries_marked.clear();
-                    Ok(())
-                }
-            };
+            // An entry whose enrollment was not written is recorded alone.
+            let marked = self.write_marked_entries(None);
             self.unit_reads.end();
             marked?;
         }
