@@ -455,6 +455,94 @@ fn the_latest_enrollment_lives_in_its_entry_item_and_an_earlier_one_in_its_own()
     assert_eq!(counts.entered, 2);
 }
 
+/// A contact's entry items hold at most `MAX_ENTRY_ENROLLMENTS` enrollments (its partition is
+/// read at every step): the next scenario it enters keeps its enrollment in its own item, and
+/// a re-entry reuses its scenario's entry item.
+#[test]
+fn a_contacts_entry_items_hold_a_bounded_number_of_enrollments() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use relance_aws::dynamodb::MAX_ENTRY_ENROLLMENTS;
+    use relance_aws::keys;
+    use relance_core::ports::EnrollmentStore;
+    if crate::support::offline() {
+        return;
+    }
+    let emu = emulator();
+    let t0 = at("2026-12-01T09:00:00Z");
+    let mut rt = Runtime::new(store("entrybound"));
+    let table = rt.store().config().state_table.clone();
+    import(&mut rt, "{\"id\": \"a\", \"email\": \"a@x.io\"}\n", t0);
+    let scenarios: Vec<String> = (1..=MAX_ENTRY_ENROLLMENTS + 1)
+        .map(|i| format!("s{i}"))
+        .collect();
+    for id in &scenarios {
+        let yaml = format!(
+            "id: {id}\nlaunch: {{type: manual}}\nmessages:\n  m: {{channel: email, subject: s, text: x}}\nsteps:\n  - {{id: first, send: m, next: done}}\n  - {{id: done, end: success}}\n"
+        );
+        activate(&mut rt, &yaml, t0);
+        rt.launch(
+            LaunchDetail {
+                scenario: id.clone(),
+                contacts: None,
+            },
+            t0,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let item = |pk: String, sk: String| {
+        emu.runtime
+            .block_on(
+                emu.dynamo
+                    .get_item()
+                    .table_name(&table)
+                    .key(keys::PK, AttributeValue::S(pk))
+                    .key(keys::SK, AttributeValue::S(sk))
+                    .consistent_read(true)
+                    .send(),
+            )
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .item
+    };
+    let mut store = rt.store().clone();
+    for (i, id) in scenarios.iter().enumerate() {
+        let in_entry = item(keys::contact("a"), keys::entry(id))
+            .unwrap_or_else(|| panic!("no entry of {id}"))
+            .contains_key("doc");
+        let enrollment = keys::enrollment_id(id, "a", 1);
+        let own = item(keys::enrollment(&enrollment), keys::ENROLLMENT_STATE.into()).is_some();
+        let held = i < MAX_ENTRY_ENROLLMENTS;
+        assert_eq!((in_entry, own), (held, !held), "{id}");
+        let (e, _) = store
+            .enrollment(&enrollment)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("no {enrollment}"));
+        assert!(!e.is_running(), "{enrollment} ended");
+    }
+    // Entering the first scenario again reuses its entry item (the one before moves out).
+    rt.launch(
+        LaunchDetail {
+            scenario: "s1".into(),
+            contacts: None,
+        },
+        t0 + TimeDelta::days(1),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let entry = item(keys::contact("a"), keys::entry("s1")).unwrap_or_else(|| panic!("no entry"));
+    assert!(entry.contains_key("doc"));
+    assert_eq!(
+        entry.get("running").and_then(|v| v.as_s().ok()).cloned(),
+        Some(keys::enrollment_id("s1", "a", 2))
+    );
+    assert!(
+        item(
+            keys::enrollment(&keys::enrollment_id("s1", "a", 1)),
+            keys::ENROLLMENT_STATE.into()
+        )
+        .is_some()
+    );
+    assert_eq!(sends(rt.store()).len(), MAX_ENTRY_ENROLLMENTS + 2);
+}
+
 /// While the layout's delay runs (a table this build did not create, for an hour after its
 /// first entry: earlier builds may still run beside it), entries keep their enrollment in
 /// its own item, as earlier builds did; after it, new entries keep it in the entry item, and

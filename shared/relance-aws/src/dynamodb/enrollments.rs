@@ -8,7 +8,7 @@
 //! (read whole once per unit of work) brings its enrollments with its profile. An entry that
 //! takes the place of an earlier enrollment first copies that one to its own item
 //! (`enrollment#{id}`), where enrollments of earlier builds also are: an enrollment is looked
-//! for in its entry item, then there. Until [`ENTRY_LAYOUT_DELAY`] after this build first
+//! for in its entry item, then there. Until `ENTRY_LAYOUT_DELAY` after this build first
 //! enters a contact on a table it did not create, entries keep their enrollment in its own
 //! item, as earlier builds (which may still run during a deployment) did.
 
@@ -81,7 +81,8 @@ impl EnrollmentStore for DynamoStore {
     /// Recorded with the enrollment's first write, one put (see the module docs): kept until
     /// then, or written alone before the unit appends to the contact's consent log, or at the
     /// end of the unit of work if no enrollment follows it. Written at once while the layout's
-    /// delay runs (see [`ENTRY_LAYOUT_DELAY`]) and outside a unit of work.
+    /// delay runs (`ENTRY_LAYOUT_DELAY`), outside a unit of work, and past the contact's
+    /// `MAX_ENTRY_ENROLLMENTS`.
     fn mark_entry(
         &mut self,
         scenario: &str,
@@ -94,6 +95,9 @@ impl EnrollmentStore for DynamoStore {
             .copied()
             .unwrap_or(0);
         let id = keys::enrollment_id(scenario, contact, u64::from(seen) + 1);
+        let fold = self.unit_reads.active()
+            && self.entry_layout_open(at)?
+            && self.room_in_entry_items(contact, scenario)?;
         self.entries_marked.insert(
             id.clone(),
             MarkedEntry {
@@ -101,10 +105,11 @@ impl EnrollmentStore for DynamoStore {
                 contact: contact.to_string(),
                 at,
                 seen,
+                fold,
                 written: false,
             },
         );
-        if !self.unit_reads.active() || !self.entry_layout_open(at)? {
+        if !fold {
             self.write_marked_entries(Some(&id))?;
         }
         Ok(())
@@ -149,6 +154,15 @@ impl EnrollmentStore for DynamoStore {
 /// keep their enrollment in its own item, as earlier builds did; both layouts are always read.
 pub const ENTRY_LAYOUT_DELAY: TimeDelta = TimeDelta::hours(1);
 
+/// The most enrollments a contact's entry items hold (a re-entry's own scenario not
+/// counted; the next entries keep theirs in its own item). An ended enrollment stays in its
+/// entry item until the contact enters that scenario again, and the contact's partition is
+/// read whole at each step: each one held there adds about 750 bytes to every such read (a
+/// read unit per 4 KB), where the write it saves is paid once. Three bound that to about
+/// 2.3 KB, whatever the number of scenarios a contact goes through (BENCHMARKS.md, "The latest
+/// enrollment in its entry item").
+pub const MAX_ENTRY_ENROLLMENTS: usize = 3;
+
 /// An entry recorded by `mark_entry`, waiting for the first write of its enrollment.
 #[derive(Debug, Clone)]
 pub(super) struct MarkedEntry {
@@ -157,6 +171,9 @@ pub(super) struct MarkedEntry {
     at: DateTime<Utc>,
     /// The entry count the unit read (the put's condition).
     seen: u32,
+    /// Whether its enrollment goes in the entry item (else in its own item, as earlier
+    /// builds did: during the layout's delay, or past `MAX_ENTRY_ENROLLMENTS`).
+    fold: bool,
     /// Already written alone (before a consent append, or while the layout's delay runs): the
     /// enrollment's first write then only fills the entry item.
     written: bool,
@@ -193,6 +210,23 @@ fn holds(entry: &Item, id: &str) -> bool {
 }
 
 impl DynamoStore {
+    /// Whether the contact's entry items have room for one more enrollment (see
+    /// [`MAX_ENTRY_ENROLLMENTS`]; `scenario`'s own entry item, which an entry reuses, not
+    /// counted): read from the contact's partition, which the unit has read whole.
+    fn room_in_entry_items(&self, contact: &str, scenario: &str) -> Result<bool, StoreError> {
+        let own = keys::entry(scenario);
+        let held = self
+            .query(
+                &self.config.state_table,
+                &keys::contact(contact),
+                keys::ENTRY_PREFIX,
+            )?
+            .iter()
+            .filter(|i| get_s(i, keys::SK) != Some(own.as_str()) && i.contains_key("doc"))
+            .count();
+        Ok(held < MAX_ENTRY_ENROLLMENTS)
+    }
+
     /// Whether entries keep their enrollment in the entry item at `now`: from the instant kept
     /// in the table (`settings`/`entry_enrollments`), which the first entry of this build on a
     /// table it did not create sets [`ENTRY_LAYOUT_DELAY`] ahead; read once per store.
@@ -329,12 +363,12 @@ impl DynamoStore {
         // own item (an earlier build's, one a later entry replaced, or every enrollment while
         // the layout's delay runs).
         let condition = match (&marked, expected) {
-            (Some(mark), _) if !mark.written => Condition::Entry(mark.clone()),
-            (Some(_), _)
-                if current
-                    .as_ref()
-                    .is_some_and(|c| get_s(c, "running") == Some(e.id.as_str()))
-                    && self.entry_layout_open(e.entered_at)? =>
+            (Some(mark), _) if mark.fold && !mark.written => Condition::Entry(mark.clone()),
+            (Some(mark), _)
+                if mark.fold
+                    && current
+                        .as_ref()
+                        .is_some_and(|c| get_s(c, "running") == Some(e.id.as_str())) =>
             {
                 Condition::Marked
             }

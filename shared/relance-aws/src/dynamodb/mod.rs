@@ -68,6 +68,7 @@ use crate::sqs::{Outgoing, SqsQueues};
 mod consent;
 mod contacts;
 mod enrollments;
+pub use enrollments::MAX_ENTRY_ENROLLMENTS;
 mod item;
 pub use item::document_text;
 mod journal;
