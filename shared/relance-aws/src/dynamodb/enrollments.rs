@@ -271,41 +271,61 @@ impl DynamoStore {
     /// consent appends. An enrollment the entry item held moves to its own item first, and
     /// leaves the entry item (which then holds none until the new enrollment's first write).
     pub(super) fn write_marked_entries(&mut self, only: Option<&str>) -> Result<(), StoreError> {
-        let ids: Vec<String> = self
-            .entries_marked
-            .iter()
-            .filter(|(id, mark)| !mark.written && only.is_none_or(|o| o == id.as_str()))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in ids {
-            let Some(mark) = self.entries_marked.get(&id).cloned() else {
+        // At the end of a unit every mark leaves the store, written or not (a failure here
+        // fails the unit: none is left for the next one).
+        let marks: Vec<(String, MarkedEntry)> = match only {
+            None => std::mem::take(&mut self.entries_marked)
+                .into_iter()
+                .collect(),
+            Some(id) => self
+                .entries_marked
+                .get(id)
+                .map(|m| (id.to_string(), m.clone()))
+                .into_iter()
+                .collect(),
+        };
+        for (id, mark) in marks {
+            if mark.written {
                 continue;
-            };
+            }
             let pk = keys::contact(&mark.contact);
             let sk = keys::entry(&mark.scenario);
-            if let Some(entry) = self.get(&pk, &sk)?
-                && let Some(previous) = get_s(&entry, "running")
-                && holds(&entry, previous)
-            {
-                self.archive_enrollment(previous, &entry)?;
-            }
-            let r = self.bridge.block(
-                self.client
-                    .update_item()
-                    .table_name(&self.config.state_table)
-                    .key(keys::PK, s(&pk))
-                    .key(keys::SK, s(&sk))
-                    .update_expression(
-                        "SET last_entered_at = :at, entries = :next, running = :id \
-                         REMOVE doc, version, scenario_version, pending",
-                    )
-                    .condition_expression("attribute_not_exists(entries) OR entries = :seen")
-                    .expression_attribute_values(":at", s(keys::text(mark.at)))
-                    .expression_attribute_values(":next", n(mark.seen + 1))
-                    .expression_attribute_values(":seen", n(mark.seen))
-                    .expression_attribute_values(":id", s(&id))
-                    .send(),
-            );
+            let update = self
+                .client
+                .update_item()
+                .table_name(&self.config.state_table)
+                .key(keys::PK, s(&pk))
+                .key(keys::SK, s(&sk))
+                .update_expression(
+                    "SET last_entered_at = :at, entries = :next, running = :id \
+                     REMOVE doc, version, scenario_version, pending",
+                )
+                .expression_attribute_values(":at", s(keys::text(mark.at)))
+                .expression_attribute_values(":next", n(mark.seen + 1))
+                .expression_attribute_values(":seen", n(mark.seen))
+                .expression_attribute_values(":id", s(&id));
+            // The enrollment the entry item holds moves to its own item first; the update then
+            // removes it only as it was read (no later version of it is lost).
+            let update = match self.get(&pk, &sk)? {
+                Some(entry) if entry.contains_key("doc") => {
+                    if let Some(previous) = get_s(&entry, "running")
+                        && holds(&entry, previous)
+                    {
+                        self.archive_enrollment(previous, &entry)?;
+                    }
+                    let version = entry.get("version").cloned().unwrap_or(n(0));
+                    update
+                        .condition_expression(
+                            "(attribute_not_exists(entries) OR entries = :seen) \
+                             AND (attribute_not_exists(doc) OR version = :held)",
+                        )
+                        .expression_attribute_values(":held", version)
+                }
+                _ => {
+                    update.condition_expression("attribute_not_exists(entries) OR entries = :seen")
+                }
+            };
+            let r = self.bridge.block(update.send());
             self.unit_reads.forget(&pk, &sk);
             match r {
                 Ok(_) => {
@@ -322,9 +342,6 @@ impl DynamoStore {
                 }
                 Err(e) => return Err(dynamo("UpdateItem")(e)),
             }
-        }
-        if only.is_none() {
-            self.entries_marked.clear();
         }
         Ok(())
     }
@@ -364,13 +381,20 @@ impl DynamoStore {
         // the layout's delay runs).
         let condition = match (&marked, expected) {
             (Some(mark), _) if mark.fold && !mark.written => Condition::Entry(mark.clone()),
-            (Some(mark), _)
-                if mark.fold
-                    && current
-                        .as_ref()
-                        .is_some_and(|c| get_s(c, "running") == Some(e.id.as_str())) =>
-            {
-                Condition::Marked
+            // Its entry was written alone in this unit: the entry item, still naming it (else
+            // another entry came since, and this one must not go on).
+            (Some(mark), _) if mark.fold => {
+                if current
+                    .as_ref()
+                    .is_some_and(|c| get_s(c, "running") == Some(e.id.as_str()))
+                {
+                    Condition::Marked
+                } else {
+                    return Err(StoreError::Conflict(format!(
+                        "entry of {} in {}",
+                        e.contact, e.scenario
+                    )));
+                }
             }
             (None, Some(v)) if current.as_ref().is_some_and(|c| holds(c, &e.id)) => {
                 Condition::Version(v)
