@@ -110,7 +110,7 @@ impl EnrollmentStore for DynamoStore {
             },
         );
         if !fold {
-            self.write_marked_entries(Some(&id))?;
+            self.write_mark(&id)?;
         }
         Ok(())
     }
@@ -209,6 +209,27 @@ fn holds(entry: &Item, id: &str) -> bool {
             .is_some_and(|doc| doc.id == id)
 }
 
+/// Sets an enrollment's attributes on `item` (its entry item or its own).
+fn set_enrollment(
+    item: &mut Item,
+    e: &Enrollment,
+    scenario_version: u32,
+    pending: Option<&Pending>,
+) {
+    item.insert("doc".into(), s(to_json(e)));
+    item.insert("version".into(), n(e.version));
+    item.insert("scenario_version".into(), n(scenario_version));
+    match pending {
+        Some(p) => item.insert("pending".into(), packed_json(p)),
+        None => item.remove("pending"),
+    };
+}
+
+/// Another entry of `contact` in `scenario` came first.
+fn entry_conflict(contact: &str, scenario: &str) -> StoreError {
+    StoreError::Conflict(format!("entry of {contact} in {scenario}"))
+}
+
 impl DynamoStore {
     /// Whether the contact's entry items have room for one more enrollment (see
     /// [`MAX_ENTRY_ENROLLMENTS`]; `scenario`'s own entry item, which an entry reuses, not
@@ -245,105 +266,89 @@ impl DynamoStore {
             Some(from) => from,
             None => {
                 let from = (now + ENTRY_LAYOUT_DELAY).timestamp();
-                let r = self.bridge.block(
-                    self.client
-                        .put_item()
-                        .table_name(&self.config.state_table)
-                        .item(keys::PK, s(keys::SETTINGS))
-                        .item(keys::SK, s(keys::ENTRY_ENROLLMENTS))
-                        .item("from", n(from))
-                        .condition_expression("attribute_not_exists(pk)")
-                        .send(),
-                );
-                match r {
-                    Ok(_) => from,
+                let setting = Item::from([
+                    (keys::PK.to_string(), s(keys::SETTINGS)),
+                    (keys::SK.to_string(), s(keys::ENTRY_ENROLLMENTS)),
+                    ("from".to_string(), n(from)),
+                ]);
+                if self.put_new(setting)? {
+                    from
+                } else {
                     // Another function set it first: its instant holds.
-                    Err(e) if is_conditional(&e) => stored(self)?.unwrap_or(from),
-                    Err(e) => return Err(dynamo("PutItem")(e)),
+                    stored(self)?.unwrap_or(from)
                 }
             }
         };
         Ok(now.timestamp() >= *self.entry_layout_from.get_or_init(|| from))
     }
 
-    /// Writes the entries marked in this unit and not yet written (only `only`'s, if given),
-    /// alone: an entry whose enrollment was not written, or one written before the unit's
-    /// consent appends. An enrollment the entry item held moves to its own item first, and
-    /// leaves the entry item (which then holds none until the new enrollment's first write).
-    pub(super) fn write_marked_entries(&mut self, only: Option<&str>) -> Result<(), StoreError> {
-        // At the end of a unit every mark leaves the store, written or not (a failure here
-        // fails the unit: none is left for the next one).
-        let marks: Vec<(String, MarkedEntry)> = match only {
-            None => std::mem::take(&mut self.entries_marked)
-                .into_iter()
-                .collect(),
-            Some(id) => self
-                .entries_marked
-                .get(id)
-                .map(|m| (id.to_string(), m.clone()))
-                .into_iter()
-                .collect(),
+    /// Writes the entries marked in this unit and not yet written, alone (entries whose
+    /// enrollment was not written), at the unit's end: every mark then leaves the store,
+    /// written or not (a failure here fails the unit: none is left for the next one).
+    pub(super) fn write_marked_entries(&mut self) -> Result<(), StoreError> {
+        let ids: Vec<String> = self.entries_marked.keys().cloned().collect();
+        let written = ids.iter().try_for_each(|id| self.write_mark(id));
+        self.entries_marked.clear();
+        written
+    }
+
+    /// Writes the entry marked for enrollment `id` alone, unless it is already written. An
+    /// enrollment the entry item held moves to its own item first, and leaves the entry item
+    /// (which then holds none until the new enrollment's first write).
+    fn write_mark(&mut self, id: &str) -> Result<(), StoreError> {
+        let Some(mark) = self.entries_marked.get(id).filter(|m| !m.written).cloned() else {
+            return Ok(());
         };
-        for (id, mark) in marks {
-            if mark.written {
-                continue;
+        let pk = keys::contact(&mark.contact);
+        let sk = keys::entry(&mark.scenario);
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.config.state_table)
+            .key(keys::PK, s(&pk))
+            .key(keys::SK, s(&sk))
+            .update_expression(
+                "SET last_entered_at = :at, entries = :next, running = :id \
+                 REMOVE doc, version, scenario_version, pending",
+            )
+            .expression_attribute_values(":at", s(keys::text(mark.at)))
+            .expression_attribute_values(":next", n(mark.seen + 1))
+            .expression_attribute_values(":seen", n(mark.seen))
+            .expression_attribute_values(":id", s(id));
+        // The enrollment the entry item holds moves to its own item first; the update then
+        // removes it only as it was read (no later version of it is lost).
+        let update = match self.get(&pk, &sk)? {
+            Some(entry) if entry.contains_key("doc") => {
+                if let Some(previous) = get_s(&entry, "running")
+                    && holds(&entry, previous)
+                {
+                    self.archive_enrollment(previous, &entry)?;
+                }
+                let version = entry.get("version").cloned().unwrap_or(n(0));
+                update
+                    .condition_expression(
+                        "(attribute_not_exists(entries) OR entries = :seen) \
+                         AND (attribute_not_exists(doc) OR version = :held)",
+                    )
+                    .expression_attribute_values(":held", version)
             }
-            let pk = keys::contact(&mark.contact);
-            let sk = keys::entry(&mark.scenario);
-            let update = self
-                .client
-                .update_item()
-                .table_name(&self.config.state_table)
-                .key(keys::PK, s(&pk))
-                .key(keys::SK, s(&sk))
-                .update_expression(
-                    "SET last_entered_at = :at, entries = :next, running = :id \
-                     REMOVE doc, version, scenario_version, pending",
-                )
-                .expression_attribute_values(":at", s(keys::text(mark.at)))
-                .expression_attribute_values(":next", n(mark.seen + 1))
-                .expression_attribute_values(":seen", n(mark.seen))
-                .expression_attribute_values(":id", s(&id));
-            // The enrollment the entry item holds moves to its own item first; the update then
-            // removes it only as it was read (no later version of it is lost).
-            let update = match self.get(&pk, &sk)? {
-                Some(entry) if entry.contains_key("doc") => {
-                    if let Some(previous) = get_s(&entry, "running")
-                        && holds(&entry, previous)
-                    {
-                        self.archive_enrollment(previous, &entry)?;
-                    }
-                    let version = entry.get("version").cloned().unwrap_or(n(0));
-                    update
-                        .condition_expression(
-                            "(attribute_not_exists(entries) OR entries = :seen) \
-                             AND (attribute_not_exists(doc) OR version = :held)",
-                        )
-                        .expression_attribute_values(":held", version)
+            _ => update.condition_expression("attribute_not_exists(entries) OR entries = :seen"),
+        };
+        let r = self.bridge.block(update.send());
+        self.unit_reads.forget(&pk, &sk);
+        match r {
+            Ok(_) => {
+                if let Some(m) = self.entries_marked.get_mut(id) {
+                    m.written = true;
                 }
-                _ => {
-                    update.condition_expression("attribute_not_exists(entries) OR entries = :seen")
-                }
-            };
-            let r = self.bridge.block(update.send());
-            self.unit_reads.forget(&pk, &sk);
-            match r {
-                Ok(_) => {
-                    if let Some(m) = self.entries_marked.get_mut(&id) {
-                        m.written = true;
-                    }
-                }
-                Err(e) if is_conditional(&e) => {
-                    self.entries_marked.remove(&id);
-                    return Err(StoreError::Conflict(format!(
-                        "entry of {} in {}",
-                        mark.contact, mark.scenario
-                    )));
-                }
-                Err(e) => return Err(dynamo("UpdateItem")(e)),
+                Ok(())
             }
+            Err(e) if is_conditional(&e) => {
+                self.entries_marked.remove(id);
+                Err(entry_conflict(&mark.contact, &mark.scenario))
+            }
+            Err(e) => Err(dynamo("UpdateItem")(e)),
         }
-        Ok(())
     }
 
     /// Writes, before a consent append for `contact`, the entries of that contact marked in
@@ -356,10 +361,7 @@ impl DynamoStore {
             .filter(|(_, mark)| mark.contact == contact && !mark.written)
             .map(|(id, _)| id.clone())
             .collect();
-        for id in ids {
-            self.write_marked_entries(Some(&id))?;
-        }
-        Ok(())
+        ids.iter().try_for_each(|id| self.write_mark(id))
     }
 
     pub(super) fn write_enrollment(
@@ -390,10 +392,7 @@ impl DynamoStore {
                 {
                     Condition::Marked
                 } else {
-                    return Err(StoreError::Conflict(format!(
-                        "entry of {} in {}",
-                        e.contact, e.scenario
-                    )));
+                    return Err(entry_conflict(&e.contact, &e.scenario));
                 }
             }
             (None, Some(v)) if current.as_ref().is_some_and(|c| holds(c, &e.id)) => {
@@ -404,22 +403,14 @@ impl DynamoStore {
             }
             _ => return self.write_own_enrollment(expected, scenario_version, e, pending),
         };
-        let entry = current;
-        let mut item = entry.clone().unwrap_or_default();
+        let mut item = current.clone().unwrap_or_default();
         item.insert(keys::PK.into(), s(&entry_pk));
         item.insert(keys::SK.into(), s(&entry_sk));
-        item.insert("doc".into(), s(to_json(e)));
-        item.insert("version".into(), n(e.version));
-        item.insert("scenario_version".into(), n(scenario_version));
-        match pending {
-            Some(p) => item.insert("pending".into(), packed_json(p)),
-            None => item.remove("pending"),
-        };
-        let put = self.client.put_item().table_name(&self.config.state_table);
-        let put = match condition {
+        set_enrollment(&mut item, e, scenario_version, pending);
+        let (condition, values) = match condition {
             Condition::Entry(mark) => {
                 // The enrollment this entry replaces keeps its state in its own item first.
-                if let Some(previous) = &entry
+                if let Some(previous) = &current
                     && let Some(previous_id) = get_s(previous, "running")
                     && holds(previous, previous_id)
                 {
@@ -428,31 +419,27 @@ impl DynamoStore {
                 item.insert("last_entered_at".into(), s(keys::text(mark.at)));
                 item.insert("entries".into(), n(mark.seen + 1));
                 item.insert("running".into(), s(&e.id));
-                put.condition_expression("attribute_not_exists(entries) OR entries = :seen")
-                    .expression_attribute_values(":seen", n(mark.seen))
+                (
+                    "attribute_not_exists(entries) OR entries = :seen",
+                    vec![(":seen", n(mark.seen))],
+                )
             }
             // Its entry was written alone in this unit (the item holds no enrollment).
-            Condition::Marked => put
-                .condition_expression("running = :id AND attribute_not_exists(doc)")
-                .expression_attribute_values(":id", s(&e.id)),
-            Condition::Version(v) => put
-                .condition_expression("version = :v AND running = :id")
-                .expression_attribute_values(":v", n(v))
-                .expression_attribute_values(":id", s(&e.id)),
+            Condition::Marked => (
+                "running = :id AND attribute_not_exists(doc)",
+                vec![(":id", s(&e.id))],
+            ),
+            Condition::Version(v) => (
+                "version = :v AND running = :id",
+                vec![(":v", n(v)), (":id", s(&e.id))],
+            ),
         };
-        match self.bridge.block(put.set_item(Some(item.clone())).send()) {
-            Ok(_) => {
-                self.unit_reads.wrote(&item);
-                Ok(())
-            }
-            Err(err) if is_conditional(&err) => {
-                self.unit_reads.forget(&entry_pk, &entry_sk);
-                Err(StoreError::Conflict(match marked {
-                    Some(_) => format!("entry of {} in {}", e.contact, e.scenario),
-                    None => format!("enrollment {}", e.id),
-                }))
-            }
-            Err(err) => Err(dynamo("PutItem")(err)),
+        if self.put_if(item, condition, values)? {
+            Ok(())
+        } else if marked.is_some() {
+            Err(entry_conflict(&e.contact, &e.scenario))
+        } else {
+            Err(StoreError::Conflict(format!("enrollment {}", e.id)))
         }
     }
 
@@ -470,28 +457,13 @@ impl DynamoStore {
         }
         let version = get_n(entry, "version").unwrap_or(0);
         // Never over a later state of the same enrollment (a copy made before, then written
-        // again by a retry with an older read).
-        let r = self.bridge.block(
-            self.client
-                .put_item()
-                .table_name(&self.config.state_table)
-                .set_item(Some(item.clone()))
-                .condition_expression("attribute_not_exists(pk) OR version <= :v")
-                .expression_attribute_values(":v", n(version))
-                .send(),
-        );
-        match r {
-            Ok(_) => {
-                self.unit_reads.wrote(&item);
-                Ok(())
-            }
-            Err(e) if is_conditional(&e) => {
-                self.unit_reads
-                    .forget(&keys::enrollment(id), keys::ENROLLMENT_STATE);
-                Ok(())
-            }
-            Err(e) => Err(dynamo("PutItem")(e)),
-        }
+        // again by a retry with an older read): refused, the later copy stays.
+        self.put_if(
+            item,
+            "attribute_not_exists(pk) OR version <= :v",
+            vec![(":v", n(version))],
+        )
+        .map(|_| ())
     }
 
     /// An enrollment in its own item (`enrollment#{id}`), as earlier builds kept them all.
@@ -505,34 +477,15 @@ impl DynamoStore {
         let mut item = Item::new();
         item.insert(keys::PK.into(), s(keys::enrollment(&e.id)));
         item.insert(keys::SK.into(), s(keys::ENROLLMENT_STATE));
-        item.insert("doc".into(), s(to_json(e)));
-        item.insert("version".into(), n(e.version));
-        item.insert("scenario_version".into(), n(scenario_version));
-        if let Some(p) = pending {
-            item.insert("pending".into(), packed_json(p));
-        }
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.config.state_table)
-            .set_item(Some(item.clone()));
-        let put = match expected {
-            None => put.condition_expression("attribute_not_exists(pk)"),
-            Some(v) => put
-                .condition_expression("version = :v")
-                .expression_attribute_values(":v", n(v)),
+        set_enrollment(&mut item, e, scenario_version, pending);
+        let written = match expected {
+            None => self.put_new(item)?,
+            Some(v) => self.put_if(item, "version = :v", vec![(":v", n(v))])?,
         };
-        match self.bridge.block(put.send()) {
-            Ok(_) => {
-                self.unit_reads.wrote(&item);
-                Ok(())
-            }
-            Err(err) if is_conditional(&err) => {
-                self.unit_reads
-                    .forget(&keys::enrollment(&e.id), keys::ENROLLMENT_STATE);
-                Err(StoreError::Conflict(format!("enrollment {}", e.id)))
-            }
-            Err(err) => Err(dynamo("PutItem")(err)),
+        if written {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(format!("enrollment {}", e.id)))
         }
     }
 

@@ -585,21 +585,32 @@ impl DynamoStore {
 
     /// Puts unless the key exists; true when written.
     fn put_new(&self, item: Item) -> Result<bool, StoreError> {
-        let r = self.bridge.block(
-            self.client
-                .put_item()
-                .table_name(&self.config.state_table)
-                .set_item(Some(item.clone()))
-                .condition_expression("attribute_not_exists(pk)")
-                .send(),
-        );
-        match r {
+        self.put_if(item, "attribute_not_exists(pk)", Vec::new())
+    }
+
+    /// Puts `item` if `condition` (with its `values`) holds; true when written. A refused put
+    /// leaves the item to be read again when asked (someone else wrote it).
+    fn put_if(
+        &self,
+        item: Item,
+        condition: &str,
+        values: Vec<(&str, AttributeValue)>,
+    ) -> Result<bool, StoreError> {
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.config.state_table)
+            .set_item(Some(item.clone()))
+            .condition_expression(condition);
+        for (name, value) in values {
+            put = put.expression_attribute_values(name, value);
+        }
+        match self.bridge.block(put.send()) {
             Ok(_) => {
                 self.unit_reads.wrote(&item);
                 Ok(true)
             }
             Err(e) if is_conditional(&e) => {
-                // It exists, as written by someone else: read it again when asked.
                 if let (Some(pk), Some(sk)) = (get_s(&item, keys::PK), get_s(&item, keys::SK)) {
                     self.unit_reads.forget(pk, sk);
                 }
@@ -852,7 +863,7 @@ impl Store for DynamoStore {
         }
         if !nested {
             // An entry whose enrollment was not written is recorded alone.
-            let marked = self.write_marked_entries(None);
+            let marked = self.write_marked_entries();
             self.unit_reads.end();
             marked?;
         }
