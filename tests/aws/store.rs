@@ -17,6 +17,43 @@ use relance_runtime::player::{Pace, Play, Script, Strict};
 use relance_runtime::runtime::Runtime;
 use relance_runtime::simulate::Simulation;
 
+/// A state-table item as stored (read from the emulator, strongly consistent).
+fn stored_item(
+    table: &str,
+    pk: String,
+    sk: String,
+) -> Option<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let emu = emulator();
+    emu.runtime
+        .block_on(
+            emu.dynamo
+                .get_item()
+                .table_name(table)
+                .key(relance_aws::keys::PK, AttributeValue::S(pk))
+                .key(relance_aws::keys::SK, AttributeValue::S(sk))
+                .consistent_read(true)
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .item
+}
+
+/// A `purchase` by `contact` at `when`.
+fn purchase_by(rt: &mut Runtime<DynamoStore>, contact: &str, when: DateTime<Utc>) {
+    rt.activity(
+        ActivityDetail {
+            idempotency_key: None,
+            contact: contact.into(),
+            event: "purchase".into(),
+            properties: Default::default(),
+            at: Some(when),
+        },
+        when,
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// A store on fresh tables named after the test.
 fn store(name: &str) -> DynamoStore {
     fresh_store("t", name, 3)
@@ -368,39 +405,13 @@ fn the_latest_enrollment_lives_in_its_entry_item_and_an_earlier_one_in_its_own()
     if crate::support::offline() {
         return;
     }
-    let emu = emulator();
     let t0 = at("2026-12-01T09:00:00Z");
     let mut rt = Runtime::new(store("entryitem"));
     let table = rt.store().config().state_table.clone();
     import(&mut rt, "{\"id\": \"a:1\", \"email\": \"a@x.io\"}\n", t0);
     activate(&mut rt, TRIGGERED, t0);
-    let purchase = |rt: &mut Runtime<DynamoStore>, when: DateTime<Utc>| {
-        rt.activity(
-            ActivityDetail {
-                idempotency_key: None,
-                contact: "a:1".into(),
-                event: "purchase".into(),
-                properties: Default::default(),
-                at: Some(when),
-            },
-            when,
-        )
-        .unwrap_or_else(|e| panic!("{e}"))
-    };
-    let item = |pk: String, sk: String| {
-        emu.runtime
-            .block_on(
-                emu.dynamo
-                    .get_item()
-                    .table_name(&table)
-                    .key(keys::PK, AttributeValue::S(pk))
-                    .key(keys::SK, AttributeValue::S(sk))
-                    .consistent_read(true)
-                    .send(),
-            )
-            .unwrap_or_else(|e| panic!("{e:?}"))
-            .item
-    };
+    let purchase = |rt: &mut Runtime<DynamoStore>, when| purchase_by(rt, "a:1", when);
+    let item = |pk: String, sk: String| stored_item(&table, pk, sk);
     let first = keys::enrollment_id("on-purchase", "a:1", 1);
     let second = keys::enrollment_id("on-purchase", "a:1", 2);
     let entry_item = || item(keys::contact("a:1"), keys::entry("on-purchase"));
@@ -460,14 +471,12 @@ fn the_latest_enrollment_lives_in_its_entry_item_and_an_earlier_one_in_its_own()
 /// a re-entry reuses its scenario's entry item.
 #[test]
 fn a_contacts_entry_items_hold_a_bounded_number_of_enrollments() {
-    use aws_sdk_dynamodb::types::AttributeValue;
     use relance_aws::dynamodb::MAX_ENTRY_ENROLLMENTS;
     use relance_aws::keys;
     use relance_core::ports::EnrollmentStore;
     if crate::support::offline() {
         return;
     }
-    let emu = emulator();
     let t0 = at("2026-12-01T09:00:00Z");
     let mut rt = Runtime::new(store("entrybound"));
     let table = rt.store().config().state_table.clone();
@@ -489,20 +498,7 @@ fn a_contacts_entry_items_hold_a_bounded_number_of_enrollments() {
         )
         .unwrap_or_else(|e| panic!("{e}"));
     }
-    let item = |pk: String, sk: String| {
-        emu.runtime
-            .block_on(
-                emu.dynamo
-                    .get_item()
-                    .table_name(&table)
-                    .key(keys::PK, AttributeValue::S(pk))
-                    .key(keys::SK, AttributeValue::S(sk))
-                    .consistent_read(true)
-                    .send(),
-            )
-            .unwrap_or_else(|e| panic!("{e:?}"))
-            .item
-    };
+    let item = |pk: String, sk: String| stored_item(&table, pk, sk);
     let mut store = rt.store().clone();
     for (i, id) in scenarios.iter().enumerate() {
         let in_entry = item(keys::contact("a"), keys::entry(id))
@@ -574,33 +570,8 @@ fn while_the_layout_delay_runs_enrollments_keep_their_own_item() {
     let mut rt = Runtime::new(store("layoutdelay"));
     import(&mut rt, "{\"id\": \"a\", \"email\": \"a@x.io\"}\n", t0);
     activate(&mut rt, TRIGGERED, t0);
-    let purchase = |rt: &mut Runtime<DynamoStore>, when: DateTime<Utc>| {
-        rt.activity(
-            ActivityDetail {
-                idempotency_key: None,
-                contact: "a".into(),
-                event: "purchase".into(),
-                properties: Default::default(),
-                at: Some(when),
-            },
-            when,
-        )
-        .unwrap_or_else(|e| panic!("{e}"))
-    };
-    let item = |pk: String, sk: String| {
-        emu.runtime
-            .block_on(
-                emu.dynamo
-                    .get_item()
-                    .table_name(&table)
-                    .key(keys::PK, AttributeValue::S(pk))
-                    .key(keys::SK, AttributeValue::S(sk))
-                    .consistent_read(true)
-                    .send(),
-            )
-            .unwrap_or_else(|e| panic!("{e:?}"))
-            .item
-    };
+    let purchase = |rt: &mut Runtime<DynamoStore>, when| purchase_by(rt, "a", when);
+    let item = |pk: String, sk: String| stored_item(&table, pk, sk);
     let first = keys::enrollment_id("on-purchase", "a", 1);
     let second = keys::enrollment_id("on-purchase", "a", 2);
     purchase(&mut rt, t0);
@@ -646,13 +617,11 @@ fn while_the_layout_delay_runs_enrollments_keep_their_own_item() {
 /// wins makes it fail before the append; its enrollment still goes to the entry item.
 #[test]
 fn an_entry_that_changes_consent_writes_its_mark_before_the_log() {
-    use aws_sdk_dynamodb::types::AttributeValue;
     use relance_aws::keys;
     use relance_core::ports::EnrollmentStore;
     if crate::support::offline() {
         return;
     }
-    let emu = emulator();
     let t0 = at("2026-12-01T09:00:00Z");
     let yaml = "id: optout\nlaunch: {type: manual}\nsteps:\n  - {id: out, action: {update_profile: {field: subscriptions.offers, value: false}}, next: done}\n  - {id: done, end: success}\n";
     let mut rt = Runtime::new(store("consententry"));
@@ -673,19 +642,7 @@ fn an_entry_that_changes_consent_writes_its_mark_before_the_log() {
         )
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report.entered, 1);
-    let entry = emu
-        .runtime
-        .block_on(
-            emu.dynamo
-                .get_item()
-                .table_name(&table)
-                .key(keys::PK, AttributeValue::S(keys::contact("a")))
-                .key(keys::SK, AttributeValue::S(keys::entry("optout")))
-                .consistent_read(true)
-                .send(),
-        )
-        .unwrap_or_else(|e| panic!("{e:?}"))
-        .item
+    let entry = stored_item(&table, keys::contact("a"), keys::entry("optout"))
         .unwrap_or_else(|| panic!("no entry item"));
     assert!(entry.contains_key("doc"), "{entry:?}");
     let mut store = rt.store().clone();
@@ -1747,18 +1704,7 @@ fn an_earlier_builds_unfinished_send_it_already_claimed_is_not_sent_again() {
     // Which contact's transition crashed: its enrollment carries the pending effects (in its
     // entry item, where this build keeps a contact's latest enrollment).
     let pending_of = |contact: &str| {
-        emu.runtime
-            .block_on(
-                emu.dynamo
-                    .get_item()
-                    .table_name(&table)
-                    .key(keys::PK, AttributeValue::S(keys::contact(contact)))
-                    .key(keys::SK, AttributeValue::S(keys::entry("upgrade")))
-                    .consistent_read(true)
-                    .send(),
-            )
-            .unwrap_or_else(|e| panic!("{e:?}"))
-            .item
+        stored_item(&table, keys::contact(contact), keys::entry("upgrade"))
             .filter(|i| i.contains_key("pending"))
     };
     let (crashed, other, entry) = match (pending_of("a"), pending_of("b")) {
