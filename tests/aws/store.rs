@@ -1657,6 +1657,135 @@ fn a_batch_writes_its_timers_records_and_input_keys_at_the_flush() {
     assert_eq!(counts.ends.get("success"), Some(&5));
 }
 
+/// A handler's batch writes the records of its transitions in a few journal parts, not an
+/// item per transition. A part proves its transitions applied: another function reading
+/// them does not apply their effects again. A unit of the batch that failed after its commit
+/// point is not in the part its batch wrote, so its effects are applied when its enrollment is
+/// next read, once, with its records in an item of its own; the journal has every record once.
+#[test]
+fn a_batch_keeps_its_records_in_parts_that_prove_its_transitions_applied() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use relance_core::ports::JournalStore;
+    if crate::support::offline() {
+        return;
+    }
+    let emu = emulator();
+    let yaml = "id: parts\nlaunch: {type: trigger, event: signed.up}\nmessages:\n  m: {channel: email, subject: s, text: x}\n  n: {channel: email, subject: n, text: x}\nsteps:\n  - {id: first, send: m, next: second}\n  - {id: second, send: n, next: done, delay: {after: PT1H}}\n  - {id: done, end: success}\n";
+    let t0 = at("2026-12-01T09:00:00Z");
+    let mut deferred = store("parts");
+    deferred.set_auto_flush(false);
+    let mut rt = Runtime::new(deferred);
+    let config = rt.store().config().clone();
+    let contacts: String = (0..5)
+        .map(|i| format!("{{\"id\": \"c{i}\", \"email\": \"c{i}@x.io\"}}\n"))
+        .collect();
+    import(&mut rt, &contacts, t0);
+    activate(&mut rt, yaml, t0);
+    let signed_up = |contact: &str| ActivityDetail {
+        idempotency_key: None,
+        contact: contact.into(),
+        event: "signed.up".into(),
+        properties: Default::default(),
+        at: Some(t0),
+    };
+    for i in 0..5 {
+        if i == 2 {
+            // This unit fails right after its commit point; the batch goes on.
+            rt.store().crash_after_next_commit();
+            assert!(rt.activity(signed_up("c2"), t0).is_err());
+        } else {
+            rt.activity(signed_up(&format!("c{i}")), t0)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    rt.store().flush().unwrap_or_else(|e| panic!("{e}"));
+    // The scenario's journal items: (parts, transitions' own items).
+    let journal_items = || {
+        let items = emu
+            .runtime
+            .block_on(
+                emu.dynamo
+                    .scan()
+                    .table_name(&config.state_table)
+                    .filter_expression("begins_with(pk, :j)")
+                    .expression_attribute_values(":j", AttributeValue::S("journal#parts#".into()))
+                    .send(),
+            )
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .items
+            .unwrap_or_default();
+        (
+            items.iter().filter(|i| i.contains_key("entries")).count(),
+            items.iter().filter(|i| i.contains_key("records")).count(),
+        )
+    };
+    assert_eq!(
+        journal_items(),
+        (1, 0),
+        "one part for the batch's four transitions"
+    );
+
+    // Another function: the four applied transitions stay applied (one send each so far);
+    // c2's is applied when its enrollment is read (its event delivered again), once.
+    let mut other = Runtime::new(
+        DynamoStore::new(
+            emu.dynamo.clone(),
+            config.clone(),
+            Bridge::new(emu.runtime.handle().clone()),
+        )
+        .recording_sends(),
+    );
+    let sent_to = |rt: &mut Runtime<DynamoStore>| -> Vec<String> {
+        sends(rt.store()).into_iter().map(|(c, _, _)| c).collect()
+    };
+    assert_eq!(sent_to(&mut other), vec!["c0", "c1", "c3", "c4"]);
+    for i in 0..5 {
+        other
+            .activity(signed_up(&format!("c{i}")), t0 + TimeDelta::minutes(1))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let mut got = sent_to(&mut other);
+    got.sort();
+    assert_eq!(got, vec!["c0", "c1", "c2", "c3", "c4"]);
+    assert_eq!(
+        journal_items(),
+        (1, 1),
+        "the re-applied transition has its own item"
+    );
+    other
+        .activity(signed_up("c2"), t0 + TimeDelta::minutes(2))
+        .unwrap_or_else(|e| panic!("{e}"));
+    other
+        .tick(t0 + TimeDelta::hours(1))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(sends(other.store()).len(), 10);
+    let records = other
+        .store()
+        .records("parts", None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..5 {
+        let contact = format!("c{i}");
+        let kinds: Vec<&str> = records
+            .iter()
+            .filter(|r| r.contact == contact)
+            .map(|r| r.kind.as_str())
+            .collect();
+        assert_eq!(
+            kinds.iter().filter(|k| **k == "entered").count(),
+            1,
+            "{contact}: {kinds:?}"
+        );
+        assert_eq!(
+            kinds.iter().filter(|k| **k == "sent").count(),
+            2,
+            "{contact}: {kinds:?}"
+        );
+    }
+    let counts = other.journal("parts").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(counts.entered, 5);
+    assert_eq!(counts.ends.get("success"), Some(&5));
+}
+
 /// Effects an earlier build committed and did not apply (it crashed after the commit point)
 /// are re-applied when the enrollment is read, except a send that build's sender already
 /// claimed under the old `sent` partition: it went out, and is not handed on again (this

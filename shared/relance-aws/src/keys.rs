@@ -19,6 +19,7 @@
 //! | enrollment a later entry replaced, or of earlier builds | `enrollment#{id}` | `state` |
 //! | journal record (shard `h`, see [`journal`]) | `journal#{scenario}#{h}` | `{at}#{enrollment}#{hash}` |
 //! | journal record, earlier builds (still read) | `journal#{scenario}` | as above |
+//! | a batch's journal part (records of many transitions; shard by part id) | `journal#{scenario}#{h}` | `part#{batch}.{n}` |
 //! | outbox (an action, once per key) | `outbox` | `{idempotency key}` |
 //! | launch | `launch` | `{scenario}#{zone}` |
 //! | timer cursor | `tick` | `cursor` |
@@ -284,6 +285,13 @@ pub fn journal_record(at: DateTime<Utc>, enrollment: Option<&str>, record_json: 
         enrollment.unwrap_or("-"),
         hash(&[record_json])
     )
+}
+
+/// The sort key of a batch's journal part `part` (`{batch}.{n}`), in the partition
+/// `journal(scenario, part)`: the records of the transitions and engagements one handler's
+/// batch applied, in one item (see `dynamodb::journal`).
+pub fn journal_part(part: &str) -> String {
+    format!("part#{part}")
 }
 
 /// The sort key of a transition's journal item, which also says its effects are applied.

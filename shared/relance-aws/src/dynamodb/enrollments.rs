@@ -251,7 +251,7 @@ impl DynamoStore {
     /// Whether entries keep their enrollment in the entry item at `now`: from the instant kept
     /// in the table (`settings`/`entry_enrollments`), which the first entry of this build on a
     /// table it did not create sets [`ENTRY_LAYOUT_DELAY`] ahead; read once per store.
-    fn entry_layout_open(&self, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    pub(super) fn entry_layout_open(&self, now: DateTime<Utc>) -> Result<bool, StoreError> {
         if let Some(from) = self.entry_layout_from.get() {
             return Ok(now.timestamp() >= *from);
         }
@@ -501,6 +501,37 @@ impl DynamoStore {
         self.get(&keys::enrollment(id), keys::ENROLLMENT_STATE)
     }
 
+    /// Whether the transition `pending` of `enrollment` is applied: its records are in the
+    /// batch part it names (see `journal`), or in its own journal item (in the enrollment's
+    /// shard, or, written by an earlier build, in the unsplit partition, read only when the
+    /// shard has none), either waiting for this store's flush or written.
+    fn transition_applied(
+        &mut self,
+        pending: &Pending,
+        enrollment: &Enrollment,
+    ) -> Result<bool, StoreError> {
+        let sk = Self::journal_sk(pending, enrollment);
+        if let Some(part) = &pending.part
+            && self.part_holds(&pending.scenario, part, &sk)?
+        {
+            return Ok(true);
+        }
+        let shard = keys::journal(&pending.scenario, &enrollment.id);
+        if self.deferred_markers.iter().any(|m| {
+            get_s(m, keys::PK) == Some(shard.as_str()) && get_s(m, keys::SK) == Some(sk.as_str())
+        }) {
+            return Ok(true);
+        }
+        if self.get(&shard, &sk)?.is_some() {
+            return Ok(true);
+        }
+        // A transition with a part never had an item in the unsplit partition.
+        Ok(pending.part.is_none()
+            && self
+                .get(&keys::legacy_journal(&pending.scenario), &sk)?
+                .is_some())
+    }
+
     pub(super) fn read_enrollment(
         &mut self,
         id: &str,
@@ -522,22 +553,7 @@ impl DynamoStore {
                     },
                     other => other,
                 })?;
-            let sk = Self::journal_sk(&pending, &enrollment);
-            // Applied by this store and waiting for its flush: no need to read the journal.
-            let shard = keys::journal(&pending.scenario, &enrollment.id);
-            let deferred = self.deferred_markers.iter().any(|m| {
-                get_s(m, keys::PK) == Some(shard.as_str())
-                    && get_s(m, keys::SK) == Some(sk.as_str())
-            });
-            // Its journal item is in the enrollment's shard, or, written by an earlier build,
-            // in the unsplit partition: read only when the shard has none (after a crash, or
-            // for an enrollment an earlier build moved), so it costs nothing per step.
-            if !deferred
-                && self.get(&shard, &sk)?.is_none()
-                && self
-                    .get(&keys::legacy_journal(&pending.scenario), &sk)?
-                    .is_none()
-            {
+            if !self.transition_applied(&pending, &enrollment)? {
                 self.apply_pending(&pending, &enrollment, true)?;
             }
         }

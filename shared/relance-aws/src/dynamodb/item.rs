@@ -145,6 +145,24 @@ pub(super) fn packed_json<T: Serialize>(v: &T) -> AttributeValue {
     AttributeValue::S(attr)
 }
 
+/// A JSON document packed in a binary attribute: raw DEFLATE, without the base64 of
+/// [`packed_json`] (a third fewer bytes billed). For items no earlier build reads (a batch's
+/// journal part); [`document_text`] reads both.
+pub(super) fn packed_binary<T: Serialize>(v: &T) -> AttributeValue {
+    use std::io::Write;
+    let text = to_json(v);
+    let mut out = flate2::write::DeflateEncoder::new(
+        Vec::with_capacity(text.len() / 3),
+        flate2::Compression::default(),
+    );
+    // Writing into a Vec cannot fail.
+    let packed = out
+        .write_all(text.as_bytes())
+        .and_then(|()| out.finish())
+        .unwrap_or_default();
+    AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(packed))
+}
+
 /// Inflates raw DEFLATE into text, refusing more than `max` bytes.
 fn inflate(packed: &[u8], max: usize) -> Result<String, String> {
     use std::io::Read;

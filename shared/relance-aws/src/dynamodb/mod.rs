@@ -91,6 +91,10 @@ struct Pending {
     at: DateTime<Utc>,
     effects: Vec<Effect>,
     contact: Option<Contact>,
+    /// The batch's journal part that holds the transition's records once applied (and so
+    /// proves it applied; see `journal`). None: the transition's own journal item does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    part: Option<String>,
 }
 
 /// A timer-table write a batch defers to its flush (see [`DynamoStore::defers`]).
@@ -143,6 +147,9 @@ pub struct DynamoStore {
     /// journal items (each says its transition is applied), and, in a batch, journal records
     /// and input keys (see [`DynamoStore::defers`]).
     deferred_markers: Vec<Item>,
+    /// The current batch's journal parts (see `journal`), written at the flush before the
+    /// other deferred items.
+    journal_parts: journal::JournalParts,
     /// Timer-table writes of a batch's units (timers armed and consumed) waiting for
     /// [`DynamoStore::flush`], written before the journal items that say they are done.
     deferred_timers: Vec<TimerWrite>,
@@ -179,6 +186,7 @@ impl DynamoStore {
             record_sends: false,
             deferred_messages: Vec::new(),
             deferred_markers: Vec::new(),
+            journal_parts: journal::JournalParts::default(),
             deferred_timers: Vec::new(),
             deferred_cursor: None,
             auto_flush: true,
@@ -225,14 +233,24 @@ impl DynamoStore {
         if let Some(minute) = self.deferred_cursor.take() {
             self.move_cursor_back(minute)?;
         }
-        // Journal items (and a batch's records and input keys) are unconditional puts of
-        // deterministic keys, each independent of the others: written in any order, in
-        // batches, and a retry rewrites the same items. One item alone goes as a plain put
-        // (same cost).
+        // The batch's journal parts, each the proof its transitions are applied, then the
+        // other journal items (and a batch's records and input keys): unconditional puts of
+        // keys no one else writes, each independent of the others, in batches; a retry
+        // rewrites the same items. The parts first, so that an input key is never written
+        // before the records of its unit.
+        let parts = self.take_journal_parts();
+        self.write_items(parts)?;
         let markers = std::mem::take(&mut self.deferred_markers);
-        match <[Item; 1]>::try_from(markers) {
-            Ok([marker]) => self.put(marker),
-            Err(markers) => self.put_batch(markers),
+        self.write_items(markers)
+    }
+
+    /// Puts `items` (unconditional, idempotent): one alone as a plain put (same cost), more in
+    /// batches.
+    fn write_items(&self, items: Vec<Item>) -> Result<(), StoreError> {
+        match <[Item; 1]>::try_from(items) {
+            Ok([item]) => self.put(item),
+            Err(items) if items.is_empty() => Ok(()),
+            Err(items) => self.put_batch(items),
         }
     }
 
@@ -756,27 +774,36 @@ impl DynamoStore {
                 dispatch.publish(&events)?;
             }
         }
-        // Last, the journal item: once written, it says every effect above is applied.
-        let records: Vec<&Record> = pending
+        // Last, the records: in the batch's part, or in the transition's journal item (after a
+        // crash: see `journal`). Once written, either says every effect above is applied.
+        let records: Vec<Record> = pending
             .effects
             .iter()
             .filter_map(|e| {
                 if let Effect::Record(r) = e {
-                    Some(r)
+                    Some(r.clone())
                 } else {
                     None
                 }
             })
             .collect();
-        let mut item = Item::new();
-        item.insert(
-            keys::PK.into(),
-            s(keys::journal(&pending.scenario, &enrollment.id)),
+        let entry = journal::PartEntry::new(
+            Self::journal_sk(pending, enrollment),
+            &enrollment.contact,
+            records,
         );
-        item.insert(keys::SK.into(), s(Self::journal_sk(pending, enrollment)));
-        item.insert("contact".into(), s(&enrollment.contact));
-        item.insert("records".into(), s(to_json(&records)));
-        self.deferred_markers.push(item);
+        let part = pending.part.as_deref().filter(|_| !repair);
+        if let Some(entry) = self.add_to_part(part, entry) {
+            let mut item = Item::new();
+            item.insert(
+                keys::PK.into(),
+                s(keys::journal(&pending.scenario, &enrollment.id)),
+            );
+            item.insert(keys::SK.into(), s(Self::journal_sk(pending, enrollment)));
+            item.insert("contact".into(), s(&enrollment.contact));
+            item.insert("records".into(), s(to_json(&entry.into_records())));
+            self.deferred_markers.push(item);
+        }
         if self.auto_flush {
             self.flush()?;
         }
@@ -891,6 +918,7 @@ impl Store for DynamoStore {
             at: now,
             effects: t.effects.clone(),
             contact: t.contact.clone(),
+            part: self.journal_part_for(scenario, now)?,
         };
         // The commit point: the enrollment, conditionally on its version, with its effects.
         self.write_enrollment(expected, scenario_version, &t.enrollment, Some(&pending))?;
