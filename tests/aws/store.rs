@@ -1786,6 +1786,79 @@ fn a_batch_keeps_its_records_in_parts_that_prove_its_transitions_applied() {
     assert_eq!(counts.ends.get("success"), Some(&5));
 }
 
+/// On a table this build did not create, batches keep writing an item per transition for
+/// the layout's delay (an earlier build, still running during a deployment, reads no part),
+/// counted from this build's first batch there; then they write parts.
+#[test]
+fn while_the_layout_delay_runs_a_batch_writes_an_item_per_transition() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use relance_aws::keys;
+    if crate::support::offline() {
+        return;
+    }
+    let emu = emulator();
+    let t0 = at("2026-12-01T09:00:00Z");
+    let table = store("partsdelay").config().state_table.clone();
+    // As an upgraded table.
+    emu.runtime
+        .block_on(
+            emu.dynamo
+                .delete_item()
+                .table_name(&table)
+                .key(keys::PK, AttributeValue::S(keys::SETTINGS.into()))
+                .key(keys::SK, AttributeValue::S(keys::JOURNAL_PARTS.into()))
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let mut deferred = store("partsdelay");
+    deferred.set_auto_flush(false);
+    let mut rt = Runtime::new(deferred);
+    import(
+        &mut rt,
+        "{\"id\": \"a\", \"email\": \"a@x.io\"}\n{\"id\": \"b\", \"email\": \"b@x.io\"}\n",
+        t0,
+    );
+    activate(&mut rt, TRIGGERED, t0);
+    let journal_items = || {
+        let items = emu
+            .runtime
+            .block_on(
+                emu.dynamo
+                    .scan()
+                    .table_name(&table)
+                    .filter_expression("begins_with(pk, :j)")
+                    .expression_attribute_values(
+                        ":j",
+                        AttributeValue::S("journal#on-purchase#".into()),
+                    )
+                    .send(),
+            )
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .items
+            .unwrap_or_default();
+        (
+            items.iter().filter(|i| i.contains_key("entries")).count(),
+            items.iter().filter(|i| i.contains_key("records")).count(),
+        )
+    };
+    purchase_by(&mut rt, "a", t0);
+    rt.store().flush().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        journal_items(),
+        (0, 1),
+        "an item per transition during the delay"
+    );
+    let from = stored_item(&table, keys::SETTINGS.into(), keys::JOURNAL_PARTS.into())
+        .and_then(|i| i.get("from").and_then(|v| v.as_n().ok()).cloned())
+        .and_then(|n| n.parse::<i64>().ok());
+    assert_eq!(from, Some((t0 + TimeDelta::hours(1)).timestamp()));
+    purchase_by(&mut rt, "b", t0 + TimeDelta::hours(2));
+    rt.store().flush().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(journal_items(), (1, 1), "a part after it");
+    let counts = rt.journal("on-purchase").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(counts.entered, 2);
+}
+
 /// Effects an earlier build committed and did not apply (it crashed after the commit point)
 /// are re-applied when the enrollment is read, except a send that build's sender already
 /// claimed under the old `sent` partition: it went out, and is not handed on again (this

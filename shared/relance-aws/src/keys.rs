@@ -28,6 +28,7 @@
 //! | send claim, earlier builds (read in a window, see [`crate::ledger`]) | `sent` | `{idempotency key}` |
 //! | the window of earlier builds' claims (ledger) | `settings` | `legacy_claims` |
 //! | from when entries keep their enrollment in the entry item | `settings` | `entry_enrollments` |
+//! | from when a batch writes its journal records in parts | `settings` | `journal_parts` |
 //! | send rate slot (ledger) | `rate#{channel}` | `{second since the epoch}` |
 //! | SMS message id → send (ledger) | `sms#{message id}` | `send` |
 //!
@@ -402,6 +403,9 @@ pub const LEGACY_CLAIMS: &str = "legacy_claims";
 /// The sort key, in [`SETTINGS`], of the instant from which entries keep their enrollment in
 /// the entry item (see [`crate::dynamodb`]).
 pub const ENTRY_ENROLLMENTS: &str = "entry_enrollments";
+
+/// The setting: from when a handler's batch writes its journal records in parts.
+pub const JOURNAL_PARTS: &str = "journal_parts";
 
 /// The partition of a channel's shared send rate (sort key [`rate_second`]).
 pub fn rate(channel: &str) -> String {

@@ -152,7 +152,32 @@ impl EnrollmentStore for DynamoStore {
 /// replace every function of an earlier build, which would not find an enrollment there (it
 /// would take a running contact for not running, and drop its timers). Until then entries
 /// keep their enrollment in its own item, as earlier builds did; both layouts are always read.
+/// The same delay, counted from this build's first batch, holds for a batch's journal parts
+/// (see `journal`), which earlier builds do not read either.
 pub const ENTRY_LAYOUT_DELAY: TimeDelta = TimeDelta::hours(1);
+
+/// A stored layout earlier builds do not read, written only from an instant kept in the
+/// table (see [`DynamoStore::layout_open`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Layout {
+    /// A contact's latest enrollment kept in its entry item.
+    EntryEnrollments = 0,
+    /// A batch's journal records in parts (see `journal`).
+    JournalParts = 1,
+}
+
+impl Layout {
+    /// Both, for the tables this build creates.
+    pub(super) const ALL: [Layout; 2] = [Layout::EntryEnrollments, Layout::JournalParts];
+
+    /// Its setting's sort key (in the `settings` partition).
+    pub(super) fn setting(self) -> &'static str {
+        match self {
+            Layout::EntryEnrollments => keys::ENTRY_ENROLLMENTS,
+            Layout::JournalParts => keys::JOURNAL_PARTS,
+        }
+    }
+}
 
 /// The most enrollments a contact's entry items hold (a re-entry's own scenario not
 /// counted; the next entries keep theirs in its own item). An ended enrollment stays in its
@@ -248,16 +273,28 @@ impl DynamoStore {
         Ok(held < MAX_ENTRY_ENROLLMENTS)
     }
 
-    /// Whether entries keep their enrollment in the entry item at `now`: from the instant kept
-    /// in the table (`settings`/`entry_enrollments`), which the first entry of this build on a
-    /// table it did not create sets [`ENTRY_LAYOUT_DELAY`] ahead; read once per store.
+    /// Whether entries keep their enrollment in the entry item at `now` (see
+    /// [`DynamoStore::layout_open`]).
     pub(super) fn entry_layout_open(&self, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        if let Some(from) = self.entry_layout_from.get() {
+        self.layout_open(Layout::EntryEnrollments, now)
+    }
+
+    /// Whether `layout` is written at `now`: from the instant kept in the table
+    /// (`settings`/the layout's setting), which this build's first write of it on a table it
+    /// did not create sets [`ENTRY_LAYOUT_DELAY`] ahead (a table it creates starts with it);
+    /// read once per store.
+    pub(super) fn layout_open(
+        &self,
+        layout: Layout,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let cell = &self.layouts_from[layout as usize];
+        if let Some(from) = cell.get() {
             return Ok(now.timestamp() >= *from);
         }
         let stored = |store: &DynamoStore| -> Result<Option<i64>, StoreError> {
             Ok(store
-                .get_uncached(keys::SETTINGS, keys::ENTRY_ENROLLMENTS)?
+                .get_uncached(keys::SETTINGS, layout.setting())?
                 .as_ref()
                 .and_then(|i| get_n(i, "from"))
                 .map(|n| n as i64))
@@ -268,7 +305,7 @@ impl DynamoStore {
                 let from = (now + ENTRY_LAYOUT_DELAY).timestamp();
                 let setting = Item::from([
                     (keys::PK.to_string(), s(keys::SETTINGS)),
-                    (keys::SK.to_string(), s(keys::ENTRY_ENROLLMENTS)),
+                    (keys::SK.to_string(), s(layout.setting())),
                     ("from".to_string(), n(from)),
                 ]);
                 if self.put_new(setting)? {
@@ -279,7 +316,7 @@ impl DynamoStore {
                 }
             }
         };
-        Ok(now.timestamp() >= *self.entry_layout_from.get_or_init(|| from))
+        Ok(now.timestamp() >= *cell.get_or_init(|| from))
     }
 
     /// Writes the entries marked in this unit and not yet written, alone (entries whose

@@ -28,6 +28,7 @@ use relance_core::scenario::Action;
 use serde::{Deserialize, Serialize};
 
 use super::DynamoStore;
+use super::enrollments::Layout;
 use super::item::{Item, document_text, from_json, get_s, packed_binary, s, to_json};
 use crate::error::StoreError;
 use crate::keys;
@@ -182,15 +183,15 @@ fn part_entries(item: &Item) -> Result<Vec<PartEntry>, StoreError> {
 
 impl DynamoStore {
     /// The part that takes the records of a transition of `scenario` committed now, when
-    /// this store writes them by batch (see the module docs): in a batch, once this build's
-    /// layouts are in force (`enrollments::ENTRY_LAYOUT_DELAY`: an earlier build does not
-    /// read parts).
+    /// this store writes them by batch (see the module docs): in a batch, once the layout is
+    /// in force (`enrollments::ENTRY_LAYOUT_DELAY`: an earlier build reads no part, and would
+    /// take a transition proven by one for not applied).
     pub(super) fn journal_part_for(
         &mut self,
         scenario: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<String>, StoreError> {
-        if !self.defers() || !self.entry_layout_open(now)? {
+        if !self.defers() || !self.layout_open(Layout::JournalParts, now)? {
             return Ok(None);
         }
         self.journal_parts.part_for(scenario).map(Some)

@@ -131,9 +131,10 @@ pub struct DynamoStore {
     /// Entries recorded in this unit, by the id of their enrollment, waiting for its first
     /// write (one put for both, see `enrollments`).
     entries_marked: HashMap<String, enrollments::MarkedEntry>,
-    /// From when (seconds since the epoch) entries keep their enrollment in the entry item,
-    /// once read; shared by the store's clones (see `enrollments::ENTRY_LAYOUT_DELAY`).
-    entry_layout_from: Arc<std::sync::OnceLock<i64>>,
+    /// From when (seconds since the epoch) each of this build's new layouts is written
+    /// (`enrollments::Layout`), once read; shared by the store's clones (see
+    /// `enrollments::ENTRY_LAYOUT_DELAY`).
+    layouts_from: Arc<[std::sync::OnceLock<i64>; 2]>,
     /// Fault injection for tests: stop right after the commit point of the next transition.
     crash_after_commit: bool,
     /// Where sends, ends, goals and actions for other systems go, when configured.
@@ -180,7 +181,7 @@ impl DynamoStore {
             unit_reads: reads::UnitReads::default(),
             entries_seen: HashMap::new(),
             entries_marked: HashMap::new(),
-            entry_layout_from: Arc::new(std::sync::OnceLock::new()),
+            layouts_from: Arc::new([std::sync::OnceLock::new(), std::sync::OnceLock::new()]),
             crash_after_commit: false,
             dispatch: None,
             record_sends: false,
@@ -485,22 +486,25 @@ impl DynamoStore {
                 Err(e) => return Err(DynamoError::sdk("CreateTable")(e)),
             }
         }
-        // A state table created here holds no enrollment of an earlier build, and no earlier
-        // build works on it: entries keep their enrollment in the entry item from the start.
-        // Best effort (a table still being created refuses it): without it, the first entry
-        // sets the usual delay.
-        if created_state
-            && let Err(e) = client
-                .put_item()
-                .table_name(&config.state_table)
-                .item(keys::PK, s(keys::SETTINGS))
-                .item(keys::SK, s(keys::ENTRY_ENROLLMENTS))
-                .item("from", AttributeValue::N("0".into()))
-                .condition_expression("attribute_not_exists(pk)")
-                .send()
-                .await
-        {
-            tracing::warn!(error = ?e, "the new state table's entry layout setting was not written");
+        // A state table created here holds nothing of an earlier build, and no earlier build
+        // works on it: this build's layouts start at once (entries keep their enrollment in
+        // the entry item, batches write journal parts). Best effort (a table still being
+        // created refuses it): without it, the first write sets the usual delay.
+        if created_state {
+            for layout in enrollments::Layout::ALL {
+                if let Err(e) = client
+                    .put_item()
+                    .table_name(&config.state_table)
+                    .item(keys::PK, s(keys::SETTINGS))
+                    .item(keys::SK, s(layout.setting()))
+                    .item("from", AttributeValue::N("0".into()))
+                    .condition_expression("attribute_not_exists(pk)")
+                    .send()
+                    .await
+                {
+                    tracing::warn!(error = ?e, ?layout, "a new state table's layout setting was not written");
+                }
+            }
         }
         let ttl = TimeToLiveSpecification::builder()
             .enabled(true)
