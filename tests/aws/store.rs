@@ -1665,6 +1665,7 @@ fn a_batch_writes_its_timers_records_and_input_keys_at_the_flush() {
 #[test]
 fn a_batch_keeps_its_records_in_parts_that_prove_its_transitions_applied() {
     use aws_sdk_dynamodb::types::AttributeValue;
+    use relance_aws::keys;
     use relance_core::ports::JournalStore;
     if crate::support::offline() {
         return;
@@ -1752,6 +1753,12 @@ fn a_batch_keeps_its_records_in_parts_that_prove_its_transitions_applied() {
         (1, 1),
         "the re-applied transition has its own item"
     );
+    let own = stored_item(
+        &config.state_table,
+        keys::journal("parts", &keys::enrollment_id("parts", "c2", 1)),
+        keys::journal_transition(t0, &keys::enrollment_id("parts", "c2", 1), 1),
+    );
+    assert!(own.is_some(), "the own item is c2's");
     other
         .activity(signed_up("c2"), t0 + TimeDelta::minutes(2))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -1784,6 +1791,112 @@ fn a_batch_keeps_its_records_in_parts_that_prove_its_transitions_applied() {
     let counts = other.journal("parts").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(counts.entered, 5);
     assert_eq!(counts.ends.get("success"), Some(&5));
+}
+
+/// A flush that fails where it writes the batch's journal parts (after its messages and
+/// timers) leaves nothing for the next flush: no input key is written without the records of
+/// its unit. The batch delivered again re-applies its transitions (each send once) and
+/// records everything once.
+#[test]
+fn a_flush_that_fails_at_its_parts_leaves_nothing_behind_and_the_batch_is_redone() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use relance_aws::keys;
+    use relance_core::ports::JournalStore;
+    if crate::support::offline() {
+        return;
+    }
+    let emu = emulator();
+    let t0 = at("2026-12-01T09:00:00Z");
+    let mut deferred = store("partsfail");
+    deferred.set_auto_flush(false);
+    let mut rt = Runtime::new(deferred);
+    let config = rt.store().config().clone();
+    import(
+        &mut rt,
+        "{\"id\": \"a\", \"email\": \"a@x.io\"}\n{\"id\": \"b\", \"email\": \"b@x.io\"}\n",
+        t0,
+    );
+    activate(&mut rt, TRIGGERED, t0);
+    let purchase = |contact: &str| ActivityDetail {
+        idempotency_key: Some(format!("order-{contact}")),
+        contact: contact.into(),
+        event: "purchase".into(),
+        properties: Default::default(),
+        at: Some(t0),
+    };
+    let input_recorded = |detail: &ActivityDetail| {
+        let key = detail
+            .dedup_key()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("an activity with a key is recorded under it"));
+        stored_item(&config.state_table, keys::input(&key), keys::INPUT.into()).is_some()
+    };
+    let batch = |rt: &mut Runtime<DynamoStore>| {
+        for contact in ["a", "b"] {
+            rt.activity(purchase(contact), t0)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    };
+    batch(&mut rt);
+    rt.store().fail_next_journal_parts();
+    assert!(rt.store().flush().is_err());
+    // The next flush has nothing of it to write.
+    rt.store().flush().unwrap_or_else(|e| panic!("{e}"));
+    assert!(!input_recorded(&purchase("a")));
+    let none = rt
+        .store()
+        .records("on-purchase", None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(none.is_empty(), "{none:?}");
+    assert_eq!(
+        sends(rt.store()).len(),
+        2,
+        "the sends went before the failure"
+    );
+    // Delivered again (to the same function): not seen, the transitions re-applied, once.
+    batch(&mut rt);
+    rt.store().flush().unwrap_or_else(|e| panic!("{e}"));
+    assert!(input_recorded(&purchase("a")) && input_recorded(&purchase("b")));
+    assert_eq!(sends(rt.store()).len(), 2);
+    let records = rt
+        .store()
+        .records("on-purchase", None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    for contact in ["a", "b"] {
+        let kinds: Vec<&str> = records
+            .iter()
+            .filter(|r| r.contact == contact)
+            .map(|r| r.kind.as_str())
+            .collect();
+        assert_eq!(
+            kinds.iter().filter(|k| **k == "entered").count(),
+            1,
+            "{contact}: {kinds:?}"
+        );
+        assert_eq!(
+            kinds.iter().filter(|k| **k == "sent").count(),
+            1,
+            "{contact}: {kinds:?}"
+        );
+    }
+    let items = emu
+        .runtime
+        .block_on(
+            emu.dynamo
+                .scan()
+                .table_name(&config.state_table)
+                .filter_expression("begins_with(pk, :j)")
+                .expression_attribute_values(":j", AttributeValue::S("journal#on-purchase#".into()))
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .items
+        .unwrap_or_default();
+    assert_eq!(
+        items.iter().filter(|i| i.contains_key("records")).count(),
+        2,
+        "each re-applied transition in an item of its own"
+    );
 }
 
 /// On a table this build did not create, batches keep writing an item per transition for

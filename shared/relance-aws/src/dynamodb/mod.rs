@@ -137,6 +137,8 @@ pub struct DynamoStore {
     layouts_from: Arc<[std::sync::OnceLock<i64>; 2]>,
     /// Fault injection for tests: stop right after the commit point of the next transition.
     crash_after_commit: bool,
+    /// Fault injection for tests: the next flush fails where it would write journal parts.
+    fail_next_parts: bool,
     /// Where sends, ends, goals and actions for other systems go, when configured.
     dispatch: Option<Arc<dyn Dispatch>>,
     /// Sends are recorded in the contacts' partitions instead (tests, benches): an explicit
@@ -183,6 +185,7 @@ impl DynamoStore {
             entries_marked: HashMap::new(),
             layouts_from: Arc::new([std::sync::OnceLock::new(), std::sync::OnceLock::new()]),
             crash_after_commit: false,
+            fail_next_parts: false,
             dispatch: None,
             record_sends: false,
             deferred_messages: Vec::new(),
@@ -204,11 +207,22 @@ impl DynamoStore {
     }
 
     /// Hands the deferred channel messages to the dispatch port (ten per request, per
-    /// channel), then writes the deferred journal items, 25 per `BatchWriteItem` request. A
-    /// transition counts as applied only once its journal item is written, so a failure here
-    /// leaves it to be re-applied when the input is redelivered.
+    /// channel), then writes the deferred timers, the batch's journal parts and the other
+    /// journal items, 25 per `BatchWriteItem` request. A transition counts as applied only
+    /// once its part or journal item is written, so a failure here leaves it to be re-applied
+    /// when the input is redelivered.
+    ///
+    /// Everything deferred leaves the store here, written or not: a flush that fails fails its
+    /// whole batch (the handlers have it delivered again), and what it did not write must not
+    /// go out with the next batch's flush as if it were that batch's (an input key without
+    /// the records of its unit, a part proving a transition whose message was never handed
+    /// on).
     pub fn flush(&mut self) -> Result<(), StoreError> {
         let messages = std::mem::take(&mut self.deferred_messages);
+        let timers = std::mem::take(&mut self.deferred_timers);
+        let cursor = self.deferred_cursor.take();
+        let parts = self.take_journal_parts();
+        let markers = std::mem::take(&mut self.deferred_markers);
         if let Some(dispatch) = &self.dispatch {
             let mut by_channel: BTreeMap<&'static str, (Channel, Vec<Outgoing>)> = BTreeMap::new();
             for (channel, body) in messages {
@@ -229,9 +243,8 @@ impl DynamoStore {
         // their transitions are applied: a failure here leaves those transitions to be
         // re-applied), then the cursor, after its timers exist (a tick between the two finds
         // nothing missed, as when each timer is written with its cursor).
-        let timers = std::mem::take(&mut self.deferred_timers);
         self.write_timers(timers)?;
-        if let Some(minute) = self.deferred_cursor.take() {
+        if let Some(minute) = cursor {
             self.move_cursor_back(minute)?;
         }
         // The batch's journal parts, each the proof its transitions are applied, then the
@@ -239,9 +252,10 @@ impl DynamoStore {
         // keys no one else writes, each independent of the others, in batches; a retry
         // rewrites the same items. The parts first, so that an input key is never written
         // before the records of its unit.
-        let parts = self.take_journal_parts();
+        if std::mem::take(&mut self.fail_next_parts) && !parts.is_empty() {
+            return Err(StoreError::Injected);
+        }
         self.write_items(parts)?;
-        let markers = std::mem::take(&mut self.deferred_markers);
         self.write_items(markers)
     }
 
@@ -432,6 +446,12 @@ impl DynamoStore {
     /// there would, leaving its effects pending.
     pub fn crash_after_next_commit(&mut self) {
         self.crash_after_commit = true;
+    }
+
+    /// Tests: make the next flush that has journal parts to write fail there, as a write
+    /// refused at that point would (after the batch's messages and timers).
+    pub fn fail_next_journal_parts(&mut self) {
+        self.fail_next_parts = true;
     }
 
     /// The settings.
