@@ -158,7 +158,14 @@ async fn tick() -> Result<(), Error> {
         async move {
             // `now` is the scheduled event's time.
             let now = event.payload.time.unwrap_or_else(chrono::Utc::now);
-            let summary = relance_aws::handlers::tick(&mut lock(&f), &f.dispatch, now)?;
+            let mut rt = lock(&f);
+            // The heartbeat that keeps this build's stored layouts written (on the real
+            // clock; `dynamodb::layouts`). A failure only lets them lapse (cost, not
+            // correctness): the tick goes on.
+            if let Err(e) = rt.store().heartbeat(chrono::Utc::now()) {
+                tracing::warn!(error = %e, "layout heartbeat not written");
+            }
+            let summary = relance_aws::handlers::tick(&mut rt, &f.dispatch, now)?;
             Ok::<_, Error>(serde_json::to_value(summary)?)
         }
     }))

@@ -1899,6 +1899,93 @@ fn a_flush_that_fails_at_its_parts_leaves_nothing_behind_and_the_batch_is_redone
     );
 }
 
+/// The tick's heartbeat keeps this build's layouts written; when it has been silent longer
+/// than its gap (the stack rolled back to an earlier build, whose tick does not beat), they
+/// lapse, and the heartbeat that comes back moves their instant a delay ahead again, so the
+/// earlier build's functions are gone before they are written again (no step by hand).
+#[test]
+fn the_tick_heartbeat_keeps_the_layouts_and_a_silence_restarts_their_delay() {
+    use relance_aws::keys;
+    if crate::support::offline() {
+        return;
+    }
+    let t0 = at("2026-12-01T09:00:00Z");
+    let beat = |when: DateTime<Utc>| {
+        store("heartbeat")
+            .heartbeat(when)
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let mut rt = Runtime::new(store("heartbeat"));
+    let table = rt.store().config().state_table.clone();
+    let contacts: String = ["a", "b", "c", "d"]
+        .iter()
+        .map(|c| format!("{{\"id\": \"{c}\", \"email\": \"{c}@x.io\"}}\n"))
+        .collect();
+    import(&mut rt, &contacts, t0);
+    activate(&mut rt, TRIGGERED, t0);
+    let setting = |field: &str| {
+        stored_item(
+            &table,
+            keys::SETTINGS.into(),
+            keys::ENTRY_ENROLLMENTS.into(),
+        )
+        .and_then(|i| i.get(field).and_then(|v| v.as_n().ok()).cloned())
+        .and_then(|n| n.parse::<i64>().ok())
+    };
+    // Each entry by a store that has not read the settings yet.
+    let folded = |contact: &str, when: DateTime<Utc>| {
+        let mut rt = Runtime::new(store("heartbeat"));
+        purchase_by(&mut rt, contact, when);
+        stored_item(&table, keys::contact(contact), keys::entry("on-purchase"))
+            .unwrap_or_else(|| panic!("no entry for {contact}"))
+            .contains_key("doc")
+    };
+    // A table this build created: written from the start; the first beat only records itself.
+    beat(t0);
+    assert_eq!(
+        (setting("from"), setting("alive")),
+        (Some(0), Some(t0.timestamp()))
+    );
+    assert!(folded("a", t0));
+    // A beat a minute later writes nothing; two minutes later, the heartbeat.
+    beat(t0 + TimeDelta::minutes(1));
+    assert_eq!(setting("alive"), Some(t0.timestamp()));
+    let t1 = t0 + TimeDelta::minutes(3);
+    beat(t1);
+    assert_eq!(setting("alive"), Some(t1.timestamp()));
+    // Silent past the gap: the layout lapses.
+    assert!(!folded("b", t1 + TimeDelta::minutes(11)), "a bare mark");
+    // The heartbeat back: the layout waits a delay again.
+    let t2 = t0 + TimeDelta::hours(5);
+    beat(t2);
+    assert_eq!(
+        (setting("from"), setting("alive")),
+        (
+            Some((t2 + TimeDelta::hours(1)).timestamp()),
+            Some(t2.timestamp())
+        )
+    );
+    assert!(!folded("c", t2 + TimeDelta::minutes(5)));
+    // Beating on (every eight minutes here; the tick beats every minute), it comes back an
+    // hour after that heartbeat.
+    let t3 = t2 + TimeDelta::hours(1);
+    let mut when = t2;
+    while when < t3 {
+        when += TimeDelta::minutes(8);
+        beat(when);
+    }
+    assert_eq!(
+        setting("from"),
+        Some(t3.timestamp()),
+        "no silence: the instant stays"
+    );
+    assert!(folded("d", when + TimeDelta::minutes(1)));
+    // The journal parts' setting beats alongside.
+    let parts_alive = stored_item(&table, keys::SETTINGS.into(), keys::JOURNAL_PARTS.into())
+        .and_then(|i| i.get("alive").and_then(|v| v.as_n().ok()).cloned());
+    assert_eq!(parts_alive, Some(when.timestamp().to_string()));
+}
+
 /// On a table this build did not create, batches keep writing an item per transition for
 /// the layout's delay (an earlier build, still running during a deployment, reads no part),
 /// counted from this build's first batch there; then they write parts.

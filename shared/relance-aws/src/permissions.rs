@@ -117,6 +117,8 @@ const STATE_INTERNET: Grant = allow(
 
 /// The state table of the trigger and the tick: also Scan (a launch to a whole audience lists
 /// the contacts) and DeleteItem (inactivity checks cleared or fired, one-off launches done).
+/// The tick's heartbeat of the stored layouts (`settings`, GetItem and UpdateItem) is made
+/// by the function around the handler, so the emulator test does not record it.
 const STATE_LISTING: Grant = allow(
     &[
         "dynamodb:GetItem",

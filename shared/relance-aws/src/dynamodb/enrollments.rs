@@ -9,8 +9,9 @@
 //! takes the place of an earlier enrollment first copies that one to its own item
 //! (`enrollment#{id}`), where enrollments of earlier builds also are: an enrollment is looked
 //! for in its entry item, then there. Until `ENTRY_LAYOUT_DELAY` after this build first
-//! enters a contact on a table it did not create, entries keep their enrollment in its own
-//! item, as earlier builds (which may still run during a deployment) did.
+//! enters a contact on a table it did not create, and whenever the tick's heartbeat has been
+//! silent too long (see `layouts`), entries keep their enrollment in its own item, as earlier
+//! builds (which may still run during a deployment) did.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use relance_core::engine::Enrollment;
@@ -21,6 +22,7 @@ use super::item::{
     Item, document_text, dynamo, from_json, get_n, get_s, is_conditional, n, packed_json, parse_ts,
     s, to_json,
 };
+use super::layouts::Layout;
 use super::{DynamoStore, Pending};
 use crate::error::StoreError;
 use crate::keys;
@@ -153,31 +155,9 @@ impl EnrollmentStore for DynamoStore {
 /// would take a running contact for not running, and drop its timers). Until then entries
 /// keep their enrollment in its own item, as earlier builds did; both layouts are always read.
 /// The same delay, counted from this build's first batch, holds for a batch's journal parts
-/// (see `journal`), which earlier builds do not read either.
+/// (see `journal`), which earlier builds do not read either; a heartbeat back after a silence
+/// starts it again (see `layouts`).
 pub const ENTRY_LAYOUT_DELAY: TimeDelta = TimeDelta::hours(1);
-
-/// A stored layout earlier builds do not read, written only from an instant kept in the
-/// table (see [`DynamoStore::layout_open`]).
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Layout {
-    /// A contact's latest enrollment kept in its entry item.
-    EntryEnrollments = 0,
-    /// A batch's journal records in parts (see `journal`).
-    JournalParts = 1,
-}
-
-impl Layout {
-    /// Both, for the tables this build creates.
-    pub(super) const ALL: [Layout; 2] = [Layout::EntryEnrollments, Layout::JournalParts];
-
-    /// Its setting's sort key (in the `settings` partition).
-    pub(super) fn setting(self) -> &'static str {
-        match self {
-            Layout::EntryEnrollments => keys::ENTRY_ENROLLMENTS,
-            Layout::JournalParts => keys::JOURNAL_PARTS,
-        }
-    }
-}
 
 /// The most enrollments a contact's entry items hold (a re-entry's own scenario not
 /// counted; the next entries keep theirs in its own item). An ended enrollment stays in its
@@ -277,46 +257,6 @@ impl DynamoStore {
     /// [`DynamoStore::layout_open`]).
     pub(super) fn entry_layout_open(&self, now: DateTime<Utc>) -> Result<bool, StoreError> {
         self.layout_open(Layout::EntryEnrollments, now)
-    }
-
-    /// Whether `layout` is written at `now`: from the instant kept in the table
-    /// (`settings`/the layout's setting), which this build's first write of it on a table it
-    /// did not create sets [`ENTRY_LAYOUT_DELAY`] ahead (a table it creates starts with it);
-    /// read once per store.
-    pub(super) fn layout_open(
-        &self,
-        layout: Layout,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        let cell = &self.layouts_from[layout as usize];
-        if let Some(from) = cell.get() {
-            return Ok(now.timestamp() >= *from);
-        }
-        let stored = |store: &DynamoStore| -> Result<Option<i64>, StoreError> {
-            Ok(store
-                .get_uncached(keys::SETTINGS, layout.setting())?
-                .as_ref()
-                .and_then(|i| get_n(i, "from"))
-                .map(|n| n as i64))
-        };
-        let from = match stored(self)? {
-            Some(from) => from,
-            None => {
-                let from = (now + ENTRY_LAYOUT_DELAY).timestamp();
-                let setting = Item::from([
-                    (keys::PK.to_string(), s(keys::SETTINGS)),
-                    (keys::SK.to_string(), s(layout.setting())),
-                    ("from".to_string(), n(from)),
-                ]);
-                if self.put_new(setting)? {
-                    from
-                } else {
-                    // Another function set it first: its instant holds.
-                    stored(self)?.unwrap_or(from)
-                }
-            }
-        };
-        Ok(now.timestamp() >= *cell.get_or_init(|| from))
     }
 
     /// Writes the entries marked in this unit and not yet written, alone (entries whose

@@ -28,8 +28,8 @@ use relance_core::scenario::Action;
 use serde::{Deserialize, Serialize};
 
 use super::DynamoStore;
-use super::enrollments::Layout;
 use super::item::{Item, document_text, from_json, get_s, packed_binary, s, to_json};
+use super::layouts::Layout;
 use crate::error::StoreError;
 use crate::keys;
 

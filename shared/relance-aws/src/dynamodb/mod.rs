@@ -72,6 +72,7 @@ pub use enrollments::MAX_ENTRY_ENROLLMENTS;
 mod item;
 pub use item::document_text;
 mod journal;
+mod layouts;
 mod reads;
 mod scenarios;
 mod timers;
@@ -131,10 +132,9 @@ pub struct DynamoStore {
     /// Entries recorded in this unit, by the id of their enrollment, waiting for its first
     /// write (one put for both, see `enrollments`).
     entries_marked: HashMap<String, enrollments::MarkedEntry>,
-    /// From when (seconds since the epoch) each of this build's new layouts is written
-    /// (`enrollments::Layout`), once read; shared by the store's clones (see
-    /// `enrollments::ENTRY_LAYOUT_DELAY`).
-    layouts_from: Arc<[std::sync::OnceLock<i64>; 2]>,
+    /// The settings of this build's new layouts as last read (`layouts`); shared by the
+    /// store's clones.
+    layouts: Arc<layouts::Settings>,
     /// Fault injection for tests: stop right after the commit point of the next transition.
     crash_after_commit: bool,
     /// Fault injection for tests: the next flush fails where it would write journal parts.
@@ -183,7 +183,7 @@ impl DynamoStore {
             unit_reads: reads::UnitReads::default(),
             entries_seen: HashMap::new(),
             entries_marked: HashMap::new(),
-            layouts_from: Arc::new([std::sync::OnceLock::new(), std::sync::OnceLock::new()]),
+            layouts: Arc::default(),
             crash_after_commit: false,
             fail_next_parts: false,
             dispatch: None,
@@ -511,7 +511,7 @@ impl DynamoStore {
         // the entry item, batches write journal parts). Best effort (a table still being
         // created refuses it): without it, the first write sets the usual delay.
         if created_state {
-            for layout in enrollments::Layout::ALL {
+            for layout in layouts::Layout::ALL {
                 if let Err(e) = client
                     .put_item()
                     .table_name(&config.state_table)

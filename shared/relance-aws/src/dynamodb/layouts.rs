@@ -1,0 +1,258 @@
+//! When this build writes the stored layouts earlier builds do not read (a contact's latest
+//! enrollment in its entry item, a batch's journal parts): from an instant kept in the table,
+//! while a build that knows them keeps beating.
+//!
+//! A deployment replaces functions one by one, so an earlier build runs beside this one for
+//! a while; it would not find what a new layout wrote (RELIABILITY.md). So each layout has a
+//! setting (`settings`/`entry_enrollments`, `settings`/`journal_parts`): `from`, the instant
+//! from which it is written, set [`ENTRY_LAYOUT_DELAY`] after this build first needed it on a
+//! table it did not create (the epoch on a table it created), and `alive`, the last
+//! heartbeat of a build that knows it, which the tick function beats every minute
+//! ([`DynamoStore::heartbeat`], on the wall clock). A layout is written only while `now` is
+//! past `from` and the heartbeat is fresh (at most [`HEARTBEAT_GAP`] old; a setting without
+//! one, as tables created by the CLI or the tests have, counts as fresh). A heartbeat after
+//! a longer silence (the stack was rolled back to an earlier build, whose tick does not
+//! beat, then deployed again) moves `from` a delay ahead again: the earlier build's
+//! functions still running are replaced before the layout comes back, with no step by hand.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::DynamoStore;
+use super::enrollments::ENTRY_LAYOUT_DELAY;
+use super::item::{Item, dynamo, get_n, is_conditional, n, s};
+use crate::error::StoreError;
+use crate::keys;
+
+/// How old the heartbeat may be for the layouts to be written: ten ticks missed.
+pub const HEARTBEAT_GAP: TimeDelta = TimeDelta::minutes(10);
+
+/// How often the heartbeat is written (the tick beats every minute; a write every two).
+const HEARTBEAT_WRITE: TimeDelta = TimeDelta::minutes(2);
+
+/// How long a store keeps a setting it read before reading it again (a heartbeat elsewhere
+/// may have moved it): real time, not the units' `now`.
+const SETTING_KEPT: Duration = Duration::from_secs(60);
+
+/// A stored layout earlier builds do not read.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Layout {
+    /// A contact's latest enrollment kept in its entry item.
+    EntryEnrollments = 0,
+    /// A batch's journal records in parts (see `journal`).
+    JournalParts = 1,
+}
+
+impl Layout {
+    /// Every one.
+    pub(super) const ALL: [Layout; 2] = [Layout::EntryEnrollments, Layout::JournalParts];
+
+    /// Its setting's sort key (in the `settings` partition).
+    pub(super) fn setting(self) -> &'static str {
+        match self {
+            Layout::EntryEnrollments => keys::ENTRY_ENROLLMENTS,
+            Layout::JournalParts => keys::JOURNAL_PARTS,
+        }
+    }
+}
+
+/// A layout's setting as read (seconds since the epoch).
+#[derive(Debug, Clone, Copy)]
+struct Setting {
+    from: i64,
+    alive: Option<i64>,
+    read: Instant,
+}
+
+impl Setting {
+    fn of(item: &Item) -> Option<Setting> {
+        Some(Setting {
+            from: get_n(item, "from")? as i64,
+            alive: get_n(item, "alive").map(|a| a as i64),
+            read: Instant::now(),
+        })
+    }
+
+    fn open(&self, now: i64) -> bool {
+        now >= self.from
+            && self
+                .alive
+                .is_none_or(|alive| now - alive <= HEARTBEAT_GAP.num_seconds())
+    }
+}
+
+/// The settings a store read, by layout.
+#[derive(Debug, Default)]
+pub(super) struct Settings(Mutex<[Option<Setting>; 2]>);
+
+impl Settings {
+    fn get(&self, layout: Layout) -> Option<Setting> {
+        let known = self.0.lock().unwrap_or_else(|e| e.into_inner())[layout as usize];
+        known.filter(|s| s.read.elapsed() < SETTING_KEPT)
+    }
+
+    fn set(&self, layout: Layout, setting: Setting) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())[layout as usize] = Some(setting);
+    }
+}
+
+impl DynamoStore {
+    /// Whether `layout` is written at `now` (see the module docs). The first need of a layout
+    /// on a table with no setting for it sets `from` a delay ahead.
+    pub(super) fn layout_open(
+        &self,
+        layout: Layout,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        if let Some(known) = self.layouts.get(layout) {
+            return Ok(known.open(now.timestamp()));
+        }
+        let setting = match self.read_setting(layout)? {
+            Some(setting) => setting,
+            None => {
+                let from = (now + ENTRY_LAYOUT_DELAY).timestamp();
+                let item = Item::from([
+                    (keys::PK.to_string(), s(keys::SETTINGS)),
+                    (keys::SK.to_string(), s(layout.setting())),
+                    ("from".to_string(), n(from)),
+                ]);
+                self.put_new(item)?;
+                // Written, or another function set it first: its instant holds.
+                self.read_setting(layout)?.unwrap_or(Setting {
+                    from,
+                    alive: None,
+                    read: Instant::now(),
+                })
+            }
+        };
+        self.layouts.set(layout, setting);
+        Ok(setting.open(now.timestamp()))
+    }
+
+    fn read_setting(&self, layout: Layout) -> Result<Option<Setting>, StoreError> {
+        Ok(self
+            .get_uncached(keys::SETTINGS, layout.setting())?
+            .as_ref()
+            .and_then(Setting::of))
+    }
+
+    /// The heartbeat of a build that knows this build's layouts, at `wall` (the real clock,
+    /// never a unit's `now`): the tick function beats at every invocation. Writes `alive`
+    /// every [`HEARTBEAT_WRITE`]; after a silence of more than [`HEARTBEAT_GAP`] (or on a
+    /// table with no setting yet), also moves `from` [`ENTRY_LAYOUT_DELAY`] ahead. Each write
+    /// is conditional on the heartbeat it read, so two functions beating at once write once.
+    pub fn heartbeat(&self, wall: DateTime<Utc>) -> Result<(), StoreError> {
+        let w = wall.timestamp();
+        let delay = (wall + ENTRY_LAYOUT_DELAY).timestamp();
+        for layout in Layout::ALL {
+            let stored = self.read_setting(layout)?;
+            let (set, condition, values) = match stored {
+                None => (
+                    vec![("from", delay), ("alive", w)],
+                    "attribute_not_exists(pk)".to_string(),
+                    Vec::new(),
+                ),
+                Some(Setting { alive: None, .. }) => (
+                    vec![("alive", w)],
+                    "attribute_not_exists(#alive)".to_string(),
+                    Vec::new(),
+                ),
+                Some(Setting {
+                    from,
+                    alive: Some(alive),
+                    ..
+                }) if w - alive > HEARTBEAT_GAP.num_seconds() => (
+                    vec![("from", from.max(delay)), ("alive", w)],
+                    "#alive = :seen".to_string(),
+                    vec![(":seen", n(alive))],
+                ),
+                Some(Setting {
+                    alive: Some(alive), ..
+                }) if w - alive >= HEARTBEAT_WRITE.num_seconds() => (
+                    vec![("alive", w)],
+                    "#alive = :seen".to_string(),
+                    vec![(":seen", n(alive))],
+                ),
+                Some(setting) => {
+                    self.layouts.set(layout, setting);
+                    continue;
+                }
+            };
+            self.write_setting(layout, &set, &condition, values)?;
+            if let Some(setting) = self.read_setting(layout)? {
+                self.layouts.set(layout, setting);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets `set` on the layout's setting if `condition` holds (refused: another function's
+    /// heartbeat came first, which is as good). Names go through `#name` (`from` is a
+    /// reserved word); `set` always holds `alive`.
+    fn write_setting(
+        &self,
+        layout: Layout,
+        set: &[(&str, i64)],
+        condition: &str,
+        values: Vec<(&str, AttributeValue)>,
+    ) -> Result<(), StoreError> {
+        let expression = set
+            .iter()
+            .map(|(name, _)| format!("#{name} = :{name}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.config.state_table)
+            .key(keys::PK, s(keys::SETTINGS))
+            .key(keys::SK, s(layout.setting()))
+            .update_expression(format!("SET {expression}"))
+            .condition_expression(condition);
+        for (name, value) in set {
+            update = update
+                .expression_attribute_names(format!("#{name}"), *name)
+                .expression_attribute_values(format!(":{name}"), n(*value));
+        }
+        for (name, value) in values {
+            update = update.expression_attribute_values(name, value);
+        }
+        match self.bridge.block(update.send()) {
+            Ok(_) => Ok(()),
+            Err(e) if is_conditional(&e) => Ok(()),
+            Err(e) => Err(dynamo("UpdateItem")(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setting(from: i64, alive: Option<i64>) -> Setting {
+        Setting {
+            from,
+            alive,
+            read: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn a_layout_is_written_past_its_instant_while_the_heartbeat_is_fresh() {
+        let gap = HEARTBEAT_GAP.num_seconds();
+        assert!(!setting(100, None).open(99));
+        assert!(setting(100, None).open(100), "no heartbeat yet: fresh");
+        assert!(setting(100, Some(1_000)).open(1_000 + gap));
+        assert!(
+            !setting(100, Some(1_000)).open(1_000 + gap + 1),
+            "silent too long"
+        );
+        assert!(
+            setting(100, Some(1_000)).open(900),
+            "a unit's now before the heartbeat"
+        );
+    }
+}
