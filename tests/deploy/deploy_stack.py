@@ -180,7 +180,7 @@ def main():
     )
     clients = {
         name: session.client(name, endpoint_url=endpoint)
-        for name in ["s3", "cloudformation", "sesv2", "events", "lambda", "logs"]
+        for name in ["s3", "cloudformation", "sesv2", "events", "lambda", "logs", "dynamodb"]
     }
     figures = {}
 
@@ -253,6 +253,21 @@ def main():
     if journal.get("ends", {}).get("success") != 1:
         raise SystemExit(f"the journal does not show one success: {journal}")
     log("journal: one entry ended success")
+
+    # The deployed tick beat the heartbeat of the stored layouts (on these new tables, made by
+    # CloudFormation, the first need of a layout or the first beat set its hour's delay).
+    for layout in ["entry_enrollments", "journal_parts"]:
+        item = clients["dynamodb"].get_item(
+            TableName=PREFIX + "state",
+            Key={"pk": {"S": "settings"}, "sk": {"S": layout}},
+            ConsistentRead=True,
+        ).get("Item", {})
+        if "alive" not in item or "from" not in item:
+            raise SystemExit(f"settings/{layout}: no heartbeat from the deployed tick: {item}")
+        ahead = int(item["from"]["N"]) - int(item["alive"]["N"])
+        if not 0 < ahead <= 3600:
+            raise SystemExit(f"settings/{layout}: from {ahead} s after the heartbeat, not within the hour")
+    log("layouts: the deployed tick's heartbeat is in both settings")
 
     # The functions' metrics: EMF lines on stdout, which Lambda puts in CloudWatch Logs;
     # namespace Relance, labels as dimensions; every function that counted (the trigger for the
