@@ -59,6 +59,14 @@ fn store(name: &str) -> DynamoStore {
     fresh_store("t", name, 3)
 }
 
+/// A store whose stored layouts follow the units' simulated `now`, not the real clock (the
+/// tests of the layouts' delay and heartbeat).
+fn unit_timed(name: &str) -> DynamoStore {
+    let mut store = store(name);
+    store.layouts_on_unit_time();
+    store
+}
+
 fn sends(store: &DynamoStore) -> Vec<(String, String, String)> {
     let mut out: Vec<(String, String, String)> = store
         .outbox()
@@ -567,7 +575,7 @@ fn while_the_layout_delay_runs_enrollments_keep_their_own_item() {
         )
         .unwrap_or_else(|e| panic!("{e:?}"));
     // A store that has not read the setting yet (the same tables).
-    let mut rt = Runtime::new(store("layoutdelay"));
+    let mut rt = Runtime::new(unit_timed("layoutdelay"));
     import(&mut rt, "{\"id\": \"a\", \"email\": \"a@x.io\"}\n", t0);
     activate(&mut rt, TRIGGERED, t0);
     let purchase = |rt: &mut Runtime<DynamoStore>, when| purchase_by(rt, "a", when);
@@ -1902,20 +1910,23 @@ fn a_flush_that_fails_at_its_parts_leaves_nothing_behind_and_the_batch_is_redone
 /// The tick's heartbeat keeps this build's layouts written; when it has been silent longer
 /// than its gap (the stack rolled back to an earlier build, whose tick does not beat), they
 /// lapse, and the heartbeat that comes back moves their instant a delay ahead again, so the
-/// earlier build's functions are gone before they are written again (no step by hand).
+/// earlier build's functions are gone before they are written again (no step by hand). A
+/// setting an earlier build of a layout wrote without a heartbeat gets the delay too.
 #[test]
 fn the_tick_heartbeat_keeps_the_layouts_and_a_silence_restarts_their_delay() {
+    use aws_sdk_dynamodb::types::AttributeValue;
     use relance_aws::keys;
     if crate::support::offline() {
         return;
     }
+    let emu = emulator();
     let t0 = at("2026-12-01T09:00:00Z");
     let beat = |when: DateTime<Utc>| {
-        store("heartbeat")
+        unit_timed("heartbeat")
             .heartbeat(when)
             .unwrap_or_else(|e| panic!("{e}"))
     };
-    let mut rt = Runtime::new(store("heartbeat"));
+    let mut rt = Runtime::new(unit_timed("heartbeat"));
     let table = rt.store().config().state_table.clone();
     let contacts: String = ["a", "b", "c", "d"]
         .iter()
@@ -1923,67 +1934,81 @@ fn the_tick_heartbeat_keeps_the_layouts_and_a_silence_restarts_their_delay() {
         .collect();
     import(&mut rt, &contacts, t0);
     activate(&mut rt, TRIGGERED, t0);
-    let setting = |field: &str| {
-        stored_item(
-            &table,
-            keys::SETTINGS.into(),
-            keys::ENTRY_ENROLLMENTS.into(),
-        )
-        .and_then(|i| i.get(field).and_then(|v| v.as_n().ok()).cloned())
-        .and_then(|n| n.parse::<i64>().ok())
+    let field = |setting: &str, name: &str| {
+        stored_item(&table, keys::SETTINGS.into(), setting.into())
+            .and_then(|i| i.get(name).and_then(|v| v.as_n().ok()).cloned())
+            .and_then(|n| n.parse::<i64>().ok())
     };
+    let entries = |name: &str| field(keys::ENTRY_ENROLLMENTS, name);
+    let parts = |name: &str| field(keys::JOURNAL_PARTS, name);
     // Each entry by a store that has not read the settings yet.
     let folded = |contact: &str, when: DateTime<Utc>| {
-        let mut rt = Runtime::new(store("heartbeat"));
+        let mut rt = Runtime::new(unit_timed("heartbeat"));
         purchase_by(&mut rt, contact, when);
         stored_item(&table, keys::contact(contact), keys::entry("on-purchase"))
             .unwrap_or_else(|| panic!("no entry for {contact}"))
             .contains_key("doc")
     };
-    // A table this build created: written from the start; the first beat only records itself.
+    // The journal parts' setting as an earlier build of that layout left it: an instant
+    // passed, no heartbeat.
+    emu.runtime
+        .block_on(
+            emu.dynamo
+                .put_item()
+                .table_name(&table)
+                .item(keys::PK, AttributeValue::S(keys::SETTINGS.into()))
+                .item(keys::SK, AttributeValue::S(keys::JOURNAL_PARTS.into()))
+                .item("from", AttributeValue::N("5".into()))
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    // A table this build created: written from the start, the first beat only records itself.
+    // The earlier build's setting: its instant moves a delay ahead (a rollback may have gone
+    // back past that build).
     beat(t0);
     assert_eq!(
-        (setting("from"), setting("alive")),
+        (entries("from"), entries("alive")),
         (Some(0), Some(t0.timestamp()))
     );
+    let hour_after = |t: DateTime<Utc>| Some((t + TimeDelta::hours(1)).timestamp());
+    assert_eq!(
+        (parts("from"), parts("alive")),
+        (hour_after(t0), Some(t0.timestamp()))
+    );
     assert!(folded("a", t0));
-    // A beat a minute later writes nothing; two minutes later, the heartbeat.
-    beat(t0 + TimeDelta::minutes(1));
-    assert_eq!(setting("alive"), Some(t0.timestamp()));
-    let t1 = t0 + TimeDelta::minutes(3);
+    // A beat within the same minute writes nothing; the next tick's, the heartbeat.
+    beat(t0 + TimeDelta::seconds(20));
+    assert_eq!(entries("alive"), Some(t0.timestamp()));
+    let t1 = t0 + TimeDelta::minutes(1);
     beat(t1);
-    assert_eq!(setting("alive"), Some(t1.timestamp()));
-    // Silent past the gap: the layout lapses.
-    assert!(!folded("b", t1 + TimeDelta::minutes(11)), "a bare mark");
+    assert_eq!(entries("alive"), Some(t1.timestamp()));
+    // Silent past the gap (four minutes): the layout lapses.
+    assert!(!folded("b", t1 + TimeDelta::minutes(5)), "a bare mark");
     // The heartbeat back: the layout waits a delay again.
     let t2 = t0 + TimeDelta::hours(5);
     beat(t2);
     assert_eq!(
-        (setting("from"), setting("alive")),
-        (
-            Some((t2 + TimeDelta::hours(1)).timestamp()),
-            Some(t2.timestamp())
-        )
+        (entries("from"), entries("alive")),
+        (hour_after(t2), Some(t2.timestamp()))
     );
     assert!(!folded("c", t2 + TimeDelta::minutes(5)));
-    // Beating on (every eight minutes here; the tick beats every minute), it comes back an
+    // Beating on (every three minutes here; the tick beats every minute), it comes back an
     // hour after that heartbeat.
     let t3 = t2 + TimeDelta::hours(1);
     let mut when = t2;
     while when < t3 {
-        when += TimeDelta::minutes(8);
+        when += TimeDelta::minutes(3);
         beat(when);
     }
     assert_eq!(
-        setting("from"),
+        entries("from"),
         Some(t3.timestamp()),
         "no silence: the instant stays"
     );
     assert!(folded("d", when + TimeDelta::minutes(1)));
-    // The journal parts' setting beats alongside.
-    let parts_alive = stored_item(&table, keys::SETTINGS.into(), keys::JOURNAL_PARTS.into())
-        .and_then(|i| i.get("alive").and_then(|v| v.as_n().ok()).cloned());
-    assert_eq!(parts_alive, Some(when.timestamp().to_string()));
+    // The journal parts' setting beats alongside, its instant moved by the same silence.
+    assert_eq!(parts("alive"), Some(when.timestamp()));
+    assert_eq!(parts("from"), Some(t3.timestamp()));
 }
 
 /// On a table this build did not create, batches keep writing an item per transition for
@@ -2010,7 +2035,7 @@ fn while_the_layout_delay_runs_a_batch_writes_an_item_per_transition() {
                 .send(),
         )
         .unwrap_or_else(|e| panic!("{e:?}"));
-    let mut deferred = store("partsdelay");
+    let mut deferred = unit_timed("partsdelay");
     deferred.set_auto_flush(false);
     let mut rt = Runtime::new(deferred);
     import(

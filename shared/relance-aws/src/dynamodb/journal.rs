@@ -264,13 +264,9 @@ impl JournalStore for DynamoStore {
         if self.defers() {
             // In a batch, in its part for the scenario (or, while an earlier build may run,
             // in an item of its own at the flush, with the transitions' journal items);
-            // `records` reads the waiting ones too. The layout's instant is read against the
-            // clock a caller gave (a transition, a tick), never the record's own instant,
-            // which an input sets: without one, an item of its own.
-            let part = match self.now {
-                Some(now) => self.journal_part_for(scenario, now)?,
-                None => None,
-            };
+            // `records` reads the waiting ones too. The layout's gate reads the real clock
+            // (`layouts`); the instant given counts only on simulated time.
+            let part = self.journal_part_for(scenario, self.now.unwrap_or(record.at))?;
             let entry = PartEntry::new(sk.clone(), &record.contact, vec![record.clone()]);
             if self.add_to_part(part.as_deref(), entry).is_none() {
                 return Ok(());

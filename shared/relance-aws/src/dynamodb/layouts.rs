@@ -8,12 +8,18 @@
 //! from which it is written, set [`ENTRY_LAYOUT_DELAY`] after this build first needed it on a
 //! table it did not create (the epoch on a table it created), and `alive`, the last
 //! heartbeat of a build that knows it, which the tick function beats every minute
-//! ([`DynamoStore::heartbeat`], on the wall clock). A layout is written only while `now` is
-//! past `from` and the heartbeat is fresh (at most [`HEARTBEAT_GAP`] old; a setting without
-//! one, as tables created by the CLI or the tests have, counts as fresh). A heartbeat after
-//! a longer silence (the stack was rolled back to an earlier build, whose tick does not
-//! beat, then deployed again) moves `from` a delay ahead again: the earlier build's
-//! functions still running are replaced before the layout comes back, with no step by hand.
+//! ([`DynamoStore::heartbeat`]). A layout is written only while the real clock is past
+//! `from` and the heartbeat is fresh (at most `HEARTBEAT_GAP` old; a setting without one, as
+//! tables created by the CLI or the tests have, counts as fresh). A heartbeat after a longer
+//! silence (the stack was rolled back to an earlier build, whose tick does not beat, then
+//! deployed again) moves `from` a delay ahead again, and so does the first heartbeat on a
+//! setting an earlier build of this layout wrote without one: the earlier build's functions
+//! still running are replaced before the layout comes back, with no step by hand.
+//!
+//! The real clock, never a unit's `now`: an input sets that (an EventBridge event keeps its
+//! own time through retries and archive replays), and a deployment happens in real time.
+//! Tests with simulated clocks use their units' `now` instead
+//! ([`DynamoStore::layouts_on_unit_time`]).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -27,11 +33,14 @@ use super::item::{Item, dynamo, get_n, is_conditional, n, s};
 use crate::error::StoreError;
 use crate::keys;
 
-/// How old the heartbeat may be for the layouts to be written: ten ticks missed.
-pub const HEARTBEAT_GAP: TimeDelta = TimeDelta::minutes(10);
+/// How old the heartbeat may be for the layouts to be written: three ticks missed. Shorter
+/// than any rollback and redeployment of a stack; a late tick only costs the earlier
+/// layouts for an hour.
+pub const HEARTBEAT_GAP: TimeDelta = TimeDelta::minutes(4);
 
-/// How often the heartbeat is written (the tick beats every minute; a write every two).
-const HEARTBEAT_WRITE: TimeDelta = TimeDelta::minutes(2);
+/// How old the heartbeat must be to be written again: at every tick (once a minute), not
+/// twice for one.
+const HEARTBEAT_WRITE: TimeDelta = TimeDelta::seconds(50);
 
 /// How long a store keeps a setting it read before reading it again (a heartbeat elsewhere
 /// may have moved it): real time, not the units' `now`.
@@ -100,13 +109,19 @@ impl Settings {
 }
 
 impl DynamoStore {
-    /// Whether `layout` is written at `now` (see the module docs). The first need of a layout
-    /// on a table with no setting for it sets `from` a delay ahead.
+    /// Whether `layout` is written now (see the module docs; `now`, a unit's, counts only
+    /// for [`DynamoStore::layouts_on_unit_time`]). The first need of a layout on a table with
+    /// no setting for it sets `from` a delay ahead.
     pub(super) fn layout_open(
         &self,
         layout: Layout,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        let now = if self.layouts_on_unit_time {
+            now
+        } else {
+            Utc::now()
+        };
         if let Some(known) = self.layouts.get(layout) {
             return Ok(known.open(now.timestamp()));
         }
@@ -139,11 +154,19 @@ impl DynamoStore {
             .and_then(Setting::of))
     }
 
+    /// Tests with simulated clocks: the layouts follow the units' `now` instead of the real
+    /// clock (and the heartbeat is given the same simulated time).
+    pub fn layouts_on_unit_time(&mut self) {
+        self.layouts_on_unit_time = true;
+    }
+
     /// The heartbeat of a build that knows this build's layouts, at `wall` (the real clock,
     /// never a unit's `now`): the tick function beats at every invocation. Writes `alive`
-    /// every [`HEARTBEAT_WRITE`]; after a silence of more than [`HEARTBEAT_GAP`] (or on a
-    /// table with no setting yet), also moves `from` [`ENTRY_LAYOUT_DELAY`] ahead. Each write
-    /// is conditional on the heartbeat it read, so two functions beating at once write once.
+    /// at each beat; after a silence of more than `HEARTBEAT_GAP`, on a table with no setting
+    /// yet, or on a setting an earlier build wrote without a heartbeat (unless the table was
+    /// created with the layout, `from` 0), also moves `from` `ENTRY_LAYOUT_DELAY` ahead. Each
+    /// write is conditional on the heartbeat it read, so two functions beating at once write
+    /// once.
     pub fn heartbeat(&self, wall: DateTime<Utc>) -> Result<(), StoreError> {
         let w = wall.timestamp();
         let delay = (wall + ENTRY_LAYOUT_DELAY).timestamp();
@@ -155,8 +178,14 @@ impl DynamoStore {
                     "attribute_not_exists(pk)".to_string(),
                     Vec::new(),
                 ),
-                Some(Setting { alive: None, .. }) => (
-                    vec![("alive", w)],
+                Some(Setting {
+                    from, alive: None, ..
+                }) => (
+                    if from == 0 {
+                        vec![("alive", w)]
+                    } else {
+                        vec![("from", from.max(delay)), ("alive", w)]
+                    },
                     "attribute_not_exists(#alive)".to_string(),
                     Vec::new(),
                 ),

@@ -135,6 +135,8 @@ pub struct DynamoStore {
     /// The settings of this build's new layouts as last read (`layouts`); shared by the
     /// store's clones.
     layouts: Arc<layouts::Settings>,
+    /// Tests with simulated clocks: the layouts follow the units' `now`, not the real clock.
+    layouts_on_unit_time: bool,
     /// Fault injection for tests: stop right after the commit point of the next transition.
     crash_after_commit: bool,
     /// Fault injection for tests: the next flush fails where it would write journal parts.
@@ -184,6 +186,7 @@ impl DynamoStore {
             entries_seen: HashMap::new(),
             entries_marked: HashMap::new(),
             layouts: Arc::default(),
+            layouts_on_unit_time: false,
             crash_after_commit: false,
             fail_next_parts: false,
             dispatch: None,
