@@ -69,6 +69,7 @@ pub fn operating_config(
             .ok()
             .filter(|b| !b.is_empty())
             .or(found.event_bus.clone()),
+        muted_events: AwsConfig::muted_events_from_env()?,
         ..found
     })
 }

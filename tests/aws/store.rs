@@ -2011,6 +2011,82 @@ fn the_tick_heartbeat_keeps_the_layouts_and_a_silence_restarts_their_delay() {
     assert_eq!(parts("from"), Some(t3.timestamp()));
 }
 
+/// A deployment that does not listen to Relance's informational events mutes them
+/// (`RELANCE_MUTED_EVENTS`): an enrollment ending publishes no `relance.enrollment.ended`
+/// (EventBridge bills each event published), and the events that carry work still go out.
+#[test]
+fn muted_events_are_not_published_and_the_others_are() {
+    use relance_aws::dispatch::Dispatch;
+    use relance_aws::error::DispatchError;
+    use relance_aws::sqs::Outgoing;
+    use relance_core::scenario::Channel;
+    use std::sync::{Arc, Mutex};
+    if crate::support::offline() {
+        return;
+    }
+    #[derive(Debug, Default)]
+    struct Published(Arc<Mutex<Vec<String>>>);
+    impl Dispatch for Published {
+        fn channel_ready(&self, _: Channel) -> Result<(), DispatchError> {
+            Ok(())
+        }
+        fn to_channel(&self, _: Channel, _: &[Outgoing]) -> Result<(), DispatchError> {
+            Ok(())
+        }
+        fn to_step_queue(&self, _: &[Outgoing]) -> Result<(), DispatchError> {
+            Ok(())
+        }
+        fn has_launch_queue(&self) -> bool {
+            false
+        }
+        fn to_launch_queue(&self, _: &[Outgoing]) -> Result<(), DispatchError> {
+            Ok(())
+        }
+        fn publish(&self, events: &[(String, serde_json::Value)]) -> Result<(), DispatchError> {
+            let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            seen.extend(events.iter().map(|(t, _)| t.clone()));
+            Ok(())
+        }
+    }
+    let emu = emulator();
+    let t0 = at("2026-12-01T09:00:00Z");
+    let mut config = store("muted").config().clone();
+    config.muted_events =
+        relance_aws::config::parse_muted_events("relance.enrollment.ended").unwrap_or_default();
+    let published = Arc::new(Mutex::new(Vec::new()));
+    let muted = DynamoStore::new(
+        emu.dynamo.clone(),
+        config,
+        Bridge::new(emu.runtime.handle().clone()),
+    )
+    .recording_sends()
+    .with_dispatch(Published(published.clone()));
+    let mut rt = Runtime::new(muted);
+    import(&mut rt, "{\"id\": \"a\", \"email\": \"a@x.io\"}\n", t0);
+    let yaml = "id: muted\nlaunch: {type: manual}\ngoals: [{id: won, kind: success}]\nsteps:\n  - {id: task, action: {task: {title: Call them, assignee: sales}}, next: done}\n  - {id: done, end: won}\n";
+    activate(&mut rt, yaml, t0);
+    rt.launch(
+        LaunchDetail {
+            scenario: "muted".into(),
+            contacts: None,
+        },
+        t0,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let seen = published.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert_eq!(
+        seen,
+        vec!["relance.task", "relance.goal.reached"],
+        "{seen:?}"
+    );
+    let counts = rt.journal("muted").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        counts.ends.get("won"),
+        Some(&1),
+        "the journal keeps the end"
+    );
+}
+
 /// On a table this build did not create, batches keep writing an item per transition for
 /// the layout's delay (an earlier build, still running during a deployment, reads no part),
 /// counted from this build's first batch there; then they write parts.

@@ -24,7 +24,15 @@ pub struct AwsConfig {
     pub queues: QueueUrls,
     /// The EventBridge bus Relance emits its events on (`RELANCE_EVENT_BUS`), if any.
     pub event_bus: Option<String>,
+    /// Relance's informational events not published on the bus (`RELANCE_MUTED_EVENTS`, some
+    /// of [`MUTABLE_EVENTS`]): EventBridge bills every event published, listened to or not.
+    pub muted_events: Vec<String>,
 }
+
+/// The events a deployment may mute: they only inform (an enrollment ended, a goal reached).
+/// The others carry work to other systems (a staff task, a lead, an export, a scenario's
+/// `event` action) and always go out.
+pub const MUTABLE_EVENTS: [&str; 2] = ["relance.enrollment.ended", "relance.goal.reached"];
 
 /// The SQS queue URLs (absent where a deployment does not use one).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -57,6 +65,7 @@ impl AwsConfig {
             timer_shards: timer_shards.max(1),
             queues: QueueUrls::default(),
             event_bus: None,
+            muted_events: Vec::new(),
         }
     }
 
@@ -76,7 +85,14 @@ impl AwsConfig {
             timer_shards: shards,
             queues: QueueUrls::from_env(),
             event_bus: opt_var("RELANCE_EVENT_BUS"),
+            muted_events: AwsConfig::muted_events_from_env()?,
         })
+    }
+
+    /// `RELANCE_MUTED_EVENTS`: detail-types separated by commas, each one of
+    /// [`MUTABLE_EVENTS`]; none when unset or empty.
+    pub fn muted_events_from_env() -> Result<Vec<String>, ConfigError> {
+        parse_muted_events(&std::env::var("RELANCE_MUTED_EVENTS").unwrap_or_default())
     }
 
     /// `RELANCE_TIMER_SHARDS` when set (a number from 1 to 1000), else `default`.
@@ -92,6 +108,26 @@ impl AwsConfig {
                 why: format!("\"{s}\" is not a number from 1 to 1000"),
             })
     }
+}
+
+/// The muted events a `RELANCE_MUTED_EVENTS` value names, refused when one may not be muted.
+pub fn parse_muted_events(value: &str) -> Result<Vec<String>, ConfigError> {
+    let mut out: Vec<String> = Vec::new();
+    for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if !MUTABLE_EVENTS.contains(&name) {
+            return Err(ConfigError {
+                name: "RELANCE_MUTED_EVENTS",
+                why: format!(
+                    "\"{name}\" cannot be muted (only {}: the other events carry work to other systems)",
+                    MUTABLE_EVENTS.join(", ")
+                ),
+            });
+        }
+        if !out.iter().any(|n| n == name) {
+            out.push(name.to_string());
+        }
+    }
+    Ok(out)
 }
 
 fn opt_var(name: &str) -> Option<String> {
@@ -126,5 +162,33 @@ impl QueueUrls {
             webhook: self.webhook.or(other.webhook),
             webhook_dlq: self.webhook_dlq.or(other.webhook_dlq),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_informational_events_can_be_muted() {
+        assert_eq!(parse_muted_events("").ok(), Some(Vec::new()));
+        assert_eq!(
+            parse_muted_events(
+                " relance.enrollment.ended ,relance.goal.reached,relance.goal.reached"
+            )
+            .ok(),
+            Some(vec![
+                "relance.enrollment.ended".to_string(),
+                "relance.goal.reached".to_string()
+            ])
+        );
+        let refused = parse_muted_events("relance.enrollment.ended,relance.task")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            refused.starts_with("RELANCE_MUTED_EVENTS: \"relance.task\" cannot be muted"),
+            "{refused}"
+        );
     }
 }

@@ -796,7 +796,8 @@ impl DynamoStore {
             self.put_contact(c, pending.at)?;
         }
         if let Some(dispatch) = &self.dispatch {
-            let events = crate::eventbridge::events_of(&pending.scenario, &pending.effects);
+            let mut events = crate::eventbridge::events_of(&pending.scenario, &pending.effects);
+            events.retain(|(detail_type, _)| !self.config.muted_events.contains(detail_type));
             if !events.is_empty() {
                 dispatch.publish(&events)?;
             }
