@@ -106,9 +106,13 @@ pub enum StoreError {
     /// The enrollment (or the entry mark) changed since it was read.
     #[error("{0} changed concurrently (conditional write refused)")]
     Conflict(String),
-    /// A fault injected by a test.
-    #[error("injected fault: stopped after the commit point")]
+    /// A fault injected by a test (a stop right after a commit point, a flush failing where it
+    /// writes journal parts).
+    #[error("injected fault (a test's)")]
     Injected,
+    /// The system gave no random bytes (naming a batch's journal part).
+    #[error("no random bytes: {0}")]
+    NoRandom(String),
     /// A stored value does not read back.
     #[error("corrupt {what}: {why}")]
     Corrupt {

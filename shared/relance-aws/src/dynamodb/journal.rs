@@ -111,10 +111,8 @@ impl JournalParts {
             Some(b) => b.clone(),
             None => {
                 let mut bytes = [0u8; 12];
-                getrandom::getrandom(&mut bytes).map_err(|e| StoreError::Corrupt {
-                    what: "journal part name",
-                    why: format!("no random bytes: {e}"),
-                })?;
+                getrandom::getrandom(&mut bytes)
+                    .map_err(|e| StoreError::NoRandom(e.to_string()))?;
                 use base64::Engine as _;
                 // Sixteen characters (key-safe): part names are in every pending effects.
                 let name = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
