@@ -32,9 +32,11 @@ pub fn tokio() -> Result<tokio::runtime::Runtime> {
 /// use on AWS: the same store as the functions, so a send is handed to its channel queue
 /// exactly as the step executor hands it (the tokio runtime must outlive it). The settings
 /// are the functions' own when `RELANCE_STATE_TABLE` is set (`AwsConfig::from_env`: tables,
-/// shards, `RELANCE_*_QUEUE_URL`, `RELANCE_EVENT_BUS`); otherwise the resources named after
-/// `prefix` (what `relance dev up` and the SAM template create), each queue URL and the bus
-/// taken from the environment when set, else looked up by name. A send whose channel has no
+/// shards, `RELANCE_*_QUEUE_URL`, `RELANCE_EVENT_BUS`, `RELANCE_MUTED_EVENTS`); otherwise the
+/// resources named after `prefix` (what `relance dev up` and the SAM template create), each
+/// queue URL and the bus taken from the environment when set, else looked up by name, and the
+/// muted events from `RELANCE_MUTED_EVENTS` (a stack's `MutedEvents` is its functions'
+/// setting: set the same value here). A send whose channel has no
 /// queue is refused before anything is committed, naming the variable to set.
 pub fn runtime(
     endpoint: Option<&str>,

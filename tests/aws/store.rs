@@ -2012,8 +2012,10 @@ fn the_tick_heartbeat_keeps_the_layouts_and_a_silence_restarts_their_delay() {
 }
 
 /// A deployment that does not listen to Relance's informational events mutes them
-/// (`RELANCE_MUTED_EVENTS`): an enrollment ending publishes no `relance.enrollment.ended`
-/// (EventBridge bills each event published), and the events that carry work still go out.
+/// (`RELANCE_MUTED_EVENTS`): an enrollment reaching a goal publishes neither
+/// `relance.enrollment.ended` nor `relance.goal.reached` (EventBridge bills each event
+/// published); the events that carry work still go out, and so does a scenario's own event,
+/// even one named like a muted one.
 #[test]
 fn muted_events_are_not_published_and_the_others_are() {
     use relance_aws::dispatch::Dispatch;
@@ -2052,7 +2054,8 @@ fn muted_events_are_not_published_and_the_others_are() {
     let t0 = at("2026-12-01T09:00:00Z");
     let mut config = store("muted").config().clone();
     config.muted_events =
-        relance_aws::config::parse_muted_events("relance.enrollment.ended").unwrap_or_default();
+        relance_aws::config::parse_muted_events("relance.enrollment.ended,relance.goal.reached")
+            .unwrap_or_default();
     let published = Arc::new(Mutex::new(Vec::new()));
     let muted = DynamoStore::new(
         emu.dynamo.clone(),
@@ -2063,7 +2066,8 @@ fn muted_events_are_not_published_and_the_others_are() {
     .with_dispatch(Published(published.clone()));
     let mut rt = Runtime::new(muted);
     import(&mut rt, "{\"id\": \"a\", \"email\": \"a@x.io\"}\n", t0);
-    let yaml = "id: muted\nlaunch: {type: manual}\ngoals: [{id: won, kind: success}]\nsteps:\n  - {id: task, action: {task: {title: Call them, assignee: sales}}, next: done}\n  - {id: done, end: won}\n";
+    // A scenario's own event goes out whatever its name, a muted one's included.
+    let yaml = "id: muted\nlaunch: {type: manual}\ngoals: [{id: won, kind: success}]\nsteps:\n  - {id: task, action: {task: {title: Call them, assignee: sales}}, next: own}\n  - {id: own, action: {event: {name: relance.goal.reached}}, next: done}\n  - {id: done, end: won}\n";
     activate(&mut rt, yaml, t0);
     rt.launch(
         LaunchDetail {

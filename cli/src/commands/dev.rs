@@ -52,9 +52,13 @@ pub fn dev_run(
     let bridge = Bridge::new(tokio.handle().clone());
     let queues = SqsQueues::new(aws_sdk_sqs::Client::new(&config), bridge.clone());
     let bus = deployed.config.event_bus.clone().unwrap_or_default();
+    let store_config = relance_aws::config::AwsConfig {
+        muted_events: relance_aws::config::AwsConfig::muted_events_from_env()?,
+        ..deployed.config.clone()
+    };
     let mut store = DynamoStore::new(
         aws_sdk_dynamodb::Client::new(&config),
-        deployed.config.clone(),
+        store_config,
         bridge.clone(),
     )
     .with_dispatch(

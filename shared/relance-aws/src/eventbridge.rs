@@ -24,8 +24,11 @@ pub struct EventBus {
     bridge: Bridge,
 }
 
-/// The events a transition's effects emit: (detail-type, detail).
-pub fn events_of(scenario: &str, effects: &[Effect]) -> Vec<(String, Value)> {
+/// The events a transition's effects emit: (detail-type, detail). Relance's informational
+/// events named in `muted` (see `config::MUTABLE_EVENTS`) are left out; a scenario's own
+/// `event` action goes out whatever its name.
+pub fn events_of(scenario: &str, effects: &[Effect], muted: &[String]) -> Vec<(String, Value)> {
+    let informs = |detail_type: &str| !muted.iter().any(|m| m == detail_type);
     let mut out = Vec::new();
     for effect in effects {
         match effect {
@@ -40,12 +43,16 @@ pub fn events_of(scenario: &str, effects: &[Effect]) -> Vec<(String, Value)> {
                     Outcome::Exited => "exited".to_string(),
                     Outcome::HeldOut => relance_core::experiment::HELD_OUT_END.to_string(),
                 };
-                out.push((
-                    "relance.enrollment.ended".to_string(),
-                    json!({"scenario": scenario, "enrollment": enrollment, "contact": contact, "end": end, "at": at,
-                           "idempotency_key": format!("{enrollment}:ended")}),
-                ));
-                if let Outcome::End(EndKind::Goal(goal)) = outcome {
+                if informs("relance.enrollment.ended") {
+                    out.push((
+                        "relance.enrollment.ended".to_string(),
+                        json!({"scenario": scenario, "enrollment": enrollment, "contact": contact, "end": end, "at": at,
+                               "idempotency_key": format!("{enrollment}:ended")}),
+                    ));
+                }
+                if let Outcome::End(EndKind::Goal(goal)) = outcome
+                    && informs("relance.goal.reached")
+                {
                     out.push((
                         "relance.goal.reached".to_string(),
                         json!({"scenario": scenario, "enrollment": enrollment, "contact": contact, "goal": goal, "at": at,
@@ -156,7 +163,7 @@ mod tests {
                 at,
             },
         ];
-        let events = events_of("s", &effects);
+        let events = events_of("s", &effects, &[]);
         let types: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
         assert_eq!(
             types,

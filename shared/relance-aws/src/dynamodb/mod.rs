@@ -796,8 +796,11 @@ impl DynamoStore {
             self.put_contact(c, pending.at)?;
         }
         if let Some(dispatch) = &self.dispatch {
-            let mut events = crate::eventbridge::events_of(&pending.scenario, &pending.effects);
-            events.retain(|(detail_type, _)| !self.config.muted_events.contains(detail_type));
+            let events = crate::eventbridge::events_of(
+                &pending.scenario,
+                &pending.effects,
+                &self.config.muted_events,
+            );
             if !events.is_empty() {
                 dispatch.publish(&events)?;
             }
