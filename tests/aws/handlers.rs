@@ -3,16 +3,11 @@
 //! decides (what it enrolls, queues, retries, journals, dead-letters, answers) is tested
 //! without the emulator. The emulator modules run the same handlers on the real services.
 
-use std::sync::Mutex;
-
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::SqsEvent;
 use chrono::{DateTime, TimeDelta, Utc};
 use relance_aws::channels::{Outcome, SendError};
-use relance_aws::dispatch::Dispatch;
-use relance_aws::error::DispatchError;
 use relance_aws::handlers::{self, Deliver, HandlerError};
-use relance_aws::sqs::Outgoing;
 use relance_core::Contact;
 use relance_core::engine::{Recipient, Send, Wake};
 use relance_core::journal::RecordKind;
@@ -23,7 +18,7 @@ use relance_runtime::MemoryStore;
 use relance_runtime::runtime::Runtime;
 use serde_json::{Value, json};
 
-use crate::support::{at, sample, sqs_event, unsubscribe_request, unsubscribe_token};
+use crate::support::{Recording, at, sample, sqs_event, unsubscribe_request, unsubscribe_token};
 
 const WELCOME: &str = r#"
 id: aws-welcome
@@ -44,54 +39,6 @@ steps:
 "#;
 
 const NEWS: &str = "id: news\nlaunch: {type: manual}\naudience: {all: true}\nmessages:\n  first: {channel: email, type: newsletter, subject: News, text: x}\nsteps:\n  - {id: first, send: first, next: wait}\n  - id: wait\n    wait_for: {unsubscribed: first, timeout: P2D}\n    on_event: gone\n    on_timeout: done\n  - {id: gone, end: abandon}\n  - {id: done, end: success}\n";
-
-/// What the dispatch port was handed.
-#[derive(Debug, Default)]
-struct Handed {
-    step: Vec<Outgoing>,
-    launch: Vec<Outgoing>,
-}
-
-/// A dispatch port that records what it is handed; a launch queue only when asked.
-#[derive(Debug, Default)]
-struct Recording {
-    launch_queue: bool,
-    handed: Mutex<Handed>,
-}
-
-impl Recording {
-    fn handed(&self) -> std::sync::MutexGuard<'_, Handed> {
-        self.handed.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl Dispatch for Recording {
-    fn channel_ready(&self, _: Channel) -> Result<(), DispatchError> {
-        Ok(())
-    }
-
-    fn to_channel(&self, _: Channel, _: &[Outgoing]) -> Result<(), DispatchError> {
-        Ok(())
-    }
-
-    fn to_step_queue(&self, messages: &[Outgoing]) -> Result<(), DispatchError> {
-        self.handed().step.extend_from_slice(messages);
-        Ok(())
-    }
-
-    fn has_launch_queue(&self) -> bool {
-        self.launch_queue
-    }
-
-    fn to_launch_queue(&self, messages: &[Outgoing]) -> Result<(), DispatchError> {
-        self.handed().launch.extend_from_slice(messages);
-        Ok(())
-    }
-
-    fn publish(&self, _: &[(String, Value)]) -> Result<(), DispatchError> {
-        Ok(())
-    }
-}
 
 /// Senders that answer by the send's step: what a provider would have said.
 struct Answering;
@@ -175,10 +122,7 @@ fn trigger_enrolls_fans_large_launches_out_and_refuses_unknown_detail_types() {
     let mut launch = contact.clone();
     launch.detail_type = "relance.launch".into();
     launch.detail = json!({"scenario": "news"});
-    let with_queue = Recording {
-        launch_queue: true,
-        ..Recording::default()
-    };
+    let with_queue = Recording::with_launch_queue();
     handlers::trigger(&mut rt, Some(&with_queue), &launch, t0).unwrap_or_else(|e| panic!("{e}"));
     let pages = std::mem::take(&mut with_queue.handed().launch);
     assert_eq!(pages.len(), 3, "230 contacts in pages of 100");

@@ -39,6 +39,38 @@ fn stored_item(
         .item
 }
 
+/// A scenario's journal items as stored: (the batches' parts, the transitions' own items).
+fn journal_items(table: &str, scenario: &str) -> (usize, usize) {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let emu = emulator();
+    let items = emu
+        .runtime
+        .block_on(
+            emu.dynamo
+                .scan()
+                .table_name(table)
+                .filter_expression("begins_with(pk, :j)")
+                .expression_attribute_values(
+                    ":j",
+                    AttributeValue::S(format!("journal#{scenario}#")),
+                )
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .items
+        .unwrap_or_default();
+    (
+        items.iter().filter(|i| i.contains_key("entries")).count(),
+        items.iter().filter(|i| i.contains_key("records")).count(),
+    )
+}
+
+/// A store of a handler's batch: it flushes when told (see `DynamoStore::flush`).
+fn batching(mut store: DynamoStore) -> DynamoStore {
+    store.set_auto_flush(false);
+    store
+}
+
 /// A `purchase` by `contact` at `when`.
 fn purchase_by(rt: &mut Runtime<DynamoStore>, contact: &str, when: DateTime<Utc>) {
     rt.activity(
@@ -1672,7 +1704,6 @@ fn a_batch_writes_its_timers_records_and_input_keys_at_the_flush() {
 /// next read, once, with its records in an item of its own; the journal has every record once.
 #[test]
 fn a_batch_keeps_its_records_in_parts_that_prove_its_transitions_applied() {
-    use aws_sdk_dynamodb::types::AttributeValue;
     use relance_aws::keys;
     use relance_core::ports::JournalStore;
     if crate::support::offline() {
@@ -1681,9 +1712,7 @@ fn a_batch_keeps_its_records_in_parts_that_prove_its_transitions_applied() {
     let emu = emulator();
     let yaml = "id: parts\nlaunch: {type: trigger, event: signed.up}\nmessages:\n  m: {channel: email, subject: s, text: x}\n  n: {channel: email, subject: n, text: x}\nsteps:\n  - {id: first, send: m, next: second}\n  - {id: second, send: n, next: done, delay: {after: PT1H}}\n  - {id: done, end: success}\n";
     let t0 = at("2026-12-01T09:00:00Z");
-    let mut deferred = store("parts");
-    deferred.set_auto_flush(false);
-    let mut rt = Runtime::new(deferred);
+    let mut rt = Runtime::new(batching(store("parts")));
     let config = rt.store().config().clone();
     let contacts: String = (0..5)
         .map(|i| format!("{{\"id\": \"c{i}\", \"email\": \"c{i}@x.io\"}}\n"))
@@ -1709,25 +1738,7 @@ fn a_batch_keeps_its_records_in_parts_that_prove_its_transitions_applied() {
     }
     rt.store().flush().unwrap_or_else(|e| panic!("{e}"));
     // The scenario's journal items: (parts, transitions' own items).
-    let journal_items = || {
-        let items = emu
-            .runtime
-            .block_on(
-                emu.dynamo
-                    .scan()
-                    .table_name(&config.state_table)
-                    .filter_expression("begins_with(pk, :j)")
-                    .expression_attribute_values(":j", AttributeValue::S("journal#parts#".into()))
-                    .send(),
-            )
-            .unwrap_or_else(|e| panic!("{e:?}"))
-            .items
-            .unwrap_or_default();
-        (
-            items.iter().filter(|i| i.contains_key("entries")).count(),
-            items.iter().filter(|i| i.contains_key("records")).count(),
-        )
-    };
+    let journal_items = || journal_items(&config.state_table, "parts");
     assert_eq!(
         journal_items(),
         (1, 0),
@@ -1807,17 +1818,13 @@ fn a_batch_keeps_its_records_in_parts_that_prove_its_transitions_applied() {
 /// records everything once.
 #[test]
 fn a_flush_that_fails_at_its_parts_leaves_nothing_behind_and_the_batch_is_redone() {
-    use aws_sdk_dynamodb::types::AttributeValue;
     use relance_aws::keys;
     use relance_core::ports::JournalStore;
     if crate::support::offline() {
         return;
     }
-    let emu = emulator();
     let t0 = at("2026-12-01T09:00:00Z");
-    let mut deferred = store("partsfail");
-    deferred.set_auto_flush(false);
-    let mut rt = Runtime::new(deferred);
+    let mut rt = Runtime::new(batching(store("partsfail")));
     let config = rt.store().config().clone();
     import(
         &mut rt,
@@ -1887,21 +1894,8 @@ fn a_flush_that_fails_at_its_parts_leaves_nothing_behind_and_the_batch_is_redone
             "{contact}: {kinds:?}"
         );
     }
-    let items = emu
-        .runtime
-        .block_on(
-            emu.dynamo
-                .scan()
-                .table_name(&config.state_table)
-                .filter_expression("begins_with(pk, :j)")
-                .expression_attribute_values(":j", AttributeValue::S("journal#on-purchase#".into()))
-                .send(),
-        )
-        .unwrap_or_else(|e| panic!("{e:?}"))
-        .items
-        .unwrap_or_default();
     assert_eq!(
-        items.iter().filter(|i| i.contains_key("records")).count(),
+        journal_items(&config.state_table, "on-purchase").1,
         2,
         "each re-applied transition in an item of its own"
     );
@@ -2018,37 +2012,8 @@ fn the_tick_heartbeat_keeps_the_layouts_and_a_silence_restarts_their_delay() {
 /// even one named like a muted one.
 #[test]
 fn muted_events_are_not_published_and_the_others_are() {
-    use relance_aws::dispatch::Dispatch;
-    use relance_aws::error::DispatchError;
-    use relance_aws::sqs::Outgoing;
-    use relance_core::scenario::Channel;
-    use std::sync::{Arc, Mutex};
     if crate::support::offline() {
         return;
-    }
-    #[derive(Debug, Default)]
-    struct Published(Arc<Mutex<Vec<String>>>);
-    impl Dispatch for Published {
-        fn channel_ready(&self, _: Channel) -> Result<(), DispatchError> {
-            Ok(())
-        }
-        fn to_channel(&self, _: Channel, _: &[Outgoing]) -> Result<(), DispatchError> {
-            Ok(())
-        }
-        fn to_step_queue(&self, _: &[Outgoing]) -> Result<(), DispatchError> {
-            Ok(())
-        }
-        fn has_launch_queue(&self) -> bool {
-            false
-        }
-        fn to_launch_queue(&self, _: &[Outgoing]) -> Result<(), DispatchError> {
-            Ok(())
-        }
-        fn publish(&self, events: &[(String, serde_json::Value)]) -> Result<(), DispatchError> {
-            let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            seen.extend(events.iter().map(|(t, _)| t.clone()));
-            Ok(())
-        }
     }
     let emu = emulator();
     let t0 = at("2026-12-01T09:00:00Z");
@@ -2056,14 +2021,14 @@ fn muted_events_are_not_published_and_the_others_are() {
     config.muted_events =
         relance_aws::config::parse_muted_events("relance.enrollment.ended,relance.goal.reached")
             .unwrap_or_default();
-    let published = Arc::new(Mutex::new(Vec::new()));
+    let recording = crate::support::Recording::default();
     let muted = DynamoStore::new(
         emu.dynamo.clone(),
         config,
         Bridge::new(emu.runtime.handle().clone()),
     )
     .recording_sends()
-    .with_dispatch(Published(published.clone()));
+    .with_dispatch(recording.clone());
     let mut rt = Runtime::new(muted);
     import(&mut rt, "{\"id\": \"a\", \"email\": \"a@x.io\"}\n", t0);
     // A scenario's own event goes out whatever its name, a muted one's included.
@@ -2077,7 +2042,7 @@ fn muted_events_are_not_published_and_the_others_are() {
         t0,
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let seen = published.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let seen = recording.handed().published.clone();
     assert_eq!(
         seen,
         vec!["relance.task", "relance.goal.reached"],
@@ -2115,37 +2080,14 @@ fn while_the_layout_delay_runs_a_batch_writes_an_item_per_transition() {
                 .send(),
         )
         .unwrap_or_else(|e| panic!("{e:?}"));
-    let mut deferred = unit_timed("partsdelay");
-    deferred.set_auto_flush(false);
-    let mut rt = Runtime::new(deferred);
+    let mut rt = Runtime::new(batching(unit_timed("partsdelay")));
     import(
         &mut rt,
         "{\"id\": \"a\", \"email\": \"a@x.io\"}\n{\"id\": \"b\", \"email\": \"b@x.io\"}\n",
         t0,
     );
     activate(&mut rt, TRIGGERED, t0);
-    let journal_items = || {
-        let items = emu
-            .runtime
-            .block_on(
-                emu.dynamo
-                    .scan()
-                    .table_name(&table)
-                    .filter_expression("begins_with(pk, :j)")
-                    .expression_attribute_values(
-                        ":j",
-                        AttributeValue::S("journal#on-purchase#".into()),
-                    )
-                    .send(),
-            )
-            .unwrap_or_else(|e| panic!("{e:?}"))
-            .items
-            .unwrap_or_default();
-        (
-            items.iter().filter(|i| i.contains_key("entries")).count(),
-            items.iter().filter(|i| i.contains_key("records")).count(),
-        )
-    };
+    let journal_items = || journal_items(&table, "on-purchase");
     purchase_by(&mut rt, "a", t0);
     rt.store().flush().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(

@@ -338,3 +338,82 @@ pub fn drain_after(url: &str, seconds: i64) -> Vec<(String, String)> {
         std::thread::sleep(std::time::Duration::from_secs(2));
     }
 }
+
+/// What a [`Recording`] dispatch port was handed.
+#[derive(Debug, Default)]
+pub struct Handed {
+    /// Messages for the step queue.
+    pub step: Vec<relance_aws::sqs::Outgoing>,
+    /// Pages for the launch queue.
+    pub launch: Vec<relance_aws::sqs::Outgoing>,
+    /// The detail-types of the events published.
+    pub published: Vec<String>,
+}
+
+/// A dispatch port that records what it is handed (its clones share the record, so one can
+/// be given to a store and read afterwards); a launch queue only when asked.
+#[derive(Debug, Default, Clone)]
+pub struct Recording {
+    launch_queue: bool,
+    handed: std::sync::Arc<std::sync::Mutex<Handed>>,
+}
+
+impl Recording {
+    /// One with a launch queue.
+    pub fn with_launch_queue() -> Recording {
+        Recording {
+            launch_queue: true,
+            ..Recording::default()
+        }
+    }
+
+    /// What it was handed so far.
+    pub fn handed(&self) -> std::sync::MutexGuard<'_, Handed> {
+        self.handed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl relance_aws::dispatch::Dispatch for Recording {
+    fn channel_ready(
+        &self,
+        _: relance_core::scenario::Channel,
+    ) -> Result<(), relance_aws::error::DispatchError> {
+        Ok(())
+    }
+
+    fn to_channel(
+        &self,
+        _: relance_core::scenario::Channel,
+        _: &[relance_aws::sqs::Outgoing],
+    ) -> Result<(), relance_aws::error::DispatchError> {
+        Ok(())
+    }
+
+    fn to_step_queue(
+        &self,
+        messages: &[relance_aws::sqs::Outgoing],
+    ) -> Result<(), relance_aws::error::DispatchError> {
+        self.handed().step.extend_from_slice(messages);
+        Ok(())
+    }
+
+    fn has_launch_queue(&self) -> bool {
+        self.launch_queue
+    }
+
+    fn to_launch_queue(
+        &self,
+        messages: &[relance_aws::sqs::Outgoing],
+    ) -> Result<(), relance_aws::error::DispatchError> {
+        self.handed().launch.extend_from_slice(messages);
+        Ok(())
+    }
+
+    fn publish(&self, events: &[(String, Value)]) -> Result<(), relance_aws::error::DispatchError> {
+        let mut handed = self.handed();
+        handed
+            .published
+            .extend(events.iter().map(|(t, _)| t.clone()));
+        Ok(())
+    }
+}
