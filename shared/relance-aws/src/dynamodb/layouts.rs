@@ -129,18 +129,22 @@ impl DynamoStore {
             Some(setting) => setting,
             None => {
                 let from = (now + ENTRY_LAYOUT_DELAY).timestamp();
-                let item = Item::from([
-                    (keys::PK.to_string(), s(keys::SETTINGS)),
-                    (keys::SK.to_string(), s(layout.setting())),
-                    ("from".to_string(), n(from)),
-                ]);
-                self.put_new(item)?;
-                // Written, or another function set it first: its instant holds.
-                self.read_setting(layout)?.unwrap_or(Setting {
+                let written = Setting {
                     from,
                     alive: None,
                     read: Instant::now(),
-                })
+                };
+                if self.write_setting(
+                    layout,
+                    &[("from", from)],
+                    "attribute_not_exists(pk)",
+                    vec![],
+                )? {
+                    written
+                } else {
+                    // Another function set it first: its instant holds.
+                    self.read_setting(layout)?.unwrap_or(written)
+                }
             }
         };
         self.layouts.set(layout, setting);
@@ -210,24 +214,38 @@ impl DynamoStore {
                     continue;
                 }
             };
-            self.write_setting(layout, &set, &condition, values)?;
-            if let Some(setting) = self.read_setting(layout)? {
+            let written = Setting {
+                from: set
+                    .iter()
+                    .find(|(name, _)| *name == "from")
+                    .map(|(_, from)| *from)
+                    .or(stored.map(|s| s.from))
+                    .unwrap_or(delay),
+                alive: Some(w),
+                read: Instant::now(),
+            };
+            // Refused: another function's heartbeat came first; what it wrote holds.
+            let setting = if self.write_setting(layout, &set, &condition, values)? {
+                Some(written)
+            } else {
+                self.read_setting(layout)?
+            };
+            if let Some(setting) = setting {
                 self.layouts.set(layout, setting);
             }
         }
         Ok(())
     }
 
-    /// Sets `set` on the layout's setting if `condition` holds (refused: another function's
-    /// heartbeat came first, which is as good). Names go through `#name` (`from` is a
-    /// reserved word); `set` always holds `alive`.
+    /// Sets `set` on the layout's setting if `condition` holds; true when written. Names go
+    /// through `#name` (`from` is a reserved word).
     fn write_setting(
         &self,
         layout: Layout,
         set: &[(&str, i64)],
         condition: &str,
         values: Vec<(&str, AttributeValue)>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let expression = set
             .iter()
             .map(|(name, _)| format!("#{name} = :{name}"))
@@ -250,8 +268,8 @@ impl DynamoStore {
             update = update.expression_attribute_values(name, value);
         }
         match self.bridge.block(update.send()) {
-            Ok(_) => Ok(()),
-            Err(e) if is_conditional(&e) => Ok(()),
+            Ok(_) => Ok(true),
+            Err(e) if is_conditional(&e) => Ok(false),
             Err(e) => Err(dynamo("UpdateItem")(e)),
         }
     }
