@@ -72,6 +72,7 @@ pub fn operating_config(
             .filter(|b| !b.is_empty())
             .or(found.event_bus.clone()),
         muted_events: AwsConfig::muted_events_from_env()?,
+        informational: relance_aws::config::Informational::from_env()?,
         ..found
     })
 }

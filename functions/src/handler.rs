@@ -165,6 +165,13 @@ async fn tick() -> Result<(), Error> {
             if let Err(e) = rt.store().heartbeat(chrono::Utc::now()) {
                 tracing::warn!(error = %e, "layout heartbeat not written");
             }
+            // Which informational events nothing on the bus could receive (`listeners`): a
+            // failure lets the previous finding age out (every event published again).
+            if let Some(bus) = f.dispatch.bus()
+                && let Err(e) = relance_aws::listeners::check(rt.store(), bus, chrono::Utc::now())
+            {
+                tracing::warn!(error = %e, "the bus's listeners not checked");
+            }
             let summary = relance_aws::handlers::tick(&mut rt, &f.dispatch, now)?;
             Ok::<_, Error>(serde_json::to_value(summary)?)
         }

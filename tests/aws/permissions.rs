@@ -11,7 +11,7 @@ use crate::support::{at, create_queue, sample};
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlRequest;
 use aws_lambda_events::event::sqs::SqsEvent;
-use chrono::TimeDelta;
+use chrono::{TimeDelta, Utc};
 use relance_aws::bridge::Bridge;
 use relance_aws::channels::{SenderConfig, Senders};
 use relance_aws::config::AwsConfig;
@@ -83,11 +83,28 @@ fn needs(d: &Deployment, op: &str, body: &str) -> (String, String, Option<String
                 .map(|(_, n)| n.to_string())
                 .unwrap_or_else(|| panic!("{op} on an unknown queue {url}"))
         }
-        "EventBridge" => {
-            let bus = json["Entries"][0]["EventBusName"].as_str().unwrap_or("");
-            assert_eq!(bus, d.bus, "{op} on another bus");
-            "EventBus".to_string()
-        }
+        "EventBridge" => match operation {
+            "PutEvents" => {
+                let bus = json["Entries"][0]["EventBusName"].as_str().unwrap_or("");
+                assert_eq!(bus, d.bus, "{op} on another bus");
+                "EventBus".to_string()
+            }
+            "DescribeEventBus" => {
+                assert_eq!(json["Name"].as_str(), Some(d.bus.as_str()), "{op}");
+                "EventBus".to_string()
+            }
+            // Listing names no resource; the rules listed are this bus's.
+            "ListRules" => {
+                assert_eq!(json["EventBusName"].as_str(), Some(d.bus.as_str()), "{op}");
+                "*".to_string()
+            }
+            "ListArchives" => "*".to_string(),
+            "DescribeArchive" => {
+                "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:archive/*"
+                    .to_string()
+            }
+            other => panic!("EventBridge {other}: a call this test does not name"),
+        },
         "SESv2" if operation == "SendEmail" => {
             "arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:identity/${EmailIdentity}"
                 .to_string()
@@ -319,7 +336,7 @@ fn hostile_each_handler_calls_only_what_its_role_allows() {
         c.dynamo.clone(),
         config.state_table.clone(),
         sender,
-        bridge,
+        bridge.clone(),
     );
     let email_url = config.queues.email.clone().unwrap_or_default();
     let emails = take(&email_url);
@@ -377,6 +394,14 @@ fn hostile_each_handler_calls_only_what_its_role_allows() {
 
     // tick, a day later: the checks to the step queue; then the step executor runs them.
     let day = t0 + TimeDelta::days(1);
+    // As the function runs it: which informational events nothing on the bus could receive.
+    // A consumer's rule hears the ends (and an archive keeps some events), so they go out.
+    let eb = relance_aws::eventbridge::EventBus::new(c.eb.clone(), d.bus.clone(), bridge.clone());
+    crate::support::listen_on_bus(&d.bus, r#"{"detail-type":["relance.enrollment.ended"]}"#);
+    assert_eq!(
+        relance_aws::listeners::check(rt.store(), &eb, Utc::now()).map_err(|e| e.to_string()),
+        Ok(vec!["relance.goal.reached"])
+    );
     let summary = handlers::tick(
         &mut rt,
         &crate::support::dispatch(&queues, Some(&step_queue), None),

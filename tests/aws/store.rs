@@ -2056,6 +2056,120 @@ fn muted_events_are_not_published_and_the_others_are() {
     );
 }
 
+/// The informational events nothing on the bus could receive are left out while the tick's
+/// finding is fresh: a consumer's rule brings them back from the next check, a stale finding
+/// (the tick stopped) publishes everything, and `always` ignores the finding.
+#[test]
+fn unheard_informational_events_are_left_out_until_a_rule_could_receive_them() {
+    use relance_aws::config::Informational;
+    use relance_aws::eventbridge::EventBus;
+    use relance_aws::listeners;
+    if crate::support::offline() {
+        return;
+    }
+    let emu = emulator();
+    let t0 = at("2026-12-01T09:00:00Z");
+    let bridge = Bridge::new(emu.runtime.handle().clone());
+    let bus_name = format!("heard{}-bus", std::process::id());
+    emu.runtime
+        .block_on(emu.eb.create_event_bus().name(&bus_name).send())
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let bus = EventBus::new(emu.eb.clone(), bus_name.clone(), bridge.clone());
+    // The deployment's own rule (other sources) and an archive of tasks only: neither could
+    // receive an end or a goal.
+    crate::support::listen_on_bus(
+        &bus_name,
+        r#"{"source":[{"anything-but":"relance"}],"detail-type":["relance.contact","relance.activity"]}"#,
+    );
+    crate::support::archive_bus(
+        &bus_name,
+        &format!("heard{}-tasks", std::process::id()),
+        Some(r#"{"detail-type":["relance.task"]}"#),
+    );
+    let recording = crate::support::Recording::default();
+    let base = store("heard");
+    let mut rt = Runtime::new(
+        DynamoStore::new(emu.dynamo.clone(), base.config().clone(), bridge.clone())
+            .recording_sends()
+            .with_dispatch(recording.clone()),
+    );
+    import(&mut rt, "{\"id\": \"a\", \"email\": \"a@x.io\"}\n", t0);
+    let run = |rt: &mut Runtime<DynamoStore>, id: &str| {
+        let yaml = format!(
+            "id: {id}\nlaunch: {{type: manual}}\ngoals: [{{id: won, kind: success}}]\nsteps:\n  - {{id: task, action: {{task: {{title: Call them}}}}, next: done}}\n  - {{id: done, end: won}}\n"
+        );
+        activate(rt, &yaml, t0);
+        let before = recording.handed().published.len();
+        rt.launch(
+            LaunchDetail {
+                scenario: id.into(),
+                contacts: None,
+            },
+            t0,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        recording.handed().published[before..].to_vec()
+    };
+    let both = vec!["relance.enrollment.ended", "relance.goal.reached"];
+    // Before any check: everything goes out.
+    assert_eq!(
+        run(&mut rt, "heard0"),
+        [
+            "relance.task",
+            "relance.enrollment.ended",
+            "relance.goal.reached"
+        ]
+    );
+    let found = listeners::check(rt.store(), &bus, Utc::now()).map_err(|e| e.to_string());
+    assert_eq!(found, Ok(both.clone()));
+    assert_eq!(run(&mut rt, "heard1"), ["relance.task"]);
+    // A consumer of the ends: heard from the next check; goals still unheard.
+    crate::support::listen_on_bus(
+        &bus_name,
+        r#"{"source":["relance"],"detail-type":[{"prefix":"relance.enrollment."}]}"#,
+    );
+    let found = listeners::check(rt.store(), &bus, Utc::now()).map_err(|e| e.to_string());
+    assert_eq!(found, Ok(vec!["relance.goal.reached"]));
+    assert_eq!(
+        run(&mut rt, "heard2"),
+        ["relance.task", "relance.enrollment.ended"]
+    );
+    // A finding older than `HEARD_FRESH` (the tick stopped) is not followed.
+    rt.store()
+        .record_unheard(&both, Utc::now() - TimeDelta::minutes(10))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        run(&mut rt, "heard3"),
+        [
+            "relance.task",
+            "relance.enrollment.ended",
+            "relance.goal.reached"
+        ]
+    );
+    // `always`: a fresh finding is not followed either, and the check writes none.
+    rt.store()
+        .record_unheard(&both, Utc::now())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut config = base.config().clone();
+    config.informational = Informational::Always;
+    let always = DynamoStore::new(emu.dynamo.clone(), config, bridge)
+        .recording_sends()
+        .with_dispatch(recording.clone());
+    assert_eq!(
+        listeners::check(&always, &bus, Utc::now()).map_err(|e| e.to_string()),
+        Ok(vec![])
+    );
+    let mut rt = Runtime::new(always);
+    assert_eq!(
+        run(&mut rt, "heard4"),
+        [
+            "relance.task",
+            "relance.enrollment.ended",
+            "relance.goal.reached"
+        ]
+    );
+}
+
 /// On a table this build did not create, batches keep writing an item per transition for
 /// the layout's delay (an earlier build, still running during a deployment, reads no part),
 /// counted from this build's first batch there; then they write parts.

@@ -157,6 +157,52 @@ pub fn create_queue(name: &str) -> String {
         .unwrap_or_else(|| panic!("no url"))
 }
 
+/// A consumer's rule on `bus` with `pattern` (no target: a rule receives whatever it
+/// matches); returns its name.
+pub fn listen_on_bus(bus: &str, pattern: &str) -> String {
+    static RULES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let name = format!(
+        "{bus}-rule{}",
+        RULES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let emu = emulator();
+    emu.runtime
+        .block_on(
+            emu.eb
+                .put_rule()
+                .name(&name)
+                .event_bus_name(bus)
+                .event_pattern(pattern)
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    name
+}
+
+/// An archive of `bus`'s events named `name`, keeping those `pattern` matches (all without).
+pub fn archive_bus(bus: &str, name: &str, pattern: Option<&str>) {
+    let emu = emulator();
+    emu.runtime.block_on(async {
+        let arn = emu
+            .eb
+            .describe_event_bus()
+            .name(bus)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .arn
+            .unwrap_or_default();
+        emu.eb
+            .create_archive()
+            .archive_name(name)
+            .event_source_arn(arn)
+            .set_event_pattern(pattern.map(str::to_string))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+    });
+}
+
 /// Every message now visible on a queue (read once; they stay for the visibility timeout).
 /// A queue's ARN (rules and redrive policies name queues by ARN).
 pub fn queue_arn(url: &str) -> String {

@@ -269,6 +269,18 @@ def main():
             raise SystemExit(f"settings/{layout}: from {ahead} s after the heartbeat, not within the hour")
     log("layouts: the deployed tick's heartbeat is in both settings")
 
+    # The deployed tick's check of who reads the bus: the stack's own rule (other sources'
+    # events) receives neither informational event, so both are found unheard.
+    item = clients["dynamodb"].get_item(
+        TableName=PREFIX + "state",
+        Key={"pk": {"S": "settings"}, "sk": {"S": "heard_events"}},
+        ConsistentRead=True,
+    ).get("Item", {})
+    unheard = sorted(v["S"] for v in item.get("unheard", {}).get("L", []))
+    if "checked" not in item or unheard != ["relance.enrollment.ended", "relance.goal.reached"]:
+        raise SystemExit(f"settings/heard_events: not the deployed tick's finding (both unheard): {item}")
+    log("listeners: the deployed tick found nothing on the bus receives the informational events")
+
     # The functions' metrics: EMF lines on stdout, which Lambda puts in CloudWatch Logs;
     # namespace Relance, labels as dimensions; every function that counted (the trigger for the
     # entry and the first email, the step executor for the second) flushed after its invocation.

@@ -54,6 +54,7 @@ pub fn dev_run(
     let bus = deployed.config.event_bus.clone().unwrap_or_default();
     let store_config = relance_aws::config::AwsConfig {
         muted_events: relance_aws::config::AwsConfig::muted_events_from_env()?,
+        informational: relance_aws::config::Informational::from_env()?,
         ..deployed.config.clone()
     };
     let mut store = DynamoStore::new(

@@ -27,6 +27,40 @@ pub struct AwsConfig {
     /// Relance's informational events not published on the bus (`RELANCE_MUTED_EVENTS`, some
     /// of [`MUTABLE_EVENTS`]): EventBridge bills every event published, listened to or not.
     pub muted_events: Vec<String>,
+    /// Whether the informational events no rule or archive on the bus could receive are left
+    /// out (`RELANCE_INFORMATIONAL_EVENTS`; see `crate::listeners`).
+    pub informational: Informational,
+}
+
+/// When Relance's informational events (not muted) are published.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Informational {
+    /// While a rule or an archive on the bus could receive them, as the tick last found
+    /// (`when-heard`, the default); always when that finding is missing or stale.
+    #[default]
+    WhenHeard,
+    /// Always (`always`).
+    Always,
+}
+
+impl Informational {
+    /// `RELANCE_INFORMATIONAL_EVENTS`: `when-heard` (the default, also when unset or empty)
+    /// or `always`.
+    pub fn from_env() -> Result<Informational, ConfigError> {
+        Informational::parse(&std::env::var("RELANCE_INFORMATIONAL_EVENTS").unwrap_or_default())
+    }
+
+    /// A `RELANCE_INFORMATIONAL_EVENTS` value.
+    pub fn parse(value: &str) -> Result<Informational, ConfigError> {
+        match value.trim() {
+            "" | "when-heard" => Ok(Informational::WhenHeard),
+            "always" => Ok(Informational::Always),
+            other => Err(ConfigError {
+                name: "RELANCE_INFORMATIONAL_EVENTS",
+                why: format!("\"{other}\" is neither \"when-heard\" nor \"always\""),
+            }),
+        }
+    }
 }
 
 /// The events a deployment may mute: they only inform (an enrollment ended, a goal reached).
@@ -66,6 +100,7 @@ impl AwsConfig {
             queues: QueueUrls::default(),
             event_bus: None,
             muted_events: Vec::new(),
+            informational: Informational::default(),
         }
     }
 
@@ -86,6 +121,7 @@ impl AwsConfig {
             queues: QueueUrls::from_env(),
             event_bus: opt_var("RELANCE_EVENT_BUS"),
             muted_events: AwsConfig::muted_events_from_env()?,
+            informational: Informational::from_env()?,
         })
     }
 
@@ -168,6 +204,30 @@ impl QueueUrls {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn informational_events_follow_their_listeners_unless_told_always() {
+        assert_eq!(
+            Informational::parse("").ok(),
+            Some(Informational::WhenHeard)
+        );
+        assert_eq!(
+            Informational::parse(" when-heard ").ok(),
+            Some(Informational::WhenHeard)
+        );
+        assert_eq!(
+            Informational::parse("always").ok(),
+            Some(Informational::Always)
+        );
+        let refused = Informational::parse("never")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert_eq!(
+            refused,
+            "RELANCE_INFORMATIONAL_EVENTS: \"never\" is neither \"when-heard\" nor \"always\""
+        );
+    }
 
     #[test]
     fn only_informational_events_can_be_muted() {

@@ -71,6 +71,11 @@ impl AwsDispatch {
         self
     }
 
+    /// The bus events are published on, if any.
+    pub fn bus(&self) -> Option<&EventBus> {
+        self.bus.as_ref()
+    }
+
     /// The queues' client (tests and the dev host read queues with it).
     pub fn queues(&self) -> &SqsQueues {
         &self.queues

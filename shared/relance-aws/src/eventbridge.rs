@@ -136,6 +136,82 @@ impl EventBus {
     }
 }
 
+impl EventBus {
+    /// What reads this bus (see `crate::listeners`): the pattern of each rule not disabled
+    /// and of each archive of its events not disabled or failed (`None`: an archive with no
+    /// pattern). Rules without a pattern (schedules) receive no event and are left out.
+    pub fn listeners(&self) -> Result<crate::listeners::Listeners, EventBridgeError> {
+        use aws_sdk_eventbridge::types::{ArchiveState, RuleState};
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .bridge
+                .block(
+                    self.client
+                        .list_rules()
+                        .event_bus_name(&self.bus)
+                        .set_next_token(token)
+                        .send(),
+                )
+                .map_err(|e| EventBridgeError::new("ListRules", format!("{e:?}")))?;
+            for rule in page.rules() {
+                if rule.state() == Some(&RuleState::Disabled) {
+                    continue;
+                }
+                if let Some(pattern) = rule.event_pattern() {
+                    out.push(Some(pattern.to_string()));
+                }
+            }
+            token = page.next_token().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        let arn = self
+            .bridge
+            .block(self.client.describe_event_bus().name(&self.bus).send())
+            .map_err(|e| EventBridgeError::new("DescribeEventBus", format!("{e:?}")))?
+            .arn()
+            .unwrap_or_default()
+            .to_string();
+        let mut token = None;
+        loop {
+            let page = self
+                .bridge
+                .block(
+                    self.client
+                        .list_archives()
+                        .event_source_arn(&arn)
+                        .set_next_token(token)
+                        .send(),
+                )
+                .map_err(|e| EventBridgeError::new("ListArchives", format!("{e:?}")))?;
+            for archive in page.archives() {
+                if matches!(
+                    archive.state(),
+                    Some(ArchiveState::Disabled | ArchiveState::CreateFailed)
+                ) {
+                    continue;
+                }
+                let Some(name) = archive.archive_name() else {
+                    continue;
+                };
+                let described = self
+                    .bridge
+                    .block(self.client.describe_archive().archive_name(name).send())
+                    .map_err(|e| EventBridgeError::new("DescribeArchive", format!("{e:?}")))?;
+                out.push(described.event_pattern().map(str::to_string));
+            }
+            token = page.next_token().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

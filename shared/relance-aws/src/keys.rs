@@ -407,6 +407,10 @@ pub const ENTRY_ENROLLMENTS: &str = "entry_enrollments";
 /// The setting: from when a handler's batch writes its journal records in parts.
 pub const JOURNAL_PARTS: &str = "journal_parts";
 
+/// The setting: which informational events no rule or archive on the bus could receive, as
+/// the tick last found (see [`crate::listeners`]).
+pub const HEARD_EVENTS: &str = "heard_events";
+
 /// The partition of a channel's shared send rate (sort key [`rate_second`]).
 pub fn rate(channel: &str) -> String {
     format!("rate#{channel}")

@@ -45,6 +45,7 @@ pub mod eventbridge;
 pub mod handlers;
 pub mod keys;
 pub mod ledger;
+pub mod listeners;
 pub mod meter;
 pub mod outbound;
 pub mod permissions;

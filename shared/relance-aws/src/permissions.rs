@@ -269,6 +269,21 @@ pub const FUNCTIONS: &[FunctionGrants] = &[
                 "due timers to the step queue (SendMessageBatch), sends and webhook calls of launches; the dead-letter queue",
             ),
             EVENTS,
+            allow(
+                &["events:ListRules", "events:ListArchives"],
+                &["*"],
+                "which rules and archives read the bus (listeners::check), once a minute; listing names no resource",
+            ),
+            allow(
+                &["events:DescribeEventBus"],
+                &["EventBus"],
+                "the bus's ARN, which its archives name",
+            ),
+            allow(
+                &["events:DescribeArchive"],
+                &["arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:archive/*"],
+                "each archive's pattern",
+            ),
             ENV_KEY,
         ],
     },

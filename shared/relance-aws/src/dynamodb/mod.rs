@@ -68,6 +68,7 @@ use crate::sqs::{Outgoing, SqsQueues};
 mod consent;
 mod contacts;
 mod enrollments;
+mod heard;
 pub use enrollments::MAX_ENTRY_ENROLLMENTS;
 mod item;
 pub use item::document_text;
@@ -137,6 +138,9 @@ pub struct DynamoStore {
     layouts: Arc<layouts::Settings>,
     /// Tests with simulated clocks: the layouts follow the units' `now`, not the real clock.
     layouts_on_unit_time: bool,
+    /// The tick's finding of the informational events nothing on the bus could receive, as
+    /// last read (`heard`); shared by the store's clones.
+    heard: Arc<heard::Heard>,
     /// Fault injection for tests: stop right after the commit point of the next transition.
     crash_after_commit: bool,
     /// Fault injection for tests: the next flush fails where it would write journal parts.
@@ -187,6 +191,7 @@ impl DynamoStore {
             entries_marked: HashMap::new(),
             layouts: Arc::default(),
             layouts_on_unit_time: false,
+            heard: Arc::default(),
             crash_after_commit: false,
             fail_next_parts: false,
             dispatch: None,
@@ -796,11 +801,17 @@ impl DynamoStore {
             self.put_contact(c, pending.at)?;
         }
         if let Some(dispatch) = &self.dispatch {
-            let events = crate::eventbridge::events_of(
-                &pending.scenario,
-                &pending.effects,
-                &self.config.muted_events,
-            );
+            // The finding is read only for a transition that may publish an informational event.
+            let informs = pending
+                .effects
+                .iter()
+                .any(|e| matches!(e, Effect::Ended { .. }));
+            let muted = if informs {
+                self.muted_now()
+            } else {
+                Vec::new()
+            };
+            let events = crate::eventbridge::events_of(&pending.scenario, &pending.effects, &muted);
             if !events.is_empty() {
                 dispatch.publish(&events)?;
             }
