@@ -42,7 +42,7 @@ pub struct Function {
     /// The runtime over DynamoDB (one invocation at a time per container).
     pub runtime: Arc<Mutex<Runtime<DynamoStore>>>,
     /// Where the tick puts timers and the trigger puts launch pages (the queues the
-    /// configuration names).
+    /// configuration names), and the bus whose listeners the tick checks.
     pub dispatch: AwsDispatch,
     /// The settings.
     pub config: AwsConfig,
@@ -65,7 +65,15 @@ pub async fn from_env() -> Result<Function, Error> {
     let sdk = aws_config::load_from_env().await;
     let bridge = Bridge::new(tokio::runtime::Handle::current());
     let queues = SqsQueues::new(aws_sdk_sqs::Client::new(&sdk), bridge.clone());
-    let dispatch = AwsDispatch::new(queues, config.queues.clone());
+    let mut dispatch = AwsDispatch::new(queues, config.queues.clone());
+    // The bus, whose listeners the tick checks (`relance_aws::listeners`).
+    if let Some(bus) = config.event_bus.clone() {
+        dispatch = dispatch.with_bus(relance_aws::eventbridge::EventBus::new(
+            aws_sdk_eventbridge::Client::new(&sdk),
+            bus,
+            bridge.clone(),
+        ));
+    }
     // The same store as the operating commands build: sends to the channel queues, events
     // on the bus when RELANCE_EVENT_BUS names one.
     let mut store = DynamoStore::from_config(&sdk, config.clone(), bridge);

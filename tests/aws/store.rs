@@ -1672,7 +1672,11 @@ fn a_batch_writes_its_timers_records_and_input_keys_at_the_flush() {
     };
     assert_eq!(opens(&mut rt), 1, "the batch reads its own records");
     rt.store().flush().unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(count(&config.timers_table), 5);
+    assert_eq!(
+        count(&config.timers_table),
+        1,
+        "the batch's five timers in one part"
+    );
     assert!(input_recorded(&input_key));
 
     // Another function: the input is seen, the timers fire once.
@@ -2053,6 +2057,218 @@ fn muted_events_are_not_published_and_the_others_are() {
         counts.ends.get("won"),
         Some(&1),
         "the journal keeps the end"
+    );
+}
+
+/// A handler's batch keeps the timers it arms in a few timer parts (one per scenario and
+/// minute): the tick queues a part's timers once it lists them all, marked as from a part,
+/// and deletes the part; the step executor fires them without deleting anything; a paused
+/// scenario's part stays until it resumes; a timer armed after a tick for a time within that
+/// tick's horizon is queued by the next one.
+#[test]
+fn a_batch_keeps_its_timers_in_parts_that_the_tick_queues_whole_and_deletes() {
+    use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+    use relance_aws::handlers;
+    if crate::support::offline() {
+        return;
+    }
+    let emu = emulator();
+    let t0 = at("2026-12-01T09:00:00Z");
+    let recording = crate::support::Recording::default();
+    let mut rt = Runtime::new(batching(
+        unit_timed("timerparts")
+            .recording_sends()
+            .with_dispatch(recording.clone()),
+    ));
+    let table = rt.store().config().timers_table.clone();
+    let contacts: String = (0..6)
+        .map(|i| format!("{{\"id\": \"c{i}\", \"email\": \"c{i}@x.io\"}}\n"))
+        .collect();
+    import(&mut rt, &contacts, t0);
+    let yaml = |id: &str| {
+        format!(
+            "id: {id}\nlaunch: {{type: manual}}\nmessages:\n  m: {{channel: email, subject: s, text: x}}\n  n: {{channel: email, subject: n, text: x}}\nsteps:\n  - {{id: first, send: m, next: second}}\n  - {{id: second, send: n, next: done, delay: {{after: PT1H}}}}\n  - {{id: done, end: success}}\n"
+        )
+    };
+    let launch = |rt: &mut Runtime<DynamoStore>, id: &str, at: DateTime<Utc>| {
+        activate(rt, &yaml(id), t0);
+        rt.launch(
+            LaunchDetail {
+                scenario: id.into(),
+                contacts: None,
+            },
+            at,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    };
+    let timer_items = || {
+        let items = emu
+            .runtime
+            .block_on(emu.dynamo.scan().table_name(&table).send())
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .items
+            .unwrap_or_default();
+        let kind = |k: &str| {
+            items
+                .iter()
+                .filter(|i| {
+                    i.get("kind")
+                        .and_then(|v| v.as_s().ok())
+                        .map(String::as_str)
+                        == Some(k)
+                })
+                .count()
+        };
+        (kind("timers"), kind("timer"))
+    };
+    launch(&mut rt, "parted", t0);
+    launch(&mut rt, "held", t0);
+    rt.store().flush().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        timer_items(),
+        (2, 0),
+        "one part per scenario, no timer item"
+    );
+    rt.set_status("held", Status::Paused, t0)
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // The tick: parted's six timers queued, marked, its part deleted; held's part stays.
+    let tick = |rt: &mut Runtime<DynamoStore>, now: DateTime<Utc>| {
+        let before = recording.handed().step.len();
+        handlers::tick(rt, &recording, now).unwrap_or_else(|e| panic!("{e}"));
+        recording.handed().step[before..].to_vec()
+    };
+    let queued = tick(
+        &mut rt,
+        t0 + TimeDelta::minutes(59) + TimeDelta::seconds(30),
+    );
+    assert_eq!(queued.len(), 6);
+    assert!(
+        queued
+            .iter()
+            .all(|m| m.body.contains("\"stored\":\"part\"")),
+        "{queued:?}"
+    );
+    assert_eq!(timer_items(), (1, 0));
+
+    // Armed after that tick, due within its horizon (10:00:30): the next tick queues it.
+    launch(&mut rt, "late", t0 + TimeDelta::seconds(10));
+    rt.store().flush().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(timer_items(), (2, 0));
+    let late = tick(&mut rt, t0 + TimeDelta::hours(1) + TimeDelta::seconds(30));
+    assert_eq!(late.len(), 6, "{late:?}");
+    assert_eq!(timer_items(), (1, 0));
+
+    // The step executor (another function) fires them: no timer-table write.
+    let mut executor = Runtime::new(batching(
+        DynamoStore::new(
+            emu.dynamo.clone(),
+            rt.store().config().clone(),
+            Bridge::new(emu.runtime.handle().clone()),
+        )
+        .recording_sends(),
+    ));
+    let event = |messages: &[relance_aws::sqs::Outgoing]| {
+        let mut e = SqsEvent::default();
+        e.records = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let mut r = SqsMessage::default();
+                r.message_id = Some(format!("m{i}"));
+                r.body = Some(m.body.clone());
+                r
+            })
+            .collect();
+        e
+    };
+    let all: Vec<_> = queued.iter().chain(&late).cloned().collect();
+    let done = handlers::step_executor(&mut executor, &event(&all), t0 + TimeDelta::hours(2));
+    assert!(done.batch_item_failures.is_empty(), "{done:?}");
+    // Delivered again: stale, nothing changes.
+    let again = handlers::step_executor(&mut executor, &event(&all), t0 + TimeDelta::hours(2));
+    assert!(again.batch_item_failures.is_empty());
+    for id in ["parted", "late"] {
+        let counts = executor.journal(id).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(counts.ends.get("success"), Some(&6), "{id}");
+    }
+    assert_eq!(timer_items(), (1, 0), "held's part only");
+
+    // Resumed, held's part is queued whole and goes.
+    rt.set_status("held", Status::Active, t0 + TimeDelta::hours(3))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let held = tick(&mut rt, t0 + TimeDelta::hours(3));
+    assert_eq!(held.len(), 6);
+    assert_eq!(timer_items(), (0, 0));
+}
+
+/// On a table this build did not create, a batch's timers keep an item each for the layout's
+/// delay (an earlier build's tick reads no part), counted from this build's first batch there.
+#[test]
+fn while_the_layout_delay_runs_a_batch_writes_an_item_per_timer() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use relance_aws::keys;
+    if crate::support::offline() {
+        return;
+    }
+    let emu = emulator();
+    let t0 = at("2026-12-01T09:00:00Z");
+    let mut rt = Runtime::new(batching(unit_timed("timerdelay").recording_sends()));
+    let (state, timers) = {
+        let c = rt.store().config();
+        (c.state_table.clone(), c.timers_table.clone())
+    };
+    // As an upgraded table.
+    emu.runtime
+        .block_on(
+            emu.dynamo
+                .delete_item()
+                .table_name(&state)
+                .key(keys::PK, AttributeValue::S(keys::SETTINGS.into()))
+                .key(keys::SK, AttributeValue::S(keys::TIMER_PARTS.into()))
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    import(
+        &mut rt,
+        "{\"id\": \"a\", \"email\": \"a@x.io\"}\n{\"id\": \"b\", \"email\": \"b@x.io\"}\n",
+        t0,
+    );
+    let yaml = |id: &str| {
+        format!(
+            "id: {id}\nlaunch: {{type: manual}}\nsteps:\n  - {{id: wait, delay: {{after: P1D}}, end: success}}\n"
+        )
+    };
+    let kinds = || {
+        let items = emu
+            .runtime
+            .block_on(emu.dynamo.scan().table_name(&timers).send())
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .items
+            .unwrap_or_default();
+        let mut kinds: Vec<String> = items
+            .iter()
+            .filter_map(|i| i.get("kind").and_then(|v| v.as_s().ok()).cloned())
+            .collect();
+        kinds.sort();
+        kinds
+    };
+    for (id, when) in [("during", t0), ("after", t0 + TimeDelta::hours(2))] {
+        activate(&mut rt, &yaml(id), when);
+        rt.launch(
+            LaunchDetail {
+                scenario: id.into(),
+                contacts: None,
+            },
+            when,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        rt.store().flush().unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert_eq!(
+        kinds(),
+        ["timer", "timer", "timers"],
+        "an item per timer during the delay, a part after it"
     );
 }
 

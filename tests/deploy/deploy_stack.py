@@ -256,7 +256,7 @@ def main():
 
     # The deployed tick beat the heartbeat of the stored layouts (on these new tables, made by
     # CloudFormation, the first need of a layout or the first beat set its hour's delay).
-    for layout in ["entry_enrollments", "journal_parts"]:
+    for layout in ["entry_enrollments", "journal_parts", "timer_parts"]:
         item = clients["dynamodb"].get_item(
             TableName=PREFIX + "state",
             Key={"pk": {"S": "settings"}, "sk": {"S": layout}},
@@ -267,7 +267,7 @@ def main():
         ahead = int(item["from"]["N"]) - int(item["alive"]["N"])
         if not 0 < ahead <= 3600:
             raise SystemExit(f"settings/{layout}: from {ahead} s after the heartbeat, not within the hour")
-    log("layouts: the deployed tick's heartbeat is in both settings")
+    log("layouts: the deployed tick's heartbeat is in the three settings")
 
     # The deployed tick's check of who reads the bus: the stack's own rule (other sources'
     # events) receives neither informational event, so both are found unheard.

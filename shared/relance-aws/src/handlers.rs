@@ -37,11 +37,39 @@ pub trait HandlerStore:
         &mut self,
         message_id: &str,
     ) -> Result<Option<(String, String, String)>, Self::Fault>;
+
+    /// Whether the last listing of due timers found `wake` in a batch's timer part all of
+    /// whose timers it listed (a store without parts: never): the tick queues them all and
+    /// then deletes the part.
+    fn wake_in_whole_part(&self, _wake: &Wake) -> bool {
+        false
+    }
+
+    /// The tick queued every listed timer due by `covered`: the timer parts it queued whole
+    /// are deleted.
+    fn timer_parts_queued(&mut self, _covered: DateTime<Utc>) -> Result<(), Self::Fault> {
+        Ok(())
+    }
+
+    /// The step executor fires `wake` from a timer part: it has no item to delete.
+    fn wake_without_item(&mut self, _wake: &Wake) {}
 }
 
 impl HandlerStore for DynamoStore {
     fn flush(&mut self) -> Result<(), Self::Fault> {
         DynamoStore::flush(self)
+    }
+
+    fn wake_in_whole_part(&self, wake: &Wake) -> bool {
+        DynamoStore::wake_in_whole_part(self, wake)
+    }
+
+    fn timer_parts_queued(&mut self, covered: DateTime<Utc>) -> Result<(), Self::Fault> {
+        DynamoStore::timer_parts_queued(self, covered)
+    }
+
+    fn wake_without_item(&mut self, wake: &Wake) {
+        DynamoStore::wake_without_item(self, wake)
     }
 
     fn sms_send(
@@ -266,16 +294,25 @@ pub fn tick<S: HandlerStore>(
         .map(|t| t.with_timezone(&Utc));
     let all = rt.due_timers_up_to(horizon, TICK_LIMIT)?;
     let truncated = all.len() >= TICK_LIMIT;
-    let wakes: Vec<Wake> = all
+    // A timer of a batch's part listed whole is queued whatever an earlier tick did: the part
+    // is deleted once queued, and one of its timers may have been armed after the previous
+    // tick, for a time within its horizon.
+    let wakes: Vec<(Wake, bool)> = all
         .into_iter()
-        .filter(|w| previous.is_none_or(|p| w.at > p || w.at <= now - REQUEUE_AFTER))
+        .map(|w| {
+            let in_part = rt.store().wake_in_whole_part(&w);
+            (w, in_part)
+        })
+        .filter(|(w, in_part)| {
+            *in_part || previous.is_none_or(|p| w.at > p || w.at <= now - REQUEUE_AFTER)
+        })
         .collect();
     let messages: Vec<Outgoing> = wakes
         .iter()
         .enumerate()
-        .map(|(i, w)| Outgoing {
+        .map(|(i, (w, in_part))| Outgoing {
             id: format!("t{i}"),
-            body: serde_json::to_string(w).unwrap_or_default(),
+            body: timer_message(w, *in_part),
             // Rounded up: SQS delays count whole seconds, and a timer never fires early.
             delay_seconds: i32::try_from(((w.at - now).num_milliseconds().max(0) + 999) / 1000)
                 .unwrap_or(900),
@@ -284,9 +321,11 @@ pub fn tick<S: HandlerStore>(
     dispatch.to_step_queue(&messages)?;
     // A truncated read covers only up to its last timer.
     let covered = match (truncated, wakes.last()) {
-        (true, Some(last)) => last.at,
+        (true, Some((last, _))) => last.at,
         _ => horizon,
     };
+    // Queued: the timer parts queued whole leave the table (their timers are in the queue).
+    rt.store().timer_parts_queued(covered).map_err(store_err)?;
     rt.store()
         .put_setting(TICK_HORIZON, &covered.to_rfc3339(), now)
         .map_err(store_err)?;
@@ -297,6 +336,16 @@ pub fn tick<S: HandlerStore>(
     })
 }
 
+/// A due timer's message on the step queue: the timer, and `"stored": "part"` for one from a
+/// batch's timer part (it has no item of its own; earlier builds ignore the field).
+fn timer_message(w: &Wake, in_part: bool) -> String {
+    let mut body = serde_json::to_value(w).unwrap_or_default();
+    if in_part && let Some(fields) = body.as_object_mut() {
+        fields.insert("stored".into(), Value::from("part"));
+    }
+    body.to_string()
+}
+
 /// step executor: each message is one due timer; it advances its enrollment by one
 /// transition (a conditional write on the version, so a duplicate changes nothing).
 pub fn step_executor<S: HandlerStore>(
@@ -304,9 +353,18 @@ pub fn step_executor<S: HandlerStore>(
     event: &SqsEvent,
     now: DateTime<Utc>,
 ) -> SqsBatchResponse {
+    /// Where the timer was kept (`timer_message`).
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        #[serde(default)]
+        stored: Option<String>,
+    }
     each_message(rt, event, now, "step", |rt, body, now| {
         let wake: Wake = serde_json::from_str(body)
             .map_err(|e| HandlerError::BadInput(format!("not a timer: {e}")))?;
+        if serde_json::from_str::<Stored>(body).is_ok_and(|s| s.stored.as_deref() == Some("part")) {
+            rt.store().wake_without_item(&wake);
+        }
         rt.fire(&wake, now)?;
         Ok(())
     })

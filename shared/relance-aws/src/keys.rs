@@ -407,6 +407,15 @@ pub const ENTRY_ENROLLMENTS: &str = "entry_enrollments";
 /// The setting: from when a handler's batch writes its journal records in parts.
 pub const JOURNAL_PARTS: &str = "journal_parts";
 
+/// The setting: from when a handler's batch writes its timers in parts.
+pub const TIMER_PARTS: &str = "timer_parts";
+
+/// The timer-table sort key of a batch's timer part `id`, due first at `earliest` (the
+/// digits first, as a timer's, so the part reads as this build's key).
+pub fn timer_part(earliest: DateTime<Utc>, id: &str) -> String {
+    format!("{}#part#{id}", instant::to_key(earliest))
+}
+
 /// The setting: which informational events no rule or archive on the bus could receive, as
 /// the tick last found (see [`crate::listeners`]).
 pub const HEARD_EVENTS: &str = "heard_events";

@@ -142,6 +142,15 @@ pub(super) fn packed_binary<T: Serialize>(v: &T) -> AttributeValue {
     AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(deflated_json(v)))
 }
 
+/// A batch's random name (sixteen key-safe characters): the parts a batch writes are named
+/// after it, so no two batches write one part.
+pub(super) fn batch_name() -> Result<String, StoreError> {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 12];
+    getrandom::getrandom(&mut bytes).map_err(|e| StoreError::NoRandom(e.to_string()))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
 /// `v` as JSON, in raw DEFLATE (RFC 1951).
 fn deflated_json<T: Serialize>(v: &T) -> Vec<u8> {
     use std::io::Write;

@@ -28,7 +28,7 @@ use relance_core::scenario::Action;
 use serde::{Deserialize, Serialize};
 
 use super::DynamoStore;
-use super::item::{Item, document_text, from_json, get_s, packed_binary, s, to_json};
+use super::item::{Item, batch_name, document_text, from_json, get_s, packed_binary, s, to_json};
 use super::layouts::Layout;
 use crate::error::StoreError;
 use crate::keys;
@@ -110,12 +110,8 @@ impl JournalParts {
         let batch = match &self.batch {
             Some(b) => b.clone(),
             None => {
-                let mut bytes = [0u8; 12];
-                getrandom::getrandom(&mut bytes)
-                    .map_err(|e| StoreError::NoRandom(e.to_string()))?;
-                use base64::Engine as _;
-                // Sixteen characters (key-safe): part names are in every pending effects.
-                let name = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+                // Sixteen characters: part names are in every pending effects.
+                let name = batch_name()?;
                 self.batch = Some(name.clone());
                 name
             }

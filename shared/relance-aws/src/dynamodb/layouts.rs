@@ -1,10 +1,12 @@
 //! When this build writes the stored layouts earlier builds do not read (a contact's latest
-//! enrollment in its entry item, a batch's journal parts): from an instant kept in the table,
+//! enrollment in its entry item, a batch's journal parts, a batch's timer parts): from an
+//! instant kept in the table,
 //! while a build that knows them keeps beating.
 //!
 //! A deployment replaces functions one by one, so an earlier build runs beside this one for
 //! a while; it would not find what a new layout wrote (RELIABILITY.md). So each layout has a
-//! setting (`settings`/`entry_enrollments`, `settings`/`journal_parts`): `from`, the instant
+//! setting (`settings`/`entry_enrollments`, `settings`/`journal_parts`,
+//! `settings`/`timer_parts`): `from`, the instant
 //! from which it is written, set [`ENTRY_LAYOUT_DELAY`] after this build first needed it on a
 //! table it did not create (the epoch on a table it created), and `alive`, the last
 //! heartbeat of a build that knows it, which the tick function beats every minute
@@ -53,17 +55,24 @@ pub(super) enum Layout {
     EntryEnrollments = 0,
     /// A batch's journal records in parts (see `journal`).
     JournalParts = 1,
+    /// A batch's timers in parts (see `timers`).
+    TimerParts = 2,
 }
 
 impl Layout {
     /// Every one.
-    pub(super) const ALL: [Layout; 2] = [Layout::EntryEnrollments, Layout::JournalParts];
+    pub(super) const ALL: [Layout; 3] = [
+        Layout::EntryEnrollments,
+        Layout::JournalParts,
+        Layout::TimerParts,
+    ];
 
     /// Its setting's sort key (in the `settings` partition).
     pub(super) fn setting(self) -> &'static str {
         match self {
             Layout::EntryEnrollments => keys::ENTRY_ENROLLMENTS,
             Layout::JournalParts => keys::JOURNAL_PARTS,
+            Layout::TimerParts => keys::TIMER_PARTS,
         }
     }
 }
@@ -95,7 +104,7 @@ impl Setting {
 
 /// The settings a store read, by layout.
 #[derive(Debug, Default)]
-pub(super) struct Settings(Mutex<[Option<Setting>; 2]>);
+pub(super) struct Settings(Mutex<[Option<Setting>; 3]>);
 
 impl Settings {
     fn get(&self, layout: Layout) -> Option<Setting> {

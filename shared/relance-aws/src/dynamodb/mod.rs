@@ -76,6 +76,7 @@ mod journal;
 mod layouts;
 mod reads;
 mod scenarios;
+mod timer_parts;
 mod timers;
 
 use item::{Item, dynamo, from_json, get_s, is_conditional, paged, s, to_json};
@@ -162,6 +163,15 @@ pub struct DynamoStore {
     /// Timer-table writes of a batch's units (timers armed and consumed) waiting for
     /// [`DynamoStore::flush`], written before the journal items that say they are done.
     deferred_timers: Vec<TimerWrite>,
+    /// The current batch's timer parts (see `timer_parts`), written at the flush with the
+    /// other timers.
+    timer_parts: timer_parts::TimerParts,
+    /// What the last listing of due timers found in parts (the tick deletes the parts it
+    /// queued whole, and marks their timers' messages).
+    listed_parts: timer_parts::Listing,
+    /// Timers the step executor fires from a part (their message says so): they have no
+    /// item of their own to delete. Emptied at the flush.
+    wakes_without_item: std::collections::HashSet<String>,
     /// The minute the tick's cursor must be moved back to once `deferred_timers` are
     /// written (a timer due before the cursor), if any.
     deferred_cursor: Option<DateTime<Utc>>,
@@ -200,6 +210,9 @@ impl DynamoStore {
             deferred_markers: Vec::new(),
             journal_parts: journal::JournalParts::default(),
             deferred_timers: Vec::new(),
+            timer_parts: timer_parts::TimerParts::default(),
+            listed_parts: timer_parts::Listing::default(),
+            wakes_without_item: std::collections::HashSet::new(),
             deferred_cursor: None,
             auto_flush: true,
             cursor_at_most: None,
@@ -227,7 +240,14 @@ impl DynamoStore {
     /// on).
     pub fn flush(&mut self) -> Result<(), StoreError> {
         let messages = std::mem::take(&mut self.deferred_messages);
-        let timers = std::mem::take(&mut self.deferred_timers);
+        let mut timers = std::mem::take(&mut self.deferred_timers);
+        timers.extend(
+            self.timer_parts
+                .take_items(self.config.timer_shards)
+                .into_iter()
+                .map(TimerWrite::Put),
+        );
+        self.wakes_without_item.clear();
         let cursor = self.deferred_cursor.take();
         let parts = self.take_journal_parts();
         let markers = std::mem::take(&mut self.deferred_markers);

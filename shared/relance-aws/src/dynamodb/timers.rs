@@ -13,6 +13,8 @@ use super::DynamoStore;
 use super::item::{
     Item, dynamo, from_json, get_s, is_conditional, micros, n, need_s, read_instant, s, unreadable,
 };
+use super::layouts::Layout;
+use super::timer_parts;
 use crate::error::StoreError;
 use crate::keys;
 
@@ -88,6 +90,12 @@ impl DynamoStore {
                 )
                 .map_err(dynamo("PutItem"))?;
         }
+        self.cursor_for(due, deferred)
+    }
+
+    /// Keeps the tick's cursor at or before the minute of a timer armed for `due` (when the
+    /// timer is `deferred`, once it is written, at the flush).
+    fn cursor_for(&mut self, due: DateTime<Utc>, deferred: bool) -> Result<(), StoreError> {
         // The tick starts from the earliest minute that may hold timers. The cursor never
         // passes the minute of the tick's `now`, so a timer two minutes past the latest `now`
         // this store was given needs no update once a cursor exists (one write less per
@@ -199,6 +207,19 @@ impl DynamoStore {
             let _ = self.bridge.block(update.send());
             self.unit_reads.forget(keys::TICK, keys::CURSOR);
         }
+        // A batch's timer part stands for its timers (each then reads as an item of its own,
+        // naming its part).
+        let items: Vec<Item> = items
+            .into_iter()
+            .flat_map(|i| {
+                if get_s(&i, "kind") == Some(timer_parts::KIND) {
+                    timer_parts::expand(i, now)
+                } else {
+                    vec![i]
+                }
+            })
+            .collect();
+        let mut items = items;
         // A timer this batch consumed is not due again (its deletion waits for the flush).
         items.retain(|i| {
             !self.timer_deferred_deleted(
@@ -255,10 +276,47 @@ impl DynamoStore {
     }
 }
 
+impl DynamoStore {
+    /// Whether the last listing of due timers found `w` in a timer part all of whose timers
+    /// it listed: the tick queues each of them (whatever it queued before) and then deletes
+    /// the part, so it marks their messages (the step executor has no item to delete).
+    pub fn wake_in_whole_part(&self, w: &Wake) -> bool {
+        self.listed_parts.holds_whole(w)
+    }
+
+    /// The step executor fires `w` from a part: there is no item of it to delete.
+    pub fn wake_without_item(&mut self, w: &Wake) {
+        self.wakes_without_item.insert(keys::timer(w));
+    }
+
+    /// The tick queued every timer of the last listing due by `covered`: the parts all of
+    /// whose timers it listed, all due by then, are deleted (their timers are in the step
+    /// queue now). A part of a paused scenario, or one whose timers the listing's limit cut,
+    /// stays for a later tick.
+    pub fn timer_parts_queued(&mut self, covered: DateTime<Utc>) -> Result<(), StoreError> {
+        let done = self.listed_parts.take_queued(covered);
+        if done.is_empty() {
+            return Ok(());
+        }
+        self.write_timers(
+            done.into_iter()
+                .map(|(pk, sk)| super::TimerWrite::Delete(pk, sk))
+                .collect(),
+        )
+    }
+}
+
 impl TimerStore for DynamoStore {
     type Error = StoreError;
 
     fn schedule(&mut self, w: &Wake) -> Result<(), StoreError> {
+        // In a batch, in one of its timer parts (once earlier builds are gone: `layouts`).
+        if self.defers()
+            && self.layout_open(Layout::TimerParts, self.now.unwrap_or_else(Utc::now))?
+        {
+            self.timer_parts.add(w)?;
+            return self.cursor_for(w.at, true);
+        }
         let mut attrs = Item::new();
         attrs.insert("kind".into(), s("timer"));
         attrs.insert("enrollment".into(), s(&w.enrollment));
@@ -268,6 +326,21 @@ impl TimerStore for DynamoStore {
     }
 
     fn cancel(&mut self, w: &Wake) -> Result<(), StoreError> {
+        // Fired from a part (the tick deleted the part), or armed in this batch's parts.
+        if self.wakes_without_item.contains(&keys::timer(w)) || self.timer_parts.remove(w) {
+            return Ok(());
+        }
+        // Listed from a part and fired in this process: the part goes with its last timer.
+        if let Some(done) = self.listed_parts.consume(w) {
+            let Some((pk, sk)) = done else {
+                return Ok(());
+            };
+            if self.defers() {
+                self.deferred_timers.push(super::TimerWrite::Delete(pk, sk));
+                return Ok(());
+            }
+            return self.delete(&self.config.timers_table.clone(), &pk, &sk);
+        }
         let bucket = keys::bucket(keys::minute(w.at), self.shard(&w.enrollment));
         if self.defers() {
             self.deferred_timers
@@ -286,9 +359,17 @@ impl TimerStore for DynamoStore {
         let active = self.active_scenarios()?;
         let table = self.config.timers_table.clone();
         let mut out = Vec::new();
+        let mut listing = timer_parts::Listing::default();
         for item in self.due_items(now)? {
-            if get_s(&item, "kind") != Some("timer") {
-                continue;
+            match get_s(&item, "kind") {
+                Some("timer") => {}
+                // A part whose timers do not read (`timer_parts::expand`).
+                Some(timer_parts::KIND) => {
+                    let why = get_s(&item, "unreadable").unwrap_or_default().to_string();
+                    out.push(Due::Unreadable(unreadable("timer", &table, &item, why)));
+                    continue;
+                }
+                _ => continue,
             }
             let read = || -> Result<Wake, String> {
                 Ok(Wake {
@@ -300,9 +381,17 @@ impl TimerStore for DynamoStore {
             };
             match read() {
                 Ok(wake) => {
-                    // Enrollment ids start with their scenario id, which has no ':'.
-                    let scenario = wake.enrollment.split(':').next().unwrap_or("");
-                    if !active.contains(scenario) {
+                    let is_active = active.contains(timer_parts::scenario_of(&wake));
+                    if let Some(part_sk) = get_s(&item, "part_sk") {
+                        let size = item
+                            .get("part_size")
+                            .and_then(|v| v.as_n().ok())
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(usize::MAX);
+                        let pk = get_s(&item, keys::PK).unwrap_or_default();
+                        listing.note(pk, part_sk, size, &wake, is_active);
+                    }
+                    if !is_active {
                         continue;
                     }
                     out.push(Due::Ready(wake));
@@ -313,6 +402,7 @@ impl TimerStore for DynamoStore {
                 break;
             }
         }
+        self.listed_parts = listing;
         Ok(out)
     }
 
