@@ -2160,11 +2160,12 @@ fn a_batch_keeps_its_timers_in_parts_that_the_tick_queues_whole_and_deletes() {
     assert_eq!(timer_items(), (1, 0));
 
     // The step executor (another function) fires them: no timer-table write.
+    let metered = crate::support::metered();
     let mut executor = Runtime::new(batching(
         DynamoStore::new(
-            emu.dynamo.clone(),
+            metered.dynamo.clone(),
             rt.store().config().clone(),
-            Bridge::new(emu.runtime.handle().clone()),
+            Bridge::new(metered.runtime.handle().clone()),
         )
         .recording_sends(),
     ));
@@ -2185,6 +2186,14 @@ fn a_batch_keeps_its_timers_in_parts_that_the_tick_queues_whole_and_deletes() {
     let all: Vec<_> = queued.iter().chain(&late).cloned().collect();
     let done = handlers::step_executor(&mut executor, &event(&all), t0 + TimeDelta::hours(2));
     assert!(done.batch_item_failures.is_empty(), "{done:?}");
+    let on_timers: Vec<String> = metered
+        .meter
+        .requests()
+        .into_iter()
+        .filter(|(_, body)| body.contains(&format!("\"{table}\"")))
+        .map(|(op, _)| op)
+        .collect();
+    assert!(on_timers.is_empty(), "{on_timers:?}");
     // Delivered again: stale, nothing changes.
     let again = handlers::step_executor(&mut executor, &event(&all), t0 + TimeDelta::hours(2));
     assert!(again.batch_item_failures.is_empty());
@@ -2200,10 +2209,95 @@ fn a_batch_keeps_its_timers_in_parts_that_the_tick_queues_whole_and_deletes() {
     let held = tick(&mut rt, t0 + TimeDelta::hours(3));
     assert_eq!(held.len(), 6);
     assert_eq!(timer_items(), (0, 0));
+
+    // A part due over a minute: the tick queues what is due within its horizon, the rest
+    // stays in a part of its own for the next tick.
+    activate(&mut rt, &yaml("spread"), t0);
+    for (contact, second) in [("c0", 10), ("c1", 50)] {
+        rt.launch(
+            LaunchDetail {
+                scenario: "spread".into(),
+                contacts: Some(vec![contact.into()]),
+            },
+            t0 + TimeDelta::hours(4) + TimeDelta::seconds(second),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    rt.store().flush().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(timer_items(), (1, 0), "one part of two timers");
+    let first = tick(&mut rt, t0 + TimeDelta::hours(5) - TimeDelta::seconds(40));
+    assert_eq!(first.len(), 1);
+    assert!(first[0].body.contains("\"contact\":\"c0\""), "{first:?}");
+    assert_eq!(timer_items(), (1, 0), "c1's timer in a part of its own");
+    let second = tick(&mut rt, t0 + TimeDelta::hours(5) + TimeDelta::seconds(20));
+    assert_eq!(second.len(), 1);
+    assert!(second[0].body.contains("\"contact\":\"c1\""), "{second:?}");
+    assert_eq!(timer_items(), (0, 0));
+}
+
+/// A runtime firing timers in process on this store (tests, the CLI) takes the timers it
+/// fires out of their parts, so its loop ends: a part cut by the firing limit, a part due
+/// over a minute, and a batching store whose part changes wait for the flush.
+#[test]
+fn an_in_process_tick_takes_fired_timers_out_of_their_parts() {
+    if crate::support::offline() {
+        return;
+    }
+    let emu = emulator();
+    let t0 = at("2026-12-01T09:00:00Z");
+    let mut rt = Runtime::new(batching(unit_timed("partsinproc").recording_sends()));
+    let table = rt.store().config().timers_table.clone();
+    let contacts: String = (0..6)
+        .map(|i| format!("{{\"id\": \"c{i}\", \"email\": \"c{i}@x.io\"}}\n"))
+        .collect();
+    import(&mut rt, &contacts, t0);
+    let yaml = "id: inproc\nlaunch: {type: manual}\nsteps:\n  - {id: wait, delay: {after: PT1H}, end: success}\n";
+    activate(&mut rt, yaml, t0);
+    // Four contacts at 09:00:00, two at 09:00:40: one part of six timers.
+    for (contacts, at) in [
+        (vec!["c0", "c1", "c2", "c3"], t0),
+        (vec!["c4", "c5"], t0 + TimeDelta::seconds(40)),
+    ] {
+        rt.launch(
+            LaunchDetail {
+                scenario: "inproc".into(),
+                contacts: Some(contacts.into_iter().map(String::from).collect()),
+            },
+            at,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    rt.store().flush().unwrap_or_else(|e| panic!("{e}"));
+    let items = || {
+        emu.runtime
+            .block_on(emu.dynamo.scan().table_name(&table).send())
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .count
+    };
+    assert_eq!(items(), 1);
+    // A batching store: the fired timers' part changes wait for the flush; the loop ends.
+    let fired = rt
+        .tick(t0 + TimeDelta::hours(1))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(fired.timers, 4);
+    rt.store().flush().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(items(), 1, "the two not due, in a part of their own");
+    // Writing as it goes, two at a time: the limit cuts the part, the rest stays.
+    rt.store().set_auto_flush(true);
+    let later = t0 + TimeDelta::hours(1) + TimeDelta::minutes(1);
+    let bounded = rt.tick_bounded(later, 1).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(bounded.timers, 1);
+    assert_eq!(items(), 1, "one timer left, in a part");
+    let rest = rt.tick(later).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rest.timers, 1);
+    assert_eq!(items(), 0);
+    let counts = rt.journal("inproc").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(counts.ends.get("success"), Some(&6));
 }
 
 /// On a table this build did not create, a batch's timers keep an item each for the layout's
-/// delay (an earlier build's tick reads no part), counted from this build's first batch there.
+/// delay (an earlier build's tick reads no part), counted from this build's first batch there,
+/// and after it only while the tick's heartbeat says a tick that reads parts runs.
 #[test]
 fn while_the_layout_delay_runs_a_batch_writes_an_item_per_timer() {
     use aws_sdk_dynamodb::types::AttributeValue;
@@ -2253,7 +2347,21 @@ fn while_the_layout_delay_runs_a_batch_writes_an_item_per_timer() {
         kinds.sort();
         kinds
     };
-    for (id, when) in [("during", t0), ("after", t0 + TimeDelta::hours(2))] {
+    let launches = [
+        ("during", t0),
+        ("unbeaten", t0 + TimeDelta::hours(2)),
+        ("beaten", t0 + TimeDelta::minutes(124)),
+    ];
+    for (id, when) in launches {
+        if id == "beaten" {
+            // The tick's first beat on this setting moves its instant an hour on: the beats
+            // of an hour, one every three minutes, then the layout is written.
+            for m in (0..=63).step_by(3) {
+                rt.store()
+                    .heartbeat(t0 + TimeDelta::minutes(60 + m))
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
         activate(&mut rt, &yaml(id), when);
         rt.launch(
             LaunchDetail {
@@ -2267,8 +2375,8 @@ fn while_the_layout_delay_runs_a_batch_writes_an_item_per_timer() {
     }
     assert_eq!(
         kinds(),
-        ["timer", "timer", "timers"],
-        "an item per timer during the delay, a part after it"
+        ["timer", "timer", "timer", "timer", "timers"],
+        "an item per timer during the delay and without the tick's heartbeat, a part after"
     );
 }
 
@@ -2350,10 +2458,44 @@ fn unheard_informational_events_are_left_out_until_a_rule_could_receive_them() {
         run(&mut rt, "heard2"),
         ["relance.task", "relance.enrollment.ended"]
     );
-    // A finding older than `HEARD_FRESH` (the tick stopped) is not followed.
-    rt.store()
-        .record_unheard(&both, Utc::now() - TimeDelta::minutes(10))
-        .unwrap_or_else(|e| panic!("{e}"));
+    // A finding older than `HEARD_FRESH` (the tick stopped) is not followed; a check cannot
+    // write an older finding over a newer one, so it is put in place here.
+    {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        use relance_aws::keys;
+        emu.runtime
+            .block_on(
+                emu.dynamo
+                    .put_item()
+                    .table_name(&base.config().state_table)
+                    .item(keys::PK, AttributeValue::S(keys::SETTINGS.into()))
+                    .item(keys::SK, AttributeValue::S(keys::HEARD_EVENTS.into()))
+                    .item(
+                        "checked",
+                        AttributeValue::N(
+                            (Utc::now() - TimeDelta::minutes(10))
+                                .timestamp()
+                                .to_string(),
+                        ),
+                    )
+                    .item(
+                        "unheard",
+                        AttributeValue::L(
+                            both.iter()
+                                .map(|u| AttributeValue::S(u.to_string()))
+                                .collect(),
+                        ),
+                    )
+                    .send(),
+            )
+            .unwrap_or_else(|e| panic!("{e:?}"));
+    }
+    // Read again by a store of its own (this one keeps what it wrote for a minute).
+    let mut rt = Runtime::new(
+        DynamoStore::new(emu.dynamo.clone(), base.config().clone(), bridge.clone())
+            .recording_sends()
+            .with_dispatch(recording.clone()),
+    );
     assert_eq!(
         run(&mut rt, "heard3"),
         [

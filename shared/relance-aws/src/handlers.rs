@@ -38,16 +38,14 @@ pub trait HandlerStore:
         message_id: &str,
     ) -> Result<Option<(String, String, String)>, Self::Fault>;
 
-    /// Whether the last listing of due timers found `wake` in a batch's timer part all of
-    /// whose timers it listed (a store without parts: never): the tick queues them all and
-    /// then deletes the part.
-    fn wake_in_whole_part(&self, _wake: &Wake) -> bool {
+    /// Whether the last listing of due timers found `wake` in a batch's timer part (a store
+    /// without parts: never): the tick queues it and takes it out of its part.
+    fn wake_in_part(&self, _wake: &Wake) -> bool {
         false
     }
 
-    /// The tick queued every listed timer due by `covered`: the timer parts it queued whole
-    /// are deleted.
-    fn timer_parts_queued(&mut self, _covered: DateTime<Utc>) -> Result<(), Self::Fault> {
+    /// The tick queued every timer of the last listing: those of timer parts leave them.
+    fn timer_parts_queued(&mut self) -> Result<(), Self::Fault> {
         Ok(())
     }
 
@@ -60,12 +58,12 @@ impl HandlerStore for DynamoStore {
         DynamoStore::flush(self)
     }
 
-    fn wake_in_whole_part(&self, wake: &Wake) -> bool {
-        DynamoStore::wake_in_whole_part(self, wake)
+    fn wake_in_part(&self, wake: &Wake) -> bool {
+        DynamoStore::wake_in_part(self, wake)
     }
 
-    fn timer_parts_queued(&mut self, covered: DateTime<Utc>) -> Result<(), Self::Fault> {
-        DynamoStore::timer_parts_queued(self, covered)
+    fn timer_parts_queued(&mut self) -> Result<(), Self::Fault> {
+        DynamoStore::timer_parts_queued(self)
     }
 
     fn wake_without_item(&mut self, wake: &Wake) {
@@ -294,13 +292,14 @@ pub fn tick<S: HandlerStore>(
         .map(|t| t.with_timezone(&Utc));
     let all = rt.due_timers_up_to(horizon, TICK_LIMIT)?;
     let truncated = all.len() >= TICK_LIMIT;
-    // A timer of a batch's part listed whole is queued whatever an earlier tick did: the part
-    // is deleted once queued, and one of its timers may have been armed after the previous
-    // tick, for a time within its horizon.
+    // A timer listed from a batch's part is queued whatever an earlier tick did: still in
+    // the table, it was not handed on (a queued one leaves its part), and it may have been
+    // armed after the previous tick for a time within its horizon.
+    let covered_all = all.last().map(|w| w.at);
     let wakes: Vec<(Wake, bool)> = all
         .into_iter()
         .map(|w| {
-            let in_part = rt.store().wake_in_whole_part(&w);
+            let in_part = rt.store().wake_in_part(&w);
             (w, in_part)
         })
         .filter(|(w, in_part)| {
@@ -319,13 +318,13 @@ pub fn tick<S: HandlerStore>(
         })
         .collect();
     dispatch.to_step_queue(&messages)?;
-    // A truncated read covers only up to its last timer.
-    let covered = match (truncated, wakes.last()) {
-        (true, Some((last, _))) => last.at,
+    // A truncated read covers only up to its last timer (listed: queued or not).
+    let covered = match (truncated, covered_all) {
+        (true, Some(last)) => last,
         _ => horizon,
     };
-    // Queued: the timer parts queued whole leave the table (their timers are in the queue).
-    rt.store().timer_parts_queued(covered).map_err(store_err)?;
+    // Queued: the timers listed from parts leave them (they are in the queue now).
+    rt.store().timer_parts_queued().map_err(store_err)?;
     rt.store()
         .put_setting(TICK_HORIZON, &covered.to_rfc3339(), now)
         .map_err(store_err)?;

@@ -7,7 +7,9 @@
 //! (`config::MUTABLE_EVENTS`) no rule or archive could match, the tick stores which ones are
 //! unheard (`DynamoStore::record_unheard`) and the functions leave them out while that
 //! finding is fresh; a rule added later hears them from the tick after it (within about two
-//! minutes: a tick a minute, a function re-reading the finding each minute). Events that
+//! minutes: a tick a minute, a function re-reading the finding each minute; the events of
+//! that window are not published). A check that fails stores that nothing is known (every
+//! event is published). Events that
 //! carry work are published whatever the finding.
 //!
 //! A pattern is judged on its top-level `source` and `detail-type` only, with every other
@@ -47,7 +49,16 @@ pub fn check(
     if store.config().informational == Informational::Always {
         return Ok(Vec::new());
     }
-    let found = unheard(&bus.listeners()?, &MUTABLE_EVENTS);
+    let listeners = match bus.listeners() {
+        Ok(l) => l,
+        Err(e) => {
+            // Not known: every event goes out from now on, not only once the last finding
+            // ages out.
+            store.record_unheard(&[], wall)?;
+            return Err(e.into());
+        }
+    };
+    let found = unheard(&listeners, &MUTABLE_EVENTS);
     store.record_unheard(&found, wall)?;
     Ok(found)
 }
@@ -107,7 +118,10 @@ fn matcher_may_match(value: &str, matcher: &Value) -> bool {
                 "prefix" => affix(value, arg, |v, a| v.starts_with(a)),
                 "suffix" => affix(value, arg, |v, a| v.ends_with(a)),
                 "equals-ignore-case" => texts(arg)
-                    .map(|ts| ts.iter().any(|t| t.eq_ignore_ascii_case(value)))
+                    .map(|ts| {
+                        ts.iter()
+                            .any(|t| !t.is_ascii() || t.eq_ignore_ascii_case(value))
+                    })
                     .unwrap_or(true),
                 "wildcard" => texts(arg)
                     .map(|ts| ts.iter().any(|t| wildcard(t, value).unwrap_or(true)))
@@ -128,8 +142,11 @@ fn matcher_may_match(value: &str, matcher: &Value) -> bool {
 fn affix(value: &str, arg: &Value, test: impl Fn(&str, &str) -> bool) -> bool {
     match arg {
         Value::String(a) => test(value, a),
+        // EventBridge folds case beyond ASCII: a non-ASCII text could match.
         Value::Object(o) if o.len() == 1 => match o.get("equals-ignore-case") {
-            Some(Value::String(a)) => test(&value.to_ascii_lowercase(), &a.to_ascii_lowercase()),
+            Some(Value::String(a)) if a.is_ascii() => {
+                test(&value.to_ascii_lowercase(), &a.to_ascii_lowercase())
+            }
             _ => true,
         },
         _ => true,
@@ -159,7 +176,10 @@ fn anything_but(value: &str, arg: &Value) -> bool {
                 "prefix" => !affix(value, inner, |v, a| v.starts_with(a)) || !is_text(inner),
                 "suffix" => !affix(value, inner, |v, a| v.ends_with(a)) || !is_text(inner),
                 "equals-ignore-case" => texts(inner)
-                    .map(|ts| !ts.iter().any(|t| t.eq_ignore_ascii_case(value)))
+                    .map(|ts| {
+                        !ts.iter()
+                            .any(|t| t.is_ascii() && t.eq_ignore_ascii_case(value))
+                    })
                     .unwrap_or(true),
                 "wildcard" => texts(inner)
                     .map(|ts| !ts.iter().any(|t| wildcard(t, value) == Some(true)))
@@ -239,6 +259,14 @@ mod tests {
         assert!(may(r#"{"detail-type":[{"suffix":".ended"}]}"#));
         assert!(may(
             r#"{"detail-type":[{"equals-ignore-case":"Relance.Enrollment.Ended"}]}"#
+        ));
+        // Case beyond ASCII (the Kelvin sign folds to k): not judged, could match.
+        assert!(may(r#"{"detail-type":[{"equals-ignore-case":"\u212A"}]}"#));
+        assert!(may(
+            r#"{"detail-type":[{"prefix":{"equals-ignore-case":"\u212A"}}]}"#
+        ));
+        assert!(!may(
+            r#"{"detail-type":[{"equals-ignore-case":"relance.task"}]}"#
         ));
         assert!(may(r#"{"detail-type":[{"wildcard":"relance.*"}]}"#));
         assert!(may(r#"{"detail-type":[{"wildcard":"*.ended"}]}"#));

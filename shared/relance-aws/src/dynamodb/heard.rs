@@ -9,14 +9,14 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::DynamoStore;
-use super::item::{Item, get_n, n, s};
+use super::item::{Item, dynamo, get_n, is_conditional, n, s};
 use crate::config::Informational;
 use crate::error::StoreError;
 use crate::keys;
 
-/// How old the finding may be to be followed: four ticks missed. An older one (the tick
+/// How old the finding may be to be followed: two ticks missed. An older one (the tick
 /// stopped, or its check keeps failing) is ignored, and every event is published.
-pub const HEARD_FRESH: TimeDelta = TimeDelta::minutes(5);
+pub const HEARD_FRESH: TimeDelta = TimeDelta::minutes(3);
 
 /// How long a store keeps the finding it read before reading it again.
 const FINDING_KEPT: Duration = Duration::from_secs(60);
@@ -35,17 +35,29 @@ pub(super) struct Heard(Mutex<Option<(Instant, Option<Finding>)>>);
 
 impl DynamoStore {
     /// Stores the tick's finding, made at `wall` (the real clock): `unheard`, the
-    /// informational events nothing on the bus could receive.
+    /// informational events nothing on the bus could receive. Not over a later one (two
+    /// ticks at once: the later check holds).
     pub fn record_unheard(&self, unheard: &[&str], wall: DateTime<Utc>) -> Result<(), StoreError> {
-        let mut item = Item::new();
-        item.insert(keys::PK.into(), s(keys::SETTINGS));
-        item.insert(keys::SK.into(), s(keys::HEARD_EVENTS));
-        item.insert("checked".into(), n(wall.timestamp()));
-        item.insert(
-            "unheard".into(),
-            AttributeValue::L(unheard.iter().map(|u| s(*u)).collect()),
+        let written = self.bridge.block(
+            self.client
+                .put_item()
+                .table_name(&self.config.state_table)
+                .item(keys::PK, s(keys::SETTINGS))
+                .item(keys::SK, s(keys::HEARD_EVENTS))
+                .item("checked", n(wall.timestamp()))
+                .item(
+                    "unheard",
+                    AttributeValue::L(unheard.iter().map(|u| s(*u)).collect()),
+                )
+                .condition_expression("attribute_not_exists(pk) OR checked <= :checked")
+                .expression_attribute_values(":checked", n(wall.timestamp()))
+                .send(),
         );
-        self.put(item)?;
+        match written {
+            Ok(_) => {}
+            Err(e) if is_conditional(&e) => return Ok(()),
+            Err(e) => return Err(dynamo("PutItem")(e)),
+        }
         // This store follows what it wrote at once.
         *self.heard.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((
             Instant::now(),

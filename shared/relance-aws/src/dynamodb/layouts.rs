@@ -67,6 +67,12 @@ impl Layout {
         Layout::TimerParts,
     ];
 
+    /// Whether only the tick reads it (the timer parts), so it needs the tick's heartbeat on a
+    /// table an earlier build used.
+    fn beaten(self) -> bool {
+        matches!(self, Layout::TimerParts)
+    }
+
     /// Its setting's sort key (in the `settings` partition).
     pub(super) fn setting(self) -> &'static str {
         match self {
@@ -94,11 +100,16 @@ impl Setting {
         })
     }
 
-    fn open(&self, now: i64) -> bool {
+    /// Whether the layout is written at `now`. One whose reader is the tick (`beaten`: the
+    /// timer parts) needs a heartbeat on a table an earlier build used (`from` not 0): only a
+    /// tick that reads the layout beats, so a deployment stuck with an earlier tick never
+    /// writes it.
+    fn open(&self, now: i64, beaten: bool) -> bool {
         now >= self.from
-            && self
-                .alive
-                .is_none_or(|alive| now - alive <= HEARTBEAT_GAP.num_seconds())
+            && match self.alive {
+                Some(alive) => now - alive <= HEARTBEAT_GAP.num_seconds(),
+                None => !beaten || self.from == 0,
+            }
     }
 }
 
@@ -132,7 +143,7 @@ impl DynamoStore {
             Utc::now()
         };
         if let Some(known) = self.layouts.get(layout) {
-            return Ok(known.open(now.timestamp()));
+            return Ok(known.open(now.timestamp(), layout.beaten()));
         }
         let setting = match self.read_setting(layout)? {
             Some(setting) => setting,
@@ -157,7 +168,7 @@ impl DynamoStore {
             }
         };
         self.layouts.set(layout, setting);
-        Ok(setting.open(now.timestamp()))
+        Ok(setting.open(now.timestamp(), layout.beaten()))
     }
 
     fn read_setting(&self, layout: Layout) -> Result<Option<Setting>, StoreError> {
@@ -299,15 +310,26 @@ mod tests {
     #[test]
     fn a_layout_is_written_past_its_instant_while_the_heartbeat_is_fresh() {
         let gap = HEARTBEAT_GAP.num_seconds();
-        assert!(!setting(100, None).open(99));
-        assert!(setting(100, None).open(100), "no heartbeat yet: fresh");
-        assert!(setting(100, Some(1_000)).open(1_000 + gap));
+        assert!(!setting(100, None).open(99, false));
         assert!(
-            !setting(100, Some(1_000)).open(1_000 + gap + 1),
+            setting(100, None).open(100, false),
+            "no heartbeat yet: fresh"
+        );
+        assert!(
+            !setting(100, None).open(100, true),
+            "the tick's layout waits for its heartbeat"
+        );
+        assert!(
+            setting(0, None).open(100, true),
+            "on a table created with it"
+        );
+        assert!(setting(100, Some(1_000)).open(1_000 + gap, true));
+        assert!(
+            !setting(100, Some(1_000)).open(1_000 + gap + 1, false),
             "silent too long"
         );
         assert!(
-            setting(100, Some(1_000)).open(900),
+            setting(100, Some(1_000)).open(900, false),
             "a unit's now before the heartbeat"
         );
     }

@@ -1,17 +1,22 @@
 //! A batch's timers in parts: the wake timers a handler's batch arms go in a few timer-table
 //! items (one per scenario and due minute, up to [`PART_WAKES_MAX`] timers, packed) instead of
-//! an item each; the tick deletes a part once it has queued every timer in it.
+//! an item each; each timer the tick lists leaves its part once queued.
 //!
 //! A timer item cost two write units (its put, and its deletion by the step executor that
 //! fired it); a part of twenty costs about two for all of them. The timer's durability moves
-//! with it: in the table until the tick hands it to the step queue, then in the queue (and its
-//! dead-letter queue, alarmed, after five failed receives), as the channel messages already
-//! are. So the step executor has no item to delete for a timer from a part: the tick marks its
-//! message (`"stored": "part"`). A part's timer cancelled before it fires (an enrollment that
-//! left its wait early) stays in the part and fires stale: the engine finds the enrollment no
-//! longer waits for it and changes nothing. A part of a paused scenario is neither queued nor
-//! deleted, as its timers would not be. Earlier builds do not read parts: they are written
-//! under their own layout setting (`layouts`, `settings`/`timer_parts`).
+//! with it: in the table until the tick hands it to the step queue, then in the queue (kept 14
+//! days, and by its dead-letter queue, alarmed, after five failed receives), as the channel
+//! messages already are. So every timer the tick lists from a part is queued (still in the
+//! table, it was not handed on before), then leaves the part: the part is deleted, after its
+//! timers not listed (not due yet, or cut by the listing's limit) are written as a part of
+//! their own ([`Listing`]), so every tick makes progress. The step executor has no item to
+//! delete for a timer from a part: the tick marks its message (`"stored": "part"`). A part's
+//! timer cancelled before it fires (an enrollment that left its wait early) stays in the part
+//! and fires stale: the engine finds the enrollment no longer waits for it and changes
+//! nothing. A part of a paused scenario is not listed, so it stays as it is. A runtime firing
+//! timers in process takes them out of their parts the same way as it consumes them. Earlier
+//! builds do not read parts: they are written under their own layout setting (`layouts`,
+//! `settings`/`timer_parts`, which needs the tick's heartbeat).
 
 use std::collections::{HashMap, HashSet};
 
@@ -19,7 +24,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use relance_core::engine::Wake;
 use serde::{Deserialize, Serialize};
 
-use super::item::{Item, batch_name, document_text, from_json, get_s, micros, n, packed_binary, s};
+#[cfg(test)]
+use super::item::get_s;
+use super::item::{Item, batch_name, document_text, from_json, micros, n, packed_binary, s};
 use crate::error::StoreError;
 use crate::keys;
 
@@ -167,134 +174,138 @@ pub(super) fn scenario_of(w: &Wake) -> &str {
     w.enrollment.split(':').next().unwrap_or("")
 }
 
-/// The timers of a part item due at or before `now`, each as the item of a timer of its own
-/// would read (`kind` timer), naming its part (`part_sk`, `part_size`); an item whose timers
-/// do not read comes back as it is, with the reason (`unreadable`).
-pub(super) fn expand(item: Item, now: DateTime<Utc>) -> Vec<Item> {
-    let wakes = match document_text(&item, "wakes") {
-        Some(text) => text.and_then(|t| from_json::<Vec<PartWake>>("timer part", &t)),
-        None => Ok(Vec::new()),
-    }
-    .map_err(|e| e.to_string())
-    .and_then(|ws| ws.iter().map(PartWake::wake).collect::<Result<Vec<_>, _>>());
-    let wakes = match wakes {
-        Ok(w) => w,
-        Err(why) => {
-            let mut item = item;
-            item.insert("unreadable".into(), s(why));
-            return vec![item];
-        }
-    };
-    let pk = get_s(&item, keys::PK).unwrap_or_default().to_string();
-    let part_sk = get_s(&item, keys::SK).unwrap_or_default().to_string();
-    let size = wakes.len();
-    wakes
-        .into_iter()
-        .filter(|w| w.at <= now)
-        .map(|w| {
-            Item::from([
-                (keys::PK.to_string(), s(&pk)),
-                (keys::SK.to_string(), s(keys::timer(&w))),
-                ("kind".to_string(), s("timer")),
-                ("due".to_string(), micros(w.at)),
-                ("enrollment".to_string(), s(&w.enrollment)),
-                ("contact".to_string(), s(&w.contact)),
-                ("step".to_string(), s(&w.step)),
-                ("part_sk".to_string(), s(&part_sk)),
-                ("part_size".to_string(), n(size)),
-            ])
-        })
+/// A part's key in the timer table: (pk, sk).
+pub(super) type Key = (String, String);
+
+/// The timers of a part item, or why they do not read (a missing list included).
+pub(super) fn read(item: &Item) -> Result<Vec<Wake>, String> {
+    let text = document_text(item, "wakes")
+        .ok_or_else(|| "a timer part without its timers".to_string())?
+        .map_err(|e| e.to_string())?;
+    from_json::<Vec<PartWake>>("timer part", &text)
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(PartWake::wake)
         .collect()
+}
+
+/// A part's timer as the item of a timer of its own would read (`kind` timer), naming its
+/// part (its partition, and `part_sk`).
+pub(super) fn wake_item(part: &Key, w: &Wake) -> Item {
+    Item::from([
+        (keys::PK.to_string(), s(&part.0)),
+        (keys::SK.to_string(), s(keys::timer(w))),
+        ("kind".to_string(), s("timer")),
+        ("due".to_string(), micros(w.at)),
+        ("enrollment".to_string(), s(&w.enrollment)),
+        ("contact".to_string(), s(&w.contact)),
+        ("step".to_string(), s(&w.step)),
+        ("part_sk".to_string(), s(&part.1)),
+    ])
+}
+
+/// What a listing did to a part: its timers listed leave it; the part is deleted, after its
+/// remainder (the timers not listed), if any, is written as a part of its own.
+#[derive(Debug, Clone)]
+pub(super) struct Change {
+    /// The part to delete.
+    pub key: Key,
+    /// The remainder's item, written first.
+    pub remainder: Option<Item>,
 }
 
 /// What the last listing of due timers found of a part.
 #[derive(Debug, Clone)]
 struct Listed {
-    /// Timers in the part.
-    size: usize,
-    /// Timers listed (due, of an active scenario, within the listing's limit).
-    listed: usize,
-    /// The latest listed.
-    latest: Option<DateTime<Utc>>,
-    /// Every timer seen is of an active scenario.
-    active: bool,
-    /// The listed timers not consumed yet in this process (by key).
-    pending: HashSet<String>,
+    /// Every timer in the part.
+    wakes: Vec<Wake>,
+    /// The timers listed (due, of an active scenario, within the listing's limit), by key.
+    listed: HashSet<String>,
+    /// The listed timers consumed in this process, by key.
+    consumed: HashSet<String>,
 }
 
 impl Listed {
-    /// Every timer of the part was listed.
-    fn whole(&self) -> bool {
-        self.active && self.listed == self.size
+    /// The part without its listed timers.
+    fn change(&self, key: &Key, shards: u32) -> Change {
+        let left: Vec<Wake> = self
+            .wakes
+            .iter()
+            .filter(|w| !self.listed.contains(&keys::timer(w)))
+            .cloned()
+            .collect();
+        // A name of its own, the same whoever writes it (two ticks at once write one item).
+        let id = key.1.split("#part#").nth(1).unwrap_or(&key.1);
+        Change {
+            key: key.clone(),
+            remainder: part_item(&format!("{id}-{}", left.len()), &left, shards),
+        }
     }
 }
 
-/// What the last listing of due timers found in parts: the tick deletes the parts it queued
-/// whole; a runtime firing timers in process deletes a part once it consumed every timer of
-/// it.
+/// What the last listing of due timers found in parts. Each timer listed is handed on (the
+/// tick queues it; a runtime firing in process consumes it), then leaves its part: the part
+/// is deleted and what it holds unlisted (not yet due, or cut by the listing's limit) is
+/// written again as a part of its own. So every listing makes progress, and a timer is in
+/// the table until it is handed on.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Listing {
-    /// By part key (pk, sk).
-    parts: HashMap<(String, String), Listed>,
+    parts: HashMap<Key, Listed>,
     /// The part of each timer listed, by timer key.
-    wakes: HashMap<String, (String, String)>,
+    wakes: HashMap<String, Key>,
 }
 
 impl Listing {
-    /// Notes a timer of the part (`pk`, `part_sk`, `size` timers) listed, or left out because
-    /// its scenario is not active.
-    pub(super) fn note(&mut self, pk: &str, part_sk: &str, size: usize, w: &Wake, active: bool) {
-        let key = (pk.to_string(), part_sk.to_string());
-        let entry = self.parts.entry(key.clone()).or_insert(Listed {
-            size,
-            listed: 0,
-            latest: None,
-            active: true,
-            pending: HashSet::new(),
-        });
-        if active {
-            entry.listed += 1;
-            entry.latest = entry.latest.max(Some(w.at));
-            entry.pending.insert(keys::timer(w));
-            self.wakes.insert(keys::timer(w), key);
-        } else {
-            entry.active = false;
+    /// A part read by the listing, with every timer it holds.
+    pub(super) fn add_part(&mut self, key: Key, wakes: Vec<Wake>) {
+        self.parts.insert(
+            key,
+            Listed {
+                wakes,
+                listed: HashSet::new(),
+                consumed: HashSet::new(),
+            },
+        );
+    }
+
+    /// `w`, of the part `key`, is listed.
+    pub(super) fn note(&mut self, key: &Key, w: &Wake) {
+        if let Some(part) = self.parts.get_mut(key) {
+            part.listed.insert(keys::timer(w));
+            self.wakes.insert(keys::timer(w), key.clone());
         }
     }
 
-    /// Whether `w` was listed from a part all of whose timers were listed (the tick queues
-    /// them all, then deletes the part).
-    pub(super) fn holds_whole(&self, w: &Wake) -> bool {
-        self.wakes
-            .get(&keys::timer(w))
-            .and_then(|key| self.parts.get(key))
-            .is_some_and(Listed::whole)
+    /// Whether `w` was listed from a part.
+    pub(super) fn holds(&self, w: &Wake) -> bool {
+        self.wakes.contains_key(&keys::timer(w))
     }
 
     /// `w`, listed from a part, is consumed (fired or dropped) in this process: `None` when
-    /// it was not listed from a part; `Some` with the part's key once every timer of the part
-    /// is consumed (the part can go), `Some(None)` before.
-    pub(super) fn consume(&mut self, w: &Wake) -> Option<Option<(String, String)>> {
+    /// it was not listed from a part; `Some` with the part's change once every timer listed
+    /// from it is consumed, `Some(None)` before.
+    pub(super) fn consume(&mut self, w: &Wake, shards: u32) -> Option<Option<Change>> {
         let key = self.wakes.get(&keys::timer(w))?.clone();
         let Some(part) = self.parts.get_mut(&key) else {
             return Some(None);
         };
-        part.pending.remove(&keys::timer(w));
-        if part.whole() && part.pending.is_empty() {
-            self.parts.remove(&key);
-            return Some(Some(key));
+        part.consumed.insert(keys::timer(w));
+        if part.consumed.len() < part.listed.len() {
+            return Some(None);
         }
-        Some(None)
+        let change = part.change(&key, shards);
+        self.parts.remove(&key);
+        Some(Some(change))
     }
 
-    /// The parts whose every timer was listed, all due by `covered` (the tick queued them);
-    /// the listing is emptied.
-    pub(super) fn take_queued(&mut self, covered: DateTime<Utc>) -> Vec<(String, String)> {
+    /// The changes of the parts a timer was listed from (the tick queued those timers); the
+    /// listing is emptied.
+    pub(super) fn take_queued(&mut self, shards: u32) -> Vec<Change> {
         self.wakes.clear();
         std::mem::take(&mut self.parts)
             .into_iter()
-            .filter(|(_, p)| p.whole() && p.latest.is_some_and(|l| l <= covered))
-            .map(|(key, _)| key)
+            .filter(|(_, p)| !p.listed.is_empty())
+            .map(|(key, p)| p.change(&key, shards))
             .collect()
     }
 }
@@ -310,6 +321,13 @@ mod tests {
             step: "check".into(),
             at: at.parse().unwrap_or_else(|e| panic!("{e}")),
         }
+    }
+
+    fn key(item: &Item) -> Key {
+        (
+            get_s(item, keys::PK).unwrap_or_default().to_string(),
+            get_s(item, keys::SK).unwrap_or_default().to_string(),
+        )
     }
 
     #[test]
@@ -335,82 +353,86 @@ mod tests {
             })
             .cloned()
             .unwrap_or_else(|| panic!("no part sorted by its earliest timer"));
-        let all = expand(
-            first.clone(),
-            "2026-12-02T09:01:00Z".parse().unwrap_or_default(),
-        );
-        assert_eq!(all.len(), 2, "a armed twice is one timer");
+        assert_eq!(get_s(&first, "kind"), Some(KIND));
+        let read_back = read(&first).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            all[0]
-                .get("part_size")
-                .and_then(|v| v.as_n().ok())
-                .map(String::as_str),
-            Some("2")
+            read_back,
+            [b, a.clone()],
+            "a armed twice is one timer (the last)"
         );
-        let due = expand(first, "2026-12-02T09:00:30Z".parse().unwrap_or_default());
-        assert_eq!(due.len(), 1, "only what is due");
-        assert_eq!(get_s(&due[0], "enrollment"), Some("s:c1:1"));
-        assert_eq!(get_s(&due[0], keys::SK), Some(keys::timer(&a).as_str()));
+        let item = wake_item(&key(&first), &a);
+        assert_eq!(get_s(&item, keys::SK), Some(keys::timer(&a).as_str()));
+        assert_eq!(get_s(&item, "part_sk"), Some(key(&first).1.as_str()));
     }
 
     #[test]
-    fn a_part_is_queued_once_every_timer_of_an_active_scenario_was_listed() {
+    fn the_tick_leaves_a_part_with_what_it_did_not_list() {
         let a = wake("s:c1:1", "2026-12-02T09:00:10Z");
         let b = wake("s:c2:1", "2026-12-02T09:00:50Z");
-        let covered: DateTime<Utc> = "2026-12-02T09:01:00Z".parse().unwrap_or_default();
+        let part = part_item("x.0", &[a.clone(), b.clone()], 4).unwrap_or_default();
         let mut listing = Listing::default();
-        listing.note("p", "one", 2, &a, true);
-        listing.note("p", "two", 2, &a, true);
-        listing.note("p", "two", 2, &b, true);
-        listing.note("p", "paused", 1, &a, false);
-        assert!(listing.holds_whole(&b));
-        assert!(!listing.holds_whole(&wake("s:c9:1", "2026-12-02T09:00:10Z")));
-        assert_eq!(
-            listing.take_queued(covered),
-            [("p".to_string(), "two".to_string())]
+        listing.add_part(key(&part), vec![a.clone(), b.clone()]);
+        listing.note(&key(&part), &a);
+        assert!(listing.holds(&a) && !listing.holds(&b));
+        let changes = listing.take_queued(4);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].key, key(&part));
+        let remainder = changes[0].remainder.clone().unwrap_or_default();
+        assert_eq!(read(&remainder).ok(), Some(vec![b.clone()]));
+        assert!(
+            get_s(&remainder, keys::SK).is_some_and(|sk| sk.ends_with("#part#x.0-1")),
+            "{remainder:?}"
         );
-        assert!(!listing.holds_whole(&b), "emptied");
-        listing.note("p", "two", 2, &a, true);
-        listing.note("p", "two", 2, &b, true);
+        assert!(!listing.holds(&a), "emptied");
+        // Listed whole: deleted with no remainder; a part nothing was listed from stays.
+        let mut listing = Listing::default();
+        listing.add_part(key(&part), vec![a.clone(), b.clone()]);
+        listing.add_part(("p".into(), "untouched".into()), vec![a.clone()]);
+        listing.note(&key(&part), &a);
+        listing.note(&key(&part), &b);
+        let changes = listing.take_queued(4);
+        assert_eq!(changes.len(), 1);
+        assert!(changes[0].remainder.is_none());
+    }
+
+    #[test]
+    fn a_part_fired_in_process_changes_once_every_timer_listed_from_it_is_consumed() {
+        let a = wake("s:c1:1", "2026-12-02T09:00:10Z");
+        let b = wake("s:c2:1", "2026-12-02T09:00:50Z");
+        let c = wake("s:c3:1", "2026-12-02T09:00:55Z");
+        let k: Key = ("p".into(), "1#part#x.0".into());
+        let mut listing = Listing::default();
+        listing.add_part(k.clone(), vec![a.clone(), b.clone(), c.clone()]);
+        listing.note(&k, &a);
+        listing.note(&k, &b);
         assert!(
             listing
-                .take_queued("2026-12-02T09:00:30Z".parse().unwrap_or_default())
-                .is_empty(),
-            "b is after what the tick queued"
+                .consume(&wake("s:c9:1", "2026-12-02T09:00:10Z"), 1)
+                .is_none()
         );
+        assert!(matches!(listing.consume(&a, 1), Some(None)));
+        assert!(
+            matches!(listing.consume(&a, 1), Some(None)),
+            "twice is once"
+        );
+        let Some(Some(change)) = listing.consume(&b, 1) else {
+            panic!("the last listed timer consumed changes the part")
+        };
+        assert_eq!(change.key, k);
+        let left = change.remainder.as_ref().map(read);
+        assert_eq!(left, Some(Ok(vec![c])), "c was not listed: it stays");
     }
 
     #[test]
-    fn a_part_fired_in_process_goes_once_every_timer_of_it_is_consumed() {
-        let a = wake("s:c1:1", "2026-12-02T09:00:10Z");
-        let b = wake("s:c2:1", "2026-12-02T09:00:50Z");
-        let mut listing = Listing::default();
-        listing.note("p", "two", 2, &a, true);
-        listing.note("p", "two", 2, &b, true);
-        assert_eq!(
-            listing.consume(&wake("s:c9:1", "2026-12-02T09:00:10Z")),
-            None
-        );
-        assert_eq!(listing.consume(&a), Some(None));
-        assert_eq!(listing.consume(&a), Some(None), "consumed twice is once");
-        assert_eq!(
-            listing.consume(&b),
-            Some(Some(("p".to_string(), "two".to_string())))
-        );
-        // Listed in part only (the limit cut it): consumed, the part stays.
-        let mut listing = Listing::default();
-        listing.note("p", "two", 2, &a, true);
-        assert_eq!(listing.consume(&a), Some(None));
-    }
-
-    #[test]
-    fn a_part_whose_timers_do_not_read_comes_back_with_the_reason() {
+    fn a_part_whose_timers_do_not_read_says_why() {
         let mut item =
             part_item("x.0", &[wake("s:c1:1", "2026-12-02T09:00:10Z")], 1).unwrap_or_default();
         item.insert("wakes".into(), s("not packed"));
-        let back = expand(item, "2026-12-02T09:01:00Z".parse().unwrap_or_default());
-        assert_eq!(back.len(), 1);
-        assert_eq!(get_s(&back[0], "kind"), Some(KIND));
-        assert!(get_s(&back[0], "unreadable").is_some_and(|w| w.contains("timer part")));
+        assert!(read(&item).is_err_and(|why| why.contains("timer part")));
+        item.remove("wakes");
+        assert_eq!(
+            read(&item),
+            Err("a timer part without its timers".to_string())
+        );
     }
 }

@@ -207,19 +207,6 @@ impl DynamoStore {
             let _ = self.bridge.block(update.send());
             self.unit_reads.forget(keys::TICK, keys::CURSOR);
         }
-        // A batch's timer part stands for its timers (each then reads as an item of its own,
-        // naming its part).
-        let items: Vec<Item> = items
-            .into_iter()
-            .flat_map(|i| {
-                if get_s(&i, "kind") == Some(timer_parts::KIND) {
-                    timer_parts::expand(i, now)
-                } else {
-                    vec![i]
-                }
-            })
-            .collect();
-        let mut items = items;
         // A timer this batch consumed is not due again (its deletion waits for the flush).
         items.retain(|i| {
             !self.timer_deferred_deleted(
@@ -277,11 +264,12 @@ impl DynamoStore {
 }
 
 impl DynamoStore {
-    /// Whether the last listing of due timers found `w` in a timer part all of whose timers
-    /// it listed: the tick queues each of them (whatever it queued before) and then deletes
-    /// the part, so it marks their messages (the step executor has no item to delete).
-    pub fn wake_in_whole_part(&self, w: &Wake) -> bool {
-        self.listed_parts.holds_whole(w)
+    /// Whether the last listing of due timers found `w` in a timer part: the tick queues it
+    /// (whatever it queued before: a listed timer is still in the table, so it was not
+    /// handed on) and then takes it out of its part, so it marks its message (the step
+    /// executor has no item to delete).
+    pub fn wake_in_part(&self, w: &Wake) -> bool {
+        self.listed_parts.holds(w)
     }
 
     /// The step executor fires `w` from a part: there is no item of it to delete.
@@ -289,17 +277,36 @@ impl DynamoStore {
         self.wakes_without_item.insert(keys::timer(w));
     }
 
-    /// The tick queued every timer of the last listing due by `covered`: the parts all of
-    /// whose timers it listed, all due by then, are deleted (their timers are in the step
-    /// queue now). A part of a paused scenario, or one whose timers the listing's limit cut,
-    /// stays for a later tick.
-    pub fn timer_parts_queued(&mut self, covered: DateTime<Utc>) -> Result<(), StoreError> {
-        let done = self.listed_parts.take_queued(covered);
-        if done.is_empty() {
+    /// The tick queued every timer of the last listing: each leaves its part (the part is
+    /// deleted, after what it holds unlisted is written as a part of its own). A part of a
+    /// paused scenario (none of its timers listed) stays as it is.
+    pub fn timer_parts_queued(&mut self) -> Result<(), StoreError> {
+        let changes = self.listed_parts.take_queued(self.config.timer_shards);
+        self.change_parts(changes, false)
+    }
+
+    /// Applies `changes` to timer parts: each remainder written before its part is deleted
+    /// (now, or at the flush when `deferred`).
+    fn change_parts(
+        &mut self,
+        changes: Vec<timer_parts::Change>,
+        deferred: bool,
+    ) -> Result<(), StoreError> {
+        let mut puts = Vec::new();
+        let mut deletes = Vec::new();
+        for change in changes {
+            puts.extend(change.remainder.map(super::TimerWrite::Put));
+            deletes.push(change.key);
+        }
+        if deferred {
+            self.deferred_timers.extend(puts);
+            self.deferred_part_deletes.extend(deletes);
             return Ok(());
         }
+        self.write_timers(puts)?;
         self.write_timers(
-            done.into_iter()
+            deletes
+                .into_iter()
                 .map(|(pk, sk)| super::TimerWrite::Delete(pk, sk))
                 .collect(),
         )
@@ -330,16 +337,11 @@ impl TimerStore for DynamoStore {
         if self.wakes_without_item.contains(&keys::timer(w)) || self.timer_parts.remove(w) {
             return Ok(());
         }
-        // Listed from a part and fired in this process: the part goes with its last timer.
-        if let Some(done) = self.listed_parts.consume(w) {
-            let Some((pk, sk)) = done else {
-                return Ok(());
-            };
-            if self.defers() {
-                self.deferred_timers.push(super::TimerWrite::Delete(pk, sk));
-                return Ok(());
-            }
-            return self.delete(&self.config.timers_table.clone(), &pk, &sk);
+        // Listed from a part and fired in this process: the listed timers leave their part
+        // with the last of them.
+        if let Some(done) = self.listed_parts.consume(w, self.config.timer_shards) {
+            let deferred = self.defers();
+            return self.change_parts(done.into_iter().collect(), deferred);
         }
         let bucket = keys::bucket(keys::minute(w.at), self.shard(&w.enrollment));
         if self.defers() {
@@ -359,17 +361,41 @@ impl TimerStore for DynamoStore {
         let active = self.active_scenarios()?;
         let table = self.config.timers_table.clone();
         let mut out = Vec::new();
+        // A batch's timer part stands for its timers: each due one reads as an item of its
+        // own naming its part, in the same order (due time, then key).
         let mut listing = timer_parts::Listing::default();
+        let mut items = Vec::new();
         for item in self.due_items(now)? {
-            match get_s(&item, "kind") {
-                Some("timer") => {}
-                // A part whose timers do not read (`timer_parts::expand`).
-                Some(timer_parts::KIND) => {
-                    let why = get_s(&item, "unreadable").unwrap_or_default().to_string();
-                    out.push(Due::Unreadable(unreadable("timer", &table, &item, why)));
-                    continue;
+            if get_s(&item, "kind") != Some(timer_parts::KIND) {
+                items.push(item);
+                continue;
+            }
+            match timer_parts::read(&item) {
+                Ok(wakes) => {
+                    let key = (
+                        get_s(&item, keys::PK).unwrap_or_default().to_string(),
+                        get_s(&item, keys::SK).unwrap_or_default().to_string(),
+                    );
+                    items.extend(
+                        wakes
+                            .iter()
+                            .filter(|w| w.at <= now)
+                            .map(|w| timer_parts::wake_item(&key, w)),
+                    );
+                    listing.add_part(key, wakes);
                 }
-                _ => continue,
+                Err(why) => out.push(Due::Unreadable(unreadable("timer", &table, &item, why))),
+            }
+        }
+        items.sort_by_cached_key(|i| {
+            (
+                read_instant(i, "due").unwrap_or(DateTime::<Utc>::MAX_UTC),
+                get_s(i, keys::SK).unwrap_or("").to_string(),
+            )
+        });
+        for item in items {
+            if get_s(&item, "kind") != Some("timer") {
+                continue;
             }
             let read = || -> Result<Wake, String> {
                 Ok(Wake {
@@ -381,18 +407,12 @@ impl TimerStore for DynamoStore {
             };
             match read() {
                 Ok(wake) => {
-                    let is_active = active.contains(timer_parts::scenario_of(&wake));
-                    if let Some(part_sk) = get_s(&item, "part_sk") {
-                        let size = item
-                            .get("part_size")
-                            .and_then(|v| v.as_n().ok())
-                            .and_then(|v| v.parse().ok())
-                            .unwrap_or(usize::MAX);
-                        let pk = get_s(&item, keys::PK).unwrap_or_default();
-                        listing.note(pk, part_sk, size, &wake, is_active);
-                    }
-                    if !is_active {
+                    if !active.contains(timer_parts::scenario_of(&wake)) {
                         continue;
+                    }
+                    if let Some(part_sk) = get_s(&item, "part_sk") {
+                        let pk = get_s(&item, keys::PK).unwrap_or_default();
+                        listing.note(&(pk.to_string(), part_sk.to_string()), &wake);
                     }
                     out.push(Due::Ready(wake));
                 }
