@@ -2061,12 +2061,13 @@ fn muted_events_are_not_published_and_the_others_are() {
 }
 
 /// A handler's batch keeps the timers it arms in a few timer parts (one per scenario and
-/// minute): the tick queues a part's timers once it lists them all, marked as from a part,
-/// and deletes the part; the step executor fires them without deleting anything; a paused
-/// scenario's part stays until it resumes; a timer armed after a tick for a time within that
-/// tick's horizon is queued by the next one.
+/// minute): each timer the tick lists from a part is queued, marked as from a part, and
+/// leaves the part (rewritten in place with the rest, or deleted); the step executor fires
+/// them without a timer-table request; a paused scenario's part stays until it resumes; a
+/// timer armed after a tick for a time within that tick's horizon is queued by the next one;
+/// a listing cut by its limit, or a part due over a minute, leaves the rest in the part.
 #[test]
-fn a_batch_keeps_its_timers_in_parts_that_the_tick_queues_whole_and_deletes() {
+fn a_batch_keeps_its_timers_in_parts_and_each_queued_timer_leaves_its_part() {
     use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
     use relance_aws::handlers;
     if crate::support::offline() {
@@ -2133,10 +2134,53 @@ fn a_batch_keeps_its_timers_in_parts_that_the_tick_queues_whole_and_deletes() {
         .unwrap_or_else(|e| panic!("{e}"));
 
     // The tick: parted's six timers queued, marked, its part deleted; held's part stays.
-    let tick = |rt: &mut Runtime<DynamoStore>, now: DateTime<Utc>| {
+    let tick_limited = |rt: &mut Runtime<DynamoStore>, now: DateTime<Utc>, limit: usize| {
         let before = recording.handed().step.len();
-        handlers::tick(rt, &recording, now).unwrap_or_else(|e| panic!("{e}"));
+        handlers::tick_limited(rt, &recording, now, limit).unwrap_or_else(|e| panic!("{e}"));
         recording.handed().step[before..].to_vec()
+    };
+    let tick = |rt: &mut Runtime<DynamoStore>, now: DateTime<Utc>| tick_limited(rt, now, 1000);
+    // The timers a part holds now (its `due`, the earliest, and how many).
+    let part_timers = || {
+        let items = emu
+            .runtime
+            .block_on(emu.dynamo.scan().table_name(&table).send())
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .items
+            .unwrap_or_default();
+        items
+            .iter()
+            .filter(|i| {
+                i.get("kind")
+                    .and_then(|v| v.as_s().ok())
+                    .map(String::as_str)
+                    == Some("timers")
+            })
+            .map(|i| {
+                let wakes = i
+                    .get("wakes")
+                    .and_then(|v| v.as_b().ok())
+                    .map(|b| {
+                        use std::io::Read;
+                        let mut text = String::new();
+                        flate2::read::DeflateDecoder::new(b.as_ref())
+                            .read_to_string(&mut text)
+                            .map(|_| {
+                                serde_json::from_str::<Vec<serde_json::Value>>(&text)
+                                    .map(|v| v.len())
+                                    .unwrap_or(0)
+                            })
+                            .unwrap_or(0)
+                    })
+                    .unwrap_or(0);
+                let due = i
+                    .get("due")
+                    .and_then(|v| v.as_n().ok())
+                    .cloned()
+                    .unwrap_or_default();
+                (due, wakes)
+            })
+            .collect::<Vec<_>>()
     };
     let queued = tick(
         &mut rt,
@@ -2228,16 +2272,38 @@ fn a_batch_keeps_its_timers_in_parts_that_the_tick_queues_whole_and_deletes() {
     let first = tick(&mut rt, t0 + TimeDelta::hours(5) - TimeDelta::seconds(40));
     assert_eq!(first.len(), 1);
     assert!(first[0].body.contains("\"contact\":\"c0\""), "{first:?}");
-    assert_eq!(timer_items(), (1, 0), "c1's timer in a part of its own");
+    assert_eq!(
+        part_timers(),
+        [(
+            relance_core::instant::to_micros(t0 + TimeDelta::hours(5) + TimeDelta::seconds(50))
+                .to_string(),
+            1
+        )],
+        "c1's timer left in the part, read from its own due time"
+    );
     let second = tick(&mut rt, t0 + TimeDelta::hours(5) + TimeDelta::seconds(20));
     assert_eq!(second.len(), 1);
     assert!(second[0].body.contains("\"contact\":\"c1\""), "{second:?}");
     assert_eq!(timer_items(), (0, 0));
+
+    // A listing cut by its limit (a herd larger than a tick lists): what it listed leaves
+    // the part, the next tick takes the rest.
+    launch(&mut rt, "herd", t0 + TimeDelta::hours(6));
+    rt.store().flush().unwrap_or_else(|e| panic!("{e}"));
+    let due = t0 + TimeDelta::hours(7);
+    assert_eq!(tick_limited(&mut rt, due, 4).len(), 4);
+    assert_eq!(part_timers().iter().map(|p| p.1).collect::<Vec<_>>(), [2]);
+    assert_eq!(
+        tick_limited(&mut rt, due + TimeDelta::minutes(1), 4).len(),
+        2
+    );
+    assert_eq!(timer_items(), (0, 0));
 }
 
 /// A runtime firing timers in process on this store (tests, the CLI) takes the timers it
-/// fires out of their parts, so its loop ends: a part cut by the firing limit, a part due
-/// over a minute, and a batching store whose part changes wait for the flush.
+/// fires out of their parts, at once (a batching store too: its loop reads the table again
+/// before any flush), so its loop ends: a part due over a minute, a part cut by the firing
+/// limit.
 #[test]
 fn an_in_process_tick_takes_fired_timers_out_of_their_parts() {
     if crate::support::offline() {
@@ -2275,13 +2341,13 @@ fn an_in_process_tick_takes_fired_timers_out_of_their_parts() {
             .count
     };
     assert_eq!(items(), 1);
-    // A batching store: the fired timers' part changes wait for the flush; the loop ends.
+    // A batching store: the part is rewritten with the two not due; the loop ends.
     let fired = rt
         .tick(t0 + TimeDelta::hours(1))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(fired.timers, 4);
+    assert_eq!(items(), 1, "the two not due, left in the part");
     rt.store().flush().unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(items(), 1, "the two not due, in a part of their own");
     // Writing as it goes, two at a time: the limit cuts the part, the rest stays.
     rt.store().set_auto_flush(true);
     let later = t0 + TimeDelta::hours(1) + TimeDelta::minutes(1);
@@ -2513,10 +2579,29 @@ fn unheard_informational_events_are_left_out_until_a_rule_could_receive_them() {
     let always = DynamoStore::new(emu.dynamo.clone(), config, bridge)
         .recording_sends()
         .with_dispatch(recording.clone());
+    let stored = || {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        use relance_aws::keys;
+        emu.runtime
+            .block_on(
+                emu.dynamo
+                    .get_item()
+                    .table_name(&base.config().state_table)
+                    .key(keys::PK, AttributeValue::S(keys::SETTINGS.into()))
+                    .key(keys::SK, AttributeValue::S(keys::HEARD_EVENTS.into()))
+                    .consistent_read(true)
+                    .send(),
+            )
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .item
+    };
+    let before = stored();
     assert_eq!(
-        listeners::check(&always, &bus, Utc::now()).map_err(|e| e.to_string()),
+        listeners::check(&always, &bus, Utc::now() + TimeDelta::seconds(5))
+            .map_err(|e| e.to_string()),
         Ok(vec![])
     );
+    assert_eq!(stored(), before, "always: no check, nothing written");
     let mut rt = Runtime::new(always);
     assert_eq!(
         run(&mut rt, "heard4"),

@@ -44,10 +44,13 @@ pub trait HandlerStore:
         false
     }
 
-    /// The tick queued every timer of the last listing: those of timer parts leave them.
-    fn timer_parts_queued(&mut self) -> Result<(), Self::Fault> {
+    /// The tick queued `wakes`: those listed from timer parts leave them.
+    fn timers_handed_on(&mut self, _wakes: &[Wake]) -> Result<(), Self::Fault> {
         Ok(())
     }
+
+    /// The tick's listing of due timers is over (done or failed).
+    fn end_timer_listing(&mut self) {}
 
     /// The step executor fires `wake` from a timer part: it has no item to delete.
     fn wake_without_item(&mut self, _wake: &Wake) {}
@@ -62,8 +65,12 @@ impl HandlerStore for DynamoStore {
         DynamoStore::wake_in_part(self, wake)
     }
 
-    fn timer_parts_queued(&mut self) -> Result<(), Self::Fault> {
-        DynamoStore::timer_parts_queued(self)
+    fn timers_handed_on(&mut self, wakes: &[Wake]) -> Result<(), Self::Fault> {
+        DynamoStore::timers_handed_on(self, wakes)
+    }
+
+    fn end_timer_listing(&mut self) {
+        DynamoStore::end_timer_listing(self)
     }
 
     fn wake_without_item(&mut self, wake: &Wake) {
@@ -276,6 +283,16 @@ pub fn tick<S: HandlerStore>(
     dispatch: &dyn Dispatch,
     now: DateTime<Utc>,
 ) -> Result<TickSummary, HandlerError> {
+    tick_limited(rt, dispatch, now, TICK_LIMIT)
+}
+
+/// [`tick`], listing at most `limit` due timers (tests cut a listing with it).
+pub fn tick_limited<S: HandlerStore>(
+    rt: &mut Runtime<S>,
+    dispatch: &dyn Dispatch,
+    now: DateTime<Utc>,
+    limit: usize,
+) -> Result<TickSummary, HandlerError> {
     let report = rt.tick_schedules(now);
     // Flushed even when a schedule failed (see `trigger`).
     rt.store().flush().map_err(store_err)?;
@@ -290,8 +307,8 @@ pub fn tick<S: HandlerStore>(
         .map_err(store_err)?
         .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
         .map(|t| t.with_timezone(&Utc));
-    let all = rt.due_timers_up_to(horizon, TICK_LIMIT)?;
-    let truncated = all.len() >= TICK_LIMIT;
+    let all = rt.due_timers_up_to(horizon, limit)?;
+    let truncated = all.len() >= limit;
     // A timer listed from a batch's part is queued whatever an earlier tick did: still in
     // the table, it was not handed on (a queued one leaves its part), and it may have been
     // armed after the previous tick for a time within its horizon.
@@ -317,14 +334,16 @@ pub fn tick<S: HandlerStore>(
                 .unwrap_or(900),
         })
         .collect();
-    dispatch.to_step_queue(&messages)?;
+    // Ten at a time (one request), each chunk's timers of parts leaving them once queued: a
+    // tick cut short (its time limit, a failing request) keeps what it handed on.
+    let queued = queue_and_hand_on(rt, dispatch, &messages, &wakes);
+    rt.store().end_timer_listing();
+    queued?;
     // A truncated read covers only up to its last timer (listed: queued or not).
     let covered = match (truncated, covered_all) {
         (true, Some(last)) => last,
         _ => horizon,
     };
-    // Queued: the timers listed from parts leave them (they are in the queue now).
-    rt.store().timer_parts_queued().map_err(store_err)?;
     rt.store()
         .put_setting(TICK_HORIZON, &covered.to_rfc3339(), now)
         .map_err(store_err)?;
@@ -333,6 +352,28 @@ pub fn tick<S: HandlerStore>(
         inactivity: report.inactivity,
         queued: messages.len(),
     })
+}
+
+/// Queues `messages` (the timers `wakes`, and whether each was listed from a part) ten per
+/// request; after each, the parts whose listed timers are all queued leave the table.
+fn queue_and_hand_on<S: HandlerStore>(
+    rt: &mut Runtime<S>,
+    dispatch: &dyn Dispatch,
+    messages: &[Outgoing],
+    wakes: &[(Wake, bool)],
+) -> Result<(), HandlerError> {
+    for (chunk, timers) in messages.chunks(10).zip(wakes.chunks(10)) {
+        dispatch.to_step_queue(chunk)?;
+        let from_parts: Vec<Wake> = timers
+            .iter()
+            .filter(|(_, in_part)| *in_part)
+            .map(|(w, _)| w.clone())
+            .collect();
+        rt.store()
+            .timers_handed_on(&from_parts)
+            .map_err(store_err)?;
+    }
+    Ok(())
 }
 
 /// A due timer's message on the step queue: the timer, and `"stored": "part"` for one from a

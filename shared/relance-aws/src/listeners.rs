@@ -53,8 +53,11 @@ pub fn check(
         Ok(l) => l,
         Err(e) => {
             // Not known: every event goes out from now on, not only once the last finding
-            // ages out.
-            store.record_unheard(&[], wall)?;
+            // ages out. The bus's error is the one to report (logged first if the store
+            // fails too).
+            if let Err(store) = store.record_unheard(&[], wall) {
+                tracing::warn!(error = %store, "the bus's listeners unknown, not stored");
+            }
             return Err(e.into());
         }
     };

@@ -166,11 +166,8 @@ pub struct DynamoStore {
     /// The current batch's timer parts (see `timer_parts`), written at the flush with the
     /// other timers.
     timer_parts: timer_parts::TimerParts,
-    /// Timer parts whose listed timers left them, deleted at the flush after the other
-    /// timer-table writes (their remainders among them).
-    deferred_part_deletes: Vec<(String, String)>,
-    /// What the last listing of due timers found in parts (the tick takes the timers it
-    /// queued out of their parts, and marks their messages).
+    /// What the last listing of due timers found in parts (the timers handed on leave their
+    /// parts; the tick marks their messages).
     listed_parts: timer_parts::Listing,
     /// Timers the step executor fires from a part (their message says so): they have no
     /// item of their own to delete. Emptied at the flush.
@@ -214,7 +211,6 @@ impl DynamoStore {
             journal_parts: journal::JournalParts::default(),
             deferred_timers: Vec::new(),
             timer_parts: timer_parts::TimerParts::default(),
-            deferred_part_deletes: Vec::new(),
             listed_parts: timer_parts::Listing::default(),
             wakes_without_item: std::collections::HashSet::new(),
             deferred_cursor: None,
@@ -252,7 +248,6 @@ impl DynamoStore {
                 .map(TimerWrite::Put),
         );
         self.wakes_without_item.clear();
-        let part_deletes = std::mem::take(&mut self.deferred_part_deletes);
         let cursor = self.deferred_cursor.take();
         let parts = self.take_journal_parts();
         let markers = std::mem::take(&mut self.deferred_markers);
@@ -277,13 +272,6 @@ impl DynamoStore {
         // re-applied), then the cursor, after its timers exist (a tick between the two finds
         // nothing missed, as when each timer is written with its cursor).
         self.write_timers(timers)?;
-        // Parts whose listed timers left them: after their remainders are written.
-        self.write_timers(
-            part_deletes
-                .into_iter()
-                .map(|(pk, sk)| TimerWrite::Delete(pk, sk))
-                .collect(),
-        )?;
         if let Some(minute) = cursor {
             self.move_cursor_back(minute)?;
         }
@@ -412,13 +400,6 @@ impl DynamoStore {
     /// Whether a deferred write of this batch deletes the timer-table item (`pk`, `sk`) (the
     /// tick must not hand on a timer the batch consumed).
     fn timer_deferred_deleted(&self, pk: &str, sk: &str) -> bool {
-        if self
-            .deferred_part_deletes
-            .iter()
-            .any(|(p, k)| p == pk && k == sk)
-        {
-            return true;
-        }
         self.deferred_timers
             .iter()
             .rev()

@@ -5,17 +5,18 @@
 //! A timer item cost two write units (its put, and its deletion by the step executor that
 //! fired it); a part of twenty costs about two for all of them. The timer's durability moves
 //! with it: in the table until the tick hands it to the step queue, then in the queue (kept 14
-//! days, and by its dead-letter queue, alarmed, after five failed receives), as the channel
-//! messages already are. So every timer the tick lists from a part is queued (still in the
-//! table, it was not handed on before), then leaves the part: the part is deleted, after its
-//! timers not listed (not due yet, or cut by the listing's limit) are written as a part of
-//! their own ([`Listing`]), so every tick makes progress. The step executor has no item to
-//! delete for a timer from a part: the tick marks its message (`"stored": "part"`). A part's
-//! timer cancelled before it fires (an enrollment that left its wait early) stays in the part
-//! and fires stale: the engine finds the enrollment no longer waits for it and changes
-//! nothing. A part of a paused scenario is not listed, so it stays as it is. A runtime firing
-//! timers in process takes them out of their parts the same way as it consumes them. Earlier
-//! builds do not read parts: they are written under their own layout setting (`layouts`,
+//! days, twenty receives, then its dead-letter queue, alarmed), as the channel messages
+//! already are. So every timer the tick lists from a part is queued (still in the table, it
+//! was not handed on before), and once every timer listed from a part is queued (ten per
+//! request, the parts changed after each), they leave the part: it is rewritten in place with
+//! the rest (not due yet, or cut by the listing's limit), or deleted ([`Change`]), so every
+//! tick makes progress, however it is cut short. The step executor has no item to delete for
+//! a timer from a part: the tick marks its message (`"stored": "part"`). A part's timer
+//! cancelled before it fires (an enrollment that left its wait early) stays in the part and
+//! fires stale: the engine finds the enrollment no longer waits for it and changes nothing. A
+//! part of a paused scenario is not listed, so it stays as it is. A runtime firing timers in
+//! process takes them out of their parts the same way as it consumes them. Earlier builds do
+//! not read parts: they are written under their own layout setting (`layouts`,
 //! `settings`/`timer_parts`, which needs the tick's heartbeat).
 
 use std::collections::{HashMap, HashSet};
@@ -147,13 +148,23 @@ impl TimerParts {
 /// earliest timer; `None` for no timer.
 fn part_item(id: &str, wakes: &[Wake], shards: u32) -> Option<Item> {
     let earliest = wakes.iter().map(|w| w.at).min()?;
+    let key = (
+        keys::bucket(keys::minute(earliest), keys::shard(id, shards)),
+        keys::timer_part(earliest, id),
+    );
+    part_item_at(&key, wakes)
+}
+
+/// The item of the part `key` holding `wakes`; `None` for no timer.
+fn part_item_at(key: &Key, wakes: &[Wake]) -> Option<Item> {
+    let earliest = wakes.iter().map(|w| w.at).min()?;
     let latest = wakes.iter().map(|w| w.at).max()?;
-    let bucket = keys::bucket(keys::minute(earliest), keys::shard(id, shards));
     let packed: Vec<PartWake> = wakes.iter().map(PartWake::of).collect();
     Some(Item::from([
-        (keys::PK.to_string(), s(bucket)),
-        (keys::SK.to_string(), s(keys::timer_part(earliest, id))),
+        (keys::PK.to_string(), s(&key.0)),
+        (keys::SK.to_string(), s(&key.1)),
         ("kind".to_string(), s(KIND)),
+        // The earliest timer it holds: the tick's query reads a part from then on.
         ("due".to_string(), micros(earliest)),
         ("wakes".to_string(), packed_binary(&packed)),
         (
@@ -204,14 +215,16 @@ pub(super) fn wake_item(part: &Key, w: &Wake) -> Item {
     ])
 }
 
-/// What a listing did to a part: its timers listed leave it; the part is deleted, after its
-/// remainder (the timers not listed), if any, is written as a part of its own.
+/// What a listing did to a part: its timers handed on leave it, in place (same key, so the
+/// part never moves out of the minute and shard the tick reads): the part rewritten with the
+/// rest, or deleted when nothing is left. Two writers at once (two ticks) each write what
+/// they did not hand on, so whichever lands last still holds every timer not handed on.
 #[derive(Debug, Clone)]
 pub(super) struct Change {
-    /// The part to delete.
+    /// The part.
     pub key: Key,
-    /// The remainder's item, written first.
-    pub remainder: Option<Item>,
+    /// Its new item, or `None` to delete it.
+    pub rewrite: Option<Item>,
 }
 
 /// What the last listing of due timers found of a part.
@@ -221,33 +234,30 @@ struct Listed {
     wakes: Vec<Wake>,
     /// The timers listed (due, of an active scenario, within the listing's limit), by key.
     listed: HashSet<String>,
-    /// The listed timers consumed in this process, by key.
-    consumed: HashSet<String>,
+    /// The listed timers handed on (queued by the tick, consumed in process), by key.
+    handed: HashSet<String>,
 }
 
 impl Listed {
     /// The part without its listed timers.
-    fn change(&self, key: &Key, shards: u32) -> Change {
+    fn change(&self, key: &Key) -> Change {
         let left: Vec<Wake> = self
             .wakes
             .iter()
             .filter(|w| !self.listed.contains(&keys::timer(w)))
             .cloned()
             .collect();
-        // A name of its own, the same whoever writes it (two ticks at once write one item).
-        let id = key.1.split("#part#").nth(1).unwrap_or(&key.1);
         Change {
             key: key.clone(),
-            remainder: part_item(&format!("{id}-{}", left.len()), &left, shards),
+            rewrite: part_item_at(key, &left),
         }
     }
 }
 
 /// What the last listing of due timers found in parts. Each timer listed is handed on (the
-/// tick queues it; a runtime firing in process consumes it), then leaves its part: the part
-/// is deleted and what it holds unlisted (not yet due, or cut by the listing's limit) is
-/// written again as a part of its own. So every listing makes progress, and a timer is in
-/// the table until it is handed on.
+/// tick queues it; a runtime firing in process consumes it); once every timer listed from a
+/// part is, they leave the part ([`Change`]). So every listing makes progress, and a timer is
+/// in the table until it is handed on.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Listing {
     parts: HashMap<Key, Listed>,
@@ -263,7 +273,7 @@ impl Listing {
             Listed {
                 wakes,
                 listed: HashSet::new(),
-                consumed: HashSet::new(),
+                handed: HashSet::new(),
             },
         );
     }
@@ -281,32 +291,28 @@ impl Listing {
         self.wakes.contains_key(&keys::timer(w))
     }
 
-    /// `w`, listed from a part, is consumed (fired or dropped) in this process: `None` when
-    /// it was not listed from a part; `Some` with the part's change once every timer listed
-    /// from it is consumed, `Some(None)` before.
-    pub(super) fn consume(&mut self, w: &Wake, shards: u32) -> Option<Option<Change>> {
+    /// `w`, listed from a part, is handed on: `None` when it was not listed from a part;
+    /// `Some` with the part's change once every timer listed from it is handed on,
+    /// `Some(None)` before. The part stays listed until [`Listing::applied`].
+    pub(super) fn hand_on(&mut self, w: &Wake) -> Option<Option<Change>> {
         let key = self.wakes.get(&keys::timer(w))?.clone();
         let Some(part) = self.parts.get_mut(&key) else {
             return Some(None);
         };
-        part.consumed.insert(keys::timer(w));
-        if part.consumed.len() < part.listed.len() {
+        part.handed.insert(keys::timer(w));
+        if part.handed.len() < part.listed.len() {
             return Some(None);
         }
-        let change = part.change(&key, shards);
-        self.parts.remove(&key);
-        Some(Some(change))
+        Some(Some(part.change(&key)))
     }
 
-    /// The changes of the parts a timer was listed from (the tick queued those timers); the
-    /// listing is emptied.
-    pub(super) fn take_queued(&mut self, shards: u32) -> Vec<Change> {
-        self.wakes.clear();
-        std::mem::take(&mut self.parts)
-            .into_iter()
-            .filter(|(_, p)| !p.listed.is_empty())
-            .map(|(key, p)| p.change(&key, shards))
-            .collect()
+    /// The change of the part `key` is written: the part leaves the listing.
+    pub(super) fn applied(&mut self, key: &Key) {
+        if let Some(part) = self.parts.remove(key) {
+            for w in part.listed {
+                self.wakes.remove(&w);
+            }
+        }
     }
 }
 
@@ -366,61 +372,51 @@ mod tests {
     }
 
     #[test]
-    fn the_tick_leaves_a_part_with_what_it_did_not_list() {
-        let a = wake("s:c1:1", "2026-12-02T09:00:10Z");
-        let b = wake("s:c2:1", "2026-12-02T09:00:50Z");
-        let part = part_item("x.0", &[a.clone(), b.clone()], 4).unwrap_or_default();
-        let mut listing = Listing::default();
-        listing.add_part(key(&part), vec![a.clone(), b.clone()]);
-        listing.note(&key(&part), &a);
-        assert!(listing.holds(&a) && !listing.holds(&b));
-        let changes = listing.take_queued(4);
-        assert_eq!(changes.len(), 1);
-        assert_eq!(changes[0].key, key(&part));
-        let remainder = changes[0].remainder.clone().unwrap_or_default();
-        assert_eq!(read(&remainder).ok(), Some(vec![b.clone()]));
-        assert!(
-            get_s(&remainder, keys::SK).is_some_and(|sk| sk.ends_with("#part#x.0-1")),
-            "{remainder:?}"
-        );
-        assert!(!listing.holds(&a), "emptied");
-        // Listed whole: deleted with no remainder; a part nothing was listed from stays.
-        let mut listing = Listing::default();
-        listing.add_part(key(&part), vec![a.clone(), b.clone()]);
-        listing.add_part(("p".into(), "untouched".into()), vec![a.clone()]);
-        listing.note(&key(&part), &a);
-        listing.note(&key(&part), &b);
-        let changes = listing.take_queued(4);
-        assert_eq!(changes.len(), 1);
-        assert!(changes[0].remainder.is_none());
-    }
-
-    #[test]
-    fn a_part_fired_in_process_changes_once_every_timer_listed_from_it_is_consumed() {
+    fn a_part_keeps_in_place_what_was_not_handed_on() {
         let a = wake("s:c1:1", "2026-12-02T09:00:10Z");
         let b = wake("s:c2:1", "2026-12-02T09:00:50Z");
         let c = wake("s:c3:1", "2026-12-02T09:00:55Z");
-        let k: Key = ("p".into(), "1#part#x.0".into());
+        let part = part_item("x.0", &[a.clone(), b.clone(), c.clone()], 4).unwrap_or_default();
+        let k = key(&part);
         let mut listing = Listing::default();
         listing.add_part(k.clone(), vec![a.clone(), b.clone(), c.clone()]);
         listing.note(&k, &a);
         listing.note(&k, &b);
+        assert!(listing.holds(&a) && listing.holds(&b) && !listing.holds(&c));
         assert!(
             listing
-                .consume(&wake("s:c9:1", "2026-12-02T09:00:10Z"), 1)
+                .hand_on(&wake("s:c9:1", "2026-12-02T09:00:10Z"))
                 .is_none()
         );
-        assert!(matches!(listing.consume(&a, 1), Some(None)));
-        assert!(
-            matches!(listing.consume(&a, 1), Some(None)),
-            "twice is once"
-        );
-        let Some(Some(change)) = listing.consume(&b, 1) else {
-            panic!("the last listed timer consumed changes the part")
+        assert!(matches!(listing.hand_on(&a), Some(None)));
+        assert!(matches!(listing.hand_on(&a), Some(None)), "twice is once");
+        let Some(Some(change)) = listing.hand_on(&b) else {
+            panic!("the last listed timer handed on changes the part")
         };
         assert_eq!(change.key, k);
-        let left = change.remainder.as_ref().map(read);
-        assert_eq!(left, Some(Ok(vec![c])), "c was not listed: it stays");
+        let rewrite = change.rewrite.clone().unwrap_or_default();
+        assert_eq!(key(&rewrite), k, "rewritten in place");
+        assert_eq!(
+            read(&rewrite).ok(),
+            Some(vec![c.clone()]),
+            "c was not listed"
+        );
+        assert_eq!(
+            rewrite.get("due"),
+            Some(&micros(c.at)),
+            "read from its earliest timer left"
+        );
+        assert!(listing.holds(&a), "listed until the change is written");
+        listing.applied(&k);
+        assert!(!listing.holds(&a) && listing.hand_on(&b).is_none());
+        // Every timer listed: the part goes.
+        let mut listing = Listing::default();
+        listing.add_part(k.clone(), vec![a.clone()]);
+        listing.note(&k, &a);
+        let Some(Some(change)) = listing.hand_on(&a) else {
+            panic!("its only timer handed on")
+        };
+        assert!(change.rewrite.is_none());
     }
 
     #[test]

@@ -277,39 +277,38 @@ impl DynamoStore {
         self.wakes_without_item.insert(keys::timer(w));
     }
 
-    /// The tick queued every timer of the last listing: each leaves its part (the part is
-    /// deleted, after what it holds unlisted is written as a part of its own). A part of a
-    /// paused scenario (none of its timers listed) stays as it is.
-    pub fn timer_parts_queued(&mut self) -> Result<(), StoreError> {
-        let changes = self.listed_parts.take_queued(self.config.timer_shards);
-        self.change_parts(changes, false)
+    /// The tick queued `wakes` (a chunk of its listing): the parts every listed timer of
+    /// which is now queued are rewritten without them, in place (or deleted).
+    pub fn timers_handed_on(&mut self, wakes: &[Wake]) -> Result<(), StoreError> {
+        for w in wakes {
+            self.hand_on(w)?;
+        }
+        Ok(())
     }
 
-    /// Applies `changes` to timer parts: each remainder written before its part is deleted
-    /// (now, or at the flush when `deferred`).
-    fn change_parts(
-        &mut self,
-        changes: Vec<timer_parts::Change>,
-        deferred: bool,
-    ) -> Result<(), StoreError> {
-        let mut puts = Vec::new();
-        let mut deletes = Vec::new();
-        for change in changes {
-            puts.extend(change.remainder.map(super::TimerWrite::Put));
-            deletes.push(change.key);
+    /// The listing of due timers is over (the tick ends, or failed): nothing more is handed
+    /// on from it.
+    pub fn end_timer_listing(&mut self) {
+        self.listed_parts = timer_parts::Listing::default();
+    }
+
+    /// `w`, listed from a part, is handed on; once every timer listed from its part is, the
+    /// part is rewritten at once (in a batch too: a runtime ticking in process reads the
+    /// table again before any flush). False when `w` was not listed from a part.
+    fn hand_on(&mut self, w: &Wake) -> Result<bool, StoreError> {
+        let Some(done) = self.listed_parts.hand_on(w) else {
+            return Ok(false);
+        };
+        if let Some(change) = done {
+            let table = self.config.timers_table.clone();
+            match change.rewrite {
+                Some(item) => self.write_timers(vec![super::TimerWrite::Put(item)])?,
+                None => self.delete(&table, &change.key.0, &change.key.1)?,
+            }
+            // Only once written: a failed write is tried again when the timer is.
+            self.listed_parts.applied(&change.key);
         }
-        if deferred {
-            self.deferred_timers.extend(puts);
-            self.deferred_part_deletes.extend(deletes);
-            return Ok(());
-        }
-        self.write_timers(puts)?;
-        self.write_timers(
-            deletes
-                .into_iter()
-                .map(|(pk, sk)| super::TimerWrite::Delete(pk, sk))
-                .collect(),
-        )
+        Ok(true)
     }
 }
 
@@ -339,9 +338,8 @@ impl TimerStore for DynamoStore {
         }
         // Listed from a part and fired in this process: the listed timers leave their part
         // with the last of them.
-        if let Some(done) = self.listed_parts.consume(w, self.config.timer_shards) {
-            let deferred = self.defers();
-            return self.change_parts(done.into_iter().collect(), deferred);
+        if self.hand_on(w)? {
+            return Ok(());
         }
         let bucket = keys::bucket(keys::minute(w.at), self.shard(&w.enrollment));
         if self.defers() {
