@@ -39,9 +39,11 @@ pub trait HandlerStore:
     ) -> Result<Option<(String, String, String)>, Self::Fault>;
 
     /// Whether the last listing of due timers found `wake` in a batch's timer part (a store
-    /// without parts: never): the tick queues it and takes it out of its part.
-    fn wake_in_part(&self, _wake: &Wake) -> bool {
-        false
+    /// without parts: never): `Some(true)` there only, `Some(false)` also as an item of its
+    /// own (the step executor must then delete that item). The tick queues it and takes it
+    /// out of its part.
+    fn wake_in_part(&self, _wake: &Wake) -> Option<bool> {
+        None
     }
 
     /// The tick queued `wakes`: those listed from timer parts leave them.
@@ -61,7 +63,7 @@ impl HandlerStore for DynamoStore {
         DynamoStore::flush(self)
     }
 
-    fn wake_in_part(&self, wake: &Wake) -> bool {
+    fn wake_in_part(&self, wake: &Wake) -> Option<bool> {
         DynamoStore::wake_in_part(self, wake)
     }
 
@@ -313,14 +315,14 @@ pub fn tick_limited<S: HandlerStore>(
     // the table, it was not handed on (a queued one leaves its part), and it may have been
     // armed after the previous tick for a time within its horizon.
     let covered_all = all.last().map(|w| w.at);
-    let wakes: Vec<(Wake, bool)> = all
+    let wakes: Vec<(Wake, Option<bool>)> = all
         .into_iter()
         .map(|w| {
             let in_part = rt.store().wake_in_part(&w);
             (w, in_part)
         })
         .filter(|(w, in_part)| {
-            *in_part || previous.is_none_or(|p| w.at > p || w.at <= now - REQUEUE_AFTER)
+            in_part.is_some() || previous.is_none_or(|p| w.at > p || w.at <= now - REQUEUE_AFTER)
         })
         .collect();
     let messages: Vec<Outgoing> = wakes
@@ -328,7 +330,7 @@ pub fn tick_limited<S: HandlerStore>(
         .enumerate()
         .map(|(i, (w, in_part))| Outgoing {
             id: format!("t{i}"),
-            body: timer_message(w, *in_part),
+            body: timer_message(w, *in_part == Some(true)),
             // Rounded up: SQS delays count whole seconds, and a timer never fires early.
             delay_seconds: i32::try_from(((w.at - now).num_milliseconds().max(0) + 999) / 1000)
                 .unwrap_or(900),
@@ -360,13 +362,13 @@ fn queue_and_hand_on<S: HandlerStore>(
     rt: &mut Runtime<S>,
     dispatch: &dyn Dispatch,
     messages: &[Outgoing],
-    wakes: &[(Wake, bool)],
+    wakes: &[(Wake, Option<bool>)],
 ) -> Result<(), HandlerError> {
     for (chunk, timers) in messages.chunks(10).zip(wakes.chunks(10)) {
         dispatch.to_step_queue(chunk)?;
         let from_parts: Vec<Wake> = timers
             .iter()
-            .filter(|(_, in_part)| *in_part)
+            .filter(|(_, in_part)| in_part.is_some())
             .map(|(w, _)| w.clone())
             .collect();
         rt.store()

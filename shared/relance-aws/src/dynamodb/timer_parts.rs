@@ -263,6 +263,8 @@ pub(super) struct Listing {
     parts: HashMap<Key, Listed>,
     /// The part of each timer listed, by timer key.
     wakes: HashMap<String, Key>,
+    /// The timers listed as items of their own, by key.
+    items: HashSet<String>,
 }
 
 impl Listing {
@@ -286,9 +288,19 @@ impl Listing {
         }
     }
 
+    /// `w` is listed as an item of its own.
+    pub(super) fn note_item(&mut self, w: &Wake) {
+        self.items.insert(keys::timer(w));
+    }
+
     /// Whether `w` was listed from a part.
     pub(super) fn holds(&self, w: &Wake) -> bool {
         self.wakes.contains_key(&keys::timer(w))
+    }
+
+    /// Whether `w` was also listed as an item of its own.
+    pub(super) fn has_item(&self, w: &Wake) -> bool {
+        self.items.contains(&keys::timer(w))
     }
 
     /// `w`, listed from a part, is handed on: `None` when it was not listed from a part;
@@ -383,6 +395,8 @@ mod tests {
         listing.note(&k, &a);
         listing.note(&k, &b);
         assert!(listing.holds(&a) && listing.holds(&b) && !listing.holds(&c));
+        listing.note_item(&b);
+        assert!(listing.has_item(&b) && !listing.has_item(&a));
         assert!(
             listing
                 .hand_on(&wake("s:c9:1", "2026-12-02T09:00:10Z"))

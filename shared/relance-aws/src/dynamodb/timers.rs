@@ -266,10 +266,13 @@ impl DynamoStore {
 impl DynamoStore {
     /// Whether the last listing of due timers found `w` in a timer part: the tick queues it
     /// (whatever it queued before: a listed timer is still in the table, so it was not
-    /// handed on) and then takes it out of its part, so it marks its message (the step
-    /// executor has no item to delete).
-    pub fn wake_in_part(&self, w: &Wake) -> bool {
-        self.listed_parts.holds(w)
+    /// handed on) and then takes it out of its part. `Some(true)` when it has no item of its
+    /// own (the tick marks its message: the step executor has nothing to delete), `Some(false)`
+    /// when it also has one (armed again across the layout's start: the executor deletes it).
+    pub fn wake_in_part(&self, w: &Wake) -> Option<bool> {
+        self.listed_parts
+            .holds(w)
+            .then(|| !self.listed_parts.has_item(w))
     }
 
     /// The step executor fires `w` from a part: there is no item of it to delete.
@@ -408,9 +411,12 @@ impl TimerStore for DynamoStore {
                     if !active.contains(timer_parts::scenario_of(&wake)) {
                         continue;
                     }
-                    if let Some(part_sk) = get_s(&item, "part_sk") {
-                        let pk = get_s(&item, keys::PK).unwrap_or_default();
-                        listing.note(&(pk.to_string(), part_sk.to_string()), &wake);
+                    match get_s(&item, "part_sk") {
+                        Some(part_sk) => {
+                            let pk = get_s(&item, keys::PK).unwrap_or_default();
+                            listing.note(&(pk.to_string(), part_sk.to_string()), &wake);
+                        }
+                        None => listing.note_item(&wake),
                     }
                     out.push(Due::Ready(wake));
                 }
