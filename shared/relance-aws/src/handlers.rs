@@ -309,7 +309,14 @@ pub fn tick_limited<S: HandlerStore>(
         .map_err(store_err)?
         .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
         .map(|t| t.with_timezone(&Utc));
-    let all = rt.due_timers_up_to(horizon, limit)?;
+    let all = match rt.due_timers_up_to(horizon, limit) {
+        Ok(all) => all,
+        Err(e) => {
+            // No listing outlives its tick (a later unit would hand on from it).
+            rt.store().end_timer_listing();
+            return Err(e.into());
+        }
+    };
     let truncated = all.len() >= limit;
     // A timer listed from a batch's part is queued whatever an earlier tick did: still in
     // the table, it was not handed on (a queued one leaves its part), and it may have been

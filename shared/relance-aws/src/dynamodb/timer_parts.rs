@@ -97,10 +97,11 @@ impl TimerParts {
     pub(super) fn add(&mut self, w: &Wake) -> Result<(), StoreError> {
         let scenario = scenario_of(w);
         let minute = keys::minute(w.at);
+        // Armed again in this batch: one copy, in the part it goes to now.
+        self.remove(w);
         if let Some(part) = self.parts.iter_mut().rev().find(|p| {
             p.scenario == scenario && p.minute == minute && p.wakes.len() < PART_WAKES_MAX
         }) {
-            part.wakes.retain(|x| x != w);
             part.wakes.push(w.clone());
             return Ok(());
         }
@@ -261,8 +262,9 @@ impl Listed {
 #[derive(Debug, Clone, Default)]
 pub(super) struct Listing {
     parts: HashMap<Key, Listed>,
-    /// The part of each timer listed, by timer key.
-    wakes: HashMap<String, Key>,
+    /// The parts of each timer listed, by timer key (one timer can be in two parts: a batch
+    /// whose flush failed after its parts were written is done again into new ones).
+    wakes: HashMap<String, Vec<Key>>,
     /// The timers listed as items of their own, by key.
     items: HashSet<String>,
 }
@@ -284,7 +286,10 @@ impl Listing {
     pub(super) fn note(&mut self, key: &Key, w: &Wake) {
         if let Some(part) = self.parts.get_mut(key) {
             part.listed.insert(keys::timer(w));
-            self.wakes.insert(keys::timer(w), key.clone());
+            let parts = self.wakes.entry(keys::timer(w)).or_default();
+            if !parts.contains(key) {
+                parts.push(key.clone());
+            }
         }
     }
 
@@ -303,26 +308,34 @@ impl Listing {
         self.items.contains(&keys::timer(w))
     }
 
-    /// `w`, listed from a part, is handed on: `None` when it was not listed from a part;
-    /// `Some` with the part's change once every timer listed from it is handed on,
-    /// `Some(None)` before. The part stays listed until [`Listing::applied`].
-    pub(super) fn hand_on(&mut self, w: &Wake) -> Option<Option<Change>> {
-        let key = self.wakes.get(&keys::timer(w))?.clone();
-        let Some(part) = self.parts.get_mut(&key) else {
-            return Some(None);
-        };
-        part.handed.insert(keys::timer(w));
-        if part.handed.len() < part.listed.len() {
-            return Some(None);
+    /// `w`, listed from parts, is handed on: `None` when it was not listed from a part;
+    /// else the changes of the parts every timer listed from which is now handed on (none
+    /// yet: empty). A part stays listed until [`Listing::applied`].
+    pub(super) fn hand_on(&mut self, w: &Wake) -> Option<Vec<Change>> {
+        let keys = self.wakes.get(&keys::timer(w))?.clone();
+        let mut changes = Vec::new();
+        for key in keys {
+            let Some(part) = self.parts.get_mut(&key) else {
+                continue;
+            };
+            part.handed.insert(keys::timer(w));
+            if part.handed.len() == part.listed.len() {
+                changes.push(part.change(&key));
+            }
         }
-        Some(Some(part.change(&key)))
+        Some(changes)
     }
 
     /// The change of the part `key` is written: the part leaves the listing.
     pub(super) fn applied(&mut self, key: &Key) {
         if let Some(part) = self.parts.remove(key) {
             for w in part.listed {
-                self.wakes.remove(&w);
+                if let Some(parts) = self.wakes.get_mut(&w) {
+                    parts.retain(|k| k != key);
+                    if parts.is_empty() {
+                        self.wakes.remove(&w);
+                    }
+                }
             }
         }
     }
@@ -402,11 +415,19 @@ mod tests {
                 .hand_on(&wake("s:c9:1", "2026-12-02T09:00:10Z"))
                 .is_none()
         );
-        assert!(matches!(listing.hand_on(&a), Some(None)));
-        assert!(matches!(listing.hand_on(&a), Some(None)), "twice is once");
-        let Some(Some(change)) = listing.hand_on(&b) else {
-            panic!("the last listed timer handed on changes the part")
-        };
+        assert_eq!(listing.hand_on(&a).map(|c| c.len()), Some(0));
+        assert_eq!(
+            listing.hand_on(&a).map(|c| c.len()),
+            Some(0),
+            "twice is once"
+        );
+        let changes = listing.hand_on(&b).unwrap_or_default();
+        assert_eq!(
+            changes.len(),
+            1,
+            "the last listed timer handed on changes the part"
+        );
+        let change = changes[0].clone();
         assert_eq!(change.key, k);
         let rewrite = change.rewrite.clone().unwrap_or_default();
         assert_eq!(key(&rewrite), k, "rewritten in place");
@@ -423,14 +444,20 @@ mod tests {
         assert!(listing.holds(&a), "listed until the change is written");
         listing.applied(&k);
         assert!(!listing.holds(&a) && listing.hand_on(&b).is_none());
-        // Every timer listed: the part goes.
+        // Every timer listed: the part goes. One timer in two parts: handed on to both.
+        let other: Key = ("q".into(), "2#part#y.0".into());
         let mut listing = Listing::default();
         listing.add_part(k.clone(), vec![a.clone()]);
+        listing.add_part(other.clone(), vec![a.clone()]);
         listing.note(&k, &a);
-        let Some(Some(change)) = listing.hand_on(&a) else {
-            panic!("its only timer handed on")
-        };
-        assert!(change.rewrite.is_none());
+        listing.note(&other, &a);
+        let changes = listing.hand_on(&a).unwrap_or_default();
+        assert_eq!(changes.len(), 2);
+        assert!(changes.iter().all(|c| c.rewrite.is_none()));
+        listing.applied(&k);
+        assert!(listing.holds(&a), "still listed from the other part");
+        listing.applied(&other);
+        assert!(!listing.holds(&a));
     }
 
     #[test]

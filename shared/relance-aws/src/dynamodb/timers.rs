@@ -120,6 +120,14 @@ impl DynamoStore {
 
     /// Moves the tick's cursor back to `minute` if it is later (or sets it).
     pub(super) fn move_cursor_back(&mut self, minute: DateTime<Utc>) -> Result<(), StoreError> {
+        self.write_cursor_back(minute)?;
+        // Set to `minute`, or already at or before it.
+        self.cursor_at_most = Some(self.cursor_at_most.map_or(minute, |c| c.min(minute)));
+        Ok(())
+    }
+
+    /// The conditional write of [`DynamoStore::move_cursor_back`].
+    fn write_cursor_back(&self, minute: DateTime<Utc>) -> Result<(), StoreError> {
         // A number: DynamoDB compares it as one. (`cursor_at`, RFC 3339 text, is the cursor
         // of earlier builds; `due_items` takes the earlier of the two until it moves on.)
         let r = self.bridge.block(
@@ -135,15 +143,8 @@ impl DynamoStore {
         );
         self.unit_reads.forget(keys::TICK, keys::CURSOR);
         match r {
-            // Set to `minute`, or already at or before it.
-            Ok(_) => {
-                self.cursor_at_most = Some(self.cursor_at_most.map_or(minute, |c| c.min(minute)));
-                Ok(())
-            }
-            Err(e) if is_conditional(&e) => {
-                self.cursor_at_most = Some(self.cursor_at_most.map_or(minute, |c| c.min(minute)));
-                Ok(())
-            }
+            Ok(_) => Ok(()),
+            Err(e) if is_conditional(&e) => Ok(()),
             Err(e) => Err(dynamo("UpdateItem")(e)),
         }
     }
@@ -204,8 +205,24 @@ impl DynamoStore {
                     .expression_attribute_values(":old", old.clone()),
                 None => update.condition_expression("attribute_not_exists(cursor_min)"),
             };
-            let _ = self.bridge.block(update.send());
+            let moved = self.bridge.block(update.send()).is_ok();
             self.unit_reads.forget(keys::TICK, keys::CURSOR);
+            // A timer written into a skipped minute while it was read, whose own move of the
+            // cursor came before this one (its condition then held nothing back), would be
+            // passed for good: read the skipped minutes again and move the cursor back to the
+            // first that holds one. A write landing after this read moves it back itself.
+            if moved {
+                let mut m = start;
+                'skipped: while m < new_cursor {
+                    for shard in 0..self.config.timer_shards {
+                        if !self.query_bucket(&keys::bucket(m, shard), now)?.is_empty() {
+                            self.write_cursor_back(m)?;
+                            break 'skipped;
+                        }
+                    }
+                    m += TimeDelta::minutes(1);
+                }
+            }
         }
         // A timer this batch consumed is not due again (its deletion waits for the flush).
         items.retain(|i| {
@@ -299,10 +316,10 @@ impl DynamoStore {
     /// part is rewritten at once (in a batch too: a runtime ticking in process reads the
     /// table again before any flush). False when `w` was not listed from a part.
     fn hand_on(&mut self, w: &Wake) -> Result<bool, StoreError> {
-        let Some(done) = self.listed_parts.hand_on(w) else {
+        let Some(changes) = self.listed_parts.hand_on(w) else {
             return Ok(false);
         };
-        if let Some(change) = done {
+        for change in changes {
             let table = self.config.timers_table.clone();
             match change.rewrite {
                 Some(item) => self.write_timers(vec![super::TimerWrite::Put(item)])?,
