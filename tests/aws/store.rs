@@ -39,6 +39,27 @@ fn stored_item(
         .item
 }
 
+/// Every item of a timer table.
+fn timer_table(
+    table: &str,
+) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    let emu = emulator();
+    emu.runtime
+        .block_on(emu.dynamo.scan().table_name(table).send())
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .items
+        .unwrap_or_default()
+}
+
+/// An item's `kind` (`timer`: a timer's own item; `timers`: a batch's timer part).
+fn kind_of(
+    item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+) -> Option<&str> {
+    item.get("kind")
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+}
+
 /// A scenario's journal items as stored: (the batches' parts, the transitions' own items).
 fn journal_items(table: &str, scenario: &str) -> (usize, usize) {
     use aws_sdk_dynamodb::types::AttributeValue;
@@ -2073,7 +2094,6 @@ fn a_batch_keeps_its_timers_in_parts_and_each_queued_timer_leaves_its_part() {
     if crate::support::offline() {
         return;
     }
-    let emu = emulator();
     let t0 = at("2026-12-01T09:00:00Z");
     let recording = crate::support::Recording::default();
     let mut rt = Runtime::new(batching(
@@ -2103,23 +2123,8 @@ fn a_batch_keeps_its_timers_in_parts_and_each_queued_timer_leaves_its_part() {
         .unwrap_or_else(|e| panic!("{e}"));
     };
     let timer_items = || {
-        let items = emu
-            .runtime
-            .block_on(emu.dynamo.scan().table_name(&table).send())
-            .unwrap_or_else(|e| panic!("{e:?}"))
-            .items
-            .unwrap_or_default();
-        let kind = |k: &str| {
-            items
-                .iter()
-                .filter(|i| {
-                    i.get("kind")
-                        .and_then(|v| v.as_s().ok())
-                        .map(String::as_str)
-                        == Some(k)
-                })
-                .count()
-        };
+        let items = timer_table(&table);
+        let kind = |k: &str| items.iter().filter(|i| kind_of(i) == Some(k)).count();
         (kind("timers"), kind("timer"))
     };
     launch(&mut rt, "parted", t0);
@@ -2142,37 +2147,14 @@ fn a_batch_keeps_its_timers_in_parts_and_each_queued_timer_leaves_its_part() {
     let tick = |rt: &mut Runtime<DynamoStore>, now: DateTime<Utc>| tick_limited(rt, now, 1000);
     // The timers a part holds now (its `due`, the earliest, and how many).
     let part_timers = || {
-        let items = emu
-            .runtime
-            .block_on(emu.dynamo.scan().table_name(&table).send())
-            .unwrap_or_else(|e| panic!("{e:?}"))
-            .items
-            .unwrap_or_default();
-        items
+        timer_table(&table)
             .iter()
-            .filter(|i| {
-                i.get("kind")
-                    .and_then(|v| v.as_s().ok())
-                    .map(String::as_str)
-                    == Some("timers")
-            })
+            .filter(|i| kind_of(i) == Some("timers"))
             .map(|i| {
-                let wakes = i
-                    .get("wakes")
-                    .and_then(|v| v.as_b().ok())
-                    .map(|b| {
-                        use std::io::Read;
-                        let mut text = String::new();
-                        flate2::read::DeflateDecoder::new(b.as_ref())
-                            .read_to_string(&mut text)
-                            .map(|_| {
-                                serde_json::from_str::<Vec<serde_json::Value>>(&text)
-                                    .map(|v| v.len())
-                                    .unwrap_or(0)
-                            })
-                            .unwrap_or(0)
-                    })
-                    .unwrap_or(0);
+                let wakes = relance_aws::dynamodb::document_text(i, "wakes")
+                    .and_then(Result::ok)
+                    .and_then(|text| serde_json::from_str::<Vec<serde_json::Value>>(&text).ok())
+                    .map_or(0, |w| w.len());
                 let due = i
                     .get("due")
                     .and_then(|v| v.as_n().ok())
@@ -2309,7 +2291,6 @@ fn an_in_process_tick_takes_fired_timers_out_of_their_parts() {
     if crate::support::offline() {
         return;
     }
-    let emu = emulator();
     let t0 = at("2026-12-01T09:00:00Z");
     let mut rt = Runtime::new(batching(unit_timed("partsinproc").recording_sends()));
     let table = rt.store().config().timers_table.clone();
@@ -2334,12 +2315,7 @@ fn an_in_process_tick_takes_fired_timers_out_of_their_parts() {
         .unwrap_or_else(|e| panic!("{e}"));
     }
     rt.store().flush().unwrap_or_else(|e| panic!("{e}"));
-    let items = || {
-        emu.runtime
-            .block_on(emu.dynamo.scan().table_name(&table).send())
-            .unwrap_or_else(|e| panic!("{e:?}"))
-            .count
-    };
+    let items = || timer_table(&table).len();
     assert_eq!(items(), 1);
     // A batching store: the part is rewritten with the two not due; the loop ends.
     let fired = rt
@@ -2400,15 +2376,10 @@ fn while_the_layout_delay_runs_a_batch_writes_an_item_per_timer() {
         )
     };
     let kinds = || {
-        let items = emu
-            .runtime
-            .block_on(emu.dynamo.scan().table_name(&timers).send())
-            .unwrap_or_else(|e| panic!("{e:?}"))
-            .items
-            .unwrap_or_default();
+        let items = timer_table(&timers);
         let mut kinds: Vec<String> = items
             .iter()
-            .filter_map(|i| i.get("kind").and_then(|v| v.as_s().ok()).cloned())
+            .filter_map(|i| kind_of(i).map(str::to_string))
             .collect();
         kinds.sort();
         kinds
@@ -2580,20 +2551,11 @@ fn unheard_informational_events_are_left_out_until_a_rule_could_receive_them() {
         .recording_sends()
         .with_dispatch(recording.clone());
     let stored = || {
-        use aws_sdk_dynamodb::types::AttributeValue;
-        use relance_aws::keys;
-        emu.runtime
-            .block_on(
-                emu.dynamo
-                    .get_item()
-                    .table_name(&base.config().state_table)
-                    .key(keys::PK, AttributeValue::S(keys::SETTINGS.into()))
-                    .key(keys::SK, AttributeValue::S(keys::HEARD_EVENTS.into()))
-                    .consistent_read(true)
-                    .send(),
-            )
-            .unwrap_or_else(|e| panic!("{e:?}"))
-            .item
+        stored_item(
+            &base.config().state_table,
+            relance_aws::keys::SETTINGS.into(),
+            relance_aws::keys::HEARD_EVENTS.into(),
+        )
     };
     let before = stored();
     assert_eq!(

@@ -22,6 +22,8 @@ pub struct EventBus {
     client: Client,
     bus: String,
     bridge: Bridge,
+    /// The bus's ARN, once described (its archives name it; it never changes).
+    arn: std::sync::Arc<std::sync::OnceLock<String>>,
 }
 
 /// The events a transition's effects emit: (detail-type, detail). Relance's informational
@@ -104,6 +106,7 @@ impl EventBus {
             client,
             bus,
             bridge,
+            arn: std::sync::Arc::default(),
         }
     }
 
@@ -168,13 +171,17 @@ impl EventBus {
                 break;
             }
         }
-        let arn = self
-            .bridge
-            .block(self.client.describe_event_bus().name(&self.bus).send())
-            .map_err(|e| EventBridgeError::new("DescribeEventBus", format!("{e:?}")))?
-            .arn()
-            .unwrap_or_default()
-            .to_string();
+        let arn = match self.arn.get() {
+            Some(arn) => arn.clone(),
+            None => {
+                let described = self
+                    .bridge
+                    .block(self.client.describe_event_bus().name(&self.bus).send())
+                    .map_err(|e| EventBridgeError::new("DescribeEventBus", format!("{e:?}")))?;
+                let arn = described.arn().unwrap_or_default().to_string();
+                self.arn.get_or_init(|| arn).clone()
+            }
+        };
         let mut token = None;
         loop {
             let page = self

@@ -176,8 +176,9 @@ fn anything_but(value: &str, arg: &Value) -> bool {
                 return true;
             };
             match kind.as_str() {
-                "prefix" => !affix(value, inner, |v, a| v.starts_with(a)) || !is_text(inner),
-                "suffix" => !affix(value, inner, |v, a| v.ends_with(a)) || !is_text(inner),
+                // Only a plain text is judged (a case-folded one could match).
+                "prefix" => inner.as_str().is_none_or(|a| !value.starts_with(a)),
+                "suffix" => inner.as_str().is_none_or(|a| !value.ends_with(a)),
                 "equals-ignore-case" => texts(inner)
                     .map(|ts| {
                         !ts.iter()
@@ -192,10 +193,6 @@ fn anything_but(value: &str, arg: &Value) -> bool {
         }
         _ => true,
     }
-}
-
-fn is_text(v: &Value) -> bool {
-    v.is_string()
 }
 
 /// A wildcard pattern (`*` for any run of characters) against `value`; `None` for a pattern

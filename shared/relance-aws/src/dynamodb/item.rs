@@ -142,13 +142,33 @@ pub(super) fn packed_binary<T: Serialize>(v: &T) -> AttributeValue {
     AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(deflated_json(v)))
 }
 
-/// A batch's random name (sixteen key-safe characters): the parts a batch writes are named
-/// after it, so no two batches write one part.
-pub(super) fn batch_name() -> Result<String, StoreError> {
-    use base64::Engine as _;
-    let mut bytes = [0u8; 12];
-    getrandom::getrandom(&mut bytes).map_err(|e| StoreError::NoRandom(e.to_string()))?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+/// The name of a handler's current batch, drawn at random (sixteen key-safe characters) when
+/// its first part is made: the parts a batch writes are named after it (`{batch}.{n}`), so no
+/// two batches write one part.
+#[derive(Debug, Default)]
+pub(super) struct BatchName(Option<String>);
+
+impl BatchName {
+    /// The name of the batch's part number `n`.
+    pub(super) fn part_id(&mut self, n: usize) -> Result<String, StoreError> {
+        let batch = match &self.0 {
+            Some(b) => b,
+            None => {
+                use base64::Engine as _;
+                let mut bytes = [0u8; 12];
+                getrandom::getrandom(&mut bytes)
+                    .map_err(|e| StoreError::NoRandom(e.to_string()))?;
+                self.0
+                    .insert(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+            }
+        };
+        Ok(format!("{batch}.{n}"))
+    }
+
+    /// The batch ends: the next part starts another.
+    pub(super) fn end(&mut self) {
+        self.0 = None;
+    }
 }
 
 /// `v` as JSON, in raw DEFLATE (RFC 1951).

@@ -28,7 +28,7 @@ use relance_core::scenario::Action;
 use serde::{Deserialize, Serialize};
 
 use super::DynamoStore;
-use super::item::{Item, batch_name, document_text, from_json, get_s, packed_binary, s, to_json};
+use super::item::{BatchName, Item, document_text, from_json, get_s, packed_binary, s, to_json};
 use super::layouts::Layout;
 use crate::error::StoreError;
 use crate::keys;
@@ -77,7 +77,7 @@ struct Part {
 #[derive(Debug, Default)]
 pub(super) struct JournalParts {
     /// The current batch's name (random), once it has a part.
-    batch: Option<String>,
+    batch: BatchName,
     parts: Vec<Part>,
     /// Parts read (by key): the sort keys of the transitions each holds.
     written: HashMap<(String, String), HashSet<String>>,
@@ -86,7 +86,7 @@ pub(super) struct JournalParts {
 impl Clone for JournalParts {
     fn clone(&self) -> JournalParts {
         JournalParts {
-            batch: None,
+            batch: BatchName::default(),
             parts: Vec::new(),
             written: self.written.clone(),
         }
@@ -107,16 +107,8 @@ impl JournalParts {
         {
             return Ok(part.id.clone());
         }
-        let batch = match &self.batch {
-            Some(b) => b.clone(),
-            None => {
-                // Sixteen characters: part names are in every pending effects.
-                let name = batch_name()?;
-                self.batch = Some(name.clone());
-                name
-            }
-        };
-        let id = format!("{batch}.{}", self.parts.len());
+        // Part names are in every pending effects: short (`BatchName`).
+        let id = self.batch.part_id(self.parts.len())?;
         self.parts.push(Part {
             scenario: scenario.to_string(),
             id: id.clone(),
@@ -163,7 +155,7 @@ impl JournalParts {
 
     /// The current batch's parts as items (the batch ends: the next part starts another).
     fn take_items(&mut self) -> Vec<Item> {
-        self.batch = None;
+        self.batch.end();
         std::mem::take(&mut self.parts)
             .into_iter()
             .filter(|p| !p.entries.is_empty())

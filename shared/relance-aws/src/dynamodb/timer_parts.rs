@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(test)]
 use super::item::get_s;
-use super::item::{Item, batch_name, document_text, from_json, micros, n, packed_binary, s};
+use super::item::{BatchName, Item, document_text, from_json, micros, n, packed_binary, s};
 use crate::error::StoreError;
 use crate::keys;
 
@@ -82,7 +82,7 @@ struct Part {
 /// write one part twice).
 #[derive(Debug, Default)]
 pub(super) struct TimerParts {
-    batch: Option<String>,
+    batch: BatchName,
     parts: Vec<Part>,
 }
 
@@ -105,15 +105,7 @@ impl TimerParts {
             part.wakes.push(w.clone());
             return Ok(());
         }
-        let batch = match &self.batch {
-            Some(b) => b.clone(),
-            None => {
-                let name = batch_name()?;
-                self.batch = Some(name.clone());
-                name
-            }
-        };
-        let id = format!("{batch}.{}", self.parts.len());
+        let id = self.batch.part_id(self.parts.len())?;
         self.parts.push(Part {
             scenario: scenario.to_string(),
             minute,
@@ -137,7 +129,7 @@ impl TimerParts {
 
     /// The current batch's parts as timer-table items, on `shards` shards (the batch ends).
     pub(super) fn take_items(&mut self, shards: u32) -> Vec<Item> {
-        self.batch = None;
+        self.batch.end();
         std::mem::take(&mut self.parts)
             .into_iter()
             .filter_map(|p| part_item(&p.id, &p.wakes, shards))
