@@ -5,6 +5,9 @@
 //!   - "spread": timers spread evenly across a minute (`RELANCE_SPREAD_TIMERS`, default 600);
 //!   - "herd": timers all due at the same second (`RELANCE_HERD_TIMERS`, default 10,000).
 //!
+//! And the tick alone: timers handed to the step queue per second, its requests one at a
+//! time and several at once (`RELANCE_TICK_TIMERS`, default 10,000).
+//!
 //! Run (starts nothing: the emulator must be up, as `./scripts/bench-aws` does):
 //! `cargo bench -p relance-functions --bench aws_timers --profile dev`.
 
@@ -304,5 +307,43 @@ fn main() {
             herd,
             fire_all(&s, herd, Duration::from_secs(900)),
         );
+    }
+
+    // The tick alone: N timers due at one second, in the parts batches of 100 contacts leave
+    // (as the launch function's pages do), handed to the step queue by one tick with its
+    // requests one at a time, then `TICK_IN_FLIGHT` at once (`RELANCE_TICK_TIMERS`, default
+    // 10,000). The time is the whole tick: listing the due timers, the requests, the parts'
+    // deletions.
+    let tick_n = env_n("RELANCE_TICK_TIMERS", 10_000);
+    if tick_n > 0 {
+        for in_flight in [1, handlers::TICK_IN_FLIGHT] {
+            let t0 = Utc::now().trunc_subsecs(0);
+            let s = setup(&format!("tick{in_flight}x"), tick_n, t0);
+            let mut rt = runtime(&s.config);
+            let ids: Vec<String> = (0..tick_n).map(|i| format!("c{i:05}")).collect();
+            for page in ids.chunks(100) {
+                enter(&mut rt, page.to_vec(), t0);
+            }
+            let queues = SqsQueues::new(
+                emulator().sqs.clone(),
+                Bridge::new(emulator().runtime.handle().clone()),
+            );
+            let dispatch = support::dispatch(&queues, Some(&s.step_queue), None);
+            let limits = handlers::TickLimits {
+                in_flight,
+                ..handlers::TickLimits::default()
+            };
+            let started = Instant::now();
+            let summary =
+                handlers::tick_with(&mut rt, &dispatch, t0 + TimeDelta::seconds(30), limits)
+                    .unwrap_or_else(|e| panic!("{e}"));
+            let took = started.elapsed().as_secs_f64();
+            println!(
+                "tick, {in_flight} request(s) in flight: {} of {tick_n} timers queued ({} left) in {took:.2} s, {:.0} timers/s",
+                summary.queued,
+                summary.left,
+                summary.queued as f64 / took
+            );
+        }
     }
 }

@@ -145,6 +145,10 @@ async fn trigger() -> Result<(), Error> {
     .await
 }
 
+/// What the tick keeps of its time to finish after its last request to the step queue (the
+/// parts' rewrites, the horizon).
+const TICK_FINISH: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn tick() -> Result<(), Error> {
     let f = from_env().await?;
     // Fail at start, not at the first tick, when the step queue is not configured.
@@ -172,7 +176,19 @@ async fn tick() -> Result<(), Error> {
             {
                 tracing::warn!(error = %e, "the bus's listeners not checked");
             }
-            let summary = relance_aws::handlers::tick(&mut rt, &f.dispatch, now)?;
+            // New requests stop with 5 s to spare before the function's deadline (the
+            // timers left go to the next tick); a tick cut off by its timeout would leave its
+            // horizon unwritten and the next one would queue its timers again.
+            let left = event
+                .context
+                .deadline()
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            let limits = relance_aws::handlers::TickLimits {
+                until: Some(std::time::Instant::now() + left.saturating_sub(TICK_FINISH)),
+                ..Default::default()
+            };
+            let summary = relance_aws::handlers::tick_with(&mut rt, &f.dispatch, now, limits)?;
             Ok::<_, Error>(serde_json::to_value(summary)?)
         }
     }))

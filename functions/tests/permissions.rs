@@ -493,3 +493,48 @@ fn hostile_stack_key_encrypts_environments_feedback_topic_and_engagement_queue()
         ])
     );
 }
+
+/// A function fed by a queue has no more pollers than it may run at once: Lambda counts a
+/// delivery it throttles as a receive, so a herd against a smaller reserved concurrency would
+/// move messages to the dead-letter queue unprocessed. Both are `FunctionConcurrency` (as a
+/// number, through the `Concurrency` mapping), whose every value the mapping holds as itself.
+#[test]
+fn every_queue_fed_function_polls_with_no_more_than_its_reserved_concurrency() {
+    let t = template();
+    let expected: Value =
+        serde_yaml::from_str("!FindInMap [Concurrency, !Ref FunctionConcurrency, Executions]")
+            .unwrap_or_else(|e| panic!("{e}"));
+    let mut fed = 0;
+    for (name, function) in functions(&t) {
+        let reserved = &function["Properties"]["ReservedConcurrentExecutions"];
+        for (event, source) in function["Properties"]["Events"]
+            .as_mapping()
+            .into_iter()
+            .flatten()
+        {
+            if source["Type"].as_str() != Some("SQS") {
+                continue;
+            }
+            fed += 1;
+            let pollers = &source["Properties"]["ScalingConfig"]["MaximumConcurrency"];
+            assert_eq!(
+                (reserved, pollers),
+                (&expected, &expected),
+                "{name}.Events.{}: its reserved concurrency and its pollers",
+                event.as_str().unwrap_or("")
+            );
+        }
+    }
+    assert_eq!(fed, 8, "the step, launch, engagement, four channel and webhook queues");
+    let allowed = t["Parameters"]["FunctionConcurrency"]["AllowedValues"]
+        .as_sequence()
+        .unwrap_or_else(|| panic!("FunctionConcurrency: no AllowedValues"));
+    for value in allowed {
+        let text = value.as_str().unwrap_or_default();
+        let number = t["Mappings"]["Concurrency"][text]["Executions"].as_u64();
+        assert_eq!(number.map(|n| n.to_string()).as_deref(), Some(text));
+        // SQS event sources take a maximum of 2 to 1,000; nine functions reserve it and
+        // Lambda keeps 100 of the default 1,000 unreserved (20 go to the tick and unsubscribe).
+        assert!(number.is_some_and(|n| (2..=90).contains(&n)), "{text}");
+    }
+}

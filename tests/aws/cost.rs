@@ -336,6 +336,15 @@ fn drip(label: &str, yaml: &str, id: &str, measured: bool) -> Run {
     let mut messages = 0;
     let started = std::time::Instant::now();
     let mut invocations = 0u64;
+    // Requests each function makes per invocation (one after the other, as a handler makes
+    // them): what bounds a function's messages per second against a request's latency.
+    let requests_so_far = || c.meter.counts().values().sum::<u64>();
+    let mut per_function = std::collections::BTreeMap::<&str, (u64, u64)>::new();
+    let mut count_in = |function: &'static str, before: u64, after: u64| {
+        let entry = per_function.entry(function).or_default();
+        entry.0 += 1;
+        entry.1 += after - before;
+    };
     // Each email's step, for the opens below (the split places a contact on `first` or
     // `first-b`; the holdout sends nothing).
     let mut first_step = std::collections::BTreeMap::new();
@@ -351,11 +360,13 @@ fn drip(label: &str, yaml: &str, id: &str, measured: bool) -> Run {
                 send["step"].as_str().unwrap_or_default().to_string(),
             );
         }
+        let before = requests_so_far();
         assert!(
             handlers::channel_sender(&senders, rt.store(), &batch, t0)
                 .batch_item_failures
                 .is_empty()
         );
+        count_in("email sender", before, requests_so_far());
     }
     // A third of the contacts open it (SES feedback through the engagement function).
     let opens: Vec<Value> = (0..N)
@@ -373,11 +384,13 @@ fn drip(label: &str, yaml: &str, id: &str, measured: bool) -> Run {
     for batch in in_tens(opens) {
         messages += batch.records.len();
         invocations += 1;
+        let before = requests_so_far();
         assert!(
             handlers::engagement(&mut rt, &batch, t0 + TimeDelta::hours(1))
                 .batch_item_failures
                 .is_empty()
         );
+        count_in("engagement", before, requests_so_far());
     }
     // A tenth buy two hours in (activity events through the trigger function, one each),
     // held-out contacts included: within the window, each converts its entry.
@@ -386,7 +399,9 @@ fn drip(label: &str, yaml: &str, id: &str, measured: bool) -> Run {
     for i in (0..N).filter(|i| buys(*i)) {
         let event: EventBridgeEvent<Value> = serde_json::from_value(json!({"detail-type": handlers::detail_type::ACTIVITY, "source": "shop", "time": purchase_at, "detail": {"contact": format!("c{i:03}"), "event": "purchase", "properties": {"amount": 25}, "at": purchase_at}})).unwrap_or_else(|e| panic!("{e}"));
         invocations += 1;
+        let before = requests_so_far();
         handlers::trigger(&mut rt, None, &event, purchase_at).unwrap_or_else(|e| panic!("{e}"));
+        count_in("trigger (an activity event)", before, requests_so_far());
     }
     // A day later: the tick queues the checks, the step executor runs them, the senders send.
     let day = t0 + TimeDelta::days(1);
@@ -407,21 +422,30 @@ fn drip(label: &str, yaml: &str, id: &str, measured: bool) -> Run {
     for batch in in_tens(take(&step_queue)) {
         messages += batch.records.len();
         invocations += 1;
+        let before = requests_so_far();
         assert!(
             handlers::step_executor(&mut rt, &batch, day)
                 .batch_item_failures
                 .is_empty()
         );
+        count_in("step executor", before, requests_so_far());
     }
     for url in [&email_url, &sms_url] {
         for batch in in_tens(take(url)) {
             messages += batch.records.len();
             invocations += 1;
+            let before = requests_so_far();
             assert!(
                 handlers::channel_sender(&senders, rt.store(), &batch, day)
                     .batch_item_failures
                     .is_empty()
             );
+            let function = if url == &email_url {
+                "email sender"
+            } else {
+                "sms sender"
+            };
+            count_in(function, before, requests_so_far());
         }
     }
     let handler_seconds = started.elapsed().as_secs_f64();
@@ -532,6 +556,13 @@ fn drip(label: &str, yaml: &str, id: &str, measured: bool) -> Run {
         "  DynamoDB units                   {item_write_units:>6} write by item size, {write_units} by request size (as counted before), {read_units} read"
     );
     println!("  EventBridge events               {events:>6}");
+    println!("  requests per invocation (batches of ten; one after the other):");
+    for (function, (batches, requests)) in &per_function {
+        println!(
+            "    {function:<30} {:>6.1}  ({batches} invocations)",
+            *requests as f64 / *batches as f64
+        );
+    }
     println!(
         "  Lambda invocations (batches)     {invocations:>6}, {handler_seconds:.1} s in handlers"
     );

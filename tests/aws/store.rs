@@ -2337,6 +2337,215 @@ fn an_in_process_tick_takes_fired_timers_out_of_their_parts() {
     assert_eq!(counts.ends.get("success"), Some(&6));
 }
 
+/// The tick's requests to the step queue go several at once; after each round the timers of
+/// the requests that went leave their parts. A request that fails fails the tick once the
+/// others of its round are handed on: the next tick queues only what did not go. A tick whose
+/// time runs out starts no more requests; its horizon ends just before the first timer it
+/// left, so the next tick queues exactly the timers it left (timers with items of their own,
+/// which the tick does not delete). A listing cut by its limit is followed by another while
+/// the tick has rounds left, which queues no timer twice.
+#[test]
+fn a_tick_hands_on_the_requests_that_went_and_leaves_the_rest_to_the_next() {
+    use relance_aws::handlers::{self, TickLimits};
+    use relance_core::ports::ScenarioStore;
+    use std::time::{Duration, Instant};
+    if crate::support::offline() {
+        return;
+    }
+    let t0 = at("2026-12-01T09:00:00Z");
+    let contacts: String = (0..10)
+        .map(|i| format!("{{\"id\": \"c{i}\", \"email\": \"c{i}@x.io\"}}\n"))
+        .collect();
+    let yaml = |id: &str| {
+        format!(
+            "id: {id}\nlaunch: {{type: manual}}\nsteps:\n  - {{id: wait, delay: {{after: PT1H}}, end: success}}\n"
+        )
+    };
+    let launch = |rt: &mut Runtime<DynamoStore>, id: &str, at: DateTime<Utc>| {
+        rt.launch(
+            LaunchDetail {
+                scenario: id.into(),
+                contacts: None,
+            },
+            at,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    };
+    // The timers of a launch, by their due time (each scenario's launch has its own).
+    let due_at = |messages: &[relance_aws::sqs::Outgoing], time: &str| {
+        messages
+            .iter()
+            .filter(|m| m.body.contains(&format!("\"at\":\"2026-12-01T{time}")))
+            .count()
+    };
+
+    // Three scenarios' parts of ten timers, due a minute apart; two requests in flight.
+    let recording = crate::support::Recording::default();
+    let mut rt = Runtime::new(batching(
+        unit_timed("tickrounds")
+            .recording_sends()
+            .with_dispatch(recording.clone()),
+    ));
+    let table = rt.store().config().timers_table.clone();
+    import(&mut rt, &contacts, t0);
+    for (i, id) in ["a", "b", "c"].into_iter().enumerate() {
+        activate(&mut rt, &yaml(id), t0);
+        launch(&mut rt, id, t0 + TimeDelta::minutes(i as i64));
+    }
+    rt.store().flush().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(timer_table(&table).len(), 3, "a part per scenario");
+    recording.fail_step_request(1);
+    let two_at_once = TickLimits {
+        in_flight: 2,
+        ..TickLimits::default()
+    };
+    let now = t0 + TimeDelta::hours(1) + TimeDelta::seconds(90);
+    let failed = handlers::tick_with(&mut rt, &recording, now, two_at_once);
+    assert!(
+        failed
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("refused")),
+        "{failed:?}"
+    );
+    let went = recording.handed().step.clone();
+    assert_eq!(
+        (
+            due_at(&went, "10:00:00"),
+            due_at(&went, "10:01:00"),
+            went.len()
+        ),
+        (10, 0, 10),
+        "a's request went, b's failed, c's round never started"
+    );
+    assert_eq!(
+        timer_table(&table).len(),
+        2,
+        "a's part left, b's and c's stay"
+    );
+    let next = handlers::tick_with(&mut rt, &recording, now, two_at_once)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((next.queued, next.left), (20, 0));
+    let all = recording.handed().step.clone();
+    assert_eq!(
+        ["10:00:00", "10:01:00", "10:02:00"].map(|time| due_at(&all, time)),
+        [10, 10, 10],
+        "each timer queued once"
+    );
+    assert_eq!(timer_table(&table).len(), 0);
+
+    // A listing cut by its limit is followed by another in the same tick (the queued timers
+    // left their part), up to the tick's rounds.
+    activate(&mut rt, &yaml("g"), t0);
+    launch(&mut rt, "g", t0 + TimeDelta::minutes(10));
+    rt.store().flush().unwrap_or_else(|e| panic!("{e}"));
+    let now = t0 + TimeDelta::hours(1) + TimeDelta::minutes(10);
+    let four_twice = TickLimits {
+        timers: 4,
+        rounds: 2,
+        ..TickLimits::default()
+    };
+    let two_rounds =
+        handlers::tick_with(&mut rt, &recording, now, four_twice).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((two_rounds.queued, two_rounds.left), (8, 0));
+    assert_eq!(timer_table(&table).len(), 1, "two timers left in the part");
+    let rest =
+        handlers::tick_with(&mut rt, &recording, now, four_twice).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rest.queued, 2);
+    assert_eq!(due_at(&recording.handed().step, "10:10:00"), 10);
+    assert_eq!(timer_table(&table).len(), 0);
+
+    // Timers with items of their own (a store writing as it goes): the first request takes
+    // longer than the tick's time, so one request of ten goes and twenty are left.
+    let recording = crate::support::Recording::default();
+    let mut rt = Runtime::new(
+        unit_timed("tickuntil")
+            .recording_sends()
+            .with_dispatch(recording.clone()),
+    );
+    let table = rt.store().config().timers_table.clone();
+    import(&mut rt, &contacts, t0);
+    for (i, id) in ["d", "e", "f"].into_iter().enumerate() {
+        activate(&mut rt, &yaml(id), t0);
+        launch(&mut rt, id, t0 + TimeDelta::seconds(20 * i as i64));
+    }
+    assert_eq!(timer_table(&table).len(), 30, "an item per timer");
+    // The tick's time is out once its first request is done, however long the listing
+    // before it took (under 8 s).
+    recording.slow_step_request(0, Duration::from_millis(8500));
+    let one_at_a_time = TickLimits {
+        in_flight: 1,
+        until: Some(Instant::now() + Duration::from_secs(8)),
+        ..TickLimits::default()
+    };
+    let now = t0 + TimeDelta::hours(1);
+    let cut = handlers::tick_with(&mut rt, &recording, now, one_at_a_time)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((cut.queued, cut.left), (10, 20));
+    assert_eq!(due_at(&recording.handed().step, "10:00:00"), 10);
+    assert_eq!(
+        rt.store()
+            .setting(handlers::TICK_HORIZON)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .as_deref(),
+        Some("2026-12-01T10:00:19.999+00:00"),
+        "just before e's timers, the first left"
+    );
+    // The next minute's tick: e's and f's, not d's again (unfired, still in the table).
+    let next = handlers::tick(&mut rt, &recording, now + TimeDelta::minutes(1))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((next.queued, next.left), (20, 0));
+    let all = recording.handed().step.clone();
+    assert_eq!(
+        ["10:00:00", "10:00:20", "10:00:40"].map(|time| due_at(&all, time)),
+        [10, 10, 10]
+    );
+
+    // Items of their own stay in the table once queued: a second listing in the same tick
+    // finds the same first timers and queues none of them again; the next tick goes on from
+    // its horizon. Ten timers a second apart, four listed at a time.
+    let recording = crate::support::Recording::default();
+    let mut rt = Runtime::new(
+        unit_timed("tickagain")
+            .recording_sends()
+            .with_dispatch(recording.clone()),
+    );
+    import(&mut rt, &contacts, t0);
+    activate(&mut rt, &yaml("h"), t0);
+    for i in 0..10 {
+        rt.launch(
+            LaunchDetail {
+                scenario: "h".into(),
+                contacts: Some(vec![format!("c{i}")]),
+            },
+            t0 + TimeDelta::seconds(i),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let four_at_a_time = TickLimits {
+        timers: 4,
+        ..TickLimits::default()
+    };
+    let first = handlers::tick_with(&mut rt, &recording, now, four_at_a_time)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(first.queued, 4, "not again in a later listing of the tick");
+    let next = handlers::tick_with(
+        &mut rt,
+        &recording,
+        now + TimeDelta::minutes(1),
+        TickLimits::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(next.queued, 6);
+    let all = recording.handed().step.clone();
+    assert_eq!(
+        (0..10)
+            .map(|i| due_at(&all, &format!("10:00:{i:02}")))
+            .collect::<Vec<_>>(),
+        [1; 10],
+        "each timer queued once"
+    );
+}
+
 /// On a table this build did not create, a batch's timers keep an item each for the layout's
 /// delay (an earlier build's tick reads no part), counted from this build's first batch there,
 /// and after it only while the tick's heartbeat says a tick that reads parts runs.

@@ -402,6 +402,18 @@ pub struct Handed {
 pub struct Recording {
     launch_queue: bool,
     handed: std::sync::Arc<std::sync::Mutex<Handed>>,
+    step_requests: std::sync::Arc<std::sync::Mutex<StepRequests>>,
+}
+
+/// The step queue's requests a [`Recording`] counted, and what it does to some of them.
+#[derive(Debug, Default)]
+struct StepRequests {
+    /// Requests so far (the next one's number).
+    count: usize,
+    /// Numbers of the requests that fail (nothing recorded).
+    failing: Vec<usize>,
+    /// Numbers of the requests that take this long before they go.
+    slow: Vec<(usize, std::time::Duration)>,
 }
 
 impl Recording {
@@ -416,6 +428,21 @@ impl Recording {
     /// What it was handed so far.
     pub fn handed(&self) -> std::sync::MutexGuard<'_, Handed> {
         self.handed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The step queue's request number `n` (from 0, counting every request of up to ten
+    /// messages) fails.
+    pub fn fail_step_request(&self, n: usize) {
+        self.step_requests().failing.push(n);
+    }
+
+    /// The step queue's request number `n` takes `time` before it goes.
+    pub fn slow_step_request(&self, n: usize, time: std::time::Duration) {
+        self.step_requests().slow.push((n, time));
+    }
+
+    fn step_requests(&self) -> std::sync::MutexGuard<'_, StepRequests> {
+        self.step_requests.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -439,6 +466,19 @@ impl relance_aws::dispatch::Dispatch for Recording {
         &self,
         messages: &[relance_aws::sqs::Outgoing],
     ) -> Result<(), relance_aws::error::DispatchError> {
+        let (failing, slow) = {
+            let mut requests = self.step_requests();
+            let n = requests.count;
+            requests.count += 1;
+            let slow = requests.slow.iter().find(|(k, _)| *k == n).map(|(_, d)| *d);
+            (requests.failing.contains(&n), slow)
+        };
+        if let Some(time) = slow {
+            std::thread::sleep(time);
+        }
+        if failing {
+            return Err(relance_aws::error::SqsError::new("SendMessageBatch", "refused").into());
+        }
         self.handed().step.extend_from_slice(messages);
         Ok(())
     }

@@ -25,6 +25,8 @@ BUCKET = "relance-deploy"
 STACK = "relance"
 PREFIX = "relance-"
 SENDER = "news@example.com"
+# FunctionConcurrency, deployed at a value other than its default.
+CONCURRENCY = 20
 
 SCENARIO = """\
 id: deployed-welcome
@@ -119,7 +121,11 @@ def deploy(clients, template_path, zip_path):
     cfn.create_stack(
         StackName=STACK,
         TemplateURL=f"https://s3.amazonaws.com/{BUCKET}/template.yaml",
-        Parameters=[{"ParameterKey": "EmailIdentity", "ParameterValue": SENDER}],
+        Parameters=[
+            {"ParameterKey": "EmailIdentity", "ParameterValue": SENDER},
+            # Not the default, to see it reach every function that does the work.
+            {"ParameterKey": "FunctionConcurrency", "ParameterValue": str(CONCURRENCY)},
+        ],
         Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"],
     )
     deadline = start + 600
@@ -139,6 +145,22 @@ def deploy(clients, template_path, zip_path):
         r["PhysicalResourceId"] for r in resources if r["ResourceType"] == "AWS::Lambda::Function"
     )
     return time.monotonic() - start, len(resources), uses, functions
+
+
+def check_concurrency(lam):
+    """FunctionConcurrency is each queue-fed worker's pollers' maximum (and its reserved
+    concurrency, which the emulator's CloudFormation does not apply: checked where it does)."""
+    for name in ["step-executor", "email-sender", "engagement"]:
+        mappings = lam.list_event_source_mappings(FunctionName=PREFIX + name)["EventSourceMappings"]
+        pollers = [m.get("ScalingConfig", {}).get("MaximumConcurrency") for m in mappings]
+        if pollers != [CONCURRENCY]:
+            raise SystemExit(f"{PREFIX}{name}'s queue pollers: {pollers}, expected [{CONCURRENCY}]")
+        reserved = lam.get_function_concurrency(FunctionName=PREFIX + name).get(
+            "ReservedConcurrentExecutions"
+        )
+        if reserved not in (None, CONCURRENCY):
+            raise SystemExit(f"{PREFIX}{name}: reserved concurrency {reserved}, expected {CONCURRENCY}")
+    log(f"queue pollers at most {CONCURRENCY} (FunctionConcurrency)")
 
 
 def relance(binary, endpoint, *args):
@@ -200,6 +222,7 @@ def main():
     )
     if functions != expected:
         raise SystemExit(f"deployed functions {functions}, expected {expected}")
+    check_concurrency(clients["lambda"])
 
     # SESv2 refuses unverified senders, as the AWS sandbox does.
     clients["sesv2"].create_email_identity(EmailIdentity=SENDER)

@@ -27,6 +27,16 @@ pub trait Dispatch: Debug + std::marker::Send + Sync {
     /// Puts due timers on the step queue, each delayed to its second.
     fn to_step_queue(&self, messages: &[Outgoing]) -> Result<(), DispatchError>;
 
+    /// [`Dispatch::to_step_queue`] ten messages per request, the requests at once where the
+    /// port can: one result per ten messages, in order, a failed request stopping none of
+    /// the others (the tick hands on each request's timers that went).
+    fn to_step_queue_at_once(&self, messages: &[Outgoing]) -> Vec<Result<(), DispatchError>> {
+        messages
+            .chunks(10)
+            .map(|ten| self.to_step_queue(ten))
+            .collect()
+    }
+
     /// Whether large launches can be fanned out in pages (a launch queue is configured).
     fn has_launch_queue(&self) -> bool;
 
@@ -115,6 +125,20 @@ impl Dispatch for AwsDispatch {
             var: "RELANCE_STEP_QUEUE_URL",
         })?;
         Ok(self.queues.send_batch(url, messages)?)
+    }
+
+    fn to_step_queue_at_once(&self, messages: &[Outgoing]) -> Vec<Result<(), DispatchError>> {
+        let Some(url) = self.urls.step.as_deref() else {
+            let missing = || DispatchError::NoQueue {
+                var: "RELANCE_STEP_QUEUE_URL",
+            };
+            return messages.chunks(10).map(|_| Err(missing())).collect();
+        };
+        self.queues
+            .send_batches_at_once(url, messages)
+            .into_iter()
+            .map(|sent| sent.map_err(DispatchError::from))
+            .collect()
     }
 
     fn has_launch_queue(&self) -> bool {

@@ -6,6 +6,9 @@
 //! batch, and what keeps failing goes to the queue's dead-letter queue (its reason is logged
 //! and kept as a dead letter).
 
+use std::collections::HashSet;
+use std::time::Instant;
+
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, TimeDelta, Utc};
@@ -22,6 +25,7 @@ use serde_json::Value;
 use crate::channels::{Outcome, SendError, Senders};
 use crate::dispatch::Dispatch;
 use crate::dynamodb::DynamoStore;
+use crate::error::DispatchError;
 use crate::sqs::Outgoing;
 
 /// What a handler needs of its store beyond the engine's ports.
@@ -260,6 +264,8 @@ pub struct TickSummary {
     pub inactivity: usize,
     /// Timers handed to the step queue.
     pub queued: usize,
+    /// Due timers listed and left to the next tick: the tick's time ran out first.
+    pub left: usize,
 }
 
 /// How far ahead the tick looks: timers due within it go to the step queue now, delayed to
@@ -269,11 +275,47 @@ pub const LOOKAHEAD: TimeDelta = TimeDelta::seconds(60);
 /// The most timers one tick hands to the step queue (a herd due at one second fits).
 pub const TICK_LIMIT: usize = 100_000;
 
+/// Requests to the step queue a tick has in flight at once (ten timers each): one after the
+/// other, a request's latency times 10,000 is what 100,000 timers would take.
+pub const TICK_IN_FLIGHT: usize = 16;
+
 /// A timer still unfired this long after it was due is queued again by the tick.
 pub const REQUEUE_AFTER: TimeDelta = TimeDelta::minutes(5);
 
 /// The setting where the tick keeps the end of the window it last queued.
 pub const TICK_HORIZON: &str = "tick_horizon";
+
+/// What one tick may do: how many due timers it lists at a time and how many times, how many
+/// requests it has in flight, and until when it starts new ones (its function's deadline,
+/// less the time to finish).
+#[derive(Debug, Clone, Copy)]
+pub struct TickLimits {
+    /// The most due timers one listing holds ([`TICK_LIMIT`]).
+    pub timers: usize,
+    /// Listings per tick ([`TICK_ROUNDS`]): a listing cut by `timers` is followed by another
+    /// while time is left (the timers a part held leave it once queued, so the next listing
+    /// reaches further).
+    pub rounds: usize,
+    /// Requests of ten timers in flight at once ([`TICK_IN_FLIGHT`]).
+    pub in_flight: usize,
+    /// No request is started after this instant; the timers not yet queued are left to the
+    /// next tick (it lists them again: they are still in the table).
+    pub until: Option<std::time::Instant>,
+}
+
+/// Listings one tick makes at most, each of up to [`TICK_LIMIT`] timers.
+pub const TICK_ROUNDS: usize = 5;
+
+impl Default for TickLimits {
+    fn default() -> TickLimits {
+        TickLimits {
+            timers: TICK_LIMIT,
+            rounds: TICK_ROUNDS,
+            in_flight: TICK_IN_FLIGHT,
+            until: None,
+        }
+    }
+}
 
 /// tick: the scheduled event (its `time` is `now`): launches and inactivity checks, then the
 /// timers due within [`LOOKAHEAD`] to the step queue with `DelaySeconds`, each once: the tick
@@ -285,20 +327,82 @@ pub fn tick<S: HandlerStore>(
     dispatch: &dyn Dispatch,
     now: DateTime<Utc>,
 ) -> Result<TickSummary, HandlerError> {
-    tick_limited(rt, dispatch, now, TICK_LIMIT)
+    tick_with(rt, dispatch, now, TickLimits::default())
 }
 
-/// [`tick`], listing at most `limit` due timers (tests cut a listing with it).
+/// [`tick`], with one listing of at most `limit` due timers (tests cut a listing with it).
 pub fn tick_limited<S: HandlerStore>(
     rt: &mut Runtime<S>,
     dispatch: &dyn Dispatch,
     now: DateTime<Utc>,
     limit: usize,
 ) -> Result<TickSummary, HandlerError> {
+    let limits = TickLimits {
+        timers: limit,
+        rounds: 1,
+        ..TickLimits::default()
+    };
+    tick_with(rt, dispatch, now, limits)
+}
+
+/// [`tick`] within `limits`.
+pub fn tick_with<S: HandlerStore>(
+    rt: &mut Runtime<S>,
+    dispatch: &dyn Dispatch,
+    now: DateTime<Utc>,
+    limits: TickLimits,
+) -> Result<TickSummary, HandlerError> {
     let report = rt.tick_schedules(now);
     // Flushed even when a schedule failed (see `trigger`).
     rt.store().flush().map_err(store_err)?;
     let report = report?;
+    let mut summary = TickSummary {
+        launches: report.launches,
+        inactivity: report.inactivity,
+        ..TickSummary::default()
+    };
+    let limits = TickLimits {
+        timers: limits.timers.max(1),
+        in_flight: limits.in_flight.clamp(1, 1000),
+        ..limits
+    };
+    // What this tick queued, so that a later listing of it queues none again (a timer with
+    // an item of its own stays in the table until it fires).
+    let mut queued_here = HashSet::new();
+    for round in 0..limits.rounds.max(1) {
+        // No further listing once the time is out (the first always: its horizon is
+        // written, whatever it sends).
+        if round > 0 && limits.until.is_some_and(|until| Instant::now() >= until) {
+            break;
+        }
+        let round = queue_due_timers(rt, dispatch, now, &limits, &mut queued_here)?;
+        summary.queued += round.queued;
+        summary.left = round.left;
+        if !round.truncated || round.left > 0 || round.queued == 0 {
+            break;
+        }
+    }
+    Ok(summary)
+}
+
+/// What one listing of the tick did.
+struct TickRound {
+    /// Timers queued.
+    queued: usize,
+    /// Timers listed and left to the next tick (the time ran out).
+    left: usize,
+    /// The listing held as many timers as it may: more may be due.
+    truncated: bool,
+}
+
+/// One listing of due timers handed to the step queue (see [`tick`]); its horizon written.
+fn queue_due_timers<S: HandlerStore>(
+    rt: &mut Runtime<S>,
+    dispatch: &dyn Dispatch,
+    now: DateTime<Utc>,
+    limits: &TickLimits,
+    queued_here: &mut HashSet<String>,
+) -> Result<TickRound, HandlerError> {
     let horizon = now + LOOKAHEAD;
     // Timers up to the previous tick's horizon were queued already: queued again they would
     // only double a backlog (a herd not yet fired). Those long overdue are queued again, in
@@ -309,7 +413,7 @@ pub fn tick_limited<S: HandlerStore>(
         .map_err(store_err)?
         .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
         .map(|t| t.with_timezone(&Utc));
-    let all = match rt.due_timers_up_to(horizon, limit) {
+    let all = match rt.due_timers_up_to(horizon, limits.timers) {
         Ok(all) => all,
         Err(e) => {
             // No listing outlives its tick (a later unit would hand on from it).
@@ -317,7 +421,7 @@ pub fn tick_limited<S: HandlerStore>(
             return Err(e.into());
         }
     };
-    let truncated = all.len() >= limit;
+    let truncated = all.len() >= limits.timers;
     // A timer listed from a batch's part is queued whatever an earlier tick did: still in
     // the table, it was not handed on (a queued one leaves its part), and it may have been
     // armed after the previous tick for a time within its horizon.
@@ -331,58 +435,112 @@ pub fn tick_limited<S: HandlerStore>(
         .filter(|(w, in_part)| {
             in_part.is_some() || previous.is_none_or(|p| w.at > p || w.at <= now - REQUEUE_AFTER)
         })
+        // A part's timer is queued again all the same (in two parts, each lets it go).
+        .filter(|(w, in_part)| in_part.is_some() || !queued_here.contains(&wake_key(w)))
         .collect();
-    let messages: Vec<Outgoing> = wakes
-        .iter()
-        .enumerate()
-        .map(|(i, (w, in_part))| Outgoing {
-            id: format!("t{i}"),
-            body: timer_message(w, *in_part == Some(true)),
-            // Rounded up: SQS delays count whole seconds, and a timer never fires early.
-            delay_seconds: i32::try_from(((w.at - now).num_milliseconds().max(0) + 999) / 1000)
-                .unwrap_or(900),
-        })
-        .collect();
-    // Ten at a time (one request), each chunk's timers of parts leaving them once queued: a
-    // tick cut short (its time limit, a failing request) keeps what it handed on.
-    let queued = queue_and_hand_on(rt, dispatch, &messages, &wakes);
+    // Requests of ten, `in_flight` at once; after each round the timers of parts that went
+    // leave them: a tick cut short (its time, a failing request) keeps what it handed on.
+    let handed = queue_and_hand_on(rt, dispatch, now, &wakes, limits);
     rt.store().end_timer_listing();
-    queued?;
-    // A truncated read covers only up to its last timer (listed: queued or not).
-    let covered = match (truncated, covered_all) {
+    let sent = handed?;
+    queued_here.extend(wakes[..sent].iter().map(|(w, _)| wake_key(w)));
+    // A truncated read covers only up to its last timer (listed: queued or not); a tick
+    // whose time ran out, only up to just before the first timer it left that the horizon
+    // holds back (an item of its own, not yet overdue; the timers are in due order, and those
+    // due at that instant and queued go again, harmless).
+    let mut covered = match (truncated, covered_all) {
         (true, Some(last)) => last,
         _ => horizon,
     };
+    if let Some((first_left, _)) = wakes[sent..]
+        .iter()
+        .find(|(w, in_part)| in_part.is_none() && w.at > now - REQUEUE_AFTER)
+    {
+        covered = covered.min(first_left.at - TimeDelta::milliseconds(1));
+    }
     rt.store()
         .put_setting(TICK_HORIZON, &covered.to_rfc3339(), now)
         .map_err(store_err)?;
-    Ok(TickSummary {
-        launches: report.launches,
-        inactivity: report.inactivity,
-        queued: messages.len(),
+    Ok(TickRound {
+        queued: sent,
+        left: wakes.len() - sent,
+        truncated,
     })
 }
 
-/// Queues `messages` (the timers `wakes`, and whether each was listed from a part) ten per
-/// request; after each, the parts whose listed timers are all queued leave the table.
+/// A timer's identity within one tick.
+fn wake_key(w: &Wake) -> String {
+    format!(
+        "{}\u{1f}{}\u{1f}{}",
+        w.enrollment,
+        w.step,
+        w.at.timestamp_micros()
+    )
+}
+
+/// Queues the timers `wakes` (and whether each was listed from a part) ten per request,
+/// `limits.in_flight` requests at once; after each round, the parts whose listed timers are
+/// all queued leave the table. Returns how many timers, from the first, went before the time
+/// ran out; a failed request fails the tick once its round's other requests are handed on.
 fn queue_and_hand_on<S: HandlerStore>(
     rt: &mut Runtime<S>,
     dispatch: &dyn Dispatch,
-    messages: &[Outgoing],
+    now: DateTime<Utc>,
     wakes: &[(Wake, Option<bool>)],
-) -> Result<(), HandlerError> {
-    for (chunk, timers) in messages.chunks(10).zip(wakes.chunks(10)) {
-        dispatch.to_step_queue(chunk)?;
-        let from_parts: Vec<Wake> = timers
+    limits: &TickLimits,
+) -> Result<usize, HandlerError> {
+    let started = Instant::now();
+    let round = 10 * limits.in_flight;
+    let mut sent = 0;
+    for timers in wakes.chunks(round) {
+        if limits.until.is_some_and(|until| Instant::now() >= until) {
+            break;
+        }
+        // SQS counts a delay from the request: the tick's clock moved on since `now`.
+        let sending = now + TimeDelta::from_std(started.elapsed()).unwrap_or_default();
+        let messages: Vec<Outgoing> = timers
             .iter()
-            .filter(|(_, in_part)| in_part.is_some())
-            .map(|(w, _)| w.clone())
+            .enumerate()
+            .map(|(i, (w, in_part))| Outgoing {
+                id: format!("t{}", sent + i),
+                body: timer_message(w, *in_part == Some(true)),
+                // Rounded up: SQS delays count whole seconds, and a timer never fires early.
+                delay_seconds: i32::try_from(
+                    ((w.at - sending).num_milliseconds().max(0) + 999) / 1000,
+                )
+                .unwrap_or(900),
+            })
             .collect();
+        let mut results = dispatch.to_step_queue_at_once(&messages).into_iter();
+        let mut failed = None;
+        let mut from_parts = Vec::new();
+        for ten in timers.chunks(10) {
+            match results.next() {
+                Some(Ok(())) => from_parts.extend(
+                    ten.iter()
+                        .filter(|(_, in_part)| in_part.is_some())
+                        .map(|(w, _)| w.clone()),
+                ),
+                Some(Err(e)) => failed = failed.or(Some(HandlerError::from(e))),
+                // A port answering fewer requests than it was given: not known to have gone.
+                None => {
+                    let unanswered = crate::error::SqsError::new(
+                        "SendMessageBatch",
+                        "no answer for this request from the step queue's port",
+                    );
+                    failed = failed.or(Some(DispatchError::from(unanswered).into()))
+                }
+            }
+        }
         rt.store()
             .timers_handed_on(&from_parts)
             .map_err(store_err)?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        sent += timers.len();
     }
-    Ok(())
+    Ok(sent)
 }
 
 /// A due timer's message on the step queue: the timer, and `"stored": "part"` for one from a

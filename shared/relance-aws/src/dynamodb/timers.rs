@@ -297,11 +297,28 @@ impl DynamoStore {
         self.wakes_without_item.insert(keys::timer(w));
     }
 
-    /// The tick queued `wakes` (a chunk of its listing): the parts every listed timer of
-    /// which is now queued are rewritten without them, in place (or deleted).
+    /// The tick queued `wakes` (a round of its listing): the parts every listed timer of
+    /// which is now queued are rewritten without them, in place (or deleted), 25 per request.
     pub fn timers_handed_on(&mut self, wakes: &[Wake]) -> Result<(), StoreError> {
-        for w in wakes {
-            self.hand_on(w)?;
+        let changes: Vec<timer_parts::Change> = wakes
+            .iter()
+            .filter_map(|w| self.listed_parts.hand_on(w))
+            .flatten()
+            .collect();
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let writes = changes
+            .iter()
+            .map(|change| match &change.rewrite {
+                Some(item) => super::TimerWrite::Put(item.clone()),
+                None => super::TimerWrite::Delete(change.key.0.clone(), change.key.1.clone()),
+            })
+            .collect();
+        self.write_timers(writes)?;
+        // Only once written: a failed write is tried again when the timers are.
+        for change in &changes {
+            self.listed_parts.applied(&change.key);
         }
         Ok(())
     }
