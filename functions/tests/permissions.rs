@@ -525,7 +525,10 @@ fn every_queue_fed_function_polls_with_no_more_than_its_reserved_concurrency() {
             );
         }
     }
-    assert_eq!(fed, 8, "the step, launch, engagement, four channel and webhook queues");
+    assert_eq!(
+        fed, 8,
+        "the step, launch, engagement, four channel and webhook queues"
+    );
     let allowed = t["Parameters"]["FunctionConcurrency"]["AllowedValues"]
         .as_sequence()
         .unwrap_or_else(|| panic!("FunctionConcurrency: no AllowedValues"));
