@@ -556,7 +556,7 @@ fn drip(label: &str, yaml: &str, id: &str, measured: bool) -> Run {
         "  DynamoDB units                   {item_write_units:>6} write by item size, {write_units} by request size (as counted before), {read_units} read"
     );
     println!("  EventBridge events               {events:>6}");
-    println!("  requests per invocation (batches of ten; one after the other):");
+    println!("  requests per invocation (batches of ten):");
     for (function, (batches, requests)) in &per_function {
         println!(
             "    {function:<30} {:>6.1}  ({batches} invocations)",

@@ -263,6 +263,49 @@ fn channel_sender_retries_only_transient_failures_and_journals_what_the_provider
     );
 }
 
+/// Senders that wait, each delivery, until every delivery of the batch has begun (or 10 s):
+/// they record how many were under way at once.
+#[derive(Default)]
+struct Gathering {
+    under_way: std::sync::Mutex<(usize, usize)>,
+    arrived: std::sync::Condvar,
+}
+
+impl Deliver for Gathering {
+    fn deliver(&self, send: &Send, _: &str, _: DateTime<Utc>) -> Result<Outcome, SendError> {
+        let mut under_way = self.under_way.lock().unwrap_or_else(|e| e.into_inner());
+        under_way.0 += 1;
+        under_way.1 = under_way.1.max(under_way.0);
+        self.arrived.notify_all();
+        let (mut under_way, _) = self
+            .arrived
+            .wait_timeout_while(under_way, std::time::Duration::from_secs(10), |u| u.1 < 10)
+            .unwrap_or_else(|e| e.into_inner());
+        under_way.0 -= 1;
+        Ok(Outcome::Sent(format!("provider-{}", send.step)))
+    }
+}
+
+/// A batch's sends are delivered at once (each delivery is requests one after the other), and
+/// what the provider decided is still journaled, and retried, message by message.
+#[test]
+fn channel_sender_delivers_a_batchs_sends_at_once() {
+    let t0 = at("2026-12-01T09:00:00Z");
+    let mut store = MemoryStore::new();
+    let messages: Vec<(String, String)> = (0..10)
+        .map(|i| {
+            let body =
+                relance_core::ports::send_message("news", &send(&format!("s{i}")), t0).to_string();
+            (format!("id-{i}"), body)
+        })
+        .collect();
+    let gathering = Gathering::default();
+    let response = handlers::channel_sender(&gathering, &mut store, &sqs_event(&messages), t0);
+    assert!(failures(&response).is_empty());
+    let most = gathering.under_way.lock().map(|u| u.1).unwrap_or(0);
+    assert_eq!(most, 10, "the ten deliveries under way at once");
+}
+
 #[test]
 fn engagement_wakes_the_wait_and_sms_delivery_skips_unknown_message_ids() {
     let t0 = at("2026-12-01T09:00:00Z");

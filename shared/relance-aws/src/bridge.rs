@@ -29,3 +29,15 @@ impl Bridge {
         }
     }
 }
+
+/// Runs `f`, which blocks (waits on threads that call the SDK through a [`Bridge`]), giving
+/// the worker thread away first when called from a task of a multi-threaded runtime: the
+/// runtime's other workers keep driving its I/O meanwhile.
+pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match Handle::try_current() {
+        Ok(current) if current.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}

@@ -647,38 +647,68 @@ fn each_message<S: HandlerStore>(
 
 /// email, sms and push senders: each message is one send from a channel queue, delivered
 /// once per idempotency key. A permanent failure (a rejected address, a disabled endpoint) is
-/// kept as a dead letter and not retried; a transient one is retried by the queue.
+/// kept as a dead letter and not retried; a transient one is retried by the queue. The batch's
+/// sends are delivered at once, a thread each (a delivery is requests one after the other:
+/// the rate slot, the claim, the provider's lists, the provider), then their outcomes are
+/// journaled in the batch's order.
 pub fn channel_sender<S: JournalStore<Error: std::fmt::Display>>(
-    senders: &impl Deliver,
+    senders: &(impl Deliver + Sync),
     store: &mut S,
     event: &SqsEvent,
     now: DateTime<Utc>,
 ) -> SqsBatchResponse {
     use relance_core::inbound::decode_send;
     let mut response = SqsBatchResponse::default();
-    for message in &event.records {
+    let decoded: Vec<_> = event
+        .records
+        .iter()
+        .map(|message| decode_send(message.body.as_deref().unwrap_or("")))
+        .collect();
+    // Claims keep each key to one send whatever runs beside it (two deliveries of one
+    // message in a batch: one claim wins, the other is a duplicate).
+    let outcomes: Vec<Option<Result<Outcome, SendError>>> = crate::bridge::blocking(|| {
+        std::thread::scope(|scope| {
+            let deliveries: Vec<_> = decoded
+                .iter()
+                .map(|decoded| {
+                    let (scenario, send) = decoded.as_ref().ok()?;
+                    let span = send_span(scenario, send);
+                    Some(scope.spawn(move || {
+                        let _entered = span.enter();
+                        senders.deliver(send, scenario, now)
+                    }))
+                })
+                .collect();
+            deliveries
+                .into_iter()
+                .map(|delivery| {
+                    delivery.map(|handle| {
+                        handle.join().unwrap_or_else(|_| {
+                            Err(SendError::Transient(
+                                "the delivery's thread panicked".into(),
+                            ))
+                        })
+                    })
+                })
+                .collect()
+        })
+    });
+    for ((message, decoded), outcome) in event.records.iter().zip(decoded).zip(outcomes) {
         let id = message.message_id.clone().unwrap_or_default();
         let body = message.body.as_deref().unwrap_or("");
-        let (scenario, send) = match decode_send(body) {
-            Ok(decoded) => decoded,
-            Err(e) => {
+        let (scenario, send, outcome) = match (decoded, outcome) {
+            (Ok((scenario, send)), Some(outcome)) => (scenario, send, outcome),
+            (Err(e), _) => {
                 tracing::error!(message = %id, reason = %e, "not a send; kept as a dead letter");
                 if store.dead_letter("send", body, &e.to_string(), now).is_ok() {
                     relance_runtime::metrics::dead_letter("send");
                 }
                 continue;
             }
+            (Ok(_), None) => continue,
         };
         let key = send.idempotency_key.clone();
-        // Every log line of this send carries its enrollment, scenario, step and key (as the
-        // span's fields in JSON logs).
-        let span = tracing::info_span!(
-            "send",
-            enrollment = %send.enrollment,
-            scenario = %scenario,
-            step = %send.step,
-            idempotency_key = %key,
-        );
+        let span = send_span(&scenario, &send);
         let _entered = span.enter();
         // What the provider decided goes into the scenario's journal next to the `sent`
         // record the engine wrote when it handed the message over.
@@ -694,7 +724,7 @@ pub fn channel_sender<S: JournalStore<Error: std::fmt::Display>>(
                 Err(e) => tracing::warn!(key, error = %e, "could not journal a send's outcome"),
             }
         };
-        match senders.deliver(&send, &scenario, now) {
+        match outcome {
             Ok(Outcome::Sent(provider_id)) => {
                 tracing::info!(message = %id, key, provider_id, "sent")
             }
@@ -719,6 +749,18 @@ pub fn channel_sender<S: JournalStore<Error: std::fmt::Display>>(
         }
     }
     response
+}
+
+/// Every log line of a send carries its enrollment, scenario, step and key (as the span's
+/// fields in JSON logs).
+fn send_span(scenario: &str, send: &Send) -> tracing::Span {
+    tracing::info_span!(
+        "send",
+        enrollment = %send.enrollment,
+        scenario = %scenario,
+        step = %send.step,
+        idempotency_key = %send.idempotency_key,
+    )
 }
 
 /// engagement, CloudWatch Logs side: SNS SMS delivery-status lines matched to their send by

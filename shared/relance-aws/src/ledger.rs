@@ -16,7 +16,7 @@
 //! checked against the old claims by the store before it is enqueued again (the repair path
 //! of [`crate::dynamodb`]).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -45,7 +45,9 @@ pub struct Ledger {
     bridge: Bridge,
     /// Until when earlier builds' claims are read (in seconds since the epoch), once known;
     /// shared by the ledger's clones.
-    legacy_until: Arc<OnceLock<i64>>,
+    /// Read once per ledger: the senders of a batch claim at once, and wait for the first
+    /// to read it.
+    legacy_until: Arc<Mutex<Option<i64>>>,
 }
 
 fn is_conditional<E>(e: &aws_sdk_dynamodb::error::SdkError<E>) -> bool
@@ -62,7 +64,7 @@ impl Ledger {
             client,
             state_table,
             bridge,
-            legacy_until: Arc::new(OnceLock::new()),
+            legacy_until: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -120,8 +122,9 @@ impl Ledger {
     /// table, set by the first claim of this build on it (`now` plus the window, or `now`
     /// when there is no old claim to read), read once per ledger.
     fn legacy_claims_until(&self, now: DateTime<Utc>) -> Result<i64, DynamoError> {
-        if let Some(until) = self.legacy_until.get() {
-            return Ok(*until);
+        let mut cached = self.legacy_until.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(until) = *cached {
+            return Ok(until);
         }
         let until = match self.stored_legacy_until()? {
             Some(until) => until,
@@ -149,7 +152,8 @@ impl Ledger {
                 }
             }
         };
-        Ok(*self.legacy_until.get_or_init(|| until))
+        *cached = Some(until);
+        Ok(until)
     }
 
     /// The window's end as stored, if set.
