@@ -304,6 +304,13 @@ fn channel_sender_delivers_a_batchs_sends_at_once() {
     assert!(failures(&response).is_empty());
     let most = gathering.under_way.lock().map(|u| u.1).unwrap_or(0);
     assert_eq!(most, 10, "the ten deliveries under way at once");
+    // Under a send rate, a tenth of it at once: the template's 14 emails and 20 SMS a second
+    // keep one and two under way per execution.
+    assert_eq!(
+        [None, Some(5), Some(14), Some(20), Some(100), Some(1000)]
+            .map(handlers::deliveries_at_once),
+        [10, 1, 1, 2, 10, 10]
+    );
 }
 
 #[test]

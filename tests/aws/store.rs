@@ -2343,7 +2343,8 @@ fn an_in_process_tick_takes_fired_timers_out_of_their_parts() {
 /// time runs out starts no more requests; its horizon ends just before the first timer it
 /// left, so the next tick queues exactly the timers it left (timers with items of their own,
 /// which the tick does not delete). A listing cut by its limit is followed by another while
-/// the tick has rounds left, which queues no timer twice.
+/// the tick has rounds left, which queues no timer twice. A failed request still writes how far
+/// the rounds before it went.
 #[test]
 fn a_tick_hands_on_the_requests_that_went_and_leaves_the_rest_to_the_next() {
     use relance_aws::handlers::{self, TickLimits};
@@ -2542,6 +2543,57 @@ fn a_tick_hands_on_the_requests_that_went_and_leaves_the_rest_to_the_next() {
             .map(|i| due_at(&all, &format!("10:00:{i:02}")))
             .collect::<Vec<_>>(),
         [1; 10],
+        "each timer queued once"
+    );
+
+    // A failed request still writes how far the rounds before it went: twenty items of
+    // their own a second apart, one request at a time, the second refused; the next tick
+    // queues the ten that did not go, not the ten that did.
+    let recording = crate::support::Recording::default();
+    let mut rt = Runtime::new(
+        unit_timed("tickfail")
+            .recording_sends()
+            .with_dispatch(recording.clone()),
+    );
+    let twenty: String = (0..20)
+        .map(|i| format!("{{\"id\": \"c{i}\", \"email\": \"c{i}@x.io\"}}\n"))
+        .collect();
+    import(&mut rt, &twenty, t0);
+    activate(&mut rt, &yaml("k"), t0);
+    for i in 0..20 {
+        rt.launch(
+            LaunchDetail {
+                scenario: "k".into(),
+                contacts: Some(vec![format!("c{i}")]),
+            },
+            t0 + TimeDelta::seconds(i),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    recording.fail_step_request(1);
+    let one_at_a_time = TickLimits {
+        in_flight: 1,
+        ..TickLimits::default()
+    };
+    let failed = handlers::tick_with(&mut rt, &recording, now, one_at_a_time);
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(
+        rt.store()
+            .setting(handlers::TICK_HORIZON)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .as_deref(),
+        Some("2026-12-01T10:00:09.999+00:00"),
+        "just before the first timer of the refused request"
+    );
+    let next = handlers::tick(&mut rt, &recording, now + TimeDelta::minutes(1))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(next.queued, 10);
+    let all = recording.handed().step.clone();
+    assert_eq!(
+        (0..20)
+            .map(|i| due_at(&all, &format!("10:00:{i:02}")))
+            .collect::<Vec<_>>(),
+        [1; 20],
         "each timer queued once"
     );
 }

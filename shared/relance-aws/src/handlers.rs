@@ -112,6 +112,11 @@ pub trait Deliver {
         scenario: &str,
         now: DateTime<Utc>,
     ) -> Result<Outcome, SendError>;
+
+    /// How many sends of a batch are delivered at once (1 to 10).
+    fn at_once(&self) -> usize {
+        10
+    }
 }
 
 impl Deliver for Senders {
@@ -123,6 +128,19 @@ impl Deliver for Senders {
     ) -> Result<Outcome, SendError> {
         Senders::deliver(self, send, scenario, now)
     }
+
+    fn at_once(&self) -> usize {
+        deliveries_at_once(self.config().send_rate)
+    }
+}
+
+/// How many sends of a batch a sender delivers at once under a send rate of `rate` a second:
+/// a tenth of it (1 to 10), all ten without one. Every execution's deliveries wait for the
+/// second's slots, and one left waiting past `RATE_WAIT` goes back to the queue (a receive
+/// counted towards the dead-letter queue): under a small rate they stay few (at the
+/// template's 14 emails a second, one at a time, as before deliveries went at once).
+pub fn deliveries_at_once(rate: Option<u32>) -> usize {
+    rate.map_or(10, |rate| (rate as usize / 10).clamp(1, 10))
 }
 
 /// The `detail-type` of each event the trigger function takes.
@@ -378,7 +396,7 @@ pub fn tick_with<S: HandlerStore>(
         let round = queue_due_timers(rt, dispatch, now, &limits, &mut queued_here)?;
         summary.queued += round.queued;
         summary.left = round.left;
-        if !round.truncated || round.left > 0 || round.queued == 0 {
+        if !round.truncated || round.left > 0 || round.queued == 0 || round.from_parts == 0 {
             break;
         }
     }
@@ -393,6 +411,9 @@ struct TickRound {
     left: usize,
     /// The listing held as many timers as it may: more may be due.
     truncated: bool,
+    /// Timers listed from parts: without any, a further listing would find the same timers
+    /// (items of their own stay until they fire).
+    from_parts: usize,
 }
 
 /// One listing of due timers handed to the step queue (see [`tick`]); its horizon written.
@@ -442,7 +463,12 @@ fn queue_due_timers<S: HandlerStore>(
     // leave them: a tick cut short (its time, a failing request) keeps what it handed on.
     let handed = queue_and_hand_on(rt, dispatch, now, &wakes, limits);
     rt.store().end_timer_listing();
-    let sent = handed?;
+    // A failed round still writes how far the rounds before it went (the next tick then
+    // queues again only what this one may not have).
+    let (sent, failure) = match handed {
+        Ok(sent) => (sent, None),
+        Err((sent, e)) => (sent, Some(e)),
+    };
     queued_here.extend(wakes[..sent].iter().map(|(w, _)| wake_key(w)));
     // A truncated read covers only up to its last timer (listed: queued or not); a tick
     // whose time ran out, only up to just before the first timer it left that the horizon
@@ -458,13 +484,21 @@ fn queue_due_timers<S: HandlerStore>(
     {
         covered = covered.min(first_left.at - TimeDelta::milliseconds(1));
     }
-    rt.store()
-        .put_setting(TICK_HORIZON, &covered.to_rfc3339(), now)
-        .map_err(store_err)?;
+    let written = rt
+        .store()
+        .put_setting(TICK_HORIZON, &covered.to_rfc3339(), now);
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    written.map_err(store_err)?;
     Ok(TickRound {
         queued: sent,
         left: wakes.len() - sent,
         truncated,
+        from_parts: wakes
+            .iter()
+            .filter(|(_, in_part)| in_part.is_some())
+            .count(),
     })
 }
 
@@ -481,14 +515,15 @@ fn wake_key(w: &Wake) -> String {
 /// Queues the timers `wakes` (and whether each was listed from a part) ten per request,
 /// `limits.in_flight` requests at once; after each round, the parts whose listed timers are
 /// all queued leave the table. Returns how many timers, from the first, went before the time
-/// ran out; a failed request fails the tick once its round's other requests are handed on.
+/// ran out; a failed request fails the tick once its round's other requests are handed on,
+/// with how many went in the rounds before it.
 fn queue_and_hand_on<S: HandlerStore>(
     rt: &mut Runtime<S>,
     dispatch: &dyn Dispatch,
     now: DateTime<Utc>,
     wakes: &[(Wake, Option<bool>)],
     limits: &TickLimits,
-) -> Result<usize, HandlerError> {
+) -> Result<usize, (usize, HandlerError)> {
     let started = Instant::now();
     let round = 10 * limits.in_flight;
     let mut sent = 0;
@@ -532,11 +567,11 @@ fn queue_and_hand_on<S: HandlerStore>(
                 }
             }
         }
-        rt.store()
-            .timers_handed_on(&from_parts)
-            .map_err(store_err)?;
+        if let Err(e) = rt.store().timers_handed_on(&from_parts) {
+            return Err((sent, store_err(e)));
+        }
         if let Some(e) = failed {
-            return Err(e);
+            return Err((sent, e));
         }
         sent += timers.len();
     }
@@ -648,9 +683,9 @@ fn each_message<S: HandlerStore>(
 /// email, sms and push senders: each message is one send from a channel queue, delivered
 /// once per idempotency key. A permanent failure (a rejected address, a disabled endpoint) is
 /// kept as a dead letter and not retried; a transient one is retried by the queue. The batch's
-/// sends are delivered at once, a thread each (a delivery is requests one after the other:
-/// the rate slot, the claim, the provider's lists, the provider), then their outcomes are
-/// journaled in the batch's order.
+/// sends are delivered [`Deliver::at_once`] at a time, a thread each (a delivery is requests
+/// one after the other: the rate slot, the claim, the provider's lists, the provider), then
+/// their outcomes are journaled in the batch's order.
 pub fn channel_sender<S: JournalStore<Error: std::fmt::Display>>(
     senders: &(impl Deliver + Sync),
     store: &mut S,
@@ -667,31 +702,10 @@ pub fn channel_sender<S: JournalStore<Error: std::fmt::Display>>(
     // Claims keep each key to one send whatever runs beside it (two deliveries of one
     // message in a batch: one claim wins, the other is a duplicate).
     let outcomes: Vec<Option<Result<Outcome, SendError>>> = crate::bridge::blocking(|| {
-        std::thread::scope(|scope| {
-            let deliveries: Vec<_> = decoded
-                .iter()
-                .map(|decoded| {
-                    let (scenario, send) = decoded.as_ref().ok()?;
-                    let span = send_span(scenario, send);
-                    Some(scope.spawn(move || {
-                        let _entered = span.enter();
-                        senders.deliver(send, scenario, now)
-                    }))
-                })
-                .collect();
-            deliveries
-                .into_iter()
-                .map(|delivery| {
-                    delivery.map(|handle| {
-                        handle.join().unwrap_or_else(|_| {
-                            Err(SendError::Transient(
-                                "the delivery's thread panicked".into(),
-                            ))
-                        })
-                    })
-                })
-                .collect()
-        })
+        decoded
+            .chunks(senders.at_once().clamp(1, 10))
+            .flat_map(|wave| deliver_at_once(senders, wave, now))
+            .collect()
     });
     for ((message, decoded), outcome) in event.records.iter().zip(decoded).zip(outcomes) {
         let id = message.message_id.clone().unwrap_or_default();
@@ -749,6 +763,43 @@ pub fn channel_sender<S: JournalStore<Error: std::fmt::Display>>(
         }
     }
     response
+}
+
+/// Delivers the decoded sends of `wave` at once, a thread each; `None` for a message that is
+/// not a send.
+fn deliver_at_once<E>(
+    senders: &(impl Deliver + Sync),
+    wave: &[Result<(String, Send), E>],
+    now: DateTime<Utc>,
+) -> Vec<Option<Result<Outcome, SendError>>> {
+    std::thread::scope(|scope| {
+        let deliveries: Vec<_> =
+            wave.iter()
+                .map(|decoded| {
+                    let (scenario, send) = decoded.as_ref().ok()?;
+                    let span = send_span(scenario, send);
+                    let spawned = std::thread::Builder::new().spawn_scoped(scope, move || {
+                        let _entered = span.enter();
+                        senders.deliver(send, scenario, now)
+                    });
+                    Some(spawned.map_err(|e| {
+                        SendError::Transient(format!("no thread for the delivery: {e}"))
+                    }))
+                })
+                .collect();
+        deliveries
+            .into_iter()
+            .map(|delivery| {
+                delivery.map(|spawned| {
+                    spawned?.join().unwrap_or_else(|_| {
+                        // A claim it took stays: the queue's retry finds a duplicate.
+                        tracing::error!("a delivery panicked; its send may be lost");
+                        Err(SendError::Transient("the delivery panicked".into()))
+                    })
+                })
+            })
+            .collect()
+    })
 }
 
 /// Every log line of a send carries its enrollment, scenario, step and key (as the span's
