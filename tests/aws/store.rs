@@ -2354,9 +2354,25 @@ fn a_tick_hands_on_the_requests_that_went_and_leaves_the_rest_to_the_next() {
         return;
     }
     let t0 = at("2026-12-01T09:00:00Z");
-    let contacts: String = (0..10)
-        .map(|i| format!("{{\"id\": \"c{i}\", \"email\": \"c{i}@x.io\"}}\n"))
-        .collect();
+    // A runtime on fresh tables named `name` (a batching store, or one writing as it goes)
+    // handing its step messages to a recording port, with `n` contacts.
+    let recorded = |name: &str, batch: bool, n: usize| {
+        let recording = crate::support::Recording::default();
+        let store = unit_timed(name)
+            .recording_sends()
+            .with_dispatch(recording.clone());
+        let mut rt = Runtime::new(if batch { batching(store) } else { store });
+        let contacts: String = (0..n)
+            .map(|i| format!("{{\"id\": \"c{i}\", \"email\": \"c{i}@x.io\"}}\n"))
+            .collect();
+        import(&mut rt, &contacts, t0);
+        (recording, rt)
+    };
+    let horizon = |rt: &mut Runtime<DynamoStore>| {
+        rt.store()
+            .setting(handlers::TICK_HORIZON)
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
     let yaml = |id: &str| {
         format!(
             "id: {id}\nlaunch: {{type: manual}}\nsteps:\n  - {{id: wait, delay: {{after: PT1H}}, end: success}}\n"
@@ -2372,6 +2388,19 @@ fn a_tick_hands_on_the_requests_that_went_and_leaves_the_rest_to_the_next() {
         )
         .unwrap_or_else(|e| panic!("{e}"));
     };
+    // Contact i enters `id` at t0 + i seconds, alone: timers a second apart.
+    let launch_one_a_second = |rt: &mut Runtime<DynamoStore>, id: &str, n: i64| {
+        for i in 0..n {
+            rt.launch(
+                LaunchDetail {
+                    scenario: id.into(),
+                    contacts: Some(vec![format!("c{i}")]),
+                },
+                t0 + TimeDelta::seconds(i),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+    };
     // The timers of a launch, by their due time (each scenario's launch has its own).
     let due_at = |messages: &[relance_aws::sqs::Outgoing], time: &str| {
         messages
@@ -2381,14 +2410,8 @@ fn a_tick_hands_on_the_requests_that_went_and_leaves_the_rest_to_the_next() {
     };
 
     // Three scenarios' parts of ten timers, due a minute apart; two requests in flight.
-    let recording = crate::support::Recording::default();
-    let mut rt = Runtime::new(batching(
-        unit_timed("tickrounds")
-            .recording_sends()
-            .with_dispatch(recording.clone()),
-    ));
+    let (recording, mut rt) = recorded("tickrounds", true, 10);
     let table = rt.store().config().timers_table.clone();
-    import(&mut rt, &contacts, t0);
     for (i, id) in ["a", "b", "c"].into_iter().enumerate() {
         activate(&mut rt, &yaml(id), t0);
         launch(&mut rt, id, t0 + TimeDelta::minutes(i as i64));
@@ -2457,14 +2480,8 @@ fn a_tick_hands_on_the_requests_that_went_and_leaves_the_rest_to_the_next() {
 
     // Timers with items of their own (a store writing as it goes): the first request takes
     // longer than the tick's time, so one request of ten goes and twenty are left.
-    let recording = crate::support::Recording::default();
-    let mut rt = Runtime::new(
-        unit_timed("tickuntil")
-            .recording_sends()
-            .with_dispatch(recording.clone()),
-    );
+    let (recording, mut rt) = recorded("tickuntil", false, 10);
     let table = rt.store().config().timers_table.clone();
-    import(&mut rt, &contacts, t0);
     for (i, id) in ["d", "e", "f"].into_iter().enumerate() {
         activate(&mut rt, &yaml(id), t0);
         launch(&mut rt, id, t0 + TimeDelta::seconds(20 * i as i64));
@@ -2484,10 +2501,7 @@ fn a_tick_hands_on_the_requests_that_went_and_leaves_the_rest_to_the_next() {
     assert_eq!((cut.queued, cut.left), (10, 20));
     assert_eq!(due_at(&recording.handed().step, "10:00:00"), 10);
     assert_eq!(
-        rt.store()
-            .setting(handlers::TICK_HORIZON)
-            .unwrap_or_else(|e| panic!("{e}"))
-            .as_deref(),
+        horizon(&mut rt).as_deref(),
         Some("2026-12-01T10:00:19.999+00:00"),
         "just before e's timers, the first left"
     );
@@ -2504,24 +2518,9 @@ fn a_tick_hands_on_the_requests_that_went_and_leaves_the_rest_to_the_next() {
     // Items of their own stay in the table once queued: a second listing in the same tick
     // finds the same first timers and queues none of them again; the next tick goes on from
     // its horizon. Ten timers a second apart, four listed at a time.
-    let recording = crate::support::Recording::default();
-    let mut rt = Runtime::new(
-        unit_timed("tickagain")
-            .recording_sends()
-            .with_dispatch(recording.clone()),
-    );
-    import(&mut rt, &contacts, t0);
+    let (recording, mut rt) = recorded("tickagain", false, 10);
     activate(&mut rt, &yaml("h"), t0);
-    for i in 0..10 {
-        rt.launch(
-            LaunchDetail {
-                scenario: "h".into(),
-                contacts: Some(vec![format!("c{i}")]),
-            },
-            t0 + TimeDelta::seconds(i),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-    }
+    launch_one_a_second(&mut rt, "h", 10);
     let four_at_a_time = TickLimits {
         timers: 4,
         ..TickLimits::default()
@@ -2549,27 +2548,9 @@ fn a_tick_hands_on_the_requests_that_went_and_leaves_the_rest_to_the_next() {
     // A failed request still writes how far the rounds before it went: twenty items of
     // their own a second apart, one request at a time, the second refused; the next tick
     // queues the ten that did not go, not the ten that did.
-    let recording = crate::support::Recording::default();
-    let mut rt = Runtime::new(
-        unit_timed("tickfail")
-            .recording_sends()
-            .with_dispatch(recording.clone()),
-    );
-    let twenty: String = (0..20)
-        .map(|i| format!("{{\"id\": \"c{i}\", \"email\": \"c{i}@x.io\"}}\n"))
-        .collect();
-    import(&mut rt, &twenty, t0);
+    let (recording, mut rt) = recorded("tickfail", false, 20);
     activate(&mut rt, &yaml("k"), t0);
-    for i in 0..20 {
-        rt.launch(
-            LaunchDetail {
-                scenario: "k".into(),
-                contacts: Some(vec![format!("c{i}")]),
-            },
-            t0 + TimeDelta::seconds(i),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-    }
+    launch_one_a_second(&mut rt, "k", 20);
     recording.fail_step_request(1);
     let one_at_a_time = TickLimits {
         in_flight: 1,
@@ -2578,10 +2559,7 @@ fn a_tick_hands_on_the_requests_that_went_and_leaves_the_rest_to_the_next() {
     let failed = handlers::tick_with(&mut rt, &recording, now, one_at_a_time);
     assert!(failed.is_err(), "{failed:?}");
     assert_eq!(
-        rt.store()
-            .setting(handlers::TICK_HORIZON)
-            .unwrap_or_else(|e| panic!("{e}"))
-            .as_deref(),
+        horizon(&mut rt).as_deref(),
         Some("2026-12-01T10:00:09.999+00:00"),
         "just before the first timer of the refused request"
     );

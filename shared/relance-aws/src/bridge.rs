@@ -20,13 +20,8 @@ impl Bridge {
 
     /// Runs `f` to completion.
     pub fn block<F: Future>(&self, f: F) -> F::Output {
-        match Handle::try_current() {
-            // Called from a task: give the worker thread away while we wait.
-            Ok(current) if current.runtime_flavor() == RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(|| self.handle.block_on(f))
-            }
-            _ => self.handle.block_on(f),
-        }
+        // Called from a task: the worker thread is given away while we wait.
+        blocking(|| self.handle.block_on(f))
     }
 }
 

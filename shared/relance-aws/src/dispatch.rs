@@ -96,6 +96,12 @@ impl AwsDispatch {
         &self.urls
     }
 
+    fn step_url(&self) -> Result<&str, DispatchError> {
+        self.urls.step.as_deref().ok_or(DispatchError::NoQueue {
+            var: "RELANCE_STEP_QUEUE_URL",
+        })
+    }
+
     fn channel_url(&self, channel: Channel) -> Result<&str, DispatchError> {
         let url = match channel {
             Channel::Email => &self.urls.email,
@@ -121,18 +127,18 @@ impl Dispatch for AwsDispatch {
     }
 
     fn to_step_queue(&self, messages: &[Outgoing]) -> Result<(), DispatchError> {
-        let url = self.urls.step.as_deref().ok_or(DispatchError::NoQueue {
-            var: "RELANCE_STEP_QUEUE_URL",
-        })?;
-        Ok(self.queues.send_batch(url, messages)?)
+        Ok(self.queues.send_batch(self.step_url()?, messages)?)
     }
 
     fn to_step_queue_at_once(&self, messages: &[Outgoing]) -> Vec<Result<(), DispatchError>> {
-        let Some(url) = self.urls.step.as_deref() else {
-            let missing = || DispatchError::NoQueue {
-                var: "RELANCE_STEP_QUEUE_URL",
-            };
-            return messages.chunks(10).map(|_| Err(missing())).collect();
+        let url = match self.step_url() {
+            Ok(url) => url,
+            Err(_) => {
+                return messages
+                    .chunks(10)
+                    .map(|_| self.step_url().map(|_| ()))
+                    .collect();
+            }
         };
         self.queues
             .send_batches_at_once(url, messages)

@@ -324,6 +324,13 @@ pub struct TickLimits {
 /// Listings one tick makes at most, each of up to [`TICK_LIMIT`] timers.
 pub const TICK_ROUNDS: usize = 5;
 
+impl TickLimits {
+    /// Whether the time to start requests is over.
+    fn out_of_time(&self) -> bool {
+        self.until.is_some_and(|until| Instant::now() >= until)
+    }
+}
+
 impl Default for TickLimits {
     fn default() -> TickLimits {
         TickLimits {
@@ -390,7 +397,7 @@ pub fn tick_with<S: HandlerStore>(
     for round in 0..limits.rounds.max(1) {
         // No further listing once the time is out (the first always: its horizon is
         // written, whatever it sends).
-        if round > 0 && limits.until.is_some_and(|until| Instant::now() >= until) {
+        if round > 0 && limits.out_of_time() {
             break;
         }
         let round = queue_due_timers(rt, dispatch, now, &limits, &mut queued_here)?;
@@ -457,7 +464,7 @@ fn queue_due_timers<S: HandlerStore>(
             in_part.is_some() || previous.is_none_or(|p| w.at > p || w.at <= now - REQUEUE_AFTER)
         })
         // A part's timer is queued again all the same (in two parts, each lets it go).
-        .filter(|(w, in_part)| in_part.is_some() || !queued_here.contains(&wake_key(w)))
+        .filter(|(w, in_part)| in_part.is_some() || !queued_here.contains(&crate::keys::timer(w)))
         .collect();
     // Requests of ten, `in_flight` at once; after each round the timers of parts that went
     // leave them: a tick cut short (its time, a failing request) keeps what it handed on.
@@ -469,7 +476,7 @@ fn queue_due_timers<S: HandlerStore>(
         Ok(sent) => (sent, None),
         Err((sent, e)) => (sent, Some(e)),
     };
-    queued_here.extend(wakes[..sent].iter().map(|(w, _)| wake_key(w)));
+    queued_here.extend(wakes[..sent].iter().map(|(w, _)| crate::keys::timer(w)));
     // A truncated read covers only up to its last timer (listed: queued or not); a tick
     // whose time ran out, only up to just before the first timer it left that the horizon
     // holds back (an item of its own, not yet overdue; the timers are in due order, and those
@@ -502,16 +509,6 @@ fn queue_due_timers<S: HandlerStore>(
     })
 }
 
-/// A timer's identity within one tick.
-fn wake_key(w: &Wake) -> String {
-    format!(
-        "{}\u{1f}{}\u{1f}{}",
-        w.enrollment,
-        w.step,
-        w.at.timestamp_micros()
-    )
-}
-
 /// Queues the timers `wakes` (and whether each was listed from a part) ten per request,
 /// `limits.in_flight` requests at once; after each round, the parts whose listed timers are
 /// all queued leave the table. Returns how many timers, from the first, went before the time
@@ -528,7 +525,7 @@ fn queue_and_hand_on<S: HandlerStore>(
     let round = 10 * limits.in_flight;
     let mut sent = 0;
     for timers in wakes.chunks(round) {
-        if limits.until.is_some_and(|until| Instant::now() >= until) {
+        if limits.out_of_time() {
             break;
         }
         // SQS counts a delay from the request: the tick's clock moved on since `now`.

@@ -44,9 +44,8 @@ pub struct Ledger {
     state_table: String,
     bridge: Bridge,
     /// Until when earlier builds' claims are read (in seconds since the epoch), once known;
-    /// shared by the ledger's clones.
-    /// Read once per ledger: the senders of a batch claim at once, and wait for the first
-    /// to read it.
+    /// shared by the ledger's clones, and read once: a batch's senders claim at once and wait
+    /// for the first to read it.
     legacy_until: Arc<Mutex<Option<i64>>>,
 }
 

@@ -305,6 +305,13 @@ impl DynamoStore {
             .filter_map(|w| self.listed_parts.hand_on(w))
             .flatten()
             .collect();
+        self.write_part_changes(changes)
+    }
+
+    /// Writes the changes of parts all of whose listed timers are handed on; each part
+    /// leaves the listing only once its change is written (a failed write is tried again
+    /// when its timers are).
+    fn write_part_changes(&mut self, changes: Vec<timer_parts::Change>) -> Result<(), StoreError> {
         if changes.is_empty() {
             return Ok(());
         }
@@ -316,7 +323,6 @@ impl DynamoStore {
             })
             .collect();
         self.write_timers(writes)?;
-        // Only once written: a failed write is tried again when the timers are.
         for change in &changes {
             self.listed_parts.applied(&change.key);
         }
@@ -336,15 +342,7 @@ impl DynamoStore {
         let Some(changes) = self.listed_parts.hand_on(w) else {
             return Ok(false);
         };
-        for change in changes {
-            let table = self.config.timers_table.clone();
-            match change.rewrite {
-                Some(item) => self.write_timers(vec![super::TimerWrite::Put(item)])?,
-                None => self.delete(&table, &change.key.0, &change.key.1)?,
-            }
-            // Only once written: a failed write is tried again when the timer is.
-            self.listed_parts.applied(&change.key);
-        }
+        self.write_part_changes(changes)?;
         Ok(true)
     }
 }
