@@ -816,7 +816,9 @@ fn web_push_sends_and_forgets_an_expired_subscription() {
                         seen.lock()
                             .unwrap_or_else(|e| e.into_inner())
                             .push((id.clone(), encoding));
-                        if id == "gone" {
+                        if id.starts_with("gone") {
+                            // Both pushes of the batch below answered together.
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                             StatusCode::GONE
                         } else {
                             StatusCode::CREATED
@@ -876,6 +878,44 @@ fn web_push_sends_and_forgets_an_expired_subscription() {
         .filter_map(|s| s["endpoint"].as_str().map(str::to_string))
         .collect();
     assert_eq!(left, [format!("http://{addr}/push/live")]);
+
+    // Two pushes to the contact in one batch, delivered at once, each sent to the
+    // subscriptions its transition saw and each finding a different one gone: both are
+    // removed (each removal is read and written conditionally, and redone on the other's).
+    let endpoint = |id: &str| json!({"endpoint": format!("http://{addr}/push/{id}"), "keys": keys});
+    add_contacts(
+        &mut rt,
+        &[
+            json!({"id": "ana", "web_push": [endpoint("live"), endpoint("gone-a"), endpoint("gone-b")]}),
+        ],
+        at("2026-12-01T09:00:00Z"),
+    );
+    let push = |step: &str, gone: &str| {
+        json!({"kind": "send", "at": "2026-12-01T09:00:00Z", "scenario": "aws-welcome", "send": {
+            "enrollment": "aws-welcome:ana:1", "contact": "ana", "step": step, "message": "browser",
+            "channel": "web_push", "communication_type": "web_push",
+            "to": {"web_push": [endpoint("live"), endpoint(gone)]},
+            "content": {"title": "Your cart", "body": "Still thinking?"},
+            "idempotency_key": format!("aws-welcome:ana:1:{step}")}})
+        .to_string()
+    };
+    let batch = sqs_event(&[
+        ("m-a".to_string(), push("first", "gone-a")),
+        ("m-b".to_string(), push("second", "gone-b")),
+    ]);
+    let r = handlers::channel_sender(&senders, rt.store(), &batch, at("2026-12-01T09:00:00Z"));
+    assert!(r.batch_item_failures.is_empty(), "{r:?}");
+    let contact = rt
+        .store()
+        .contact("ana")
+        .unwrap_or_default()
+        .unwrap_or_else(|| panic!("ana is gone"));
+    let left: Vec<Value> = contact
+        .web_push_subscriptions()
+        .into_iter()
+        .cloned()
+        .collect();
+    assert_eq!(left, [endpoint("live")]);
 }
 
 /// A claim an earlier build made under the unsplit `sent` partition still stops a message

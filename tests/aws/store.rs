@@ -823,6 +823,110 @@ fn a_crash_after_the_commit_point_is_repaired_when_the_enrollment_is_read() {
     assert_eq!(counts.ends.get("success"), Some(&1));
 }
 
+/// A contact is never overwritten by a write computed from an older read of it: a unit's put
+/// is conditional on what it read (a concurrent opt-out makes it fail, to be redone from a
+/// fresh read), and a transition's contact changes are replayed onto the contact as it is
+/// when they are applied (here after a crash at the commit point, with an opt-out and a
+/// profile update written in between): its fields land, the other writer's stay, and its
+/// stale copy of the subscriptions does not undo the opt-out.
+#[test]
+fn hostile_a_contact_is_never_overwritten_from_an_older_read() {
+    use relance_core::ports::{ContactStore, Store};
+    use relance_core::wire::ContactDetail;
+    if crate::support::offline() {
+        return;
+    }
+    let t0 = at("2026-12-01T09:00:00Z");
+    let mut rt = Runtime::new(store("stalecontact"));
+    import(
+        &mut rt,
+        "{\"id\": \"a\", \"email\": \"a@x.io\", \"name\": \"A\", \"subscriptions\": {\"offers\": true, \"news\": true}}\n",
+        t0,
+    );
+    let profile = |rt: &mut Runtime<DynamoStore>| {
+        rt.store()
+            .clone()
+            .contact("a")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("no contact"))
+    };
+    let update = |fields: serde_json::Value| ContactDetail {
+        action: None,
+        contact: serde_json::from_value(fields).unwrap_or_else(|e| panic!("{e}")),
+        at: None,
+    };
+
+    // A unit read the contact; an opt-out was written since: its put is refused.
+    let mut stale = rt.store().clone();
+    let refused = stale
+        .atomically(|s| {
+            let mut c = s.contact("a")?.unwrap_or_else(|| panic!("no contact"));
+            rt.upsert_contact(
+                update(serde_json::json!({"id": "a", "subscriptions": {"news": false}})),
+                t0,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            c.set_field("name", "From an older read".into());
+            s.put_contact(&c, t0)
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        matches!(refused, Err(relance_aws::error::StoreError::Conflict(_))),
+        "{refused:?}"
+    );
+    let now = profile(&mut rt);
+    assert_eq!(now.subscription("news"), Some(false));
+    assert_eq!(now.fields()["name"], "A");
+    // Redone from a fresh read, it lands on the opt-out.
+    stale
+        .atomically(|s| {
+            let mut c = s.contact("a")?.unwrap_or_else(|| panic!("no contact"));
+            c.set_field("name", "From a fresh read".into());
+            s.put_contact(&c, t0)
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let now = profile(&mut rt);
+    assert_eq!(
+        (now.subscription("news"), &now.fields()["name"]),
+        (Some(false), &serde_json::json!("From a fresh read"))
+    );
+
+    // A transition that sets the plan and opts out of offers stops at its commit point; the
+    // contact opts out of news again (it had been re-subscribed) and is renamed before its
+    // effects are applied.
+    rt.consent(
+        &serde_json::from_value(
+            serde_json::json!({"contact": "a", "subscriptions": {"news": true}, "source": "form"}),
+        )
+        .unwrap_or_else(|e| panic!("{e}")),
+        t0,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(profile(&mut rt).subscription("news"), Some(true));
+    let yaml = "id: plan\nlaunch: {type: manual}\nsteps:\n  - {id: set, action: {update_profile: {field: plan, value: pro}}, next: out}\n  - {id: out, action: {update_profile: {field: subscriptions.offers, value: false}}, next: later}\n  - {id: later, delay: {after: P1D}, action: {tag: {add: [later]}}, next: done}\n  - {id: done, end: success}\n";
+    activate(&mut rt, yaml, t0);
+    let launch = || LaunchDetail {
+        scenario: "plan".into(),
+        contacts: None,
+    };
+    rt.store().crash_after_next_commit();
+    assert!(rt.launch(launch(), t0).is_err());
+    rt.upsert_contact(
+        update(serde_json::json!({"id": "a", "name": "B", "subscriptions": {"news": false}})),
+        t0,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // The next read of the enrollment applies its effects.
+    let report = rt.launch(launch(), t0).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.skipped.get("already_running"), Some(&1));
+    let now = profile(&mut rt);
+    assert_eq!(now.fields()["plan"], "pro", "{now:?}");
+    assert_eq!(now.fields()["name"], "B", "{now:?}");
+    assert_eq!(now.subscription("offers"), Some(false), "{now:?}");
+    assert_eq!(now.subscription("news"), Some(false), "{now:?}");
+}
+
 #[test]
 fn timers_spread_over_shards_fire_in_due_order_and_inactivity_triggers_work() {
     if crate::support::offline() {

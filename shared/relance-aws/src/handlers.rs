@@ -185,6 +185,42 @@ fn store_err<E: std::error::Error + std::marker::Send + Sync + 'static>(e: E) ->
     HandlerError::Store(Box::new(e))
 }
 
+/// How many times an input whose unit lost a conditional write to a concurrent writer is
+/// run again at once, before it fails back to its queue (or its caller).
+const CONFLICT_ATTEMPTS: usize = 3;
+
+/// Runs `input` again while it fails on a conditional write refused by a concurrent writer
+/// (a contact, an enrollment or an entry changed since the unit read it): run again, the unit
+/// reads afresh, as a redelivery would, without waiting for the queue's visibility timeout
+/// (or failing a person's unsubscribe click). Every input is safe to redo (see
+/// `Store::atomically`).
+fn again_on_conflict<T>(
+    mut input: impl FnMut() -> Result<T, HandlerError>,
+) -> Result<T, HandlerError> {
+    let mut attempt = 1;
+    loop {
+        match input() {
+            Err(e) if attempt < CONFLICT_ATTEMPTS && is_conflict(&e) => {
+                tracing::info!(attempt, error = %e, "a concurrent writer changed what the input read; running it again");
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether `e` is a conditional write refused by a concurrent writer.
+fn is_conflict(e: &HandlerError) -> bool {
+    let store = match e {
+        HandlerError::Runtime(RuntimeError::Store(inner)) | HandlerError::Store(inner) => inner,
+        _ => return false,
+    };
+    matches!(
+        store.downcast_ref::<crate::error::StoreError>(),
+        Some(crate::error::StoreError::Conflict(_))
+    )
+}
+
 fn decode<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, HandlerError> {
     inbound::decode(v).map_err(HandlerError::from)
 }
@@ -198,7 +234,7 @@ pub fn trigger<S: HandlerStore>(
     event: &EventBridgeEvent<Value>,
     now: DateTime<Utc>,
 ) -> Result<(), HandlerError> {
-    let result = trigger_event(rt, fanout, event, now);
+    let result = again_on_conflict(|| trigger_event(rt, fanout, event, now));
     // Flushed whatever happened: the transitions done before a failure are whole once their
     // journal items are written (the retried event then finds them done), and nothing waits
     // in the store for the function's next invocation.
@@ -940,9 +976,9 @@ fn unsubscribe_flushed<S: HandlerStore>(
     claim: &relance_core::unsubscribe::UnsubscribeClaim,
     now: DateTime<Utc>,
 ) -> Result<(), HandlerError> {
-    let done = rt.unsubscribe(claim, now);
+    let done = again_on_conflict(|| rt.unsubscribe(claim, now).map_err(HandlerError::from));
     let flushed = rt.store().flush().map_err(store_err);
-    done.map_err(HandlerError::from).and(flushed)
+    done.and(flushed)
 }
 
 /// engagement, whatever invoked it: an SQS batch of SES feedback (the answer is the batch
@@ -964,4 +1000,50 @@ pub fn engagement_any<S: HandlerStore>(
         .map_err(|e| HandlerError::BadInput(format!("neither SQS nor CloudWatch Logs: {e}")))?;
     serde_json::to_value(engagement(rt, &event, now))
         .map_err(|e| HandlerError::BadInput(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::StoreError;
+
+    fn conflict() -> HandlerError {
+        HandlerError::Runtime(RuntimeError::Store(Box::new(StoreError::Conflict(
+            "contact a".into(),
+        ))))
+    }
+
+    #[test]
+    fn an_input_that_lost_a_conditional_write_runs_again_a_few_times_and_no_other_does() {
+        let mut runs = 0;
+        let r = again_on_conflict(|| {
+            runs += 1;
+            if runs < 3 { Err(conflict()) } else { Ok(runs) }
+        });
+        assert_eq!(r.ok(), Some(3));
+        let mut runs = 0;
+        let r: Result<(), _> = again_on_conflict(|| {
+            runs += 1;
+            Err(conflict())
+        });
+        assert!(is_conflict(&r.err().unwrap_or_else(|| panic!("ran"))));
+        assert_eq!(runs, CONFLICT_ATTEMPTS);
+        for other in [
+            HandlerError::BadInput("x".into()),
+            HandlerError::Store(Box::new(StoreError::Injected)),
+        ] {
+            let mut runs = 0;
+            let mut other = Some(other);
+            let r: Result<(), _> = again_on_conflict(|| {
+                runs += 1;
+                Err(other
+                    .take()
+                    .unwrap_or_else(|| HandlerError::BadInput("again".into())))
+            });
+            assert!(r.is_err() && runs == 1);
+        }
+        assert!(is_conflict(&HandlerError::Store(Box::new(
+            StoreError::Conflict("e".into())
+        ))));
+    }
 }

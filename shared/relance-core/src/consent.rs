@@ -342,6 +342,23 @@ pub fn apply_change(contact: &mut Contact, change: &Change) {
     }
 }
 
+/// Sets `field` on `contact` as a transition's `SetField` effect asks, replayed onto the
+/// contact as it is stored now (a concurrent writer may have changed it since the transition
+/// read it): a consent field goes through [`screen`] against the contact now, so an opt-out or
+/// a suppression written in between stands (the replay may opt out, never back in); any other
+/// field is set as it is.
+pub fn set_field_keeping_opt_outs(contact: &mut Contact, field: &str, value: &Value) {
+    if !is_consent_field(field) {
+        contact.set_field(field, value.clone());
+        return;
+    }
+    let mut incoming = Map::new();
+    incoming.insert(field.to_string(), value.clone());
+    for (key, v) in screen(Some(contact), &incoming).changes {
+        contact.set_field(&key, v);
+    }
+}
+
 /// The consent changes between two versions of a contact (what a scenario's transition did),
 /// for the trail.
 pub fn diff(before: &Contact, after: &Contact) -> Vec<Change> {
@@ -523,6 +540,32 @@ mod tests {
             Value::Object(m) => m,
             other => panic!("not an object: {other}"),
         }
+    }
+
+    #[test]
+    fn a_transitions_field_replayed_over_a_later_opt_out_keeps_the_opt_out() {
+        // The transition read news: true, promo: true and opted the contact out of news (its
+        // SetField carries the whole merged object); the contact opted out of promo since.
+        let mut now = contact(
+            json!({"id": "a", "name": "A", "subscriptions": {"news": true, "promo": false}, "suppressed": ["x@y.io"]}),
+        );
+        set_field_keeping_opt_outs(
+            &mut now,
+            "subscriptions",
+            &json!({"news": false, "promo": true}),
+        );
+        assert_eq!(now.subscription("news"), Some(false));
+        assert_eq!(now.subscription("promo"), Some(false));
+        set_field_keeping_opt_outs(&mut now, "subscriptions.promo", &json!(true));
+        assert_eq!(now.subscription("promo"), Some(false));
+        // A suppression list replayed without a later suppression keeps it.
+        set_field_keeping_opt_outs(&mut now, "suppressed", &json!([]));
+        assert!(now.is_suppressed("x@y.io"));
+        // Other fields are set as they are, dots reaching into objects.
+        set_field_keeping_opt_outs(&mut now, "plan.tier", &json!("gold"));
+        set_field_keeping_opt_outs(&mut now, "name", &json!("B"));
+        assert_eq!(now.fields()["plan"], json!({"tier": "gold"}));
+        assert_eq!(now.fields()["name"], json!("B"));
     }
 
     #[test]

@@ -3,11 +3,14 @@
 
 use chrono::{DateTime, Utc};
 use relance_core::engine::Send;
-use relance_core::ports::ContactStore;
+use relance_core::ports::{ContactStore, Store};
 use serde_json::Value;
 
 use super::{SendError, Senders};
 use crate::error::StoreError;
+
+/// Attempts at removing expired subscriptions from a contact other writers are changing.
+const FORGET_ATTEMPTS: usize = 5;
 
 impl Senders {
     /// Pushes to every subscription of the contact; those expired are forgotten at `now`.
@@ -33,26 +36,38 @@ impl Senders {
     }
 
     /// Removes expired browser subscriptions from the contact, so they are not tried again.
+    /// Read and written in one unit, the put conditional on the read (see `put_contact`): a
+    /// contact changed meanwhile (another push of the same batch removing its own expired
+    /// subscriptions, an opt-out) is read again and the removal redone on it, never
+    /// overwritten by the older read.
     fn forget_web_push(&self, contact: &str, expired: &[String], now: DateTime<Utc>) {
         let mut store = self.contacts.clone();
-        let result = (|| -> Result<(), StoreError> {
-            let Some(mut c) = store.contact(contact)? else {
-                return Ok(());
-            };
-            let kept: Vec<Value> = c
-                .web_push_subscriptions()
-                .into_iter()
-                .filter(|s| {
-                    !s["endpoint"]
-                        .as_str()
-                        .is_some_and(|e| expired.iter().any(|x| x == e))
+        let mut result = Ok(());
+        for _ in 0..FORGET_ATTEMPTS {
+            result = store
+                .atomically(|store| -> Result<(), StoreError> {
+                    let Some(mut c) = store.contact(contact)? else {
+                        return Ok(());
+                    };
+                    let kept: Vec<Value> = c
+                        .web_push_subscriptions()
+                        .into_iter()
+                        .filter(|s| {
+                            !s["endpoint"]
+                                .as_str()
+                                .is_some_and(|e| expired.iter().any(|x| x == e))
+                        })
+                        .cloned()
+                        .collect();
+                    c.set_field("web_push", Value::Array(kept));
+                    store.put_contact(&c, now)?;
+                    Ok(())
                 })
-                .cloned()
-                .collect();
-            c.set_field("web_push", Value::Array(kept));
-            store.put_contact(&c, now)?;
-            Ok(())
-        })();
+                .and_then(|inner| inner);
+            if !matches!(result, Err(StoreError::Conflict(_))) {
+                break;
+            }
+        }
         match result {
             Ok(()) => tracing::info!(
                 contact,

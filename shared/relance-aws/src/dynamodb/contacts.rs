@@ -39,17 +39,37 @@ impl ContactStore for DynamoStore {
         contact: &Contact,
         now: DateTime<Utc>,
     ) -> Result<ContactChange, StoreError> {
-        let change = match self.contact(contact.id())? {
+        let pk = keys::contact(contact.id());
+        // The profile as this unit read it (or as it is now, outside a unit): the put is
+        // conditional on it, so a contact changed by a concurrent writer since (an opt-out,
+        // another event's fields, a push service's expired subscription removed) is never
+        // overwritten by a change computed from the older read. A refused put fails the unit
+        // (`Conflict`), whose input is then redone from a fresh read.
+        let seen = self.get(&pk, keys::PROFILE)?;
+        let seen_doc = seen.as_ref().map(|item| get_s(item, "doc"));
+        let change = match seen_doc {
             None => ContactChange::Added,
-            Some(c) if &c == contact => return Ok(ContactChange::Unchanged),
-            Some(_) => ContactChange::Modified,
+            Some(doc) => {
+                let stored: serde_json::Value = from_json("contact", doc.unwrap_or("null"))?;
+                match Contact::from_stored(stored) {
+                    Ok(c) if &c == contact => return Ok(ContactChange::Unchanged),
+                    _ => ContactChange::Modified,
+                }
+            }
         };
         let mut item = Item::new();
-        item.insert(keys::PK.into(), s(keys::contact(contact.id())));
+        item.insert(keys::PK.into(), s(&pk));
         item.insert(keys::SK.into(), s(keys::PROFILE));
         item.insert("doc".into(), s(to_json(contact)));
         item.insert("updated_at".into(), s(keys::text(now)));
-        self.put(item)?;
+        let written = match seen_doc {
+            None => self.put_new(item)?,
+            Some(Some(doc)) => self.put_if(item, "doc = :seen", vec![(":seen", s(doc))])?,
+            Some(None) => self.put_if(item, "attribute_not_exists(doc)", Vec::new())?,
+        };
+        if !written {
+            return Err(StoreError::Conflict(format!("contact {}", contact.id())));
+        }
         Ok(change)
     }
 

@@ -56,6 +56,7 @@ use relance_core::policy::{Retained, Retention};
 use relance_core::ports::{ContactStore, Store};
 use relance_core::scenario::Channel;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::bridge::Bridge;
 use crate::config::AwsConfig;
@@ -86,6 +87,10 @@ const BATCH_WRITE: usize = 25;
 
 /// Attempts at a batch's unprocessed items before the flush fails (and its input is retried).
 const BATCH_ATTEMPTS: u32 = 8;
+
+/// Attempts at writing a transition's contact changes over concurrent writers of the contact
+/// (each reads the contact again) before the transition's unit fails and its input is retried.
+const CONTACT_ATTEMPTS: u32 = 5;
 
 /// Effects kept on an enrollment until they are applied.
 #[derive(Debug, Serialize, Deserialize)]
@@ -789,6 +794,52 @@ impl DynamoStore {
         self.query_all(q)
     }
 
+    /// Writes a transition's contact changes: its `SetField` effects, in order, onto the
+    /// contact as stored now (the transition's own read when nothing changed it since),
+    /// conditionally on that read; read again and redone when a concurrent writer changed the
+    /// contact in between (up to [`CONTACT_ATTEMPTS`] times), so the transition's fields land
+    /// and the other writer's stay. A consent field is set through the consent rule against
+    /// the stored contact (a transition may opt out, never back in: an opt-out written
+    /// concurrently stands). A contact gone since (erased) is not written again. A pending
+    /// change of an earlier build without its `SetField` effects is put whole, as it was.
+    fn put_transition_contact(
+        &mut self,
+        changed: &Contact,
+        effects: &[Effect],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let sets: Vec<(&str, &Value)> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::SetField { field, value, .. } => Some((field.as_str(), value)),
+                _ => None,
+            })
+            .collect();
+        let pk = keys::contact(changed.id());
+        for _ in 0..CONTACT_ATTEMPTS {
+            let to_write = if sets.is_empty() {
+                changed.clone()
+            } else {
+                let Some(mut current) = self.contact(changed.id())? else {
+                    tracing::warn!(
+                        contact = changed.id(),
+                        "a transition's contact changes not written: the contact is gone"
+                    );
+                    return Ok(());
+                };
+                for (field, value) in &sets {
+                    relance_core::consent::set_field_keeping_opt_outs(&mut current, field, value);
+                }
+                current
+            };
+            match self.put_contact(&to_write, at) {
+                Err(StoreError::Conflict(_)) => self.unit_reads.forget(&pk, keys::PROFILE),
+                other => return other.map(|_| ()),
+            }
+        }
+        Err(StoreError::Conflict(format!("contact {}", changed.id())))
+    }
+
     /// Applies a transition's pending effects: just committed, or, with `repair`, found
     /// unapplied when its enrollment is read (after a crash).
     fn apply_pending(
@@ -818,7 +869,7 @@ impl DynamoStore {
             self.apply_effect(&pending.scenario, effect, pending.at)?;
         }
         if let Some(c) = &pending.contact {
-            self.put_contact(c, pending.at)?;
+            self.put_transition_contact(c, &pending.effects, pending.at)?;
         }
         if let Some(dispatch) = &self.dispatch {
             // The finding is read only for a transition that may publish an informational event.
