@@ -447,6 +447,39 @@ fn provider_lists_skip_and_journal_the_send() {
         "{skipped:?}"
     );
     assert_eq!(skipped.len(), 2, "{skipped:?}");
+
+    // A delivery that settled a send skipped, then stopped before it journaled it (as a
+    // crash there would): the queue's redelivery, later, finds the claim and journals the
+    // record, at the first delivery's instant, once however often it comes again.
+    let late = send_event("news", email_send("gone", "gone@example.com", "late"));
+    let body = late.records[0].body.clone().unwrap_or_default();
+    let (scenario, send) =
+        relance_core::inbound::decode_send(&body).unwrap_or_else(|e| panic!("{e}"));
+    let first = handlers::Deliver::deliver(&senders, &send, &scenario, t0);
+    assert!(
+        matches!(first, Ok(relance_aws::channels::Outcome::Skipped(_))),
+        "{first:?}"
+    );
+    for minutes in [5, 6] {
+        let r = handlers::channel_sender(
+            &senders,
+            rt.store(),
+            &late,
+            t0 + chrono::TimeDelta::minutes(minutes),
+        );
+        assert!(r.batch_item_failures.is_empty(), "{r:?}");
+    }
+    let late: Vec<_> = rt
+        .store()
+        .records("news", None)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.kind == RecordKind::Skipped && r.step.as_deref() == Some("late"))
+        .collect();
+    assert_eq!(late.len(), 1, "{late:?}");
+    assert_eq!(late[0].at, t0);
+    assert_eq!(late[0].reason.as_deref(), Some("suppressed (bounce)"));
+    assert_eq!(meter.total("SESv2", &["SendEmail"]), 0);
 }
 
 const CLICKS: &str = r#"

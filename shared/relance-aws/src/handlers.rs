@@ -759,8 +759,8 @@ pub fn channel_sender<S: JournalStore<Error: std::fmt::Display>>(
         let _entered = span.enter();
         // What the provider decided goes into the scenario's journal next to the `sent`
         // record the engine wrote when it handed the message over.
-        let journal = |store: &mut S, kind: RecordKind, reason: &str| {
-            let mut record = Record::new(now, &send.contact, kind)
+        let journal = |store: &mut S, kind: RecordKind, reason: &str, at: DateTime<Utc>| {
+            let mut record = Record::new(at, &send.contact, kind)
                 .step(&send.step)
                 .reason(reason);
             record.channel = Some(send.channel);
@@ -778,13 +778,25 @@ pub fn channel_sender<S: JournalStore<Error: std::fmt::Display>>(
             Ok(Outcome::Duplicate) => {
                 tracing::info!(message = %id, key, "already sent: duplicate delivery ignored")
             }
+            // A delivery that took the claim and settled the send unsent may have stopped
+            // before it journaled that: its record (and dead letter) written again, with the
+            // instant the claim kept, are the same items under the same keys.
+            Ok(Outcome::Unsent(unsent)) => {
+                tracing::info!(message = %id, key, reason = unsent.reason, "already settled unsent: duplicate delivery; its outcome journaled again");
+                if unsent.skipped {
+                    journal(store, RecordKind::Skipped, &unsent.reason, unsent.at);
+                } else {
+                    journal(store, RecordKind::Failed, &unsent.reason, unsent.at);
+                    let _ = store.dead_letter("send", body, &unsent.reason, unsent.at);
+                }
+            }
             Ok(Outcome::Skipped(reason)) => {
                 tracing::info!(message = %id, key, reason, "skipped by the provider's list");
-                journal(store, RecordKind::Skipped, &reason);
+                journal(store, RecordKind::Skipped, &reason, now);
             }
             Err(SendError::Permanent(why)) => {
                 tracing::error!(message = %id, key, reason = %why, "send failed for good");
-                journal(store, RecordKind::Failed, &why);
+                journal(store, RecordKind::Failed, &why, now);
                 if store.dead_letter("send", body, &why, now).is_ok() {
                     relance_runtime::metrics::dead_letter("send");
                 }

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 
 use crate::bridge::Bridge;
 use crate::error::DynamoError;
@@ -36,6 +36,18 @@ const RATE_SLOT_KEPT_SECONDS: u64 = 3600;
 /// earlier builds made: the longest a message can wait in a queue and its dead-letter queue
 /// (14 days, `infra/template.yaml`), and a day more for a redrive.
 pub const LEGACY_CLAIMS_WINDOW: TimeDelta = TimeDelta::days(15);
+
+/// A claimed send that was not sent and will not be: skipped by the provider's list, or
+/// failed for good; why, and the instant its outcome was journaled at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsent {
+    /// Skipped by the provider's list (else failed for good).
+    pub skipped: bool,
+    /// Why.
+    pub reason: String,
+    /// When the delivery that settled it journaled it (its journal record's instant).
+    pub at: DateTime<Utc>,
+}
 
 /// The ledger on one state table.
 #[derive(Debug, Clone)]
@@ -185,21 +197,77 @@ impl Ledger {
 
     /// Marks a claimed send failed for good, with why (the claim stays: it is not retried).
     pub fn fail(&self, key: &str, why: &str) -> Result<(), DynamoError> {
+        self.mark_failed(key, why, None)
+    }
+
+    /// Marks a claimed send that will not be sent (`unsent`: skipped by the provider's list,
+    /// or failed for good), with why and the instant its outcome is journaled at, so a
+    /// redelivery that finds the claim can journal that outcome again, under the same key, if
+    /// the delivery that settled it stopped before journaling it ([`Ledger::unsent`]).
+    pub fn fail_unsent(&self, key: &str, unsent: &Unsent) -> Result<(), DynamoError> {
+        self.mark_failed(key, &unsent.reason, Some(unsent))
+    }
+
+    fn mark_failed(
+        &self,
+        key: &str,
+        why: &str,
+        unsent: Option<&Unsent>,
+    ) -> Result<(), DynamoError> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.state_table)
+            .key(keys::PK, AttributeValue::S(keys::sent(key)))
+            .key(keys::SK, AttributeValue::S(key.into()))
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":s", AttributeValue::S("failed".into()))
+            .expression_attribute_values(":r", AttributeValue::S(why.to_string()));
+        update = match unsent {
+            None => update.update_expression("SET #s = :s, reason = :r"),
+            Some(u) => update
+                .update_expression("SET #s = :s, reason = :r, unsent = :u, settled_at = :a")
+                .expression_attribute_values(
+                    ":u",
+                    AttributeValue::S(if u.skipped { "skipped" } else { "failed" }.into()),
+                )
+                .expression_attribute_values(
+                    ":a",
+                    AttributeValue::S(u.at.to_rfc3339_opts(SecondsFormat::Nanos, true)),
+                ),
+        };
         self.bridge
-            .block(
-                self.client
-                    .update_item()
-                    .table_name(&self.state_table)
-                    .key(keys::PK, AttributeValue::S(keys::sent(key)))
-                    .key(keys::SK, AttributeValue::S(key.into()))
-                    .update_expression("SET #s = :s, reason = :r")
-                    .expression_attribute_names("#s", "status")
-                    .expression_attribute_values(":s", AttributeValue::S("failed".into()))
-                    .expression_attribute_values(":r", AttributeValue::S(why.to_string()))
-                    .send(),
-            )
+            .block(update.send())
             .map_err(|e| DynamoError::new("UpdateItem", format!("{e:?}")))?;
         Ok(())
+    }
+
+    /// What the delivery that holds the claim of `key` settled, when it was not sent (see
+    /// [`Ledger::fail_unsent`]); `None` for a send that went, one still under way, or a claim
+    /// of an earlier build. One strongly consistent read, made only for a duplicate delivery.
+    pub fn unsent(&self, key: &str) -> Result<Option<Unsent>, DynamoError> {
+        let Some(item) = self.read_item(&keys::sent(key), key)? else {
+            return Ok(None);
+        };
+        let text = |name: &str| match item.get(name) {
+            Some(AttributeValue::S(v)) => Some(v.as_str()),
+            _ => None,
+        };
+        let (Some(kind), Some(at), Some(reason)) =
+            (text("unsent"), text("settled_at"), text("reason"))
+        else {
+            return Ok(None);
+        };
+        let at = DateTime::parse_from_rfc3339(at)
+            .map_err(|e| {
+                DynamoError::new("GetItem", format!("the claim of {key}: settled_at: {e}"))
+            })?
+            .with_timezone(&Utc);
+        Ok(Some(Unsent {
+            skipped: kind == "skipped",
+            reason: reason.to_string(),
+            at,
+        }))
     }
 
     /// Releases a claim, so a retry of the same key can send.

@@ -60,6 +60,10 @@ pub enum Outcome {
     Sent(String),
     /// Already claimed by an earlier delivery of the same key.
     Duplicate,
+    /// Already claimed by an earlier delivery of the same key, which did not send it (skipped
+    /// or failed for good): its outcome, to journal again (the same record, under the same
+    /// key) in case that delivery stopped before it journaled it.
+    Unsent(crate::ledger::Unsent),
     /// Not sent, and it will not be: the provider's list stops it (`suppressed`: on the SES
     /// account suppression list; `opted_out`: the number opted out of SMS with SNS).
     Skipped(String),
@@ -296,12 +300,24 @@ impl Senders {
     }
 
     /// Records the outcome of a claimed send (or releases the claim so a retry can send). A
-    /// success needs no write: the claim already keeps the key from being sent again.
-    fn settle(&self, key: &str, outcome: Result<&str, &SendError>) {
+    /// success needs no write: the claim already keeps the key from being sent again. One not
+    /// sent keeps why and `now`, the instant its outcome is journaled at (see `Outcome::Unsent`).
+    fn settle(
+        &self,
+        key: &str,
+        outcome: Result<&str, &SendError>,
+        skipped: bool,
+        now: DateTime<Utc>,
+    ) {
         match outcome {
             Ok(id) => tracing::info!(key, provider_id = id, "sent"),
             Err(SendError::Permanent(why)) => {
-                if let Err(e) = self.ledger.fail(key, why) {
+                let unsent = crate::ledger::Unsent {
+                    skipped,
+                    reason: why.clone(),
+                    at: now,
+                };
+                if let Err(e) = self.ledger.fail_unsent(key, &unsent) {
                     tracing::warn!(key, error = %e, "could not record a send's outcome");
                 }
             }
@@ -325,19 +341,28 @@ impl Senders {
             .claim(&send.idempotency_key, now)
             .map_err(|e| SendError::Transient(format!("claim: {e}")))?;
         if !claimed {
-            return Ok(Outcome::Duplicate);
+            return Ok(match self.ledger.unsent(&send.idempotency_key) {
+                Ok(Some(unsent)) => Outcome::Unsent(unsent),
+                Ok(None) => Outcome::Duplicate,
+                Err(e) => {
+                    tracing::warn!(key = send.idempotency_key, error = %e, "a duplicate delivery's claim did not read; its outcome is not journaled again");
+                    Outcome::Duplicate
+                }
+            });
         }
         match self.provider_list_stops(&send.to) {
             Ok(Some(reason)) => {
                 self.settle(
                     &send.idempotency_key,
                     Err(&SendError::Permanent(reason.clone())),
+                    true,
+                    now,
                 );
                 return Ok(Outcome::Skipped(reason));
             }
             Ok(None) => {}
             Err(e) => {
-                self.settle(&send.idempotency_key, Err(&e));
+                self.settle(&send.idempotency_key, Err(&e), false, now);
                 return Err(e);
             }
         }
@@ -349,7 +374,7 @@ impl Senders {
             Recipient::Push(endpoints) => self.push.send(send, endpoints),
             Recipient::WebPush(_) => self.web_push(send, now),
         };
-        self.settle(&send.idempotency_key, result.as_deref());
+        self.settle(&send.idempotency_key, result.as_deref(), false, now);
         result.map(Outcome::Sent)
     }
 
