@@ -831,7 +831,7 @@ fn a_crash_after_the_commit_point_is_repaired_when_the_enrollment_is_read() {
 /// stale copy of the subscriptions does not undo the opt-out.
 #[test]
 fn hostile_a_contact_is_never_overwritten_from_an_older_read() {
-    use relance_core::ports::{ContactStore, Store};
+    use relance_core::ports::{ContactStore, EnrollmentStore, Store};
     use relance_core::wire::ContactDetail;
     if crate::support::offline() {
         return;
@@ -840,7 +840,7 @@ fn hostile_a_contact_is_never_overwritten_from_an_older_read() {
     let mut rt = Runtime::new(store("stalecontact"));
     import(
         &mut rt,
-        "{\"id\": \"a\", \"email\": \"a@x.io\", \"name\": \"A\", \"subscriptions\": {\"offers\": true, \"news\": true}}\n",
+        "{\"id\": \"a\", \"email\": \"a@x.io\", \"name\": \"A\", \"tags\": [\"vip\"], \"subscriptions\": {\"offers\": true, \"news\": true}}\n",
         t0,
     );
     let profile = |rt: &mut Runtime<DynamoStore>| {
@@ -856,9 +856,10 @@ fn hostile_a_contact_is_never_overwritten_from_an_older_read() {
         at: None,
     };
 
-    // A unit read the contact; an opt-out was written since: its put is refused.
+    // A unit read the contact; an opt-out was written since: its put is refused, and so is
+    // it again after the unit read the contact anew (what it computed came from the first).
     let mut stale = rt.store().clone();
-    let refused = stale
+    let (refused, again) = stale
         .atomically(|s| {
             let mut c = s.contact("a")?.unwrap_or_else(|| panic!("no contact"));
             rt.upsert_contact(
@@ -867,13 +868,19 @@ fn hostile_a_contact_is_never_overwritten_from_an_older_read() {
             )
             .unwrap_or_else(|e| panic!("{e}"));
             c.set_field("name", "From an older read".into());
-            s.put_contact(&c, t0)
+            let refused = s.put_contact(&c, t0);
+            let reread = s.contact("a")?.unwrap_or_else(|| panic!("no contact"));
+            assert_eq!(reread.subscription("news"), Some(false));
+            Ok::<_, relance_aws::error::StoreError>((refused, s.put_contact(&c, t0)))
         })
+        .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        matches!(refused, Err(relance_aws::error::StoreError::Conflict(_))),
-        "{refused:?}"
-    );
+    for put in [&refused, &again] {
+        assert!(
+            matches!(put, Err(relance_aws::error::StoreError::Conflict(_))),
+            "{put:?}"
+        );
+    }
     let now = profile(&mut rt);
     assert_eq!(now.subscription("news"), Some(false));
     assert_eq!(now.fields()["name"], "A");
@@ -904,7 +911,7 @@ fn hostile_a_contact_is_never_overwritten_from_an_older_read() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(profile(&mut rt).subscription("news"), Some(true));
-    let yaml = "id: plan\nlaunch: {type: manual}\nsteps:\n  - {id: set, action: {update_profile: {field: plan, value: pro}}, next: out}\n  - {id: out, action: {update_profile: {field: subscriptions.offers, value: false}}, next: later}\n  - {id: later, delay: {after: P1D}, action: {tag: {add: [later]}}, next: done}\n  - {id: done, end: success}\n";
+    let yaml = "id: plan\nlaunch: {type: manual}\nsteps:\n  - {id: tag, action: {tag: {add: [upgraded]}}, next: set}\n  - {id: set, action: {update_profile: {field: plan, value: pro}}, next: out}\n  - {id: out, action: {update_profile: {field: subscriptions.offers, value: false}}, next: later}\n  - {id: later, delay: {after: P1D}, action: {tag: {add: [later]}}, next: done}\n  - {id: done, end: success}\n";
     activate(&mut rt, yaml, t0);
     let launch = || LaunchDetail {
         scenario: "plan".into(),
@@ -913,11 +920,14 @@ fn hostile_a_contact_is_never_overwritten_from_an_older_read() {
     rt.store().crash_after_next_commit();
     assert!(rt.launch(launch(), t0).is_err());
     rt.upsert_contact(
-        update(serde_json::json!({"id": "a", "name": "B", "subscriptions": {"news": false}})),
+        update(
+            serde_json::json!({"id": "a", "name": "B", "tags": ["vip", "beta"], "subscriptions": {"news": false}}),
+        ),
         t0,
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    // The next read of the enrollment applies its effects.
+    // The next read of the enrollment (here in the profile update's own unit, after its put)
+    // applied its effects.
     let report = rt.launch(launch(), t0).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report.skipped.get("already_running"), Some(&1));
     let now = profile(&mut rt);
@@ -925,6 +935,64 @@ fn hostile_a_contact_is_never_overwritten_from_an_older_read() {
     assert_eq!(now.fields()["name"], "B", "{now:?}");
     assert_eq!(now.subscription("offers"), Some(false), "{now:?}");
     assert_eq!(now.subscription("news"), Some(false), "{now:?}");
+    assert_eq!(
+        now.fields()["tags"],
+        serde_json::json!(["vip", "beta", "upgraded"]),
+        "the step's tag added to the list as it is now"
+    );
+
+    // A unit that read a contact, then read an enrollment whose transition a crash left
+    // pending (its repair writes the contact): the contact the unit computed from its read is
+    // refused (the repair's fields would be lost), and the unit run again keeps both.
+    import(
+        &mut rt,
+        "{\"id\": \"b\", \"email\": \"b@x.io\", \"subscriptions\": {\"offers\": true}}\n",
+        t0,
+    );
+    rt.store().crash_after_next_commit();
+    assert!(
+        rt.launch(
+            LaunchDetail {
+                scenario: "plan".into(),
+                contacts: Some(vec!["b".into()])
+            },
+            t0
+        )
+        .is_err()
+    );
+    let mut store = rt.store().clone();
+    let rename = |s: &mut DynamoStore| {
+        let mut c = s.contact("b")?.unwrap_or_else(|| panic!("no contact"));
+        s.enrollment(&relance_aws::keys::enrollment_id("plan", "b", 1))?;
+        c.set_field("name", "Bea".into());
+        s.put_contact(&c, t0)
+    };
+    let first = store.atomically(rename).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        matches!(first, Err(relance_aws::error::StoreError::Conflict(_))),
+        "{first:?}"
+    );
+    store
+        .atomically(rename)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let b = store
+        .contact("b")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("no contact"));
+    assert_eq!(
+        (
+            &b.fields()["plan"],
+            &b.fields()["name"],
+            b.subscription("offers")
+        ),
+        (
+            &serde_json::json!("pro"),
+            &serde_json::json!("Bea"),
+            Some(false)
+        ),
+        "{b:?}"
+    );
 }
 
 #[test]

@@ -191,9 +191,9 @@ const CONFLICT_ATTEMPTS: usize = 3;
 
 /// Runs `input` again while it fails on a conditional write refused by a concurrent writer
 /// (a contact, an enrollment or an entry changed since the unit read it): run again, the unit
-/// reads afresh, as a redelivery would, without waiting for the queue's visibility timeout
-/// (or failing a person's unsubscribe click). Every input is safe to redo (see
-/// `Store::atomically`).
+/// reads afresh, as a redelivery would, without waiting for the queue's visibility timeout,
+/// failing a person's unsubscribe click, or failing a whole CloudWatch Logs batch of SMS
+/// delivery lines. Every input is safe to redo (see `Store::atomically`).
 fn again_on_conflict<T>(
     mut input: impl FnMut() -> Result<T, HandlerError>,
 ) -> Result<T, HandlerError> {
@@ -678,7 +678,7 @@ fn each_message<S: HandlerStore>(
     for message in &event.records {
         let id = message.message_id.clone().unwrap_or_default();
         let result = match message.body.as_deref() {
-            Some(body) => handle(rt, body, now),
+            Some(body) => again_on_conflict(|| handle(rt, body, now)),
             None => Err(HandlerError::BadInput("empty body".into())),
         };
         if let Err(e) = result {
@@ -893,19 +893,17 @@ fn sms_delivery_lines<S: HandlerStore>(
             continue;
         };
         let at = DateTime::from_timestamp_millis(entry.timestamp);
-        rt.engagement(
-            EngagementDetail {
-                idempotency_key: None,
-                contact,
-                scenario,
-                step,
-                kind,
-                url: None,
-                link_tags,
-                at,
-            },
-            now,
-        )?;
+        let detail = EngagementDetail {
+            idempotency_key: None,
+            contact,
+            scenario,
+            step,
+            kind,
+            url: None,
+            link_tags,
+            at,
+        };
+        again_on_conflict(|| Ok(rt.engagement(detail.clone(), now)?))?;
         recorded += 1;
     }
     Ok(recorded)

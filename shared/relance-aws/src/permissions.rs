@@ -183,16 +183,17 @@ const SENDER_STATE: Grant = allow(
     "claim (PutItem, conditional), rate slot and outcome (UpdateItem), journal and dead letters (PutItem)",
 );
 
-/// A claim released after a transient failure, so the queue's retry may send: only in the
-/// claims' partitions (`sent#0` to `sent#15`, [`crate::keys::sent`]).
+/// A claim released after a transient failure, so the queue's retry may send, and a claim read
+/// by a duplicate delivery for the outcome of a send settled unsent: only in the claims'
+/// partitions (`sent#0` to `sent#15`, [`crate::keys::sent`]).
 const SENDER_RELEASE: Grant = Grant {
     effect: Effect::Allow,
-    actions: &["dynamodb:DeleteItem"],
+    actions: &["dynamodb:DeleteItem", "dynamodb:GetItem"],
     resources: &["StateTable"],
     condition: Some(
         "ForAllValues:StringEquals dynamodb:LeadingKeys sent#0,sent#1,sent#2,sent#3,sent#4,sent#5,sent#6,sent#7,sent#8,sent#9,sent#10,sent#11,sent#12,sent#13,sent#14,sent#15",
     ),
-    why: "Senders::settle releases the claim (pk = sent#{h}) on a transient failure",
+    why: "Senders::settle releases the claim (pk = sent#{h}) on a transient failure; Ledger::unsent reads it for a duplicate delivery",
     by_lambda: false,
 };
 

@@ -342,6 +342,29 @@ pub fn apply_change(contact: &mut Contact, change: &Change) {
     }
 }
 
+/// After changes were replayed onto `before` (the contact as stored) to give `after`, the
+/// opt-outs and suppressions `before` held stand in `after`: a replayed change may opt out or
+/// suppress, never undo either.
+pub fn keep_opt_outs(before: &Contact, after: &mut Contact) {
+    let kinds: Vec<String> = before
+        .fields()
+        .get("subscriptions")
+        .and_then(Value::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    for kind in kinds {
+        if before.subscription(&kind) == Some(false) && after.subscription(&kind) != Some(false) {
+            apply_change(after, &Change::new(&kind, ConsentState::Unsubscribed));
+        }
+    }
+    let suppressed: Vec<String> = before.names("suppressed").map(str::to_string).collect();
+    for address in suppressed {
+        if !after.is_suppressed(&address) {
+            apply_change(after, &Change::new(&address, ConsentState::Suppressed));
+        }
+    }
+}
+
 /// Sets `field` on `contact` as a transition's `SetField` effect asks, replayed onto the
 /// contact as it is stored now (a concurrent writer may have changed it since the transition
 /// read it): a consent field goes through [`screen`] against the contact now, so an opt-out or
@@ -540,6 +563,20 @@ mod tests {
             Value::Object(m) => m,
             other => panic!("not an object: {other}"),
         }
+    }
+
+    #[test]
+    fn opt_outs_and_suppressions_stand_after_a_replay() {
+        let before = contact(
+            json!({"id": "a", "subscriptions": {"news": false, "promo": true}, "suppressed": ["x@y.io"]}),
+        );
+        let mut after = contact(
+            json!({"id": "a", "subscriptions": {"news": true, "promo": false}, "suppressed": []}),
+        );
+        keep_opt_outs(&before, &mut after);
+        assert_eq!(after.subscription("news"), Some(false));
+        assert_eq!(after.subscription("promo"), Some(false));
+        assert!(after.is_suppressed("x@y.io"));
     }
 
     #[test]

@@ -312,6 +312,12 @@ impl Contact {
             .any(|a| a.eq_ignore_ascii_case(address))
     }
 
+    /// Replaces the contact's fields (its id stays: an `id` field is set back to it).
+    pub fn replace_fields(&mut self, mut fields: Map<String, Value>) {
+        fields.insert("id".into(), Value::String(self.id().to_string()));
+        *self.fields_mut() = fields;
+    }
+
     /// The recorded consent for a communication type: `Some(true)` subscribed,
     /// `Some(false)` unsubscribed, `None` no record.
     pub fn subscription(&self, kind: &str) -> Option<bool> {

@@ -55,6 +55,7 @@ pub mod condition;
 pub mod consent;
 pub mod contact;
 pub mod delivery;
+pub mod delta;
 pub mod duration;
 pub mod engine;
 pub mod experiment;

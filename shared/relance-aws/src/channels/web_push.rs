@@ -3,14 +3,9 @@
 
 use chrono::{DateTime, Utc};
 use relance_core::engine::Send;
-use relance_core::ports::{ContactStore, Store};
 use serde_json::Value;
 
 use super::{SendError, Senders};
-use crate::error::StoreError;
-
-/// Attempts at removing expired subscriptions from a contact other writers are changing.
-const FORGET_ATTEMPTS: usize = 5;
 
 impl Senders {
     /// Pushes to every subscription of the contact; those expired are forgotten at `now`.
@@ -35,41 +30,28 @@ impl Senders {
         })
     }
 
-    /// Removes expired browser subscriptions from the contact, so they are not tried again.
-    /// Read and written in one unit, the put conditional on the read (see `put_contact`): a
-    /// contact changed meanwhile (another push of the same batch removing its own expired
-    /// subscriptions, an opt-out) is read again and the removal redone on it, never
-    /// overwritten by the older read.
+    /// Removes expired browser subscriptions from the contact, so they are not tried again:
+    /// one read of the profile (the sender's role reads no more of the contact's partition)
+    /// and a put conditional on it, redone on the contact as it is when a concurrent writer
+    /// changed it (another push of the same batch removing its own gone subscriptions, an
+    /// opt-out): never a write from an older read.
     fn forget_web_push(&self, contact: &str, expired: &[String], now: DateTime<Utc>) {
-        let mut store = self.contacts.clone();
-        let mut result = Ok(());
-        for _ in 0..FORGET_ATTEMPTS {
-            result = store
-                .atomically(|store| -> Result<(), StoreError> {
-                    let Some(mut c) = store.contact(contact)? else {
-                        return Ok(());
-                    };
-                    let kept: Vec<Value> = c
-                        .web_push_subscriptions()
-                        .into_iter()
-                        .filter(|s| {
-                            !s["endpoint"]
-                                .as_str()
-                                .is_some_and(|e| expired.iter().any(|x| x == e))
-                        })
-                        .cloned()
-                        .collect();
-                    c.set_field("web_push", Value::Array(kept));
-                    store.put_contact(&c, now)?;
-                    Ok(())
+        let result = self.contacts.change_contact(contact, now, |c| {
+            let kept: Vec<Value> = c
+                .web_push_subscriptions()
+                .into_iter()
+                .filter(|s| {
+                    !s["endpoint"]
+                        .as_str()
+                        .is_some_and(|e| expired.iter().any(|x| x == e))
                 })
-                .and_then(|inner| inner);
-            if !matches!(result, Err(StoreError::Conflict(_))) {
-                break;
-            }
-        }
+                .cloned()
+                .collect();
+            c.set_field("web_push", Value::Array(kept));
+        });
         match result {
-            Ok(()) => tracing::info!(
+            Ok(false) => {}
+            Ok(true) => tracing::info!(
                 contact,
                 expired = expired.len(),
                 "expired web push subscriptions removed"

@@ -10,6 +10,7 @@ use relance_core::ports::{ContactChange, ContactStore};
 
 use super::DynamoStore;
 use super::item::{Item, from_json, get_n, get_s, parse_ts, s, to_json};
+use super::reads::ProfileBasis;
 use crate::error::StoreError;
 use crate::keys;
 use chrono::{DateTime, Utc};
@@ -22,16 +23,10 @@ impl ContactStore for DynamoStore {
     type Error = StoreError;
 
     fn contact(&mut self, id: &str) -> Result<Option<Contact>, StoreError> {
-        let Some(item) = self.get(&keys::contact(id), keys::PROFILE)? else {
-            return Ok(None);
-        };
-        let v: serde_json::Value = from_json("contact", get_s(&item, "doc").unwrap_or("null"))?;
-        Contact::from_stored(v)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt {
-                what: "contact",
-                why: e.to_string(),
-            })
+        match self.get(&keys::contact(id), keys::PROFILE)? {
+            Some(item) => contact_of(&item).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn put_contact(
@@ -40,34 +35,31 @@ impl ContactStore for DynamoStore {
         now: DateTime<Utc>,
     ) -> Result<ContactChange, StoreError> {
         let pk = keys::contact(contact.id());
-        // The profile as this unit read it (or as it is now, outside a unit): the put is
-        // conditional on it, so a contact changed by a concurrent writer since (an opt-out,
-        // another event's fields, a push service's expired subscription removed) is never
-        // overwritten by a change computed from the older read. A refused put fails the unit
-        // (`Conflict`), whose input is then redone from a fresh read.
-        let seen = self.get(&pk, keys::PROFILE)?;
-        let seen_doc = seen.as_ref().map(|item| get_s(item, "doc"));
-        let change = match seen_doc {
+        let current = self.get(&pk, keys::PROFILE)?;
+        let change = match &current {
             None => ContactChange::Added,
-            Some(doc) => {
-                let stored: serde_json::Value = from_json("contact", doc.unwrap_or("null"))?;
-                match Contact::from_stored(stored) {
-                    Ok(c) if &c == contact => return Ok(ContactChange::Unchanged),
-                    _ => ContactChange::Modified,
-                }
+            Some(item) => match contact_of(item) {
+                Ok(c) if &c == contact => return Ok(ContactChange::Unchanged),
+                _ => ContactChange::Modified,
+            },
+        };
+        // Conditional on the profile the contact was computed from: as this unit first read
+        // it (or last wrote it), not as a later read in the unit found it; outside a unit, as
+        // it is now. So a contact changed by a concurrent writer since (an opt-out, another
+        // event's fields, a push service's gone subscription removed) is never overwritten
+        // by a change computed from the older read: the put is refused and the unit fails
+        // (`Conflict`), to be run again from a fresh read.
+        let expected = match self.unit_reads.profile_basis(&pk) {
+            Some(ProfileBasis::Stale) => {
+                return Err(StoreError::Conflict(format!("contact {}", contact.id())));
             }
+            Some(ProfileBasis::Doc(doc)) => doc,
+            None => current
+                .as_ref()
+                .and_then(|i| get_s(i, "doc"))
+                .map(str::to_string),
         };
-        let mut item = Item::new();
-        item.insert(keys::PK.into(), s(&pk));
-        item.insert(keys::SK.into(), s(keys::PROFILE));
-        item.insert("doc".into(), s(to_json(contact)));
-        item.insert("updated_at".into(), s(keys::text(now)));
-        let written = match seen_doc {
-            None => self.put_new(item)?,
-            Some(Some(doc)) => self.put_if(item, "doc = :seen", vec![(":seen", s(doc))])?,
-            Some(None) => self.put_if(item, "attribute_not_exists(doc)", Vec::new())?,
-        };
-        if !written {
+        if !self.put_profile(contact, now, expected.as_deref())? {
             return Err(StoreError::Conflict(format!("contact {}", contact.id())));
         }
         Ok(change)
@@ -229,6 +221,62 @@ impl ContactStore for DynamoStore {
 }
 
 /// An engagement as `append_engagement` wrote it.
+/// The contact a profile item holds.
+pub(super) fn contact_of(item: &Item) -> Result<Contact, StoreError> {
+    let v: serde_json::Value = from_json("contact", get_s(item, "doc").unwrap_or("null"))?;
+    Contact::from_stored(v).map_err(|e| StoreError::Corrupt {
+        what: "contact",
+        why: e.to_string(),
+    })
+}
+
+impl DynamoStore {
+    /// Puts `contact`'s profile if its `doc` is still `expected` (`None`: if there is no
+    /// profile); false when a concurrent writer changed it.
+    pub(super) fn put_profile(
+        &self,
+        contact: &Contact,
+        now: DateTime<Utc>,
+        expected: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let mut item = Item::new();
+        item.insert(keys::PK.into(), s(keys::contact(contact.id())));
+        item.insert(keys::SK.into(), s(keys::PROFILE));
+        item.insert("doc".into(), s(to_json(contact)));
+        item.insert("updated_at".into(), s(keys::text(now)));
+        match expected {
+            None => self.put_new(item),
+            Some(doc) => self.put_if(item, "doc = :seen", vec![(":seen", s(doc))]),
+        }
+    }
+
+    /// Changes a contact's profile outside a unit of work, with one read of the profile and no
+    /// read of the rest of its partition (a function whose role reads only the profile):
+    /// `change` applied to the profile as read now, put conditionally on that read, read again
+    /// and redone when a concurrent writer changed it (up to five times). False when the
+    /// contact does not exist.
+    pub fn change_contact(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        mut change: impl FnMut(&mut Contact),
+    ) -> Result<bool, StoreError> {
+        let pk = keys::contact(id);
+        for _ in 0..5 {
+            let Some(item) = self.get_uncached(&pk, keys::PROFILE)? else {
+                return Ok(false);
+            };
+            let stored = contact_of(&item)?;
+            let mut changed = stored.clone();
+            change(&mut changed);
+            if changed == stored || self.put_profile(&changed, now, get_s(&item, "doc"))? {
+                return Ok(true);
+            }
+        }
+        Err(StoreError::Conflict(format!("contact {id}")))
+    }
+}
+
 fn engagement_from(item: &Item) -> Result<Engagement, StoreError> {
     let kind = get_s(item, "kind").unwrap_or("");
     let kind = EngagementKind::ALL

@@ -53,7 +53,7 @@ use relance_core::contact::Contact;
 use relance_core::engine::{Effect, Enrollment, Transition};
 use relance_core::journal::Record;
 use relance_core::policy::{Retained, Retention};
-use relance_core::ports::{ContactStore, Store};
+use relance_core::ports::Store;
 use relance_core::scenario::Channel;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -99,6 +99,11 @@ struct Pending {
     at: DateTime<Utc>,
     effects: Vec<Effect>,
     contact: Option<Contact>,
+    /// The transition's changes of the contact, from the contact it read: replayed onto the
+    /// contact as stored when applied (see `put_transition_contact`). Absent from an earlier
+    /// build's pending effects, or when the unit had not read the contact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    contact_delta: Option<relance_core::delta::ContactDelta>,
     /// The batch's journal part that holds the transition's records once applied (and so
     /// proves it applied; see `journal`). None: the transition's own journal item does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -794,19 +799,38 @@ impl DynamoStore {
         self.query_all(q)
     }
 
-    /// Writes a transition's contact changes: its `SetField` effects, in order, onto the
+    /// What a transition changed of `changed`'s contact, from the contact as this unit knows
+    /// it (the transition's read); `None` when the unit has not read it.
+    fn contact_delta(&self, changed: &Contact) -> Option<relance_core::delta::ContactDelta> {
+        let item = self
+            .unit_reads
+            .get(&keys::contact(changed.id()), keys::PROFILE)??;
+        let read = contacts::contact_of(&item).ok()?;
+        Some(relance_core::delta::ContactDelta::between(&read, changed))
+    }
+
+    /// Writes a transition's contact changes: its [`ContactDelta`] (what it changed of the
+    /// contact it read: fields, names added to or removed from a list) replayed onto the
     /// contact as stored now (the transition's own read when nothing changed it since),
     /// conditionally on that read; read again and redone when a concurrent writer changed the
-    /// contact in between (up to [`CONTACT_ATTEMPTS`] times), so the transition's fields land
-    /// and the other writer's stay. A consent field is set through the consent rule against
-    /// the stored contact (a transition may opt out, never back in: an opt-out written
-    /// concurrently stands). A contact gone since (erased) is not written again. A pending
-    /// change of an earlier build without its `SetField` effects is put whole, as it was.
+    /// contact in between (up to [`CONTACT_ATTEMPTS`] times), so the transition's changes land
+    /// and the other writer's stay, and the opt-outs and suppressions stored stand (a
+    /// transition may opt out, never back in). Pending effects written before deltas replay
+    /// their `SetField` effects instead (whole values; a consent field through the consent
+    /// rule), and an earlier build's without either is put whole, as it was. A contact gone
+    /// since (erased) is not written again.
+    ///
+    /// [`ContactDelta`]: relance_core::delta::ContactDelta
+    /// Written by a `repair` (a pending transition found when its enrollment was read), the
+    /// contact the unit may have read before is stale: the unit's own later put of it fails,
+    /// and the unit runs again.
     fn put_transition_contact(
         &mut self,
         changed: &Contact,
+        delta: Option<&relance_core::delta::ContactDelta>,
         effects: &[Effect],
         at: DateTime<Utc>,
+        repair: bool,
     ) -> Result<(), StoreError> {
         let sets: Vec<(&str, &Value)> = effects
             .iter()
@@ -817,24 +841,41 @@ impl DynamoStore {
             .collect();
         let pk = keys::contact(changed.id());
         for _ in 0..CONTACT_ATTEMPTS {
-            let to_write = if sets.is_empty() {
+            let Some(item) = self.get(&pk, keys::PROFILE)? else {
+                if sets.is_empty() && delta.is_none() {
+                    // An earlier build's whole contact, where none is stored: as it was.
+                    if self.put_profile(changed, at, None)? {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                tracing::warn!(
+                    contact = changed.id(),
+                    "a transition's contact changes not written: the contact is gone"
+                );
+                return Ok(());
+            };
+            let stored = contacts::contact_of(&item)?;
+            let to_write = if let Some(delta) = delta {
+                let mut current = stored.clone();
+                delta.apply_to(&mut current);
+                relance_core::consent::keep_opt_outs(&stored, &mut current);
+                current
+            } else if sets.is_empty() {
                 changed.clone()
             } else {
-                let Some(mut current) = self.contact(changed.id())? else {
-                    tracing::warn!(
-                        contact = changed.id(),
-                        "a transition's contact changes not written: the contact is gone"
-                    );
-                    return Ok(());
-                };
+                let mut current = stored.clone();
                 for (field, value) in &sets {
                     relance_core::consent::set_field_keeping_opt_outs(&mut current, field, value);
                 }
                 current
             };
-            match self.put_contact(&to_write, at) {
-                Err(StoreError::Conflict(_)) => self.unit_reads.forget(&pk, keys::PROFILE),
-                other => return other.map(|_| ()),
+            // A refused put forgets the profile: the next attempt reads it again.
+            if to_write == stored || self.put_profile(&to_write, at, get_s(&item, "doc"))? {
+                if repair {
+                    self.unit_reads.profile_repaired(&pk);
+                }
+                return Ok(());
             }
         }
         Err(StoreError::Conflict(format!("contact {}", changed.id())))
@@ -869,7 +910,13 @@ impl DynamoStore {
             self.apply_effect(&pending.scenario, effect, pending.at)?;
         }
         if let Some(c) = &pending.contact {
-            self.put_transition_contact(c, &pending.effects, pending.at)?;
+            self.put_transition_contact(
+                c,
+                pending.contact_delta.as_ref(),
+                &pending.effects,
+                pending.at,
+                repair,
+            )?;
         }
         if let Some(dispatch) = &self.dispatch {
             // The finding is read only for a transition that may publish an informational event.
@@ -1031,6 +1078,7 @@ impl Store for DynamoStore {
             at: now,
             effects: t.effects.clone(),
             contact: t.contact.clone(),
+            contact_delta: t.contact.as_ref().and_then(|c| self.contact_delta(c)),
             part: self.journal_part_for(scenario, now)?,
         };
         // The commit point: the enrollment, conditionally on its version, with its effects.

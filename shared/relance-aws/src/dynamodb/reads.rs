@@ -23,6 +23,18 @@ use std::sync::Mutex;
 use super::item::{Item, get_s};
 use crate::keys;
 
+/// What a unit's puts of a contact's profile are conditional on (see `put_contact`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum ProfileBasis {
+    /// The profile's `doc` as the unit first read it, or as its own latest put wrote it
+    /// (`None`: absent). A later read (after a refused write elsewhere in the partition)
+    /// does not move it: what the unit computed came from this one.
+    Doc(Option<String>),
+    /// A repair of a pending transition wrote the profile in this unit, after the unit may
+    /// have read it: a contact the unit computed from its read is stale.
+    Stale,
+}
+
 /// What the current unit knows of state-table items: `Some(item)`, or `None` for a key known
 /// to be absent.
 #[derive(Default)]
@@ -31,6 +43,24 @@ struct Known {
     items: HashMap<(String, String), Option<Item>>,
     /// Partitions read whole in this unit and kept whole since.
     complete: HashSet<String>,
+    /// Per contact partition, what the unit's puts of the profile are conditional on.
+    profiles: HashMap<String, ProfileBasis>,
+}
+
+impl Known {
+    fn clear(&mut self) {
+        self.items.clear();
+        self.complete.clear();
+        self.profiles.clear();
+    }
+
+    /// The unit read `(pk, sk)`: a profile read for the first time is the unit's basis.
+    fn read(&mut self, pk: &str, sk: &str, item: Option<&Item>) {
+        if sk == keys::PROFILE && !self.profiles.contains_key(pk) {
+            let doc = item.and_then(|i| get_s(i, "doc")).map(str::to_string);
+            self.profiles.insert(pk.to_string(), ProfileBasis::Doc(doc));
+        }
+    }
 }
 
 /// The cache, behind a lock since the store's reads take `&self`.
@@ -58,8 +88,7 @@ impl UnitReads {
             Ok(mut k) => {
                 let nested = k.active;
                 if !nested {
-                    k.items.clear();
-                    k.complete.clear();
+                    k.clear();
                 }
                 k.active = true;
                 nested
@@ -72,8 +101,7 @@ impl UnitReads {
     pub(super) fn end(&self) {
         if let Ok(mut k) = self.0.lock() {
             k.active = false;
-            k.items.clear();
-            k.complete.clear();
+            k.clear();
         }
     }
 
@@ -126,23 +154,61 @@ impl UnitReads {
                 }
             }
             k.complete.insert(pk.to_string());
+            if keys::contact_id(pk).is_some() {
+                let profile = items
+                    .iter()
+                    .find(|i| get_s(i, keys::SK) == Some(keys::PROFILE));
+                k.read(pk, keys::PROFILE, profile);
+            }
         }
     }
 
-    /// The item at `(pk, sk)` is now `item` (read, or written whole by a put), or absent.
+    /// The item at `(pk, sk)` was read: it is `item`, or absent.
     pub(super) fn know(&self, pk: &str, sk: &str, item: Option<&Item>) {
         if let Ok(mut k) = self.0.lock()
             && k.active
         {
             k.items
                 .insert((pk.to_string(), sk.to_string()), item.cloned());
+            k.read(pk, sk, item);
         }
     }
 
-    /// A put of `item` succeeded: the item is what it wrote.
+    /// A put of `item` succeeded: the item is what it wrote (and a profile's basis, unless
+    /// a repair made it stale).
     pub(super) fn wrote(&self, item: &Item) {
-        if let (Some(pk), Some(sk)) = (get_s(item, keys::PK), get_s(item, keys::SK)) {
-            self.know(pk, sk, Some(item));
+        let (Some(pk), Some(sk)) = (get_s(item, keys::PK), get_s(item, keys::SK)) else {
+            return;
+        };
+        if let Ok(mut k) = self.0.lock()
+            && k.active
+        {
+            k.items
+                .insert((pk.to_string(), sk.to_string()), Some(item.clone()));
+            if sk == keys::PROFILE && k.profiles.get(pk) != Some(&ProfileBasis::Stale) {
+                let doc = get_s(item, "doc").map(str::to_string);
+                k.profiles.insert(pk.to_string(), ProfileBasis::Doc(doc));
+            }
+        }
+    }
+
+    /// What the unit's puts of the profile in `pk` are conditional on; `None` outside a unit
+    /// or before the unit read it.
+    pub(super) fn profile_basis(&self, pk: &str) -> Option<ProfileBasis> {
+        let k = self.0.lock().ok()?;
+        if !k.active {
+            return None;
+        }
+        k.profiles.get(pk).cloned()
+    }
+
+    /// A repair wrote the profile in `pk`: the unit's own view of it is stale (its later puts
+    /// of a contact computed before are refused, and the unit is run again).
+    pub(super) fn profile_repaired(&self, pk: &str) {
+        if let Ok(mut k) = self.0.lock()
+            && k.active
+        {
+            k.profiles.insert(pk.to_string(), ProfileBasis::Stale);
         }
     }
 
@@ -209,6 +275,51 @@ mod tests {
         assert_eq!(c.partition("p", ""), None);
         assert_eq!(c.get("p", "profile"), None);
         assert_eq!(c.get("p", "e#1"), Some(Some(item("p", "e#1", "z"))));
+    }
+
+    fn profile(pk: &str, doc: &str) -> Item {
+        let mut i = item(pk, keys::PROFILE, "");
+        i.insert("doc".into(), AttributeValue::S(doc.into()));
+        i
+    }
+
+    /// A unit's puts of a profile are conditional on what it computed from: its first read,
+    /// then its own puts; not a later read (after a refused write in the partition), and
+    /// never again once a repair wrote the profile.
+    #[test]
+    fn a_profiles_basis_is_the_units_first_read_or_own_put_until_a_repair() {
+        let pk = keys::contact("a");
+        let c = UnitReads::default();
+        assert_eq!(c.profile_basis(&pk), None, "outside a unit");
+        c.begin();
+        assert_eq!(c.profile_basis(&pk), None, "not read yet");
+        c.know_partition(&pk, &[profile(&pk, "P0"), item(&pk, "entry#s", "e")]);
+        let p0 = ProfileBasis::Doc(Some("P0".into()));
+        assert_eq!(c.profile_basis(&pk), Some(p0.clone()));
+        c.forget(&pk, keys::PROFILE);
+        c.know_partition(&pk, &[profile(&pk, "P1")]);
+        c.know(&pk, keys::PROFILE, Some(&profile(&pk, "P2")));
+        assert_eq!(
+            c.profile_basis(&pk),
+            Some(p0),
+            "a later read does not move it"
+        );
+        c.wrote(&profile(&pk, "P3"));
+        assert_eq!(
+            c.profile_basis(&pk),
+            Some(ProfileBasis::Doc(Some("P3".into())))
+        );
+        c.profile_repaired(&pk);
+        c.wrote(&profile(&pk, "P4"));
+        assert_eq!(c.profile_basis(&pk), Some(ProfileBasis::Stale));
+        c.end();
+        c.begin();
+        c.know(&pk, keys::PROFILE, None);
+        assert_eq!(
+            c.profile_basis(&pk),
+            Some(ProfileBasis::Doc(None)),
+            "absent"
+        );
     }
 
     #[test]
