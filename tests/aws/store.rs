@@ -995,6 +995,165 @@ fn hostile_a_contact_is_never_overwritten_from_an_older_read() {
     );
 }
 
+/// A contact changed by another writer between a unit's read and its put (an opt-out written
+/// at that very moment): the put is refused and the work is done again from a fresh read, in
+/// the trigger function (the whole event again), in an import (the row again, inside the
+/// file's unit) and in a transition (its changes replayed again): every change lands.
+#[test]
+fn hostile_a_contact_changed_between_a_read_and_its_put_is_merged_again() {
+    use relance_core::ports::{ContactStore, Store};
+    if crate::support::offline() {
+        return;
+    }
+    let t0 = at("2026-12-01T09:00:00Z");
+    let mut rt = Runtime::new(store("racedcontact"));
+    import(
+        &mut rt,
+        "{\"id\": \"a\", \"email\": \"a@x.io\", \"subscriptions\": {\"news\": true, \"offers\": true}}\n",
+        t0,
+    );
+    // The other writer: opts `a` out of `kind`, through a copy of the store.
+    let opt_out_then = |rt: &mut Runtime<DynamoStore>, kind: &'static str| {
+        let mut other = rt.store().clone();
+        rt.store().before_next_profile_put(move || {
+            other
+                .atomically(|s| {
+                    let mut c = s.contact("a")?.unwrap_or_else(|| panic!("no contact"));
+                    c.set_field(&format!("subscriptions.{kind}"), false.into());
+                    s.put_contact(&c, t0)
+                })
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_else(|e| panic!("{e}"));
+        });
+    };
+    let profile = |rt: &mut Runtime<DynamoStore>| {
+        rt.store()
+            .clone()
+            .contact("a")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("no contact"))
+    };
+
+    // The trigger function: a profile update.
+    opt_out_then(&mut rt, "news");
+    let event: aws_lambda_events::event::eventbridge::EventBridgeEvent<serde_json::Value> =
+        serde_json::from_value(serde_json::json!({"detail-type": "relance.contact", "source": "shop", "time": "2026-12-01T09:00:00Z",
+            "detail": {"contact": {"id": "a", "city": "Lyon"}}}))
+        .unwrap_or_else(|e| panic!("{e}"));
+    relance_aws::handlers::trigger(&mut rt, None, &event, t0).unwrap_or_else(|e| panic!("{e}"));
+    let a = profile(&mut rt);
+    assert_eq!(
+        (&a.fields()["city"], a.subscription("news")),
+        (&serde_json::json!("Lyon"), Some(false)),
+        "{a:?}"
+    );
+
+    // An import: the row of `a` merged again; `b`, added, enters the after_import scenario.
+    activate(
+        &mut rt,
+        "id: imported\nlaunch: {type: after_import, contacts: added}\nmessages:\n  m: {channel: email, subject: s, text: x}\nsteps:\n  - {id: send, send: m, next: done}\n  - {id: done, end: success}\n",
+        t0,
+    );
+    opt_out_then(&mut rt, "offers");
+    import(
+        &mut rt,
+        "{\"id\": \"a\", \"plan\": \"pro\"}\n{\"id\": \"b\", \"email\": \"b@x.io\"}\n",
+        t0,
+    );
+    let a = profile(&mut rt);
+    assert_eq!(
+        (
+            &a.fields()["plan"],
+            &a.fields()["city"],
+            a.subscription("offers")
+        ),
+        (
+            &serde_json::json!("pro"),
+            &serde_json::json!("Lyon"),
+            Some(false)
+        ),
+        "{a:?}"
+    );
+    let entered = rt
+        .journal("imported")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .entered;
+    assert_eq!(entered, 1, "b, added, entered once");
+
+    // A transition: a tag step, its changes replayed onto the contact the other writer changed.
+    rt.consent(
+        &serde_json::from_value(
+            serde_json::json!({"contact": "a", "subscriptions": {"news": true}, "source": "form"}),
+        )
+        .unwrap_or_else(|e| panic!("{e}")),
+        t0,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    activate(
+        &mut rt,
+        "id: tagged\nlaunch: {type: manual}\nsteps:\n  - {id: tag, action: {tag: {add: [tagged]}}, next: done}\n  - {id: done, end: success}\n",
+        t0,
+    );
+    opt_out_then(&mut rt, "news");
+    let report = rt
+        .launch(
+            LaunchDetail {
+                scenario: "tagged".into(),
+                contacts: Some(vec!["a".into()]),
+            },
+            t0,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.entered, 1);
+    let a = profile(&mut rt);
+    assert_eq!(
+        (
+            &a.fields()["tags"],
+            a.subscription("news"),
+            &a.fields()["plan"]
+        ),
+        (
+            &serde_json::json!(["tagged"]),
+            Some(false),
+            &serde_json::json!("pro")
+        ),
+        "{a:?}"
+    );
+}
+
+/// A new version of a scenario moves only its latest version: the status and the active
+/// version set by others stay (it used to write the whole entry back as it had read it, so a
+/// pause made meanwhile was undone).
+#[test]
+fn a_new_scenario_version_moves_only_the_latest_version() {
+    use relance_core::ports::ScenarioStore;
+    if crate::support::offline() {
+        return;
+    }
+    let t0 = at("2026-12-01T09:00:00Z");
+    let mut store = store("versions");
+    let text = "id: v\nlaunch: {type: manual}\nsteps:\n  - {id: done, end: success}\n";
+    let put = |store: &mut DynamoStore| {
+        store
+            .put_version("v", SourceFormat::Yaml, text, t0)
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    assert_eq!(put(&mut store), 1);
+    let entry = |store: &mut DynamoStore| {
+        let e = store
+            .scenario("v")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("no scenario"));
+        (e.status, e.latest_version, e.active_version)
+    };
+    assert_eq!(entry(&mut store), (Status::Draft, 1, None));
+    store
+        .set_status("v", Status::Paused, Some(1), t0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(put(&mut store), 2);
+    assert_eq!(entry(&mut store), (Status::Paused, 2, Some(1)));
+}
+
 #[test]
 fn timers_spread_over_shards_fire_in_due_order_and_inactivity_triggers_work() {
     if crate::support::offline() {

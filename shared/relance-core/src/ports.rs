@@ -565,6 +565,21 @@ pub trait Store:
         Vec::new()
     }
 
+    /// Whether `fault` is a conditional write refused because a concurrent writer changed
+    /// what the unit read (the same work, redone from a fresh read, may succeed). A store whose
+    /// units are transactions run one at a time never refuses so.
+    fn is_conflict(fault: &Self::Fault) -> bool {
+        let _ = fault;
+        false
+    }
+
+    /// Forgets what the current unit read of `contact`, so that work redone in the unit after
+    /// a conflict reads it afresh (and its put is conditional on that read). Nothing for a
+    /// store without conflicts.
+    fn reread_contact(&mut self, contact: &str) {
+        let _ = contact;
+    }
+
     /// Tells the store the policy's retention, for stores that stamp an expiry on the items
     /// they write (DynamoDB's TTL) rather than purging them; others ignore it.
     fn set_retention(&mut self, retention: &Retention) {

@@ -244,6 +244,7 @@ impl DynamoStore {
         item.insert(keys::SK.into(), s(keys::PROFILE));
         item.insert("doc".into(), s(to_json(contact)));
         item.insert("updated_at".into(), s(keys::text(now)));
+        self.before_profile_put.run();
         match expected {
             None => self.put_new(item),
             Some(doc) => self.put_if(item, "doc = :seen", vec![(":seen", s(doc))]),

@@ -110,6 +110,29 @@ struct Pending {
     part: Option<String>,
 }
 
+/// Tests: work run once just before the next put of a contact's profile, shared by the
+/// store's copies (a concurrent writer's change between a unit's read and its put).
+#[derive(Clone, Default)]
+struct BeforeProfilePut(Arc<std::sync::Mutex<Option<InjectedWork>>>);
+
+/// Work a test injects.
+type InjectedWork = Box<dyn FnOnce() + Send>;
+
+impl std::fmt::Debug for BeforeProfilePut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BeforeProfilePut")
+    }
+}
+
+impl BeforeProfilePut {
+    fn run(&self) {
+        let work = self.0.lock().ok().and_then(|mut w| w.take());
+        if let Some(work) = work {
+            work();
+        }
+    }
+}
+
 /// A timer-table write a batch defers to its flush (see [`DynamoStore::defers`]).
 #[derive(Debug, Clone)]
 enum TimerWrite {
@@ -156,6 +179,8 @@ pub struct DynamoStore {
     crash_after_commit: bool,
     /// Fault injection for tests: the next flush fails where it would write journal parts.
     fail_next_parts: bool,
+    /// Fault injection for tests: work run just before the next put of a profile.
+    before_profile_put: BeforeProfilePut,
     /// Where sends, ends, goals and actions for other systems go, when configured.
     dispatch: Option<Arc<dyn Dispatch>>,
     /// Sends are recorded in the contacts' partitions instead (tests, benches): an explicit
@@ -214,6 +239,7 @@ impl DynamoStore {
             heard: Arc::default(),
             crash_after_commit: false,
             fail_next_parts: false,
+            before_profile_put: BeforeProfilePut::default(),
             dispatch: None,
             record_sends: false,
             deferred_messages: Vec::new(),
@@ -484,6 +510,15 @@ impl DynamoStore {
     /// there would, leaving its effects pending.
     pub fn crash_after_next_commit(&mut self) {
         self.crash_after_commit = true;
+    }
+
+    /// Tests: run `work` just before the next put of a contact's profile, by this store or
+    /// any copy of it (as a concurrent writer would change the contact between a unit's read
+    /// and its put).
+    pub fn before_next_profile_put(&self, work: impl FnOnce() + Send + 'static) {
+        if let Ok(mut w) = self.before_profile_put.0.lock() {
+            *w = Some(Box::new(work));
+        }
     }
 
     /// Tests: make the next flush that has journal parts to write fail there, as a write
@@ -1030,6 +1065,14 @@ impl Store for DynamoStore {
 
     fn set_retention(&mut self, retention: &Retention) {
         self.retention = retention.clone();
+    }
+
+    fn is_conflict(fault: &StoreError) -> bool {
+        matches!(fault, StoreError::Conflict(_))
+    }
+
+    fn reread_contact(&mut self, contact: &str) {
+        self.unit_reads.reread_profile(&keys::contact(contact));
     }
 
     /// DynamoDB has no transaction here: the unit's writes are idempotent or conditional, and

@@ -202,6 +202,15 @@ impl UnitReads {
         k.profiles.get(pk).cloned()
     }
 
+    /// The unit redoes work on the profile in `pk` from a fresh read: forget it and its basis.
+    pub(super) fn reread_profile(&self, pk: &str) {
+        if let Ok(mut k) = self.0.lock() {
+            k.items.remove(&(pk.to_string(), keys::PROFILE.to_string()));
+            k.complete.remove(pk);
+            k.profiles.remove(pk);
+        }
+    }
+
     /// A repair wrote the profile in `pk`: the unit's own view of it is stale (its later puts
     /// of a contact computed before are refused, and the unit is run again).
     pub(super) fn profile_repaired(&self, pk: &str) {

@@ -95,19 +95,31 @@ impl ScenarioStore for DynamoStore {
                 "scenario {id} version {version}"
             )));
         }
-        let mut meta = Item::new();
-        meta.insert(keys::PK.into(), s(keys::scenario(id)));
-        meta.insert(keys::SK.into(), s(keys::SCENARIO_META));
-        meta.insert(
-            "status".into(),
-            s(existing.as_ref().map_or("draft", |e| e.status.as_str())),
+        // Only the latest version moves (never back, if a later put came first): a status or
+        // an active version set meanwhile (a pause, an archive) stays as it is.
+        let moved = self.bridge.block(
+            self.client
+                .update_item()
+                .table_name(&self.config.state_table)
+                .key(keys::PK, s(keys::scenario(id)))
+                .key(keys::SK, s(keys::SCENARIO_META))
+                .update_expression(
+                    "SET latest_version = :v, updated_at = :u, #st = if_not_exists(#st, :draft)",
+                )
+                .condition_expression("attribute_not_exists(latest_version) OR latest_version < :v")
+                .expression_attribute_names("#st", "status")
+                .expression_attribute_values(":v", n(version))
+                .expression_attribute_values(":u", s(keys::text(now)))
+                .expression_attribute_values(":draft", s(Status::Draft.as_str()))
+                .send(),
         );
-        meta.insert("latest_version".into(), n(version));
-        if let Some(v) = existing.as_ref().and_then(|e| e.active_version) {
-            meta.insert("active_version".into(), n(v));
+        self.unit_reads
+            .forget(&keys::scenario(id), keys::SCENARIO_META);
+        match moved {
+            Ok(_) => {}
+            Err(e) if super::item::is_conditional(&e) => {}
+            Err(e) => return Err(dynamo("UpdateItem")(e)),
         }
-        meta.insert("updated_at".into(), s(keys::text(now)));
-        self.put(meta)?;
         let mut reg = Item::new();
         reg.insert(keys::PK.into(), s(keys::REGISTRY));
         reg.insert(keys::SK.into(), s(keys::scenario(id)));

@@ -25,6 +25,10 @@ enum Dedup {
     Never,
 }
 
+/// How many times one row of an import is merged when its put keeps losing to concurrent
+/// writers of the contact.
+const ROW_ATTEMPTS: u32 = 3;
+
 /// Who and how a contact write came: the consent log's source and actor for its changes.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Origin<'a> {
@@ -473,6 +477,30 @@ where
 {
     /// Merges an incoming contact into the stored one through the consent rule; answers the
     /// contact, how it changed, and how many consent values were kept from changing.
+    /// [`Unit::merge_contact`], redone from a fresh read of the contact when its put lost to
+    /// a concurrent writer (a store without transactions; up to [`ROW_ATTEMPTS`] times), so
+    /// an import of many rows is not failed half-way by one contact changing meanwhile.
+    pub(super) fn merge_contact_redone_on_conflict(
+        &mut self,
+        incoming: &Contact,
+        origin: Origin<'_>,
+    ) -> Result<(Contact, ContactChange, usize), RuntimeError> {
+        let mut attempt = 1;
+        loop {
+            match self.merge_contact(incoming, origin) {
+                Err(RuntimeError::Store(e))
+                    if attempt < ROW_ATTEMPTS
+                        && e.downcast_ref::<S::Fault>().is_some_and(S::is_conflict) =>
+                {
+                    tracing::info!(contact = incoming.id(), attempt, error = %e, "a concurrent writer changed the contact; merging the row again");
+                    self.store.reread_contact(incoming.id());
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
     pub(super) fn merge_contact(
         &mut self,
         incoming: &Contact,

@@ -126,7 +126,8 @@ where
                         source: source::IMPORT,
                         actor: u.actor,
                     };
-                    let (_, change, consent_kept) = u.merge_contact(c, origin)?;
+                    let (_, change, consent_kept) =
+                        u.merge_contact_redone_on_conflict(c, origin)?;
                     results.push(ImportedContact {
                         id: c.id().to_string(),
                         change,
