@@ -1119,11 +1119,63 @@ fn hostile_a_contact_changed_between_a_read_and_its_put_is_merged_again() {
         ),
         "{a:?}"
     );
+
+    // One event moves two enrollments of the contact in one unit, each step tagging it; the
+    // other writer renames it during the first one's put. The first merges onto the rename;
+    // the second, computed from the contact before it, is refused before it writes or logs
+    // anything, and the event run again moves it from a fresh read: the rename stays.
+    for id in ["w1", "w2"] {
+        activate(
+            &mut rt,
+            &format!(
+                "id: {id}\nlaunch: {{type: manual}}\nsteps:\n  - id: wait\n    wait_for: {{event: purchase, timeout: P1D}}\n    on_event: tag\n    on_timeout: done\n  - {{id: tag, action: {{tag: {{add: [{id}]}}}}, next: done}}\n  - {{id: done, end: success}}\n"
+            ),
+            t0,
+        );
+        rt.launch(
+            LaunchDetail {
+                scenario: id.into(),
+                contacts: Some(vec!["a".into()]),
+            },
+            t0,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let mut other = rt.store().clone();
+    rt.store().before_next_profile_put(move || {
+        other
+            .atomically(|s| {
+                let mut c = s.contact("a")?.unwrap_or_else(|| panic!("no contact"));
+                c.set_field("name", "Renamed".into());
+                s.put_contact(&c, t0)
+            })
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    });
+    let purchase: aws_lambda_events::event::eventbridge::EventBridgeEvent<serde_json::Value> =
+        serde_json::from_value(serde_json::json!({"detail-type": "relance.activity", "source": "shop", "time": "2026-12-01T09:00:00Z",
+            "detail": {"contact": "a", "event": "purchase", "at": "2026-12-01T09:01:00Z"}}))
+        .unwrap_or_else(|e| panic!("{e}"));
+    relance_aws::handlers::trigger(&mut rt, None, &purchase, t0 + TimeDelta::minutes(1))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let a = profile(&mut rt);
+    assert_eq!(
+        (&a.fields()["tags"], &a.fields()["name"]),
+        (
+            &serde_json::json!(["tagged", "w1", "w2"]),
+            &serde_json::json!("Renamed")
+        ),
+        "{a:?}"
+    );
+    for id in ["w1", "w2"] {
+        let counts = rt.journal(id).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(counts.ends.get("success"), Some(&1), "{id}: {counts:?}");
+    }
 }
 
-/// A new version of a scenario moves only its latest version: the status and the active
-/// version set by others stay (it used to write the whole entry back as it had read it, so a
-/// pause made meanwhile was undone).
+/// A new version of a scenario moves only its latest version and keeps the status and the
+/// active version (the update names no other attribute, so a pause made between the version
+/// number's read and the update also stays; that interleaving itself is not injected here).
 #[test]
 fn a_new_scenario_version_moves_only_the_latest_version() {
     use relance_core::ports::ScenarioStore;

@@ -380,8 +380,12 @@ fn handle<S: HandlerStore>(
                     at: None,
                 };
                 // The call succeeded and is not made again: a value the contact refuses is
-                // reported on the delivered record.
-                if let Err(e) = rt.upsert_contact(detail, now) {
+                // reported on the delivered record (a concurrent writer of the contact only
+                // makes the update run again, from a fresh read).
+                let saved = crate::handlers::again_on_conflict(|| {
+                    Ok(rt.upsert_contact(detail.clone(), now)?)
+                });
+                if let Err(e) = saved {
                     tracing::warn!(key = %message.header_key(), error = %e, "save: the contact update was refused");
                     missing.push(format!("save: the contact update was refused: {e}"));
                 }

@@ -194,7 +194,7 @@ const CONFLICT_ATTEMPTS: usize = 3;
 /// reads afresh, as a redelivery would, without waiting for the queue's visibility timeout,
 /// failing a person's unsubscribe click, or failing a whole CloudWatch Logs batch of SMS
 /// delivery lines. Every input is safe to redo (see `Store::atomically`).
-fn again_on_conflict<T>(
+pub(crate) fn again_on_conflict<T>(
     mut input: impl FnMut() -> Result<T, HandlerError>,
 ) -> Result<T, HandlerError> {
     let mut attempt = 1;
@@ -759,18 +759,21 @@ pub fn channel_sender<S: JournalStore<Error: std::fmt::Display>>(
         let _entered = span.enter();
         // What the provider decided goes into the scenario's journal next to the `sent`
         // record the engine wrote when it handed the message over.
-        let journal = |store: &mut S, kind: RecordKind, reason: &str, at: DateTime<Utc>| {
-            let mut record = Record::new(at, &send.contact, kind)
-                .step(&send.step)
-                .reason(reason);
-            record.channel = Some(send.channel);
-            record.message = Some(send.message.clone());
-            record.enrollment = Some(send.enrollment.clone());
-            match store.journal(&scenario, &record) {
-                Ok(()) => relance_runtime::metrics::journaled(&scenario, &record),
-                Err(e) => tracing::warn!(key, error = %e, "could not journal a send's outcome"),
-            }
-        };
+        let journal =
+            |store: &mut S, kind: RecordKind, reason: &str, at: DateTime<Utc>, again: bool| {
+                let mut record = Record::new(at, &send.contact, kind)
+                    .step(&send.step)
+                    .reason(reason);
+                record.channel = Some(send.channel);
+                record.message = Some(send.message.clone());
+                record.enrollment = Some(send.enrollment.clone());
+                match store.journal(&scenario, &record) {
+                    // Written again (a duplicate delivery's), it was counted the first time.
+                    Ok(()) if again => {}
+                    Ok(()) => relance_runtime::metrics::journaled(&scenario, &record),
+                    Err(e) => tracing::warn!(key, error = %e, "could not journal a send's outcome"),
+                }
+            };
         match outcome {
             Ok(Outcome::Sent(provider_id)) => {
                 tracing::info!(message = %id, key, provider_id, "sent")
@@ -784,19 +787,19 @@ pub fn channel_sender<S: JournalStore<Error: std::fmt::Display>>(
             Ok(Outcome::Unsent(unsent)) => {
                 tracing::info!(message = %id, key, reason = unsent.reason, "already settled unsent: duplicate delivery; its outcome journaled again");
                 if unsent.skipped {
-                    journal(store, RecordKind::Skipped, &unsent.reason, unsent.at);
+                    journal(store, RecordKind::Skipped, &unsent.reason, unsent.at, true);
                 } else {
-                    journal(store, RecordKind::Failed, &unsent.reason, unsent.at);
+                    journal(store, RecordKind::Failed, &unsent.reason, unsent.at, true);
                     let _ = store.dead_letter("send", body, &unsent.reason, unsent.at);
                 }
             }
             Ok(Outcome::Skipped(reason)) => {
                 tracing::info!(message = %id, key, reason, "skipped by the provider's list");
-                journal(store, RecordKind::Skipped, &reason, now);
+                journal(store, RecordKind::Skipped, &reason, now, false);
             }
             Err(SendError::Permanent(why)) => {
                 tracing::error!(message = %id, key, reason = %why, "send failed for good");
-                journal(store, RecordKind::Failed, &why, now);
+                journal(store, RecordKind::Failed, &why, now, false);
                 if store.dead_letter("send", body, &why, now).is_ok() {
                     relance_runtime::metrics::dead_letter("send");
                 }

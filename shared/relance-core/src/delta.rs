@@ -158,56 +158,66 @@ fn diff(
                     diff(a, b, path, out);
                     path.pop();
                 }
-                _ => match (names_of(was), names_of(now)) {
-                    (Some(a), Some(b)) => {
-                        let mut add: Vec<String> = Vec::new();
-                        for n in b.iter().filter(|n| !a.contains(n)) {
-                            if !add.iter().any(|x| x == n) {
-                                add.push(n.to_string());
-                            }
-                        }
-                        let remove: Vec<String> = a
-                            .iter()
-                            .filter(|n| !b.contains(n))
-                            .map(|n| n.to_string())
-                            .collect();
-                        // Names when they make the new list from the old one; a list
-                        // reordered or with names repeated is set whole.
-                        let names = FieldChange::Names {
-                            path: vec![key.clone()],
-                            add,
-                            remove,
-                        };
-                        let mut check = Map::new();
-                        check.insert(key.clone(), was.clone());
-                        names.apply(&mut check);
-                        out.push(match (names, check.get(key) == Some(now)) {
-                            (FieldChange::Names { add, remove, .. }, true) => FieldChange::Names {
-                                path: at(path, key),
-                                add,
-                                remove,
-                            },
-                            _ => FieldChange::Set {
-                                path: at(path, key),
-                                value: now.clone(),
-                            },
-                        });
-                    }
-                    _ => out.push(FieldChange::Set {
-                        path: at(path, key),
-                        value: now.clone(),
-                    }),
-                },
+                _ => out.push(names_or_whole(key, Some(was), now, at(path, key))),
             }
         }
     }
     for (key, now) in after {
-        if !before.contains_key(key) {
-            out.push(FieldChange::Set {
-                path: at(path, key),
-                value: now.clone(),
-            });
+        if before.contains_key(key) {
+            continue;
         }
+        // A new object is its keys set one by one, a new list of names its names added: what
+        // another writer put there meanwhile (an object or a list the transition did not see)
+        // stays beside them.
+        match now {
+            Value::Object(inner) if !inner.is_empty() => {
+                path.push(key.clone());
+                diff(&Map::new(), inner, path, out);
+                path.pop();
+            }
+            _ => out.push(names_or_whole(key, None, now, at(path, key))),
+        }
+    }
+}
+
+/// The change of the value at `key` from `was` (absent: `None`) to `now`: the names added and
+/// removed when both are lists of names and those make `now` from `was`, else `now` whole.
+fn names_or_whole(key: &str, was: Option<&Value>, now: &Value, path: Vec<String>) -> FieldChange {
+    let whole = |path| FieldChange::Set {
+        path,
+        value: now.clone(),
+    };
+    let (Some(a), Some(b)) = (was.map_or(Some(Vec::new()), names_of), names_of(now)) else {
+        return whole(path);
+    };
+    let mut add: Vec<String> = Vec::new();
+    for n in b.iter().filter(|n| !a.contains(n)) {
+        if !add.iter().any(|x| x == n) {
+            add.push(n.to_string());
+        }
+    }
+    let remove: Vec<String> = a
+        .iter()
+        .filter(|n| !b.contains(n))
+        .map(|n| n.to_string())
+        .collect();
+    let names = FieldChange::Names {
+        path: vec![key.to_string()],
+        add,
+        remove,
+    };
+    let mut check = Map::new();
+    if let Some(was) = was {
+        check.insert(key.to_string(), was.clone());
+    }
+    names.apply(&mut check);
+    match names {
+        // Names when they make the new list from the old one; a list reordered or with names
+        // repeated is set whole.
+        FieldChange::Names { add, remove, .. } if check.get(key) == Some(now) => {
+            FieldChange::Names { path, add, remove }
+        }
+        _ => whole(path),
     }
 }
 
@@ -262,6 +272,20 @@ mod tests {
         let text = serde_json::to_string(&delta).unwrap_or_default();
         let back: ContactDelta = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, delta);
+    }
+
+    #[test]
+    fn an_object_or_a_list_the_transition_created_keeps_what_another_writer_put_there() {
+        let read = contact(json!({"id": "a"}));
+        let done = contact(json!({"id": "a", "subscriptions": {"offers": false}, "tags": ["new"]}));
+        let delta = ContactDelta::between(&read, &done);
+        let mut stored =
+            contact(json!({"id": "a", "subscriptions": {"news": true}, "tags": ["beta"]}));
+        delta.apply_to(&mut stored);
+        assert_eq!(
+            stored.fields(),
+            contact(json!({"id": "a", "subscriptions": {"news": true, "offers": false}, "tags": ["beta", "new"]})).fields()
+        );
     }
 
     #[test]

@@ -573,6 +573,16 @@ pub trait Store:
         false
     }
 
+    /// Called before a transition's contact changes are written (and its consent changes
+    /// logged): fails when the contact the unit computed the transition from may no longer be
+    /// the one it read (a later read in the unit found another writer's change, or a repair
+    /// wrote it), so the unit is run again from a fresh read instead of writing, or logging,
+    /// changes against the wrong contact. Nothing for a store whose units are transactions.
+    fn check_contact_read(&mut self, contact: &str) -> Result<(), Self::Fault> {
+        let _ = contact;
+        Ok(())
+    }
+
     /// Forgets what the current unit read of `contact`, so that work redone in the unit after
     /// a conflict reads it afresh (and its put is conditional on that read). Nothing for a
     /// store without conflicts.

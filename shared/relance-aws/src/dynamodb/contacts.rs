@@ -232,7 +232,7 @@ pub(super) fn contact_of(item: &Item) -> Result<Contact, StoreError> {
 
 impl DynamoStore {
     /// Puts `contact`'s profile if its `doc` is still `expected` (`None`: if there is no
-    /// profile); false when a concurrent writer changed it.
+    /// profile, or one without a `doc`); false when a concurrent writer changed it.
     pub(super) fn put_profile(
         &self,
         contact: &Contact,
@@ -246,7 +246,9 @@ impl DynamoStore {
         item.insert("updated_at".into(), s(keys::text(now)));
         self.before_profile_put.run();
         match expected {
-            None => self.put_new(item),
+            // No profile read (or one without its `doc`, which this put repairs): created
+            // only while there is still none.
+            None => self.put_if(item, "attribute_not_exists(doc)", Vec::new()),
             Some(doc) => self.put_if(item, "doc = :seen", vec![(":seen", s(doc))]),
         }
     }

@@ -81,6 +81,7 @@ mod timer_parts;
 mod timers;
 
 use item::{Item, dynamo, from_json, get_s, is_conditional, paged, s, to_json};
+use reads::ProfileBasis;
 
 /// The most items one `BatchWriteItem` request takes (DynamoDB's limit).
 const BATCH_WRITE: usize = 25;
@@ -875,7 +876,7 @@ impl DynamoStore {
             })
             .collect();
         let pk = keys::contact(changed.id());
-        for _ in 0..CONTACT_ATTEMPTS {
+        for attempt in 0..CONTACT_ATTEMPTS {
             let Some(item) = self.get(&pk, keys::PROFILE)? else {
                 if sets.is_empty() && delta.is_none() {
                     // An earlier build's whole contact, where none is stored: as it was.
@@ -907,8 +908,10 @@ impl DynamoStore {
             };
             // A refused put forgets the profile: the next attempt reads it again.
             if to_write == stored || self.put_profile(&to_write, at, get_s(&item, "doc"))? {
-                if repair {
-                    self.unit_reads.profile_repaired(&pk);
+                // Written over a repair, or over another writer's change (a refused attempt):
+                // what the unit read before is stale for anything it computes next.
+                if repair || attempt > 0 {
+                    self.unit_reads.profile_stale(&pk);
                 }
                 return Ok(());
             }
@@ -1073,6 +1076,26 @@ impl Store for DynamoStore {
 
     fn reread_contact(&mut self, contact: &str) {
         self.unit_reads.reread_profile(&keys::contact(contact));
+    }
+
+    /// The contact the unit computed from is its basis (`ProfileBasis`); the transition may
+    /// go on only while the unit's cache still holds that very profile (not a later read of
+    /// another writer's change, not forgotten after a refused write, not written by a repair).
+    fn check_contact_read(&mut self, contact: &str) -> Result<(), StoreError> {
+        let pk = keys::contact(contact);
+        let same = match self.unit_reads.profile_basis(&pk) {
+            None => true,
+            Some(ProfileBasis::Stale) => false,
+            Some(ProfileBasis::Doc(doc)) => match self.unit_reads.get(&pk, keys::PROFILE) {
+                Some(cached) => cached.as_ref().and_then(|i| get_s(i, "doc")) == doc.as_deref(),
+                None => false,
+            },
+        };
+        if same {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(format!("contact {contact}")))
+        }
     }
 
     /// DynamoDB has no transaction here: the unit's writes are idempotent or conditional, and

@@ -213,7 +213,7 @@ impl UnitReads {
 
     /// A repair wrote the profile in `pk`: the unit's own view of it is stale (its later puts
     /// of a contact computed before are refused, and the unit is run again).
-    pub(super) fn profile_repaired(&self, pk: &str) {
+    pub(super) fn profile_stale(&self, pk: &str) {
         if let Ok(mut k) = self.0.lock()
             && k.active
         {
@@ -318,7 +318,7 @@ mod tests {
             c.profile_basis(&pk),
             Some(ProfileBasis::Doc(Some("P3".into())))
         );
-        c.profile_repaired(&pk);
+        c.profile_stale(&pk);
         c.wrote(&profile(&pk, "P4"));
         assert_eq!(c.profile_basis(&pk), Some(ProfileBasis::Stale));
         c.end();

@@ -459,6 +459,11 @@ where
         if t.is_noop() {
             return Ok(None);
         }
+        if let Some(after) = &t.contact {
+            self.store
+                .check_contact_read(after.id())
+                .map_err(store_err)?;
+        }
         // A scenario's update_profile may opt the contact out (the engine refuses opt-ins over
         // an opt-out): the trail records it before the contact is written.
         if let Some(after) = &t.contact
