@@ -34,6 +34,10 @@ pub mod source {
     pub const PROFILE_UPDATE: &str = "profile_update";
     /// A scenario's `update_profile` action.
     pub const SCENARIO: &str = "scenario";
+    /// The contact's stored state written again into its trail, when a refused change found
+    /// the trail saying otherwise (an earlier entry whose change did not land: its write lost
+    /// to a concurrent one, or a contact older than the log).
+    pub const RESTATED: &str = "restated";
 }
 
 /// The longest source, actor or reason kept (a free text from a caller is bounded).
@@ -365,6 +369,31 @@ pub fn keep_opt_outs(before: &Contact, after: &mut Contact) {
     }
 }
 
+/// For changes a screen refused (`kept`: an opt-in over an opt-out, a suppression left out),
+/// the stored state to write again into the trail where the trail's state (`trail`) says
+/// otherwise: an opt-out or a suppression the contact holds that its trail does not end on
+/// (an earlier entry whose change lost to a concurrent write, or a contact older than the log).
+pub fn restatements(kept: &[Change], trail: &Derived) -> Vec<Change> {
+    let mut out: Vec<Change> = Vec::new();
+    for c in kept {
+        let (stored, trail_agrees) = match c.state {
+            ConsentState::Subscribed | ConsentState::Unsubscribed => (
+                ConsentState::Unsubscribed,
+                trail.subscriptions.get(&c.subject) == Some(&false),
+            ),
+            ConsentState::Suppressed | ConsentState::Lifted => (
+                ConsentState::Suppressed,
+                trail.suppressed.get(&c.subject.to_ascii_lowercase()) == Some(&true),
+            ),
+        };
+        let restated = Change::new(&c.subject, stored);
+        if !trail_agrees && !out.contains(&restated) {
+            out.push(restated);
+        }
+    }
+    out
+}
+
 /// Sets `field` on `contact` as a transition's `SetField` effect asks, replayed onto the
 /// contact as it is stored now (a concurrent writer may have changed it since the transition
 /// read it): a consent field goes through [`screen`] against the contact now, so an opt-out or
@@ -563,6 +592,27 @@ mod tests {
             Value::Object(m) => m,
             other => panic!("not an object: {other}"),
         }
+    }
+
+    #[test]
+    fn a_kept_change_restates_only_what_the_trail_does_not_end_on() {
+        let kept = vec![
+            Change::new("news", ConsentState::Subscribed),
+            Change::new("promo", ConsentState::Subscribed),
+            Change::new("X@y.io", ConsentState::Lifted),
+            Change::new("z@y.io", ConsentState::Lifted),
+        ];
+        let mut trail = Derived::default();
+        trail.subscriptions.insert("news".into(), false);
+        trail.subscriptions.insert("promo".into(), true);
+        trail.suppressed.insert("x@y.io".into(), true);
+        assert_eq!(
+            restatements(&kept, &trail),
+            vec![
+                Change::new("promo", ConsentState::Unsubscribed),
+                Change::new("z@y.io", ConsentState::Suppressed)
+            ]
+        );
     }
 
     #[test]

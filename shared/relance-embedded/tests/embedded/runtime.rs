@@ -1384,3 +1384,48 @@ steps:
         Err(RuntimeError::UnknownScenario(id)) if id == "nope"
     ));
 }
+
+/// A contact opted out in its fields while its trail does not end on that opt-out (an earlier
+/// entry whose change lost to a concurrent write, or a contact stored before the consent log):
+/// an import row opting it back in is kept out, and the trail gets the opt-out written again,
+/// so the state its trail leads to is the one the contact holds.
+#[test]
+fn hostile_a_kept_opt_in_restates_the_opt_out_its_trail_lacks() {
+    use relance_core::consent::{ConsentState, source};
+    use relance_core::ports::{ConsentStore, ContactStore};
+    let t0 = at("2026-12-01T09:00:00Z");
+    let mut rt = runtime();
+    let stored = Contact::from_json(
+        serde_json::json!({"id": "a", "email": "a@x.io", "subscriptions": {"news": false}}),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    rt.store()
+        .put_contact(&stored, t0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(rt.consent_trail("a").unwrap_or_default().is_empty());
+    for minutes in [1, 2] {
+        import(
+            &mut rt,
+            "{\"id\": \"a\", \"subscriptions\": {\"news\": true}}\n",
+            t0 + TimeDelta::minutes(minutes),
+        );
+    }
+    let trail = rt.consent_trail("a").unwrap_or_default();
+    let restated: Vec<_> = trail
+        .iter()
+        .filter(|e| e.source == source::RESTATED)
+        .collect();
+    assert_eq!(
+        restated.len(),
+        1,
+        "written once, then the trail agrees: {trail:?}"
+    );
+    assert_eq!(restated[0].state, ConsentState::Unsubscribed);
+    assert!(!restated[0].kept);
+    assert_eq!(trail.iter().filter(|e| e.kept).count(), 2, "{trail:?}");
+    let state = rt
+        .store()
+        .consent_state("a")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(state.subscriptions.get("news"), Some(&false));
+}

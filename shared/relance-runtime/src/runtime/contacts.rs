@@ -540,6 +540,19 @@ where
             let event = c.event(contact, origin.source, origin.actor, self.now);
             self.store.append_consent(&event).map_err(store_err)?;
         }
+        if !screened.kept.is_empty() {
+            // The opt-out (or suppression) that keeps a change is written again where the
+            // trail does not end on it, so the trail says what the contact holds.
+            let trail = self.store.consent_state(contact).map_err(store_err)?;
+            for c in consent::restatements(&screened.kept, &trail) {
+                let mut event = c.event(contact, source::RESTATED, "relance", self.now);
+                event.reason = Some(
+                    "the contact holds this; its trail said otherwise (an earlier change that did not land, or a contact older than the log)"
+                        .into(),
+                );
+                self.store.append_consent(&event).map_err(store_err)?;
+            }
+        }
         for c in &screened.kept {
             tracing::info!(contact, subject = %c.subject, source = origin.source, "consent_kept");
             let event = c.kept(contact, origin.source, origin.actor, self.now);
