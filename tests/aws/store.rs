@@ -1173,6 +1173,91 @@ fn hostile_a_contact_changed_between_a_read_and_its_put_is_merged_again() {
     }
 }
 
+/// A contact opted out in its fields whose trail lacks the opt-out (stored before the log):
+/// an import row opting it in is kept out and the opt-out restated, but only once the contact
+/// is confirmed as read. Here an explicit re-subscription lands first: the confirmation is
+/// refused, the row merged again finds the contact subscribed, and nothing is restated; the
+/// trail ends on the re-subscription the contact holds.
+#[test]
+fn hostile_a_restated_opt_out_is_confirmed_against_the_contact_first() {
+    use relance_core::consent::{ConsentState, source};
+    use relance_core::ports::{ConsentStore, ContactStore, Store};
+    if crate::support::offline() {
+        return;
+    }
+    let t0 = at("2026-12-01T09:00:00Z");
+    let mut rt = Runtime::new(store("restated"));
+    let legacy = Contact::from_json(
+        serde_json::json!({"id": "a", "email": "a@x.io", "subscriptions": {"news": false}}),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    rt.store()
+        .put_contact(&legacy, t0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut other = rt.store().clone();
+    rt.store().before_next_profile_put(move || {
+        other
+            .atomically(|s| {
+                let event: relance_core::consent::ConsentEvent = serde_json::from_value(
+                    serde_json::json!({"contact": "a", "subject": "news", "state": "subscribed",
+                        "source": "form", "actor": "api", "at": "2026-12-01T09:00:30Z"}),
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+                s.append_consent(&event)?;
+                let mut c = s.contact("a")?.unwrap_or_else(|| panic!("no contact"));
+                c.set_field("subscriptions.news", true.into());
+                s.put_contact(&c, t0)
+            })
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    });
+    import(
+        &mut rt,
+        "{\"id\": \"a\", \"subscriptions\": {\"news\": true}}\n",
+        t0 + TimeDelta::minutes(1),
+    );
+    let trail = rt.consent_trail("a").unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        trail.iter().all(|e| e.source != source::RESTATED),
+        "{trail:?}"
+    );
+    let state = rt
+        .store()
+        .consent_state("a")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(state.subscriptions.get("news"), Some(&true), "{trail:?}");
+    let a = rt
+        .store()
+        .contact("a")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("no contact"));
+    assert_eq!(a.subscription("news"), Some(true));
+
+    // With no one writing meanwhile, the next kept opt-in restates nothing either (the trail
+    // agrees); a second legacy contact gets its opt-out restated once.
+    let legacy_b = Contact::from_json(
+        serde_json::json!({"id": "b", "email": "b@x.io", "subscriptions": {"news": false}}),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    rt.store()
+        .put_contact(&legacy_b, t0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    for minutes in [2, 3] {
+        import(
+            &mut rt,
+            "{\"id\": \"b\", \"subscriptions\": {\"news\": true}}\n",
+            t0 + TimeDelta::minutes(minutes),
+        );
+    }
+    let trail = rt.consent_trail("b").unwrap_or_else(|e| panic!("{e}"));
+    let restated: Vec<_> = trail
+        .iter()
+        .filter(|e| e.source == source::RESTATED)
+        .collect();
+    assert_eq!(restated.len(), 1, "{trail:?}");
+    assert_eq!(restated[0].state, ConsentState::Unsubscribed);
+}
+
 /// A new version of a scenario moves only its latest version and keeps the status and the
 /// active version (the update names no other attribute, so a pause made between the version
 /// number's read and the update also stays; that interleaving itself is not injected here).

@@ -387,7 +387,15 @@ pub fn restatements(kept: &[Change], trail: &Derived) -> Vec<Change> {
             ),
         };
         let restated = Change::new(&c.subject, stored);
-        if !trail_agrees && !out.contains(&restated) {
+        // An address once, whatever its case (a communication type is its exact name).
+        let same = |o: &Change| {
+            o.state == stored
+                && match stored {
+                    ConsentState::Suppressed => o.subject.eq_ignore_ascii_case(&c.subject),
+                    _ => o.subject == c.subject,
+                }
+        };
+        if !trail_agrees && !out.iter().any(same) {
             out.push(restated);
         }
     }
@@ -601,6 +609,7 @@ mod tests {
             Change::new("promo", ConsentState::Subscribed),
             Change::new("X@y.io", ConsentState::Lifted),
             Change::new("z@y.io", ConsentState::Lifted),
+            Change::new("Z@y.io", ConsentState::Lifted),
         ];
         let mut trail = Derived::default();
         trail.subscriptions.insert("news".into(), false);

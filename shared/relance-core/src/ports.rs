@@ -573,12 +573,12 @@ pub trait Store:
         false
     }
 
-    /// Called before a transition's contact changes are written (and its consent changes
-    /// logged): fails when the contact the unit computed the transition from may no longer be
-    /// the one it read (a later read in the unit found another writer's change, or a repair
-    /// wrote it), so the unit is run again from a fresh read instead of writing, or logging,
-    /// changes against the wrong contact. Nothing for a store whose units are transactions.
-    fn check_contact_read(&mut self, contact: &str) -> Result<(), Self::Fault> {
+    /// Before a change of consent that restates what the unit read (see
+    /// `consent::restatements`) is logged: fails when the contact changed since the unit read
+    /// it (a store without transactions; a conditional write of the contact as read), so the
+    /// unit runs again instead of logging a state the contact no longer holds. Nothing for a
+    /// store whose units are transactions.
+    fn confirm_contact_read(&mut self, contact: &str) -> Result<(), Self::Fault> {
         let _ = contact;
         Ok(())
     }

@@ -152,6 +152,7 @@ where
         let t = Transition {
             enrollment: e.clone(),
             contact: None,
+            contact_read: None,
             effects,
         };
         s.commit_transition(scenario, 1, None, &t, now)?;
@@ -168,6 +169,7 @@ where
     let t = Transition {
         enrollment: ended(e.clone()),
         contact: None,
+        contact_read: None,
         effects: Vec::new(),
     };
     let unit =

@@ -835,16 +835,6 @@ impl DynamoStore {
         self.query_all(q)
     }
 
-    /// What a transition changed of `changed`'s contact, from the contact as this unit knows
-    /// it (the transition's read); `None` when the unit has not read it.
-    fn contact_delta(&self, changed: &Contact) -> Option<relance_core::delta::ContactDelta> {
-        let item = self
-            .unit_reads
-            .get(&keys::contact(changed.id()), keys::PROFILE)??;
-        let read = contacts::contact_of(&item).ok()?;
-        Some(relance_core::delta::ContactDelta::between(&read, changed))
-    }
-
     /// Writes a transition's contact changes: its [`ContactDelta`] (what it changed of the
     /// contact it read: fields, names added to or removed from a list) replayed onto the
     /// contact as stored now (the transition's own read when nothing changed it since),
@@ -876,7 +866,7 @@ impl DynamoStore {
             })
             .collect();
         let pk = keys::contact(changed.id());
-        for attempt in 0..CONTACT_ATTEMPTS {
+        for _ in 0..CONTACT_ATTEMPTS {
             let Some(item) = self.get(&pk, keys::PROFILE)? else {
                 if sets.is_empty() && delta.is_none() {
                     // An earlier build's whole contact, where none is stored: as it was.
@@ -908,9 +898,8 @@ impl DynamoStore {
             };
             // A refused put forgets the profile: the next attempt reads it again.
             if to_write == stored || self.put_profile(&to_write, at, get_s(&item, "doc"))? {
-                // Written over a repair, or over another writer's change (a refused attempt):
-                // what the unit read before is stale for anything it computes next.
-                if repair || attempt > 0 {
+                // Written by a repair: a contact the unit computed before it is stale.
+                if repair {
                     self.unit_reads.profile_stale(&pk);
                 }
                 return Ok(());
@@ -1078,20 +1067,25 @@ impl Store for DynamoStore {
         self.unit_reads.reread_profile(&keys::contact(contact));
     }
 
-    /// The contact the unit computed from is its basis (`ProfileBasis`); the transition may
-    /// go on only while the unit's cache still holds that very profile (not a later read of
-    /// another writer's change, not forgotten after a refused write, not written by a repair).
-    fn check_contact_read(&mut self, contact: &str) -> Result<(), StoreError> {
+    /// The profile written again as the unit read it, conditionally on that read (its basis):
+    /// refused (`Conflict`) when another writer changed it since.
+    fn confirm_contact_read(&mut self, contact: &str) -> Result<(), StoreError> {
         let pk = keys::contact(contact);
-        let same = match self.unit_reads.profile_basis(&pk) {
-            None => true,
-            Some(ProfileBasis::Stale) => false,
-            Some(ProfileBasis::Doc(doc)) => match self.unit_reads.get(&pk, keys::PROFILE) {
-                Some(cached) => cached.as_ref().and_then(|i| get_s(i, "doc")) == doc.as_deref(),
-                None => false,
-            },
+        let basis = match self.unit_reads.profile_basis(&pk) {
+            Some(ProfileBasis::Doc(Some(doc))) => doc,
+            // Not read in the unit, or absent when read: nothing to restate from.
+            Some(ProfileBasis::Doc(None)) | None => return Ok(()),
+            Some(ProfileBasis::Stale) => {
+                return Err(StoreError::Conflict(format!("contact {contact}")));
+            }
         };
-        if same {
+        let read = contacts::contact_of(&{
+            let mut item = Item::new();
+            item.insert("doc".into(), s(&basis));
+            item
+        })?;
+        let now = self.now.unwrap_or_else(Utc::now);
+        if self.put_profile(&read, now, Some(&basis))? {
             Ok(())
         } else {
             Err(StoreError::Conflict(format!("contact {contact}")))
@@ -1144,7 +1138,12 @@ impl Store for DynamoStore {
             at: now,
             effects: t.effects.clone(),
             contact: t.contact.clone(),
-            contact_delta: t.contact.as_ref().and_then(|c| self.contact_delta(c)),
+            contact_delta: match (&t.contact_read, &t.contact) {
+                (Some(read), Some(changed)) => {
+                    Some(relance_core::delta::ContactDelta::between(read, changed))
+                }
+                _ => None,
+            },
             part: self.journal_part_for(scenario, now)?,
         };
         // The commit point: the enrollment, conditionally on its version, with its effects.

@@ -143,6 +143,7 @@ fn unchanged(enrollment: &Enrollment) -> Transition {
     Transition {
         enrollment: enrollment.clone(),
         contact: None,
+        contact_read: None,
         effects: Vec::new(),
     }
 }

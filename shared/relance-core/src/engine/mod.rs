@@ -268,6 +268,10 @@ pub struct Transition {
     pub enrollment: Enrollment,
     /// The contact, if the transition changed it (the same changes are in `SetField` effects).
     pub contact: Option<Contact>,
+    /// The contact the transition was computed from, when it changed it: its changes are
+    /// exactly what differs from this one (a store without transactions replays them onto
+    /// the contact as stored when it writes them; the consent log records them).
+    pub contact_read: Option<Contact>,
     /// What to do.
     pub effects: Vec<Effect>,
 }

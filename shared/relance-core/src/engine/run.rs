@@ -18,6 +18,8 @@ pub(super) struct Run<'a> {
     pub(super) engine: &'a Engine,
     pub(super) en: Enrollment,
     pub(super) contact: Cow<'a, Contact>,
+    /// The contact as given, before any step of this run changed it.
+    pub(super) read: &'a Contact,
     pub(super) history: &'a History,
     pub(super) now: DateTime<Utc>,
     /// The moment the previous step ran (a timer's due time when woken, so delays do not drift).
@@ -43,6 +45,7 @@ impl<'a> Run<'a> {
             engine,
             en,
             contact: Cow::Borrowed(contact),
+            read: contact,
             history,
             now,
             base: now,
@@ -61,6 +64,7 @@ impl<'a> Run<'a> {
         };
         Transition {
             enrollment: self.en,
+            contact_read: contact.as_ref().map(|_| self.read.clone()),
             contact,
             effects: self.effects,
         }

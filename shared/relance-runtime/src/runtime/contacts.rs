@@ -544,7 +544,15 @@ where
             // The opt-out (or suppression) that keeps a change is written again where the
             // trail does not end on it, so the trail says what the contact holds.
             let trail = self.store.consent_state(contact).map_err(store_err)?;
-            for c in consent::restatements(&screened.kept, &trail) {
+            let restated = consent::restatements(&screened.kept, &trail);
+            if !restated.is_empty() {
+                // Only a state the contact still holds is restated (on a store without
+                // transactions, a contact changed since the read makes the unit run again).
+                self.store
+                    .confirm_contact_read(contact)
+                    .map_err(store_err)?;
+            }
+            for c in restated {
                 let mut event = c.event(contact, source::RESTATED, "relance", self.now);
                 event.reason = Some(
                     "the contact holds this; its trail said otherwise (an earlier change that did not land, or a contact older than the log)"

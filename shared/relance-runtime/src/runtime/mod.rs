@@ -459,15 +459,16 @@ where
         if t.is_noop() {
             return Ok(None);
         }
-        if let Some(after) = &t.contact {
-            self.store
-                .check_contact_read(after.id())
-                .map_err(store_err)?;
-        }
         // A scenario's update_profile may opt the contact out (the engine refuses opt-ins over
-        // an opt-out): the trail records it before the contact is written.
+        // an opt-out): the trail records it before the contact is written. What changed is
+        // told from the contact the transition was computed from (not from a later read).
+        let read = match (&t.contact_read, &t.contact) {
+            (Some(read), _) => Some(read.clone()),
+            (None, Some(after)) => self.store.contact(after.id()).map_err(store_err)?,
+            (None, None) => None,
+        };
         if let Some(after) = &t.contact
-            && let Some(before) = self.store.contact(after.id()).map_err(store_err)?
+            && let Some(before) = read
         {
             let actor = format!("scenario:{scenario}");
             for c in consent::diff(&before, after) {
