@@ -1120,10 +1120,32 @@ fn hostile_a_contact_changed_between_a_read_and_its_put_is_merged_again() {
         "{a:?}"
     );
 
-    // One event moves two enrollments of the contact in one unit, each step tagging it; the
-    // other writer renames it during the first one's put. The first merges onto the rename;
-    // the second, computed from the contact before it, is refused before it writes or logs
-    // anything, and the event run again moves it from a fresh read: the rename stays.
+    // One event moves three enrollments of the contact in one unit: two steps tag it, a third
+    // sends it a `news` email; the other writer renames it and opts it out of news during the
+    // first one's put. The first merges onto that; the next ones start from the contact as
+    // stored after the merge (their changes taken from the contact they were computed from):
+    // the rename stays, and the email is not sent to the contact who opted out.
+    rt.consent(
+        &serde_json::from_value(
+            serde_json::json!({"contact": "a", "subscriptions": {"news": true}, "source": "form"}),
+        )
+        .unwrap_or_else(|e| panic!("{e}")),
+        t0,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    activate(
+        &mut rt,
+        "id: w3\nlaunch: {type: manual}\nmessages:\n  m: {channel: email, type: news, subject: s, text: x}\nsteps:\n  - id: wait\n    wait_for: {event: purchase, timeout: P1D}\n    on_event: mail\n    on_timeout: done\n  - {id: mail, send: m, next: done}\n  - {id: done, end: success}\n",
+        t0,
+    );
+    rt.launch(
+        LaunchDetail {
+            scenario: "w3".into(),
+            contacts: Some(vec!["a".into()]),
+        },
+        t0,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     for id in ["w1", "w2"] {
         activate(
             &mut rt,
@@ -1147,6 +1169,7 @@ fn hostile_a_contact_changed_between_a_read_and_its_put_is_merged_again() {
             .atomically(|s| {
                 let mut c = s.contact("a")?.unwrap_or_else(|| panic!("no contact"));
                 c.set_field("name", "Renamed".into());
+                c.set_field("subscriptions.news", false.into());
                 s.put_contact(&c, t0)
             })
             .unwrap_or_else(|e| panic!("{e}"))
@@ -1167,10 +1190,15 @@ fn hostile_a_contact_changed_between_a_read_and_its_put_is_merged_again() {
         ),
         "{a:?}"
     );
-    for id in ["w1", "w2"] {
+    for id in ["w1", "w2", "w3"] {
         let counts = rt.journal(id).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(counts.ends.get("success"), Some(&1), "{id}: {counts:?}");
     }
+    assert!(
+        sends(rt.store()).iter().all(|(_, step, _)| step != "mail"),
+        "{:?}",
+        sends(rt.store())
+    );
 }
 
 /// A contact opted out in its fields whose trail lacks the opt-out (stored before the log):

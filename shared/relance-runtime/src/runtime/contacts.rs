@@ -536,30 +536,32 @@ where
         screened: &consent::Screened,
         origin: Origin<'_>,
     ) -> Result<(), RuntimeError> {
+        // The opt-out (or suppression) that keeps a change is written again where the trail
+        // does not end on it, so the trail says what the contact holds: only a state the
+        // contact still holds (on a store without transactions, a contact changed since the
+        // read makes the unit run again), confirmed before anything of this change is logged.
+        let restated = if screened.kept.is_empty() {
+            Vec::new()
+        } else {
+            let trail = self.store.consent_state(contact).map_err(store_err)?;
+            consent::restatements(&screened.kept, &trail)
+        };
+        if !restated.is_empty() {
+            self.store
+                .confirm_contact_read(contact)
+                .map_err(store_err)?;
+        }
         for c in &screened.applied {
             let event = c.event(contact, origin.source, origin.actor, self.now);
             self.store.append_consent(&event).map_err(store_err)?;
         }
-        if !screened.kept.is_empty() {
-            // The opt-out (or suppression) that keeps a change is written again where the
-            // trail does not end on it, so the trail says what the contact holds.
-            let trail = self.store.consent_state(contact).map_err(store_err)?;
-            let restated = consent::restatements(&screened.kept, &trail);
-            if !restated.is_empty() {
-                // Only a state the contact still holds is restated (on a store without
-                // transactions, a contact changed since the read makes the unit run again).
-                self.store
-                    .confirm_contact_read(contact)
-                    .map_err(store_err)?;
-            }
-            for c in restated {
-                let mut event = c.event(contact, source::RESTATED, "relance", self.now);
-                event.reason = Some(
-                    "the contact holds this; its trail said otherwise (an earlier change that did not land, or a contact older than the log)"
-                        .into(),
-                );
-                self.store.append_consent(&event).map_err(store_err)?;
-            }
+        for c in restated {
+            let mut event = c.event(contact, source::RESTATED, "relance", self.now);
+            event.reason = Some(
+                "the contact holds this; its trail said otherwise (an earlier change that did not land, or a contact older than the log)"
+                    .into(),
+            );
+            self.store.append_consent(&event).map_err(store_err)?;
         }
         for c in &screened.kept {
             tracing::info!(contact, subject = %c.subject, source = origin.source, "consent_kept");
@@ -643,7 +645,14 @@ where
                     self.now,
                 );
                 if let Some(c) = self.apply(id, version, Some(enrollment.version), t)? {
-                    contact = c;
+                    // The next transition starts from the contact as stored now: on a store
+                    // without transactions the write may have merged another writer's change
+                    // (an opt-out the next step's send must see).
+                    contact = self
+                        .store
+                        .contact(contact.id())
+                        .map_err(store_err)?
+                        .unwrap_or(c);
                 }
             }
         }

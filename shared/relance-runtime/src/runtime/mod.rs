@@ -462,10 +462,16 @@ where
         // A scenario's update_profile may opt the contact out (the engine refuses opt-ins over
         // an opt-out): the trail records it before the contact is written. What changed is
         // told from the contact the transition was computed from (not from a later read).
+        // A contact that is not stored (a timer's enrollment whose contact is gone: the engine
+        // ran on a bare one) logs nothing; the store does not write it either.
         let read = match (&t.contact_read, &t.contact) {
-            (Some(read), _) => Some(read.clone()),
+            (Some(read), Some(after)) => self
+                .store
+                .contact_exists(after.id())
+                .map_err(store_err)?
+                .then(|| read.clone()),
             (None, Some(after)) => self.store.contact(after.id()).map_err(store_err)?,
-            (None, None) => None,
+            _ => None,
         };
         if let Some(after) = &t.contact
             && let Some(before) = read
