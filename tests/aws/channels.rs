@@ -900,17 +900,22 @@ fn web_push_sends_and_forgets_an_expired_subscription() {
         "once per subscription, the duplicate stopped: {seen:?}"
     );
     assert!(seen.iter().all(|(_, enc)| enc == "aes128gcm"), "{seen:?}");
-    let contact = rt
-        .store()
-        .contact("ana")
-        .unwrap_or_default()
-        .unwrap_or_else(|| panic!("ana is gone"));
-    let left: Vec<String> = contact
-        .web_push_subscriptions()
+    // Ana's subscriptions as stored.
+    let left = |rt: &mut Runtime<DynamoStore>| -> Vec<Value> {
+        rt.store()
+            .contact("ana")
+            .unwrap_or_default()
+            .unwrap_or_else(|| panic!("ana is gone"))
+            .web_push_subscriptions()
+            .into_iter()
+            .cloned()
+            .collect()
+    };
+    let endpoints: Vec<String> = left(&mut rt)
         .iter()
         .filter_map(|s| s["endpoint"].as_str().map(str::to_string))
         .collect();
-    assert_eq!(left, [format!("http://{addr}/push/live")]);
+    assert_eq!(endpoints, [format!("http://{addr}/push/live")]);
 
     // Two pushes to the contact in one batch, delivered at once, each sent to the
     // subscriptions its transition saw and each finding a different one gone: both are
@@ -938,17 +943,7 @@ fn web_push_sends_and_forgets_an_expired_subscription() {
     ]);
     let r = handlers::channel_sender(&senders, rt.store(), &batch, at("2026-12-01T09:00:00Z"));
     assert!(r.batch_item_failures.is_empty(), "{r:?}");
-    let contact = rt
-        .store()
-        .contact("ana")
-        .unwrap_or_default()
-        .unwrap_or_else(|| panic!("ana is gone"));
-    let left: Vec<Value> = contact
-        .web_push_subscriptions()
-        .into_iter()
-        .cloned()
-        .collect();
-    assert_eq!(left, [endpoint("live")]);
+    assert_eq!(left(&mut rt), [endpoint("live")]);
 }
 
 /// A claim an earlier build made under the unsplit `sent` partition still stops a message

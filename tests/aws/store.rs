@@ -158,6 +158,70 @@ fn activate(rt: &mut Runtime<DynamoStore>, yaml: &str, now: DateTime<Utc>) -> St
     put.id
 }
 
+/// The contact as stored now (a copy of the store: nothing of a unit's cache).
+fn stored_contact(rt: &mut Runtime<DynamoStore>, id: &str) -> Contact {
+    use relance_core::ports::ContactStore;
+    rt.store()
+        .clone()
+        .contact(id)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("no contact {id}"))
+}
+
+/// An explicit consent call re-subscribing `contact` to `kind` (source `form`).
+fn resubscribe(rt: &mut Runtime<DynamoStore>, contact: &str, kind: &str, now: DateTime<Utc>) {
+    let request = serde_json::from_value(
+        serde_json::json!({"contact": contact, "subscriptions": {kind: true}, "source": "form"}),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    rt.consent(&request, now).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Another writer, through a copy of the store, changes contact `id` with `change` just
+/// before the next put of a profile (between a unit's read and its put).
+fn change_before_next_put(
+    rt: &mut Runtime<DynamoStore>,
+    id: &'static str,
+    now: DateTime<Utc>,
+    change: impl FnOnce(&mut DynamoStore, &mut Contact) -> Result<(), relance_aws::error::StoreError>
+    + Send
+    + 'static,
+) {
+    use relance_core::ports::{ContactStore, Store};
+    let mut other = rt.store().clone();
+    rt.store().before_next_profile_put(move || {
+        other
+            .atomically(|s| {
+                let mut c = s.contact(id)?.unwrap_or_else(|| panic!("no contact {id}"));
+                change(s, &mut c)?;
+                s.put_contact(&c, now)
+            })
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+    });
+}
+
+/// An EventBridge event of `detail_type` as the trigger function receives it.
+fn bus_event(
+    detail_type: &str,
+    detail: serde_json::Value,
+) -> aws_lambda_events::event::eventbridge::EventBridgeEvent<serde_json::Value> {
+    serde_json::from_value(
+        serde_json::json!({"detail-type": detail_type, "source": "shop",
+        "time": "2026-12-01T09:00:00Z", "detail": detail}),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A contact stored as it is, without consent events (as before the consent log).
+fn put_without_log(rt: &mut Runtime<DynamoStore>, fields: serde_json::Value, now: DateTime<Utc>) {
+    use relance_core::ports::ContactStore;
+    let contact = Contact::from_json(fields).unwrap_or_else(|e| panic!("{e}"));
+    rt.store()
+        .put_contact(&contact, now)
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// The test's clock on the AWS path. The store has no "next due" (the AWS tick runs on a
 /// schedule; on AWS the step queue's DelaySeconds lands each timer on time), so time moves
 /// to the next event or the next of `instants`, at most `STEP` ahead, and never jumps.
@@ -843,13 +907,7 @@ fn hostile_a_contact_is_never_overwritten_from_an_older_read() {
         "{\"id\": \"a\", \"email\": \"a@x.io\", \"name\": \"A\", \"tags\": [\"vip\"], \"subscriptions\": {\"offers\": true, \"news\": true}}\n",
         t0,
     );
-    let profile = |rt: &mut Runtime<DynamoStore>| {
-        rt.store()
-            .clone()
-            .contact("a")
-            .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap_or_else(|| panic!("no contact"))
-    };
+    let profile = |rt: &mut Runtime<DynamoStore>| stored_contact(rt, "a");
     let update = |fields: serde_json::Value| ContactDetail {
         action: None,
         contact: serde_json::from_value(fields).unwrap_or_else(|e| panic!("{e}")),
@@ -902,14 +960,7 @@ fn hostile_a_contact_is_never_overwritten_from_an_older_read() {
     // A transition that sets the plan and opts out of offers stops at its commit point; the
     // contact opts out of news again (it had been re-subscribed) and is renamed before its
     // effects are applied.
-    rt.consent(
-        &serde_json::from_value(
-            serde_json::json!({"contact": "a", "subscriptions": {"news": true}, "source": "form"}),
-        )
-        .unwrap_or_else(|e| panic!("{e}")),
-        t0,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    resubscribe(&mut rt, "a", "news", t0);
     assert_eq!(profile(&mut rt).subscription("news"), Some(true));
     let yaml = "id: plan\nlaunch: {type: manual}\nsteps:\n  - {id: tag, action: {tag: {add: [upgraded]}}, next: set}\n  - {id: set, action: {update_profile: {field: plan, value: pro}}, next: out}\n  - {id: out, action: {update_profile: {field: subscriptions.offers, value: false}}, next: later}\n  - {id: later, delay: {after: P1D}, action: {tag: {add: [later]}}, next: done}\n  - {id: done, end: success}\n";
     activate(&mut rt, yaml, t0);
@@ -1001,7 +1052,6 @@ fn hostile_a_contact_is_never_overwritten_from_an_older_read() {
 /// file's unit) and in a transition (its changes replayed again): every change lands.
 #[test]
 fn hostile_a_contact_changed_between_a_read_and_its_put_is_merged_again() {
-    use relance_core::ports::{ContactStore, Store};
     if crate::support::offline() {
         return;
     }
@@ -1014,32 +1064,19 @@ fn hostile_a_contact_changed_between_a_read_and_its_put_is_merged_again() {
     );
     // The other writer: opts `a` out of `kind`, through a copy of the store.
     let opt_out_then = |rt: &mut Runtime<DynamoStore>, kind: &'static str| {
-        let mut other = rt.store().clone();
-        rt.store().before_next_profile_put(move || {
-            other
-                .atomically(|s| {
-                    let mut c = s.contact("a")?.unwrap_or_else(|| panic!("no contact"));
-                    c.set_field(&format!("subscriptions.{kind}"), false.into());
-                    s.put_contact(&c, t0)
-                })
-                .unwrap_or_else(|e| panic!("{e}"))
-                .unwrap_or_else(|e| panic!("{e}"));
+        change_before_next_put(rt, "a", t0, move |_, c| {
+            c.set_field(&format!("subscriptions.{kind}"), false.into());
+            Ok(())
         });
     };
-    let profile = |rt: &mut Runtime<DynamoStore>| {
-        rt.store()
-            .clone()
-            .contact("a")
-            .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap_or_else(|| panic!("no contact"))
-    };
+    let profile = |rt: &mut Runtime<DynamoStore>| stored_contact(rt, "a");
 
     // The trigger function: a profile update.
     opt_out_then(&mut rt, "news");
-    let event: aws_lambda_events::event::eventbridge::EventBridgeEvent<serde_json::Value> =
-        serde_json::from_value(serde_json::json!({"detail-type": "relance.contact", "source": "shop", "time": "2026-12-01T09:00:00Z",
-            "detail": {"contact": {"id": "a", "city": "Lyon"}}}))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let event = bus_event(
+        "relance.contact",
+        serde_json::json!({"contact": {"id": "a", "city": "Lyon"}}),
+    );
     relance_aws::handlers::trigger(&mut rt, None, &event, t0).unwrap_or_else(|e| panic!("{e}"));
     let a = profile(&mut rt);
     assert_eq!(
@@ -1081,14 +1118,7 @@ fn hostile_a_contact_changed_between_a_read_and_its_put_is_merged_again() {
     assert_eq!(entered, 1, "b, added, entered once");
 
     // A transition: a tag step, its changes replayed onto the contact the other writer changed.
-    rt.consent(
-        &serde_json::from_value(
-            serde_json::json!({"contact": "a", "subscriptions": {"news": true}, "source": "form"}),
-        )
-        .unwrap_or_else(|e| panic!("{e}")),
-        t0,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    resubscribe(&mut rt, "a", "news", t0);
     activate(
         &mut rt,
         "id: tagged\nlaunch: {type: manual}\nsteps:\n  - {id: tag, action: {tag: {add: [tagged]}}, next: done}\n  - {id: done, end: success}\n",
@@ -1125,14 +1155,7 @@ fn hostile_a_contact_changed_between_a_read_and_its_put_is_merged_again() {
     // first one's put. The first merges onto that; the next ones start from the contact as
     // stored after the merge (their changes taken from the contact they were computed from):
     // the rename stays, and the email is not sent to the contact who opted out.
-    rt.consent(
-        &serde_json::from_value(
-            serde_json::json!({"contact": "a", "subscriptions": {"news": true}, "source": "form"}),
-        )
-        .unwrap_or_else(|e| panic!("{e}")),
-        t0,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    resubscribe(&mut rt, "a", "news", t0);
     activate(
         &mut rt,
         "id: w3\nlaunch: {type: manual}\nmessages:\n  m: {channel: email, type: news, subject: s, text: x}\nsteps:\n  - id: wait\n    wait_for: {event: purchase, timeout: P1D}\n    on_event: mail\n    on_timeout: done\n  - {id: mail, send: m, next: done}\n  - {id: done, end: success}\n",
@@ -1163,22 +1186,15 @@ fn hostile_a_contact_changed_between_a_read_and_its_put_is_merged_again() {
         )
         .unwrap_or_else(|e| panic!("{e}"));
     }
-    let mut other = rt.store().clone();
-    rt.store().before_next_profile_put(move || {
-        other
-            .atomically(|s| {
-                let mut c = s.contact("a")?.unwrap_or_else(|| panic!("no contact"));
-                c.set_field("name", "Renamed".into());
-                c.set_field("subscriptions.news", false.into());
-                s.put_contact(&c, t0)
-            })
-            .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap_or_else(|e| panic!("{e}"));
+    change_before_next_put(&mut rt, "a", t0, |_, c| {
+        c.set_field("name", "Renamed".into());
+        c.set_field("subscriptions.news", false.into());
+        Ok(())
     });
-    let purchase: aws_lambda_events::event::eventbridge::EventBridgeEvent<serde_json::Value> =
-        serde_json::from_value(serde_json::json!({"detail-type": "relance.activity", "source": "shop", "time": "2026-12-01T09:00:00Z",
-            "detail": {"contact": "a", "event": "purchase", "at": "2026-12-01T09:01:00Z"}}))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let purchase = bus_event(
+        "relance.activity",
+        serde_json::json!({"contact": "a", "event": "purchase", "at": "2026-12-01T09:01:00Z"}),
+    );
     relance_aws::handlers::trigger(&mut rt, None, &purchase, t0 + TimeDelta::minutes(1))
         .unwrap_or_else(|e| panic!("{e}"));
     let a = profile(&mut rt);
@@ -1209,35 +1225,26 @@ fn hostile_a_contact_changed_between_a_read_and_its_put_is_merged_again() {
 #[test]
 fn hostile_a_restated_opt_out_is_confirmed_against_the_contact_first() {
     use relance_core::consent::{ConsentState, source};
-    use relance_core::ports::{ConsentStore, ContactStore, Store};
+    use relance_core::ports::ConsentStore;
     if crate::support::offline() {
         return;
     }
     let t0 = at("2026-12-01T09:00:00Z");
     let mut rt = Runtime::new(store("restated"));
-    let legacy = Contact::from_json(
+    put_without_log(
+        &mut rt,
         serde_json::json!({"id": "a", "email": "a@x.io", "subscriptions": {"news": false}}),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    rt.store()
-        .put_contact(&legacy, t0)
+        t0,
+    );
+    change_before_next_put(&mut rt, "a", t0, |s, c| {
+        let event: relance_core::consent::ConsentEvent = serde_json::from_value(
+            serde_json::json!({"contact": "a", "subject": "news", "state": "subscribed",
+                "source": "form", "actor": "api", "at": "2026-12-01T09:00:30Z"}),
+        )
         .unwrap_or_else(|e| panic!("{e}"));
-    let mut other = rt.store().clone();
-    rt.store().before_next_profile_put(move || {
-        other
-            .atomically(|s| {
-                let event: relance_core::consent::ConsentEvent = serde_json::from_value(
-                    serde_json::json!({"contact": "a", "subject": "news", "state": "subscribed",
-                        "source": "form", "actor": "api", "at": "2026-12-01T09:00:30Z"}),
-                )
-                .unwrap_or_else(|e| panic!("{e}"));
-                s.append_consent(&event)?;
-                let mut c = s.contact("a")?.unwrap_or_else(|| panic!("no contact"));
-                c.set_field("subscriptions.news", true.into());
-                s.put_contact(&c, t0)
-            })
-            .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap_or_else(|e| panic!("{e}"));
+        s.append_consent(&event)?;
+        c.set_field("subscriptions.news", true.into());
+        Ok(())
     });
     import(
         &mut rt,
@@ -1254,22 +1261,18 @@ fn hostile_a_restated_opt_out_is_confirmed_against_the_contact_first() {
         .consent_state("a")
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(state.subscriptions.get("news"), Some(&true), "{trail:?}");
-    let a = rt
-        .store()
-        .contact("a")
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|| panic!("no contact"));
-    assert_eq!(a.subscription("news"), Some(true));
+    assert_eq!(
+        stored_contact(&mut rt, "a").subscription("news"),
+        Some(true)
+    );
 
     // With no one writing meanwhile, the next kept opt-in restates nothing either (the trail
     // agrees); a second legacy contact gets its opt-out restated once.
-    let legacy_b = Contact::from_json(
+    put_without_log(
+        &mut rt,
         serde_json::json!({"id": "b", "email": "b@x.io", "subscriptions": {"news": false}}),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    rt.store()
-        .put_contact(&legacy_b, t0)
-        .unwrap_or_else(|e| panic!("{e}"));
+        t0,
+    );
     for minutes in [2, 3] {
         import(
             &mut rt,

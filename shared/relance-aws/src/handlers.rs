@@ -215,10 +215,9 @@ fn is_conflict(e: &HandlerError) -> bool {
         HandlerError::Runtime(RuntimeError::Store(inner)) | HandlerError::Store(inner) => inner,
         _ => return false,
     };
-    matches!(
-        store.downcast_ref::<crate::error::StoreError>(),
-        Some(crate::error::StoreError::Conflict(_))
-    )
+    store
+        .downcast_ref::<crate::error::StoreError>()
+        .is_some_and(<DynamoStore as Store>::is_conflict)
 }
 
 fn decode<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, HandlerError> {

@@ -51,7 +51,7 @@ impl ContactStore for DynamoStore {
         // (`Conflict`), to be run again from a fresh read.
         let expected = match self.unit_reads.profile_basis(&pk) {
             Some(ProfileBasis::Stale) => {
-                return Err(StoreError::Conflict(format!("contact {}", contact.id())));
+                return Err(contact_conflict(contact.id()));
             }
             Some(ProfileBasis::Doc(doc)) => doc,
             None => current
@@ -60,7 +60,7 @@ impl ContactStore for DynamoStore {
                 .map(str::to_string),
         };
         if !self.put_profile(contact, now, expected.as_deref())? {
-            return Err(StoreError::Conflict(format!("contact {}", contact.id())));
+            return Err(contact_conflict(contact.id()));
         }
         Ok(change)
     }
@@ -220,7 +220,6 @@ impl ContactStore for DynamoStore {
     }
 }
 
-/// An engagement as `append_engagement` wrote it.
 /// The contact a profile item holds.
 pub(super) fn contact_of(item: &Item) -> Result<Contact, StoreError> {
     let v: serde_json::Value = from_json("contact", get_s(item, "doc").unwrap_or("null"))?;
@@ -228,6 +227,11 @@ pub(super) fn contact_of(item: &Item) -> Result<Contact, StoreError> {
         what: "contact",
         why: e.to_string(),
     })
+}
+
+/// A contact's profile changed since the unit read it (a conditional put refused).
+pub(super) fn contact_conflict(id: &str) -> StoreError {
+    StoreError::Conflict(format!("contact {id}"))
 }
 
 impl DynamoStore {
@@ -239,10 +243,21 @@ impl DynamoStore {
         now: DateTime<Utc>,
         expected: Option<&str>,
     ) -> Result<bool, StoreError> {
+        self.put_profile_doc(contact.id(), &to_json(contact), now, expected)
+    }
+
+    /// [`DynamoStore::put_profile`] of a profile already in its stored form, `doc`.
+    pub(super) fn put_profile_doc(
+        &self,
+        id: &str,
+        doc: &str,
+        now: DateTime<Utc>,
+        expected: Option<&str>,
+    ) -> Result<bool, StoreError> {
         let mut item = Item::new();
-        item.insert(keys::PK.into(), s(keys::contact(contact.id())));
+        item.insert(keys::PK.into(), s(keys::contact(id)));
         item.insert(keys::SK.into(), s(keys::PROFILE));
-        item.insert("doc".into(), s(to_json(contact)));
+        item.insert("doc".into(), s(doc));
         item.insert("updated_at".into(), s(keys::text(now)));
         self.before_profile_put.run();
         match expected {
@@ -256,8 +271,8 @@ impl DynamoStore {
     /// Changes a contact's profile outside a unit of work, with one read of the profile and no
     /// read of the rest of its partition (a function whose role reads only the profile):
     /// `change` applied to the profile as read now, put conditionally on that read, read again
-    /// and redone when a concurrent writer changed it (up to five times). False when the
-    /// contact does not exist.
+    /// and redone when a concurrent writer changed it (up to [`super::CONTACT_ATTEMPTS`]
+    /// times). False when the contact does not exist.
     pub fn change_contact(
         &self,
         id: &str,
@@ -265,7 +280,7 @@ impl DynamoStore {
         mut change: impl FnMut(&mut Contact),
     ) -> Result<bool, StoreError> {
         let pk = keys::contact(id);
-        for _ in 0..5 {
+        for _ in 0..super::CONTACT_ATTEMPTS {
             let Some(item) = self.get_uncached(&pk, keys::PROFILE)? else {
                 return Ok(false);
             };
@@ -276,10 +291,11 @@ impl DynamoStore {
                 return Ok(true);
             }
         }
-        Err(StoreError::Conflict(format!("contact {id}")))
+        Err(contact_conflict(id))
     }
 }
 
+/// An engagement as `append_engagement` wrote it.
 fn engagement_from(item: &Item) -> Result<Engagement, StoreError> {
     let kind = get_s(item, "kind").unwrap_or("");
     let kind = EngagementKind::ALL

@@ -89,8 +89,8 @@ const BATCH_WRITE: usize = 25;
 /// Attempts at a batch's unprocessed items before the flush fails (and its input is retried).
 const BATCH_ATTEMPTS: u32 = 8;
 
-/// Attempts at writing a transition's contact changes over concurrent writers of the contact
-/// (each reads the contact again) before the transition's unit fails and its input is retried.
+/// Attempts at writing a contact's changes over concurrent writers of it (each reads the
+/// contact again) before the unit fails and its input is retried.
 const CONTACT_ATTEMPTS: u32 = 5;
 
 /// Effects kept on an enrollment until they are applied.
@@ -844,12 +844,11 @@ impl DynamoStore {
     /// transition may opt out, never back in). Pending effects written before deltas replay
     /// their `SetField` effects instead (whole values; a consent field through the consent
     /// rule), and an earlier build's without either is put whole, as it was. A contact gone
-    /// since (erased) is not written again.
+    /// since (erased) is not written again. Written by a `repair` (a pending transition found
+    /// when its enrollment was read), the contact the unit may have read before is stale: the
+    /// unit's own later put of it fails, and the unit runs again.
     ///
     /// [`ContactDelta`]: relance_core::delta::ContactDelta
-    /// Written by a `repair` (a pending transition found when its enrollment was read), the
-    /// contact the unit may have read before is stale: the unit's own later put of it fails,
-    /// and the unit runs again.
     fn put_transition_contact(
         &mut self,
         changed: &Contact,
@@ -905,7 +904,7 @@ impl DynamoStore {
                 return Ok(());
             }
         }
-        Err(StoreError::Conflict(format!("contact {}", changed.id())))
+        Err(contacts::contact_conflict(changed.id()))
     }
 
     /// Applies a transition's pending effects: just committed, or, with `repair`, found
@@ -1075,20 +1074,13 @@ impl Store for DynamoStore {
             Some(ProfileBasis::Doc(Some(doc))) => doc,
             // Not read in the unit, or absent when read: nothing to restate from.
             Some(ProfileBasis::Doc(None)) | None => return Ok(()),
-            Some(ProfileBasis::Stale) => {
-                return Err(StoreError::Conflict(format!("contact {contact}")));
-            }
+            Some(ProfileBasis::Stale) => return Err(contacts::contact_conflict(contact)),
         };
-        let read = contacts::contact_of(&{
-            let mut item = Item::new();
-            item.insert("doc".into(), s(&basis));
-            item
-        })?;
         let now = self.now.unwrap_or_else(Utc::now);
-        if self.put_profile(&read, now, Some(&basis))? {
+        if self.put_profile_doc(contact, &basis, now, Some(&basis))? {
             Ok(())
         } else {
-            Err(StoreError::Conflict(format!("contact {contact}")))
+            Err(contacts::contact_conflict(contact))
         }
     }
 
