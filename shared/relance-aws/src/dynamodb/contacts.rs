@@ -271,7 +271,7 @@ impl DynamoStore {
     /// Changes a contact's profile outside a unit of work, with one read of the profile and no
     /// read of the rest of its partition (a function whose role reads only the profile):
     /// `change` applied to the profile as read now, put conditionally on that read, read again
-    /// and redone when a concurrent writer changed it (up to [`super::CONTACT_ATTEMPTS`]
+    /// and redone when a concurrent writer changed it (up to `CONTACT_ATTEMPTS`
     /// times). False when the contact does not exist.
     pub fn change_contact(
         &self,
