@@ -590,6 +590,24 @@ pub trait Store:
         let _ = contact;
     }
 
+    /// Runs `work`'s reads against one view of the store (one SQLite read transaction, not one
+    /// per statement), outside any unit of work: for a thread that only reads. Just `work` by
+    /// default.
+    fn read_together<T>(&mut self, work: impl FnOnce(&mut Self) -> T) -> T
+    where
+        Self: Sized,
+    {
+        work(self)
+    }
+
+    /// A mark that moves whenever another connection commits to this store (SQLite's
+    /// `data_version`), read inside a unit: a step computed ahead from what was committed when
+    /// the mark was taken still holds if nobody else wrote since. `None` when the store cannot
+    /// tell (then nothing is computed ahead).
+    fn outside_writes_mark(&mut self) -> Result<Option<i64>, Self::Fault> {
+        Ok(None)
+    }
+
     /// Tells the store the policy's retention, for stores that stamp an expiry on the items
     /// they write (DynamoDB's TTL) rather than purging them; others ignore it.
     fn set_retention(&mut self, retention: &Retention) {

@@ -101,6 +101,7 @@ struct Args {
     fsync_inline: bool,
     checkpoint_inline: bool,
     outbox_inline: bool,
+    steps_inline: bool,
 }
 
 fn args() -> Res<Args> {
@@ -115,6 +116,7 @@ fn args() -> Res<Args> {
         fsync_inline: false,
         checkpoint_inline: false,
         outbox_inline: false,
+        steps_inline: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -129,6 +131,7 @@ fn args() -> Res<Args> {
             "--fsync-inline" => a.fsync_inline = true,
             "--checkpoint-inline" => a.checkpoint_inline = true,
             "--outbox-inline" => a.outbox_inline = true,
+            "--steps-inline" => a.steps_inline = true,
             "--group-units" => a.group_units = value("--group-units")?.parse()?,
             // `cargo bench` passes --bench to every bench binary.
             "--bench" => {}
@@ -369,6 +372,11 @@ fn run() -> Res<bool> {
     let mut store = SqliteStore::open(&db)?;
     let outbox = OutboxFile::open(&outbox_path, &mut store)?;
     let mut rt = Runtime::new(store);
+    // As the runner, due timers' steps read and computed on a thread of their own
+    // (`--steps-inline`: each by its unit on the runner's thread, as before that thread).
+    if !a.steps_inline {
+        relance_embedded::server::read_steps_ahead(&mut rt);
+    }
     // As the runner: commits synced by the syncer thread (or, `--fsync-inline`, by SQLite
     // before each commit returns).
     let wal = if a.fsync_inline {
@@ -462,9 +470,7 @@ fn run() -> Res<bool> {
             first_check.get_or_insert(started);
             // One round of the runner: the due timers in one group commit.
             let (fired, committed) = rt.grouped(a.group_units, |rt| -> Res<()> {
-                for wake in &due {
-                    rt.fire(wake, Utc::now())?;
-                }
+                rt.fire_due(&due, Utc::now())?;
                 Ok(())
             });
             fired?;
@@ -656,6 +662,7 @@ fn run() -> Res<bool> {
             "wal_synced_by": if a.fsync_inline { "SQLite, before each commit returns" } else { "the syncer thread, before a round is answered or delivered" },
             "checkpoints_by": if checkpoints_by_thread { "the checkpoint thread" } else { "SQLite, on the runner's thread" },
             "outbox_file_by": if outbox_by_thread { "the outbox thread" } else { "the runner's thread" },
+            "timer_steps_read_ahead": rt.steps_ahead(),
             "db_mib": round(file_mib(&db), 1),
             "wal_mib": round(file_mib(&a.dir.join("drip.db-wal")), 1),
             "outbox_file_mib": round(file_mib(&outbox_path), 1),

@@ -27,7 +27,7 @@ use relance_core::unsubscribe::UnsubscribeLinks;
 use crate::clock::Clock;
 use crate::durable::{Answer, CommitSyncer, SyncFailed, SyncFn, WalFile};
 use crate::outbox::{Delivery, OutboxError, OutboxFile};
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, StepReader};
 use crate::store::{SqliteStore, StoreError};
 
 /// The longest the runner sleeps without looking at the store (another process may write).
@@ -231,6 +231,8 @@ fn start_syncing(
     sync: Option<SyncFn>,
 ) -> Result<(RuntimeHandle, JoinHandle<()>), StartError> {
     let mut runtime = Runtime::new(store);
+    // Due timers' steps read and computed on a thread of their own while the runner writes.
+    read_steps_ahead(&mut runtime);
     // From here on, commits are synced by the syncer thread (see `durable`).
     let wal = runtime.store().defer_sync()?;
     // And checkpointed on a thread of its own, poked after each sync (see `durable`).
@@ -278,6 +280,24 @@ fn start_syncing(
         },
         thread,
     ))
+}
+
+/// Gives `runtime` a [`StepReader`] on a reading connection to its database file: the steps
+/// of a batch of due timers are read and computed on the reader's thread while the runner
+/// writes (see `relance_runtime`'s `ahead` module for why they still hold when written).
+/// Nothing for an in-memory database; a reader that cannot start is logged and left out (the
+/// runner then computes every step itself, as it always can).
+pub fn read_steps_ahead(runtime: &mut Runtime<SqliteStore>) {
+    let Some(path) = runtime.store().file_path() else {
+        return;
+    };
+    match SqliteStore::open_reader(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|store| StepReader::start(store).map_err(|e| e.to_string()))
+    {
+        Ok(reader) => runtime.read_steps_ahead(reader),
+        Err(e) => tracing::warn!(error = %e, "due timers' steps are not read ahead"),
+    }
 }
 
 fn run_loop(

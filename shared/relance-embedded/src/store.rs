@@ -326,6 +326,18 @@ pub struct SqliteStore {
     live_channels: Vec<relance_core::scenario::Channel>,
     /// The group commit in progress ([`Store::begin_group`]).
     group: GroupState,
+    /// A test's work run once right after the next contact read (see
+    /// [`SqliteStore::after_next_contact_read`]).
+    after_contact_read: Option<TestHook>,
+}
+
+/// A test's work, run by the store at a chosen point.
+struct TestHook(Box<dyn FnOnce() + std::marker::Send>);
+
+impl std::fmt::Debug for TestHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TestHook")
+    }
 }
 
 /// Whether units of work share a transaction.
@@ -363,6 +375,45 @@ impl SqliteStore {
         Self::prepare(conn)
     }
 
+    /// A second connection to the database at `path` that only reads (`query_only`), for a
+    /// thread that reads beside the runner (the steps of due timers computed ahead, see
+    /// [`relance_runtime::runtime::StepReader`]). The database must already be at this build's schema:
+    /// a reader migrates nothing.
+    pub fn open_reader(path: &Path) -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "query_only", true)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )?;
+        let store = SqliteStore {
+            conn,
+            live_channels: Vec::new(),
+            group: GroupState::None,
+            after_contact_read: None,
+        };
+        let found = store.schema_version()?;
+        if found != MIGRATIONS.len() {
+            return Err(StoreError::Corrupt {
+                what: "reading connection",
+                why: format!(
+                    "the database is at schema {found}, this build reads {}",
+                    MIGRATIONS.len()
+                ),
+            });
+        }
+        Ok(store)
+    }
+
+    /// Runs `hook` once, right after this store's next contact read returns its row: a test's
+    /// other writer, landing between a read and what was computed from it.
+    #[doc(hidden)]
+    pub fn after_next_contact_read(&mut self, hook: impl FnOnce() + std::marker::Send + 'static) {
+        self.after_contact_read = Some(TestHook(Box::new(hook)));
+    }
+
     /// An in-memory database (tests, `relance test`).
     pub fn in_memory() -> Result<SqliteStore, StoreError> {
         Self::prepare(Connection::open_in_memory()?)
@@ -395,6 +446,7 @@ impl SqliteStore {
             conn,
             live_channels: Vec::new(),
             group: GroupState::None,
+            after_contact_read: None,
         };
         store.migrate()?;
         Ok(store)
@@ -707,6 +759,9 @@ impl ContactStore for SqliteStore {
             .prepare_cached("SELECT fields FROM contact WHERE id = ?1")?
             .query_row(params![id], |r| r.get(0))
             .optional()?;
+        if let Some(TestHook(hook)) = self.after_contact_read.take() {
+            hook();
+        }
         fields
             .map(|f| {
                 let v: serde_json::Value = json("contact", &f)?;
@@ -1577,6 +1632,27 @@ impl relance_core::ports::ConsentStore for SqliteStore {
 
 impl Store for SqliteStore {
     type Fault = StoreError;
+
+    /// One deferred read transaction around `work` (a reading connection's reads: each
+    /// statement would otherwise begin and end a transaction of its own). Without one (the
+    /// `BEGIN` failed), `work` reads statement by statement.
+    fn read_together<T>(&mut self, work: impl FnOnce(&mut Self) -> T) -> T {
+        let began = self.conn.is_autocommit() && self.conn.execute_batch("BEGIN").is_ok();
+        let out = work(self);
+        if began && !self.conn.is_autocommit() && self.conn.execute_batch("COMMIT").is_err() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        out
+    }
+
+    /// SQLite's `data_version`: it moves when another connection (another process) commits.
+    fn outside_writes_mark(&mut self) -> Result<Option<i64>, StoreError> {
+        Ok(Some(
+            self.conn
+                .prepare_cached("PRAGMA data_version")?
+                .query_row([], |r| r.get(0))?,
+        ))
+    }
 
     /// `relance run` has no Lambda to invoke (DESIGN §9): a webhook is the embedded call.
     fn unsupported(

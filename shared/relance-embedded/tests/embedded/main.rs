@@ -3,8 +3,10 @@
 //! faults, hostile inputs, the runtime over SQLite on a virtual clock, assignment parity
 //! with `simulate` for 10,000 contacts against the formula, the webhook worker, the delivery
 //! worker, open and click tracking, the SMTP backend against a real SMTP server, and the
-//! runner's syncer (nothing answered or delivered before its sync).
+//! runner's syncer (nothing answered or delivered before its sync), and due timers' steps
+//! read ahead on a second connection.
 
+mod ahead;
 mod api;
 mod common;
 mod console;

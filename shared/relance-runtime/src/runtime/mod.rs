@@ -24,6 +24,7 @@ use relance_core::validate;
 
 use crate::metrics::Pending;
 
+mod ahead;
 mod contacts;
 mod error;
 mod experiments;
@@ -31,6 +32,7 @@ mod launches;
 mod scenarios;
 mod ticks;
 
+pub use ahead::{StepReader, StepsAhead};
 pub use error::RuntimeError;
 pub(crate) use error::store_err;
 pub use launches::{ImportedContact, LaunchReport, next_launch};
@@ -53,6 +55,11 @@ pub struct Runtime<S> {
     pending: Pending,
     /// The group commit in progress, when units are grouped ([`Runtime::grouped`]).
     group: Option<Group>,
+    /// The thread that computes due timers' steps ahead, when one is set
+    /// ([`Runtime::read_steps_ahead`]).
+    steps_reader: Option<StepReader>,
+    /// How the steps of due timers came to be written (see [`StepsAhead`]).
+    steps_ahead: StepsAhead,
 }
 
 /// A group commit in progress: the units done since the group's last commit, whose metrics
@@ -180,6 +187,8 @@ where
             reported: None,
             pending: Pending::default(),
             group: None,
+            steps_reader: None,
+            steps_ahead: StepsAhead::default(),
         }
     }
 

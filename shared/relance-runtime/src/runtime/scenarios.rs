@@ -47,6 +47,9 @@ pub(super) struct Engines {
     pub(super) policy_read_at: Option<DateTime<Utc>>,
     /// (scenario, step) whose winner check is known to be armed (read back from the store).
     pub(super) armed_winners: std::collections::HashSet<(String, String)>,
+    /// Moves each time the policy changes: a step computed ahead under another policy is not
+    /// used (see `ahead`).
+    pub(super) policy_generation: u64,
 }
 
 /// How long a runtime trusts the workspace policy it read.
@@ -69,6 +72,19 @@ impl Engines {
         }
         let text = store.setting(SETTING_POLICY).map_err(store_err)?;
         self.policy_read_at = Some(now);
+        self.adopt_policy(store, text)
+    }
+
+    /// Runs under the policy `text` from now on (none: the default), if it is not the one in
+    /// force: the engines compiled under the other are dropped.
+    pub(super) fn adopt_policy<S: Store>(
+        &mut self,
+        store: &mut S,
+        text: Option<String>,
+    ) -> Result<(), RuntimeError>
+    where
+        S::Fault: std::error::Error + Send + Sync + 'static,
+    {
         if text == self.policy_text {
             return Ok(());
         }
@@ -77,6 +93,7 @@ impl Engines {
             None => Policy::default(),
         };
         self.policy_text = text;
+        self.policy_generation += 1;
         self.by_version.clear();
         store.set_retention(&self.policy.retention);
         Ok(())

@@ -59,10 +59,8 @@ where
             if due.is_empty() {
                 break;
             }
-            for wake in due {
-                self.fire(&wake, now)?;
-                report.timers += 1;
-            }
+            self.fire_due(&due, now)?;
+            report.timers += due.len();
         }
         Ok(report)
     }
@@ -193,6 +191,36 @@ where
     /// changes nothing; one whose work keeps failing is kept as a dead letter; one whose unit
     /// could not commit is an error, and the timer stays for the next try.
     pub fn fire(&mut self, wake: &Wake, now: DateTime<Utc>) -> Result<(), RuntimeError> {
+        self.fire_from(wake, now, None)
+    }
+
+    /// Fires a batch of due timers, in order, as [`Runtime::fire`] each; with a
+    /// [`crate::runtime::StepReader`] set, their steps are read and computed ahead on its thread while
+    /// this one writes (see [`Runtime::read_steps_ahead`]). Stops at the first error `fire`
+    /// would return (the timers from there on stay due).
+    pub fn fire_due(&mut self, due: &[Wake], now: DateTime<Utc>) -> Result<(), RuntimeError> {
+        let mut ahead = self.read_ahead(due, now);
+        let mut fired = Ok(());
+        for wake in due {
+            let step = ahead.as_mut().and_then(|a| a.take(wake));
+            fired = self.fire_from(wake, now, step);
+            if fired.is_err() {
+                break;
+            }
+        }
+        if let Some(ahead) = ahead {
+            self.steps_ahead.waited_micros +=
+                u64::try_from(ahead.waited.as_micros()).unwrap_or(u64::MAX);
+        }
+        fired
+    }
+
+    fn fire_from(
+        &mut self,
+        wake: &Wake,
+        now: DateTime<Utc>,
+        mut ahead: Option<super::ahead::AheadStep>,
+    ) -> Result<(), RuntimeError> {
         let now = now.trunc_subsecs(6);
         // How late it fires, in seconds (whole microseconds: stored instants keep no more).
         let lateness = now
@@ -200,14 +228,20 @@ where
             .num_microseconds()
             .unwrap_or(i64::MAX) as f64
             / 1e6;
-        // A queue may deliver a little early: the step never runs before it is due.
+        // A queue may deliver a little early: the step never runs before it is due. A retry
+        // computes the step afresh.
+        let handed = ahead.is_some();
+        let mut used_ahead = false;
         self.settle(
-            now.max(wake.at),
+            unit_now(wake, now),
             "timer",
             wake,
-            |u| u.fire_timer(wake, lateness),
+            |u| u.fire_timer(wake, lateness, ahead.take(), &mut used_ahead),
             |u| u.store.cancel(wake).map_err(store_err),
-        )
+        )?;
+        self.steps_ahead.offered += u64::from(handed);
+        self.steps_ahead.used += u64::from(used_ahead);
+        Ok(())
     }
 
     /// Runs a due item's unit, `fire`. When the store fails to begin or commit it, the error
@@ -289,55 +323,112 @@ where
     }
 }
 
+/// A due timer's step: its enrollment's scenario, version and contact, and the engine's
+/// transition (computed by the unit itself, or ahead by a [`crate::runtime::StepReader`]).
+#[derive(Debug)]
+pub(super) struct TimerStep {
+    pub(super) scenario: String,
+    pub(super) version: u32,
+    /// The enrollment's version the transition was computed from.
+    pub(super) expected: u64,
+    pub(super) contact: String,
+    pub(super) transition: relance_core::engine::Transition,
+}
+
+/// The instant a timer's unit runs at: `now`, or its due time when a queue delivered it a
+/// little early (the step never runs before it is due), in whole microseconds.
+pub(super) fn unit_now(wake: &Wake, now: DateTime<Utc>) -> DateTime<Utc> {
+    now.trunc_subsecs(6).max(wake.at).trunc_subsecs(6)
+}
+
+/// Reads what a due timer's step needs (its enrollment, contact and history) and runs the
+/// engine at `now`: `None` when the enrollment is gone. Reads only.
+pub(super) fn timer_step<S: Store>(
+    store: &mut S,
+    engines: &mut super::scenarios::Engines,
+    wake: &Wake,
+    now: DateTime<Utc>,
+) -> Result<Option<TimerStep>, RuntimeError>
+where
+    S::Fault: std::error::Error + Send + Sync + 'static,
+{
+    let Some((enrollment, version)) = store.enrollment(&wake.enrollment).map_err(store_err)? else {
+        return Ok(None);
+    };
+    let engine = super::engine(store, engines, &enrollment.scenario, version)?;
+    let contact = store
+        .contact(&enrollment.contact)
+        .map_err(store_err)?
+        .unwrap_or_else(|| Contact::bare(&enrollment.contact));
+    let history = history_for(store, &engine, contact.id(), &enrollment.scenario)?;
+    // A wake naming a step the scenario version does not have cannot run: an error, so
+    // `fire` keeps it as a dead letter with its reason (a stale timer is no error).
+    let transition = engine
+        .try_handle(
+            &enrollment,
+            &contact,
+            &history,
+            Input::Wake {
+                step: &wake.step,
+                at: wake.at,
+            },
+            now,
+        )
+        .map_err(|e| RuntimeError::BadInput {
+            field: "step".into(),
+            message: e.to_string(),
+        })?;
+    Ok(Some(TimerStep {
+        expected: enrollment.version,
+        contact: enrollment.contact,
+        scenario: enrollment.scenario,
+        version,
+        transition,
+    }))
+}
+
 impl<S> Unit<'_, S>
 where
     S: Store,
     S::Fault: std::error::Error + Send + Sync + 'static,
 {
     /// Fires `wake`, `lateness` seconds after its due time (counted when the timer moves its
-    /// enrollment: a duplicated or stale one is not a firing).
+    /// enrollment: a duplicated or stale one is not a firing): from the step computed ahead
+    /// when it still holds, else from what the unit reads.
+    /// `used_ahead` tells whether the step computed ahead was the one written.
     fn fire_timer(
         &mut self,
-        wake: &relance_core::engine::Wake,
+        wake: &Wake,
         lateness: f64,
+        ahead: Option<super::ahead::AheadStep>,
+        used_ahead: &mut bool,
     ) -> Result<(), RuntimeError> {
         // The timer is consumed in the same unit as the transition it causes.
         self.store.cancel(wake).map_err(store_err)?;
-        let Some((enrollment, version)) =
-            self.store.enrollment(&wake.enrollment).map_err(store_err)?
-        else {
+        let step = match ahead.and_then(|a| a.still_holds(self)) {
+            Some(step) => {
+                *used_ahead = true;
+                step
+            }
+            None => {
+                *used_ahead = false;
+                timer_step(self.store, self.engines, wake, self.now)?
+            }
+        };
+        let Some(step) = step else {
             return Ok(());
         };
-        let engine = self.engine(&enrollment.scenario, version)?;
-        let contact = self
-            .store
-            .contact(&enrollment.contact)
-            .map_err(store_err)?
-            .unwrap_or_else(|| Contact::bare(&enrollment.contact));
-        let history = history_for(self.store, &engine, contact.id(), &enrollment.scenario)?;
-        // A wake naming a step the scenario version does not have cannot run: an error, so
-        // `fire` keeps it as a dead letter with its reason (a stale timer is no error).
-        let t = engine
-            .try_handle(
-                &enrollment,
-                &contact,
-                &history,
-                Input::Wake {
-                    step: &wake.step,
-                    at: wake.at,
-                },
-                self.now,
-            )
-            .map_err(|e| RuntimeError::BadInput {
-                field: "step".into(),
-                message: e.to_string(),
-            })?;
-        if t.is_noop() {
+        if step.transition.is_noop() {
             tracing::warn!(enrollment = %wake.enrollment, step = %wake.step, due = %wake.at, "stale timer dropped");
         } else if let Some(p) = self.pending.as_deref_mut() {
             p.lateness(lateness);
         }
-        self.apply(&enrollment.scenario, version, Some(enrollment.version), t)?;
+        self.apply(
+            &step.scenario,
+            step.version,
+            Some(step.expected),
+            step.transition,
+        )?;
         Ok(())
     }
 }

@@ -1,0 +1,235 @@
+//! Due timers' steps read ahead on a second connection (`StepReader`): the runner writes the
+//! same sends and journal as it does computing every step itself; a timer whose contact an
+//! earlier timer of the batch changed, or whose contact another connection changed after the
+//! reader read it, is computed again from what is stored.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use relance_core::contact::EngagementKind;
+use relance_core::journal::Record;
+use relance_core::ports::{JournalStore, SourceFormat, Status};
+use relance_core::script;
+use relance_core::wire::{EngagementDetail, LaunchDetail};
+use relance_embedded::runtime::{Runtime, StepReader, StepsAhead};
+use relance_embedded::store::SqliteStore;
+use serde_json::Value;
+
+use crate::common::{TempDir, t0};
+
+const DRIP: &str = r#"
+id: drip
+launch: {type: manual}
+messages:
+  first: {channel: email, subject: "Hello {{ contact.first_name }}", text: "Welcome"}
+  sms: {channel: sms, text: "Thanks, {{ contact.first_name }}"}
+  again: {channel: email, subject: "Did you see it?", text: "Again"}
+steps:
+  - {id: first, send: first, next: check}
+  - id: check
+    delay: {after: PT1H}
+    if: {opened: first}
+    then: sms
+    else: again
+  - {id: sms, send: sms, next: done}
+  - {id: again, send: again, next: done}
+  - {id: done, end: success}
+"#;
+
+/// Sets `vip` an hour after entry.
+const MARK: &str = "id: mark\nlaunch: {type: manual}\nsteps:\n  - {id: mark, delay: {after: PT1H}, action: {update_profile: {field: vip, value: true}}, next: done}\n  - {id: done, end: success}\n";
+
+/// Two hours after entry, sends `vip` to a contact whose `vip` is true, `plain` otherwise.
+const OFFER: &str = "id: offer\nlaunch: {type: manual}\nmessages:\n  vip: {channel: email, subject: vip, text: x}\n  plain: {channel: email, subject: plain, text: x}\nsteps:\n  - id: check\n    delay: {after: PT2H}\n    if: {field: vip, op: eq, value: true}\n    then: vip\n    else: plain\n  - {id: vip, send: vip, next: done}\n  - {id: plain, send: plain, next: done}\n  - {id: done, end: success}\n";
+
+fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A runtime on a database file in `dir`, with `reader` (a reading connection to the same
+/// file, given to the test first) computing the steps of due timers ahead when asked.
+fn runtime_in(dir: &TempDir, read_ahead: bool) -> Runtime<SqliteStore> {
+    let db = dir.join("relance.db");
+    let mut rt = Runtime::new(ok(SqliteStore::open(&db)));
+    if read_ahead {
+        rt.read_steps_ahead(ok(StepReader::start(ok(SqliteStore::open_reader(&db)))));
+    }
+    rt
+}
+
+fn contacts(rt: &mut Runtime<SqliteStore>, n: usize, now: DateTime<Utc>) {
+    let lines: String = (0..n)
+        .map(|i| {
+            format!(
+                "{{\"id\": \"c{i:02}\", \"email\": \"c{i}@x.io\", \"phone\": \"+3361000{i:04}\", \"first_name\": \"Ana{i}\"}}\n"
+            )
+        })
+        .collect();
+    let list = script::contacts_from_json_lines(&lines).unwrap_or_else(|e| panic!("{e:?}"));
+    ok(rt.import(&list, now, &mut |_| {}));
+}
+
+fn launch(rt: &mut Runtime<SqliteStore>, yaml: &str, now: DateTime<Utc>) {
+    let put = ok(rt.put_scenario(yaml, SourceFormat::Yaml, now));
+    ok(rt.set_status(&put.id, Status::Active, now));
+    ok(rt.launch(
+        LaunchDetail {
+            scenario: put.id,
+            contacts: None,
+        },
+        now,
+    ));
+}
+
+/// Fires everything due at `now` as the runner does: bounded ticks in group commits.
+fn tick_as_the_runner(rt: &mut Runtime<SqliteStore>, now: DateTime<Utc>) -> usize {
+    let mut fired = 0;
+    loop {
+        let (ticked, committed) = rt.grouped(512, |rt| rt.tick_bounded(now, 4096));
+        ok(committed);
+        match ok(ticked).timers {
+            0 => return fired,
+            n => fired += n,
+        }
+    }
+}
+
+/// Sends in the outbox, in order: (contact, step, subject or text).
+fn sends(rt: &mut Runtime<SqliteStore>) -> Vec<(String, String, String)> {
+    ok(rt.store().outbox_after(0, 100_000))
+        .into_iter()
+        .filter(|(_, kind, _)| kind == "send")
+        .map(|(_, _, payload)| {
+            let v: Value = ok(serde_json::from_str(&payload));
+            let s = &v["send"];
+            let part = s["content"]["subject"]
+                .as_str()
+                .or(s["content"]["text"].as_str())
+                .unwrap_or("");
+            (
+                s["contact"].as_str().unwrap_or("").to_string(),
+                s["step"].as_str().unwrap_or("").to_string(),
+                part.to_string(),
+            )
+        })
+        .collect()
+}
+
+fn journal(rt: &mut Runtime<SqliteStore>, scenario: &str) -> Vec<Record> {
+    ok(rt.store().records(scenario, None))
+}
+
+/// The drip for 40 contacts, the evens opening the first email: what `fire_due` wrote.
+fn drip_run(read_ahead: bool) -> (Vec<(String, String, String)>, Vec<Record>, StepsAhead) {
+    let dir = TempDir::fresh("ahead", if read_ahead { "drip-ahead" } else { "drip" });
+    let mut rt = runtime_in(&dir, read_ahead);
+    contacts(&mut rt, 40, t0());
+    launch(&mut rt, DRIP, t0());
+    for i in (0..40).step_by(2) {
+        ok(rt.engagement(
+            EngagementDetail {
+                idempotency_key: None,
+                contact: format!("c{i:02}"),
+                scenario: "drip".into(),
+                step: "first".into(),
+                kind: EngagementKind::Opened,
+                url: None,
+                link_tags: vec![],
+                at: None,
+            },
+            t0() + TimeDelta::minutes(5),
+        ));
+    }
+    assert_eq!(tick_as_the_runner(&mut rt, t0() + TimeDelta::hours(2)), 40);
+    let sent = sends(&mut rt);
+    let records = journal(&mut rt, "drip");
+    (sent, records, rt.steps_ahead())
+}
+
+#[test]
+fn timers_fired_from_steps_read_ahead_write_what_the_runner_alone_writes() {
+    let (sent, records, ahead) = drip_run(true);
+    let (sent_alone, records_alone, alone) = drip_run(false);
+    assert_eq!(sent.len(), 80, "email-1, then the SMS or email-2, to each");
+    assert_eq!(sent, sent_alone);
+    assert_eq!(records, records_alone);
+    assert!(
+        sent.iter()
+            .any(|(c, step, part)| c == "c02" && step == "sms" && part == "Thanks, Ana2"),
+        "{sent:?}"
+    );
+    assert!(ahead.batches >= 1, "{ahead:?}");
+    assert_eq!((ahead.offered, ahead.used), (40, 40), "{ahead:?}");
+    assert_eq!(
+        alone,
+        StepsAhead::default(),
+        "without a reader nothing is read ahead"
+    );
+}
+
+#[test]
+fn a_timer_after_another_of_its_contact_in_the_batch_reads_what_that_one_wrote() {
+    let dir = TempDir::fresh("ahead", "same-contact");
+    let mut rt = runtime_in(&dir, true);
+    contacts(&mut rt, 6, t0());
+    launch(&mut rt, MARK, t0());
+    launch(&mut rt, OFFER, t0());
+    // One batch: the six `mark` timers (due at +1 h), then the six `offer` checks (+2 h),
+    // all read ahead before `mark` set `vip`.
+    let (fired, committed) = rt.grouped(512, |rt| {
+        let due = ok(rt.due_timers(t0() + TimeDelta::hours(3)));
+        assert_eq!(due.len(), 12);
+        rt.fire_due(&due, t0() + TimeDelta::hours(3))
+    });
+    ok(fired);
+    ok(committed);
+    let sent = sends(&mut rt);
+    assert_eq!(sent.len(), 6);
+    assert!(
+        sent.iter().all(|(_, step, _)| step == "vip"),
+        "each check saw the vip its contact's earlier timer set: {sent:?}"
+    );
+    let ahead = rt.steps_ahead();
+    assert_eq!(
+        (ahead.offered, ahead.used),
+        (6, 6),
+        "only the first timer of each contact is taken from the reader: {ahead:?}"
+    );
+}
+
+#[test]
+fn a_step_read_before_another_connection_changed_its_contact_is_computed_again() {
+    let dir = TempDir::fresh("ahead", "outside-write");
+    let db = dir.join("relance.db");
+    let mut rt = Runtime::new(ok(SqliteStore::open(&db)));
+    contacts(&mut rt, 6, t0());
+    launch(&mut rt, OFFER, t0());
+    // Another process sets c00's `vip` right after the reader read c00, before the runner
+    // writes c00's step.
+    let mut reader = ok(SqliteStore::open_reader(&db));
+    let other = db.clone();
+    reader.after_next_contact_read(move || {
+        let conn = ok(rusqlite::Connection::open(&other));
+        ok(conn.busy_timeout(std::time::Duration::from_secs(10)));
+        ok(conn.execute(
+            "UPDATE contact SET fields = json_set(fields, '$.vip', json('true')) WHERE id = 'c00'",
+            [],
+        ));
+    });
+    rt.read_steps_ahead(ok(StepReader::start(reader)));
+    let due = ok(rt.due_timers(t0() + TimeDelta::hours(3)));
+    assert_eq!(due.first().map(|w| w.contact.as_str()), Some("c00"));
+    // Unit by unit (no group holds the write lock between them, as for a runner between
+    // rounds): the other process's write lands between the read and the unit.
+    ok(rt.fire_due(&due, t0() + TimeDelta::hours(3)));
+    let sent = sends(&mut rt);
+    assert_eq!(sent.len(), 6);
+    for (contact, step, _) in &sent {
+        let expected = if contact == "c00" { "vip" } else { "plain" };
+        assert_eq!(step, expected, "{sent:?}");
+    }
+    let ahead = rt.steps_ahead();
+    assert_eq!(ahead.offered, 6, "{ahead:?}");
+    assert_eq!(
+        ahead.used, 0,
+        "the other connection's commit moved data_version: every step of the batch computed again"
+    );
+}
