@@ -9,7 +9,7 @@ use relance_core::journal::Record;
 use relance_core::ports::{JournalStore, SourceFormat, Status};
 use relance_core::script;
 use relance_core::wire::{EngagementDetail, LaunchDetail};
-use relance_embedded::runtime::{Runtime, StepReader, StepsAhead};
+use relance_embedded::runtime::{LaunchReport, Runtime, StepReader, StepsAhead};
 use relance_embedded::store::SqliteStore;
 use serde_json::Value;
 
@@ -67,16 +67,31 @@ fn contacts(rt: &mut Runtime<SqliteStore>, n: usize, now: DateTime<Utc>) {
     ok(rt.import(&list, now, &mut |_| {}));
 }
 
-fn launch(rt: &mut Runtime<SqliteStore>, yaml: &str, now: DateTime<Utc>) {
+/// Activates the scenario and launches it for every contact, as the runner does (in a group
+/// commit, where each contact's entry is read ahead when the runtime has a reader).
+fn launch(rt: &mut Runtime<SqliteStore>, yaml: &str, now: DateTime<Utc>) -> LaunchReport {
     let put = ok(rt.put_scenario(yaml, SourceFormat::Yaml, now));
     ok(rt.set_status(&put.id, Status::Active, now));
-    ok(rt.launch(
-        LaunchDetail {
-            scenario: put.id,
-            contacts: None,
-        },
-        now,
-    ));
+    launch_for(rt, &put.id, None, now)
+}
+
+fn launch_for(
+    rt: &mut Runtime<SqliteStore>,
+    scenario: &str,
+    contacts: Option<Vec<String>>,
+    now: DateTime<Utc>,
+) -> LaunchReport {
+    let (report, committed) = rt.grouped(512, |rt| {
+        rt.launch(
+            LaunchDetail {
+                scenario: scenario.to_string(),
+                contacts,
+            },
+            now,
+        )
+    });
+    ok(committed);
+    ok(report)
 }
 
 /// Fires everything due at `now` as the runner does: bounded ticks in group commits.
@@ -156,8 +171,12 @@ fn timers_fired_from_steps_read_ahead_write_what_the_runner_alone_writes() {
             .any(|(c, step, part)| c == "c02" && step == "sms" && part == "Thanks, Ana2"),
         "{sent:?}"
     );
-    assert!(ahead.batches >= 1, "{ahead:?}");
-    assert_eq!((ahead.offered, ahead.used), (40, 40), "{ahead:?}");
+    assert!(ahead.batches >= 2, "the launch and the timers: {ahead:?}");
+    assert_eq!(
+        (ahead.offered, ahead.used),
+        (80, 80),
+        "40 entries and 40 checks: {ahead:?}"
+    );
     assert_eq!(
         alone,
         StepsAhead::default(),
@@ -190,9 +209,30 @@ fn a_timer_after_another_of_its_contact_in_the_batch_reads_what_that_one_wrote()
     let ahead = rt.steps_ahead();
     assert_eq!(
         (ahead.offered, ahead.used),
-        (6, 6),
-        "only the first timer of each contact is taken from the reader: {ahead:?}"
+        (18, 18),
+        "two launches of six, then only the first timer of each contact taken from the reader: {ahead:?}"
     );
+}
+
+#[test]
+fn a_contact_asked_for_twice_in_a_launch_enters_once() {
+    let dir = TempDir::fresh("ahead", "launch-twice");
+    let mut rt = runtime_in(&dir, true);
+    contacts(&mut rt, 6, t0());
+    let put = ok(rt.put_scenario(DRIP, SourceFormat::Yaml, t0()));
+    ok(rt.set_status(&put.id, Status::Active, t0()));
+    let ids = ["c00", "c01", "c02", "c00", "c03", "ghost", "c01"]
+        .map(String::from)
+        .to_vec();
+    let report = launch_for(&mut rt, "drip", Some(ids), t0());
+    // The second c00 and c01 were read ahead before the first entered: computed again, they
+    // find the enrollment running.
+    assert_eq!(report.entered, 4, "{report:?}");
+    assert_eq!(report.skipped.values().sum::<u64>(), 2, "{report:?}");
+    assert_eq!(report.not_found, vec!["ghost".to_string()]);
+    assert_eq!(sends(&mut rt).len(), 4, "one email-1 each");
+    let ahead = rt.steps_ahead();
+    assert_eq!((ahead.offered, ahead.used), (5, 5), "{ahead:?}");
 }
 
 #[test]
@@ -201,6 +241,7 @@ fn a_step_read_before_another_connection_changed_its_contact_is_computed_again()
     let db = dir.join("relance.db");
     let mut rt = Runtime::new(ok(SqliteStore::open(&db)));
     contacts(&mut rt, 6, t0());
+    // Launched without a reader: the hook below is for the timers' batch.
     launch(&mut rt, OFFER, t0());
     // Another process sets c00's `vip` right after the reader read c00, before the runner
     // writes c00's step.

@@ -1,28 +1,33 @@
-//! Due timers' steps computed ahead on a thread of its own: while the runner writes one
-//! timer's step, a reading connection reads the next timers' enrollments, contacts and
-//! histories and runs the engine on them, so the runner only writes. A step computed ahead is
-//! used only when nothing it read can have changed since (see [`Ahead::take`] and
-//! [`AheadStep::still_holds`]); otherwise the unit reads and computes it itself, as it does
-//! without a reader. Either way the unit writes the same thing.
+//! Steps computed ahead on a thread of its own: while the runner writes one item, a reading
+//! connection reads what the next items need and runs the engine on them, so the runner only
+//! writes. Two kinds of batch are read ahead: due timers (each timer's enrollment, contact and
+//! history, then its step) and a launch run in a group commit (each contact, whether it runs
+//! already, its last entry and history, then its entry). An item computed ahead is used only
+//! when nothing it read can have changed since (see [`Ahead::take`] and [`Assumed::holds`]);
+//! otherwise its unit reads and computes it itself, as without a reader. Either way the unit
+//! writes the same thing.
 //!
-//! Why a step read ahead still holds when it is used. The runner commits everything before it
-//! hands a batch over, so the reader sees the store as the runner does at that moment; from
-//! then on, until the batch is done, the runner runs only the batch's timers, in order. A
-//! timer's unit writes its own enrollment and timers, its contact's rows (profile, consent,
-//! sends, journal) and scenario-wide rows no step reads (arming a winner check); winners,
-//! scenario versions and settings are written by other units. So what the reader read for a
-//! timer is what the unit would read, unless an earlier timer of the batch has the same
-//! contact (its step is computed again), another connection committed (SQLite's
-//! `data_version` moved: computed again), or the runner's policy changed (computed again).
+//! Why an item read ahead still holds when it is used. The runner commits what it holds before
+//! it hands a batch over, so the reader sees the store as the runner does at that moment; from
+//! then on, until the batch is done, the runner runs only the batch's items, in order (a
+//! launch is one unit). An item's work writes its own enrollment and timers, its contact's
+//! rows (profile, consent, entry mark, sends, journal) and scenario-wide rows no step or entry
+//! reads (arming a winner check); winners, scenario versions and settings are written by other
+//! units. So what the reader read for an item is what the unit would read, unless an earlier
+//! item of the batch has the same contact (computed again), another connection committed
+//! (SQLite's `data_version` moved: computed again), the runner's policy changed (computed
+//! again) or, for a launch, the scenario's active version is not the one read.
 
 use std::collections::HashSet;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
-use chrono::{DateTime, Utc};
-use relance_core::engine::Wake;
-use relance_core::ports::Store;
+use chrono::{DateTime, SubsecRound, Utc};
+use relance_core::engine::{Entry, Wake};
+use relance_core::ports::{ScenarioEntry, Status, Store};
 
+use super::launches::entry_of;
+use super::scenarios::Engines;
 use super::ticks::{TimerStep, timer_step, unit_now};
 use super::{Runtime, Unit};
 
@@ -48,25 +53,48 @@ pub struct StepsAhead {
     pub waited_micros: u64,
 }
 
-/// A due timer's step as the reader computed it.
-struct ReadStep {
-    wake: Wake,
-    now: DateTime<Utc>,
-    step: Option<TimerStep>,
+/// What the reader is asked to compute.
+enum Work {
+    /// The steps of these due timers.
+    Timers(Vec<Wake>),
+    /// What the engine decides for these contacts entering `scenario` (its `version`): a
+    /// launch.
+    Entries {
+        scenario: String,
+        version: u32,
+        ids: Vec<String>,
+    },
 }
 
-/// A batch of due timers handed to the reader, with the policy in force on the runner.
+/// One item as the reader computed it.
+enum Read {
+    /// A due timer's step (`None`: its enrollment is gone).
+    Timer {
+        wake: Wake,
+        now: DateTime<Utc>,
+        step: Option<TimerStep>,
+    },
+    /// A contact's entry (`None`: no such contact).
+    Entry {
+        contact: String,
+        now: DateTime<Utc>,
+        entry: Option<Entry>,
+    },
+}
+
+/// A batch handed to the reader, with the policy in force on the runner.
 struct Batch {
-    wakes: Vec<Wake>,
+    work: Work,
     now: DateTime<Utc>,
     policy: Option<String>,
-    /// Where the timers' steps go, in the batch's order, a few at a time (`None`: it could
-    /// not be computed). Room for the whole batch: the reader never waits for the runner.
-    steps: SyncSender<Vec<Option<ReadStep>>>,
+    /// Where the items go, in the batch's order, a few at a time (`None`: it could not be
+    /// computed). Room for the whole batch: the reader never waits for the runner.
+    steps: SyncSender<Vec<Option<Read>>>,
 }
 
-/// The thread that computes due timers' steps ahead of the runner, on a store of its own that
-/// only reads what the runner committed (a second SQLite connection to the same file).
+/// The thread that computes due timers' steps and launches' entries ahead of the runner, on a
+/// store of its own that only reads what the runner committed (a second SQLite connection to
+/// the same file).
 pub struct StepReader {
     batches: Option<mpsc::Sender<Batch>>,
     thread: Option<JoinHandle<()>>,
@@ -98,20 +126,21 @@ impl StepReader {
         })
     }
 
-    /// Hands `wakes` over; their steps come back in order on the receiver. `None` when the
+    /// Hands `work` over; its items come back in order on the receiver. `None` when the
     /// thread is gone.
     fn read(
         &self,
-        wakes: &[Wake],
+        work: Work,
+        len: usize,
         now: DateTime<Utc>,
         policy: Option<String>,
-    ) -> Option<Receiver<Vec<Option<ReadStep>>>> {
+    ) -> Option<Receiver<Vec<Option<Read>>>> {
         // Room for every handover of the batch (a few more for the first, smaller ones).
-        let (steps, received) = mpsc::sync_channel(wakes.len().div_ceil(STEPS_PER_HANDOVER) + 4);
+        let (steps, received) = mpsc::sync_channel(len.div_ceil(STEPS_PER_HANDOVER) + 4);
         self.batches
             .as_ref()?
             .send(Batch {
-                wakes: wakes.to_vec(),
+                work,
                 now,
                 policy,
                 steps,
@@ -138,8 +167,9 @@ where
     R::Fault: std::error::Error + Send + Sync + 'static,
 {
     while let Ok(batch) = batches.recv() {
-        // The runner's policy, whatever the stored one says: a step is computed as the runner
-        // would compute it (a policy that does not read leaves the batch to the runner).
+        // The runner's policy, whatever the stored one says: an item is computed as the
+        // runner would compute it (a policy that does not read leaves the batch to the
+        // runner).
         if reader
             .engines
             .adopt_policy(&mut reader.store, batch.policy)
@@ -147,63 +177,146 @@ where
         {
             continue;
         }
-        let mut wakes = batch.wakes.into_iter().peekable();
-        // The first steps go over one by one, then a few at a time: the runner waits for the
-        // first step of a batch, not for a handful.
-        let mut handover = 1;
-        while wakes.peek().is_some() {
-            let engines = &mut reader.engines;
-            let steps = reader.store.read_together(|store| {
-                wakes
-                    .by_ref()
-                    .take(handover)
-                    .map(|wake| {
-                        let now = unit_now(&wake, batch.now);
+        let engines = &mut reader.engines;
+        let store = &mut reader.store;
+        let now = batch.now.trunc_subsecs(6);
+        match batch.work {
+            Work::Timers(wakes) => {
+                let mut wakes = wakes.into_iter();
+                let read = move |store: &mut R, engines: &mut Engines| {
+                    let wake = wakes.next()?;
+                    let now = unit_now(&wake, now);
+                    Some(
                         timer_step(store, engines, &wake, now)
                             .ok()
-                            .map(|step| ReadStep { wake, now, step })
-                    })
-                    .collect()
-            });
-            handover = (handover * 2).min(STEPS_PER_HANDOVER);
-            if batch.steps.send(steps).is_err() {
-                // The runner stopped this batch.
-                break;
+                            .map(|step| Read::Timer { wake, now, step }),
+                    )
+                };
+                hand_over(store, engines, read, &batch.steps);
             }
+            Work::Entries {
+                scenario,
+                version,
+                ids,
+            } => {
+                let mut ids = ids.into_iter();
+                let read = move |store: &mut R, engines: &mut Engines| {
+                    let id = ids.next()?;
+                    let entry = match store.contact(&id) {
+                        Ok(Some(contact)) => {
+                            entry_of(store, engines, &scenario, version, &contact, now)
+                                .ok()
+                                .map(Some)
+                        }
+                        Ok(None) => Some(None),
+                        Err(_) => None,
+                    };
+                    Some(entry.map(|entry| Read::Entry {
+                        contact: id,
+                        now,
+                        entry,
+                    }))
+                };
+                hand_over(store, engines, read, &batch.steps);
+            }
+        }
+    }
+}
+
+/// Computes a batch's items with `read` until it has no more, handing them over a few at a
+/// time, each handful read against one view of the store.
+fn hand_over<R: Store>(
+    store: &mut R,
+    engines: &mut Engines,
+    mut read: impl FnMut(&mut R, &mut Engines) -> Option<Option<Read>>,
+    steps: &SyncSender<Vec<Option<Read>>>,
+) {
+    // The first items go over one by one, then a few at a time: the runner waits for the
+    // first item of a batch, not for a handful.
+    let mut handover = 1;
+    let mut done = false;
+    while !done {
+        let items: Vec<Option<Read>> = store.read_together(|store| {
+            let mut items = Vec::with_capacity(handover);
+            while items.len() < handover {
+                match read(store, engines) {
+                    Some(item) => items.push(item),
+                    None => {
+                        done = true;
+                        break;
+                    }
+                }
+            }
+            items
+        });
+        handover = (handover * 2).min(STEPS_PER_HANDOVER);
+        if !items.is_empty() && steps.send(items).is_err() {
+            // The runner stopped this batch.
+            return;
         }
     }
 }
 
 /// The runner's side of one batch read ahead.
 pub(super) struct Ahead {
-    steps: Receiver<Vec<Option<ReadStep>>>,
-    /// Steps received and not yet taken, in order.
-    received: std::collections::VecDeque<Option<ReadStep>>,
-    /// The contacts of the batch's timers fired so far: a later timer of one of them is
+    steps: Receiver<Vec<Option<Read>>>,
+    /// Items received and not yet taken, in order.
+    received: std::collections::VecDeque<Option<Read>>,
+    /// The contacts of the batch's items done so far: a later item of one of them is
     /// computed again (its unit may read what theirs wrote).
     fired: HashSet<String>,
-    /// `data_version` when the batch was handed over.
-    mark: i64,
-    policy_generation: u64,
-    /// False once the steps no longer line up with the batch (the reader failed or ended):
+    /// What every item of the batch assumed.
+    assumed: Assumed,
+    /// False once the items no longer line up with the batch (the reader failed or ended):
     /// the rest of the batch is computed by the runner.
     on: bool,
     /// How long the runner waited for the reader in this batch.
     pub(super) waited: std::time::Duration,
 }
 
-/// A step computed ahead for the timer about to fire, with what it assumed.
-pub(super) struct AheadStep {
-    read: ReadStep,
+/// What the reader's view of the store was when a batch was handed over.
+#[derive(Debug, Clone, Copy)]
+struct Assumed {
+    /// `data_version` when the batch was handed over.
     mark: i64,
     policy_generation: u64,
 }
 
+impl Assumed {
+    /// Whether an item computed at `now` still holds inside the unit (which holds the write
+    /// lock, so nobody else can commit until it ends): no other connection committed since
+    /// the batch was handed over, the policy is the one it was computed under, and the unit
+    /// runs at the same instant.
+    fn holds<S>(&self, unit: &mut Unit<'_, S>, now: DateTime<Utc>) -> bool
+    where
+        S: Store,
+        S::Fault: std::error::Error + Send + Sync + 'static,
+    {
+        matches!(unit.store.outside_writes_mark(), Ok(Some(m)) if m == self.mark)
+            && unit.engines.policy_generation == self.policy_generation
+            && unit.now == now
+    }
+}
+
+/// A step computed ahead for the timer about to fire, with what it assumed.
+pub(super) struct AheadStep {
+    now: DateTime<Utc>,
+    step: Option<TimerStep>,
+    assumed: Assumed,
+}
+
+/// An entry computed ahead for the contact a launch enters next, with what it assumed.
+pub(super) struct AheadEntry {
+    now: DateTime<Utc>,
+    entry: Option<Entry>,
+    assumed: Assumed,
+}
+
 impl Ahead {
-    /// The step computed ahead for `wake`, the batch's next timer, if nothing before it in the
-    /// batch could have changed what it read. Every timer of the batch passes here, in order.
-    pub(super) fn take(&mut self, wake: &Wake) -> Option<AheadStep> {
-        let first_of_contact = self.fired.insert(wake.contact.clone());
+    /// The next item of the batch, which concerns `contact`, if nothing before it in the
+    /// batch concerned that contact. Every item of the batch passes here, in order.
+    fn next(&mut self, contact: &str) -> Option<Read> {
+        let first_of_contact = self.fired.insert(contact.to_string());
         if !self.on {
             return None;
         }
@@ -214,48 +327,90 @@ impl Ahead {
             }
             self.waited += waiting.elapsed();
         }
-        let got = self.received.pop_front();
-        let read = match got {
-            Some(Some(read)) if read.wake == *wake => read,
+        match self.received.pop_front() {
+            Some(Some(read)) => first_of_contact.then_some(read),
             _ => {
-                // Not computed (an error the unit will meet and report), or out of line: the
-                // runner cannot tell which contact that timer's unit touches.
+                // Not computed (an error the unit will meet and report), or none left: the
+                // runner cannot tell what that item's unit touches.
                 self.on = false;
-                return None;
+                None
             }
-        };
-        if read
-            .step
-            .as_ref()
-            .is_some_and(|step| step.contact != wake.contact)
-        {
-            // An enrollment whose contact is not its timer's: its unit writes a contact this
-            // batch does not track.
-            self.on = false;
-            return None;
         }
-        first_of_contact.then_some(AheadStep {
-            read,
-            mark: self.mark,
-            policy_generation: self.policy_generation,
-        })
+    }
+
+    /// The step computed ahead for `wake`, the batch's next timer, if nothing before it in the
+    /// batch could have changed what it read.
+    pub(super) fn take(&mut self, wake: &Wake) -> Option<AheadStep> {
+        match self.next(&wake.contact)? {
+            Read::Timer {
+                wake: read,
+                now,
+                step,
+            } if read == *wake => {
+                if step
+                    .as_ref()
+                    .is_some_and(|step| step.contact != wake.contact)
+                {
+                    // An enrollment whose contact is not its timer's: its unit writes a
+                    // contact this batch does not track.
+                    self.on = false;
+                    return None;
+                }
+                Some(AheadStep {
+                    now,
+                    step,
+                    assumed: self.assumed,
+                })
+            }
+            _ => {
+                self.on = false;
+                None
+            }
+        }
+    }
+
+    /// The entry computed ahead for contact `id`, the launch's next, if nothing before it in
+    /// the batch could have changed what it read.
+    pub(super) fn take_entry(&mut self, id: &str) -> Option<AheadEntry> {
+        match self.next(id)? {
+            Read::Entry {
+                contact,
+                now,
+                entry,
+            } if contact == id => Some(AheadEntry {
+                now,
+                entry,
+                assumed: self.assumed,
+            }),
+            _ => {
+                self.on = false;
+                None
+            }
+        }
     }
 }
 
 impl AheadStep {
-    /// The step, if it still holds inside the unit (which holds the write lock, so nobody else
-    /// can commit until it ends): no other connection committed since the batch was handed
-    /// over, the policy is the one it was computed under, and the unit runs at the same
-    /// instant. `None`: the unit computes it.
+    /// The step, if it still holds inside the unit ([`Assumed::holds`]). `None`: the unit
+    /// computes it.
     pub(super) fn still_holds<S>(self, unit: &mut Unit<'_, S>) -> Option<Option<TimerStep>>
     where
         S: Store,
         S::Fault: std::error::Error + Send + Sync + 'static,
     {
-        let unchanged = matches!(unit.store.outside_writes_mark(), Ok(Some(m)) if m == self.mark)
-            && unit.engines.policy_generation == self.policy_generation
-            && unit.now == self.read.now;
-        unchanged.then_some(self.read.step)
+        self.assumed.holds(unit, self.now).then_some(self.step)
+    }
+}
+
+impl AheadEntry {
+    /// The entry (`None`: no such contact), if it still holds inside the unit
+    /// ([`Assumed::holds`]). `None`: the unit computes it.
+    pub(super) fn still_holds<S>(self, unit: &mut Unit<'_, S>) -> Option<Option<Entry>>
+    where
+        S: Store,
+        S::Fault: std::error::Error + Send + Sync + 'static,
+    {
+        self.assumed.holds(unit, self.now).then_some(self.entry)
     }
 }
 
@@ -280,27 +435,87 @@ where
     /// only what is committed). `None` without a reader, for a short batch, or when the store
     /// cannot tell another connection's writes.
     pub(super) fn read_ahead(&mut self, due: &[Wake], now: DateTime<Utc>) -> Option<Ahead> {
-        if self.steps_reader.is_none() || due.len() < SMALLEST_BATCH {
+        if due.len() < SMALLEST_BATCH {
             return None;
         }
-        if self.group.is_some() {
+        self.hand_to_reader(Work::Timers(due.to_vec()), due.len(), now)
+    }
+
+    /// Hands a launch of `scenario` to the reader, when it runs in a group (whose write lock
+    /// keeps the contacts to enter as they are read here): the contacts asked for, or every
+    /// contact. Returns the ids the launch enters (`contacts` when it is not read ahead).
+    pub(super) fn read_entries_ahead(
+        &mut self,
+        scenario: &str,
+        contacts: Option<Vec<String>>,
+        now: DateTime<Utc>,
+    ) -> (Option<Vec<String>>, Option<(u32, Ahead)>) {
+        if self.steps_reader.is_none() || self.group.is_none() {
+            return (contacts, None);
+        }
+        // The group's units so far are committed first: the launch then reads here what the
+        // reader sees.
+        if !self.commit_for_reader() {
+            return (contacts, None);
+        }
+        let Ok(Some(ScenarioEntry {
+            status: Status::Active,
+            active_version: Some(version),
+            ..
+        })) = self.store.scenario(scenario)
+        else {
+            return (contacts, None);
+        };
+        let ids = match contacts {
+            Some(ids) => ids,
+            None => match self.store.contact_ids() {
+                Ok(ids) => ids,
+                Err(_) => return (None, None),
+            },
+        };
+        if ids.len() < SMALLEST_BATCH {
+            return (Some(ids), None);
+        }
+        let work = Work::Entries {
+            scenario: scenario.to_string(),
+            version,
+            ids: ids.clone(),
+        };
+        let ahead = self.hand_to_reader(work, ids.len(), now);
+        (Some(ids), ahead.map(|a| (version, a)))
+    }
+
+    /// Commits the units the open group holds, if any: what the reader reads is then what
+    /// this runtime sees. False when the group's commit failed (nothing is read ahead).
+    fn commit_for_reader(&mut self) -> bool {
+        if self.group.as_ref().is_some_and(|g| g.units > 0) {
             self.commit_group(true);
-            if self.group.as_ref().is_some_and(|g| g.failed.is_some()) {
-                return None;
-            }
+        }
+        self.group.as_ref().is_none_or(|g| g.failed.is_none())
+    }
+
+    /// Hands `work` (`len` items) to the reader, once what the open group holds is committed
+    /// (the reader sees only what is committed): the unit of the first item may start from
+    /// nothing it does not see.
+    fn hand_to_reader(&mut self, work: Work, len: usize, now: DateTime<Utc>) -> Option<Ahead> {
+        self.steps_reader.as_ref()?;
+        if !self.commit_for_reader() {
+            return None;
         }
         let mark = self.store.outside_writes_mark().ok()??;
-        let steps = self
-            .steps_reader
-            .as_ref()?
-            .read(due, now, self.engines.policy_text.clone())?;
+        let steps =
+            self.steps_reader
+                .as_ref()?
+                .read(work, len, now, self.engines.policy_text.clone())?;
         self.steps_ahead.batches += 1;
         Some(Ahead {
             steps,
             received: std::collections::VecDeque::with_capacity(STEPS_PER_HANDOVER),
-            fired: HashSet::with_capacity(due.len()),
-            mark,
-            policy_generation: self.engines.policy_generation,
+            fired: HashSet::with_capacity(len),
+            assumed: Assumed {
+                mark,
+                policy_generation: self.engines.policy_generation,
+            },
             on: true,
             waited: std::time::Duration::ZERO,
         })

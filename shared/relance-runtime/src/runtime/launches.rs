@@ -64,7 +64,11 @@ where
         now: DateTime<Utc>,
     ) -> Result<LaunchReport, RuntimeError> {
         let LaunchDetail { scenario, contacts } = detail;
-        self.unit(now, |u| {
+        // Each contact's entry computed on the reader's thread while this one writes, when the
+        // launch runs in a group (see `ahead`).
+        let (contacts, mut ahead) = self.read_entries_ahead(&scenario, contacts, now);
+        let (mut offered, mut used) = (0, 0);
+        let launched = self.unit(now, |u| {
             let entry = u.entry(&scenario)?;
             let version = match (entry.status, entry.active_version) {
                 (Status::Active, Some(v)) => v,
@@ -82,13 +86,36 @@ where
             };
             let mut report = LaunchReport::default();
             for id in ids {
-                match u.store.contact(&id).map_err(store_err)? {
-                    Some(c) => u.try_enter(&entry.id, version, &c, &mut report)?,
-                    None => report.not_found.push(id),
+                let computed = match ahead.as_mut() {
+                    Some((read_version, ahead)) if *read_version == version => {
+                        ahead.take_entry(&id).and_then(|computed| {
+                            offered += 1;
+                            computed.still_holds(u)
+                        })
+                    }
+                    _ => None,
+                };
+                used += u64::from(computed.is_some());
+                match computed {
+                    Some(Some(computed)) => {
+                        u.enter_as(&entry.id, version, &id, computed, &mut report)?
+                    }
+                    Some(None) => report.not_found.push(id),
+                    None => match u.store.contact(&id).map_err(store_err)? {
+                        Some(c) => u.try_enter(&entry.id, version, &c, &mut report)?,
+                        None => report.not_found.push(id),
+                    },
                 }
             }
             Ok(report)
-        })
+        });
+        self.steps_ahead.offered += offered;
+        self.steps_ahead.used += used;
+        if let Some((_, ahead)) = ahead {
+            self.steps_ahead.waited_micros +=
+                u64::try_from(ahead.waited.as_micros()).unwrap_or(u64::MAX);
+        }
+        launched
     }
 
     /// Writes imported contacts (merged into stored ones) and launches the active
@@ -170,36 +197,33 @@ where
         contact: &Contact,
         report: &mut LaunchReport,
     ) -> Result<(), RuntimeError> {
-        let engine = self.engine(scenario, version)?;
-        let running = self
-            .store
-            .running_enrollment(scenario, contact.id())
-            .map_err(store_err)?
-            .is_some();
-        let mark = self
-            .store
-            .entry_mark(scenario, contact.id())
-            .map_err(store_err)?;
-        let history = history_for(self.store, &engine, contact.id(), scenario)?;
-        let id = format!(
-            "{scenario}:{}:{}",
-            contact.id(),
-            mark.map_or(1, |m| m.entries + 1)
-        );
-        let request = EntryRequest {
+        let entry = entry_of(
+            self.store,
+            self.engines,
+            scenario,
+            version,
             contact,
-            history: &history,
-            running,
-            last_entered_at: mark.map(|m| m.last_entered_at),
-            enrollment_id: &id,
-            now: self.now,
-        };
-        match engine.enter(request) {
+            self.now,
+        )?;
+        self.enter_as(scenario, version, contact.id(), entry, report)
+    }
+
+    /// Writes `entry`, what the engine decided for `contact` (see [`entry_of`]).
+    pub(super) fn enter_as(
+        &mut self,
+        scenario: &str,
+        version: u32,
+        contact: &str,
+        entry: Entry,
+        report: &mut LaunchReport,
+    ) -> Result<(), RuntimeError> {
+        match entry {
             Entry::Entered(t) => {
                 report.entered += 1;
                 self.store
-                    .mark_entry(scenario, contact.id(), self.now)
+                    .mark_entry(scenario, contact, self.now)
                     .map_err(store_err)?;
+                let engine = self.engine(scenario, version)?;
                 let entered =
                     (engine.scenario().conversion.is_some()).then(|| t.enrollment.clone());
                 self.apply(scenario, version, None, t)?;
@@ -287,4 +311,41 @@ where
         }
         Ok(())
     }
+}
+
+/// What the engine decides for `contact` entering `scenario` (its `version`) at `now`: reads
+/// whether it runs already, its last entry and its history. Reads only.
+pub(super) fn entry_of<S: Store>(
+    store: &mut S,
+    engines: &mut super::scenarios::Engines,
+    scenario: &str,
+    version: u32,
+    contact: &Contact,
+    now: DateTime<Utc>,
+) -> Result<Entry, RuntimeError>
+where
+    S::Fault: std::error::Error + Send + Sync + 'static,
+{
+    let engine = super::engine(store, engines, scenario, version)?;
+    let running = store
+        .running_enrollment(scenario, contact.id())
+        .map_err(store_err)?
+        .is_some();
+    let mark = store
+        .entry_mark(scenario, contact.id())
+        .map_err(store_err)?;
+    let history = history_for(store, &engine, contact.id(), scenario)?;
+    let id = format!(
+        "{scenario}:{}:{}",
+        contact.id(),
+        mark.map_or(1, |m| m.entries + 1)
+    );
+    Ok(engine.enter(EntryRequest {
+        contact,
+        history: &history,
+        running,
+        last_entered_at: mark.map(|m| m.last_entered_at),
+        enrollment_id: &id,
+        now,
+    }))
 }
