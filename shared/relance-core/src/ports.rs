@@ -591,13 +591,13 @@ pub trait Store:
     }
 
     /// Runs `work`'s reads against one view of the store (one SQLite read transaction, not one
-    /// per statement), outside any unit of work: for a thread that only reads. Just `work` by
-    /// default.
-    fn read_together<T>(&mut self, work: impl FnOnce(&mut Self) -> T) -> T
+    /// per statement), outside any unit of work: for a thread that only reads. `None` when no
+    /// fresh view could be had (`work` did not run). Just `work` by default.
+    fn read_together<T>(&mut self, work: impl FnOnce(&mut Self) -> T) -> Option<T>
     where
         Self: Sized,
     {
-        work(self)
+        Some(work(self))
     }
 
     /// A mark that moves whenever another connection commits to this store (SQLite's

@@ -1634,15 +1634,21 @@ impl Store for SqliteStore {
     type Fault = StoreError;
 
     /// One deferred read transaction around `work` (a reading connection's reads: each
-    /// statement would otherwise begin and end a transaction of its own). Without one (the
-    /// `BEGIN` failed), `work` reads statement by statement.
-    fn read_together<T>(&mut self, work: impl FnOnce(&mut Self) -> T) -> T {
-        let began = self.conn.is_autocommit() && self.conn.execute_batch("BEGIN").is_ok();
-        let out = work(self);
-        if began && !self.conn.is_autocommit() && self.conn.execute_batch("COMMIT").is_err() {
+    /// statement would otherwise begin and end a transaction of its own). A transaction left
+    /// open before (a failed end) is rolled back first: its view is an old one. `None` when no
+    /// fresh transaction could be begun.
+    fn read_together<T>(&mut self, work: impl FnOnce(&mut Self) -> T) -> Option<T> {
+        if !self.conn.is_autocommit() {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
-        out
+        if !self.conn.is_autocommit() || self.conn.execute_batch("BEGIN").is_err() {
+            return None;
+        }
+        let out = work(self);
+        if !self.conn.is_autocommit() && self.conn.execute_batch("COMMIT").is_err() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        Some(out)
     }
 
     /// SQLite's `data_version`: it moves when another connection (another process) commits.

@@ -94,11 +94,12 @@ fn launch_for(
     ok(report)
 }
 
-/// Fires everything due at `now` as the runner does: bounded ticks in group commits.
+/// Fires everything due at `now` as the runner does: bounded ticks in group commits (of four
+/// units here, so that a group commits in the middle of a batch read ahead).
 fn tick_as_the_runner(rt: &mut Runtime<SqliteStore>, now: DateTime<Utc>) -> usize {
     let mut fired = 0;
     loop {
-        let (ticked, committed) = rt.grouped(512, |rt| rt.tick_bounded(now, 4096));
+        let (ticked, committed) = rt.grouped(4, |rt| rt.tick_bounded(now, 4096));
         ok(committed);
         match ok(ticked).timers {
             0 => return fired,
@@ -273,4 +274,42 @@ fn a_step_read_before_another_connection_changed_its_contact_is_computed_again()
         ahead.used, 0,
         "the other connection's commit moved data_version: every step of the batch computed again"
     );
+}
+
+#[test]
+fn a_launch_after_other_units_of_its_group_enters_what_they_wrote() {
+    let dir = TempDir::fresh("ahead", "launch-after-units");
+    let mut rt = runtime_in(&dir, true);
+    contacts(&mut rt, 6, t0());
+    let put = ok(rt.put_scenario(DRIP, SourceFormat::Yaml, t0()));
+    ok(rt.set_status(&put.id, Status::Active, t0()));
+    // One round of the runner: a new contact written, then a launch for everyone. The reader
+    // sees the new contact only once the group's first unit is committed.
+    let (report, committed) = rt.grouped(512, |rt| {
+        ok(rt.upsert_contact(
+            crate::common::contact_detail(
+                serde_json::json!({"id": "late", "email": "late@x.io", "first_name": "Late"}),
+            ),
+            t0(),
+        ));
+        rt.launch(
+            LaunchDetail {
+                scenario: "drip".into(),
+                contacts: None,
+            },
+            t0(),
+        )
+    });
+    ok(committed);
+    let report = ok(report);
+    assert_eq!(report.entered, 7, "{report:?}");
+    assert!(report.not_found.is_empty(), "{report:?}");
+    assert!(
+        sends(&mut rt)
+            .iter()
+            .any(|(c, _, part)| c == "late" && part == "Hello Late"),
+        "the new contact got its email"
+    );
+    let ahead = rt.steps_ahead();
+    assert_eq!((ahead.offered, ahead.used), (7, 7), "{ahead:?}");
 }

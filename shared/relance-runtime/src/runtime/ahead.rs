@@ -19,6 +19,7 @@
 //! again) or, for a launch, the scenario's active version is not the one read.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
@@ -31,23 +32,29 @@ use super::scenarios::Engines;
 use super::ticks::{TimerStep, timer_step, unit_now};
 use super::{Runtime, Unit};
 
-/// How many computed steps the reader hands over at a time: one wake-up of the runner (or
-/// none, when it is not waiting) for several steps, not one each.
+/// How many computed items the reader hands over at a time: one wake-up of the runner (or
+/// none, when it is not waiting) for several items, not one each.
 const STEPS_PER_HANDOVER: usize = 16;
+
+/// How many handovers may wait for the runner: the reader keeps this far ahead, then waits
+/// (outside any read transaction), so a launch of every contact holds a few dozen computed
+/// entries at a time, not one per contact.
+const HANDOVERS_WAITING: usize = 8;
 
 /// A batch shorter than this is fired without the reader: there is nothing to overlap.
 const SMALLEST_BATCH: usize = 4;
 
-/// How the steps of due timers came to be written since the runtime started: a bench's and a
-/// test's view of the reader at work.
+/// How the items read ahead (due timers' steps, a launch's entries) came to be written since
+/// the runtime started: a bench's and a test's view of the reader at work.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StepsAhead {
-    /// Batches handed to the reader.
+    /// Batches handed to the reader (of due timers, or a launch's contacts).
     pub batches: u64,
-    /// Timers fired with a step computed ahead at hand.
+    /// Timers fired, and contacts a committed launch entered, with an item computed ahead at
+    /// hand.
     pub offered: u64,
-    /// Timers whose step computed ahead still held and was written (the others were
-    /// computed by their unit).
+    /// Of those, the items that still held and were written (the others were computed by
+    /// their unit).
     pub used: u64,
     /// How long the runner waited for the reader's steps, in microseconds.
     pub waited_micros: u64,
@@ -62,7 +69,7 @@ enum Work {
     Entries {
         scenario: String,
         version: u32,
-        ids: Vec<String>,
+        ids: Arc<[String]>,
     },
 }
 
@@ -88,7 +95,7 @@ struct Batch {
     now: DateTime<Utc>,
     policy: Option<String>,
     /// Where the items go, in the batch's order, a few at a time (`None`: it could not be
-    /// computed). Room for the whole batch: the reader never waits for the runner.
+    /// computed).
     steps: SyncSender<Vec<Option<Read>>>,
 }
 
@@ -131,12 +138,10 @@ impl StepReader {
     fn read(
         &self,
         work: Work,
-        len: usize,
         now: DateTime<Utc>,
         policy: Option<String>,
     ) -> Option<Receiver<Vec<Option<Read>>>> {
-        // Room for every handover of the batch (a few more for the first, smaller ones).
-        let (steps, received) = mpsc::sync_channel(len.div_ceil(STEPS_PER_HANDOVER) + 4);
+        let (steps, received) = mpsc::sync_channel(HANDOVERS_WAITING);
         self.batches
             .as_ref()?
             .send(Batch {
@@ -199,7 +204,7 @@ where
                 version,
                 ids,
             } => {
-                let mut ids = ids.into_iter();
+                let mut ids = ids.iter().cloned();
                 let read = move |store: &mut R, engines: &mut Engines| {
                     let id = ids.next()?;
                     let entry = match store.contact(&id) {
@@ -236,7 +241,7 @@ fn hand_over<R: Store>(
     let mut handover = 1;
     let mut done = false;
     while !done {
-        let items: Vec<Option<Read>> = store.read_together(|store| {
+        let Some(items) = store.read_together(|store| {
             let mut items = Vec::with_capacity(handover);
             while items.len() < handover {
                 match read(store, engines) {
@@ -248,7 +253,10 @@ fn hand_over<R: Store>(
                 }
             }
             items
-        });
+        }) else {
+            // No fresh view of the store: the runner computes the rest of the batch.
+            return;
+        };
         handover = (handover * 2).min(STEPS_PER_HANDOVER);
         if !items.is_empty() && steps.send(items).is_err() {
             // The runner stopped this batch.
@@ -272,6 +280,12 @@ pub(super) struct Ahead {
     on: bool,
     /// How long the runner waited for the reader in this batch.
     pub(super) waited: std::time::Duration,
+}
+
+/// A launch's entries read ahead, for the scenario's `version`.
+pub(super) struct EntriesAhead {
+    pub(super) version: u32,
+    pub(super) ahead: Ahead,
 }
 
 /// What the reader's view of the store was when a batch was handed over.
@@ -313,6 +327,11 @@ pub(super) struct AheadEntry {
 }
 
 impl Ahead {
+    /// The rest of the batch is computed by the runner.
+    pub(super) fn stop(&mut self) {
+        self.on = false;
+    }
+
     /// The next item of the batch, which concerns `contact`, if nothing before it in the
     /// batch concerned that contact. Every item of the batch passes here, in order.
     fn next(&mut self, contact: &str) -> Option<Read> {
@@ -419,14 +438,15 @@ where
     S: Store,
     S::Fault: std::error::Error + Send + Sync + 'static,
 {
-    /// From now on, batches of due timers ([`Runtime::fire_due`], the tick) have their steps
-    /// read and computed on `reader`'s thread while this runtime writes the earlier ones.
-    /// `reader` must read the store this runtime writes (see [`StepReader::start`]).
+    /// From now on, batches of due timers ([`Runtime::fire_due`], the tick) have their steps,
+    /// and launches run in a group commit their entries, read and computed on `reader`'s
+    /// thread while this runtime writes the earlier ones. `reader` must read the store this
+    /// runtime writes (see [`StepReader::start`]).
     pub fn read_steps_ahead(&mut self, reader: StepReader) {
         self.steps_reader = Some(reader);
     }
 
-    /// How the steps of due timers were written so far (with a reader or without).
+    /// How the items read ahead were written so far (with a reader or without).
     pub fn steps_ahead(&self) -> StepsAhead {
         self.steps_ahead
     }
@@ -435,7 +455,7 @@ where
     /// only what is committed). `None` without a reader, for a short batch, or when the store
     /// cannot tell another connection's writes.
     pub(super) fn read_ahead(&mut self, due: &[Wake], now: DateTime<Utc>) -> Option<Ahead> {
-        if due.len() < SMALLEST_BATCH {
+        if self.steps_reader.is_none() || due.len() < SMALLEST_BATCH || !self.commit_for_reader() {
             return None;
         }
         self.hand_to_reader(Work::Timers(due.to_vec()), due.len(), now)
@@ -443,18 +463,20 @@ where
 
     /// Hands a launch of `scenario` to the reader, when it runs in a group (whose write lock
     /// keeps the contacts to enter as they are read here): the contacts asked for, or every
-    /// contact. Returns the ids the launch enters (`contacts` when it is not read ahead).
+    /// contact. Returns the ids the launch enters (`contacts` when it is not read ahead), and
+    /// the active version the entries were computed for.
     pub(super) fn read_entries_ahead(
         &mut self,
         scenario: &str,
         contacts: Option<Vec<String>>,
         now: DateTime<Utc>,
-    ) -> (Option<Vec<String>>, Option<(u32, Ahead)>) {
+    ) -> (Option<Arc<[String]>>, Option<EntriesAhead>) {
+        let contacts = contacts.map(Arc::from);
         if self.steps_reader.is_none() || self.group.is_none() {
             return (contacts, None);
         }
-        // The group's units so far are committed first: the launch then reads here what the
-        // reader sees.
+        // What the group holds is committed first: the launch then reads here what the reader
+        // sees.
         if !self.commit_for_reader() {
             return (contacts, None);
         }
@@ -466,10 +488,10 @@ where
         else {
             return (contacts, None);
         };
-        let ids = match contacts {
+        let ids: Arc<[String]> = match contacts {
             Some(ids) => ids,
             None => match self.store.contact_ids() {
-                Ok(ids) => ids,
+                Ok(ids) => Arc::from(ids),
                 Err(_) => return (None, None),
             },
         };
@@ -482,31 +504,30 @@ where
             ids: ids.clone(),
         };
         let ahead = self.hand_to_reader(work, ids.len(), now);
-        (Some(ids), ahead.map(|a| (version, a)))
+        (
+            Some(ids),
+            ahead.map(|ahead| EntriesAhead { version, ahead }),
+        )
     }
 
-    /// Commits the units the open group holds, if any: what the reader reads is then what
-    /// this runtime sees. False when the group's commit failed (nothing is read ahead).
+    /// Commits what the open group holds (its units, and what a round wrote outside units:
+    /// deliveries' leases): what the reader reads is then what this runtime sees. False when
+    /// the group's commit failed (nothing is read ahead).
     fn commit_for_reader(&mut self) -> bool {
-        if self.group.as_ref().is_some_and(|g| g.units > 0) {
+        if self.group.is_some() {
             self.commit_group(true);
         }
         self.group.as_ref().is_none_or(|g| g.failed.is_none())
     }
 
-    /// Hands `work` (`len` items) to the reader, once what the open group holds is committed
-    /// (the reader sees only what is committed): the unit of the first item may start from
-    /// nothing it does not see.
+    /// Hands `work` (`len` items) to the reader; what the open group held must be committed
+    /// ([`Runtime::commit_for_reader`]): the reader sees only what is committed.
     fn hand_to_reader(&mut self, work: Work, len: usize, now: DateTime<Utc>) -> Option<Ahead> {
-        self.steps_reader.as_ref()?;
-        if !self.commit_for_reader() {
-            return None;
-        }
         let mark = self.store.outside_writes_mark().ok()??;
         let steps =
             self.steps_reader
                 .as_ref()?
-                .read(work, len, now, self.engines.policy_text.clone())?;
+                .read(work, now, self.engines.policy_text.clone())?;
         self.steps_ahead.batches += 1;
         Some(Ahead {
             steps,

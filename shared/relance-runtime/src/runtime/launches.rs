@@ -2,6 +2,7 @@
 //! launches, and the entry of one contact.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use relance_core::consent::source;
@@ -12,6 +13,7 @@ use relance_core::scenario::{ImportSubset, Launch, Scenario};
 use relance_core::wire::LaunchDetail;
 use serde::Serialize;
 
+use super::ahead::EntriesAhead;
 use super::contacts::Origin;
 use super::{Runtime, RuntimeError, Unit, history_for, store_err};
 
@@ -80,15 +82,16 @@ where
                 }
             };
             // The ids asked for are taken, not copied (a play launches a million in chunks).
-            let ids = match contacts {
+            let ids: Arc<[String]> = match contacts {
                 Some(ids) => ids,
-                None => u.store.contact_ids().map_err(store_err)?,
+                None => Arc::from(u.store.contact_ids().map_err(store_err)?),
             };
             let mut report = LaunchReport::default();
-            for id in ids {
+            for id in ids.iter() {
                 let computed = match ahead.as_mut() {
-                    Some((read_version, ahead)) if *read_version == version => {
-                        ahead.take_entry(&id).and_then(|computed| {
+                    Some(read) if read.version == version => {
+                        let ahead = &mut read.ahead;
+                        ahead.take_entry(id).and_then(|computed| {
                             offered += 1;
                             computed.still_holds(u)
                         })
@@ -98,20 +101,23 @@ where
                 used += u64::from(computed.is_some());
                 match computed {
                     Some(Some(computed)) => {
-                        u.enter_as(&entry.id, version, &id, computed, &mut report)?
+                        u.enter_as(&entry.id, version, id, computed, &mut report)?
                     }
-                    Some(None) => report.not_found.push(id),
-                    None => match u.store.contact(&id).map_err(store_err)? {
+                    Some(None) => report.not_found.push(id.clone()),
+                    None => match u.store.contact(id).map_err(store_err)? {
                         Some(c) => u.try_enter(&entry.id, version, &c, &mut report)?,
-                        None => report.not_found.push(id),
+                        None => report.not_found.push(id.clone()),
                     },
                 }
             }
             Ok(report)
         });
-        self.steps_ahead.offered += offered;
-        self.steps_ahead.used += used;
-        if let Some((_, ahead)) = ahead {
+        // Counted for a launch that committed (one that failed wrote nothing).
+        if launched.is_ok() {
+            self.steps_ahead.offered += offered;
+            self.steps_ahead.used += used;
+        }
+        if let Some(EntriesAhead { ahead, .. }) = ahead {
             self.steps_ahead.waited_micros +=
                 u64::try_from(ahead.waited.as_micros()).unwrap_or(u64::MAX);
         }

@@ -191,7 +191,7 @@ where
     /// changes nothing; one whose work keeps failing is kept as a dead letter; one whose unit
     /// could not commit is an error, and the timer stays for the next try.
     pub fn fire(&mut self, wake: &Wake, now: DateTime<Utc>) -> Result<(), RuntimeError> {
-        self.fire_from(wake, now, None)
+        self.fire_from(wake, now, None).map(drop)
     }
 
     /// Fires a batch of due timers, in order, as [`Runtime::fire`] each; with a
@@ -203,9 +203,19 @@ where
         let mut fired = Ok(());
         for wake in due {
             let step = ahead.as_mut().and_then(|a| a.take(wake));
-            fired = self.fire_from(wake, now, step);
-            if fired.is_err() {
-                break;
+            match self.fire_from(wake, now, step) {
+                Ok(fired) => {
+                    if fired.foreign_contact
+                        && let Some(ahead) = ahead.as_mut()
+                    {
+                        // Its unit wrote a contact the batch does not track.
+                        ahead.stop();
+                    }
+                }
+                Err(e) => {
+                    fired = Err(e);
+                    break;
+                }
             }
         }
         if let Some(ahead) = ahead {
@@ -220,7 +230,7 @@ where
         wake: &Wake,
         now: DateTime<Utc>,
         mut ahead: Option<super::ahead::AheadStep>,
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<Fired, RuntimeError> {
         let now = now.trunc_subsecs(6);
         // How late it fires, in seconds (whole microseconds: stored instants keep no more).
         let lateness = now
@@ -231,17 +241,17 @@ where
         // A queue may deliver a little early: the step never runs before it is due. A retry
         // computes the step afresh.
         let handed = ahead.is_some();
-        let mut used_ahead = false;
+        let mut fired = Fired::default();
         self.settle(
             unit_now(wake, now),
             "timer",
             wake,
-            |u| u.fire_timer(wake, lateness, ahead.take(), &mut used_ahead),
+            |u| u.fire_timer(wake, lateness, ahead.take(), &mut fired),
             |u| u.store.cancel(wake).map_err(store_err),
         )?;
         self.steps_ahead.offered += u64::from(handed);
-        self.steps_ahead.used += u64::from(used_ahead);
-        Ok(())
+        self.steps_ahead.used += u64::from(fired.used_ahead);
+        Ok(fired)
     }
 
     /// Runs a due item's unit, `fire`. When the store fails to begin or commit it, the error
@@ -323,6 +333,16 @@ where
     }
 }
 
+/// How a timer's unit had its step.
+#[derive(Debug, Clone, Copy, Default)]
+struct Fired {
+    /// The step computed ahead was the one written.
+    used_ahead: bool,
+    /// The enrollment's contact is not the timer's (a row written inconsistently): the unit
+    /// wrote a contact the batch's reader does not track.
+    foreign_contact: bool,
+}
+
 /// A due timer's step: its enrollment's scenario, version and contact, and the engine's
 /// transition (computed by the unit itself, or ahead by a [`crate::runtime::StepReader`]).
 #[derive(Debug)]
@@ -395,29 +415,28 @@ where
     /// Fires `wake`, `lateness` seconds after its due time (counted when the timer moves its
     /// enrollment: a duplicated or stale one is not a firing): from the step computed ahead
     /// when it still holds, else from what the unit reads.
-    /// `used_ahead` tells whether the step computed ahead was the one written.
+    /// `fired` tells how the step was had (of the last attempt).
     fn fire_timer(
         &mut self,
         wake: &Wake,
         lateness: f64,
         ahead: Option<super::ahead::AheadStep>,
-        used_ahead: &mut bool,
+        fired: &mut Fired,
     ) -> Result<(), RuntimeError> {
         // The timer is consumed in the same unit as the transition it causes.
         self.store.cancel(wake).map_err(store_err)?;
+        *fired = Fired::default();
         let step = match ahead.and_then(|a| a.still_holds(self)) {
             Some(step) => {
-                *used_ahead = true;
+                fired.used_ahead = true;
                 step
             }
-            None => {
-                *used_ahead = false;
-                timer_step(self.store, self.engines, wake, self.now)?
-            }
+            None => timer_step(self.store, self.engines, wake, self.now)?,
         };
         let Some(step) = step else {
             return Ok(());
         };
+        fired.foreign_contact = step.contact != wake.contact;
         if step.transition.is_noop() {
             tracing::warn!(enrollment = %wake.enrollment, step = %wake.step, due = %wake.at, "stale timer dropped");
         } else if let Some(p) = self.pending.as_deref_mut() {
