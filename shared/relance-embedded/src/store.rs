@@ -1651,7 +1651,10 @@ impl Store for SqliteStore {
         Some(out)
     }
 
-    /// SQLite's `data_version`: it moves when another connection (another process) commits.
+    /// SQLite's `data_version`: it moves when another connection (another process) commits,
+    /// as seen when this connection's transaction began. Read outside a transaction, it may be the
+    /// value of the connection's last one: an older mark, which can only make an item read ahead
+    /// computed again, never make a stale one pass.
     fn outside_writes_mark(&mut self) -> Result<Option<i64>, StoreError> {
         Ok(Some(
             self.conn
@@ -1823,6 +1826,72 @@ mod tests {
         old.pragma_update(None, "user_version", 13)
             .unwrap_or_else(|e| panic!("{e}"));
         (dir, db, old)
+    }
+
+    /// A reading connection reads what the writer committed, refuses to write, reads one view
+    /// inside `read_together`, and sees another connection's commit move the writer's
+    /// `data_version` (the writer's own commits do not).
+    #[test]
+    fn a_reading_connection_reads_commits_only_and_never_writes() {
+        let (dir, db) = fresh_file("reader");
+        let mut writer = SqliteStore::open(&db).unwrap_or_else(|e| panic!("{e}"));
+        let mut reader = SqliteStore::open_reader(&db).unwrap_or_else(|e| panic!("{e}"));
+        let ana = Contact::from_json(serde_json::json!({"id": "ana", "email": "a@x.io"}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Read inside a unit, as the runtime does: SQLite updates it when a transaction begins.
+        let mark = |s: &mut SqliteStore| {
+            s.atomically(|s| s.outside_writes_mark())
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_else(|| panic!("SQLite tells"))
+        };
+        let before = mark(&mut writer);
+        writer
+            .atomically(|s| s.put_contact(&ana, now()))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(mark(&mut writer), before, "its own commit does not move it");
+        assert_eq!(reader.read_together(|r| has(r, "ana")), Some(true));
+        // Uncommitted work is not seen.
+        writer.begin_group().unwrap_or_else(|e| panic!("{e}"));
+        let bob = Contact::from_json(serde_json::json!({"id": "bob", "email": "b@x.io"}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        writer
+            .atomically(|s| s.put_contact(&bob, now()))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(reader.read_together(|r| has(r, "bob")), Some(false));
+        writer.commit_group().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(reader.read_together(|r| has(r, "bob")), Some(true));
+        // The reader never writes.
+        assert!(
+            reader
+                .atomically(|s| s.put_contact(&ana, now()))
+                .map(|r| r.is_err())
+                .unwrap_or(true),
+            "a query_only connection refuses a write"
+        );
+        // Another connection's commit moves the writer's mark.
+        let other = Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
+        other
+            .execute(
+                "UPDATE contact SET fields = json_set(fields, '$.seen', 1) WHERE id = 'ana'",
+                [],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_ne!(mark(&mut writer), before, "another connection committed");
+        drop((dir, other));
+    }
+
+    /// A reading connection is refused on a database at another schema (it migrates nothing).
+    #[test]
+    fn a_reading_connection_needs_this_builds_schema() {
+        let (_dir, db, _old) = schema_13_file("reader-old");
+        let refused = SqliteStore::open_reader(&db).map(drop);
+        assert!(
+            matches!(&refused, Err(StoreError::Corrupt { why, .. }) if why.contains("schema 13")),
+            "{refused:?}"
+        );
     }
 
     /// Every (seq, text) row a query gives, in order.
