@@ -187,9 +187,30 @@ fn change_before_next_put(
     + Send
     + 'static,
 ) {
+    change_contact_at(rt, Injected::ProfilePut, id, now, change);
+}
+
+/// Where a test's other writer lands.
+enum Injected {
+    /// Just before the unit's next put of a profile.
+    ProfilePut,
+    /// Just before the unit appends a restatement of what a contact holds.
+    RestatedAppend,
+}
+
+/// Another writer changes contact `id` (and may write more with the store) at `point`.
+fn change_contact_at(
+    rt: &mut Runtime<DynamoStore>,
+    point: Injected,
+    id: &'static str,
+    now: DateTime<Utc>,
+    change: impl FnOnce(&mut DynamoStore, &mut Contact) -> Result<(), relance_aws::error::StoreError>
+    + Send
+    + 'static,
+) {
     use relance_core::ports::{ContactStore, Store};
     let mut other = rt.store().clone();
-    rt.store().before_next_profile_put(move || {
+    let work = move || {
         other
             .atomically(|s| {
                 let mut c = s.contact(id)?.unwrap_or_else(|| panic!("no contact {id}"));
@@ -198,7 +219,11 @@ fn change_before_next_put(
             })
             .unwrap_or_else(|e| panic!("{e}"))
             .unwrap_or_else(|e| panic!("{e}"));
-    });
+    };
+    match point {
+        Injected::ProfilePut => rt.store().before_next_profile_put(work),
+        Injected::RestatedAppend => rt.store().before_next_restated_append(work),
+    }
 }
 
 /// An EventBridge event of `detail_type` as the trigger function receives it.
@@ -1287,6 +1312,55 @@ fn hostile_a_restated_opt_out_is_confirmed_against_the_contact_first() {
         .collect();
     assert_eq!(restated.len(), 1, "{trail:?}");
     assert_eq!(restated[0].state, ConsentState::Unsubscribed);
+}
+
+/// A restatement of an opt-out is written only while the contact still holds it: a
+/// re-subscription landing after the unit confirmed the contact and before the restatement is
+/// appended cancels the append (one conditional TransactWriteItems), the import row is merged
+/// again from the contact as it now is, and the trail ends on what the contact holds.
+#[test]
+fn hostile_a_restatement_lands_only_while_the_contact_holds_it() {
+    use relance_core::consent::source;
+    use relance_core::ports::ConsentStore;
+    if crate::support::offline() {
+        return;
+    }
+    let t0 = at("2026-12-01T09:00:00Z");
+    let mut rt = Runtime::new(store("restated-race"));
+    put_without_log(
+        &mut rt,
+        serde_json::json!({"id": "a", "email": "a@x.io", "subscriptions": {"news": false}}),
+        t0,
+    );
+    change_contact_at(&mut rt, Injected::RestatedAppend, "a", t0, |s, c| {
+        let event: relance_core::consent::ConsentEvent = serde_json::from_value(
+            serde_json::json!({"contact": "a", "subject": "news", "state": "subscribed",
+                "source": "form", "actor": "api", "at": "2026-12-01T09:00:30Z"}),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        s.append_consent(&event)?;
+        c.set_field("subscriptions.news", true.into());
+        Ok(())
+    });
+    import(
+        &mut rt,
+        "{\"id\": \"a\", \"subscriptions\": {\"news\": true}}\n",
+        t0 + TimeDelta::minutes(1),
+    );
+    let trail = rt.consent_trail("a").unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        trail.iter().all(|e| e.source != source::RESTATED),
+        "no restated opt-out after the re-subscription: {trail:?}"
+    );
+    let state = rt
+        .store()
+        .consent_state("a")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(state.subscriptions.get("news"), Some(&true), "{trail:?}");
+    assert_eq!(
+        stored_contact(&mut rt, "a").subscription("news"),
+        Some(true)
+    );
 }
 
 /// A new version of a scenario moves only its latest version and keeps the status and the

@@ -91,6 +91,7 @@ const fn by_lambda(
 /// never lists the audience nor deletes from the state table.
 const STATE_RUNTIME: Grant = allow(
     &[
+        "dynamodb:ConditionCheckItem",
         "dynamodb:GetItem",
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
@@ -98,7 +99,7 @@ const STATE_RUNTIME: Grant = allow(
         "dynamodb:Query",
     ],
     &["StateTable"],
-    "scenarios, contacts, history, enrollments (conditional puts), entry marks, journal (a batch's items in BatchWriteItem), tick cursor",
+    "scenarios, contacts, history, enrollments (conditional puts), entry marks, journal (a batch's items in BatchWriteItem), tick cursor; a consent restatement held to the contact as read (TransactWriteItems: ConditionCheckItem and PutItem)",
 );
 
 /// The state table of the internet-facing unsubscribe function: as [`STATE_RUNTIME`] but no
@@ -106,13 +107,14 @@ const STATE_RUNTIME: Grant = allow(
 /// it goes).
 const STATE_INTERNET: Grant = allow(
     &[
+        "dynamodb:ConditionCheckItem",
         "dynamodb:GetItem",
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
         "dynamodb:Query",
     ],
     &["StateTable"],
-    "scenarios, contacts, history, enrollments (conditional puts), entry marks, journal",
+    "scenarios, contacts, history, enrollments (conditional puts), entry marks, journal; a consent restatement held to the contact as read (TransactWriteItems: ConditionCheckItem and PutItem)",
 );
 
 /// The state table of the trigger and the tick: also Scan (a launch to a whole audience lists
@@ -121,6 +123,7 @@ const STATE_INTERNET: Grant = allow(
 /// by the function around the handler, so the emulator test does not record it.
 const STATE_LISTING: Grant = allow(
     &[
+        "dynamodb:ConditionCheckItem",
         "dynamodb:GetItem",
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
@@ -130,7 +133,7 @@ const STATE_LISTING: Grant = allow(
         "dynamodb:Scan",
     ],
     &["StateTable"],
-    "as the others, plus contact_ids (Scan) for audience launches and remove_inactivity / set_launch (DeleteItem)",
+    "as the others (a consent restatement in TransactWriteItems included), plus contact_ids (Scan) for audience launches and remove_inactivity / set_launch (DeleteItem)",
 );
 
 /// Timers written and consumed by a transition, one request each (the internet-facing

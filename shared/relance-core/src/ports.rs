@@ -583,6 +583,18 @@ pub trait Store:
         Ok(())
     }
 
+    /// Appends `event`, a restatement of what the contact holds (see `consent::restatements`),
+    /// only while the contact is as the unit read it: a store without transactions writes it
+    /// together with a check of the contact (one conditional request) and fails when the
+    /// contact changed since the read, so the unit runs again. Just `append_consent` for a
+    /// store whose units are transactions.
+    fn append_consent_as_read(
+        &mut self,
+        event: &crate::consent::ConsentEvent,
+    ) -> Result<(), Self::Fault> {
+        self.append_consent(event)
+    }
+
     /// Forgets what the current unit read of `contact`, so that work redone in the unit after
     /// a conflict reads it afresh (and its put is conditional on that read). Nothing for a
     /// store without conflicts.

@@ -23,53 +23,7 @@ impl relance_core::ports::ConsentStore for DynamoStore {
         &mut self,
         e: &relance_core::consent::ConsentEvent,
     ) -> Result<(), StoreError> {
-        // An entry of this contact waiting for its enrollment's put is written first: a unit
-        // that loses the entry to a concurrent one fails before it appends to the log.
-        self.write_marked_entries_of(&e.contact)?;
-        let micros = instant::to_micros(e.at);
-        let kept = if e.kept { "kept" } else { "" };
-        let hash = keys::hash(&[
-            &e.subject,
-            e.state.as_str(),
-            &e.source,
-            &e.actor,
-            e.reason.as_deref().unwrap_or(""),
-            kept,
-        ]);
-        let pk = keys::contact(&e.contact);
-        let mut item = Item::new();
-        item.insert(keys::PK.into(), s(&pk));
-        item.insert("subject".into(), s(&e.subject));
-        item.insert("state".into(), s(e.state.as_str()));
-        item.insert("source".into(), s(&e.source));
-        item.insert("actor".into(), s(&e.actor));
-        item.insert("at".into(), n(micros));
-        if let Some(r) = &e.reason {
-            item.insert("reason".into(), s(r));
-        }
-        item.insert("kept".into(), AttributeValue::Bool(e.kept));
-        item.insert(keys::CONSENT_HASH.into(), s(&hash));
-        for _ in 0..APPEND_ATTEMPTS {
-            let same_instant =
-                self.query(&self.config.state_table, &pk, &keys::consent_instant(e.at))?;
-            if same_instant.iter().any(|i| {
-                get_s(i, keys::CONSENT_HASH)
-                    .or_else(|| get_s(i, keys::SK).and_then(keys::legacy_consent_hash))
-                    == Some(hash.as_str())
-            }) {
-                return Ok(());
-            }
-            let sk = keys::consent(e.at, same_instant.len());
-            item.insert(keys::SK.into(), s(sk));
-            if self.put_new(item.clone())? {
-                return Ok(());
-            }
-        }
-        Err(StoreError::Conflict(format!(
-            "consent of {} at {}",
-            e.contact,
-            keys::text(e.at)
-        )))
+        self.append_consent_checked(e, None)
     }
 
     fn consent_trail(
@@ -110,5 +64,142 @@ impl relance_core::ports::ConsentStore for DynamoStore {
             });
         }
         Ok(trail)
+    }
+}
+
+/// What a conditional append with a check of the contact's profile did.
+enum Checked {
+    Written,
+    /// The place in the log was taken (a concurrent append at the same instant).
+    Taken,
+    /// The profile is no longer the one read.
+    ContactChanged,
+}
+
+impl DynamoStore {
+    /// Appends `e`; with `seen` (the profile's `doc` as the unit read it), only while the
+    /// profile is still that one, in one `TransactWriteItems` (a condition check of the
+    /// profile and the conditional put of the event).
+    pub(super) fn append_consent_checked(
+        &mut self,
+        e: &relance_core::consent::ConsentEvent,
+        seen: Option<&str>,
+    ) -> Result<(), StoreError> {
+        // An entry of this contact waiting for its enrollment's put is written first: a unit
+
+        // that loses the entry to a concurrent one fails before it appends to the log.
+        self.write_marked_entries_of(&e.contact)?;
+        let micros = instant::to_micros(e.at);
+        let kept = if e.kept { "kept" } else { "" };
+        let hash = keys::hash(&[
+            &e.subject,
+            e.state.as_str(),
+            &e.source,
+            &e.actor,
+            e.reason.as_deref().unwrap_or(""),
+            kept,
+        ]);
+        let pk = keys::contact(&e.contact);
+        let mut item = Item::new();
+        item.insert(keys::PK.into(), s(&pk));
+        item.insert("subject".into(), s(&e.subject));
+        item.insert("state".into(), s(e.state.as_str()));
+        item.insert("source".into(), s(&e.source));
+        item.insert("actor".into(), s(&e.actor));
+        item.insert("at".into(), n(micros));
+        if let Some(r) = &e.reason {
+            item.insert("reason".into(), s(r));
+        }
+        item.insert("kept".into(), AttributeValue::Bool(e.kept));
+        item.insert(keys::CONSENT_HASH.into(), s(&hash));
+        for _ in 0..APPEND_ATTEMPTS {
+            let same_instant =
+                self.query(&self.config.state_table, &pk, &keys::consent_instant(e.at))?;
+            if same_instant.iter().any(|i| {
+                get_s(i, keys::CONSENT_HASH)
+                    .or_else(|| get_s(i, keys::SK).and_then(keys::legacy_consent_hash))
+                    == Some(hash.as_str())
+            }) {
+                return Ok(());
+            }
+            let sk = keys::consent(e.at, same_instant.len());
+            item.insert(keys::SK.into(), s(sk));
+            let placed = match seen {
+                None => self.put_new(item.clone())?,
+                Some(doc) => match self.put_new_if_profile(item.clone(), &pk, doc)? {
+                    Checked::Written => true,
+                    Checked::Taken => false,
+                    Checked::ContactChanged => {
+                        return Err(super::contacts::contact_conflict(&e.contact));
+                    }
+                },
+            };
+            if placed {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "consent of {} at {}",
+            e.contact,
+            keys::text(e.at)
+        )))
+    }
+
+    /// Puts `item` (a new key in the contact partition `pk`) if its key is free and the
+    /// profile's `doc` is `seen`, both or neither.
+    fn put_new_if_profile(&self, item: Item, pk: &str, seen: &str) -> Result<Checked, StoreError> {
+        use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+        use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem};
+        let built = |e: aws_sdk_dynamodb::error::BuildError| {
+            StoreError::Dynamo(crate::error::DynamoError::new(
+                "TransactWriteItems",
+                e.to_string(),
+            ))
+        };
+        let check = ConditionCheck::builder()
+            .table_name(&self.config.state_table)
+            .key(keys::PK, s(pk))
+            .key(keys::SK, s(keys::PROFILE))
+            .condition_expression("doc = :seen")
+            .expression_attribute_values(":seen", s(seen))
+            .build()
+            .map_err(built)?;
+        let put = Put::builder()
+            .table_name(&self.config.state_table)
+            .set_item(Some(item.clone()))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(built)?;
+        self.before_restated_append.run();
+        let sent = self.bridge.block(
+            self.client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().condition_check(check).build())
+                .transact_items(TransactWriteItem::builder().put(put).build())
+                .send(),
+        );
+        match sent {
+            Ok(_) => {
+                self.unit_reads.wrote(&item);
+                Ok(Checked::Written)
+            }
+            Err(e) => {
+                if let Some(TransactWriteItemsError::TransactionCanceledException(c)) =
+                    e.as_service_error()
+                {
+                    let failed = |i: usize| {
+                        c.cancellation_reasons().get(i).and_then(|r| r.code())
+                            == Some("ConditionalCheckFailed")
+                    };
+                    if failed(0) {
+                        return Ok(Checked::ContactChanged);
+                    }
+                    if failed(1) {
+                        return Ok(Checked::Taken);
+                    }
+                }
+                Err(super::item::dynamo("TransactWriteItems")(e))
+            }
+        }
     }
 }

@@ -114,18 +114,18 @@ struct Pending {
 /// Tests: work run once just before the next put of a contact's profile, shared by the
 /// store's copies (a concurrent writer's change between a unit's read and its put).
 #[derive(Clone, Default)]
-struct BeforeProfilePut(Arc<std::sync::Mutex<Option<InjectedWork>>>);
+struct InjectionPoint(Arc<std::sync::Mutex<Option<InjectedWork>>>);
 
 /// Work a test injects.
 type InjectedWork = Box<dyn FnOnce() + Send>;
 
-impl std::fmt::Debug for BeforeProfilePut {
+impl std::fmt::Debug for InjectionPoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("BeforeProfilePut")
+        f.write_str("InjectionPoint")
     }
 }
 
-impl BeforeProfilePut {
+impl InjectionPoint {
     fn run(&self) {
         let work = self.0.lock().ok().and_then(|mut w| w.take());
         if let Some(work) = work {
@@ -181,7 +181,9 @@ pub struct DynamoStore {
     /// Fault injection for tests: the next flush fails where it would write journal parts.
     fail_next_parts: bool,
     /// Fault injection for tests: work run just before the next put of a profile.
-    before_profile_put: BeforeProfilePut,
+    before_profile_put: InjectionPoint,
+    /// Fault injection for tests: work run just before the next restatement is appended.
+    before_restated_append: InjectionPoint,
     /// Where sends, ends, goals and actions for other systems go, when configured.
     dispatch: Option<Arc<dyn Dispatch>>,
     /// Sends are recorded in the contacts' partitions instead (tests, benches): an explicit
@@ -240,7 +242,8 @@ impl DynamoStore {
             heard: Arc::default(),
             crash_after_commit: false,
             fail_next_parts: false,
-            before_profile_put: BeforeProfilePut::default(),
+            before_profile_put: InjectionPoint::default(),
+            before_restated_append: InjectionPoint::default(),
             dispatch: None,
             record_sends: false,
             deferred_messages: Vec::new(),
@@ -518,6 +521,15 @@ impl DynamoStore {
     /// and its put).
     pub fn before_next_profile_put(&self, work: impl FnOnce() + Send + 'static) {
         if let Ok(mut w) = self.before_profile_put.0.lock() {
+            *w = Some(Box::new(work));
+        }
+    }
+
+    /// Tests: run `work` just before the next restatement of what a contact holds is appended
+    /// to its consent log (after the unit confirmed the contact as read), by this store or any
+    /// copy of it.
+    pub fn before_next_restated_append(&self, work: impl FnOnce() + Send + 'static) {
+        if let Ok(mut w) = self.before_restated_append.0.lock() {
             *w = Some(Box::new(work));
         }
     }
@@ -1068,6 +1080,19 @@ impl Store for DynamoStore {
 
     /// The profile written again as the unit read it, conditionally on that read (its basis):
     /// refused (`Conflict`) when another writer changed it since.
+    fn append_consent_as_read(
+        &mut self,
+        e: &relance_core::consent::ConsentEvent,
+    ) -> Result<(), StoreError> {
+        use relance_core::ports::ConsentStore;
+        match self.unit_reads.profile_basis(&keys::contact(&e.contact)) {
+            Some(ProfileBasis::Doc(Some(doc))) => self.append_consent_checked(e, Some(&doc)),
+            // Not read in the unit, or absent when read: nothing to hold it to.
+            Some(ProfileBasis::Doc(None)) | None => self.append_consent(e),
+            Some(ProfileBasis::Stale) => Err(contacts::contact_conflict(&e.contact)),
+        }
+    }
+
     fn confirm_contact_read(&mut self, contact: &str) -> Result<(), StoreError> {
         let pk = keys::contact(contact);
         let basis = match self.unit_reads.profile_basis(&pk) {

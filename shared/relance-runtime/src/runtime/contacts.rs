@@ -561,7 +561,11 @@ where
                 "the contact holds this; its trail said otherwise (an earlier change that did not land, or a contact older than the log)"
                     .into(),
             );
-            self.store.append_consent(&event).map_err(store_err)?;
+            // Written only while the contact still holds it (a change landing since the
+            // confirmation above makes the unit run again).
+            self.store
+                .append_consent_as_read(&event)
+                .map_err(store_err)?;
         }
         for c in &screened.kept {
             tracing::info!(contact, subject = %c.subject, source = origin.source, "consent_kept");
