@@ -1242,26 +1242,24 @@ fn hostile_a_contact_changed_between_a_read_and_its_put_is_merged_again() {
     );
 }
 
-/// A contact opted out in its fields whose trail lacks the opt-out (stored before the log):
-/// an import row opting it in is kept out and the opt-out restated, but only once the contact
-/// is confirmed as read. Here an explicit re-subscription lands first: the confirmation is
-/// refused, the row merged again finds the contact subscribed, and nothing is restated; the
-/// trail ends on the re-subscription the contact holds.
-#[test]
-fn hostile_a_restated_opt_out_is_confirmed_against_the_contact_first() {
-    use relance_core::consent::{ConsentState, source};
+/// Contact `a` stored opted out of `news` before the log, a re-subscription by another writer
+/// at `point`, then an import row opting `a` in: whatever the interleaving, no opt-out is
+/// restated over the re-subscription and the trail ends on what the contact holds. Returns the
+/// runtime (its store named `name`) and the instant it started at; none without the emulator.
+fn resubscribed_at(name: &str, point: Injected) -> Option<(Runtime<DynamoStore>, DateTime<Utc>)> {
+    use relance_core::consent::source;
     use relance_core::ports::ConsentStore;
     if crate::support::offline() {
-        return;
+        return None;
     }
     let t0 = at("2026-12-01T09:00:00Z");
-    let mut rt = Runtime::new(store("restated"));
+    let mut rt = Runtime::new(store(name));
     put_without_log(
         &mut rt,
         serde_json::json!({"id": "a", "email": "a@x.io", "subscriptions": {"news": false}}),
         t0,
     );
-    change_before_next_put(&mut rt, "a", t0, |s, c| {
+    change_contact_at(&mut rt, point, "a", t0, |s, c| {
         let event: relance_core::consent::ConsentEvent = serde_json::from_value(
             serde_json::json!({"contact": "a", "subject": "news", "state": "subscribed",
                 "source": "form", "actor": "api", "at": "2026-12-01T09:00:30Z"}),
@@ -1279,7 +1277,7 @@ fn hostile_a_restated_opt_out_is_confirmed_against_the_contact_first() {
     let trail = rt.consent_trail("a").unwrap_or_else(|e| panic!("{e}"));
     assert!(
         trail.iter().all(|e| e.source != source::RESTATED),
-        "{trail:?}"
+        "no restated opt-out over the re-subscription: {trail:?}"
     );
     let state = rt
         .store()
@@ -1290,6 +1288,20 @@ fn hostile_a_restated_opt_out_is_confirmed_against_the_contact_first() {
         stored_contact(&mut rt, "a").subscription("news"),
         Some(true)
     );
+    Some((rt, t0))
+}
+
+/// A contact opted out in its fields whose trail lacks the opt-out (stored before the log):
+/// an import row opting it in is kept out and the opt-out restated, but only once the contact
+/// is confirmed as read. Here an explicit re-subscription lands first: the confirmation is
+/// refused, the row merged again finds the contact subscribed, and nothing is restated; the
+/// trail ends on the re-subscription the contact holds.
+#[test]
+fn hostile_a_restated_opt_out_is_confirmed_against_the_contact_first() {
+    use relance_core::consent::{ConsentState, source};
+    let Some((mut rt, t0)) = resubscribed_at("restated", Injected::ProfilePut) else {
+        return;
+    };
 
     // With no one writing meanwhile, the next kept opt-in restates nothing either (the trail
     // agrees); a second legacy contact gets its opt-out restated once.
@@ -1320,47 +1332,7 @@ fn hostile_a_restated_opt_out_is_confirmed_against_the_contact_first() {
 /// again from the contact as it now is, and the trail ends on what the contact holds.
 #[test]
 fn hostile_a_restatement_lands_only_while_the_contact_holds_it() {
-    use relance_core::consent::source;
-    use relance_core::ports::ConsentStore;
-    if crate::support::offline() {
-        return;
-    }
-    let t0 = at("2026-12-01T09:00:00Z");
-    let mut rt = Runtime::new(store("restated-race"));
-    put_without_log(
-        &mut rt,
-        serde_json::json!({"id": "a", "email": "a@x.io", "subscriptions": {"news": false}}),
-        t0,
-    );
-    change_contact_at(&mut rt, Injected::RestatedAppend, "a", t0, |s, c| {
-        let event: relance_core::consent::ConsentEvent = serde_json::from_value(
-            serde_json::json!({"contact": "a", "subject": "news", "state": "subscribed",
-                "source": "form", "actor": "api", "at": "2026-12-01T09:00:30Z"}),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        s.append_consent(&event)?;
-        c.set_field("subscriptions.news", true.into());
-        Ok(())
-    });
-    import(
-        &mut rt,
-        "{\"id\": \"a\", \"subscriptions\": {\"news\": true}}\n",
-        t0 + TimeDelta::minutes(1),
-    );
-    let trail = rt.consent_trail("a").unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        trail.iter().all(|e| e.source != source::RESTATED),
-        "no restated opt-out after the re-subscription: {trail:?}"
-    );
-    let state = rt
-        .store()
-        .consent_state("a")
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(state.subscriptions.get("news"), Some(&true), "{trail:?}");
-    assert_eq!(
-        stored_contact(&mut rt, "a").subscription("news"),
-        Some(true)
-    );
+    resubscribed_at("restated-race", Injected::RestatedAppend);
 }
 
 /// A new version of a scenario moves only its latest version and keeps the status and the
