@@ -200,12 +200,23 @@ fn item_write_units(
 /// each of its puts and deletes counts on its own, one unit per started KB of it.
 fn write_units(op: &str, body: &str) -> u64 {
     let whole = (body.len() as u64).div_ceil(1024).max(1);
-    if op != "BatchWriteItem" {
+    if op != "BatchWriteItem" && op != "TransactWriteItems" {
         return whole;
     }
     let Ok(parsed) = serde_json::from_str::<serde_json::Value>(body) else {
         return whole;
     };
+    if op == "TransactWriteItems" {
+        // A transaction bills two units per started KB of each of its items, condition
+        // checks included.
+        let per_item: u64 = parsed["TransactItems"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|w| 2 * (w.to_string().len() as u64).div_ceil(1024).max(1))
+            .sum();
+        return per_item.max(2);
+    }
     let per_item: u64 = parsed["RequestItems"]
         .as_object()
         .into_iter()
@@ -218,7 +229,13 @@ fn write_units(op: &str, body: &str) -> u64 {
 }
 
 /// DynamoDB operations that write, and those that read.
-const WRITES: [&str; 4] = ["PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem"];
+const WRITES: [&str; 5] = [
+    "PutItem",
+    "UpdateItem",
+    "DeleteItem",
+    "BatchWriteItem",
+    "TransactWriteItems",
+];
 const READS: [&str; 4] = ["GetItem", "Query", "Scan", "BatchGetItem"];
 
 impl Meter {

@@ -86,7 +86,6 @@ impl DynamoStore {
         seen: Option<&str>,
     ) -> Result<(), StoreError> {
         // An entry of this contact waiting for its enrollment's put is written first: a unit
-
         // that loses the entry to a concurrent one fails before it appends to the log.
         self.write_marked_entries_of(&e.contact)?;
         let micros = instant::to_micros(e.at);
@@ -128,7 +127,13 @@ impl DynamoStore {
                 None => self.put_new(item.clone())?,
                 Some(doc) => match self.put_new_if_profile(item.clone(), &pk, doc)? {
                     Checked::Written => true,
-                    Checked::Taken => false,
+                    Checked::Taken => {
+                        // Read the instant again, not the unit's copy of the partition.
+                        if let Some(sk) = get_s(&item, keys::SK) {
+                            self.unit_reads.forget(&pk, sk);
+                        }
+                        false
+                    }
                     Checked::ContactChanged => {
                         return Err(super::contacts::contact_conflict(&e.contact));
                     }
@@ -187,9 +192,13 @@ impl DynamoStore {
                 if let Some(TransactWriteItemsError::TransactionCanceledException(c)) =
                     e.as_service_error()
                 {
+                    // Refused on its condition, or on another transaction writing the item
+                    // at the same moment: either way someone else wrote it.
                     let failed = |i: usize| {
-                        c.cancellation_reasons().get(i).and_then(|r| r.code())
-                            == Some("ConditionalCheckFailed")
+                        matches!(
+                            c.cancellation_reasons().get(i).and_then(|r| r.code()),
+                            Some("ConditionalCheckFailed" | "TransactionConflict")
+                        )
                     };
                     if failed(0) {
                         return Ok(Checked::ContactChanged);

@@ -260,7 +260,12 @@ pub(super) fn dynamo<E: ProvideErrorMetadata + std::fmt::Debug>(
 pub(super) fn is_conditional<E: ProvideErrorMetadata>(
     e: &aws_sdk_dynamodb::error::SdkError<E>,
 ) -> bool {
-    e.as_service_error().and_then(|s| s.code()) == Some("ConditionalCheckFailedException")
+    // A put refused because a transaction (a restatement's check of the profile) holds the
+    // item at that moment is, like a refused condition, another writer's: read again, redo.
+    matches!(
+        e.as_service_error().and_then(|s| s.code()),
+        Some("ConditionalCheckFailedException" | "TransactionConflictException")
+    )
 }
 
 #[cfg(test)]

@@ -1078,8 +1078,8 @@ impl Store for DynamoStore {
         self.unit_reads.reread_profile(&keys::contact(contact));
     }
 
-    /// The profile written again as the unit read it, conditionally on that read (its basis):
-    /// refused (`Conflict`) when another writer changed it since.
+    /// In one `TransactWriteItems` with a check of the profile against the unit's read (its
+    /// basis): refused (`Conflict`) when another writer changed it since.
     fn append_consent_as_read(
         &mut self,
         e: &relance_core::consent::ConsentEvent,
@@ -1093,6 +1093,8 @@ impl Store for DynamoStore {
         }
     }
 
+    /// The profile written again as the unit read it, conditionally on that read (its basis):
+    /// refused (`Conflict`) when another writer changed it since.
     fn confirm_contact_read(&mut self, contact: &str) -> Result<(), StoreError> {
         let pk = keys::contact(contact);
         let basis = match self.unit_reads.profile_basis(&pk) {

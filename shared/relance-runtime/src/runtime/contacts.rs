@@ -551,10 +551,6 @@ where
                 .confirm_contact_read(contact)
                 .map_err(store_err)?;
         }
-        for c in &screened.applied {
-            let event = c.event(contact, origin.source, origin.actor, self.now);
-            self.store.append_consent(&event).map_err(store_err)?;
-        }
         for c in restated {
             let mut event = c.event(contact, source::RESTATED, "relance", self.now);
             event.reason = Some(
@@ -566,6 +562,12 @@ where
             self.store
                 .append_consent_as_read(&event)
                 .map_err(store_err)?;
+        }
+        // The restatements first (they concern the kept changes' subjects, not these): one that
+        // finds the contact changed fails the unit before any of its changes is logged.
+        for c in &screened.applied {
+            let event = c.event(contact, origin.source, origin.actor, self.now);
+            self.store.append_consent(&event).map_err(store_err)?;
         }
         for c in &screened.kept {
             tracing::info!(contact, subject = %c.subject, source = origin.source, "consent_kept");
