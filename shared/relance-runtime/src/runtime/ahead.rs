@@ -37,7 +37,7 @@ use super::{Runtime, Unit};
 const STEPS_PER_HANDOVER: usize = 16;
 
 /// How many handovers may wait for the runner: the reader keeps this far ahead, then waits
-/// (outside any read transaction), so a launch of every contact holds a few dozen computed
+/// (outside any read transaction), so a launch of every contact holds at most 128 computed
 /// entries at a time, not one per contact.
 const HANDOVERS_WAITING: usize = 8;
 
