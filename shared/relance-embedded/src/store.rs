@@ -381,19 +381,8 @@ impl SqliteStore {
     /// a reader migrates nothing.
     pub fn open_reader(path: &Path) -> Result<SqliteStore, StoreError> {
         let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "query_only", true)?;
-        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        conn.set_db_config(
-            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
-            true,
-        )?;
-        let store = SqliteStore {
-            conn,
-            live_channels: Vec::new(),
-            group: GroupState::None,
-            after_contact_read: None,
-        };
+        let store = Self::configured(conn)?;
         let found = store.schema_version()?;
         if found != MIGRATIONS.len() {
             return Err(StoreError::Corrupt {
@@ -419,9 +408,9 @@ impl SqliteStore {
         Self::prepare(Connection::open_in_memory()?)
     }
 
-    fn prepare(conn: Connection) -> Result<SqliteStore, StoreError> {
+    /// The store over `conn`, set up as every connection of the store is (reading or writing).
+    fn configured(conn: Connection) -> Result<SqliteStore, StoreError> {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
         // Every statement of the store stays prepared: the default cache (16) is smaller than
         // the statements one timer's unit of work runs, so they were prepared again and again.
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
@@ -432,6 +421,16 @@ impl SqliteStore {
             rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
             true,
         )?;
+        Ok(SqliteStore {
+            conn,
+            live_channels: Vec::new(),
+            group: GroupState::None,
+            after_contact_read: None,
+        })
+    }
+
+    fn prepare(conn: Connection) -> Result<SqliteStore, StoreError> {
+        conn.pragma_update(None, "foreign_keys", "ON")?;
         // A unit of work in a group commit is a savepoint, whose undo pages SQLite keeps in a
         // temporary file (the sub-journal). They hold one unit's pages at a time, and nothing
         // of them needs to survive a crash (the WAL does that), so they stay in memory: up to
@@ -442,12 +441,7 @@ impl SqliteStore {
         if stmt_journal_spill(&conn)? < SUBJOURNAL_SPILL_WANTED {
             conn.pragma_update(None, "temp_store", "MEMORY")?;
         }
-        let mut store = SqliteStore {
-            conn,
-            live_channels: Vec::new(),
-            group: GroupState::None,
-            after_contact_read: None,
-        };
+        let mut store = Self::configured(conn)?;
         store.migrate()?;
         Ok(store)
     }

@@ -67,15 +67,6 @@ impl relance_core::ports::ConsentStore for DynamoStore {
     }
 }
 
-/// What a conditional append with a check of the contact's profile did.
-enum Checked {
-    Written,
-    /// The place in the log was taken (a concurrent append at the same instant).
-    Taken,
-    /// The profile is no longer the one read.
-    ContactChanged,
-}
-
 impl DynamoStore {
     /// Appends `e`; with `seen` (the profile's `doc` as the unit read it), only while the
     /// profile is still that one, in one `TransactWriteItems` (a condition check of the
@@ -125,19 +116,7 @@ impl DynamoStore {
             item.insert(keys::SK.into(), s(sk));
             let placed = match seen {
                 None => self.put_new(item.clone())?,
-                Some(doc) => match self.put_new_if_profile(item.clone(), &pk, doc)? {
-                    Checked::Written => true,
-                    Checked::Taken => {
-                        // Read the instant again, not the unit's copy of the partition.
-                        if let Some(sk) = get_s(&item, keys::SK) {
-                            self.unit_reads.forget(&pk, sk);
-                        }
-                        false
-                    }
-                    Checked::ContactChanged => {
-                        return Err(super::contacts::contact_conflict(&e.contact));
-                    }
-                },
+                Some(doc) => self.put_new_if_profile(item.clone(), &e.contact, doc)?,
             };
             if placed {
                 return Ok(());
@@ -150,9 +129,16 @@ impl DynamoStore {
         )))
     }
 
-    /// Puts `item` (a new key in the contact partition `pk`) if its key is free and the
-    /// profile's `doc` is `seen`, both or neither.
-    fn put_new_if_profile(&self, item: Item, pk: &str, seen: &str) -> Result<Checked, StoreError> {
+    /// Puts `item` (a new key in `contact`'s partition) if its key is free and the profile's
+    /// `doc` is `seen`, both or neither: false when the key was taken (as [`DynamoStore::put_new`]),
+    /// a conflict when the profile changed.
+    fn put_new_if_profile(
+        &self,
+        item: Item,
+        contact: &str,
+        seen: &str,
+    ) -> Result<bool, StoreError> {
+        let pk = keys::contact(contact);
         use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
         use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem};
         let built = |e: aws_sdk_dynamodb::error::BuildError| {
@@ -163,7 +149,7 @@ impl DynamoStore {
         };
         let check = ConditionCheck::builder()
             .table_name(&self.config.state_table)
-            .key(keys::PK, s(pk))
+            .key(keys::PK, s(&pk))
             .key(keys::SK, s(keys::PROFILE))
             .condition_expression("doc = :seen")
             .expression_attribute_values(":seen", s(seen))
@@ -186,7 +172,7 @@ impl DynamoStore {
         match sent {
             Ok(_) => {
                 self.unit_reads.wrote(&item);
-                Ok(Checked::Written)
+                Ok(true)
             }
             Err(e) => {
                 if let Some(TransactWriteItemsError::TransactionCanceledException(c)) =
@@ -201,10 +187,14 @@ impl DynamoStore {
                         )
                     };
                     if failed(0) {
-                        return Ok(Checked::ContactChanged);
+                        return Err(super::contacts::contact_conflict(contact));
                     }
                     if failed(1) {
-                        return Ok(Checked::Taken);
+                        // Read the instant again, not the unit's copy of the partition.
+                        if let Some(sk) = get_s(&item, keys::SK) {
+                            self.unit_reads.forget(&pk, sk);
+                        }
+                        return Ok(false);
                     }
                 }
                 Err(super::item::dynamo("TransactWriteItems")(e))

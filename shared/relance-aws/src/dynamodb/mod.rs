@@ -126,6 +126,12 @@ impl std::fmt::Debug for InjectionPoint {
 }
 
 impl InjectionPoint {
+    fn set(&self, work: impl FnOnce() + Send + 'static) {
+        if let Ok(mut w) = self.0.lock() {
+            *w = Some(Box::new(work));
+        }
+    }
+
     fn run(&self) {
         let work = self.0.lock().ok().and_then(|mut w| w.take());
         if let Some(work) = work {
@@ -520,8 +526,17 @@ impl DynamoStore {
     /// any copy of it (as a concurrent writer would change the contact between a unit's read
     /// and its put).
     pub fn before_next_profile_put(&self, work: impl FnOnce() + Send + 'static) {
-        if let Ok(mut w) = self.before_profile_put.0.lock() {
-            *w = Some(Box::new(work));
+        self.before_profile_put.set(work);
+    }
+
+    /// The profile's `doc` as the current unit read it, to hold a write to (`None`: not read
+    /// in the unit, or absent when read: nothing to hold it to); a conflict when a repair made
+    /// the unit's view stale.
+    fn profile_as_read(&self, contact: &str) -> Result<Option<String>, StoreError> {
+        match self.unit_reads.profile_basis(&keys::contact(contact)) {
+            Some(ProfileBasis::Doc(doc)) => Ok(doc),
+            None => Ok(None),
+            Some(ProfileBasis::Stale) => Err(contacts::contact_conflict(contact)),
         }
     }
 
@@ -529,9 +544,7 @@ impl DynamoStore {
     /// to its consent log (after the unit confirmed the contact as read), by this store or any
     /// copy of it.
     pub fn before_next_restated_append(&self, work: impl FnOnce() + Send + 'static) {
-        if let Ok(mut w) = self.before_restated_append.0.lock() {
-            *w = Some(Box::new(work));
-        }
+        self.before_restated_append.set(work);
     }
 
     /// Tests: make the next flush that has journal parts to write fail there, as a write
@@ -1084,24 +1097,15 @@ impl Store for DynamoStore {
         &mut self,
         e: &relance_core::consent::ConsentEvent,
     ) -> Result<(), StoreError> {
-        use relance_core::ports::ConsentStore;
-        match self.unit_reads.profile_basis(&keys::contact(&e.contact)) {
-            Some(ProfileBasis::Doc(Some(doc))) => self.append_consent_checked(e, Some(&doc)),
-            // Not read in the unit, or absent when read: nothing to hold it to.
-            Some(ProfileBasis::Doc(None)) | None => self.append_consent(e),
-            Some(ProfileBasis::Stale) => Err(contacts::contact_conflict(&e.contact)),
-        }
+        let seen = self.profile_as_read(&e.contact)?;
+        self.append_consent_checked(e, seen.as_deref())
     }
 
     /// The profile written again as the unit read it, conditionally on that read (its basis):
     /// refused (`Conflict`) when another writer changed it since.
     fn confirm_contact_read(&mut self, contact: &str) -> Result<(), StoreError> {
-        let pk = keys::contact(contact);
-        let basis = match self.unit_reads.profile_basis(&pk) {
-            Some(ProfileBasis::Doc(Some(doc))) => doc,
-            // Not read in the unit, or absent when read: nothing to restate from.
-            Some(ProfileBasis::Doc(None)) | None => return Ok(()),
-            Some(ProfileBasis::Stale) => return Err(contacts::contact_conflict(contact)),
+        let Some(basis) = self.profile_as_read(contact)? else {
+            return Ok(());
         };
         let now = self.now.unwrap_or_else(Utc::now);
         if self.put_profile_doc(contact, &basis, now, Some(&basis))? {

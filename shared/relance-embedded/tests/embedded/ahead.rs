@@ -70,9 +70,24 @@ fn contacts(rt: &mut Runtime<SqliteStore>, n: usize, now: DateTime<Utc>) {
 /// Activates the scenario and launches it for every contact, as the runner does (in a group
 /// commit, where each contact's entry is read ahead when the runtime has a reader).
 fn launch(rt: &mut Runtime<SqliteStore>, yaml: &str, now: DateTime<Utc>) -> LaunchReport {
+    let id = activate(rt, yaml, now);
+    launch_for(rt, &id, None, now)
+}
+
+fn activate(rt: &mut Runtime<SqliteStore>, yaml: &str, now: DateTime<Utc>) -> String {
     let put = ok(rt.put_scenario(yaml, SourceFormat::Yaml, now));
     ok(rt.set_status(&put.id, Status::Active, now));
-    launch_for(rt, &put.id, None, now)
+    put.id
+}
+
+/// Six contacts and the drip active, not launched, on a runtime with a reader (in a directory
+/// of the test's `name`).
+fn drip_for_six(name: &str) -> (TempDir, Runtime<SqliteStore>) {
+    let dir = TempDir::fresh("ahead", name);
+    let mut rt = runtime_in(&dir, true);
+    contacts(&mut rt, 6, t0());
+    activate(&mut rt, DRIP, t0());
+    (dir, rt)
 }
 
 fn launch_for(
@@ -217,11 +232,7 @@ fn a_timer_after_another_of_its_contact_in_the_batch_reads_what_that_one_wrote()
 
 #[test]
 fn a_contact_asked_for_twice_in_a_launch_enters_once() {
-    let dir = TempDir::fresh("ahead", "launch-twice");
-    let mut rt = runtime_in(&dir, true);
-    contacts(&mut rt, 6, t0());
-    let put = ok(rt.put_scenario(DRIP, SourceFormat::Yaml, t0()));
-    ok(rt.set_status(&put.id, Status::Active, t0()));
+    let (_dir, mut rt) = drip_for_six("launch-twice");
     let ids = ["c00", "c01", "c02", "c00", "c03", "ghost", "c01"]
         .map(String::from)
         .to_vec();
@@ -278,11 +289,7 @@ fn a_step_read_before_another_connection_changed_its_contact_is_computed_again()
 
 #[test]
 fn a_launch_after_other_units_of_its_group_enters_what_they_wrote() {
-    let dir = TempDir::fresh("ahead", "launch-after-units");
-    let mut rt = runtime_in(&dir, true);
-    contacts(&mut rt, 6, t0());
-    let put = ok(rt.put_scenario(DRIP, SourceFormat::Yaml, t0()));
-    ok(rt.set_status(&put.id, Status::Active, t0()));
+    let (_dir, mut rt) = drip_for_six("launch-after-units");
     // One round of the runner: a new contact written, then a launch for everyone. The reader
     // sees the new contact only once the group's first unit is committed.
     let (report, committed) = rt.grouped(512, |rt| {

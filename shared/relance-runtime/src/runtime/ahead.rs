@@ -279,13 +279,28 @@ pub(super) struct Ahead {
     /// the rest of the batch is computed by the runner.
     on: bool,
     /// How long the runner waited for the reader in this batch.
-    pub(super) waited: std::time::Duration,
+    waited: std::time::Duration,
 }
 
 /// A launch's entries read ahead, for the scenario's `version`.
 pub(super) struct EntriesAhead {
-    pub(super) version: u32,
-    pub(super) ahead: Ahead,
+    version: u32,
+    ahead: Ahead,
+}
+
+impl EntriesAhead {
+    /// The entry computed ahead for contact `id`, the launch's next (see [`Ahead::take_entry`]),
+    /// when the launch enters the scenario's `version`, the one read ahead.
+    pub(super) fn take(&mut self, id: &str, version: u32) -> Option<AheadEntry> {
+        if version != self.version {
+            return None;
+        }
+        self.ahead.take_entry(id)
+    }
+
+    pub(super) fn into_ahead(self) -> Ahead {
+        self.ahead
+    }
 }
 
 /// What the reader's view of the store was when a batch was handed over.
@@ -390,7 +405,7 @@ impl Ahead {
 
     /// The entry computed ahead for contact `id`, the launch's next, if nothing before it in
     /// the batch could have changed what it read.
-    pub(super) fn take_entry(&mut self, id: &str) -> Option<AheadEntry> {
+    fn take_entry(&mut self, id: &str) -> Option<AheadEntry> {
         match self.next(id)? {
             Read::Entry {
                 contact,
@@ -508,6 +523,14 @@ where
             Some(ids),
             ahead.map(|ahead| EntriesAhead { version, ahead }),
         )
+    }
+
+    /// Counts how long the runner waited for the reader during a batch, once it is done.
+    pub(super) fn end_ahead(&mut self, ahead: Option<Ahead>) {
+        if let Some(ahead) = ahead {
+            self.steps_ahead.waited_micros +=
+                u64::try_from(ahead.waited.as_micros()).unwrap_or(u64::MAX);
+        }
     }
 
     /// Commits what the open group holds (its units, and what a round wrote outside units:

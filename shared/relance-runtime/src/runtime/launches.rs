@@ -88,16 +88,13 @@ where
             };
             let mut report = LaunchReport::default();
             for id in ids.iter() {
-                let computed = match ahead.as_mut() {
-                    Some(read) if read.version == version => {
-                        let ahead = &mut read.ahead;
-                        ahead.take_entry(id).and_then(|computed| {
-                            offered += 1;
-                            computed.still_holds(u)
-                        })
-                    }
-                    _ => None,
-                };
+                let computed = ahead
+                    .as_mut()
+                    .and_then(|ahead| ahead.take(id, version))
+                    .and_then(|computed| {
+                        offered += 1;
+                        computed.still_holds(u)
+                    });
                 used += u64::from(computed.is_some());
                 match computed {
                     Some(Some(computed)) => {
@@ -117,10 +114,7 @@ where
             self.steps_ahead.offered += offered;
             self.steps_ahead.used += used;
         }
-        if let Some(EntriesAhead { ahead, .. }) = ahead {
-            self.steps_ahead.waited_micros +=
-                u64::try_from(ahead.waited.as_micros()).unwrap_or(u64::MAX);
-        }
+        self.end_ahead(ahead.map(EntriesAhead::into_ahead));
         launched
     }
 

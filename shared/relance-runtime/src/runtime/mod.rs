@@ -473,20 +473,24 @@ where
         // told from the contact the transition was computed from (not from a later read).
         // A contact that is not stored (a timer's enrollment whose contact is gone: the engine
         // ran on a bare one) logs nothing; the store does not write it either.
+        let stored;
         let read = match (&t.contact_read, &t.contact) {
             (Some(read), Some(after)) => self
                 .store
                 .contact_exists(after.id())
                 .map_err(store_err)?
-                .then(|| read.clone()),
-            (None, Some(after)) => self.store.contact(after.id()).map_err(store_err)?,
+                .then_some(read),
+            (None, Some(after)) => {
+                stored = self.store.contact(after.id()).map_err(store_err)?;
+                stored.as_ref()
+            }
             _ => None,
         };
         if let Some(after) = &t.contact
             && let Some(before) = read
         {
             let actor = format!("scenario:{scenario}");
-            for c in consent::diff(&before, after) {
+            for c in consent::diff(before, after) {
                 let event = c.event(after.id(), source::SCENARIO, &actor, self.now);
                 self.store.append_consent(&event).map_err(store_err)?;
             }

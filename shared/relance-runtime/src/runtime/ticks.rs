@@ -200,29 +200,28 @@ where
     /// would return (the timers from there on stay due).
     pub fn fire_due(&mut self, due: &[Wake], now: DateTime<Utc>) -> Result<(), RuntimeError> {
         let mut ahead = self.read_ahead(due, now);
-        let mut fired = Ok(());
+        let mut outcome = Ok(());
         for wake in due {
             let step = ahead.as_mut().and_then(|a| a.take(wake));
             match self.fire_from(wake, now, step) {
-                Ok(fired) => {
-                    if fired.foreign_contact
-                        && let Some(ahead) = ahead.as_mut()
-                    {
-                        // Its unit wrote a contact the batch does not track.
+                // Its unit wrote a contact the batch does not track.
+                Ok(Fired {
+                    foreign_contact: true,
+                    ..
+                }) => {
+                    if let Some(ahead) = ahead.as_mut() {
                         ahead.stop();
                     }
                 }
+                Ok(_) => {}
                 Err(e) => {
-                    fired = Err(e);
+                    outcome = Err(e);
                     break;
                 }
             }
         }
-        if let Some(ahead) = ahead {
-            self.steps_ahead.waited_micros +=
-                u64::try_from(ahead.waited.as_micros()).unwrap_or(u64::MAX);
-        }
-        fired
+        self.end_ahead(ahead);
+        outcome
     }
 
     fn fire_from(
@@ -358,7 +357,7 @@ pub(super) struct TimerStep {
 /// The instant a timer's unit runs at: `now`, or its due time when a queue delivered it a
 /// little early (the step never runs before it is due), in whole microseconds.
 pub(super) fn unit_now(wake: &Wake, now: DateTime<Utc>) -> DateTime<Utc> {
-    now.trunc_subsecs(6).max(wake.at).trunc_subsecs(6)
+    now.max(wake.at).trunc_subsecs(6)
 }
 
 /// Reads what a due timer's step needs (its enrollment, contact and history) and runs the
