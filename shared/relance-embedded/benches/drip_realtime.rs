@@ -158,7 +158,16 @@ fn index_of(id: &str) -> Option<usize> {
 
 /// User + system CPU seconds of this process (all threads), from /proc/self/stat.
 fn cpu_self(clk_tck: f64) -> f64 {
-    let Ok(s) = fs::read_to_string("/proc/self/stat") else {
+    cpu_of("/proc/self/stat", clk_tck)
+}
+
+/// CPU seconds (user + system) of the calling thread: the runner's own share.
+fn cpu_runner(clk_tck: f64) -> f64 {
+    cpu_of("/proc/thread-self/stat", clk_tck)
+}
+
+fn cpu_of(stat: &str, clk_tck: f64) -> f64 {
+    let Ok(s) = fs::read_to_string(stat) else {
         return 0.0;
     };
     // Fields after "(comm) ": state is field 3, utime 14, stime 15.
@@ -436,6 +445,7 @@ fn run() -> Res<bool> {
         .collect::<Vec<_>>()
         .join(" ");
     let cpu_setup = cpu_self(clk);
+    let runner_setup = cpu_runner(clk);
     let machine0 = cpu_machine(clk);
     let deadline = Instant::now() + Duration::from_secs(a.timeout_s);
 
@@ -588,6 +598,7 @@ fn run() -> Res<bool> {
     };
     let wall = (last_step_done - t0).as_secs_f64();
     let cpu_run = cpu_self(clk) - cpu_setup;
+    let cpu_runner_run = cpu_runner(clk) - runner_setup;
     let machine = cpu_machine(clk) - machine0;
     let peak_rss = status_mib("VmHWM:");
 
@@ -652,6 +663,7 @@ fn run() -> Res<bool> {
         },
         "cpu_s": {
             "relance": round(cpu_run, 2),
+            "runner_thread": round(cpu_runner_run, 2),
             "setup_before_t0": round(cpu_setup, 2),
             "other_on_machine": round(machine - cpu_run, 2),
         },
