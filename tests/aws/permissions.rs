@@ -45,25 +45,66 @@ struct Deployment {
     unsubscribe_secret_arn: String,
 }
 
-/// What one recorded request needs: (action, resource as the table names it, the DynamoDB
-/// partition key when the request names one).
-fn needs(d: &Deployment, op: &str, body: &str) -> (String, String, Option<String>) {
+/// One action a recorded request needs: (action, resource as the table names it, the
+/// DynamoDB partition key when the request names one).
+type Need = (String, String, Option<String>);
+
+/// The table a DynamoDB request (or transaction item) names, as the template names it.
+fn table_of(d: &Deployment, op: &str, table: Option<&str>) -> String {
+    match table {
+        Some(t) if t == d.config.state_table => "StateTable".to_string(),
+        Some(t) if t == d.config.timers_table => "TimersTable".to_string(),
+        other => panic!("{op} on an unknown table {other:?}"),
+    }
+}
+
+/// What one recorded request needs: one action, or for a `TransactWriteItems` one per item
+/// (IAM authorizes each item as the single-item operation it stands for, on its own table
+/// and partition).
+fn needs(d: &Deployment, op: &str, body: &str) -> Vec<Need> {
+    if op == "DynamoDB.TransactWriteItems" {
+        let json: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        let items = json["TransactItems"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(!items.is_empty(), "{op} with no items: {body}");
+        return items
+            .iter()
+            .flat_map(|item| item.as_object().cloned().unwrap_or_default())
+            .map(|(kind, request)| {
+                let action = permissions::transact_item_action(&kind)
+                    .unwrap_or_else(|| panic!("{op}: an item {kind} IAM does not name"));
+                let table = table_of(d, op, request["TableName"].as_str());
+                let pk = request["Key"]["pk"]["S"]
+                    .as_str()
+                    .or_else(|| request["Item"]["pk"]["S"].as_str())
+                    .map(str::to_string);
+                (action.to_string(), table, pk)
+            })
+            .collect();
+    }
+    vec![single_need(d, op, body)]
+}
+
+/// What a request that is not a transaction needs.
+fn single_need(d: &Deployment, op: &str, body: &str) -> Need {
     let (service, operation) = op.split_once('.').unwrap_or((op, ""));
     let action = permissions::iam_action(service, operation)
         .unwrap_or_else(|| panic!("{op}: a call the permissions table does not know"));
     let json: Value = serde_json::from_str(body).unwrap_or(Value::Null);
     let resource = match service {
         // A batch names its table as the key of its requests (one table per batch here).
-        "DynamoDB" => match json["TableName"].as_str().or_else(|| {
-            json["RequestItems"]
-                .as_object()
-                .and_then(|tables| tables.keys().next())
-                .map(String::as_str)
-        }) {
-            Some(t) if t == d.config.state_table => "StateTable".to_string(),
-            Some(t) if t == d.config.timers_table => "TimersTable".to_string(),
-            other => panic!("{op} on an unknown table {other:?}"),
-        },
+        "DynamoDB" => table_of(
+            d,
+            op,
+            json["TableName"].as_str().or_else(|| {
+                json["RequestItems"]
+                    .as_object()
+                    .and_then(|tables| tables.keys().next())
+                    .map(String::as_str)
+            }),
+        ),
         "SQS" => {
             let url = json["QueueUrl"].as_str().unwrap_or_default();
             let q = &d.config.queues;
@@ -171,8 +212,12 @@ fn check(c: &Clients, d: &Deployment, function: &str) -> BTreeSet<(String, Strin
         .unwrap_or_else(|| panic!("{function} is not in the table"))
         .grants;
     let mut made = BTreeSet::new();
-    for (op, body) in c.meter.requests() {
-        let (action, resource, pk) = needs(d, &op, &body);
+    let needed = c.meter.requests().into_iter().flat_map(|(op, body)| {
+        needs(d, &op, &body)
+            .into_iter()
+            .map(move |n| (op.clone(), n))
+    });
+    for (op, (action, resource, pk)) in needed {
         let allowed = grants.iter().any(|g| {
             g.effect == Effect::Allow
                 && g.actions.contains(&action.as_str())
@@ -283,6 +328,18 @@ fn hostile_each_handler_calls_only_what_its_role_allows() {
         rt.set_status(&put.id, Status::Active, t0)
             .unwrap_or_else(|e| panic!("{e}"));
     }
+    // A contact opted out in its fields whose trail lacks the opt-out (stored before the log):
+    // a contact update opting it in is kept out, and the opt-out restated in a transaction.
+    {
+        use relance_core::ports::ContactStore;
+        let old = Contact::from_json(
+            json!({"id": "old", "email": "old@example.com", "subscriptions": {"news": false}}),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        rt.store()
+            .put_contact(&old, t0)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
     c.meter.reset();
     let mut made: BTreeMap<&str, BTreeSet<(String, String)>> = BTreeMap::new();
 
@@ -299,9 +356,21 @@ fn hostile_each_handler_calls_only_what_its_role_allows() {
         json!({"contact": "p01", "event": "page.viewed"}),
         "2026-12-01T09:00:00Z",
     );
-    for e in [contact, activity] {
+    let opt_in = event(
+        "relance.contact",
+        json!({"contact": {"id": "old", "subscriptions": {"news": true}}}),
+        "2026-12-01T09:00:00Z",
+    );
+    for e in [contact, activity, opt_in] {
         handlers::trigger(&mut rt, fanout, &e, t0).unwrap_or_else(|e| panic!("{e}"));
     }
+    let trail = rt.consent_trail("old").unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        trail
+            .iter()
+            .any(|e| e.source == relance_core::consent::source::RESTATED),
+        "the opt-out restated: {trail:?}"
+    );
     for scenario in ["drip", "news"] {
         let launch = event(
             "relance.launch",
@@ -449,6 +518,10 @@ fn hostile_each_handler_calls_only_what_its_role_allows() {
         "the fan-out lists the audience"
     );
     assert!(seen("TriggerFunction", "sqs:SendMessage"));
+    assert!(
+        seen("TriggerFunction", "dynamodb:ConditionCheckItem"),
+        "a restatement is held to the contact as read"
+    );
     assert!(seen("EmailSenderFunction", "secretsmanager:GetSecretValue"));
     assert!(seen("EmailSenderFunction", "ses:SendEmail"));
     assert!(seen("UnsubscribeFunction", "secretsmanager:GetSecretValue"));

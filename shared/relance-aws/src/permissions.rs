@@ -526,6 +526,19 @@ pub fn iam_action(service: &str, operation: &str) -> Option<String> {
     Some(format!("{prefix}:{action}"))
 }
 
+/// The IAM action an item of a DynamoDB `TransactWriteItems` needs, by the item's kind
+/// (`ConditionCheck`, `Put`, `Update`, `Delete`): the request has no action of its own, IAM
+/// authorizes each item as the single-item operation it stands for.
+pub fn transact_item_action(kind: &str) -> Option<&'static str> {
+    match kind {
+        "ConditionCheck" => Some("dynamodb:ConditionCheckItem"),
+        "Put" => Some("dynamodb:PutItem"),
+        "Update" => Some("dynamodb:UpdateItem"),
+        "Delete" => Some("dynamodb:DeleteItem"),
+        _ => None,
+    }
+}
+
 /// The grants of the function `resource`, if the table has it.
 pub fn of(resource: &str) -> Option<&'static FunctionGrants> {
     FUNCTIONS.iter().find(|f| f.resource == resource)
