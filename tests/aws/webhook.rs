@@ -501,3 +501,162 @@ fn invokes_go_through_the_webhook_queue_with_the_contact_and_step_as_the_event()
     );
     assert!(crate::support::drain(&queue).is_empty());
 }
+
+/// Re-arms, while `on`, a concurrent writer of contact `id` before each put of a profile by
+/// `store` or its copies: every update of the contact loses to it.
+fn keep_changing(
+    store: DynamoStore,
+    id: &'static str,
+    on: Arc<std::sync::atomic::AtomicBool>,
+    writes: Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use relance_core::ports::Store;
+    use std::sync::atomic::Ordering;
+    let mut other = store.clone();
+    let next = store.clone();
+    store.before_next_profile_put(move || {
+        if !on.load(Ordering::SeqCst) {
+            return;
+        }
+        let n = writes.fetch_add(1, Ordering::SeqCst);
+        other
+            .atomically(|s| {
+                let mut c = s.contact(id)?.unwrap_or_else(|| panic!("no contact {id}"));
+                c.set_field("touched", json!(n));
+                s.put_contact(&c, Utc::now())
+            })
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Armed again once the other writer's own put is done.
+        keep_changing(next, id, on, writes);
+    });
+}
+
+/// A 200 whose `save` keeps losing to another writer of the contact: the call is not made
+/// again, and the save is not dropped either: a copy carrying the answer's fields comes back
+/// with the call's backoff, writes them once the contact holds still, and journals the call
+/// delivered once (a duplicate of that copy writes nothing again).
+#[test]
+fn hostile_a_save_that_keeps_losing_is_saved_later_not_dropped() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    if crate::support::offline() {
+        return;
+    }
+    let emu = emulator();
+    let (base, stub) = receiver();
+    let prefix = format!("whs{}-", std::process::id());
+    let mut config = AwsConfig::with_prefix(&prefix, 1);
+    emu.runtime
+        .block_on(DynamoStore::create_tables(&emu.dynamo, &config))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let queue = create_queue(&format!("{prefix}webhook"));
+    config.queues.webhook = Some(queue.clone());
+    let bridge = Bridge::new(emu.runtime.handle().clone());
+    let queues = SqsQueues::new(emu.sqs.clone(), bridge.clone());
+    let store = DynamoStore::new(emu.dynamo.clone(), config.clone(), bridge.clone())
+        .with_dispatch(AwsDispatch::new(queues.clone(), config.queues.clone()));
+    let mut rt = Runtime::new(store);
+    let now = Utc::now();
+    rt.put_scenario(
+        &scenario(&format!("{base}/hook/ok")),
+        SourceFormat::Yaml,
+        now,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    rt.set_status("hook", Status::Active, now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.upsert_contact(
+        ContactDetail {
+            action: None,
+            contact: serde_json::Map::from_iter([("id".to_string(), json!("c1"))]),
+            at: None,
+        },
+        now,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    rt.launch(
+        LaunchDetail {
+            scenario: "hook".into(),
+            contacts: Some(vec!["c1".into()]),
+        },
+        now,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let first = receive(&queue);
+    assert_eq!(first.records.len(), 1, "{first:?}");
+    let sender = local_sender(&emu.dynamo, &queues, &config, &bridge);
+    let delivered = |rt: &mut Runtime<DynamoStore>| {
+        rt.store()
+            .records("hook", Some("c1"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_iter()
+            .filter(|r| r.kind == RecordKind::Delivered)
+            .collect::<Vec<_>>()
+    };
+
+    // The call answers 200; every update of c1 loses to the other writer.
+    let on = Arc::new(AtomicBool::new(true));
+    let writes = Arc::new(AtomicUsize::new(0));
+    keep_changing(rt.store().clone(), "c1", on.clone(), writes.clone());
+    let t1 = Utc::now();
+    let r = webhook_sender(&mut rt, &sender, &first, t1);
+    assert!(r.batch_item_failures.is_empty(), "{r:?}");
+    on.store(false, Ordering::SeqCst);
+    assert!(writes.load(Ordering::SeqCst) >= 3, "the save ran and lost");
+    let c1 = rt.store().contact("c1").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c1.as_ref().and_then(|c| c.field("tier")), None);
+    assert!(
+        delivered(&mut rt).is_empty(),
+        "not journaled before it is saved"
+    );
+
+    // The copy: with the answer's fields, due with the call's first backoff.
+    emu.runtime
+        .block_on(
+            emu.sqs
+                .delete_message()
+                .queue_url(&queue)
+                .receipt_handle(first.records[0].receipt_handle.clone().unwrap_or_default())
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let copy = receive_after(&queue, 60);
+    assert_eq!(copy.records.len(), 1, "the save's copy was queued");
+    let queued: CallMessage = serde_json::from_str(copy.records[0].body.as_deref().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        queued.answered.as_ref().map(|a| a.fields.clone()),
+        Some(serde_json::Map::from_iter([(
+            "tier".to_string(),
+            json!("gold")
+        )])),
+        "{queued:?}"
+    );
+    assert_eq!((queued.attempts, queued.first_at), (1, Some(t1)));
+
+    // The contact holds still now: the copy saves, journals delivered, calls nothing.
+    let done = webhook_sender(&mut rt, &sender, &copy, Utc::now());
+    assert!(done.batch_item_failures.is_empty(), "{done:?}");
+    let c1 = rt
+        .store()
+        .contact("c1")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("no c1"));
+    assert_eq!(c1.field("tier"), Some(&json!("gold")));
+    assert!(
+        c1.field("touched").is_some(),
+        "the other writer's change kept"
+    );
+    let records = delivered(&mut rt);
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert_eq!(records[0].reason, None);
+    // A duplicate of the copy: the save's claim is taken, nothing written or journaled again.
+    let again = webhook_sender(&mut rt, &sender, &copy, Utc::now());
+    assert!(again.batch_item_failures.is_empty());
+    assert_eq!(delivered(&mut rt).len(), 1);
+    assert_eq!(
+        stub.lock().map(|r| r.requests.len()).unwrap_or(0),
+        1,
+        "the call was made once"
+    );
+}

@@ -127,6 +127,20 @@ pub struct CallMessage {
     /// Not to be attempted before this instant (the backoff of a retry's copy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<DateTime<Utc>>,
+    /// The call was answered and only its `save` is left (a copy queued after the contact
+    /// kept changing under the update): the call is not made again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered: Option<Answered>,
+}
+
+/// What is left of an answered call whose `save` could not be written yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answered {
+    /// The contact fields `save` takes from the answer.
+    pub fields: Map<String, Value>,
+    /// What of `save` the answer lacked, reported on the delivered record.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -151,6 +165,12 @@ impl CallMessage {
     /// The key claimed in the senders' ledger.
     fn ledger_key(&self) -> String {
         format!("{}#{}", self.action(), self.header_key())
+    }
+
+    /// The key a copy carrying an answer's `save` claims: written once, however often the
+    /// queue delivers the copy.
+    fn save_key(&self) -> String {
+        format!("{}#save", self.ledger_key())
     }
 
     /// The event an invoke sends: `{contact, step, scenario, enrollment, idempotency_key}`.
@@ -352,6 +372,15 @@ fn handle<S: HandlerStore>(
         }
         return Ok(());
     }
+    if let Some(answered) = &message.answered {
+        // The call was made and answered: only its save and its record are left, once.
+        let save_key = message.save_key();
+        if !sender.ledger.claim(&save_key, now)? {
+            tracing::info!(key = %message.header_key(), "webhook answer already saved: duplicate delivery ignored");
+            return Ok(());
+        }
+        return deliver(rt, sender, message, answered.clone(), Some(&save_key), now);
+    }
     let key = message.ledger_key();
     if !sender.ledger.claim(&key, now)? {
         tracing::info!(key = %message.header_key(), "webhook already called or settled: duplicate delivery ignored");
@@ -369,33 +398,8 @@ fn handle<S: HandlerStore>(
                 .as_ref()
                 .map(|w| w.save.clone())
                 .unwrap_or_default();
-            let (fields, mut missing) = rules::saved_fields(&save, &answer);
-            if !fields.is_empty() {
-                let mut contact = Map::new();
-                contact.insert("id".into(), Value::from(message.contact.clone()));
-                contact.extend(fields);
-                let detail = ContactDetail {
-                    action: None,
-                    contact,
-                    at: None,
-                };
-                // The call succeeded and is not made again: a value the contact refuses is
-                // reported on the delivered record (a concurrent writer of the contact only
-                // makes the update run again, from a fresh read).
-                let saved = crate::handlers::again_on_conflict(|| {
-                    Ok(rt.upsert_contact(detail.clone(), now)?)
-                });
-                if let Err(e) = saved {
-                    tracing::warn!(key = %message.header_key(), error = %e, "save: the contact update was refused");
-                    missing.push(format!("save: the contact update was refused: {e}"));
-                }
-            }
-            let reason = (!missing.is_empty()).then(|| missing.join("; "));
-            journal(
-                rt,
-                message,
-                record(message, RecordKind::Delivered, now, reason),
-            );
+            let (fields, missing) = rules::saved_fields(&save, &answer);
+            deliver(rt, sender, message, Answered { fields, missing }, None, now)?;
         }
         Verdict::Failed(why) => {
             let reason = format!("{} failed: {why}", message.action());
@@ -444,6 +448,86 @@ fn handle<S: HandlerStore>(
             }
         }
     }
+    Ok(())
+}
+
+/// Writes an answered call's `save` to the contact and journals it delivered. The call is not
+/// made again: a value the contact refuses is reported on the delivered record. A concurrent
+/// writer of the contact makes the update run again from a fresh read; one that keeps winning
+/// leaves the save to a copy queued with the call's backoff, carrying the fields (the copy's
+/// `save_claim`, held while it writes, is released for the next copy), until the call's retry
+/// window ends: then it is reported.
+fn deliver<S: HandlerStore>(
+    rt: &mut Runtime<S>,
+    sender: &WebhookSender,
+    message: &CallMessage,
+    answered: Answered,
+    save_claim: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(), Unsettled> {
+    let Answered {
+        fields,
+        mut missing,
+    } = answered;
+    if !fields.is_empty() {
+        let mut contact = Map::new();
+        contact.insert("id".into(), Value::from(message.contact.clone()));
+        contact.extend(fields.clone());
+        let detail = ContactDetail {
+            action: None,
+            contact,
+            at: None,
+        };
+        let saved =
+            crate::handlers::again_on_conflict(|| Ok(rt.upsert_contact(detail.clone(), now)?));
+        match saved {
+            Ok(_) => {}
+            Err(e) if crate::handlers::is_conflict(&e) => {
+                let attempt = message.attempts.saturating_add(1);
+                let first = message.first_at.unwrap_or(now);
+                match rules::next_attempt(first, attempt, now) {
+                    Some(at) => {
+                        let mut copy = message.clone();
+                        copy.first_at = Some(first);
+                        copy.attempts = attempt;
+                        copy.answered = Some(Answered {
+                            fields: fields.clone(),
+                            missing: missing.clone(),
+                        });
+                        tracing::warn!(key = %message.header_key(), error = %e, next = %at, "save: the contact kept changing under the update; saved again later");
+                        if let Some(claim) = save_claim {
+                            // A copy: its claim released, then the next copy queued (a queue
+                            // that refuses it delivers this copy again).
+                            sender.ledger.release(claim)?;
+                            return requeue(sender, copy, at, now);
+                        }
+                        // The call's own delivery holds the call's claim, not a save's: a copy
+                        // the queue refuses would be lost with its fields, so it is reported.
+                        match requeue(sender, copy, at, now) {
+                            Ok(()) => return Ok(()),
+                            Err(q) => missing.push(format!(
+                                "save: the contact kept changing and the save could not be queued again: {q}"
+                            )),
+                        }
+                    }
+                    None => {
+                        tracing::warn!(key = %message.header_key(), error = %e, "save: the contact kept changing until the retry window ended");
+                        missing.push(format!("save: the contact update was refused: {e}"));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(key = %message.header_key(), error = %e, "save: the contact update was refused");
+                missing.push(format!("save: the contact update was refused: {e}"));
+            }
+        }
+    }
+    let reason = (!missing.is_empty()).then(|| missing.join("; "));
+    journal(
+        rt,
+        message,
+        record(message, RecordKind::Delivered, now, reason),
+    );
     Ok(())
 }
 
@@ -497,6 +581,10 @@ mod tests {
         copy.first_at = Some(DateTime::<Utc>::UNIX_EPOCH);
         copy.attempts = 2;
         copy.not_before = Some(DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::seconds(60));
+        copy.answered = Some(Answered {
+            fields: serde_json::Map::from_iter([("tier".to_string(), serde_json::json!("gold"))]),
+            missing: vec!["save: plan: /data/plan is not in the answer".into()],
+        });
         let back: CallMessage =
             serde_json::from_str(&serde_json::to_string(&copy).unwrap_or_default())
                 .unwrap_or_else(|e| panic!("{e}"));
