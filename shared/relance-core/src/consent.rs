@@ -177,20 +177,26 @@ impl Derived {
     pub fn from_trail(trail: &[ConsentEvent]) -> Derived {
         let mut d = Derived::default();
         for e in trail.iter().filter(|e| !e.kept) {
-            match e.state {
-                ConsentState::Subscribed | ConsentState::Unsubscribed => {
-                    d.subscriptions
-                        .insert(e.subject.clone(), e.state == ConsentState::Subscribed);
-                }
-                ConsentState::Suppressed | ConsentState::Lifted => {
-                    d.suppressed.insert(
-                        e.subject.to_ascii_lowercase(),
-                        e.state == ConsentState::Suppressed,
-                    );
-                }
-            }
+            d.apply(&e.subject, e.state);
         }
         d
+    }
+
+    /// Applies the next entry of a trail that is not kept (a store that reads only those
+    /// replays them through this, oldest first).
+    pub fn apply(&mut self, subject: &str, state: ConsentState) {
+        match state {
+            ConsentState::Subscribed | ConsentState::Unsubscribed => {
+                self.subscriptions
+                    .insert(subject.to_string(), state == ConsentState::Subscribed);
+            }
+            ConsentState::Suppressed | ConsentState::Lifted => {
+                self.suppressed.insert(
+                    subject.to_ascii_lowercase(),
+                    state == ConsentState::Suppressed,
+                );
+            }
+        }
     }
 }
 

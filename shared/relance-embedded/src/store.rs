@@ -12,6 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
+use relance_core::consent::Derived;
 use relance_core::contact::{
     ActivityEvent, Contact, Engagement, EngagementKind, History, HistoryNeeds, SendMark,
 };
@@ -33,7 +34,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 const CLEAR_INACTIVITY: &str = "DELETE FROM inactivity WHERE contact_id = ?1 AND scenario_id NOT IN (SELECT value FROM json_each(?2))";
 
 /// The migrations, in order; `PRAGMA user_version` says how many were applied.
-const MIGRATIONS: [&str; 14] = [
+const MIGRATIONS: [&str; 15] = [
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_dead_letter.sql"),
     include_str!("../migrations/0003_policy.sql"),
@@ -48,6 +49,7 @@ const MIGRATIONS: [&str; 14] = [
     include_str!("../migrations/0012_one_send_index.sql"),
     include_str!("../migrations/0013_timer_without_rowid.sql"),
     include_str!("../migrations/0014_no_autoincrement.sql"),
+    include_str!("../migrations/0015_consent_applied.sql"),
 ];
 
 /// The schema version this build writes (the number of migrations).
@@ -1622,6 +1624,27 @@ impl relance_core::ports::ConsentStore for SqliteStore {
         }
         Ok(trail)
     }
+
+    /// The entries that applied only (`consent_applied`, a partial index): the kept ones,
+    /// which grow by one each time an import re-sends what an opt-out keeps out, are not read.
+    fn consent_state(&mut self, contact: &str) -> Result<Derived, StoreError> {
+        use relance_core::consent::ConsentState;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT subject, state FROM consent INDEXED BY consent_applied WHERE contact_id = ?1 AND kept = 0 ORDER BY at, seq",
+        )?;
+        let mut rows = stmt.query(params![contact])?;
+        let mut derived = Derived::default();
+        while let Some(row) = rows.next()? {
+            let subject: String = row.get(0)?;
+            let state: String = row.get(1)?;
+            let state = ConsentState::parse(&state).ok_or(StoreError::Corrupt {
+                what: "consent state",
+                why: state.clone(),
+            })?;
+            derived.apply(&subject, state);
+        }
+        Ok(derived)
+    }
 }
 
 impl Store for SqliteStore {
@@ -2223,7 +2246,7 @@ mod tests {
             drop(old);
         }
         let mut store = SqliteStore::open(&db).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(store.schema_version().ok(), Some(14));
+        assert_eq!(store.schema_version().ok(), Some(SCHEMA_VERSION));
         let ddl = |name: &str| -> String {
             store
                 .conn
@@ -2412,6 +2435,67 @@ mod tests {
             "{plan:?}"
         );
         assert!(!plan.iter().any(|p| p == "SCAN inactivity"), "{plan:?}");
+    }
+
+    /// What a contact holds comes from the entries that applied, read through their own
+    /// partial index: the kept entries (one more each time an import re-sends an opt-in an
+    /// opt-out keeps out) are not in it, and the state is the one the whole trail leads to.
+    #[test]
+    fn the_consent_state_reads_the_applied_entries_alone() {
+        let mut store = SqliteStore::in_memory().unwrap_or_else(|e| panic!("{e}"));
+        let at = |m: i64| now() + chrono::TimeDelta::minutes(m);
+        let change = |subject: &str, state| Change {
+            subject: subject.into(),
+            state,
+        };
+        let mut append = |event| {
+            store
+                .append_consent(&event)
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        append(change("newsletter", ConsentState::Subscribed).event("ana", "form", "api", at(0)));
+        append(change("newsletter", ConsentState::Unsubscribed).event(
+            "ana",
+            "unsubscribe_link",
+            "contact",
+            at(1),
+        ));
+        for i in 0..300 {
+            append(change("newsletter", ConsentState::Subscribed).kept(
+                "ana",
+                "import",
+                "cli",
+                at(2 + i),
+            ));
+        }
+        append(change("Ana@Example.org", ConsentState::Suppressed).event(
+            "ana",
+            "bounce",
+            "provider",
+            at(400),
+        ));
+        append(change("ana@example.org", ConsentState::Lifted).event("ana", "api", "api", at(401)));
+        append(change("newsletter", ConsentState::Subscribed).event("bob", "form", "api", at(402)));
+        let trail = store.consent_trail("ana").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(trail.len(), 304);
+        let state = store.consent_state("ana").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(state, Derived::from_trail(&trail));
+        assert_eq!(state.subscriptions.get("newsletter"), Some(&false));
+        assert_eq!(state.suppressed.get("ana@example.org"), Some(&false));
+        let ddl: String = store
+            .conn
+            .query_row(
+                "SELECT sql FROM sqlite_schema WHERE name = 'consent_applied'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(ddl.ends_with("WHERE kept = 0"), "{ddl}");
+        let indexed: i64 = store
+            .conn
+            .query_row("SELECT count(*) FROM consent INDEXED BY consent_applied WHERE contact_id = 'ana' AND kept = 0", [], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(indexed, 4, "only the entries that applied");
     }
 
     /// The consent log is append-only in the database itself, not only by convention: an
