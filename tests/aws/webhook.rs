@@ -532,10 +532,30 @@ fn keep_changing(
     });
 }
 
+/// How many messages of a queue wait out their delay.
+fn delayed(url: &str) -> usize {
+    let emu = emulator();
+    let name = aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesDelayed;
+    emu.runtime
+        .block_on(
+            emu.sqs
+                .get_queue_attributes()
+                .queue_url(url)
+                .attribute_names(name.clone())
+                .send(),
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .attributes
+        .and_then(|a| a.get(&name).and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
 /// A 200 whose `save` keeps losing to another writer of the contact: the call is not made
 /// again, and the save is not dropped either: a copy carrying the answer's fields comes back
-/// with the call's backoff, writes them once the contact holds still, and journals the call
-/// delivered once (a duplicate of that copy writes nothing again).
+/// with the call's backoff (and, losing again, queues the next), writes them once the contact
+/// holds still, and journals the call delivered once; a copy delivered again after that
+/// applies nothing (a newer value of the field stays); a copy still losing when the call's
+/// retry window ends is reported on `delivered`.
 #[test]
 fn hostile_a_save_that_keeps_losing_is_saved_later_not_dropped() {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -565,15 +585,17 @@ fn hostile_a_save_that_keeps_losing_is_saved_later_not_dropped() {
     .unwrap_or_else(|e| panic!("{e}"));
     rt.set_status("hook", Status::Active, now)
         .unwrap_or_else(|e| panic!("{e}"));
-    rt.upsert_contact(
-        ContactDetail {
-            action: None,
-            contact: serde_json::Map::from_iter([("id".to_string(), json!("c1"))]),
-            at: None,
-        },
-        now,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    for id in ["c1", "c2"] {
+        rt.upsert_contact(
+            ContactDetail {
+                action: None,
+                contact: serde_json::Map::from_iter([("id".to_string(), json!(id))]),
+                at: None,
+            },
+            now,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
     rt.launch(
         LaunchDetail {
             scenario: "hook".into(),
@@ -585,13 +607,19 @@ fn hostile_a_save_that_keeps_losing_is_saved_later_not_dropped() {
     let first = receive(&queue);
     assert_eq!(first.records.len(), 1, "{first:?}");
     let sender = local_sender(&emu.dynamo, &queues, &config, &bridge);
-    let delivered = |rt: &mut Runtime<DynamoStore>| {
+    let delivered = |rt: &mut Runtime<DynamoStore>, contact: &str| {
         rt.store()
-            .records("hook", Some("c1"))
+            .records("hook", Some(contact))
             .unwrap_or_else(|e| panic!("{e}"))
             .into_iter()
             .filter(|r| r.kind == RecordKind::Delivered)
             .collect::<Vec<_>>()
+    };
+    let tier = |rt: &mut Runtime<DynamoStore>, contact: &str| {
+        rt.store()
+            .contact(contact)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .and_then(|c| c.field("tier").cloned())
     };
 
     // The call answers 200; every update of c1 loses to the other writer.
@@ -601,16 +629,12 @@ fn hostile_a_save_that_keeps_losing_is_saved_later_not_dropped() {
     let t1 = Utc::now();
     let r = webhook_sender(&mut rt, &sender, &first, t1);
     assert!(r.batch_item_failures.is_empty(), "{r:?}");
-    on.store(false, Ordering::SeqCst);
     assert!(writes.load(Ordering::SeqCst) >= 3, "the save ran and lost");
-    let c1 = rt.store().contact("c1").unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(c1.as_ref().and_then(|c| c.field("tier")), None);
+    assert_eq!(tier(&mut rt, "c1"), None);
     assert!(
-        delivered(&mut rt).is_empty(),
+        delivered(&mut rt, "c1").is_empty(),
         "not journaled before it is saved"
     );
-
-    // The copy: with the answer's fields, due with the call's first backoff.
     emu.runtime
         .block_on(
             emu.sqs
@@ -620,43 +644,100 @@ fn hostile_a_save_that_keeps_losing_is_saved_later_not_dropped() {
                 .send(),
         )
         .unwrap_or_else(|e| panic!("{e:?}"));
+
+    // The copy: the answer's fields, due with the call's first backoff. Still losing, it queues
+    // the next copy (the queue's delayed message) and journals nothing.
     let copy = receive_after(&queue, 60);
     assert_eq!(copy.records.len(), 1, "the save's copy was queued");
     let queued: CallMessage = serde_json::from_str(copy.records[0].body.as_deref().unwrap_or(""))
         .unwrap_or_else(|e| panic!("{e}"));
+    let gold = serde_json::Map::from_iter([("tier".to_string(), json!("gold"))]);
     assert_eq!(
         queued.answered.as_ref().map(|a| a.fields.clone()),
-        Some(serde_json::Map::from_iter([(
-            "tier".to_string(),
-            json!("gold")
-        )])),
+        Some(gold.clone()),
         "{queued:?}"
     );
     assert_eq!((queued.attempts, queued.first_at), (1, Some(t1)));
+    let before = writes.load(Ordering::SeqCst);
+    let again = webhook_sender(&mut rt, &sender, &copy, Utc::now());
+    assert!(again.batch_item_failures.is_empty(), "{again:?}");
+    assert!(
+        writes.load(Ordering::SeqCst) > before,
+        "the copy's save lost too"
+    );
+    assert_eq!(delayed(&queue), 1, "the next copy waits out its backoff");
+    assert!(delivered(&mut rt, "c1").is_empty());
 
-    // The contact holds still now: the copy saves, journals delivered, calls nothing.
+    // The contact holds still now: the copy, delivered again (as the next one will be),
+    // saves, journals delivered, calls nothing.
+    on.store(false, Ordering::SeqCst);
     let done = webhook_sender(&mut rt, &sender, &copy, Utc::now());
     assert!(done.batch_item_failures.is_empty(), "{done:?}");
+    assert_eq!(tier(&mut rt, "c1"), Some(json!("gold")));
     let c1 = rt
         .store()
         .contact("c1")
         .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|| panic!("no c1"));
-    assert_eq!(c1.field("tier"), Some(&json!("gold")));
     assert!(
         c1.field("touched").is_some(),
         "the other writer's change kept"
     );
-    let records = delivered(&mut rt);
+    let records = delivered(&mut rt, "c1");
     assert_eq!(records.len(), 1, "{records:#?}");
     assert_eq!(records[0].reason, None);
-    // A duplicate of the copy: the save's claim is taken, nothing written or journaled again.
-    let again = webhook_sender(&mut rt, &sender, &copy, Utc::now());
-    assert!(again.batch_item_failures.is_empty());
-    assert_eq!(delivered(&mut rt).len(), 1);
+
+    // A newer value of the field, then the next copy (and the first again): done already, they
+    // apply nothing and journal nothing.
+    rt.upsert_contact(
+        ContactDetail {
+            action: None,
+            contact: serde_json::Map::from_iter([
+                ("id".to_string(), json!("c1")),
+                ("tier".to_string(), json!("platinum")),
+            ]),
+            at: None,
+        },
+        Utc::now(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let next = receive_after(&queue, 90);
+    assert_eq!(next.records.len(), 1, "the next copy came");
+    let late = webhook_sender(&mut rt, &sender, &next, Utc::now());
+    assert!(late.batch_item_failures.is_empty(), "{late:?}");
+    let late = webhook_sender(&mut rt, &sender, &copy, Utc::now());
+    assert!(late.batch_item_failures.is_empty(), "{late:?}");
+    assert_eq!(tier(&mut rt, "c1"), Some(json!("platinum")));
+    assert_eq!(delivered(&mut rt, "c1").len(), 1);
     assert_eq!(
         stub.lock().map(|r| r.requests.len()).unwrap_or(0),
         1,
         "the call was made once"
     );
+
+    // A copy for c2 still losing when the call's 24 h retry window ends: reported on
+    // `delivered`, once however often it comes.
+    let mut last = queued.clone();
+    last.contact = "c2".into();
+    last.enrollment = "hook:c2:1".into();
+    last.first_at = Some(Utc::now() - TimeDelta::hours(24));
+    last.attempts = 30;
+    last.not_before = None;
+    on.store(true, Ordering::SeqCst);
+    keep_changing(rt.store().clone(), "c2", on.clone(), writes.clone());
+    for _ in 0..2 {
+        let r = webhook_sender(&mut rt, &sender, &event_of(&last), Utc::now());
+        assert!(r.batch_item_failures.is_empty(), "{r:?}");
+    }
+    on.store(false, Ordering::SeqCst);
+    let records = delivered(&mut rt, "c2");
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert!(
+        records[0]
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("save: not written within the call's retry window")),
+        "{records:#?}"
+    );
+    assert_eq!(tier(&mut rt, "c2"), None);
 }

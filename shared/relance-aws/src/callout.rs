@@ -5,7 +5,9 @@
 //! signs and sends it with the rules of [`relance_core::webhook`], and settles it:
 //!
 //! - 2xx: `delivered` journaled, `save` applied as a contact update through the runtime (so
-//!   `contact.updated` scenarios see it);
+//!   `contact.updated` scenarios see it); a save that fails for now (other writers of the
+//!   contact kept winning, a store failure) goes back on the queue as a copy carrying the
+//!   answer's fields (`answered`: the call is not made again), applied when it comes;
 //! - 408, 429, 5xx, a timeout or a connection failure: the claim is released and a copy of the
 //!   message is queued again carrying `first_at`, the attempts made and `not_before` (the
 //!   backoff's instant, delayed up to SQS's 15 minutes; a copy arriving earlier waits out the
@@ -167,8 +169,9 @@ impl CallMessage {
         format!("{}#{}", self.action(), self.header_key())
     }
 
-    /// The key a copy carrying an answer's `save` claims: written once, however often the
-    /// queue delivers the copy.
+    /// The key claimed when an answer's `save` is done and journaled, by a copy carrying it
+    /// (or by the delivery that could not queue one): `delivered` is journaled once, and a copy
+    /// delivered again after that applies nothing.
     fn save_key(&self) -> String {
         format!("{}#save", self.ledger_key())
     }
@@ -373,13 +376,12 @@ fn handle<S: HandlerStore>(
         return Ok(());
     }
     if let Some(answered) = &message.answered {
-        // The call was made and answered: only its save and its record are left, once.
-        let save_key = message.save_key();
-        if !sender.ledger.claim(&save_key, now)? {
+        // The call was made and answered: only its save and its record are left.
+        if sender.ledger.is_claimed(&message.save_key())? {
             tracing::info!(key = %message.header_key(), "webhook answer already saved: duplicate delivery ignored");
             return Ok(());
         }
-        return deliver(rt, sender, message, answered.clone(), Some(&save_key), now);
+        return deliver(rt, sender, message, answered.clone(), now);
     }
     let key = message.ledger_key();
     if !sender.ledger.claim(&key, now)? {
@@ -399,7 +401,7 @@ fn handle<S: HandlerStore>(
                 .map(|w| w.save.clone())
                 .unwrap_or_default();
             let (fields, missing) = rules::saved_fields(&save, &answer);
-            deliver(rt, sender, message, Answered { fields, missing }, None, now)?;
+            deliver(rt, sender, message, Answered { fields, missing }, now)?;
         }
         Verdict::Failed(why) => {
             let reason = format!("{} failed: {why}", message.action());
@@ -452,19 +454,23 @@ fn handle<S: HandlerStore>(
 }
 
 /// Writes an answered call's `save` to the contact and journals it delivered. The call is not
-/// made again: a value the contact refuses is reported on the delivered record. A concurrent
-/// writer of the contact makes the update run again from a fresh read; one that keeps winning
-/// leaves the save to a copy queued with the call's backoff, carrying the fields (the copy's
-/// `save_claim`, held while it writes, is released for the next copy), until the call's retry
-/// window ends: then it is reported.
+/// made again: a value the contact refuses is reported on the delivered record. A save that
+/// fails for now (a concurrent writer of the contact that keeps winning after the update ran
+/// again from fresh reads, or a store failure) goes back on the queue as a copy carrying the
+/// fields, with the call's backoff, until the call's retry window ends (then it is reported).
+/// A copy holds no claim while it writes (the write is the same however often it is made): it
+/// claims [`CallMessage::save_key`] only to journal, so `delivered` is journaled once, and a
+/// copy the queue delivers again after that finds the claim and applies nothing.
 fn deliver<S: HandlerStore>(
     rt: &mut Runtime<S>,
     sender: &WebhookSender,
     message: &CallMessage,
     answered: Answered,
-    save_claim: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<(), Unsettled> {
+    let is_copy = message.answered.is_some();
+    // Whether a copy may be on the queue: then the journal is claimed first.
+    let mut copy_queued = is_copy;
     let Answered {
         fields,
         mut missing,
@@ -482,7 +488,7 @@ fn deliver<S: HandlerStore>(
             crate::handlers::again_on_conflict(|| Ok(rt.upsert_contact(detail.clone(), now)?));
         match saved {
             Ok(_) => {}
-            Err(e) if crate::handlers::is_conflict(&e) => {
+            Err(e) if save_fails_for_now(&e) => {
                 let attempt = message.attempts.saturating_add(1);
                 let first = message.first_at.unwrap_or(now);
                 match rules::next_attempt(first, attempt, now) {
@@ -494,25 +500,27 @@ fn deliver<S: HandlerStore>(
                             fields: fields.clone(),
                             missing: missing.clone(),
                         });
-                        tracing::warn!(key = %message.header_key(), error = %e, next = %at, "save: the contact kept changing under the update; saved again later");
-                        if let Some(claim) = save_claim {
-                            // A copy: its claim released, then the next copy queued (a queue
-                            // that refuses it delivers this copy again).
-                            sender.ledger.release(claim)?;
-                            return requeue(sender, copy, at, now);
-                        }
-                        // The call's own delivery holds the call's claim, not a save's: a copy
-                        // the queue refuses would be lost with its fields, so it is reported.
+                        tracing::warn!(key = %message.header_key(), error = %e, next = %at, "save: not written for now; saved again later");
                         match requeue(sender, copy, at, now) {
                             Ok(()) => return Ok(()),
-                            Err(q) => missing.push(format!(
-                                "save: the contact kept changing and the save could not be queued again: {q}"
-                            )),
+                            // A copy is delivered again by the queue: it holds no claim.
+                            Err(q) if is_copy => return Err(q),
+                            // The call's own delivery holds the call's claim: redelivered, it
+                            // would not call, nor know the answer. Reported (the copy may
+                            // still have been queued: the journal is claimed first).
+                            Err(q) => {
+                                copy_queued = true;
+                                missing.push(format!(
+                                    "save: not written ({e}) and could not be queued again: {q}"
+                                ));
+                            }
                         }
                     }
                     None => {
-                        tracing::warn!(key = %message.header_key(), error = %e, "save: the contact kept changing until the retry window ended");
-                        missing.push(format!("save: the contact update was refused: {e}"));
+                        tracing::warn!(key = %message.header_key(), error = %e, "save: still not written when the retry window ended");
+                        missing.push(format!(
+                            "save: not written within the call's retry window: {e}"
+                        ));
                     }
                 }
             }
@@ -522,6 +530,10 @@ fn deliver<S: HandlerStore>(
             }
         }
     }
+    if copy_queued && !sender.ledger.claim(&message.save_key(), now)? {
+        tracing::info!(key = %message.header_key(), "webhook answer already journaled by another copy");
+        return Ok(());
+    }
     let reason = (!missing.is_empty()).then(|| missing.join("; "));
     journal(
         rt,
@@ -529,6 +541,18 @@ fn deliver<S: HandlerStore>(
         record(message, RecordKind::Delivered, now, reason),
     );
     Ok(())
+}
+
+/// Whether a save's failure may pass (a store that failed or lost to concurrent writers),
+/// rather than a value the contact refuses.
+fn save_fails_for_now(e: &crate::handlers::HandlerError) -> bool {
+    use crate::handlers::HandlerError;
+    matches!(
+        e,
+        HandlerError::Store(_)
+            | HandlerError::Dispatch(_)
+            | HandlerError::Runtime(relance_runtime::runtime::RuntimeError::Store(_))
+    )
 }
 
 /// Queues `copy` again, due at `at`: delayed up to SQS's 15 minutes, the rest waited out by a

@@ -210,7 +210,7 @@ pub(crate) fn again_on_conflict<T>(
 }
 
 /// Whether `e` is a conditional write refused by a concurrent writer.
-pub(crate) fn is_conflict(e: &HandlerError) -> bool {
+fn is_conflict(e: &HandlerError) -> bool {
     let store = match e {
         HandlerError::Runtime(RuntimeError::Store(inner)) | HandlerError::Store(inner) => inner,
         _ => return false,

@@ -270,6 +270,11 @@ impl Ledger {
         }))
     }
 
+    /// Whether `key` is claimed (one strongly consistent read).
+    pub fn is_claimed(&self, key: &str) -> Result<bool, DynamoError> {
+        Ok(self.read_item(&keys::sent(key), key)?.is_some())
+    }
+
     /// Releases a claim, so a retry of the same key can send.
     pub fn release(&self, key: &str) -> Result<(), DynamoError> {
         self.bridge
