@@ -458,9 +458,11 @@ fn handle<S: HandlerStore>(
 /// fails for now (a concurrent writer of the contact that keeps winning after the update ran
 /// again from fresh reads, or a store failure) goes back on the queue as a copy carrying the
 /// fields, with the call's backoff, until the call's retry window ends (then it is reported).
-/// A copy holds no claim while it writes (the write is the same however often it is made): it
-/// claims [`CallMessage::save_key`] only to journal, so `delivered` is journaled once, and a
-/// copy the queue delivers again after that finds the claim and applies nothing.
+/// A copy holds no claim while it writes (nothing to release if it stops): it claims
+/// [`CallMessage::save_key`] once written, to journal, so `delivered` is journaled once, and a
+/// copy the queue delivers after that finds the claim and applies nothing. A copy stopped
+/// between its write and its claim (or two deliveries of one copy at once) writes the fields
+/// again when it comes back, over what was written in between.
 fn deliver<S: HandlerStore>(
     rt: &mut Runtime<S>,
     sender: &WebhookSender,
@@ -530,9 +532,20 @@ fn deliver<S: HandlerStore>(
             }
         }
     }
-    if copy_queued && !sender.ledger.claim(&message.save_key(), now)? {
-        tracing::info!(key = %message.header_key(), "webhook answer already journaled by another copy");
-        return Ok(());
+    if copy_queued {
+        match sender.ledger.claim(&message.save_key(), now) {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(key = %message.header_key(), "webhook answer already journaled by another copy");
+                return Ok(());
+            }
+            // The call's own delivery would not come back (its call is claimed): journaled
+            // anyway, a record twice being better than none.
+            Err(e) if !is_copy => {
+                tracing::warn!(key = %message.header_key(), error = %e, "the journal's claim failed; journaled anyway");
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     let reason = (!missing.is_empty()).then(|| missing.join("; "));
     journal(
