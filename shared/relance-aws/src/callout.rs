@@ -176,6 +176,19 @@ impl CallMessage {
         format!("{}#save", self.ledger_key())
     }
 
+    /// The next attempt's copy (carrying the first attempt's instant and the attempts made) and
+    /// its instant, the call's backoff from its first attempt; `None` once the retry window has
+    /// ended.
+    fn next_copy(&self, now: DateTime<Utc>) -> Option<(CallMessage, DateTime<Utc>)> {
+        let first = self.first_at.unwrap_or(now);
+        let attempts = self.attempts.saturating_add(1);
+        let at = rules::next_attempt(first, attempts, now)?;
+        let mut copy = self.clone();
+        copy.first_at = Some(first);
+        copy.attempts = attempts;
+        Some((copy, at))
+    }
+
     /// The event an invoke sends: `{contact, step, scenario, enrollment, idempotency_key}`.
     pub fn invoke_event(&self) -> Option<Value> {
         let i = self.invoke.as_ref()?;
@@ -413,14 +426,10 @@ fn handle<S: HandlerStore>(
             );
         }
         Verdict::Retry(why) => {
-            let first = message.first_at.unwrap_or(now);
-            match rules::next_attempt(first, attempt, now) {
-                Some(at) => {
+            match message.next_copy(now) {
+                Some((copy, at)) => {
                     // Released first: the copy claims again when its time comes.
                     sender.ledger.release(&key)?;
-                    let mut copy = message.clone();
-                    copy.first_at = Some(first);
-                    copy.attempts = attempt;
                     tracing::info!(key = %message.header_key(), reason = %why, next = %at, "webhook retried");
                     requeue(sender, copy, at, now)?;
                 }
@@ -477,75 +486,44 @@ fn deliver<S: HandlerStore>(
         fields,
         mut missing,
     } = answered;
-    if !fields.is_empty() {
-        let mut contact = Map::new();
-        contact.insert("id".into(), Value::from(message.contact.clone()));
-        contact.extend(fields.clone());
-        let detail = ContactDetail {
-            action: None,
-            contact,
-            at: None,
-        };
-        let saved =
-            crate::handlers::again_on_conflict(|| Ok(rt.upsert_contact(detail.clone(), now)?));
-        match saved {
-            Ok(_) => {}
-            Err(e) if save_fails_for_now(&e) => {
-                let attempt = message.attempts.saturating_add(1);
-                let first = message.first_at.unwrap_or(now);
-                match rules::next_attempt(first, attempt, now) {
-                    Some(at) => {
-                        let mut copy = message.clone();
-                        copy.first_at = Some(first);
-                        copy.attempts = attempt;
-                        copy.answered = Some(Answered {
-                            fields: fields.clone(),
-                            missing: missing.clone(),
-                        });
-                        tracing::warn!(key = %message.header_key(), error = %e, next = %at, "save: not written for now; saved again later");
-                        match requeue(sender, copy, at, now) {
-                            Ok(()) => return Ok(()),
-                            // A copy is delivered again by the queue: it holds no claim.
-                            Err(q) if is_copy => return Err(q),
-                            // The call's own delivery holds the call's claim: redelivered, it
-                            // would not call, nor know the answer. Reported (the copy may
-                            // still have been queued: the journal is claimed first).
-                            Err(q) => {
-                                copy_queued = true;
-                                missing.push(format!(
-                                    "save: not written ({e}) and could not be queued again: {q}"
-                                ));
-                            }
-                        }
-                    }
-                    None => {
-                        tracing::warn!(key = %message.header_key(), error = %e, "save: still not written when the retry window ended");
+    match save(rt, message, &fields, now) {
+        Ok(()) => {}
+        Err(e) if !save_fails_for_now(&e) => {
+            tracing::warn!(key = %message.header_key(), error = %e, "save: the contact update was refused");
+            missing.push(format!("save: the contact update was refused: {e}"));
+        }
+        Err(e) => match message.next_copy(now) {
+            None => {
+                tracing::warn!(key = %message.header_key(), error = %e, "save: still not written when the retry window ended");
+                missing.push(format!(
+                    "save: not written within the call's retry window: {e}"
+                ));
+            }
+            Some((mut copy, at)) => {
+                copy.answered = Some(Answered {
+                    fields,
+                    missing: missing.clone(),
+                });
+                tracing::warn!(key = %message.header_key(), error = %e, next = %at, "save: not written for now; saved again later");
+                match requeue(sender, copy, at, now) {
+                    Ok(()) => return Ok(()),
+                    // A copy is delivered again by the queue: it holds no claim.
+                    Err(q) if is_copy => return Err(q),
+                    // The call's own delivery holds the call's claim: redelivered, it would
+                    // not call, nor know the answer. Reported (the copy may still have been
+                    // queued: the journal is claimed first).
+                    Err(q) => {
+                        copy_queued = true;
                         missing.push(format!(
-                            "save: not written within the call's retry window: {e}"
+                            "save: not written ({e}) and could not be queued again: {q}"
                         ));
                     }
                 }
             }
-            Err(e) => {
-                tracing::warn!(key = %message.header_key(), error = %e, "save: the contact update was refused");
-                missing.push(format!("save: the contact update was refused: {e}"));
-            }
-        }
+        },
     }
-    if copy_queued {
-        match sender.ledger.claim(&message.save_key(), now) {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::info!(key = %message.header_key(), "webhook answer already journaled by another copy");
-                return Ok(());
-            }
-            // The call's own delivery would not come back (its call is claimed): journaled
-            // anyway, a record twice being better than none.
-            Err(e) if !is_copy => {
-                tracing::warn!(key = %message.header_key(), error = %e, "the journal's claim failed; journaled anyway");
-            }
-            Err(e) => return Err(e.into()),
-        }
+    if copy_queued && !claim_journal(sender, message, is_copy, now)? {
+        return Ok(());
     }
     let reason = (!missing.is_empty()).then(|| missing.join("; "));
     journal(
@@ -554,6 +532,51 @@ fn deliver<S: HandlerStore>(
         record(message, RecordKind::Delivered, now, reason),
     );
     Ok(())
+}
+
+/// Writes `fields` of an answer into the message's contact, as a contact update run again from
+/// fresh reads while a concurrent writer wins (nothing to write: done).
+fn save<S: HandlerStore>(
+    rt: &mut Runtime<S>,
+    message: &CallMessage,
+    fields: &Map<String, Value>,
+    now: DateTime<Utc>,
+) -> Result<(), crate::handlers::HandlerError> {
+    if fields.is_empty() {
+        return Ok(());
+    }
+    let mut contact = Map::new();
+    contact.insert("id".into(), Value::from(message.contact.clone()));
+    contact.extend(fields.clone());
+    let detail = ContactDetail {
+        action: None,
+        contact,
+        at: None,
+    };
+    crate::handlers::again_on_conflict(|| Ok(rt.upsert_contact(detail.clone(), now)?)).map(drop)
+}
+
+/// Claims the journal of an answer's `save` ([`CallMessage::save_key`]): false when another
+/// copy has it. The call's own delivery journals even when the claim fails (it would not come
+/// back: its call is claimed), a record twice being better than none.
+fn claim_journal(
+    sender: &WebhookSender,
+    message: &CallMessage,
+    is_copy: bool,
+    now: DateTime<Utc>,
+) -> Result<bool, Unsettled> {
+    match sender.ledger.claim(&message.save_key(), now) {
+        Ok(true) => Ok(true),
+        Ok(false) => {
+            tracing::info!(key = %message.header_key(), "webhook answer already journaled by another copy");
+            Ok(false)
+        }
+        Err(e) if !is_copy => {
+            tracing::warn!(key = %message.header_key(), error = %e, "the journal's claim failed; journaled anyway");
+            Ok(true)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Whether a save's failure may pass (a store that failed or lost to concurrent writers),
