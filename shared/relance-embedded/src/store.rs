@@ -294,6 +294,14 @@ fn read_journal_row(text: &str, out: &mut Vec<Record>) -> Result<(), StoreError>
     Ok(())
 }
 
+/// A consent entry's stored state.
+fn consent_state_of(text: String) -> Result<relance_core::consent::ConsentState, StoreError> {
+    relance_core::consent::ConsentState::parse(&text).ok_or(StoreError::Corrupt {
+        what: "consent state",
+        why: text,
+    })
+}
+
 fn to_json<T: serde::Serialize>(v: &T) -> String {
     // Serializing our own plain types cannot fail; an empty object keeps the row readable if it ever did.
     serde_json::to_string(v).unwrap_or_else(|_| "{}".to_string())
@@ -1588,7 +1596,7 @@ impl relance_core::ports::ConsentStore for SqliteStore {
         &mut self,
         contact: &str,
     ) -> Result<Vec<relance_core::consent::ConsentEvent>, StoreError> {
-        use relance_core::consent::{ConsentEvent, ConsentState};
+        use relance_core::consent::ConsentEvent;
         let mut stmt = self.conn.prepare_cached(
             "SELECT subject, state, source, actor, at, reason, kept FROM consent WHERE contact_id = ?1 ORDER BY at, seq",
         )?;
@@ -1606,10 +1614,7 @@ impl relance_core::ports::ConsentStore for SqliteStore {
         let mut trail = Vec::new();
         for row in rows {
             let (subject, state, source, actor, at, reason, kept) = row?;
-            let state = ConsentState::parse(&state).ok_or(StoreError::Corrupt {
-                what: "consent state",
-                why: state.clone(),
-            })?;
+            let state = consent_state_of(state)?;
             let at = parse_ts(at)?;
             trail.push(ConsentEvent {
                 contact: contact.to_string(),
@@ -1628,7 +1633,6 @@ impl relance_core::ports::ConsentStore for SqliteStore {
     /// The entries that applied only (`consent_applied`, a partial index): the kept ones,
     /// which grow by one each time an import re-sends what an opt-out keeps out, are not read.
     fn consent_state(&mut self, contact: &str) -> Result<Derived, StoreError> {
-        use relance_core::consent::ConsentState;
         let mut stmt = self.conn.prepare_cached(
             "SELECT subject, state FROM consent INDEXED BY consent_applied WHERE contact_id = ?1 AND kept = 0 ORDER BY at, seq",
         )?;
@@ -1636,12 +1640,7 @@ impl relance_core::ports::ConsentStore for SqliteStore {
         let mut derived = Derived::default();
         while let Some(row) = rows.next()? {
             let subject: String = row.get(0)?;
-            let state: String = row.get(1)?;
-            let state = ConsentState::parse(&state).ok_or(StoreError::Corrupt {
-                what: "consent state",
-                why: state.clone(),
-            })?;
-            derived.apply(&subject, state);
+            derived.apply(&subject, consent_state_of(row.get(1)?)?);
         }
         Ok(derived)
     }
