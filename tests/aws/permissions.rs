@@ -666,13 +666,21 @@ fn hostile_webhook_sender_calls_only_what_its_role_allows() {
     let c = clients();
     let (base, _stub) = crate::webhook::receiver();
     let prefix = format!("pw{}-", std::process::id());
-    let mut config = AwsConfig::with_prefix(&prefix, 1);
-    c.runtime
-        .block_on(DynamoStore::create_tables(&c.dynamo, &config))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let queue = create_queue(&format!("{prefix}webhook"));
-    config.queues.webhook = Some(queue.clone());
-    config.queues.webhook_dlq = Some(create_queue(&format!("{prefix}webhook-dlq")));
+    let crate::webhook::HookDeployment {
+        config,
+        queue,
+        bridge,
+        queues,
+        mut rt,
+        ..
+    } = crate::webhook::hook_deployment(
+        &c.runtime,
+        &c.dynamo,
+        &c.sqs,
+        &prefix,
+        &format!("{base}/hook/flaky"),
+        &["c1"],
+    );
     let d = Deployment {
         config: config.clone(),
         step_queue: String::new(),
@@ -680,37 +688,6 @@ fn hostile_webhook_sender_calls_only_what_its_role_allows() {
         bus: String::new(),
         unsubscribe_secret_arn: String::new(),
     };
-    let bridge = Bridge::new(c.runtime.handle().clone());
-    let queues = SqsQueues::new(c.sqs.clone(), bridge.clone());
-    let store = DynamoStore::new(c.dynamo.clone(), config.clone(), bridge.clone())
-        .with_dispatch(AwsDispatch::new(queues.clone(), config.queues.clone()));
-    let mut rt = Runtime::new(store);
-    let now = chrono::Utc::now();
-    rt.put_scenario(
-        &crate::webhook::scenario(&format!("{base}/hook/flaky")),
-        SourceFormat::Yaml,
-        now,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    rt.set_status("hook", Status::Active, now)
-        .unwrap_or_else(|e| panic!("{e}"));
-    rt.upsert_contact(
-        relance_core::wire::ContactDetail {
-            action: None,
-            contact: serde_json::Map::from_iter([("id".to_string(), json!("c1"))]),
-            at: None,
-        },
-        now,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    rt.launch(
-        relance_core::wire::LaunchDetail {
-            scenario: "hook".into(),
-            contacts: Some(vec!["c1".into()]),
-        },
-        now,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
     let first = take(&queue);
     assert_eq!(first.records.len(), 1);
     c.meter.reset();

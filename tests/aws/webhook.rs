@@ -120,6 +120,74 @@ pub(crate) fn local_sender(
     )
 }
 
+/// A `hook` scenario (a webhook step calling `url`) active on fresh tables and a webhook queue
+/// with its dead-letter queue, named by `prefix`; contacts `ids` stored and the scenario launched
+/// for the first: its call waits on the queue.
+pub(crate) struct HookDeployment {
+    pub(crate) config: AwsConfig,
+    pub(crate) queue: String,
+    pub(crate) dlq: String,
+    pub(crate) bridge: Bridge,
+    pub(crate) queues: SqsQueues,
+    pub(crate) rt: Runtime<DynamoStore>,
+}
+
+/// See [`HookDeployment`]; on these clients (the emulator's, or metered ones).
+pub(crate) fn hook_deployment(
+    runtime: &tokio::runtime::Runtime,
+    dynamo: &aws_sdk_dynamodb::Client,
+    sqs: &aws_sdk_sqs::Client,
+    prefix: &str,
+    url: &str,
+    ids: &[&str],
+) -> HookDeployment {
+    let mut config = AwsConfig::with_prefix(prefix, 1);
+    runtime
+        .block_on(DynamoStore::create_tables(dynamo, &config))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let queue = create_queue(&format!("{prefix}webhook"));
+    let dlq = create_queue(&format!("{prefix}webhook-dlq"));
+    config.queues.webhook = Some(queue.clone());
+    config.queues.webhook_dlq = Some(dlq.clone());
+    let bridge = Bridge::new(runtime.handle().clone());
+    let queues = SqsQueues::new(sqs.clone(), bridge.clone());
+    let store = DynamoStore::new(dynamo.clone(), config.clone(), bridge.clone())
+        .with_dispatch(AwsDispatch::new(queues.clone(), config.queues.clone()));
+    let mut rt = Runtime::new(store);
+    let now = Utc::now();
+    rt.put_scenario(&scenario(url), SourceFormat::Yaml, now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.set_status("hook", Status::Active, now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    for id in ids {
+        rt.upsert_contact(
+            ContactDetail {
+                action: None,
+                contact: serde_json::Map::from_iter([("id".to_string(), json!(id))]),
+                at: None,
+            },
+            now,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    rt.launch(
+        LaunchDetail {
+            scenario: "hook".into(),
+            contacts: Some(ids.iter().take(1).map(|id| id.to_string()).collect()),
+        },
+        now,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    HookDeployment {
+        config,
+        queue,
+        dlq,
+        bridge,
+        queues,
+        rt,
+    }
+}
+
 #[test]
 fn webhooks_go_through_their_queue_signed_retried_once_per_key_and_dead_lettered() {
     if crate::support::offline() {
@@ -128,45 +196,21 @@ fn webhooks_go_through_their_queue_signed_retried_once_per_key_and_dead_lettered
     let emu = emulator();
     let (base, stub) = receiver();
     let prefix = format!("wh{}-", std::process::id());
-    let mut config = AwsConfig::with_prefix(&prefix, 1);
-    emu.runtime
-        .block_on(DynamoStore::create_tables(&emu.dynamo, &config))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let queue = create_queue(&format!("{prefix}webhook"));
-    let dlq = create_queue(&format!("{prefix}webhook-dlq"));
-    config.queues.webhook = Some(queue.clone());
-    config.queues.webhook_dlq = Some(dlq.clone());
-    let bridge = Bridge::new(emu.runtime.handle().clone());
-    let queues = SqsQueues::new(emu.sqs.clone(), bridge.clone());
-    let store = DynamoStore::new(emu.dynamo.clone(), config.clone(), bridge.clone())
-        .with_dispatch(AwsDispatch::new(queues.clone(), config.queues.clone()));
-    let mut rt = Runtime::new(store);
-    let now = Utc::now();
-    rt.put_scenario(
-        &scenario(&format!("{base}/hook/flaky")),
-        SourceFormat::Yaml,
-        now,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    rt.set_status("hook", Status::Active, now)
-        .unwrap_or_else(|e| panic!("{e}"));
-    rt.upsert_contact(
-        ContactDetail {
-            action: None,
-            contact: serde_json::Map::from_iter([("id".to_string(), json!("c1"))]),
-            at: None,
-        },
-        now,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    rt.launch(
-        LaunchDetail {
-            scenario: "hook".into(),
-            contacts: Some(vec!["c1".into()]),
-        },
-        now,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let HookDeployment {
+        config,
+        queue,
+        dlq,
+        bridge,
+        queues,
+        mut rt,
+    } = hook_deployment(
+        &emu.runtime,
+        &emu.dynamo,
+        &emu.sqs,
+        &prefix,
+        &format!("{base}/hook/flaky"),
+        &["c1"],
+    );
 
     // The transition put the call on the webhook queue, the body rendered.
     let first = receive(&queue);
@@ -565,45 +609,21 @@ fn hostile_a_save_that_keeps_losing_is_saved_later_not_dropped() {
     let emu = emulator();
     let (base, stub) = receiver();
     let prefix = format!("whs{}-", std::process::id());
-    let mut config = AwsConfig::with_prefix(&prefix, 1);
-    emu.runtime
-        .block_on(DynamoStore::create_tables(&emu.dynamo, &config))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let queue = create_queue(&format!("{prefix}webhook"));
-    config.queues.webhook = Some(queue.clone());
-    let bridge = Bridge::new(emu.runtime.handle().clone());
-    let queues = SqsQueues::new(emu.sqs.clone(), bridge.clone());
-    let store = DynamoStore::new(emu.dynamo.clone(), config.clone(), bridge.clone())
-        .with_dispatch(AwsDispatch::new(queues.clone(), config.queues.clone()));
-    let mut rt = Runtime::new(store);
-    let now = Utc::now();
-    rt.put_scenario(
-        &scenario(&format!("{base}/hook/ok")),
-        SourceFormat::Yaml,
-        now,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    rt.set_status("hook", Status::Active, now)
-        .unwrap_or_else(|e| panic!("{e}"));
-    for id in ["c1", "c2"] {
-        rt.upsert_contact(
-            ContactDetail {
-                action: None,
-                contact: serde_json::Map::from_iter([("id".to_string(), json!(id))]),
-                at: None,
-            },
-            now,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-    }
-    rt.launch(
-        LaunchDetail {
-            scenario: "hook".into(),
-            contacts: Some(vec!["c1".into()]),
-        },
-        now,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let HookDeployment {
+        config,
+        queue,
+        bridge,
+        queues,
+        mut rt,
+        ..
+    } = hook_deployment(
+        &emu.runtime,
+        &emu.dynamo,
+        &emu.sqs,
+        &prefix,
+        &format!("{base}/hook/ok"),
+        &["c1", "c2"],
+    );
     let first = receive(&queue);
     assert_eq!(first.records.len(), 1, "{first:?}");
     let sender = local_sender(&emu.dynamo, &queues, &config, &bridge);
