@@ -327,19 +327,18 @@ impl Assumed {
     }
 }
 
-/// A step computed ahead for the timer about to fire, with what it assumed.
-pub(super) struct AheadStep {
+/// An item computed ahead at `now` for the unit about to run, with what it assumed.
+pub(super) struct Computed<T> {
     now: DateTime<Utc>,
-    step: Option<TimerStep>,
+    item: T,
     assumed: Assumed,
 }
 
-/// An entry computed ahead for the contact a launch enters next, with what it assumed.
-pub(super) struct AheadEntry {
-    now: DateTime<Utc>,
-    entry: Option<Entry>,
-    assumed: Assumed,
-}
+/// A step computed ahead for the timer about to fire (`None`: its enrollment is gone).
+pub(super) type AheadStep = Computed<Option<TimerStep>>;
+
+/// An entry computed ahead for the contact a launch enters next (`None`: no such contact).
+pub(super) type AheadEntry = Computed<Option<Entry>>;
 
 impl Ahead {
     /// The rest of the batch is computed by the runner.
@@ -390,9 +389,9 @@ impl Ahead {
                     self.on = false;
                     return None;
                 }
-                Some(AheadStep {
+                Some(Computed {
                     now,
-                    step,
+                    item: step,
                     assumed: self.assumed,
                 })
             }
@@ -411,9 +410,9 @@ impl Ahead {
                 contact,
                 now,
                 entry,
-            } if contact == id => Some(AheadEntry {
+            } if contact == id => Some(Computed {
                 now,
-                entry,
+                item: entry,
                 assumed: self.assumed,
             }),
             _ => {
@@ -424,27 +423,15 @@ impl Ahead {
     }
 }
 
-impl AheadStep {
-    /// The step, if it still holds inside the unit ([`Assumed::holds`]). `None`: the unit
+impl<T> Computed<T> {
+    /// The item, if it still holds inside the unit ([`Assumed::holds`]). `None`: the unit
     /// computes it.
-    pub(super) fn still_holds<S>(self, unit: &mut Unit<'_, S>) -> Option<Option<TimerStep>>
+    pub(super) fn still_holds<S>(self, unit: &mut Unit<'_, S>) -> Option<T>
     where
         S: Store,
         S::Fault: std::error::Error + Send + Sync + 'static,
     {
-        self.assumed.holds(unit, self.now).then_some(self.step)
-    }
-}
-
-impl AheadEntry {
-    /// The entry (`None`: no such contact), if it still holds inside the unit
-    /// ([`Assumed::holds`]). `None`: the unit computes it.
-    pub(super) fn still_holds<S>(self, unit: &mut Unit<'_, S>) -> Option<Option<Entry>>
-    where
-        S: Store,
-        S::Fault: std::error::Error + Send + Sync + 'static,
-    {
-        self.assumed.holds(unit, self.now).then_some(self.entry)
+        self.assumed.holds(unit, self.now).then_some(self.item)
     }
 }
 
