@@ -37,6 +37,12 @@ mod files;
 mod links;
 mod templates;
 
+/// The allocator: mimalloc, for less time in `malloc` and `free` (a sixth of the runner's
+/// samples under glibc's, more where one thread frees what another allocated); measured in
+/// BENCHMARKS.md, round ten.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -29,6 +29,10 @@
 //! the checkpoint thread), `--outbox-inline` to write the outbox file on the runner's thread
 //! (as before the outbox thread).
 
+/// The `relance` binary's allocator (cli/src/main.rs), so the bench measures what it runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::HashSet;
 use std::error::Error;
 use std::fs;
@@ -680,7 +684,7 @@ fn run() -> Res<bool> {
             "outbox_file_mib": round(file_mib(&outbox_path), 1),
         },
         "correctness": correctness,
-        "versions": {"relance": env!("CARGO_PKG_VERSION"), "sqlite": rusqlite::version()},
+        "versions": {"relance": env!("CARGO_PKG_VERSION"), "sqlite": rusqlite::version(), "allocator": "mimalloc"},
         "loadavg_before": loadavg_before,
     });
     drop(rt);

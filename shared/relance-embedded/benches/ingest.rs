@@ -7,6 +7,10 @@
 //! Prints events/s, the latency percentiles and the CPU the process used.
 //! Run: `cargo bench -p relance-embedded --bench ingest -- [--clients 64] [--seconds 10]`.
 
+/// The `relance` binary's allocator (cli/src/main.rs), so the bench measures what it runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
