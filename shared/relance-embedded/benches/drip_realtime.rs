@@ -27,7 +27,9 @@
 //! returns (`synchronous = FULL`, as the runner did before the syncer thread),
 //! `--checkpoint-inline` to leave checkpoints to SQLite on the runner's thread (as before
 //! the checkpoint thread), `--outbox-inline` to write the outbox file on the runner's thread
-//! (as before the outbox thread).
+//! (as before the outbox thread), `--steps-inline` to compute every step on the runner (as
+//! before the reader thread), `--reader-waited` to have the runner wait for each item the
+//! reader computes (as before it computed the ones not yet handed over).
 
 /// The `relance` binary's allocator (cli/src/main.rs), so the bench measures what it runs.
 #[global_allocator]
@@ -106,6 +108,7 @@ struct Args {
     checkpoint_inline: bool,
     outbox_inline: bool,
     steps_inline: bool,
+    reader_waited: bool,
 }
 
 fn args() -> Res<Args> {
@@ -121,6 +124,7 @@ fn args() -> Res<Args> {
         checkpoint_inline: false,
         outbox_inline: false,
         steps_inline: false,
+        reader_waited: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -136,6 +140,7 @@ fn args() -> Res<Args> {
             "--checkpoint-inline" => a.checkpoint_inline = true,
             "--outbox-inline" => a.outbox_inline = true,
             "--steps-inline" => a.steps_inline = true,
+            "--reader-waited" => a.reader_waited = true,
             "--group-units" => a.group_units = value("--group-units")?.parse()?,
             // `cargo bench` passes --bench to every bench binary.
             "--bench" => {}
@@ -387,7 +392,10 @@ fn run() -> Res<bool> {
     let mut rt = Runtime::new(store);
     // As the runner, due timers' steps read and computed on a thread of their own
     // (`--steps-inline`: each by its unit on the runner's thread, as before that thread).
-    if !a.steps_inline {
+    if a.reader_waited {
+        let reader = SqliteStore::open_reader(&db)?;
+        rt.read_steps_ahead(relance_embedded::runtime::StepReader::start(reader)?.waited_for());
+    } else if !a.steps_inline {
         relance_embedded::server::read_steps_ahead(&mut rt);
     }
     // As the runner: commits synced by the syncer thread (or, `--fsync-inline`, by SQLite

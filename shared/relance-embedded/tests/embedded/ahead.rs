@@ -44,13 +44,33 @@ fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
     r.unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// A runtime on a database file in `dir`, with `reader` (a reading connection to the same
-/// file, given to the test first) computing the steps of due timers ahead when asked.
-fn runtime_in(dir: &TempDir, read_ahead: bool) -> Runtime<SqliteStore> {
+/// Whether and how a runtime reads ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    /// No reader: the runner computes every item.
+    None,
+    /// A reader the runner waits for: every item of a batch is the reader's.
+    WaitedFor,
+    /// A reader that stalls for a second on its first contact read, which the runner does
+    /// not wait for (as the server runs it).
+    Stalled,
+}
+
+/// A runtime on a database file in `dir`, with a reader (a reading connection to the same
+/// file) computing due timers' steps and launches' entries ahead when asked.
+fn runtime_in(dir: &TempDir, reader: Reader) -> Runtime<SqliteStore> {
     let db = dir.join("relance.db");
     let mut rt = Runtime::new(ok(SqliteStore::open(&db)));
-    if read_ahead {
-        rt.read_steps_ahead(ok(StepReader::start(ok(SqliteStore::open_reader(&db)))));
+    match reader {
+        Reader::None => {}
+        Reader::WaitedFor => rt.read_steps_ahead(
+            ok(StepReader::start(ok(SqliteStore::open_reader(&db)))).waited_for(),
+        ),
+        Reader::Stalled => {
+            let mut store = ok(SqliteStore::open_reader(&db));
+            store.after_next_contact_read(|| std::thread::sleep(std::time::Duration::from_secs(1)));
+            rt.read_steps_ahead(ok(StepReader::start(store)));
+        }
     }
     rt
 }
@@ -84,7 +104,7 @@ fn activate(rt: &mut Runtime<SqliteStore>, yaml: &str, now: DateTime<Utc>) -> St
 /// of the test's `name`).
 fn drip_for_six(name: &str) -> (TempDir, Runtime<SqliteStore>) {
     let dir = TempDir::fresh("ahead", name);
-    let mut rt = runtime_in(&dir, true);
+    let mut rt = runtime_in(&dir, Reader::WaitedFor);
     contacts(&mut rt, 6, t0());
     activate(&mut rt, DRIP, t0());
     (dir, rt)
@@ -149,9 +169,9 @@ fn journal(rt: &mut Runtime<SqliteStore>, scenario: &str) -> Vec<Record> {
 }
 
 /// The drip for 40 contacts, the evens opening the first email: what `fire_due` wrote.
-fn drip_run(read_ahead: bool) -> (Vec<(String, String, String)>, Vec<Record>, StepsAhead) {
-    let dir = TempDir::fresh("ahead", if read_ahead { "drip-ahead" } else { "drip" });
-    let mut rt = runtime_in(&dir, read_ahead);
+fn drip_run(reader: Reader) -> (Vec<(String, String, String)>, Vec<Record>, StepsAhead) {
+    let dir = TempDir::fresh("ahead", &format!("drip-{reader:?}"));
+    let mut rt = runtime_in(&dir, reader);
     contacts(&mut rt, 40, t0());
     launch(&mut rt, DRIP, t0());
     for i in (0..40).step_by(2) {
@@ -177,8 +197,8 @@ fn drip_run(read_ahead: bool) -> (Vec<(String, String, String)>, Vec<Record>, St
 
 #[test]
 fn timers_fired_from_steps_read_ahead_write_what_the_runner_alone_writes() {
-    let (sent, records, ahead) = drip_run(true);
-    let (sent_alone, records_alone, alone) = drip_run(false);
+    let (sent, records, ahead) = drip_run(Reader::WaitedFor);
+    let (sent_alone, records_alone, alone) = drip_run(Reader::None);
     assert_eq!(sent.len(), 80, "email-1, then the SMS or email-2, to each");
     assert_eq!(sent, sent_alone);
     assert_eq!(records, records_alone);
@@ -193,6 +213,7 @@ fn timers_fired_from_steps_read_ahead_write_what_the_runner_alone_writes() {
         (80, 80),
         "40 entries and 40 checks: {ahead:?}"
     );
+    assert_eq!(ahead.computed_by_runner, 0, "the runner waited: {ahead:?}");
     assert_eq!(
         alone,
         StepsAhead::default(),
@@ -201,9 +222,24 @@ fn timers_fired_from_steps_read_ahead_write_what_the_runner_alone_writes() {
 }
 
 #[test]
+fn items_the_reader_has_not_handed_over_are_computed_by_the_runner_alike() {
+    // The reader stalls on the launch's first contact: the runner, which does not wait for
+    // it, enters those contacts itself (the reader then skips them), and writes what it
+    // writes alone.
+    let (sent, records, ahead) = drip_run(Reader::Stalled);
+    let (sent_alone, records_alone, _) = drip_run(Reader::None);
+    assert_eq!(sent.len(), 80);
+    assert_eq!(sent, sent_alone);
+    assert_eq!(records, records_alone);
+    assert!(ahead.computed_by_runner > 0, "{ahead:?}");
+    assert_eq!(ahead.waited_micros, 0, "the runner never waited: {ahead:?}");
+    assert!(ahead.used <= ahead.offered, "{ahead:?}");
+}
+
+#[test]
 fn a_timer_after_another_of_its_contact_in_the_batch_reads_what_that_one_wrote() {
     let dir = TempDir::fresh("ahead", "same-contact");
-    let mut rt = runtime_in(&dir, true);
+    let mut rt = runtime_in(&dir, Reader::WaitedFor);
     contacts(&mut rt, 6, t0());
     launch(&mut rt, MARK, t0());
     launch(&mut rt, OFFER, t0());
@@ -267,7 +303,7 @@ fn a_step_read_before_another_connection_changed_its_contact_is_computed_again()
             [],
         ));
     });
-    rt.read_steps_ahead(ok(StepReader::start(reader)));
+    rt.read_steps_ahead(ok(StepReader::start(reader)).waited_for());
     let due = ok(rt.due_timers(t0() + TimeDelta::hours(3)));
     assert_eq!(due.first().map(|w| w.contact.as_str()), Some("c00"));
     // Unit by unit (no group holds the write lock between them, as for a runner between

@@ -17,10 +17,19 @@
 //! item of the batch has the same contact (computed again), another connection committed
 //! (SQLite's `data_version` moved: computed again), the runner's policy changed (computed
 //! again) or, for a launch, the scenario's active version is not the one read.
+//!
+//! Who computes an item. The runner does not wait for the reader: an item the reader has not
+//! handed over when the runner reaches it is computed by its unit, as without a reader, and
+//! the reader, told where the runner is, skips it (a batch's first items, while the reader's
+//! connection reads the pages the runner's last commit changed, and any stretch where the
+//! reader falls behind). So the two threads share a batch's computing instead of one waiting
+//! for the other. Tests that count the items read ahead make the runner wait
+//! ([`StepReader::waited_for`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::thread::JoinHandle;
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -56,8 +65,12 @@ pub struct StepsAhead {
     /// Of those, the items that still held and were written (the others were computed by
     /// their unit).
     pub used: u64,
-    /// How long the runner waited for the reader's steps, in microseconds.
+    /// How long the runner waited for the reader's steps, in microseconds (only a runner
+    /// told to wait for them waits, [`StepReader::waited_for`]).
     pub waited_micros: u64,
+    /// Items of the batches the runner computed itself because the reader had not handed them
+    /// over when it reached them.
+    pub computed_by_runner: u64,
 }
 
 /// What the reader is asked to compute.
@@ -89,14 +102,19 @@ enum Read {
     },
 }
 
+/// Items handed over, each with its place in the batch (`None`: it could not be computed).
+type Handover = Vec<(usize, Option<Read>)>;
+
 /// A batch handed to the reader, with the policy in force on the runner.
 struct Batch {
     work: Work,
     now: DateTime<Utc>,
     policy: Option<String>,
-    /// Where the items go, in the batch's order, a few at a time (`None`: it could not be
-    /// computed).
-    steps: SyncSender<Vec<Option<Read>>>,
+    /// Where the items go, in the batch's order, a few at a time.
+    steps: SyncSender<Handover>,
+    /// The place of the first item the runner has not computed itself: the reader skips the
+    /// items before it.
+    runner_at: Arc<AtomicUsize>,
 }
 
 /// The thread that computes due timers' steps and launches' entries ahead of the runner, on a
@@ -105,12 +123,15 @@ struct Batch {
 pub struct StepReader {
     batches: Option<mpsc::Sender<Batch>>,
     thread: Option<JoinHandle<()>>,
+    /// Whether the runner waits for each item (see [`StepReader::waited_for`]).
+    waited_for: bool,
 }
 
 impl std::fmt::Debug for StepReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StepReader")
             .field("running", &self.batches.is_some())
+            .field("waited_for", &self.waited_for)
             .finish()
     }
 }
@@ -130,7 +151,16 @@ impl StepReader {
         Ok(StepReader {
             batches: Some(batches),
             thread: Some(thread),
+            waited_for: false,
         })
+    }
+
+    /// The runner waits for each item of a batch from the reader instead of computing the
+    /// ones the reader has not handed over yet: every item is the reader's, so a test can
+    /// count them (and a bench compare).
+    pub fn waited_for(mut self) -> StepReader {
+        self.waited_for = true;
+        self
     }
 
     /// Hands `work` over; its items come back in order on the receiver. `None` when the
@@ -140,8 +170,9 @@ impl StepReader {
         work: Work,
         now: DateTime<Utc>,
         policy: Option<String>,
-    ) -> Option<Receiver<Vec<Option<Read>>>> {
+    ) -> Option<(Receiver<Handover>, Arc<AtomicUsize>)> {
         let (steps, received) = mpsc::sync_channel(HANDOVERS_WAITING);
+        let runner_at = Arc::new(AtomicUsize::new(0));
         self.batches
             .as_ref()?
             .send(Batch {
@@ -149,9 +180,10 @@ impl StepReader {
                 now,
                 policy,
                 steps,
+                runner_at: runner_at.clone(),
             })
             .ok()?;
-        Some(received)
+        Some((received, runner_at))
     }
 }
 
@@ -188,8 +220,11 @@ where
         match batch.work {
             Work::Timers(wakes) => {
                 let mut wakes = wakes.into_iter();
-                let read = move |store: &mut R, engines: &mut Engines| {
+                let read = move |store: &mut R, engines: &mut Engines, wanted: bool| {
                     let wake = wakes.next()?;
+                    if !wanted {
+                        return Some(None);
+                    }
                     let now = unit_now(&wake, now);
                     Some(
                         timer_step(store, engines, &wake, now)
@@ -197,7 +232,7 @@ where
                             .map(|step| Read::Timer { wake, now, step }),
                     )
                 };
-                hand_over(store, engines, read, &batch.steps);
+                hand_over(store, engines, read, &batch.steps, &batch.runner_at);
             }
             Work::Entries {
                 scenario,
@@ -205,8 +240,11 @@ where
                 ids,
             } => {
                 let mut ids = ids.iter().cloned();
-                let read = move |store: &mut R, engines: &mut Engines| {
+                let read = move |store: &mut R, engines: &mut Engines, wanted: bool| {
                     let id = ids.next()?;
+                    if !wanted {
+                        return Some(None);
+                    }
                     let entry = match store.contact(&id) {
                         Ok(Some(contact)) => {
                             entry_of(store, engines, &scenario, version, &contact, now)
@@ -222,34 +260,47 @@ where
                         entry,
                     }))
                 };
-                hand_over(store, engines, read, &batch.steps);
+                hand_over(store, engines, read, &batch.steps, &batch.runner_at);
             }
         }
     }
 }
 
 /// Computes a batch's items with `read` until it has no more, handing them over a few at a
-/// time, each handful read against one view of the store.
+/// time, each handful read against one view of the store. An item before `runner_at` is the
+/// runner's: `read` only passes it (`wanted` false) and it is not handed over.
 fn hand_over<R: Store>(
     store: &mut R,
     engines: &mut Engines,
-    mut read: impl FnMut(&mut R, &mut Engines) -> Option<Option<Read>>,
-    steps: &SyncSender<Vec<Option<Read>>>,
+    mut read: impl FnMut(&mut R, &mut Engines, bool) -> Option<Option<Read>>,
+    steps: &SyncSender<Handover>,
+    runner_at: &AtomicUsize,
 ) {
-    // The first items go over one by one, then a few at a time: the runner waits for the
-    // first item of a batch, not for a handful.
+    // Up to a handful at a time while the runner is well behind; one by one while it is
+    // close (the first items of a batch, or a reader catching up), so it finds them at hand.
     let mut handover = 1;
+    let mut place = 0;
     let mut done = false;
     while !done {
         let Some(items) = store.read_together(|store| {
             let mut items = Vec::with_capacity(handover);
             while items.len() < handover {
-                match read(store, engines) {
-                    Some(item) => items.push(item),
+                let runner = runner_at.load(Ordering::Relaxed);
+                let wanted = place >= runner;
+                match read(store, engines, wanted) {
+                    Some(item) => {
+                        if wanted {
+                            items.push((place, item));
+                        }
+                        place += 1;
+                    }
                     None => {
                         done = true;
                         break;
                     }
+                }
+                if wanted && place < runner + STEPS_PER_HANDOVER {
+                    break;
                 }
             }
             items
@@ -267,9 +318,17 @@ fn hand_over<R: Store>(
 
 /// The runner's side of one batch read ahead.
 pub(super) struct Ahead {
-    steps: Receiver<Vec<Option<Read>>>,
-    /// Items received and not yet taken, in order.
-    received: std::collections::VecDeque<Option<Read>>,
+    steps: Receiver<Handover>,
+    /// Items received and not yet taken, in order, with their places.
+    received: std::collections::VecDeque<(usize, Option<Read>)>,
+    /// The place of the batch's next item.
+    place: usize,
+    /// Where the reader learns which items the runner computed itself.
+    runner_at: Arc<AtomicUsize>,
+    /// Whether the runner waits for each item ([`StepReader::waited_for`]).
+    waits: bool,
+    /// Items the runner computed itself because the reader had not handed them over.
+    computed_by_runner: u64,
     /// The contacts of the batch's items done so far: a later item of one of them is
     /// computed again (its unit may read what theirs wrote).
     fired: HashSet<String>,
@@ -347,28 +406,66 @@ impl Ahead {
     }
 
     /// The next item of the batch, which concerns `contact`, if nothing before it in the
-    /// batch concerned that contact. Every item of the batch passes here, in order.
+    /// batch concerned that contact. Every item of the batch passes here, in order. `None`
+    /// also when the reader has not handed it over yet (unless the runner waits for it): its
+    /// unit computes it, and the reader skips it.
     fn next(&mut self, contact: &str) -> Option<Read> {
+        let place = self.place;
+        self.place += 1;
         let first_of_contact = self.fired.insert(contact.to_string());
         if !self.on {
             return None;
         }
-        if self.received.is_empty() {
-            let waiting = std::time::Instant::now();
-            if let Ok(steps) = self.steps.recv() {
-                self.received.extend(steps);
+        self.runner_at.store(place, Ordering::Relaxed);
+        loop {
+            // Items before this one were computed here: the reader's copies go.
+            while self.received.front().is_some_and(|(at, _)| *at < place) {
+                self.received.pop_front();
             }
-            self.waited += waiting.elapsed();
+            match self.received.front() {
+                Some((at, _)) if *at == place => break,
+                // The reader skipped it (it came here after the runner had passed it).
+                Some(_) => return self.computed_here(place),
+                None => {}
+            }
+            let received = if self.waits {
+                let waiting = std::time::Instant::now();
+                let received = self.steps.recv().ok();
+                self.waited += waiting.elapsed();
+                received
+            } else {
+                match self.steps.try_recv() {
+                    Ok(items) => Some(items),
+                    Err(TryRecvError::Empty) => return self.computed_here(place),
+                    Err(TryRecvError::Disconnected) => None,
+                }
+            };
+            match received {
+                Some(items) => self.received.extend(items),
+                None => {
+                    // The reader ended the batch (a failed view of the store): the runner
+                    // computes the rest.
+                    self.on = false;
+                    return None;
+                }
+            }
         }
         match self.received.pop_front() {
-            Some(Some(read)) => first_of_contact.then_some(read),
+            Some((_, Some(read))) => first_of_contact.then_some(read),
             _ => {
-                // Not computed (an error the unit will meet and report), or none left: the
-                // runner cannot tell what that item's unit touches.
+                // Not computed (an error the unit will meet and report): the runner cannot
+                // tell what that item's unit touches.
                 self.on = false;
                 None
             }
         }
+    }
+
+    /// The item at `place` is computed by its unit: the reader is told to skip it.
+    fn computed_here(&mut self, place: usize) -> Option<Read> {
+        self.runner_at.store(place + 1, Ordering::Relaxed);
+        self.computed_by_runner += 1;
+        None
     }
 
     /// The step computed ahead for `wake`, the batch's next timer, if nothing before it in the
@@ -517,6 +614,7 @@ where
         if let Some(ahead) = ahead {
             self.steps_ahead.waited_micros +=
                 u64::try_from(ahead.waited.as_micros()).unwrap_or(u64::MAX);
+            self.steps_ahead.computed_by_runner += ahead.computed_by_runner;
         }
     }
 
@@ -534,14 +632,17 @@ where
     /// ([`Runtime::commit_for_reader`]): the reader sees only what is committed.
     fn hand_to_reader(&mut self, work: Work, len: usize, now: DateTime<Utc>) -> Option<Ahead> {
         let mark = self.store.outside_writes_mark().ok()??;
-        let steps =
-            self.steps_reader
-                .as_ref()?
-                .read(work, now, self.engines.policy_text.clone())?;
+        let reader = self.steps_reader.as_ref()?;
+        let waits = reader.waited_for;
+        let (steps, runner_at) = reader.read(work, now, self.engines.policy_text.clone())?;
         self.steps_ahead.batches += 1;
         Some(Ahead {
             steps,
             received: std::collections::VecDeque::with_capacity(STEPS_PER_HANDOVER),
+            place: 0,
+            runner_at,
+            waits,
+            computed_by_runner: 0,
             fired: HashSet::with_capacity(len),
             assumed: Assumed {
                 mark,
