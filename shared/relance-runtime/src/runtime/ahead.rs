@@ -299,7 +299,7 @@ fn hand_over<R: Store>(
                         break;
                     }
                 }
-                if wanted && place < runner + STEPS_PER_HANDOVER {
+                if wanted && place < runner.saturating_add(STEPS_PER_HANDOVER) {
                     break;
                 }
             }
@@ -403,6 +403,8 @@ impl Ahead {
     /// The rest of the batch is computed by the runner.
     pub(super) fn stop(&mut self) {
         self.on = false;
+        // The reader skips what is left of the batch rather than compute it for nobody.
+        self.runner_at.store(usize::MAX, Ordering::Relaxed);
     }
 
     /// The next item of the batch, which concerns `contact`, if nothing before it in the
@@ -445,7 +447,7 @@ impl Ahead {
                 None => {
                     // The reader ended the batch (a failed view of the store): the runner
                     // computes the rest.
-                    self.on = false;
+                    self.stop();
                     return None;
                 }
             }
@@ -455,7 +457,7 @@ impl Ahead {
             _ => {
                 // Not computed (an error the unit will meet and report): the runner cannot
                 // tell what that item's unit touches.
-                self.on = false;
+                self.stop();
                 None
             }
         }
@@ -483,7 +485,7 @@ impl Ahead {
                 {
                     // An enrollment whose contact is not its timer's: its unit writes a
                     // contact this batch does not track.
-                    self.on = false;
+                    self.stop();
                     return None;
                 }
                 Some(Computed {
@@ -493,7 +495,7 @@ impl Ahead {
                 })
             }
             _ => {
-                self.on = false;
+                self.stop();
                 None
             }
         }
@@ -513,7 +515,7 @@ impl Ahead {
                 assumed: self.assumed,
             }),
             _ => {
-                self.on = false;
+                self.stop();
                 None
             }
         }
