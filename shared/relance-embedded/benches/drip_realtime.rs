@@ -29,7 +29,8 @@
 //! the checkpoint thread), `--outbox-inline` to write the outbox file on the runner's thread
 //! (as before the outbox thread), `--steps-inline` to compute every step on the runner (as
 //! before the reader thread), `--reader-waited` to have the runner wait for each item the
-//! reader computes (as before it computed the ones not yet handed over).
+//! reader computes (as before it computed the ones not yet handed over; not with
+//! `--steps-inline`).
 
 /// The `relance` binary's allocator (cli/src/main.rs), so the bench measures what it runs.
 #[global_allocator]
@@ -392,11 +393,13 @@ fn run() -> Res<bool> {
     let mut rt = Runtime::new(store);
     // As the runner, due timers' steps read and computed on a thread of their own
     // (`--steps-inline`: each by its unit on the runner's thread, as before that thread).
-    if a.reader_waited {
-        let reader = SqliteStore::open_reader(&db)?;
-        rt.read_steps_ahead(relance_embedded::runtime::StepReader::start(reader)?.waited_for());
-    } else if !a.steps_inline {
-        relance_embedded::server::read_steps_ahead(&mut rt);
+    if !a.steps_inline {
+        if a.reader_waited {
+            let reader = SqliteStore::open_reader(&db)?;
+            rt.read_steps_ahead(relance_embedded::runtime::StepReader::start(reader)?.waited_for());
+        } else {
+            relance_embedded::server::read_steps_ahead(&mut rt);
+        }
     }
     // As the runner: commits synced by the syncer thread (or, `--fsync-inline`, by SQLite
     // before each commit returns).

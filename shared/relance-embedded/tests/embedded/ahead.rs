@@ -168,9 +168,13 @@ fn journal(rt: &mut Runtime<SqliteStore>, scenario: &str) -> Vec<Record> {
     ok(rt.store().records(scenario, None))
 }
 
-/// The drip for 40 contacts, the evens opening the first email: what `fire_due` wrote.
-fn drip_run(reader: Reader) -> (Vec<(String, String, String)>, Vec<Record>, StepsAhead) {
-    let dir = TempDir::fresh("ahead", &format!("drip-{reader:?}"));
+/// The drip for 40 contacts, the evens opening the first email: what `fire_due` wrote (in a
+/// directory of the test's `name`: tests run at once).
+fn drip_run(
+    name: &str,
+    reader: Reader,
+) -> (Vec<(String, String, String)>, Vec<Record>, StepsAhead) {
+    let dir = TempDir::fresh("ahead", name);
     let mut rt = runtime_in(&dir, reader);
     contacts(&mut rt, 40, t0());
     launch(&mut rt, DRIP, t0());
@@ -197,8 +201,8 @@ fn drip_run(reader: Reader) -> (Vec<(String, String, String)>, Vec<Record>, Step
 
 #[test]
 fn timers_fired_from_steps_read_ahead_write_what_the_runner_alone_writes() {
-    let (sent, records, ahead) = drip_run(Reader::WaitedFor);
-    let (sent_alone, records_alone, alone) = drip_run(Reader::None);
+    let (sent, records, ahead) = drip_run("drip-ahead", Reader::WaitedFor);
+    let (sent_alone, records_alone, alone) = drip_run("drip", Reader::None);
     assert_eq!(sent.len(), 80, "email-1, then the SMS or email-2, to each");
     assert_eq!(sent, sent_alone);
     assert_eq!(records, records_alone);
@@ -226,8 +230,8 @@ fn items_the_reader_has_not_handed_over_are_computed_by_the_runner_alike() {
     // The reader stalls on the launch's first contact: the runner, which does not wait for
     // it, enters those contacts itself (the reader then skips them), and writes what it
     // writes alone.
-    let (sent, records, ahead) = drip_run(Reader::Stalled);
-    let (sent_alone, records_alone, _) = drip_run(Reader::None);
+    let (sent, records, ahead) = drip_run("drip-stalled", Reader::Stalled);
+    let (sent_alone, records_alone, _) = drip_run("drip-stalled-alone", Reader::None);
     assert_eq!(sent.len(), 80);
     assert_eq!(sent, sent_alone);
     assert_eq!(records, records_alone);

@@ -69,7 +69,8 @@ pub struct StepsAhead {
     /// told to wait for them waits, [`StepReader::waited_for`]).
     pub waited_micros: u64,
     /// Items of the batches the runner computed itself because the reader had not handed them
-    /// over when it reached them.
+    /// over when it reached them (counted whether their units committed or not; the rest of a
+    /// batch the runner took over, [`StepsAhead::offered`]'s complement, is not).
     pub computed_by_runner: u64,
 }
 
@@ -112,8 +113,8 @@ struct Batch {
     policy: Option<String>,
     /// Where the items go, in the batch's order, a few at a time.
     steps: SyncSender<Handover>,
-    /// The place of the first item the runner has not computed itself: the reader skips the
-    /// items before it.
+    /// The runner's place in the batch (`usize::MAX`: it took the rest over): the items
+    /// before it are no longer wanted, and the reader skips them.
     runner_at: Arc<AtomicUsize>,
 }
 
@@ -163,8 +164,9 @@ impl StepReader {
         self
     }
 
-    /// Hands `work` over; its items come back in order on the receiver. `None` when the
-    /// thread is gone.
+    /// Hands `work` over; its items come back in order on the receiver, each with its place
+    /// (the ones the runner passed before the reader came to them are skipped), and the
+    /// runner tells its place through the counter. `None` when the thread is gone.
     fn read(
         &self,
         work: Work,
@@ -239,12 +241,13 @@ where
                 version,
                 ids,
             } => {
-                let mut ids = ids.iter().cloned();
+                let mut ids = ids.iter();
                 let read = move |store: &mut R, engines: &mut Engines, wanted: bool| {
                     let id = ids.next()?;
                     if !wanted {
                         return Some(None);
                     }
+                    let id = id.clone();
                     let entry = match store.contact(&id) {
                         Ok(Some(contact)) => {
                             entry_of(store, engines, &scenario, version, &contact, now)
@@ -323,7 +326,7 @@ pub(super) struct Ahead {
     received: std::collections::VecDeque<(usize, Option<Read>)>,
     /// The place of the batch's next item.
     place: usize,
-    /// Where the reader learns which items the runner computed itself.
+    /// The runner's place, shared with the reader ([`Batch::runner_at`]).
     runner_at: Arc<AtomicUsize>,
     /// Whether the runner waits for each item ([`StepReader::waited_for`]).
     waits: bool,
@@ -352,6 +355,8 @@ impl EntriesAhead {
     /// when the launch enters the scenario's `version`, the one read ahead.
     pub(super) fn take(&mut self, id: &str, version: u32) -> Option<AheadEntry> {
         if version != self.version {
+            // Every entry of the batch was computed for another version.
+            self.ahead.stop();
             return None;
         }
         self.ahead.take_entry(id)
@@ -653,5 +658,99 @@ where
             on: true,
             waited: std::time::Duration::ZERO,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(contact: &str) -> Option<Read> {
+        Some(Read::Entry {
+            contact: contact.to_string(),
+            now: DateTime::<Utc>::UNIX_EPOCH,
+            entry: None,
+        })
+    }
+
+    /// A batch's runner side, and the reader's ends of it: the channel and the place.
+    fn batch(waits: bool) -> (Ahead, SyncSender<Handover>, Arc<AtomicUsize>) {
+        let (steps, received) = mpsc::sync_channel(HANDOVERS_WAITING);
+        let runner_at = Arc::new(AtomicUsize::new(0));
+        let ahead = Ahead {
+            steps: received,
+            received: std::collections::VecDeque::new(),
+            place: 0,
+            runner_at: runner_at.clone(),
+            waits,
+            computed_by_runner: 0,
+            fired: HashSet::new(),
+            assumed: Assumed {
+                mark: 0,
+                policy_generation: 0,
+            },
+            on: true,
+            waited: std::time::Duration::ZERO,
+        };
+        (ahead, steps, runner_at)
+    }
+
+    fn send(steps: &SyncSender<Handover>, items: Handover) {
+        steps.send(items).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
+    fn the_runner_takes_items_by_place_and_computes_those_not_handed_over() {
+        let (mut ahead, steps, runner_at) = batch(false);
+        send(&steps, vec![(0, entry("c0")), (1, entry("c1"))]);
+        assert!(ahead.take_entry("c0").is_some());
+        assert!(ahead.take_entry("c1").is_some());
+        assert_eq!(runner_at.load(Ordering::Relaxed), 1);
+        // Not handed over yet: computed by its unit, and the reader told to skip it.
+        assert!(ahead.take_entry("c2").is_none());
+        assert_eq!(ahead.computed_by_runner, 1);
+        assert_eq!(runner_at.load(Ordering::Relaxed), 3);
+        // The reader's late copy of place 2 is dropped; place 3 is the reader's.
+        send(&steps, vec![(2, entry("c2")), (3, entry("c3"))]);
+        let taken = ahead.take_entry("c3");
+        assert!(taken.is_some_and(|c| c.item.is_none()));
+        // A gap (the reader skipped place 4, passed it after the runner): computed here.
+        send(&steps, vec![(5, entry("c5"))]);
+        assert!(ahead.take_entry("c4").is_none());
+        assert!(ahead.take_entry("c5").is_some());
+        assert!(ahead.on);
+        assert_eq!(ahead.computed_by_runner, 2);
+        assert_eq!(ahead.waited, std::time::Duration::ZERO);
+    }
+
+    #[test]
+    fn an_item_for_another_contact_stops_the_batch_and_the_reader() {
+        let (mut ahead, steps, runner_at) = batch(false);
+        send(&steps, vec![(0, entry("other"))]);
+        assert!(ahead.take_entry("c0").is_none());
+        assert!(!ahead.on);
+        assert_eq!(runner_at.load(Ordering::Relaxed), usize::MAX);
+        send(&steps, vec![(1, entry("c1"))]);
+        assert!(ahead.take_entry("c1").is_none(), "the rest is the runner's");
+    }
+
+    #[test]
+    fn a_runner_told_to_wait_takes_every_item_from_the_reader() {
+        let (mut ahead, steps, runner_at) = batch(true);
+        let reader = std::thread::spawn(move || {
+            for place in 0..3 {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                send(&steps, vec![(place, entry(&format!("c{place}")))]);
+            }
+        });
+        for place in 0..3 {
+            assert!(ahead.take_entry(&format!("c{place}")).is_some());
+            assert_eq!(runner_at.load(Ordering::Relaxed), place);
+        }
+        assert_eq!(ahead.computed_by_runner, 0);
+        assert!(ahead.waited > std::time::Duration::ZERO);
+        reader
+            .join()
+            .unwrap_or_else(|_| panic!("the reader thread panicked"));
     }
 }
