@@ -221,34 +221,28 @@ where
         let now = batch.now.trunc_subsecs(6);
         match batch.work {
             Work::Timers(wakes) => {
-                let mut wakes = wakes.into_iter();
-                let read = move |store: &mut R, engines: &mut Engines, wanted: bool| {
-                    let wake = wakes.next()?;
-                    if !wanted {
-                        return Some(None);
-                    }
+                let compute = |store: &mut R, engines: &mut Engines, wake: Wake| {
                     let now = unit_now(&wake, now);
-                    Some(
-                        timer_step(store, engines, &wake, now)
-                            .ok()
-                            .map(|step| Read::Timer { wake, now, step }),
-                    )
+                    timer_step(store, engines, &wake, now)
+                        .ok()
+                        .map(|step| Read::Timer { wake, now, step })
                 };
-                hand_over(store, engines, read, &batch.steps, &batch.runner_at);
+                hand_over(
+                    store,
+                    engines,
+                    wakes,
+                    compute,
+                    &batch.steps,
+                    &batch.runner_at,
+                );
             }
             Work::Entries {
                 scenario,
                 version,
                 ids,
             } => {
-                let mut ids = ids.iter();
-                let read = move |store: &mut R, engines: &mut Engines, wanted: bool| {
-                    let id = ids.next()?;
-                    if !wanted {
-                        return Some(None);
-                    }
-                    let id = id.clone();
-                    let entry = match store.contact(&id) {
+                let compute = |store: &mut R, engines: &mut Engines, id: &String| {
+                    let entry = match store.contact(id) {
                         Ok(Some(contact)) => {
                             entry_of(store, engines, &scenario, version, &contact, now)
                                 .ok()
@@ -257,52 +251,55 @@ where
                         Ok(None) => Some(None),
                         Err(_) => None,
                     };
-                    Some(entry.map(|entry| Read::Entry {
-                        contact: id,
+                    entry.map(|entry| Read::Entry {
+                        contact: id.clone(),
                         now,
                         entry,
-                    }))
+                    })
                 };
-                hand_over(store, engines, read, &batch.steps, &batch.runner_at);
+                hand_over(
+                    store,
+                    engines,
+                    ids.iter(),
+                    compute,
+                    &batch.steps,
+                    &batch.runner_at,
+                );
             }
         }
     }
 }
 
-/// Computes a batch's items with `read` until it has no more, handing them over a few at a
-/// time, each handful read against one view of the store. An item before `runner_at` is the
-/// runner's: `read` only passes it (`wanted` false) and it is not handed over.
-fn hand_over<R: Store>(
+/// Computes a batch's items with `compute` (`None`: it could not be computed), handing them
+/// over a few at a time, each handful read against one view of the store. An item before
+/// `runner_at` is the runner's: it is passed, not computed.
+fn hand_over<R: Store, T>(
     store: &mut R,
     engines: &mut Engines,
-    mut read: impl FnMut(&mut R, &mut Engines, bool) -> Option<Option<Read>>,
+    batch: impl IntoIterator<Item = T>,
+    mut compute: impl FnMut(&mut R, &mut Engines, T) -> Option<Read>,
     steps: &SyncSender<Handover>,
     runner_at: &AtomicUsize,
 ) {
     // Up to a handful at a time while the runner is well behind; one by one while it is
     // close (the first items of a batch, or a reader catching up), so it finds them at hand.
+    let mut batch = batch.into_iter().enumerate();
     let mut handover = 1;
-    let mut place = 0;
     let mut done = false;
     while !done {
         let Some(items) = store.read_together(|store| {
             let mut items = Vec::with_capacity(handover);
             while items.len() < handover {
+                let Some((place, item)) = batch.next() else {
+                    done = true;
+                    break;
+                };
                 let runner = runner_at.load(Ordering::Relaxed);
-                let wanted = place >= runner;
-                match read(store, engines, wanted) {
-                    Some(item) => {
-                        if wanted {
-                            items.push((place, item));
-                        }
-                        place += 1;
-                    }
-                    None => {
-                        done = true;
-                        break;
-                    }
+                if place < runner {
+                    continue;
                 }
-                if wanted && place < runner.saturating_add(STEPS_PER_HANDOVER) {
+                items.push((place, compute(store, engines, item)));
+                if place + 1 < runner.saturating_add(STEPS_PER_HANDOVER) {
                     break;
                 }
             }
