@@ -336,6 +336,11 @@ pub struct SqliteStore {
     live_channels: Vec<relance_core::scenario::Channel>,
     /// The group commit in progress ([`Store::begin_group`]).
     group: GroupState,
+    /// `data_version` as read in the open group: the group holds the write lock from its
+    /// first statement to its commit, so no other connection commits in between and the mark
+    /// cannot move; read once per group instead of once per item read ahead. Cleared when the
+    /// group ends.
+    group_mark: Option<i64>,
     /// A test's work run once right after the next contact read (see
     /// [`SqliteStore::after_next_contact_read`]).
     after_contact_read: Option<TestHook>,
@@ -435,6 +440,7 @@ impl SqliteStore {
             conn,
             live_channels: Vec::new(),
             group: GroupState::None,
+            group_mark: None,
             after_contact_read: None,
         })
     }
@@ -1657,11 +1663,13 @@ impl Store for SqliteStore {
         if !self.conn.is_autocommit() {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
-        if !self.conn.is_autocommit() || self.conn.execute_batch("BEGIN").is_err() {
+        // BEGIN and COMMIT stay prepared: a reader opens a view for each item it reads ahead,
+        // and parsing the two statements each time was a tenth of its work.
+        if !self.conn.is_autocommit() || self.run_cached("BEGIN").is_err() {
             return None;
         }
         let out = work(self);
-        if !self.conn.is_autocommit() && self.conn.execute_batch("COMMIT").is_err() {
+        if !self.conn.is_autocommit() && self.run_cached("COMMIT").is_err() {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
         Some(out)
@@ -1672,11 +1680,17 @@ impl Store for SqliteStore {
     /// value of the connection's last one: an older mark, which can only make an item read ahead
     /// computed again, never make a stale one pass.
     fn outside_writes_mark(&mut self) -> Result<Option<i64>, StoreError> {
-        Ok(Some(
-            self.conn
-                .prepare_cached("PRAGMA data_version")?
-                .query_row([], |r| r.get(0))?,
-        ))
+        if let (GroupState::Open, Some(mark)) = (&self.group, self.group_mark) {
+            return Ok(Some(mark));
+        }
+        let mark = self
+            .conn
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))?;
+        if self.group == GroupState::Open {
+            self.group_mark = Some(mark);
+        }
+        Ok(Some(mark))
     }
 
     /// `relance run` has no Lambda to invoke (DESIGN §9): a webhook is the embedded call.
@@ -1699,9 +1713,9 @@ impl Store for SqliteStore {
             }
         }
         // IMMEDIATE takes the write lock up front, so another process waits instead of failing mid-way.
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        self.run_cached("BEGIN IMMEDIATE")?;
         match work(self) {
-            Ok(v) => match self.conn.execute_batch("COMMIT") {
+            Ok(v) => match self.run_cached("COMMIT") {
                 Ok(()) => Ok(Ok(v)),
                 Err(e) => {
                     let _ = self.conn.execute_batch("ROLLBACK");
@@ -1721,16 +1735,18 @@ impl Store for SqliteStore {
         }
         // The write lock for the whole group: held for as long as its units take (the runner
         // keeps a group to a few milliseconds' work), so another process waits, then writes.
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        self.group_mark = None;
+        self.run_cached("BEGIN IMMEDIATE")?;
         self.group = GroupState::Open;
         Ok(())
     }
 
     fn commit_group(&mut self) -> Result<(), StoreError> {
+        self.group_mark = None;
         let outcome = match std::mem::replace(&mut self.group, GroupState::None) {
             GroupState::None => return Ok(()),
             GroupState::Broken(why) => Err(StoreError::GroupLost(why)),
-            GroupState::Open => self.conn.execute_batch("COMMIT").map_err(StoreError::from),
+            GroupState::Open => self.run_cached("COMMIT").map_err(StoreError::from),
         };
         // A group that did not commit leaves no transaction open behind it.
         if outcome.is_err() && !self.conn.is_autocommit() {
@@ -1741,6 +1757,7 @@ impl Store for SqliteStore {
 
     fn rollback_group(&mut self) -> Result<(), StoreError> {
         self.group = GroupState::None;
+        self.group_mark = None;
         if !self.conn.is_autocommit() {
             self.conn.execute_batch("ROLLBACK")?;
         }
@@ -1749,13 +1766,18 @@ impl Store for SqliteStore {
 }
 
 impl SqliteStore {
+    /// Runs one statement that returns no rows, kept prepared in the connection's cache.
+    fn run_cached(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(sql)?.execute([]).map(drop)
+    }
+
     /// One unit of work inside the open group: a savepoint, released when `work` succeeds,
     /// rolled back to (the group's earlier units kept) when it fails.
     fn unit_in_group<T, E>(
         &mut self,
         work: impl FnOnce(&mut Self) -> Result<T, E>,
     ) -> Result<Result<T, E>, StoreError> {
-        self.conn.prepare_cached("SAVEPOINT unit")?.execute([])?;
+        self.run_cached("SAVEPOINT unit")?;
         let out = work(self);
         // SQLite may have rolled the whole transaction back on an error (SQLITE_FULL,
         // SQLITE_IOERR, ...): the savepoint is gone, and with it the group's earlier units.
@@ -1765,11 +1787,7 @@ impl SqliteStore {
             return Err(StoreError::GroupLost(why));
         }
         let end = match out {
-            Ok(_) => self
-                .conn
-                .prepare_cached("RELEASE unit")
-                .and_then(|mut release| release.execute([]))
-                .map(drop),
+            Ok(_) => self.run_cached("RELEASE unit"),
             Err(_) => self.conn.execute_batch("ROLLBACK TO unit; RELEASE unit"),
         };
         if let Err(e) = end {
@@ -1896,6 +1914,42 @@ mod tests {
             )
             .unwrap_or_else(|e| panic!("{e}"));
         assert_ne!(mark(&mut writer), before, "another connection committed");
+        drop((dir, other));
+    }
+
+    /// Inside a group the mark is read once (nobody else can commit while the group holds the
+    /// write lock); the next group reads it again, and sees another connection's commit.
+    #[test]
+    fn the_mark_is_read_once_per_group_and_moves_between_groups() {
+        let (dir, db) = fresh_file("group-mark");
+        let mut writer = SqliteStore::open(&db).unwrap_or_else(|e| panic!("{e}"));
+        let mark_in_unit = |s: &mut SqliteStore| {
+            s.atomically(|s| s.outside_writes_mark())
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_else(|| panic!("SQLite tells"))
+        };
+        writer.begin_group().unwrap_or_else(|e| panic!("{e}"));
+        let first = mark_in_unit(&mut writer);
+        assert_eq!(writer.group_mark, Some(first), "kept for the group");
+        assert_eq!(mark_in_unit(&mut writer), first);
+        writer.commit_group().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(writer.group_mark, None, "forgotten when the group ends");
+        let other = Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
+        other
+            .execute_batch("CREATE TABLE outside (x INTEGER); INSERT INTO outside VALUES (1);")
+            .unwrap_or_else(|e| panic!("{e}"));
+        writer.begin_group().unwrap_or_else(|e| panic!("{e}"));
+        let second = mark_in_unit(&mut writer);
+        assert_ne!(
+            second, first,
+            "another connection committed between the groups"
+        );
+        writer.rollback_group().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            writer.group_mark, None,
+            "forgotten when the group is rolled back"
+        );
         drop((dir, other));
     }
 
