@@ -341,9 +341,23 @@ pub struct SqliteStore {
     /// cannot move; read once per group instead of once per item read ahead. Cleared when the
     /// group ends.
     group_mark: Option<i64>,
+    /// The scenario rows read in the open group (by id, and the lists by status): only this
+    /// connection can write them while the group holds the write lock, and its writes and
+    /// rolled-back units clear them. Every engagement and event looked its scenarios up
+    /// again, a tenth of an open's work. Cleared when the group ends.
+    group_scenarios: GroupScenarios,
     /// A test's work run once right after the next contact read (see
     /// [`SqliteStore::after_next_contact_read`]).
     after_contact_read: Option<TestHook>,
+}
+
+/// The scenario rows an open group has read (see `SqliteStore::group_scenarios`).
+#[derive(Debug, Default)]
+struct GroupScenarios {
+    /// One scenario by id (`None`: there is none).
+    by_id: std::collections::HashMap<String, Option<ScenarioEntry>>,
+    /// The list of those with a status (or of all), as [`ScenarioStore::scenarios`] returns it.
+    lists: Vec<(Option<Status>, Vec<ScenarioEntry>)>,
 }
 
 /// A test's work, run by the store at a chosen point.
@@ -441,6 +455,7 @@ impl SqliteStore {
             live_channels: Vec::new(),
             group: GroupState::None,
             group_mark: None,
+            group_scenarios: GroupScenarios::default(),
             after_contact_read: None,
         })
     }
@@ -641,24 +656,52 @@ impl ScenarioStore for SqliteStore {
     type Error = StoreError;
 
     fn scenarios(&mut self, status: Option<Status>) -> Result<Vec<ScenarioEntry>, StoreError> {
+        let in_group = self.group == GroupState::Open;
+        if in_group
+            && let Some((_, list)) = self
+                .group_scenarios
+                .lists
+                .iter()
+                .find(|(s, _)| *s == status)
+        {
+            return Ok(list.clone());
+        }
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, status, latest_version, active_version FROM scenario WHERE ?1 IS NULL OR status = ?1 ORDER BY id",
         )?;
         let rows = stmt.query_map(params![status.map(Status::as_str)], scenario_row)?;
-        rows.map(|row| scenario_entry(row?)).collect()
+        let list = rows
+            .map(|row| scenario_entry(row?))
+            .collect::<Result<Vec<_>, _>>()?;
+        drop(stmt);
+        if in_group {
+            self.group_scenarios.lists.push((status, list.clone()));
+        }
+        Ok(list)
     }
 
     /// One row by its key: every engagement and launch looks its scenario up, and listing
     /// them all to find one made that cost grow with the number of scenarios.
     fn scenario(&mut self, id: &str) -> Result<Option<ScenarioEntry>, StoreError> {
-        self.conn
+        let in_group = self.group == GroupState::Open;
+        if in_group && let Some(entry) = self.group_scenarios.by_id.get(id) {
+            return Ok(entry.clone());
+        }
+        let entry = self
+            .conn
             .prepare_cached(
                 "SELECT id, status, latest_version, active_version FROM scenario WHERE id = ?1",
             )?
             .query_row(params![id], scenario_row)
             .optional()?
             .map(scenario_entry)
-            .transpose()
+            .transpose()?;
+        if in_group {
+            self.group_scenarios
+                .by_id
+                .insert(id.to_string(), entry.clone());
+        }
+        Ok(entry)
     }
 
     fn scenario_source(
@@ -699,6 +742,7 @@ impl ScenarioStore for SqliteStore {
             )
             .optional()?;
         let version = latest.unwrap_or(0) + 1;
+        self.group_scenarios = GroupScenarios::default();
         let format = match format {
             SourceFormat::Yaml => "yaml",
             SourceFormat::Json => "json",
@@ -722,6 +766,7 @@ impl ScenarioStore for SqliteStore {
         active_version: Option<u32>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        self.group_scenarios = GroupScenarios::default();
         self.conn.execute(
             "UPDATE scenario SET status = ?2, active_version = COALESCE(?3, active_version), updated_at = ?4 WHERE id = ?1",
             params![id, status.as_str(), active_version, stamp(now)],
@@ -1736,6 +1781,7 @@ impl Store for SqliteStore {
         // The write lock for the whole group: held for as long as its units take (the runner
         // keeps a group to a few milliseconds' work), so another process waits, then writes.
         self.group_mark = None;
+        self.group_scenarios = GroupScenarios::default();
         self.run_cached("BEGIN IMMEDIATE")?;
         self.group = GroupState::Open;
         Ok(())
@@ -1743,6 +1789,7 @@ impl Store for SqliteStore {
 
     fn commit_group(&mut self) -> Result<(), StoreError> {
         self.group_mark = None;
+        self.group_scenarios = GroupScenarios::default();
         let outcome = match std::mem::replace(&mut self.group, GroupState::None) {
             GroupState::None => return Ok(()),
             GroupState::Broken(why) => Err(StoreError::GroupLost(why)),
@@ -1758,6 +1805,7 @@ impl Store for SqliteStore {
     fn rollback_group(&mut self) -> Result<(), StoreError> {
         self.group = GroupState::None;
         self.group_mark = None;
+        self.group_scenarios = GroupScenarios::default();
         if !self.conn.is_autocommit() {
             self.conn.execute_batch("ROLLBACK")?;
         }
@@ -1788,7 +1836,11 @@ impl SqliteStore {
         }
         let end = match out {
             Ok(_) => self.run_cached("RELEASE unit"),
-            Err(_) => self.conn.execute_batch("ROLLBACK TO unit; RELEASE unit"),
+            Err(_) => {
+                // What the unit read of the scenarios may be what it wrote and undoes now.
+                self.group_scenarios = GroupScenarios::default();
+                self.conn.execute_batch("ROLLBACK TO unit; RELEASE unit")
+            }
         };
         if let Err(e) = end {
             self.group = GroupState::Broken(e.to_string());
@@ -1951,6 +2003,52 @@ mod tests {
             "forgotten when the group is rolled back"
         );
         drop((dir, other));
+    }
+
+    /// Inside a group the scenario rows are read once, and what the group itself writes (or
+    /// undoes) is seen at once: a status set, a version added, a failed unit's change gone.
+    #[test]
+    fn a_group_sees_its_own_scenario_writes_and_undoes() {
+        let mut store = SqliteStore::in_memory().unwrap_or_else(|e| panic!("{e}"));
+        let status_of = |s: &mut SqliteStore| {
+            s.atomically(|s| {
+                let one = s.scenario("s")?.map(|e| (e.status, e.latest_version));
+                let listed = s
+                    .scenarios(Some(Status::Active))?
+                    .iter()
+                    .any(|e| e.id == "s");
+                Ok::<_, StoreError>((one, listed))
+            })
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        store.begin_group().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(status_of(&mut store), (None, false));
+        store
+            .atomically(|s| s.put_version("s", SourceFormat::Yaml, "id: s", now()))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(status_of(&mut store), (Some((Status::Draft, 1)), false));
+        store
+            .atomically(|s| s.set_status("s", Status::Active, Some(1), now()))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(status_of(&mut store), (Some((Status::Active, 1)), true));
+        // A unit that pauses it and then fails leaves it active.
+        let failed = store
+            .atomically(|s| {
+                s.set_status("s", Status::Paused, None, now())?;
+                assert_eq!(s.scenario("s")?.map(|e| e.status), Some(Status::Paused));
+                Err::<(), _>(StoreError::Corrupt {
+                    what: "test",
+                    why: "the unit fails".into(),
+                })
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(failed.is_err());
+        assert_eq!(status_of(&mut store), (Some((Status::Active, 1)), true));
+        store.commit_group().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(status_of(&mut store), (Some((Status::Active, 1)), true));
     }
 
     /// A reading connection is refused on a database at another schema (it migrates nothing).
