@@ -656,7 +656,7 @@ impl ScenarioStore for SqliteStore {
     type Error = StoreError;
 
     fn scenarios(&mut self, status: Option<Status>) -> Result<Vec<ScenarioEntry>, StoreError> {
-        let in_group = self.group == GroupState::Open;
+        let in_group = self.group_holds();
         if in_group
             && let Some((_, list)) = self
                 .group_scenarios
@@ -683,7 +683,7 @@ impl ScenarioStore for SqliteStore {
     /// One row by its key: every engagement and launch looks its scenario up, and listing
     /// them all to find one made that cost grow with the number of scenarios.
     fn scenario(&mut self, id: &str) -> Result<Option<ScenarioEntry>, StoreError> {
-        let in_group = self.group == GroupState::Open;
+        let in_group = self.group_holds();
         if in_group && let Some(entry) = self.group_scenarios.by_id.get(id) {
             return Ok(entry.clone());
         }
@@ -1725,16 +1725,15 @@ impl Store for SqliteStore {
     /// value of the connection's last one: an older mark, which can only make an item read ahead
     /// computed again, never make a stale one pass.
     fn outside_writes_mark(&mut self) -> Result<Option<i64>, StoreError> {
-        if let (GroupState::Open, Some(mark)) = (&self.group, self.group_mark) {
+        let in_group = self.group_holds();
+        if let (true, Some(mark)) = (in_group, self.group_mark) {
             return Ok(Some(mark));
         }
         let mark = self
             .conn
             .prepare_cached("PRAGMA data_version")?
             .query_row([], |r| r.get(0))?;
-        if self.group == GroupState::Open {
-            self.group_mark = Some(mark);
-        }
+        self.group_mark = in_group.then_some(mark);
         Ok(Some(mark))
     }
 
@@ -1825,14 +1824,18 @@ impl SqliteStore {
         &mut self,
         work: impl FnOnce(&mut Self) -> Result<T, E>,
     ) -> Result<Result<T, E>, StoreError> {
+        // A statement run in the group outside any unit (a lease of deliveries, say) may have
+        // ended its transaction the same way: a savepoint now would start a transaction of its
+        // own, which its release would commit alone, without the write lock held in between.
+        if self.conn.is_autocommit() {
+            return Err(self.group_lost());
+        }
         self.run_cached("SAVEPOINT unit")?;
         let out = work(self);
         // SQLite may have rolled the whole transaction back on an error (SQLITE_FULL,
         // SQLITE_IOERR, ...): the savepoint is gone, and with it the group's earlier units.
         if self.conn.is_autocommit() {
-            let why = "the transaction was rolled back by SQLite after an error".to_string();
-            self.group = GroupState::Broken(why.clone());
-            return Err(StoreError::GroupLost(why));
+            return Err(self.group_lost());
         }
         let end = match out {
             Ok(_) => self.run_cached("RELEASE unit"),
@@ -1843,10 +1846,30 @@ impl SqliteStore {
             }
         };
         if let Err(e) = end {
-            self.group = GroupState::Broken(e.to_string());
+            self.break_group(e.to_string());
             return Err(e.into());
         }
         Ok(out)
+    }
+
+    /// The group's transaction was rolled back by SQLite after an error: the group is lost.
+    fn group_lost(&mut self) -> StoreError {
+        let why = "the transaction was rolled back by SQLite after an error".to_string();
+        self.break_group(why.clone());
+        StoreError::GroupLost(why)
+    }
+
+    /// Marks the group lost, and forgets what was read in it.
+    fn break_group(&mut self, why: String) {
+        self.group = GroupState::Broken(why);
+        self.group_mark = None;
+        self.group_scenarios = GroupScenarios::default();
+    }
+
+    /// Whether what the open group read may be used again: the group is open and its
+    /// transaction still holds the write lock (SQLite ends it by itself after some errors).
+    fn group_holds(&self) -> bool {
+        self.group == GroupState::Open && !self.conn.is_autocommit()
     }
 }
 
@@ -1984,7 +2007,20 @@ mod tests {
         writer.begin_group().unwrap_or_else(|e| panic!("{e}"));
         let first = mark_in_unit(&mut writer);
         assert_eq!(writer.group_mark, Some(first), "kept for the group");
-        assert_eq!(mark_in_unit(&mut writer), first);
+        // What the cache rests on: nobody else commits while the group holds the write lock.
+        let blocked = Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
+        blocked
+            .busy_timeout(std::time::Duration::ZERO)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let refused = blocked.execute_batch("CREATE TABLE meanwhile (x INTEGER)");
+        assert!(
+            matches!(&refused, Err(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::DatabaseBusy),
+            "{refused:?}"
+        );
+        // The kept value is the one returned (a planted one shows it).
+        writer.group_mark = Some(first + 1000);
+        assert_eq!(mark_in_unit(&mut writer), first + 1000);
+        writer.group_mark = Some(first);
         writer.commit_group().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(writer.group_mark, None, "forgotten when the group ends");
         let other = Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
@@ -2049,6 +2085,42 @@ mod tests {
         assert_eq!(status_of(&mut store), (Some((Status::Active, 1)), true));
         store.commit_group().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(status_of(&mut store), (Some((Status::Active, 1)), true));
+    }
+
+    /// A group whose transaction ended outside any unit (SQLite rolls it back by itself after
+    /// some errors) runs no further unit and keeps nothing it read: the next unit reports the
+    /// group lost instead of committing alone, and so does the group's commit.
+    #[test]
+    fn a_group_whose_transaction_ended_runs_no_more_units() {
+        let mut store = SqliteStore::in_memory().unwrap_or_else(|e| panic!("{e}"));
+        store.begin_group().unwrap_or_else(|e| panic!("{e}"));
+        store
+            .atomically(|s| {
+                s.scenario("s")?;
+                s.outside_writes_mark()
+            })
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(store.group_mark.is_some() && !store.group_scenarios.by_id.is_empty());
+        // As SQLite does after SQLITE_FULL or SQLITE_IOERR in a statement outside a unit.
+        store
+            .conn
+            .execute_batch("ROLLBACK")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let ana = Contact::from_json(serde_json::json!({"id": "ana", "email": "a@x.io"}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let next = store.atomically(|s| s.put_contact(&ana, now()));
+        assert!(matches!(next, Err(StoreError::GroupLost(_))), "{next:?}");
+        assert!(store.group_mark.is_none() && store.group_scenarios.by_id.is_empty());
+        assert!(matches!(
+            store.commit_group(),
+            Err(StoreError::GroupLost(_))
+        ));
+        let written = store
+            .atomically(|s| s.contact("ana"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(written.is_none(), "the unit after the loss wrote nothing");
     }
 
     /// A reading connection is refused on a database at another schema (it migrates nothing).
