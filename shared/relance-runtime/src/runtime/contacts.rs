@@ -283,9 +283,15 @@ where
                 field: "contact".into(),
                 message: format!("no contact \"{}\"", detail.contact),
             };
+            let contact_id = detail.contact.as_str();
+            let running = u
+                .store
+                .running_enrollment(&entry.id, contact_id)
+                .map_err(store_err)?;
             // The contact's fields are read (parsed) only when something reads them: a consent
             // change, or an enrollment the engagement may move. An open or a click usually
-            // needs neither, and the parse was a tenth of recording it.
+            // needs neither, and the parse was a tenth of recording it. A running enrollment
+            // says the contact is there (contacts are never deleted), without a read.
             let mut contact = if detail.kind.may_change_consent() {
                 Some(
                     u.store
@@ -293,7 +299,9 @@ where
                         .map_err(store_err)?
                         .ok_or_else(no_contact)?,
                 )
-            } else if u.store.contact_exists(&detail.contact).map_err(store_err)? {
+            } else if running.is_some()
+                || u.store.contact_exists(&detail.contact).map_err(store_err)?
+            {
                 None
             } else {
                 return Err(no_contact());
@@ -305,13 +313,8 @@ where
                 url: detail.url.clone(),
                 link_tags: detail.link_tags.clone(),
             };
-            let contact_id = detail.contact.as_str();
             u.store
                 .append_engagement(contact_id, &entry.id, &engagement)
-                .map_err(store_err)?;
-            let running = u
-                .store
-                .running_enrollment(&entry.id, contact_id)
                 .map_err(store_err)?;
             // The journal counts engagement per step (the report, the winner rule): joined
             // with the `sent` records on contact and step, it tells which variant engaged.
