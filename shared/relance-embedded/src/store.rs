@@ -334,30 +334,35 @@ pub struct SqliteStore {
     /// The channels whose sends are delivered by a real backend (`relance run`'s settings):
     /// their sends get a `delivery` row beside the outbox row.
     live_channels: Vec<relance_core::scenario::Channel>,
-    /// The group commit in progress ([`Store::begin_group`]).
+    /// The group commit in progress ([`Store::begin_group`]), with what it has read.
     group: GroupState,
-    /// `data_version` as read in the open group: the group holds the write lock from its
-    /// first statement to its commit, so no other connection commits in between and the mark
-    /// cannot move; read once per group instead of once per item read ahead. Cleared when the
-    /// group ends.
-    group_mark: Option<i64>,
-    /// The scenario rows read in the open group (by id, and the lists by status): only this
-    /// connection can write them while the group holds the write lock, and its writes and
-    /// rolled-back units clear them. Every engagement and event looked its scenarios up
-    /// again, a tenth of an open's work. Cleared when the group ends.
-    group_scenarios: GroupScenarios,
     /// A test's work run once right after the next contact read (see
     /// [`SqliteStore::after_next_contact_read`]).
     after_contact_read: Option<TestHook>,
 }
 
-/// The scenario rows an open group has read (see `SqliteStore::group_scenarios`).
-#[derive(Debug, Default)]
-struct GroupScenarios {
-    /// One scenario by id (`None`: there is none).
-    by_id: std::collections::HashMap<String, Option<ScenarioEntry>>,
-    /// The list of those with a status (or of all), as [`ScenarioStore::scenarios`] returns it.
-    lists: Vec<(Option<Status>, Vec<ScenarioEntry>)>,
+/// What an open group has read and may use again: the group holds the write lock from its
+/// `BEGIN IMMEDIATE` to its commit, so only this connection can change these meanwhile. They
+/// live in [`GroupState::Open`] and end with the group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct GroupReads {
+    /// `data_version`: no other connection commits inside the group, so it cannot move; read
+    /// once per group instead of once per item read ahead.
+    mark: Option<i64>,
+    /// Scenario rows by id (`None`: there is none). Every engagement and event looked its
+    /// scenarios up again, a tenth of an open's work. The store's own scenario writes and a
+    /// failed unit (which may undo one) forget them, with `scenario_lists`.
+    scenarios: std::collections::HashMap<String, Option<ScenarioEntry>>,
+    /// The lists of those with a status (or of all), as [`ScenarioStore::scenarios`] returns
+    /// them.
+    scenario_lists: Vec<(Option<Status>, Vec<ScenarioEntry>)>,
+}
+
+impl GroupReads {
+    fn forget_scenarios(&mut self) {
+        self.scenarios.clear();
+        self.scenario_lists.clear();
+    }
 }
 
 /// A test's work, run by the store at a chosen point.
@@ -375,7 +380,7 @@ enum GroupState {
     /// Each unit is its own `BEGIN IMMEDIATE … COMMIT`.
     None,
     /// A transaction is open; each unit is a savepoint in it.
-    Open,
+    Open(GroupReads),
     /// The group's transaction ended under it (SQLite rolls a transaction back by itself on
     /// some errors: a full disk, an I/O error): its units are lost, and no unit runs until the
     /// group is committed (which reports the loss).
@@ -454,8 +459,6 @@ impl SqliteStore {
             conn,
             live_channels: Vec::new(),
             group: GroupState::None,
-            group_mark: None,
-            group_scenarios: GroupScenarios::default(),
             after_contact_read: None,
         })
     }
@@ -656,13 +659,9 @@ impl ScenarioStore for SqliteStore {
     type Error = StoreError;
 
     fn scenarios(&mut self, status: Option<Status>) -> Result<Vec<ScenarioEntry>, StoreError> {
-        let in_group = self.group_holds();
-        if in_group
-            && let Some((_, list)) = self
-                .group_scenarios
-                .lists
-                .iter()
-                .find(|(s, _)| *s == status)
+        if let Some((_, list)) = self
+            .group_reads()
+            .and_then(|r| r.scenario_lists.iter().find(|(s, _)| *s == status))
         {
             return Ok(list.clone());
         }
@@ -674,8 +673,8 @@ impl ScenarioStore for SqliteStore {
             .map(|row| scenario_entry(row?))
             .collect::<Result<Vec<_>, _>>()?;
         drop(stmt);
-        if in_group {
-            self.group_scenarios.lists.push((status, list.clone()));
+        if let Some(reads) = self.group_reads() {
+            reads.scenario_lists.push((status, list.clone()));
         }
         Ok(list)
     }
@@ -683,8 +682,7 @@ impl ScenarioStore for SqliteStore {
     /// One row by its key: every engagement and launch looks its scenario up, and listing
     /// them all to find one made that cost grow with the number of scenarios.
     fn scenario(&mut self, id: &str) -> Result<Option<ScenarioEntry>, StoreError> {
-        let in_group = self.group_holds();
-        if in_group && let Some(entry) = self.group_scenarios.by_id.get(id) {
+        if let Some(entry) = self.group_reads().and_then(|r| r.scenarios.get(id)) {
             return Ok(entry.clone());
         }
         let entry = self
@@ -696,10 +694,8 @@ impl ScenarioStore for SqliteStore {
             .optional()?
             .map(scenario_entry)
             .transpose()?;
-        if in_group {
-            self.group_scenarios
-                .by_id
-                .insert(id.to_string(), entry.clone());
+        if let Some(reads) = self.group_reads() {
+            reads.scenarios.insert(id.to_string(), entry.clone());
         }
         Ok(entry)
     }
@@ -742,7 +738,7 @@ impl ScenarioStore for SqliteStore {
             )
             .optional()?;
         let version = latest.unwrap_or(0) + 1;
-        self.group_scenarios = GroupScenarios::default();
+        self.forget_scenarios_read();
         let format = match format {
             SourceFormat::Yaml => "yaml",
             SourceFormat::Json => "json",
@@ -766,7 +762,7 @@ impl ScenarioStore for SqliteStore {
         active_version: Option<u32>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.group_scenarios = GroupScenarios::default();
+        self.forget_scenarios_read();
         self.conn.execute(
             "UPDATE scenario SET status = ?2, active_version = COALESCE(?3, active_version), updated_at = ?4 WHERE id = ?1",
             params![id, status.as_str(), active_version, stamp(now)],
@@ -1725,15 +1721,16 @@ impl Store for SqliteStore {
     /// value of the connection's last one: an older mark, which can only make an item read ahead
     /// computed again, never make a stale one pass.
     fn outside_writes_mark(&mut self) -> Result<Option<i64>, StoreError> {
-        let in_group = self.group_holds();
-        if let (true, Some(mark)) = (in_group, self.group_mark) {
+        if let Some(mark) = self.group_reads().and_then(|r| r.mark) {
             return Ok(Some(mark));
         }
         let mark = self
             .conn
             .prepare_cached("PRAGMA data_version")?
             .query_row([], |r| r.get(0))?;
-        self.group_mark = in_group.then_some(mark);
+        if let Some(reads) = self.group_reads() {
+            reads.mark = Some(mark);
+        }
         Ok(Some(mark))
     }
 
@@ -1751,7 +1748,7 @@ impl Store for SqliteStore {
     ) -> Result<Result<T, E>, StoreError> {
         match &self.group {
             GroupState::None => {}
-            GroupState::Open => return self.unit_in_group(work),
+            GroupState::Open(_) => return self.unit_in_group(work),
             GroupState::Broken(why) => {
                 return Err(StoreError::GroupLost(why.clone()));
             }
@@ -1779,20 +1776,16 @@ impl Store for SqliteStore {
         }
         // The write lock for the whole group: held for as long as its units take (the runner
         // keeps a group to a few milliseconds' work), so another process waits, then writes.
-        self.group_mark = None;
-        self.group_scenarios = GroupScenarios::default();
         self.run_cached("BEGIN IMMEDIATE")?;
-        self.group = GroupState::Open;
+        self.group = GroupState::Open(GroupReads::default());
         Ok(())
     }
 
     fn commit_group(&mut self) -> Result<(), StoreError> {
-        self.group_mark = None;
-        self.group_scenarios = GroupScenarios::default();
         let outcome = match std::mem::replace(&mut self.group, GroupState::None) {
             GroupState::None => return Ok(()),
             GroupState::Broken(why) => Err(StoreError::GroupLost(why)),
-            GroupState::Open => self.run_cached("COMMIT").map_err(StoreError::from),
+            GroupState::Open(_) => self.run_cached("COMMIT").map_err(StoreError::from),
         };
         // A group that did not commit leaves no transaction open behind it.
         if outcome.is_err() && !self.conn.is_autocommit() {
@@ -1803,8 +1796,6 @@ impl Store for SqliteStore {
 
     fn rollback_group(&mut self) -> Result<(), StoreError> {
         self.group = GroupState::None;
-        self.group_mark = None;
-        self.group_scenarios = GroupScenarios::default();
         if !self.conn.is_autocommit() {
             self.conn.execute_batch("ROLLBACK")?;
         }
@@ -1841,12 +1832,12 @@ impl SqliteStore {
             Ok(_) => self.run_cached("RELEASE unit"),
             Err(_) => {
                 // What the unit read of the scenarios may be what it wrote and undoes now.
-                self.group_scenarios = GroupScenarios::default();
+                self.forget_scenarios_read();
                 self.conn.execute_batch("ROLLBACK TO unit; RELEASE unit")
             }
         };
         if let Err(e) = end {
-            self.break_group(e.to_string());
+            self.group = GroupState::Broken(e.to_string());
             return Err(e.into());
         }
         Ok(out)
@@ -1855,21 +1846,25 @@ impl SqliteStore {
     /// The group's transaction was rolled back by SQLite after an error: the group is lost.
     fn group_lost(&mut self) -> StoreError {
         let why = "the transaction was rolled back by SQLite after an error".to_string();
-        self.break_group(why.clone());
+        self.group = GroupState::Broken(why.clone());
         StoreError::GroupLost(why)
     }
 
-    /// Marks the group lost, and forgets what was read in it.
-    fn break_group(&mut self, why: String) {
-        self.group = GroupState::Broken(why);
-        self.group_mark = None;
-        self.group_scenarios = GroupScenarios::default();
+    /// What the open group has read, while its transaction still holds the write lock
+    /// (SQLite ends it by itself after some errors); `None` outside a group.
+    fn group_reads(&mut self) -> Option<&mut GroupReads> {
+        match &mut self.group {
+            GroupState::Open(reads) if !self.conn.is_autocommit() => Some(reads),
+            _ => None,
+        }
     }
 
-    /// Whether what the open group read may be used again: the group is open and its
-    /// transaction still holds the write lock (SQLite ends it by itself after some errors).
-    fn group_holds(&self) -> bool {
-        self.group == GroupState::Open && !self.conn.is_autocommit()
+    /// Forgets the scenario rows the open group has read: this connection wrote one, or a
+    /// unit that may have is undone.
+    fn forget_scenarios_read(&mut self) {
+        if let GroupState::Open(reads) = &mut self.group {
+            reads.forget_scenarios();
+        }
     }
 }
 
@@ -2006,7 +2001,8 @@ mod tests {
         };
         writer.begin_group().unwrap_or_else(|e| panic!("{e}"));
         let first = mark_in_unit(&mut writer);
-        assert_eq!(writer.group_mark, Some(first), "kept for the group");
+        let kept_mark = |s: &mut SqliteStore| s.group_reads().and_then(|r| r.mark);
+        assert_eq!(kept_mark(&mut writer), Some(first), "kept for the group");
         // What the cache rests on: nobody else commits while the group holds the write lock.
         let blocked = Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
         blocked
@@ -2018,11 +2014,20 @@ mod tests {
             "{refused:?}"
         );
         // The kept value is the one returned (a planted one shows it).
-        writer.group_mark = Some(first + 1000);
+        let plant = |s: &mut SqliteStore, mark| {
+            if let Some(reads) = s.group_reads() {
+                reads.mark = Some(mark);
+            }
+        };
+        plant(&mut writer, first + 1000);
         assert_eq!(mark_in_unit(&mut writer), first + 1000);
-        writer.group_mark = Some(first);
+        plant(&mut writer, first);
         writer.commit_group().unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(writer.group_mark, None, "forgotten when the group ends");
+        assert_eq!(
+            kept_mark(&mut writer),
+            None,
+            "forgotten when the group ends"
+        );
         let other = Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
         other
             .execute_batch("CREATE TABLE outside (x INTEGER); INSERT INTO outside VALUES (1);")
@@ -2035,7 +2040,8 @@ mod tests {
         );
         writer.rollback_group().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            writer.group_mark, None,
+            kept_mark(&mut writer),
+            None,
             "forgotten when the group is rolled back"
         );
         drop((dir, other));
@@ -2101,7 +2107,11 @@ mod tests {
             })
             .unwrap_or_else(|e| panic!("{e}"))
             .unwrap_or_else(|e| panic!("{e}"));
-        assert!(store.group_mark.is_some() && !store.group_scenarios.by_id.is_empty());
+        assert!(
+            store
+                .group_reads()
+                .is_some_and(|r| r.mark.is_some() && !r.scenarios.is_empty())
+        );
         // As SQLite does after SQLITE_FULL or SQLITE_IOERR in a statement outside a unit.
         store
             .conn
@@ -2111,7 +2121,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let next = store.atomically(|s| s.put_contact(&ana, now()));
         assert!(matches!(next, Err(StoreError::GroupLost(_))), "{next:?}");
-        assert!(store.group_mark.is_none() && store.group_scenarios.by_id.is_empty());
+        assert!(store.group_reads().is_none());
         assert!(matches!(
             store.commit_group(),
             Err(StoreError::GroupLost(_))
