@@ -105,8 +105,12 @@ pub mod rfc3339 {
     /// The text of `t` as chrono's serializer writes it, when it is a common instant (a year
     /// of four digits, not a leap second); `None` otherwise, for chrono to write.
     fn text(t: &DateTime<Utc>, out: &mut [u8; 30]) -> Option<usize> {
-        let year = t.year();
-        let nano = t.nanosecond();
+        // The date and the time once: each accessor of a `DateTime` converts it to local
+        // time again (a third of this function's cost when there were six of them).
+        let naive = t.naive_utc();
+        let (date, time) = (naive.date(), naive.time());
+        let year = date.year();
+        let nano = time.nanosecond();
         if !(0..=9999).contains(&year) || nano >= 1_000_000_000 {
             return None;
         }
@@ -118,15 +122,15 @@ pub mod rfc3339 {
         put2(out, 0, year / 100);
         put2(out, 2, year % 100);
         out[4] = b'-';
-        put2(out, 5, t.month());
+        put2(out, 5, date.month());
         out[7] = b'-';
-        put2(out, 8, t.day());
+        put2(out, 8, date.day());
         out[10] = b'T';
-        put2(out, 11, t.hour());
+        put2(out, 11, time.hour());
         out[13] = b':';
-        put2(out, 14, t.minute());
+        put2(out, 14, time.minute());
         out[16] = b':';
-        put2(out, 17, t.second());
+        put2(out, 17, time.second());
         let (mut fraction, digits) = if nano == 0 {
             (0, 0)
         } else if nano.is_multiple_of(1_000_000) {
@@ -155,6 +159,21 @@ pub mod rfc3339 {
         match text(t, &mut buf).and_then(|n| std::str::from_utf8(&buf[..n]).ok()) {
             Some(text) => s.serialize_str(text),
             None => t.serialize(s),
+        }
+    }
+
+    /// Appends `t` to `out` as a JSON string, the bytes [`serialize`] gives serde_json (for
+    /// writers that build JSON text without a serializer, [`crate::journal::Record::write_json`]).
+    pub fn push_json(t: &DateTime<Utc>, out: &mut String) {
+        let mut buf = [0u8; 30];
+        match text(t, &mut buf).and_then(|n| std::str::from_utf8(&buf[..n]).ok()) {
+            Some(text) => {
+                // RFC 3339 text has nothing to escape.
+                out.push('"');
+                out.push_str(text);
+                out.push('"');
+            }
+            None => out.push_str(&serde_json::to_string(t).unwrap_or_else(|_| "null".into())),
         }
     }
 

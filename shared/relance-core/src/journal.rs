@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::json_text;
 use crate::scenario::Channel;
 
 /// What a record tells.
@@ -208,6 +209,79 @@ impl Record {
         }
     }
 
+    /// Appends this record's JSON to `out`: the same bytes as `serde_json::to_string`, written
+    /// without a serializer. Every transition writes its records, and serde_json escapes
+    /// strings a byte at a time (field names included): the journal's records were 12% of the
+    /// embedded runner's instructions (BENCHMARKS.md, round twelve). A property test compares
+    /// the two writers.
+    pub fn write_json(&self, out: &mut String) {
+        out.push_str("{\"at\":");
+        crate::instant::rfc3339::push_json(&self.at, out);
+        out.push_str(",\"contact\":");
+        if self.contact.is_empty() {
+            out.push_str("null");
+        } else {
+            json_text::push_str(&self.contact, out);
+        }
+        out.push_str(",\"kind\":\"");
+        // The kinds' names are plain snake_case: nothing to escape.
+        out.push_str(self.kind.as_str());
+        out.push('"');
+        if let Some(step) = &self.step {
+            json_text::push_field("step", step, out);
+        }
+        if let Some(channel) = self.channel {
+            // As the kinds' names: nothing to escape.
+            out.push_str(",\"channel\":\"");
+            out.push_str(channel.as_str());
+            out.push('"');
+        }
+        let text_fields = [
+            ("message", &self.message),
+            ("reason", &self.reason),
+            ("end", &self.end),
+            ("branch", &self.branch),
+            ("next", &self.next),
+        ];
+        for (name, value) in text_fields {
+            if let Some(value) = value {
+                json_text::push_field(name, value, out);
+            }
+        }
+        if let Some(until) = &self.until {
+            out.push_str(",\"until\":");
+            crate::instant::rfc3339::push_json(until, out);
+        }
+        if let Some(action) = &self.action {
+            json_text::push_field("action", action, out);
+        }
+        if let Some(enrollment) = &self.enrollment {
+            json_text::push_field("enrollment", enrollment, out);
+        }
+        if self.arrival {
+            out.push_str(",\"arrival\":true");
+        }
+        if let Some(value) = &self.value {
+            out.push_str(",\"value\":");
+            out.push_str(&serde_json::to_string(value).unwrap_or_else(|_| "null".into()));
+        }
+        out.push('}');
+    }
+
+    /// The JSON array of `records`, as [`Record::write_json`] writes each.
+    pub fn json_array(records: &[&Record]) -> String {
+        let mut out = String::with_capacity(160 * records.len() + 2);
+        out.push('[');
+        for (i, record) in records.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            record.write_json(&mut out);
+        }
+        out.push(']');
+        out
+    }
+
     /// With the step.
     pub fn step(mut self, step: &str) -> Self {
         self.step = Some(step.to_string());
@@ -328,5 +402,153 @@ impl JournalCounts {
             (_, Some(s)) => s.entered += u64::from(r.arrival),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+    use proptest::sample::select;
+
+    use super::*;
+
+    const KINDS: [RecordKind; 21] = [
+        RecordKind::Entered,
+        RecordKind::Skipped,
+        RecordKind::Sent,
+        RecordKind::Failed,
+        RecordKind::Waiting,
+        RecordKind::Resumed,
+        RecordKind::Branched,
+        RecordKind::Assigned,
+        RecordKind::HeldOut,
+        RecordKind::Action,
+        RecordKind::Exited,
+        RecordKind::Ended,
+        RecordKind::Delivered,
+        RecordKind::Opened,
+        RecordKind::Clicked,
+        RecordKind::Bounced,
+        RecordKind::Complained,
+        RecordKind::Unsubscribed,
+        RecordKind::Converted,
+        RecordKind::Winner,
+        RecordKind::Sent,
+    ];
+
+    /// Text with what JSON escapes (quotes, backslashes, control characters) and what it does
+    /// not (non-ASCII, DEL).
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z0-9:_-]{0,24}",
+            "[\\x00-\\x1f\"\\\\a-z\u{7f}é€😀]{0,12}",
+            any::<String>(),
+        ]
+    }
+
+    fn instant() -> impl Strategy<Value = DateTime<Utc>> {
+        // Common instants, and years chrono writes in its own way (five digits, negative).
+        prop_oneof![
+            (0i64..4_102_444_800, 0u32..1_000_000_000)
+                .prop_map(|(s, n)| Utc.timestamp_opt(s, n).single().unwrap_or_default()),
+            (
+                0i64..1_000_000,
+                prop_oneof![Just(0u32), Just(123_000_000), Just(456_789)]
+            )
+                .prop_map(|(s, n)| Utc.timestamp_opt(s, n).single().unwrap_or_default()),
+            Just(DateTime::<Utc>::MIN_UTC),
+            Just(DateTime::<Utc>::MAX_UTC),
+        ]
+    }
+
+    fn number() -> impl Strategy<Value = serde_json::Number> {
+        prop_oneof![
+            any::<u64>().prop_map(serde_json::Number::from),
+            any::<i64>().prop_map(serde_json::Number::from),
+            any::<f64>().prop_filter_map("finite", serde_json::Number::from_f64),
+        ]
+    }
+
+    fn record() -> impl Strategy<Value = Record> {
+        let opt = || proptest::option::of(text());
+        (
+            (
+                instant(),
+                prop_oneof![Just(String::new()), text()],
+                select(&KINDS[..]),
+            ),
+            (
+                opt(),
+                proptest::option::of(select(vec![
+                    Channel::Email,
+                    Channel::Sms,
+                    Channel::Push,
+                    Channel::WebPush,
+                ])),
+                opt(),
+                opt(),
+                opt(),
+            ),
+            (opt(), opt(), proptest::option::of(instant()), opt(), opt()),
+            (any::<bool>(), proptest::option::of(number())),
+        )
+            .prop_map(
+                |(
+                    (at, contact, kind),
+                    (step, channel, message, reason, end),
+                    (branch, next, until, action, enrollment),
+                    (arrival, value),
+                )| Record {
+                    at,
+                    contact,
+                    kind,
+                    step,
+                    channel,
+                    message,
+                    reason,
+                    end,
+                    branch,
+                    next,
+                    until,
+                    action,
+                    enrollment,
+                    arrival,
+                    value,
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn a_record_is_written_as_serde_json_writes_it(record in record()) {
+            let mut ours = String::new();
+            record.write_json(&mut ours);
+            prop_assert_eq!(&ours, &serde_json::to_string(&record).unwrap_or_default());
+        }
+
+        #[test]
+        fn a_transition_is_written_as_serde_json_writes_it(records in proptest::collection::vec(record(), 0..4)) {
+            let refs: Vec<&Record> = records.iter().collect();
+            prop_assert_eq!(Record::json_array(&refs), serde_json::to_string(&refs).unwrap_or_default());
+        }
+    }
+
+    #[test]
+    fn a_common_record_is_written_in_full() {
+        let at = Utc
+            .with_ymd_and_hms(2026, 12, 5, 23, 26, 15)
+            .single()
+            .unwrap_or_default();
+        let mut record = Record::new(at, "c\"1", RecordKind::Sent).step("first");
+        record.channel = Some(Channel::Email);
+        record.enrollment = Some("drip:c1:1".into());
+        record.arrival = true;
+        let mut out = String::new();
+        record.write_json(&mut out);
+        assert_eq!(
+            out,
+            r#"{"at":"2026-12-05T23:26:15Z","contact":"c\"1","kind":"sent","step":"first","channel":"email","enrollment":"drip:c1:1","arrival":true}"#
+        );
     }
 }

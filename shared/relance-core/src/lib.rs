@@ -64,6 +64,7 @@ pub mod inbound;
 pub mod instant;
 pub mod invoke;
 pub mod journal;
+mod json_text;
 pub mod local;
 pub mod net;
 pub mod pinpoint;

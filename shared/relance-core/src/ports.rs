@@ -171,21 +171,104 @@ pub fn send_message_text(
     send: &Send,
     at: DateTime<Utc>,
 ) -> Result<String, serde_json::Error> {
-    #[derive(Serialize)]
-    struct SendMessage<'a> {
-        kind: &'static str,
-        #[serde(serialize_with = "crate::instant::rfc3339::serialize")]
-        at: DateTime<Utc>,
-        scenario: &'a str,
-        send: &'a Send,
+    // Written by hand, as the journal's records and enrollments are
+    // (`crate::journal::Record::write_json`): every send writes one. The bytes are those of
+    // serde_json serializing `SendMessage` (see the tests); the parts that are JSON values
+    // already (push data, template data, push and web push recipients) go through serde_json.
+    use crate::json_text::{push_field, push_str};
+    let mut out = String::with_capacity(512);
+    out.push_str("{\"kind\":\"send\",\"at\":");
+    crate::instant::rfc3339::push_json(&at, &mut out);
+    push_field("scenario", scenario, &mut out);
+    out.push_str(",\"send\":{\"enrollment\":");
+    push_str(&send.enrollment, &mut out);
+    push_field("contact", &send.contact, &mut out);
+    push_field("step", &send.step, &mut out);
+    push_field("message", &send.message, &mut out);
+    out.push_str(",\"channel\":\"");
+    out.push_str(send.channel.as_str());
+    out.push('"');
+    push_field("communication_type", &send.communication_type, &mut out);
+    out.push_str(",\"to\":");
+    match &send.to {
+        crate::engine::Recipient::Email(address) => {
+            out.push_str("{\"email\":");
+            push_str(address, &mut out);
+            out.push('}');
+        }
+        crate::engine::Recipient::Phone(number) => {
+            out.push_str("{\"phone\":");
+            push_str(number, &mut out);
+            out.push('}');
+        }
+        other => out.push_str(&serde_json::to_string(other)?),
     }
-    let message = SendMessage {
-        kind: "send",
-        at,
-        scenario,
-        send,
+    out.push_str(",\"content\":");
+    push_rendered(&send.content, &mut out)?;
+    push_field("idempotency_key", &send.idempotency_key, &mut out);
+    out.push_str("}}");
+    Ok(out)
+}
+
+/// A send's rendered parts, as serde_json writes [`crate::render::Rendered`].
+fn push_rendered(
+    content: &crate::render::Rendered,
+    out: &mut String,
+) -> Result<(), serde_json::Error> {
+    use crate::json_text::push_str;
+    out.push('{');
+    let mut first = true;
+    let mut name = |name: &str, out: &mut String| {
+        if !std::mem::take(&mut first) {
+            out.push(',');
+        }
+        out.push('"');
+        out.push_str(name);
+        out.push_str("\":");
     };
-    serde_json::to_string(&message)
+    let texts = [
+        ("subject", &content.subject),
+        ("html", &content.html),
+        ("text", &content.text),
+        ("title", &content.title),
+        ("body", &content.body),
+    ];
+    for (field, value) in texts {
+        if let Some(value) = value {
+            name(field, out);
+            push_str(value, out);
+        }
+    }
+    if let Some(data) = &content.data {
+        name("data", out);
+        out.push_str(&serde_json::to_string(data)?);
+    }
+    let texts = [
+        ("url", &content.url),
+        ("from", &content.from),
+        ("reply_to", &content.reply_to),
+        ("template", &content.template),
+    ];
+    for (field, value) in texts {
+        if let Some(value) = value {
+            name(field, out);
+            push_str(value, out);
+        }
+    }
+    if let Some(data) = &content.template_data {
+        name("template_data", out);
+        out.push_str(&serde_json::to_string(data)?);
+    }
+    if let Some(sms_type) = &content.sms_type {
+        name("sms_type", out);
+        push_str(sms_type, out);
+    }
+    if content.no_tracking {
+        name("no_tracking", out);
+        out.push_str("true");
+    }
+    out.push('}');
+    Ok(())
 }
 
 /// The idempotency key of an action step's effect in an enrollment.
@@ -740,6 +823,139 @@ mod tests {
                 send_message_text("s", &send, at).ok(),
                 Some(send_message("s", &send, at).to_string())
             );
+        }
+    }
+
+    mod written_by_hand {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::engine::Recipient;
+        use crate::render::Rendered;
+        use crate::scenario::Channel;
+
+        /// Text with what JSON escapes and what it does not.
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[a-z0-9:_@.+-]{0,24}",
+                "[\\x00-\\x1f\"\\\\<>a-z\u{7f}é😀]{0,16}",
+                any::<String>()
+            ]
+        }
+
+        fn value() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<f64>().prop_filter_map("finite", |f| serde_json::Number::from_f64(f)
+                    .map(serde_json::Value::Number)),
+                text().prop_map(serde_json::Value::from),
+            ];
+            leaf.prop_recursive(2, 8, 3, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..3)
+                        .prop_map(serde_json::Value::from),
+                    proptest::collection::vec((text(), inner), 0..3)
+                        .prop_map(|kv| serde_json::Value::Object(kv.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn recipient() -> impl Strategy<Value = Recipient> {
+            prop_oneof![
+                text().prop_map(Recipient::Email),
+                text().prop_map(Recipient::Phone),
+                proptest::collection::vec((text(), text()), 0..3).prop_map(Recipient::Push),
+                proptest::collection::vec(value(), 0..2).prop_map(Recipient::WebPush),
+            ]
+        }
+
+        fn rendered() -> impl Strategy<Value = Rendered> {
+            let t = || proptest::option::of(text());
+            let map = proptest::option::of(
+                proptest::collection::vec((text(), value()), 0..3)
+                    .prop_map(|kv| kv.into_iter().collect()),
+            );
+            (
+                (t(), t(), t(), t(), t()),
+                (map, t(), t(), t(), t()),
+                (proptest::option::of(value()), t(), any::<bool>()),
+            )
+                .prop_map(
+                    |(
+                        (subject, html, text, title, body),
+                        (data, url, from, reply_to, template),
+                        (template_data, sms_type, no_tracking),
+                    )| Rendered {
+                        subject,
+                        html,
+                        text,
+                        title,
+                        body,
+                        data,
+                        url,
+                        from,
+                        reply_to,
+                        template,
+                        template_data,
+                        sms_type,
+                        no_tracking,
+                    },
+                )
+        }
+
+        fn send() -> impl Strategy<Value = Send> {
+            (
+                (text(), text(), text(), text()),
+                proptest::sample::select(vec![
+                    Channel::Email,
+                    Channel::Sms,
+                    Channel::Push,
+                    Channel::WebPush,
+                ]),
+                (text(), recipient(), rendered(), text()),
+            )
+                .prop_map(
+                    |(
+                        (enrollment, contact, step, message),
+                        channel,
+                        (communication_type, to, content, idempotency_key),
+                    )| Send {
+                        enrollment,
+                        contact,
+                        step,
+                        message,
+                        channel,
+                        communication_type,
+                        to,
+                        content,
+                        idempotency_key,
+                    },
+                )
+        }
+
+        /// What the message was before it was written by hand: serde_json serializing it.
+        #[derive(Serialize)]
+        struct SendMessage<'a> {
+            kind: &'static str,
+            #[serde(serialize_with = "crate::instant::rfc3339::serialize")]
+            at: DateTime<Utc>,
+            scenario: &'a str,
+            send: &'a Send,
+        }
+
+        proptest! {
+            #[test]
+            fn a_send_message_is_written_as_serde_json_writes_it(
+                scenario in text(),
+                send in send(),
+                at in (0i64..4_102_444_800, 0u32..1_000_000_000),
+            ) {
+                let at = DateTime::from_timestamp(at.0, at.1).unwrap_or_default();
+                let by_serde = serde_json::to_string(&SendMessage { kind: "send", at, scenario: &scenario, send: &send });
+                prop_assert_eq!(send_message_text(&scenario, &send, at).ok(), by_serde.ok());
+            }
         }
     }
 }

@@ -1023,7 +1023,7 @@ impl EnrollmentStore for SqliteStore {
         scenario_version: u32,
         e: &Enrollment,
     ) -> Result<(), StoreError> {
-        let state = to_json(e);
+        let state = e.to_json();
         let written = match expected {
             None => self
                 .conn
@@ -1434,7 +1434,9 @@ impl JournalStore for SqliteStore {
     }
 
     fn journal(&mut self, scenario: &str, record: &Record) -> Result<(), StoreError> {
-        self.journal_row(scenario, &record.contact, &to_json(record))
+        let mut text = String::with_capacity(160);
+        record.write_json(&mut text);
+        self.journal_row(scenario, &record.contact, &text)
     }
 
     /// One row per run of records of one contact (a transition's are all its enrollment's
@@ -1449,7 +1451,7 @@ impl JournalStore for SqliteStore {
             match run {
                 [] => {}
                 [one] => self.journal(scenario, one)?,
-                many => self.journal_row(scenario, &many[0].contact, &to_json(&many))?,
+                many => self.journal_row(scenario, &many[0].contact, &Record::json_array(many))?,
             }
         }
         Ok(())

@@ -146,6 +146,68 @@ pub enum Outcome {
 }
 
 impl Enrollment {
+    /// This enrollment's JSON: the same bytes as `serde_json::to_string`, written without a
+    /// serializer, as [`crate::journal::Record::write_json`] and for the same reason (every
+    /// transition writes its enrollment). A property test compares the two writers.
+    pub fn to_json(&self) -> String {
+        use crate::instant::rfc3339::push_json as push_instant;
+        use crate::json_text::{push_field, push_str, push_u64};
+        let mut out = String::with_capacity(256);
+        out.push_str("{\"id\":");
+        push_str(&self.id, &mut out);
+        push_field("scenario", &self.scenario, &mut out);
+        push_field("contact", &self.contact, &mut out);
+        out.push_str(",\"version\":");
+        push_u64(self.version, &mut out);
+        out.push_str(",\"entered_at\":");
+        push_instant(&self.entered_at, &mut out);
+        out.push_str(",\"state\":{\"status\":");
+        match &self.state {
+            EnrollmentState::Due { step, at, hold } => {
+                out.push_str("\"due\"");
+                push_field("step", step, &mut out);
+                out.push_str(",\"at\":");
+                push_instant(at, &mut out);
+                out.push_str(",\"hold\":\"");
+                out.push_str(hold.as_str());
+                out.push('"');
+            }
+            EnrollmentState::Waiting { step, since, until } => {
+                out.push_str("\"waiting\"");
+                push_field("step", step, &mut out);
+                out.push_str(",\"since\":");
+                push_instant(since, &mut out);
+                out.push_str(",\"until\":");
+                push_instant(until, &mut out);
+            }
+            EnrollmentState::Ended { outcome, at } => {
+                out.push_str("\"ended\",\"outcome\":");
+                match outcome {
+                    Outcome::End(end) => {
+                        out.push_str("{\"end\":");
+                        push_str(end.as_str(), &mut out);
+                        out.push('}');
+                    }
+                    Outcome::Exited => out.push_str("\"exited\""),
+                    Outcome::HeldOut => out.push_str("\"held_out\""),
+                }
+                out.push_str(",\"at\":");
+                push_instant(at, &mut out);
+            }
+        }
+        out.push_str("},\"sent\":{");
+        for (i, (step, at)) in self.sent.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            push_str(step, &mut out);
+            out.push(':');
+            push_instant(at, &mut out);
+        }
+        out.push_str("}}");
+        out
+    }
+
     /// True until the enrollment ends.
     pub fn is_running(&self) -> bool {
         !matches!(self.state, EnrollmentState::Ended { .. })
@@ -515,6 +577,76 @@ fn history_needs(scenario: &Scenario) -> HistoryNeeds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    mod enrollment_json {
+        use chrono::TimeZone;
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[a-z0-9:_-]{0,24}",
+                "[\\x00-\\x1f\"\\\\a-z\u{7f}é😀]{0,12}",
+                any::<String>()
+            ]
+        }
+
+        fn instant() -> impl Strategy<Value = DateTime<Utc>> {
+            prop_oneof![
+                (0i64..4_102_444_800, 0u32..1_000_000_000)
+                    .prop_map(|(s, n)| Utc.timestamp_opt(s, n).single().unwrap_or_default()),
+                Just(DateTime::<Utc>::MIN_UTC),
+                Just(DateTime::<Utc>::MAX_UTC),
+            ]
+        }
+
+        fn state() -> impl Strategy<Value = EnrollmentState> {
+            let end = prop_oneof![
+                Just(EndKind::Success),
+                Just(EndKind::Failure),
+                Just(EndKind::Abandon),
+                Just(EndKind::Neutral),
+                text().prop_map(EndKind::Goal),
+            ];
+            let outcome = prop_oneof![
+                end.prop_map(Outcome::End),
+                Just(Outcome::Exited),
+                Just(Outcome::HeldOut),
+            ];
+            prop_oneof![
+                (
+                    text(),
+                    instant(),
+                    prop_oneof![Just(Hold::Delay), Just(Hold::QuietHours)]
+                )
+                    .prop_map(|(step, at, hold)| EnrollmentState::Due {
+                        step,
+                        at,
+                        hold
+                    }),
+                (text(), instant(), instant()).prop_map(|(step, since, until)| {
+                    EnrollmentState::Waiting { step, since, until }
+                }),
+                (outcome, instant())
+                    .prop_map(|(outcome, at)| EnrollmentState::Ended { outcome, at }),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn an_enrollment_is_written_as_serde_json_writes_it(
+                (id, scenario, contact) in (text(), text(), text()),
+                version in any::<u64>(),
+                entered_at in instant(),
+                state in state(),
+                sent in proptest::collection::btree_map(text(), instant(), 0..4),
+            ) {
+                let enrollment = Enrollment { id, scenario, contact, version, entered_at, state, sent };
+                prop_assert_eq!(enrollment.to_json(), serde_json::to_string(&enrollment).unwrap_or_default());
+            }
+        }
+    }
 
     /// A scenario with one send (`first`), then `middle` (the step under test), then an end.
     fn needs(top: &str, middle: &str) -> HistoryNeeds {
