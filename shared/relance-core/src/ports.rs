@@ -428,6 +428,21 @@ pub trait EnrollmentStore {
         scenario: &str,
         contact: &str,
     ) -> Result<Option<(Enrollment, u32)>, Self::Error>;
+    /// The id of the running enrollment of a contact in a scenario and the scenario version
+    /// it runs on, with the enrollment itself when the store has it at hand. For an input
+    /// that is mostly only recorded against the enrollment (an open): a store whose read of
+    /// the id alone is cheaper (SQLite: no JSON parsed) leaves the enrollment out, and the
+    /// caller reads it by id when it needs it. By default, the enrollment read whole.
+    #[allow(clippy::type_complexity)]
+    fn running_enrollment_id(
+        &mut self,
+        scenario: &str,
+        contact: &str,
+    ) -> Result<Option<(String, u32, Option<Enrollment>)>, Self::Error> {
+        Ok(self
+            .running_enrollment(scenario, contact)?
+            .map(|(enrollment, version)| (enrollment.id.clone(), version, Some(enrollment))))
+    }
     /// One enrollment and the scenario version it runs on.
     fn enrollment(&mut self, id: &str) -> Result<Option<(Enrollment, u32)>, Self::Error>;
     /// Conditional write on the version.

@@ -1007,6 +1007,19 @@ impl EnrollmentStore for SqliteStore {
             .transpose()
     }
 
+    fn running_enrollment_id(
+        &mut self,
+        scenario: &str,
+        contact: &str,
+    ) -> Result<Option<(String, u32, Option<Enrollment>)>, StoreError> {
+        // The id and the version, not the state: an open of most scenarios needs no more.
+        Ok(self
+            .conn
+            .prepare_cached("SELECT id, scenario_version FROM enrollment WHERE scenario_id = ?1 AND contact_id = ?2 AND running = 1")?
+            .query_row(params![scenario, contact], |r| Ok((r.get(0)?, r.get(1)?, None)))
+            .optional()?)
+    }
+
     fn enrollment(&mut self, id: &str) -> Result<Option<(Enrollment, u32)>, StoreError> {
         let row: Option<(String, u32)> = self
             .conn

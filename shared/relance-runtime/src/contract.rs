@@ -542,6 +542,18 @@ where
         Some((first.id.clone(), 1)),
         "the entered enrollment runs, on its scenario version"
     );
+    let (id, version, read) = ok(
+        "running_enrollment_id",
+        store.running_enrollment_id("welcome", "ada"),
+    )
+    .expect("the running enrollment's id");
+    assert_eq!((id.as_str(), version), (first.id.as_str(), 1));
+    if let Some(read) = read {
+        assert_eq!(
+            read, first,
+            "an enrollment given with its id is the one running"
+        );
+    }
     assert!(
         enter(&mut store, "welcome", "ada", at(1), &[]).is_none(),
         "a second entry sees the running enrollment"
@@ -554,6 +566,14 @@ where
         )
         .is_none(),
         "an ended enrollment does not run"
+    );
+    assert!(
+        ok(
+            "running_enrollment_id",
+            store.running_enrollment_id("welcome", "ada")
+        )
+        .is_none(),
+        "nor is its id given"
     );
     let second = enter(&mut store, "welcome", "ada", at(2), &[]).expect("none runs: entered");
     assert_ne!(second.id, first.id, "each entry is a new enrollment");

@@ -23,6 +23,18 @@ pub struct UnknownStep {
 }
 
 impl Engine {
+    /// False when no enrollment of this scenario can react to anything but its timers: the
+    /// scenario has no `exit_when` and no `wait_for` step, so [`Engine::may_react`] is false
+    /// whatever the enrollment's state (callers then need not read it).
+    pub fn may_ever_react(&self) -> bool {
+        !self.scenario.exit_when.is_empty()
+            || self
+                .scenario
+                .steps
+                .iter()
+                .any(|step| matches!(step.kind, StepKind::WaitFor { .. }))
+    }
+
     /// Whether an event, an engagement or a profile change can move `enrollment`
     /// ([`Engine::try_handle`] with anything but a wake): only while it runs, and then only
     /// through `exit_when` or the `wait_for` it waits on. When this is false, handling such an
@@ -222,6 +234,14 @@ mod tests {
         // A delay without exit_when: nothing can move it, and nothing does.
         let en = entered(&plain, &contact);
         assert!(!plain.may_react(&en));
+        // Nor any enrollment of it: without exit_when and wait_for, no state it reaches reacts.
+        assert!(!plain.may_ever_react());
+        assert!(exits.may_ever_react());
+        let waits = "id: t\nlaunch: {type: manual}\nmessages:\n  m: {channel: email, subject: s, text: t}\nsteps:\n  - {id: first, send: m, next: wait}\n  - {id: wait, wait_for: {opened: first, timeout: P1D}, on_event: last, on_timeout: last}\n  - {id: last, end: success}\n";
+        match crate::validate::parse(waits, crate::Format::Yaml) {
+            Ok((scenario, _)) => assert!(Engine::new(scenario).may_ever_react()),
+            Err(p) => panic!("{p:?}"),
+        }
         for input in inputs {
             let t = plain.try_handle(&en, &contact, &history, input, at(2));
             assert_eq!(

@@ -284,9 +284,12 @@ where
                 message: format!("no contact \"{}\"", detail.contact),
             };
             let contact_id = detail.contact.as_str();
+            // The running enrollment's id and version, and the enrollment if the store has it
+            // at hand: SQLite leaves it to be read below, when its scenario has something that
+            // may react (a wait_for, exit_when). Parsing it was a quarter of recording an open.
             let running = u
                 .store
-                .running_enrollment(&entry.id, contact_id)
+                .running_enrollment_id(&entry.id, contact_id)
                 .map_err(store_err)?;
             // The contact's fields are read (parsed) only when something reads them: a consent
             // change, or an enrollment the engagement may move. An open or a click usually
@@ -324,11 +327,11 @@ where
                 RecordKind::of_engagement(engagement.kind),
             )
             .step(&engagement.step);
-            record.enrollment = running.as_ref().map(|(e, _)| e.id.clone());
+            record.enrollment = running.as_ref().map(|(id, _, _)| id.clone());
             u.record(&entry.id, record)?;
             let version = running
                 .as_ref()
-                .map(|(_, v)| *v)
+                .map(|(_, v, _)| *v)
                 .or(entry.active_version)
                 .unwrap_or(entry.latest_version);
             let engine = engine(u.store, u.engines, &entry.id, version)?;
@@ -349,9 +352,21 @@ where
             }
             // Held (paused) and retired (archived) scenarios record the reaction but do not
             // move; nor does an enrollment that cannot react to it (no history read then).
-            if let (Some((enrollment, version)), Status::Active) = (running, entry.status)
-                && engine.may_react(&enrollment)
-            {
+            let reacting = match running {
+                Some((id, version, read))
+                    if entry.status == Status::Active && engine.may_ever_react() =>
+                {
+                    let enrollment = match read {
+                        Some(enrollment) => Some(enrollment),
+                        None => u.store.enrollment(&id).map_err(store_err)?.map(|(e, _)| e),
+                    };
+                    enrollment
+                        .filter(|e| engine.may_react(e))
+                        .map(|e| (e, version))
+                }
+                _ => None,
+            };
+            if let Some((enrollment, version)) = reacting {
                 let contact = match contact {
                     Some(contact) => contact,
                     None => u
