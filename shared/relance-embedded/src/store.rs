@@ -343,7 +343,7 @@ pub struct SqliteStore {
 
 /// What an open group has read and may use again: the group holds the write lock from its
 /// `BEGIN IMMEDIATE` to its commit, so only this connection can change these meanwhile. They
-/// live in [`GroupState::Open`] and end with the group.
+/// live in [`OpenGroup`] and end with the group.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct GroupReads {
     /// `data_version`: no other connection commits inside the group, so it cannot move; read
@@ -365,6 +365,32 @@ impl GroupReads {
     }
 }
 
+/// An open group: what it has read, and the journal rows its units wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct OpenGroup {
+    reads: GroupReads,
+    journal: PendingJournal,
+}
+
+/// The journal rows written by the units of the open group, inserted together just before
+/// its commit, outside any unit. Each unit is a savepoint, and SQLite copies every page a
+/// savepoint changes first: the journal's table and index pages were two of the fifteen or
+/// so a unit copied, and each row was a statement of its own (BENCHMARKS.md, round twelve).
+/// Nothing a unit does reads the journal back; [`JournalStore::records`] and
+/// [`SqliteStore::recent_records`] see these rows after the committed ones, in the order
+/// written, which is the order they are given their `seq` in. A failed unit drops its rows
+/// with its other writes, and a group that does not commit drops them all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct PendingJournal {
+    /// (scenario, contact, record JSON), in the order written.
+    rows: Vec<(String, String, String)>,
+    /// While a unit runs: how many rows there were when it began.
+    unit_start: Option<usize>,
+}
+
+/// Journal rows one statement inserts when a group's are written together.
+const JOURNAL_ROWS_PER_INSERT: usize = 32;
+
 /// A test's work, run by the store at a chosen point.
 struct TestHook(Box<dyn FnOnce() + std::marker::Send>);
 
@@ -380,7 +406,7 @@ enum GroupState {
     /// Each unit is its own `BEGIN IMMEDIATE … COMMIT`.
     None,
     /// A transaction is open; each unit is a savepoint in it.
-    Open(GroupReads),
+    Open(OpenGroup),
     /// The group's transaction ended under it (SQLite rolls a transaction back by itself on
     /// some errors: a full disk, an I/O error): its units are lost, and no unit runs until the
     /// group is committed (which reports the loss).
@@ -1449,7 +1475,7 @@ impl JournalStore for SqliteStore {
     fn journal(&mut self, scenario: &str, record: &Record) -> Result<(), StoreError> {
         let mut text = String::with_capacity(160);
         record.write_json(&mut text);
-        self.journal_row(scenario, &record.contact, &text)
+        self.journal_row(scenario, &record.contact, text)
     }
 
     /// One row per run of records of one contact (a transition's are all its enrollment's
@@ -1464,7 +1490,7 @@ impl JournalStore for SqliteStore {
             match run {
                 [] => {}
                 [one] => self.journal(scenario, one)?,
-                many => self.journal_row(scenario, &many[0].contact, &Record::json_array(many))?,
+                many => self.journal_row(scenario, &many[0].contact, Record::json_array(many))?,
             }
         }
         Ok(())
@@ -1585,12 +1611,34 @@ impl JournalStore for SqliteStore {
         for row in rows {
             read_journal_row(&row?, &mut out)?;
         }
+        // Then the open group's rows, which come after every committed one.
+        for (_, _, text) in self
+            .pending_journal_rows()
+            .iter()
+            .filter(|(s, c, _)| s == scenario && contact.is_none_or(|contact| c == contact))
+        {
+            read_journal_row(text, &mut out)?;
+        }
         Ok(out)
     }
 }
 
 impl SqliteStore {
-    fn journal_row(&mut self, scenario: &str, contact: &str, text: &str) -> Result<(), StoreError> {
+    fn journal_row(
+        &mut self,
+        scenario: &str,
+        contact: &str,
+        text: String,
+    ) -> Result<(), StoreError> {
+        // Inside a group's unit, kept for the group's commit.
+        if let Some(pending) = self.pending_journal()
+            && pending.unit_start.is_some()
+        {
+            pending
+                .rows
+                .push((scenario.to_string(), contact.to_string(), text));
+            return Ok(());
+        }
         self.conn
             .prepare_cached(
                 "INSERT INTO journal (scenario_id, contact_id, record) VALUES (?1, ?2, ?3)",
@@ -1607,6 +1655,21 @@ impl SqliteStore {
         scenario: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, Record)>, StoreError> {
+        let wanted = limit;
+        let mut out = Vec::new();
+        let mut records = Vec::new();
+        // The open group's rows first: they are the newest.
+        for (row_scenario, _, text) in self.pending_journal_rows().iter().rev() {
+            if scenario.is_some_and(|s| s != row_scenario) {
+                continue;
+            }
+            read_journal_row(text, &mut records)?;
+            out.extend(records.drain(..).rev().map(|r| (row_scenario.clone(), r)));
+            if out.len() >= wanted {
+                out.truncate(wanted);
+                return Ok(out);
+            }
+        }
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut stmt = self.conn.prepare_cached(
             "SELECT scenario_id, record FROM journal WHERE (?1 IS NULL OR scenario_id = ?1) ORDER BY seq DESC LIMIT ?2",
@@ -1614,18 +1677,16 @@ impl SqliteStore {
         let rows = stmt.query_map(params![scenario, limit], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
         })?;
-        let mut out = Vec::new();
-        let mut records = Vec::new();
         for row in rows {
             let (scenario, text) = row?;
             read_journal_row(&text, &mut records)?;
             // Newest first: a row's records from its last.
             out.extend(records.drain(..).rev().map(|r| (scenario.clone(), r)));
-            if out.len() >= usize::try_from(limit).unwrap_or(usize::MAX) {
+            if out.len() >= wanted {
                 break;
             }
         }
-        out.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        out.truncate(wanted);
         Ok(out)
     }
 }
@@ -1792,7 +1853,7 @@ impl Store for SqliteStore {
         // The write lock for the whole group: held for as long as its units take (the runner
         // keeps a group to a few milliseconds' work), so another process waits, then writes.
         self.run_cached("BEGIN IMMEDIATE")?;
-        self.group = GroupState::Open(GroupReads::default());
+        self.group = GroupState::Open(OpenGroup::default());
         Ok(())
     }
 
@@ -1800,7 +1861,10 @@ impl Store for SqliteStore {
         let outcome = match std::mem::replace(&mut self.group, GroupState::None) {
             GroupState::None => return Ok(()),
             GroupState::Broken(why) => Err(StoreError::GroupLost(why)),
-            GroupState::Open(_) => self.run_cached("COMMIT").map_err(StoreError::from),
+            GroupState::Open(open) => self
+                .insert_journal_rows(&open.journal.rows)
+                .and_then(|()| self.run_cached("COMMIT"))
+                .map_err(StoreError::from),
         };
         // A group that did not commit leaves no transaction open behind it.
         if outcome.is_err() && !self.conn.is_autocommit() {
@@ -1837,7 +1901,20 @@ impl SqliteStore {
             return Err(self.group_lost());
         }
         self.run_cached("SAVEPOINT unit")?;
+        // Units may nest (a unit's work calling `atomically`): each keeps its own start.
+        let outer_unit = self.pending_journal().map(|pending| {
+            let outer = pending.unit_start;
+            pending.unit_start = Some(pending.rows.len());
+            outer
+        });
         let out = work(self);
+        if let Some(pending) = self.pending_journal() {
+            let start = pending.unit_start.unwrap_or(pending.rows.len());
+            if out.is_err() {
+                pending.rows.truncate(start);
+            }
+            pending.unit_start = outer_unit.flatten();
+        }
         // SQLite may have rolled the whole transaction back on an error (SQLITE_FULL,
         // SQLITE_IOERR, ...): the savepoint is gone, and with it the group's earlier units.
         if self.conn.is_autocommit() {
@@ -1858,6 +1935,50 @@ impl SqliteStore {
         Ok(out)
     }
 
+    /// The open group's journal rows, while its transaction still holds the write lock.
+    fn pending_journal(&mut self) -> Option<&mut PendingJournal> {
+        match &mut self.group {
+            GroupState::Open(open) if !self.conn.is_autocommit() => Some(&mut open.journal),
+            _ => None,
+        }
+    }
+
+    /// The open group's journal rows, in the order written (none outside a group).
+    fn pending_journal_rows(&self) -> &[(String, String, String)] {
+        match &self.group {
+            GroupState::Open(open) if !self.conn.is_autocommit() => &open.journal.rows,
+            _ => &[],
+        }
+    }
+
+    /// Inserts a group's journal rows, in order, [`JOURNAL_ROWS_PER_INSERT`] per statement.
+    fn insert_journal_rows(&self, rows: &[(String, String, String)]) -> rusqlite::Result<()> {
+        static MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            let values = vec!["(?, ?, ?)"; JOURNAL_ROWS_PER_INSERT].join(", ");
+            format!("INSERT INTO journal (scenario_id, contact_id, record) VALUES {values}")
+        });
+        let mut chunks = rows.chunks_exact(JOURNAL_ROWS_PER_INSERT);
+        if chunks.len() > 0 {
+            let mut many = self.conn.prepare_cached(&MANY)?;
+            for chunk in &mut chunks {
+                let values = chunk
+                    .iter()
+                    .flat_map(|(scenario, contact, text)| [scenario, contact, text]);
+                many.execute(rusqlite::params_from_iter(values))?;
+            }
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut one = self.conn.prepare_cached(
+                "INSERT INTO journal (scenario_id, contact_id, record) VALUES (?1, ?2, ?3)",
+            )?;
+            for (scenario, contact, text) in rest {
+                one.execute(params![scenario, contact, text])?;
+            }
+        }
+        Ok(())
+    }
+
     /// The group's transaction was rolled back by SQLite after an error: the group is lost.
     fn group_lost(&mut self) -> StoreError {
         let why = "the transaction was rolled back by SQLite after an error".to_string();
@@ -1869,7 +1990,7 @@ impl SqliteStore {
     /// (SQLite ends it by itself after some errors); `None` outside a group.
     fn group_reads(&mut self) -> Option<&mut GroupReads> {
         match &mut self.group {
-            GroupState::Open(reads) if !self.conn.is_autocommit() => Some(reads),
+            GroupState::Open(open) if !self.conn.is_autocommit() => Some(&mut open.reads),
             _ => None,
         }
     }
@@ -1877,8 +1998,8 @@ impl SqliteStore {
     /// Forgets the scenario rows the open group has read: this connection wrote one, or a
     /// unit that may have is undone.
     fn forget_scenarios_read(&mut self) {
-        if let GroupState::Open(reads) = &mut self.group {
-            reads.forget_scenarios();
+        if let GroupState::Open(open) = &mut self.group {
+            open.reads.forget_scenarios();
         }
     }
 }
@@ -2146,6 +2267,109 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"))
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(written.is_none(), "the unit after the loss wrote nothing");
+    }
+
+    /// A group's journal rows are written at its commit, in the order its units wrote them:
+    /// a failed unit's (a nested one's alone) are dropped, the group's reads see the rest
+    /// after the committed rows, and a group that does not commit writes none.
+    #[test]
+    fn a_groups_journal_rows_are_written_at_its_commit_in_order() {
+        use relance_core::journal::RecordKind::{self, Ended, Entered, Sent, Waiting};
+        let mut store = SqliteStore::in_memory().unwrap_or_else(|e| panic!("{e}"));
+        let record = |contact: &str, kind| Record::new(now(), contact, kind);
+        // A unit writes two rows: one record, then a transition's two records as one row.
+        let unit = |s: &mut SqliteStore, contact: &str, fail: bool| {
+            s.atomically(|s| {
+                s.journal("s", &record(contact, Entered))?;
+                s.journal_transition("s", &[&record(contact, Sent), &record(contact, Waiting)])?;
+                if fail {
+                    return Err(StoreError::Corrupt {
+                        what: "test",
+                        why: "the unit fails".into(),
+                    });
+                }
+                Ok(())
+            })
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let table_rows = |s: &SqliteStore| {
+            seq_rows(s, "SELECT seq, contact_id FROM journal ORDER BY seq")
+                .into_iter()
+                .map(|(_, contact)| contact)
+                .collect::<Vec<_>>()
+        };
+        let records = |s: &mut SqliteStore, contact: Option<&str>| {
+            s.records("s", contact)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .into_iter()
+                .map(|r| (r.contact, r.kind))
+                .collect::<Vec<_>>()
+        };
+        let mut rows = Vec::new();
+        let mut written = Vec::new();
+        let mut wrote = |contact: &str, kinds: &[RecordKind], row_count: usize| {
+            rows.extend(std::iter::repeat_n(contact.to_string(), row_count));
+            written.extend(kinds.iter().map(|k| (contact.to_string(), *k)));
+        };
+        // One unit committed before the group.
+        assert!(unit(&mut store, "before", false).is_ok());
+        wrote("before", &[Entered, Sent, Waiting], 2);
+        store.begin_group().unwrap_or_else(|e| panic!("{e}"));
+        // Past one statement's worth of rows, so that both statements write some.
+        for i in 0..(JOURNAL_ROWS_PER_INSERT + 3) {
+            let contact = format!("c{i}");
+            let failing = i % 5 == 1;
+            assert_eq!(unit(&mut store, &contact, failing).is_err(), failing);
+            if !failing {
+                wrote(&contact, &[Entered, Sent, Waiting], 2);
+            }
+        }
+        // A unit whose nested unit fails keeps its own rows, not the nested one's.
+        let outer = store
+            .atomically(|s| {
+                s.journal("s", &record("outer", Entered))?;
+                assert!(unit(s, "nested", true).is_err());
+                s.journal("s", &record("outer", Ended))
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(outer.is_ok());
+        wrote("outer", &[Entered, Ended], 2);
+        // Inside the group: only the committed rows are in the table, and reads see them all.
+        assert_eq!(table_rows(&store), ["before", "before"]);
+        assert_eq!(records(&mut store, None), written);
+        assert_eq!(
+            records(&mut store, Some("c0")),
+            [
+                ("c0".to_string(), Entered),
+                ("c0".to_string(), Sent),
+                ("c0".to_string(), Waiting)
+            ]
+        );
+        let newest = store
+            .recent_records(Some("s"), 3)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let last = format!("c{}", JOURNAL_ROWS_PER_INSERT + 2);
+        assert_eq!(
+            newest
+                .iter()
+                .map(|(_, r)| (r.contact.as_str(), r.kind))
+                .collect::<Vec<_>>(),
+            [
+                ("outer", Ended),
+                ("outer", Entered),
+                (last.as_str(), Waiting)
+            ]
+        );
+        store.commit_group().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(table_rows(&store), rows);
+        assert_eq!(records(&mut store, None), written);
+        // A group rolled back writes none of its rows.
+        store.begin_group().unwrap_or_else(|e| panic!("{e}"));
+        assert!(unit(&mut store, "lost", false).is_ok());
+        assert_eq!(records(&mut store, Some("lost")).len(), 3);
+        store.rollback_group().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(table_rows(&store), rows);
+        assert!(records(&mut store, Some("lost")).is_empty());
     }
 
     /// A reading connection is refused on a database at another schema (it migrates nothing).
