@@ -105,6 +105,25 @@ pub mod rfc3339 {
     /// The text of `t` as chrono's serializer writes it, when it is a common instant (a year
     /// of four digits, not a leap second); `None` otherwise, for chrono to write.
     fn text(t: &DateTime<Utc>, out: &mut [u8; 30]) -> Option<usize> {
+        // A transition writes the same instant (its `now`) into most of its records, its
+        // enrollment and its message: the last text is kept, per thread.
+        thread_local! {
+            static LAST: std::cell::Cell<Option<(DateTime<Utc>, [u8; 30], usize)>> =
+                const { std::cell::Cell::new(None) };
+        }
+        if let Some((last, text, len)) = LAST.get()
+            && last == *t
+        {
+            *out = text;
+            return Some(len);
+        }
+        let len = write_text(t, out)?;
+        LAST.set(Some((*t, *out, len)));
+        Some(len)
+    }
+
+    /// [`text`], computed.
+    fn write_text(t: &DateTime<Utc>, out: &mut [u8; 30]) -> Option<usize> {
         // The date and the time once: each accessor of a `DateTime` converts it to local
         // time again (a third of this function's cost when there were six of them).
         let naive = t.naive_utc();
