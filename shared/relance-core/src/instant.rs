@@ -107,9 +107,10 @@ pub mod rfc3339 {
     fn text(t: &DateTime<Utc>, out: &mut [u8; 30]) -> Option<usize> {
         // A transition writes the same instant (its `now`) into most of its records, its
         // enrollment and its message: the last text is kept, per thread.
+        /// An instant, its text and the text's length.
+        type Written = (DateTime<Utc>, [u8; 30], usize);
         thread_local! {
-            static LAST: std::cell::Cell<Option<(DateTime<Utc>, [u8; 30], usize)>> =
-                const { std::cell::Cell::new(None) };
+            static LAST: std::cell::Cell<Option<Written>> = const { std::cell::Cell::new(None) };
         }
         if let Some((last, text, len)) = LAST.get()
             && last == *t
