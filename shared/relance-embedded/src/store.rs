@@ -372,21 +372,27 @@ struct OpenGroup {
     journal: PendingJournal,
 }
 
-/// The journal rows written by the units of the open group, inserted together just before
-/// its commit, outside any unit. Each unit is a savepoint, and SQLite copies every page a
-/// savepoint changes first: the journal's table and index pages were two of the fifteen or
-/// so a unit copied, and each row was a statement of its own (BENCHMARKS.md, round twelve).
-/// Nothing a unit does reads the journal back; [`JournalStore::records`] and
-/// [`SqliteStore::recent_records`] see these rows after the committed ones, in the order
-/// written, which is the order they are given their `seq` in. A failed unit drops its rows
-/// with its other writes, and a group that does not commit drops them all.
+/// The journal rows written in the open group (by its units, and by the settlements of
+/// deliveries and webhooks run between them), inserted together just before its commit,
+/// outside any unit. Each unit is a savepoint, and SQLite copies every page a savepoint
+/// changes first: the journal's table and index pages were two of the fifteen or so a unit
+/// copied, and each row was a statement of its own (BENCHMARKS.md, round twelve).
+/// [`JournalStore::records`] and [`SqliteStore::recent_records`] see these rows after the
+/// committed ones (a unit may read the journal: the winner rule does), in the order written,
+/// which is the order they are given their `seq` in. A failed unit drops its rows with its
+/// other writes; a group that does not commit, or whose rows cannot be inserted, drops them
+/// all, with its units.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct PendingJournal {
     /// (scenario, contact, record JSON), in the order written.
     rows: Vec<(String, String, String)>,
-    /// While a unit runs: how many rows there were when it began.
+    /// While a unit runs: how many rows there were when it began (a failed unit drops those
+    /// after).
     unit_start: Option<usize>,
 }
+
+/// Why a group is lost when SQLite ended its transaction under it.
+const TRANSACTION_ENDED: &str = "the transaction was rolled back by SQLite after an error";
 
 /// Journal rows one statement inserts when a group's are written together.
 const JOURNAL_ROWS_PER_INSERT: usize = 32;
@@ -1630,10 +1636,8 @@ impl SqliteStore {
         contact: &str,
         text: String,
     ) -> Result<(), StoreError> {
-        // Inside a group's unit, kept for the group's commit.
-        if let Some(pending) = self.pending_journal()
-            && pending.unit_start.is_some()
-        {
+        // Inside a group, kept for its commit.
+        if let Some(pending) = self.pending_journal() {
             pending
                 .rows
                 .push((scenario.to_string(), contact.to_string(), text));
@@ -1861,6 +1865,12 @@ impl Store for SqliteStore {
         let outcome = match std::mem::replace(&mut self.group, GroupState::None) {
             GroupState::None => return Ok(()),
             GroupState::Broken(why) => Err(StoreError::GroupLost(why)),
+            // SQLite rolled the group's transaction back after an error outside any unit (a
+            // lease of deliveries, say): its rows must not be inserted, each in a transaction
+            // of its own, for units that are lost.
+            GroupState::Open(_) if self.conn.is_autocommit() => {
+                Err(StoreError::GroupLost(TRANSACTION_ENDED.to_string()))
+            }
             GroupState::Open(open) => self
                 .insert_journal_rows(&open.journal.rows)
                 .and_then(|()| self.run_cached("COMMIT"))
@@ -1981,7 +1991,7 @@ impl SqliteStore {
 
     /// The group's transaction was rolled back by SQLite after an error: the group is lost.
     fn group_lost(&mut self) -> StoreError {
-        let why = "the transaction was rolled back by SQLite after an error".to_string();
+        let why = TRANSACTION_ENDED.to_string();
         self.group = GroupState::Broken(why.clone());
         StoreError::GroupLost(why)
     }
@@ -2370,6 +2380,87 @@ mod tests {
         store.rollback_group().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(table_rows(&store), rows);
         assert!(records(&mut store, Some("lost")).is_empty());
+    }
+
+    /// A group whose transaction SQLite ended outside any unit inserts none of its journal
+    /// rows at its commit (each would be a transaction of its own, for units that are lost),
+    /// and reports the loss.
+    #[test]
+    fn a_lost_groups_journal_rows_are_not_written() {
+        let mut store = SqliteStore::in_memory().unwrap_or_else(|e| panic!("{e}"));
+        store.begin_group().unwrap_or_else(|e| panic!("{e}"));
+        store
+            .atomically(|s| {
+                s.journal(
+                    "s",
+                    &Record::new(now(), "c1", relance_core::journal::RecordKind::Entered),
+                )
+            })
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        // As SQLite does after SQLITE_FULL or SQLITE_IOERR in a statement outside a unit.
+        store
+            .conn
+            .execute_batch("ROLLBACK")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            store.commit_group(),
+            Err(StoreError::GroupLost(_))
+        ));
+        assert!(seq_rows(&store, "SELECT seq, contact_id FROM journal").is_empty());
+    }
+
+    /// A settlement run in a group between its units journals in its place: its record comes
+    /// after the units before it and before those after it.
+    #[test]
+    fn a_settlement_in_a_group_journals_in_the_order_written() {
+        let mut store = SqliteStore::in_memory().unwrap_or_else(|e| panic!("{e}"));
+        let unit = |s: &mut SqliteStore, contact: &str| {
+            s.atomically(|s| {
+                s.journal(
+                    "s",
+                    &Record::new(now(), contact, relance_core::journal::RecordKind::Sent),
+                )
+            })
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        };
+        store.begin_group().unwrap_or_else(|e| panic!("{e}"));
+        unit(&mut store, "first");
+        let failed = Record::new(now(), "settled", relance_core::journal::RecordKind::Failed);
+        store
+            .settle_delivery(
+                1,
+                &Settlement::Failed {
+                    reason: "bounced".into(),
+                },
+                Some(("s", &failed)),
+                now(),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        unit(&mut store, "last");
+        store.commit_group().unwrap_or_else(|e| panic!("{e}"));
+        let contacts: Vec<String> =
+            seq_rows(&store, "SELECT seq, contact_id FROM journal ORDER BY seq")
+                .into_iter()
+                .map(|(_, c)| c)
+                .collect();
+        assert_eq!(contacts, ["first", "settled", "last"]);
+        // Outside a group, it is written at once.
+        store
+            .settle_delivery(
+                1,
+                &Settlement::Failed {
+                    reason: "bounced".into(),
+                },
+                Some(("s", &failed)),
+                now(),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            seq_rows(&store, "SELECT seq, contact_id FROM journal").len(),
+            4
+        );
     }
 
     /// A reading connection is refused on a database at another schema (it migrates nothing).

@@ -188,8 +188,14 @@ impl SqliteStore {
         record: Option<(&str, &Record)>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        // In a group, the record joins the group's journal rows once this savepoint is
+        // released (they are inserted at its commit, in the order written); alone, it is
+        // written in this savepoint.
+        let grouped = self.pending_journal().is_some();
         let tx = self.conn.savepoint()?;
-        if let Some((scenario, record)) = record {
+        if let Some((scenario, record)) = record
+            && !grouped
+        {
             tx.prepare_cached(
                 "INSERT INTO journal (scenario_id, contact_id, record) VALUES (?1, ?2, ?3)",
             )?
@@ -225,6 +231,11 @@ impl SqliteStore {
             }
         };
         tx.commit()?;
+        if let Some((scenario, record)) = record
+            && grouped
+        {
+            self.journal_row(scenario, &record.contact, to_json(record))?;
+        }
         // Counted once committed (DESIGN §9).
         if let Some((scenario, record)) = record {
             relance_runtime::metrics::journaled(scenario, record);
