@@ -2438,14 +2438,36 @@ mod tests {
                 now(),
             )
             .unwrap_or_else(|e| panic!("{e}"));
+        let called = Record::new(now(), "called", relance_core::journal::RecordKind::Action);
+        store
+            .settle_webhook("k", &Attempt::Done, Some(("s", &called)), now())
+            .unwrap_or_else(|e| panic!("{e}"));
         unit(&mut store, "last");
+        // The group's reads see the settlements' records in their place.
+        let read: Vec<String> = store
+            .records("s", None)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_iter()
+            .map(|r| r.contact)
+            .collect();
+        assert_eq!(read, ["first", "settled", "called", "last"]);
         store.commit_group().unwrap_or_else(|e| panic!("{e}"));
         let contacts: Vec<String> =
             seq_rows(&store, "SELECT seq, contact_id FROM journal ORDER BY seq")
                 .into_iter()
                 .map(|(_, c)| c)
                 .collect();
-        assert_eq!(contacts, ["first", "settled", "last"]);
+        assert_eq!(contacts, ["first", "settled", "called", "last"]);
+        // A group rolled back drops a settlement's record with the rest.
+        store.begin_group().unwrap_or_else(|e| panic!("{e}"));
+        store
+            .settle_webhook("k", &Attempt::Done, Some(("s", &called)), now())
+            .unwrap_or_else(|e| panic!("{e}"));
+        store.rollback_group().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            seq_rows(&store, "SELECT seq, contact_id FROM journal").len(),
+            4
+        );
         // Outside a group, it is written at once.
         store
             .settle_delivery(
@@ -2459,7 +2481,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             seq_rows(&store, "SELECT seq, contact_id FROM journal").len(),
-            4
+            5
         );
     }
 
