@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::json_text;
+use crate::json_text::Object;
 use crate::scenario::Channel;
 
 /// What a record tells.
@@ -215,57 +215,36 @@ impl Record {
     /// embedded runner's instructions (BENCHMARKS.md, round twelve). A property test compares
     /// the two writers.
     pub fn write_json(&self, out: &mut String) {
-        out.push_str("{\"at\":");
-        crate::instant::rfc3339::push_json(&self.at, out);
-        out.push_str(",\"contact\":");
+        let mut o = Object::open(out);
+        o.instant("at", &self.at);
         if self.contact.is_empty() {
-            out.push_str("null");
+            o.raw("contact", "null");
         } else {
-            json_text::push_str(&self.contact, out);
+            o.str("contact", &self.contact);
         }
-        out.push_str(",\"kind\":\"");
-        // The kinds' names are plain snake_case: nothing to escape.
-        out.push_str(self.kind.as_str());
-        out.push('"');
-        if let Some(step) = &self.step {
-            json_text::push_field("step", step, out);
-        }
+        o.plain("kind", self.kind.as_str());
+        o.opt_str("step", self.step.as_deref());
         if let Some(channel) = self.channel {
-            // As the kinds' names: nothing to escape.
-            out.push_str(",\"channel\":\"");
-            out.push_str(channel.as_str());
-            out.push('"');
+            o.plain("channel", channel.as_str());
         }
-        let text_fields = [
-            ("message", &self.message),
-            ("reason", &self.reason),
-            ("end", &self.end),
-            ("branch", &self.branch),
-            ("next", &self.next),
-        ];
-        for (name, value) in text_fields {
-            if let Some(value) = value {
-                json_text::push_field(name, value, out);
-            }
-        }
+        o.opt_str("message", self.message.as_deref());
+        o.opt_str("reason", self.reason.as_deref());
+        o.opt_str("end", self.end.as_deref());
+        o.opt_str("branch", self.branch.as_deref());
+        o.opt_str("next", self.next.as_deref());
         if let Some(until) = &self.until {
-            out.push_str(",\"until\":");
-            crate::instant::rfc3339::push_json(until, out);
+            o.instant("until", until);
         }
-        if let Some(action) = &self.action {
-            json_text::push_field("action", action, out);
-        }
-        if let Some(enrollment) = &self.enrollment {
-            json_text::push_field("enrollment", enrollment, out);
-        }
+        o.opt_str("action", self.action.as_deref());
+        o.opt_str("enrollment", self.enrollment.as_deref());
         if self.arrival {
-            out.push_str(",\"arrival\":true");
+            o.raw("arrival", "true");
         }
         if let Some(value) = &self.value {
-            out.push_str(",\"value\":");
-            out.push_str(&serde_json::to_string(value).unwrap_or_else(|_| "null".into()));
+            // A number: serde_json writes it as its own serializer would.
+            o.raw("value", &value.to_string());
         }
-        out.push('}');
+        o.end();
     }
 
     /// The JSON array of `records`, as [`Record::write_json`] writes each.
@@ -412,6 +391,7 @@ mod tests {
     use proptest::sample::select;
 
     use super::*;
+    use crate::json_text::strategies::{instant, text};
 
     const KINDS: [RecordKind; 21] = [
         RecordKind::Entered,
@@ -436,31 +416,6 @@ mod tests {
         RecordKind::Winner,
         RecordKind::Sent,
     ];
-
-    /// Text with what JSON escapes (quotes, backslashes, control characters) and what it does
-    /// not (non-ASCII, DEL).
-    fn text() -> impl Strategy<Value = String> {
-        prop_oneof![
-            "[a-z0-9:_-]{0,24}",
-            "[\\x00-\\x1f\"\\\\a-z\u{7f}é€😀]{0,12}",
-            any::<String>(),
-        ]
-    }
-
-    fn instant() -> impl Strategy<Value = DateTime<Utc>> {
-        // Common instants, and years chrono writes in its own way (five digits, negative).
-        prop_oneof![
-            (0i64..4_102_444_800, 0u32..1_000_000_000)
-                .prop_map(|(s, n)| Utc.timestamp_opt(s, n).single().unwrap_or_default()),
-            (
-                0i64..1_000_000,
-                prop_oneof![Just(0u32), Just(123_000_000), Just(456_789)]
-            )
-                .prop_map(|(s, n)| Utc.timestamp_opt(s, n).single().unwrap_or_default()),
-            Just(DateTime::<Utc>::MIN_UTC),
-            Just(DateTime::<Utc>::MAX_UTC),
-        ]
-    }
 
     fn number() -> impl Strategy<Value = serde_json::Number> {
         prop_oneof![

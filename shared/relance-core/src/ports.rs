@@ -10,6 +10,7 @@ use crate::consent::{ConsentEvent, Derived};
 use crate::contact::{ActivityEvent, Contact, Engagement, History, HistoryNeeds, SendMark};
 use crate::engine::{Effect, Enrollment, Send, Transition, Wake};
 use crate::journal::Record;
+use crate::json_text::Object;
 use crate::policy::{Retained, Retention};
 use crate::scenario::{Action, Format};
 
@@ -175,100 +176,58 @@ pub fn send_message_text(
     // (`crate::journal::Record::write_json`): every send writes one. The bytes are those of
     // serde_json serializing `SendMessage` (see the tests); the parts that are JSON values
     // already (push data, template data, push and web push recipients) go through serde_json.
-    use crate::json_text::{push_field, push_str};
+    use crate::engine::Recipient;
     let mut out = String::with_capacity(512);
-    out.push_str("{\"kind\":\"send\",\"at\":");
-    crate::instant::rfc3339::push_json(&at, &mut out);
-    push_field("scenario", scenario, &mut out);
-    out.push_str(",\"send\":{\"enrollment\":");
-    push_str(&send.enrollment, &mut out);
-    push_field("contact", &send.contact, &mut out);
-    push_field("step", &send.step, &mut out);
-    push_field("message", &send.message, &mut out);
-    out.push_str(",\"channel\":\"");
-    out.push_str(send.channel.as_str());
-    out.push('"');
-    push_field("communication_type", &send.communication_type, &mut out);
-    out.push_str(",\"to\":");
+    let mut o = Object::open(&mut out);
+    o.plain("kind", "send");
+    o.instant("at", &at);
+    o.str("scenario", scenario);
+    let mut s = o.object("send");
+    s.str("enrollment", &send.enrollment);
+    s.str("contact", &send.contact);
+    s.str("step", &send.step);
+    s.str("message", &send.message);
+    s.plain("channel", send.channel.as_str());
+    s.str("communication_type", &send.communication_type);
     match &send.to {
-        crate::engine::Recipient::Email(address) => {
-            out.push_str("{\"email\":");
-            push_str(address, &mut out);
-            out.push('}');
+        Recipient::Email(address) => {
+            let mut to = s.object("to");
+            to.str("email", address);
+            to.end();
         }
-        crate::engine::Recipient::Phone(number) => {
-            out.push_str("{\"phone\":");
-            push_str(number, &mut out);
-            out.push('}');
+        Recipient::Phone(number) => {
+            let mut to = s.object("to");
+            to.str("phone", number);
+            to.end();
         }
-        other => out.push_str(&serde_json::to_string(other)?),
+        other => s.raw("to", &serde_json::to_string(other)?),
     }
-    out.push_str(",\"content\":");
-    push_rendered(&send.content, &mut out)?;
-    push_field("idempotency_key", &send.idempotency_key, &mut out);
-    out.push_str("}}");
-    Ok(out)
-}
-
-/// A send's rendered parts, as serde_json writes [`crate::render::Rendered`].
-fn push_rendered(
-    content: &crate::render::Rendered,
-    out: &mut String,
-) -> Result<(), serde_json::Error> {
-    use crate::json_text::push_str;
-    out.push('{');
-    let mut first = true;
-    let mut name = |name: &str, out: &mut String| {
-        if !std::mem::take(&mut first) {
-            out.push(',');
-        }
-        out.push('"');
-        out.push_str(name);
-        out.push_str("\":");
-    };
-    let texts = [
-        ("subject", &content.subject),
-        ("html", &content.html),
-        ("text", &content.text),
-        ("title", &content.title),
-        ("body", &content.body),
-    ];
-    for (field, value) in texts {
-        if let Some(value) = value {
-            name(field, out);
-            push_str(value, out);
-        }
-    }
+    let content = &send.content;
+    let mut c = s.object("content");
+    c.opt_str("subject", content.subject.as_deref());
+    c.opt_str("html", content.html.as_deref());
+    c.opt_str("text", content.text.as_deref());
+    c.opt_str("title", content.title.as_deref());
+    c.opt_str("body", content.body.as_deref());
     if let Some(data) = &content.data {
-        name("data", out);
-        out.push_str(&serde_json::to_string(data)?);
+        c.raw("data", &serde_json::to_string(data)?);
     }
-    let texts = [
-        ("url", &content.url),
-        ("from", &content.from),
-        ("reply_to", &content.reply_to),
-        ("template", &content.template),
-    ];
-    for (field, value) in texts {
-        if let Some(value) = value {
-            name(field, out);
-            push_str(value, out);
-        }
-    }
+    c.opt_str("url", content.url.as_deref());
+    c.opt_str("from", content.from.as_deref());
+    c.opt_str("reply_to", content.reply_to.as_deref());
+    c.opt_str("template", content.template.as_deref());
     if let Some(data) = &content.template_data {
-        name("template_data", out);
-        out.push_str(&serde_json::to_string(data)?);
+        c.raw("template_data", &serde_json::to_string(data)?);
     }
-    if let Some(sms_type) = &content.sms_type {
-        name("sms_type", out);
-        push_str(sms_type, out);
-    }
+    c.opt_str("sms_type", content.sms_type.as_deref());
     if content.no_tracking {
-        name("no_tracking", out);
-        out.push_str("true");
+        c.raw("no_tracking", "true");
     }
-    out.push('}');
-    Ok(())
+    c.end();
+    s.str("idempotency_key", &send.idempotency_key);
+    s.end();
+    o.end();
+    Ok(out)
 }
 
 /// The idempotency key of an action step's effect in an enrollment.
@@ -846,17 +805,9 @@ mod tests {
 
         use super::*;
         use crate::engine::Recipient;
+        use crate::json_text::strategies::text;
         use crate::render::Rendered;
         use crate::scenario::Channel;
-
-        /// Text with what JSON escapes and what it does not.
-        fn text() -> impl Strategy<Value = String> {
-            prop_oneof![
-                "[a-z0-9:_@.+-]{0,24}",
-                "[\\x00-\\x1f\"\\\\<>a-z\u{7f}é😀]{0,16}",
-                any::<String>()
-            ]
-        }
 
         fn value() -> impl Strategy<Value = serde_json::Value> {
             let leaf = prop_oneof![

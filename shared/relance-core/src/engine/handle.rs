@@ -27,12 +27,8 @@ impl Engine {
     /// scenario has no `exit_when` and no `wait_for` step, so [`Engine::may_react`] is false
     /// whatever the enrollment's state (callers then need not read it).
     pub fn may_ever_react(&self) -> bool {
-        !self.scenario.exit_when.is_empty()
-            || self
-                .scenario
-                .steps
-                .iter()
-                .any(|step| matches!(step.kind, StepKind::WaitFor { .. }))
+        // Found once, with the scenario (`Engine::new`): every open asks.
+        self.may_ever_react
     }
 
     /// Whether an event, an engagement or a profile change can move `enrollment`

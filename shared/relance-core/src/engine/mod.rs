@@ -40,6 +40,7 @@ use serde_json::{Map, Value};
 use crate::condition::Condition;
 use crate::contact::{ActivityEvent, Contact, Engagement, EngagementKind, HistoryNeeds};
 use crate::journal::Record;
+use crate::json_text::Object;
 use crate::policy::Policy;
 use crate::render::{Rendered, Templates};
 use crate::scenario::{Action, Channel, EndKind, Scenario, Step, StepKind};
@@ -150,61 +151,48 @@ impl Enrollment {
     /// serializer, as [`crate::journal::Record::write_json`] and for the same reason (every
     /// transition writes its enrollment). A property test compares the two writers.
     pub fn to_json(&self) -> String {
-        use crate::instant::rfc3339::push_json as push_instant;
-        use crate::json_text::{push_field, push_str, push_u64};
         let mut out = String::with_capacity(256);
-        out.push_str("{\"id\":");
-        push_str(&self.id, &mut out);
-        push_field("scenario", &self.scenario, &mut out);
-        push_field("contact", &self.contact, &mut out);
-        out.push_str(",\"version\":");
-        push_u64(self.version, &mut out);
-        out.push_str(",\"entered_at\":");
-        push_instant(&self.entered_at, &mut out);
-        out.push_str(",\"state\":{\"status\":");
+        let mut o = Object::open(&mut out);
+        o.str("id", &self.id);
+        o.str("scenario", &self.scenario);
+        o.str("contact", &self.contact);
+        o.u64("version", self.version);
+        o.instant("entered_at", &self.entered_at);
+        let mut state = o.object("state");
         match &self.state {
             EnrollmentState::Due { step, at, hold } => {
-                out.push_str("\"due\"");
-                push_field("step", step, &mut out);
-                out.push_str(",\"at\":");
-                push_instant(at, &mut out);
-                out.push_str(",\"hold\":\"");
-                out.push_str(hold.as_str());
-                out.push('"');
+                state.plain("status", "due");
+                state.str("step", step);
+                state.instant("at", at);
+                state.plain("hold", hold.as_str());
             }
             EnrollmentState::Waiting { step, since, until } => {
-                out.push_str("\"waiting\"");
-                push_field("step", step, &mut out);
-                out.push_str(",\"since\":");
-                push_instant(since, &mut out);
-                out.push_str(",\"until\":");
-                push_instant(until, &mut out);
+                state.plain("status", "waiting");
+                state.str("step", step);
+                state.instant("since", since);
+                state.instant("until", until);
             }
             EnrollmentState::Ended { outcome, at } => {
-                out.push_str("\"ended\",\"outcome\":");
+                state.plain("status", "ended");
                 match outcome {
                     Outcome::End(end) => {
-                        out.push_str("{\"end\":");
-                        push_str(end.as_str(), &mut out);
-                        out.push('}');
+                        let mut outcome = state.object("outcome");
+                        outcome.str("end", end.as_str());
+                        outcome.end();
                     }
-                    Outcome::Exited => out.push_str("\"exited\""),
-                    Outcome::HeldOut => out.push_str("\"held_out\""),
+                    Outcome::Exited => state.plain("outcome", "exited"),
+                    Outcome::HeldOut => state.plain("outcome", "held_out"),
                 }
-                out.push_str(",\"at\":");
-                push_instant(at, &mut out);
+                state.instant("at", at);
             }
         }
-        out.push_str("},\"sent\":{");
-        for (i, (step, at)) in self.sent.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            push_str(step, &mut out);
-            out.push(':');
-            push_instant(at, &mut out);
+        state.end();
+        let mut sent = o.object("sent");
+        for (step, at) in &self.sent {
+            sent.instant_at_key(step, at);
         }
-        out.push_str("}}");
+        sent.end();
+        o.end();
         out
     }
 
@@ -364,6 +352,8 @@ pub struct Engine {
     templates: Templates,
     policy: Policy,
     history_needs: HistoryNeeds,
+    /// See [`Engine::may_ever_react`].
+    may_ever_react: bool,
 }
 
 impl Engine {
@@ -377,12 +367,18 @@ impl Engine {
             .collect();
         let (templates, _) = Templates::compile(&scenario.messages);
         let history_needs = history_needs(&scenario);
+        let may_ever_react = !scenario.exit_when.is_empty()
+            || scenario
+                .steps
+                .iter()
+                .any(|step| matches!(step.kind, StepKind::WaitFor { .. }));
         Engine {
             scenario,
             index,
             templates,
             policy: Policy::default(),
             history_needs,
+            may_ever_react,
         }
     }
 
@@ -579,27 +575,10 @@ mod tests {
     use super::*;
 
     mod enrollment_json {
-        use chrono::TimeZone;
         use proptest::prelude::*;
 
         use super::*;
-
-        fn text() -> impl Strategy<Value = String> {
-            prop_oneof![
-                "[a-z0-9:_-]{0,24}",
-                "[\\x00-\\x1f\"\\\\a-z\u{7f}é😀]{0,12}",
-                any::<String>()
-            ]
-        }
-
-        fn instant() -> impl Strategy<Value = DateTime<Utc>> {
-            prop_oneof![
-                (0i64..4_102_444_800, 0u32..1_000_000_000)
-                    .prop_map(|(s, n)| Utc.timestamp_opt(s, n).single().unwrap_or_default()),
-                Just(DateTime::<Utc>::MIN_UTC),
-                Just(DateTime::<Utc>::MAX_UTC),
-            ]
-        }
+        use crate::json_text::strategies::{instant, text};
 
         fn state() -> impl Strategy<Value = EnrollmentState> {
             let end = prop_oneof![
