@@ -372,9 +372,8 @@ struct OpenGroup {
     journal: PendingJournal,
 }
 
-/// The journal rows written in the open group (by its units, and by the settlements of
-/// deliveries and webhooks run between them), inserted together just before its commit,
-/// outside any unit. Each unit is a savepoint, and SQLite copies every page a savepoint
+/// The journal rows written by the open group's units (a delivery's or a webhook's settlement
+/// is one), inserted together just before its commit, outside any unit. Each unit is a savepoint, and SQLite copies every page a savepoint
 /// changes first: the journal's table and index pages were two of the fifteen or so a unit
 /// copied, and each row was a statement of its own (BENCHMARKS.md, round twelve).
 /// [`JournalStore::records`] and [`SqliteStore::recent_records`] see these rows after the
@@ -1945,20 +1944,31 @@ impl SqliteStore {
         Ok(out)
     }
 
-    /// The open group's journal rows, while its transaction still holds the write lock.
-    fn pending_journal(&mut self) -> Option<&mut PendingJournal> {
-        match &mut self.group {
-            GroupState::Open(open) if !self.conn.is_autocommit() => Some(&mut open.journal),
+    /// The open group, while its transaction still holds the write lock (SQLite ends it by
+    /// itself after some errors); `None` outside a group.
+    fn open_group(&self) -> Option<&OpenGroup> {
+        match &self.group {
+            GroupState::Open(open) if !self.conn.is_autocommit() => Some(open),
             _ => None,
         }
     }
 
+    /// [`SqliteStore::open_group`], to change.
+    fn open_group_mut(&mut self) -> Option<&mut OpenGroup> {
+        match &mut self.group {
+            GroupState::Open(open) if !self.conn.is_autocommit() => Some(open),
+            _ => None,
+        }
+    }
+
+    /// The open group's journal rows.
+    fn pending_journal(&mut self) -> Option<&mut PendingJournal> {
+        self.open_group_mut().map(|open| &mut open.journal)
+    }
+
     /// The open group's journal rows, in the order written (none outside a group).
     fn pending_journal_rows(&self) -> &[(String, String, String)] {
-        match &self.group {
-            GroupState::Open(open) if !self.conn.is_autocommit() => &open.journal.rows,
-            _ => &[],
-        }
+        self.open_group().map_or(&[], |open| &open.journal.rows)
     }
 
     /// Inserts a group's journal rows, in order, [`JOURNAL_ROWS_PER_INSERT`] per statement.
@@ -1996,13 +2006,9 @@ impl SqliteStore {
         StoreError::GroupLost(why)
     }
 
-    /// What the open group has read, while its transaction still holds the write lock
-    /// (SQLite ends it by itself after some errors); `None` outside a group.
+    /// What the open group has read.
     fn group_reads(&mut self) -> Option<&mut GroupReads> {
-        match &mut self.group {
-            GroupState::Open(open) if !self.conn.is_autocommit() => Some(&mut open.reads),
-            _ => None,
-        }
+        self.open_group_mut().map(|open| &mut open.reads)
     }
 
     /// Forgets the scenario rows the open group has read: this connection wrote one, or a
@@ -2428,8 +2434,8 @@ mod tests {
         store.begin_group().unwrap_or_else(|e| panic!("{e}"));
         unit(&mut store, "first");
         let failed = Record::new(now(), "settled", relance_core::journal::RecordKind::Failed);
-        store
-            .settle_delivery(
+        let settle_failed = |s: &mut SqliteStore| {
+            s.settle_delivery(
                 1,
                 &Settlement::Failed {
                     reason: "bounced".into(),
@@ -2438,6 +2444,8 @@ mod tests {
                 now(),
             )
             .unwrap_or_else(|e| panic!("{e}"));
+        };
+        settle_failed(&mut store);
         let called = Record::new(now(), "called", relance_core::journal::RecordKind::Action);
         store
             .settle_webhook("k", &Attempt::Done, Some(("s", &called)), now())
@@ -2469,16 +2477,7 @@ mod tests {
             4
         );
         // Outside a group, it is written at once.
-        store
-            .settle_delivery(
-                1,
-                &Settlement::Failed {
-                    reason: "bounced".into(),
-                },
-                Some(("s", &failed)),
-                now(),
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
+        settle_failed(&mut store);
         assert_eq!(
             seq_rows(&store, "SELECT seq, contact_id FROM journal").len(),
             5

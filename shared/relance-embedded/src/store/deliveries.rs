@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use relance_core::engine::Send;
 use relance_core::journal::Record;
+use relance_core::ports::Store;
 use relance_core::scenario::Channel;
 use rusqlite::{OptionalExtension, params};
 
@@ -226,57 +227,47 @@ impl SqliteStore {
         record: Option<(&str, &Record)>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        // In a group, the record joins the group's journal rows once this savepoint is
-        // released (they are inserted at its commit, in the order written); alone, it is
-        // written in this savepoint.
-        let grouped = self.pending_journal().is_some();
-        let tx = self.conn.savepoint()?;
-        if let Some((scenario, record)) = record
-            && !grouped
-        {
-            tx.prepare_cached(
-                "INSERT INTO journal (scenario_id, contact_id, record) VALUES (?1, ?2, ?3)",
-            )?
-            .execute(params![scenario, record.contact, to_json(record)])?;
-        }
-        tx.prepare_cached(
-            "UPDATE delivery SET attempts = attempts + 1, first_at = COALESCE(first_at, ?2) WHERE seq = ?1",
-        )?
-        .execute(params![seq, stamp(now)])?;
-        match settlement {
-            Settlement::Done { provider_id } => tx
-                .prepare_cached(
-                    "UPDATE delivery SET state = 'done', provider_id = ?2, last_error = NULL WHERE seq = ?1",
-                )?
-                .execute(params![seq, provider_id])?,
-            Settlement::Retry { at, reason } => tx
-                .prepare_cached(
-                    "UPDATE delivery SET state = 'pending', next_at = ?2, last_error = ?3 WHERE seq = ?1",
-                )?
-                .execute(params![seq, stamp(*at), reason])?,
-            Settlement::Failed { reason } => tx
-                .prepare_cached(
-                    "UPDATE delivery SET state = 'failed', last_error = ?2 WHERE seq = ?1",
-                )?
-                .execute(params![seq, reason])?,
-            Settlement::Dead { reason } => {
-                tx.prepare_cached(
-                    "UPDATE delivery SET state = 'dead', last_error = ?2 WHERE seq = ?1",
-                )?
-                .execute(params![seq, reason])?;
-                tx.prepare_cached(
-                    "INSERT INTO dead_letter (kind, payload, reason, at)
-                     SELECT 'delivery', payload, ?2, ?3 FROM outbox WHERE seq = ?1",
-                )?
-                .execute(params![seq, reason, stamp(now)])?
+        // One unit of work of the store: in a group, a savepoint whose journal row joins the
+        // group's in the order written; alone, a transaction of its own.
+        self.atomically(|s| -> Result<(), StoreError> {
+            if let Some((scenario, record)) = record {
+                s.journal_row(scenario, &record.contact, to_json(record))?;
             }
-        };
-        tx.commit()?;
-        if let Some((scenario, record)) = record
-            && grouped
-        {
-            self.journal_row(scenario, &record.contact, to_json(record))?;
-        }
+            let tx = &s.conn;
+            tx.prepare_cached(
+                "UPDATE delivery SET attempts = attempts + 1, first_at = COALESCE(first_at, ?2) WHERE seq = ?1",
+            )?
+            .execute(params![seq, stamp(now)])?;
+            match settlement {
+                Settlement::Done { provider_id } => tx
+                    .prepare_cached(
+                        "UPDATE delivery SET state = 'done', provider_id = ?2, last_error = NULL WHERE seq = ?1",
+                    )?
+                    .execute(params![seq, provider_id])?,
+                Settlement::Retry { at, reason } => tx
+                    .prepare_cached(
+                        "UPDATE delivery SET state = 'pending', next_at = ?2, last_error = ?3 WHERE seq = ?1",
+                    )?
+                    .execute(params![seq, stamp(*at), reason])?,
+                Settlement::Failed { reason } => tx
+                    .prepare_cached(
+                        "UPDATE delivery SET state = 'failed', last_error = ?2 WHERE seq = ?1",
+                    )?
+                    .execute(params![seq, reason])?,
+                Settlement::Dead { reason } => {
+                    tx.prepare_cached(
+                        "UPDATE delivery SET state = 'dead', last_error = ?2 WHERE seq = ?1",
+                    )?
+                    .execute(params![seq, reason])?;
+                    tx.prepare_cached(
+                        "INSERT INTO dead_letter (kind, payload, reason, at)
+                         SELECT 'delivery', payload, ?2, ?3 FROM outbox WHERE seq = ?1",
+                    )?
+                    .execute(params![seq, reason, stamp(now)])?
+                }
+            };
+            Ok(())
+        })??;
         // Counted once committed (DESIGN §9).
         if let Some((scenario, record)) = record {
             relance_runtime::metrics::journaled(scenario, record);

@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use relance_core::journal::Record;
+use relance_core::ports::Store;
 use relance_core::webhook::Webhook;
 use rusqlite::{OptionalExtension, params};
 
@@ -188,54 +189,44 @@ impl SqliteStore {
         record: Option<(&str, &Record)>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        // In a group, the record joins the group's journal rows once this savepoint is
-        // released (they are inserted at its commit, in the order written); alone, it is
-        // written in this savepoint.
-        let grouped = self.pending_journal().is_some();
-        let tx = self.conn.savepoint()?;
-        if let Some((scenario, record)) = record
-            && !grouped
-        {
-            tx.prepare_cached(
-                "INSERT INTO journal (scenario_id, contact_id, record) VALUES (?1, ?2, ?3)",
-            )?
-            .execute(params![scenario, record.contact, to_json(record)])?;
-        }
-        tx.prepare_cached(
-            "UPDATE webhook SET attempts = attempts + 1, first_at = COALESCE(first_at, ?2) WHERE key = ?1",
-        )?
-        .execute(params![key, stamp(now)])?;
-        match attempt {
-            Attempt::Done => tx
-                .prepare_cached(
-                    "UPDATE webhook SET state = 'done', last_error = NULL WHERE key = ?1",
-                )?
-                .execute(params![key])?,
-            Attempt::Retry { at, reason } => tx
-                .prepare_cached("UPDATE webhook SET next_at = ?2, last_error = ?3 WHERE key = ?1")?
-                .execute(params![key, ts("webhook retry", *at)?, reason])?,
-            Attempt::Failed { reason } => tx
-                .prepare_cached(
-                    "UPDATE webhook SET state = 'failed', last_error = ?2 WHERE key = ?1",
-                )?
-                .execute(params![key, reason])?,
-            Attempt::Dead { reason } => {
-                tx.prepare_cached(
-                    "UPDATE webhook SET state = 'dead', last_error = ?2 WHERE key = ?1",
-                )?
-                .execute(params![key, reason])?;
-                tx.prepare_cached(
-                    "INSERT INTO dead_letter (kind, payload, reason, at) SELECT 'webhook', call, ?2, ?3 FROM webhook WHERE key = ?1",
-                )?
-                .execute(params![key, reason, stamp(now)])?
+        // One unit of work of the store: in a group, a savepoint whose journal row joins the
+        // group's in the order written; alone, a transaction of its own.
+        self.atomically(|s| -> Result<(), StoreError> {
+            if let Some((scenario, record)) = record {
+                s.journal_row(scenario, &record.contact, to_json(record))?;
             }
-        };
-        tx.commit()?;
-        if let Some((scenario, record)) = record
-            && grouped
-        {
-            self.journal_row(scenario, &record.contact, to_json(record))?;
-        }
+            let tx = &s.conn;
+            tx.prepare_cached(
+                "UPDATE webhook SET attempts = attempts + 1, first_at = COALESCE(first_at, ?2) WHERE key = ?1",
+            )?
+            .execute(params![key, stamp(now)])?;
+            match attempt {
+                Attempt::Done => tx
+                    .prepare_cached(
+                        "UPDATE webhook SET state = 'done', last_error = NULL WHERE key = ?1",
+                    )?
+                    .execute(params![key])?,
+                Attempt::Retry { at, reason } => tx
+                    .prepare_cached("UPDATE webhook SET next_at = ?2, last_error = ?3 WHERE key = ?1")?
+                    .execute(params![key, ts("webhook retry", *at)?, reason])?,
+                Attempt::Failed { reason } => tx
+                    .prepare_cached(
+                        "UPDATE webhook SET state = 'failed', last_error = ?2 WHERE key = ?1",
+                    )?
+                    .execute(params![key, reason])?,
+                Attempt::Dead { reason } => {
+                    tx.prepare_cached(
+                        "UPDATE webhook SET state = 'dead', last_error = ?2 WHERE key = ?1",
+                    )?
+                    .execute(params![key, reason])?;
+                    tx.prepare_cached(
+                        "INSERT INTO dead_letter (kind, payload, reason, at) SELECT 'webhook', call, ?2, ?3 FROM webhook WHERE key = ?1",
+                    )?
+                    .execute(params![key, reason, stamp(now)])?
+                }
+            };
+            Ok(())
+        })??;
         // Counted once committed (DESIGN §9).
         if let Some((scenario, record)) = record {
             relance_runtime::metrics::journaled(scenario, record);
