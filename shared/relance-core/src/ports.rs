@@ -738,6 +738,26 @@ pub trait Store:
         }
         Ok(())
     }
+
+    /// Writes the entries of several contacts into `scenario` (its `scenario_version`) at
+    /// `now`, as many calls of `mark_entry` then `commit_transition` (a new enrollment: no
+    /// version expected) would, one contact after the other, inside the caller's unit of
+    /// work: the same rows, the outbox's and the journal's in this order. `entering` holds
+    /// each contact at most once, and each entry mark was read in this unit.
+    ///
+    /// # Contract
+    /// Either every contact's entry is written or the call fails (inside a unit, which then
+    /// rolls back). This default makes the calls one by one; a store whose cost is per
+    /// statement (SQLite) writes the rows of many contacts per statement.
+    fn commit_entries(
+        &mut self,
+        scenario: &str,
+        scenario_version: u32,
+        entering: &[Transition],
+        now: DateTime<Utc>,
+    ) -> Result<(), Self::Fault> {
+        commit_entries_one_by_one(self, scenario, scenario_version, entering, now)
+    }
     /// Runs `work` as one unit: all of its writes happen, or none. The unit commits when
     /// `work` returns `Ok` and is rolled back when it returns `Err` (that error is handed back
     /// inside `Ok`); the outer `Err` is a failure to begin or commit.
@@ -771,6 +791,23 @@ pub trait Store:
     fn rollback_group(&mut self) -> Result<(), Self::Fault> {
         Ok(())
     }
+}
+
+/// [`Store::commit_entries`] made of its calls, one contact after the other: the default, and
+/// what a store that writes many contacts per statement falls back to for the entries it
+/// cannot.
+pub fn commit_entries_one_by_one<S: Store + ?Sized>(
+    store: &mut S,
+    scenario: &str,
+    scenario_version: u32,
+    entering: &[Transition],
+    now: DateTime<Utc>,
+) -> Result<(), S::Fault> {
+    for t in entering {
+        store.mark_entry(scenario, &t.enrollment.contact, now)?;
+        store.commit_transition(scenario, scenario_version, None, t, now)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -56,6 +56,7 @@ const MIGRATIONS: [&str; 15] = [
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
 mod deliveries;
+mod entries;
 mod webhooks;
 pub use deliveries::{DeliveryCounts, DeliveryRow, DeliveryStatus, Settlement};
 pub use webhooks::{Attempt, WebhookRow, WebhookStatus};
@@ -392,9 +393,6 @@ struct PendingJournal {
 
 /// Why a group is lost when SQLite ended its transaction under it.
 const TRANSACTION_ENDED: &str = "the transaction was rolled back by SQLite after an error";
-
-/// Journal rows one statement inserts when a group's are written together.
-const JOURNAL_ROWS_PER_INSERT: usize = 32;
 
 /// A test's work, run by the store at a chosen point.
 struct TestHook(Box<dyn FnOnce() + std::marker::Send>);
@@ -1071,10 +1069,7 @@ impl EnrollmentStore for SqliteStore {
         let written = match expected {
             None => self
                 .conn
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO enrollment (id, scenario_id, scenario_version, contact_id, version, running, entered_at, state)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?
+                .prepare_cached(entries::NEW_ENROLLMENT.one)?
                 .execute(params![e.id, e.scenario, scenario_version, e.contact, e.version as i64, e.is_running(), ts("entered_at", e.entered_at)?, state]),
             Some(v) => self
                 .conn
@@ -1120,10 +1115,7 @@ impl EnrollmentStore for SqliteStore {
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         self.conn
-            .prepare_cached(
-                "INSERT INTO entry (scenario_id, contact_id, last_entered_at, entries) VALUES (?1, ?2, ?3, 1)
-                 ON CONFLICT (scenario_id, contact_id) DO UPDATE SET last_entered_at = excluded.last_entered_at, entries = entries + 1",
-            )?
+            .prepare_cached(entries::ENTRY_MARK.one)?
             .execute(params![scenario, contact, ts("last_entered_at", at)?])?;
         Ok(())
     }
@@ -1187,8 +1179,13 @@ impl TimerStore for SqliteStore {
 
     fn schedule(&mut self, w: &Wake) -> Result<(), StoreError> {
         self.conn
-            .prepare_cached("INSERT OR IGNORE INTO timer (due, enrollment_id, contact_id, step) VALUES (?1, ?2, ?3, ?4)")?
-            .execute(params![ts("timer due", w.at)?, w.enrollment, w.contact, w.step])?;
+            .prepare_cached(entries::TIMER_ROW.one)?
+            .execute(params![
+                ts("timer due", w.at)?,
+                w.enrollment,
+                w.contact,
+                w.step
+            ])?;
         Ok(())
     }
 
@@ -1450,11 +1447,17 @@ impl SqliteStore {
         at: DateTime<Utc>,
         payload: &str,
     ) -> Result<Option<i64>, StoreError> {
-        let inserted = self.conn
-            .prepare_cached(
-                "INSERT OR IGNORE INTO outbox (idempotency_key, scenario_id, contact_id, kind, at, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![key, scenario, contact, kind, ts("outbox at", at)?, payload])?;
+        let inserted = self
+            .conn
+            .prepare_cached(entries::OUTBOX_ROW.one)?
+            .execute(params![
+                key,
+                scenario,
+                contact,
+                kind,
+                ts("outbox at", at)?,
+                payload
+            ])?;
         Ok((inserted > 0).then(|| self.conn.last_insert_rowid()))
     }
 }
@@ -1643,9 +1646,7 @@ impl SqliteStore {
             return Ok(());
         }
         self.conn
-            .prepare_cached(
-                "INSERT INTO journal (scenario_id, contact_id, record) VALUES (?1, ?2, ?3)",
-            )?
+            .prepare_cached(entries::JOURNAL_ROW.one)?
             .execute(params![scenario, contact, text])?;
         Ok(())
     }
@@ -1774,6 +1775,17 @@ impl relance_core::ports::ConsentStore for SqliteStore {
 
 impl Store for SqliteStore {
     type Fault = StoreError;
+
+    /// Many contacts' rows per statement (see `entries`).
+    fn commit_entries(
+        &mut self,
+        scenario: &str,
+        scenario_version: u32,
+        entering: &[relance_core::engine::Transition],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.commit_entries_together(scenario, scenario_version, entering, now)
+    }
 
     /// One deferred read transaction around `work` (a reading connection's reads: each
     /// statement would otherwise begin and end a transaction of its own). A transaction left
@@ -1971,32 +1983,13 @@ impl SqliteStore {
         self.open_group().map_or(&[], |open| &open.journal.rows)
     }
 
-    /// Inserts a group's journal rows, in order, [`JOURNAL_ROWS_PER_INSERT`] per statement.
+    /// Inserts a group's journal rows, in order, many per statement.
     fn insert_journal_rows(&self, rows: &[(String, String, String)]) -> rusqlite::Result<()> {
-        static MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            let values = vec!["(?, ?, ?)"; JOURNAL_ROWS_PER_INSERT].join(", ");
-            format!("INSERT INTO journal (scenario_id, contact_id, record) VALUES {values}")
-        });
-        let mut chunks = rows.chunks_exact(JOURNAL_ROWS_PER_INSERT);
-        if chunks.len() > 0 {
-            let mut many = self.conn.prepare_cached(&MANY)?;
-            for chunk in &mut chunks {
-                let values = chunk
-                    .iter()
-                    .flat_map(|(scenario, contact, text)| [scenario, contact, text]);
-                many.execute(rusqlite::params_from_iter(values))?;
-            }
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut one = self.conn.prepare_cached(
-                "INSERT INTO journal (scenario_id, contact_id, record) VALUES (?1, ?2, ?3)",
-            )?;
-            for (scenario, contact, text) in rest {
-                one.execute(params![scenario, contact, text])?;
-            }
-        }
-        Ok(())
+        let rows: Vec<[&dyn rusqlite::ToSql; 3]> = rows
+            .iter()
+            .map(|(scenario, contact, text)| [scenario as &dyn rusqlite::ToSql, contact, text])
+            .collect();
+        entries::insert_rows(&self.conn, &entries::JOURNAL_ROW, &rows).map(drop)
     }
 
     /// The group's transaction was rolled back by SQLite after an error: the group is lost.
@@ -2332,7 +2325,7 @@ mod tests {
         wrote("before", &[Entered, Sent, Waiting], 2);
         store.begin_group().unwrap_or_else(|e| panic!("{e}"));
         // Past one statement's worth of rows, so that both statements write some.
-        for i in 0..(JOURNAL_ROWS_PER_INSERT + 3) {
+        for i in 0..(entries::ROWS_PER_INSERT + 3) {
             let contact = format!("c{i}");
             let failing = i % 5 == 1;
             assert_eq!(unit(&mut store, &contact, failing).is_err(), failing);
@@ -2364,7 +2357,7 @@ mod tests {
         let newest = store
             .recent_records(Some("s"), 3)
             .unwrap_or_else(|e| panic!("{e}"));
-        let last = format!("c{}", JOURNAL_ROWS_PER_INSERT + 2);
+        let last = format!("c{}", entries::ROWS_PER_INSERT + 2);
         assert_eq!(
             newest
                 .iter()

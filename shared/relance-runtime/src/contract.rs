@@ -216,6 +216,7 @@ where
     consent_log(new());
     journal_in_order(new());
     conversion_watches(new());
+    entries_in_bulk(new());
 }
 
 /// Versions are numbered from 1, immutable; a new scenario is a draft; status writes stick.
@@ -593,6 +594,91 @@ where
         )
         .is_none()
     );
+}
+
+/// The entering transition of `contact` in `scenario` at `now`, numbered `n`: its records,
+/// a send of step "first" and a timer for step "check" an hour later.
+fn entering(scenario: &str, contact: &str, n: u32, now: DateTime<Utc>) -> Transition {
+    let mut e = enrollment(scenario, contact, n, 0);
+    e.entered_at = now;
+    e.sent.insert("first".into(), now);
+    let effects = vec![
+        Effect::Record(Record::new(now, contact, RecordKind::Entered)),
+        Effect::Send(send(&e, "first")),
+        Effect::Record(Record::new(now, contact, RecordKind::Sent)),
+        Effect::ScheduleWake(Wake {
+            at: now + TimeDelta::hours(1),
+            ..wake(&e, "check", 0)
+        }),
+    ];
+    Transition {
+        enrollment: e,
+        contact: None,
+        contact_read: None,
+        effects,
+    }
+}
+
+/// `commit_entries` writes what `mark_entry` and `commit_transition` write for each contact,
+/// one after the other: each enrollment runs, each mark counts its entry, each send and timer
+/// is kept, and the journal reads back in the order of the entries. Forty contacts, more
+/// than one statement of a store that writes many per statement holds, one of them entered
+/// before.
+pub fn entries_in_bulk<S: Store>(mut store: S)
+where
+    S::Fault: Debug,
+{
+    scenario(&mut store, "welcome", Status::Active);
+    let before = enter(&mut store, "welcome", "c05", at(0), &[]).expect("nothing runs");
+    end(&mut store, &before);
+    let contacts: Vec<String> = (0..40).map(|i| format!("c{i:02}")).collect();
+    let now = at(1);
+    let unit = store.atomically(|s| -> Result<Vec<Transition>, S::Fault> {
+        let mut entering_all = Vec::new();
+        for c in &contacts {
+            let n = s.entry_mark("welcome", c)?.map_or(1, |m| m.entries + 1);
+            entering_all.push(entering("welcome", c, n, now));
+        }
+        s.commit_entries("welcome", 1, &entering_all, now)?;
+        Ok(entering_all)
+    });
+    let written = ok("commit_entries", ok("atomically", unit));
+    for t in &written {
+        let c = &t.enrollment.contact;
+        let running = ok("running_enrollment", store.running_enrollment("welcome", c));
+        assert_eq!(
+            running,
+            Some((t.enrollment.clone(), 1)),
+            "{c}: the enrollment written runs, on its scenario version"
+        );
+        let mark = ok("entry_mark", store.entry_mark("welcome", c)).expect("marked");
+        let entries = if c == "c05" { 2 } else { 1 };
+        assert_eq!(
+            (mark.entries, mark.last_entered_at),
+            (entries, now),
+            "{c}: the entry counted at its instant"
+        );
+        let h = ok("history", store.history(c, "welcome", HistoryNeeds::ALL));
+        assert_eq!(
+            h.sends.iter().map(|m| m.at).collect::<Vec<_>>(),
+            [now],
+            "{c}: its send kept"
+        );
+    }
+    let mut due: Vec<Wake> = ready(ok("due_timers", store.due_timers(at(61), 100)));
+    due.sort_by(|a, b| a.contact.cmp(&b.contact));
+    let armed: Vec<Wake> = written
+        .iter()
+        .flat_map(|t| &t.effects)
+        .filter_map(|e| match e {
+            Effect::ScheduleWake(w) => Some(w.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(due, armed, "every timer armed, once");
+    let journal = ok("records", store.records("welcome", None));
+    let expected: Vec<Record> = written.iter().flat_map(|t| t.records().cloned()).collect();
+    assert_eq!(journal, expected, "the journal in the order of the entries");
 }
 
 /// `mark_entry`, after `entry_mark` in the same unit of work, counts entries and keeps the
@@ -1042,7 +1128,52 @@ where
 {
     units_are_all_or_nothing(new());
     saves_hold_the_running_lock(new());
+    // One contact in conflict among the rows of one statement, then among the rest.
+    entries_in_bulk_hold_the_running_lock(new(), "c20");
+    entries_in_bulk_hold_the_running_lock(new(), "c35");
     retention_purge(new());
+}
+
+/// A transactional store refuses `commit_entries` when an enrollment already runs for one of
+/// its contacts (`running`, among forty), naming the enrollment refused, and the unit leaves
+/// nothing of any contact's entry.
+pub fn entries_in_bulk_hold_the_running_lock<S: Store>(mut store: S, running: &str)
+where
+    S::Fault: Debug,
+{
+    scenario(&mut store, "welcome", Status::Active);
+    let first = enter(&mut store, "welcome", running, at(0), &[]).expect("nothing runs");
+    let contacts: Vec<String> = (0..40).map(|i| format!("c{i:02}")).collect();
+    let all: Vec<Transition> = contacts
+        .iter()
+        .map(|c| entering("welcome", c, if c == running { 2 } else { 1 }, at(1)))
+        .collect();
+    let unit = store.atomically(|s| s.commit_entries("welcome", 1, &all, at(1)));
+    let refused = ok("atomically", unit).expect_err("a second running enrollment is refused");
+    let second = format!("welcome:{running}:2");
+    assert!(
+        format!("{refused:?}").contains(&second),
+        "the refusal names {second}: {refused:?}"
+    );
+    for c in &contacts {
+        let expected = (c == running).then(|| first.id.clone());
+        let runs = ok("running_enrollment", store.running_enrollment("welcome", c));
+        assert_eq!(runs.map(|(e, _)| e.id), expected, "{c}: nothing entered");
+        let marks = ok("entry_mark", store.entry_mark("welcome", c)).map(|m| m.entries);
+        assert_eq!(marks, (c == running).then_some(1), "{c}: no entry counted");
+        assert!(
+            ok("contact_sends", store.contact_sends(c)).is_empty(),
+            "{c}: nothing sent"
+        );
+    }
+    assert!(
+        ready(ok("due_timers", store.due_timers(at(120), 100))).is_empty(),
+        "no timer armed"
+    );
+    assert!(
+        ok("records", store.records("welcome", None)).is_empty(),
+        "nothing journaled"
+    );
 }
 
 /// A transactional store refuses, at the save, a new running enrollment while another runs

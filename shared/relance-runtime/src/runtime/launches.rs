@@ -1,13 +1,13 @@
 //! Entries: launches (asked for, recurring or fixed-date), imports and their after_import
 //! launches, and the entry of one contact.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use relance_core::consent::source;
 use relance_core::contact::Contact;
-use relance_core::engine::{Entry, EntryRequest};
+use relance_core::engine::{Engine, Entry, EntryRequest, Transition};
 use relance_core::ports::{ContactChange, Status, Store};
 use relance_core::scenario::{ImportSubset, Launch, Scenario};
 use relance_core::wire::LaunchDetail;
@@ -39,6 +39,50 @@ pub struct ImportedContact {
     /// Consent values of the row that were ignored because an opt-out or a suppression
     /// stands (each is a `kept` entry in the consent log).
     pub consent_kept: usize,
+}
+
+/// How many entries a launch keeps before writing them together.
+const ENTRIES_PER_WRITE: usize = 256;
+
+/// A launch's entries waiting to be written together ([`Store::commit_entries`]): on SQLite,
+/// many contacts' rows per statement instead of a statement per row. Only a run of plain
+/// entries waits, each of a contact not already waiting: an entry that changes the contact,
+/// or one into a scenario that watches conversions or picks winners, is written by
+/// [`Unit::enter_as`] after the ones before it. What the launch reads in between concerns
+/// other contacts (the next one's row, running enrollment, entry mark and history), which
+/// the waiting entries do not touch.
+struct Entering {
+    /// Whether the scenario's entries may wait: nothing is written with each beside its
+    /// transition (a conversion watch, a winner check).
+    allowed: bool,
+    transitions: Vec<Transition>,
+    contacts: HashSet<String>,
+}
+
+impl Entering {
+    fn for_engine(engine: &Engine) -> Entering {
+        Entering {
+            allowed: engine.scenario().conversion.is_none()
+                && engine.winner_steps().next().is_none(),
+            transitions: Vec::new(),
+            contacts: HashSet::new(),
+        }
+    }
+
+    /// Whether `contact`'s entry is waiting.
+    fn holds(&self, contact: &str) -> bool {
+        self.contacts.contains(contact)
+    }
+
+    /// Whether `t` may wait: a plain entry (the contact unchanged) of a contact not waiting.
+    fn takes(&self, t: &Transition) -> bool {
+        self.allowed && t.contact.is_none() && !t.is_noop() && !self.holds(&t.enrollment.contact)
+    }
+
+    fn push(&mut self, contact: &str, t: Transition) {
+        self.contacts.insert(contact.to_string());
+        self.transitions.push(t);
+    }
 }
 
 /// The first recurring or fixed-date occurrence strictly after `after`, in zone `tz`.
@@ -87,7 +131,12 @@ where
                 None => Arc::from(u.store.contact_ids().map_err(store_err)?),
             };
             let mut report = LaunchReport::default();
+            let mut entering = Entering::for_engine(&*u.engine(&entry.id, version)?);
             for id in ids.iter() {
+                // A contact listed again reads what its first entry wrote.
+                if entering.holds(id) {
+                    u.write_entering(&entry.id, version, &mut entering)?;
+                }
                 let computed = ahead
                     .as_mut()
                     .and_then(|ahead| ahead.take(id, version))
@@ -96,17 +145,29 @@ where
                         computed.still_holds(u)
                     });
                 used += u64::from(computed.is_some());
-                match computed {
-                    Some(Some(computed)) => {
-                        u.enter_as(&entry.id, version, id, computed, &mut report)?
-                    }
-                    Some(None) => report.not_found.push(id.clone()),
+                let decided = match computed {
+                    Some(Some(computed)) => Some(computed),
+                    Some(None) => None,
                     None => match u.store.contact(id).map_err(store_err)? {
-                        Some(c) => u.try_enter(&entry.id, version, &c, &mut report)?,
-                        None => report.not_found.push(id.clone()),
+                        Some(c) => {
+                            Some(entry_of(u.store, u.engines, &entry.id, version, &c, u.now)?)
+                        }
+                        None => None,
                     },
+                };
+                match decided {
+                    Some(decided) => u.enter_in_turn(
+                        &entry.id,
+                        version,
+                        id,
+                        decided,
+                        &mut report,
+                        &mut entering,
+                    )?,
+                    None => report.not_found.push(id.clone()),
                 }
             }
+            u.write_entering(&entry.id, version, &mut entering)?;
             Ok(report)
         });
         // Counted for a launch that committed (one that failed wrote nothing).
@@ -208,6 +269,54 @@ where
         self.enter_as(scenario, version, contact.id(), entry, report)
     }
 
+    /// Writes `entry`, what the engine decided for `contact` (see [`entry_of`]), or keeps it
+    /// in `entering` to be written with the next contacts' (see [`Entering`]).
+    fn enter_in_turn(
+        &mut self,
+        scenario: &str,
+        version: u32,
+        contact: &str,
+        entry: Entry,
+        report: &mut LaunchReport,
+        entering: &mut Entering,
+    ) -> Result<(), RuntimeError> {
+        match entry {
+            Entry::Entered(t) if entering.takes(&t) => {
+                report.entered += 1;
+                entering.push(contact, t);
+                if entering.transitions.len() >= ENTRIES_PER_WRITE {
+                    self.write_entering(scenario, version, entering)?;
+                }
+                Ok(())
+            }
+            other => {
+                // Whatever else the unit writes comes after the entries before it.
+                self.write_entering(scenario, version, entering)?;
+                self.enter_as(scenario, version, contact, other, report)
+            }
+        }
+    }
+
+    /// Writes the entries `entering` holds, together, and empties it.
+    fn write_entering(
+        &mut self,
+        scenario: &str,
+        version: u32,
+        entering: &mut Entering,
+    ) -> Result<(), RuntimeError> {
+        if entering.transitions.is_empty() {
+            return Ok(());
+        }
+        self.store
+            .commit_entries(scenario, version, &entering.transitions, self.now)
+            .map_err(store_err)?;
+        for mut t in entering.transitions.drain(..) {
+            self.count_committed(scenario, version, &mut t);
+        }
+        entering.contacts.clear();
+        Ok(())
+    }
+
     /// Writes `entry`, what the engine decided for `contact` (see [`entry_of`]).
     pub(super) fn enter_as(
         &mut self,
@@ -256,6 +365,7 @@ where
         };
         let engine = self.engine(scenario, version)?;
         let mut report = LaunchReport::default();
+        let mut entering = Entering::for_engine(&engine);
         for id in self.store.contact_ids().map_err(store_err)? {
             let Some(contact) = self.store.contact(&id).map_err(store_err)? else {
                 continue;
@@ -263,8 +373,18 @@ where
             if !zone.is_empty() && engine.zone_for(&contact, None).name() != zone {
                 continue;
             }
-            self.try_enter(scenario, version, &contact, &mut report)?;
+            // Contact ids are distinct: no entry waiting concerns this one.
+            let entry = entry_of(
+                self.store,
+                self.engines,
+                scenario,
+                version,
+                &contact,
+                self.now,
+            )?;
+            self.enter_in_turn(scenario, version, &id, entry, &mut report, &mut entering)?;
         }
+        self.write_entering(scenario, version, &mut entering)?;
         let tz = if zone.is_empty() {
             engine.scenario().timezone
         } else {

@@ -507,6 +507,13 @@ where
                 self.arm_winner_checks(scenario, &engine, &t.effects)?;
             }
         }
+        self.count_committed(scenario, version, &mut t);
+        Ok(t.contact)
+    }
+
+    /// Gives the records of `t`, just committed, to the unit's metrics and report (both kept
+    /// until the unit commits, and dropped with it).
+    fn count_committed(&mut self, scenario: &str, version: u32, t: &mut Transition) {
         if let Some(p) = self.pending.as_deref_mut() {
             for record in t.records() {
                 // A send the engine failed names no channel: its step's message does (the
@@ -528,6 +535,5 @@ where
                 }
             }
         }
-        Ok(t.contact)
     }
 }
