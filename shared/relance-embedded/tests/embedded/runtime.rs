@@ -1429,3 +1429,100 @@ fn hostile_a_kept_opt_in_restates_the_opt_out_its_trail_lacks() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(state.subscriptions.get("news"), Some(&false));
 }
+
+/// The drip's launch over `store`: 300 contacts imported, ten launched first, then a launch
+/// asking for every contact, some twice and one unknown. Returns that launch's report and
+/// the scenario's journal.
+fn launched_drip<S>(store: S, now: DateTime<Utc>) -> (String, Vec<Record>)
+where
+    S: relance_core::ports::Store,
+    S::Fault: std::error::Error + Send + Sync + 'static,
+{
+    let mut rt = relance_runtime::runtime::Runtime::new(store);
+    let contacts: Vec<Contact> = (0..300)
+        .map(|i| {
+            let row = format!(
+                "{{\"id\": \"c{i:03}\", \"email\": \"c{i}@x.io\", \"phone\": \"+3361{i:07}\", \"first_name\": \"Ana{i}\"}}\n"
+            );
+            script::contacts_from_json_lines(&row)
+                .unwrap_or_else(|e| panic!("{e:?}"))
+                .remove(0)
+        })
+        .collect();
+    rt.import(&contacts, now, &mut |_| {})
+        .unwrap_or_else(|e| panic!("{e}"));
+    let drip = include_str!("../../../../examples/reference-drip.yaml");
+    let put = rt
+        .put_scenario(drip, SourceFormat::Yaml, now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.set_status(&put.id, Status::Active, now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let launch = |rt: &mut relance_runtime::runtime::Runtime<S>, ids: Vec<String>| {
+        rt.launch(
+            LaunchDetail {
+                scenario: "drip".into(),
+                contacts: Some(ids),
+            },
+            now,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    // Running already: five at the start, five in the middle of a write together.
+    launch(
+        &mut rt,
+        (0..5).chain(150..155).map(|i| format!("c{i:03}")).collect(),
+    );
+    let mut ids: Vec<String> = (0..300).map(|i| format!("c{i:03}")).collect();
+    ids.insert(40, "c030".into());
+    ids.insert(200, "ghost".into());
+    ids.insert(290, "c280".into());
+    let before = rt
+        .store()
+        .records("drip", None)
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .len();
+    let report = launch(&mut rt, ids.clone());
+    let records = rt
+        .store()
+        .records("drip", None)
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    // Contact after contact, in the order asked (the unknown one journals nothing).
+    let mut order: Vec<&str> = records[before..]
+        .iter()
+        .map(|r| r.contact.as_str())
+        .collect();
+    order.dedup();
+    let asked: Vec<&str> = ids
+        .iter()
+        .map(String::as_str)
+        .filter(|id| *id != "ghost")
+        .collect();
+    assert_eq!(order, asked, "the journal follows the launch's order");
+    (format!("{report:?}"), records)
+}
+
+/// SQLite writes a launch's entries many contacts per statement; the memory store writes
+/// them one contact after the other. Both end with the same report and the same journal, in
+/// the same order: more contacts than one write together, some asked twice, some running
+/// already, one unknown.
+#[test]
+fn a_launch_written_together_journals_as_one_contact_after_the_other() {
+    let now = at("2026-12-01T09:00:00Z");
+    let (sqlite_report, sqlite_journal) = launched_drip(
+        SqliteStore::in_memory().unwrap_or_else(|e| panic!("{e}")),
+        now,
+    );
+    let (memory_report, memory_journal) = launched_drip(relance_runtime::MemoryStore::new(), now);
+    assert_eq!(sqlite_report, memory_report);
+    assert!(
+        sqlite_report.contains("entered: 290") && sqlite_report.contains("\"ghost\""),
+        "{sqlite_report}"
+    );
+    assert_eq!(sqlite_journal.len(), memory_journal.len());
+    assert_eq!(sqlite_journal, memory_journal);
+    let skipped = sqlite_journal
+        .iter()
+        .filter(|r| r.kind == RecordKind::Skipped)
+        .count();
+    assert_eq!(skipped, 12, "ten running already and two asked twice");
+}
