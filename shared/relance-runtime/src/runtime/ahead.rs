@@ -47,10 +47,11 @@ const STEPS_PER_HANDOVER: usize = 16;
 
 /// How many handovers may wait for the runner: the reader keeps this far ahead, then waits
 /// (outside any read transaction), so a launch of every contact holds at most 640 computed
-/// entries at a time, not one per contact. More than a launch writes together (256, see
-/// `launches`): while the runner writes those, the reader computes the next ones. With 128
-/// it stopped halfway, and the runner computed more items itself (about 103,000 of the
-/// 200,000 of a drip of 100,000 contacts, against 68,000).
+/// entries at a time, not one per contact. Several times what a launch writes together (64,
+/// see `launches`): while the runner writes those, the reader computes the next ones. With
+/// 128, when a launch wrote 256 at a time, the reader stopped halfway through each write, and
+/// the runner computed more items itself (about 103,000 of the 200,000 of a drip of 100,000
+/// contacts, against 68,000).
 const HANDOVERS_WAITING: usize = 40;
 
 /// A batch shorter than this is fired without the reader: there is nothing to overlap.

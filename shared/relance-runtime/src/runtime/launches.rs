@@ -41,8 +41,11 @@ pub struct ImportedContact {
     pub consent_kept: usize,
 }
 
-/// How many entries a launch keeps before writing them together.
-const ENTRIES_PER_WRITE: usize = 256;
+/// How many entries a launch keeps before writing them together: two statements of 32 rows
+/// a table on SQLite. With 256, a drip of 100,000 contacts spent 0.83–0.93 s in its launches
+/// against 0.80 s (three alternating runs): the reader, slower at an entry than the runner
+/// at writing one, has less to make up after each write.
+const ENTRIES_PER_WRITE: usize = 64;
 
 /// A launch's entries waiting to be written together ([`Store::commit_entries`]): on SQLite,
 /// many contacts' rows per statement instead of a statement per row. Only a run of plain
