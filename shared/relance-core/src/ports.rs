@@ -758,6 +758,25 @@ pub trait Store:
     ) -> Result<(), Self::Fault> {
         commit_entries_one_by_one(self, scenario, scenario_version, entering, now)
     }
+
+    /// Writes what several due timers did, as many calls of `cancel` (each timer of
+    /// `consumed`) then `commit_transition` (each of `steps`, on its enrollment's expected
+    /// version) would, inside the caller's unit of work: the same rows, the outbox's and the
+    /// journal's in the order of `steps`. The timers and steps concern distinct enrollments of
+    /// distinct contacts.
+    ///
+    /// # Contract
+    /// Either everything is written or the call fails (a version conflict names its
+    /// enrollment; inside a unit, which then rolls back). This default makes the calls one by
+    /// one; a store whose cost is per statement (SQLite) writes many rows per statement.
+    fn commit_steps(
+        &mut self,
+        consumed: &[Wake],
+        steps: &[StepWrite<'_>],
+        now: DateTime<Utc>,
+    ) -> Result<(), Self::Fault> {
+        commit_steps_one_by_one(self, consumed, steps, now)
+    }
     /// Runs `work` as one unit: all of its writes happen, or none. The unit commits when
     /// `work` returns `Ok` and is rolled back when it returns `Err` (that error is handed back
     /// inside `Ok`); the outer `Err` is a failure to begin or commit.
@@ -806,6 +825,43 @@ pub fn commit_entries_one_by_one<S: Store + ?Sized>(
     for t in entering {
         store.mark_entry(scenario, &t.enrollment.contact, now)?;
         store.commit_transition(scenario, scenario_version, None, t, now)?;
+    }
+    Ok(())
+}
+
+/// A due timer's step, for [`Store::commit_steps`]: the transition the engine computed from
+/// its enrollment at version `expected`, in `scenario` at `scenario_version`.
+#[derive(Debug, Clone, Copy)]
+pub struct StepWrite<'a> {
+    /// The enrollment's scenario.
+    pub scenario: &'a str,
+    /// The scenario version the enrollment runs.
+    pub scenario_version: u32,
+    /// The enrollment's version the transition was computed from.
+    pub expected: u64,
+    /// What the step does.
+    pub transition: &'a Transition,
+}
+
+/// [`Store::commit_steps`] made of its calls, one after the other: the default, and what a
+/// store that writes many rows per statement falls back to for steps it cannot.
+pub fn commit_steps_one_by_one<S: Store + ?Sized>(
+    store: &mut S,
+    consumed: &[Wake],
+    steps: &[StepWrite<'_>],
+    now: DateTime<Utc>,
+) -> Result<(), S::Fault> {
+    for w in consumed {
+        store.cancel(w)?;
+    }
+    for s in steps {
+        store.commit_transition(
+            s.scenario,
+            s.scenario_version,
+            Some(s.expected),
+            s.transition,
+            now,
+        )?;
     }
     Ok(())
 }

@@ -1070,11 +1070,26 @@ impl EnrollmentStore for SqliteStore {
             None => self
                 .conn
                 .prepare_cached(entries::NEW_ENROLLMENT.one)?
-                .execute(params![e.id, e.scenario, scenario_version, e.contact, e.version as i64, e.is_running(), ts("entered_at", e.entered_at)?, state]),
+                .execute(params![
+                    e.id,
+                    e.scenario,
+                    scenario_version,
+                    e.contact,
+                    e.version as i64,
+                    e.is_running(),
+                    ts("entered_at", e.entered_at)?,
+                    state
+                ]),
             Some(v) => self
                 .conn
-                .prepare_cached("UPDATE enrollment SET version = ?2, running = ?3, state = ?4 WHERE id = ?1 AND version = ?5")?
-                .execute(params![e.id, e.version as i64, e.is_running(), state, v as i64]),
+                .prepare_cached(entries::ENROLLMENT_STEP.one)?
+                .execute(params![
+                    e.id,
+                    e.version as i64,
+                    e.is_running(),
+                    state,
+                    v as i64
+                ]),
         };
         match written {
             Ok(1) => Ok(()),
@@ -1191,10 +1206,8 @@ impl TimerStore for SqliteStore {
 
     fn cancel(&mut self, w: &Wake) -> Result<(), StoreError> {
         self.conn
-            .prepare_cached(
-                "DELETE FROM timer WHERE enrollment_id = ?1 AND step = ?2 AND due = ?3",
-            )?
-            .execute(params![w.enrollment, w.step, instant::to_micros(w.at)])?;
+            .prepare_cached(entries::TIMER_GONE.one)?
+            .execute(params![instant::to_micros(w.at), w.enrollment, w.step])?;
         Ok(())
     }
 
@@ -1787,6 +1800,16 @@ impl Store for SqliteStore {
         self.commit_entries_together(scenario, scenario_version, entering, now)
     }
 
+    /// Many timers' rows per statement (see `entries`).
+    fn commit_steps(
+        &mut self,
+        consumed: &[Wake],
+        steps: &[relance_core::ports::StepWrite<'_>],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.commit_steps_together(consumed, steps, now)
+    }
+
     /// One deferred read transaction around `work` (a reading connection's reads: each
     /// statement would otherwise begin and end a transaction of its own). A transaction left
     /// open before (a failed end) is rolled back first: its view is an old one. `None` when no
@@ -1989,7 +2012,7 @@ impl SqliteStore {
             .iter()
             .map(|(scenario, contact, text)| [scenario as &dyn rusqlite::ToSql, contact, text])
             .collect();
-        entries::insert_rows(&self.conn, &entries::JOURNAL_ROW, &rows).map(drop)
+        entries::run_rows(&self.conn, &entries::JOURNAL_ROW, &rows).map(drop)
     }
 
     /// The group's transaction was rolled back by SQLite after an error: the group is lost.

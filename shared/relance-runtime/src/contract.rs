@@ -26,7 +26,7 @@ use relance_core::engine::{
 use relance_core::journal::{Record, RecordKind};
 use relance_core::policy::Retained;
 use relance_core::ports::{
-    ContactChange, ConversionWatch, Due, InactivityCheck, SourceFormat, Status, Store,
+    ContactChange, ConversionWatch, Due, InactivityCheck, SourceFormat, Status, StepWrite, Store,
 };
 use relance_core::render::Rendered;
 use relance_core::scenario::Channel;
@@ -217,6 +217,7 @@ where
     journal_in_order(new());
     conversion_watches(new());
     entries_in_bulk(new());
+    steps_in_bulk(new());
 }
 
 /// Versions are numbered from 1, immutable; a new scenario is a draft; status writes stick.
@@ -681,6 +682,121 @@ where
     assert_eq!(journal, expected, "the journal in the order of the entries");
 }
 
+/// Forty contacts entered (each with a timer for step "check"), and the step each timer
+/// makes: a send of step "second" and a record, then the end for the even ones, a timer for
+/// step "last" for the others.
+fn forty_checks<S: Store>(store: &mut S) -> (Vec<Wake>, Vec<Transition>)
+where
+    S::Fault: Debug,
+{
+    scenario(store, "welcome", Status::Active);
+    let entering_all: Vec<Transition> = (0..40)
+        .map(|i| entering("welcome", &format!("c{i:02}"), 1, at(1)))
+        .collect();
+    let unit = store.atomically(|s| s.commit_entries("welcome", 1, &entering_all, at(1)));
+    ok("commit_entries", ok("atomically", unit));
+    let wakes: Vec<Wake> = entering_all
+        .iter()
+        .map(|t| Wake {
+            at: at(61),
+            ..wake(&t.enrollment, "check", 0)
+        })
+        .collect();
+    let steps = entering_all
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let mut e = t.enrollment.clone();
+            e.version += 1;
+            e.sent.insert("second".into(), at(61));
+            let mut effects = vec![
+                Effect::Send(send(&e, "second")),
+                Effect::Record(Record::new(at(61), &e.contact, RecordKind::Sent)),
+            ];
+            if i % 2 == 0 {
+                e.state = EnrollmentState::Ended {
+                    outcome: relance_core::engine::Outcome::Exited,
+                    at: at(61),
+                };
+            } else {
+                e.state = EnrollmentState::Due {
+                    step: "last".into(),
+                    at: at(120),
+                    hold: Hold::Delay,
+                };
+                effects.push(Effect::ScheduleWake(Wake {
+                    at: at(120),
+                    ..wake(&e, "last", 0)
+                }));
+            }
+            Transition {
+                enrollment: e,
+                contact: None,
+                contact_read: None,
+                effects,
+            }
+        })
+        .collect();
+    (wakes, steps)
+}
+
+fn step_writes(steps: &[Transition]) -> Vec<StepWrite<'_>> {
+    steps
+        .iter()
+        .map(|t| StepWrite {
+            scenario: "welcome",
+            scenario_version: 1,
+            expected: t.enrollment.version - 1,
+            transition: t,
+        })
+        .collect()
+}
+
+/// `commit_steps` writes what `cancel` and `commit_transition` write for each timer, one
+/// after the other: each timer consumed, each enrollment saved at its new version (ended, or
+/// waiting on a new timer), each send kept, and the journal in the order of the steps.
+pub fn steps_in_bulk<S: Store>(mut store: S)
+where
+    S::Fault: Debug,
+{
+    let (wakes, steps) = forty_checks(&mut store);
+    let due = ready(ok("due_timers", store.due_timers(at(61), 100)));
+    assert_eq!(due.len(), 40, "forty checks due");
+    let before = ok("records", store.records("welcome", None)).len();
+    let writes = step_writes(&steps);
+    let unit = store.atomically(|s| s.commit_steps(&wakes, &writes, at(61)));
+    ok("commit_steps", ok("atomically", unit));
+    assert!(
+        ready(ok("due_timers", store.due_timers(at(61), 100))).is_empty(),
+        "every check consumed"
+    );
+    let last = ready(ok("due_timers", store.due_timers(at(120), 100)));
+    assert_eq!(last.len(), 20, "a new timer for each odd contact");
+    assert!(last.iter().all(|w| w.step == "last"), "{last:?}");
+    for (i, t) in steps.iter().enumerate() {
+        let c = &t.enrollment.contact;
+        let running = ok("running_enrollment", store.running_enrollment("welcome", c));
+        if i % 2 == 0 {
+            assert!(running.is_none(), "{c}: ended");
+        } else {
+            assert_eq!(running, Some((t.enrollment.clone(), 1)), "{c}: saved");
+        }
+        let h = ok("history", store.history(c, "welcome", HistoryNeeds::ALL));
+        assert_eq!(
+            h.sends.iter().map(|m| m.at).collect::<Vec<_>>(),
+            [at(1), at(61)],
+            "{c}: both sends kept"
+        );
+    }
+    let journal = ok("records", store.records("welcome", None));
+    let expected: Vec<Record> = steps.iter().flat_map(|t| t.records().cloned()).collect();
+    assert_eq!(
+        journal[before..],
+        expected[..],
+        "the journal in the order of the steps"
+    );
+}
+
 /// `mark_entry`, after `entry_mark` in the same unit of work, counts entries and keeps the
 /// last instant.
 pub fn entry_marks<S: Store>(mut store: S)
@@ -1131,7 +1247,50 @@ where
     // One contact in conflict among the rows of one statement, then among the rest.
     entries_in_bulk_hold_the_running_lock(new(), "c20");
     entries_in_bulk_hold_the_running_lock(new(), "c35");
+    steps_in_bulk_hold_their_versions(new(), 20);
+    steps_in_bulk_hold_their_versions(new(), 35);
     retention_purge(new());
+}
+
+/// A transactional store refuses `commit_steps` when one step's enrollment is not at the
+/// version the step was computed from (the one at `moved`, among forty), naming that
+/// enrollment, and the unit leaves nothing: every timer still due, every enrollment as it
+/// was, no send, no record.
+pub fn steps_in_bulk_hold_their_versions<S: Store>(mut store: S, moved: usize)
+where
+    S::Fault: Debug,
+{
+    let (wakes, steps) = forty_checks(&mut store);
+    let before = ok("records", store.records("welcome", None));
+    let mut writes = step_writes(&steps);
+    writes[moved].expected += 7;
+    let unit = store.atomically(|s| s.commit_steps(&wakes, &writes, at(61)));
+    let refused = ok("atomically", unit).expect_err("a step on a version that moved is refused");
+    let id = &steps[moved].enrollment.id;
+    assert!(
+        format!("{refused:?}").contains(id.as_str()),
+        "the refusal names {id}: {refused:?}"
+    );
+    assert_eq!(
+        ready(ok("due_timers", store.due_timers(at(61), 100))).len(),
+        40,
+        "every check still due"
+    );
+    for t in &steps {
+        let c = &t.enrollment.contact;
+        let running = ok("running_enrollment", store.running_enrollment("welcome", c));
+        assert_eq!(running.map(|(e, _)| e.version), Some(0), "{c}: as it was");
+        assert_eq!(
+            ok("contact_sends", store.contact_sends(c)).len(),
+            1,
+            "{c}: only the first send"
+        );
+    }
+    assert_eq!(
+        ok("records", store.records("welcome", None)),
+        before,
+        "nothing journaled"
+    );
 }
 
 /// A transactional store refuses `commit_entries` when an enrollment already runs for one of

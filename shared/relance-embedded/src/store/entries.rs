@@ -1,13 +1,15 @@
 //! Rows written many per statement: a launch's entries (entry marks, sends, timers, journal,
-//! enrollments of many contacts, see `Store::commit_entries`) and a group's journal rows. Each
+//! enrollments of many contacts, see `Store::commit_entries`), the steps of due timers
+//! (`Store::commit_steps`) and a group's journal rows. Each
 //! statement run has a fixed cost (the statement taken from the cache, its program started and
 //! reset, its values bound and released) that a row of a few hundred bytes does not dwarf.
 
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
-use relance_core::engine::{Effect, Transition};
-use relance_core::ports::{self, JournalStore};
+use relance_core::engine::{Effect, Enrollment, Transition, Wake};
+use relance_core::instant;
+use relance_core::ports::{self, JournalStore, StepWrite};
 use rusqlite::types::ToSql;
 use rusqlite::{Connection, OptionalExtension};
 
@@ -16,18 +18,19 @@ use super::{SqliteStore, StoreError, ts};
 /// Rows one statement inserts.
 pub(super) const ROWS_PER_INSERT: usize = 32;
 
-/// An insert into one table: the statement for one row (numbered parameters, what the store
-/// runs for a single row) and the same for [`ROWS_PER_INSERT`] rows.
-pub(super) struct Insert {
+/// A statement over rows of one table: the statement for one row (numbered parameters, what
+/// the store runs for a single row) and the same for [`ROWS_PER_INSERT`] rows, their
+/// parameters one row after the other.
+pub(super) struct Rows {
     pub(super) one: &'static str,
     many: LazyLock<String>,
 }
 
-/// An [`Insert`] from its parts: the head up to `VALUES`, a row's values with anonymous
-/// parameters, the same with numbered ones, and what follows the rows.
+/// [`Rows`] of an insert, from its parts: the head up to `VALUES`, a row's values with
+/// anonymous parameters, the same with numbered ones, and what follows the rows.
 macro_rules! insert {
     ($head:literal, $row:literal, $numbered:literal $(, $tail:literal)?) => {
-        Insert {
+        Rows {
             one: concat!($head, " ", $numbered $(, " ", $tail)?),
             many: LazyLock::new(|| {
                 let rows = vec![$row; ROWS_PER_INSERT].join(", ");
@@ -37,55 +40,81 @@ macro_rules! insert {
     };
 }
 
-pub(super) static ENTRY_MARK: Insert = insert!(
+pub(super) static ENTRY_MARK: Rows = insert!(
     "INSERT INTO entry (scenario_id, contact_id, last_entered_at, entries) VALUES",
     "(?, ?, ?, 1)",
     "(?1, ?2, ?3, 1)",
     "ON CONFLICT (scenario_id, contact_id) DO UPDATE SET last_entered_at = excluded.last_entered_at, entries = entries + 1"
 );
 
-pub(super) static OUTBOX_ROW: Insert = insert!(
+pub(super) static OUTBOX_ROW: Rows = insert!(
     "INSERT OR IGNORE INTO outbox (idempotency_key, scenario_id, contact_id, kind, at, payload) VALUES",
     "(?, ?, ?, ?, ?, ?)",
     "(?1, ?2, ?3, ?4, ?5, ?6)"
 );
 
-pub(super) static TIMER_ROW: Insert = insert!(
+pub(super) static TIMER_ROW: Rows = insert!(
     "INSERT OR IGNORE INTO timer (due, enrollment_id, contact_id, step) VALUES",
     "(?, ?, ?, ?)",
     "(?1, ?2, ?3, ?4)"
 );
 
-pub(super) static NEW_ENROLLMENT: Insert = insert!(
+pub(super) static NEW_ENROLLMENT: Rows = insert!(
     "INSERT OR IGNORE INTO enrollment (id, scenario_id, scenario_version, contact_id, version, running, entered_at, state) VALUES",
     "(?, ?, ?, ?, ?, ?, ?, ?)",
     "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
 );
 
-pub(super) static JOURNAL_ROW: Insert = insert!(
+pub(super) static JOURNAL_ROW: Rows = insert!(
     "INSERT INTO journal (scenario_id, contact_id, record) VALUES",
     "(?, ?, ?)",
     "(?1, ?2, ?3)"
 );
 
-/// Inserts `rows` in order with `insert`: [`ROWS_PER_INSERT`] per statement, the rest one
-/// by one. Returns how many rows were written (an `OR IGNORE` insert may skip some).
-pub(super) fn insert_rows<const N: usize>(
+/// The timers consumed: the one-row statement is `cancel`'s. A row value `IN (VALUES ..)`
+/// would be simpler, but SQLite plans it as a scan of the table; each term of the `OR` is a
+/// search of the primary key.
+pub(super) static TIMER_GONE: Rows = Rows {
+    one: "DELETE FROM timer WHERE due = ?1 AND enrollment_id = ?2 AND step = ?3",
+    many: LazyLock::new(|| {
+        let terms =
+            vec!["(due = ? AND enrollment_id = ? AND step = ?)"; ROWS_PER_INSERT].join(" OR ");
+        format!("DELETE FROM timer WHERE {terms}")
+    }),
+};
+
+/// A step's enrollment saved on the version it was read at: the one-row statement is
+/// `save_enrollment`'s.
+pub(super) static ENROLLMENT_STEP: Rows = Rows {
+    one: "UPDATE enrollment SET version = ?2, running = ?3, state = ?4 WHERE id = ?1 AND version = ?5",
+    many: LazyLock::new(|| {
+        let rows = vec!["(?, ?, ?, ?, ?)"; ROWS_PER_INSERT].join(", ");
+        format!(
+            "UPDATE enrollment SET version = v.column2, running = v.column3, state = v.column4 \
+             FROM (VALUES {rows}) AS v WHERE enrollment.id = v.column1 AND enrollment.version = v.column5"
+        )
+    }),
+};
+
+/// Runs `statement` over `rows`, in order: [`ROWS_PER_INSERT`] per run, the rest one by one.
+/// Returns how many rows were changed (an `OR IGNORE` insert may skip some, an update on a
+/// version that moved changes none).
+pub(super) fn run_rows<const N: usize>(
     conn: &Connection,
-    insert: &Insert,
+    statement: &Rows,
     rows: &[[&dyn ToSql; N]],
 ) -> rusqlite::Result<usize> {
     let mut written = 0;
     let mut chunks = rows.chunks_exact(ROWS_PER_INSERT);
     if chunks.len() > 0 {
-        let mut many = conn.prepare_cached(&insert.many)?;
+        let mut many = conn.prepare_cached(&statement.many)?;
         for chunk in &mut chunks {
             written += many.execute(rusqlite::params_from_iter(chunk.iter().flatten()))?;
         }
     }
     let rest = chunks.remainder();
     if !rest.is_empty() {
-        let mut one = conn.prepare_cached(insert.one)?;
+        let mut one = conn.prepare_cached(statement.one)?;
         for row in rest {
             written += one.execute(&row[..])?;
         }
@@ -120,13 +149,107 @@ impl SqliteStore {
             .iter()
             .map(|t| [&scenario as &dyn ToSql, &t.enrollment.contact, &entered_at])
             .collect();
-        insert_rows(&self.conn, &ENTRY_MARK, &marks)?;
+        run_rows(&self.conn, &ENTRY_MARK, &marks)?;
+        let effects: Vec<(&str, &Transition)> = entering.iter().map(|t| (scenario, t)).collect();
+        self.write_effects_together(&effects, now)?;
 
-        // The sends, then the timers, each in the order of the effects.
+        let mut enrollments = Vec::with_capacity(entering.len());
+        for t in entering {
+            let e = &t.enrollment;
+            enrollments.push(Saved {
+                enrollment: e,
+                version: e.version as i64,
+                running: e.is_running(),
+                entered_at: ts("entered_at", e.entered_at)?,
+                state: e.to_json(),
+                expected: 0,
+            });
+        }
+        let rows: Vec<[&dyn ToSql; 8]> = enrollments
+            .iter()
+            .map(|s| {
+                [
+                    &s.enrollment.id as &dyn ToSql,
+                    &s.enrollment.scenario,
+                    &scenario_version,
+                    &s.enrollment.contact,
+                    &s.version,
+                    &s.running,
+                    &s.entered_at,
+                    &s.state,
+                ]
+            })
+            .collect();
+        let written = run_rows(&self.conn, &NEW_ENROLLMENT, &rows);
+        self.all_saved(written, &enrollments)
+    }
+
+    /// `Store::commit_steps`: the timers consumed, then the steps' rows table by table, many
+    /// per statement, in the order of the steps; each enrollment saved on the version its
+    /// step was computed from. Steps with effects other than records, sends to the outbox
+    /// file and timers, or with a contact change, are written one by one, as
+    /// `commit_transition` writes them.
+    pub(super) fn commit_steps_together(
+        &mut self,
+        consumed: &[Wake],
+        steps: &[StepWrite<'_>],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if !steps.iter().all(|s| self.writes_together(s.transition)) {
+            return ports::commit_steps_one_by_one(self, consumed, steps, now);
+        }
+        let dues: Vec<i64> = consumed.iter().map(|w| instant::to_micros(w.at)).collect();
+        let gone: Vec<[&dyn ToSql; 3]> = consumed
+            .iter()
+            .zip(&dues)
+            .map(|(w, due)| [due as &dyn ToSql, &w.enrollment, &w.step])
+            .collect();
+        run_rows(&self.conn, &TIMER_GONE, &gone)?;
+        let effects: Vec<(&str, &Transition)> =
+            steps.iter().map(|s| (s.scenario, s.transition)).collect();
+        self.write_effects_together(&effects, now)?;
+
+        let enrollments: Vec<Saved<'_>> = steps
+            .iter()
+            .map(|s| {
+                let e = &s.transition.enrollment;
+                Saved {
+                    enrollment: e,
+                    version: e.version as i64,
+                    running: e.is_running(),
+                    entered_at: 0,
+                    state: e.to_json(),
+                    expected: s.expected as i64,
+                }
+            })
+            .collect();
+        let rows: Vec<[&dyn ToSql; 5]> = enrollments
+            .iter()
+            .map(|s| {
+                [
+                    &s.enrollment.id as &dyn ToSql,
+                    &s.version,
+                    &s.running,
+                    &s.state,
+                    &s.expected,
+                ]
+            })
+            .collect();
+        let written = run_rows(&self.conn, &ENROLLMENT_STEP, &rows);
+        self.all_saved(written, &enrollments)
+    }
+
+    /// The outbox rows, timers armed and journal rows of `transitions` (each with its
+    /// scenario), table by table, each in the order of the transitions and their effects.
+    fn write_effects_together(
+        &mut self,
+        transitions: &[(&str, &Transition)],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         let outbox_at = ts("outbox at", now)?;
         let mut sends = Vec::new();
         let mut wakes = Vec::new();
-        for t in entering {
+        for (scenario, t) in transitions {
             for effect in &t.effects {
                 match effect {
                     Effect::Send(send) => {
@@ -137,7 +260,7 @@ impl SqliteStore {
                                     why: e.to_string(),
                                 }
                             })?;
-                        sends.push((send, payload));
+                        sends.push((*scenario, send, payload));
                     }
                     Effect::ScheduleWake(w) => wakes.push((w, ts("timer due", w.at)?)),
                     _ => {}
@@ -146,10 +269,10 @@ impl SqliteStore {
         }
         let outbox_rows: Vec<[&dyn ToSql; 6]> = sends
             .iter()
-            .map(|(send, payload)| {
+            .map(|(scenario, send, payload)| {
                 [
                     &send.idempotency_key as &dyn ToSql,
-                    &scenario,
+                    scenario,
                     &send.contact,
                     &"send",
                     &outbox_at,
@@ -157,62 +280,23 @@ impl SqliteStore {
                 ]
             })
             .collect();
-        insert_rows(&self.conn, &OUTBOX_ROW, &outbox_rows)?;
+        run_rows(&self.conn, &OUTBOX_ROW, &outbox_rows)?;
         let timer_rows: Vec<[&dyn ToSql; 4]> = wakes
             .iter()
             .map(|(w, due)| [due as &dyn ToSql, &w.enrollment, &w.contact, &w.step])
             .collect();
-        insert_rows(&self.conn, &TIMER_ROW, &timer_rows)?;
-
-        for t in entering {
+        run_rows(&self.conn, &TIMER_ROW, &timer_rows)?;
+        for (scenario, t) in transitions {
             let records: Vec<_> = t.records().collect();
             self.journal_transition(scenario, &records)?;
         }
-
-        let mut enrollments = Vec::with_capacity(entering.len());
-        for t in entering {
-            let e = &t.enrollment;
-            enrollments.push((
-                e,
-                e.version as i64,
-                e.is_running(),
-                ts("entered_at", e.entered_at)?,
-                e.to_json(),
-            ));
-        }
-        let enrollment_rows: Vec<[&dyn ToSql; 8]> = enrollments
-            .iter()
-            .map(|(e, version, running, entered_at, state)| {
-                [
-                    &e.id as &dyn ToSql,
-                    &e.scenario,
-                    &scenario_version,
-                    &e.contact,
-                    version,
-                    running,
-                    entered_at,
-                    state,
-                ]
-            })
-            .collect();
-        match insert_rows(&self.conn, &NEW_ENROLLMENT, &enrollment_rows) {
-            Ok(written) if written == enrollments.len() => Ok(()),
-            // A row left out or refused: the first enrollment not stored as written is the
-            // one in conflict (an id taken, or another enrollment running for its contact).
-            Ok(_) => Err(self.first_conflict(&enrollments)),
-            Err(rusqlite::Error::SqliteFailure(f, _))
-                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                Err(self.first_conflict(&enrollments))
-            }
-            Err(other) => Err(other.into()),
-        }
+        Ok(())
     }
 
-    /// Whether `commit_entries_together` writes `t` with the others: a transition that
-    /// changes no contact and whose effects are records, timers armed and sends to the
-    /// outbox file (a send on a channel with a real backend is queued with its row's `seq`,
-    /// which `outbox_send` reads).
+    /// Whether `t` is written with the others: a transition that changes no contact and
+    /// whose effects are records, timers armed and sends to the outbox file (a send on a
+    /// channel with a real backend is queued with its row's `seq`, which `outbox_send`
+    /// reads).
     fn writes_together(&self, t: &Transition) -> bool {
         t.contact.is_none()
             && t.effects.iter().all(|effect| match effect {
@@ -225,24 +309,53 @@ impl SqliteStore {
             })
     }
 
-    /// The conflict of the first enrollment among `written` whose row is not the one written
-    /// (the first one when all are, which a count that came short rules out).
-    fn first_conflict(
+    /// Whether `written` rows are every one of `saved`: when fewer were (an id taken, a
+    /// version that moved, another enrollment running for the contact), the conflict of the
+    /// first enrollment not stored as saved.
+    fn all_saved(
         &self,
-        written: &[(&relance_core::engine::Enrollment, i64, bool, i64, String)],
-    ) -> StoreError {
-        let stored = |id: &str| -> rusqlite::Result<Option<String>> {
+        written: rusqlite::Result<usize>,
+        saved: &[Saved<'_>],
+    ) -> Result<(), StoreError> {
+        match written {
+            Ok(n) if n == saved.len() => Ok(()),
+            Ok(_) => Err(self.first_conflict(saved)),
+            Err(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(self.first_conflict(saved))
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// The conflict of the first enrollment among `saved` whose row is not the one saved (the
+    /// first one when all are, which a count that came short rules out).
+    fn first_conflict(&self, saved: &[Saved<'_>]) -> StoreError {
+        let stored = |id: &str| -> rusqlite::Result<Option<(i64, String)>> {
             self.conn
-                .prepare_cached("SELECT state FROM enrollment WHERE id = ?1")?
-                .query_row([id], |r| r.get(0))
+                .prepare_cached("SELECT version, state FROM enrollment WHERE id = ?1")?
+                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()
         };
-        let conflict = written
+        let conflict = saved
             .iter()
-            .find(|(e, .., state)| stored(&e.id).ok().flatten().as_ref() != Some(state))
-            .or(written.first());
-        StoreError::Conflict(conflict.map_or_else(String::new, |(e, ..)| e.id.clone()))
+            .find(|s| stored(&s.enrollment.id).ok().flatten() != Some((s.version, s.state.clone())))
+            .or(saved.first());
+        StoreError::Conflict(conflict.map_or_else(String::new, |s| s.enrollment.id.clone()))
     }
+}
+
+/// An enrollment as written: its row's values.
+struct Saved<'a> {
+    enrollment: &'a Enrollment,
+    version: i64,
+    running: bool,
+    /// Its entry's instant (a new enrollment's row; unused for a step's).
+    entered_at: i64,
+    state: String,
+    /// The version it was read at (a step's; unused for a new enrollment).
+    expected: i64,
 }
 
 #[cfg(test)]

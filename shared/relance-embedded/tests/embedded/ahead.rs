@@ -271,6 +271,39 @@ fn a_timer_after_another_of_its_contact_in_the_batch_reads_what_that_one_wrote()
 }
 
 #[test]
+fn a_timer_whose_enrollment_is_another_contacts_stops_the_reader_for_the_rest_of_the_batch() {
+    let dir = TempDir::fresh("ahead", "foreign-contact");
+    let mut rt = runtime_in(&dir, Reader::WaitedFor);
+    contacts(&mut rt, 6, t0());
+    launch(&mut rt, MARK, t0());
+    launch(&mut rt, OFFER, t0());
+    // c03's `mark` timer row names c00: firing it sets `vip` on c03, a contact the reader
+    // does not know that timer touches. c03's check, later in the batch, was read ahead
+    // before; it must be computed again, after the write.
+    let conn = ok(rusqlite::Connection::open(dir.join("relance.db")));
+    ok(conn.busy_timeout(std::time::Duration::from_secs(10)));
+    let changed = ok(conn.execute(
+        "UPDATE timer SET contact_id = 'c00' WHERE contact_id = 'c03' AND step = 'mark'",
+        [],
+    ));
+    assert_eq!(changed, 1);
+    drop(conn);
+    let (fired, committed) = rt.grouped(512, |rt| {
+        let due = ok(rt.due_timers(t0() + TimeDelta::hours(3)));
+        assert_eq!(due.len(), 12);
+        rt.fire_due(&due, t0() + TimeDelta::hours(3))
+    });
+    ok(fired);
+    ok(committed);
+    let sent = sends(&mut rt);
+    assert_eq!(sent.len(), 6);
+    assert!(
+        sent.iter().all(|(_, step, _)| step == "vip"),
+        "c03's check saw the vip its mark set under another contact's name: {sent:?}"
+    );
+}
+
+#[test]
 fn a_contact_asked_for_twice_in_a_launch_enters_once() {
     let (_dir, mut rt) = drip_for_six("launch-twice");
     let ids = ["c00", "c01", "c02", "c00", "c03", "ghost", "c01"]

@@ -594,3 +594,50 @@ fn hostile_outbox_torn_recorded_line_is_written_again_once() {
     assert_eq!(contacts_of(&lines(&path)), vec!["a", "b", "c"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Due timers in a group go many to a unit whose steps are written together. One whose step
+/// fails (a step its scenario does not have) among them fails alone: that unit is rolled
+/// back and its timers fired one by one, so the bad timer is dead-lettered by itself, every
+/// good one sends once, and what the group commits is whole.
+#[test]
+fn hostile_a_failing_timer_among_many_in_a_unit_is_dead_lettered_alone() {
+    let dir = temp_dir("unit-of-timers");
+    let db = dir.join("r.db");
+    let t0 = at("2026-12-01T09:00:00Z");
+    let ids: Vec<String> = (0..100).map(|i| format!("c{i:02}")).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    {
+        let mut rt = open(&db);
+        import(&mut rt, &ids, t0);
+        activate(&mut rt, DELAYED, t0);
+        launch(&mut rt, "dl", &ids, t0);
+    }
+    // c40's enrollment gets a second timer, due with the others, for a step `dl` lacks.
+    sql(
+        &db,
+        "INSERT INTO timer (due, enrollment_id, contact_id, step)
+           SELECT due, enrollment_id, contact_id, 'ghost' FROM timer WHERE contact_id = 'c40';",
+    );
+    let mut rt = open(&db);
+    let (ticked, committed) = rt.grouped(512, |rt| rt.tick(t0 + TimeDelta::hours(2)));
+    committed.unwrap_or_else(|e| panic!("{e}"));
+    let report = ticked.unwrap_or_else(|e| panic!("a bad timer stopped the tick: {e}"));
+    assert_eq!(report.timers, 101, "every timer due, the bad one with them");
+    let mut got = sent_to(&mut rt);
+    got.sort();
+    assert_eq!(got, ids, "every good timer sent once");
+    let dead = rt.store().dead_letters().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(dead.len(), 1, "{dead:#?}");
+    let (kind, payload, reason) = &dead[0];
+    assert_eq!(kind, "timer");
+    assert!(
+        payload.contains("ghost") && payload.contains("c40"),
+        "{payload}"
+    );
+    assert!(reason.contains("ghost"), "{reason}");
+    assert!(
+        rt.next_due().unwrap_or_else(|e| panic!("{e}")).is_none(),
+        "nothing left due"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

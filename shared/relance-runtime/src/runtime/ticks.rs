@@ -1,13 +1,13 @@
 //! Due work: ticks fire launches, inactivity checks and timers, each in its own unit; a due
 //! item that keeps failing becomes a dead letter; the retention purge.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use relance_core::contact::Contact;
 use relance_core::engine::{Input, Wake};
 use relance_core::policy::Retained;
-use relance_core::ports::{Due, Store, UnreadableRow};
+use relance_core::ports::{Due, StepWrite, Store, UnreadableRow};
 use serde::Serialize;
 
 use super::{LaunchReport, Runtime, RuntimeError, Unit, history_for, store_err};
@@ -198,30 +198,87 @@ where
     /// [`crate::runtime::StepReader`] set, their steps are read and computed ahead on its thread while
     /// this one writes (see [`Runtime::read_steps_ahead`]). Stops at the first error `fire`
     /// would return (the timers from there on stay due).
+    ///
+    /// Inside a group ([`Runtime::grouped`]), the timers go [`TIMERS_PER_UNIT`] at a time
+    /// into one unit of work, whose steps are written together ([`Store::commit_steps`]: on SQLite, many rows per statement and one
+    /// savepoint, not one each). When such a unit fails, it is rolled back and its timers are
+    /// fired again one by one, each in its own unit as `fire` does, so a timer that fails
+    /// still fails alone (and is kept as a dead letter alone).
     pub fn fire_due(&mut self, due: &[Wake], now: DateTime<Utc>) -> Result<(), RuntimeError> {
         let mut ahead = self.read_ahead(due, now);
         let mut outcome = Ok(());
-        for wake in due {
-            let step = ahead.as_mut().and_then(|a| a.take(wake));
-            match self.fire_from(wake, now, step) {
-                // Its unit wrote a contact the batch does not track.
-                Ok(Fired {
-                    foreign_contact: true,
-                    ..
-                }) => {
-                    if let Some(ahead) = ahead.as_mut() {
-                        ahead.stop();
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    outcome = Err(e);
-                    break;
-                }
+        for timers in due.chunks(TIMERS_PER_UNIT) {
+            if let Err(e) = self.fire_together(timers, now, &mut ahead) {
+                outcome = Err(e);
+                break;
             }
         }
         self.end_ahead(ahead);
         outcome
+    }
+
+    /// Fires `timers` in one unit whose steps are written together; if the unit fails, fires
+    /// them one by one (see [`Runtime::fire_due`]).
+    fn fire_together(
+        &mut self,
+        timers: &[Wake],
+        now: DateTime<Utc>,
+        ahead: &mut Option<super::ahead::Ahead>,
+    ) -> Result<(), RuntimeError> {
+        // One unit runs at one instant: a timer a queue delivered early runs at its due
+        // time, in a unit of its own. And only inside a group, whose transaction holds the
+        // write lock from one unit to the next anyway: outside one, another connection may
+        // write between two timers' units, and a unit of many timers would hold it off
+        // while the runner waits for the reader's steps.
+        let unit_at = now.trunc_subsecs(6);
+        if self.group.is_none()
+            || timers.len() < 2
+            || timers.iter().any(|w| unit_now(w, now) != unit_at)
+        {
+            return self.fire_each(timers, now, ahead);
+        }
+        let mut taken = Taken::default();
+        let together = self.try_unit(unit_at, |u| {
+            let mut steps = Steps::default();
+            for wake in timers {
+                u.fire_in_turn(wake, now, ahead, &mut steps, &mut taken)?;
+            }
+            u.write_steps(&mut steps)
+        })?;
+        match together {
+            Ok(()) => {
+                self.steps_ahead.offered += taken.offered;
+                self.steps_ahead.used += taken.used;
+                Ok(())
+            }
+            // Rolled back: each timer in its own unit, computed afresh.
+            Err(_) => {
+                if let Some(ahead) = ahead.as_mut() {
+                    ahead.stop();
+                }
+                self.fire_each(timers, now, &mut None)
+            }
+        }
+    }
+
+    /// Fires `timers` one by one, each in its own unit, as [`Runtime::fire`].
+    fn fire_each(
+        &mut self,
+        timers: &[Wake],
+        now: DateTime<Utc>,
+        ahead: &mut Option<super::ahead::Ahead>,
+    ) -> Result<(), RuntimeError> {
+        for wake in timers {
+            let step = ahead.as_mut().and_then(|a| a.take(wake));
+            let fired = self.fire_from(wake, now, step)?;
+            // Its unit wrote a contact the batch does not track.
+            if fired.foreign_contact
+                && let Some(ahead) = ahead.as_mut()
+            {
+                ahead.stop();
+            }
+        }
+        Ok(())
     }
 
     fn fire_from(
@@ -332,6 +389,42 @@ where
     }
 }
 
+/// Due timers fired in one unit of work, their steps written together.
+pub(super) const TIMERS_PER_UNIT: usize = 64;
+
+/// How the steps of a unit of several timers were had.
+#[derive(Debug, Default)]
+struct Taken {
+    /// Steps computed ahead and handed to the unit.
+    offered: u64,
+    /// Of those, the ones that still held and were written.
+    used: u64,
+}
+
+/// The steps of a unit of several timers waiting to be written together: the timers
+/// consumed and the transitions, of distinct enrollments and contacts.
+#[derive(Debug, Default)]
+struct Steps {
+    consumed: Vec<Wake>,
+    steps: Vec<TimerStep>,
+    /// The contacts and enrollments of the timers and steps waiting.
+    touched: HashSet<String>,
+}
+
+impl Steps {
+    /// Whether what waits concerns `wake`'s contact or enrollment: then it is written
+    /// before `wake`'s step is read.
+    fn touches(&self, wake: &Wake) -> bool {
+        self.touched.contains(&wake.contact) || self.touched.contains(&wake.enrollment)
+    }
+
+    fn consume(&mut self, wake: &Wake) {
+        self.touched.insert(wake.contact.clone());
+        self.touched.insert(wake.enrollment.clone());
+        self.consumed.push(wake.clone());
+    }
+}
+
 /// How a timer's unit had its step.
 #[derive(Debug, Clone, Copy, Default)]
 struct Fired {
@@ -411,6 +504,118 @@ where
     S: Store,
     S::Fault: std::error::Error + Send + Sync + 'static,
 {
+    /// Fires `wake` inside a unit of several timers: as [`Unit::fire_timer`], with its
+    /// timer consumed and its step kept in `steps` to be written with the others when it
+    /// can be (a plain step: no contact change, no winner rule to arm), else written now,
+    /// after what waits.
+    fn fire_in_turn(
+        &mut self,
+        wake: &Wake,
+        now: DateTime<Utc>,
+        ahead: &mut Option<super::ahead::Ahead>,
+        steps: &mut Steps,
+        taken: &mut Taken,
+    ) -> Result<(), RuntimeError> {
+        // A step that reads what waits (the same contact or enrollment) reads it written.
+        if steps.touches(wake) {
+            self.write_steps(steps)?;
+        }
+        let lateness = now
+            .signed_duration_since(wake.at)
+            .num_microseconds()
+            .unwrap_or(i64::MAX) as f64
+            / 1e6;
+        let handed = ahead.as_mut().and_then(|a| a.take(wake));
+        taken.offered += u64::from(handed.is_some());
+        let step = match handed.and_then(|a| a.still_holds(self)) {
+            Some(step) => {
+                taken.used += 1;
+                step
+            }
+            None => timer_step(self.store, self.engines, wake, self.now)?,
+        };
+        steps.consume(wake);
+        let Some(step) = step else {
+            return Ok(());
+        };
+        if step.contact != wake.contact {
+            // An enrollment whose contact is not its timer's: written now, and the
+            // batch's reader stops at once (it does not track that contact: a later timer
+            // of that contact in this unit is computed here, after this write).
+            if let Some(ahead) = ahead.as_mut() {
+                ahead.stop();
+            }
+            self.write_steps(steps)?;
+            return self.write_step(wake, lateness, step);
+        }
+        if step.transition.is_noop() {
+            tracing::warn!(enrollment = %wake.enrollment, step = %wake.step, due = %wake.at, "stale timer dropped");
+            return Ok(());
+        }
+        let plain = step.transition.contact.is_none()
+            && self
+                .engine(&step.scenario, step.version)?
+                .winner_steps()
+                .next()
+                .is_none();
+        if !plain {
+            self.write_steps(steps)?;
+            return self.write_step(wake, lateness, step);
+        }
+        if let Some(p) = self.pending.as_deref_mut() {
+            p.lateness(lateness);
+        }
+        steps.steps.push(step);
+        Ok(())
+    }
+
+    /// Writes `step` now, as [`Unit::fire_timer`] does (its timer is already consumed).
+    fn write_step(
+        &mut self,
+        wake: &Wake,
+        lateness: f64,
+        step: TimerStep,
+    ) -> Result<(), RuntimeError> {
+        if step.transition.is_noop() {
+            tracing::warn!(enrollment = %wake.enrollment, step = %wake.step, due = %wake.at, "stale timer dropped");
+        } else if let Some(p) = self.pending.as_deref_mut() {
+            p.lateness(lateness);
+        }
+        self.apply(
+            &step.scenario,
+            step.version,
+            Some(step.expected),
+            step.transition,
+        )?;
+        Ok(())
+    }
+
+    /// Writes what `steps` holds, together, and empties it.
+    fn write_steps(&mut self, steps: &mut Steps) -> Result<(), RuntimeError> {
+        if steps.consumed.is_empty() && steps.steps.is_empty() {
+            return Ok(());
+        }
+        let writes: Vec<StepWrite<'_>> = steps
+            .steps
+            .iter()
+            .map(|s| StepWrite {
+                scenario: &s.scenario,
+                scenario_version: s.version,
+                expected: s.expected,
+                transition: &s.transition,
+            })
+            .collect();
+        self.store
+            .commit_steps(&steps.consumed, &writes, self.now)
+            .map_err(store_err)?;
+        for mut s in steps.steps.drain(..) {
+            self.count_committed(&s.scenario, s.version, &mut s.transition);
+        }
+        steps.consumed.clear();
+        steps.touched.clear();
+        Ok(())
+    }
+
     /// Fires `wake`, `lateness` seconds after its due time (counted when the timer moves its
     /// enrollment: a duplicated or stale one is not a firing): from the step computed ahead
     /// when it still holds, else from what the unit reads.
