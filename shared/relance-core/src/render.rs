@@ -119,6 +119,76 @@ pub struct Templates {
     /// Parts without a `{` (no tag, no placeholder, no comment: the same for every contact),
     /// rendered once when compiled (`{id}.{part}` → text): a send renders them for nothing.
     fixed: BTreeMap<String, String>,
+    /// Parts that only place contact fields (or the scenario's id) in text, without
+    /// escaping (`{id}.{part}` → pieces): a send fills them in without minijinja when the
+    /// fields are strings (see [`Piece`]).
+    placed: BTreeMap<String, Vec<Piece>>,
+}
+
+/// A piece of a template that only places values in text: `Hello {{ contact.first_name }}`
+/// is a text, a field, and nothing else. Filled in with a contact whose fields it reads are
+/// strings, it is the text minijinja renders (tested against it); anything else (a field
+/// missing or not a string, an output over the cap) is left to minijinja, whose answer or
+/// error is the send's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    /// `{{ contact.<name> }}`.
+    Field(String),
+    /// `{{ scenario }}`.
+    Scenario,
+}
+
+/// The pieces of `source` when it only places values in text: literal text and `{{ contact.
+/// <name> }}` or `{{ scenario }}` placeholders, nothing else (no tag, no comment, no
+/// whitespace control, no filter), and no last newline (which minijinja drops). `None`
+/// otherwise.
+fn pieces(source: &str) -> Option<Vec<Piece>> {
+    if source.ends_with(['\n', '\r']) || source.contains("{%") || source.contains("{#") {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut rest = source;
+    while let Some(open) = rest.find("{{") {
+        if open > 0 {
+            out.push(Piece::Text(rest[..open].to_string()));
+        }
+        let inside = &rest[open + 2..];
+        let close = inside.find("}}")?;
+        let expression = inside[..close].trim_matches([' ', '\t', '\n', '\r']);
+        if expression == "scenario" {
+            out.push(Piece::Scenario);
+        } else {
+            let name = expression.strip_prefix("contact.")?;
+            let mut chars = name.chars();
+            let first = chars.next()?;
+            if !(first.is_ascii_alphabetic() || first == '_')
+                || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return None;
+            }
+            out.push(Piece::Field(name.to_string()));
+        }
+        rest = &inside[close + 2..];
+    }
+    if !rest.is_empty() {
+        out.push(Piece::Text(rest.to_string()));
+    }
+    Some(out)
+}
+
+/// `pieces` filled in for `contact`, at most `cap` bytes: `None` when a field is missing or
+/// not a string, or the text is over the cap (minijinja then renders it, or says why not).
+fn fill(pieces: &[Piece], contact: &Contact, scenario: &str, cap: usize) -> Option<String> {
+    let mut text = String::new();
+    for piece in pieces {
+        match piece {
+            Piece::Text(t) => text.push_str(t),
+            Piece::Scenario => text.push_str(scenario),
+            Piece::Field(name) => text.push_str(contact.fields().get(name)?.as_str()?),
+        }
+    }
+    (text.len() <= cap).then_some(text)
 }
 
 impl std::fmt::Debug for Templates {
@@ -274,6 +344,7 @@ impl Templates {
             refused: BTreeMap::new(),
             reads: BTreeMap::new(),
             fixed: BTreeMap::new(),
+            placed: BTreeMap::new(),
         };
         let mut problems = Vec::new();
         for (id, m) in messages {
@@ -293,6 +364,7 @@ impl Templates {
             refused: BTreeMap::new(),
             reads: BTreeMap::new(),
             fixed: BTreeMap::new(),
+            placed: BTreeMap::new(),
         };
         for (id, m) in messages {
             t.add(id, m, &mut problems);
@@ -304,6 +376,7 @@ impl Templates {
             t.refused.clear();
             t.reads.clear();
             t.fixed.clear();
+            t.placed.clear();
             if !go_on {
                 break;
             }
@@ -317,6 +390,7 @@ impl Templates {
             refused,
             reads,
             fixed,
+            placed,
         } = self;
         for name in PARTS {
             if let Some(source) = part(m, name) {
@@ -341,6 +415,12 @@ impl Templates {
                                 .and_then(|t| t.render(minijinja::context! {}))
                         {
                             fixed.insert(key, text);
+                        } else if minijinja::default_auto_escape_callback(&key)
+                            == minijinja::AutoEscape::None
+                            && let Some(p) = pieces(source)
+                        {
+                            // Not an `.html` part: what is placed is not escaped.
+                            placed.insert(key, p);
                         }
                     }
                     Err(why) => {
@@ -401,8 +481,13 @@ impl Templates {
                 continue;
             }
             let key = format!("{id}.{name}");
-            let text = match self.fixed.get(&key) {
-                Some(text) if text.len() <= cap(name) => text.clone(),
+            let placed = self
+                .placed
+                .get(&key)
+                .and_then(|p| fill(p, contact, scenario, cap(name)));
+            let text = match (self.fixed.get(&key), placed) {
+                (Some(text), _) if text.len() <= cap(name) => text.clone(),
+                (_, Some(text)) => text,
                 _ => {
                     let ctx = ctx.get_or_insert_with(|| {
                         minijinja::context! {
@@ -630,6 +715,118 @@ mod tests {
     fn msg(subject: &str, html: Option<&str>) -> Message {
         serde_json::from_value(json!({"channel": "email", "subject": subject, "html": html}))
             .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Renders `m` for `c` both ways: as a send does (placed parts filled in when they can
+    /// be) and with minijinja alone. Each part's text, or the error, is the same.
+    fn same_as_minijinja(t: &Templates, m: &Message, c: &Contact, what: &str) {
+        let fast = t.render("m", m, c, "spring");
+        let mut slow_t = Templates::compile(&BTreeMap::from([("m".to_string(), m.clone())])).0;
+        slow_t.placed.clear();
+        let slow = slow_t.render("m", m, c, "spring");
+        match (fast, slow) {
+            (Ok(f), Ok(s)) => {
+                assert_eq!(
+                    (&f.subject, &f.html, &f.text),
+                    (&s.subject, &s.html, &s.text),
+                    "{what}"
+                );
+            }
+            (Err(f), Err(s)) => assert_eq!((f.part, f.reason), (s.part, s.reason), "{what}"),
+            (f, s) => panic!("{what}: {f:?} against {s:?}"),
+        }
+    }
+
+    /// Placed parts: what they read and what they leave to minijinja.
+    #[test]
+    fn a_part_that_only_places_fields_is_recognised_and_the_rest_left_to_minijinja() {
+        let placed = |source: &str| pieces(source).is_some();
+        assert_eq!(
+            pieces("Hi {{ contact.first_name }}, {{scenario}}!"),
+            Some(vec![
+                Piece::Text("Hi ".into()),
+                Piece::Field("first_name".into()),
+                Piece::Text(", ".into()),
+                Piece::Scenario,
+                Piece::Text("!".into()),
+            ])
+        );
+        assert!(placed("{{ contact.a }}{{ contact._b2 }}"));
+        assert!(placed("a }} b {{\tcontact.x\n}} {"));
+        for other in [
+            "Hi {{ contact.first_name }}\n",
+            "Hi {{ contact.first_name | upper }}",
+            "Hi {{- contact.first_name }}",
+            "Hi {{ contact['first_name'] }}",
+            "Hi {{ contact.address.city }}",
+            "Hi {{ contact.2x }}",
+            "Hi {{ first_name }}",
+            "{% if x %}y{% endif %}",
+            "{# note #}{{ contact.a }}",
+            "Hi {{ contact.a",
+        ] {
+            assert!(!placed(other), "{other:?}");
+        }
+        let m = |subject: &str, html: &str| msg(subject, Some(html));
+        let c = Contact::from_json(json!({"id": "a", "first_name": "Ana <b>&", "age": 41,
+            "nick": null, "long": "y".repeat(LINE_CAP)}))
+        .unwrap_or_else(|e| panic!("{e}"));
+        for (subject, html) in [
+            (
+                "Hello {{ contact.first_name }}",
+                "<p>{{ contact.first_name }}</p>",
+            ),
+            ("Age {{ contact.age }}", "x"),
+            ("Nick {{ contact.nick }}", "x"),
+            ("Missing {{ contact.missing }}", "x"),
+            ("Long {{ contact.long }}", "x"),
+            ("{{ scenario }} {{ contact.id }}", "{{ scenario }}"),
+        ] {
+            let messages = BTreeMap::from([("m".to_string(), m(subject, html))]);
+            let (t, problems) = Templates::compile(&messages);
+            assert!(problems.is_empty(), "{problems:?}");
+            assert!(
+                !t.placed.contains_key("m.html"),
+                "an .html part escapes: not placed"
+            );
+            same_as_minijinja(&t, &messages["m"], &c, subject);
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the source and the contact's values, a send renders what minijinja
+        /// renders (or fails as it fails): placed parts only take its place where they give
+        /// its text.
+        #[test]
+        fn a_placed_part_renders_what_minijinja_renders(
+            texts in proptest::collection::vec("[a-z {}%#|\\-\n\r\t.é🌞<&'\"]{0,8}", 1..5),
+            fields in proptest::collection::vec(
+                proptest::prop_oneof!["first_name", "x", "scenario", "contact.first_name",
+                    "contact.x", "contact.n", " contact.first_name ", "contact.first_name|upper"],
+                0..4,
+            ),
+            value in "[a-z {}%#\\\n\r.é🌞<&'\"]{0,12}",
+        ) {
+            let mut source = String::new();
+            for (i, text) in texts.iter().enumerate() {
+                source.push_str(text);
+                if let Some(f) = fields.get(i) {
+                    source.push_str("{{");
+                    source.push_str(f);
+                    source.push_str("}}");
+                }
+            }
+            let messages = BTreeMap::from([("m".to_string(), msg(&source, None))]);
+            let (t, problems) = Templates::compile(&messages);
+            if problems.is_empty() {
+                let c = Contact::from_json(json!({"id": "a", "x": value, "n": 7}))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                same_as_minijinja(&t, &messages["m"], &c, &source);
+                let c = Contact::from_json(json!({"id": "a", "first_name": value, "x": null}))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                same_as_minijinja(&t, &messages["m"], &c, &source);
+            }
+        }
     }
 
     /// A part without a `{` renders once, at compile time, and every send gets that text:
