@@ -417,6 +417,17 @@ pub trait EnrollmentStore {
         scenario: &str,
         contact: &str,
     ) -> Result<Option<EntryMark>, Self::Error>;
+    /// What an entry reads of `contact` in `scenario`: whether an enrollment of it runs
+    /// (`running_enrollment_id`), and its entry mark (`entry_mark`, so a later `mark_entry`
+    /// is on this read). By default those two reads; a store that can answers in one.
+    fn entry_state(
+        &mut self,
+        scenario: &str,
+        contact: &str,
+    ) -> Result<(bool, Option<EntryMark>), Self::Error> {
+        let running = self.running_enrollment_id(scenario, contact)?.is_some();
+        Ok((running, self.entry_mark(scenario, contact)?))
+    }
     /// Records an entry on the mark read by `entry_mark` in this unit of work; a conflict when
     /// another entry was recorded since.
     fn mark_entry(

@@ -1059,6 +1059,33 @@ impl EnrollmentStore for SqliteStore {
             .transpose()
     }
 
+    /// One statement: the running enrollment's index and the entry mark's row, each searched
+    /// once.
+    fn entry_state(
+        &mut self,
+        scenario: &str,
+        contact: &str,
+    ) -> Result<(bool, Option<EntryMark>), StoreError> {
+        let (running, at, entries): (bool, Option<i64>, Option<u32>) = self
+            .conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM enrollment WHERE scenario_id = ?1 AND contact_id = ?2 AND running = 1),
+                        e.last_entered_at, e.entries
+                 FROM (SELECT 1) LEFT JOIN entry e ON e.scenario_id = ?1 AND e.contact_id = ?2",
+            )?
+            .query_row(params![scenario, contact], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+        let mark = match (at, entries) {
+            (Some(at), Some(entries)) => Some(EntryMark {
+                last_entered_at: parse_ts(at)?,
+                entries,
+            }),
+            _ => None,
+        };
+        Ok((running, mark))
+    }
+
     fn save_enrollment(
         &mut self,
         expected: Option<u64>,

@@ -550,6 +550,12 @@ where
     )
     .expect("the running enrollment's id");
     assert_eq!((id.as_str(), version), (first.id.as_str(), 1));
+    let (running, mark) = ok("entry_state", store.entry_state("welcome", "ada"));
+    assert!(running, "entry_state sees the running enrollment");
+    assert_eq!(
+        mark.map(|m| (m.entries, m.last_entered_at)),
+        Some((1, at(0)))
+    );
     if let Some(read) = read {
         assert_eq!(
             read, first,
@@ -569,6 +575,9 @@ where
         .is_none(),
         "an ended enrollment does not run"
     );
+    let (running, mark) = ok("entry_state", store.entry_state("welcome", "ada"));
+    assert!(!running, "entry_state: an ended enrollment does not run");
+    assert_eq!(mark.map(|m| m.entries), Some(1), "its entry still counted");
     assert!(
         ok(
             "running_enrollment_id",
@@ -814,6 +823,15 @@ where
     let mark = ok("entry_mark", store.entry_mark("welcome", "ada")).expect("marked");
     assert_eq!((mark.entries, mark.last_entered_at), (2, at(9)));
     assert!(ok("entry_mark", store.entry_mark("welcome", "bob")).is_none());
+    let (running, mark) = ok("entry_state", store.entry_state("welcome", "ada"));
+    assert!(!running, "marks alone: nothing runs");
+    assert_eq!(
+        mark.map(|m| (m.entries, m.last_entered_at)),
+        Some((2, at(9))),
+        "entry_state reads the mark"
+    );
+    let (running, mark) = ok("entry_state", store.entry_state("welcome", "bob"));
+    assert!(!running && mark.is_none(), "nothing of bob");
 }
 
 /// Due timers come out in due-time order, only those due, at most `limit`; `next_due` is no

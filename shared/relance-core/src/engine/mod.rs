@@ -77,7 +77,7 @@ pub struct Enrollment {
 }
 
 /// Where an enrollment stands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum EnrollmentState {
     /// The step runs at `at` (a delay, or a send held by quiet hours).
@@ -113,6 +113,67 @@ pub enum EnrollmentState {
         )]
         at: DateTime<Utc>,
     },
+}
+
+/// Read as the derived internally tagged enum reads it (`{"status": "due", "step": ..}`),
+/// in one pass: serde buffers an internally tagged object whole before it looks at the tag,
+/// which was a third of the work of reading an enrollment. Every state's fields are read
+/// into one struct, then the tag says which it needs; a field of another state is ignored,
+/// as the derived enum ignores it.
+impl<'de> Deserialize<'de> for EnrollmentState {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<EnrollmentState, D::Error> {
+        use serde::de::Error;
+
+        #[derive(Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        enum Status {
+            Due,
+            Waiting,
+            Ended,
+        }
+
+        /// An instant written by `instant::rfc3339`.
+        struct At(DateTime<Utc>);
+
+        impl<'de> Deserialize<'de> for At {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<At, D::Error> {
+                crate::instant::rfc3339::deserialize(d).map(At)
+            }
+        }
+
+        #[derive(Deserialize)]
+        struct Fields {
+            status: Status,
+            step: Option<String>,
+            at: Option<At>,
+            hold: Option<Hold>,
+            since: Option<At>,
+            until: Option<At>,
+            outcome: Option<Outcome>,
+        }
+
+        fn needed<T, E: Error>(field: Option<T>, name: &'static str) -> Result<T, E> {
+            field.ok_or_else(|| E::missing_field(name))
+        }
+
+        let f = Fields::deserialize(d)?;
+        Ok(match f.status {
+            Status::Due => EnrollmentState::Due {
+                step: needed(f.step, "step")?,
+                at: needed(f.at, "at")?.0,
+                hold: needed(f.hold, "hold")?,
+            },
+            Status::Waiting => EnrollmentState::Waiting {
+                step: needed(f.step, "step")?,
+                since: needed(f.since, "since")?.0,
+                until: needed(f.until, "until")?.0,
+            },
+            Status::Ended => EnrollmentState::Ended {
+                outcome: needed(f.outcome, "outcome")?,
+                at: needed(f.at, "at")?.0,
+            },
+        })
+    }
 }
 
 /// Why a step is due later.
@@ -623,6 +684,91 @@ mod tests {
             ) {
                 let enrollment = Enrollment { id, scenario, contact, version, entered_at, state, sent };
                 prop_assert_eq!(enrollment.to_json(), serde_json::to_string(&enrollment).unwrap_or_default());
+            }
+
+            /// The state reads back as written, and as the derived internally tagged enum
+            /// reads it, with or without a field of another state beside.
+            #[test]
+            fn a_state_reads_as_the_derived_enum_reads_it(state in state(), extra in text()) {
+                let text = serde_json::to_string(&state).unwrap_or_default();
+                let read: EnrollmentState = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+                prop_assert_eq!(&read, &state);
+                let derived: Derived = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+                prop_assert_eq!(serde_json::to_string(&derived).unwrap_or_default(), text.clone());
+                let mut value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                value["hold2"] = serde_json::json!(extra);
+                value["outcome_x"] = serde_json::json!(1);
+                let read: EnrollmentState = serde_json::from_value(value).unwrap_or_else(|e| panic!("{e}"));
+                prop_assert_eq!(read, state);
+            }
+        }
+
+        /// The derived enum this crate used to read states with: the reference.
+        #[derive(Serialize, Deserialize)]
+        #[serde(tag = "status", rename_all = "snake_case")]
+        enum Derived {
+            Due {
+                step: String,
+                #[serde(
+                    serialize_with = "crate::instant::rfc3339::serialize",
+                    deserialize_with = "crate::instant::rfc3339::deserialize"
+                )]
+                at: DateTime<Utc>,
+                hold: Hold,
+            },
+            Waiting {
+                step: String,
+                #[serde(
+                    serialize_with = "crate::instant::rfc3339::serialize",
+                    deserialize_with = "crate::instant::rfc3339::deserialize"
+                )]
+                since: DateTime<Utc>,
+                #[serde(
+                    serialize_with = "crate::instant::rfc3339::serialize",
+                    deserialize_with = "crate::instant::rfc3339::deserialize"
+                )]
+                until: DateTime<Utc>,
+            },
+            Ended {
+                outcome: Outcome,
+                #[serde(
+                    serialize_with = "crate::instant::rfc3339::serialize",
+                    deserialize_with = "crate::instant::rfc3339::deserialize"
+                )]
+                at: DateTime<Utc>,
+            },
+        }
+
+        /// What a state that does not read says: the field missing, or the status unknown.
+        #[test]
+        fn a_state_missing_a_field_or_of_no_known_status_does_not_read() {
+            for (text, says) in [
+                (
+                    r#"{"status":"due","step":"s","hold":"delay"}"#,
+                    "missing field `at`",
+                ),
+                (
+                    r#"{"status":"waiting","step":"s","since":"2026-12-01T00:00:00Z"}"#,
+                    "missing field `until`",
+                ),
+                (
+                    r#"{"status":"ended","at":"2026-12-01T00:00:00Z"}"#,
+                    "missing field `outcome`",
+                ),
+                (r#"{"step":"s"}"#, "missing field `status`"),
+                (r#"{"status":"paused"}"#, "unknown variant `paused`"),
+                (
+                    r#"{"status":"due","step":"s","at":"yesterday","hold":"delay"}"#,
+                    "",
+                ),
+            ] {
+                let read = serde_json::from_str::<EnrollmentState>(text);
+                let derived = serde_json::from_str::<Derived>(text);
+                assert!(derived.is_err(), "{text}");
+                match read {
+                    Ok(state) => panic!("{text} read as {state:?}"),
+                    Err(e) => assert!(e.to_string().contains(says), "{text}: {e}"),
+                }
             }
         }
     }

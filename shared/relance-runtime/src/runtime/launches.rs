@@ -450,12 +450,8 @@ where
     S::Fault: std::error::Error + Send + Sync + 'static,
 {
     let engine = super::engine(store, engines, scenario, version)?;
-    let running = store
-        .running_enrollment(scenario, contact.id())
-        .map_err(store_err)?
-        .is_some();
-    let mark = store
-        .entry_mark(scenario, contact.id())
+    let (running, mark) = store
+        .entry_state(scenario, contact.id())
         .map_err(store_err)?;
     let history = history_for(store, &engine, contact.id(), scenario)?;
     let id = format!(
