@@ -1109,7 +1109,7 @@ impl EnrollmentStore for SqliteStore {
                 ]),
             Some(v) => self
                 .conn
-                .prepare_cached(entries::ENROLLMENT_STEP.one)?
+                .prepare_cached(entries::ENROLLMENT_STEP)?
                 .execute(params![
                     e.id,
                     e.version as i64,
@@ -1233,7 +1233,7 @@ impl TimerStore for SqliteStore {
 
     fn cancel(&mut self, w: &Wake) -> Result<(), StoreError> {
         self.conn
-            .prepare_cached(entries::TIMER_GONE.one)?
+            .prepare_cached(entries::TIMER_GONE)?
             .execute(params![instant::to_micros(w.at), w.enrollment, w.step])?;
         Ok(())
     }
