@@ -750,6 +750,14 @@ pub trait Store:
         Ok(())
     }
 
+    /// Whether [`Store::commit_entries`] writes many entries for less than as many single
+    /// ones (SQLite): only then does a launch keep its entries back to write them together.
+    /// False by default: a store that writes them one by one gains nothing by the wait, and
+    /// one without transactions (DynamoDB) would hold its entry claims longer.
+    fn writes_entries_together(&self) -> bool {
+        false
+    }
+
     /// Writes the entries of several contacts into `scenario` (its `scenario_version`) at
     /// `now`, as many calls of `mark_entry` then `commit_transition` (a new enrollment: no
     /// version expected) would, one contact after the other, inside the caller's unit of

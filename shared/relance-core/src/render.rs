@@ -174,8 +174,13 @@ fn pieces(source: &str) -> Option<Vec<Piece>> {
     if !rest.is_empty() {
         out.push(Piece::Text(rest.to_string()));
     }
-    Some(out)
+    // minijinja spends fuel on each piece: thousands of them run out of it, an error the
+    // send must give too. A template that long is left to minijinja.
+    (out.len() <= MOST_PIECES).then_some(out)
 }
+
+/// The most pieces a placed part has: far from [`FUEL`] (a placeholder spends a few units).
+const MOST_PIECES: usize = 256;
 
 /// `pieces` filled in for `contact`, at most `cap` bytes: `None` when a field is missing or
 /// not a string, or the text is over the cap (minijinja then renders it, or says why not).
@@ -752,6 +757,11 @@ mod tests {
             ])
         );
         assert!(placed("{{ contact.a }}{{ contact._b2 }}"));
+        assert!(placed(&"{{ contact.a }}".repeat(MOST_PIECES)));
+        assert!(
+            !placed(&"{{ contact.a }}".repeat(MOST_PIECES + 1)),
+            "too long: minijinja's"
+        );
         assert!(placed("a }} b {{\tcontact.x\n}} {"));
         for other in [
             "Hi {{ contact.first_name }}\n",

@@ -1816,6 +1816,10 @@ impl relance_core::ports::ConsentStore for SqliteStore {
 impl Store for SqliteStore {
     type Fault = StoreError;
 
+    fn writes_entries_together(&self) -> bool {
+        true
+    }
+
     /// Many contacts' rows per statement (see `entries`).
     fn commit_entries(
         &mut self,

@@ -303,6 +303,45 @@ fn a_timer_whose_enrollment_is_another_contacts_stops_the_reader_for_the_rest_of
     );
 }
 
+/// A frequency cap of one send a day, and two scenarios that each send an hour after entry.
+const CAP: &str = "frequency_cap: {max: 1, per: P1D}\n";
+const SEND_A: &str = "id: a\nlaunch: {type: manual}\nmessages:\n  m: {channel: email, subject: a, text: x}\nsteps:\n  - {id: wait, delay: {after: PT1H}, next: send}\n  - {id: send, send: m, next: done}\n  - {id: done, end: success}\n";
+const SEND_B: &str = "id: b\nlaunch: {type: manual}\nmessages:\n  m: {channel: email, subject: b, text: x}\nsteps:\n  - {id: wait, delay: {after: PT1H}, next: send}\n  - {id: send, send: m, next: done}\n  - {id: done, end: success}\n";
+
+#[test]
+fn a_timer_named_for_another_contact_reads_what_its_enrollments_contact_has_waiting() {
+    // In one unit of timers, c00's send in `a` waits to be written with the others; then
+    // c00's timer in `b`, the first of `b`, whose row names a contact of no other timer, is fired. Its step
+    // must see the send of `a` (the cap holds it), as it would were each timer its own unit.
+    let dir = TempDir::fresh("ahead", "foreign-after-waiting");
+    let mut rt = runtime_in(&dir, Reader::None);
+    ok(rt.set_policy(CAP, t0()));
+    contacts(&mut rt, 6, t0());
+    launch(&mut rt, SEND_A, t0());
+    launch(&mut rt, SEND_B, t0());
+    let conn = ok(rusqlite::Connection::open(dir.join("relance.db")));
+    ok(conn.busy_timeout(std::time::Duration::from_secs(10)));
+    let changed = ok(conn.execute(
+        "UPDATE timer SET contact_id = 'nobody' WHERE contact_id = 'c00' AND enrollment_id LIKE 'b:%'",
+        [],
+    ));
+    assert_eq!(changed, 1);
+    drop(conn);
+    let (fired, committed) = rt.grouped(512, |rt| {
+        let due = ok(rt.due_timers(t0() + TimeDelta::hours(2)));
+        assert_eq!(due.len(), 12);
+        rt.fire_due(&due, t0() + TimeDelta::hours(2))
+    });
+    ok(fired);
+    ok(committed);
+    let sent = sends(&mut rt);
+    assert!(
+        sent.iter().all(|(_, _, subject)| subject == "a"),
+        "the cap held every send of b: {sent:?}"
+    );
+    assert_eq!(sent.len(), 6, "{sent:?}");
+}
+
 #[test]
 fn a_contact_asked_for_twice_in_a_launch_enters_once() {
     let (_dir, mut rt) = drip_for_six("launch-twice");

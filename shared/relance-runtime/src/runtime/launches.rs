@@ -55,17 +55,20 @@ const ENTRIES_PER_WRITE: usize = 64;
 /// other contacts (the next one's row, running enrollment, entry mark and history), which
 /// the waiting entries do not touch.
 struct Entering {
-    /// Whether the scenario's entries may wait: nothing is written with each beside its
-    /// transition (a conversion watch, a winner check).
+    /// Whether the scenario's entries may wait: the store writes them together, and nothing
+    /// is written with each beside its transition (a conversion watch, a winner check).
     allowed: bool,
     transitions: Vec<Transition>,
     contacts: HashSet<String>,
 }
 
 impl Entering {
-    fn for_engine(engine: &Engine) -> Entering {
+    /// For a launch of `engine`'s scenario into a store that writes entries `together` or
+    /// not ([`Store::writes_entries_together`]).
+    fn for_engine(engine: &Engine, together: bool) -> Entering {
         Entering {
-            allowed: engine.scenario().conversion.is_none()
+            allowed: together
+                && engine.scenario().conversion.is_none()
                 && engine.winner_steps().next().is_none(),
             transitions: Vec::new(),
             contacts: HashSet::new(),
@@ -134,7 +137,8 @@ where
                 None => Arc::from(u.store.contact_ids().map_err(store_err)?),
             };
             let mut report = LaunchReport::default();
-            let mut entering = Entering::for_engine(&*u.engine(&entry.id, version)?);
+            let together = u.store.writes_entries_together();
+            let mut entering = Entering::for_engine(&*u.engine(&entry.id, version)?, together);
             for id in ids.iter() {
                 // A contact listed again reads what its first entry wrote.
                 if entering.holds(id) {
@@ -368,7 +372,7 @@ where
         };
         let engine = self.engine(scenario, version)?;
         let mut report = LaunchReport::default();
-        let mut entering = Entering::for_engine(&engine);
+        let mut entering = Entering::for_engine(&engine, self.store.writes_entries_together());
         for id in self.store.contact_ids().map_err(store_err)? {
             let Some(contact) = self.store.contact(&id).map_err(store_err)? else {
                 continue;

@@ -192,6 +192,17 @@ where
         }
     }
 
+    /// Counts `more` units of work toward the open group's limit (a unit that did the work
+    /// of several), committing the group when it reaches it. Nothing outside a group.
+    fn count_more_units(&mut self, more: usize) {
+        if let Some(group) = self.group.as_mut() {
+            group.units += more;
+            if group.units >= group.limit {
+                self.commit_group(true);
+            }
+        }
+    }
+
     /// Runs `work` with its units of work grouped: each unit stays all-or-nothing (one that
     /// fails rolls back alone), and they are made durable together, `limit` units per commit
     /// of the store (a group commit, [`Store::begin_group`]), the last when `work` returns.

@@ -249,6 +249,8 @@ where
             Ok(()) => {
                 self.steps_ahead.offered += taken.offered;
                 self.steps_ahead.used += taken.used;
+                // The group's limit counts timers, as when each was a unit.
+                self.count_more_units(timers.len() - 1);
                 Ok(())
             }
             // Rolled back: each timer in its own unit, computed afresh.
@@ -539,14 +541,19 @@ where
             return Ok(());
         };
         if step.contact != wake.contact {
-            // An enrollment whose contact is not its timer's: written now, and the
-            // batch's reader stops at once (it does not track that contact: a later timer
-            // of that contact in this unit is computed here, after this write).
+            // An enrollment whose contact is not its timer's. What waits may concern that
+            // contact (which `touches` could not tell from the timer): written first, and
+            // the step computed again after it. The batch's reader stops at once (it does
+            // not track that contact: a later timer of it in this unit is computed here,
+            // after this write).
             if let Some(ahead) = ahead.as_mut() {
                 ahead.stop();
             }
             self.write_steps(steps)?;
-            return self.write_step(wake, lateness, step);
+            return match timer_step(self.store, self.engines, wake, self.now)? {
+                Some(step) => self.write_step(wake, lateness, step),
+                None => Ok(()),
+            };
         }
         if step.transition.is_noop() {
             tracing::warn!(enrollment = %wake.enrollment, step = %wake.step, due = %wake.at, "stale timer dropped");
