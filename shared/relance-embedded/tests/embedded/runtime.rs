@@ -1526,3 +1526,70 @@ fn a_launch_written_together_journals_as_one_contact_after_the_other() {
         .count();
     assert_eq!(skipped, 12, "ten running already and two asked twice");
 }
+
+/// A daily launch at 09:00 of a send, fired by the tick over `store` for 300 contacts, ten
+/// of them running already (launched by hand before): the scenario's journal.
+fn daily_launch<S>(store: S) -> Vec<Record>
+where
+    S: relance_core::ports::Store,
+    S::Fault: std::error::Error + Send + Sync + 'static,
+{
+    let t0 = at("2026-12-01T08:00:00Z");
+    let mut rt = relance_runtime::runtime::Runtime::new(store);
+    let contacts: Vec<Contact> = (0..300)
+        .map(|i| {
+            let row = format!(
+                "{{\"id\": \"c{i:03}\", \"email\": \"c{i}@x.io\", \"first_name\": \"Ana{i}\"}}\n"
+            );
+            script::contacts_from_json_lines(&row)
+                .unwrap_or_else(|e| panic!("{e:?}"))
+                .remove(0)
+        })
+        .collect();
+    rt.import(&contacts, t0, &mut |_| {})
+        .unwrap_or_else(|e| panic!("{e}"));
+    let yaml = "id: daily\nlaunch: {type: recurring, frequency: daily, time: \"09:00\"}\nmessages:\n  m: {channel: email, subject: \"Hi {{ contact.first_name }}\", text: x}\nsteps:\n  - {id: send, send: m, next: wait}\n  - {id: wait, delay: {after: P2D}, next: done}\n  - {id: done, end: success}\n";
+    let put = rt
+        .put_scenario(yaml, SourceFormat::Yaml, t0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.set_status(&put.id, Status::Active, t0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.launch(
+        LaunchDetail {
+            scenario: "daily".into(),
+            contacts: Some((140..150).map(|i| format!("c{i:03}")).collect()),
+        },
+        t0,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (ticked, committed) = rt.grouped(512, |rt| rt.tick(at("2026-12-01T09:00:30Z")));
+    committed.unwrap_or_else(|e| panic!("{e}"));
+    ticked.unwrap_or_else(|e| panic!("{e}"));
+    rt.store()
+        .records("daily", None)
+        .unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+/// A recurring launch enters every contact as a launch asked for does: on SQLite, whose
+/// entries are written together, the journal is the memory store's, written one contact
+/// after the other (ten contacts already running in the middle of the list).
+#[test]
+fn a_recurring_launch_written_together_journals_as_one_contact_after_the_other() {
+    let sqlite = daily_launch(SqliteStore::in_memory().unwrap_or_else(|e| panic!("{e}")));
+    let memory = daily_launch(relance_runtime::MemoryStore::new());
+    assert_eq!(sqlite.len(), memory.len());
+    assert_eq!(sqlite, memory);
+    let entered = sqlite
+        .iter()
+        .filter(|r| r.kind == RecordKind::Entered)
+        .count();
+    assert_eq!(entered, 300, "ten by hand, 290 by the daily launch");
+    assert_eq!(
+        sqlite
+            .iter()
+            .filter(|r| r.kind == RecordKind::Skipped)
+            .count(),
+        10,
+        "the ten running already"
+    );
+}
