@@ -750,21 +750,6 @@ pub trait Store:
         Ok(())
     }
 
-    /// Enrollment `id` with the scenario version it runs on, and its contact (`None`: not
-    /// stored): what a due timer's step reads first. By default `enrollment` then `contact`;
-    /// a store that can reads both at once.
-    #[allow(clippy::type_complexity)]
-    fn enrollment_and_contact(
-        &mut self,
-        id: &str,
-    ) -> Result<Option<(Enrollment, u32, Option<Contact>)>, Self::Fault> {
-        let Some((enrollment, version)) = self.enrollment(id)? else {
-            return Ok(None);
-        };
-        let contact = self.contact(&enrollment.contact)?;
-        Ok(Some((enrollment, version, contact)))
-    }
-
     /// Whether [`Store::commit_entries`] writes many entries for less than as many single
     /// ones (SQLite): only then does a launch keep its entries back to write them together.
     /// False by default: a store that writes them one by one gains nothing by the wait, and

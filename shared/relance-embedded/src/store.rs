@@ -1820,46 +1820,6 @@ impl Store for SqliteStore {
         true
     }
 
-    /// One statement: the enrollment's row and its contact's, joined on the row's contact
-    /// (the enrollment's own, unless a row was written otherwise: then the contact is read
-    /// by the enrollment's, as `contact` reads it).
-    fn enrollment_and_contact(
-        &mut self,
-        id: &str,
-    ) -> Result<Option<(Enrollment, u32, Option<Contact>)>, StoreError> {
-        let row: Option<(String, u32, String, Option<String>)> = self
-            .conn
-            .prepare_cached(
-                "SELECT e.state, e.scenario_version, e.contact_id, c.fields
-                 FROM enrollment e LEFT JOIN contact c ON c.id = e.contact_id WHERE e.id = ?1",
-            )?
-            .query_row(params![id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })
-            .optional()?;
-        let Some((state, version, contact_id, fields)) = row else {
-            return Ok(None);
-        };
-        let enrollment: Enrollment = json("enrollment", &state)?;
-        if contact_id != enrollment.contact {
-            let contact = self.contact(&enrollment.contact)?;
-            return Ok(Some((enrollment, version, contact)));
-        }
-        if let Some(TestHook(hook)) = self.after_contact_read.take() {
-            hook();
-        }
-        let contact = fields
-            .map(|f| {
-                let v: serde_json::Value = json("contact", &f)?;
-                Contact::from_stored(v).map_err(|e| StoreError::Corrupt {
-                    what: "contact",
-                    why: e.to_string(),
-                })
-            })
-            .transpose()?;
-        Ok(Some((enrollment, version, contact)))
-    }
-
     /// Many contacts' rows per statement (see `entries`).
     fn commit_entries(
         &mut self,

@@ -218,7 +218,6 @@ where
     conversion_watches(new());
     entries_in_bulk(new());
     steps_in_bulk(new());
-    enrollments_with_their_contact(new());
 }
 
 /// Versions are numbered from 1, immutable; a new scenario is a draft; status writes stick.
@@ -804,51 +803,6 @@ where
         journal[before..],
         expected[..],
         "the journal in the order of the steps"
-    );
-}
-
-/// `enrollment_and_contact` reads what `enrollment` and then `contact` read: an enrollment
-/// with its stored contact, one whose contact is not stored, and none.
-pub fn enrollments_with_their_contact<S: Store>(mut store: S)
-where
-    S::Fault: Debug,
-{
-    scenario(&mut store, "welcome", Status::Active);
-    let ada = Contact::from_json(serde_json::json!({"id": "ada", "email": "ada@example.com"}))
-        .unwrap_or_else(|e| panic!("{e}"));
-    ok("put_contact", store.put_contact(&ada, t0()));
-    let with = enter(&mut store, "welcome", "ada", at(0), &[]).expect("nothing runs");
-    let without = enter(&mut store, "welcome", "ghost", at(0), &[]).expect("nothing runs");
-    for e in [&with, &without] {
-        let read = ok(
-            "enrollment_and_contact",
-            store.enrollment_and_contact(&e.id),
-        );
-        let enrollment = ok("enrollment", store.enrollment(&e.id));
-        let contact = ok("contact", store.contact(&e.contact));
-        assert_eq!(
-            read,
-            enrollment.map(|(en, v)| (en, v, contact)),
-            "{}: as enrollment then contact",
-            e.id
-        );
-    }
-    let stored = ok(
-        "enrollment_and_contact",
-        store.enrollment_and_contact(&with.id),
-    );
-    assert_eq!(
-        stored.and_then(|(_, _, c)| c).map(|c| c.id().to_string()),
-        Some("ada".to_string()),
-        "the stored contact comes with its enrollment"
-    );
-    assert!(
-        ok(
-            "enrollment_and_contact",
-            store.enrollment_and_contact("nope")
-        )
-        .is_none(),
-        "no such enrollment"
     );
 }
 

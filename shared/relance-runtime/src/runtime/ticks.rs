@@ -466,14 +466,14 @@ pub(super) fn timer_step<S: Store>(
 where
     S::Fault: std::error::Error + Send + Sync + 'static,
 {
-    let Some((enrollment, version, contact)) = store
-        .enrollment_and_contact(&wake.enrollment)
-        .map_err(store_err)?
-    else {
+    let Some((enrollment, version)) = store.enrollment(&wake.enrollment).map_err(store_err)? else {
         return Ok(None);
     };
     let engine = super::engine(store, engines, &enrollment.scenario, version)?;
-    let contact = contact.unwrap_or_else(|| Contact::bare(&enrollment.contact));
+    let contact = store
+        .contact(&enrollment.contact)
+        .map_err(store_err)?
+        .unwrap_or_else(|| Contact::bare(&enrollment.contact));
     let history = history_for(store, &engine, contact.id(), &enrollment.scenario)?;
     // A wake naming a step the scenario version does not have cannot run: an error, so
     // `fire` keeps it as a dead letter with its reason (a stale timer is no error).
