@@ -189,8 +189,8 @@ impl SqliteStore {
 
     /// `Store::commit_steps`: the timers consumed, then the steps' rows table by table (the
     /// inserts many per statement), in the order of the steps; each enrollment saved on the
-    /// version its step was computed from. Steps with effects other than records, sends to the outbox
-    /// file and timers, or with a contact change, are written one by one, as
+    /// version its step was computed from. Steps with effects other than records, sends to
+    /// the outbox file and timers, or with a contact change, are written one by one, as
     /// `commit_transition` writes them.
     pub(super) fn commit_steps_together(
         &mut self,

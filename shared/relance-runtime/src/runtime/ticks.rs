@@ -201,9 +201,10 @@ where
     ///
     /// Inside a group ([`Runtime::grouped`]), the timers go 64 at a time into one unit of
     /// work, whose steps are written together ([`Store::commit_steps`]: on SQLite, the
-    /// inserts many rows per statement, and one savepoint, not one each). When such a unit fails, it is rolled back and its timers are
-    /// fired again one by one, each in its own unit as `fire` does, so a timer that fails
-    /// still fails alone (and is kept as a dead letter alone).
+    /// inserts many rows per statement, and one savepoint, not one each). When such a unit
+    /// fails, it is rolled back and its timers are fired again one by one, each in its own
+    /// unit as `fire` does, so a timer that fails still fails alone (and is kept as a dead
+    /// letter alone).
     pub fn fire_due(&mut self, due: &[Wake], now: DateTime<Utc>) -> Result<(), RuntimeError> {
         let mut ahead = self.read_ahead(due, now);
         let mut outcome = Ok(());
