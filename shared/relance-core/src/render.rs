@@ -485,7 +485,8 @@ impl Templates {
             if part(message, name).is_none() {
                 continue;
             }
-            let key = format!("{id}.{name}");
+            // Joined, not `format!`ed: a tenth of the reader's formatting went to these keys.
+            let key = [id, ".", name].concat();
             let placed = self
                 .placed
                 .get(&key)

@@ -211,7 +211,7 @@ impl Run<'_> {
             communication_type: kind.to_string(),
             to,
             content,
-            idempotency_key: format!("{}:{}", self.en.id, step.id),
+            idempotency_key: [self.en.id.as_str(), ":", step.id.as_str()].concat(),
         }));
         self.en.sent.insert(step.id.clone(), self.now);
         self.sends_now += 1;

@@ -458,11 +458,15 @@ where
         .entry_state(scenario, contact.id())
         .map_err(store_err)?;
     let history = history_for(store, &engine, contact.id(), scenario)?;
-    let id = format!(
-        "{scenario}:{}:{}",
+    let mut number = itoa::Buffer::new();
+    let id = [
+        scenario,
+        ":",
         contact.id(),
-        mark.map_or(1, |m| m.entries + 1)
-    );
+        ":",
+        number.format(mark.map_or(1, |m| m.entries + 1)),
+    ]
+    .concat();
     Ok(engine.enter(EntryRequest {
         contact,
         history: &history,
