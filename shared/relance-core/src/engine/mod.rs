@@ -83,34 +83,22 @@ pub enum EnrollmentState {
     /// The step runs at `at` (a delay, or a send held by quiet hours).
     Due {
         step: String,
-        #[serde(
-            serialize_with = "crate::instant::rfc3339::serialize",
-            deserialize_with = "crate::instant::rfc3339::deserialize"
-        )]
+        #[serde(serialize_with = "crate::instant::rfc3339::serialize")]
         at: DateTime<Utc>,
         hold: Hold,
     },
     /// A wait_for: resumes on its condition, or at `until`.
     Waiting {
         step: String,
-        #[serde(
-            serialize_with = "crate::instant::rfc3339::serialize",
-            deserialize_with = "crate::instant::rfc3339::deserialize"
-        )]
+        #[serde(serialize_with = "crate::instant::rfc3339::serialize")]
         since: DateTime<Utc>,
-        #[serde(
-            serialize_with = "crate::instant::rfc3339::serialize",
-            deserialize_with = "crate::instant::rfc3339::deserialize"
-        )]
+        #[serde(serialize_with = "crate::instant::rfc3339::serialize")]
         until: DateTime<Utc>,
     },
     /// Finished.
     Ended {
         outcome: Outcome,
-        #[serde(
-            serialize_with = "crate::instant::rfc3339::serialize",
-            deserialize_with = "crate::instant::rfc3339::deserialize"
-        )]
+        #[serde(serialize_with = "crate::instant::rfc3339::serialize")]
         at: DateTime<Utc>,
     },
 }
@@ -709,32 +697,20 @@ mod tests {
         enum Derived {
             Due {
                 step: String,
-                #[serde(
-                    serialize_with = "crate::instant::rfc3339::serialize",
-                    deserialize_with = "crate::instant::rfc3339::deserialize"
-                )]
+                #[serde(with = "crate::instant::rfc3339")]
                 at: DateTime<Utc>,
                 hold: Hold,
             },
             Waiting {
                 step: String,
-                #[serde(
-                    serialize_with = "crate::instant::rfc3339::serialize",
-                    deserialize_with = "crate::instant::rfc3339::deserialize"
-                )]
+                #[serde(with = "crate::instant::rfc3339")]
                 since: DateTime<Utc>,
-                #[serde(
-                    serialize_with = "crate::instant::rfc3339::serialize",
-                    deserialize_with = "crate::instant::rfc3339::deserialize"
-                )]
+                #[serde(with = "crate::instant::rfc3339")]
                 until: DateTime<Utc>,
             },
             Ended {
                 outcome: Outcome,
-                #[serde(
-                    serialize_with = "crate::instant::rfc3339::serialize",
-                    deserialize_with = "crate::instant::rfc3339::deserialize"
-                )]
+                #[serde(with = "crate::instant::rfc3339")]
                 at: DateTime<Utc>,
             },
         }

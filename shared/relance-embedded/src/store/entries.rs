@@ -156,21 +156,16 @@ impl SqliteStore {
         let effects: Vec<(&str, &Transition)> = entering.iter().map(|t| (scenario, t)).collect();
         self.write_effects_together(&effects, now)?;
 
-        let mut enrollments = Vec::with_capacity(entering.len());
-        for t in entering {
-            let e = &t.enrollment;
-            enrollments.push(Saved {
-                enrollment: e,
-                version: e.version as i64,
-                running: e.is_running(),
-                entered_at: ts("entered_at", e.entered_at)?,
-                state: e.to_json(),
-                expected: 0,
-            });
-        }
+        let enrollments: Vec<Saved<'_>> =
+            entering.iter().map(|t| Saved::of(&t.enrollment)).collect();
+        let entered: Vec<i64> = entering
+            .iter()
+            .map(|t| ts("entered_at", t.enrollment.entered_at))
+            .collect::<Result<_, _>>()?;
         let rows: Vec<[&dyn ToSql; 8]> = enrollments
             .iter()
-            .map(|s| {
+            .zip(&entered)
+            .map(|(s, entered_at)| {
                 [
                     &s.enrollment.id as &dyn ToSql,
                     &s.enrollment.scenario,
@@ -178,7 +173,7 @@ impl SqliteStore {
                     &s.enrollment.contact,
                     &s.version,
                     &s.running,
-                    &s.entered_at,
+                    entered_at,
                     &s.state,
                 ]
             })
@@ -214,27 +209,19 @@ impl SqliteStore {
 
         let enrollments: Vec<Saved<'_>> = steps
             .iter()
-            .map(|s| {
-                let e = &s.transition.enrollment;
-                Saved {
-                    enrollment: e,
-                    version: e.version as i64,
-                    running: e.is_running(),
-                    entered_at: 0,
-                    state: e.to_json(),
-                    expected: s.expected as i64,
-                }
-            })
+            .map(|s| Saved::of(&s.transition.enrollment))
             .collect();
+        let expected: Vec<i64> = steps.iter().map(|s| s.expected as i64).collect();
         let rows: Vec<[&dyn ToSql; 5]> = enrollments
             .iter()
-            .map(|s| {
+            .zip(&expected)
+            .map(|(s, expected)| {
                 [
                     &s.enrollment.id as &dyn ToSql,
                     &s.version,
                     &s.running,
                     &s.state,
-                    &s.expected,
+                    expected,
                 ]
             })
             .collect();
@@ -349,16 +336,24 @@ impl SqliteStore {
     }
 }
 
-/// An enrollment as written: its row's values.
+/// An enrollment as written: the values of its row that a conflict is told by, and that
+/// every save binds.
 struct Saved<'a> {
     enrollment: &'a Enrollment,
     version: i64,
     running: bool,
-    /// Its entry's instant (a new enrollment's row; unused for a step's).
-    entered_at: i64,
     state: String,
-    /// The version it was read at (a step's; unused for a new enrollment).
-    expected: i64,
+}
+
+impl<'a> Saved<'a> {
+    fn of(enrollment: &'a Enrollment) -> Saved<'a> {
+        Saved {
+            enrollment,
+            version: enrollment.version as i64,
+            running: enrollment.is_running(),
+            state: enrollment.to_json(),
+        }
+    }
 }
 
 #[cfg(test)]

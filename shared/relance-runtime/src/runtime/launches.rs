@@ -1,7 +1,7 @@
 //! Entries: launches (asked for, recurring or fixed-date), imports and their after_import
 //! launches, and the entry of one contact.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -59,7 +59,6 @@ struct Entering {
     /// is written with each beside its transition (a conversion watch, a winner check).
     allowed: bool,
     transitions: Vec<Transition>,
-    contacts: HashSet<String>,
 }
 
 impl Entering {
@@ -71,23 +70,19 @@ impl Entering {
                 && engine.scenario().conversion.is_none()
                 && engine.winner_steps().next().is_none(),
             transitions: Vec::new(),
-            contacts: HashSet::new(),
         }
     }
 
-    /// Whether `contact`'s entry is waiting.
+    /// Whether `contact`'s entry is waiting (at most [`ENTRIES_PER_WRITE`] are).
     fn holds(&self, contact: &str) -> bool {
-        self.contacts.contains(contact)
+        self.transitions
+            .iter()
+            .any(|t| t.enrollment.contact == contact)
     }
 
     /// Whether `t` may wait: a plain entry (the contact unchanged) of a contact not waiting.
     fn takes(&self, t: &Transition) -> bool {
         self.allowed && t.contact.is_none() && !t.is_noop() && !self.holds(&t.enrollment.contact)
-    }
-
-    fn push(&mut self, contact: &str, t: Transition) {
-        self.contacts.insert(contact.to_string());
-        self.transitions.push(t);
     }
 }
 
@@ -290,7 +285,7 @@ where
         match entry {
             Entry::Entered(t) if entering.takes(&t) => {
                 report.entered += 1;
-                entering.push(contact, t);
+                entering.transitions.push(t);
                 if entering.transitions.len() >= ENTRIES_PER_WRITE {
                     self.write_entering(scenario, version, entering)?;
                 }
@@ -320,7 +315,6 @@ where
         for mut t in entering.transitions.drain(..) {
             self.count_committed(scenario, version, &mut t);
         }
-        entering.contacts.clear();
         Ok(())
     }
 

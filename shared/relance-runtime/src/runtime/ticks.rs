@@ -1,7 +1,7 @@
 //! Due work: ticks fire launches, inactivity checks and timers, each in its own unit; a due
 //! item that keeps failing becomes a dead letter; the retention purge.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use relance_core::contact::Contact;
@@ -409,22 +409,19 @@ struct Taken {
 #[derive(Debug, Default)]
 struct Steps {
     consumed: Vec<Wake>,
+    /// The steps of the timers consumed whose step had something to write (each of its
+    /// timer's contact, see `Unit::fire_in_turn`).
     steps: Vec<TimerStep>,
-    /// The contacts and enrollments of the timers and steps waiting.
-    touched: HashSet<String>,
 }
 
 impl Steps {
     /// Whether what waits concerns `wake`'s contact or enrollment: then it is written
-    /// before `wake`'s step is read.
+    /// before `wake`'s step is read. A look at each timer consumed: at most
+    /// [`TIMERS_PER_UNIT`] wait.
     fn touches(&self, wake: &Wake) -> bool {
-        self.touched.contains(&wake.contact) || self.touched.contains(&wake.enrollment)
-    }
-
-    fn consume(&mut self, wake: &Wake) {
-        self.touched.insert(wake.contact.clone());
-        self.touched.insert(wake.enrollment.clone());
-        self.consumed.push(wake.clone());
+        self.consumed
+            .iter()
+            .any(|w| w.contact == wake.contact || w.enrollment == wake.enrollment)
     }
 }
 
@@ -537,7 +534,7 @@ where
             }
             None => timer_step(self.store, self.engines, wake, self.now)?,
         };
-        steps.consume(wake);
+        steps.consumed.push(wake.clone());
         let Some(step) = step else {
             return Ok(());
         };
@@ -557,8 +554,8 @@ where
             };
         }
         if step.transition.is_noop() {
-            tracing::warn!(enrollment = %wake.enrollment, step = %wake.step, due = %wake.at, "stale timer dropped");
-            return Ok(());
+            // Nothing to write but the warning.
+            return self.write_step(wake, lateness, step);
         }
         let plain = step.transition.contact.is_none()
             && self
@@ -577,7 +574,8 @@ where
         Ok(())
     }
 
-    /// Writes `step` now, as [`Unit::fire_timer`] does (its timer is already consumed).
+    /// Writes `step` now (its timer is already consumed): a stale one is only warned about,
+    /// another counts its lateness.
     fn write_step(
         &mut self,
         wake: &Wake,
@@ -620,7 +618,6 @@ where
             self.count_committed(&s.scenario, s.version, &mut s.transition);
         }
         steps.consumed.clear();
-        steps.touched.clear();
         Ok(())
     }
 
@@ -649,17 +646,6 @@ where
             return Ok(());
         };
         fired.foreign_contact = step.contact != wake.contact;
-        if step.transition.is_noop() {
-            tracing::warn!(enrollment = %wake.enrollment, step = %wake.step, due = %wake.at, "stale timer dropped");
-        } else if let Some(p) = self.pending.as_deref_mut() {
-            p.lateness(lateness);
-        }
-        self.apply(
-            &step.scenario,
-            step.version,
-            Some(step.expected),
-            step.transition,
-        )?;
-        Ok(())
+        self.write_step(wake, lateness, step)
     }
 }
