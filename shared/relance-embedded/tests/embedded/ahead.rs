@@ -240,6 +240,26 @@ fn items_the_reader_has_not_handed_over_are_computed_by_the_runner_alike() {
     assert!(ahead.used <= ahead.offered, "{ahead:?}");
 }
 
+/// Fires, in one group as the runner does, the twelve timers due at `at` (two scenarios'
+/// timers for six contacts), as one batch.
+fn fire_twelve_due(rt: &mut Runtime<SqliteStore>, at: DateTime<Utc>) {
+    let (fired, committed) = rt.grouped(512, |rt| {
+        let due = ok(rt.due_timers(at));
+        assert_eq!(due.len(), 12);
+        rt.fire_due(&due, at)
+    });
+    ok(fired);
+    ok(committed);
+}
+
+/// Runs `update` on one timer row of the database in `dir`, from another connection: a row
+/// written inconsistently.
+fn rewrite_one_timer(dir: &TempDir, update: &str) {
+    let conn = ok(rusqlite::Connection::open(dir.join("relance.db")));
+    ok(conn.busy_timeout(std::time::Duration::from_secs(10)));
+    assert_eq!(ok(conn.execute(update, [])), 1);
+}
+
 #[test]
 fn a_timer_after_another_of_its_contact_in_the_batch_reads_what_that_one_wrote() {
     let dir = TempDir::fresh("ahead", "same-contact");
@@ -249,13 +269,7 @@ fn a_timer_after_another_of_its_contact_in_the_batch_reads_what_that_one_wrote()
     launch(&mut rt, OFFER, t0());
     // One batch: the six `mark` timers (due at +1 h), then the six `offer` checks (+2 h),
     // all read ahead before `mark` set `vip`.
-    let (fired, committed) = rt.grouped(512, |rt| {
-        let due = ok(rt.due_timers(t0() + TimeDelta::hours(3)));
-        assert_eq!(due.len(), 12);
-        rt.fire_due(&due, t0() + TimeDelta::hours(3))
-    });
-    ok(fired);
-    ok(committed);
+    fire_twelve_due(&mut rt, t0() + TimeDelta::hours(3));
     let sent = sends(&mut rt);
     assert_eq!(sent.len(), 6);
     assert!(
@@ -280,21 +294,11 @@ fn a_timer_whose_enrollment_is_another_contacts_stops_the_reader_for_the_rest_of
     // c03's `mark` timer row names c00: firing it sets `vip` on c03, a contact the reader
     // does not know that timer touches. c03's check, later in the batch, was read ahead
     // before; it must be computed again, after the write.
-    let conn = ok(rusqlite::Connection::open(dir.join("relance.db")));
-    ok(conn.busy_timeout(std::time::Duration::from_secs(10)));
-    let changed = ok(conn.execute(
+    rewrite_one_timer(
+        &dir,
         "UPDATE timer SET contact_id = 'c00' WHERE contact_id = 'c03' AND step = 'mark'",
-        [],
-    ));
-    assert_eq!(changed, 1);
-    drop(conn);
-    let (fired, committed) = rt.grouped(512, |rt| {
-        let due = ok(rt.due_timers(t0() + TimeDelta::hours(3)));
-        assert_eq!(due.len(), 12);
-        rt.fire_due(&due, t0() + TimeDelta::hours(3))
-    });
-    ok(fired);
-    ok(committed);
+    );
+    fire_twelve_due(&mut rt, t0() + TimeDelta::hours(3));
     let sent = sends(&mut rt);
     assert_eq!(sent.len(), 6);
     assert!(
@@ -311,29 +315,20 @@ const SEND_B: &str = "id: b\nlaunch: {type: manual}\nmessages:\n  m: {channel: e
 #[test]
 fn a_timer_named_for_another_contact_reads_what_its_enrollments_contact_has_waiting() {
     // In one unit of timers, c00's send in `a` waits to be written with the others; then
-    // c00's timer in `b`, the first of `b`, whose row names a contact of no other timer, is fired. Its step
-    // must see the send of `a` (the cap holds it), as it would were each timer its own unit.
+    // c00's timer in `b`, the first of `b`, whose row names a contact of no other timer, is
+    // fired. Its step must see the send of `a` (the cap holds it), as it would were each
+    // timer its own unit.
     let dir = TempDir::fresh("ahead", "foreign-after-waiting");
     let mut rt = runtime_in(&dir, Reader::None);
     ok(rt.set_policy(CAP, t0()));
     contacts(&mut rt, 6, t0());
     launch(&mut rt, SEND_A, t0());
     launch(&mut rt, SEND_B, t0());
-    let conn = ok(rusqlite::Connection::open(dir.join("relance.db")));
-    ok(conn.busy_timeout(std::time::Duration::from_secs(10)));
-    let changed = ok(conn.execute(
+    rewrite_one_timer(
+        &dir,
         "UPDATE timer SET contact_id = 'nobody' WHERE contact_id = 'c00' AND enrollment_id LIKE 'b:%'",
-        [],
-    ));
-    assert_eq!(changed, 1);
-    drop(conn);
-    let (fired, committed) = rt.grouped(512, |rt| {
-        let due = ok(rt.due_timers(t0() + TimeDelta::hours(2)));
-        assert_eq!(due.len(), 12);
-        rt.fire_due(&due, t0() + TimeDelta::hours(2))
-    });
-    ok(fired);
-    ok(committed);
+    );
+    fire_twelve_due(&mut rt, t0() + TimeDelta::hours(2));
     let sent = sends(&mut rt);
     assert!(
         sent.iter().all(|(_, _, subject)| subject == "a"),

@@ -1430,10 +1430,13 @@ fn hostile_a_kept_opt_in_restates_the_opt_out_its_trail_lacks() {
     assert_eq!(state.subscriptions.get("news"), Some(&false));
 }
 
-/// The drip's launch over `store`: 300 contacts imported, ten launched first, then a launch
-/// asking for every contact, some twice and one unknown. Returns that launch's report and
-/// the scenario's journal.
-fn launched_drip<S>(store: S, now: DateTime<Utc>) -> (String, Vec<Record>)
+/// A runtime over `store` with 300 contacts imported (`c000` to `c299`) and `yaml`'s scenario
+/// active, at `now`.
+fn three_hundred_contacts_and<S>(
+    store: S,
+    yaml: &str,
+    now: DateTime<Utc>,
+) -> relance_runtime::runtime::Runtime<S>
 where
     S: relance_core::ports::Store,
     S::Fault: std::error::Error + Send + Sync + 'static,
@@ -1451,12 +1454,24 @@ where
         .collect();
     rt.import(&contacts, now, &mut |_| {})
         .unwrap_or_else(|e| panic!("{e}"));
-    let drip = include_str!("../../../../examples/reference-drip.yaml");
     let put = rt
-        .put_scenario(drip, SourceFormat::Yaml, now)
+        .put_scenario(yaml, SourceFormat::Yaml, now)
         .unwrap_or_else(|e| panic!("{e}"));
     rt.set_status(&put.id, Status::Active, now)
         .unwrap_or_else(|e| panic!("{e}"));
+    rt
+}
+
+/// The drip's launch over `store`: 300 contacts imported, ten launched first, then a launch
+/// asking for every contact, some twice and one unknown. Returns that launch's report and
+/// the scenario's journal.
+fn launched_drip<S>(store: S, now: DateTime<Utc>) -> (String, Vec<Record>)
+where
+    S: relance_core::ports::Store,
+    S::Fault: std::error::Error + Send + Sync + 'static,
+{
+    let drip = include_str!("../../../../examples/reference-drip.yaml");
+    let mut rt = three_hundred_contacts_and(store, drip, now);
     let launch = |rt: &mut relance_runtime::runtime::Runtime<S>, ids: Vec<String>| {
         rt.launch(
             LaunchDetail {
@@ -1535,25 +1550,8 @@ where
     S::Fault: std::error::Error + Send + Sync + 'static,
 {
     let t0 = at("2026-12-01T08:00:00Z");
-    let mut rt = relance_runtime::runtime::Runtime::new(store);
-    let contacts: Vec<Contact> = (0..300)
-        .map(|i| {
-            let row = format!(
-                "{{\"id\": \"c{i:03}\", \"email\": \"c{i}@x.io\", \"first_name\": \"Ana{i}\"}}\n"
-            );
-            script::contacts_from_json_lines(&row)
-                .unwrap_or_else(|e| panic!("{e:?}"))
-                .remove(0)
-        })
-        .collect();
-    rt.import(&contacts, t0, &mut |_| {})
-        .unwrap_or_else(|e| panic!("{e}"));
     let yaml = "id: daily\nlaunch: {type: recurring, frequency: daily, time: \"09:00\"}\nmessages:\n  m: {channel: email, subject: \"Hi {{ contact.first_name }}\", text: x}\nsteps:\n  - {id: send, send: m, next: wait}\n  - {id: wait, delay: {after: P2D}, next: done}\n  - {id: done, end: success}\n";
-    let put = rt
-        .put_scenario(yaml, SourceFormat::Yaml, t0)
-        .unwrap_or_else(|e| panic!("{e}"));
-    rt.set_status(&put.id, Status::Active, t0)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut rt = three_hundred_contacts_and(store, yaml, t0);
     rt.launch(
         LaunchDetail {
             scenario: "daily".into(),
