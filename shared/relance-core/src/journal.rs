@@ -170,6 +170,23 @@ pub struct Record {
     pub value: Option<serde_json::Number>,
 }
 
+/// What the records of one journal row share ([`Record::row_json`]).
+struct Shared<'a> {
+    at: &'a DateTime<Utc>,
+    contact: &'a str,
+    enrollment: Option<&'a str>,
+}
+
+/// A journal row of several records, as read back: each record's fields but those it shares.
+#[derive(Deserialize)]
+struct SharedRow {
+    records: Vec<serde_json::Map<String, serde_json::Value>>,
+    at: serde_json::Value,
+    contact: serde_json::Value,
+    #[serde(default)]
+    enrollment: Option<serde_json::Value>,
+}
+
 /// A scenario-wide record has no contact: written `null`, read back as the empty id.
 mod contact_or_null {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -216,11 +233,22 @@ impl Record {
     /// the two writers.
     pub fn write_json(&self, out: &mut String) {
         let mut o = Object::open(out);
-        o.instant("at", &self.at);
-        if self.contact.is_empty() {
-            o.raw("contact", "null");
-        } else {
-            o.str("contact", &self.contact);
+        self.write_fields(&mut o, None);
+        o.end();
+    }
+
+    /// This record's fields into `o`; inside a row ([`Record::row_json`]), those equal to
+    /// what the row's records share are left out.
+    fn write_fields(&self, o: &mut Object<'_>, shared: Option<&Shared<'_>>) {
+        if shared.is_none_or(|s| self.at != *s.at) {
+            o.instant("at", &self.at);
+        }
+        if shared.is_none_or(|s| self.contact != s.contact) {
+            if self.contact.is_empty() {
+                o.raw("contact", "null");
+            } else {
+                o.str("contact", &self.contact);
+            }
         }
         o.plain("kind", self.kind.as_str());
         o.opt_str("step", self.step.as_deref());
@@ -236,7 +264,15 @@ impl Record {
             o.instant("until", until);
         }
         o.opt_str("action", self.action.as_deref());
-        o.opt_str("enrollment", self.enrollment.as_deref());
+        match shared {
+            None => o.opt_str("enrollment", self.enrollment.as_deref()),
+            Some(s) if self.enrollment.as_deref() == s.enrollment => {}
+            // Written even when absent: the row's would fill it in otherwise.
+            Some(_) => match &self.enrollment {
+                Some(enrollment) => o.str("enrollment", enrollment),
+                None => o.raw("enrollment", "null"),
+            },
+        }
         if self.arrival {
             o.raw("arrival", "true");
         }
@@ -244,21 +280,79 @@ impl Record {
             // A number: serde_json writes it as its own serializer would.
             o.raw("value", &value.to_string());
         }
-        o.end();
     }
 
-    /// The JSON array of `records`, as [`Record::write_json`] writes each.
-    pub fn json_array(records: &[&Record]) -> String {
-        let mut out = String::with_capacity(160 * records.len() + 2);
-        out.push('[');
+    /// The text of one stored journal row holding `records`, in order: one record as
+    /// [`Record::write_json`] writes it; several as `{"records":[..],"at":..,"contact":..,
+    /// "enrollment":..}`, each record without the instant, contact and enrollment it shares
+    /// with the row (the row's are the last record's instant and the first record's contact
+    /// and enrollment). A step writes three to five records of one enrollment at one instant:
+    /// written once, those three fields were more than half of each record's bytes, and of
+    /// the database's (BENCHMARKS.md, round fourteen). [`Record::read_row`] reads every form
+    /// back, the arrays older versions wrote included; the row's `at` is its newest record's,
+    /// as the purge wants it.
+    pub fn row_json(records: &[&Record]) -> String {
+        let (Some(first), Some(last), true) = (records.first(), records.last(), records.len() > 1)
+        else {
+            let mut out = String::with_capacity(160);
+            match records.first() {
+                Some(one) => one.write_json(&mut out),
+                None => out.push_str("[]"),
+            }
+            return out;
+        };
+        let shared = Shared {
+            at: &last.at,
+            contact: &first.contact,
+            enrollment: first.enrollment.as_deref(),
+        };
+        let mut out = String::with_capacity(80 * records.len() + 120);
+        let mut row = Object::open(&mut out);
+        let list = row.value("records");
+        list.push('[');
         for (i, record) in records.iter().enumerate() {
             if i > 0 {
-                out.push(',');
+                list.push(',');
             }
-            record.write_json(&mut out);
+            let mut o = Object::open(list);
+            record.write_fields(&mut o, Some(&shared));
+            o.end();
         }
-        out.push(']');
+        list.push(']');
+        row.instant("at", shared.at);
+        if shared.contact.is_empty() {
+            row.raw("contact", "null");
+        } else {
+            row.str("contact", shared.contact);
+        }
+        row.opt_str("enrollment", shared.enrollment);
+        row.end();
         out
+    }
+
+    /// Reads one stored journal row into `out` ([`Record::row_json`]): a record, an array of
+    /// records (as versions before 0.14 wrote a step's), or a row of records sharing their
+    /// instant, contact and enrollment.
+    pub fn read_row(text: &str, out: &mut Vec<Record>) -> Result<(), serde_json::Error> {
+        let text = text.trim_start();
+        if text.starts_with('[') {
+            out.extend(serde_json::from_str::<Vec<Record>>(text)?);
+        } else if text.starts_with("{\"records\":") {
+            let row: SharedRow = serde_json::from_str(text)?;
+            out.reserve(row.records.len());
+            for mut part in row.records {
+                part.entry("at").or_insert_with(|| row.at.clone());
+                part.entry("contact").or_insert_with(|| row.contact.clone());
+                if let Some(enrollment) = &row.enrollment {
+                    part.entry("enrollment")
+                        .or_insert_with(|| enrollment.clone());
+                }
+                out.push(serde_json::from_value(serde_json::Value::Object(part))?);
+            }
+        } else {
+            out.push(serde_json::from_str(text)?);
+        }
+        Ok(())
     }
 
     /// With the step.
@@ -474,6 +568,13 @@ mod tests {
             )
     }
 
+    /// `records` as any stored record reads back: a float `value` is parsed to its nearest
+    /// (serde_json's default parse, in every form of row).
+    fn as_read(records: &[Record]) -> Vec<Record> {
+        serde_json::from_str(&serde_json::to_string(records).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
     proptest! {
         #[test]
         fn a_record_is_written_as_serde_json_writes_it(record in record()) {
@@ -483,10 +584,77 @@ mod tests {
         }
 
         #[test]
-        fn a_transition_is_written_as_serde_json_writes_it(records in proptest::collection::vec(record(), 0..4)) {
+        fn a_row_reads_back_as_the_records_written(
+            records in proptest::collection::vec(record(), 0..6),
+            one_contact in any::<bool>(),
+        ) {
+            // A step's records share the contact (the store writes a row per contact's run);
+            // the rest may differ from the row's and must come back as they were.
+            let mut records = records;
+            if one_contact && let Some(contact) = records.first().map(|r| r.contact.clone()) {
+                for r in &mut records {
+                    r.contact.clone_from(&contact);
+                }
+            }
             let refs: Vec<&Record> = records.iter().collect();
-            prop_assert_eq!(Record::json_array(&refs), serde_json::to_string(&refs).unwrap_or_default());
+            let text = Record::row_json(&refs);
+            let mut back = Vec::new();
+            prop_assert!(Record::read_row(&text, &mut back).is_ok(), "{}", text);
+            prop_assert_eq!(&back, &as_read(&records));
+            // The row's instant is its last record's: the purge dates a row by it.
+            if let Some(last) = records.last() {
+                let row: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                let mut at = String::new();
+                crate::instant::rfc3339::push_json(&last.at, &mut at);
+                prop_assert_eq!(row.get("at").map(|v| v.to_string()), Some(at));
+            }
         }
+
+        #[test]
+        fn an_array_written_before_rows_shared_their_fields_still_reads(
+            records in proptest::collection::vec(record(), 0..4),
+        ) {
+            let text = serde_json::to_string(&records).unwrap_or_default();
+            let mut back = Vec::new();
+            prop_assert!(Record::read_row(&text, &mut back).is_ok());
+            prop_assert_eq!(back, as_read(&records));
+        }
+    }
+
+    #[test]
+    fn a_step_row_writes_the_instant_contact_and_enrollment_once() {
+        let at = Utc
+            .with_ymd_and_hms(2026, 12, 6, 5, 7, 39)
+            .single()
+            .unwrap_or_default();
+        let mut resumed = Record::new(at, "c1", RecordKind::Resumed).step("check");
+        resumed.enrollment = Some("drip:c1:1".into());
+        let mut sent = Record::new(at, "c1", RecordKind::Sent).step("sms");
+        sent.enrollment = Some("drip:c1:1".into());
+        sent.arrival = true;
+        // Another instant and no enrollment: written in the record, `null` for the latter.
+        let mut later = Record::new(at + chrono::TimeDelta::seconds(1), "c1", RecordKind::Ended);
+        later.end = Some("success".into());
+        let text = Record::row_json(&[&resumed, &sent, &later]);
+        assert_eq!(
+            text,
+            r#"{"records":[{"at":"2026-12-06T05:07:39Z","kind":"resumed","step":"check"},{"at":"2026-12-06T05:07:39Z","kind":"sent","step":"sms","arrival":true},{"kind":"ended","end":"success","enrollment":null}],"at":"2026-12-06T05:07:40Z","contact":"c1","enrollment":"drip:c1:1"}"#
+        );
+        let mut back = Vec::new();
+        assert!(Record::read_row(&text, &mut back).is_ok());
+        assert_eq!(back, vec![resumed, sent, later]);
+    }
+
+    #[test]
+    fn a_row_of_one_record_is_the_record() {
+        let record = Record::new(DateTime::<Utc>::UNIX_EPOCH, "c1", RecordKind::Opened);
+        let mut alone = String::new();
+        record.write_json(&mut alone);
+        assert_eq!(Record::row_json(&[&record]), alone);
+        assert_eq!(Record::row_json(&[]), "[]");
+        let mut back = Vec::new();
+        assert!(Record::read_row("[]", &mut back).is_ok() && back.is_empty());
+        assert!(Record::read_row(r#"{"records":[{"kind":"sent"}]}"#, &mut back).is_err());
     }
 
     #[test]

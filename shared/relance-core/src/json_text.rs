@@ -89,6 +89,12 @@ impl<'a> Object<'a> {
         crate::instant::rfc3339::push_json(value, self.out);
     }
 
+    /// A field whose value the caller writes next into the string returned (an array).
+    #[inline]
+    pub(crate) fn value(&mut self, name: &str) -> &mut String {
+        self.name(name)
+    }
+
     /// A nested object field, written until its own [`Object::end`].
     #[inline]
     pub(crate) fn object(&mut self, name: &str) -> Object<'_> {

@@ -34,7 +34,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 const CLEAR_INACTIVITY: &str = "DELETE FROM inactivity WHERE contact_id = ?1 AND scenario_id NOT IN (SELECT value FROM json_each(?2))";
 
 /// The migrations, in order; `PRAGMA user_version` says how many were applied.
-const MIGRATIONS: [&str; 15] = [
+const MIGRATIONS: [&str; 16] = [
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_dead_letter.sql"),
     include_str!("../migrations/0003_policy.sql"),
@@ -50,6 +50,7 @@ const MIGRATIONS: [&str; 15] = [
     include_str!("../migrations/0013_timer_without_rowid.sql"),
     include_str!("../migrations/0014_no_autoincrement.sql"),
     include_str!("../migrations/0015_consent_applied.sql"),
+    include_str!("../migrations/0016_journal_shared_fields.sql"),
 ];
 
 /// The schema version this build writes (the number of migrations).
@@ -284,15 +285,12 @@ fn json<T: serde::de::DeserializeOwned>(what: &'static str, s: &str) -> Result<T
     })
 }
 
-/// Reads one `journal` row into `out`: one record, or a transition's records in order
-/// (migration 11).
+/// Reads one `journal` row into `out` (see [`Record::row_json`]).
 fn read_journal_row(text: &str, out: &mut Vec<Record>) -> Result<(), StoreError> {
-    if text.trim_start().starts_with('[') {
-        out.extend(json::<Vec<Record>>("journal records", text)?);
-    } else {
-        out.push(json("journal record", text)?);
-    }
-    Ok(())
+    Record::read_row(text, out).map_err(|e| StoreError::Corrupt {
+        what: "journal records",
+        why: e.to_string(),
+    })
 }
 
 /// A consent entry's stored state.
@@ -1538,7 +1536,7 @@ impl JournalStore for SqliteStore {
             match run {
                 [] => {}
                 [one] => self.journal(scenario, one)?,
-                many => self.journal_row(scenario, &many[0].contact, Record::json_array(many))?,
+                many => self.journal_row(scenario, &many[0].contact, Record::row_json(many))?,
             }
         }
         Ok(())
@@ -2774,9 +2772,10 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
-    /// A transition's records share one row (an array), rows of one record (every row before
-    /// migration 11) still read, all in the order written: the paths, the console's newest
-    /// first, and the purge, which dates an array by its last record.
+    /// A transition's records share one row (their instant, contact and enrollment written
+    /// once), rows of one record (every row before migration 11) and arrays (before migration
+    /// 16) still read, all in the order written: the paths, the console's newest first, and
+    /// the purge, which dates a row of several by its last record.
     #[test]
     fn a_transitions_journal_records_share_one_row_and_read_back_in_order() {
         use relance_core::journal::RecordKind;
@@ -2842,6 +2841,50 @@ mod tests {
             kinds(&store.records("s", None).unwrap_or_default()),
             vec![("c2".into(), RecordKind::Entered)]
         );
+    }
+
+    /// A row of several records is dated by its last one, whether an older build wrote it as an
+    /// array or this one with the fields they share written once: the purge keeps it until
+    /// its newest record is old enough.
+    #[test]
+    fn a_row_of_several_records_is_purged_by_its_last_one_in_either_form() {
+        use relance_core::journal::RecordKind;
+        let mut store = SqliteStore::in_memory().unwrap_or_else(|e| panic!("{e}"));
+        let at = |m: i64| now() + chrono::TimeDelta::minutes(m);
+        let spread = |contact: &str| {
+            [
+                Record::new(at(0), contact, RecordKind::Resumed),
+                Record::new(at(5), contact, RecordKind::Ended),
+            ]
+        };
+        let older = serde_json::to_string(&spread("old")).unwrap_or_default();
+        store
+            .conn
+            .execute(
+                "INSERT INTO journal (scenario_id, contact_id, record) VALUES ('s', 'old', ?1)",
+                params![older],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        let newer = spread("new");
+        store
+            .journal_transition("s", &newer.iter().collect::<Vec<_>>())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let read = store.records("s", None).unwrap_or_else(|e| panic!("{e}"));
+        let mut expected = spread("old").to_vec();
+        expected.extend(newer.iter().cloned());
+        assert_eq!(read, expected);
+        let purge = |store: &mut SqliteStore, before| {
+            store
+                .purge(Retained::Journal, before, 100)
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert_eq!(
+            purge(&mut store, at(3)),
+            0,
+            "both rows hold a record at 5 min"
+        );
+        assert_eq!(purge(&mut store, at(6)), 2);
+        assert!(store.records("s", None).is_ok_and(|r| r.is_empty()));
     }
 
     /// Schema 14 on a schema-13 file: the journal keeps its rows and their order (a purged
