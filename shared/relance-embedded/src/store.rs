@@ -33,6 +33,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 /// the index on the contact (schema 14), not a scan of every contact's checks.
 const CLEAR_INACTIVITY: &str = "DELETE FROM inactivity WHERE contact_id = ?1 AND scenario_id NOT IN (SELECT value FROM json_each(?2))";
 
+/// A contact's journal rows in a scenario, in order: through the index on the contact.
+const CONTACT_PATH: &str =
+    "SELECT record FROM journal WHERE contact_id = ?1 AND scenario_id = ?2 ORDER BY seq";
+/// A scenario's journal rows, in order: the table read in its own order.
+const SCENARIO_JOURNAL: &str = "SELECT record FROM journal WHERE scenario_id = ?1 ORDER BY seq";
 /// The migrations, in order; `PRAGMA user_version` says how many were applied.
 const MIGRATIONS: [&str; 16] = [
     include_str!("../migrations/0001_init.sql"),
@@ -1649,13 +1654,25 @@ impl JournalStore for SqliteStore {
         scenario: &str,
         contact: Option<&str>,
     ) -> Result<Vec<Record>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT record FROM journal WHERE scenario_id = ?1 AND (?2 IS NULL OR contact_id = ?2) ORDER BY seq")?;
-        let rows = stmt.query_map(params![scenario, contact], |r| r.get::<_, String>(0))?;
+        // A contact's path through its index (equal keys in rowid order, which is `seq`); a
+        // scenario's journal in the table's own order, without a sort.
         let mut out = Vec::new();
-        for row in rows {
-            read_journal_row(&row?, &mut out)?;
+        let mut read = |stmt: &mut rusqlite::CachedStatement<'_>, args: &[&dyn rusqlite::ToSql]| {
+            let mut rows = stmt.query(args)?;
+            while let Some(row) = rows.next()? {
+                read_journal_row(&row.get::<_, String>(0)?, &mut out)?;
+            }
+            Ok::<(), StoreError>(())
+        };
+        match contact {
+            Some(contact) => read(
+                &mut self.conn.prepare_cached(CONTACT_PATH)?,
+                &[&contact, &scenario],
+            )?,
+            None => read(
+                &mut self.conn.prepare_cached(SCENARIO_JOURNAL)?,
+                &[&scenario],
+            )?,
         }
         // Then the open group's rows, which come after every committed one.
         for (_, _, text) in self
@@ -3109,6 +3126,81 @@ mod tests {
             "{plan:?}"
         );
         assert!(!plan.iter().any(|p| p == "SCAN inactivity"), "{plan:?}");
+    }
+
+    /// Schema 16 on a schema-15 file: the rows written before (one record, an array) read as
+    /// they did, a contact's path through the new index, and the rows written after share
+    /// their fields in the same journal.
+    #[test]
+    fn schema_16_reads_the_journal_written_before_it() {
+        use relance_core::journal::RecordKind;
+        let (dir, db) = fresh_file("v16");
+        let old = Connection::open(&db).unwrap_or_else(|e| panic!("{e}"));
+        for sql in &MIGRATIONS[..15] {
+            old.execute_batch(sql).unwrap_or_else(|e| panic!("{e}"));
+        }
+        old.pragma_update(None, "user_version", 15)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let at = |m: i64| now() + chrono::TimeDelta::minutes(m);
+        let entered = Record::new(at(0), "a", RecordKind::Entered);
+        let step = [
+            Record::new(at(1), "a", RecordKind::Sent).step("first"),
+            Record::new(at(1), "a", RecordKind::Ended),
+        ];
+        for (contact, text) in [
+            ("a", to_json(&entered)),
+            ("b", to_json(&Record::new(at(0), "b", RecordKind::Entered))),
+            ("a", serde_json::to_string(&step).unwrap_or_default()),
+        ] {
+            old.execute(
+                "INSERT INTO journal (scenario_id, contact_id, record) VALUES ('s', ?1, ?2)",
+                params![contact, text],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+        drop(old);
+        let mut store = SqliteStore::open(&db).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.schema_version().ok(), Some(16));
+        let later = [
+            Record::new(at(2), "a", RecordKind::Entered),
+            Record::new(at(2), "a", RecordKind::Waiting),
+        ];
+        store
+            .journal_transition("s", &later.iter().collect::<Vec<_>>())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut path = vec![entered];
+        path.extend(step);
+        path.extend(later);
+        assert_eq!(store.records("s", Some("a")).ok(), Some(path));
+        assert_eq!(store.records("s", None).map(|r| r.len()).ok(), Some(6));
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A contact's path reads its own rows through the index on the contact, in order without
+    /// a sort; a scenario's journal is the table read in order. Before schema 16 both sorted
+    /// the scenario's whole journal.
+    #[test]
+    fn a_path_reads_its_contacts_rows_and_no_journal_read_sorts() {
+        let store = SqliteStore::in_memory().unwrap_or_else(|e| panic!("{e}"));
+        let plan = |sql: &str, args: &[&dyn rusqlite::ToSql]| -> Vec<String> {
+            store
+                .conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .and_then(|mut stmt| stmt.query_map(args, |r| r.get::<_, String>(3))?.collect())
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let path = plan(CONTACT_PATH, &[&"c", &"s"]);
+        assert!(
+            path.iter()
+                .any(|p| p.contains("USING INDEX journal_of_contact (contact_id=?)")),
+            "{path:?}"
+        );
+        let journal = plan(SCENARIO_JOURNAL, &[&"s"]);
+        assert_eq!(journal, vec!["SCAN journal".to_string()]);
+        for p in path.iter().chain(&journal) {
+            assert!(!p.contains("TEMP B-TREE"), "{path:?} {journal:?}");
+        }
     }
 
     /// What a contact holds comes from the entries that applied, read through their own
