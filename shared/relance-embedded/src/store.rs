@@ -3128,9 +3128,10 @@ mod tests {
         assert!(!plan.iter().any(|p| p == "SCAN inactivity"), "{plan:?}");
     }
 
-    /// Schema 16 on a schema-15 file: the rows written before (one record, an array) read as
-    /// they did, a contact's path through the new index, and the rows written after share
-    /// their fields in the same journal.
+    /// Schema 16 on a schema-15 file: the contacts are kept (in a table without rowid), the
+    /// journal rows written before (one record, an array) read as they did, a contact's path
+    /// through the new index, and the rows written after share their fields in the same
+    /// journal.
     #[test]
     fn schema_16_reads_the_journal_written_before_it() {
         use relance_core::journal::RecordKind;
@@ -3158,9 +3159,18 @@ mod tests {
             )
             .unwrap_or_else(|e| panic!("{e}"));
         }
+        old.execute(
+            "INSERT INTO contact (id, fields, updated_at) VALUES ('a', '{\"id\":\"a\",\"email\":\"a@x.io\"}', 1)",
+            [],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         drop(old);
         let mut store = SqliteStore::open(&db).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(store.schema_version().ok(), Some(16));
+        // The contact table, copied into a table without rowid, still holds its contact.
+        let a = store.contact("a").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.as_ref().and_then(|c| c.email()), Some("a@x.io"));
+        assert_eq!(store.contact_ids().ok(), Some(vec!["a".to_string()]));
         let later = [
             Record::new(at(2), "a", RecordKind::Entered),
             Record::new(at(2), "a", RecordKind::Waiting),
