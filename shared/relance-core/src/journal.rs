@@ -289,8 +289,8 @@ impl Record {
     /// and enrollment). A step writes three to five records of one enrollment at one instant:
     /// written once, those three fields were more than half of each record's bytes, and of
     /// the database's (BENCHMARKS.md, round fourteen). [`Record::read_row`] reads every form
-    /// back, the arrays older versions wrote included; the row's `at` is its newest record's,
-    /// as the purge wants it.
+    /// back, the arrays older versions wrote included; the row's `at` is its last record's
+    /// (a step's records share one instant), as the purge dates a row.
     pub fn row_json(records: &[&Record]) -> String {
         let (Some(first), Some(last), true) = (records.first(), records.last(), records.len() > 1)
         else {
@@ -331,7 +331,7 @@ impl Record {
     }
 
     /// Reads one stored journal row into `out` ([`Record::row_json`]): a record, an array of
-    /// records (as versions before 0.14 wrote a step's), or a row of records sharing their
+    /// records (as schemas 11 to 15 of the embedded store wrote a step's), or a row of records sharing their
     /// instant, contact and enrollment.
     pub fn read_row(text: &str, out: &mut Vec<Record>) -> Result<(), serde_json::Error> {
         let text = text.trim_start();
