@@ -5,6 +5,10 @@
 -- more than half those three fields; the journal takes a third less space. Older rows (one
 -- record, or an array) still read and are not rewritten; an older build, which would not read
 -- the new rows, no longer opens the file.
+-- Likewise an enrollment's `state` column now holds `{"entered_at":..,"state":..,"sent":..}`:
+-- its id, scenario, contact and version are in columns of their own, and were a quarter of
+-- the text written at every step. An enrollment stored whole (every row before) still reads,
+-- and is saved in the new form at its next step.
 -- `contact` becomes one B-tree keyed by its id: as a rowid table, every read of a contact (two
 -- per contact-step) went through the index of its primary key and then the table, and every
 -- import wrote both. Its rows are small (the fields' JSON), what a table without rowid suits.

@@ -299,6 +299,30 @@ fn read_journal_row(text: &str, out: &mut Vec<Record>) -> Result<(), StoreError>
     })
 }
 
+/// An enrollment row as selected (id, scenario_id, contact_id, version, state,
+/// scenario_version): the enrollment from its columns and its stored text
+/// ([`Enrollment::stored_json`]), and its scenario version. A row that does not read is an
+/// error of its own, not the query's.
+fn stored_enrollment(
+    r: &rusqlite::Row<'_>,
+) -> rusqlite::Result<Result<(Enrollment, u32), StoreError>> {
+    let (version, scenario_version): (i64, u32) = (r.get(3)?, r.get(5)?);
+    let state = r.get_ref(4)?.as_str().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    let corrupt = |why: String| StoreError::Corrupt {
+        what: "enrollment",
+        why,
+    };
+    let read = u64::try_from(version)
+        .map_err(|e| corrupt(e.to_string()))
+        .and_then(|version| {
+            Enrollment::from_stored_json(r.get(0)?, r.get(1)?, r.get(2)?, version, state)
+                .map_err(|e| corrupt(e.to_string()))
+        });
+    Ok(read.map(|e| (e, scenario_version)))
+}
+
 /// A consent entry's stored state.
 fn consent_state_of(text: String) -> Result<relance_core::consent::ConsentState, StoreError> {
     relance_core::consent::ConsentState::parse(&text).ok_or(StoreError::Corrupt {
@@ -1031,12 +1055,10 @@ impl EnrollmentStore for SqliteStore {
         scenario: &str,
         contact: &str,
     ) -> Result<Option<(Enrollment, u32)>, StoreError> {
-        let row: Option<(String, u32)> = self
-            .conn
-            .prepare_cached("SELECT state, scenario_version FROM enrollment WHERE scenario_id = ?1 AND contact_id = ?2 AND running = 1")?
-            .query_row(params![scenario, contact], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        row.map(|(s, v)| Ok((json("enrollment", &s)?, v)))
+        self.conn
+            .prepare_cached("SELECT id, scenario_id, contact_id, version, state, scenario_version FROM enrollment WHERE scenario_id = ?1 AND contact_id = ?2 AND running = 1")?
+            .query_row(params![scenario, contact], stored_enrollment)
+            .optional()?
             .transpose()
     }
 
@@ -1054,12 +1076,10 @@ impl EnrollmentStore for SqliteStore {
     }
 
     fn enrollment(&mut self, id: &str) -> Result<Option<(Enrollment, u32)>, StoreError> {
-        let row: Option<(String, u32)> = self
-            .conn
-            .prepare_cached("SELECT state, scenario_version FROM enrollment WHERE id = ?1")?
-            .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        row.map(|(s, v)| Ok((json("enrollment", &s)?, v)))
+        self.conn
+            .prepare_cached("SELECT id, scenario_id, contact_id, version, state, scenario_version FROM enrollment WHERE id = ?1")?
+            .query_row(params![id], stored_enrollment)
+            .optional()?
             .transpose()
     }
 
@@ -1096,7 +1116,7 @@ impl EnrollmentStore for SqliteStore {
         scenario_version: u32,
         e: &Enrollment,
     ) -> Result<(), StoreError> {
-        let state = e.to_json();
+        let state = e.stored_json();
         let written = match expected {
             None => self
                 .conn
@@ -3129,9 +3149,10 @@ mod tests {
         assert!(!plan.iter().any(|p| p == "SCAN inactivity"), "{plan:?}");
     }
 
-    /// Schema 16 on a schema-15 file: the contacts are kept (in a table without rowid), the
-    /// journal rows written before (one record, an array) read as they did, and the rows
-    /// written after share their fields in the same journal.
+    /// Schema 16 on a schema-15 file: the contacts are kept (in a table without rowid), an
+    /// enrollment stored whole reads and is saved without what its columns hold, the journal
+    /// rows written before (one record, an array) read as they did, and the rows written
+    /// after share their fields in the same journal.
     #[test]
     fn schema_16_reads_the_journal_written_before_it() {
         use relance_core::journal::RecordKind;
@@ -3164,6 +3185,24 @@ mod tests {
             [],
         )
         .unwrap_or_else(|e| panic!("{e}"));
+        // An enrollment as schema 15 stored it: its whole JSON.
+        let before = Enrollment {
+            id: "s:a:1".into(),
+            scenario: "s".into(),
+            contact: "a".into(),
+            version: 3,
+            entered_at: at(0),
+            state: relance_core::engine::EnrollmentState::Ended {
+                outcome: relance_core::engine::Outcome::Exited,
+                at: at(1),
+            },
+            sent: [("first".to_string(), at(0))].into_iter().collect(),
+        };
+        old.execute(
+            "INSERT INTO enrollment (id, scenario_id, scenario_version, contact_id, version, running, entered_at, state) VALUES ('s:a:1', 's', 2, 'a', 3, 0, 0, ?1)",
+            params![before.to_json()],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         drop(old);
         let mut store = SqliteStore::open(&db).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(store.schema_version().ok(), Some(16));
@@ -3171,6 +3210,26 @@ mod tests {
         let a = store.contact("a").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(a.as_ref().and_then(|c| c.email()), Some("a@x.io"));
         assert_eq!(store.contact_ids().ok(), Some(vec!["a".to_string()]));
+        // The enrollment stored whole still reads; saved again, it keeps only what its
+        // columns do not hold, and reads the same.
+        assert_eq!(
+            store.enrollment("s:a:1").ok(),
+            Some(Some((before.clone(), 2)))
+        );
+        let mut after = before.clone();
+        after.version = 4;
+        store
+            .save_enrollment(Some(3), 2, &after)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let text: String = store
+            .conn
+            .query_row("SELECT state FROM enrollment WHERE id = 's:a:1'", [], |r| {
+                r.get(0)
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(text, after.stored_json());
+        assert!(text.starts_with(r#"{"entered_at":"#), "{text}");
+        assert_eq!(store.enrollment("s:a:1").ok(), Some(Some((after, 2))));
         let later = [
             Record::new(at(2), "a", RecordKind::Entered),
             Record::new(at(2), "a", RecordKind::Waiting),

@@ -351,7 +351,7 @@ impl<'a> Saved<'a> {
             enrollment,
             version: enrollment.version as i64,
             running: enrollment.is_running(),
-            state: enrollment.to_json(),
+            state: enrollment.stored_json(),
         }
     }
 }
