@@ -301,25 +301,31 @@ fn read_journal_row(text: &str, out: &mut Vec<Record>) -> Result<(), StoreError>
 
 /// An enrollment row as selected (id, scenario_id, contact_id, version, state,
 /// scenario_version): the enrollment from its columns and its stored text
-/// ([`Enrollment::stored_json`]), and its scenario version. A row that does not read is an
-/// error of its own, not the query's.
+/// ([`Enrollment::stored_json`]), and its scenario version. A `state` that is not text or does
+/// not read is a corrupt enrollment (a store error of its own); a column of another type than
+/// the schema's fails the query, as any row would.
 fn stored_enrollment(
     r: &rusqlite::Row<'_>,
 ) -> rusqlite::Result<Result<(Enrollment, u32), StoreError>> {
+    // The writers store the version `as i64` (a `u64` past `i64::MAX` wraps): read back the
+    // same way, it is the version written.
     let (version, scenario_version): (i64, u32) = (r.get(3)?, r.get(5)?);
-    let state = r.get_ref(4)?.as_str().map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e))
-    })?;
     let corrupt = |why: String| StoreError::Corrupt {
         what: "enrollment",
         why,
     };
-    let read = u64::try_from(version)
-        .map_err(|e| corrupt(e.to_string()))
-        .and_then(|version| {
-            Enrollment::from_stored_json(r.get(0)?, r.get(1)?, r.get(2)?, version, state)
-                .map_err(|e| corrupt(e.to_string()))
-        });
+    let read = match r.get_ref(4)? {
+        rusqlite::types::ValueRef::Text(text) => std::str::from_utf8(text)
+            .map_err(|e| corrupt(e.to_string()))
+            .and_then(|state| {
+                Enrollment::from_stored_json(r.get(0)?, r.get(1)?, r.get(2)?, version as u64, state)
+                    .map_err(|e| corrupt(e.to_string()))
+            }),
+        other => Err(corrupt(format!(
+            "its state is {}, not text",
+            other.data_type()
+        ))),
+    };
     Ok(read.map(|e| (e, scenario_version)))
 }
 
@@ -3244,6 +3250,40 @@ mod tests {
         assert_eq!(store.records("s", None).map(|r| r.len()).ok(), Some(6));
         drop(store);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// An enrollment reads back from its columns and its stored text, a version past
+    /// `i64::MAX` included (stored wrapped, read back the same); a `state` that is not text or
+    /// not JSON is a corrupt enrollment, named, not a panic.
+    #[test]
+    fn an_enrollment_reads_from_its_columns_and_a_bad_state_is_corrupt() {
+        let mut store = SqliteStore::in_memory().unwrap_or_else(|e| panic!("{e}"));
+        let e = Enrollment {
+            id: "s:c:1".into(),
+            scenario: "s".into(),
+            contact: "c".into(),
+            version: u64::MAX - 1,
+            entered_at: now(),
+            state: relance_core::engine::EnrollmentState::Ended {
+                outcome: relance_core::engine::Outcome::HeldOut,
+                at: now(),
+            },
+            sent: Default::default(),
+        };
+        store
+            .save_enrollment(None, 7, &e)
+            .unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(store.enrollment("s:c:1").ok(), Some(Some((e, 7))));
+        for bad in ["x'00ff'", "'not json'", "'{\"entered_at\":1}'"] {
+            store
+                .conn
+                .execute(&format!("UPDATE enrollment SET state = {bad}"), [])
+                .unwrap_or_else(|err| panic!("{err}"));
+            match store.enrollment("s:c:1") {
+                Err(StoreError::Corrupt { what, .. }) => assert_eq!(what, "enrollment", "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
     }
 
     /// A contact's path reads its own rows, a range of the index by (scenario, contact, seq),

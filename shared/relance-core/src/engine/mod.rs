@@ -207,9 +207,10 @@ pub enum Outcome {
 }
 
 impl Enrollment {
-    /// This enrollment's JSON: the same bytes as `serde_json::to_string`, written without a
-    /// serializer, as [`crate::journal::Record::write_json`] and for the same reason (every
-    /// transition writes its enrollment). A property test compares the two writers.
+    /// This enrollment's whole JSON: the same bytes as `serde_json::to_string`, written
+    /// without a serializer, as [`crate::journal::Record::write_json`] (a property test
+    /// compares the two writers). Stores keep [`Enrollment::stored_json`] beside their columns;
+    /// this is the form they wrote before, which [`Enrollment::from_stored_json`] still reads.
     pub fn to_json(&self) -> String {
         let mut out = String::with_capacity(256);
         let mut o = Object::open(&mut out);
