@@ -1683,23 +1683,17 @@ impl JournalStore for SqliteStore {
     ) -> Result<Vec<Record>, StoreError> {
         // Two statements: behind `?2 IS NULL OR contact_id = ?2`, a path used only the index's
         // scenario part and sorted the scenario's whole journal.
-        let mut out = Vec::new();
-        let mut read = |stmt: &mut rusqlite::CachedStatement<'_>, args: &[&dyn rusqlite::ToSql]| {
-            let mut rows = stmt.query(args)?;
-            while let Some(row) = rows.next()? {
-                read_journal_row(&row.get::<_, String>(0)?, &mut out)?;
-            }
-            Ok::<(), StoreError>(())
+        let mut stmt = self.conn.prepare_cached(match contact {
+            Some(_) => CONTACT_PATH,
+            None => SCENARIO_JOURNAL,
+        })?;
+        let mut rows = match contact {
+            Some(contact) => stmt.query(params![scenario, contact])?,
+            None => stmt.query(params![scenario])?,
         };
-        match contact {
-            Some(contact) => read(
-                &mut self.conn.prepare_cached(CONTACT_PATH)?,
-                &[&scenario, &contact],
-            )?,
-            None => read(
-                &mut self.conn.prepare_cached(SCENARIO_JOURNAL)?,
-                &[&scenario],
-            )?,
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            read_journal_row(&row.get::<_, String>(0)?, &mut out)?;
         }
         // Then the open group's rows, which come after every committed one.
         for (_, _, text) in self
@@ -3134,19 +3128,22 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// SQLite's plan for `sql` with `args` on a fresh store: one line per step (`SEARCH ..`,
+    /// `SCAN ..`).
+    fn query_plan(sql: &str, args: &[&dyn rusqlite::ToSql]) -> Vec<String> {
+        let store = SqliteStore::in_memory().unwrap_or_else(|e| panic!("{e}"));
+        store
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .and_then(|mut stmt| stmt.query_map(args, |r| r.get::<_, String>(3))?.collect())
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// An event clears its contact's pending inactivity checks through the index on the
     /// contact: with a million contacts waiting, a scan of them all ran for every event.
     #[test]
     fn clearing_a_contacts_inactivity_reads_by_its_index() {
-        let store = SqliteStore::in_memory().unwrap_or_else(|e| panic!("{e}"));
-        let plan: Vec<String> = store
-            .conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {CLEAR_INACTIVITY}"))
-            .and_then(|mut stmt| {
-                stmt.query_map(params!["c", "[]"], |r| r.get::<_, String>(3))?
-                    .collect()
-            })
-            .unwrap_or_else(|e| panic!("{e}"));
+        let plan = query_plan(CLEAR_INACTIVITY, params!["c", "[]"]);
         assert!(
             plan.iter()
                 .any(|p| p.contains("USING INDEX inactivity_by_contact")),
@@ -3291,15 +3288,7 @@ mod tests {
     /// index's scenario part alone and sorted the scenario's whole journal.
     #[test]
     fn a_path_reads_its_contacts_rows_only() {
-        let store = SqliteStore::in_memory().unwrap_or_else(|e| panic!("{e}"));
-        let path: Vec<String> = store
-            .conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {CONTACT_PATH}"))
-            .and_then(|mut stmt| {
-                stmt.query_map(params!["s", "c"], |r| r.get::<_, String>(3))?
-                    .collect()
-            })
-            .unwrap_or_else(|e| panic!("{e}"));
+        let path = query_plan(CONTACT_PATH, params!["s", "c"]);
         assert_eq!(
             path,
             vec![
