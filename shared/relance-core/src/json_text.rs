@@ -68,12 +68,6 @@ impl<'a> Object<'a> {
         out.push('"');
     }
 
-    /// An unsigned integer field.
-    #[inline]
-    pub(crate) fn u64(&mut self, name: &str, value: u64) {
-        self.raw(name, itoa::Buffer::new().format(value));
-    }
-
     /// An instant field, as [`crate::instant::rfc3339::serialize`] writes it.
     #[inline]
     pub(crate) fn instant(&mut self, name: &str, value: &DateTime<Utc>) {
@@ -203,15 +197,6 @@ mod tests {
             let mut ours = String::new();
             push_str(&s, &mut ours);
             prop_assert_eq!(ours, serde_json::to_string(&s).unwrap_or_default());
-        }
-
-        #[test]
-        fn a_number_is_written_as_serde_json_writes_it(n in any::<u64>()) {
-            let mut ours = String::new();
-            let mut object = Object::open(&mut ours);
-            object.u64("n", n);
-            object.end();
-            prop_assert_eq!(ours, serde_json::json!({"n": n}).to_string());
         }
     }
 }

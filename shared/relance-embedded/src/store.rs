@@ -3203,7 +3203,7 @@ mod tests {
         };
         old.execute(
             "INSERT INTO enrollment (id, scenario_id, scenario_version, contact_id, version, running, entered_at, state) VALUES ('s:a:1', 's', 2, 'a', 3, 0, 0, ?1)",
-            params![before.to_json()],
+            params![serde_json::to_string(&before).unwrap_or_default()],
         )
         .unwrap_or_else(|e| panic!("{e}"));
         drop(old);

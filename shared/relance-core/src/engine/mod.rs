@@ -207,60 +207,15 @@ pub enum Outcome {
 }
 
 impl Enrollment {
-    /// This enrollment's whole JSON: the same bytes as `serde_json::to_string`, written
-    /// without a serializer, as [`crate::journal::Record::write_json`] (a property test
-    /// compares the two writers). Stores keep [`Enrollment::stored_json`] beside their columns;
-    /// this is the form they wrote before, which [`Enrollment::from_stored_json`] still reads.
-    pub fn to_json(&self) -> String {
-        let mut out = String::with_capacity(256);
-        let mut o = Object::open(&mut out);
-        o.str("id", &self.id);
-        o.str("scenario", &self.scenario);
-        o.str("contact", &self.contact);
-        o.u64("version", self.version);
-        self.write_rest(&mut o);
-        o.end();
-        out
-    }
-
     /// What a store that keeps the id, the scenario, the contact and the version in columns
-    /// of their own writes beside them: `{"entered_at":..,"state":..,"sent":..}`, the rest
-    /// of [`Enrollment::to_json`]. Those four were a quarter of the text, written at every
-    /// step and read at every timer. [`Enrollment::from_stored_json`] reads it back.
+    /// of their own writes beside them: `{"entered_at":..,"state":..,"sent":..}`, the rest of
+    /// the enrollment's whole JSON (`serde_json::to_string`), written without a serializer
+    /// with the same bytes, as [`crate::journal::Record::write_json`] (a property test compares
+    /// the two). Those four were a quarter of the text, written at every step and read at
+    /// every timer. [`Enrollment::from_stored_json`] reads it back.
     pub fn stored_json(&self) -> String {
         let mut out = String::with_capacity(192);
         let mut o = Object::open(&mut out);
-        self.write_rest(&mut o);
-        o.end();
-        out
-    }
-
-    /// An enrollment from its columns and the text [`Enrollment::stored_json`] wrote, or the
-    /// whole [`Enrollment::to_json`] text an older store wrote (which then gives every field).
-    pub fn from_stored_json(
-        id: String,
-        scenario: String,
-        contact: String,
-        version: u64,
-        text: &str,
-    ) -> Result<Enrollment, serde_json::Error> {
-        if text.starts_with("{\"id\":") {
-            return serde_json::from_str(text);
-        }
-        let rest: StoredRest = serde_json::from_str(text)?;
-        Ok(Enrollment {
-            id,
-            scenario,
-            contact,
-            version,
-            entered_at: rest.entered_at,
-            state: rest.state,
-            sent: rest.sent,
-        })
-    }
-
-    /// The fields after the four a store keeps in columns, in [`Enrollment::to_json`]'s order.
-    fn write_rest(&self, o: &mut Object<'_>) {
         o.instant("entered_at", &self.entered_at);
         let mut state = o.object("state");
         match &self.state {
@@ -296,6 +251,32 @@ impl Enrollment {
             sent.instant_at_key(step, at);
         }
         sent.end();
+        o.end();
+        out
+    }
+
+    /// An enrollment from its columns and the text [`Enrollment::stored_json`] wrote, or the
+    /// whole JSON an older store wrote (`serde_json::to_string`, which then gives every field).
+    pub fn from_stored_json(
+        id: String,
+        scenario: String,
+        contact: String,
+        version: u64,
+        text: &str,
+    ) -> Result<Enrollment, serde_json::Error> {
+        if text.starts_with("{\"id\":") {
+            return serde_json::from_str(text);
+        }
+        let rest: StoredRest = serde_json::from_str(text)?;
+        Ok(Enrollment {
+            id,
+            scenario,
+            contact,
+            version,
+            entered_at: rest.entered_at,
+            state: rest.state,
+            sent: rest.sent,
+        })
     }
 
     /// True until the enrollment ends.
@@ -724,15 +705,15 @@ mod tests {
                 sent in proptest::collection::btree_map(text(), instant(), 0..4),
             ) {
                 let enrollment = Enrollment { id, scenario, contact, version, entered_at, state, sent };
-                prop_assert_eq!(enrollment.to_json(), serde_json::to_string(&enrollment).unwrap_or_default());
+                let whole = serde_json::to_string(&enrollment).unwrap_or_default();
                 // The stored form reads back with the columns; the whole form as before.
                 let stored = enrollment.stored_json();
                 let (id, scenario, contact) = (enrollment.id.clone(), enrollment.scenario.clone(), enrollment.contact.clone());
                 let read = Enrollment::from_stored_json(id.clone(), scenario.clone(), contact.clone(), version, &stored).ok();
                 prop_assert_eq!(read.as_ref(), Some(&enrollment));
-                let read = Enrollment::from_stored_json(id, scenario, contact, version, &enrollment.to_json()).ok();
+                let read = Enrollment::from_stored_json(id, scenario, contact, version, &whole).ok();
                 prop_assert_eq!(read.as_ref(), Some(&enrollment));
-                prop_assert!(enrollment.to_json().ends_with(&stored[1..]));
+                prop_assert!(whole.ends_with(&stored[1..]), "{} {}", whole, stored);
             }
 
             /// The state reads back as written, and as the derived internally tagged enum
