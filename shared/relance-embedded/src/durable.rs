@@ -245,9 +245,10 @@ impl Drop for CommitSyncer {
 /// durable by the WAL alone (see the module's head).
 ///
 /// The runner keeps SQLite's automatic checkpoint as a guard, at a higher threshold: the log
-/// restarts from its beginning only when a commit finds every frame checkpointed, which a
-/// checkpoint running beside steady writes may not leave; the guard then checkpoints the
-/// (few) frames left, on the runner, as before, so the WAL stays bounded.
+/// restarts from its beginning only when a write transaction begins with every frame
+/// checkpointed (and no reader on an older snapshot), which a checkpoint running beside steady
+/// writes may not leave; past the threshold the runner checkpoints what is left after each
+/// commit, as before, until the log restarts (see `WAL_CHECKPOINT_GUARD_PAGES` in the store).
 pub struct Checkpointer {
     pokes: Option<mpsc::SyncSender<()>>,
     thread: Option<JoinHandle<()>>,

@@ -463,13 +463,13 @@ enum GroupState {
 const WAL_CHECKPOINT_PAGES: i64 = 10_000;
 
 /// The runner's own checkpoint threshold once a [`crate::durable::Checkpointer`] does the
-/// checkpoints: only a guard, for when the log could not restart (see there); the WAL stays
-/// under about 240 MB. Beside steady writes the log restarts only when this guard fires, and
-/// each time the runner copies what the checkpoint thread has not yet copied (up to its
-/// interval's writes) and syncs the database file before its commit returns. An enrolment of
-/// 100,000 contacts and their checks write about 165 MB of WAL: at 30,000 pages (120 MB) the
-/// guard fired during the enrolment and made it 0.15–0.25 s longer (BENCHMARKS.md, round
-/// fifteen).
+/// checkpoints: only a guard, for when the log could not restart (see there). Beside steady
+/// writes the log restarts only once it passes about 240 MB, when no reader holds an older
+/// snapshot: after each commit past it, the runner copies what the checkpoint thread has not
+/// yet copied (up to its interval's writes) and syncs the database file before the commit
+/// returns. An enrolment of 100,000 contacts and their checks write about 170 MB of WAL: at
+/// 30,000 pages (120 MB) the guard fired during the enrolment and made it 0.15–0.25 s longer
+/// (BENCHMARKS.md, round fifteen).
 const WAL_CHECKPOINT_GUARD_PAGES: i64 = 60_000;
 
 impl SqliteStore {
