@@ -1135,7 +1135,8 @@ impl EnrollmentStore for SqliteStore {
         scenario_version: u32,
         e: &Enrollment,
     ) -> Result<(), StoreError> {
-        let state = e.stored_json();
+        // The same values as a launch's or a unit's enrollments written together.
+        let saved = entries::Saved::of(e);
         let written = match expected {
             None => self
                 .conn
@@ -1145,19 +1146,19 @@ impl EnrollmentStore for SqliteStore {
                     e.scenario,
                     scenario_version,
                     e.contact,
-                    e.version as i64,
-                    e.is_running(),
+                    saved.version,
+                    saved.running,
                     ts("entered_at", e.entered_at)?,
-                    state
+                    saved.state
                 ]),
             Some(v) => self
                 .conn
                 .prepare_cached(entries::ENROLLMENT_STEP)?
                 .execute(params![
                     e.id,
-                    e.version as i64,
-                    e.is_running(),
-                    state,
+                    saved.version,
+                    saved.running,
+                    saved.state,
                     v as i64
                 ]),
         };

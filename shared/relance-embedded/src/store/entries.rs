@@ -338,15 +338,15 @@ impl SqliteStore {
 
 /// An enrollment as written: the values of its row that a conflict is told by, and that
 /// every save binds.
-struct Saved<'a> {
-    enrollment: &'a Enrollment,
-    version: i64,
-    running: bool,
-    state: String,
+pub(super) struct Saved<'a> {
+    pub(super) enrollment: &'a Enrollment,
+    pub(super) version: i64,
+    pub(super) running: bool,
+    pub(super) state: String,
 }
 
 impl<'a> Saved<'a> {
-    fn of(enrollment: &'a Enrollment) -> Saved<'a> {
+    pub(super) fn of(enrollment: &'a Enrollment) -> Saved<'a> {
         Saved {
             enrollment,
             version: enrollment.version as i64,
