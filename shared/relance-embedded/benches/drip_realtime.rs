@@ -30,7 +30,10 @@
 //! (as before the outbox thread), `--steps-inline` to compute every step on the runner (as
 //! before the reader thread), `--reader-waited` to have the runner wait for each item the
 //! reader computes (as before it computed the ones not yet handed over; not with
-//! `--steps-inline`).
+//! `--steps-inline`), `--branch-from-profile` for the like-for-like variant: no opens, and the
+//! check branches on a profile field imported with the contacts (`even`), as the peer decides
+//! "opened" from the contact index (the same sends to the same contacts; not the protocol of
+//! the target, which keeps the opens: `BENCHMARKS.md`, round sixteen).
 
 /// The `relance` binary's allocator (cli/src/main.rs), so the bench measures what it runs.
 #[global_allocator]
@@ -90,10 +93,18 @@ const MAX_SLEEP: Duration = Duration::from_millis(500);
 /// Contacts per import call (setup, before t0).
 const IMPORT_CHUNK: usize = 10_000;
 
-fn drip(delay_s: u64) -> String {
+fn drip(delay_s: u64, branch_from_profile: bool) -> String {
     // The reference drip, its day shortened to D.
-    include_str!("../../../examples/reference-drip.yaml")
-        .replace("after: P1D", &format!("after: PT{delay_s}S"))
+    let drip = include_str!("../../../examples/reference-drip.yaml")
+        .replace("after: P1D", &format!("after: PT{delay_s}S"));
+    if branch_from_profile {
+        drip.replace(
+            "if: {opened: first}",
+            "if: {field: even, op: eq, value: true}",
+        )
+    } else {
+        drip
+    }
 }
 
 #[derive(Debug)]
@@ -110,6 +121,7 @@ struct Args {
     outbox_inline: bool,
     steps_inline: bool,
     reader_waited: bool,
+    branch_from_profile: bool,
 }
 
 fn args() -> Res<Args> {
@@ -126,6 +138,7 @@ fn args() -> Res<Args> {
         outbox_inline: false,
         steps_inline: false,
         reader_waited: false,
+        branch_from_profile: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -142,6 +155,7 @@ fn args() -> Res<Args> {
             "--outbox-inline" => a.outbox_inline = true,
             "--steps-inline" => a.steps_inline = true,
             "--reader-waited" => a.reader_waited = true,
+            "--branch-from-profile" => a.branch_from_profile = true,
             "--group-units" => a.group_units = value("--group-units")?.parse()?,
             // `cargo bench` passes --bench to every bench binary.
             "--bench" => {}
@@ -441,14 +455,23 @@ fn run() -> Res<bool> {
     for start in (0..n).step_by(IMPORT_CHUNK) {
         let chunk = (start..(start + IMPORT_CHUNK).min(n))
             .map(|i| {
-                Contact::from_json(json!({"id": contact_id(i), "email": format!("c{i}@x.io"),
-                    "phone": format!("+336{i:08}"), "first_name": "Ana"}))
+                let mut fields = json!({"id": contact_id(i), "email": format!("c{i}@x.io"),
+                    "phone": format!("+336{i:08}"), "first_name": "Ana"});
+                // Like for like: what the peer decides from the index, a field of the profile.
+                if a.branch_from_profile {
+                    fields["even"] = json!(i % 2 == 0);
+                }
+                Contact::from_json(fields)
             })
             .collect::<Result<Vec<_>, _>>()?;
         rt.import(&chunk, Utc::now(), &mut |_| {})?;
     }
     let import_s = setup.elapsed().as_secs_f64();
-    let put = rt.put_scenario(&drip(a.delay_ms / 1000), SourceFormat::Yaml, Utc::now())?;
+    let put = rt.put_scenario(
+        &drip(a.delay_ms / 1000, a.branch_from_profile),
+        SourceFormat::Yaml,
+        Utc::now(),
+    )?;
     rt.set_status(&put.id, Status::Active, Utc::now())?;
     let setup_s = setup.elapsed().as_secs_f64();
     eprintln!("[relance] imported {n} contacts in {import_s:.2} s");
@@ -549,8 +572,14 @@ fn run() -> Res<bool> {
                 launch_done = Instant::now();
                 // Extra work the peer does not do: it decides "opened" from the contact index,
                 // Relance records the engagement and evaluates `if: {opened: first}` from it.
+                // (None in the like-for-like variant, whose check reads the profile instead.)
                 let mut opened = 0;
-                for i in (next..end).filter(|i| i % 2 == 0) {
+                let opens = if a.branch_from_profile {
+                    0..0
+                } else {
+                    next..end
+                };
+                for i in opens.filter(|i| i % 2 == 0) {
                     rt.engagement(
                         EngagementDetail {
                             idempotency_key: None,
@@ -661,10 +690,15 @@ fn run() -> Res<bool> {
             "outbox_delivery": round(outbox_s, 3),
             "sleep": round(sleep_s, 3),
         },
+        "protocol": if a.branch_from_profile { "branch-from-profile" } else { "opens" },
         "extra_work": {
             "engagements": engagements,
             "engagement_s": round(engagement_s, 3),
-            "note": "an \"opened\" engagement for each even contact through Runtime::engagement (one unit of work each, in the launch's group commit); the peer decides \"opened\" from the contact index",
+            "note": if a.branch_from_profile {
+                "none: like for like, the check branches on the profile field `even` (imported before t0), as the peer decides \"opened\" from the contact index; engagement_s is the rounds' commits"
+            } else {
+                "an \"opened\" engagement for each even contact through Runtime::engagement (one unit of work each, in the launch's group commit); the peer decides \"opened\" from the contact index"
+            },
         },
         "setup_s": {"import": round(import_s, 3), "total": round(setup_s, 3)},
         "lateness_ms": {
