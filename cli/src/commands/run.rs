@@ -156,7 +156,27 @@ pub fn run(
             tracing::info!(scenario = %put.id, version = entry.active_version.unwrap_or(put.version), "active");
         }
         if let Some(path) = contacts {
-            import_into(&mut rt, path, clock.now())?;
+            // Said as `relance contacts import` says it: a row refused is never dropped
+            // without a word.
+            let report = import_into(&mut rt, path, clock.now())?;
+            let rejected = report["rejected"].as_array().map_or(&[][..], Vec::as_slice);
+            tracing::info!(
+                file = %path.display(),
+                added = %report["added"],
+                modified = %report["modified"],
+                unchanged = %report["unchanged"],
+                consent_kept = %report["consent_kept"],
+                rejected = rejected.len(),
+                "contacts imported"
+            );
+            for r in rejected {
+                tracing::warn!(
+                    file = %path.display(),
+                    line = %r["line"],
+                    reason = r["reason"].as_str().unwrap_or(""),
+                    "contact row refused"
+                );
+            }
         }
     }
     let mut store =

@@ -212,18 +212,43 @@ pub struct Screened {
     pub kept: Vec<Change>,
 }
 
-/// A consent value as written in a contact (`true`, `"unsubscribed"`, ...), or None.
+/// A consent value as written in a contact (`true`, `"unsubscribed"`, `0`, `"off"`, ...), or
+/// None for anything else. The forms other systems export (1 and 0, yes and no, on and off,
+/// opt-in and opt-out) are all read: an export of 0 for "opted out" must not read as "no
+/// record", which counts as subscribed.
 pub fn parse_subscription(v: &Value) -> Option<bool> {
     match v {
         Value::Bool(b) => Some(*b),
-        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
-            "subscribed" | "true" | "yes" | "opt_in" | "opted_in" => Some(true),
-            "unsubscribed" | "false" | "no" | "opt_out" | "opted_out" => Some(false),
+        Value::Number(n) => match n.as_f64() {
+            Some(1.0) => Some(true),
+            Some(0.0) => Some(false),
+            _ => None,
+        },
+        Value::String(s) => match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+            "subscribed" | "true" | "yes" | "y" | "on" | "1" | "opt_in" | "opted_in" | "optin" => {
+                Some(true)
+            }
+            "unsubscribed" | "false" | "no" | "n" | "off" | "0" | "opt_out" | "opted_out"
+            | "optout" => Some(false),
             _ => None,
         },
         _ => None,
     }
 }
+
+/// True for a value that leaves a communication type without a record: absent, null or an
+/// empty text (an empty CSV cell).
+pub fn is_no_record(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::String(s) => s.trim().is_empty(),
+        _ => false,
+    }
+}
+
+/// The words [`parse_subscription`] reads, for an error that refuses another value.
+pub const CONSENT_VALUES: &str =
+    "true or false, 1 or 0, yes or no, on or off, subscribed or unsubscribed, opt_in or opt_out";
 
 /// True for a field a profile change must not write directly: `subscriptions`,
 /// `subscriptions.<type>` and `suppressed`.
@@ -324,9 +349,18 @@ fn screen_subscription(
             out.applied
                 .push(Change::new(kind, ConsentState::Subscribed));
         }
-        // Not a consent value and no opt-out to protect: written as before, no event.
-        (_, None) => {
+        // No record (null, an empty cell) and no opt-out to protect: written as before, no
+        // event.
+        (_, None) if is_no_record(value) => {
             merged.insert(kind.to_string(), value.clone());
+        }
+        // Not a consent value (input is refused earlier, `Contact::from_json`; this is an
+        // event's property or a scenario's action): not an opt-in, so it counts as an
+        // opt-out, logged as one, rather than as "no record", which would count as subscribed.
+        (_, None) => {
+            merged.insert(kind.to_string(), Value::Bool(false));
+            out.applied
+                .push(Change::new(kind, ConsentState::Unsubscribed));
         }
     }
 }
@@ -801,5 +835,35 @@ mod tests {
                 Change::new("y", ConsentState::Suppressed)
             ]
         );
+    }
+
+    /// A value that is not a consent value, from an event's properties or a scenario's action
+    /// (input refuses it earlier), counts as an opt-out and is logged as one: as "no record"
+    /// it would count as subscribed. Null or an empty text leaves the type without a record.
+    #[test]
+    fn a_value_that_is_not_a_consent_value_opts_out() {
+        let c = Contact::from_json(json!({"id": "a"})).unwrap_or_else(|e| panic!("{e}"));
+        let s = screen(
+            Some(&c),
+            &map(json!({"subscriptions": {"news": "pending"}})),
+        );
+        assert_eq!(s.changes["subscriptions"], json!({"news": false}));
+        assert_eq!(
+            s.applied,
+            vec![Change::new("news", ConsentState::Unsubscribed)]
+        );
+        let s = screen(Some(&c), &map(json!({"subscriptions.news": 7})));
+        assert_eq!(
+            s.applied,
+            vec![Change::new("news", ConsentState::Unsubscribed)]
+        );
+        let s = screen(
+            Some(&c),
+            &map(json!({"subscriptions": {"news": null, "sms": ""}})),
+        );
+        assert!(s.applied.is_empty() && s.kept.is_empty(), "{s:?}");
+        assert_eq!(parse_subscription(&json!("0")), Some(false));
+        assert_eq!(parse_subscription(&json!(1)), Some(true));
+        assert_eq!(parse_subscription(&json!(0.5)), None);
     }
 }

@@ -67,6 +67,12 @@ pub enum ContactError {
         key: &'static str,
         why: &'static str,
     },
+    /// A communication type's consent that is not a consent value.
+    #[error(
+        "\"subscriptions.{kind}\": {value} is not a consent value (one of {})",
+        crate::consent::CONSENT_VALUES
+    )]
+    Consent { kind: String, value: String },
 }
 
 /// The reserved keys other than `id`, in the order their checks run: when several are wrong,
@@ -177,6 +183,9 @@ impl Contact {
                 key: RESERVED[rank],
                 why,
             });
+        }
+        if addresses == Addresses::Check {
+            Contact::check_consent_values(&fields)?;
         }
         Ok(Contact::new(fields, id))
     }
@@ -319,10 +328,42 @@ impl Contact {
     }
 
     /// The recorded consent for a communication type: `Some(true)` subscribed,
-    /// `Some(false)` unsubscribed, `None` no record.
+    /// `Some(false)` unsubscribed, `None` no record. A stored value that is not a consent
+    /// value (input refuses those now; an older build wrote them as they came) is not an
+    /// opt-in, so it reads as unsubscribed, not as "no record", which counts as subscribed.
     pub fn subscription(&self, kind: &str) -> Option<bool> {
         let v = self.0.fields.get("subscriptions")?.as_object()?.get(kind)?;
-        crate::consent::parse_subscription(v)
+        if crate::consent::is_no_record(v) {
+            return None;
+        }
+        Some(crate::consent::parse_subscription(v).unwrap_or(false))
+    }
+
+    /// The first consent value of `subscriptions` (or of a `subscriptions.<type>` key) that
+    /// is neither a consent value nor "no record": input must say opt-in or opt-out.
+    fn check_consent_values(fields: &Map<String, Value>) -> Result<(), ContactError> {
+        let wrong = |kind: &str, v: &Value| {
+            (!crate::consent::is_no_record(v) && crate::consent::parse_subscription(v).is_none())
+                .then(|| ContactError::Consent {
+                    kind: kind.to_string(),
+                    value: v.to_string(),
+                })
+        };
+        for (key, value) in fields {
+            let found = if key == "subscriptions" {
+                value
+                    .as_object()
+                    .and_then(|subs| subs.iter().find_map(|(kind, v)| wrong(kind, v)))
+            } else if let Some(kind) = key.strip_prefix("subscriptions.") {
+                wrong(kind, value)
+            } else {
+                None
+            };
+            if let Some(e) = found {
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -588,6 +629,9 @@ mod tests {
         for (k, v) in kept {
             fields.insert(k.to_string(), v);
         }
+        if !stored {
+            Contact::check_consent_values(&fields)?;
+        }
         Ok(Contact::new(fields, id))
     }
 
@@ -650,6 +694,51 @@ mod tests {
             Contact::from_json(json!({"id": 42})).map(|c| c.id().to_string()),
             Ok("42".to_string())
         );
+    }
+
+    /// Input says opt-in or opt-out for each communication type, in any of the forms other
+    /// systems export; anything else is refused with the type and the value, because "no
+    /// record" counts as subscribed. A stored value that is not one reads as unsubscribed.
+    #[test]
+    fn consent_values_are_read_in_every_form_and_others_are_refused() {
+        for (value, want) in [
+            (json!(false), Some(false)),
+            (json!(0), Some(false)),
+            (json!("0"), Some(false)),
+            (json!("off"), Some(false)),
+            (json!("N"), Some(false)),
+            (json!("opt-out"), Some(false)),
+            (json!(" Unsubscribed "), Some(false)),
+            (json!(1), Some(true)),
+            (json!("yes"), Some(true)),
+            (json!("Opt-In"), Some(true)),
+            (json!(null), None),
+            (json!(""), None),
+        ] {
+            let c =
+                Contact::from_json(json!({"id": "a", "subscriptions": {"news": value.clone()}}))
+                    .unwrap_or_else(|e| panic!("{value}: {e}"));
+            assert_eq!(c.subscription("news"), want, "{value}");
+        }
+        for value in [json!("maybe"), json!(2), json!({"x": 1}), json!([false])] {
+            let refused =
+                Contact::from_json(json!({"id": "a", "subscriptions": {"news": value.clone()}}));
+            let Err(e) = refused else {
+                panic!("{value} was accepted")
+            };
+            assert!(
+                e.to_string().starts_with(&format!(
+                    "\"subscriptions.news\": {value} is not a consent value"
+                )),
+                "{e}"
+            );
+            // The dotted form is held to the same rule.
+            assert!(Contact::from_json(json!({"id": "a", "subscriptions.news": value})).is_err());
+        }
+        // Stored by an older build as it came: not an opt-in, so not subscribed.
+        let stored = Contact::from_stored(json!({"id": "a", "subscriptions": {"news": "pending"}}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(stored.subscription("news"), Some(false));
     }
 
     #[test]

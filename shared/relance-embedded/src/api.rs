@@ -339,6 +339,7 @@ async fn post_contact(State(h): State<RuntimeHandle>, body: Bytes) -> ApiResult 
             ContactError::MissingId => "contact.id".to_string(),
             ContactError::Reserved { key, .. } => format!("contact.{key}"),
             ContactError::NotAnObject => "contact".to_string(),
+            ContactError::Consent { kind, .. } => format!("contact.subscriptions.{kind}"),
         };
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -217,12 +217,71 @@ fn parse_csv(bytes: &[u8]) -> (Vec<(u64, Contact)>, Vec<Rejected>) {
                 continue;
             }
         };
-        for (k, v) in nested {
-            contact.set_field(&k, v);
+        if !nested.is_empty() {
+            for (k, v) in nested {
+                contact.set_field(&k, v);
+            }
+            // The nested values are held to the same checks (`subscriptions.news` = "0" is an
+            // opt-out; "maybe" is refused, not stored as "no record", which counts as
+            // subscribed).
+            if let Err(e) = Contact::from_json(Value::Object(contact.fields().clone())) {
+                rejected.push(Rejected {
+                    line,
+                    reason: e.to_string(),
+                });
+                continue;
+            }
         }
         ok.push((line, contact));
     }
+    // A quoted field still open at the end of the file: the reader took every line after its
+    // quote as part of it, so the last row would carry the rest of the file in one value
+    // and the rows in it would be lost without a word. That row is refused instead.
+    if let Some(opened) = unclosed_quote_line(bytes)
+        && let Some((line, _)) = ok.last()
+        && *line <= opened
+    {
+        let line = *line;
+        ok.pop();
+        rejected.push(Rejected {
+            line,
+            reason: format!(
+                "a quoted field opened on line {opened} is never closed: every line after it would be part of one value (close the quote, or double a quote inside a quoted field)"
+            ),
+        });
+    }
     (ok, rejected)
+}
+
+/// The line where a quoted field opens and is still open at the end of `bytes`, as the CSV
+/// reader reads it: a quote opens a field only at its start (after a comma or a line break),
+/// and inside one a doubled quote is a quote.
+fn unclosed_quote_line(bytes: &[u8]) -> Option<u64> {
+    let (mut line, mut opened_at) = (1u64, None);
+    let mut at_field_start = true;
+    let mut in_quotes = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_quotes {
+            if b == b'"' {
+                if bytes.get(i + 1) == Some(&b'"') {
+                    i += 1;
+                } else {
+                    in_quotes = false;
+                }
+            }
+        } else if b == b'"' && at_field_start {
+            in_quotes = true;
+            opened_at = Some(line);
+        }
+        if b == b'\n' {
+            line += 1;
+        }
+        at_field_start = !in_quotes && matches!(b, b',' | b'\n' | b'\r');
+        i += 1;
+    }
+    if in_quotes { opened_at } else { None }
 }
 
 /// The counts of an import, as printed and as the API returns them.
@@ -242,6 +301,7 @@ pub fn report(results: &[crate::runtime::ImportedContact], rejected: &[Rejected]
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn csv_rows_become_contacts_and_bad_rows_say_why() {
@@ -270,6 +330,62 @@ mod tests {
         assert_eq!(
             rejected.iter().map(|r| r.line).collect::<Vec<_>>(),
             vec![3, 4]
+        );
+    }
+
+    /// A stray opening quote would swallow every later row into one value: the row is refused
+    /// with the line of the quote, and the rows before it stay. Quoted fields that close,
+    /// across lines and with doubled quotes, are not touched.
+    #[test]
+    fn hostile_unclosed_quote_refuses_its_row_not_the_rest_silently() {
+        let (ok, rejected) = parse_contacts(
+            "id,email,city\nq0,q0@x.org,Lyon\nq1,q1@x.org,\"Lyon\nq2,q2@x.org,Paris\nq3,q3@x.org,Nice\n",
+            ContactsFormat::Csv,
+        );
+        assert_eq!(ok.iter().map(|(_, c)| c.id()).collect::<Vec<_>>(), ["q0"]);
+        assert_eq!(rejected.len(), 1, "{rejected:?}");
+        assert_eq!(rejected[0].line, 3);
+        assert!(
+            rejected[0]
+                .reason
+                .contains("opened on line 3 is never closed"),
+            "{}",
+            rejected[0].reason
+        );
+        let (ok, rejected) = parse_contacts(
+            "id,note\na,\"two\nlines, \"\"quoted\"\"\"\nb,x\"y\n",
+            ContactsFormat::Csv,
+        );
+        assert!(rejected.is_empty(), "{rejected:?}");
+        assert_eq!(ok.len(), 2);
+        assert_eq!(
+            ok[0].1.field("note"),
+            Some(&json!("two\nlines, \"quoted\""))
+        );
+    }
+
+    /// A CSV's `subscriptions.<type>` column is read as consent: "0" is an opt-out, and a
+    /// value that is not a consent value refuses the row (as "no record" it would count as
+    /// subscribed).
+    #[test]
+    fn hostile_consent_columns_are_checked() {
+        let (ok, rejected) = parse_contacts(
+            "id,subscriptions.news\na,0\nb,off\nc,maybe\nd,\n",
+            ContactsFormat::Csv,
+        );
+        let ids: Vec<&str> = ok.iter().map(|(_, c)| c.id()).collect();
+        assert_eq!(ids, ["a", "b", "d"]);
+        assert_eq!(ok[0].1.subscription("news"), Some(false));
+        assert_eq!(ok[1].1.subscription("news"), Some(false));
+        assert_eq!(ok[2].1.subscription("news"), None);
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].line, 4);
+        assert!(
+            rejected[0]
+                .reason
+                .contains("\"subscriptions.news\": \"maybe\" is not a consent value"),
+            "{}",
+            rejected[0].reason
         );
     }
 
