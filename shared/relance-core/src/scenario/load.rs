@@ -108,17 +108,115 @@ pub fn parse_document(text: &str, format: Format) -> Result<Value, Problem> {
             )
             .at(e.line(), e.column())
         }),
-        Format::Yaml => serde_yaml::from_str::<Value>(text).map_err(|e| {
-            let p = Problem::error(
-                "",
-                format!("YAML syntax: {}", strip_position(&e.to_string())),
-            );
-            match e.location() {
-                Some(loc) => p.at(loc.line(), loc.column()),
-                None => p,
-            }
-        }),
+        Format::Yaml => {
+            flow_depth_within(text, MAX_FLOW_NESTING)?;
+            yaml_document(text)
+        }
     }
+}
+
+/// The deepest nesting of flow collections (`[..]`, `{..}`) a YAML document may have: the
+/// YAML reader's own limit (deeper fails after parsing anyway). Checked before parsing, in one
+/// pass, because the parser's time grows with the square of the nesting: 200 KB of `[` held
+/// it for minutes (and, on the API, the runner with it).
+const MAX_FLOW_NESTING: usize = 128;
+
+/// Refuses a YAML text whose flow collections nest deeper than `max`, naming the line and
+/// column of the first bracket past it. A linear scan that follows what opens a collection
+/// or a quoted scalar (only where a node may start: a line's start, after `: `, `- `, `? `,
+/// `,` or another bracket) and skips comments and quoted text, so brackets inside a plain or
+/// quoted text do not count.
+fn flow_depth_within(text: &str, max: usize) -> Result<(), Problem> {
+    let bytes = text.as_bytes();
+    let (mut line, mut column) = (1usize, 0usize);
+    let mut depth = 0usize;
+    // Whether a node may start here: only whitespace since a line start or an indicator.
+    let mut node_start = true;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        column += 1;
+        match b {
+            b'\n' => {
+                line += 1;
+                column = 0;
+                node_start = true;
+            }
+            b' ' | b'\t' | b'\r' => {}
+            b'#' if i == 0 || matches!(bytes[i - 1], b' ' | b'\t' | b'\n' | b'\r') => {
+                while i + 1 < bytes.len() && bytes[i + 1] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'[' | b'{' if node_start || depth > 0 => {
+                depth += 1;
+                if depth > max {
+                    return Err(Problem::error(
+                        "",
+                        format!("YAML syntax: collections nested deeper than {max} levels"),
+                    )
+                    .at(line, column));
+                }
+                node_start = true;
+            }
+            b']' | b'}' if depth > 0 => {
+                depth -= 1;
+                node_start = false;
+            }
+            b',' if depth > 0 => node_start = true,
+            b'\'' | b'"' if node_start => {
+                // A quoted scalar: to its closing quote ('' and \" stay inside).
+                let quote = b;
+                i += 1;
+                while i < bytes.len() {
+                    let c = bytes[i];
+                    if c == b'\n' {
+                        line += 1;
+                        column = 0;
+                    } else {
+                        column += 1;
+                    }
+                    if quote == b'"' && c == b'\\' {
+                        i += 2;
+                        column += 1;
+                        continue;
+                    }
+                    if c == quote {
+                        if quote == b'\'' && bytes.get(i + 1) == Some(&b'\'') {
+                            i += 2;
+                            column += 1;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+                node_start = false;
+            }
+            b':' | b'-' | b'?'
+                if matches!(bytes.get(i + 1), None | Some(b' ' | b'\t' | b'\n' | b'\r')) =>
+            {
+                node_start = true;
+            }
+            _ => node_start = false,
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// A YAML text parsed, its syntax errors with line and column.
+fn yaml_document(text: &str) -> Result<Value, Problem> {
+    serde_yaml::from_str::<Value>(text).map_err(|e| {
+        let p = Problem::error(
+            "",
+            format!("YAML syntax: {}", strip_position(&e.to_string())),
+        );
+        match e.location() {
+            Some(loc) => p.at(loc.line(), loc.column()),
+            None => p,
+        }
+    })
 }
 
 fn strip_position(message: &str) -> String {

@@ -1384,3 +1384,41 @@ fn a_winner_with_a_bad_part_still_has_its_metric_checked() {
         listing(&r)
     );
 }
+
+/// Flow collections nested past the YAML reader's limit are refused before it parses them:
+/// its time grows with the square of the nesting (200 KB of `[` held `relance validate` and
+/// the API's runner for minutes). The error names the line and column of the first bracket
+/// past the limit; brackets in quoted or plain text and in comments do not count.
+#[test]
+fn hostile_deep_flow_nesting_is_refused_before_parsing() {
+    let deep = format!(
+        "id: x\nname: {}{}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let r = yaml(&deep);
+    let p = error_with(&r, "collections nested deeper than 128 levels");
+    assert_eq!((p.line, p.column), (Some(2), Some(135)), "{p}");
+    let maps = format!(
+        "id: x\nname: {}1{}\n",
+        "{a: ".repeat(50_000),
+        "}".repeat(50_000)
+    );
+    error_with(&yaml(&maps), "collections nested deeper than 128 levels");
+
+    // Within the limit the reader parses as before (here: a scenario without steps).
+    let ok = format!("id: x\nname: {}{}\n", "[".repeat(128), "]".repeat(128));
+    assert!(
+        !listing(&yaml(&ok)).contains("nested deeper"),
+        "{}",
+        listing(&yaml(&ok))
+    );
+    // Brackets in text are text, however many.
+    let texts = format!(
+        "id: x # {comment}\nlaunch: {{type: manual}}\naudience: {{all: true}}\nmessages:\n  a: {{channel: email, subject: \"{quoted}\", text: 'it''s {quoted}'}}\n  b:\n    channel: email\n    subject: plain{quoted}\n    text: |\n      it's {quoted}\nsteps:\n  - {{id: first, send: a, next: second}}\n  - {{id: second, send: b, next: done}}\n  - {{id: done, end: success}}\n",
+        comment = "[".repeat(300),
+        quoted = "[{".repeat(300),
+    );
+    let r = yaml(&texts);
+    assert_eq!(r.errors(), 0, "{}", listing(&r));
+}
