@@ -101,13 +101,15 @@ pub fn merge_shared_messages(doc: &mut Value, shared: &Map<String, Value>) -> Ve
 /// Parses the text into a JSON value, reporting syntax errors with line and column.
 pub fn parse_document(text: &str, format: Format) -> Result<Value, Problem> {
     match format {
-        Format::Json => serde_json::from_str::<Value>(text).map_err(|e| {
-            Problem::error(
-                "",
-                format!("JSON syntax: {}", strip_position(&e.to_string())),
-            )
-            .at(e.line(), e.column())
-        }),
+        Format::Json => serde_json::from_str::<Unique>(text)
+            .map(|u| u.0)
+            .map_err(|e| {
+                Problem::error(
+                    "",
+                    format!("JSON syntax: {}", strip_position(&e.to_string())),
+                )
+                .at(e.line(), e.column())
+            }),
         Format::Yaml => {
             flow_depth_within(text, MAX_FLOW_NESTING)?;
             yaml_document(text)
@@ -207,16 +209,87 @@ fn flow_depth_within(text: &str, max: usize) -> Result<(), Problem> {
 
 /// A YAML text parsed, its syntax errors with line and column.
 fn yaml_document(text: &str) -> Result<Value, Problem> {
-    serde_yaml::from_str::<Value>(text).map_err(|e| {
-        let p = Problem::error(
-            "",
-            format!("YAML syntax: {}", strip_position(&e.to_string())),
-        );
-        match e.location() {
-            Some(loc) => p.at(loc.line(), loc.column()),
-            None => p,
+    serde_yaml::from_str::<Unique>(text)
+        .map(|u| u.0)
+        .map_err(|e| {
+            let p = Problem::error(
+                "",
+                format!("YAML syntax: {}", strip_position(&e.to_string())),
+            );
+            match e.location() {
+                Some(loc) => p.at(loc.line(), loc.column()),
+                None => p,
+            }
+        })
+}
+
+/// A document's value with every mapping's keys checked unique: a key written twice is an
+/// error (its line and column are the second's), where reading straight into a `Value` kept
+/// the last one without a word (`audience` twice: the first audience silently gone).
+struct Unique(Value);
+
+impl<'de> Deserialize<'de> for Unique {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueVisitor).map(Unique)
+    }
+}
+
+/// Builds the same `Value` as `serde_json`'s own visitor, refusing a repeated key.
+struct UniqueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        Unique::deserialize(d).map(|u| u.0)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Unique(item)) = seq.next_element()? {
+            items.push(item);
         }
-    })
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut values = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if values.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "duplicate key {key:?}: each key once (the second would silently replace the first)"
+                )));
+            }
+            let Unique(value) = map.next_value()?;
+            values.insert(key, value);
+        }
+        Ok(Value::Object(values))
+    }
 }
 
 fn strip_position(message: &str) -> String {

@@ -1422,3 +1422,19 @@ fn hostile_deep_flow_nesting_is_refused_before_parsing() {
     let r = yaml(&texts);
     assert_eq!(r.errors(), 0, "{}", listing(&r));
 }
+
+/// A key written twice in a mapping is an error, in YAML and in JSON: read into a value, the
+/// second replaced the first without a word (`audience` twice: the first audience gone).
+#[test]
+fn hostile_duplicate_keys_are_refused() {
+    let top = "id: t\nlaunch: {type: manual}\naudience: {all: true}\naudience: {criteria: {field: vip, op: eq, value: true}}\nmessages:\n  m: {channel: email, subject: Hi, text: Hi}\nsteps:\n  - {id: a, send: m, next: b}\n  - {id: b, end: success}\n";
+    error_with(&yaml(top), "duplicate key \"audience\"");
+    let nested = "id: t\nlaunch: {type: manual}\naudience: {all: true}\nmessages:\n  m: {channel: email, subject: Hi, text: Hi}\nsteps:\n  - {id: a, send: m, next: b, next: c}\n  - {id: b, end: success}\n  - {id: c, end: success}\n";
+    let report = yaml(nested);
+    let p = error_with(&report, "duplicate key \"next\"");
+    assert!(p.message.contains("steps[0]"), "{p}");
+    assert_eq!(p.line, Some(7), "{p}");
+    let json = check_text(r#"{"id": "t1", "id": "t2"}"#, Format::Json);
+    let p = error_with(&json, "duplicate key \"id\"");
+    assert_eq!(p.line, Some(1), "{p}");
+}
