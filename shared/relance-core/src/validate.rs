@@ -38,15 +38,21 @@ pub fn check_text_with_messages(
     format: Format,
     shared: Option<&serde_json::Map<String, serde_json::Value>>,
 ) -> Report {
-    let mut doc = match scenario::parse_document(text, format) {
-        Ok(doc) => doc,
-        Err(p) => {
-            return Report {
-                scenario: None,
-                problems: vec![p],
-            };
-        }
-    };
+    match scenario::parse_document(text, format) {
+        Ok(doc) => check_document(text, doc, shared),
+        Err(p) => Report {
+            scenario: None,
+            problems: vec![p],
+        },
+    }
+}
+
+/// The checks of [`check_text_with_messages`] on `text`'s document, already read.
+fn check_document(
+    text: &str,
+    mut doc: serde_json::Value,
+    shared: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> Report {
     if let Some(shared) = shared {
         scenario::merge_shared_messages(&mut doc, shared);
     }
@@ -103,6 +109,20 @@ fn cap_problems(problems: &mut Vec<Problem>) -> Option<Problem> {
 /// Parses a scenario that must have no error (warnings are returned alongside).
 pub fn parse(text: &str, format: Format) -> Result<(Scenario, Vec<Problem>), Vec<Problem>> {
     let report = check_text(text, format);
+    match report.scenario {
+        Some(s) => Ok((s, report.problems)),
+        None => Err(report.problems),
+    }
+}
+
+/// [`parse`] for a version a store kept: its document read as the build that stored it read
+/// it, a key written twice keeping its last value (input refuses those since; a version
+/// stored before must still run its enrollments).
+pub fn parse_stored(text: &str, format: Format) -> Result<(Scenario, Vec<Problem>), Vec<Problem>> {
+    let report = match scenario::parse_stored_document(text, format) {
+        Ok(doc) => check_document(text, doc, None),
+        Err(p) => return Err(vec![p]),
+    };
     match report.scenario {
         Some(s) => Ok((s, report.problems)),
         None => Err(report.problems),

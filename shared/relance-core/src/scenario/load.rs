@@ -117,6 +117,23 @@ pub fn parse_document(text: &str, format: Format) -> Result<Value, Problem> {
     }
 }
 
+/// [`parse_document`] for a text a store kept: a key written twice keeps its last value, as
+/// every build before duplicate keys were refused read it (see `validate::parse_stored`).
+pub fn parse_stored_document(text: &str, format: Format) -> Result<Value, Problem> {
+    let reread = |message: String| Problem::error("", message);
+    match format {
+        Format::Json => serde_json::from_str::<Value>(text).map_err(|e| {
+            reread(format!("JSON syntax: {}", strip_position(&e.to_string())))
+                .at(e.line(), e.column())
+        }),
+        Format::Yaml => {
+            flow_depth_within(text, MAX_FLOW_NESTING)?;
+            serde_yaml::from_str::<Value>(text)
+                .map_err(|e| reread(format!("YAML syntax: {}", strip_position(&e.to_string()))))
+        }
+    }
+}
+
 /// The deepest nesting of flow collections (`[..]`, `{..}`) a YAML document may have: the
 /// YAML reader's own limit (deeper fails after parsing anyway). Checked before parsing, in one
 /// pass, because the parser's time grows with the square of the nesting: 200 KB of `[` held

@@ -17,7 +17,7 @@ pub use launch::{
 };
 pub use load::{
     Format, Loaded, MESSAGE_KEYS, ScenarioFile, TOP_KEYS, from_value, merge_shared_messages,
-    parse_document, parse_shared_messages,
+    parse_document, parse_shared_messages, parse_stored_document,
 };
 pub(crate) use load::{quiet_hours, suggest, typed};
 pub use model::*;

@@ -1437,4 +1437,10 @@ fn hostile_duplicate_keys_are_refused() {
     let json = check_text(r#"{"id": "t1", "id": "t2"}"#, Format::Json);
     let p = error_with(&json, "duplicate key \"id\"");
     assert_eq!(p.line, Some(1), "{p}");
+    // A version a store kept from before still reads, the last value kept, so that its
+    // enrollments run on.
+    let (kept, _) =
+        relance_core::validate::parse_stored(top, Format::Yaml).unwrap_or_else(|p| panic!("{p:?}"));
+    assert_eq!(kept.steps.len(), 2);
+    assert!(relance_core::validate::parse(top, Format::Yaml).is_err());
 }

@@ -131,7 +131,7 @@ where
         .map_err(store_err)?
         .ok_or_else(|| RuntimeError::UnknownScenario(id.to_string()))?;
     let (scenario, _) =
-        validate::parse(&source.text, source.format.into()).map_err(|problems| {
+        validate::parse_stored(&source.text, source.format.into()).map_err(|problems| {
             RuntimeError::Invalid {
                 id: id.to_string(),
                 problems,
