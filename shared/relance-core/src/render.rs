@@ -701,8 +701,16 @@ fn reason(e: &minijinja::Error) -> String {
     match e.kind() {
         ErrorKind::OutOfFuel => format!("template fuel exhausted (more than {FUEL} instructions)"),
         minijinja::ErrorKind::UndefinedError => {
+            // Which placeholder: the text of the expression that failed, from the template.
+            let placeholder = e
+                .template_source()
+                .zip(e.range())
+                .and_then(|(source, range)| source.get(range))
+                .map(str::trim)
+                .filter(|p| !p.is_empty());
             format!(
-                "a placeholder names a field the contact does not have{}",
+                "a placeholder names a field the contact does not have{}{}",
+                placeholder.map(|p| format!(": `{p}`")).unwrap_or_default(),
                 e.detail().map(|d| format!(" ({d})")).unwrap_or_default()
             )
         }
@@ -953,6 +961,8 @@ mod tests {
             .unwrap_or_else(|| panic!("should fail"));
         assert_eq!(e.part, "subject");
         assert!(e.reason.contains("does not have"), "{}", e.reason);
+        // The error says which placeholder.
+        assert!(e.reason.contains("`contact.first_name`"), "{}", e.reason);
         assert_eq!(
             t.render("b", &m["b"], &c, "s").ok().and_then(|r| r.subject),
             Some("Hi there".into())
