@@ -658,7 +658,19 @@ fn check_launch(s: &Scenario, out: &mut Vec<Problem>) {
     if let Launch::FixedDates(dates) = &s.launch {
         let mut seen = HashSet::new();
         for (i, d) in dates.iter().enumerate() {
-            if !seen.insert(d.resolve(s.timezone)) {
+            // The store keeps instants up to the end of 9999 (UTC): a later date could never
+            // be scheduled (activating failed then, naming no date).
+            let at = d.resolve(s.timezone);
+            if at > crate::instant::max() {
+                out.push(Problem::error(
+                    format!("launch.dates[{i}]"),
+                    format!(
+                        "this date is {} in UTC, after 9999-12-31T23:59:59Z, the last instant Relance keeps",
+                        at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ),
+                ));
+            }
+            if !seen.insert(at) {
                 out.push(Problem::warning(
                     format!("launch.dates[{i}]"),
                     "this date is listed twice; it runs once",

@@ -1444,3 +1444,16 @@ fn hostile_duplicate_keys_are_refused() {
     assert_eq!(kept.steps.len(), 2);
     assert!(relance_core::validate::parse(top, Format::Yaml).is_err());
 }
+
+/// A fixed date past the last instant the store keeps (the end of 9999 in UTC, here through
+/// the scenario's zone) is an error naming the date, not a failure at activation.
+#[test]
+fn hostile_fixed_date_past_9999_is_refused() {
+    let text = "id: late\ntimezone: America/New_York\nlaunch: {type: fixed_dates, fixed_dates: {dates: [\"2030-01-01T09:00\", \"9999-12-31T23:59\"]}}\naudience: {all: true}\nmessages:\n  m: {channel: email, subject: Hi, text: Hi}\nsteps:\n  - {id: a, send: m, next: done}\n  - {id: done, end: success}\n";
+    let r = yaml(text);
+    let p = error_with(&r, "after 9999-12-31T23:59:59Z");
+    assert_eq!(p.path, "launch.dates[1]");
+    assert!(p.message.contains("+10000-01-01T04:59:00Z"), "{p}");
+    // The same date in UTC is the last minute the store keeps: fine.
+    assert_eq!(yaml(&text.replace("America/New_York", "UTC")).errors(), 0);
+}
