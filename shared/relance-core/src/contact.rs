@@ -186,8 +186,28 @@ impl Contact {
         }
         if addresses == Addresses::Check {
             Contact::check_consent_values(&fields)?;
+            Contact::check_timezone(&fields)?;
         }
         Ok(Contact::new(fields, id))
+    }
+
+    /// Input's `timezone` names a time zone (or is empty): one that does not (`Mars/Base`)
+    /// was taken and the scenario's zone used instead, without a word.
+    fn check_timezone(fields: &Map<String, Value>) -> Result<(), ContactError> {
+        let wrong = match fields.get("timezone") {
+            None | Some(Value::Null) => false,
+            Some(Value::String(s)) => {
+                !s.trim().is_empty() && s.trim().parse::<chrono_tz::Tz>().is_err()
+            }
+            Some(_) => true,
+        };
+        if wrong {
+            return Err(ContactError::Reserved {
+                key: "timezone",
+                why: "is not a time zone: an IANA name such as Europe/Paris or America/New_York",
+            });
+        }
+        Ok(())
     }
 
     /// A contact with only an id.
@@ -275,7 +295,7 @@ impl Contact {
 
     /// The contact's own time zone, when it names a valid one.
     pub fn timezone(&self) -> Option<Tz> {
-        self.text("timezone").and_then(|s| s.parse().ok())
+        self.text("timezone").and_then(|s| s.trim().parse().ok())
     }
 
     /// Names in a list field (groups, tags, personas).
@@ -631,6 +651,7 @@ mod tests {
         }
         if !stored {
             Contact::check_consent_values(&fields)?;
+            Contact::check_timezone(&fields)?;
         }
         Ok(Contact::new(fields, id))
     }
@@ -735,6 +756,14 @@ mod tests {
             // The dotted form is held to the same rule.
             assert!(Contact::from_json(json!({"id": "a", "subscriptions.news": value})).is_err());
         }
+        // A time zone that is not one is refused too (the scenario's was used without a word).
+        let zone = Contact::from_json(json!({"id": "a", "timezone": "Mars/Base"}));
+        assert_eq!(
+            zone.err().map(|e| e.to_string()),
+            Some("\"timezone\" is not a time zone: an IANA name such as Europe/Paris or America/New_York".into())
+        );
+        assert!(Contact::from_json(json!({"id": "a", "timezone": "Europe/Paris"})).is_ok());
+        assert!(Contact::from_json(json!({"id": "a", "timezone": ""})).is_ok());
         // Stored by an older build as it came: not an opt-in, so not subscribed.
         let stored = Contact::from_stored(json!({"id": "a", "subscriptions": {"news": "pending"}}))
             .unwrap_or_else(|e| panic!("{e}"));
