@@ -206,6 +206,21 @@ async fn put_scenario(
 ) -> ApiResult {
     let text = utf8(&body)?;
     let format = scenario_format(&headers);
+    // Read first off the runner, under the validations' deadline: a document that does not
+    // read is refused as the runner would refuse it (it stores nothing), and one that takes
+    // long to read never holds the runner, which every other request waits on.
+    let (text, read) = off_the_runner(move || {
+        let read = relance_core::scenario::parse_document(&text, format.into()).map(|_| ());
+        (text, read)
+    })
+    .await?;
+    if let Err(problem) = read {
+        return Err(RuntimeError::Invalid {
+            id: String::new(),
+            problems: vec![problem],
+        }
+        .into());
+    }
     let outcome = h
         .call(move |rt, now| rt.put_scenario(&text, format, now))
         .await??;
@@ -226,9 +241,11 @@ const VALIDATION_SLOTS: usize = 2;
 const VALIDATION_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 static VALIDATIONS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(VALIDATION_SLOTS);
 
-async fn validate_scenario(headers: HeaderMap, body: Bytes) -> ApiResult {
-    let text = utf8(&body)?;
-    let format = scenario_format(&headers).into();
+/// Runs `work` (reading or validating a scenario) on a blocking thread in one of the
+/// validation slots, under their deadline (503 past it).
+async fn off_the_runner<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
     let busy = || {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -236,13 +253,13 @@ async fn validate_scenario(headers: HeaderMap, body: Bytes) -> ApiResult {
             None,
         )
     };
-    let work = async {
+    let slot_and_work = async {
         let permit = VALIDATIONS.acquire().await.map_err(|_| busy())?;
         // The slot is held by the blocking work itself, so a request that gave up still
         // counts until its validation ends: at most VALIDATION_SLOTS run at any time.
         tokio::task::spawn_blocking(move || {
             let _slot = permit;
-            validate::check_text(&text, format)
+            work()
         })
         .await
         .map_err(|e| {
@@ -253,9 +270,15 @@ async fn validate_scenario(headers: HeaderMap, body: Bytes) -> ApiResult {
             )
         })
     };
-    let report = tokio::time::timeout(VALIDATION_DEADLINE, work)
+    tokio::time::timeout(VALIDATION_DEADLINE, slot_and_work)
         .await
-        .map_err(|_| busy())??;
+        .map_err(|_| busy())?
+}
+
+async fn validate_scenario(headers: HeaderMap, body: Bytes) -> ApiResult {
+    let text = utf8(&body)?;
+    let format = scenario_format(&headers).into();
+    let report = off_the_runner(move || validate::check_text(&text, format)).await?;
     ok(
         StatusCode::OK,
         json!({"errors": report.errors(), "problems": report.problems}),

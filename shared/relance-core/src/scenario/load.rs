@@ -143,8 +143,9 @@ const MAX_FLOW_NESTING: usize = 128;
 /// Refuses a YAML text whose flow collections nest deeper than `max`, naming the line and
 /// column of the first bracket past it. A linear scan that follows what opens a collection
 /// or a quoted scalar (only where a node may start: a line's start, after `: `, `- `, `? `,
-/// `,` or another bracket) and skips comments and quoted text, so brackets inside a plain or
-/// quoted text do not count.
+/// `,`, another bracket, a colon inside brackets, an anchor or a tag) and skips comments and
+/// quoted text, so brackets inside a plain or quoted text do not count. The API also parses
+/// a scenario off the runner, under a deadline, before the runner sees it.
 fn flow_depth_within(text: &str, max: usize) -> Result<(), Problem> {
     let bytes = text.as_bytes();
     let (mut line, mut column) = (1usize, 0usize);
@@ -183,6 +184,20 @@ fn flow_depth_within(text: &str, max: usize) -> Result<(), Problem> {
                 node_start = false;
             }
             b',' if depth > 0 => node_start = true,
+            // An anchor or a tag before a node (`&x '..'`, `!!str "..."`): the node starts
+            // after it. An alias is a whole node.
+            b'&' | b'!' | b'*' if node_start => {
+                while i + 1 < bytes.len()
+                    && !matches!(
+                        bytes[i + 1],
+                        b' ' | b'\t' | b'\n' | b'\r' | b',' | b'[' | b']' | b'{' | b'}'
+                    )
+                {
+                    i += 1;
+                    column += 1;
+                }
+                node_start = b != b'*';
+            }
             b'\'' | b'"' if node_start => {
                 // A quoted scalar: to its closing quote ('' and \" stay inside).
                 let quote = b;
@@ -217,6 +232,8 @@ fn flow_depth_within(text: &str, max: usize) -> Result<(), Problem> {
             {
                 node_start = true;
             }
+            // In a flow collection a value may follow its key's colon at once (`{"a":"b"}`).
+            b':' if depth > 0 => node_start = true,
             _ => node_start = false,
         }
         i += 1;

@@ -1405,6 +1405,12 @@ fn hostile_deep_flow_nesting_is_refused_before_parsing() {
         "}".repeat(50_000)
     );
     error_with(&yaml(&maps), "collections nested deeper than 128 levels");
+    // Quotes after an anchor, a tag, or a colon inside brackets are quoted text: a bracket in
+    // them does not close anything (the nesting was hidden that way).
+    for each in ["[&x ']', ", "[!!str ']', ", "[{\"k\":\"]\"}, "] {
+        let hidden = format!("a: {}1{}\n", each.repeat(5_000), "]".repeat(5_000));
+        error_with(&yaml(&hidden), "collections nested deeper than 128 levels");
+    }
 
     // Within the limit the reader parses as before (here: a scenario without steps).
     let ok = format!("id: x\nname: {}{}\n", "[".repeat(128), "]".repeat(128));

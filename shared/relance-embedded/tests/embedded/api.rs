@@ -1512,6 +1512,37 @@ async fn hostile_large_validation_does_not_stall_health() {
     assert_eq!(problems, 1_001, "capped at 1,000 and one counting the rest");
 }
 
+/// A scenario posted to `/v1/scenarios` is read off the runner first: one that does not read
+/// (here nested past the reader's limit, which it used to take minutes to find, with the
+/// runner and every request behind it waiting) is refused with the same 422 as before, and the
+/// runner answers events meanwhile and after.
+#[tokio::test]
+async fn hostile_unreadable_scenario_is_refused_off_the_runner() {
+    let app = Arc::new(app("scenario-read-off-runner"));
+    let deep = format!(
+        "id: deep\nname: {}{}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let (status, body) = post(&app, "/v1/scenarios", deep, YAML).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body.to_string()
+            .contains("collections nested deeper than 128 levels"),
+        "{body}"
+    );
+    let (status, body) = post(&app, "/v1/scenarios", "id: [broken".to_string(), YAML).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.to_string().contains("YAML syntax"), "{body}");
+    let (status, body) = get(&app, "/v1/scenarios").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body.as_array().map_or(1, Vec::len),
+        0,
+        "nothing stored: {body}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Consent (issue 11, finding 5): opt-outs are a log that updates and imports cannot undo
 // ---------------------------------------------------------------------------------------------
