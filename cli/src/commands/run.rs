@@ -219,11 +219,17 @@ pub fn run(
                 .run(std::time::Duration::from_millis(200), stop),
             )
         });
-        let served = axum::serve(listener, relance_embedded::api::router(handle, security))
-            .with_graceful_shutdown(async {
+        // Connections capped and given a deadline for their headers (listen.rs): half-sent
+        // requests no longer hold every descriptor.
+        let served = relance_embedded::listen::serve(
+            listener,
+            relance_embedded::api::router(handle, security),
+            relance_embedded::listen::ConnectionLimits::default(),
+            async {
                 let _ = tokio::signal::ctrl_c().await;
-            })
-            .await;
+            },
+        )
+        .await;
         worker.abort();
         let _ = worker.await;
         // Sends in flight finish (a provider's answer is recorded) before the runner stops.

@@ -16,6 +16,7 @@
 //!   report.
 //! - [`clock`]: the real clock, a scaled one for `relance test`, a manual one for tests.
 //! - [`api`]: the HTTP API (axum).
+//! - [`listen`]: serving it on a socket: connections capped, a deadline for headers.
 //! - [`metrics`]: the Prometheus recorder behind `/metrics` (the runtime's series).
 //! - [`auth`]: who may call it: the bearer token, content types and `Host` names.
 //! - [`console`]: the web console at `/` (login by the API token into a session cookie,
@@ -30,6 +31,7 @@ pub mod clock;
 pub mod console;
 pub mod delivery;
 pub mod durable;
+pub mod listen;
 pub mod metrics;
 pub mod outbox;
 pub mod server;
