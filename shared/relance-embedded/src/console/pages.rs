@@ -206,7 +206,13 @@ pub(super) async fn login(
             "the login form's CSRF token is missing or stale: open the login page again",
         );
     }
-    if !console.sessions.may_try() {
+    // The right token always opens a session: counted across every client, failures past
+    // the limit would otherwise let anyone keep the owner out with ten posts a minute. The
+    // limit slows wrong tokens (the API's bearer check, with no limit of its own, is no
+    // faster a way to guess: the token's length is the defence, at least 24 characters).
+    let token = fields.get("token").map(|t| t.trim()).unwrap_or("");
+    let right = console.security.accepts(token);
+    if !right && !console.sessions.may_try() {
         tracing::warn!("console login refused: too many failed logins in the last minute");
         return login_page(
             &console,
@@ -215,8 +221,7 @@ pub(super) async fn login(
             Some("Too many failed logins in the last minute: wait a minute and try again."),
         );
     }
-    let token = fields.get("token").map(|t| t.trim()).unwrap_or("");
-    if !console.security.accepts(token) {
+    if !right {
         console.sessions.failed();
         tracing::warn!("console login with a wrong token");
         return login_page(

@@ -372,8 +372,8 @@ async fn hostile_wrong_tokens_and_login_without_its_csrf_are_refused() {
         assert_eq!(a.status, StatusCode::FORBIDDEN, "{fields:?}");
         assert!(set_cookie(&a.headers, "relance_session").is_none());
     }
-    // Wrong tokens: 401 and no session, until the limit of failures per minute: 429, even
-    // for the right token.
+    // Wrong tokens: 401 and no session, until the limit of failures per minute: 429 for a
+    // wrong one, while the right one still logs in (anyone could otherwise keep the owner out).
     for _ in 0..10 {
         let a = send(
             &app,
@@ -395,12 +395,24 @@ async fn hostile_wrong_tokens_and_login_without_its_csrf_are_refused() {
             Method::POST,
             "/login",
             &[("cookie", &cookie), ("content-type", FORM)],
-            &form(&[("csrf", &csrf), ("token", TOKEN)]),
+            &form(&[("csrf", &csrf), ("token", "not-the-token-0123456789abc")]),
         ),
     )
     .await;
     assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(set_cookie(&a.headers, "relance_session").is_none());
+    let a = send(
+        &app,
+        request(
+            Method::POST,
+            "/login",
+            &[("cookie", &cookie), ("content-type", FORM)],
+            &form(&[("csrf", &csrf), ("token", TOKEN)]),
+        ),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    assert!(set_cookie(&a.headers, "relance_session").is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
