@@ -408,6 +408,24 @@ impl Templates {
                     ));
                     continue;
                 }
+                // A name the template reads that no send provides (`contct.first_name`, a
+                // typo, or `event.amount`) fails every send, whatever the contact: said now.
+                if let Ok(t) = env.get_template(&key) {
+                    let mut unknown: Vec<String> = t
+                        .undeclared_variables(false)
+                        .into_iter()
+                        .filter(|v| !TEMPLATE_NAMES.contains(&v.as_str()))
+                        .collect();
+                    unknown.sort();
+                    if let Some(first) = unknown.first() {
+                        problems.push(Problem::error(
+                            format!("messages.{id}.{name}"),
+                            format!(
+                                "template: `{first}` {UNKNOWN_NAME}: a send knows `contact` (its fields: `contact.first_name`) and `scenario`"
+                            ),
+                        ));
+                    }
+                }
                 match guard::check_template(source) {
                     Ok(r) => {
                         let fields = reads.entry(id.to_string()).or_default();
@@ -655,6 +673,15 @@ impl Templates {
         guard::check_expression(expression).map(|_| ())
     }
 }
+
+/// What the error for a name no send provides says (a version stored before the check reads
+/// it as a warning: `validate::parse_stored`).
+pub(crate) const UNKNOWN_NAME: &str = "is not a name a message can read";
+
+/// The names a message's template may read without declaring them: what a send provides
+/// (`contact`, `scenario`) and the functions of the environment (`range` and minijinja's
+/// own).
+const TEMPLATE_NAMES: [&str; 6] = ["contact", "scenario", "range", "dict", "namespace", "debug"];
 
 /// A contact with plausible values for the reserved keys and every field `reads` names.
 fn sample_contact(reads: Option<&BTreeSet<String>>) -> TemplateValue {

@@ -50,8 +50,19 @@ pub fn check_text_with_messages(
 /// The checks of [`check_text_with_messages`] on `text`'s document, already read.
 fn check_document(
     text: &str,
+    doc: serde_json::Value,
+    shared: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> Report {
+    check_document_with(text, doc, shared, |_| {})
+}
+
+/// [`check_document`], each problem passed through `adjust` before the report decides
+/// whether the scenario is clean.
+fn check_document_with(
+    text: &str,
     mut doc: serde_json::Value,
     shared: Option<&serde_json::Map<String, serde_json::Value>>,
+    adjust: impl Fn(&mut Problem),
 ) -> Report {
     if let Some(shared) = shared {
         scenario::merge_shared_messages(&mut doc, shared);
@@ -71,6 +82,7 @@ fn check_document(
         !loaded.broken_steps,
         &loaded.unread_messages,
     ));
+    problems.iter_mut().for_each(adjust);
     problems.sort_by_key(|p| p.severity);
     let omitted = cap_problems(&mut problems);
     locate_lines(text, &loaded.scenario, &mut problems);
@@ -116,11 +128,18 @@ pub fn parse(text: &str, format: Format) -> Result<(Scenario, Vec<Problem>), Vec
 }
 
 /// [`parse`] for a version a store kept: its document read as the build that stored it read
-/// it, a key written twice keeping its last value (input refuses those since; a version
-/// stored before must still run its enrollments).
+/// it, a key written twice keeping its last value, and a template reading a name no send
+/// provides a warning (input refuses both since; a version stored before must still run its
+/// enrollments).
 pub fn parse_stored(text: &str, format: Format) -> Result<(Scenario, Vec<Problem>), Vec<Problem>> {
+    // Checks added since a version was stored do not stop it from running its enrollments:
+    // a template reading a name no send provides failed only its own sends before.
     let report = match scenario::parse_stored_document(text, format) {
-        Ok(doc) => check_document(text, doc, None),
+        Ok(doc) => check_document_with(text, doc, None, |p| {
+            if p.message.contains(crate::render::UNKNOWN_NAME) {
+                p.severity = crate::Severity::Warning;
+            }
+        }),
         Err(p) => return Err(vec![p]),
     };
     match report.scenario {

@@ -1463,3 +1463,35 @@ fn hostile_fixed_date_past_9999_is_refused() {
     // The same date in UTC is the last minute the store keeps: fine.
     assert_eq!(yaml(&text.replace("America/New_York", "UTC")).errors(), 0);
 }
+
+/// A template reading a name no send provides (a typo of `contact`, or `event`) failed every
+/// send of its message, whatever the contact, while `validate` said nothing: now an error
+/// naming it. Names the template declares, and its functions, are fine. A version stored
+/// before still reads (the problem a warning), so its enrollments run on.
+#[test]
+fn template_names_no_send_provides_are_errors() {
+    let with = |subject: &str| {
+        format!(
+            "id: t\nlaunch: {{type: manual}}\naudience: {{all: true}}\nmessages:\n  m: {{channel: email, subject: \"{subject}\", text: Hi}}\nsteps:\n  - {{id: a, send: m, next: done}}\n  - {{id: done, end: success}}\n"
+        )
+    };
+    for (subject, name) in [
+        ("Hi {{ contct.first_name }}", "contct"),
+        ("{{ event.amount }} off", "event"),
+    ] {
+        let r = yaml(&with(subject));
+        let p = error_with(&r, "is not a name a message can read");
+        assert_eq!(p.path, "messages.m.subject", "{p}");
+        assert!(p.message.contains(&format!("`{name}`")), "{p}");
+        let (_, problems) = relance_core::validate::parse_stored(&with(subject), Format::Yaml)
+            .unwrap_or_else(|p| panic!("a stored version still reads: {p:?}"));
+        assert!(problems.iter().all(|p| !p.is_error()), "{problems:?}");
+    }
+    for fine in [
+        "{% for i in range(2) %}{{ loop.index }}{% endfor %} {{ scenario }}",
+        "{% set n = contact.first_name | default('you') %}Hi {{ n }}",
+    ] {
+        let r = yaml(&with(fine));
+        assert_eq!(r.errors(), 0, "{fine}: {}", listing(&r));
+    }
+}
