@@ -204,7 +204,7 @@ impl Contact {
         if wrong {
             return Err(ContactError::Reserved {
                 key: "timezone",
-                why: "is not a time zone: an IANA name such as Europe/Paris or America/New_York",
+                why: "is not a time zone: an IANA name, in its case, such as Europe/Paris or America/New_York",
             });
         }
         Ok(())
@@ -348,15 +348,13 @@ impl Contact {
     }
 
     /// The recorded consent for a communication type: `Some(true)` subscribed,
-    /// `Some(false)` unsubscribed, `None` no record. A stored value that is not a consent
-    /// value (input refuses those now; an older build wrote them as they came) is not an
-    /// opt-in, so it reads as unsubscribed, not as "no record", which counts as subscribed.
+    /// `Some(false)` unsubscribed, `None` no record. Every form input may carry reads (`0`,
+    /// `"off"`, ...); a stored value that is none of them (an older build wrote input as it
+    /// came; input refuses those now) reads as no record, as it always did: reading it as an
+    /// opt-out would write opt-outs into the trail that the person never made.
     pub fn subscription(&self, kind: &str) -> Option<bool> {
         let v = self.0.fields.get("subscriptions")?.as_object()?.get(kind)?;
-        if crate::consent::is_no_record(v) {
-            return None;
-        }
-        Some(crate::consent::parse_subscription(v).unwrap_or(false))
+        crate::consent::parse_subscription(v)
     }
 
     /// The first consent value of `subscriptions` (or of a `subscriptions.<type>` key) that
@@ -760,14 +758,19 @@ mod tests {
         let zone = Contact::from_json(json!({"id": "a", "timezone": "Mars/Base"}));
         assert_eq!(
             zone.err().map(|e| e.to_string()),
-            Some("\"timezone\" is not a time zone: an IANA name such as Europe/Paris or America/New_York".into())
+            Some("\"timezone\" is not a time zone: an IANA name, in its case, such as Europe/Paris or America/New_York".into())
         );
         assert!(Contact::from_json(json!({"id": "a", "timezone": "Europe/Paris"})).is_ok());
         assert!(Contact::from_json(json!({"id": "a", "timezone": ""})).is_ok());
-        // Stored by an older build as it came: not an opt-in, so not subscribed.
-        let stored = Contact::from_stored(json!({"id": "a", "subscriptions": {"news": "pending"}}))
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(stored.subscription("news"), Some(false));
+        // Stored by an older build as it came: read as no record, as it always was (reading
+        // it as an opt-out would put opt-outs nobody made into the trail); "0" stored so reads
+        // as the opt-out it meant.
+        let stored = Contact::from_stored(
+            json!({"id": "a", "subscriptions": {"news": "pending", "sms": "0"}}),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(stored.subscription("news"), None);
+        assert_eq!(stored.subscription("sms"), Some(false));
     }
 
     #[test]

@@ -1,22 +1,28 @@
 //! Serving the HTTP API on a socket: at most so many connections at once, each given a
-//! deadline to send its request's headers, and a graceful stop.
+//! deadline to send its request's headers and one for the whole request, and a graceful stop.
 //!
 //! Why not `axum::serve`: it takes every connection the kernel hands it and waits for each
 //! one's headers without end, so a few clients that open sockets and send half a request
 //! (no token needed) held every file descriptor, and `/v1/health` and every request after it
 //! failed (`accept error: Too many open files`). Here a connection past the cap waits in the
-//! kernel's backlog until one ends, and one that has not sent its headers in time is closed.
+//! kernel's backlog until one ends; one that has not sent its headers in time is closed, and
+//! a request not answered in time (a body that never comes) gets 408 and its connection
+//! closed. HTTP/1.1 only: HTTP/2's detection read the first bytes with no deadline, and no
+//! client of the API needs it. A client trickling a byte at a time within the deadlines can
+//! still hold a slot for their length: beyond loopback, the reverse proxy in front (TLS,
+//! SECURITY.md) sets its own.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use axum::response::IntoResponse;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tower::ServiceExt;
 
 /// What a connection may hold.
 #[derive(Debug, Clone, Copy)]
@@ -26,18 +32,22 @@ pub struct ConnectionLimits {
     /// How long a request's headers may take to arrive (from the connection's start, or from
     /// the previous response on a kept-alive one).
     pub header_read: Duration,
+    /// How long a request may take from its headers to its answer, its body's upload
+    /// included: past it, 408 and the connection closed.
+    pub request: Duration,
     /// How long a stop waits for the requests in flight.
     pub drain: Duration,
 }
 
 impl Default for ConnectionLimits {
     /// 512 connections (under the usual soft limit of 1,024 descriptors, the rest stays
-    /// for SQLite, the outbox file and the delivery clients), headers within 10 s, 30 s to
-    /// drain.
+    /// for SQLite, the outbox file and the delivery clients), headers within 10 s, a request
+    /// within 120 s (a 20 MB import at about 1.5 Mbit/s), 30 s to drain.
     fn default() -> Self {
         ConnectionLimits {
             connections: 512,
             header_read: Duration::from_secs(10),
+            request: Duration::from_secs(120),
             drain: Duration::from_secs(30),
         }
     }
@@ -53,11 +63,11 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.connections.max(1)));
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read);
+    let request_deadline = limits.request;
     let mut stop = std::pin::pin!(stop);
     loop {
         // A slot first: past the cap, connections wait in the kernel's backlog, not here.
@@ -81,10 +91,27 @@ pub async fn serve(
             },
             () = &mut stop => break,
         };
-        let service = TowerToHyperService::new(router.clone());
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
+        let router = router.clone();
+        let service = TowerToHyperService::new(tower::service_fn(
+            move |request: hyper::Request<hyper::body::Incoming>| {
+                let request = request.map(axum::body::Body::new);
+                let router = router.clone();
+                async move {
+                    match tokio::time::timeout(request_deadline, router.oneshot(request)).await {
+                        Ok(answered) => answered,
+                        // `Connection: close`: the rest of a body that never came is not
+                        // waited for on this connection either.
+                        Err(_) => Ok((
+                            axum::http::StatusCode::REQUEST_TIMEOUT,
+                            [(axum::http::header::CONNECTION, "close")],
+                            "the request did not complete in time",
+                        )
+                            .into_response()),
+                    }
+                }
+            },
+        ));
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             // A connection that ends in an error (its headers too late, a reset) is the
@@ -120,7 +147,14 @@ mod tests {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
-        let router = axum::Router::new().route("/health", axum::routing::get(|| async { "ok" }));
+        let router = axum::Router::new()
+            .route("/health", axum::routing::get(|| async { "ok" }))
+            .route(
+                "/upload",
+                axum::routing::post(
+                    |body: axum::body::Bytes| async move { body.len().to_string() },
+                ),
+            );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(serve(listener, router, limits, async {
             let _ = stopped.await;
@@ -161,6 +195,49 @@ mod tests {
             closed.is_ok(),
             "the half-sent request was still open after 20 s"
         );
+        let mut fine = TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(health(&mut fine).await.ends_with("ok"));
+    }
+
+    /// A connection that sends nothing at all is closed once the headers' deadline passes
+    /// (HTTP/2's detection read waited without one), and a request whose body never comes
+    /// gets 408 and its connection closed once the request's deadline passes.
+    #[tokio::test]
+    async fn hostile_silent_connections_and_missing_bodies_are_cut_off() {
+        let limits = ConnectionLimits {
+            header_read: Duration::from_millis(300),
+            request: Duration::from_millis(500),
+            ..ConnectionLimits::default()
+        };
+        let (addr, _stop) = server(limits).await;
+        let mut silent = TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(20), silent.read_to_end(&mut rest)).await;
+        assert!(
+            closed.is_ok(),
+            "a silent connection was still open after 20 s"
+        );
+        let mut stalled = TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        stalled
+            .write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\nabc")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut answer = Vec::new();
+        let ended =
+            tokio::time::timeout(Duration::from_secs(20), stalled.read_to_end(&mut answer)).await;
+        assert!(
+            ended.is_ok(),
+            "a request without its body was still open after 20 s"
+        );
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
         let mut fine = TcpStream::connect(addr)
             .await
             .unwrap_or_else(|e| panic!("{e}"));

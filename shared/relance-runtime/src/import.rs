@@ -163,11 +163,15 @@ fn parse_csv(bytes: &[u8]) -> (Vec<(u64, Contact)>, Vec<Rejected>) {
         });
         return (ok, rejected);
     }
+    // The line of the last record read, taken or refused: the one an unclosed quote swallowed
+    // the rest of the file into.
+    let mut last_line = 0;
     for row in reader.byte_records() {
         let row = match row {
             Ok(r) => r,
             Err(e) => {
                 let line = e.position().map_or(0, |p| p.line());
+                last_line = line;
                 rejected.push(Rejected {
                     line,
                     reason: e.to_string(),
@@ -176,6 +180,7 @@ fn parse_csv(bytes: &[u8]) -> (Vec<(u64, Contact)>, Vec<Rejected>) {
             }
         };
         let line = row.position().map_or(0, |p| p.line());
+        last_line = line;
         let mut fields = Map::new();
         let mut bad = None;
         for (h, cell) in names.iter().zip(row.iter()) {
@@ -237,18 +242,20 @@ fn parse_csv(bytes: &[u8]) -> (Vec<(u64, Contact)>, Vec<Rejected>) {
     // A quoted field still open at the end of the file: the reader took every line after its
     // quote as part of it, so the last row would carry the rest of the file in one value
     // and the rows in it would be lost without a word. That row is refused instead.
-    if let Some(opened) = unclosed_quote_line(bytes)
-        && let Some((line, _)) = ok.last()
-        && *line <= opened
-    {
-        let line = *line;
-        ok.pop();
-        rejected.push(Rejected {
-            line,
-            reason: format!(
-                "a quoted field opened on line {opened} is never closed: every line after it would be part of one value (close the quote, or double a quote inside a quoted field)"
-            ),
-        });
+    if let Some(opened) = unclosed_quote_line(bytes) {
+        let why = format!(
+            "a quoted field opened on line {opened} is never closed: every line after it would be part of one value (close the quote, or double a quote inside a quoted field)"
+        );
+        if ok.last().is_some_and(|(line, _)| *line == last_line) {
+            ok.pop();
+            rejected.push(Rejected {
+                line: last_line,
+                reason: why,
+            });
+        } else if let Some(refused) = rejected.iter_mut().rev().find(|r| r.line == last_line) {
+            // Refused already (its length, say): the reason says what swallowed the rest.
+            refused.reason = format!("{}; {why}", refused.reason);
+        }
     }
     (ok, rejected)
 }
@@ -345,6 +352,20 @@ mod tests {
         assert_eq!(ok.iter().map(|(_, c)| c.id()).collect::<Vec<_>>(), ["q0"]);
         assert_eq!(rejected.len(), 1, "{rejected:?}");
         assert_eq!(rejected[0].line, 3);
+        assert!(
+            rejected[0]
+                .reason
+                .contains("opened on line 3 is never closed"),
+            "{}",
+            rejected[0].reason
+        );
+        // A swallowing row refused for its length: the row before it stays, the reason says why.
+        let (ok, rejected) = parse_contacts(
+            "id,city,email\na,Lyon,a@x.org\nb,\"Lyon,b@x.org\nc,Paris,c@x.org\n",
+            ContactsFormat::Csv,
+        );
+        assert_eq!(ok.iter().map(|(_, c)| c.id()).collect::<Vec<_>>(), ["a"]);
+        assert_eq!(rejected.len(), 1, "{rejected:?}");
         assert!(
             rejected[0]
                 .reason

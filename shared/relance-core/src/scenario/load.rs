@@ -156,6 +156,31 @@ fn flow_depth_within(text: &str, max: usize) -> Result<(), Problem> {
     while i < bytes.len() {
         let b = bytes[i];
         column += 1;
+        // YAML's other line breaks (NEL, LS, PS) and a byte order mark, as the reader takes
+        // them: a break, and nothing.
+        let other_break = matches!(bytes.get(i..i + 2), Some([0xC2, 0x85]))
+            || matches!(bytes.get(i..i + 3), Some([0xE2, 0x80, 0xA8 | 0xA9]));
+        if other_break {
+            i += if bytes[i] == 0xC2 { 2 } else { 3 };
+            line += 1;
+            column = 0;
+            node_start = true;
+            continue;
+        }
+        if matches!(bytes.get(i..i + 3), Some([0xEF, 0xBB, 0xBF])) {
+            i += 3;
+            continue;
+        }
+        // A document marker at a line's start: a node may follow it.
+        if column == 1
+            && matches!(bytes.get(i..i + 3), Some(b"---" | b"..."))
+            && matches!(bytes.get(i + 3), None | Some(b' ' | b'\t' | b'\n' | b'\r'))
+        {
+            i += 3;
+            column += 2;
+            node_start = true;
+            continue;
+        }
         match b {
             b'\n' => {
                 line += 1;
@@ -168,7 +193,9 @@ fn flow_depth_within(text: &str, max: usize) -> Result<(), Problem> {
                     i += 1;
                 }
             }
-            b'[' | b'{' if node_start || depth > 0 => {
+            // Counted wherever they are outside quotes and comments: a bracket in a plain text
+            // over-counts (balanced ones cancel), one missed would under-count.
+            b'[' | b'{' => {
                 depth += 1;
                 if depth > max {
                     return Err(Problem::error(
@@ -186,6 +213,13 @@ fn flow_depth_within(text: &str, max: usize) -> Result<(), Problem> {
             b',' if depth > 0 => node_start = true,
             // An anchor or a tag before a node (`&x '..'`, `!!str "..."`): the node starts
             // after it. An alias is a whole node.
+            // A verbatim tag (`!<tag:x,y>`) may hold any of those: to its `>`.
+            b'!' if node_start && bytes.get(i + 1) == Some(&b'<') => {
+                while i + 1 < bytes.len() && bytes[i] != b'>' {
+                    i += 1;
+                    column += 1;
+                }
+            }
             b'&' | b'!' | b'*' if node_start => {
                 while i + 1 < bytes.len()
                     && !matches!(
@@ -227,9 +261,12 @@ fn flow_depth_within(text: &str, max: usize) -> Result<(), Problem> {
                 }
                 node_start = false;
             }
-            b':' | b'-' | b'?'
-                if matches!(bytes.get(i + 1), None | Some(b' ' | b'\t' | b'\n' | b'\r')) =>
-            {
+            // `- ` and `? ` are indicators only where a node may start (inside a plain text,
+            // `Offer - "x"`, they are text); `: ` ends a key.
+            b'-' | b'?'
+                if node_start
+                    && matches!(bytes.get(i + 1), None | Some(b' ' | b'\t' | b'\n' | b'\r')) => {}
+            b':' if matches!(bytes.get(i + 1), None | Some(b' ' | b'\t' | b'\n' | b'\r')) => {
                 node_start = true;
             }
             // In a flow collection a value may follow its key's colon at once (`{"a":"b"}`).

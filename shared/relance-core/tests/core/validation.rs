@@ -1411,6 +1411,18 @@ fn hostile_deep_flow_nesting_is_refused_before_parsing() {
         let hidden = format!("a: {}1{}\n", each.repeat(5_000), "]".repeat(5_000));
         error_with(&yaml(&hidden), "collections nested deeper than 128 levels");
     }
+    // Nor do a byte order mark, YAML's other line breaks, a verbatim tag holding a comma, or a
+    // quote after ` - ` inside a plain text hide the brackets after them.
+    for before in [
+        "\u{FEFF}",
+        "\u{2028}",
+        "\u{85}",
+        "a: !<,> ",
+        "title: Offer - \"x\nb: ",
+    ] {
+        let hidden = format!("{before}{}{}\n", "[".repeat(5_000), "]".repeat(5_000));
+        error_with(&yaml(&hidden), "collections nested deeper than 128 levels");
+    }
 
     // Within the limit the reader parses as before (here: a scenario without steps).
     let ok = format!("id: x\nname: {}{}\n", "[".repeat(128), "]".repeat(128));
@@ -1419,11 +1431,15 @@ fn hostile_deep_flow_nesting_is_refused_before_parsing() {
         "{}",
         listing(&yaml(&ok))
     );
-    // Brackets in text are text, however many.
+    // Brackets in quoted text and comments are text, however many; in plain or block text
+    // they count (the scan cannot tell them from structure there), so balanced ones (links,
+    // placeholders) pass, however many.
     let texts = format!(
-        "id: x # {comment}\nlaunch: {{type: manual}}\naudience: {{all: true}}\nmessages:\n  a: {{channel: email, subject: \"{quoted}\", text: 'it''s {quoted}'}}\n  b:\n    channel: email\n    subject: plain{quoted}\n    text: |\n      it's {quoted}\nsteps:\n  - {{id: first, send: a, next: second}}\n  - {{id: second, send: b, next: done}}\n  - {{id: done, end: success}}\n",
+        "id: x # {comment}\nlaunch: {{type: manual}}\naudience: {{all: true}}\nmessages:\n  a: {{channel: email, subject: \"{quoted}\", text: 'it''s {quoted}'}}\n  b:\n    channel: email\n    subject: plain {few}\n    text: |\n      it's {balanced}\nsteps:\n  - {{id: first, send: a, next: second}}\n  - {{id: second, send: b, next: done}}\n  - {{id: done, end: success}}\n",
         comment = "[".repeat(300),
         quoted = "[{".repeat(300),
+        balanced = "[see](https://x.io) {{ contact.first_name }} ".repeat(300),
+        few = "[{}] {{ contact.first_name }} ".repeat(40),
     );
     let r = yaml(&texts);
     assert_eq!(r.errors(), 0, "{}", listing(&r));

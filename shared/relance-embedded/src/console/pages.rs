@@ -208,8 +208,9 @@ pub(super) async fn login(
     }
     // The right token always opens a session: counted across every client, failures past
     // the limit would otherwise let anyone keep the owner out with ten posts a minute. The
-    // limit slows wrong tokens (the API's bearer check, with no limit of its own, is no
-    // faster a way to guess: the token's length is the defence, at least 24 characters).
+    // limit does not slow guessing (every guess is still checked, and the API's bearer check
+    // has no limit of its own): the token's length is the defence, at least 24 characters.
+    // Past it, wrong tokens get 429 instead of 401, and the log says so.
     let token = fields.get("token").map(|t| t.trim()).unwrap_or("");
     let right = console.security.accepts(token);
     if !right && !console.sessions.may_try() {
