@@ -221,7 +221,7 @@ pub fn run(
         });
         // Connections capped and given a deadline for their headers (listen.rs): half-sent
         // requests no longer hold every descriptor.
-        let served = relance_embedded::listen::serve(
+        relance_embedded::listen::serve(
             listener,
             relance_embedded::api::router(handle, security),
             relance_embedded::listen::ConnectionLimits::default(),
@@ -241,7 +241,6 @@ pub fn run(
         {
             tracing::warn!("sends still in flight after 30 s: they are sent again at the next start");
         }
-        served?;
         anyhow::Ok(())
     })?;
     let _ = runner.join();

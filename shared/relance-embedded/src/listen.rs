@@ -54,20 +54,39 @@ impl Default for ConnectionLimits {
 }
 
 /// Serves `router` on `listener` until `stop` resolves, then lets the requests in flight
-/// finish (up to `limits.drain`).
+/// finish (up to `limits.drain`). A failed accept is logged and retried, so serving itself
+/// never fails.
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
     limits: ConnectionLimits,
     stop: impl Future<Output = ()> + Send,
-) -> std::io::Result<()> {
+) {
     let slots = Arc::new(Semaphore::new(limits.connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read);
-    let request_deadline = limits.request;
+    // Every request under the request deadline; the router is cloned per request, as
+    // `oneshot` takes it.
+    let deadline = limits.request;
+    let service = tower::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+        let answer = router.clone().oneshot(request.map(axum::body::Body::new));
+        async move {
+            match tokio::time::timeout(deadline, answer).await {
+                Ok(answered) => answered,
+                // `Connection: close`: the rest of a body that never came is not waited for
+                // on this connection either.
+                Err(_) => Ok((
+                    axum::http::StatusCode::REQUEST_TIMEOUT,
+                    [(axum::http::header::CONNECTION, "close")],
+                    "the request did not complete in time",
+                )
+                    .into_response()),
+            }
+        }
+    });
     let mut stop = std::pin::pin!(stop);
     loop {
         // A slot first: past the cap, connections wait in the kernel's backlog, not here.
@@ -91,27 +110,10 @@ pub async fn serve(
             },
             () = &mut stop => break,
         };
-        let router = router.clone();
-        let service = TowerToHyperService::new(tower::service_fn(
-            move |request: hyper::Request<hyper::body::Incoming>| {
-                let request = request.map(axum::body::Body::new);
-                let router = router.clone();
-                async move {
-                    match tokio::time::timeout(request_deadline, router.oneshot(request)).await {
-                        Ok(answered) => answered,
-                        // `Connection: close`: the rest of a body that never came is not
-                        // waited for on this connection either.
-                        Err(_) => Ok((
-                            axum::http::StatusCode::REQUEST_TIMEOUT,
-                            [(axum::http::header::CONNECTION, "close")],
-                            "the request did not complete in time",
-                        )
-                            .into_response()),
-                    }
-                }
-            },
-        ));
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let connection = builder.serve_connection(
+            TokioIo::new(stream),
+            TowerToHyperService::new(service.clone()),
+        );
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             // A connection that ends in an error (its headers too late, a reset) is the
@@ -130,7 +132,6 @@ pub async fn serve(
             limits.drain.as_secs()
         );
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -162,6 +163,28 @@ mod tests {
         (addr, stop)
     }
 
+    /// A connection to the server at `addr`, `sent` written on it.
+    async fn connect(addr: std::net::SocketAddr, sent: &[u8]) -> TcpStream {
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        stream
+            .write_all(sent)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        stream
+    }
+
+    /// What the server sends until it closes the connection, or None if it is still open
+    /// after 20 s.
+    async fn until_closed(stream: &mut TcpStream) -> Option<String> {
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut rest))
+            .await
+            .ok()
+            .map(|_| String::from_utf8_lossy(&rest).into_owned())
+    }
+
     /// Sends a whole request and reads the answer to its end (the connection closes).
     async fn health(stream: &mut TcpStream) -> String {
         stream
@@ -182,23 +205,12 @@ mod tests {
             ..ConnectionLimits::default()
         };
         let (addr, _stop) = server(limits).await;
-        let mut slow = TcpStream::connect(addr)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let mut rest = Vec::new();
-        let closed =
-            tokio::time::timeout(Duration::from_secs(20), slow.read_to_end(&mut rest)).await;
+        let mut slow = connect(addr, b"GET /health HTTP/1.1\r\nHost: x\r\n").await;
         assert!(
-            closed.is_ok(),
+            until_closed(&mut slow).await.is_some(),
             "the half-sent request was still open after 20 s"
         );
-        let mut fine = TcpStream::connect(addr)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert!(health(&mut fine).await.ends_with("ok"));
+        assert!(health(&mut connect(addr, b"").await).await.ends_with("ok"));
     }
 
     /// A connection that sends nothing at all is closed once the headers' deadline passes
@@ -212,36 +224,21 @@ mod tests {
             ..ConnectionLimits::default()
         };
         let (addr, _stop) = server(limits).await;
-        let mut silent = TcpStream::connect(addr)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let mut rest = Vec::new();
-        let closed =
-            tokio::time::timeout(Duration::from_secs(20), silent.read_to_end(&mut rest)).await;
+        let mut silent = connect(addr, b"").await;
         assert!(
-            closed.is_ok(),
+            until_closed(&mut silent).await.is_some(),
             "a silent connection was still open after 20 s"
         );
-        let mut stalled = TcpStream::connect(addr)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        stalled
-            .write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\nabc")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let mut answer = Vec::new();
-        let ended =
-            tokio::time::timeout(Duration::from_secs(20), stalled.read_to_end(&mut answer)).await;
-        assert!(
-            ended.is_ok(),
-            "a request without its body was still open after 20 s"
-        );
-        let answer = String::from_utf8_lossy(&answer);
+        let mut stalled = connect(
+            addr,
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\nabc",
+        )
+        .await;
+        let Some(answer) = until_closed(&mut stalled).await else {
+            panic!("a request without its body was still open after 20 s")
+        };
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-        let mut fine = TcpStream::connect(addr)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert!(health(&mut fine).await.ends_with("ok"));
+        assert!(health(&mut connect(addr, b"").await).await.ends_with("ok"));
     }
 
     /// Past the cap a connection waits until one ends, then is served: idle sockets can fill
@@ -254,14 +251,10 @@ mod tests {
             ..ConnectionLimits::default()
         };
         let (addr, _stop) = server(limits).await;
-        let idle = TcpStream::connect(addr)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let idle = connect(addr, b"").await;
         // Let the server take the idle connection into the one slot.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let mut next = TcpStream::connect(addr)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let mut next = connect(addr, b"").await;
         let waiting = tokio::spawn(async move { health(&mut next).await });
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(!waiting.is_finished(), "served past the cap");
