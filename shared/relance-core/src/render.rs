@@ -410,21 +410,18 @@ impl Templates {
                 }
                 // A name the template reads that no send provides (`contct.first_name`, a
                 // typo, or `event.amount`) fails every send, whatever the contact: said now.
-                if let Ok(t) = env.get_template(&key) {
-                    let mut unknown: Vec<String> = t
-                        .undeclared_variables(false)
+                if let Some(first) = env.get_template(&key).ok().and_then(|t| {
+                    t.undeclared_variables(false)
                         .into_iter()
                         .filter(|v| !TEMPLATE_NAMES.contains(&v.as_str()))
-                        .collect();
-                    unknown.sort();
-                    if let Some(first) = unknown.first() {
-                        problems.push(Problem::error(
-                            format!("messages.{id}.{name}"),
-                            format!(
-                                "template: `{first}` {UNKNOWN_NAME}: a send knows `contact` (its fields: `contact.first_name`) and `scenario`"
-                            ),
-                        ));
-                    }
+                        .min()
+                }) {
+                    problems.push(Problem::error(
+                        format!("messages.{id}.{name}"),
+                        format!(
+                            "template: `{first}` {UNKNOWN_NAME}: a send knows `contact` (its fields: `contact.first_name`) and `scenario`"
+                        ),
+                    ));
                 }
                 match guard::check_template(source) {
                     Ok(r) => {

@@ -39,7 +39,7 @@ pub fn check_text_with_messages(
     shared: Option<&serde_json::Map<String, serde_json::Value>>,
 ) -> Report {
     match scenario::parse_document(text, format) {
-        Ok(doc) => check_document(text, doc, shared),
+        Ok(doc) => check_document(text, doc, shared, |_| {}),
         Err(p) => Report {
             scenario: None,
             problems: vec![p],
@@ -47,18 +47,9 @@ pub fn check_text_with_messages(
     }
 }
 
-/// The checks of [`check_text_with_messages`] on `text`'s document, already read.
+/// The checks of [`check_text_with_messages`] on `text`'s document, already read, each
+/// problem passed through `adjust` before the report decides whether the scenario is clean.
 fn check_document(
-    text: &str,
-    doc: serde_json::Value,
-    shared: Option<&serde_json::Map<String, serde_json::Value>>,
-) -> Report {
-    check_document_with(text, doc, shared, |_| {})
-}
-
-/// [`check_document`], each problem passed through `adjust` before the report decides
-/// whether the scenario is clean.
-fn check_document_with(
     text: &str,
     mut doc: serde_json::Value,
     shared: Option<&serde_json::Map<String, serde_json::Value>>,
@@ -135,7 +126,7 @@ pub fn parse_stored(text: &str, format: Format) -> Result<(Scenario, Vec<Problem
     // Checks added since a version was stored do not stop it from running its enrollments:
     // a template reading a name no send provides failed only its own sends before.
     let report = match scenario::parse_stored_document(text, format) {
-        Ok(doc) => check_document_with(text, doc, None, |p| {
+        Ok(doc) => check_document(text, doc, None, |p| {
             if p.message.contains(crate::render::UNKNOWN_NAME) {
                 p.severity = crate::Severity::Warning;
             }

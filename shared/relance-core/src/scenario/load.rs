@@ -98,38 +98,41 @@ pub fn merge_shared_messages(doc: &mut Value, shared: &Map<String, Value>) -> Ve
     added
 }
 
-/// Parses the text into a JSON value, reporting syntax errors with line and column.
+/// Parses the text into a JSON value, reporting syntax errors with line and column; a key
+/// written twice in a mapping is one of them.
 pub fn parse_document(text: &str, format: Format) -> Result<Value, Problem> {
-    match format {
-        Format::Json => serde_json::from_str::<Unique>(text)
-            .map(|u| u.0)
-            .map_err(|e| {
-                Problem::error(
-                    "",
-                    format!("JSON syntax: {}", strip_position(&e.to_string())),
-                )
-                .at(e.line(), e.column())
-            }),
-        Format::Yaml => {
-            flow_depth_within(text, MAX_FLOW_NESTING)?;
-            yaml_document(text)
-        }
-    }
+    read_document::<Unique>(text, format).map(|u| u.0)
 }
 
 /// [`parse_document`] for a text a store kept: a key written twice keeps its last value, as
 /// every build before duplicate keys were refused read it (see `validate::parse_stored`).
 pub fn parse_stored_document(text: &str, format: Format) -> Result<Value, Problem> {
-    let reread = |message: String| Problem::error("", message);
+    read_document::<Value>(text, format)
+}
+
+/// The text read into `T` (a value, with or without the duplicate-key check), its syntax
+/// errors with line and column; a YAML text's nesting checked first.
+fn read_document<T: serde::de::DeserializeOwned>(text: &str, format: Format) -> Result<T, Problem> {
     match format {
-        Format::Json => serde_json::from_str::<Value>(text).map_err(|e| {
-            reread(format!("JSON syntax: {}", strip_position(&e.to_string())))
-                .at(e.line(), e.column())
+        Format::Json => serde_json::from_str::<T>(text).map_err(|e| {
+            Problem::error(
+                "",
+                format!("JSON syntax: {}", strip_position(&e.to_string())),
+            )
+            .at(e.line(), e.column())
         }),
         Format::Yaml => {
             flow_depth_within(text, MAX_FLOW_NESTING)?;
-            serde_yaml::from_str::<Value>(text)
-                .map_err(|e| reread(format!("YAML syntax: {}", strip_position(&e.to_string()))))
+            serde_yaml::from_str::<T>(text).map_err(|e| {
+                let p = Problem::error(
+                    "",
+                    format!("YAML syntax: {}", strip_position(&e.to_string())),
+                );
+                match e.location() {
+                    Some(loc) => p.at(loc.line(), loc.column()),
+                    None => p,
+                }
+            })
         }
     }
 }
@@ -141,11 +144,12 @@ pub fn parse_stored_document(text: &str, format: Format) -> Result<Value, Proble
 const MAX_FLOW_NESTING: usize = 128;
 
 /// Refuses a YAML text whose flow collections nest deeper than `max`, naming the line and
-/// column of the first bracket past it. A linear scan that follows what opens a collection
-/// or a quoted scalar (only where a node may start: a line's start, after `: `, `- `, `? `,
-/// `,`, another bracket, a colon inside brackets, an anchor or a tag) and skips comments and
-/// quoted text, so brackets inside a plain or quoted text do not count. The API also parses
-/// a scenario off the runner, under a deadline, before the runner sees it.
+/// column of the first bracket past it. A linear scan: brackets count wherever they are
+/// outside comments and quoted text (in a plain text they over-count; balanced ones cancel),
+/// and a quote opens quoted text only where a node may start (a line's start, after `: `,
+/// `- `, `? `, `,`, a bracket, a colon inside brackets, an anchor or a tag). A guard, not a
+/// parser: the API also reads a scenario off the runner, under a deadline, before the runner
+/// sees it (SECURITY.md).
 fn flow_depth_within(text: &str, max: usize) -> Result<(), Problem> {
     let bytes = text.as_bytes();
     let (mut line, mut column) = (1usize, 0usize);
@@ -211,15 +215,15 @@ fn flow_depth_within(text: &str, max: usize) -> Result<(), Problem> {
                 node_start = false;
             }
             b',' if depth > 0 => node_start = true,
-            // An anchor or a tag before a node (`&x '..'`, `!!str "..."`): the node starts
-            // after it. An alias is a whole node.
-            // A verbatim tag (`!<tag:x,y>`) may hold any of those: to its `>`.
+            // A verbatim tag (`!<tag:x,y>`) may hold any of the bytes below: to its `>`.
             b'!' if node_start && bytes.get(i + 1) == Some(&b'<') => {
                 while i + 1 < bytes.len() && bytes[i] != b'>' {
                     i += 1;
                     column += 1;
                 }
             }
+            // An anchor or a tag before a node (`&x '..'`, `!!str "..."`): the node starts
+            // after it. An alias is a whole node.
             b'&' | b'!' | b'*' if node_start => {
                 while i + 1 < bytes.len()
                     && !matches!(
@@ -276,22 +280,6 @@ fn flow_depth_within(text: &str, max: usize) -> Result<(), Problem> {
         i += 1;
     }
     Ok(())
-}
-
-/// A YAML text parsed, its syntax errors with line and column.
-fn yaml_document(text: &str) -> Result<Value, Problem> {
-    serde_yaml::from_str::<Unique>(text)
-        .map(|u| u.0)
-        .map_err(|e| {
-            let p = Problem::error(
-                "",
-                format!("YAML syntax: {}", strip_position(&e.to_string())),
-            );
-            match e.location() {
-                Some(loc) => p.at(loc.line(), loc.column()),
-                None => p,
-            }
-        })
 }
 
 /// A document's value with every mapping's keys checked unique: a key written twice is an
