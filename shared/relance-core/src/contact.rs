@@ -245,20 +245,7 @@ impl Contact {
         if path == "id" {
             return;
         }
-        let mut parts: Vec<&str> = path.split('.').collect();
-        let last = parts.pop().unwrap_or(path);
-        let mut cur = self.fields_mut();
-        for p in parts {
-            let entry = cur
-                .entry(p.to_string())
-                .or_insert_with(|| Value::Object(Map::new()));
-            if !entry.is_object() {
-                *entry = Value::Object(Map::new());
-            }
-            let Value::Object(next) = entry else { return };
-            cur = next;
-        }
-        cur.insert(last.to_string(), value);
+        set_path(self.fields_mut(), path, value);
     }
 
     /// Merges the top-level keys of `changes` into the contact (a profile update).
@@ -383,6 +370,26 @@ impl Contact {
         }
         Ok(())
     }
+}
+
+/// Sets `path` in `fields`, dots creating nested objects (a value in the way is replaced):
+/// what [`Contact::set_field`] does, for fields not yet read into a contact (an import row's
+/// dotted columns, checked with the rest).
+pub fn set_path(fields: &mut Map<String, Value>, path: &str, value: Value) {
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let last = parts.pop().unwrap_or(path);
+    let mut cur = fields;
+    for p in parts {
+        let entry = cur
+            .entry(p.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !entry.is_object() {
+            *entry = Value::Object(Map::new());
+        }
+        let Value::Object(next) = entry else { return };
+        cur = next;
+    }
+    cur.insert(last.to_string(), value);
 }
 
 /// An activity or contact event (`purchase`, `page.visited`, `contact.updated`, ...).

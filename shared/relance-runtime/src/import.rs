@@ -206,13 +206,15 @@ fn parse_csv(bytes: &[u8]) -> (Vec<(u64, Contact)>, Vec<Rejected>) {
             });
             continue;
         };
-        let nested: Vec<(String, Value)> = fields
-            .iter()
-            .filter(|(k, _)| k.contains('.'))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        fields.retain(|k, _| !k.contains('.'));
-        let mut contact = match Contact::from_json(Value::Object(fields)) {
+        // Dotted columns (`subscriptions.news`) nest before the row is read, so the contact's
+        // checks see them with the rest (a consent value that is not one is refused).
+        let dotted: Vec<String> = fields.keys().filter(|k| k.contains('.')).cloned().collect();
+        for key in dotted {
+            if let Some(v) = fields.shift_remove(&key) {
+                relance_core::contact::set_path(&mut fields, &key, v);
+            }
+        }
+        let contact = match Contact::from_json(Value::Object(fields)) {
             Ok(c) => c,
             Err(e) => {
                 rejected.push(Rejected {
@@ -222,21 +224,6 @@ fn parse_csv(bytes: &[u8]) -> (Vec<(u64, Contact)>, Vec<Rejected>) {
                 continue;
             }
         };
-        if !nested.is_empty() {
-            for (k, v) in nested {
-                contact.set_field(&k, v);
-            }
-            // The nested values are held to the same checks (`subscriptions.news` = "0" is an
-            // opt-out; "maybe" is refused, not stored as "no record", which counts as
-            // subscribed).
-            if let Err(e) = Contact::from_json(Value::Object(contact.fields().clone())) {
-                rejected.push(Rejected {
-                    line,
-                    reason: e.to_string(),
-                });
-                continue;
-            }
-        }
         ok.push((line, contact));
     }
     // A quoted field still open at the end of the file: the reader took every line after its
