@@ -327,6 +327,11 @@ mod tests {
         );
     }
 
+    /// Asserts that a refused row's reason says `what`.
+    fn assert_says(refused: &Rejected, what: &str) {
+        assert!(refused.reason.contains(what), "{}", refused.reason);
+    }
+
     /// A stray opening quote would swallow every later row into one value: the row is refused
     /// with the line of the quote, and the rows before it stay. Quoted fields that close,
     /// across lines and with doubled quotes, are not touched.
@@ -339,13 +344,7 @@ mod tests {
         assert_eq!(ok.iter().map(|(_, c)| c.id()).collect::<Vec<_>>(), ["q0"]);
         assert_eq!(rejected.len(), 1, "{rejected:?}");
         assert_eq!(rejected[0].line, 3);
-        assert!(
-            rejected[0]
-                .reason
-                .contains("opened on line 3 is never closed"),
-            "{}",
-            rejected[0].reason
-        );
+        assert_says(&rejected[0], "opened on line 3 is never closed");
         // A swallowing row refused for its length: the row before it stays, the reason says why.
         let (ok, rejected) = parse_contacts(
             "id,city,email\na,Lyon,a@x.org\nb,\"Lyon,b@x.org\nc,Paris,c@x.org\n",
@@ -353,13 +352,7 @@ mod tests {
         );
         assert_eq!(ok.iter().map(|(_, c)| c.id()).collect::<Vec<_>>(), ["a"]);
         assert_eq!(rejected.len(), 1, "{rejected:?}");
-        assert!(
-            rejected[0]
-                .reason
-                .contains("opened on line 3 is never closed"),
-            "{}",
-            rejected[0].reason
-        );
+        assert_says(&rejected[0], "opened on line 3 is never closed");
         let (ok, rejected) = parse_contacts(
             "id,note\na,\"two\nlines, \"\"quoted\"\"\"\nb,x\"y\n",
             ContactsFormat::Csv,
@@ -388,12 +381,9 @@ mod tests {
         assert_eq!(ok[2].1.subscription("news"), None);
         assert_eq!(rejected.len(), 1);
         assert_eq!(rejected[0].line, 4);
-        assert!(
-            rejected[0]
-                .reason
-                .contains("\"subscriptions.news\": \"maybe\" is not a consent value"),
-            "{}",
-            rejected[0].reason
+        assert_says(
+            &rejected[0],
+            "\"subscriptions.news\": \"maybe\" is not a consent value",
         );
     }
 

@@ -163,6 +163,20 @@ fn form(fields: &[(&str, &str)]) -> String {
 
 const FORM: &str = "application/x-www-form-urlencoded";
 
+/// Posts the login form with the pre-login `cookie`, its `csrf` token and `token`.
+async fn post_login(app: &App, cookie: &str, csrf: &str, token: &str) -> Answer {
+    send(
+        app,
+        request(
+            Method::POST,
+            "/login",
+            &[("cookie", cookie), ("content-type", FORM)],
+            &form(&[("csrf", csrf), ("token", token)]),
+        ),
+    )
+    .await
+}
+
 /// Logs in: (session cookie header value, the session's CSRF token).
 async fn login(app: &App) -> (String, String) {
     let page = send(app, request(Method::GET, "/login", &[], "")).await;
@@ -171,16 +185,7 @@ async fn login(app: &App) -> (String, String) {
         set_cookie(&page.headers, "relance_login").unwrap_or_else(|| panic!("no login cookie"));
     let csrf = csrf_of(&page.body);
     let cookie = format!("relance_login={pre}");
-    let a = send(
-        app,
-        request(
-            Method::POST,
-            "/login",
-            &[("cookie", &cookie), ("content-type", FORM)],
-            &form(&[("csrf", &csrf), ("token", TOKEN)]),
-        ),
-    )
-    .await;
+    let a = post_login(app, &cookie, &csrf, TOKEN).await;
     assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
     let (session, _) =
         set_cookie(&a.headers, "relance_session").unwrap_or_else(|| panic!("no session cookie"));
@@ -280,16 +285,7 @@ async fn login_sets_a_strict_http_only_cookie_and_pages_need_it() {
     let (pre, _) = set_cookie(&a.headers, "relance_login").unwrap_or_else(|| panic!("no cookie"));
     let csrf = csrf_of(&a.body);
     let cookie = format!("relance_login={pre}");
-    let ok = send(
-        &app,
-        request(
-            Method::POST,
-            "/login",
-            &[("cookie", &cookie), ("content-type", FORM)],
-            &form(&[("csrf", &csrf), ("token", TOKEN)]),
-        ),
-    )
-    .await;
+    let ok = post_login(&app, &cookie, &csrf, TOKEN).await;
     assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
     let (session, line) =
         set_cookie(&ok.headers, "relance_session").unwrap_or_else(|| panic!("no session"));
@@ -374,43 +370,17 @@ async fn hostile_wrong_tokens_and_login_without_its_csrf_are_refused() {
     }
     // Wrong tokens: 401 and no session, until the limit of failures per minute: 429 for a
     // wrong one, while the right one still logs in (anyone could otherwise keep the owner out).
+    let wrong = "not-the-token-0123456789abc";
     for _ in 0..10 {
-        let a = send(
-            &app,
-            request(
-                Method::POST,
-                "/login",
-                &[("cookie", &cookie), ("content-type", FORM)],
-                &form(&[("csrf", &csrf), ("token", "not-the-token-0123456789abc")]),
-            ),
-        )
-        .await;
+        let a = post_login(&app, &cookie, &csrf, wrong).await;
         assert_eq!(a.status, StatusCode::UNAUTHORIZED);
         assert!(set_cookie(&a.headers, "relance_session").is_none());
         assert!(a.body.contains("not this server"), "{}", a.body);
     }
-    let a = send(
-        &app,
-        request(
-            Method::POST,
-            "/login",
-            &[("cookie", &cookie), ("content-type", FORM)],
-            &form(&[("csrf", &csrf), ("token", "not-the-token-0123456789abc")]),
-        ),
-    )
-    .await;
+    let a = post_login(&app, &cookie, &csrf, wrong).await;
     assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(set_cookie(&a.headers, "relance_session").is_none());
-    let a = send(
-        &app,
-        request(
-            Method::POST,
-            "/login",
-            &[("cookie", &cookie), ("content-type", FORM)],
-            &form(&[("csrf", &csrf), ("token", TOKEN)]),
-        ),
-    )
-    .await;
+    let a = post_login(&app, &cookie, &csrf, TOKEN).await;
     assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
     assert!(set_cookie(&a.headers, "relance_session").is_some());
 }
